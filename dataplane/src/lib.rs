@@ -7,12 +7,16 @@
 
 pub mod demux;
 pub mod dtls;
+pub mod engine;
 pub mod ice;
 pub mod io;
 pub mod media;
+pub mod router;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod srtp;
+pub mod stats;
 pub mod stun;
+pub mod transport;
 pub mod worker;

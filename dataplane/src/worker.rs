@@ -1,15 +1,27 @@
 //! The media server as the control plane sees it: worker threads, one pinned per core, each
 //! running an engine under an I/O backend, reached through bounded command queues.
 //!
-//! CONTRACT (skeleton): the control plane calls these; the implementation lands with the engine.
+//! Commands go to a worker on a bounded queue and an eventfd wakes its loop; replies come back
+//! on oneshot channels and events on an unbounded channel (a handful per transport lifetime),
+//! so neither side ever blocks on the other.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::dtls::{Fingerprint, Identity};
+use crate::engine::{Command, Engine};
 use crate::ice::Credentials;
-use crate::io::Backend;
+use crate::io::{self, Backend, Waker};
 use crate::media::{Codec, MediaKind};
+use crate::stats::{self, Drop};
+
+/// Commands a worker's queue holds before `create_transport` reports it busy.
+const COMMAND_QUEUE: usize = 1024;
 
 /// Identifies a transport (one peer connection) across the process; chosen by the control plane.
 pub type TransportId = u64;
@@ -125,29 +137,107 @@ pub struct Stats {
     pub packets_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// RTP packets written to consumers.
+    pub rtp_forwarded: u64,
+    pub nack_retransmits: u64,
+    pub keyframe_requests: u64,
     pub transports: u64,
-    /// (reason, count), e.g. ("stun_bad_integrity", 3).
+    /// (reason, count), e.g. ("stun_bad_integrity", 3), for every reason.
     pub drops: Vec<(&'static str, u64)>,
+}
+
+struct WorkerHandle {
+    commands: SyncSender<Command>,
+    waker: Waker,
+    addr: SocketAddr,
+    stats: Arc<stats::Shared>,
+    thread: Option<JoinHandle<()>>,
 }
 
 /// The running workers.
 pub struct MediaServer {
     identity: Arc<Identity>,
+    backend: Backend,
+    workers: Vec<WorkerHandle>,
 }
 
 impl MediaServer {
-    /// Starts the workers; events arrive on the returned receiver.
+    /// Binds one UDP port per worker and starts the worker threads; events arrive on the
+    /// returned receiver.
     pub fn start(
         config: MediaConfig,
-    ) -> Result<
-        (
-            MediaServer,
-            tokio::sync::mpsc::UnboundedReceiver<MediaEvent>,
-        ),
-        Error,
-    > {
-        let _ = config;
-        todo!()
+    ) -> Result<(MediaServer, mpsc::UnboundedReceiver<MediaEvent>), Error> {
+        let identity = Identity::generate().map_err(|e| Error::Start(e.to_string()))?;
+        let available = Backend::detect();
+        let backend = match config.io_backend {
+            Some(Backend::Uring) if available != Backend::Uring => {
+                return Err(Error::Start(
+                    "io_uring is not available here (kernel or seccomp); use --io-backend mmsg"
+                        .into(),
+                ));
+            }
+            Some(b) => b,
+            None => available,
+        };
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let mut workers = Vec::with_capacity(config.workers);
+        let mut next_port = config.port_min;
+        for index in 0..config.workers.max(1) {
+            let socket =
+                io::bind_udp(config.bind_ip, next_port..=config.port_max).map_err(|e| {
+                    Error::Start(format!(
+                        "worker {index}: no free UDP port in {next_port}-{}: {e}",
+                        config.port_max
+                    ))
+                })?;
+            let addr = socket
+                .local_addr()
+                .map_err(|e| Error::Start(e.to_string()))?;
+            next_port = addr.port().saturating_add(1);
+            let waker = Waker::new().map_err(|e| Error::Start(format!("eventfd: {e}")))?;
+            let (commands, commands_rx) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
+            let shared = Arc::new(stats::Shared::default());
+            let core = (config.pin && !cores.is_empty())
+                .then(|| cores[(config.first_core + index) % cores.len()]);
+            let mut engine = Engine::new(
+                identity.clone(),
+                commands_rx,
+                events_tx.clone(),
+                shared.clone(),
+                Instant::now(),
+            );
+            let thread_waker = waker.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("sy-worker-{index}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core) {
+                            tracing::warn!(worker = index, "could not pin to core {}", core.id);
+                        }
+                    }
+                    if let Err(e) = io::run(backend, &socket, &thread_waker, &mut engine) {
+                        tracing::error!(worker = index, "I/O loop failed: {e}");
+                    }
+                })
+                .map_err(|e| Error::Start(format!("spawn worker {index}: {e}")))?;
+            tracing::info!(worker = index, %addr, backend = backend.as_str(), core = ?core.map(|c| c.id), "media worker started");
+            workers.push(WorkerHandle {
+                commands,
+                waker,
+                addr,
+                stats: shared,
+                thread: Some(thread),
+            });
+        }
+        Ok((
+            MediaServer {
+                identity,
+                backend,
+                workers,
+            },
+            events_rx,
+        ))
     }
 
     /// The certificate every transport presents.
@@ -156,37 +246,87 @@ impl MediaServer {
     }
 
     pub fn workers(&self) -> usize {
-        todo!()
+        self.workers.len()
     }
 
     /// The local address of worker `worker`'s media socket.
-    pub fn worker_addr(&self, worker: usize) -> SocketAddr {
-        let _ = worker;
-        todo!()
+    pub fn worker_addr(&self, worker: usize) -> Option<SocketAddr> {
+        self.workers.get(worker).map(|w| w.addr)
     }
 
     pub fn backend(&self) -> Backend {
-        todo!()
+        self.backend
+    }
+
+    fn send(&self, worker: usize, command: Command) -> Result<(), Error> {
+        let w = self.workers.get(worker).ok_or(Error::NoWorker(worker))?;
+        match w.commands.try_send(command) {
+            Ok(()) => {
+                w.waker.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(Error::Busy(worker)),
+            Err(TrySendError::Disconnected(_)) => Err(Error::Stopped),
+        }
     }
 
     /// Sets up a transport on `worker`; every transport of a router must go to the same worker.
     pub async fn create_transport(&self, worker: usize, spec: TransportSpec) -> Result<(), Error> {
-        let _ = (worker, spec);
-        todo!()
+        let (reply, answer) = oneshot::channel();
+        self.send(worker, Command::CreateTransport { spec, reply })?;
+        answer.await.map_err(|_| Error::Stopped)?
     }
 
     /// Closes a transport; a `Closed` event follows.
     pub fn close_transport(&self, worker: usize, transport: TransportId) -> Result<(), Error> {
-        let _ = (worker, transport);
-        todo!()
+        self.send(worker, Command::CloseTransport { id: transport })
     }
 
     pub fn stats(&self) -> Stats {
-        todo!()
+        let mut total = Stats::default();
+        let mut drops = [0u64; Drop::ALL.len()];
+        for w in &self.workers {
+            let c = w.stats.snapshot();
+            total.packets_in += c.packets_in;
+            total.packets_out += c.packets_out;
+            total.bytes_in += c.bytes_in;
+            total.bytes_out += c.bytes_out;
+            total.rtp_forwarded += c.rtp_forwarded;
+            total.nack_retransmits += c.nack_retransmits;
+            total.keyframe_requests += c.keyframe_requests;
+            total.transports += c.transports;
+            for (sum, n) in drops.iter_mut().zip(c.drops) {
+                *sum += n;
+            }
+        }
+        total.drops = Drop::ALL
+            .iter()
+            .zip(drops)
+            .map(|(d, n)| (d.name(), n))
+            .collect();
+        total
     }
 
-    /// Stops the workers and joins their threads.
+    /// Stops the workers (closing every transport) and joins their threads.
     pub fn shutdown(self) {
-        todo!()
+        drop(self);
+    }
+}
+
+impl std::ops::Drop for MediaServer {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            // A full queue still stops the worker: it also stops when the queue disconnects.
+            let _ = w.commands.try_send(Command::Stop);
+            w.waker.wake();
+        }
+        for w in &mut self.workers {
+            let (dead, _) = std::sync::mpsc::sync_channel(0);
+            drop(std::mem::replace(&mut w.commands, dead));
+            w.waker.wake();
+            if let Some(thread) = w.thread.take() {
+                let _ = thread.join();
+            }
+        }
     }
 }
