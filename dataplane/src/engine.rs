@@ -264,7 +264,7 @@ impl Engine {
         }
     }
 
-    fn on_dtls(&mut self, now: Instant, src: SocketAddr, data: &[u8], tx: &mut Tx) {
+    fn on_dtls(&mut self, src: SocketAddr, data: &[u8], tx: &mut Tx) {
         let Some(&key) = self.by_addr.get(&src) else {
             return self.counters.drop(Drop::UnknownSource);
         };
@@ -795,7 +795,7 @@ impl io::Handler for Engine {
         self.counters.bytes_in += data.len() as u64;
         match demux::classify(data) {
             PacketKind::Stun => self.on_stun(now, src, data, tx),
-            PacketKind::Dtls => self.on_dtls(now, src, data, tx),
+            PacketKind::Dtls => self.on_dtls(src, data, tx),
             PacketKind::Rtp => self.on_rtp(now, src, data, tx),
             PacketKind::Rtcp => self.on_rtcp(now, src, data, tx),
             PacketKind::Unknown => self.counters.drop(Drop::Malformed),

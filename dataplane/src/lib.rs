@@ -5,6 +5,7 @@
 //! forwarding engine (`engine`, `router`, `transport`) is also sans-IO; `worker` runs one engine
 //! per pinned core under an `io` backend (io_uring or recvmmsg/sendmmsg).
 
+pub mod client;
 pub mod demux;
 pub mod dtls;
 pub mod engine;
