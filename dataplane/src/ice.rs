@@ -3,8 +3,6 @@
 //! A lite agent never sends checks: it answers the peer's binding requests, takes the address of
 //! a request carrying USE-CANDIDATE as the selected pair, and treats the peer's periodic checks as
 //! consent. A transport with no valid check for [`CONSENT_TIMEOUT`] is closed.
-//!
-//! CONTRACT (skeleton): signatures used by the engine; implement the bodies.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,7 +22,7 @@ pub struct Credentials {
 impl Credentials {
     /// Fresh random credentials from the ice-char alphabet (8-char ufrag, 24-char password).
     pub fn random() -> Credentials {
-        todo!()
+        Credentials { ufrag: random_ice_chars(8), pwd: random_ice_chars(24) }
     }
 }
 
@@ -48,8 +46,14 @@ pub enum Error {
 /// The local ufrag of a binding request's USERNAME (`"local:remote"`), used to find the transport
 /// a request belongs to before its integrity can be checked.
 pub fn local_ufrag(username: &[u8]) -> Option<&[u8]> {
-    let _ = username;
-    todo!()
+    let colon = username.iter().position(|&b| b == b':')?;
+    username.get(..colon).filter(|u| !u.is_empty())
+}
+
+/// RFC 8445 ice-chars: ALPHA / DIGIT / "+" / "/".
+fn random_ice_chars(n: usize) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    (0..n).map(|_| char::from(ALPHABET[usize::from(rand::random::<u8>() & 63)])).collect()
 }
 
 /// What a valid check did.
@@ -98,8 +102,40 @@ impl IceLite {
         msg: &stun::Message<'_>,
         out: &mut [u8],
     ) -> Result<Check, Error> {
-        let _ = (now, src, msg, out);
-        todo!()
+        if msg.class() != stun::Class::Request || msg.method() != stun::method::BINDING {
+            return Err(Error::NotBindingRequest);
+        }
+        if !self.username_matches(msg.username().ok_or(Error::WrongUsername)?) {
+            return Err(Error::WrongUsername);
+        }
+        if !msg.integrity_ok(self.local.pwd.as_bytes()) {
+            return Err(Error::BadIntegrity);
+        }
+        if msg.fingerprint_ok() == Some(false) {
+            return Err(Error::BadFingerprint);
+        }
+        if msg.ice_controlled().is_some() {
+            return Err(Error::RoleConflict);
+        }
+        let mut w = stun::Writer::new(out, stun::method::BINDING, stun::Class::Success, msg.transaction_id())?;
+        w.xor_mapped_address(src)?;
+        w.message_integrity(self.local.pwd.as_bytes())?;
+        w.fingerprint()?;
+        let response_len = w.finish();
+        self.last_valid = now;
+        let nominated = msg.use_candidate();
+        if nominated {
+            self.selected = Some(src);
+        }
+        Ok(Check { response_len, nominated })
+    }
+
+    fn username_matches(&self, username: &[u8]) -> bool {
+        let (l, r) = (self.local.ufrag.as_bytes(), self.remote.ufrag.as_bytes());
+        username.len() == l.len() + 1 + r.len()
+            && username.starts_with(l)
+            && username.get(l.len()) == Some(&b':')
+            && username.ends_with(r)
     }
 
     /// The address of the nominated pair, once the peer nominated one.
@@ -114,5 +150,145 @@ impl IceLite {
 
     pub fn consent_expired(&self, now: Instant) -> bool {
         now >= self.consent_deadline()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn creds(u: &str, p: &str) -> Credentials {
+        Credentials { ufrag: u.into(), pwd: p.into() }
+    }
+
+    struct Req<'a> {
+        username: &'a str,
+        pwd: &'a str,
+        use_candidate: bool,
+        controlled: bool,
+        integrity: bool,
+        break_fingerprint: bool,
+    }
+
+    impl Default for Req<'_> {
+        fn default() -> Self {
+            Req { username: "srv:cli", pwd: "serverpassword", use_candidate: true, controlled: false, integrity: true, break_fingerprint: false }
+        }
+    }
+
+    fn request(r: Req<'_>) -> Vec<u8> {
+        let mut out = [0u8; 256];
+        let mut w = stun::Writer::new(&mut out, stun::method::BINDING, stun::Class::Request, &[3; 12]).unwrap();
+        w.attribute(stun::attr::USERNAME, r.username.as_bytes()).unwrap();
+        w.attribute(stun::attr::PRIORITY, &1u32.to_be_bytes()).unwrap();
+        let role = if r.controlled { stun::attr::ICE_CONTROLLED } else { stun::attr::ICE_CONTROLLING };
+        w.attribute(role, &9u64.to_be_bytes()).unwrap();
+        if r.use_candidate {
+            w.attribute(stun::attr::USE_CANDIDATE, &[]).unwrap();
+        }
+        if r.integrity {
+            w.message_integrity(r.pwd.as_bytes()).unwrap();
+        }
+        w.fingerprint().unwrap();
+        let n = w.finish();
+        let mut v = out[..n].to_vec();
+        if r.break_fingerprint {
+            let last = v.len() - 1;
+            v[last] ^= 1;
+        }
+        v
+    }
+
+    fn agent(now: Instant) -> IceLite {
+        IceLite::new(creds("srv", "serverpassword"), creds("cli", "clientpassword"), now)
+    }
+
+    #[test]
+    fn browser_check_is_answered_and_nominates() {
+        let now = Instant::now();
+        let mut a = agent(now);
+        let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let req = request(Req::default());
+        let msg = stun::Message::parse(&req).unwrap();
+        let mut out = [0u8; 256];
+        let check = a.handle_request(now, src, &msg, &mut out).unwrap();
+        assert!(check.nominated);
+        assert_eq!(a.selected(), Some(src));
+        let resp = stun::Message::parse(&out[..check.response_len]).unwrap();
+        assert_eq!(resp.class(), stun::Class::Success);
+        assert_eq!(resp.transaction_id(), &[3; 12]);
+        assert_eq!(resp.xor_mapped_address(), Some(src));
+        assert!(resp.integrity_ok(b"serverpassword"));
+        assert_eq!(resp.fingerprint_ok(), Some(true));
+    }
+
+    #[test]
+    fn bad_checks_are_refused_without_effect() {
+        let now = Instant::now();
+        let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let cases = [
+            (Req { pwd: "wrong", ..Default::default() }, Error::BadIntegrity),
+            (Req { username: "srv:other", ..Default::default() }, Error::WrongUsername),
+            (Req { username: "srvx:cli", ..Default::default() }, Error::WrongUsername),
+            (Req { integrity: false, ..Default::default() }, Error::BadIntegrity),
+            (Req { break_fingerprint: true, ..Default::default() }, Error::BadFingerprint),
+            (Req { controlled: true, ..Default::default() }, Error::RoleConflict),
+        ];
+        for (req, expected) in cases {
+            let mut a = agent(now);
+            let bytes = request(req);
+            let msg = stun::Message::parse(&bytes).unwrap();
+            let mut out = [0u8; 256];
+            let later = now + Duration::from_secs(20);
+            assert_eq!(a.handle_request(later, src, &msg, &mut out), Err(expected));
+            assert_eq!(a.selected(), None);
+            assert_eq!(a.consent_deadline(), now + CONSENT_TIMEOUT);
+        }
+    }
+
+    #[test]
+    fn consent_expires_without_checks_and_is_refreshed_by_them() {
+        let now = Instant::now();
+        let mut a = agent(now);
+        assert!(!a.consent_expired(now + Duration::from_secs(29)));
+        assert!(a.consent_expired(now + CONSENT_TIMEOUT));
+        let req = request(Req { use_candidate: false, ..Default::default() });
+        let msg = stun::Message::parse(&req).unwrap();
+        let mut out = [0u8; 256];
+        let t = now + Duration::from_secs(25);
+        let check = a.handle_request(t, "127.0.0.1:1".parse().unwrap(), &msg, &mut out).unwrap();
+        assert!(!check.nominated);
+        assert_eq!(a.selected(), None);
+        assert!(!a.consent_expired(now + Duration::from_secs(50)));
+        assert!(a.consent_expired(t + CONSENT_TIMEOUT));
+    }
+
+    #[test]
+    fn renomination_moves_the_selected_address() {
+        let now = Instant::now();
+        let mut a = agent(now);
+        let req = request(Req::default());
+        let msg = stun::Message::parse(&req).unwrap();
+        let mut out = [0u8; 256];
+        a.handle_request(now, "127.0.0.1:1".parse().unwrap(), &msg, &mut out).unwrap();
+        a.handle_request(now, "127.0.0.1:2".parse().unwrap(), &msg, &mut out).unwrap();
+        assert_eq!(a.selected(), Some("127.0.0.1:2".parse().unwrap()));
+    }
+
+    #[test]
+    fn ufrag_of_username() {
+        assert_eq!(local_ufrag(b"abc:def"), Some(&b"abc"[..]));
+        assert_eq!(local_ufrag(b":def"), None);
+        assert_eq!(local_ufrag(b"abcdef"), None);
+    }
+
+    #[test]
+    fn random_credentials_use_ice_chars() {
+        let c = Credentials::random();
+        assert_eq!(c.ufrag.len(), 8);
+        assert_eq!(c.pwd.len(), 24);
+        assert!(c.pwd.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'));
+        assert_ne!(Credentials::random(), c);
     }
 }
