@@ -22,7 +22,10 @@ pub struct Credentials {
 impl Credentials {
     /// Fresh random credentials from the ice-char alphabet (8-char ufrag, 24-char password).
     pub fn random() -> Credentials {
-        Credentials { ufrag: random_ice_chars(8), pwd: random_ice_chars(24) }
+        Credentials {
+            ufrag: random_ice_chars(8),
+            pwd: random_ice_chars(24),
+        }
     }
 }
 
@@ -53,7 +56,9 @@ pub fn local_ufrag(username: &[u8]) -> Option<&[u8]> {
 /// RFC 8445 ice-chars: ALPHA / DIGIT / "+" / "/".
 fn random_ice_chars(n: usize) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    (0..n).map(|_| char::from(ALPHABET[usize::from(rand::random::<u8>() & 63)])).collect()
+    (0..n)
+        .map(|_| char::from(ALPHABET[usize::from(rand::random::<u8>() & 63)]))
+        .collect()
 }
 
 /// What a valid check did.
@@ -117,7 +122,12 @@ impl IceLite {
         if msg.ice_controlled().is_some() {
             return Err(Error::RoleConflict);
         }
-        let mut w = stun::Writer::new(out, stun::method::BINDING, stun::Class::Success, msg.transaction_id())?;
+        let mut w = stun::Writer::new(
+            out,
+            stun::method::BINDING,
+            stun::Class::Success,
+            msg.transaction_id(),
+        )?;
         w.xor_mapped_address(src)?;
         w.message_integrity(self.local.pwd.as_bytes())?;
         w.fingerprint()?;
@@ -127,7 +137,10 @@ impl IceLite {
         if nominated {
             self.selected = Some(src);
         }
-        Ok(Check { response_len, nominated })
+        Ok(Check {
+            response_len,
+            nominated,
+        })
     }
 
     fn username_matches(&self, username: &[u8]) -> bool {
@@ -159,7 +172,10 @@ mod tests {
     use std::time::Duration;
 
     fn creds(u: &str, p: &str) -> Credentials {
-        Credentials { ufrag: u.into(), pwd: p.into() }
+        Credentials {
+            ufrag: u.into(),
+            pwd: p.into(),
+        }
     }
 
     struct Req<'a> {
@@ -173,16 +189,35 @@ mod tests {
 
     impl Default for Req<'_> {
         fn default() -> Self {
-            Req { username: "srv:cli", pwd: "serverpassword", use_candidate: true, controlled: false, integrity: true, break_fingerprint: false }
+            Req {
+                username: "srv:cli",
+                pwd: "serverpassword",
+                use_candidate: true,
+                controlled: false,
+                integrity: true,
+                break_fingerprint: false,
+            }
         }
     }
 
     fn request(r: Req<'_>) -> Vec<u8> {
         let mut out = [0u8; 256];
-        let mut w = stun::Writer::new(&mut out, stun::method::BINDING, stun::Class::Request, &[3; 12]).unwrap();
-        w.attribute(stun::attr::USERNAME, r.username.as_bytes()).unwrap();
-        w.attribute(stun::attr::PRIORITY, &1u32.to_be_bytes()).unwrap();
-        let role = if r.controlled { stun::attr::ICE_CONTROLLED } else { stun::attr::ICE_CONTROLLING };
+        let mut w = stun::Writer::new(
+            &mut out,
+            stun::method::BINDING,
+            stun::Class::Request,
+            &[3; 12],
+        )
+        .unwrap();
+        w.attribute(stun::attr::USERNAME, r.username.as_bytes())
+            .unwrap();
+        w.attribute(stun::attr::PRIORITY, &1u32.to_be_bytes())
+            .unwrap();
+        let role = if r.controlled {
+            stun::attr::ICE_CONTROLLED
+        } else {
+            stun::attr::ICE_CONTROLLING
+        };
         w.attribute(role, &9u64.to_be_bytes()).unwrap();
         if r.use_candidate {
             w.attribute(stun::attr::USE_CANDIDATE, &[]).unwrap();
@@ -201,7 +236,11 @@ mod tests {
     }
 
     fn agent(now: Instant) -> IceLite {
-        IceLite::new(creds("srv", "serverpassword"), creds("cli", "clientpassword"), now)
+        IceLite::new(
+            creds("srv", "serverpassword"),
+            creds("cli", "clientpassword"),
+            now,
+        )
     }
 
     #[test]
@@ -228,12 +267,48 @@ mod tests {
         let now = Instant::now();
         let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let cases = [
-            (Req { pwd: "wrong", ..Default::default() }, Error::BadIntegrity),
-            (Req { username: "srv:other", ..Default::default() }, Error::WrongUsername),
-            (Req { username: "srvx:cli", ..Default::default() }, Error::WrongUsername),
-            (Req { integrity: false, ..Default::default() }, Error::BadIntegrity),
-            (Req { break_fingerprint: true, ..Default::default() }, Error::BadFingerprint),
-            (Req { controlled: true, ..Default::default() }, Error::RoleConflict),
+            (
+                Req {
+                    pwd: "wrong",
+                    ..Default::default()
+                },
+                Error::BadIntegrity,
+            ),
+            (
+                Req {
+                    username: "srv:other",
+                    ..Default::default()
+                },
+                Error::WrongUsername,
+            ),
+            (
+                Req {
+                    username: "srvx:cli",
+                    ..Default::default()
+                },
+                Error::WrongUsername,
+            ),
+            (
+                Req {
+                    integrity: false,
+                    ..Default::default()
+                },
+                Error::BadIntegrity,
+            ),
+            (
+                Req {
+                    break_fingerprint: true,
+                    ..Default::default()
+                },
+                Error::BadFingerprint,
+            ),
+            (
+                Req {
+                    controlled: true,
+                    ..Default::default()
+                },
+                Error::RoleConflict,
+            ),
         ];
         for (req, expected) in cases {
             let mut a = agent(now);
@@ -253,11 +328,16 @@ mod tests {
         let mut a = agent(now);
         assert!(!a.consent_expired(now + Duration::from_secs(29)));
         assert!(a.consent_expired(now + CONSENT_TIMEOUT));
-        let req = request(Req { use_candidate: false, ..Default::default() });
+        let req = request(Req {
+            use_candidate: false,
+            ..Default::default()
+        });
         let msg = stun::Message::parse(&req).unwrap();
         let mut out = [0u8; 256];
         let t = now + Duration::from_secs(25);
-        let check = a.handle_request(t, "127.0.0.1:1".parse().unwrap(), &msg, &mut out).unwrap();
+        let check = a
+            .handle_request(t, "127.0.0.1:1".parse().unwrap(), &msg, &mut out)
+            .unwrap();
         assert!(!check.nominated);
         assert_eq!(a.selected(), None);
         assert!(!a.consent_expired(now + Duration::from_secs(50)));
@@ -271,8 +351,10 @@ mod tests {
         let req = request(Req::default());
         let msg = stun::Message::parse(&req).unwrap();
         let mut out = [0u8; 256];
-        a.handle_request(now, "127.0.0.1:1".parse().unwrap(), &msg, &mut out).unwrap();
-        a.handle_request(now, "127.0.0.1:2".parse().unwrap(), &msg, &mut out).unwrap();
+        a.handle_request(now, "127.0.0.1:1".parse().unwrap(), &msg, &mut out)
+            .unwrap();
+        a.handle_request(now, "127.0.0.1:2".parse().unwrap(), &msg, &mut out)
+            .unwrap();
         assert_eq!(a.selected(), Some("127.0.0.1:2".parse().unwrap()));
     }
 
@@ -288,7 +370,11 @@ mod tests {
         let c = Credentials::random();
         assert_eq!(c.ufrag.len(), 8);
         assert_eq!(c.pwd.len(), 24);
-        assert!(c.pwd.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'));
+        assert!(
+            c.pwd
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+        );
         assert_ne!(Credentials::random(), c);
     }
 }

@@ -112,7 +112,12 @@ impl<'a> Message<'a> {
             return Err(Error::BadLength);
         }
         let typ = be16(buf, 0).ok_or(Error::TooShort)?;
-        let mut msg = Message { buf, typ, integrity: None, fingerprint: None };
+        let mut msg = Message {
+            buf,
+            typ,
+            integrity: None,
+            fingerprint: None,
+        };
         let mut at = HEADER_LEN;
         while at < buf.len() {
             let t = be16(buf, at).ok_or(Error::BadAttribute)?;
@@ -270,7 +275,10 @@ impl<'a> Message<'a> {
         let Some(at) = self.integrity else {
             return false;
         };
-        let (Some(covered), Some(tag)) = (self.buf.get(..at), self.buf.get(at + 4..at + 4 + INTEGRITY_LEN)) else {
+        let (Some(covered), Some(tag)) = (
+            self.buf.get(..at),
+            self.buf.get(at + 4..at + 4 + INTEGRITY_LEN),
+        ) else {
             return false;
         };
         // The length field covers the message up to and including MESSAGE-INTEGRITY.
@@ -292,14 +300,23 @@ pub struct Writer<'b> {
 }
 
 impl<'b> Writer<'b> {
-    pub fn new(buf: &'b mut [u8], method: u16, class: Class, transaction_id: &[u8; 12]) -> Result<Writer<'b>, Error> {
+    pub fn new(
+        buf: &'b mut [u8],
+        method: u16,
+        class: Class,
+        transaction_id: &[u8; 12],
+    ) -> Result<Writer<'b>, Error> {
         let header = buf.get_mut(..HEADER_LEN).ok_or(Error::BufferTooSmall)?;
-        let typ = (method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2) | class.bits();
+        let typ =
+            (method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2) | class.bits();
         header[0..2].copy_from_slice(&typ.to_be_bytes());
         header[2..4].copy_from_slice(&[0, 0]);
         header[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
         header[8..20].copy_from_slice(transaction_id);
-        Ok(Writer { buf, len: HEADER_LEN })
+        Ok(Writer {
+            buf,
+            len: HEADER_LEN,
+        })
     }
 
     fn set_length(&mut self, body: usize) {
@@ -311,10 +328,15 @@ impl<'b> Writer<'b> {
     /// Appends an attribute, padded to 4 bytes.
     pub fn attribute(&mut self, typ: u16, value: &[u8]) -> Result<(), Error> {
         let total = 4 + padded(value.len());
-        if value.len() > usize::from(u16::MAX) || self.len + total - HEADER_LEN > usize::from(u16::MAX) {
+        if value.len() > usize::from(u16::MAX)
+            || self.len + total - HEADER_LEN > usize::from(u16::MAX)
+        {
             return Err(Error::BufferTooSmall);
         }
-        let out = self.buf.get_mut(self.len..self.len + total).ok_or(Error::BufferTooSmall)?;
+        let out = self
+            .buf
+            .get_mut(self.len..self.len + total)
+            .ok_or(Error::BufferTooSmall)?;
         out[0..2].copy_from_slice(&typ.to_be_bytes());
         out[2..4].copy_from_slice(&(value.len() as u16).to_be_bytes());
         out[4..4 + value.len()].copy_from_slice(value);
@@ -394,7 +416,10 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     const PASSWORD: &[u8] = b"VOkJxbRl1RmTxUk/WvJxBt";
@@ -454,7 +479,10 @@ mod tests {
         let buf = hex(RESPONSE_V4);
         let m = Message::parse(&buf).unwrap();
         assert_eq!(m.class(), Class::Success);
-        assert_eq!(m.xor_mapped_address(), Some("192.0.2.1:32853".parse().unwrap()));
+        assert_eq!(
+            m.xor_mapped_address(),
+            Some("192.0.2.1:32853".parse().unwrap())
+        );
         assert_eq!(m.fingerprint_ok(), Some(true));
         assert!(m.integrity_ok(PASSWORD));
     }
@@ -465,7 +493,11 @@ mod tests {
         let m = Message::parse(&buf).unwrap();
         assert_eq!(
             m.xor_mapped_address(),
-            Some("[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap())
+            Some(
+                "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+                    .parse()
+                    .unwrap()
+            )
         );
         assert_eq!(m.fingerprint_ok(), Some(true));
         assert!(m.integrity_ok(PASSWORD));
@@ -475,7 +507,10 @@ mod tests {
     fn rfc5769_long_term_request_parses() {
         let buf = hex(REQUEST_LONG_TERM);
         let m = Message::parse(&buf).unwrap();
-        assert_eq!(m.username().map(|u| std::str::from_utf8(u).unwrap()), Some("マトリックス"));
+        assert_eq!(
+            m.username().map(|u| std::str::from_utf8(u).unwrap()),
+            Some("マトリックス")
+        );
         assert_eq!(m.fingerprint_ok(), None);
     }
 
@@ -486,14 +521,18 @@ mod tests {
         let mut out = [0u8; 128];
         let mut w = Writer::new(&mut out, method::BINDING, Class::Success, &tid).unwrap();
         w.attribute(attr::SOFTWARE, b"test vector").unwrap();
-        w.xor_mapped_address("192.0.2.1:32853".parse().unwrap()).unwrap();
+        w.xor_mapped_address("192.0.2.1:32853".parse().unwrap())
+            .unwrap();
         w.message_integrity(PASSWORD).unwrap();
         w.fingerprint().unwrap();
         let n = w.finish();
         // The RFC pads SOFTWARE with 0x20; we pad with zeros, so compare everything else.
         let m = Message::parse(&out[..n]).unwrap();
         assert_eq!(n, expected.len());
-        assert_eq!(m.xor_mapped_address(), Some("192.0.2.1:32853".parse().unwrap()));
+        assert_eq!(
+            m.xor_mapped_address(),
+            Some("192.0.2.1:32853".parse().unwrap())
+        );
         assert!(m.integrity_ok(PASSWORD));
         assert_eq!(m.fingerprint_ok(), Some(true));
     }
@@ -504,7 +543,12 @@ mod tests {
         let tid: [u8; 12] = expected[8..20].try_into().unwrap();
         let mut out = [0u8; 128];
         let mut w = Writer::new(&mut out, method::BINDING, Class::Success, &tid).unwrap();
-        w.xor_mapped_address("[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap()).unwrap();
+        w.xor_mapped_address(
+            "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+                .parse()
+                .unwrap(),
+        )
+        .unwrap();
         let n = w.finish();
         assert_eq!(&out[20..n], &expected[36..60]);
     }
