@@ -1,9 +1,7 @@
-//! RTP packets (RFC 3550) with header extensions (RFC 8285), read and rewritten in place.
+//! RTP packets (RFC 3550) with header extensions (RFC 8285), read and written in place.
 //!
 //! Hand-written because it is on the per-packet path: parsing returns offsets into the datagram
 //! and never allocates.
-//!
-//! CONTRACT (skeleton): signatures used by the router; implement the bodies.
 
 use crate::media::Codec;
 
@@ -37,16 +35,95 @@ pub struct Header {
     pub extension: Option<(u16, usize, usize)>,
 }
 
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
 impl Header {
     pub fn parse(packet: &[u8]) -> Result<Header, Error> {
-        let _ = packet;
-        todo!()
+        let first = *packet.first().ok_or(Error::TooShort)?;
+        if first >> 6 != 2 {
+            return Err(Error::BadVersion);
+        }
+        let second = *packet.get(1).ok_or(Error::TooShort)?;
+        let sequence = be16(packet, 2).ok_or(Error::TooShort)?;
+        let timestamp = be32(packet, 4).ok_or(Error::TooShort)?;
+        let ssrc = be32(packet, 8).ok_or(Error::TooShort)?;
+        let mut offset = 12 + 4 * usize::from(first & 0x0F);
+        if packet.len() < offset {
+            return Err(Error::TooShort);
+        }
+        let mut extension = None;
+        if first & 0x10 != 0 {
+            let profile = be16(packet, offset).ok_or(Error::BadExtension)?;
+            let words = usize::from(be16(packet, offset + 2).ok_or(Error::BadExtension)?);
+            let start = offset + 4;
+            let end = start + 4 * words;
+            if end > packet.len() {
+                return Err(Error::BadExtension);
+            }
+            extension = Some((profile, start, end));
+            offset = end;
+        }
+        let mut payload_end = packet.len();
+        if first & 0x20 != 0 {
+            let pad = usize::from(*packet.last().ok_or(Error::BadPadding)?);
+            if pad == 0 || pad > payload_end - offset {
+                return Err(Error::BadPadding);
+            }
+            payload_end -= pad;
+        }
+        Ok(Header {
+            marker: second & 0x80 != 0,
+            payload_type: second & 0x7F,
+            sequence,
+            timestamp,
+            ssrc,
+            payload_offset: offset,
+            payload_end,
+            extension,
+        })
     }
 
     /// The value of the one-byte (0xBEDE) or two-byte (0x100x) extension element `id`.
     pub fn extension_value<'a>(&self, packet: &'a [u8], id: u8) -> Option<&'a [u8]> {
-        let _ = (packet, id);
-        todo!()
+        let (profile, start, end) = self.extension?;
+        let data = packet.get(start..end)?;
+        let two_byte = match profile {
+            0xBEDE => false,
+            p if p & 0xFFF0 == 0x1000 => true,
+            _ => return None,
+        };
+        let mut at = 0;
+        while at < data.len() {
+            let b = *data.get(at)?;
+            let (eid, len, header) = if two_byte {
+                if b == 0 {
+                    at += 1;
+                    continue;
+                }
+                (b, usize::from(*data.get(at + 1)?), 2)
+            } else {
+                if b == 0 {
+                    at += 1;
+                    continue;
+                }
+                if b >> 4 == 15 {
+                    return None;
+                }
+                (b >> 4, usize::from(b & 0x0F) + 1, 1)
+            };
+            let value = data.get(at + header..at + header + len)?;
+            if eid == id {
+                return Some(value);
+            }
+            at += header + len;
+        }
+        None
     }
 }
 
@@ -61,20 +138,116 @@ pub struct HeaderFields {
 }
 
 /// Writes a header with one-byte-form extensions `(id, value)` (omitted when empty) into `out`;
-/// returns its length.
-pub fn write_header(
-    out: &mut [u8],
-    fields: &HeaderFields,
-    extensions: &[(u8, &[u8])],
-) -> Result<usize, Error> {
-    let _ = (out, fields, extensions);
-    todo!()
+/// returns its length. Ids must be 1..=14 and values 1..=16 bytes.
+pub fn write_header(out: &mut [u8], fields: &HeaderFields, extensions: &[(u8, &[u8])]) -> Result<usize, Error> {
+    let ext_bytes: usize = extensions.iter().map(|(_, v)| 1 + v.len()).sum();
+    let ext_len = if extensions.is_empty() { 0 } else { 4 + ext_bytes.div_ceil(4) * 4 };
+    let total = 12 + ext_len;
+    let out = out.get_mut(..total).ok_or(Error::BufferTooSmall)?;
+    out[0] = 0x80 | if extensions.is_empty() { 0 } else { 0x10 };
+    out[1] = (fields.payload_type & 0x7F) | if fields.marker { 0x80 } else { 0 };
+    out[2..4].copy_from_slice(&fields.sequence.to_be_bytes());
+    out[4..8].copy_from_slice(&fields.timestamp.to_be_bytes());
+    out[8..12].copy_from_slice(&fields.ssrc.to_be_bytes());
+    if !extensions.is_empty() {
+        out[12..14].copy_from_slice(&[0xBE, 0xDE]);
+        out[14..16].copy_from_slice(&(((ext_len - 4) / 4) as u16).to_be_bytes());
+        let mut at = 16;
+        for &(id, value) in extensions {
+            if !(1..=14).contains(&id) || value.is_empty() || value.len() > 16 {
+                return Err(Error::BadExtension);
+            }
+            out[at] = (id << 4) | (value.len() as u8 - 1);
+            out[at + 1..at + 1 + value.len()].copy_from_slice(value);
+            at += 1 + value.len();
+        }
+        out[at..].fill(0);
+    }
+    Ok(total)
 }
 
 /// Whether this payload starts a keyframe (VP8, VP9, H264, AV1; always false for audio).
 pub fn is_keyframe(codec: Codec, payload: &[u8]) -> bool {
-    let _ = (codec, payload);
-    todo!()
+    match codec {
+        Codec::Opus => false,
+        Codec::Vp8 => vp8_keyframe(payload).unwrap_or(false),
+        Codec::Vp9 => vp9_keyframe(payload).unwrap_or(false),
+        Codec::H264 => h264_keyframe(payload).unwrap_or(false),
+        // AV1 RTP: the aggregation header's N bit marks the first packet of a coded video
+        // sequence, which starts with a keyframe.
+        Codec::Av1 => payload.first().is_some_and(|b| b & 0x08 != 0),
+    }
+}
+
+/// RFC 7741: the start of partition 0 (S=1, PID=0) whose VP8 frame tag has P=0.
+fn vp8_keyframe(p: &[u8]) -> Option<bool> {
+    let b0 = *p.first()?;
+    if b0 & 0x10 == 0 || b0 & 0x07 != 0 {
+        return Some(false);
+    }
+    let mut at = 1;
+    if b0 & 0x80 != 0 {
+        let x = *p.get(at)?;
+        at += 1;
+        if x & 0x80 != 0 {
+            // PictureID: 7 or 15 bits.
+            at += if *p.get(at)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            at += 1; // TL0PICIDX
+        }
+        if x & 0x30 != 0 {
+            at += 1; // TID/Y/KEYIDX
+        }
+    }
+    Some(*p.get(at)? & 0x01 == 0)
+}
+
+/// VP9 RTP payload: the start of a frame (B=1) that is not inter-predicted (P=0), in the
+/// base spatial layer.
+fn vp9_keyframe(p: &[u8]) -> Option<bool> {
+    let b0 = *p.first()?;
+    let (picture_id, inter, layers, begin) = (b0 & 0x80 != 0, b0 & 0x40 != 0, b0 & 0x20 != 0, b0 & 0x08 != 0);
+    if !begin || inter {
+        return Some(false);
+    }
+    let mut at = 1;
+    if picture_id {
+        at += if *p.get(at)? & 0x80 != 0 { 2 } else { 1 };
+    }
+    if layers {
+        let l = *p.get(at)?;
+        // Spatial layer id is bits 3..1 of the layer byte.
+        if (l >> 1) & 0x07 != 0 {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
+/// RFC 6184: an IDR slice (5) or SPS (7), alone, in a STAP-A, or starting an FU-A.
+fn h264_keyframe(p: &[u8]) -> Option<bool> {
+    let nal = *p.first()? & 0x1F;
+    Some(match nal {
+        5 | 7 => true,
+        24 => {
+            let mut at = 1;
+            while at + 2 < p.len() {
+                let size = usize::from(be16(p, at)?);
+                let t = *p.get(at + 2)? & 0x1F;
+                if t == 5 || t == 7 {
+                    return Some(true);
+                }
+                at += 2 + size;
+            }
+            false
+        }
+        28 => {
+            let fu = *p.get(1)?;
+            fu & 0x80 != 0 && matches!(fu & 0x1F, 5 | 7)
+        }
+        _ => false,
+    })
 }
 
 /// Extends 16-bit sequence numbers to 64 bits across wraps (RFC 3550 A.1).
@@ -84,9 +257,146 @@ pub struct SeqExtender {
 }
 
 impl SeqExtender {
-    /// The extended sequence number of `seq`, judged against the highest seen so far.
+    /// The extended sequence number of `seq`, judged against the highest seen so far: within
+    /// half the sequence space before the highest it is an old packet, not a wrap. The first
+    /// packet starts one cycle in, so a late packet from before it does not underflow.
     pub fn extend(&mut self, seq: u16) -> u64 {
-        let _ = (seq, self.highest);
-        todo!()
+        let Some(highest) = self.highest else {
+            self.highest = Some(u64::from(seq) + (1 << 16));
+            return u64::from(seq) + (1 << 16);
+        };
+        let delta = seq.wrapping_sub(highest as u16) as i16;
+        let extended = highest.wrapping_add_signed(i64::from(delta));
+        if extended > highest {
+            self.highest = Some(extended);
+        }
+        extended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fields(seq: u16) -> HeaderFields {
+        HeaderFields { marker: true, payload_type: 96, sequence: seq, timestamp: 0xdeadbeef, ssrc: 0x01020304 }
+    }
+
+    #[test]
+    fn write_then_parse_with_extensions() {
+        let mut out = [0u8; 64];
+        let n = write_header(&mut out, &fields(7), &[(1, b"0"), (3, &[1, 2, 3])]).unwrap();
+        assert_eq!(n, 12 + 4 + 8);
+        let mut packet = out[..n].to_vec();
+        packet.extend_from_slice(b"payload");
+        let h = Header::parse(&packet).unwrap();
+        assert!(h.marker);
+        assert_eq!((h.payload_type, h.sequence, h.timestamp, h.ssrc), (96, 7, 0xdeadbeef, 0x01020304));
+        assert_eq!(&packet[h.payload_offset..h.payload_end], b"payload");
+        assert_eq!(h.extension_value(&packet, 1), Some(&b"0"[..]));
+        assert_eq!(h.extension_value(&packet, 3), Some(&[1u8, 2, 3][..]));
+        assert_eq!(h.extension_value(&packet, 2), None);
+        let n = write_header(&mut out, &fields(7), &[]).unwrap();
+        assert_eq!(n, 12);
+        assert_eq!(write_header(&mut out, &fields(1), &[(15, b"x")]), Err(Error::BadExtension));
+        assert_eq!(write_header(&mut out[..10], &fields(1), &[]), Err(Error::BufferTooSmall));
+    }
+
+    #[test]
+    fn padding_csrcs_and_two_byte_extensions() {
+        // CC=2, X, P; two-byte extension (0x1000) with id 5 len 2, then padding of 3.
+        let mut p = vec![0xB2, 111, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3];
+        p.extend_from_slice(&[0; 8]);
+        p.extend_from_slice(&[0x10, 0x00, 0x00, 0x01, 5, 2, 0xAA, 0xBB]);
+        p.extend_from_slice(b"data");
+        p.extend_from_slice(&[0, 0, 3]);
+        let h = Header::parse(&p).unwrap();
+        assert_eq!(&p[h.payload_offset..h.payload_end], b"data");
+        assert_eq!(h.extension_value(&p, 5), Some(&[0xAA, 0xBB][..]));
+        let mut bad = p.clone();
+        *bad.last_mut().unwrap() = 0;
+        assert_eq!(Header::parse(&bad), Err(Error::BadPadding));
+        let mut bad = p.clone();
+        *bad.last_mut().unwrap() = 200;
+        assert_eq!(Header::parse(&bad), Err(Error::BadPadding));
+        assert_eq!(Header::parse(&p[..22]), Err(Error::BadExtension));
+        assert_eq!(Header::parse(&[0x40; 20]), Err(Error::BadVersion));
+        assert_eq!(Header::parse(&[0x80; 11]), Err(Error::TooShort));
+    }
+
+    #[test]
+    fn vp8_keyframes() {
+        assert!(is_keyframe(Codec::Vp8, &[0x10, 0x00, 0x9d, 0x01, 0x2a]));
+        // Inter frame (P=1).
+        assert!(!is_keyframe(Codec::Vp8, &[0x10, 0x01]));
+        // Not the start of partition 0.
+        assert!(!is_keyframe(Codec::Vp8, &[0x00, 0x00]));
+        // Extended descriptor: X, I with 15-bit picture id, L, T.
+        assert!(is_keyframe(Codec::Vp8, &[0x90, 0xE0, 0x80, 0x01, 0x05, 0x20, 0x00]));
+        assert!(!is_keyframe(Codec::Vp8, &[0x90, 0xE0, 0x80]));
+        assert!(!is_keyframe(Codec::Vp8, &[]));
+    }
+
+    #[test]
+    fn vp9_keyframes() {
+        // I (15-bit picture id), B; P=0.
+        assert!(is_keyframe(Codec::Vp9, &[0x88, 0x80, 0x01, 0xAA]));
+        assert!(!is_keyframe(Codec::Vp9, &[0xC8, 0x80, 0x01]));
+        assert!(!is_keyframe(Codec::Vp9, &[0x80, 0x80, 0x01]));
+        // L with spatial layer 1.
+        assert!(!is_keyframe(Codec::Vp9, &[0xA8, 0x01, 0x02]));
+        assert!(is_keyframe(Codec::Vp9, &[0xA8, 0x01, 0x00]));
+        assert!(!is_keyframe(Codec::Vp9, &[0x88]));
+    }
+
+    #[test]
+    fn h264_keyframes() {
+        assert!(is_keyframe(Codec::H264, &[0x65, 0x88]));
+        assert!(is_keyframe(Codec::H264, &[0x67, 0x42]));
+        assert!(!is_keyframe(Codec::H264, &[0x41, 0x9a]));
+        // STAP-A with SPS + PPS.
+        assert!(is_keyframe(Codec::H264, &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce]));
+        assert!(!is_keyframe(Codec::H264, &[0x78, 0x00, 0x02, 0x41, 0x42]));
+        // FU-A start of an IDR, and a middle fragment.
+        assert!(is_keyframe(Codec::H264, &[0x7c, 0x85, 0x00]));
+        assert!(!is_keyframe(Codec::H264, &[0x7c, 0x05, 0x00]));
+        assert!(!is_keyframe(Codec::H264, &[0x7c]));
+    }
+
+    #[test]
+    fn av1_and_opus() {
+        assert!(is_keyframe(Codec::Av1, &[0x18]));
+        assert!(!is_keyframe(Codec::Av1, &[0x10]));
+        assert!(!is_keyframe(Codec::Opus, &[0xff]));
+    }
+
+    #[test]
+    fn sequence_extension_across_wraps() {
+        let mut e = SeqExtender::default();
+        let base = e.extend(65534);
+        assert_eq!(e.extend(65535), base + 1);
+        assert_eq!(e.extend(0), base + 2);
+        assert_eq!(e.extend(65535), base + 1); // late packet, not a wrap back
+        assert_eq!(e.extend(5), base + 7);
+        let mut e = SeqExtender::default();
+        let b = e.extend(10);
+        assert_eq!(e.extend(5), b - 5);
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..100), id in 0u8..16) {
+            if let Ok(h) = Header::parse(&data) {
+                let _ = h.extension_value(&data, id);
+                let payload = &data[h.payload_offset..h.payload_end];
+                for c in [Codec::Opus, Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1] {
+                    let _ = is_keyframe(c, payload);
+                }
+            }
+            for c in [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1] {
+                let _ = is_keyframe(c, &data);
+            }
+        }
     }
 }
