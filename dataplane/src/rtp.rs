@@ -139,9 +139,17 @@ pub struct HeaderFields {
 
 /// Writes a header with one-byte-form extensions `(id, value)` (omitted when empty) into `out`;
 /// returns its length. Ids must be 1..=14 and values 1..=16 bytes.
-pub fn write_header(out: &mut [u8], fields: &HeaderFields, extensions: &[(u8, &[u8])]) -> Result<usize, Error> {
+pub fn write_header(
+    out: &mut [u8],
+    fields: &HeaderFields,
+    extensions: &[(u8, &[u8])],
+) -> Result<usize, Error> {
     let ext_bytes: usize = extensions.iter().map(|(_, v)| 1 + v.len()).sum();
-    let ext_len = if extensions.is_empty() { 0 } else { 4 + ext_bytes.div_ceil(4) * 4 };
+    let ext_len = if extensions.is_empty() {
+        0
+    } else {
+        4 + ext_bytes.div_ceil(4) * 4
+    };
     let total = 12 + ext_len;
     let out = out.get_mut(..total).ok_or(Error::BufferTooSmall)?;
     out[0] = 0x80 | if extensions.is_empty() { 0 } else { 0x10 };
@@ -207,7 +215,12 @@ fn vp8_keyframe(p: &[u8]) -> Option<bool> {
 /// base spatial layer.
 fn vp9_keyframe(p: &[u8]) -> Option<bool> {
     let b0 = *p.first()?;
-    let (picture_id, inter, layers, begin) = (b0 & 0x80 != 0, b0 & 0x40 != 0, b0 & 0x20 != 0, b0 & 0x08 != 0);
+    let (picture_id, inter, layers, begin) = (
+        b0 & 0x80 != 0,
+        b0 & 0x40 != 0,
+        b0 & 0x20 != 0,
+        b0 & 0x08 != 0,
+    );
     if !begin || inter {
         return Some(false);
     }
@@ -280,7 +293,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn fields(seq: u16) -> HeaderFields {
-        HeaderFields { marker: true, payload_type: 96, sequence: seq, timestamp: 0xdeadbeef, ssrc: 0x01020304 }
+        HeaderFields {
+            marker: true,
+            payload_type: 96,
+            sequence: seq,
+            timestamp: 0xdeadbeef,
+            ssrc: 0x01020304,
+        }
     }
 
     #[test]
@@ -292,15 +311,24 @@ mod tests {
         packet.extend_from_slice(b"payload");
         let h = Header::parse(&packet).unwrap();
         assert!(h.marker);
-        assert_eq!((h.payload_type, h.sequence, h.timestamp, h.ssrc), (96, 7, 0xdeadbeef, 0x01020304));
+        assert_eq!(
+            (h.payload_type, h.sequence, h.timestamp, h.ssrc),
+            (96, 7, 0xdeadbeef, 0x01020304)
+        );
         assert_eq!(&packet[h.payload_offset..h.payload_end], b"payload");
         assert_eq!(h.extension_value(&packet, 1), Some(&b"0"[..]));
         assert_eq!(h.extension_value(&packet, 3), Some(&[1u8, 2, 3][..]));
         assert_eq!(h.extension_value(&packet, 2), None);
         let n = write_header(&mut out, &fields(7), &[]).unwrap();
         assert_eq!(n, 12);
-        assert_eq!(write_header(&mut out, &fields(1), &[(15, b"x")]), Err(Error::BadExtension));
-        assert_eq!(write_header(&mut out[..10], &fields(1), &[]), Err(Error::BufferTooSmall));
+        assert_eq!(
+            write_header(&mut out, &fields(1), &[(15, b"x")]),
+            Err(Error::BadExtension)
+        );
+        assert_eq!(
+            write_header(&mut out[..10], &fields(1), &[]),
+            Err(Error::BufferTooSmall)
+        );
     }
 
     #[test]
@@ -333,7 +361,10 @@ mod tests {
         // Not the start of partition 0.
         assert!(!is_keyframe(Codec::Vp8, &[0x00, 0x00]));
         // Extended descriptor: X, I with 15-bit picture id, L, T.
-        assert!(is_keyframe(Codec::Vp8, &[0x90, 0xE0, 0x80, 0x01, 0x05, 0x20, 0x00]));
+        assert!(is_keyframe(
+            Codec::Vp8,
+            &[0x90, 0xE0, 0x80, 0x01, 0x05, 0x20, 0x00]
+        ));
         assert!(!is_keyframe(Codec::Vp8, &[0x90, 0xE0, 0x80]));
         assert!(!is_keyframe(Codec::Vp8, &[]));
     }
@@ -356,7 +387,10 @@ mod tests {
         assert!(is_keyframe(Codec::H264, &[0x67, 0x42]));
         assert!(!is_keyframe(Codec::H264, &[0x41, 0x9a]));
         // STAP-A with SPS + PPS.
-        assert!(is_keyframe(Codec::H264, &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce]));
+        assert!(is_keyframe(
+            Codec::H264,
+            &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce]
+        ));
         assert!(!is_keyframe(Codec::H264, &[0x78, 0x00, 0x02, 0x41, 0x42]));
         // FU-A start of an IDR, and a middle fragment.
         assert!(is_keyframe(Codec::H264, &[0x7c, 0x85, 0x00]));
