@@ -530,7 +530,7 @@ impl ReceiveStats {
             // Differences use 32-bit RTP arithmetic, so a timestamp wrap is a small step.
             let d = i64::from(((transit - last) as i32).unsigned_abs());
             let j = self.jitter_q4 as i64;
-            self.jitter_q4 = (j + d * 16 / 16 - j / 16).max(0) as u64;
+            self.jitter_q4 = (j + d - ((j + 8) >> 4)).max(0) as u64;
         }
         self.last_transit = Some(transit);
     }
