@@ -9,7 +9,7 @@
 //! several times slower.
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
-use aws_lc_rs::cipher::{AES_128, EncryptingKey, EncryptionContext, UnboundCipherKey};
+use aws_lc_rs::cipher::{AES_128, AES_256, EncryptingKey, EncryptionContext, UnboundCipherKey};
 use aws_lc_rs::constant_time;
 use aws_lc_rs::hmac;
 use aws_lc_rs::iv::FixedLength;
@@ -20,17 +20,22 @@ pub enum Profile {
     Aes128CmHmacSha1_80,
     /// SRTP_AEAD_AES_128_GCM (RFC 7714, RFC 5764 0x0007).
     AeadAes128Gcm,
+    /// SRTP_AEAD_AES_256_GCM (RFC 7714, 0x0008): what Chrome gets when it offers every suite.
+    AeadAes256Gcm,
 }
 
 impl Profile {
     pub fn key_len(self) -> usize {
-        16
+        match self {
+            Profile::AeadAes256Gcm => 32,
+            _ => 16,
+        }
     }
 
     pub fn salt_len(self) -> usize {
         match self {
             Profile::Aes128CmHmacSha1_80 => 14,
-            Profile::AeadAes128Gcm => 12,
+            Profile::AeadAes128Gcm | Profile::AeadAes256Gcm => 12,
         }
     }
 
@@ -38,7 +43,7 @@ impl Profile {
     pub fn rtp_overhead(self) -> usize {
         match self {
             Profile::Aes128CmHmacSha1_80 => CM_TAG,
-            Profile::AeadAes128Gcm => GCM_TAG,
+            Profile::AeadAes128Gcm | Profile::AeadAes256Gcm => GCM_TAG,
         }
     }
 
@@ -95,37 +100,27 @@ impl Keys {
         master_salt: &[u8],
         labels: [u8; 3],
     ) -> Result<Keys, Error> {
-        let [enc, auth, salt] = labels;
-        let mut key = [0u8; 16];
-        prf(master_key, master_salt, enc, &mut key)?;
-        Keys::from_session(profile, &key, master_key, master_salt, auth, salt)
-    }
-
-    fn from_session(
-        profile: Profile,
-        session_key: &[u8; 16],
-        master_key: &[u8],
-        master_salt: &[u8],
-        auth_label: u8,
-        salt_label: u8,
-    ) -> Result<Keys, Error> {
+        let [enc, auth_label, salt_label] = labels;
+        let mut key = [0u8; 32];
+        let key = key.get_mut(..profile.key_len()).ok_or(Error::BadKey)?;
+        prf(master_key, master_salt, enc, key)?;
         match profile {
             Profile::Aes128CmHmacSha1_80 => {
                 let mut auth = [0u8; AUTH_KEY_LEN];
                 prf(master_key, master_salt, auth_label, &mut auth)?;
                 let mut salt = [0u8; 14];
                 prf(master_key, master_salt, salt_label, &mut salt)?;
-                Keys::cm(session_key, &auth, salt)
+                Keys::cm(key, &auth, salt)
             }
-            Profile::AeadAes128Gcm => {
+            Profile::AeadAes128Gcm | Profile::AeadAes256Gcm => {
                 let mut salt = [0u8; 12];
                 prf(master_key, master_salt, salt_label, &mut salt)?;
-                Keys::gcm(session_key, salt)
+                Keys::gcm(key, salt)
             }
         }
     }
 
-    fn cm(key: &[u8; 16], auth: &[u8], salt: [u8; 14]) -> Result<Keys, Error> {
+    fn cm(key: &[u8], auth: &[u8], salt: [u8; 14]) -> Result<Keys, Error> {
         let unbound = UnboundCipherKey::new(&AES_128, key).map_err(|_| Error::BadKey)?;
         Ok(Keys::Cm {
             cipher: EncryptingKey::ctr(unbound).map_err(|_| Error::BadKey)?,
@@ -134,8 +129,13 @@ impl Keys {
         })
     }
 
-    fn gcm(key: &[u8; 16], salt: [u8; 12]) -> Result<Keys, Error> {
-        let unbound = UnboundKey::new(&aead::AES_128_GCM, key).map_err(|_| Error::BadKey)?;
+    fn gcm(key: &[u8], salt: [u8; 12]) -> Result<Keys, Error> {
+        let algorithm = if key.len() == 32 {
+            &aead::AES_256_GCM
+        } else {
+            &aead::AES_128_GCM
+        };
+        let unbound = UnboundKey::new(algorithm, key).map_err(|_| Error::BadKey)?;
         Ok(Keys::Gcm {
             key: LessSafeKey::new(unbound),
             salt,
@@ -143,15 +143,21 @@ impl Keys {
     }
 }
 
-/// The AES-CM PRF: AES-CTR keystream under the master key with IV = (salt XOR label) || 0x0000.
+/// The AES-CM PRF: AES-CTR keystream under the master key with IV = (salt XOR label) || 0x0000
+/// (AES-256 for 32-byte master keys, RFC 6188).
 fn prf(master_key: &[u8], master_salt: &[u8], label: u8, out: &mut [u8]) -> Result<(), Error> {
-    if master_key.len() != 16 || !(master_salt.len() == 14 || master_salt.len() == 12) {
+    let algorithm = match master_key.len() {
+        16 => &AES_128,
+        32 => &AES_256,
+        _ => return Err(Error::BadKey),
+    };
+    if !(master_salt.len() == 14 || master_salt.len() == 12) {
         return Err(Error::BadKey);
     }
     let mut iv = [0u8; 16];
     iv[..master_salt.len()].copy_from_slice(master_salt);
     iv[7] ^= label;
-    let unbound = UnboundCipherKey::new(&AES_128, master_key).map_err(|_| Error::BadKey)?;
+    let unbound = UnboundCipherKey::new(algorithm, master_key).map_err(|_| Error::BadKey)?;
     let cipher = EncryptingKey::ctr(unbound).map_err(|_| Error::BadKey)?;
     out.fill(0);
     cipher
@@ -501,7 +507,7 @@ impl Context {
         let len = buf.len() - overhead;
         let (e_at, tag_at) = match self.profile {
             Profile::Aes128CmHmacSha1_80 => (len, len + 4),
-            Profile::AeadAes128Gcm => (buf.len() - 4, len),
+            Profile::AeadAes128Gcm | Profile::AeadAes256Gcm => (buf.len() - 4, len),
         };
         let e_index = ssrc_at(buf, e_at)?;
         let encrypted = e_index & E_FLAG != 0;
@@ -667,14 +673,45 @@ mod tests {
     }
 
     /// RFC 7714 §16 and §17 give session keys, not master keys.
-    fn gcm_context() -> Context {
-        let key: [u8; 16] = hex("000102030405060708090a0b0c0d0e0f").try_into().unwrap();
+    fn gcm_context_with(key: &str) -> Context {
+        let key = hex(key);
         let salt: [u8; 12] = hex("517569642070726f2071756f").try_into().unwrap();
+        let profile = if key.len() == 32 {
+            Profile::AeadAes256Gcm
+        } else {
+            Profile::AeadAes128Gcm
+        };
         Context::with_keys(
-            Profile::AeadAes128Gcm,
+            profile,
             Keys::gcm(&key, salt).unwrap(),
             Keys::gcm(&key, salt).unwrap(),
         )
+    }
+
+    fn gcm_context() -> Context {
+        gcm_context_with("000102030405060708090a0b0c0d0e0f")
+    }
+
+    #[test]
+    fn rfc7714_16_2_and_17_2_aes_256() {
+        let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        let plain = hex(GCM_RTP);
+        let mut buf = [0u8; 128];
+        buf[..plain.len()].copy_from_slice(&plain);
+        let n = gcm_context_with(key)
+            .protect_rtp(&mut buf, plain.len())
+            .unwrap();
+        assert_eq!(
+            buf[..n].to_vec(),
+            hex(
+                "8040f17b8041f8d35501a0b232b1de78a822fe12ef9f78fa332e33aab18012389a58e2f3b50b2a0276ffae0f1ba63799b87b7aa3db36dfffd6b0f9bb7878d7a76c13"
+            )
+        );
+        let mut srtcp = hex(
+            "81c8000d4d617273d50ae4d1f5ce5d304ba297e47d470c282c3ece5dbffe0a50a2eaa5c1110555be8415f658c61de0476f1b6fad1d1eb30c4446839f57ff6f6cb26ac3be800005d4",
+        );
+        let n = gcm_context_with(key).unprotect_rtcp(&mut srtcp).unwrap();
+        assert_eq!(srtcp[..n].to_vec(), hex(GCM_RTCP));
     }
 
     const GCM_RTP: &str = "8040f17b8041f8d35501a0b247616c6c696120657374206f6d6e69732064697669736120696e207061727465732074726573";
@@ -715,7 +752,7 @@ mod tests {
     }
 
     fn pair(profile: Profile) -> (Context, Context) {
-        let key = [7u8; 16];
+        let key = vec![7u8; profile.key_len()];
         let salt = vec![9u8; profile.salt_len()];
         (
             Context::new(profile, &key, &salt).unwrap(),
@@ -740,7 +777,11 @@ mod tests {
         buf
     }
 
-    const PROFILES: [Profile; 2] = [Profile::Aes128CmHmacSha1_80, Profile::AeadAes128Gcm];
+    const PROFILES: [Profile; 3] = [
+        Profile::Aes128CmHmacSha1_80,
+        Profile::AeadAes128Gcm,
+        Profile::AeadAes256Gcm,
+    ];
 
     #[test]
     fn replays_and_tampering_are_rejected_without_state_change() {
@@ -842,7 +883,8 @@ mod tests {
     #[test]
     fn keying_material_splits_per_rfc5764() {
         for profile in PROFILES {
-            let material: Vec<u8> = (0..2 * (16 + profile.salt_len()) as u8).collect();
+            let material: Vec<u8> =
+                (0..2 * (profile.key_len() + profile.salt_len()) as u8).collect();
             let (_, mut server_out) = session_from_keying(profile, &material, true).unwrap();
             let (mut client_in, _) = session_from_keying(profile, &material, false).unwrap();
             let mut s = protect(&mut server_out, &rtp(9, 9, b"key block"));
@@ -875,14 +917,13 @@ mod tests {
     proptest! {
         #[test]
         fn protect_unprotect_round_trips(
-            gcm in any::<bool>(),
+            profile in proptest::sample::select(PROFILES.to_vec()),
             csrcs in 0u8..4,
             ext_words in proptest::option::of(0u16..4),
             payload in proptest::collection::vec(any::<u8>(), 0..1300),
             seq in any::<u16>(),
             ssrc in any::<u32>(),
         ) {
-            let profile = if gcm { Profile::AeadAes128Gcm } else { Profile::Aes128CmHmacSha1_80 };
             let (mut tx, mut rx) = pair(profile);
             let mut p = vec![0x80 | csrcs | if ext_words.is_some() { 0x10 } else { 0 }, 111];
             p.extend_from_slice(&seq.to_be_bytes());
