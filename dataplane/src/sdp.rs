@@ -4,10 +4,11 @@
 //! answer recvonly) or what it wants to receive (recvonly m-lines, we answer sendonly with the
 //! producer's codec). Everything is BUNDLEd and rtcp-muxed.
 //!
-//! CONTRACT (skeleton): signatures used by the control plane; implement them. The parser may be
-//! reached by anyone on the internet: it returns an error naming the line and never panics.
+//! The parser may be reached by anyone on the internet: it returns an error naming the line
+//! and never panics. Hand-written because the grammar we need is small and line-based, and we
+//! want errors that tell a client exactly what to fix.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
 use crate::dtls::Fingerprint;
@@ -60,19 +61,325 @@ pub struct SessionDescription {
     pub media: Vec<MediaDescription>,
 }
 
+/// Offers larger than this are refused (browser offers are a few kilobytes).
+const MAX_SDP_BYTES: usize = 64 * 1024;
+const MAX_MEDIA: usize = 64;
+const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+
+fn err(line: usize, reason: impl Into<String>) -> Error {
+    Error {
+        line: Some(line),
+        reason: reason.into(),
+    }
+}
+
+fn fail(reason: impl Into<String>) -> Error {
+    Error {
+        line: None,
+        reason: reason.into(),
+    }
+}
+
 impl SessionDescription {
     pub fn parse(text: &str) -> Result<SessionDescription, Error> {
-        let _ = text;
-        todo!()
+        if text.len() > MAX_SDP_BYTES {
+            return Err(fail(format!(
+                "SDP is {} bytes; the limit is {MAX_SDP_BYTES}",
+                text.len()
+            )));
+        }
+        let mut sd = SessionDescription {
+            origin: String::new(),
+            session_name: String::new(),
+            connection: None,
+            attributes: Vec::new(),
+            media: Vec::new(),
+        };
+        let mut seen_version = false;
+        for (i, raw) in text.split('\n').enumerate() {
+            let n = i + 1;
+            let line = raw.strip_suffix('\r').unwrap_or(raw);
+            if line.is_empty() {
+                continue;
+            }
+            let (kind, value) = match line.as_bytes() {
+                [k, b'=', ..] if k.is_ascii_lowercase() => (*k, &line[2..]),
+                _ => {
+                    return Err(err(
+                        n,
+                        format!("expected '<letter>=<value>', found {:?}", truncate(line)),
+                    ));
+                }
+            };
+            if !seen_version {
+                if kind != b'v' || value != "0" {
+                    return Err(err(n, "an SDP must start with v=0"));
+                }
+                seen_version = true;
+                continue;
+            }
+            match (kind, sd.media.last_mut()) {
+                (b'm', _) => {
+                    if sd.media.len() == MAX_MEDIA {
+                        return Err(err(n, format!("more than {MAX_MEDIA} m-lines")));
+                    }
+                    sd.media.push(parse_media_line(n, value)?);
+                }
+                (b'a', Some(m)) => m.attributes.push(parse_attribute(value)),
+                (b'a', None) => sd.attributes.push(parse_attribute(value)),
+                (b'c', Some(m)) => m.connection = Some(value.to_string()),
+                (b'c', None) => sd.connection = Some(value.to_string()),
+                (b'o', None) => sd.origin = value.to_string(),
+                (b's', None) => sd.session_name = value.to_string(),
+                (b'v', _) => return Err(err(n, "a second v= line")),
+                // b=, t=, i= and the rest carry nothing we use.
+                _ => {}
+            }
+        }
+        if !seen_version {
+            return Err(fail("empty SDP"));
+        }
+        Ok(sd)
+    }
+
+    fn attribute(&self, name: &str) -> Option<&str> {
+        find_attr(&self.attributes, name)
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(60).collect()
+}
+
+fn parse_attribute(value: &str) -> Attribute {
+    match value.split_once(':') {
+        Some((name, v)) => Attribute {
+            name: name.to_string(),
+            value: Some(v.to_string()),
+        },
+        None => Attribute {
+            name: value.to_string(),
+            value: None,
+        },
+    }
+}
+
+fn parse_media_line(n: usize, value: &str) -> Result<MediaDescription, Error> {
+    let mut parts = value.split_ascii_whitespace();
+    let (Some(media), Some(port), Some(protocol)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(err(n, "expected 'm=<media> <port> <proto> <formats>'"));
+    };
+    let port = port
+        .split('/')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .ok_or_else(|| err(n, format!("bad port {port:?} in m-line")))?;
+    Ok(MediaDescription {
+        media: media.to_string(),
+        port,
+        protocol: protocol.to_string(),
+        formats: parts.map(str::to_string).collect(),
+        connection: None,
+        attributes: Vec::new(),
+    })
+}
+
+fn find_attr<'a>(attrs: &'a [Attribute], name: &str) -> Option<&'a str> {
+    attrs
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.value.as_deref().unwrap_or(""))
+}
+
+fn write_attr(f: &mut impl fmt::Write, a: &Attribute) -> fmt::Result {
+    match &a.value {
+        Some(v) => write!(f, "a={}:{v}\r\n", a.name),
+        None => write!(f, "a={}\r\n", a.name),
     }
 }
 
 impl fmt::Display for SessionDescription {
     /// Writes the description with CRLF line ends.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let _ = f;
-        todo!()
+        write!(f, "v=0\r\no={}\r\ns={}\r\n", self.origin, self.session_name)?;
+        if let Some(c) = &self.connection {
+            write!(f, "c={c}\r\n")?;
+        }
+        f.write_str("t=0 0\r\n")?;
+        for a in &self.attributes {
+            write_attr(f, a)?;
+        }
+        for m in &self.media {
+            write!(f, "m={} {} {}", m.media, m.port, m.protocol)?;
+            for fmt in &m.formats {
+                write!(f, " {fmt}")?;
+            }
+            f.write_str("\r\n")?;
+            if let Some(c) = &m.connection {
+                write!(f, "c={c}\r\n")?;
+            }
+            for a in &m.attributes {
+                write_attr(f, a)?;
+            }
+        }
+        Ok(())
     }
+}
+
+impl MediaDescription {
+    fn attribute(&self, name: &str) -> Option<&str> {
+        find_attr(&self.attributes, name)
+    }
+
+    fn attributes<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.attributes
+            .iter()
+            .filter(move |a| a.name == name)
+            .filter_map(|a| a.value.as_deref())
+    }
+
+    fn direction(&self) -> Direction {
+        for a in &self.attributes {
+            match a.name.as_str() {
+                "sendrecv" => return Direction::SendRecv,
+                "sendonly" => return Direction::SendOnly,
+                "recvonly" => return Direction::RecvOnly,
+                "inactive" => return Direction::Inactive,
+                _ => {}
+            }
+        }
+        Direction::SendRecv
+    }
+
+    fn mid(&self) -> Option<&str> {
+        self.attribute("mid")
+    }
+
+    /// The offered codecs in format order, with their fmtp and feedback.
+    fn codecs(&self) -> Vec<OfferedCodec<'_>> {
+        self.formats
+            .iter()
+            .filter_map(|f| f.parse::<u8>().ok())
+            .filter_map(|pt| {
+                let prefix = format!("{pt} ");
+                let rtpmap = self
+                    .attributes("rtpmap")
+                    .find_map(|v| v.strip_prefix(&prefix))?;
+                let mut parts = rtpmap.trim().split('/');
+                let name = parts.next()?;
+                let clock_rate = parts.next()?.parse().ok()?;
+                let channels = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1);
+                let fmtp = self
+                    .attributes("fmtp")
+                    .find_map(|v| v.strip_prefix(&prefix))
+                    .map(str::trim);
+                let feedback = self
+                    .attributes("rtcp-fb")
+                    .filter_map(|v| v.strip_prefix(&prefix).or_else(|| v.strip_prefix("* ")))
+                    .map(str::trim)
+                    .collect();
+                Some(OfferedCodec {
+                    pt,
+                    name,
+                    clock_rate,
+                    channels,
+                    fmtp,
+                    feedback,
+                })
+            })
+            .collect()
+    }
+
+    fn mid_extension(&self) -> Option<u8> {
+        self.attributes("extmap").find_map(|v| {
+            let (id, uri) = v.split_once(' ')?;
+            (uri.split_ascii_whitespace().next()? == MID_URI).then_some(())?;
+            id.split('/')
+                .next()?
+                .parse::<u8>()
+                .ok()
+                .filter(|id| (1..=14).contains(id))
+        })
+    }
+
+    /// The first `a=ssrc` that is not a retransmission (second member of an FID group).
+    fn primary_ssrc(&self) -> Option<u32> {
+        let repairs: Vec<u32> = self
+            .attributes("ssrc-group")
+            .filter_map(|v| v.strip_prefix("FID "))
+            .filter_map(|v| v.split_ascii_whitespace().nth(1)?.parse().ok())
+            .collect();
+        self.attributes("ssrc")
+            .filter_map(|v| v.split_ascii_whitespace().next()?.parse::<u32>().ok())
+            .find(|s| !repairs.contains(s))
+    }
+}
+
+/// A codec line of an offered m-line.
+#[derive(Debug, Clone)]
+struct OfferedCodec<'a> {
+    pt: u8,
+    name: &'a str,
+    clock_rate: u32,
+    channels: u8,
+    fmtp: Option<&'a str>,
+    feedback: Vec<&'a str>,
+}
+
+impl OfferedCodec<'_> {
+    fn codec(&self) -> Option<Codec> {
+        let codec = Codec::from_name(self.name)?;
+        let ok = match codec {
+            Codec::Opus => self.clock_rate == 48_000 && self.channels == 2,
+            _ => self.clock_rate == 90_000,
+        };
+        ok.then_some(codec)
+    }
+
+    fn fmtp_param(&self, key: &str) -> Option<&str> {
+        self.fmtp?.split(';').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            k.trim().eq_ignore_ascii_case(key).then(|| v.trim())
+        })
+    }
+
+    fn has_feedback(&self, fb: &str) -> bool {
+        self.feedback.iter().any(|f| f.eq_ignore_ascii_case(fb))
+    }
+
+    fn negotiated(&self, codec: Codec, remb: bool) -> NegotiatedCodec {
+        NegotiatedCodec {
+            codec,
+            payload_type: self.pt,
+            clock_rate: self.clock_rate,
+            channels: self.channels,
+            fmtp: self.fmtp.map(str::to_string),
+            nack: self.has_feedback("nack"),
+            pli: self.has_feedback("nack pli"),
+            fir: self.has_feedback("ccm fir"),
+            remb: remb && self.has_feedback("goog-remb"),
+        }
+    }
+}
+
+/// H264 packetization-mode (default 0) and profile_idc (first byte of profile-level-id,
+/// default 0x42 baseline) from an fmtp line.
+fn h264_params(fmtp: Option<&str>) -> (u8, u8) {
+    let param = |key: &str| {
+        fmtp?.split(';').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            k.trim().eq_ignore_ascii_case(key).then(|| v.trim())
+        })
+    };
+    let mode = param("packetization-mode")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    let profile = param("profile-level-id")
+        .and_then(|p| p.get(..2))
+        .and_then(|p| u8::from_str_radix(p, 16).ok())
+        .unwrap_or(0x42);
+    (mode, profile)
 }
 
 /// One offered m-line, summarised.
@@ -96,8 +403,95 @@ pub struct Offer {
 
 impl Offer {
     pub fn parse(text: &str) -> Result<Offer, Error> {
-        let _ = text;
-        todo!()
+        let description = SessionDescription::parse(text)?;
+        if description.media.is_empty() {
+            return Err(fail("the offer has no m-lines"));
+        }
+        let bundle: Vec<&str> = description
+            .attributes
+            .iter()
+            .filter(|a| a.name == "group")
+            .filter_map(|a| a.value.as_deref()?.strip_prefix("BUNDLE"))
+            .flat_map(str::split_ascii_whitespace)
+            .collect();
+        let mut media = Vec::with_capacity(description.media.len());
+        let mut transport: Option<(Credentials, Fingerprint)> = None;
+        let accepted = description.media.iter().filter(|m| m.port != 0).count();
+        for (i, m) in description.media.iter().enumerate() {
+            let mid = m
+                .mid()
+                .ok_or_else(|| fail(format!("m-line {} ({}) has no a=mid", i + 1, m.media)))?;
+            let kind = match m.media.as_str() {
+                "audio" => Some(MediaKind::Audio),
+                "video" => Some(MediaKind::Video),
+                _ => None,
+            };
+            media.push(OfferedMedia {
+                mid: mid.to_string(),
+                kind,
+                direction: m.direction(),
+            });
+            if m.port == 0 {
+                continue;
+            }
+            if accepted > 1 && !bundle.contains(&mid) {
+                return Err(fail(format!(
+                    "m-line {mid} is not in a=group:BUNDLE; Switchyard needs every m-line bundled on one transport"
+                )));
+            }
+            if kind.is_some() {
+                if !m.protocol.contains("RTP/SAVP") {
+                    return Err(fail(format!(
+                        "m-line {mid} uses {}; expected UDP/TLS/RTP/SAVPF",
+                        m.protocol
+                    )));
+                }
+                if m.attribute("rtcp-mux").is_none() {
+                    return Err(fail(format!(
+                        "m-line {mid} lacks a=rtcp-mux, which Switchyard requires"
+                    )));
+                }
+            }
+            let attr = |name: &str| m.attribute(name).or_else(|| description.attribute(name));
+            let (Some(ufrag), Some(pwd)) = (attr("ice-ufrag"), attr("ice-pwd")) else {
+                return Err(fail(format!("m-line {mid} has no a=ice-ufrag/a=ice-pwd")));
+            };
+            let fingerprint: Fingerprint = attr("fingerprint")
+                .ok_or_else(|| fail(format!("m-line {mid} has no a=fingerprint")))?
+                .parse()
+                .map_err(|e: crate::dtls::Error| fail(format!("m-line {mid}: {e}")))?;
+            match attr("setup").unwrap_or("actpass") {
+                "actpass" | "active" => {}
+                "passive" => {
+                    return Err(fail(format!(
+                        "m-line {mid} has a=setup:passive; Switchyard is the DTLS server, so offer actpass or active"
+                    )));
+                }
+                other => return Err(fail(format!("m-line {mid} has an unknown a=setup:{other}"))),
+            }
+            let ice = Credentials {
+                ufrag: ufrag.to_string(),
+                pwd: pwd.to_string(),
+            };
+            match &transport {
+                None => transport = Some((ice, fingerprint)),
+                Some((first_ice, first_fp)) => {
+                    if *first_ice != ice || *first_fp != fingerprint {
+                        return Err(fail(format!(
+                            "m-line {mid} has its own ICE credentials or fingerprint; bundled m-lines must share one transport"
+                        )));
+                    }
+                }
+            }
+        }
+        let (ice, fingerprint) =
+            transport.ok_or_else(|| fail("every m-line in the offer is rejected (port 0)"))?;
+        Ok(Offer {
+            description,
+            ice,
+            fingerprint,
+            media,
+        })
     }
 }
 
@@ -192,6 +586,894 @@ pub fn answer(
     local: &LocalParams<'_>,
     roles: &[MediaRole],
 ) -> Result<Answer, Error> {
-    let _ = (offer, local, roles);
-    todo!()
+    if roles.len() != offer.description.media.len() {
+        return Err(fail(format!(
+            "{} roles for {} m-lines",
+            roles.len(),
+            offer.description.media.len()
+        )));
+    }
+    let first = local
+        .candidates
+        .first()
+        .ok_or_else(|| fail("no local candidates"))?;
+    let mut media = Vec::with_capacity(roles.len());
+    let mut sections = String::new();
+    let mut bundle = Vec::new();
+    for ((m, offered), role) in offer.description.media.iter().zip(&offer.media).zip(roles) {
+        let outcome = negotiate(m, offered, local, role);
+        let track = match role {
+            MediaRole::Send(t) => Some(t),
+            _ => None,
+        };
+        match &outcome {
+            Negotiated::Rejected { mid, .. } => write_rejected(&mut sections, m, mid),
+            Negotiated::Receive {
+                mid,
+                codec,
+                extensions,
+                ..
+            } => {
+                bundle.push(mid.clone());
+                let section = Section {
+                    mid,
+                    direction: "recvonly",
+                    codec,
+                    extensions: *extensions,
+                    track: None,
+                };
+                write_section(&mut sections, m, local, first, &section);
+            }
+            Negotiated::Send {
+                mid,
+                codec,
+                extensions,
+                ..
+            } => {
+                bundle.push(mid.clone());
+                let section = Section {
+                    mid,
+                    direction: "sendonly",
+                    codec,
+                    extensions: *extensions,
+                    track,
+                };
+                write_section(&mut sections, m, local, first, &section);
+            }
+        }
+        media.push(outcome);
+    }
+    let mut sdp = String::new();
+    // Writing into a String cannot fail.
+    let _ = write!(
+        sdp,
+        "v=0\r\no=- {} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=ice-lite\r\n",
+        rand::random::<u32>()
+    );
+    if !bundle.is_empty() {
+        let _ = write!(sdp, "a=group:BUNDLE {}\r\n", bundle.join(" "));
+    }
+    if offer.description.attribute("extmap-allow-mixed").is_some() {
+        sdp.push_str("a=extmap-allow-mixed\r\n");
+    }
+    sdp.push_str("a=msid-semantic: WMS *\r\n");
+    sdp.push_str(&sections);
+    Ok(Answer { sdp, media })
+}
+
+/// Decides one m-line.
+fn negotiate(
+    m: &MediaDescription,
+    offered: &OfferedMedia,
+    local: &LocalParams<'_>,
+    role: &MediaRole,
+) -> Negotiated {
+    let mid = offered.mid.clone();
+    let reject = |reason: String| Negotiated::Rejected {
+        mid: offered.mid.clone(),
+        reason,
+    };
+    let Some(kind) = offered.kind else {
+        return reject(format!("{} m-lines are not supported", m.media));
+    };
+    if m.port == 0 {
+        return reject("rejected in the offer".into());
+    }
+    let extensions = Extensions {
+        mid: m.mid_extension(),
+    };
+    let codecs = m.codecs();
+    match role {
+        MediaRole::Reject => reject("nothing to send or receive here".into()),
+        MediaRole::Receive => {
+            if !matches!(offered.direction, Direction::SendOnly | Direction::SendRecv) {
+                return reject(format!(
+                    "m-line {mid} offers nothing to publish (it is not sendonly or sendrecv)"
+                ));
+            }
+            let usable: Vec<(&OfferedCodec<'_>, Codec)> = codecs
+                .iter()
+                .filter_map(|c| Some((c, c.codec()?)))
+                .filter(|(_, codec)| codec.kind() == kind && local.allowed_codecs.contains(codec))
+                .collect();
+            let has_h264_mode1 = usable
+                .iter()
+                .any(|(c, codec)| *codec == Codec::H264 && h264_params(c.fmtp).0 == 1);
+            let chosen = usable.iter().find(|(c, codec)| {
+                *codec != Codec::H264 || !has_h264_mode1 || h264_params(c.fmtp).0 == 1
+            });
+            match chosen {
+                Some((c, codec)) => Negotiated::Receive {
+                    mid,
+                    kind,
+                    codec: c.negotiated(*codec, true),
+                    extensions,
+                    ssrc: m.primary_ssrc(),
+                },
+                None => {
+                    let names: Vec<&str> = codecs.iter().map(|c| c.name).collect();
+                    reject(format!(
+                        "no supported {kind} codec offered (offered: {})",
+                        names.join(", ")
+                    ))
+                }
+            }
+        }
+        MediaRole::Send(track) => {
+            if !matches!(offered.direction, Direction::RecvOnly | Direction::SendRecv) {
+                return reject(format!(
+                    "m-line {mid} does not receive (it is not recvonly or sendrecv)"
+                ));
+            }
+            if track.codec.kind() != kind {
+                return reject(format!(
+                    "a {} track cannot go on a {kind} m-line",
+                    track.codec.kind()
+                ));
+            }
+            let mut candidates = codecs.iter().filter(|c| c.codec() == Some(track.codec));
+            let chosen = match track.codec {
+                Codec::H264 => {
+                    let wanted = h264_params(track.fmtp.as_deref());
+                    let compatible: Vec<&OfferedCodec<'_>> = candidates
+                        .filter(|c| h264_params(c.fmtp) == wanted)
+                        .collect();
+                    let level = fmtp_value(track.fmtp.as_deref(), "profile-level-id");
+                    let exact = compatible.iter().find(|c| {
+                        let offered = c.fmtp_param("profile-level-id");
+                        offered.is_some()
+                            && offered.map(str::to_ascii_lowercase)
+                                == level.map(str::to_ascii_lowercase)
+                    });
+                    exact.or(compatible.first()).copied()
+                }
+                Codec::Vp9 => {
+                    let want = fmtp_value(track.fmtp.as_deref(), "profile-id").unwrap_or("0");
+                    candidates.find(|c| c.fmtp_param("profile-id").unwrap_or("0") == want)
+                }
+                _ => candidates.next(),
+            };
+            match chosen {
+                Some(c) => Negotiated::Send {
+                    mid,
+                    kind,
+                    codec: c.negotiated(track.codec, false),
+                    extensions,
+                    ssrc: track.ssrc,
+                },
+                None => reject(format!("subscriber cannot receive {}", track.codec)),
+            }
+        }
+    }
+}
+
+fn fmtp_value<'a>(fmtp: Option<&'a str>, key: &str) -> Option<&'a str> {
+    fmtp?.split(';').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(key).then(|| v.trim())
+    })
+}
+
+fn write_rejected(out: &mut String, m: &MediaDescription, mid: &str) {
+    let format = m.formats.first().map(String::as_str).unwrap_or("0");
+    let _ = write!(
+        out,
+        "m={} 0 {} {format}\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\na=inactive\r\n",
+        m.media, m.protocol
+    );
+}
+
+/// What an accepted m-line of the answer says.
+struct Section<'a> {
+    mid: &'a str,
+    direction: &'a str,
+    codec: &'a NegotiatedCodec,
+    extensions: Extensions,
+    track: Option<&'a SendTrack>,
+}
+
+fn write_section(
+    out: &mut String,
+    m: &MediaDescription,
+    local: &LocalParams<'_>,
+    first: &SocketAddr,
+    s: &Section<'_>,
+) {
+    let (codec, pt) = (s.codec, s.codec.payload_type);
+    let ip_kind = if first.ip().is_ipv4() { "IP4" } else { "IP6" };
+    let _ = write!(
+        out,
+        "m={} {} {} {pt}\r\nc=IN {ip_kind} {}\r\na=mid:{}\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n\
+         a=fingerprint:{}\r\na=setup:passive\r\na={}\r\na=rtcp-mux\r\n",
+        m.media,
+        first.port(),
+        m.protocol,
+        first.ip(),
+        s.mid,
+        local.ice.ufrag,
+        local.ice.pwd,
+        local.fingerprint,
+        s.direction,
+    );
+    if m.attribute("rtcp-rsize").is_some() {
+        out.push_str("a=rtcp-rsize\r\n");
+    }
+    let channels = if codec.codec.kind() == MediaKind::Audio {
+        format!("/{}", codec.channels)
+    } else {
+        String::new()
+    };
+    let _ = write!(
+        out,
+        "a=rtpmap:{pt} {}/{}{channels}\r\n",
+        codec.codec.name(),
+        codec.clock_rate
+    );
+    if let Some(fmtp) = &codec.fmtp {
+        let _ = write!(out, "a=fmtp:{pt} {fmtp}\r\n");
+    }
+    for (on, fb) in [
+        (codec.nack, "nack"),
+        (codec.pli, "nack pli"),
+        (codec.fir, "ccm fir"),
+        (codec.remb, "goog-remb"),
+    ] {
+        if on {
+            let _ = write!(out, "a=rtcp-fb:{pt} {fb}\r\n");
+        }
+    }
+    if let Some(id) = s.extensions.mid {
+        let _ = write!(out, "a=extmap:{id} {MID_URI}\r\n");
+    }
+    if let Some(t) = s.track {
+        let _ = write!(
+            out,
+            "a=msid:{0} {1}\r\na=ssrc:{2} cname:{3}\r\na=ssrc:{2} msid:{0} {1}\r\n",
+            t.stream_id, t.track_id, t.ssrc, t.cname
+        );
+    }
+    for (i, c) in local.candidates.iter().enumerate() {
+        // Host candidate priority (RFC 8445 §5.1.2.1): type preference 126, local preference
+        // falling with each address, component 1.
+        let priority = (126u32 << 24) | ((65535 - i as u32) << 8) | 255;
+        let _ = write!(
+            out,
+            "a=candidate:{} 1 udp {priority} {} {} typ host\r\n",
+            i + 1,
+            c.ip(),
+            c.port()
+        );
+    }
+    out.push_str("a=end-of-candidates\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FP: &str = "sha-256 3B:36:0D:9C:7F:95:3B:48:1D:0B:46:8A:9C:A4:5F:1D:1D:39:9F:B5:45:29:93:84:63:52:8A:09:AB:43:60:B1";
+
+    fn lines(s: &str) -> String {
+        s.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("{l}\r\n"))
+            .collect()
+    }
+
+    /// Chrome publishing camera and microphone (sendonly), abridged but in Chrome's shape.
+    fn chrome_publish() -> String {
+        lines(&format!(
+            "v=0
+            o=- 4611731400430051336 2 IN IP4 127.0.0.1
+            s=-
+            t=0 0
+            a=group:BUNDLE 0 1
+            a=extmap-allow-mixed
+            a=msid-semantic: WMS stream
+            m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126
+            c=IN IP4 0.0.0.0
+            a=rtcp:9 IN IP4 0.0.0.0
+            a=candidate:1 1 udp 2113937151 127.0.0.1 50000 typ host generation 0
+            a=ice-ufrag:aBcD
+            a=ice-pwd:0123456789abcdefghijklmn
+            a=ice-options:trickle
+            a=fingerprint:{FP}
+            a=setup:actpass
+            a=mid:0
+            a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level
+            a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time
+            a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01
+            a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid
+            a=sendonly
+            a=msid:stream audio-track
+            a=rtcp-mux
+            a=rtcp-rsize
+            a=rtpmap:111 opus/48000/2
+            a=rtcp-fb:111 transport-cc
+            a=fmtp:111 minptime=10;useinbandfec=1
+            a=rtpmap:63 red/48000/2
+            a=fmtp:63 111/111
+            a=rtpmap:9 G722/8000
+            a=rtpmap:0 PCMU/8000
+            a=rtpmap:8 PCMA/8000
+            a=rtpmap:13 CN/8000
+            a=rtpmap:110 telephone-event/48000
+            a=rtpmap:126 telephone-event/8000
+            a=ssrc:1001 cname:abc
+            a=ssrc:1001 msid:stream audio-track
+            m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99 100 101 102 103 104 105 106 107 45 46 108 109 127
+            c=IN IP4 0.0.0.0
+            a=rtcp:9 IN IP4 0.0.0.0
+            a=ice-ufrag:aBcD
+            a=ice-pwd:0123456789abcdefghijklmn
+            a=ice-options:trickle
+            a=fingerprint:{FP}
+            a=setup:actpass
+            a=mid:1
+            a=extmap:14 urn:ietf:params:rtp-hdrext:toffset
+            a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time
+            a=extmap:13 urn:3gpp:video-orientation
+            a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01
+            a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid
+            a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id
+            a=extmap:11 urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id
+            a=sendonly
+            a=msid:stream video-track
+            a=rtcp-mux
+            a=rtcp-rsize
+            a=rtpmap:96 VP8/90000
+            a=rtcp-fb:96 goog-remb
+            a=rtcp-fb:96 transport-cc
+            a=rtcp-fb:96 ccm fir
+            a=rtcp-fb:96 nack
+            a=rtcp-fb:96 nack pli
+            a=rtpmap:97 rtx/90000
+            a=fmtp:97 apt=96
+            a=rtpmap:98 VP9/90000
+            a=rtcp-fb:98 nack pli
+            a=fmtp:98 profile-id=0
+            a=rtpmap:99 rtx/90000
+            a=fmtp:99 apt=98
+            a=rtpmap:100 VP9/90000
+            a=fmtp:100 profile-id=2
+            a=rtpmap:101 rtx/90000
+            a=fmtp:101 apt=100
+            a=rtpmap:102 H264/90000
+            a=rtcp-fb:102 nack pli
+            a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f
+            a=rtpmap:103 rtx/90000
+            a=fmtp:103 apt=102
+            a=rtpmap:104 H264/90000
+            a=fmtp:104 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f
+            a=rtpmap:105 rtx/90000
+            a=fmtp:105 apt=104
+            a=rtpmap:106 H264/90000
+            a=rtcp-fb:106 nack
+            a=rtcp-fb:106 nack pli
+            a=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f
+            a=rtpmap:107 rtx/90000
+            a=fmtp:107 apt=106
+            a=rtpmap:45 AV1/90000
+            a=rtpmap:46 rtx/90000
+            a=fmtp:46 apt=45
+            a=rtpmap:108 red/90000
+            a=rtpmap:109 rtx/90000
+            a=fmtp:109 apt=108
+            a=rtpmap:127 ulpfec/90000
+            a=ssrc-group:FID 2002 2003
+            a=ssrc:2002 cname:abc
+            a=ssrc:2002 msid:stream video-track
+            a=ssrc:2003 cname:abc
+            a=ssrc:2003 msid:stream video-track"
+        ))
+    }
+
+    fn chrome_h264_only() -> String {
+        let sdp = chrome_publish();
+        sdp.replace(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99 100 101 102 103 104 105 106 107 45 46 108 109 127",
+            "m=video 9 UDP/TLS/RTP/SAVPF 104 105 102 103 106 107",
+        )
+    }
+
+    fn chrome_subscribe() -> String {
+        chrome_publish()
+            .replace("a=sendonly", "a=recvonly")
+            .lines()
+            .filter(|l| !l.starts_with("a=ssrc") && !l.starts_with("a=msid:"))
+            .map(|l| format!("{l}\r\n"))
+            .collect()
+    }
+
+    fn aiortc_offer() -> String {
+        lines(&format!(
+            "v=0
+            o=- 3905235212 3905235212 IN IP4 0.0.0.0
+            s=-
+            t=0 0
+            a=group:BUNDLE 0 1
+            a=msid-semantic:WMS *
+            m=audio 51029 UDP/TLS/RTP/SAVPF 96 0 8
+            c=IN IP4 127.0.0.1
+            a=sendrecv
+            a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid
+            a=extmap:2 urn:ietf:params:rtp-hdrext:ssrc-audio-level
+            a=mid:0
+            a=msid:6d5b 1c4f
+            a=rtcp:9 IN IP4 0.0.0.0
+            a=rtcp-mux
+            a=ssrc:3377 cname:7f2a
+            a=rtpmap:96 opus/48000/2
+            a=rtpmap:0 PCMU/8000
+            a=rtpmap:8 PCMA/8000
+            a=candidate:9d 1 udp 2130706431 127.0.0.1 51029 typ host
+            a=end-of-candidates
+            a=ice-ufrag:Xy9z
+            a=ice-pwd:vmW4lGkQYSt7eHhXnIAEaZ
+            a=fingerprint:{FP}
+            a=setup:actpass
+            m=video 51029 UDP/TLS/RTP/SAVPF 97 98 99 100 101 102
+            c=IN IP4 127.0.0.1
+            a=sendrecv
+            a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid
+            a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time
+            a=mid:1
+            a=msid:6d5b 2c1d
+            a=rtcp:9 IN IP4 0.0.0.0
+            a=rtcp-mux
+            a=ssrc-group:FID 4411 4412
+            a=ssrc:4411 cname:7f2a
+            a=ssrc:4412 cname:7f2a
+            a=rtpmap:97 VP8/90000
+            a=rtcp-fb:97 nack
+            a=rtcp-fb:97 nack pli
+            a=rtcp-fb:97 goog-remb
+            a=rtpmap:98 rtx/90000
+            a=fmtp:98 apt=97
+            a=rtpmap:99 H264/90000
+            a=rtcp-fb:99 nack
+            a=rtcp-fb:99 nack pli
+            a=rtcp-fb:99 goog-remb
+            a=fmtp:99 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f
+            a=rtpmap:100 rtx/90000
+            a=fmtp:100 apt=99
+            a=rtpmap:101 H264/90000
+            a=fmtp:101 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f
+            a=rtpmap:102 rtx/90000
+            a=fmtp:102 apt=101
+            a=candidate:9d 1 udp 2130706431 127.0.0.1 51029 typ host
+            a=end-of-candidates
+            a=ice-ufrag:Xy9z
+            a=ice-pwd:vmW4lGkQYSt7eHhXnIAEaZ
+            a=fingerprint:{FP}
+            a=setup:actpass"
+        ))
+    }
+
+    fn firefox_offer() -> String {
+        lines(&format!(
+            "v=0
+            o=mozilla...THIS_IS_SDPARTA-99.0 7052848360639826063 0 IN IP4 0.0.0.0
+            s=-
+            t=0 0
+            a=fingerprint:{FP}
+            a=group:BUNDLE 0 1
+            a=ice-options:trickle
+            a=msid-semantic:WMS *
+            m=audio 9 UDP/TLS/RTP/SAVPF 109 9 0 8 101
+            c=IN IP4 0.0.0.0
+            a=sendonly
+            a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level
+            a=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid
+            a=fmtp:109 maxplaybackrate=48000;stereo=1;useinbandfec=1
+            a=ice-pwd:4c1d5e0a6ab7cd3ef12a3b4c5d6e7f80
+            a=ice-ufrag:ff01ab22
+            a=mid:0
+            a=msid:{{s}} {{a}}
+            a=rtcp-mux
+            a=rtpmap:109 opus/48000/2
+            a=rtpmap:9 G722/8000/1
+            a=rtpmap:0 PCMU/8000
+            a=rtpmap:8 PCMA/8000
+            a=rtpmap:101 telephone-event/8000
+            a=setup:actpass
+            a=ssrc:555 cname:{{c}}
+            m=video 9 UDP/TLS/RTP/SAVPF 120 124 121 125 126 127 97 98
+            c=IN IP4 0.0.0.0
+            a=sendonly
+            a=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid
+            a=fmtp:126 profile-level-id=42e01f;level-asymmetry-allowed=1;packetization-mode=1
+            a=fmtp:97 profile-level-id=42e01f;level-asymmetry-allowed=1
+            a=fmtp:120 max-fs=12288;max-fr=60
+            a=fmtp:124 apt=120
+            a=fmtp:121 max-fs=12288;max-fr=60
+            a=fmtp:125 apt=121
+            a=fmtp:127 apt=126
+            a=fmtp:98 apt=97
+            a=ice-pwd:4c1d5e0a6ab7cd3ef12a3b4c5d6e7f80
+            a=ice-ufrag:ff01ab22
+            a=mid:1
+            a=msid:{{s}} {{v}}
+            a=rtcp-fb:120 nack
+            a=rtcp-fb:120 nack pli
+            a=rtcp-fb:120 ccm fir
+            a=rtcp-fb:120 goog-remb
+            a=rtcp-fb:120 transport-cc
+            a=rtcp-mux
+            a=rtcp-rsize
+            a=rtpmap:120 VP8/90000
+            a=rtpmap:124 rtx/90000
+            a=rtpmap:121 VP9/90000
+            a=rtpmap:125 rtx/90000
+            a=rtpmap:126 H264/90000
+            a=rtpmap:127 rtx/90000
+            a=rtpmap:97 H264/90000
+            a=rtpmap:98 rtx/90000
+            a=setup:actpass
+            a=ssrc:777 cname:{{c}}
+            a=ssrc:778 cname:{{c}}
+            a=ssrc-group:FID 777 778"
+        ))
+    }
+
+    const ALL: [Codec; 5] = [Codec::Opus, Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1];
+
+    fn local<'a>(
+        ice: &'a Credentials,
+        fp: &'a Fingerprint,
+        candidates: &'a [SocketAddr],
+    ) -> LocalParams<'a> {
+        LocalParams {
+            ice,
+            fingerprint: fp,
+            candidates,
+            allowed_codecs: &ALL,
+        }
+    }
+
+    fn server() -> (Credentials, Fingerprint, Vec<SocketAddr>) {
+        let ice = Credentials {
+            ufrag: "srvU".into(),
+            pwd: "serverpasswordserverpass".into(),
+        };
+        (
+            ice,
+            FP.parse().unwrap(),
+            vec!["127.0.0.1:49152".parse().unwrap()],
+        )
+    }
+
+    fn receive_codec(n: &Negotiated) -> (&NegotiatedCodec, Option<u32>) {
+        match n {
+            Negotiated::Receive { codec, ssrc, .. } => (codec, *ssrc),
+            other => panic!("expected Receive, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn chrome_publish_picks_opus_and_vp8() {
+        let offer = Offer::parse(&chrome_publish()).unwrap();
+        assert_eq!(offer.ice.ufrag, "aBcD");
+        assert_eq!(offer.media.len(), 2);
+        assert_eq!(offer.media[1].kind, Some(MediaKind::Video));
+        assert_eq!(offer.media[1].direction, Direction::SendOnly);
+        let (ice, fp, cands) = server();
+        let a = answer(
+            &offer,
+            &local(&ice, &fp, &cands),
+            &[MediaRole::Receive, MediaRole::Receive],
+        )
+        .unwrap();
+        let (audio, audio_ssrc) = receive_codec(&a.media[0]);
+        assert_eq!(
+            (
+                audio.codec,
+                audio.payload_type,
+                audio.clock_rate,
+                audio.channels
+            ),
+            (Codec::Opus, 111, 48000, 2)
+        );
+        assert_eq!(audio_ssrc, Some(1001));
+        let (video, video_ssrc) = receive_codec(&a.media[1]);
+        assert_eq!((video.codec, video.payload_type), (Codec::Vp8, 96));
+        assert!(video.nack && video.pli && video.fir && video.remb);
+        assert_eq!(video_ssrc, Some(2002));
+        let Negotiated::Receive { extensions, .. } = &a.media[1] else {
+            panic!()
+        };
+        assert_eq!(extensions.mid, Some(4));
+
+        // The answer parses and says what we decided.
+        let parsed = SessionDescription::parse(&a.sdp).unwrap();
+        assert_eq!(parsed.attribute("group"), Some("BUNDLE 0 1"));
+        assert!(parsed.attribute("ice-lite").is_some());
+        let v = &parsed.media[1];
+        assert_eq!((v.port, v.formats.clone()), (49152, vec!["96".to_string()]));
+        assert_eq!(v.direction(), Direction::RecvOnly);
+        assert_eq!(v.attribute("setup"), Some("passive"));
+        assert_eq!(v.attribute("ice-ufrag"), Some("srvU"));
+        assert_eq!(v.attribute("fingerprint"), Some(FP));
+        assert_eq!(v.mid_extension(), Some(4));
+        assert!(v.attribute("rtcp-rsize").is_some());
+        assert!(v.attributes("rtcp-fb").all(|f| !f.contains("transport-cc")));
+        assert!(
+            v.attributes("candidate")
+                .any(|c| c.contains("127.0.0.1 49152 typ host"))
+        );
+        assert!(!a.sdp.contains("rtx"));
+        assert!(a.sdp.ends_with("\r\n"));
+    }
+
+    #[test]
+    fn h264_prefers_packetization_mode_1() {
+        let offer = Offer::parse(&chrome_h264_only()).unwrap();
+        let (ice, fp, cands) = server();
+        let a = answer(
+            &offer,
+            &local(&ice, &fp, &cands),
+            &[MediaRole::Receive, MediaRole::Receive],
+        )
+        .unwrap();
+        let (video, _) = receive_codec(&a.media[1]);
+        assert_eq!((video.codec, video.payload_type), (Codec::H264, 102));
+        assert!(
+            video
+                .fmtp
+                .as_deref()
+                .unwrap()
+                .contains("packetization-mode=1")
+        );
+    }
+
+    #[test]
+    fn allowed_codecs_are_honoured() {
+        let offer = Offer::parse(&chrome_publish()).unwrap();
+        let (ice, fp, cands) = server();
+        let mut params = local(&ice, &fp, &cands);
+        params.allowed_codecs = &[Codec::Opus, Codec::H264];
+        let a = answer(&offer, &params, &[MediaRole::Receive, MediaRole::Receive]).unwrap();
+        assert_eq!(receive_codec(&a.media[1]).0.payload_type, 102);
+        params.allowed_codecs = &[Codec::Opus];
+        let a = answer(&offer, &params, &[MediaRole::Receive, MediaRole::Receive]).unwrap();
+        match &a.media[1] {
+            Negotiated::Rejected { reason, .. } => {
+                assert!(reason.contains("no supported video codec"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(a.sdp.contains("m=video 0 "));
+        assert!(a.sdp.contains("a=group:BUNDLE 0\r\n"));
+    }
+
+    #[test]
+    fn subscribe_answers_sendonly_with_the_producers_codec() {
+        let offer = Offer::parse(&chrome_subscribe()).unwrap();
+        let (ice, fp, cands) = server();
+        let track = |codec, fmtp: Option<&str>, ssrc| {
+            MediaRole::Send(SendTrack {
+                codec,
+                fmtp: fmtp.map(str::to_string),
+                ssrc,
+                cname: "sfu".into(),
+                stream_id: "pub1".into(),
+                track_id: format!("t{ssrc}"),
+            })
+        };
+        // An aiortc publisher sent H264 42001f mode 1 (its pt 99); Chrome receives it as 102.
+        let roles = [
+            track(Codec::Opus, None, 11),
+            track(
+                Codec::H264,
+                Some("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"),
+                22,
+            ),
+        ];
+        let a = answer(&offer, &local(&ice, &fp, &cands), &roles).unwrap();
+        match &a.media[1] {
+            Negotiated::Send { codec, ssrc, .. } => {
+                assert_eq!(
+                    (codec.codec, codec.payload_type, *ssrc),
+                    (Codec::H264, 102, 22)
+                );
+                assert!(!codec.nack && codec.pli && !codec.remb);
+            }
+            other => panic!("{other:?}"),
+        }
+        let parsed = SessionDescription::parse(&a.sdp).unwrap();
+        let v = &parsed.media[1];
+        assert_eq!(v.direction(), Direction::SendOnly);
+        assert_eq!(v.attribute("msid"), Some("pub1 t22"));
+        assert!(v.attributes("ssrc").any(|s| s == "22 cname:sfu"));
+        // Constrained baseline 42e01f is compatible with baseline 42001f, exact match preferred.
+        let roles = [
+            track(Codec::Opus, None, 1),
+            track(
+                Codec::H264,
+                Some("packetization-mode=1;profile-level-id=42e01f"),
+                2,
+            ),
+        ];
+        let a = answer(&offer, &local(&ice, &fp, &cands), &roles).unwrap();
+        let Negotiated::Send { codec, .. } = &a.media[1] else {
+            panic!()
+        };
+        assert_eq!(codec.payload_type, 106);
+        // VP9 profile 2 maps to Chrome's pt 100.
+        let roles = [
+            MediaRole::Reject,
+            track(Codec::Vp9, Some("profile-id=2"), 3),
+        ];
+        let a = answer(&offer, &local(&ice, &fp, &cands), &roles).unwrap();
+        let Negotiated::Send { codec, .. } = &a.media[1] else {
+            panic!()
+        };
+        assert_eq!(codec.payload_type, 100);
+        assert!(matches!(&a.media[0], Negotiated::Rejected { .. }));
+        // A main-profile H264 producer: Chrome's offer has no main profile here.
+        let roles = [
+            MediaRole::Reject,
+            track(
+                Codec::H264,
+                Some("packetization-mode=1;profile-level-id=4d001f"),
+                4,
+            ),
+        ];
+        let a = answer(&offer, &local(&ice, &fp, &cands), &roles).unwrap();
+        match &a.media[1] {
+            Negotiated::Rejected { reason, .. } => {
+                assert_eq!(reason, "subscriber cannot receive H264")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn aiortc_and_firefox_offers() {
+        let (ice, fp, cands) = server();
+        let offer = Offer::parse(&aiortc_offer()).unwrap();
+        assert_eq!(offer.ice.pwd, "vmW4lGkQYSt7eHhXnIAEaZ");
+        let a = answer(
+            &offer,
+            &local(&ice, &fp, &cands),
+            &[MediaRole::Receive, MediaRole::Receive],
+        )
+        .unwrap();
+        assert_eq!(receive_codec(&a.media[0]).0.payload_type, 96);
+        let (video, ssrc) = receive_codec(&a.media[1]);
+        assert_eq!(
+            (video.codec, video.payload_type, ssrc),
+            (Codec::Vp8, 97, Some(4411))
+        );
+
+        let offer = Offer::parse(&firefox_offer()).unwrap();
+        let a = answer(
+            &offer,
+            &local(&ice, &fp, &cands),
+            &[MediaRole::Receive, MediaRole::Receive],
+        )
+        .unwrap();
+        assert_eq!(receive_codec(&a.media[0]).0.payload_type, 109);
+        let (video, ssrc) = receive_codec(&a.media[1]);
+        assert_eq!(
+            (video.codec, video.payload_type, ssrc),
+            (Codec::Vp8, 120, Some(777))
+        );
+    }
+
+    #[test]
+    fn wrong_directions_are_rejected_with_reasons() {
+        let (ice, fp, cands) = server();
+        let offer = Offer::parse(&chrome_subscribe()).unwrap();
+        let a = answer(
+            &offer,
+            &local(&ice, &fp, &cands),
+            &[MediaRole::Receive, MediaRole::Receive],
+        )
+        .unwrap();
+        match &a.media[0] {
+            Negotiated::Rejected { reason, .. } => assert!(reason.contains("nothing to publish")),
+            other => panic!("{other:?}"),
+        }
+        assert!(answer(&offer, &local(&ice, &fp, &cands), &[MediaRole::Receive]).is_err());
+    }
+
+    #[test]
+    fn offer_errors_explain_themselves() {
+        let base = chrome_publish();
+        let cases = [
+            (base.replace("a=mid:1\r\n", ""), "has no a=mid"),
+            (
+                base.replace("a=group:BUNDLE 0 1\r\n", ""),
+                "not in a=group:BUNDLE",
+            ),
+            (
+                base.replace(&format!("a=fingerprint:{FP}\r\n"), ""),
+                "no a=fingerprint",
+            ),
+            (
+                base.replace("a=setup:actpass", "a=setup:passive"),
+                "Switchyard is the DTLS server",
+            ),
+            (base.replace("a=rtcp-mux\r\n", ""), "a=rtcp-mux"),
+            (base.replace("a=ice-ufrag:aBcD\r\n", ""), "a=ice-ufrag"),
+            (
+                base.replace("UDP/TLS/RTP/SAVPF", "RTP/AVP"),
+                "expected UDP/TLS/RTP/SAVPF",
+            ),
+            (
+                base.replace("sha-256 3B:36", "sha-256 XX:36"),
+                "fingerprint",
+            ),
+            (
+                "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n".to_string(),
+                "no m-lines",
+            ),
+            ("o=- 1 1 IN IP4 0.0.0.0\r\n".to_string(), "start with v=0"),
+            ("v=0\r\nthis is not sdp\r\n".to_string(), "line 2"),
+            ("v=0\r\nm=video\r\n".to_string(), "m=<media>"),
+            ("v=0\r\nm=video abc RTP 96\r\n".to_string(), "bad port"),
+            ("".to_string(), "empty SDP"),
+            ("x".repeat(70_000), "limit"),
+        ];
+        for (text, expected) in cases {
+            let e = Offer::parse(&text).unwrap_err();
+            assert!(e.to_string().contains(expected), "{expected:?} not in {e}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        let sd = SessionDescription::parse(&chrome_publish()).unwrap();
+        let again = SessionDescription::parse(&sd.to_string()).unwrap();
+        assert_eq!(sd, again);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let seeds = [chrome_publish(), aiortc_offer(), firefox_offer()];
+        let mut rng = 0x2545F4914F6CDD1Du64;
+        for seed in &seeds {
+            let bytes = seed.as_bytes();
+            for _ in 0..300 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let cut = (rng as usize) % bytes.len();
+                let mut mutated = bytes[..cut].to_vec();
+                mutated.push((rng >> 32) as u8);
+                mutated.extend_from_slice(
+                    &bytes[cut.min(bytes.len())..]
+                        [..((rng >> 40) as usize % 50).min(bytes.len() - cut)],
+                );
+                let text = String::from_utf8_lossy(&mutated);
+                if let Ok(offer) = Offer::parse(&text) {
+                    let (ice, fp, cands) = server();
+                    let roles = vec![MediaRole::Receive; offer.media.len()];
+                    let _ = answer(&offer, &local(&ice, &fp, &cands), &roles);
+                }
+            }
+        }
+    }
 }
