@@ -251,10 +251,10 @@ impl Engine {
                 debug_assert!(queued);
                 self.counters.sent(check.response_len);
                 let (evicted, new) = t.checked(src, check.nominated);
-                if let Some(old) = evicted {
-                    if self.by_addr.get(&old) == Some(&key) {
-                        self.by_addr.remove(&old);
-                    }
+                if let Some(old) = evicted
+                    && self.by_addr.get(&old) == Some(&key)
+                {
+                    self.by_addr.remove(&old);
                 }
                 if new {
                     // A previous owner of this address (a transport the peer abandoned) loses it.
@@ -739,11 +739,11 @@ fn mark_keyframe(
     router_id: RouterId,
     producer: u64,
 ) {
-    if let Some(p) = router.producers.get_mut(&producer) {
-        if !p.keyframe.pending {
-            p.keyframe.pending = true;
-            pending.push((router_id, producer));
-        }
+    if let Some(p) = router.producers.get_mut(&producer)
+        && !p.keyframe.pending
+    {
+        p.keyframe.pending = true;
+        pending.push((router_id, producer));
     }
 }
 
@@ -768,11 +768,11 @@ fn receiver_report(
             *slot = producer.receive.report_block(ssrc, now);
             count += 1;
         }
-        if producer.spec.remb {
-            if let Some(slot) = remb_ssrcs.get_mut(remb_count) {
-                *slot = ssrc;
-                remb_count += 1;
-            }
+        if producer.spec.remb
+            && let Some(slot) = remb_ssrcs.get_mut(remb_count)
+        {
+            *slot = ssrc;
+            remb_count += 1;
         }
     }
     let mut len = rtcp::write_receiver_report(out, sender, blocks.get(..count)?).ok()?;

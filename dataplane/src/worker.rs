@@ -211,10 +211,10 @@ impl MediaServer {
             let thread = std::thread::Builder::new()
                 .name(format!("sy-worker-{index}"))
                 .spawn(move || {
-                    if let Some(core) = core {
-                        if !core_affinity::set_for_current(core) {
-                            tracing::warn!(worker = index, "could not pin to core {}", core.id);
-                        }
+                    if let Some(core) = core
+                        && !core_affinity::set_for_current(core)
+                    {
+                        tracing::warn!(worker = index, "could not pin to core {}", core.id);
                     }
                     if let Err(e) = io::run(backend, &socket, &thread_waker, &mut engine) {
                         tracing::error!(worker = index, "I/O loop failed: {e}");

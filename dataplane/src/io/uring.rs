@@ -1,0 +1,364 @@
+//! The io_uring backend: one multishot `RecvMsg` fills buffers the kernel takes from a
+//! provided-buffer ring, sends go out as `SendMsg` entries submitted in one batch per loop
+//! iteration, and a `Read` on the waker's eventfd interrupts the wait.
+//!
+//! Driven with the `io-uring` crate directly (not tokio-uring, which has no multishot receive
+//! or buffer rings and no release since 2024).
+
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
+use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
+
+use super::{Handler, MAX_DATAGRAM, Tx, Waker, addr};
+
+/// Submission queue entries (the completion queue is twice as large).
+const RING_ENTRIES: u32 = 4096;
+/// Receive buffers in the provided-buffer ring (a power of two).
+const RECV_BUFFERS: u16 = 4096;
+const BUFFER_GROUP: u16 = 0;
+/// The kernel's `io_uring_recvmsg_out` header in front of each received datagram.
+const RECVMSG_OUT: usize = 16;
+/// Name area of each receive buffer (room for an IPv6 address).
+const NAME_LEN: usize = addr::STORAGE_LEN;
+const RECV_BUF_LEN: usize = RECVMSG_OUT + NAME_LEN + MAX_DATAGRAM;
+
+const KIND_SHIFT: u64 = 62;
+const RECV: u64 = 1 << KIND_SHIFT;
+const WAKE: u64 = 2 << KIND_SHIFT;
+const SEND: u64 = 3 << KIND_SHIFT;
+
+/// Whether io_uring with the opcodes and buffer rings we need works here.
+pub(super) fn usable() -> bool {
+    let Ok(ring) = IoUring::new(8) else {
+        return false;
+    };
+    let mut probe = Probe::new();
+    if ring.submitter().register_probe(&mut probe).is_err() {
+        return false;
+    }
+    let ops = [
+        opcode::RecvMsg::CODE,
+        opcode::SendMsg::CODE,
+        opcode::Read::CODE,
+    ];
+    if !ops.iter().all(|op| probe.is_supported(*op)) {
+        return false;
+    }
+    let Ok(bufs) = BufRing::new(2) else {
+        return false;
+    };
+    // SAFETY: the ring memory outlives the registration, which is removed right after.
+    let registered = unsafe {
+        ring.submitter()
+            .register_buf_ring_with_flags(bufs.ring_addr(), 2, 7, 0)
+    };
+    let ok = registered.is_ok();
+    let _ = ring.submitter().unregister_buf_ring(7);
+    ok
+}
+
+/// The provided-buffer ring: an mmap'd array of `io_uring_buf` entries the kernel takes
+/// receive buffers from, and the buffers themselves.
+struct BufRing {
+    entries: *mut BufRingEntry,
+    map_len: usize,
+    count: u16,
+    tail: u16,
+    buffers: Box<[u8]>,
+}
+
+impl BufRing {
+    fn new(count: u16) -> io::Result<BufRing> {
+        let map_len = (usize::from(count) * std::mem::size_of::<BufRingEntry>()).max(4096);
+        // SAFETY: an anonymous private mapping; the result is checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(BufRing {
+            entries: ptr.cast(),
+            map_len,
+            count,
+            tail: 0,
+            buffers: vec![0u8; usize::from(count) * RECV_BUF_LEN].into_boxed_slice(),
+        })
+    }
+
+    fn ring_addr(&self) -> u64 {
+        self.entries as u64
+    }
+
+    /// Hands buffer `bid` (back) to the kernel; visible after `publish`.
+    fn push(&mut self, bid: u16) {
+        let index = usize::from(self.tail & (self.count - 1));
+        let addr = self.buffers[usize::from(bid) * RECV_BUF_LEN..].as_mut_ptr() as u64;
+        // SAFETY: `index` < count, inside the mapping; the kernel only reads entries between
+        // its head and our published tail, and this one is past the tail.
+        let entry = unsafe { &mut *self.entries.add(index) };
+        entry.set_addr(addr);
+        entry.set_len(RECV_BUF_LEN as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes pushed buffers visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail field lives in the first entry of our mapping; the kernel reads it
+        // with acquire semantics, so a release store orders the entry writes before it.
+        unsafe {
+            let tail = BufRingEntry::tail(self.entries).cast_mut();
+            (*tail.cast::<AtomicU16>()).store(self.tail, Ordering::Release);
+        }
+    }
+
+    /// The bytes the kernel wrote into buffer `bid`.
+    fn filled(&mut self, bid: u16, len: usize) -> Option<&mut [u8]> {
+        let start = usize::from(bid) * RECV_BUF_LEN;
+        self.buffers.get_mut(start..start + len.min(RECV_BUF_LEN))
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; the io_uring that used it is
+        // dropped first (field order in `run`'s locals: the ring is declared after).
+        unsafe { libc::munmap(self.entries.cast(), self.map_len) };
+    }
+}
+
+/// Per-slot send headers: the kernel reads them until the completion, so they live in arrays
+/// indexed by the Tx slot and never move.
+struct SendHeaders {
+    hdrs: Box<[libc::msghdr]>,
+    iovs: Box<[libc::iovec]>,
+    names: Box<[libc::sockaddr_in6]>,
+}
+
+impl SendHeaders {
+    fn new(n: usize) -> SendHeaders {
+        // SAFETY: msghdr is plain data for which all-zero bytes are valid.
+        let zero: libc::msghdr = unsafe { std::mem::zeroed() };
+        SendHeaders {
+            hdrs: vec![zero; n].into_boxed_slice(),
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                n
+            ]
+            .into_boxed_slice(),
+            names: vec![addr::zeroed(); n].into_boxed_slice(),
+        }
+    }
+}
+
+/// Pushes an entry, submitting first if the queue is full.
+fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
+    loop {
+        // SAFETY: every entry we build points at memory that outlives its completion (the
+        // buffer ring, the send header arrays, the wake buffer, all owned by `run`).
+        if unsafe { ring.submission().push(entry) }.is_ok() {
+            return Ok(());
+        }
+        ring.submit()?;
+    }
+}
+
+pub(super) fn run(
+    socket: &UdpSocket,
+    waker: &Waker,
+    handler: &mut impl Handler,
+    tx: &mut Tx,
+) -> io::Result<()> {
+    let fd = Fd(socket.as_raw_fd());
+    let mut bufs = BufRing::new(RECV_BUFFERS)?;
+    let mut sends = SendHeaders::new(tx.capacity());
+    let mut wake_buf = Box::new([0u8; 8]);
+    // SAFETY: msghdr is plain data; only the name and control lengths matter for RecvMsgMulti.
+    let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+    recv_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+    // Declared after the memory it points into, so it is dropped (and stops using it) first.
+    let mut ring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_coop_taskrun()
+        .build(RING_ENTRIES)
+        .or_else(|_| IoUring::new(RING_ENTRIES))?;
+    for bid in 0..RECV_BUFFERS {
+        bufs.push(bid);
+    }
+    bufs.publish();
+    // SAFETY: the buffer ring memory stays mapped until after `ring` is dropped.
+    unsafe {
+        ring.submitter().register_buf_ring_with_flags(
+            bufs.ring_addr(),
+            RECV_BUFFERS,
+            BUFFER_GROUP,
+            0,
+        )?
+    };
+
+    let recv = opcode::RecvMsgMulti::new(fd, &*recv_hdr, BUFFER_GROUP)
+        .build()
+        .user_data(RECV);
+    let wake = opcode::Read::new(Fd(waker.raw_fd()), wake_buf.as_mut_ptr(), 8)
+        .build()
+        .user_data(WAKE);
+    push(&mut ring, &recv)?;
+    push(&mut ring, &wake)?;
+
+    let mut deadline = handler.on_tick(Instant::now(), tx);
+    let mut in_flight = 0usize;
+    let mut stopping: Option<Instant> = None;
+    loop {
+        in_flight += queue_sends(&mut ring, fd, tx, &mut sends)?;
+        if stopping.is_none() && handler.is_stopped() {
+            stopping = Some(Instant::now() + Duration::from_secs(1));
+        }
+        if let Some(until) = stopping {
+            if in_flight == 0 || Instant::now() >= until {
+                return Ok(());
+            }
+            deadline = Some(until.min(Instant::now() + Duration::from_millis(10)));
+        }
+        let waited = match deadline {
+            Some(d) => {
+                let ts = Timespec::from(d.saturating_duration_since(Instant::now()));
+                ring.submitter()
+                    .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+            }
+            None => ring.submit_and_wait(1),
+        };
+        if let Err(e) = waited {
+            match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) => {}
+                _ => return Err(e),
+            }
+        }
+        let now = Instant::now();
+        let (mut rearm_recv, mut rearm_wake) = (false, false);
+        let mut cq = ring.completion();
+        cq.sync();
+        for cqe in &mut cq {
+            let data = cqe.user_data();
+            match data & (3 << KIND_SHIFT) {
+                RECV => {
+                    if !cqueue::more(cqe.flags()) {
+                        rearm_recv = true;
+                    }
+                    let Some(bid) = cqueue::buffer_select(cqe.flags()) else {
+                        // ENOBUFS (the ring ran dry) or another error: nothing to read.
+                        continue;
+                    };
+                    if cqe.result() > 0 {
+                        deliver(&mut bufs, bid, cqe.result() as usize, now, handler, tx);
+                    }
+                    bufs.push(bid);
+                }
+                WAKE => rearm_wake = true,
+                SEND => {
+                    in_flight = in_flight.saturating_sub(1);
+                    tx.release((data & 0xFFFF_FFFF) as u32);
+                }
+                _ => {}
+            }
+        }
+        drop(cq);
+        bufs.publish();
+        if rearm_recv {
+            push(&mut ring, &recv)?;
+        }
+        if rearm_wake {
+            push(&mut ring, &wake)?;
+        }
+        deadline = handler.on_tick(now, tx);
+    }
+}
+
+/// Hands one received datagram (laid out as `io_uring_recvmsg_out`, name, payload) to the
+/// handler.
+fn deliver(
+    bufs: &mut BufRing,
+    bid: u16,
+    len: usize,
+    now: Instant,
+    handler: &mut impl Handler,
+    tx: &mut Tx,
+) {
+    let Some(buf) = bufs.filled(bid, len) else {
+        return;
+    };
+    let word = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .and_then(|w| w.try_into().ok())
+            .map(u32::from_ne_bytes)
+    };
+    let (Some(name_len), Some(payload_len), Some(flags)) =
+        (word(buf, 0), word(buf, 8), word(buf, 12))
+    else {
+        return;
+    };
+    if flags & libc::MSG_TRUNC as u32 != 0 {
+        return;
+    }
+    let name_len = (name_len as usize).min(NAME_LEN);
+    let Some(src) = buf
+        .get(RECVMSG_OUT..RECVMSG_OUT + name_len)
+        .and_then(addr::read)
+    else {
+        return;
+    };
+    let start = RECVMSG_OUT + NAME_LEN;
+    let end = (start + payload_len as usize).min(buf.len());
+    if let Some(payload) = buf.get_mut(start..end) {
+        handler.on_datagram(now, src, payload, tx);
+    }
+}
+
+/// Submits a `SendMsg` for every queued datagram; returns how many went in flight.
+fn queue_sends(
+    ring: &mut IoUring,
+    fd: Fd,
+    tx: &mut Tx,
+    sends: &mut SendHeaders,
+) -> io::Result<usize> {
+    let n = tx.queued();
+    for i in 0..n {
+        let slot = tx.queued_slots()[i];
+        let s = slot as usize;
+        let (data, dst) = tx.datagram(slot);
+        let name_len = addr::write(dst, &mut sends.names[s]);
+        sends.iovs[s] = libc::iovec {
+            iov_base: data.as_ptr().cast_mut().cast(),
+            iov_len: data.len(),
+        };
+        let h = &mut sends.hdrs[s];
+        h.msg_name = (&mut sends.names[s] as *mut libc::sockaddr_in6).cast();
+        h.msg_namelen = name_len;
+        h.msg_iov = &mut sends.iovs[s];
+        h.msg_iovlen = 1;
+        let entry = opcode::SendMsg::new(fd, &sends.hdrs[s])
+            .build()
+            .user_data(SEND | u64::from(slot));
+        push(ring, &entry)?;
+    }
+    tx.dequeue(n);
+    if n > 0 {
+        ring.submit()?;
+    }
+    Ok(n)
+}
