@@ -63,6 +63,18 @@ impl Tx {
         self.queued.len()
     }
 
+    /// Hands every queued datagram to `send` and frees its buffer: how an in-memory driver
+    /// (the engine's simulation tests, a load generator's model) plays the kernel.
+    pub fn drain_to(&mut self, mut send: impl FnMut(SocketAddr, &[u8])) {
+        for i in 0..self.queued.len() {
+            let slot = self.queued[i];
+            let (data, dst) = self.datagram(slot);
+            send(dst, data);
+            self.free.push(slot);
+        }
+        self.queued.clear();
+    }
+
     /// The queued slots, oldest first.
     pub(super) fn queued_slots(&self) -> &[u32] {
         &self.queued

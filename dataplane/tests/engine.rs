@@ -1,0 +1,565 @@
+//! The whole SFU engine in memory: client transports (controlling ICE, DTLS client, SRTP) talk
+//! to one worker's engine through a simulated network with a simulated clock. No sockets.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::time::{Duration, Instant};
+
+use switchyard_dataplane::client::{Client, Received};
+use switchyard_dataplane::dtls::Identity;
+use switchyard_dataplane::engine::{Command, Engine};
+use switchyard_dataplane::ice::Credentials;
+use switchyard_dataplane::io::{Handler, Tx};
+use switchyard_dataplane::media::{Codec, MediaKind};
+use switchyard_dataplane::rtp::{self, HeaderFields};
+use switchyard_dataplane::stats::{self, Drop};
+use switchyard_dataplane::worker::{
+    CloseReason, ConsumerSpec, MediaEvent, ProducerSpec, TransportSpec,
+};
+use switchyard_dataplane::{rtcp, stun};
+use tokio::sync::{mpsc, oneshot};
+
+const AUDIO_PT: u8 = 111;
+const VIDEO_PT: u8 = 96;
+const PUB_AUDIO: u32 = 1111;
+const PUB_VIDEO: u32 = 2222;
+const SUB_AUDIO: u32 = 3333;
+const SUB_VIDEO: u32 = 4444;
+
+struct Peer {
+    addr: SocketAddr,
+    client: Client,
+    inbox: VecDeque<Vec<u8>>,
+    rtp: Vec<Vec<u8>>,
+    rtcp: Vec<Vec<u8>>,
+    /// Stop sending anything (to let consent expire).
+    silent: bool,
+    errors: Vec<String>,
+}
+
+struct Sim {
+    engine: Engine,
+    tx: Tx,
+    now: Instant,
+    commands: SyncSender<Command>,
+    events: mpsc::UnboundedReceiver<MediaEvent>,
+    shared: Arc<stats::Shared>,
+    server_identity: Arc<Identity>,
+    peers: Vec<Peer>,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        let identity = Identity::generate().unwrap();
+        let (commands, rx) = sync_channel(16);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let shared = Arc::new(stats::Shared::default());
+        let now = Instant::now();
+        let engine = Engine::new(identity.clone(), rx, events_tx, shared.clone(), now);
+        Sim {
+            engine,
+            tx: Tx::new(1024),
+            now,
+            commands,
+            events,
+            shared,
+            server_identity: identity,
+            peers: Vec::new(),
+        }
+    }
+
+    /// Creates a transport on the engine and the matching client; returns the peer index.
+    fn connect(
+        &mut self,
+        id: u64,
+        producers: Vec<ProducerSpec>,
+        consumers: Vec<ConsumerSpec>,
+    ) -> usize {
+        let client_identity = Identity::generate().unwrap();
+        let (server_ice, client_ice) = (Credentials::random(), Credentials::random());
+        let spec = TransportSpec {
+            id,
+            router: 7,
+            local_ice: server_ice.clone(),
+            remote_ice: client_ice.clone(),
+            remote_fingerprint: client_identity.fingerprint().clone(),
+            producers,
+            consumers,
+        };
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .try_send(Command::CreateTransport { spec, reply })
+            .unwrap();
+        self.engine.on_tick(self.now, &mut self.tx);
+        answer.blocking_recv().unwrap().unwrap();
+        let client = Client::new(
+            &client_identity,
+            client_ice,
+            server_ice,
+            self.server_identity.fingerprint().clone(),
+            self.now,
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{}", 10_000 + self.peers.len())
+            .parse()
+            .unwrap();
+        self.peers.push(Peer {
+            addr,
+            client,
+            inbox: VecDeque::new(),
+            rtp: Vec::new(),
+            rtcp: Vec::new(),
+            silent: false,
+            errors: Vec::new(),
+        });
+        self.peers.len() - 1
+    }
+
+    fn deliver(&mut self, from: SocketAddr, mut datagram: Vec<u8>) {
+        self.engine
+            .on_datagram(self.now, from, &mut datagram, &mut self.tx);
+    }
+
+    fn step(&mut self) {
+        let mut buf = [0u8; 2048];
+        for i in 0..self.peers.len() {
+            if self.peers[i].silent {
+                continue;
+            }
+            while let Some(n) = self.peers[i]
+                .client
+                .poll_transmit(self.now, &mut buf)
+                .unwrap()
+            {
+                let from = self.peers[i].addr;
+                self.deliver(from, buf[..n].to_vec());
+            }
+        }
+        self.engine.on_tick(self.now, &mut self.tx);
+        let peers = &mut self.peers;
+        self.tx.drain_to(|dst, bytes| {
+            if let Some(p) = peers.iter_mut().find(|p| p.addr == dst) {
+                p.inbox.push_back(bytes.to_vec());
+            }
+        });
+        for p in &mut self.peers {
+            while let Some(mut d) = p.inbox.pop_front() {
+                match p.client.handle_datagram(self.now, &mut d) {
+                    Ok(Received::Rtp(n)) => p.rtp.push(d[..n].to_vec()),
+                    Ok(Received::Rtcp(n)) => p.rtcp.push(d[..n].to_vec()),
+                    Ok(Received::Other) => {}
+                    Err(e) => p.errors.push(e.to_string()),
+                }
+            }
+            p.client.handle_timeout(self.now).unwrap();
+        }
+        self.now += Duration::from_millis(5);
+    }
+
+    fn run_until(&mut self, what: &str, mut done: impl FnMut(&Sim) -> bool) {
+        for _ in 0..4000 {
+            if done(self) {
+                return;
+            }
+            self.step();
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// Sends an RTP packet from peer `i`, encrypted; returns the datagram sent (for replays).
+    fn send_rtp(&mut self, i: usize, pt: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+        let mut buf = [0u8; 1500];
+        let fields = HeaderFields {
+            marker: false,
+            payload_type: pt,
+            sequence: seq,
+            timestamp: u32::from(seq) * 3000,
+            ssrc,
+        };
+        let h = rtp::write_header(&mut buf, &fields, &[]).unwrap();
+        buf[h..h + payload.len()].copy_from_slice(payload);
+        let n = self.peers[i]
+            .client
+            .protect_rtp(&mut buf, h + payload.len())
+            .unwrap();
+        let datagram = buf[..n].to_vec();
+        let from = self.peers[i].addr;
+        self.deliver(from, datagram.clone());
+        datagram
+    }
+
+    fn send_rtcp(&mut self, i: usize, packet: &[u8]) {
+        let mut buf = [0u8; 1500];
+        buf[..packet.len()].copy_from_slice(packet);
+        let n = self.peers[i]
+            .client
+            .protect_rtcp(&mut buf, packet.len())
+            .unwrap();
+        let from = self.peers[i].addr;
+        self.deliver(from, buf[..n].to_vec());
+    }
+
+    fn drops(&mut self, reason: Drop) -> u64 {
+        // Counters are published at most every 250 ms.
+        self.now += Duration::from_millis(300);
+        self.engine.on_tick(self.now, &mut self.tx);
+        self.shared.snapshot().drops[reason as usize]
+    }
+
+    fn event(&mut self) -> Option<MediaEvent> {
+        self.events.try_recv().ok()
+    }
+}
+
+fn producers() -> Vec<ProducerSpec> {
+    let spec = |id, kind, codec: Codec, pt, ssrc| ProducerSpec {
+        id,
+        kind,
+        codec,
+        payload_type: pt,
+        clock_rate: codec.clock_rate(),
+        ssrc: Some(ssrc),
+        mid: id.to_string(),
+        mid_ext: Some(1),
+        nack: true,
+        pli: kind == MediaKind::Video,
+        fir: kind == MediaKind::Video,
+        remb: kind == MediaKind::Video,
+    };
+    vec![
+        spec(1, MediaKind::Audio, Codec::Opus, AUDIO_PT, PUB_AUDIO),
+        spec(2, MediaKind::Video, Codec::Vp8, VIDEO_PT, PUB_VIDEO),
+    ]
+}
+
+fn consumers(audio_ssrc: u32, video_ssrc: u32) -> Vec<ConsumerSpec> {
+    let spec = |producer, ssrc, pt: u8, mid: &str| ConsumerSpec {
+        producer,
+        ssrc,
+        payload_type: pt,
+        mid: mid.into(),
+        mid_ext: Some(3),
+        nack: true,
+        pli: true,
+        fir: true,
+    };
+    vec![spec(1, audio_ssrc, 109, "0"), spec(2, video_ssrc, 98, "1")]
+}
+
+const VP8_KEY: &[u8] = &[0x10, 0x00, 0x9d, 0x01, 0x2a, 0xAA, 0xBB];
+const VP8_DELTA: &[u8] = &[0x10, 0x01, 0xCC, 0xDD];
+
+fn header(p: &[u8]) -> rtp::Header {
+    rtp::Header::parse(p).unwrap()
+}
+
+#[test]
+fn forwards_between_publisher_and_subscribers() {
+    let mut sim = Sim::new();
+    let publisher = sim.connect(1, producers(), vec![]);
+    sim.run_until("publisher connected", |s| {
+        s.peers[publisher].client.is_connected()
+    });
+    assert_eq!(sim.event(), Some(MediaEvent::Connected { transport: 1 }));
+
+    // A video packet before anyone subscribes goes nowhere (but into the history).
+    sim.send_rtp(publisher, VIDEO_PT, 100, PUB_VIDEO, VP8_DELTA);
+
+    let subscriber = sim.connect(2, vec![], consumers(SUB_AUDIO, SUB_VIDEO));
+    sim.run_until("subscriber connected", |s| {
+        s.peers[subscriber].client.is_connected()
+    });
+    sim.step();
+
+    // The new subscriber made the engine ask the publisher for a keyframe.
+    let plis = |s: &Sim| {
+        s.peers[publisher]
+            .rtcp
+            .iter()
+            .flat_map(|c| rtcp::packets(c).filter_map(Result::ok).collect::<Vec<_>>())
+            .filter(|p| {
+                matches!(
+                    p,
+                    rtcp::Packet::Pli {
+                        media_ssrc: PUB_VIDEO,
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    sim.run_until("a PLI to the publisher", |s| plis(s) > 0);
+
+    // Audio flows at once, rewritten for the subscriber.
+    sim.send_rtp(publisher, AUDIO_PT, 500, PUB_AUDIO, b"opus frame");
+    sim.step();
+    let got = sim.peers[subscriber].rtp.pop().expect("audio forwarded");
+    let h = header(&got);
+    assert_eq!((h.ssrc, h.payload_type), (SUB_AUDIO, 109));
+    assert_eq!(&got[h.payload_offset..h.payload_end], b"opus frame");
+    assert_eq!(h.extension_value(&got, 3), Some(&b"0"[..]));
+
+    // Video waits for a keyframe, then flows with consecutive sequence numbers.
+    sim.send_rtp(publisher, VIDEO_PT, 101, PUB_VIDEO, VP8_DELTA);
+    sim.step();
+    assert!(
+        sim.peers[subscriber].rtp.is_empty(),
+        "a delta frame reached a subscriber that has no keyframe"
+    );
+    sim.send_rtp(publisher, VIDEO_PT, 102, PUB_VIDEO, VP8_KEY);
+    sim.send_rtp(publisher, VIDEO_PT, 103, PUB_VIDEO, VP8_DELTA);
+    sim.send_rtp(publisher, VIDEO_PT, 104, PUB_VIDEO, VP8_DELTA);
+    sim.step();
+    let video: Vec<rtp::Header> = sim.peers[subscriber]
+        .rtp
+        .iter()
+        .map(|p| header(p))
+        .collect();
+    assert_eq!(video.len(), 3);
+    assert!(
+        video
+            .iter()
+            .all(|h| h.ssrc == SUB_VIDEO && h.payload_type == 98)
+    );
+    assert_eq!(video[1].sequence, video[0].sequence.wrapping_add(1));
+    assert_eq!(video[2].sequence, video[0].sequence.wrapping_add(2));
+    assert_eq!(video[1].timestamp.wrapping_sub(video[0].timestamp), 3000);
+    let first = sim.peers[subscriber].rtp[0].clone();
+    assert_eq!(
+        &first[video[0].payload_offset..video[0].payload_end],
+        VP8_KEY
+    );
+    sim.peers[subscriber].rtp.clear();
+
+    // A NACK from the subscriber is answered from the history. (It never received the delta
+    // frame before the keyframe, so that one is not a replay for its SRTP.)
+    let missing = video[0].sequence.wrapping_sub(1);
+    let mut nack = [0u8; 64];
+    let n = rtcp::write_nack(&mut nack, 9, SUB_VIDEO, &[missing]).unwrap();
+    sim.send_rtcp(subscriber, &nack[..n]);
+    sim.step();
+    let resent = sim.peers[subscriber].rtp.pop().expect("retransmission");
+    let h = header(&resent);
+    assert_eq!((h.ssrc, h.sequence), (SUB_VIDEO, missing));
+    assert_eq!(&resent[h.payload_offset..h.payload_end], VP8_DELTA);
+
+    // A PLI from the subscriber reaches the publisher (after the rate limit).
+    let before = plis(&sim);
+    sim.now += Duration::from_secs(1);
+    let mut pli = [0u8; 16];
+    let n = rtcp::write_pli(&mut pli, 9, SUB_VIDEO).unwrap();
+    sim.send_rtcp(subscriber, &pli[..n]);
+    sim.run_until("the subscriber's PLI forwarded", |s| plis(s) > before);
+
+    // Reports: the publisher gets receiver reports and REMB, the subscriber sender reports once
+    // the publisher sent one.
+    let mut sr = [0u8; 64];
+    let n = rtcp::write_sender_report(&mut sr, PUB_VIDEO, rtcp::ntp_now(), 312_000, 4, 100, &[])
+        .unwrap();
+    sim.send_rtcp(publisher, &sr[..n]);
+    let sub_srs = |s: &Sim| {
+        s.peers[subscriber]
+            .rtcp
+            .iter()
+            .flat_map(|c| rtcp::packets(c).filter_map(Result::ok).collect::<Vec<_>>())
+            .filter(|p| {
+                matches!(
+                    p,
+                    rtcp::Packet::SenderReport {
+                        ssrc: SUB_VIDEO,
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    sim.run_until("a sender report to the subscriber", |s| sub_srs(s) > 0);
+    let pub_rtcp: Vec<rtcp::Packet<'_>> = sim.peers[publisher]
+        .rtcp
+        .iter()
+        .flat_map(|c| rtcp::packets(c).filter_map(Result::ok))
+        .collect();
+    assert!(
+        pub_rtcp
+            .iter()
+            .any(|p| matches!(p, rtcp::Packet::ReceiverReport { .. }))
+    );
+    assert!(
+        pub_rtcp.iter().any(
+            |p| matches!(p, rtcp::Packet::Remb { bitrate_bps, .. } if *bitrate_bps > 1_000_000)
+        )
+    );
+
+    // A second subscriber joining late also starts at a keyframe.
+    let late = sim.connect(3, vec![], consumers(5555, 6666));
+    sim.run_until("late subscriber connected", |s| {
+        s.peers[late].client.is_connected()
+    });
+    sim.send_rtp(publisher, VIDEO_PT, 105, PUB_VIDEO, VP8_DELTA);
+    sim.step();
+    assert!(sim.peers[late].rtp.is_empty());
+    sim.send_rtp(publisher, VIDEO_PT, 106, PUB_VIDEO, VP8_KEY);
+    sim.step();
+    assert_eq!(sim.peers[late].rtp.len(), 1);
+    assert_eq!(header(&sim.peers[late].rtp[0]).ssrc, 6666);
+
+    assert!(
+        sim.peers.iter().all(|p| p.errors.is_empty()),
+        "client errors: {:?}",
+        sim.peers.iter().map(|p| &p.errors).collect::<Vec<_>>()
+    );
+
+    // Closing the publisher tells the control plane; subscribers stop getting media.
+    while sim.event().is_some() {}
+    sim.commands
+        .try_send(Command::CloseTransport { id: 1 })
+        .unwrap();
+    sim.step();
+    assert_eq!(
+        sim.event(),
+        Some(MediaEvent::Closed {
+            transport: 1,
+            reason: CloseReason::Closed
+        })
+    );
+}
+
+#[test]
+fn bad_input_is_dropped_and_counted() {
+    let mut sim = Sim::new();
+    let publisher = sim.connect(1, producers(), vec![]);
+    let subscriber = sim.connect(2, vec![], consumers(SUB_AUDIO, SUB_VIDEO));
+
+    // SRTP before DTLS, from an address with a valid ICE check.
+    sim.step();
+    let from = sim.peers[publisher].addr;
+    sim.deliver(
+        from,
+        vec![
+            0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0x08, 0xAE, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+            13, 14, 15, 16,
+        ],
+    );
+    assert_eq!(sim.drops(Drop::SrtpBeforeDtls), 1);
+
+    sim.run_until("both connected", |s| {
+        s.peers.iter().all(|p| p.client.is_connected())
+    });
+
+    // Garbage and truncated datagrams.
+    let stranger: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for d in [vec![], vec![0xFF; 10], vec![0x80, 96], vec![0x10; 40]] {
+        sim.deliver(stranger, d);
+    }
+    assert_eq!(sim.drops(Drop::Malformed), 4);
+    // RTP from an address no transport knows.
+    sim.deliver(stranger, vec![0x80; 40]);
+    assert_eq!(sim.drops(Drop::UnknownSource), 1);
+
+    // STUN with a wrong MESSAGE-INTEGRITY for a real ufrag.
+    let ufrag = format!("{}:{}", "x", "y");
+    let mut out = [0u8; 256];
+    let mut w = stun::Writer::new(
+        &mut out,
+        stun::method::BINDING,
+        stun::Class::Request,
+        &[1; 12],
+    )
+    .unwrap();
+    w.attribute(stun::attr::USERNAME, ufrag.as_bytes()).unwrap();
+    w.message_integrity(b"wrong").unwrap();
+    w.fingerprint().unwrap();
+    let n = w.finish();
+    sim.deliver(stranger, out[..n].to_vec());
+    assert_eq!(sim.drops(Drop::StunUnknownUfrag), 1);
+
+    // Replayed and forged SRTP.
+    let packet = sim.send_rtp(publisher, AUDIO_PT, 7, PUB_AUDIO, b"once");
+    sim.deliver(from, packet.clone());
+    assert_eq!(sim.drops(Drop::SrtpReplay), 1);
+    let mut forged = packet;
+    let last = forged.len() - 1;
+    forged[last] ^= 0xFF;
+    forged[3] = 8;
+    sim.deliver(from, forged);
+    assert_eq!(sim.drops(Drop::SrtpAuthFailed), 1);
+
+    // Media still flows for the healthy pair.
+    sim.peers[subscriber].rtp.clear();
+    sim.send_rtp(publisher, AUDIO_PT, 8, PUB_AUDIO, b"still here");
+    sim.step();
+    let last = sim.peers[subscriber].rtp.last().expect("media still flows");
+    assert!(last.ends_with(b"still here"));
+    assert!(sim.peers.iter().all(|p| p.errors.is_empty()));
+}
+
+#[test]
+fn consent_expires_without_checks() {
+    let mut sim = Sim::new();
+    let a = sim.connect(1, producers(), vec![]);
+    sim.run_until("connected", |s| s.peers[a].client.is_connected());
+    assert_eq!(sim.event(), Some(MediaEvent::Connected { transport: 1 }));
+    sim.peers[a].silent = true;
+    for _ in 0..(31_000 / 5) {
+        sim.step();
+    }
+    assert_eq!(
+        sim.event(),
+        Some(MediaEvent::Closed {
+            transport: 1,
+            reason: CloseReason::ConsentExpired
+        })
+    );
+}
+
+#[test]
+fn dtls_peer_with_the_wrong_certificate_is_refused() {
+    let mut sim = Sim::new();
+    let impostor = Identity::generate().unwrap();
+    let (server_ice, client_ice) = (Credentials::random(), Credentials::random());
+    let expected = Identity::generate().unwrap();
+    let spec = TransportSpec {
+        id: 5,
+        router: 7,
+        local_ice: server_ice.clone(),
+        remote_ice: client_ice.clone(),
+        remote_fingerprint: expected.fingerprint().clone(),
+        producers: producers(),
+        consumers: vec![],
+    };
+    let (reply, answer) = oneshot::channel();
+    sim.commands
+        .try_send(Command::CreateTransport { spec, reply })
+        .unwrap();
+    sim.engine.on_tick(sim.now, &mut sim.tx);
+    answer.blocking_recv().unwrap().unwrap();
+    let client = Client::new(
+        &impostor,
+        client_ice,
+        server_ice,
+        sim.server_identity.fingerprint().clone(),
+        sim.now,
+    );
+    sim.peers.push(Peer {
+        addr: "127.0.0.1:20000".parse().unwrap(),
+        client,
+        inbox: VecDeque::new(),
+        rtp: vec![],
+        rtcp: vec![],
+        silent: false,
+        errors: vec![],
+    });
+    for _ in 0..200 {
+        sim.step();
+        if let Some(MediaEvent::Closed { reason, .. }) = sim.event() {
+            assert!(
+                matches!(reason, CloseReason::DtlsFailed(ref r) if r.contains("fingerprint")),
+                "{reason:?}"
+            );
+            assert!(sim.drops(Drop::DtlsFailed) >= 1);
+            return;
+        }
+    }
+    panic!("the transport was not closed");
+}
