@@ -4,6 +4,7 @@
 //! Sans-IO like everything else here; the load generator and the tests drive it over real
 //! sockets or in memory. It makes the offers a browser would (`offer`).
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,8 @@ pub struct Client {
     transaction: [u8; 12],
     tie_breaker: u64,
     scratch: Box<[u8]>,
+    /// DTLS records waiting for `poll_transmit`.
+    pending: VecDeque<Vec<u8>>,
 }
 
 impl Client {
@@ -70,6 +73,7 @@ impl Client {
             transaction: rand::random(),
             tie_breaker: rand::random(),
             scratch: vec![0; 2048].into_boxed_slice(),
+            pending: VecDeque::new(),
         }
     }
 
@@ -98,15 +102,23 @@ impl Client {
         if !self.ice_connected {
             return Ok(None);
         }
+        self.drive_dtls()?;
+        let Some(record) = self.pending.pop_front() else {
+            return Ok(None);
+        };
+        let Some(dst) = out.get_mut(..record.len()) else {
+            return Ok(None);
+        };
+        dst.copy_from_slice(&record);
+        Ok(Some(record.len()))
+    }
+
+    /// Runs DTLS until it waits: records to send are queued, and SRTP starts as soon as the
+    /// handshake completes (so media right behind the last handshake record decrypts).
+    fn drive_dtls(&mut self) -> Result<(), Error> {
         loop {
             match self.dtls.poll_output(&mut self.scratch)? {
-                dtls::Output::Transmit(record) => {
-                    let Some(dst) = out.get_mut(..record.len()) else {
-                        continue;
-                    };
-                    dst.copy_from_slice(record);
-                    return Ok(Some(record.len()));
-                }
+                dtls::Output::Transmit(record) => self.pending.push_back(record.to_vec()),
                 dtls::Output::Connected(keying) => {
                     let (inbound, outbound) = srtp::session_from_keying(
                         keying.profile,
@@ -115,7 +127,7 @@ impl Client {
                     )?;
                     self.srtp = Some(Srtp { inbound, outbound });
                 }
-                dtls::Output::Timeout(_) | dtls::Output::Idle => return Ok(None),
+                dtls::Output::Timeout(_) | dtls::Output::Idle => return Ok(()),
             }
         }
     }
@@ -168,6 +180,7 @@ impl Client {
             }
             demux::PacketKind::Dtls => {
                 self.dtls.handle_datagram(data)?;
+                self.drive_dtls()?;
                 Ok(Received::Other)
             }
             demux::PacketKind::Rtp => {
