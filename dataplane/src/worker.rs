@@ -307,19 +307,19 @@ impl MediaServer {
         total
     }
 
-    /// Stops the workers (closing every transport) and joins their threads.
-    pub fn shutdown(self) {
-        drop(self);
-    }
-}
-
-impl std::ops::Drop for MediaServer {
-    fn drop(&mut self) {
+    /// Tells every worker to close its transports and stop; `Drop` waits for the threads.
+    pub fn stop(&self) {
         for w in &self.workers {
             // A full queue still stops the worker: it also stops when the queue disconnects.
             let _ = w.commands.try_send(Command::Stop);
             w.waker.wake();
         }
+    }
+}
+
+impl std::ops::Drop for MediaServer {
+    fn drop(&mut self) {
+        self.stop();
         for w in &mut self.workers {
             let (dead, _) = std::sync::mpsc::sync_channel(0);
             drop(std::mem::replace(&mut w.commands, dead));

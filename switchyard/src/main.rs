@@ -1,1 +1,370 @@
-fn main() {}
+//! `switchyard`: an open-source WebRTC media server.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use switchyard_controlplane::config::env_setting;
+use switchyard_controlplane::dev::DevApplication;
+use switchyard_controlplane::session::AppState;
+use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
+use switchyard_dataplane::io::Backend;
+use switchyard_dataplane::worker::{MediaConfig, MediaServer};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "An open-source WebRTC media server (SFU)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (signalling, WHIP/WHEP, demo page) and the media server in one process,
+    /// with in-memory state. Open http://127.0.0.1:8080 for the demo.
+    AllInOne(AllInOne),
+    /// Print a client token for a channel, signed with the dev application's secret (or the
+    /// one given).
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct AllInOne {
+    /// Address for HTTP: the demo page, /sync signalling, WHIP/WHEP, /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "SWITCHYARD_HTTP")]
+    http: SocketAddr,
+    /// Media worker threads, one pinned per core, each with its own UDP port [default: all cores].
+    #[arg(long, env = "SWITCHYARD_WORKERS")]
+    workers: Option<usize>,
+    /// I/O backend for the media workers: uring or mmsg [default: uring where available].
+    #[arg(long, env = "SWITCHYARD_IO_BACKEND")]
+    io_backend: Option<Backend>,
+    /// Address the media sockets bind to.
+    #[arg(long, default_value = "0.0.0.0")]
+    media_bind: IpAddr,
+    /// UDP port range for media; worker i takes the i-th free port from the start.
+    #[arg(long, default_value = "49152-65535", value_parser = parse_ports)]
+    media_ports: (u16, u16),
+    /// The address announced in ICE candidates (also EXTERNAL:PUBLICIPADDRESS or
+    /// EXTERNAL__PUBLICIPADDRESS) [default: this host's interface addresses, else 127.0.0.1].
+    #[arg(long)]
+    public_ip: Option<IpAddr>,
+    /// Where the dev application's secret is kept.
+    #[arg(long, default_value = "switchyard-data", env = "SWITCHYARD_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Do not hand out dev tokens at /api/dev-token.
+    #[arg(long)]
+    no_dev_tokens: bool,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The channel the token is for.
+    #[arg(long)]
+    channel: String,
+    /// User id [default: a random guest name].
+    #[arg(long)]
+    user: Option<String>,
+    /// Device id [default: random].
+    #[arg(long)]
+    device: Option<String>,
+    /// Client id [default: random].
+    #[arg(long)]
+    client: Option<String>,
+    /// How long the token is valid: 3600, 90s, 30m, 12h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    ttl: Duration,
+    /// Do not allow publishing.
+    #[arg(long)]
+    no_publish: bool,
+    /// Do not allow subscribing.
+    #[arg(long)]
+    no_subscribe: bool,
+    /// Application id (with --secret) instead of the dev application.
+    #[arg(long, requires = "secret")]
+    application: Option<String>,
+    /// Shared secret (with --application) instead of the dev application's.
+    #[arg(long, requires = "application")]
+    secret: Option<String>,
+    /// Where the dev application's secret is kept (the same as the server's).
+    #[arg(long, default_value = "switchyard-data", env = "SWITCHYARD_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+fn parse_ports(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or("expected a range like 49152-65535")?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|e| format!("{e}"))?,
+        b.trim().parse().map_err(|e| format!("{e}"))?,
+    );
+    if a == 0 || a > b {
+        return Err("the range must be ascending and start above 0".into());
+    }
+    Ok((a, b))
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: expected e.g. 3600, 90s, 30m, 12h, 7d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("bad duration unit {unit:?}: use s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("the token must be valid for at least a second".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Token(args) => match token(args) {
+            Ok(t) => {
+                println!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchyard token: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::AllInOne(args) => {
+            init_logging();
+            match all_in_one(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("switchyard all-in-one: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn token(args: TokenArgs) -> Result<String, String> {
+    let (application, secret) = match (args.application, args.secret) {
+        (Some(a), Some(s)) => (a, s),
+        _ => {
+            let dev = DevApplication::load_or_create(&args.data_dir)
+                .map_err(|e| format!("dev application in {}: {e}", args.data_dir.display()))?;
+            (dev.application_id, dev.secret)
+        }
+    };
+    let user = args
+        .user
+        .unwrap_or_else(|| format!("guest-{:04x}", rand::random::<u16>()));
+    let claim = ChannelClaim {
+        id: args.channel,
+        publish: !args.no_publish,
+        subscribe: !args.no_subscribe,
+    };
+    let mut claims = Claims::new(&application, &user, claim, args.ttl);
+    if let Some(d) = args.device {
+        claims.device_id = d;
+    }
+    if let Some(c) = args.client {
+        claims.client_id = c;
+    }
+    token::issue(&claims, &secret).map_err(|e| e.to_string())
+}
+
+/// The public address: the flag, else EXTERNAL:PUBLICIPADDRESS.
+fn public_ip(flag: Option<IpAddr>) -> Result<Option<IpAddr>, String> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    match env_setting("EXTERNAL:PUBLICIPADDRESS") {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| {
+            format!(
+                "EXTERNAL:PUBLICIPADDRESS={v:?} is not an IP address (expected e.g. 203.0.113.7)"
+            )
+        }),
+    }
+}
+
+/// What goes in ICE candidates: the public address if set, the bind address if specific, else
+/// this host's non-loopback IPv4 addresses, else 127.0.0.1 (a namespace with only `lo`).
+fn announced(public: Option<IpAddr>, bind: IpAddr) -> Vec<IpAddr> {
+    if let Some(ip) = public {
+        return vec![ip];
+    }
+    if !bind.is_unspecified() {
+        return vec![bind];
+    }
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_loopback())
+        .map(|i| i.ip())
+        .filter(|ip| ip.is_ipv4())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    if ips.is_empty() {
+        ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    ips
+}
+
+fn all_in_one(args: AllInOne) -> Result<(), String> {
+    let public = public_ip(args.public_ip)?;
+    let dev = DevApplication::load_or_create(&args.data_dir)
+        .map_err(|e| format!("dev application in {}: {e}", args.data_dir.display()))?;
+    let mut applications = Applications::default();
+    applications.add(&dev.application_id, &dev.secret);
+
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let config = MediaConfig {
+        workers,
+        io_backend: args.io_backend,
+        bind_ip: args.media_bind,
+        port_min: args.media_ports.0,
+        port_max: args.media_ports.1,
+        pin: true,
+        first_core: 0,
+    };
+    let (media, mut events) = MediaServer::start(config).map_err(|e| e.to_string())?;
+    let announce = announced(public, args.media_bind);
+    let ports: Vec<u16> = (0..media.workers())
+        .filter_map(|w| media.worker_addr(w))
+        .map(|a| a.port())
+        .collect();
+    let backend = media.backend();
+    let mut state = AppState::new(media, applications, announce.clone());
+    if !args.no_dev_tokens {
+        state.dev_tokens = Some((dev.application_id.clone(), dev.secret.clone()));
+    }
+    let state = Arc::new(state);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sy-control")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.http)
+            .await
+            .map_err(|e| format!("cannot listen on {} for HTTP: {e}", args.http))?;
+        let http = listener.local_addr().map_err(|e| e.to_string())?;
+        let page = if http.ip().is_unspecified() { SocketAddr::new(Ipv4Addr::LOCALHOST.into(), http.port()) } else { http };
+        tracing::info!(
+            "switchyard all-in-one {}: demo page http://{page}/ | signalling ws://{page}/sync | WHIP/WHEP http://{page}/whip|whep/<channel> | metrics http://{page}/metrics",
+            env!("CARGO_PKG_VERSION")
+        );
+        tracing::info!(
+            "media: {} worker(s) on UDP {:?} ({} backend), announcing {:?}",
+            ports.len(),
+            ports,
+            backend.as_str(),
+            announce
+        );
+        if !args.no_dev_tokens {
+            tracing::warn!(
+                "dev tokens are served at /api/dev-token (application {:?}, secret in {}); use --no-dev-tokens in production",
+                dev.application_id,
+                DevApplication::path(&args.data_dir).display()
+            );
+        }
+        let events_state = state.clone();
+        let events_task = tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                events_state.on_media_event(event);
+            }
+        });
+        switchyard_controlplane::server::serve(listener, state.clone(), shutdown_signal())
+            .await
+            .map_err(|e| format!("HTTP server: {e}"))?;
+        tracing::info!("shutting down: stopping media workers");
+        state.media.stop();
+        let _ = tokio::time::timeout(Duration::from_secs(5), events_task).await;
+        tracing::info!("stopped");
+        Ok::<(), String>(())
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_and_ports() {
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("0").is_err());
+        assert_eq!(parse_ports("50000-50010"), Ok((50000, 50010)));
+        assert!(parse_ports("50010-50000").is_err());
+        assert!(parse_ports("abc").is_err());
+    }
+
+    #[test]
+    fn announced_addresses() {
+        let public: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(
+            announced(Some(public), "0.0.0.0".parse().unwrap()),
+            vec![public]
+        );
+        assert_eq!(
+            announced(None, "10.1.2.3".parse().unwrap()),
+            vec!["10.1.2.3".parse::<IpAddr>().unwrap()]
+        );
+        assert!(!announced(None, "0.0.0.0".parse().unwrap()).is_empty());
+    }
+}

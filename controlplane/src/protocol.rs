@@ -1,0 +1,126 @@
+//! The JSON messages of WebSocket signalling at `/sync` (see docs/signalling.md).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a client sends. `id`, when present, is echoed in the reply.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ClientMessage {
+    /// `channel` may be left out when the token grants exactly one.
+    Join {
+        token: String,
+        #[serde(default)]
+        channel: Option<String>,
+    },
+    Publish {
+        #[serde(default)]
+        id: Option<Value>,
+        offer: String,
+    },
+    Subscribe {
+        #[serde(default)]
+        id: Option<Value>,
+        publication: String,
+        offer: String,
+    },
+    Unpublish {
+        publication: String,
+    },
+    Unsubscribe {
+        subscription: String,
+    },
+    Leave,
+}
+
+/// What the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage {
+    Joined {
+        participant: String,
+        channel: String,
+        participants: Vec<ParticipantInfo>,
+    },
+    Answer {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        publication: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subscription: Option<String>,
+        answer: String,
+    },
+    ParticipantJoined {
+        participant: String,
+        user: String,
+    },
+    ParticipantLeft {
+        participant: String,
+    },
+    Published {
+        participant: String,
+        publication: String,
+        tracks: Vec<TrackInfo>,
+    },
+    Unpublished {
+        participant: String,
+        publication: String,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParticipantInfo {
+    pub participant: String,
+    pub user: String,
+    pub publications: Vec<PublicationInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PublicationInfo {
+    pub publication: String,
+    pub tracks: Vec<TrackInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrackInfo {
+    pub kind: String,
+    pub codec: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format() {
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"publish","id":7,"offer":"v=0"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Publish {
+                id: Some(Value::from(7)),
+                offer: "v=0".into()
+            }
+        );
+        let m: ClientMessage = serde_json::from_str(r#"{"type":"leave"}"#).unwrap();
+        assert_eq!(m, ClientMessage::Leave);
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"dance"}"#).is_err());
+        let s = serde_json::to_string(&ServerMessage::ParticipantLeft {
+            participant: "p1".into(),
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"type":"participant-left","participant":"p1"}"#);
+        let s = serde_json::to_string(&ServerMessage::Error {
+            id: None,
+            reason: "no".into(),
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"type":"error","reason":"no"}"#);
+    }
+}

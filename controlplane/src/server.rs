@@ -1,0 +1,75 @@
+//! The HTTP listener: routes, CORS for WHIP/WHEP, and graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{Method, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::session::AppState;
+use crate::{metrics, signalling, web, whip};
+
+pub fn router(state: Arc<AppState>) -> Router {
+    // WHIP/WHEP clients on other origins (players, encoders in a browser) need CORS and to
+    // read the Location header.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::LOCATION]);
+    let media_api = Router::new()
+        .route("/whip/{channel}", post(whip::whip))
+        .route("/whep/{channel}", post(whip::whep))
+        .route(
+            "/whip/{channel}/{resource}",
+            axum::routing::delete(whip::delete).patch(whip::patch),
+        )
+        .route(
+            "/whep/{channel}/{resource}",
+            axum::routing::delete(whip::delete).patch(whip::patch),
+        )
+        .layer(cors);
+    Router::new()
+        .route("/", get(web::index))
+        .route("/demo.js", get(web::demo))
+        .route("/switchyard.js", get(web::sdk))
+        .route("/style.css", get(web::style))
+        .route("/sync", get(signalling::sync))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_handler))
+        .route("/api/dev-token", get(web::dev_token))
+        .merge(media_api)
+        .with_state(state)
+}
+
+async fn metrics_handler(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(&state),
+    )
+}
+
+/// Serves until `shutdown` resolves, then tells signalling sockets to close and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let notify = state.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = notify.shutdown.send(true);
+        })
+        .await
+}

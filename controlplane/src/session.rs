@@ -1,0 +1,666 @@
+//! What signalling and WHIP/WHEP have in common: joining a channel, publishing and
+//! subscribing (offer in, answer out, a transport on the channel's worker), leaving, and
+//! cleaning up when the data plane closes a transport.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::http::StatusCode;
+use switchyard_dataplane::ice::Credentials;
+use switchyard_dataplane::media::{Codec, MediaKind};
+use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
+use switchyard_dataplane::worker::{
+    self, ConsumerSpec, MediaEvent, MediaServer, ProducerSpec, TransportId, TransportSpec,
+};
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+use crate::protocol::{ParticipantInfo, ServerMessage};
+use crate::state::{Owner, Participant, Publication, Registry, Subscription, Track};
+use crate::token::{Applications, TokenError};
+
+/// Codecs every channel allows until channel configurations land.
+const ALLOWED_CODECS: [Codec; 5] = [Codec::Opus, Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1];
+
+/// Ids for transports and producers, unique in the process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Why a request failed; shown to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(#[from] TokenError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("media server: {0}")]
+    Media(#[from] worker::Error),
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Unauthorized(TokenError::Signing(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Gone(_) => StatusCode::CONFLICT,
+            Error::Media(worker::Error::Busy(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Media(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The label counted in `switchyard_signalling_errors_total`.
+    pub fn metric(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) => "bad_request",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::NotFound(_) => "not_found",
+            Error::Gone(_) => "gone",
+            Error::Media(_) => "media",
+        }
+    }
+}
+
+/// Everything the HTTP handlers share.
+pub struct AppState {
+    pub media: MediaServer,
+    pub applications: Applications,
+    /// Addresses put in ICE candidates (each with the channel's worker port).
+    pub announce: Vec<IpAddr>,
+    pub registry: Mutex<Registry>,
+    pub metrics: Metrics,
+    /// The dev application's (id, secret), when `/api/dev-token` may hand out tokens.
+    pub dev_tokens: Option<(String, String)>,
+    /// Set to true when the server shuts down; signalling sockets close with a reason.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl AppState {
+    pub fn new(media: MediaServer, applications: Applications, announce: Vec<IpAddr>) -> AppState {
+        let registry = Mutex::new(Registry::new(media.workers()));
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        AppState {
+            media,
+            applications,
+            announce,
+            registry,
+            metrics: Metrics::default(),
+            dev_tokens: None,
+            shutdown,
+        }
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than refusing every later request would.
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn candidates(&self, worker: usize) -> Vec<SocketAddr> {
+        let port = self.media.worker_addr(worker).map_or(0, |a| a.port());
+        self.announce
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect()
+    }
+
+    /// Adds a participant to `channel` and tells the others; returns its id and who is there.
+    pub fn join(
+        &self,
+        channel: &str,
+        user: &str,
+        outbox: Option<mpsc::UnboundedSender<ServerMessage>>,
+    ) -> (String, Vec<ParticipantInfo>) {
+        let mut reg = self.registry();
+        let id = reg.next_name("p");
+        let ch = reg.channel(channel);
+        ch.participants.insert(
+            id.clone(),
+            Participant {
+                user: user.to_string(),
+                outbox,
+            },
+        );
+        ch.broadcast(
+            &id,
+            &ServerMessage::ParticipantJoined {
+                participant: id.clone(),
+                user: user.to_string(),
+            },
+        );
+        let others = ch.snapshot(&id);
+        tracing::info!(channel, participant = %id, user, "joined");
+        (id, others)
+    }
+
+    /// Answers a publish offer and starts the transport; returns (publication id, answer).
+    pub async fn publish(
+        &self,
+        channel: &str,
+        participant: &str,
+        offer: &str,
+    ) -> Result<(String, String), Error> {
+        let offer =
+            Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
+        let (worker, router, publication) = {
+            let mut reg = self.registry();
+            let publication = reg.next_name("pub");
+            let ch = reg
+                .channels
+                .get(channel)
+                .filter(|c| c.participants.contains_key(participant))
+                .ok_or_else(|| {
+                    Error::NotFound(format!("{participant} is not in channel {channel}"))
+                })?;
+            (ch.worker, ch.router, publication)
+        };
+        let local_ice = Credentials::random();
+        let candidates = self.candidates(worker);
+        let fingerprint = self.media.identity().fingerprint();
+        let local = LocalParams {
+            ice: &local_ice,
+            fingerprint,
+            candidates: &candidates,
+            allowed_codecs: &ALLOWED_CODECS,
+        };
+        let roles: Vec<MediaRole> = offer
+            .media
+            .iter()
+            .map(|m| {
+                if m.kind.is_some() {
+                    MediaRole::Receive
+                } else {
+                    MediaRole::Reject
+                }
+            })
+            .collect();
+        let answer =
+            sdp::answer(&offer, &local, &roles).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let mut producers = Vec::new();
+        let mut tracks = Vec::new();
+        for n in &answer.media {
+            if let Negotiated::Receive {
+                mid,
+                kind,
+                codec,
+                extensions,
+                ssrc,
+            } = n
+            {
+                let id = next_id();
+                producers.push(ProducerSpec {
+                    id,
+                    kind: *kind,
+                    codec: codec.codec,
+                    payload_type: codec.payload_type,
+                    clock_rate: codec.clock_rate,
+                    ssrc: *ssrc,
+                    mid: mid.clone(),
+                    mid_ext: extensions.mid,
+                    nack: codec.nack,
+                    pli: codec.pli,
+                    fir: codec.fir,
+                    remb: codec.remb,
+                });
+                tracks.push(Track {
+                    kind: *kind,
+                    codec: codec.codec,
+                    fmtp: codec.fmtp.clone(),
+                    producer: id,
+                });
+            }
+        }
+        if producers.is_empty() {
+            return Err(Error::BadRequest(format!(
+                "nothing to publish: {}",
+                rejections(&answer.media)
+            )));
+        }
+        let transport = next_id();
+        let spec = TransportSpec {
+            id: transport,
+            router,
+            local_ice,
+            remote_ice: offer.ice.clone(),
+            remote_fingerprint: offer.fingerprint.clone(),
+            producers,
+            consumers: Vec::new(),
+        };
+        self.media.create_transport(worker, spec).await?;
+
+        let mut reg = self.registry();
+        let Some(ch) = reg
+            .channels
+            .get_mut(channel)
+            .filter(|c| c.participants.contains_key(participant))
+        else {
+            drop(reg);
+            self.close_media(worker, transport);
+            return Err(Error::Gone(format!("{participant} left channel {channel}")));
+        };
+        let published = Publication {
+            participant: participant.to_string(),
+            transport,
+            tracks,
+        };
+        ch.broadcast(
+            participant,
+            &ServerMessage::Published {
+                participant: participant.to_string(),
+                publication: publication.clone(),
+                tracks: published.track_info(),
+            },
+        );
+        tracing::info!(channel, participant, publication = %publication, transport, tracks = ?published.track_info(), "published");
+        ch.publications.insert(publication.clone(), published);
+        reg.add_transport(
+            channel,
+            worker,
+            transport,
+            Owner::Publication(publication.clone()),
+        );
+        Ok((publication, answer.sdp))
+    }
+
+    /// Answers a subscribe offer for `publication` (or, for WHEP, the first publication that has
+    /// the offered kinds) and starts the transport; returns (subscription id, answer).
+    pub async fn subscribe(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: Option<&str>,
+        offer: &str,
+    ) -> Result<(String, String), Error> {
+        let offer =
+            Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
+        let offered: Vec<MediaKind> = offer.media.iter().filter_map(|m| m.kind).collect();
+        let (worker, router, subscription, publication, tracks) = {
+            let mut reg = self.registry();
+            let subscription = reg.next_name("sub");
+            let ch = reg
+                .channels
+                .get(channel)
+                .filter(|c| c.participants.contains_key(participant))
+                .ok_or_else(|| {
+                    Error::NotFound(format!("{participant} is not in channel {channel}"))
+                })?;
+            let found = match publication {
+                Some(id) => ch.publications.get_key_value(id),
+                None => ch.publications.iter().find(|(_, p)| {
+                    offered
+                        .iter()
+                        .all(|k| p.tracks.iter().any(|t| t.kind == *k))
+                }),
+            };
+            let (id, p) = found.ok_or_else(|| match publication {
+                Some(id) => Error::NotFound(format!("no publication {id} in channel {channel}")),
+                None => Error::NotFound(format!("nothing is published in channel {channel}")),
+            })?;
+            (
+                ch.worker,
+                ch.router,
+                subscription,
+                id.clone(),
+                p.tracks.clone(),
+            )
+        };
+        let mut unused = tracks.clone();
+        let mut chosen = Vec::with_capacity(offer.media.len());
+        let roles: Vec<MediaRole> = offer
+            .media
+            .iter()
+            .map(|m| {
+                let position = m.kind.and_then(|k| unused.iter().position(|t| t.kind == k));
+                let Some(i) = position else {
+                    chosen.push(None);
+                    return MediaRole::Reject;
+                };
+                let track = unused.remove(i);
+                let role = MediaRole::Send(SendTrack {
+                    codec: track.codec,
+                    fmtp: track.fmtp.clone(),
+                    ssrc: rand::random::<u32>() | 1,
+                    cname: participant.to_string(),
+                    stream_id: publication.clone(),
+                    track_id: format!("{publication}-{}", track.kind),
+                });
+                chosen.push(Some(track.producer));
+                role
+            })
+            .collect();
+        let local_ice = Credentials::random();
+        let candidates = self.candidates(worker);
+        let local = LocalParams {
+            ice: &local_ice,
+            fingerprint: self.media.identity().fingerprint(),
+            candidates: &candidates,
+            allowed_codecs: &ALLOWED_CODECS,
+        };
+        let answer =
+            sdp::answer(&offer, &local, &roles).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let consumers: Vec<ConsumerSpec> = answer
+            .media
+            .iter()
+            .zip(&chosen)
+            .filter_map(|(n, producer)| match (n, producer) {
+                (
+                    Negotiated::Send {
+                        mid,
+                        codec,
+                        extensions,
+                        ssrc,
+                        ..
+                    },
+                    Some(producer),
+                ) => Some(ConsumerSpec {
+                    producer: *producer,
+                    ssrc: *ssrc,
+                    payload_type: codec.payload_type,
+                    mid: mid.clone(),
+                    mid_ext: extensions.mid,
+                    nack: codec.nack,
+                    pli: codec.pli,
+                    fir: codec.fir,
+                }),
+                _ => None,
+            })
+            .collect();
+        if consumers.is_empty() {
+            return Err(Error::BadRequest(format!(
+                "nothing in this offer can receive publication {publication}: {}",
+                rejections(&answer.media)
+            )));
+        }
+        let transport = next_id();
+        let spec = TransportSpec {
+            id: transport,
+            router,
+            local_ice,
+            remote_ice: offer.ice.clone(),
+            remote_fingerprint: offer.fingerprint.clone(),
+            producers: Vec::new(),
+            consumers,
+        };
+        match self.media.create_transport(worker, spec).await {
+            Ok(()) => {}
+            Err(worker::Error::Rejected(reason)) => {
+                return Err(Error::Gone(format!(
+                    "publication {publication} is gone ({reason})"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+
+        let mut reg = self.registry();
+        let live = reg.channels.get(channel).is_some_and(|c| {
+            c.participants.contains_key(participant) && c.publications.contains_key(&publication)
+        });
+        if !live {
+            drop(reg);
+            self.close_media(worker, transport);
+            return Err(Error::Gone(format!("publication {publication} is gone")));
+        }
+        if let Some(ch) = reg.channels.get_mut(channel) {
+            ch.subscriptions.insert(
+                subscription.clone(),
+                Subscription {
+                    participant: participant.to_string(),
+                    publication: publication.clone(),
+                    transport,
+                },
+            );
+        }
+        reg.add_transport(
+            channel,
+            worker,
+            transport,
+            Owner::Subscription(subscription.clone()),
+        );
+        tracing::info!(channel, participant, publication = %publication, subscription = %subscription, transport, "subscribed");
+        Ok((subscription, answer.sdp))
+    }
+
+    /// Stops a publication of `participant` (its subscribers' transports close too).
+    pub fn unpublish(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+    ) -> Result<(), Error> {
+        let mut reg = self.registry();
+        let owned = reg
+            .channels
+            .get(channel)
+            .and_then(|c| c.publications.get(publication))
+            .is_some_and(|p| p.participant == participant);
+        if !owned {
+            return Err(Error::NotFound(format!(
+                "no publication {publication} of yours"
+            )));
+        }
+        let closes = remove_publication(&mut reg, channel, publication);
+        reg.prune(channel);
+        drop(reg);
+        self.close_all(closes);
+        Ok(())
+    }
+
+    pub fn unsubscribe(
+        &self,
+        channel: &str,
+        participant: &str,
+        subscription: &str,
+    ) -> Result<(), Error> {
+        let mut reg = self.registry();
+        let owned = reg
+            .channels
+            .get(channel)
+            .and_then(|c| c.subscriptions.get(subscription))
+            .is_some_and(|s| s.participant == participant);
+        if !owned {
+            return Err(Error::NotFound(format!(
+                "no subscription {subscription} of yours"
+            )));
+        }
+        let closes = remove_subscription(&mut reg, channel, subscription);
+        reg.prune(channel);
+        drop(reg);
+        self.close_all(closes);
+        Ok(())
+    }
+
+    /// Removes a participant with everything it publishes and receives.
+    pub fn leave(&self, channel: &str, participant: &str) -> bool {
+        let mut reg = self.registry();
+        let Some(ch) = reg.channels.get_mut(channel) else {
+            return false;
+        };
+        if ch.participants.remove(participant).is_none() {
+            return false;
+        }
+        ch.broadcast(
+            participant,
+            &ServerMessage::ParticipantLeft {
+                participant: participant.to_string(),
+            },
+        );
+        let publications: Vec<String> = ch
+            .publications
+            .iter()
+            .filter(|(_, p)| p.participant == participant)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let subscriptions: Vec<String> = ch
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.participant == participant)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut closes = Vec::new();
+        for p in publications {
+            closes.extend(remove_publication(&mut reg, channel, &p));
+        }
+        for s in subscriptions {
+            closes.extend(remove_subscription(&mut reg, channel, &s));
+        }
+        reg.prune(channel);
+        drop(reg);
+        tracing::info!(channel, participant, "left");
+        self.close_all(closes);
+        true
+    }
+
+    /// Keeps the registry in step with the data plane.
+    pub fn on_media_event(&self, event: MediaEvent) {
+        let MediaEvent::Closed { transport, reason } = event else {
+            return;
+        };
+        let mut reg = self.registry();
+        // Transports we closed ourselves are already forgotten.
+        let Some((channel, owner)) = reg.transports.get(&transport).cloned() else {
+            return;
+        };
+        tracing::info!(channel = %channel, transport, ?reason, "transport closed by the media server");
+        let (closes, participant) = match &owner {
+            Owner::Publication(id) => {
+                let participant = reg
+                    .channels
+                    .get(&channel)
+                    .and_then(|c| c.publications.get(id))
+                    .map(|p| p.participant.clone());
+                (remove_publication(&mut reg, &channel, id), participant)
+            }
+            Owner::Subscription(id) => {
+                let participant = reg
+                    .channels
+                    .get(&channel)
+                    .and_then(|c| c.subscriptions.get(id))
+                    .map(|s| s.participant.clone());
+                (remove_subscription(&mut reg, &channel, id), participant)
+            }
+        };
+        // A WHIP or WHEP session is nothing but its one transport.
+        let headless = participant.as_deref().and_then(|p| {
+            let ch = reg.channels.get(&channel)?;
+            let idle = ch.participants.get(p)?.outbox.is_none()
+                && !ch.publications.values().any(|x| x.participant == p)
+                && !ch.subscriptions.values().any(|x| x.participant == p);
+            idle.then(|| p.to_string())
+        });
+        drop(reg);
+        self.close_all(closes);
+        if let Some(p) = headless {
+            self.leave(&channel, &p);
+        } else {
+            self.registry().prune(&channel);
+        }
+    }
+
+    fn close_all(&self, closes: Vec<(usize, TransportId)>) {
+        for (worker, transport) in closes {
+            self.close_media(worker, transport);
+        }
+    }
+
+    fn close_media(&self, worker: usize, transport: TransportId) {
+        if let Err(e) = self.media.close_transport(worker, transport) {
+            tracing::warn!(transport, "could not close transport: {e}");
+        }
+    }
+
+    /// Whether `participant` is in `channel` (for WHIP/WHEP resources).
+    pub fn has_participant(&self, channel: &str, participant: &str) -> bool {
+        self.registry()
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.participants.contains_key(participant))
+    }
+
+    /// Counts of what is live, for /metrics.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let reg = self.registry();
+        let channels = reg.channels.len();
+        let participants = reg.channels.values().map(|c| c.participants.len()).sum();
+        let publications = reg.channels.values().map(|c| c.publications.len()).sum();
+        let subscriptions = reg.channels.values().map(|c| c.subscriptions.len()).sum();
+        (channels, participants, publications, subscriptions)
+    }
+}
+
+/// Removes a publication and its subscriptions, tells the channel; returns the transports to
+/// close in the media server as (worker, transport).
+fn remove_publication(
+    reg: &mut Registry,
+    channel: &str,
+    publication: &str,
+) -> Vec<(usize, TransportId)> {
+    let Some(ch) = reg.channels.get_mut(channel) else {
+        return Vec::new();
+    };
+    let worker = ch.worker;
+    let Some(p) = ch.publications.remove(publication) else {
+        return Vec::new();
+    };
+    ch.broadcast(
+        &p.participant,
+        &ServerMessage::Unpublished {
+            participant: p.participant.clone(),
+            publication: publication.to_string(),
+        },
+    );
+    let subscriptions: Vec<String> = ch
+        .subscriptions
+        .iter()
+        .filter(|(_, s)| s.publication == publication)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut closes = vec![(worker, p.transport)];
+    reg.remove_transport(p.transport);
+    for s in subscriptions {
+        closes.extend(remove_subscription(reg, channel, &s));
+    }
+    closes
+}
+
+fn remove_subscription(
+    reg: &mut Registry,
+    channel: &str,
+    subscription: &str,
+) -> Vec<(usize, TransportId)> {
+    let Some(ch) = reg.channels.get_mut(channel) else {
+        return Vec::new();
+    };
+    let worker = ch.worker;
+    let Some(s) = ch.subscriptions.remove(subscription) else {
+        return Vec::new();
+    };
+    reg.remove_transport(s.transport);
+    vec![(worker, s.transport)]
+}
+
+/// The reasons the answer gives for declined m-lines.
+fn rejections(media: &[Negotiated]) -> String {
+    let reasons: Vec<String> = media
+        .iter()
+        .filter_map(|n| match n {
+            Negotiated::Rejected { mid, reason } => Some(format!("m-line {mid}: {reason}")),
+            _ => None,
+        })
+        .collect();
+    if reasons.is_empty() {
+        "the offer has no audio or video".into()
+    } else {
+        reasons.join("; ")
+    }
+}

@@ -1,0 +1,224 @@
+//! Who is where: channels, their participants, publications and subscriptions, and which
+//! worker each channel lives on. In memory, behind one mutex held only for short, non-async
+//! sections.
+
+use std::collections::{BTreeMap, HashMap};
+
+use switchyard_dataplane::media::{Codec, MediaKind};
+use switchyard_dataplane::worker::{ProducerId, RouterId, TransportId};
+use tokio::sync::mpsc;
+
+use crate::protocol::{ParticipantInfo, PublicationInfo, ServerMessage, TrackInfo};
+
+/// A published track and the producer behind it.
+#[derive(Debug, Clone)]
+pub struct Track {
+    pub kind: MediaKind,
+    pub codec: Codec,
+    pub fmtp: Option<String>,
+    pub producer: ProducerId,
+}
+
+#[derive(Debug, Clone)]
+pub struct Publication {
+    pub participant: String,
+    pub transport: TransportId,
+    pub tracks: Vec<Track>,
+}
+
+impl Publication {
+    pub fn track_info(&self) -> Vec<TrackInfo> {
+        self.tracks
+            .iter()
+            .map(|t| TrackInfo {
+                kind: t.kind.to_string(),
+                codec: t.codec.to_string(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub participant: String,
+    pub publication: String,
+    pub transport: TransportId,
+}
+
+#[derive(Debug)]
+pub struct Participant {
+    pub user: String,
+    /// Where events for this participant go; `None` for WHIP/WHEP sessions.
+    pub outbox: Option<mpsc::UnboundedSender<ServerMessage>>,
+}
+
+#[derive(Debug)]
+pub struct Channel {
+    pub router: RouterId,
+    pub worker: usize,
+    pub participants: BTreeMap<String, Participant>,
+    pub publications: BTreeMap<String, Publication>,
+    pub subscriptions: BTreeMap<String, Subscription>,
+}
+
+impl Channel {
+    /// Sends `message` to every participant but `except`.
+    pub fn broadcast(&self, except: &str, message: &ServerMessage) {
+        for (id, p) in &self.participants {
+            if id != except {
+                if let Some(outbox) = &p.outbox {
+                    // A participant whose socket is closing just misses the event.
+                    let _ = outbox.send(message.clone());
+                }
+            }
+        }
+    }
+
+    /// Everyone but `except`, with what they publish.
+    pub fn snapshot(&self, except: &str) -> Vec<ParticipantInfo> {
+        self.participants
+            .iter()
+            .filter(|(id, _)| id.as_str() != except)
+            .map(|(id, p)| ParticipantInfo {
+                participant: id.clone(),
+                user: p.user.clone(),
+                publications: self
+                    .publications
+                    .iter()
+                    .filter(|(_, publication)| publication.participant == *id)
+                    .map(|(pid, publication)| PublicationInfo {
+                        publication: pid.clone(),
+                        tracks: publication.track_info(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.participants.is_empty()
+            && self.publications.is_empty()
+            && self.subscriptions.is_empty()
+    }
+}
+
+/// What a transport is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Publication(String),
+    Subscription(String),
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    pub channels: HashMap<String, Channel>,
+    /// Every live transport: its channel and what it carries.
+    pub transports: HashMap<TransportId, (String, Owner)>,
+    /// Live transports per worker, for placing new channels.
+    load: Vec<usize>,
+    next_id: u64,
+}
+
+impl Registry {
+    pub fn new(workers: usize) -> Registry {
+        Registry {
+            channels: HashMap::new(),
+            transports: HashMap::new(),
+            load: vec![0; workers.max(1)],
+            next_id: 1,
+        }
+    }
+
+    /// A fresh number for transports, producers and routers.
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// A fresh short text id with a prefix (participants, publications, subscriptions).
+    pub fn next_name(&mut self, prefix: &str) -> String {
+        format!("{prefix}{}-{:04x}", self.next_id(), rand::random::<u16>())
+    }
+
+    /// The channel, created on the least-loaded worker if new.
+    pub fn channel(&mut self, name: &str) -> &mut Channel {
+        if !self.channels.contains_key(name) {
+            let worker = self
+                .load
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, n)| **n)
+                .map_or(0, |(w, _)| w);
+            let router = self.next_id();
+            let channel = Channel {
+                router,
+                worker,
+                participants: BTreeMap::new(),
+                publications: BTreeMap::new(),
+                subscriptions: BTreeMap::new(),
+            };
+            self.channels.insert(name.to_string(), channel);
+        }
+        // ok: inserted just above if it was missing.
+        self.channels.get_mut(name).expect("channel exists")
+    }
+
+    pub fn add_transport(
+        &mut self,
+        channel: &str,
+        worker: usize,
+        transport: TransportId,
+        owner: Owner,
+    ) {
+        self.transports
+            .insert(transport, (channel.to_string(), owner));
+        if let Some(n) = self.load.get_mut(worker) {
+            *n += 1;
+        }
+    }
+
+    /// Forgets a transport; returns its channel and owner if it was known.
+    pub fn remove_transport(&mut self, transport: TransportId) -> Option<(String, Owner)> {
+        let (channel, owner) = self.transports.remove(&transport)?;
+        if let Some(worker) = self.channels.get(&channel).map(|c| c.worker) {
+            if let Some(n) = self.load.get_mut(worker) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        Some((channel, owner))
+    }
+
+    /// Drops the channel if nothing is left in it.
+    pub fn prune(&mut self, channel: &str) {
+        if self.channels.get(channel).is_some_and(Channel::is_empty) {
+            self.channels.remove(channel);
+        }
+    }
+
+    pub fn transports_on(&self, worker: usize) -> usize {
+        self.load.get(worker).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_go_to_the_least_loaded_worker() {
+        let mut r = Registry::new(2);
+        let a = r.channel("a").worker;
+        r.add_transport("a", a, 1, Owner::Publication("p".into()));
+        let b = r.channel("b").worker;
+        assert_ne!(a, b);
+        assert_eq!(r.channel("a").worker, a, "a channel stays where it is");
+        assert_eq!(r.transports_on(a), 1);
+        assert_eq!(
+            r.remove_transport(1),
+            Some(("a".into(), Owner::Publication("p".into())))
+        );
+        assert_eq!(r.transports_on(a), 0);
+        r.prune("a");
+        assert!(!r.channels.contains_key("a"));
+    }
+}
