@@ -45,6 +45,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/switchyard.js", get(web::sdk))
         .route("/style.css", get(web::style))
         .route("/sync", get(signalling::sync))
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_handler))
         .route("/api/dev-token", get(web::dev_token))
