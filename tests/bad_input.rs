@@ -34,7 +34,10 @@ fn rises(server: &Server, reason: &str, before: f64) -> f64 {
         if now > before {
             return now;
         }
-        assert!(Instant::now() < deadline, "drop counter {reason} did not rise above {before}");
+        assert!(
+            Instant::now() < deadline,
+            "drop counter {reason} did not rise above {before}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -60,12 +63,14 @@ fn bad_input_is_dropped_and_counted_while_healthy_sessions_continue() {
         let stdout = healthy.stdout.take().expect("stdout");
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
                 let mut p = progress.lock().unwrap();
-                if let Some(f) = v.get("video_frames").and_then(|f| f.as_u64()) {
-                    if v.get("t").is_some() {
-                        p.frames.push(f);
-                    }
+                if let Some(f) = v.get("video_frames").and_then(|f| f.as_u64())
+                    && v.get("t").is_some()
+                {
+                    p.frames.push(f);
                 }
                 if v.get("ok").is_some() {
                     p.result = Some(v);
@@ -102,13 +107,15 @@ fn bad_input_is_dropped_and_counted_while_healthy_sessions_continue() {
     // 2. STUN with a wrong MESSAGE-INTEGRITY for a real ufrag.
     let identity = Identity::generate().unwrap();
     let attacker_token = server.token("attack", "mallory", &[]);
-    let peer = Peer::whip(server.port, "attack", &attacker_token, &identity, None).expect("WHIP publish");
+    let peer =
+        Peer::whip(server.port, "attack", &attacker_token, &identity, None).expect("WHIP publish");
     let before = server.drops("stun_bad_integrity");
     peer.send(&peer.bad_integrity_check());
     rises(&server, "stun_bad_integrity", before);
 
     // 3. SRTP before the DTLS handshake, from an address that passed ICE.
-    let mut early = Peer::whip(server.port, "attack", &attacker_token, &identity, None).expect("WHIP publish");
+    let mut early =
+        Peer::whip(server.port, "attack", &attacker_token, &identity, None).expect("WHIP publish");
     assert!(early.ice_check(), "ICE check answered");
     let before = server.drops("srtp_before_dtls");
     early.send(&Peer::plain_rtp(1, b"too early"));
@@ -116,14 +123,28 @@ fn bad_input_is_dropped_and_counted_while_healthy_sessions_continue() {
 
     // 4. A DTLS peer whose certificate does not match the fingerprint in its offer.
     let other = Identity::generate().unwrap();
-    let mut impostor = Peer::whip(server.port, "attack", &attacker_token, &identity, Some(other.fingerprint())).expect("WHIP");
+    let mut impostor = Peer::whip(
+        server.port,
+        "attack",
+        &attacker_token,
+        &identity,
+        Some(other.fingerprint()),
+    )
+    .expect("WHIP");
     let before = server.drops("dtls_failed");
-    assert!(!impostor.connect(Duration::from_secs(3)), "a mismatched certificate must not connect");
+    assert!(
+        !impostor.connect(Duration::from_secs(3)),
+        "a mismatched certificate must not connect"
+    );
     rises(&server, "dtls_failed", before);
 
     // 5. Replayed SRTP.
-    let mut honest = Peer::whip(server.port, "attack", &attacker_token, &identity, None).expect("WHIP");
-    assert!(honest.connect(Duration::from_secs(5)), "an honest peer connects");
+    let mut honest =
+        Peer::whip(server.port, "attack", &attacker_token, &identity, None).expect("WHIP");
+    assert!(
+        honest.connect(Duration::from_secs(5)),
+        "an honest peer connects"
+    );
     let packet = honest.srtp(100, &[0x10, 0x00, 0x9d, 0x01, 0x2a]);
     honest.send(&packet);
     let before = server.drops("srtp_replay");
@@ -134,7 +155,10 @@ fn bad_input_is_dropped_and_counted_while_healthy_sessions_continue() {
 
     // 6. Malformed signalling JSON after a valid join: an error, and the socket stays usable.
     // 7. A forged token at join: closed with the reason.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let port = server.port;
     let ws_token = server.token("attack", "ws", &[]);
     runtime.block_on(async move {
@@ -175,7 +199,10 @@ fn bad_input_is_dropped_and_counted_while_healthy_sessions_continue() {
             server.port,
             "POST",
             path,
-            &[("Content-Type", "application/sdp"), ("Authorization", "Bearer not.a.token")],
+            &[
+                ("Content-Type", "application/sdp"),
+                ("Authorization", "Bearer not.a.token"),
+            ],
             "v=0",
         )
         .unwrap();
@@ -189,9 +216,22 @@ fn bad_input_is_dropped_and_counted_while_healthy_sessions_continue() {
     let p = progress.lock().unwrap();
     let result = p.result.clone().expect("aiortc result");
     assert_eq!(result["ok"], true, "{result:#}");
-    let during: Vec<u64> = p.frames.iter().copied().filter(|f| *f >= frames_at_attack).collect();
-    assert!(during.windows(2).all(|w| w[1] > w[0]), "frames stalled during the attack: {:?}", p.frames);
-    assert!(result["video_frames"].as_u64().unwrap() > frames_at_attack + 300, "{result:#} {:?}", p.frames);
+    let during: Vec<u64> = p
+        .frames
+        .iter()
+        .copied()
+        .filter(|f| *f >= frames_at_attack)
+        .collect();
+    assert!(
+        during.windows(2).all(|w| w[1] > w[0]),
+        "frames stalled during the attack: {:?}",
+        p.frames
+    );
+    assert!(
+        result["video_frames"].as_u64().unwrap() > frames_at_attack + 300,
+        "{result:#} {:?}",
+        p.frames
+    );
     assert!(server.is_running());
     assert_eq!(http::get(server.port, "/health").unwrap().status, 200);
 }
@@ -201,7 +241,9 @@ where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a message in time");
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message in time");
         match m {
             Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("JSON"),
             Some(Ok(_)) => continue,

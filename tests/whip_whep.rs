@@ -12,17 +12,36 @@ fn aiortc(server: &Server, codec: &str, seconds: u32) -> serde_json::Value {
     let out = Command::new(python())
         .arg(repo().join("tests/aiortc/whip_whep.py"))
         .arg(format!("http://127.0.0.1:{}", server.port))
-        .args(["live", &publish, &play, "--seconds", &seconds.to_string(), "--codec", codec])
+        .args([
+            "live",
+            &publish,
+            &play,
+            "--seconds",
+            &seconds.to_string(),
+            "--codec",
+            codec,
+        ])
         .output()
         .expect("run the aiortc script");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    last_json(&stdout).unwrap_or_else(|| panic!("no result from aiortc:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)))
+    last_json(&stdout).unwrap_or_else(|| {
+        panic!(
+            "no result from aiortc:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 fn check(result: &serde_json::Value) {
     assert_eq!(result["ok"], true, "{result:#}");
-    assert!(result["video_frames"].as_u64().unwrap_or(0) >= 60, "too few frames decoded: {result:#}");
-    assert!(result["audio_frames"].as_u64().unwrap_or(0) >= 100, "too little audio: {result:#}");
+    assert!(
+        result["video_frames"].as_u64().unwrap_or(0) >= 60,
+        "too few frames decoded: {result:#}"
+    );
+    assert!(
+        result["audio_frames"].as_u64().unwrap_or(0) >= 100,
+        "too little audio: {result:#}"
+    );
     assert_eq!(result["whep_delete"], 200, "{result:#}");
     assert_eq!(result["whip_delete"], 200, "{result:#}");
 }
@@ -32,7 +51,11 @@ fn aiortc_vp8_over_whip_and_whep() {
     netns::enter();
     let server = Server::start(&[]);
     check(&aiortc(&server, "VP8", 8));
-    assert_eq!(server.metrics()["switchyard_participants"], 0.0, "DELETE left participants behind");
+    assert_eq!(
+        server.metrics()["switchyard_participants"],
+        0.0,
+        "DELETE left participants behind"
+    );
 }
 
 #[test]
@@ -42,7 +65,13 @@ fn aiortc_h264_over_whip_and_whep() {
     check(&aiortc(&server, "H264", 8));
 }
 
-fn post(port: u16, path: &str, auth: Option<&str>, content_type: &str, body: &str) -> http::Response {
+fn post(
+    port: u16,
+    path: &str,
+    auth: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> http::Response {
     let auth = auth.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("Content-Type", content_type)];
     if let Some(a) = &auth {
@@ -59,12 +88,23 @@ fn whip_and_whep_errors_say_why() {
     let sdp = "application/sdp";
 
     let r = post(server.port, "/whip/live", None, sdp, "v=0");
-    assert_eq!((r.status, r.header("WWW-Authenticate")), (401, Some("Bearer")));
+    assert_eq!(
+        (r.status, r.header("WWW-Authenticate")),
+        (401, Some("Bearer"))
+    );
     assert!(r.body.contains("Authorization"), "{}", r.body);
 
     // Signed with another secret.
     let forged = Command::new(switchyard_tests::binary())
-        .args(["token", "--channel", "live", "--application", "dev", "--secret", "guessed"])
+        .args([
+            "token",
+            "--channel",
+            "live",
+            "--application",
+            "dev",
+            "--secret",
+            "guessed",
+        ])
         .output()
         .unwrap();
     let forged = String::from_utf8(forged.stdout).unwrap();
@@ -81,7 +121,11 @@ fn whip_and_whep_errors_say_why() {
     let r = post(server.port, "/whip/live", Some(&token), "text/plain", "v=0");
     assert_eq!(r.status, 415);
 
-    for garbage in ["hello", "v=0\r\nm=video\r\n", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"] {
+    for garbage in [
+        "hello",
+        "v=0\r\nm=video\r\n",
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n",
+    ] {
         let r = post(server.port, "/whip/live", Some(&token), sdp, garbage);
         assert_eq!(r.status, 400, "{garbage:?}: {}", r.body);
         assert!(r.body.starts_with("bad offer:"), "{}", r.body);
@@ -91,18 +135,52 @@ fn whip_and_whep_errors_say_why() {
     let receive = switchyard_dataplane::client::offer(
         &switchyard_dataplane::ice::Credentials::random(),
         identity.fingerprint(),
-        &[switchyard_dataplane::client::OfferTrack::Receive { codec: switchyard_dataplane::media::Codec::Vp8, payload_type: 96 }],
+        &[switchyard_dataplane::client::OfferTrack::Receive {
+            codec: switchyard_dataplane::media::Codec::Vp8,
+            payload_type: 96,
+        }],
     );
-    let r = post(server.port, "/whep/empty", Some(&server.token("empty", "u", &[])), sdp, &receive);
+    let r = post(
+        server.port,
+        "/whep/empty",
+        Some(&server.token("empty", "u", &[])),
+        sdp,
+        &receive,
+    );
     assert_eq!(r.status, 404, "{}", r.body);
-    assert!(r.body.contains("nothing is published in channel empty"), "{}", r.body);
+    assert!(
+        r.body.contains("nothing is published in channel empty"),
+        "{}",
+        r.body
+    );
 
-    let r = http::request(server.port, "DELETE", "/whip/live/p999-0000", &[("Authorization", &format!("Bearer {token}"))], "").unwrap();
+    let r = http::request(
+        server.port,
+        "DELETE",
+        "/whip/live/p999-0000",
+        &[("Authorization", &format!("Bearer {token}"))],
+        "",
+    )
+    .unwrap();
     assert_eq!(r.status, 404);
     let r = http::request(server.port, "PATCH", "/whip/live/p999-0000", &[], "").unwrap();
     assert_eq!(r.status, 405);
-    let r = http::request(server.port, "OPTIONS", "/whip/live", &[("Origin", "https://example.com"), ("Access-Control-Request-Method", "POST")], "").unwrap();
-    assert!(r.status == 200 || r.status == 204, "CORS preflight: {}", r.status);
+    let r = http::request(
+        server.port,
+        "OPTIONS",
+        "/whip/live",
+        &[
+            ("Origin", "https://example.com"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        "",
+    )
+    .unwrap();
+    assert!(
+        r.status == 200 || r.status == 204,
+        "CORS preflight: {}",
+        r.status
+    );
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     assert!(server.metrics()["switchyard_http_auth_failures_total"] >= 3.0);
 }

@@ -65,11 +65,11 @@ impl Channel {
     /// Sends `message` to every participant but `except`.
     pub fn broadcast(&self, except: &str, message: &ServerMessage) {
         for (id, p) in &self.participants {
-            if id != except {
-                if let Some(outbox) = &p.outbox {
-                    // A participant whose socket is closing just misses the event.
-                    let _ = outbox.send(message.clone());
-                }
+            if id != except
+                && let Some(outbox) = &p.outbox
+            {
+                // A participant whose socket is closing just misses the event.
+                let _ = outbox.send(message.clone());
             }
         }
     }
@@ -180,10 +180,10 @@ impl Registry {
     /// Forgets a transport; returns its channel and owner if it was known.
     pub fn remove_transport(&mut self, transport: TransportId) -> Option<(String, Owner)> {
         let (channel, owner) = self.transports.remove(&transport)?;
-        if let Some(worker) = self.channels.get(&channel).map(|c| c.worker) {
-            if let Some(n) = self.load.get_mut(worker) {
-                *n = n.saturating_sub(1);
-            }
+        if let Some(worker) = self.channels.get(&channel).map(|c| c.worker)
+            && let Some(n) = self.load.get_mut(worker)
+        {
+            *n = n.saturating_sub(1);
         }
         Some((channel, owner))
     }

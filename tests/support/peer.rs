@@ -126,14 +126,13 @@ impl Peer {
             if self.client.is_connected() {
                 return true;
             }
-            if let Ok((n, _)) = self.socket.recv_from(&mut buf) {
-                if self
+            if let Ok((n, _)) = self.socket.recv_from(&mut buf)
+                && self
                     .client
                     .handle_datagram(Instant::now(), &mut buf[..n])
                     .is_err()
-                {
-                    return false;
-                }
+            {
+                return false;
             }
             if self.client.handle_timeout(Instant::now()).is_err() {
                 return false;
@@ -151,11 +150,10 @@ impl Peer {
         let _ = self.socket.send_to(&buf[..n], self.server);
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
-            if let Ok((n, _)) = self.socket.recv_from(&mut buf) {
-                if stun::Message::parse(&buf[..n]).is_ok_and(|m| m.class() == stun::Class::Success)
-                {
-                    return true;
-                }
+            if let Ok((n, _)) = self.socket.recv_from(&mut buf)
+                && stun::Message::parse(&buf[..n]).is_ok_and(|m| m.class() == stun::Class::Success)
+            {
+                return true;
             }
         }
         false

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Runs every Switchyard test on a fresh machine (Debian 12, as root).
+#
+# Installs only what is missing: Debian packages (Chromium for the browser tests, iproute2 and
+# util-linux for private network namespaces, Node.js for Playwright), cargo-nextest and
+# cargo-fuzz, playwright-core (tests/browser, never a browser download), and a Python venv at
+# .venv with aiortc. Then builds the workspace once, checks formatting and lints, runs all
+# tests with cargo-nextest (each end-to-end test in its own network namespace), and runs each
+# fuzz target for a short while.
+#
+# Environment: SWITCHYARD_SKIP_FUZZ=1 skips fuzzing; FUZZ_SECONDS (default 15) per target.
+# Extra arguments go to `cargo nextest run` (e.g. a test filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+started=$SECONDS
+
+step() { printf '\n==> [%3ds] %s\n' $((SECONDS - started)) "$*"; }
+
+APT_PACKAGES=(chromium iproute2 util-linux curl nodejs npm)
+
+step "system packages"
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  # A command already on PATH (e.g. a newer Node.js) counts as installed.
+  case $p in
+    nodejs) command -v node >/dev/null && continue ;;
+    npm) command -v npm >/dev/null && continue ;;
+  esac
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "all present"
+fi
+
+step "cargo tools"
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+if [[ -z ${SWITCHYARD_SKIP_FUZZ:-} ]] && ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install --locked cargo-fuzz
+fi
+
+step "playwright-core (tests/browser)"
+if [[ ! -d tests/browser/node_modules/playwright-core ]] || [[ tests/browser/package-lock.json -nt tests/browser/node_modules ]]; then
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error && touch node_modules)
+else
+  echo "up to date"
+fi
+
+step "Python venv with aiortc (.venv)"
+if ! .venv/bin/python - <<'PY' 2>/dev/null; then
+import importlib.metadata, sys
+wanted = dict(l.strip().split("==") for l in open("tests/aiortc/requirements.txt") if "==" in l)
+sys.exit(any(importlib.metadata.version(p) != v for p, v in wanted.items()))
+PY
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/aiortc/requirements.txt
+else
+  echo "up to date"
+fi
+
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+export SWITCHYARD_BIN=$TARGET/debug/switchyard
+export SWITCHYARD_PYTHON=$ROOT/.venv/bin/python
+export SWITCHYARD_EXPECT_URING=${SWITCHYARD_EXPECT_URING:-}
+
+step "format"
+cargo fmt --all -- --check
+
+step "build (once, for every test)"
+cargo build --workspace --all-targets --locked
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo nextest run --workspace --locked "$@"
+
+if [[ -z ${SWITCHYARD_SKIP_FUZZ:-} ]]; then
+  seconds=${FUZZ_SECONDS:-15}
+  for target in stun rtp rtcp sdp; do
+    step "fuzz $target for ${seconds}s"
+    # cargo fuzz needs nightly-only sanitizer flags; RUSTC_BOOTSTRAP lets the stable compiler
+    # accept them. It builds in dataplane/fuzz/target, apart from the main build.
+    (cd dataplane/fuzz && env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 \
+      cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 | tail -n 3)
+  done
+fi
+
+step "all tests passed"
