@@ -75,7 +75,8 @@ impl Producer {
         let elapsed = now.saturating_duration_since(at);
         let ticks =
             (elapsed.as_micros() as u64 * u64::from(self.spec.clock_rate) / 1_000_000) as u32;
-        let ntp_elapsed = ((elapsed.as_nanos() as u64) << 32) / 1_000_000_000;
+        let ntp_elapsed =
+            (elapsed.as_secs() << 32) | ((u64::from(elapsed.subsec_nanos()) << 32) / 1_000_000_000);
         Some((ntp.wrapping_add(ntp_elapsed), rtp_ts.wrapping_add(ticks)))
     }
 }
@@ -250,6 +251,31 @@ mod tests {
         // Oversized packets are not kept.
         h.insert(5, &[0; HISTORY_SLOT + 1]);
         assert_eq!(h.get(5), None);
+    }
+
+    #[test]
+    fn rtp_time_is_extrapolated_from_the_last_sender_report() {
+        let spec = ProducerSpec {
+            id: 1,
+            kind: MediaKind::Video,
+            codec: Codec::Vp8,
+            payload_type: 96,
+            clock_rate: 90_000,
+            ssrc: Some(1),
+            mid: "0".into(),
+            mid_ext: None,
+            nack: true,
+            pli: true,
+            fir: false,
+            remb: false,
+        };
+        let mut p = Producer::new(0, spec);
+        let t = Instant::now();
+        assert_eq!(p.rtp_time_at(t), None);
+        p.last_sr = Some((10 << 32, 1000, t));
+        let (ntp, rtp) = p.rtp_time_at(t + Duration::from_millis(7500)).unwrap();
+        assert_eq!(ntp, (17 << 32) | (1 << 31));
+        assert_eq!(rtp, 1000 + 675_000);
     }
 
     #[test]
