@@ -356,9 +356,7 @@ fn queue_sends(
             .user_data(SEND | u64::from(slot));
         push(ring, &entry)?;
     }
+    // Submitted by the loop's next io_uring_enter, which also waits: one system call.
     tx.dequeue(n);
-    if n > 0 {
-        ring.submit()?;
-    }
     Ok(n)
 }
