@@ -52,6 +52,9 @@ async function join() {
   const user = $('user').value.trim();
   $('join-button').disabled = true;
   status(`Joining ${channel}…`);
+  if (!navigator.mediaDevices) {
+    throw new Error('This browser allows the camera only on https:// or http://localhost pages; open the demo that way.');
+  }
   const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
   $('local').srcObject = stream;
   document.querySelector('.tile.local').hidden = false;
