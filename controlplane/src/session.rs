@@ -438,22 +438,11 @@ impl AppState {
         participant: &str,
         publication: &str,
     ) -> Result<(), Error> {
-        let mut reg = self.registry();
-        let owned = reg
-            .channels
-            .get(channel)
-            .and_then(|c| c.publications.get(publication))
-            .is_some_and(|p| p.participant == participant);
-        if !owned {
-            return Err(Error::NotFound(format!(
-                "no publication {publication} of yours"
-            )));
-        }
-        let closes = remove_publication(&mut reg, channel, publication);
-        reg.prune(channel);
-        drop(reg);
-        self.close_all(closes);
-        Ok(())
+        self.end(
+            channel,
+            participant,
+            &Owner::Publication(publication.to_string()),
+        )
     }
 
     pub fn unsubscribe(
@@ -462,18 +451,35 @@ impl AppState {
         participant: &str,
         subscription: &str,
     ) -> Result<(), Error> {
+        self.end(
+            channel,
+            participant,
+            &Owner::Subscription(subscription.to_string()),
+        )
+    }
+
+    /// Ends a publication or subscription that belongs to `participant`.
+    fn end(&self, channel: &str, participant: &str, what: &Owner) -> Result<(), Error> {
         let mut reg = self.registry();
-        let owned = reg
-            .channels
-            .get(channel)
-            .and_then(|c| c.subscriptions.get(subscription))
-            .is_some_and(|s| s.participant == participant);
-        if !owned {
-            return Err(Error::NotFound(format!(
-                "no subscription {subscription} of yours"
-            )));
+        let ch = reg.channels.get(channel);
+        let owner = match what {
+            Owner::Publication(id) => ch
+                .and_then(|c| c.publications.get(id))
+                .map(|p| &p.participant),
+            Owner::Subscription(id) => ch
+                .and_then(|c| c.subscriptions.get(id))
+                .map(|s| &s.participant),
+        };
+        if owner.map(String::as_str) != Some(participant) {
+            return Err(Error::NotFound(match what {
+                Owner::Publication(id) => format!("no publication {id} of yours"),
+                Owner::Subscription(id) => format!("no subscription {id} of yours"),
+            }));
         }
-        let closes = remove_subscription(&mut reg, channel, subscription);
+        let closes = match what {
+            Owner::Publication(id) => remove_publication(&mut reg, channel, id),
+            Owner::Subscription(id) => remove_subscription(&mut reg, channel, id),
+        };
         reg.prune(channel);
         drop(reg);
         self.close_all(closes);

@@ -378,15 +378,9 @@ impl Engine {
         let Some(t) = transports.get_mut(key) else {
             return counters.drop(Drop::UnknownSource);
         };
-        let Some(srtp) = t.srtp.as_mut() else {
-            return counters.drop(Drop::SrtpBeforeDtls);
-        };
-        let len = match srtp.inbound.unprotect_rtp(data) {
+        let len = match t.unprotect(data, false) {
             Ok(len) => len,
-            Err(srtp::Error::Replay | srtp::Error::TooOld) => {
-                return counters.drop(Drop::SrtpReplay);
-            }
-            Err(_) => return counters.drop(Drop::SrtpAuthFailed),
+            Err(reason) => return counters.drop(reason),
         };
         let Some(packet) = data.get(..len) else {
             return counters.drop(Drop::RtpMalformed);
@@ -457,15 +451,9 @@ impl Engine {
         let Some(t) = transports.get_mut(key) else {
             return counters.drop(Drop::UnknownSource);
         };
-        let Some(srtp) = t.srtp.as_mut() else {
-            return counters.drop(Drop::SrtpBeforeDtls);
-        };
-        let len = match srtp.inbound.unprotect_rtcp(data) {
+        let len = match t.unprotect(data, true) {
             Ok(len) => len,
-            Err(srtp::Error::Replay | srtp::Error::TooOld) => {
-                return counters.drop(Drop::SrtpReplay);
-            }
-            Err(_) => return counters.drop(Drop::SrtpAuthFailed),
+            Err(reason) => return counters.drop(reason),
         };
         let Some(compound) = data.get(..len) else {
             return counters.drop(Drop::RtcpMalformed);

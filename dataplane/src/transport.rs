@@ -8,6 +8,7 @@ use crate::dtls::Dtls;
 use crate::ice::IceLite;
 use crate::rtp;
 use crate::srtp;
+use crate::stats::Drop;
 use crate::worker::{ProducerId, RouterId, TransportId};
 
 /// Addresses with a valid check kept per transport (the peer may check from several).
@@ -82,6 +83,21 @@ impl Transport {
 
     pub fn is_connected(&self) -> bool {
         self.srtp.is_some()
+    }
+
+    /// Decrypts an SRTP (or, with `rtcp`, SRTCP) packet from the peer in place; the error is
+    /// the reason to count the drop under.
+    pub fn unprotect(&mut self, data: &mut [u8], rtcp: bool) -> Result<usize, Drop> {
+        let srtp = self.srtp.as_mut().ok_or(Drop::SrtpBeforeDtls)?;
+        let result = if rtcp {
+            srtp.inbound.unprotect_rtcp(data)
+        } else {
+            srtp.inbound.unprotect_rtp(data)
+        };
+        result.map_err(|e| match e {
+            srtp::Error::Replay | srtp::Error::TooOld => Drop::SrtpReplay,
+            _ => Drop::SrtpAuthFailed,
+        })
     }
 
     /// Records a valid check from `src`. Returns the address that fell out of the list (to
