@@ -50,6 +50,8 @@ pub struct Client {
     next_check: Instant,
     transaction: [u8; 12],
     tie_breaker: u64,
+    /// Where DTLS records are polled into: `dtls::POLL_BUFFER` bytes during the handshake, a
+    /// datagram's worth after it (the load generator keeps thousands of clients).
     scratch: Box<[u8]>,
     /// DTLS records waiting for `poll_transmit`.
     pending: VecDeque<Vec<u8>>,
@@ -72,7 +74,7 @@ impl Client {
             next_check: now,
             transaction: rand::random(),
             tie_breaker: rand::random(),
-            scratch: vec![0; 2048].into_boxed_slice(),
+            scratch: vec![0; dtls::POLL_BUFFER].into_boxed_slice(),
             pending: VecDeque::new(),
         }
     }
@@ -126,6 +128,7 @@ impl Client {
                         keying.is_server,
                     )?;
                     self.srtp = Some(Srtp { inbound, outbound });
+                    self.scratch = vec![0; crate::io::MAX_DATAGRAM].into_boxed_slice();
                 }
                 dtls::Output::Timeout(_) | dtls::Output::Idle => return Ok(()),
             }

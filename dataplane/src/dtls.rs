@@ -153,6 +153,10 @@ impl Identity {
     pub fn generate() -> Result<Arc<Identity>, Error> {
         let certificate = dimpl::certificate::generate_self_signed_certificate()
             .map_err(|e| Error::Certificate(format!("{e:?}")))?;
+        Identity::from_certificate(certificate)
+    }
+
+    fn from_certificate(certificate: DtlsCertificate) -> Result<Arc<Identity>, Error> {
         let config = Config::builder()
             .mtu(MTU)
             .require_client_certificate(true)
@@ -189,6 +193,12 @@ impl fmt::Debug for SrtpKeying {
             .finish_non_exhaustive()
     }
 }
+
+/// The size of the buffer `Dtls::poll_output` needs. dimpl copies the peer's certificate into
+/// it and asserts (panics) if it does not fit, so it must hold the largest certificate a peer
+/// can get through: dimpl reassembles a handshake message from at most 30 queued datagrams,
+/// and we never accept a datagram over `io::MAX_DATAGRAM` (2048) bytes, so 64 KiB is enough.
+pub const POLL_BUFFER: usize = 64 * 1024;
 
 /// What the DTLS session wants done next.
 #[derive(Debug)]
@@ -282,7 +292,8 @@ impl Dtls {
     }
 
     /// Drains pending work; call until it returns `Timeout` or `Idle`. `buf` receives records to
-    /// transmit (1500 bytes suffice). A fingerprint mismatch surfaces here as an error.
+    /// transmit and must hold [`POLL_BUFFER`] bytes. A fingerprint mismatch surfaces here as an
+    /// error.
     pub fn poll_output<'b>(&mut self, buf: &'b mut [u8]) -> Result<Output<'b>, Error> {
         self.check()?;
         loop {
@@ -364,7 +375,7 @@ mod tests {
         drop_first_server_flight: bool,
     ) -> Result<(SrtpKeying, SrtpKeying), Error> {
         let mut now = Instant::now();
-        let mut buf = [0u8; 2048];
+        let mut buf = vec![0u8; POLL_BUFFER];
         let (mut ck, mut sk) = (None, None);
         let mut dropped = !drop_first_server_flight;
         for _ in 0..200 {
@@ -484,8 +495,38 @@ mod tests {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 22) as u8).collect();
             let _ = server.handle_datagram(&junk);
         }
-        let mut buf = [0u8; 2048];
+        let mut buf = vec![0u8; POLL_BUFFER];
         let _ = server.poll_output(&mut buf);
+    }
+
+    /// A self-signed certificate padded with subject alternative names to about `size` bytes.
+    fn large_identity(size: usize) -> Arc<Identity> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let names: Vec<String> = (0..size / 40)
+            .map(|i| format!("peer-{i:05}.padding.switchyard.test"))
+            .collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let certificate = DtlsCertificate {
+            certificate: cert.der().to_vec(),
+            private_key: key.serialize_der(),
+        };
+        assert!(certificate.certificate.len() > size * 3 / 4);
+        Identity::from_certificate(certificate).unwrap()
+    }
+
+    /// dimpl asserts that the peer certificate fits the poll buffer; a peer with a large one
+    /// (several datagrams) must complete the handshake, not panic the worker.
+    #[test]
+    fn large_peer_certificate_completes() {
+        let (a, b) = (large_identity(12_000), Identity::generate().unwrap());
+        let now = Instant::now();
+        let mut client = Dtls::client(&a, b.fingerprint().clone(), now);
+        let mut server = Dtls::server(&b, a.fingerprint().clone(), now);
+        let (c, s) = handshake(&mut client, &mut server, false).unwrap();
+        assert_eq!(c.material, s.material);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::demux::{self, PacketKind};
 use crate::dtls::{self, Dtls, Identity};
 use crate::ice::{self, IceLite};
-use crate::io::{self, MAX_DATAGRAM, Tx};
+use crate::io::{self, Tx};
 use crate::media::MediaKind;
 use crate::router::{Producer, Router};
 use crate::stats::{self, Counters, Drop};
@@ -66,6 +66,7 @@ pub struct Engine {
     routers: HashMap<RouterId, Router>,
     /// Producers with a keyframe request to send, as (router, producer).
     keyframe_pending: Vec<(RouterId, u64)>,
+    /// Where DTLS records are polled into (sized for dimpl; see `dtls::POLL_BUFFER`).
     scratch: Box<[u8]>,
     next_scan: Instant,
     next_publish: Instant,
@@ -92,7 +93,7 @@ impl Engine {
             by_addr: HashMap::new(),
             routers: HashMap::new(),
             keyframe_pending: Vec::new(),
-            scratch: vec![0; MAX_DATAGRAM].into_boxed_slice(),
+            scratch: vec![0; dtls::POLL_BUFFER].into_boxed_slice(),
             next_scan: now,
             next_publish: now,
             stopped: false,
