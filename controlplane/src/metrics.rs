@@ -43,6 +43,14 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
 pub fn render(state: &AppState) -> String {
     let s = state.media.stats();
     let mut out = String::new();
+    let _ = write!(
+        out,
+        "# HELP switchyard_media_info The media workers' I/O backend and count.\n\
+         # TYPE switchyard_media_info gauge\n\
+         switchyard_media_info{{io_backend=\"{}\",workers=\"{}\"}} 1\n",
+        state.media.backend().as_str(),
+        state.media.workers()
+    );
     metric(
         &mut out,
         "switchyard_packets_received_total",

@@ -535,6 +535,20 @@ impl ReceiveStats {
         self.last_transit = Some(transit);
     }
 
+    /// Packets expected from the first to the highest sequence number seen, and packets
+    /// received (RFC 3550 A.3; duplicates count as received).
+    pub fn counts(&self) -> (u64, u64) {
+        match self.base {
+            Some(base) => (self.highest - base + 1, self.received),
+            None => (0, 0),
+        }
+    }
+
+    /// The interarrival jitter (RFC 3550 A.8) in seconds.
+    pub fn jitter(&self) -> f64 {
+        (self.jitter_q4 >> 4) as f64 / f64::from(self.clock_rate.max(1))
+    }
+
     /// Records a sender report from this stream's sender (for LSR/DLSR).
     pub fn on_sender_report(&mut self, ntp: u64, arrival: Instant) {
         self.last_sr = Some((ntp, arrival));

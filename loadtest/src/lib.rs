@@ -1,3 +1,182 @@
 //! `switchyard loadtest`: emulated WebRTC clients that really do ICE, DTLS and SRTP against a
-//! media server (Switchyard through its signalling or WHIP/WHEP, or Janus through its HTTP API),
-//! send media shaped like a camera and a microphone, and measure what comes back.
+//! media server, with traffic shaped like 720p video and Opus audio, measuring loss, jitter,
+//! latency and the server's CPU per forwarded packet.
+//!
+//! Two commands: `run` plays a named scenario (audio-room, meeting, livestream) and reports;
+//! `capacity` ramps subscribers of one 720p publisher on a server pinned to one core until loss
+//! or latency give out, and reports the sustained number per core.
+//!
+//! Layout: `traffic` makes the media, `net` is the pinned net thread that owns every socket and
+//! client, `generator` signals like a client and hands transports to it, `signal` speaks
+//! Switchyard's `/sync` and WHIP/WHEP, `server` starts the server under test, `procfs` reads
+//! CPU and memory, `stats` and `report` turn counts into the numbers printed.
+
+mod capacity;
+mod generator;
+mod net;
+mod procfs;
+mod remote;
+mod report;
+mod run;
+mod server;
+mod signal;
+mod stats;
+mod traffic;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+pub use generator::Signalling;
+
+#[derive(Args)]
+pub struct LoadtestArgs {
+    #[command(subcommand)]
+    command: LoadtestCommand,
+}
+
+#[derive(Subcommand)]
+enum LoadtestCommand {
+    /// Play a scenario against a server and report loss, latency, throughput and CPU.
+    Run(RunArgs),
+    /// Ramp subscribers of a 720p + audio publisher on a one-core server until loss > 1% or
+    /// latency p99 > 50 ms; report the sustained subscribers and packets/s per core.
+    Capacity(CapacityArgs),
+}
+
+/// The server under test and the generator's own placement.
+#[derive(Args, Clone)]
+pub struct TargetArgs {
+    /// A running server's HTTP address (http://host:port); by default the generator starts
+    /// `switchyard all-in-one --workers 1` itself, pinned to --server-core.
+    #[arg(long)]
+    url: Option<String>,
+    /// With --url: its process id, for CPU and memory readings.
+    #[arg(long, requires = "url")]
+    server_pid: Option<u32>,
+    /// With --url: the application to sign tokens for (with --secret) [default: the dev
+    /// application in --data-dir].
+    #[arg(long, requires = "secret")]
+    application: Option<String>,
+    #[arg(long, requires = "application")]
+    secret: Option<String>,
+    /// With --url: the server's data directory, for the dev application's secret.
+    #[arg(long, default_value = "switchyard-data", env = "SWITCHYARD_DATA_DIR")]
+    data_dir: PathBuf,
+    /// I/O backend of the server the generator starts: uring or mmsg [default: the server's].
+    #[arg(long)]
+    io_backend: Option<String>,
+    /// Media workers of the server the generator starts.
+    #[arg(long, default_value_t = 1)]
+    server_workers: usize,
+    /// Core the started server is pinned to.
+    #[arg(long, default_value_t = 0)]
+    server_core: usize,
+    /// Core the generator is pinned to [default: the last core, if there are two or more].
+    #[arg(long)]
+    generator_core: Option<usize>,
+    /// WebSocket /sync signalling, or WHIP/WHEP.
+    #[arg(long, value_enum)]
+    signalling: Option<Signalling>,
+    /// Channel name [default: a random one].
+    #[arg(long)]
+    channel: Option<String>,
+    /// Print the final report as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// audio-room (10 audio publishers, many listeners), meeting (N publish and all subscribe
+    /// to all), livestream (1 video + audio publisher, many subscribers).
+    #[arg(long, value_enum)]
+    scenario: run::Scenario,
+    /// Publishers [default: 10 for audio-room, 1 for livestream; meeting: --participants].
+    #[arg(long)]
+    publishers: Option<usize>,
+    /// Subscribers [default: 50 for audio-room, 100 for livestream].
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// Participants of a meeting (each publishes and subscribes to all others).
+    #[arg(long, default_value_t = 8)]
+    participants: usize,
+    /// Seconds to measure once everyone is connected.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Participants started per second.
+    #[arg(long, default_value_t = 50.0)]
+    ramp: f64,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+#[derive(Args)]
+struct CapacityArgs {
+    /// Subscribers added per step.
+    #[arg(long, default_value_t = 100)]
+    step: usize,
+    /// Stop ramping at this many subscribers.
+    #[arg(long, default_value_t = 3000)]
+    max: usize,
+    /// Seconds measured at each step (after everyone in it is receiving).
+    #[arg(long, default_value_t = 3.0)]
+    step_seconds: f64,
+    /// Subscribers started per second within a step.
+    #[arg(long, default_value_t = 200.0)]
+    ramp: f64,
+    /// Loss above this fraction ends the ramp.
+    #[arg(long, default_value_t = 0.01)]
+    max_loss: f64,
+    /// Latency p99 above this (ms) ends the ramp.
+    #[arg(long, default_value_t = 50.0)]
+    max_p99_ms: f64,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+/// Runs `switchyard loadtest ...`; `exe` is the switchyard binary (to start the server).
+pub fn main(args: LoadtestArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchyard loadtest: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    raise_file_limit();
+    let result = runtime.block_on(async {
+        match args.command {
+            LoadtestCommand::Run(a) => run::run(a).await,
+            LoadtestCommand::Capacity(a) => capacity::capacity(a).await,
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("switchyard loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One socket per emulated transport: thousands of descriptors.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit read and write one struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

@@ -33,6 +33,9 @@ enum Command {
     /// Print a client token for a channel, signed with the dev application's secret (or the
     /// one given).
     Token(TokenArgs),
+    /// Load-test a media server with emulated WebRTC clients (real ICE, DTLS, SRTP): run a
+    /// scenario, or find the subscribers one core sustains.
+    Loadtest(switchyard_loadtest::LoadtestArgs),
 }
 
 #[derive(Args)]
@@ -144,6 +147,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Loadtest(args) => {
+            init_logging();
+            switchyard_loadtest::main(args)
+        }
         Command::AllInOne(args) => {
             init_logging();
             match all_in_one(args) {

@@ -1,0 +1,188 @@
+//! `loadtest capacity`: one 720p + audio publisher, subscribers added step by step on a server
+//! pinned to one core, until loss or latency give out. The last step that held is the capacity.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::CapacityArgs;
+use crate::generator::{Media, Signalling};
+use crate::report;
+use crate::run::{self, Progress, Setup, Window};
+use crate::traffic;
+
+/// One step of the ramp.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub subscribers: usize,
+    pub joined: bool,
+    pub forwarded_pps: f64,
+    pub loss: f64,
+    pub p99_latency_ms: Option<f64>,
+    pub server_cpu_cores: Option<f64>,
+    pub cpu_us_per_forwarded_packet: Option<f64>,
+    pub generator_net_cpu: f64,
+    pub generator_cpu_cores: Option<f64>,
+    pub generator_saturated: bool,
+}
+
+/// The result: the interface `scripts/bench.sh` reads.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capacity {
+    pub sfu: String,
+    pub io_backend: Option<String>,
+    pub signalling: Signalling,
+    /// Sustained 720p + audio subscriber connections on the one server core.
+    pub subscribers_per_core: usize,
+    /// Packets/s the server forwarded at that step.
+    pub forwarded_pps_per_core: f64,
+    pub cpu_us_per_forwarded_packet: Option<f64>,
+    pub loss: f64,
+    pub p99_latency_ms: Option<f64>,
+    /// The step that failed, and why (or that the ramp reached --max).
+    pub stopped_because: String,
+    pub generator_saturated: bool,
+    pub steps: Vec<Step>,
+}
+
+pub async fn capacity(a: CapacityArgs) -> Result<bool, String> {
+    let setup = Setup::new(&a.target, Signalling::Whip).await?;
+    let g = setup.generator.clone();
+    let media = Media {
+        video: true,
+        audio: true,
+    };
+    eprintln!(
+        "capacity: 1 publisher (720p VP8 ~1.5 Mbps + Opus, {:.0} pps), +{} subscribers per step up to {}, {:.0} s per step; stop at loss > {:.1}% or p99 > {} ms",
+        traffic::packets_per_second(true, true),
+        a.step,
+        a.max,
+        a.step_seconds,
+        a.max_loss * 100.0,
+        a.max_p99_ms
+    );
+    let mut progress = Progress::new(&setup);
+    run::ramp(&g, 0, 1, 1.0, Some(media), false).await;
+    if !run::wait_joined(
+        &setup,
+        &mut progress,
+        1,
+        Duration::from_secs(15),
+        "publisher",
+    )
+    .await
+    {
+        return Err("the publisher did not connect".into());
+    }
+    let mut steps: Vec<Step> = Vec::new();
+    let mut sustained: Option<Step> = None;
+    let mut target = 0;
+    let stopped_because = loop {
+        let from = target;
+        target = (target + a.step).min(a.max);
+        run::ramp(&g, 1 + from, 1 + target, a.ramp, None, true).await;
+        let label = format!("{target} subscribers");
+        let timeout = Duration::from_secs(10) + Duration::from_secs_f64(a.step as f64 / 50.0);
+        let joined = run::wait_joined(&setup, &mut progress, 1 + target, timeout, &label).await;
+        progress.next(&setup, &label).await;
+        let w = run::measure(&setup, &mut progress, a.step_seconds, &label).await;
+        let step = step(target, joined, &w);
+        steps.push(step.clone());
+        let why = if !joined {
+            Some(format!(
+                "{target} subscribers did not all receive media within {timeout:?}"
+            ))
+        } else if step.generator_saturated {
+            Some(format!(
+                "the generator saturated at {target} subscribers: the run is invalid beyond this"
+            ))
+        } else if step.loss > a.max_loss {
+            Some(format!(
+                "loss {:.2}% at {target} subscribers",
+                step.loss * 100.0
+            ))
+        } else if step.p99_latency_ms.is_some_and(|p| p > a.max_p99_ms) {
+            Some(format!(
+                "latency p99 {:.1} ms at {target} subscribers",
+                step.p99_latency_ms.unwrap_or_default()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            break why;
+        }
+        sustained = Some(step);
+        if target >= a.max {
+            break format!("reached --max {}", a.max);
+        }
+    };
+    g.stop();
+    let best = sustained.clone();
+    let result = Capacity {
+        sfu: "switchyard".into(),
+        io_backend: setup.io_backend.clone(),
+        signalling: setup.signalling,
+        subscribers_per_core: best.as_ref().map_or(0, |s| s.subscribers),
+        forwarded_pps_per_core: best.as_ref().map_or(0.0, |s| s.forwarded_pps),
+        cpu_us_per_forwarded_packet: best.as_ref().and_then(|s| s.cpu_us_per_forwarded_packet),
+        loss: best.as_ref().map_or(0.0, |s| s.loss),
+        p99_latency_ms: best.as_ref().and_then(|s| s.p99_latency_ms),
+        generator_saturated: steps.iter().any(|s| s.generator_saturated),
+        stopped_because,
+        steps,
+    };
+    print(&result);
+    if a.target.json {
+        report::print_json(&result);
+    }
+    Ok(!result.generator_saturated || result.subscribers_per_core > 0)
+}
+
+fn step(subscribers: usize, joined: bool, w: &Window) -> Step {
+    Step {
+        subscribers,
+        joined,
+        forwarded_pps: w.interval.packets_in_per_s,
+        loss: w.interval.loss,
+        p99_latency_ms: w.interval.latency_p99_ms,
+        server_cpu_cores: w.server_cpu.as_ref().map(|c| c.total),
+        cpu_us_per_forwarded_packet: w.cpu_us_per_forwarded_packet(),
+        generator_net_cpu: w.interval.generator_net_cpu,
+        generator_cpu_cores: w.generator_cpu,
+        generator_saturated: w.generator_saturated(),
+    }
+}
+
+fn print(c: &Capacity) {
+    let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    eprintln!(
+        "\n{} ({} backend): {} 720p subscriber connections per core, {:.0} forwarded packets/s per core, {} µs CPU per forwarded packet, loss {:.3}%, p99 {} ms",
+        c.sfu,
+        c.io_backend.as_deref().unwrap_or("?"),
+        c.subscribers_per_core,
+        c.forwarded_pps_per_core,
+        f(c.cpu_us_per_forwarded_packet),
+        c.loss * 100.0,
+        f(c.p99_latency_ms),
+    );
+    eprintln!("  stopped: {}", c.stopped_because);
+    eprintln!("  subscribers  fwd pps  loss%   p99 ms  server cpu  µs/pkt  gen net cpu");
+    for s in &c.steps {
+        eprintln!(
+            "  {:>11}  {:>7.0}  {:>5.2}  {:>7}  {:>10}  {:>6}  {:>11.2}{}",
+            s.subscribers,
+            s.forwarded_pps,
+            s.loss * 100.0,
+            f(s.p99_latency_ms),
+            f(s.server_cpu_cores),
+            f(s.cpu_us_per_forwarded_packet),
+            s.generator_net_cpu,
+            if s.generator_saturated {
+                "  (generator saturated)"
+            } else {
+                ""
+            }
+        );
+    }
+}

@@ -1,0 +1,567 @@
+//! The generator's net thread: every emulated transport's socket, ICE/DTLS/SRTP client and
+//! media, driven from one pinned thread so the generator's cost per packet stays well below the
+//! server's and is measured.
+//!
+//! One connected UDP socket per transport (the server tells transports apart by 5-tuple),
+//! all registered with one epoll; a ready socket is drained with `recvmmsg`. Received RTP is
+//! counted by SSRC and sequence on its clear header; only one packet in `SAMPLE` is decrypted
+//! (which checks its authentication tag) and read for its send stamp. Written by hand against
+//! libc because this is the generator's hot path.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use switchyard_dataplane::client::{Client, Received};
+use switchyard_dataplane::rtcp::{self, ReceiveStats};
+use switchyard_dataplane::{demux, rtp};
+
+use crate::stats::Totals;
+use crate::traffic::{self, Source};
+
+/// One received RTP packet in this many (by sequence number) is decrypted and timed.
+const SAMPLE: u16 = 8;
+const BATCH: usize = 32;
+const DATAGRAM: usize = 2048;
+/// How often handshakes, consent checks and DTLS timers are driven.
+const CLIENT_TICK: Duration = Duration::from_millis(5);
+const SNAPSHOT: Duration = Duration::from_secs(1);
+/// New transports waiting for the net thread.
+const QUEUE: usize = 1024;
+
+/// What a transport does once connected.
+pub enum Role {
+    /// Sends media: (SSRC, payload type) of its video and audio.
+    Publish {
+        video: Option<(u32, u8)>,
+        audio: Option<(u32, u8)>,
+    },
+    /// Receives media; `clock_rates` maps the negotiated payload types to their RTP clocks.
+    Subscribe { clock_rates: Vec<(u8, u32)> },
+}
+
+/// A transport whose signalling is done, handed to the net thread to connect.
+pub struct NewTransport {
+    pub server: SocketAddr,
+    pub client: Client,
+    pub role: Role,
+    /// When its signalling began (for join time).
+    pub started: Instant,
+}
+
+/// The handle the signalling side holds.
+pub struct Net {
+    queue: SyncSender<NewTransport>,
+    totals: Arc<Mutex<Totals>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Net {
+    /// Starts the net thread, pinned to `core` if given.
+    pub fn spawn(core: Option<usize>) -> io::Result<Net> {
+        let (queue, incoming) = std::sync::mpsc::sync_channel(QUEUE);
+        let totals = Arc::new(Mutex::new(Totals::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (t, s) = (totals.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("loadtest-net".into())
+            .spawn(move || {
+                if let Some(id) = core
+                    && !core_affinity::set_for_current(core_affinity::CoreId { id })
+                {
+                    tracing::warn!("could not pin the net thread to core {id}");
+                }
+                match Thread::new(incoming, t, s) {
+                    Ok(mut thread) => thread.run(),
+                    Err(e) => tracing::error!("net thread: {e}"),
+                }
+            })?;
+        Ok(Net {
+            queue,
+            totals,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands a transport over; waits while the queue is full.
+    pub fn add(&self, mut transport: NewTransport) -> Result<(), NetStopped> {
+        loop {
+            match self.queue.try_send(transport) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(t)) => {
+                    transport = t;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(NetStopped),
+            }
+        }
+    }
+
+    /// The latest once-a-second snapshot.
+    pub fn totals(&self) -> Totals {
+        self.totals
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the net thread has stopped")]
+pub struct NetStopped;
+
+/// One received stream on a subscriber transport.
+struct Inbound {
+    ssrc: u32,
+    stats: ReceiveStats,
+}
+
+struct Transport {
+    socket: UdpSocket,
+    client: Client,
+    started: Instant,
+    joined: bool,
+    /// Counted in `Totals::connected`.
+    counted: bool,
+    failed: bool,
+    source: Option<Source>,
+    clock_rates: Vec<(u8, u32)>,
+    inbound: Vec<Inbound>,
+}
+
+/// `recvmmsg` state: buffers, their iovecs and headers, built once (the boxes never move).
+struct RecvBatch {
+    bufs: Box<[[u8; DATAGRAM]]>,
+    _iovecs: Box<[libc::iovec]>,
+    headers: Box<[libc::mmsghdr]>,
+}
+
+impl RecvBatch {
+    fn new() -> RecvBatch {
+        let mut bufs = vec![[0u8; DATAGRAM]; BATCH].into_boxed_slice();
+        let mut iovecs: Box<[libc::iovec]> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: DATAGRAM,
+            })
+            .collect();
+        let headers = iovecs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        RecvBatch {
+            bufs,
+            _iovecs: iovecs,
+            headers,
+        }
+    }
+
+    /// Receives up to `BATCH` datagrams without blocking; returns how many.
+    fn recv(&mut self, fd: i32) -> io::Result<usize> {
+        // SAFETY: every header points at its own iovec and buffer, which live as long as self.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn datagram(&mut self, i: usize) -> &mut [u8] {
+        let len = (self.headers[i].msg_len as usize).min(DATAGRAM);
+        &mut self.bufs[i][..len]
+    }
+}
+
+struct Epoll(i32);
+
+impl Epoll {
+    fn new() -> io::Result<Epoll> {
+        // SAFETY: no pointers; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Epoll(fd))
+    }
+
+    fn add(&self, fd: i32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: `ev` is a valid event for the duration of the call.
+        if unsafe { libc::epoll_ctl(self.0, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> usize {
+        // SAFETY: the kernel writes at most `events.len()` entries into `events`.
+        let n = unsafe {
+            libc::epoll_wait(self.0, events.as_mut_ptr(), events.len() as i32, timeout_ms)
+        };
+        n.max(0) as usize
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: closes the descriptor this value owns.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// CPU time this thread has used.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+struct Thread {
+    incoming: Receiver<NewTransport>,
+    shared: Arc<Mutex<Totals>>,
+    stop: Arc<AtomicBool>,
+    epoll: Epoll,
+    transports: Vec<Transport>,
+    publishers: Vec<usize>,
+    totals: Totals,
+    epoch: Instant,
+    batch: RecvBatch,
+    send_buf: Box<[u8]>,
+}
+
+impl Thread {
+    fn new(
+        incoming: Receiver<NewTransport>,
+        shared: Arc<Mutex<Totals>>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<Thread> {
+        Ok(Thread {
+            incoming,
+            shared,
+            stop,
+            epoll: Epoll::new()?,
+            transports: Vec::new(),
+            publishers: Vec::new(),
+            totals: Totals::default(),
+            epoch: Instant::now(),
+            batch: RecvBatch::new(),
+            send_buf: vec![0u8; DATAGRAM].into_boxed_slice(),
+        })
+    }
+
+    fn run(&mut self) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut next_tick = Instant::now();
+        let mut next_snapshot = Instant::now() + SNAPSHOT;
+        while !self.stop.load(Ordering::Relaxed) {
+            while let Ok(t) = self.incoming.try_recv() {
+                if let Err(e) = self.add(t) {
+                    tracing::warn!("could not set up a transport: {e}");
+                    self.totals.failed += 1;
+                }
+            }
+            let now = Instant::now();
+            let due = self.next_media_due().min(next_tick).min(next_snapshot);
+            // Round up: a zero timeout while the next packet is less than a millisecond away
+            // would spin the core we are measuring with.
+            let wait = due.saturating_duration_since(now);
+            let timeout = if wait.is_zero() {
+                0
+            } else {
+                (wait.as_micros().div_ceil(1000)).min(5) as i32
+            };
+            let n = self.epoll.wait(&mut events, timeout);
+            for ev in &events[..n] {
+                self.drain(ev.u64 as usize);
+            }
+            let now = Instant::now();
+            self.send_media(now);
+            if now >= next_tick {
+                self.drive_clients(now);
+                next_tick = now + CLIENT_TICK;
+            }
+            if now >= next_snapshot {
+                self.snapshot(now);
+                next_snapshot += SNAPSHOT;
+            }
+        }
+    }
+
+    fn add(&mut self, t: NewTransport) -> io::Result<()> {
+        let local: SocketAddr = if t.server.is_ipv4() {
+            "127.0.0.1:0".parse().map_err(io::Error::other)?
+        } else {
+            "[::1]:0".parse().map_err(io::Error::other)?
+        };
+        let socket = UdpSocket::bind(local)?;
+        socket.connect(t.server)?;
+        socket.set_nonblocking(true)?;
+        let index = self.transports.len();
+        self.epoll.add(socket.as_raw_fd(), index as u64)?;
+        let (source, clock_rates) = match t.role {
+            Role::Publish { video, audio } => {
+                self.publishers.push(index);
+                (
+                    Some(Source::new(video, audio, self.epoch, Instant::now())),
+                    Vec::new(),
+                )
+            }
+            Role::Subscribe { clock_rates } => (None, clock_rates),
+        };
+        self.transports.push(Transport {
+            socket,
+            client: t.client,
+            started: t.started,
+            joined: false,
+            counted: false,
+            failed: false,
+            source,
+            clock_rates,
+            inbound: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn next_media_due(&self) -> Instant {
+        self.publishers
+            .iter()
+            .filter_map(|&i| self.transports[i].source.as_ref().map(Source::next_due))
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
+    }
+
+    /// Reads everything waiting on transport `index`'s socket.
+    fn drain(&mut self, index: usize) {
+        let Some(fd) = self.transports.get(index).map(|t| t.socket.as_raw_fd()) else {
+            return;
+        };
+        loop {
+            let n = match self.batch.recv(fd) {
+                Ok(n) => n,
+                // Would block, or an ICMP error from a closed port: nothing more to read now.
+                Err(_) => return,
+            };
+            let now = Instant::now();
+            for i in 0..n {
+                let epoch = self.epoch;
+                let data = self.batch.datagram(i);
+                self.totals.packets_in += 1;
+                self.totals.bytes_in += data.len() as u64;
+                if let Some(t) = self.transports.get_mut(index) {
+                    t.receive(now, epoch, data, &mut self.totals);
+                }
+            }
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+
+    fn send_media(&mut self, now: Instant) {
+        for &i in &self.publishers {
+            let t = &mut self.transports[i];
+            if !t.client.is_connected() {
+                continue;
+            }
+            let Some(source) = t.source.as_mut() else {
+                continue;
+            };
+            while let Some((_, len)) = source.poll(now, &mut self.send_buf) {
+                let Ok(n) = t.client.protect_rtp(&mut self.send_buf, len) else {
+                    continue;
+                };
+                if t.socket.send(&self.send_buf[..n]).is_ok() {
+                    self.totals.packets_out += 1;
+                    self.totals.bytes_out += n as u64;
+                }
+            }
+        }
+    }
+
+    /// Handshakes, consent checks and DTLS retransmissions.
+    fn drive_clients(&mut self, now: Instant) {
+        let mut buf = [0u8; DATAGRAM];
+        for t in &mut self.transports {
+            // Connected clients only have consent checks to send, every few seconds.
+            if t.failed || (t.counted && now < t.client.poll_timeout()) {
+                continue;
+            }
+            if t.client.handle_timeout(now).is_err() {
+                t.failed = true;
+                self.totals.failed += 1;
+                continue;
+            }
+            loop {
+                match t.client.poll_transmit(now, &mut buf) {
+                    Ok(Some(n)) => {
+                        let _ = t.socket.send(&buf[..n]);
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        t.failed = true;
+                        self.totals.failed += 1;
+                        break;
+                    }
+                }
+            }
+            if !t.counted && t.client.is_connected() {
+                t.counted = true;
+                self.totals.connected += 1;
+            }
+            // A publisher has joined once DTLS is done: its media starts now.
+            if t.source.is_some() && !t.joined && t.client.is_connected() {
+                t.joined = true;
+                self.totals
+                    .join_ms
+                    .push(now.duration_since(t.started).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+
+    fn snapshot(&mut self, now: Instant) {
+        let (mut expected, mut received, mut jitter, mut streams) = (0, 0, 0.0, 0usize);
+        let mut lag = Duration::ZERO;
+        for t in &mut self.transports {
+            for s in &t.inbound {
+                let (e, r) = s.stats.counts();
+                expected += e;
+                received += r;
+                jitter += s.stats.jitter();
+                streams += 1;
+            }
+            if let Some(source) = t.source.as_mut() {
+                lag = lag.max(std::mem::take(&mut source.max_lag));
+            }
+        }
+        self.totals.expected = expected;
+        self.totals.received = received;
+        self.totals.jitter = if streams == 0 {
+            0.0
+        } else {
+            jitter / streams as f64
+        };
+        self.totals.send_lag = lag;
+        self.totals.at = now.duration_since(self.epoch).as_secs_f64();
+        self.totals.net_cpu = thread_cpu();
+        match self.shared.lock() {
+            Ok(mut s) => *s = self.totals.clone(),
+            Err(p) => *p.into_inner() = self.totals.clone(),
+        }
+    }
+}
+
+impl Transport {
+    fn receive(&mut self, now: Instant, epoch: Instant, data: &mut [u8], totals: &mut Totals) {
+        if demux::classify(data) == demux::PacketKind::Rtp && self.source.is_none() {
+            self.receive_rtp(now, epoch, data, totals);
+            return;
+        }
+        match self.client.handle_datagram(now, data) {
+            Ok(Received::Rtcp(len)) => {
+                let Some(source) = self.source.as_mut() else {
+                    return;
+                };
+                for packet in rtcp::packets(&data[..len]).flatten() {
+                    if matches!(packet, rtcp::Packet::Pli { .. } | rtcp::Packet::Fir { .. }) {
+                        source.request_keyframe(now);
+                    }
+                }
+            }
+            Ok(_) => {}
+            // Stray packets before or during the handshake are not the generator's concern.
+            Err(_) => {}
+        }
+    }
+
+    /// Counts an RTP packet by its clear header; decrypts one in `SAMPLE` for latency.
+    fn receive_rtp(&mut self, now: Instant, epoch: Instant, data: &mut [u8], totals: &mut Totals) {
+        let Ok(h) = rtp::Header::parse(data) else {
+            return;
+        };
+        let index = match self.inbound.iter().position(|s| s.ssrc == h.ssrc) {
+            Some(i) => i,
+            None => {
+                let clock = self
+                    .clock_rates
+                    .iter()
+                    .find(|(pt, _)| *pt == h.payload_type)
+                    .map_or(90_000, |(_, c)| *c);
+                self.inbound.push(Inbound {
+                    ssrc: h.ssrc,
+                    stats: ReceiveStats::new(clock),
+                });
+                self.inbound.len() - 1
+            }
+        };
+        self.inbound[index]
+            .stats
+            .on_packet(h.sequence, h.timestamp, now);
+        if !self.joined {
+            self.joined = true;
+            totals
+                .join_ms
+                .push(now.duration_since(self.started).as_secs_f64() * 1000.0);
+        }
+        if !h.sequence.is_multiple_of(SAMPLE) {
+            return;
+        }
+        match self.client.handle_datagram(now, data) {
+            Ok(Received::Rtp(len)) => {
+                let Ok(h) = rtp::Header::parse(&data[..len]) else {
+                    return;
+                };
+                if let Some(sent) = data
+                    .get(h.payload_offset..h.payload_end)
+                    .and_then(traffic::read_stamp)
+                {
+                    let sent = epoch + Duration::from_nanos(sent);
+                    totals.latency.record(now.saturating_duration_since(sent));
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                if self.client.is_connected() {
+                    totals.auth_failures += 1;
+                }
+            }
+        }
+    }
+}

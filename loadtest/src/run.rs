@@ -1,0 +1,373 @@
+//! `loadtest run`: the named scenarios, and what `capacity` shares with them: setting up the
+//! server and generator, following progress once a second, and measuring a window.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchyard_controlplane::dev::DevApplication;
+
+use crate::generator::{Generator, Media, Signalling, Target};
+use crate::net::Net;
+use crate::procfs::{self, CpuSample};
+use crate::report::{self, Report};
+use crate::server::Launched;
+use crate::signal::Tokens;
+use crate::stats::{self, Interval, Totals};
+use crate::{RunArgs, TargetArgs};
+
+/// Scenarios named like LiveKit's published load tests, so the numbers compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    AudioRoom,
+    Meeting,
+    Livestream,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::AudioRoom => "audio-room",
+            Scenario::Meeting => "meeting",
+            Scenario::Livestream => "livestream",
+        }
+    }
+}
+
+/// The generator and the server under test, ready to go.
+pub struct Setup {
+    pub generator: Arc<Generator>,
+    /// Kept so the server stops when the run ends.
+    _server: Option<Launched>,
+    pub server_pid: Option<u32>,
+    pub io_backend: Option<String>,
+    pub signalling: Signalling,
+}
+
+impl Setup {
+    pub async fn new(t: &TargetArgs, default_signalling: Signalling) -> Result<Setup, String> {
+        let cores = core_affinity::get_core_ids().unwrap_or_default().len();
+        let generator_core = t.generator_core.or_else(|| (cores >= 2).then(|| cores - 1));
+        let (base, tokens, server) = match &t.url {
+            Some(url) => {
+                let tokens = match (&t.application, &t.secret) {
+                    (Some(a), Some(s)) => Tokens {
+                        application: a.clone(),
+                        secret: s.clone(),
+                    },
+                    _ => {
+                        let dev = DevApplication::load_or_create(&t.data_dir).map_err(|e| {
+                            format!("dev application in {}: {e}", t.data_dir.display())
+                        })?;
+                        Tokens {
+                            application: dev.application_id,
+                            secret: dev.secret,
+                        }
+                    }
+                };
+                (url.trim_end_matches('/').to_string(), tokens, None)
+            }
+            None => {
+                let exe = std::env::current_exe().map_err(|e| format!("own binary: {e}"))?;
+                let launched = Launched::start(
+                    &exe,
+                    Some(t.server_core),
+                    t.server_workers,
+                    t.io_backend.as_deref(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                eprintln!(
+                    "started switchyard all-in-one (pid {}) on core {} with {} worker(s) at http://{}",
+                    launched.pid(),
+                    t.server_core,
+                    t.server_workers,
+                    launched.http
+                );
+                (
+                    format!("http://{}", launched.http),
+                    launched.tokens.clone(),
+                    Some(launched),
+                )
+            }
+        };
+        // The signalling tasks run on this thread: keep them on the generator's core too.
+        if let Some(id) = generator_core {
+            core_affinity::set_for_current(core_affinity::CoreId { id });
+        }
+        let server_pid = server.as_ref().map(Launched::pid).or(t.server_pid);
+        let io_backend = io_backend(&base).await;
+        let net = Net::spawn(generator_core).map_err(|e| format!("net thread: {e}"))?;
+        let channel = t
+            .channel
+            .clone()
+            .unwrap_or_else(|| format!("load-{:06x}", rand::random::<u32>() & 0xff_ffff));
+        let signalling = t.signalling.unwrap_or(default_signalling);
+        let generator = Generator::new(
+            net,
+            Target {
+                base,
+                tokens,
+                signalling,
+            },
+            channel,
+        )?;
+        Ok(Setup {
+            generator,
+            _server: server,
+            server_pid,
+            io_backend,
+            signalling,
+        })
+    }
+}
+
+/// The server's I/O backend, from its metrics.
+async fn io_backend(base: &str) -> Option<String> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("switchyard_media_info"))?;
+    let rest = line.split("io_backend=\"").nth(1)?;
+    Some(rest.split('"').next()?.to_string())
+}
+
+/// One moment: the generator's totals and both processes' CPU.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub totals: Totals,
+    server: Option<CpuSample>,
+    generator: Option<CpuSample>,
+}
+
+/// Follows the net thread's once-a-second snapshots and prints a progress line for each.
+pub struct Progress {
+    last: Option<Snapshot>,
+    server_pid: Option<u32>,
+    started: Instant,
+}
+
+impl Progress {
+    pub fn new(setup: &Setup) -> Progress {
+        Progress {
+            last: None,
+            server_pid: setup.server_pid,
+            started: Instant::now(),
+        }
+    }
+
+    /// Waits for the next snapshot and prints the progress line.
+    pub async fn next(&mut self, setup: &Setup, label: &str) -> Snapshot {
+        let seen = self.last.as_ref().map_or(-1.0, |s| s.totals.at);
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        let totals = loop {
+            let t = setup.generator.net.totals();
+            if t.at != seen || Instant::now() > deadline {
+                break t;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let snap = Snapshot {
+            totals,
+            server: self.server_pid.and_then(procfs::sample),
+            generator: procfs::sample(std::process::id()),
+        };
+        if let Some(last) = &self.last {
+            let i = Interval::between(&last.totals, &snap.totals);
+            let server = cpu(&last.server, &snap.server).map_or("-".into(), |c| format!("{c:.2}"));
+            let generator =
+                cpu(&last.generator, &snap.generator).map_or("-".into(), |c| format!("{c:.2}"));
+            eprintln!(
+                "[{:>4.0}s] {label}: connected {} failed {} | in {:.0} pps out {:.0} pps | loss {:.2}% | p99 {} | cpu server {server} generator {generator}",
+                self.started.elapsed().as_secs_f64(),
+                snap.totals.connected,
+                snap.totals.failed,
+                i.packets_in_per_s,
+                i.packets_out_per_s,
+                i.loss * 100.0,
+                i.latency_p99_ms
+                    .map_or("-".into(), |v| format!("{v:.1} ms")),
+            );
+        }
+        self.last = Some(snap.clone());
+        snap
+    }
+}
+
+fn cpu(a: &Option<CpuSample>, b: &Option<CpuSample>) -> Option<f64> {
+    Some(procfs::usage(a.as_ref()?, b.as_ref()?).total)
+}
+
+/// What a measured window came to.
+pub struct Window {
+    pub interval: Interval,
+    pub server_cpu: Option<procfs::CpuUsage>,
+    pub generator_cpu: Option<f64>,
+    pub end: Totals,
+}
+
+impl Window {
+    /// The generator could not keep up: its net thread or its core was (nearly) full, or
+    /// media went out late. Such a window measures the generator, not the server.
+    pub fn generator_saturated(&self) -> bool {
+        self.interval.generator_net_cpu > 0.9
+            || self.generator_cpu.is_some_and(|c| c > 0.95)
+            || self.end.send_lag > Duration::from_millis(20)
+    }
+
+    /// Server CPU per packet it forwarded to the generator, in microseconds.
+    pub fn cpu_us_per_forwarded_packet(&self) -> Option<f64> {
+        let cores = self.server_cpu.as_ref()?.total;
+        (self.interval.packets_in_per_s > 0.0).then(|| cores * 1e6 / self.interval.packets_in_per_s)
+    }
+}
+
+/// Measures `seconds` (whole snapshots) from the next snapshot on.
+pub async fn measure(setup: &Setup, progress: &mut Progress, seconds: f64, label: &str) -> Window {
+    let a = progress.next(setup, label).await;
+    let mut b = a.clone();
+    for _ in 0..(seconds.ceil() as usize).max(1) {
+        b = progress.next(setup, label).await;
+    }
+    Window {
+        interval: Interval::between(&a.totals, &b.totals),
+        server_cpu: match (&a.server, &b.server) {
+            (Some(x), Some(y)) => Some(procfs::usage(x, y)),
+            _ => None,
+        },
+        generator_cpu: cpu(&a.generator, &b.generator),
+        end: b.totals,
+    }
+}
+
+/// Waits until `joined` transports have media flowing (or `timeout`); false on timeout.
+pub async fn wait_joined(
+    setup: &Setup,
+    progress: &mut Progress,
+    joined: usize,
+    timeout: Duration,
+    label: &str,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let t = progress.next(setup, label).await;
+        if t.totals.join_ms.len() >= joined {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+    }
+}
+
+/// Starts participants `from..to` at `per_second`.
+pub async fn ramp(
+    g: &Arc<Generator>,
+    from: usize,
+    to: usize,
+    per_second: f64,
+    publish: Option<Media>,
+    subscribe: bool,
+) {
+    let gap = Duration::from_secs_f64(1.0 / per_second.max(0.1));
+    for i in from..to {
+        g.spawn(i, publish, subscribe);
+        tokio::time::sleep(gap).await;
+    }
+}
+
+pub async fn run(a: RunArgs) -> Result<bool, String> {
+    let setup = Setup::new(&a.target, Signalling::Sync).await?;
+    let g = setup.generator.clone();
+    let (publishers, subscribers, media, publishers_subscribe) = match a.scenario {
+        Scenario::AudioRoom => (
+            a.publishers.unwrap_or(10),
+            a.subscribers.unwrap_or(50),
+            Media {
+                video: false,
+                audio: true,
+            },
+            false,
+        ),
+        Scenario::Meeting => (
+            a.participants,
+            0,
+            Media {
+                video: true,
+                audio: true,
+            },
+            true,
+        ),
+        Scenario::Livestream => (
+            a.publishers.unwrap_or(1),
+            a.subscribers.unwrap_or(100),
+            Media {
+                video: true,
+                audio: true,
+            },
+            false,
+        ),
+    };
+    if setup.signalling == Signalling::Whip && publishers > 1 {
+        return Err(
+            "WHEP subscribes to one publication: use --signalling sync for more than one publisher"
+                .into(),
+        );
+    }
+    // Every subscriber takes every publication; meeting participants all but their own.
+    let subscriptions = if publishers_subscribe {
+        publishers * publishers.saturating_sub(1)
+    } else {
+        subscribers * publishers
+    };
+    let transports = publishers + subscriptions;
+    eprintln!(
+        "scenario {}: {publishers} publisher(s), {subscribers} subscriber(s), {transports} transports, {} signalling, channel {}",
+        a.scenario.name(),
+        match setup.signalling {
+            Signalling::Sync => "/sync",
+            Signalling::Whip => "WHIP/WHEP",
+        },
+        g.channel()
+    );
+    let mut progress = Progress::new(&setup);
+    ramp(&g, 0, publishers, a.ramp, Some(media), publishers_subscribe).await;
+    ramp(&g, publishers, publishers + subscribers, a.ramp, None, true).await;
+    let expected = transports;
+    let timeout = Duration::from_secs(20) + Duration::from_secs_f64(transports as f64 / 50.0);
+    let all = wait_joined(&setup, &mut progress, expected, timeout, "joining").await;
+    // Let keyframe waits and join bursts pass before measuring.
+    progress.next(&setup, "settling").await;
+    let w = measure(&setup, &mut progress, a.duration, "measuring").await;
+    g.stop();
+    let join_ms = &w.end.join_ms;
+    let report = Report {
+        scenario: a.scenario.name().into(),
+        sfu: "switchyard".into(),
+        io_backend: setup.io_backend.clone(),
+        signalling: setup.signalling,
+        publishers,
+        subscribers,
+        transports,
+        connected: w.end.connected,
+        failed: w.end.failed,
+        all_joined: all,
+        signalling_errors: g.errors(),
+        auth_failures: w.end.auth_failures,
+        join_p50_ms: stats::quantile(join_ms, 0.5),
+        join_p99_ms: stats::quantile(join_ms, 0.99),
+        server_cpu_cores: w.server_cpu.as_ref().map(|c| c.total),
+        server_worker_cpu: w.server_cpu.as_ref().map(|c| c.matching("sy-worker")),
+        server_rss_bytes: setup.server_pid.and_then(procfs::rss_bytes),
+        generator_cpu_cores: w.generator_cpu,
+        generator_saturated: w.generator_saturated(),
+        cpu_us_per_forwarded_packet: w.cpu_us_per_forwarded_packet(),
+        interval: w.interval.clone(),
+    };
+    report::print_run(&report, a.target.json);
+    Ok(report.valid())
+}

@@ -1,0 +1,193 @@
+//! What the net thread counts, as cumulative totals it publishes once a second, and the
+//! differences between two snapshots that reports and the capacity ramp are made of.
+
+use std::time::Duration;
+
+/// Latency buckets: 100 µs wide up to 200 ms; slower packets land in the last one.
+const BUCKET_US: u64 = 100;
+const BUCKETS: usize = 2000;
+
+/// A fixed-bucket latency histogram: cheap to record into and to subtract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Histogram {
+    counts: Box<[u64]>,
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram {
+            counts: vec![0; BUCKETS].into_boxed_slice(),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn record(&mut self, latency: Duration) {
+        let i = (latency.as_micros() as u64 / BUCKET_US).min(BUCKETS as u64 - 1) as usize;
+        self.counts[i] += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (0..=1), in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(((i as u64 + 1) * BUCKET_US) as f64 / 1000.0);
+            }
+        }
+        None
+    }
+
+    /// What was recorded since `earlier`.
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        Histogram {
+            counts: self
+                .counts
+                .iter()
+                .zip(earlier.counts.iter())
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+        }
+    }
+}
+
+/// Cumulative counts since the net thread started.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    /// Seconds since the net thread started, when this snapshot was taken.
+    pub at: f64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    /// RTP packets expected and received on subscriber transports (by SSRC and sequence).
+    pub expected: u64,
+    pub received: u64,
+    /// Mean interarrival jitter over subscribed streams, in seconds (a level, not a count).
+    pub jitter: f64,
+    /// One-way latency of the sampled (decrypted and authenticated) packets.
+    pub latency: Histogram,
+    /// Sampled packets whose authentication failed (must stay zero).
+    pub auth_failures: u64,
+    /// Transports connected (ICE and DTLS done), and failed.
+    pub connected: u64,
+    pub failed: u64,
+    /// Join times: from the start of signalling to the first media packet received
+    /// (subscribers) or to DTLS done (publishers), in milliseconds.
+    pub join_ms: Vec<f64>,
+    /// CPU seconds the net thread has used.
+    pub net_cpu: f64,
+    /// How late the most overdue media packet went out in the last second.
+    pub send_lag: Duration,
+}
+
+/// Rates and levels over an interval between two snapshots.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Interval {
+    pub seconds: f64,
+    pub packets_in_per_s: f64,
+    pub packets_out_per_s: f64,
+    pub bytes_in_per_s: f64,
+    pub bytes_out_per_s: f64,
+    /// Fraction of expected packets that did not arrive.
+    pub loss: f64,
+    pub jitter_ms: f64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub latency_samples: u64,
+    /// Share of one core the generator's net thread used.
+    pub generator_net_cpu: f64,
+}
+
+impl Interval {
+    pub fn between(a: &Totals, b: &Totals) -> Interval {
+        let seconds = (b.at - a.at).max(1e-6);
+        let per_s = |x: u64, y: u64| y.saturating_sub(x) as f64 / seconds;
+        let expected = b.expected.saturating_sub(a.expected);
+        let received = b.received.saturating_sub(a.received);
+        let latency = b.latency.since(&a.latency);
+        Interval {
+            seconds,
+            packets_in_per_s: per_s(a.packets_in, b.packets_in),
+            packets_out_per_s: per_s(a.packets_out, b.packets_out),
+            bytes_in_per_s: per_s(a.bytes_in, b.bytes_in),
+            bytes_out_per_s: per_s(a.bytes_out, b.bytes_out),
+            loss: loss(expected, received),
+            jitter_ms: b.jitter * 1000.0,
+            latency_p50_ms: latency.quantile_ms(0.5),
+            latency_p99_ms: latency.quantile_ms(0.99),
+            latency_samples: latency.count(),
+            generator_net_cpu: (b.net_cpu - a.net_cpu) / seconds,
+        }
+    }
+}
+
+/// Lost share of `expected`; packets received twice or late never make it negative.
+pub fn loss(expected: u64, received: u64) -> f64 {
+    if expected == 0 {
+        0.0
+    } else {
+        expected.saturating_sub(received) as f64 / expected as f64
+    }
+}
+
+/// The `q` quantile of unsorted values.
+pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    Some(v[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_and_differences() {
+        let mut h = Histogram::default();
+        for ms in 1..=100 {
+            h.record(Duration::from_micros(ms * 1000 - 50));
+        }
+        assert_eq!(h.quantile_ms(0.5), Some(50.0));
+        assert_eq!(h.quantile_ms(0.99), Some(99.0));
+        let before = h.clone();
+        h.record(Duration::from_secs(5));
+        let d = h.since(&before);
+        assert_eq!(d.count(), 1);
+        assert_eq!(d.quantile_ms(0.5), Some(200.0));
+        assert_eq!(Histogram::default().quantile_ms(0.5), None);
+    }
+
+    #[test]
+    fn interval_rates_and_loss() {
+        let a = Totals::default();
+        let b = Totals {
+            at: 2.0,
+            packets_in: 2000,
+            expected: 1000,
+            received: 990,
+            net_cpu: 0.5,
+            ..Default::default()
+        };
+        let i = Interval::between(&a, &b);
+        assert_eq!(i.packets_in_per_s, 1000.0);
+        assert!((i.loss - 0.01).abs() < 1e-9);
+        assert_eq!(i.generator_net_cpu, 0.25);
+        assert_eq!(loss(10, 12), 0.0);
+        assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
+    }
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Runs every Switchyard benchmark and writes the results into docs/benchmarks.md (between the
+# "bench:begin" and "bench:end" markers; the prose around them is kept) and docs/benchmarks.json.
+#
+#   1. criterion micro-benchmarks (benches/): SRTP, STUN, RTP rewrite, forward path, I/O loop;
+#   2. in a private network namespace: `switchyard loadtest capacity` on one pinned server core
+#      with the io_uring backend and with recvmmsg/sendmmsg, and the same ramp against Janus
+#      (videoroom) pinned to the same core, in the same run; then the named scenarios.
+#
+# Needs root (unshare -n) and two or more cores (server on core 0, generator on the last).
+# Environment: BENCH_QUICK=1 for a short run (smaller steps and windows) while developing;
+# SKIP_JANUS=1 to leave Janus out; SKIP_CRITERION=1 to skip the micro-benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+started=$SECONDS
+step() { printf '\n==> [%3ds] %s\n' $((SECONDS - started)) "$*" >&2; }
+
+OUT=${BENCH_OUT:-$ROOT/target/bench}
+rm -rf "$OUT" && mkdir -p "$OUT"
+if [[ -n ${BENCH_QUICK:-} ]]; then
+  CAPACITY=(--step 100 --max 600 --step-seconds 2)
+  SCENARIO_SECONDS=3
+else
+  CAPACITY=(--step 100 --max 3000 --step-seconds 3)
+  SCENARIO_SECONDS=10
+fi
+
+step "build (release)"
+cargo build --release --locked -p switchyard
+BIN=$ROOT/target/release/switchyard
+
+if [[ -z ${SKIP_CRITERION:-} ]]; then
+  step "criterion micro-benchmarks"
+  rm -rf target/criterion
+  cargo bench --locked -p switchyard-benches -- --warm-up-time 1 --measurement-time 2 \
+    >"$OUT/criterion.log" 2>&1 || { tail -30 "$OUT/criterion.log"; exit 1; }
+fi
+
+JANUS=0
+if [[ -z ${SKIP_JANUS:-} ]] && command -v janus >/dev/null; then
+  JANUS=1
+elif [[ -z ${SKIP_JANUS:-} ]]; then
+  echo "janus is not installed (apt-get install janus): comparing without it" >&2
+fi
+
+step "load tests in a private network namespace"
+export BIN OUT JANUS SCENARIO_SECONDS ROOT
+export CAPACITY_ARGS="${CAPACITY[*]}"
+unshare -n bash -euo pipefail <<'NS'
+ip link set lo up
+cap() { # name, extra args...
+  local name=$1; shift
+  echo "--- capacity: $name" >&2
+  "$BIN" loadtest capacity --json $CAPACITY_ARGS "$@" >"$OUT/capacity-$name.json" 2>"$OUT/capacity-$name.log" || true
+  tail -n 25 "$OUT/capacity-$name.log" >&2
+}
+scenario() { # name, args...
+  local name=$1; shift
+  echo "--- scenario: $name" >&2
+  "$BIN" loadtest run --json --duration "$SCENARIO_SECONDS" "$@" >"$OUT/run-$name.json" 2>"$OUT/run-$name.log" || true
+  tail -n 6 "$OUT/run-$name.log" >&2
+}
+if [[ $JANUS == 1 ]]; then
+  JANUS_CPUS=0 JANUS_LOG="$OUT/janus.log" "$ROOT/scripts/janus.sh" >"$OUT/janus.pid"
+  JPID=$(tail -n1 "$OUT/janus.pid")
+  cap uring --io-backend uring --janus-url http://127.0.0.1:8088/janus --janus-pid "$JPID"
+  kill "$JPID" 2>/dev/null || true
+else
+  cap uring --io-backend uring
+fi
+cap mmsg --io-backend mmsg
+scenario livestream --scenario livestream --subscribers 200
+scenario meeting --scenario meeting --participants 8
+scenario audio-room --scenario audio-room --publishers 10 --subscribers 100
+NS
+
+step "writing docs/benchmarks.md and docs/benchmarks.json"
+python3 "$ROOT/scripts/bench_report.py" "$OUT" "$ROOT/docs/benchmarks.md" "$ROOT/docs/benchmarks.json"
+step "done"

@@ -1,0 +1,85 @@
+//! Smoke runs of the load generator against a server it starts itself: a few connections for a
+//! few seconds on loopback, where media must flow with no loss at all.
+
+use std::process::Command;
+
+use serde_json::Value;
+use switchyard_tests::{binary, last_json, netns};
+
+/// Runs `switchyard loadtest run ARGS --json` and returns its report.
+fn run(args: &[&str]) -> Value {
+    let out = Command::new(binary())
+        .args(["loadtest", "run", "--json", "--duration", "3"])
+        .args(args)
+        .output()
+        .expect("run switchyard loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "loadtest failed ({}):\n{stderr}\n{stdout}",
+        out.status
+    );
+    last_json(&stdout).unwrap_or_else(|| panic!("no JSON report:\n{stderr}\n{stdout}"))
+}
+
+fn assert_clean(r: &Value, transports: u64) {
+    assert_eq!(r["connected"], transports, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    assert_eq!(r["auth_failures"], 0, "{r}");
+    assert_eq!(r["loss"], 0.0, "{r}");
+    assert!(r["packets_in_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    assert!(r["latency_samples"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert!(r["latency_p99_ms"].as_f64().is_some(), "{r}");
+    assert!(r["server_cpu_cores"].as_f64().is_some(), "{r}");
+    assert!(r["io_backend"].is_string(), "{r}");
+}
+
+#[test]
+fn livestream_over_sync_signalling() {
+    netns::enter();
+    let r = run(&["--scenario", "livestream", "--subscribers", "4"]);
+    assert_clean(&r, 5);
+    // 4 subscribers of ~237 packets/s of video and audio.
+    let pps = r["packets_in_per_s"].as_f64().unwrap_or(0.0);
+    assert!(pps > 4.0 * 200.0, "{pps} packets/s in");
+}
+
+#[test]
+fn livestream_over_whip_and_whep() {
+    netns::enter();
+    let r = run(&[
+        "--scenario",
+        "livestream",
+        "--subscribers",
+        "3",
+        "--signalling",
+        "whip",
+    ]);
+    assert_clean(&r, 4);
+}
+
+#[test]
+fn meeting_everyone_receives_everyone() {
+    netns::enter();
+    let r = run(&["--scenario", "meeting", "--participants", "3"]);
+    // 3 publications and 3 x 2 subscriptions.
+    assert_clean(&r, 9);
+}
+
+#[test]
+fn audio_room() {
+    netns::enter();
+    let r = run(&[
+        "--scenario",
+        "audio-room",
+        "--publishers",
+        "2",
+        "--subscribers",
+        "3",
+        "--io-backend",
+        "mmsg",
+    ]);
+    assert_clean(&r, 8);
+    assert_eq!(r["io_backend"], "mmsg");
+}
