@@ -2,11 +2,11 @@
 # Runs every Switchyard test on a fresh machine (Debian 12, as root).
 #
 # Installs only what is missing: Debian packages (Chromium for the browser tests, iproute2 and
-# util-linux for private network namespaces, Node.js for Playwright), cargo-nextest and
-# cargo-fuzz, playwright-core (tests/browser, never a browser download), and a Python venv at
-# .venv with aiortc. Then builds the workspace once, checks formatting and lints, runs all
-# tests with cargo-nextest (each end-to-end test in its own network namespace), and runs each
-# fuzz target for a short while.
+# util-linux for private network namespaces, Node.js for Playwright, Janus for tests/janus),
+# cargo-nextest and cargo-fuzz, playwright-core (tests/browser, never a browser download), and
+# a Python venv at .venv with aiortc. Then builds the workspace once, checks formatting and
+# lints, runs all tests with cargo-nextest (each end-to-end test in its own network namespace),
+# and runs each fuzz target for a short while.
 #
 # Environment: SWITCHYARD_SKIP_FUZZ=1 skips fuzzing; FUZZ_SECONDS (default 15) per target.
 # Extra arguments go to `cargo nextest run` (e.g. a test filter).
@@ -17,7 +17,7 @@ started=$SECONDS
 
 step() { printf '\n==> [%3ds] %s\n' $((SECONDS - started)) "$*"; }
 
-APT_PACKAGES=(chromium iproute2 util-linux curl nodejs npm)
+APT_PACKAGES=(chromium iproute2 util-linux curl nodejs npm janus)
 
 step "system packages"
 missing=()

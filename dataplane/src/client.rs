@@ -1,16 +1,23 @@
 //! The client side of a transport, as a browser runs it against our ICE-lite server: a
 //! controlling ICE agent that nominates with USE-CANDIDATE, a DTLS client, SRTP.
 //!
+//! It also talks to a full ICE agent such as Janus (libnice): it answers the peer's
+//! connectivity checks (`handle_datagram_from`), and it can be the controlled agent
+//! (`IceRole::Controlled`) when it answers the peer's offer (`answer`). It stays a DTLS client
+//! in every case: offers to a full agent say `a=setup:active` (`offer_with`), answers too.
+//!
 //! Sans-IO like everything else here; the load generator and the tests drive it over real
 //! sockets or in memory. It makes the offers a browser would (`offer`).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::dtls::{self, Dtls, Fingerprint, Identity};
 use crate::ice::Credentials;
 use crate::media::{Codec, MediaKind};
+use crate::sdp::{self, SessionDescription};
 use crate::transport::Srtp;
 use crate::{demux, srtp, stun};
 
@@ -40,12 +47,30 @@ pub enum Received {
     Other,
 }
 
+/// Which side of ICE (RFC 8445 §6.1.1) the client plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IceRole {
+    /// We made the offer (or the peer is ICE-lite): our checks carry ICE-CONTROLLING and
+    /// USE-CANDIDATE (aggressive nomination), and the first answered check connects.
+    #[default]
+    Controlling,
+    /// We answer a full ICE agent's offer: our checks carry ICE-CONTROLLED and no
+    /// USE-CANDIDATE; we are connected once one of our checks is answered and the peer has
+    /// nominated (sent us a valid check with USE-CANDIDATE).
+    Controlled,
+}
+
 /// One client transport.
 pub struct Client {
     local: Credentials,
     remote: Credentials,
     dtls: Dtls,
     srtp: Option<Srtp>,
+    role: IceRole,
+    /// One of our checks was answered.
+    check_answered: bool,
+    /// The peer nominated with USE-CANDIDATE (only waited for as the controlled agent).
+    peer_nominated: bool,
     ice_connected: bool,
     next_check: Instant,
     transaction: [u8; 12],
@@ -55,9 +80,12 @@ pub struct Client {
     scratch: Box<[u8]>,
     /// DTLS records waiting for `poll_transmit`.
     pending: VecDeque<Vec<u8>>,
+    /// Answers to the peer's connectivity checks, sent before anything else.
+    stun_responses: VecDeque<Vec<u8>>,
 }
 
 impl Client {
+    /// A controlling client (see `with_role`).
     pub fn new(
         identity: &Identity,
         local: Credentials,
@@ -65,17 +93,41 @@ impl Client {
         remote_fingerprint: Fingerprint,
         now: Instant,
     ) -> Client {
+        Client::with_role(
+            identity,
+            local,
+            remote,
+            remote_fingerprint,
+            IceRole::Controlling,
+            now,
+        )
+    }
+
+    /// A client with `local` and `remote` ICE credentials that plays `role` in ICE and is the
+    /// DTLS client, expecting the peer's certificate to match `remote_fingerprint`.
+    pub fn with_role(
+        identity: &Identity,
+        local: Credentials,
+        remote: Credentials,
+        remote_fingerprint: Fingerprint,
+        role: IceRole,
+        now: Instant,
+    ) -> Client {
         Client {
             local,
             remote,
             dtls: Dtls::client(identity, remote_fingerprint, now),
             srtp: None,
+            role,
+            check_answered: false,
+            peer_nominated: false,
             ice_connected: false,
             next_check: now,
             transaction: rand::random(),
             tie_breaker: rand::random(),
             scratch: vec![0; dtls::POLL_BUFFER].into_boxed_slice(),
             pending: VecDeque::new(),
+            stun_responses: VecDeque::new(),
         }
     }
 
@@ -83,17 +135,29 @@ impl Client {
         &self.local
     }
 
+    pub fn role(&self) -> IceRole {
+        self.role
+    }
+
     /// ICE answered and DTLS finished: media may flow.
     pub fn is_connected(&self) -> bool {
         self.srtp.is_some()
     }
 
-    /// The next datagram for the server, if any is due: a connectivity or consent check, or a
-    /// DTLS record.
+    /// The next datagram for the server, if any is due: an answer to the peer's connectivity
+    /// check, a connectivity or consent check of ours, or a DTLS record. Everything goes to the
+    /// one remote address the caller talks to. Call it until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Result<Option<usize>, Error> {
+        if let Some(response) = self.stun_responses.pop_front() {
+            let Some(dst) = out.get_mut(..response.len()) else {
+                return Ok(None);
+            };
+            dst.copy_from_slice(&response);
+            return Ok(Some(response.len()));
+        }
         if now >= self.next_check {
             self.next_check = now
-                + if self.ice_connected {
+                + if self.check_answered {
                     CONSENT_INTERVAL
                 } else {
                     CHECK_RETRY
@@ -145,11 +209,77 @@ impl Client {
         )?;
         w.attribute(stun::attr::USERNAME, username.as_bytes())?;
         w.attribute(stun::attr::PRIORITY, &0x6e00_1eff_u32.to_be_bytes())?;
-        w.attribute(stun::attr::ICE_CONTROLLING, &self.tie_breaker.to_be_bytes())?;
-        w.attribute(stun::attr::USE_CANDIDATE, &[])?;
+        match self.role {
+            IceRole::Controlling => {
+                w.attribute(stun::attr::ICE_CONTROLLING, &self.tie_breaker.to_be_bytes())?;
+                w.attribute(stun::attr::USE_CANDIDATE, &[])?;
+            }
+            IceRole::Controlled => {
+                w.attribute(stun::attr::ICE_CONTROLLED, &self.tie_breaker.to_be_bytes())?;
+            }
+        }
         w.message_integrity(self.remote.pwd.as_bytes())?;
         w.fingerprint()?;
         Ok(w.finish())
+    }
+
+    /// Checks a binding request from the peer (USERNAME `ours:theirs`, MESSAGE-INTEGRITY with
+    /// our password, FINGERPRINT if present, the opposite role) and queues the success
+    /// response (XOR-MAPPED-ADDRESS `from`, MESSAGE-INTEGRITY, FINGERPRINT). Invalid requests
+    /// are dropped without an answer. A role conflict (both sides claim the same role) is
+    /// dropped too rather than resolved: the roles here are fixed by who offered.
+    fn answer_check(&mut self, from: SocketAddr, msg: &stun::Message<'_>) {
+        let username_ok = msg.username().is_some_and(|u| {
+            let (l, r) = (self.local.ufrag.as_bytes(), self.remote.ufrag.as_bytes());
+            u.len() == l.len() + 1 + r.len()
+                && u.starts_with(l)
+                && u.get(l.len()) == Some(&b':')
+                && u.ends_with(r)
+        });
+        let role_ok = match self.role {
+            IceRole::Controlling => msg.ice_controlling().is_none(),
+            IceRole::Controlled => msg.ice_controlled().is_none(),
+        };
+        if msg.method() != stun::method::BINDING
+            || !username_ok
+            || !role_ok
+            || msg.fingerprint_ok() == Some(false)
+            || !msg.integrity_ok(self.local.pwd.as_bytes())
+        {
+            return;
+        }
+        let mut out = [0u8; 128];
+        let written = (|| {
+            let mut w = stun::Writer::new(
+                &mut out,
+                stun::method::BINDING,
+                stun::Class::Success,
+                msg.transaction_id(),
+            )?;
+            w.xor_mapped_address(from)?;
+            w.message_integrity(self.local.pwd.as_bytes())?;
+            w.fingerprint()?;
+            Ok::<_, stun::Error>(w.finish())
+        })();
+        if let Ok(n) = written {
+            self.stun_responses.push_back(out[..n].to_vec());
+        }
+        if msg.use_candidate() {
+            self.peer_nominated = true;
+        }
+    }
+
+    /// ICE is up once a check of ours was answered and, as the controlled agent, the peer
+    /// nominated; DTLS starts then.
+    fn update_ice(&mut self, now: Instant) -> Result<(), Error> {
+        let ready =
+            self.check_answered && (self.role == IceRole::Controlling || self.peer_nominated);
+        if ready && !self.ice_connected {
+            self.ice_connected = true;
+            self.next_check = now + CONSENT_INTERVAL;
+            self.dtls.handle_timeout(now)?;
+        }
+        Ok(())
     }
 
     /// When `poll_transmit` or `handle_timeout` next has work.
@@ -165,20 +295,55 @@ impl Client {
         Ok(())
     }
 
-    /// Handles a datagram from the server, decrypting media in place.
+    /// Handles a datagram from the server, decrypting media in place. The peer's connectivity
+    /// checks are not answered (an ICE-lite server sends none); use `handle_datagram_from`
+    /// against a full ICE agent.
     pub fn handle_datagram(&mut self, now: Instant, data: &mut [u8]) -> Result<Received, Error> {
+        self.handle(now, None, data)
+    }
+
+    /// Handles a datagram that came from `from`, decrypting media in place. A valid
+    /// connectivity check from the peer is answered: the response (XOR-MAPPED-ADDRESS `from`)
+    /// comes out of the next `poll_transmit`.
+    pub fn handle_datagram_from(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &mut [u8],
+    ) -> Result<Received, Error> {
+        self.handle(now, Some(from), data)
+    }
+
+    fn handle(
+        &mut self,
+        now: Instant,
+        from: Option<SocketAddr>,
+        data: &mut [u8],
+    ) -> Result<Received, Error> {
         match demux::classify(data) {
             demux::PacketKind::Stun => {
-                let ok = stun::Message::parse(data).is_ok_and(|m| {
-                    m.class() == stun::Class::Success
-                        && m.transaction_id() == &self.transaction
-                        && m.integrity_ok(self.remote.pwd.as_bytes())
-                });
-                if ok && !self.ice_connected {
-                    self.ice_connected = true;
-                    self.next_check = now + CONSENT_INTERVAL;
-                    self.dtls.handle_timeout(now)?;
+                let Ok(msg) = stun::Message::parse(data) else {
+                    return Ok(Received::Other);
+                };
+                match msg.class() {
+                    stun::Class::Success => {
+                        if msg.transaction_id() == &self.transaction
+                            && msg.integrity_ok(self.remote.pwd.as_bytes())
+                            && !self.check_answered
+                        {
+                            self.check_answered = true;
+                            self.next_check = now + CONSENT_INTERVAL;
+                        }
+                    }
+                    stun::Class::Request => {
+                        if let Some(from) = from {
+                            self.answer_check(from, &msg);
+                        }
+                    }
+                    // Keepalive indications and error responses change nothing.
+                    stun::Class::Indication | stun::Class::Error => {}
                 }
+                self.update_ice(now)?;
                 Ok(Received::Other)
             }
             demux::PacketKind::Dtls => {
@@ -223,9 +388,44 @@ pub enum OfferTrack {
     Receive { codec: Codec, payload_type: u8 },
 }
 
+/// The DTLS role an offer proposes (`a=setup`, RFC 5763 §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Setup {
+    /// `actpass`, as browsers offer: the answerer picks. Our ICE-lite server answers
+    /// `passive` (it is the DTLS server), so the client stays the DTLS client.
+    #[default]
+    ActPass,
+    /// `active`: we insist on being the DTLS client. Needed for peers that answer `actpass`
+    /// with `active`, as Janus does: Janus 1.1 answers an actpass offer with `a=setup:active`
+    /// (it would be the DTLS client) but an active offer with `a=setup:passive`. Offering
+    /// `active` keeps one DTLS role in this client, which is smaller than adding a DTLS-server
+    /// mode that only Janus publishers would use.
+    Active,
+}
+
+impl Setup {
+    fn as_str(self) -> &'static str {
+        match self {
+            Setup::ActPass => "actpass",
+            Setup::Active => "active",
+        }
+    }
+}
+
 /// A browser-like offer: BUNDLE, rtcp-mux, the MID extension, `a=setup:actpass`, NACK/PLI/FIR
 /// feedback, one codec per m-line.
 pub fn offer(ice: &Credentials, fingerprint: &Fingerprint, tracks: &[OfferTrack]) -> String {
+    offer_with(ice, fingerprint, tracks, Setup::ActPass)
+}
+
+/// `offer` with the given `a=setup` (use `Setup::Active` towards Janus).
+pub fn offer_with(
+    ice: &Credentials,
+    fingerprint: &Fingerprint,
+    tracks: &[OfferTrack],
+    setup: Setup,
+) -> String {
+    let setup = setup.as_str();
     let mut s = String::new();
     let mids: Vec<String> = (0..tracks.len()).map(|i| i.to_string()).collect();
     // Writing into a String cannot fail.
@@ -251,7 +451,7 @@ pub fn offer(ice: &Credentials, fingerprint: &Fingerprint, tracks: &[OfferTrack]
         let _ = write!(
             s,
             "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\n\
-             a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:{fingerprint}\r\na=setup:actpass\r\n\
+             a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:{fingerprint}\r\na=setup:{setup}\r\n\
              a={direction}\r\na=rtcp-mux\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n",
             ice.ufrag, ice.pwd
         );
@@ -288,4 +488,467 @@ pub fn offer(ice: &Credentials, fingerprint: &Fingerprint, tracks: &[OfferTrack]
         }
     }
     s
+}
+
+/// Feedback we take from an offer's `a=rtcp-fb` (what the client can answer with RTCP).
+const ANSWER_FEEDBACK: [&str; 4] = ["nack", "nack pli", "ccm fir", "goog-remb"];
+
+fn negotiation_error(reason: String) -> sdp::Error {
+    sdp::Error { line: None, reason }
+}
+
+/// The first format of `m` whose `a=rtpmap` is one of `accept` (Opus must be 48000/2, video
+/// 90000): (payload type, codec, the rtpmap value after the payload type).
+fn pick_codec<'a>(m: &'a sdp::MediaDescription, accept: &[Codec]) -> Option<(u8, &'a str)> {
+    m.formats.iter().find_map(|f| {
+        let pt: u8 = f.parse().ok()?;
+        let prefix = format!("{pt} ");
+        let rtpmap = m
+            .attributes
+            .iter()
+            .filter(|a| a.name == "rtpmap")
+            .find_map(|a| a.value.as_deref()?.strip_prefix(&prefix))?
+            .trim();
+        let mut parts = rtpmap.split('/');
+        let codec = Codec::from_name(parts.next()?)?;
+        let clock: u32 = parts.next()?.parse().ok()?;
+        let channels = parts.next().unwrap_or("1");
+        let ok = accept.contains(&codec)
+            && clock == codec.clock_rate()
+            && (codec != Codec::Opus || channels == "2");
+        ok.then_some((pt, rtpmap))
+    })
+}
+
+/// The values of `m`'s `a=<name>:<value>` attributes.
+fn values<'a>(m: &'a sdp::MediaDescription, name: &'a str) -> impl Iterator<Item = &'a str> {
+    m.attributes
+        .iter()
+        .filter(move |a| a.name == name)
+        .filter_map(|a| a.value.as_deref())
+}
+
+/// An answer to a full ICE agent's offer (Janus's subscriber offer): the offer's m-lines and
+/// mids mirrored in order, BUNDLE over the accepted ones, `recvonly` where the offer sends,
+/// for each audio/video m-line the offer's first payload type whose codec is in `accept`
+/// (with its fmtp and the NACK/PLI/FIR/REMB feedback it offers) and the MID header extension
+/// if offered, our ICE credentials and certificate fingerprint, rtcp-mux, and
+/// `a=setup:active` so we stay the DTLS client. No candidates: the peer learns our address
+/// from our checks (peer-reflexive). M-lines with no accepted codec, and data channels, are
+/// rejected (port 0). Use the client as `IceRole::Controlled`.
+pub fn answer(
+    ice: &Credentials,
+    fingerprint: &Fingerprint,
+    remote_offer: &str,
+    accept: &[Codec],
+) -> Result<String, sdp::Error> {
+    let offer = SessionDescription::parse(remote_offer)?;
+    let mut body = String::new();
+    let mut bundle = Vec::new();
+    for (i, m) in offer.media.iter().enumerate() {
+        let find = |name: &'static str| values(m, name);
+        let mid = find("mid").next().ok_or_else(|| {
+            negotiation_error(format!("m-line {} ({}) has no a=mid", i + 1, m.media))
+        })?;
+        let picked = match m.media.as_str() {
+            "audio" | "video" if m.port != 0 => pick_codec(m, accept),
+            _ => None,
+        };
+        let Some((pt, rtpmap)) = picked else {
+            let format = m.formats.first().map(String::as_str).unwrap_or("0");
+            let _ = write!(
+                body,
+                "m={} 0 {} {format}\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\na=inactive\r\n",
+                m.media, m.protocol
+            );
+            continue;
+        };
+        bundle.push(mid);
+        let sends = m
+            .attributes
+            .iter()
+            .any(|a| a.name == "sendonly" || a.name == "sendrecv")
+            || !m.attributes.iter().any(|a| {
+                matches!(
+                    a.name.as_str(),
+                    "sendonly" | "recvonly" | "sendrecv" | "inactive"
+                )
+            });
+        let direction = if sends { "recvonly" } else { "inactive" };
+        let _ = write!(
+            body,
+            "m={} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\n\
+             a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:{fingerprint}\r\na=setup:active\r\n\
+             a={direction}\r\na=rtcp-mux\r\n",
+            m.media, ice.ufrag, ice.pwd
+        );
+        if let Some(ext) = find("extmap").find(|v| {
+            v.split_ascii_whitespace().nth(1) == Some("urn:ietf:params:rtp-hdrext:sdes:mid")
+        }) {
+            let id = ext.split_ascii_whitespace().next().unwrap_or_default();
+            let id = id.split('/').next().unwrap_or_default();
+            let _ = write!(
+                body,
+                "a=extmap:{id} urn:ietf:params:rtp-hdrext:sdes:mid\r\n"
+            );
+        }
+        let _ = write!(body, "a=rtpmap:{pt} {rtpmap}\r\n");
+        let prefix = format!("{pt} ");
+        if let Some(fmtp) = find("fmtp").find_map(|v| v.strip_prefix(&prefix)) {
+            let _ = write!(body, "a=fmtp:{pt} {}\r\n", fmtp.trim());
+        }
+        for fb in find("rtcp-fb").filter_map(|v| v.strip_prefix(&prefix)) {
+            let fb = fb.trim();
+            if ANSWER_FEEDBACK.iter().any(|f| f.eq_ignore_ascii_case(fb)) {
+                let _ = write!(body, "a=rtcp-fb:{pt} {fb}\r\n");
+            }
+        }
+    }
+    if bundle.is_empty() {
+        return Err(negotiation_error(format!(
+            "the offer has no audio or video m-line with any of {accept:?}"
+        )));
+    }
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "v=0\r\no=- {} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {}\r\na=msid-semantic: WMS\r\n{body}",
+        rand::random::<u32>(),
+        bundle.join(" ")
+    );
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: &str = "127.0.0.2:47928";
+
+    fn client(role: IceRole) -> (Client, Instant) {
+        let identity = Identity::generate().unwrap();
+        let peer = Identity::generate().unwrap();
+        let now = Instant::now();
+        let local = Credentials {
+            ufrag: "ours".into(),
+            pwd: "ourpasswordourpassword".into(),
+        };
+        let remote = Credentials {
+            ufrag: "2pIh".into(),
+            pwd: "9sLXawT9d0ukjQdkBKcnKa".into(),
+        };
+        let c = Client::with_role(
+            &identity,
+            local,
+            remote,
+            peer.fingerprint().clone(),
+            role,
+            now,
+        );
+        (c, now)
+    }
+
+    /// A check as libnice sends it: USERNAME "ours:theirs", keyed with our password.
+    fn peer_check(username: &str, key: &str, role: u16, use_candidate: bool) -> Vec<u8> {
+        let mut out = [0u8; 256];
+        let mut w = stun::Writer::new(
+            &mut out,
+            stun::method::BINDING,
+            stun::Class::Request,
+            &[7; 12],
+        )
+        .unwrap();
+        w.attribute(stun::attr::USERNAME, username.as_bytes())
+            .unwrap();
+        w.attribute(stun::attr::PRIORITY, &1_853_759_231_u32.to_be_bytes())
+            .unwrap();
+        w.attribute(role, &42u64.to_be_bytes()).unwrap();
+        if use_candidate {
+            w.attribute(stun::attr::USE_CANDIDATE, &[]).unwrap();
+        }
+        w.message_integrity(key.as_bytes()).unwrap();
+        w.fingerprint().unwrap();
+        let n = w.finish();
+        out[..n].to_vec()
+    }
+
+    /// The peer's success response to the check `request` (keyed with the peer's password).
+    fn peer_response(request: &[u8], from: SocketAddr) -> Vec<u8> {
+        let msg = stun::Message::parse(request).unwrap();
+        let mut out = [0u8; 256];
+        let mut w = stun::Writer::new(
+            &mut out,
+            stun::method::BINDING,
+            stun::Class::Success,
+            msg.transaction_id(),
+        )
+        .unwrap();
+        w.xor_mapped_address(from).unwrap();
+        w.message_integrity(b"9sLXawT9d0ukjQdkBKcnKa").unwrap();
+        w.fingerprint().unwrap();
+        let n = w.finish();
+        out[..n].to_vec()
+    }
+
+    fn transmit(c: &mut Client, now: Instant) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 2048];
+        let n = c.poll_transmit(now, &mut buf).unwrap()?;
+        buf.truncate(n);
+        Some(buf)
+    }
+
+    #[test]
+    fn a_valid_check_from_the_peer_is_answered() {
+        for (role, peer_role) in [
+            (IceRole::Controlled, stun::attr::ICE_CONTROLLING),
+            (IceRole::Controlling, stun::attr::ICE_CONTROLLED),
+        ] {
+            let (mut c, now) = client(role);
+            let from: SocketAddr = PEER.parse().unwrap();
+            let mut req = peer_check("ours:2pIh", "ourpasswordourpassword", peer_role, true);
+            assert_eq!(
+                c.handle_datagram_from(now, from, &mut req).unwrap(),
+                Received::Other
+            );
+            let out = transmit(&mut c, now).expect("a response");
+            let resp = stun::Message::parse(&out).unwrap();
+            assert_eq!(resp.class(), stun::Class::Success, "{role:?}");
+            assert_eq!(resp.method(), stun::method::BINDING);
+            assert_eq!(resp.transaction_id(), &[7; 12]);
+            assert_eq!(resp.xor_mapped_address(), Some(from));
+            assert!(resp.integrity_ok(b"ourpasswordourpassword"));
+            assert_eq!(resp.fingerprint_ok(), Some(true));
+            // Then our own check, as usual.
+            let next = transmit(&mut c, now).expect("our check");
+            assert_eq!(
+                stun::Message::parse(&next).unwrap().class(),
+                stun::Class::Request
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_checks_get_no_answer() {
+        let from: SocketAddr = PEER.parse().unwrap();
+        let cases = [
+            peer_check(
+                "ours:2pIh",
+                "not our password",
+                stun::attr::ICE_CONTROLLING,
+                true,
+            ),
+            peer_check(
+                "2pIh:ours",
+                "ourpasswordourpassword",
+                stun::attr::ICE_CONTROLLING,
+                true,
+            ),
+            peer_check(
+                "ours:other",
+                "ourpasswordourpassword",
+                stun::attr::ICE_CONTROLLING,
+                true,
+            ),
+            // Both sides claim to be controlled.
+            peer_check(
+                "ours:2pIh",
+                "ourpasswordourpassword",
+                stun::attr::ICE_CONTROLLED,
+                true,
+            ),
+        ];
+        for mut req in cases {
+            let (mut c, now) = client(IceRole::Controlled);
+            c.handle_datagram_from(now, from, &mut req).unwrap();
+            let out = transmit(&mut c, now).expect("our check");
+            assert_eq!(
+                stun::Message::parse(&out).unwrap().class(),
+                stun::Class::Request
+            );
+            assert_eq!(transmit(&mut c, now), None);
+        }
+        // Without the source address (the old entry point) nothing is answered.
+        let (mut c, now) = client(IceRole::Controlled);
+        let mut req = peer_check(
+            "ours:2pIh",
+            "ourpasswordourpassword",
+            stun::attr::ICE_CONTROLLING,
+            true,
+        );
+        c.handle_datagram(now, &mut req).unwrap();
+        let out = transmit(&mut c, now).unwrap();
+        assert_eq!(
+            stun::Message::parse(&out).unwrap().class(),
+            stun::Class::Request
+        );
+    }
+
+    #[test]
+    fn controlled_client_waits_for_the_peers_nomination() {
+        let (mut c, now) = client(IceRole::Controlled);
+        let from: SocketAddr = PEER.parse().unwrap();
+        let check = transmit(&mut c, now).expect("a check");
+        let msg = stun::Message::parse(&check).unwrap();
+        assert_eq!(msg.username(), Some(&b"2pIh:ours"[..]));
+        assert!(msg.ice_controlled().is_some());
+        assert!(msg.ice_controlling().is_none());
+        assert!(!msg.use_candidate());
+        assert!(msg.integrity_ok(b"9sLXawT9d0ukjQdkBKcnKa"));
+
+        // Our check answered, but no nomination yet: no DTLS.
+        let mut resp = peer_response(&check, "127.0.0.1:5000".parse().unwrap());
+        c.handle_datagram_from(now, from, &mut resp).unwrap();
+        assert_eq!(transmit(&mut c, now), None);
+
+        // A check without USE-CANDIDATE is answered but does not nominate.
+        let mut req = peer_check(
+            "ours:2pIh",
+            "ourpasswordourpassword",
+            stun::attr::ICE_CONTROLLING,
+            false,
+        );
+        c.handle_datagram_from(now, from, &mut req).unwrap();
+        assert!(transmit(&mut c, now).is_some_and(|r| stun::is_stun(&r)));
+        assert_eq!(transmit(&mut c, now), None);
+
+        // The nomination: the response, then the ClientHello.
+        let mut req = peer_check(
+            "ours:2pIh",
+            "ourpasswordourpassword",
+            stun::attr::ICE_CONTROLLING,
+            true,
+        );
+        c.handle_datagram_from(now, from, &mut req).unwrap();
+        let response = transmit(&mut c, now).unwrap();
+        assert_eq!(
+            stun::Message::parse(&response).unwrap().class(),
+            stun::Class::Success
+        );
+        let hello = transmit(&mut c, now).expect("a DTLS ClientHello");
+        assert_eq!(demux::classify(&hello), demux::PacketKind::Dtls);
+    }
+
+    #[test]
+    fn controlling_client_nominates_and_connects_on_the_first_answer() {
+        let (mut c, now) = client(IceRole::Controlling);
+        let check = transmit(&mut c, now).unwrap();
+        let msg = stun::Message::parse(&check).unwrap();
+        assert!(msg.ice_controlling().is_some());
+        assert!(msg.use_candidate());
+        let mut resp = peer_response(&check, "127.0.0.1:5000".parse().unwrap());
+        c.handle_datagram(now, &mut resp).unwrap();
+        let hello = transmit(&mut c, now).expect("a DTLS ClientHello");
+        assert_eq!(demux::classify(&hello), demux::PacketKind::Dtls);
+    }
+
+    #[test]
+    fn offers_say_actpass_unless_asked_for_active() {
+        let ice = Credentials::random();
+        let identity = Identity::generate().unwrap();
+        let tracks = [OfferTrack::Send {
+            codec: Codec::Vp8,
+            payload_type: 96,
+            ssrc: 5,
+        }];
+        let plain = offer(&ice, identity.fingerprint(), &tracks);
+        assert!(plain.contains("a=setup:actpass\r\n"));
+        let active = offer_with(&ice, identity.fingerprint(), &tracks, Setup::Active);
+        assert!(active.contains("a=setup:active\r\n"));
+        assert!(!active.contains("actpass"));
+        // Otherwise the same offer (the o= line has a random session id).
+        let body = |o: &str| {
+            o.lines()
+                .filter(|l| !l.starts_with("o="))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(body(&plain.replace("actpass", "active")), body(&active));
+    }
+
+    /// A subscriber offer from Janus 1.1.2 (candidates in the SDP, half-trickle), with an H265
+    /// format put before VP8 and a data channel added.
+    const JANUS_OFFER: &str = "v=0\r\no=- 1796212419321609 1 IN IP4 127.0.0.1\r\ns=VideoRoom 1234\r\n\
+t=0 0\r\na=group:BUNDLE 0 1 2\r\na=ice-options:trickle\r\n\
+a=fingerprint:sha-256 91:CB:04:A3:64:6E:73:B5:BF:E4:A2:A3:48:AC:74:A8:6B:2E:26:E7:11:52:34:D3:4E:0D:14:1C:3D:82:1F:3A\r\n\
+a=extmap-allow-mixed\r\na=msid-semantic: WMS *\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 127.0.0.1\r\na=sendonly\r\na=mid:0\r\na=rtcp-mux\r\n\
+a=ice-ufrag:61Ex\r\na=ice-pwd:53JuyyntUi/MKmoYNbQLH/\r\na=ice-options:trickle\r\na=setup:actpass\r\n\
+a=rtpmap:111 opus/48000/2\r\na=rtcp-fb:111 transport-cc\r\n\
+a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=fmtp:111 useinbandfec=1\r\n\
+a=msid:janus janus0\r\na=ssrc:1164389958 cname:janus\r\n\
+a=candidate:1 1 udp 2015363839 127.0.0.2 40196 typ host\r\na=end-of-candidates\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 100 96 97\r\nc=IN IP4 127.0.0.1\r\na=sendonly\r\na=mid:1\r\na=rtcp-mux\r\n\
+a=ice-ufrag:61Ex\r\na=ice-pwd:53JuyyntUi/MKmoYNbQLH/\r\na=ice-options:trickle\r\na=setup:actpass\r\n\
+a=rtpmap:100 H265/90000\r\n\
+a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 ccm fir\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n\
+a=rtcp-fb:96 goog-remb\r\na=rtcp-fb:96 transport-cc\r\n\
+a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\n\
+a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+a=ssrc-group:FID 2138797741 2363520459\r\na=msid:janus janus1\r\n\
+a=ssrc:2138797741 cname:janus\r\na=ssrc:2363520459 cname:janus\r\n\
+a=candidate:1 1 udp 2015363839 127.0.0.2 40196 typ host\r\na=end-of-candidates\r\n\
+m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 127.0.0.1\r\na=sendrecv\r\na=mid:2\r\n\
+a=ice-ufrag:61Ex\r\na=ice-pwd:53JuyyntUi/MKmoYNbQLH/\r\na=setup:actpass\r\na=sctp-port:5000\r\n";
+
+    #[test]
+    fn answer_to_a_janus_offer_mirrors_it_and_parses() {
+        let ice = Credentials::random();
+        let identity = Identity::generate().unwrap();
+        let text = answer(
+            &ice,
+            identity.fingerprint(),
+            JANUS_OFFER,
+            &[Codec::Opus, Codec::Vp8],
+        )
+        .unwrap();
+        let sd = SessionDescription::parse(&text).unwrap();
+        let mids: Vec<_> = sd
+            .media
+            .iter()
+            .map(|m| {
+                m.attributes
+                    .iter()
+                    .find(|a| a.name == "mid")
+                    .and_then(|a| a.value.clone())
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(mids, ["0", "1", "2"]);
+        assert_eq!(sd.media[0].formats, ["111"]);
+        assert_eq!(sd.media[1].formats, ["96"]);
+        assert_eq!(
+            (sd.media[2].media.as_str(), sd.media[2].port),
+            ("application", 0)
+        );
+        assert!(text.contains("a=group:BUNDLE 0 1\r\n"));
+        assert!(text.contains("a=rtpmap:96 VP8/90000\r\n"));
+        assert!(text.contains("a=rtcp-fb:96 nack pli\r\n"));
+        assert_eq!(
+            text.matches("a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n")
+                .count(),
+            2
+        );
+        assert!(!text.contains("abs-send-time") && !text.contains("rtx"));
+        assert!(!text.contains("transport-cc"));
+        assert!(text.contains("a=fmtp:111 useinbandfec=1\r\n"));
+        assert!(!text.contains("candidate"));
+        for m in &sd.media[..2] {
+            let has = |n: &str| m.attributes.iter().any(|a| a.name == n);
+            assert!(has("recvonly") && has("rtcp-mux"));
+            assert_eq!(m.port, 9);
+        }
+        // The same checks our server makes of an offer: BUNDLE, rtcp-mux, one transport with
+        // our credentials and certificate, and a setup that leaves us the DTLS client.
+        let checked = sdp::Offer::parse(&text).unwrap();
+        assert_eq!(checked.ice, ice);
+        assert_eq!(&checked.fingerprint, identity.fingerprint());
+        assert_eq!(text.matches("a=setup:active\r\n").count(), 2);
+
+        // Nothing acceptable.
+        let err = answer(&ice, identity.fingerprint(), JANUS_OFFER, &[Codec::H264]).unwrap_err();
+        assert!(err.reason.contains("no audio or video m-line"), "{err}");
+        // Not an SDP.
+        assert!(answer(&ice, identity.fingerprint(), "hello", &[Codec::Vp8]).is_err());
+    }
 }

@@ -13,9 +13,10 @@
 
 mod capacity;
 mod generator;
+pub mod janus;
 mod net;
 mod procfs;
-mod remote;
+pub mod remote;
 mod report;
 mod run;
 mod server;

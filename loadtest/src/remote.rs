@@ -25,47 +25,56 @@ pub enum Error {
     Fingerprint(String),
 }
 
-/// Reads the remote end out of an answer (or offer): the first UDP IPv4 host candidate.
+/// Reads the remote end out of an answer or offer: ice-ufrag, ice-pwd and fingerprint from the
+/// first active m-line that has them (else the session level), and its first UDP IPv4
+/// candidate for component 1. Switchyard and Janus (which half-trickles) both put their
+/// candidates in the SDP.
 pub fn parse(sdp: &str) -> Result<Remote, Error> {
     let sd = SessionDescription::parse(sdp).map_err(|e| Error::Sdp(e.to_string()))?;
-    let attr = |name: &'static str| {
-        sd.attributes
+    let attrs = || {
+        sd.media
             .iter()
-            .chain(sd.media.iter().flat_map(|m| &m.attributes))
-            .filter(move |a| a.name == name)
-            .filter_map(|a| a.value.as_deref())
+            .filter(|m| m.port != 0)
+            .flat_map(|m| &m.attributes)
+            .chain(&sd.attributes)
     };
-    let ufrag = attr("ice-ufrag")
-        .next()
-        .ok_or(Error::Missing("ice-ufrag"))?;
-    let pwd = attr("ice-pwd").next().ok_or(Error::Missing("ice-pwd"))?;
-    let fingerprint = attr("fingerprint")
-        .next()
-        .ok_or(Error::Missing("fingerprint"))?
+    let find = |name: &'static str| {
+        attrs()
+            .find(|a| a.name == name)
+            .and_then(|a| a.value.as_deref())
+            .ok_or(Error::Missing(name))
+    };
+    let ice = Credentials {
+        ufrag: find("ice-ufrag")?.to_string(),
+        pwd: find("ice-pwd")?.to_string(),
+    };
+    let fingerprint = find("fingerprint")?
         .parse()
         .map_err(|e| Error::Fingerprint(format!("{e}")))?;
-    // candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type>
-    let address = attr("candidate")
-        .filter_map(|c| {
-            let f: Vec<&str> = c.split_whitespace().collect();
-            if f.len() < 6 || !f[2].eq_ignore_ascii_case("udp") {
-                return None;
-            }
-            format!("{}:{}", f[4], f[5])
-                .parse::<SocketAddr>()
-                .ok()
-                .filter(SocketAddr::is_ipv4)
-        })
-        .next()
+    let address = attrs()
+        .filter(|a| a.name == "candidate")
+        .filter_map(|a| a.value.as_deref())
+        .find_map(udp_ipv4_candidate)
         .ok_or(Error::Missing("UDP IPv4 candidate"))?;
     Ok(Remote {
-        ice: Credentials {
-            ufrag: ufrag.to_string(),
-            pwd: pwd.to_string(),
-        },
+        ice,
         fingerprint,
         address,
     })
+}
+
+/// `foundation component transport priority address port typ ...`: component 1, UDP, IPv4.
+fn udp_ipv4_candidate(value: &str) -> Option<SocketAddr> {
+    let parts: Vec<&str> = value.split_ascii_whitespace().collect();
+    match parts.as_slice() {
+        [_, "1", transport, _, address, port, "typ", ..]
+            if transport.eq_ignore_ascii_case("udp") =>
+        {
+            let ip: std::net::Ipv4Addr = address.parse().ok()?;
+            Some(SocketAddr::from((ip, port.parse().ok()?)))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -80,6 +89,36 @@ mod tests {
         a=candidate:1 1 UDP 2130706431 ::1 5000 typ host\r\n\
         a=candidate:2 1 UDP 2130706431 127.0.0.1 49152 typ host\r\n\
         a=rtpmap:96 VP8/90000\r\n";
+
+    /// Janus 1.1.2's answer to a publisher offer with `a=setup:active` (trimmed).
+    const JANUS_ANSWER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=VideoRoom 1234\r\nt=0 0\r\n\
+a=group:BUNDLE 0 1\r\na=ice-options:trickle\r\n\
+a=fingerprint:sha-256 F8:AE:26:AF:B5:05:12:E5:50:A1:A8:CA:4F:0E:53:87:1C:CA:F3:F3:10:6C:37:7B:17:4C:49:B4:28:21:E4:7F\r\n\
+a=msid-semantic: WMS *\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 127.0.0.1\r\na=recvonly\r\na=mid:0\r\na=rtcp-mux\r\n\
+a=ice-ufrag:2pIh\r\na=ice-pwd:9sLXawT9d0ukjQdkBKcnKa\r\na=ice-options:trickle\r\na=setup:passive\r\n\
+a=rtpmap:111 opus/48000/2\r\n\
+a=candidate:2 1 tcp 1015023359 127.0.0.2 9 typ host tcptype active\r\n\
+a=candidate:3 1 udp 2015363839 ::2 4000 typ host\r\n\
+a=candidate:1 1 udp 2015363839 127.0.0.2 47928 typ host\r\na=end-of-candidates\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 127.0.0.1\r\na=recvonly\r\na=mid:1\r\na=rtcp-mux\r\n\
+a=ice-ufrag:2pIh\r\na=ice-pwd:9sLXawT9d0ukjQdkBKcnKa\r\na=setup:passive\r\na=rtpmap:96 VP8/90000\r\n";
+
+    #[test]
+    fn reads_janus_sdp() {
+        let t = parse(JANUS_ANSWER).unwrap();
+        assert_eq!(t.ice.ufrag, "2pIh");
+        assert_eq!(t.ice.pwd, "9sLXawT9d0ukjQdkBKcnKa");
+        assert_eq!(t.address, "127.0.0.2:47928".parse().unwrap());
+        assert!(t.fingerprint.to_string().starts_with("sha-256 F8:AE:26"));
+        let no_candidate: String = JANUS_ANSWER
+            .lines()
+            .filter(|l| !l.starts_with("a=candidate:1 "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = parse(&no_candidate).unwrap_err();
+        assert!(e.to_string().contains("UDP IPv4 candidate"), "{e}");
+    }
 
     #[test]
     fn reads_credentials_fingerprint_and_ipv4_candidate() {

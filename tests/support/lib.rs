@@ -1,7 +1,9 @@
 //! Shared pieces of the end-to-end tests: a private network namespace per test, the
-//! `switchyard` binary as a child process, a tiny HTTP client, and where the peers live.
+//! `switchyard` binary (and Janus) as a child process, a tiny HTTP client, and where the peers
+//! live.
 
 pub mod http;
+pub mod janus;
 pub mod netns;
 pub mod peer;
 pub mod server;
