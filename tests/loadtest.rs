@@ -4,6 +4,7 @@
 use std::process::Command;
 
 use serde_json::Value;
+use switchyard_tests::janus::Janus;
 use switchyard_tests::{binary, last_json, netns};
 
 /// Runs `switchyard loadtest run ARGS --json` and returns its report.
@@ -32,7 +33,6 @@ fn assert_clean(r: &Value, transports: u64) {
     assert!(r["latency_samples"].as_u64().unwrap_or(0) > 0, "{r}");
     assert!(r["latency_p99_ms"].as_f64().is_some(), "{r}");
     assert!(r["server_cpu_cores"].as_f64().is_some(), "{r}");
-    assert!(r["io_backend"].is_string(), "{r}");
 }
 
 #[test]
@@ -40,6 +40,7 @@ fn livestream_over_sync_signalling() {
     netns::enter();
     let r = run(&["--scenario", "livestream", "--subscribers", "4"]);
     assert_clean(&r, 5);
+    assert!(r["io_backend"].is_string(), "{r}");
     // 4 subscribers of ~237 packets/s of video and audio.
     let pps = r["packets_in_per_s"].as_f64().unwrap_or(0.0);
     assert!(pps > 4.0 * 200.0, "{pps} packets/s in");
@@ -82,4 +83,25 @@ fn audio_room() {
     ]);
     assert_clean(&r, 8);
     assert_eq!(r["io_backend"], "mmsg");
+}
+
+/// The same harness drives Janus (videoroom over its HTTP API), as the benchmarks do.
+#[test]
+fn livestream_on_janus() {
+    netns::enter();
+    let janus = Janus::start();
+    let pid = janus.pid.to_string();
+    let r = run(&[
+        "--scenario",
+        "livestream",
+        "--subscribers",
+        "3",
+        "--sfu",
+        "janus",
+        "--janus-pid",
+        &pid,
+    ]);
+    assert_eq!(r["sfu"], "janus");
+    assert_eq!(r["signalling"], "janus-http");
+    assert_clean(&r, 4);
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::CapacityArgs;
 use crate::generator::{Media, Signalling};
 use crate::report;
-use crate::run::{self, Progress, Setup, Window};
+use crate::run::{self, Progress, Setup, Sfu, Window};
 use crate::traffic;
 
 /// One step of the ramp.
@@ -31,7 +31,8 @@ pub struct Step {
 pub struct Capacity {
     pub sfu: String,
     pub io_backend: Option<String>,
-    pub signalling: Signalling,
+    /// sync, whip, or janus-http.
+    pub signalling: &'static str,
     /// Sustained 720p + audio subscriber connections on the one server core.
     pub subscribers_per_core: usize,
     /// Packets/s the server forwarded at that step.
@@ -43,10 +44,59 @@ pub struct Capacity {
     pub stopped_because: String,
     pub generator_saturated: bool,
     pub steps: Vec<Step>,
+    /// With --compare-janus: the same ramp against Janus, and the ratios.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub janus: Option<Box<Capacity>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratios: Option<Ratios>,
+}
+
+/// Switchyard against Janus, measured in the same run on the same core.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratios {
+    /// Janus's CPU per forwarded packet over Switchyard's (higher: Switchyard cheaper).
+    pub cpu_per_packet: Option<f64>,
+    /// Switchyard's sustained subscribers per core over Janus's.
+    pub subscribers: Option<f64>,
 }
 
 pub async fn capacity(a: CapacityArgs) -> Result<bool, String> {
-    let setup = Setup::new(&a.target, Signalling::Whip).await?;
+    let mut result = {
+        let setup = Setup::new(&a.target, a.target.sfu, Signalling::Whip).await?;
+        ramp(&a, &setup).await?
+    };
+    if a.compare_janus && a.target.sfu != Sfu::Janus {
+        // The Switchyard server is stopped (its Setup dropped) before Janus is loaded.
+        let setup = Setup::new(&a.target, Sfu::Janus, Signalling::Whip).await?;
+        let janus = ramp(&a, &setup).await?;
+        result.ratios = Some(Ratios {
+            cpu_per_packet: match (
+                janus.cpu_us_per_forwarded_packet,
+                result.cpu_us_per_forwarded_packet,
+            ) {
+                (Some(j), Some(s)) if s > 0.0 => Some(j / s),
+                _ => None,
+            },
+            subscribers: (janus.subscribers_per_core > 0)
+                .then(|| result.subscribers_per_core as f64 / janus.subscribers_per_core as f64),
+        });
+        result.janus = Some(Box::new(janus));
+    }
+    if let Some(r) = &result.ratios {
+        eprintln!(
+            "\nSwitchyard/Janus in this run: {} x less CPU per forwarded packet, {} x the subscribers per core",
+            r.cpu_per_packet.map_or("-".into(), |v| format!("{v:.1}")),
+            r.subscribers.map_or("-".into(), |v| format!("{v:.1}")),
+        );
+    }
+    if a.target.json {
+        report::print_json(&result);
+    }
+    Ok(result.subscribers_per_core > 0)
+}
+
+/// Ramps subscribers on `setup`'s server until a step fails.
+async fn ramp(a: &CapacityArgs, setup: &Setup) -> Result<Capacity, String> {
     let g = setup.generator.clone();
     let media = Media {
         video: true,
@@ -61,10 +111,10 @@ pub async fn capacity(a: CapacityArgs) -> Result<bool, String> {
         a.max_loss * 100.0,
         a.max_p99_ms
     );
-    let mut progress = Progress::new(&setup);
+    let mut progress = Progress::new(setup);
     run::ramp(&g, 0, 1, 1.0, Some(media), false).await;
     if !run::wait_joined(
-        &setup,
+        setup,
         &mut progress,
         1,
         Duration::from_secs(15),
@@ -83,9 +133,9 @@ pub async fn capacity(a: CapacityArgs) -> Result<bool, String> {
         run::ramp(&g, 1 + from, 1 + target, a.ramp, None, true).await;
         let label = format!("{target} subscribers");
         let timeout = Duration::from_secs(10) + Duration::from_secs_f64(a.step as f64 / 50.0);
-        let joined = run::wait_joined(&setup, &mut progress, 1 + target, timeout, &label).await;
-        progress.next(&setup, &label).await;
-        let w = run::measure(&setup, &mut progress, a.step_seconds, &label).await;
+        let joined = run::wait_joined(setup, &mut progress, 1 + target, timeout, &label).await;
+        progress.next(setup, &label).await;
+        let w = run::measure(setup, &mut progress, a.step_seconds, &label).await;
         let step = step(target, joined, &w);
         steps.push(step.clone());
         let why = if !joined {
@@ -120,9 +170,9 @@ pub async fn capacity(a: CapacityArgs) -> Result<bool, String> {
     g.stop();
     let best = sustained.clone();
     let result = Capacity {
-        sfu: "switchyard".into(),
+        sfu: setup.sfu().into(),
         io_backend: setup.io_backend.clone(),
-        signalling: setup.signalling,
+        signalling: setup.signalling_name(),
         subscribers_per_core: best.as_ref().map_or(0, |s| s.subscribers),
         forwarded_pps_per_core: best.as_ref().map_or(0.0, |s| s.forwarded_pps),
         cpu_us_per_forwarded_packet: best.as_ref().and_then(|s| s.cpu_us_per_forwarded_packet),
@@ -131,12 +181,11 @@ pub async fn capacity(a: CapacityArgs) -> Result<bool, String> {
         generator_saturated: steps.iter().any(|s| s.generator_saturated),
         stopped_because,
         steps,
+        janus: None,
+        ratios: None,
     };
     print(&result);
-    if a.target.json {
-        report::print_json(&result);
-    }
-    Ok(!result.generator_saturated || result.subscribers_per_core > 0)
+    Ok(result)
 }
 
 fn step(subscribers: usize, joined: bool, w: &Window) -> Step {

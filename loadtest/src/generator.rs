@@ -4,17 +4,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use switchyard_dataplane::client::{self, Client, OfferTrack};
+use switchyard_dataplane::client::{self, Client, IceRole, OfferTrack, Setup};
 use switchyard_dataplane::dtls::Identity;
 use switchyard_dataplane::ice::Credentials;
 use switchyard_dataplane::media::Codec;
 use tokio::sync::watch;
 
 use crate::net::{Net, NewTransport, Role};
-use crate::remote;
 use crate::signal::{self, Session, Tokens};
+use crate::{janus, remote};
 
 /// How participants signal to Switchyard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -28,11 +28,29 @@ pub enum Signalling {
 
 /// The server under test and how to reach it.
 #[derive(Debug, Clone)]
-pub struct Target {
-    /// `http://host:port`.
-    pub base: String,
-    pub tokens: Tokens,
-    pub signalling: Signalling,
+pub enum Target {
+    Switchyard {
+        /// `http://host:port`.
+        base: String,
+        tokens: Tokens,
+        signalling: Signalling,
+    },
+    /// Janus's videoroom: every participant has its own Janus session, every publication and
+    /// subscription its own plugin handle, as browsers using janus.js do.
+    Janus {
+        /// `http://host:port/janus`.
+        url: String,
+        room: u64,
+    },
+}
+
+impl Target {
+    pub fn sfu(&self) -> &'static str {
+        match self {
+            Target::Switchyard { .. } => "switchyard",
+            Target::Janus { .. } => "janus",
+        }
+    }
 }
 
 /// What a publisher sends.
@@ -97,6 +115,10 @@ impl Generator {
         });
     }
 
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
     pub fn channel(&self) -> &str {
         &self.channel
     }
@@ -116,62 +138,37 @@ impl Generator {
         publish: Option<Media>,
         subscribe: bool,
     ) -> Result<(), String> {
-        let user = format!("load-{index}");
-        let token = self
-            .target
-            .tokens
-            .issue(&self.channel, &user)
-            .map_err(|e| e.to_string())?;
-        let mut session = match self.target.signalling {
-            Signalling::Sync => {
-                let ws = format!("{}/sync", self.target.base.replacen("http", "ws", 1));
-                Some(
-                    Session::join(&ws, &token, &self.channel)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                )
+        let mut link = match &self.target {
+            Target::Switchyard {
+                base,
+                tokens,
+                signalling,
+            } => {
+                let token = tokens
+                    .issue(&self.channel, &format!("load-{index}"))
+                    .map_err(|e| e.to_string())?;
+                let session = match signalling {
+                    Signalling::Sync => {
+                        let ws = format!("{}/sync", base.replacen("http", "ws", 1));
+                        Some(Box::new(
+                            Session::join(&ws, &token, &self.channel)
+                                .await
+                                .map_err(|e| e.to_string())?,
+                        ))
+                    }
+                    Signalling::Whip => None,
+                };
+                Link::Switchyard { token, session }
             }
-            Signalling::Whip => None,
+            Target::Janus { url, .. } => Link::Janus {
+                session: janus::Session::connect(url)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                handles: Vec::new(),
+            },
         };
         if let Some(media) = publish {
-            let started = Instant::now();
-            let ice = Credentials::random();
-            let ssrc = |g: &Generator| g.next_ssrc.fetch_add(1, Ordering::Relaxed) as u32;
-            let video = media.video.then(|| (ssrc(&self), VIDEO_PT));
-            let audio = media.audio.then(|| (ssrc(&self), AUDIO_PT));
-            let mut tracks = Vec::new();
-            if let Some((ssrc, payload_type)) = audio {
-                tracks.push(OfferTrack::Send {
-                    codec: Codec::Opus,
-                    payload_type,
-                    ssrc,
-                });
-            }
-            if let Some((ssrc, payload_type)) = video {
-                tracks.push(OfferTrack::Send {
-                    codec: Codec::Vp8,
-                    payload_type,
-                    ssrc,
-                });
-            }
-            let offer = client::offer(&ice, self.identity.fingerprint(), &tracks);
-            let (id, answer) = match session.as_mut() {
-                Some(s) => s.publish(&offer).await.map_err(|e| e.to_string())?,
-                None => {
-                    let answer = signal::whip_or_whep(
-                        &self.http,
-                        &self.target.base,
-                        "whip",
-                        &self.channel,
-                        &token,
-                        offer,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                    (String::new(), answer)
-                }
-            };
-            self.connect(ice, &answer, Role::Publish { video, audio }, started)?;
+            let id = self.publish(&mut link, index, media).await?;
             self.publications.send_modify(|p| {
                 p.push(Published {
                     owner: index,
@@ -193,7 +190,7 @@ impl Generator {
                     .collect();
                 taken += fresh.len();
                 for p in fresh.into_iter().filter(|p| p.owner != index) {
-                    self.subscribe_to(session.as_mut(), &token, &p).await?;
+                    self.subscribe_to(&mut link, &p).await?;
                 }
             }
             tokio::select! {
@@ -205,9 +202,9 @@ impl Generator {
                 }
                 // Keep reading the socket so the server's events do not pile up.
                 alive = async {
-                    match session.as_mut() {
-                        Some(s) => s.discard_one().await,
-                        None => std::future::pending().await,
+                    match &mut link {
+                        Link::Switchyard { session: Some(s), .. } => s.discard_one().await,
+                        _ => std::future::pending().await,
                     }
                 } => {
                     if alive.is_err() {
@@ -216,66 +213,159 @@ impl Generator {
                 }
             }
         }
+        if let Link::Janus { session, .. } = link {
+            let _ = session.destroy().await;
+        }
         Ok(())
     }
 
-    async fn subscribe_to(
-        &self,
-        session: Option<&mut Session>,
-        token: &str,
-        p: &Published,
-    ) -> Result<(), String> {
+    /// Publishes `media`; returns the publication's id (Switchyard's, or Janus's feed id).
+    async fn publish(&self, link: &mut Link, index: usize, media: Media) -> Result<String, String> {
         let started = Instant::now();
         let ice = Credentials::random();
+        let ssrc = || self.next_ssrc.fetch_add(1, Ordering::Relaxed) as u32;
+        let video = media.video.then(|| (ssrc(), VIDEO_PT));
+        let audio = media.audio.then(|| (ssrc(), AUDIO_PT));
         let mut tracks = Vec::new();
-        let mut clock_rates = Vec::new();
-        if p.media.audio {
-            tracks.push(OfferTrack::Receive {
+        if let Some((ssrc, payload_type)) = audio {
+            tracks.push(OfferTrack::Send {
                 codec: Codec::Opus,
-                payload_type: AUDIO_PT,
+                payload_type,
+                ssrc,
             });
-            clock_rates.push((AUDIO_PT, Codec::Opus.clock_rate()));
         }
-        if p.media.video {
-            tracks.push(OfferTrack::Receive {
+        if let Some((ssrc, payload_type)) = video {
+            tracks.push(OfferTrack::Send {
                 codec: Codec::Vp8,
-                payload_type: VIDEO_PT,
+                payload_type,
+                ssrc,
             });
-            clock_rates.push((VIDEO_PT, Codec::Vp8.clock_rate()));
         }
-        let offer = client::offer(&ice, self.identity.fingerprint(), &tracks);
-        let answer = match session {
-            Some(s) => s.subscribe(&p.id, &offer).await,
-            None => {
-                signal::whip_or_whep(
-                    &self.http,
-                    &self.target.base,
-                    "whep",
-                    &self.channel,
-                    token,
-                    offer,
-                )
-                .await
+        let role = Role::Publish { video, audio };
+        let fp = self.identity.fingerprint();
+        match link {
+            Link::Switchyard { token, session } => {
+                let offer = client::offer(&ice, fp, &tracks);
+                let (id, answer) = match session {
+                    Some(s) => s.publish(&offer).await.map_err(|e| e.to_string())?,
+                    None => (
+                        String::new(),
+                        self.whip_or_whep("whip", token, offer).await?,
+                    ),
+                };
+                self.connect(ice, &answer, IceRole::Controlling, role, started)?;
+                Ok(id)
+            }
+            Link::Janus { session, handles } => {
+                let Target::Janus { room, .. } = &self.target else {
+                    return Err("not a Janus target".into());
+                };
+                // Janus answers `actpass` with `active`; offering `active` keeps us the DTLS
+                // client (see janus.rs).
+                let offer = client::offer_with(&ice, fp, &tracks, Setup::Active);
+                let handle = session
+                    .attach_videoroom()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let published = handle
+                    .publish(*room, &format!("load-{index}"), &offer)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.connect(ice, &published.answer, IceRole::Controlling, role, started)?;
+                // Janus refuses subscriptions to a feed whose PeerConnection is not up yet.
+                handle
+                    .wait_event("webrtcup", Duration::from_secs(20))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                handles.push(handle);
+                Ok(published.feed.to_string())
             }
         }
-        .map_err(|e| e.to_string())?;
-        self.connect(ice, &answer, Role::Subscribe { clock_rates }, started)
+    }
+
+    async fn subscribe_to(&self, link: &mut Link, p: &Published) -> Result<(), String> {
+        let started = Instant::now();
+        let ice = Credentials::random();
+        let fp = self.identity.fingerprint();
+        match link {
+            Link::Switchyard { token, session } => {
+                let mut tracks = Vec::new();
+                if p.media.audio {
+                    tracks.push(OfferTrack::Receive {
+                        codec: Codec::Opus,
+                        payload_type: AUDIO_PT,
+                    });
+                }
+                if p.media.video {
+                    tracks.push(OfferTrack::Receive {
+                        codec: Codec::Vp8,
+                        payload_type: VIDEO_PT,
+                    });
+                }
+                let offer = client::offer(&ice, fp, &tracks);
+                let clock_rates = rtp_clocks(&offer);
+                let answer = match session {
+                    Some(s) => s
+                        .subscribe(&p.id, &offer)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                    None => self.whip_or_whep("whep", token, offer).await?,
+                };
+                let role = Role::Subscribe { clock_rates };
+                self.connect(ice, &answer, IceRole::Controlling, role, started)
+            }
+            Link::Janus { session, handles } => {
+                let Target::Janus { room, .. } = &self.target else {
+                    return Err("not a Janus target".into());
+                };
+                let feed: u64 = p.id.parse().map_err(|_| "bad feed id".to_string())?;
+                let handle = session
+                    .attach_videoroom()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let offer = handle
+                    .subscribe(*room, feed)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let answer = client::answer(&ice, fp, &offer, &[Codec::Opus, Codec::Vp8])
+                    .map_err(|e| e.to_string())?;
+                let role = Role::Subscribe {
+                    clock_rates: rtp_clocks(&offer),
+                };
+                // Janus offered: it controls ICE and we answer its checks.
+                self.connect(ice, &offer, IceRole::Controlled, role, started)?;
+                handle.start(&answer).await.map_err(|e| e.to_string())?;
+                handles.push(handle);
+                Ok(())
+            }
+        }
+    }
+
+    async fn whip_or_whep(&self, kind: &str, token: &str, offer: String) -> Result<String, String> {
+        let Target::Switchyard { base, .. } = &self.target else {
+            return Err("WHIP/WHEP needs a Switchyard target".into());
+        };
+        signal::whip_or_whep(&self.http, base, kind, &self.channel, token, offer)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Hands a signalled transport to the net thread, which runs ICE and DTLS.
     fn connect(
         &self,
         ice: Credentials,
-        answer: &str,
+        remote_sdp: &str,
+        ice_role: IceRole,
         role: Role,
         started: Instant,
     ) -> Result<(), String> {
-        let remote = remote::parse(answer).map_err(|e| e.to_string())?;
-        let client = Client::new(
+        let remote = remote::parse(remote_sdp).map_err(|e| e.to_string())?;
+        let client = Client::with_role(
             &self.identity,
             ice,
             remote.ice,
             remote.fingerprint,
+            ice_role,
             Instant::now(),
         );
         self.net
@@ -286,5 +376,43 @@ impl Generator {
                 started,
             })
             .map_err(|e| e.to_string())
+    }
+}
+
+/// A participant's signalling state.
+enum Link {
+    Switchyard {
+        token: String,
+        /// `/sync` session; None with WHIP/WHEP. Boxed: the WebSocket is large.
+        session: Option<Box<Session>>,
+    },
+    Janus {
+        session: janus::Session,
+        /// Kept open: detaching a handle closes its PeerConnection.
+        handles: Vec<janus::Handle>,
+    },
+}
+
+/// Payload type → clock rate from an SDP's `a=rtpmap` lines.
+fn rtp_clocks(sdp: &str) -> Vec<(u8, u32)> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=rtpmap:"))
+        .filter_map(|v| {
+            let (pt, codec) = v.split_once(' ')?;
+            let rate = codec.split('/').nth(1)?;
+            Some((pt.parse().ok()?, rate.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_rates_from_rtpmap() {
+        let sdp = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:x y\r\n";
+        assert_eq!(rtp_clocks(sdp), vec![(111, 48000), (96, 90000)]);
     }
 }

@@ -56,6 +56,15 @@ pub struct TargetArgs {
     /// With --url: its process id, for CPU and memory readings.
     #[arg(long, requires = "url")]
     server_pid: Option<u32>,
+    /// The media server to load (`run`); `capacity --compare-janus` loads both.
+    #[arg(long, value_enum, default_value = "switchyard")]
+    sfu: run::Sfu,
+    /// Janus's HTTP API (scripts/janus.sh starts one on loopback).
+    #[arg(long, default_value = "http://127.0.0.1:8088/janus")]
+    janus_url: String,
+    /// Janus's process id, for its CPU and memory.
+    #[arg(long)]
+    janus_pid: Option<u32>,
     /// With --url: the application to sign tokens for (with --secret) [default: the dev
     /// application in --data-dir].
     #[arg(long, requires = "secret")]
@@ -133,6 +142,10 @@ struct CapacityArgs {
     /// Latency p99 above this (ms) ends the ramp.
     #[arg(long, default_value_t = 50.0)]
     max_p99_ms: f64,
+    /// After Switchyard, ramp Janus (--janus-url, --janus-pid) the same way in the same run
+    /// and report the ratios.
+    #[arg(long)]
+    compare_janus: bool,
     #[command(flatten)]
     target: TargetArgs,
 }

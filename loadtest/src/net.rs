@@ -9,7 +9,7 @@
 //! libc because this is the generator's hot path.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -134,6 +134,7 @@ struct Inbound {
 
 struct Transport {
     socket: UdpSocket,
+    server: SocketAddr,
     client: Client,
     started: Instant,
     joined: bool,
@@ -326,11 +327,14 @@ impl Thread {
     }
 
     fn add(&mut self, t: NewTransport) -> io::Result<()> {
-        let local: SocketAddr = if t.server.is_ipv4() {
-            "127.0.0.1:0".parse().map_err(io::Error::other)?
-        } else {
-            "[::1]:0".parse().map_err(io::Error::other)?
+        // On loopback, send from the server's own address: Janus on a veth with 127.0.0.2
+        // cannot send to 127.0.0.1 (scripts/janus.sh).
+        let ip = match t.server.ip() {
+            ip if ip.is_loopback() => ip,
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         };
+        let local = SocketAddr::new(ip, 0);
         let socket = UdpSocket::bind(local)?;
         socket.connect(t.server)?;
         socket.set_nonblocking(true)?;
@@ -348,6 +352,7 @@ impl Thread {
         };
         self.transports.push(Transport {
             socket,
+            server: t.server,
             client: t.client,
             started: t.started,
             joined: false,
@@ -494,7 +499,14 @@ impl Transport {
             self.receive_rtp(now, epoch, data, totals);
             return;
         }
-        match self.client.handle_datagram(now, data) {
+        let received = self.client.handle_datagram_from(now, self.server, data);
+        // Answers to the server's connectivity checks (Janus sends them) and the next DTLS
+        // flight go out at once.
+        let mut out = [0u8; DATAGRAM];
+        while let Ok(Some(n)) = self.client.poll_transmit(now, &mut out) {
+            let _ = self.socket.send(&out[..n]);
+        }
+        match received {
             Ok(Received::Rtcp(len)) => {
                 let Some(source) = self.source.as_mut() else {
                     return;
@@ -543,7 +555,7 @@ impl Transport {
         if !h.sequence.is_multiple_of(SAMPLE) {
             return;
         }
-        match self.client.handle_datagram(now, data) {
+        match self.client.handle_datagram_from(now, self.server, data) {
             Ok(Received::Rtp(len)) => {
                 let Ok(h) = rtp::Header::parse(&data[..len]) else {
                     return;

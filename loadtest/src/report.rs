@@ -3,7 +3,6 @@
 
 use serde::Serialize;
 
-use crate::generator::Signalling;
 use crate::stats::Interval;
 
 /// What `loadtest run` reports.
@@ -12,7 +11,8 @@ pub struct Report {
     pub scenario: String,
     pub sfu: String,
     pub io_backend: Option<String>,
-    pub signalling: Signalling,
+    /// sync, whip, or janus-http.
+    pub signalling: &'static str,
     pub publishers: usize,
     pub subscribers: usize,
     /// Transports the scenario needs (publications plus subscriptions).
@@ -56,7 +56,7 @@ fn opt(v: Option<f64>, unit: &str) -> String {
 pub fn print_run(r: &Report, json: bool) {
     let i = &r.interval;
     eprintln!(
-        "\n{} on {} ({} backend, {:?} signalling): {} publishers, {} subscribers, {}/{} transports connected, {} failed",
+        "\n{} on {} ({} backend, {} signalling): {} publishers, {} subscribers, {}/{} transports connected, {} failed",
         r.scenario,
         r.sfu,
         r.io_backend.as_deref().unwrap_or("?"),

@@ -13,7 +13,7 @@ use crate::report::{self, Report};
 use crate::server::Launched;
 use crate::signal::Tokens;
 use crate::stats::{self, Interval, Totals};
-use crate::{RunArgs, TargetArgs};
+use crate::{RunArgs, TargetArgs, janus};
 
 /// Scenarios named like LiveKit's published load tests, so the numbers compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,60 +33,76 @@ impl Scenario {
     }
 }
 
+/// Which media server is under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sfu {
+    Switchyard,
+    /// Janus's videoroom over its HTTP API (--janus-url); start it with scripts/janus.sh.
+    Janus,
+}
+
 /// The generator and the server under test, ready to go.
 pub struct Setup {
     pub generator: Arc<Generator>,
     /// Kept so the server stops when the run ends.
     _server: Option<Launched>,
+    /// Janus: the session and handle that made the room (kept alive with it).
+    _janus: Option<(janus::Session, janus::Handle)>,
     pub server_pid: Option<u32>,
     pub io_backend: Option<String>,
     pub signalling: Signalling,
 }
 
 impl Setup {
-    pub async fn new(t: &TargetArgs, default_signalling: Signalling) -> Result<Setup, String> {
+    /// Starts (or finds) the server `sfu` under test, pins this thread and the net thread to
+    /// the generator's core, and makes the channel (a Janus room) to load.
+    pub async fn new(
+        t: &TargetArgs,
+        sfu: Sfu,
+        default_signalling: Signalling,
+    ) -> Result<Setup, String> {
         let cores = core_affinity::get_core_ids().unwrap_or_default().len();
         let generator_core = t.generator_core.or_else(|| (cores >= 2).then(|| cores - 1));
-        let (base, tokens, server) = match &t.url {
-            Some(url) => {
-                let tokens = match (&t.application, &t.secret) {
-                    (Some(a), Some(s)) => Tokens {
-                        application: a.clone(),
-                        secret: s.clone(),
-                    },
-                    _ => {
-                        let dev = DevApplication::load_or_create(&t.data_dir).map_err(|e| {
-                            format!("dev application in {}: {e}", t.data_dir.display())
-                        })?;
-                        Tokens {
-                            application: dev.application_id,
-                            secret: dev.secret,
-                        }
-                    }
-                };
-                (url.trim_end_matches('/').to_string(), tokens, None)
-            }
-            None => {
-                let exe = std::env::current_exe().map_err(|e| format!("own binary: {e}"))?;
-                let launched = Launched::start(
-                    &exe,
-                    Some(t.server_core),
-                    t.server_workers,
-                    t.io_backend.as_deref(),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+        let signalling = t.signalling.unwrap_or(default_signalling);
+        let (target, server, server_pid, janus_control) = match sfu {
+            Sfu::Janus => {
+                let control = janus::Session::connect(&t.janus_url)
+                    .await
+                    .map_err(|e| format!("Janus at {}: {e}", t.janus_url))?;
+                let handle = control
+                    .attach_videoroom()
+                    .await
+                    .map_err(|e| format!("Janus videoroom: {e}"))?;
+                let room = handle
+                    .create_room(None, 1000)
+                    .await
+                    .map_err(|e| format!("Janus room: {e}"))?;
                 eprintln!(
-                    "started switchyard all-in-one (pid {}) on core {} with {} worker(s) at http://{}",
-                    launched.pid(),
-                    t.server_core,
-                    t.server_workers,
-                    launched.http
+                    "Janus at {} (pid {:?}), room {room}",
+                    t.janus_url, t.janus_pid
                 );
                 (
-                    format!("http://{}", launched.http),
-                    launched.tokens.clone(),
-                    Some(launched),
+                    Target::Janus {
+                        url: t.janus_url.clone(),
+                        room,
+                    },
+                    None,
+                    t.janus_pid,
+                    Some((control, handle)),
+                )
+            }
+            Sfu::Switchyard => {
+                let (base, tokens, server) = switchyard(t).await?;
+                let pid = server.as_ref().map(Launched::pid).or(t.server_pid);
+                (
+                    Target::Switchyard {
+                        base,
+                        tokens,
+                        signalling,
+                    },
+                    server,
+                    pid,
+                    None,
                 )
             }
         };
@@ -94,31 +110,79 @@ impl Setup {
         if let Some(id) = generator_core {
             core_affinity::set_for_current(core_affinity::CoreId { id });
         }
-        let server_pid = server.as_ref().map(Launched::pid).or(t.server_pid);
-        let io_backend = io_backend(&base).await;
+        let io_backend = match &target {
+            Target::Switchyard { base, .. } => io_backend(base).await,
+            Target::Janus { .. } => None,
+        };
         let net = Net::spawn(generator_core).map_err(|e| format!("net thread: {e}"))?;
         let channel = t
             .channel
             .clone()
             .unwrap_or_else(|| format!("load-{:06x}", rand::random::<u32>() & 0xff_ffff));
-        let signalling = t.signalling.unwrap_or(default_signalling);
-        let generator = Generator::new(
-            net,
-            Target {
-                base,
-                tokens,
-                signalling,
-            },
-            channel,
-        )?;
+        let generator = Generator::new(net, target, channel)?;
         Ok(Setup {
             generator,
             _server: server,
+            _janus: janus_control,
             server_pid,
             io_backend,
             signalling,
         })
     }
+
+    pub fn sfu(&self) -> &'static str {
+        self.generator.target().sfu()
+    }
+
+    pub fn signalling_name(&self) -> &'static str {
+        match (self.generator.target(), self.signalling) {
+            (Target::Janus { .. }, _) => "janus-http",
+            (_, Signalling::Sync) => "sync",
+            (_, Signalling::Whip) => "whip",
+        }
+    }
+}
+
+/// The Switchyard to load: `--url`, or one started here on `--server-core`.
+async fn switchyard(t: &TargetArgs) -> Result<(String, Tokens, Option<Launched>), String> {
+    if let Some(url) = &t.url {
+        let tokens = match (&t.application, &t.secret) {
+            (Some(a), Some(s)) => Tokens {
+                application: a.clone(),
+                secret: s.clone(),
+            },
+            _ => {
+                let dev = DevApplication::load_or_create(&t.data_dir)
+                    .map_err(|e| format!("dev application in {}: {e}", t.data_dir.display()))?;
+                Tokens {
+                    application: dev.application_id,
+                    secret: dev.secret,
+                }
+            }
+        };
+        return Ok((url.trim_end_matches('/').to_string(), tokens, None));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("own binary: {e}"))?;
+    let launched = Launched::start(
+        &exe,
+        Some(t.server_core),
+        t.server_workers,
+        t.io_backend.as_deref(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    eprintln!(
+        "started switchyard all-in-one (pid {}) on core {} with {} worker(s) at http://{}",
+        launched.pid(),
+        t.server_core,
+        t.server_workers,
+        launched.http
+    );
+    Ok((
+        format!("http://{}", launched.http),
+        launched.tokens.clone(),
+        Some(launched),
+    ))
 }
 
 /// The server's I/O backend, from its metrics.
@@ -281,7 +345,7 @@ pub async fn ramp(
 }
 
 pub async fn run(a: RunArgs) -> Result<bool, String> {
-    let setup = Setup::new(&a.target, Signalling::Sync).await?;
+    let setup = Setup::new(&a.target, a.target.sfu, Signalling::Sync).await?;
     let g = setup.generator.clone();
     let (publishers, subscribers, media, publishers_subscribe) = match a.scenario {
         Scenario::AudioRoom => (
@@ -312,7 +376,7 @@ pub async fn run(a: RunArgs) -> Result<bool, String> {
             false,
         ),
     };
-    if setup.signalling == Signalling::Whip && publishers > 1 {
+    if setup.sfu() == "switchyard" && setup.signalling == Signalling::Whip && publishers > 1 {
         return Err(
             "WHEP subscribes to one publication: use --signalling sync for more than one publisher"
                 .into(),
@@ -326,12 +390,10 @@ pub async fn run(a: RunArgs) -> Result<bool, String> {
     };
     let transports = publishers + subscriptions;
     eprintln!(
-        "scenario {}: {publishers} publisher(s), {subscribers} subscriber(s), {transports} transports, {} signalling, channel {}",
+        "scenario {} on {}: {publishers} publisher(s), {subscribers} subscriber(s), {transports} transports, {} signalling, channel {}",
         a.scenario.name(),
-        match setup.signalling {
-            Signalling::Sync => "/sync",
-            Signalling::Whip => "WHIP/WHEP",
-        },
+        setup.sfu(),
+        setup.signalling_name(),
         g.channel()
     );
     let mut progress = Progress::new(&setup);
@@ -347,9 +409,9 @@ pub async fn run(a: RunArgs) -> Result<bool, String> {
     let join_ms = &w.end.join_ms;
     let report = Report {
         scenario: a.scenario.name().into(),
-        sfu: "switchyard".into(),
+        sfu: setup.sfu().into(),
         io_backend: setup.io_backend.clone(),
-        signalling: setup.signalling,
+        signalling: setup.signalling_name(),
         publishers,
         subscribers,
         transports,
@@ -361,7 +423,11 @@ pub async fn run(a: RunArgs) -> Result<bool, String> {
         join_p50_ms: stats::quantile(join_ms, 0.5),
         join_p99_ms: stats::quantile(join_ms, 0.99),
         server_cpu_cores: w.server_cpu.as_ref().map(|c| c.total),
-        server_worker_cpu: w.server_cpu.as_ref().map(|c| c.matching("sy-worker")),
+        server_worker_cpu: w
+            .server_cpu
+            .as_ref()
+            .filter(|_| setup.sfu() == "switchyard")
+            .map(|c| c.matching("sy-worker")),
         server_rss_bytes: setup.server_pid.and_then(procfs::rss_bytes),
         generator_cpu_cores: w.generator_cpu,
         generator_saturated: w.generator_saturated(),
