@@ -154,7 +154,13 @@ async fn post_json(
     body: &Value,
     timeout: Duration,
 ) -> Result<Value, Error> {
-    let response = http.post(url).json(body).timeout(timeout).send().await?;
+    let reply = read_json(http.post(url).json(body).timeout(timeout).send().await?).await?;
+    janus_error(&reply)?;
+    Ok(reply)
+}
+
+/// A successful response's JSON body; other statuses become `Error::Status`.
+async fn read_json(response: reqwest::Response) -> Result<Value, Error> {
     let status = response.status();
     let text = response.text().await?;
     if !status.is_success() {
@@ -163,12 +169,10 @@ async fn post_json(
             body: text,
         });
     }
-    let reply: Value = serde_json::from_str(&text).map_err(|e| Error::Unexpected {
+    serde_json::from_str(&text).map_err(|e| Error::Unexpected {
         what: "not JSON",
         message: format!("{e}: {text}"),
-    })?;
-    janus_error(&reply)?;
-    Ok(reply)
+    })
 }
 
 /// `{"janus":"error","error":{"code":..,"reason":..}}` as `Error::Janus`.
@@ -189,19 +193,7 @@ fn janus_error(reply: &Value) -> Result<(), Error> {
 pub async fn server_info(base_url: &str) -> Result<Value, Error> {
     let http = reqwest::Client::new();
     let url = format!("{}/info", base_url.trim_end_matches('/'));
-    let response = http.get(url).timeout(DEFAULT_TIMEOUT).send().await?;
-    let status = response.status();
-    let text = response.text().await?;
-    if !status.is_success() {
-        return Err(Error::Status {
-            status: status.as_u16(),
-            body: text,
-        });
-    }
-    let info: Value = serde_json::from_str(&text).map_err(|e| Error::Unexpected {
-        what: "not JSON",
-        message: format!("{e}: {text}"),
-    })?;
+    let info = read_json(http.get(url).timeout(DEFAULT_TIMEOUT).send().await?).await?;
     janus_error(&info)?;
     if info["janus"] != "server_info" {
         return Err(unexpected("expected server_info", &info));
@@ -319,18 +311,7 @@ async fn poll(inner: Arc<Inner>) {
                 .timeout(LONG_POLL_TIMEOUT)
                 .send()
                 .await?;
-            let status = response.status();
-            let text = response.text().await?;
-            if !status.is_success() {
-                return Err(Error::Status {
-                    status: status.as_u16(),
-                    body: text,
-                });
-            }
-            serde_json::from_str::<Value>(&text).map_err(|e| Error::Unexpected {
-                what: "poll: not JSON",
-                message: format!("{e}: {text}"),
-            })
+            read_json(response).await
         }
         .await;
         match result {
