@@ -140,9 +140,8 @@ impl Consumer {
         seq.wrapping_sub(self.seq_offset)
     }
 
-    /// Writes the decrypted RTP `packet` as this consumer sends it (its SSRC, payload type,
-    /// shifted sequence number and timestamp, only the MID extension), encrypted in place with
-    /// the subscriber's SRTP context. The payload is copied once, straight into `out`.
+    /// Writes the decrypted RTP `packet` as this consumer sends it (see [`Consumer::rewrite`]),
+    /// encrypted in place with the subscriber's SRTP context.
     pub fn write(
         &self,
         header: &rtp::Header,
@@ -150,6 +149,15 @@ impl Consumer {
         srtp: &mut srtp::Context,
         out: &mut [u8],
     ) -> Option<usize> {
+        let end = self.rewrite(header, packet, out)?;
+        srtp.protect_rtp(out, end).ok()
+    }
+
+    /// Writes the decrypted RTP `packet` into `out` in the clear as this consumer sends it: its
+    /// SSRC, payload type, shifted sequence number and timestamp, only the MID extension. The
+    /// payload is copied once, straight into `out`. Returns the length. Separate from `write`
+    /// so the rewrite's cost can be measured apart from the encryption's.
+    pub fn rewrite(&self, header: &rtp::Header, packet: &[u8], out: &mut [u8]) -> Option<usize> {
         let fields = HeaderFields {
             marker: header.marker,
             payload_type: self.payload_type,
@@ -167,7 +175,7 @@ impl Consumer {
         }
         let end = header_len.checked_add(body.len())?;
         out.get_mut(header_len..end)?.copy_from_slice(body);
-        srtp.protect_rtp(out, end).ok()
+        Some(end)
     }
 }
 

@@ -1,0 +1,139 @@
+//! The whole per-packet forward path of the real engine: one SRTP video packet (1200 bytes of
+//! RTP) from a publisher is handed to `Engine::on_datagram`, which decrypts it once, keeps it
+//! for NACKs, and for each of K subscribers rewrites the header, copies the payload and encrypts
+//! it into a send buffer; the queued datagrams are then freed as a backend's send would. The
+//! publisher and the K subscribers are real clients connected in memory through ICE and DTLS,
+//! which negotiate AEAD_AES_256_GCM (dimpl's first choice). Throughput is per consumer, so
+//! criterion's elements/s is forwarded packets per second and time / K is the cost per consumer.
+//!
+//! `cargo bench -p switchyard-benches --bench forward`
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use switchyard_benches::Sim;
+use switchyard_dataplane::io::MAX_DATAGRAM;
+use switchyard_dataplane::media::{Codec, MediaKind};
+use switchyard_dataplane::rtp::{self, HeaderFields};
+use switchyard_dataplane::worker::{ConsumerSpec, ProducerSpec};
+
+/// Size of the publisher's RTP packet before encryption.
+const SIZE: usize = 1200;
+const PRODUCER: u64 = 1;
+const PUBLISHER_SSRC: u32 = 0x1234_5678;
+const VP8_PT: u8 = 96;
+/// Packets encrypted ahead (untimed) per timed run: each can be decrypted only once.
+const CHUNK: u64 = 4096;
+const PUBLISHER: usize = 0;
+
+fn producer() -> ProducerSpec {
+    ProducerSpec {
+        id: PRODUCER,
+        kind: MediaKind::Video,
+        codec: Codec::Vp8,
+        payload_type: VP8_PT,
+        clock_rate: Codec::Vp8.clock_rate(),
+        ssrc: Some(PUBLISHER_SSRC),
+        mid: "0".into(),
+        mid_ext: Some(1),
+        nack: true,
+        pli: true,
+        fir: true,
+        remb: true,
+    }
+}
+
+fn consumer(ssrc: u32) -> ConsumerSpec {
+    ConsumerSpec {
+        producer: PRODUCER,
+        ssrc,
+        payload_type: 98,
+        mid: "0".into(),
+        mid_ext: Some(3),
+        nack: true,
+        pli: true,
+        fir: true,
+    }
+}
+
+/// The publisher's stream: 1200-byte VP8 packets with the MID extension, encrypted by its
+/// client transport.
+struct Stream {
+    seq: u16,
+}
+
+impl Stream {
+    fn next(&mut self, sim: &mut Sim, keyframe: bool) -> Vec<u8> {
+        let fields = HeaderFields {
+            marker: false,
+            payload_type: VP8_PT,
+            sequence: self.seq,
+            timestamp: u32::from(self.seq / 8) * 3000,
+            ssrc: PUBLISHER_SSRC,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let header = rtp::write_header(&mut buf, &fields, &[(1, b"0")]).expect("header");
+        // VP8 payload descriptor (start of partition 0) and frame tag: P=0 is a keyframe.
+        buf[header..SIZE].fill(0xAB);
+        buf[header] = 0x10;
+        buf[header + 1] = if keyframe { 0x00 } else { 0x01 };
+        let n = sim.peers[PUBLISHER]
+            .client
+            .protect_rtp(&mut buf, SIZE)
+            .expect("protect");
+        buf.truncate(n);
+        buf
+    }
+}
+
+/// An engine with a publisher and `k` subscribers connected, every consumer started (it has
+/// seen a keyframe).
+fn setup(k: u32) -> (Sim, Stream) {
+    let mut sim = Sim::new();
+    sim.connect(vec![producer()], Vec::new());
+    for i in 0..k {
+        sim.connect(Vec::new(), vec![consumer(0x5000 + i)]);
+    }
+    sim.handshake();
+    let mut stream = Stream { seq: 1000 };
+    let mut key = stream.next(&mut sim, true);
+    sim.deliver(PUBLISHER, &mut key);
+    sim.drain();
+    let mut delta = stream.next(&mut sim, false);
+    sim.deliver(PUBLISHER, &mut delta);
+    assert_eq!(sim.tx.queued(), k as usize, "one datagram per consumer");
+    sim.drain();
+    (sim, stream)
+}
+
+fn forward(c: &mut Criterion) {
+    let mut group = c.benchmark_group("forward");
+    for k in [1u32, 10, 100] {
+        let (mut sim, mut stream) = setup(k);
+        group.throughput(Throughput::Elements(u64::from(k)));
+        group.bench_function(BenchmarkId::new("engine_aead_aes_256_gcm_1200", k), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(CHUNK);
+                    let mut batch: Vec<Vec<u8>> =
+                        (0..n).map(|_| stream.next(&mut sim, false)).collect();
+                    let start = Instant::now();
+                    for datagram in &mut batch {
+                        sim.deliver(PUBLISHER, datagram);
+                        sim.drain();
+                    }
+                    total += start.elapsed();
+                    left -= n;
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, forward);
+criterion_main!(benches);
