@@ -4,8 +4,8 @@
 #
 #   1. criterion micro-benchmarks (benches/): SRTP, STUN, RTP rewrite, forward path, I/O loop;
 #   2. in a private network namespace: `switchyard loadtest capacity` on one pinned server core
-#      with the io_uring backend and with recvmmsg/sendmmsg, and the same ramp against Janus
-#      (videoroom) pinned to the same core, in the same run; then the named scenarios.
+#      with recvmmsg/sendmmsg (the default) and the same ramp against Janus (videoroom) pinned
+#      to the same core, in the same run; then with io_uring; then the named scenarios.
 #
 # Needs root (unshare -n) and two or more cores (server on core 0, generator on the last).
 # Environment: BENCH_QUICK=1 for a short run (smaller steps and windows) while developing;
@@ -19,10 +19,10 @@ step() { printf '\n==> [%3ds] %s\n' $((SECONDS - started)) "$*" >&2; }
 OUT=${BENCH_OUT:-$ROOT/target/bench}
 rm -rf "$OUT" && mkdir -p "$OUT"
 if [[ -n ${BENCH_QUICK:-} ]]; then
-  CAPACITY=(--step 100 --max 600 --step-seconds 2)
+  CAPACITY=(--step 50 --max 400 --step-seconds 2)
   SCENARIO_SECONDS=3
 else
-  CAPACITY=(--step 100 --max 3000 --step-seconds 3)
+  CAPACITY=(--step 50 --max 3000 --step-seconds 3)
   SCENARIO_SECONDS=10
 fi
 
@@ -62,14 +62,15 @@ scenario() { # name, args...
   tail -n 6 "$OUT/run-$name.log" >&2
 }
 if [[ $JANUS == 1 ]]; then
-  JANUS_CPUS=0 JANUS_LOG="$OUT/janus.log" "$ROOT/scripts/janus.sh" >"$OUT/janus.pid"
+  # Janus on the server's core (0), like the Switchyard it is compared with.
+  JANUS_CPUS=0 "$ROOT/scripts/janus.sh" "$OUT/janus" >"$OUT/janus.pid"
   JPID=$(tail -n1 "$OUT/janus.pid")
-  cap uring --io-backend uring --janus-url http://127.0.0.1:8088/janus --janus-pid "$JPID"
+  cap mmsg --io-backend mmsg --compare-janus --janus-pid "$JPID"
   kill "$JPID" 2>/dev/null || true
 else
-  cap uring --io-backend uring
+  cap mmsg --io-backend mmsg
 fi
-cap mmsg --io-backend mmsg
+cap uring --io-backend uring
 scenario livestream --scenario livestream --subscribers 200
 scenario meeting --scenario meeting --participants 8
 scenario audio-room --scenario audio-room --publishers 10 --subscribers 100

@@ -177,7 +177,7 @@ impl MediaServer {
                 ));
             }
             Some(b) => b,
-            None => available,
+            None => Backend::DEFAULT,
         };
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (events_tx, events_rx) = mpsc::unbounded_channel();

@@ -54,10 +54,58 @@ pub struct Capacity {
 /// Switchyard against Janus, measured in the same run on the same core.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratios {
-    /// Janus's CPU per forwarded packet over Switchyard's (higher: Switchyard cheaper).
+    /// Janus's CPU per forwarded packet over Switchyard's, at `at_subscribers` (higher:
+    /// Switchyard cheaper).
     pub cpu_per_packet: Option<f64>,
-    /// Switchyard's sustained subscribers per core over Janus's.
+    /// The step compared: the largest that both held, else the first step of each.
+    pub at_subscribers: Option<usize>,
+    /// Switchyard's sustained subscribers per core over Janus's; when Janus held no step,
+    /// Switchyard's over the first step's size (a lower bound).
     pub subscribers: Option<f64>,
+}
+
+/// Compares CPU per packet at the same load: the largest step both held (else each one's first
+/// step), so neither number comes from a saturated server unless both are.
+fn ratios(switchyard: &Capacity, janus: &Capacity) -> Ratios {
+    let held = |c: &Capacity, n: usize| {
+        c.steps
+            .iter()
+            .take_while(|s| s.subscribers <= c.subscribers_per_core)
+            .find(|s| s.subscribers == n)
+            .and_then(|s| s.cpu_us_per_forwarded_packet)
+    };
+    let common = switchyard
+        .steps
+        .iter()
+        .rev()
+        .map(|s| s.subscribers)
+        .find(|&n| held(switchyard, n).is_some() && held(janus, n).is_some());
+    let (at, s, j) = match common {
+        Some(n) => (Some(n), held(switchyard, n), held(janus, n)),
+        None => (
+            janus.steps.first().map(|s| s.subscribers),
+            switchyard
+                .steps
+                .first()
+                .and_then(|s| s.cpu_us_per_forwarded_packet),
+            janus
+                .steps
+                .first()
+                .and_then(|s| s.cpu_us_per_forwarded_packet),
+        ),
+    };
+    let lower_bound = janus.steps.first().map_or(1, |s| s.subscribers.max(1));
+    Ratios {
+        cpu_per_packet: match (j, s) {
+            (Some(j), Some(s)) if s > 0.0 => Some(j / s),
+            _ => None,
+        },
+        at_subscribers: at,
+        subscribers: Some(
+            switchyard.subscribers_per_core as f64
+                / janus.subscribers_per_core.max(lower_bound) as f64,
+        ),
+    }
 }
 
 pub async fn capacity(a: CapacityArgs) -> Result<bool, String> {
@@ -69,23 +117,14 @@ pub async fn capacity(a: CapacityArgs) -> Result<bool, String> {
         // The Switchyard server is stopped (its Setup dropped) before Janus is loaded.
         let setup = Setup::new(&a.target, Sfu::Janus, Signalling::Whip).await?;
         let janus = ramp(&a, &setup).await?;
-        result.ratios = Some(Ratios {
-            cpu_per_packet: match (
-                janus.cpu_us_per_forwarded_packet,
-                result.cpu_us_per_forwarded_packet,
-            ) {
-                (Some(j), Some(s)) if s > 0.0 => Some(j / s),
-                _ => None,
-            },
-            subscribers: (janus.subscribers_per_core > 0)
-                .then(|| result.subscribers_per_core as f64 / janus.subscribers_per_core as f64),
-        });
+        result.ratios = Some(ratios(&result, &janus));
         result.janus = Some(Box::new(janus));
     }
     if let Some(r) = &result.ratios {
         eprintln!(
-            "\nSwitchyard/Janus in this run: {} x less CPU per forwarded packet, {} x the subscribers per core",
+            "\nSwitchyard/Janus in this run: {} x less CPU per forwarded packet (at {} subscribers), {} x the subscribers per core",
             r.cpu_per_packet.map_or("-".into(), |v| format!("{v:.1}")),
+            r.at_subscribers.map_or("-".into(), |v| v.to_string()),
             r.subscribers.map_or("-".into(), |v| format!("{v:.1}")),
         );
     }
@@ -233,5 +272,62 @@ fn print(c: &Capacity) {
                 ""
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capacity(sustained: usize, steps: &[(usize, f64)]) -> Capacity {
+        Capacity {
+            sfu: String::new(),
+            io_backend: None,
+            signalling: "whip",
+            subscribers_per_core: sustained,
+            forwarded_pps_per_core: 0.0,
+            cpu_us_per_forwarded_packet: None,
+            loss: 0.0,
+            p99_latency_ms: None,
+            stopped_because: String::new(),
+            generator_saturated: false,
+            steps: steps
+                .iter()
+                .map(|&(n, us)| Step {
+                    subscribers: n,
+                    joined: true,
+                    forwarded_pps: 0.0,
+                    loss: 0.0,
+                    p99_latency_ms: None,
+                    server_cpu_cores: None,
+                    cpu_us_per_forwarded_packet: Some(us),
+                    generator_net_cpu: 0.0,
+                    generator_cpu_cores: None,
+                    generator_saturated: false,
+                })
+                .collect(),
+            janus: None,
+            ratios: None,
+        }
+    }
+
+    #[test]
+    fn ratios_compare_the_largest_step_both_held() {
+        let s = capacity(300, &[(50, 12.0), (100, 10.0), (300, 9.0), (350, 9.0)]);
+        let j = capacity(100, &[(50, 60.0), (100, 50.0), (150, 70.0)]);
+        let r = ratios(&s, &j);
+        assert_eq!(r.at_subscribers, Some(100));
+        assert_eq!(r.cpu_per_packet, Some(5.0));
+        assert_eq!(r.subscribers, Some(3.0));
+    }
+
+    #[test]
+    fn janus_holding_nothing_compares_first_steps_and_bounds_the_ratio() {
+        let s = capacity(200, &[(50, 12.0), (100, 10.0)]);
+        let j = capacity(0, &[(50, 72.0)]);
+        let r = ratios(&s, &j);
+        assert_eq!(r.at_subscribers, Some(50));
+        assert_eq!(r.cpu_per_packet, Some(6.0));
+        assert_eq!(r.subscribers, Some(4.0));
     }
 }

@@ -125,7 +125,7 @@ struct RunArgs {
 #[derive(Args)]
 struct CapacityArgs {
     /// Subscribers added per step.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     step: usize,
     /// Stop ramping at this many subscribers.
     #[arg(long, default_value_t = 3000)]

@@ -46,7 +46,8 @@ struct AllInOne {
     /// Media worker threads, one pinned per core, each with its own UDP port [default: all cores].
     #[arg(long, env = "SWITCHYARD_WORKERS")]
     workers: Option<usize>,
-    /// I/O backend for the media workers: uring or mmsg [default: uring where available].
+    /// I/O backend for the media workers: mmsg (recvmmsg/sendmmsg) or uring (io_uring)
+    /// [default: mmsg, which measured ahead under load; see docs/benchmarks.md].
     #[arg(long, env = "SWITCHYARD_IO_BACKEND")]
     io_backend: Option<Backend>,
     /// Address the media sockets bind to.

@@ -34,6 +34,11 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// What workers use unless told otherwise: recvmmsg/sendmmsg. Under SFU load (the capacity
+    /// runs in docs/benchmarks.md) it sustained as many or more subscribers per core than
+    /// io_uring at slightly less CPU per packet; io_uring remains a choice (`--io-backend uring`).
+    pub const DEFAULT: Backend = Backend::Mmsg;
+
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Uring => "uring",
