@@ -145,6 +145,63 @@ fn bad_settings_fail_fast_with_the_setting_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected uring or mmsg"));
 }
 
+/// `config print`: the file, the environment over it, where each value came from, secrets
+/// masked; a bad file or value stops `all-in-one` before it binds a port.
+#[test]
+fn config_print_and_bad_configuration() {
+    netns::enter();
+    let dir = temp_dir();
+    let file = dir.join("switchyard.toml");
+    std::fs::write(
+        &file,
+        "region = \"eu-west\"\n[connectionstrings]\ndefault = \"postgres://sy:hunter2@db:5432/sy\"\n\
+         [admin]\nipaddresses = [\"10.0.0.0/8\", \"127.0.0.1\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["config", "print", "--config"])
+        .arg(&file)
+        .env("REGION", "us-east")
+        .env("CONNECTIONSTRINGS__CACHE", "redis://:pw@cache:6379")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("REGION") && text.contains("us-east  (environment REGION)"),
+        "{text}"
+    );
+    assert!(text.contains("postgres://sy:****@db:5432/sy"), "{text}");
+    assert!(text.contains("redis://:****@cache:6379"), "{text}");
+    assert!(text.contains("10.0.0.0/8,127.0.0.1"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains(":pw@"),
+        "{text}"
+    );
+
+    std::fs::write(&file, "[admin]\nipaddresses = \"10.0.0.0/99\"\n").unwrap();
+    let out = Command::new(binary())
+        .current_dir(&dir)
+        .args(["all-in-one", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ADMIN:IPADDRESSES") && err.contains("10.0.0.0/99"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("media worker started"),
+        "it must fail before binding: {err}"
+    );
+    assert!(
+        !dir.join("switchyard-data").exists(),
+        "nothing written before the check"
+    );
+}
+
 #[test]
 fn help_and_shutdown() {
     let out = Command::new(binary()).arg("--help").output().unwrap();

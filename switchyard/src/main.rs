@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use switchyard_controlplane::config::env_setting;
+use switchyard_controlplane::config::Config;
 use switchyard_controlplane::dev::DevApplication;
 use switchyard_controlplane::session::AppState;
 use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
@@ -33,13 +33,40 @@ enum Command {
     /// Print a client token for a channel, signed with the dev application's secret (or the
     /// one given).
     Token(TokenArgs),
+    /// Show or check the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Load-test a media server with emulated WebRTC clients (real ICE, DTLS, SRTP): run a
     /// scenario, or find the subscribers one core sustains.
     Loadtest(switchyard_loadtest::LoadtestArgs),
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective settings (file and environment), where each came from, secrets
+    /// masked; exits non-zero if a value is bad.
+    Print(ConfigFile),
+}
+
+/// Settings in the operators' names (CONNECTIONSTRINGS:DEFAULT, EXTERNAL:PUBLICIPADDRESS, ...)
+/// come from this TOML file and the environment (which wins; `__` for `:`).
+#[derive(Args)]
+struct ConfigFile {
+    /// A TOML file of settings.
+    #[arg(long = "config", env = "SWITCHYARD_CONFIG")]
+    path: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    fn load(&self) -> Result<Config, String> {
+        Config::load(self.path.as_deref(), std::env::vars_os()).map_err(|e| e.to_string())
+    }
+}
+
 #[derive(Args)]
 struct AllInOne {
+    #[command(flatten)]
+    config: ConfigFile,
     /// Address for HTTP: the demo page, /sync signalling, WHIP/WHEP, /metrics.
     #[arg(long, default_value = "0.0.0.0:8080", env = "SWITCHYARD_HTTP")]
     http: SocketAddr,
@@ -148,6 +175,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Config(ConfigCommand::Print(file)) => match file.load() {
+            Ok(config) => {
+                print!("{}", config.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchyard config: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Loadtest(args) => {
             init_logging();
             switchyard_loadtest::main(args)
@@ -205,22 +242,6 @@ fn token(args: TokenArgs) -> Result<String, String> {
     token::issue(&claims, &secret).map_err(|e| e.to_string())
 }
 
-/// The public address: the flag, else EXTERNAL:PUBLICIPADDRESS.
-fn public_ip(flag: Option<IpAddr>) -> Result<Option<IpAddr>, String> {
-    if flag.is_some() {
-        return Ok(flag);
-    }
-    match env_setting("EXTERNAL:PUBLICIPADDRESS") {
-        None => Ok(None),
-        Some(v) if v.trim().is_empty() => Ok(None),
-        Some(v) => v.trim().parse().map(Some).map_err(|_| {
-            format!(
-                "EXTERNAL:PUBLICIPADDRESS={v:?} is not an IP address (expected e.g. 203.0.113.7)"
-            )
-        }),
-    }
-}
-
 /// What goes in ICE candidates: the public address if set, the bind address if specific, else
 /// this host's non-loopback IPv4 addresses, else 127.0.0.1 (a namespace with only `lo`).
 fn announced(public: Option<IpAddr>, bind: IpAddr) -> Vec<IpAddr> {
@@ -246,7 +267,9 @@ fn announced(public: Option<IpAddr>, bind: IpAddr) -> Vec<IpAddr> {
 }
 
 fn all_in_one(args: AllInOne) -> Result<(), String> {
-    let public = public_ip(args.public_ip)?;
+    // Every setting is checked here, before anything binds.
+    let config = args.config.load()?;
+    let public = args.public_ip.or_else(|| config.public_ip());
     let dev = DevApplication::load_or_create(&args.data_dir)
         .map_err(|e| format!("dev application in {}: {e}", args.data_dir.display()))?;
     let mut applications = Applications::default();
