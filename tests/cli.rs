@@ -202,6 +202,50 @@ fn config_print_and_bad_configuration() {
     );
 }
 
+/// `switchyard cert` writes a PEM pair for the names given, the key private, and never
+/// overwrites.
+#[test]
+fn cert_writes_a_self_signed_pair() {
+    let dir = temp_dir();
+    let run = || {
+        Command::new(binary())
+            .current_dir(&dir)
+            .args(["cert", "--name", "media.test", "--name", "127.0.0.1"])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert = std::fs::read_to_string(dir.join("switchyard-cert.pem")).unwrap();
+    let key = std::fs::read_to_string(dir.join("switchyard-key.pem")).unwrap();
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{cert}");
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "{key}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("switchyard-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // OpenSSL reads it and sees both names.
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(dir.join("switchyard-cert.pem"))
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("DNS:media.test") && text.contains("IP Address:127.0.0.1"),
+        "{text}"
+    );
+    let again = run();
+    assert!(!again.status.success(), "must not overwrite");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("switchyard-key.pem"));
+}
+
 #[test]
 fn help_and_shutdown() {
     let out = Command::new(binary()).arg("--help").output().unwrap();

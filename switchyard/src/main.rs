@@ -33,12 +33,27 @@ enum Command {
     /// Print a client token for a channel, signed with the dev application's secret (or the
     /// one given).
     Token(TokenArgs),
+    /// Write a self-signed certificate and key (PEM) for development HTTPS.
+    Cert(CertArgs),
     /// Show or check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Load-test a media server with emulated WebRTC clients (real ICE, DTLS, SRTP): run a
     /// scenario, or find the subscribers one core sustains.
     Loadtest(switchyard_loadtest::LoadtestArgs),
+}
+
+#[derive(Args)]
+struct CertArgs {
+    /// Names the certificate is for (DNS names or IP addresses).
+    #[arg(long = "name", default_values = ["localhost", "127.0.0.1"])]
+    names: Vec<String>,
+    /// Where to write the certificate.
+    #[arg(long, default_value = "switchyard-cert.pem")]
+    cert: PathBuf,
+    /// Where to write the private key (mode 0600).
+    #[arg(long, default_value = "switchyard-key.pem")]
+    key: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -175,6 +190,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Cert(args) => match cert(&args) {
+            Ok(()) => {
+                println!(
+                    "wrote {} and {} for {}",
+                    args.cert.display(),
+                    args.key.display(),
+                    args.names.join(", ")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchyard cert: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Config(ConfigCommand::Print(file)) => match file.load() {
             Ok(config) => {
                 print!("{}", config.describe());
@@ -240,6 +270,34 @@ fn token(args: TokenArgs) -> Result<String, String> {
         claims.client_id = c;
     }
     token::issue(&claims, &secret).map_err(|e| e.to_string())
+}
+
+/// A self-signed ECDSA P-256 certificate for `names`, valid for a year, as PEM files; the key
+/// is created readable only by this user and never overwrites an existing file.
+fn cert(args: &CertArgs) -> Result<(), String> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| format!("key: {e}"))?;
+    let mut params = rcgen::CertificateParams::new(args.names.clone())
+        .map_err(|e| format!("bad --name: {e}"))?;
+    let now = std::time::SystemTime::now();
+    params.not_before = now.into();
+    params.not_after = (now + Duration::from_secs(365 * 86_400)).into();
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| format!("certificate: {e}"))?;
+    let write = |path: &PathBuf, text: &str, mode: u32| -> Result<(), String> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+        let mut f = options
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::io::Write::write_all(&mut f, text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write(&args.key, &key.serialize_pem(), 0o600)?;
+    write(&args.cert, &cert.pem(), 0o644)
 }
 
 /// What goes in ICE candidates: the public address if set, the bind address if specific, else
