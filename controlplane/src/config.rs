@@ -12,6 +12,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use crate::allowlist::AllowList;
+
 /// What a setting's value must look like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -348,16 +350,7 @@ fn check(kind: Kind, value: &str) -> Result<(), String> {
             .parse::<IpAddr>()
             .map(drop)
             .map_err(|_| format!("{v:?} is not an IP address; expected e.g. 203.0.113.7")),
-        Kind::IpList => {
-            for item in v.split([',', ' ']).filter(|s| !s.is_empty()) {
-                if item.parse::<IpAddr>().is_err() && item.parse::<ipnet::IpNet>().is_err() {
-                    return Err(format!(
-                        "{item:?} is not an IP address or CIDR range; expected e.g. 10.0.0.0/8,192.0.2.7"
-                    ));
-                }
-            }
-            Ok(())
-        }
+        Kind::IpList => AllowList::parse(v).map(drop),
         Kind::Hostname => {
             let ok = !v.is_empty()
                 && v.len() <= 253
