@@ -194,21 +194,108 @@ async fn two_gateways_placing_one_channel_at_once_agree() {
 }
 
 #[tokio::test]
-async fn a_corrupt_record_in_redis_is_an_error_that_names_its_key() {
+async fn a_corrupt_record_in_redis_fails_get_but_not_list() {
     let ns = Namespace::new();
     let registry = ns.registry().await;
+    registry
+        .heartbeat(&server("a", "x", 0.1), Duration::from_secs(5))
+        .await
+        .unwrap();
     let key = format!("switchyard:{}:mediaserver:bad", ns.0);
     let mut con = redis::Client::open(REDIS_URL)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    redis::AsyncCommands::set::<_, _, ()>(&mut con, &key, "{not json")
+    redis::pipe()
+        .set(&key, "{not json")
+        .sadd(format!("switchyard:{}:mediaservers", ns.0), "bad")
+        .query_async::<()>(&mut con)
         .await
         .unwrap();
     let err = registry.get("bad").await.unwrap_err();
     assert!(matches!(&err, RegistryError::Corrupt { key: k, .. } if *k == key));
     assert!(err.to_string().contains(&key), "{err}");
+    assert_eq!(ids(&registry).await, ["a"]);
+}
+
+/// A private `redis-server` on its own port, so that a test can stop and restart it.
+struct PrivateRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    async fn start(port: u16) -> Self {
+        // Owned by `Self` at once, so that a panic below still kills it.
+        let redis = Self {
+            port,
+            child: std::process::Command::new("redis-server")
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--save",
+                    "",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server on PATH (scripts/test.sh installs it)"),
+        };
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        for _ in 0..100 {
+            if client.get_multiplexed_async_connection().await.is_ok() {
+                return redis;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    /// Stops the server (on drop) and gives back its port, to start another on.
+    fn stop(self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_redis_restart_needs_no_new_registry() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = PrivateRedis::start(port).await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let registry = RedisRegistry::connect(&url, "restart").await.unwrap();
+    let a = server("a", "x", 0.1);
+    let ttl = Duration::from_secs(10);
+    registry.heartbeat(&a, ttl).await.unwrap();
+
+    let port = redis.stop();
+    assert!(registry.heartbeat(&a, ttl).await.is_err());
+    let _redis = PrivateRedis::start(port).await;
+
+    // The state went with the old Redis; the media server's next heartbeats put it back once
+    // the connection manager has reconnected.
+    let mut back = false;
+    for _ in 0..100 {
+        if registry.heartbeat(&a, ttl).await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "the registry did not reconnect within 5 s");
+    assert_eq!(registry.get("a").await.unwrap(), Some(a));
 }
 
 #[test]

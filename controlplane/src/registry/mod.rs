@@ -80,9 +80,11 @@ pub trait MediaServerRegistry: Send + Sync {
     /// Forgets a server at once (a clean shutdown), with its drain flag.
     fn remove(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
 
+    /// The live server `id`; a record that cannot be read is an error naming its key.
     fn get(&self, id: &str) -> impl Future<Output = Result<Option<MediaServerRecord>>> + Send;
 
-    /// Every live server, in no particular order.
+    /// Every live server, in no particular order. A record that cannot be read is left out (and
+    /// logged) rather than failing the list, so one bad entry cannot stop all placement.
     fn list(&self) -> impl Future<Output = Result<Vec<MediaServerRecord>>> + Send;
 
     /// An operator's drain: no new placements on the server while set. It is stored beside the
@@ -90,7 +92,8 @@ pub trait MediaServerRegistry: Send + Sync {
     fn set_draining(&self, id: &str, draining: bool) -> impl Future<Output = Result<()>> + Send;
 
     /// Places `channel` on `server_id` unless it is already placed, and returns the server it is
-    /// on: when two gateways place one channel at once, both learn the same winner.
+    /// on: when two gateways place one channel at once, both learn the same winner. A placement
+    /// outlives its server; a caller that finds the server gone unplaces and places again.
     fn place(&self, channel: &str, server_id: &str) -> impl Future<Output = Result<String>> + Send;
 
     fn placement(&self, channel: &str) -> impl Future<Output = Result<Option<String>>> + Send;

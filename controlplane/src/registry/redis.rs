@@ -135,9 +135,14 @@ impl MediaServerRegistry for RedisRegistry {
         let mut servers = Vec::with_capacity(ids.len());
         let mut expired = Vec::new();
         for ((id, key), (json, drain)) in ids.iter().zip(keys).zip(records.iter().zip(&drains)) {
-            match json {
-                Some(json) => servers.push(Self::decode(key, json, drain.is_some())?),
-                None => expired.push(id),
+            let Some(json) = json else {
+                expired.push(id);
+                continue;
+            };
+            // One bad record must not hide every server from placement: skip it, loudly.
+            match Self::decode(key, json, drain.is_some()) {
+                Ok(server) => servers.push(server),
+                Err(e) => tracing::warn!("media server registry: skipping {id}: {e}"),
             }
         }
         if !expired.is_empty() {
