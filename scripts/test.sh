@@ -2,7 +2,8 @@
 # Runs every Switchyard test on a fresh machine (Debian 12, as root).
 #
 # Installs only what is missing: Debian packages (Chromium for the browser tests, iproute2 and
-# util-linux for private network namespaces, Node.js for Playwright, Janus for tests/janus),
+# util-linux for private network namespaces, Node.js for Playwright, Janus for tests/janus,
+# Redis for the cluster's registry tests, started on 127.0.0.1:6379 unless one answers there),
 # cargo-nextest and cargo-fuzz, playwright-core (tests/browser, never a browser download), and
 # a Python venv at .venv with aiortc. Then builds the workspace once, checks formatting and
 # lints, runs all tests with cargo-nextest (each end-to-end test in its own network namespace),
@@ -17,7 +18,7 @@ started=$SECONDS
 
 step() { printf '\n==> [%3ds] %s\n' $((SECONDS - started)) "$*"; }
 
-APT_PACKAGES=(chromium iproute2 util-linux curl nodejs npm janus)
+APT_PACKAGES=(chromium iproute2 util-linux curl nodejs npm janus redis-server)
 
 step "system packages"
 missing=()
@@ -26,6 +27,7 @@ for p in "${APT_PACKAGES[@]}"; do
   case $p in
     nodejs) command -v node >/dev/null && continue ;;
     npm) command -v npm >/dev/null && continue ;;
+    redis-server) command -v redis-server >/dev/null && continue ;;
   esac
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
@@ -35,6 +37,15 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   echo "all present"
+fi
+
+step "Redis on 127.0.0.1:6379"
+if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "running"
+else
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' >/dev/null
+  for _ in {1..50}; do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis-cli -h 127.0.0.1 -p 6379 ping
 fi
 
 step "cargo tools"

@@ -7,6 +7,7 @@ pub mod config;
 pub mod dev;
 pub mod metrics;
 pub mod protocol;
+pub mod registry;
 pub mod server;
 pub mod session;
 pub mod signalling;
