@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 /// Keepalives go out this often (Janus drops a session after 60 s without a request).
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(25);
-/// How long a request waits for its answer unless `Session::connect_with_timeout` says.
+/// How long a request waits for its answer.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Janus holds a long poll for 30 s when it has nothing to say.
 const LONG_POLL_TIMEOUT: Duration = Duration::from_secs(45);
@@ -209,12 +209,9 @@ pub struct Session {
 
 impl Session {
     /// Creates a session on the Janus at `base_url` (e.g. `http://127.0.0.1:8088/janus`).
+    /// Requests wait up to `DEFAULT_TIMEOUT` for their answer.
     pub async fn connect(base_url: &str) -> Result<Session, Error> {
-        Session::connect_with_timeout(base_url, DEFAULT_TIMEOUT).await
-    }
-
-    /// `connect`, with requests waiting up to `timeout` for their answer.
-    pub async fn connect_with_timeout(base_url: &str, timeout: Duration) -> Result<Session, Error> {
+        let timeout = DEFAULT_TIMEOUT;
         let http = reqwest::Client::builder().build()?;
         let base = base_url.trim_end_matches('/').to_string();
         let reply = post_json(
@@ -464,13 +461,6 @@ impl Handle {
             .ok_or_else(|| unexpected("create room: no room", &reply.data))
     }
 
-    /// Destroys a room created with `create_room`.
-    pub async fn destroy_room(&self, room: u64) -> Result<(), Error> {
-        self.message(json!({"request": "destroy", "room": room}), None)
-            .await
-            .map(drop)
-    }
-
     /// Joins `room` as a publisher with our JSEP `offer` (`a=setup:active`, see the module
     /// docs); returns the feed id and Janus's answer.
     pub async fn publish(&self, room: u64, display: &str, offer: &str) -> Result<Published, Error> {
@@ -563,14 +553,6 @@ impl Handle {
                 return Err(Error::Timeout(timeout, "event"));
             }
         }
-    }
-
-    /// Detaches the handle (closing its PeerConnection).
-    pub async fn detach(self) -> Result<(), Error> {
-        self.inner
-            .request(&self.url(), json!({"janus": "detach"}))
-            .await
-            .map(drop)
     }
 }
 
