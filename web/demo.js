@@ -1,6 +1,6 @@
 // The demo page: join a channel, publish camera and microphone, show everyone else.
 // Query parameters: channel, token (else a dev token is fetched), codec (VP8|H264|VP9|AV1),
-// user, autojoin=1. Tests read `window.switchyard.client` once `window.switchyard.ready` resolves.
+// user, region (a cluster's media server region), autojoin=1. Tests read `window.switchyard.client` once `window.switchyard.ready` resolves.
 
 import { Client } from '/switchyard.js';
 
@@ -59,7 +59,8 @@ async function join() {
   $('local').srcObject = stream;
   document.querySelector('.tile.local').hidden = false;
 
-  const client = new Client({ token: await token(channel, user), channel });
+  const region = params.get('region') || undefined;
+  const client = new Client({ token: await token(channel, user), channel, region });
   window.switchyard.client = client;
   client.addEventListener('track', (e) => {
     const { participant, publication, stream: remote } = e.detail;

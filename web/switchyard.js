@@ -21,7 +21,12 @@ const GATHER_TIMEOUT_MS = 2000;
  *
  * Events (CustomEvent, data in `detail`): `participant-joined` {participant, user},
  * `participant-left` {participant}, `track` {participant, publication, track, stream},
- * `track-ended` {participant, publication}, `disconnected` {reason}, `error` {reason}.
+ * `track-ended` {participant, publication}, `republished` {previous, publication},
+ * `disconnected` {reason}, `error` {reason}.
+ *
+ * When the server reports one of our own publications unpublished (its media server stopped or
+ * ended it), the client publishes the same stream again, on whichever server the gateway picks,
+ * retrying for a while; subscribers then see the new publication like any other.
  */
 export class Client extends EventTarget {
   /** @type {WebSocket | undefined} */ #ws;
@@ -29,9 +34,11 @@ export class Client extends EventTarget {
   #token;
   #channel;
   #autoSubscribe;
+  #region;
   #nextId = 1;
+  #leaving = false;
   /** @type {Map<number, {resolve: (m: any) => void, reject: (e: Error) => void}>} */ #pending = new Map();
-  /** @type {Map<string, RTCPeerConnection>} publication id -> our publishing connection */
+  /** @type {Map<string, {pc: RTCPeerConnection, stream: MediaStream, options: object}>} our publications */
   #publications = new Map();
   /** @type {Map<string, {participant: string, tracks: TrackInfo[]}>} remote publications */
   #remote = new Map();
@@ -41,17 +48,18 @@ export class Client extends EventTarget {
   /** @type {string | undefined} */ channel;
 
   /**
-   * @param {{ url?: string, token: string, channel?: string, autoSubscribe?: boolean }} options
+   * @param {{ url?: string, token: string, channel?: string, autoSubscribe?: boolean, region?: string }} options
    *   `url` defaults to ws(s)://<this page's host>/sync; `channel` may be left out when the
-   *   token grants one channel.
+   *   token grants one channel; `region` asks a cluster for a media server in that region.
    */
-  constructor({ url, token, channel, autoSubscribe = true }) {
+  constructor({ url, token, channel, autoSubscribe = true, region }) {
     super();
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     this.#url = url ?? `${scheme}//${location.host}/sync`;
     this.#token = token;
     this.#channel = channel;
     this.#autoSubscribe = autoSubscribe;
+    this.#region = region;
   }
 
   /** Connects and joins the channel. @returns {Promise<JoinResult>} */
@@ -60,7 +68,7 @@ export class Client extends EventTarget {
       const ws = new WebSocket(this.#url);
       this.#ws = ws;
       let joined = false;
-      ws.onopen = () => ws.send(JSON.stringify({ type: 'join', token: this.#token, channel: this.#channel }));
+      ws.onopen = () => ws.send(JSON.stringify({ type: 'join', token: this.#token, channel: this.#channel, region: this.#region }));
       ws.onmessage = (e) => {
         let m;
         try {
@@ -96,15 +104,21 @@ export class Client extends EventTarget {
    * Publishes the stream's tracks; `videoCodec` ('VP8' | 'H264' | 'VP9' | 'AV1') forces that
    * codec. @returns {Promise<string>} the publication id
    */
-  async publish(stream, { videoCodec } = {}) {
+  async publish(stream, options = {}) {
+    const { videoCodec } = options;
     const pc = newPeerConnection();
     for (const track of stream.getTracks()) {
       const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
       if (track.kind === 'video' && videoCodec) preferCodec(transceiver, `video/${videoCodec}`);
     }
-    const reply = await this.#offer(pc, { type: 'publish' });
-    this.#publications.set(reply.publication, pc);
-    return reply.publication;
+    try {
+      const reply = await this.#offer(pc, { type: 'publish' });
+      this.#publications.set(reply.publication, { pc, stream, options });
+      return reply.publication;
+    } catch (err) {
+      pc.close();
+      throw err;
+    }
   }
 
   /** Receives a remote publication (done for every one when `autoSubscribe`). */
@@ -133,7 +147,8 @@ export class Client extends EventTarget {
   /** Leaves the channel and closes every connection. */
   async leave() {
     if (this.#ws?.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify({ type: 'leave' }));
-    for (const pc of this.#publications.values()) pc.close();
+    this.#leaving = true;
+    for (const p of this.#publications.values()) p.pc.close();
     for (const s of this.#subscriptions.values()) s.pc.close();
     this.#publications.clear();
     this.#subscriptions.clear();
@@ -143,7 +158,7 @@ export class Client extends EventTarget {
   /** Every peer connection, for diagnostics. */
   connections() {
     return [
-      ...[...this.#publications].map(([id, pc]) => ({ kind: 'publish', id, pc })),
+      ...[...this.#publications].map(([id, p]) => ({ kind: 'publish', id, pc: p.pc })),
       ...[...this.#subscriptions].map(([publication, s]) => ({ kind: 'subscribe', id: s.id, publication, pc: s.pc })),
     ];
   }
@@ -208,6 +223,10 @@ export class Client extends EventTarget {
         this.#published(m.participant, m.publication, m.tracks);
         break;
       case 'unpublished': {
+        if (m.participant === this.participant) {
+          this.#republish(m.publication);
+          break;
+        }
         this.#remote.delete(m.publication);
         const s = this.#subscriptions.get(m.publication);
         if (s) {
@@ -216,6 +235,24 @@ export class Client extends EventTarget {
         }
         this.#emit('track-ended', { participant: m.participant, publication: m.publication });
         break;
+      }
+    }
+  }
+
+  /** Publishes a lost publication's stream again, retrying with back-off for about 30 s. */
+  async #republish(previous) {
+    const lost = this.#publications.get(previous);
+    if (!lost) return;
+    this.#publications.delete(previous);
+    lost.pc.close();
+    for (let attempt = 0, wait = 250; attempt < 10 && !this.#leaving; attempt++, wait = Math.min(wait * 2, 5000)) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, wait));
+      try {
+        const publication = await this.publish(lost.stream, lost.options);
+        this.#emit('republished', { previous, publication });
+        return;
+      } catch (e) {
+        this.#emit('error', { reason: `republishing ${previous}: ${e.message}` });
       }
     }
   }

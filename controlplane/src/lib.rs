@@ -3,6 +3,8 @@
 //! touches a packet.
 
 pub mod allowlist;
+pub mod channels;
+pub mod cluster;
 pub mod config;
 pub mod dev;
 pub mod metrics;

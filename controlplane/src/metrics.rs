@@ -30,9 +30,33 @@ impl Metrics {
     pub fn auth_failure(&self) {
         self.auth_failures.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Appends the signalling counters (shared by all-in-one and the gateway).
+    pub fn render(&self, out: &mut String) {
+        out.push_str("# HELP switchyard_signalling_errors_total Requests refused, by reason.\n");
+        out.push_str("# TYPE switchyard_signalling_errors_total counter\n");
+        let errors = self
+            .signalling_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (reason, n) in errors {
+            let _ = writeln!(
+                out,
+                "switchyard_signalling_errors_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        metric(
+            out,
+            "switchyard_http_auth_failures_total",
+            "counter",
+            "Requests with a bad or missing token.",
+            self.auth_failures.load(Ordering::Relaxed),
+        );
+    }
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+pub fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     let _ = write!(
         out,
         "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
@@ -115,28 +139,7 @@ pub fn render(state: &AppState) -> String {
             "switchyard_dropped_packets_total{{reason=\"{reason}\"}} {n}"
         );
     }
-    out.push_str("# HELP switchyard_signalling_errors_total Requests refused, by reason.\n");
-    out.push_str("# TYPE switchyard_signalling_errors_total counter\n");
-    let errors = state
-        .metrics
-        .signalling_errors
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    for (reason, n) in errors {
-        let _ = writeln!(
-            out,
-            "switchyard_signalling_errors_total{{reason=\"{reason}\"}} {n}"
-        );
-    }
-    let auth = state.metrics.auth_failures.load(Ordering::Relaxed);
-    metric(
-        &mut out,
-        "switchyard_http_auth_failures_total",
-        "counter",
-        "Requests with a bad or missing token.",
-        auth,
-    );
+    state.metrics.render(&mut out);
     let (channels, participants, publications, subscriptions) = state.counts();
     metric(
         &mut out,

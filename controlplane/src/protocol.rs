@@ -7,11 +7,14 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ClientMessage {
-    /// `channel` may be left out when the token grants exactly one.
+    /// `channel` may be left out when the token grants exactly one. `region` asks for a media
+    /// server in that region (in a cluster; ignored by all-in-one).
     Join {
         token: String,
         #[serde(default)]
         channel: Option<String>,
+        #[serde(default)]
+        region: Option<String>,
     },
     Publish {
         #[serde(default)]
@@ -33,8 +36,8 @@ pub enum ClientMessage {
     Leave,
 }
 
-/// What the server sends.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What the server sends. Gateways also pass these to each other through Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerMessage {
     Joined {
@@ -74,20 +77,20 @@ pub enum ServerMessage {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
     pub participant: String,
     pub user: String,
     pub publications: Vec<PublicationInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PublicationInfo {
     pub publication: String,
     pub tracks: Vec<TrackInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrackInfo {
     pub kind: String,
     pub codec: String,

@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tower_http::cors::{Any, CorsLayer};
 
+use crate::channels::Channels;
 use crate::session::AppState;
 use crate::{metrics, signalling, web, whip};
 
@@ -39,21 +40,27 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(whip::delete).patch(whip::patch),
         )
         .layer(cors);
+    signalling_routes::<AppState>()
+        .route("/metrics", get(metrics_handler))
+        .merge(media_api)
+        .with_state(state)
+}
+
+/// What all-in-one and a gateway both serve: the demo page and SDK, `/sync`, dev tokens and
+/// `/health`.
+pub fn signalling_routes<C: Channels>() -> Router<Arc<C>> {
     Router::new()
         .route("/", get(web::index))
         .route("/demo.js", get(web::demo))
         .route("/switchyard.js", get(web::sdk))
         .route("/style.css", get(web::style))
-        .route("/sync", get(signalling::sync))
+        .route("/sync", get(signalling::sync::<C>))
         .route(
             "/favicon.ico",
             get(|| async { axum::http::StatusCode::NO_CONTENT }),
         )
         .route("/health", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics_handler))
-        .route("/api/dev-token", get(web::dev_token))
-        .merge(media_api)
-        .with_state(state)
+        .route("/api/dev-token", get(web::dev_token::<C>))
 }
 
 async fn metrics_handler(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -63,6 +70,25 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> impl IntoRespons
     )
 }
 
+/// Serves `router` with each request's peer address (for allow lists) until `shutdown`
+/// resolves, then calls `closing` (which tells signalling sockets to close) and returns.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    closing: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        closing();
+    })
+    .await
+}
+
 /// Serves until `shutdown` resolves, then tells signalling sockets to close and returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -70,10 +96,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let notify = state.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = notify.shutdown.send(true);
-        })
-        .await
+    serve_with(listener, router(state), shutdown, move || {
+        let _ = notify.shutdown.send(true);
+    })
+    .await
 }

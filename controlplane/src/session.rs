@@ -15,8 +15,9 @@ use switchyard_dataplane::worker::{
 };
 use tokio::sync::mpsc;
 
+use crate::channels::{Channels, Joined};
 use crate::metrics::Metrics;
-use crate::protocol::{ParticipantInfo, ServerMessage};
+use crate::protocol::{ParticipantInfo, ServerMessage, TrackInfo};
 use crate::state::{Owner, Participant, Publication, Registry, Subscription, Track};
 use crate::token::{Applications, TokenError};
 
@@ -43,6 +44,9 @@ pub enum Error {
     Gone(String),
     #[error("media server: {0}")]
     Media(#[from] worker::Error),
+    /// No media server can take the request now (none registered, or one did not answer).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -55,6 +59,7 @@ impl Error {
             Error::Gone(_) => StatusCode::CONFLICT,
             Error::Media(worker::Error::Busy(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Media(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -66,6 +71,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Gone(_) => "gone",
             Error::Media(_) => "media",
+            Error::Unavailable(_) => "unavailable",
         }
     }
 }
@@ -82,6 +88,9 @@ pub struct AppState {
     pub dev_tokens: Option<(String, String)>,
     /// Set to true when the server shuts down; signalling sockets close with a reason.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Publications the media server ended on its own (a transport closed), as
+    /// (channel, participant, publication): a cluster media server reports them to its gateways.
+    pub ended: Option<mpsc::UnboundedSender<(String, String, String)>>,
 }
 
 impl AppState {
@@ -96,6 +105,7 @@ impl AppState {
             metrics: Metrics::default(),
             dev_tokens: None,
             shutdown,
+            ended: None,
         }
     }
 
@@ -142,6 +152,23 @@ impl AppState {
         let others = ch.snapshot(&id);
         tracing::info!(channel, participant = %id, user, "joined");
         (id, others)
+    }
+
+    /// Adds the participant `id` (named by a cluster gateway) unless it is there already. It has
+    /// no outbox: the gateway, not this process, talks to its client.
+    pub fn join_as(&self, channel: &str, id: &str, user: &str) {
+        let mut reg = self.registry();
+        let ch = reg.channel(channel);
+        if !ch.participants.contains_key(id) {
+            ch.participants.insert(
+                id.to_string(),
+                Participant {
+                    user: user.to_string(),
+                    outbox: None,
+                },
+            );
+            tracing::debug!(channel, participant = id, user, "joined through a gateway");
+        }
     }
 
     /// Answers a publish offer and starts the transport; returns (publication id, answer).
@@ -545,6 +572,9 @@ impl AppState {
                     .get(&channel)
                     .and_then(|c| c.publications.get(id))
                     .map(|p| p.participant.clone());
+                if let (Some(ended), Some(p)) = (&self.ended, &participant) {
+                    let _ = ended.send((channel.clone(), p.clone(), id.clone()));
+                }
                 (remove_publication(&mut reg, &channel, id), participant)
             }
             Owner::Subscription(id) => {
@@ -593,6 +623,41 @@ impl AppState {
             .is_some_and(|c| c.participants.contains_key(participant))
     }
 
+    /// Live transports, for a media server's load.
+    pub fn transport_count(&self) -> usize {
+        self.registry().transports.len()
+    }
+
+    /// The tracks of a publication (empty if it is gone).
+    pub fn publication_tracks(&self, channel: &str, publication: &str) -> Vec<TrackInfo> {
+        self.registry()
+            .channels
+            .get(channel)
+            .and_then(|c| c.publications.get(publication))
+            .map(Publication::track_info)
+            .unwrap_or_default()
+    }
+
+    /// Forgets a gateway-named participant that has nothing left here.
+    pub fn leave_if_idle(&self, channel: &str, participant: &str) {
+        let idle = self.registry().channels.get(channel).is_some_and(|ch| {
+            ch.participants
+                .get(participant)
+                .is_some_and(|p| p.outbox.is_none())
+                && !ch
+                    .publications
+                    .values()
+                    .any(|x| x.participant == participant)
+                && !ch
+                    .subscriptions
+                    .values()
+                    .any(|x| x.participant == participant)
+        });
+        if idle {
+            self.leave(channel, participant);
+        }
+    }
+
     /// Counts of what is live, for /metrics.
     pub fn counts(&self) -> (usize, usize, usize, usize) {
         let reg = self.registry();
@@ -601,6 +666,76 @@ impl AppState {
         let publications = reg.channels.values().map(|c| c.publications.len()).sum();
         let subscriptions = reg.channels.values().map(|c| c.subscriptions.len()).sum();
         (channels, participants, publications, subscriptions)
+    }
+}
+
+impl Channels for AppState {
+    fn applications(&self) -> &Applications {
+        &self.applications
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn dev_tokens(&self) -> Option<&(String, String)> {
+        self.dev_tokens.as_ref()
+    }
+
+    fn shutdown(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// One process has one media server, so a region claim changes nothing here.
+    async fn join(
+        &self,
+        channel: &str,
+        user: &str,
+        _region: Option<&str>,
+        outbox: mpsc::UnboundedSender<ServerMessage>,
+    ) -> Result<Joined, Error> {
+        Ok(AppState::join(self, channel, user, Some(outbox)))
+    }
+
+    async fn publish(
+        &self,
+        channel: &str,
+        participant: &str,
+        offer: &str,
+    ) -> Result<(String, String), Error> {
+        AppState::publish(self, channel, participant, offer).await
+    }
+
+    async fn subscribe(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+        offer: &str,
+    ) -> Result<(String, String), Error> {
+        AppState::subscribe(self, channel, participant, Some(publication), offer).await
+    }
+
+    async fn unpublish(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+    ) -> Result<(), Error> {
+        AppState::unpublish(self, channel, participant, publication)
+    }
+
+    async fn unsubscribe(
+        &self,
+        channel: &str,
+        participant: &str,
+        subscription: &str,
+    ) -> Result<(), Error> {
+        AppState::unsubscribe(self, channel, participant, subscription)
+    }
+
+    async fn leave(&self, channel: &str, participant: &str) {
+        AppState::leave(self, channel, participant);
     }
 }
 

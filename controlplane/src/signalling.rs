@@ -10,8 +10,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::channels::Channels;
 use crate::protocol::{ClientMessage, ServerMessage};
-use crate::session::{AppState, Error};
+use crate::session::Error;
 use crate::token::{Claims, TokenError};
 
 /// Close code for a refused join (4000-4999 are for applications).
@@ -20,7 +21,7 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 /// Signalling messages are SDP-sized; anything far larger is refused by the socket.
 const MAX_MESSAGE: usize = 256 * 1024;
 
-pub async fn sync(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+pub async fn sync<C: Channels>(ws: WebSocketUpgrade, State(state): State<Arc<C>>) -> Response {
     ws.max_message_size(MAX_MESSAGE)
         .on_upgrade(move |socket| session(socket, state))
 }
@@ -38,7 +39,7 @@ struct Joined {
     claims: Claims,
 }
 
-async fn session(socket: WebSocket, state: Arc<AppState>) {
+async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
     let writer = tokio::spawn(async move {
@@ -75,7 +76,7 @@ async fn session(socket: WebSocket, state: Arc<AppState>) {
             }
         })
     };
-    let mut shutdown = state.shutdown.subscribe();
+    let mut shutdown = state.shutdown();
     let mut joined: Option<Joined> = None;
     loop {
         let message = tokio::select! {
@@ -89,7 +90,7 @@ async fn session(socket: WebSocket, state: Arc<AppState>) {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
                 reply_error(
-                    &state,
+                    &*state,
                     &out_tx,
                     None,
                     "bad_request",
@@ -108,7 +109,7 @@ async fn session(socket: WebSocket, state: Arc<AppState>) {
                     .ok()
                     .and_then(|v| v.get("id").cloned());
                 reply_error(
-                    &state,
+                    &*state,
                     &out_tx,
                     id,
                     "malformed_json",
@@ -118,11 +119,29 @@ async fn session(socket: WebSocket, state: Arc<AppState>) {
             }
         };
         match (message, &joined) {
-            (ClientMessage::Join { token, channel }, None) => {
-                match authorize(&state, &token, channel) {
-                    Ok((claims, channel)) => {
-                        let (participant, participants) =
-                            state.join(&channel, &claims.user_id, Some(events_tx.clone()));
+            (
+                ClientMessage::Join {
+                    token,
+                    channel,
+                    region,
+                },
+                None,
+            ) => {
+                let authorized = authorize(&*state, &token, channel).map_err(Error::from);
+                let joining = match authorized {
+                    Ok((claims, channel)) => state
+                        .join(
+                            &channel,
+                            &claims.user_id,
+                            region.as_deref(),
+                            events_tx.clone(),
+                        )
+                        .await
+                        .map(|joined| (claims, channel, joined)),
+                    Err(e) => Err(e),
+                };
+                match joining {
+                    Ok((claims, channel, (participant, participants))) => {
                         let reply = ServerMessage::Joined {
                             participant: participant.clone(),
                             channel: channel.clone(),
@@ -135,35 +154,36 @@ async fn session(socket: WebSocket, state: Arc<AppState>) {
                             claims,
                         });
                     }
-                    Err(e) => {
-                        state.metrics.auth_failure();
-                        reply_error(&state, &out_tx, None, "unauthorized", &e.to_string());
+                    Err(e @ Error::Unauthorized(_)) => {
+                        state.metrics().auth_failure();
+                        reply_error(&*state, &out_tx, None, "unauthorized", &e.to_string());
                         let _ =
                             out_tx.send(Out::Close(CLOSE_UNAUTHORIZED, truncate(&e.to_string())));
                         break;
                     }
+                    Err(e) => reply_error(&*state, &out_tx, None, e.metric(), &e.to_string()),
                 }
             }
             (ClientMessage::Join { .. }, Some(_)) => {
                 reply_error(
-                    &state,
+                    &*state,
                     &out_tx,
                     None,
                     "bad_request",
                     "already joined; open another connection for another channel",
                 );
             }
-            (_, None) => reply_error(&state, &out_tx, None, "not_joined", "send join first"),
+            (_, None) => reply_error(&*state, &out_tx, None, "not_joined", "send join first"),
             (ClientMessage::Leave, Some(_)) => break,
             (other, Some(j)) => {
-                if let Err((id, e)) = handle(&state, j, other, &out_tx).await {
-                    reply_error(&state, &out_tx, id, e.metric(), &e.to_string());
+                if let Err((id, e)) = handle(&*state, j, other, &out_tx).await {
+                    reply_error(&*state, &out_tx, id, e.metric(), &e.to_string());
                 }
             }
         }
     }
     if let Some(j) = joined {
-        state.leave(&j.channel, &j.participant);
+        state.leave(&j.channel, &j.participant).await;
     }
     forward.abort();
     drop(out_tx);
@@ -171,12 +191,12 @@ async fn session(socket: WebSocket, state: Arc<AppState>) {
 }
 
 /// Checks the token and picks the channel.
-fn authorize(
-    state: &AppState,
+fn authorize<C: Channels>(
+    state: &C,
     token: &str,
     channel: Option<String>,
 ) -> Result<(Claims, String), TokenError> {
-    let claims = state.applications.validate(token)?;
+    let claims = state.applications().validate(token)?;
     let channel = match channel {
         Some(c) => c,
         None if claims.channels.len() == 1 => claims.channels[0].id.clone(),
@@ -190,8 +210,8 @@ fn authorize(
     Ok((claims, channel))
 }
 
-async fn handle(
-    state: &AppState,
+async fn handle<C: Channels>(
+    state: &C,
     j: &Joined,
     message: ClientMessage,
     out: &mpsc::UnboundedSender<Out>,
@@ -221,7 +241,7 @@ async fn handle(
                 .may_subscribe(&j.channel)
                 .map_err(|e| (id.clone(), e.into()))?;
             let (subscription, answer) = state
-                .subscribe(&j.channel, &j.participant, Some(&publication), &offer)
+                .subscribe(&j.channel, &j.participant, &publication, &offer)
                 .await
                 .map_err(|e| (id.clone(), e))?;
             let _ = out.send(Out::Message(ServerMessage::Answer {
@@ -234,11 +254,13 @@ async fn handle(
         ClientMessage::Unpublish { publication } => {
             state
                 .unpublish(&j.channel, &j.participant, &publication)
+                .await
                 .map_err(|e| (None, e))?;
         }
         ClientMessage::Unsubscribe { subscription } => {
             state
                 .unsubscribe(&j.channel, &j.participant, &subscription)
+                .await
                 .map_err(|e| (None, e))?;
         }
         ClientMessage::Join { .. } | ClientMessage::Leave => {}
@@ -246,14 +268,14 @@ async fn handle(
     Ok(())
 }
 
-fn reply_error(
-    state: &AppState,
+fn reply_error<C: Channels>(
+    state: &C,
     out: &mpsc::UnboundedSender<Out>,
     id: Option<Value>,
     metric: &'static str,
     reason: &str,
 ) {
-    state.metrics.signalling_error(metric);
+    state.metrics().signalling_error(metric);
     tracing::debug!(metric, reason, "signalling error");
     let _ = out.send(Out::Message(ServerMessage::Error {
         id,

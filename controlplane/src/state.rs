@@ -137,7 +137,7 @@ impl Registry {
 
     /// A fresh short text id with a prefix (participants, publications, subscriptions).
     pub fn next_name(&mut self, prefix: &str) -> String {
-        format!("{prefix}{}-{:04x}", self.next_id(), rand::random::<u16>())
+        format!("{prefix}{}-{:08x}", self.next_id(), rand::random::<u32>())
     }
 
     /// The channel, created on the least-loaded worker if new.

@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::session::AppState;
+use crate::channels::Channels;
 use crate::token::{self, ChannelClaim, Claims};
 
 const INDEX: &str = include_str!("../../web/index.html");
@@ -51,12 +51,12 @@ pub struct DevTokenQuery {
 }
 
 /// A publish+subscribe token for the dev application, so the demo works with no setup.
-/// Only served by `all-in-one` with its generated dev application.
-pub async fn dev_token(
-    State(state): State<Arc<AppState>>,
+/// Served by `all-in-one` and `gateway` with their generated dev application unless disabled.
+pub async fn dev_token<C: Channels>(
+    State(state): State<Arc<C>>,
     Query(q): Query<DevTokenQuery>,
 ) -> Response {
-    let Some((app, secret)) = &state.dev_tokens else {
+    let Some((app, secret)) = state.dev_tokens() else {
         return (
             StatusCode::NOT_FOUND,
             "dev tokens are disabled on this server\n",

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+mod roles;
 use switchyard_controlplane::config::Config;
 use switchyard_controlplane::dev::DevApplication;
 use switchyard_controlplane::session::AppState;
 use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
 use switchyard_dataplane::io::Backend;
-use switchyard_dataplane::worker::{MediaConfig, MediaServer};
+use switchyard_dataplane::worker::{MediaConfig, MediaEvent, MediaServer};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +32,13 @@ enum Command {
     /// Run the gateway (signalling, WHIP/WHEP, demo page) and the media server in one process,
     /// with in-memory state. Open http://127.0.0.1:8080 for the demo.
     AllInOne(AllInOne),
+    /// Run a gateway: signalling for clients, media placed on the registered media servers,
+    /// presence shared with other gateways through Redis (CONNECTIONSTRINGS:CACHE).
+    Gateway(roles::GatewayArgs),
+    /// Run a media server: media workers and the internal control API on the cluster port
+    /// (8445, or the next free one), registered with the gateway at SERVICEBASEURL. SIGTERM
+    /// drains it.
+    MediaServer(roles::MediaServerArgs),
     /// Print a client token for a channel, signed with the dev application's secret (or the
     /// one given).
     Token(TokenArgs),
@@ -85,6 +94,15 @@ struct AllInOne {
     /// Address for HTTP: the demo page, /sync signalling, WHIP/WHEP, /metrics.
     #[arg(long, default_value = "0.0.0.0:8080", env = "SWITCHYARD_HTTP")]
     http: SocketAddr,
+    #[command(flatten)]
+    media: MediaArgs,
+    #[command(flatten)]
+    dev: DevArgs,
+}
+
+/// The media workers' settings (all-in-one and media-server).
+#[derive(Args)]
+struct MediaArgs {
     /// Media worker threads, one pinned per core, each with its own UDP port [default: all cores].
     #[arg(long, env = "SWITCHYARD_WORKERS")]
     workers: Option<usize>,
@@ -102,12 +120,62 @@ struct AllInOne {
     /// EXTERNAL__PUBLICIPADDRESS) [default: this host's interface addresses, else 127.0.0.1].
     #[arg(long)]
     public_ip: Option<IpAddr>,
+}
+
+impl MediaArgs {
+    fn start(
+        &self,
+    ) -> Result<
+        (
+            MediaServer,
+            tokio::sync::mpsc::UnboundedReceiver<MediaEvent>,
+        ),
+        String,
+    > {
+        let workers = self
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let config = MediaConfig {
+            workers,
+            io_backend: self.io_backend,
+            bind_ip: self.media_bind,
+            port_min: self.media_ports.0,
+            port_max: self.media_ports.1,
+            pin: true,
+            first_core: 0,
+        };
+        MediaServer::start(config).map_err(|e| e.to_string())
+    }
+}
+
+/// The generated dev application (all-in-one and gateway).
+#[derive(Args)]
+struct DevArgs {
     /// Where the dev application's secret is kept.
     #[arg(long, default_value = "switchyard-data", env = "SWITCHYARD_DATA_DIR")]
     data_dir: PathBuf,
     /// Do not hand out dev tokens at /api/dev-token.
     #[arg(long)]
     no_dev_tokens: bool,
+}
+
+impl DevArgs {
+    /// The dev application, and its (id, secret) unless dev tokens are off.
+    fn load(&self) -> Result<(Applications, Option<(String, String)>), String> {
+        let dev = DevApplication::load_or_create(&self.data_dir)
+            .map_err(|e| format!("dev application in {}: {e}", self.data_dir.display()))?;
+        let mut applications = Applications::default();
+        applications.add(&dev.application_id, &dev.secret);
+        if self.no_dev_tokens {
+            return Ok((applications, None));
+        }
+        tracing::warn!(
+            "dev tokens are served at /api/dev-token (application {:?}, secret in {}); use --no-dev-tokens in production",
+            dev.application_id,
+            DevApplication::path(&self.data_dir).display()
+        );
+        Ok((applications, Some((dev.application_id, dev.secret))))
+    }
 }
 
 #[derive(Args)]
@@ -219,16 +287,21 @@ fn main() -> ExitCode {
             init_logging();
             switchyard_loadtest::main(args)
         }
-        Command::AllInOne(args) => {
-            init_logging();
-            match all_in_one(args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    eprintln!("switchyard all-in-one: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::AllInOne(args) => run("all-in-one", || all_in_one(args)),
+        Command::Gateway(args) => run("gateway", || roles::gateway(args)),
+        Command::MediaServer(args) => run("media-server", || roles::media_server(args)),
+    }
+}
+
+/// Runs a server role with logging, turning its error into a message and exit status 1.
+fn run(role: &str, f: impl FnOnce() -> Result<(), String>) -> ExitCode {
+    init_logging();
+    match f() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("switchyard {role}: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -327,49 +400,22 @@ fn announced(public: Option<IpAddr>, bind: IpAddr) -> Vec<IpAddr> {
 fn all_in_one(args: AllInOne) -> Result<(), String> {
     // Every setting is checked here, before anything binds.
     let config = args.config.load()?;
-    let public = args.public_ip.or_else(|| config.public_ip());
-    let dev = DevApplication::load_or_create(&args.data_dir)
-        .map_err(|e| format!("dev application in {}: {e}", args.data_dir.display()))?;
-    let mut applications = Applications::default();
-    applications.add(&dev.application_id, &dev.secret);
-
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let config = MediaConfig {
-        workers,
-        io_backend: args.io_backend,
-        bind_ip: args.media_bind,
-        port_min: args.media_ports.0,
-        port_max: args.media_ports.1,
-        pin: true,
-        first_core: 0,
-    };
-    let (media, mut events) = MediaServer::start(config).map_err(|e| e.to_string())?;
-    let announce = announced(public, args.media_bind);
-    let ports: Vec<u16> = (0..media.workers())
-        .filter_map(|w| media.worker_addr(w))
-        .map(|a| a.port())
-        .collect();
+    let public = args.media.public_ip.or_else(|| config.public_ip());
+    let (applications, dev_tokens) = args.dev.load()?;
+    let (media, mut events) = args.media.start()?;
+    let announce = announced(public, args.media.media_bind);
+    let ports = media_ports(&media);
     let backend = media.backend();
     let mut state = AppState::new(media, applications, announce.clone());
-    if !args.no_dev_tokens {
-        state.dev_tokens = Some((dev.application_id.clone(), dev.secret.clone()));
-    }
+    state.dev_tokens = dev_tokens;
     let state = Arc::new(state);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("sy-control")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let runtime = control_runtime()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
             .map_err(|e| format!("cannot listen on {} for HTTP: {e}", args.http))?;
-        let http = listener.local_addr().map_err(|e| e.to_string())?;
-        let page = if http.ip().is_unspecified() { SocketAddr::new(Ipv4Addr::LOCALHOST.into(), http.port()) } else { http };
+        let page = page_address(&listener)?;
         tracing::info!(
             "switchyard all-in-one {}: demo page http://{page}/ | signalling ws://{page}/sync | WHIP/WHEP http://{page}/whip|whep/<channel> | metrics http://{page}/metrics",
             env!("CARGO_PKG_VERSION")
@@ -381,13 +427,6 @@ fn all_in_one(args: AllInOne) -> Result<(), String> {
             backend.as_str(),
             announce
         );
-        if !args.no_dev_tokens {
-            tracing::warn!(
-                "dev tokens are served at /api/dev-token (application {:?}, secret in {}); use --no-dev-tokens in production",
-                dev.application_id,
-                DevApplication::path(&args.data_dir).display()
-            );
-        }
         let events_state = state.clone();
         let events_task = tokio::spawn(async move {
             while let Some(event) = events.recv().await {
@@ -405,6 +444,33 @@ fn all_in_one(args: AllInOne) -> Result<(), String> {
     })?;
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// The control plane's tokio runtime: two threads, apart from the pinned media workers.
+fn control_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sy-control")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))
+}
+
+/// Where a person reaches a listener (127.0.0.1 when it listens on every address).
+fn page_address(listener: &tokio::net::TcpListener) -> Result<SocketAddr, String> {
+    let http = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok(if http.ip().is_unspecified() {
+        SocketAddr::new(Ipv4Addr::LOCALHOST.into(), http.port())
+    } else {
+        http
+    })
+}
+
+fn media_ports(media: &MediaServer) -> Vec<u16> {
+    (0..media.workers())
+        .filter_map(|w| media.worker_addr(w))
+        .map(|a| a.port())
+        .collect()
 }
 
 async fn shutdown_signal() {

@@ -3,10 +3,20 @@
 // audio, with the forced codec. Prints one JSON line with what each page saw; exits 1 on failure.
 //
 // usage: node three_pages.mjs <base-url> <channel> <VP8|H264|VP9|AV1> <token>...
+//
+// For a cluster, environment variables add:
+//   BASES=url,url,...   page i opens BASES[i % n] instead of <base-url> (different gateways)
+//   REGIONS=a,b,,...    page i asks for region REGIONS[i] ('' for no claim)
+//   KILL_PID=pid        once everyone decodes everyone, SIGKILL this process (a media server)
+//                       and measure how long until everyone decodes everyone again
+//                       (`recovery_ms`; the SDKs publish again on a live server)
 
 import { chromium } from 'playwright-core';
 
 const [base, channel, codec, ...tokens] = process.argv.slice(2);
+const bases = process.env.BASES ? process.env.BASES.split(',') : [base];
+const regions = process.env.REGIONS ? process.env.REGIONS.split(',') : [];
+const killPid = process.env.KILL_PID ? Number(process.env.KILL_PID) : undefined;
 const DEADLINE_MS = 60_000;
 const SAMPLE_GAP_MS = 2_500;
 
@@ -31,6 +41,54 @@ const browser = await chromium.launch({
 const expected = tokens.length - 1;
 const pages = [];
 let result = { ok: false, codec, pages: [] };
+
+/**
+ * Samples every page twice and says whether each decodes every other page's media, receiving
+ * only publications that the pages currently have (none left over from a killed server).
+ */
+async function everyoneDecodes(deadlineMs, replaced = new Set()) {
+  const stats = () => Promise.all(pages.map(({ page }) => page.evaluate(() => window.switchyard.client.getRemoteStats())));
+  const byKey = (list) => new Map(list.map((s) => [`${s.publication}/${s.kind}`, s]));
+  const start = Date.now();
+  let ok = false;
+  let last = [];
+  while (!ok && Date.now() - start < deadlineMs) {
+    const before = await stats();
+    await new Promise((r) => setTimeout(r, SAMPLE_GAP_MS));
+    const after = await stats();
+    const live = new Set((await identities()).flatMap((p) => p.publications));
+    last = after;
+    ok = after.every((list, i) => {
+      if (!list.every((s) => live.has(s.publication))) return false;
+      // After a kill, at least one publication must have been published again.
+      if (replaced.size > 0 && [...replaced].every((p) => live.has(p))) return false;
+      const earlier = byKey(before[i]);
+      const videos = list.filter((s) => s.kind === 'video');
+      const audios = list.filter((s) => s.kind === 'audio');
+      // Growing by more than a jitter buffer could hold: media is arriving now.
+      const rising = (s, field, by) => s[field] >= (earlier.get(`${s.publication}/${s.kind}`)?.[field] ?? 0) + by;
+      return (
+        videos.length === expected &&
+        audios.length === expected &&
+        videos.every((v) => v.framesDecoded > 10 && rising(v, 'framesDecoded', 15) && v.codec?.toLowerCase() === `video/${codec.toLowerCase()}`) &&
+        audios.every((a) => a.packetsReceived > 0 && rising(a, 'packetsReceived', 25))
+      );
+    });
+  }
+  return { ok, elapsed_ms: Date.now() - start, last };
+}
+
+/** Each page's participant id and the ids of its own publications. */
+const identities = () =>
+  Promise.all(
+    pages.map(({ page }) =>
+      page.evaluate(() => {
+        const c = window.switchyard.client;
+        return { participant: c.participant, publications: c.connections().filter((x) => x.kind === 'publish').map((x) => x.id) };
+      }),
+    ),
+  );
+
 try {
   for (const [i, token] of tokens.entries()) {
     const context = await browser.newContext();
@@ -41,41 +99,31 @@ try {
       if (m.type() === 'error') errors.push(`console: ${m.text()}`);
     });
     const q = new URLSearchParams({ channel, token, codec, user: `user${i}`, autojoin: '1' });
-    await page.goto(`${base}/?${q}`);
+    if (regions[i]) q.set('region', regions[i]);
+    await page.goto(`${bases[i % bases.length]}/?${q}`);
     await page.waitForFunction(() => window.switchyard !== undefined);
     await page.evaluate(() => window.switchyard.ready);
     pages.push({ page, errors });
   }
 
-  const stats = () => Promise.all(pages.map(({ page }) => page.evaluate(() => window.switchyard.client.getRemoteStats())));
-  const byKey = (list) => new Map(list.map((s) => [`${s.publication}/${s.kind}`, s]));
-  const start = Date.now();
-  let ok = false;
-  let last = [];
-  while (!ok && Date.now() - start < DEADLINE_MS) {
-    const before = await stats();
-    await new Promise((r) => setTimeout(r, SAMPLE_GAP_MS));
-    const after = await stats();
-    last = after;
-    ok = after.every((list, i) => {
-      const earlier = byKey(before[i]);
-      const videos = list.filter((s) => s.kind === 'video');
-      const audios = list.filter((s) => s.kind === 'audio');
-      const rising = (s, field) => s[field] > (earlier.get(`${s.publication}/${s.kind}`)?.[field] ?? 0);
-      return (
-        videos.length === expected &&
-        audios.length === expected &&
-        videos.every((v) => v.framesDecoded > 10 && rising(v, 'framesDecoded') && v.codec?.toLowerCase() === `video/${codec.toLowerCase()}`) &&
-        audios.every((a) => a.packetsReceived > 0 && rising(a, 'packetsReceived'))
-      );
-    });
-  }
+  const first = await everyoneDecodes(DEADLINE_MS);
   result = {
-    ok,
+    ok: first.ok,
     codec,
-    elapsed_ms: Date.now() - start,
-    pages: last.map((list, i) => ({ page: i, remote: list, errors: pages[i].errors })),
+    elapsed_ms: first.elapsed_ms,
+    before: await identities(),
+    pages: first.last.map((list, i) => ({ page: i, remote: list, errors: pages[i].errors })),
   };
+  if (first.ok && killPid !== undefined) {
+    const previous = new Set(result.before.flatMap((p) => p.publications));
+    process.kill(killPid, 'SIGKILL');
+    const killed = Date.now();
+    const again = await everyoneDecodes(DEADLINE_MS, previous);
+    result.ok = again.ok;
+    result.recovery_ms = Date.now() - killed;
+    result.after = await identities();
+    result.pages = again.last.map((list, i) => ({ page: i, remote: list, errors: pages[i].errors }));
+  }
 } catch (e) {
   result.error = String(e?.stack ?? e);
   result.pages = pages.map((p, i) => ({ page: i, errors: p.errors }));

@@ -2,6 +2,7 @@
 //! `switchyard` binary (and Janus) as a child process, a tiny HTTP client, and where the peers
 //! live.
 
+pub mod cluster;
 pub mod http;
 pub mod janus;
 pub mod netns;

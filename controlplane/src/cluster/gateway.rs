@@ -1,0 +1,872 @@
+//! The gateway role: WebSocket signalling for clients, with media placed on the cluster's media
+//! servers and presence shared with the other gateways.
+//!
+//! What a gateway keeps itself is only its own clients (their outboxes and which media server
+//! holds each of their publications and subscriptions); who is in a channel and what is
+//! published where lives in [`Presence`], and the media servers in the [`Registry`], so any
+//! gateway can serve any client of any channel.
+//!
+//! Subscriptions are made on the media server that holds the publication, so a channel whose
+//! publishers sit on different servers (a region claim, a server over capacity) still reaches
+//! everyone.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, watch};
+
+use super::api::{
+    self, EndRequest, Ended, ErrorReply, HeartbeatReply, PublishReply, PublishRequest,
+    SubscribeReply, SubscribeRequest,
+};
+use super::presence::{ChannelEvent, ParticipantEntry, Presence, PublicationEntry};
+use super::stopped;
+use crate::allowlist::AllowList;
+use crate::channels::{Channels, Joined};
+use crate::metrics::Metrics;
+use crate::protocol::{ParticipantInfo, PublicationInfo, ServerMessage};
+use crate::registry::{MediaServerRecord, MediaServerRegistry, Registry, choose_server};
+use crate::session::Error;
+use crate::token::Applications;
+
+/// How long a media server's record lives without a heartbeat: three missed heartbeats.
+pub const SERVER_TTL: Duration = Duration::from_secs(6);
+/// How often the gateway looks for publications on media servers that are gone.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// One of this gateway's clients.
+struct Local {
+    user: String,
+    outbox: mpsc::UnboundedSender<ServerMessage>,
+    region: Option<String>,
+    /// publication id → media server id
+    publications: HashMap<String, String>,
+    /// subscription id → media server id
+    subscriptions: HashMap<String, String>,
+}
+
+impl Local {
+    fn servers(&self) -> BTreeSet<String> {
+        self.publications
+            .values()
+            .chain(self.subscriptions.values())
+            .cloned()
+            .collect()
+    }
+}
+
+pub struct Gateway {
+    pub id: String,
+    pub applications: Applications,
+    pub metrics: Metrics,
+    pub shutdown: watch::Sender<bool>,
+    pub registry: Registry,
+    pub presence: Presence,
+    http: reqwest::Client,
+    /// Who may heartbeat and report (INTERNAL:IPADDRESSES).
+    internal: AllowList,
+    /// channel → participant → client
+    local: Mutex<HashMap<String, HashMap<String, Local>>>,
+    /// The dev application's (id, secret), when `/api/dev-token` may hand out tokens.
+    pub dev_tokens: Option<(String, String)>,
+}
+
+fn unavailable(what: &str) -> impl Fn(&dyn std::fmt::Display) -> Error + '_ {
+    move |e| Error::Unavailable(format!("{what}: {e}"))
+}
+
+impl Gateway {
+    pub fn new(
+        id: String,
+        applications: Applications,
+        registry: Registry,
+        presence: Presence,
+        internal: AllowList,
+    ) -> Result<Gateway, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let (shutdown, _) = watch::channel(false);
+        Ok(Gateway {
+            id,
+            applications,
+            metrics: Metrics::default(),
+            shutdown,
+            registry,
+            presence,
+            http,
+            internal,
+            local: Mutex::new(HashMap::new()),
+            dev_tokens: None,
+        })
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Local>>> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with_local<T>(
+        &self,
+        channel: &str,
+        participant: &str,
+        f: impl FnOnce(&mut Local) -> T,
+    ) -> Option<T> {
+        self.local()
+            .get_mut(channel)
+            .and_then(|c| c.get_mut(participant))
+            .map(f)
+    }
+
+    /// How many of this gateway's clients are connected, for /metrics.
+    pub fn client_count(&self) -> usize {
+        self.local().values().map(HashMap::len).sum()
+    }
+
+    /// Tells every gateway's clients in the channel (but `except`).
+    async fn announce(&self, channel: &str, except: Option<&str>, message: ServerMessage) {
+        let event = ChannelEvent {
+            channel: channel.to_string(),
+            except: except.map(str::to_string),
+            message,
+        };
+        if let Err(e) = self.presence.send(&event).await {
+            tracing::warn!(
+                channel,
+                "could not pass an event to the other gateways: {e}"
+            );
+            // This gateway's own clients still hear it.
+            self.deliver(&event);
+        }
+    }
+
+    /// Hands an event to this gateway's clients in its channel.
+    fn deliver(&self, event: &ChannelEvent) {
+        let mut local = self.local();
+        let Some(clients) = local.get_mut(&event.channel) else {
+            return;
+        };
+        for (id, client) in clients.iter_mut() {
+            if event.except.as_deref() == Some(id.as_str()) {
+                continue;
+            }
+            // A publisher hears about its own publication only when it was lost, and then
+            // stops counting it as its own.
+            if let ServerMessage::Unpublished {
+                participant,
+                publication,
+            } = &event.message
+                && participant == id
+            {
+                client.publications.remove(publication);
+            }
+            let _ = client.outbox.send(event.message.clone());
+        }
+    }
+
+    /// Runs the event pump: events from every gateway to this gateway's clients.
+    pub async fn pump_events(self: Arc<Self>) {
+        let mut events = self.presence.events();
+        while let Some(event) = events.recv().await {
+            self.deliver(&event);
+        }
+    }
+
+    /// Every second: publications on media servers that left the registry are announced as
+    /// unpublished (their publishers' SDKs publish again, on a live server).
+    pub async fn watch_servers(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(WATCH_EVERY) => {}
+                _ = stopped(&mut stop) => return,
+            }
+            let live: HashSet<String> = match self.registry.list().await {
+                Ok(servers) => servers.into_iter().map(|s| s.id).collect(),
+                Err(e) => {
+                    tracing::warn!("cannot list media servers: {e}");
+                    continue;
+                }
+            };
+            let channels: Vec<String> = self.local().keys().cloned().collect();
+            for channel in channels {
+                let publications = match self.presence.publications(&channel).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(channel, "cannot read publications: {e}");
+                        continue;
+                    }
+                };
+                for (publication, entry) in publications {
+                    if live.contains(&entry.server) {
+                        continue;
+                    }
+                    if let Ok(true) = self
+                        .presence
+                        .remove_publication(&channel, &publication)
+                        .await
+                    {
+                        tracing::warn!(channel, publication, server = %entry.server, "media server gone; publication lost");
+                        self.announce(
+                            &channel,
+                            None,
+                            ServerMessage::Unpublished {
+                                participant: entry.participant,
+                                publication,
+                            },
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The media server for a new publication of a client with `region`: the channel's server
+    /// if it still fits, else [`choose_server`] (region, then under capacity, then least
+    /// loaded), which then becomes the channel's server. `avoid` are servers that just failed.
+    async fn place(
+        &self,
+        channel: &str,
+        region: Option<&str>,
+        avoid: &[String],
+    ) -> Result<MediaServerRecord, Error> {
+        let servers: Vec<MediaServerRecord> = self
+            .registry
+            .list()
+            .await
+            .map_err(|e| unavailable("media server registry")(&e))?
+            .into_iter()
+            .filter(|s| !avoid.contains(&s.id))
+            .collect();
+        let region_ok = |s: &MediaServerRecord| {
+            region.is_none_or(|r| s.region == r || !servers.iter().any(|x| x.region == r))
+        };
+        let placed = self
+            .registry
+            .placement(channel)
+            .await
+            .map_err(|e| unavailable("media server registry")(&e))?;
+        if let Some(s) = placed
+            .as_ref()
+            .and_then(|id| servers.iter().find(|s| &s.id == id))
+            && s.available
+            && !s.draining
+            && !s.over_capacity
+            && region_ok(s)
+        {
+            return Ok(s.clone());
+        }
+        let chosen = choose_server(&servers, region)
+            .ok_or_else(|| Error::Unavailable("no media server is available".into()))?
+            .clone();
+        let stale = placed.is_some_and(|id| {
+            !servers
+                .iter()
+                .any(|s| s.id == id && s.available && !s.draining)
+        });
+        let result = async {
+            if stale {
+                self.registry.unplace(channel).await?;
+            }
+            self.registry.place(channel, &chosen.id).await
+        };
+        if let Err(e) = result.await {
+            tracing::warn!(channel, "cannot record the channel's placement: {e}");
+        }
+        Ok(chosen)
+    }
+
+    async fn server(&self, id: &str) -> Result<MediaServerRecord, Error> {
+        self.registry
+            .get(id)
+            .await
+            .map_err(|e| unavailable("media server registry")(&e))?
+            .ok_or_else(|| Error::Gone(format!("media server {id} is gone")))
+    }
+
+    /// Calls a media server's internal API.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        server: &MediaServerRecord,
+        what: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<Option<T>, CallError> {
+        let url = format!("http://{}{}/{what}", server.cluster_address, api::PREFIX);
+        let reply = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(format!("media server {}: {e}", server.id)))?;
+        let status = reply.status();
+        if status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        if status.is_success() {
+            return reply.json::<T>().await.map(Some).map_err(|e| {
+                CallError::Failed(Error::Unavailable(format!(
+                    "media server {}: {e}",
+                    server.id
+                )))
+            });
+        }
+        let message = reply
+            .json::<ErrorReply>()
+            .await
+            .map(|r| r.error)
+            .unwrap_or_else(|_| format!("media server {} answered {status}", server.id));
+        Err(CallError::Failed(api::error_from_status(
+            status.as_u16(),
+            message,
+        )))
+    }
+
+    /// Ends what a participant has on a media server, in the background (a slow or dead server
+    /// must not hold up a leaving client).
+    fn end_on(&self, server: MediaServerRecord, what: &'static str, request: EndRequest) {
+        let http = self.http.clone();
+        tokio::spawn(async move {
+            let url = format!("http://{}{}/{what}", server.cluster_address, api::PREFIX);
+            if let Err(e) = http.post(&url).json(&request).send().await {
+                tracing::debug!(server = %server.id, "{what} on the media server: {e}");
+            }
+        });
+    }
+}
+
+enum CallError {
+    /// The server could not be reached: try another.
+    Unreachable(String),
+    Failed(Error),
+}
+
+impl From<CallError> for Error {
+    fn from(e: CallError) -> Error {
+        match e {
+            CallError::Unreachable(m) => Error::Unavailable(m),
+            CallError::Failed(e) => e,
+        }
+    }
+}
+
+impl Channels for Gateway {
+    fn applications(&self) -> &Applications {
+        &self.applications
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn dev_tokens(&self) -> Option<&(String, String)> {
+        self.dev_tokens.as_ref()
+    }
+
+    fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    async fn join(
+        &self,
+        channel: &str,
+        user: &str,
+        region: Option<&str>,
+        outbox: mpsc::UnboundedSender<ServerMessage>,
+    ) -> Result<Joined, Error> {
+        let id = format!("p-{}-{:08x}", self.id, rand::random::<u32>());
+        let entry = ParticipantEntry {
+            user: user.to_string(),
+            gateway: self.id.clone(),
+        };
+        let unavailable = unavailable("presence (Redis)");
+        self.presence
+            .add_participant(channel, &id, &entry)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let participants = self
+            .presence
+            .participants(channel)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let publications = self
+            .presence
+            .publications(channel)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut others: Vec<ParticipantInfo> = participants
+            .into_iter()
+            .filter(|(p, _)| *p != id)
+            .map(|(participant, e)| ParticipantInfo {
+                publications: publications
+                    .iter()
+                    .filter(|(_, x)| x.participant == participant)
+                    .map(|(publication, x)| PublicationInfo {
+                        publication: publication.clone(),
+                        tracks: x.tracks.clone(),
+                    })
+                    .collect(),
+                participant,
+                user: e.user,
+            })
+            .collect();
+        others.sort_by(|a, b| a.participant.cmp(&b.participant));
+        self.local().entry(channel.to_string()).or_default().insert(
+            id.clone(),
+            Local {
+                user: user.to_string(),
+                outbox,
+                region: region.map(str::to_string),
+                publications: HashMap::new(),
+                subscriptions: HashMap::new(),
+            },
+        );
+        self.announce(
+            channel,
+            Some(&id),
+            ServerMessage::ParticipantJoined {
+                participant: id.clone(),
+                user: user.to_string(),
+            },
+        )
+        .await;
+        tracing::info!(channel, participant = %id, user, region, "joined");
+        Ok((id, others))
+    }
+
+    async fn publish(
+        &self,
+        channel: &str,
+        participant: &str,
+        offer: &str,
+    ) -> Result<(String, String), Error> {
+        let (user, region) = self
+            .with_local(channel, participant, |l| (l.user.clone(), l.region.clone()))
+            .ok_or_else(|| Error::NotFound(format!("{participant} is not in channel {channel}")))?;
+        let request = PublishRequest {
+            channel: channel.to_string(),
+            participant: participant.to_string(),
+            user,
+            offer: offer.to_string(),
+        };
+        // A server that does not answer (killed, its record not yet expired) is skipped once.
+        let mut avoid = Vec::new();
+        let (server, reply) = loop {
+            let server = self.place(channel, region.as_deref(), &avoid).await?;
+            match self
+                .call::<PublishReply>(&server, "publish", &request)
+                .await
+            {
+                Ok(Some(reply)) => break (server, reply),
+                Ok(None) => {
+                    return Err(Error::Unavailable(format!(
+                        "media server {} sent no answer",
+                        server.id
+                    )));
+                }
+                Err(CallError::Unreachable(m)) if avoid.is_empty() => {
+                    tracing::warn!(channel, "{m}; trying another media server");
+                    avoid.push(server.id);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let entry = PublicationEntry {
+            participant: participant.to_string(),
+            server: server.id.clone(),
+            tracks: reply.tracks.clone(),
+        };
+        let recorded = self
+            .presence
+            .add_publication(channel, &reply.publication, &entry)
+            .await;
+        let still_here = self
+            .with_local(channel, participant, |l| {
+                l.publications
+                    .insert(reply.publication.clone(), server.id.clone());
+            })
+            .is_some();
+        if let Err(e) = recorded {
+            self.end_on(
+                server,
+                "unpublish",
+                end(channel, participant, &reply.publication),
+            );
+            return Err(unavailable("presence (Redis)")(&e));
+        }
+        if !still_here {
+            self.end_on(
+                server,
+                "unpublish",
+                end(channel, participant, &reply.publication),
+            );
+            let _ = self
+                .presence
+                .remove_publication(channel, &reply.publication)
+                .await;
+            return Err(Error::Gone(format!("{participant} left channel {channel}")));
+        }
+        tracing::info!(channel, participant, publication = %reply.publication, server = %server.id, region = %server.region, "published");
+        self.announce(
+            channel,
+            Some(participant),
+            ServerMessage::Published {
+                participant: participant.to_string(),
+                publication: reply.publication.clone(),
+                tracks: reply.tracks,
+            },
+        )
+        .await;
+        Ok((reply.publication, reply.answer))
+    }
+
+    async fn subscribe(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+        offer: &str,
+    ) -> Result<(String, String), Error> {
+        let user = self
+            .with_local(channel, participant, |l| l.user.clone())
+            .ok_or_else(|| Error::NotFound(format!("{participant} is not in channel {channel}")))?;
+        let entry = self
+            .presence
+            .publication(channel, publication)
+            .await
+            .map_err(|e| unavailable("presence (Redis)")(&e))?
+            .ok_or_else(|| {
+                Error::NotFound(format!("no publication {publication} in channel {channel}"))
+            })?;
+        let server = self.server(&entry.server).await?;
+        let request = SubscribeRequest {
+            channel: channel.to_string(),
+            participant: participant.to_string(),
+            user,
+            publication: publication.to_string(),
+            offer: offer.to_string(),
+        };
+        let reply = self
+            .call::<SubscribeReply>(&server, "subscribe", &request)
+            .await?
+            .ok_or_else(|| {
+                Error::Unavailable(format!("media server {} sent no answer", server.id))
+            })?;
+        let still_here = self
+            .with_local(channel, participant, |l| {
+                l.subscriptions
+                    .insert(reply.subscription.clone(), server.id.clone());
+            })
+            .is_some();
+        if !still_here {
+            self.end_on(
+                server,
+                "unsubscribe",
+                end(channel, participant, &reply.subscription),
+            );
+            return Err(Error::Gone(format!("{participant} left channel {channel}")));
+        }
+        tracing::info!(channel, participant, publication, subscription = %reply.subscription, server = %server.id, "subscribed");
+        Ok((reply.subscription, reply.answer))
+    }
+
+    async fn unpublish(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+    ) -> Result<(), Error> {
+        let server = self
+            .with_local(channel, participant, |l| l.publications.remove(publication))
+            .flatten()
+            .ok_or_else(|| Error::NotFound(format!("no publication {publication} of yours")))?;
+        if let Ok(s) = self.server(&server).await {
+            self.end_on(s, "unpublish", end(channel, participant, publication));
+        }
+        if let Ok(true) = self.presence.remove_publication(channel, publication).await {
+            self.announce(
+                channel,
+                Some(participant),
+                ServerMessage::Unpublished {
+                    participant: participant.to_string(),
+                    publication: publication.to_string(),
+                },
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        channel: &str,
+        participant: &str,
+        subscription: &str,
+    ) -> Result<(), Error> {
+        let server = self
+            .with_local(channel, participant, |l| {
+                l.subscriptions.remove(subscription)
+            })
+            .flatten()
+            .ok_or_else(|| Error::NotFound(format!("no subscription {subscription} of yours")))?;
+        if let Ok(s) = self.server(&server).await {
+            self.end_on(s, "unsubscribe", end(channel, participant, subscription));
+        }
+        Ok(())
+    }
+
+    async fn leave(&self, channel: &str, participant: &str) {
+        let gone = {
+            let mut local = self.local();
+            let gone = local.get_mut(channel).and_then(|c| c.remove(participant));
+            if local.get(channel).is_some_and(HashMap::is_empty) {
+                local.remove(channel);
+            }
+            gone
+        };
+        let Some(gone) = gone else {
+            return;
+        };
+        for server in gone.servers() {
+            if let Ok(s) = self.server(&server).await {
+                let request = EndRequest {
+                    channel: channel.to_string(),
+                    participant: participant.to_string(),
+                    id: None,
+                };
+                self.end_on(s, "leave", request);
+            }
+        }
+        for publication in gone.publications.keys() {
+            if let Ok(true) = self.presence.remove_publication(channel, publication).await {
+                self.announce(
+                    channel,
+                    Some(participant),
+                    ServerMessage::Unpublished {
+                        participant: participant.to_string(),
+                        publication: publication.clone(),
+                    },
+                )
+                .await;
+            }
+        }
+        if let Err(e) = self.presence.remove_participant(channel, participant).await {
+            tracing::warn!(channel, participant, "cannot remove from presence: {e}");
+        }
+        self.announce(
+            channel,
+            Some(participant),
+            ServerMessage::ParticipantLeft {
+                participant: participant.to_string(),
+            },
+        )
+        .await;
+        tracing::info!(channel, participant, "left");
+    }
+}
+
+fn end(channel: &str, participant: &str, id: &str) -> EndRequest {
+    EndRequest {
+        channel: channel.to_string(),
+        participant: participant.to_string(),
+        id: Some(id.to_string()),
+    }
+}
+
+/// The cluster API media servers call: heartbeats and ended publications.
+pub fn cluster_router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(&format!("{}/media-servers", api::PREFIX), put(heartbeat))
+        .route(
+            &format!("{}/media-servers/remove", api::PREFIX),
+            post(remove),
+        )
+        .route(&format!("{}/ended", api::PREFIX), post(ended))
+        .route(&format!("{}/media-servers", api::PREFIX), get(list))
+        .with_state(gateway)
+}
+
+fn forbidden(g: &Gateway, from: SocketAddr) -> Option<Response> {
+    if g.internal.allows(from.ip()) {
+        return None;
+    }
+    tracing::warn!(%from, "cluster API call from outside INTERNAL:IPADDRESSES refused");
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            Json(ErrorReply {
+                error: format!("{} may not use the cluster API", from.ip()),
+            }),
+        )
+            .into_response(),
+    )
+}
+
+fn registry_error(e: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(ErrorReply {
+            error: format!("media server registry: {e}"),
+        }),
+    )
+        .into_response()
+}
+
+async fn heartbeat(
+    State(g): State<Arc<Gateway>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Json(record): Json<MediaServerRecord>,
+) -> Response {
+    if let Some(r) = forbidden(&g, from) {
+        return r;
+    }
+    let known = matches!(g.registry.get(&record.id).await, Ok(Some(_)));
+    match g.registry.heartbeat(&record, SERVER_TTL).await {
+        Ok(()) => {
+            if !known {
+                tracing::info!(id = %record.id, region = %record.region, cluster = %record.cluster_address, public = ?record.public_ip_address, "media server registered");
+            }
+            Json(HeartbeatReply {
+                ttl_ms: SERVER_TTL.as_millis() as u64,
+            })
+            .into_response()
+        }
+        Err(e) => registry_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RemoveRequest {
+    id: String,
+}
+
+async fn remove(
+    State(g): State<Arc<Gateway>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Json(r): Json<RemoveRequest>,
+) -> Response {
+    if let Some(refused) = forbidden(&g, from) {
+        return refused;
+    }
+    match g.registry.remove(&r.id).await {
+        Ok(()) => {
+            tracing::info!(id = %r.id, "media server unregistered");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => registry_error(e),
+    }
+}
+
+async fn ended(
+    State(g): State<Arc<Gateway>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Json(r): Json<Ended>,
+) -> Response {
+    if let Some(refused) = forbidden(&g, from) {
+        return refused;
+    }
+    let current = g.presence.publication(&r.channel, &r.publication).await;
+    if let Ok(Some(entry)) = current
+        && entry.server == r.server
+        && let Ok(true) = g
+            .presence
+            .remove_publication(&r.channel, &r.publication)
+            .await
+    {
+        tracing::info!(channel = %r.channel, publication = %r.publication, server = %r.server, "the media server ended a publication");
+        g.announce(
+            &r.channel,
+            None,
+            ServerMessage::Unpublished {
+                participant: r.participant,
+                publication: r.publication,
+            },
+        )
+        .await;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn list(
+    State(g): State<Arc<Gateway>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+) -> Response {
+    if let Some(refused) = forbidden(&g, from) {
+        return refused;
+    }
+    match g.registry.list().await {
+        Ok(mut servers) => {
+            servers.sort_by(|a, b| a.id.cmp(&b.id));
+            Json(servers).into_response()
+        }
+        Err(e) => registry_error(e),
+    }
+}
+
+/// Everything a gateway serves on its HTTP port: signalling, the demo page, `/ready`,
+/// `/metrics`, and the cluster API for media servers.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    crate::server::signalling_routes::<Gateway>()
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(gateway.clone())
+        .merge(cluster_router(gateway))
+}
+
+/// 200 when the gateway can place media (the registry answers and lists a server), else 503
+/// with what is wrong; load balancers take a gateway out of rotation on 503.
+async fn ready(State(g): State<Arc<Gateway>>) -> Response {
+    match g.registry.list().await {
+        Ok(servers) if servers.iter().any(|s| s.available && !s.draining) => {
+            (StatusCode::OK, "ready\n").into_response()
+        }
+        Ok(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "degraded: no media server is registered and accepting sessions\n",
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("degraded: media server registry: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(g): State<Arc<Gateway>>) -> Response {
+    let mut out = String::new();
+    g.metrics.render(&mut out);
+    crate::metrics::metric(
+        &mut out,
+        "switchyard_gateway_clients",
+        "gauge",
+        "Signalling clients connected to this gateway.",
+        g.client_count() as u64,
+    );
+    let servers = g.registry.list().await.map(|s| s.len()).unwrap_or(0);
+    crate::metrics::metric(
+        &mut out,
+        "switchyard_media_servers",
+        "gauge",
+        "Media servers in the registry.",
+        servers as u64,
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
+}

@@ -1,0 +1,303 @@
+//! `switchyard gateway` and `switchyard media-server`: the cluster's two processes.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use switchyard_controlplane::allowlist::AllowList;
+use switchyard_controlplane::cluster::gateway::{self, Gateway};
+use switchyard_controlplane::cluster::listen::bind_with_fallback;
+use switchyard_controlplane::cluster::node::{self, Node};
+use switchyard_controlplane::cluster::presence::Presence;
+use switchyard_controlplane::cluster::stun_probe;
+use switchyard_controlplane::config::Config;
+use switchyard_controlplane::registry::{
+    MediaServerRecord, MemoryRegistry, RedisRegistry, Registry,
+};
+use switchyard_controlplane::session::AppState;
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    ConfigFile, DevArgs, MediaArgs, announced, control_runtime, media_ports, page_address,
+    shutdown_signal,
+};
+
+/// Cluster traffic is accepted from these when INTERNAL:IPADDRESSES is not set: loopback and
+/// the private ranges, never the internet.
+const DEFAULT_INTERNAL: &str = "127.0.0.0/8,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7";
+
+#[derive(Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    config: ConfigFile,
+    /// Address for HTTP: signalling (/sync), the demo page, /ready, /metrics, and the cluster API
+    /// media servers register with (SERVICEBASEURL points here, usually through a load balancer).
+    #[arg(long, default_value = "0.0.0.0:8080", env = "SWITCHYARD_HTTP")]
+    http: SocketAddr,
+    /// This gateway's id, part of its participants' ids [default: random].
+    #[arg(long, env = "SWITCHYARD_GATEWAY_ID")]
+    id: Option<String>,
+    /// Keeps this deployment's Redis keys apart from others sharing the Redis
+    /// (keys are `switchyard:<namespace>:...`).
+    #[arg(long, default_value = "default", env = "SWITCHYARD_NAMESPACE")]
+    namespace: String,
+    #[command(flatten)]
+    dev: DevArgs,
+}
+
+#[derive(Args)]
+pub struct MediaServerArgs {
+    #[command(flatten)]
+    config: ConfigFile,
+    /// The cluster TCP port for the internal control API; when taken, the next free port
+    /// (8446, 8447, ...) is used and registered.
+    #[arg(long, default_value_t = 8445, env = "SWITCHYARD_CLUSTER_PORT")]
+    cluster_port: u16,
+    /// Address the cluster port binds to.
+    #[arg(long, default_value = "0.0.0.0")]
+    cluster_bind: IpAddr,
+    /// The address gateways reach this server's cluster port on [default: an interface address
+    /// inside INTERNAL:IPADDRESSES, else the first non-loopback IPv4, else 127.0.0.1].
+    #[arg(long)]
+    cluster_address: Option<IpAddr>,
+    /// This server's id in the registry [default: <hostname>-<cluster port>].
+    #[arg(long, env = "SWITCHYARD_MEDIA_SERVER_ID")]
+    id: Option<String>,
+    /// Transports (peer connections) this server takes before it reports itself over
+    /// capacity; placement then prefers other servers [default: 500 per worker].
+    #[arg(long, env = "SWITCHYARD_CAPACITY")]
+    capacity: Option<usize>,
+    /// STUN servers (host:port) to learn the public IP from, when EXTERNAL:PUBLICIPADDRESS is
+    /// not set; also DEPLOYMENTS:0:STUNSERVERS (comma-separated).
+    #[arg(long = "stun-server")]
+    stun_servers: Vec<String>,
+    /// How long SIGTERM waits for sessions to end while draining before stopping anyway.
+    #[arg(long, default_value = "300", value_parser = parse_seconds)]
+    drain_timeout: Duration,
+    #[command(flatten)]
+    media: MediaArgs,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.trim_end_matches('s')
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("expected seconds, e.g. 300 or 30s, not {s:?}"))
+}
+
+fn internal_allowlist(config: &Config) -> Result<AllowList, String> {
+    let list = config
+        .get("INTERNAL:IPADDRESSES")
+        .unwrap_or(DEFAULT_INTERNAL);
+    AllowList::parse(list).map_err(|e| format!("INTERNAL:IPADDRESSES: {e}"))
+}
+
+async fn registry(config: &Config, namespace: &str) -> Result<Registry, String> {
+    Ok(match config.get("CONNECTIONSTRINGS:CACHE") {
+        Some(url) => {
+            Registry::Redis(RedisRegistry::connect(url, namespace).await.map_err(|e| {
+                format!(
+                    "CONNECTIONSTRINGS:CACHE ({}): {e}",
+                    switchyard_controlplane::config::mask(url)
+                )
+            })?)
+        }
+        None => Registry::Memory(MemoryRegistry::new()),
+    })
+}
+
+pub fn gateway(args: GatewayArgs) -> Result<(), String> {
+    let config = args.config.load()?;
+    let internal = internal_allowlist(&config)?;
+    let (applications, dev_tokens) = args.dev.load()?;
+    let id = args
+        .id
+        .unwrap_or_else(|| format!("g{:06x}", rand::random::<u32>() & 0xff_ffff));
+    let runtime = control_runtime()?;
+    runtime.block_on(async move {
+        let registry = registry(&config, &args.namespace).await?;
+        let presence = match config.get("CONNECTIONSTRINGS:CACHE") {
+            Some(url) => Presence::redis(url, &args.namespace)
+                .await
+                .map_err(|e| format!("CONNECTIONSTRINGS:CACHE: {e}"))?,
+            None => {
+                tracing::warn!("CONNECTIONSTRINGS:CACHE is not set: state is in this process only, so run one gateway");
+                Presence::memory()
+            }
+        };
+        let mut g = Gateway::new(id.clone(), applications, registry, presence, internal)?;
+        g.dev_tokens = dev_tokens;
+        let g = Arc::new(g);
+        let listener = tokio::net::TcpListener::bind(args.http)
+            .await
+            .map_err(|e| format!("cannot listen on {} for HTTP: {e}", args.http))?;
+        let page = page_address(&listener)?;
+        tracing::info!(
+            "switchyard gateway {id} {}: signalling ws://{page}/sync | demo http://{page}/ | ready http://{page}/ready | media servers register at http://{page}/cluster/v1/media-servers",
+            env!("CARGO_PKG_VERSION")
+        );
+        tokio::spawn(g.clone().pump_events());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let watcher = tokio::spawn(g.clone().watch_servers(stop_rx));
+        let notify = g.clone();
+        switchyard_controlplane::server::serve_with(
+            listener,
+            gateway::router(g.clone()),
+            shutdown_signal(),
+            move || {
+                let _ = notify.shutdown.send(true);
+            },
+        )
+        .await
+        .map_err(|e| format!("HTTP server: {e}"))?;
+        let _ = stop_tx.send(true);
+        let _ = watcher.await;
+        tracing::info!("stopped");
+        Ok::<(), String>(())
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+/// The address gateways reach this host on: inside INTERNAL:IPADDRESSES when that is set.
+fn cluster_address(config: &Config) -> IpAddr {
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .collect();
+    ips.sort();
+    if let Some(list) = config.get("INTERNAL:IPADDRESSES")
+        && let Ok(allow) = AllowList::parse(list)
+        && let Some(ip) = ips
+            .iter()
+            .find(|ip| allow.allows(**ip) && !ip.is_loopback())
+    {
+        return *ip;
+    }
+    ips.into_iter()
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "mediaserver".into())
+}
+
+pub fn media_server(args: MediaServerArgs) -> Result<(), String> {
+    let config = args.config.load()?;
+    let base = config
+        .get("SERVICEBASEURL")
+        .map(str::to_string)
+        .ok_or("SERVICEBASEURL is not set: a media server registers with the gateway at that URL (e.g. SERVICEBASEURL=http://gateway:8080)")?;
+    let internal = internal_allowlist(&config)?;
+    let region = config.get("REGION").unwrap_or("default").to_string();
+    let mut stun_servers = args.stun_servers.clone();
+    if let Some(list) = config.get("DEPLOYMENTS:0:STUNSERVERS") {
+        stun_servers.extend(
+            list.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
+        );
+    }
+    let configured_public = args.media.public_ip.or_else(|| config.public_ip());
+    let (media, mut events) = args.media.start()?;
+    let ports = media_ports(&media);
+    let backend = media.backend();
+    let workers = media.workers();
+    let capacity = args.capacity.unwrap_or(500 * workers);
+    let runtime = control_runtime()?;
+    runtime.block_on(async move {
+        let listener = bind_with_fallback(args.cluster_bind, args.cluster_port)
+            .await
+            .map_err(|e| format!("cannot listen on the cluster port {}: {e}", args.cluster_port))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let public = match configured_public {
+            Some(ip) => Some(ip),
+            None if stun_servers.is_empty() => None,
+            None => match stun_probe::public_ip(&stun_servers).await {
+                Ok(ip) => Some(ip),
+                Err(e) => {
+                    tracing::warn!("public IP detection failed ({e}); announcing interface addresses");
+                    None
+                }
+            },
+        };
+        let announce = announced(public, args.media.media_bind);
+        let id = args.id.unwrap_or_else(|| format!("{}-{port}", hostname()));
+        let cluster_ip = args.cluster_address.unwrap_or_else(|| cluster_address(&config));
+        let base_record = MediaServerRecord {
+            id: id.clone(),
+            region: region.clone(),
+            available: true,
+            active: false,
+            over_capacity: false,
+            used_capacity: 0.0,
+            draining: false,
+            ip_addresses: announce.iter().map(IpAddr::to_string).collect(),
+            public_ip_address: public.map(|ip| ip.to_string()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            core_count: workers as u32,
+            cluster_address: SocketAddr::new(cluster_ip, port).to_string(),
+        };
+        let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+        let mut state = AppState::new(media, switchyard_controlplane::token::Applications::default(), announce.clone());
+        state.ended = Some(ended_tx);
+        let state = Arc::new(state);
+        let node = Arc::new(Node::new(state.clone(), base_record, capacity, internal));
+        tracing::info!(
+            "switchyard media-server {id} {} in region {region}: cluster API http://{cluster_ip}:{port}{} | registering with {base}",
+            env!("CARGO_PKG_VERSION"),
+            switchyard_controlplane::cluster::api::PREFIX
+        );
+        tracing::info!(
+            "media: {} worker(s) on UDP {:?} ({} backend), announcing {:?}, capacity {capacity} transports",
+            ports.len(),
+            ports,
+            backend.as_str(),
+            announce
+        );
+        let events_state = state.clone();
+        let events_task = tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                events_state.on_media_event(event);
+            }
+        });
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let heartbeat = tokio::spawn(node::heartbeat(node.clone(), http.clone(), base.clone(), stop_rx));
+        tokio::spawn(node::report_ended(node.clone(), http, base, ended_rx));
+        // SIGTERM or Ctrl-C: drain (no new sessions, existing ones go on), then stop.
+        let drain_node = node.clone();
+        let drain_timeout = args.drain_timeout;
+        let stopping = async move {
+            shutdown_signal().await;
+            drain_node.drain();
+            tokio::select! {
+                _ = node::drained(&drain_node, drain_timeout) => {}
+                _ = shutdown_signal() => tracing::warn!("second signal: stopping without waiting"),
+            }
+        };
+        switchyard_controlplane::server::serve_with(listener, node::router(node.clone()), stopping, || {})
+            .await
+            .map_err(|e| format!("cluster API: {e}"))?;
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), heartbeat).await;
+        tracing::info!("stopping media workers");
+        state.media.stop();
+        let _ = tokio::time::timeout(Duration::from_secs(5), events_task).await;
+        tracing::info!("stopped");
+        Ok::<(), String>(())
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}

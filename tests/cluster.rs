@@ -1,0 +1,547 @@
+//! The cluster as separate processes on loopback, in the test's own network namespace with its
+//! own `redis-server`: two gateways, media servers in regions `a` and `b`, clients on different
+//! gateways (headless Chromium, and the load generator's emulated clients).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use switchyard_tests::cluster::{Process, Redis, media_servers, wait_for};
+use switchyard_tests::server::temp_dir;
+use switchyard_tests::{binary, browser_dir, http, last_json, netns};
+
+const GATEWAY_A: u16 = 8080;
+const GATEWAY_B: u16 = 8081;
+
+fn gateway(dir: &Path, name: &str, port: u16, redis: &Redis, env: &[(&str, &str)]) -> Process {
+    let data = dir.join("data");
+    let http = format!("127.0.0.1:{port}");
+    let url = redis.url();
+    let mut all = vec![("CONNECTIONSTRINGS__CACHE", url.as_str())];
+    all.extend_from_slice(env);
+    let p = Process::start(
+        name,
+        dir,
+        &[
+            "gateway",
+            "--http",
+            &http,
+            "--id",
+            name,
+            "--data-dir",
+            &data.display().to_string(),
+        ],
+        &all,
+    );
+    wait_for(
+        &format!("{name} to answer /health"),
+        Duration::from_secs(20),
+        || http::get(port, "/health").is_ok_and(|r| r.status == 200),
+    );
+    p
+}
+
+/// A media server registering with the gateway on `gateway_port`; waits until it is listed.
+fn media_server(
+    dir: &Path,
+    id: &str,
+    region: &str,
+    gateway_port: u16,
+    ports: &str,
+    extra: &[&str],
+) -> Process {
+    let base = format!("http://127.0.0.1:{gateway_port}");
+    let mut args = vec![
+        "media-server",
+        "--id",
+        id,
+        "--workers",
+        "1",
+        "--media-ports",
+        ports,
+        "--public-ip",
+        "127.0.0.1",
+        "--drain-timeout",
+        "30",
+    ];
+    args.extend_from_slice(extra);
+    let p = Process::start(
+        id,
+        dir,
+        &args,
+        &[("REGION", region), ("SERVICEBASEURL", &base)],
+    );
+    wait_for(
+        &format!("{id} to register"),
+        Duration::from_secs(20),
+        || media_servers(gateway_port).iter().any(|s| s["id"] == id),
+    );
+    p
+}
+
+fn token(dir: &Path, channel: &str, user: &str) -> String {
+    let out = Command::new(binary())
+        .args(["token", "--channel", channel, "--user", user, "--data-dir"])
+        .arg(dir.join("data"))
+        .output()
+        .expect("run switchyard token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// publication id → (participant, media server id), from Redis.
+fn publications(redis: &Redis, channel: &str) -> Vec<(String, String, String)> {
+    let out = redis.cli(&[
+        "HGETALL",
+        &format!("switchyard:default:channel:{channel}:publications"),
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    lines
+        .chunks(2)
+        .filter_map(|kv| {
+            let v: Value = serde_json::from_str(kv.get(1)?).ok()?;
+            Some((
+                kv[0].to_string(),
+                v["participant"].as_str()?.to_string(),
+                v["server"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Chromium pages on two gateways decode each other; a region claim lands on its region; a
+/// server over capacity sends the channel's next publisher to the other server; a media server
+/// killed with SIGKILL is recovered by the SDKs publishing again on the live one.
+#[test]
+fn browsers_across_gateways_regions_capacity_and_kill() {
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
+    let _gb = gateway(&dir, "gb", GATEWAY_B, &redis, &[]);
+    // ms-a takes 8445 and holds one transport before it is over capacity; ms-b finds 8445
+    // taken and falls back to 8446.
+    let ms_a = media_server(
+        &dir,
+        "ms-a",
+        "a",
+        GATEWAY_A,
+        "40000-40100",
+        &["--capacity", "1"],
+    );
+    let _ms_b = media_server(&dir, "ms-b", "b", GATEWAY_B, "41000-41100", &[]);
+    let servers = media_servers(GATEWAY_A);
+    let address = |id: &str| {
+        servers
+            .iter()
+            .find(|s| s["id"] == id)
+            .and_then(|s| s["clusterAddress"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(address("ms-a"), "127.0.0.1:8445", "{servers:?}");
+    assert_eq!(
+        address("ms-b"),
+        "127.0.0.1:8446",
+        "port fallback: {servers:?}"
+    );
+
+    let tokens: Vec<String> = (0..3)
+        .map(|i| token(&dir, "room", &format!("user{i}")))
+        .collect();
+    let out = Command::new("node")
+        .current_dir(browser_dir())
+        .arg("three_pages.mjs")
+        .arg(format!("http://127.0.0.1:{GATEWAY_A}"))
+        .args(["room", "VP8"])
+        .args(&tokens)
+        // page 0 on gateway a (no claim: the channel goes to ms-a, which is then full),
+        // page 1 on gateway b asking for region b, page 2 on gateway b with no claim.
+        .env(
+            "BASES",
+            format!("http://127.0.0.1:{GATEWAY_A},http://127.0.0.1:{GATEWAY_B},http://127.0.0.1:{GATEWAY_B}"),
+        )
+        .env("REGIONS", ",b,")
+        .env("KILL_PID", ms_a.pid().to_string())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let result = last_json(&stdout)
+        .unwrap_or_else(|| panic!("no JSON result from the browser script:\n{stdout}\n{stderr}"));
+    let before = &result["before"];
+    assert!(
+        before.is_array(),
+        "the first phase failed:\n{result:#}\n{stderr}"
+    );
+    assert_eq!(
+        result["ok"], true,
+        "not every page decoded every other:\n{result:#}\n{stderr}"
+    );
+    let recovery = result["recovery_ms"].as_u64().expect("recovery_ms");
+    eprintln!("everyone decoded everyone again {recovery} ms after the SIGKILL");
+    assert!(recovery <= 15_000, "recovery took {recovery} ms");
+
+    // Where each page published, from the gateways' logs: first placement, then the last one.
+    let participants: Vec<&Value> = (0..3).map(|i| &before[i]["participant"]).collect();
+    let logs = std::fs::read_to_string(dir.join("ga.log")).unwrap_or_default()
+        + &std::fs::read_to_string(dir.join("gb.log")).unwrap_or_default();
+    let placements = |participant: &Value| -> Vec<String> {
+        let p = participant.as_str().unwrap_or("?");
+        logs.lines()
+            .filter(|l| l.contains(" published") && l.contains(p))
+            .filter_map(|l| l.split("server=").nth(1))
+            .map(|s| {
+                s.split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .trim_matches('"')
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        placements(participants[0]),
+        ["ms-a", "ms-b"],
+        "first in the channel, then republished after the kill"
+    );
+    assert_eq!(placements(participants[1]), ["ms-b"], "region b claimed");
+    assert_eq!(
+        placements(participants[2]),
+        ["ms-b"],
+        "ms-a was over capacity"
+    );
+    // The pages have left: nothing of them is left in Redis.
+    wait_for("presence to empty", Duration::from_secs(5), || {
+        publications(&redis, "room").is_empty()
+            && redis
+                .cli(&["HLEN", "switchyard:default:channel:room:participants"])
+                .trim()
+                == "0"
+    });
+    wait_for(
+        "ms-a to leave the registry",
+        Duration::from_secs(10),
+        || !media_servers(GATEWAY_A).iter().any(|s| s["id"] == "ms-a"),
+    );
+}
+
+/// `switchyard loadtest run` against a gateway; its JSON report. The generator's emulated
+/// clients do real ICE, DTLS and SRTP and count every packet.
+fn loadtest(dir: &Path, gateway_port: u16, channel: &str, args: &[&str]) -> Value {
+    let out = Command::new(binary())
+        .args(["loadtest", "run", "--json", "--url"])
+        .arg(format!("http://127.0.0.1:{gateway_port}"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--channel", channel])
+        .args(args)
+        .output()
+        .expect("run switchyard loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "loadtest failed ({}):\n{stderr}\n{stdout}",
+        out.status
+    );
+    last_json(&stdout).unwrap_or_else(|| panic!("no JSON report:\n{stderr}\n{stdout}"))
+}
+
+fn assert_clean(r: &Value, transports: u64) {
+    assert_eq!(r["connected"], transports, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    assert_eq!(r["loss"], 0.0, "{r}");
+    assert!(r["packets_in_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+}
+
+/// The media servers a gateway placed a channel's publications on, from its log.
+fn placed(dir: &Path, gateway: &str, channel: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(dir.join(format!("{gateway}.log"))).unwrap_or_default();
+    let mut servers: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains(" published") && l.contains(&format!("channel=\"{channel}\"")))
+        .filter_map(|l| l.split("server=").nth(1))
+        .map(|s| s.split_whitespace().next().unwrap_or("").to_string())
+        .collect();
+    servers.sort();
+    servers.dedup();
+    servers
+}
+
+/// A meeting spread over two media servers by their capacity still delivers every stream; a
+/// media server told to stop (SIGTERM) drains: it takes no new sessions, its running session
+/// goes on without loss, and it exits once that session ends.
+#[test]
+fn meeting_across_servers_and_drain() {
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
+    // Each takes two transports before it is over capacity, so a meeting's four publishers
+    // (each with three subscriptions on its own server) cannot all fit on one.
+    let mut m1 = media_server(
+        &dir,
+        "m1",
+        "a",
+        GATEWAY_A,
+        "40000-40100",
+        &["--capacity", "2"],
+    );
+    let _m2 = media_server(
+        &dir,
+        "m2",
+        "a",
+        GATEWAY_A,
+        "41000-41100",
+        &["--capacity", "2"],
+    );
+
+    let r = loadtest(
+        &dir,
+        GATEWAY_A,
+        "meeting",
+        &[
+            "--scenario",
+            "meeting",
+            "--participants",
+            "4",
+            "--duration",
+            "3",
+            "--ramp",
+            "2",
+        ],
+    );
+    assert_clean(&r, 16);
+    assert_eq!(
+        placed(&dir, "ga", "meeting"),
+        ["m1", "m2"],
+        "publishers on both servers"
+    );
+
+    // A long session on m1 (the channel's first placement goes to the smallest id on a tie).
+    let long = {
+        let data = dir.join("data");
+        Command::new(binary())
+            .args([
+                "loadtest",
+                "run",
+                "--json",
+                "--url",
+                &format!("http://127.0.0.1:{GATEWAY_A}"),
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--channel",
+                "long",
+                "--scenario",
+                "livestream",
+                "--subscribers",
+                "1",
+                "--duration",
+                "8",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run switchyard loadtest")
+    };
+    wait_for(
+        "the long session's publication",
+        Duration::from_secs(20),
+        || placed(&dir, "ga", "long") == ["m1"],
+    );
+    m1.terminate();
+    wait_for("m1 to report draining", Duration::from_secs(5), || {
+        media_servers(GATEWAY_A)
+            .iter()
+            .any(|s| s["id"] == "m1" && s["draining"] == true)
+    });
+    assert_eq!(
+        http::get(GATEWAY_A, "/ready").map(|r| r.status).ok(),
+        Some(200),
+        "m2 still takes sessions"
+    );
+    let r = loadtest(
+        &dir,
+        GATEWAY_A,
+        "later",
+        &[
+            "--scenario",
+            "livestream",
+            "--subscribers",
+            "1",
+            "--duration",
+            "2",
+        ],
+    );
+    assert_clean(&r, 2);
+    assert_eq!(
+        placed(&dir, "ga", "later"),
+        ["m2"],
+        "nothing new on the draining server"
+    );
+    let out = long.wait_with_output().expect("the long session");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = last_json(&stdout).unwrap_or_else(|| panic!("no report: {stdout}"));
+    assert_clean(&report, 2);
+    let status = m1
+        .wait(Duration::from_secs(15))
+        .expect("m1 exits once drained");
+    assert!(status.success(), "{status}");
+    assert!(
+        m1.log_text().contains("drained: no sessions left"),
+        "{}",
+        m1.log_tail()
+    );
+    wait_for("m1 to leave the registry", Duration::from_secs(5), || {
+        !media_servers(GATEWAY_A).iter().any(|s| s["id"] == "m1")
+    });
+}
+
+/// The cluster API answers only INTERNAL:IPADDRESSES; a refused caller learns why.
+#[test]
+fn cluster_api_only_from_internal_addresses() {
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let _ga = gateway(
+        &dir,
+        "ga",
+        GATEWAY_A,
+        &redis,
+        &[("INTERNAL__IPADDRESSES", "127.0.0.1/32")],
+    );
+    let curl = |from: &str, url: &str, body: Option<&str>| -> (u16, String) {
+        let mut c = Command::new("curl");
+        c.args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--interface",
+            from,
+            url,
+        ]);
+        if let Some(b) = body {
+            c.args([
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "--data",
+                b,
+            ]);
+        }
+        let out = c.output().expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    };
+    let list = format!("http://127.0.0.1:{GATEWAY_A}/cluster/v1/media-servers");
+    assert_eq!(curl("127.0.0.1", &list, None).0, 200);
+    let (status, body) = curl("127.0.0.2", &list, None);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("127.0.0.2 may not use the cluster API"),
+        "{body}"
+    );
+    let ended = format!("http://127.0.0.1:{GATEWAY_A}/cluster/v1/ended");
+    let report = r#"{"server":"x","channel":"c","participant":"p","publication":"q"}"#;
+    assert_eq!(curl("127.0.0.2", &ended, Some(report)).0, 403);
+    assert_eq!(curl("127.0.0.1", &ended, Some(report)).0, 204);
+
+    // A media server's own API, likewise.
+    let base = format!("http://127.0.0.1:{GATEWAY_A}");
+    let _ms = Process::start(
+        "ms",
+        &dir,
+        &[
+            "media-server",
+            "--id",
+            "ms",
+            "--workers",
+            "1",
+            "--media-ports",
+            "40000-40100",
+        ],
+        &[
+            ("SERVICEBASEURL", base.as_str()),
+            ("INTERNAL__IPADDRESSES", "127.0.0.1"),
+        ],
+    );
+    wait_for("ms to register", Duration::from_secs(20), || {
+        media_servers(GATEWAY_A).iter().any(|s| s["id"] == "ms")
+    });
+    let leave = "http://127.0.0.1:8445/cluster/v1/leave";
+    let body = r#"{"channel":"c","participant":"p"}"#;
+    assert_eq!(curl("127.0.0.2", leave, Some(body)).0, 403);
+    assert_eq!(curl("127.0.0.1", leave, Some(body)).0, 204);
+    let (status, body) = curl(
+        "127.0.0.1",
+        "http://127.0.0.1:8445/cluster/v1/publish",
+        Some(r#"{"channel":"c"}"#),
+    );
+    assert_eq!(status, 422, "a malformed request is refused: {body}");
+}
+
+/// Bad settings stop a role before it binds anything, naming the setting.
+#[test]
+fn roles_refuse_bad_configuration() {
+    netns::enter();
+    let dir = temp_dir();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(binary())
+            .current_dir(&dir)
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run switchyard");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let ms = ["media-server", "--workers", "1"];
+    let (code, err) = run(&ms, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("SERVICEBASEURL is not set"), "{err}");
+    let (code, err) = run(&ms, &[("SERVICEBASEURL", "ftp://x")]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("SERVICEBASEURL"), "{err}");
+    let (code, err) = run(
+        &ms,
+        &[
+            ("SERVICEBASEURL", "http://127.0.0.1:8080"),
+            ("REGION", "no spaces allowed"),
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("REGION"), "{err}");
+    let (code, err) = run(
+        &ms,
+        &[
+            ("SERVICEBASEURL", "http://127.0.0.1:8080"),
+            ("INTERNAL__IPADDRESSES", "10.0.0.0/40"),
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("INTERNAL:IPADDRESSES"), "{err}");
+    // Nothing bound 8445 meanwhile.
+    assert!(std::net::TcpListener::bind("127.0.0.1:8445").is_ok());
+    // A gateway whose Redis does not answer says which setting points there.
+    let (code, err) = run(
+        &["gateway", "--http", "127.0.0.1:8080"],
+        &[("CONNECTIONSTRINGS__CACHE", "redis://127.0.0.1:1")],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("CONNECTIONSTRINGS:CACHE"), "{err}");
+    assert!(std::net::TcpListener::bind("127.0.0.1:8080").is_ok());
+}
