@@ -17,6 +17,8 @@ const GATEWAY_B: u16 = 8081;
 fn gateway(dir: &Path, name: &str, port: u16, redis: &Redis, env: &[(&str, &str)]) -> Process {
     let data = dir.join("data");
     let http = format!("127.0.0.1:{port}");
+    // 8080 → admin 9090, 8081 → 9091.
+    let admin = format!("127.0.0.1:{}", port + 1010);
     let url = redis.url();
     let mut all = vec![("CONNECTIONSTRINGS__CACHE", url.as_str())];
     all.extend_from_slice(env);
@@ -27,6 +29,8 @@ fn gateway(dir: &Path, name: &str, port: u16, redis: &Redis, env: &[(&str, &str)
             "gateway",
             "--http",
             &http,
+            "--admin",
+            &admin,
             "--id",
             name,
             "--data-dir",
@@ -405,6 +409,39 @@ fn meeting_across_servers_and_drain() {
     });
 }
 
+/// An HTTP request with curl from the source address `from`: (status, body).
+fn curl(
+    from: &str,
+    method: &str,
+    url: &str,
+    headers: &[&str],
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args([
+        "-s",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "--interface",
+        from,
+        "-X",
+        method,
+        url,
+    ]);
+    for h in headers {
+        c.args(["-H", h]);
+    }
+    if let Some(b) = body {
+        c.args(["-H", "content-type: application/json", "--data", b]);
+    }
+    let out = c.output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
 /// The cluster API answers only INTERNAL:IPADDRESSES; a refused caller learns why.
 #[test]
 fn cluster_api_only_from_internal_addresses() {
@@ -544,4 +581,174 @@ fn roles_refuse_bad_configuration() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("CONNECTIONSTRINGS:CACHE"), "{err}");
     assert!(std::net::TcpListener::bind("127.0.0.1:8080").is_ok());
+}
+
+const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+/// `curl` to the admin API on 9090 from 127.0.0.1 with the key: (status, JSON body).
+fn admin(method: &str, path: &str) -> (u16, Value) {
+    let (status, body) = curl(
+        "127.0.0.1",
+        method,
+        &format!("http://127.0.0.1:9090/admin/api/v1{path}"),
+        &[&format!("X-API-Key: {ADMIN_KEY}")],
+        None,
+    );
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// Joins `channel` on the gateway over /sync and returns the socket and the participant id.
+async fn join(
+    port: u16,
+    token: &str,
+    channel: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    String,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/sync"))
+        .await
+        .expect("connect /sync");
+    let join = serde_json::json!({ "type": "join", "token": token, "channel": channel });
+    ws.send(Message::text(join.to_string()))
+        .await
+        .expect("send join");
+    loop {
+        let m = ws.next().await.expect("a reply").expect("a message");
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).expect("JSON");
+            if v["type"] == "joined" {
+                let id = v["participant"].as_str().expect("participant").to_string();
+                return (ws, id);
+            }
+            panic!("unexpected reply to join: {v}");
+        }
+    }
+}
+
+/// The admin API refuses callers outside ADMIN:IPADDRESSES and calls without the right key,
+/// and serves every endpoint: media servers (list, get, drain, undrain, forget), channels
+/// (list, get), kicking a client, and its OpenAPI document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let _ga = gateway(
+        &dir,
+        "ga",
+        GATEWAY_A,
+        &redis,
+        &[
+            ("ADMIN__APIKEY", ADMIN_KEY),
+            ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+        ],
+    );
+    let _ms = media_server(&dir, "ms", "a", GATEWAY_A, "40000-40100", &[]);
+
+    // Refusals, before anything is looked at (the document too).
+    let url = "http://127.0.0.1:9090/admin/api/v1/media-servers";
+    let key = format!("X-API-Key: {ADMIN_KEY}");
+    let (status, body) = curl("127.0.0.1", "GET", url, &[], None);
+    assert_eq!((status, body.contains("missing")), (401, true), "{body}");
+    let (status, body) = curl(
+        "127.0.0.1",
+        "GET",
+        url,
+        &["X-API-Key: wrong-key-wrong-key"],
+        None,
+    );
+    assert_eq!((status, body.contains("not valid")), (401, true), "{body}");
+    let (status, body) = curl("127.0.0.2", "GET", url, &[&key], None);
+    assert_eq!(
+        (status, body.contains("ADMIN:IPADDRESSES")),
+        (403, true),
+        "{body}"
+    );
+    let doc = "http://127.0.0.1:9090/admin/api/v1/openapi.json";
+    assert_eq!(curl("127.0.0.1", "GET", doc, &[], None).0, 401);
+
+    let (status, doc) = admin("GET", "/openapi.json");
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(
+        doc["paths"]["/media-servers/{id}/drain"]["post"].is_object(),
+        "{doc}"
+    );
+
+    // Media servers.
+    let (status, list) = admin("GET", "/media-servers");
+    assert_eq!(status, 200);
+    assert_eq!(list[0]["id"], "ms", "{list}");
+    assert_eq!(list[0]["region"], "a");
+    assert_eq!(admin("GET", "/media-servers/ms").1["id"], "ms");
+    assert_eq!(admin("GET", "/media-servers/nope").0, 404);
+    let (status, s) = admin("POST", "/media-servers/ms/drain");
+    assert_eq!((status, &s["draining"]), (200, &Value::Bool(true)), "{s}");
+    // An operator's drain survives the server's heartbeats.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(admin("GET", "/media-servers/ms").1["draining"], true);
+    assert_eq!(
+        http::get(GATEWAY_A, "/ready").map(|r| r.status).ok(),
+        Some(503)
+    );
+    let (status, s) = admin("DELETE", "/media-servers/ms/drain");
+    assert_eq!((status, &s["draining"]), (200, &Value::Bool(false)), "{s}");
+    assert_eq!(
+        http::get(GATEWAY_A, "/ready").map(|r| r.status).ok(),
+        Some(200)
+    );
+    assert_eq!(admin("POST", "/media-servers/nope/drain").0, 404);
+
+    // Channels and kicking a client.
+    let token = token(&dir, "lobby", "alice");
+    let (mut ws, participant) = join(GATEWAY_A, &token, "lobby").await;
+    let (status, channels) = admin("GET", "/channels");
+    assert_eq!(status, 200);
+    assert_eq!(channels[0]["id"], "lobby", "{channels}");
+    assert_eq!(channels[0]["clients"][0]["id"], participant.as_str());
+    assert_eq!(channels[0]["clients"][0]["user"], "alice");
+    assert_eq!(channels[0]["clients"][0]["gateway"], "ga");
+    assert_eq!(
+        admin("GET", "/channels/lobby").1["clients"][0]["id"],
+        participant.as_str()
+    );
+    assert_eq!(admin("GET", "/channels/empty").0, 404);
+    assert_eq!(admin("DELETE", "/channels/lobby/clients/nobody").0, 404);
+    let (status, _) = admin("DELETE", &format!("/channels/lobby/clients/{participant}"));
+    assert_eq!(status, 204);
+    let mut kicked = false;
+    let mut closed = None;
+    while let Some(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the socket closes after a kick")
+    {
+        match m {
+            Message::Text(t) => kicked |= t.contains("\"kicked\""),
+            Message::Close(frame) => {
+                closed = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(kicked, "the client was told");
+    assert_eq!(closed, Some(4003));
+    wait_for("the kicked client to leave", Duration::from_secs(5), || {
+        admin("GET", "/channels")
+            .1
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    });
+
+    // Forgetting a server: gone from the list until its next heartbeat.
+    assert_eq!(admin("DELETE", "/media-servers/ms").0, 204);
+    assert_eq!(admin("DELETE", "/media-servers/nope").0, 404);
+    wait_for("ms to register again", Duration::from_secs(5), || {
+        admin("GET", "/media-servers/ms").0 == 200
+    });
 }

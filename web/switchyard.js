@@ -21,7 +21,7 @@ const GATHER_TIMEOUT_MS = 2000;
  *
  * Events (CustomEvent, data in `detail`): `participant-joined` {participant, user},
  * `participant-left` {participant}, `track` {participant, publication, track, stream},
- * `track-ended` {participant, publication}, `republished` {previous, publication},
+ * `track-ended` {participant, publication}, `republished` {previous, publication}, `kicked` {reason},
  * `disconnected` {reason}, `error` {reason}.
  *
  * When the server reports one of our own publications unpublished (its media server stopped or
@@ -212,6 +212,9 @@ export class Client extends EventTarget {
       case 'error':
         if (pending) pending.reject(new Error(m.reason));
         else this.#emit('error', { reason: m.reason });
+        break;
+      case 'kicked':
+        this.#emit('kicked', { reason: m.reason });
         break;
       case 'participant-joined':
         this.#emit('participant-joined', { participant: m.participant, user: m.user });

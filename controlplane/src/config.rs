@@ -27,6 +27,8 @@ enum Kind {
     Hostname,
     /// Comma-separated SHA-1 fingerprints (40 hex digits, colons allowed).
     Sha1List,
+    /// A secret of at least 16 characters, never shown.
+    Secret,
 }
 
 struct Spec {
@@ -82,6 +84,11 @@ const SETTINGS: &[Spec] = &[
         name: "ADMIN:IPADDRESSES",
         kind: Kind::IpList,
         about: "who may use the admin API",
+    },
+    Spec {
+        name: "ADMIN:APIKEY",
+        kind: Kind::Secret,
+        about: "the admin API's X-API-Key (unset: generated into the data directory)",
     },
     Spec {
         name: "SYNC:IPADDRESSES",
@@ -234,6 +241,9 @@ impl Config {
         let mut out = String::new();
         for s in SETTINGS {
             let line = match self.values.get(s.name) {
+                Some((_, source)) if s.kind == Kind::Secret => {
+                    format!("{:width$} = ****  ({source})", s.name)
+                }
                 Some((v, source)) => format!("{:width$} = {}  ({source})", s.name, mask(v)),
                 None => format!("{:width$}   not set: {}", s.name, s.about),
             };
@@ -351,6 +361,13 @@ fn check(kind: Kind, value: &str) -> Result<(), String> {
             .map(drop)
             .map_err(|_| format!("{v:?} is not an IP address; expected e.g. 203.0.113.7")),
         Kind::IpList => AllowList::parse(v).map(drop),
+        Kind::Secret => {
+            if v.chars().count() >= 16 && !v.chars().any(char::is_whitespace) {
+                Ok(())
+            } else {
+                Err("the secret must be at least 16 characters with no spaces".into())
+            }
+        }
         Kind::Hostname => {
             let ok = !v.is_empty()
                 && v.len() <= 253

@@ -2,6 +2,7 @@
 //! and metrics, on axum. It tells the data plane what to do through `MediaServer` and never
 //! touches a packet.
 
+pub mod admin;
 pub mod allowlist;
 pub mod channels;
 pub mod cluster;

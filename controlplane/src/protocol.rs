@@ -75,6 +75,10 @@ pub enum ServerMessage {
         id: Option<Value>,
         reason: String,
     },
+    /// An operator removed this client; the socket closes after this message.
+    Kicked {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

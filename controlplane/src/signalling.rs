@@ -18,6 +18,8 @@ use crate::token::{Claims, TokenError};
 /// Close code for a refused join (4000-4999 are for applications).
 const CLOSE_UNAUTHORIZED: u16 = 4001;
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code after an operator kicked the client.
+const CLOSE_KICKED: u16 = 4003;
 /// Signalling messages are SDP-sized; anything far larger is refused by the socket.
 const MAX_MESSAGE: usize = 256 * 1024;
 
@@ -66,12 +68,24 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
     });
     // Events for this participant go through the same writer, after the replies before them.
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ServerMessage>();
+    // Ends the session from our side after a kick, without waiting for the client to answer
+    // the close.
+    let (kicked_tx, mut kicked_rx) = tokio::sync::oneshot::channel::<()>();
     let forward = {
         let out_tx = out_tx.clone();
         tokio::spawn(async move {
             while let Some(m) = events_rx.recv().await {
+                let kicked = match &m {
+                    ServerMessage::Kicked { reason } => Some(truncate(reason)),
+                    _ => None,
+                };
                 if out_tx.send(Out::Message(m)).is_err() {
                     break;
+                }
+                if let Some(reason) = kicked {
+                    let _ = out_tx.send(Out::Close(CLOSE_KICKED, reason));
+                    let _ = kicked_tx.send(());
+                    return;
                 }
             }
         })
@@ -85,6 +99,7 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
                 let _ = out_tx.send(Out::Close(CLOSE_GOING_AWAY, "server shutting down".into()));
                 break;
             }
+            Ok(()) = &mut kicked_rx => break,
         };
         let text = match message {
             Some(Ok(Message::Text(t))) => t,

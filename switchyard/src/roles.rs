@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use switchyard_controlplane::admin::Admin;
 use switchyard_controlplane::allowlist::AllowList;
 use switchyard_controlplane::cluster::gateway::{self, Gateway};
 use switchyard_controlplane::cluster::listen::bind_with_fallback;
@@ -35,6 +36,9 @@ pub struct GatewayArgs {
     /// media servers register with (SERVICEBASEURL points here, usually through a load balancer).
     #[arg(long, default_value = "0.0.0.0:8080", env = "SWITCHYARD_HTTP")]
     http: SocketAddr,
+    /// Address for the admin API (/admin/api/v1), reachable only from ADMIN:IPADDRESSES.
+    #[arg(long, default_value = "0.0.0.0:9090", env = "SWITCHYARD_ADMIN_HTTP")]
+    admin: SocketAddr,
     /// This gateway's id, part of its participants' ids [default: random].
     #[arg(long, env = "SWITCHYARD_GATEWAY_ID")]
     id: Option<String>,
@@ -107,9 +111,26 @@ async fn registry(config: &Config, namespace: &str) -> Result<Registry, String> 
     })
 }
 
+/// ADMIN:APIKEY, else the key generated in the data directory.
+fn admin_key(config: &Config, data_dir: &std::path::Path) -> Result<String, String> {
+    if let Some(key) = config.get("ADMIN:APIKEY") {
+        return Ok(key.trim().to_string());
+    }
+    let (key, path) = switchyard_controlplane::dev::admin_api_key(data_dir)
+        .map_err(|e| format!("admin API key in {}: {e}", data_dir.display()))?;
+    tracing::info!(
+        "admin API key (ADMIN:APIKEY is not set) is in {}",
+        path.display()
+    );
+    Ok(key)
+}
+
 pub fn gateway(args: GatewayArgs) -> Result<(), String> {
     let config = args.config.load()?;
     let internal = internal_allowlist(&config)?;
+    let admin_allow = AllowList::parse(config.get("ADMIN:IPADDRESSES").unwrap_or(DEFAULT_INTERNAL))
+        .map_err(|e| format!("ADMIN:IPADDRESSES: {e}"))?;
+    let admin_key = admin_key(&config, &args.dev.data_dir)?;
     let (applications, dev_tokens) = args.dev.load()?;
     let id = args
         .id
@@ -132,25 +153,45 @@ pub fn gateway(args: GatewayArgs) -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
             .map_err(|e| format!("cannot listen on {} for HTTP: {e}", args.http))?;
+        let admin_listener = tokio::net::TcpListener::bind(args.admin)
+            .await
+            .map_err(|e| format!("cannot listen on {} for the admin API: {e}", args.admin))?;
         let page = page_address(&listener)?;
+        let admin_page = page_address(&admin_listener)?;
         tracing::info!(
-            "switchyard gateway {id} {}: signalling ws://{page}/sync | demo http://{page}/ | ready http://{page}/ready | media servers register at http://{page}/cluster/v1/media-servers",
+            "switchyard gateway {id} {}: signalling ws://{page}/sync | demo http://{page}/ | ready http://{page}/ready | media servers register at http://{page}/cluster/v1/media-servers | admin API http://{admin_page}/admin/api/v1",
             env!("CARGO_PKG_VERSION")
         );
         tokio::spawn(g.clone().pump_events());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let watcher = tokio::spawn(g.clone().watch_servers(stop_rx));
+        let watcher = tokio::spawn(g.clone().watch_servers(stop_rx.clone()));
+        let signal_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = signal_tx.send(true);
+        });
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await.is_ok();
+        };
+        let admin = Arc::new(Admin::new(g.clone(), admin_allow, vec![admin_key]));
+        let admin_server = tokio::spawn(switchyard_controlplane::server::serve_with(
+            admin_listener,
+            switchyard_controlplane::admin::router(admin),
+            stopped(stop_rx.clone()),
+            || {},
+        ));
         let notify = g.clone();
         switchyard_controlplane::server::serve_with(
             listener,
             gateway::router(g.clone()),
-            shutdown_signal(),
+            stopped(stop_rx),
             move || {
                 let _ = notify.shutdown.send(true);
             },
         )
         .await
         .map_err(|e| format!("HTTP server: {e}"))?;
+        let _ = admin_server.await;
         let _ = stop_tx.send(true);
         let _ = watcher.await;
         tracing::info!("stopped");

@@ -138,6 +138,7 @@ impl Gateway {
         let event = ChannelEvent {
             channel: channel.to_string(),
             except: except.map(str::to_string),
+            to: None,
             message,
         };
         if let Err(e) = self.presence.send(&event).await {
@@ -157,7 +158,9 @@ impl Gateway {
             return;
         };
         for (id, client) in clients.iter_mut() {
-            if event.except.as_deref() == Some(id.as_str()) {
+            if event.except.as_deref() == Some(id.as_str())
+                || event.to.as_deref().is_some_and(|to| to != id)
+            {
                 continue;
             }
             // A publisher hears about its own publication only when it was lost, and then
@@ -172,6 +175,39 @@ impl Gateway {
             }
             let _ = client.outbox.send(event.message.clone());
         }
+    }
+
+    /// Disconnects a client, on whichever gateway it is; false if it is not in the channel.
+    pub async fn kick(
+        &self,
+        channel: &str,
+        participant: &str,
+        reason: &str,
+    ) -> Result<bool, Error> {
+        let present = self
+            .presence
+            .participants(channel)
+            .await
+            .map_err(|e| unavailable("presence (Redis)")(&e))?
+            .iter()
+            .any(|(p, _)| p == participant);
+        if !present {
+            return Ok(false);
+        }
+        let event = ChannelEvent {
+            channel: channel.to_string(),
+            except: None,
+            to: Some(participant.to_string()),
+            message: ServerMessage::Kicked {
+                reason: reason.to_string(),
+            },
+        };
+        self.presence
+            .send(&event)
+            .await
+            .map_err(|e| unavailable("presence (Redis)")(&e))?;
+        tracing::info!(channel, participant, reason, "kicked");
+        Ok(true)
     }
 
     /// Runs the event pump: events from every gateway to this gateway's clients.

@@ -4,6 +4,7 @@
 //! Redis keys, under `switchyard:{namespace}:` like the registry's:
 //! - `channel:{channel}:participants`: hash, participant id → JSON [`ParticipantEntry`]
 //! - `channel:{channel}:publications`: hash, publication id → JSON [`PublicationEntry`]
+//! - `channels`: set of the channels with participants, for the admin API's list
 //! - `events`: the pub/sub channel every gateway subscribes to; each message is a JSON
 //!   [`ChannelEvent`]. One topic for all channels keeps a gateway at one subscription; each
 //!   gateway drops events for channels it has no one in.
@@ -46,6 +47,9 @@ pub struct ChannelEvent {
     /// Everyone in the channel but this participant gets it.
     #[serde(default)]
     pub except: Option<String>,
+    /// Only this participant gets it.
+    #[serde(default)]
+    pub to: Option<String>,
     pub message: ServerMessage,
 }
 
@@ -115,9 +119,10 @@ impl Presence {
             }
             Presence::Redis(r) => {
                 let json = serde_json::to_string(entry)?;
-                let _: () = r
-                    .con()
+                let _: () = redis::pipe()
                     .hset(r.key(channel, "participants"), id, json)
+                    .sadd(r.channels_key(), channel)
+                    .query_async(&mut r.con())
                     .await?;
                 Ok(())
             }
@@ -133,7 +138,15 @@ impl Presence {
                 Ok(())
             }
             Presence::Redis(r) => {
-                let _: () = r.con().hdel(r.key(channel, "participants"), id).await?;
+                let key = r.key(channel, "participants");
+                let (_, left): ((), u64) = redis::pipe()
+                    .hdel(&key, id)
+                    .hlen(&key)
+                    .query_async(&mut r.con())
+                    .await?;
+                if left == 0 {
+                    let _: () = r.con().srem(r.channels_key(), channel).await?;
+                }
                 Ok(())
             }
         }
@@ -149,6 +162,23 @@ impl Presence {
             })),
             Presence::Redis(r) => r.read_hash(&r.key(channel, "participants")).await,
         }
+    }
+
+    /// Channels with participants, sorted.
+    pub async fn channels(&self) -> Result<Vec<String>> {
+        let mut channels: Vec<String> = match self {
+            Presence::Memory(m) => m
+                .channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(_, c)| !c.participants.is_empty())
+                .map(|(k, _)| k.clone())
+                .collect(),
+            Presence::Redis(r) => r.con().smembers(r.channels_key()).await?,
+        };
+        channels.sort();
+        Ok(channels)
     }
 
     pub async fn add_publication(
@@ -287,6 +317,10 @@ impl RedisPresence {
         format!("{}channel:{channel}:{what}", self.prefix)
     }
 
+    fn channels_key(&self) -> String {
+        format!("{}channels", self.prefix)
+    }
+
     fn events_topic(&self) -> String {
         format!("{}events", self.prefix)
     }
@@ -390,6 +424,7 @@ mod tests {
         let event = ChannelEvent {
             channel: "c".into(),
             except: None,
+            to: None,
             message: ServerMessage::ParticipantLeft {
                 participant: "p1".into(),
             },
@@ -398,5 +433,6 @@ mod tests {
         assert_eq!(events.recv().await, Some(event));
         p.remove_participant("c", "p1").await.unwrap();
         assert!(p.participants("c").await.unwrap().is_empty());
+        assert!(p.channels().await.unwrap().is_empty());
     }
 }
