@@ -3,7 +3,8 @@
 #
 # Installs only what is missing: Debian packages (Chromium for the browser tests, iproute2 and
 # util-linux for private network namespaces, Node.js for Playwright, Janus for tests/janus,
-# Redis for the cluster's registry tests, started on 127.0.0.1:6379 unless one answers there),
+# Redis for the cluster tests, started on 127.0.0.1:6379 unless one answers there, coturn as
+# the STUN server for public-IP detection),
 # cargo-nextest and cargo-fuzz, playwright-core (tests/browser, never a browser download), and
 # a Python venv at .venv with aiortc. Then builds the workspace once, checks formatting and
 # lints, runs all tests with cargo-nextest (each end-to-end test in its own network namespace),
@@ -18,7 +19,7 @@ started=$SECONDS
 
 step() { printf '\n==> [%3ds] %s\n' $((SECONDS - started)) "$*"; }
 
-APT_PACKAGES=(chromium iproute2 util-linux curl nodejs npm janus redis-server)
+APT_PACKAGES=(chromium iproute2 util-linux curl nodejs npm janus redis-server coturn)
 
 step "system packages"
 missing=()

@@ -752,3 +752,66 @@ async fn admin_api() {
         admin("GET", "/media-servers/ms").0 == 200
     });
 }
+
+/// A media server learns its public address from the deployment's STUN servers (a real coturn
+/// here) when EXTERNAL:PUBLICIPADDRESS is not set, and registers it.
+#[test]
+fn public_ip_from_stun() {
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let mut coturn = Command::new("turnserver")
+        .args([
+            "--stun-only",
+            "--listening-ip",
+            "127.0.0.1",
+            "--listening-port",
+            "3478",
+        ])
+        .args([
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "-n",
+            "--log-file",
+            "stdout",
+        ])
+        .args(["--userdb"])
+        .arg(dir.join("turndb"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start coturn's turnserver (scripts/test.sh installs coturn)");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
+    let base = format!("http://127.0.0.1:{GATEWAY_A}");
+    let _ms = Process::start(
+        "ms",
+        &dir,
+        &[
+            "media-server",
+            "--id",
+            "ms",
+            "--workers",
+            "1",
+            "--media-ports",
+            "40000-40100",
+        ],
+        &[
+            ("SERVICEBASEURL", base.as_str()),
+            ("DEPLOYMENTS__0__STUNSERVERS", "stun:127.0.0.1:3478"),
+        ],
+    );
+    wait_for("ms to register", Duration::from_secs(20), || {
+        media_servers(GATEWAY_A).iter().any(|s| s["id"] == "ms")
+    });
+    let _ = coturn.kill();
+    let _ = coturn.wait();
+    let record = media_servers(GATEWAY_A)
+        .into_iter()
+        .find(|s| s["id"] == "ms")
+        .expect("ms");
+    assert_eq!(record["publicIPAddress"], "127.0.0.1", "{record}");
+    let log = std::fs::read_to_string(dir.join("ms.log")).unwrap_or_default();
+    assert!(log.contains("public address 127.0.0.1 (STUN)"), "{log}");
+}
