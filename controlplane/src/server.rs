@@ -101,3 +101,35 @@ pub async fn serve(
     })
     .await
 }
+
+/// Serves `router` over HTTPS (rustls with aws-lc-rs, the process's one TLS provider) on
+/// `addr` with the PEM certificate chain and key, until `shutdown` resolves; connections then
+/// get 5 s to finish.
+pub async fn serve_tls(
+    addr: std::net::SocketAddr,
+    router: Router,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .map_err(|e| {
+            format!(
+                "TLS certificate {} / key {}: {e}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    axum_server::bind_rustls(addr, tls)
+        .handle(handle)
+        .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .await
+        .map_err(|e| format!("HTTPS on {addr}: {e}"))
+}
