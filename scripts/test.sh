@@ -4,7 +4,9 @@
 # Installs only what is missing: Debian packages (Chromium for the browser tests, iproute2 and
 # util-linux for private network namespaces, Node.js for Playwright, Janus for tests/janus,
 # Redis for the cluster tests, started on 127.0.0.1:6379 unless one answers there, coturn as
-# the STUN server for public-IP detection),
+# the STUN server for public-IP detection, PostgreSQL for the configuration store's tests, a
+# throwaway cluster with trust authentication started on 127.0.0.1:5432 unless one answers
+# there, with a database `test`),
 # cargo-nextest and cargo-fuzz, playwright-core (tests/browser, never a browser download), and
 # a Python venv at .venv with aiortc. Then builds the workspace once, checks formatting and
 # lints, runs all tests with cargo-nextest (each end-to-end test in its own network namespace),
@@ -19,7 +21,7 @@ started=$SECONDS
 
 step() { printf '\n==> [%3ds] %s\n' $((SECONDS - started)) "$*"; }
 
-APT_PACKAGES=(chromium iproute2 util-linux curl nodejs npm janus redis-server coturn)
+APT_PACKAGES=(chromium iproute2 util-linux curl nodejs npm janus redis-server coturn postgresql)
 
 step "system packages"
 missing=()
@@ -29,6 +31,11 @@ for p in "${APT_PACKAGES[@]}"; do
     nodejs) command -v node >/dev/null && continue ;;
     npm) command -v npm >/dev/null && continue ;;
     redis-server) command -v redis-server >/dev/null && continue ;;
+    # Either a server answers already, or Debian's server binaries are there to start one.
+    postgresql)
+      command -v psql >/dev/null && command -v pg_isready >/dev/null &&
+        { pg_isready -q -h 127.0.0.1 -p 5432 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; } &&
+        continue ;;
   esac
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
@@ -47,6 +54,27 @@ else
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' >/dev/null
   for _ in {1..50}; do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
   redis-cli -h 127.0.0.1 -p 6379 ping
+fi
+
+step "PostgreSQL on 127.0.0.1:5432"
+if pg_isready -q -h 127.0.0.1 -p 5432; then
+  echo "running"
+else
+  pgbin=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  pgdata=$(mktemp -d /tmp/switchyard-postgres.XXXXXX)
+  # initdb and postgres refuse to run as root; Debian's package made the postgres user.
+  as=()
+  if ((EUID == 0)); then
+    chown postgres: "$pgdata"
+    as=(runuser -u postgres --)
+  fi
+  "${as[@]}" "$pgbin/initdb" -D "$pgdata" -U postgres --auth=trust >/dev/null
+  "${as[@]}" "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/log" -w start \
+    -o "-c listen_addresses=127.0.0.1 -p 5432 -k $pgdata" >/dev/null
+  pg_isready -h 127.0.0.1 -p 5432
+fi
+if [[ -z $(psql -h 127.0.0.1 -p 5432 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'") ]]; then
+  psql -h 127.0.0.1 -p 5432 -U postgres -qc 'CREATE DATABASE test'
 fi
 
 step "cargo tools"

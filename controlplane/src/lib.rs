@@ -15,6 +15,7 @@ pub mod server;
 pub mod session;
 pub mod signalling;
 pub mod state;
+pub mod store;
 pub mod token;
 pub mod web;
 pub mod whip;

@@ -1,0 +1,499 @@
+//! Reading and changing the configuration. Every change made for an administrator writes its
+//! audit row in the same transaction, so the log holds exactly the changes that happened.
+
+use serde_json::{Value, json};
+
+use super::records::{
+    Application, AuditEntry, ChannelConfig, ClusteringStrategy, Deployment, validate_order,
+};
+use super::{ConfigError, Store, StoreError, now_millis};
+
+type DeploymentRow = (String, Option<String>, String, i64, i64, i64, i64, String);
+type ApplicationRow = (String, String, i64);
+type ChannelConfigRow = (String, String, i64, String, Option<i64>, bool, bool);
+type AuditRow = (i64, i64, String, String, String, String);
+
+const DEPLOYMENT_COLUMNS: &str = "SELECT id, name, stun_servers, sfu_connections_per_cpu_safe, \
+     sfu_connections_per_cpu_unsafe, mcu_connections_per_cpu_safe, \
+     mcu_connections_per_cpu_unsafe, clustering_strategy FROM deployments";
+const APPLICATION_COLUMNS: &str = "SELECT id, secrets, created_at FROM applications";
+const CHANNEL_CONFIG_COLUMNS: &str = "SELECT application_id, pattern, position, allowed_codecs, \
+     max_bitrate_kbps, sfu_allowed, mcu_allowed FROM channel_configs";
+
+const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, actor, action, target, detail) \
+     VALUES ($1, $2, $3, $4, $5) RETURNING id";
+
+/// A no-op update that takes the application's row lock (PostgreSQL) or the write lock
+/// (SQLite) first, so that read-check-write sequences on one application run one at a time.
+const LOCK_APPLICATION: &str = "UPDATE applications SET secrets = secrets WHERE id = $1";
+
+/// Writes an audit row on `$conn` (a transaction's connection), evaluating to its id.
+macro_rules! write_audit {
+    ($conn:expr, $actor:expr, $action:expr, $target:expr, $detail:expr) => {
+        sqlx::query_scalar::<_, i64>(INSERT_AUDIT)
+            .bind(now_millis())
+            .bind($actor)
+            .bind($action)
+            .bind($target)
+            .bind($detail.to_string())
+            .fetch_one($conn)
+            .await
+    };
+}
+
+impl Store {
+    // Deployments.
+
+    pub async fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("{DEPLOYMENT_COLUMNS} ORDER BY id"));
+        let rows: Vec<DeploymentRow> =
+            on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)?;
+        rows.into_iter().map(deployment_from_row).collect()
+    }
+
+    pub async fn deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("{DEPLOYMENT_COLUMNS} WHERE id = $1"));
+        let row: Option<DeploymentRow> =
+            on_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?;
+        row.map(deployment_from_row).transpose()
+    }
+
+    /// Creates or replaces the deployment with `deployment.id`.
+    pub async fn put_deployment(
+        &self,
+        actor: &str,
+        deployment: &Deployment,
+    ) -> Result<(), StoreError> {
+        deployment.validate()?;
+        let d = deployment;
+        let detail = serde_json::to_value(d)?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO deployments (id, name, stun_servers, sfu_connections_per_cpu_safe, \
+                 sfu_connections_per_cpu_unsafe, mcu_connections_per_cpu_safe, \
+                 mcu_connections_per_cpu_unsafe, clustering_strategy) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+                 stun_servers = excluded.stun_servers, \
+                 sfu_connections_per_cpu_safe = excluded.sfu_connections_per_cpu_safe, \
+                 sfu_connections_per_cpu_unsafe = excluded.sfu_connections_per_cpu_unsafe, \
+                 mcu_connections_per_cpu_safe = excluded.mcu_connections_per_cpu_safe, \
+                 mcu_connections_per_cpu_unsafe = excluded.mcu_connections_per_cpu_unsafe, \
+                 clustering_strategy = excluded.clustering_strategy",
+            )
+            .bind(&d.id)
+            .bind(&d.name)
+            .bind(json_list(&d.stun_servers))
+            .bind(i64::from(d.sfu_connections_per_cpu_safe))
+            .bind(i64::from(d.sfu_connections_per_cpu_unsafe))
+            .bind(i64::from(d.mcu_connections_per_cpu_safe))
+            .bind(i64::from(d.mcu_connections_per_cpu_unsafe))
+            .bind(d.clustering_strategy.as_str())
+            .execute(&mut *tx)
+            .await?;
+            write_audit!(&mut *tx, actor, "deployment.put", &d.id, detail)?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Deletes the deployment; false if there was none (and nothing is logged).
+    pub async fn delete_deployment(&self, actor: &str, id: &str) -> Result<bool, StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query("DELETE FROM deployments WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Ok(false);
+            }
+            write_audit!(&mut *tx, actor, "deployment.delete", id, Value::Null)?;
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
+    // Applications.
+
+    pub async fn applications(&self) -> Result<Vec<Application>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("{APPLICATION_COLUMNS} ORDER BY id"));
+        let rows: Vec<ApplicationRow> =
+            on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)?;
+        rows.into_iter().map(application_from_row).collect()
+    }
+
+    pub async fn application(&self, id: &str) -> Result<Option<Application>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("{APPLICATION_COLUMNS} WHERE id = $1"));
+        let row: Option<ApplicationRow> =
+            on_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?;
+        row.map(application_from_row).transpose()
+    }
+
+    /// Creates the application, or replaces the secrets of an existing one (its `created_at`
+    /// stays). The audit row counts the secrets and never holds one.
+    pub async fn put_application(
+        &self,
+        actor: &str,
+        application: &Application,
+    ) -> Result<(), StoreError> {
+        application.validate()?;
+        let a = application;
+        let detail = json!({ "secrets": a.secrets.len(), "createdAt": a.created_at });
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO applications (id, secrets, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET secrets = excluded.secrets",
+            )
+            .bind(&a.id)
+            .bind(json_list(&a.secrets))
+            .bind(a.created_at)
+            .execute(&mut *tx)
+            .await?;
+            write_audit!(&mut *tx, actor, "application.put", &a.id, detail)?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Deletes the application and its channel configurations; false if there was none.
+    pub async fn delete_application(&self, actor: &str, id: &str) -> Result<bool, StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query("DELETE FROM applications WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Ok(false);
+            }
+            write_audit!(&mut *tx, actor, "application.delete", id, Value::Null)?;
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
+    /// Adds `secret` as the application's newest, keeping the one before it valid too and
+    /// dropping any older (see [`Application::rotate`]). Returns the application as stored.
+    pub async fn rotate_secret(
+        &self,
+        actor: &str,
+        application: &str,
+        secret: &str,
+    ) -> Result<Application, StoreError> {
+        self.change_secrets(actor, application, "application.rotateSecret", |a| {
+            a.rotate(secret);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes `secret` from the application's valid ones; its last secret cannot go.
+    pub async fn retire_secret(
+        &self,
+        actor: &str,
+        application: &str,
+        secret: &str,
+    ) -> Result<Application, StoreError> {
+        self.change_secrets(actor, application, "application.retireSecret", |a| {
+            a.retire(secret)
+        })
+        .await
+    }
+
+    async fn change_secrets(
+        &self,
+        actor: &str,
+        id: &str,
+        action: &str,
+        change: impl FnOnce(&mut Application) -> Result<(), ConfigError>,
+    ) -> Result<Application, StoreError> {
+        let not_found = || StoreError::NotFound {
+            kind: "application",
+            id: id.to_string(),
+        };
+        let sql = sqlx::AssertSqlSafe(format!("{APPLICATION_COLUMNS} WHERE id = $1"));
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let locked = sqlx::query(LOCK_APPLICATION)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if locked == 0 {
+                return Err(not_found());
+            }
+            let row: Option<ApplicationRow> =
+                sqlx::query_as(sql).bind(id).fetch_optional(&mut *tx).await?;
+            let mut application = application_from_row(row.ok_or_else(not_found)?)?;
+            change(&mut application)?;
+            application.validate()?;
+            sqlx::query("UPDATE applications SET secrets = $2 WHERE id = $1")
+                .bind(id)
+                .bind(json_list(&application.secrets))
+                .execute(&mut *tx)
+                .await?;
+            let detail = json!({ "secrets": application.secrets.len() });
+            write_audit!(&mut *tx, actor, action, id, detail)?;
+            tx.commit().await?;
+            Ok(application)
+        })
+    }
+
+    // Channel configurations.
+
+    /// Every application's channel configurations, by application, then position.
+    pub async fn channel_configs(&self) -> Result<Vec<ChannelConfig>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "{CHANNEL_CONFIG_COLUMNS} ORDER BY application_id, position"
+        ));
+        let rows: Vec<ChannelConfigRow> =
+            on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)?;
+        rows.into_iter().map(channel_config_from_row).collect()
+    }
+
+    /// One application's channel configurations, by position.
+    pub async fn channel_configs_of(
+        &self,
+        application: &str,
+    ) -> Result<Vec<ChannelConfig>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "{CHANNEL_CONFIG_COLUMNS} WHERE application_id = $1 ORDER BY position"
+        ));
+        let rows: Vec<ChannelConfigRow> = on_pool!(self, pool => {
+            sqlx::query_as(sql).bind(application).fetch_all(pool).await
+        })?;
+        rows.into_iter().map(channel_config_from_row).collect()
+    }
+
+    pub async fn channel_config(
+        &self,
+        application: &str,
+        pattern: &str,
+    ) -> Result<Option<ChannelConfig>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "{CHANNEL_CONFIG_COLUMNS} WHERE application_id = $1 AND pattern = $2"
+        ));
+        let row: Option<ChannelConfigRow> = on_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(application)
+                .bind(pattern)
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(channel_config_from_row).transpose()
+    }
+
+    /// Creates or replaces the configuration with this application and pattern, after checking
+    /// it together with the application's others (a catch-all only last, distinct positions).
+    /// Returns it as stored, codec names written as in SDP.
+    pub async fn put_channel_config(
+        &self,
+        actor: &str,
+        config: &ChannelConfig,
+    ) -> Result<ChannelConfig, StoreError> {
+        let mut config = config.clone();
+        config.normalize()?;
+        let c = &config;
+        let detail = serde_json::to_value(c)?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "{CHANNEL_CONFIG_COLUMNS} WHERE application_id = $1"
+        ));
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let locked = sqlx::query(LOCK_APPLICATION)
+                .bind(&c.application_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if locked == 0 {
+                return Err(ConfigError::NoSuchApplication {
+                    application: c.application_id.clone(),
+                    pattern: c.pattern.clone(),
+                }
+                .into());
+            }
+            let rows: Vec<ChannelConfigRow> = sqlx::query_as(sql)
+                .bind(&c.application_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut all = rows
+                .into_iter()
+                .map(channel_config_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            all.retain(|other| other.pattern != c.pattern);
+            all.push(c.clone());
+            validate_order(&all)?;
+            sqlx::query(
+                "INSERT INTO channel_configs (application_id, pattern, position, allowed_codecs, \
+                 max_bitrate_kbps, sfu_allowed, mcu_allowed) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (application_id, pattern) DO UPDATE SET \
+                 position = excluded.position, allowed_codecs = excluded.allowed_codecs, \
+                 max_bitrate_kbps = excluded.max_bitrate_kbps, \
+                 sfu_allowed = excluded.sfu_allowed, mcu_allowed = excluded.mcu_allowed",
+            )
+            .bind(&c.application_id)
+            .bind(&c.pattern)
+            .bind(c.position)
+            .bind(json_list(&c.allowed_codecs))
+            .bind(c.max_bitrate_kbps.map(i64::from))
+            .bind(c.sfu_allowed)
+            .bind(c.mcu_allowed)
+            .execute(&mut *tx)
+            .await?;
+            write_audit!(&mut *tx, actor, "channelConfig.put", &c.application_id, detail)?;
+            tx.commit().await?;
+        });
+        Ok(config)
+    }
+
+    /// Deletes one configuration; false if there was none.
+    pub async fn delete_channel_config(
+        &self,
+        actor: &str,
+        application: &str,
+        pattern: &str,
+    ) -> Result<bool, StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query(
+                "DELETE FROM channel_configs WHERE application_id = $1 AND pattern = $2",
+            )
+            .bind(application)
+            .bind(pattern)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if deleted == 0 {
+                return Ok(false);
+            }
+            let detail = json!({ "pattern": pattern });
+            write_audit!(&mut *tx, actor, "channelConfig.delete", application, detail)?;
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
+    // The audit log.
+
+    /// Logs a change made outside this store (a drain, a restart); returns the entry's id.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &Value,
+    ) -> Result<i64, StoreError> {
+        let id = on_pool!(self, pool => write_audit!(pool, actor, action, target, detail))?;
+        Ok(id)
+    }
+
+    /// The newest `limit` entries, newest first.
+    pub async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows: Vec<AuditRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, at, actor, action, target, detail FROM audit_log \
+                 ORDER BY id DESC LIMIT $1",
+            )
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, at, actor, action, target, detail)| AuditEntry {
+                id,
+                at,
+                actor,
+                action,
+                target,
+                // A detail that is not JSON (written by hand) is shown as the text it is.
+                detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
+            })
+            .collect())
+    }
+}
+
+/// A list as the JSON array text the databases store.
+fn json_list(list: &[String]) -> String {
+    Value::from(list.to_vec()).to_string()
+}
+
+fn parse_list(what: impl Fn() -> String, text: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what: what(),
+        detail: e.to_string(),
+    })
+}
+
+fn threshold(id: &str, column: &str, value: i64) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| StoreError::Corrupt {
+        what: format!("deployment {id:?}"),
+        detail: format!("{column} = {value} is out of range"),
+    })
+}
+
+fn deployment_from_row(row: DeploymentRow) -> Result<Deployment, StoreError> {
+    let (id, name, stun_servers, sfu_safe, sfu_unsafe, mcu_safe, mcu_unsafe, strategy) = row;
+    let what = || format!("deployment {id:?}");
+    Ok(Deployment {
+        stun_servers: parse_list(what, &stun_servers)?,
+        sfu_connections_per_cpu_safe: threshold(&id, "sfu_connections_per_cpu_safe", sfu_safe)?,
+        sfu_connections_per_cpu_unsafe: threshold(
+            &id,
+            "sfu_connections_per_cpu_unsafe",
+            sfu_unsafe,
+        )?,
+        mcu_connections_per_cpu_safe: threshold(&id, "mcu_connections_per_cpu_safe", mcu_safe)?,
+        mcu_connections_per_cpu_unsafe: threshold(
+            &id,
+            "mcu_connections_per_cpu_unsafe",
+            mcu_unsafe,
+        )?,
+        clustering_strategy: ClusteringStrategy::from_name(&strategy).ok_or_else(|| {
+            StoreError::Corrupt {
+                what: what(),
+                detail: format!("unknown clustering strategy {strategy:?}"),
+            }
+        })?,
+        id,
+        name,
+    })
+}
+
+fn application_from_row(
+    (id, secrets, created_at): ApplicationRow,
+) -> Result<Application, StoreError> {
+    Ok(Application {
+        secrets: parse_list(|| format!("application {id:?}"), &secrets)?,
+        id,
+        created_at,
+    })
+}
+
+fn channel_config_from_row(row: ChannelConfigRow) -> Result<ChannelConfig, StoreError> {
+    let (application_id, pattern, position, codecs, max_bitrate, sfu_allowed, mcu_allowed) = row;
+    let what = || format!("channel configuration {application_id:?} {pattern:?}");
+    let max_bitrate_kbps = max_bitrate
+        .map(|kbps| {
+            u32::try_from(kbps).map_err(|_| StoreError::Corrupt {
+                what: what(),
+                detail: format!("max_bitrate_kbps = {kbps} is out of range"),
+            })
+        })
+        .transpose()?;
+    Ok(ChannelConfig {
+        allowed_codecs: parse_list(what, &codecs)?,
+        max_bitrate_kbps,
+        application_id,
+        pattern,
+        position,
+        sfu_allowed,
+        mcu_allowed,
+    })
+}
