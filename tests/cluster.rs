@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use switchyard_tests::cluster::{Process, Redis, media_servers, wait_for};
+use switchyard_tests::cluster::{Postgres, Process, Redis, media_servers, wait_for};
 use switchyard_tests::server::temp_dir;
 use switchyard_tests::{binary, browser_dir, http, last_json, netns};
 
@@ -597,47 +597,109 @@ fn admin(method: &str, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-/// Joins `channel` on the gateway over /sync and returns the socket and the participant id.
-async fn join(
-    port: u16,
-    token: &str,
-    channel: &str,
-) -> (
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    String,
-) {
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Joins `channel` on the gateway over /sync: the socket and the participant id, or the
+/// server's refusal.
+async fn join(port: u16, token: &str, channel: &str) -> Result<(Socket, String), String> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/sync"))
         .await
-        .expect("connect /sync");
+        .map_err(|e| format!("connect /sync: {e}"))?;
     let join = serde_json::json!({ "type": "join", "token": token, "channel": channel });
     ws.send(Message::text(join.to_string()))
         .await
-        .expect("send join");
+        .map_err(|e| format!("send join: {e}"))?;
     loop {
-        let m = ws.next().await.expect("a reply").expect("a message");
-        if let Message::Text(t) = m {
-            let v: Value = serde_json::from_str(&t).expect("JSON");
-            if v["type"] == "joined" {
-                let id = v["participant"].as_str().expect("participant").to_string();
-                return (ws, id);
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).map_err(|e| e.to_string())?;
+                if v["type"] == "joined" {
+                    let id = v["participant"].as_str().unwrap_or_default().to_string();
+                    return Ok((ws, id));
+                }
+                return Err(v.to_string());
             }
-            panic!("unexpected reply to join: {v}");
+            Some(Ok(_)) => continue,
+            other => return Err(format!("no reply to join: {other:?}")),
         }
     }
 }
 
+/// Tries to join until `want` (accepted or refused) holds, for up to `limit`.
+async fn join_until(port: u16, token: &str, channel: &str, want: bool, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let r = join(port, token, channel).await;
+        if r.is_ok() == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "join was {} after {limit:?}: {:?}",
+            if want {
+                "still refused"
+            } else {
+                "still accepted"
+            },
+            r.err()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A token for `application` signed with `secret`.
+fn app_token(application: &str, secret: &str, channel: &str) -> String {
+    let out = Command::new(binary())
+        .args([
+            "token",
+            "--channel",
+            channel,
+            "--user",
+            "bob",
+            "--application",
+            application,
+        ])
+        .args(["--secret", secret])
+        .output()
+        .expect("run switchyard token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `curl` to the admin API with the key and a JSON body: (status, JSON body).
+fn admin_with(method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (status, text) = curl(
+        "127.0.0.1",
+        method,
+        &format!("http://127.0.0.1:9090/admin/api/v1{path}"),
+        &[&format!("X-API-Key: {ADMIN_KEY}")],
+        Some(body),
+    );
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
 /// The admin API refuses callers outside ADMIN:IPADDRESSES and calls without the right key,
 /// and serves every endpoint: media servers (list, get, drain, undrain, forget), channels
-/// (list, get), kicking a client, and its OpenAPI document.
+/// (list, get), kicking a client, applications with secret rotation, channel configurations,
+/// deployments, the audit log, and its OpenAPI document. The configuration is in PostgreSQL;
+/// with the database gone, clients still join with what was read before and /ready says
+/// degraded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api() {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
+    let postgres = Postgres::create();
     netns::enter();
     let redis = Redis::start(6379);
     let dir = temp_dir();
+    let database = postgres.url();
     let _ga = gateway(
         &dir,
         "ga",
@@ -646,6 +708,7 @@ async fn admin_api() {
         &[
             ("ADMIN__APIKEY", ADMIN_KEY),
             ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+            ("CONNECTIONSTRINGS__DEFAULT", &database),
         ],
     );
     let _ms = media_server(&dir, "ms", "a", GATEWAY_A, "40000-40100", &[]);
@@ -706,7 +769,7 @@ async fn admin_api() {
 
     // Channels and kicking a client.
     let token = token(&dir, "lobby", "alice");
-    let (mut ws, participant) = join(GATEWAY_A, &token, "lobby").await;
+    let (mut ws, participant) = join(GATEWAY_A, &token, "lobby").await.expect("join");
     let (status, channels) = admin("GET", "/channels");
     assert_eq!(status, 200);
     assert_eq!(channels[0]["id"], "lobby", "{channels}");
@@ -751,6 +814,158 @@ async fn admin_api() {
     wait_for("ms to register again", Duration::from_secs(5), || {
         admin("GET", "/media-servers/ms").0 == 200
     });
+
+    // Applications, and rotating a secret with no moment where tokens are refused.
+    let one = "secret-one-0123456789";
+    let two = "secret-two-0123456789";
+    let (status, app) = admin_with(
+        "PUT",
+        "/applications/acme",
+        &format!(r#"{{"secrets":["{one}"]}}"#),
+    );
+    assert_eq!(status, 200, "{app}");
+    assert_eq!(app["id"], "acme");
+    assert_eq!(
+        admin_with("PUT", "/applications/bad", r#"{"secrets":[]}"#).0,
+        400
+    );
+    assert_eq!(
+        admin("GET", "/applications").1.as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(admin("GET", "/applications/nope").0, 404);
+    let old = app_token("acme", one, "team-a");
+    join_until(GATEWAY_A, &old, "team-a", true, Duration::from_secs(10)).await;
+    let (status, app) = admin_with(
+        "POST",
+        "/applications/acme/secrets",
+        &format!(r#"{{"secret":"{two}"}}"#),
+    );
+    assert_eq!(
+        (status, app["secrets"].as_array().map(Vec::len)),
+        (200, Some(2)),
+        "{app}"
+    );
+    let new = app_token("acme", two, "team-a");
+    join_until(GATEWAY_A, &new, "team-a", true, Duration::from_secs(10)).await;
+    assert!(
+        join(GATEWAY_A, &old, "team-a").await.is_ok(),
+        "both secrets are valid during a rotation"
+    );
+    let (status, app) = admin_with(
+        "POST",
+        "/applications/acme/secrets/retire",
+        &format!(r#"{{"secret":"{one}"}}"#),
+    );
+    assert_eq!(
+        (status, app["secrets"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{app}"
+    );
+    join_until(GATEWAY_A, &old, "team-a", false, Duration::from_secs(10)).await;
+    assert!(join(GATEWAY_A, &new, "team-a").await.is_ok());
+
+    // Channel configurations, in order with the catch-all last.
+    let config = r#"{"pattern":"team-*","position":0,"allowedCodecs":["opus","vp8"],"maxBitrateKbps":2000,"sfuAllowed":true,"mcuAllowed":false}"#;
+    let (status, c) = admin_with("PUT", "/applications/acme/channel-configs", config);
+    assert_eq!(
+        (status, &c["allowedCodecs"][1]),
+        (200, &Value::from("VP8")),
+        "{c}"
+    );
+    let catch_all_first =
+        r#"{"pattern":"*","position":0,"allowedCodecs":[],"sfuAllowed":true,"mcuAllowed":true}"#;
+    let (status, c) = admin_with("PUT", "/applications/acme/channel-configs", catch_all_first);
+    assert_eq!(status, 400, "the catch-all must come last: {c}");
+    let bad_codec = r#"{"pattern":"x","position":5,"allowedCodecs":["mp3"],"sfuAllowed":true,"mcuAllowed":true}"#;
+    assert_eq!(
+        admin_with("PUT", "/applications/acme/channel-configs", bad_codec).0,
+        400
+    );
+    let listed = admin("GET", "/applications/acme/channel-configs").1;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(
+        admin(
+            "DELETE",
+            "/applications/acme/channel-configs?pattern=team-*"
+        )
+        .0,
+        204
+    );
+    assert_eq!(
+        admin(
+            "DELETE",
+            "/applications/acme/channel-configs?pattern=team-*"
+        )
+        .0,
+        404
+    );
+
+    // Deployments.
+    let deployment = r#"{"stunServers":["stun:127.0.0.1:3478"],"sfuConnectionsPerCpuSafe":100,"sfuConnectionsPerCpuUnsafe":250,"mcuConnectionsPerCpuSafe":5,"mcuConnectionsPerCpuUnsafe":10,"clusteringStrategy":"region"}"#;
+    let (status, d) = admin_with("PUT", "/deployments/default", deployment);
+    assert_eq!((status, &d["id"]), (200, &Value::from("default")), "{d}");
+    assert_eq!(
+        admin("GET", "/deployments").1.as_array().map(Vec::len),
+        Some(1)
+    );
+    let unsafe_below_safe = deployment.replace("250", "50");
+    assert_eq!(
+        admin_with("PUT", "/deployments/default", &unsafe_below_safe).0,
+        400
+    );
+    assert_eq!(admin("DELETE", "/deployments/default").0, 204);
+    assert_eq!(admin("GET", "/deployments/default").0, 404);
+
+    // Every change above is in the audit log, with who made it.
+    let (status, log) = admin("GET", "/audit?limit=100");
+    assert_eq!(status, 200);
+    let actions: Vec<&str> = log
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for a in [
+        "mediaServer.drain",
+        "mediaServer.undrain",
+        "mediaServer.forget",
+        "client.kick",
+        "application.put",
+        "application.rotateSecret",
+        "application.retireSecret",
+        "channelConfig.put",
+        "channelConfig.delete",
+        "deployment.put",
+        "deployment.delete",
+    ] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    assert!(
+        log[0]["actor"]
+            .as_str()
+            .is_some_and(|a| a.contains("127.0.0.1")),
+        "{log}"
+    );
+    assert!(
+        !log.to_string().contains(two),
+        "the audit log never holds a secret"
+    );
+
+    // PostgreSQL goes away: clients still join with the configuration read before, and
+    // /ready says the gateway is degraded.
+    assert_eq!(
+        http::get(GATEWAY_A, "/ready").map(|r| r.status).ok(),
+        Some(200)
+    );
+    postgres.drop_now();
+    wait_for("/ready to report degraded", Duration::from_secs(15), || {
+        http::get(GATEWAY_A, "/ready").is_ok_and(|r| r.status == 503 && r.body.contains("degraded"))
+    });
+    assert!(
+        join(GATEWAY_A, &new, "team-a").await.is_ok(),
+        "cached applications still admit clients"
+    );
 }
 
 /// A media server learns its public address from the deployment's STUN servers (a real coturn

@@ -2,6 +2,7 @@
 //! client is and what it may do in which channels.
 
 use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -117,18 +118,30 @@ pub fn issue(claims: &Claims, secret: &str) -> Result<String, TokenError> {
 }
 
 /// The applications this server accepts tokens for, each with its valid secrets (two during a
-/// rotation).
+/// rotation). Clones share one table, so a refresh from the configuration store reaches every
+/// handler at once.
 #[derive(Debug, Clone, Default)]
 pub struct Applications {
-    secrets: HashMap<String, Vec<String>>,
+    secrets: Arc<RwLock<HashMap<String, Vec<String>>>>,
 }
 
 impl Applications {
-    pub fn add(&mut self, id: &str, secret: &str) {
-        self.secrets
+    pub fn add(&self, id: &str, secret: &str) {
+        self.write()
             .entry(id.to_string())
             .or_default()
             .push(secret.to_string());
+    }
+
+    /// Replaces the whole table (application id → its valid secrets).
+    pub fn replace(&self, table: HashMap<String, Vec<String>>) {
+        *self.write() = table;
+    }
+
+    // A panic while holding the lock cannot leave the table half-written (writers assign whole
+    // entries), so a poisoned lock is still good to use.
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<String>>> {
+        self.secrets.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Checks the token's signature against its application's secrets, and its expiry.
@@ -139,13 +152,16 @@ impl Applications {
         let app = &unverified.claims.application_id;
         let secrets = self
             .secrets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .get(app)
+            .cloned()
             .ok_or_else(|| TokenError::UnknownApplication(app.clone()))?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp"]);
         let mut last = TokenError::BadSignature;
-        for secret in secrets {
+        for secret in &secrets {
             match jsonwebtoken::decode::<Claims>(
                 token,
                 &DecodingKey::from_secret(secret.as_bytes()),
@@ -183,7 +199,7 @@ mod tests {
     }
 
     fn apps() -> Applications {
-        let mut a = Applications::default();
+        let a = Applications::default();
         a.add("app", "old-secret");
         a.add("app", "new-secret");
         a

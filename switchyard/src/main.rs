@@ -12,6 +12,7 @@ mod roles;
 use switchyard_controlplane::config::Config;
 use switchyard_controlplane::dev::DevApplication;
 use switchyard_controlplane::session::AppState;
+use switchyard_controlplane::store::{self, CachedStore, Health, Store};
 use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
 use switchyard_dataplane::io::Backend;
 use switchyard_dataplane::worker::{MediaConfig, MediaEvent, MediaServer};
@@ -159,23 +160,56 @@ struct DevArgs {
     no_dev_tokens: bool,
 }
 
+/// An application id and one of its secrets.
+type AppSecret = (String, String);
+
 impl DevArgs {
-    /// The dev application, and its (id, secret) unless dev tokens are off.
-    fn load(&self) -> Result<(Applications, Option<(String, String)>), String> {
+    /// The dev application as (id, secret), always accepted; and the same pair for
+    /// /api/dev-token unless dev tokens are off.
+    fn load(&self) -> Result<(Vec<AppSecret>, Option<AppSecret>), String> {
         let dev = DevApplication::load_or_create(&self.data_dir)
             .map_err(|e| format!("dev application in {}: {e}", self.data_dir.display()))?;
-        let mut applications = Applications::default();
-        applications.add(&dev.application_id, &dev.secret);
+        let fixed = vec![(dev.application_id.clone(), dev.secret.clone())];
         if self.no_dev_tokens {
-            return Ok((applications, None));
+            return Ok((fixed, None));
         }
         tracing::warn!(
             "dev tokens are served at /api/dev-token (application {:?}, secret in {}); use --no-dev-tokens in production",
             dev.application_id,
             DevApplication::path(&self.data_dir).display()
         );
-        Ok((applications, Some((dev.application_id, dev.secret))))
+        Ok((fixed, Some((dev.application_id, dev.secret))))
     }
+}
+
+/// Opens the configuration store (CONNECTIONSTRINGS:DEFAULT, else SQLite in the data directory),
+/// applies its migrations, and reads it into `applications` (with the `fixed` ones).
+async fn open_store(
+    config: &Config,
+    data_dir: &std::path::Path,
+    applications: &Applications,
+    fixed: &[(String, String)],
+) -> Result<CachedStore, String> {
+    let url = config.get("CONNECTIONSTRINGS:DEFAULT");
+    let store = Store::open(url, data_dir)
+        .await
+        .map_err(|e| format!("CONNECTIONSTRINGS:DEFAULT: {e}"))?;
+    let cache = CachedStore::new(store);
+    if let Health::Degraded(reason) = store::sync_once(&cache, applications, fixed).await {
+        return Err(format!("configuration store: {reason}"));
+    }
+    let snapshot = cache.snapshot();
+    tracing::info!(
+        "configuration store: {} ({} application(s), {} channel configuration(s), {} deployment(s))",
+        match url {
+            Some(u) => switchyard_controlplane::config::mask(u),
+            None => data_dir.join(store::SQLITE_FILE).display().to_string(),
+        },
+        snapshot.applications.len(),
+        snapshot.channel_configs.len(),
+        snapshot.deployments.len()
+    );
+    Ok(cache)
 }
 
 #[derive(Args)]
@@ -401,7 +435,15 @@ fn all_in_one(args: AllInOne) -> Result<(), String> {
     // Every setting is checked here, before anything binds.
     let config = args.config.load()?;
     let public = args.media.public_ip.or_else(|| config.public_ip());
-    let (applications, dev_tokens) = args.dev.load()?;
+    let (fixed, dev_tokens) = args.dev.load()?;
+    let applications = Applications::default();
+    let runtime = control_runtime()?;
+    let cache = runtime.block_on(open_store(
+        &config,
+        &args.dev.data_dir,
+        &applications,
+        &fixed,
+    ))?;
     let (media, mut events) = args.media.start()?;
     let announce = announced(public, args.media.media_bind);
     let ports = media_ports(&media);
@@ -410,8 +452,9 @@ fn all_in_one(args: AllInOne) -> Result<(), String> {
     state.dev_tokens = dev_tokens;
     let state = Arc::new(state);
 
-    let runtime = control_runtime()?;
     runtime.block_on(async move {
+        let (stop_store, store_stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(store::follow(cache, state.applications.clone(), fixed, store_stop));
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
             .map_err(|e| format!("cannot listen on {} for HTTP: {e}", args.http))?;
@@ -436,6 +479,7 @@ fn all_in_one(args: AllInOne) -> Result<(), String> {
         switchyard_controlplane::server::serve(listener, state.clone(), shutdown_signal())
             .await
             .map_err(|e| format!("HTTP server: {e}"))?;
+        let _ = stop_store.send(true);
         tracing::info!("shutting down: stopping media workers");
         state.media.stop();
         let _ = tokio::time::timeout(Duration::from_secs(5), events_task).await;

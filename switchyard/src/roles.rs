@@ -20,8 +20,8 @@ use switchyard_controlplane::session::AppState;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    ConfigFile, DevArgs, MediaArgs, announced, control_runtime, media_ports, page_address,
-    shutdown_signal,
+    ConfigFile, DevArgs, MediaArgs, announced, control_runtime, media_ports, open_store,
+    page_address, shutdown_signal,
 };
 
 /// Cluster traffic is accepted from these when INTERNAL:IPADDRESSES is not set: loopback and
@@ -131,12 +131,14 @@ pub fn gateway(args: GatewayArgs) -> Result<(), String> {
     let admin_allow = AllowList::parse(config.get("ADMIN:IPADDRESSES").unwrap_or(DEFAULT_INTERNAL))
         .map_err(|e| format!("ADMIN:IPADDRESSES: {e}"))?;
     let admin_key = admin_key(&config, &args.dev.data_dir)?;
-    let (applications, dev_tokens) = args.dev.load()?;
+    let (fixed, dev_tokens) = args.dev.load()?;
+    let applications = switchyard_controlplane::token::Applications::default();
     let id = args
         .id
         .unwrap_or_else(|| format!("g{:06x}", rand::random::<u32>() & 0xff_ffff));
     let runtime = control_runtime()?;
     runtime.block_on(async move {
+        let cache = open_store(&config, &args.dev.data_dir, &applications, &fixed).await?;
         let registry = registry(&config, &args.namespace).await?;
         let presence = match config.get("CONNECTIONSTRINGS:CACHE") {
             Some(url) => Presence::redis(url, &args.namespace)
@@ -147,7 +149,14 @@ pub fn gateway(args: GatewayArgs) -> Result<(), String> {
                 Presence::memory()
             }
         };
-        let mut g = Gateway::new(id.clone(), applications, registry, presence, internal)?;
+        let mut g = Gateway::new(
+            id.clone(),
+            applications.clone(),
+            cache.clone(),
+            registry,
+            presence,
+            internal,
+        )?;
         g.dev_tokens = dev_tokens;
         let g = Arc::new(g);
         let listener = tokio::net::TcpListener::bind(args.http)
@@ -165,6 +174,12 @@ pub fn gateway(args: GatewayArgs) -> Result<(), String> {
         tokio::spawn(g.clone().pump_events());
         let (stop_tx, stop_rx) = watch::channel(false);
         let watcher = tokio::spawn(g.clone().watch_servers(stop_rx.clone()));
+        tokio::spawn(switchyard_controlplane::store::follow(
+            cache,
+            applications,
+            fixed,
+            stop_rx.clone(),
+        ));
         let signal_tx = stop_tx.clone();
         tokio::spawn(async move {
             shutdown_signal().await;

@@ -195,3 +195,80 @@ pub fn media_servers(gateway_port: u16) -> Vec<serde_json::Value> {
         .and_then(|v| v.as_array().cloned())
         .unwrap_or_default()
 }
+
+/// A database of the test's own in the machine's PostgreSQL (127.0.0.1:5432, trust auth),
+/// reached through its Unix socket so that a test in its own network namespace can use it.
+/// Dropped when the value is.
+pub struct Postgres {
+    pub name: String,
+    socket_dir: String,
+}
+
+impl Postgres {
+    /// Creates the database. Call before entering a network namespace (it asks over TCP where
+    /// the server's socket is).
+    pub fn create() -> Postgres {
+        let socket = psql(
+            "127.0.0.1",
+            "test",
+            "SELECT current_setting('unix_socket_directories')",
+        );
+        let socket_dir = socket
+            .split(',')
+            .next()
+            .unwrap_or("/var/run/postgresql")
+            .trim()
+            .to_string();
+        let name = format!(
+            "sy_cluster_{:x}",
+            std::process::id() as u64 * 1_000_003 + rand_suffix()
+        );
+        psql("127.0.0.1", "test", &format!("CREATE DATABASE {name}"));
+        Postgres { name, socket_dir }
+    }
+
+    /// CONNECTIONSTRINGS:DEFAULT for this database, over the socket.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@localhost/{}?host={}",
+            self.name, self.socket_dir
+        )
+    }
+
+    /// Drops the database now, connections and all: the configuration store goes down.
+    pub fn drop_now(&self) {
+        psql(
+            &self.socket_dir,
+            "test",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.drop_now();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64)
+}
+
+/// `psql` as postgres against `host` (an address or a socket directory); its output, trimmed.
+fn psql(host: &str, db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h", host, "-p", "5432", "-U", "postgres", "-d", db, "-tAc", sql,
+        ])
+        .output()
+        .expect("run psql (PostgreSQL must run on 127.0.0.1:5432; scripts/test.sh starts one)");
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -1,10 +1,12 @@
 //! The admin API, `/admin/api/v1` on the gateway's admin listener (9090): media servers (list,
-//! drain, forget), active channels with their clients and publications, kicking a client, and
-//! the OpenAPI document at `/admin/api/v1/openapi.json`.
+//! drain, forget), active channels with their clients and publications, kicking a client,
+//! applications, channel configurations, deployments and the audit log (see `config`), and the
+//! OpenAPI document at `/admin/api/v1/openapi.json`.
 //!
 //! Every request must come from `ADMIN:IPADDRESSES` (403 otherwise) and carry a valid
 //! `X-API-Key` (401 otherwise); both are checked before anything else, the document included.
 
+mod config;
 mod openapi;
 
 use std::net::SocketAddr;
@@ -22,12 +24,14 @@ use crate::allowlist::AllowList;
 use crate::cluster::gateway::Gateway;
 use crate::cluster::presence::{ParticipantEntry, PublicationEntry};
 use crate::registry::MediaServerRegistry;
+use crate::store::CachedStore;
 
 pub const PREFIX: &str = "/admin/api/v1";
 
-/// The admin API's state: the gateway it administers and who may.
+/// The admin API's state: the gateway it administers, the configuration store, and who may.
 pub struct Admin {
     pub gateway: Arc<Gateway>,
+    store: CachedStore,
     allow: AllowList,
     keys: Vec<String>,
 }
@@ -36,9 +40,23 @@ impl Admin {
     /// `keys` are the accepted `X-API-Key` values (one, or two while rotating).
     pub fn new(gateway: Arc<Gateway>, allow: AllowList, keys: Vec<String>) -> Admin {
         Admin {
+            store: gateway.store.clone(),
             gateway,
             allow,
             keys,
+        }
+    }
+
+    /// Records an operator's action on live state (the store records its own changes).
+    async fn audit(&self, from: SocketAddr, action: &str, target: &str, detail: serde_json::Value) {
+        let actor = format!("admin-api@{}", from.ip());
+        if let Err(e) = self
+            .store
+            .store()
+            .audit(&actor, action, target, &detail)
+            .await
+        {
+            tracing::warn!(action, target, "cannot write the audit log: {e}");
         }
     }
 
@@ -106,6 +124,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
             get(media_server).delete(forget_media_server),
         )
         .route("/media-servers/{id}/drain", post(drain).delete(undrain))
+        .merge(config::routes())
         .route("/channels", get(channels))
         .route("/channels/{channel}", get(channel))
         .route("/channels/{channel}/clients/{participant}", delete(kick))
@@ -155,22 +174,51 @@ async fn set_drain(admin: &Admin, id: &str, draining: bool) -> Response {
     }
 }
 
-async fn drain(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
-    set_drain(&admin, &id, true).await
+async fn drain(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    let r = set_drain(&admin, &id, true).await;
+    if r.status().is_success() {
+        admin
+            .audit(from, "mediaServer.drain", &id, serde_json::Value::Null)
+            .await;
+    }
+    r
 }
 
-async fn undrain(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
-    set_drain(&admin, &id, false).await
+async fn undrain(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    let r = set_drain(&admin, &id, false).await;
+    if r.status().is_success() {
+        admin
+            .audit(from, "mediaServer.undrain", &id, serde_json::Value::Null)
+            .await;
+    }
+    r
 }
 
 /// Removes a record at once (a server known to be gone); a live server registers again with
 /// its next heartbeat.
-async fn forget_media_server(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
+async fn forget_media_server(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
     match admin.gateway.registry.get(&id).await {
         Ok(None) => problem(StatusCode::NOT_FOUND, format!("no media server {id}")),
         Err(e) => unavailable(e),
         Ok(Some(_)) => match admin.gateway.registry.remove(&id).await {
-            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Ok(()) => {
+                admin
+                    .audit(from, "mediaServer.forget", &id, serde_json::Value::Null)
+                    .await;
+                StatusCode::NO_CONTENT.into_response()
+            }
             Err(e) => unavailable(e),
         },
     }
@@ -255,6 +303,7 @@ async fn channel(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Res
 
 async fn kick(
     State(admin): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
     Path((channel, participant)): Path<(String, String)>,
 ) -> Response {
     match admin
@@ -262,7 +311,11 @@ async fn kick(
         .kick(&channel, &participant, "removed by an administrator")
         .await
     {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(true) => {
+            let detail = serde_json::json!({ "channel": channel });
+            admin.audit(from, "client.kick", &participant, detail).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
         Ok(false) => problem(
             StatusCode::NOT_FOUND,
             format!("no client {participant} in channel {channel}"),

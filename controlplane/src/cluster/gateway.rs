@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{ParticipantInfo, PublicationInfo, ServerMessage};
 use crate::registry::{MediaServerRecord, MediaServerRegistry, Registry, choose_server};
 use crate::session::Error;
+use crate::store::{CachedStore, Health};
 use crate::token::Applications;
 
 /// How long a media server's record lives without a heartbeat: three missed heartbeats.
@@ -78,6 +79,8 @@ pub struct Gateway {
     local: Mutex<HashMap<String, HashMap<String, Local>>>,
     /// The dev application's (id, secret), when `/api/dev-token` may hand out tokens.
     pub dev_tokens: Option<(String, String)>,
+    /// Applications, channel configurations and deployments, as last read.
+    pub store: CachedStore,
 }
 
 fn unavailable(what: &str) -> impl Fn(&dyn std::fmt::Display) -> Error + '_ {
@@ -88,6 +91,7 @@ impl Gateway {
     pub fn new(
         id: String,
         applications: Applications,
+        store: CachedStore,
         registry: Registry,
         presence: Presence,
         internal: AllowList,
@@ -109,6 +113,7 @@ impl Gateway {
             internal,
             local: Mutex::new(HashMap::new()),
             dev_tokens: None,
+            store,
         })
     }
 
@@ -859,9 +864,20 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .merge(cluster_router(gateway))
 }
 
-/// 200 when the gateway can place media (the registry answers and lists a server), else 503
-/// with what is wrong; load balancers take a gateway out of rotation on 503.
+/// 200 when the gateway can place media (the registry answers and lists a server) with current
+/// configuration, else 503 with what is wrong; load balancers take a gateway out of rotation on
+/// 503. With the configuration database down, sessions still work from the cached
+/// configuration, and this says `degraded`.
 async fn ready(State(g): State<Arc<Gateway>>) -> Response {
+    if let Health::Degraded(reason) = g.store.health() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "degraded: configuration store: {reason} (serving the configuration read before)\n"
+            ),
+        )
+            .into_response();
+    }
     match g.registry.list().await {
         Ok(servers) if servers.iter().any(|s| s.available && !s.draining) => {
             (StatusCode::OK, "ready\n").into_response()

@@ -11,11 +11,13 @@
 
 mod cache;
 mod channel_match;
+mod follow;
 mod migrations;
 mod records;
 
 pub use cache::{CachedStore, Health, Snapshot};
 pub use channel_match::{is_catch_all, match_channel, matches};
+pub use follow::{REFRESH_EVERY, follow, sync_once};
 pub use records::{
     Application, AuditEntry, ChannelConfig, ClusteringStrategy, ConfigError, Deployment,
     MAX_SECRETS, validate_order,

@@ -10,6 +10,8 @@ use super::channel_match::is_catch_all;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Deployment {
+    /// Optional in a request body: the admin API takes it from the path.
+    #[serde(default)]
     pub id: String,
     pub name: Option<String>,
     /// STUN servers (`stun:host:port`) media servers ask for their public address.
@@ -70,6 +72,8 @@ pub const MAX_SECRETS: usize = 2;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelConfig {
+    /// Optional in a request body: the admin API takes it from the path.
+    #[serde(default)]
     pub application_id: String,
     /// A channel name where `*` stands for any run of characters, empty included; `*` alone
     /// matches every channel and must come last.
