@@ -998,8 +998,33 @@ fn public_ip_from_stun() {
         .spawn()
         .expect("start coturn's turnserver (scripts/test.sh installs coturn)");
     std::thread::sleep(Duration::from_millis(500));
-    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
+    let _ga = gateway(
+        &dir,
+        "ga",
+        GATEWAY_A,
+        &redis,
+        &[("ADMIN__APIKEY", ADMIN_KEY)],
+    );
     let base = format!("http://127.0.0.1:{GATEWAY_A}");
+    // ms2 has no STUN setting of its own: it takes the deployment's from the gateway, and its
+    // capacity from the deployment's threshold.
+    let deployment = r#"{"stunServers":["stun:127.0.0.1:3478"],"sfuConnectionsPerCpuSafe":10,"sfuConnectionsPerCpuUnsafe":20,"mcuConnectionsPerCpuSafe":1,"mcuConnectionsPerCpuUnsafe":2,"clusteringStrategy":"region"}"#;
+    assert_eq!(admin_with("PUT", "/deployments/default", deployment).0, 200);
+    std::thread::sleep(Duration::from_millis(2500)); // the gateway's next read of the store
+    let _ms2 = Process::start(
+        "ms2",
+        &dir,
+        &[
+            "media-server",
+            "--id",
+            "ms2",
+            "--workers",
+            "1",
+            "--media-ports",
+            "41000-41100",
+        ],
+        &[("SERVICEBASEURL", base.as_str())],
+    );
     let _ms = Process::start(
         "ms",
         &dir,
@@ -1017,8 +1042,9 @@ fn public_ip_from_stun() {
             ("DEPLOYMENTS__0__STUNSERVERS", "stun:127.0.0.1:3478"),
         ],
     );
-    wait_for("ms to register", Duration::from_secs(20), || {
-        media_servers(GATEWAY_A).iter().any(|s| s["id"] == "ms")
+    wait_for("ms and ms2 to register", Duration::from_secs(20), || {
+        let listed = media_servers(GATEWAY_A);
+        listed.iter().any(|s| s["id"] == "ms") && listed.iter().any(|s| s["id"] == "ms2")
     });
     let _ = coturn.kill();
     let _ = coturn.wait();
@@ -1029,4 +1055,11 @@ fn public_ip_from_stun() {
     assert_eq!(record["publicIPAddress"], "127.0.0.1", "{record}");
     let log = std::fs::read_to_string(dir.join("ms.log")).unwrap_or_default();
     assert!(log.contains("public address 127.0.0.1 (STUN)"), "{log}");
+    let record = media_servers(GATEWAY_A)
+        .into_iter()
+        .find(|s| s["id"] == "ms2")
+        .expect("ms2");
+    assert_eq!(record["publicIPAddress"], "127.0.0.1", "{record}");
+    let log = std::fs::read_to_string(dir.join("ms2.log")).unwrap_or_default();
+    assert!(log.contains("capacity 20 transports"), "{log}");
 }

@@ -733,6 +733,10 @@ pub fn cluster_router(gateway: Arc<Gateway>) -> Router {
             post(remove),
         )
         .route(&format!("{}/ended", api::PREFIX), post(ended))
+        .route(
+            &format!("{}/deployments/{{id}}", api::PREFIX),
+            get(deployment),
+        )
         .route(&format!("{}/media-servers", api::PREFIX), get(list))
         .with_state(gateway)
 }
@@ -836,6 +840,33 @@ async fn ended(
         .await;
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// A deployment's settings for a starting media server (STUN servers, capacity thresholds),
+/// from the configuration as last read.
+async fn deployment(
+    State(g): State<Arc<Gateway>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if let Some(refused) = forbidden(&g, from) {
+        return refused;
+    }
+    let snapshot = g.store.snapshot();
+    match snapshot
+        .deployments
+        .iter()
+        .find(|d| d.id.eq_ignore_ascii_case(&id))
+    {
+        Some(d) => Json(d.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(ErrorReply {
+                error: format!("no deployment {id:?} is configured"),
+            }),
+        )
+            .into_response(),
+    }
 }
 
 async fn list(
