@@ -1063,3 +1063,103 @@ fn public_ip_from_stun() {
     let log = std::fs::read_to_string(dir.join("ms2.log")).unwrap_or_default();
     assert!(log.contains("capacity 20 transports"), "{log}");
 }
+
+/// HTTPS on 8443 (signalling and pages) and 9443 (admin API) with a certificate from
+/// `switchyard cert`, for a gateway and for all-in-one; a bad certificate stops the process at
+/// start.
+#[test]
+fn https_for_signalling_and_admin() {
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new(binary())
+        .args(["cert", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .status()
+        .expect("run switchyard cert");
+    assert!(made.success());
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let tls = [
+        ("SWITCHYARD_TLS_CERT", cert_s.as_str()),
+        ("SWITCHYARD_TLS_KEY", key_s.as_str()),
+        ("SWITCHYARD_HTTPS", "127.0.0.1:8443"),
+        ("SWITCHYARD_ADMIN_HTTPS", "127.0.0.1:9443"),
+        ("ADMIN__APIKEY", ADMIN_KEY),
+    ];
+    let https = |url: &str, headers: &[&str]| {
+        let mut c = Command::new("curl");
+        c.args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+            &cert_s,
+            url,
+        ]);
+        for h in headers {
+            c.args(["-H", h]);
+        }
+        let out = c.output().expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse::<u16>().unwrap_or(0), body.to_string())
+    };
+    {
+        let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &tls);
+        wait_for("HTTPS on 8443", Duration::from_secs(10), || {
+            https("https://127.0.0.1:8443/health", &[]).0 == 200
+        });
+        let (status, page) = https("https://127.0.0.1:8443/", &[]);
+        assert_eq!(status, 200);
+        assert!(page.contains("Switchyard demo"), "{page}");
+        let admin_url = "https://127.0.0.1:9443/admin/api/v1/media-servers";
+        assert_eq!(https(admin_url, &[]).0, 401);
+        assert_eq!(
+            https(admin_url, &[&format!("X-API-Key: {ADMIN_KEY}")]).0,
+            200
+        );
+    }
+    // all-in-one serves its pages and signalling over HTTPS too.
+    {
+        let _aio = Process::start(
+            "aio",
+            &dir,
+            &[
+                "all-in-one",
+                "--workers",
+                "1",
+                "--data-dir",
+                &dir.join("aio").display().to_string(),
+            ],
+            &tls,
+        );
+        wait_for("all-in-one HTTPS on 8443", Duration::from_secs(20), || {
+            https("https://127.0.0.1:8443/switchyard.js", &[]).0 == 200
+        });
+    }
+    // A certificate that is not one stops the gateway before it serves anything.
+    std::fs::write(dir.join("bad.pem"), "not a certificate").expect("write");
+    let bad = dir.join("bad.pem").display().to_string();
+    let out = Command::new(binary())
+        .current_dir(&dir)
+        .args([
+            "gateway",
+            "--http",
+            "127.0.0.1:8080",
+            "--tls-cert",
+            &bad,
+            "--tls-key",
+            &key_s,
+        ])
+        .env("CONNECTIONSTRINGS__CACHE", redis.url())
+        .output()
+        .expect("run switchyard");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("TLS certificate"), "{err}");
+}

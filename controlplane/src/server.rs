@@ -102,34 +102,58 @@ pub async fn serve(
     .await
 }
 
-/// Serves `router` over HTTPS (rustls with aws-lc-rs, the process's one TLS provider) on
-/// `addr` with the PEM certificate chain and key, until `shutdown` resolves; connections then
-/// get 5 s to finish.
-pub async fn serve_tls(
-    addr: std::net::SocketAddr,
-    router: Router,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-        .await
-        .map_err(|e| {
-            format!(
-                "TLS certificate {} / key {}: {e}",
-                cert.display(),
-                key.display()
-            )
-        })?;
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
-    });
-    axum_server::bind_rustls(addr, tls)
-        .handle(handle)
-        .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .await
-        .map_err(|e| format!("HTTPS on {addr}: {e}"))
+/// A bound HTTPS listener with its certificate, ready to serve: made before anything serves, so
+/// a bad certificate or a taken port stops the process at start.
+pub struct Https {
+    listener: std::net::TcpListener,
+    tls: axum_server::tls_rustls::RustlsConfig,
+}
+
+impl Https {
+    /// Loads the PEM certificate chain and key (rustls with aws-lc-rs, the process's one TLS
+    /// provider) and binds `addr`.
+    pub async fn bind(
+        addr: std::net::SocketAddr,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Https, String> {
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+            .await
+            .map_err(|e| {
+                format!(
+                    "TLS certificate {} / key {}: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| format!("cannot listen on {addr} for HTTPS: {e}"))?;
+        Ok(Https { listener, tls })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves `router` until `shutdown` resolves; connections then get 5 s to finish.
+    pub async fn serve(
+        self,
+        router: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), String> {
+        let addr = self.local_addr().map_err(|e| e.to_string())?;
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+        });
+        axum_server::from_tcp_rustls(self.listener, self.tls)
+            .map_err(|e| format!("HTTPS on {addr}: {e}"))?
+            .handle(handle)
+            .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .await
+            .map_err(|e| format!("HTTPS on {addr}: {e}"))
+    }
 }

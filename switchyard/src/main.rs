@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 mod roles;
 use switchyard_controlplane::config::Config;
 use switchyard_controlplane::dev::DevApplication;
+use switchyard_controlplane::server::Https;
 use switchyard_controlplane::session::AppState;
 use switchyard_controlplane::store::{self, CachedStore, Health, Store};
 use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
@@ -96,9 +97,51 @@ struct AllInOne {
     #[arg(long, default_value = "0.0.0.0:8080", env = "SWITCHYARD_HTTP")]
     http: SocketAddr,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     media: MediaArgs,
     #[command(flatten)]
     dev: DevArgs,
+}
+
+/// HTTPS, served beside HTTP when a certificate is given (all-in-one and gateway).
+#[derive(Args)]
+struct TlsArgs {
+    /// PEM certificate chain for HTTPS (with --tls-key); `switchyard cert` makes a
+    /// self-signed pair for development.
+    #[arg(long, requires = "tls_key", env = "SWITCHYARD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS (with --tls-cert).
+    #[arg(long, requires = "tls_cert", env = "SWITCHYARD_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Address for HTTPS signalling and pages (with --tls-cert).
+    #[arg(long, default_value = "0.0.0.0:8443", env = "SWITCHYARD_HTTPS")]
+    https: SocketAddr,
+}
+
+impl TlsArgs {
+    /// Binds `addr` for HTTPS with the certificate, if one is given.
+    async fn bind(&self, addr: SocketAddr) -> Result<Option<Https>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Https::bind(addr, cert, key).await.map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// A watch that turns true on SIGTERM or Ctrl-C, for every listener of the process to follow.
+fn shutdown_watch() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Resolves when `rx` turns true.
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.is_ok();
 }
 
 /// The media workers' settings (all-in-one and media-server).
@@ -458,7 +501,19 @@ fn all_in_one(args: AllInOne) -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
             .map_err(|e| format!("cannot listen on {} for HTTP: {e}", args.http))?;
+        let https = args.tls.bind(args.tls.https).await?;
         let page = page_address(&listener)?;
+        let stop = shutdown_watch();
+        if let Some(https) = https {
+            tracing::info!("HTTPS: demo page and signalling at https://{}/", https.local_addr().map_err(|e| e.to_string())?);
+            let router = switchyard_controlplane::server::router(state.clone());
+            let stop = stopped(stop.clone());
+            tokio::spawn(async move {
+                if let Err(e) = https.serve(router, stop).await {
+                    tracing::error!("{e}");
+                }
+            });
+        }
         tracing::info!(
             "switchyard all-in-one {}: demo page http://{page}/ | signalling ws://{page}/sync | WHIP/WHEP http://{page}/whip|whep/<channel> | metrics http://{page}/metrics",
             env!("CARGO_PKG_VERSION")
@@ -476,7 +531,7 @@ fn all_in_one(args: AllInOne) -> Result<(), String> {
                 events_state.on_media_event(event);
             }
         });
-        switchyard_controlplane::server::serve(listener, state.clone(), shutdown_signal())
+        switchyard_controlplane::server::serve(listener, state.clone(), stopped(stop))
             .await
             .map_err(|e| format!("HTTP server: {e}"))?;
         let _ = stop_store.send(true);

@@ -21,8 +21,8 @@ use switchyard_controlplane::store::Deployment;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    ConfigFile, DevArgs, MediaArgs, announced, control_runtime, media_ports, open_store,
-    page_address, shutdown_signal,
+    ConfigFile, DevArgs, MediaArgs, TlsArgs, announced, control_runtime, media_ports, open_store,
+    page_address, shutdown_signal, shutdown_watch, stopped,
 };
 
 /// Cluster traffic is accepted from these when INTERNAL:IPADDRESSES is not set: loopback and
@@ -40,6 +40,11 @@ pub struct GatewayArgs {
     /// Address for the admin API (/admin/api/v1), reachable only from ADMIN:IPADDRESSES.
     #[arg(long, default_value = "0.0.0.0:9090", env = "SWITCHYARD_ADMIN_HTTP")]
     admin: SocketAddr,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Address for the admin API over HTTPS (with --tls-cert).
+    #[arg(long, default_value = "0.0.0.0:9443", env = "SWITCHYARD_ADMIN_HTTPS")]
+    admin_https: SocketAddr,
     /// This gateway's id, part of its participants' ids [default: random].
     #[arg(long, env = "SWITCHYARD_GATEWAY_ID")]
     id: Option<String>,
@@ -166,6 +171,8 @@ pub fn gateway(args: GatewayArgs) -> Result<(), String> {
         let admin_listener = tokio::net::TcpListener::bind(args.admin)
             .await
             .map_err(|e| format!("cannot listen on {} for the admin API: {e}", args.admin))?;
+        let https = args.tls.bind(args.tls.https).await?;
+        let admin_https = args.tls.bind(args.admin_https).await?;
         let page = page_address(&listener)?;
         let admin_page = page_address(&admin_listener)?;
         tracing::info!(
@@ -173,7 +180,7 @@ pub fn gateway(args: GatewayArgs) -> Result<(), String> {
             env!("CARGO_PKG_VERSION")
         );
         tokio::spawn(g.clone().pump_events());
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_rx = shutdown_watch();
         let watcher = tokio::spawn(g.clone().watch_servers(stop_rx.clone()));
         tokio::spawn(switchyard_controlplane::store::follow(
             cache,
@@ -181,15 +188,20 @@ pub fn gateway(args: GatewayArgs) -> Result<(), String> {
             fixed,
             stop_rx.clone(),
         ));
-        let signal_tx = stop_tx.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = signal_tx.send(true);
-        });
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await.is_ok();
-        };
         let admin = Arc::new(Admin::new(g.clone(), admin_allow, vec![admin_key]));
+        for (https, router, what) in [
+            (https, gateway::router(g.clone()), "signalling"),
+            (admin_https, switchyard_controlplane::admin::router(admin.clone()), "admin API"),
+        ] {
+            let Some(https) = https else { continue };
+            tracing::info!("HTTPS {what} on {}", https.local_addr().map_err(|e| e.to_string())?);
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = https.serve(router, stop).await {
+                    tracing::error!("{e}");
+                }
+            });
+        }
         let admin_server = tokio::spawn(switchyard_controlplane::server::serve_with(
             admin_listener,
             switchyard_controlplane::admin::router(admin),
@@ -208,7 +220,6 @@ pub fn gateway(args: GatewayArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("HTTP server: {e}"))?;
         let _ = admin_server.await;
-        let _ = stop_tx.send(true);
         let _ = watcher.await;
         tracing::info!("stopped");
         Ok::<(), String>(())
