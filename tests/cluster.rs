@@ -1163,3 +1163,48 @@ fn https_for_signalling_and_admin() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("TLS certificate"), "{err}");
 }
+
+/// Redis restarts empty: media servers register again with their next heartbeat, gateways
+/// reconnect and subscribe to events again, and new sessions work, with no restart of ours.
+#[test]
+fn redis_restart_needs_no_restart() {
+    netns::enter();
+    let mut redis = Redis::start(6379);
+    let dir = temp_dir();
+    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
+    let _ms = media_server(&dir, "ms", "a", GATEWAY_A, "40000-40100", &[]);
+    let r = loadtest(
+        &dir,
+        GATEWAY_A,
+        "before",
+        &[
+            "--scenario",
+            "livestream",
+            "--subscribers",
+            "2",
+            "--duration",
+            "2",
+        ],
+    );
+    assert_clean(&r, 3);
+    redis.restart();
+    wait_for("ms to register again", Duration::from_secs(10), || {
+        media_servers(GATEWAY_A).iter().any(|s| s["id"] == "ms")
+    });
+    let r = loadtest(
+        &dir,
+        GATEWAY_A,
+        "after",
+        &[
+            "--scenario",
+            "meeting",
+            "--participants",
+            "3",
+            "--duration",
+            "2",
+        ],
+    );
+    assert_clean(&r, 9);
+    let log = std::fs::read_to_string(dir.join("ga.log")).unwrap_or_default();
+    assert!(log.contains("subscribed to Redis again"), "{log}");
+}

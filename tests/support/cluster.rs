@@ -156,6 +156,16 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Kills the server and starts an empty one on the same port (a Redis restart without
+    /// persistence: every key is gone).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let fresh = Redis::start(self.port);
+        let old = std::mem::replace(self, fresh);
+        std::mem::forget(old);
+    }
+
     /// `redis-cli ARGS` against this server; its output.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::protocol::{ServerMessage, TrackInfo};
+use crate::registry::retry::Retrying;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -309,8 +310,9 @@ impl Memory {
 }
 
 impl RedisPresence {
-    fn con(&self) -> ConnectionManager {
-        self.connection.clone()
+    /// A handle for one command (sent once more if it finds the connection broken).
+    fn con(&self) -> Retrying {
+        Retrying(self.connection.clone())
     }
 
     fn key(&self, channel: &str, what: &str) -> String {
@@ -347,6 +349,7 @@ impl RedisPresence {
     async fn pump(self, tx: mpsc::UnboundedSender<ChannelEvent>) {
         let topic = self.events_topic();
         let mut failures = 0u32;
+        let mut before = false;
         loop {
             let subscribed = async {
                 let mut pubsub = self.client.get_async_pubsub().await?;
@@ -355,9 +358,10 @@ impl RedisPresence {
             };
             match subscribed.await {
                 Ok(mut pubsub) => {
-                    if failures > 0 {
+                    if before {
                         tracing::info!("presence events: subscribed to Redis again");
                     }
+                    before = true;
                     failures = 0;
                     let mut messages = pubsub.on_message();
                     while let Some(msg) = messages.next().await {

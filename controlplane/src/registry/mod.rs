@@ -10,6 +10,7 @@
 mod choose;
 mod memory;
 mod redis;
+pub(crate) mod retry;
 
 use std::future::Future;
 use std::time::Duration;

@@ -14,14 +14,16 @@
 //!   the same id. `remove` deletes it.
 //! - `channel:{channel}:mediaserver`: the id of the server a channel is placed on.
 //!
-//! The connection is a [`ConnectionManager`]: it reconnects by itself, so a Redis restart costs
-//! the commands issued while Redis is down, never a restart of ours.
+//! The connection is a [`ConnectionManager`]: it reconnects by itself, and [`Retrying`] sends a
+//! command that found the old connection broken once more, so a Redis restart costs only the
+//! commands issued while Redis is down, never a restart of ours.
 
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
 
+use super::retry::Retrying;
 use super::{MediaServerRecord, MediaServerRegistry, RegistryError, Result, ttl_millis};
 
 #[derive(Clone)]
@@ -68,8 +70,8 @@ impl RedisRegistry {
     }
 
     /// A handle for one command; clones share the underlying connection.
-    fn con(&self) -> ConnectionManager {
-        self.connection.clone()
+    fn con(&self) -> Retrying {
+        Retrying(self.connection.clone())
     }
 
     fn decode(key: String, json: &str, drained: bool) -> Result<MediaServerRecord> {
