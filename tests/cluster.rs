@@ -123,11 +123,15 @@ fn publications(redis: &Redis, channel: &str) -> Vec<(String, String, String)> {
 /// killed with SIGKILL is recovered by the SDKs publishing again on the live one.
 #[test]
 fn browsers_across_gateways_regions_capacity_and_kill() {
+    let postgres = Postgres::create();
     netns::enter();
     let redis = Redis::start(6379);
     let dir = temp_dir();
-    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
-    let _gb = gateway(&dir, "gb", GATEWAY_B, &redis, &[]);
+    // One Redis and one PostgreSQL for both gateways, as in production.
+    let database = postgres.url();
+    let shared = [("CONNECTIONSTRINGS__DEFAULT", database.as_str())];
+    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &shared);
+    let _gb = gateway(&dir, "gb", GATEWAY_B, &redis, &shared);
     // ms-a takes 8445 and holds one transport before it is over capacity; ms-b finds 8445
     // taken and falls back to 8446.
     let ms_a = media_server(
@@ -249,12 +253,17 @@ fn loadtest(dir: &Path, gateway_port: u16, channel: &str, args: &[&str]) -> Valu
         .expect("run switchyard loadtest");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let report =
+        last_json(&stdout).unwrap_or_else(|| panic!("no JSON report:\n{stderr}\n{stdout}"));
+    // Exit status 2 is "not a valid measurement"; a generator that fell behind on this 2-core
+    // machine invalidates a benchmark, not a check of delivery, which assert_clean makes.
+    let saturated_only = out.status.code() == Some(2) && report["generator_saturated"] == true;
     assert!(
-        out.status.success(),
+        out.status.success() || saturated_only,
         "loadtest failed ({}):\n{stderr}\n{stdout}",
         out.status
     );
-    last_json(&stdout).unwrap_or_else(|| panic!("no JSON report:\n{stderr}\n{stdout}"))
+    report
 }
 
 fn assert_clean(r: &Value, transports: u64) {
@@ -848,10 +857,9 @@ async fn admin_api() {
     );
     let new = app_token("acme", two, "team-a");
     join_until(GATEWAY_A, &new, "team-a", true, Duration::from_secs(10)).await;
-    assert!(
-        join(GATEWAY_A, &old, "team-a").await.is_ok(),
-        "both secrets are valid during a rotation"
-    );
+    if let Err(e) = join(GATEWAY_A, &old, "team-a").await {
+        panic!("both secrets are valid during a rotation, but: {e}");
+    }
     let (status, app) = admin_with(
         "POST",
         "/applications/acme/secrets/retire",
@@ -884,6 +892,45 @@ async fn admin_api() {
     );
     let listed = admin("GET", "/applications/acme/channel-configs").1;
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    // A channel configuration that forbids SFU publishing refuses a publisher of acme's.
+    let no_sfu = r#"{"pattern":"locked-*","position":1,"allowedCodecs":[],"sfuAllowed":false,"mcuAllowed":true}"#;
+    assert_eq!(
+        admin_with("PUT", "/applications/acme/channel-configs", no_sfu).0,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(2500)); // the gateway's next read of the store
+    let out = Command::new(binary())
+        .args([
+            "loadtest",
+            "run",
+            "--json",
+            "--url",
+            &format!("http://127.0.0.1:{GATEWAY_A}"),
+        ])
+        .args([
+            "--application",
+            "acme",
+            "--secret",
+            two,
+            "--channel",
+            "locked-1",
+        ])
+        .args([
+            "--scenario",
+            "livestream",
+            "--subscribers",
+            "0",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .expect("run switchyard loadtest");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("does not allow SFU publishing"), "{text}");
+    let locked = "/applications/acme/channel-configs?pattern=locked-*";
+    assert_eq!(admin("DELETE", locked).0, 204);
     assert_eq!(
         admin(
             "DELETE",

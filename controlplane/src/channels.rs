@@ -9,7 +9,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
 use crate::protocol::{ParticipantInfo, ServerMessage};
-use crate::session::Error;
+use crate::session::{Error, Rules};
+use crate::store::ChannelConfig;
 use crate::token::Applications;
 
 /// A participant's id and everyone already in the channel, as `join` returns them.
@@ -37,12 +38,16 @@ pub trait Channels: Send + Sync + 'static {
         outbox: mpsc::UnboundedSender<ServerMessage>,
     ) -> impl Future<Output = Result<Joined, Error>> + Send;
 
-    /// Answers a publish offer; returns (publication id, answer).
+    /// The configuration that applies to `channel` of `application`, if any.
+    fn channel_config(&self, application: &str, channel: &str) -> Option<ChannelConfig>;
+
+    /// Answers a publish offer within the channel's `rules`; returns (publication id, answer).
     fn publish(
         &self,
         channel: &str,
         participant: &str,
         offer: &str,
+        rules: &Rules,
     ) -> impl Future<Output = Result<(String, String), Error>> + Send;
 
     /// Answers a subscribe offer for `publication`; returns (subscription id, answer).

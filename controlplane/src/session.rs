@@ -19,10 +19,61 @@ use crate::channels::{Channels, Joined};
 use crate::metrics::Metrics;
 use crate::protocol::{ParticipantInfo, ServerMessage, TrackInfo};
 use crate::state::{Owner, Participant, Publication, Registry, Subscription, Track};
+use crate::store::{CachedStore, ChannelConfig};
 use crate::token::{Applications, TokenError};
 
-/// Codecs every channel allows until channel configurations land.
-const ALLOWED_CODECS: [Codec; 5] = [Codec::Opus, Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1];
+/// Every codec we forward; a channel configuration may narrow it.
+pub const ALL_CODECS: [Codec; 5] = [Codec::Opus, Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1];
+
+/// What a channel's configuration allows a publisher, as signalling applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// Codecs an offer may publish with.
+    pub codecs: Vec<Codec>,
+}
+
+impl Rules {
+    /// The rules of `config` (none: everything is allowed), or why publishing is refused.
+    pub fn of(config: Option<&ChannelConfig>) -> Result<Rules, Error> {
+        let Some(c) = config else {
+            return Ok(Rules {
+                codecs: ALL_CODECS.to_vec(),
+            });
+        };
+        if !c.sfu_allowed {
+            return Err(Error::BadRequest(format!(
+                "the configuration of channels {:?} does not allow SFU publishing",
+                c.pattern
+            )));
+        }
+        let codecs = if c.allowed_codecs.is_empty() {
+            ALL_CODECS.to_vec()
+        } else {
+            c.allowed_codecs
+                .iter()
+                .filter_map(|n| Codec::from_name(n))
+                .collect()
+        };
+        Ok(Rules { codecs })
+    }
+
+    /// The codec names, as the cluster link carries them.
+    pub fn codec_names(&self) -> Vec<String> {
+        self.codecs.iter().map(ToString::to_string).collect()
+    }
+
+    /// Rules from codec names (unknown names are ignored; none at all means every codec).
+    pub fn from_names(names: &[String]) -> Rules {
+        let codecs: Vec<Codec> = names.iter().filter_map(|n| Codec::from_name(n)).collect();
+        Rules {
+            codecs: if names.is_empty() {
+                ALL_CODECS.to_vec()
+            } else {
+                codecs
+            },
+        }
+    }
+}
 
 /// Ids for transports and producers, unique in the process.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -88,6 +139,9 @@ pub struct AppState {
     pub dev_tokens: Option<(String, String)>,
     /// Set to true when the server shuts down; signalling sockets close with a reason.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Channel configurations (all-in-one; a cluster media server gets its rules from the
+    /// gateway with each request).
+    pub store: Option<CachedStore>,
     /// Publications the media server ended on its own (a transport closed), as
     /// (channel, participant, publication): a cluster media server reports them to its gateways.
     pub ended: Option<mpsc::UnboundedSender<(String, String, String)>>,
@@ -105,6 +159,7 @@ impl AppState {
             metrics: Metrics::default(),
             dev_tokens: None,
             shutdown,
+            store: None,
             ended: None,
         }
     }
@@ -177,6 +232,7 @@ impl AppState {
         channel: &str,
         participant: &str,
         offer: &str,
+        rules: &Rules,
     ) -> Result<(String, String), Error> {
         let offer =
             Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
@@ -199,7 +255,7 @@ impl AppState {
             ice: &local_ice,
             fingerprint,
             candidates: &candidates,
-            allowed_codecs: &ALLOWED_CODECS,
+            allowed_codecs: &rules.codecs,
         };
         let roles: Vec<MediaRole> = offer
             .media
@@ -372,7 +428,7 @@ impl AppState {
             ice: &local_ice,
             fingerprint: self.media.identity().fingerprint(),
             candidates: &candidates,
-            allowed_codecs: &ALLOWED_CODECS,
+            allowed_codecs: &ALL_CODECS,
         };
         let answer =
             sdp::answer(&offer, &local, &roles).map_err(|e| Error::BadRequest(e.to_string()))?;
@@ -697,13 +753,18 @@ impl Channels for AppState {
         Ok(AppState::join(self, channel, user, Some(outbox)))
     }
 
+    fn channel_config(&self, application: &str, channel: &str) -> Option<ChannelConfig> {
+        self.store.as_ref()?.channel_config(application, channel)
+    }
+
     async fn publish(
         &self,
         channel: &str,
         participant: &str,
         offer: &str,
+        rules: &Rules,
     ) -> Result<(String, String), Error> {
-        AppState::publish(self, channel, participant, offer).await
+        AppState::publish(self, channel, participant, offer, rules).await
     }
 
     async fn subscribe(
@@ -803,5 +864,44 @@ fn rejections(media: &[Negotiated]) -> String {
         "the offer has no audio or video".into()
     } else {
         reasons.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(codecs: &[&str], sfu: bool) -> ChannelConfig {
+        ChannelConfig {
+            application_id: "a".into(),
+            pattern: "team-*".into(),
+            position: 0,
+            allowed_codecs: codecs.iter().map(|c| c.to_string()).collect(),
+            max_bitrate_kbps: None,
+            sfu_allowed: sfu,
+            mcu_allowed: false,
+        }
+    }
+
+    #[test]
+    fn rules_follow_the_channel_configuration() {
+        assert_eq!(Rules::of(None).unwrap().codecs, ALL_CODECS);
+        assert_eq!(
+            Rules::of(Some(&config(&[], true))).unwrap().codecs,
+            ALL_CODECS
+        );
+        let r = Rules::of(Some(&config(&["opus", "vp8"], true))).unwrap();
+        assert_eq!(r.codecs, [Codec::Opus, Codec::Vp8]);
+        assert_eq!(
+            Rules::from_names(&r.codec_names()),
+            r,
+            "the cluster link keeps them"
+        );
+        assert_eq!(Rules::from_names(&[]).codecs, ALL_CODECS);
+        let refused = Rules::of(Some(&config(&[], false))).unwrap_err();
+        assert!(
+            refused.to_string().contains("does not allow SFU"),
+            "{refused}"
+        );
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::channels::Channels;
 use crate::protocol::{ClientMessage, ServerMessage};
-use crate::session::Error;
+use crate::session::{Error, Rules};
 use crate::token::{Claims, TokenError};
 
 /// Close code for a refused join (4000-4999 are for applications).
@@ -67,29 +67,15 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
         }
     });
     // Events for this participant go through the same writer, after the replies before them.
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ServerMessage>();
+    // They are forwarded only once the `joined` reply is queued, so a client never hears of
+    // others before it learns its own id.
+    let (events_tx, events_rx) = mpsc::unbounded_channel::<ServerMessage>();
+    let mut events_rx = Some(events_rx);
     // Ends the session from our side after a kick, without waiting for the client to answer
     // the close.
     let (kicked_tx, mut kicked_rx) = tokio::sync::oneshot::channel::<()>();
-    let forward = {
-        let out_tx = out_tx.clone();
-        tokio::spawn(async move {
-            while let Some(m) = events_rx.recv().await {
-                let kicked = match &m {
-                    ServerMessage::Kicked { reason } => Some(truncate(reason)),
-                    _ => None,
-                };
-                if out_tx.send(Out::Message(m)).is_err() {
-                    break;
-                }
-                if let Some(reason) = kicked {
-                    let _ = out_tx.send(Out::Close(CLOSE_KICKED, reason));
-                    let _ = kicked_tx.send(());
-                    return;
-                }
-            }
-        })
-    };
+    let mut kicked_tx = Some(kicked_tx);
+    let mut forward = None;
     let mut shutdown = state.shutdown();
     let mut joined: Option<Joined> = None;
     loop {
@@ -148,7 +134,8 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
                         .join(
                             &channel,
                             &claims.user_id,
-                            region.as_deref(),
+                            // The client's own claim, else the token's.
+                            region.as_deref().or(claims.region.as_deref()),
                             events_tx.clone(),
                         )
                         .await
@@ -163,6 +150,9 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
                             participants,
                         };
                         let _ = out_tx.send(Out::Message(reply));
+                        if let (Some(rx), Some(kicked)) = (events_rx.take(), kicked_tx.take()) {
+                            forward = Some(forward_events(rx, out_tx.clone(), kicked));
+                        }
                         joined = Some(Joined {
                             channel,
                             participant,
@@ -200,9 +190,35 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
     if let Some(j) = joined {
         state.leave(&j.channel, &j.participant).await;
     }
-    forward.abort();
+    if let Some(f) = forward {
+        f.abort();
+    }
     drop(out_tx);
     let _ = writer.await;
+}
+
+/// Passes events to the writer; after a kick, closes the socket and tells the session.
+fn forward_events(
+    mut events: mpsc::UnboundedReceiver<ServerMessage>,
+    out_tx: mpsc::UnboundedSender<Out>,
+    kicked_tx: tokio::sync::oneshot::Sender<()>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(m) = events.recv().await {
+            let kicked = match &m {
+                ServerMessage::Kicked { reason } => Some(truncate(reason)),
+                _ => None,
+            };
+            if out_tx.send(Out::Message(m)).is_err() {
+                break;
+            }
+            if let Some(reason) = kicked {
+                let _ = out_tx.send(Out::Close(CLOSE_KICKED, reason));
+                let _ = kicked_tx.send(());
+                return;
+            }
+        }
+    })
 }
 
 /// Checks the token and picks the channel.
@@ -236,8 +252,10 @@ async fn handle<C: Channels>(
             j.claims
                 .may_publish(&j.channel)
                 .map_err(|e| (id.clone(), e.into()))?;
+            let config = state.channel_config(&j.claims.application_id, &j.channel);
+            let rules = Rules::of(config.as_ref()).map_err(|e| (id.clone(), e))?;
             let (publication, answer) = state
-                .publish(&j.channel, &j.participant, &offer)
+                .publish(&j.channel, &j.participant, &offer, &rules)
                 .await
                 .map_err(|e| (id.clone(), e))?;
             let _ = out.send(Out::Message(ServerMessage::Answer {

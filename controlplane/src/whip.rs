@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::session::{AppState, Error};
+use crate::session::{AppState, Error, Rules};
 use crate::token::{Claims, TokenError};
 
 pub async fn whip(
@@ -67,7 +67,14 @@ async fn post(
     }
     let (participant, _) = state.join(channel, &claims.user_id, None);
     let result = if kind == "whip" {
-        state.publish(channel, &participant, offer).await
+        let config = state
+            .store
+            .as_ref()
+            .and_then(|c| c.channel_config(&claims.application_id, channel));
+        match Rules::of(config.as_ref()) {
+            Ok(rules) => state.publish(channel, &participant, offer, &rules).await,
+            Err(e) => Err(e),
+        }
     } else {
         state.subscribe(channel, &participant, None, offer).await
     };

@@ -493,6 +493,7 @@ fn all_in_one(args: AllInOne) -> Result<(), String> {
     let backend = media.backend();
     let mut state = AppState::new(media, applications, announce.clone());
     state.dev_tokens = dev_tokens;
+    state.store = Some(cache.clone());
     let state = Arc::new(state);
 
     runtime.block_on(async move {

@@ -19,6 +19,9 @@ pub struct PublishRequest {
     pub participant: String,
     pub user: String,
     pub offer: String,
+    /// Codecs the channel's configuration allows (SDP names); empty: all.
+    #[serde(default)]
+    pub codecs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -35,8 +35,8 @@ use crate::channels::{Channels, Joined};
 use crate::metrics::Metrics;
 use crate::protocol::{ParticipantInfo, PublicationInfo, ServerMessage};
 use crate::registry::{MediaServerRecord, MediaServerRegistry, Registry, choose_server};
-use crate::session::Error;
-use crate::store::{CachedStore, Health};
+use crate::session::{Error, Rules};
+use crate::store::{CachedStore, ChannelConfig, Health};
 use crate::token::Applications;
 
 /// How long a media server's record lives without a heartbeat: three missed heartbeats.
@@ -485,11 +485,16 @@ impl Channels for Gateway {
         Ok((id, others))
     }
 
+    fn channel_config(&self, application: &str, channel: &str) -> Option<ChannelConfig> {
+        self.store.channel_config(application, channel)
+    }
+
     async fn publish(
         &self,
         channel: &str,
         participant: &str,
         offer: &str,
+        rules: &Rules,
     ) -> Result<(String, String), Error> {
         let (user, region) = self
             .with_local(channel, participant, |l| (l.user.clone(), l.region.clone()))
@@ -499,6 +504,7 @@ impl Channels for Gateway {
             participant: participant.to_string(),
             user,
             offer: offer.to_string(),
+            codecs: rules.codec_names(),
         };
         // A server that does not answer (killed, its record not yet expired) is skipped once.
         let mut avoid = Vec::new();

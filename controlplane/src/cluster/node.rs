@@ -25,7 +25,7 @@ use super::api::{
 use super::stopped;
 use crate::allowlist::AllowList;
 use crate::registry::MediaServerRecord;
-use crate::session::{AppState, Error};
+use crate::session::{AppState, Error, Rules};
 
 /// How often a media server heartbeats; the gateway's TTL is a few of these.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
@@ -149,9 +149,10 @@ async fn publish(
         return refused;
     }
     node.state.join_as(&r.channel, &r.participant, &r.user);
+    let rules = Rules::from_names(&r.codecs);
     let result = node
         .state
-        .publish(&r.channel, &r.participant, &r.offer)
+        .publish(&r.channel, &r.participant, &r.offer, &rules)
         .await;
     node.changed.notify_one();
     match result {
