@@ -227,10 +227,10 @@ fn browsers_across_gateways_regions_capacity_and_kill() {
     // The pages have left: nothing of them is left in Redis.
     wait_for("presence to empty", Duration::from_secs(5), || {
         publications(&redis, "room").is_empty()
-            && redis
-                .cli(&["HLEN", "switchyard:default:channel:room:participants"])
-                .trim()
-                == "0"
+            && ["participants", "subscriptions"].iter().all(|what| {
+                let key = format!("switchyard:default:channel:room:{what}");
+                redis.cli(&["HLEN", &key]).trim() == "0"
+            })
     });
     wait_for(
         "ms-a to leave the registry",
@@ -295,7 +295,13 @@ fn meeting_across_servers_and_drain() {
     netns::enter();
     let redis = Redis::start(6379);
     let dir = temp_dir();
-    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
+    let _ga = gateway(
+        &dir,
+        "ga",
+        GATEWAY_A,
+        &redis,
+        &[("ADMIN__APIKEY", ADMIN_KEY)],
+    );
     // Each takes two transports before it is over capacity, so a meeting's four publishers
     // (each with three subscriptions on its own server) cannot all fit on one.
     let mut m1 = media_server(
@@ -369,6 +375,30 @@ fn meeting_across_servers_and_drain() {
         "the long session's publication",
         Duration::from_secs(20),
         || placed(&dir, "ga", "long") == ["m1"],
+    );
+    // The admin API shows the session's connections: the publication and the subscription to
+    // it, both on m1.
+    wait_for(
+        "the admin API to list both connections",
+        Duration::from_secs(10),
+        || {
+            let (status, ch) = admin("GET", "/channels/long");
+            let connections: Vec<(String, String)> = ch["clients"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c["connections"].as_array().cloned().unwrap_or_default())
+                .map(|c| {
+                    (
+                        c["kind"].as_str().unwrap_or("").to_string(),
+                        c["server"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            status == 200
+                && connections.contains(&("publication".into(), "m1".into()))
+                && connections.contains(&("subscription".into(), "m1".into()))
+        },
     );
     m1.terminate();
     wait_for("m1 to report draining", Duration::from_secs(5), || {
@@ -751,6 +781,15 @@ async fn admin_api() {
         doc["paths"]["/media-servers/{id}/drain"]["post"].is_object(),
         "{doc}"
     );
+    for path in [
+        "/applications/{id}/secrets",
+        "/applications/{id}/channel-configs",
+        "/deployments/{id}",
+        "/audit",
+        "/channels/{channel}/clients/{client}",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is not documented");
+    }
 
     // Media servers.
     let (status, list) = admin("GET", "/media-servers");

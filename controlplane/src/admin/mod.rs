@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::allowlist::AllowList;
 use crate::cluster::gateway::Gateway;
-use crate::cluster::presence::{ParticipantEntry, PublicationEntry};
+use crate::cluster::presence::ParticipantEntry;
 use crate::registry::MediaServerRegistry;
 use crate::store::CachedStore;
 
@@ -241,31 +241,54 @@ struct ClientView {
     connections: Vec<ConnectionView>,
 }
 
+/// One of a client's connections: a publication (upstream) or a subscription (downstream).
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ConnectionView {
-    publication: String,
-    #[serde(flatten)]
-    entry: PublicationEntry,
+#[serde(rename_all = "camelCase", tag = "kind")]
+enum ConnectionView {
+    Publication {
+        id: String,
+        server: String,
+        tracks: Vec<crate::protocol::TrackInfo>,
+    },
+    Subscription {
+        id: String,
+        publication: String,
+        server: String,
+    },
 }
 
 async fn channel_view(admin: &Admin, id: &str) -> Result<ChannelView, Response> {
     let presence = &admin.gateway.presence;
     let participants = presence.participants(id).await.map_err(unavailable)?;
     let publications = presence.publications(id).await.map_err(unavailable)?;
+    let subscriptions = presence.subscriptions(id).await.map_err(unavailable)?;
     let mut clients: Vec<ClientView> = participants
         .into_iter()
-        .map(|(p, entry)| ClientView {
-            connections: publications
+        .map(|(p, entry)| {
+            let mut connections: Vec<ConnectionView> = publications
                 .iter()
                 .filter(|(_, x)| x.participant == p)
-                .map(|(publication, x)| ConnectionView {
-                    publication: publication.clone(),
-                    entry: x.clone(),
+                .map(|(id, x)| ConnectionView::Publication {
+                    id: id.clone(),
+                    server: x.server.clone(),
+                    tracks: x.tracks.clone(),
                 })
-                .collect(),
-            id: p,
-            entry,
+                .collect();
+            connections.extend(
+                subscriptions
+                    .iter()
+                    .filter(|(_, x)| x.participant == p)
+                    .map(|(id, x)| ConnectionView::Subscription {
+                        id: id.clone(),
+                        publication: x.publication.clone(),
+                        server: x.server.clone(),
+                    }),
+            );
+            ClientView {
+                connections,
+                id: p,
+                entry,
+            }
         })
         .collect();
     clients.sort_by(|a, b| a.id.cmp(&b.id));

@@ -17,6 +17,13 @@ fn op(summary: &str, ok: &str) -> Value {
     })
 }
 
+/// `op` with a JSON request body and a 400 for a body that fails the checks.
+fn with_body(mut op: Value) -> Value {
+    op["requestBody"] = json!({ "required": true, "content": { "application/json": {} } });
+    op["responses"]["400"] = json!({ "description": "the body is not valid; the error says why" });
+    op
+}
+
 pub async fn document() -> Json<Value> {
     Json(json!({
         "openapi": "3.1.0",
@@ -44,6 +51,45 @@ pub async fn document() -> Json<Value> {
             "/channels/{channel}": {
                 "parameters": [{ "$ref": "#/components/parameters/channel" }],
                 "get": op("One active channel", "200")
+            },
+            "/applications": { "get": op("Applications with their shared secrets", "200") },
+            "/applications/{id}": {
+                "parameters": [{ "$ref": "#/components/parameters/id" }],
+                "get": op("One application", "200"),
+                "put": with_body(op("Create or replace an application: {\"secrets\": [one or two]}", "200")),
+                "delete": op("Delete an application and its channel configurations", "204")
+            },
+            "/applications/{id}/secrets": {
+                "parameters": [{ "$ref": "#/components/parameters/id" }],
+                "post": with_body(op("Rotate: add {\"secret\"} as the newest; the previous stays valid", "200"))
+            },
+            "/applications/{id}/secrets/retire": {
+                "parameters": [{ "$ref": "#/components/parameters/id" }],
+                "post": with_body(op("Retire {\"secret\"}: tokens signed with it are refused", "200"))
+            },
+            "/applications/{id}/channel-configs": {
+                "parameters": [{ "$ref": "#/components/parameters/id" }],
+                "get": op("The application's channel configurations, in order", "200"),
+                "put": with_body(op("Create or replace the configuration for a pattern (`*` wildcards, catch-all `*` last)", "200")),
+                "delete": {
+                    "summary": "Delete the configuration of ?pattern=",
+                    "parameters": [{ "name": "pattern", "in": "query", "required": true, "schema": { "type": "string" } }],
+                    "responses": { "204": { "description": "deleted" }, "404": { "description": "no such pattern" } }
+                }
+            },
+            "/deployments": { "get": op("Deployments: STUN servers, capacity thresholds, clustering strategy", "200") },
+            "/deployments/{id}": {
+                "parameters": [{ "$ref": "#/components/parameters/id" }],
+                "get": op("One deployment", "200"),
+                "put": with_body(op("Create or replace a deployment", "200")),
+                "delete": op("Delete a deployment", "204")
+            },
+            "/audit": {
+                "get": {
+                    "summary": "The audit log, newest first",
+                    "parameters": [{ "name": "limit", "in": "query", "schema": { "type": "integer", "default": 100, "maximum": 1000 } }],
+                    "responses": { "200": { "description": "entries: id, at (Unix ms), actor, action, target, detail" } }
+                }
             },
             "/channels/{channel}/clients/{client}": {
                 "parameters": [

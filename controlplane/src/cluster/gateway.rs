@@ -28,7 +28,9 @@ use super::api::{
     self, EndRequest, Ended, ErrorReply, HeartbeatReply, PublishReply, PublishRequest,
     SubscribeReply, SubscribeRequest,
 };
-use super::presence::{ChannelEvent, ParticipantEntry, Presence, PublicationEntry};
+use super::presence::{
+    ChannelEvent, ParticipantEntry, Presence, PublicationEntry, SubscriptionEntry,
+};
 use super::stopped;
 use crate::allowlist::AllowList;
 use crate::channels::{Channels, Joined};
@@ -140,6 +142,9 @@ impl Gateway {
 
     /// Tells every gateway's clients in the channel (but `except`).
     async fn announce(&self, channel: &str, except: Option<&str>, message: ServerMessage) {
+        if let ServerMessage::Unpublished { publication, .. } = &message {
+            self.forget_subscriptions_to(channel, publication).await;
+        }
         let event = ChannelEvent {
             channel: channel.to_string(),
             except: except.map(str::to_string),
@@ -153,6 +158,18 @@ impl Gateway {
             );
             // This gateway's own clients still hear it.
             self.deliver(&event);
+        }
+    }
+
+    /// Forgets the subscriptions to a publication that ended (the media server closed them).
+    async fn forget_subscriptions_to(&self, channel: &str, publication: &str) {
+        if let Ok(subs) = self.presence.subscriptions(channel).await {
+            let ids: Vec<String> = subs
+                .into_iter()
+                .filter(|(_, s)| s.publication == publication)
+                .map(|(id, _)| id)
+                .collect();
+            let _ = self.presence.remove_subscriptions(channel, &ids).await;
         }
     }
 
@@ -623,6 +640,18 @@ impl Channels for Gateway {
             );
             return Err(Error::Gone(format!("{participant} left channel {channel}")));
         }
+        let entry = SubscriptionEntry {
+            participant: participant.to_string(),
+            publication: publication.to_string(),
+            server: server.id.clone(),
+        };
+        if let Err(e) = self
+            .presence
+            .add_subscription(channel, &reply.subscription, &entry)
+            .await
+        {
+            tracing::warn!(channel, "cannot record the subscription in presence: {e}");
+        }
         tracing::info!(channel, participant, publication, subscription = %reply.subscription, server = %server.id, "subscribed");
         Ok((reply.subscription, reply.answer))
     }
@@ -669,6 +698,10 @@ impl Channels for Gateway {
         if let Ok(s) = self.server(&server).await {
             self.end_on(s, "unsubscribe", end(channel, participant, subscription));
         }
+        let _ = self
+            .presence
+            .remove_subscriptions(channel, &[subscription.to_string()])
+            .await;
         Ok(())
     }
 
@@ -707,6 +740,11 @@ impl Channels for Gateway {
                 .await;
             }
         }
+        let subscriptions: Vec<String> = gone.subscriptions.keys().cloned().collect();
+        let _ = self
+            .presence
+            .remove_subscriptions(channel, &subscriptions)
+            .await;
         if let Err(e) = self.presence.remove_participant(channel, participant).await {
             tracing::warn!(channel, participant, "cannot remove from presence: {e}");
         }

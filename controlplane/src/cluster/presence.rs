@@ -4,6 +4,7 @@
 //! Redis keys, under `switchyard:{namespace}:` like the registry's:
 //! - `channel:{channel}:participants`: hash, participant id → JSON [`ParticipantEntry`]
 //! - `channel:{channel}:publications`: hash, publication id → JSON [`PublicationEntry`]
+//! - `channel:{channel}:subscriptions`: hash, subscription id → JSON [`SubscriptionEntry`]
 //! - `channels`: set of the channels with participants, for the admin API's list
 //! - `events`: the pub/sub channel every gateway subscribes to; each message is a JSON
 //!   [`ChannelEvent`]. One topic for all channels keeps a gateway at one subscription; each
@@ -38,6 +39,14 @@ pub struct PublicationEntry {
     pub participant: String,
     pub server: String,
     pub tracks: Vec<TrackInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionEntry {
+    pub participant: String,
+    pub publication: String,
+    pub server: String,
 }
 
 /// A message for the participants of one channel, on whichever gateway they are.
@@ -80,6 +89,7 @@ pub struct Memory {
 struct MemoryChannel {
     participants: HashMap<String, ParticipantEntry>,
     publications: HashMap<String, PublicationEntry>,
+    subscriptions: HashMap<String, SubscriptionEntry>,
 }
 
 #[derive(Clone)]
@@ -242,6 +252,63 @@ impl Presence {
         }
     }
 
+    pub async fn add_subscription(
+        &self,
+        channel: &str,
+        id: &str,
+        entry: &SubscriptionEntry,
+    ) -> Result<()> {
+        match self {
+            Presence::Memory(m) => {
+                m.channel(channel, |c| {
+                    c.subscriptions.insert(id.to_string(), entry.clone());
+                });
+                Ok(())
+            }
+            Presence::Redis(r) => {
+                let json = serde_json::to_string(entry)?;
+                let _: () = r
+                    .con()
+                    .hset(r.key(channel, "subscriptions"), id, json)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes subscriptions by id.
+    pub async fn remove_subscriptions(&self, channel: &str, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Presence::Memory(m) => {
+                m.channel(channel, |c| {
+                    for id in ids {
+                        c.subscriptions.remove(id);
+                    }
+                });
+                Ok(())
+            }
+            Presence::Redis(r) => {
+                let _: () = r.con().hdel(r.key(channel, "subscriptions"), ids).await?;
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn subscriptions(&self, channel: &str) -> Result<Vec<(String, SubscriptionEntry)>> {
+        match self {
+            Presence::Memory(m) => Ok(m.channel(channel, |c| {
+                c.subscriptions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })),
+            Presence::Redis(r) => r.read_hash(&r.key(channel, "subscriptions")).await,
+        }
+    }
+
     /// Sends an event to every gateway (this one included).
     pub async fn send(&self, event: &ChannelEvent) -> Result<()> {
         match self {
@@ -302,7 +369,7 @@ impl Memory {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let c = channels.entry(name.to_string()).or_default();
         let out = f(c);
-        if c.participants.is_empty() && c.publications.is_empty() {
+        if c.participants.is_empty() && c.publications.is_empty() && c.subscriptions.is_empty() {
             channels.remove(name);
         }
         out
