@@ -1294,3 +1294,41 @@ fn redis_restart_needs_no_restart() {
     let log = std::fs::read_to_string(dir.join("ga.log")).unwrap_or_default();
     assert!(log.contains("subscribed to Redis again"), "{log}");
 }
+
+/// A gateway killed with SIGKILL leaves no ghosts: within its liveness TTL the other gateway
+/// removes its clients from presence and tells the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_gateway_leaves_no_ghosts() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
+    let mut gb = gateway(&dir, "gb", GATEWAY_B, &redis, &[]);
+    let (mut alice, _) = join(GATEWAY_A, &token(&dir, "room", "alice"), "room")
+        .await
+        .expect("alice joins through ga");
+    let (_bob, bob) = join(GATEWAY_B, &token(&dir, "room", "bob"), "room")
+        .await
+        .expect("bob joins through gb");
+    let key = "switchyard:default:channel:room:participants";
+    assert_eq!(redis.cli(&["HLEN", key]).trim(), "2");
+    gb.kill9();
+    let started = std::time::Instant::now();
+    let mut left = false;
+    while !left {
+        let m = tokio::time::timeout(Duration::from_secs(15), alice.next())
+            .await
+            .expect("alice hears that bob left within 15 s");
+        if let Some(Ok(Message::Text(t))) = m {
+            let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+            left = v["type"] == "participant-left" && v["participant"] == bob.as_str();
+        }
+    }
+    eprintln!(
+        "bob's ghost removed {} ms after gb died",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(redis.cli(&["HLEN", key]).trim(), "1");
+}

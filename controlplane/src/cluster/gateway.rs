@@ -43,8 +43,11 @@ use crate::token::Applications;
 
 /// How long a media server's record lives without a heartbeat: three missed heartbeats.
 pub const SERVER_TTL: Duration = Duration::from_secs(6);
-/// How often the gateway looks for publications on media servers that are gone.
+/// How often the gateway looks for publications on media servers that are gone (and for
+/// clients of gateways that are gone), and refreshes its own liveness.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// A gateway that has not refreshed its liveness this long is gone, with its clients.
+pub const GATEWAY_TTL: Duration = Duration::from_secs(5);
 
 /// One of this gateway's clients.
 struct Local {
@@ -133,6 +136,15 @@ impl Gateway {
             .get_mut(channel)
             .and_then(|c| c.get_mut(participant))
             .map(f)
+    }
+
+    fn forget_local(&self, channel: &str, participant: &str) -> Option<Local> {
+        let mut local = self.local();
+        let gone = local.get_mut(channel).and_then(|c| c.remove(participant));
+        if local.get(channel).is_some_and(HashMap::is_empty) {
+            local.remove(channel);
+        }
+        gone
     }
 
     /// How many of this gateway's clients are connected, for /metrics.
@@ -240,14 +252,19 @@ impl Gateway {
         }
     }
 
-    /// Every second: publications on media servers that left the registry are announced as
-    /// unpublished (their publishers' SDKs publish again, on a live server).
+    /// Every second: refreshes this gateway's liveness; removes the clients of gateways that are
+    /// gone; announces publications on media servers that left the registry as unpublished
+    /// (their publishers' SDKs publish again, on a live server).
     pub async fn watch_servers(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
+            if let Err(e) = self.presence.gateway_alive(&self.id, GATEWAY_TTL).await {
+                tracing::warn!("cannot refresh this gateway's liveness in Redis: {e}");
+            }
             tokio::select! {
                 _ = tokio::time::sleep(WATCH_EVERY) => {}
                 _ = stopped(&mut stop) => return,
             }
+            self.sweep_ghosts().await;
             let live: HashSet<String> = match self.registry.list().await {
                 Ok(servers) => servers.into_iter().map(|s| s.id).collect(),
                 Err(e) => {
@@ -286,6 +303,110 @@ impl Gateway {
                     }
                 }
             }
+        }
+    }
+
+    /// Removes participants whose gateway is gone (its liveness key expired) or, for this
+    /// gateway's own id, that it does not know (it restarted): the others in their channels are
+    /// told, and their media servers end what they had.
+    async fn sweep_ghosts(&self) {
+        let Ok(channels) = self.presence.channels().await else {
+            return;
+        };
+        let mut alive: HashMap<String, bool> = HashMap::new();
+        for channel in channels {
+            let Ok(participants) = self.presence.participants(&channel).await else {
+                continue;
+            };
+            for (participant, entry) in participants {
+                let ghost = if entry.gateway == self.id {
+                    self.with_local(&channel, &participant, |_| ()).is_none()
+                } else {
+                    let known = alive.get(&entry.gateway).copied();
+                    let live = match known {
+                        Some(live) => live,
+                        None => {
+                            let live = self
+                                .presence
+                                .is_gateway_alive(&entry.gateway)
+                                .await
+                                .unwrap_or(true);
+                            alive.insert(entry.gateway.clone(), live);
+                            live
+                        }
+                    };
+                    !live
+                };
+                if ghost {
+                    tracing::warn!(channel, participant, gateway = %entry.gateway, "its gateway is gone; removing it");
+                    self.remove_ghost(&channel, &participant).await;
+                }
+            }
+        }
+    }
+
+    async fn remove_ghost(&self, channel: &str, participant: &str) {
+        let publications = self
+            .presence
+            .publications(channel)
+            .await
+            .unwrap_or_default();
+        let subscriptions = self
+            .presence
+            .subscriptions(channel)
+            .await
+            .unwrap_or_default();
+        let mut servers: BTreeSet<String> = BTreeSet::new();
+        for (publication, entry) in publications
+            .iter()
+            .filter(|(_, p)| p.participant == participant)
+        {
+            servers.insert(entry.server.clone());
+            if let Ok(true) = self.presence.remove_publication(channel, publication).await {
+                self.announce(
+                    channel,
+                    Some(participant),
+                    ServerMessage::Unpublished {
+                        participant: participant.to_string(),
+                        publication: publication.clone(),
+                    },
+                )
+                .await;
+            }
+        }
+        let mine: Vec<String> = subscriptions
+            .iter()
+            .filter(|(_, s)| s.participant == participant)
+            .map(|(id, s)| {
+                servers.insert(s.server.clone());
+                id.clone()
+            })
+            .collect();
+        let _ = self.presence.remove_subscriptions(channel, &mine).await;
+        for server in servers {
+            if let Ok(s) = self.server(&server).await {
+                let request = EndRequest {
+                    channel: channel.to_string(),
+                    participant: participant.to_string(),
+                    id: None,
+                };
+                self.end_on(s, "leave", request);
+            }
+        }
+        if self
+            .presence
+            .remove_participant(channel, participant)
+            .await
+            .is_ok()
+        {
+            self.announce(
+                channel,
+                Some(participant),
+                ServerMessage::ParticipantLeft {
+                    participant: participant.to_string(),
+                },
+            )
+            .await;
         }
     }
 
@@ -448,20 +569,31 @@ impl Channels for Gateway {
             gateway: self.id.clone(),
         };
         let unavailable = unavailable("presence (Redis)");
-        self.presence
-            .add_participant(channel, &id, &entry)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let participants = self
-            .presence
-            .participants(channel)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let publications = self
-            .presence
-            .publications(channel)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        // Known locally before it is in presence, so the ghost sweep never takes it for a
+        // client this gateway has lost.
+        self.local().entry(channel.to_string()).or_default().insert(
+            id.clone(),
+            Local {
+                user: user.to_string(),
+                outbox,
+                region: region.map(str::to_string),
+                publications: HashMap::new(),
+                subscriptions: HashMap::new(),
+            },
+        );
+        let shared = async {
+            self.presence.add_participant(channel, &id, &entry).await?;
+            let participants = self.presence.participants(channel).await?;
+            let publications = self.presence.publications(channel).await?;
+            Ok::<_, super::presence::PresenceError>((participants, publications))
+        };
+        let (participants, publications) = match shared.await {
+            Ok(r) => r,
+            Err(e) => {
+                self.forget_local(channel, &id);
+                return Err(unavailable(&e));
+            }
+        };
         let mut others: Vec<ParticipantInfo> = participants
             .into_iter()
             .filter(|(p, _)| *p != id)
@@ -479,16 +611,6 @@ impl Channels for Gateway {
             })
             .collect();
         others.sort_by(|a, b| a.participant.cmp(&b.participant));
-        self.local().entry(channel.to_string()).or_default().insert(
-            id.clone(),
-            Local {
-                user: user.to_string(),
-                outbox,
-                region: region.map(str::to_string),
-                publications: HashMap::new(),
-                subscriptions: HashMap::new(),
-            },
-        );
         self.announce(
             channel,
             Some(&id),
@@ -706,15 +828,7 @@ impl Channels for Gateway {
     }
 
     async fn leave(&self, channel: &str, participant: &str) {
-        let gone = {
-            let mut local = self.local();
-            let gone = local.get_mut(channel).and_then(|c| c.remove(participant));
-            if local.get(channel).is_some_and(HashMap::is_empty) {
-                local.remove(channel);
-            }
-            gone
-        };
-        let Some(gone) = gone else {
+        let Some(gone) = self.forget_local(channel, participant) else {
             return;
         };
         for server in gone.servers() {

@@ -6,6 +6,8 @@
 //! - `channel:{channel}:publications`: hash, publication id → JSON [`PublicationEntry`]
 //! - `channel:{channel}:subscriptions`: hash, subscription id → JSON [`SubscriptionEntry`]
 //! - `channels`: set of the channels with participants, for the admin API's list
+//! - `gateway:{id}`: set with a TTL by each gateway every second; when it expires, the other
+//!   gateways remove that gateway's clients (it crashed)
 //! - `events`: the pub/sub channel every gateway subscribes to; each message is a JSON
 //!   [`ChannelEvent`]. One topic for all channels keeps a gateway at one subscription; each
 //!   gateway drops events for channels it has no one in.
@@ -309,6 +311,27 @@ impl Presence {
         }
     }
 
+    /// Says this gateway is alive for `ttl`.
+    pub async fn gateway_alive(&self, id: &str, ttl: Duration) -> Result<()> {
+        match self {
+            Presence::Memory(_) => Ok(()),
+            Presence::Redis(r) => {
+                let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+                let _: () = r.con().pset_ex(r.gateway_key(id), 1, ms).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether gateway `id` refreshed its liveness within its TTL (always, in memory: there is
+    /// only this gateway).
+    pub async fn is_gateway_alive(&self, id: &str) -> Result<bool> {
+        match self {
+            Presence::Memory(_) => Ok(true),
+            Presence::Redis(r) => Ok(r.con().exists(r.gateway_key(id)).await?),
+        }
+    }
+
     /// Sends an event to every gateway (this one included).
     pub async fn send(&self, event: &ChannelEvent) -> Result<()> {
         match self {
@@ -384,6 +407,10 @@ impl RedisPresence {
 
     fn key(&self, channel: &str, what: &str) -> String {
         format!("{}channel:{channel}:{what}", self.prefix)
+    }
+
+    fn gateway_key(&self, id: &str) -> String {
+        format!("{}gateway:{id}", self.prefix)
     }
 
     fn channels_key(&self) -> String {
