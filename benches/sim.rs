@@ -87,6 +87,7 @@ impl Sim {
             remote_fingerprint: client_fingerprint,
             producers,
             consumers,
+            pipe: None,
         };
         self.next_id += 1;
         let (reply, answer) = oneshot::channel();

@@ -319,6 +319,7 @@ impl AppState {
             remote_fingerprint: offer.fingerprint.clone(),
             producers,
             consumers: Vec::new(),
+            pipe: None,
         };
         self.media.create_transport(worker, spec).await?;
 
@@ -474,6 +475,7 @@ impl AppState {
             remote_fingerprint: offer.fingerprint.clone(),
             producers: Vec::new(),
             consumers,
+            pipe: None,
         };
         match self.media.create_transport(worker, spec).await {
             Ok(()) => {}

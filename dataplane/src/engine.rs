@@ -27,7 +27,10 @@ use crate::media::MediaKind;
 use crate::router::{Producer, Router};
 use crate::stats::{self, Counters, Drop};
 use crate::transport::{HANDSHAKE_TIMEOUT, Publishing, RTCP_INTERVAL, Srtp, Transport};
-use crate::worker::{CloseReason, Error, MediaEvent, RouterId, TransportId, TransportSpec};
+use crate::worker::{
+    CloseReason, Error, MediaEvent, PIPE_KEY_LEN, PIPE_PROFILE, PipeSpec, RouterId, TransportId,
+    TransportSpec,
+};
 use crate::{rtcp, rtp, srtp, stun};
 
 /// Timers (DTLS retransmits, consent, reports, keyframe retries) are checked this often.
@@ -150,10 +153,29 @@ impl Engine {
             }
         }
 
+        let pipe_srtp = match &spec.pipe {
+            Some(pipe) => {
+                if self.by_addr.contains_key(&pipe.remote) {
+                    return Err(Error::Rejected(format!(
+                        "a transport already receives from {}",
+                        pipe.remote
+                    )));
+                }
+                Some(pipe_contexts(pipe)?)
+            }
+            None => None,
+        };
         let ice = IceLite::new(spec.local_ice, spec.remote_ice, now);
         let dtls = Dtls::server(&self.identity, spec.remote_fingerprint, now);
         let mut transport = Transport::new(spec.id, spec.router, ice, dtls, now);
         let key = self.transports.vacant_key();
+        if let (Some(pipe), Some(srtp)) = (&spec.pipe, pipe_srtp) {
+            transport.pipe = true;
+            transport.srtp = Some(srtp);
+            transport.remote = Some(pipe.remote);
+            transport.addrs.push(pipe.remote);
+            self.by_addr.insert(pipe.remote, key);
+        }
         for p in &spec.producers {
             transport.publishing.push(Publishing {
                 producer: p.id,
@@ -177,8 +199,13 @@ impl Engine {
         tracing::debug!(
             transport = spec.id,
             router = spec.router,
+            pipe = ?spec.pipe,
             "transport created"
         );
+        if spec.pipe.is_some() {
+            // A pipe is connected from the start: its consumers ask for a keyframe now.
+            self.on_connected(key);
+        }
         Ok(())
     }
 
@@ -594,6 +621,10 @@ impl Engine {
         let mut expired = Vec::new();
         let mut dtls_due = Vec::new();
         for (key, t) in self.transports.iter() {
+            if t.pipe {
+                // Keyed by the control plane and closed by it; no consent or handshake.
+                continue;
+            }
             if t.ice.consent_expired(now) {
                 expired.push((key, CloseReason::ConsentExpired));
             } else if !t.is_connected()
@@ -701,6 +732,24 @@ impl Engine {
 
 /// Queues a datagram through `write` and counts it as sent, or as a `TxFull` drop when no send
 /// buffer was free. A `write` that gives up (`None`) is neither.
+/// The SRTP contexts of a pipe from the keys the control plane gave both ends.
+fn pipe_contexts(pipe: &PipeSpec) -> Result<Srtp, Error> {
+    let context = |material: &[u8]| {
+        let (key, salt) = material.split_at(material.len().min(16));
+        srtp::Context::new(PIPE_PROFILE, key, salt)
+            .map_err(|e| Error::Rejected(format!("pipe keys: {e}")))
+    };
+    if pipe.send_key.len() != PIPE_KEY_LEN || pipe.receive_key.len() != PIPE_KEY_LEN {
+        return Err(Error::Rejected(format!(
+            "pipe keys must be {PIPE_KEY_LEN} bytes"
+        )));
+    }
+    Ok(Srtp {
+        inbound: context(&pipe.receive_key)?,
+        outbound: context(&pipe.send_key)?,
+    })
+}
+
 fn send(
     tx: &mut Tx,
     counters: &mut Counters,

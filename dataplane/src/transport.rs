@@ -53,6 +53,8 @@ pub struct Transport {
     pub created: Instant,
     pub dtls_deadline: Option<Instant>,
     pub next_report: Instant,
+    /// A pipe to another media server: keyed by the control plane, no ICE consent to expire.
+    pub pipe: bool,
 }
 
 impl Transport {
@@ -78,6 +80,7 @@ impl Transport {
             created: now,
             dtls_deadline: None,
             next_report: now + RTCP_INTERVAL,
+            pipe: false,
         }
     }
 

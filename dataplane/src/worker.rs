@@ -90,7 +90,34 @@ pub struct TransportSpec {
     pub remote_fingerprint: Fingerprint,
     pub producers: Vec<ProducerSpec>,
     pub consumers: Vec<ConsumerSpec>,
+    /// Set for a pipe between two media servers instead of a peer connection.
+    pub pipe: Option<PipeSpec>,
 }
+
+/// A pipe: a transport to another media server of the cluster that relays a channel's tracks
+/// (cascading). There is no ICE or DTLS: the remote address is known and both ends get their
+/// SRTP keys (AEAD_AES_128_GCM) from the control plane, so it carries media at once. The ends
+/// send to each other's worker sockets, so the remote is also where its packets come from.
+#[derive(Clone)]
+pub struct PipeSpec {
+    pub remote: std::net::SocketAddr,
+    /// Master key (16 bytes) then salt (12 bytes) for what we send, and for what we receive.
+    pub send_key: Vec<u8>,
+    pub receive_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for PipeSpec {
+    /// The keys stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeSpec")
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SRTP profile of pipes and the length of its keying material (master key and salt).
+pub const PIPE_PROFILE: crate::srtp::Profile = crate::srtp::Profile::AeadAes128Gcm;
+pub const PIPE_KEY_LEN: usize = 16 + 12;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {

@@ -48,6 +48,8 @@ struct Sim {
     shared: Arc<stats::Shared>,
     server_identity: Arc<Identity>,
     peers: Vec<Peer>,
+    /// Datagrams sent to addresses that are not peers (a pipe's other end), with where to.
+    elsewhere: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl Sim {
@@ -67,6 +69,7 @@ impl Sim {
             shared,
             server_identity: identity,
             peers: Vec::new(),
+            elsewhere: Vec::new(),
         }
     }
 
@@ -87,6 +90,7 @@ impl Sim {
             remote_fingerprint: client_identity.fingerprint().clone(),
             producers,
             consumers,
+            pipe: None,
         };
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -138,9 +142,12 @@ impl Sim {
         }
         self.engine.on_tick(self.now, &mut self.tx);
         let peers = &mut self.peers;
+        let elsewhere = &mut self.elsewhere;
         self.tx.drain_to(|dst, bytes| {
             if let Some(p) = peers.iter_mut().find(|p| p.addr == dst) {
                 p.inbox.push_back(bytes.to_vec());
+            } else {
+                elsewhere.push((dst, bytes.to_vec()));
             }
         });
         for p in &mut self.peers {
@@ -528,6 +535,7 @@ fn dtls_peer_with_the_wrong_certificate_is_refused() {
         remote_fingerprint: expected.fingerprint().clone(),
         producers: producers(),
         consumers: vec![],
+        pipe: None,
     };
     let (reply, answer) = oneshot::channel();
     sim.commands
@@ -563,4 +571,183 @@ fn dtls_peer_with_the_wrong_certificate_is_refused() {
         }
     }
     panic!("the transport was not closed");
+}
+
+/// The other end of a pipe, played by the test: the remote media server's address and its SRTP
+/// contexts (what it sends is what the engine receives, and the reverse).
+struct PipeEnd {
+    addr: SocketAddr,
+    send: switchyard_dataplane::srtp::Context,
+    receive: switchyard_dataplane::srtp::Context,
+}
+
+/// Creates pipe transport `id` with `producers` and `consumers` on the sim's engine.
+fn pipe(
+    sim: &mut Sim,
+    id: u64,
+    producers: Vec<ProducerSpec>,
+    consumers: Vec<ConsumerSpec>,
+) -> PipeEnd {
+    use switchyard_dataplane::srtp::Context;
+    use switchyard_dataplane::worker::{PIPE_PROFILE, PipeSpec};
+    let (a, b): ([u8; 28], [u8; 28]) = (rand::random(), rand::random());
+    let addr: SocketAddr = "10.9.9.9:50000".parse().unwrap();
+    let spec = TransportSpec {
+        id,
+        router: 7,
+        local_ice: Credentials::random(),
+        remote_ice: Credentials::random(),
+        remote_fingerprint: sim.server_identity.fingerprint().clone(),
+        producers,
+        consumers,
+        pipe: Some(PipeSpec {
+            remote: addr,
+            send_key: a.to_vec(),
+            receive_key: b.to_vec(),
+        }),
+    };
+    let (reply, answer) = oneshot::channel();
+    sim.commands
+        .try_send(Command::CreateTransport { spec, reply })
+        .unwrap();
+    sim.engine.on_tick(sim.now, &mut sim.tx);
+    answer.blocking_recv().unwrap().unwrap();
+    PipeEnd {
+        addr,
+        send: Context::new(PIPE_PROFILE, &b[..16], &b[16..]).unwrap(),
+        receive: Context::new(PIPE_PROFILE, &a[..16], &a[16..]).unwrap(),
+    }
+}
+
+/// A pipe carries a publication to another media server: no ICE or DTLS, media at once, the
+/// keyframe request on the pipe reaches the publisher, and what the far end sends into a pipe
+/// producer reaches this server's subscribers.
+#[test]
+fn pipes_relay_between_media_servers() {
+    let mut sim = Sim::new();
+    let publisher = sim.connect(1, producers(), vec![]);
+    sim.run_until("publisher connected", |s| {
+        s.peers[publisher].client.is_connected()
+    });
+    // The sending end: consumers of the publisher's tracks, towards the other server.
+    let mut out = pipe(&mut sim, 2, vec![], consumers(5555, 6666));
+    sim.step();
+    // Connected at creation: its video consumer asked the publisher for a keyframe already.
+    let plis = |s: &Sim| {
+        s.peers[publisher]
+            .rtcp
+            .iter()
+            .flat_map(|c| rtcp::packets(c).filter_map(Result::ok).collect::<Vec<_>>())
+            .filter(|p| {
+                matches!(
+                    p,
+                    rtcp::Packet::Pli {
+                        media_ssrc: PUB_VIDEO,
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    sim.run_until("a PLI to the publisher", |s| plis(s) > 0);
+    let before = plis(&sim);
+    sim.send_rtp(publisher, AUDIO_PT, 10, PUB_AUDIO, b"opus over the pipe");
+    sim.step();
+    let (dst, mut datagram) = sim.elsewhere.pop().expect("forwarded into the pipe");
+    assert_eq!(dst, out.addr);
+    let n = out.receive.unprotect_rtp(&mut datagram).expect("pipe SRTP");
+    let h = header(&datagram[..n]);
+    assert_eq!((h.ssrc, h.payload_type), (5555, 109));
+    assert_eq!(
+        &datagram[h.payload_offset..h.payload_end],
+        b"opus over the pipe"
+    );
+
+    // The far end asks for a keyframe through the pipe; the publisher gets a PLI (once the
+    // engine's rate limit allows).
+    let mut buf = [0u8; 1500];
+    let len = rtcp::write_pli(&mut buf, 42, 6666).unwrap();
+    let n = out.send.protect_rtcp(&mut buf, len).unwrap();
+    sim.now += Duration::from_secs(2);
+    let from = out.addr;
+    sim.deliver(from, buf[..n].to_vec());
+    sim.run_until("the pipe's PLI at the publisher", |s| plis(s) > before);
+
+    // The receiving end on another server: a pipe producer and a local subscriber.
+    let mut other = Sim::new();
+    let spec = |id, kind, codec: Codec, pt, ssrc| ProducerSpec {
+        id,
+        kind,
+        codec,
+        payload_type: pt,
+        clock_rate: codec.clock_rate(),
+        ssrc: Some(ssrc),
+        mid: String::new(),
+        mid_ext: None,
+        nack: true,
+        pli: true,
+        fir: true,
+        remb: false,
+    };
+    let mut inbound = pipe(
+        &mut other,
+        3,
+        vec![
+            spec(1, MediaKind::Audio, Codec::Opus, 109, 5555),
+            spec(2, MediaKind::Video, Codec::Vp8, 98, 6666),
+        ],
+        vec![],
+    );
+    let subscriber = other.connect(4, vec![], consumers(SUB_AUDIO, SUB_VIDEO));
+    other.run_until("subscriber connected", |s| {
+        s.peers[subscriber].client.is_connected()
+    });
+    let fields = HeaderFields {
+        marker: false,
+        payload_type: 109,
+        sequence: 7,
+        timestamp: 960,
+        ssrc: 5555,
+    };
+    let h = rtp::write_header(&mut buf, &fields, &[]).unwrap();
+    buf[h..h + 5].copy_from_slice(b"relay");
+    let n = inbound.send.protect_rtp(&mut buf, h + 5).unwrap();
+    let from = inbound.addr;
+    other.deliver(from, buf[..n].to_vec());
+    other.step();
+    let got = other.peers[subscriber]
+        .rtp
+        .pop()
+        .expect("relayed audio reached the subscriber");
+    let h = header(&got);
+    assert_eq!((h.ssrc, h.payload_type), (SUB_AUDIO, 109));
+    assert_eq!(&got[h.payload_offset..h.payload_end], b"relay");
+    // Its keyframe request for the new subscriber went back through the pipe.
+    other.run_until("a PLI into the pipe", |s| {
+        s.elsewhere.iter().any(|(dst, d)| {
+            let mut d = d.clone();
+            *dst == inbound.addr
+                && inbound.receive.unprotect_rtcp(&mut d).is_ok_and(|n| {
+                    rtcp::packets(&d[..n]).filter_map(Result::ok).any(|p| {
+                        matches!(
+                            p,
+                            rtcp::Packet::Pli {
+                                media_ssrc: 6666,
+                                ..
+                            }
+                        )
+                    })
+                })
+        })
+    });
+    // Pipes have no consent to expire: a minute of silence keeps them.
+    other.now += Duration::from_secs(60);
+    other.step();
+    sim.now += Duration::from_secs(60);
+    sim.step();
+    assert!(
+        !std::iter::from_fn(|| other.event())
+            .any(|e| matches!(e, MediaEvent::Closed { transport: 3, .. }))
+    );
+    let _ = &mut out;
 }
