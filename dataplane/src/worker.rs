@@ -91,7 +91,7 @@ pub struct TransportSpec {
     pub producers: Vec<ProducerSpec>,
     pub consumers: Vec<ConsumerSpec>,
     /// Set for a pipe between two media servers instead of a peer connection.
-    pub pipe: Option<PipeSpec>,
+    pub pipe: Option<Box<PipeSpec>>,
 }
 
 /// A pipe: a transport to another media server of the cluster that relays a channel's tracks

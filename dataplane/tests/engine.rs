@@ -600,11 +600,11 @@ fn pipe(
         remote_fingerprint: sim.server_identity.fingerprint().clone(),
         producers,
         consumers,
-        pipe: Some(PipeSpec {
+        pipe: Some(Box::new(PipeSpec {
             remote: addr,
             send_key: a.to_vec(),
             receive_key: b.to_vec(),
-        }),
+        })),
     };
     let (reply, answer) = oneshot::channel();
     sim.commands
