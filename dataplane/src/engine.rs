@@ -26,7 +26,7 @@ use crate::io::{self, Tx};
 use crate::media::MediaKind;
 use crate::router::{Producer, Router};
 use crate::stats::{self, Counters, Drop};
-use crate::transport::{HANDSHAKE_TIMEOUT, Publishing, RTCP_INTERVAL, Srtp, Transport};
+use crate::transport::{HANDSHAKE_TIMEOUT, PipeIds, Publishing, RTCP_INTERVAL, Srtp, Transport};
 use crate::worker::{
     CloseReason, Error, MediaEvent, PIPE_KEY_LEN, PIPE_PROFILE, PipeSpec, RouterId, TransportId,
     TransportSpec,
@@ -66,6 +66,9 @@ pub struct Engine {
     by_id: HashMap<TransportId, usize>,
     by_ufrag: HashMap<Vec<u8>, usize>,
     by_addr: HashMap<SocketAddr, usize>,
+    /// Pipes by the other media server's worker address. Several pipes (channels, relayed
+    /// publications) share one pair of worker sockets, so packets are told apart by SSRC.
+    pipes_by_addr: HashMap<SocketAddr, Vec<usize>>,
     routers: HashMap<RouterId, Router>,
     /// Producers with a keyframe request to send, as (router, producer).
     keyframe_pending: Vec<(RouterId, u64)>,
@@ -94,6 +97,7 @@ impl Engine {
             by_id: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
+            pipes_by_addr: HashMap::new(),
             routers: HashMap::new(),
             keyframe_pending: Vec::new(),
             scratch: vec![0; dtls::POLL_BUFFER].into_boxed_slice(),
@@ -157,7 +161,7 @@ impl Engine {
             Some(pipe) => {
                 if self.by_addr.contains_key(&pipe.remote) {
                     return Err(Error::Rejected(format!(
-                        "a transport already receives from {}",
+                        "a peer connection already receives from {}",
                         pipe.remote
                     )));
                 }
@@ -170,11 +174,14 @@ impl Engine {
         let mut transport = Transport::new(spec.id, spec.router, ice, dtls, now);
         let key = self.transports.vacant_key();
         if let (Some(pipe), Some(srtp)) = (&spec.pipe, pipe_srtp) {
-            transport.pipe = true;
+            transport.pipe = Some(PipeIds {
+                local_rtcp_ssrc: pipe.local_rtcp_ssrc,
+                remote_rtcp_ssrc: pipe.remote_rtcp_ssrc,
+            });
+            transport.rtcp_ssrc = pipe.local_rtcp_ssrc;
             transport.srtp = Some(srtp);
             transport.remote = Some(pipe.remote);
-            transport.addrs.push(pipe.remote);
-            self.by_addr.insert(pipe.remote, key);
+            self.pipes_by_addr.entry(pipe.remote).or_default().push(key);
         }
         for p in &spec.producers {
             transport.publishing.push(Publishing {
@@ -219,6 +226,14 @@ impl Engine {
         for addr in &t.addrs {
             if self.by_addr.get(addr) == Some(&key) {
                 self.by_addr.remove(addr);
+            }
+        }
+        if let (Some(_), Some(remote)) = (&t.pipe, t.remote)
+            && let Some(pipes) = self.pipes_by_addr.get_mut(&remote)
+        {
+            pipes.retain(|&k| k != key);
+            if pipes.is_empty() {
+                self.pipes_by_addr.remove(&remote);
             }
         }
         if let Some(router) = self.routers.get_mut(&t.router) {
@@ -393,8 +408,28 @@ impl Engine {
         }
     }
 
+    /// The transport a packet from `src` belongs to: the peer connection at that address, else
+    /// the pipe from that media server whose SSRCs the packet carries. The SSRCs are read from
+    /// the part SRTP leaves in clear: the RTP header's SSRC, the SRTCP sender's SSRC.
+    fn transport_for(&self, src: SocketAddr, data: &[u8], rtcp: bool) -> Option<usize> {
+        if let Some(&key) = self.by_addr.get(&src) {
+            return Some(key);
+        }
+        let pipes = self.pipes_by_addr.get(&src)?;
+        let at = if rtcp { 4 } else { 8 };
+        let ssrc = u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?);
+        pipes.iter().copied().find(|&k| {
+            self.transports.get(k).is_some_and(|t| {
+                t.publishing.iter().any(|p| p.ssrc == Some(ssrc))
+                    || (rtcp
+                        && (t.pipe.as_ref().is_some_and(|p| p.remote_rtcp_ssrc == ssrc)
+                            || t.consuming.iter().any(|&(c, _)| c == ssrc)))
+            })
+        })
+    }
+
     fn on_rtp(&mut self, now: Instant, src: SocketAddr, data: &mut [u8], tx: &mut Tx) {
-        let Some(&key) = self.by_addr.get(&src) else {
+        let Some(key) = self.transport_for(src, data, false) else {
             return self.counters.drop(Drop::UnknownSource);
         };
         let Engine {
@@ -466,7 +501,7 @@ impl Engine {
     }
 
     fn on_rtcp(&mut self, now: Instant, src: SocketAddr, data: &mut [u8], tx: &mut Tx) {
-        let Some(&key) = self.by_addr.get(&src) else {
+        let Some(key) = self.transport_for(src, data, true) else {
             return self.counters.drop(Drop::UnknownSource);
         };
         let Engine {
@@ -621,7 +656,7 @@ impl Engine {
         let mut expired = Vec::new();
         let mut dtls_due = Vec::new();
         for (key, t) in self.transports.iter() {
-            if t.pipe {
+            if t.pipe.is_some() {
                 // Keyed by the control plane and closed by it; no consent or handshake.
                 continue;
             }

@@ -54,7 +54,15 @@ pub struct Transport {
     pub dtls_deadline: Option<Instant>,
     pub next_report: Instant,
     /// A pipe to another media server: keyed by the control plane, no ICE consent to expire.
-    pub pipe: bool,
+    pub pipe: Option<PipeIds>,
+}
+
+/// The RTCP sender SSRCs of a pipe's two ends, chosen by the control plane so that RTCP from
+/// the other server can be matched to its pipe before it is decrypted.
+#[derive(Debug, Clone, Copy)]
+pub struct PipeIds {
+    pub local_rtcp_ssrc: u32,
+    pub remote_rtcp_ssrc: u32,
 }
 
 impl Transport {
@@ -80,7 +88,7 @@ impl Transport {
             created: now,
             dtls_deadline: None,
             next_report: now + RTCP_INTERVAL,
-            pipe: false,
+            pipe: None,
         }
     }
 

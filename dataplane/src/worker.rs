@@ -97,13 +97,17 @@ pub struct TransportSpec {
 /// A pipe: a transport to another media server of the cluster that relays a channel's tracks
 /// (cascading). There is no ICE or DTLS: the remote address is known and both ends get their
 /// SRTP keys (AEAD_AES_128_GCM) from the control plane, so it carries media at once. The ends
-/// send to each other's worker sockets, so the remote is also where its packets come from.
+/// send to each other's worker sockets, so the remote is also where its packets come from; pipes
+/// sharing that pair of sockets are told apart by SSRC.
 #[derive(Clone)]
 pub struct PipeSpec {
     pub remote: std::net::SocketAddr,
     /// Master key (16 bytes) then salt (12 bytes) for what we send, and for what we receive.
     pub send_key: Vec<u8>,
     pub receive_key: Vec<u8>,
+    /// The sender SSRC of our RTCP on this pipe, and of the other end's.
+    pub local_rtcp_ssrc: u32,
+    pub remote_rtcp_ssrc: u32,
 }
 
 impl std::fmt::Debug for PipeSpec {

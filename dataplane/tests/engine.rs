@@ -581,7 +581,11 @@ struct PipeEnd {
     receive: switchyard_dataplane::srtp::Context,
 }
 
-/// Creates pipe transport `id` with `producers` and `consumers` on the sim's engine.
+/// The far end's RTCP sender SSRC on test pipes.
+const FAR_RTCP: u32 = 42;
+
+/// Creates pipe transport `id` with `producers` and `consumers` on the sim's engine, to the far
+/// end at 10.9.9.9:50000.
 fn pipe(
     sim: &mut Sim,
     id: u64,
@@ -604,6 +608,8 @@ fn pipe(
             remote: addr,
             send_key: a.to_vec(),
             receive_key: b.to_vec(),
+            local_rtcp_ssrc: rand::random(),
+            remote_rtcp_ssrc: FAR_RTCP,
         })),
     };
     let (reply, answer) = oneshot::channel();
@@ -666,7 +672,7 @@ fn pipes_relay_between_media_servers() {
     // The far end asks for a keyframe through the pipe; the publisher gets a PLI (once the
     // engine's rate limit allows).
     let mut buf = [0u8; 1500];
-    let len = rtcp::write_pli(&mut buf, 42, 6666).unwrap();
+    let len = rtcp::write_pli(&mut buf, FAR_RTCP, 6666).unwrap();
     let n = out.send.protect_rtcp(&mut buf, len).unwrap();
     sim.now += Duration::from_secs(2);
     let from = out.addr;
@@ -698,6 +704,14 @@ fn pipes_relay_between_media_servers() {
         ],
         vec![],
     );
+    // A second pipe from the same server (another relayed publication): same addresses,
+    // other SSRCs and keys.
+    let mut second = pipe(
+        &mut other,
+        5,
+        vec![spec(9, MediaKind::Audio, Codec::Opus, 109, 7777)],
+        vec![],
+    );
     let subscriber = other.connect(4, vec![], consumers(SUB_AUDIO, SUB_VIDEO));
     other.run_until("subscriber connected", |s| {
         s.peers[subscriber].client.is_connected()
@@ -722,6 +736,21 @@ fn pipes_relay_between_media_servers() {
     let h = header(&got);
     assert_eq!((h.ssrc, h.payload_type), (SUB_AUDIO, 109));
     assert_eq!(&got[h.payload_offset..h.payload_end], b"relay");
+    // The second pipe's packet is told apart by its SSRC and decrypted with its own keys.
+    let fields = HeaderFields {
+        ssrc: 7777,
+        ..fields
+    };
+    let h = rtp::write_header(&mut buf, &fields, &[]).unwrap();
+    let n = second.send.protect_rtp(&mut buf, h + 5).unwrap();
+    let before = other.drops(Drop::SrtpAuthFailed);
+    other.deliver(from, buf[..n].to_vec());
+    assert_eq!(
+        other.drops(Drop::SrtpAuthFailed),
+        before,
+        "routed to the right pipe"
+    );
+    assert_eq!(other.drops(Drop::UnknownSource), 0);
     // Its keyframe request for the new subscriber went back through the pipe.
     other.run_until("a PLI into the pipe", |s| {
         s.elsewhere.iter().any(|(dst, d)| {
