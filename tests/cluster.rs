@@ -224,13 +224,26 @@ fn browsers_across_gateways_regions_capacity_and_kill() {
         ["ms-b"],
         "ms-a was over capacity"
     );
+    // Cascading: each page received the others on its own server; the publications on the
+    // other server were relayed through pipes in both directions (two of them, ms-b to ms-a,
+    // sharing one pair of worker sockets), never falling back to the publication's server.
+    let relays = |from: &str, to: &str| {
+        logs.lines()
+            .filter(|l| l.contains("relaying") && l.contains(&format!("from={from} to={to}")))
+            .count()
+    };
+    assert!(relays("ms-a", "ms-b") >= 1, "ms-a to ms-b not relayed");
+    assert!(relays("ms-b", "ms-a") >= 2, "ms-b to ms-a not relayed");
+    assert!(!logs.contains("cannot relay"), "a relay failed:\n{logs}");
     // The pages have left: nothing of them is left in Redis.
     wait_for("presence to empty", Duration::from_secs(5), || {
         publications(&redis, "room").is_empty()
-            && ["participants", "subscriptions"].iter().all(|what| {
-                let key = format!("switchyard:default:channel:room:{what}");
-                redis.cli(&["HLEN", &key]).trim() == "0"
-            })
+            && ["participants", "subscriptions", "relays"]
+                .iter()
+                .all(|what| {
+                    let key = format!("switchyard:default:channel:room:{what}");
+                    redis.cli(&["HLEN", &key]).trim() == "0"
+                })
     });
     wait_for(
         "ms-a to leave the registry",

@@ -213,6 +213,18 @@ export class Client extends EventTarget {
         if (pending) pending.reject(new Error(m.reason));
         else this.#emit('error', { reason: m.reason });
         break;
+      case 'resubscribe': {
+        // The server carrying this subscription is gone; the publication is not.
+        const s = this.#subscriptions.get(m.publication);
+        if (s) {
+          s.pc.close();
+          this.#subscriptions.delete(m.publication);
+        }
+        if (this.#remote.has(m.publication)) {
+          this.subscribe(m.publication).catch((e) => this.#emit('error', { reason: `resubscribe ${m.publication}: ${e.message}` }));
+        }
+        break;
+      }
       case 'kicked':
         this.#emit('kicked', { reason: m.reason });
         break;

@@ -79,6 +79,11 @@ pub enum ServerMessage {
     Kicked {
         reason: String,
     },
+    /// The media server of this client's subscription to `publication` is gone; subscribe
+    /// again (the publication is still there).
+    Resubscribe {
+        publication: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

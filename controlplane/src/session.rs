@@ -11,7 +11,7 @@ use switchyard_dataplane::ice::Credentials;
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
 use switchyard_dataplane::worker::{
-    self, ConsumerSpec, MediaEvent, MediaServer, ProducerSpec, TransportId, TransportSpec,
+    self, ConsumerSpec, MediaEvent, MediaServer, PipeSpec, ProducerSpec, TransportId, TransportSpec,
 };
 use tokio::sync::mpsc;
 
@@ -301,6 +301,8 @@ impl AppState {
                     codec: codec.codec,
                     fmtp: codec.fmtp.clone(),
                     producer: id,
+                    payload_type: codec.payload_type,
+                    clock_rate: codec.clock_rate,
                 });
             }
         }
@@ -681,6 +683,188 @@ impl AppState {
             .is_some_and(|c| c.participants.contains_key(participant))
     }
 
+    /// Where a pipe from another media server reaches `channel` here: its worker's port on
+    /// `ip` (the address other servers reach this one on). Creates the channel if needed.
+    pub fn pipe_address(&self, channel: &str, ip: IpAddr) -> Option<SocketAddr> {
+        let worker = self.registry().channel(channel).worker;
+        let port = self.media.worker_addr(worker)?.port();
+        Some(SocketAddr::new(ip, port))
+    }
+
+    /// Starts a pipe that sends `publication`'s tracks to another media server at
+    /// `pipe.remote`, as a subscription of `participant` (the pipe's owner here). Returns the
+    /// subscription id and the tracks as the other end must receive them.
+    pub async fn pipe_out(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+        pipe: PipeSpec,
+    ) -> Result<(String, Vec<PipeTrack>), Error> {
+        self.join_as(channel, participant, "pipe");
+        let (worker, router, subscription, tracks) = {
+            let mut reg = self.registry();
+            let subscription = reg.next_name("pipe");
+            let ch = reg.channels.get(channel).ok_or_else(|| {
+                Error::NotFound(format!("no channel {channel} on this media server"))
+            })?;
+            let p = ch.publications.get(publication).ok_or_else(|| {
+                Error::NotFound(format!("no publication {publication} in channel {channel}"))
+            })?;
+            (ch.worker, ch.router, subscription, p.tracks.clone())
+        };
+        let mut consumers = Vec::new();
+        let mut out = Vec::new();
+        for t in &tracks {
+            let ssrc = rand::random::<u32>() | 1;
+            consumers.push(ConsumerSpec {
+                producer: t.producer,
+                ssrc,
+                payload_type: t.payload_type,
+                mid: String::new(),
+                mid_ext: None,
+                nack: true,
+                pli: true,
+                fir: true,
+            });
+            out.push(PipeTrack {
+                kind: t.kind.to_string(),
+                codec: t.codec.to_string(),
+                fmtp: t.fmtp.clone(),
+                payload_type: t.payload_type,
+                clock_rate: t.clock_rate,
+                ssrc,
+            });
+        }
+        let transport = next_id();
+        let spec = self.pipe_spec(transport, router, Vec::new(), consumers, pipe);
+        self.media.create_transport(worker, spec).await?;
+        let mut reg = self.registry();
+        let live = reg
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.publications.contains_key(publication));
+        if !live {
+            drop(reg);
+            self.close_media(worker, transport);
+            return Err(Error::Gone(format!("publication {publication} is gone")));
+        }
+        if let Some(ch) = reg.channels.get_mut(channel) {
+            ch.subscriptions.insert(
+                subscription.clone(),
+                Subscription {
+                    participant: participant.to_string(),
+                    publication: publication.to_string(),
+                    transport,
+                },
+            );
+        }
+        reg.add_transport(
+            channel,
+            worker,
+            transport,
+            Owner::Subscription(subscription.clone()),
+        );
+        tracing::info!(channel, publication, subscription = %subscription, transport, "pipe out");
+        Ok((subscription, out))
+    }
+
+    /// Starts a pipe that receives `tracks` from another media server at `pipe.remote`, as a
+    /// publication of `participant` here that local subscribers can subscribe to. Returns its
+    /// id.
+    pub async fn pipe_in(
+        &self,
+        channel: &str,
+        participant: &str,
+        tracks: &[PipeTrack],
+        pipe: PipeSpec,
+    ) -> Result<String, Error> {
+        self.join_as(channel, participant, "pipe");
+        let (worker, router, publication) = {
+            let mut reg = self.registry();
+            let publication = reg.next_name("relay");
+            let ch = reg.channel(channel);
+            (ch.worker, ch.router, publication)
+        };
+        let mut producers = Vec::new();
+        let mut published = Vec::new();
+        for t in tracks {
+            let (Some(kind), Some(codec)) = (media_kind(&t.kind), Codec::from_name(&t.codec))
+            else {
+                return Err(Error::BadRequest(format!(
+                    "a pipe cannot carry {} {}",
+                    t.kind, t.codec
+                )));
+            };
+            let id = next_id();
+            producers.push(ProducerSpec {
+                id,
+                kind,
+                codec,
+                payload_type: t.payload_type,
+                clock_rate: t.clock_rate,
+                ssrc: Some(t.ssrc),
+                mid: String::new(),
+                mid_ext: None,
+                nack: true,
+                pli: true,
+                fir: true,
+                remb: false,
+            });
+            published.push(Track {
+                kind,
+                codec,
+                fmtp: t.fmtp.clone(),
+                producer: id,
+                payload_type: t.payload_type,
+                clock_rate: t.clock_rate,
+            });
+        }
+        let transport = next_id();
+        let spec = self.pipe_spec(transport, router, producers, Vec::new(), pipe);
+        self.media.create_transport(worker, spec).await?;
+        let mut reg = self.registry();
+        if let Some(ch) = reg.channels.get_mut(channel) {
+            ch.publications.insert(
+                publication.clone(),
+                Publication {
+                    participant: participant.to_string(),
+                    transport,
+                    tracks: published,
+                },
+            );
+        }
+        reg.add_transport(
+            channel,
+            worker,
+            transport,
+            Owner::Publication(publication.clone()),
+        );
+        tracing::info!(channel, publication = %publication, transport, "pipe in");
+        Ok(publication)
+    }
+
+    fn pipe_spec(
+        &self,
+        id: TransportId,
+        router: u64,
+        producers: Vec<ProducerSpec>,
+        consumers: Vec<ConsumerSpec>,
+        pipe: PipeSpec,
+    ) -> TransportSpec {
+        TransportSpec {
+            id,
+            router,
+            // Unused by a pipe, but unique like every transport's.
+            local_ice: Credentials::random(),
+            remote_ice: Credentials::random(),
+            remote_fingerprint: self.media.identity().fingerprint().clone(),
+            producers,
+            consumers,
+            pipe: Some(Box::new(pipe)),
+        }
+    }
+
     /// Live transports, for a media server's load.
     pub fn transport_count(&self) -> usize {
         self.registry().transports.len()
@@ -851,6 +1035,26 @@ fn remove_subscription(
     };
     reg.remove_transport(s.transport);
     vec![(worker, s.transport)]
+}
+
+/// A track as a pipe carries it between media servers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipeTrack {
+    pub kind: String,
+    pub codec: String,
+    #[serde(default)]
+    pub fmtp: Option<String>,
+    pub payload_type: u8,
+    pub clock_rate: u32,
+    /// The SSRC the sending end writes.
+    pub ssrc: u32,
+}
+
+fn media_kind(name: &str) -> Option<MediaKind> {
+    [MediaKind::Audio, MediaKind::Video]
+        .into_iter()
+        .find(|k| k.to_string() == name)
 }
 
 /// The reasons the answer gives for declined m-lines.

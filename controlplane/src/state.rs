@@ -17,6 +17,9 @@ pub struct Track {
     pub codec: Codec,
     pub fmtp: Option<String>,
     pub producer: ProducerId,
+    /// The publisher's payload type and clock rate (a pipe to another server keeps them).
+    pub payload_type: u8,
+    pub clock_rate: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -7,8 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use switchyard_dataplane::worker::{PIPE_KEY_LEN, PipeSpec};
+
 use crate::protocol::TrackInfo;
-use crate::session::Error;
+use crate::session::{Error, PipeTrack};
 
 pub const PREFIX: &str = "/cluster/v1";
 
@@ -70,6 +72,101 @@ pub struct Ended {
     pub publication: String,
 }
 
+/// Asks a media server where a pipe reaches `channel` on it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipeAddressRequest {
+    pub channel: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipeAddress {
+    /// `ip:port` of the channel's worker socket.
+    pub address: String,
+}
+
+/// One end of a pipe: where the other end is, and the keys (hex) and RTCP sender SSRCs both
+/// ends agreed through the gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipeEnd {
+    pub remote: String,
+    pub send_key: String,
+    pub receive_key: String,
+    pub local_rtcp_ssrc: u32,
+    pub remote_rtcp_ssrc: u32,
+}
+
+/// Sends `publication` down a pipe; `participant` owns the pipe on this server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipeOutRequest {
+    pub channel: String,
+    pub participant: String,
+    pub publication: String,
+    pub pipe: PipeEnd,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipeOutReply {
+    /// The pipe's subscription on the sending server.
+    pub subscription: String,
+    /// Where the pipe's packets come from (the channel's worker socket there).
+    pub address: String,
+    pub tracks: Vec<PipeTrack>,
+}
+
+/// Receives `tracks` from a pipe as a publication of `participant`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipeInRequest {
+    pub channel: String,
+    pub participant: String,
+    pub tracks: Vec<PipeTrack>,
+    pub pipe: PipeEnd,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipeInReply {
+    pub publication: String,
+}
+
+impl PipeEnd {
+    /// The data plane's pipe spec; a malformed end is a bad request.
+    pub fn spec(&self) -> Result<PipeSpec, Error> {
+        let bad = |what: &str| Error::BadRequest(format!("pipe: bad {what}"));
+        let key = |hex: &str, what: &str| -> Result<Vec<u8>, Error> {
+            let bytes: Option<Vec<u8>> = (0..hex.len())
+                .step_by(2)
+                .map(|i| {
+                    hex.get(i..i + 2)
+                        .and_then(|b| u8::from_str_radix(b, 16).ok())
+                })
+                .collect();
+            bytes
+                .filter(|b| b.len() == PIPE_KEY_LEN && hex.len() == 2 * PIPE_KEY_LEN)
+                .ok_or_else(|| bad(what))
+        };
+        Ok(PipeSpec {
+            remote: self.remote.parse().map_err(|_| bad("remote address"))?,
+            send_key: key(&self.send_key, "send key")?,
+            receive_key: key(&self.receive_key, "receive key")?,
+            local_rtcp_ssrc: self.local_rtcp_ssrc,
+            remote_rtcp_ssrc: self.remote_rtcp_ssrc,
+        })
+    }
+}
+
+/// Fresh keying material for one direction of a pipe, as hex.
+pub fn pipe_key() -> String {
+    (0..PIPE_KEY_LEN)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
 /// The gateway's answer to a heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -104,6 +201,35 @@ mod tests {
         assert_eq!(json, r#"{"ttlMs":6000}"#);
         let e: EndRequest = serde_json::from_str(r#"{"channel":"c","participant":"p"}"#).unwrap();
         assert_eq!(e.id, None);
+    }
+
+    #[test]
+    fn pipe_ends_check_their_keys() {
+        let end = PipeEnd {
+            remote: "10.0.0.2:40000".into(),
+            send_key: pipe_key(),
+            receive_key: pipe_key(),
+            local_rtcp_ssrc: 1,
+            remote_rtcp_ssrc: 2,
+        };
+        let spec = end.spec().unwrap();
+        assert_eq!(spec.send_key.len(), PIPE_KEY_LEN);
+        for bad in [
+            PipeEnd {
+                send_key: "abc".into(),
+                ..end.clone()
+            },
+            PipeEnd {
+                receive_key: "zz".repeat(PIPE_KEY_LEN),
+                ..end.clone()
+            },
+            PipeEnd {
+                remote: "nowhere".into(),
+                ..end.clone()
+            },
+        ] {
+            assert!(matches!(bad.spec(), Err(Error::BadRequest(_))));
+        }
     }
 
     #[test]

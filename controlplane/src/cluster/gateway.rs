@@ -25,11 +25,13 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 
 use super::api::{
-    self, EndRequest, Ended, ErrorReply, HeartbeatReply, PublishReply, PublishRequest,
+    self, EndRequest, Ended, ErrorReply, HeartbeatReply, PipeAddress, PipeAddressRequest, PipeEnd,
+    PipeInReply, PipeInRequest, PipeOutReply, PipeOutRequest, PublishReply, PublishRequest,
     SubscribeReply, SubscribeRequest,
 };
 use super::presence::{
-    ChannelEvent, ParticipantEntry, Presence, PublicationEntry, SubscriptionEntry,
+    ChannelEvent, ParticipantEntry, Presence, PublicationEntry, RelayEntry, SubscriptionEntry,
+    relay_field,
 };
 use super::stopped;
 use crate::allowlist::AllowList;
@@ -56,15 +58,18 @@ struct Local {
     region: Option<String>,
     /// publication id → media server id
     publications: HashMap<String, String>,
-    /// subscription id → media server id
-    subscriptions: HashMap<String, String>,
+    /// subscription id → (media server id, the publication it receives)
+    subscriptions: HashMap<String, (String, String)>,
+    /// The media server this client's media goes to: where it publishes, and where its
+    /// subscriptions are made (relayed there from other servers).
+    home: Option<String>,
 }
 
 impl Local {
     fn servers(&self) -> BTreeSet<String> {
         self.publications
             .values()
-            .chain(self.subscriptions.values())
+            .chain(self.subscriptions.values().map(|(server, _)| server))
             .cloned()
             .collect()
     }
@@ -156,6 +161,8 @@ impl Gateway {
     async fn announce(&self, channel: &str, except: Option<&str>, message: ServerMessage) {
         if let ServerMessage::Unpublished { publication, .. } = &message {
             self.forget_subscriptions_to(channel, publication).await;
+            self.close_relays(channel, Some(publication), &HashSet::new())
+                .await;
         }
         let event = ChannelEvent {
             channel: channel.to_string(),
@@ -170,6 +177,196 @@ impl Gateway {
             );
             // This gateway's own clients still hear it.
             self.deliver(&event);
+        }
+    }
+
+    /// The client's home media server: the one it last published on, while it is live; else
+    /// one placed as for a publication (which then becomes its home).
+    async fn home(&self, channel: &str, participant: &str) -> Result<MediaServerRecord, Error> {
+        let (home, region) = self
+            .with_local(channel, participant, |l| (l.home.clone(), l.region.clone()))
+            .ok_or_else(|| Error::NotFound(format!("{participant} is not in channel {channel}")))?;
+        if let Some(id) = home
+            && let Ok(Some(s)) = self.registry.get(&id).await
+            && s.available
+        {
+            return Ok(s);
+        }
+        let placed = self.place(channel, region.as_deref(), &[]).await?;
+        self.with_local(channel, participant, |l| l.home = Some(placed.id.clone()));
+        Ok(placed)
+    }
+
+    /// The id on `home` of `publication` relayed there from `origin`, making the pipe if there
+    /// is none: `home` says where the channel's worker listens, `origin` starts sending there
+    /// and says what, and `home` starts receiving it as a publication. Keys and RTCP SSRCs are
+    /// made here and given to both ends.
+    async fn relay(
+        &self,
+        channel: &str,
+        publication: &str,
+        origin: &MediaServerRecord,
+        home: &MediaServerRecord,
+    ) -> Result<String, Error> {
+        let field = relay_field(publication, &home.id);
+        let presence = unavailable("presence (Redis)");
+        let known = self
+            .presence
+            .relays(channel)
+            .await
+            .map_err(|e| presence(&e))?;
+        if let Some((_, r)) = known.iter().find(|(f, _)| *f == field) {
+            return Ok(r.relay.clone());
+        }
+        let request = PipeAddressRequest {
+            channel: channel.to_string(),
+        };
+        let at: PipeAddress = self
+            .call(home, "pipe/address", &request)
+            .await?
+            .ok_or_else(|| Error::Unavailable("no pipe address".into()))?;
+        let (to_home, to_origin) = (api::pipe_key(), api::pipe_key());
+        let (origin_ssrc, home_ssrc) = (rand::random::<u32>() | 1, rand::random::<u32>() | 1);
+        let pipe_owner = format!("pipe-to:{}", home.id);
+        let request = PipeOutRequest {
+            channel: channel.to_string(),
+            participant: pipe_owner.clone(),
+            publication: publication.to_string(),
+            pipe: PipeEnd {
+                remote: at.address,
+                send_key: to_home.clone(),
+                receive_key: to_origin.clone(),
+                local_rtcp_ssrc: origin_ssrc,
+                remote_rtcp_ssrc: home_ssrc,
+            },
+        };
+        let out: PipeOutReply = self
+            .call(origin, "pipe/out", &request)
+            .await?
+            .ok_or_else(|| Error::Unavailable("no pipe from the origin".into()))?;
+        let end_pipe = |pipe: &str| {
+            self.end_on(
+                origin.clone(),
+                "unsubscribe",
+                end(channel, &pipe_owner, pipe),
+            )
+        };
+        let request = PipeInRequest {
+            channel: channel.to_string(),
+            participant: relay_owner(publication),
+            tracks: out.tracks,
+            pipe: PipeEnd {
+                remote: out.address,
+                send_key: to_origin,
+                receive_key: to_home,
+                local_rtcp_ssrc: home_ssrc,
+                remote_rtcp_ssrc: origin_ssrc,
+            },
+        };
+        let relay = match self.call::<PipeInReply>(home, "pipe/in", &request).await {
+            Ok(Some(r)) => r.publication,
+            Ok(None) => {
+                end_pipe(&out.subscription);
+                return Err(Error::Unavailable("no relayed publication".into()));
+            }
+            Err(e) => {
+                end_pipe(&out.subscription);
+                return Err(e.into());
+            }
+        };
+        let entry = RelayEntry {
+            relay: relay.clone(),
+            origin_server: origin.id.clone(),
+            pipe: out.subscription.clone(),
+        };
+        let added = self.presence.add_relay(channel, &field, &entry).await;
+        if let Ok(true) = added {
+            tracing::info!(channel, publication, from = %origin.id, to = %home.id, relay = %relay, "relaying");
+            return Ok(relay);
+        }
+        // Another gateway made the same relay at the same moment (or presence failed): ours
+        // goes, theirs is used.
+        end_pipe(&out.subscription);
+        self.end_on(
+            home.clone(),
+            "unpublish",
+            end(channel, &relay_owner(publication), &relay),
+        );
+        let known = self
+            .presence
+            .relays(channel)
+            .await
+            .map_err(|e| presence(&e))?;
+        match (added, known.into_iter().find(|(f, _)| *f == field)) {
+            (Ok(false), Some((_, r))) => Ok(r.relay),
+            (Err(e), _) => Err(presence(&e)),
+            _ => Err(Error::Unavailable("the relay went away".into())),
+        }
+    }
+
+    /// Ends the relays of `publication` (or, with `None`, those touching a server in `gone`):
+    /// the receiving server unpublishes the relayed copy, the origin ends its pipe.
+    async fn close_relays(&self, channel: &str, publication: Option<&str>, gone: &HashSet<String>) {
+        let Ok(relays) = self.presence.relays(channel).await else {
+            return;
+        };
+        for (field, r) in relays {
+            let Some((origin_publication, home)) = field.rsplit_once('@') else {
+                continue;
+            };
+            let matches = match publication {
+                Some(p) => p == origin_publication,
+                None => gone.contains(home) || gone.contains(&r.origin_server),
+            };
+            if !matches || !matches!(self.presence.remove_relay(channel, &field).await, Ok(true)) {
+                continue;
+            }
+            tracing::info!(
+                channel,
+                publication = origin_publication,
+                to = home,
+                "relay ended"
+            );
+            if let Ok(s) = self.server(home).await {
+                self.end_on(
+                    s,
+                    "unpublish",
+                    end(channel, &relay_owner(origin_publication), &r.relay),
+                );
+            }
+            if let Ok(s) = self.server(&r.origin_server).await {
+                self.end_on(
+                    s,
+                    "unsubscribe",
+                    end(channel, &format!("pipe-to:{home}"), &r.pipe),
+                );
+            }
+        }
+    }
+
+    /// Tells this gateway's clients whose subscriptions were on a server that is gone to
+    /// subscribe again (their publications are still there: they were relayed).
+    fn resubscribe_from(&self, live: &HashSet<String>) {
+        let mut local = self.local();
+        for clients in local.values_mut() {
+            for client in clients.values_mut() {
+                let lost: Vec<String> = client
+                    .subscriptions
+                    .iter()
+                    .filter(|(_, (server, _))| !live.contains(server))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in lost {
+                    if let Some((_, publication)) = client.subscriptions.remove(&id) {
+                        let _ = client
+                            .outbox
+                            .send(ServerMessage::Resubscribe { publication });
+                    }
+                }
+                if client.home.as_ref().is_some_and(|h| !live.contains(h)) {
+                    client.home = None;
+                }
+            }
         }
     }
 
@@ -272,8 +469,23 @@ impl Gateway {
                     continue;
                 }
             };
+            self.resubscribe_from(&live);
             let channels: Vec<String> = self.local().keys().cloned().collect();
             for channel in channels {
+                let gone: HashSet<String> = match self.presence.relays(&channel).await {
+                    Ok(relays) => relays
+                        .iter()
+                        .flat_map(|(f, r)| {
+                            let home = f.rsplit_once('@').map(|(_, h)| h.to_string());
+                            home.into_iter().chain([r.origin_server.clone()])
+                        })
+                        .filter(|s| !live.contains(s))
+                        .collect(),
+                    Err(_) => HashSet::new(),
+                };
+                if !gone.is_empty() {
+                    self.close_relays(&channel, None, &gone).await;
+                }
                 let publications = match self.presence.publications(&channel).await {
                     Ok(p) => p,
                     Err(e) => {
@@ -579,6 +791,7 @@ impl Channels for Gateway {
                 region: region.map(str::to_string),
                 publications: HashMap::new(),
                 subscriptions: HashMap::new(),
+                home: None,
             },
         );
         let shared = async {
@@ -680,6 +893,7 @@ impl Channels for Gateway {
             .with_local(channel, participant, |l| {
                 l.publications
                     .insert(reply.publication.clone(), server.id.clone());
+                l.home = Some(server.id.clone());
             })
             .is_some();
         if let Err(e) = recorded {
@@ -734,12 +948,28 @@ impl Channels for Gateway {
             .ok_or_else(|| {
                 Error::NotFound(format!("no publication {publication} in channel {channel}"))
             })?;
-        let server = self.server(&entry.server).await?;
+        let origin = self.server(&entry.server).await?;
+        // Subscriptions are made on the client's home server; a publication on another server
+        // is relayed there through a pipe (cascading). Should that fail, the subscription is
+        // made on the publication's own server instead, which always works.
+        let home = self.home(channel, participant).await.ok();
+        let (server, target) = match home {
+            Some(home) if home.id != origin.id => {
+                match self.relay(channel, publication, &origin, &home).await {
+                    Ok(relay) => (home, relay),
+                    Err(e) => {
+                        tracing::warn!(channel, publication, from = %origin.id, to = %home.id, "cannot relay ({e}); subscribing on the publication's server");
+                        (origin, publication.to_string())
+                    }
+                }
+            }
+            _ => (origin, publication.to_string()),
+        };
         let request = SubscribeRequest {
             channel: channel.to_string(),
             participant: participant.to_string(),
             user,
-            publication: publication.to_string(),
+            publication: target,
             offer: offer.to_string(),
         };
         let reply = self
@@ -750,8 +980,10 @@ impl Channels for Gateway {
             })?;
         let still_here = self
             .with_local(channel, participant, |l| {
-                l.subscriptions
-                    .insert(reply.subscription.clone(), server.id.clone());
+                l.subscriptions.insert(
+                    reply.subscription.clone(),
+                    (server.id.clone(), publication.to_string()),
+                );
             })
             .is_some();
         if !still_here {
@@ -816,6 +1048,7 @@ impl Channels for Gateway {
                 l.subscriptions.remove(subscription)
             })
             .flatten()
+            .map(|(server, _)| server)
             .ok_or_else(|| Error::NotFound(format!("no subscription {subscription} of yours")))?;
         if let Ok(s) = self.server(&server).await {
             self.end_on(s, "unsubscribe", end(channel, participant, subscription));
@@ -872,6 +1105,11 @@ impl Channels for Gateway {
         .await;
         tracing::info!(channel, participant, "left");
     }
+}
+
+/// Who owns a relayed copy of `publication` on the receiving server.
+fn relay_owner(publication: &str) -> String {
+    format!("relay:{publication}")
 }
 
 fn end(channel: &str, participant: &str, id: &str) -> EndRequest {

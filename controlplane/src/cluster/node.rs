@@ -19,7 +19,8 @@ use axum::{Json, Router};
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::api::{
-    self, EndRequest, Ended, ErrorReply, HeartbeatReply, PublishReply, PublishRequest,
+    self, EndRequest, Ended, ErrorReply, HeartbeatReply, PipeAddress, PipeAddressRequest,
+    PipeInReply, PipeInRequest, PipeOutReply, PipeOutRequest, PublishReply, PublishRequest,
     SubscribeReply, SubscribeRequest,
 };
 use super::stopped;
@@ -101,6 +102,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(&format!("{}/unsubscribe", api::PREFIX), post(unsubscribe))
         .route(&format!("{}/leave", api::PREFIX), post(leave))
         .route(&format!("{}/status", api::PREFIX), get(status))
+        .route(&format!("{}/pipe/address", api::PREFIX), post(pipe_address))
+        .route(&format!("{}/pipe/out", api::PREFIX), post(pipe_out))
+        .route(&format!("{}/pipe/in", api::PREFIX), post(pipe_in))
         .route("/health", get(|| async { "ok\n" }))
         .with_state(node)
 }
@@ -253,6 +257,93 @@ async fn leave(
     node.state.leave(&r.channel, &r.participant);
     node.changed.notify_one();
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The IP other servers reach this one on (its registered cluster address's).
+fn cluster_ip(node: &Node) -> Option<std::net::IpAddr> {
+    node.base
+        .cluster_address
+        .parse::<SocketAddr>()
+        .ok()
+        .map(|a| a.ip())
+}
+
+async fn pipe_address(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Json(r): Json<PipeAddressRequest>,
+) -> Response {
+    if let Some(refused) = refuse(&node, from) {
+        return refused;
+    }
+    match cluster_ip(&node).and_then(|ip| node.state.pipe_address(&r.channel, ip)) {
+        Some(a) => Json(PipeAddress {
+            address: a.to_string(),
+        })
+        .into_response(),
+        None => error(Error::Unavailable("no media address for the pipe".into())),
+    }
+}
+
+async fn pipe_out(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Json(r): Json<PipeOutRequest>,
+) -> Response {
+    if let Some(refused) = refuse(&node, from) {
+        return refused;
+    }
+    let spec = match r.pipe.spec() {
+        Ok(s) => s,
+        Err(e) => return error(e),
+    };
+    let Some(address) = cluster_ip(&node).and_then(|ip| node.state.pipe_address(&r.channel, ip))
+    else {
+        return error(Error::Unavailable("no media address for the pipe".into()));
+    };
+    let result = node
+        .state
+        .pipe_out(&r.channel, &r.participant, &r.publication, spec)
+        .await;
+    node.changed.notify_one();
+    match result {
+        Ok((subscription, tracks)) => Json(PipeOutReply {
+            subscription,
+            address: address.to_string(),
+            tracks,
+        })
+        .into_response(),
+        Err(e) => {
+            node.state.leave_if_idle(&r.channel, &r.participant);
+            error(e)
+        }
+    }
+}
+
+async fn pipe_in(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Json(r): Json<PipeInRequest>,
+) -> Response {
+    if let Some(refused) = refuse(&node, from) {
+        return refused;
+    }
+    let spec = match r.pipe.spec() {
+        Ok(s) => s,
+        Err(e) => return error(e),
+    };
+    let result = node
+        .state
+        .pipe_in(&r.channel, &r.participant, &r.tracks, spec)
+        .await;
+    node.changed.notify_one();
+    match result {
+        Ok(publication) => (StatusCode::CREATED, Json(PipeInReply { publication })).into_response(),
+        Err(e) => {
+            node.state.leave_if_idle(&r.channel, &r.participant);
+            error(e)
+        }
+    }
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<MediaServerRecord> {

@@ -5,6 +5,8 @@
 //! - `channel:{channel}:participants`: hash, participant id → JSON [`ParticipantEntry`]
 //! - `channel:{channel}:publications`: hash, publication id → JSON [`PublicationEntry`]
 //! - `channel:{channel}:subscriptions`: hash, subscription id → JSON [`SubscriptionEntry`]
+//! - `channel:{channel}:relays`: hash, `{publication}@{server}` → JSON [`RelayEntry`]: the
+//!   publication relayed (cascaded) to that media server
 //! - `channels`: set of the channels with participants, for the admin API's list
 //! - `gateway:{id}`: set with a TTL by each gateway every second; when it expires, the other
 //!   gateways remove that gateway's clients (it crashed)
@@ -51,6 +53,22 @@ pub struct SubscriptionEntry {
     pub server: String,
 }
 
+/// A publication relayed from its media server (`origin_server`) to another over a pipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayEntry {
+    /// The relayed publication's id on the receiving server.
+    pub relay: String,
+    pub origin_server: String,
+    /// The pipe's subscription on the origin server.
+    pub pipe: String,
+}
+
+/// The field of a relay in the channel's relays hash.
+pub fn relay_field(publication: &str, server: &str) -> String {
+    format!("{publication}@{server}")
+}
+
 /// A message for the participants of one channel, on whichever gateway they are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -92,6 +110,7 @@ struct MemoryChannel {
     participants: HashMap<String, ParticipantEntry>,
     publications: HashMap<String, PublicationEntry>,
     subscriptions: HashMap<String, SubscriptionEntry>,
+    relays: HashMap<String, RelayEntry>,
 }
 
 #[derive(Clone)]
@@ -311,6 +330,49 @@ impl Presence {
         }
     }
 
+    /// Records a relay unless one is recorded already; false if another won.
+    pub async fn add_relay(&self, channel: &str, field: &str, entry: &RelayEntry) -> Result<bool> {
+        match self {
+            Presence::Memory(m) => Ok(m.channel(channel, |c| {
+                if c.relays.contains_key(field) {
+                    false
+                } else {
+                    c.relays.insert(field.to_string(), entry.clone());
+                    true
+                }
+            })),
+            Presence::Redis(r) => {
+                let json = serde_json::to_string(entry)?;
+                Ok(r.con()
+                    .hset_nx(r.key(channel, "relays"), field, json)
+                    .await?)
+            }
+        }
+    }
+
+    pub async fn relays(&self, channel: &str) -> Result<Vec<(String, RelayEntry)>> {
+        match self {
+            Presence::Memory(m) => Ok(m.channel(channel, |c| {
+                c.relays
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })),
+            Presence::Redis(r) => r.read_hash(&r.key(channel, "relays")).await,
+        }
+    }
+
+    /// Removes a relay record; true if this call removed it.
+    pub async fn remove_relay(&self, channel: &str, field: &str) -> Result<bool> {
+        match self {
+            Presence::Memory(m) => Ok(m.channel(channel, |c| c.relays.remove(field).is_some())),
+            Presence::Redis(r) => {
+                let removed: u32 = r.con().hdel(r.key(channel, "relays"), field).await?;
+                Ok(removed > 0)
+            }
+        }
+    }
+
     /// Says this gateway is alive for `ttl`.
     pub async fn gateway_alive(&self, id: &str, ttl: Duration) -> Result<()> {
         match self {
@@ -392,7 +454,11 @@ impl Memory {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let c = channels.entry(name.to_string()).or_default();
         let out = f(c);
-        if c.participants.is_empty() && c.publications.is_empty() && c.subscriptions.is_empty() {
+        if c.participants.is_empty()
+            && c.publications.is_empty()
+            && c.subscriptions.is_empty()
+            && c.relays.is_empty()
+        {
             channels.remove(name);
         }
         out
