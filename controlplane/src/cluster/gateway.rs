@@ -370,6 +370,31 @@ impl Gateway {
         }
     }
 
+    /// Removes a publication from presence and, if this call removed it (gateways may race),
+    /// tells the channel: everyone but the publisher, or, when it was `lost` (not ended by its
+    /// publisher), the publisher too, whose SDK then publishes again. True if removed here.
+    async fn end_publication(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+        lost: bool,
+    ) -> bool {
+        if !matches!(
+            self.presence.remove_publication(channel, publication).await,
+            Ok(true)
+        ) {
+            return false;
+        }
+        let message = ServerMessage::Unpublished {
+            participant: participant.to_string(),
+            publication: publication.to_string(),
+        };
+        let except = (!lost).then_some(participant);
+        self.announce(channel, except, message).await;
+        true
+    }
+
     /// Forgets the subscriptions to a publication that ended (the media server closed them).
     async fn forget_subscriptions_to(&self, channel: &str, publication: &str) {
         if let Ok(subs) = self.presence.subscriptions(channel).await {
@@ -497,21 +522,11 @@ impl Gateway {
                     if live.contains(&entry.server) {
                         continue;
                     }
-                    if let Ok(true) = self
-                        .presence
-                        .remove_publication(&channel, &publication)
+                    if self
+                        .end_publication(&channel, &entry.participant, &publication, true)
                         .await
                     {
                         tracing::warn!(channel, publication, server = %entry.server, "media server gone; publication lost");
-                        self.announce(
-                            &channel,
-                            None,
-                            ServerMessage::Unpublished {
-                                participant: entry.participant,
-                                publication,
-                            },
-                        )
-                        .await;
                     }
                 }
             }
@@ -574,17 +589,8 @@ impl Gateway {
             .filter(|(_, p)| p.participant == participant)
         {
             servers.insert(entry.server.clone());
-            if let Ok(true) = self.presence.remove_publication(channel, publication).await {
-                self.announce(
-                    channel,
-                    Some(participant),
-                    ServerMessage::Unpublished {
-                        participant: participant.to_string(),
-                        publication: publication.clone(),
-                    },
-                )
+            self.end_publication(channel, participant, publication, false)
                 .await;
-            }
         }
         let mine: Vec<String> = subscriptions
             .iter()
@@ -1023,17 +1029,8 @@ impl Channels for Gateway {
         if let Ok(s) = self.server(&server).await {
             self.end_on(s, "unpublish", end(channel, participant, publication));
         }
-        if let Ok(true) = self.presence.remove_publication(channel, publication).await {
-            self.announce(
-                channel,
-                Some(participant),
-                ServerMessage::Unpublished {
-                    participant: participant.to_string(),
-                    publication: publication.to_string(),
-                },
-            )
+        self.end_publication(channel, participant, publication, false)
             .await;
-        }
         Ok(())
     }
 
@@ -1075,17 +1072,8 @@ impl Channels for Gateway {
             }
         }
         for publication in gone.publications.keys() {
-            if let Ok(true) = self.presence.remove_publication(channel, publication).await {
-                self.announce(
-                    channel,
-                    Some(participant),
-                    ServerMessage::Unpublished {
-                        participant: participant.to_string(),
-                        publication: publication.clone(),
-                    },
-                )
+            self.end_publication(channel, participant, publication, false)
                 .await;
-            }
         }
         let subscriptions: Vec<String> = gone.subscriptions.keys().cloned().collect();
         let _ = self
@@ -1219,21 +1207,10 @@ async fn ended(
     let current = g.presence.publication(&r.channel, &r.publication).await;
     if let Ok(Some(entry)) = current
         && entry.server == r.server
-        && let Ok(true) = g
-            .presence
-            .remove_publication(&r.channel, &r.publication)
+        && g.end_publication(&r.channel, &r.participant, &r.publication, true)
             .await
     {
         tracing::info!(channel = %r.channel, publication = %r.publication, server = %r.server, "the media server ended a publication");
-        g.announce(
-            &r.channel,
-            None,
-            ServerMessage::Unpublished {
-                participant: r.participant,
-                publication: r.publication,
-            },
-        )
-        .await;
     }
     StatusCode::NO_CONTENT.into_response()
 }
