@@ -180,8 +180,9 @@ impl Gateway {
         }
     }
 
-    /// The client's home media server: the one it last published on, while it is live; else
-    /// one placed as for a publication (which then becomes its home).
+    /// The client's home media server: the one it last published on, while it is live and not
+    /// draining (a draining server takes no new subscriptions); else one placed as for a
+    /// publication (which then becomes its home).
     async fn home(&self, channel: &str, participant: &str) -> Result<MediaServerRecord, Error> {
         let (home, region) = self
             .with_local(channel, participant, |l| (l.home.clone(), l.region.clone()))
@@ -189,6 +190,7 @@ impl Gateway {
         if let Some(id) = home
             && let Ok(Some(s)) = self.registry.get(&id).await
             && s.available
+            && !s.draining
         {
             return Ok(s);
         }
