@@ -46,7 +46,40 @@ fn gateway(dir: &Path, name: &str, port: u16, redis: &Redis, env: &[(&str, &str)
     p
 }
 
-/// A media server registering with the gateway on `gateway_port`; waits until it is listed.
+/// `switchyard media-server --id ID --workers 1 --media-ports PORTS ARGS` with SERVICEBASEURL
+/// the gateway on `gateway_port` and `env`; waits until the gateway lists it.
+fn registered_media_server(
+    dir: &Path,
+    id: &str,
+    gateway_port: u16,
+    ports: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Process {
+    let base = format!("http://127.0.0.1:{gateway_port}");
+    let mut all_args = vec![
+        "media-server",
+        "--id",
+        id,
+        "--workers",
+        "1",
+        "--media-ports",
+        ports,
+    ];
+    all_args.extend_from_slice(args);
+    let mut all_env = vec![("SERVICEBASEURL", base.as_str())];
+    all_env.extend_from_slice(env);
+    let p = Process::start(id, dir, &all_args, &all_env);
+    wait_for(
+        &format!("{id} to register"),
+        Duration::from_secs(20),
+        || media_servers(gateway_port).iter().any(|s| s["id"] == id),
+    );
+    p
+}
+
+/// A media server in `region` announcing 127.0.0.1, registered with the gateway on
+/// `gateway_port`.
 fn media_server(
     dir: &Path,
     id: &str,
@@ -55,33 +88,9 @@ fn media_server(
     ports: &str,
     extra: &[&str],
 ) -> Process {
-    let base = format!("http://127.0.0.1:{gateway_port}");
-    let mut args = vec![
-        "media-server",
-        "--id",
-        id,
-        "--workers",
-        "1",
-        "--media-ports",
-        ports,
-        "--public-ip",
-        "127.0.0.1",
-        "--drain-timeout",
-        "30",
-    ];
+    let mut args = vec!["--public-ip", "127.0.0.1", "--drain-timeout", "30"];
     args.extend_from_slice(extra);
-    let p = Process::start(
-        id,
-        dir,
-        &args,
-        &[("REGION", region), ("SERVICEBASEURL", &base)],
-    );
-    wait_for(
-        &format!("{id} to register"),
-        Duration::from_secs(20),
-        || media_servers(gateway_port).iter().any(|s| s["id"] == id),
-    );
-    p
+    registered_media_server(dir, id, gateway_port, ports, &args, &[("REGION", region)])
 }
 
 fn token(dir: &Path, channel: &str, user: &str) -> String {
@@ -548,27 +557,14 @@ fn cluster_api_only_from_internal_addresses() {
     assert_eq!(curl("127.0.0.1", &ended, Some(report)).0, 204);
 
     // A media server's own API, likewise.
-    let base = format!("http://127.0.0.1:{GATEWAY_A}");
-    let _ms = Process::start(
-        "ms",
+    let _ms = registered_media_server(
         &dir,
-        &[
-            "media-server",
-            "--id",
-            "ms",
-            "--workers",
-            "1",
-            "--media-ports",
-            "40000-40100",
-        ],
-        &[
-            ("SERVICEBASEURL", base.as_str()),
-            ("INTERNAL__IPADDRESSES", "127.0.0.1"),
-        ],
+        "ms",
+        GATEWAY_A,
+        "40000-40100",
+        &[],
+        &[("INTERNAL__IPADDRESSES", "127.0.0.1")],
     );
-    wait_for("ms to register", Duration::from_secs(20), || {
-        media_servers(GATEWAY_A).iter().any(|s| s["id"] == "ms")
-    });
     let leave = "http://127.0.0.1:8445/cluster/v1/leave";
     let body = r#"{"channel":"c","participant":"p"}"#;
     assert_eq!(curl("127.0.0.2", leave, Some(body)).0, 403);
@@ -1104,47 +1100,20 @@ fn public_ip_from_stun() {
         &redis,
         &[("ADMIN__APIKEY", ADMIN_KEY)],
     );
-    let base = format!("http://127.0.0.1:{GATEWAY_A}");
     // ms2 has no STUN setting of its own: it takes the deployment's from the gateway, and its
     // capacity from the deployment's threshold.
     let deployment = r#"{"stunServers":["stun:127.0.0.1:3478"],"sfuConnectionsPerCpuSafe":10,"sfuConnectionsPerCpuUnsafe":20,"mcuConnectionsPerCpuSafe":1,"mcuConnectionsPerCpuUnsafe":2,"clusteringStrategy":"region"}"#;
     assert_eq!(admin_with("PUT", "/deployments/default", deployment).0, 200);
     std::thread::sleep(Duration::from_millis(2500)); // the gateway's next read of the store
-    let _ms2 = Process::start(
-        "ms2",
+    let _ms2 = registered_media_server(&dir, "ms2", GATEWAY_A, "41000-41100", &[], &[]);
+    let _ms = registered_media_server(
         &dir,
-        &[
-            "media-server",
-            "--id",
-            "ms2",
-            "--workers",
-            "1",
-            "--media-ports",
-            "41000-41100",
-        ],
-        &[("SERVICEBASEURL", base.as_str())],
-    );
-    let _ms = Process::start(
         "ms",
-        &dir,
-        &[
-            "media-server",
-            "--id",
-            "ms",
-            "--workers",
-            "1",
-            "--media-ports",
-            "40000-40100",
-        ],
-        &[
-            ("SERVICEBASEURL", base.as_str()),
-            ("DEPLOYMENTS__0__STUNSERVERS", "stun:127.0.0.1:3478"),
-        ],
+        GATEWAY_A,
+        "40000-40100",
+        &[],
+        &[("DEPLOYMENTS__0__STUNSERVERS", "stun:127.0.0.1:3478")],
     );
-    wait_for("ms and ms2 to register", Duration::from_secs(20), || {
-        let listed = media_servers(GATEWAY_A);
-        listed.iter().any(|s| s["id"] == "ms") && listed.iter().any(|s| s["id"] == "ms2")
-    });
     let _ = coturn.kill();
     let _ = coturn.wait();
     let record = media_servers(GATEWAY_A)

@@ -214,29 +214,55 @@ impl Sim {
         self.shared.snapshot().drops[reason as usize]
     }
 
+    /// PLIs for `media_ssrc` that peer `i` has received.
+    fn plis_to(&self, i: usize, media_ssrc: u32) -> usize {
+        self.peers[i]
+            .rtcp
+            .iter()
+            .flat_map(|c| rtcp::packets(c).filter_map(Result::ok).collect::<Vec<_>>())
+            .filter(|p| matches!(p, rtcp::Packet::Pli { media_ssrc: m, .. } if *m == media_ssrc))
+            .count()
+    }
+
     fn event(&mut self) -> Option<MediaEvent> {
         self.events.try_recv().ok()
     }
 }
 
-fn producers() -> Vec<ProducerSpec> {
-    let spec = |id, kind, codec: Codec, pt, ssrc| ProducerSpec {
+/// A producer with a known SSRC; `mid_ext` set as a browser publishes, unset as a pipe does.
+fn producer(
+    id: u64,
+    kind: MediaKind,
+    codec: Codec,
+    pt: u8,
+    ssrc: u32,
+    mid_ext: bool,
+) -> ProducerSpec {
+    let video = kind == MediaKind::Video;
+    ProducerSpec {
         id,
         kind,
         codec,
         payload_type: pt,
         clock_rate: codec.clock_rate(),
         ssrc: Some(ssrc),
-        mid: id.to_string(),
-        mid_ext: Some(1),
+        mid: if mid_ext {
+            id.to_string()
+        } else {
+            String::new()
+        },
+        mid_ext: mid_ext.then_some(1),
         nack: true,
-        pli: kind == MediaKind::Video,
-        fir: kind == MediaKind::Video,
-        remb: kind == MediaKind::Video,
-    };
+        pli: video || !mid_ext,
+        fir: video || !mid_ext,
+        remb: video && mid_ext,
+    }
+}
+
+fn producers() -> Vec<ProducerSpec> {
     vec![
-        spec(1, MediaKind::Audio, Codec::Opus, AUDIO_PT, PUB_AUDIO),
-        spec(2, MediaKind::Video, Codec::Vp8, VIDEO_PT, PUB_VIDEO),
+        producer(1, MediaKind::Audio, Codec::Opus, AUDIO_PT, PUB_AUDIO, true),
+        producer(2, MediaKind::Video, Codec::Vp8, VIDEO_PT, PUB_VIDEO, true),
     ]
 }
 
@@ -280,22 +306,7 @@ fn forwards_between_publisher_and_subscribers() {
     sim.step();
 
     // The new subscriber made the engine ask the publisher for a keyframe.
-    let plis = |s: &Sim| {
-        s.peers[publisher]
-            .rtcp
-            .iter()
-            .flat_map(|c| rtcp::packets(c).filter_map(Result::ok).collect::<Vec<_>>())
-            .filter(|p| {
-                matches!(
-                    p,
-                    rtcp::Packet::Pli {
-                        media_ssrc: PUB_VIDEO,
-                        ..
-                    }
-                )
-            })
-            .count()
-    };
+    let plis = |s: &Sim| s.plis_to(publisher, PUB_VIDEO);
     sim.run_until("a PLI to the publisher", |s| plis(s) > 0);
 
     // Audio flows at once, rewritten for the subscriber.
@@ -639,22 +650,7 @@ fn pipes_relay_between_media_servers() {
     let mut out = pipe(&mut sim, 2, vec![], consumers(5555, 6666));
     sim.step();
     // Connected at creation: its video consumer asked the publisher for a keyframe already.
-    let plis = |s: &Sim| {
-        s.peers[publisher]
-            .rtcp
-            .iter()
-            .flat_map(|c| rtcp::packets(c).filter_map(Result::ok).collect::<Vec<_>>())
-            .filter(|p| {
-                matches!(
-                    p,
-                    rtcp::Packet::Pli {
-                        media_ssrc: PUB_VIDEO,
-                        ..
-                    }
-                )
-            })
-            .count()
-    };
+    let plis = |s: &Sim| s.plis_to(publisher, PUB_VIDEO);
     sim.run_until("a PLI to the publisher", |s| plis(s) > 0);
     let before = plis(&sim);
     sim.send_rtp(publisher, AUDIO_PT, 10, PUB_AUDIO, b"opus over the pipe");
@@ -681,20 +677,7 @@ fn pipes_relay_between_media_servers() {
 
     // The receiving end on another server: a pipe producer and a local subscriber.
     let mut other = Sim::new();
-    let spec = |id, kind, codec: Codec, pt, ssrc| ProducerSpec {
-        id,
-        kind,
-        codec,
-        payload_type: pt,
-        clock_rate: codec.clock_rate(),
-        ssrc: Some(ssrc),
-        mid: String::new(),
-        mid_ext: None,
-        nack: true,
-        pli: true,
-        fir: true,
-        remb: false,
-    };
+    let spec = |id, kind, codec, pt, ssrc| producer(id, kind, codec, pt, ssrc, false);
     let mut inbound = pipe(
         &mut other,
         3,

@@ -55,6 +55,14 @@ fn store_error(e: StoreError) -> Response {
     }
 }
 
+/// The value as JSON, or the store's error.
+fn json<T: serde::Serialize>(r: Result<T, StoreError>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
 fn found<T: serde::Serialize>(what: &str, id: &str, r: Result<Option<T>, StoreError>) -> Response {
     match r {
         Ok(Some(v)) => Json(v).into_response(),
@@ -72,10 +80,7 @@ fn deleted(what: &str, id: &str, r: Result<bool, StoreError>) -> Response {
 }
 
 async fn applications(State(a): State<Arc<Admin>>) -> Response {
-    match a.store.store().applications().await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => store_error(e),
-    }
+    json(a.store.store().applications().await)
 }
 
 async fn application(State(a): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
@@ -132,15 +137,12 @@ async fn rotate_secret(
     Path(id): Path<String>,
     Json(body): Json<SecretBody>,
 ) -> Response {
-    match a
-        .store
-        .store()
-        .rotate_secret(&actor(from), &id, &body.secret)
-        .await
-    {
-        Ok(app) => Json(app).into_response(),
-        Err(e) => store_error(e),
-    }
+    json(
+        a.store
+            .store()
+            .rotate_secret(&actor(from), &id, &body.secret)
+            .await,
+    )
 }
 
 async fn retire_secret(
@@ -149,22 +151,16 @@ async fn retire_secret(
     Path(id): Path<String>,
     Json(body): Json<SecretBody>,
 ) -> Response {
-    match a
-        .store
-        .store()
-        .retire_secret(&actor(from), &id, &body.secret)
-        .await
-    {
-        Ok(app) => Json(app).into_response(),
-        Err(e) => store_error(e),
-    }
+    json(
+        a.store
+            .store()
+            .retire_secret(&actor(from), &id, &body.secret)
+            .await,
+    )
 }
 
 async fn channel_configs(State(a): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
-    match a.store.store().channel_configs_of(&id).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => store_error(e),
-    }
+    json(a.store.store().channel_configs_of(&id).await)
 }
 
 async fn put_channel_config(
@@ -174,15 +170,12 @@ async fn put_channel_config(
     Json(mut config): Json<ChannelConfig>,
 ) -> Response {
     config.application_id = id;
-    match a
-        .store
-        .store()
-        .put_channel_config(&actor(from), &config)
-        .await
-    {
-        Ok(c) => Json(c).into_response(),
-        Err(e) => store_error(e),
-    }
+    json(
+        a.store
+            .store()
+            .put_channel_config(&actor(from), &config)
+            .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -205,10 +198,7 @@ async fn delete_channel_config(
 }
 
 async fn deployments(State(a): State<Arc<Admin>>) -> Response {
-    match a.store.store().deployments().await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => store_error(e),
-    }
+    json(a.store.store().deployments().await)
 }
 
 async fn deployment(State(a): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
@@ -252,10 +242,7 @@ fn default_limit() -> u32 {
 }
 
 async fn audit(State(a): State<Arc<Admin>>, Query(q): Query<AuditQuery>) -> Response {
-    match a.store.store().audit_log(q.limit.min(1000)).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => store_error(e),
-    }
+    json(a.store.store().audit_log(q.limit.min(1000)).await)
 }
 
 fn now_ms() -> i64 {

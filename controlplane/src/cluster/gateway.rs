@@ -212,13 +212,13 @@ impl Gateway {
     ) -> Result<String, Error> {
         let field = relay_field(publication, &home.id);
         let presence = unavailable("presence (Redis)");
-        let known = self
+        if let Some(r) = self
             .presence
-            .relays(channel)
+            .relay(channel, &field)
             .await
-            .map_err(|e| presence(&e))?;
-        if let Some((_, r)) = known.iter().find(|(f, _)| *f == field) {
-            return Ok(r.relay.clone());
+            .map_err(|e| presence(&e))?
+        {
+            return Ok(r.relay);
         }
         let request = PipeAddressRequest {
             channel: channel.to_string(),
@@ -296,11 +296,11 @@ impl Gateway {
         );
         let known = self
             .presence
-            .relays(channel)
+            .relay(channel, &field)
             .await
             .map_err(|e| presence(&e))?;
-        match (added, known.into_iter().find(|(f, _)| *f == field)) {
-            (Ok(false), Some((_, r))) => Ok(r.relay),
+        match (added, known) {
+            (Ok(false), Some(r)) => Ok(r.relay),
             (Err(e), _) => Err(presence(&e)),
             _ => Err(Error::Unavailable("the relay went away".into())),
         }
@@ -585,24 +585,38 @@ impl Gateway {
             .subscriptions(channel)
             .await
             .unwrap_or_default();
-        let mut servers: BTreeSet<String> = BTreeSet::new();
-        for (publication, entry) in publications
-            .iter()
+        let mut servers = BTreeSet::new();
+        let publications: Vec<String> = publications
+            .into_iter()
             .filter(|(_, p)| p.participant == participant)
-        {
-            servers.insert(entry.server.clone());
-            self.end_publication(channel, participant, publication, false)
-                .await;
-        }
-        let mine: Vec<String> = subscriptions
-            .iter()
-            .filter(|(_, s)| s.participant == participant)
-            .map(|(id, s)| {
-                servers.insert(s.server.clone());
-                id.clone()
+            .map(|(id, p)| {
+                servers.insert(p.server);
+                id
             })
             .collect();
-        let _ = self.presence.remove_subscriptions(channel, &mine).await;
+        let subscriptions: Vec<String> = subscriptions
+            .into_iter()
+            .filter(|(_, s)| s.participant == participant)
+            .map(|(id, s)| {
+                servers.insert(s.server);
+                id
+            })
+            .collect();
+        self.remove_participant(channel, participant, &publications, &subscriptions, servers)
+            .await;
+    }
+
+    /// Takes a participant out of the channel everywhere: its media servers end what it had,
+    /// its publications are announced unpublished, its subscriptions and itself leave presence,
+    /// and the channel hears it left.
+    async fn remove_participant(
+        &self,
+        channel: &str,
+        participant: &str,
+        publications: &[String],
+        subscriptions: &[String],
+        servers: BTreeSet<String>,
+    ) {
         for server in servers {
             if let Ok(s) = self.server(&server).await {
                 let request = EndRequest {
@@ -613,21 +627,25 @@ impl Gateway {
                 self.end_on(s, "leave", request);
             }
         }
-        if self
-            .presence
-            .remove_participant(channel, participant)
-            .await
-            .is_ok()
-        {
-            self.announce(
-                channel,
-                Some(participant),
-                ServerMessage::ParticipantLeft {
-                    participant: participant.to_string(),
-                },
-            )
-            .await;
+        for publication in publications {
+            self.end_publication(channel, participant, publication, false)
+                .await;
         }
+        let _ = self
+            .presence
+            .remove_subscriptions(channel, subscriptions)
+            .await;
+        if let Err(e) = self.presence.remove_participant(channel, participant).await {
+            tracing::warn!(channel, participant, "cannot remove from presence: {e}");
+        }
+        self.announce(
+            channel,
+            Some(participant),
+            ServerMessage::ParticipantLeft {
+                participant: participant.to_string(),
+            },
+        )
+        .await;
     }
 
     /// The media server for a new publication of a client with `region`: the channel's server
@@ -1063,34 +1081,14 @@ impl Channels for Gateway {
         let Some(gone) = self.forget_local(channel, participant) else {
             return;
         };
-        for server in gone.servers() {
-            if let Ok(s) = self.server(&server).await {
-                let request = EndRequest {
-                    channel: channel.to_string(),
-                    participant: participant.to_string(),
-                    id: None,
-                };
-                self.end_on(s, "leave", request);
-            }
-        }
-        for publication in gone.publications.keys() {
-            self.end_publication(channel, participant, publication, false)
-                .await;
-        }
+        let publications: Vec<String> = gone.publications.keys().cloned().collect();
         let subscriptions: Vec<String> = gone.subscriptions.keys().cloned().collect();
-        let _ = self
-            .presence
-            .remove_subscriptions(channel, &subscriptions)
-            .await;
-        if let Err(e) = self.presence.remove_participant(channel, participant).await {
-            tracing::warn!(channel, participant, "cannot remove from presence: {e}");
-        }
-        self.announce(
+        self.remove_participant(
             channel,
-            Some(participant),
-            ServerMessage::ParticipantLeft {
-                participant: participant.to_string(),
-            },
+            participant,
+            &publications,
+            &subscriptions,
+            gone.servers(),
         )
         .await;
         tracing::info!(channel, participant, "left");

@@ -157,26 +157,13 @@ async fn publish(
     let result = node
         .state
         .publish(&r.channel, &r.participant, &r.offer, &rules)
-        .await;
-    node.changed.notify_one();
-    match result {
-        Ok((publication, answer)) => {
-            let tracks = node.state.publication_tracks(&r.channel, &publication);
-            (
-                StatusCode::CREATED,
-                Json(PublishReply {
-                    publication,
-                    answer,
-                    tracks,
-                }),
-            )
-                .into_response()
-        }
-        Err(e) => {
-            node.state.leave_if_idle(&r.channel, &r.participant);
-            error(e)
-        }
-    }
+        .await
+        .map(|(publication, answer)| PublishReply {
+            tracks: node.state.publication_tracks(&r.channel, &publication),
+            publication,
+            answer,
+        });
+    settle(&node, &r.channel, &r.participant, result)
 }
 
 async fn subscribe(
@@ -191,22 +178,12 @@ async fn subscribe(
     let result = node
         .state
         .subscribe(&r.channel, &r.participant, Some(&r.publication), &r.offer)
-        .await;
-    node.changed.notify_one();
-    match result {
-        Ok((subscription, answer)) => (
-            StatusCode::CREATED,
-            Json(SubscribeReply {
-                subscription,
-                answer,
-            }),
-        )
-            .into_response(),
-        Err(e) => {
-            node.state.leave_if_idle(&r.channel, &r.participant);
-            error(e)
-        }
-    }
+        .await
+        .map(|(subscription, answer)| SubscribeReply {
+            subscription,
+            answer,
+        });
+    settle(&node, &r.channel, &r.participant, result)
 }
 
 async fn unpublish(
@@ -259,13 +236,33 @@ async fn leave(
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// The IP other servers reach this one on (its registered cluster address's).
-fn cluster_ip(node: &Node) -> Option<std::net::IpAddr> {
+/// Where a pipe reaches `channel` here: its worker's port on the IP of the registered cluster
+/// address (the one other servers reach this one on).
+fn pipe_address_of(node: &Node, channel: &str) -> Result<SocketAddr, Error> {
     node.base
         .cluster_address
         .parse::<SocketAddr>()
         .ok()
-        .map(|a| a.ip())
+        .and_then(|a| node.state.pipe_address(channel, a.ip()))
+        .ok_or_else(|| Error::Unavailable("no media address for the pipe".into()))
+}
+
+/// Answers a request that may have changed this server's load: 201 with the reply, or the
+/// error, after forgetting a participant the failure left with nothing here.
+fn settle<T: serde::Serialize>(
+    node: &Node,
+    channel: &str,
+    participant: &str,
+    result: Result<T, Error>,
+) -> Response {
+    node.changed.notify_one();
+    match result {
+        Ok(reply) => (StatusCode::CREATED, Json(reply)).into_response(),
+        Err(e) => {
+            node.state.leave_if_idle(channel, participant);
+            error(e)
+        }
+    }
 }
 
 async fn pipe_address(
@@ -276,12 +273,12 @@ async fn pipe_address(
     if let Some(refused) = refuse(&node, from) {
         return refused;
     }
-    match cluster_ip(&node).and_then(|ip| node.state.pipe_address(&r.channel, ip)) {
-        Some(a) => Json(PipeAddress {
+    match pipe_address_of(&node, &r.channel) {
+        Ok(a) => Json(PipeAddress {
             address: a.to_string(),
         })
         .into_response(),
-        None => error(Error::Unavailable("no media address for the pipe".into())),
+        Err(e) => error(e),
     }
 }
 
@@ -293,31 +290,24 @@ async fn pipe_out(
     if let Some(refused) = refuse(&node, from) {
         return refused;
     }
-    let spec = match r.pipe.spec() {
-        Ok(s) => s,
+    let (spec, address) = match r
+        .pipe
+        .spec()
+        .and_then(|s| Ok((s, pipe_address_of(&node, &r.channel)?)))
+    {
+        Ok(x) => x,
         Err(e) => return error(e),
-    };
-    let Some(address) = cluster_ip(&node).and_then(|ip| node.state.pipe_address(&r.channel, ip))
-    else {
-        return error(Error::Unavailable("no media address for the pipe".into()));
     };
     let result = node
         .state
         .pipe_out(&r.channel, &r.participant, &r.publication, spec)
-        .await;
-    node.changed.notify_one();
-    match result {
-        Ok((subscription, tracks)) => Json(PipeOutReply {
+        .await
+        .map(|(subscription, tracks)| PipeOutReply {
             subscription,
             address: address.to_string(),
             tracks,
-        })
-        .into_response(),
-        Err(e) => {
-            node.state.leave_if_idle(&r.channel, &r.participant);
-            error(e)
-        }
-    }
+        });
+    settle(&node, &r.channel, &r.participant, result)
 }
 
 async fn pipe_in(
@@ -335,15 +325,9 @@ async fn pipe_in(
     let result = node
         .state
         .pipe_in(&r.channel, &r.participant, &r.tracks, spec)
-        .await;
-    node.changed.notify_one();
-    match result {
-        Ok(publication) => (StatusCode::CREATED, Json(PipeInReply { publication })).into_response(),
-        Err(e) => {
-            node.state.leave_if_idle(&r.channel, &r.participant);
-            error(e)
-        }
-    }
+        .await
+        .map(|publication| PipeInReply { publication });
+    settle(&node, &r.channel, &r.participant, result)
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<MediaServerRecord> {

@@ -350,6 +350,20 @@ impl Presence {
         }
     }
 
+    /// The relay recorded under `field` (see [`relay_field`]).
+    pub async fn relay(&self, channel: &str, field: &str) -> Result<Option<RelayEntry>> {
+        match self {
+            Presence::Memory(m) => Ok(m.channel(channel, |c| c.relays.get(field).cloned())),
+            Presence::Redis(r) => {
+                let json: Option<String> = r.con().hget(r.key(channel, "relays"), field).await?;
+                Ok(match json {
+                    Some(j) => Some(serde_json::from_str(&j)?),
+                    None => None,
+                })
+            }
+        }
+    }
+
     pub async fn relays(&self, channel: &str) -> Result<Vec<(String, RelayEntry)>> {
         match self {
             Presence::Memory(m) => Ok(m.channel(channel, |c| {
@@ -580,6 +594,20 @@ mod tests {
         };
         p.add_publication("c", "pub1", &publication).await.unwrap();
         assert_eq!(p.publication("c", "pub1").await.unwrap(), Some(publication));
+        let relay = RelayEntry {
+            relay: "relay1".into(),
+            origin_server: "ms1".into(),
+            pipe: "pipe1".into(),
+        };
+        let field = relay_field("pub1", "ms2");
+        assert!(p.add_relay("c", &field, &relay).await.unwrap());
+        assert!(
+            !p.add_relay("c", &field, &relay).await.unwrap(),
+            "first writer wins"
+        );
+        assert_eq!(p.relay("c", &field).await.unwrap(), Some(relay));
+        assert!(p.remove_relay("c", &field).await.unwrap());
+        assert_eq!(p.relay("c", &field).await.unwrap(), None);
         assert!(p.remove_publication("c", "pub1").await.unwrap());
         assert!(
             !p.remove_publication("c", "pub1").await.unwrap(),
