@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use switchyard_tests::janus::Janus;
-use switchyard_tests::{binary, last_json, netns};
+use switchyard_tests::{binary, loadtest_report, netns};
 
 /// Runs `switchyard loadtest run ARGS --json` and returns its report.
 fn run(args: &[&str]) -> Value {
@@ -14,14 +14,7 @@ fn run(args: &[&str]) -> Value {
         .args(args)
         .output()
         .expect("run switchyard loadtest");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "loadtest failed ({}):\n{stderr}\n{stdout}",
-        out.status
-    );
-    last_json(&stdout).unwrap_or_else(|| panic!("no JSON report:\n{stderr}\n{stdout}"))
+    loadtest_report(&out)
 }
 
 fn assert_clean(r: &Value, transports: u64) {
