@@ -1,5 +1,5 @@
 //! The whole per-packet forward path of the real engine: one SRTP video packet (1200 bytes of
-//! RTP) from a publisher is handed to `Engine::on_datagram`, which decrypts it once, keeps it
+//! RTP) from a publisher is handed to `Engine::handle_datagram`, which decrypts it once, keeps it
 //! for NACKs, and for each of K subscribers rewrites the header, copies the payload and encrypts
 //! it into a send buffer; the queued datagrams are then freed as a backend's send would. The
 //! publisher and the K subscribers are real clients connected in memory through ICE and DTLS,
@@ -11,15 +11,17 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use switchyard_benches::Sim;
 use switchyard_dataplane::io::MAX_DATAGRAM;
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::rtp::{self, HeaderFields};
-use switchyard_dataplane::worker::{ConsumerSpec, ProducerSpec};
+use switchyard_dataplane::sim::Sim;
+use switchyard_dataplane::spec::{
+    ConsumerId, ConsumerSpec, ProducerId, ProducerSpec, Ssrc, TransportId,
+};
 
 /// Size of the publisher's RTP packet before encryption.
 const SIZE: usize = 1200;
-const PRODUCER: u64 = 1;
+const PRODUCER: ProducerId = ProducerId(1);
 const PUBLISHER_SSRC: u32 = 0x1234_5678;
 const VP8_PT: u8 = 96;
 /// Packets encrypted ahead (untimed) per timed run: each can be decrypted only once.
@@ -33,7 +35,7 @@ fn producer() -> ProducerSpec {
         codec: Codec::Vp8,
         payload_type: VP8_PT,
         clock_rate: Codec::Vp8.clock_rate(),
-        ssrc: Some(PUBLISHER_SSRC),
+        ssrc: Some(Ssrc(PUBLISHER_SSRC)),
         mid: "0".into(),
         mid_ext: Some(1),
         nack: true,
@@ -45,8 +47,9 @@ fn producer() -> ProducerSpec {
 
 fn consumer(ssrc: u32) -> ConsumerSpec {
     ConsumerSpec {
+        id: ConsumerId(u64::from(ssrc)),
         producer: PRODUCER,
-        ssrc,
+        ssrc: Ssrc(ssrc),
         payload_type: 98,
         mid: "0".into(),
         mid_ext: Some(3),
@@ -90,18 +93,25 @@ impl Stream {
 /// An engine with a publisher and `k` subscribers connected, every consumer started (it has
 /// seen a keyframe).
 fn setup(k: u32) -> (Sim, Stream) {
-    let mut sim = Sim::new();
-    sim.connect(vec![producer()], Vec::new());
+    let mut sim = Sim::new(1).expect("engine");
+    sim.connect(TransportId(0), vec![producer()], Vec::new())
+        .expect("publisher");
     for i in 0..k {
-        sim.connect(Vec::new(), vec![consumer(0x5000 + i)]);
+        sim.connect(
+            TransportId(u64::from(i) + 1),
+            Vec::new(),
+            vec![consumer(0x5000 + i)],
+        )
+        .expect("subscriber");
     }
-    sim.handshake();
+    assert!(sim.handshake(), "handshakes did not finish");
+    let publisher = sim.peers[PUBLISHER].addr;
     let mut stream = Stream { seq: 1000 };
     let mut key = stream.next(&mut sim, true);
-    sim.deliver(PUBLISHER, &mut key);
+    sim.deliver(publisher, &mut key);
     sim.drain();
     let mut delta = stream.next(&mut sim, false);
-    sim.deliver(PUBLISHER, &mut delta);
+    sim.deliver(publisher, &mut delta);
     assert_eq!(sim.tx.queued(), k as usize, "one datagram per consumer");
     sim.drain();
     (sim, stream)
@@ -111,6 +121,7 @@ fn forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("forward");
     for k in [1u32, 10, 100] {
         let (mut sim, mut stream) = setup(k);
+        let publisher = sim.peers[PUBLISHER].addr;
         group.throughput(Throughput::Elements(u64::from(k)));
         group.bench_function(BenchmarkId::new("engine_aead_aes_256_gcm_1200", k), |b| {
             b.iter_custom(|iters| {
@@ -122,7 +133,7 @@ fn forward(c: &mut Criterion) {
                         (0..n).map(|_| stream.next(&mut sim, false)).collect();
                     let start = Instant::now();
                     for datagram in &mut batch {
-                        sim.deliver(PUBLISHER, datagram);
+                        sim.deliver(publisher, datagram);
                         sim.drain();
                     }
                     total += start.elapsed();

@@ -1,16 +1,17 @@
 //! The router's per-packet RTP work on a 1200-byte packet, without encryption: parsing the
 //! publisher's header (once per packet) and writing one consumer's copy with its SSRC, payload
-//! type, sequence number and timestamp (once per consumer, `Consumer::rewrite`).
+//! type, sequence number and timestamp (once per consumer, `Rewrite::write`).
 //!
 //! `cargo bench -p switchyard-benches --bench rtp`
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use switchyard_dataplane::media::MediaKind;
-use switchyard_dataplane::router::Consumer;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use switchyard_dataplane::router::Rewrite;
 use switchyard_dataplane::rtp::{self, HeaderFields};
-use switchyard_dataplane::worker::ConsumerSpec;
+use switchyard_dataplane::spec::{ConsumerId, ConsumerSpec, ProducerId, Ssrc};
 
 const SIZE: usize = 1200;
 
@@ -31,10 +32,11 @@ fn publisher_packet() -> Vec<u8> {
     packet
 }
 
-fn consumer() -> Consumer {
+fn consumer() -> Rewrite {
     let spec = ConsumerSpec {
-        producer: 1,
-        ssrc: 0x0BAD_CAFE,
+        id: ConsumerId(1),
+        producer: ProducerId(1),
+        ssrc: Ssrc(0x0BAD_CAFE),
         payload_type: 98,
         mid: "1".into(),
         mid_ext: Some(4),
@@ -42,7 +44,7 @@ fn consumer() -> Consumer {
         pli: true,
         fir: true,
     };
-    Consumer::new(0, &spec, MediaKind::Video)
+    Rewrite::new(&spec, &mut StdRng::seed_from_u64(1))
 }
 
 fn rewrite(c: &mut Criterion) {
@@ -60,7 +62,7 @@ fn rewrite(c: &mut Criterion) {
         b.iter(|| {
             black_box(
                 consumer
-                    .rewrite(black_box(&header), black_box(&packet), &mut out)
+                    .write(black_box(&header), black_box(&packet), &mut out)
                     .expect("rewrite"),
             )
         })

@@ -2,8 +2,10 @@
 //!
 //! The protocol modules (`stun`, `ice`, `dtls`, `srtp`, `rtp`, `rtcp`, `sdp`) are sans-IO: they
 //! are fed bytes and time and return bytes and events, and are tested without sockets. The
-//! forwarding engine (`engine`, `router`, `transport`) is also sans-IO; `worker` runs one engine
-//! per pinned core under an `io` backend (io_uring or recvmmsg/sendmmsg).
+//! forwarding engine (`engine`, `router`, `transport`, `timers`, with the vocabulary the control
+//! plane speaks in `spec`) is also sans-IO; `worker` runs one engine per pinned core under an
+//! `io` backend (io_uring or recvmmsg/sendmmsg), and is the only place threads and channels
+//! meet the engine.
 
 pub mod client;
 pub mod demux;
@@ -16,8 +18,11 @@ pub mod router;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
+pub mod sim;
+pub mod spec;
 pub mod srtp;
 pub mod stats;
 pub mod stun;
+pub mod timers;
 pub mod transport;
 pub mod worker;

@@ -1,15 +1,17 @@
-//! Counters kept by each worker without locks and published for the control plane.
+//! Counters kept by each engine without locks and published for the control plane.
 //!
-//! A worker bumps plain `u64` fields on the per-packet path and copies them into atomics a few
-//! times a second (`publish`), so the control plane can read them at any time without ever
-//! touching the worker's own state.
+//! An engine bumps plain `u64` fields on the per-packet path; its worker copies them into
+//! atomics a few times a second ([`Shared::publish`]), so the control plane can read them at
+//! any time without ever touching the worker's own state. The counters are named once, in the
+//! `counters!` invocation below, which declares the plain struct, its atomic mirror and the
+//! copies between them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a datagram was dropped. The names appear in `/metrics` as the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
-pub enum Drop {
+pub enum DropReason {
     /// Not STUN, DTLS, RTP or RTCP (RFC 7983).
     Malformed,
     /// DTLS/RTP/RTCP from an address no transport has seen a valid check from.
@@ -33,64 +35,115 @@ pub enum Drop {
     TxFull,
 }
 
-impl Drop {
-    pub const ALL: [Drop; 15] = [
-        Drop::Malformed,
-        Drop::UnknownSource,
-        Drop::StunMalformed,
-        Drop::StunUnknownUfrag,
-        Drop::StunBadIntegrity,
-        Drop::StunBadFingerprint,
-        Drop::StunRejected,
-        Drop::SrtpBeforeDtls,
-        Drop::SrtpAuthFailed,
-        Drop::SrtpReplay,
-        Drop::RtpMalformed,
-        Drop::RtpUnknownSsrc,
-        Drop::RtcpMalformed,
-        Drop::DtlsFailed,
-        Drop::TxFull,
+impl DropReason {
+    pub const ALL: [DropReason; 15] = [
+        DropReason::Malformed,
+        DropReason::UnknownSource,
+        DropReason::StunMalformed,
+        DropReason::StunUnknownUfrag,
+        DropReason::StunBadIntegrity,
+        DropReason::StunBadFingerprint,
+        DropReason::StunRejected,
+        DropReason::SrtpBeforeDtls,
+        DropReason::SrtpAuthFailed,
+        DropReason::SrtpReplay,
+        DropReason::RtpMalformed,
+        DropReason::RtpUnknownSsrc,
+        DropReason::RtcpMalformed,
+        DropReason::DtlsFailed,
+        DropReason::TxFull,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Drop::Malformed => "malformed",
-            Drop::UnknownSource => "unknown_source",
-            Drop::StunMalformed => "stun_malformed",
-            Drop::StunUnknownUfrag => "stun_unknown_ufrag",
-            Drop::StunBadIntegrity => "stun_bad_integrity",
-            Drop::StunBadFingerprint => "stun_bad_fingerprint",
-            Drop::StunRejected => "stun_rejected",
-            Drop::SrtpBeforeDtls => "srtp_before_dtls",
-            Drop::SrtpAuthFailed => "srtp_auth_failed",
-            Drop::SrtpReplay => "srtp_replay",
-            Drop::RtpMalformed => "rtp_malformed",
-            Drop::RtpUnknownSsrc => "rtp_unknown_ssrc",
-            Drop::RtcpMalformed => "rtcp_malformed",
-            Drop::DtlsFailed => "dtls_failed",
-            Drop::TxFull => "tx_full",
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownSource => "unknown_source",
+            DropReason::StunMalformed => "stun_malformed",
+            DropReason::StunUnknownUfrag => "stun_unknown_ufrag",
+            DropReason::StunBadIntegrity => "stun_bad_integrity",
+            DropReason::StunBadFingerprint => "stun_bad_fingerprint",
+            DropReason::StunRejected => "stun_rejected",
+            DropReason::SrtpBeforeDtls => "srtp_before_dtls",
+            DropReason::SrtpAuthFailed => "srtp_auth_failed",
+            DropReason::SrtpReplay => "srtp_replay",
+            DropReason::RtpMalformed => "rtp_malformed",
+            DropReason::RtpUnknownSsrc => "rtp_unknown_ssrc",
+            DropReason::RtcpMalformed => "rtcp_malformed",
+            DropReason::DtlsFailed => "dtls_failed",
+            DropReason::TxFull => "tx_full",
         }
     }
 }
 
-const DROPS: usize = Drop::ALL.len();
+const DROPS: usize = DropReason::ALL.len();
 
-/// A worker's own counters; only its thread writes them.
-#[derive(Debug, Clone, Default)]
-pub struct Counters {
-    pub packets_in: u64,
-    pub bytes_in: u64,
-    pub packets_out: u64,
-    pub bytes_out: u64,
-    pub rtp_forwarded: u64,
-    pub nack_retransmits: u64,
-    pub keyframe_requests: u64,
-    pub transports: u64,
-    pub drops: [u64; DROPS],
+/// Declares [`Counters`] (plain fields, written by one engine), [`Shared`] (the same fields as
+/// atomics) and the loops between them, from one list of names.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// An engine's counters; only its thread writes them. Summed over workers with
+        /// [`Counters::add`].
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $($(#[$doc])* pub $name: u64,)*
+            /// By [`DropReason`].
+            pub drops: [u64; DROPS],
+        }
+
+        /// The published copy of an engine's counters.
+        #[derive(Debug, Default)]
+        pub struct Shared {
+            $($name: AtomicU64,)*
+            drops: [AtomicU64; DROPS],
+        }
+
+        impl Counters {
+            /// Adds `other` into `self` (totals over workers).
+            pub fn add(&mut self, other: &Counters) {
+                $(self.$name += other.$name;)*
+                for (sum, n) in self.drops.iter_mut().zip(other.drops) {
+                    *sum += n;
+                }
+            }
+        }
+
+        impl Shared {
+            pub fn publish(&self, c: &Counters) {
+                $(self.$name.store(c.$name, Ordering::Relaxed);)*
+                for (a, v) in self.drops.iter().zip(c.drops) {
+                    a.store(v, Ordering::Relaxed);
+                }
+            }
+
+            pub fn snapshot(&self) -> Counters {
+                let mut drops = [0; DROPS];
+                for (d, a) in drops.iter_mut().zip(&self.drops) {
+                    *d = a.load(Ordering::Relaxed);
+                }
+                Counters {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                    drops,
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    packets_in,
+    bytes_in,
+    packets_out,
+    bytes_out,
+    /// RTP packets written to consumers.
+    rtp_forwarded,
+    nack_retransmits,
+    keyframe_requests,
+    /// Live transports (a gauge, not a running total).
+    transports,
 }
 
 impl Counters {
-    pub fn drop(&mut self, reason: Drop) {
+    pub fn drop(&mut self, reason: DropReason) {
         self.drops[reason as usize] += 1;
     }
 
@@ -98,54 +151,47 @@ impl Counters {
         self.packets_out += 1;
         self.bytes_out += bytes as u64;
     }
-}
 
-/// The published copy of a worker's counters.
-#[derive(Debug, Default)]
-pub struct Shared {
-    packets_in: AtomicU64,
-    bytes_in: AtomicU64,
-    packets_out: AtomicU64,
-    bytes_out: AtomicU64,
-    rtp_forwarded: AtomicU64,
-    nack_retransmits: AtomicU64,
-    keyframe_requests: AtomicU64,
-    transports: AtomicU64,
-    drops: [AtomicU64; DROPS],
-}
-
-impl Shared {
-    pub fn publish(&self, c: &Counters) {
-        let store = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
-        store(&self.packets_in, c.packets_in);
-        store(&self.bytes_in, c.bytes_in);
-        store(&self.packets_out, c.packets_out);
-        store(&self.bytes_out, c.bytes_out);
-        store(&self.rtp_forwarded, c.rtp_forwarded);
-        store(&self.nack_retransmits, c.nack_retransmits);
-        store(&self.keyframe_requests, c.keyframe_requests);
-        store(&self.transports, c.transports);
-        for (a, v) in self.drops.iter().zip(c.drops) {
-            store(a, v);
-        }
+    /// (reason name, count) for every drop reason, in [`DropReason::ALL`] order.
+    pub fn drop_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .zip(self.drops)
+            .map(|(d, n)| (d.name(), n))
     }
 
-    pub fn snapshot(&self) -> Counters {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut drops = [0; DROPS];
-        for (d, a) in drops.iter_mut().zip(&self.drops) {
-            *d = load(a);
-        }
-        Counters {
-            packets_in: load(&self.packets_in),
-            bytes_in: load(&self.bytes_in),
-            packets_out: load(&self.packets_out),
-            bytes_out: load(&self.bytes_out),
-            rtp_forwarded: load(&self.rtp_forwarded),
-            nack_retransmits: load(&self.nack_retransmits),
-            keyframe_requests: load(&self.keyframe_requests),
-            transports: load(&self.transports),
-            drops,
-        }
+    /// How many datagrams were dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_counters_read_back_and_add_up() {
+        let mut c = Counters::default();
+        c.packets_in = 3;
+        c.sent(100);
+        c.drop(DropReason::TxFull);
+        c.drop(DropReason::TxFull);
+        let shared = Shared::default();
+        shared.publish(&c);
+        let read = shared.snapshot();
+        assert_eq!(read, c);
+        let mut total = Counters::default();
+        total.add(&read);
+        total.add(&read);
+        assert_eq!(
+            (total.packets_in, total.bytes_out, total.packets_out),
+            (6, 200, 2)
+        );
+        assert_eq!(total.dropped(DropReason::TxFull), 4);
+        assert_eq!(
+            total.drop_counts().find(|(n, _)| *n == "tx_full"),
+            Some(("tx_full", 4))
+        );
     }
 }

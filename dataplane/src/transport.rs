@@ -1,95 +1,132 @@
-//! A transport: one peer connection's ICE-lite agent, DTLS session and SRTP contexts, and the
-//! tracks it publishes and receives.
+//! A transport: how one peer is reached. A peer connection has an ICE-lite agent and a DTLS
+//! session that yield its SRTP contexts; a pipe to another media server has its SRTP keys from
+//! the start. Either way the transport decrypts what arrives and encrypts what its router sends;
+//! its tracks (producers and consumers) belong to its [`Router`](crate::router::Router).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::dtls::Dtls;
+use crate::dtls::{self, Dtls};
 use crate::ice::IceLite;
-use crate::rtp;
+use crate::io::Tx;
+use crate::spec::{Error, PIPE_KEY_LEN, PIPE_PROFILE, PipeSpec, Ssrc, TransportId};
 use crate::srtp;
-use crate::stats::Drop;
-use crate::worker::{ProducerId, RouterId, TransportId};
+use crate::stats::{Counters, DropReason};
+use crate::timers::Grid;
 
-/// Addresses with a valid check kept per transport (the peer may check from several).
+/// Addresses with a valid check kept per peer connection (the peer may check from several).
 const MAX_ADDRS: usize = 4;
-/// Reports go to each connected peer this often.
-pub const RTCP_INTERVAL: Duration = Duration::from_secs(1);
-/// A transport that has not finished DTLS this long after creation is closed.
+/// A peer connection that has not finished DTLS this long after creation is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The SRTP contexts a finished DTLS handshake produced.
+/// A transport's key in its worker's table: what routers and timers refer to it by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransportKey(pub usize);
+
+/// The SRTP contexts of one transport: what it receives and what it sends.
 pub struct Srtp {
     pub inbound: srtp::Context,
     pub outbound: srtp::Context,
 }
 
-/// How an incoming SSRC maps to a producer on this transport.
-#[derive(Debug, Clone)]
-pub struct Publishing {
-    pub producer: ProducerId,
-    pub ssrc: Option<u32>,
-    pub payload_type: u8,
-    pub mid: String,
-    pub mid_ext: Option<u8>,
+impl Srtp {
+    /// The contexts of a pipe, from the keys the control plane gave both ends.
+    pub fn for_pipe(pipe: &PipeSpec) -> Result<Srtp, Error> {
+        if pipe.send_key.len() != PIPE_KEY_LEN || pipe.receive_key.len() != PIPE_KEY_LEN {
+            return Err(Error::Rejected(format!(
+                "pipe keys must be {PIPE_KEY_LEN} bytes"
+            )));
+        }
+        let context = |material: &[u8]| {
+            let (key, salt) = material.split_at(16);
+            srtp::Context::new(PIPE_PROFILE, key, salt)
+                .map_err(|e| Error::Rejected(format!("pipe keys: {e}")))
+        };
+        Ok(Srtp {
+            inbound: context(&pipe.receive_key)?,
+            outbound: context(&pipe.send_key)?,
+        })
+    }
 }
 
 pub struct Transport {
     pub id: TransportId,
-    pub router: RouterId,
+    /// Its router's key on the worker, and its member key in that router.
+    pub router: usize,
+    pub member: usize,
+    pub link: Link,
+    /// Set once media may flow: when DTLS completes, or at creation for a pipe.
+    pub srtp: Option<Srtp>,
+    /// Where we send: the nominated address (else the latest with a valid check), or the
+    /// pipe's far end.
+    pub remote: Option<SocketAddr>,
+    /// The time of this transport's live entry in the engine's timer queue.
+    pub scheduled: Option<Instant>,
+}
+
+/// How the transport reaches its peer.
+pub enum Link {
+    WebRtc(WebRtc),
+    Pipe(Pipe),
+}
+
+/// A peer connection's ICE-lite agent and DTLS session.
+pub struct WebRtc {
     pub ice: IceLite,
     pub dtls: Dtls,
-    pub srtp: Option<Srtp>,
-    /// Where we send: the nominated address, else the latest address with a valid check.
-    pub remote: Option<SocketAddr>,
+    /// The peer nominated an address (USE-CANDIDATE): later unnominated checks do not move us.
     nominated: bool,
     /// Addresses with valid checks, oldest first (each is in the engine's address map).
     pub addrs: Vec<SocketAddr>,
-    pub publishing: Vec<Publishing>,
-    /// (consumer SSRC, producer) for each track this transport receives.
-    pub consuming: Vec<(u32, ProducerId)>,
-    /// Our SSRC as the sender of receiver reports, PLI and REMB.
-    pub rtcp_ssrc: u32,
-    pub created: Instant,
-    pub dtls_deadline: Option<Instant>,
-    pub next_report: Instant,
-    /// A pipe to another media server: keyed by the control plane, no ICE consent to expire.
-    pub pipe: Option<PipeIds>,
+    created: Instant,
+    /// When DTLS wants `handle_timeout` (retransmission), if it does.
+    dtls_deadline: Option<Instant>,
 }
 
-/// The RTCP sender SSRCs of a pipe's two ends, chosen by the control plane so that RTCP from
-/// the other server can be matched to its pipe before it is decrypted.
-#[derive(Debug, Clone, Copy)]
-pub struct PipeIds {
-    pub local_rtcp_ssrc: u32,
-    pub remote_rtcp_ssrc: u32,
+/// A pipe to another media server.
+pub struct Pipe {
+    /// The far end's RTCP sender SSRC, so its RTCP is matched to this pipe before decryption.
+    pub remote_rtcp_ssrc: Ssrc,
+}
+
+/// What a transport's timer found.
+pub enum Expiry {
+    ConsentExpired,
+    HandshakeTimeout,
 }
 
 impl Transport {
-    pub fn new(
-        id: TransportId,
-        router: RouterId,
-        ice: IceLite,
-        dtls: Dtls,
-        now: Instant,
-    ) -> Transport {
+    pub fn webrtc(id: TransportId, ice: IceLite, dtls: Dtls, now: Instant) -> Transport {
         Transport {
             id,
-            router,
-            ice,
-            dtls,
+            router: 0,
+            member: 0,
+            link: Link::WebRtc(WebRtc {
+                ice,
+                dtls,
+                nominated: false,
+                addrs: Vec::with_capacity(MAX_ADDRS),
+                created: now,
+                dtls_deadline: None,
+            }),
             srtp: None,
             remote: None,
-            nominated: false,
-            addrs: Vec::with_capacity(MAX_ADDRS),
-            publishing: Vec::new(),
-            consuming: Vec::new(),
-            rtcp_ssrc: rand::random(),
-            created: now,
-            dtls_deadline: None,
-            next_report: now + RTCP_INTERVAL,
-            pipe: None,
+            scheduled: None,
         }
+    }
+
+    pub fn pipe(id: TransportId, spec: &PipeSpec) -> Result<Transport, Error> {
+        Ok(Transport {
+            id,
+            router: 0,
+            member: 0,
+            link: Link::Pipe(Pipe {
+                remote_rtcp_ssrc: spec.remote_rtcp_ssrc,
+            }),
+            srtp: Some(Srtp::for_pipe(spec)?),
+            remote: Some(spec.remote),
+            scheduled: None,
+        })
     }
 
     pub fn is_connected(&self) -> bool {
@@ -98,88 +135,147 @@ impl Transport {
 
     /// Decrypts an SRTP (or, with `rtcp`, SRTCP) packet from the peer in place; the error is
     /// the reason to count the drop under.
-    pub fn unprotect(&mut self, data: &mut [u8], rtcp: bool) -> Result<usize, Drop> {
-        let srtp = self.srtp.as_mut().ok_or(Drop::SrtpBeforeDtls)?;
+    pub fn unprotect(&mut self, data: &mut [u8], rtcp: bool) -> Result<usize, DropReason> {
+        let srtp = self.srtp.as_mut().ok_or(DropReason::SrtpBeforeDtls)?;
         let result = if rtcp {
             srtp.inbound.unprotect_rtcp(data)
         } else {
             srtp.inbound.unprotect_rtp(data)
         };
         result.map_err(|e| match e {
-            srtp::Error::Replay | srtp::Error::TooOld => Drop::SrtpReplay,
-            _ => Drop::SrtpAuthFailed,
+            srtp::Error::Replay | srtp::Error::TooOld => DropReason::SrtpReplay,
+            _ => DropReason::SrtpAuthFailed,
         })
     }
 
-    /// Records a valid check from `src`. Returns the address that fell out of the list (to
+    /// Records a valid ICE check from `src`. Returns the address that fell out of the list (to
     /// remove from the engine's map) and whether `src` is new.
     pub fn checked(&mut self, src: SocketAddr, nominated: bool) -> (Option<SocketAddr>, bool) {
-        if nominated || !self.nominated {
+        let Link::WebRtc(w) = &mut self.link else {
+            return (None, false);
+        };
+        if nominated || !w.nominated {
             self.remote = Some(src);
-            self.nominated |= nominated;
+            w.nominated |= nominated;
         }
-        if self.addrs.contains(&src) {
+        if w.addrs.contains(&src) {
             return (None, false);
         }
-        let evicted = if self.addrs.len() >= MAX_ADDRS {
-            let i = self
-                .addrs
-                .iter()
-                .position(|a| Some(*a) != self.remote)
-                .unwrap_or(0);
-            Some(self.addrs.remove(i))
+        let evicted = if w.addrs.len() >= MAX_ADDRS {
+            let remote = self.remote;
+            let i = w.addrs.iter().position(|a| Some(*a) != remote).unwrap_or(0);
+            Some(w.addrs.remove(i))
         } else {
             None
         };
-        self.addrs.push(src);
+        w.addrs.push(src);
         (evicted, true)
     }
 
-    /// The producer an incoming RTP packet belongs to: by SSRC, else by binding an unsignalled
-    /// SSRC through the MID header extension or, failing that, a unique payload type.
-    pub fn producer_for(
-        &mut self,
-        header: &rtp::Header,
-        packet: &[u8],
-    ) -> Option<(ProducerId, bool)> {
-        if let Some(p) = self.publishing.iter().find(|p| p.ssrc == Some(header.ssrc)) {
-            return Some((p.producer, false));
+    /// When the transport's timer is next due: a DTLS retransmission, the handshake limit, or
+    /// consent running out. Pipes have none: the control plane keys and closes them.
+    pub fn deadline(&self, grid: &Grid) -> Option<Instant> {
+        let Link::WebRtc(w) = &self.link else {
+            return None;
+        };
+        let consent = grid.after(w.ice.consent_deadline());
+        let handshake = (!self.is_connected()).then(|| grid.after(w.created + HANDSHAKE_TIMEOUT));
+        [Some(consent), handshake, w.dtls_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether consent or the handshake limit ran out at `now`.
+    pub fn expired(&self, now: Instant) -> Option<Expiry> {
+        let Link::WebRtc(w) = &self.link else {
+            return None;
+        };
+        if w.ice.consent_expired(now) {
+            Some(Expiry::ConsentExpired)
+        } else if !self.is_connected()
+            && now.saturating_duration_since(w.created) >= HANDSHAKE_TIMEOUT
+        {
+            Some(Expiry::HandshakeTimeout)
+        } else {
+            None
         }
-        let by_mid = self.publishing.iter().position(|p| {
-            p.ssrc.is_none()
-                && p.mid_ext
-                    .and_then(|id| header.extension_value(packet, id))
-                    .is_some_and(|v| v == p.mid.as_bytes())
-        });
-        let index = by_mid.or_else(|| {
-            let mut candidates = self
-                .publishing
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.ssrc.is_none() && p.payload_type == header.payload_type);
-            match (candidates.next(), candidates.next()) {
-                (Some((i, _)), None) => Some(i),
-                _ => None,
+    }
+
+    /// Runs DTLS's retransmission timer if it is due.
+    pub fn dtls_timeout(&mut self, now: Instant) -> Result<(), dtls::Error> {
+        match &mut self.link {
+            Link::WebRtc(w) if w.dtls_deadline.is_some_and(|d| d <= now) => {
+                w.dtls.handle_timeout(now)
             }
-        })?;
-        let p = self.publishing.get_mut(index)?;
-        p.ssrc = Some(header.ssrc);
-        Some((p.producer, true))
+            _ => Ok(()),
+        }
     }
 
-    /// The producer publishing `ssrc` on this transport.
-    pub fn producer_by_ssrc(&self, ssrc: u32) -> Option<ProducerId> {
-        self.publishing
-            .iter()
-            .find(|p| p.ssrc == Some(ssrc))
-            .map(|p| p.producer)
+    /// Sends what DTLS has to send and takes the SRTP keys when the handshake completes;
+    /// returns whether it just connected. `scratch` holds [`dtls::POLL_BUFFER`] bytes.
+    pub fn drive_dtls(
+        &mut self,
+        scratch: &mut [u8],
+        tx: &mut Tx,
+        counters: &mut Counters,
+    ) -> Result<bool, dtls::Error> {
+        let Link::WebRtc(w) = &mut self.link else {
+            return Ok(false);
+        };
+        let mut connected = false;
+        loop {
+            match w.dtls.poll_output(scratch)? {
+                dtls::Output::Transmit(record) => {
+                    let Some(dst) = self.remote else { continue };
+                    send(tx, counters, dst, |out| {
+                        out.get_mut(..record.len())?.copy_from_slice(record);
+                        Some(record.len())
+                    });
+                }
+                dtls::Output::Connected(keying) => {
+                    let (inbound, outbound) = srtp::session_from_keying(
+                        keying.profile,
+                        &keying.material,
+                        keying.is_server,
+                    )
+                    .map_err(|e| dtls::Error::Handshake(format!("SRTP keys: {e}")))?;
+                    self.srtp = Some(Srtp { inbound, outbound });
+                    connected = true;
+                }
+                dtls::Output::Timeout(at) => {
+                    w.dtls_deadline = Some(at);
+                    break;
+                }
+                dtls::Output::Idle => {
+                    w.dtls_deadline = None;
+                    break;
+                }
+            }
+        }
+        Ok(connected)
     }
+}
 
-    /// The producer behind the consumer this transport receives as `ssrc`.
-    pub fn consumed_producer(&self, ssrc: u32) -> Option<ProducerId> {
-        self.consuming
-            .iter()
-            .find(|(s, _)| *s == ssrc)
-            .map(|&(_, p)| p)
+/// Queues a datagram through `write` and counts it as sent, or as a `TxFull` drop when no send
+/// buffer was free. A `write` that gives up (`None`) is neither.
+pub fn send(
+    tx: &mut Tx,
+    counters: &mut Counters,
+    dst: SocketAddr,
+    write: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> bool {
+    let mut called = false;
+    let mut len = 0;
+    let queued = tx.push(dst, |out| {
+        called = true;
+        len = write(out)?;
+        Some(len)
+    });
+    if queued {
+        counters.sent(len);
+    } else if !called {
+        counters.drop(DropReason::TxFull);
     }
+    queued
 }

@@ -1,34 +1,30 @@
 //! The media server as the control plane sees it: worker threads, one pinned per core, each
-//! running an engine under an I/O backend, reached through bounded command queues.
+//! driving an [`Engine`] under an I/O backend, reached through bounded command queues.
 //!
-//! Commands go to a worker on a bounded queue and an eventfd wakes its loop; replies come back
-//! on oneshot channels and events on an unbounded channel (a handful per transport lifetime),
-//! so neither side ever blocks on the other.
+//! This is the only place channels and threads meet the engine: commands go to a worker on a
+//! bounded queue and an eventfd wakes its loop; replies come back on oneshot channels and events
+//! on an unbounded channel (a handful per transport lifetime), so neither side ever blocks on
+//! the other.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::dtls::{Fingerprint, Identity};
-use crate::engine::{Command, Engine};
-use crate::ice::Credentials;
-use crate::io::{self, Backend, Waker};
-use crate::media::{Codec, MediaKind};
-use crate::stats::{self, Drop};
+use crate::dtls::Identity;
+use crate::engine::Engine;
+use crate::io::{self, Backend, Handler, Tx, Waker};
+use crate::spec::{Error, MediaEvent, TransportId, TransportSpec};
+use crate::stats::{self, Counters};
 
 /// Commands a worker's queue holds before `create_transport` reports it busy.
 const COMMAND_QUEUE: usize = 1024;
-
-/// Identifies a transport (one peer connection) across the process; chosen by the control plane.
-pub type TransportId = u64;
-/// Identifies a producer (a published track); chosen by the control plane.
-pub type ProducerId = u64;
-/// Identifies a router (a channel on a worker); chosen by the control plane.
-pub type RouterId = u64;
+/// Counters are published for the control plane at most this often (and not at all while
+/// nothing changes, so an idle worker sleeps).
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
@@ -46,135 +42,95 @@ pub struct MediaConfig {
     pub first_core: usize,
 }
 
-/// A track the client publishes on this transport.
-#[derive(Debug, Clone)]
-pub struct ProducerSpec {
-    pub id: ProducerId,
-    pub kind: MediaKind,
-    pub codec: Codec,
-    pub payload_type: u8,
-    pub clock_rate: u32,
-    /// From `a=ssrc`; otherwise learned from the first packet carrying `mid_ext` = `mid`.
-    pub ssrc: Option<u32>,
-    pub mid: String,
-    pub mid_ext: Option<u8>,
-    /// The publisher accepts NACK / PLI / FIR / REMB from us.
-    pub nack: bool,
-    pub pli: bool,
-    pub fir: bool,
-    pub remb: bool,
+/// What the control plane asks of a worker.
+enum Command {
+    CreateTransport {
+        spec: TransportSpec,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    CloseTransport {
+        id: TransportId,
+    },
+    Stop,
 }
 
-/// A track the client receives on this transport: a consumer of `producer`.
-#[derive(Debug, Clone)]
-pub struct ConsumerSpec {
-    pub producer: ProducerId,
-    pub ssrc: u32,
-    /// The subscriber's payload type for the producer's codec.
-    pub payload_type: u8,
-    pub mid: String,
-    pub mid_ext: Option<u8>,
-    /// The subscriber sends NACK / PLI / FIR.
-    pub nack: bool,
-    pub pli: bool,
-    pub fir: bool,
+/// One worker thread's state: its engine and the ends of its channels.
+struct Worker {
+    engine: Engine,
+    commands: Receiver<Command>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    shared: Arc<stats::Shared>,
+    /// What was last published, and when.
+    published: Counters,
+    last_publish: Instant,
+    stopped: bool,
 }
 
-/// Everything a worker needs to run one transport; built from the negotiated SDP.
-#[derive(Debug, Clone)]
-pub struct TransportSpec {
-    pub id: TransportId,
-    pub router: RouterId,
-    pub local_ice: Credentials,
-    pub remote_ice: Credentials,
-    pub remote_fingerprint: Fingerprint,
-    pub producers: Vec<ProducerSpec>,
-    pub consumers: Vec<ConsumerSpec>,
-    /// Set for a pipe between two media servers instead of a peer connection.
-    pub pipe: Option<Box<PipeSpec>>,
-}
+impl Worker {
+    fn command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::CreateTransport { spec, reply } => {
+                let result = self.engine.create_transport(now, spec);
+                // The control plane may have given up waiting; nothing to do then.
+                let _ = reply.send(result);
+            }
+            Command::CloseTransport { id } => self.engine.close_transport(id),
+            Command::Stop => {
+                self.engine.close_all();
+                self.stopped = true;
+            }
+        }
+    }
 
-/// A pipe: a transport to another media server of the cluster that relays a channel's tracks
-/// (cascading). There is no ICE or DTLS: the remote address is known and both ends get their
-/// SRTP keys (AEAD_AES_128_GCM) from the control plane, so it carries media at once. The ends
-/// send to each other's worker sockets, so the remote is also where its packets come from; pipes
-/// sharing that pair of sockets are told apart by SSRC.
-#[derive(Clone)]
-pub struct PipeSpec {
-    pub remote: std::net::SocketAddr,
-    /// Master key (16 bytes) then salt (12 bytes) for what we send, and for what we receive.
-    pub send_key: Vec<u8>,
-    pub receive_key: Vec<u8>,
-    /// The sender SSRC of our RTCP on this pipe, and of the other end's.
-    pub local_rtcp_ssrc: u32,
-    pub remote_rtcp_ssrc: u32,
-}
-
-impl std::fmt::Debug for PipeSpec {
-    /// The keys stay out of logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PipeSpec")
-            .field("remote", &self.remote)
-            .finish_non_exhaustive()
+    /// Publishes the counters if they changed and the last publication is old enough;
+    /// otherwise returns when to publish them.
+    fn publish(&mut self, now: Instant) -> Option<Instant> {
+        let counters = self.engine.counters();
+        if *counters == self.published {
+            return None;
+        }
+        let due = self.last_publish + PUBLISH_INTERVAL;
+        if now < due {
+            return Some(due);
+        }
+        self.shared.publish(counters);
+        self.published = counters.clone();
+        self.last_publish = now;
+        None
     }
 }
 
-/// The SRTP profile of pipes and the length of its keying material (master key and salt).
-pub const PIPE_PROFILE: crate::srtp::Profile = crate::srtp::Profile::AeadAes128Gcm;
-pub const PIPE_KEY_LEN: usize = 16 + 12;
+impl Handler for Worker {
+    fn on_datagram(&mut self, now: Instant, src: SocketAddr, data: &mut [u8], tx: &mut Tx) {
+        self.engine.handle_datagram(now, src, data, tx);
+    }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The control plane closed it (leave, WHIP/WHEP DELETE, kick).
-    Closed,
-    /// No valid ICE check for 30 s (RFC 7675).
-    ConsentExpired,
-    /// ICE or DTLS did not complete in time.
-    HandshakeTimeout,
-    /// DTLS failed (for example the certificate did not match the fingerprint).
-    DtlsFailed(String),
-}
+    fn on_tick(&mut self, now: Instant, tx: &mut Tx) -> Option<Instant> {
+        loop {
+            match self.commands.try_recv() {
+                Ok(command) => self.command(now, command),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    // The control plane is gone: stop as if told to.
+                    self.command(now, Command::Stop);
+                    break;
+                }
+            }
+        }
+        self.engine.handle_timeout(now, tx);
+        while let Some(event) = self.engine.poll_event() {
+            let _ = self.events.send(event);
+        }
+        let publish = self.publish(now);
+        [self.engine.poll_timeout(), publish]
+            .into_iter()
+            .flatten()
+            .min()
+    }
 
-/// What the workers tell the control plane.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MediaEvent {
-    /// ICE and DTLS completed; media flows.
-    Connected { transport: TransportId },
-    /// The transport is gone; its producers and consumers with it.
-    Closed {
-        transport: TransportId,
-        reason: CloseReason,
-    },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("could not start the media workers: {0}")]
-    Start(String),
-    #[error("worker {0} is busy (command queue full)")]
-    Busy(usize),
-    #[error("no worker {0}")]
-    NoWorker(usize),
-    #[error("worker stopped")]
-    Stopped,
-    #[error("transport rejected: {0}")]
-    Rejected(String),
-}
-
-/// Counters summed over the workers (drops are counted by reason).
-#[derive(Debug, Clone, Default)]
-pub struct Stats {
-    pub packets_in: u64,
-    pub packets_out: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// RTP packets written to consumers.
-    pub rtp_forwarded: u64,
-    pub nack_retransmits: u64,
-    pub keyframe_requests: u64,
-    pub transports: u64,
-    /// (reason, count), e.g. ("stun_bad_integrity", 3), for every reason.
-    pub drops: Vec<(&'static str, u64)>,
+    fn is_stopped(&self) -> bool {
+        self.stopped
+    }
 }
 
 struct WorkerHandle {
@@ -231,13 +187,16 @@ impl MediaServer {
             let shared = Arc::new(stats::Shared::default());
             let core = (config.pin && !cores.is_empty())
                 .then(|| cores[(config.first_core + index) % cores.len()]);
-            let mut engine = Engine::new(
-                identity.clone(),
-                commands_rx,
-                events_tx.clone(),
-                shared.clone(),
-                Instant::now(),
-            );
+            let now = Instant::now();
+            let mut worker = Worker {
+                engine: Engine::new(identity.clone(), rand::random(), now),
+                commands: commands_rx,
+                events: events_tx.clone(),
+                shared: shared.clone(),
+                published: Counters::default(),
+                last_publish: now,
+                stopped: false,
+            };
             let thread_waker = waker.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("sy-worker-{index}"))
@@ -247,7 +206,7 @@ impl MediaServer {
                     {
                         tracing::warn!(worker = index, "could not pin to core {}", core.id);
                     }
-                    if let Err(e) = io::run(backend, &socket, &thread_waker, &mut engine) {
+                    if let Err(e) = io::run(backend, &socket, &thread_waker, &mut worker) {
                         tracing::error!(worker = index, "I/O loop failed: {e}");
                     }
                 })
@@ -313,28 +272,12 @@ impl MediaServer {
         self.send(worker, Command::CloseTransport { id: transport })
     }
 
-    pub fn stats(&self) -> Stats {
-        let mut total = Stats::default();
-        let mut drops = [0u64; Drop::ALL.len()];
+    /// Counters summed over the workers.
+    pub fn stats(&self) -> Counters {
+        let mut total = Counters::default();
         for w in &self.workers {
-            let c = w.stats.snapshot();
-            total.packets_in += c.packets_in;
-            total.packets_out += c.packets_out;
-            total.bytes_in += c.bytes_in;
-            total.bytes_out += c.bytes_out;
-            total.rtp_forwarded += c.rtp_forwarded;
-            total.nack_retransmits += c.nack_retransmits;
-            total.keyframe_requests += c.keyframe_requests;
-            total.transports += c.transports;
-            for (sum, n) in drops.iter_mut().zip(c.drops) {
-                *sum += n;
-            }
+            total.add(&w.stats.snapshot());
         }
-        total.drops = Drop::ALL
-            .iter()
-            .zip(drops)
-            .map(|(d, n)| (d.name(), n))
-            .collect();
         total
     }
 

@@ -1,25 +1,20 @@
 //! The whole SFU engine in memory: client transports (controlling ICE, DTLS client, SRTP) talk
 //! to one worker's engine through a simulated network with a simulated clock. No sockets.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, sync_channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use switchyard_dataplane::client::{Client, Received};
+use switchyard_dataplane::client::Client;
 use switchyard_dataplane::dtls::Identity;
-use switchyard_dataplane::engine::{Command, Engine};
-use switchyard_dataplane::ice::Credentials;
-use switchyard_dataplane::io::{Handler, Tx};
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::rtp::{self, HeaderFields};
-use switchyard_dataplane::stats::{self, Drop};
-use switchyard_dataplane::worker::{
-    CloseReason, ConsumerSpec, MediaEvent, ProducerSpec, TransportSpec,
+use switchyard_dataplane::sim::{self, Sim};
+use switchyard_dataplane::spec::{
+    CloseReason, ConsumerId, ConsumerSpec, MediaEvent, ProducerId, ProducerSpec, Ssrc, TransportId,
+    TransportKind, TransportSpec,
 };
+use switchyard_dataplane::stats::DropReason;
 use switchyard_dataplane::{rtcp, stun};
-use tokio::sync::{mpsc, oneshot};
 
 const AUDIO_PT: u8 = 111;
 const VIDEO_PT: u8 = 96;
@@ -28,150 +23,30 @@ const PUB_VIDEO: u32 = 2222;
 const SUB_AUDIO: u32 = 3333;
 const SUB_VIDEO: u32 = 4444;
 
-struct Peer {
-    addr: SocketAddr,
-    client: Client,
-    inbox: VecDeque<Vec<u8>>,
-    rtp: Vec<Vec<u8>>,
-    rtcp: Vec<Vec<u8>>,
-    /// Stop sending anything (to let consent expire).
-    silent: bool,
-    errors: Vec<String>,
+/// What the tests do with the in-memory engine beyond `dataplane::sim`.
+trait SimExt {
+    fn open(id: u64) -> Sim;
+    fn connect_peer(&mut self, id: u64, p: Vec<ProducerSpec>, c: Vec<ConsumerSpec>) -> usize;
+    fn wait_for(&mut self, what: &str, done: impl FnMut(&Sim) -> bool);
+    fn send_rtp(&mut self, i: usize, pt: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8>;
+    fn send_rtcp(&mut self, i: usize, packet: &[u8]);
+    fn give(&mut self, from: SocketAddr, datagram: Vec<u8>);
+    fn drops(&mut self, reason: DropReason) -> u64;
+    fn plis_to(&self, i: usize, media_ssrc: u32) -> usize;
 }
 
-struct Sim {
-    engine: Engine,
-    tx: Tx,
-    now: Instant,
-    commands: SyncSender<Command>,
-    events: mpsc::UnboundedReceiver<MediaEvent>,
-    shared: Arc<stats::Shared>,
-    server_identity: Arc<Identity>,
-    peers: Vec<Peer>,
-    /// Datagrams sent to addresses that are not peers (a pipe's other end), with where to.
-    elsewhere: Vec<(SocketAddr, Vec<u8>)>,
-}
-
-impl Sim {
-    fn new() -> Sim {
-        let identity = Identity::generate().unwrap();
-        let (commands, rx) = sync_channel(16);
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let shared = Arc::new(stats::Shared::default());
-        let now = Instant::now();
-        let engine = Engine::new(identity.clone(), rx, events_tx, shared.clone(), now);
-        Sim {
-            engine,
-            tx: Tx::new(1024),
-            now,
-            commands,
-            events,
-            shared,
-            server_identity: identity,
-            peers: Vec::new(),
-            elsewhere: Vec::new(),
-        }
+impl SimExt for Sim {
+    fn open(seed: u64) -> Sim {
+        Sim::new(seed).unwrap()
     }
 
     /// Creates a transport on the engine and the matching client; returns the peer index.
-    fn connect(
-        &mut self,
-        id: u64,
-        producers: Vec<ProducerSpec>,
-        consumers: Vec<ConsumerSpec>,
-    ) -> usize {
-        let client_identity = Identity::generate().unwrap();
-        let (server_ice, client_ice) = (Credentials::random(), Credentials::random());
-        let spec = TransportSpec {
-            id,
-            router: 7,
-            local_ice: server_ice.clone(),
-            remote_ice: client_ice.clone(),
-            remote_fingerprint: client_identity.fingerprint().clone(),
-            producers,
-            consumers,
-            pipe: None,
-        };
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .try_send(Command::CreateTransport { spec, reply })
-            .unwrap();
-        self.engine.on_tick(self.now, &mut self.tx);
-        answer.blocking_recv().unwrap().unwrap();
-        let client = Client::new(
-            &client_identity,
-            client_ice,
-            server_ice,
-            self.server_identity.fingerprint().clone(),
-            self.now,
-        );
-        let addr: SocketAddr = format!("127.0.0.1:{}", 10_000 + self.peers.len())
-            .parse()
-            .unwrap();
-        self.peers.push(Peer {
-            addr,
-            client,
-            inbox: VecDeque::new(),
-            rtp: Vec::new(),
-            rtcp: Vec::new(),
-            silent: false,
-            errors: Vec::new(),
-        });
-        self.peers.len() - 1
+    fn connect_peer(&mut self, id: u64, p: Vec<ProducerSpec>, c: Vec<ConsumerSpec>) -> usize {
+        self.connect(TransportId(id), p, c).unwrap()
     }
 
-    fn deliver(&mut self, from: SocketAddr, mut datagram: Vec<u8>) {
-        self.engine
-            .on_datagram(self.now, from, &mut datagram, &mut self.tx);
-    }
-
-    fn step(&mut self) {
-        let mut buf = [0u8; 2048];
-        for i in 0..self.peers.len() {
-            if self.peers[i].silent {
-                continue;
-            }
-            while let Some(n) = self.peers[i]
-                .client
-                .poll_transmit(self.now, &mut buf)
-                .unwrap()
-            {
-                let from = self.peers[i].addr;
-                self.deliver(from, buf[..n].to_vec());
-            }
-        }
-        self.engine.on_tick(self.now, &mut self.tx);
-        let peers = &mut self.peers;
-        let elsewhere = &mut self.elsewhere;
-        self.tx.drain_to(|dst, bytes| {
-            if let Some(p) = peers.iter_mut().find(|p| p.addr == dst) {
-                p.inbox.push_back(bytes.to_vec());
-            } else {
-                elsewhere.push((dst, bytes.to_vec()));
-            }
-        });
-        for p in &mut self.peers {
-            while let Some(mut d) = p.inbox.pop_front() {
-                match p.client.handle_datagram(self.now, &mut d) {
-                    Ok(Received::Rtp(n)) => p.rtp.push(d[..n].to_vec()),
-                    Ok(Received::Rtcp(n)) => p.rtcp.push(d[..n].to_vec()),
-                    Ok(Received::Other) => {}
-                    Err(e) => p.errors.push(e.to_string()),
-                }
-            }
-            p.client.handle_timeout(self.now).unwrap();
-        }
-        self.now += Duration::from_millis(5);
-    }
-
-    fn run_until(&mut self, what: &str, mut done: impl FnMut(&Sim) -> bool) {
-        for _ in 0..4000 {
-            if done(self) {
-                return;
-            }
-            self.step();
-        }
-        panic!("timed out waiting for {what}");
+    fn wait_for(&mut self, what: &str, done: impl FnMut(&Sim) -> bool) {
+        assert!(self.run_until(4000, done), "timed out waiting for {what}");
     }
 
     /// Sends an RTP packet from peer `i`, encrypted; returns the datagram sent (for replays).
@@ -192,7 +67,7 @@ impl Sim {
             .unwrap();
         let datagram = buf[..n].to_vec();
         let from = self.peers[i].addr;
-        self.deliver(from, datagram.clone());
+        self.give(from, datagram.clone());
         datagram
     }
 
@@ -204,14 +79,15 @@ impl Sim {
             .protect_rtcp(&mut buf, packet.len())
             .unwrap();
         let from = self.peers[i].addr;
-        self.deliver(from, buf[..n].to_vec());
+        self.give(from, buf[..n].to_vec());
     }
 
-    fn drops(&mut self, reason: Drop) -> u64 {
-        // Counters are published at most every 250 ms.
-        self.now += Duration::from_millis(300);
-        self.engine.on_tick(self.now, &mut self.tx);
-        self.shared.snapshot().drops[reason as usize]
+    fn give(&mut self, from: SocketAddr, mut datagram: Vec<u8>) {
+        self.deliver(from, &mut datagram);
+    }
+
+    fn drops(&mut self, reason: DropReason) -> u64 {
+        self.engine.counters().dropped(reason)
     }
 
     /// PLIs for `media_ssrc` that peer `i` has received.
@@ -222,10 +98,6 @@ impl Sim {
             .flat_map(|c| rtcp::packets(c).filter_map(Result::ok).collect::<Vec<_>>())
             .filter(|p| matches!(p, rtcp::Packet::Pli { media_ssrc: m, .. } if *m == media_ssrc))
             .count()
-    }
-
-    fn event(&mut self) -> Option<MediaEvent> {
-        self.events.try_recv().ok()
     }
 }
 
@@ -240,12 +112,12 @@ fn producer(
 ) -> ProducerSpec {
     let video = kind == MediaKind::Video;
     ProducerSpec {
-        id,
+        id: ProducerId(id),
         kind,
         codec,
         payload_type: pt,
         clock_rate: codec.clock_rate(),
-        ssrc: Some(ssrc),
+        ssrc: Some(Ssrc(ssrc)),
         mid: if mid_ext {
             id.to_string()
         } else {
@@ -267,9 +139,11 @@ fn producers() -> Vec<ProducerSpec> {
 }
 
 fn consumers(audio_ssrc: u32, video_ssrc: u32) -> Vec<ConsumerSpec> {
-    let spec = |producer, ssrc, pt: u8, mid: &str| ConsumerSpec {
-        producer,
-        ssrc,
+    // Consumer ids must be unique in the router: the SSRCs are.
+    let spec = |producer, ssrc: u32, pt: u8, mid: &str| ConsumerSpec {
+        id: ConsumerId(u64::from(ssrc)),
+        producer: ProducerId(producer),
+        ssrc: Ssrc(ssrc),
         payload_type: pt,
         mid: mid.into(),
         mid_ext: Some(3),
@@ -289,25 +163,30 @@ fn header(p: &[u8]) -> rtp::Header {
 
 #[test]
 fn forwards_between_publisher_and_subscribers() {
-    let mut sim = Sim::new();
-    let publisher = sim.connect(1, producers(), vec![]);
-    sim.run_until("publisher connected", |s| {
+    let mut sim = Sim::open(1);
+    let publisher = sim.connect_peer(1, producers(), vec![]);
+    sim.wait_for("publisher connected", |s| {
         s.peers[publisher].client.is_connected()
     });
-    assert_eq!(sim.event(), Some(MediaEvent::Connected { transport: 1 }));
+    assert_eq!(
+        sim.event(),
+        Some(MediaEvent::Connected {
+            transport: TransportId(1)
+        })
+    );
 
     // A video packet before anyone subscribes goes nowhere (but into the history).
     sim.send_rtp(publisher, VIDEO_PT, 100, PUB_VIDEO, VP8_DELTA);
 
-    let subscriber = sim.connect(2, vec![], consumers(SUB_AUDIO, SUB_VIDEO));
-    sim.run_until("subscriber connected", |s| {
+    let subscriber = sim.connect_peer(2, vec![], consumers(SUB_AUDIO, SUB_VIDEO));
+    sim.wait_for("subscriber connected", |s| {
         s.peers[subscriber].client.is_connected()
     });
     sim.step();
 
     // The new subscriber made the engine ask the publisher for a keyframe.
     let plis = |s: &Sim| s.plis_to(publisher, PUB_VIDEO);
-    sim.run_until("a PLI to the publisher", |s| plis(s) > 0);
+    sim.wait_for("a PLI to the publisher", |s| plis(s) > 0);
 
     // Audio flows at once, rewritten for the subscriber.
     sim.send_rtp(publisher, AUDIO_PT, 500, PUB_AUDIO, b"opus frame");
@@ -368,7 +247,7 @@ fn forwards_between_publisher_and_subscribers() {
     let mut pli = [0u8; 16];
     let n = rtcp::write_pli(&mut pli, 9, SUB_VIDEO).unwrap();
     sim.send_rtcp(subscriber, &pli[..n]);
-    sim.run_until("the subscriber's PLI forwarded", |s| plis(s) > before);
+    sim.wait_for("the subscriber's PLI forwarded", |s| plis(s) > before);
 
     // Reports: the publisher gets receiver reports and REMB, the subscriber sender reports once
     // the publisher sent one.
@@ -392,7 +271,7 @@ fn forwards_between_publisher_and_subscribers() {
             })
             .count()
     };
-    sim.run_until("a sender report to the subscriber", |s| sub_srs(s) > 0);
+    sim.wait_for("a sender report to the subscriber", |s| sub_srs(s) > 0);
     let pub_rtcp: Vec<rtcp::Packet<'_>> = sim.peers[publisher]
         .rtcp
         .iter()
@@ -410,8 +289,8 @@ fn forwards_between_publisher_and_subscribers() {
     );
 
     // A second subscriber joining late also starts at a keyframe.
-    let late = sim.connect(3, vec![], consumers(5555, 6666));
-    sim.run_until("late subscriber connected", |s| {
+    let late = sim.connect_peer(3, vec![], consumers(5555, 6666));
+    sim.wait_for("late subscriber connected", |s| {
         s.peers[late].client.is_connected()
     });
     sim.send_rtp(publisher, VIDEO_PT, 105, PUB_VIDEO, VP8_DELTA);
@@ -430,14 +309,12 @@ fn forwards_between_publisher_and_subscribers() {
 
     // Closing the publisher tells the control plane; subscribers stop getting media.
     while sim.event().is_some() {}
-    sim.commands
-        .try_send(Command::CloseTransport { id: 1 })
-        .unwrap();
+    sim.engine.close_transport(TransportId(1));
     sim.step();
     assert_eq!(
         sim.event(),
         Some(MediaEvent::Closed {
-            transport: 1,
+            transport: TransportId(1),
             reason: CloseReason::Closed
         })
     );
@@ -445,35 +322,35 @@ fn forwards_between_publisher_and_subscribers() {
 
 #[test]
 fn bad_input_is_dropped_and_counted() {
-    let mut sim = Sim::new();
-    let publisher = sim.connect(1, producers(), vec![]);
-    let subscriber = sim.connect(2, vec![], consumers(SUB_AUDIO, SUB_VIDEO));
+    let mut sim = Sim::open(1);
+    let publisher = sim.connect_peer(1, producers(), vec![]);
+    let subscriber = sim.connect_peer(2, vec![], consumers(SUB_AUDIO, SUB_VIDEO));
 
     // SRTP before DTLS, from an address with a valid ICE check.
     sim.step();
     let from = sim.peers[publisher].addr;
-    sim.deliver(
+    sim.give(
         from,
         vec![
             0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0x08, 0xAE, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
             13, 14, 15, 16,
         ],
     );
-    assert_eq!(sim.drops(Drop::SrtpBeforeDtls), 1);
+    assert_eq!(sim.drops(DropReason::SrtpBeforeDtls), 1);
 
-    sim.run_until("both connected", |s| {
+    sim.wait_for("both connected", |s| {
         s.peers.iter().all(|p| p.client.is_connected())
     });
 
     // Garbage and truncated datagrams.
     let stranger: SocketAddr = "127.0.0.1:9".parse().unwrap();
     for d in [vec![], vec![0xFF; 10], vec![0x80, 96], vec![0x10; 40]] {
-        sim.deliver(stranger, d);
+        sim.give(stranger, d);
     }
-    assert_eq!(sim.drops(Drop::Malformed), 4);
+    assert_eq!(sim.drops(DropReason::Malformed), 4);
     // RTP from an address no transport knows.
-    sim.deliver(stranger, vec![0x80; 40]);
-    assert_eq!(sim.drops(Drop::UnknownSource), 1);
+    sim.give(stranger, vec![0x80; 40]);
+    assert_eq!(sim.drops(DropReason::UnknownSource), 1);
 
     // STUN with a wrong MESSAGE-INTEGRITY for a real ufrag.
     let ufrag = format!("{}:{}", "x", "y");
@@ -489,19 +366,19 @@ fn bad_input_is_dropped_and_counted() {
     w.message_integrity(b"wrong").unwrap();
     w.fingerprint().unwrap();
     let n = w.finish();
-    sim.deliver(stranger, out[..n].to_vec());
-    assert_eq!(sim.drops(Drop::StunUnknownUfrag), 1);
+    sim.give(stranger, out[..n].to_vec());
+    assert_eq!(sim.drops(DropReason::StunUnknownUfrag), 1);
 
     // Replayed and forged SRTP.
     let packet = sim.send_rtp(publisher, AUDIO_PT, 7, PUB_AUDIO, b"once");
-    sim.deliver(from, packet.clone());
-    assert_eq!(sim.drops(Drop::SrtpReplay), 1);
+    sim.give(from, packet.clone());
+    assert_eq!(sim.drops(DropReason::SrtpReplay), 1);
     let mut forged = packet;
     let last = forged.len() - 1;
     forged[last] ^= 0xFF;
     forged[3] = 8;
-    sim.deliver(from, forged);
-    assert_eq!(sim.drops(Drop::SrtpAuthFailed), 1);
+    sim.give(from, forged);
+    assert_eq!(sim.drops(DropReason::SrtpAuthFailed), 1);
 
     // Media still flows for the healthy pair.
     sim.peers[subscriber].rtp.clear();
@@ -515,10 +392,15 @@ fn bad_input_is_dropped_and_counted() {
 
 #[test]
 fn consent_expires_without_checks() {
-    let mut sim = Sim::new();
-    let a = sim.connect(1, producers(), vec![]);
-    sim.run_until("connected", |s| s.peers[a].client.is_connected());
-    assert_eq!(sim.event(), Some(MediaEvent::Connected { transport: 1 }));
+    let mut sim = Sim::open(1);
+    let a = sim.connect_peer(1, producers(), vec![]);
+    sim.wait_for("connected", |s| s.peers[a].client.is_connected());
+    assert_eq!(
+        sim.event(),
+        Some(MediaEvent::Connected {
+            transport: TransportId(1)
+        })
+    );
     sim.peers[a].silent = true;
     for _ in 0..(31_000 / 5) {
         sim.step();
@@ -526,7 +408,7 @@ fn consent_expires_without_checks() {
     assert_eq!(
         sim.event(),
         Some(MediaEvent::Closed {
-            transport: 1,
+            transport: TransportId(1),
             reason: CloseReason::ConsentExpired
         })
     );
@@ -534,42 +416,20 @@ fn consent_expires_without_checks() {
 
 #[test]
 fn dtls_peer_with_the_wrong_certificate_is_refused() {
-    let mut sim = Sim::new();
+    let mut sim = Sim::open(1);
     let impostor = Identity::generate().unwrap();
-    let (server_ice, client_ice) = (Credentials::random(), Credentials::random());
     let expected = Identity::generate().unwrap();
-    let spec = TransportSpec {
-        id: 5,
-        router: 7,
-        local_ice: server_ice.clone(),
-        remote_ice: client_ice.clone(),
-        remote_fingerprint: expected.fingerprint().clone(),
-        producers: producers(),
-        consumers: vec![],
-        pipe: None,
-    };
-    let (reply, answer) = oneshot::channel();
-    sim.commands
-        .try_send(Command::CreateTransport { spec, reply })
+    let (server_ice, client_ice) = sim
+        .create(TransportId(5), &expected, producers(), vec![])
         .unwrap();
-    sim.engine.on_tick(sim.now, &mut sim.tx);
-    answer.blocking_recv().unwrap().unwrap();
     let client = Client::new(
         &impostor,
         client_ice,
         server_ice,
-        sim.server_identity.fingerprint().clone(),
+        sim.identity.fingerprint().clone(),
         sim.now,
     );
-    sim.peers.push(Peer {
-        addr: "127.0.0.1:20000".parse().unwrap(),
-        client,
-        inbox: VecDeque::new(),
-        rtp: vec![],
-        rtcp: vec![],
-        silent: false,
-        errors: vec![],
-    });
+    sim.add_peer(client);
     for _ in 0..200 {
         sim.step();
         if let Some(MediaEvent::Closed { reason, .. }) = sim.event() {
@@ -577,7 +437,7 @@ fn dtls_peer_with_the_wrong_certificate_is_refused() {
                 matches!(reason, CloseReason::DtlsFailed(ref r) if r.contains("fingerprint")),
                 "{reason:?}"
             );
-            assert!(sim.drops(Drop::DtlsFailed) >= 1);
+            assert!(sim.drops(DropReason::DtlsFailed) >= 1);
             return;
         }
     }
@@ -603,32 +463,24 @@ fn pipe(
     producers: Vec<ProducerSpec>,
     consumers: Vec<ConsumerSpec>,
 ) -> PipeEnd {
+    use switchyard_dataplane::spec::{PIPE_PROFILE, PipeSpec};
     use switchyard_dataplane::srtp::Context;
-    use switchyard_dataplane::worker::{PIPE_PROFILE, PipeSpec};
     let (a, b): ([u8; 28], [u8; 28]) = (rand::random(), rand::random());
     let addr: SocketAddr = "10.9.9.9:50000".parse().unwrap();
     let spec = TransportSpec {
-        id,
-        router: 7,
-        local_ice: Credentials::random(),
-        remote_ice: Credentials::random(),
-        remote_fingerprint: sim.server_identity.fingerprint().clone(),
-        producers,
-        consumers,
-        pipe: Some(Box::new(PipeSpec {
+        id: TransportId(id),
+        router: sim::ROUTER,
+        kind: TransportKind::Pipe(Box::new(PipeSpec {
             remote: addr,
             send_key: a.to_vec(),
             receive_key: b.to_vec(),
-            local_rtcp_ssrc: rand::random(),
-            remote_rtcp_ssrc: FAR_RTCP,
+            local_rtcp_ssrc: Ssrc(rand::random()),
+            remote_rtcp_ssrc: Ssrc(FAR_RTCP),
         })),
+        producers,
+        consumers,
     };
-    let (reply, answer) = oneshot::channel();
-    sim.commands
-        .try_send(Command::CreateTransport { spec, reply })
-        .unwrap();
-    sim.engine.on_tick(sim.now, &mut sim.tx);
-    answer.blocking_recv().unwrap().unwrap();
+    sim.engine.create_transport(sim.now, spec).unwrap();
     PipeEnd {
         addr,
         send: Context::new(PIPE_PROFILE, &b[..16], &b[16..]).unwrap(),
@@ -641,9 +493,9 @@ fn pipe(
 /// producer reaches this server's subscribers.
 #[test]
 fn pipes_relay_between_media_servers() {
-    let mut sim = Sim::new();
-    let publisher = sim.connect(1, producers(), vec![]);
-    sim.run_until("publisher connected", |s| {
+    let mut sim = Sim::open(1);
+    let publisher = sim.connect_peer(1, producers(), vec![]);
+    sim.wait_for("publisher connected", |s| {
         s.peers[publisher].client.is_connected()
     });
     // The sending end: consumers of the publisher's tracks, towards the other server.
@@ -651,7 +503,7 @@ fn pipes_relay_between_media_servers() {
     sim.step();
     // Connected at creation: its video consumer asked the publisher for a keyframe already.
     let plis = |s: &Sim| s.plis_to(publisher, PUB_VIDEO);
-    sim.run_until("a PLI to the publisher", |s| plis(s) > 0);
+    sim.wait_for("a PLI to the publisher", |s| plis(s) > 0);
     let before = plis(&sim);
     sim.send_rtp(publisher, AUDIO_PT, 10, PUB_AUDIO, b"opus over the pipe");
     sim.step();
@@ -672,11 +524,11 @@ fn pipes_relay_between_media_servers() {
     let n = out.send.protect_rtcp(&mut buf, len).unwrap();
     sim.now += Duration::from_secs(2);
     let from = out.addr;
-    sim.deliver(from, buf[..n].to_vec());
-    sim.run_until("the pipe's PLI at the publisher", |s| plis(s) > before);
+    sim.give(from, buf[..n].to_vec());
+    sim.wait_for("the pipe's PLI at the publisher", |s| plis(s) > before);
 
     // The receiving end on another server: a pipe producer and a local subscriber.
-    let mut other = Sim::new();
+    let mut other = Sim::open(1);
     let spec = |id, kind, codec, pt, ssrc| producer(id, kind, codec, pt, ssrc, false);
     let mut inbound = pipe(
         &mut other,
@@ -695,8 +547,8 @@ fn pipes_relay_between_media_servers() {
         vec![spec(9, MediaKind::Audio, Codec::Opus, 109, 7777)],
         vec![],
     );
-    let subscriber = other.connect(4, vec![], consumers(SUB_AUDIO, SUB_VIDEO));
-    other.run_until("subscriber connected", |s| {
+    let subscriber = other.connect_peer(4, vec![], consumers(SUB_AUDIO, SUB_VIDEO));
+    other.wait_for("subscriber connected", |s| {
         s.peers[subscriber].client.is_connected()
     });
     let fields = HeaderFields {
@@ -710,7 +562,7 @@ fn pipes_relay_between_media_servers() {
     buf[h..h + 5].copy_from_slice(b"relay");
     let n = inbound.send.protect_rtp(&mut buf, h + 5).unwrap();
     let from = inbound.addr;
-    other.deliver(from, buf[..n].to_vec());
+    other.give(from, buf[..n].to_vec());
     other.step();
     let got = other.peers[subscriber]
         .rtp
@@ -726,16 +578,16 @@ fn pipes_relay_between_media_servers() {
     };
     let h = rtp::write_header(&mut buf, &fields, &[]).unwrap();
     let n = second.send.protect_rtp(&mut buf, h + 5).unwrap();
-    let before = other.drops(Drop::SrtpAuthFailed);
-    other.deliver(from, buf[..n].to_vec());
+    let before = other.drops(DropReason::SrtpAuthFailed);
+    other.give(from, buf[..n].to_vec());
     assert_eq!(
-        other.drops(Drop::SrtpAuthFailed),
+        other.drops(DropReason::SrtpAuthFailed),
         before,
         "routed to the right pipe"
     );
-    assert_eq!(other.drops(Drop::UnknownSource), 0);
+    assert_eq!(other.drops(DropReason::UnknownSource), 0);
     // Its keyframe request for the new subscriber went back through the pipe.
-    other.run_until("a PLI into the pipe", |s| {
+    other.wait_for("a PLI into the pipe", |s| {
         s.elsewhere.iter().any(|(dst, d)| {
             let mut d = d.clone();
             *dst == inbound.addr
@@ -757,9 +609,43 @@ fn pipes_relay_between_media_servers() {
     other.step();
     sim.now += Duration::from_secs(60);
     sim.step();
-    assert!(
-        !std::iter::from_fn(|| other.event())
-            .any(|e| matches!(e, MediaEvent::Closed { transport: 3, .. }))
-    );
+    assert!(!std::iter::from_fn(|| other.event()).any(|e| matches!(
+        e,
+        MediaEvent::Closed {
+            transport: TransportId(3),
+            ..
+        }
+    )));
     let _ = &mut out;
+}
+
+/// The engine asks to be woken only for what is due: nothing without transports, the
+/// handshake limit for a new one, DTLS's own retransmission time while a flight is out.
+#[test]
+fn the_engine_wakes_for_real_deadlines_only() {
+    use switchyard_dataplane::transport::HANDSHAKE_TIMEOUT;
+    let mut sim = Sim::open(1);
+    let start = sim.now;
+    assert_eq!(sim.engine.poll_timeout(), None, "nothing to wake for");
+    let p = sim.connect_peer(1, producers(), vec![]);
+    assert_eq!(sim.engine.poll_timeout(), Some(start + HANDSHAKE_TIMEOUT));
+
+    // The server answers the ClientHello; the client then falls silent.
+    sim.wait_for("the server's DTLS flight", |s| {
+        s.engine.counters().packets_out >= 2
+    });
+    sim.peers[p].silent = true;
+    let deadline = sim.engine.poll_timeout().unwrap();
+    assert!(
+        deadline > sim.now - sim::STEP && deadline < start + Duration::from_secs(5),
+        "DTLS retransmission due in {:?}",
+        deadline - start
+    );
+    let sent = sim.engine.counters().packets_out;
+    sim.now = deadline;
+    sim.step();
+    assert!(
+        sim.engine.counters().packets_out > sent,
+        "the flight was sent again"
+    );
 }

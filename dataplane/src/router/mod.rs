@@ -1,0 +1,1121 @@
+//! SFU routing in mediasoup's terms: a [`Router`] is a channel on a worker. It holds the
+//! channel's producers (published tracks) and consumers (subscriptions to them), and does the
+//! SFU's work on media: fan-out of each packet to its consumers, NACKs answered from a
+//! producer's history, keyframe requests to publishers (rate-limited, repeated while a consumer
+//! waits), and the RTCP reports each transport gets.
+//!
+//! The router never touches sockets or SRTP. It knows each transport of its channel as a
+//! member (its producers, consumers and RTCP sender SSRC) and hands packets in the clear to an
+//! [`Output`], which encrypts them for the transport and queues them: the engine in production,
+//! a recorder in the tests below.
+
+mod consumer;
+mod history;
+mod producer;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use slab::Slab;
+
+use consumer::Consumer;
+pub use consumer::Rewrite;
+use producer::Producer;
+
+use crate::media::MediaKind;
+use crate::rtcp;
+use crate::rtp;
+use crate::spec::{ConsumerId, ConsumerSpec, Error, ProducerId, ProducerSpec, RouterId, Ssrc};
+use crate::stats::{Counters, DropReason};
+use crate::timers::Grid;
+use crate::transport::TransportKey;
+
+/// Reports go to each connected transport this often.
+pub const RTCP_INTERVAL: Duration = Duration::from_secs(1);
+/// The bitrate we tell publishers they may use (REMB), until bandwidth estimation lands.
+const REMB_BITRATE: u64 = 3_000_000;
+/// CNAME in our RTCP SDES.
+const CNAME: &str = "switchyard";
+/// Report blocks (and REMB SSRCs) per receiver report: more producers on one transport than
+/// this are left out of its reports.
+const MAX_REPORT_BLOCKS: usize = 8;
+
+/// Where a router's packets go: the transports of its worker. Each method writes one packet in
+/// the clear through `write` (which returns its length, or `None` to send nothing), protects it
+/// with the transport's SRTP context and queues it. They return whether it was queued: not when
+/// the transport is not connected yet, `write` gave up, or no send buffer was free (which the
+/// output counts).
+pub trait Output {
+    fn send_rtp(
+        &mut self,
+        to: TransportKey,
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool;
+    fn send_rtcp(
+        &mut self,
+        to: TransportKey,
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool;
+    fn counters(&mut self) -> &mut Counters;
+}
+
+/// A transport as its router knows it.
+struct Member {
+    transport: TransportKey,
+    /// Our SSRC as the sender of receiver reports, PLI, FIR and REMB to this transport.
+    rtcp_ssrc: Ssrc,
+    producers: Vec<usize>,
+    consumers: Vec<usize>,
+    /// When its next reports are due; `None` until the transport connects.
+    next_report: Option<Instant>,
+}
+
+/// A channel on one worker.
+pub struct Router {
+    id: RouterId,
+    members: Slab<Member>,
+    producers: Slab<Producer>,
+    consumers: Slab<Consumer>,
+    /// Producers and consumers by the control plane's ids: consumers are attached to
+    /// producers by id, and ids must be unique in the channel.
+    producer_ids: HashMap<ProducerId, usize>,
+    consumer_ids: HashMap<ConsumerId, usize>,
+    /// Reports are due on this grid (see `Grid`), so they share wake-ups.
+    grid: Grid,
+    /// The earliest report or keyframe request due, kept current by every change that can make
+    /// one due sooner and recomputed after each `handle_timeout`.
+    deadline: Option<Instant>,
+}
+
+impl Router {
+    pub fn new(id: RouterId, grid: Grid) -> Router {
+        Router {
+            id,
+            members: Slab::new(),
+            producers: Slab::new(),
+            consumers: Slab::new(),
+            producer_ids: HashMap::new(),
+            consumer_ids: HashMap::new(),
+            grid,
+            deadline: None,
+        }
+    }
+
+    pub fn id(&self) -> RouterId {
+        self.id
+    }
+
+    /// Whether no transport is left (the router goes away then).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Adds transport `transport` with the producers it publishes and the consumers it
+    /// receives; returns its member key. Consumers must name producers already in the router,
+    /// and producer ids must be new: otherwise nothing is added.
+    pub fn add_member(
+        &mut self,
+        now: Instant,
+        transport: TransportKey,
+        producers: &[ProducerSpec],
+        consumers: &[ConsumerSpec],
+        rtcp_ssrc: Ssrc,
+        rng: &mut impl Rng,
+    ) -> Result<usize, Error> {
+        for (i, c) in consumers.iter().enumerate() {
+            if !self.producer_ids.contains_key(&c.producer) {
+                return Err(Error::Rejected(format!(
+                    "producer {} is not in this channel",
+                    c.producer
+                )));
+            }
+            if self.consumer_ids.contains_key(&c.id) || consumers[..i].iter().any(|d| d.id == c.id)
+            {
+                return Err(Error::Rejected(format!("consumer {} exists", c.id)));
+            }
+        }
+        for (i, p) in producers.iter().enumerate() {
+            if self.producer_ids.contains_key(&p.id) || producers[..i].iter().any(|q| q.id == p.id)
+            {
+                return Err(Error::Rejected(format!("producer {} exists", p.id)));
+            }
+        }
+        let member = self.members.insert(Member {
+            transport,
+            rtcp_ssrc,
+            producers: Vec::with_capacity(producers.len()),
+            consumers: Vec::with_capacity(consumers.len()),
+            next_report: None,
+        });
+        for spec in producers {
+            let key = self.producers.insert(Producer::new(member, spec));
+            self.producer_ids.insert(spec.id, key);
+            self.members[member].producers.push(key);
+        }
+        for spec in consumers {
+            let Some(&producer) = self.producer_ids.get(&spec.producer) else {
+                continue;
+            };
+            let kind = self.producers[producer].kind;
+            let key = self.consumers.insert(Consumer {
+                id: spec.id,
+                transport,
+                member,
+                producer,
+                rewrite: Rewrite::new(spec, rng),
+                nack: spec.nack,
+                started: kind == MediaKind::Audio,
+                packets: 0,
+                octets: 0,
+            });
+            self.consumer_ids.insert(spec.id, key);
+            let p = &mut self.producers[producer];
+            p.consumers.push(key);
+            if kind == MediaKind::Video {
+                p.waiting += 1;
+                // A consumer waiting for a keyframe has one asked for at once, even before it
+                // connects, and again every `KEYFRAME_RETRY` until it starts.
+                let due = p.keyframe_due(now);
+                self.lower_deadline(due);
+            }
+            self.members[member].consumers.push(key);
+        }
+        Ok(member)
+    }
+
+    /// Removes a member with its producers (and every consumer of them) and its consumers.
+    pub fn remove_member(&mut self, member: usize) {
+        let Some(m) = self.members.try_remove(member) else {
+            return;
+        };
+        for key in m.consumers {
+            self.remove_consumer(key);
+        }
+        for key in m.producers {
+            let Some(p) = self.producers.try_remove(key) else {
+                continue;
+            };
+            self.producer_ids.remove(&p.id);
+            for c in p.consumers {
+                let Some(consumer) = self.consumers.try_remove(c) else {
+                    continue;
+                };
+                self.consumer_ids.remove(&consumer.id);
+                if let Some(other) = self.members.get_mut(consumer.member) {
+                    other.consumers.retain(|&k| k != c);
+                }
+            }
+        }
+    }
+
+    fn remove_consumer(&mut self, key: usize) {
+        let Some(c) = self.consumers.try_remove(key) else {
+            return;
+        };
+        self.consumer_ids.remove(&c.id);
+        if let Some(p) = self.producers.get_mut(c.producer) {
+            p.consumers.retain(|&k| k != key);
+            if !c.started {
+                p.waiting = p.waiting.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The member's transport connected: its reports start, its video consumers ask their
+    /// producers for a keyframe (so a new subscriber sees a picture at once), and its own
+    /// producers are asked for one if consumers already wait for it.
+    pub fn connected(&mut self, now: Instant, member: usize) {
+        let Some(m) = self.members.get_mut(member) else {
+            return;
+        };
+        let next_report = self.grid.after(now + RTCP_INTERVAL);
+        m.next_report = Some(next_report);
+        self.lower_deadline(Some(next_report));
+        let Some(m) = self.members.get(member) else {
+            return;
+        };
+        let wanted: Vec<usize> = m
+            .consumers
+            .iter()
+            .filter_map(|&c| self.consumers.get(c).map(|c| c.producer))
+            .filter(|&p| {
+                self.producers
+                    .get(p)
+                    .is_some_and(|p| p.kind == MediaKind::Video)
+            })
+            .chain(
+                m.producers
+                    .iter()
+                    .copied()
+                    .filter(|&p| self.producers.get(p).is_some_and(|p| p.waiting > 0)),
+            )
+            .collect();
+        for producer in wanted {
+            self.request_keyframe(now, producer);
+        }
+    }
+
+    /// Asks for a keyframe from `producer` (sent by `handle_timeout` once the rate limit
+    /// allows).
+    fn request_keyframe(&mut self, now: Instant, producer: usize) {
+        let Some(p) = self.producers.get_mut(producer) else {
+            return;
+        };
+        if !p.keyframe.pending {
+            p.keyframe.pending = true;
+            let due = p.keyframe_due(now);
+            self.lower_deadline(due);
+        }
+    }
+
+    fn lower_deadline(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
+        }
+    }
+
+    /// Whether `ssrc` belongs to the member's stream: a producer's, or for RTCP also one of its
+    /// consumers' (feedback names our SSRCs). Pipes sharing an address are told apart by this.
+    pub fn member_has_ssrc(&self, member: usize, ssrc: Ssrc, rtcp: bool) -> bool {
+        let Some(m) = self.members.get(member) else {
+            return false;
+        };
+        m.producers
+            .iter()
+            .any(|&p| self.producers.get(p).is_some_and(|p| p.ssrc == Some(ssrc)))
+            || (rtcp
+                && m.consumers.iter().any(|&c| {
+                    self.consumers
+                        .get(c)
+                        .is_some_and(|c| c.rewrite.ssrc == ssrc)
+                }))
+    }
+
+    /// The member's producer an incoming RTP packet belongs to: by SSRC, else by binding an
+    /// unsignalled SSRC to it through the MID header extension or, failing that, a unique
+    /// payload type among those with no SSRC yet.
+    fn producer_for(
+        &mut self,
+        member: usize,
+        header: &rtp::Header,
+        packet: &[u8],
+    ) -> Option<usize> {
+        let m = self.members.get(member)?;
+        let ssrc = Ssrc(header.ssrc);
+        let unbound = || {
+            m.producers
+                .iter()
+                .copied()
+                .filter(|&k| self.producers.get(k).is_some_and(|p| p.ssrc.is_none()))
+        };
+        if let Some(&key) = m
+            .producers
+            .iter()
+            .find(|&&k| self.producers.get(k).is_some_and(|p| p.ssrc == Some(ssrc)))
+        {
+            return Some(key);
+        }
+        let by_mid = unbound().find(|&k| {
+            self.producers.get(k).is_some_and(|p| {
+                p.mid_ext
+                    .and_then(|id| header.extension_value(packet, id))
+                    .is_some_and(|v| v == p.mid.as_bytes())
+            })
+        });
+        let key = by_mid.or_else(|| {
+            let mut same_pt = unbound().filter(|&k| {
+                self.producers
+                    .get(k)
+                    .is_some_and(|p| p.payload_type == header.payload_type)
+            });
+            match (same_pt.next(), same_pt.next()) {
+                (Some(k), None) => Some(k),
+                _ => None,
+            }
+        })?;
+        self.producers.get_mut(key)?.ssrc = Some(ssrc);
+        Some(key)
+    }
+
+    /// A decrypted RTP packet from `member`: kept for NACKs (video), then written for every
+    /// started consumer of its producer. A video consumer starts at a keyframe.
+    pub fn on_rtp(
+        &mut self,
+        now: Instant,
+        member: usize,
+        header: &rtp::Header,
+        packet: &[u8],
+        out: &mut impl Output,
+    ) {
+        let Some(key) = self.producer_for(member, header, packet) else {
+            return out.counters().drop(DropReason::RtpUnknownSsrc);
+        };
+        let Some(producer) = self.producers.get_mut(key) else {
+            return;
+        };
+        producer
+            .receive
+            .on_packet(header.sequence, header.timestamp, now);
+        if let Some(history) = producer.history.as_mut() {
+            history.insert(header.sequence, packet);
+        }
+        let payload = packet
+            .get(header.payload_offset..header.payload_end)
+            .unwrap_or_default();
+        let keyframe =
+            producer.kind == MediaKind::Video && rtp::is_keyframe(producer.codec, payload);
+        let payload_len = header.payload_end.saturating_sub(header.payload_offset) as u32;
+        for &c in &producer.consumers {
+            let Some(consumer) = self.consumers.get_mut(c) else {
+                continue;
+            };
+            let mut starting = false;
+            let sent = out.send_rtp(consumer.transport, |buf| {
+                if !consumer.started {
+                    if !keyframe {
+                        return None;
+                    }
+                    starting = true;
+                }
+                consumer.rewrite.write(header, packet, buf)
+            });
+            if starting {
+                consumer.started = true;
+                producer.waiting = producer.waiting.saturating_sub(1);
+            }
+            if sent {
+                out.counters().rtp_forwarded += 1;
+                consumer.packets = consumer.packets.wrapping_add(1);
+                consumer.octets = consumer.octets.wrapping_add(payload_len);
+            }
+        }
+    }
+
+    /// A decrypted compound RTCP packet from `member`: sender reports from a publisher,
+    /// NACK, PLI and FIR from a subscriber.
+    pub fn on_rtcp(&mut self, now: Instant, member: usize, compound: &[u8], out: &mut impl Output) {
+        for packet in rtcp::packets(compound) {
+            let Ok(packet) = packet else {
+                out.counters().drop(DropReason::RtcpMalformed);
+                break;
+            };
+            match packet {
+                rtcp::Packet::SenderReport {
+                    ssrc,
+                    ntp,
+                    rtp_timestamp,
+                    ..
+                } => {
+                    if let Some(p) = self
+                        .own_producer(member, Ssrc(ssrc))
+                        .and_then(|k| self.producers.get_mut(k))
+                    {
+                        p.receive.on_sender_report(ntp, now);
+                        p.last_sr = Some((ntp, rtp_timestamp, now));
+                    }
+                }
+                rtcp::Packet::Nack(nack) => {
+                    if let Some(c) = self.own_consumer(member, Ssrc(nack.media_ssrc)) {
+                        self.retransmit(c, nack.lost(), out);
+                    }
+                }
+                rtcp::Packet::Pli { media_ssrc, .. } => {
+                    if let Some(c) = self.own_consumer(member, Ssrc(media_ssrc)) {
+                        self.request_keyframe(now, self.consumers[c].producer);
+                    }
+                }
+                rtcp::Packet::Fir { entries, .. } => {
+                    for (ssrc, _) in entries {
+                        if let Some(c) = self.own_consumer(member, Ssrc(ssrc)) {
+                            self.request_keyframe(now, self.consumers[c].producer);
+                        }
+                    }
+                }
+                rtcp::Packet::ReceiverReport { .. }
+                | rtcp::Packet::Remb { .. }
+                | rtcp::Packet::TransportCc { .. }
+                | rtcp::Packet::Other { .. } => {}
+            }
+        }
+    }
+
+    /// The member's producer with `ssrc`.
+    fn own_producer(&self, member: usize, ssrc: Ssrc) -> Option<usize> {
+        self.members
+            .get(member)?
+            .producers
+            .iter()
+            .copied()
+            .find(|&k| self.producers.get(k).is_some_and(|p| p.ssrc == Some(ssrc)))
+    }
+
+    /// The member's consumer that sends as `ssrc`.
+    fn own_consumer(&self, member: usize, ssrc: Ssrc) -> Option<usize> {
+        self.members
+            .get(member)?
+            .consumers
+            .iter()
+            .copied()
+            .find(|&k| {
+                self.consumers
+                    .get(k)
+                    .is_some_and(|c| c.rewrite.ssrc == ssrc)
+            })
+    }
+
+    /// Resends the packets a consumer NACKed, from its producer's history, if it negotiated
+    /// NACK and has started.
+    fn retransmit(
+        &mut self,
+        consumer: usize,
+        lost: impl Iterator<Item = u16>,
+        out: &mut impl Output,
+    ) {
+        let Some(c) = self.consumers.get(consumer) else {
+            return;
+        };
+        let Some(history) = self
+            .producers
+            .get(c.producer)
+            .and_then(|p| p.history.as_ref())
+        else {
+            return;
+        };
+        if !c.nack || !c.started {
+            return;
+        }
+        for seq in lost {
+            let Some(packet) = history.get(c.rewrite.producer_seq(seq)) else {
+                continue;
+            };
+            let Ok(header) = rtp::Header::parse(packet) else {
+                continue;
+            };
+            if out.send_rtp(c.transport, |buf| c.rewrite.write(&header, packet, buf)) {
+                out.counters().nack_retransmits += 1;
+            }
+        }
+    }
+
+    /// When `handle_timeout` next has work: a report or a keyframe request due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Sends what is due: keyframe requests, then reports. Recomputes the deadline.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut impl Output) {
+        if self.deadline.is_none_or(|d| d > now) {
+            return;
+        }
+        self.send_keyframe_requests(now, out);
+        self.send_reports(now, out);
+        self.deadline = self
+            .members
+            .iter()
+            .filter_map(|(_, m)| m.next_report)
+            .chain(
+                self.producers
+                    .iter()
+                    .filter_map(|(_, p)| p.keyframe_due(now)),
+            )
+            .min();
+    }
+
+    /// Sends each due keyframe request (PLI, else FIR) to its producer's publisher. A request
+    /// to a publisher that is not connected yet counts as sent for the rate limit; the
+    /// publisher is asked again when it connects.
+    fn send_keyframe_requests(&mut self, now: Instant, out: &mut impl Output) {
+        for (_, p) in self.producers.iter_mut() {
+            if p.keyframe_due(now).is_none_or(|due| due > now) {
+                continue;
+            }
+            p.keyframe.pending = false;
+            p.keyframe.last_sent = Some(now);
+            let (Some(ssrc), Some(m)) = (p.ssrc, self.members.get(p.member)) else {
+                continue;
+            };
+            let (pli, sender) = (p.pli, m.rtcp_ssrc.0);
+            if !pli && !p.fir {
+                continue;
+            }
+            if !pli {
+                p.keyframe.fir_seq = p.keyframe.fir_seq.wrapping_add(1);
+            }
+            let fir_seq = p.keyframe.fir_seq;
+            if out.send_rtcp(m.transport, |buf| {
+                if pli {
+                    rtcp::write_pli(buf, sender, ssrc.0).ok()
+                } else {
+                    rtcp::write_fir(buf, sender, ssrc.0, fir_seq).ok()
+                }
+            }) {
+                out.counters().keyframe_requests += 1;
+            }
+        }
+    }
+
+    /// Receiver reports (and REMB) for the producers of each member whose reports are due,
+    /// sender reports for its started consumers.
+    fn send_reports(&mut self, now: Instant, out: &mut impl Output) {
+        let next = self.grid.after(now + RTCP_INTERVAL);
+        for (_, m) in self.members.iter_mut() {
+            if m.next_report.is_none_or(|t| t > now) {
+                continue;
+            }
+            m.next_report = Some(next);
+            if !m.producers.is_empty() {
+                out.send_rtcp(m.transport, |buf| {
+                    receiver_report(buf, m, &mut self.producers, now)
+                });
+            }
+            for &c in &m.consumers {
+                let Some(c) = self.consumers.get(c) else {
+                    continue;
+                };
+                let Some((ntp, rtp_ts)) = self
+                    .producers
+                    .get(c.producer)
+                    .and_then(|p| p.rtp_time_at(now))
+                else {
+                    continue;
+                };
+                if !c.started {
+                    continue;
+                }
+                out.send_rtcp(m.transport, |buf| {
+                    let ssrc = c.rewrite.ssrc.0;
+                    let ts = c.rewrite.timestamp(rtp_ts);
+                    let sr =
+                        rtcp::write_sender_report(buf, ssrc, ntp, ts, c.packets, c.octets, &[])
+                            .ok()?;
+                    let sdes = rtcp::write_sdes_cname(buf.get_mut(sr..)?, ssrc, CNAME).ok()?;
+                    Some(sr + sdes)
+                });
+            }
+        }
+    }
+}
+
+/// A compound RR (one block per producer with a known SSRC), SDES, and REMB when negotiated.
+fn receiver_report(
+    out: &mut [u8],
+    m: &Member,
+    producers: &mut Slab<Producer>,
+    now: Instant,
+) -> Option<usize> {
+    let mut blocks = [rtcp::ReportBlock::default(); MAX_REPORT_BLOCKS];
+    let mut count = 0;
+    let mut remb_ssrcs = [0u32; MAX_REPORT_BLOCKS];
+    let mut remb_count = 0;
+    for &key in &m.producers {
+        let Some(p) = producers.get_mut(key) else {
+            continue;
+        };
+        let Some(ssrc) = p.ssrc else { continue };
+        if let Some(slot) = blocks.get_mut(count) {
+            *slot = p.receive.report_block(ssrc.0, now);
+            count += 1;
+        }
+        if p.remb
+            && let Some(slot) = remb_ssrcs.get_mut(remb_count)
+        {
+            *slot = ssrc.0;
+            remb_count += 1;
+        }
+    }
+    let sender = m.rtcp_ssrc.0;
+    let mut len = rtcp::write_receiver_report(out, sender, blocks.get(..count)?).ok()?;
+    len += rtcp::write_sdes_cname(out.get_mut(len..)?, sender, CNAME).ok()?;
+    if remb_count > 0 {
+        len += rtcp::write_remb(
+            out.get_mut(len..)?,
+            sender,
+            REMB_BITRATE,
+            remb_ssrcs.get(..remb_count)?,
+        )
+        .ok()?;
+    }
+    Some(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Codec;
+    use crate::rtp::HeaderFields;
+    use crate::spec::ConsumerId;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use std::collections::HashSet;
+
+    const PUB: TransportKey = TransportKey(0);
+    const SUB: TransportKey = TransportKey(1);
+    const SUB2: TransportKey = TransportKey(2);
+    const AUDIO: u32 = 1111;
+    const VIDEO: u32 = 2222;
+    const VP8_KEY: &[u8] = &[0x10, 0x00, 0x9d, 0x01, 0x2a, 0xAA, 0xBB];
+    const VP8_DELTA: &[u8] = &[0x10, 0x01, 0xCC, 0xDD];
+
+    /// An output that records what the router sends, in the clear, to the transports marked
+    /// connected.
+    #[derive(Default)]
+    struct Recorder {
+        connected: HashSet<TransportKey>,
+        sent: Vec<(TransportKey, bool, Vec<u8>)>,
+        counters: Counters,
+    }
+
+    impl Recorder {
+        fn record(
+            &mut self,
+            to: TransportKey,
+            rtcp: bool,
+            write: impl FnOnce(&mut [u8]) -> Option<usize>,
+        ) -> bool {
+            if !self.connected.contains(&to) {
+                return false;
+            }
+            let mut buf = [0u8; 1500];
+            let Some(n) = write(&mut buf) else {
+                return false;
+            };
+            self.sent.push((to, rtcp, buf[..n].to_vec()));
+            true
+        }
+
+        fn rtp_to(&self, to: TransportKey) -> Vec<rtp::Header> {
+            self.sent
+                .iter()
+                .filter(|(t, rtcp, _)| *t == to && !rtcp)
+                .map(|(_, _, p)| rtp::Header::parse(p).unwrap())
+                .collect()
+        }
+
+        fn rtcp_to(&self, to: TransportKey) -> Vec<rtcp::Packet<'_>> {
+            self.sent
+                .iter()
+                .filter(|(t, rtcp, _)| *t == to && *rtcp)
+                .flat_map(|(_, _, p)| rtcp::packets(p).map(Result::unwrap))
+                .collect()
+        }
+    }
+
+    impl Output for Recorder {
+        fn send_rtp(
+            &mut self,
+            to: TransportKey,
+            write: impl FnOnce(&mut [u8]) -> Option<usize>,
+        ) -> bool {
+            self.record(to, false, write)
+        }
+
+        fn send_rtcp(
+            &mut self,
+            to: TransportKey,
+            write: impl FnOnce(&mut [u8]) -> Option<usize>,
+        ) -> bool {
+            self.record(to, true, write)
+        }
+
+        fn counters(&mut self) -> &mut Counters {
+            &mut self.counters
+        }
+    }
+
+    fn producer(id: u64, codec: Codec, ssrc: Option<u32>) -> ProducerSpec {
+        ProducerSpec {
+            id: ProducerId(id),
+            kind: codec.kind(),
+            codec,
+            payload_type: if codec == Codec::Opus { 111 } else { 96 },
+            clock_rate: codec.clock_rate(),
+            ssrc: ssrc.map(Ssrc),
+            mid: id.to_string(),
+            mid_ext: Some(1),
+            nack: true,
+            pli: true,
+            fir: true,
+            remb: true,
+        }
+    }
+
+    fn consumer(id: u64, producer: u64, ssrc: u32) -> ConsumerSpec {
+        ConsumerSpec {
+            id: ConsumerId(id),
+            producer: ProducerId(producer),
+            ssrc: Ssrc(ssrc),
+            payload_type: 98,
+            mid: "0".into(),
+            mid_ext: Some(3),
+            nack: true,
+            pli: true,
+            fir: true,
+        }
+    }
+
+    fn packet(ssrc: u32, pt: u8, seq: u16, mid: Option<&[u8]>, payload: &[u8]) -> Vec<u8> {
+        let fields = HeaderFields {
+            marker: false,
+            payload_type: pt,
+            sequence: seq,
+            timestamp: u32::from(seq) * 3000,
+            ssrc,
+        };
+        let mut buf = [0u8; 256];
+        let ext: Vec<(u8, &[u8])> = mid.map(|m| (1, m)).into_iter().collect();
+        let h = rtp::write_header(&mut buf, &fields, &ext).unwrap();
+        buf[h..h + payload.len()].copy_from_slice(payload);
+        buf[..h + payload.len()].to_vec()
+    }
+
+    /// A router with a publisher (audio and video, SSRCs known) and `subscribers` transports
+    /// consuming both, all connected at `now`.
+    struct Channel {
+        router: Router,
+        out: Recorder,
+        now: Instant,
+        publisher: usize,
+        subscribers: Vec<usize>,
+    }
+
+    impl Channel {
+        fn new(subscribers: &[TransportKey]) -> Channel {
+            let now = Instant::now();
+            let mut rng = StdRng::seed_from_u64(7);
+            let mut router = Router::new(RouterId(1), Grid::new(now));
+            let publisher = router
+                .add_member(
+                    now,
+                    PUB,
+                    &[
+                        producer(1, Codec::Opus, Some(AUDIO)),
+                        producer(2, Codec::Vp8, Some(VIDEO)),
+                    ],
+                    &[],
+                    Ssrc(9),
+                    &mut rng,
+                )
+                .unwrap();
+            let mut out = Recorder::default();
+            out.connected.insert(PUB);
+            router.connected(now, publisher);
+            let subscribers = subscribers
+                .iter()
+                .map(|&t| {
+                    let base = 10 * t.0 as u64;
+                    let m = router
+                        .add_member(
+                            now,
+                            t,
+                            &[],
+                            &[
+                                consumer(base + 1, 1, 3000 + t.0 as u32),
+                                consumer(base + 2, 2, 4000 + t.0 as u32),
+                            ],
+                            Ssrc(90 + t.0 as u32),
+                            &mut rng,
+                        )
+                        .unwrap();
+                    out.connected.insert(t);
+                    router.connected(now, m);
+                    m
+                })
+                .collect();
+            Channel {
+                router,
+                out,
+                now,
+                publisher,
+                subscribers,
+            }
+        }
+
+        fn rtp(&mut self, ssrc: u32, pt: u8, seq: u16, payload: &[u8]) {
+            let p = packet(ssrc, pt, seq, None, payload);
+            let h = rtp::Header::parse(&p).unwrap();
+            self.router
+                .on_rtp(self.now, self.publisher, &h, &p, &mut self.out);
+        }
+
+        fn rtcp(&mut self, member: usize, compound: &[u8]) {
+            self.router
+                .on_rtcp(self.now, member, compound, &mut self.out);
+        }
+
+        /// Runs the router's timers up to `now + by`.
+        fn advance(&mut self, by: Duration) {
+            self.now += by;
+            self.router.handle_timeout(self.now, &mut self.out);
+        }
+
+        fn plis(&self) -> usize {
+            self.out
+                .rtcp_to(PUB)
+                .iter()
+                .filter(|p| {
+                    matches!(p, rtcp::Packet::Pli { sender_ssrc: 9, media_ssrc } if *media_ssrc == VIDEO)
+                })
+                .count()
+        }
+    }
+
+    #[test]
+    fn fan_out_writes_each_consumer_its_copy_and_video_starts_at_a_keyframe() {
+        let mut c = Channel::new(&[SUB, SUB2]);
+        c.rtp(AUDIO, 111, 1, b"opus");
+        c.rtp(VIDEO, 96, 1, VP8_DELTA);
+        for sub in [SUB, SUB2] {
+            let got = c.out.rtp_to(sub);
+            assert_eq!(got.len(), 1, "audio at once, video waits");
+            assert_eq!(
+                (got[0].ssrc, got[0].payload_type),
+                (3000 + sub.0 as u32, 98)
+            );
+        }
+        c.rtp(VIDEO, 96, 2, VP8_KEY);
+        c.rtp(VIDEO, 96, 3, VP8_DELTA);
+        for sub in [SUB, SUB2] {
+            let video: Vec<_> = c
+                .out
+                .rtp_to(sub)
+                .into_iter()
+                .filter(|h| h.ssrc == 4000 + sub.0 as u32)
+                .collect();
+            assert_eq!(video.len(), 2);
+            assert_eq!(video[1].sequence, video[0].sequence.wrapping_add(1));
+            assert_eq!(video[1].timestamp.wrapping_sub(video[0].timestamp), 3000);
+        }
+        assert_eq!(c.out.counters.rtp_forwarded, 6);
+        assert!(
+            c.out.rtp_to(PUB).is_empty(),
+            "nothing goes back to the publisher"
+        );
+    }
+
+    #[test]
+    fn a_transport_that_is_not_connected_gets_nothing_and_waits_for_its_keyframe() {
+        let mut c = Channel::new(&[SUB]);
+        c.out.connected.remove(&SUB);
+        c.rtp(VIDEO, 96, 1, VP8_KEY);
+        assert!(c.out.rtp_to(SUB).is_empty());
+        c.out.connected.insert(SUB);
+        c.rtp(VIDEO, 96, 2, VP8_DELTA);
+        assert!(
+            c.out.rtp_to(SUB).is_empty(),
+            "its first video is a keyframe"
+        );
+        c.rtp(VIDEO, 96, 3, VP8_KEY);
+        assert_eq!(c.out.rtp_to(SUB).len(), 1);
+    }
+
+    #[test]
+    fn nacks_are_answered_from_the_history_with_the_consumers_numbers() {
+        let mut c = Channel::new(&[SUB]);
+        c.rtp(VIDEO, 96, 100, VP8_KEY);
+        c.rtp(VIDEO, 96, 101, VP8_DELTA);
+        let sent = c.out.rtp_to(SUB);
+        let lost = sent[1].sequence;
+        c.out.sent.clear();
+        let mut nack = [0u8; 64];
+        let n = rtcp::write_nack(&mut nack, 5, 4001, &[lost]).unwrap();
+        let sub = c.subscribers[0];
+        c.rtcp(sub, &nack[..n]);
+        let resent = c.out.rtp_to(SUB);
+        assert_eq!(resent.len(), 1);
+        assert_eq!((resent[0].ssrc, resent[0].sequence), (4001, lost));
+        assert_eq!(c.out.counters.nack_retransmits, 1);
+        // A NACK for a sequence number never seen, or for another transport's SSRC, is ignored.
+        c.out.sent.clear();
+        let n = rtcp::write_nack(&mut nack, 5, 4001, &[lost.wrapping_add(50)]).unwrap();
+        c.rtcp(sub, &nack[..n]);
+        let n = rtcp::write_nack(&mut nack, 5, 4002, &[lost]).unwrap();
+        c.rtcp(sub, &nack[..n]);
+        assert!(c.out.sent.is_empty());
+    }
+
+    #[test]
+    fn keyframe_requests_go_to_the_publisher_rate_limited() {
+        let mut c = Channel::new(&[SUB]);
+        // The subscriber's waiting video consumer asked for one at once.
+        c.advance(Duration::ZERO);
+        assert_eq!(c.plis(), 1);
+        assert_eq!(c.out.counters.keyframe_requests, 1);
+        // Its PLI asks again, but not before the rate limit allows.
+        let mut pli = [0u8; 16];
+        let n = rtcp::write_pli(&mut pli, 5, 4001).unwrap();
+        let sub = c.subscribers[0];
+        c.rtcp(sub, &pli[..n]);
+        c.advance(Duration::from_millis(100));
+        assert_eq!(c.plis(), 1);
+        assert_eq!(
+            c.router.poll_timeout(),
+            Some(c.now - Duration::from_millis(100) + producer::KEYFRAME_REQUEST_INTERVAL)
+        );
+        c.advance(Duration::from_millis(400));
+        assert_eq!(c.plis(), 2);
+        // Once the consumer has its keyframe, no more repeats.
+        c.rtp(VIDEO, 96, 1, VP8_KEY);
+        c.advance(Duration::from_secs(3));
+        assert_eq!(c.plis(), 2);
+    }
+
+    #[test]
+    fn a_publisher_without_pli_gets_fir_with_increasing_sequence_numbers() {
+        let now = Instant::now();
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut router = Router::new(RouterId(1), Grid::new(now));
+        let mut spec = producer(2, Codec::Vp8, Some(VIDEO));
+        spec.pli = false;
+        let publisher = router
+            .add_member(now, PUB, &[spec], &[], Ssrc(9), &mut rng)
+            .unwrap();
+        let mut out = Recorder::default();
+        out.connected.insert(PUB);
+        router.connected(now, publisher);
+        router
+            .add_member(now, SUB, &[], &[consumer(1, 2, 4001)], Ssrc(8), &mut rng)
+            .unwrap();
+        router.handle_timeout(now, &mut out);
+        let later = now + Duration::from_secs(1);
+        router.handle_timeout(later, &mut out);
+        let firs: Vec<u8> = out
+            .rtcp_to(PUB)
+            .into_iter()
+            .filter_map(|p| match p {
+                rtcp::Packet::Fir { mut entries, .. } => entries.next().map(|(_, seq)| seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(firs, [1, 2]);
+    }
+
+    #[test]
+    fn reports_go_out_each_interval_once_connected() {
+        let mut c = Channel::new(&[SUB]);
+        c.rtp(AUDIO, 111, 1, b"opus");
+        c.rtp(VIDEO, 96, 1, VP8_KEY);
+        c.out.sent.clear();
+        c.advance(RTCP_INTERVAL + Grid::TICK);
+        let to_pub = c.out.rtcp_to(PUB);
+        assert!(
+            to_pub
+                .iter()
+                .any(|p| matches!(p, rtcp::Packet::ReceiverReport { ssrc: 9, .. }))
+        );
+        assert!(to_pub.iter().any(
+            |p| matches!(p, rtcp::Packet::Remb { bitrate_bps, .. } if *bitrate_bps == REMB_BITRATE)
+        ));
+        // No sender reports to the subscriber before the publisher's clock is known.
+        assert!(c.out.rtcp_to(SUB).is_empty());
+        let mut sr = [0u8; 64];
+        let n = rtcp::write_sender_report(&mut sr, VIDEO, 5 << 32, 3000, 1, 4, &[]).unwrap();
+        let publisher = c.publisher;
+        c.rtcp(publisher, &sr[..n]);
+        c.advance(RTCP_INTERVAL);
+        let srs: Vec<u32> = c
+            .out
+            .rtcp_to(SUB)
+            .into_iter()
+            .filter_map(|p| match p {
+                rtcp::Packet::SenderReport { ssrc, .. } => Some(ssrc),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            srs,
+            [4001],
+            "for the started consumer whose producer sent an SR"
+        );
+        // The next reports wait a whole interval.
+        c.out.sent.clear();
+        c.advance(RTCP_INTERVAL / 2);
+        assert!(c.out.sent.is_empty());
+    }
+
+    #[test]
+    fn unsignalled_ssrcs_are_bound_by_mid_once_and_kept_in_one_place() {
+        let now = Instant::now();
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut router = Router::new(RouterId(1), Grid::new(now));
+        let publisher = router
+            .add_member(
+                now,
+                PUB,
+                &[producer(1, Codec::Opus, None)],
+                &[],
+                Ssrc(9),
+                &mut rng,
+            )
+            .unwrap();
+        let mut out = Recorder::default();
+        assert!(!router.member_has_ssrc(publisher, Ssrc(77), false));
+        let p = packet(77, 111, 1, Some(b"1"), b"x");
+        let h = rtp::Header::parse(&p).unwrap();
+        router.on_rtp(now, publisher, &h, &p, &mut out);
+        assert!(router.member_has_ssrc(publisher, Ssrc(77), false));
+        // Another SSRC with no MID and no unbound producer left is unknown.
+        let p = packet(78, 111, 1, None, b"x");
+        let h = rtp::Header::parse(&p).unwrap();
+        router.on_rtp(now, publisher, &h, &p, &mut out);
+        assert_eq!(out.counters.dropped(DropReason::RtpUnknownSsrc), 1);
+    }
+
+    #[test]
+    fn members_come_and_go_with_their_tracks() {
+        let mut c = Channel::new(&[SUB]);
+        let mut rng = StdRng::seed_from_u64(2);
+        let err = |r: Result<usize, Error>| r.unwrap_err().to_string();
+        assert!(
+            err(c
+                .router
+                .add_member(c.now, SUB2, &[], &[consumer(99, 5, 1)], Ssrc(1), &mut rng))
+            .contains("producer 5 is not in this channel")
+        );
+        assert!(
+            err(c.router.add_member(
+                c.now,
+                SUB2,
+                &[producer(1, Codec::Opus, None)],
+                &[],
+                Ssrc(1),
+                &mut rng
+            ))
+            .contains("producer 1 exists")
+        );
+        assert!(
+            err(c
+                .router
+                .add_member(c.now, SUB2, &[], &[consumer(11, 1, 1)], Ssrc(1), &mut rng))
+            .contains("consumer 11 exists")
+        );
+        // The publisher leaves: its consumers go with it, and its ids may be used again.
+        let publisher = c.publisher;
+        c.router.remove_member(publisher);
+        assert!(c.router.consumers.is_empty());
+        let sub = c.subscribers[0];
+        assert!(c.router.members[sub].consumers.is_empty());
+        let again = c
+            .router
+            .add_member(
+                c.now,
+                PUB,
+                &[producer(1, Codec::Opus, None)],
+                &[],
+                Ssrc(1),
+                &mut rng,
+            )
+            .unwrap();
+        c.router
+            .add_member(c.now, SUB2, &[], &[consumer(11, 1, 5)], Ssrc(2), &mut rng)
+            .unwrap();
+        c.router.remove_member(sub);
+        c.router.remove_member(again);
+        assert!(!c.router.is_empty());
+        assert_eq!(
+            c.router.consumers.len(),
+            0,
+            "consumers of a removed producer go"
+        );
+    }
+}

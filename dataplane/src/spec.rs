@@ -1,0 +1,185 @@
+//! What the control plane and a worker's engine say to each other: ids, the specs of
+//! transports with their producers and consumers, the events coming back, and the errors.
+//!
+//! Nothing here knows about threads or sockets: the engine takes these as plain values, and
+//! `worker` carries them across threads.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::dtls::Fingerprint;
+use crate::ice::Credentials;
+use crate::media::{Codec, MediaKind};
+use crate::srtp;
+
+/// Declares an id type: a newtype over an integer, so that one kind of id cannot be passed
+/// where another is wanted. Displays as the bare number (logs and labels stay as they were).
+macro_rules! id {
+    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        pub struct $name(pub $inner);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl From<$inner> for $name {
+            fn from(v: $inner) -> $name {
+                $name(v)
+            }
+        }
+    };
+}
+
+id!(
+    /// A router: a channel on one worker. Chosen by the control plane.
+    RouterId(u64)
+);
+id!(
+    /// A transport: one peer connection, or a pipe to another media server. Chosen by the
+    /// control plane, unique in the process.
+    TransportId(u64)
+);
+id!(
+    /// A producer: a track published on a transport. Chosen by the control plane, unique in
+    /// its router.
+    ProducerId(u64)
+);
+id!(
+    /// A consumer: one transport's subscription to a producer. Chosen by the control plane.
+    ConsumerId(u64)
+);
+id!(
+    /// An RTP synchronization source (RFC 3550 §3).
+    Ssrc(u32)
+);
+
+/// A track the client publishes on this transport.
+#[derive(Debug, Clone)]
+pub struct ProducerSpec {
+    pub id: ProducerId,
+    pub kind: MediaKind,
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub clock_rate: u32,
+    /// From `a=ssrc`; otherwise learned from the first packet carrying `mid_ext` = `mid`.
+    pub ssrc: Option<Ssrc>,
+    pub mid: String,
+    pub mid_ext: Option<u8>,
+    /// The publisher accepts NACK / PLI / FIR / REMB from us.
+    pub nack: bool,
+    pub pli: bool,
+    pub fir: bool,
+    pub remb: bool,
+}
+
+/// A track the client receives on this transport: a consumer of `producer`.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub id: ConsumerId,
+    pub producer: ProducerId,
+    pub ssrc: Ssrc,
+    /// The subscriber's payload type for the producer's codec.
+    pub payload_type: u8,
+    pub mid: String,
+    pub mid_ext: Option<u8>,
+    /// The subscriber sends NACK / PLI / FIR.
+    pub nack: bool,
+    pub pli: bool,
+    pub fir: bool,
+}
+
+/// Everything a worker needs to run one transport; built from the negotiated SDP.
+#[derive(Debug, Clone)]
+pub struct TransportSpec {
+    pub id: TransportId,
+    pub router: RouterId,
+    pub kind: TransportKind,
+    pub producers: Vec<ProducerSpec>,
+    pub consumers: Vec<ConsumerSpec>,
+}
+
+/// How a transport reaches its peer.
+#[derive(Debug, Clone)]
+pub enum TransportKind {
+    /// A peer connection: ICE-lite and DTLS (we are the DTLS server), then SRTP with the
+    /// exported keys.
+    WebRtc {
+        local_ice: Credentials,
+        remote_ice: Credentials,
+        remote_fingerprint: Fingerprint,
+    },
+    /// A pipe to another media server of the cluster.
+    Pipe(Box<PipeSpec>),
+}
+
+/// A pipe: a transport to another media server of the cluster that relays a channel's tracks
+/// (cascading). There is no ICE or DTLS: the remote address is known and both ends get their
+/// SRTP keys (AEAD_AES_128_GCM) from the control plane, so it carries media at once. The ends
+/// send to each other's worker sockets, so the remote is also where its packets come from; pipes
+/// sharing that pair of sockets are told apart by SSRC.
+#[derive(Clone)]
+pub struct PipeSpec {
+    pub remote: SocketAddr,
+    /// Master key (16 bytes) then salt (12 bytes) for what we send, and for what we receive.
+    pub send_key: Vec<u8>,
+    pub receive_key: Vec<u8>,
+    /// The sender SSRC of our RTCP on this pipe, and of the other end's.
+    pub local_rtcp_ssrc: Ssrc,
+    pub remote_rtcp_ssrc: Ssrc,
+}
+
+impl fmt::Debug for PipeSpec {
+    /// The keys stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PipeSpec")
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SRTP profile of pipes and the length of its keying material (master key and salt).
+pub const PIPE_PROFILE: srtp::Profile = srtp::Profile::AeadAes128Gcm;
+pub const PIPE_KEY_LEN: usize = 16 + 12;
+
+/// Why a transport ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The control plane closed it (leave, WHIP/WHEP DELETE, kick).
+    Closed,
+    /// No valid ICE check for 30 s (RFC 7675).
+    ConsentExpired,
+    /// ICE or DTLS did not complete in time.
+    HandshakeTimeout,
+    /// DTLS failed (for example the certificate did not match the fingerprint).
+    DtlsFailed(String),
+}
+
+/// What an engine tells the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// ICE and DTLS completed; media flows.
+    Connected { transport: TransportId },
+    /// The transport is gone; its producers and consumers with it.
+    Closed {
+        transport: TransportId,
+        reason: CloseReason,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("could not start the media workers: {0}")]
+    Start(String),
+    #[error("worker {0} is busy (command queue full)")]
+    Busy(usize),
+    #[error("no worker {0}")]
+    NoWorker(usize),
+    #[error("worker stopped")]
+    Stopped,
+    #[error("transport rejected: {0}")]
+    Rejected(String),
+}
