@@ -172,8 +172,10 @@ mod tests {
 
     #[test]
     fn published_counters_read_back_and_add_up() {
-        let mut c = Counters::default();
-        c.packets_in = 3;
+        let mut c = Counters {
+            packets_in: 3,
+            ..Default::default()
+        };
         c.sent(100);
         c.drop(DropReason::TxFull);
         c.drop(DropReason::TxFull);

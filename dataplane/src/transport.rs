@@ -64,9 +64,10 @@ pub struct Transport {
     pub scheduled: Option<Instant>,
 }
 
-/// How the transport reaches its peer.
+/// How the transport reaches its peer. A peer connection's state is boxed: its DTLS session
+/// is large, and transports are scanned by key on the packet path.
 pub enum Link {
-    WebRtc(WebRtc),
+    WebRtc(Box<WebRtc>),
     Pipe(Pipe),
 }
 
@@ -101,14 +102,14 @@ impl Transport {
             id,
             router: 0,
             member: 0,
-            link: Link::WebRtc(WebRtc {
+            link: Link::WebRtc(Box::new(WebRtc {
                 ice,
                 dtls,
                 nominated: false,
                 addrs: Vec::with_capacity(MAX_ADDRS),
                 created: now,
                 dtls_deadline: None,
-            }),
+            })),
             srtp: None,
             remote: None,
             scheduled: None,

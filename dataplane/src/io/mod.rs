@@ -97,9 +97,8 @@ impl Waker {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a fresh descriptor we own.
-        Ok(Waker {
-            fd: Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }),
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Waker { fd: Arc::new(fd) })
     }
 
     /// Never blocks: a full counter (EAGAIN) already means "woken".
