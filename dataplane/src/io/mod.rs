@@ -57,15 +57,18 @@ impl Backend {
     }
 }
 
+/// A `--io-backend` value that names no backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown I/O backend {0:?} (expected uring or mmsg)")]
+pub struct UnknownBackend(String);
+
 impl FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Backend, String> {
+    type Err = UnknownBackend;
+    fn from_str(s: &str) -> Result<Backend, UnknownBackend> {
         match s {
             "uring" | "io_uring" | "io-uring" => Ok(Backend::Uring),
             "mmsg" => Ok(Backend::Mmsg),
-            other => Err(format!(
-                "unknown I/O backend {other:?} (expected uring or mmsg)"
-            )),
+            other => Err(UnknownBackend(other.to_string())),
         }
     }
 }
