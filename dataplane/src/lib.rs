@@ -20,4 +20,5 @@ pub mod srtp;
 pub mod stats;
 pub mod stun;
 pub mod transport;
+pub mod wire;
 pub mod worker;
