@@ -114,6 +114,7 @@ impl Sim {
             server_ice.clone(),
             self.identity.fingerprint().clone(),
             self.now,
+            self.peers.len() as u64,
         );
         let index = self.peers.len();
         let port = u16::try_from(20_000 + index).expect("port");

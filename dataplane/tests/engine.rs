@@ -104,6 +104,7 @@ impl Sim {
             server_ice,
             self.server_identity.fingerprint().clone(),
             self.now,
+            id,
         );
         let addr: SocketAddr = format!("127.0.0.1:{}", 10_000 + self.peers.len())
             .parse()
@@ -560,6 +561,7 @@ fn dtls_peer_with_the_wrong_certificate_is_refused() {
         server_ice,
         sim.server_identity.fingerprint().clone(),
         sim.now,
+        1,
     );
     sim.peers.push(Peer {
         addr: "127.0.0.1:20000".parse().unwrap(),
