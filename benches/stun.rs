@@ -42,6 +42,7 @@ fn binding(c: &mut Criterion) {
         server_ice.clone(),
         sim.identity.fingerprint().clone(),
         sim.now,
+        1,
     );
     let peer = sim.add_peer(client);
     let src: SocketAddr = sim.peers[peer].addr;

@@ -34,6 +34,7 @@ fn offer() -> String {
             payload_type: 96,
             ssrc: 7,
         }],
+        1,
     )
 }
 
@@ -69,6 +70,7 @@ fn token_from_the_same_directory_is_accepted() {
             codec: Codec::Vp8,
             payload_type: 96,
         }],
+        1,
     );
     let r = http::request(
         server.port,

@@ -197,7 +197,7 @@ async fn run() -> Result<(), String> {
             ssrc: VIDEO_SSRC,
         },
     ];
-    let offer = client::offer_with(&ice, identity.fingerprint(), &tracks, Setup::Active);
+    let offer = client::offer_with(&ice, identity.fingerprint(), &tracks, Setup::Active, 1);
     let published = publisher
         .publish(ROOM, "switchyard publisher", &offer)
         .await
@@ -214,6 +214,7 @@ async fn run() -> Result<(), String> {
         remote.ice,
         remote.fingerprint,
         Instant::now(),
+        1,
     );
     let pub_ep = tokio::task::spawn_blocking(move || {
         let mut ep = Endpoint::new(client, remote.address);
@@ -252,6 +253,7 @@ async fn run() -> Result<(), String> {
         sub_identity.fingerprint(),
         &sub_offer,
         &[Codec::Opus, Codec::Vp8],
+        1,
     )
     .map_err(|e| format!("answer to {sub_offer}: {e}"))?;
     let video_pt: u8 = SessionDescription::parse(&answer)
@@ -275,6 +277,7 @@ async fn run() -> Result<(), String> {
         remote.fingerprint,
         IceRole::Controlled,
         Instant::now(),
+        2,
     );
     let received = tokio::task::spawn_blocking(move || {
         let mut ep = Endpoint::new(client, remote.address);

@@ -139,6 +139,7 @@ fn whip_and_whep_errors_say_why() {
             codec: switchyard_dataplane::media::Codec::Vp8,
             payload_type: 96,
         }],
+        1,
     );
     let r = post(
         server.port,

@@ -256,6 +256,7 @@ impl AppState {
             fingerprint,
             candidates: &candidates,
             allowed_codecs: &rules.codecs,
+            session_id: rand::random::<u32>().into(),
         };
         let roles: Vec<MediaRole> = offer
             .media
@@ -432,6 +433,7 @@ impl AppState {
             fingerprint: self.media.identity().fingerprint(),
             candidates: &candidates,
             allowed_codecs: &ALL_CODECS,
+            session_id: rand::random::<u32>().into(),
         };
         let answer =
             sdp::answer(&offer, &local, &roles).map_err(|e| Error::BadRequest(e.to_string()))?;

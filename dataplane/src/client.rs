@@ -10,14 +10,16 @@
 //! sockets or in memory. It makes the offers a browser would (`offer`).
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use crate::dtls::{self, Dtls, Fingerprint, Identity};
-use crate::ice::Credentials;
+use crate::ice::{self, Credentials};
 use crate::media::{Codec, MediaKind};
-use crate::sdp::{self, SessionDescription};
+use crate::sdp::{self, Direction, MediaSection, SessionDescription};
 use crate::transport::Srtp;
 use crate::{demux, srtp, stun};
 
@@ -47,18 +49,12 @@ pub enum Received {
     Other,
 }
 
-/// Which side of ICE (RFC 8445 §6.1.1) the client plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IceRole {
-    /// We made the offer (or the peer is ICE-lite): our checks carry ICE-CONTROLLING and
-    /// USE-CANDIDATE (aggressive nomination), and the first answered check connects.
-    #[default]
-    Controlling,
-    /// We answer a full ICE agent's offer: our checks carry ICE-CONTROLLED and no
-    /// USE-CANDIDATE; we are connected once one of our checks is answered and the peer has
-    /// nominated (sent us a valid check with USE-CANDIDATE).
-    Controlled,
-}
+/// Which side of ICE the client plays. As `Controlling` (we made the offer, or the peer is
+/// ICE-lite) our checks carry ICE-CONTROLLING and USE-CANDIDATE (aggressive nomination), and the
+/// first answered check connects. As `Controlled` (we answer a full ICE agent's offer) our
+/// checks carry ICE-CONTROLLED and no USE-CANDIDATE, and we are connected once one of our checks
+/// is answered and the peer has nominated (sent us a valid check with USE-CANDIDATE).
+pub use crate::ice::Role as IceRole;
 
 /// One client transport.
 pub struct Client {
@@ -73,6 +69,11 @@ pub struct Client {
     peer_nominated: bool,
     ice_connected: bool,
     next_check: Instant,
+    /// When DTLS next needs `handle_timeout` (a retransmission), as it last told us.
+    dtls_deadline: Option<Instant>,
+    /// Draws transaction ids and the tie-breaker: a CSPRNG, as STUN transaction ids should be
+    /// unguessable (RFC 8489), seeded by the caller so a run can be repeated.
+    rng: StdRng,
     transaction: [u8; 12],
     tie_breaker: u64,
     /// Where DTLS records are polled into: `dtls::POLL_BUFFER` bytes during the handshake, a
@@ -92,6 +93,7 @@ impl Client {
         remote: Credentials,
         remote_fingerprint: Fingerprint,
         now: Instant,
+        seed: u64,
     ) -> Client {
         Client::with_role(
             identity,
@@ -100,11 +102,14 @@ impl Client {
             remote_fingerprint,
             IceRole::Controlling,
             now,
+            seed,
         )
     }
 
     /// A client with `local` and `remote` ICE credentials that plays `role` in ICE and is the
-    /// DTLS client, expecting the peer's certificate to match `remote_fingerprint`.
+    /// DTLS client, expecting the peer's certificate to match `remote_fingerprint`. `seed`
+    /// seeds the STUN transaction ids and the ICE tie-breaker: pass `rand::random()`, or a
+    /// fixed value to repeat a run.
     pub fn with_role(
         identity: &Identity,
         local: Credentials,
@@ -112,7 +117,9 @@ impl Client {
         remote_fingerprint: Fingerprint,
         role: IceRole,
         now: Instant,
+        seed: u64,
     ) -> Client {
+        let mut rng = StdRng::seed_from_u64(seed);
         Client {
             local,
             remote,
@@ -123,8 +130,10 @@ impl Client {
             peer_nominated: false,
             ice_connected: false,
             next_check: now,
-            transaction: rand::random(),
-            tie_breaker: rand::random(),
+            dtls_deadline: None,
+            transaction: rng.random(),
+            tie_breaker: rng.random(),
+            rng,
             scratch: vec![0; dtls::POLL_BUFFER].into_boxed_slice(),
             pending: VecDeque::new(),
             stun_responses: VecDeque::new(),
@@ -162,7 +171,7 @@ impl Client {
                 } else {
                     CHECK_RETRY
                 };
-            self.transaction = rand::random();
+            self.transaction = self.rng.random();
             return Ok(self.binding_request(out).ok());
         }
         if !self.ice_connected {
@@ -194,7 +203,14 @@ impl Client {
                     self.srtp = Some(Srtp { inbound, outbound });
                     self.scratch = vec![0; crate::io::MAX_DATAGRAM].into_boxed_slice();
                 }
-                dtls::Output::Timeout(_) | dtls::Output::Idle => return Ok(()),
+                dtls::Output::Timeout(at) => {
+                    self.dtls_deadline = Some(at);
+                    return Ok(());
+                }
+                dtls::Output::Idle => {
+                    self.dtls_deadline = None;
+                    return Ok(());
+                }
             }
         }
     }
@@ -223,48 +239,21 @@ impl Client {
         Ok(w.finish())
     }
 
-    /// Checks a binding request from the peer (USERNAME `ours:theirs`, MESSAGE-INTEGRITY with
-    /// our password, FINGERPRINT if present, the opposite role) and queues the success
-    /// response (XOR-MAPPED-ADDRESS `from`, MESSAGE-INTEGRITY, FINGERPRINT). Invalid requests
-    /// are dropped without an answer. A role conflict (both sides claim the same role) is
-    /// dropped too rather than resolved: the roles here are fixed by who offered.
+    /// Answers a binding request from the peer (see [`ice::answer_check`]): the success
+    /// response is queued for `poll_transmit`, and USE-CANDIDATE counts as the peer's
+    /// nomination. Invalid requests are dropped without an answer; so is a role conflict (both
+    /// sides claim the same role) rather than resolved, as the roles here are fixed by who
+    /// offered.
     fn answer_check(&mut self, from: SocketAddr, msg: &stun::Message<'_>) {
-        let username_ok = msg.username().is_some_and(|u| {
-            let (l, r) = (self.local.ufrag.as_bytes(), self.remote.ufrag.as_bytes());
-            u.len() == l.len() + 1 + r.len()
-                && u.starts_with(l)
-                && u.get(l.len()) == Some(&b':')
-                && u.ends_with(r)
-        });
-        let role_ok = match self.role {
-            IceRole::Controlling => msg.ice_controlling().is_none(),
-            IceRole::Controlled => msg.ice_controlled().is_none(),
-        };
-        if msg.method() != stun::method::BINDING
-            || !username_ok
-            || !role_ok
-            || msg.fingerprint_ok() == Some(false)
-            || !msg.integrity_ok(self.local.pwd.as_bytes())
-        {
-            return;
-        }
         let mut out = [0u8; 128];
-        let written = (|| {
-            let mut w = stun::Writer::new(
-                &mut out,
-                stun::method::BINDING,
-                stun::Class::Success,
-                msg.transaction_id(),
-            )?;
-            w.xor_mapped_address(from)?;
-            w.message_integrity(self.local.pwd.as_bytes())?;
-            w.fingerprint()?;
-            Ok::<_, stun::Error>(w.finish())
-        })();
-        if let Ok(n) = written {
-            self.stun_responses.push_back(out[..n].to_vec());
-        }
-        if msg.use_candidate() {
+        let Ok(check) =
+            ice::answer_check(&self.local, &self.remote, self.role, from, msg, &mut out)
+        else {
+            return;
+        };
+        self.stun_responses
+            .push_back(out[..check.response_len].to_vec());
+        if check.nominated {
             self.peer_nominated = true;
         }
     }
@@ -282,15 +271,22 @@ impl Client {
         Ok(())
     }
 
-    /// When `poll_transmit` or `handle_timeout` next has work.
+    /// When `poll_transmit` or `handle_timeout` next has work: the next connectivity or
+    /// consent check, or, once DTLS runs, its next retransmission if that comes first.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_check
+        match self.dtls_deadline {
+            Some(at) if self.ice_connected => self.next_check.min(at),
+            _ => self.next_check,
+        }
     }
 
-    /// Drives DTLS retransmissions.
+    /// Drives DTLS retransmissions; what they send comes out of `poll_transmit`.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
         if self.ice_connected {
             self.dtls.handle_timeout(now)?;
+            // Queues the retransmitted records and takes the next deadline, so `poll_timeout`
+            // does not keep reporting the one just handled.
+            self.drive_dtls()?;
         }
         Ok(())
     }
@@ -413,10 +409,19 @@ impl Setup {
 }
 
 /// A browser-like offer: BUNDLE, rtcp-mux, the MID extension, `a=setup:actpass`, NACK/PLI/FIR
-/// feedback, one codec per m-line.
-pub fn offer(ice: &Credentials, fingerprint: &Fingerprint, tracks: &[OfferTrack]) -> String {
-    offer_with(ice, fingerprint, tracks, Setup::ActPass)
+/// feedback, one codec per m-line. `session_id` goes in the `o=` line (see `sdp::Writer::new`).
+pub fn offer(
+    ice: &Credentials,
+    fingerprint: &Fingerprint,
+    tracks: &[OfferTrack],
+    session_id: u64,
+) -> String {
+    offer_with(ice, fingerprint, tracks, Setup::ActPass, session_id)
 }
+
+/// The feedback we offer on video and take from an offer's `a=rtcp-fb`: what the client can
+/// answer with RTCP.
+const FEEDBACK: [&str; 4] = ["nack", "nack pli", "ccm fir", "goog-remb"];
 
 /// `offer` with the given `a=setup` (use `Setup::Active` towards Janus).
 pub fn offer_with(
@@ -424,108 +429,106 @@ pub fn offer_with(
     fingerprint: &Fingerprint,
     tracks: &[OfferTrack],
     setup: Setup,
+    session_id: u64,
 ) -> String {
-    let setup = setup.as_str();
-    let mut s = String::new();
     let mids: Vec<String> = (0..tracks.len()).map(|i| i.to_string()).collect();
-    // Writing into a String cannot fail.
-    let _ = write!(
-        s,
-        "v=0\r\no=- {} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {}\r\na=msid-semantic: WMS\r\n",
-        rand::random::<u32>(),
-        mids.join(" ")
-    );
-    for (mid, track) in tracks.iter().enumerate() {
+    let mut w = sdp::Writer::new(session_id);
+    w.bundle(&mids).msid_semantic(false);
+    for (mid, track) in mids.iter().zip(tracks) {
         let (codec, pt, direction) = match *track {
             OfferTrack::Send {
                 codec,
                 payload_type,
                 ..
-            } => (codec, payload_type, "sendonly"),
+            } => (codec, payload_type, Direction::SendOnly),
             OfferTrack::Receive {
                 codec,
                 payload_type,
-            } => (codec, payload_type, "recvonly"),
+            } => (codec, payload_type, Direction::RecvOnly),
         };
         let kind = codec.kind();
-        let _ = write!(
-            s,
-            "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\n\
-             a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:{fingerprint}\r\na=setup:{setup}\r\n\
-             a={direction}\r\na=rtcp-mux\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n",
-            ice.ufrag, ice.pwd
-        );
-        let channels = if kind == MediaKind::Audio { "/2" } else { "" };
-        let _ = write!(
-            s,
-            "a=rtpmap:{pt} {}/{}{channels}\r\n",
-            codec.name(),
-            codec.clock_rate()
-        );
+        w.media(&MediaSection {
+            media: kind.as_str(),
+            port: 9,
+            protocol: "UDP/TLS/RTP/SAVPF",
+            payload_type: pt,
+            address: Ipv4Addr::UNSPECIFIED.into(),
+            mid,
+            ice,
+            fingerprint,
+            setup: setup.as_str(),
+            direction,
+        });
+        w.extmap(1, sdp::MID_URI);
+        let channels = (kind == MediaKind::Audio).then_some(2);
+        w.rtpmap(pt, codec.name(), codec.clock_rate(), channels);
         match codec {
             Codec::H264 => {
-                let _ = write!(
-                    s,
-                    "a=fmtp:{pt} level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"
+                w.fmtp(
+                    pt,
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
                 );
             }
             Codec::Opus => {
-                let _ = write!(s, "a=fmtp:{pt} minptime=10;useinbandfec=1\r\n");
+                w.fmtp(pt, "minptime=10;useinbandfec=1");
             }
             _ => {}
         }
         if kind == MediaKind::Video {
-            let _ = write!(
-                s,
-                "a=rtcp-fb:{pt} nack\r\na=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\na=rtcp-fb:{pt} goog-remb\r\n"
-            );
+            for fb in FEEDBACK {
+                w.rtcp_fb(pt, fb);
+            }
         }
         if let OfferTrack::Send { ssrc, .. } = *track {
-            let _ = write!(
-                s,
-                "a=msid:switchyard track{mid}\r\na=ssrc:{ssrc} cname:switchyard-client\r\na=ssrc:{ssrc} msid:switchyard track{mid}\r\n"
+            w.track(
+                "switchyard",
+                &format!("track{mid}"),
+                ssrc,
+                "switchyard-client",
             );
         }
     }
-    s
+    w.finish()
 }
-
-/// Feedback we take from an offer's `a=rtcp-fb` (what the client can answer with RTCP).
-const ANSWER_FEEDBACK: [&str; 4] = ["nack", "nack pli", "ccm fir", "goog-remb"];
 
 fn negotiation_error(reason: String) -> sdp::Error {
     sdp::Error { line: None, reason }
 }
 
+/// An offered format we accept.
+struct Picked<'a> {
+    pt: u8,
+    /// The encoding name as the offer spells it.
+    name: &'a str,
+    clock_rate: u32,
+    channels: Option<u8>,
+}
+
 /// The first format of `m` whose `a=rtpmap` is one of `accept` (Opus must be 48000/2, video
-/// 90000): (payload type, codec, the rtpmap value after the payload type).
-fn pick_codec<'a>(m: &'a sdp::MediaDescription, accept: &[Codec]) -> Option<(u8, &'a str)> {
+/// 90000).
+fn pick_codec<'a>(m: &'a sdp::MediaDescription, accept: &[Codec]) -> Option<Picked<'a>> {
     m.formats.iter().find_map(|f| {
         let pt: u8 = f.parse().ok()?;
         let prefix = format!("{pt} ");
         let rtpmap = m
-            .attributes
-            .iter()
-            .filter(|a| a.name == "rtpmap")
-            .find_map(|a| a.value.as_deref()?.strip_prefix(&prefix))?
+            .attributes("rtpmap")
+            .find_map(|v| v.strip_prefix(&prefix))?
             .trim();
         let mut parts = rtpmap.split('/');
-        let codec = Codec::from_name(parts.next()?)?;
-        let clock: u32 = parts.next()?.parse().ok()?;
-        let channels = parts.next().unwrap_or("1");
+        let name = parts.next()?;
+        let codec = Codec::from_name(name)?;
+        let clock_rate: u32 = parts.next()?.parse().ok()?;
+        let channels: Option<u8> = parts.next().map(str::parse).transpose().ok()?;
         let ok = accept.contains(&codec)
-            && clock == codec.clock_rate()
-            && (codec != Codec::Opus || channels == "2");
-        ok.then_some((pt, rtpmap))
+            && clock_rate == codec.clock_rate()
+            && (codec != Codec::Opus || channels == Some(2));
+        ok.then_some(Picked {
+            pt,
+            name,
+            clock_rate,
+            channels,
+        })
     })
-}
-
-/// The values of `m`'s `a=<name>:<value>` attributes.
-fn values<'a>(m: &'a sdp::MediaDescription, name: &'a str) -> impl Iterator<Item = &'a str> {
-    m.attributes
-        .iter()
-        .filter(move |a| a.name == name)
-        .filter_map(|a| a.value.as_deref())
 }
 
 /// An answer to a full ICE agent's offer (Janus's subscriber offer): the offer's m-lines and
@@ -535,88 +538,88 @@ fn values<'a>(m: &'a sdp::MediaDescription, name: &'a str) -> impl Iterator<Item
 /// if offered, our ICE credentials and certificate fingerprint, rtcp-mux, and
 /// `a=setup:active` so we stay the DTLS client. No candidates: the peer learns our address
 /// from our checks (peer-reflexive). M-lines with no accepted codec, and data channels, are
-/// rejected (port 0). Use the client as `IceRole::Controlled`.
+/// rejected (port 0). Use the client as `IceRole::Controlled`. `session_id` goes in the `o=`
+/// line (see `sdp::Writer::new`).
 pub fn answer(
     ice: &Credentials,
     fingerprint: &Fingerprint,
     remote_offer: &str,
     accept: &[Codec],
+    session_id: u64,
 ) -> Result<String, sdp::Error> {
     let offer = SessionDescription::parse(remote_offer)?;
-    let mut body = String::new();
-    let mut bundle = Vec::new();
+    // Every m-line is decided before anything is written: the BUNDLE line, in the session
+    // part, names the accepted ones.
+    let mut decided = Vec::with_capacity(offer.media.len());
     for (i, m) in offer.media.iter().enumerate() {
-        let find = |name: &'static str| values(m, name);
-        let mid = find("mid").next().ok_or_else(|| {
+        let mid = m.mid().ok_or_else(|| {
             negotiation_error(format!("m-line {} ({}) has no a=mid", i + 1, m.media))
         })?;
         let picked = match m.media.as_str() {
             "audio" | "video" if m.port != 0 => pick_codec(m, accept),
             _ => None,
         };
-        let Some((pt, rtpmap)) = picked else {
-            let format = m.formats.first().map(String::as_str).unwrap_or("0");
-            let _ = write!(
-                body,
-                "m={} 0 {} {format}\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\na=inactive\r\n",
-                m.media, m.protocol
-            );
-            continue;
-        };
-        bundle.push(mid);
-        let sends = m
-            .attributes
-            .iter()
-            .any(|a| a.name == "sendonly" || a.name == "sendrecv")
-            || !m.attributes.iter().any(|a| {
-                matches!(
-                    a.name.as_str(),
-                    "sendonly" | "recvonly" | "sendrecv" | "inactive"
-                )
-            });
-        let direction = if sends { "recvonly" } else { "inactive" };
-        let _ = write!(
-            body,
-            "m={} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\n\
-             a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:{fingerprint}\r\na=setup:active\r\n\
-             a={direction}\r\na=rtcp-mux\r\n",
-            m.media, ice.ufrag, ice.pwd
-        );
-        if let Some(ext) = find("extmap").find(|v| {
-            v.split_ascii_whitespace().nth(1) == Some("urn:ietf:params:rtp-hdrext:sdes:mid")
-        }) {
-            let id = ext.split_ascii_whitespace().next().unwrap_or_default();
-            let id = id.split('/').next().unwrap_or_default();
-            let _ = write!(
-                body,
-                "a=extmap:{id} urn:ietf:params:rtp-hdrext:sdes:mid\r\n"
-            );
-        }
-        let _ = write!(body, "a=rtpmap:{pt} {rtpmap}\r\n");
-        let prefix = format!("{pt} ");
-        if let Some(fmtp) = find("fmtp").find_map(|v| v.strip_prefix(&prefix)) {
-            let _ = write!(body, "a=fmtp:{pt} {}\r\n", fmtp.trim());
-        }
-        for fb in find("rtcp-fb").filter_map(|v| v.strip_prefix(&prefix)) {
-            let fb = fb.trim();
-            if ANSWER_FEEDBACK.iter().any(|f| f.eq_ignore_ascii_case(fb)) {
-                let _ = write!(body, "a=rtcp-fb:{pt} {fb}\r\n");
-            }
-        }
+        decided.push((m, mid, picked));
     }
+    let bundle: Vec<&str> = decided
+        .iter()
+        .filter(|(_, _, picked)| picked.is_some())
+        .map(|(_, mid, _)| *mid)
+        .collect();
     if bundle.is_empty() {
         return Err(negotiation_error(format!(
             "the offer has no audio or video m-line with any of {accept:?}"
         )));
     }
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "v=0\r\no=- {} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {}\r\na=msid-semantic: WMS\r\n{body}",
-        rand::random::<u32>(),
-        bundle.join(" ")
-    );
-    Ok(s)
+    let mut w = sdp::Writer::new(session_id);
+    w.bundle(&bundle).msid_semantic(false);
+    for (m, mid, picked) in decided {
+        let Some(picked) = picked else {
+            w.rejected(m, mid);
+            continue;
+        };
+        let has = |name: &str| m.attributes.iter().any(|a| a.name == name);
+        let sends = has("sendonly")
+            || has("sendrecv")
+            || !["sendonly", "recvonly", "sendrecv", "inactive"]
+                .into_iter()
+                .any(has);
+        let pt = picked.pt;
+        w.media(&MediaSection {
+            media: &m.media,
+            port: 9,
+            protocol: "UDP/TLS/RTP/SAVPF",
+            payload_type: pt,
+            address: Ipv4Addr::UNSPECIFIED.into(),
+            mid,
+            ice,
+            fingerprint,
+            setup: "active",
+            direction: if sends {
+                Direction::RecvOnly
+            } else {
+                Direction::Inactive
+            },
+        });
+        if let Some(id) = m.mid_extension() {
+            w.extmap(id, sdp::MID_URI);
+        }
+        w.rtpmap(pt, picked.name, picked.clock_rate, picked.channels);
+        let prefix = format!("{pt} ");
+        if let Some(fmtp) = m.attributes("fmtp").find_map(|v| v.strip_prefix(&prefix)) {
+            w.fmtp(pt, fmtp.trim());
+        }
+        for fb in m
+            .attributes("rtcp-fb")
+            .filter_map(|v| v.strip_prefix(&prefix))
+        {
+            let fb = fb.trim();
+            if FEEDBACK.iter().any(|f| f.eq_ignore_ascii_case(fb)) {
+                w.rtcp_fb(pt, fb);
+            }
+        }
+    }
+    Ok(w.finish())
 }
 
 #[cfg(test)]
@@ -644,6 +647,7 @@ mod tests {
             peer.fingerprint().clone(),
             role,
             now,
+            7,
         );
         (c, now)
     }
@@ -842,6 +846,190 @@ mod tests {
     }
 
     #[test]
+    fn poll_timeout_includes_the_dtls_retransmission() {
+        let (mut c, now) = client(IceRole::Controlling);
+        let check = transmit(&mut c, now).unwrap();
+        // Before ICE is up only checks are due: the next one after CHECK_RETRY.
+        assert_eq!(c.poll_timeout(), now + CHECK_RETRY);
+        let mut resp = peer_response(&check, "127.0.0.1:5000".parse().unwrap());
+        c.handle_datagram(now, &mut resp).unwrap();
+        let hello = transmit(&mut c, now).expect("a DTLS ClientHello");
+        assert_eq!(demux::classify(&hello), demux::PacketKind::Dtls);
+        assert_eq!(transmit(&mut c, now), None);
+
+        // The ClientHello's retransmission comes before the first consent check.
+        let retransmit = c.poll_timeout();
+        assert!(now < retransmit && retransmit < now + CONSENT_INTERVAL);
+        assert_eq!(c.next_check, now + CONSENT_INTERVAL);
+        // Nothing before it; at it, the ClientHello again.
+        let early = retransmit - Duration::from_millis(1);
+        c.handle_timeout(early).unwrap();
+        assert_eq!(transmit(&mut c, early), None);
+        assert_eq!(c.poll_timeout(), retransmit);
+        c.handle_timeout(retransmit).unwrap();
+        let again = transmit(&mut c, retransmit).expect("the ClientHello, retransmitted");
+        assert_eq!(demux::classify(&again), demux::PacketKind::Dtls);
+        // The next retransmission backs off, and stays before the consent check here.
+        let next = c.poll_timeout();
+        assert!(
+            next > retransmit && next < now + CONSENT_INTERVAL,
+            "{next:?}"
+        );
+    }
+
+    #[test]
+    fn the_seed_decides_transaction_ids_and_tie_breaker() {
+        let check = |seed| {
+            let identity = Identity::generate().unwrap();
+            let now = Instant::now();
+            let creds = Credentials {
+                ufrag: "u".into(),
+                pwd: "p".into(),
+            };
+            let mut c = Client::new(
+                &identity,
+                creds.clone(),
+                creds,
+                identity.fingerprint().clone(),
+                now,
+                seed,
+            );
+            let first = transmit(&mut c, now).unwrap();
+            let second = transmit(&mut c, now + CHECK_RETRY).unwrap();
+            let parse = |b: &[u8]| {
+                let m = stun::Message::parse(b).unwrap();
+                (*m.transaction_id(), m.ice_controlling().unwrap())
+            };
+            (parse(&first), parse(&second))
+        };
+        let (a, b) = (check(1), check(1));
+        assert_eq!(a, b);
+        assert_ne!(a.0.0, a.1.0, "each check has its own transaction id");
+        assert_eq!(a.0.1, a.1.1, "one tie-breaker per client");
+        assert_ne!(check(2), a);
+    }
+
+    /// `text` with each line trimmed and ended with CRLF.
+    fn crlf(text: &str) -> String {
+        text.lines().map(|l| format!("{}\r\n", l.trim())).collect()
+    }
+
+    const FP: &str = "sha-256 3B:36:0D:9C:7F:95:3B:48:1D:0B:46:8A:9C:A4:5F:1D:1D:39:9F:B5:45:29:93:84:63:52:8A:09:AB:43:60:B1";
+
+    fn fixed_ice() -> Credentials {
+        Credentials {
+            ufrag: "uFrG".into(),
+            pwd: "passwordpasswordpassword".into(),
+        }
+    }
+
+    /// The whole text of an offer: a change to a line, or to the order of lines (which the
+    /// server and Janus read), shows up here.
+    #[test]
+    fn offer_text_is_stable() {
+        let tracks = [
+            OfferTrack::Send {
+                codec: Codec::Opus,
+                payload_type: 111,
+                ssrc: 5,
+            },
+            OfferTrack::Receive {
+                codec: Codec::Vp8,
+                payload_type: 96,
+            },
+        ];
+        let text = offer(&fixed_ice(), &FP.parse().unwrap(), &tracks, 1);
+        assert_eq!(
+            text,
+            crlf(&format!(
+                "v=0
+                o=- 1 2 IN IP4 127.0.0.1
+                s=-
+                t=0 0
+                a=group:BUNDLE 0 1
+                a=msid-semantic: WMS
+                m=audio 9 UDP/TLS/RTP/SAVPF 111
+                c=IN IP4 0.0.0.0
+                a=mid:0
+                a=ice-ufrag:uFrG
+                a=ice-pwd:passwordpasswordpassword
+                a=fingerprint:{FP}
+                a=setup:actpass
+                a=sendonly
+                a=rtcp-mux
+                a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid
+                a=rtpmap:111 opus/48000/2
+                a=fmtp:111 minptime=10;useinbandfec=1
+                a=msid:switchyard track0
+                a=ssrc:5 cname:switchyard-client
+                a=ssrc:5 msid:switchyard track0
+                m=video 9 UDP/TLS/RTP/SAVPF 96
+                c=IN IP4 0.0.0.0
+                a=mid:1
+                a=ice-ufrag:uFrG
+                a=ice-pwd:passwordpasswordpassword
+                a=fingerprint:{FP}
+                a=setup:actpass
+                a=recvonly
+                a=rtcp-mux
+                a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid
+                a=rtpmap:96 VP8/90000
+                a=rtcp-fb:96 nack
+                a=rtcp-fb:96 nack pli
+                a=rtcp-fb:96 ccm fir
+                a=rtcp-fb:96 goog-remb"
+            ))
+        );
+    }
+
+    /// The whole text of an answer to Janus, as `offer_text_is_stable` for offers.
+    #[test]
+    fn answer_text_is_stable() {
+        let text = answer(
+            &fixed_ice(),
+            &FP.parse().unwrap(),
+            JANUS_OFFER,
+            &[Codec::Vp8],
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            text,
+            crlf(&format!(
+                "v=0
+                o=- 1 2 IN IP4 127.0.0.1
+                s=-
+                t=0 0
+                a=group:BUNDLE 1
+                a=msid-semantic: WMS
+                m=audio 0 UDP/TLS/RTP/SAVPF 111
+                c=IN IP4 0.0.0.0
+                a=mid:0
+                a=inactive
+                m=video 9 UDP/TLS/RTP/SAVPF 96
+                c=IN IP4 0.0.0.0
+                a=mid:1
+                a=ice-ufrag:uFrG
+                a=ice-pwd:passwordpasswordpassword
+                a=fingerprint:{FP}
+                a=setup:active
+                a=recvonly
+                a=rtcp-mux
+                a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid
+                a=rtpmap:96 VP8/90000
+                a=rtcp-fb:96 ccm fir
+                a=rtcp-fb:96 nack
+                a=rtcp-fb:96 nack pli
+                a=rtcp-fb:96 goog-remb
+                m=application 0 UDP/DTLS/SCTP webrtc-datachannel
+                c=IN IP4 0.0.0.0
+                a=mid:2
+                a=inactive"
+            ))
+        );
+    }
+
+    #[test]
     fn offers_say_actpass_unless_asked_for_active() {
         let ice = Credentials::random();
         let identity = Identity::generate().unwrap();
@@ -850,19 +1038,14 @@ mod tests {
             payload_type: 96,
             ssrc: 5,
         }];
-        let plain = offer(&ice, identity.fingerprint(), &tracks);
+        let plain = offer(&ice, identity.fingerprint(), &tracks, 99);
         assert!(plain.contains("a=setup:actpass\r\n"));
-        let active = offer_with(&ice, identity.fingerprint(), &tracks, Setup::Active);
+        let active = offer_with(&ice, identity.fingerprint(), &tracks, Setup::Active, 99);
         assert!(active.contains("a=setup:active\r\n"));
         assert!(!active.contains("actpass"));
-        // Otherwise the same offer (the o= line has a random session id).
-        let body = |o: &str| {
-            o.lines()
-                .filter(|l| !l.starts_with("o="))
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
-        assert_eq!(body(&plain.replace("actpass", "active")), body(&active));
+        // Otherwise the same offer, session id included.
+        assert!(plain.starts_with("v=0\r\no=- 99 2 IN IP4 127.0.0.1\r\n"));
+        assert_eq!(plain.replace("actpass", "active"), active);
     }
 
     /// A subscriber offer from Janus 1.1.2 (candidates in the SDP, half-trickle), with an H265
@@ -900,6 +1083,7 @@ a=ice-ufrag:61Ex\r\na=ice-pwd:53JuyyntUi/MKmoYNbQLH/\r\na=setup:actpass\r\na=sct
             identity.fingerprint(),
             JANUS_OFFER,
             &[Codec::Opus, Codec::Vp8],
+            5,
         )
         .unwrap();
         let sd = SessionDescription::parse(&text).unwrap();
@@ -946,9 +1130,9 @@ a=ice-ufrag:61Ex\r\na=ice-pwd:53JuyyntUi/MKmoYNbQLH/\r\na=setup:actpass\r\na=sct
         assert_eq!(text.matches("a=setup:active\r\n").count(), 2);
 
         // Nothing acceptable.
-        let err = answer(&ice, identity.fingerprint(), JANUS_OFFER, &[Codec::H264]).unwrap_err();
+        let err = answer(&ice, identity.fingerprint(), JANUS_OFFER, &[Codec::H264], 5).unwrap_err();
         assert!(err.reason.contains("no audio or video m-line"), "{err}");
         // Not an SDP.
-        assert!(answer(&ice, identity.fingerprint(), "hello", &[Codec::Vp8]).is_err());
+        assert!(answer(&ice, identity.fingerprint(), "hello", &[Codec::Vp8], 5).is_err());
     }
 }

@@ -23,10 +23,14 @@ use crate::srtp;
 /// Largest handshake datagram we produce (a safe size on any path, below 1280 for IPv6).
 const MTU: usize = 1200;
 
+/// Why DTLS could not start or failed. Failures inside dimpl keep its error as the source; its
+/// text is in the message too, since the engine closes a transport with this message alone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("certificate generation failed: {0}")]
-    Certificate(String),
+    Certificate(#[source] dimpl::certificate::CertificateError),
+    #[error("DTLS configuration rejected: {0}")]
+    Config(#[source] dimpl::Error),
     #[error("peer certificate does not match the SDP fingerprint")]
     FingerprintMismatch,
     #[error("peer sent no certificate")]
@@ -35,6 +39,13 @@ pub enum Error {
     NoSrtpProfile,
     #[error("bad fingerprint in SDP: {0}")]
     BadFingerprint(String),
+    /// dimpl refused a datagram or a timer failed (e.g. a bad record, retransmissions ran out).
+    #[error("DTLS handshake failed: {0}")]
+    Protocol(#[from] dimpl::Error),
+    /// The exported keying material made no SRTP context.
+    #[error("SRTP keys from the handshake: {0}")]
+    SrtpKeys(#[source] srtp::Error),
+    /// A failure we detect around dimpl (the peer closed, a record too large for our buffer).
     #[error("DTLS handshake failed: {0}")]
     Handshake(String),
 }
@@ -151,8 +162,8 @@ pub struct Identity {
 
 impl Identity {
     pub fn generate() -> Result<Arc<Identity>, Error> {
-        let certificate = dimpl::certificate::generate_self_signed_certificate()
-            .map_err(|e| Error::Certificate(format!("{e:?}")))?;
+        let certificate =
+            dimpl::certificate::generate_self_signed_certificate().map_err(Error::Certificate)?;
         Identity::from_certificate(certificate)
     }
 
@@ -161,7 +172,7 @@ impl Identity {
             .mtu(MTU)
             .require_client_certificate(true)
             .build()
-            .map_err(|e| Error::Certificate(format!("DTLS config: {e:?}")))?;
+            .map_err(Error::Config)?;
         let fingerprint = Fingerprint::sha256(&certificate.certificate);
         Ok(Arc::new(Identity {
             certificate,
@@ -256,7 +267,7 @@ impl Dtls {
         // dimpl needs a first timeout before it handles packets (a server panics otherwise);
         // a client also sends its ClientHello from here.
         if let Err(e) = dtls.inner.handle_timeout(now) {
-            dtls.failed = Some(Error::Handshake(format!("{e:?}")));
+            dtls.failed = Some(e.into());
         }
         dtls
     }
@@ -278,8 +289,7 @@ impl Dtls {
         self.check()?;
         self.inner
             .handle_packet(data)
-            .map_err(|e| Error::Handshake(format!("{e:?}")))
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail(e.into()))
     }
 
     /// Drives retransmission timers. An error is fatal.
@@ -287,8 +297,7 @@ impl Dtls {
         self.check()?;
         self.inner
             .handle_timeout(now)
-            .map_err(|e| Error::Handshake(format!("{e:?}")))
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail(e.into()))
     }
 
     /// Drains pending work; call until it returns `Timeout` or `Idle`. `buf` receives records to
@@ -484,6 +493,43 @@ mod tests {
         let mut server = Dtls::server(&b, a.fingerprint().clone(), now);
         let (c, s) = handshake(&mut client, &mut server, true).unwrap();
         assert_eq!(c.material, s.material);
+    }
+
+    /// A client whose server never answers runs out of retransmissions: dimpl's error comes
+    /// through typed, as the source, and readable in the message the engine closes with.
+    #[test]
+    fn dimpl_errors_keep_their_source() {
+        let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let mut now = Instant::now();
+        let mut client = Dtls::client(&a, b.fingerprint().clone(), now);
+        let mut buf = vec![0u8; POLL_BUFFER];
+        let err = (0..100)
+            .find_map(|_| {
+                let deadline = loop {
+                    match client.poll_output(&mut buf) {
+                        Ok(Output::Transmit(_)) => continue,
+                        Ok(Output::Timeout(t)) => break t,
+                        Ok(other) => panic!("{other:?}"),
+                        Err(e) => return Some(e),
+                    }
+                };
+                now = deadline.max(now + Duration::from_millis(1));
+                client.handle_timeout(now).err()
+            })
+            .expect("the handshake times out");
+        let Error::Protocol(inner) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(matches!(inner, dimpl::Error::Timeout(_)), "{inner:?}");
+        let source = std::error::Error::source(&err).expect("a source");
+        assert_eq!(source.downcast_ref::<dimpl::Error>(), Some(inner));
+        assert_eq!(err.to_string(), format!("DTLS handshake failed: {inner}"));
+        assert!(
+            err.to_string()
+                .starts_with("DTLS handshake failed: timeout")
+        );
+        // The failure sticks.
+        assert_eq!(client.handle_timeout(now).unwrap_err(), err);
     }
 
     #[test]

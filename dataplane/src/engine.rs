@@ -38,7 +38,7 @@ use crate::spec::{
 use crate::stats::{Counters, DropReason};
 use crate::timers::{Grid, Timer, Timers};
 use crate::transport::{self, Expiry, Link, Transport, TransportKey};
-use crate::{rtp, stun};
+use crate::{rtp, stun, wire};
 
 /// A router and the time of its live entry in the timer queue.
 struct RouterSlot {
@@ -432,7 +432,7 @@ impl Engine {
         }
         let pipes = self.pipes_by_addr.get(&src)?;
         let at = if rtcp { 4 } else { 8 };
-        let ssrc = Ssrc(u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?));
+        let ssrc = Ssrc(wire::be_u32(data, at)?);
         pipes.iter().copied().find(|&k| {
             self.transports.get(k).is_some_and(|t| {
                 let from_far_end =

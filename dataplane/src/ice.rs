@@ -1,8 +1,10 @@
 //! ICE-lite (RFC 8445 §2.5) for the server side of a transport, with consent freshness (RFC 7675).
 //!
-//! A lite agent never sends checks: it answers the peer's binding requests, takes the address of
-//! a request carrying USE-CANDIDATE as the selected pair, and treats the peer's periodic checks as
-//! consent. A transport with no valid check for [`CONSENT_TIMEOUT`] is closed.
+//! A lite agent never sends checks: it answers the peer's binding requests, reports a request
+//! carrying USE-CANDIDATE as a nomination (the transport then takes its source as the selected
+//! address), and treats the peer's periodic checks as consent. A transport with no valid check
+//! for [`CONSENT_TIMEOUT`] is closed. [`answer_check`], the validation and response, is shared
+//! with the client (`crate::client`), which answers a full ICE agent's checks.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -61,21 +63,93 @@ fn random_ice_chars(n: usize) -> String {
         .collect()
 }
 
+/// Which side of ICE an agent plays (RFC 8445 §6.1.1). A lite agent is always controlled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Nominates pairs: its checks carry ICE-CONTROLLING (and USE-CANDIDATE to nominate).
+    Controlling,
+    /// Waits for the peer's nomination: its checks carry ICE-CONTROLLED.
+    Controlled,
+}
+
 /// What a valid check did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Check {
     /// Length of the binding success response written into the output buffer.
     pub response_len: usize,
-    /// The request carried USE-CANDIDATE and `src` is now the selected address.
+    /// The request carried USE-CANDIDATE: the peer nominated the pair it came over, so its
+    /// source address becomes the selected one (the caller keeps it).
     pub nominated: bool,
 }
 
-/// The ICE-lite agent of one transport.
+/// Validates a peer's binding request and writes the success response into `out`; shared by
+/// the server's ICE-lite agent and the client.
+///
+/// A valid request (RFC 8445 §7.3, RFC 8489 §9.1.3) is a binding request whose USERNAME is
+/// `local:remote` (the receiver's ufrag first, RFC 8445 §7.2.2), whose MESSAGE-INTEGRITY is
+/// keyed with the local password and whose FINGERPRINT, if present, is right. A peer claiming
+/// the role we play (`role`) is refused as a conflict rather than resolved with the
+/// tie-breakers (RFC 8445 §7.3.1.1): here the roles are fixed by who offered, and a lite agent
+/// is always controlled. The response carries XOR-MAPPED-ADDRESS (`src`, the address the
+/// request came from), MESSAGE-INTEGRITY with the local password, and FINGERPRINT.
+pub fn answer_check(
+    local: &Credentials,
+    remote: &Credentials,
+    role: Role,
+    src: SocketAddr,
+    msg: &stun::Message<'_>,
+    out: &mut [u8],
+) -> Result<Check, Error> {
+    if msg.class() != stun::Class::Request || msg.method() != stun::method::BINDING {
+        return Err(Error::NotBindingRequest);
+    }
+    let username = msg.username().ok_or(Error::WrongUsername)?;
+    if !username_matches(username, local, remote) {
+        return Err(Error::WrongUsername);
+    }
+    if !msg.integrity_ok(local.pwd.as_bytes()) {
+        return Err(Error::BadIntegrity);
+    }
+    if msg.fingerprint_ok() == Some(false) {
+        return Err(Error::BadFingerprint);
+    }
+    let same_role = match role {
+        Role::Controlling => msg.ice_controlling().is_some(),
+        Role::Controlled => msg.ice_controlled().is_some(),
+    };
+    if same_role {
+        return Err(Error::RoleConflict);
+    }
+    let mut w = stun::Writer::new(
+        out,
+        stun::method::BINDING,
+        stun::Class::Success,
+        msg.transaction_id(),
+    )?;
+    w.xor_mapped_address(src)?;
+    w.message_integrity(local.pwd.as_bytes())?;
+    w.fingerprint()?;
+    Ok(Check {
+        response_len: w.finish(),
+        nominated: msg.use_candidate(),
+    })
+}
+
+/// Whether USERNAME is exactly `<local ufrag>:<remote ufrag>`.
+fn username_matches(username: &[u8], local: &Credentials, remote: &Credentials) -> bool {
+    let (l, r) = (local.ufrag.as_bytes(), remote.ufrag.as_bytes());
+    username.len() == l.len() + 1 + r.len()
+        && username.starts_with(l)
+        && username.get(l.len()) == Some(&b':')
+        && username.ends_with(r)
+}
+
+/// The ICE-lite agent of one transport. It keeps consent; the transport keeps the selected
+/// address, from the checks that come back nominated.
 #[derive(Debug)]
 pub struct IceLite {
     local: Credentials,
     remote: Credentials,
-    selected: Option<SocketAddr>,
     last_valid: Instant,
 }
 
@@ -84,7 +158,6 @@ impl IceLite {
         IceLite {
             local,
             remote,
-            selected: None,
             last_valid: now,
         }
     }
@@ -97,9 +170,8 @@ impl IceLite {
         &self.remote
     }
 
-    /// Validates a binding request (USERNAME `local:remote`, MESSAGE-INTEGRITY with the local
-    /// password, FINGERPRINT) and writes the success response (XOR-MAPPED-ADDRESS = `src`,
-    /// MESSAGE-INTEGRITY, FINGERPRINT) into `out`. A valid request refreshes consent.
+    /// Answers a binding request (see [`answer_check`]; a lite agent is the controlled one).
+    /// A valid request refreshes consent.
     pub fn handle_request(
         &mut self,
         now: Instant,
@@ -107,53 +179,9 @@ impl IceLite {
         msg: &stun::Message<'_>,
         out: &mut [u8],
     ) -> Result<Check, Error> {
-        if msg.class() != stun::Class::Request || msg.method() != stun::method::BINDING {
-            return Err(Error::NotBindingRequest);
-        }
-        if !self.username_matches(msg.username().ok_or(Error::WrongUsername)?) {
-            return Err(Error::WrongUsername);
-        }
-        if !msg.integrity_ok(self.local.pwd.as_bytes()) {
-            return Err(Error::BadIntegrity);
-        }
-        if msg.fingerprint_ok() == Some(false) {
-            return Err(Error::BadFingerprint);
-        }
-        if msg.ice_controlled().is_some() {
-            return Err(Error::RoleConflict);
-        }
-        let mut w = stun::Writer::new(
-            out,
-            stun::method::BINDING,
-            stun::Class::Success,
-            msg.transaction_id(),
-        )?;
-        w.xor_mapped_address(src)?;
-        w.message_integrity(self.local.pwd.as_bytes())?;
-        w.fingerprint()?;
-        let response_len = w.finish();
+        let check = answer_check(&self.local, &self.remote, Role::Controlled, src, msg, out)?;
         self.last_valid = now;
-        let nominated = msg.use_candidate();
-        if nominated {
-            self.selected = Some(src);
-        }
-        Ok(Check {
-            response_len,
-            nominated,
-        })
-    }
-
-    fn username_matches(&self, username: &[u8]) -> bool {
-        let (l, r) = (self.local.ufrag.as_bytes(), self.remote.ufrag.as_bytes());
-        username.len() == l.len() + 1 + r.len()
-            && username.starts_with(l)
-            && username.get(l.len()) == Some(&b':')
-            && username.ends_with(r)
-    }
-
-    /// The address of the nominated pair, once the peer nominated one.
-    pub fn selected(&self) -> Option<SocketAddr> {
-        self.selected
+        Ok(check)
     }
 
     /// When consent runs out unless another valid check arrives.
@@ -253,7 +281,6 @@ mod tests {
         let mut out = [0u8; 256];
         let check = a.handle_request(now, src, &msg, &mut out).unwrap();
         assert!(check.nominated);
-        assert_eq!(a.selected(), Some(src));
         let resp = stun::Message::parse(&out[..check.response_len]).unwrap();
         assert_eq!(resp.class(), stun::Class::Success);
         assert_eq!(resp.transaction_id(), &[3; 12]);
@@ -317,7 +344,6 @@ mod tests {
             let mut out = [0u8; 256];
             let later = now + Duration::from_secs(20);
             assert_eq!(a.handle_request(later, src, &msg, &mut out), Err(expected));
-            assert_eq!(a.selected(), None);
             assert_eq!(a.consent_deadline(), now + CONSENT_TIMEOUT);
         }
     }
@@ -339,7 +365,6 @@ mod tests {
             .handle_request(t, "127.0.0.1:1".parse().unwrap(), &msg, &mut out)
             .unwrap();
         assert!(!check.nominated);
-        assert_eq!(a.selected(), None);
         assert!(!a.consent_expired(now + Duration::from_secs(50)));
         assert!(a.consent_expired(t + CONSENT_TIMEOUT));
     }
@@ -351,11 +376,108 @@ mod tests {
         let req = request(Req::default());
         let msg = stun::Message::parse(&req).unwrap();
         let mut out = [0u8; 256];
-        a.handle_request(now, "127.0.0.1:1".parse().unwrap(), &msg, &mut out)
-            .unwrap();
-        a.handle_request(now, "127.0.0.1:2".parse().unwrap(), &msg, &mut out)
-            .unwrap();
-        assert_eq!(a.selected(), Some("127.0.0.1:2".parse().unwrap()));
+        // Each nominating check names its source as the selected address; the transport
+        // (which keeps it) moves to the latest.
+        for src in ["127.0.0.1:1", "127.0.0.1:2"] {
+            let src: SocketAddr = src.parse().unwrap();
+            let check = a.handle_request(now, src, &msg, &mut out).unwrap();
+            assert!(check.nominated);
+            let resp = stun::Message::parse(&out[..check.response_len]).unwrap();
+            assert_eq!(resp.xor_mapped_address(), Some(src));
+        }
+    }
+
+    #[test]
+    fn answer_check_refuses_the_role_we_play() {
+        let local = creds("srv", "serverpassword");
+        let remote = creds("cli", "clientpassword");
+        let src: SocketAddr = "[2001:db8::1]:5000".parse().unwrap();
+        let mut out = [0u8; 256];
+        // `request` sends ICE-CONTROLLING unless `controlled`.
+        for (role, controlled, expected) in [
+            (Role::Controlled, false, Ok(())),
+            (Role::Controlled, true, Err(Error::RoleConflict)),
+            (Role::Controlling, true, Ok(())),
+            (Role::Controlling, false, Err(Error::RoleConflict)),
+        ] {
+            let bytes = request(Req {
+                controlled,
+                ..Default::default()
+            });
+            let msg = stun::Message::parse(&bytes).unwrap();
+            let result = answer_check(&local, &remote, role, src, &msg, &mut out);
+            assert_eq!(
+                result.map(|_| ()),
+                expected,
+                "{role:?}, controlled: {controlled}"
+            );
+        }
+    }
+
+    #[test]
+    fn answer_check_writes_the_response() {
+        let local = creds("srv", "serverpassword");
+        let remote = creds("cli", "clientpassword");
+        let src: SocketAddr = "[2001:db8::1]:5000".parse().unwrap();
+        let bytes = request(Req {
+            use_candidate: false,
+            ..Default::default()
+        });
+        let msg = stun::Message::parse(&bytes).unwrap();
+        let mut out = [0u8; 256];
+        let check = answer_check(&local, &remote, Role::Controlled, src, &msg, &mut out).unwrap();
+        assert!(!check.nominated);
+        let resp = stun::Message::parse(&out[..check.response_len]).unwrap();
+        assert_eq!(
+            (resp.class(), resp.method()),
+            (stun::Class::Success, stun::method::BINDING)
+        );
+        assert_eq!(resp.transaction_id(), &[3; 12]);
+        assert_eq!(resp.xor_mapped_address(), Some(src));
+        assert!(resp.integrity_ok(b"serverpassword"));
+        assert_eq!(resp.fingerprint_ok(), Some(true));
+        // A buffer too small for the response is an error, not a truncated answer.
+        let mut small = [0u8; 40];
+        assert_eq!(
+            answer_check(&local, &remote, Role::Controlled, src, &msg, &mut small),
+            Err(Error::Stun(stun::Error::BufferTooSmall))
+        );
+    }
+
+    #[test]
+    fn answer_check_wants_a_binding_request_with_a_username() {
+        let local = creds("srv", "serverpassword");
+        let remote = creds("cli", "clientpassword");
+        let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut out = [0u8; 256];
+        // The response to a check is not a check.
+        let bytes = request(Req::default());
+        let msg = stun::Message::parse(&bytes).unwrap();
+        let n = answer_check(&local, &remote, Role::Controlled, src, &msg, &mut out)
+            .unwrap()
+            .response_len;
+        let response = out[..n].to_vec();
+        let msg = stun::Message::parse(&response).unwrap();
+        assert_eq!(
+            answer_check(&local, &remote, Role::Controlled, src, &msg, &mut out),
+            Err(Error::NotBindingRequest)
+        );
+        // No USERNAME at all.
+        let mut buf = [0u8; 128];
+        let mut w = stun::Writer::new(
+            &mut buf,
+            stun::method::BINDING,
+            stun::Class::Request,
+            &[1; 12],
+        )
+        .unwrap();
+        w.message_integrity(b"serverpassword").unwrap();
+        let n = w.finish();
+        let msg = stun::Message::parse(&buf[..n]).unwrap();
+        assert_eq!(
+            answer_check(&local, &remote, Role::Controlled, src, &msg, &mut out),
+            Err(Error::WrongUsername)
+        );
     }
 
     #[test]

@@ -25,4 +25,5 @@ pub mod stats;
 pub mod stun;
 pub mod timers;
 pub mod transport;
+pub mod wire;
 pub mod worker;

@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::wire::{be_u16, be_u32, be_u64};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("RTCP packet too short")]
@@ -115,17 +117,17 @@ impl<'a> Iterator for ReportBlocks<'a> {
     fn next(&mut self) -> Option<ReportBlock> {
         let b = self.raw.get(..24)?;
         self.raw = &self.raw[24..];
-        let lost = u32::from_be_bytes([0, b[5], b[6], b[7]]);
-        // Sign-extend the 24-bit cumulative loss.
-        let cumulative_lost = ((lost << 8) as i32) >> 8;
+        let loss = be_u32(b, 4)?;
+        // The top byte is the fraction lost; sign-extend the 24-bit cumulative loss below it.
+        let cumulative_lost = ((loss << 8) as i32) >> 8;
         Some(ReportBlock {
-            ssrc: be32(b, 0)?,
-            fraction_lost: b[4],
+            ssrc: be_u32(b, 0)?,
+            fraction_lost: (loss >> 24) as u8,
             cumulative_lost,
-            extended_highest_seq: be32(b, 8)?,
-            jitter: be32(b, 12)?,
-            last_sr: be32(b, 16)?,
-            delay_since_last_sr: be32(b, 20)?,
+            extended_highest_seq: be_u32(b, 8)?,
+            jitter: be_u32(b, 12)?,
+            last_sr: be_u32(b, 16)?,
+            delay_since_last_sr: be_u32(b, 20)?,
         })
     }
 }
@@ -141,9 +143,11 @@ pub struct Nack<'a> {
 impl<'a> Nack<'a> {
     /// Every lost sequence number named by the PID/BLP pairs, in order.
     pub fn lost(&self) -> impl Iterator<Item = u16> + 'a {
-        self.raw_fci.chunks_exact(4).flat_map(|c| {
-            let pid = u16::from_be_bytes([c[0], c[1]]);
-            let blp = u16::from_be_bytes([c[2], c[3]]);
+        let pairs = self
+            .raw_fci
+            .chunks_exact(4)
+            .filter_map(|c| Some((be_u16(c, 0)?, be_u16(c, 2)?)));
+        pairs.flat_map(|(pid, blp)| {
             std::iter::once(pid).chain(
                 (0..16)
                     .filter(move |i| blp & (1 << i) != 0)
@@ -163,7 +167,7 @@ impl<'a> Iterator for FirEntries<'a> {
     fn next(&mut self) -> Option<(u32, u8)> {
         let b = self.raw.get(..8)?;
         self.raw = &self.raw[8..];
-        Some((be32(b, 0)?, b[4]))
+        Some((be_u32(b, 0)?, b[4]))
     }
 }
 
@@ -175,18 +179,10 @@ pub struct Ssrcs<'a> {
 impl<'a> Iterator for Ssrcs<'a> {
     type Item = u32;
     fn next(&mut self) -> Option<u32> {
-        let v = be32(self.raw, 0)?;
+        let v = be_u32(self.raw, 0)?;
         self.raw = &self.raw[4..];
         Some(v)
     }
-}
-
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn be64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
 /// Splits off and decodes the first packet of a compound datagram.
@@ -199,7 +195,7 @@ fn split_packet(buf: &[u8]) -> Result<(Packet<'_>, &[u8]), Error> {
     }
     let count = buf[0] & 0x1F;
     let packet_type = buf[1];
-    let len = 4 * (usize::from(u16::from_be_bytes([buf[2], buf[3]])) + 1);
+    let len = 4 * (usize::from(be_u16(buf, 2).ok_or(Error::TooShort)?) + 1);
     let packet = buf.get(..len).ok_or(Error::BadLength)?;
     let rest = &buf[len..];
     let mut body = &packet[4..];
@@ -210,7 +206,7 @@ fn split_packet(buf: &[u8]) -> Result<(Packet<'_>, &[u8]), Error> {
         }
         body = &body[..body.len() - pad];
     }
-    let word = |at| be32(body, at).ok_or(Error::Malformed);
+    let word = |at| be_u32(body, at).ok_or(Error::Malformed);
     let decoded = match (packet_type, count) {
         (200, _) => {
             let reports = body
@@ -218,7 +214,7 @@ fn split_packet(buf: &[u8]) -> Result<(Packet<'_>, &[u8]), Error> {
                 .ok_or(Error::Malformed)?;
             Packet::SenderReport {
                 ssrc: word(0)?,
-                ntp: be64(body, 4).ok_or(Error::Malformed)?,
+                ntp: be_u64(body, 4).ok_or(Error::Malformed)?,
                 rtp_timestamp: word(12)?,
                 packet_count: word(16)?,
                 octet_count: word(20)?,

@@ -4,6 +4,7 @@
 //! and never allocates.
 
 use crate::media::Codec;
+use crate::wire::{be_u16, be_u32};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -35,14 +36,6 @@ pub struct Header {
     pub extension: Option<(u16, usize, usize)>,
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 impl Header {
     pub fn parse(packet: &[u8]) -> Result<Header, Error> {
         let first = *packet.first().ok_or(Error::TooShort)?;
@@ -50,17 +43,17 @@ impl Header {
             return Err(Error::BadVersion);
         }
         let second = *packet.get(1).ok_or(Error::TooShort)?;
-        let sequence = be16(packet, 2).ok_or(Error::TooShort)?;
-        let timestamp = be32(packet, 4).ok_or(Error::TooShort)?;
-        let ssrc = be32(packet, 8).ok_or(Error::TooShort)?;
+        let sequence = be_u16(packet, 2).ok_or(Error::TooShort)?;
+        let timestamp = be_u32(packet, 4).ok_or(Error::TooShort)?;
+        let ssrc = be_u32(packet, 8).ok_or(Error::TooShort)?;
         let mut offset = 12 + 4 * usize::from(first & 0x0F);
         if packet.len() < offset {
             return Err(Error::TooShort);
         }
         let mut extension = None;
         if first & 0x10 != 0 {
-            let profile = be16(packet, offset).ok_or(Error::BadExtension)?;
-            let words = usize::from(be16(packet, offset + 2).ok_or(Error::BadExtension)?);
+            let profile = be_u16(packet, offset).ok_or(Error::BadExtension)?;
+            let words = usize::from(be_u16(packet, offset + 2).ok_or(Error::BadExtension)?);
             let start = offset + 4;
             let end = start + 4 * words;
             if end > packet.len() {
@@ -246,7 +239,7 @@ fn h264_keyframe(p: &[u8]) -> Option<bool> {
         24 => {
             let mut at = 1;
             while at + 2 < p.len() {
-                let size = usize::from(be16(p, at)?);
+                let size = usize::from(be_u16(p, at)?);
                 let t = *p.get(at + 2)? & 0x1F;
                 if t == 5 || t == 7 {
                     return Some(true);

@@ -8,8 +8,9 @@
 //! and never panics. Hand-written because the grammar we need is small and line-based, and we
 //! want errors that tell a client exactly what to fix.
 
+use std::borrow::Borrow;
 use std::fmt::{self, Write as _};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::dtls::Fingerprint;
 use crate::ice::Credentials;
@@ -30,6 +31,18 @@ pub enum Direction {
     SendOnly,
     RecvOnly,
     Inactive,
+}
+
+impl Direction {
+    /// The attribute name (RFC 8866 §6.7).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
 }
 
 /// An `a=` attribute: name and optional value.
@@ -64,7 +77,8 @@ pub struct SessionDescription {
 /// Offers larger than this are refused (browser offers are a few kilobytes).
 const MAX_SDP_BYTES: usize = 64 * 1024;
 const MAX_MEDIA: usize = 64;
-const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+/// The RTP header extension carrying the mid, by which BUNDLE (RFC 8843) demultiplexes.
+pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 
 fn err(line: usize, reason: impl Into<String>) -> Error {
     Error {
@@ -192,38 +206,236 @@ fn find_attr<'a>(attrs: &'a [Attribute], name: &str) -> Option<&'a str> {
         .map(|a| a.value.as_deref().unwrap_or(""))
 }
 
-fn write_attr(f: &mut impl fmt::Write, a: &Attribute) -> fmt::Result {
-    match &a.value {
-        Some(v) => write!(f, "a={}:{v}\r\n", a.name),
-        None => write!(f, "a={}\r\n", a.name),
-    }
-}
-
 impl fmt::Display for SessionDescription {
     /// Writes the description with CRLF line ends.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v=0\r\no={}\r\ns={}\r\n", self.origin, self.session_name)?;
-        if let Some(c) = &self.connection {
-            write!(f, "c={c}\r\n")?;
-        }
-        f.write_str("t=0 0\r\n")?;
+        let mut w = Writer::header(&self.origin, &self.session_name, self.connection.as_deref());
         for a in &self.attributes {
-            write_attr(f, a)?;
+            w.attribute_line(a);
         }
         for m in &self.media {
-            write!(f, "m={} {} {}", m.media, m.port, m.protocol)?;
-            for fmt in &m.formats {
-                write!(f, " {fmt}")?;
-            }
-            f.write_str("\r\n")?;
+            w.media_line(&m.media, m.port, &m.protocol, &m.formats);
             if let Some(c) = &m.connection {
-                write!(f, "c={c}\r\n")?;
+                w.line('c', c);
             }
             for a in &m.attributes {
-                write_attr(f, a)?;
+                w.attribute_line(a);
             }
         }
-        Ok(())
+        f.write_str(&w.finish())
+    }
+}
+
+/// Writes SDP text (RFC 8866 §5): one line per call, in the order called, each ended with
+/// CRLF.
+///
+/// Every line we emit has its format here, once: the session header, media sections accepted
+/// and rejected, and the attributes in them. The server's answer, the client's offer and the
+/// client's answer to a full ICE agent are all written with it. Callers choose the lines and
+/// their order, which is part of the output: browsers and aiortc read our answers, Janus our
+/// offers, so a caller's order does not change lightly.
+#[derive(Debug)]
+pub struct Writer {
+    out: String,
+}
+
+/// The lines that open each accepted, BUNDLEd media section of ours: the m-line with its one
+/// payload type, `c=`, the mid, the transport (ICE credentials, DTLS fingerprint and role),
+/// which we repeat in every bundled section as browsers do, the direction and `a=rtcp-mux`.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaSection<'a> {
+    /// "audio" or "video".
+    pub media: &'a str,
+    pub port: u16,
+    pub protocol: &'a str,
+    pub payload_type: u8,
+    /// The `c=` address: the candidate's, or 0.0.0.0 when candidates come another way.
+    pub address: IpAddr,
+    pub mid: &'a str,
+    pub ice: &'a Credentials,
+    pub fingerprint: &'a Fingerprint,
+    /// `a=setup` (RFC 5763 §5): "actpass", "active" or "passive".
+    pub setup: &'a str,
+    pub direction: Direction,
+}
+
+impl Writer {
+    /// The session header of a description we make: `v=0`, `o=- <session_id> 2 IN IP4
+    /// 127.0.0.1`, `s=-`, `t=0 0`. The session id must fit a signed 64-bit integer (RFC 3264
+    /// §5); the caller picks it (random in production, fixed in tests).
+    pub fn new(session_id: u64) -> Writer {
+        Writer::header(&format!("- {session_id} 2 IN IP4 127.0.0.1"), "-", None)
+    }
+
+    /// `v=0`, `o=`, `s=`, the session `c=` if any, `t=0 0`.
+    fn header(origin: &str, session_name: &str, connection: Option<&str>) -> Writer {
+        let mut w = Writer { out: String::new() };
+        w.line('v', "0").line('o', origin).line('s', session_name);
+        if let Some(c) = connection {
+            w.line('c', c);
+        }
+        w.line('t', "0 0");
+        w
+    }
+
+    fn line(&mut self, kind: char, value: impl fmt::Display) -> &mut Writer {
+        // Writing into a String cannot fail.
+        let _ = write!(self.out, "{kind}={value}\r\n");
+        self
+    }
+
+    /// A property attribute: `a=<name>`.
+    pub fn flag(&mut self, name: &str) -> &mut Writer {
+        self.line('a', name)
+    }
+
+    /// An attribute as parsed.
+    fn attribute_line(&mut self, a: &Attribute) -> &mut Writer {
+        match &a.value {
+            Some(v) => self.attribute(&a.name, v),
+            None => self.flag(&a.name),
+        }
+    }
+
+    /// A value attribute: `a=<name>:<value>`.
+    pub fn attribute(&mut self, name: &str, value: impl fmt::Display) -> &mut Writer {
+        let _ = write!(self.out, "a={name}:{value}\r\n");
+        self
+    }
+
+    /// `a=group:BUNDLE <mids>` (RFC 8843).
+    pub fn bundle<S: Borrow<str>>(&mut self, mids: &[S]) -> &mut Writer {
+        self.attribute("group", format_args!("BUNDLE {}", mids.join(" ")))
+    }
+
+    /// `a=msid-semantic: WMS`, with ` *` when `any` (every stream id may appear), spelled with
+    /// the space after the colon as Chrome writes it.
+    pub fn msid_semantic(&mut self, any: bool) -> &mut Writer {
+        self.out.push_str(if any {
+            "a=msid-semantic: WMS *\r\n"
+        } else {
+            "a=msid-semantic: WMS\r\n"
+        });
+        self
+    }
+
+    /// `m=<media> <port> <protocol> <formats>`.
+    fn media_line<F: fmt::Display>(
+        &mut self,
+        media: &str,
+        port: u16,
+        protocol: &str,
+        formats: impl IntoIterator<Item = F>,
+    ) -> &mut Writer {
+        let _ = write!(self.out, "m={media} {port} {protocol}");
+        for f in formats {
+            let _ = write!(self.out, " {f}");
+        }
+        self.out.push_str("\r\n");
+        self
+    }
+
+    /// `c=IN IP4 <address>` or `c=IN IP6 <address>`.
+    fn connection(&mut self, address: IpAddr) -> &mut Writer {
+        let kind = if address.is_ipv4() { "IP4" } else { "IP6" };
+        let _ = write!(self.out, "c=IN {kind} {address}\r\n");
+        self
+    }
+
+    /// The answer to an `offered` m-line we decline (RFC 3264 §6): port 0 with the offered
+    /// media, protocol and first format, the mid, `a=inactive`.
+    pub fn rejected(&mut self, offered: &MediaDescription, mid: &str) -> &mut Writer {
+        let format = offered.formats.first().map(String::as_str).unwrap_or("0");
+        self.media_line(&offered.media, 0, &offered.protocol, [format])
+            .connection(Ipv4Addr::UNSPECIFIED.into())
+            .attribute("mid", mid)
+            .flag("inactive")
+    }
+
+    /// The opening lines of an accepted media section (see [`MediaSection`]).
+    pub fn media(&mut self, s: &MediaSection<'_>) -> &mut Writer {
+        self.media_line(s.media, s.port, s.protocol, [s.payload_type])
+            .connection(s.address)
+            .attribute("mid", s.mid)
+            .attribute("ice-ufrag", &s.ice.ufrag)
+            .attribute("ice-pwd", &s.ice.pwd)
+            .attribute("fingerprint", s.fingerprint)
+            .attribute("setup", s.setup)
+            .flag(s.direction.as_str())
+            .flag("rtcp-mux")
+    }
+
+    /// `a=rtpmap:<pt> <name>/<clock rate>[/<channels>]` (RFC 8866 §6.6); channels are given
+    /// for audio only.
+    pub fn rtpmap(
+        &mut self,
+        pt: u8,
+        name: &str,
+        clock_rate: u32,
+        channels: Option<u8>,
+    ) -> &mut Writer {
+        let _ = write!(self.out, "a=rtpmap:{pt} {name}/{clock_rate}");
+        if let Some(c) = channels {
+            let _ = write!(self.out, "/{c}");
+        }
+        self.out.push_str("\r\n");
+        self
+    }
+
+    /// `a=fmtp:<pt> <parameters>`.
+    pub fn fmtp(&mut self, pt: u8, parameters: &str) -> &mut Writer {
+        let _ = write!(self.out, "a=fmtp:{pt} {parameters}\r\n");
+        self
+    }
+
+    /// `a=rtcp-fb:<pt> <feedback>` (RFC 4585 §4.2).
+    pub fn rtcp_fb(&mut self, pt: u8, feedback: &str) -> &mut Writer {
+        let _ = write!(self.out, "a=rtcp-fb:{pt} {feedback}\r\n");
+        self
+    }
+
+    /// `a=extmap:<id> <uri>` (RFC 8285 §8).
+    pub fn extmap(&mut self, id: u8, uri: &str) -> &mut Writer {
+        let _ = write!(self.out, "a=extmap:{id} {uri}\r\n");
+        self
+    }
+
+    /// The track sent on this section: `a=msid:<stream> <track>` (RFC 8830) and the SSRC's
+    /// `cname` and `msid` (RFC 5576), which older receivers still read.
+    pub fn track(
+        &mut self,
+        stream_id: &str,
+        track_id: &str,
+        ssrc: u32,
+        cname: &str,
+    ) -> &mut Writer {
+        let _ = write!(
+            self.out,
+            "a=msid:{stream_id} {track_id}\r\na=ssrc:{ssrc} cname:{cname}\r\na=ssrc:{ssrc} msid:{stream_id} {track_id}\r\n"
+        );
+        self
+    }
+
+    /// One UDP host candidate per address, then `a=end-of-candidates`: we never trickle.
+    pub fn host_candidates(&mut self, candidates: &[SocketAddr]) -> &mut Writer {
+        for (i, c) in candidates.iter().enumerate() {
+            // Host candidate priority (RFC 8445 §5.1.2.1): type preference 126, local preference
+            // falling with each address, component 1.
+            let priority = (126u32 << 24) | ((65535 - i as u32) << 8) | 255;
+            let _ = write!(
+                self.out,
+                "a=candidate:{} 1 udp {priority} {} {} typ host\r\n",
+                i + 1,
+                c.ip(),
+                c.port()
+            );
+        }
+        self.flag("end-of-candidates")
+    }
+
+    /// The text written.
+    pub fn finish(self) -> String {
+        self.out
     }
 }
 
@@ -232,7 +444,8 @@ impl MediaDescription {
         find_attr(&self.attributes, name)
     }
 
-    fn attributes<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    /// The values of every `a=<name>:<value>`, in order.
+    pub(crate) fn attributes<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.attributes
             .iter()
             .filter(move |a| a.name == name)
@@ -252,7 +465,7 @@ impl MediaDescription {
         Direction::SendRecv
     }
 
-    fn mid(&self) -> Option<&str> {
+    pub(crate) fn mid(&self) -> Option<&str> {
         self.attribute("mid")
     }
 
@@ -291,7 +504,9 @@ impl MediaDescription {
             .collect()
     }
 
-    fn mid_extension(&self) -> Option<u8> {
+    /// The id of the MID header extension, if offered with a one-byte id (1..=14, RFC 8285
+    /// §4.2), the form we write.
+    pub(crate) fn mid_extension(&self) -> Option<u8> {
         self.attributes("extmap").find_map(|v| {
             let (id, uri) = v.split_once(' ')?;
             (uri.split_ascii_whitespace().next()? == MID_URI).then_some(())?;
@@ -527,6 +742,8 @@ pub struct LocalParams<'a> {
     pub candidates: &'a [SocketAddr],
     /// Codecs the channel allows; offered codecs outside this list are declined.
     pub allowed_codecs: &'a [Codec],
+    /// The `o=` session id (see [`Writer::new`]): random in production, fixed in tests.
+    pub session_id: u64,
 }
 
 /// The codec chosen for an m-line, with the payload type the *client* uses for it.
@@ -597,68 +814,92 @@ pub fn answer(
         .candidates
         .first()
         .ok_or_else(|| fail("no local candidates"))?;
-    let mut media = Vec::with_capacity(roles.len());
-    let mut sections = String::new();
-    let mut bundle = Vec::new();
-    for ((m, offered), role) in offer.description.media.iter().zip(&offer.media).zip(roles) {
-        let outcome = negotiate(m, offered, local, role);
-        let track = match role {
-            MediaRole::Send(t) => Some(t),
-            _ => None,
-        };
-        match &outcome {
-            Negotiated::Rejected { mid, .. } => write_rejected(&mut sections, m, mid),
+    let media: Vec<Negotiated> = offer
+        .description
+        .media
+        .iter()
+        .zip(&offer.media)
+        .zip(roles)
+        .map(|((m, offered), role)| negotiate(m, offered, local, role))
+        .collect();
+    let bundle: Vec<&str> = media
+        .iter()
+        .filter_map(|n| match n {
+            Negotiated::Receive { mid, .. } | Negotiated::Send { mid, .. } => Some(mid.as_str()),
+            Negotiated::Rejected { .. } => None,
+        })
+        .collect();
+    let mut w = Writer::new(local.session_id);
+    w.flag("ice-lite");
+    if !bundle.is_empty() {
+        w.bundle(&bundle);
+    }
+    if offer.description.attribute("extmap-allow-mixed").is_some() {
+        w.flag("extmap-allow-mixed");
+    }
+    w.msid_semantic(true);
+    for ((m, outcome), role) in offer.description.media.iter().zip(&media).zip(roles) {
+        let (mid, direction, codec, extensions) = match outcome {
+            Negotiated::Rejected { mid, .. } => {
+                w.rejected(m, mid);
+                continue;
+            }
             Negotiated::Receive {
                 mid,
                 codec,
                 extensions,
                 ..
-            } => {
-                bundle.push(mid.clone());
-                let section = Section {
-                    mid,
-                    direction: "recvonly",
-                    codec,
-                    extensions: *extensions,
-                    track: None,
-                };
-                write_section(&mut sections, m, local, first, &section);
-            }
+            } => (mid, Direction::RecvOnly, codec, extensions),
             Negotiated::Send {
                 mid,
                 codec,
                 extensions,
                 ..
-            } => {
-                bundle.push(mid.clone());
-                let section = Section {
-                    mid,
-                    direction: "sendonly",
-                    codec,
-                    extensions: *extensions,
-                    track,
-                };
-                write_section(&mut sections, m, local, first, &section);
+            } => (mid, Direction::SendOnly, codec, extensions),
+        };
+        let pt = codec.payload_type;
+        w.media(&MediaSection {
+            media: &m.media,
+            port: first.port(),
+            protocol: &m.protocol,
+            payload_type: pt,
+            address: first.ip(),
+            mid,
+            ice: local.ice,
+            fingerprint: local.fingerprint,
+            setup: "passive",
+            direction,
+        });
+        if m.attribute("rtcp-rsize").is_some() {
+            w.flag("rtcp-rsize");
+        }
+        let channels = (codec.codec.kind() == MediaKind::Audio).then_some(codec.channels);
+        w.rtpmap(pt, codec.codec.name(), codec.clock_rate, channels);
+        if let Some(fmtp) = &codec.fmtp {
+            w.fmtp(pt, fmtp);
+        }
+        for (on, fb) in [
+            (codec.nack, "nack"),
+            (codec.pli, "nack pli"),
+            (codec.fir, "ccm fir"),
+            (codec.remb, "goog-remb"),
+        ] {
+            if on {
+                w.rtcp_fb(pt, fb);
             }
         }
-        media.push(outcome);
+        if let Some(id) = extensions.mid {
+            w.extmap(id, MID_URI);
+        }
+        if let MediaRole::Send(t) = role {
+            w.track(&t.stream_id, &t.track_id, t.ssrc, &t.cname);
+        }
+        w.host_candidates(local.candidates);
     }
-    let mut sdp = String::new();
-    // Writing into a String cannot fail.
-    let _ = write!(
-        sdp,
-        "v=0\r\no=- {} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=ice-lite\r\n",
-        rand::random::<u32>()
-    );
-    if !bundle.is_empty() {
-        let _ = write!(sdp, "a=group:BUNDLE {}\r\n", bundle.join(" "));
-    }
-    if offer.description.attribute("extmap-allow-mixed").is_some() {
-        sdp.push_str("a=extmap-allow-mixed\r\n");
-    }
-    sdp.push_str("a=msid-semantic: WMS *\r\n");
-    sdp.push_str(&sections);
-    Ok(Answer { sdp, media })
+    Ok(Answer {
+        sdp: w.finish(),
+        media,
+    })
 }
 
 /// Decides one m-line.
@@ -772,99 +1013,6 @@ fn fmtp_value<'a>(fmtp: Option<&'a str>, key: &str) -> Option<&'a str> {
         let (k, v) = kv.split_once('=')?;
         k.trim().eq_ignore_ascii_case(key).then(|| v.trim())
     })
-}
-
-fn write_rejected(out: &mut String, m: &MediaDescription, mid: &str) {
-    let format = m.formats.first().map(String::as_str).unwrap_or("0");
-    let _ = write!(
-        out,
-        "m={} 0 {} {format}\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\na=inactive\r\n",
-        m.media, m.protocol
-    );
-}
-
-/// What an accepted m-line of the answer says.
-struct Section<'a> {
-    mid: &'a str,
-    direction: &'a str,
-    codec: &'a NegotiatedCodec,
-    extensions: Extensions,
-    track: Option<&'a SendTrack>,
-}
-
-fn write_section(
-    out: &mut String,
-    m: &MediaDescription,
-    local: &LocalParams<'_>,
-    first: &SocketAddr,
-    s: &Section<'_>,
-) {
-    let (codec, pt) = (s.codec, s.codec.payload_type);
-    let ip_kind = if first.ip().is_ipv4() { "IP4" } else { "IP6" };
-    let _ = write!(
-        out,
-        "m={} {} {} {pt}\r\nc=IN {ip_kind} {}\r\na=mid:{}\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n\
-         a=fingerprint:{}\r\na=setup:passive\r\na={}\r\na=rtcp-mux\r\n",
-        m.media,
-        first.port(),
-        m.protocol,
-        first.ip(),
-        s.mid,
-        local.ice.ufrag,
-        local.ice.pwd,
-        local.fingerprint,
-        s.direction,
-    );
-    if m.attribute("rtcp-rsize").is_some() {
-        out.push_str("a=rtcp-rsize\r\n");
-    }
-    let channels = if codec.codec.kind() == MediaKind::Audio {
-        format!("/{}", codec.channels)
-    } else {
-        String::new()
-    };
-    let _ = write!(
-        out,
-        "a=rtpmap:{pt} {}/{}{channels}\r\n",
-        codec.codec.name(),
-        codec.clock_rate
-    );
-    if let Some(fmtp) = &codec.fmtp {
-        let _ = write!(out, "a=fmtp:{pt} {fmtp}\r\n");
-    }
-    for (on, fb) in [
-        (codec.nack, "nack"),
-        (codec.pli, "nack pli"),
-        (codec.fir, "ccm fir"),
-        (codec.remb, "goog-remb"),
-    ] {
-        if on {
-            let _ = write!(out, "a=rtcp-fb:{pt} {fb}\r\n");
-        }
-    }
-    if let Some(id) = s.extensions.mid {
-        let _ = write!(out, "a=extmap:{id} {MID_URI}\r\n");
-    }
-    if let Some(t) = s.track {
-        let _ = write!(
-            out,
-            "a=msid:{0} {1}\r\na=ssrc:{2} cname:{3}\r\na=ssrc:{2} msid:{0} {1}\r\n",
-            t.stream_id, t.track_id, t.ssrc, t.cname
-        );
-    }
-    for (i, c) in local.candidates.iter().enumerate() {
-        // Host candidate priority (RFC 8445 §5.1.2.1): type preference 126, local preference
-        // falling with each address, component 1.
-        let priority = (126u32 << 24) | ((65535 - i as u32) << 8) | 255;
-        let _ = write!(
-            out,
-            "a=candidate:{} 1 udp {priority} {} {} typ host\r\n",
-            i + 1,
-            c.ip(),
-            c.port()
-        );
-    }
-    out.push_str("a=end-of-candidates\r\n");
 }
 
 #[cfg(test)]
@@ -1149,6 +1297,7 @@ mod tests {
             fingerprint: fp,
             candidates,
             allowed_codecs: &ALL,
+            session_id: 4_242,
         }
     }
 
@@ -1441,6 +1590,138 @@ mod tests {
             let e = Offer::parse(&text).unwrap_err();
             assert!(e.to_string().contains(expected), "{expected:?} not in {e}");
         }
+    }
+
+    /// The whole text of an answer: a change to a line, or to the order of lines (which
+    /// browsers and aiortc read), shows up here.
+    #[test]
+    fn answer_text_is_stable() {
+        let offer = Offer::parse(&chrome_subscribe()).unwrap();
+        let (ice, fp, _) = server();
+        let candidates: [SocketAddr; 2] = [
+            "192.0.2.7:49152".parse().unwrap(),
+            "[2001:db8::7]:49152".parse().unwrap(),
+        ];
+        let roles = [
+            MediaRole::Reject,
+            MediaRole::Send(SendTrack {
+                codec: Codec::Vp9,
+                fmtp: Some("profile-id=2".into()),
+                ssrc: 3,
+                cname: "sfu".into(),
+                stream_id: "pub1".into(),
+                track_id: "t3".into(),
+            }),
+        ];
+        let a = answer(&offer, &local(&ice, &fp, &candidates), &roles).unwrap();
+        assert_eq!(
+            a.sdp,
+            lines(&format!(
+                "v=0
+                o=- 4242 2 IN IP4 127.0.0.1
+                s=-
+                t=0 0
+                a=ice-lite
+                a=group:BUNDLE 1
+                a=extmap-allow-mixed
+                a=msid-semantic: WMS *
+                m=audio 0 UDP/TLS/RTP/SAVPF 111
+                c=IN IP4 0.0.0.0
+                a=mid:0
+                a=inactive
+                m=video 49152 UDP/TLS/RTP/SAVPF 100
+                c=IN IP4 192.0.2.7
+                a=mid:1
+                a=ice-ufrag:srvU
+                a=ice-pwd:serverpasswordserverpass
+                a=fingerprint:{FP}
+                a=setup:passive
+                a=sendonly
+                a=rtcp-mux
+                a=rtcp-rsize
+                a=rtpmap:100 VP9/90000
+                a=fmtp:100 profile-id=2
+                a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid
+                a=msid:pub1 t3
+                a=ssrc:3 cname:sfu
+                a=ssrc:3 msid:pub1 t3
+                a=candidate:1 1 udp 2130706431 192.0.2.7 49152 typ host
+                a=candidate:2 1 udp 2130706175 2001:db8::7 49152 typ host
+                a=end-of-candidates"
+            ))
+        );
+    }
+
+    #[test]
+    fn writer_line_formats() {
+        let ice = Credentials {
+            ufrag: "u".into(),
+            pwd: "p".into(),
+        };
+        let fp: Fingerprint = FP.parse().unwrap();
+        let offered = MediaDescription {
+            media: "application".into(),
+            port: 9,
+            protocol: "UDP/DTLS/SCTP".into(),
+            formats: vec!["webrtc-datachannel".into()],
+            connection: None,
+            attributes: Vec::new(),
+        };
+        let mut w = Writer::new(u64::from(u32::MAX) + 1);
+        w.bundle(&["a", "d"]).msid_semantic(false);
+        w.media(&MediaSection {
+            media: "audio",
+            port: 50_000,
+            protocol: "UDP/TLS/RTP/SAVPF",
+            payload_type: 111,
+            address: "2001:db8::1".parse().unwrap(),
+            mid: "a",
+            ice: &ice,
+            fingerprint: &fp,
+            setup: "actpass",
+            direction: Direction::SendRecv,
+        });
+        w.rtpmap(111, "opus", 48_000, Some(2))
+            .rtpmap(96, "VP8", 90_000, None)
+            .fmtp(96, "x=1")
+            .rtcp_fb(96, "nack pli")
+            .extmap(14, MID_URI)
+            .track("s", "t", 7, "c")
+            .host_candidates(&[])
+            .rejected(&offered, "d");
+        assert_eq!(
+            w.finish(),
+            lines(&format!(
+                "v=0
+                o=- 4294967296 2 IN IP4 127.0.0.1
+                s=-
+                t=0 0
+                a=group:BUNDLE a d
+                a=msid-semantic: WMS
+                m=audio 50000 UDP/TLS/RTP/SAVPF 111
+                c=IN IP6 2001:db8::1
+                a=mid:a
+                a=ice-ufrag:u
+                a=ice-pwd:p
+                a=fingerprint:{FP}
+                a=setup:actpass
+                a=sendrecv
+                a=rtcp-mux
+                a=rtpmap:111 opus/48000/2
+                a=rtpmap:96 VP8/90000
+                a=fmtp:96 x=1
+                a=rtcp-fb:96 nack pli
+                a=extmap:14 urn:ietf:params:rtp-hdrext:sdes:mid
+                a=msid:s t
+                a=ssrc:7 cname:c
+                a=ssrc:7 msid:s t
+                a=end-of-candidates
+                m=application 0 UDP/DTLS/SCTP webrtc-datachannel
+                c=IN IP4 0.0.0.0
+                a=mid:d
+                a=inactive"
+            ))
+        );
     }
 
     #[test]

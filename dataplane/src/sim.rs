@@ -105,6 +105,7 @@ impl Sim {
             server_ice,
             self.identity.fingerprint().clone(),
             self.now,
+            id.0,
         );
         Ok(self.add_peer(client))
     }

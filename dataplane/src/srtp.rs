@@ -14,6 +14,8 @@ use aws_lc_rs::constant_time;
 use aws_lc_rs::hmac;
 use aws_lc_rs::iv::FixedLength;
 
+use crate::wire::{be_u16, be_u32};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     /// SRTP_AES128_CM_HMAC_SHA1_80 (RFC 3711, RFC 5764 0x0001).
@@ -198,8 +200,8 @@ fn rtp_header_len(packet: &[u8]) -> Result<usize, Error> {
     let first = *packet.first().ok_or(Error::TooShort)?;
     let mut len = 12 + 4 * usize::from(first & 0x0F);
     if first & 0x10 != 0 {
-        let words = packet.get(len + 2..len + 4).ok_or(Error::TooShort)?;
-        len += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+        let words = be_u16(packet, len + 2).ok_or(Error::TooShort)?;
+        len += 4 + 4 * usize::from(words);
     }
     if packet.len() < len {
         return Err(Error::TooShort);
@@ -207,9 +209,14 @@ fn rtp_header_len(packet: &[u8]) -> Result<usize, Error> {
     Ok(len)
 }
 
-fn ssrc_at(packet: &[u8], at: usize) -> Result<u32, Error> {
-    let b = packet.get(at..at + 4).ok_or(Error::TooShort)?;
-    Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+/// The big-endian word at `at` (an SSRC, or SRTCP's E flag and index).
+fn word_at(packet: &[u8], at: usize) -> Result<u32, Error> {
+    be_u32(packet, at).ok_or(Error::TooShort)
+}
+
+/// The RTP sequence number (bytes 2-3 of the fixed header).
+fn sequence(packet: &[u8]) -> Result<u16, Error> {
+    be_u16(packet, 2).ok_or(Error::TooShort)
 }
 
 /// Per-SSRC state: the rollover counter and replay windows.
@@ -385,8 +392,8 @@ impl Context {
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
         let packet = buf.get(..len).ok_or(Error::BufferTooSmall)?;
         let header_len = rtp_header_len(packet)?;
-        let seq = u16::from_be_bytes([packet[2], packet[3]]);
-        let ssrc = ssrc_at(packet, 8)?;
+        let seq = sequence(packet)?;
+        let ssrc = word_at(packet, 8)?;
         let end = len + self.profile.rtp_overhead();
         if buf.len() < end {
             return Err(Error::BufferTooSmall);
@@ -428,8 +435,8 @@ impl Context {
         if buf.len() < header_len + tag_len {
             return Err(Error::TooShort);
         }
-        let seq = u16::from_be_bytes([buf[2], buf[3]]);
-        let ssrc = ssrc_at(buf, 8)?;
+        let seq = sequence(buf)?;
+        let ssrc = word_at(buf, 8)?;
         let index = match self.stream(ssrc) {
             Some(s) => {
                 let index = s.estimate(seq)?;
@@ -467,7 +474,7 @@ impl Context {
         if buf.len() < end {
             return Err(Error::BufferTooSmall);
         }
-        let ssrc = ssrc_at(buf, 4)?;
+        let ssrc = word_at(buf, 4)?;
         let index = self.rtcp_index;
         self.rtcp_index = (self.rtcp_index + 1) & !E_FLAG;
         let e_index = (E_FLAG | index).to_be_bytes();
@@ -505,13 +512,13 @@ impl Context {
         if buf.len() < 8 + overhead {
             return Err(Error::TooShort);
         }
-        let ssrc = ssrc_at(buf, 4)?;
+        let ssrc = word_at(buf, 4)?;
         let len = buf.len() - overhead;
         let (e_at, tag_at) = match self.profile {
             Profile::Aes128CmHmacSha1_80 => (len, len + 4),
             Profile::AeadAes128Gcm | Profile::AeadAes256Gcm => (buf.len() - 4, len),
         };
-        let e_index = ssrc_at(buf, e_at)?;
+        let e_index = word_at(buf, e_at)?;
         let encrypted = e_index & E_FLAG != 0;
         let index = e_index & !E_FLAG;
         if let Some(s) = self.stream(ssrc) {

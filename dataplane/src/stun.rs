@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use aws_lc_rs::hmac;
 
+use crate::wire::{be_u16, be_u32, be_u64};
+
 pub const HEADER_LEN: usize = 20;
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 /// FINGERPRINT is the CRC-32 of the message XORed with this ("STUN").
@@ -70,17 +72,7 @@ pub enum Error {
 
 /// Whether `buf` looks like STUN (first two bits zero, magic cookie), without parsing it.
 pub fn is_stun(buf: &[u8]) -> bool {
-    buf.len() >= HEADER_LEN && buf[0] & 0xC0 == 0 && be32(buf, 4) == Some(MAGIC_COOKIE)
-}
-
-fn be16(buf: &[u8], at: usize) -> Option<u16> {
-    let b = buf.get(at..at + 2)?;
-    Some(u16::from_be_bytes([b[0], b[1]]))
-}
-
-fn be32(buf: &[u8], at: usize) -> Option<u32> {
-    let b = buf.get(at..at + 4)?;
-    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    buf.len() >= HEADER_LEN && buf[0] & 0xC0 == 0 && be_u32(buf, 4) == Some(MAGIC_COOKIE)
 }
 
 fn padded(len: usize) -> usize {
@@ -107,11 +99,11 @@ impl<'a> Message<'a> {
         if !is_stun(buf) {
             return Err(Error::NotStun);
         }
-        let length = usize::from(be16(buf, 2).ok_or(Error::TooShort)?);
+        let length = usize::from(be_u16(buf, 2).ok_or(Error::TooShort)?);
         if length % 4 != 0 || HEADER_LEN + length != buf.len() {
             return Err(Error::BadLength);
         }
-        let typ = be16(buf, 0).ok_or(Error::TooShort)?;
+        let typ = be_u16(buf, 0).ok_or(Error::TooShort)?;
         let mut msg = Message {
             buf,
             typ,
@@ -120,8 +112,8 @@ impl<'a> Message<'a> {
         };
         let mut at = HEADER_LEN;
         while at < buf.len() {
-            let t = be16(buf, at).ok_or(Error::BadAttribute)?;
-            let len = usize::from(be16(buf, at + 2).ok_or(Error::BadAttribute)?);
+            let t = be_u16(buf, at).ok_or(Error::BadAttribute)?;
+            let len = usize::from(be_u16(buf, at + 2).ok_or(Error::BadAttribute)?);
             let end = at + 4 + padded(len);
             if end > buf.len() {
                 return Err(Error::BadAttribute);
@@ -174,8 +166,8 @@ impl<'a> Message<'a> {
         let buf = self.buf;
         let mut at = HEADER_LEN;
         std::iter::from_fn(move || {
-            let t = be16(buf, at)?;
-            let len = usize::from(be16(buf, at + 2)?);
+            let t = be_u16(buf, at)?;
+            let len = usize::from(be_u16(buf, at + 2)?);
             let value = buf.get(at + 4..at + 4 + len)?;
             at += 4 + padded(len);
             Some((t, value))
@@ -189,8 +181,8 @@ impl<'a> Message<'a> {
         let buf = self.buf;
         let mut at = HEADER_LEN;
         while at < buf.len() {
-            let t = be16(buf, at)?;
-            let len = usize::from(be16(buf, at + 2)?);
+            let t = be_u16(buf, at)?;
+            let len = usize::from(be_u16(buf, at + 2)?);
             if t == typ && (at <= limit || t == attr::FINGERPRINT) {
                 return buf.get(at + 4..at + 4 + len);
             }
@@ -205,7 +197,7 @@ impl<'a> Message<'a> {
 
     pub fn priority(&self) -> Option<u32> {
         let v = self.attribute(attr::PRIORITY)?;
-        (v.len() == 4).then(|| be32(v, 0)).flatten()
+        (v.len() == 4).then(|| be_u32(v, 0)).flatten()
     }
 
     pub fn use_candidate(&self) -> bool {
@@ -213,8 +205,8 @@ impl<'a> Message<'a> {
     }
 
     fn u64_attr(&self, typ: u16) -> Option<u64> {
-        let v: [u8; 8] = self.attribute(typ)?.try_into().ok()?;
-        Some(u64::from_be_bytes(v))
+        let v = self.attribute(typ)?;
+        (v.len() == 8).then(|| be_u64(v, 0)).flatten()
     }
 
     pub fn ice_controlling(&self) -> Option<u64> {
@@ -227,10 +219,10 @@ impl<'a> Message<'a> {
 
     pub fn xor_mapped_address(&self) -> Option<SocketAddr> {
         let v = self.attribute(attr::XOR_MAPPED_ADDRESS)?;
-        let port = be16(v, 2)? ^ (MAGIC_COOKIE >> 16) as u16;
+        let port = be_u16(v, 2)? ^ (MAGIC_COOKIE >> 16) as u16;
         let ip = match v.get(1)? {
             0x01 => {
-                let a = be32(v, 4)? ^ MAGIC_COOKIE;
+                let a = be_u32(v, 4)? ^ MAGIC_COOKIE;
                 (v.len() == 8).then(|| IpAddr::V4(Ipv4Addr::from(a)))?
             }
             0x02 => {
@@ -264,7 +256,7 @@ impl<'a> Message<'a> {
     /// `None` when there is no FINGERPRINT attribute, else whether its CRC-32 matches.
     pub fn fingerprint_ok(&self) -> Option<bool> {
         let at = self.fingerprint?;
-        let expected = be32(self.buf, at + 4)?;
+        let expected = be_u32(self.buf, at + 4)?;
         let covered = self.buf.get(..at)?;
         Some(crc32fast::hash(covered) ^ FINGERPRINT_XOR == expected)
     }

@@ -240,7 +240,7 @@ impl Transport {
                         &keying.material,
                         keying.is_server,
                     )
-                    .map_err(|e| dtls::Error::Handshake(format!("SRTP keys: {e}")))?;
+                    .map_err(dtls::Error::SrtpKeys)?;
                     self.srtp = Some(Srtp { inbound, outbound });
                     connected = true;
                 }

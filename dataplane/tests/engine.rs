@@ -428,6 +428,7 @@ fn dtls_peer_with_the_wrong_certificate_is_refused() {
         server_ice,
         sim.identity.fingerprint().clone(),
         sim.now,
+        1,
     );
     sim.add_peer(client);
     for _ in 0..200 {

@@ -245,7 +245,7 @@ impl Generator {
         let fp = self.identity.fingerprint();
         match link {
             Link::Switchyard { token, session } => {
-                let offer = client::offer(&ice, fp, &tracks);
+                let offer = client::offer(&ice, fp, &tracks, rand::random::<u32>().into());
                 let (id, answer) = match session {
                     Some(s) => s.publish(&offer).await.map_err(|e| e.to_string())?,
                     None => (
@@ -262,7 +262,13 @@ impl Generator {
                 };
                 // Janus answers `actpass` with `active`; offering `active` keeps us the DTLS
                 // client (see janus.rs).
-                let offer = client::offer_with(&ice, fp, &tracks, Setup::Active);
+                let offer = client::offer_with(
+                    &ice,
+                    fp,
+                    &tracks,
+                    Setup::Active,
+                    rand::random::<u32>().into(),
+                );
                 let handle = session
                     .attach_videoroom()
                     .await
@@ -302,7 +308,7 @@ impl Generator {
                         payload_type: VIDEO_PT,
                     });
                 }
-                let offer = client::offer(&ice, fp, &tracks);
+                let offer = client::offer(&ice, fp, &tracks, rand::random::<u32>().into());
                 let clock_rates = rtp_clocks(&offer);
                 let answer = match session {
                     Some(s) => s
@@ -327,8 +333,14 @@ impl Generator {
                     .subscribe(*room, feed)
                     .await
                     .map_err(|e| e.to_string())?;
-                let answer = client::answer(&ice, fp, &offer, &[Codec::Opus, Codec::Vp8])
-                    .map_err(|e| e.to_string())?;
+                let answer = client::answer(
+                    &ice,
+                    fp,
+                    &offer,
+                    &[Codec::Opus, Codec::Vp8],
+                    rand::random::<u32>().into(),
+                )
+                .map_err(|e| e.to_string())?;
                 let role = Role::Subscribe {
                     clock_rates: rtp_clocks(&offer),
                 };
@@ -367,6 +379,7 @@ impl Generator {
             remote.fingerprint,
             ice_role,
             Instant::now(),
+            rand::random(),
         );
         self.net
             .add(NewTransport {

@@ -60,7 +60,7 @@ impl Peer {
                 ssrc: VIDEO_SSRC,
             },
         ];
-        let offer = client::offer(&local_ice, fingerprint, &tracks);
+        let offer = client::offer(&local_ice, fingerprint, &tracks, 1);
         let auth = format!("Bearer {token}");
         let r = http::request(
             port,
@@ -102,6 +102,7 @@ impl Peer {
             server_ice.clone(),
             server_fp,
             Instant::now(),
+            1,
         );
         let location = r.header("Location").unwrap_or_default().to_string();
         Ok(Peer {

@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
             fingerprint: &offer.fingerprint,
             candidates: &candidates,
             allowed_codecs: &[switchyard_dataplane::media::Codec::Opus, switchyard_dataplane::media::Codec::Vp8],
+            session_id: 1,
         };
         let roles = vec![MediaRole::Receive; offer.media.len()];
         if let Ok(answer) = sdp::answer(&offer, &local, &roles) {

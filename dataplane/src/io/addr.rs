@@ -47,7 +47,7 @@ pub(super) fn write(addr: SocketAddr, storage: &mut libc::sockaddr_in6) -> libc:
 /// Reads an address the kernel wrote as raw bytes (a `sockaddr_in` or `sockaddr_in6`).
 pub(super) fn read(raw: &[u8]) -> Option<SocketAddr> {
     let family = u16::from_ne_bytes(raw.get(..2)?.try_into().ok()?);
-    let port = u16::from_be_bytes(raw.get(2..4)?.try_into().ok()?);
+    let port = crate::wire::be_u16(raw, 2)?;
     match i32::from(family) {
         libc::AF_INET => {
             let ip: [u8; 4] = raw.get(4..8)?.try_into().ok()?;

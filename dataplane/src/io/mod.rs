@@ -24,7 +24,7 @@ pub use tx::Tx;
 pub const MAX_DATAGRAM: usize = 2048;
 /// Send buffers per worker: a keyframe burst to a few hundred subscribers fits.
 pub const TX_BUFFERS: usize = 8192;
-/// Socket buffer size asked for (the kernel caps it at net.core.[rw]mem_max).
+/// Socket buffer size asked for (the kernel caps it at `net.core.rmem_max` and `wmem_max`).
 const SOCKET_BUFFER: usize = 4 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

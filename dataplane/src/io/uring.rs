@@ -6,6 +6,7 @@
 //! or buffer rings and no release since 2024).
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -134,8 +135,10 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`; the io_uring that used it is
-        // dropped first (field order in `run`'s locals: the ring is declared after).
+        // SAFETY: unmaps exactly the mapping made in `new`, once. No ring uses it any more: the
+        // one `run` registers it with is unregistered and closed in `UringLoop`'s `Drop`
+        // before any field (this one included) is dropped, and `usable` unregisters its test
+        // registration right after making it.
         unsafe { libc::munmap(self.entries.cast(), self.map_len) };
     }
 }
@@ -170,12 +173,85 @@ impl SendHeaders {
 /// Pushes an entry, submitting first if the queue is full.
 fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
     loop {
-        // SAFETY: every entry we build points at memory that outlives its completion (the
-        // buffer ring, the send header arrays, the wake buffer, all owned by `run`).
+        // SAFETY: every entry we build points into memory `UringLoop` owns next to the ring
+        // (the buffer ring, the send headers, the receive header, the wake buffer), whose
+        // `Drop` closes the ring before that memory is freed, or into `Tx`'s buffers, which
+        // the caller of `run` owns for longer than the `UringLoop` lives.
         if unsafe { ring.submission().push(entry) }.is_ok() {
             return Ok(());
         }
         ring.submit()?;
+    }
+}
+
+/// The ring and the memory its entries point into, owned together so that the order they go
+/// away in is written down in `Drop` rather than left to the order of declarations.
+///
+/// Everything the kernel is given a pointer to lives in a heap allocation (or, for the
+/// buffer ring, an mmap) owned here, so moving a `UringLoop` moves none of it.
+struct UringLoop {
+    /// Dropped by hand in `Drop::drop`, before the fields below.
+    ring: ManuallyDrop<IoUring>,
+    /// Receive buffers, registered with the ring as `BUFFER_GROUP`.
+    bufs: BufRing,
+    /// Per-slot `SendMsg` headers.
+    sends: SendHeaders,
+    /// The header `RecvMsgMulti` reads its name and control lengths from.
+    recv_hdr: Box<libc::msghdr>,
+    /// Where the waker's eventfd is read into.
+    wake_buf: Box<[u8; 8]>,
+}
+
+impl UringLoop {
+    /// A ring with `RECV_BUFFERS` receive buffers registered and `send_slots` send headers.
+    fn new(send_slots: usize) -> io::Result<UringLoop> {
+        let mut bufs = BufRing::new(RECV_BUFFERS)?;
+        for bid in 0..RECV_BUFFERS {
+            bufs.push(bid);
+        }
+        bufs.publish();
+        // SAFETY: msghdr is plain data; only the name and control lengths matter for
+        // RecvMsgMulti.
+        let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        recv_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .build(RING_ENTRIES)
+            .or_else(|_| IoUring::new(RING_ENTRIES))?;
+        let uring = UringLoop {
+            ring: ManuallyDrop::new(ring),
+            bufs,
+            sends: SendHeaders::new(send_slots),
+            recv_hdr,
+            wake_buf: Box::new([0u8; 8]),
+        };
+        // SAFETY: the buffer ring's mapping belongs to `uring`, whose `Drop` unregisters it
+        // and closes the ring before unmapping it (also if this call fails).
+        unsafe {
+            uring.ring.submitter().register_buf_ring_with_flags(
+                uring.bufs.ring_addr(),
+                RECV_BUFFERS,
+                BUFFER_GROUP,
+                0,
+            )?
+        };
+        Ok(uring)
+    }
+}
+
+impl Drop for UringLoop {
+    fn drop(&mut self) {
+        // No receive takes a buffer from the ring after this. It fails only if `new` failed
+        // before registering, when there is nothing to remove.
+        let _ = self.ring.submitter().unregister_buf_ring(BUFFER_GROUP);
+        // SAFETY: the ring is dropped once, here, and never used again. Dropping it unmaps the
+        // queues and closes the ring: nothing more can be submitted, and the kernel cancels
+        // what is still in flight (the armed receive and eventfd read; `run` gives sends up to
+        // a second to complete before it returns). The memory those requests point into is
+        // freed only after this function returns, when the other fields are dropped, so the
+        // ring goes first whatever order the fields are declared in.
+        unsafe { ManuallyDrop::drop(&mut self.ring) };
     }
 }
 
@@ -186,46 +262,30 @@ pub(super) fn run(
     tx: &mut Tx,
 ) -> io::Result<()> {
     let fd = Fd(socket.as_raw_fd());
-    let mut bufs = BufRing::new(RECV_BUFFERS)?;
-    let mut sends = SendHeaders::new(tx.capacity());
-    let mut wake_buf = Box::new([0u8; 8]);
-    // SAFETY: msghdr is plain data; only the name and control lengths matter for RecvMsgMulti.
-    let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-    recv_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
-    // Declared after the memory it points into, so it is dropped (and stops using it) first.
-    let mut ring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_coop_taskrun()
-        .build(RING_ENTRIES)
-        .or_else(|_| IoUring::new(RING_ENTRIES))?;
-    for bid in 0..RECV_BUFFERS {
-        bufs.push(bid);
-    }
-    bufs.publish();
-    // SAFETY: the buffer ring memory stays mapped until after `ring` is dropped.
-    unsafe {
-        ring.submitter().register_buf_ring_with_flags(
-            bufs.ring_addr(),
-            RECV_BUFFERS,
-            BUFFER_GROUP,
-            0,
-        )?
-    };
+    let mut uring = UringLoop::new(tx.capacity())?;
+    let UringLoop {
+        ring,
+        bufs,
+        sends,
+        recv_hdr,
+        wake_buf,
+    } = &mut uring;
+    let ring: &mut IoUring = ring;
 
-    let recv = opcode::RecvMsgMulti::new(fd, &*recv_hdr, BUFFER_GROUP)
+    let recv = opcode::RecvMsgMulti::new(fd, &**recv_hdr, BUFFER_GROUP)
         .build()
         .user_data(RECV);
     let wake = opcode::Read::new(Fd(waker.raw_fd()), wake_buf.as_mut_ptr(), 8)
         .build()
         .user_data(WAKE);
-    push(&mut ring, &recv)?;
-    push(&mut ring, &wake)?;
+    push(ring, &recv)?;
+    push(ring, &wake)?;
 
     let mut deadline = handler.on_tick(Instant::now(), tx);
     let mut in_flight = 0usize;
     let mut stopping: Option<Instant> = None;
     loop {
-        in_flight += queue_sends(&mut ring, fd, tx, &mut sends)?;
+        in_flight += queue_sends(ring, fd, tx, sends)?;
         if stopping.is_none() && handler.is_stopped() {
             stopping = Some(Instant::now() + Duration::from_secs(1));
         }
@@ -265,7 +325,7 @@ pub(super) fn run(
                         continue;
                     };
                     if cqe.result() > 0 {
-                        deliver(&mut bufs, bid, cqe.result() as usize, now, handler, tx);
+                        deliver(bufs, bid, cqe.result() as usize, now, handler, tx);
                     }
                     bufs.push(bid);
                 }
@@ -280,10 +340,10 @@ pub(super) fn run(
         drop(cq);
         bufs.publish();
         if rearm_recv {
-            push(&mut ring, &recv)?;
+            push(ring, &recv)?;
         }
         if rearm_wake {
-            push(&mut ring, &wake)?;
+            push(ring, &wake)?;
         }
         deadline = handler.on_tick(now, tx);
     }
