@@ -181,6 +181,12 @@ async fn ramp(a: &CapacityArgs, setup: &Setup) -> Result<Capacity, String> {
             Some(format!(
                 "{target} subscribers did not all receive media within {timeout:?}"
             ))
+        } else if w.end.auth_failures + w.end.replayed > 0 {
+            // Counted from the start: a failure while this step's subscribers joined counts.
+            Some(format!(
+                "SRTP at {target} subscribers: {} packets from the server failed authentication, {} repeated an index",
+                w.end.auth_failures, w.end.replayed
+            ))
         } else if step.generator_saturated {
             Some(format!(
                 "the generator saturated at {target} subscribers: the run is invalid beyond this"

@@ -420,6 +420,8 @@ pub async fn run(a: RunArgs) -> Result<bool, String> {
         all_joined: all,
         signalling_errors: g.errors(),
         auth_failures: w.end.auth_failures,
+        replayed: w.end.replayed,
+        before_keys: w.end.before_keys,
         join_p50_ms: stats::quantile(join_ms, 0.5),
         join_p99_ms: stats::quantile(join_ms, 0.99),
         server_cpu_cores: w.server_cpu.as_ref().map(|c| c.total),
