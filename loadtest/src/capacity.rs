@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::CapacityArgs;
 use crate::generator::{Media, Signalling};
 use crate::report;
 use crate::run::{self, Progress, Setup, Sfu, Window};
 use crate::traffic;
+use crate::{CapacityArgs, Error};
 
 /// One step of the ramp.
 #[derive(Debug, Clone, Serialize)]
@@ -108,7 +108,7 @@ fn ratios(switchyard: &Capacity, janus: &Capacity) -> Ratios {
     }
 }
 
-pub async fn capacity(a: CapacityArgs) -> Result<bool, String> {
+pub async fn capacity(a: CapacityArgs) -> Result<bool, Error> {
     let mut result = {
         let setup = Setup::new(&a.target, a.target.sfu, Signalling::Whip).await?;
         ramp(&a, &setup).await?
@@ -135,7 +135,7 @@ pub async fn capacity(a: CapacityArgs) -> Result<bool, String> {
 }
 
 /// Ramps subscribers on `setup`'s server until a step fails.
-async fn ramp(a: &CapacityArgs, setup: &Setup) -> Result<Capacity, String> {
+async fn ramp(a: &CapacityArgs, setup: &Setup) -> Result<Capacity, Error> {
     let g = setup.generator.clone();
     let media = Media {
         video: true,
@@ -161,7 +161,7 @@ async fn ramp(a: &CapacityArgs, setup: &Setup) -> Result<Capacity, String> {
     )
     .await
     {
-        return Err("the publisher did not connect".into());
+        return Err(Error::PublisherNotConnected);
     }
     let mut steps: Vec<Step> = Vec::new();
     let mut sustained: Option<Step> = None;
@@ -180,6 +180,12 @@ async fn ramp(a: &CapacityArgs, setup: &Setup) -> Result<Capacity, String> {
         let why = if !joined {
             Some(format!(
                 "{target} subscribers did not all receive media within {timeout:?}"
+            ))
+        } else if w.end.auth_failures + w.end.replayed > 0 {
+            // Counted from the start: a failure while this step's subscribers joined counts.
+            Some(format!(
+                "SRTP at {target} subscribers: {} packets from the server failed authentication, {} repeated an index",
+                w.end.auth_failures, w.end.replayed
             ))
         } else if step.generator_saturated {
             Some(format!(

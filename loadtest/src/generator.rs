@@ -10,11 +10,12 @@ use switchyard_dataplane::client::{self, Client, IceRole, OfferTrack, Setup};
 use switchyard_dataplane::dtls::Identity;
 use switchyard_dataplane::ice::Credentials;
 use switchyard_dataplane::media::Codec;
+use switchyard_dataplane::sdp;
 use tokio::sync::watch;
 
-use crate::net::{Net, NewTransport, Role};
+use crate::net::{Net, NetStopped, NewTransport, Role};
 use crate::signal::{self, Session, Tokens};
-use crate::{janus, remote};
+use crate::{Error, janus, remote};
 
 /// How participants signal to Switchyard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -71,6 +72,30 @@ struct Published {
 const VIDEO_PT: u8 = 96;
 const AUDIO_PT: u8 = 111;
 
+/// Why a participant gave up: counted as a signalling error, logged the first few times.
+#[derive(Debug, thiserror::Error)]
+pub enum ParticipantError {
+    /// Switchyard's `/sync`, WHIP/WHEP or the token.
+    #[error(transparent)]
+    Signal(#[from] signal::Error),
+    /// Its `/sync` socket closed (or failed) while it waited for publications.
+    #[error("the signalling connection closed")]
+    SignallingClosed(#[source] signal::Error),
+    #[error(transparent)]
+    Janus(#[from] janus::Error),
+    /// The server's SDP lacks what the client needs to connect.
+    #[error(transparent)]
+    RemoteSdp(#[from] remote::Error),
+    /// Janus's subscriber offer could not be answered.
+    #[error(transparent)]
+    Answer(sdp::Error),
+    /// A Janus publication's id is Janus's numeric feed id; anything else is ours to fix.
+    #[error("bad feed id {0:?}")]
+    BadFeedId(String),
+    #[error(transparent)]
+    NetStopped(#[from] NetStopped),
+}
+
 /// Shared by every participant task.
 pub struct Generator {
     pub net: Net,
@@ -86,8 +111,8 @@ pub struct Generator {
 }
 
 impl Generator {
-    pub fn new(net: Net, target: Target, channel: String) -> Result<Arc<Generator>, String> {
-        let identity = Identity::generate().map_err(|e| format!("certificate: {e}"))?;
+    pub fn new(net: Net, target: Target, channel: String) -> Result<Arc<Generator>, Error> {
+        let identity = Identity::generate().map_err(Error::Certificate)?;
         Ok(Arc::new(Generator {
             net,
             target,
@@ -137,33 +162,30 @@ impl Generator {
         index: usize,
         publish: Option<Media>,
         subscribe: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), ParticipantError> {
         let mut link = match &self.target {
             Target::Switchyard {
                 base,
                 tokens,
                 signalling,
             } => {
-                let token = tokens
-                    .issue(&self.channel, &format!("load-{index}"))
-                    .map_err(|e| e.to_string())?;
+                let token = tokens.issue(&self.channel, &format!("load-{index}"))?;
                 let session = match signalling {
                     Signalling::Sync => {
                         let ws = format!("{}/sync", base.replacen("http", "ws", 1));
-                        Some(Box::new(
-                            Session::join(&ws, &token, &self.channel)
-                                .await
-                                .map_err(|e| e.to_string())?,
-                        ))
+                        Some(Box::new(Session::join(&ws, &token, &self.channel).await?))
                     }
                     Signalling::Whip => None,
                 };
-                Link::Switchyard { token, session }
+                Link::Switchyard {
+                    base: base.clone(),
+                    token,
+                    session,
+                }
             }
-            Target::Janus { url, .. } => Link::Janus {
-                session: janus::Session::connect(url)
-                    .await
-                    .map_err(|e| e.to_string())?,
+            Target::Janus { url, room } => Link::Janus {
+                room: *room,
+                session: janus::Session::connect(url).await?,
                 handles: Vec::new(),
             },
         };
@@ -207,9 +229,7 @@ impl Generator {
                         _ => std::future::pending().await,
                     }
                 } => {
-                    if alive.is_err() {
-                        return Err("the signalling connection closed".into());
-                    }
+                    alive.map_err(ParticipantError::SignallingClosed)?;
                 }
             }
         }
@@ -220,7 +240,12 @@ impl Generator {
     }
 
     /// Publishes `media`; returns the publication's id (Switchyard's, or Janus's feed id).
-    async fn publish(&self, link: &mut Link, index: usize, media: Media) -> Result<String, String> {
+    async fn publish(
+        &self,
+        link: &mut Link,
+        index: usize,
+        media: Media,
+    ) -> Result<String, ParticipantError> {
         let started = Instant::now();
         let ice = Credentials::random();
         let ssrc = || self.next_ssrc.fetch_add(1, Ordering::Relaxed) as u32;
@@ -244,22 +269,28 @@ impl Generator {
         let role = Role::Publish { video, audio };
         let fp = self.identity.fingerprint();
         match link {
-            Link::Switchyard { token, session } => {
+            Link::Switchyard {
+                base,
+                token,
+                session,
+            } => {
                 let offer = client::offer(&ice, fp, &tracks, rand::random::<u32>().into());
                 let (id, answer) = match session {
-                    Some(s) => s.publish(&offer).await.map_err(|e| e.to_string())?,
+                    Some(s) => s.publish(&offer).await?,
                     None => (
                         String::new(),
-                        self.whip_or_whep("whip", token, offer).await?,
+                        signal::whip_or_whep(&self.http, base, "whip", &self.channel, token, offer)
+                            .await?,
                     ),
                 };
                 self.connect(ice, &answer, IceRole::Controlling, role, started)?;
                 Ok(id)
             }
-            Link::Janus { session, handles } => {
-                let Target::Janus { room, .. } = &self.target else {
-                    return Err("not a Janus target".into());
-                };
+            Link::Janus {
+                room,
+                session,
+                handles,
+            } => {
                 // Janus answers `actpass` with `active`; offering `active` keeps us the DTLS
                 // client (see janus.rs).
                 let offer = client::offer_with(
@@ -269,32 +300,31 @@ impl Generator {
                     Setup::Active,
                     rand::random::<u32>().into(),
                 );
-                let handle = session
-                    .attach_videoroom()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let handle = session.attach_videoroom().await?;
                 let published = handle
                     .publish(*room, &format!("load-{index}"), &offer)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 self.connect(ice, &published.answer, IceRole::Controlling, role, started)?;
                 // Janus refuses subscriptions to a feed whose PeerConnection is not up yet.
                 handle
                     .wait_event("webrtcup", Duration::from_secs(20))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 handles.push(handle);
                 Ok(published.feed.to_string())
             }
         }
     }
 
-    async fn subscribe_to(&self, link: &mut Link, p: &Published) -> Result<(), String> {
+    async fn subscribe_to(&self, link: &mut Link, p: &Published) -> Result<(), ParticipantError> {
         let started = Instant::now();
         let ice = Credentials::random();
         let fp = self.identity.fingerprint();
         match link {
-            Link::Switchyard { token, session } => {
+            Link::Switchyard {
+                base,
+                token,
+                session,
+            } => {
                 let mut tracks = Vec::new();
                 if p.media.audio {
                     tracks.push(OfferTrack::Receive {
@@ -311,28 +341,25 @@ impl Generator {
                 let offer = client::offer(&ice, fp, &tracks, rand::random::<u32>().into());
                 let clock_rates = rtp_clocks(&offer);
                 let answer = match session {
-                    Some(s) => s
-                        .subscribe(&p.id, &offer)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                    None => self.whip_or_whep("whep", token, offer).await?,
+                    Some(s) => s.subscribe(&p.id, &offer).await?,
+                    None => {
+                        signal::whip_or_whep(&self.http, base, "whep", &self.channel, token, offer)
+                            .await?
+                    }
                 };
                 let role = Role::Subscribe { clock_rates };
                 self.connect(ice, &answer, IceRole::Controlling, role, started)
             }
-            Link::Janus { session, handles } => {
-                let Target::Janus { room, .. } = &self.target else {
-                    return Err("not a Janus target".into());
-                };
-                let feed: u64 = p.id.parse().map_err(|_| "bad feed id".to_string())?;
-                let handle = session
-                    .attach_videoroom()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let offer = handle
-                    .subscribe(*room, feed)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            Link::Janus {
+                room,
+                session,
+                handles,
+            } => {
+                let feed: u64 =
+                    p.id.parse()
+                        .map_err(|_| ParticipantError::BadFeedId(p.id.clone()))?;
+                let handle = session.attach_videoroom().await?;
+                let offer = handle.subscribe(*room, feed).await?;
                 let answer = client::answer(
                     &ice,
                     fp,
@@ -340,26 +367,17 @@ impl Generator {
                     &[Codec::Opus, Codec::Vp8],
                     rand::random::<u32>().into(),
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(ParticipantError::Answer)?;
                 let role = Role::Subscribe {
                     clock_rates: rtp_clocks(&offer),
                 };
                 // Janus offered: it controls ICE and we answer its checks.
                 self.connect(ice, &offer, IceRole::Controlled, role, started)?;
-                handle.start(&answer).await.map_err(|e| e.to_string())?;
+                handle.start(&answer).await?;
                 handles.push(handle);
                 Ok(())
             }
         }
-    }
-
-    async fn whip_or_whep(&self, kind: &str, token: &str, offer: String) -> Result<String, String> {
-        let Target::Switchyard { base, .. } = &self.target else {
-            return Err("WHIP/WHEP needs a Switchyard target".into());
-        };
-        signal::whip_or_whep(&self.http, base, kind, &self.channel, token, offer)
-            .await
-            .map_err(|e| e.to_string())
     }
 
     /// Hands a signalled transport to the net thread, which runs ICE and DTLS.
@@ -370,8 +388,8 @@ impl Generator {
         ice_role: IceRole,
         role: Role,
         started: Instant,
-    ) -> Result<(), String> {
-        let remote = remote::parse(remote_sdp).map_err(|e| e.to_string())?;
+    ) -> Result<(), ParticipantError> {
+        let remote = remote::parse(remote_sdp)?;
         let client = Client::with_role(
             &self.identity,
             ice,
@@ -381,25 +399,27 @@ impl Generator {
             Instant::now(),
             rand::random(),
         );
-        self.net
-            .add(NewTransport {
-                server: remote.address,
-                client,
-                role,
-                started,
-            })
-            .map_err(|e| e.to_string())
+        self.net.add(NewTransport {
+            server: remote.address,
+            client,
+            role,
+            started,
+        })?;
+        Ok(())
     }
 }
 
 /// A participant's signalling state.
 enum Link {
     Switchyard {
+        /// `http://host:port`, for WHIP/WHEP.
+        base: String,
         token: String,
         /// `/sync` session; None with WHIP/WHEP. Boxed: the WebSocket is large.
         session: Option<Box<Session>>,
     },
     Janus {
+        room: u64,
         session: janus::Session,
         /// Kept open: detaching a handle closes its PeerConnection.
         handles: Vec<janus::Handle>,

@@ -12,6 +12,7 @@
 //! CPU and memory, `stats` and `report` turn counts into the numbers printed.
 
 mod capacity;
+mod error;
 mod generator;
 pub mod janus;
 mod net;
@@ -29,6 +30,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use error::Error;
 pub use generator::Signalling;
 
 #[derive(Args)]

@@ -5,8 +5,9 @@
 //! One connected UDP socket per transport (the server tells transports apart by 5-tuple),
 //! all registered with one epoll; a ready socket is drained with `recvmmsg`. Received RTP is
 //! counted by SSRC and sequence on its clear header; only one packet in `SAMPLE` is decrypted
-//! (which checks its authentication tag) and read for its send stamp. Written by hand against
-//! libc because this is the generator's hot path.
+//! (which checks its authentication tag) and read for its send stamp, once the stream's first
+//! packet has authenticated (see `Inbound::decrypts`). Written by hand against libc because
+//! this is the generator's hot path.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -17,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use switchyard_dataplane::client::{Client, Received};
+use switchyard_dataplane::client::{self, Client, Received};
 use switchyard_dataplane::rtcp::{self, ReceiveStats};
-use switchyard_dataplane::{demux, rtp};
+use switchyard_dataplane::{demux, rtp, srtp};
 
 use crate::stats::Totals;
 use crate::traffic::{self, Source};
@@ -130,6 +131,38 @@ pub struct NetStopped;
 struct Inbound {
     ssrc: u32,
     stats: ReceiveStats,
+    /// The client's SRTP context has accepted a packet of this stream.
+    authenticated: bool,
+}
+
+impl Inbound {
+    /// Whether the packet with sequence number `seq` is decrypted: every packet until one has
+    /// authenticated, then one in `SAMPLE`.
+    ///
+    /// The SRTP receiver infers a packet's rollover counter from the highest sequence number
+    /// it has accepted, and takes the first packet of a stream it knows nothing of to be in
+    /// roll 0 (RFC 3711 §3.3.1), as libsrtp does; the server's sender counts rolls from the
+    /// first packet it sent. Sampling from the first packet on let the sequence number wrap,
+    /// unseen, between the first packet received and the first one decrypted whenever a
+    /// stream began at 65529..=65535 (one stream in 9,400; one audio-room run of 1,000
+    /// streams in ten): the server then authenticated with roll 1, the client checked with
+    /// roll 0, and every sampled packet of that stream failed, 89 in the run that showed it.
+    /// Once a packet has authenticated, the gaps sampling leaves (`SAMPLE` - 1 packets) are
+    /// far below the 32,768 the inference tolerates.
+    fn decrypts(&self, seq: u16) -> bool {
+        !self.authenticated || seq.is_multiple_of(SAMPLE)
+    }
+}
+
+/// Counts a packet from the server that the client could not decrypt, by why. A DTLS error
+/// is not one: a handshake that fails shows as a failed transport.
+fn count_undecrypted(totals: &mut Totals, error: &client::Error) {
+    match error {
+        client::Error::NotConnected => totals.before_keys += 1,
+        client::Error::Srtp(srtp::Error::Replay | srtp::Error::TooOld) => totals.replayed += 1,
+        client::Error::Srtp(_) => totals.auth_failures += 1,
+        client::Error::Dtls(_) => {}
+    }
 }
 
 struct Transport {
@@ -499,6 +532,7 @@ impl Transport {
             self.receive_rtp(now, epoch, data, totals);
             return;
         }
+        let srtcp = demux::classify(data) == demux::PacketKind::Rtcp;
         let received = self.client.handle_datagram_from(now, self.server, data);
         // Answers to the server's connectivity checks (Janus sends them) and the next DTLS
         // flight go out at once.
@@ -518,7 +552,9 @@ impl Transport {
                 }
             }
             Ok(_) => {}
-            // Stray packets before or during the handshake are not the generator's concern.
+            // Every SRTCP packet is decrypted: a failure is counted like a sampled RTP one.
+            Err(e) if srtcp => count_undecrypted(totals, &e),
+            // Stray handshake packets are not the generator's concern.
             Err(_) => {}
         }
     }
@@ -539,6 +575,7 @@ impl Transport {
                 self.inbound.push(Inbound {
                     ssrc: h.ssrc,
                     stats: ReceiveStats::new(clock),
+                    authenticated: false,
                 });
                 self.inbound.len() - 1
             }
@@ -552,11 +589,12 @@ impl Transport {
                 .join_ms
                 .push(now.duration_since(self.started).as_secs_f64() * 1000.0);
         }
-        if !h.sequence.is_multiple_of(SAMPLE) {
+        if !self.inbound[index].decrypts(h.sequence) {
             return;
         }
         match self.client.handle_datagram_from(now, self.server, data) {
             Ok(Received::Rtp(len)) => {
+                self.inbound[index].authenticated = true;
                 let Ok(h) = rtp::Header::parse(&data[..len]) else {
                     return;
                 };
@@ -569,11 +607,107 @@ impl Transport {
                 }
             }
             Ok(_) => {}
-            Err(_) => {
-                if self.client.is_connected() {
-                    totals.auth_failures += 1;
-                }
-            }
+            Err(e) => count_undecrypted(totals, &e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchyard_dataplane::rtp::HeaderFields;
+    use switchyard_dataplane::srtp::{Context, Profile};
+
+    use super::*;
+
+    const KEY: [u8; 16] = [7; 16];
+    const SALT: [u8; 14] = [9; 14];
+    const SSRC: u32 = 0x99b0_69db;
+
+    /// `count` packets of one stream as the server's consumer sends them: protected by one
+    /// context from its first packet, sequence numbers from `first` on.
+    fn sent(first: u16, count: u16) -> Vec<Vec<u8>> {
+        let mut sender = Context::new(Profile::Aes128CmHmacSha1_80, &KEY, &SALT).unwrap();
+        (0..count)
+            .map(|i| {
+                let fields = HeaderFields {
+                    marker: false,
+                    payload_type: 111,
+                    sequence: first.wrapping_add(i),
+                    timestamp: 960 * u32::from(i),
+                    ssrc: SSRC,
+                };
+                let mut buf = vec![0u8; 64];
+                let header = rtp::write_header(&mut buf, &fields, &[]).unwrap();
+                buf[header..header + 20].fill(0xf8);
+                let len = sender.protect_rtp(&mut buf, header + 20).unwrap();
+                buf.truncate(len);
+                buf
+            })
+            .collect()
+    }
+
+    fn seq(packet: &[u8]) -> u16 {
+        u16::from_be_bytes([packet[2], packet[3]])
+    }
+
+    /// The run that printed 89 auth failures: a stream whose first packet was 65529, so the
+    /// first one in `SAMPLE` (0) came after the wrap. Decrypting one in `SAMPLE` from the start
+    /// fails every sampled packet; decrypting every packet until one authenticates fails none,
+    /// and then samples as before.
+    #[test]
+    fn a_wrap_before_the_first_sampled_packet_fails_nothing() {
+        let packets = sent(65529, 200);
+
+        let mut receiver = Context::new(Profile::Aes128CmHmacSha1_80, &KEY, &SALT).unwrap();
+        let sampled_from_the_start: Vec<_> = packets
+            .iter()
+            .filter(|p| seq(p).is_multiple_of(SAMPLE))
+            .map(|p| receiver.unprotect_rtp(&mut p.clone()))
+            .collect();
+        assert_eq!(sampled_from_the_start.len(), 25);
+        assert!(
+            sampled_from_the_start
+                .iter()
+                .all(|r| *r == Err(srtp::Error::AuthFailed)),
+            "{sampled_from_the_start:?}"
+        );
+
+        let mut receiver = Context::new(Profile::Aes128CmHmacSha1_80, &KEY, &SALT).unwrap();
+        let mut inbound = Inbound {
+            ssrc: SSRC,
+            stats: ReceiveStats::new(48_000),
+            authenticated: false,
+        };
+        let mut decrypted = Vec::new();
+        for p in &packets {
+            if !inbound.decrypts(seq(p)) {
+                continue;
+            }
+            let result = receiver.unprotect_rtp(&mut p.clone());
+            assert!(result.is_ok(), "sequence {}: {result:?}", seq(p));
+            inbound.authenticated = true;
+            decrypted.push(seq(p));
+        }
+        // The first packet, then the sampled ones across the wrap and after it.
+        assert_eq!(decrypted[..3], [65529, 0, 8]);
+        assert_eq!(decrypted.len(), 1 + 25);
+    }
+
+    #[test]
+    fn undecrypted_packets_are_counted_by_why() {
+        let mut totals = Totals::default();
+        for e in [
+            client::Error::NotConnected,
+            client::Error::NotConnected,
+            client::Error::Srtp(srtp::Error::AuthFailed),
+            client::Error::Srtp(srtp::Error::TooShort),
+            client::Error::Srtp(srtp::Error::Replay),
+            client::Error::Srtp(srtp::Error::TooOld),
+        ] {
+            count_undecrypted(&mut totals, &e);
+        }
+        assert_eq!(totals.before_keys, 2);
+        assert_eq!(totals.auth_failures, 2);
+        assert_eq!(totals.replayed, 2);
     }
 }

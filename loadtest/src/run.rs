@@ -13,7 +13,7 @@ use crate::report::{self, Report};
 use crate::server::Launched;
 use crate::signal::Tokens;
 use crate::stats::{self, Interval, Totals};
-use crate::{RunArgs, TargetArgs, janus};
+use crate::{Error, RunArgs, TargetArgs, janus};
 
 /// Scenarios named like LiveKit's published load tests, so the numbers compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -60,7 +60,7 @@ impl Setup {
         t: &TargetArgs,
         sfu: Sfu,
         default_signalling: Signalling,
-    ) -> Result<Setup, String> {
+    ) -> Result<Setup, Error> {
         let cores = core_affinity::get_core_ids().unwrap_or_default().len();
         let generator_core = t.generator_core.or_else(|| (cores >= 2).then(|| cores - 1));
         let signalling = t.signalling.unwrap_or(default_signalling);
@@ -68,15 +68,18 @@ impl Setup {
             Sfu::Janus => {
                 let control = janus::Session::connect(&t.janus_url)
                     .await
-                    .map_err(|e| format!("Janus at {}: {e}", t.janus_url))?;
+                    .map_err(|source| Error::JanusUnreachable {
+                        url: t.janus_url.clone(),
+                        source,
+                    })?;
                 let handle = control
                     .attach_videoroom()
                     .await
-                    .map_err(|e| format!("Janus videoroom: {e}"))?;
+                    .map_err(Error::JanusVideoroom)?;
                 let room = handle
                     .create_room(None, 1000)
                     .await
-                    .map_err(|e| format!("Janus room: {e}"))?;
+                    .map_err(Error::JanusRoom)?;
                 eprintln!(
                     "Janus at {} (pid {:?}), room {room}",
                     t.janus_url, t.janus_pid
@@ -114,7 +117,7 @@ impl Setup {
             Target::Switchyard { base, .. } => io_backend(base).await,
             Target::Janus { .. } => None,
         };
-        let net = Net::spawn(generator_core).map_err(|e| format!("net thread: {e}"))?;
+        let net = Net::spawn(generator_core).map_err(Error::NetThread)?;
         let channel = t
             .channel
             .clone()
@@ -144,7 +147,7 @@ impl Setup {
 }
 
 /// The Switchyard to load: `--url`, or one started here on `--server-core`.
-async fn switchyard(t: &TargetArgs) -> Result<(String, Tokens, Option<Launched>), String> {
+async fn switchyard(t: &TargetArgs) -> Result<(String, Tokens, Option<Launched>), Error> {
     if let Some(url) = &t.url {
         let tokens = match (&t.application, &t.secret) {
             (Some(a), Some(s)) => Tokens {
@@ -152,8 +155,12 @@ async fn switchyard(t: &TargetArgs) -> Result<(String, Tokens, Option<Launched>)
                 secret: s.clone(),
             },
             _ => {
-                let dev = DevApplication::load_or_create(&t.data_dir)
-                    .map_err(|e| format!("dev application in {}: {e}", t.data_dir.display()))?;
+                let dev = DevApplication::load_or_create(&t.data_dir).map_err(|source| {
+                    Error::DevApplication {
+                        dir: t.data_dir.clone(),
+                        source,
+                    }
+                })?;
                 Tokens {
                     application: dev.application_id,
                     secret: dev.secret,
@@ -162,15 +169,14 @@ async fn switchyard(t: &TargetArgs) -> Result<(String, Tokens, Option<Launched>)
         };
         return Ok((url.trim_end_matches('/').to_string(), tokens, None));
     }
-    let exe = std::env::current_exe().map_err(|e| format!("own binary: {e}"))?;
+    let exe = std::env::current_exe().map_err(Error::OwnBinary)?;
     let launched = Launched::start(
         &exe,
         Some(t.server_core),
         t.server_workers,
         t.io_backend.as_deref(),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     eprintln!(
         "started switchyard all-in-one (pid {}) on core {} with {} worker(s) at http://{}",
         launched.pid(),
@@ -344,7 +350,7 @@ pub async fn ramp(
     }
 }
 
-pub async fn run(a: RunArgs) -> Result<bool, String> {
+pub async fn run(a: RunArgs) -> Result<bool, Error> {
     let setup = Setup::new(&a.target, a.target.sfu, Signalling::Sync).await?;
     let g = setup.generator.clone();
     let (publishers, subscribers, media, publishers_subscribe) = match a.scenario {
@@ -377,10 +383,7 @@ pub async fn run(a: RunArgs) -> Result<bool, String> {
         ),
     };
     if setup.sfu() == "switchyard" && setup.signalling == Signalling::Whip && publishers > 1 {
-        return Err(
-            "WHEP subscribes to one publication: use --signalling sync for more than one publisher"
-                .into(),
-        );
+        return Err(Error::WhepOnePublication);
     }
     // Every subscriber takes every publication; meeting participants all but their own.
     let subscriptions = if publishers_subscribe {
@@ -420,6 +423,8 @@ pub async fn run(a: RunArgs) -> Result<bool, String> {
         all_joined: all,
         signalling_errors: g.errors(),
         auth_failures: w.end.auth_failures,
+        replayed: w.end.replayed,
+        before_keys: w.end.before_keys,
         join_p50_ms: stats::quantile(join_ms, 0.5),
         join_p99_ms: stats::quantile(join_ms, 0.99),
         server_cpu_cores: w.server_cpu.as_ref().map(|c| c.total),

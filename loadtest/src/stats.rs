@@ -77,8 +77,15 @@ pub struct Totals {
     pub jitter: f64,
     /// One-way latency of the sampled (decrypted and authenticated) packets.
     pub latency: Histogram,
-    /// Sampled packets whose authentication failed (must stay zero).
+    /// Packets from the server (sampled RTP, every RTCP) that failed SRTP authentication or
+    /// did not parse once the client had its keys: a fault of the server's (must stay zero).
     pub auth_failures: u64,
+    /// Packets the client had already accepted, or that came too far behind for its replay
+    /// window: the server sent an SRTP index twice (must stay zero).
+    pub replayed: u64,
+    /// Packets that arrived before the client had its keys: the server finishes DTLS, and may
+    /// send, one flight before the client does. Expected while joining, not a failure.
+    pub before_keys: u64,
     /// Transports connected (ICE and DTLS done), and failed.
     pub connected: u64,
     pub failed: u64,
