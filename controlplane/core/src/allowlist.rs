@@ -74,7 +74,7 @@ pub async fn guard(
     if guarded.allow.allows(from.ip()) {
         return next.run(request).await;
     }
-    tracing::warn!(%from, path = %request.uri().path(), "{} call from outside {} refused", guarded.api, guarded.setting);
+    tracing::warn!(%from, path = %request.uri().path(), "call to {} from outside {} refused", guarded.api, guarded.setting);
     Error::Forbidden(format!(
         "{} may not use {}: it is not in {}",
         from.ip(),

@@ -205,17 +205,27 @@ mod tests {
     fn channels_go_to_the_least_loaded_worker() {
         let mut r = Rooms::new(2);
         let a = r.channel("a").worker;
-        r.add_transport("a", a, 1, Owner::Publication("p".into()));
+        let t = ids::transport();
+        r.add_transport("a", a, t, Owner::Publication("p".into()));
         let b = r.channel("b").worker;
         assert_ne!(a, b);
         assert_eq!(r.channel("a").worker, a, "a channel stays where it is");
         assert_eq!(r.load[a], 1);
         assert_eq!(
-            r.remove_transport(1),
+            r.remove_transport(t),
             Some(("a".into(), Owner::Publication("p".into())))
         );
         assert_eq!(r.load[a], 0);
         r.prune("a");
         assert!(!r.channels.contains_key("a"));
+        let router = r.channel("a").router;
+        assert_ne!(router, r.channel("b").router);
+    }
+
+    #[test]
+    fn names_are_unique_and_say_what_they_name() {
+        let mut r = Rooms::new(1);
+        let (a, b) = (r.next_name("pub"), r.next_name("pub"));
+        assert!(a.starts_with("pub1-") && b.starts_with("pub2-"), "{a} {b}");
     }
 }
