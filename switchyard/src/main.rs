@@ -1,5 +1,7 @@
 //! `switchyard`: an open-source WebRTC media server.
 
+#![forbid(unsafe_code)]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,15 +10,18 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+mod fatal;
 mod roles;
-use switchyard_controlplane::config::Config;
+use fatal::Fatal;
+use switchyard_controlplane::config::{Config, SettingError};
 use switchyard_controlplane::dev::DevApplication;
-use switchyard_controlplane::server::Https;
+use switchyard_controlplane::follow;
+use switchyard_controlplane::server::{Https, HttpsError};
 use switchyard_controlplane::session::AppState;
-use switchyard_controlplane::store::{self, CachedStore, Health, Store};
 use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
 use switchyard_dataplane::io::Backend;
-use switchyard_dataplane::worker::{MediaConfig, MediaEvent, MediaServer};
+use switchyard_dataplane::worker::{self, MediaConfig, MediaEvent, MediaServer};
+use switchyard_store::{CachedStore, Health, Store};
 
 #[derive(Parser)]
 #[command(
@@ -84,8 +89,8 @@ struct ConfigFile {
 }
 
 impl ConfigFile {
-    fn load(&self) -> Result<Config, String> {
-        Config::load(self.path.as_deref(), std::env::vars_os()).map_err(|e| e.to_string())
+    fn load(&self) -> Result<Config, SettingError> {
+        Config::load(self.path.as_deref(), std::env::vars_os())
     }
 }
 
@@ -121,7 +126,7 @@ struct TlsArgs {
 
 impl TlsArgs {
     /// Binds `addr` for HTTPS with the certificate, if one is given.
-    async fn bind(&self, addr: SocketAddr) -> Result<Option<Https>, String> {
+    async fn bind(&self, addr: SocketAddr) -> Result<Option<Https>, HttpsError> {
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Https::bind(addr, cert, key).await.map(Some),
             _ => Ok(None),
@@ -174,7 +179,7 @@ impl MediaArgs {
             MediaServer,
             tokio::sync::mpsc::UnboundedReceiver<MediaEvent>,
         ),
-        String,
+        worker::Error,
     > {
         let workers = self
             .workers
@@ -188,7 +193,7 @@ impl MediaArgs {
             pin: true,
             first_core: 0,
         };
-        MediaServer::start(config).map_err(|e| e.to_string())
+        MediaServer::start(config)
     }
 }
 
@@ -209,9 +214,13 @@ type AppSecret = (String, String);
 impl DevArgs {
     /// The dev application as (id, secret), always accepted; and the same pair for
     /// /api/dev-token unless dev tokens are off.
-    fn load(&self) -> Result<(Vec<AppSecret>, Option<AppSecret>), String> {
-        let dev = DevApplication::load_or_create(&self.data_dir)
-            .map_err(|e| format!("dev application in {}: {e}", self.data_dir.display()))?;
+    fn load(&self) -> Result<(Vec<AppSecret>, Option<AppSecret>), Fatal> {
+        let dev =
+            DevApplication::load_or_create(&self.data_dir).map_err(|source| Fatal::DataDir {
+                what: "dev application",
+                dir: self.data_dir.clone(),
+                source,
+            })?;
         let fixed = vec![(dev.application_id.clone(), dev.secret.clone())];
         if self.no_dev_tokens {
             return Ok((fixed, None));
@@ -232,21 +241,22 @@ async fn open_store(
     data_dir: &std::path::Path,
     applications: &Applications,
     fixed: &[(String, String)],
-) -> Result<CachedStore, String> {
+) -> Result<CachedStore, Fatal> {
     let url = config.get("CONNECTIONSTRINGS:DEFAULT");
-    let store = Store::open(url, data_dir)
-        .await
-        .map_err(|e| format!("CONNECTIONSTRINGS:DEFAULT: {e}"))?;
+    let store = Store::open(url, data_dir).await?;
     let cache = CachedStore::new(store);
-    if let Health::Degraded(reason) = store::sync_once(&cache, applications, fixed).await {
-        return Err(format!("configuration store: {reason}"));
+    if let Health::Degraded(reason) = follow::sync_once(&cache, applications, fixed).await {
+        return Err(Fatal::StoreUnreadable(reason));
     }
     let snapshot = cache.snapshot();
     tracing::info!(
         "configuration store: {} ({} application(s), {} channel configuration(s), {} deployment(s))",
         match url {
-            Some(u) => switchyard_controlplane::config::mask(u),
-            None => data_dir.join(store::SQLITE_FILE).display().to_string(),
+            Some(u) => switchyard_store::mask(u),
+            None => data_dir
+                .join(switchyard_store::SQLITE_FILE)
+                .display()
+                .to_string(),
         },
         snapshot.applications.len(),
         snapshot.channel_configs.len(),
@@ -289,35 +299,50 @@ struct TokenArgs {
     data_dir: PathBuf,
 }
 
-fn parse_ports(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s
-        .split_once('-')
-        .ok_or("expected a range like 49152-65535")?;
-    let (a, b): (u16, u16) = (
-        a.trim().parse().map_err(|e| format!("{e}"))?,
-        b.trim().parse().map_err(|e| format!("{e}"))?,
-    );
+/// A command-line value clap's parsers refuse (clap prints it with the argument's name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum BadArgument {
+    #[error("expected a range like 49152-65535")]
+    NotARange,
+    #[error("{0}")]
+    Port(#[from] std::num::ParseIntError),
+    #[error("the range must be ascending and start above 0")]
+    RangeOrder,
+    #[error("bad duration {0:?}: expected e.g. 3600, 90s, 30m, 12h, 7d")]
+    Duration(String),
+    #[error("bad duration unit {0:?}: use s, m, h or d")]
+    DurationUnit(String),
+    #[error("the token must be valid for at least a second")]
+    ZeroDuration,
+    #[error("expected seconds, e.g. 300 or 30s, not {0:?}")]
+    Seconds(String),
+}
+
+fn parse_ports(s: &str) -> Result<(u16, u16), BadArgument> {
+    let (a, b) = s.split_once('-').ok_or(BadArgument::NotARange)?;
+    let (a, b): (u16, u16) = (a.trim().parse()?, b.trim().parse()?);
     if a == 0 || a > b {
-        return Err("the range must be ascending and start above 0".into());
+        return Err(BadArgument::RangeOrder);
     }
     Ok((a, b))
 }
 
-fn parse_ttl(s: &str) -> Result<Duration, String> {
+fn parse_ttl(s: &str) -> Result<Duration, BadArgument> {
     let s = s.trim();
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("bad duration {s:?}: expected e.g. 3600, 90s, 30m, 12h, 7d"))?;
+        .map_err(|_| BadArgument::Duration(s.to_string()))?;
     let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("bad duration unit {unit:?}: use s, m, h or d")),
-    };
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86400),
+        _ => return Err(BadArgument::DurationUnit(unit.to_string())),
+    }
+    .ok_or_else(|| BadArgument::Duration(s.to_string()))?;
     if secs == 0 {
-        return Err("the token must be valid for at least a second".into());
+        return Err(BadArgument::ZeroDuration);
     }
     Ok(Duration::from_secs(secs))
 }
@@ -371,7 +396,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs a server role with logging, turning its error into a message and exit status 1.
-fn run(role: &str, f: impl FnOnce() -> Result<(), String>) -> ExitCode {
+fn run(role: &str, f: impl FnOnce() -> Result<(), Fatal>) -> ExitCode {
     init_logging();
     match f() {
         Ok(()) => ExitCode::SUCCESS,
@@ -395,12 +420,17 @@ fn init_logging() {
         .init();
 }
 
-fn token(args: TokenArgs) -> Result<String, String> {
+fn token(args: TokenArgs) -> Result<String, Fatal> {
     let (application, secret) = match (args.application, args.secret) {
         (Some(a), Some(s)) => (a, s),
         _ => {
-            let dev = DevApplication::load_or_create(&args.data_dir)
-                .map_err(|e| format!("dev application in {}: {e}", args.data_dir.display()))?;
+            let dev = DevApplication::load_or_create(&args.data_dir).map_err(|source| {
+                Fatal::DataDir {
+                    what: "dev application",
+                    dir: args.data_dir.clone(),
+                    source,
+                }
+            })?;
             (dev.application_id, dev.secret)
         }
     };
@@ -419,32 +449,33 @@ fn token(args: TokenArgs) -> Result<String, String> {
     if let Some(c) = args.client {
         claims.client_id = c;
     }
-    token::issue(&claims, &secret).map_err(|e| e.to_string())
+    Ok(token::issue(&claims, &secret)?)
 }
 
 /// A self-signed ECDSA P-256 certificate for `names`, valid for a year, as PEM files; the key
 /// is created readable only by this user and never overwrites an existing file.
-fn cert(args: &CertArgs) -> Result<(), String> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| format!("key: {e}"))?;
-    let mut params = rcgen::CertificateParams::new(args.names.clone())
-        .map_err(|e| format!("bad --name: {e}"))?;
+fn cert(args: &CertArgs) -> Result<(), Fatal> {
+    let failed = |what| move |source| Fatal::Certificate { what, source };
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(failed("key"))?;
+    let mut params =
+        rcgen::CertificateParams::new(args.names.clone()).map_err(failed("bad --name"))?;
     let now = std::time::SystemTime::now();
     params.not_before = now.into();
     params.not_after = (now + Duration::from_secs(365 * 86_400)).into();
-    let cert = params
-        .self_signed(&key)
-        .map_err(|e| format!("certificate: {e}"))?;
-    let write = |path: &PathBuf, text: &str, mode: u32| -> Result<(), String> {
+    let cert = params.self_signed(&key).map_err(failed("certificate"))?;
+    let write = |path: &PathBuf, text: &str, mode: u32| -> Result<(), Fatal> {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-        let mut f = options
+        options
             .open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        std::io::Write::write_all(&mut f, text.as_bytes())
-            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+            .map_err(|source| Fatal::Write {
+                path: path.clone(),
+                source,
+            })
     };
     write(&args.key, &key.serialize_pem(), 0o600)?;
     write(&args.cert, &cert.pem(), 0o644)
@@ -474,7 +505,7 @@ fn announced(public: Option<IpAddr>, bind: IpAddr) -> Vec<IpAddr> {
     ips
 }
 
-fn all_in_one(args: AllInOne) -> Result<(), String> {
+fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
     // Every setting is checked here, before anything binds.
     let config = args.config.load()?;
     let public = args.media.public_ip.or_else(|| config.public_ip());
@@ -498,15 +529,15 @@ fn all_in_one(args: AllInOne) -> Result<(), String> {
 
     runtime.block_on(async move {
         let (stop_store, store_stop) = tokio::sync::watch::channel(false);
-        tokio::spawn(store::follow(cache, state.applications.clone(), fixed, store_stop));
+        tokio::spawn(follow::follow(cache, state.applications.clone(), fixed, store_stop));
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
-            .map_err(|e| format!("cannot listen on {} for HTTP: {e}", args.http))?;
+            .map_err(|source| Fatal::Listen { addr: args.http, what: "HTTP", source })?;
         let https = args.tls.bind(args.tls.https).await?;
         let page = page_address(&listener)?;
         let stop = shutdown_watch();
         if let Some(https) = https {
-            tracing::info!("HTTPS: demo page and signalling at https://{}/", https.local_addr().map_err(|e| e.to_string())?);
+            tracing::info!("HTTPS: demo page and signalling at https://{}/", https.local_addr());
             let router = switchyard_controlplane::server::router(state.clone());
             let stop = stopped(stop.clone());
             tokio::spawn(async move {
@@ -534,31 +565,31 @@ fn all_in_one(args: AllInOne) -> Result<(), String> {
         });
         switchyard_controlplane::server::serve(listener, state.clone(), stopped(stop))
             .await
-            .map_err(|e| format!("HTTP server: {e}"))?;
+            .map_err(|source| Fatal::Serve { what: "HTTP server", source })?;
         let _ = stop_store.send(true);
         tracing::info!("shutting down: stopping media workers");
         state.media.stop();
         let _ = tokio::time::timeout(Duration::from_secs(5), events_task).await;
         tracing::info!("stopped");
-        Ok::<(), String>(())
+        Ok::<(), Fatal>(())
     })?;
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
 }
 
 /// The control plane's tokio runtime: two threads, apart from the pinned media workers.
-fn control_runtime() -> Result<tokio::runtime::Runtime, String> {
+fn control_runtime() -> Result<tokio::runtime::Runtime, Fatal> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sy-control")
         .enable_all()
         .build()
-        .map_err(|e| format!("tokio runtime: {e}"))
+        .map_err(Fatal::Runtime)
 }
 
 /// Where a person reaches a listener (127.0.0.1 when it listens on every address).
-fn page_address(listener: &tokio::net::TcpListener) -> Result<SocketAddr, String> {
-    let http = listener.local_addr().map_err(|e| e.to_string())?;
+fn page_address(listener: &tokio::net::TcpListener) -> Result<SocketAddr, Fatal> {
+    let http = listener.local_addr().map_err(Fatal::LocalAddress)?;
     Ok(if http.ip().is_unspecified() {
         SocketAddr::new(Ipv4Addr::LOCALHOST.into(), http.port())
     } else {
@@ -601,6 +632,7 @@ mod tests {
     #[test]
     fn ttl_and_ports() {
         assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        assert!(parse_ttl("99999999999999999d").is_err(), "no overflow");
         assert_eq!(parse_ttl("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_ttl("1w").is_err());
         assert!(parse_ttl("0").is_err());

@@ -5,24 +5,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use switchyard_controlplane::admin::Admin;
+use switchyard_cluster::admin::{self, Admin};
+use switchyard_cluster::gateway::{self, Gateway};
+use switchyard_cluster::listen::bind_with_fallback;
+use switchyard_cluster::node::{self, Node};
+use switchyard_cluster::presence::Presence;
+use switchyard_cluster::registry::{MediaServerRecord, MemoryRegistry, RedisRegistry, Registry};
+use switchyard_cluster::{api, stun_probe};
 use switchyard_controlplane::allowlist::AllowList;
-use switchyard_controlplane::cluster::gateway::{self, Gateway};
-use switchyard_controlplane::cluster::listen::bind_with_fallback;
-use switchyard_controlplane::cluster::node::{self, Node};
-use switchyard_controlplane::cluster::presence::Presence;
-use switchyard_controlplane::cluster::stun_probe;
 use switchyard_controlplane::config::Config;
-use switchyard_controlplane::registry::{
-    MediaServerRecord, MemoryRegistry, RedisRegistry, Registry,
-};
+use switchyard_controlplane::server::serve_with;
 use switchyard_controlplane::session::AppState;
-use switchyard_controlplane::store::Deployment;
+use switchyard_controlplane::token::Applications;
+use switchyard_store::Deployment;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    ConfigFile, DevArgs, MediaArgs, TlsArgs, announced, control_runtime, media_ports, open_store,
-    page_address, shutdown_signal, shutdown_watch, stopped,
+    BadArgument, ConfigFile, DevArgs, Fatal, MediaArgs, TlsArgs, announced, control_runtime,
+    media_ports, open_store, page_address, shutdown_signal, shutdown_watch, stopped,
 };
 
 /// Cluster traffic is accepted from these when INTERNAL:IPADDRESSES is not set: loopback and
@@ -89,41 +89,42 @@ pub struct MediaServerArgs {
     media: MediaArgs,
 }
 
-fn parse_seconds(s: &str) -> Result<Duration, String> {
+fn parse_seconds(s: &str) -> Result<Duration, BadArgument> {
     s.trim_end_matches('s')
         .parse::<u64>()
         .map(Duration::from_secs)
-        .map_err(|_| format!("expected seconds, e.g. 300 or 30s, not {s:?}"))
+        .map_err(|_| BadArgument::Seconds(s.to_string()))
 }
 
-fn internal_allowlist(config: &Config) -> Result<AllowList, String> {
-    let list = config
-        .get("INTERNAL:IPADDRESSES")
-        .unwrap_or(DEFAULT_INTERNAL);
-    AllowList::parse(list).map_err(|e| format!("INTERNAL:IPADDRESSES: {e}"))
+/// The allow list of `setting` (checked by `Config::load` already), else `default`.
+fn allowlist(config: &Config, setting: &'static str, default: &str) -> Result<AllowList, Fatal> {
+    AllowList::parse(config.get(setting).unwrap_or(default))
+        .map_err(|source| Fatal::AllowList { setting, source })
 }
 
-async fn registry(config: &Config, namespace: &str) -> Result<Registry, String> {
+async fn registry(config: &Config, namespace: &str) -> Result<Registry, Fatal> {
     Ok(match config.get("CONNECTIONSTRINGS:CACHE") {
-        Some(url) => {
-            Registry::Redis(RedisRegistry::connect(url, namespace).await.map_err(|e| {
-                format!(
-                    "CONNECTIONSTRINGS:CACHE ({}): {e}",
-                    switchyard_controlplane::config::mask(url)
-                )
-            })?)
-        }
+        Some(url) => Registry::Redis(RedisRegistry::connect(url, namespace).await.map_err(
+            |source| Fatal::Registry {
+                url: switchyard_store::mask(url),
+                source,
+            },
+        )?),
         None => Registry::Memory(MemoryRegistry::new()),
     })
 }
 
 /// ADMIN:APIKEY, else the key generated in the data directory.
-fn admin_key(config: &Config, data_dir: &std::path::Path) -> Result<String, String> {
+fn admin_key(config: &Config, data_dir: &std::path::Path) -> Result<String, Fatal> {
     if let Some(key) = config.get("ADMIN:APIKEY") {
         return Ok(key.trim().to_string());
     }
-    let (key, path) = switchyard_controlplane::dev::admin_api_key(data_dir)
-        .map_err(|e| format!("admin API key in {}: {e}", data_dir.display()))?;
+    let (key, path) =
+        switchyard_controlplane::dev::admin_api_key(data_dir).map_err(|source| Fatal::DataDir {
+            what: "admin API key",
+            dir: data_dir.to_path_buf(),
+            source,
+        })?;
     tracing::info!(
         "admin API key (ADMIN:APIKEY is not set) is in {}",
         path.display()
@@ -131,14 +132,13 @@ fn admin_key(config: &Config, data_dir: &std::path::Path) -> Result<String, Stri
     Ok(key)
 }
 
-pub fn gateway(args: GatewayArgs) -> Result<(), String> {
+pub fn gateway(args: GatewayArgs) -> Result<(), Fatal> {
     let config = args.config.load()?;
-    let internal = internal_allowlist(&config)?;
-    let admin_allow = AllowList::parse(config.get("ADMIN:IPADDRESSES").unwrap_or(DEFAULT_INTERNAL))
-        .map_err(|e| format!("ADMIN:IPADDRESSES: {e}"))?;
+    let internal = allowlist(&config, "INTERNAL:IPADDRESSES", DEFAULT_INTERNAL)?;
+    let admin_allow = allowlist(&config, "ADMIN:IPADDRESSES", DEFAULT_INTERNAL)?;
     let admin_key = admin_key(&config, &args.dev.data_dir)?;
     let (fixed, dev_tokens) = args.dev.load()?;
-    let applications = switchyard_controlplane::token::Applications::default();
+    let applications = Applications::default();
     let id = args
         .id
         .unwrap_or_else(|| format!("g{:06x}", rand::random::<u32>() & 0xff_ffff));
@@ -147,9 +147,7 @@ pub fn gateway(args: GatewayArgs) -> Result<(), String> {
         let cache = open_store(&config, &args.dev.data_dir, &applications, &fixed).await?;
         let registry = registry(&config, &args.namespace).await?;
         let presence = match config.get("CONNECTIONSTRINGS:CACHE") {
-            Some(url) => Presence::redis(url, &args.namespace)
-                .await
-                .map_err(|e| format!("CONNECTIONSTRINGS:CACHE: {e}"))?,
+            Some(url) => Presence::redis(url, &args.namespace).await?,
             None => {
                 tracing::warn!("CONNECTIONSTRINGS:CACHE is not set: state is in this process only, so run one gateway");
                 Presence::memory()
@@ -167,10 +165,10 @@ pub fn gateway(args: GatewayArgs) -> Result<(), String> {
         let g = Arc::new(g);
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
-            .map_err(|e| format!("cannot listen on {} for HTTP: {e}", args.http))?;
+            .map_err(|source| Fatal::Listen { addr: args.http, what: "HTTP", source })?;
         let admin_listener = tokio::net::TcpListener::bind(args.admin)
             .await
-            .map_err(|e| format!("cannot listen on {} for the admin API: {e}", args.admin))?;
+            .map_err(|source| Fatal::Listen { addr: args.admin, what: "the admin API", source })?;
         let https = args.tls.bind(args.tls.https).await?;
         let admin_https = args.tls.bind(args.admin_https).await?;
         let page = page_address(&listener)?;
@@ -182,7 +180,7 @@ pub fn gateway(args: GatewayArgs) -> Result<(), String> {
         tokio::spawn(g.clone().pump_events());
         let stop_rx = shutdown_watch();
         let watcher = tokio::spawn(g.clone().watch_servers(stop_rx.clone()));
-        tokio::spawn(switchyard_controlplane::store::follow(
+        tokio::spawn(switchyard_controlplane::follow::follow(
             cache,
             applications,
             fixed,
@@ -191,10 +189,10 @@ pub fn gateway(args: GatewayArgs) -> Result<(), String> {
         let admin = Arc::new(Admin::new(g.clone(), admin_allow, vec![admin_key]));
         for (https, router, what) in [
             (https, gateway::router(g.clone()), "signalling"),
-            (admin_https, switchyard_controlplane::admin::router(admin.clone()), "admin API"),
+            (admin_https, admin::router(admin.clone()), "admin API"),
         ] {
             let Some(https) = https else { continue };
-            tracing::info!("HTTPS {what} on {}", https.local_addr().map_err(|e| e.to_string())?);
+            tracing::info!("HTTPS {what} on {}", https.local_addr());
             let stop = stopped(stop_rx.clone());
             tokio::spawn(async move {
                 if let Err(e) = https.serve(router, stop).await {
@@ -202,14 +200,14 @@ pub fn gateway(args: GatewayArgs) -> Result<(), String> {
                 }
             });
         }
-        let admin_server = tokio::spawn(switchyard_controlplane::server::serve_with(
+        let admin_server = tokio::spawn(serve_with(
             admin_listener,
-            switchyard_controlplane::admin::router(admin),
+            admin::router(admin),
             stopped(stop_rx.clone()),
             || {},
         ));
         let notify = g.clone();
-        switchyard_controlplane::server::serve_with(
+        serve_with(
             listener,
             gateway::router(g.clone()),
             stopped(stop_rx),
@@ -218,11 +216,11 @@ pub fn gateway(args: GatewayArgs) -> Result<(), String> {
             },
         )
         .await
-        .map_err(|e| format!("HTTP server: {e}"))?;
+        .map_err(|source| Fatal::Serve { what: "HTTP server", source })?;
         let _ = admin_server.await;
         let _ = watcher.await;
         tracing::info!("stopped");
-        Ok::<(), String>(())
+        Ok::<(), Fatal>(())
     })?;
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
@@ -259,7 +257,7 @@ async fn fetch_deployment(http: &reqwest::Client, base: &str, id: &str) -> Optio
     let url = format!(
         "{}{}/deployments/{id}",
         base.trim_end_matches('/'),
-        switchyard_controlplane::cluster::api::PREFIX
+        api::PREFIX
     );
     let mut waited = false;
     loop {
@@ -306,13 +304,13 @@ fn hostname() -> String {
         .unwrap_or_else(|| "mediaserver".into())
 }
 
-pub fn media_server(args: MediaServerArgs) -> Result<(), String> {
+pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
     let config = args.config.load()?;
     let base = config
         .get("SERVICEBASEURL")
         .map(str::to_string)
-        .ok_or("SERVICEBASEURL is not set: a media server registers with the gateway at that URL (e.g. SERVICEBASEURL=http://gateway:8080)")?;
-    let internal = internal_allowlist(&config)?;
+        .ok_or(Fatal::NoServiceBaseUrl)?;
+    let internal = allowlist(&config, "INTERNAL:IPADDRESSES", DEFAULT_INTERNAL)?;
     let region = config.get("REGION").unwrap_or("default").to_string();
     let mut stun_servers = args.stun_servers.clone();
     if let Some(list) = config.get("DEPLOYMENTS:0:STUNSERVERS") {
@@ -335,13 +333,12 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), String> {
     runtime.block_on(async move {
         let listener = bind_with_fallback(args.cluster_bind, args.cluster_port)
             .await
-            .map_err(|e| format!("cannot listen on the cluster port {}: {e}", args.cluster_port))?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            .map_err(|source| Fatal::ClusterPort { port: args.cluster_port, source })?;
+        let port = listener.local_addr().map_err(Fatal::LocalAddress)?.port();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+            .build()?;
         // The deployment's settings come from the gateway; without one, the defaults.
         let deployment = fetch_deployment(&http, &base, &deployment_id).await;
         if let Some(d) = &deployment
@@ -380,14 +377,14 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), String> {
             cluster_address: SocketAddr::new(cluster_ip, port).to_string(),
         };
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
-        let mut state = AppState::new(media, switchyard_controlplane::token::Applications::default(), announce.clone());
+        let mut state = AppState::new(media, Applications::default(), announce.clone());
         state.ended = Some(ended_tx);
         let state = Arc::new(state);
         let node = Arc::new(Node::new(state.clone(), base_record, capacity, internal));
         tracing::info!(
             "switchyard media-server {id} {} in region {region}: cluster API http://{cluster_ip}:{port}{} | registering with {base}",
             env!("CARGO_PKG_VERSION"),
-            switchyard_controlplane::cluster::api::PREFIX
+            api::PREFIX
         );
         tracing::info!(
             "media: {} worker(s) on UDP {:?} ({} backend), announcing {:?}, capacity {capacity} transports",
@@ -416,16 +413,16 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), String> {
                 _ = shutdown_signal() => tracing::warn!("second signal: stopping without waiting"),
             }
         };
-        switchyard_controlplane::server::serve_with(listener, node::router(node.clone()), stopping, || {})
+        serve_with(listener, node::router(node.clone()), stopping, || {})
             .await
-            .map_err(|e| format!("cluster API: {e}"))?;
+            .map_err(|source| Fatal::Serve { what: "cluster API", source })?;
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), heartbeat).await;
         tracing::info!("stopping media workers");
         state.media.stop();
         let _ = tokio::time::timeout(Duration::from_secs(5), events_task).await;
         tracing::info!("stopped");
-        Ok::<(), String>(())
+        Ok::<(), Fatal>(())
     })?;
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())

@@ -1,0 +1,234 @@
+//! The admin API's configuration endpoints: applications (with secret rotation), their channel
+//! configurations, deployments, and the audit log. Every change is written with its audit row
+//! in one transaction by the store; the running servers pick it up on their next refresh.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use switchyard_controlplane::error::Error;
+use switchyard_store::{Application, AuditEntry, ChannelConfig, Deployment};
+
+use super::Admin;
+
+pub fn routes() -> Router<Arc<Admin>> {
+    Router::new()
+        .route("/applications", get(applications))
+        .route(
+            "/applications/{id}",
+            get(application)
+                .put(put_application)
+                .delete(delete_application),
+        )
+        .route("/applications/{id}/secrets", post(rotate_secret))
+        .route("/applications/{id}/secrets/retire", post(retire_secret))
+        .route(
+            "/applications/{id}/channel-configs",
+            get(channel_configs)
+                .put(put_channel_config)
+                .delete(delete_channel_config),
+        )
+        .route("/deployments", get(deployments))
+        .route(
+            "/deployments/{id}",
+            get(deployment)
+                .put(put_deployment)
+                .delete(delete_deployment),
+        )
+        .route("/audit", get(audit))
+}
+
+/// Who made a change, as the audit log records it.
+fn actor(from: SocketAddr) -> String {
+    format!("admin-api@{}", from.ip())
+}
+
+/// The record found, or a 404 naming it.
+fn found<T>(what: &str, id: &str, record: Option<T>) -> Result<Json<T>, Error> {
+    record
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("no {what} {id:?}")))
+}
+
+/// 204 if something was deleted, else a 404 naming it.
+fn deleted(what: &str, id: &str, deleted: bool) -> Result<StatusCode, Error> {
+    if deleted {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::NotFound(format!("no {what} {id:?}")))
+    }
+}
+
+async fn applications(State(a): State<Arc<Admin>>) -> Result<Json<Vec<Application>>, Error> {
+    Ok(Json(a.store.store().applications().await?))
+}
+
+async fn application(
+    State(a): State<Arc<Admin>>,
+    Path(id): Path<String>,
+) -> Result<Json<Application>, Error> {
+    found("application", &id, a.store.store().application(&id).await?)
+}
+
+#[derive(Deserialize)]
+struct ApplicationBody {
+    secrets: Vec<String>,
+}
+
+async fn put_application(
+    State(a): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    Json(body): Json<ApplicationBody>,
+) -> Result<Json<Application>, Error> {
+    let store = a.store.store();
+    let created_at = store
+        .application(&id)
+        .await?
+        .map_or_else(now_ms, |e| e.created_at);
+    let app = Application {
+        id: id.clone(),
+        secrets: body.secrets,
+        created_at,
+    };
+    store.put_application(&actor(from), &app).await?;
+    found("application", &id, store.application(&id).await?)
+}
+
+async fn delete_application(
+    State(a): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    let gone = a
+        .store
+        .store()
+        .delete_application(&actor(from), &id)
+        .await?;
+    deleted("application", &id, gone)
+}
+
+#[derive(Deserialize)]
+struct SecretBody {
+    secret: String,
+}
+
+async fn rotate_secret(
+    State(a): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    Json(body): Json<SecretBody>,
+) -> Result<Json<Application>, Error> {
+    let store = a.store.store();
+    Ok(Json(
+        store.rotate_secret(&actor(from), &id, &body.secret).await?,
+    ))
+}
+
+async fn retire_secret(
+    State(a): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    Json(body): Json<SecretBody>,
+) -> Result<Json<Application>, Error> {
+    let store = a.store.store();
+    Ok(Json(
+        store.retire_secret(&actor(from), &id, &body.secret).await?,
+    ))
+}
+
+async fn channel_configs(
+    State(a): State<Arc<Admin>>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<ChannelConfig>>, Error> {
+    Ok(Json(a.store.store().channel_configs_of(&id).await?))
+}
+
+async fn put_channel_config(
+    State(a): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    Json(mut config): Json<ChannelConfig>,
+) -> Result<Json<ChannelConfig>, Error> {
+    config.application_id = id;
+    let store = a.store.store();
+    Ok(Json(store.put_channel_config(&actor(from), &config).await?))
+}
+
+#[derive(Deserialize)]
+struct PatternQuery {
+    pattern: String,
+}
+
+async fn delete_channel_config(
+    State(a): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    Query(q): Query<PatternQuery>,
+) -> Result<StatusCode, Error> {
+    let gone = a
+        .store
+        .store()
+        .delete_channel_config(&actor(from), &id, &q.pattern)
+        .await?;
+    deleted("channel configuration", &q.pattern, gone)
+}
+
+async fn deployments(State(a): State<Arc<Admin>>) -> Result<Json<Vec<Deployment>>, Error> {
+    Ok(Json(a.store.store().deployments().await?))
+}
+
+async fn deployment(
+    State(a): State<Arc<Admin>>,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, Error> {
+    found("deployment", &id, a.store.store().deployment(&id).await?)
+}
+
+async fn put_deployment(
+    State(a): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    Json(mut d): Json<Deployment>,
+) -> Result<Json<Deployment>, Error> {
+    d.id = id.clone();
+    let store = a.store.store();
+    store.put_deployment(&actor(from), &d).await?;
+    found("deployment", &id, store.deployment(&id).await?)
+}
+
+async fn delete_deployment(
+    State(a): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    let gone = a.store.store().delete_deployment(&actor(from), &id).await?;
+    deleted("deployment", &id, gone)
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    #[serde(default = "default_limit")]
+    limit: u32,
+}
+
+fn default_limit() -> u32 {
+    100
+}
+
+async fn audit(
+    State(a): State<Arc<Admin>>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditEntry>>, Error> {
+    Ok(Json(a.store.store().audit_log(q.limit.min(1000)).await?))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,283 @@
+//! What a gateway serves on its HTTP port besides signalling: `/ready` for load balancers,
+//! `/metrics`, and the cluster API media servers call (heartbeats, their removal, publications
+//! they ended, their deployment's settings, the list of servers), which answers only
+//! `INTERNAL:IPADDRESSES`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use switchyard_controlplane::allowlist::{Guarded, guard};
+use switchyard_controlplane::error::Error;
+use switchyard_controlplane::metrics::metric;
+use switchyard_controlplane::server::signalling_routes;
+use switchyard_store::{Deployment, Health};
+
+use super::{Gateway, SERVER_TTL};
+use crate::api::{self, Ended, HeartbeatReply};
+use crate::registry::{MediaServerRecord, MediaServerRegistry};
+
+/// Everything a gateway serves on its HTTP port: signalling, the demo page, `/ready`,
+/// `/metrics`, and the cluster API for media servers.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    signalling_routes::<Gateway>()
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(gateway.clone())
+        .merge(cluster_router(gateway))
+}
+
+/// The cluster API media servers call.
+fn cluster_router(gateway: Arc<Gateway>) -> Router {
+    let internal = Arc::new(Guarded {
+        api: "the cluster API",
+        setting: "INTERNAL:IPADDRESSES",
+        allow: gateway.internal.clone(),
+    });
+    let path = |p: &str| format!("{}{p}", api::PREFIX);
+    Router::new()
+        .route(&path("/media-servers"), put(heartbeat).get(list))
+        .route(&path("/media-servers/remove"), post(remove))
+        .route(&path("/ended"), post(ended))
+        .route(&path("/deployments/{id}"), get(deployment))
+        .route_layer(middleware::from_fn_with_state(internal, guard))
+        .with_state(gateway)
+}
+
+async fn heartbeat(
+    State(g): State<Arc<Gateway>>,
+    Json(record): Json<MediaServerRecord>,
+) -> Result<Json<HeartbeatReply>, Error> {
+    let known = matches!(g.registry.get(&record.id).await, Ok(Some(_)));
+    g.registry.heartbeat(&record, SERVER_TTL).await?;
+    if !known {
+        tracing::info!(id = %record.id, region = %record.region, cluster = %record.cluster_address, public = ?record.public_ip_address, "media server registered");
+    }
+    Ok(Json(HeartbeatReply {
+        ttl_ms: u64::try_from(SERVER_TTL.as_millis()).unwrap_or(u64::MAX),
+    }))
+}
+
+#[derive(Deserialize)]
+struct RemoveRequest {
+    id: String,
+}
+
+async fn remove(
+    State(g): State<Arc<Gateway>>,
+    Json(r): Json<RemoveRequest>,
+) -> Result<StatusCode, Error> {
+    g.registry.remove(&r.id).await?;
+    tracing::info!(id = %r.id, "media server unregistered");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn ended(State(g): State<Arc<Gateway>>, Json(r): Json<Ended>) -> StatusCode {
+    let current = g.presence.publication(&r.channel, &r.publication).await;
+    if let Ok(Some(entry)) = current
+        && entry.server == r.server
+        && g.end_publication(&r.channel, &r.participant, &r.publication, true)
+            .await
+    {
+        tracing::info!(channel = %r.channel, publication = %r.publication, server = %r.server, "the media server ended a publication");
+    }
+    StatusCode::NO_CONTENT
+}
+
+/// A deployment's settings for a starting media server (STUN servers, capacity thresholds),
+/// from the configuration as last read.
+async fn deployment(
+    State(g): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, Error> {
+    g.store
+        .snapshot()
+        .deployments
+        .iter()
+        .find(|d| d.id.eq_ignore_ascii_case(&id))
+        .map(|d| Json(d.clone()))
+        .ok_or_else(|| Error::NotFound(format!("no deployment {id:?} is configured")))
+}
+
+async fn list(State(g): State<Arc<Gateway>>) -> Result<Json<Vec<MediaServerRecord>>, Error> {
+    let mut servers = g.registry.list().await?;
+    servers.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Json(servers))
+}
+
+/// 200 when the gateway can place media (the registry answers and lists a server) with current
+/// configuration, else 503 with what is wrong; load balancers take a gateway out of rotation on
+/// 503. With the configuration database down, sessions still work from the cached
+/// configuration, and this says `degraded`. A probe's answer, not an error: plain text.
+async fn ready(State(g): State<Arc<Gateway>>) -> Response {
+    if let Health::Degraded(reason) = g.store.health() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "degraded: configuration store: {reason} (serving the configuration read before)\n"
+            ),
+        )
+            .into_response();
+    }
+    match g.registry.list().await {
+        Ok(servers) if servers.iter().any(|s| s.available && !s.draining) => {
+            (StatusCode::OK, "ready\n").into_response()
+        }
+        Ok(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "degraded: no media server is registered and accepting sessions\n",
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("degraded: media server registry: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(g): State<Arc<Gateway>>) -> Response {
+    let mut out = String::new();
+    g.metrics.render(&mut out);
+    metric(
+        &mut out,
+        "switchyard_gateway_clients",
+        "gauge",
+        "Signalling clients connected to this gateway.",
+        g.client_count() as u64,
+    );
+    let servers = g.registry.list().await.map(|s| s.len()).unwrap_or(0);
+    metric(
+        &mut out,
+        "switchyard_media_servers",
+        "gauge",
+        "Media servers in the registry.",
+        servers as u64,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::tests::{gateway, server};
+    use axum::body::Body;
+    use axum::extract::{ConnectInfo, Request};
+    use std::net::SocketAddr;
+    use tower::ServiceExt;
+
+    async fn call(
+        router: &Router,
+        from: &str,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+    ) -> (StatusCode, String) {
+        let mut request = Request::builder().method(method).uri(path);
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let mut request = request
+            .body(body.map_or_else(Body::empty, Body::from))
+            .unwrap();
+        let from: SocketAddr = from.parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(from));
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn media_servers_register_from_inside_only() {
+        let g = gateway("g1").await;
+        let router = router(g.clone());
+        let record = serde_json::to_string(&server("ms1", "a")).unwrap();
+        let (status, body) = call(
+            &router,
+            "10.9.9.9:1",
+            "PUT",
+            "/cluster/v1/media-servers",
+            Some(record.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(
+            body.contains("10.9.9.9 may not use the cluster API"),
+            "{body}"
+        );
+
+        let (status, body) = call(
+            &router,
+            "127.0.0.1:1",
+            "PUT",
+            "/cluster/v1/media-servers",
+            Some(record),
+        )
+        .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, r#"{"ttlMs":6000}"#)
+        );
+        let (status, body) = call(
+            &router,
+            "127.0.0.1:1",
+            "GET",
+            "/cluster/v1/media-servers",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains(r#""id":"ms1""#), "{body}");
+        assert_eq!(
+            call(&router, "127.0.0.1:1", "GET", "/ready", None).await,
+            (StatusCode::OK, "ready\n".into())
+        );
+
+        let (status, _) = call(
+            &router,
+            "127.0.0.1:1",
+            "POST",
+            "/cluster/v1/media-servers/remove",
+            Some(r#"{"id":"ms1"}"#.into()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(g.registry.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn errors_are_json_with_the_status_of_their_kind() {
+        let g = gateway("g1").await;
+        let router = router(g);
+        let (status, body) = call(
+            &router,
+            "127.0.0.1:1",
+            "GET",
+            "/cluster/v1/deployments/nowhere",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            body,
+            r#"{"error":"no deployment \"nowhere\" is configured"}"#
+        );
+        // The health probe is not an API: it answers anyone, in text.
+        let (status, body) = call(&router, "10.9.9.9:1", "GET", "/ready", None).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "degraded: no media server is registered and accepting sessions\n"
+            )
+        );
+    }
+}

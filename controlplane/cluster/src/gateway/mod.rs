@@ -1,0 +1,380 @@
+//! The gateway role: WebSocket signalling for clients, with media placed on the cluster's media
+//! servers and presence shared with the other gateways.
+//!
+//! What a gateway keeps itself is only its own clients ([`clients`]: their outboxes and which
+//! media server holds each of their publications and subscriptions); who is in a channel and
+//! what is published where lives in [`Presence`], and the media servers in the [`Registry`], so
+//! any gateway can serve any client of any channel.
+//!
+//! A client's media goes to its home server ([`placement`]); a publication on another server
+//! is relayed there through a pipe ([`relay`]). [`liveness`] notices media servers and gateways
+//! that are gone, [`media_client`] calls the media servers, [`channels`] is the signalling
+//! side and [`http`] what the gateway serves besides signalling.
+
+mod channels;
+mod clients;
+mod http;
+mod liveness;
+mod media_client;
+mod placement;
+mod relay;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_controlplane::allowlist::AllowList;
+use switchyard_controlplane::error::Error;
+use switchyard_controlplane::metrics::Metrics;
+use switchyard_controlplane::protocol::ServerMessage;
+use switchyard_controlplane::token::Applications;
+use switchyard_store::CachedStore;
+use tokio::sync::watch;
+
+use self::clients::Clients;
+pub use self::http::router;
+pub use self::media_client::HttpClientError;
+use self::media_client::{MediaClient, ending};
+use crate::presence::{ChannelEvent, Presence};
+use crate::registry::{MediaServerRecord, MediaServerRegistry, Registry};
+
+/// How long a media server's record lives without a heartbeat: three missed heartbeats.
+pub const SERVER_TTL: Duration = Duration::from_secs(6);
+/// A gateway that has not refreshed its liveness this long is gone, with its clients.
+pub const GATEWAY_TTL: Duration = Duration::from_secs(5);
+
+/// A gateway: its clients, the shared registry and presence, and what it serves them with.
+pub struct Gateway {
+    /// Part of its participants' ids, and the key of its liveness in presence.
+    pub id: String,
+    pub applications: Applications,
+    pub metrics: Metrics,
+    pub shutdown: watch::Sender<bool>,
+    pub registry: Registry,
+    pub presence: Presence,
+    media: MediaClient,
+    /// Who may heartbeat and report (INTERNAL:IPADDRESSES).
+    internal: AllowList,
+    clients: Clients,
+    /// The dev application's (id, secret), when `/api/dev-token` may hand out tokens.
+    pub dev_tokens: Option<(String, String)>,
+    /// Applications, channel configurations and deployments, as last read.
+    pub store: CachedStore,
+}
+
+impl Gateway {
+    pub fn new(
+        id: String,
+        applications: Applications,
+        store: CachedStore,
+        registry: Registry,
+        presence: Presence,
+        internal: AllowList,
+    ) -> Result<Gateway, HttpClientError> {
+        let (shutdown, _) = watch::channel(false);
+        Ok(Gateway {
+            id,
+            applications,
+            metrics: Metrics::default(),
+            shutdown,
+            registry,
+            presence,
+            media: MediaClient::new()?,
+            internal,
+            clients: Clients::default(),
+            dev_tokens: None,
+            store,
+        })
+    }
+
+    /// How many of this gateway's clients are connected, for /metrics.
+    pub fn client_count(&self) -> usize {
+        self.clients.count()
+    }
+
+    /// Tells every gateway's clients in the channel (but `except`).
+    async fn announce(&self, channel: &str, except: Option<&str>, message: ServerMessage) {
+        if let ServerMessage::Unpublished { publication, .. } = &message {
+            self.forget_subscriptions_to(channel, publication).await;
+            self.close_relays(channel, Some(publication), &Default::default())
+                .await;
+        }
+        let event = ChannelEvent {
+            channel: channel.to_string(),
+            except: except.map(str::to_string),
+            to: None,
+            message,
+        };
+        if let Err(e) = self.presence.send(&event).await {
+            tracing::warn!(
+                channel,
+                "could not pass an event to the other gateways: {e}"
+            );
+            // This gateway's own clients still hear it.
+            self.clients.deliver(&event);
+        }
+    }
+
+    /// Removes a publication from presence and, if this call removed it (gateways may race),
+    /// tells the channel: everyone but the publisher, or, when it was `lost` (not ended by its
+    /// publisher), the publisher too, whose SDK then publishes again. True if removed here.
+    async fn end_publication(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+        lost: bool,
+    ) -> bool {
+        if !matches!(
+            self.presence.remove_publication(channel, publication).await,
+            Ok(true)
+        ) {
+            return false;
+        }
+        let message = ServerMessage::Unpublished {
+            participant: participant.to_string(),
+            publication: publication.to_string(),
+        };
+        let except = (!lost).then_some(participant);
+        self.announce(channel, except, message).await;
+        true
+    }
+
+    /// Forgets the subscriptions to a publication that ended (the media server closed them).
+    async fn forget_subscriptions_to(&self, channel: &str, publication: &str) {
+        if let Ok(subs) = self.presence.subscriptions(channel).await {
+            let ids: Vec<String> = subs
+                .into_iter()
+                .filter(|(_, s)| s.publication == publication)
+                .map(|(id, _)| id)
+                .collect();
+            let _ = self.presence.remove_subscriptions(channel, &ids).await;
+        }
+    }
+
+    /// Takes a participant out of the channel everywhere: its media servers end what it had,
+    /// its publications are announced unpublished, its subscriptions and itself leave presence,
+    /// and the channel hears it left.
+    async fn remove_participant(
+        &self,
+        channel: &str,
+        participant: &str,
+        publications: &[String],
+        subscriptions: &[String],
+        servers: BTreeSet<String>,
+    ) {
+        for server in servers {
+            if let Ok(s) = self.server(&server).await {
+                self.media
+                    .end_on(s, "leave", ending(channel, participant, None));
+            }
+        }
+        for publication in publications {
+            self.end_publication(channel, participant, publication, false)
+                .await;
+        }
+        let _ = self
+            .presence
+            .remove_subscriptions(channel, subscriptions)
+            .await;
+        if let Err(e) = self.presence.remove_participant(channel, participant).await {
+            tracing::warn!(channel, participant, "cannot remove from presence: {e}");
+        }
+        self.announce(
+            channel,
+            Some(participant),
+            ServerMessage::ParticipantLeft {
+                participant: participant.to_string(),
+            },
+        )
+        .await;
+    }
+
+    /// Disconnects a client, on whichever gateway it is; false if it is not in the channel.
+    pub async fn kick(
+        &self,
+        channel: &str,
+        participant: &str,
+        reason: &str,
+    ) -> Result<bool, Error> {
+        let present = self
+            .presence
+            .participants(channel)
+            .await?
+            .iter()
+            .any(|(p, _)| p == participant);
+        if !present {
+            return Ok(false);
+        }
+        let event = ChannelEvent {
+            channel: channel.to_string(),
+            except: None,
+            to: Some(participant.to_string()),
+            message: ServerMessage::Kicked {
+                reason: reason.to_string(),
+            },
+        };
+        self.presence.send(&event).await?;
+        tracing::info!(channel, participant, reason, "kicked");
+        Ok(true)
+    }
+
+    /// Runs the event pump: events from every gateway to this gateway's clients.
+    pub async fn pump_events(self: Arc<Self>) {
+        let mut events = self.presence.events();
+        while let Some(event) = events.recv().await {
+            self.clients.deliver(&event);
+        }
+    }
+
+    /// The live media server `id`.
+    async fn server(&self, id: &str) -> Result<MediaServerRecord, Error> {
+        self.registry
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::Gone(format!("media server {id} is gone")))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::registry::MemoryRegistry;
+    use switchyard_controlplane::channels::Channels;
+    use switchyard_store::Store;
+    use tokio::sync::mpsc;
+
+    /// A gateway on the in-memory registry and presence and an in-memory SQLite store (no
+    /// network, no other process), its event pump running.
+    pub(crate) async fn gateway(id: &str) -> Arc<Gateway> {
+        let store = Store::open(Some("sqlite::memory:"), std::path::Path::new("."))
+            .await
+            .unwrap();
+        let store = CachedStore::new(store);
+        store.refresh().await;
+        let g = Gateway::new(
+            id.into(),
+            Applications::default(),
+            store,
+            Registry::Memory(MemoryRegistry::new()),
+            Presence::memory(),
+            AllowList::parse("127.0.0.1").unwrap(),
+        )
+        .unwrap();
+        let g = Arc::new(g);
+        tokio::spawn(g.clone().pump_events());
+        // Let the pump subscribe before anything is announced.
+        tokio::task::yield_now().await;
+        g
+    }
+
+    pub(crate) fn server(id: &str, region: &str) -> MediaServerRecord {
+        MediaServerRecord {
+            id: id.into(),
+            region: region.into(),
+            available: true,
+            active: false,
+            over_capacity: false,
+            used_capacity: 0.0,
+            draining: false,
+            ip_addresses: vec![],
+            public_ip_address: None,
+            version: "test".into(),
+            core_count: 1,
+            // Nothing listens there: calls to it fail at once.
+            cluster_address: "127.0.0.1:9".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn clients_hear_of_each_other_through_presence() {
+        let g = gateway("g1").await;
+        let (a_tx, mut a_rx) = mpsc::unbounded_channel();
+        let (a, others) = g.join("c", "alice", None, a_tx).await.unwrap();
+        assert!(others.is_empty());
+        let (b_tx, _b_rx) = mpsc::unbounded_channel();
+        let (b, others) = g.join("c", "bob", Some("eu"), b_tx).await.unwrap();
+        assert_eq!(others.len(), 1);
+        assert_eq!(
+            (others[0].participant.as_str(), others[0].user.as_str()),
+            (a.as_str(), "alice")
+        );
+        assert!(b.starts_with("p-g1-"), "{b}");
+        assert_eq!(
+            a_rx.recv().await,
+            Some(ServerMessage::ParticipantJoined {
+                participant: b.clone(),
+                user: "bob".into()
+            })
+        );
+        assert_eq!(g.client_count(), 2);
+
+        assert!(g.kick("c", &b, "bye").await.unwrap());
+        assert!(!g.kick("c", "nobody", "bye").await.unwrap());
+        g.leave("c", &b).await;
+        assert_eq!(
+            a_rx.recv().await,
+            Some(ServerMessage::ParticipantLeft { participant: b })
+        );
+        assert_eq!(g.client_count(), 1);
+        assert_eq!(g.presence.participants("c").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_publication_needs_a_media_server() {
+        let g = gateway("g1").await;
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (p, _) = g.join("c", "alice", None, tx).await.unwrap();
+        let rules = switchyard_controlplane::rules::Rules::from_names(&[]);
+        let e = g.publish("c", &p, "v=0", &rules).await.unwrap_err();
+        assert_eq!(e.to_string(), "no media server is available");
+        // One that does not answer is skipped; then none is left.
+        g.registry
+            .heartbeat(&server("ms1", "a"), SERVER_TTL)
+            .await
+            .unwrap();
+        let e = g.publish("c", &p, "v=0", &rules).await.unwrap_err();
+        assert!(matches!(e, Error::Unavailable(_)), "{e}");
+        let e = g.publish("c", "stranger", "v=0", &rules).await.unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
+        let e = g.unpublish("c", &p, "nope").await.unwrap_err();
+        assert_eq!(e.to_string(), "no publication nope of yours");
+    }
+
+    #[tokio::test]
+    async fn kick_reaches_only_the_client_named() {
+        let g = gateway("g1").await;
+        let (a_tx, mut a_rx) = mpsc::unbounded_channel();
+        let (b_tx, mut b_rx) = mpsc::unbounded_channel();
+        let (a, _) = g.join("c", "alice", None, a_tx).await.unwrap();
+        let (b, _) = g.join("c", "bob", None, b_tx).await.unwrap();
+        assert!(matches!(
+            a_rx.recv().await,
+            Some(ServerMessage::ParticipantJoined { .. })
+        ));
+        g.kick("c", &a, "removed").await.unwrap();
+        assert_eq!(
+            a_rx.recv().await,
+            Some(ServerMessage::Kicked {
+                reason: "removed".into()
+            })
+        );
+        g.leave("c", &a).await;
+        // Bob hears Alice leave and nothing of the kick (the event was for Alice only). He may
+        // hear of Alice's join too: it was announced as he joined.
+        loop {
+            match b_rx.recv().await {
+                Some(ServerMessage::ParticipantJoined { participant, .. }) => {
+                    assert_eq!(participant, a)
+                }
+                m => {
+                    assert_eq!(m, Some(ServerMessage::ParticipantLeft { participant: a }));
+                    break;
+                }
+            }
+        }
+        let participants = g.presence.participants("c").await.unwrap();
+        assert_eq!(participants.len(), 1);
+        assert_eq!(participants[0].0, b);
+    }
+}

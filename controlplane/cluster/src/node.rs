@@ -1,0 +1,494 @@
+//! The media server role: media workers behind the internal control API that gateways call
+//! (`/cluster/v1/publish`, ...), a heartbeat to the gateways through `SERVICEBASEURL`, reports of
+//! publications the data plane ended, and draining.
+//!
+//! A gateway names the participants; this server keeps them only as owners of transports (no
+//! outbox: the gateway talks to the client). Everything else, the channel state, SDP answers and
+//! transports, is the all-in-one code in [`AppState`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use switchyard_controlplane::allowlist::{AllowList, Guarded, guard};
+use switchyard_controlplane::error::Error;
+use switchyard_controlplane::rules::Rules;
+use switchyard_controlplane::server::stopped;
+use switchyard_controlplane::session::AppState;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::api::{
+    self, EndRequest, Ended, HeartbeatReply, PipeAddress, PipeAddressRequest, PipeInReply,
+    PipeInRequest, PipeOutReply, PipeOutRequest, PublishReply, PublishRequest, SubscribeReply,
+    SubscribeRequest,
+};
+use crate::registry::MediaServerRecord;
+
+/// How often a media server heartbeats; the gateway's TTL is a few of these.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// A media server in the cluster.
+pub struct Node {
+    pub state: Arc<AppState>,
+    /// The record as registered, less the live load (filled in by [`Node::record`]).
+    base: MediaServerRecord,
+    /// Transports before the server calls itself over capacity.
+    capacity: usize,
+    draining: AtomicBool,
+    /// Wakes the heartbeat early when the load changed, so placement sees it soon.
+    changed: Notify,
+    /// Who may call the internal API.
+    internal: AllowList,
+}
+
+impl Node {
+    pub fn new(
+        state: Arc<AppState>,
+        base: MediaServerRecord,
+        capacity: usize,
+        internal: AllowList,
+    ) -> Node {
+        Node {
+            state,
+            base,
+            capacity: capacity.max(1),
+            draining: AtomicBool::new(false),
+            changed: Notify::new(),
+            internal,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.base.id
+    }
+
+    /// The record with the load as it is now.
+    pub fn record(&self) -> MediaServerRecord {
+        let transports = self.state.transport_count();
+        let mut r = self.base.clone();
+        r.active = transports > 0;
+        r.used_capacity = transports as f64 / self.capacity as f64;
+        r.over_capacity = transports >= self.capacity;
+        r.draining = self.draining.load(Ordering::Relaxed);
+        r
+    }
+
+    /// No new publications or subscriptions from now on; existing ones go on.
+    pub fn drain(&self) {
+        if !self.draining.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                transports = self.state.transport_count(),
+                "draining: no new sessions; existing ones continue"
+            );
+            self.changed.notify_one();
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// The internal API, served on the cluster port. Everything but `/status` and `/health`
+/// answers only `INTERNAL:IPADDRESSES`.
+pub fn router(node: Arc<Node>) -> Router {
+    let internal = Arc::new(Guarded {
+        api: "the cluster API",
+        setting: "INTERNAL:IPADDRESSES",
+        allow: node.internal.clone(),
+    });
+    let path = |p: &str| format!("{}{p}", api::PREFIX);
+    Router::new()
+        .route(&path("/publish"), post(publish))
+        .route(&path("/subscribe"), post(subscribe))
+        .route(&path("/unpublish"), post(unpublish))
+        .route(&path("/unsubscribe"), post(unsubscribe))
+        .route(&path("/leave"), post(leave))
+        .route(&path("/pipe/address"), post(pipe_address))
+        .route(&path("/pipe/out"), post(pipe_out))
+        .route(&path("/pipe/in"), post(pipe_in))
+        .route_layer(middleware::from_fn_with_state(internal, guard))
+        .route(&path("/status"), get(status))
+        .route("/health", get(|| async { "ok\n" }))
+        .with_state(node)
+}
+
+/// A draining server takes no new publications or subscriptions.
+fn refuse_new(node: &Node) -> Result<(), Error> {
+    if node.is_draining() {
+        return Err(Error::Unavailable(format!(
+            "media server {} is draining",
+            node.id()
+        )));
+    }
+    Ok(())
+}
+
+async fn publish(
+    State(node): State<Arc<Node>>,
+    Json(r): Json<PublishRequest>,
+) -> Result<(StatusCode, Json<PublishReply>), Error> {
+    refuse_new(&node)?;
+    node.state.join_as(&r.channel, &r.participant, &r.user);
+    let rules = Rules::from_names(&r.codecs);
+    let result = node
+        .state
+        .publish(&r.channel, &r.participant, &r.offer, &rules)
+        .await
+        .map(|(publication, answer)| PublishReply {
+            tracks: node.state.publication_tracks(&r.channel, &publication),
+            publication,
+            answer,
+        });
+    settle(&node, &r.channel, &r.participant, result)
+}
+
+async fn subscribe(
+    State(node): State<Arc<Node>>,
+    Json(r): Json<SubscribeRequest>,
+) -> Result<(StatusCode, Json<SubscribeReply>), Error> {
+    refuse_new(&node)?;
+    node.state.join_as(&r.channel, &r.participant, &r.user);
+    let result = node
+        .state
+        .subscribe(&r.channel, &r.participant, Some(&r.publication), &r.offer)
+        .await
+        .map(|(subscription, answer)| SubscribeReply {
+            subscription,
+            answer,
+        });
+    settle(&node, &r.channel, &r.participant, result)
+}
+
+async fn unpublish(
+    State(node): State<Arc<Node>>,
+    Json(r): Json<EndRequest>,
+) -> Result<StatusCode, Error> {
+    end(&node, r, |s, c, p, id| s.unpublish(c, p, id))
+}
+
+async fn unsubscribe(
+    State(node): State<Arc<Node>>,
+    Json(r): Json<EndRequest>,
+) -> Result<StatusCode, Error> {
+    end(&node, r, |s, c, p, id| s.unsubscribe(c, p, id))
+}
+
+fn end(
+    node: &Node,
+    r: EndRequest,
+    f: impl FnOnce(&AppState, &str, &str, &str) -> Result<(), Error>,
+) -> Result<StatusCode, Error> {
+    let id =
+        r.id.as_deref()
+            .ok_or_else(|| Error::BadRequest("say which id to end".into()))?;
+    let result = f(&node.state, &r.channel, &r.participant, id);
+    node.state.leave_if_idle(&r.channel, &r.participant);
+    node.changed.notify_one();
+    result.map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn leave(State(node): State<Arc<Node>>, Json(r): Json<EndRequest>) -> StatusCode {
+    node.state.leave(&r.channel, &r.participant);
+    node.changed.notify_one();
+    StatusCode::NO_CONTENT
+}
+
+/// Where a pipe reaches `channel` here: its worker's port on the IP of the registered cluster
+/// address (the one other servers reach this one on).
+fn pipe_address_of(node: &Node, channel: &str) -> Result<SocketAddr, Error> {
+    node.base
+        .cluster_address
+        .parse::<SocketAddr>()
+        .ok()
+        .and_then(|a| node.state.pipe_address(channel, a.ip()))
+        .ok_or_else(|| Error::Unavailable("no media address for the pipe".into()))
+}
+
+/// Answers a request that may have changed this server's load: 201 with the reply, or the
+/// error, after forgetting a participant the failure left with nothing here.
+fn settle<T>(
+    node: &Node,
+    channel: &str,
+    participant: &str,
+    result: Result<T, Error>,
+) -> Result<(StatusCode, Json<T>), Error> {
+    node.changed.notify_one();
+    match result {
+        Ok(reply) => Ok((StatusCode::CREATED, Json(reply))),
+        Err(e) => {
+            node.state.leave_if_idle(channel, participant);
+            Err(e)
+        }
+    }
+}
+
+async fn pipe_address(
+    State(node): State<Arc<Node>>,
+    Json(r): Json<PipeAddressRequest>,
+) -> Result<Json<PipeAddress>, Error> {
+    let address = pipe_address_of(&node, &r.channel)?;
+    Ok(Json(PipeAddress {
+        address: address.to_string(),
+    }))
+}
+
+async fn pipe_out(
+    State(node): State<Arc<Node>>,
+    Json(r): Json<PipeOutRequest>,
+) -> Result<(StatusCode, Json<PipeOutReply>), Error> {
+    let spec = r.pipe.spec()?;
+    let address = pipe_address_of(&node, &r.channel)?;
+    let result = node
+        .state
+        .pipe_out(&r.channel, &r.participant, &r.publication, spec)
+        .await
+        .map(|(subscription, tracks)| PipeOutReply {
+            subscription,
+            address: address.to_string(),
+            tracks,
+        });
+    settle(&node, &r.channel, &r.participant, result)
+}
+
+async fn pipe_in(
+    State(node): State<Arc<Node>>,
+    Json(r): Json<PipeInRequest>,
+) -> Result<(StatusCode, Json<PipeInReply>), Error> {
+    let spec = r.pipe.spec()?;
+    let result = node
+        .state
+        .pipe_in(&r.channel, &r.participant, &r.tracks, spec)
+        .await
+        .map(|publication| PipeInReply { publication });
+    settle(&node, &r.channel, &r.participant, result)
+}
+
+async fn status(State(node): State<Arc<Node>>) -> Json<MediaServerRecord> {
+    Json(node.record())
+}
+
+/// Heartbeats to `base` (SERVICEBASEURL) until `stop` turns true, then removes the record.
+/// Returns after the removal (or its failure, logged).
+pub async fn heartbeat(
+    node: Arc<Node>,
+    http: reqwest::Client,
+    base: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let url = format!(
+        "{}{}/media-servers",
+        base.trim_end_matches('/'),
+        api::PREFIX
+    );
+    let mut registered = false;
+    let mut failing = false;
+    loop {
+        let result = async {
+            let reply = http
+                .put(&url)
+                .json(&node.record())
+                .send()
+                .await?
+                .error_for_status()?;
+            reply.json::<HeartbeatReply>().await
+        };
+        match result.await {
+            Ok(reply) => {
+                if !registered {
+                    tracing::info!(id = node.id(), gateway = %base, ttl_ms = reply.ttl_ms, "registered with the gateway");
+                } else if failing {
+                    tracing::info!(gateway = %base, "heartbeats reach the gateway again");
+                }
+                registered = true;
+                failing = false;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(gateway = %base, "heartbeat failed: {e}; retrying every {HEARTBEAT_EVERY:?}");
+                }
+                failing = true;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+            _ = node.changed.notified() => {
+                // Coalesce a burst of changes into one early heartbeat.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    let remove = format!("{url}/remove");
+    let body = serde_json::json!({ "id": node.id() });
+    match http.post(&remove).json(&body).send().await {
+        Ok(r) if r.status().is_success() => tracing::info!("unregistered from the gateway"),
+        Ok(r) => tracing::warn!("unregistering: the gateway answered {}", r.status()),
+        Err(e) => tracing::warn!("unregistering: {e} (the record expires by itself)"),
+    }
+}
+
+/// Passes publications the data plane ended to the gateways.
+pub async fn report_ended(
+    node: Arc<Node>,
+    http: reqwest::Client,
+    base: String,
+    mut ended: mpsc::UnboundedReceiver<(String, String, String)>,
+) {
+    let url = format!("{}{}/ended", base.trim_end_matches('/'), api::PREFIX);
+    while let Some((channel, participant, publication)) = ended.recv().await {
+        let report = Ended {
+            server: node.id().to_string(),
+            channel,
+            participant,
+            publication,
+        };
+        if let Err(e) = http.post(&url).json(&report).send().await {
+            tracing::warn!(publication = %report.publication, "could not report an ended publication: {e}");
+        }
+        node.changed.notify_one();
+    }
+}
+
+/// Waits, while draining, until no transport is left or `limit` has passed.
+pub async fn drained(node: &Node, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = usize::MAX;
+    loop {
+        let n = node.state.transport_count();
+        if n == 0 {
+            tracing::info!("drained: no sessions left");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                transports = n,
+                "drain time limit reached; closing what is left"
+            );
+            return;
+        }
+        if n != last {
+            tracing::info!(transports = n, "draining: waiting for sessions to end");
+            last = n;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::extract::{ConnectInfo, Request};
+    use axum::http::header;
+    use switchyard_controlplane::token::Applications;
+    use switchyard_dataplane::io::Backend;
+    use switchyard_dataplane::worker::{MediaConfig, MediaServer};
+    use tower::ServiceExt;
+
+    /// A media server with one unpinned worker on loopback.
+    fn node() -> Arc<Node> {
+        let config = MediaConfig {
+            workers: 1,
+            io_backend: Some(Backend::Mmsg),
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            port_min: 42000,
+            port_max: 42999,
+            pin: false,
+            first_core: 0,
+        };
+        let (media, _events) = MediaServer::start(config).unwrap();
+        let state = AppState::new(media, Applications::default(), vec![]);
+        let record = MediaServerRecord {
+            id: "ms1".into(),
+            region: "a".into(),
+            available: true,
+            active: false,
+            over_capacity: false,
+            used_capacity: 0.0,
+            draining: false,
+            ip_addresses: vec![],
+            public_ip_address: None,
+            version: "test".into(),
+            core_count: 1,
+            cluster_address: "127.0.0.1:8445".into(),
+        };
+        let allow = AllowList::parse("127.0.0.1").unwrap();
+        Arc::new(Node::new(Arc::new(state), record, 10, allow))
+    }
+
+    async fn call(router: &Router, from: &str, path: &str, body: &str) -> (StatusCode, String) {
+        let mut request = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let from: SocketAddr = from.parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(from));
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_internal_api_refuses_strangers_and_says_what_is_wrong() {
+        let node = node();
+        let router = router(node.clone());
+        let leave = r#"{"channel":"c","participant":"p"}"#;
+        let (status, body) = call(&router, "10.1.1.1:1000", "/cluster/v1/leave", leave).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            body.contains("10.1.1.1 may not use the cluster API"),
+            "{body}"
+        );
+        let (status, _) = call(&router, "127.0.0.1:1000", "/cluster/v1/leave", leave).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+
+        assert_eq!(
+            call(&router, "127.0.0.1:1000", "/cluster/v1/unpublish", leave).await,
+            (
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"say which id to end"}"#.into()
+            )
+        );
+        let end = r#"{"channel":"c","participant":"p","id":"pub9"}"#;
+        assert_eq!(
+            call(&router, "127.0.0.1:1000", "/cluster/v1/unsubscribe", end).await,
+            (
+                StatusCode::NOT_FOUND,
+                r#"{"error":"no subscription pub9 of yours"}"#.into()
+            )
+        );
+
+        let publish = r#"{"channel":"c","participant":"p","user":"u","offer":"nonsense"}"#;
+        let (status, body) = call(&router, "127.0.0.1:1000", "/cluster/v1/publish", publish).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.starts_with(r#"{"error":"bad offer: "#), "{body}");
+        assert!(
+            !node.state.has_participant("c", "p"),
+            "a failed publish leaves nothing behind"
+        );
+
+        node.drain();
+        let (status, body) = call(&router, "127.0.0.1:1000", "/cluster/v1/publish", publish).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"error":"media server ms1 is draining"}"#
+            )
+        );
+        assert!(node.record().draining);
+        node.state.media.stop();
+    }
+}

@@ -1,0 +1,79 @@
+//! What WebSocket signalling needs from whoever runs the channels: the all-in-one
+//! [`AppState`](crate::session::AppState), which owns its media workers, or a cluster gateway
+//! (`switchyard_cluster::gateway::Gateway`), which places media on media servers and shares
+//! presence with other gateways through Redis. One signalling loop serves both.
+
+use std::future::Future;
+
+use switchyard_store::ChannelConfig;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::protocol::{ParticipantInfo, ServerMessage};
+use crate::rules::Rules;
+use crate::token::Applications;
+
+/// A participant's id and everyone already in the channel, as `join` returns them.
+pub type Joined = (String, Vec<ParticipantInfo>);
+
+pub trait Channels: Send + Sync + 'static {
+    /// The applications whose tokens are accepted.
+    fn applications(&self) -> &Applications;
+
+    fn metrics(&self) -> &Metrics;
+
+    /// The dev application's (id, secret), when `/api/dev-token` may hand out tokens.
+    fn dev_tokens(&self) -> Option<&(String, String)>;
+
+    /// Becomes true when the process shuts down; sockets then close with a reason.
+    fn shutdown(&self) -> watch::Receiver<bool>;
+
+    /// Adds a participant and tells the others. `region` is the client's claim, if any: where
+    /// its media should go when there is a choice.
+    fn join(
+        &self,
+        channel: &str,
+        user: &str,
+        region: Option<&str>,
+        outbox: mpsc::UnboundedSender<ServerMessage>,
+    ) -> impl Future<Output = Result<Joined, Error>> + Send;
+
+    /// The configuration that applies to `channel` of `application`, if any.
+    fn channel_config(&self, application: &str, channel: &str) -> Option<ChannelConfig>;
+
+    /// Answers a publish offer within the channel's `rules`; returns (publication id, answer).
+    fn publish(
+        &self,
+        channel: &str,
+        participant: &str,
+        offer: &str,
+        rules: &Rules,
+    ) -> impl Future<Output = Result<(String, String), Error>> + Send;
+
+    /// Answers a subscribe offer for `publication`; returns (subscription id, answer).
+    fn subscribe(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+        offer: &str,
+    ) -> impl Future<Output = Result<(String, String), Error>> + Send;
+
+    fn unpublish(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    fn unsubscribe(
+        &self,
+        channel: &str,
+        participant: &str,
+        subscription: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Removes the participant with everything it publishes and receives.
+    fn leave(&self, channel: &str, participant: &str) -> impl Future<Output = ()> + Send;
+}

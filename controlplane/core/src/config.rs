@@ -1,0 +1,549 @@
+//! Settings with the names operators of the original product know (`CONNECTIONSTRINGS:DEFAULT`,
+//! `EXTERNAL:PUBLICIPADDRESS`, `Deployments:0:...`), from a TOML file and the environment.
+//!
+//! Shells cannot export names with `:`, so `__` is accepted wherever `:` is, and names match
+//! without regard to case. The environment overrides the file. Every known setting is checked
+//! when loaded, so a bad value stops the process before it binds anything, with an error that
+//! names the setting, where it came from and what was expected.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use switchyard_store::mask;
+
+use crate::allowlist::{AllowList, BadEntry};
+
+/// What a setting's value must look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    PostgresUri,
+    RedisUri,
+    HttpUrl,
+    Name,
+    IpAddress,
+    /// Comma-separated IP addresses or CIDR ranges.
+    IpList,
+    Hostname,
+    /// Comma-separated SHA-1 fingerprints (40 hex digits, colons allowed).
+    Sha1List,
+    /// A secret of at least 16 characters, never shown.
+    Secret,
+}
+
+struct Spec {
+    name: &'static str,
+    kind: Kind,
+    /// What it is for, shown by `config print`.
+    about: &'static str,
+}
+
+/// Every setting this version reads. `DEPLOYMENTS:<n>:...` are accepted too (see `is_deployment`).
+const SETTINGS: &[Spec] = &[
+    Spec {
+        name: "CONNECTIONSTRINGS:DEFAULT",
+        kind: Kind::PostgresUri,
+        about: "PostgreSQL for configuration and records (unset: embedded SQLite)",
+    },
+    Spec {
+        name: "CONNECTIONSTRINGS:CACHE",
+        kind: Kind::RedisUri,
+        about: "Redis for shared ephemeral state (unset: in memory)",
+    },
+    Spec {
+        name: "SERVICEBASEURL",
+        kind: Kind::HttpUrl,
+        about: "the gateway URL media servers register with",
+    },
+    Spec {
+        name: "REGION",
+        kind: Kind::Name,
+        about: "this media server's region tag",
+    },
+    Spec {
+        name: "INTERNAL:IPADDRESSES",
+        kind: Kind::IpList,
+        about: "addresses or CIDRs for cluster traffic",
+    },
+    Spec {
+        name: "EXTERNAL:IPADDRESSES",
+        kind: Kind::IpList,
+        about: "addresses or CIDRs clients reach",
+    },
+    Spec {
+        name: "EXTERNAL:PUBLICIPADDRESS",
+        kind: Kind::IpAddress,
+        about: "the public IP announced in ICE candidates",
+    },
+    Spec {
+        name: "EXTERNAL:PUBLICHOSTNAME",
+        kind: Kind::Hostname,
+        about: "the public DNS name (TURNS)",
+    },
+    Spec {
+        name: "ADMIN:IPADDRESSES",
+        kind: Kind::IpList,
+        about: "who may use the admin API",
+    },
+    Spec {
+        name: "ADMIN:APIKEY",
+        kind: Kind::Secret,
+        about: "the admin API's X-API-Key (unset: generated into the data directory)",
+    },
+    Spec {
+        name: "SYNC:IPADDRESSES",
+        kind: Kind::IpList,
+        about: "addresses the signalling listener serves",
+    },
+    Spec {
+        name: "TRUSTEDSERVERCERTIFICATESHA1FINGERPRINTS",
+        kind: Kind::Sha1List,
+        about: "self-signed certificates to trust (Redis TLS)",
+    },
+];
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    /// The environment variable, as it was spelled.
+    Env(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(v) => write!(f, "environment {v}"),
+        }
+    }
+}
+
+/// A setting that could not be used. (Named apart from the store's `ConfigError`, which is
+/// about stored records.)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    #[error("{setting} (from {origin}): {problem}")]
+    Invalid {
+        setting: String,
+        origin: Source,
+        problem: Invalid,
+    },
+    #[error("{path}: {problem}")]
+    File { path: PathBuf, problem: FileProblem },
+}
+
+/// Why a value does not fit its setting; each says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// The value is shown masked: a connection string may hold a password.
+    #[error("{masked:?} is not a {scheme} URI; expected e.g. {example}")]
+    Uri {
+        masked: String,
+        scheme: &'static str,
+        example: &'static str,
+    },
+    #[error("{0:?} is not a name; expected letters, digits, '.', '_' or '-' (e.g. eu-west)")]
+    Name(String),
+    #[error("{0:?} is not an IP address; expected e.g. 203.0.113.7")]
+    IpAddress(String),
+    #[error(transparent)]
+    IpList(#[from] BadEntry),
+    #[error("the secret must be at least 16 characters with no spaces")]
+    Secret,
+    #[error("{0:?} is not a host name; expected e.g. media.example.com")]
+    Hostname(String),
+    #[error("{0:?} is not a SHA-1 fingerprint; expected 40 hex digits")]
+    Sha1(String),
+}
+
+/// Why a settings file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileProblem {
+    /// The I/O error's text (`std::io::Error` is neither `Clone` nor `Eq`).
+    #[error("{0}")]
+    Read(String),
+    #[error("{0}")]
+    Toml(String),
+    #[error("{0}: a list may hold only values")]
+    ListOfTables(String),
+    #[error("{0}: unsupported value")]
+    Unsupported(String),
+    #[error("unknown setting {0:?}; known: {known}, DEPLOYMENTS:<n>:<key>", known = known_settings())]
+    Unknown(String),
+}
+
+fn known_settings() -> String {
+    SETTINGS
+        .iter()
+        .map(|s| s.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The effective configuration: canonical name → (value, source).
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    values: BTreeMap<String, (String, Source)>,
+}
+
+/// Normalises a setting name: upper case, `__` read as `:`.
+fn normalise(name: &str) -> String {
+    name.replace("__", ":").to_ascii_uppercase()
+}
+
+/// `DEPLOYMENTS:<index>:<key>[:...]`.
+fn is_deployment(name: &str) -> bool {
+    let mut parts = name.split(':');
+    parts.next() == Some("DEPLOYMENTS")
+        && parts.next().is_some_and(|i| i.parse::<u32>().is_ok())
+        && parts.next().is_some_and(|k| !k.is_empty())
+}
+
+fn spec(name: &str) -> Option<&'static Spec> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+impl Config {
+    /// Reads `file` (if any), then the environment `vars` over it, and checks every value.
+    pub fn load(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Config, SettingError> {
+        let mut config = Config::default();
+        if let Some(path) = file {
+            config.read_file(path)?;
+        }
+        for (k, v) in vars {
+            let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else {
+                continue;
+            };
+            let name = normalise(k);
+            if spec(&name).is_some() || is_deployment(&name) {
+                config
+                    .values
+                    .insert(name, (v.to_string(), Source::Env(k.to_string())));
+            }
+        }
+        for (name, (value, source)) in &config.values {
+            if let Some(spec) = spec(name) {
+                check(spec.kind, value).map_err(|problem| SettingError::Invalid {
+                    setting: name.clone(),
+                    origin: source.clone(),
+                    problem,
+                })?;
+            }
+        }
+        Ok(config)
+    }
+
+    /// The file's keys are the settings' names as TOML: `[connectionstrings] default = "..."`
+    /// or `"CONNECTIONSTRINGS:DEFAULT" = "..."`, `[[deployments]]` tables for the indexed
+    /// deployment settings; lists of addresses may be arrays.
+    fn read_file(&mut self, path: &Path) -> Result<(), SettingError> {
+        let fail = |problem: FileProblem| SettingError::File {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| fail(FileProblem::Read(e.to_string())))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| fail(FileProblem::Toml(e.to_string())))?;
+        let mut flat = Vec::new();
+        flatten("", &toml::Value::Table(table), &mut flat).map_err(fail)?;
+        for (key, value) in flat {
+            let name = normalise(&key);
+            if spec(&name).is_none() && !is_deployment(&name) {
+                return Err(fail(FileProblem::Unknown(key)));
+            }
+            self.values
+                .insert(name, (value, Source::File(path.to_path_buf())));
+        }
+        Ok(())
+    }
+
+    /// The value of `name` (canonical, e.g. `CONNECTIONSTRINGS:CACHE`), if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(&normalise(name))
+            .map(|(v, _)| v.as_str())
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// `EXTERNAL:PUBLICIPADDRESS`, already checked by `load`.
+    pub fn public_ip(&self) -> Option<IpAddr> {
+        self.get("EXTERNAL:PUBLICIPADDRESS")
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Every known setting with its value (secrets masked) and source, then any deployment
+    /// settings: what `switchyard config print` shows.
+    pub fn describe(&self) -> String {
+        let width = SETTINGS.iter().map(|s| s.name.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for s in SETTINGS {
+            let line = match self.values.get(s.name) {
+                Some((_, source)) if s.kind == Kind::Secret => {
+                    format!("{:width$} = ****  ({source})", s.name)
+                }
+                Some((v, source)) => format!("{:width$} = {}  ({source})", s.name, mask(v)),
+                None => format!("{:width$}   not set: {}", s.name, s.about),
+            };
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        for (name, (v, source)) in self.values.iter().filter(|(n, _)| is_deployment(n)) {
+            out.push_str(&format!("{name} = {}  ({source})\n", mask(v)));
+        }
+        out
+    }
+}
+
+/// Flattens TOML into `A:B` keys; arrays of tables get indices, arrays of scalars are joined
+/// with commas.
+fn flatten(
+    prefix: &str,
+    value: &toml::Value,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), FileProblem> {
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}:{k}")
+        }
+    };
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                flatten(&join(k), v, out)?;
+            }
+        }
+        toml::Value::Array(items) if items.iter().all(|v| v.is_table()) && !items.is_empty() => {
+            for (i, v) in items.iter().enumerate() {
+                flatten(&join(&i.to_string()), v, out)?;
+            }
+        }
+        toml::Value::Array(items) => {
+            let scalars: Option<Vec<String>> = items.iter().map(scalar).collect();
+            let joined = scalars.ok_or_else(|| FileProblem::ListOfTables(prefix.to_string()))?;
+            out.push((prefix.to_string(), joined.join(",")));
+        }
+        v => out.push((
+            prefix.to_string(),
+            scalar(v).ok_or_else(|| FileProblem::Unsupported(prefix.to_string()))?,
+        )),
+    }
+    Ok(())
+}
+
+fn scalar(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Checks `value` against `kind`; the error says what was expected.
+fn check(kind: Kind, value: &str) -> Result<(), Invalid> {
+    let v = value.trim();
+    let uri = |schemes: &[&'static str], example: &'static str| {
+        let ok = v.split_once("://").is_some_and(|(s, rest)| {
+            schemes.iter().any(|x| s.eq_ignore_ascii_case(x))
+                && !rest.trim_start_matches('/').is_empty()
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(Invalid::Uri {
+                masked: mask(v),
+                scheme: schemes[0],
+                example,
+            })
+        }
+    };
+    match kind {
+        Kind::PostgresUri => uri(
+            &["postgres", "postgresql"],
+            "postgres://user:password@host:5432/database",
+        ),
+        Kind::RedisUri => uri(&["redis", "rediss"], "redis://host:6379"),
+        Kind::HttpUrl => uri(&["http", "https"], "https://gateway.example.com"),
+        Kind::Name => {
+            if !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                Ok(())
+            } else {
+                Err(Invalid::Name(v.to_string()))
+            }
+        }
+        Kind::IpAddress => v
+            .parse::<IpAddr>()
+            .map(drop)
+            .map_err(|_| Invalid::IpAddress(v.to_string())),
+        Kind::IpList => AllowList::parse(v).map(drop).map_err(Invalid::from),
+        Kind::Secret => {
+            if v.chars().count() >= 16 && !v.chars().any(char::is_whitespace) {
+                Ok(())
+            } else {
+                Err(Invalid::Secret)
+            }
+        }
+        Kind::Hostname => {
+            let ok = !v.is_empty()
+                && v.len() <= 253
+                && v.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if ok {
+                Ok(())
+            } else {
+                Err(Invalid::Hostname(v.to_string()))
+            }
+        }
+        Kind::Sha1List => {
+            for item in v.split([',', ' ']).filter(|s| !s.is_empty()) {
+                let hex: String = item.chars().filter(|c| *c != ':').collect();
+                if hex.len() != 40 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(Invalid::Sha1(item.to_string()));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The value of setting `name` in `vars`, trying `name` as given, with `__` for `:`, and any case.
+pub fn lookup(vars: impl IntoIterator<Item = (OsString, OsString)>, name: &str) -> Option<String> {
+    let wanted = normalise(name);
+    vars.into_iter().find_map(|(k, v)| {
+        let k = k.to_str()?;
+        (normalise(k) == wanted).then(|| v.to_string_lossy().into_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    #[test]
+    fn colon_double_underscore_and_case() {
+        let name = "EXTERNAL:PUBLICIPADDRESS";
+        assert_eq!(
+            lookup(vars(&[("EXTERNAL:PUBLICIPADDRESS", "1.2.3.4")]), name).as_deref(),
+            Some("1.2.3.4")
+        );
+        assert_eq!(
+            lookup(vars(&[("EXTERNAL__PUBLICIPADDRESS", "5.6.7.8")]), name).as_deref(),
+            Some("5.6.7.8")
+        );
+        assert_eq!(
+            lookup(vars(&[("external__publicIpAddress", "9.9.9.9")]), name).as_deref(),
+            Some("9.9.9.9")
+        );
+        assert_eq!(
+            lookup(vars(&[("EXTERNAL_PUBLICIPADDRESS", "x")]), name),
+            None
+        );
+        assert_eq!(lookup(vars(&[]), name), None);
+    }
+
+    fn file(text: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "switchyard-config-{:x}.toml",
+            rand::random::<u64>()
+        ));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn file_then_environment_with_sources() {
+        let path = file(
+            "servicebaseurl = \"http://gw:8080\"\nregion = \"eu\"\n\
+             [connectionstrings]\ndefault = \"postgres://sy:secret@db:5432/sy\"\n\
+             [external]\nipaddresses = [\"10.0.0.0/8\", \"192.0.2.7\"]\n\
+             [[deployments]]\ndeploymentid = \"Default\"\n",
+        );
+        let c = Config::load(
+            Some(&path),
+            vars(&[
+                ("REGION", "us"),
+                ("CONNECTIONSTRINGS__CACHE", "redis://cache"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.get("region"), Some("us"));
+        assert_eq!(c.get("EXTERNAL:IPADDRESSES"), Some("10.0.0.0/8,192.0.2.7"));
+        assert_eq!(c.get("DEPLOYMENTS:0:DEPLOYMENTID"), Some("Default"));
+        let d = c.describe();
+        assert!(d.contains("postgres://sy:****@db:5432/sy"), "{d}");
+        assert!(!d.contains("secret"), "{d}");
+        assert!(d.contains("(environment CONNECTIONSTRINGS__CACHE)"), "{d}");
+        assert!(d.contains(&format!("(file {})", path.display())), "{d}");
+        assert!(
+            d.contains("EXTERNAL:PUBLICIPADDRESS") && d.contains("not set"),
+            "{d}"
+        );
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_source_and_what_was_expected() {
+        let e = Config::load(None, vars(&[("EXTERNAL__PUBLICIPADDRESS", "nope")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "EXTERNAL:PUBLICIPADDRESS (from environment EXTERNAL__PUBLICIPADDRESS): \"nope\" is not an IP address; expected e.g. 203.0.113.7"
+        );
+        for (k, v) in [
+            ("CONNECTIONSTRINGS:DEFAULT", "mysql://u:p@h/db"),
+            ("CONNECTIONSTRINGS:CACHE", "localhost:6379"),
+            ("SERVICEBASEURL", "gw:8080"),
+            ("REGION", "eu west"),
+            ("ADMIN:IPADDRESSES", "10.0.0.0/33"),
+            ("EXTERNAL:PUBLICHOSTNAME", "bad_host!"),
+            ("TRUSTEDSERVERCERTIFICATESHA1FINGERPRINTS", "abcd"),
+        ] {
+            let e = Config::load(None, vars(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.starts_with(k) && e.contains("expected"), "{e}");
+        }
+        let e = Config::load(
+            None,
+            vars(&[("CONNECTIONSTRINGS:DEFAULT", "mysql://u:pw@h/db")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains("pw@"), "secrets stay masked in errors: {e}");
+    }
+
+    #[test]
+    fn unknown_or_malformed_file_settings_are_refused() {
+        let path = file("regoin = \"eu\"\n");
+        let e = Config::load(Some(&path), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown setting \"regoin\""), "{e}");
+        std::fs::write(&path, "region = [\n").unwrap();
+        assert!(Config::load(Some(&path), vars(&[])).is_err());
+        let _ = std::fs::remove_file(path);
+        assert!(Config::load(Some(Path::new("/nonexistent.toml")), vars(&[])).is_err());
+    }
+}

@@ -1,0 +1,25 @@
+//! Switchyard's control plane: WebSocket signalling, WHIP/WHEP, client tokens, channel state
+//! and metrics, on axum. It tells the data plane what to do through `MediaServer` and never
+//! touches a packet. The cluster roles built on it are in `switchyard-cluster`, the
+//! configuration store under it in `switchyard-store`.
+
+#![forbid(unsafe_code)]
+
+pub mod allowlist;
+pub mod channels;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod follow;
+mod ids;
+pub mod metrics;
+pub mod pipe;
+pub mod protocol;
+mod rooms;
+pub mod rules;
+pub mod server;
+pub mod session;
+pub mod signalling;
+pub mod token;
+pub mod web;
+pub mod whip;

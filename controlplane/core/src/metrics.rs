@@ -1,0 +1,182 @@
+//! `/metrics` in the Prometheus text format.
+//!
+//! Written by hand rather than through a metrics registry: the data plane keeps its own
+//! lock-free per-worker counters and publishes snapshots, so all this needs is to print a
+//! handful of numbers in the exposition format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use switchyard_dataplane::worker::MediaServer;
+
+/// Control-plane counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    signalling_errors: Mutex<BTreeMap<&'static str, u64>>,
+    auth_failures: AtomicU64,
+}
+
+impl Metrics {
+    pub fn signalling_error(&self, reason: &'static str) {
+        let mut m = self
+            .signalling_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *m.entry(reason).or_default() += 1;
+    }
+
+    pub fn auth_failure(&self) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends the signalling counters (shared by all-in-one and the gateway).
+    pub fn render(&self, out: &mut String) {
+        out.push_str("# HELP switchyard_signalling_errors_total Requests refused, by reason.\n");
+        out.push_str("# TYPE switchyard_signalling_errors_total counter\n");
+        let errors = self
+            .signalling_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (reason, n) in errors {
+            let _ = writeln!(
+                out,
+                "switchyard_signalling_errors_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        metric(
+            out,
+            "switchyard_http_auth_failures_total",
+            "counter",
+            "Requests with a bad or missing token.",
+            self.auth_failures.load(Ordering::Relaxed),
+        );
+    }
+}
+
+pub fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    );
+}
+
+/// How much is live in the channels of a process, for the gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Live {
+    pub channels: usize,
+    pub participants: usize,
+    pub publications: usize,
+    pub subscriptions: usize,
+}
+
+/// Renders every metric of a process that runs media: the workers' counters, the signalling
+/// counters and what is `live`.
+pub fn render(media: &MediaServer, signalling: &Metrics, live: Live) -> String {
+    let s = media.stats();
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "# HELP switchyard_media_info The media workers' I/O backend and count.\n\
+         # TYPE switchyard_media_info gauge\n\
+         switchyard_media_info{{io_backend=\"{}\",workers=\"{}\"}} 1\n",
+        media.backend().as_str(),
+        media.workers()
+    );
+    metric(
+        &mut out,
+        "switchyard_packets_received_total",
+        "counter",
+        "Datagrams received on media ports.",
+        s.packets_in,
+    );
+    metric(
+        &mut out,
+        "switchyard_packets_sent_total",
+        "counter",
+        "Datagrams sent from media ports.",
+        s.packets_out,
+    );
+    metric(
+        &mut out,
+        "switchyard_bytes_received_total",
+        "counter",
+        "Bytes received on media ports.",
+        s.bytes_in,
+    );
+    metric(
+        &mut out,
+        "switchyard_bytes_sent_total",
+        "counter",
+        "Bytes sent from media ports.",
+        s.bytes_out,
+    );
+    metric(
+        &mut out,
+        "switchyard_rtp_forwarded_total",
+        "counter",
+        "RTP packets written to consumers.",
+        s.rtp_forwarded,
+    );
+    metric(
+        &mut out,
+        "switchyard_nack_retransmits_total",
+        "counter",
+        "Packets resent for NACKs.",
+        s.nack_retransmits,
+    );
+    metric(
+        &mut out,
+        "switchyard_keyframe_requests_total",
+        "counter",
+        "PLI/FIR sent to publishers.",
+        s.keyframe_requests,
+    );
+    metric(
+        &mut out,
+        "switchyard_transports",
+        "gauge",
+        "Live transports (peer connections).",
+        s.transports,
+    );
+    out.push_str("# HELP switchyard_dropped_packets_total Datagrams dropped, by reason.\n");
+    out.push_str("# TYPE switchyard_dropped_packets_total counter\n");
+    for (reason, n) in &s.drops {
+        let _ = writeln!(
+            out,
+            "switchyard_dropped_packets_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    signalling.render(&mut out);
+    metric(
+        &mut out,
+        "switchyard_channels",
+        "gauge",
+        "Active channels.",
+        live.channels as u64,
+    );
+    metric(
+        &mut out,
+        "switchyard_participants",
+        "gauge",
+        "Participants in channels.",
+        live.participants as u64,
+    );
+    metric(
+        &mut out,
+        "switchyard_publications",
+        "gauge",
+        "Published streams.",
+        live.publications as u64,
+    );
+    metric(
+        &mut out,
+        "switchyard_subscriptions",
+        "gauge",
+        "Subscriptions to published streams.",
+        live.subscriptions as u64,
+    );
+    out
+}

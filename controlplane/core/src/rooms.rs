@@ -1,0 +1,231 @@
+//! Who is where in this process: channels, their participants, publications and
+//! subscriptions, and which worker each channel lives on. In memory, behind one mutex held only
+//! for short, non-async sections. (A cluster's media servers are in
+//! `switchyard_cluster::registry`; this table is what one process runs.)
+
+use std::collections::{BTreeMap, HashMap};
+
+use switchyard_dataplane::media::{Codec, MediaKind};
+use switchyard_dataplane::worker::{ProducerId, RouterId, TransportId};
+use tokio::sync::mpsc;
+
+use crate::ids;
+use crate::protocol::{ParticipantInfo, PublicationInfo, ServerMessage, TrackInfo};
+
+/// A published track and the producer behind it.
+#[derive(Debug, Clone)]
+pub struct Track {
+    pub kind: MediaKind,
+    pub codec: Codec,
+    pub fmtp: Option<String>,
+    pub producer: ProducerId,
+    /// The publisher's payload type and clock rate (a pipe to another server keeps them).
+    pub payload_type: u8,
+    pub clock_rate: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Publication {
+    pub participant: String,
+    pub transport: TransportId,
+    pub tracks: Vec<Track>,
+}
+
+impl Publication {
+    pub fn track_info(&self) -> Vec<TrackInfo> {
+        self.tracks
+            .iter()
+            .map(|t| TrackInfo {
+                kind: t.kind.to_string(),
+                codec: t.codec.to_string(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub participant: String,
+    pub publication: String,
+    pub transport: TransportId,
+}
+
+#[derive(Debug)]
+pub struct Participant {
+    pub user: String,
+    /// Where events for this participant go; `None` for WHIP/WHEP sessions.
+    pub outbox: Option<mpsc::UnboundedSender<ServerMessage>>,
+}
+
+#[derive(Debug)]
+pub struct Channel {
+    pub router: RouterId,
+    pub worker: usize,
+    pub participants: BTreeMap<String, Participant>,
+    pub publications: BTreeMap<String, Publication>,
+    pub subscriptions: BTreeMap<String, Subscription>,
+}
+
+impl Channel {
+    /// Sends `message` to every participant but `except`.
+    pub fn broadcast(&self, except: &str, message: &ServerMessage) {
+        for (id, p) in &self.participants {
+            if id != except
+                && let Some(outbox) = &p.outbox
+            {
+                // A participant whose socket is closing just misses the event.
+                let _ = outbox.send(message.clone());
+            }
+        }
+    }
+
+    /// Everyone but `except`, with what they publish.
+    pub fn snapshot(&self, except: &str) -> Vec<ParticipantInfo> {
+        self.participants
+            .iter()
+            .filter(|(id, _)| id.as_str() != except)
+            .map(|(id, p)| ParticipantInfo {
+                participant: id.clone(),
+                user: p.user.clone(),
+                publications: self
+                    .publications
+                    .iter()
+                    .filter(|(_, publication)| publication.participant == *id)
+                    .map(|(pid, publication)| PublicationInfo {
+                        publication: pid.clone(),
+                        tracks: publication.track_info(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.participants.is_empty()
+            && self.publications.is_empty()
+            && self.subscriptions.is_empty()
+    }
+}
+
+/// What a transport is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Publication(String),
+    Subscription(String),
+}
+
+/// The channels of this process and their transports.
+#[derive(Debug)]
+pub struct Rooms {
+    pub channels: HashMap<String, Channel>,
+    /// Every live transport: its channel and what it carries.
+    pub transports: HashMap<TransportId, (String, Owner)>,
+    /// Live transports per worker, for placing new channels.
+    load: Vec<usize>,
+    /// Names handed out so far, numbering the next.
+    named: u64,
+}
+
+impl Rooms {
+    pub fn new(workers: usize) -> Rooms {
+        Rooms {
+            channels: HashMap::new(),
+            transports: HashMap::new(),
+            load: vec![0; workers.max(1)],
+            named: 0,
+        }
+    }
+
+    /// A fresh short text id with a prefix (participants, publications, subscriptions).
+    pub fn next_name(&mut self, prefix: &str) -> String {
+        self.named += 1;
+        format!("{prefix}{}-{:08x}", self.named, rand::random::<u32>())
+    }
+
+    /// The channel, created on the least-loaded worker if new.
+    pub fn channel(&mut self, name: &str) -> &mut Channel {
+        if !self.channels.contains_key(name) {
+            let worker = self
+                .load
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, n)| **n)
+                .map_or(0, |(w, _)| w);
+            let channel = Channel {
+                router: ids::router(),
+                worker,
+                participants: BTreeMap::new(),
+                publications: BTreeMap::new(),
+                subscriptions: BTreeMap::new(),
+            };
+            self.channels.insert(name.to_string(), channel);
+        }
+        // ok: inserted just above if it was missing.
+        self.channels.get_mut(name).expect("channel exists")
+    }
+
+    pub fn add_transport(
+        &mut self,
+        channel: &str,
+        worker: usize,
+        transport: TransportId,
+        owner: Owner,
+    ) {
+        self.transports
+            .insert(transport, (channel.to_string(), owner));
+        if let Some(n) = self.load.get_mut(worker) {
+            *n += 1;
+        }
+    }
+
+    /// Forgets a transport; returns its channel and owner if it was known.
+    pub fn remove_transport(&mut self, transport: TransportId) -> Option<(String, Owner)> {
+        let (channel, owner) = self.transports.remove(&transport)?;
+        if let Some(worker) = self.channels.get(&channel).map(|c| c.worker)
+            && let Some(n) = self.load.get_mut(worker)
+        {
+            *n = n.saturating_sub(1);
+        }
+        Some((channel, owner))
+    }
+
+    /// Drops the channel if nothing is left in it.
+    pub fn prune(&mut self, channel: &str) {
+        if self.channels.get(channel).is_some_and(Channel::is_empty) {
+            self.channels.remove(channel);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_go_to_the_least_loaded_worker() {
+        let mut r = Rooms::new(2);
+        let a = r.channel("a").worker;
+        let t = ids::transport();
+        r.add_transport("a", a, t, Owner::Publication("p".into()));
+        let b = r.channel("b").worker;
+        assert_ne!(a, b);
+        assert_eq!(r.channel("a").worker, a, "a channel stays where it is");
+        assert_eq!(r.load[a], 1);
+        assert_eq!(
+            r.remove_transport(t),
+            Some(("a".into(), Owner::Publication("p".into())))
+        );
+        assert_eq!(r.load[a], 0);
+        r.prune("a");
+        assert!(!r.channels.contains_key("a"));
+        let router = r.channel("a").router;
+        assert_ne!(router, r.channel("b").router);
+    }
+
+    #[test]
+    fn names_are_unique_and_say_what_they_name() {
+        let mut r = Rooms::new(1);
+        let (a, b) = (r.next_name("pub"), r.next_name("pub"));
+        assert!(a.starts_with("pub1-") && b.starts_with("pub2-"), "{a} {b}");
+    }
+}

@@ -1,0 +1,98 @@
+//! What a channel's configuration allows a publisher, as signalling applies it and as a gateway
+//! passes it to the media server with each publish request.
+
+use switchyard_dataplane::media::Codec;
+use switchyard_store::ChannelConfig;
+
+use crate::error::Error;
+
+/// Every codec we forward; a channel configuration may narrow it.
+pub const ALL_CODECS: [Codec; 5] = [Codec::Opus, Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// Codecs an offer may publish with.
+    pub codecs: Vec<Codec>,
+}
+
+impl Rules {
+    /// The rules of `config` (none: everything is allowed), or why publishing is refused.
+    pub fn of(config: Option<&ChannelConfig>) -> Result<Rules, Error> {
+        let Some(c) = config else {
+            return Ok(Rules {
+                codecs: ALL_CODECS.to_vec(),
+            });
+        };
+        if !c.sfu_allowed {
+            return Err(Error::BadRequest(format!(
+                "the configuration of channels {:?} does not allow SFU publishing",
+                c.pattern
+            )));
+        }
+        let codecs = if c.allowed_codecs.is_empty() {
+            ALL_CODECS.to_vec()
+        } else {
+            c.allowed_codecs
+                .iter()
+                .filter_map(|n| Codec::from_name(n))
+                .collect()
+        };
+        Ok(Rules { codecs })
+    }
+
+    /// The codec names, as the cluster link carries them.
+    pub fn codec_names(&self) -> Vec<String> {
+        self.codecs.iter().map(ToString::to_string).collect()
+    }
+
+    /// Rules from codec names (unknown names are ignored; none at all means every codec).
+    pub fn from_names(names: &[String]) -> Rules {
+        let codecs: Vec<Codec> = names.iter().filter_map(|n| Codec::from_name(n)).collect();
+        Rules {
+            codecs: if names.is_empty() {
+                ALL_CODECS.to_vec()
+            } else {
+                codecs
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(codecs: &[&str], sfu: bool) -> ChannelConfig {
+        ChannelConfig {
+            application_id: "a".into(),
+            pattern: "team-*".into(),
+            position: 0,
+            allowed_codecs: codecs.iter().map(|c| c.to_string()).collect(),
+            max_bitrate_kbps: None,
+            sfu_allowed: sfu,
+            mcu_allowed: false,
+        }
+    }
+
+    #[test]
+    fn rules_follow_the_channel_configuration() {
+        assert_eq!(Rules::of(None).unwrap().codecs, ALL_CODECS);
+        assert_eq!(
+            Rules::of(Some(&config(&[], true))).unwrap().codecs,
+            ALL_CODECS
+        );
+        let r = Rules::of(Some(&config(&["opus", "vp8"], true))).unwrap();
+        assert_eq!(r.codecs, [Codec::Opus, Codec::Vp8]);
+        assert_eq!(
+            Rules::from_names(&r.codec_names()),
+            r,
+            "the cluster link keeps them"
+        );
+        assert_eq!(Rules::from_names(&[]).codecs, ALL_CODECS);
+        let refused = Rules::of(Some(&config(&[], false))).unwrap_err();
+        assert!(
+            refused.to_string().contains("does not allow SFU"),
+            "{refused}"
+        );
+    }
+}

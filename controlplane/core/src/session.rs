@@ -1,0 +1,962 @@
+//! What signalling and WHIP/WHEP have in common: joining a channel, publishing and
+//! subscribing (offer in, answer out, a transport on the channel's worker), leaving, and
+//! cleaning up when the data plane closes a transport.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+
+use switchyard_dataplane::ice::Credentials;
+use switchyard_dataplane::media::{Codec, MediaKind};
+use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
+use switchyard_dataplane::worker::{
+    self, ConsumerSpec, MediaEvent, MediaServer, PipeSpec, ProducerSpec, RouterId, TransportId,
+    TransportSpec,
+};
+use switchyard_store::{CachedStore, ChannelConfig};
+use tokio::sync::mpsc;
+
+use crate::channels::{Channels, Joined};
+use crate::error::Error;
+use crate::ids;
+use crate::metrics::{Live, Metrics};
+use crate::pipe::PipeTrack;
+use crate::protocol::{ParticipantInfo, ServerMessage, TrackInfo};
+use crate::rooms::{Owner, Participant, Publication, Rooms, Subscription, Track};
+use crate::rules::{ALL_CODECS, Rules};
+use crate::token::Applications;
+
+/// Everything the HTTP handlers share.
+pub struct AppState {
+    pub media: MediaServer,
+    pub applications: Applications,
+    /// Addresses put in ICE candidates (each with the channel's worker port).
+    pub announce: Vec<IpAddr>,
+    rooms: Mutex<Rooms>,
+    pub metrics: Metrics,
+    /// The dev application's (id, secret), when `/api/dev-token` may hand out tokens.
+    pub dev_tokens: Option<(String, String)>,
+    /// Set to true when the server shuts down; signalling sockets close with a reason.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Channel configurations (all-in-one; a cluster media server gets its rules from the
+    /// gateway with each request).
+    pub store: Option<CachedStore>,
+    /// Publications the media server ended on its own (a transport closed), as
+    /// (channel, participant, publication): a cluster media server reports them to its gateways.
+    pub ended: Option<mpsc::UnboundedSender<(String, String, String)>>,
+}
+
+impl AppState {
+    pub fn new(media: MediaServer, applications: Applications, announce: Vec<IpAddr>) -> AppState {
+        let rooms = Mutex::new(Rooms::new(media.workers()));
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        AppState {
+            media,
+            applications,
+            announce,
+            rooms,
+            metrics: Metrics::default(),
+            dev_tokens: None,
+            shutdown,
+            store: None,
+            ended: None,
+        }
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than refusing every later request would.
+        self.rooms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn candidates(&self, worker: usize) -> Vec<SocketAddr> {
+        let port = self.media.worker_addr(worker).map_or(0, |a| a.port());
+        self.announce
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect()
+    }
+
+    /// Adds a participant to `channel` and tells the others; returns its id and who is there.
+    pub fn join(
+        &self,
+        channel: &str,
+        user: &str,
+        outbox: Option<mpsc::UnboundedSender<ServerMessage>>,
+    ) -> (String, Vec<ParticipantInfo>) {
+        let mut rooms = self.rooms();
+        let id = rooms.next_name("p");
+        let ch = rooms.channel(channel);
+        ch.participants.insert(
+            id.clone(),
+            Participant {
+                user: user.to_string(),
+                outbox,
+            },
+        );
+        ch.broadcast(
+            &id,
+            &ServerMessage::ParticipantJoined {
+                participant: id.clone(),
+                user: user.to_string(),
+            },
+        );
+        let others = ch.snapshot(&id);
+        tracing::info!(channel, participant = %id, user, "joined");
+        (id, others)
+    }
+
+    /// Adds the participant `id` (named by a cluster gateway) unless it is there already. It has
+    /// no outbox: the gateway, not this process, talks to its client.
+    pub fn join_as(&self, channel: &str, id: &str, user: &str) {
+        let mut rooms = self.rooms();
+        let ch = rooms.channel(channel);
+        if !ch.participants.contains_key(id) {
+            ch.participants.insert(
+                id.to_string(),
+                Participant {
+                    user: user.to_string(),
+                    outbox: None,
+                },
+            );
+            tracing::debug!(channel, participant = id, user, "joined through a gateway");
+        }
+    }
+
+    /// Answers a publish offer and starts the transport; returns (publication id, answer).
+    pub async fn publish(
+        &self,
+        channel: &str,
+        participant: &str,
+        offer: &str,
+        rules: &Rules,
+    ) -> Result<(String, String), Error> {
+        let offer =
+            Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
+        let (worker, router, publication) = {
+            let mut rooms = self.rooms();
+            let publication = rooms.next_name("pub");
+            let ch = rooms
+                .channels
+                .get(channel)
+                .filter(|c| c.participants.contains_key(participant))
+                .ok_or_else(|| {
+                    Error::NotFound(format!("{participant} is not in channel {channel}"))
+                })?;
+            (ch.worker, ch.router, publication)
+        };
+        let local_ice = Credentials::random();
+        let candidates = self.candidates(worker);
+        let fingerprint = self.media.identity().fingerprint();
+        let local = LocalParams {
+            ice: &local_ice,
+            fingerprint,
+            candidates: &candidates,
+            allowed_codecs: &rules.codecs,
+            session_id: rand::random::<u32>().into(),
+        };
+        let roles: Vec<MediaRole> = offer
+            .media
+            .iter()
+            .map(|m| {
+                if m.kind.is_some() {
+                    MediaRole::Receive
+                } else {
+                    MediaRole::Reject
+                }
+            })
+            .collect();
+        let answer =
+            sdp::answer(&offer, &local, &roles).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let mut producers = Vec::new();
+        let mut tracks = Vec::new();
+        for n in &answer.media {
+            if let Negotiated::Receive {
+                mid,
+                kind,
+                codec,
+                extensions,
+                ssrc,
+            } = n
+            {
+                let id = ids::producer();
+                producers.push(ProducerSpec {
+                    id,
+                    kind: *kind,
+                    codec: codec.codec,
+                    payload_type: codec.payload_type,
+                    clock_rate: codec.clock_rate,
+                    ssrc: *ssrc,
+                    mid: mid.clone(),
+                    mid_ext: extensions.mid,
+                    nack: codec.nack,
+                    pli: codec.pli,
+                    fir: codec.fir,
+                    remb: codec.remb,
+                });
+                tracks.push(Track {
+                    kind: *kind,
+                    codec: codec.codec,
+                    fmtp: codec.fmtp.clone(),
+                    producer: id,
+                    payload_type: codec.payload_type,
+                    clock_rate: codec.clock_rate,
+                });
+            }
+        }
+        if producers.is_empty() {
+            return Err(Error::BadRequest(format!(
+                "nothing to publish: {}",
+                rejections(&answer.media)
+            )));
+        }
+        let transport = ids::transport();
+        let spec = TransportSpec {
+            id: transport,
+            router,
+            local_ice,
+            remote_ice: offer.ice.clone(),
+            remote_fingerprint: offer.fingerprint.clone(),
+            producers,
+            consumers: Vec::new(),
+            pipe: None,
+        };
+        self.media.create_transport(worker, spec).await?;
+
+        let mut rooms = self.rooms();
+        let Some(ch) = rooms
+            .channels
+            .get_mut(channel)
+            .filter(|c| c.participants.contains_key(participant))
+        else {
+            drop(rooms);
+            self.close_media(worker, transport);
+            return Err(Error::Gone(format!("{participant} left channel {channel}")));
+        };
+        let published = Publication {
+            participant: participant.to_string(),
+            transport,
+            tracks,
+        };
+        ch.broadcast(
+            participant,
+            &ServerMessage::Published {
+                participant: participant.to_string(),
+                publication: publication.clone(),
+                tracks: published.track_info(),
+            },
+        );
+        tracing::info!(channel, participant, publication = %publication, transport, tracks = ?published.track_info(), "published");
+        ch.publications.insert(publication.clone(), published);
+        rooms.add_transport(
+            channel,
+            worker,
+            transport,
+            Owner::Publication(publication.clone()),
+        );
+        Ok((publication, answer.sdp))
+    }
+
+    /// Answers a subscribe offer for `publication` (or, for WHEP, the first publication that has
+    /// the offered kinds) and starts the transport; returns (subscription id, answer).
+    pub async fn subscribe(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: Option<&str>,
+        offer: &str,
+    ) -> Result<(String, String), Error> {
+        let offer =
+            Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
+        let offered: Vec<MediaKind> = offer.media.iter().filter_map(|m| m.kind).collect();
+        let (worker, router, subscription, publication, tracks) = {
+            let mut rooms = self.rooms();
+            let subscription = rooms.next_name("sub");
+            let ch = rooms
+                .channels
+                .get(channel)
+                .filter(|c| c.participants.contains_key(participant))
+                .ok_or_else(|| {
+                    Error::NotFound(format!("{participant} is not in channel {channel}"))
+                })?;
+            let found = match publication {
+                Some(id) => ch.publications.get_key_value(id),
+                None => ch.publications.iter().find(|(_, p)| {
+                    offered
+                        .iter()
+                        .all(|k| p.tracks.iter().any(|t| t.kind == *k))
+                }),
+            };
+            let (id, p) = found.ok_or_else(|| match publication {
+                Some(id) => Error::NotFound(format!("no publication {id} in channel {channel}")),
+                None => Error::NotFound(format!("nothing is published in channel {channel}")),
+            })?;
+            (
+                ch.worker,
+                ch.router,
+                subscription,
+                id.clone(),
+                p.tracks.clone(),
+            )
+        };
+        let mut unused = tracks.clone();
+        let mut chosen = Vec::with_capacity(offer.media.len());
+        let roles: Vec<MediaRole> = offer
+            .media
+            .iter()
+            .map(|m| {
+                let position = m.kind.and_then(|k| unused.iter().position(|t| t.kind == k));
+                let Some(i) = position else {
+                    chosen.push(None);
+                    return MediaRole::Reject;
+                };
+                let track = unused.remove(i);
+                let role = MediaRole::Send(SendTrack {
+                    codec: track.codec,
+                    fmtp: track.fmtp.clone(),
+                    ssrc: rand::random::<u32>() | 1,
+                    cname: participant.to_string(),
+                    stream_id: publication.clone(),
+                    track_id: format!("{publication}-{}", track.kind),
+                });
+                chosen.push(Some(track.producer));
+                role
+            })
+            .collect();
+        let local_ice = Credentials::random();
+        let candidates = self.candidates(worker);
+        let local = LocalParams {
+            ice: &local_ice,
+            fingerprint: self.media.identity().fingerprint(),
+            candidates: &candidates,
+            allowed_codecs: &ALL_CODECS,
+            session_id: rand::random::<u32>().into(),
+        };
+        let answer =
+            sdp::answer(&offer, &local, &roles).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let consumers: Vec<ConsumerSpec> = answer
+            .media
+            .iter()
+            .zip(&chosen)
+            .filter_map(|(n, producer)| match (n, producer) {
+                (
+                    Negotiated::Send {
+                        mid,
+                        codec,
+                        extensions,
+                        ssrc,
+                        ..
+                    },
+                    Some(producer),
+                ) => Some(ConsumerSpec {
+                    producer: *producer,
+                    ssrc: *ssrc,
+                    payload_type: codec.payload_type,
+                    mid: mid.clone(),
+                    mid_ext: extensions.mid,
+                    nack: codec.nack,
+                    pli: codec.pli,
+                    fir: codec.fir,
+                }),
+                _ => None,
+            })
+            .collect();
+        if consumers.is_empty() {
+            return Err(Error::BadRequest(format!(
+                "nothing in this offer can receive publication {publication}: {}",
+                rejections(&answer.media)
+            )));
+        }
+        let transport = ids::transport();
+        let spec = TransportSpec {
+            id: transport,
+            router,
+            local_ice,
+            remote_ice: offer.ice.clone(),
+            remote_fingerprint: offer.fingerprint.clone(),
+            producers: Vec::new(),
+            consumers,
+            pipe: None,
+        };
+        match self.media.create_transport(worker, spec).await {
+            Ok(()) => {}
+            Err(worker::Error::Rejected(reason)) => {
+                return Err(Error::Gone(format!(
+                    "publication {publication} is gone ({reason})"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+
+        let mut rooms = self.rooms();
+        let live = rooms.channels.get(channel).is_some_and(|c| {
+            c.participants.contains_key(participant) && c.publications.contains_key(&publication)
+        });
+        if !live {
+            drop(rooms);
+            self.close_media(worker, transport);
+            return Err(Error::Gone(format!("publication {publication} is gone")));
+        }
+        if let Some(ch) = rooms.channels.get_mut(channel) {
+            ch.subscriptions.insert(
+                subscription.clone(),
+                Subscription {
+                    participant: participant.to_string(),
+                    publication: publication.clone(),
+                    transport,
+                },
+            );
+        }
+        rooms.add_transport(
+            channel,
+            worker,
+            transport,
+            Owner::Subscription(subscription.clone()),
+        );
+        tracing::info!(channel, participant, publication = %publication, subscription = %subscription, transport, "subscribed");
+        Ok((subscription, answer.sdp))
+    }
+
+    /// Stops a publication of `participant` (its subscribers' transports close too).
+    pub fn unpublish(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+    ) -> Result<(), Error> {
+        self.end(
+            channel,
+            participant,
+            &Owner::Publication(publication.to_string()),
+        )
+    }
+
+    pub fn unsubscribe(
+        &self,
+        channel: &str,
+        participant: &str,
+        subscription: &str,
+    ) -> Result<(), Error> {
+        self.end(
+            channel,
+            participant,
+            &Owner::Subscription(subscription.to_string()),
+        )
+    }
+
+    /// Ends a publication or subscription that belongs to `participant`.
+    fn end(&self, channel: &str, participant: &str, what: &Owner) -> Result<(), Error> {
+        let mut rooms = self.rooms();
+        let ch = rooms.channels.get(channel);
+        let owner = match what {
+            Owner::Publication(id) => ch
+                .and_then(|c| c.publications.get(id))
+                .map(|p| &p.participant),
+            Owner::Subscription(id) => ch
+                .and_then(|c| c.subscriptions.get(id))
+                .map(|s| &s.participant),
+        };
+        if owner.map(String::as_str) != Some(participant) {
+            return Err(Error::NotFound(match what {
+                Owner::Publication(id) => format!("no publication {id} of yours"),
+                Owner::Subscription(id) => format!("no subscription {id} of yours"),
+            }));
+        }
+        let closes = match what {
+            Owner::Publication(id) => remove_publication(&mut rooms, channel, id),
+            Owner::Subscription(id) => remove_subscription(&mut rooms, channel, id),
+        };
+        rooms.prune(channel);
+        drop(rooms);
+        self.close_all(closes);
+        Ok(())
+    }
+
+    /// Removes a participant with everything it publishes and receives.
+    pub fn leave(&self, channel: &str, participant: &str) -> bool {
+        let mut rooms = self.rooms();
+        let Some(ch) = rooms.channels.get_mut(channel) else {
+            return false;
+        };
+        if ch.participants.remove(participant).is_none() {
+            return false;
+        }
+        ch.broadcast(
+            participant,
+            &ServerMessage::ParticipantLeft {
+                participant: participant.to_string(),
+            },
+        );
+        let publications: Vec<String> = ch
+            .publications
+            .iter()
+            .filter(|(_, p)| p.participant == participant)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let subscriptions: Vec<String> = ch
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.participant == participant)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut closes = Vec::new();
+        for p in publications {
+            closes.extend(remove_publication(&mut rooms, channel, &p));
+        }
+        for s in subscriptions {
+            closes.extend(remove_subscription(&mut rooms, channel, &s));
+        }
+        rooms.prune(channel);
+        drop(rooms);
+        tracing::info!(channel, participant, "left");
+        self.close_all(closes);
+        true
+    }
+
+    /// Keeps the registry in step with the data plane.
+    pub fn on_media_event(&self, event: MediaEvent) {
+        let MediaEvent::Closed { transport, reason } = event else {
+            return;
+        };
+        let mut rooms = self.rooms();
+        // Transports we closed ourselves are already forgotten.
+        let Some((channel, owner)) = rooms.transports.get(&transport).cloned() else {
+            return;
+        };
+        tracing::info!(channel = %channel, transport, ?reason, "transport closed by the media server");
+        let (closes, participant) = match &owner {
+            Owner::Publication(id) => {
+                let participant = rooms
+                    .channels
+                    .get(&channel)
+                    .and_then(|c| c.publications.get(id))
+                    .map(|p| p.participant.clone());
+                if let (Some(ended), Some(p)) = (&self.ended, &participant) {
+                    let _ = ended.send((channel.clone(), p.clone(), id.clone()));
+                }
+                (remove_publication(&mut rooms, &channel, id), participant)
+            }
+            Owner::Subscription(id) => {
+                let participant = rooms
+                    .channels
+                    .get(&channel)
+                    .and_then(|c| c.subscriptions.get(id))
+                    .map(|s| s.participant.clone());
+                (remove_subscription(&mut rooms, &channel, id), participant)
+            }
+        };
+        // A WHIP or WHEP session is nothing but its one transport.
+        let headless = participant.as_deref().and_then(|p| {
+            let ch = rooms.channels.get(&channel)?;
+            let idle = ch.participants.get(p)?.outbox.is_none()
+                && !ch.publications.values().any(|x| x.participant == p)
+                && !ch.subscriptions.values().any(|x| x.participant == p);
+            idle.then(|| p.to_string())
+        });
+        drop(rooms);
+        self.close_all(closes);
+        if let Some(p) = headless {
+            self.leave(&channel, &p);
+        } else {
+            self.rooms().prune(&channel);
+        }
+    }
+
+    fn close_all(&self, closes: Vec<(usize, TransportId)>) {
+        for (worker, transport) in closes {
+            self.close_media(worker, transport);
+        }
+    }
+
+    fn close_media(&self, worker: usize, transport: TransportId) {
+        if let Err(e) = self.media.close_transport(worker, transport) {
+            tracing::warn!(transport, "could not close transport: {e}");
+        }
+    }
+
+    /// Whether `participant` is in `channel` (for WHIP/WHEP resources).
+    pub fn has_participant(&self, channel: &str, participant: &str) -> bool {
+        self.rooms()
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.participants.contains_key(participant))
+    }
+
+    /// Where a pipe from another media server reaches `channel` here: its worker's port on
+    /// `ip` (the address other servers reach this one on). Creates the channel if needed.
+    pub fn pipe_address(&self, channel: &str, ip: IpAddr) -> Option<SocketAddr> {
+        let worker = self.rooms().channel(channel).worker;
+        let port = self.media.worker_addr(worker)?.port();
+        Some(SocketAddr::new(ip, port))
+    }
+
+    /// Starts a pipe that sends `publication`'s tracks to another media server at
+    /// `pipe.remote`, as a subscription of `participant` (the pipe's owner here). Returns the
+    /// subscription id and the tracks as the other end must receive them.
+    pub async fn pipe_out(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+        pipe: PipeSpec,
+    ) -> Result<(String, Vec<PipeTrack>), Error> {
+        self.join_as(channel, participant, "pipe");
+        let (worker, router, subscription, tracks) = {
+            let mut rooms = self.rooms();
+            let subscription = rooms.next_name("pipe");
+            let ch = rooms.channels.get(channel).ok_or_else(|| {
+                Error::NotFound(format!("no channel {channel} on this media server"))
+            })?;
+            let p = ch.publications.get(publication).ok_or_else(|| {
+                Error::NotFound(format!("no publication {publication} in channel {channel}"))
+            })?;
+            (ch.worker, ch.router, subscription, p.tracks.clone())
+        };
+        let mut consumers = Vec::new();
+        let mut out = Vec::new();
+        for t in &tracks {
+            let ssrc = rand::random::<u32>() | 1;
+            consumers.push(ConsumerSpec {
+                producer: t.producer,
+                ssrc,
+                payload_type: t.payload_type,
+                mid: String::new(),
+                mid_ext: None,
+                nack: true,
+                pli: true,
+                fir: true,
+            });
+            out.push(PipeTrack {
+                kind: t.kind.to_string(),
+                codec: t.codec.to_string(),
+                fmtp: t.fmtp.clone(),
+                payload_type: t.payload_type,
+                clock_rate: t.clock_rate,
+                ssrc,
+            });
+        }
+        let transport = ids::transport();
+        let spec = self.pipe_spec(transport, router, Vec::new(), consumers, pipe);
+        self.media.create_transport(worker, spec).await?;
+        let mut rooms = self.rooms();
+        let live = rooms
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.publications.contains_key(publication));
+        if !live {
+            drop(rooms);
+            self.close_media(worker, transport);
+            return Err(Error::Gone(format!("publication {publication} is gone")));
+        }
+        if let Some(ch) = rooms.channels.get_mut(channel) {
+            ch.subscriptions.insert(
+                subscription.clone(),
+                Subscription {
+                    participant: participant.to_string(),
+                    publication: publication.to_string(),
+                    transport,
+                },
+            );
+        }
+        rooms.add_transport(
+            channel,
+            worker,
+            transport,
+            Owner::Subscription(subscription.clone()),
+        );
+        tracing::info!(channel, publication, subscription = %subscription, transport, "pipe out");
+        Ok((subscription, out))
+    }
+
+    /// Starts a pipe that receives `tracks` from another media server at `pipe.remote`, as a
+    /// publication of `participant` here that local subscribers can subscribe to. Returns its
+    /// id.
+    pub async fn pipe_in(
+        &self,
+        channel: &str,
+        participant: &str,
+        tracks: &[PipeTrack],
+        pipe: PipeSpec,
+    ) -> Result<String, Error> {
+        self.join_as(channel, participant, "pipe");
+        let (worker, router, publication) = {
+            let mut rooms = self.rooms();
+            let publication = rooms.next_name("relay");
+            let ch = rooms.channel(channel);
+            (ch.worker, ch.router, publication)
+        };
+        let mut producers = Vec::new();
+        let mut published = Vec::new();
+        for t in tracks {
+            let (Some(kind), Some(codec)) = (media_kind(&t.kind), Codec::from_name(&t.codec))
+            else {
+                return Err(Error::BadRequest(format!(
+                    "a pipe cannot carry {} {}",
+                    t.kind, t.codec
+                )));
+            };
+            let id = ids::producer();
+            producers.push(ProducerSpec {
+                id,
+                kind,
+                codec,
+                payload_type: t.payload_type,
+                clock_rate: t.clock_rate,
+                ssrc: Some(t.ssrc),
+                mid: String::new(),
+                mid_ext: None,
+                nack: true,
+                pli: true,
+                fir: true,
+                remb: false,
+            });
+            published.push(Track {
+                kind,
+                codec,
+                fmtp: t.fmtp.clone(),
+                producer: id,
+                payload_type: t.payload_type,
+                clock_rate: t.clock_rate,
+            });
+        }
+        let transport = ids::transport();
+        let spec = self.pipe_spec(transport, router, producers, Vec::new(), pipe);
+        self.media.create_transport(worker, spec).await?;
+        let mut rooms = self.rooms();
+        if let Some(ch) = rooms.channels.get_mut(channel) {
+            ch.publications.insert(
+                publication.clone(),
+                Publication {
+                    participant: participant.to_string(),
+                    transport,
+                    tracks: published,
+                },
+            );
+        }
+        rooms.add_transport(
+            channel,
+            worker,
+            transport,
+            Owner::Publication(publication.clone()),
+        );
+        tracing::info!(channel, publication = %publication, transport, "pipe in");
+        Ok(publication)
+    }
+
+    fn pipe_spec(
+        &self,
+        id: TransportId,
+        router: RouterId,
+        producers: Vec<ProducerSpec>,
+        consumers: Vec<ConsumerSpec>,
+        pipe: PipeSpec,
+    ) -> TransportSpec {
+        TransportSpec {
+            id,
+            router,
+            // Unused by a pipe, but unique like every transport's.
+            local_ice: Credentials::random(),
+            remote_ice: Credentials::random(),
+            remote_fingerprint: self.media.identity().fingerprint().clone(),
+            producers,
+            consumers,
+            pipe: Some(Box::new(pipe)),
+        }
+    }
+
+    /// Live transports, for a media server's load.
+    pub fn transport_count(&self) -> usize {
+        self.rooms().transports.len()
+    }
+
+    /// The tracks of a publication (empty if it is gone).
+    pub fn publication_tracks(&self, channel: &str, publication: &str) -> Vec<TrackInfo> {
+        self.rooms()
+            .channels
+            .get(channel)
+            .and_then(|c| c.publications.get(publication))
+            .map(Publication::track_info)
+            .unwrap_or_default()
+    }
+
+    /// Forgets a gateway-named participant that has nothing left here.
+    pub fn leave_if_idle(&self, channel: &str, participant: &str) {
+        let idle = self.rooms().channels.get(channel).is_some_and(|ch| {
+            ch.participants
+                .get(participant)
+                .is_some_and(|p| p.outbox.is_none())
+                && !ch
+                    .publications
+                    .values()
+                    .any(|x| x.participant == participant)
+                && !ch
+                    .subscriptions
+                    .values()
+                    .any(|x| x.participant == participant)
+        });
+        if idle {
+            self.leave(channel, participant);
+        }
+    }
+
+    /// How much is live, for /metrics.
+    pub fn live(&self) -> Live {
+        let rooms = self.rooms();
+        let channels = rooms.channels.values();
+        Live {
+            channels: rooms.channels.len(),
+            participants: channels.clone().map(|c| c.participants.len()).sum(),
+            publications: channels.clone().map(|c| c.publications.len()).sum(),
+            subscriptions: channels.map(|c| c.subscriptions.len()).sum(),
+        }
+    }
+}
+
+impl Channels for AppState {
+    fn applications(&self) -> &Applications {
+        &self.applications
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn dev_tokens(&self) -> Option<&(String, String)> {
+        self.dev_tokens.as_ref()
+    }
+
+    fn shutdown(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// One process has one media server, so a region claim changes nothing here.
+    async fn join(
+        &self,
+        channel: &str,
+        user: &str,
+        _region: Option<&str>,
+        outbox: mpsc::UnboundedSender<ServerMessage>,
+    ) -> Result<Joined, Error> {
+        Ok(AppState::join(self, channel, user, Some(outbox)))
+    }
+
+    fn channel_config(&self, application: &str, channel: &str) -> Option<ChannelConfig> {
+        self.store.as_ref()?.channel_config(application, channel)
+    }
+
+    async fn publish(
+        &self,
+        channel: &str,
+        participant: &str,
+        offer: &str,
+        rules: &Rules,
+    ) -> Result<(String, String), Error> {
+        AppState::publish(self, channel, participant, offer, rules).await
+    }
+
+    async fn subscribe(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+        offer: &str,
+    ) -> Result<(String, String), Error> {
+        AppState::subscribe(self, channel, participant, Some(publication), offer).await
+    }
+
+    async fn unpublish(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+    ) -> Result<(), Error> {
+        AppState::unpublish(self, channel, participant, publication)
+    }
+
+    async fn unsubscribe(
+        &self,
+        channel: &str,
+        participant: &str,
+        subscription: &str,
+    ) -> Result<(), Error> {
+        AppState::unsubscribe(self, channel, participant, subscription)
+    }
+
+    async fn leave(&self, channel: &str, participant: &str) {
+        AppState::leave(self, channel, participant);
+    }
+}
+
+/// Removes a publication and its subscriptions, tells the channel; returns the transports to
+/// close in the media server as (worker, transport).
+fn remove_publication(
+    rooms: &mut Rooms,
+    channel: &str,
+    publication: &str,
+) -> Vec<(usize, TransportId)> {
+    let Some(ch) = rooms.channels.get_mut(channel) else {
+        return Vec::new();
+    };
+    let worker = ch.worker;
+    let Some(p) = ch.publications.remove(publication) else {
+        return Vec::new();
+    };
+    ch.broadcast(
+        &p.participant,
+        &ServerMessage::Unpublished {
+            participant: p.participant.clone(),
+            publication: publication.to_string(),
+        },
+    );
+    let subscriptions: Vec<String> = ch
+        .subscriptions
+        .iter()
+        .filter(|(_, s)| s.publication == publication)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut closes = vec![(worker, p.transport)];
+    rooms.remove_transport(p.transport);
+    for s in subscriptions {
+        closes.extend(remove_subscription(rooms, channel, &s));
+    }
+    closes
+}
+
+fn remove_subscription(
+    rooms: &mut Rooms,
+    channel: &str,
+    subscription: &str,
+) -> Vec<(usize, TransportId)> {
+    let Some(ch) = rooms.channels.get_mut(channel) else {
+        return Vec::new();
+    };
+    let worker = ch.worker;
+    let Some(s) = ch.subscriptions.remove(subscription) else {
+        return Vec::new();
+    };
+    rooms.remove_transport(s.transport);
+    vec![(worker, s.transport)]
+}
+
+fn media_kind(name: &str) -> Option<MediaKind> {
+    [MediaKind::Audio, MediaKind::Video]
+        .into_iter()
+        .find(|k| k.to_string() == name)
+}
+
+/// The reasons the answer gives for declined m-lines.
+fn rejections(media: &[Negotiated]) -> String {
+    let reasons: Vec<String> = media
+        .iter()
+        .filter_map(|n| match n {
+            Negotiated::Rejected { mid, reason } => Some(format!("m-line {mid}: {reason}")),
+            _ => None,
+        })
+        .collect();
+    if reasons.is_empty() {
+        "the offer has no audio or video".into()
+    } else {
+        reasons.join("; ")
+    }
+}

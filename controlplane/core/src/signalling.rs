@@ -1,0 +1,327 @@
+//! WebSocket signalling at `/sync`: join a channel with a token, publish and subscribe with
+//! SDP offers, and hear about everyone else in the channel.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::channels::Channels;
+use crate::error::Error;
+use crate::protocol::{ClientMessage, ServerMessage};
+use crate::rules::Rules;
+use crate::token::{Claims, TokenError};
+
+/// Close code for a refused join (4000-4999 are for applications).
+const CLOSE_UNAUTHORIZED: u16 = 4001;
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code after an operator kicked the client.
+const CLOSE_KICKED: u16 = 4003;
+/// Signalling messages are SDP-sized; anything far larger is refused by the socket.
+const MAX_MESSAGE: usize = 256 * 1024;
+
+pub async fn sync<C: Channels>(ws: WebSocketUpgrade, State(state): State<Arc<C>>) -> Response {
+    ws.max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| session(socket, state))
+}
+
+/// What the writer task sends.
+enum Out {
+    Message(ServerMessage),
+    Close(u16, String),
+}
+
+/// A joined client: its channel, id and rights.
+struct Joined {
+    channel: String,
+    participant: String,
+    claims: Claims,
+}
+
+async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
+    let (mut sink, mut stream) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
+    let writer = tokio::spawn(async move {
+        while let Some(out) = out_rx.recv().await {
+            let result = match out {
+                Out::Message(m) => match serde_json::to_string(&m) {
+                    Ok(text) => sink.send(Message::Text(text.into())).await,
+                    Err(_) => continue,
+                },
+                Out::Close(code, reason) => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        })))
+                        .await;
+                    break;
+                }
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+    });
+    // Events for this participant go through the same writer, after the replies before them.
+    // They are forwarded only once the `joined` reply is queued, so a client never hears of
+    // others before it learns its own id.
+    let (events_tx, events_rx) = mpsc::unbounded_channel::<ServerMessage>();
+    let mut events_rx = Some(events_rx);
+    // Ends the session from our side after a kick, without waiting for the client to answer
+    // the close.
+    let (kicked_tx, mut kicked_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut kicked_tx = Some(kicked_tx);
+    let mut forward = None;
+    let mut shutdown = state.shutdown();
+    let mut joined: Option<Joined> = None;
+    loop {
+        let message = tokio::select! {
+            m = stream.next() => m,
+            _ = shutdown.changed() => {
+                let _ = out_tx.send(Out::Close(CLOSE_GOING_AWAY, "server shutting down".into()));
+                break;
+            }
+            Ok(()) = &mut kicked_rx => break,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(_))) => {
+                reply_error(
+                    &*state,
+                    &out_tx,
+                    None,
+                    "bad_request",
+                    "binary messages are not supported; send JSON text",
+                );
+                continue;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+        };
+        let parsed: Result<ClientMessage, _> = serde_json::from_str(&text);
+        let message = match parsed {
+            Ok(m) => m,
+            Err(e) => {
+                let id = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned());
+                reply_error(
+                    &*state,
+                    &out_tx,
+                    id,
+                    "malformed_json",
+                    &format!("malformed message: {e}"),
+                );
+                continue;
+            }
+        };
+        match (message, &joined) {
+            (
+                ClientMessage::Join {
+                    token,
+                    channel,
+                    region,
+                },
+                None,
+            ) => {
+                let authorized = authorize(&*state, &token, channel).map_err(Error::from);
+                let joining = match authorized {
+                    Ok((claims, channel)) => state
+                        .join(
+                            &channel,
+                            &claims.user_id,
+                            // The client's own claim, else the token's.
+                            region.as_deref().or(claims.region.as_deref()),
+                            events_tx.clone(),
+                        )
+                        .await
+                        .map(|joined| (claims, channel, joined)),
+                    Err(e) => Err(e),
+                };
+                match joining {
+                    Ok((claims, channel, (participant, participants))) => {
+                        let reply = ServerMessage::Joined {
+                            participant: participant.clone(),
+                            channel: channel.clone(),
+                            participants,
+                        };
+                        let _ = out_tx.send(Out::Message(reply));
+                        if let (Some(rx), Some(kicked)) = (events_rx.take(), kicked_tx.take()) {
+                            forward = Some(forward_events(rx, out_tx.clone(), kicked));
+                        }
+                        joined = Some(Joined {
+                            channel,
+                            participant,
+                            claims,
+                        });
+                    }
+                    Err(e @ Error::Unauthorized(_)) => {
+                        state.metrics().auth_failure();
+                        reply_error(&*state, &out_tx, None, "unauthorized", &e.to_string());
+                        let _ =
+                            out_tx.send(Out::Close(CLOSE_UNAUTHORIZED, truncate(&e.to_string())));
+                        break;
+                    }
+                    Err(e) => reply_error(&*state, &out_tx, None, e.metric(), &e.to_string()),
+                }
+            }
+            (ClientMessage::Join { .. }, Some(_)) => {
+                reply_error(
+                    &*state,
+                    &out_tx,
+                    None,
+                    "bad_request",
+                    "already joined; open another connection for another channel",
+                );
+            }
+            (_, None) => reply_error(&*state, &out_tx, None, "not_joined", "send join first"),
+            (ClientMessage::Leave, Some(_)) => break,
+            (other, Some(j)) => {
+                if let Err((id, e)) = handle(&*state, j, other, &out_tx).await {
+                    reply_error(&*state, &out_tx, id, e.metric(), &e.to_string());
+                }
+            }
+        }
+    }
+    if let Some(j) = joined {
+        state.leave(&j.channel, &j.participant).await;
+    }
+    if let Some(f) = forward {
+        f.abort();
+    }
+    drop(out_tx);
+    let _ = writer.await;
+}
+
+/// Passes events to the writer; after a kick, closes the socket and tells the session.
+fn forward_events(
+    mut events: mpsc::UnboundedReceiver<ServerMessage>,
+    out_tx: mpsc::UnboundedSender<Out>,
+    kicked_tx: tokio::sync::oneshot::Sender<()>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(m) = events.recv().await {
+            let kicked = match &m {
+                ServerMessage::Kicked { reason } => Some(truncate(reason)),
+                _ => None,
+            };
+            if out_tx.send(Out::Message(m)).is_err() {
+                break;
+            }
+            if let Some(reason) = kicked {
+                let _ = out_tx.send(Out::Close(CLOSE_KICKED, reason));
+                let _ = kicked_tx.send(());
+                return;
+            }
+        }
+    })
+}
+
+/// Checks the token and picks the channel.
+fn authorize<C: Channels>(
+    state: &C,
+    token: &str,
+    channel: Option<String>,
+) -> Result<(Claims, String), TokenError> {
+    let claims = state.applications().validate(token)?;
+    let channel = match channel {
+        Some(c) => c,
+        None if claims.channels.len() == 1 => claims.channels[0].id.clone(),
+        None => {
+            return Err(TokenError::Malformed(
+                "the token grants several channels; say which to join".into(),
+            ));
+        }
+    };
+    claims.channel(&channel)?;
+    Ok((claims, channel))
+}
+
+async fn handle<C: Channels>(
+    state: &C,
+    j: &Joined,
+    message: ClientMessage,
+    out: &mpsc::UnboundedSender<Out>,
+) -> Result<(), (Option<Value>, Error)> {
+    match message {
+        ClientMessage::Publish { id, offer } => {
+            j.claims
+                .may_publish(&j.channel)
+                .map_err(|e| (id.clone(), e.into()))?;
+            let config = state.channel_config(&j.claims.application_id, &j.channel);
+            let rules = Rules::of(config.as_ref()).map_err(|e| (id.clone(), e))?;
+            let (publication, answer) = state
+                .publish(&j.channel, &j.participant, &offer, &rules)
+                .await
+                .map_err(|e| (id.clone(), e))?;
+            let _ = out.send(Out::Message(ServerMessage::Answer {
+                id,
+                publication: Some(publication),
+                subscription: None,
+                answer,
+            }));
+        }
+        ClientMessage::Subscribe {
+            id,
+            publication,
+            offer,
+        } => {
+            j.claims
+                .may_subscribe(&j.channel)
+                .map_err(|e| (id.clone(), e.into()))?;
+            let (subscription, answer) = state
+                .subscribe(&j.channel, &j.participant, &publication, &offer)
+                .await
+                .map_err(|e| (id.clone(), e))?;
+            let _ = out.send(Out::Message(ServerMessage::Answer {
+                id,
+                publication: None,
+                subscription: Some(subscription),
+                answer,
+            }));
+        }
+        ClientMessage::Unpublish { publication } => {
+            state
+                .unpublish(&j.channel, &j.participant, &publication)
+                .await
+                .map_err(|e| (None, e))?;
+        }
+        ClientMessage::Unsubscribe { subscription } => {
+            state
+                .unsubscribe(&j.channel, &j.participant, &subscription)
+                .await
+                .map_err(|e| (None, e))?;
+        }
+        ClientMessage::Join { .. } | ClientMessage::Leave => {}
+    }
+    Ok(())
+}
+
+fn reply_error<C: Channels>(
+    state: &C,
+    out: &mpsc::UnboundedSender<Out>,
+    id: Option<Value>,
+    metric: &'static str,
+    reason: &str,
+) {
+    state.metrics().signalling_error(metric);
+    tracing::debug!(metric, reason, "signalling error");
+    let _ = out.send(Out::Message(ServerMessage::Error {
+        id,
+        reason: reason.to_string(),
+    }));
+}
+
+/// Close reasons must fit in 123 bytes.
+fn truncate(s: &str) -> String {
+    let mut end = s.len().min(120);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

@@ -1,0 +1,175 @@
+//! WHIP (RFC 9725) ingest at `/whip/{channel}` and WHEP egress at `/whep/{channel}`: one HTTP
+//! POST of an SDP offer, answered with `201 Created`, the answer and a resource URL to DELETE.
+//!
+//! Each session is a participant of its own in the channel, so SDK clients see a WHIP publisher
+//! like any other. The server is ICE-lite and puts its candidates in the answer, so trickle ICE
+//! (PATCH) is not needed and answered 405.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::Error;
+use crate::rules::Rules;
+use crate::session::AppState;
+use crate::token::{Claims, TokenError};
+
+pub async fn whip(
+    State(state): State<Arc<AppState>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    offer: String,
+) -> Response {
+    respond(
+        &state,
+        post(&state, "whip", &channel, &headers, &offer).await,
+    )
+}
+
+pub async fn whep(
+    State(state): State<Arc<AppState>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    offer: String,
+) -> Response {
+    respond(
+        &state,
+        post(&state, "whep", &channel, &headers, &offer).await,
+    )
+}
+
+/// Joins a participant of its own for the session and answers its offer; returns the answer
+/// and the session's resource path.
+async fn post(
+    state: &AppState,
+    kind: &str,
+    channel: &str,
+    headers: &HeaderMap,
+    offer: &str,
+) -> Result<(String, String), Error> {
+    let is_sdp = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+        });
+    if !is_sdp {
+        return Err(Error::UnsupportedMediaType(
+            "expected Content-Type: application/sdp",
+        ));
+    }
+    let claims = authorize(state, headers, channel)?;
+    if kind == "whip" {
+        claims.may_publish(channel)?;
+    } else {
+        claims.may_subscribe(channel)?;
+    }
+    let (participant, _) = state.join(channel, &claims.user_id, None);
+    let result = if kind == "whip" {
+        let config = state
+            .store
+            .as_ref()
+            .and_then(|c| c.channel_config(&claims.application_id, channel));
+        match Rules::of(config.as_ref()) {
+            Ok(rules) => state.publish(channel, &participant, offer, &rules).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        state.subscribe(channel, &participant, None, offer).await
+    };
+    match result {
+        Ok((_, answer)) => Ok((answer, format!("/{kind}/{channel}/{participant}"))),
+        Err(e) => {
+            state.leave(channel, &participant);
+            Err(e)
+        }
+    }
+}
+
+/// `201 Created` with the answer and the resource URL, or the refusal as text, counted.
+fn respond(state: &AppState, result: Result<(String, String), Error>) -> Response {
+    match result {
+        Ok((answer, location)) => {
+            let mut response = (StatusCode::CREATED, answer).into_response();
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/sdp"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                h.insert(header::LOCATION, v);
+            }
+            response
+        }
+        Err(e) => refuse(state, e),
+    }
+}
+
+/// The refusal as text (see [`Error::into_text_response`]): a bad token counts as an
+/// authentication failure, anything after it as a signalling error.
+fn refuse(state: &AppState, e: Error) -> Response {
+    match &e {
+        Error::Unauthorized(_) => state.metrics.auth_failure(),
+        Error::UnsupportedMediaType(_) => {}
+        e => {
+            state.metrics.signalling_error(e.metric());
+            tracing::info!("WHIP/WHEP request refused: {e}");
+        }
+    }
+    e.into_text_response()
+}
+
+/// `DELETE` on a session's resource URL ends it (with the same token that made it).
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path((channel, resource)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = authorize(&state, &headers, &channel) {
+        return refuse(&state, e.into());
+    }
+    if state.leave(&channel, &resource) {
+        text(StatusCode::OK, "session ended")
+    } else {
+        Error::NotFound("no such session".into()).into_text_response()
+    }
+}
+
+/// Trickle ICE and ICE restarts are not supported: the answer already has every candidate.
+pub async fn patch() -> Response {
+    let mut r = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "trickle ICE is not supported; all candidates are in the answer",
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("DELETE"));
+    r
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap, channel: &str) -> Result<Claims, TokenError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .ok_or_else(|| TokenError::Malformed("missing Authorization: Bearer <token>".into()))?;
+    let claims = state.applications.validate(token.trim())?;
+    claims.channel(channel)?;
+    Ok(claims)
+}
+
+/// A plain answer that is not an error.
+fn text(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{body}\n"),
+    )
+        .into_response()
+}

@@ -1,0 +1,85 @@
+//! Why a command or a server role cannot run: what it was doing, and the library's error. It is
+//! printed once and the process exits with status 1.
+//!
+//! A small enum rather than `anyhow`: every library error here already prints its cause in its
+//! own message (thiserror `{source}`), which `anyhow`'s `{:#}` would print a second time, and
+//! each variant keeps the message operators (and tests/cli.rs, tests/cluster.rs) know.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use switchyard_cluster::gateway::HttpClientError;
+use switchyard_cluster::presence::PresenceError;
+use switchyard_cluster::registry::RegistryError;
+use switchyard_controlplane::allowlist::BadEntry;
+use switchyard_controlplane::config::SettingError;
+use switchyard_controlplane::server::HttpsError;
+use switchyard_controlplane::token::TokenError;
+use switchyard_dataplane::worker;
+use switchyard_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+    #[error("{setting}: {source}")]
+    AllowList {
+        setting: &'static str,
+        source: BadEntry,
+    },
+    #[error(
+        "SERVICEBASEURL is not set: a media server registers with the gateway at that URL (e.g. SERVICEBASEURL=http://gateway:8080)"
+    )]
+    NoServiceBaseUrl,
+    #[error("{what} in {}: {source}", dir.display())]
+    DataDir {
+        what: &'static str,
+        dir: PathBuf,
+        source: io::Error,
+    },
+    #[error("CONNECTIONSTRINGS:DEFAULT: {0}")]
+    Store(#[from] StoreError),
+    /// The configuration store opened but could not be read.
+    #[error("configuration store: {0}")]
+    StoreUnreadable(String),
+    /// The URL is masked.
+    #[error("CONNECTIONSTRINGS:CACHE ({url}): {source}")]
+    Registry { url: String, source: RegistryError },
+    #[error("CONNECTIONSTRINGS:CACHE: {0}")]
+    Presence(#[from] PresenceError),
+    #[error(transparent)]
+    GatewayClient(#[from] HttpClientError),
+    #[error("HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("cannot listen on the cluster port {port}: {source}")]
+    ClusterPort { port: u16, source: io::Error },
+    #[error("cannot read the address of a listener: {0}")]
+    LocalAddress(io::Error),
+    #[error(transparent)]
+    Https(#[from] HttpsError),
+    #[error("{what}: {source}")]
+    Serve {
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("tokio runtime: {0}")]
+    Runtime(io::Error),
+    #[error(transparent)]
+    Media(#[from] worker::Error),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("{what}: {source}")]
+    Certificate {
+        what: &'static str,
+        source: rcgen::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+}
