@@ -16,7 +16,7 @@ use switchyard_controlplane::allowlist::BadEntry;
 use switchyard_controlplane::config::SettingError;
 use switchyard_controlplane::server::HttpsError;
 use switchyard_controlplane::token::TokenError;
-use switchyard_dataplane::worker;
+use switchyard_dataplane::spec;
 use switchyard_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +72,7 @@ pub enum Fatal {
     #[error("tokio runtime: {0}")]
     Runtime(io::Error),
     #[error(transparent)]
-    Media(#[from] worker::Error),
+    Media(#[from] spec::Error),
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error("{what}: {source}")]

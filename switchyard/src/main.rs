@@ -20,7 +20,8 @@ use switchyard_controlplane::server::{Https, HttpsError};
 use switchyard_controlplane::session::AppState;
 use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
 use switchyard_dataplane::io::Backend;
-use switchyard_dataplane::worker::{self, MediaConfig, MediaEvent, MediaServer};
+use switchyard_dataplane::spec::{self, MediaEvent};
+use switchyard_dataplane::worker::{MediaConfig, MediaServer};
 use switchyard_store::{CachedStore, Health, Store};
 
 #[derive(Parser)]
@@ -179,7 +180,7 @@ impl MediaArgs {
             MediaServer,
             tokio::sync::mpsc::UnboundedReceiver<MediaEvent>,
         ),
-        worker::Error,
+        spec::Error,
     > {
         let workers = self
             .workers

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_controlplane::error::Error;
 use switchyard_controlplane::pipe::PipeTrack;
 use switchyard_controlplane::protocol::TrackInfo;
-use switchyard_dataplane::worker::{PIPE_KEY_LEN, PipeSpec};
+use switchyard_dataplane::spec::{PIPE_KEY_LEN, PipeSpec, Ssrc};
 
 pub const PREFIX: &str = "/cluster/v1";
 
@@ -153,8 +153,8 @@ impl PipeEnd {
             remote: self.remote.parse().map_err(|_| bad("remote address"))?,
             send_key: key(&self.send_key, "send key")?,
             receive_key: key(&self.receive_key, "receive key")?,
-            local_rtcp_ssrc: self.local_rtcp_ssrc,
-            remote_rtcp_ssrc: self.remote_rtcp_ssrc,
+            local_rtcp_ssrc: Ssrc(self.local_rtcp_ssrc),
+            remote_rtcp_ssrc: Ssrc(self.remote_rtcp_ssrc),
         })
     }
 }

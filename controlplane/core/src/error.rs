@@ -8,7 +8,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use switchyard_dataplane::worker;
+use switchyard_dataplane::spec;
 use switchyard_store::StoreError;
 
 use crate::token::TokenError;
@@ -36,7 +36,7 @@ pub enum Error {
     #[error("{0}")]
     UnsupportedMediaType(&'static str),
     #[error("media server: {0}")]
-    Media(#[from] worker::Error),
+    Media(#[from] spec::Error),
     /// No media server can take the request now (none registered, or one did not answer), or
     /// Redis is unreachable.
     #[error("{0}")]
@@ -56,7 +56,7 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Gone(_) => StatusCode::CONFLICT,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::Media(worker::Error::Busy(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Media(spec::Error::Busy(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Media(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Store(StoreError::Invalid(_)) => StatusCode::BAD_REQUEST,
@@ -142,8 +142,8 @@ mod tests {
             (Error::NotFound("no such".into()), 404),
             (Error::Gone("gone".into()), 409),
             (Error::UnsupportedMediaType("expected SDP"), 415),
-            (Error::Media(worker::Error::Busy(0)), 503),
-            (Error::Media(worker::Error::Stopped), 500),
+            (Error::Media(spec::Error::Busy(0)), 503),
+            (Error::Media(spec::Error::Stopped), 500),
             (Error::Unavailable("no media server".into()), 503),
             (
                 Error::Store(StoreError::NotFound {

@@ -1,11 +1,11 @@
-//! The ids the control plane gives the data plane's routers, transports and producers: one
-//! counter for the process, so no two are ever alike, whatever worker they go to. Each kind
-//! has its own function so that when the data plane's ids become distinct types only these
-//! bodies change, not their callers.
+//! The ids the control plane gives the data plane's routers, transports, producers and
+//! consumers: one counter for the process, so no two are ever alike, whatever worker they go
+//! to. Each kind is its own type (`switchyard_dataplane::spec`), so one cannot be passed for
+//! another.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use switchyard_dataplane::worker::{ProducerId, RouterId, TransportId};
+use switchyard_dataplane::spec::{ConsumerId, ProducerId, RouterId, TransportId};
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
@@ -14,13 +14,17 @@ fn next() -> u64 {
 }
 
 pub fn router() -> RouterId {
-    next()
+    RouterId(next())
 }
 
 pub fn transport() -> TransportId {
-    next()
+    TransportId(next())
 }
 
 pub fn producer() -> ProducerId {
-    next()
+    ProducerId(next())
+}
+
+pub fn consumer() -> ConsumerId {
+    ConsumerId(next())
 }

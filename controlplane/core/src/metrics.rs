@@ -143,7 +143,7 @@ pub fn render(media: &MediaServer, signalling: &Metrics, live: Live) -> String {
     );
     out.push_str("# HELP switchyard_dropped_packets_total Datagrams dropped, by reason.\n");
     out.push_str("# TYPE switchyard_dropped_packets_total counter\n");
-    for (reason, n) in &s.drops {
+    for (reason, n) in s.drop_counts() {
         let _ = writeln!(
             out,
             "switchyard_dropped_packets_total{{reason=\"{reason}\"}} {n}"

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use switchyard_dataplane::media::{Codec, MediaKind};
-use switchyard_dataplane::worker::{ProducerId, RouterId, TransportId};
+use switchyard_dataplane::spec::{ProducerId, RouterId, TransportId};
 use tokio::sync::mpsc;
 
 use crate::ids;

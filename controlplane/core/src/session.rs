@@ -8,10 +8,11 @@ use std::sync::Mutex;
 use switchyard_dataplane::ice::Credentials;
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
-use switchyard_dataplane::worker::{
-    self, ConsumerSpec, MediaEvent, MediaServer, PipeSpec, ProducerSpec, RouterId, TransportId,
-    TransportSpec,
+use switchyard_dataplane::spec::{
+    self, ConsumerSpec, MediaEvent, PipeSpec, ProducerSpec, RouterId, Ssrc, TransportId,
+    TransportKind, TransportSpec,
 };
+use switchyard_dataplane::worker::MediaServer;
 use switchyard_store::{CachedStore, ChannelConfig};
 use tokio::sync::mpsc;
 
@@ -187,7 +188,7 @@ impl AppState {
                     codec: codec.codec,
                     payload_type: codec.payload_type,
                     clock_rate: codec.clock_rate,
-                    ssrc: *ssrc,
+                    ssrc: ssrc.map(Ssrc),
                     mid: mid.clone(),
                     mid_ext: extensions.mid,
                     nack: codec.nack,
@@ -215,12 +216,13 @@ impl AppState {
         let spec = TransportSpec {
             id: transport,
             router,
-            local_ice,
-            remote_ice: offer.ice.clone(),
-            remote_fingerprint: offer.fingerprint.clone(),
+            kind: TransportKind::WebRtc {
+                local_ice,
+                remote_ice: offer.ice.clone(),
+                remote_fingerprint: offer.fingerprint.clone(),
+            },
             producers,
             consumers: Vec::new(),
-            pipe: None,
         };
         self.media.create_transport(worker, spec).await?;
 
@@ -247,7 +249,7 @@ impl AppState {
                 tracks: published.track_info(),
             },
         );
-        tracing::info!(channel, participant, publication = %publication, transport, tracks = ?published.track_info(), "published");
+        tracing::info!(channel, participant, publication = %publication, transport = %transport, tracks = ?published.track_info(), "published");
         ch.publications.insert(publication.clone(), published);
         rooms.add_transport(
             channel,
@@ -350,8 +352,9 @@ impl AppState {
                     },
                     Some(producer),
                 ) => Some(ConsumerSpec {
+                    id: ids::consumer(),
                     producer: *producer,
-                    ssrc: *ssrc,
+                    ssrc: Ssrc(*ssrc),
                     payload_type: codec.payload_type,
                     mid: mid.clone(),
                     mid_ext: extensions.mid,
@@ -372,16 +375,17 @@ impl AppState {
         let spec = TransportSpec {
             id: transport,
             router,
-            local_ice,
-            remote_ice: offer.ice.clone(),
-            remote_fingerprint: offer.fingerprint.clone(),
+            kind: TransportKind::WebRtc {
+                local_ice,
+                remote_ice: offer.ice.clone(),
+                remote_fingerprint: offer.fingerprint.clone(),
+            },
             producers: Vec::new(),
             consumers,
-            pipe: None,
         };
         match self.media.create_transport(worker, spec).await {
             Ok(()) => {}
-            Err(worker::Error::Rejected(reason)) => {
+            Err(spec::Error::Rejected(reason)) => {
                 return Err(Error::Gone(format!(
                     "publication {publication} is gone ({reason})"
                 )));
@@ -414,7 +418,7 @@ impl AppState {
             transport,
             Owner::Subscription(subscription.clone()),
         );
-        tracing::info!(channel, participant, publication = %publication, subscription = %subscription, transport, "subscribed");
+        tracing::info!(channel, participant, publication = %publication, subscription = %subscription, transport = %transport, "subscribed");
         Ok((subscription, answer.sdp))
     }
 
@@ -524,7 +528,7 @@ impl AppState {
         let Some((channel, owner)) = rooms.transports.get(&transport).cloned() else {
             return;
         };
-        tracing::info!(channel = %channel, transport, ?reason, "transport closed by the media server");
+        tracing::info!(channel = %channel, transport = %transport, ?reason, "transport closed by the media server");
         let (closes, participant) = match &owner {
             Owner::Publication(id) => {
                 let participant = rooms
@@ -571,7 +575,7 @@ impl AppState {
 
     fn close_media(&self, worker: usize, transport: TransportId) {
         if let Err(e) = self.media.close_transport(worker, transport) {
-            tracing::warn!(transport, "could not close transport: {e}");
+            tracing::warn!(transport = %transport, "could not close transport: {e}");
         }
     }
 
@@ -618,8 +622,9 @@ impl AppState {
         for t in &tracks {
             let ssrc = rand::random::<u32>() | 1;
             consumers.push(ConsumerSpec {
+                id: ids::consumer(),
                 producer: t.producer,
-                ssrc,
+                ssrc: Ssrc(ssrc),
                 payload_type: t.payload_type,
                 mid: String::new(),
                 mid_ext: None,
@@ -637,7 +642,7 @@ impl AppState {
             });
         }
         let transport = ids::transport();
-        let spec = self.pipe_spec(transport, router, Vec::new(), consumers, pipe);
+        let spec = pipe_spec(transport, router, Vec::new(), consumers, pipe);
         self.media.create_transport(worker, spec).await?;
         let mut rooms = self.rooms();
         let live = rooms
@@ -665,7 +670,7 @@ impl AppState {
             transport,
             Owner::Subscription(subscription.clone()),
         );
-        tracing::info!(channel, publication, subscription = %subscription, transport, "pipe out");
+        tracing::info!(channel, publication, subscription = %subscription, transport = %transport, "pipe out");
         Ok((subscription, out))
     }
 
@@ -703,7 +708,7 @@ impl AppState {
                 codec,
                 payload_type: t.payload_type,
                 clock_rate: t.clock_rate,
-                ssrc: Some(t.ssrc),
+                ssrc: Some(Ssrc(t.ssrc)),
                 mid: String::new(),
                 mid_ext: None,
                 nack: true,
@@ -721,7 +726,7 @@ impl AppState {
             });
         }
         let transport = ids::transport();
-        let spec = self.pipe_spec(transport, router, producers, Vec::new(), pipe);
+        let spec = pipe_spec(transport, router, producers, Vec::new(), pipe);
         self.media.create_transport(worker, spec).await?;
         let mut rooms = self.rooms();
         if let Some(ch) = rooms.channels.get_mut(channel) {
@@ -740,29 +745,8 @@ impl AppState {
             transport,
             Owner::Publication(publication.clone()),
         );
-        tracing::info!(channel, publication = %publication, transport, "pipe in");
+        tracing::info!(channel, publication = %publication, transport = %transport, "pipe in");
         Ok(publication)
-    }
-
-    fn pipe_spec(
-        &self,
-        id: TransportId,
-        router: RouterId,
-        producers: Vec<ProducerSpec>,
-        consumers: Vec<ConsumerSpec>,
-        pipe: PipeSpec,
-    ) -> TransportSpec {
-        TransportSpec {
-            id,
-            router,
-            // Unused by a pipe, but unique like every transport's.
-            local_ice: Credentials::random(),
-            remote_ice: Credentials::random(),
-            remote_fingerprint: self.media.identity().fingerprint().clone(),
-            producers,
-            consumers,
-            pipe: Some(Box::new(pipe)),
-        }
     }
 
     /// Live transports, for a media server's load.
@@ -937,6 +921,23 @@ fn remove_subscription(
     };
     rooms.remove_transport(s.transport);
     vec![(worker, s.transport)]
+}
+
+/// The spec of a pipe transport carrying `producers` in or `consumers` out.
+fn pipe_spec(
+    id: TransportId,
+    router: RouterId,
+    producers: Vec<ProducerSpec>,
+    consumers: Vec<ConsumerSpec>,
+    pipe: PipeSpec,
+) -> TransportSpec {
+    TransportSpec {
+        id,
+        router,
+        kind: TransportKind::Pipe(Box::new(pipe)),
+        producers,
+        consumers,
+    }
 }
 
 fn media_kind(name: &str) -> Option<MediaKind> {
