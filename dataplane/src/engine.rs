@@ -446,25 +446,41 @@ impl Engine {
         })
     }
 
+    /// Finds the transport of an SRTP or SRTCP packet and decrypts it in place; returns its
+    /// router, its member key there and the decrypted length, or counts why not.
+    fn unprotect(
+        &mut self,
+        src: SocketAddr,
+        data: &mut [u8],
+        rtcp: bool,
+    ) -> Option<(usize, usize, usize)> {
+        let Some(t) = self
+            .transport_for(src, data, rtcp)
+            .and_then(|key| self.transports.get_mut(key))
+        else {
+            self.counters.drop(DropReason::UnknownSource);
+            return None;
+        };
+        match t.unprotect(data, rtcp) {
+            Ok(len) => Some((t.router, t.member, len)),
+            Err(reason) => {
+                self.counters.drop(reason);
+                None
+            }
+        }
+    }
+
     fn on_rtp(&mut self, now: Instant, src: SocketAddr, data: &mut [u8], tx: &mut Tx) {
-        let Some(key) = self.transport_for(src, data, false) else {
-            return self.counters.drop(DropReason::UnknownSource);
+        let Some((router, member, len)) = self.unprotect(src, data, false) else {
+            return;
         };
-        let Some(t) = self.transports.get_mut(key) else {
-            return self.counters.drop(DropReason::UnknownSource);
-        };
-        let len = match t.unprotect(data, false) {
-            Ok(len) => len,
-            Err(reason) => return self.counters.drop(reason),
-        };
-        let (router, member) = (t.router, t.member);
-        let Some(packet) = data.get(..len) else {
+        let Some(header) = data
+            .get(..len)
+            .and_then(|packet| rtp::Header::parse(packet).ok())
+        else {
             return self.counters.drop(DropReason::RtpMalformed);
         };
-        let Ok(header) = rtp::Header::parse(packet) else {
-            return self.counters.drop(DropReason::RtpMalformed);
-        };
-        let Some(slot) = self.routers.get_mut(router) else {
+        let (Some(packet), Some(slot)) = (data.get(..len), self.routers.get_mut(router)) else {
             return;
         };
         let mut out = Links {
@@ -476,17 +492,9 @@ impl Engine {
     }
 
     fn on_rtcp(&mut self, now: Instant, src: SocketAddr, data: &mut [u8], tx: &mut Tx) {
-        let Some(key) = self.transport_for(src, data, true) else {
-            return self.counters.drop(DropReason::UnknownSource);
+        let Some((router, member, len)) = self.unprotect(src, data, true) else {
+            return;
         };
-        let Some(t) = self.transports.get_mut(key) else {
-            return self.counters.drop(DropReason::UnknownSource);
-        };
-        let len = match t.unprotect(data, true) {
-            Ok(len) => len,
-            Err(reason) => return self.counters.drop(reason),
-        };
-        let (router, member) = (t.router, t.member);
         let Some(compound) = data.get(..len) else {
             return self.counters.drop(DropReason::RtcpMalformed);
         };
