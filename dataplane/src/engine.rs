@@ -37,7 +37,7 @@ use crate::spec::{
 };
 use crate::stats::{Counters, DropReason};
 use crate::timers::{Grid, Timer, Timers};
-use crate::transport::{self, Expiry, Link, Transport, TransportKey};
+use crate::transport::{self, Expiry, Link, Pipe, Srtp, Transport, TransportKey, WebRtc};
 use crate::{rtp, stun, wire};
 
 /// A router and the time of its live entry in the timer queue.
@@ -106,9 +106,10 @@ impl Engine {
     /// Sets up a transport with its producers and consumers in router `spec.router` (created
     /// with its first transport). A pipe is connected at once.
     pub fn create_transport(&mut self, now: Instant, spec: TransportSpec) -> Result<(), Error> {
+        let id = spec.id;
         let result = self.create(now, spec);
         if let Err(e) = &result {
-            tracing::info!("transport rejected: {e}");
+            tracing::info!(transport = %id, "transport rejected: {e}");
         }
         result
     }
@@ -117,20 +118,20 @@ impl Engine {
         if self.by_id.contains_key(&spec.id) {
             return Err(Error::Rejected(format!("transport {} exists", spec.id)));
         }
-        let (mut transport, ufrag, rtcp_ssrc) = match &spec.kind {
+        // Everything that can refuse the transport is checked before the router changes.
+        let (link, pipe, rtcp_ssrc) = match &spec.kind {
             TransportKind::WebRtc {
                 local_ice,
                 remote_ice,
                 remote_fingerprint,
             } => {
-                let ufrag = local_ice.ufrag.as_bytes().to_vec();
-                if self.by_ufrag.contains_key(&ufrag) {
+                if self.by_ufrag.contains_key(local_ice.ufrag.as_bytes()) {
                     return Err(Error::Rejected("ICE ufrag in use".into()));
                 }
                 let ice = IceLite::new(local_ice.clone(), remote_ice.clone(), now);
                 let dtls = Dtls::server(&self.identity, remote_fingerprint.clone(), now);
-                let t = Transport::webrtc(spec.id, ice, dtls, now);
-                (t, Some(ufrag), Ssrc(self.rng.random()))
+                let link = Link::WebRtc(Box::new(WebRtc::new(ice, dtls, now)));
+                (link, None, Ssrc(self.rng.random()))
             }
             TransportKind::Pipe(pipe) => {
                 if self.by_addr.contains_key(&pipe.remote) {
@@ -139,7 +140,11 @@ impl Engine {
                         pipe.remote
                     )));
                 }
-                (Transport::pipe(spec.id, pipe)?, None, pipe.local_rtcp_ssrc)
+                let link = Link::Pipe(Pipe {
+                    remote_rtcp_ssrc: pipe.remote_rtcp_ssrc,
+                });
+                let connected = (pipe.remote, Srtp::for_pipe(pipe)?);
+                (link, Some(connected), pipe.local_rtcp_ssrc)
             }
         };
         let router_key = match self.router_keys.get(&spec.router) {
@@ -154,7 +159,9 @@ impl Engine {
             }
         };
         let key = self.transports.vacant_key();
-        let slot = &mut self.routers[router_key];
+        let Some(slot) = self.routers.get_mut(router_key) else {
+            return Err(Error::Rejected(format!("router {} is gone", spec.router)));
+        };
         let added = slot.router.add_member(
             now,
             TransportKey(key),
@@ -167,27 +174,28 @@ impl Engine {
             Ok(m) => m,
             Err(e) => {
                 if slot.router.is_empty() {
-                    self.routers.remove(router_key);
+                    self.routers.try_remove(router_key);
                     self.router_keys.remove(&spec.router);
                 }
                 return Err(e);
             }
         };
-        transport.router = router_key;
-        transport.member = member;
-        let pipe = transport.remote.filter(|_| ufrag.is_none());
-        self.transports.insert(transport);
-        self.by_id.insert(spec.id, key);
-        if let Some(ufrag) = ufrag {
-            self.by_ufrag.insert(ufrag, key);
+        if let Link::WebRtc(w) = &link {
+            self.by_ufrag
+                .insert(w.ice.local().ufrag.as_bytes().to_vec(), key);
         }
-        if let Some(remote) = pipe {
+        let mut transport = Transport::new(spec.id, router_key, member, link);
+        if let Some((remote, srtp)) = pipe {
+            transport.remote = Some(remote);
+            transport.srtp = Some(srtp);
             self.pipes_by_addr.entry(remote).or_default().push(key);
             // A pipe is connected from the start: its consumers ask for a keyframe now.
-            self.routers[router_key].router.connected(now, member);
+            slot.router.connected(now, member);
         }
+        self.transports.insert(transport);
+        self.by_id.insert(spec.id, key);
         self.counters.transports += 1;
-        tracing::debug!(transport = %spec.id, router = %spec.router, ?pipe, "transport created");
+        tracing::debug!(transport = %spec.id, router = %spec.router, "transport created");
         self.schedule_transport(key);
         self.schedule_router(router_key);
         Ok(())
@@ -239,7 +247,7 @@ impl Engine {
             slot.router.remove_member(t.member);
             if slot.router.is_empty() {
                 let id = slot.router.id();
-                self.routers.remove(t.router);
+                self.routers.try_remove(t.router);
                 self.router_keys.remove(&id);
             }
         }

@@ -194,6 +194,7 @@ impl IceLite {
     }
 }
 
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -280,6 +280,7 @@ impl SeqExtender {
     }
 }
 
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1015,6 +1015,7 @@ fn fmtp_value<'a>(fmtp: Option<&'a str>, key: &str) -> Option<&'a str> {
     })
 }
 
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,15 @@ pub const ROUTER: RouterId = RouterId(7);
 /// Simulated time per `step`.
 pub const STEP: Duration = Duration::from_millis(5);
 
+/// Why a simulated peer could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("client identity: {0}")]
+    Identity(#[from] dtls::Error),
+    #[error(transparent)]
+    Engine(#[from] Error),
+}
+
 /// A client transport on the simulated network, and what it received.
 pub struct Peer {
     pub addr: SocketAddr,
@@ -96,8 +105,8 @@ impl Sim {
         id: TransportId,
         producers: Vec<ProducerSpec>,
         consumers: Vec<ConsumerSpec>,
-    ) -> Result<usize, Error> {
-        let identity = Identity::generate().map_err(|e| Error::Rejected(e.to_string()))?;
+    ) -> Result<usize, SimError> {
+        let identity = Identity::generate()?;
         let (server_ice, client_ice) = self.create(id, &identity, producers, consumers)?;
         let client = Client::new(
             &identity,

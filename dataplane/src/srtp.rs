@@ -631,6 +631,7 @@ pub fn session_from_keying(
     }
 }
 
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
 mod tests {
     use super::*;

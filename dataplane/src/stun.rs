@@ -401,6 +401,7 @@ impl<'b> Writer<'b> {
     }
 }
 
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,38 +96,32 @@ pub enum Expiry {
     HandshakeTimeout,
 }
 
+impl WebRtc {
+    /// A peer connection waiting for the peer's checks and ClientHello.
+    pub fn new(ice: IceLite, dtls: Dtls, now: Instant) -> WebRtc {
+        WebRtc {
+            ice,
+            dtls,
+            nominated: false,
+            addrs: Vec::with_capacity(MAX_ADDRS),
+            created: now,
+            dtls_deadline: None,
+        }
+    }
+}
+
 impl Transport {
-    pub fn webrtc(id: TransportId, ice: IceLite, dtls: Dtls, now: Instant) -> Transport {
+    /// A transport of router `router` (its member `member` there) reached over `link`.
+    pub fn new(id: TransportId, router: usize, member: usize, link: Link) -> Transport {
         Transport {
             id,
-            router: 0,
-            member: 0,
-            link: Link::WebRtc(Box::new(WebRtc {
-                ice,
-                dtls,
-                nominated: false,
-                addrs: Vec::with_capacity(MAX_ADDRS),
-                created: now,
-                dtls_deadline: None,
-            })),
+            router,
+            member,
+            link,
             srtp: None,
             remote: None,
             scheduled: None,
         }
-    }
-
-    pub fn pipe(id: TransportId, spec: &PipeSpec) -> Result<Transport, Error> {
-        Ok(Transport {
-            id,
-            router: 0,
-            member: 0,
-            link: Link::Pipe(Pipe {
-                remote_rtcp_ssrc: spec.remote_rtcp_ssrc,
-            }),
-            srtp: Some(Srtp::for_pipe(spec)?),
-            remote: Some(spec.remote),
-            scheduled: None,
-        })
     }
 
     pub fn is_connected(&self) -> bool {

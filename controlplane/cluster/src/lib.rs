@@ -14,3 +14,5 @@ pub mod node;
 pub mod presence;
 pub mod registry;
 pub mod stun_probe;
+#[cfg(test)]
+mod testing;

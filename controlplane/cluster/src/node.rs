@@ -384,13 +384,10 @@ pub async fn drained(node: &Node, limit: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::body::Body;
-    use axum::extract::{ConnectInfo, Request};
-    use axum::http::header;
+    use crate::testing::call;
     use switchyard_controlplane::token::Applications;
     use switchyard_dataplane::io::Backend;
     use switchyard_dataplane::worker::{MediaConfig, MediaServer};
-    use tower::ServiceExt;
 
     /// A media server with one unpinned worker on loopback.
     fn node() -> Arc<Node> {
@@ -423,21 +420,9 @@ mod tests {
         Arc::new(Node::new(Arc::new(state), record, 10, allow))
     }
 
-    async fn call(router: &Router, from: &str, path: &str, body: &str) -> (StatusCode, String) {
-        let mut request = Request::builder()
-            .method("POST")
-            .uri(path)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        let from: SocketAddr = from.parse().unwrap();
-        request.extensions_mut().insert(ConnectInfo(from));
-        let response = router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .unwrap();
-        (status, String::from_utf8(body.to_vec()).unwrap())
+    /// A JSON POST to the internal API from `from`.
+    async fn post(router: &Router, from: &str, path: &str, body: &str) -> (StatusCode, String) {
+        call(router, from, "POST", path, Some(body.to_string())).await
     }
 
     #[tokio::test]
@@ -445,17 +430,17 @@ mod tests {
         let node = node();
         let router = router(node.clone());
         let leave = r#"{"channel":"c","participant":"p"}"#;
-        let (status, body) = call(&router, "10.1.1.1:1000", "/cluster/v1/leave", leave).await;
+        let (status, body) = post(&router, "10.1.1.1:1000", "/cluster/v1/leave", leave).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert!(
             body.contains("10.1.1.1 may not use the cluster API"),
             "{body}"
         );
-        let (status, _) = call(&router, "127.0.0.1:1000", "/cluster/v1/leave", leave).await;
+        let (status, _) = post(&router, "127.0.0.1:1000", "/cluster/v1/leave", leave).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
 
         assert_eq!(
-            call(&router, "127.0.0.1:1000", "/cluster/v1/unpublish", leave).await,
+            post(&router, "127.0.0.1:1000", "/cluster/v1/unpublish", leave).await,
             (
                 StatusCode::BAD_REQUEST,
                 r#"{"error":"say which id to end"}"#.into()
@@ -463,7 +448,7 @@ mod tests {
         );
         let end = r#"{"channel":"c","participant":"p","id":"pub9"}"#;
         assert_eq!(
-            call(&router, "127.0.0.1:1000", "/cluster/v1/unsubscribe", end).await,
+            post(&router, "127.0.0.1:1000", "/cluster/v1/unsubscribe", end).await,
             (
                 StatusCode::NOT_FOUND,
                 r#"{"error":"no subscription pub9 of yours"}"#.into()
@@ -471,7 +456,7 @@ mod tests {
         );
 
         let publish = r#"{"channel":"c","participant":"p","user":"u","offer":"nonsense"}"#;
-        let (status, body) = call(&router, "127.0.0.1:1000", "/cluster/v1/publish", publish).await;
+        let (status, body) = post(&router, "127.0.0.1:1000", "/cluster/v1/publish", publish).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.starts_with(r#"{"error":"bad offer: "#), "{body}");
         assert!(
@@ -480,7 +465,7 @@ mod tests {
         );
 
         node.drain();
-        let (status, body) = call(&router, "127.0.0.1:1000", "/cluster/v1/publish", publish).await;
+        let (status, body) = post(&router, "127.0.0.1:1000", "/cluster/v1/publish", publish).await;
         assert_eq!(
             (status, body.as_str()),
             (

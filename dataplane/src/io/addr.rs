@@ -86,6 +86,7 @@ pub(super) fn bytes(storage: &libc::sockaddr_in6, len: usize) -> &[u8] {
     &all[..len.min(STORAGE_LEN)]
 }
 
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
 mod tests {
     use super::*;

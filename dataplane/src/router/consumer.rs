@@ -10,7 +10,9 @@ use crate::transport::TransportKey;
 /// A subscription to a producer on another transport of the router.
 pub(super) struct Consumer {
     pub id: ConsumerId,
-    /// The transport it sends on, and its member entry in the router.
+    /// The transport it sends on (what every forwarded packet needs, so it is kept here rather
+    /// than looked up through the member), and its member entry in the router (what removal
+    /// needs). Neither changes in the consumer's life.
     pub transport: TransportKey,
     pub member: usize,
     /// Its producer's key in the router.
@@ -84,6 +86,7 @@ impl Rewrite {
     }
 }
 
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
 mod tests {
     use super::*;

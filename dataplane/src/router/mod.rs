@@ -141,23 +141,27 @@ impl Router {
                 return Err(Error::Rejected(format!("producer {} exists", p.id)));
             }
         }
-        let member = self.members.insert(Member {
+        let member = self.members.vacant_key();
+        let mut m = Member {
             transport,
             rtcp_ssrc,
             producers: Vec::with_capacity(producers.len()),
             consumers: Vec::with_capacity(consumers.len()),
             next_report: None,
-        });
+        };
         for spec in producers {
             let key = self.producers.insert(Producer::new(member, spec));
             self.producer_ids.insert(spec.id, key);
-            self.members[member].producers.push(key);
+            m.producers.push(key);
         }
         for spec in consumers {
-            let Some(&producer) = self.producer_ids.get(&spec.producer) else {
+            let Some((producer, p)) = self
+                .producer_ids
+                .get(&spec.producer)
+                .and_then(|&k| Some((k, self.producers.get_mut(k)?)))
+            else {
                 continue;
             };
-            let kind = self.producers[producer].kind;
             let key = self.consumers.insert(Consumer {
                 id: spec.id,
                 transport,
@@ -165,22 +169,21 @@ impl Router {
                 producer,
                 rewrite: Rewrite::new(spec, rng),
                 nack: spec.nack,
-                started: kind == MediaKind::Audio,
+                started: p.kind == MediaKind::Audio,
                 packets: 0,
                 octets: 0,
             });
             self.consumer_ids.insert(spec.id, key);
-            let p = &mut self.producers[producer];
             p.consumers.push(key);
-            if kind == MediaKind::Video {
-                p.waiting += 1;
+            if p.kind == MediaKind::Video {
                 // A consumer waiting for a keyframe has one asked for at once, even before it
                 // connects, and again every `KEYFRAME_RETRY` until it starts.
-                let due = p.keyframe_due(now);
+                let due = p.keyframe_due(now, true);
                 self.lower_deadline(due);
             }
-            self.members[member].consumers.push(key);
+            m.consumers.push(key);
         }
+        self.members.insert(m);
         Ok(member)
     }
 
@@ -216,9 +219,6 @@ impl Router {
         self.consumer_ids.remove(&c.id);
         if let Some(p) = self.producers.get_mut(c.producer) {
             p.consumers.retain(|&k| k != key);
-            if !c.started {
-                p.waiting = p.waiting.saturating_sub(1);
-            }
         }
     }
 
@@ -244,12 +244,11 @@ impl Router {
                     .get(p)
                     .is_some_and(|p| p.kind == MediaKind::Video)
             })
-            .chain(
-                m.producers
-                    .iter()
-                    .copied()
-                    .filter(|&p| self.producers.get(p).is_some_and(|p| p.waiting > 0)),
-            )
+            .chain(m.producers.iter().copied().filter(|&p| {
+                self.producers
+                    .get(p)
+                    .is_some_and(|p| waiting(&self.consumers, p))
+            }))
             .collect();
         for producer in wanted {
             self.request_keyframe(now, producer);
@@ -264,7 +263,7 @@ impl Router {
         };
         if !p.keyframe.pending {
             p.keyframe.pending = true;
-            let due = p.keyframe_due(now);
+            let due = p.keyframe_due(now, false);
             self.lower_deadline(due);
         }
     }
@@ -382,7 +381,6 @@ impl Router {
             });
             if starting {
                 consumer.started = true;
-                producer.waiting = producer.waiting.saturating_sub(1);
             }
             if sent {
                 out.counters().rtp_forwarded += 1;
@@ -421,15 +419,11 @@ impl Router {
                     }
                 }
                 rtcp::Packet::Pli { media_ssrc, .. } => {
-                    if let Some(c) = self.own_consumer(member, Ssrc(media_ssrc)) {
-                        self.request_keyframe(now, self.consumers[c].producer);
-                    }
+                    self.keyframe_for(now, member, Ssrc(media_ssrc));
                 }
                 rtcp::Packet::Fir { entries, .. } => {
                     for (ssrc, _) in entries {
-                        if let Some(c) = self.own_consumer(member, Ssrc(ssrc)) {
-                            self.request_keyframe(now, self.consumers[c].producer);
-                        }
+                        self.keyframe_for(now, member, Ssrc(ssrc));
                     }
                 }
                 rtcp::Packet::ReceiverReport { .. }
@@ -448,6 +442,18 @@ impl Router {
             .iter()
             .copied()
             .find(|&k| self.producers.get(k).is_some_and(|p| p.ssrc == Some(ssrc)))
+    }
+
+    /// A keyframe request (PLI or FIR) from `member` for its consumer `ssrc`: asks that
+    /// consumer's producer.
+    fn keyframe_for(&mut self, now: Instant, member: usize, ssrc: Ssrc) {
+        let producer = self
+            .own_consumer(member, ssrc)
+            .and_then(|c| self.consumers.get(c))
+            .map(|c| c.producer);
+        if let Some(producer) = producer {
+            self.request_keyframe(now, producer);
+        }
     }
 
     /// The member's consumer that sends as `ssrc`.
@@ -517,7 +523,7 @@ impl Router {
             .chain(
                 self.producers
                     .iter()
-                    .filter_map(|(_, p)| p.keyframe_due(now)),
+                    .filter_map(|(_, p)| p.keyframe_due(now, waiting(&self.consumers, p))),
             )
             .min();
     }
@@ -527,7 +533,8 @@ impl Router {
     /// publisher is asked again when it connects.
     fn send_keyframe_requests(&mut self, now: Instant, out: &mut impl Output) {
         for (_, p) in self.producers.iter_mut() {
-            if p.keyframe_due(now).is_none_or(|due| due > now) {
+            let due = p.keyframe_due(now, waiting(&self.consumers, p));
+            if due.is_none_or(|due| due > now) {
                 continue;
             }
             p.keyframe.pending = false;
@@ -597,6 +604,13 @@ impl Router {
     }
 }
 
+/// Whether a consumer of `p` still waits for its first keyframe.
+fn waiting(consumers: &Slab<Consumer>, p: &Producer) -> bool {
+    p.consumers
+        .iter()
+        .any(|&c| consumers.get(c).is_some_and(|c| !c.started))
+}
+
 /// A compound RR (one block per producer with a known SSRC), SDES, and REMB when negotiated.
 fn receiver_report(
     out: &mut [u8],
@@ -639,6 +653,7 @@ fn receiver_report(
     Some(len)
 }
 
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,8 +35,6 @@ pub(super) struct Producer {
     pub history: Option<History>,
     /// Keys of its consumers in the router.
     pub consumers: Vec<usize>,
-    /// Consumers that have not started yet (video waiting for a keyframe).
-    pub waiting: usize,
     pub receive: ReceiveStats,
     /// NTP time, RTP timestamp and arrival of the publisher's last sender report, to place our
     /// sender reports to subscribers on the same clock.
@@ -61,7 +59,6 @@ impl Producer {
             remb: spec.remb,
             history: (spec.kind == MediaKind::Video).then(History::new),
             consumers: Vec::new(),
-            waiting: 0,
             receive: ReceiveStats::new(spec.clock_rate),
             last_sr: None,
             keyframe: KeyframeRequests::default(),
@@ -79,12 +76,12 @@ impl Producer {
     }
 
     /// When a keyframe request to this producer is due: a pending one once the rate limit
-    /// allows, else a repeat while consumers still wait.
-    pub fn keyframe_due(&self, now: Instant) -> Option<Instant> {
+    /// allows, else a repeat while a consumer still `waiting` for its first keyframe.
+    pub fn keyframe_due(&self, now: Instant, waiting: bool) -> Option<Instant> {
         let k = &self.keyframe;
         if k.pending {
             Some(k.last_sent.map_or(now, |t| t + KEYFRAME_REQUEST_INTERVAL))
-        } else if self.waiting > 0 && (self.pli || self.fir) {
+        } else if waiting && (self.pli || self.fir) {
             Some(k.last_sent.map_or(now, |t| t + KEYFRAME_RETRY))
         } else {
             None
@@ -103,6 +100,7 @@ pub(super) struct KeyframeRequests {
     pub fir_seq: u8,
 }
 
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,17 +137,16 @@ mod tests {
     fn keyframe_requests_are_rate_limited_and_repeated_while_consumers_wait() {
         let now = Instant::now();
         let mut p = Producer::new(0, &spec());
-        assert_eq!(p.keyframe_due(now), None);
+        assert_eq!(p.keyframe_due(now, false), None);
         p.keyframe.pending = true;
-        assert_eq!(p.keyframe_due(now), Some(now));
+        assert_eq!(p.keyframe_due(now, false), Some(now));
         p.keyframe.last_sent = Some(now);
         assert_eq!(
-            p.keyframe_due(now + Duration::from_millis(100)),
+            p.keyframe_due(now + Duration::from_millis(100), false),
             Some(now + KEYFRAME_REQUEST_INTERVAL)
         );
         p.keyframe.pending = false;
-        assert_eq!(p.keyframe_due(now), None);
-        p.waiting = 1;
-        assert_eq!(p.keyframe_due(now), Some(now + KEYFRAME_RETRY));
+        assert_eq!(p.keyframe_due(now, false), None);
+        assert_eq!(p.keyframe_due(now, true), Some(now + KEYFRAME_RETRY));
     }
 }

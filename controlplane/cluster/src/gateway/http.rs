@@ -166,34 +166,7 @@ async fn metrics(State(g): State<Arc<Gateway>>) -> Response {
 mod tests {
     use super::*;
     use crate::gateway::tests::{gateway, server};
-    use axum::body::Body;
-    use axum::extract::{ConnectInfo, Request};
-    use std::net::SocketAddr;
-    use tower::ServiceExt;
-
-    async fn call(
-        router: &Router,
-        from: &str,
-        method: &str,
-        path: &str,
-        body: Option<String>,
-    ) -> (StatusCode, String) {
-        let mut request = Request::builder().method(method).uri(path);
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        let mut request = request
-            .body(body.map_or_else(Body::empty, Body::from))
-            .unwrap();
-        let from: SocketAddr = from.parse().unwrap();
-        request.extensions_mut().insert(ConnectInfo(from));
-        let response = router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (status, String::from_utf8(body.to_vec()).unwrap())
-    }
+    use crate::testing::call;
 
     #[tokio::test]
     async fn media_servers_register_from_inside_only() {
