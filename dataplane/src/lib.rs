@@ -25,5 +25,6 @@ pub mod stats;
 pub mod stun;
 pub mod timers;
 pub mod transport;
+pub mod turn;
 pub mod wire;
 pub mod worker;

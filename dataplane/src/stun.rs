@@ -218,7 +218,17 @@ impl<'a> Message<'a> {
     }
 
     pub fn xor_mapped_address(&self) -> Option<SocketAddr> {
-        let v = self.attribute(attr::XOR_MAPPED_ADDRESS)?;
+        self.xor_address(attr::XOR_MAPPED_ADDRESS)
+    }
+
+    /// An address attribute XORed with the magic cookie and transaction id (XOR-MAPPED-ADDRESS
+    /// and TURN's XOR-PEER-ADDRESS and XOR-RELAYED-ADDRESS share the encoding).
+    pub fn xor_address(&self, typ: u16) -> Option<SocketAddr> {
+        self.xor_address_value(self.attribute(typ)?)
+    }
+
+    /// Decodes one XOR-encoded address value (a request may carry several XOR-PEER-ADDRESS).
+    pub fn xor_address_value(&self, v: &[u8]) -> Option<SocketAddr> {
         let port = be_u16(v, 2)? ^ (MAGIC_COOKIE >> 16) as u16;
         let ip = match v.get(1)? {
             0x01 => {
@@ -339,6 +349,11 @@ impl<'b> Writer<'b> {
     }
 
     pub fn xor_mapped_address(&mut self, addr: SocketAddr) -> Result<(), Error> {
+        self.xor_address(attr::XOR_MAPPED_ADDRESS, addr)
+    }
+
+    /// Appends an address attribute in the XOR encoding of XOR-MAPPED-ADDRESS.
+    pub fn xor_address(&mut self, typ: u16, addr: SocketAddr) -> Result<(), Error> {
         let port = addr.port() ^ (MAGIC_COOKIE >> 16) as u16;
         let mut v = [0u8; 20];
         v[2..4].copy_from_slice(&port.to_be_bytes());
@@ -359,7 +374,7 @@ impl<'b> Writer<'b> {
                 20
             }
         };
-        self.attribute(attr::XOR_MAPPED_ADDRESS, &v[..len])
+        self.attribute(typ, &v[..len])
     }
 
     pub fn error_code(&mut self, code: u16, reason: &str) -> Result<(), Error> {

@@ -82,4 +82,11 @@ pub enum Fatal {
     },
     #[error("{}: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
+    #[error("TURN on port {port}: {source} (set TURN:PORT to a free port, or TURN:ENABLED=false)")]
+    Turn { port: u16, source: io::Error },
+    #[error("{setting}: {problem}")]
+    TurnSetting {
+        setting: &'static str,
+        problem: String,
+    },
 }

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod fatal;
 mod roles;
+mod turn;
 use fatal::Fatal;
 use switchyard_controlplane::config::{Config, SettingError};
 use switchyard_controlplane::dev::DevApplication;
@@ -523,7 +524,20 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
     let announce = announced(public, args.media.media_bind);
     let ports = media_ports(&media);
     let backend = media.backend();
+    let turn = turn::start(
+        &config,
+        &args.dev.data_dir,
+        turn::Media {
+            bind_ip: args.media.media_bind,
+            announced: &announce,
+            ports: &ports,
+            workers: media.workers(),
+        },
+    )?;
     let mut state = AppState::new(media, applications, announce.clone());
+    state.turn = turn.map(|t| {
+        switchyard_controlplane::ice_servers::Turn::new(Arc::new(t.service), t.secrets, t.urls)
+    });
     state.dev_tokens = dev_tokens;
     state.store = Some(cache.clone());
     let state = Arc::new(state);

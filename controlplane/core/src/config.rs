@@ -31,6 +31,14 @@ enum Kind {
     Sha1List,
     /// A secret of at least 16 characters, never shown.
     Secret,
+    /// A TCP/UDP port (0: any free port).
+    Port,
+    /// true/false (also 1/0, yes/no).
+    Bool,
+    /// A file path.
+    Path,
+    /// A whole number.
+    Count,
 }
 
 struct Spec {
@@ -98,6 +106,91 @@ const SETTINGS: &[Spec] = &[
         about: "addresses the signalling listener serves",
     },
     Spec {
+        name: "TURN:ENABLED",
+        kind: Kind::Bool,
+        about: "run the embedded TURN server (default true)",
+    },
+    Spec {
+        name: "TURN:PORT",
+        kind: Kind::Port,
+        about: "TURN over UDP and TCP (default 3478; 0: any free port)",
+    },
+    Spec {
+        name: "TURN:TLSPORT",
+        kind: Kind::Port,
+        about: "TURN over TLS, with TURN:CERTIFICATEPATH (default 5349; 443 needs CAP_NET_BIND_SERVICE)",
+    },
+    Spec {
+        name: "TURN:ADVERTISEDPORT",
+        kind: Kind::Port,
+        about: "the UDP/TCP port clients are told, when a load balancer maps it (default TURN:PORT)",
+    },
+    Spec {
+        name: "TURN:ADVERTISEDTLSPORT",
+        kind: Kind::Port,
+        about: "the TLS port clients are told (default TURN:TLSPORT)",
+    },
+    Spec {
+        name: "TURN:CERTIFICATEPATH",
+        kind: Kind::Path,
+        about: "PEM certificate chain for TURN over TLS (unset: no TLS listener)",
+    },
+    Spec {
+        name: "TURN:PRIVATEKEYPATH",
+        kind: Kind::Path,
+        about: "PEM private key for TURN:CERTIFICATEPATH",
+    },
+    Spec {
+        name: "TURN:SECRET",
+        kind: Kind::Secret,
+        about: "TURN REST shared secret (unset: generated into the data directory)",
+    },
+    Spec {
+        name: "TURN:PREVIOUSSECRET",
+        kind: Kind::Secret,
+        about: "the secret before a rotation, still accepted",
+    },
+    Spec {
+        name: "TURN:ALLOWLOOPBACKPEERS",
+        kind: Kind::Bool,
+        about: "let allocations reach 127.0.0.0/8 and ::1 (tests only; default false)",
+    },
+    Spec {
+        name: "TURN:ALLOWPEERS",
+        kind: Kind::IpList,
+        about: "special-purpose ranges allocations may reach anyway (e.g. 10.0.0.0/8)",
+    },
+    Spec {
+        name: "TURN:DENYPEERS",
+        kind: Kind::IpList,
+        about: "ranges allocations may never reach",
+    },
+    Spec {
+        name: "TURN:RELAYPORTMIN",
+        kind: Kind::Port,
+        about: "first UDP port for relayed addresses (default 40000)",
+    },
+    Spec {
+        name: "TURN:RELAYPORTMAX",
+        kind: Kind::Port,
+        about: "last UDP port for relayed addresses (default 49151)",
+    },
+    Spec {
+        name: "TURN:USERQUOTA",
+        kind: Kind::Count,
+        about: "allocations one user may hold (default 10)",
+    },
+    Spec {
+        name: "TURN:MAXLIFETIME",
+        kind: Kind::Count,
+        about: "the longest allocation lifetime in seconds (default 3600)",
+    },
+    Spec {
+        name: "TURN:BANDWIDTH",
+        kind: Kind::Count,
+        about: "bytes per second one allocation may relay (default: no cap)",
+    },
+    Spec {
         name: "TRUSTEDSERVERCERTIFICATESHA1FINGERPRINTS",
         kind: Kind::Sha1List,
         about: "self-signed certificates to trust (Redis TLS)",
@@ -157,6 +250,14 @@ pub enum Invalid {
     Hostname(String),
     #[error("{0:?} is not a SHA-1 fingerprint; expected 40 hex digits")]
     Sha1(String),
+    #[error("{0:?} is not a port; expected 0 to 65535")]
+    Port(String),
+    #[error("{0:?} is not true or false")]
+    Bool(String),
+    #[error("the path is empty")]
+    Path,
+    #[error("{0:?} is not a whole number")]
+    Count(String),
 }
 
 /// Why a settings file could not be read.
@@ -279,6 +380,23 @@ impl Config {
             .and_then(|v| v.trim().parse().ok())
     }
 
+    /// A port setting (checked by `load`), else `default`.
+    pub fn port(&self, name: &str, default: u16) -> u16 {
+        self.get(name)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// A true/false setting (checked by `load`), else `default`.
+    pub fn flag(&self, name: &str, default: bool) -> bool {
+        self.get(name).and_then(parse_bool).unwrap_or(default)
+    }
+
+    /// A whole-number setting (checked by `load`).
+    pub fn count(&self, name: &str) -> Option<u64> {
+        self.get(name).and_then(|v| v.trim().parse().ok())
+    }
+
     /// Every known setting with its value (secrets masked) and source, then any deployment
     /// settings: what `switchyard config print` shows.
     pub fn describe(&self) -> String {
@@ -351,6 +469,14 @@ fn scalar(v: &toml::Value) -> Option<String> {
 }
 
 /// Checks `value` against `kind`; the error says what was expected.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
 fn check(kind: Kind, value: &str) -> Result<(), Invalid> {
     let v = value.trim();
     let uri = |schemes: &[&'static str], example: &'static str| {
@@ -390,6 +516,19 @@ fn check(kind: Kind, value: &str) -> Result<(), Invalid> {
             .map(drop)
             .map_err(|_| Invalid::IpAddress(v.to_string())),
         Kind::IpList => AllowList::parse(v).map(drop).map_err(Invalid::from),
+        Kind::Port => v
+            .parse::<u16>()
+            .map(drop)
+            .map_err(|_| Invalid::Port(v.to_string())),
+        Kind::Bool => parse_bool(v)
+            .map(drop)
+            .ok_or_else(|| Invalid::Bool(v.to_string())),
+        Kind::Path if v.is_empty() => Err(Invalid::Path),
+        Kind::Path => Ok(()),
+        Kind::Count => v
+            .parse::<u64>()
+            .map(drop)
+            .map_err(|_| Invalid::Count(v.to_string())),
         Kind::Secret => {
             if v.chars().count() >= 16 && !v.chars().any(char::is_whitespace) {
                 Ok(())

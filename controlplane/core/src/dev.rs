@@ -45,7 +45,18 @@ impl DevApplication {
 /// The admin API key kept in the data directory when `ADMIN:APIKEY` is not set: created on first
 /// use, like the dev application, so a gateway's admin API is never open without a key.
 pub fn admin_api_key(data_dir: &Path) -> io::Result<(String, PathBuf)> {
-    let path = data_dir.join("admin-api-key");
+    private_key(data_dir, "admin-api-key")
+}
+
+/// The TURN REST secret kept in the data directory when `TURN:SECRET` is not set, so an
+/// all-in-one's embedded TURN works with one command and keeps its secret across restarts.
+pub fn turn_secret(data_dir: &Path) -> io::Result<(String, PathBuf)> {
+    private_key(data_dir, "turn-secret")
+}
+
+/// A random key in `data_dir/name`, created on first use, readable only by this user.
+fn private_key(data_dir: &Path, name: &str) -> io::Result<(String, PathBuf)> {
+    let path = data_dir.join(name);
     let bytes = read_or_create_private(data_dir, &path, || Ok(random_hex(24).into_bytes()))?;
     let key = String::from_utf8(bytes)
         .map_err(|e| {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod follow;
+pub mod ice_servers;
 mod ids;
 pub mod metrics;
 pub mod pipe;

@@ -72,6 +72,34 @@ pub struct Live {
     pub subscriptions: usize,
 }
 
+/// Appends the embedded TURN server's counters (`switchyard_turn_*`).
+pub fn render_turn(out: &mut String, c: &switchyard_dataplane::turn::Counters) {
+    use switchyard_dataplane::turn::Counter;
+    metric(
+        out,
+        "switchyard_turn_allocations",
+        "gauge",
+        "Live TURN allocations.",
+        c.allocations,
+    );
+    // Series of one family are written together under one HELP/TYPE.
+    let mut family = "";
+    for counter in Counter::ALL {
+        let name = counter.name();
+        let base = name.split('{').next().unwrap_or(name);
+        if base != family {
+            family = base;
+            let _ = writeln!(
+                out,
+                "# HELP switchyard_turn_{base} TURN {}.",
+                base.replace('_', " ")
+            );
+            let _ = writeln!(out, "# TYPE switchyard_turn_{base} counter");
+        }
+        let _ = writeln!(out, "switchyard_turn_{name} {}", c.get(*counter));
+    }
+}
+
 /// Renders every metric of a process that runs media: the workers' counters, the signalling
 /// counters and what is `live`.
 pub fn render(media: &MediaServer, signalling: &Metrics, live: Live) -> String {

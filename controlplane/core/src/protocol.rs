@@ -44,6 +44,9 @@ pub enum ServerMessage {
         participant: String,
         channel: String,
         participants: Vec<ParticipantInfo>,
+        /// TURN servers with credentials for this client (`RTCConfiguration.iceServers`).
+        #[serde(default, rename = "iceServers", skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<crate::ice_servers::IceServer>,
     },
     Answer {
         #[serde(skip_serializing_if = "Option::is_none")]

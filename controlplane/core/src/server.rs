@@ -67,10 +67,13 @@ pub fn signalling_routes<C: Channels>() -> Router<Arc<C>> {
 }
 
 async fn metrics_handler(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics::render(&state.media, &state.metrics, state.live()),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+        let mut out = metrics::render(&state.media, &state.metrics, state.live());
+        if let Some(turn) = &state.turn {
+            metrics::render_turn(&mut out, &turn.service.counters());
+        }
+        out
+    })
 }
 
 /// Resolves once `stop` is true (or its sender is gone). The watch guard is dropped here, so

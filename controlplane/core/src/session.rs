@@ -44,6 +44,8 @@ pub struct AppState {
     /// Publications the media server ended on its own (a transport closed), as
     /// (channel, participant, publication): a cluster media server reports them to its gateways.
     pub ended: Option<mpsc::UnboundedSender<(String, String, String)>>,
+    /// The embedded TURN server, whose URLs and credentials clients are handed.
+    pub turn: Option<crate::ice_servers::Turn>,
 }
 
 impl AppState {
@@ -60,6 +62,7 @@ impl AppState {
             shutdown,
             store: None,
             ended: None,
+            turn: None,
         }
     }
 
@@ -812,6 +815,13 @@ impl Channels for AppState {
 
     fn shutdown(&self) -> tokio::sync::watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    fn ice_servers(&self, user: &str) -> Vec<crate::ice_servers::IceServer> {
+        self.turn
+            .as_ref()
+            .map(|t| t.ice_servers(user))
+            .unwrap_or_default()
     }
 
     /// One process has one media server, so a region claim changes nothing here.

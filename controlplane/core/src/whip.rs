@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::Error;
+use crate::ice_servers::{IceServer, link_headers};
 use crate::rules::Rules;
 use crate::session::AppState;
 use crate::token::{Claims, TokenError};
@@ -40,15 +41,21 @@ pub async fn whep(
     )
 }
 
-/// Joins a participant of its own for the session and answers its offer; returns the answer
-/// and the session's resource path.
+/// A WHIP/WHEP session's answer: the SDP, the resource path, and the ICE servers for `Link`.
+struct Answer {
+    sdp: String,
+    location: String,
+    ice_servers: Vec<IceServer>,
+}
+
+/// Joins a participant of its own for the session and answers its offer.
 async fn post(
     state: &AppState,
     kind: &str,
     channel: &str,
     headers: &HeaderMap,
     offer: &str,
-) -> Result<(String, String), Error> {
+) -> Result<Answer, Error> {
     let is_sdp = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -82,7 +89,15 @@ async fn post(
         state.subscribe(channel, &participant, None, offer).await
     };
     match result {
-        Ok((_, answer)) => Ok((answer, format!("/{kind}/{channel}/{participant}"))),
+        Ok((_, answer)) => Ok(Answer {
+            sdp: answer,
+            location: format!("/{kind}/{channel}/{participant}"),
+            ice_servers: state
+                .turn
+                .as_ref()
+                .map(|t| t.ice_servers(&claims.user_id))
+                .unwrap_or_default(),
+        }),
         Err(e) => {
             state.leave(channel, &participant);
             Err(e)
@@ -90,11 +105,16 @@ async fn post(
     }
 }
 
-/// `201 Created` with the answer and the resource URL, or the refusal as text, counted.
-fn respond(state: &AppState, result: Result<(String, String), Error>) -> Response {
+/// `201 Created` with the answer, the resource URL and the ICE servers as `Link` headers
+/// (RFC 9725 section 4.6), or the refusal as text, counted.
+fn respond(state: &AppState, result: Result<Answer, Error>) -> Response {
     match result {
-        Ok((answer, location)) => {
-            let mut response = (StatusCode::CREATED, answer).into_response();
+        Ok(Answer {
+            sdp,
+            location,
+            ice_servers,
+        }) => {
+            let mut response = (StatusCode::CREATED, sdp).into_response();
             let h = response.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
@@ -102,6 +122,11 @@ fn respond(state: &AppState, result: Result<(String, String), Error>) -> Respons
             );
             if let Ok(v) = HeaderValue::from_str(&location) {
                 h.insert(header::LOCATION, v);
+            }
+            for link in link_headers(&ice_servers) {
+                if let Ok(v) = HeaderValue::from_str(&link) {
+                    h.append(header::LINK, v);
+                }
             }
             response
         }

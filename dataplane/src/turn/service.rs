@@ -1,0 +1,756 @@
+//! The TURN server's threads: each runs one [`Server`] on its own UDP and TCP (and TLS)
+//! listeners, all bound to the same port with SO_REUSEPORT, so the kernel spreads clients over
+//! the threads by their address and an allocation, its relay socket and its client stay on one
+//! thread. Nothing is shared between threads but the counters they publish.
+//!
+//! The loop is epoll over the listeners, the stream connections and the relay sockets, with a
+//! nonblocking drain of each ready socket: a relay socket per allocation (the port a peer
+//! sees) rules out the single-socket backends of the media workers.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::ops::RangeInclusive;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use slab::Slab;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::framing::Framer;
+use super::{ClientAddr, Config, Counters, Family, Output, RelayId, Server, Shared};
+use crate::io::Waker;
+
+/// Counters are published this often while anything changes.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
+/// Datagrams read from one socket before the loop looks at the others.
+const BATCH: usize = 64;
+/// Bytes a stream connection may have waiting to be written before it is closed (a client
+/// that stops reading must not grow the server).
+const MAX_PENDING_WRITE: usize = 1 << 20;
+/// Stream connections per thread.
+const MAX_CONNECTIONS: usize = 16_384;
+
+const WAKER: u64 = 0;
+const UDP: u64 = 1;
+const TCP: u64 = 2;
+const TLS: u64 = 3;
+/// Tokens above this carry a kind in the high bits and a slab key below.
+const RELAY_KIND: u64 = 1 << 32;
+const CONN_KIND: u64 = 2 << 32;
+
+/// How the TURN threads are set up.
+#[derive(Clone)]
+pub struct ServiceConfig {
+    /// Threads (one per media worker core).
+    pub threads: usize,
+    /// Address the listeners bind to.
+    pub bind_ip: IpAddr,
+    /// UDP and TCP listening port (3478).
+    pub port: u16,
+    /// TLS listening port and its configuration, when a certificate is configured.
+    pub tls: Option<(u16, Arc<rustls::ServerConfig>)>,
+    /// Address relay sockets bind to, and the address clients are told (a public address
+    /// in front of a 1:1 NAT, else the same).
+    pub relay_bind_ip: IpAddr,
+    pub relay_public_ip: IpAddr,
+    pub relay_ports: RangeInclusive<u16>,
+    /// Pin thread i to core (first_core + i), as the media workers are.
+    pub pin: Option<usize>,
+    pub server: Config,
+}
+
+/// The running TURN threads.
+pub struct TurnService {
+    stop: Arc<AtomicBool>,
+    wakers: Vec<Waker>,
+    threads: Vec<JoinHandle<()>>,
+    shared: Vec<Arc<Shared>>,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    tls: Option<SocketAddr>,
+}
+
+impl TurnService {
+    /// Binds every listener (so a taken port fails here, at start) and starts the threads.
+    pub fn start(config: ServiceConfig) -> io::Result<TurnService> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut service = TurnService {
+            stop: stop.clone(),
+            wakers: Vec::new(),
+            threads: Vec::new(),
+            shared: Vec::new(),
+            udp: SocketAddr::new(config.bind_ip, config.port),
+            tcp: SocketAddr::new(config.bind_ip, config.port),
+            tls: None,
+        };
+        let mut server = config.server.clone();
+        for ip in [config.relay_bind_ip, config.relay_public_ip] {
+            if !server.relay_ips.contains(&ip) {
+                server.relay_ips.push(ip);
+            }
+        }
+        server.relay_ports = config.relay_ports.clone();
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        // The first thread may bind port 0 (tests); the others then share the port it got.
+        let mut port = config.port;
+        let mut tls_port = config.tls.as_ref().map(|(p, _)| *p);
+        for index in 0..config.threads.max(1) {
+            let udp = bind(config.bind_ip, port, Type::DGRAM)?;
+            let udp: UdpSocket = udp.into();
+            port = udp.local_addr()?.port();
+            let tcp: TcpListener = bind(config.bind_ip, port, Type::STREAM)?.into();
+            let tls = match (&config.tls, tls_port) {
+                (Some((_, tls_config)), Some(p)) => {
+                    let l: TcpListener = bind(config.bind_ip, p, Type::STREAM)?.into();
+                    tls_port = Some(l.local_addr()?.port());
+                    Some((l, tls_config.clone()))
+                }
+                _ => None,
+            };
+            if index == 0 {
+                service.udp = udp.local_addr()?;
+                service.tcp = tcp.local_addr()?;
+                service.tls = tls.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
+            }
+            let waker = Waker::new()?;
+            let shared = Arc::new(Shared::default());
+            let mut seed = [0u8; 32];
+            rand::Rng::fill(&mut rand::rng(), &mut seed[..]);
+            let now = Instant::now();
+            let unix = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let mut thread = Thread {
+                server: Server::new(server.clone(), now, unix, &seed),
+                epoll: Epoll::new()?,
+                waker: waker.clone(),
+                stop: stop.clone(),
+                shared: shared.clone(),
+                published: Counters::default(),
+                last_publish: now,
+                io: Io {
+                    udp,
+                    relays: Slab::new(),
+                    conns: Slab::new(),
+                    closed: VecDeque::new(),
+                    relay_bind_ip: config.relay_bind_ip,
+                    relay_public_ip: config.relay_public_ip,
+                    relay_ports: config.relay_ports.clone(),
+                    next_port: seed[0] as u16,
+                    epoll: RawFd::default(),
+                },
+                tcp,
+                tls,
+            };
+            thread.io.epoll = thread.epoll.fd;
+            let core = config
+                .pin
+                .and_then(|first| cores.get((first + index) % cores.len().max(1)).copied());
+            let handle = std::thread::Builder::new()
+                .name(format!("turn-{index}"))
+                .spawn(move || {
+                    if let Some(core) = core
+                        && !core_affinity::set_for_current(core)
+                    {
+                        tracing::warn!(
+                            thread = index,
+                            "could not pin TURN thread to core {}",
+                            core.id
+                        );
+                    }
+                    if let Err(e) = thread.run() {
+                        tracing::error!(thread = index, "TURN loop failed: {e}");
+                    }
+                })?;
+            service.wakers.push(waker);
+            service.threads.push(handle);
+            service.shared.push(shared);
+        }
+        Ok(service)
+    }
+
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls
+    }
+
+    /// Every thread's counters summed (published at most every 250 ms).
+    pub fn counters(&self) -> Counters {
+        let mut total = Counters::default();
+        for s in &self.shared {
+            total.merge(&s.snapshot());
+        }
+        total
+    }
+
+    /// Stops the threads, closing every allocation.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in &self.wakers {
+            w.wake();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TurnService {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A nonblocking socket with SO_REUSEPORT, so each thread can bind the same port.
+fn bind(ip: IpAddr, port: u16, typ: Type) -> io::Result<Socket> {
+    let addr = SocketAddr::new(ip, port);
+    let protocol = if typ == Type::DGRAM {
+        Protocol::UDP
+    } else {
+        Protocol::TCP
+    };
+    let socket = Socket::new(Domain::for_address(addr), typ, Some(protocol))?;
+    socket.set_reuse_port(true)?;
+    if typ == Type::STREAM {
+        socket.set_reuse_address(true)?;
+    } else {
+        let _ = socket.set_recv_buffer_size(4 << 20);
+        let _ = socket.set_send_buffer_size(4 << 20);
+    }
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("TURN cannot bind {addr}: {e}")))?;
+    if typ == Type::STREAM {
+        socket.listen(1024)?;
+    }
+    Ok(socket)
+}
+
+/// A relay socket and the address clients and peers know it by.
+struct Relay {
+    socket: UdpSocket,
+}
+
+/// A TCP or TLS client connection.
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    framer: Framer,
+    tls: Option<Box<rustls::ServerConnection>>,
+    /// Bytes the socket would not take yet (plain TCP; TLS keeps its own).
+    pending: Vec<u8>,
+    broken: bool,
+}
+
+impl Conn {
+    /// Queues a message; closes the connection (marks it broken) if the client stopped
+    /// reading.
+    fn write(&mut self, data: &[u8]) {
+        if self.broken {
+            return;
+        }
+        match &mut self.tls {
+            Some(tls) => {
+                if tls.writer().write_all(data).is_err() {
+                    self.broken = true;
+                }
+            }
+            None => {
+                if self.pending.is_empty() {
+                    match self.stream.write(data) {
+                        Ok(n) if n == data.len() => return,
+                        Ok(n) => self.pending.extend_from_slice(&data[n..]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.pending.extend_from_slice(data)
+                        }
+                        Err(_) => self.broken = true,
+                    }
+                } else {
+                    self.pending.extend_from_slice(data);
+                }
+            }
+        }
+        if self.pending.len() > MAX_PENDING_WRITE {
+            self.broken = true;
+        }
+    }
+
+    /// Writes what is queued; false when the connection is gone.
+    fn flush(&mut self) -> bool {
+        if let Some(tls) = &mut self.tls {
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.stream) {
+                    Ok(0) => return false,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => return false,
+                }
+            }
+            return !self.broken;
+        }
+        while !self.pending.is_empty() {
+            match self.stream.write(&self.pending) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return false,
+            }
+        }
+        !self.broken
+    }
+
+    /// Reads application bytes: `Some(n)`, `None` when nothing more is there now, an error
+    /// when the connection ended (EOF, reset, a TLS failure).
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let eof = || io::Error::from(io::ErrorKind::UnexpectedEof);
+        let Some(tls) = &mut self.tls else {
+            return match self.stream.read(buf) {
+                Ok(0) => Err(eof()),
+                Ok(n) => Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(e),
+            };
+        };
+        loop {
+            match tls.reader().read(buf) {
+                Ok(0) => return Err(eof()),
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            match tls.read_tls(&mut self.stream) {
+                Ok(0) => return Err(eof()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // Send the alert, then close.
+                let _ = tls.write_tls(&mut self.stream);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+    }
+
+    fn wants_write(&self) -> bool {
+        !self.pending.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+}
+
+/// The sockets a server's [`Output`] reaches.
+struct Io {
+    udp: UdpSocket,
+    relays: Slab<Relay>,
+    conns: Slab<Conn>,
+    /// Relay sockets the server closed, deregistered after the current event.
+    closed: VecDeque<usize>,
+    relay_bind_ip: IpAddr,
+    relay_public_ip: IpAddr,
+    relay_ports: RangeInclusive<u16>,
+    /// Where the next relay port search starts (spread so threads rarely collide).
+    next_port: u16,
+    epoll: RawFd,
+}
+
+impl Output for Io {
+    fn to_client(&mut self, client: ClientAddr, fill: impl FnOnce(&mut [u8]) -> Option<usize>) {
+        let mut buf = [0u8; 2048];
+        let Some(n) = fill(&mut buf) else {
+            return;
+        };
+        let msg = &buf[..n];
+        match client {
+            ClientAddr::Udp(addr) => {
+                // A full socket buffer loses this datagram, as the network would.
+                let _ = self.udp.send_to(msg, addr);
+            }
+            ClientAddr::Stream(key) => {
+                if let Some(conn) = self.conns.get_mut(key as usize) {
+                    conn.write(msg);
+                }
+            }
+        }
+    }
+
+    fn to_peer(&mut self, relay: RelayId, peer: SocketAddr, data: &[u8]) {
+        if let Some(r) = self.relays.get(relay.0 as usize) {
+            let _ = r.socket.send_to(data, peer);
+        }
+    }
+
+    fn bind_relay(&mut self, family: Family) -> Option<(RelayId, SocketAddr)> {
+        let ip = match (family, self.relay_bind_ip) {
+            (Family::V4, ip @ IpAddr::V4(_)) | (Family::V6, ip @ IpAddr::V6(_)) => ip,
+            _ => return None,
+        };
+        let (lo, hi) = (*self.relay_ports.start(), *self.relay_ports.end());
+        let span = u32::from(hi.saturating_sub(lo)) + 1;
+        for i in 0..span.min(256) {
+            let port = if lo == 0 {
+                0
+            } else {
+                lo + ((u32::from(self.next_port) + i) % span) as u16
+            };
+            let Ok(socket) = bind_relay_socket(SocketAddr::new(ip, port)) else {
+                continue;
+            };
+            self.next_port = self.next_port.wrapping_add(i as u16 + 1);
+            let local = socket.local_addr().ok()?;
+            let entry = self.relays.vacant_entry();
+            let key = entry.key();
+            epoll_add(
+                self.epoll,
+                socket.as_raw_fd(),
+                RELAY_KIND | key as u64,
+                false,
+            )
+            .ok()?;
+            entry.insert(Relay { socket });
+            return Some((
+                RelayId(key as u32),
+                SocketAddr::new(self.relay_public_ip, local.port()),
+            ));
+        }
+        None
+    }
+
+    fn close_relay(&mut self, relay: RelayId) {
+        self.closed.push_back(relay.0 as usize);
+    }
+}
+
+fn bind_relay_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    let _ = socket.set_recv_buffer_size(1 << 20);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+struct Thread {
+    server: Server,
+    epoll: Epoll,
+    waker: Waker,
+    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    published: Counters,
+    last_publish: Instant,
+    io: Io,
+    tcp: TcpListener,
+    tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+}
+
+impl Thread {
+    fn run(&mut self) -> io::Result<()> {
+        let e = self.epoll.fd;
+        epoll_add(e, self.waker.raw_fd(), WAKER, false)?;
+        epoll_add(e, self.io.udp.as_raw_fd(), UDP, false)?;
+        epoll_add(e, self.tcp.as_raw_fd(), TCP, false)?;
+        if let Some((l, _)) = &self.tls {
+            epoll_add(e, l.as_raw_fd(), TLS, false)?;
+        }
+        let mut buf = vec![0u8; 65_536];
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let deadline = self
+                .server
+                .poll_timeout()
+                .map_or(PUBLISH_INTERVAL, |t| t.saturating_duration_since(now))
+                .min(PUBLISH_INTERVAL);
+            let n = epoll_wait(e, &mut events, deadline)?;
+            for ev in &events[..n] {
+                let (token, flags) = (ev.u64, ev.events);
+                let now = Instant::now();
+                match token {
+                    WAKER => self.waker.drain(),
+                    UDP => self.read_udp(now, &mut buf),
+                    TCP => self.accept(false),
+                    TLS => self.accept(true),
+                    t if t & RELAY_KIND != 0 && t < CONN_KIND => {
+                        self.read_relay(now, (t & 0xFFFF_FFFF) as usize, &mut buf)
+                    }
+                    t => self.conn_event(now, (t & 0xFFFF_FFFF) as usize, flags, &mut buf),
+                }
+                self.reap();
+            }
+            let now = Instant::now();
+            self.server.handle_timeout(now, &mut self.io);
+            self.reap();
+            self.flush_conns();
+            if now.duration_since(self.last_publish) >= PUBLISH_INTERVAL
+                && *self.server.counters() != self.published
+            {
+                self.published = self.server.counters().clone();
+                self.shared.publish(&self.published);
+                self.last_publish = now;
+            }
+        }
+        self.server.close_all(&mut self.io);
+        self.reap();
+        self.shared.publish(self.server.counters());
+        Ok(())
+    }
+
+    fn read_udp(&mut self, now: Instant, buf: &mut [u8]) {
+        for _ in 0..BATCH {
+            match self.io.udp.recv_from(buf) {
+                Ok((n, src)) => self.server.handle_client(
+                    now,
+                    ClientAddr::Udp(src),
+                    src,
+                    &buf[..n],
+                    &mut self.io,
+                ),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn read_relay(&mut self, now: Instant, key: usize, buf: &mut [u8]) {
+        for _ in 0..BATCH {
+            let Some(relay) = self.io.relays.get(key) else {
+                return;
+            };
+            match relay.socket.recv_from(buf) {
+                Ok((n, peer)) => {
+                    self.server
+                        .handle_peer(now, RelayId(key as u32), peer, &buf[..n], &mut self.io)
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn accept(&mut self, tls: bool) {
+        loop {
+            let listener = match (&self.tls, tls) {
+                (Some((l, _)), true) => l,
+                _ => &self.tcp,
+            };
+            let Ok((stream, peer)) = listener.accept() else {
+                return;
+            };
+            if self.io.conns.len() >= MAX_CONNECTIONS || stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let tls = match (&self.tls, tls) {
+                (Some((_, config)), true) => match rustls::ServerConnection::new(config.clone()) {
+                    Ok(c) => Some(Box::new(c)),
+                    Err(_) => continue,
+                },
+                _ => None,
+            };
+            let entry = self.io.conns.vacant_entry();
+            let key = entry.key();
+            if epoll_add(
+                self.epoll.fd,
+                stream.as_raw_fd(),
+                CONN_KIND | key as u64,
+                false,
+            )
+            .is_err()
+            {
+                continue;
+            }
+            entry.insert(Conn {
+                stream,
+                peer,
+                framer: Framer::turn(),
+                tls,
+                pending: Vec::new(),
+                broken: false,
+            });
+        }
+    }
+
+    fn conn_event(&mut self, now: Instant, key: usize, flags: u32, buf: &mut [u8]) {
+        let mut alive = true;
+        if flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+            alive = self.read_conn(now, key, buf);
+        }
+        if alive {
+            alive = self.io.conns.get_mut(key).is_some_and(|c| c.flush());
+        }
+        if !alive {
+            self.close_conn(key);
+        } else {
+            self.watch_writes(key);
+        }
+    }
+
+    /// Reads what the connection has and hands each whole message to the server; false when
+    /// the connection ended or broke the framing.
+    fn read_conn(&mut self, now: Instant, key: usize, buf: &mut [u8]) -> bool {
+        let Some(conn) = self.io.conns.get_mut(key) else {
+            return false;
+        };
+        let peer = conn.peer;
+        // Take the framer out so the server can write to this very connection meanwhile.
+        let mut framer = std::mem::replace(&mut conn.framer, Framer::turn());
+        let alive = loop {
+            let Some(conn) = self.io.conns.get_mut(key) else {
+                break false;
+            };
+            let n = match conn.read(buf) {
+                Ok(Some(n)) => n,
+                Ok(None) => break true,
+                Err(_) => break false,
+            };
+            let server = &mut self.server;
+            let io = &mut self.io;
+            let fed = framer.feed(&buf[..n], |msg| {
+                server.handle_client(now, ClientAddr::Stream(key as u64), peer, msg, io)
+            });
+            if fed.is_err() {
+                self.server.malformed_stream();
+                break false;
+            }
+        };
+        if let Some(conn) = self.io.conns.get_mut(key) {
+            conn.framer = framer;
+        }
+        alive
+    }
+
+    fn close_conn(&mut self, key: usize) {
+        self.server
+            .client_closed(ClientAddr::Stream(key as u64), &mut self.io);
+        if self.io.conns.contains(key) {
+            let conn = self.io.conns.remove(key);
+            epoll_del(self.epoll.fd, conn.stream.as_raw_fd());
+        }
+    }
+
+    /// Asks for writability only while a connection has something queued.
+    fn watch_writes(&mut self, key: usize) {
+        if let Some(conn) = self.io.conns.get(key) {
+            let _ = epoll_mod(
+                self.epoll.fd,
+                conn.stream.as_raw_fd(),
+                CONN_KIND | key as u64,
+                conn.wants_write(),
+            );
+        }
+    }
+
+    /// Writes what responses and relayed data queued on stream connections.
+    fn flush_conns(&mut self) {
+        let keys: Vec<usize> = self
+            .io
+            .conns
+            .iter()
+            .filter(|(_, c)| c.wants_write() || c.broken)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            let alive = self.io.conns.get_mut(key).is_some_and(|c| c.flush());
+            if alive {
+                self.watch_writes(key);
+            } else {
+                self.close_conn(key);
+            }
+        }
+    }
+
+    /// Deregisters and drops relay sockets the server closed.
+    fn reap(&mut self) {
+        while let Some(key) = self.io.closed.pop_front() {
+            if self.io.relays.contains(key) {
+                let relay = self.io.relays.remove(key);
+                epoll_del(self.epoll.fd, relay.socket.as_raw_fd());
+            }
+        }
+    }
+}
+
+/// An epoll instance, closed on drop.
+struct Epoll {
+    fd: RawFd,
+}
+
+impl Epoll {
+    fn new() -> io::Result<Epoll> {
+        // SAFETY: no pointer arguments; a negative return is an error.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Epoll { fd })
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: `fd` is our epoll descriptor, closed once here.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, token: u64, write: bool) -> io::Result<()> {
+    let mut flags = libc::EPOLLIN as u32;
+    if write {
+        flags |= libc::EPOLLOUT as u32;
+    }
+    let mut ev = libc::epoll_event {
+        events: flags,
+        u64: token,
+    };
+    // SAFETY: `ev` is a live local the kernel reads during the call.
+    let r = unsafe { libc::epoll_ctl(epoll, op, fd, &mut ev) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn epoll_add(epoll: RawFd, fd: RawFd, token: u64, write: bool) -> io::Result<()> {
+    epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, token, write)
+}
+
+fn epoll_mod(epoll: RawFd, fd: RawFd, token: u64, write: bool) -> io::Result<()> {
+    epoll_ctl(epoll, libc::EPOLL_CTL_MOD, fd, token, write)
+}
+
+fn epoll_del(epoll: RawFd, fd: RawFd) {
+    // SAFETY: a null event is allowed for EPOLL_CTL_DEL since Linux 2.6.9.
+    let _ = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+}
+
+fn epoll_wait(
+    epoll: RawFd,
+    events: &mut [libc::epoll_event],
+    timeout: Duration,
+) -> io::Result<usize> {
+    // Round up so a deadline 0.5 ms away does not spin.
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    // SAFETY: the kernel writes at most `events.len()` entries into the live slice.
+    let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(n as usize)
+}
