@@ -143,12 +143,12 @@ const SETTINGS: &[Spec] = &[
     Spec {
         name: "TURN:SECRET",
         kind: Kind::Secret,
-        about: "TURN REST shared secret (unset: generated into the data directory)",
+        about: "the TURN REST shared key clients' credentials are signed with (unset: generated into the data directory)",
     },
     Spec {
         name: "TURN:PREVIOUSSECRET",
         kind: Kind::Secret,
-        about: "the secret before a rotation, still accepted",
+        about: "the key before a rotation, still accepted",
     },
     Spec {
         name: "TURN:ALLOWLOOPBACKPEERS",
