@@ -13,6 +13,7 @@ pub mod error;
 pub mod follow;
 mod ids;
 pub mod metrics;
+pub mod p2p;
 pub mod pipe;
 pub mod protocol;
 mod rooms;
