@@ -1,35 +1,31 @@
-//! Three headless Chromium pages in one channel through the SDK and the demo page: each
-//! publishes the fake camera and microphone and must decode the other two, with VP8 and with
-//! H264 forced, on both I/O backends.
+//! Headless Chromium pages in one channel through the SDK and the demo page: three that each
+//! publish the fake camera and microphone and must decode the other two, with VP8 and with H264
+//! forced, on both I/O backends; and two that connect peer to peer, with no media server in the
+//! media path.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use switchyard_tests::server::Server;
 use switchyard_tests::{browser_dir, last_json, netns};
 
-fn three_pages(codec: &str, backend: &str) {
-    netns::enter();
-    let server = Server::start(&["--io-backend", backend]);
-    let tokens: Vec<String> = (0..3)
-        .map(|i| server.token("room", &format!("user{i}"), &[]))
-        .collect();
+/// Runs a Playwright script in tests/browser; its JSON result and its stderr.
+fn run_pages(script: &str, args: &[String]) -> (Value, String) {
     let out = Command::new("node")
         .current_dir(browser_dir())
-        .arg("three_pages.mjs")
-        .arg(format!("http://127.0.0.1:{}", server.port))
-        .arg("room")
-        .arg(codec)
-        .args(&tokens)
+        .arg(script)
+        .args(args)
         .output()
         .expect("run node (Node.js is needed for the browser tests)");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let result = last_json(&stdout)
-        .unwrap_or_else(|| panic!("no JSON result from the browser script:\n{stdout}\n{stderr}"));
-    assert_eq!(
-        result["ok"], true,
-        "not every page decoded every other page ({codec}, {backend}):\n{result:#}\n{stderr}"
-    );
+        .unwrap_or_else(|| panic!("no JSON result from {script}:\n{stdout}\n{stderr}"));
+    (result, stderr)
+}
+
+fn assert_no_uncaught_exceptions(result: &Value) {
     for page in result["pages"].as_array().expect("pages") {
         let errors: Vec<&str> = page["errors"]
             .as_array()
@@ -42,21 +38,43 @@ fn three_pages(codec: &str, backend: &str) {
             "uncaught exception in a page: {errors:?}"
         );
     }
-    let m = server.metrics();
-    assert!(m["switchyard_rtp_forwarded_total"] > 100.0, "{m:?}");
-    // The pages are gone: everything they had is cleaned up.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+}
+
+/// Waits until the pages' state is gone from the server.
+fn assert_cleaned_up(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let m = server.metrics();
         if m["switchyard_transports"] == 0.0 && m["switchyard_participants"] == 0.0 {
             break;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "state left behind after the pages closed: {m:?}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+fn three_pages(codec: &str, backend: &str) {
+    netns::enter();
+    let server = Server::start(&["--io-backend", backend]);
+    let mut args = vec![
+        format!("http://127.0.0.1:{}", server.port),
+        "room".to_string(),
+        codec.to_string(),
+    ];
+    args.extend((0..3).map(|i| server.token("room", &format!("user{i}"), &[])));
+    let (result, stderr) = run_pages("three_pages.mjs", &args);
+    assert_eq!(
+        result["ok"], true,
+        "not every page decoded every other page ({codec}, {backend}):\n{result:#}\n{stderr}"
+    );
+    assert_no_uncaught_exceptions(&result);
+    let m = server.metrics();
+    assert!(m["switchyard_rtp_forwarded_total"] > 100.0, "{m:?}");
+    // The pages are gone: everything they had is cleaned up.
+    assert_cleaned_up(&server);
 }
 
 #[test]
@@ -77,4 +95,49 @@ fn h264_uring() {
 #[test]
 fn h264_mmsg() {
     three_pages("H264", "mmsg");
+}
+
+/// Two pages join one channel, connect peer to peer through `signal` (host candidates on
+/// loopback) and decode each other's video and receive each other's audio, while the media
+/// server sees none of it: no datagram reaches a media port and nothing is forwarded.
+#[test]
+fn p2p_two_pages() {
+    netns::enter();
+    let server = Server::start(&[]);
+    let mut args = vec![
+        format!("http://127.0.0.1:{}", server.port),
+        "room".to_string(),
+    ];
+    args.extend((0..2).map(|i| server.token("room", &format!("user{i}"), &[])));
+    let (result, stderr) = run_pages("p2p_pages.mjs", &args);
+    assert_eq!(
+        result["ok"], true,
+        "the pages did not decode each other peer to peer:\n{result:#}\n{stderr}"
+    );
+    assert_no_uncaught_exceptions(&result);
+    for page in result["pages"].as_array().expect("pages") {
+        for peer in page["peers"].as_array().expect("peers") {
+            assert_eq!(peer["localCandidate"], "host", "{peer}");
+        }
+    }
+    let m = server.metrics();
+    for counter in [
+        "switchyard_packets_received_total",
+        "switchyard_packets_sent_total",
+        "switchyard_rtp_forwarded_total",
+    ] {
+        assert_eq!(
+            m[counter], 0.0,
+            "{counter}: the media server carried media: {m:?}"
+        );
+    }
+    // At least an offer, an answer and a candidate each way went through the relay, and
+    // nothing was refused.
+    assert!(m["switchyard_signals_relayed_total"] >= 4.0, "{m:?}");
+    let refused: Vec<_> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("switchyard_signals_refused_total"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_cleaned_up(&server);
 }

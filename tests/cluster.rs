@@ -1302,3 +1302,204 @@ async fn crashed_gateway_leaves_no_ghosts() {
     );
     assert_eq!(redis.cli(&["HLEN", key]).trim(), "1");
 }
+
+/// The next message on `ws` of type `wanted`, skipping others; panics after 10 s.
+async fn next_of_type(ws: &mut Socket, wanted: &str) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {wanted} message within 10 s"));
+        match m {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).expect("JSON from the gateway");
+                if v["type"] == wanted {
+                    return v;
+                }
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("the socket ended while waiting for {wanted}: {other:?}"),
+        }
+    }
+}
+
+async fn send_json(ws: &mut Socket, v: Value) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(v.to_string())).await.expect("send");
+}
+
+/// Peer-to-peer signals between clients of two gateways (plain WebSocket clients, no media
+/// server needed): relayed through Redis to the participant named and to no one else; refused,
+/// with the request's id, for another channel's participant or an unknown one, for data over
+/// 64 KiB, and past the rate limit, without closing the socket; counted in each gateway's
+/// /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_across_gateways() {
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
+    let _gb = gateway(&dir, "gb", GATEWAY_B, &redis, &[]);
+    let (mut alice, a) = join(GATEWAY_A, &token(&dir, "room", "alice"), "room")
+        .await
+        .expect("alice joins through ga");
+    let (mut bob, b) = join(GATEWAY_B, &token(&dir, "room", "bob"), "room")
+        .await
+        .expect("bob joins through gb");
+    let (mut carol, c) = join(GATEWAY_B, &token(&dir, "other", "carol"), "other")
+        .await
+        .expect("carol joins another channel through gb");
+
+    // Across gateways, both ways, the data as it was sent.
+    let offer = serde_json::json!({"p2p": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"});
+    send_json(
+        &mut alice,
+        serde_json::json!({"type": "signal", "id": 1, "to": b, "data": offer}),
+    )
+    .await;
+    let got = next_of_type(&mut bob, "signal").await;
+    assert_eq!(
+        got,
+        serde_json::json!({"type": "signal", "from": a, "data": offer})
+    );
+    let answer = serde_json::json!({"p2p": "answer", "sdp": "v=0\r\n", "n": [1.5, null, true]});
+    send_json(
+        &mut bob,
+        serde_json::json!({"type": "signal", "to": a, "data": answer}),
+    )
+    .await;
+    let got = next_of_type(&mut alice, "signal").await;
+    assert_eq!(
+        got,
+        serde_json::json!({"type": "signal", "from": b, "data": answer})
+    );
+
+    // Refusals carry the request's id; the socket stays open.
+    for (id, to) in [("other-channel", c.as_str()), ("unknown", "p-gz-00000000")] {
+        send_json(
+            &mut alice,
+            serde_json::json!({"type": "signal", "id": id, "to": to, "data": {}}),
+        )
+        .await;
+        let e = next_of_type(&mut alice, "error").await;
+        assert_eq!(e["id"], id, "{e}");
+        assert_eq!(
+            e["reason"],
+            format!("no participant {to} in channel room"),
+            "{e}"
+        );
+    }
+    let big = "x".repeat(70 * 1024);
+    send_json(
+        &mut alice,
+        serde_json::json!({"type": "signal", "id": "big", "to": b, "data": big}),
+    )
+    .await;
+    let e = next_of_type(&mut alice, "error").await;
+    assert_eq!(e["id"], "big", "{e}");
+    assert!(
+        e["reason"].as_str().unwrap_or("").contains("at most 65536"),
+        "{e}"
+    );
+
+    // A flood: the first ones pass (the burst, less the 4 used above, plus what refills while
+    // they are handled), the rest are refused as rate limited. The last request marks the end:
+    // it is refused either way (an unknown target, or the rate), and replies come in order.
+    let flood = 400;
+    for n in 0..flood {
+        send_json(
+            &mut alice,
+            serde_json::json!({"type": "signal", "id": n, "to": b, "data": {"n": n}}),
+        )
+        .await;
+    }
+    send_json(
+        &mut alice,
+        serde_json::json!({"type": "signal", "id": "end", "to": "nobody", "data": {}}),
+    )
+    .await;
+    let mut limited = 0;
+    let end_limited = loop {
+        let e = next_of_type(&mut alice, "error").await;
+        if e["id"] == "end" {
+            break usize::from(e["reason"] == "rate limited");
+        }
+        assert_eq!(e["reason"], "rate limited", "{e}");
+        limited += 1;
+    };
+    let passed = flood - limited;
+    // 400 at 50/s with a burst of 100 would need over 6 s to pass whole.
+    assert!(
+        limited >= 1 && passed >= 96,
+        "{passed} passed, {limited} limited"
+    );
+    // Bob gets exactly those that passed, in order.
+    let mut last = -1;
+    for _ in 0..passed {
+        let s = next_of_type(&mut bob, "signal").await;
+        let n = s["data"]["n"].as_i64().expect("a flood signal");
+        assert!(n > last, "out of order: {n} after {last}");
+        last = n;
+    }
+    // The bucket refills: after a quiet second, signals pass again on the same socket.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    send_json(
+        &mut alice,
+        serde_json::json!({"type": "signal", "to": b, "data": "again"}),
+    )
+    .await;
+    let s = next_of_type(&mut bob, "signal").await;
+    assert_eq!(s["data"], "again", "{s}");
+
+    // Carol, in another channel on bob's gateway, heard none of it.
+    send_json(
+        &mut carol,
+        serde_json::json!({"type": "signal", "id": "mark", "to": "nobody", "data": {}}),
+    )
+    .await;
+    loop {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let m = tokio::time::timeout(Duration::from_secs(10), carol.next())
+            .await
+            .expect("carol's reply within 10 s");
+        let Some(Ok(Message::Text(t))) = m else {
+            panic!("carol's socket ended: {m:?}");
+        };
+        let v: Value = serde_json::from_str(&t).expect("JSON from the gateway");
+        assert_ne!(
+            v["type"], "signal",
+            "carol heard another channel's signal: {v}"
+        );
+        if v["id"] == "mark" {
+            break;
+        }
+    }
+
+    let ma = http::metrics(GATEWAY_A);
+    let refused = |reason: &str| {
+        ma.get(&format!(
+            "switchyard_signals_refused_total{{reason=\"{reason}\"}}"
+        ))
+        .copied()
+        .unwrap_or(0.0)
+    };
+    assert_eq!(
+        ma["switchyard_signals_relayed_total"],
+        (1 + passed + 1) as f64,
+        "{ma:?}"
+    );
+    assert_eq!(
+        refused("rate_limited"),
+        (limited + end_limited) as f64,
+        "{ma:?}"
+    );
+    assert_eq!(refused("too_large"), 1.0, "{ma:?}");
+    // Two wrong targets, and `end` if it got past the rate limit.
+    assert_eq!(refused("not_found"), (2 + 1 - end_limited) as f64, "{ma:?}");
+    let mb = http::metrics(GATEWAY_B);
+    assert_eq!(mb["switchyard_signals_relayed_total"], 1.0, "{mb:?}");
+}

@@ -1,6 +1,9 @@
 // The demo page: join a channel, publish camera and microphone, show everyone else.
 // Query parameters: channel, token (else a dev token is fetched), codec (VP8|H264|VP9|AV1),
-// user, region (a cluster's media server region), autojoin=1. Tests read `window.switchyard.client` once `window.switchyard.ready` resolves.
+// user, region (a cluster's media server region), autojoin=1, relay=1 (every connection's media
+// through the TURN server the server names: iceTransportPolicy 'relay'), p2p=1 (no media
+// server: connect peer to peer to everyone in the channel instead of publishing).
+// Tests read `window.switchyard.client` once `window.switchyard.ready` resolves.
 
 import { Client } from '/switchyard.js';
 
@@ -14,6 +17,8 @@ const status = (text, error = false) => {
 if (params.get('channel')) $('channel').value = params.get('channel');
 if (params.get('user')) $('user').value = params.get('user');
 if (params.get('codec')) $('codec').value = params.get('codec').toUpperCase();
+$('p2p').checked = params.get('p2p') === '1';
+$('relay').checked = params.get('relay') === '1';
 
 let resolveReady;
 let rejectReady;
@@ -51,6 +56,7 @@ async function join() {
   const channel = $('channel').value.trim();
   const user = $('user').value.trim();
   $('join-button').disabled = true;
+  for (const box of [$('p2p'), $('relay')]) box.disabled = true;
   status(`Joining ${channel}…`);
   if (!navigator.mediaDevices) {
     throw new Error('This browser allows the camera only on https:// or http://localhost pages; open the demo that way.');
@@ -60,7 +66,9 @@ async function join() {
   document.querySelector('.tile.local').hidden = false;
 
   const region = params.get('region') || undefined;
-  const client = new Client({ token: await token(channel, user), channel, region });
+  const iceTransportPolicy = $('relay').checked ? 'relay' : 'all';
+  const p2p = $('p2p').checked;
+  const client = new Client({ token: await token(channel, user), channel, region, iceTransportPolicy });
   window.switchyard.client = client;
   client.addEventListener('track', (e) => {
     const { participant, publication, stream: remote } = e.detail;
@@ -71,15 +79,36 @@ async function join() {
     tiles.get(e.detail.publication)?.remove();
     tiles.delete(e.detail.publication);
   });
+  client.addEventListener('peer', (e) => {
+    const { participant, peer, incoming } = e.detail;
+    // Whoever connects to us gets our camera too (the SDK answers once this returns).
+    if (incoming) peer.addStream(stream);
+    const key = `peer:${participant}`;
+    peer.addEventListener('track', (t) => {
+      const video = tile(key, `${participant} (peer to peer)`).querySelector('video');
+      if (video.srcObject !== t.detail.stream) video.srcObject = t.detail.stream;
+    });
+    peer.addEventListener('error', (t) => status(`${participant}: ${t.detail.reason}`, true));
+    peer.addEventListener('closed', () => {
+      tiles.get(key)?.remove();
+      tiles.delete(key);
+    });
+  });
   client.addEventListener('error', (e) => status(e.detail.reason, true));
   client.addEventListener('disconnected', (e) => status(`Disconnected: ${e.detail.reason}`, true));
 
   const joined = await client.join();
   const codec = $('codec').value || undefined;
-  await client.publish(stream, { videoCodec: codec });
+  if (p2p) {
+    // Those who join later connect to us.
+    for (const p of joined.participants) client.connectPeer(p.participant, { stream });
+  } else {
+    await client.publish(stream, { videoCodec: codec });
+  }
   $('leave-button').disabled = false;
   const others = joined.participants.length;
-  status(`In ${joined.channel} as ${joined.participant}${codec ? ` (${codec})` : ''}; ${others} other participant(s) when you joined.`);
+  const how = [p2p ? 'peer to peer' : codec, iceTransportPolicy === 'relay' ? 'relayed' : undefined].filter(Boolean).join(', ');
+  status(`In ${joined.channel} as ${joined.participant}${how ? ` (${how})` : ''}; ${others} other participant(s) when you joined.`);
   return client;
 }
 
@@ -88,6 +117,7 @@ $('join').addEventListener('submit', (e) => {
   join().then(resolveReady, (err) => {
     status(err.message, true);
     $('join-button').disabled = false;
+    for (const box of [$('p2p'), $('relay')]) box.disabled = false;
     rejectReady(err);
   });
 });
@@ -99,6 +129,7 @@ $('leave-button').addEventListener('click', async () => {
   $('local').srcObject?.getTracks().forEach((t) => t.stop());
   document.querySelector('.tile.local').hidden = true;
   $('join-button').disabled = false;
+  for (const box of [$('p2p'), $('relay')]) box.disabled = false;
   $('leave-button').disabled = true;
   status('Left the channel.');
 });

@@ -1,16 +1,28 @@
-// Switchyard browser SDK: join a channel, publish a MediaStream, receive everyone else's.
+// Switchyard browser SDK: join a channel, publish a MediaStream, receive everyone else's, or
+// connect directly to another participant (peer to peer).
 //
 // Each publication is its own RTCPeerConnection (sendonly), and each subscription to a remote
 // publication is another (recvonly): the server is always the answerer, so no renegotiation is
-// ever needed. Signalling is JSON over a WebSocket at /sync (docs/signalling.md).
+// ever needed. A peer-to-peer connection (peer.js) is negotiated between the two browsers
+// through the server's `signal` relay and its media never reaches a media server. Signalling is
+// JSON over a WebSocket at /sync (docs/signalling.md).
+
+import { Peer, receive } from './peer.js';
+
+export { Peer };
 
 /**
  * @typedef {{ kind: 'audio' | 'video', codec: string }} TrackInfo
  * @typedef {{ publication: string, tracks: TrackInfo[] }} PublicationInfo
  * @typedef {{ participant: string, user: string, publications: PublicationInfo[] }} ParticipantInfo
- * @typedef {{ participant: string, channel: string, participants: ParticipantInfo[] }} JoinResult
+ * @typedef {{ urls: string | string[], username?: string, credential?: string }} IceServer
+ * @typedef {{ participant: string, channel: string, participants: ParticipantInfo[], iceServers?: IceServer[] }} JoinResult
  * @typedef {{ participant: string, publication: string, kind: string, codec: string | undefined,
  *             framesDecoded: number, packetsReceived: number, bytesReceived: number }} RemoteStats
+ * @typedef {{ participant: string, kind: string, codec: string | undefined, framesDecoded: number,
+ *             packetsReceived: number, bytesReceived: number, localCandidate: string | undefined,
+ *             remoteCandidate: string | undefined }} PeerStats
+ *   `localCandidate`/`remoteCandidate`: the types ('host', 'srflx', 'relay'...) of the selected pair
  */
 
 /** How long to wait for ICE gathering before sending an offer anyway. */
@@ -22,7 +34,14 @@ const GATHER_TIMEOUT_MS = 2000;
  * Events (CustomEvent, data in `detail`): `participant-joined` {participant, user},
  * `participant-left` {participant}, `track` {participant, publication, track, stream},
  * `track-ended` {participant, publication}, `republished` {previous, publication}, `kicked` {reason},
- * `disconnected` {reason}, `error` {reason}.
+ * `disconnected` {reason}, `error` {reason}, `peer` {participant, peer, incoming} (a peer-to-peer
+ * connection was made: by `connectPeer`, or, `incoming`, by the other participant; a listener
+ * may call `peer.addStream(stream)` right then to send media on an incoming one, which is then
+ * answered), `signal` {from, data} (a signal of the application's own, see `signal`).
+ *
+ * Every RTCPeerConnection (publish, subscribe, peer to peer) uses the `iceServers` of the
+ * server's `joined` message (a TURN server with short-lived credentials, when it has one) and
+ * the `iceTransportPolicy` given here: 'relay' sends all media through TURN.
  *
  * When the server reports one of our own publications unpublished (its media server stopped or
  * ended it), the client publishes the same stream again, on whichever server the gateway picks,
@@ -35,6 +54,8 @@ export class Client extends EventTarget {
   #channel;
   #autoSubscribe;
   #region;
+  #iceTransportPolicy;
+  /** @type {IceServer[]} from `joined` */ #iceServers = [];
   #nextId = 1;
   #leaving = false;
   /** @type {Map<number, {resolve: (m: any) => void, reject: (e: Error) => void}>} */ #pending = new Map();
@@ -44,16 +65,24 @@ export class Client extends EventTarget {
   #remote = new Map();
   /** @type {Map<string, {id: string | undefined, participant: string, pc: RTCPeerConnection}>} by publication */
   #subscriptions = new Map();
+  /** @type {Map<string, Peer>} peer-to-peer connections by the other participant */
+  #peers = new Map();
   /** @type {string | undefined} */ participant;
   /** @type {string | undefined} */ channel;
 
   /**
-   * @param {{ url?: string, token: string, channel?: string, autoSubscribe?: boolean, region?: string }} options
+   * @param {{ url?: string, token: string, channel?: string, autoSubscribe?: boolean, region?: string,
+   *            iceTransportPolicy?: 'all' | 'relay' }} options
    *   `url` defaults to ws(s)://<this page's host>/sync; `channel` may be left out when the
-   *   token grants one channel; `region` asks a cluster for a media server in that region.
+   *   token grants one channel; `region` asks a cluster for a media server in that region;
+   *   `iceTransportPolicy` ('all' by default) goes to every RTCPeerConnection.
    */
-  constructor({ url, token, channel, autoSubscribe = true, region }) {
+  constructor({ url, token, channel, autoSubscribe = true, region, iceTransportPolicy = 'all' }) {
     super();
+    if (iceTransportPolicy !== 'all' && iceTransportPolicy !== 'relay') {
+      throw new TypeError(`iceTransportPolicy must be 'all' or 'relay', not ${JSON.stringify(iceTransportPolicy)}`);
+    }
+    this.#iceTransportPolicy = iceTransportPolicy;
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     this.#url = url ?? `${scheme}//${location.host}/sync`;
     this.#token = token;
@@ -80,6 +109,9 @@ export class Client extends EventTarget {
           joined = true;
           this.participant = m.participant;
           this.channel = m.channel;
+          // A server without TURN sends none; anything but an array is ignored rather than
+          // breaking every connection.
+          if (Array.isArray(m.iceServers)) this.#iceServers = m.iceServers;
           for (const p of m.participants) {
             for (const pub of p.publications) this.#published(p.participant, pub.publication, pub.tracks);
           }
@@ -106,7 +138,7 @@ export class Client extends EventTarget {
    */
   async publish(stream, options = {}) {
     const { videoCodec } = options;
-    const pc = newPeerConnection();
+    const pc = this.#newPeerConnection();
     for (const track of stream.getTracks()) {
       const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
       if (track.kind === 'video' && videoCodec) preferCodec(transceiver, `video/${videoCodec}`);
@@ -126,7 +158,7 @@ export class Client extends EventTarget {
     const info = this.#remote.get(publication);
     if (!info) throw new Error(`unknown publication ${publication}`);
     if (this.#subscriptions.has(publication)) return;
-    const pc = newPeerConnection();
+    const pc = this.#newPeerConnection();
     const entry = { id: undefined, participant: info.participant, pc };
     this.#subscriptions.set(publication, entry);
     for (const t of info.tracks) pc.addTransceiver(t.kind, { direction: 'recvonly' });
@@ -144,14 +176,58 @@ export class Client extends EventTarget {
     }
   }
 
+  /**
+   * Opens a direct connection to another participant of the channel, sending `stream`'s tracks
+   * (if any) and receiving theirs (`track` events on the returned Peer). The other side's SDK
+   * answers by itself and tells its application with a `peer` event. Calling it again for the
+   * same participant returns the same Peer while it is open.
+   * @param {string} participant
+   * @param {{ stream?: MediaStream }} options
+   * @returns {Peer}
+   */
+  connectPeer(participant, { stream } = {}) {
+    if (this.participant === undefined) throw new Error('join a channel first');
+    if (participant === this.participant) throw new Error('cannot connect to yourself');
+    const existing = this.#peers.get(participant);
+    if (existing) return existing;
+    const peer = this.#newPeer(participant, false);
+    if (stream) peer.addStream(stream);
+    peer.start();
+    return peer;
+  }
+
+  /** The ICE servers every connection uses (from `joined`; empty before it). @returns {IceServer[]} */
+  get iceServers() {
+    return this.#iceServers;
+  }
+
+  /** Every open peer-to-peer connection. @returns {Peer[]} */
+  peers() {
+    return [...this.#peers.values()];
+  }
+
+  /**
+   * Sends `data` (any JSON) to another participant of the channel through the server; it gets
+   * a `signal` event. The SDK's own peer-to-peer signals use it too; they are told apart by a
+   * `p2p` field, so the application's data must not have one.
+   */
+  signal(to, data) {
+    if (this.#ws?.readyState !== WebSocket.OPEN) throw new Error('not connected');
+    // The id names the target so that a refusal (it left, rate limited...) finds its Peer.
+    this.#ws.send(JSON.stringify({ type: 'signal', id: `signal:${to}`, to, data }));
+  }
+
   /** Leaves the channel and closes every connection. */
   async leave() {
     if (this.#ws?.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify({ type: 'leave' }));
     this.#leaving = true;
     for (const p of this.#publications.values()) p.pc.close();
     for (const s of this.#subscriptions.values()) s.pc.close();
+    // The others hear that we left; no need to tell each peer.
+    for (const p of [...this.#peers.values()]) p.close(false);
     this.#publications.clear();
     this.#subscriptions.clear();
+    this.#peers.clear();
     this.#ws?.close();
   }
 
@@ -160,6 +236,7 @@ export class Client extends EventTarget {
     return [
       ...[...this.#publications].map(([id, p]) => ({ kind: 'publish', id, pc: p.pc })),
       ...[...this.#subscriptions].map(([publication, s]) => ({ kind: 'subscribe', id: s.id, publication, pc: s.pc })),
+      ...[...this.#peers].map(([participant, p]) => ({ kind: 'peer', id: participant, pc: p.pc })),
     ];
   }
 
@@ -178,6 +255,34 @@ export class Client extends EventTarget {
           framesDecoded: r.framesDecoded ?? 0,
           packetsReceived: r.packetsReceived ?? 0,
           bytesReceived: r.bytesReceived ?? 0,
+        });
+      });
+    }
+    return out;
+  }
+
+  /** What arrives on each peer-to-peer connection. @returns {Promise<PeerStats[]>} */
+  async getPeerStats() {
+    const out = [];
+    for (const [participant, peer] of this.#peers) {
+      const report = await peer.pc.getStats();
+      let pair;
+      report.forEach((r) => {
+        if (r.type === 'transport' && r.selectedCandidatePairId) pair = report.get(r.selectedCandidatePairId);
+      });
+      const localCandidate = pair ? report.get(pair.localCandidateId)?.candidateType : undefined;
+      const remoteCandidate = pair ? report.get(pair.remoteCandidateId)?.candidateType : undefined;
+      report.forEach((r) => {
+        if (r.type !== 'inbound-rtp') return;
+        out.push({
+          participant,
+          kind: r.kind,
+          codec: r.codecId ? report.get(r.codecId)?.mimeType : undefined,
+          framesDecoded: r.framesDecoded ?? 0,
+          packetsReceived: r.packetsReceived ?? 0,
+          bytesReceived: r.bytesReceived ?? 0,
+          localCandidate,
+          remoteCandidate,
         });
       });
     }
@@ -209,9 +314,19 @@ export class Client extends EventTarget {
       case 'answer':
         pending?.resolve(m);
         break;
-      case 'error':
-        if (pending) pending.reject(new Error(m.reason));
-        else this.#emit('error', { reason: m.reason });
+      case 'error': {
+        if (pending) {
+          pending.reject(new Error(m.reason));
+          break;
+        }
+        const to = typeof m.id === 'string' && m.id.startsWith('signal:') ? m.id.slice('signal:'.length) : undefined;
+        const peer = to === undefined ? undefined : this.#peers.get(to);
+        if (peer) peer.dispatchEvent(new CustomEvent('error', { detail: { reason: m.reason } }));
+        this.#emit('error', { reason: to === undefined ? m.reason : `signal to ${to}: ${m.reason}` });
+        break;
+      }
+      case 'signal':
+        this.#onSignal(m.from, m.data);
         break;
       case 'resubscribe': {
         // The server carrying this subscription is gone; the publication is not.
@@ -232,6 +347,7 @@ export class Client extends EventTarget {
         this.#emit('participant-joined', { participant: m.participant, user: m.user });
         break;
       case 'participant-left':
+        this.#peers.get(m.participant)?.close(false);
         this.#emit('participant-left', { participant: m.participant });
         break;
       case 'published':
@@ -272,6 +388,59 @@ export class Client extends EventTarget {
     }
   }
 
+  /** A signal from another participant: for one of our peers, a new peer, or the application. */
+  #onSignal(from, data) {
+    if (typeof from !== 'string') return;
+    if (data === null || typeof data !== 'object' || typeof data.p2p !== 'string') {
+      this.#emit('signal', { from, data });
+      return;
+    }
+    let peer = this.#peers.get(from);
+    if (!peer) {
+      // Only these start a connection; anything else is left over from one that is closed.
+      if (data.p2p !== 'connect' && data.p2p !== 'offer') return;
+      peer = this.#newPeer(from, true);
+    }
+    peer[receive](data);
+  }
+
+  /** Makes a Peer and announces it (a `peer` listener may add media before it starts). */
+  #newPeer(participant, incoming) {
+    const peer = new Peer({
+      participant,
+      // Both sides compare the same two ids, so exactly one of them offers.
+      offerer: this.participant < participant,
+      incoming,
+      config: this.#rtcConfiguration(),
+      send: (data) => {
+        try {
+          this.signal(participant, data);
+        } catch (e) {
+          peer.dispatchEvent(new CustomEvent('error', { detail: { reason: e.message } }));
+        }
+      },
+    });
+    this.#peers.set(participant, peer);
+    peer.addEventListener('closed', () => {
+      if (this.#peers.get(participant) === peer) this.#peers.delete(participant);
+    });
+    this.#emit('peer', { participant, peer, incoming });
+    return peer;
+  }
+
+  #rtcConfiguration() {
+    return {
+      iceServers: this.#iceServers,
+      iceTransportPolicy: this.#iceTransportPolicy,
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+    };
+  }
+
+  #newPeerConnection() {
+    return new RTCPeerConnection(this.#rtcConfiguration());
+  }
+
   #published(participant, publication, tracks) {
     this.#remote.set(publication, { participant, tracks });
     if (this.#autoSubscribe) {
@@ -282,10 +451,6 @@ export class Client extends EventTarget {
   #emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
-}
-
-function newPeerConnection() {
-  return new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
 }
 
 /** Puts only `mimeType` in the transceiver's codec list (the server answers with the first). */

@@ -1,6 +1,7 @@
 //! Just enough HTTP/1.1 for the tests (one request per connection), so they need no client
 //! library.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -72,6 +73,17 @@ pub fn request(
 
 pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
     request(port, "GET", path, &[], "")
+}
+
+/// `/metrics` on 127.0.0.1:`port` as name{labels} -> value.
+pub fn metrics(port: u16) -> HashMap<String, f64> {
+    let r = get(port, "/metrics").expect("GET /metrics");
+    r.body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
 }
 
 fn dechunk(mut s: &str) -> String {

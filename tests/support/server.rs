@@ -100,13 +100,7 @@ impl Server {
 
     /// `/metrics` as name{labels} -> value.
     pub fn metrics(&self) -> HashMap<String, f64> {
-        let r = http::get(self.port, "/metrics").expect("GET /metrics");
-        r.body
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.rsplit_once(' '))
-            .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-            .collect()
+        http::metrics(self.port)
     }
 
     pub fn drops(&self, reason: &str) -> f64 {

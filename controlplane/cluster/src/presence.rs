@@ -210,6 +210,15 @@ impl Presence {
         }
     }
 
+    /// Whether participant `id` is in `channel`, on any gateway (one field read, not the whole
+    /// hash: it is asked for every peer-to-peer signal to another gateway's client).
+    pub async fn has_participant(&self, channel: &str, id: &str) -> Result<bool> {
+        match self {
+            Presence::Memory(m) => Ok(m.channel(channel, |c| c.participants.contains_key(id))),
+            Presence::Redis(r) => Ok(r.con().hexists(r.key(channel, "participants"), id).await?),
+        }
+    }
+
     /// Channels with participants, sorted.
     pub async fn channels(&self) -> Result<Vec<String>> {
         let mut channels: Vec<String> = match self {
@@ -601,6 +610,9 @@ mod tests {
             p.participants("c").await.unwrap(),
             vec![("p1".into(), entry)]
         );
+        assert!(p.has_participant("c", "p1").await.unwrap());
+        assert!(!p.has_participant("c", "p2").await.unwrap());
+        assert!(!p.has_participant("other", "p1").await.unwrap());
         let publication = PublicationEntry {
             participant: "p1".into(),
             server: "ms1".into(),

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 
+use serde_json::Value;
 use switchyard_store::ChannelConfig;
 use tokio::sync::{mpsc, watch};
 
@@ -78,6 +79,18 @@ pub trait Channels: Send + Sync + 'static {
         channel: &str,
         participant: &str,
         subscription: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Relays a peer-to-peer `signal` from `from` to participant `to` of the same channel, as
+    /// [`ServerMessage::Signal`]. `NotFound` when `to` is not in the channel (in another
+    /// channel or none), `BadRequest` when it cannot receive signals (a WHIP/WHEP session).
+    /// The sender's limits are checked before this ([`crate::p2p`]).
+    fn signal(
+        &self,
+        channel: &str,
+        from: &str,
+        to: &str,
+        data: Value,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Removes the participant with everything it publishes and receives.

@@ -14,6 +14,7 @@ pub mod follow;
 pub mod ice_servers;
 mod ids;
 pub mod metrics;
+pub mod p2p;
 pub mod pipe;
 pub mod protocol;
 mod rooms;

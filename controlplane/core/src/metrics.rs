@@ -16,6 +16,10 @@ use switchyard_dataplane::worker::MediaServer;
 pub struct Metrics {
     signalling_errors: Mutex<BTreeMap<&'static str, u64>>,
     auth_failures: AtomicU64,
+    /// Peer-to-peer signals handed on to their target (by the sender's gateway).
+    signals_relayed: AtomicU64,
+    /// Peer-to-peer signals refused, by reason.
+    signals_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -29,6 +33,18 @@ impl Metrics {
 
     pub fn auth_failure(&self) {
         self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn signal_relayed(&self) {
+        self.signals_relayed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn signal_refused(&self, reason: &'static str) {
+        let mut m = self
+            .signals_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *m.entry(reason).or_default() += 1;
     }
 
     /// Appends the signalling counters (shared by all-in-one and the gateway).
@@ -53,6 +69,28 @@ impl Metrics {
             "Requests with a bad or missing token.",
             self.auth_failures.load(Ordering::Relaxed),
         );
+        metric(
+            out,
+            "switchyard_signals_relayed_total",
+            "counter",
+            "Peer-to-peer signals relayed to another participant.",
+            self.signals_relayed.load(Ordering::Relaxed),
+        );
+        out.push_str(
+            "# HELP switchyard_signals_refused_total Peer-to-peer signals refused, by reason.\n",
+        );
+        out.push_str("# TYPE switchyard_signals_refused_total counter\n");
+        let refused = self
+            .signals_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (reason, n) in refused {
+            let _ = writeln!(
+                out,
+                "switchyard_signals_refused_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
     }
 }
 
@@ -207,4 +245,40 @@ pub fn render(media: &MediaServer, signalling: &Metrics, live: Live) -> String {
         live.subscriptions as u64,
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_counted_relayed_and_refused_by_reason() {
+        let m = Metrics::default();
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(
+            out.contains("\nswitchyard_signals_relayed_total 0\n"),
+            "{out}"
+        );
+        assert!(!out.contains("switchyard_signals_refused_total{"), "{out}");
+        m.signal_relayed();
+        m.signal_relayed();
+        m.signal_refused("rate_limited");
+        m.signal_refused("not_found");
+        m.signal_refused("rate_limited");
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(
+            out.contains("\nswitchyard_signals_relayed_total 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("switchyard_signals_refused_total{reason=\"rate_limited\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("switchyard_signals_refused_total{reason=\"not_found\"} 1\n"),
+            "{out}"
+        );
+    }
 }

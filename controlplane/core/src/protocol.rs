@@ -33,7 +33,30 @@ pub enum ClientMessage {
     Unsubscribe {
         subscription: String,
     },
+    /// Peer-to-peer signalling: `data` (any JSON: an SDP, an ICE candidate...) is relayed as it
+    /// is to participant `to` of the same channel. No reply unless it is refused.
+    Signal {
+        #[serde(default)]
+        id: Option<Value>,
+        to: String,
+        data: Value,
+    },
     Leave,
+}
+
+impl ClientMessage {
+    /// The request's `id`, for the reply (requests that take none have none).
+    pub fn id(&self) -> Option<&Value> {
+        match self {
+            ClientMessage::Publish { id, .. }
+            | ClientMessage::Subscribe { id, .. }
+            | ClientMessage::Signal { id, .. } => id.as_ref(),
+            ClientMessage::Join { .. }
+            | ClientMessage::Unpublish { .. }
+            | ClientMessage::Unsubscribe { .. }
+            | ClientMessage::Leave => None,
+        }
+    }
 }
 
 /// What the server sends. Gateways also pass these to each other through Redis.
@@ -87,6 +110,11 @@ pub enum ServerMessage {
     Resubscribe {
         publication: String,
     },
+    /// A `signal` another participant of the channel sent this client, `data` as it was sent.
+    Signal {
+        from: String,
+        data: Value,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,5 +165,37 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s, r#"{"type":"error","reason":"no"}"#);
+    }
+
+    #[test]
+    fn signals_carry_any_json_both_ways() {
+        let m: ClientMessage = serde_json::from_str(
+            r#"{"type":"signal","id":"a","to":"p2","data":{"sdp":"v=0","n":[1,null]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Signal {
+                id: Some(Value::from("a")),
+                to: "p2".into(),
+                data: serde_json::json!({"sdp": "v=0", "n": [1, null]}),
+            }
+        );
+        let missing = serde_json::from_str::<ClientMessage>(r#"{"type":"signal","to":"p2"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("missing field `data`"), "{missing}");
+
+        // Gateways pass it to each other as JSON: the data comes back as it went.
+        let out = ServerMessage::Signal {
+            from: "p1".into(),
+            data: serde_json::json!({"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "big": u64::MAX}),
+        };
+        let text = serde_json::to_string(&out).unwrap();
+        assert!(
+            text.starts_with(r#"{"type":"signal","from":"p1","data":{"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), out);
     }
 }

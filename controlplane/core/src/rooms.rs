@@ -5,10 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde_json::Value;
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::spec::{ProducerId, RouterId, TransportId};
 use tokio::sync::mpsc;
 
+use crate::error::Error;
 use crate::ids;
 use crate::protocol::{ParticipantInfo, PublicationInfo, ServerMessage, TrackInfo};
 
@@ -98,6 +100,28 @@ impl Channel {
                     .collect(),
             })
             .collect()
+    }
+
+    /// Hands a peer-to-peer signal from `from` to `to`, who must be in this channel with a
+    /// socket to hear it. The sender cannot tell a participant of another channel from one that
+    /// never existed: both are simply not here.
+    pub fn signal(&self, name: &str, from: &str, to: &str, data: Value) -> Result<(), Error> {
+        let target = self
+            .participants
+            .get(to)
+            .ok_or_else(|| Error::NotFound(format!("no participant {to} in channel {name}")))?;
+        let outbox = target.outbox.as_ref().ok_or_else(|| {
+            Error::BadRequest(format!(
+                "{to} is a WHIP/WHEP session and cannot receive signals"
+            ))
+        })?;
+        let message = ServerMessage::Signal {
+            from: from.to_string(),
+            data,
+        };
+        outbox
+            .send(message)
+            .map_err(|_| Error::Gone(format!("{to} is leaving channel {name}")))
     }
 
     fn is_empty(&self) -> bool {
@@ -220,6 +244,59 @@ mod tests {
         assert!(!r.channels.contains_key("a"));
         let router = r.channel("a").router;
         assert_ne!(router, r.channel("b").router);
+    }
+
+    fn participant(
+        ch: &mut Channel,
+        id: &str,
+        socket: bool,
+    ) -> Option<mpsc::UnboundedReceiver<ServerMessage>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        ch.participants.insert(
+            id.into(),
+            Participant {
+                user: id.into(),
+                outbox: socket.then_some(tx),
+            },
+        );
+        socket.then_some(rx)
+    }
+
+    #[test]
+    fn signals_reach_only_participants_of_the_same_channel() {
+        let mut r = Rooms::new(1);
+        let mut alice = participant(r.channel("a"), "alice", true).unwrap();
+        let mut bob = participant(r.channel("a"), "bob", true).unwrap();
+        participant(r.channel("a"), "whip", false);
+        let mut carol = participant(r.channel("b"), "carol", true).unwrap();
+        let data = serde_json::json!({"candidate": "candidate:1 1 udp 2113937151 127.0.0.1 5000 typ host"});
+
+        r.channel("a")
+            .signal("a", "alice", "bob", data.clone())
+            .unwrap();
+        assert_eq!(
+            bob.try_recv().ok(),
+            Some(ServerMessage::Signal {
+                from: "alice".into(),
+                data: data.clone()
+            })
+        );
+        assert!(alice.try_recv().is_err(), "the sender hears nothing back");
+
+        let e = r.channel("a").signal("a", "alice", "carol", data.clone());
+        assert!(
+            matches!(&e, Err(Error::NotFound(m)) if m == "no participant carol in channel a"),
+            "{e:?}"
+        );
+        assert!(carol.try_recv().is_err(), "another channel's participant");
+        let e = r.channel("a").signal("a", "alice", "nobody", data.clone());
+        assert!(matches!(e, Err(Error::NotFound(_))), "{e:?}");
+        let e = r.channel("a").signal("a", "alice", "whip", data.clone());
+        assert!(matches!(e, Err(Error::BadRequest(_))), "{e:?}");
+
+        drop(bob);
+        let e = r.channel("a").signal("a", "alice", "bob", data);
+        assert!(matches!(e, Err(Error::Gone(_))), "{e:?}");
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub fn signalling_routes<C: Channels>() -> Router<Arc<C>> {
         .route("/", get(web::index))
         .route("/demo.js", get(web::demo))
         .route("/switchyard.js", get(web::sdk))
+        .route("/peer.js", get(web::peer))
         .route("/style.css", get(web::style))
         .route("/sync", get(signalling::sync::<C>))
         .route(

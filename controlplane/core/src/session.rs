@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
+use serde_json::Value;
 use switchyard_dataplane::ice::Credentials;
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
@@ -875,6 +876,17 @@ impl Channels for AppState {
         subscription: &str,
     ) -> Result<(), Error> {
         AppState::unsubscribe(self, channel, participant, subscription)
+    }
+
+    /// Only the sockets of this process's own participants can hear it: all-in-one has no
+    /// other gateway.
+    async fn signal(&self, channel: &str, from: &str, to: &str, data: Value) -> Result<(), Error> {
+        let rooms = self.rooms();
+        let ch = rooms
+            .channels
+            .get(channel)
+            .ok_or_else(|| Error::NotFound(format!("no participant {to} in channel {channel}")))?;
+        ch.signal(channel, from, to, data)
     }
 
     async fn leave(&self, channel: &str, participant: &str) {

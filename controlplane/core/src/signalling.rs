@@ -2,6 +2,7 @@
 //! SDP offers, and hear about everyone else in the channel.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::channels::Channels;
 use crate::error::Error;
+use crate::p2p::{self, TokenBucket};
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::rules::Rules;
 use crate::token::{Claims, TokenError};
@@ -79,6 +81,8 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
     let mut forward = None;
     let mut shutdown = state.shutdown();
     let mut joined: Option<Joined> = None;
+    // Peer-to-peer signals are limited per connection, the unit a misbehaving client controls.
+    let mut signals = TokenBucket::for_signals(Instant::now());
     loop {
         let message = tokio::select! {
             m = stream.next() => m,
@@ -180,8 +184,14 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
                     "already joined; open another connection for another channel",
                 );
             }
-            (_, None) => reply_error(&*state, &out_tx, None, "not_joined", "send join first"),
+            (other, None) => {
+                let id = other.id().cloned();
+                reply_error(&*state, &out_tx, id, "not_joined", "send join first");
+            }
             (ClientMessage::Leave, Some(_)) => break,
+            (ClientMessage::Signal { id, to, data }, Some(j)) => {
+                relay_signal(&*state, j, &mut signals, id, &to, data, &out_tx).await;
+            }
             (other, Some(j)) => {
                 if let Err((id, e)) = handle(&*state, j, other, &out_tx).await {
                     reply_error(&*state, &out_tx, id, e.metric(), &e.to_string());
@@ -298,9 +308,34 @@ async fn handle<C: Channels>(
                 .await
                 .map_err(|e| (None, e))?;
         }
-        ClientMessage::Join { .. } | ClientMessage::Leave => {}
+        ClientMessage::Join { .. } | ClientMessage::Leave | ClientMessage::Signal { .. } => {}
     }
     Ok(())
+}
+
+/// Relays a peer-to-peer signal within the sender's channel, or tells the sender why not. A
+/// refusal never closes the socket: the client's other work goes on.
+async fn relay_signal<C: Channels>(
+    state: &C,
+    j: &Joined,
+    bucket: &mut TokenBucket,
+    id: Option<Value>,
+    to: &str,
+    data: Value,
+    out: &mpsc::UnboundedSender<Out>,
+) {
+    if let Err(refusal) = p2p::check(&j.participant, to, &data, bucket, Instant::now()) {
+        state.metrics().signal_refused(refusal.metric());
+        reply_error(state, out, id, refusal.metric(), &refusal.reason());
+        return;
+    }
+    match state.signal(&j.channel, &j.participant, to, data).await {
+        Ok(()) => state.metrics().signal_relayed(),
+        Err(e) => {
+            state.metrics().signal_refused(e.metric());
+            reply_error(state, out, id, e.metric(), &e.to_string());
+        }
+    }
 }
 
 fn reply_error<C: Channels>(

@@ -15,6 +15,8 @@ use crate::token::{self, ChannelClaim, Claims};
 const INDEX: &str = include_str!("../../../web/index.html");
 const DEMO: &str = include_str!("../../../web/demo.js");
 const SDK: &str = include_str!("../../../web/switchyard.js");
+/// The SDK's peer-to-peer connections, which `switchyard.js` imports.
+const PEER: &str = include_str!("../../../web/peer.js");
 const STYLE: &str = include_str!("../../../web/style.css");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -38,6 +40,10 @@ pub async fn demo() -> Response {
 
 pub async fn sdk() -> Response {
     asset("text/javascript; charset=utf-8", SDK)
+}
+
+pub async fn peer() -> Response {
+    asset("text/javascript; charset=utf-8", PEER)
 }
 
 pub async fn style() -> Response {

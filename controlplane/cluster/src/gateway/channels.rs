@@ -2,6 +2,7 @@
 //! is recorded in presence; media is placed on media servers and recorded there too, so every
 //! gateway can tell its clients about it.
 
+use serde_json::Value;
 use switchyard_controlplane::channels::{Channels, Joined};
 use switchyard_controlplane::error::Error;
 use switchyard_controlplane::metrics::Metrics;
@@ -15,7 +16,9 @@ use super::Gateway;
 use super::clients::Client;
 use super::media_client::{CallError, ending};
 use crate::api::{PublishReply, PublishRequest, SubscribeReply, SubscribeRequest};
-use crate::presence::{ParticipantEntry, PresenceError, PublicationEntry, SubscriptionEntry};
+use crate::presence::{
+    ChannelEvent, ParticipantEntry, PresenceError, PublicationEntry, SubscriptionEntry,
+};
 
 impl Channels for Gateway {
     fn applications(&self) -> &Applications {
@@ -322,6 +325,35 @@ impl Channels for Gateway {
         Ok(())
     }
 
+    /// A client of this gateway gets the signal straight from here; another gateway's client
+    /// through the channel's events in Redis, addressed to it alone, after presence says it is
+    /// in the channel (so the sender hears of a wrong target at once).
+    async fn signal(&self, channel: &str, from: &str, to: &str, data: Value) -> Result<(), Error> {
+        let message = ServerMessage::Signal {
+            from: from.to_string(),
+            data,
+        };
+        // The outbox is cloned out so that nothing is sent under the clients' lock.
+        if let Some(outbox) = self.clients.with(channel, to, |c| c.outbox.clone()) {
+            return outbox
+                .send(message)
+                .map_err(|_| Error::Gone(format!("{to} is leaving channel {channel}")));
+        }
+        if !self.presence.has_participant(channel, to).await? {
+            return Err(Error::NotFound(format!(
+                "no participant {to} in channel {channel}"
+            )));
+        }
+        let event = ChannelEvent {
+            channel: channel.to_string(),
+            except: None,
+            to: Some(to.to_string()),
+            message,
+        };
+        self.presence.send(&event).await?;
+        Ok(())
+    }
+
     async fn leave(&self, channel: &str, participant: &str) {
         let Some(gone) = self.clients.forget(channel, participant) else {
             return;
@@ -337,5 +369,91 @@ impl Channels for Gateway {
         )
         .await;
         tracing::info!(channel, participant, "left");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::gateway::tests::gateway_sharing;
+    use crate::presence::Presence;
+
+    /// The next signal in `rx`, skipping presence events.
+    async fn next_signal(rx: &mut mpsc::UnboundedReceiver<ServerMessage>) -> ServerMessage {
+        loop {
+            let m = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a message within 5 s")
+                .expect("the outbox is open");
+            if let ServerMessage::Signal { .. } = m {
+                return m;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn signals_cross_gateways_within_one_channel_only() {
+        let presence = Presence::memory();
+        let g1 = gateway_sharing("g1", presence.clone()).await;
+        let g2 = gateway_sharing("g2", presence).await;
+        let (a_tx, mut a_rx) = mpsc::unbounded_channel();
+        let (b_tx, mut b_rx) = mpsc::unbounded_channel();
+        let (d_tx, mut d_rx) = mpsc::unbounded_channel();
+        let (e_tx, mut e_rx) = mpsc::unbounded_channel();
+        let (alice, _) = g1.join("c", "alice", None, a_tx).await.unwrap();
+        let (bob, _) = g2.join("c", "bob", None, b_tx).await.unwrap();
+        let (dave, _) = g1.join("c", "dave", None, d_tx).await.unwrap();
+        let (eve, _) = g1.join("other", "eve", None, e_tx).await.unwrap();
+        let offer = json!({"description": {"type": "offer", "sdp": "v=0\r\n"}});
+
+        // To another gateway's client, through presence events.
+        g1.signal("c", &alice, &bob, offer.clone()).await.unwrap();
+        assert_eq!(
+            next_signal(&mut b_rx).await,
+            ServerMessage::Signal {
+                from: alice.clone(),
+                data: offer.clone()
+            }
+        );
+        // And back, to this gateway's own client.
+        g2.signal("c", &bob, &alice, json!(null)).await.unwrap();
+        assert_eq!(
+            next_signal(&mut a_rx).await,
+            ServerMessage::Signal {
+                from: bob.clone(),
+                data: json!(null)
+            }
+        );
+        g1.signal("c", &alice, &dave, json!(1)).await.unwrap();
+        assert_eq!(
+            next_signal(&mut d_rx).await,
+            ServerMessage::Signal {
+                from: alice.clone(),
+                data: json!(1)
+            }
+        );
+
+        // Another channel's participant is as unknown as one that never was.
+        for to in [eve.as_str(), "p-g9-00000000"] {
+            let e = g1.signal("c", &alice, to, json!(2)).await.unwrap_err();
+            assert!(matches!(e, Error::NotFound(_)), "{e}");
+            assert_eq!(e.to_string(), format!("no participant {to} in channel c"));
+        }
+        let e = g2.signal("c", &bob, &eve, json!(2)).await.unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
+        // A refused signal is not sent anywhere (refusals return before anything is sent).
+        tokio::task::yield_now().await;
+        for rx in [&mut a_rx, &mut b_rx, &mut d_rx, &mut e_rx] {
+            while let Ok(m) = rx.try_recv() {
+                assert!(!matches!(m, ServerMessage::Signal { .. }), "{m:?}");
+            }
+        }
+
+        // A client that left cannot be reached.
+        g2.leave("c", &bob).await;
+        let e = g1.signal("c", &alice, &bob, json!(3)).await.unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
     }
 }

@@ -247,6 +247,12 @@ pub(crate) mod tests {
     /// A gateway on the in-memory registry and presence and an in-memory SQLite store (no
     /// network, no other process), its event pump running.
     pub(crate) async fn gateway(id: &str) -> Arc<Gateway> {
+        gateway_sharing(id, Presence::memory()).await
+    }
+
+    /// A gateway as [`gateway`] makes one, on `presence` (which other gateways may share, as
+    /// gateways of a cluster share Redis).
+    pub(crate) async fn gateway_sharing(id: &str, presence: Presence) -> Arc<Gateway> {
         let store = Store::open(Some("sqlite::memory:"), std::path::Path::new("."))
             .await
             .unwrap();
@@ -257,7 +263,7 @@ pub(crate) mod tests {
             Applications::default(),
             store,
             Registry::Memory(MemoryRegistry::new()),
-            Presence::memory(),
+            presence,
             AllowList::parse("127.0.0.1").unwrap(),
         )
         .unwrap();
