@@ -6,7 +6,8 @@
 # Redis for the cluster tests, started on 127.0.0.1:6379 unless one answers there, coturn as
 # the STUN server for public-IP detection, PostgreSQL for the configuration store's tests, a
 # throwaway cluster with trust authentication started on 127.0.0.1:5432 unless one answers
-# there, with a database `test`),
+# there, with a database `test`, systemd for systemd-analyze and binutils for readelf, which
+# tests/deploy.rs and scripts/deb.sh use),
 # cargo-nextest and cargo-fuzz, playwright-core (tests/browser, never a browser download), and
 # a Python venv at .venv with aiortc. Then builds the workspace once, checks formatting and
 # lints, runs all tests with cargo-nextest (each end-to-end test in its own network namespace),
@@ -21,7 +22,7 @@ started=$SECONDS
 
 step() { printf '\n==> [%3ds] %s\n' $((SECONDS - started)) "$*"; }
 
-APT_PACKAGES=(chromium iproute2 util-linux curl nodejs npm janus redis-server coturn postgresql)
+APT_PACKAGES=(chromium iproute2 util-linux curl nodejs npm janus redis-server coturn postgresql systemd binutils)
 
 step "system packages"
 missing=()
