@@ -526,7 +526,7 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
     let backend = media.backend();
     let turn = turn::start(
         &config,
-        &args.dev.data_dir,
+        Some(&args.dev.data_dir),
         turn::Media {
             bind_ip: args.media.media_bind,
             announced: &announce,

@@ -376,9 +376,22 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
             core_count: workers as u32,
             cluster_address: SocketAddr::new(cluster_ip, port).to_string(),
         };
+        let turn = crate::turn::start(
+            &config,
+            None,
+            crate::turn::Media {
+                bind_ip: args.media.media_bind,
+                announced: &announce,
+                ports: &ports,
+                workers,
+            },
+        )?;
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         let mut state = AppState::new(media, Applications::default(), announce.clone());
         state.ended = Some(ended_tx);
+        state.turn = turn.map(|t| {
+            switchyard_controlplane::ice_servers::Turn::new(Arc::new(t.service), t.secrets, t.urls)
+        });
         let state = Arc::new(state);
         let node = Arc::new(Node::new(state.clone(), base_record, capacity, internal));
         tracing::info!(

@@ -37,7 +37,15 @@ pub struct Media<'a> {
 
 /// Starts TURN unless `TURN:ENABLED=false`. Every listener is bound before this returns, so
 /// a taken port stops the process at start with the setting to change.
-pub fn start(config: &Config, data_dir: &Path, media: Media<'_>) -> Result<Option<Turn>, Fatal> {
+///
+/// Without `TURN:SECRET`, a process with a data directory (all-in-one) generates one there; a
+/// cluster media server has none and runs no TURN, since the gateways that hand out
+/// credentials must share the secret.
+pub fn start(
+    config: &Config,
+    data_dir: Option<&Path>,
+    media: Media<'_>,
+) -> Result<Option<Turn>, Fatal> {
     if !config.flag("TURN:ENABLED", true) {
         tracing::info!("TURN: disabled (TURN:ENABLED=false)");
         return Ok(None);
@@ -45,6 +53,12 @@ pub fn start(config: &Config, data_dir: &Path, media: Media<'_>) -> Result<Optio
     let secret = match config.get("TURN:SECRET") {
         Some(s) => s.trim().to_string(),
         None => {
+            let Some(data_dir) = data_dir else {
+                tracing::warn!(
+                    "TURN: off, since TURN:SECRET is not set (set the same TURN:SECRET on gateways and media servers)"
+                );
+                return Ok(None);
+            };
             let (secret, path) =
                 switchyard_controlplane::dev::turn_secret(data_dir).map_err(|source| {
                     Fatal::DataDir {

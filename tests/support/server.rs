@@ -19,11 +19,16 @@ impl Server {
     /// Starts the server on the default ports (the test is in its own namespace) with `args`
     /// and its own data directory, and waits until /health answers.
     pub fn start(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables (settings such as `TURN__SECRET`).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = temp_dir();
         let data = dir.join("data");
         let mut full = vec!["--data-dir".to_string(), data.display().to_string()];
         full.extend(args.iter().map(|a| a.to_string()));
-        Server::spawn(&dir, &full, &[], data)
+        Server::spawn(&dir, &full, env, data)
     }
 
     /// Starts the server with no `--data-dir`, in working directory `cwd`, with extra
