@@ -2,27 +2,27 @@
 //! `BATCH` datagrams per system call each way.
 
 use std::io;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use super::{Handler, MAX_DATAGRAM, Tx, Waker, addr};
 
 /// Datagrams per recvmmsg/sendmmsg call.
-const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 /// Receive batches per loop iteration before timers get a turn.
 const MAX_RECV_BATCHES: usize = 16;
 
 /// Preallocated message headers for one direction; `mmsghdr` holds raw pointers into the
 /// boxed arrays, which never move.
-struct Messages {
+pub(crate) struct Messages {
     hdrs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
     names: Box<[libc::sockaddr_in6]>,
 }
 
 impl Messages {
-    fn new() -> Messages {
+    pub(crate) fn new() -> Messages {
         // SAFETY: mmsghdr and iovec are plain data for which all-zero bytes are valid.
         let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
         let zero_iov = libc::iovec {
@@ -61,8 +61,7 @@ pub(super) fn run(
     tx: &mut Tx,
 ) -> io::Result<()> {
     let fd = socket.as_raw_fd();
-    let mut rx_bufs = vec![0u8; BATCH * MAX_DATAGRAM].into_boxed_slice();
-    let mut rx = Messages::new();
+    let mut rx = Receiver::new();
     let mut out = Messages::new();
     let mut deadline = handler.on_tick(Instant::now(), tx);
     loop {
@@ -101,7 +100,7 @@ pub(super) fn run(
         let now = Instant::now();
         if fds[0].revents & libc::POLLIN != 0 {
             for _ in 0..MAX_RECV_BATCHES {
-                let got = receive(fd, &mut rx_bufs, &mut rx, now, handler, tx)?;
+                let got = rx.receive(fd, |src, data| handler.on_datagram(now, src, data, tx))?;
                 if got < BATCH {
                     break;
                 }
@@ -112,61 +111,74 @@ pub(super) fn run(
     }
 }
 
-/// One recvmmsg call; returns how many datagrams it brought.
-fn receive(
-    fd: i32,
-    bufs: &mut [u8],
-    rx: &mut Messages,
-    now: Instant,
-    handler: &mut impl Handler,
-    tx: &mut Tx,
-) -> io::Result<usize> {
-    for i in 0..BATCH {
-        let buf = bufs[i * MAX_DATAGRAM..].as_mut_ptr();
-        rx.set(i, buf, MAX_DATAGRAM, addr::STORAGE_LEN as libc::socklen_t);
-    }
-    // SAFETY: every header points at live buffers and name storage owned by `bufs` and `rx`.
-    let n = unsafe {
-        libc::recvmmsg(
-            fd,
-            rx.hdrs.as_mut_ptr(),
-            BATCH as u32,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-            // ICMP errors from earlier sends surface here; they concern no one datagram.
-            _ if e.raw_os_error() == Some(libc::ECONNREFUSED) => Ok(0),
-            _ => Err(e),
-        };
-    }
-    let n = n as usize;
-    for i in 0..n {
-        let h = &rx.hdrs[i];
-        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-            continue;
+/// Receive buffers and headers for one recvmmsg call of up to `BATCH` datagrams.
+pub(crate) struct Receiver {
+    bufs: Box<[u8]>,
+    msgs: Messages,
+}
+
+impl Receiver {
+    pub(crate) fn new() -> Receiver {
+        Receiver {
+            bufs: vec![0u8; BATCH * MAX_DATAGRAM].into_boxed_slice(),
+            msgs: Messages::new(),
         }
-        let len = (h.msg_len as usize).min(MAX_DATAGRAM);
-        let Some(src) = addr::read(addr::bytes(&rx.names[i], h.msg_hdr.msg_namelen as usize))
-        else {
-            continue;
-        };
-        handler.on_datagram(
-            now,
-            src,
-            &mut bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + len],
-            tx,
-        );
     }
-    Ok(n)
+
+    /// One recvmmsg call on the nonblocking socket `fd`, handing each datagram (which the
+    /// callee may rewrite in place) to `each`; returns how many datagrams it brought. Truncated
+    /// datagrams (over `MAX_DATAGRAM`) are skipped.
+    pub(crate) fn receive(
+        &mut self,
+        fd: i32,
+        mut each: impl FnMut(SocketAddr, &mut [u8]),
+    ) -> io::Result<usize> {
+        let rx = &mut self.msgs;
+        for i in 0..BATCH {
+            let buf = self.bufs[i * MAX_DATAGRAM..].as_mut_ptr();
+            rx.set(i, buf, MAX_DATAGRAM, addr::STORAGE_LEN as libc::socklen_t);
+        }
+        // SAFETY: every header points at live buffers and name storage owned by `self`.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                rx.hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                // ICMP errors from earlier sends surface here; they concern no one datagram.
+                _ if e.raw_os_error() == Some(libc::ECONNREFUSED) => Ok(0),
+                _ => Err(e),
+            };
+        }
+        let n = n as usize;
+        for i in 0..n {
+            let h = &rx.hdrs[i];
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                continue;
+            }
+            let len = (h.msg_len as usize).min(MAX_DATAGRAM);
+            let Some(src) = addr::read(addr::bytes(&rx.names[i], h.msg_hdr.msg_namelen as usize))
+            else {
+                continue;
+            };
+            each(
+                src,
+                &mut self.bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + len],
+            );
+        }
+        Ok(n)
+    }
 }
 
 /// Sends what is queued; false if the socket would block with datagrams left.
-fn flush(fd: i32, tx: &mut Tx, out: &mut Messages) -> io::Result<bool> {
+pub(crate) fn flush(fd: i32, tx: &mut Tx, out: &mut Messages) -> io::Result<bool> {
     while tx.queued() > 0 {
         let n = tx.queued().min(BATCH);
         for i in 0..n {

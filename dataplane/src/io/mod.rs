@@ -5,7 +5,7 @@
 //! (seccomp profiles, old kernels) or chosen with `--io-backend mmsg`.
 
 mod addr;
-mod mmsg;
+pub(crate) mod mmsg;
 mod tx;
 mod uring;
 

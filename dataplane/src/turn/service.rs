@@ -22,12 +22,15 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::framing::Framer;
 use super::{ClientAddr, Config, Counters, Family, Output, RelayId, Server, Shared};
-use crate::io::Waker;
+use crate::io::mmsg::{self, Messages, Receiver};
+use crate::io::{Tx, Waker};
 
 /// Counters are published this often while anything changes.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
-/// Datagrams read from one socket before the loop looks at the others.
-const BATCH: usize = 64;
+/// recvmmsg calls on one socket before the loop looks at the others.
+const RECV_BATCHES: usize = 4;
+/// Datagrams to clients queued for one sendmmsg (each is flushed at the end of an event).
+const TX_BUFFERS: usize = 512;
 /// Bytes a stream connection may have waiting to be written before it is closed (a client
 /// that stops reading must not grow the server).
 const MAX_PENDING_WRITE: usize = 1 << 20;
@@ -124,29 +127,41 @@ impl TurnService {
             let unix = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let mut thread = Thread {
-                server: Server::new(server.clone(), now, unix, &seed),
-                epoll: Epoll::new()?,
-                waker: waker.clone(),
-                stop: stop.clone(),
-                shared: shared.clone(),
-                published: Counters::default(),
-                last_publish: now,
+            let epoll = Epoll::new()?;
+            let server = Server::new(server.clone(), now, unix, &seed);
+            let (thread_waker, thread_stop, thread_shared) =
+                (waker.clone(), stop.clone(), shared.clone());
+            let (relay_bind_ip, relay_public_ip, relay_ports) = (
+                config.relay_bind_ip,
+                config.relay_public_ip,
+                config.relay_ports.clone(),
+            );
+            // The batch buffers hold raw pointers (not Send): the thread makes its own.
+            let make = move || Thread {
+                server,
+                rx: Receiver::new(),
                 io: Io {
+                    tx: Tx::new(TX_BUFFERS),
+                    tx_msgs: Messages::new(),
                     udp,
                     relays: Slab::new(),
                     conns: Slab::new(),
                     closed: VecDeque::new(),
-                    relay_bind_ip: config.relay_bind_ip,
-                    relay_public_ip: config.relay_public_ip,
-                    relay_ports: config.relay_ports.clone(),
-                    next_port: seed[0] as u16,
-                    epoll: RawFd::default(),
+                    relay_bind_ip,
+                    relay_public_ip,
+                    relay_ports,
+                    next_port: u16::from_be_bytes([seed[0], seed[1]]),
+                    epoll: epoll.fd,
                 },
+                epoll,
+                waker: thread_waker,
+                stop: thread_stop,
+                shared: thread_shared,
+                published: Counters::default(),
+                last_publish: now,
                 tcp,
                 tls,
             };
-            thread.io.epoll = thread.epoll.fd;
             let core = config
                 .pin
                 .and_then(|first| cores.get((first + index) % cores.len().max(1)).copied());
@@ -162,7 +177,7 @@ impl TurnService {
                             core.id
                         );
                     }
-                    if let Err(e) = thread.run() {
+                    if let Err(e) = make().run() {
                         tracing::error!(thread = index, "TURN loop failed: {e}");
                     }
                 })?;
@@ -357,6 +372,10 @@ impl Conn {
 
 /// The sockets a server's [`Output`] reaches.
 struct Io {
+    /// Datagrams to UDP clients, sent in batches from the listener (sendmmsg): most of what a
+    /// relay sends goes to clients, through this one socket.
+    tx: Tx,
+    tx_msgs: Messages,
     udp: UdpSocket,
     relays: Slab<Relay>,
     conns: Slab<Conn>,
@@ -372,19 +391,22 @@ struct Io {
 
 impl Output for Io {
     fn to_client(&mut self, client: ClientAddr, fill: impl FnOnce(&mut [u8]) -> Option<usize>) {
-        let mut buf = [0u8; 2048];
-        let Some(n) = fill(&mut buf) else {
-            return;
-        };
-        let msg = &buf[..n];
         match client {
             ClientAddr::Udp(addr) => {
-                // A full socket buffer loses this datagram, as the network would.
-                let _ = self.udp.send_to(msg, addr);
+                if self.tx.queued() >= TX_BUFFERS / 2 {
+                    self.flush_udp();
+                }
+                // A full pool (the socket would not take more) loses this datagram, as the
+                // network would.
+                self.tx.push(addr, fill);
             }
             ClientAddr::Stream(key) => {
+                let mut buf = [0u8; 2048];
+                let Some(n) = fill(&mut buf) else {
+                    return;
+                };
                 if let Some(conn) = self.conns.get_mut(key as usize) {
-                    conn.write(msg);
+                    conn.write(&buf[..n]);
                 }
             }
         }
@@ -437,6 +459,14 @@ impl Output for Io {
     }
 }
 
+impl Io {
+    /// Sends the queued client datagrams from the listener.
+    fn flush_udp(&mut self) {
+        // A send error other than a full socket drops the datagram inside `flush`.
+        let _ = mmsg::flush(self.udp.as_raw_fd(), &mut self.tx, &mut self.tx_msgs);
+    }
+}
+
 fn bind_relay_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_nonblocking(true)?;
@@ -447,6 +477,7 @@ fn bind_relay_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 
 struct Thread {
     server: Server,
+    rx: Receiver,
     epoll: Epoll,
     waker: Waker,
     stop: Arc<AtomicBool>,
@@ -468,6 +499,7 @@ impl Thread {
             epoll_add(e, l.as_raw_fd(), TLS, false)?;
         }
         let mut buf = vec![0u8; 65_536];
+        let udp_fd = self.io.udp.as_raw_fd();
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -482,19 +514,21 @@ impl Thread {
                 let now = Instant::now();
                 match token {
                     WAKER => self.waker.drain(),
-                    UDP => self.read_udp(now, &mut buf),
+                    UDP => self.read_udp(now, udp_fd),
                     TCP => self.accept(false),
                     TLS => self.accept(true),
                     t if t & RELAY_KIND != 0 && t < CONN_KIND => {
-                        self.read_relay(now, (t & 0xFFFF_FFFF) as usize, &mut buf)
+                        self.read_relay(now, (t & 0xFFFF_FFFF) as usize)
                     }
                     t => self.conn_event(now, (t & 0xFFFF_FFFF) as usize, flags, &mut buf),
                 }
                 self.reap();
             }
+            self.io.flush_udp();
             let now = Instant::now();
             self.server.handle_timeout(now, &mut self.io);
             self.reap();
+            self.io.flush_udp();
             self.flush_conns();
             if now.duration_since(self.last_publish) >= PUBLISH_INTERVAL
                 && *self.server.counters() != self.published
@@ -510,33 +544,33 @@ impl Thread {
         Ok(())
     }
 
-    fn read_udp(&mut self, now: Instant, buf: &mut [u8]) {
-        for _ in 0..BATCH {
-            match self.io.udp.recv_from(buf) {
-                Ok((n, src)) => self.server.handle_client(
-                    now,
-                    ClientAddr::Udp(src),
-                    src,
-                    &buf[..n],
-                    &mut self.io,
-                ),
-                Err(_) => break,
+    fn read_udp(&mut self, now: Instant, fd: RawFd) {
+        let (server, io) = (&mut self.server, &mut self.io);
+        for _ in 0..RECV_BATCHES {
+            let got = self.rx.receive(fd, |src, data| {
+                server.handle_client(now, ClientAddr::Udp(src), src, data, io)
+            });
+            if got.unwrap_or(0) < mmsg::BATCH {
+                break;
             }
+            io.flush_udp();
         }
     }
 
-    fn read_relay(&mut self, now: Instant, key: usize, buf: &mut [u8]) {
-        for _ in 0..BATCH {
-            let Some(relay) = self.io.relays.get(key) else {
-                return;
-            };
-            match relay.socket.recv_from(buf) {
-                Ok((n, peer)) => {
-                    self.server
-                        .handle_peer(now, RelayId(key as u32), peer, &buf[..n], &mut self.io)
-                }
-                Err(_) => break,
+    fn read_relay(&mut self, now: Instant, key: usize) {
+        let Some(fd) = self.io.relays.get(key).map(|r| r.socket.as_raw_fd()) else {
+            return;
+        };
+        let (server, io) = (&mut self.server, &mut self.io);
+        let relay = RelayId(key as u32);
+        for _ in 0..RECV_BATCHES {
+            let got = self.rx.receive(fd, |peer, data| {
+                server.handle_peer(now, relay, peer, data, io)
+            });
+            if got.unwrap_or(0) < mmsg::BATCH {
+                break;
             }
+            io.flush_udp();
         }
     }
 
