@@ -1503,3 +1503,60 @@ async fn signals_across_gateways() {
     let mb = http::metrics(GATEWAY_B);
     assert_eq!(mb["switchyard_signals_relayed_total"], 1.0, "{mb:?}");
 }
+
+/// A gateway sharing TURN:SECRET with its media servers hands clients their TURN URLs in
+/// `joined`, with a credential of the REST scheme that the media server's TURN accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_carries_the_media_servers_turn() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    netns::enter();
+    let secret = "cluster-turn-secret-0123456789";
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[("TURN__SECRET", secret)]);
+    let _ms = registered_media_server(
+        &dir,
+        "ms1",
+        GATEWAY_A,
+        "50000-50010",
+        &["--public-ip", "127.0.0.1"],
+        &[("TURN__SECRET", secret)],
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{GATEWAY_A}/sync"))
+        .await
+        .expect("connect /sync");
+    let join = serde_json::json!({"type": "join", "token": token(&dir, "room", "alice"), "channel": "room"});
+    ws.send(Message::text(join.to_string()))
+        .await
+        .expect("send join");
+    let joined = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => break serde_json::from_str::<Value>(&t).expect("json"),
+            Some(Ok(_)) => continue,
+            other => panic!("no joined: {other:?}"),
+        }
+    };
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let server = &joined["iceServers"][0];
+    let urls: Vec<&str> = server["urls"]
+        .as_array()
+        .expect("urls")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "turn:127.0.0.1:3478?transport=tcp",
+            "turn:127.0.0.1:3478?transport=udp"
+        ],
+        "{joined}"
+    );
+    let username = server["username"].as_str().expect("username");
+    assert!(username.ends_with(":alice"), "{username}");
+    assert_eq!(
+        server["credential"],
+        switchyard_dataplane::turn::auth::rest_password(secret.as_bytes(), username)
+    );
+}

@@ -17,6 +17,7 @@ use switchyard_controlplane::config::Config;
 use switchyard_controlplane::server::serve_with;
 use switchyard_controlplane::session::AppState;
 use switchyard_controlplane::token::Applications;
+use switchyard_dataplane::turn::auth::Secrets;
 use switchyard_store::Deployment;
 use tokio::sync::{mpsc, watch};
 
@@ -162,6 +163,12 @@ pub fn gateway(args: GatewayArgs) -> Result<(), Fatal> {
             internal,
         )?;
         g.dev_tokens = dev_tokens;
+        g.turn_secrets = config.get("TURN:SECRET").map(|s| {
+            Secrets::new(
+                std::iter::once(s.trim().to_string())
+                    .chain(config.get("TURN:PREVIOUSSECRET").map(|p| p.trim().to_string())),
+            )
+        });
         let g = Arc::new(g);
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
@@ -360,6 +367,16 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
             },
         };
         let announce = announced(public, args.media.media_bind);
+        let turn = crate::turn::start(
+            &config,
+            None,
+            crate::turn::Media {
+                bind_ip: args.media.media_bind,
+                announced: &announce,
+                ports: &ports,
+                workers,
+            },
+        )?;
         let id = args.id.unwrap_or_else(|| format!("{}-{port}", hostname()));
         let cluster_ip = args.cluster_address.unwrap_or_else(|| cluster_address(&config));
         let base_record = MediaServerRecord {
@@ -375,17 +392,8 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             core_count: workers as u32,
             cluster_address: SocketAddr::new(cluster_ip, port).to_string(),
+            turn_urls: turn.as_ref().map(|t| t.urls.clone()).unwrap_or_default(),
         };
-        let turn = crate::turn::start(
-            &config,
-            None,
-            crate::turn::Media {
-                bind_ip: args.media.media_bind,
-                announced: &announce,
-                ports: &ports,
-                workers,
-            },
-        )?;
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         let mut state = AppState::new(media, Applications::default(), announce.clone());
         state.ended = Some(ended_tx);

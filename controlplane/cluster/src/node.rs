@@ -415,6 +415,7 @@ mod tests {
             version: "test".into(),
             core_count: 1,
             cluster_address: "127.0.0.1:8445".into(),
+            turn_urls: Vec::new(),
         };
         let allow = AllowList::parse("127.0.0.1").unwrap();
         Arc::new(Node::new(Arc::new(state), record, 10, allow))

@@ -30,11 +30,11 @@ pub trait Channels: Send + Sync + 'static {
     /// Becomes true when the process shuts down; sockets then close with a reason.
     fn shutdown(&self) -> watch::Receiver<bool>;
 
-    /// TURN servers with fresh credentials for `user`, sent in `joined`; none by default (a
-    /// gateway whose media servers' TURN it does not know).
-    fn ice_servers(&self, _user: &str) -> Vec<crate::ice_servers::IceServer> {
-        Vec::new()
-    }
+    /// TURN servers with fresh credentials for `user`, sent in `joined`.
+    fn ice_servers(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Vec<crate::ice_servers::IceServer>> + Send;
 
     /// Adds a participant and tells the others. `region` is the client's claim, if any: where
     /// its media should go when there is a choice.

@@ -39,19 +39,23 @@ impl Turn {
 
     /// ICE servers for `user` with a fresh credential (empty without a secret).
     pub fn ice_servers(&self, user: &str) -> Vec<IceServer> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let Some((username, credential)) =
-            self.secrets.credential(user, now, CREDENTIAL_TTL.as_secs())
-        else {
-            return Vec::new();
-        };
-        vec![IceServer {
-            urls: self.urls.clone(),
+        ice_servers(&self.secrets, self.urls.clone(), user)
+    }
+}
+
+/// One ICE server entry for `urls` with a credential for `user` minted now (none without a
+/// secret or URLs). A cluster gateway calls this with its media servers' URLs.
+pub fn ice_servers(secrets: &Secrets, urls: Vec<String>, user: &str) -> Vec<IceServer> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match secrets.credential(user, now, CREDENTIAL_TTL.as_secs()) {
+        Some((username, credential)) if !urls.is_empty() => vec![IceServer {
+            urls,
             username,
             credential,
-        }]
+        }],
+        _ => Vec::new(),
     }
 }
 

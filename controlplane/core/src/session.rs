@@ -818,7 +818,7 @@ impl Channels for AppState {
         self.shutdown.subscribe()
     }
 
-    fn ice_servers(&self, user: &str) -> Vec<crate::ice_servers::IceServer> {
+    async fn ice_servers(&self, user: &str) -> Vec<crate::ice_servers::IceServer> {
         self.turn
             .as_ref()
             .map(|t| t.ice_servers(user))

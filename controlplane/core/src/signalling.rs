@@ -153,7 +153,7 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
                             participant: participant.clone(),
                             channel: channel.clone(),
                             participants,
-                            ice_servers: state.ice_servers(&claims.user_id),
+                            ice_servers: state.ice_servers(&claims.user_id).await,
                         };
                         let _ = out_tx.send(Out::Message(reply));
                         if let (Some(rx), Some(kicked)) = (events_rx.take(), kicked_tx.take()) {

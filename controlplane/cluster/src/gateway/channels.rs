@@ -19,6 +19,7 @@ use crate::api::{PublishReply, PublishRequest, SubscribeReply, SubscribeRequest}
 use crate::presence::{
     ChannelEvent, ParticipantEntry, PresenceError, PublicationEntry, SubscriptionEntry,
 };
+use crate::registry::MediaServerRegistry;
 
 impl Channels for Gateway {
     fn applications(&self) -> &Applications {
@@ -35,6 +36,33 @@ impl Channels for Gateway {
 
     fn shutdown(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// The TURN URLs of every media server taking work, with a credential from the shared
+    /// secret: the client relays through whichever it reaches (placement happens later, per
+    /// publication). None without TURN:SECRET or when the registry cannot be read.
+    async fn ice_servers(
+        &self,
+        user: &str,
+    ) -> Vec<switchyard_controlplane::ice_servers::IceServer> {
+        let Some(secrets) = &self.turn_secrets else {
+            return Vec::new();
+        };
+        let servers = match self.registry.list().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("no TURN servers for a client: {e}");
+                return Vec::new();
+            }
+        };
+        let mut urls: Vec<String> = servers
+            .into_iter()
+            .filter(|s| s.available && !s.draining)
+            .flat_map(|s| s.turn_urls)
+            .collect();
+        urls.sort();
+        urls.dedup();
+        switchyard_controlplane::ice_servers::ice_servers(secrets, urls, user)
     }
 
     async fn join(

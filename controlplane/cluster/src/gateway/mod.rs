@@ -28,6 +28,7 @@ use switchyard_controlplane::error::Error;
 use switchyard_controlplane::metrics::Metrics;
 use switchyard_controlplane::protocol::ServerMessage;
 use switchyard_controlplane::token::Applications;
+use switchyard_dataplane::turn::auth::Secrets;
 use switchyard_store::CachedStore;
 use tokio::sync::watch;
 
@@ -60,6 +61,8 @@ pub struct Gateway {
     pub dev_tokens: Option<(String, String)>,
     /// Applications, channel configurations and deployments, as last read.
     pub store: CachedStore,
+    /// TURN:SECRET, shared with the media servers whose TURN URLs clients are handed.
+    pub turn_secrets: Option<Secrets>,
 }
 
 impl Gateway {
@@ -84,6 +87,7 @@ impl Gateway {
             clients: Clients::default(),
             dev_tokens: None,
             store,
+            turn_secrets: None,
         })
     }
 
@@ -289,6 +293,7 @@ pub(crate) mod tests {
             core_count: 1,
             // Nothing listens there: calls to it fail at once.
             cluster_address: "127.0.0.1:9".into(),
+            turn_urls: Vec::new(),
         }
     }
 

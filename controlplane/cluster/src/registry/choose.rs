@@ -44,6 +44,7 @@ mod tests {
             version: "0.1.0".into(),
             core_count: 4,
             cluster_address: "10.0.0.1:8445".into(),
+            turn_urls: Vec::new(),
         }
     }
 

@@ -131,6 +131,7 @@ mod tests {
             version: "0.1.0".into(),
             core_count: 1,
             cluster_address: "127.0.0.1:8445".into(),
+            turn_urls: Vec::new(),
         }
     }
 

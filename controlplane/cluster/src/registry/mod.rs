@@ -47,6 +47,10 @@ pub struct MediaServerRecord {
     pub core_count: u32,
     /// `host:port` of the server's internal control API.
     pub cluster_address: String,
+    /// The server's embedded TURN (`turn:`/`turns:` URLs), handed to clients by gateways that
+    /// share its `TURN:SECRET`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turn_urls: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
