@@ -76,6 +76,13 @@ scenario meeting --scenario meeting --participants 8
 scenario audio-room --scenario audio-room --publishers 10 --subscribers 100
 NS
 
+step "TURN relay against coturn (the table goes in docs/benchmarks.md by hand)"
+if command -v turnserver >/dev/null; then
+  BIN=$BIN OUT=$OUT "$ROOT/scripts/bench_turn.sh" | tee "$OUT/turn.md"
+else
+  echo "coturn is not installed (apt-get install coturn): no TURN comparison" >&2
+fi
+
 step "writing docs/benchmarks.md and docs/benchmarks.json"
 python3 "$ROOT/scripts/bench_report.py" "$OUT" "$ROOT/docs/benchmarks.md" "$ROOT/docs/benchmarks.json"
 step "done"

@@ -23,7 +23,7 @@ unshare -n bash -euo pipefail <<'NS'
 ip link set lo up
 SECRET=bench-turn-secret-0123456789
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; [[ -n ${KEEP:-} ]] || rm -rf "$WORK"' EXIT
 
 # User+system CPU ticks of a process and its threads.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -53,7 +53,7 @@ taskset -c "$SERVER_CORE" turnserver -n --listening-ip=127.0.0.1 --relay-ip=127.
   --allow-loopback-peers --no-cli --no-tls --no-dtls --relay-threads=1 \
   --min-port=30000 --max-port=39999 --log-file=stdout --simple-log >"$WORK/coturn.log" 2>&1 &
 coturn=$!
-TURN__SECRET=$SECRET TURN__ALLOWLOOPBACKPEERS=true taskset -c "$SERVER_CORE" "$BIN" all-in-one \
+TURN__SECRET=$SECRET TURN__ALLOWLOOPBACKPEERS=true TURN__USERQUOTA=100000 taskset -c "$SERVER_CORE" "$BIN" all-in-one \
   --data-dir "$WORK/data" --workers 1 --http 127.0.0.1:8080 >"$WORK/switchyard.log" 2>&1 &
 ours=$!
 sleep 1.5
