@@ -1,6 +1,7 @@
 //! Media through the embedded TURN server: Chromium pages with iceTransportPolicy 'relay'
 //! publishing and subscribing through the media server over TURN/UDP, TURN/TCP and TURN/TLS,
-//! each transport forced by a firewall that drops the ones before it.
+//! each transport forced by a firewall that drops the ones before it; and aiortc over WHIP and
+//! WHEP, relay only, over TURN/UDP and TURN/TCP.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -8,8 +9,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use switchyard_tests::nat::Namespace;
 use switchyard_tests::server::{Server, temp_dir};
-use switchyard_tests::{binary, browser_dir, last_json, netns};
+use switchyard_tests::{binary, browser_dir, last_json, netns, python, repo};
 
+/// TURN:SECRET where a client mints its own credential (aiortc).
+const SECRET: &str = "relay-tests-turn-secret-0123456789";
 /// The name the TURN server's certificate is for (turns: URLs carry it).
 const TURN_HOST: &str = "turn.switchyard.test";
 
@@ -240,4 +243,90 @@ fn chromium_sfu_turn_tcp() {
 #[test]
 fn chromium_sfu_turn_tls() {
     chromium_through_the_sfu(Turn::Tls);
+}
+
+/// aiortc publishes over WHIP and another aiortc plays over WHEP, both relay only through
+/// TURN over `turn` (aiortc uses one TURN URL, the one of that transport). With TCP, UDP to
+/// 3478 is dropped as well, so nothing could have gone over UDP.
+fn aiortc_relayed(turn: Turn) {
+    netns::enter();
+    let test = Namespace::current("test");
+    turn.block(&test);
+    let dir = temp_dir();
+    let server = Server::start_in(&dir, &[], &[("TURN__SECRET", SECRET)]);
+    let publish = server.token("live", "encoder", &[]);
+    let play = server.token("live", "viewer", &["--no-publish"]);
+    let out = Command::new(python())
+        .arg(repo().join("tests/aiortc/whip_whep.py"))
+        .arg(format!("http://127.0.0.1:{}", server.port))
+        .args(["live", &publish, &play, "--seconds", "6"])
+        .args(["--relay", turn.protocol(), "--turn-secret", SECRET])
+        .output()
+        .expect("run the aiortc script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result = last_json(&stdout).unwrap_or_else(|| {
+        panic!(
+            "no result from aiortc:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(result["ok"], true, "{result:#}");
+    assert!(
+        result["video_frames"].as_u64().unwrap_or(0) >= 45,
+        "too few frames decoded: {result:#}"
+    );
+    assert!(
+        result["audio_frames"].as_u64().unwrap_or(0) >= 75,
+        "too little audio: {result:#}"
+    );
+    for side in ["publisher_pairs", "player_pairs"] {
+        let pairs = result[side].as_array().expect("pairs");
+        assert!(!pairs.is_empty(), "{side}: {result:#}");
+        for pair in pairs {
+            assert_eq!(pair["local"]["type"], "relay", "{side}: {result:#}");
+            assert_eq!(
+                pair["turn_transport"],
+                turn.protocol(),
+                "{side}: {result:#}"
+            );
+            assert_eq!(pair["remote"]["type"], "host", "{side}: {result:#}");
+        }
+    }
+    // The answers name the TURN server as RFC 9725 says, with a credential for the token's
+    // user.
+    for (links, user) in [("whip_links", "encoder"), ("whep_links", "viewer")] {
+        let servers = result[links].as_array().expect("links");
+        let urls: Vec<&str> = servers
+            .iter()
+            .filter_map(|s| s["urls"][0].as_str())
+            .collect();
+        assert_eq!(
+            urls,
+            [Turn::Udp.url(), Turn::Tcp.url()],
+            "{links}: {result:#}"
+        );
+        for s in servers {
+            let username = s["username"].as_str().unwrap_or_default();
+            assert!(username.ends_with(&format!(":{user}")), "{links}: {s}");
+        }
+    }
+    assert_eq!(result["whep_delete"], 200, "{result:#}");
+    assert_eq!(result["whip_delete"], 200, "{result:#}");
+    let m = server.metrics();
+    for counter in [
+        "switchyard_turn_relayed_to_peer_packets_total",
+        "switchyard_turn_relayed_to_client_packets_total",
+    ] {
+        assert!(m[counter] > 100.0, "{counter}: {m:?}");
+    }
+}
+
+#[test]
+fn aiortc_whip_whep_turn_udp() {
+    aiortc_relayed(Turn::Udp);
+}
+
+#[test]
+fn aiortc_whip_whep_turn_tcp() {
+    aiortc_relayed(Turn::Tcp);
 }
