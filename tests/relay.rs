@@ -1,13 +1,15 @@
 //! Media through the embedded TURN server: Chromium pages with iceTransportPolicy 'relay'
 //! publishing and subscribing through the media server over TURN/UDP, TURN/TCP and TURN/TLS,
-//! each transport forced by a firewall that drops the ones before it; and aiortc over WHIP and
-//! WHEP, relay only, over TURN/UDP and TURN/TCP.
+//! each transport forced by a firewall that drops the ones before it; aiortc over WHIP and WHEP,
+//! relay only, over TURN/UDP and TURN/TCP; and two pages in two homes behind NAT routers that
+//! cannot reach each other, connecting peer to peer through the TURN server while the media
+//! server carries nothing.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use switchyard_tests::nat::Namespace;
+use switchyard_tests::nat::{Home, Namespace, veth};
 use switchyard_tests::server::{Server, temp_dir};
 use switchyard_tests::{binary, browser_dir, last_json, netns, python, repo};
 
@@ -329,4 +331,129 @@ fn aiortc_whip_whep_turn_udp() {
 #[test]
 fn aiortc_whip_whep_turn_tcp() {
     aiortc_relayed(Turn::Tcp);
+}
+
+/// The internet of the NAT tests: the server on 203.0.113.10, alone on its link (a single
+/// address, so UDP replies leave from the address clients sent to), and two homes behind
+/// NAT routers on 198.51.100.2 and 198.51.100.6; the internet drops everything between the
+/// two homes, so peers can reach each other only through the TURN server. Documentation
+/// addresses (RFC 5737) look public to the TURN server's peer policy, as real ones would,
+/// so it runs with its default policy.
+struct Internet {
+    internet: Namespace,
+    homes: [Home; 2],
+}
+
+impl Internet {
+    fn build() -> Internet {
+        netns::enter();
+        let test = Namespace::current("server");
+        let internet = Namespace::new("internet");
+        veth(
+            &internet,
+            "srv",
+            "203.0.113.1/24",
+            &test,
+            "eth0",
+            "203.0.113.10/24",
+        );
+        test.default_route("203.0.113.1");
+        internet.forward();
+        let home = |n: u8| {
+            let isp = 4 * (n - 1);
+            Home::behind_nat(
+                &format!("home{n}"),
+                &internet,
+                &format!("isp{n}"),
+                &format!("198.51.100.{}/30", isp + 1),
+                &format!("198.51.100.{}/30", isp + 2),
+                &format!("10.{n}.0.1/24"),
+                &format!("10.{n}.0.2/24"),
+            )
+        };
+        let homes = [home(1), home(2)];
+        internet.iptables(&["-A", "FORWARD", "-i", "isp1", "-o", "isp2", "-j", "DROP"]);
+        internet.iptables(&["-A", "FORWARD", "-i", "isp2", "-o", "isp1", "-j", "DROP"]);
+        Internet { internet, homes }
+    }
+}
+
+/// Two pages, one in each home, join a channel and connect peer to peer; with `relay_policy`
+/// they may use only relay candidates, else any (and ICE finds the direct paths blocked).
+fn p2p_across_nats(relay_policy: bool) {
+    let net = Internet::build();
+    let dir = temp_dir();
+    // The server announces its only non-loopback address, 203.0.113.10, on its own.
+    let server = Server::start_in(&dir, &[], &[]);
+    let namespaces: Vec<String> = net
+        .homes
+        .iter()
+        .map(|h| h.home.path().display().to_string())
+        .collect();
+    let mut env = vec![("MODE", "p2p".to_string()), ("NETNS", namespaces.join(","))];
+    if relay_policy {
+        env.push(("RELAY", "1".into()));
+    }
+    let result = run_pages(
+        &format!("http://203.0.113.10:{}", server.port),
+        &tokens(&server, 2),
+        &env,
+    );
+
+    let all = connections(&result);
+    assert_eq!(all.len(), 2, "{result:#}");
+    let relayed = |c: &Value| c["type"] == "relay" && c["address"] == "203.0.113.10";
+    for (page, c) in &all {
+        let ctx = format!("page {page}: {c:#}");
+        assert_eq!(c["kind"], "peer", "{ctx}");
+        assert_eq!(c["state"], "connected", "{ctx}");
+        if relay_policy {
+            assert_eq!(c["policy"], "relay", "{ctx}");
+            assert!(relayed(&c["local"]) && relayed(&c["remote"]), "{ctx}");
+        } else {
+            // One relayed end is enough to cross both NATs: the other side reaches that
+            // relayed address from its own (reflexive or host) candidate.
+            assert_eq!(c["policy"], "all", "{ctx}");
+            assert!(relayed(&c["local"]) || relayed(&c["remote"]), "{ctx}");
+        }
+    }
+    if !relay_policy {
+        // ICE tried the homes' reflexive addresses directly, and the internet dropped that.
+        let packets = net.internet.rule_packets("FORWARD");
+        assert!(packets.iter().all(|p| *p > 0), "dropped: {packets:?}");
+    }
+
+    let m = server.metrics();
+    for counter in [
+        "switchyard_packets_received_total",
+        "switchyard_packets_sent_total",
+        "switchyard_rtp_forwarded_total",
+    ] {
+        assert_eq!(m[counter], 0.0, "{counter}: the media server carried media");
+    }
+    for counter in [
+        "switchyard_turn_relayed_to_peer_packets_total",
+        "switchyard_turn_relayed_to_client_packets_total",
+    ] {
+        assert!(m[counter] > 100.0, "{counter}: {m:?}");
+    }
+    if !relay_policy {
+        // Permissions for the other home's private host address were refused (403): the
+        // relay does not reach into private networks.
+        assert!(
+            m["switchyard_turn_refused_total{code=\"403\"}"] > 0.0,
+            "{m:?}"
+        );
+    }
+    assert_cleaned_up(&server);
+}
+
+#[test]
+fn p2p_across_nats_relay_only() {
+    p2p_across_nats(true);
+}
+
+#[test]
+fn p2p_across_nats_direct_blocked() {
+    p2p_across_nats(false);
 }
