@@ -2,7 +2,8 @@
 # Runs every Switchyard test on a fresh machine (Debian 12, as root).
 #
 # Installs only what is missing: Debian packages (Chromium for the browser tests, iproute2 and
-# util-linux for private network namespaces, Node.js for Playwright, Janus for tests/janus,
+# util-linux for private network namespaces, iptables for the NAT routers and firewalls of
+# tests/relay.rs, Node.js for Playwright, Janus for tests/janus,
 # Redis for the cluster tests, started on 127.0.0.1:6379 unless one answers there, coturn as
 # the STUN server for public-IP detection, PostgreSQL for the configuration store's tests, a
 # throwaway cluster with trust authentication started on 127.0.0.1:5432 unless one answers
@@ -22,7 +23,7 @@ started=$SECONDS
 
 step() { printf '\n==> [%3ds] %s\n' $((SECONDS - started)) "$*"; }
 
-APT_PACKAGES=(chromium iproute2 util-linux curl nodejs npm janus redis-server coturn postgresql systemd binutils)
+APT_PACKAGES=(chromium iproute2 util-linux iptables curl nodejs npm janus redis-server coturn postgresql systemd binutils)
 
 step "system packages"
 missing=()

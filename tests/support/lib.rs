@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod http;
 pub mod janus;
+pub mod nat;
 pub mod netns;
 pub mod peer;
 pub mod server;
