@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod http;
 pub mod janus;
 pub mod netns;
+pub mod netns_nat;
 pub mod peer;
 pub mod server;
 
