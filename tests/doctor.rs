@@ -103,7 +103,7 @@ fn world(snat_to: &str) -> World {
     }
     std::fs::write(
         dir.join("hosts"),
-        format!("127.0.0.1 localhost\n{INBOUND} {HOSTNAME}\n"),
+        format!("127.0.0.1 localhost\n{INBOUND} {HOSTNAME} other.example.test\n"),
     )
     .expect("hosts");
     World {
@@ -260,13 +260,29 @@ const CLOSE_3478: [&str; 2] = [
 ];
 
 /// Failure 2: a correct 1:1 NAT, but 3478 (UDP and TCP) dropped in front of the server.
+/// TURN over TLS (5349, with a certificate for the public hostname) stays open throughout.
 #[test]
 fn turn_port_closed_at_the_nat() {
     let w = world(INBOUND);
+    let (cert, key) = (w.dir.join("cert.pem"), w.dir.join("key.pem"));
+    let made = std::process::Command::new(switchyard_tests::binary())
+        .args(["cert", "--name", HOSTNAME, "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .expect("switchyard cert");
+    assert!(made.status.success());
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let env = [
+        ("EXTERNAL__PUBLICHOSTNAME", HOSTNAME),
+        ("TURN__CERTIFICATEPATH", cert.as_str()),
+        ("TURN__PRIVATEKEYPATH", key.as_str()),
+    ];
     for rule in CLOSE_3478 {
         w.nat.iptables(&format!("-A {rule}"));
     }
-    let run = doctor(&w, &[], &["--json"]);
+    let run = doctor(&w, &env, &["--json"]);
     assert_eq!(run.code, Some(1));
     assert_eq!(run.check("public_ip")["status"], "pass", "STUN finds .20");
     assert_eq!(run.check("reach_media_203.0.113.20")["status"], "pass");
@@ -288,13 +304,29 @@ fn turn_port_closed_at_the_nat() {
         tcp["fix"]["text"],
         "open TCP 3478 to this host in the firewall/NAT (TURN:PORT)"
     );
+    assert_eq!(run.check("reach_turn_tls_203.0.113.20")["status"], "pass");
+    assert_eq!(run.check("certificate")["status"], "pass");
+    assert_eq!(run.check("certificate_names")["status"], "pass");
+    assert_eq!(run.check("certificate_key")["status"], "pass");
 
     for rule in CLOSE_3478 {
         w.nat.iptables(&format!("-D {rule}"));
     }
-    let run = doctor(&w, &[], &["--json"]);
+    let run = doctor(&w, &env, &["--json"]);
     assert_eq!(run.code, Some(0), "{}", run.stdout);
     assert_eq!(run.json()["summary"]["failed"], 0);
+    assert_eq!(run.json()["summary"]["warnings"], 0, "{}", run.stdout);
+
+    // A certificate for another name fails, naming the setting it must cover.
+    let env = [
+        ("EXTERNAL__PUBLICHOSTNAME", "other.example.test"),
+        ("TURN__CERTIFICATEPATH", cert.as_str()),
+        ("TURN__PRIVATEKEYPATH", key.as_str()),
+    ];
+    let run = doctor(&w, &env, &["--json"]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.check("certificate_names")["status"], "fail");
+    assert_eq!(run.json()["summary"]["failed"], 1, "{}", run.stdout);
 }
 
 /// With a server running, its ports are taken: doctor reads /api/listeners instead, and the

@@ -71,6 +71,8 @@ pub struct Probe {
     /// Why TCP targets could not be tried (no TCP relay), if so.
     pub tcp_problem: Option<String>,
     pub outcomes: Vec<Outcome>,
+    /// How long each answer was waited for.
+    pub timeout: Duration,
 }
 
 impl Probe {
@@ -115,6 +117,7 @@ pub async fn run(
         relay: Err(String::new()),
         tcp_problem: None,
         outcomes: Vec::new(),
+        timeout,
     };
     let server = match lookup_host(probe_target(url)).await {
         Ok(mut addrs) => match addrs.find(SocketAddr::is_ipv4) {

@@ -151,6 +151,8 @@ impl Client {
             let (code, reason) = m
                 .error_code()
                 .unwrap_or((0, "an error answer without a code"));
+            // Some servers pad the reason phrase with spaces or NULs.
+            let reason = reason.trim_matches(|c: char| c.is_whitespace() || c == '\0');
             let retry = match code {
                 401 => self.creds.is_none(),
                 438 => true,

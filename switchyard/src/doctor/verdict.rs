@@ -302,7 +302,10 @@ pub fn reachability(
                     )),
                 ),
                 Reach::NoAnswer => check.fail(
-                    format!("{at} unreachable from outside (no answer through {})", probe.server),
+                    format!(
+                        "{at} unreachable from outside (no answer through {} within {:?})",
+                        probe.server, probe.timeout
+                    ),
                     wrong_address(*ip, open),
                 ),
                 Reach::Refused(code, reason) => check.fail(
@@ -417,6 +420,7 @@ mod tests {
             relay: Ok("198.51.100.10:50000".parse().unwrap()),
             tcp_problem: None,
             outcomes,
+            timeout: std::time::Duration::from_secs(3),
         }
     }
 
