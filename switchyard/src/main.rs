@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+mod doctor;
 mod fatal;
 mod roles;
 mod turn;
@@ -56,6 +57,9 @@ enum Command {
     /// Show or check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check this host's network set-up as the media server would use it (listeners,
+    /// certificate, public IP, reachability from outside); exits non-zero on a failure.
+    Doctor(doctor::DoctorArgs),
     /// Load-test a media server with emulated WebRTC clients (real ICE, DTLS, SRTP): run a
     /// scenario, or find the subscribers one core sustains.
     Loadtest(switchyard_loadtest::LoadtestArgs),
@@ -391,6 +395,7 @@ fn main() -> ExitCode {
             init_logging();
             switchyard_loadtest::main(args)
         }
+        Command::Doctor(args) => doctor::main(args),
         Command::AllInOne(args) => run("all-in-one", || all_in_one(args)),
         Command::Gateway(args) => run("gateway", || roles::gateway(args)),
         Command::MediaServer(args) => run("media-server", || roles::media_server(args)),

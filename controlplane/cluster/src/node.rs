@@ -113,6 +113,15 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(&path("/pipe/address"), post(pipe_address))
         .route(&path("/pipe/out"), post(pipe_out))
         .route(&path("/pipe/in"), post(pipe_in))
+        // For `switchyard doctor --server http://127.0.0.1:8445` on the media server's host.
+        .route(
+            "/api/listeners",
+            get(|State(node): State<Arc<Node>>| async move {
+                Json(switchyard_controlplane::listeners::Listeners::of(
+                    &node.state,
+                ))
+            }),
+        )
         .route_layer(middleware::from_fn_with_state(internal, guard))
         .route(&path("/status"), get(status))
         .route("/health", get(|| async { "ok\n" }))

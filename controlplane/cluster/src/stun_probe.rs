@@ -61,8 +61,8 @@ pub async fn public_ip(servers: &[String]) -> Result<IpAddr, ProbeError> {
     Err(ProbeError::NoAnswer(problems.join("; ")))
 }
 
-/// `stun:host:port` or `host:port` or `host`, as `host:port`.
-fn target(server: &str) -> String {
+/// `stun:host:port` or `host:port` or `host`, as `host:port` (also `switchyard doctor`'s).
+pub fn target(server: &str) -> String {
     let s = server.trim();
     let s = s.strip_prefix("stun:").unwrap_or(s);
     let bracketed_v6 = s.starts_with('[') && s.ends_with(']');

@@ -37,6 +37,11 @@ impl Turn {
         }
     }
 
+    /// The URLs clients are handed, without credentials.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
     /// ICE servers for `user` with a fresh credential (empty without a secret).
     pub fn ice_servers(&self, user: &str) -> Vec<IceServer> {
         ice_servers(&self.secrets, self.urls.clone(), user)

@@ -13,6 +13,7 @@ pub mod error;
 pub mod follow;
 pub mod ice_servers;
 mod ids;
+pub mod listeners;
 pub mod metrics;
 pub mod p2p;
 pub mod pipe;

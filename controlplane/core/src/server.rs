@@ -45,6 +45,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(cors);
     signalling_routes::<AppState>()
         .route("/metrics", get(metrics_handler))
+        .route(
+            "/api/listeners",
+            get(|State(state): State<Arc<AppState>>| async move {
+                axum::Json(crate::listeners::Listeners::of(&state))
+            }),
+        )
         .merge(media_api)
         .with_state(state)
 }
