@@ -13,7 +13,8 @@ use switchyard_tests::nat::{Home, Namespace, veth};
 use switchyard_tests::server::{Server, temp_dir};
 use switchyard_tests::{binary, browser_dir, last_json, netns, python, repo};
 
-/// TURN:SECRET where a client mints its own credential (aiortc).
+/// The servers' TURN:SECRET (the aiortc script could mint its own credential with it; the tests
+/// make it learn the TURN servers from OPTIONS instead).
 const SECRET: &str = "relay-tests-turn-secret-0123456789";
 /// The name the TURN server's certificate is for (turns: URLs carry it).
 const TURN_HOST: &str = "turn.switchyard.test";
@@ -262,7 +263,8 @@ fn aiortc_relayed(turn: Turn) {
         .arg(repo().join("tests/aiortc/whip_whep.py"))
         .arg(format!("http://127.0.0.1:{}", server.port))
         .args(["live", &publish, &play, "--seconds", "6"])
-        .args(["--relay", turn.protocol(), "--turn-secret", SECRET])
+        // No --turn-secret: the script must learn the TURN servers from OPTIONS.
+        .args(["--relay", turn.protocol()])
         .output()
         .expect("run the aiortc script");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -273,6 +275,12 @@ fn aiortc_relayed(turn: Turn) {
         )
     });
     assert_eq!(result["ok"], true, "{result:#}");
+    // Both sides learned the TURN servers from OPTIONS, before their offers.
+    assert_eq!(
+        result["ice_servers_from"],
+        serde_json::json!(["OPTIONS 204", "OPTIONS 204"]),
+        "{result:#}"
+    );
     assert!(
         result["video_frames"].as_u64().unwrap_or(0) >= 45,
         "too few frames decoded: {result:#}"

@@ -30,7 +30,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             Method::OPTIONS,
         ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .expose_headers([header::LOCATION]);
+        .expose_headers([header::LOCATION, header::LINK]);
     let media_api = Router::new()
         .route("/whip/{channel}", post(whip::whip))
         .route("/whep/{channel}", post(whip::whep))
@@ -42,7 +42,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/whep/{channel}/{resource}",
             axum::routing::delete(whip::delete).patch(whip::patch),
         )
-        .layer(cors);
+        .layer(cors)
+        // Outside the CORS layer, which answers every OPTIONS itself: a plain OPTIONS (not a
+        // preflight) gets the ICE servers.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            whip::options,
+        ));
     signalling_routes::<AppState>()
         .route("/metrics", get(metrics_handler))
         .route(

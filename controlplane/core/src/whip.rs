@@ -48,6 +48,51 @@ struct Answer {
     ice_servers: Vec<IceServer>,
 }
 
+/// `OPTIONS` on a WHIP or WHEP endpoint (not a CORS preflight, which the CORS layer answers):
+/// `204` with `Accept-Post`, and, for a token valid for the channel, the ICE servers as `Link`
+/// headers, so a client that must relay (a relay-only policy) knows its TURN servers before it
+/// makes the offer; the `201` carries them too, for clients that read them there. Without a
+/// valid token: no ICE servers, and no error. Every other request passes through.
+pub async fn options(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let channel = path
+        .strip_prefix("/whip/")
+        .or_else(|| path.strip_prefix("/whep/"))
+        .filter(|c| !c.is_empty() && !c.contains('/'));
+    let preflight = request
+        .headers()
+        .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let (Some(channel), true, false) = (
+        channel,
+        request.method() == axum::http::Method::OPTIONS,
+        preflight,
+    ) else {
+        return next.run(request).await;
+    };
+    let channel = channel.to_string();
+    let headers = request.headers().clone();
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::HeaderName::from_static("accept-post"),
+        HeaderValue::from_static("application/sdp"),
+    );
+    let servers = match (&state.turn, authorize(&state, &headers, &channel)) {
+        (Some(turn), Ok(claims)) => turn.ice_servers(&claims.user_id),
+        _ => Vec::new(),
+    };
+    for link in link_headers(&servers) {
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.append(header::LINK, v);
+        }
+    }
+    response
+}
+
 /// Joins a participant of its own for the session and answers its offer.
 async fn post(
     state: &AppState,
