@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchyard_dataplane::stun::{self, Class, Writer};
+use switchyard_tests::nat::{Namespace, veth};
 use switchyard_tests::netns;
-use switchyard_tests::netns_nat::{Namespace, link, with_hosts};
 use switchyard_tests::server::{Server, temp_dir};
 
 const SECRET: &str = "doctor-probe-secret-0123";
@@ -39,11 +39,11 @@ struct World {
 fn world(snat_to: &str) -> World {
     netns::enter();
     let dir = temp_dir();
-    let srv = Namespace::this("srv");
+    let srv = Namespace::current("srv");
     let nat = Namespace::new("nat");
     let mut out = Namespace::new("out");
-    link(&srv, "s0", "10.0.0.2/24", &nat, "n1", "10.0.0.1/24");
-    link(
+    veth(&srv, "s0", "10.0.0.2/24", &nat, "n1", "10.0.0.1/24");
+    veth(
         &nat,
         "n0",
         "198.51.100.1/24",
@@ -51,16 +51,18 @@ fn world(snat_to: &str) -> World {
         "o0",
         "198.51.100.10/24",
     );
-    out.ip("addr add 198.51.100.11/24 dev o0");
-    out.ip("route add 203.0.113.0/24 via 198.51.100.1");
-    srv.ip("route add default via 10.0.0.1");
+    out.address("o0", "198.51.100.11/24");
+    out.route("203.0.113.0/24", "198.51.100.1");
+    srv.default_route("10.0.0.1");
     nat.forward();
-    nat.iptables(&format!(
-        "-t nat -A PREROUTING -d {INBOUND} -j DNAT --to-destination 10.0.0.2"
-    ));
-    nat.iptables(&format!(
-        "-t nat -A POSTROUTING -s 10.0.0.2 -o n0 -j SNAT --to-source {snat_to}"
-    ));
+    iptables(
+        &nat,
+        &format!("-t nat -A PREROUTING -d {INBOUND} -j DNAT --to-destination 10.0.0.2"),
+    );
+    iptables(
+        &nat,
+        &format!("-t nat -A POSTROUTING -s 10.0.0.2 -o n0 -j SNAT --to-source {snat_to}"),
+    );
     let log = std::fs::File::create(dir.join("coturn.log")).expect("log");
     let mut coturn = out.command("turnserver");
     coturn
@@ -114,6 +116,11 @@ fn world(snat_to: &str) -> World {
     }
 }
 
+/// `iptables RULE` in `ns`, the rule written as one line (it has no quoted words).
+fn iptables(ns: &Namespace, rule: &str) {
+    ns.iptables(&rule.split_whitespace().collect::<Vec<_>>());
+}
+
 /// Whether a STUN Binding request to `to` gets an answer within 300 ms.
 fn stun_answers(to: &str) -> bool {
     let Ok(socket) = UdpSocket::bind("0.0.0.0:0") else {
@@ -151,7 +158,9 @@ impl Run {
 /// Runs doctor in the server namespace as the media server would be run, with the two STUN
 /// addresses and the outside probe, `env` settings and `extra` flags.
 fn doctor(w: &World, env: &[(&str, &str)], extra: &[&str]) -> Run {
-    let mut cmd = with_hosts(&w.srv, &w.dir.join("hosts"), &switchyard_tests::binary());
+    let mut cmd = w
+        .srv
+        .with_hosts(&w.dir.join("hosts"), &switchyard_tests::binary());
     cmd.current_dir(&w.dir)
         .args(["doctor", "--workers", "2", "--media-ports", "49152-49200"])
         .args(["--stun-server", "198.51.100.10:3478"])
@@ -280,7 +289,7 @@ fn turn_port_closed_at_the_nat() {
         ("TURN__PRIVATEKEYPATH", key.as_str()),
     ];
     for rule in CLOSE_3478 {
-        w.nat.iptables(&format!("-A {rule}"));
+        iptables(&w.nat, &format!("-A {rule}"));
     }
     let run = doctor(&w, &env, &["--json"]);
     assert_eq!(run.code, Some(1));
@@ -310,7 +319,7 @@ fn turn_port_closed_at_the_nat() {
     assert_eq!(run.check("certificate_key")["status"], "pass");
 
     for rule in CLOSE_3478 {
-        w.nat.iptables(&format!("-D {rule}"));
+        iptables(&w.nat, &format!("-D {rule}"));
     }
     let run = doctor(&w, &env, &["--json"]);
     assert_eq!(run.code, Some(0), "{}", run.stdout);

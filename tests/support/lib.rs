@@ -7,7 +7,6 @@ pub mod http;
 pub mod janus;
 pub mod nat;
 pub mod netns;
-pub mod netns_nat;
 pub mod peer;
 pub mod server;
 

@@ -5,19 +5,24 @@
 //! A namespace is held by a child process (`sleep`) that was moved into it, so nothing is
 //! named under /run/netns and nothing outlives the test: dropping the [`Namespace`] kills its
 //! holder, and the kernel removes the namespace with its interfaces, routes and firewall rules
-//! (a veth pair goes when either end's namespace goes). The holder also dies with the test's
-//! thread (PR_SET_PDEATHSIG), so a test that crashes leaves nothing behind either.
+//! (a veth pair goes when either end's namespace goes). Long-lived processes started in a
+//! namespace with [`Namespace::spawn`] are killed with it. The holder, and every command run
+//! inside, also dies with the test's thread (PR_SET_PDEATHSIG), so a test that crashes leaves
+//! nothing behind either.
 //!
 //! Commands run inside a namespace through [`Namespace::command`] (setns before exec), and
-//! other programs can enter it by [`Namespace::path`] (`nsenter --net=PATH`).
+//! other programs can enter it by [`Namespace::path`] (`nsenter --net=PATH`): by
+//! descriptor, not `ip netns`, so no private mount namespace is needed either.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// A network namespace: the test's own ([`Namespace::current`]), or one held open by a child
+/// process ([`Namespace::new`]).
 pub struct Namespace {
     /// What the test calls it, for messages.
     pub name: String,
@@ -25,6 +30,8 @@ pub struct Namespace {
     holder: Option<Child>,
     /// The namespace, for setns in children.
     fd: File,
+    /// Processes started in it ([`Namespace::spawn`]), killed when it is dropped.
+    children: Vec<Child>,
 }
 
 impl Namespace {
@@ -57,6 +64,7 @@ impl Namespace {
             name: name.to_string(),
             holder: Some(holder),
             fd,
+            children: Vec::new(),
         };
         ns.run(&["ip", "link", "set", "lo", "up"]);
         ns
@@ -70,6 +78,7 @@ impl Namespace {
             name: name.to_string(),
             holder: None,
             fd,
+            children: Vec::new(),
         }
     }
 
@@ -83,21 +92,50 @@ impl Namespace {
         ))
     }
 
-    /// A command that runs inside the namespace.
+    /// A command that runs inside the namespace. It is killed when the test's thread dies
+    /// (PR_SET_PDEATHSIG), so a crashed test leaves no process behind in a namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         let fd = self.fd.as_raw_fd();
-        // SAFETY: setns is an async-signal-safe system call on a descriptor the child
-        // inherited open; nothing else runs between fork and exec.
+        // SAFETY: setns and prctl are async-signal-safe system calls, setns on a descriptor
+        // the child inherited open; nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0
+                    || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
         cmd
+    }
+
+    /// [`Namespace::command`] for `program` with `hosts` in place of /etc/hosts (in a private
+    /// mount namespace of its own), so a test can make a name resolve without DNS.
+    pub fn with_hosts(&self, hosts: &Path, program: &Path) -> Command {
+        let mut cmd = self.command("unshare");
+        cmd.args([
+            "--mount",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+        ])
+        .arg(hosts)
+        .arg(program);
+        cmd
+    }
+
+    /// Starts a long-running process (a [`Namespace::command`]), killed when the namespace
+    /// is dropped. Returns its process id.
+    pub fn spawn(&mut self, mut cmd: Command) -> u32 {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: start {cmd:?}: {e}", self.name));
+        let id = child.id();
+        self.children.push(child);
+        id
     }
 
     /// Runs `args` inside the namespace; panics with its output unless it succeeds. Returns
@@ -126,9 +164,14 @@ impl Namespace {
         self.run(&["ip", "address", "add", cidr, "dev", interface]);
     }
 
+    /// Routes `to` (e.g. "203.0.113.0/24", or "default") through `gateway`.
+    pub fn route(&self, to: &str, gateway: &str) {
+        self.run(&["ip", "route", "add", to, "via", gateway]);
+    }
+
     /// Routes everything not on a link through `gateway`.
     pub fn default_route(&self, gateway: &str) {
-        self.run(&["ip", "route", "add", "default", "via", gateway]);
+        self.route("default", gateway);
     }
 
     /// Forwards IPv4 between its interfaces (a router).
@@ -172,9 +215,9 @@ impl Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        if let Some(mut holder) = self.holder.take() {
-            let _ = holder.kill();
-            let _ = holder.wait();
+        for c in self.children.iter_mut().chain(self.holder.as_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
