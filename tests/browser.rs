@@ -4,7 +4,6 @@
 //! media path.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchyard_tests::server::Server;
@@ -40,22 +39,6 @@ fn assert_no_uncaught_exceptions(result: &Value) {
     }
 }
 
-/// Waits until the pages' state is gone from the server.
-fn assert_cleaned_up(server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let m = server.metrics();
-        if m["switchyard_transports"] == 0.0 && m["switchyard_participants"] == 0.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "state left behind after the pages closed: {m:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn three_pages(codec: &str, backend: &str) {
     netns::enter();
     let server = Server::start(&["--io-backend", backend]);
@@ -74,7 +57,7 @@ fn three_pages(codec: &str, backend: &str) {
     let m = server.metrics();
     assert!(m["switchyard_rtp_forwarded_total"] > 100.0, "{m:?}");
     // The pages are gone: everything they had is cleaned up.
-    assert_cleaned_up(&server);
+    server.assert_cleaned_up();
 }
 
 #[test]
@@ -139,5 +122,5 @@ fn p2p_two_pages() {
         .filter(|(k, _)| k.starts_with("switchyard_signals_refused_total"))
         .collect();
     assert!(refused.is_empty(), "{refused:?}");
-    assert_cleaned_up(&server);
+    server.assert_cleaned_up();
 }

@@ -6,7 +6,6 @@
 //! server carries nothing.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchyard_tests::nat::{Home, Namespace, veth};
@@ -71,22 +70,6 @@ fn tokens(server: &Server, n: usize) -> Vec<String> {
     (0..n)
         .map(|i| server.token("room", &format!("user{i}"), &[]))
         .collect()
-}
-
-/// Waits until the pages' state is gone from the server.
-fn assert_cleaned_up(server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let m = server.metrics();
-        if m["switchyard_transports"] == 0.0 && m["switchyard_participants"] == 0.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "state left behind after the pages closed: {m:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The TURN transport a test forces, by dropping what a client would use before it.
@@ -230,7 +213,7 @@ fn chromium_through_the_sfu(turn: Turn) {
     ] {
         assert!(m[counter] > 100.0, "{counter}: {m:?}");
     }
-    assert_cleaned_up(&server);
+    server.assert_cleaned_up();
 }
 
 #[test]
@@ -453,7 +436,7 @@ fn p2p_across_nats(relay_policy: bool) {
             "{m:?}"
         );
     }
-    assert_cleaned_up(&server);
+    server.assert_cleaned_up();
 }
 
 #[test]

@@ -28,6 +28,24 @@ export { Peer };
 /** How long to wait for ICE gathering before sending an offer anyway. */
 const GATHER_TIMEOUT_MS = 2000;
 
+
+/** Each received track's counters in a getStats() report, with `fields` added to each. */
+function inboundStats(report, fields) {
+  const out = [];
+  report.forEach((r) => {
+    if (r.type !== 'inbound-rtp') return;
+    out.push({
+      ...fields,
+      kind: r.kind,
+      codec: r.codecId ? report.get(r.codecId)?.mimeType : undefined,
+      framesDecoded: r.framesDecoded ?? 0,
+      packetsReceived: r.packetsReceived ?? 0,
+      bytesReceived: r.bytesReceived ?? 0,
+    });
+  });
+  return out;
+}
+
 /**
  * A client in one channel.
  *
@@ -245,18 +263,7 @@ export class Client extends EventTarget {
     const out = [];
     for (const [publication, s] of this.#subscriptions) {
       const report = await s.pc.getStats();
-      report.forEach((r) => {
-        if (r.type !== 'inbound-rtp') return;
-        out.push({
-          participant: s.participant,
-          publication,
-          kind: r.kind,
-          codec: r.codecId ? report.get(r.codecId)?.mimeType : undefined,
-          framesDecoded: r.framesDecoded ?? 0,
-          packetsReceived: r.packetsReceived ?? 0,
-          bytesReceived: r.bytesReceived ?? 0,
-        });
-      });
+      out.push(...inboundStats(report, { participant: s.participant, publication }));
     }
     return out;
   }
@@ -272,19 +279,7 @@ export class Client extends EventTarget {
       });
       const localCandidate = pair ? report.get(pair.localCandidateId)?.candidateType : undefined;
       const remoteCandidate = pair ? report.get(pair.remoteCandidateId)?.candidateType : undefined;
-      report.forEach((r) => {
-        if (r.type !== 'inbound-rtp') return;
-        out.push({
-          participant,
-          kind: r.kind,
-          codec: r.codecId ? report.get(r.codecId)?.mimeType : undefined,
-          framesDecoded: r.framesDecoded ?? 0,
-          packetsReceived: r.packetsReceived ?? 0,
-          bytesReceived: r.bytesReceived ?? 0,
-          localCandidate,
-          remoteCandidate,
-        });
-      });
+      out.push(...inboundStats(report, { participant, localCandidate, remoteCandidate }));
     }
     return out;
   }

@@ -263,6 +263,11 @@ impl<'a> Message<'a> {
         Some((class * 100 + number, reason))
     }
 
+    /// Whether the message ends in FINGERPRINT (without computing its CRC).
+    pub fn has_fingerprint(&self) -> bool {
+        self.fingerprint.is_some()
+    }
+
     /// `None` when there is no FINGERPRINT attribute, else whether its CRC-32 matches.
     pub fn fingerprint_ok(&self) -> Option<bool> {
         let at = self.fingerprint?;

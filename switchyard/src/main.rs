@@ -540,9 +540,7 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
         },
     )?;
     let mut state = AppState::new(media, applications, announce.clone());
-    state.turn = turn.map(|t| {
-        switchyard_controlplane::ice_servers::Turn::new(Arc::new(t.service), t.secrets, t.urls)
-    });
+    state.turn = turn;
     state.dev_tokens = dev_tokens;
     state.store = Some(cache.clone());
     let state = Arc::new(state);

@@ -17,7 +17,6 @@ use switchyard_controlplane::config::Config;
 use switchyard_controlplane::server::serve_with;
 use switchyard_controlplane::session::AppState;
 use switchyard_controlplane::token::Applications;
-use switchyard_dataplane::turn::auth::Secrets;
 use switchyard_store::Deployment;
 use tokio::sync::{mpsc, watch};
 
@@ -163,12 +162,7 @@ pub fn gateway(args: GatewayArgs) -> Result<(), Fatal> {
             internal,
         )?;
         g.dev_tokens = dev_tokens;
-        g.turn_secrets = config.get("TURN:SECRET").map(|s| {
-            Secrets::new(
-                std::iter::once(s.trim().to_string())
-                    .chain(config.get("TURN:PREVIOUSSECRET").map(|p| p.trim().to_string())),
-            )
-        });
+        g.turn_secrets = crate::turn::configured_secrets(&config);
         let g = Arc::new(g);
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
@@ -392,14 +386,12 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             core_count: workers as u32,
             cluster_address: SocketAddr::new(cluster_ip, port).to_string(),
-            turn_urls: turn.as_ref().map(|t| t.urls.clone()).unwrap_or_default(),
+            turn_urls: turn.as_ref().map(|t| t.urls().to_vec()).unwrap_or_default(),
         };
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         let mut state = AppState::new(media, Applications::default(), announce.clone());
         state.ended = Some(ended_tx);
-        state.turn = turn.map(|t| {
-            switchyard_controlplane::ice_servers::Turn::new(Arc::new(t.service), t.secrets, t.urls)
-        });
+        state.turn = turn;
         let state = Arc::new(state);
         let node = Arc::new(Node::new(state.clone(), base_record, capacity, internal));
         tracing::info!(

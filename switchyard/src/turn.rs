@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_controlplane::config::Config;
+use switchyard_controlplane::ice_servers::Turn;
 use switchyard_dataplane::turn::auth::Secrets;
 use switchyard_dataplane::turn::policy::PeerPolicy;
 use switchyard_dataplane::turn::service::{ServiceConfig, TurnService};
@@ -18,14 +19,6 @@ use crate::Fatal;
 const REALM: &str = "switchyard";
 /// Relay ports when TURN:RELAYPORTMIN/MAX are not set: below the media range (49152-65535).
 const RELAY_PORTS: (u16, u16) = (40000, 49151);
-
-/// A running TURN server and what clients need to use it.
-pub struct Turn {
-    pub service: TurnService,
-    pub secrets: Secrets,
-    /// `turn:` and `turns:` URLs clients are handed (with credentials minted per client).
-    pub urls: Vec<String>,
-}
 
 /// Where the media server's sockets are, which allocations may always reach.
 pub struct Media<'a> {
@@ -50,8 +43,8 @@ pub fn start(
         tracing::info!("TURN: disabled (TURN:ENABLED=false)");
         return Ok(None);
     }
-    let secret = match config.get("TURN:SECRET") {
-        Some(s) => s.trim().to_string(),
+    let secrets = match configured_secrets(config) {
+        Some(s) => s,
         None => {
             let Some(data_dir) = data_dir else {
                 tracing::warn!(
@@ -71,13 +64,9 @@ pub fn start(
                 "TURN secret (TURN:SECRET is not set) is in {}",
                 path.display()
             );
-            secret
+            with_previous(config, secret)
         }
     };
-    let previous = config
-        .get("TURN:PREVIOUSSECRET")
-        .map(|s| s.trim().to_string());
-    let secrets = Secrets::new(std::iter::once(secret).chain(previous));
 
     let own_media: Vec<SocketAddr> = media
         .announced
@@ -177,11 +166,22 @@ pub fn start(
         relay_ports.0,
         relay_ports.1,
     );
-    Ok(Some(Turn {
-        service,
-        secrets,
-        urls,
-    }))
+    Ok(Some(Turn::new(Arc::new(service), secrets, urls)))
+}
+
+/// `TURN:SECRET` (with `TURN:PREVIOUSSECRET`), as media servers and gateways read it.
+pub fn configured_secrets(config: &Config) -> Option<Secrets> {
+    config
+        .get("TURN:SECRET")
+        .map(|s| with_previous(config, s.trim().to_string()))
+}
+
+/// `secret` and, during a rotation, `TURN:PREVIOUSSECRET`.
+fn with_previous(config: &Config, secret: String) -> Secrets {
+    let previous = config
+        .get("TURN:PREVIOUSSECRET")
+        .map(|s| s.trim().to_string());
+    Secrets::new(std::iter::once(secret).chain(previous))
 }
 
 /// An IP as it goes in a URL (IPv6 in brackets).

@@ -9,30 +9,14 @@
 // Environment: RELAY=1 opens the pages with `relay=1` (iceTransportPolicy 'relay': media only
 // through the TURN server of `joined.iceServers`) and expects relay candidates on both ends.
 
-import { chromium } from 'playwright-core';
+import { launch, openDemo } from './chromium.mjs';
 
 const [base, channel, ...tokens] = process.argv.slice(2);
 const relay = process.env.RELAY === '1';
 const DEADLINE_MS = 60_000;
 const SAMPLE_GAP_MS = 2_500;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--use-fake-device-for-media-stream',
-    '--use-fake-ui-for-media-stream',
-    '--allow-loopback-in-peer-connection',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const browser = await launch();
 
 const expected = tokens.length - 1;
 const pages = [];
@@ -64,19 +48,9 @@ const urls = (servers) => servers.flatMap((s) => (Array.isArray(s.urls) ? s.urls
 try {
   // One after the other: each newcomer finds the earlier pages in `joined` and connects to them.
   for (const [i, token] of tokens.entries()) {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-    page.on('console', (m) => {
-      if (m.type() === 'error') errors.push(`console: ${m.text()}`);
-    });
     const q = new URLSearchParams({ channel, token, user: `user${i}`, autojoin: '1', p2p: '1' });
     if (relay) q.set('relay', '1');
-    await page.goto(`${base}/?${q}`);
-    await page.waitForFunction(() => window.switchyard !== undefined);
-    await page.evaluate(() => window.switchyard.ready);
-    pages.push({ page, errors });
+    pages.push(await openDemo(await browser.newContext(), `${base}/?${q}`));
   }
 
   const start = Date.now();

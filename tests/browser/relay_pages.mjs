@@ -16,6 +16,7 @@
 //   DEADLINE_MS      how long the pages have to decode each other (default 40000)
 
 import { chromium } from 'playwright-core';
+import { chromiumArgs, chromiumPath, openDemo } from './chromium.mjs';
 import { fileURLToPath } from 'node:url';
 
 const [base, channel, ...tokens] = process.argv.slice(2);
@@ -25,26 +26,14 @@ const namespaces = process.env.NETNS ? process.env.NETNS.split(',') : [];
 const extraArgs = (process.env.CHROMIUM_ARGS ?? '').split(' ').filter(Boolean);
 const DEADLINE_MS = Number(process.env.DEADLINE_MS ?? 40_000);
 const SAMPLE_GAP_MS = 2_000;
-const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
-const args = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  '--autoplay-policy=no-user-gesture-required',
+const args = chromiumArgs([
   // Cameras need a secure context; across the test's networks the server is a plain-HTTP IP.
   `--unsafely-treat-insecure-origin-as-secure=${base}`,
   ...extraArgs,
-];
+]);
 
-/** A Chromium of its own, in namespace `ns` when given. */
+/** A Chromium of its own, in namespace `ns` when given (through a wrapper that enters it). */
 function launch(ns) {
   if (!ns) return chromium.launch({ executablePath: chromiumPath, headless: true, args });
   return chromium.launch({
@@ -113,19 +102,10 @@ try {
   for (const [i, token] of tokens.entries()) {
     const browser = await launch(namespaces[i]);
     browsers.push(browser);
-    const page = await browser.newPage();
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-    page.on('console', (m) => {
-      if (m.type() === 'error') errors.push(`console: ${m.text()}`);
-    });
     const q = new URLSearchParams({ channel, token, user: `user${i}`, autojoin: '1' });
     if (mode === 'p2p') q.set('p2p', '1');
     if (relay) q.set('relay', '1');
-    await page.goto(`${base}/?${q}`);
-    await page.waitForFunction(() => window.switchyard !== undefined);
-    await page.evaluate(() => window.switchyard.ready);
-    pages.push({ page, errors });
+    pages.push(await openDemo(browser, `${base}/?${q}`));
   }
 
   const start = Date.now();

@@ -11,7 +11,7 @@
 //                       and measure how long until everyone decodes everyone again
 //                       (`recovery_ms`; the SDKs publish again on a live server)
 
-import { chromium } from 'playwright-core';
+import { launch, openDemo } from './chromium.mjs';
 
 const [base, channel, codec, ...tokens] = process.argv.slice(2);
 const bases = process.env.BASES ? process.env.BASES.split(',') : [base];
@@ -20,23 +20,7 @@ const killPid = process.env.KILL_PID ? Number(process.env.KILL_PID) : undefined;
 const DEADLINE_MS = 60_000;
 const SAMPLE_GAP_MS = 2_500;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--use-fake-device-for-media-stream',
-    '--use-fake-ui-for-media-stream',
-    '--allow-loopback-in-peer-connection',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const browser = await launch();
 
 const expected = tokens.length - 1;
 const pages = [];
@@ -91,19 +75,9 @@ const identities = () =>
 
 try {
   for (const [i, token] of tokens.entries()) {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-    page.on('console', (m) => {
-      if (m.type() === 'error') errors.push(`console: ${m.text()}`);
-    });
     const q = new URLSearchParams({ channel, token, codec, user: `user${i}`, autojoin: '1' });
     if (regions[i]) q.set('region', regions[i]);
-    await page.goto(`${bases[i % bases.length]}/?${q}`);
-    await page.waitForFunction(() => window.switchyard !== undefined);
-    await page.evaluate(() => window.switchyard.ready);
-    pages.push({ page, errors });
+    pages.push(await openDemo(await browser.newContext(), `${bases[i % bases.length]}/?${q}`));
   }
 
   const first = await everyoneDecodes(DEADLINE_MS);

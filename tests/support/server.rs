@@ -103,6 +103,24 @@ impl Server {
         text.trim().to_string()
     }
 
+    /// Waits up to 5 s until no transport or participant is left (the clients are gone).
+    pub fn assert_cleaned_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = self.metrics();
+            if m.get("switchyard_transports") == Some(&0.0)
+                && m.get("switchyard_participants") == Some(&0.0)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "state left behind after the clients closed: {m:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// `/metrics` as name{labels} -> value.
     pub fn metrics(&self) -> HashMap<String, f64> {
         http::metrics(self.port)

@@ -20,11 +20,11 @@ struct Sink {
 }
 
 impl Output for Sink {
-    fn to_client(&mut self, _: ClientAddr, fill: impl FnOnce(&mut [u8]) -> Option<usize>) {
+    fn to_client(&mut self, _: ClientAddr, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
         let mut buf = [0u8; 2048];
-        if let Some(n) = fill(&mut buf) {
-            self.last = buf[..n].to_vec();
-        }
+        let Some(n) = fill(&mut buf) else { return false };
+        self.last = buf[..n].to_vec();
+        true
     }
     fn to_peer(&mut self, _: RelayId, _: SocketAddr, _: &[u8]) {}
     fn bind_relay(&mut self, _: Family) -> Option<(RelayId, SocketAddr)> {

@@ -42,10 +42,6 @@ impl Secrets {
         Secrets { keys }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// The long-term keys this username may have, one per secret.
     pub fn keys_for<'a>(
         &'a self,

@@ -104,10 +104,5 @@ pub fn send_indication(
 
 /// ChannelData for a bound channel (unpadded, as over UDP).
 pub fn channel_data(buf: &mut [u8], number: u16, data: &[u8]) -> Option<usize> {
-    let total = super::CHANNEL_HEADER + data.len();
-    let out = buf.get_mut(..total)?;
-    out[..2].copy_from_slice(&number.to_be_bytes());
-    out[2..4].copy_from_slice(&u16::try_from(data.len()).ok()?.to_be_bytes());
-    out[4..].copy_from_slice(data);
-    Some(total)
+    super::write_channel_data(buf, number, data, false)
 }

@@ -12,6 +12,7 @@ pub mod framing;
 pub mod policy;
 mod server;
 pub mod service;
+// ok: the unwrap()/expect() calls of turn/tests.rs are test-only, on values the tests built
 #[cfg(test)]
 mod tests;
 
@@ -52,6 +53,20 @@ pub mod attr {
 pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFE;
 /// The ChannelData header: channel number and length.
 pub const CHANNEL_HEADER: usize = 4;
+
+/// Writes ChannelData for channel `number` into `buf`: padded to four bytes when `pad` (over
+/// TCP and TLS, RFC 8656 section 12.5). `None` when it does not fit.
+pub fn write_channel_data(buf: &mut [u8], number: u16, data: &[u8], pad: bool) -> Option<usize> {
+    let total = CHANNEL_HEADER + data.len();
+    let framed = if pad { (total + 3) & !3 } else { total };
+    let len = u16::try_from(data.len()).ok()?;
+    let frame = buf.get_mut(..framed)?;
+    frame[..2].copy_from_slice(&number.to_be_bytes());
+    frame[2..4].copy_from_slice(&len.to_be_bytes());
+    frame[4..total].copy_from_slice(data);
+    frame[total..].fill(0);
+    Some(framed)
+}
 
 /// Whether a datagram's first byte marks ChannelData (first two bits 01) rather than STUN.
 pub fn is_channel_data(buf: &[u8]) -> bool {

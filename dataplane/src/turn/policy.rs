@@ -103,13 +103,6 @@ impl PeerPolicy {
         }
         Ok(())
     }
-
-    /// Whether `ip` could be an own media address (for permissions, which are per IP).
-    pub fn permits_ip(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        self.own_media.iter().any(|a| a.ip() == ip)
-            || self.check(SocketAddr::new(ip, 1), false).is_ok()
-    }
 }
 
 /// IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible forms as the IPv4 address they reach, so
@@ -179,8 +172,6 @@ mod tests {
         // Another port on the media server's address (Redis, the admin API) stays refused.
         assert!(p.check(a("10.0.0.5:6379"), false).is_err());
         assert_eq!(p.check(a("10.0.0.9:50000"), true), Ok(()));
-        assert!(p.permits_ip("10.0.0.5".parse().unwrap()));
-        assert!(!p.permits_ip("10.0.0.6".parse().unwrap()));
 
         let p = PeerPolicy::new(true, vec![], vec![], vec![]);
         assert_eq!(p.check(a("127.0.0.1:9"), false), Ok(()));

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::auth::{self, NonceCheck, Nonces, Secrets};
 use super::counters::{Counter, Counters};
 use super::policy::{self, PeerPolicy};
-use super::{CHANNEL_HEADER, CHANNELS, attr, is_channel_data, method};
+use super::{CHANNEL_HEADER, CHANNELS, attr, is_channel_data, method, write_channel_data};
 use crate::stun::{self, Class, Message, Writer};
 use crate::wire::be_u16;
 
@@ -108,8 +108,13 @@ impl Family {
 /// What the server asks of its driver.
 pub trait Output {
     /// Sends a message to a client over the transport it came in on; `fill` writes it into
-    /// the buffer and returns its length (`None`: nothing to send).
-    fn to_client(&mut self, client: ClientAddr, fill: impl FnOnce(&mut [u8]) -> Option<usize>);
+    /// the buffer and returns its length (`None`: it does not fit). False when nothing was
+    /// queued.
+    fn to_client(
+        &mut self,
+        client: ClientAddr,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool;
     /// Sends `data` from a relay socket to a peer.
     fn to_peer(&mut self, relay: RelayId, peer: SocketAddr, data: &[u8]);
     /// Binds a relay socket; `None` when no port is free.
@@ -177,6 +182,37 @@ impl Allocation {
 
     fn within_bandwidth(&mut self, now: Instant, n: usize) -> bool {
         self.bucket.as_mut().is_none_or(|b| b.take(now, n))
+    }
+
+    /// Whether `n` bytes may pass between this allocation and `peer` now, either way: a
+    /// permission for the peer's address and room in the bandwidth cap; else the drop's counter.
+    fn admit(&mut self, now: Instant, peer: IpAddr, n: usize) -> Result<(), Counter> {
+        if !self.permits(peer, now) {
+            return Err(Counter::DropNoPermission);
+        }
+        if !self.within_bandwidth(now, n) {
+            return Err(Counter::DropBandwidth);
+        }
+        Ok(())
+    }
+}
+
+/// Sends `data` from the allocation's relay socket to `peer` if [`Allocation::admit`] lets it.
+fn relay_to_peer(
+    counters: &mut Counters,
+    a: &mut Allocation,
+    now: Instant,
+    peer: SocketAddr,
+    data: &[u8],
+    out: &mut impl Output,
+) {
+    match a.admit(now, peer.ip(), data.len()) {
+        Ok(()) => {
+            out.to_peer(a.relay, peer, data);
+            counters.bump(Counter::ToPeerPackets);
+            counters.add(Counter::ToPeerBytes, data.len() as u64);
+        }
+        Err(drop) => counters.bump(drop),
     }
 }
 
@@ -283,10 +319,6 @@ impl Server {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
@@ -370,14 +402,15 @@ impl Server {
         out: &mut impl Output,
     ) {
         self.counters.bump(refusal.counter);
-        let challenge = matches!(refusal.code, 401 | 438);
-        let nonce = self.nonces.mint(self.unix(now), src.ip());
+        // Only a challenge carries a fresh nonce (an HMAC): other refusals skip minting one.
+        let challenge =
+            matches!(refusal.code, 401 | 438).then(|| self.nonces.mint(self.unix(now), src.ip()));
         let realm = self.config.realm.as_bytes();
         respond(out, client, msg, Class::Error, key.as_ref(), |w| {
             w.error_code(refusal.code, refusal.reason)?;
-            if challenge {
+            if let Some(nonce) = &challenge {
                 w.attribute(attr::REALM, realm)?;
-                w.attribute(attr::NONCE, &nonce)?;
+                w.attribute(attr::NONCE, nonce)?;
             }
             Ok(())
         });
@@ -691,17 +724,7 @@ impl Server {
             self.counters.bump(Counter::DropMalformed);
             return;
         };
-        if !a.permits(peer.ip(), now) {
-            self.counters.bump(Counter::DropNoPermission);
-            return;
-        }
-        if !a.within_bandwidth(now, data.len()) {
-            self.counters.bump(Counter::DropBandwidth);
-            return;
-        }
-        out.to_peer(a.relay, peer, data);
-        self.counters.bump(Counter::ToPeerPackets);
-        self.counters.add(Counter::ToPeerBytes, data.len() as u64);
+        relay_to_peer(&mut self.counters, a, now, peer, data, out);
     }
 
     fn channel_data(
@@ -732,18 +755,7 @@ impl Server {
             self.counters.bump(Counter::DropUnboundChannel);
             return;
         };
-        if !a.permits(peer.ip(), now) {
-            self.counters.bump(Counter::DropNoPermission);
-            return;
-        }
-        if !a.within_bandwidth(now, payload.len()) {
-            self.counters.bump(Counter::DropBandwidth);
-            return;
-        }
-        out.to_peer(a.relay, peer, payload);
-        self.counters.bump(Counter::ToPeerPackets);
-        self.counters
-            .add(Counter::ToPeerBytes, payload.len() as u64);
+        relay_to_peer(&mut self.counters, a, now, peer, payload, out);
     }
 
     /// A datagram a relay socket received from `peer`: to the client as ChannelData when a
@@ -765,12 +777,8 @@ impl Server {
             return;
         };
         let (client, a) = a;
-        if !a.permits(peer.ip(), now) {
-            self.counters.bump(Counter::DropNoPermission);
-            return;
-        }
-        if !a.within_bandwidth(now, data.len()) {
-            self.counters.bump(Counter::DropBandwidth);
+        if let Err(drop) = a.admit(now, peer.ip(), data.len()) {
+            self.counters.bump(drop);
             return;
         }
         let channel = a
@@ -778,21 +786,9 @@ impl Server {
             .iter()
             .find(|c| c.peer == peer && c.expires > now)
             .map(|c| c.number);
-        match channel {
+        let sent = match channel {
             Some(number) => out.to_client(client, |buf| {
-                let total = CHANNEL_HEADER + data.len();
-                let padded = if client.pads() {
-                    (total + 3) & !3
-                } else {
-                    total
-                };
-                let len = u16::try_from(data.len()).ok()?;
-                let frame = buf.get_mut(..padded)?;
-                frame[..2].copy_from_slice(&number.to_be_bytes());
-                frame[2..4].copy_from_slice(&len.to_be_bytes());
-                frame[4..total].copy_from_slice(data);
-                frame[total..].fill(0);
-                Some(padded)
+                write_channel_data(buf, number, data, client.pads())
             }),
             None => {
                 self.indication = self.indication.wrapping_add(1);
@@ -803,11 +799,16 @@ impl Server {
                     w.xor_address(attr::XOR_PEER_ADDRESS, peer).ok()?;
                     w.attribute(attr::DATA, data).ok()?;
                     Some(w.finish())
-                });
+                })
             }
+        };
+        if sent {
+            self.counters.bump(Counter::ToClientPackets);
+            self.counters.add(Counter::ToClientBytes, data.len() as u64);
+        } else {
+            // Too big for a send buffer once framed, or no buffer free.
+            self.counters.bump(Counter::DropSendFailed);
         }
-        self.counters.bump(Counter::ToClientPackets);
-        self.counters.add(Counter::ToClientBytes, data.len() as u64);
     }
 
     /// A stream client sent bytes that are neither STUN nor ChannelData (its connection is
@@ -920,10 +921,11 @@ fn respond(
     key: Option<&[u8; 16]>,
     body: impl FnOnce(&mut Writer<'_>) -> Result<(), stun::Error>,
 ) {
-    let fingerprint = msg.fingerprint_ok().is_some();
+    let fingerprint = msg.has_fingerprint();
     let method = msg.method();
     let id = *msg.transaction_id();
-    out.to_client(client, |buf| {
+    // An answer that does not fit is dropped; the client retransmits.
+    let _ = out.to_client(client, |buf| {
         let mut w = Writer::new(buf, method, class, &id).ok()?;
         body(&mut w).ok()?;
         if let Some(key) = key {

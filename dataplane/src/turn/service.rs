@@ -146,6 +146,7 @@ impl TurnService {
                     udp,
                     relays: Slab::new(),
                     conns: Slab::new(),
+                    dirty: Vec::new(),
                     closed: VecDeque::new(),
                     relay_bind_ip,
                     relay_public_ip,
@@ -209,11 +210,7 @@ impl TurnService {
         total
     }
 
-    /// Stops the threads, closing every allocation.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
+    /// Stops the threads (on drop), closing every allocation.
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for w in &self.wakers {
@@ -271,39 +268,43 @@ struct Conn {
     /// Bytes the socket would not take yet (plain TCP; TLS keeps its own).
     pending: Vec<u8>,
     broken: bool,
+    /// Listed in `Io::dirty`, to be flushed at the end of the loop's turn.
+    dirty: bool,
 }
 
 impl Conn {
-    /// Queues a message; closes the connection (marks it broken) if the client stopped
-    /// reading.
-    fn write(&mut self, data: &[u8]) {
+    /// Queues a message written by `fill`, to go out when the loop flushes (so the messages of
+    /// one wake-up leave in one write); marks the connection broken if the client stopped
+    /// reading. False when nothing was queued.
+    fn queue(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
         if self.broken {
-            return;
+            return false;
         }
-        match &mut self.tls {
+        let queued = match &mut self.tls {
             Some(tls) => {
-                if tls.writer().write_all(data).is_err() {
+                // rustls takes a copy into its own records.
+                let mut buf = [0u8; 2048];
+                let Some(n) = fill(&mut buf) else {
+                    return false;
+                };
+                if tls.writer().write_all(&buf[..n]).is_err() {
                     self.broken = true;
                 }
+                true
             }
             None => {
-                if self.pending.is_empty() {
-                    match self.stream.write(data) {
-                        Ok(n) if n == data.len() => return,
-                        Ok(n) => self.pending.extend_from_slice(&data[n..]),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            self.pending.extend_from_slice(data)
-                        }
-                        Err(_) => self.broken = true,
-                    }
-                } else {
-                    self.pending.extend_from_slice(data);
-                }
+                // Written in place at the end of what waits.
+                let at = self.pending.len();
+                self.pending.resize(at + 2048, 0);
+                let n = fill(&mut self.pending[at..]);
+                self.pending.truncate(at + n.unwrap_or(0));
+                n.is_some()
             }
-        }
+        };
         if self.pending.len() > MAX_PENDING_WRITE {
             self.broken = true;
         }
+        queued
     }
 
     /// Writes what is queued; false when the connection is gone.
@@ -379,6 +380,8 @@ struct Io {
     udp: UdpSocket,
     relays: Slab<Relay>,
     conns: Slab<Conn>,
+    /// Connections with something queued (or broken) since the last flush.
+    dirty: Vec<usize>,
     /// Relay sockets the server closed, deregistered after the current event.
     closed: VecDeque<usize>,
     relay_bind_ip: IpAddr,
@@ -390,7 +393,11 @@ struct Io {
 }
 
 impl Output for Io {
-    fn to_client(&mut self, client: ClientAddr, fill: impl FnOnce(&mut [u8]) -> Option<usize>) {
+    fn to_client(
+        &mut self,
+        client: ClientAddr,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool {
         match client {
             ClientAddr::Udp(addr) => {
                 if self.tx.queued() >= TX_BUFFERS / 2 {
@@ -398,16 +405,19 @@ impl Output for Io {
                 }
                 // A full pool (the socket would not take more) loses this datagram, as the
                 // network would.
-                self.tx.push(addr, fill);
+                self.tx.push(addr, fill)
             }
             ClientAddr::Stream(key) => {
-                let mut buf = [0u8; 2048];
-                let Some(n) = fill(&mut buf) else {
-                    return;
+                let key = key as usize;
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return false;
                 };
-                if let Some(conn) = self.conns.get_mut(key as usize) {
-                    conn.write(&buf[..n]);
+                let queued = conn.queue(fill);
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(key);
                 }
+                queued
             }
         }
     }
@@ -613,6 +623,7 @@ impl Thread {
                 tls,
                 pending: Vec::new(),
                 broken: false,
+                dirty: false,
             });
         }
     }
@@ -689,21 +700,21 @@ impl Thread {
 
     /// Writes what responses and relayed data queued on stream connections.
     fn flush_conns(&mut self) {
-        let keys: Vec<usize> = self
-            .io
-            .conns
-            .iter()
-            .filter(|(_, c)| c.wants_write() || c.broken)
-            .map(|(k, _)| k)
-            .collect();
-        for key in keys {
-            let alive = self.io.conns.get_mut(key).is_some_and(|c| c.flush());
+        // Only the connections written to since the last turn; the list keeps its capacity.
+        let mut dirty = std::mem::take(&mut self.io.dirty);
+        for key in dirty.drain(..) {
+            let Some(conn) = self.io.conns.get_mut(key) else {
+                continue;
+            };
+            conn.dirty = false;
+            let alive = conn.flush();
             if alive {
                 self.watch_writes(key);
             } else {
                 self.close_conn(key);
             }
         }
+        self.io.dirty = dirty;
     }
 
     /// Deregisters and drops relay sockets the server closed.

@@ -22,12 +22,18 @@ struct Out {
 }
 
 impl Output for Out {
-    fn to_client(&mut self, client: ClientAddr, fill: impl FnOnce(&mut [u8]) -> Option<usize>) {
+    fn to_client(
+        &mut self,
+        client: ClientAddr,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool {
         let mut buf = vec![0u8; 2048];
-        if let Some(n) = fill(&mut buf) {
-            buf.truncate(n);
-            self.to_client.push((client, buf));
-        }
+        let Some(n) = fill(&mut buf) else {
+            return false;
+        };
+        buf.truncate(n);
+        self.to_client.push((client, buf));
+        true
     }
 
     fn to_peer(&mut self, relay: RelayId, peer: SocketAddr, data: &[u8]) {
