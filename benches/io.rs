@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use switchyard_dataplane::io::{self, Backend, Handler, MAX_DATAGRAM, Tx, Waker};
+use switchyard_dataplane::stats::Counters;
 
 const BURST: usize = 32;
 const SIZE: usize = 1200;
@@ -31,6 +32,7 @@ const FANOUT: [usize; 2] = [1, 10];
 struct Forward {
     dsts: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
+    counters: Counters,
 }
 
 impl Handler for Forward {
@@ -56,6 +58,10 @@ impl Handler for Forward {
     fn is_stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
+
+    fn counters(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
 }
 
 /// A backend running `Forward` on its own thread, as a worker runs its engine.
@@ -75,9 +81,10 @@ impl Server {
         let mut handler = Forward {
             dsts,
             stop: stop.clone(),
+            counters: Counters::default(),
         };
         let w = waker.clone();
-        let thread = std::thread::spawn(move || io::run(backend, &socket, &w, &mut handler));
+        let thread = std::thread::spawn(move || io::run(backend, &socket, None, &w, &mut handler));
         Server {
             addr,
             waker,

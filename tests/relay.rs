@@ -1,9 +1,10 @@
 //! Media through the embedded TURN server: Chromium pages with iceTransportPolicy 'relay'
 //! publishing and subscribing through the media server over TURN/UDP, TURN/TCP and TURN/TLS,
 //! each transport forced by a firewall that drops the ones before it; aiortc over WHIP and WHEP,
-//! relay only, over TURN/UDP and TURN/TCP; and two pages in two homes behind NAT routers that
+//! relay only, over TURN/UDP and TURN/TCP; two pages in two homes behind NAT routers that
 //! cannot reach each other, connecting peer to peer through the TURN server while the media
-//! server carries nothing.
+//! server carries nothing; and two pages whose UDP is dropped entirely reaching the media
+//! server over ICE-TCP.
 
 use std::process::Command;
 
@@ -447,4 +448,57 @@ fn p2p_across_nats_relay_only() {
 #[test]
 fn p2p_across_nats_direct_blocked() {
     p2p_across_nats(false);
+}
+
+/// Two pages with policy `all` where the firewall drops every UDP packet and TURN's port:
+/// they gather their TCP host candidates and reach the media server's passive ICE-TCP
+/// candidates (RFC 6544), with media framed by RFC 4571 on the worker's TCP port, under the
+/// I/O backend `backend`.
+fn chromium_ice_tcp(backend: &str) {
+    netns::enter();
+    let test = Namespace::current("test");
+    test.iptables(&["-A", "OUTPUT", "-p", "udp", "-j", "DROP"]);
+    test.iptables(&["-A", "OUTPUT", "-p", "tcp", "--dport", "3478", "-j", "DROP"]);
+    let dir = temp_dir();
+    let server = Server::start_in(&dir, &["--io-backend", backend], &[]);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let result = run_pages(&base, &tokens(&server, 2), &[]);
+
+    let all = connections(&result);
+    assert_eq!(all.len(), 4, "{result:#}");
+    for (page, c) in &all {
+        let ctx = format!("page {page} {}: {c:#}", c["kind"]);
+        assert_eq!(c["state"], "connected", "{ctx}");
+        assert_eq!(c["policy"], "all", "{ctx}");
+        // An active TCP candidate is announced with port 9; the port the connection really
+        // has comes back in our check response, which makes the pair's local end peer-reflexive.
+        assert_eq!(c["local"]["type"], "prflx", "{ctx}");
+        assert_eq!(c["local"]["protocol"], "tcp", "{ctx}");
+        assert_eq!(c["remote"]["type"], "host", "{ctx}");
+        assert_eq!(c["remote"]["protocol"], "tcp", "{ctx}");
+        let port = c["remote"]["port"].as_u64().unwrap_or_default();
+        assert!((49152..49160).contains(&port), "{ctx}");
+    }
+    // The pages tried UDP (host candidates, TURN) before ICE settled on TCP.
+    let packets = test.rule_packets("OUTPUT");
+    assert!(packets.iter().all(|p| *p > 0), "dropped: {packets:?}");
+
+    let m = server.metrics();
+    assert!(m["switchyard_rtp_forwarded_total"] > 100.0, "{m:?}");
+    assert!(m.contains_key("switchyard_ice_tcp_connections"), "{m:?}");
+    assert_eq!(
+        m["switchyard_turn_relayed_to_peer_packets_total"], 0.0,
+        "{m:?}"
+    );
+    server.assert_cleaned_up();
+}
+
+#[test]
+fn chromium_ice_tcp_mmsg() {
+    chromium_ice_tcp("mmsg");
+}
+
+#[test]
+fn chromium_ice_tcp_uring() {
+    chromium_ice_tcp("uring");
 }

@@ -93,6 +93,11 @@ impl Engine {
         &self.counters
     }
 
+    /// For what the I/O driver counts on the engine's behalf (ICE-TCP connections and drops).
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
     /// The next event for the control plane.
     pub fn poll_event(&mut self) -> Option<MediaEvent> {
         self.events.pop_front()

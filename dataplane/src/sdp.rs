@@ -416,8 +416,10 @@ impl Writer {
         self
     }
 
-    /// One UDP host candidate per address, then `a=end-of-candidates`: we never trickle.
-    pub fn host_candidates(&mut self, candidates: &[SocketAddr]) -> &mut Writer {
+    /// One UDP host candidate per address, with `tcp` a passive TCP one (RFC 6544) at the same
+    /// address and port, then `a=end-of-candidates`: we never trickle.
+    pub fn host_candidates(&mut self, candidates: &[SocketAddr], tcp: bool) -> &mut Writer {
+        let n = candidates.len();
         for (i, c) in candidates.iter().enumerate() {
             // Host candidate priority (RFC 8445 §5.1.2.1): type preference 126, local preference
             // falling with each address, component 1.
@@ -426,6 +428,19 @@ impl Writer {
                 self.out,
                 "a=candidate:{} 1 udp {priority} {} {} typ host\r\n",
                 i + 1,
+                c.ip(),
+                c.port()
+            );
+        }
+        for (i, c) in candidates.iter().enumerate().filter(|_| tcp) {
+            // TCP below every UDP candidate (RFC 6544 section 4.2): type preference 90, local
+            // preference with the passive direction's preference (4) in its top bits.
+            let local = (4u32 << 13) | (8191 - i as u32);
+            let priority = (90u32 << 24) | (local << 8) | 255;
+            let _ = write!(
+                self.out,
+                "a=candidate:{} 1 tcp {priority} {} {} typ host tcptype passive\r\n",
+                n + i + 1,
                 c.ip(),
                 c.port()
             );
@@ -740,6 +755,8 @@ pub struct LocalParams<'a> {
     pub fingerprint: &'a Fingerprint,
     /// Host candidates to announce (the worker's port on each announced address).
     pub candidates: &'a [SocketAddr],
+    /// Whether each candidate's address and port also take ICE-TCP connections.
+    pub tcp: bool,
     /// Codecs the channel allows; offered codecs outside this list are declined.
     pub allowed_codecs: &'a [Codec],
     /// The `o=` session id (see [`Writer::new`]): random in production, fixed in tests.
@@ -894,7 +911,7 @@ pub fn answer(
         if let MediaRole::Send(t) = role {
             w.track(&t.stream_id, &t.track_id, t.ssrc, &t.cname);
         }
-        w.host_candidates(local.candidates);
+        w.host_candidates(local.candidates, local.tcp);
     }
     Ok(Answer {
         sdp: w.finish(),
@@ -1297,6 +1314,7 @@ mod tests {
             ice,
             fingerprint: fp,
             candidates,
+            tcp: false,
             allowed_codecs: &ALL,
             session_id: 4_242,
         }
@@ -1654,6 +1672,44 @@ mod tests {
     }
 
     #[test]
+    fn tcp_candidates_come_after_udp_with_lower_priority() {
+        let addrs: [SocketAddr; 2] = [
+            "192.0.2.7:49152".parse().unwrap(),
+            "[2001:db8::7]:49152".parse().unwrap(),
+        ];
+        let mut w = Writer::new(1);
+        w.host_candidates(&addrs, true);
+        let text = w.finish();
+        let candidates: Vec<(&str, u32)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=candidate:"))
+            .map(|c| {
+                let f: Vec<&str> = c.split(' ').collect();
+                (f[2], f[3].parse().unwrap())
+            })
+            .collect();
+        assert_eq!(candidates.len(), 4);
+        let lowest_udp = candidates
+            .iter()
+            .filter(|c| c.0 == "udp")
+            .map(|c| c.1)
+            .min();
+        let highest_tcp = candidates
+            .iter()
+            .filter(|c| c.0 == "tcp")
+            .map(|c| c.1)
+            .max();
+        assert!(highest_tcp < lowest_udp, "{text}");
+        assert!(
+            text.contains(
+                "a=candidate:3 1 tcp 1520435199 192.0.2.7 49152 typ host tcptype passive\r\n"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("a=end-of-candidates\r\n"));
+    }
+
+    #[test]
     fn writer_line_formats() {
         let ice = Credentials {
             ufrag: "u".into(),
@@ -1688,7 +1744,7 @@ mod tests {
             .rtcp_fb(96, "nack pli")
             .extmap(14, MID_URI)
             .track("s", "t", 7, "c")
-            .host_candidates(&[])
+            .host_candidates(&[], false)
             .rejected(&offered, "d");
         assert_eq!(
             w.finish(),

@@ -33,10 +33,14 @@ pub enum DropReason {
     DtlsFailed,
     /// Every send buffer was in use.
     TxFull,
+    /// An ICE-TCP frame longer than any datagram we handle.
+    TcpOversize,
+    /// An ICE-TCP connection had too much waiting to be written (the client stopped reading).
+    TcpBacklog,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::UnknownSource,
         DropReason::StunMalformed,
@@ -52,6 +56,8 @@ impl DropReason {
         DropReason::RtcpMalformed,
         DropReason::DtlsFailed,
         DropReason::TxFull,
+        DropReason::TcpOversize,
+        DropReason::TcpBacklog,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +77,8 @@ impl DropReason {
             DropReason::RtcpMalformed => "rtcp_malformed",
             DropReason::DtlsFailed => "dtls_failed",
             DropReason::TxFull => "tx_full",
+            DropReason::TcpOversize => "tcp_oversize",
+            DropReason::TcpBacklog => "tcp_backlog",
         }
     }
 }
@@ -140,6 +148,10 @@ counters! {
     keyframe_requests,
     /// Live transports (a gauge, not a running total).
     transports,
+    /// Open ICE-TCP connections (a gauge).
+    ice_tcp_connections,
+    /// ICE-TCP connections closed at once: too many, or a second one from the same address.
+    ice_tcp_refused,
 }
 
 impl Counters {

@@ -40,6 +40,8 @@ pub struct MediaConfig {
     /// Pin worker i to core (first_core + i) modulo the cores available.
     pub pin: bool,
     pub first_core: usize,
+    /// Also listen on TCP at each worker's port, for ICE-TCP (RFC 6544) passive candidates.
+    pub ice_tcp: bool,
 }
 
 /// What the control plane asks of a worker.
@@ -131,6 +133,10 @@ impl Handler for Worker {
     fn is_stopped(&self) -> bool {
         self.stopped
     }
+
+    fn counters(&mut self) -> &mut Counters {
+        self.engine.counters_mut()
+    }
 }
 
 struct WorkerHandle {
@@ -145,6 +151,7 @@ struct WorkerHandle {
 pub struct MediaServer {
     identity: Arc<Identity>,
     backend: Backend,
+    ice_tcp: bool,
     workers: Vec<WorkerHandle>,
 }
 
@@ -171,13 +178,15 @@ impl MediaServer {
         let mut workers = Vec::with_capacity(config.workers);
         let mut next_port = config.port_min;
         for index in 0..config.workers.max(1) {
-            let socket =
-                io::bind_udp(config.bind_ip, next_port..=config.port_max).map_err(|e| {
-                    Error::Start(format!(
-                        "worker {index}: no free UDP port in {next_port}-{}: {e}",
-                        config.port_max
-                    ))
-                })?;
+            let (socket, tcp) =
+                io::bind_media(config.bind_ip, next_port..=config.port_max, config.ice_tcp)
+                    .map_err(|e| {
+                        let what = if config.ice_tcp { "UDP and TCP" } else { "UDP" };
+                        Error::Start(format!(
+                            "worker {index}: no port free for {what} in {next_port}-{}: {e}",
+                            config.port_max
+                        ))
+                    })?;
             let addr = socket
                 .local_addr()
                 .map_err(|e| Error::Start(e.to_string()))?;
@@ -206,12 +215,12 @@ impl MediaServer {
                     {
                         tracing::warn!(worker = index, "could not pin to core {}", core.id);
                     }
-                    if let Err(e) = io::run(backend, &socket, &thread_waker, &mut worker) {
+                    if let Err(e) = io::run(backend, &socket, tcp, &thread_waker, &mut worker) {
                         tracing::error!(worker = index, "I/O loop failed: {e}");
                     }
                 })
                 .map_err(|e| Error::Start(format!("spawn worker {index}: {e}")))?;
-            tracing::info!(worker = index, %addr, backend = backend.as_str(), core = ?core.map(|c| c.id), "media worker started");
+            tracing::info!(worker = index, %addr, ice_tcp = config.ice_tcp, backend = backend.as_str(), core = ?core.map(|c| c.id), "media worker started");
             workers.push(WorkerHandle {
                 commands,
                 waker,
@@ -224,6 +233,7 @@ impl MediaServer {
             MediaServer {
                 identity,
                 backend,
+                ice_tcp: config.ice_tcp,
                 workers,
             },
             events_rx,
@@ -246,6 +256,11 @@ impl MediaServer {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether each worker also takes ICE-TCP connections on its port.
+    pub fn ice_tcp(&self) -> bool {
+        self.ice_tcp
     }
 
     fn send(&self, worker: usize, command: Command) -> Result<(), Error> {

@@ -168,13 +168,18 @@ struct MediaArgs {
     /// Address the media sockets bind to.
     #[arg(long, default_value = "0.0.0.0")]
     media_bind: IpAddr,
-    /// UDP port range for media; worker i takes the i-th free port from the start.
+    /// Port range for media, UDP and (for ICE-TCP) TCP; worker i takes the i-th port free for
+    /// both from the start.
     #[arg(long, default_value = "49152-65535", value_parser = parse_ports)]
     media_ports: (u16, u16),
     /// The address announced in ICE candidates (also EXTERNAL:PUBLICIPADDRESS or
     /// EXTERNAL__PUBLICIPADDRESS) [default: this host's interface addresses, else 127.0.0.1].
     #[arg(long)]
     public_ip: Option<IpAddr>,
+    /// Do not listen on TCP at the media ports: no ICE-TCP candidates (RFC 6544), so clients
+    /// whose UDP is blocked need TURN.
+    #[arg(long, env = "SWITCHYARD_NO_ICE_TCP")]
+    no_ice_tcp: bool,
 }
 
 impl MediaArgs {
@@ -198,6 +203,7 @@ impl MediaArgs {
             port_max: self.media_ports.1,
             pin: true,
             first_core: 0,
+            ice_tcp: !self.no_ice_tcp,
         };
         MediaServer::start(config)
     }
@@ -569,8 +575,9 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
             env!("CARGO_PKG_VERSION")
         );
         tracing::info!(
-            "media: {} worker(s) on UDP {:?} ({} backend), announcing {:?}",
+            "media: {} worker(s) on {} {:?} ({} backend), announcing {:?}",
             ports.len(),
+            if state.media.ice_tcp() { "UDP+TCP" } else { "UDP" },
             ports,
             backend.as_str(),
             announce

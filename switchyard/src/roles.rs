@@ -400,8 +400,9 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
             api::PREFIX
         );
         tracing::info!(
-            "media: {} worker(s) on UDP {:?} ({} backend), announcing {:?}, capacity {capacity} transports",
+            "media: {} worker(s) on {} {:?} ({} backend), announcing {:?}, capacity {capacity} transports",
             ports.len(),
+            if state.media.ice_tcp() { "UDP+TCP" } else { "UDP" },
             ports,
             backend.as_str(),
             announce

@@ -408,6 +408,7 @@ mod tests {
             port_max: 42999,
             pin: false,
             first_core: 0,
+            ice_tcp: false,
         };
         let (media, _events) = MediaServer::start(config).unwrap();
         let state = AppState::new(media, Applications::default(), vec![]);

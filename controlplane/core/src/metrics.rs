@@ -207,6 +207,20 @@ pub fn render(media: &MediaServer, signalling: &Metrics, live: Live) -> String {
         "Live transports (peer connections).",
         s.transports,
     );
+    metric(
+        &mut out,
+        "switchyard_ice_tcp_connections",
+        "gauge",
+        "Open ICE-TCP connections on media ports.",
+        s.ice_tcp_connections,
+    );
+    metric(
+        &mut out,
+        "switchyard_ice_tcp_refused_total",
+        "counter",
+        "ICE-TCP connections refused (per-worker limit, or a second from one address).",
+        s.ice_tcp_refused,
+    );
     out.push_str("# HELP switchyard_dropped_packets_total Datagrams dropped, by reason.\n");
     out.push_str("# TYPE switchyard_dropped_packets_total counter\n");
     for (reason, n) in s.drop_counts() {

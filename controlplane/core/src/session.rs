@@ -158,6 +158,7 @@ impl AppState {
             ice: &local_ice,
             fingerprint,
             candidates: &candidates,
+            tcp: self.media.ice_tcp(),
             allowed_codecs: &rules.codecs,
             session_id: rand::random::<u32>().into(),
         };
@@ -336,6 +337,7 @@ impl AppState {
             ice: &local_ice,
             fingerprint: self.media.identity().fingerprint(),
             candidates: &candidates,
+            tcp: self.media.ice_tcp(),
             allowed_codecs: &ALL_CODECS,
             session_id: rand::random::<u32>().into(),
         };

@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
             ice: &ice,
             fingerprint: &offer.fingerprint,
             candidates: &candidates,
+            tcp: true,
             allowed_codecs: &[switchyard_dataplane::media::Codec::Opus, switchyard_dataplane::media::Codec::Vp8],
             session_id: 1,
         };

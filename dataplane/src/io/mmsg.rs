@@ -1,11 +1,12 @@
-//! The recvmmsg/sendmmsg backend: poll(2) on the socket and the waker, then batches of up to
-//! `BATCH` datagrams per system call each way.
+//! The recvmmsg/sendmmsg backend: poll(2) on the socket, the waker and the ICE-TCP epoll
+//! descriptor, then batches of up to `BATCH` datagrams per system call each way.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+use super::tcp::IceTcp;
 use super::{Handler, MAX_DATAGRAM, Tx, Waker, addr};
 
 /// Datagrams per recvmmsg/sendmmsg call.
@@ -56,6 +57,7 @@ impl Messages {
 
 pub(super) fn run(
     socket: &UdpSocket,
+    mut tcp: Option<IceTcp>,
     waker: &Waker,
     handler: &mut impl Handler,
     tx: &mut Tx,
@@ -65,10 +67,14 @@ pub(super) fn run(
     let mut out = Messages::new();
     let mut deadline = handler.on_tick(Instant::now(), tx);
     loop {
+        if let Some(tcp) = &mut tcp {
+            tcp.route(tx, handler);
+        }
         let blocked = !flush(fd, tx, &mut out)?;
         if handler.is_stopped() {
             return drain(fd, tx, &mut out);
         }
+        let sweep = tcp.as_mut().and_then(|t| t.sweep(Instant::now(), handler));
         let mut fds = [
             libc::pollfd {
                 fd,
@@ -80,14 +86,24 @@ pub(super) fn run(
                 events: libc::POLLIN,
                 revents: 0,
             },
+            // poll(2) skips a negative descriptor: no ICE-TCP.
+            libc::pollfd {
+                fd: tcp.as_ref().map_or(-1, |t| t.fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
-        let timeout = deadline.map_or(-1, |d| {
-            let wait = d.saturating_duration_since(Instant::now());
-            // Round up so we do not wake just before the deadline and spin.
-            wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-        });
-        // SAFETY: `fds` is a live array of two pollfd structs.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+        let timeout = [deadline, sweep]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(-1, |d| {
+                let wait = d.saturating_duration_since(Instant::now());
+                // Round up so we do not wake just before the deadline and spin.
+                wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            });
+        // SAFETY: `fds` is a live array of three pollfd structs.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
@@ -104,8 +120,17 @@ pub(super) fn run(
                 if got < BATCH {
                     break;
                 }
+                if let Some(tcp) = &mut tcp {
+                    tcp.route(tx, handler);
+                }
                 flush(fd, tx, &mut out)?;
             }
+        }
+        if let Some(tcp) = &mut tcp
+            && fds[2].revents & libc::POLLIN != 0
+        {
+            // What is left keeps the descriptor readable: poll(2) reports it again.
+            let _ = tcp.service(now, handler, tx);
         }
         deadline = handler.on_tick(now, tx);
     }

@@ -2,15 +2,18 @@
 //!
 //! Two backends drive the same [`Handler`]: io_uring (multishot receive into a provided buffer
 //! ring, batched sends) and recvmmsg/sendmmsg with poll(2), used where io_uring is unavailable
-//! (seccomp profiles, old kernels) or chosen with `--io-backend mmsg`.
+//! (seccomp profiles, old kernels) or chosen with `--io-backend mmsg`. Either also serves the
+//! worker's ICE-TCP connections ([`tcp`]) when given a TCP listener.
 
 mod addr;
+pub(crate) mod epoll;
 pub(crate) mod mmsg;
+mod tcp;
 mod tx;
 mod uring;
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -18,6 +21,8 @@ use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::stats::Counters;
+use tcp::IceTcp;
 pub use tx::Tx;
 
 /// The largest datagram we receive or send. Media packets stay under ~1300 bytes.
@@ -84,6 +89,9 @@ pub trait Handler {
 
     /// Whether the loop should return (after flushing what is queued).
     fn is_stopped(&self) -> bool;
+
+    /// Where the backend counts what it drops or refuses itself (ICE-TCP).
+    fn counters(&mut self) -> &mut Counters;
 }
 
 /// Wakes a worker's loop from another thread (an eventfd the loop also waits on).
@@ -148,17 +156,60 @@ pub fn bind_udp(ip: IpAddr, ports: std::ops::RangeInclusive<u16>) -> io::Result<
     Err(last)
 }
 
-/// Runs `handler` on `socket` until it reports stopped.
+/// Binds the UDP socket and, with `tcp`, a TCP listener on the same port (for ICE-TCP, so a
+/// worker's candidates differ only in protocol): the first port in `ports` where both are
+/// free. A range starting at 0 lets the kernel choose the UDP port.
+pub fn bind_media(
+    ip: IpAddr,
+    ports: std::ops::RangeInclusive<u16>,
+    tcp: bool,
+) -> io::Result<(UdpSocket, Option<TcpListener>)> {
+    let (mut from, to) = (*ports.start(), *ports.end());
+    // Kernel-chosen ports are retried a few times; a range is walked to its end.
+    let mut tries = 16;
+    loop {
+        let udp = bind_udp(ip, from..=to)?;
+        if !tcp {
+            return Ok((udp, None));
+        }
+        let addr = udp.local_addr()?;
+        match bind_tcp(addr) {
+            Ok(listener) => return Ok((udp, Some(listener))),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && from == 0 && tries > 0 => {
+                tries -= 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && from != 0 && addr.port() < to => {
+                from = addr.port() + 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A nonblocking TCP listener on `addr`, reusable right after a restart (SO_REUSEADDR).
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Runs `handler` on `socket`, and on the ICE-TCP connections `tcp` accepts, until it reports
+/// stopped.
 pub fn run(
     backend: Backend,
     socket: &UdpSocket,
+    tcp: Option<TcpListener>,
     waker: &Waker,
     handler: &mut impl Handler,
 ) -> io::Result<()> {
     let mut tx = Tx::new(TX_BUFFERS);
+    let tcp = tcp.map(IceTcp::new).transpose()?;
     match backend {
-        Backend::Uring => uring::run(socket, waker, handler, &mut tx),
-        Backend::Mmsg => mmsg::run(socket, waker, handler, &mut tx),
+        Backend::Uring => uring::run(socket, tcp, waker, handler, &mut tx),
+        Backend::Mmsg => mmsg::run(socket, tcp, waker, handler, &mut tx),
     }
 }
 
@@ -175,6 +226,7 @@ mod tests {
         ticks: Arc<std::sync::atomic::AtomicU64>,
         deadline: Option<Instant>,
         tick_times: Arc<std::sync::Mutex<Vec<Instant>>>,
+        counters: Counters,
     }
 
     impl Handler for Echo {
@@ -196,6 +248,10 @@ mod tests {
         fn is_stopped(&self) -> bool {
             self.stop.load(Ordering::Relaxed)
         }
+
+        fn counters(&mut self) -> &mut Counters {
+            &mut self.counters
+        }
     }
 
     struct Running {
@@ -209,7 +265,12 @@ mod tests {
 
     impl Running {
         fn start(backend: Backend, deadline: Option<Instant>) -> Running {
-            let socket = bind_udp("127.0.0.1".parse().unwrap(), 0..=0).unwrap();
+            Running::start_with(backend, deadline, false)
+        }
+
+        /// With `tcp`, also an ICE-TCP listener on the same port.
+        fn start_with(backend: Backend, deadline: Option<Instant>, tcp: bool) -> Running {
+            let (socket, listener) = bind_media("127.0.0.1".parse().unwrap(), 0..=0, tcp).unwrap();
             let addr = socket.local_addr().unwrap();
             let waker = Waker::new().unwrap();
             let stop = Arc::new(AtomicBool::new(false));
@@ -220,9 +281,10 @@ mod tests {
                 ticks: ticks.clone(),
                 deadline,
                 tick_times: tick_times.clone(),
+                counters: Counters::default(),
             };
             let w = waker.clone();
-            let thread = std::thread::spawn(move || run(backend, &socket, &w, &mut echo));
+            let thread = std::thread::spawn(move || run(backend, &socket, listener, &w, &mut echo));
             Running {
                 addr,
                 waker,
@@ -283,6 +345,55 @@ mod tests {
                 }
             }
             assert_eq!(received, total, "{backend:?}");
+            r.stop();
+        }
+    }
+
+    /// Reads one RFC 4571 frame.
+    fn read_frame(stream: &mut std::net::TcpStream) -> Vec<u8> {
+        use std::io::Read;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).expect("frame length");
+        let mut frame = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut frame).expect("frame");
+        frame
+    }
+
+    #[test]
+    fn ice_tcp_frames_reach_the_handler_and_replies_go_back_on_the_connection() {
+        use std::io::Write;
+        for backend in backends() {
+            let r = Running::start_with(backend, None, true);
+            let mut tcp = std::net::TcpStream::connect(r.addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            // Frames written in pieces that cut through lengths and payloads.
+            let mut stream = Vec::new();
+            for i in 0..200u16 {
+                let len = 1 + usize::from(i) * 7 % 1400;
+                stream.extend_from_slice(&(len as u16).to_be_bytes());
+                stream.extend((0..len).map(|j| (usize::from(i) + j) as u8));
+            }
+            for chunk in stream.chunks(333) {
+                tcp.write_all(chunk).unwrap();
+            }
+            for i in 0..200u16 {
+                let len = 1 + usize::from(i) * 7 % 1400;
+                let want: Vec<u8> = (0..len).map(|j| (usize::from(i) + j) as u8).collect();
+                assert_eq!(read_frame(&mut tcp), want, "{backend:?}: frame {i}");
+            }
+            // UDP on the same port still works beside it.
+            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+            udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            udp.send_to(b"udp", r.addr).unwrap();
+            let mut buf = [0u8; 16];
+            let (n, _) = udp.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"udp");
+            // A frame longer than any datagram is dropped; the connection goes on.
+            let big = vec![1u8; MAX_DATAGRAM + 1];
+            tcp.write_all(&(big.len() as u16).to_be_bytes()).unwrap();
+            tcp.write_all(&big).unwrap();
+            tcp.write_all(&[0, 2, b'o', b'k']).unwrap();
+            assert_eq!(read_frame(&mut tcp), b"ok", "{backend:?}");
             r.stop();
         }
     }

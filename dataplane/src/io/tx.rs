@@ -75,6 +75,24 @@ impl Tx {
         self.queued.clear();
     }
 
+    /// Takes out the queued datagrams `take` accepts (it is shown each one's bytes and
+    /// destination and returns true when it took them), freeing their buffers; the others keep
+    /// their order.
+    pub(super) fn take_if(&mut self, mut take: impl FnMut(&[u8], SocketAddr) -> bool) {
+        let mut kept = 0;
+        for i in 0..self.queued.len() {
+            let slot = self.queued[i];
+            let (data, dst) = self.datagram(slot);
+            if take(data, dst) {
+                self.free.push(slot);
+            } else {
+                self.queued[kept] = slot;
+                kept += 1;
+            }
+        }
+        self.queued.truncate(kept);
+    }
+
     /// The queued slots, oldest first.
     pub(super) fn queued_slots(&self) -> &[u32] {
         &self.queued
@@ -128,5 +146,36 @@ mod tests {
         tx.release(first);
         assert!(tx.push(dst, |_| Some(MAX_DATAGRAM)));
         assert!(!tx.push(dst, |_| Some(MAX_DATAGRAM + 1)));
+    }
+
+    #[test]
+    fn take_if_keeps_the_rest_in_order() {
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        let mut tx = Tx::new(4);
+        for (dst, byte) in [(a, 1u8), (b, 2), (a, 3), (b, 4)] {
+            assert!(tx.push(dst, |buf| {
+                buf[0] = byte;
+                Some(1)
+            }));
+        }
+        let mut taken = Vec::new();
+        tx.take_if(|data, dst| {
+            let take = dst == b;
+            if take {
+                taken.push(data[0]);
+            }
+            take
+        });
+        assert_eq!(taken, [2, 4]);
+        let mut left = Vec::new();
+        tx.drain_to(|_, data| left.push(data[0]));
+        assert_eq!(left, [1, 3]);
+        // Every buffer is free again.
+        for _ in 0..4 {
+            assert!(tx.push(a, |_| Some(1)));
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The io_uring backend: one multishot `RecvMsg` fills buffers the kernel takes from a
 //! provided-buffer ring, sends go out as `SendMsg` entries submitted in one batch per loop
-//! iteration, and a `Read` on the waker's eventfd interrupts the wait.
+//! iteration, and a `Read` on the waker's eventfd interrupts the wait. ICE-TCP connections
+//! are served through their epoll descriptor, watched by a multishot `PollAdd`: fallback
+//! traffic, not worth per-connection ring operations.
 //!
 //! Driven with the `io-uring` crate directly (not tokio-uring, which has no multishot receive
 //! or buffer rings and no release since 2024).
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
+use super::tcp::IceTcp;
 use super::{Handler, MAX_DATAGRAM, Tx, Waker, addr};
 
 /// Submission queue entries (the completion queue is twice as large).
@@ -29,6 +32,8 @@ const NAME_LEN: usize = addr::STORAGE_LEN;
 const RECV_BUF_LEN: usize = RECVMSG_OUT + NAME_LEN + MAX_DATAGRAM;
 
 const KIND_SHIFT: u64 = 62;
+/// Readiness of the ICE-TCP epoll descriptor (a multishot poll).
+const TCP: u64 = 0;
 const RECV: u64 = 1 << KIND_SHIFT;
 const WAKE: u64 = 2 << KIND_SHIFT;
 const SEND: u64 = 3 << KIND_SHIFT;
@@ -46,6 +51,7 @@ pub(super) fn usable() -> bool {
         opcode::RecvMsg::CODE,
         opcode::SendMsg::CODE,
         opcode::Read::CODE,
+        opcode::PollAdd::CODE,
     ];
     if !ops.iter().all(|op| probe.is_supported(*op)) {
         return false;
@@ -257,6 +263,7 @@ impl Drop for UringLoop {
 
 pub(super) fn run(
     socket: &UdpSocket,
+    mut tcp: Option<IceTcp>,
     waker: &Waker,
     handler: &mut impl Handler,
     tx: &mut Tx,
@@ -278,14 +285,32 @@ pub(super) fn run(
     let wake = opcode::Read::new(Fd(waker.raw_fd()), wake_buf.as_mut_ptr(), 8)
         .build()
         .user_data(WAKE);
+    // Multishot: one completion each time the descriptor turns readable.
+    let tcp_poll = tcp.as_ref().map(|t| {
+        opcode::PollAdd::new(Fd(t.fd()), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(TCP)
+    });
     push(ring, &recv)?;
     push(ring, &wake)?;
+    if let Some(poll) = &tcp_poll {
+        push(ring, poll)?;
+    }
 
     let mut deadline = handler.on_tick(Instant::now(), tx);
     let mut in_flight = 0usize;
     let mut stopping: Option<Instant> = None;
+    // The poll fires on new readiness only; work `service` left must not wait for more.
+    let mut tcp_more = false;
     loop {
+        if let Some(tcp) = &mut tcp {
+            tcp.route(tx, handler);
+        }
         in_flight += queue_sends(ring, fd, tx, sends)?;
+        let sweep = tcp.as_mut().and_then(|t| t.sweep(Instant::now(), handler));
+        let now_if_more = tcp_more.then(Instant::now);
+        deadline = [deadline, sweep, now_if_more].into_iter().flatten().min();
         if stopping.is_none() && handler.is_stopped() {
             stopping = Some(Instant::now() + Duration::from_secs(1));
         }
@@ -311,6 +336,7 @@ pub(super) fn run(
         }
         let now = Instant::now();
         let (mut rearm_recv, mut rearm_wake) = (false, false);
+        let (mut tcp_ready, mut rearm_tcp) = (false, false);
         let mut cq = ring.completion();
         cq.sync();
         for cqe in &mut cq {
@@ -330,6 +356,10 @@ pub(super) fn run(
                     bufs.push(bid);
                 }
                 WAKE => rearm_wake = true,
+                TCP => {
+                    tcp_ready = true;
+                    rearm_tcp |= !cqueue::more(cqe.flags());
+                }
                 SEND => {
                     in_flight = in_flight.saturating_sub(1);
                     tx.release((data & 0xFFFF_FFFF) as u32);
@@ -344,6 +374,12 @@ pub(super) fn run(
         }
         if rearm_wake {
             push(ring, &wake)?;
+        }
+        if let (Some(poll), true) = (&tcp_poll, rearm_tcp) {
+            push(ring, poll)?;
+        }
+        if let (Some(tcp), true) = (&mut tcp, tcp_ready || tcp_more) {
+            tcp_more = tcp.service(now, handler, tx);
         }
         deadline = handler.on_tick(now, tx);
     }
