@@ -211,9 +211,17 @@ fn chromium_through_the_sfu(turn: Turn) {
         "switchyard_turn_relayed_to_peer_packets_total",
         "switchyard_turn_relayed_to_client_packets_total",
         "switchyard_rtp_forwarded_total",
+        // The relays' peer is the SFU of the same process: every packet crossed in-process.
+        "switchyard_turn_sfu_in_process_packets_total{direction=\"to_sfu\"}",
+        "switchyard_turn_sfu_in_process_packets_total{direction=\"from_sfu\"}",
     ] {
         assert!(m[counter] > 100.0, "{counter}: {m:?}");
     }
+    assert_eq!(
+        m["switchyard_turn_relayed_to_peer_packets_total"],
+        m["switchyard_turn_sfu_in_process_packets_total{direction=\"to_sfu\"}"],
+        "{m:?}"
+    );
     server.assert_cleaned_up();
 }
 

@@ -11,6 +11,7 @@ pub mod client;
 pub mod demux;
 pub mod dtls;
 pub mod engine;
+pub mod handoff;
 pub mod ice;
 pub mod io;
 pub mod media;

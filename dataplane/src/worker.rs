@@ -16,12 +16,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::dtls::Identity;
 use crate::engine::Engine;
+use crate::handoff::{self, Hub};
 use crate::io::{self, Backend, Handler, Tx, Waker};
 use crate::spec::{Error, MediaEvent, TransportId, TransportSpec};
-use crate::stats::{self, Counters};
+use crate::stats::{self, Counters, DropReason};
 
 /// Commands a worker's queue holds before `create_transport` reports it busy.
 const COMMAND_QUEUE: usize = 1024;
+/// Handed-off datagrams a tick takes before the loop's sockets get a turn.
+const HANDOFF_BATCH: usize = 256;
 /// Counters are published for the control plane at most this often (and not at all while
 /// nothing changes, so an idle worker sleeps).
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
@@ -42,6 +45,8 @@ pub struct MediaConfig {
     pub first_core: usize,
     /// Also listen on TCP at each worker's port, for ICE-TCP (RFC 6544) passive candidates.
     pub ice_tcp: bool,
+    /// Where the process's embedded TURN server hands relayed datagrams over in-process.
+    pub handoff: Option<Arc<Hub>>,
 }
 
 /// What the control plane asks of a worker.
@@ -66,9 +71,53 @@ struct Worker {
     published: Counters,
     last_publish: Instant,
     stopped: bool,
+    /// The in-process lane from TURN, and this worker's media port (what TURN sees it from).
+    handoff: Option<(Arc<Hub>, std::sync::mpsc::Receiver<handoff::Datagram>, u16)>,
 }
 
 impl Worker {
+    /// Feeds what TURN handed over to the engine; true when the lane still holds more.
+    fn take_handed_off(&mut self, now: Instant, tx: &mut Tx) -> bool {
+        let Some((_, lane, _)) = &self.handoff else {
+            return false;
+        };
+        for _ in 0..HANDOFF_BATCH {
+            match lane.try_recv() {
+                Ok(mut d) => self.engine.handle_datagram(now, d.src, d.payload(), tx),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Hands the queued datagrams addressed to a relay of this process's TURN server to its
+    /// thread instead of the kernel.
+    fn hand_to_turn(&mut self, tx: &mut Tx) {
+        let Some((hub, _, port)) = &self.handoff else {
+            return;
+        };
+        if !hub.has_turn() {
+            return;
+        }
+        let counters = self.engine.counters_mut();
+        // Threads to wake, as bits (a process has at most a few dozen).
+        let mut woken = 0u64;
+        tx.take_if(|data, dst| {
+            let Some(thread) = hub.turn_for(dst) else {
+                return false;
+            };
+            if hub.to_turn(thread, *port, dst, data) {
+                woken |= 1 << thread.min(63);
+            } else {
+                counters.drop(DropReason::TxFull);
+            }
+            true
+        });
+        for thread in (0..64).filter(|t| woken & (1 << t) != 0) {
+            hub.wake_turn(thread);
+        }
+    }
+
     fn command(&mut self, now: Instant, command: Command) {
         match command {
             Command::CreateTransport { spec, reply } => {
@@ -108,6 +157,7 @@ impl Handler for Worker {
     }
 
     fn on_tick(&mut self, now: Instant, tx: &mut Tx) -> Option<Instant> {
+        let more_handed_off = self.take_handed_off(now, tx);
         loop {
             match self.commands.try_recv() {
                 Ok(command) => self.command(now, command),
@@ -123,8 +173,10 @@ impl Handler for Worker {
         while let Some(event) = self.engine.poll_event() {
             let _ = self.events.send(event);
         }
+        self.hand_to_turn(tx);
         let publish = self.publish(now);
-        [self.engine.poll_timeout(), publish]
+        let soon = more_handed_off.then_some(now);
+        [self.engine.poll_timeout(), publish, soon]
             .into_iter()
             .flatten()
             .min()
@@ -152,6 +204,7 @@ pub struct MediaServer {
     identity: Arc<Identity>,
     backend: Backend,
     ice_tcp: bool,
+    handoff: Option<Arc<Hub>>,
     workers: Vec<WorkerHandle>,
 }
 
@@ -176,6 +229,8 @@ impl MediaServer {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut workers = Vec::with_capacity(config.workers);
+        // Every socket and waker first: the hand-off lanes are registered all at once.
+        let mut bound = Vec::with_capacity(config.workers.max(1));
         let mut next_port = config.port_min;
         for index in 0..config.workers.max(1) {
             let (socket, tcp) =
@@ -192,11 +247,25 @@ impl MediaServer {
                 .map_err(|e| Error::Start(e.to_string()))?;
             next_port = addr.port().saturating_add(1);
             let waker = Waker::new().map_err(|e| Error::Start(format!("eventfd: {e}")))?;
+            bound.push((socket, tcp, addr, waker));
+        }
+        let mut lanes = config.handoff.as_ref().map(|hub| {
+            let ports: Vec<(u16, Waker)> = bound
+                .iter()
+                .map(|(_, _, a, w)| (a.port(), w.clone()))
+                .collect();
+            hub.register_workers(&ports).into_iter()
+        });
+        for (index, (socket, tcp, addr, waker)) in bound.into_iter().enumerate() {
             let (commands, commands_rx) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
             let shared = Arc::new(stats::Shared::default());
             let core = (config.pin && !cores.is_empty())
                 .then(|| cores[(config.first_core + index) % cores.len()]);
             let now = Instant::now();
+            let handoff = match (&config.handoff, lanes.as_mut().and_then(Iterator::next)) {
+                (Some(hub), Some(lane)) => Some((hub.clone(), lane, addr.port())),
+                _ => None,
+            };
             let mut worker = Worker {
                 engine: Engine::new(identity.clone(), rand::random(), now),
                 commands: commands_rx,
@@ -205,6 +274,7 @@ impl MediaServer {
                 published: Counters::default(),
                 last_publish: now,
                 stopped: false,
+                handoff,
             };
             let thread_waker = waker.clone();
             let thread = std::thread::Builder::new()
@@ -234,6 +304,7 @@ impl MediaServer {
                 identity,
                 backend,
                 ice_tcp: config.ice_tcp,
+                handoff: config.handoff.clone(),
                 workers,
             },
             events_rx,
@@ -256,6 +327,11 @@ impl MediaServer {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Where an embedded TURN server of this process hands datagrams to the workers.
+    pub fn handoff(&self) -> Option<Arc<Hub>> {
+        self.handoff.clone()
     }
 
     /// Whether each worker also takes ICE-TCP connections on its port.

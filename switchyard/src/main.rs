@@ -21,6 +21,7 @@ use switchyard_controlplane::follow;
 use switchyard_controlplane::server::{Https, HttpsError};
 use switchyard_controlplane::session::AppState;
 use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
+use switchyard_dataplane::handoff::Hub;
 use switchyard_dataplane::io::Backend;
 use switchyard_dataplane::spec::{self, MediaEvent};
 use switchyard_dataplane::worker::{MediaConfig, MediaServer};
@@ -204,6 +205,7 @@ impl MediaArgs {
             pin: true,
             first_core: 0,
             ice_tcp: !self.no_ice_tcp,
+            handoff: Some(Arc::new(Hub::default())),
         };
         MediaServer::start(config)
     }
@@ -543,6 +545,7 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
             announced: &announce,
             ports: &ports,
             workers: media.workers(),
+            handoff: media.handoff(),
         },
     )?;
     let mut state = AppState::new(media, applications, announce.clone());

@@ -369,6 +369,7 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
                 announced: &announce,
                 ports: &ports,
                 workers,
+                handoff: media.handoff(),
             },
         )?;
         let id = args.id.unwrap_or_else(|| format!("{}-{port}", hostname()));

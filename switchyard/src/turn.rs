@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use switchyard_controlplane::config::Config;
 use switchyard_controlplane::ice_servers::Turn;
+use switchyard_dataplane::handoff::Hub;
 use switchyard_dataplane::turn::auth::Secrets;
 use switchyard_dataplane::turn::policy::PeerPolicy;
 use switchyard_dataplane::turn::service::{ServiceConfig, TurnService};
@@ -26,6 +27,8 @@ pub struct Media<'a> {
     pub announced: &'a [IpAddr],
     pub ports: &'a [u16],
     pub workers: usize,
+    /// Where allocations whose peer is one of these sockets cross in-process.
+    pub handoff: Option<Arc<Hub>>,
 }
 
 /// Starts TURN unless `TURN:ENABLED=false`. Every listener is bound before this returns, so
@@ -139,6 +142,7 @@ pub fn start(
         relay_ports: relay_ports.0..=relay_ports.1,
         pin: Some(0),
         server,
+        handoff: media.handoff,
     })
     .map_err(|source| Fatal::Turn { port, source })?;
 

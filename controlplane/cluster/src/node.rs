@@ -409,6 +409,7 @@ mod tests {
             pin: false,
             first_core: 0,
             ice_tcp: false,
+            handoff: None,
         };
         let (media, _events) = MediaServer::start(config).unwrap();
         let state = AppState::new(media, Applications::default(), vec![]);

@@ -30,6 +30,8 @@ counters! {
     ToPeerBytes => "relayed_to_peer_bytes_total",
     ToClientPackets => "relayed_to_client_packets_total",
     ToClientBytes => "relayed_to_client_bytes_total",
+    ToSfuInProcess => "sfu_in_process_packets_total{direction=\"to_sfu\"}",
+    FromSfuInProcess => "sfu_in_process_packets_total{direction=\"from_sfu\"}",
     BadRequest => "refused_total{code=\"400\"}",
     Unauthorized => "refused_total{code=\"401\"}",
     Forbidden => "refused_total{code=\"403\"}",

@@ -323,6 +323,11 @@ impl Server {
         &self.counters
     }
 
+    /// Counts what the driver did on the server's behalf (in-process hand-off to the SFU).
+    pub fn count(&mut self, counter: Counter, n: u64) {
+        self.counters.add(counter, n);
+    }
+
     /// The relayed address of the allocation made over `client`, if any.
     pub fn relayed_address(&self, client: ClientAddr) -> Option<SocketAddr> {
         self.allocations.get(&client).map(|a| a.relayed)

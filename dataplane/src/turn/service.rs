@@ -21,7 +21,8 @@ use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::framing::Framer;
-use super::{ClientAddr, Config, Counters, Family, Output, RelayId, Server, Shared};
+use super::{ClientAddr, Config, Counter, Counters, Family, Output, RelayId, Server, Shared};
+use crate::handoff::{self, Hub};
 use crate::io::epoll::{Epoll, epoll_add, epoll_del, epoll_mod, epoll_wait};
 use crate::io::mmsg::{self, Messages, Receiver};
 use crate::io::{Tx, Waker};
@@ -45,6 +46,8 @@ const TLS: u64 = 3;
 /// Tokens above this carry a kind in the high bits and a slab key below.
 const RELAY_KIND: u64 = 1 << 32;
 const CONN_KIND: u64 = 2 << 32;
+/// Datagrams from the SFU relayed per loop turn before the sockets get theirs.
+const SFU_BATCH: usize = 256;
 
 /// How the TURN threads are set up.
 #[derive(Clone)]
@@ -65,6 +68,9 @@ pub struct ServiceConfig {
     /// Pin thread i to core (first_core + i), as the media workers are.
     pub pin: Option<usize>,
     pub server: Config,
+    /// The process's SFU workers: datagrams between an allocation and the SFU's own media
+    /// sockets cross in-process instead of through the kernel.
+    pub handoff: Option<Arc<Hub>>,
 }
 
 /// The running TURN threads.
@@ -102,7 +108,22 @@ impl TurnService {
         // The first thread may bind port 0 (tests); the others then share the port it got.
         let mut port = config.port;
         let mut tls_port = config.tls.as_ref().map(|(p, _)| *p);
-        for index in 0..config.threads.max(1) {
+        let threads = config.threads.max(1);
+        let wakers: Vec<Waker> = (0..threads)
+            .map(|_| Waker::new())
+            .collect::<io::Result<_>>()?;
+        // The addresses the SFU's media sockets are known by, where hand-off applies.
+        let mut sfu_ips: Vec<IpAddr> = Vec::new();
+        for a in &server.policy.own_media {
+            if !sfu_ips.contains(&a.ip()) {
+                sfu_ips.push(a.ip());
+            }
+        }
+        let mut lanes = config
+            .handoff
+            .as_ref()
+            .map(|hub| hub.register_turn(&wakers, sfu_ips).into_iter());
+        for (index, waker) in wakers.into_iter().enumerate() {
             let udp = bind(config.bind_ip, port, Type::DGRAM)?;
             let udp: UdpSocket = udp.into();
             port = udp.local_addr()?.port();
@@ -120,8 +141,9 @@ impl TurnService {
                 service.tcp = tcp.local_addr()?;
                 service.tls = tls.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
             }
-            let waker = Waker::new()?;
             let shared = Arc::new(Shared::default());
+            let from_sfu = lanes.as_mut().and_then(Iterator::next);
+            let handoff = config.handoff.clone();
             let mut seed = [0u8; 32];
             rand::Rng::fill(&mut rand::rng(), &mut seed[..]);
             let now = Instant::now();
@@ -154,8 +176,14 @@ impl TurnService {
                     relay_ports,
                     next_port: u16::from_be_bytes([seed[0], seed[1]]),
                     epoll: epoll.fd,
+                    handoff,
+                    thread: index,
+                    by_port: std::collections::HashMap::new(),
+                    wake_workers: 0,
+                    to_sfu: 0,
                 },
                 epoll,
+                from_sfu,
                 waker: thread_waker,
                 stop: thread_stop,
                 shared: thread_shared,
@@ -255,9 +283,10 @@ fn bind(ip: IpAddr, port: u16, typ: Type) -> io::Result<Socket> {
     Ok(socket)
 }
 
-/// A relay socket and the address clients and peers know it by.
+/// A relay socket and its port.
 struct Relay {
     socket: UdpSocket,
+    port: u16,
 }
 
 /// A TCP or TLS client connection.
@@ -391,6 +420,16 @@ struct Io {
     /// Where the next relay port search starts (spread so threads rarely collide).
     next_port: u16,
     epoll: RawFd,
+    /// The SFU hand-off.
+    handoff: Option<Arc<Hub>>,
+    /// This thread's index (the relay ports it owns are recorded under it).
+    thread: usize,
+    /// Relay port → relay key, for datagrams the SFU hands over.
+    by_port: std::collections::HashMap<u16, usize>,
+    /// Workers handed something since they were last woken, as bits.
+    wake_workers: u64,
+    /// Datagrams handed to the SFU since the last count.
+    to_sfu: u64,
 }
 
 impl Output for Io {
@@ -424,9 +463,21 @@ impl Output for Io {
     }
 
     fn to_peer(&mut self, relay: RelayId, peer: SocketAddr, data: &[u8]) {
-        if let Some(r) = self.relays.get(relay.0 as usize) {
-            let _ = r.socket.send_to(data, peer);
+        let Some(r) = self.relays.get(relay.0 as usize) else {
+            return;
+        };
+        if let Some(hub) = &self.handoff
+            && let Some(worker) = hub.worker_for(peer)
+        {
+            // The worker sees it from the relay's port at the address it was sent to, as the
+            // kernel would have shown it.
+            if hub.to_worker(worker, SocketAddr::new(peer.ip(), r.port), data) {
+                self.wake_workers |= 1 << worker.min(63);
+                self.to_sfu += 1;
+            }
+            return;
         }
+        let _ = r.socket.send_to(data, peer);
     }
 
     fn bind_relay(&mut self, family: Family) -> Option<(RelayId, SocketAddr)> {
@@ -448,6 +499,10 @@ impl Output for Io {
             self.next_port = self.next_port.wrapping_add(i as u16 + 1);
             let local = socket.local_addr().ok()?;
             let entry = self.relays.vacant_entry();
+            if let Some(hub) = &self.handoff {
+                hub.set_owner(local.port(), Some(self.thread));
+            }
+            self.by_port.insert(local.port(), entry.key());
             let key = entry.key();
             epoll_add(
                 self.epoll,
@@ -456,7 +511,10 @@ impl Output for Io {
                 false,
             )
             .ok()?;
-            entry.insert(Relay { socket });
+            entry.insert(Relay {
+                socket,
+                port: local.port(),
+            });
             return Some((
                 RelayId(key as u32),
                 SocketAddr::new(self.relay_public_ip, local.port()),
@@ -471,6 +529,16 @@ impl Output for Io {
 }
 
 impl Io {
+    /// Wakes the workers handed datagrams since the last call.
+    fn wake_workers(&mut self) {
+        if let Some(hub) = &self.handoff {
+            for worker in (0..64).filter(|w| self.wake_workers & (1 << w) != 0) {
+                hub.wake_worker(worker);
+            }
+        }
+        self.wake_workers = 0;
+    }
+
     /// Sends the queued client datagrams from the listener.
     fn flush_udp(&mut self) {
         // A send error other than a full socket drops the datagram inside `flush`.
@@ -490,6 +558,8 @@ struct Thread {
     server: Server,
     rx: Receiver,
     epoll: Epoll,
+    /// What the SFU workers hand to this thread's relays.
+    from_sfu: Option<std::sync::mpsc::Receiver<handoff::Datagram>>,
     waker: Waker,
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
@@ -512,13 +582,17 @@ impl Thread {
         let mut buf = vec![0u8; 65_536];
         let udp_fd = self.io.udp.as_raw_fd();
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut more_from_sfu = false;
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            let deadline = self
-                .server
-                .poll_timeout()
-                .map_or(PUBLISH_INTERVAL, |t| t.saturating_duration_since(now))
-                .min(PUBLISH_INTERVAL);
+            let deadline = if more_from_sfu {
+                Duration::ZERO
+            } else {
+                self.server
+                    .poll_timeout()
+                    .map_or(PUBLISH_INTERVAL, |t| t.saturating_duration_since(now))
+                    .min(PUBLISH_INTERVAL)
+            };
             let n = epoll_wait(e, &mut events, deadline)?;
             for ev in &events[..n] {
                 let (token, flags) = (ev.u64, ev.events);
@@ -535,12 +609,18 @@ impl Thread {
                 }
                 self.reap();
             }
+            more_from_sfu = self.take_from_sfu();
             self.io.flush_udp();
             let now = Instant::now();
             self.server.handle_timeout(now, &mut self.io);
             self.reap();
             self.io.flush_udp();
             self.flush_conns();
+            self.io.wake_workers();
+            if self.io.to_sfu > 0 {
+                self.server
+                    .count(Counter::ToSfuInProcess, std::mem::take(&mut self.io.to_sfu));
+            }
             if now.duration_since(self.last_publish) >= PUBLISH_INTERVAL
                 && *self.server.counters() != self.published
             {
@@ -553,6 +633,31 @@ impl Thread {
         self.reap();
         self.shared.publish(self.server.counters());
         Ok(())
+    }
+
+    /// Relays what the SFU handed over as if it had arrived at the relay sockets; true when
+    /// the lane still holds more.
+    fn take_from_sfu(&mut self) -> bool {
+        let Some(lane) = &self.from_sfu else {
+            return false;
+        };
+        let now = Instant::now();
+        let mut taken = 0;
+        for _ in 0..SFU_BATCH {
+            let Ok(mut d) = lane.try_recv() else {
+                break;
+            };
+            if let Some(&key) = self.io.by_port.get(&d.dst_port) {
+                let src = d.src;
+                self.server
+                    .handle_peer(now, RelayId(key as u32), src, d.payload(), &mut self.io);
+                taken += 1;
+            }
+        }
+        if taken > 0 {
+            self.server.count(Counter::FromSfuInProcess, taken);
+        }
+        taken == SFU_BATCH as u64
     }
 
     fn read_udp(&mut self, now: Instant, fd: RawFd) {
@@ -724,6 +829,10 @@ impl Thread {
             if self.io.relays.contains(key) {
                 let relay = self.io.relays.remove(key);
                 epoll_del(self.epoll.fd, relay.socket.as_raw_fd());
+                self.io.by_port.remove(&relay.port);
+                if let Some(hub) = &self.io.handoff {
+                    hub.set_owner(relay.port, None);
+                }
             }
         }
     }
