@@ -76,9 +76,10 @@ scenario meeting --scenario meeting --participants 8
 scenario audio-room --scenario audio-room --publishers 10 --subscribers 100
 NS
 
-step "TURN relay against coturn (the table goes in docs/benchmarks.md by hand)"
+step "TURN relay against coturn, an SFU session through TURN against direct (the tables go in docs/benchmarks.md by hand)"
 if command -v turnserver >/dev/null; then
   BIN=$BIN OUT=$OUT "$ROOT/scripts/bench_turn.sh" | tee "$OUT/turn.md"
+  BIN=$BIN OUT=$OUT "$ROOT/scripts/bench_turn_sfu.sh" | tee "$OUT/turn_sfu.md"
 else
   echo "coturn is not installed (apt-get install coturn): no TURN comparison" >&2
 fi

@@ -14,6 +14,9 @@
 //                    (e.g. /proc/PID/ns/net), through netns_chromium.sh
 //   CHROMIUM_ARGS    extra Chromium switches, separated by spaces
 //   DEADLINE_MS      how long the pages have to decode each other (default 40000)
+//   HOLD_MS          once they do, how long to keep them running before the result (default 0;
+//                    scripts/bench_turn_sfu.sh measures the server meanwhile): "holding" and
+//                    "held" go to stderr at its start and end
 
 import { chromium } from 'playwright-core';
 import { chromiumArgs, chromiumPath, openDemo } from './chromium.mjs';
@@ -25,6 +28,7 @@ const relay = process.env.RELAY === '1';
 const namespaces = process.env.NETNS ? process.env.NETNS.split(',') : [];
 const extraArgs = (process.env.CHROMIUM_ARGS ?? '').split(' ').filter(Boolean);
 const DEADLINE_MS = Number(process.env.DEADLINE_MS ?? 40_000);
+const HOLD_MS = Number(process.env.HOLD_MS ?? 0);
 const SAMPLE_GAP_MS = 2_000;
 
 const args = chromiumArgs([
@@ -130,6 +134,11 @@ try {
         audios.every((a) => a.packetsReceived > 0 && rising(a, 'packetsReceived', 20))
       );
     });
+  }
+  if (ok && HOLD_MS > 0) {
+    console.error('holding');
+    await new Promise((r) => setTimeout(r, HOLD_MS));
+    console.error('held');
   }
   const selected = await transports();
   result = {

@@ -181,6 +181,7 @@ impl TurnService {
                     by_port: std::collections::HashMap::new(),
                     wake_workers: 0,
                     to_sfu: 0,
+                    to_sfu_dropped: 0,
                 },
                 epoll,
                 from_sfu,
@@ -428,8 +429,9 @@ struct Io {
     by_port: std::collections::HashMap<u16, usize>,
     /// Workers handed something since they were last woken, as bits.
     wake_workers: u64,
-    /// Datagrams handed to the SFU since the last count.
+    /// Datagrams handed to the SFU, and dropped at a full lane, since the last count.
     to_sfu: u64,
+    to_sfu_dropped: u64,
 }
 
 impl Output for Io {
@@ -474,6 +476,8 @@ impl Output for Io {
             if hub.to_worker(worker, SocketAddr::new(peer.ip(), r.port), data) {
                 self.wake_workers |= 1 << worker.min(63);
                 self.to_sfu += 1;
+            } else {
+                self.to_sfu_dropped += 1;
             }
             return;
         }
@@ -617,9 +621,13 @@ impl Thread {
             self.io.flush_udp();
             self.flush_conns();
             self.io.wake_workers();
-            if self.io.to_sfu > 0 {
-                self.server
-                    .count(Counter::ToSfuInProcess, std::mem::take(&mut self.io.to_sfu));
+            for (counter, n) in [
+                (Counter::ToSfuInProcess, &mut self.io.to_sfu),
+                (Counter::DropSendFailed, &mut self.io.to_sfu_dropped),
+            ] {
+                if *n > 0 {
+                    self.server.count(counter, std::mem::take(n));
+                }
             }
             if now.duration_since(self.last_publish) >= PUBLISH_INTERVAL
                 && *self.server.counters() != self.published
