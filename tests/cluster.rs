@@ -1560,3 +1560,104 @@ async fn joined_carries_the_media_servers_turn() {
         switchyard_dataplane::turn::auth::rest_password(secret.as_bytes(), username)
     );
 }
+
+/// Without TURN:SECRET anywhere, the gateway and the media server take the TURN secret from
+/// the deployment in the configuration store (PostgreSQL): the admin API shows it masked (and keeps it
+/// when the masked value is written back), the cluster API hands it to the media server in
+/// full, and the credential in `joined` is signed with it and allocates on the media server's
+/// TURN, as does one signed with the previous secret; one signed with another is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_secret_from_the_deployment() {
+    use futures_util::{SinkExt, StreamExt};
+    use switchyard_dataplane::turn::auth::rest_password;
+    use tokio_tungstenite::tungstenite::Message;
+    let postgres = Postgres::create();
+    netns::enter();
+    let (secret, previous) = (
+        "deployment-turn-secret-0123",
+        "deployment-turn-previous-0123",
+    );
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let database = postgres.url();
+    let admin_env = [
+        ("ADMIN__APIKEY", ADMIN_KEY),
+        ("CONNECTIONSTRINGS__DEFAULT", database.as_str()),
+    ];
+    let ga = gateway(&dir, "ga", GATEWAY_A, &redis, &admin_env);
+    let body = format!(
+        r#"{{"stunServers":[],"sfuConnectionsPerCpuSafe":10,"sfuConnectionsPerCpuUnsafe":20,"mcuConnectionsPerCpuSafe":1,"mcuConnectionsPerCpuUnsafe":2,"clusteringStrategy":"region","turnSecret":"{secret}","turnPreviousSecret":"{previous}"}}"#
+    );
+    let (status, shown) = admin_with("PUT", "/deployments/default", &body);
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        (&shown["turnSecret"], &shown["turnPreviousSecret"]),
+        (&Value::from("****"), &Value::from("****")),
+        "{shown}"
+    );
+    // Read, changed and written back masked: the secrets stay.
+    let mut changed = admin("GET", "/deployments/default").1;
+    changed["sfuConnectionsPerCpuUnsafe"] = Value::from(30);
+    assert_eq!(
+        admin_with("PUT", "/deployments/default", &changed.to_string()).0,
+        200
+    );
+    let log = admin("GET", "/audit").1.to_string();
+    assert!(!log.contains(secret) && !log.contains(previous), "{log}");
+    // The gateway reads its secret at start, as media servers do.
+    drop(ga);
+    let ga = gateway(&dir, "ga-again", GATEWAY_A, &redis, &admin_env);
+    let cluster = http::get(GATEWAY_A, "/cluster/v1/deployments/default").expect("deployment");
+    let full: Value = serde_json::from_str(&cluster.body).expect("json");
+    assert_eq!(
+        (&full["turnSecret"], &full["turnPreviousSecret"]),
+        (&Value::from(secret), &Value::from(previous)),
+        "{full}"
+    );
+    assert_eq!(full["sfuConnectionsPerCpuUnsafe"], 30, "{full}");
+    let ms = registered_media_server(
+        &dir,
+        "ms1",
+        GATEWAY_A,
+        "50000-50010",
+        &["--public-ip", "127.0.0.1"],
+        &[],
+    );
+    let from_deployment = "TURN secret from deployment \"default\" in the configuration store";
+    for p in [&ga, &ms] {
+        assert!(p.log_text().contains(from_deployment), "{}", p.log_tail());
+    }
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{GATEWAY_A}/sync"))
+        .await
+        .expect("connect /sync");
+    let join = serde_json::json!({"type": "join", "token": token(&dir, "room", "alice"), "channel": "room"});
+    ws.send(Message::text(join.to_string()))
+        .await
+        .expect("send join");
+    let joined = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => break serde_json::from_str::<Value>(&t).expect("json"),
+            Some(Ok(_)) => continue,
+            other => panic!("no joined: {other:?}"),
+        }
+    };
+    let server = &joined["iceServers"][0];
+    let username = server["username"].as_str().expect("username");
+    let credential = server["credential"].as_str().expect("credential");
+    assert_eq!(
+        credential,
+        rest_password(secret.as_bytes(), username),
+        "{joined}"
+    );
+    let turn = "127.0.0.1:3478".parse().expect("address");
+    let allocate = |s: &str| {
+        switchyard_tests::turn::allocate(turn, username, &rest_password(s.as_bytes(), username))
+    };
+    assert_eq!(
+        switchyard_tests::turn::allocate(turn, username, credential),
+        0
+    );
+    assert_eq!(allocate(previous), 0, "the previous secret is accepted");
+    assert_eq!(allocate("some-other-secret-0123456"), 401);
+}

@@ -277,6 +277,14 @@ async fn open_store(
     Ok(cache)
 }
 
+/// The deployment this process follows in the configuration store (`DEPLOYMENTS:0:DEPLOYMENTID`,
+/// else `default`): its STUN servers, capacity thresholds and TURN secret.
+fn deployment_id(config: &Config) -> &str {
+    config
+        .get("DEPLOYMENTS:0:DEPLOYMENTID")
+        .unwrap_or("default")
+}
+
 #[derive(Args)]
 struct TokenArgs {
     /// The channel the token is for.
@@ -535,8 +543,10 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
     let announce = announced(public, args.media.media_bind);
     let ports = media_ports(&media);
     let backend = media.backend();
+    let deployment = cache.deployment(deployment_id(&config));
     let turn = turn::start(
         &config,
+        deployment.as_ref(),
         Some(&args.dev.data_dir),
         turn::Media {
             bind_ip: args.media.media_bind,

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     BadArgument, ConfigFile, DevArgs, Fatal, MediaArgs, TlsArgs, announced, control_runtime,
-    media_ports, open_store, page_address, shutdown_signal, shutdown_watch, stopped,
+    deployment_id, media_ports, open_store, page_address, shutdown_signal, shutdown_watch, stopped,
 };
 
 /// Cluster traffic is accepted from these when INTERNAL:IPADDRESSES is not set: loopback and
@@ -162,7 +162,13 @@ pub fn gateway(args: GatewayArgs) -> Result<(), Fatal> {
             internal,
         )?;
         g.dev_tokens = dev_tokens;
-        g.turn_secrets = crate::turn::configured_secrets(&config);
+        // Read once, like TURN:SECRET: media servers read theirs at start too, so a gateway
+        // following a rotation sooner would hand out credentials they do not accept yet.
+        let deployment = cache.deployment(deployment_id(&config));
+        g.turn_secrets = crate::turn::secrets(&config, deployment.as_ref(), None)?;
+        if g.turn_secrets.is_none() {
+            tracing::info!("no TURN secret (TURN:SECRET or the deployment's turnSecret): clients get no TURN servers");
+        }
         let g = Arc::new(g);
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
@@ -321,10 +327,7 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
                 .filter(|s| !s.is_empty()),
         );
     }
-    let deployment_id = config
-        .get("DEPLOYMENTS:0:DEPLOYMENTID")
-        .unwrap_or("default")
-        .to_string();
+    let deployment_id = deployment_id(&config).to_string();
     let configured_public = args.media.public_ip.or_else(|| config.public_ip());
     let (media, mut events) = args.media.start()?;
     let ports = media_ports(&media);
@@ -363,6 +366,7 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
         let announce = announced(public, args.media.media_bind);
         let turn = crate::turn::start(
             &config,
+            deployment.as_ref(),
             None,
             crate::turn::Media {
                 bind_ip: args.media.media_bind,
