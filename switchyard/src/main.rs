@@ -560,6 +560,12 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
     state.dev_tokens = dev_tokens;
     state.store = Some(cache.clone());
     let state = Arc::new(state);
+    // The STUN servers of the setting (which the checks read themselves), else the stored
+    // deployment's.
+    let stun_servers = match deployment {
+        Some(d) if config.get("DEPLOYMENTS:0:STUNSERVERS").is_none() => d.stun_servers,
+        _ => Vec::new(),
+    };
 
     runtime.block_on(async move {
         let (stop_store, store_stop) = tokio::sync::watch::channel(false);
@@ -591,6 +597,13 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
             ports,
             backend.as_str(),
             announce
+        );
+        doctor::check_at_start(
+            &config,
+            &args.media,
+            &stun_servers,
+            switchyard_controlplane::listeners::Listeners::of(&state),
+            state.metrics.checks.clone(),
         );
         let events_state = state.clone();
         let events_task = tokio::spawn(async move {

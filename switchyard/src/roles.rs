@@ -391,12 +391,20 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
             core_count: workers as u32,
             cluster_address: SocketAddr::new(cluster_ip, port).to_string(),
             turn_urls: turn.as_ref().map(|t| t.urls().to_vec()).unwrap_or_default(),
+            checks: Vec::new(),
         };
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         let mut state = AppState::new(media, Applications::default(), announce.clone());
         state.ended = Some(ended_tx);
         state.turn = turn;
         let state = Arc::new(state);
+        crate::doctor::check_at_start(
+            &config,
+            &args.media,
+            &stun_servers,
+            switchyard_controlplane::listeners::Listeners::of(&state),
+            state.metrics.checks.clone(),
+        );
         let node = Arc::new(Node::new(state.clone(), base_record, capacity, internal));
         tracing::info!(
             "switchyard media-server {id} {} in region {region}: cluster API http://{cluster_ip}:{port}{} | registering with {base}",
