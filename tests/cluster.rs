@@ -1051,21 +1051,11 @@ async fn admin_api() {
     );
 }
 
-/// A media server learns its public address from the deployment's STUN servers (a real coturn
-/// here) when EXTERNAL:PUBLICIPADDRESS is not set, and registers it.
-#[test]
-fn public_ip_from_stun() {
-    netns::enter();
-    let redis = Redis::start(6379);
-    let dir = temp_dir();
-    let mut coturn = Command::new("turnserver")
-        .args([
-            "--stun-only",
-            "--listening-ip",
-            "127.0.0.1",
-            "--listening-port",
-            "3478",
-        ])
+/// coturn as a STUN server only, on 127.0.0.1:`port`.
+fn stun_server(dir: &Path, port: u16) -> std::process::Child {
+    Command::new("turnserver")
+        .args(["--stun-only", "--listening-ip", "127.0.0.1"])
+        .args(["--listening-port", &port.to_string()])
         .args([
             "--no-cli",
             "--no-tls",
@@ -1075,11 +1065,21 @@ fn public_ip_from_stun() {
             "stdout",
         ])
         .args(["--userdb"])
-        .arg(dir.join("turndb"))
+        .arg(dir.join(format!("turndb-{port}")))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("start coturn's turnserver (scripts/test.sh installs coturn)");
+        .expect("start coturn's turnserver (scripts/test.sh installs coturn)")
+}
+
+/// A media server learns its public address from the deployment's STUN servers (a real coturn
+/// here) when EXTERNAL:PUBLICIPADDRESS is not set, and registers it.
+#[test]
+fn public_ip_from_stun() {
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let mut coturn = stun_server(&dir, 3478);
     std::thread::sleep(Duration::from_millis(500));
     let _ga = gateway(
         &dir,
@@ -1558,5 +1558,216 @@ async fn joined_carries_the_media_servers_turn() {
     assert_eq!(
         server["credential"],
         switchyard_dataplane::turn::auth::rest_password(secret.as_bytes(), username)
+    );
+}
+
+/// Without TURN:SECRET anywhere, the gateway and the media server take the TURN secret from
+/// the deployment in the configuration store (PostgreSQL): the admin API shows it masked (and keeps it
+/// when the masked value is written back), the cluster API hands it to the media server in
+/// full, and the credential in `joined` is signed with it and allocates on the media server's
+/// TURN, as does one signed with the previous secret; one signed with another is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_secret_from_the_deployment() {
+    use futures_util::{SinkExt, StreamExt};
+    use switchyard_dataplane::turn::auth::rest_password;
+    use tokio_tungstenite::tungstenite::Message;
+    let postgres = Postgres::create();
+    netns::enter();
+    let (secret, previous) = (
+        "deployment-turn-secret-0123",
+        "deployment-turn-previous-0123",
+    );
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let database = postgres.url();
+    let admin_env = [
+        ("ADMIN__APIKEY", ADMIN_KEY),
+        ("CONNECTIONSTRINGS__DEFAULT", database.as_str()),
+    ];
+    let ga = gateway(&dir, "ga", GATEWAY_A, &redis, &admin_env);
+    let body = format!(
+        r#"{{"stunServers":[],"sfuConnectionsPerCpuSafe":10,"sfuConnectionsPerCpuUnsafe":20,"mcuConnectionsPerCpuSafe":1,"mcuConnectionsPerCpuUnsafe":2,"clusteringStrategy":"region","turnSecret":"{secret}","turnPreviousSecret":"{previous}"}}"#
+    );
+    let (status, shown) = admin_with("PUT", "/deployments/default", &body);
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        (&shown["turnSecret"], &shown["turnPreviousSecret"]),
+        (&Value::from("****"), &Value::from("****")),
+        "{shown}"
+    );
+    // Read, changed and written back masked: the secrets stay.
+    let mut changed = admin("GET", "/deployments/default").1;
+    changed["sfuConnectionsPerCpuUnsafe"] = Value::from(30);
+    assert_eq!(
+        admin_with("PUT", "/deployments/default", &changed.to_string()).0,
+        200
+    );
+    let log = admin("GET", "/audit").1.to_string();
+    assert!(!log.contains(secret) && !log.contains(previous), "{log}");
+    // The gateway reads its secret at start, as media servers do.
+    drop(ga);
+    let ga = gateway(&dir, "ga-again", GATEWAY_A, &redis, &admin_env);
+    let cluster = http::get(GATEWAY_A, "/cluster/v1/deployments/default").expect("deployment");
+    let full: Value = serde_json::from_str(&cluster.body).expect("json");
+    assert_eq!(
+        (&full["turnSecret"], &full["turnPreviousSecret"]),
+        (&Value::from(secret), &Value::from(previous)),
+        "{full}"
+    );
+    assert_eq!(full["sfuConnectionsPerCpuUnsafe"], 30, "{full}");
+    let ms = registered_media_server(
+        &dir,
+        "ms1",
+        GATEWAY_A,
+        "50000-50010",
+        &["--public-ip", "127.0.0.1"],
+        &[],
+    );
+    let from_deployment = "TURN secret from deployment \"default\" in the configuration store";
+    for p in [&ga, &ms] {
+        assert!(p.log_text().contains(from_deployment), "{}", p.log_tail());
+    }
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{GATEWAY_A}/sync"))
+        .await
+        .expect("connect /sync");
+    let join = serde_json::json!({"type": "join", "token": token(&dir, "room", "alice"), "channel": "room"});
+    ws.send(Message::text(join.to_string()))
+        .await
+        .expect("send join");
+    let joined = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => break serde_json::from_str::<Value>(&t).expect("json"),
+            Some(Ok(_)) => continue,
+            other => panic!("no joined: {other:?}"),
+        }
+    };
+    let server = &joined["iceServers"][0];
+    let username = server["username"].as_str().expect("username");
+    let credential = server["credential"].as_str().expect("credential");
+    assert_eq!(
+        credential,
+        rest_password(secret.as_bytes(), username),
+        "{joined}"
+    );
+    let turn = "127.0.0.1:3478".parse().expect("address");
+    let allocate = |s: &str| {
+        switchyard_tests::turn::allocate(turn, username, &rest_password(s.as_bytes(), username))
+    };
+    assert_eq!(
+        switchyard_tests::turn::allocate(turn, username, credential),
+        0
+    );
+    assert_eq!(allocate(previous), 0, "the previous secret is accepted");
+    assert_eq!(allocate("some-other-secret-0123456"), 401);
+}
+
+/// A media server checks itself at start: with EXTERNAL:PUBLICIPADDRESS set to an address the
+/// STUN servers (two coturns) do not see, the public IP check fails, naming the address to
+/// set, in its log, its registry record, the admin API and its `/metrics`; the checks that
+/// passed are there too.
+#[test]
+fn host_checks_reach_the_registry_admin_api_and_metrics() {
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let mut stun: Vec<_> = [3478, 3479].map(|p| stun_server(&dir, p)).into();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ga = gateway(
+        &dir,
+        "ga",
+        GATEWAY_A,
+        &redis,
+        &[("ADMIN__APIKEY", ADMIN_KEY)],
+    );
+    let ms = registered_media_server(
+        &dir,
+        "ms",
+        GATEWAY_A,
+        "40000-40100",
+        &["--cluster-port", "8445"],
+        &[
+            ("TURN__SECRET", "host-checks-turn-secret-0123"),
+            ("TURN__PORT", "3490"),
+            ("EXTERNAL__PUBLICIPADDRESS", "203.0.113.9"),
+            (
+                "DEPLOYMENTS__0__STUNSERVERS",
+                "stun:127.0.0.1:3478,stun:127.0.0.1:3479",
+            ),
+        ],
+    );
+    let check = |checks: &Value, name: &str| -> Value {
+        checks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    // The STUN checks finish in the background and reach the record with a heartbeat.
+    let mut record = Value::Null;
+    wait_for(
+        "the public IP check in the record",
+        Duration::from_secs(15),
+        || {
+            record = media_servers(GATEWAY_A)
+                .into_iter()
+                .find(|s| s["id"] == "ms")
+                .unwrap_or(Value::Null);
+            !check(&record["checks"], "public_ip").is_null()
+        },
+    );
+    for p in &mut stun {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let public_ip = check(&record["checks"], "public_ip");
+    assert_eq!(public_ip["status"], "fail", "{record}");
+    assert!(
+        public_ip["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("203.0.113.9") && d.contains("127.0.0.1")),
+        "{public_ip}"
+    );
+    assert!(
+        public_ip["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("set EXTERNAL:PUBLICIPADDRESS=127.0.0.1")),
+        "{public_ip}"
+    );
+    for passed in ["server", "turn_advertised_ports"] {
+        assert_eq!(
+            check(&record["checks"], passed)["status"],
+            "pass",
+            "{record}"
+        );
+    }
+    // The admin API shows the same record.
+    let (status, shown) = admin("GET", "/media-servers/ms");
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        check(&shown["checks"], "public_ip")["status"],
+        "fail",
+        "{shown}"
+    );
+    // The media server's /metrics, on its cluster port.
+    let metrics = http::metrics(8445);
+    let series = |status: &str| {
+        metrics
+            .get(&format!(
+                "switchyard_check{{check=\"public_ip\",status=\"{status}\"}}"
+            ))
+            .copied()
+    };
+    assert_eq!(
+        (series("fail"), series("pass")),
+        (Some(1.0), Some(0.0)),
+        "{metrics:?}"
+    );
+    assert!(
+        ms.log_text().contains("check public IP FAILED"),
+        "{}",
+        ms.log_tail()
     );
 }

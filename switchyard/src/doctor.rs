@@ -7,8 +7,10 @@
 //! that finds the seed's failures, reachability from outside: `--probe-turn` allocates a relay
 //! on a TURN server elsewhere and sends STUN Binding requests from it to every announced
 //! address and port, which doctor itself answers while it holds the ports (a pre-flight check
-//! stands in for the server that is not running yet).
+//! stands in for the server that is not running yet). A media server runs the checks that need
+//! no outside help on itself at start (`at_start`).
 
+mod at_start;
 mod cert;
 mod listeners;
 mod plan;
@@ -27,6 +29,7 @@ use clap::Args;
 use switchyard_controlplane::listeners::Listeners;
 
 use crate::{ConfigFile, MediaArgs};
+pub use at_start::run as check_at_start;
 use listeners::{Arrivals, Bound};
 use plan::{PUBLIC_HOSTNAME, PUBLIC_IP, Plan};
 use probe::{Kind, Outcome, Reach, Target};
@@ -210,7 +213,7 @@ async fn run(args: DoctorArgs) -> Report {
     let (layout, server) = match &args.server {
         Some(url) => match running::fetch(url, timeout).await {
             Ok(l) => {
-                report.extend(running::checks(url, &l, &plan));
+                report.extend(running::checks(&format!("at {url}"), &l, &plan));
                 (Layout::from_server(&l), Some(l))
             }
             Err(e) => {

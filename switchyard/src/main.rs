@@ -279,6 +279,14 @@ async fn open_store(
     Ok(cache)
 }
 
+/// The deployment this process follows in the configuration store (`DEPLOYMENTS:0:DEPLOYMENTID`,
+/// else `default`): its STUN servers, capacity thresholds and TURN secret.
+fn deployment_id(config: &Config) -> &str {
+    config
+        .get("DEPLOYMENTS:0:DEPLOYMENTID")
+        .unwrap_or("default")
+}
+
 #[derive(Args)]
 struct TokenArgs {
     /// The channel the token is for.
@@ -537,8 +545,10 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
     let announce = announced(public, args.media.media_bind);
     let ports = media_ports(&media);
     let backend = media.backend();
+    let deployment = cache.deployment(deployment_id(&config));
     let turn = turn::start(
         &config,
+        deployment.as_ref(),
         Some(&args.dev.data_dir),
         turn::Media {
             bind_ip: args.media.media_bind,
@@ -553,6 +563,12 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
     state.dev_tokens = dev_tokens;
     state.store = Some(cache.clone());
     let state = Arc::new(state);
+    // The STUN servers of the setting (which the checks read themselves), else the stored
+    // deployment's.
+    let stun_servers = match deployment {
+        Some(d) if config.get("DEPLOYMENTS:0:STUNSERVERS").is_none() => d.stun_servers,
+        _ => Vec::new(),
+    };
 
     runtime.block_on(async move {
         let (stop_store, store_stop) = tokio::sync::watch::channel(false);
@@ -584,6 +600,13 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
             ports,
             backend.as_str(),
             announce
+        );
+        doctor::check_at_start(
+            &config,
+            &args.media,
+            &stun_servers,
+            switchyard_controlplane::listeners::Listeners::of(&state),
+            state.metrics.checks.clone(),
         );
         let events_state = state.clone();
         let events_task = tokio::spawn(async move {

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     BadArgument, ConfigFile, DevArgs, Fatal, MediaArgs, TlsArgs, announced, control_runtime,
-    media_ports, open_store, page_address, shutdown_signal, shutdown_watch, stopped,
+    deployment_id, media_ports, open_store, page_address, shutdown_signal, shutdown_watch, stopped,
 };
 
 /// Cluster traffic is accepted from these when INTERNAL:IPADDRESSES is not set: loopback and
@@ -162,7 +162,13 @@ pub fn gateway(args: GatewayArgs) -> Result<(), Fatal> {
             internal,
         )?;
         g.dev_tokens = dev_tokens;
-        g.turn_secrets = crate::turn::configured_secrets(&config);
+        // Read once, like TURN:SECRET: media servers read theirs at start too, so a gateway
+        // following a rotation sooner would hand out credentials they do not accept yet.
+        let deployment = cache.deployment(deployment_id(&config));
+        g.turn_secrets = crate::turn::secrets(&config, deployment.as_ref(), None)?;
+        if g.turn_secrets.is_none() {
+            tracing::info!("no TURN secret (TURN:SECRET or the deployment's turnSecret): clients get no TURN servers");
+        }
         let g = Arc::new(g);
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
@@ -321,10 +327,7 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
                 .filter(|s| !s.is_empty()),
         );
     }
-    let deployment_id = config
-        .get("DEPLOYMENTS:0:DEPLOYMENTID")
-        .unwrap_or("default")
-        .to_string();
+    let deployment_id = deployment_id(&config).to_string();
     let configured_public = args.media.public_ip.or_else(|| config.public_ip());
     let (media, mut events) = args.media.start()?;
     let ports = media_ports(&media);
@@ -363,6 +366,7 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
         let announce = announced(public, args.media.media_bind);
         let turn = crate::turn::start(
             &config,
+            deployment.as_ref(),
             None,
             crate::turn::Media {
                 bind_ip: args.media.media_bind,
@@ -388,12 +392,20 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
             core_count: workers as u32,
             cluster_address: SocketAddr::new(cluster_ip, port).to_string(),
             turn_urls: turn.as_ref().map(|t| t.urls().to_vec()).unwrap_or_default(),
+            checks: Vec::new(),
         };
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         let mut state = AppState::new(media, Applications::default(), announce.clone());
         state.ended = Some(ended_tx);
         state.turn = turn;
         let state = Arc::new(state);
+        crate::doctor::check_at_start(
+            &config,
+            &args.media,
+            &stun_servers,
+            switchyard_controlplane::listeners::Listeners::of(&state),
+            state.metrics.checks.clone(),
+        );
         let node = Arc::new(Node::new(state.clone(), base_record, capacity, internal));
         tracing::info!(
             "switchyard media-server {id} {} in region {region}: cluster API http://{cluster_ip}:{port}{} | registering with {base}",

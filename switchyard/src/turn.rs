@@ -2,7 +2,7 @@
 //! settings (`TURN:*`), its secret, and the ICE server URLs clients are handed.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use switchyard_dataplane::turn::auth::Secrets;
 use switchyard_dataplane::turn::policy::PeerPolicy;
 use switchyard_dataplane::turn::service::{ServiceConfig, TurnService};
 use switchyard_dataplane::turn::{self};
+use switchyard_store::Deployment;
 
 use crate::Fatal;
 
@@ -34,11 +35,11 @@ pub struct Media<'a> {
 /// Starts TURN unless `TURN:ENABLED=false`. Every listener is bound before this returns, so
 /// a taken port stops the process at start with the setting to change.
 ///
-/// Without `TURN:SECRET`, a process with a data directory (all-in-one) generates one there; a
-/// cluster media server has none and runs no TURN, since the gateways that hand out
-/// credentials must share the secret.
+/// The secret is found as [`secrets`] says; a cluster media server that finds none runs no
+/// TURN, since the gateways that hand out credentials must share it.
 pub fn start(
     config: &Config,
+    deployment: Option<&Deployment>,
     data_dir: Option<&Path>,
     media: Media<'_>,
 ) -> Result<Option<Turn>, Fatal> {
@@ -46,29 +47,11 @@ pub fn start(
         tracing::info!("TURN: disabled (TURN:ENABLED=false)");
         return Ok(None);
     }
-    let secrets = match configured_secrets(config) {
-        Some(s) => s,
-        None => {
-            let Some(data_dir) = data_dir else {
-                tracing::warn!(
-                    "TURN: off, since TURN:SECRET is not set (set the same TURN:SECRET on gateways and media servers)"
-                );
-                return Ok(None);
-            };
-            let (secret, path) =
-                switchyard_controlplane::dev::turn_secret(data_dir).map_err(|source| {
-                    Fatal::DataDir {
-                        what: "TURN secret",
-                        dir: data_dir.to_path_buf(),
-                        source,
-                    }
-                })?;
-            tracing::info!(
-                "TURN secret (TURN:SECRET is not set) is in {}",
-                path.display()
-            );
-            with_previous(config, secret)
-        }
+    let Some(secrets) = secrets(config, deployment, data_dir)? else {
+        tracing::warn!(
+            "TURN: off, since neither TURN:SECRET nor the deployment's turnSecret is set (set one; gateways and media servers must share it)"
+        );
+        return Ok(None);
     };
 
     let own_media: Vec<SocketAddr> = media
@@ -173,19 +156,73 @@ pub fn start(
     Ok(Some(Turn::new(Arc::new(service), secrets, urls)))
 }
 
-/// `TURN:SECRET` (with `TURN:PREVIOUSSECRET`), as media servers and gateways read it.
-pub fn configured_secrets(config: &Config) -> Option<Secrets> {
-    config
-        .get("TURN:SECRET")
-        .map(|s| with_previous(config, s.trim().to_string()))
+/// Where the TURN secret came from, which the log says so that an operator rotating it knows
+/// which place to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Setting,
+    Deployment(String),
+    DataDir(PathBuf),
 }
 
-/// `secret` and, during a rotation, `TURN:PREVIOUSSECRET`.
-fn with_previous(config: &Config, secret: String) -> Secrets {
-    let previous = config
-        .get("TURN:PREVIOUSSECRET")
-        .map(|s| s.trim().to_string());
-    Secrets::new(std::iter::once(secret).chain(previous))
+/// The TURN secrets, by precedence: `TURN:SECRET` (with `TURN:PREVIOUSSECRET`), else the
+/// deployment's `turnSecret` (with its `turnPreviousSecret`), else, for a process with a data
+/// directory (all-in-one), one generated there (with `TURN:PREVIOUSSECRET`). `None` when
+/// there is none; the source used is logged. Gateways, media servers and all-in-one all call
+/// this, so they agree on the precedence.
+pub fn secrets(
+    config: &Config,
+    deployment: Option<&Deployment>,
+    data_dir: Option<&Path>,
+) -> Result<Option<Secrets>, Fatal> {
+    let Some((secrets, source)) = find_secrets(config, deployment, data_dir)? else {
+        return Ok(None);
+    };
+    match source {
+        Source::Setting => tracing::info!("TURN secret from TURN:SECRET"),
+        Source::Deployment(id) => tracing::info!(
+            "TURN secret from deployment {id:?} in the configuration store (TURN:SECRET is not set)"
+        ),
+        Source::DataDir(path) => tracing::info!(
+            "TURN secret generated into {} (neither TURN:SECRET nor the deployment's turnSecret is set)",
+            path.display()
+        ),
+    }
+    Ok(Some(secrets))
+}
+
+fn find_secrets(
+    config: &Config,
+    deployment: Option<&Deployment>,
+    data_dir: Option<&Path>,
+) -> Result<Option<(Secrets, Source)>, Fatal> {
+    let previous_setting = || {
+        config
+            .get("TURN:PREVIOUSSECRET")
+            .map(|s| s.trim().to_string())
+    };
+    if let Some(secret) = config.get("TURN:SECRET") {
+        let all = std::iter::once(secret.trim().to_string()).chain(previous_setting());
+        return Ok(Some((Secrets::new(all), Source::Setting)));
+    }
+    if let Some(d) = deployment
+        && let Some(secret) = &d.turn_secret
+    {
+        let all = std::iter::once(secret).chain(&d.turn_previous_secret);
+        let secrets = Secrets::new(all.map(|s| s.expose().as_bytes()));
+        return Ok(Some((secrets, Source::Deployment(d.id.clone()))));
+    }
+    let Some(data_dir) = data_dir else {
+        return Ok(None);
+    };
+    let (secret, path) =
+        switchyard_controlplane::dev::turn_secret(data_dir).map_err(|source| Fatal::DataDir {
+            what: "TURN secret",
+            dir: data_dir.to_path_buf(),
+            source,
+        })?;
+    let all = std::iter::once(secret).chain(previous_setting());
+    Ok(Some((Secrets::new(all), Source::DataDir(path))))
 }
 
 /// An IP as it goes in a URL (IPv6 in brackets).
@@ -221,4 +258,107 @@ fn tls_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, Fata
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
         .map_err(|e| bad("TURN:CERTIFICATEPATH", e.to_string()))?;
     Ok(Some(Arc::new(tls)))
+}
+
+// ok: every unwrap() below is in this test-only module, on values the tests built
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use switchyard_dataplane::turn::auth::{self, rest_password};
+    use switchyard_store::{ClusteringStrategy, Secret};
+
+    use super::*;
+
+    const SETTING: &str = "setting-secret-0123456789";
+    const PREVIOUS_SETTING: &str = "setting-previous-0123456789";
+    const DEPLOYMENT: &str = "deployment-secret-0123456789";
+    const PREVIOUS_DEPLOYMENT: &str = "deployment-previous-0123456789";
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        Config::load(None, vars).unwrap()
+    }
+
+    fn deployment(secret: Option<&str>, previous: Option<&str>) -> Deployment {
+        Deployment {
+            id: "default".into(),
+            name: None,
+            stun_servers: vec![],
+            sfu_connections_per_cpu_safe: 1,
+            sfu_connections_per_cpu_unsafe: 2,
+            mcu_connections_per_cpu_safe: 1,
+            mcu_connections_per_cpu_unsafe: 2,
+            clustering_strategy: ClusteringStrategy::Region,
+            turn_secret: secret.map(Secret::new),
+            turn_previous_secret: previous.map(Secret::new),
+        }
+    }
+
+    /// Whether credentials are minted with `secret`.
+    fn signs_with(secrets: &Secrets, secret: &str) -> bool {
+        let (username, password) = secrets.credential("u", 0, 60).unwrap();
+        password == rest_password(secret.as_bytes(), &username)
+    }
+
+    /// Whether a credential minted with `secret` is accepted.
+    fn accepts(secrets: &Secrets, secret: &str) -> bool {
+        let key = auth::long_term_key("60:u", REALM, &rest_password(secret.as_bytes(), "60:u"));
+        secrets.keys_for("60:u", REALM).any(|k| k == key)
+    }
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sy-turn-{:x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_setting_wins_over_the_deployment_and_the_data_dir() {
+        let dir = temp_dir();
+        let c = config(&[
+            ("TURN__SECRET", SETTING),
+            ("TURN__PREVIOUSSECRET", PREVIOUS_SETTING),
+        ]);
+        let d = deployment(Some(DEPLOYMENT), Some(PREVIOUS_DEPLOYMENT));
+        let (s, source) = find_secrets(&c, Some(&d), Some(&dir)).unwrap().unwrap();
+        assert_eq!(source, Source::Setting);
+        assert!(signs_with(&s, SETTING) && accepts(&s, PREVIOUS_SETTING));
+        assert!(!accepts(&s, DEPLOYMENT) && !accepts(&s, PREVIOUS_DEPLOYMENT));
+        assert!(!dir.join("turn-secret").exists(), "nothing generated");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_deployment_wins_over_the_data_dir_with_its_own_previous_secret() {
+        let dir = temp_dir();
+        let c = config(&[("TURN__PREVIOUSSECRET", PREVIOUS_SETTING)]);
+        let d = deployment(Some(DEPLOYMENT), Some(PREVIOUS_DEPLOYMENT));
+        let (s, source) = find_secrets(&c, Some(&d), Some(&dir)).unwrap().unwrap();
+        assert_eq!(source, Source::Deployment("default".into()));
+        assert!(signs_with(&s, DEPLOYMENT) && accepts(&s, PREVIOUS_DEPLOYMENT));
+        assert!(!accepts(&s, PREVIOUS_SETTING));
+        assert!(!dir.join("turn-secret").exists(), "nothing generated");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_data_dir_comes_last_and_only_where_there_is_one() {
+        let dir = temp_dir();
+        let c = config(&[]);
+        let no_secret = deployment(None, None);
+        let (s, source) = find_secrets(&c, Some(&no_secret), Some(&dir))
+            .unwrap()
+            .unwrap();
+        let path = dir.join("turn-secret");
+        assert_eq!(source, Source::DataDir(path.clone()));
+        let generated = std::fs::read_to_string(&path).unwrap();
+        assert!(signs_with(&s, generated.trim()));
+        // A media server has no data directory: no secret, so no TURN.
+        assert!(find_secrets(&c, Some(&no_secret), None).unwrap().is_none());
+        assert!(find_secrets(&c, None, None).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1,6 +1,6 @@
 //! Shared pieces of the end-to-end tests: a private network namespace per test, the
-//! `switchyard` binary (and Janus) as a child process, a tiny HTTP client, and where the peers
-//! live.
+//! `switchyard` binary (and Janus) as a child process, a tiny HTTP client, where the peers
+//! live, and a TURN allocation with a given credential.
 
 pub mod cluster;
 pub mod http;
@@ -9,6 +9,7 @@ pub mod nat;
 pub mod netns;
 pub mod peer;
 pub mod server;
+pub mod turn;
 
 use std::path::PathBuf;
 

@@ -76,6 +76,7 @@ impl Node {
         r.used_capacity = transports as f64 / self.capacity as f64;
         r.over_capacity = transports >= self.capacity;
         r.draining = self.draining.load(Ordering::Relaxed);
+        r.checks = self.state.metrics.checks.list();
         r
     }
 
@@ -95,8 +96,8 @@ impl Node {
     }
 }
 
-/// The internal API, served on the cluster port. Everything but `/status` and `/health`
-/// answers only `INTERNAL:IPADDRESSES`.
+/// The internal API, served on the cluster port, with `/api/listeners` and `/metrics`.
+/// Everything but `/status` and `/health` answers only `INTERNAL:IPADDRESSES`.
 pub fn router(node: Arc<Node>) -> Router {
     let internal = Arc::new(Guarded {
         api: "the cluster API",
@@ -120,6 +121,13 @@ pub fn router(node: Arc<Node>) -> Router {
                 Json(switchyard_controlplane::listeners::Listeners::of(
                     &node.state,
                 ))
+            }),
+        )
+        // The host checks and counters, for Prometheus inside the cluster's network.
+        .route(
+            "/metrics",
+            get(|State(node): State<Arc<Node>>| async move {
+                switchyard_controlplane::server::metrics_response(&node.state)
             }),
         )
         .route_layer(middleware::from_fn_with_state(internal, guard))
@@ -427,6 +435,7 @@ mod tests {
             core_count: 1,
             cluster_address: "127.0.0.1:8445".into(),
             turn_urls: Vec::new(),
+            checks: Vec::new(),
         };
         let allow = AllowList::parse("127.0.0.1").unwrap();
         Arc::new(Node::new(Arc::new(state), record, 10, allow))

@@ -27,6 +27,7 @@ fn server(id: &str, region: &str, used: f64) -> MediaServerRecord {
         core_count: 8,
         cluster_address: "10.0.0.7:8445".into(),
         turn_urls: Vec::new(),
+        checks: Vec::new(),
     }
 }
 

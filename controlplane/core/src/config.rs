@@ -143,7 +143,7 @@ const SETTINGS: &[Spec] = &[
     Spec {
         name: "TURN:SECRET",
         kind: Kind::Secret,
-        about: "the TURN REST shared key clients' credentials are signed with (unset: generated into the data directory)",
+        about: "the TURN REST shared key clients' credentials are signed with (unset: the deployment's turnSecret, else generated into the data directory by all-in-one)",
     },
     Spec {
         name: "TURN:PREVIOUSSECRET",

@@ -7,6 +7,7 @@
 
 pub mod allowlist;
 pub mod channels;
+pub mod checks;
 pub mod config;
 pub mod dev;
 pub mod error;

@@ -11,9 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use switchyard_dataplane::worker::MediaServer;
 
-/// Control-plane counters.
+/// Control-plane counters, and the host checks (which only processes running media record).
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Kept here rather than in the session state so `/metrics` (all-in-one's and a media
+    /// server's) renders them with the counters.
+    pub checks: crate::checks::HostChecks,
     signalling_errors: Mutex<BTreeMap<&'static str, u64>>,
     auth_failures: AtomicU64,
     /// Peer-to-peer signals handed on to their target (by the sender's gateway).
@@ -47,8 +50,10 @@ impl Metrics {
         *m.entry(reason).or_default() += 1;
     }
 
-    /// Appends the signalling counters (shared by all-in-one and the gateway).
+    /// Appends the signalling counters (shared by all-in-one and the gateway) and the host
+    /// checks.
     pub fn render(&self, out: &mut String) {
+        self.checks.render(out);
         out.push_str("# HELP switchyard_signalling_errors_total Requests refused, by reason.\n");
         out.push_str("# TYPE switchyard_signalling_errors_total counter\n");
         let errors = self

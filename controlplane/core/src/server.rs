@@ -80,6 +80,12 @@ pub fn signalling_routes<C: Channels>() -> Router<Arc<C>> {
 }
 
 async fn metrics_handler(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    metrics_response(&state)
+}
+
+/// `/metrics` of a process that runs media: all-in-one's on its HTTP port, a media server's
+/// on its cluster port.
+pub fn metrics_response(state: &AppState) -> impl IntoResponse + use<> {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
         let mut out = metrics::render(&state.media, &state.metrics, state.live());
         if let Some(turn) = &state.turn {

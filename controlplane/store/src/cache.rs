@@ -97,6 +97,16 @@ impl CachedStore {
             .cloned()
     }
 
+    /// The deployment `id`, matched without regard to case as operators' settings are
+    /// (`DEPLOYMENTS:0:DEPLOYMENTID=Default` names the deployment `default`).
+    pub fn deployment(&self, id: &str) -> Option<Deployment> {
+        self.snapshot()
+            .deployments
+            .iter()
+            .find(|d| d.id.eq_ignore_ascii_case(id))
+            .cloned()
+    }
+
     /// The channel configuration that applies to `channel` of `application` (see
     /// [`match_channel`]).
     pub fn channel_config(&self, application: &str, channel: &str) -> Option<ChannelConfig> {

@@ -16,6 +16,7 @@ mod channel_match;
 mod mask;
 mod migrations;
 mod records;
+mod secret;
 
 pub use cache::{CachedStore, Health, Snapshot};
 pub use channel_match::match_channel;
@@ -24,6 +25,7 @@ pub use records::{
     Application, AuditEntry, ChannelConfig, ClusteringStrategy, ConfigError, Deployment,
     MAX_SECRETS, validate_order,
 };
+pub use secret::{MASKED, Secret};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

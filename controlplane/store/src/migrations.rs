@@ -16,17 +16,31 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 /// `migrations/<database>/<version, 4 digits>_<description>.sql`.
 type List = &'static [(i64, &'static str, &'static str)];
 
-const POSTGRES: List = &[(
-    1,
-    "configuration",
-    include_str!("../migrations/postgres/0001_configuration.sql"),
-)];
+const POSTGRES: List = &[
+    (
+        1,
+        "configuration",
+        include_str!("../migrations/postgres/0001_configuration.sql"),
+    ),
+    (
+        2,
+        "deployment_turn_secret",
+        include_str!("../migrations/postgres/0002_deployment_turn_secret.sql"),
+    ),
+];
 
-const SQLITE: List = &[(
-    1,
-    "configuration",
-    include_str!("../migrations/sqlite/0001_configuration.sql"),
-)];
+const SQLITE: List = &[
+    (
+        1,
+        "configuration",
+        include_str!("../migrations/sqlite/0001_configuration.sql"),
+    ),
+    (
+        2,
+        "deployment_turn_secret",
+        include_str!("../migrations/sqlite/0002_deployment_turn_secret.sql"),
+    ),
+];
 
 pub(super) fn postgres() -> Migrator {
     migrator(POSTGRES)

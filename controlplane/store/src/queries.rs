@@ -6,16 +6,29 @@ use serde_json::{Value, json};
 use super::records::{
     Application, AuditEntry, ChannelConfig, ClusteringStrategy, Deployment, validate_order,
 };
+use super::secret::Secret;
 use super::{ConfigError, Store, StoreError, now_millis};
 
-type DeploymentRow = (String, Option<String>, String, i64, i64, i64, i64, String);
+type DeploymentRow = (
+    String,
+    Option<String>,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+);
 type ApplicationRow = (String, String, i64);
 type ChannelConfigRow = (String, String, i64, String, Option<i64>, bool, bool);
 type AuditRow = (i64, i64, String, String, String, String);
 
 const DEPLOYMENT_COLUMNS: &str = "SELECT id, name, stun_servers, sfu_connections_per_cpu_safe, \
      sfu_connections_per_cpu_unsafe, mcu_connections_per_cpu_safe, \
-     mcu_connections_per_cpu_unsafe, clustering_strategy FROM deployments";
+     mcu_connections_per_cpu_unsafe, clustering_strategy, turn_secret, turn_previous_secret \
+     FROM deployments";
 const APPLICATION_COLUMNS: &str = "SELECT id, secrets, created_at FROM applications";
 const CHANNEL_CONFIG_COLUMNS: &str = "SELECT application_id, pattern, position, allowed_codecs, \
      max_bitrate_kbps, sfu_allowed, mcu_allowed FROM channel_configs";
@@ -66,21 +79,24 @@ impl Store {
     ) -> Result<(), StoreError> {
         deployment.validate()?;
         let d = deployment;
-        let detail = serde_json::to_value(d)?;
+        let detail = serde_json::to_value(d.masked())?;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO deployments (id, name, stun_servers, sfu_connections_per_cpu_safe, \
                  sfu_connections_per_cpu_unsafe, mcu_connections_per_cpu_safe, \
-                 mcu_connections_per_cpu_unsafe, clustering_strategy) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 mcu_connections_per_cpu_unsafe, clustering_strategy, turn_secret, \
+                 turn_previous_secret) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
                  stun_servers = excluded.stun_servers, \
                  sfu_connections_per_cpu_safe = excluded.sfu_connections_per_cpu_safe, \
                  sfu_connections_per_cpu_unsafe = excluded.sfu_connections_per_cpu_unsafe, \
                  mcu_connections_per_cpu_safe = excluded.mcu_connections_per_cpu_safe, \
                  mcu_connections_per_cpu_unsafe = excluded.mcu_connections_per_cpu_unsafe, \
-                 clustering_strategy = excluded.clustering_strategy",
+                 clustering_strategy = excluded.clustering_strategy, \
+                 turn_secret = excluded.turn_secret, \
+                 turn_previous_secret = excluded.turn_previous_secret",
             )
             .bind(&d.id)
             .bind(&d.name)
@@ -90,6 +106,8 @@ impl Store {
             .bind(i64::from(d.mcu_connections_per_cpu_safe))
             .bind(i64::from(d.mcu_connections_per_cpu_unsafe))
             .bind(d.clustering_strategy.as_str())
+            .bind(d.turn_secret.as_ref().map(Secret::expose))
+            .bind(d.turn_previous_secret.as_ref().map(Secret::expose))
             .execute(&mut *tx)
             .await?;
             write_audit!(&mut *tx, actor, "deployment.put", &d.id, detail)?;
@@ -439,7 +457,18 @@ fn threshold(id: &str, column: &str, value: i64) -> Result<u32, StoreError> {
 }
 
 fn deployment_from_row(row: DeploymentRow) -> Result<Deployment, StoreError> {
-    let (id, name, stun_servers, sfu_safe, sfu_unsafe, mcu_safe, mcu_unsafe, strategy) = row;
+    let (
+        id,
+        name,
+        stun_servers,
+        sfu_safe,
+        sfu_unsafe,
+        mcu_safe,
+        mcu_unsafe,
+        strategy,
+        turn_secret,
+        turn_previous_secret,
+    ) = row;
     let what = || format!("deployment {id:?}");
     Ok(Deployment {
         stun_servers: parse_list(what, &stun_servers)?,
@@ -461,6 +490,8 @@ fn deployment_from_row(row: DeploymentRow) -> Result<Deployment, StoreError> {
                 detail: format!("unknown clustering strategy {strategy:?}"),
             }
         })?,
+        turn_secret: turn_secret.map(Secret::new),
+        turn_previous_secret: turn_previous_secret.map(Secret::new),
         id,
         name,
     })

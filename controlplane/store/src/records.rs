@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_dataplane::media::Codec;
 
 use super::channel_match::is_catch_all;
+use super::secret::Secret;
 
 /// A deployment: settings shared by the gateways and media servers that run it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +24,15 @@ pub struct Deployment {
     pub mcu_connections_per_cpu_safe: u32,
     pub mcu_connections_per_cpu_unsafe: u32,
     pub clustering_strategy: ClusteringStrategy,
+    /// The TURN REST secret of the deployment's TURN servers, for gateways and media servers
+    /// without `TURN:SECRET`: set once here, the whole cluster agrees on it. The admin API shows
+    /// it masked; the cluster API hands it to media servers in full.
+    #[serde(default)]
+    pub turn_secret: Option<Secret>,
+    /// A second TURN secret still accepted (not signed with) while clients holding credentials
+    /// of the previous one finish: a rotation without refusals.
+    #[serde(default)]
+    pub turn_previous_secret: Option<Secret>,
 }
 
 /// How a gateway picks the media server for a new channel.
@@ -150,6 +160,18 @@ pub enum ConfigError {
         second: String,
         position: i64,
     },
+    #[error(
+        "deployment {deployment:?}: {which} must have at least {min} characters and no spaces",
+        min = super::secret::MIN_SECRET_LEN
+    )]
+    TurnSecret {
+        deployment: String,
+        which: &'static str,
+    },
+    #[error(
+        "deployment {deployment:?}: turnPreviousSecret needs turnSecret, and must differ from it"
+    )]
+    TurnPreviousSecret { deployment: String },
     #[error("no application {application:?} for channel configuration {pattern:?}")]
     NoSuchApplication {
         application: String,
@@ -190,7 +212,55 @@ impl Deployment {
                 });
             }
         }
+        for (which, secret) in [
+            ("turnSecret", &self.turn_secret),
+            ("turnPreviousSecret", &self.turn_previous_secret),
+        ] {
+            if secret.as_ref().is_some_and(|s| !s.is_valid()) {
+                return Err(ConfigError::TurnSecret {
+                    deployment: self.id.clone(),
+                    which,
+                });
+            }
+        }
+        if let Some(previous) = &self.turn_previous_secret
+            && self.turn_secret.as_ref().is_none_or(|s| s == previous)
+        {
+            return Err(ConfigError::TurnPreviousSecret {
+                deployment: self.id.clone(),
+            });
+        }
         Ok(())
+    }
+
+    /// This deployment as the admin API shows it and the audit log records it: its TURN
+    /// secrets, when set, as the placeholder.
+    pub fn masked(&self) -> Deployment {
+        let mask = |s: &Option<Secret>| s.as_ref().map(|_| Secret::masked());
+        Deployment {
+            turn_secret: mask(&self.turn_secret),
+            turn_previous_secret: mask(&self.turn_previous_secret),
+            ..self.clone()
+        }
+    }
+
+    /// Puts back the stored secrets where a request carries the placeholder, so that a
+    /// deployment read from the admin API, changed and written back keeps its secrets; with
+    /// none stored, the placeholder means none.
+    pub fn unmask(&mut self, stored: Option<&Deployment>) {
+        let keep = |new: &mut Option<Secret>, old: Option<&Secret>| {
+            if new.as_ref().is_some_and(Secret::is_masked) {
+                *new = old.cloned();
+            }
+        };
+        keep(
+            &mut self.turn_secret,
+            stored.and_then(|d| d.turn_secret.as_ref()),
+        );
+        keep(
+            &mut self.turn_previous_secret,
+            stored.and_then(|d| d.turn_previous_secret.as_ref()),
+        );
     }
 }
 
@@ -421,6 +491,8 @@ mod tests {
             mcu_connections_per_cpu_safe: 10,
             mcu_connections_per_cpu_unsafe: 10,
             clustering_strategy: ClusteringStrategy::Region,
+            turn_secret: None,
+            turn_previous_secret: None,
         };
         d.validate().unwrap();
         d.sfu_connections_per_cpu_safe = 200;
@@ -428,6 +500,66 @@ mod tests {
         assert!(e.to_string().contains("SFU"), "{e}");
         d.sfu_connections_per_cpu_safe = 0;
         assert!(d.validate().is_err());
+    }
+
+    fn deployment_with(secret: Option<&str>, previous: Option<&str>) -> Deployment {
+        Deployment {
+            id: "default".into(),
+            name: None,
+            stun_servers: vec![],
+            sfu_connections_per_cpu_safe: 1,
+            sfu_connections_per_cpu_unsafe: 2,
+            mcu_connections_per_cpu_safe: 1,
+            mcu_connections_per_cpu_unsafe: 2,
+            clustering_strategy: ClusteringStrategy::Region,
+            turn_secret: secret.map(Secret::new),
+            turn_previous_secret: previous.map(Secret::new),
+        }
+    }
+
+    #[test]
+    fn turn_secrets_are_checked() {
+        let (a, b) = ("deployment-secret-aaaa", "deployment-secret-bbbb");
+        deployment_with(None, None).validate().unwrap();
+        deployment_with(Some(a), Some(b)).validate().unwrap();
+        let short = deployment_with(Some("short"), None).validate().unwrap_err();
+        assert!(short.to_string().contains("turnSecret"), "{short}");
+        for (secret, previous) in [(None, Some(b)), (Some(a), Some(a))] {
+            assert!(matches!(
+                deployment_with(secret, previous).validate(),
+                Err(ConfigError::TurnPreviousSecret { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn turn_secrets_are_masked_and_written_back_unchanged() {
+        let stored = deployment_with(Some("deployment-secret-aaaa"), None);
+        let shown = stored.masked();
+        let json = serde_json::to_value(&shown).unwrap();
+        assert_eq!(json["turnSecret"], "****");
+        assert_eq!(json["turnPreviousSecret"], serde_json::Value::Null);
+        // Read, changed, written back: the stored secret stays.
+        let mut back = shown.clone();
+        back.sfu_connections_per_cpu_unsafe = 3;
+        back.unmask(Some(&stored));
+        assert_eq!(back.turn_secret, stored.turn_secret);
+        // The placeholder with nothing stored means none; a new value replaces.
+        let mut fresh = shown;
+        fresh.unmask(None);
+        assert_eq!(fresh.turn_secret, None);
+        let mut replaced = deployment_with(Some("deployment-secret-cccc"), None);
+        replaced.unmask(Some(&stored));
+        assert_eq!(
+            replaced.turn_secret,
+            Some(Secret::new("deployment-secret-cccc"))
+        );
+        // Older media servers and clients send no such fields.
+        let old: Deployment = serde_json::from_str(
+            r#"{"stunServers":[],"sfuConnectionsPerCpuSafe":1,"sfuConnectionsPerCpuUnsafe":2,"mcuConnectionsPerCpuSafe":1,"mcuConnectionsPerCpuUnsafe":2,"clusteringStrategy":"region"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.turn_secret, None);
     }
 
     #[test]

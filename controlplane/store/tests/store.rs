@@ -11,7 +11,7 @@ use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use switchyard_store::{
     Application, CachedStore, ChannelConfig, ClusteringStrategy, ConfigError, Deployment, Health,
-    SQLITE_FILE, Store, StoreError, match_channel,
+    MASKED, SQLITE_FILE, Secret, Store, StoreError, match_channel,
 };
 
 const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -124,6 +124,8 @@ fn deployment(id: &str) -> Deployment {
         mcu_connections_per_cpu_safe: 8,
         mcu_connections_per_cpu_unsafe: 12,
         clustering_strategy: ClusteringStrategy::LeastLoaded,
+        turn_secret: None,
+        turn_previous_secret: None,
     }
 }
 
@@ -170,7 +172,7 @@ async fn reopening_applies_nothing_twice(backend: Backend) {
             .await
             .unwrap(),
     };
-    assert_eq!(applied, 1);
+    assert_eq!(applied, 2, "one row per migration, none twice");
     // Without a URL, the file is where the documentation says.
     if let Backend::Sqlite(dir) = &backend {
         assert!(dir.0.join(SQLITE_FILE).is_file());
@@ -216,6 +218,51 @@ async fn deployments_round_trip(backend: Backend) {
             "deployment.delete"
         ]
     );
+}
+
+/// A deployment's TURN secrets are stored and read back in full (the cluster API hands them to
+/// media servers), replaced and cleared by a put, checked, and never written to the log.
+async fn deployment_turn_secrets(backend: Backend) {
+    let store = backend.open().await;
+    let (first, second) = ("turn-secret-first-0123", "turn-secret-second-0123");
+    let mut d = deployment("Default");
+    d.turn_secret = Some(Secret::new(first));
+    store.put_deployment("admin", &d).await.unwrap();
+    assert_eq!(store.deployment("Default").await.unwrap(), Some(d.clone()));
+    // A rotation: the new one signs, the old one is still accepted.
+    d.turn_secret = Some(Secret::new(second));
+    d.turn_previous_secret = Some(Secret::new(first));
+    store.put_deployment("admin", &d).await.unwrap();
+    let stored = store.deployment("Default").await.unwrap().unwrap();
+    assert_eq!(
+        stored.turn_secret.as_ref().map(Secret::expose),
+        Some(second)
+    );
+    assert_eq!(
+        stored.turn_previous_secret.as_ref().map(Secret::expose),
+        Some(first)
+    );
+    let mut bad = d.clone();
+    bad.turn_secret = Some(Secret::new("short"));
+    assert!(matches!(
+        store.put_deployment("admin", &bad).await,
+        Err(StoreError::Invalid(ConfigError::TurnSecret { .. }))
+    ));
+    bad.turn_secret = None;
+    assert!(matches!(
+        store.put_deployment("admin", &bad).await,
+        Err(StoreError::Invalid(ConfigError::TurnPreviousSecret { .. }))
+    ));
+    d.turn_secret = None;
+    d.turn_previous_secret = None;
+    store.put_deployment("admin", &d).await.unwrap();
+    assert_eq!(store.deployment("Default").await.unwrap(), Some(d));
+    for entry in store.audit_log(100).await.unwrap() {
+        let text = entry.detail.to_string();
+        assert!(!text.contains(first) && !text.contains(second), "{text}");
+    }
+    let shown = store.audit_log(100).await.unwrap();
+    assert_eq!(shown[1].detail["turnSecret"], MASKED, "{:?}", shown[1]);
 }
 
 async fn applications_round_trip_and_rotate(backend: Backend) {
@@ -525,6 +572,16 @@ async fn postgres_deployments_round_trip() {
 #[tokio::test]
 async fn sqlite_deployments_round_trip() {
     deployments_round_trip(Backend::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_deployment_turn_secrets() {
+    deployment_turn_secrets(Backend::postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_deployment_turn_secrets() {
+    deployment_turn_secrets(Backend::sqlite()).await;
 }
 
 #[tokio::test]

@@ -3,23 +3,16 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
+use switchyard_controlplane::checks::HostCheck;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pass,
-    /// Works now, but something is fragile or could not be verified.
-    Warn,
-    Fail,
-}
+/// The same statuses as the checks a media server records at start, so the two read alike.
+pub use switchyard_controlplane::checks::Status;
 
-impl Status {
-    fn label(self) -> &'static str {
-        match self {
-            Status::Pass => "PASS",
-            Status::Warn => "WARN",
-            Status::Fail => "FAIL",
-        }
+fn label(status: Status) -> &'static str {
+    match status {
+        Status::Pass => "PASS",
+        Status::Warn => "WARN",
+        Status::Fail => "FAIL",
     }
 }
 
@@ -72,6 +65,16 @@ pub struct Check {
 }
 
 impl Check {
+    /// This check as a media server records it (registry record, admin API, `/metrics`).
+    pub fn host(&self) -> HostCheck {
+        HostCheck {
+            name: self.id.clone(),
+            status: self.status,
+            detail: format!("{}: {}", self.title, self.message),
+            fix: self.fix.as_ref().map(|f| f.text.clone()),
+        }
+    }
+
     pub fn named(id: impl Into<String>, title: impl Into<String>) -> CheckBuilder {
         CheckBuilder {
             id: id.into(),
@@ -172,7 +175,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{}  {:width$}  {}",
-                c.status.label(),
+                label(c.status),
                 c.title,
                 c.message
             );
@@ -226,5 +229,19 @@ mod tests {
         );
         assert_eq!(json["checks"][1]["fix"]["value"], "203.0.113.20");
         assert_eq!(json["checks"][1]["status"], "fail");
+        // As a media server records it: id, status, title with message, the fix's text.
+        let host = r.checks[1].host();
+        assert_eq!(
+            (host.name.as_str(), host.status),
+            ("public_ip", Status::Fail)
+        );
+        assert_eq!(
+            host.detail,
+            "public IP: announced 203.0.113.30 is not reachable"
+        );
+        assert_eq!(
+            host.fix.as_deref(),
+            Some("set EXTERNAL:PUBLICIPADDRESS=203.0.113.20")
+        );
     }
 }

@@ -58,7 +58,9 @@ pub fn parse_url(url: &str) -> Option<TurnUrl> {
     })
 }
 
-pub fn checks(base: &str, l: &Listeners, plan: &Plan) -> Vec<Check> {
+/// The checks of what a server reports against `plan`; `who` names the server in messages
+/// ("at http://...", or "(this process)" when a server checks itself at start).
+pub fn checks(who: &str, l: &Listeners, plan: &Plan) -> Vec<Check> {
     let media: Vec<u16> = l.media.iter().map(|a| a.port()).collect();
     let announce: Vec<String> = l.announce.iter().map(|ip| ip.to_string()).collect();
     let mut out = Vec::new();
@@ -74,7 +76,7 @@ pub fn checks(base: &str, l: &Listeners, plan: &Plan) -> Vec<Check> {
         None => "no TURN".to_string(),
     };
     let summary = format!(
-        "switchyard {} at {base}: media UDP {} on {}, {turn}, announcing {}",
+        "switchyard {} {who}: media UDP {} on {}, {turn}, announcing {}",
         l.version,
         list_ports(&media),
         l.media
@@ -87,7 +89,7 @@ pub fn checks(base: &str, l: &Listeners, plan: &Plan) -> Vec<Check> {
     out.push(if l.turn.is_none() && plan.turn.is_some() {
         check.warn(
             format!("{summary}: it runs without TURN, so clients behind UDP-blocking firewalls cannot connect"),
-            Some(Fix::todo("start it with TURN (TURN:ENABLED unset or true)")),
+            Some(Fix::todo("start it with TURN (TURN:ENABLED unset or true, and TURN:SECRET or the deployment's turnSecret set)")),
         )
     } else {
         check.pass(summary)

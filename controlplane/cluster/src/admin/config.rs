@@ -178,17 +178,24 @@ async fn delete_channel_config(
     deleted("channel configuration", &q.pattern, gone)
 }
 
+// Deployments are shown with their TURN secrets masked: unlike an application's secrets,
+// which token issuers need, nobody but the servers needs a TURN secret, and they get it from
+// the cluster API.
+
 async fn deployments(State(a): State<Arc<Admin>>) -> Result<Json<Vec<Deployment>>, Error> {
-    Ok(Json(a.store.store().deployments().await?))
+    let all = a.store.store().deployments().await?;
+    Ok(Json(all.iter().map(Deployment::masked).collect()))
 }
 
 async fn deployment(
     State(a): State<Arc<Admin>>,
     Path(id): Path<String>,
 ) -> Result<Json<Deployment>, Error> {
-    found("deployment", &id, a.store.store().deployment(&id).await?)
+    let stored = a.store.store().deployment(&id).await?;
+    found("deployment", &id, stored.as_ref().map(Deployment::masked))
 }
 
+/// Creates or replaces a deployment; TURN secrets sent back masked keep their stored values.
 async fn put_deployment(
     State(a): State<Arc<Admin>>,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
@@ -197,8 +204,10 @@ async fn put_deployment(
 ) -> Result<Json<Deployment>, Error> {
     d.id = id.clone();
     let store = a.store.store();
+    d.unmask(store.deployment(&id).await?.as_ref());
     store.put_deployment(&actor(from), &d).await?;
-    found("deployment", &id, store.deployment(&id).await?)
+    let stored = store.deployment(&id).await?;
+    found("deployment", &id, stored.as_ref().map(Deployment::masked))
 }
 
 async fn delete_deployment(

@@ -77,11 +77,11 @@ pub async fn document() -> Json<Value> {
                     "responses": { "204": { "description": "deleted" }, "404": { "description": "no such pattern" } }
                 }
             },
-            "/deployments": { "get": op("Deployments: STUN servers, capacity thresholds, clustering strategy", "200") },
+            "/deployments": { "get": op("Deployments: STUN servers, capacity thresholds, clustering strategy, TURN secrets (masked)", "200") },
             "/deployments/{id}": {
                 "parameters": [{ "$ref": "#/components/parameters/id" }],
                 "get": op("One deployment", "200"),
-                "put": with_body(op("Create or replace a deployment", "200")),
+                "put": with_body(op("Create or replace a deployment; turnSecret and turnPreviousSecret given as \"****\" keep their stored values", "200")),
                 "delete": op("Delete a deployment", "204")
             },
             "/audit": {

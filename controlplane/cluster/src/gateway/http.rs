@@ -89,18 +89,16 @@ async fn ended(State(g): State<Arc<Gateway>>, Json(r): Json<Ended>) -> StatusCod
     StatusCode::NO_CONTENT
 }
 
-/// A deployment's settings for a starting media server (STUN servers, capacity thresholds),
-/// from the configuration as last read.
+/// A deployment's settings for a starting media server (STUN servers, capacity thresholds,
+/// the TURN secrets in full: the media server's TURN checks credentials with them), from the
+/// configuration as last read.
 async fn deployment(
     State(g): State<Arc<Gateway>>,
     Path(id): Path<String>,
 ) -> Result<Json<Deployment>, Error> {
     g.store
-        .snapshot()
-        .deployments
-        .iter()
-        .find(|d| d.id.eq_ignore_ascii_case(&id))
-        .map(|d| Json(d.clone()))
+        .deployment(&id)
+        .map(Json)
         .ok_or_else(|| Error::NotFound(format!("no deployment {id:?} is configured")))
 }
 

@@ -294,6 +294,7 @@ pub(crate) mod tests {
             // Nothing listens there: calls to it fail at once.
             cluster_address: "127.0.0.1:9".into(),
             turn_urls: Vec::new(),
+            checks: Vec::new(),
         }
     }
 

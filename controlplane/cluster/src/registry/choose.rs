@@ -45,6 +45,7 @@ mod tests {
             core_count: 4,
             cluster_address: "10.0.0.1:8445".into(),
             turn_urls: Vec::new(),
+            checks: Vec::new(),
         }
     }
 

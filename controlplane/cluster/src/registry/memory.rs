@@ -132,6 +132,7 @@ mod tests {
             core_count: 1,
             cluster_address: "127.0.0.1:8445".into(),
             turn_urls: Vec::new(),
+            checks: Vec::new(),
         }
     }
 

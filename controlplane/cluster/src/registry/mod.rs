@@ -16,6 +16,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use switchyard_controlplane::checks::HostCheck;
 use switchyard_controlplane::error::Error;
 
 pub use choose::choose_server;
@@ -51,6 +52,10 @@ pub struct MediaServerRecord {
     /// share its `TURN:SECRET`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub turn_urls: Vec<String>,
+    /// The host checks the server ran on itself (`switchyard doctor`'s that need no outside
+    /// help), for the admin API; readers that predate them ignore the field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<HostCheck>,
 }
 
 #[derive(Debug, thiserror::Error)]
