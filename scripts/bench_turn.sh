@@ -6,7 +6,9 @@
 # Runs in a private network namespace (needs root). Prints a markdown table and writes
 # $OUT/turn.json. Environment: BIN (default target/release/switchyard), OUT (default
 # target/bench), SERVER_CORE (default 0), LOAD_CORE (default: the last core), SESSIONS (50),
-# MESSAGES per session (1000), INTERVAL_MS between a session's packets (5).
+# MESSAGES per session (1000), INTERVAL_MS between a session's packets (5), PERF=1 to sample
+# each server with `perf record` during its run and print how its CPU splits between the
+# kernel and user space.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,9 +39,19 @@ measure() {
   local pid=$1 port=$2 size=$3 user=$4
   local before after log=$WORK/uclient-$user.log
   before=$(ticks "$pid")
+  local perf=
+  if [[ -n ${PERF:-} ]]; then
+    perf record -F 2999 -p "$pid" -o "$WORK/perf-$user.data" >/dev/null 2>&1 &
+    perf=$!
+  fi
   taskset -c "$LOAD_CORE" turnutils_uclient -p "$port" -n "$MESSAGES" -m "$SESSIONS" -l "$size" \
     -z "$INTERVAL_MS" -e 127.0.0.1 -r 3480 -X -g -c -W "$SECRET" -u "$user" 127.0.0.1 >"$log" 2>&1 || true
   after=$(ticks "$pid")
+  if [[ -n $perf ]]; then
+    kill -INT "$perf"; wait "$perf" || true
+    perf report -i "$WORK/perf-$user.data" --sort dso --stdio 2>/dev/null |
+      awk -v who="$user" '$1 ~ /%$/ {print "  " who ": " $1 " " $2}' | head -4 >&2
+  fi
   local sent recv lost
   sent=$(grep -o 'tot_send_msgs=[0-9]*' "$log" | tail -1 | cut -d= -f2)
   recv=$(grep -o 'tot_recv_msgs=[0-9]*' "$log" | tail -1 | cut -d= -f2)
