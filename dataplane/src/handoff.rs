@@ -15,7 +15,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use crate::io::{MAX_DATAGRAM, Waker};
@@ -91,6 +91,8 @@ pub struct Hub {
     turn: OnceLock<Turn>,
     /// Relay port → TURN thread + 1 (0: none of ours).
     owners: Box<[AtomicU8]>,
+    /// Relay ports owned now: while none, the workers skip looking at what they send.
+    owned: AtomicUsize,
 }
 
 impl Default for Hub {
@@ -99,6 +101,7 @@ impl Default for Hub {
             workers: OnceLock::new(),
             turn: OnceLock::new(),
             owners: (0..=u16::MAX).map(|_| AtomicU8::new(0)).collect(),
+            owned: AtomicUsize::new(0),
         }
     }
 }
@@ -165,9 +168,9 @@ impl Hub {
         }
     }
 
-    /// Whether anything can be handed to TURN yet (its threads are registered).
-    pub fn has_turn(&self) -> bool {
-        self.turn.get().is_some()
+    /// Whether a worker may be sending to a relay of ours: TURN runs and holds relays.
+    pub fn has_relays(&self) -> bool {
+        self.turn.get().is_some() && self.owned.load(Ordering::Relaxed) > 0
     }
 
     /// The TURN thread that owns the relay `dst` is, when `dst` is a relayed address of ours.
@@ -197,7 +200,16 @@ impl Hub {
     /// Records that TURN thread `thread` bound relay port `port` (`None`: released it).
     pub fn set_owner(&self, port: u16, thread: Option<usize>) {
         let value = thread.map_or(0, |t| (t + 1).min(usize::from(u8::MAX)) as u8);
-        self.owners[usize::from(port)].store(value, Ordering::Relaxed);
+        let before = self.owners[usize::from(port)].swap(value, Ordering::Relaxed);
+        match (before, value) {
+            (0, 1..) => {
+                self.owned.fetch_add(1, Ordering::Relaxed);
+            }
+            (1.., 0) => {
+                self.owned.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -237,7 +249,9 @@ mod tests {
         assert!(workers[0].try_recv().is_err());
 
         assert_eq!(hub.turn_for(relay), None, "no thread owns the port yet");
+        assert!(!hub.has_relays());
         hub.set_owner(40001, Some(0));
+        assert!(hub.has_relays());
         assert_eq!(hub.turn_for(relay), Some(0));
         assert_eq!(hub.turn_for(addr("192.0.2.1:40001")), None);
         assert!(hub.to_turn(0, 49153, relay, b"answer"));
@@ -248,6 +262,7 @@ mod tests {
         );
         hub.set_owner(40001, None);
         assert_eq!(hub.turn_for(relay), None);
+        assert!(!hub.has_relays());
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl Worker {
         let Some((hub, _, port)) = &self.handoff else {
             return;
         };
-        if !hub.has_turn() {
+        if !hub.has_relays() {
             return;
         }
         let counters = self.engine.counters_mut();
