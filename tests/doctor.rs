@@ -205,6 +205,7 @@ fn outbound_address_differs_from_inbound() {
     // Every unreachable port at .30 blames the address, not the firewall.
     for id in [
         "reach_media_203.0.113.30",
+        "reach_media_tcp_203.0.113.30",
         "reach_turn_udp_203.0.113.30",
         "reach_turn_tcp_203.0.113.30",
     ] {
@@ -256,6 +257,7 @@ fn outbound_address_differs_from_inbound() {
     assert!(public["message"].as_str().unwrap().contains(OTHER_OUTBOUND));
     for id in [
         "reach_media_203.0.113.20",
+        "reach_media_tcp_203.0.113.20",
         "reach_turn_udp_203.0.113.20",
         "reach_turn_tcp_203.0.113.20",
     ] {
@@ -338,6 +340,77 @@ fn turn_port_closed_at_the_nat() {
     assert_eq!(run.json()["summary"]["failed"], 1, "{}", run.stdout);
 }
 
+const CLOSE_MEDIA_TCP: &str = "FORWARD -d 10.0.0.2 -p tcp --dport 49152:49200 -j DROP";
+
+/// ICE-TCP: doctor holds the workers' TCP listeners too, and the probe's TCP relay connects to
+/// each. Reachable, it passes; with TCP to the media ports dropped at the NAT it fails, naming
+/// the ports to open or --no-ice-tcp; with --no-ice-tcp TCP is neither bound nor probed.
+#[test]
+fn media_tcp_ports_reachable_or_dropped() {
+    let w = world(INBOUND);
+    let run = doctor(&w, &[], &["--json"]);
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    let ports = run.check("media_ports");
+    assert!(
+        ports["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("UDP and TCP 49152-49153"),
+        "{ports}"
+    );
+    let tcp = run.check("reach_media_tcp_203.0.113.20");
+    assert_eq!(tcp["status"], "pass");
+    assert_eq!(
+        tcp["message"],
+        "203.0.113.20 TCP 49152-49153 accept connections from outside"
+    );
+
+    iptables(&w.nat, &format!("-A {CLOSE_MEDIA_TCP}"));
+    let run = doctor(&w, &[], &["--json"]);
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert_eq!(run.check("reach_media_203.0.113.20")["status"], "pass");
+    let tcp = run.check("reach_media_tcp_203.0.113.20");
+    assert_eq!(tcp["status"], "fail");
+    assert_eq!(
+        tcp["message"],
+        "203.0.113.20 TCP 49152-49153 unreachable from outside"
+    );
+    let fix = tcp["fix"]["text"].as_str().unwrap();
+    assert!(fix.starts_with("open TCP 49152-49200"), "{fix}");
+    assert!(fix.contains("--no-ice-tcp"), "{fix}");
+    assert_eq!(run.json()["summary"]["failed"], 1, "{}", run.stdout);
+
+    // The fix applied the other way: without ICE-TCP nothing is wrong.
+    let run = doctor(&w, &[], &["--json", "--no-ice-tcp"]);
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(
+        run.json()["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != "reach_media_tcp_203.0.113.20")
+    );
+    iptables(&w.nat, &format!("-D {CLOSE_MEDIA_TCP}"));
+
+    // Every media port's TCP taken here: the listeners check fails before anything is probed,
+    // and the fix offers another range or --no-ice-tcp.
+    let taken: Vec<std::net::TcpListener> = (49152..=49200)
+        .map(|p| std::net::TcpListener::bind(("0.0.0.0", p)).expect("take a TCP port"))
+        .collect();
+    let run = doctor(&w, &[], &["--json"]);
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    let ports = run.check("media_ports");
+    assert_eq!(ports["status"], "fail");
+    let fix = ports["fix"]["text"].as_str().unwrap();
+    assert!(
+        fix.contains("--media-ports") && fix.contains("--no-ice-tcp"),
+        "{fix}"
+    );
+    let run = doctor(&w, &[], &["--json", "--no-ice-tcp"]);
+    assert_eq!(run.check("media_ports")["status"], "pass");
+    drop(taken);
+}
+
 /// With a server running, its ports are taken: doctor reads /api/listeners instead, and the
 /// TURN port the server itself runs answers the probe.
 #[test]
@@ -351,8 +424,16 @@ fn running_server_is_read_not_bound() {
     let tcp = run.check("reach_turn_tcp_203.0.113.20");
     assert_eq!(tcp["status"], "pass");
     assert!(tcp["message"].as_str().unwrap().contains("answered STUN"));
-    // Its media sockets answer only ICE checks of its own sessions: said, not guessed.
+    // Its media sockets answer only ICE checks of its own sessions: said, not guessed. The
+    // same for its ICE-TCP listeners on the same ports.
     assert_eq!(run.check("reach_media_203.0.113.20")["status"], "warn");
+    assert!(
+        run.check("server")["message"]
+            .as_str()
+            .unwrap()
+            .contains("media UDP and TCP")
+    );
+    assert_eq!(run.check("reach_media_tcp_203.0.113.20")["status"], "warn");
 
     // Without --server, the taken TURN port fails and the fix points at --server.
     let run = doctor(&w, &[], &["--json"]);

@@ -97,6 +97,8 @@ pub fn main(args: DoctorArgs) -> ExitCode {
 #[derive(Default)]
 struct Layout {
     media: Vec<u16>,
+    /// Whether the media ports also take TCP (ICE-TCP).
+    media_tcp: bool,
     /// Why the media ports are not probed, when they are not.
     media_unprobed: Option<String>,
     /// (advertised, local) per TURN listener.
@@ -110,6 +112,7 @@ impl Layout {
         let turn = plan.turn.as_ref();
         Layout {
             media: bound.media_ports(),
+            media_tcp: !bound.media_tcp.is_empty(),
             media_unprobed: None,
             turn_udp: turn
                 .filter(|_| bound.turn_udp.is_some())
@@ -127,8 +130,9 @@ impl Layout {
     fn from_server(l: &Listeners) -> Layout {
         let mut layout = Layout {
             media: l.media.iter().map(SocketAddr::port).collect(),
+            media_tcp: l.ice_tcp,
             media_unprobed: Some(
-                "a running server's media sockets answer only the ICE checks of its own sessions; stop it and run doctor without --server to probe them".into(),
+                "a running server's media ports answer only the ICE checks of its own sessions, and doctor leaves them to those; stop it and run doctor without --server to probe them".into(),
             ),
             ..Layout::default()
         };
@@ -147,17 +151,29 @@ impl Layout {
         layout
     }
 
+    /// The media ports as targets at `ip`: UDP, and TCP when the workers listen on it.
+    fn media_targets(&self, ip: IpAddr, tcp: bool) -> impl Iterator<Item = Target> + '_ {
+        let kinds: &[Kind] = if tcp && self.media_tcp {
+            &[Kind::Media, Kind::MediaTcp]
+        } else {
+            &[Kind::Media]
+        };
+        kinds.iter().flat_map(move |kind| {
+            self.media.iter().map(move |p| Target {
+                ip,
+                port: *p,
+                local: *p,
+                kind: *kind,
+            })
+        })
+    }
+
     /// What to probe at `ip`: everything for an announced address; for another candidate
     /// only the UDP ports, which are enough to tell whether it reaches this host.
     fn targets(&self, ip: IpAddr, announced: bool) -> Vec<Target> {
         let mut out = Vec::new();
         if self.media_unprobed.is_none() {
-            out.extend(self.media.iter().map(|p| Target {
-                ip,
-                port: *p,
-                local: *p,
-                kind: Kind::Media,
-            }));
+            out.extend(self.media_targets(ip, announced));
         }
         let mut add = |ports: Option<(u16, u16)>, kind| {
             if let Some((port, local)) = ports {
@@ -228,6 +244,15 @@ async fn run(args: DoctorArgs) -> Report {
             let (bound, checks) = listeners::bind(&plan);
             report.extend(checks);
             let layout = Layout::from_bound(&plan, &bound);
+            for l in bound.media_tcp {
+                if let Some(l) = l
+                    .set_nonblocking(true)
+                    .ok()
+                    .and_then(|()| tokio::net::TcpListener::from_std(l).ok())
+                {
+                    tokio::spawn(listeners::accept_tcp(l));
+                }
+            }
             media_sockets = bound
                 .media
                 .into_iter()
@@ -304,15 +329,11 @@ async fn run(args: DoctorArgs) -> Report {
             let mut p = probe::run(url, secret, &targets, &arrivals, timeout).await;
             if let Some(why) = &layout.media_unprobed {
                 for ip in &announced.ips {
-                    p.outcomes.extend(layout.media.iter().map(|port| Outcome {
-                        target: Target {
-                            ip: *ip,
-                            port: *port,
-                            local: *port,
-                            kind: Kind::Media,
-                        },
-                        reach: Reach::NotProbed(why.clone()),
-                    }));
+                    p.outcomes
+                        .extend(layout.media_targets(*ip, true).map(|target| Outcome {
+                            target,
+                            reach: Reach::NotProbed(why.clone()),
+                        }));
                 }
             }
             Some(p)

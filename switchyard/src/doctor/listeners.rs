@@ -17,6 +17,8 @@ use super::report::{Check, Fix};
 #[derive(Default)]
 pub struct Bound {
     pub media: Vec<UdpSocket>,
+    /// The workers' ICE-TCP listeners, on the same ports as `media` (none with --no-ice-tcp).
+    pub media_tcp: Vec<TcpListener>,
     pub turn_udp: Option<UdpSocket>,
     pub turn_tcp: Option<TcpListener>,
     pub tls: Option<TcpListener>,
@@ -48,29 +50,34 @@ pub fn bind(plan: &Plan) -> (Bound, Vec<Check>) {
     (bound, checks)
 }
 
-/// The media workers' sockets, taken as the workers take them: the i-th free port from the
-/// start of the range.
+/// The media workers' sockets, taken as the workers take them: the i-th port from the start of
+/// the range that is free for UDP and, with ICE-TCP, for TCP too.
 fn bind_media(plan: &Plan, bound: &mut Bound) -> Check {
     let check = Check::named("media_ports", "media ports");
     let (lo, hi) = plan.media_ports;
+    let what = if plan.ice_tcp { "UDP and TCP" } else { "UDP" };
     let mut next = lo;
     for _ in 0..plan.workers {
-        match switchyard_dataplane::io::bind_udp(plan.bind_ip, next..=hi) {
-            Ok(s) => {
-                next = s.local_addr().map_or(hi, |a| a.port()).saturating_add(1);
-                bound.media.push(s);
+        match switchyard_dataplane::io::bind_media(plan.bind_ip, next..=hi, plan.ice_tcp) {
+            Ok((udp, tcp)) => {
+                next = udp.local_addr().map_or(hi, |a| a.port()).saturating_add(1);
+                bound.media.push(udp);
+                bound.media_tcp.extend(tcp);
             }
             Err(e) => {
+                let fix = if plan.ice_tcp {
+                    "free ports (UDP and TCP) in the media range or give another or wider one (--media-ports), or fewer workers (--workers), or --no-ice-tcp to leave TCP alone (clients whose UDP is blocked then need TURN)"
+                } else {
+                    "free ports in the media range or give a wider one (--media-ports), or fewer workers (--workers)"
+                };
                 return check.fail(
                     format!(
-                        "only {} of {} worker port(s) free in UDP {lo}-{hi} on {}: {e}",
+                        "only {} of {} worker port(s) free for {what} in {lo}-{hi} on {}: {e}",
                         bound.media.len(),
                         plan.workers,
                         plan.bind_ip
                     ),
-                    Fix::todo(
-                        "free ports in the media range or give a wider one (--media-ports), or fewer workers (--workers)",
-                    ),
+                    Fix::todo(fix),
                 );
             }
         }
@@ -79,12 +86,12 @@ fn bind_media(plan: &Plan, bound: &mut Bound) -> Check {
     let list = list_ports(&ports);
     if ports.first() != Some(&lo) {
         return check.pass(format!(
-            "UDP {list} on {} ({} worker(s)); {lo} is taken, so the workers would start further up the range: the firewall must allow all of {lo}-{hi}",
+            "{what} {list} on {} ({} worker(s)); {lo} is taken, so the workers would start further up the range: the firewall must allow all of {lo}-{hi}",
             plan.bind_ip, plan.workers
         ));
     }
     check.pass(format!(
-        "UDP {list} on {} ({} worker(s)) can be bound",
+        "{what} {list} on {} ({} worker(s)) can be bound",
         plan.bind_ip, plan.workers
     ))
 }
@@ -288,6 +295,15 @@ pub async fn answer_tcp(listener: tokio::net::TcpListener, arrivals: Arrivals) {
                 }
             }
         });
+    }
+}
+
+/// Accepts the connections the probe's relay opens to a media port and lets them go: for
+/// ICE-TCP the accepted connection is the proof of reachability (the server would next expect
+/// RFC 4571 frames of its own sessions' ICE checks, which doctor has none of).
+pub async fn accept_tcp(listener: tokio::net::TcpListener) {
+    loop {
+        let _ = listener.accept().await;
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Plan {
     /// The media port range; worker i takes the i-th free port from its start.
     pub media_ports: (u16, u16),
     pub workers: usize,
+    /// Whether the workers also listen on TCP at their ports (ICE-TCP; off with --no-ice-tcp).
+    pub ice_tcp: bool,
     /// `--public-ip` or EXTERNAL:PUBLICIPADDRESS.
     pub configured_public: Option<IpAddr>,
     pub hostname: Option<String>,
@@ -89,6 +91,7 @@ impl Plan {
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
                 .max(1),
+            ice_tcp: !media.no_ice_tcp,
             configured_public: media.public_ip.or_else(|| config.public_ip()),
             hostname: config
                 .get("EXTERNAL:PUBLICHOSTNAME")

@@ -16,6 +16,8 @@ use super::turn_client::{Auth, Client, TcpReach, rfc6062};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Media,
+    /// A media port over TCP (ICE-TCP): reachable when the relay's connection is accepted.
+    MediaTcp,
     TurnUdp,
     TurnTcp,
     TurnTls,
@@ -238,8 +240,9 @@ async fn tcp_probe(
             target.ip
         )
     })?;
-    // Over TLS a Binding request would be garbage to the server, so only the TURN TCP port
-    // gets the exchange; for TLS the accepted connection is the proof.
+    // Over TLS a Binding request would be garbage to the server, and a media port over TCP
+    // answers only its own sessions' checks in RFC 4571 frames, so only the TURN TCP port gets
+    // the exchange; for the others the accepted connection is the proof.
     let exchange = target.kind == Kind::TurnTcp;
     Ok(match client.tcp_reach(target.addr(), exchange).await {
         TcpReach::Connected { answered } => Reach::Connected {

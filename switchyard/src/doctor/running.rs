@@ -76,8 +76,9 @@ pub fn checks(who: &str, l: &Listeners, plan: &Plan) -> Vec<Check> {
         None => "no TURN".to_string(),
     };
     let summary = format!(
-        "switchyard {} {who}: media UDP {} on {}, {turn}, announcing {}",
+        "switchyard {} {who}: media {} {} on {}, {turn}, announcing {}",
         l.version,
+        if l.ice_tcp { "UDP and TCP" } else { "UDP" },
         list_ports(&media),
         l.media
             .first()

@@ -258,11 +258,18 @@ pub fn reachability(
         ));
     }
     for ip in announced {
-        checks.extend(media(probe, *ip, media_range, &wrong_address));
+        checks.extend(media(probe, *ip, Kind::Media, media_range, &wrong_address));
+        checks.extend(media(
+            probe,
+            *ip,
+            Kind::MediaTcp,
+            media_range,
+            &wrong_address,
+        ));
         for o in probe.outcomes.iter().filter(|o| o.target.ip == *ip) {
             let t = &o.target;
             let (id, title, proto, setting) = match t.kind {
-                Kind::Media => continue,
+                Kind::Media | Kind::MediaTcp => continue,
                 Kind::TurnUdp => ("reach_turn_udp", "reach TURN UDP", "udp", "TURN:PORT"),
                 Kind::TurnTcp => ("reach_turn_tcp", "reach TURN TCP", "tcp", "TURN:PORT"),
                 Kind::TurnTls => ("reach_turn_tls", "reach TURN TLS", "tcp", "TURN:TLSPORT"),
@@ -319,22 +326,40 @@ pub fn reachability(
     checks
 }
 
-/// The media ports of one address, as one check.
+/// The media ports of one address and protocol (`Kind::Media` for UDP, `Kind::MediaTcp` for
+/// ICE-TCP), as one check. Over TCP an accepted connection is the answer, and the fix also
+/// offers --no-ice-tcp: a server that cannot open TCP still serves UDP and TURN clients.
 fn media(
     probe: &Probe,
     ip: IpAddr,
+    kind: Kind,
     (lo, hi): (u16, u16),
     wrong_address: &dyn Fn(IpAddr, String) -> Fix,
 ) -> Option<Check> {
     let outcomes: Vec<_> = probe
         .outcomes
         .iter()
-        .filter(|o| o.target.ip == ip && o.target.kind == Kind::Media)
+        .filter(|o| o.target.ip == ip && o.target.kind == kind)
         .collect();
     let first = outcomes.first()?;
-    let check = Check::named(format!("reach_media_{ip}"), "reach media UDP");
+    let (check, proto, answer) = if kind == Kind::MediaTcp {
+        (
+            Check::named(format!("reach_media_tcp_{ip}"), "reach media TCP"),
+            "TCP",
+            "accept connections",
+        )
+    } else {
+        (
+            Check::named(format!("reach_media_{ip}"), "reach media UDP"),
+            "UDP",
+            "answer",
+        )
+    };
     if let Reach::NotProbed(why) = &first.reach {
-        return Some(check.warn(format!("media ports on {ip} not checked: {why}"), None));
+        return Some(check.warn(
+            format!("media {proto} ports on {ip} not checked: {why}"),
+            None,
+        ));
     }
     let ports = |pred: &dyn Fn(&Reach) -> bool| -> Vec<u16> {
         outcomes
@@ -343,22 +368,29 @@ fn media(
             .map(|o| o.target.port)
             .collect()
     };
-    let answered = ports(&|r| *r == Reach::Answered);
+    let reached = |r: &Reach| matches!(r, Reach::Answered | Reach::Connected { .. });
+    let answered = ports(&reached);
     let lost = ports(&|r| *r == Reach::ArrivedUnanswered);
-    let silent = ports(&|r| *r != Reach::Answered && *r != Reach::ArrivedUnanswered);
+    let silent = ports(&|r| !reached(r) && *r != Reach::ArrivedUnanswered);
     if lost.is_empty() && silent.is_empty() {
         return Some(check.pass(format!(
-            "{ip} UDP {} answer from outside",
+            "{ip} {proto} {} {answer} from outside",
             list_ports(&answered)
         )));
     }
-    let open = format!(
-        "open UDP {lo}-{hi} (the media ports, --media-ports) to this host in the firewall/NAT"
-    );
+    let open = if kind == Kind::MediaTcp {
+        format!(
+            "open TCP {lo}-{hi} (the media ports, --media-ports, for ICE-TCP) to this host in the firewall/NAT, or start the server with --no-ice-tcp so clients are not offered TCP candidates"
+        )
+    } else {
+        format!(
+            "open UDP {lo}-{hi} (the media ports, --media-ports) to this host in the firewall/NAT"
+        )
+    };
     if !lost.is_empty() {
         return Some(check.fail(
             format!(
-                "{ip} UDP {}: requests from outside arrive, but the answers never get back out",
+                "{ip} {proto} {}: requests from outside arrive, but the answers never get back out",
                 list_ports(&lost)
             ),
             Fix::todo(format!(
@@ -368,12 +400,12 @@ fn media(
     }
     Some(check.fail(
         format!(
-            "{ip} UDP {} unreachable from outside{}",
+            "{ip} {proto} {} unreachable from outside{}",
             list_ports(&silent),
             if answered.is_empty() {
                 String::new()
             } else {
-                format!(" ({} answer)", list_ports(&answered))
+                format!(" ({} {answer})", list_ports(&answered))
             }
         ),
         wrong_address(ip, open),
@@ -533,6 +565,75 @@ mod tests {
         let tcp = by_id("reach_turn_tcp_203.0.113.20");
         assert_eq!(tcp.status, Status::Fail);
         assert!(tcp.fix.as_ref().unwrap().text.contains("open TCP 3478"));
+    }
+
+    /// ICE-TCP at the media ports: an accepted connection passes; a dropped or refused one
+    /// fails with the TCP range to open or --no-ice-tcp; a running server's are not probed.
+    #[test]
+    fn media_tcp_ports_are_judged_on_their_own() {
+        let media_tcp = |port: u16, reach: Reach| Outcome {
+            target: Target {
+                ip: ip("203.0.113.20"),
+                port,
+                local: port,
+                kind: Kind::MediaTcp,
+            },
+            reach,
+        };
+        let announced = [ip("203.0.113.20")];
+        let judge = |p: &Probe| {
+            reachability(p, &announced, &candidates(), (49152, 49200))
+                .into_iter()
+                .find(|c| c.id == "reach_media_tcp_203.0.113.20")
+                .unwrap()
+        };
+
+        let mut p = probe(&["203.0.113.20"]);
+        assert!(
+            reachability(&p, &announced, &candidates(), (49152, 49200))
+                .iter()
+                .all(|c| !c.id.starts_with("reach_media_tcp")),
+            "no TCP targets, no TCP check"
+        );
+        p.outcomes
+            .push(media_tcp(49152, Reach::Connected { verified: false }));
+        p.outcomes
+            .push(media_tcp(49153, Reach::Connected { verified: false }));
+        let c = judge(&p);
+        assert_eq!(c.status, Status::Pass, "{}", c.message);
+        assert_eq!(
+            c.message,
+            "203.0.113.20 TCP 49152-49153 accept connections from outside"
+        );
+
+        p.outcomes.pop();
+        p.outcomes
+            .push(media_tcp(49153, Reach::Refused(447, "timeout".into())));
+        let c = judge(&p);
+        assert_eq!(c.status, Status::Fail);
+        assert_eq!(
+            c.message,
+            "203.0.113.20 TCP 49153 unreachable from outside (49152 accept connections)"
+        );
+        let fix = c.fix.unwrap().text;
+        assert!(fix.starts_with("open TCP 49152-49200"), "{fix}");
+        assert!(fix.contains("--no-ice-tcp"), "{fix}");
+        // UDP is judged apart, and still passes.
+        let checks = reachability(&p, &announced, &candidates(), (49152, 49200));
+        let udp = checks
+            .iter()
+            .find(|c| c.id == "reach_media_203.0.113.20")
+            .unwrap();
+        assert_eq!(udp.status, Status::Pass);
+
+        p.outcomes.retain(|o| o.target.kind != Kind::MediaTcp);
+        p.outcomes.push(media_tcp(
+            49152,
+            Reach::NotProbed("a running server".into()),
+        ));
+        let c = judge(&p);
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.message.contains("media TCP ports"), "{}", c.message);
     }
 
     #[test]
