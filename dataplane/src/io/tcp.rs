@@ -6,7 +6,9 @@
 //! the connection's peer address, and a datagram it queues to an address that is a
 //! connection's peer goes out on that connection. This is how clients reach the server where
 //! UDP is blocked; head-of-line blocking makes it worse than UDP, so the candidates carry a
-//! lower priority and ICE prefers UDP whenever both work.
+//! lower priority and ICE prefers UDP whenever both work. Routing is by peer address alone: a
+//! client whose UDP and TCP paths had the same address and port would get its UDP traffic
+//! over TCP, which still reaches it.
 //!
 //! Both backends watch one epoll descriptor that covers the listener and every connection, so
 //! the TCP side is written once: when it is readable the loop calls [`IceTcp::service`].
