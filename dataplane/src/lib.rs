@@ -27,5 +27,6 @@ pub mod stun;
 pub mod timers;
 pub mod transport;
 pub mod turn;
+pub mod twcc;
 pub mod wire;
 pub mod worker;

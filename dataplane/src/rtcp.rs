@@ -66,9 +66,11 @@ pub enum Packet<'a> {
         bitrate_bps: u64,
         ssrcs: Ssrcs<'a>,
     },
+    /// Transport-wide congestion control feedback (see [`crate::twcc`]).
     TransportCc {
         sender_ssrc: u32,
         media_ssrc: u32,
+        feedback: crate::twcc::Feedback<'a>,
     },
     /// SDES, BYE, APP and anything else: skipped by the SFU.
     Other {
@@ -238,6 +240,8 @@ fn split_packet(buf: &[u8]) -> Result<(Packet<'_>, &[u8]), Error> {
         (205, 15) => Packet::TransportCc {
             sender_ssrc: word(0)?,
             media_ssrc: word(4)?,
+            feedback: crate::twcc::Feedback::parse(body.get(8..).unwrap_or_default())
+                .map_err(|_| Error::Malformed)?,
         },
         (206, 1) => Packet::Pli {
             sender_ssrc: word(0)?,

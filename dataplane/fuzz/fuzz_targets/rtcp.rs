@@ -18,6 +18,9 @@ fuzz_target!(|data: &[u8]| {
             Ok(Packet::Remb { ssrcs, .. }) => {
                 let _ = ssrcs.count();
             }
+            Ok(Packet::TransportCc { feedback, .. }) => {
+                let _ = feedback.results().count();
+            }
             _ => {}
         }
     }
