@@ -639,6 +639,17 @@ type Socket =
 /// Joins `channel` on the gateway over /sync: the socket and the participant id, or the
 /// server's refusal.
 async fn join(port: u16, token: &str, channel: &str) -> Result<(Socket, String), String> {
+    let (ws, joined) = join_message(port, token, channel).await?;
+    let id = joined["participant"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok((ws, id))
+}
+
+/// Joins `channel` on the gateway over /sync: the socket and the whole `joined` message, or
+/// the server's refusal.
+async fn join_message(port: u16, token: &str, channel: &str) -> Result<(Socket, Value), String> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/sync"))
@@ -653,8 +664,7 @@ async fn join(port: u16, token: &str, channel: &str) -> Result<(Socket, String),
             Some(Ok(Message::Text(t))) => {
                 let v: Value = serde_json::from_str(&t).map_err(|e| e.to_string())?;
                 if v["type"] == "joined" {
-                    let id = v["participant"].as_str().unwrap_or_default().to_string();
-                    return Ok((ws, id));
+                    return Ok((ws, v));
                 }
                 return Err(v.to_string());
             }
@@ -1508,8 +1518,6 @@ async fn signals_across_gateways() {
 /// `joined`, with a credential of the REST scheme that the media server's TURN accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_carries_the_media_servers_turn() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
     netns::enter();
     let secret = "cluster-turn-secret-0123456789";
     let redis = Redis::start(6379);
@@ -1523,20 +1531,9 @@ async fn joined_carries_the_media_servers_turn() {
         &["--public-ip", "127.0.0.1"],
         &[("TURN__SECRET", secret)],
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{GATEWAY_A}/sync"))
+    let (_ws, joined) = join_message(GATEWAY_A, &token(&dir, "room", "alice"), "room")
         .await
-        .expect("connect /sync");
-    let join = serde_json::json!({"type": "join", "token": token(&dir, "room", "alice"), "channel": "room"});
-    ws.send(Message::text(join.to_string()))
-        .await
-        .expect("send join");
-    let joined = loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => break serde_json::from_str::<Value>(&t).expect("json"),
-            Some(Ok(_)) => continue,
-            other => panic!("no joined: {other:?}"),
-        }
-    };
+        .expect("join");
     assert_eq!(joined["type"], "joined", "{joined}");
     let server = &joined["iceServers"][0];
     let urls: Vec<&str> = server["urls"]
@@ -1568,9 +1565,7 @@ async fn joined_carries_the_media_servers_turn() {
 /// TURN, as does one signed with the previous secret; one signed with another is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turn_secret_from_the_deployment() {
-    use futures_util::{SinkExt, StreamExt};
     use switchyard_dataplane::turn::auth::rest_password;
-    use tokio_tungstenite::tungstenite::Message;
     let postgres = Postgres::create();
     netns::enter();
     let (secret, previous) = (
@@ -1628,20 +1623,9 @@ async fn turn_secret_from_the_deployment() {
         assert!(p.log_text().contains(from_deployment), "{}", p.log_tail());
     }
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{GATEWAY_A}/sync"))
+    let (_ws, joined) = join_message(GATEWAY_A, &token(&dir, "room", "alice"), "room")
         .await
-        .expect("connect /sync");
-    let join = serde_json::json!({"type": "join", "token": token(&dir, "room", "alice"), "channel": "room"});
-    ws.send(Message::text(join.to_string()))
-        .await
-        .expect("send join");
-    let joined = loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => break serde_json::from_str::<Value>(&t).expect("json"),
-            Some(Ok(_)) => continue,
-            other => panic!("no joined: {other:?}"),
-        }
-    };
+        .expect("join");
     let server = &joined["iceServers"][0];
     let username = server["username"].as_str().expect("username");
     let credential = server["credential"].as_str().expect("credential");

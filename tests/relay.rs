@@ -493,7 +493,6 @@ fn chromium_ice_tcp(backend: &str) {
 
     let m = server.metrics();
     assert!(m["switchyard_rtp_forwarded_total"] > 100.0, "{m:?}");
-    assert!(m.contains_key("switchyard_ice_tcp_connections"), "{m:?}");
     assert_eq!(
         m["switchyard_turn_relayed_to_peer_packets_total"], 0.0,
         "{m:?}"

@@ -282,17 +282,7 @@ async fn run(args: DoctorArgs) -> Report {
     let announced = announced(&plan, server.as_ref(), &answers);
 
     // 2. The certificate, against what clients will be handed.
-    if let Some(tls) = plan.turn.as_ref().and_then(|t| t.tls.as_ref()) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        report.extend(cert::check(
-            tls,
-            plan.hostname.as_deref(),
-            &announced.ips,
-            now,
-        ));
-    }
+    report.extend(cert::check_plan(&plan, &announced.ips));
 
     let resolved = match &plan.hostname {
         Some(h) => Some(

@@ -33,17 +33,7 @@ pub fn run(
 ) {
     let plan = Plan::new(config, media, stun_servers);
     let mut now = running::checks("(this process)", &listeners, &plan);
-    if let Some(tls) = plan.turn.as_ref().and_then(|t| t.tls.as_ref()) {
-        let unix_now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        now.extend(cert::check(
-            tls,
-            plan.hostname.as_deref(),
-            &listeners.announce,
-            unix_now,
-        ));
-    }
+    now.extend(cert::check_plan(&plan, &listeners.announce));
     record(&checks, &now);
     if plan.stun_servers.is_empty() {
         return;

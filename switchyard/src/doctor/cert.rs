@@ -9,7 +9,7 @@ use std::sync::Arc;
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::Pem;
 
-use super::plan::{PUBLIC_HOSTNAME, TlsPlan};
+use super::plan::{PUBLIC_HOSTNAME, Plan, TlsPlan};
 use super::report::{Check, Fix};
 
 /// Warn this long before expiry: enough to renew by hand.
@@ -74,6 +74,19 @@ pub fn covers(name: &str, host: &str) -> bool {
     }
 }
 
+/// The certificate checks of `plan` as of now (none without TLS), against the hostname or
+/// the `announced` addresses clients will be handed.
+pub fn check_plan(plan: &Plan, announced: &[IpAddr]) -> Vec<Check> {
+    let Some(tls) = plan.turn.as_ref().and_then(|t| t.tls.as_ref()) else {
+        return Vec::new();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    check(tls, plan.hostname.as_deref(), announced, now)
+}
+
+/// The certificate checks at Unix time `now` (tests pass a fixed one).
 pub fn check(tls: &TlsPlan, hostname: Option<&str>, announced: &[IpAddr], now: i64) -> Vec<Check> {
     let check = Check::named("certificate", "TLS certificate");
     let path = tls.cert.display();
