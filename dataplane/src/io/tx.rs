@@ -78,7 +78,7 @@ impl Tx {
     /// Takes out the queued datagrams `take` accepts (it is shown each one's bytes and
     /// destination and returns true when it took them), freeing their buffers; the others keep
     /// their order.
-    pub fn take_if(&mut self, mut take: impl FnMut(&[u8], SocketAddr) -> bool) {
+    pub(crate) fn take_if(&mut self, mut take: impl FnMut(&[u8], SocketAddr) -> bool) {
         let mut kept = 0;
         for i in 0..self.queued.len() {
             let slot = self.queued[i];
