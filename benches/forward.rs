@@ -38,6 +38,8 @@ fn producer() -> ProducerSpec {
         ssrc: Some(Ssrc(PUBLISHER_SSRC)),
         mid: "0".into(),
         mid_ext: Some(1),
+        rids: Vec::new(),
+        rid_ext: None,
         nack: true,
         pli: true,
         fir: true,

@@ -9,6 +9,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use switchyard_dataplane::media::Codec;
 use switchyard_dataplane::router::Rewrite;
 use switchyard_dataplane::rtp::{self, HeaderFields};
 use switchyard_dataplane::spec::{ConsumerId, ConsumerSpec, ProducerId, Ssrc};
@@ -44,13 +45,14 @@ fn consumer() -> Rewrite {
         pli: true,
         fir: true,
     };
-    Rewrite::new(&spec, &mut StdRng::seed_from_u64(1))
+    Rewrite::new(&spec, Codec::Vp8, &mut StdRng::seed_from_u64(1))
 }
 
 fn rewrite(c: &mut Criterion) {
     let packet = publisher_packet();
     let header = rtp::Header::parse(&packet).expect("parse");
-    let consumer = consumer();
+    let mut consumer = consumer();
+    let now = std::time::Instant::now();
     let mut out = vec![0u8; 2048];
 
     let mut group = c.benchmark_group("rtp");
@@ -62,7 +64,7 @@ fn rewrite(c: &mut Criterion) {
         b.iter(|| {
             black_box(
                 consumer
-                    .write(black_box(&header), black_box(&packet), &mut out)
+                    .write(black_box(&header), black_box(&packet), &mut out, now)
                     .expect("rewrite"),
             )
         })

@@ -1,7 +1,7 @@
 //! Headless Chromium pages in one channel through the SDK and the demo page: three that each
 //! publish the fake camera and microphone and must decode the other two, with VP8 and with H264
-//! forced, on both I/O backends; and two that connect peer to peer, with no media server in the
-//! media path.
+//! forced, on both I/O backends; a simulcast publisher whose subscriber steers its layer; and two
+//! that connect peer to peer, with no media server in the media path.
 
 use std::process::Command;
 
@@ -78,6 +78,37 @@ fn h264_uring() {
 #[test]
 fn h264_mmsg() {
     three_pages("H264", "mmsg");
+}
+
+/// A 720p camera published as three simulcast layers (180, 360, 720 lines): the subscriber
+/// gets the top layer, then the middle one while it asks for `maxHeight: 360`, then the top
+/// again; each switch within a few seconds, with no stall of decoding over 500 ms.
+#[test]
+fn simulcast_follows_the_subscribers_max_height() {
+    netns::enter();
+    let server = Server::start(&[]);
+    let args = vec![
+        format!("http://127.0.0.1:{}", server.port),
+        "room".to_string(),
+        server.token("room", "user0", &[]),
+        server.token("room", "user1", &[]),
+    ];
+    let (result, stderr) = run_pages("simulcast_pages.mjs", &args);
+    eprintln!("{result}");
+    assert_eq!(
+        result["ok"], true,
+        "the subscriber did not get the layers it asked for:\n{result:#}\n{stderr}"
+    );
+    assert_no_uncaught_exceptions(&result);
+    for phase in ["capped", "uncapped"] {
+        let p = &result["phases"][phase];
+        assert!(p["switch_ms"].as_f64() < Some(5_000.0), "{phase}: {p}");
+        assert!(
+            p["max_stall_ms"].as_f64() < Some(500.0),
+            "{phase} froze: {p}"
+        );
+    }
+    server.assert_cleaned_up();
 }
 
 /// Two pages join one channel, connect peer to peer through `signal` (host candidates on

@@ -61,7 +61,10 @@ async function join() {
   if (!navigator.mediaDevices) {
     throw new Error('This browser allows the camera only on https:// or http://localhost pages; open the demo that way.');
   }
-  const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+  // `height` (URL) sets the camera's size (default 360 lines, 16:9).
+  const height = Number(params.get('height')) || 360;
+  const video = { width: Math.round((height * 16) / 9), height };
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video });
   $('local').srcObject = stream;
   document.querySelector('.tile.local').hidden = false;
 
@@ -103,7 +106,8 @@ async function join() {
     // Those who join later connect to us.
     for (const p of joined.participants) client.connectPeer(p.participant, { stream });
   } else {
-    await client.publish(stream, { videoCodec: codec });
+    // `simulcast=0` (URL) publishes one video stream instead of three layers.
+    await client.publish(stream, { videoCodec: codec, simulcast: params.get('simulcast') !== '0' });
   }
   $('leave-button').disabled = false;
   const others = joined.participants.length;

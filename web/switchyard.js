@@ -18,12 +18,27 @@ export { Peer };
  * @typedef {{ urls: string | string[], username?: string, credential?: string }} IceServer
  * @typedef {{ participant: string, channel: string, participants: ParticipantInfo[], iceServers?: IceServer[] }} JoinResult
  * @typedef {{ participant: string, publication: string, kind: string, codec: string | undefined,
- *             framesDecoded: number, packetsReceived: number, bytesReceived: number }} RemoteStats
+ *             framesDecoded: number, packetsReceived: number, bytesReceived: number,
+ *             frameHeight: number | undefined, freezeCount: number | undefined,
+ *             framesDropped: number | undefined }} RemoteStats
+ * @typedef {{ maxHeight?: number, paused?: boolean }} Preferences
  * @typedef {{ participant: string, kind: string, codec: string | undefined, framesDecoded: number,
  *             packetsReceived: number, bytesReceived: number, localCandidate: string | undefined,
  *             remoteCandidate: string | undefined }} PeerStats
  *   `localCandidate`/`remoteCandidate`: the types ('host', 'srflx', 'relay'...) of the selected pair
  */
+
+/**
+ * The simulcast layers a video publication sends by default, lowest first (the server takes
+ * the order of `a=simulcast` as lowest first): a quarter, half and full resolution.
+ */
+const SIMULCAST_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 2_500_000 },
+];
+/** Codecs published with simulcast; VP9 and AV1 scale with SVC layers instead. */
+const SIMULCAST_CODECS = ['VP8', 'H264'];
 
 /** How long to wait for ICE gathering before sending an offer anyway. */
 const GATHER_TIMEOUT_MS = 2000;
@@ -41,6 +56,9 @@ function inboundStats(report, fields) {
       framesDecoded: r.framesDecoded ?? 0,
       packetsReceived: r.packetsReceived ?? 0,
       bytesReceived: r.bytesReceived ?? 0,
+      frameHeight: r.frameHeight,
+      freezeCount: r.freezeCount,
+      framesDropped: r.framesDropped,
     });
   });
   return out;
@@ -152,13 +170,18 @@ export class Client extends EventTarget {
 
   /**
    * Publishes the stream's tracks; `videoCodec` ('VP8' | 'H264' | 'VP9' | 'AV1') forces that
-   * codec. @returns {Promise<string>} the publication id
+   * codec. Video goes out as three simulcast layers (quarter, half and full resolution) for VP8
+   * and H264, so that each subscriber gets the layer that fits its link and its preferences;
+   * `simulcast: false` sends one stream. @returns {Promise<string>} the publication id
    */
   async publish(stream, options = {}) {
-    const { videoCodec } = options;
+    const { videoCodec, simulcast = true } = options;
     const pc = this.#newPeerConnection();
     for (const track of stream.getTracks()) {
-      const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      const layered = track.kind === 'video' && simulcast && SIMULCAST_CODECS.includes((videoCodec ?? 'VP8').toUpperCase());
+      const init = { direction: 'sendonly', streams: [stream] };
+      if (layered) init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
+      const transceiver = pc.addTransceiver(track, init);
       if (track.kind === 'video' && videoCodec) preferCodec(transceiver, `video/${videoCodec}`);
     }
     try {
@@ -169,6 +192,20 @@ export class Client extends EventTarget {
       pc.close();
       throw err;
     }
+  }
+
+  /**
+   * Says what this client wants of its subscription to `publication`: `maxHeight` (pixels)
+   * caps the simulcast layer the server forwards; `paused` stops its media until resumed.
+   * Each call replaces the previous preferences; they last as long as the subscription.
+   * @param {string} publication @param {Preferences} preferences
+   */
+  setPreferences(publication, preferences) {
+    const s = this.#subscriptions.get(publication);
+    if (!s?.id) throw new Error(`not subscribed to ${publication}`);
+    if (this.#ws?.readyState !== WebSocket.OPEN) throw new Error('not connected');
+    const { maxHeight, paused = false } = preferences;
+    this.#ws.send(JSON.stringify({ type: 'preferences', subscription: s.id, maxHeight, paused }));
   }
 
   /** Receives a remote publication (done for every one when `autoSubscribe`). */

@@ -33,7 +33,8 @@ use crate::ice::{self, IceLite};
 use crate::io::Tx;
 use crate::router::{Output, Router};
 use crate::spec::{
-    CloseReason, Error, MediaEvent, RouterId, Ssrc, TransportId, TransportKind, TransportSpec,
+    CloseReason, Error, MediaEvent, Preferences, RouterId, Ssrc, TransportId, TransportKind,
+    TransportSpec,
 };
 use crate::stats::{Counters, DropReason};
 use crate::timers::{Grid, Timer, Timers};
@@ -211,6 +212,19 @@ impl Engine {
     pub fn close_transport(&mut self, id: TransportId) {
         if let Some(&key) = self.by_id.get(&id) {
             self.close(key, CloseReason::Closed);
+        }
+    }
+
+    /// Sets what a subscriber asks of its consumers on transport `id` (simulcast layer
+    /// limits, pause); unknown transports are ignored.
+    pub fn set_preferences(&mut self, now: Instant, id: TransportId, prefs: Preferences) {
+        let Some(t) = self.by_id.get(&id).and_then(|&k| self.transports.get(k)) else {
+            return;
+        };
+        let (router, member) = (t.router, t.member);
+        if let Some(slot) = self.routers.get_mut(router) {
+            slot.router.set_preferences(now, member, prefs);
+            self.schedule_router(router);
         }
     }
 

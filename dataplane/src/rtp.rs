@@ -186,6 +186,12 @@ fn vp8_keyframe(p: &[u8]) -> Option<bool> {
     if b0 & 0x10 == 0 || b0 & 0x07 != 0 {
         return Some(false);
     }
+    Some(*p.get(vp8_descriptor_len(p)?)? & 0x01 == 0)
+}
+
+/// The length of the VP8 payload descriptor (RFC 7741 §4.2).
+fn vp8_descriptor_len(p: &[u8]) -> Option<usize> {
+    let b0 = *p.first()?;
     let mut at = 1;
     if b0 & 0x80 != 0 {
         let x = *p.get(at)?;
@@ -201,7 +207,99 @@ fn vp8_keyframe(p: &[u8]) -> Option<bool> {
             at += 1; // TID/Y/KEYIDX
         }
     }
-    Some(*p.get(at)? & 0x01 == 0)
+    Some(at)
+}
+
+/// The VP8 payload descriptor's picture id and TL0PICIDX (RFC 7741 §4.2), where present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Vp8Fields {
+    /// The picture id and whether it is the 15-bit form.
+    pub picture_id: Option<(u16, bool)>,
+    pub tl0: Option<u8>,
+}
+
+/// Where the picture id (offset, whether 15-bit) and TL0PICIDX (offset) sit in a VP8 payload.
+type Vp8Offsets = (Option<(usize, bool)>, Option<usize>);
+
+fn vp8_field_offsets(p: &[u8]) -> Option<Vp8Offsets> {
+    let b0 = *p.first()?;
+    if b0 & 0x80 == 0 {
+        return Some((None, None));
+    }
+    let x = *p.get(1)?;
+    let mut at = 2;
+    let mut picture = None;
+    if x & 0x80 != 0 {
+        let long = *p.get(at)? & 0x80 != 0;
+        picture = Some((at, long));
+        at += if long { 2 } else { 1 };
+    }
+    let tl0 = (x & 0x40 != 0).then_some(at);
+    if tl0.is_some() {
+        p.get(at)?;
+    }
+    Some((picture, tl0))
+}
+
+/// Reads the VP8 payload descriptor's picture id and TL0PICIDX.
+pub fn vp8_picture_fields(p: &[u8]) -> Option<Vp8Fields> {
+    let (picture, tl0) = vp8_field_offsets(p)?;
+    let picture_id = match picture {
+        Some((at, true)) => Some((
+            u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]) & 0x7FFF,
+            true,
+        )),
+        Some((at, false)) => Some((u16::from(*p.get(at)? & 0x7F), false)),
+        None => None,
+    };
+    let tl0 = match tl0 {
+        Some(at) => Some(*p.get(at)?),
+        None => None,
+    };
+    Some(Vp8Fields { picture_id, tl0 })
+}
+
+/// Adds `picture` to the VP8 picture id (modulo its width) and `tl0` to TL0PICIDX, in place.
+pub fn vp8_shift_picture(p: &mut [u8], picture: u16, tl0: u8) {
+    let Some((id_at, tl0_at)) = vp8_field_offsets(p) else {
+        return;
+    };
+    match id_at {
+        Some((at, true)) => {
+            if let (Some(&hi), Some(&lo)) = (p.get(at), p.get(at + 1)) {
+                let id = (u16::from_be_bytes([hi, lo]) & 0x7FFF).wrapping_add(picture) & 0x7FFF;
+                let [hi, lo] = (id | 0x8000).to_be_bytes();
+                if let Some(b) = p.get_mut(at..at + 2) {
+                    b.copy_from_slice(&[hi, lo]);
+                }
+            }
+        }
+        Some((at, false)) => {
+            if let Some(b) = p.get_mut(at) {
+                *b = (b.wrapping_add(picture as u8)) & 0x7F;
+            }
+        }
+        None => {}
+    }
+    if let Some(b) = tl0_at.and_then(|at| p.get_mut(at)) {
+        *b = b.wrapping_add(tl0);
+    }
+}
+
+/// The width and height a VP8 keyframe's first packet declares (RFC 6386 §9.1: after the
+/// 3-byte frame tag, the start code 9d 01 2a, then 14-bit width and height).
+pub fn vp8_keyframe_size(p: &[u8]) -> Option<(u16, u16)> {
+    if !vp8_keyframe(p)? {
+        return None;
+    }
+    let at = vp8_descriptor_len(p)?;
+    let Some(&[_, _, _, 0x9d, 0x01, 0x2a, w0, w1, h0, h1]) = p.get(at..at + 10) else {
+        return None;
+    };
+    Some((
+        u16::from_le_bytes([w0, w1]) & 0x3FFF,
+        u16::from_le_bytes([h0, h1]) & 0x3FFF,
+    ))
 }
 
 /// VP9 RTP payload: the start of a frame (B=1) that is not inter-predicted (P=0), in the

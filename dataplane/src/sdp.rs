@@ -79,6 +79,10 @@ const MAX_SDP_BYTES: usize = 64 * 1024;
 const MAX_MEDIA: usize = 64;
 /// The RTP header extension carrying the mid, by which BUNDLE (RFC 8843) demultiplexes.
 pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+/// The RTP header extension naming a simulcast stream by its rid (RFC 8852 §3.1).
+pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+/// Simulcast layers we take on one m-line; more are declined with the rest of simulcast.
+pub const MAX_LAYERS: usize = 4;
 
 fn err(line: usize, reason: impl Into<String>) -> Error {
     Error {
@@ -416,6 +420,15 @@ impl Writer {
         self
     }
 
+    /// RID-based simulcast we receive (RFC 8853 §5.3): `a=rid:<rid> recv` for each layer,
+    /// then `a=simulcast:recv <rid>;<rid>;...`.
+    pub fn simulcast_receive(&mut self, rids: &[String]) -> &mut Writer {
+        for rid in rids {
+            self.attribute("rid", format_args!("{rid} recv"));
+        }
+        self.attribute("simulcast", format_args!("recv {}", rids.join(";")))
+    }
+
     /// One UDP host candidate per address, with `tcp` a passive TCP one (RFC 6544) at the same
     /// address and port, then `a=end-of-candidates`: we never trickle.
     pub fn host_candidates(&mut self, candidates: &[SocketAddr], tcp: bool) -> &mut Writer {
@@ -519,18 +532,62 @@ impl MediaDescription {
             .collect()
     }
 
-    /// The id of the MID header extension, if offered with a one-byte id (1..=14, RFC 8285
-    /// §4.2), the form we write.
+    /// The id of the MID header extension, if offered with a one-byte id.
     pub(crate) fn mid_extension(&self) -> Option<u8> {
+        self.extension(MID_URI)
+    }
+
+    /// The id of header extension `uri`, if offered with a one-byte id (1..=14, RFC 8285
+    /// §4.2), the form we write.
+    pub(crate) fn extension(&self, uri: &str) -> Option<u8> {
         self.attributes("extmap").find_map(|v| {
-            let (id, uri) = v.split_once(' ')?;
-            (uri.split_ascii_whitespace().next()? == MID_URI).then_some(())?;
+            let (id, offered) = v.split_once(' ')?;
+            (offered.split_ascii_whitespace().next()? == uri).then_some(())?;
             id.split('/')
                 .next()?
                 .parse::<u8>()
                 .ok()
                 .filter(|id| (1..=14).contains(id))
         })
+    }
+
+    /// The rids of RID-based simulcast offered for sending (RFC 8853 `a=simulcast:send`, each
+    /// declared by `a=rid:<rid> send`, RFC 8851), in the offer's order, which we take as lowest
+    /// layer first (as Switchyard's SDK and mediasoup-client list them). Alternatives
+    /// (`a,b`) keep their first rid; a paused rid (`~a`) is kept, since it may be resumed.
+    /// Empty when simulcast is not offered, is malformed, or names more than [`MAX_LAYERS`].
+    fn simulcast_rids(&self) -> Vec<String> {
+        let declared: Vec<&str> = self
+            .attributes("rid")
+            .filter_map(|v| {
+                let mut parts = v.split_ascii_whitespace();
+                let (rid, dir) = (parts.next()?, parts.next()?);
+                (dir == "send").then_some(rid)
+            })
+            .collect();
+        let Some(list) = self
+            .attributes("simulcast")
+            .find_map(|v| v.trim().strip_prefix("send "))
+        else {
+            return Vec::new();
+        };
+        let rids: Vec<String> = list
+            .trim()
+            .split(';')
+            .filter_map(|alternatives| alternatives.split(',').next())
+            .map(|rid| rid.trim().trim_start_matches('~'))
+            .filter(|rid| declared.contains(rid))
+            .map(str::to_string)
+            .collect();
+        let valid = rids.iter().all(|r| {
+            (1..=16).contains(&r.len())
+                && r.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+        if rids.len() < 2 || rids.len() > MAX_LAYERS || !valid {
+            return Vec::new();
+        }
+        rids
     }
 
     /// The first `a=ssrc` that is not a retransmission (second member of an FID group).
@@ -783,18 +840,23 @@ pub struct NegotiatedCodec {
 pub struct Extensions {
     /// urn:ietf:params:rtp-hdrext:sdes:mid
     pub mid: Option<u8>,
+    /// urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id, taken only with simulcast.
+    pub rid: Option<u8>,
 }
 
 /// The outcome for one m-line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Negotiated {
     /// The client publishes `codec`; `ssrc` from `a=ssrc` (the primary one), if signalled.
+    /// With simulcast, `rids` names its layers, lowest first (and `ssrc` is `None`: each
+    /// layer's SSRC is learned from the rid extension of its first packets).
     Receive {
         mid: String,
         kind: MediaKind,
         codec: NegotiatedCodec,
         extensions: Extensions,
         ssrc: Option<u32>,
+        rids: Vec<String>,
     },
     /// We send `SendTrack` as `codec` (the client's payload type for the producer's codec).
     Send {
@@ -908,6 +970,14 @@ pub fn answer(
         if let Some(id) = extensions.mid {
             w.extmap(id, MID_URI);
         }
+        if let Some(id) = extensions.rid {
+            w.extmap(id, RID_URI);
+        }
+        if let Negotiated::Receive { rids, .. } = outcome
+            && !rids.is_empty()
+        {
+            w.simulcast_receive(rids);
+        }
         if let MediaRole::Send(t) = role {
             w.track(&t.stream_id, &t.track_id, t.ssrc, &t.cname);
         }
@@ -937,8 +1007,9 @@ fn negotiate(
     if m.port == 0 {
         return reject("rejected in the offer".into());
     }
-    let extensions = Extensions {
+    let mut extensions = Extensions {
         mid: m.mid_extension(),
+        rid: None,
     };
     let codecs = m.codecs();
     match role {
@@ -960,13 +1031,27 @@ fn negotiate(
             let chosen = usable.iter().find(|(c, codec)| {
                 *codec != Codec::H264 || !has_h264_mode1 || h264_params(c.fmtp).0 == 1
             });
+            // Simulcast needs the rid extension to tell the layers apart.
+            let rid_ext = m.extension(RID_URI);
+            let rids = match rid_ext {
+                Some(_) if kind == MediaKind::Video => m.simulcast_rids(),
+                _ => Vec::new(),
+            };
+            if !rids.is_empty() {
+                extensions.rid = rid_ext;
+            }
             match chosen {
                 Some((c, codec)) => Negotiated::Receive {
                     mid,
                     kind,
                     codec: c.negotiated(*codec, true),
                     extensions,
-                    ssrc: m.primary_ssrc(),
+                    ssrc: if rids.is_empty() {
+                        m.primary_ssrc()
+                    } else {
+                        None
+                    },
+                    rids,
                 },
                 None => {
                     let names: Vec<&str> = codecs.iter().map(|c| c.name).collect();
@@ -1392,6 +1477,87 @@ mod tests {
         );
         assert!(!a.sdp.contains("rtx"));
         assert!(a.sdp.ends_with("\r\n"));
+    }
+
+    /// Chrome publishing three-layer simulcast (`sendEncodings` with rids q, h, f): no
+    /// `a=ssrc` for video, the rid extensions, `a=rid` and `a=simulcast`.
+    fn chrome_simulcast() -> String {
+        let video_ssrcs =
+            |l: &str| l.starts_with("a=ssrc") && (l.contains("2002") || l.contains("2003"));
+        chrome_publish()
+            .lines()
+            .filter(|l| !video_ssrcs(l))
+            .map(|l| format!("{l}\r\n"))
+            .collect::<String>()
+            + "a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f\r\n"
+    }
+
+    #[test]
+    fn simulcast_is_received_by_rid() {
+        let offer = Offer::parse(&chrome_simulcast()).unwrap();
+        let (ice, fp, cands) = server();
+        let roles = [MediaRole::Receive, MediaRole::Receive];
+        let a = answer(&offer, &local(&ice, &fp, &cands), &roles).unwrap();
+        let Negotiated::Receive {
+            extensions,
+            ssrc,
+            rids,
+            ..
+        } = &a.media[1]
+        else {
+            panic!("{:?}", a.media[1])
+        };
+        assert_eq!((extensions.rid, *ssrc), (Some(10), None));
+        assert_eq!(rids, &["q", "h", "f"]);
+        let Negotiated::Receive {
+            rids, extensions, ..
+        } = &a.media[0]
+        else {
+            panic!()
+        };
+        assert!(rids.is_empty() && extensions.rid.is_none());
+        let v = &SessionDescription::parse(&a.sdp).unwrap().media[1];
+        assert_eq!(v.attribute("simulcast"), Some("recv q;h;f"));
+        assert_eq!(
+            v.attributes("rid").collect::<Vec<_>>(),
+            ["q recv", "h recv", "f recv"]
+        );
+        assert_eq!(v.extension(RID_URI), Some(10));
+
+        // Paused rids and alternatives keep their first rid; undeclared rids are left out;
+        // without the rid extension, or with one layer, there is no simulcast.
+        let odd = chrome_simulcast().replace("send q;h;f", "send ~q;h,x;f;z");
+        let a = answer(
+            &Offer::parse(&odd).unwrap(),
+            &local(&ice, &fp, &cands),
+            &roles,
+        )
+        .unwrap();
+        assert!(
+            matches!(&a.media[1], Negotiated::Receive { rids, .. } if rids == &["q", "h", "f"])
+        );
+        for broken in [
+            chrome_simulcast().replace(
+                "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n",
+                "",
+            ),
+            chrome_simulcast().replace("send q;h;f", "send q"),
+            chrome_simulcast()
+                .replace("a=rid:q send", "a=rid:q!! send")
+                .replace("send q;h;f", "send q!!;h;f"),
+        ] {
+            let a = answer(
+                &Offer::parse(&broken).unwrap(),
+                &local(&ice, &fp, &cands),
+                &roles,
+            )
+            .unwrap();
+            assert!(
+                matches!(&a.media[1], Negotiated::Receive { rids, .. } if rids.is_empty()),
+                "{broken}"
+            );
+            assert!(!a.sdp.contains("a=simulcast"));
+        }
     }
 
     #[test]

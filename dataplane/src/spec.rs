@@ -69,11 +69,25 @@ pub struct ProducerSpec {
     pub ssrc: Option<Ssrc>,
     pub mid: String,
     pub mid_ext: Option<u8>,
+    /// RID-based simulcast: the layers' rids, lowest first, told apart by the rtp-stream-id
+    /// extension `rid_ext`. Empty for a single stream.
+    pub rids: Vec<String>,
+    pub rid_ext: Option<u8>,
     /// The publisher accepts NACK / PLI / FIR / REMB from us.
     pub nack: bool,
     pub pli: bool,
     pub fir: bool,
     pub remb: bool,
+}
+
+/// What a subscriber asks of one of its video consumers: the simulcast layer forwarded is the
+/// highest that fits these (and, later, the subscriber's bandwidth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Preferences {
+    /// The tallest picture wanted, in pixels; `None` for no limit.
+    pub max_height: Option<u16>,
+    /// Forward nothing (audio and video) until resumed.
+    pub paused: bool,
 }
 
 /// A track the client receives on this transport: a consumer of `producer`.

@@ -18,7 +18,7 @@ use crate::dtls::Identity;
 use crate::engine::Engine;
 use crate::handoff::{self, Hub};
 use crate::io::{self, Backend, Handler, Tx, Waker};
-use crate::spec::{Error, MediaEvent, TransportId, TransportSpec};
+use crate::spec::{Error, MediaEvent, Preferences, TransportId, TransportSpec};
 use crate::stats::{self, Counters, DropReason};
 
 /// Commands a worker's queue holds before `create_transport` reports it busy.
@@ -57,6 +57,10 @@ enum Command {
     },
     CloseTransport {
         id: TransportId,
+    },
+    SetPreferences {
+        id: TransportId,
+        prefs: Preferences,
     },
     Stop,
 }
@@ -126,6 +130,7 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Command::CloseTransport { id } => self.engine.close_transport(id),
+            Command::SetPreferences { id, prefs } => self.engine.set_preferences(now, id, prefs),
             Command::Stop => {
                 self.engine.close_all();
                 self.stopped = true;
@@ -361,6 +366,23 @@ impl MediaServer {
     /// Closes a transport; a `Closed` event follows.
     pub fn close_transport(&self, worker: usize, transport: TransportId) -> Result<(), Error> {
         self.send(worker, Command::CloseTransport { id: transport })
+    }
+
+    /// Sets a subscriber's preferences for the consumers of its transport (see
+    /// [`Preferences`]).
+    pub fn set_preferences(
+        &self,
+        worker: usize,
+        transport: TransportId,
+        prefs: Preferences,
+    ) -> Result<(), Error> {
+        self.send(
+            worker,
+            Command::SetPreferences {
+                id: transport,
+                prefs,
+            },
+        )
     }
 
     /// Counters summed over the workers.

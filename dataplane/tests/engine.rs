@@ -124,6 +124,8 @@ fn producer(
             String::new()
         },
         mid_ext: mid_ext.then_some(1),
+        rids: Vec::new(),
+        rid_ext: None,
         nack: true,
         pli: video || !mid_ext,
         fir: video || !mid_ext,

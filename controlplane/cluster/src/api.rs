@@ -1,6 +1,7 @@
 //! The cluster link's HTTP messages, JSON in camelCase.
 //!
-//! A media server serves `/cluster/v1/{publish,subscribe,unpublish,unsubscribe,leave,status}`
+//! A media server serves
+//! `/cluster/v1/{publish,subscribe,unpublish,unsubscribe,preferences,leave,status}`
 //! to gateways; a gateway serves `/cluster/v1/media-servers` (heartbeats) and
 //! `/cluster/v1/ended` (publications a media server ended) to media servers. Channel names and
 //! ids travel in bodies, never in paths, so any name a token allows needs no escaping.
@@ -8,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use switchyard_controlplane::error::Error;
 use switchyard_controlplane::pipe::PipeTrack;
-use switchyard_controlplane::protocol::TrackInfo;
+use switchyard_controlplane::protocol::{LayerPreferences, TrackInfo};
 use switchyard_dataplane::spec::{PIPE_KEY_LEN, PipeSpec, Ssrc};
 
 pub const PREFIX: &str = "/cluster/v1";
@@ -59,6 +60,17 @@ pub struct EndRequest {
     pub participant: String,
     #[serde(default)]
     pub id: Option<String>,
+}
+
+/// A subscriber's preferences for one of its subscriptions (`/preferences`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferencesRequest {
+    pub channel: String,
+    pub participant: String,
+    pub subscription: String,
+    #[serde(flatten)]
+    pub preferences: LayerPreferences,
 }
 
 /// A publication the media server ended by itself (its transport failed or timed out).

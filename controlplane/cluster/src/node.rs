@@ -25,8 +25,8 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::api::{
     self, EndRequest, Ended, HeartbeatReply, PipeAddress, PipeAddressRequest, PipeInReply,
-    PipeInRequest, PipeOutReply, PipeOutRequest, PublishReply, PublishRequest, SubscribeReply,
-    SubscribeRequest,
+    PipeInRequest, PipeOutReply, PipeOutRequest, PreferencesRequest, PublishReply, PublishRequest,
+    SubscribeReply, SubscribeRequest,
 };
 use crate::registry::MediaServerRecord;
 
@@ -110,6 +110,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(&path("/subscribe"), post(subscribe))
         .route(&path("/unpublish"), post(unpublish))
         .route(&path("/unsubscribe"), post(unsubscribe))
+        .route(&path("/preferences"), post(preferences))
         .route(&path("/leave"), post(leave))
         .route(&path("/pipe/address"), post(pipe_address))
         .route(&path("/pipe/out"), post(pipe_out))
@@ -195,6 +196,15 @@ async fn unsubscribe(
     Json(r): Json<EndRequest>,
 ) -> Result<StatusCode, Error> {
     end(&node, r, |s, c, p, id| s.unsubscribe(c, p, id))
+}
+
+async fn preferences(
+    State(node): State<Arc<Node>>,
+    Json(r): Json<PreferencesRequest>,
+) -> Result<StatusCode, Error> {
+    node.state
+        .set_preferences(&r.channel, &r.participant, &r.subscription, r.preferences)
+        .map(|()| StatusCode::NO_CONTENT)
 }
 
 fn end(

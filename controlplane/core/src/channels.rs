@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::protocol::{ParticipantInfo, ServerMessage};
+use crate::protocol::{LayerPreferences, ParticipantInfo, ServerMessage};
 use crate::rules::Rules;
 use crate::token::Applications;
 
@@ -79,6 +79,15 @@ pub trait Channels: Send + Sync + 'static {
         channel: &str,
         participant: &str,
         subscription: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Sets the preferences of one of the participant's subscriptions.
+    fn set_preferences(
+        &self,
+        channel: &str,
+        participant: &str,
+        subscription: &str,
+        preferences: LayerPreferences,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Relays a peer-to-peer `signal` from `from` to participant `to` of the same channel, as

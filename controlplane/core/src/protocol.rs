@@ -33,6 +33,14 @@ pub enum ClientMessage {
     Unsubscribe {
         subscription: String,
     },
+    /// What the client wants of one of its subscriptions: with simulcast, the layer forwarded
+    /// is the highest no taller than `maxHeight`; `paused` stops its media until resumed.
+    /// Each message replaces the previous preferences. No reply unless it is refused.
+    Preferences {
+        subscription: String,
+        #[serde(flatten)]
+        preferences: LayerPreferences,
+    },
     /// Peer-to-peer signalling: `data` (any JSON: an SDP, an ICE candidate...) is relayed as it
     /// is to participant `to` of the same channel. No reply unless it is refused.
     Signal {
@@ -54,7 +62,28 @@ impl ClientMessage {
             ClientMessage::Join { .. }
             | ClientMessage::Unpublish { .. }
             | ClientMessage::Unsubscribe { .. }
+            | ClientMessage::Preferences { .. }
             | ClientMessage::Leave => None,
+        }
+    }
+}
+
+/// A subscriber's preferences for one subscription (`preferences`), as the JSON names them;
+/// the cluster API carries them the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerPreferences {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_height: Option<u16>,
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl From<LayerPreferences> for switchyard_dataplane::spec::Preferences {
+    fn from(p: LayerPreferences) -> Self {
+        switchyard_dataplane::spec::Preferences {
+            max_height: p.max_height,
+            paused: p.paused,
         }
     }
 }

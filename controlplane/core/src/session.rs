@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::ids;
 use crate::metrics::{Live, Metrics};
 use crate::pipe::PipeTrack;
-use crate::protocol::{ParticipantInfo, ServerMessage, TrackInfo};
+use crate::protocol::{LayerPreferences, ParticipantInfo, ServerMessage, TrackInfo};
 use crate::rooms::{Owner, Participant, Publication, Rooms, Subscription, Track};
 use crate::rules::{ALL_CODECS, Rules};
 use crate::token::Applications;
@@ -184,6 +184,7 @@ impl AppState {
                 codec,
                 extensions,
                 ssrc,
+                rids,
             } = n
             {
                 let id = ids::producer();
@@ -196,6 +197,8 @@ impl AppState {
                     ssrc: ssrc.map(Ssrc),
                     mid: mid.clone(),
                     mid_ext: extensions.mid,
+                    rids: rids.clone(),
+                    rid_ext: extensions.rid,
                     nack: codec.nack,
                     pli: codec.pli,
                     fir: codec.fir,
@@ -453,6 +456,30 @@ impl AppState {
             participant,
             &Owner::Subscription(subscription.to_string()),
         )
+    }
+
+    /// Sets the preferences of one of `participant`'s subscriptions on its worker.
+    pub fn set_preferences(
+        &self,
+        channel: &str,
+        participant: &str,
+        subscription: &str,
+        preferences: LayerPreferences,
+    ) -> Result<(), Error> {
+        let (worker, transport) = {
+            let rooms = self.rooms();
+            let ch = rooms.channels.get(channel);
+            let s = ch
+                .and_then(|c| c.subscriptions.get(subscription))
+                .filter(|s| s.participant == participant)
+                .ok_or_else(|| {
+                    Error::NotFound(format!("no subscription {subscription} of yours"))
+                })?;
+            (ch.map_or(0, |c| c.worker), s.transport)
+        };
+        self.media
+            .set_preferences(worker, transport, preferences.into())
+            .map_err(Error::from)
     }
 
     /// Ends a publication or subscription that belongs to `participant`.
@@ -717,6 +744,8 @@ impl AppState {
                 ssrc: Some(Ssrc(t.ssrc)),
                 mid: String::new(),
                 mid_ext: None,
+                rids: Vec::new(),
+                rid_ext: None,
                 nack: true,
                 pli: true,
                 fir: true,
@@ -869,6 +898,16 @@ impl Channels for AppState {
         publication: &str,
     ) -> Result<(), Error> {
         AppState::unpublish(self, channel, participant, publication)
+    }
+
+    async fn set_preferences(
+        &self,
+        channel: &str,
+        participant: &str,
+        subscription: &str,
+        preferences: LayerPreferences,
+    ) -> Result<(), Error> {
+        AppState::set_preferences(self, channel, participant, subscription, preferences)
     }
 
     async fn unsubscribe(

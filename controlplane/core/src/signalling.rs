@@ -308,6 +308,15 @@ async fn handle<C: Channels>(
                 .await
                 .map_err(|e| (None, e))?;
         }
+        ClientMessage::Preferences {
+            subscription,
+            preferences,
+        } => {
+            state
+                .set_preferences(&j.channel, &j.participant, &subscription, preferences)
+                .await
+                .map_err(|e| (None, e))?;
+        }
         ClientMessage::Join { .. } | ClientMessage::Leave | ClientMessage::Signal { .. } => {}
     }
     Ok(())

@@ -1,10 +1,13 @@
 //! A consumer: one transport's subscription to a producer, and how its copy of each packet is
 //! written.
 
+use std::time::Instant;
+
 use rand::Rng;
 
+use crate::media::Codec;
 use crate::rtp::{self, HeaderFields};
-use crate::spec::{ConsumerId, ConsumerSpec, Ssrc};
+use crate::spec::{ConsumerId, ConsumerSpec, Preferences, Ssrc};
 use crate::transport::TransportKey;
 
 /// A subscription to a producer on another transport of the router.
@@ -19,43 +22,83 @@ pub(super) struct Consumer {
     pub producer: usize,
     pub rewrite: Rewrite,
     pub nack: bool,
-    /// Video consumers start at a keyframe; audio consumers at once.
-    pub started: bool,
+    /// The producer's layer it forwards; `None` until it starts (video at a keyframe of
+    /// `target`, audio with its first packet).
+    pub layer: Option<usize>,
+    /// The layer it should forward. When it differs from `layer`, the consumer goes on
+    /// forwarding `layer` until a keyframe of `target` arrives, then switches there.
+    pub target: usize,
+    pub prefs: Preferences,
     /// Sent so far, for our sender reports (RFC 3550 §6.4.1 counts wrap).
     pub packets: u32,
     pub octets: u32,
 }
 
+impl Consumer {
+    /// Whether it waits for a keyframe of `layer` (to start, or to switch there).
+    pub fn waits_for(&self, layer: usize) -> bool {
+        !self.prefs.paused && self.target == layer && self.layer != Some(layer)
+    }
+}
+
 /// How a consumer writes its copy of a producer's packet: its own SSRC and payload type,
-/// sequence numbers and timestamps shifted by constant offsets, only the MID extension.
+/// sequence numbers and timestamps shifted by offsets, only the MID extension.
+///
+/// The offsets are constant while one layer is forwarded, so a NACKed sequence number maps
+/// straight back to the producer's. A switch to another simulcast layer (at that layer's
+/// keyframe) sets new offsets so that the subscriber sees one continuous stream: the next
+/// sequence number, a timestamp advanced by the wall-clock time since the last packet, and for
+/// VP8 the next picture id and TL0PICIDX (RFC 7741 §4.2), which the receiver's frame
+/// references follow.
 #[derive(Debug, Clone)]
 pub struct Rewrite {
     pub ssrc: Ssrc,
     payload_type: u8,
     mid: String,
     mid_ext: Option<u8>,
-    /// Added to the producer's sequence numbers and timestamps; constant for the consumer's
-    /// life, so a NACKed sequence number maps straight back to the producer's. Random, so a
+    codec: Codec,
+    /// Added to the producer's sequence numbers and timestamps. Random at first, so a
     /// subscriber cannot infer how long the stream ran before it joined (RFC 3550 §5.1).
     seq_offset: u16,
     ts_offset: u32,
+    /// Our first sequence number after the last switch between streams: NACKs before it (for
+    /// another layer) are not answered, and late packets from before it are not sent. `None`
+    /// while the first stream is forwarded.
+    segment_start: Option<u16>,
+    /// The newest packet written: its sequence number, timestamp and when.
+    last: Option<(u16, u32, Instant)>,
+    /// VP8: added to the picture id (modulo its width) and TL0PICIDX.
+    picture_offset: u16,
+    tl0_offset: u8,
+    /// VP8: the newest picture id and TL0PICIDX written.
+    last_picture: Option<(u16, u8)>,
 }
 
 impl Rewrite {
-    pub fn new(spec: &ConsumerSpec, rng: &mut impl Rng) -> Rewrite {
+    pub fn new(spec: &ConsumerSpec, codec: Codec, rng: &mut impl Rng) -> Rewrite {
         Rewrite {
             ssrc: spec.ssrc,
             payload_type: spec.payload_type,
             mid: spec.mid.clone(),
             mid_ext: spec.mid_ext,
+            codec,
             seq_offset: rng.random(),
             ts_offset: rng.random(),
+            segment_start: None,
+            last: None,
+            picture_offset: 0,
+            tl0_offset: 0,
+            last_picture: None,
         }
     }
 
-    /// The producer's sequence number for one of ours (for NACKs).
-    pub fn producer_seq(&self, seq: u16) -> u16 {
-        seq.wrapping_sub(self.seq_offset)
+    /// The producer's sequence number for one of ours (for NACKs), if we sent it with the
+    /// current offsets.
+    pub fn producer_seq(&self, seq: u16) -> Option<u16> {
+        let current = self
+            .segment_start
+            .is_none_or(|start| seq.wrapping_sub(start) < 0x8000);
+        current.then(|| seq.wrapping_sub(self.seq_offset))
     }
 
     /// Our RTP timestamp for one of the producer's.
@@ -63,13 +106,85 @@ impl Rewrite {
         producer_ts.wrapping_add(self.ts_offset)
     }
 
-    /// Writes the decrypted RTP `packet` into `out` in the clear as this consumer sends it; the
-    /// payload is copied once, straight into `out`. Returns the length.
-    pub fn write(&self, header: &rtp::Header, packet: &[u8], out: &mut [u8]) -> Option<usize> {
+    /// Starts forwarding another stream (a simulcast layer) at `header`, a keyframe: the
+    /// offsets make it continue ours. The first stream keeps the random offsets.
+    pub fn switch(&mut self, header: &rtp::Header, payload: &[u8], now: Instant, clock_rate: u32) {
+        let picture = (self.codec == Codec::Vp8)
+            .then(|| rtp::vp8_picture_fields(payload))
+            .flatten();
+        let Some((seq, ts, at)) = self.last else {
+            return;
+        };
+        self.seq_offset = seq.wrapping_add(1).wrapping_sub(header.sequence);
+        let elapsed = now.saturating_duration_since(at).as_micros() as u64;
+        let ticks = (elapsed * u64::from(clock_rate) / 1_000_000).max(1) as u32;
+        self.ts_offset = ts.wrapping_add(ticks).wrapping_sub(header.timestamp);
+        if let (Some((last_id, last_tl0)), Some(fields)) = (self.last_picture, picture) {
+            if let Some((id, long)) = fields.picture_id {
+                let modulo = if long { 0x8000 } else { 0x80 };
+                self.picture_offset = last_id.wrapping_add(1).wrapping_sub(id) % modulo;
+            }
+            if let Some(tl0) = fields.tl0 {
+                self.tl0_offset = last_tl0.wrapping_add(1).wrapping_sub(tl0);
+            }
+        }
+        self.segment_start = Some(header.sequence.wrapping_add(self.seq_offset));
+    }
+
+    /// Writes the decrypted RTP `packet` of the stream being forwarded into `out` in the clear
+    /// as this consumer sends it; the payload is copied once, straight into `out`. Returns the
+    /// length, or `None` for a late packet from before the last switch.
+    pub fn write(
+        &mut self,
+        header: &rtp::Header,
+        packet: &[u8],
+        out: &mut [u8],
+        now: Instant,
+    ) -> Option<usize> {
+        let seq = header.sequence.wrapping_add(self.seq_offset);
+        if self
+            .segment_start
+            .is_some_and(|start| seq.wrapping_sub(start) >= 0x8000)
+        {
+            return None;
+        }
+        let len = self.write_as(header, packet, out, seq)?;
+        if self
+            .last
+            .is_none_or(|(last, ..)| seq.wrapping_sub(last) < 0x8000)
+        {
+            self.last = Some((seq, self.timestamp(header.timestamp), now));
+            if self.codec == Codec::Vp8 {
+                let payload = packet.get(header.payload_offset..header.payload_end);
+                if let Some(f) = payload.and_then(rtp::vp8_picture_fields) {
+                    let previous = self.last_picture.unwrap_or_default();
+                    self.last_picture = Some((
+                        f.picture_id.map_or(previous.0, |(id, long)| {
+                            let modulo = if long { 0x8000 } else { 0x80 };
+                            id.wrapping_add(self.picture_offset) % modulo
+                        }),
+                        f.tl0
+                            .map_or(previous.1, |t| t.wrapping_add(self.tl0_offset)),
+                    ));
+                }
+            }
+        }
+        Some(len)
+    }
+
+    /// Writes `packet` with our sequence number `seq` (a retransmission: the number it was
+    /// first sent with).
+    pub fn write_as(
+        &self,
+        header: &rtp::Header,
+        packet: &[u8],
+        out: &mut [u8],
+        seq: u16,
+    ) -> Option<usize> {
         let fields = HeaderFields {
             marker: header.marker,
             payload_type: self.payload_type,
-            sequence: header.sequence.wrapping_add(self.seq_offset),
+            sequence: seq,
             timestamp: self.timestamp(header.timestamp),
             ssrc: self.ssrc.0,
         };
@@ -82,6 +197,11 @@ impl Rewrite {
         }
         let end = header_len.checked_add(body.len())?;
         out.get_mut(header_len..end)?.copy_from_slice(body);
+        if self.codec == Codec::Vp8 && (self.picture_offset != 0 || self.tl0_offset != 0) {
+            let payload_len = header.payload_end.checked_sub(header.payload_offset)?;
+            let payload = out.get_mut(header_len..header_len + payload_len)?;
+            rtp::vp8_shift_picture(payload, self.picture_offset, self.tl0_offset);
+        }
         Some(end)
     }
 }
@@ -110,7 +230,7 @@ mod tests {
 
     #[test]
     fn rewrite_keeps_payload_and_padding_and_maps_sequence_numbers_back() {
-        let rewrite = Rewrite::new(&spec(), &mut StdRng::seed_from_u64(1));
+        let mut rewrite = Rewrite::new(&spec(), Codec::H264, &mut StdRng::seed_from_u64(1));
         let fields = HeaderFields {
             marker: true,
             payload_type: 96,
@@ -128,13 +248,15 @@ mod tests {
         let header = rtp::Header::parse(packet).unwrap();
 
         let mut out = [0u8; 64];
-        let n = rewrite.write(&header, packet, &mut out).unwrap();
+        let n = rewrite
+            .write(&header, packet, &mut out, Instant::now())
+            .unwrap();
         let got = rtp::Header::parse(&out[..n]).unwrap();
         assert_eq!((got.ssrc, got.payload_type, got.marker), (0xBAD, 98, true));
         assert_eq!(&out[got.payload_offset..got.payload_end], b"hello");
         assert_eq!(got.extension_value(&out[..n], 3), Some(&b"4"[..]));
         assert_eq!(got.extension_value(&out[..n], 2), None);
-        assert_eq!(rewrite.producer_seq(got.sequence), 65535);
+        assert_eq!(rewrite.producer_seq(got.sequence), Some(65535));
         assert_eq!(got.timestamp, rewrite.timestamp(4000));
     }
 }

@@ -1,8 +1,16 @@
 //! SFU routing in mediasoup's terms: a [`Router`] is a channel on a worker. It holds the
 //! channel's producers (published tracks) and consumers (subscriptions to them), and does the
-//! SFU's work on media: fan-out of each packet to its consumers, NACKs answered from a
-//! producer's history, keyframe requests to publishers (rate-limited, repeated while a consumer
-//! waits), and the RTCP reports each transport gets.
+//! SFU's work on media: fan-out of each packet to its consumers, simulcast layer choice per
+//! consumer, NACKs answered from a producer's history, keyframe requests to publishers
+//! (rate-limited, repeated while a consumer waits), and the RTCP reports each transport gets.
+//!
+//! Simulcast: a producer has one RTP stream per layer (told apart by their rids, RFC 8852),
+//! each with its own SSRC, history, statistics and keyframe requests. Each video consumer
+//! forwards one layer and has a target layer: the highest layer that arrives and fits the
+//! subscriber's preferences. A consumer whose target changes asks for a keyframe of the target
+//! and goes on forwarding its layer until that keyframe comes, then switches
+//! (`Rewrite::switch` keeps the subscriber's stream continuous), so it never freezes on a
+//! switch.
 //!
 //! The router never touches sockets or SRTP. It knows each transport of its channel as a
 //! member (its producers, consumers and RTCP sender SSRC) and hands packets in the clear to an
@@ -26,7 +34,9 @@ use producer::Producer;
 use crate::media::MediaKind;
 use crate::rtcp;
 use crate::rtp;
-use crate::spec::{ConsumerId, ConsumerSpec, Error, ProducerId, ProducerSpec, RouterId, Ssrc};
+use crate::spec::{
+    ConsumerId, ConsumerSpec, Error, Preferences, ProducerId, ProducerSpec, RouterId, Ssrc,
+};
 use crate::stats::{Counters, DropReason};
 use crate::timers::Grid;
 use crate::transport::TransportKey;
@@ -162,23 +172,32 @@ impl Router {
             else {
                 continue;
             };
+            let audio = p.kind == MediaKind::Audio;
+            let prefs = Preferences::default();
+            let target = choose_layer(p, &prefs, now);
             let key = self.consumers.insert(Consumer {
                 id: spec.id,
                 transport,
                 member,
                 producer,
-                rewrite: Rewrite::new(spec, rng),
+                rewrite: Rewrite::new(spec, p.codec, rng),
                 nack: spec.nack,
-                started: p.kind == MediaKind::Audio,
+                layer: audio.then_some(0),
+                target,
+                prefs,
                 packets: 0,
                 octets: 0,
             });
             self.consumer_ids.insert(spec.id, key);
             p.consumers.push(key);
-            if p.kind == MediaKind::Video {
+            if !audio {
                 // A consumer waiting for a keyframe has one asked for at once, even before it
                 // connects, and again every `KEYFRAME_RETRY` until it starts.
-                let due = p.keyframe_due(now, true);
+                let can_ask = p.can_ask_keyframe();
+                let due = p
+                    .layers
+                    .get(target)
+                    .and_then(|l| l.keyframe_due(now, true, can_ask));
                 self.lower_deadline(due);
             }
             m.consumers.push(key);
@@ -235,35 +254,42 @@ impl Router {
         let Some(m) = self.members.get(member) else {
             return;
         };
-        let wanted: Vec<usize> = m
+        let (producers, consumers) = (&self.producers, &self.consumers);
+        let video = |p: usize| producers.get(p).is_some_and(|p| p.kind == MediaKind::Video);
+        let mut wanted: Vec<(usize, usize)> = m
             .consumers
             .iter()
-            .filter_map(|&c| self.consumers.get(c).map(|c| c.producer))
-            .filter(|&p| {
-                self.producers
-                    .get(p)
-                    .is_some_and(|p| p.kind == MediaKind::Video)
-            })
-            .chain(m.producers.iter().copied().filter(|&p| {
-                self.producers
-                    .get(p)
-                    .is_some_and(|p| waiting(&self.consumers, p))
-            }))
+            .filter_map(|&c| consumers.get(c).map(|c| (c.producer, c.target)))
+            .filter(|&(p, _)| video(p))
             .collect();
-        for producer in wanted {
-            self.request_keyframe(now, producer);
+        for &key in &m.producers {
+            let Some(p) = producers.get(key) else {
+                continue;
+            };
+            for layer in 0..p.layers.len() {
+                if waiting(consumers, &p.consumers, layer) {
+                    wanted.push((key, layer));
+                }
+            }
+        }
+        for (producer, layer) in wanted {
+            self.request_keyframe(now, producer, layer);
         }
     }
 
-    /// Asks for a keyframe from `producer` (sent by `handle_timeout` once the rate limit
+    /// Asks for a keyframe of a producer's layer (sent by `handle_timeout` once the rate limit
     /// allows).
-    fn request_keyframe(&mut self, now: Instant, producer: usize) {
+    fn request_keyframe(&mut self, now: Instant, producer: usize, layer: usize) {
         let Some(p) = self.producers.get_mut(producer) else {
             return;
         };
-        if !p.keyframe.pending {
-            p.keyframe.pending = true;
-            let due = p.keyframe_due(now, false);
+        let can_ask = p.can_ask_keyframe();
+        let Some(l) = p.layers.get_mut(layer) else {
+            return;
+        };
+        if !l.keyframe.pending {
+            l.keyframe.pending = true;
+            let due = l.keyframe_due(now, false, can_ask);
             self.lower_deadline(due);
         }
     }
@@ -280,65 +306,94 @@ impl Router {
         let Some(m) = self.members.get(member) else {
             return false;
         };
-        m.producers
-            .iter()
-            .any(|&p| self.producers.get(p).is_some_and(|p| p.ssrc == Some(ssrc)))
-            || (rtcp
-                && m.consumers.iter().any(|&c| {
-                    self.consumers
-                        .get(c)
-                        .is_some_and(|c| c.rewrite.ssrc == ssrc)
-                }))
+        m.producers.iter().any(|&p| {
+            self.producers
+                .get(p)
+                .is_some_and(|p| p.layer_of(ssrc).is_some())
+        }) || (rtcp
+            && m.consumers.iter().any(|&c| {
+                self.consumers
+                    .get(c)
+                    .is_some_and(|c| c.rewrite.ssrc == ssrc)
+            }))
     }
 
-    /// The member's producer an incoming RTP packet belongs to: by SSRC, else by binding an
-    /// unsignalled SSRC to it through the MID header extension or, failing that, a unique
-    /// payload type among those with no SSRC yet.
+    /// The member's producer and layer an incoming RTP packet belongs to: by SSRC, else by
+    /// binding an unsignalled SSRC: to a simulcast layer through the rid extension, to a
+    /// producer through the MID extension or, failing that, a unique payload type among
+    /// those with no SSRC yet.
     fn producer_for(
         &mut self,
         member: usize,
         header: &rtp::Header,
         packet: &[u8],
-    ) -> Option<usize> {
+    ) -> Option<(usize, usize)> {
         let m = self.members.get(member)?;
         let ssrc = Ssrc(header.ssrc);
-        let unbound = || {
-            m.producers
-                .iter()
-                .copied()
-                .filter(|&k| self.producers.get(k).is_some_and(|p| p.ssrc.is_none()))
-        };
-        if let Some(&key) = m
-            .producers
-            .iter()
-            .find(|&&k| self.producers.get(k).is_some_and(|p| p.ssrc == Some(ssrc)))
-        {
-            return Some(key);
+        if let Some(found) = m.producers.iter().find_map(|&k| {
+            let layer = self.producers.get(k)?.layer_of(ssrc)?;
+            Some((k, layer))
+        }) {
+            return Some(found);
         }
-        let by_mid = unbound().find(|&k| {
-            self.producers.get(k).is_some_and(|p| {
-                p.mid_ext
-                    .and_then(|id| header.extension_value(packet, id))
-                    .is_some_and(|v| v == p.mid.as_bytes())
-            })
-        });
-        let key = by_mid.or_else(|| {
-            let mut same_pt = unbound().filter(|&k| {
+        let unbound = || {
+            m.producers.iter().copied().filter(|&k| {
                 self.producers
                     .get(k)
-                    .is_some_and(|p| p.payload_type == header.payload_type)
-            });
-            match (same_pt.next(), same_pt.next()) {
-                (Some(k), None) => Some(k),
-                _ => None,
-            }
-        })?;
-        self.producers.get_mut(key)?.ssrc = Some(ssrc);
-        Some(key)
+                    .is_some_and(|p| p.layers.iter().any(|l| l.ssrc.is_none()))
+            })
+        };
+        let mid_matches = |p: &Producer| {
+            p.mid_ext
+                .and_then(|id| header.extension_value(packet, id))
+                .is_none_or(|v| v == p.mid.as_bytes())
+        };
+        let by_rid = unbound().find_map(|k| {
+            let p = self.producers.get(k)?;
+            let rid = header.extension_value(packet, p.rid_ext?)?;
+            let layer = p.layers.iter().position(|l| {
+                l.ssrc.is_none() && l.rid.as_deref().map(str::as_bytes) == Some(rid)
+            })?;
+            mid_matches(p).then_some((k, layer))
+        });
+        let single = |k: usize| self.producers.get(k).is_some_and(|p| p.rid_ext.is_none());
+        let found = by_rid
+            .or_else(|| {
+                unbound()
+                    .filter(|&k| single(k))
+                    .find(|&k| {
+                        self.producers.get(k).is_some_and(|p| {
+                            p.mid_ext
+                                .and_then(|id| header.extension_value(packet, id))
+                                .is_some_and(|v| v == p.mid.as_bytes())
+                        })
+                    })
+                    .map(|k| (k, 0))
+            })
+            .or_else(|| {
+                let mut same_pt = unbound().filter(|&k| {
+                    single(k)
+                        && self
+                            .producers
+                            .get(k)
+                            .is_some_and(|p| p.payload_type == header.payload_type)
+                });
+                match (same_pt.next(), same_pt.next()) {
+                    (Some(k), None) => Some((k, 0)),
+                    _ => None,
+                }
+            })?;
+        self.producers
+            .get_mut(found.0)?
+            .layers
+            .get_mut(found.1)?
+            .ssrc = Some(ssrc);
+        Some(found)
     }
 
     /// A decrypted RTP packet from `member`: kept for NACKs (video), then written for every
-    /// started consumer of its producer. A video consumer starts at a keyframe.
+    /// consumer of its producer that forwards its layer. A video consumer starts, or switches
+    /// to its target layer, at a keyframe of that layer.
     pub fn on_rtp(
         &mut self,
         now: Instant,
@@ -347,46 +402,120 @@ impl Router {
         packet: &[u8],
         out: &mut impl Output,
     ) {
-        let Some(key) = self.producer_for(member, header, packet) else {
+        let Some((key, layer)) = self.producer_for(member, header, packet) else {
             return out.counters().drop(DropReason::RtpUnknownSsrc);
         };
         let Some(producer) = self.producers.get_mut(key) else {
             return;
         };
-        producer
-            .receive
-            .on_packet(header.sequence, header.timestamp, now);
-        if let Some(history) = producer.history.as_mut() {
-            history.insert(header.sequence, packet);
-        }
         let payload = packet
             .get(header.payload_offset..header.payload_end)
             .unwrap_or_default();
-        let keyframe =
-            producer.kind == MediaKind::Video && rtp::is_keyframe(producer.codec, payload);
+        let video = producer.kind == MediaKind::Video;
+        let keyframe = video && rtp::is_keyframe(producer.codec, payload);
+        let clock_rate = producer.clock_rate;
+        let Some(l) = producer.layers.get_mut(layer) else {
+            return;
+        };
+        let resumed = !l.active(now);
+        l.last_packet = Some(now);
+        l.rate.add(now, packet.len());
+        l.receive.on_packet(header.sequence, header.timestamp, now);
+        if let Some(history) = l.history.as_mut() {
+            history.insert(header.sequence, packet);
+        }
+        if keyframe && producer.codec == crate::media::Codec::Vp8 {
+            l.height = rtp::vp8_keyframe_size(payload).map(|(_, h)| h).or(l.height);
+        }
+        if resumed && producer.layers.len() > 1 {
+            // A layer (re)appeared: consumers may want it.
+            self.select_layers(now, key);
+        }
+        let Some(producer) = self.producers.get(key) else {
+            return;
+        };
         let payload_len = header.payload_end.saturating_sub(header.payload_offset) as u32;
         for &c in &producer.consumers {
             let Some(consumer) = self.consumers.get_mut(c) else {
                 continue;
             };
-            let mut starting = false;
+            if consumer.prefs.paused {
+                continue;
+            }
+            let switching =
+                consumer.layer != Some(layer) && consumer.target == layer && (keyframe || !video);
+            if consumer.layer != Some(layer) && !switching {
+                continue;
+            }
+            let mut switched = false;
             let sent = out.send_rtp(consumer.transport, |buf| {
-                if !consumer.started {
-                    if !keyframe {
-                        return None;
-                    }
-                    starting = true;
+                if switching {
+                    consumer.rewrite.switch(header, payload, now, clock_rate);
+                    switched = true;
                 }
-                consumer.rewrite.write(header, packet, buf)
+                consumer.rewrite.write(header, packet, buf, now)
             });
-            if starting {
-                consumer.started = true;
+            if switched {
+                consumer.layer = Some(layer);
             }
             if sent {
                 out.counters().rtp_forwarded += 1;
                 consumer.packets = consumer.packets.wrapping_add(1);
                 consumer.octets = consumer.octets.wrapping_add(payload_len);
             }
+        }
+    }
+
+    /// Sets the preferences of a member's consumers (from its subscriber): their target layers
+    /// follow, and a keyframe is asked for where that changes what they forward.
+    pub fn set_preferences(&mut self, now: Instant, member: usize, prefs: Preferences) {
+        let Some(m) = self.members.get(member) else {
+            return;
+        };
+        let mut producers = Vec::with_capacity(m.consumers.len());
+        for &key in &m.consumers {
+            let Some(c) = self.consumers.get_mut(key) else {
+                continue;
+            };
+            let video = self
+                .producers
+                .get(c.producer)
+                .is_some_and(|p| p.kind == MediaKind::Video);
+            if c.prefs.paused && !prefs.paused && video {
+                // Its stream was interrupted: it starts again at a keyframe.
+                c.layer = None;
+            }
+            c.prefs = prefs;
+            producers.push(c.producer);
+        }
+        for p in producers {
+            self.select_layers(now, p);
+        }
+    }
+
+    /// Chooses each video consumer's target layer of `producer` and asks for the keyframes
+    /// that the consumers whose target changed now wait for.
+    fn select_layers(&mut self, now: Instant, producer: usize) {
+        let Some(p) = self.producers.get(producer) else {
+            return;
+        };
+        if p.kind != MediaKind::Video {
+            return;
+        }
+        let mut wanted = [false; crate::sdp::MAX_LAYERS];
+        for &c in &p.consumers {
+            let Some(c) = self.consumers.get_mut(c) else {
+                continue;
+            };
+            c.target = choose_layer(p, &c.prefs, now);
+            if c.waits_for(c.target)
+                && let Some(w) = wanted.get_mut(c.target)
+            {
+                *w = true;
+            }
+        }
+        for (layer, _) in wanted.iter().enumerate().filter(|(_, w)| **w) {
+            self.request_keyframe(now, producer, layer);
         }
     }
 
@@ -405,12 +534,14 @@ impl Router {
                     rtp_timestamp,
                     ..
                 } => {
-                    if let Some(p) = self
-                        .own_producer(member, Ssrc(ssrc))
-                        .and_then(|k| self.producers.get_mut(k))
+                    if let Some((k, layer)) = self.own_producer(member, Ssrc(ssrc))
+                        && let Some(l) = self
+                            .producers
+                            .get_mut(k)
+                            .and_then(|p| p.layers.get_mut(layer))
                     {
-                        p.receive.on_sender_report(ntp, now);
-                        p.last_sr = Some((ntp, rtp_timestamp, now));
+                        l.receive.on_sender_report(ntp, now);
+                        l.last_sr = Some((ntp, rtp_timestamp, now));
                     }
                 }
                 rtcp::Packet::Nack(nack) => {
@@ -434,25 +565,23 @@ impl Router {
         }
     }
 
-    /// The member's producer with `ssrc`.
-    fn own_producer(&self, member: usize, ssrc: Ssrc) -> Option<usize> {
-        self.members
-            .get(member)?
-            .producers
-            .iter()
-            .copied()
-            .find(|&k| self.producers.get(k).is_some_and(|p| p.ssrc == Some(ssrc)))
+    /// The member's producer and layer with `ssrc`.
+    fn own_producer(&self, member: usize, ssrc: Ssrc) -> Option<(usize, usize)> {
+        self.members.get(member)?.producers.iter().find_map(|&k| {
+            let layer = self.producers.get(k)?.layer_of(ssrc)?;
+            Some((k, layer))
+        })
     }
 
     /// A keyframe request (PLI or FIR) from `member` for its consumer `ssrc`: asks that
-    /// consumer's producer.
+    /// consumer's producer, for the layer it forwards (or waits for).
     fn keyframe_for(&mut self, now: Instant, member: usize, ssrc: Ssrc) {
-        let producer = self
+        let wanted = self
             .own_consumer(member, ssrc)
             .and_then(|c| self.consumers.get(c))
-            .map(|c| c.producer);
-        if let Some(producer) = producer {
-            self.request_keyframe(now, producer);
+            .map(|c| (c.producer, c.layer.unwrap_or(c.target)));
+        if let Some((producer, layer)) = wanted {
+            self.request_keyframe(now, producer, layer);
         }
     }
 
@@ -470,8 +599,8 @@ impl Router {
             })
     }
 
-    /// Resends the packets a consumer NACKed, from its producer's history, if it negotiated
-    /// NACK and has started.
+    /// Resends the packets a consumer NACKed, from the history of the layer it forwards, if it
+    /// negotiated NACK. Packets sent before its last layer switch are not resent.
     fn retransmit(
         &mut self,
         consumer: usize,
@@ -481,24 +610,26 @@ impl Router {
         let Some(c) = self.consumers.get(consumer) else {
             return;
         };
-        let Some(history) = self
-            .producers
-            .get(c.producer)
-            .and_then(|p| p.history.as_ref())
+        let Some(history) = c
+            .layer
+            .and_then(|l| self.producers.get(c.producer)?.layers.get(l))
+            .and_then(|l| l.history.as_ref())
         else {
             return;
         };
-        if !c.nack || !c.started {
+        if !c.nack {
             return;
         }
         for seq in lost {
-            let Some(packet) = history.get(c.rewrite.producer_seq(seq)) else {
+            let Some(packet) = c.rewrite.producer_seq(seq).and_then(|s| history.get(s)) else {
                 continue;
             };
             let Ok(header) = rtp::Header::parse(packet) else {
                 continue;
             };
-            if out.send_rtp(c.transport, |buf| c.rewrite.write(&header, packet, buf)) {
+            if out.send_rtp(c.transport, |buf| {
+                c.rewrite.write_as(&header, packet, buf, seq)
+            }) {
                 out.counters().nack_retransmits += 1;
             }
         }
@@ -509,67 +640,88 @@ impl Router {
         self.deadline
     }
 
-    /// Sends what is due: keyframe requests, then reports. Recomputes the deadline.
+    /// Sends what is due: keyframe requests, then reports (and, with them, each simulcast
+    /// producer's layer choice is revisited: layers stop and start). Recomputes the deadline.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut impl Output) {
         if self.deadline.is_none_or(|d| d > now) {
             return;
         }
         self.send_keyframe_requests(now, out);
-        self.send_reports(now, out);
-        self.deadline = self
-            .members
-            .iter()
-            .filter_map(|(_, m)| m.next_report)
-            .chain(
-                self.producers
-                    .iter()
-                    .filter_map(|(_, p)| p.keyframe_due(now, waiting(&self.consumers, p))),
-            )
-            .min();
+        if self.send_reports(now, out) {
+            let simulcast: Vec<usize> = self
+                .producers
+                .iter()
+                .filter(|(_, p)| p.layers.len() > 1)
+                .map(|(k, _)| k)
+                .collect();
+            for p in simulcast {
+                self.select_layers(now, p);
+            }
+        }
+        let mut deadline = self.members.iter().filter_map(|(_, m)| m.next_report).min();
+        for (_, p) in self.producers.iter() {
+            for (i, l) in p.layers.iter().enumerate() {
+                let due = l.keyframe_due(
+                    now,
+                    waiting(&self.consumers, &p.consumers, i),
+                    p.can_ask_keyframe(),
+                );
+                deadline = match (deadline, due) {
+                    (Some(d), Some(e)) => Some(d.min(e)),
+                    (d, e) => d.or(e),
+                };
+            }
+        }
+        self.deadline = deadline;
     }
 
-    /// Sends each due keyframe request (PLI, else FIR) to its producer's publisher. A request
-    /// to a publisher that is not connected yet counts as sent for the rate limit; the
-    /// publisher is asked again when it connects.
+    /// Sends each due keyframe request (PLI, else FIR) to its producer's publisher, for the
+    /// layer's SSRC. A request to a publisher that is not connected yet counts as sent for the
+    /// rate limit; the publisher is asked again when it connects.
     fn send_keyframe_requests(&mut self, now: Instant, out: &mut impl Output) {
         for (_, p) in self.producers.iter_mut() {
-            let due = p.keyframe_due(now, waiting(&self.consumers, p));
-            if due.is_none_or(|due| due > now) {
-                continue;
-            }
-            p.keyframe.pending = false;
-            p.keyframe.last_sent = Some(now);
-            let (Some(ssrc), Some(m)) = (p.ssrc, self.members.get(p.member)) else {
-                continue;
-            };
-            let (pli, sender) = (p.pli, m.rtcp_ssrc.0);
-            if !pli && !p.fir {
-                continue;
-            }
-            if !pli {
-                p.keyframe.fir_seq = p.keyframe.fir_seq.wrapping_add(1);
-            }
-            let fir_seq = p.keyframe.fir_seq;
-            if out.send_rtcp(m.transport, |buf| {
-                if pli {
-                    rtcp::write_pli(buf, sender, ssrc.0).ok()
-                } else {
-                    rtcp::write_fir(buf, sender, ssrc.0, fir_seq).ok()
+            let can_ask = p.can_ask_keyframe();
+            for (i, l) in p.layers.iter_mut().enumerate() {
+                let due = l.keyframe_due(now, waiting(&self.consumers, &p.consumers, i), can_ask);
+                if due.is_none_or(|due| due > now) {
+                    continue;
                 }
-            }) {
-                out.counters().keyframe_requests += 1;
+                l.keyframe.pending = false;
+                l.keyframe.last_sent = Some(now);
+                let (Some(ssrc), Some(m)) = (l.ssrc, self.members.get(p.member)) else {
+                    continue;
+                };
+                let (pli, sender) = (p.pli, m.rtcp_ssrc.0);
+                if !pli && !p.fir {
+                    continue;
+                }
+                if !pli {
+                    l.keyframe.fir_seq = l.keyframe.fir_seq.wrapping_add(1);
+                }
+                let fir_seq = l.keyframe.fir_seq;
+                if out.send_rtcp(m.transport, |buf| {
+                    if pli {
+                        rtcp::write_pli(buf, sender, ssrc.0).ok()
+                    } else {
+                        rtcp::write_fir(buf, sender, ssrc.0, fir_seq).ok()
+                    }
+                }) {
+                    out.counters().keyframe_requests += 1;
+                }
             }
         }
     }
 
     /// Receiver reports (and REMB) for the producers of each member whose reports are due,
-    /// sender reports for its started consumers.
-    fn send_reports(&mut self, now: Instant, out: &mut impl Output) {
+    /// sender reports for its started consumers. Returns whether any member's were due.
+    fn send_reports(&mut self, now: Instant, out: &mut impl Output) -> bool {
         let next = self.grid.after(now + RTCP_INTERVAL);
+        let mut any = false;
         for (_, m) in self.members.iter_mut() {
             if m.next_report.is_none_or(|t| t > now) {
                 continue;
             }
+            any = true;
             m.next_report = Some(next);
             if !m.producers.is_empty() {
                 out.send_rtcp(m.transport, |buf| {
@@ -580,16 +732,12 @@ impl Router {
                 let Some(c) = self.consumers.get(c) else {
                     continue;
                 };
-                let Some((ntp, rtp_ts)) = self
-                    .producers
-                    .get(c.producer)
-                    .and_then(|p| p.rtp_time_at(now))
-                else {
+                let Some((ntp, rtp_ts)) = c.layer.and_then(|layer| {
+                    let p = self.producers.get(c.producer)?;
+                    p.layers.get(layer)?.rtp_time_at(now, p.clock_rate)
+                }) else {
                     continue;
                 };
-                if !c.started {
-                    continue;
-                }
                 out.send_rtcp(m.transport, |buf| {
                     let ssrc = c.rewrite.ssrc.0;
                     let ts = c.rewrite.timestamp(rtp_ts);
@@ -601,17 +749,36 @@ impl Router {
                 });
             }
         }
+        any
     }
 }
 
-/// Whether a consumer of `p` still waits for its first keyframe.
-fn waiting(consumers: &Slab<Consumer>, p: &Producer) -> bool {
-    p.consumers
-        .iter()
-        .any(|&c| consumers.get(c).is_some_and(|c| !c.started))
+/// The layer a consumer of `p` should forward: the highest that arrives and is no taller than
+/// its `max_height` (where the layer's height is known), else the lowest that arrives; the top
+/// layer while none arrives yet (a publisher starting up).
+fn choose_layer(p: &Producer, prefs: &Preferences, now: Instant) -> usize {
+    let top = p.layers.len().saturating_sub(1);
+    let active = || p.layers.iter().enumerate().filter(|(_, l)| l.active(now));
+    let fits = |l: &producer::Layer| match (prefs.max_height, l.height) {
+        (Some(max), Some(h)) => h <= max,
+        _ => true,
+    };
+    active()
+        .filter(|(_, l)| fits(l))
+        .map(|(i, _)| i)
+        .next_back()
+        .or_else(|| active().map(|(i, _)| i).next())
+        .unwrap_or(top)
 }
 
-/// A compound RR (one block per producer with a known SSRC), SDES, and REMB when negotiated.
+/// Whether a consumer among `consumers` waits for a keyframe of `layer` of their producer.
+fn waiting(all: &Slab<Consumer>, consumers: &[usize], layer: usize) -> bool {
+    consumers
+        .iter()
+        .any(|&c| all.get(c).is_some_and(|c| c.waits_for(layer)))
+}
+
+/// A compound RR (one block per stream with a known SSRC), SDES, and REMB when negotiated.
 fn receiver_report(
     out: &mut [u8],
     m: &Member,
@@ -626,16 +793,18 @@ fn receiver_report(
         let Some(p) = producers.get_mut(key) else {
             continue;
         };
-        let Some(ssrc) = p.ssrc else { continue };
-        if let Some(slot) = blocks.get_mut(count) {
-            *slot = p.receive.report_block(ssrc.0, now);
-            count += 1;
-        }
-        if p.remb
-            && let Some(slot) = remb_ssrcs.get_mut(remb_count)
-        {
-            *slot = ssrc.0;
-            remb_count += 1;
+        for l in &mut p.layers {
+            let Some(ssrc) = l.ssrc else { continue };
+            if let Some(slot) = blocks.get_mut(count) {
+                *slot = l.receive.report_block(ssrc.0, now);
+                count += 1;
+            }
+            if p.remb
+                && let Some(slot) = remb_ssrcs.get_mut(remb_count)
+            {
+                *slot = ssrc.0;
+                remb_count += 1;
+            }
         }
     }
     let sender = m.rtcp_ssrc.0;
@@ -748,6 +917,8 @@ mod tests {
             ssrc: ssrc.map(Ssrc),
             mid: id.to_string(),
             mid_ext: Some(1),
+            rids: Vec::new(),
+            rid_ext: None,
             nack: true,
             pli: true,
             fir: true,
@@ -906,6 +1077,229 @@ mod tests {
             c.out.rtp_to(PUB).is_empty(),
             "nothing goes back to the publisher"
         );
+    }
+
+    /// A VP8 payload with a 15-bit picture id: a keyframe declaring `height`, or a delta.
+    fn vp8(picture: u16, keyframe: Option<u16>) -> Vec<u8> {
+        let [hi, lo] = (picture | 0x8000).to_be_bytes();
+        let mut p = vec![0x90, 0x80, hi, lo];
+        match keyframe {
+            Some(h) => {
+                let [w0, w1] = (h * 16 / 9).to_le_bytes();
+                let [h0, h1] = h.to_le_bytes();
+                p.extend_from_slice(&[0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, w0, w1, h0, h1]);
+            }
+            None => p.extend_from_slice(&[0x01, 0xCC, 0xDD]),
+        }
+        p
+    }
+
+    /// Three simulcast layers (rids q, h, f: 180, 360 and 720 lines) published on one
+    /// transport, each with its own SSRC, sequence numbers, timestamps and picture ids, and
+    /// one subscriber.
+    struct Simulcast {
+        router: Router,
+        out: Recorder,
+        now: Instant,
+        publisher: usize,
+        subscriber: usize,
+        seqs: [u16; 3],
+    }
+
+    const LAYER_SSRCS: [u32; 3] = [100, 200, 300];
+    const HEIGHTS: [u16; 3] = [180, 360, 720];
+
+    impl Simulcast {
+        fn new() -> Simulcast {
+            let now = Instant::now();
+            let mut rng = StdRng::seed_from_u64(3);
+            let mut router = Router::new(RouterId(1), Grid::new(now));
+            let mut spec = producer(2, Codec::Vp8, None);
+            spec.rids = vec!["q".into(), "h".into(), "f".into()];
+            spec.rid_ext = Some(2);
+            let publisher = router
+                .add_member(now, PUB, &[spec], &[], Ssrc(9), &mut rng)
+                .unwrap();
+            let subscriber = router
+                .add_member(now, SUB, &[], &[consumer(1, 2, 4001)], Ssrc(8), &mut rng)
+                .unwrap();
+            let mut out = Recorder::default();
+            out.connected.extend([PUB, SUB]);
+            router.connected(now, publisher);
+            router.connected(now, subscriber);
+            Simulcast {
+                router,
+                out,
+                now,
+                publisher,
+                subscriber,
+                seqs: [1000, 30000, 65000],
+            }
+        }
+
+        /// The next packet of `layer`, a keyframe or not; the first ones carry the rid.
+        fn send(&mut self, layer: usize, keyframe: bool) {
+            let seq = self.seqs[layer];
+            self.seqs[layer] = seq.wrapping_add(1);
+            let rid = [b"q", b"h", b"f"][layer];
+            let fields = HeaderFields {
+                marker: true,
+                payload_type: 96,
+                sequence: seq,
+                // Each layer has its own random timestamp base, as browsers send.
+                timestamp: (layer as u32 * 1_000_000).wrapping_add(u32::from(seq) * 3000),
+                ssrc: LAYER_SSRCS[layer],
+            };
+            let mut buf = [0u8; 256];
+            let h = rtp::write_header(&mut buf, &fields, &[(1, b"2"), (2, rid)]).unwrap();
+            let payload = vp8(seq & 0x7FFF, keyframe.then_some(HEIGHTS[layer]));
+            buf[h..h + payload.len()].copy_from_slice(&payload);
+            let packet = &buf[..h + payload.len()];
+            let header = rtp::Header::parse(packet).unwrap();
+            self.router
+                .on_rtp(self.now, self.publisher, &header, packet, &mut self.out);
+        }
+
+        /// A round of packets: one on each layer in `layers`, 33 ms apart.
+        fn round(&mut self, layers: &[usize]) {
+            self.now += Duration::from_millis(33);
+            for &l in layers {
+                self.send(l, false);
+            }
+            self.router.handle_timeout(self.now, &mut self.out);
+        }
+
+        /// What the subscriber got since the last call: (sequence, timestamp, picture id).
+        fn received(&mut self) -> Vec<(u16, u32, u16)> {
+            let got = self
+                .out
+                .sent
+                .iter()
+                .filter(|(t, rtcp, _)| *t == SUB && !rtcp)
+                .map(|(_, _, p)| {
+                    let h = rtp::Header::parse(p).unwrap();
+                    let payload = &p[h.payload_offset..h.payload_end];
+                    let id = rtp::vp8_picture_fields(payload)
+                        .unwrap()
+                        .picture_id
+                        .unwrap()
+                        .0;
+                    assert_eq!(h.ssrc, 4001);
+                    (h.sequence, h.timestamp, id)
+                })
+                .collect();
+            self.out.sent.retain(|(t, rtcp, _)| *t != SUB || *rtcp);
+            got
+        }
+
+        fn plis_for(&self, layer: usize) -> usize {
+            self.out
+                .rtcp_to(PUB)
+                .iter()
+                .filter(|p| matches!(p, rtcp::Packet::Pli { media_ssrc, .. } if *media_ssrc == LAYER_SSRCS[layer]))
+                .count()
+        }
+    }
+
+    /// Sequence numbers and picture ids go up by one, timestamps go up.
+    fn continuous(got: &[(u16, u32, u16)]) {
+        for w in got.windows(2) {
+            assert_eq!(w[1].0, w[0].0.wrapping_add(1), "{got:?}");
+            assert!(
+                w[1].1.wrapping_sub(w[0].1) > 0 && w[1].1.wrapping_sub(w[0].1) < 90_000,
+                "{got:?}"
+            );
+            assert_eq!(w[1].2, (w[0].2 + 1) & 0x7FFF, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn simulcast_consumers_forward_one_layer_and_switch_at_its_keyframes() {
+        let mut s = Simulcast::new();
+        // Layers appear lowest first; the consumer climbs to the top at each keyframe.
+        for layer in 0..3 {
+            s.send(layer, true);
+        }
+        s.round(&[0, 1, 2]);
+        s.round(&[0, 1, 2]);
+        let got = s.received();
+        assert_eq!(got.len(), 5, "q, h and f keyframes, then f only: {got:?}");
+        continuous(&got);
+        assert_eq!(s.out.counters.rtp_forwarded, 5);
+
+        // maxHeight 360: a keyframe of h is asked for; f goes on until it comes.
+        let (h_plis, f_plis) = (s.plis_for(1), s.plis_for(2));
+        s.router.set_preferences(
+            s.now,
+            s.subscriber,
+            Preferences {
+                max_height: Some(360),
+                paused: false,
+            },
+        );
+        // (After the rate limit: h was asked for one when it appeared.)
+        for _ in 0..16 {
+            s.round(&[0, 2]);
+        }
+        assert_eq!(s.plis_for(1), h_plis + 1);
+        assert_eq!(s.plis_for(2), f_plis);
+        s.send(1, true);
+        s.round(&[0, 1, 2]);
+        let got = s.received();
+        assert_eq!(
+            got.len(),
+            18,
+            "16 of f, then h's keyframe and delta: {got:?}"
+        );
+        continuous(&got);
+        let got = got[15..].to_vec();
+
+        // A NACK for a packet of f (before the switch) is not answered with h's packets.
+        let mut nack = [0u8; 64];
+        let n = rtcp::write_nack(&mut nack, 5, 4001, &[got[0].0, got[2].0]).unwrap();
+        s.router
+            .on_rtcp(s.now, s.subscriber, &nack[..n], &mut s.out);
+        assert_eq!(s.received(), vec![got[2]]);
+
+        // Paused: nothing; resumed: it starts again at a keyframe, continuing its numbers.
+        let paused = Preferences {
+            max_height: Some(360),
+            paused: true,
+        };
+        s.router.set_preferences(s.now, s.subscriber, paused);
+        s.round(&[0, 1, 2]);
+        assert!(s.received().is_empty());
+        s.router.set_preferences(
+            s.now,
+            s.subscriber,
+            Preferences {
+                paused: false,
+                ..paused
+            },
+        );
+        s.round(&[0, 1, 2]);
+        assert!(s.received().is_empty(), "waits for a keyframe");
+        s.send(1, true);
+        let mut got2 = vec![got[2]];
+        got2.extend(s.received());
+        assert_eq!(got2.len(), 2);
+        continuous(&got2);
+
+        // No preference and f stops arriving: back to h (the highest that arrives) after the
+        // layer timeout, with no keyframe needed since it forwards h already.
+        s.router
+            .set_preferences(s.now, s.subscriber, Preferences::default());
+        s.send(2, true);
+        assert_eq!(s.received().len(), 1, "f again at its keyframe");
+        // (The layer timeout, then the next report tick.)
+        for _ in 0..90 {
+            s.round(&[0, 1]);
+        }
+        let plis = s.plis_for(1);
+        s.send(1, true);
+        let got = s.received();
+        assert_eq!(got.len(), 1, "h again once f is gone: {got:?}");
+        assert!(plis >= 2);
     }
 
     #[test]

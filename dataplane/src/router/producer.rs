@@ -1,5 +1,6 @@
-//! A producer: a published track, with what the router keeps for it (NACK history, receive
-//! statistics, the publisher's clock, keyframe requests).
+//! A producer: a published track, with what the router keeps for each of its RTP streams
+//! (one, or one per simulcast layer): NACK history, receive statistics, the publisher's clock,
+//! keyframe requests, the layer's frame height and bitrate.
 
 use std::time::{Duration, Instant};
 
@@ -22,28 +23,101 @@ pub(super) struct Producer {
     pub codec: Codec,
     pub payload_type: u8,
     pub clock_rate: u32,
-    /// The one place the producer's SSRC is kept: from the SDP, or learned from the first
-    /// packet (MID extension or payload type; see `Router::producer_for`).
-    pub ssrc: Option<Ssrc>,
     pub mid: String,
     pub mid_ext: Option<u8>,
+    /// The rtp-stream-id extension, with simulcast.
+    pub rid_ext: Option<u8>,
     /// The publisher takes PLI / FIR / REMB from us.
     pub pli: bool,
     pub fir: bool,
     pub remb: bool,
-    /// Video only: what NACKs are answered from.
-    pub history: Option<History>,
+    /// Its RTP streams: one, or one per simulcast layer, lowest first.
+    pub layers: Vec<Layer>,
     /// Keys of its consumers in the router.
     pub consumers: Vec<usize>,
+}
+
+/// One RTP stream of a producer: the whole track, or one simulcast layer.
+pub(super) struct Layer {
+    /// The layer's rid (simulcast only).
+    pub rid: Option<String>,
+    /// The one place the stream's SSRC is kept: from the SDP, or learned from the first
+    /// packet (rid or MID extension, or payload type; see `Router::producer_for`).
+    pub ssrc: Option<Ssrc>,
+    /// Video only: what NACKs are answered from.
+    pub history: Option<History>,
     pub receive: ReceiveStats,
-    /// NTP time, RTP timestamp and arrival of the publisher's last sender report, to place our
-    /// sender reports to subscribers on the same clock.
+    /// NTP time, RTP timestamp and arrival of the publisher's last sender report for this
+    /// stream, to place our sender reports to subscribers on the same clock.
     pub last_sr: Option<(u64, u32, Instant)>,
     pub keyframe: KeyframeRequests,
+    /// The frame height of its last keyframe, where the codec says it (VP8), for
+    /// subscribers' `maxHeight`.
+    pub height: Option<u16>,
+    /// When its last packet arrived: a layer the publisher stopped sending is not chosen.
+    pub last_packet: Option<Instant>,
+    /// Its bitrate, measured over windows of `RATE_WINDOW`.
+    pub rate: Rate,
+}
+
+/// A layer that sent nothing for this long is taken as stopped by its publisher.
+pub const LAYER_TIMEOUT: Duration = Duration::from_millis(1500);
+
+impl Layer {
+    fn new(spec: &ProducerSpec, rid: Option<String>, ssrc: Option<Ssrc>) -> Layer {
+        Layer {
+            rid,
+            ssrc,
+            history: (spec.kind == MediaKind::Video).then(History::new),
+            receive: ReceiveStats::new(spec.clock_rate),
+            last_sr: None,
+            keyframe: KeyframeRequests::default(),
+            height: None,
+            last_packet: None,
+            rate: Rate::default(),
+        }
+    }
+
+    /// Whether packets arrive on it.
+    pub fn active(&self, now: Instant) -> bool {
+        self.last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
+    }
+
+    /// The stream's RTP time now, extrapolated from its last sender report.
+    pub fn rtp_time_at(&self, now: Instant, clock_rate: u32) -> Option<(u64, u32)> {
+        let (ntp, rtp_ts, at) = self.last_sr?;
+        let elapsed = now.saturating_duration_since(at);
+        let ticks = (elapsed.as_micros() as u64 * u64::from(clock_rate) / 1_000_000) as u32;
+        let ntp_elapsed =
+            (elapsed.as_secs() << 32) | ((u64::from(elapsed.subsec_nanos()) << 32) / 1_000_000_000);
+        Some((ntp.wrapping_add(ntp_elapsed), rtp_ts.wrapping_add(ticks)))
+    }
+
+    /// When a keyframe request for this stream is due: a pending one once the rate limit
+    /// allows, else a repeat while a consumer still `waiting` for a keyframe of it.
+    pub fn keyframe_due(&self, now: Instant, waiting: bool, can_ask: bool) -> Option<Instant> {
+        let k = &self.keyframe;
+        if k.pending {
+            Some(k.last_sent.map_or(now, |t| t + KEYFRAME_REQUEST_INTERVAL))
+        } else if waiting && can_ask {
+            Some(k.last_sent.map_or(now, |t| t + KEYFRAME_RETRY))
+        } else {
+            None
+        }
+    }
 }
 
 impl Producer {
     pub fn new(member: usize, spec: &ProducerSpec) -> Producer {
+        let layers = if spec.rids.is_empty() {
+            vec![Layer::new(spec, None, spec.ssrc)]
+        } else {
+            spec.rids
+                .iter()
+                .map(|rid| Layer::new(spec, Some(rid.clone()), None))
+                .collect()
+        };
         Producer {
             id: spec.id,
             member,
@@ -51,41 +125,49 @@ impl Producer {
             codec: spec.codec,
             payload_type: spec.payload_type,
             clock_rate: spec.clock_rate,
-            ssrc: spec.ssrc,
             mid: spec.mid.clone(),
             mid_ext: spec.mid_ext,
+            rid_ext: spec.rid_ext,
             pli: spec.pli,
             fir: spec.fir,
             remb: spec.remb,
-            history: (spec.kind == MediaKind::Video).then(History::new),
+            layers,
             consumers: Vec::new(),
-            receive: ReceiveStats::new(spec.clock_rate),
-            last_sr: None,
-            keyframe: KeyframeRequests::default(),
         }
     }
 
-    /// The producer's RTP time now, extrapolated from its last sender report.
-    pub fn rtp_time_at(&self, now: Instant) -> Option<(u64, u32)> {
-        let (ntp, rtp_ts, at) = self.last_sr?;
-        let elapsed = now.saturating_duration_since(at);
-        let ticks = (elapsed.as_micros() as u64 * u64::from(self.clock_rate) / 1_000_000) as u32;
-        let ntp_elapsed =
-            (elapsed.as_secs() << 32) | ((u64::from(elapsed.subsec_nanos()) << 32) / 1_000_000_000);
-        Some((ntp.wrapping_add(ntp_elapsed), rtp_ts.wrapping_add(ticks)))
+    /// The layer whose SSRC is `ssrc`.
+    pub fn layer_of(&self, ssrc: Ssrc) -> Option<usize> {
+        self.layers.iter().position(|l| l.ssrc == Some(ssrc))
     }
 
-    /// When a keyframe request to this producer is due: a pending one once the rate limit
-    /// allows, else a repeat while a consumer still `waiting` for its first keyframe.
-    pub fn keyframe_due(&self, now: Instant, waiting: bool) -> Option<Instant> {
-        let k = &self.keyframe;
-        if k.pending {
-            Some(k.last_sent.map_or(now, |t| t + KEYFRAME_REQUEST_INTERVAL))
-        } else if waiting && (self.pli || self.fir) {
-            Some(k.last_sent.map_or(now, |t| t + KEYFRAME_RETRY))
-        } else {
-            None
+    pub fn can_ask_keyframe(&self) -> bool {
+        self.pli || self.fir
+    }
+}
+
+/// Bitrate over fixed windows: cheap enough for every packet (an add and a compare).
+#[derive(Debug, Default, Clone)]
+pub(super) struct Rate {
+    window_start: Option<Instant>,
+    bytes: u64,
+    /// Bits per second over the last full window.
+    pub bps: u64,
+}
+
+/// The window of [`Rate`].
+const RATE_WINDOW: Duration = Duration::from_millis(500);
+
+impl Rate {
+    pub fn add(&mut self, now: Instant, bytes: usize) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            self.bps = self.bytes * 8 * 1000 / (elapsed.as_millis() as u64).max(1);
+            self.bytes = 0;
+            self.window_start = Some(now);
         }
+        self.bytes += bytes as u64;
     }
 }
 
@@ -115,6 +197,8 @@ mod tests {
             ssrc: Some(Ssrc(1)),
             mid: "0".into(),
             mid_ext: None,
+            rid_ext: None,
+            rids: Vec::new(),
             nack: true,
             pli: true,
             fir: false,
@@ -126,9 +210,12 @@ mod tests {
     fn rtp_time_is_extrapolated_from_the_last_sender_report() {
         let mut p = Producer::new(0, &spec());
         let t = Instant::now();
-        assert_eq!(p.rtp_time_at(t), None);
-        p.last_sr = Some((10 << 32, 1000, t));
-        let (ntp, rtp) = p.rtp_time_at(t + Duration::from_millis(7500)).unwrap();
+        let l = &mut p.layers[0];
+        assert_eq!(l.rtp_time_at(t, 90_000), None);
+        l.last_sr = Some((10 << 32, 1000, t));
+        let (ntp, rtp) = l
+            .rtp_time_at(t + Duration::from_millis(7500), 90_000)
+            .unwrap();
         assert_eq!(ntp, (17 << 32) | (1 << 31));
         assert_eq!(rtp, 1000 + 675_000);
     }
@@ -137,16 +224,18 @@ mod tests {
     fn keyframe_requests_are_rate_limited_and_repeated_while_consumers_wait() {
         let now = Instant::now();
         let mut p = Producer::new(0, &spec());
-        assert_eq!(p.keyframe_due(now, false), None);
-        p.keyframe.pending = true;
-        assert_eq!(p.keyframe_due(now, false), Some(now));
-        p.keyframe.last_sent = Some(now);
+        let l = &mut p.layers[0];
+        assert_eq!(l.keyframe_due(now, false, true), None);
+        l.keyframe.pending = true;
+        assert_eq!(l.keyframe_due(now, false, true), Some(now));
+        l.keyframe.last_sent = Some(now);
         assert_eq!(
-            p.keyframe_due(now + Duration::from_millis(100), false),
+            l.keyframe_due(now + Duration::from_millis(100), false, true),
             Some(now + KEYFRAME_REQUEST_INTERVAL)
         );
-        p.keyframe.pending = false;
-        assert_eq!(p.keyframe_due(now, false), None);
-        assert_eq!(p.keyframe_due(now, true), Some(now + KEYFRAME_RETRY));
+        l.keyframe.pending = false;
+        assert_eq!(l.keyframe_due(now, false, true), None);
+        assert_eq!(l.keyframe_due(now, true, true), Some(now + KEYFRAME_RETRY));
+        assert_eq!(l.keyframe_due(now, true, false), None);
     }
 }

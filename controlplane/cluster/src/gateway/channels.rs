@@ -6,7 +6,9 @@ use serde_json::Value;
 use switchyard_controlplane::channels::{Channels, Joined};
 use switchyard_controlplane::error::Error;
 use switchyard_controlplane::metrics::Metrics;
-use switchyard_controlplane::protocol::{ParticipantInfo, PublicationInfo, ServerMessage};
+use switchyard_controlplane::protocol::{
+    LayerPreferences, ParticipantInfo, PublicationInfo, ServerMessage,
+};
 use switchyard_controlplane::rules::Rules;
 use switchyard_controlplane::token::Applications;
 use switchyard_store::ChannelConfig;
@@ -15,7 +17,9 @@ use tokio::sync::{mpsc, watch};
 use super::Gateway;
 use super::clients::Client;
 use super::media_client::{CallError, ending};
-use crate::api::{PublishReply, PublishRequest, SubscribeReply, SubscribeRequest};
+use crate::api::{
+    PreferencesRequest, PublishReply, PublishRequest, SubscribeReply, SubscribeRequest,
+};
 use crate::presence::{
     ChannelEvent, ParticipantEntry, PresenceError, PublicationEntry, SubscriptionEntry,
 };
@@ -351,6 +355,37 @@ impl Channels for Gateway {
             .remove_subscriptions(channel, &[subscription.to_string()])
             .await;
         Ok(())
+    }
+
+    /// Passed to the media server that holds the subscription.
+    async fn set_preferences(
+        &self,
+        channel: &str,
+        participant: &str,
+        subscription: &str,
+        preferences: LayerPreferences,
+    ) -> Result<(), Error> {
+        let server = self
+            .clients
+            .with(channel, participant, |c| {
+                c.subscriptions
+                    .get(subscription)
+                    .map(|(server, _)| server.clone())
+            })
+            .flatten()
+            .ok_or_else(|| Error::NotFound(format!("no subscription {subscription} of yours")))?;
+        let s = self.server(&server).await?;
+        let request = PreferencesRequest {
+            channel: channel.to_string(),
+            participant: participant.to_string(),
+            subscription: subscription.to_string(),
+            preferences,
+        };
+        self.media
+            .call::<serde_json::Value>(&s, "preferences", &request)
+            .await
+            .map(|_| ())
+            .map_err(Error::from)
     }
 
     /// A client of this gateway gets the signal straight from here; another gateway's client
