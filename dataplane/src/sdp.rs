@@ -79,6 +79,8 @@ const MAX_SDP_BYTES: usize = 64 * 1024;
 const MAX_MEDIA: usize = 64;
 /// The RTP header extension carrying the mid, by which BUNDLE (RFC 8843) demultiplexes.
 pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+/// The client-to-mixer audio level header extension (RFC 6464), read for the active speaker.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 fn err(line: usize, reason: impl Into<String>) -> Error {
     Error {
@@ -522,9 +524,14 @@ impl MediaDescription {
     /// The id of the MID header extension, if offered with a one-byte id (1..=14, RFC 8285
     /// §4.2), the form we write.
     pub(crate) fn mid_extension(&self) -> Option<u8> {
+        self.extension(MID_URI)
+    }
+
+    /// The one-byte id (1..=14) of the header extension `wanted`, if offered.
+    pub(crate) fn extension(&self, wanted: &str) -> Option<u8> {
         self.attributes("extmap").find_map(|v| {
             let (id, uri) = v.split_once(' ')?;
-            (uri.split_ascii_whitespace().next()? == MID_URI).then_some(())?;
+            (uri.split_ascii_whitespace().next()? == wanted).then_some(())?;
             id.split('/')
                 .next()?
                 .parse::<u8>()
@@ -783,6 +790,9 @@ pub struct NegotiatedCodec {
 pub struct Extensions {
     /// urn:ietf:params:rtp-hdrext:sdes:mid
     pub mid: Option<u8>,
+    /// urn:ietf:params:rtp-hdrext:ssrc-audio-level, accepted on audio m-lines a client
+    /// publishes (we read it; what we send carries no level).
+    pub audio_level: Option<u8>,
 }
 
 /// The outcome for one m-line.
@@ -908,6 +918,9 @@ pub fn answer(
         if let Some(id) = extensions.mid {
             w.extmap(id, MID_URI);
         }
+        if let Some(id) = extensions.audio_level {
+            w.extmap(id, AUDIO_LEVEL_URI);
+        }
         if let MediaRole::Send(t) = role {
             w.track(&t.stream_id, &t.track_id, t.ssrc, &t.cname);
         }
@@ -939,6 +952,9 @@ fn negotiate(
     }
     let extensions = Extensions {
         mid: m.mid_extension(),
+        audio_level: (kind == MediaKind::Audio && matches!(role, MediaRole::Receive))
+            .then(|| m.extension(AUDIO_LEVEL_URI))
+            .flatten(),
     };
     let codecs = m.codecs();
     match role {
@@ -1372,6 +1388,11 @@ mod tests {
             panic!()
         };
         assert_eq!(extensions.mid, Some(4));
+        assert_eq!(extensions.audio_level, None, "a video m-line has no level");
+        let Negotiated::Receive { extensions, .. } = &a.media[0] else {
+            panic!()
+        };
+        assert_eq!(extensions.audio_level, Some(1), "the offered id, RFC 6464");
 
         // The answer parses and says what we decided.
         let parsed = SessionDescription::parse(&a.sdp).unwrap();
@@ -1384,6 +1405,8 @@ mod tests {
         assert_eq!(v.attribute("ice-ufrag"), Some("srvU"));
         assert_eq!(v.attribute("fingerprint"), Some(FP));
         assert_eq!(v.mid_extension(), Some(4));
+        assert_eq!(parsed.media[0].extension(AUDIO_LEVEL_URI), Some(1));
+        assert_eq!(v.extension(AUDIO_LEVEL_URI), None);
         assert!(v.attribute("rtcp-rsize").is_some());
         assert!(v.attributes("rtcp-fb").all(|f| !f.contains("transport-cc")));
         assert!(

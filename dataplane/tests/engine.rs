@@ -128,6 +128,7 @@ fn producer(
         pli: video || !mid_ext,
         fir: video || !mid_ext,
         remb: video && mid_ext,
+        audio_level_ext: None,
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::history::History;
 use crate::media::{Codec, MediaKind};
 use crate::rtcp::ReceiveStats;
+use crate::speaker::Activity;
 use crate::spec::{ProducerId, ProducerSpec, Ssrc};
 
 /// Keyframe requests to one producer are at least this far apart.
@@ -40,6 +41,9 @@ pub(super) struct Producer {
     /// sender reports to subscribers on the same clock.
     pub last_sr: Option<(u64, u32, Instant)>,
     pub keyframe: KeyframeRequests,
+    /// Audio with the level extension (RFC 6464): its id, and what the levels say.
+    pub audio_level_ext: Option<u8>,
+    pub activity: Activity,
 }
 
 impl Producer {
@@ -62,6 +66,10 @@ impl Producer {
             receive: ReceiveStats::new(spec.clock_rate),
             last_sr: None,
             keyframe: KeyframeRequests::default(),
+            audio_level_ext: spec
+                .audio_level_ext
+                .filter(|_| spec.kind == MediaKind::Audio),
+            activity: Activity::default(),
         }
     }
 
@@ -119,6 +127,7 @@ mod tests {
             pli: true,
             fir: false,
             remb: false,
+            audio_level_ext: None,
         }
     }
 
