@@ -1763,3 +1763,37 @@ fn host_checks_reach_the_registry_admin_api_and_metrics() {
         ms.log_tail()
     );
 }
+
+/// Speaking in a cluster: the speaker's page is on gateway a, whose media server reports the
+/// changes there; the silent page, on gateway b, hears `speaking` true then false for it
+/// through the gateways' shared events, and nobody hears of the silent page.
+#[test]
+fn speaking_across_gateways() {
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
+    let _gb = gateway(&dir, "gb", GATEWAY_B, &redis, &[]);
+    let _ms = media_server(&dir, "ms", "a", GATEWAY_A, "40000-40100", &[]);
+    let tokens = ["silent", "speaker"].map(|u| token(&dir, "room", u));
+    let out = Command::new("node")
+        .current_dir(browser_dir())
+        .arg("speaking_pages.mjs")
+        .arg(format!("http://127.0.0.1:{GATEWAY_B}"))
+        .arg("room")
+        .args(&tokens)
+        .env(
+            "BASES",
+            format!("http://127.0.0.1:{GATEWAY_B},http://127.0.0.1:{GATEWAY_A}"),
+        )
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let result = last_json(&stdout)
+        .unwrap_or_else(|| panic!("no JSON result from the browser script:\n{stdout}\n{stderr}"));
+    assert_eq!(
+        result["ok"], true,
+        "speaking was not announced across gateways:\n{result:#}\n{stderr}"
+    );
+}

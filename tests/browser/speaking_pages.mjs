@@ -4,6 +4,9 @@
 // silent, and never hears of the silent page. Prints one JSON line; exits 1 on failure.
 //
 // usage: node speaking_pages.mjs <base-url> <channel> <silent-token> <speaker-token>
+//
+// For a cluster, BASES=url,url has the silent page open the first and the speaker the second
+// (different gateways) instead of <base-url>.
 
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,6 +14,7 @@ import { join } from 'node:path';
 import { launch } from './chromium.mjs';
 
 const [base, channel, silentToken, speakerToken] = process.argv.slice(2);
+const bases = process.env.BASES ? process.env.BASES.split(',') : [base];
 const DEADLINE_MS = 15_000;
 const RATE = 16_000;
 /** Tone for the first seconds of capture (joining and publishing take one or two), then silence. */
@@ -58,7 +62,7 @@ const pages = [];
 let result = { ok: false, pages: [] };
 
 /** Opens a page of the server, joins with `token`, records speaking events, publishes. */
-async function open(name, token) {
+async function open(name, token, base) {
   const browser = await launch([`--use-file-for-fake-audio-capture=${files[name]}`]);
   browsers.push(browser);
   const page = await browser.newPage();
@@ -95,8 +99,8 @@ async function open(name, token) {
 const events = (p) => p.page.evaluate(() => window.speakingEvents);
 
 try {
-  await open('silent', silentToken);
-  await open('speaker', speakerToken);
+  await open('silent', silentToken, bases[0]);
+  await open('speaker', speakerToken, bases[1 % bases.length]);
   const [silent, speaker] = pages;
   const start = Date.now();
   let heard = [];
