@@ -44,6 +44,7 @@ fn producer() -> ProducerSpec {
         pli: true,
         fir: true,
         remb: true,
+        audio_level_ext: None,
     }
 }
 

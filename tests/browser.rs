@@ -1,7 +1,8 @@
 //! Headless Chromium pages in one channel through the SDK and the demo page: three that each
 //! publish the fake camera and microphone and must decode the other two, with VP8 and with H264
-//! forced, on both I/O backends; a simulcast publisher whose subscriber steers its layer; and two
-//! that connect peer to peer, with no media server in the media path.
+//! forced, on both I/O backends; a simulcast publisher whose subscriber steers its layer; two
+//! that connect peer to peer, with no media server in the media path; and two whose fake
+//! microphones play a tone and silence, for the active speaker.
 
 use std::process::Command;
 
@@ -153,5 +154,27 @@ fn p2p_two_pages() {
         .filter(|(k, _)| k.starts_with("switchyard_signals_refused_total"))
         .collect();
     assert!(refused.is_empty(), "{refused:?}");
+    server.assert_cleaned_up();
+}
+
+/// Two pages publish audio and video; one's fake microphone plays tone bursts then silence, the
+/// other's only silence. The channel hears `speaking: true` for the first (and names it the
+/// dominant speaker), then `speaking: false` when it falls silent, and never hears of the
+/// silent page.
+#[test]
+fn speaking_two_pages() {
+    netns::enter();
+    let server = Server::start(&[]);
+    let mut args = vec![
+        format!("http://127.0.0.1:{}", server.port),
+        "room".to_string(),
+    ];
+    args.extend(["silent", "speaker"].map(|u| server.token("room", u, &[])));
+    let (result, stderr) = run_pages("speaking_pages.mjs", &args);
+    assert_eq!(
+        result["ok"], true,
+        "speaking was not announced as expected:\n{result:#}\n{stderr}"
+    );
+    assert_no_uncaught_exceptions(&result);
     server.assert_cleaned_up();
 }

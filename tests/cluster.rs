@@ -543,6 +543,14 @@ fn cluster_api_only_from_internal_addresses() {
     let report = r#"{"server":"x","channel":"c","participant":"p","publication":"q"}"#;
     assert_eq!(curl("127.0.0.2", &ended, Some(report)).0, 403);
     assert_eq!(curl("127.0.0.1", &ended, Some(report)).0, 204);
+    // Speaking changes: only `speaking` and `dominant-speaker` messages pass; one naming a
+    // publication that server does not carry is accepted and told to nobody.
+    let speaking = format!("http://127.0.0.1:{GATEWAY_A}/cluster/v1/speaking");
+    let report = r#"{"server":"x","channel":"c","message":{"type":"speaking","participant":"p","publication":"q","speaking":true}}"#;
+    assert_eq!(curl("127.0.0.2", &speaking, Some(report)).0, 403);
+    assert_eq!(curl("127.0.0.1", &speaking, Some(report)).0, 204);
+    let other = r#"{"server":"x","channel":"c","message":{"type":"kicked","reason":"no"}}"#;
+    assert_eq!(curl("127.0.0.1", &speaking, Some(other)).0, 400);
 
     // A media server's own API, likewise.
     let _ms = registered_media_server(
@@ -1753,5 +1761,39 @@ fn host_checks_reach_the_registry_admin_api_and_metrics() {
         ms.log_text().contains("check public IP FAILED"),
         "{}",
         ms.log_tail()
+    );
+}
+
+/// Speaking in a cluster: the speaker's page is on gateway a, whose media server reports the
+/// changes there; the silent page, on gateway b, hears `speaking` true then false for it
+/// through the gateways' shared events, and nobody hears of the silent page.
+#[test]
+fn speaking_across_gateways() {
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
+    let _gb = gateway(&dir, "gb", GATEWAY_B, &redis, &[]);
+    let _ms = media_server(&dir, "ms", "a", GATEWAY_A, "40000-40100", &[]);
+    let tokens = ["silent", "speaker"].map(|u| token(&dir, "room", u));
+    let out = Command::new("node")
+        .current_dir(browser_dir())
+        .arg("speaking_pages.mjs")
+        .arg(format!("http://127.0.0.1:{GATEWAY_B}"))
+        .arg("room")
+        .args(&tokens)
+        .env(
+            "BASES",
+            format!("http://127.0.0.1:{GATEWAY_B},http://127.0.0.1:{GATEWAY_A}"),
+        )
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let result = last_json(&stdout)
+        .unwrap_or_else(|| panic!("no JSON result from the browser script:\n{stdout}\n{stderr}"));
+    assert_eq!(
+        result["ok"], true,
+        "speaking was not announced across gateways:\n{result:#}\n{stderr}"
     );
 }

@@ -73,7 +73,10 @@ function inboundStats(report, fields) {
  * `disconnected` {reason}, `error` {reason}, `peer` {participant, peer, incoming} (a peer-to-peer
  * connection was made: by `connectPeer`, or, `incoming`, by the other participant; a listener
  * may call `peer.addStream(stream)` right then to send media on an incoming one, which is then
- * answered), `signal` {from, data} (a signal of the application's own, see `signal`).
+ * answered), `signal` {from, data} (a signal of the application's own, see `signal`),
+ * `speaking` {participant, publication, speaking} (a publication's audio started or stopped
+ * carrying speech; our own included), `dominant-speaker` {participant, publication} (the channel's
+ * main speaker changed; both null when its publication ended).
  *
  * Every RTCPeerConnection (publish, subscribe, peer to peer) uses the `iceServers` of the
  * server's `joined` message (a TURN server with short-lived credentials, when it has one) and
@@ -384,6 +387,12 @@ export class Client extends EventTarget {
         break;
       case 'published':
         this.#published(m.participant, m.publication, m.tracks);
+        break;
+      case 'speaking':
+        this.#emit('speaking', { participant: m.participant, publication: m.publication, speaking: m.speaking });
+        break;
+      case 'dominant-speaker':
+        this.#emit('dominant-speaker', { participant: m.participant ?? null, publication: m.publication ?? null });
         break;
       case 'unpublished': {
         if (m.participant === this.participant) {

@@ -11,7 +11,8 @@
 //!   forwarded packet fans out to many consumers, and each copy is written and encrypted in
 //!   place in the buffer the kernel sends from (the buffers are the driver's because the I/O
 //!   backend owns their lifetime: io_uring frees one only at its completion);
-//! - events for the control plane come out of [`Engine::poll_event`].
+//! - events for the control plane come out of [`Engine::poll_event`]: transports connected and
+//!   closed, and the routers' speaking changes (`speaker`, run on the routers' timers).
 //!
 //! The packet path: classify (RFC 7983) → find the transport (STUN by ICE ufrag, everything
 //! else by source address, pipes then by SSRC) → the transport decrypts once into the receive
@@ -264,6 +265,8 @@ impl Engine {
         }
         if let Some(slot) = self.routers.get_mut(t.router) {
             slot.router.remove_member(t.member);
+            self.events
+                .extend(std::iter::from_fn(|| slot.router.poll_event()));
             if slot.router.is_empty() {
                 let id = slot.router.id();
                 self.routers.try_remove(t.router);
@@ -337,6 +340,8 @@ impl Engine {
             counters: &mut self.counters,
         };
         slot.router.handle_timeout(now, &mut out);
+        self.events
+            .extend(std::iter::from_fn(|| slot.router.poll_event()));
         self.schedule_router(key);
     }
 

@@ -20,6 +20,7 @@ pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod sim;
+pub mod speaker;
 pub mod spec;
 pub mod srtp;
 pub mod stats;

@@ -83,6 +83,8 @@ pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 /// Simulcast layers we take on one m-line; more are declined with the rest of simulcast.
 pub const MAX_LAYERS: usize = 4;
+/// The client-to-mixer audio level header extension (RFC 6464), read for the active speaker.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 fn err(line: usize, reason: impl Into<String>) -> Error {
     Error {
@@ -842,6 +844,9 @@ pub struct Extensions {
     pub mid: Option<u8>,
     /// urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id, taken only with simulcast.
     pub rid: Option<u8>,
+    /// urn:ietf:params:rtp-hdrext:ssrc-audio-level, accepted on audio m-lines a client
+    /// publishes (we read it; what we send carries no level).
+    pub audio_level: Option<u8>,
 }
 
 /// The outcome for one m-line.
@@ -973,6 +978,9 @@ pub fn answer(
         if let Some(id) = extensions.rid {
             w.extmap(id, RID_URI);
         }
+        if let Some(id) = extensions.audio_level {
+            w.extmap(id, AUDIO_LEVEL_URI);
+        }
         if let Negotiated::Receive { rids, .. } = outcome
             && !rids.is_empty()
         {
@@ -1010,6 +1018,9 @@ fn negotiate(
     let mut extensions = Extensions {
         mid: m.mid_extension(),
         rid: None,
+        audio_level: (kind == MediaKind::Audio && matches!(role, MediaRole::Receive))
+            .then(|| m.extension(AUDIO_LEVEL_URI))
+            .flatten(),
     };
     let codecs = m.codecs();
     match role {
@@ -1457,6 +1468,11 @@ mod tests {
             panic!()
         };
         assert_eq!(extensions.mid, Some(4));
+        assert_eq!(extensions.audio_level, None, "a video m-line has no level");
+        let Negotiated::Receive { extensions, .. } = &a.media[0] else {
+            panic!()
+        };
+        assert_eq!(extensions.audio_level, Some(1), "the offered id, RFC 6464");
 
         // The answer parses and says what we decided.
         let parsed = SessionDescription::parse(&a.sdp).unwrap();
@@ -1469,6 +1485,8 @@ mod tests {
         assert_eq!(v.attribute("ice-ufrag"), Some("srvU"));
         assert_eq!(v.attribute("fingerprint"), Some(FP));
         assert_eq!(v.mid_extension(), Some(4));
+        assert_eq!(parsed.media[0].extension(AUDIO_LEVEL_URI), Some(1));
+        assert_eq!(v.extension(AUDIO_LEVEL_URI), None);
         assert!(v.attribute("rtcp-rsize").is_some());
         assert!(v.attributes("rtcp-fb").all(|f| !f.contains("transport-cc")));
         assert!(

@@ -78,6 +78,9 @@ pub struct ProducerSpec {
     pub pli: bool,
     pub fir: bool,
     pub remb: bool,
+    /// The id of the audio level header extension (RFC 6464) on an audio track, from which
+    /// the router tells who is speaking (`speaker`).
+    pub audio_level_ext: Option<u8>,
 }
 
 /// What a subscriber asks of one of its video consumers: the simulcast layer forwarded is the
@@ -181,6 +184,19 @@ pub enum MediaEvent {
     Closed {
         transport: TransportId,
         reason: CloseReason,
+    },
+    /// An audio producer started or stopped speaking (see `speaker` for the hysteresis and the
+    /// rate limit).
+    Speaking {
+        router: RouterId,
+        producer: ProducerId,
+        speaking: bool,
+    },
+    /// The router's dominant speaker changed: kept through pauses, taken over only by a
+    /// speaker clearly louder for a while; `None` when its producer went away.
+    DominantSpeaker {
+        router: RouterId,
+        producer: Option<ProducerId>,
     },
 }
 

@@ -130,6 +130,7 @@ fn producer(
         pli: video || !mid_ext,
         fir: video || !mid_ext,
         remb: video && mid_ext,
+        audio_level_ext: None,
     }
 }
 
@@ -651,4 +652,73 @@ fn the_engine_wakes_for_real_deadlines_only() {
         sim.engine.counters().packets_out > sent,
         "the flight was sent again"
     );
+}
+
+/// Audio levels (RFC 6464) on a publisher's packets come out of the engine as speaking events
+/// for the control plane, from the router's timer: a second of voice, then silence.
+#[test]
+fn audio_levels_become_speaking_events() {
+    let mut sim = Sim::open(1);
+    let mut audio = producer(1, MediaKind::Audio, Codec::Opus, AUDIO_PT, PUB_AUDIO, true);
+    audio.audio_level_ext = Some(2);
+    let publisher = sim.connect_peer(1, vec![audio], vec![]);
+    sim.wait_for("publisher connected", |s| {
+        s.peers[publisher].client.is_connected()
+    });
+    while sim.event().is_some() {}
+    let start = sim.now;
+    let mut events = Vec::new();
+    for seq in 0..150u16 {
+        let level = if seq < 50 { 25 } else { 127 };
+        let mut buf = [0u8; 256];
+        let fields = HeaderFields {
+            marker: false,
+            payload_type: AUDIO_PT,
+            sequence: seq,
+            timestamp: u32::from(seq) * 960,
+            ssrc: PUB_AUDIO,
+        };
+        let h = rtp::write_header(&mut buf, &fields, &[(2, &[level])]).unwrap();
+        let n = sim.peers[publisher]
+            .client
+            .protect_rtp(&mut buf, h + 10)
+            .unwrap();
+        let from = sim.peers[publisher].addr;
+        sim.give(from, buf[..n].to_vec());
+        // A packet every 20 ms.
+        for _ in 0..4 {
+            sim.step();
+        }
+        events.extend(std::iter::from_fn(|| {
+            sim.event().map(|e| (sim.now.duration_since(start), e))
+        }));
+    }
+    let speaking: Vec<(Duration, bool)> = events
+        .iter()
+        .filter_map(|(at, e)| match e {
+            MediaEvent::Speaking {
+                router,
+                producer: ProducerId(1),
+                speaking,
+            } if *router == sim::ROUTER => Some((*at, *speaking)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(speaking.len(), 2, "{events:?}");
+    assert!(speaking[0].1 && speaking[0].0 < Duration::from_millis(500));
+    assert!(!speaking[1].1 && speaking[1].0 > Duration::from_millis(1900));
+    assert!(events.iter().any(|(_, e)| matches!(
+        e,
+        MediaEvent::DominantSpeaker {
+            producer: Some(ProducerId(1)),
+            ..
+        }
+    )));
+    // The publisher goes: so does the dominant speaker, before the transport's `Closed`.
+    sim.engine.close_transport(TransportId(1));
+    assert!(matches!(
+        sim.event(),
+        Some(MediaEvent::DominantSpeaker { producer: None, .. })
+    ));
+    assert!(matches!(sim.event(), Some(MediaEvent::Closed { .. })));
 }

@@ -2,14 +2,15 @@
 //!
 //! A media server serves
 //! `/cluster/v1/{publish,subscribe,unpublish,unsubscribe,preferences,leave,status}`
-//! to gateways; a gateway serves `/cluster/v1/media-servers` (heartbeats) and
-//! `/cluster/v1/ended` (publications a media server ended) to media servers. Channel names and
+//! to gateways; a gateway serves `/cluster/v1/media-servers` (heartbeats),
+//! `/cluster/v1/ended` (publications a media server ended) and `/cluster/v1/speaking` (who
+//! speaks in a channel) to media servers. Channel names and
 //! ids travel in bodies, never in paths, so any name a token allows needs no escaping.
 
 use serde::{Deserialize, Serialize};
 use switchyard_controlplane::error::Error;
 use switchyard_controlplane::pipe::PipeTrack;
-use switchyard_controlplane::protocol::{LayerPreferences, TrackInfo};
+use switchyard_controlplane::protocol::{LayerPreferences, ServerMessage, TrackInfo};
 use switchyard_dataplane::spec::{PIPE_KEY_LEN, PipeSpec, Ssrc};
 
 pub const PREFIX: &str = "/cluster/v1";
@@ -81,6 +82,16 @@ pub struct Ended {
     pub channel: String,
     pub participant: String,
     pub publication: String,
+}
+
+/// A speaking change in a channel on a media server: `message` is a `speaking` or
+/// `dominant-speaker` message, for the gateways to tell the channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Speaking {
+    pub server: String,
+    pub channel: String,
+    pub message: ServerMessage,
 }
 
 /// Asks a media server where a pipe reaches `channel` on it.

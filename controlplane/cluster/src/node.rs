@@ -1,6 +1,6 @@
 //! The media server role: media workers behind the internal control API that gateways call
 //! (`/cluster/v1/publish`, ...), a heartbeat to the gateways through `SERVICEBASEURL`, reports of
-//! publications the data plane ended, and draining.
+//! publications the data plane ended and of who speaks, and draining.
 //!
 //! A gateway names the participants; this server keeps them only as owners of transports (no
 //! outbox: the gateway talks to the client). Everything else, the channel state, SDP answers and
@@ -18,6 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use switchyard_controlplane::allowlist::{AllowList, Guarded, guard};
 use switchyard_controlplane::error::Error;
+use switchyard_controlplane::protocol::ServerMessage;
 use switchyard_controlplane::rules::Rules;
 use switchyard_controlplane::server::stopped;
 use switchyard_controlplane::session::AppState;
@@ -26,7 +27,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::api::{
     self, EndRequest, Ended, HeartbeatReply, PipeAddress, PipeAddressRequest, PipeInReply,
     PipeInRequest, PipeOutReply, PipeOutRequest, PreferencesRequest, PublishReply, PublishRequest,
-    SubscribeReply, SubscribeRequest,
+    Speaking, SubscribeReply, SubscribeRequest,
 };
 use crate::registry::MediaServerRecord;
 
@@ -380,6 +381,26 @@ pub async fn report_ended(
             tracing::warn!(publication = %report.publication, "could not report an ended publication: {e}");
         }
         node.changed.notify_one();
+    }
+}
+
+/// Passes speaking changes (already rate-limited by the data plane) to the gateways.
+pub async fn report_speaking(
+    node: Arc<Node>,
+    http: reqwest::Client,
+    base: String,
+    mut speaking: mpsc::UnboundedReceiver<(String, ServerMessage)>,
+) {
+    let url = format!("{}{}/speaking", base.trim_end_matches('/'), api::PREFIX);
+    while let Some((channel, message)) = speaking.recv().await {
+        let report = Speaking {
+            server: node.id().to_string(),
+            channel,
+            message,
+        };
+        if let Err(e) = http.post(&url).json(&report).send().await {
+            tracing::debug!(channel = %report.channel, "could not report a speaking change: {e}");
+        }
     }
 }
 

@@ -24,6 +24,7 @@ pub mod rules;
 pub mod server;
 pub mod session;
 pub mod signalling;
+mod speaking;
 pub mod token;
 pub mod web;
 pub mod whip;

@@ -144,6 +144,19 @@ pub enum ServerMessage {
         from: String,
         data: Value,
     },
+    /// The audio of `publication` started or stopped carrying speech (from the audio levels the
+    /// publisher's browser sends; at most a few a second per channel).
+    Speaking {
+        participant: String,
+        publication: String,
+        speaking: bool,
+    },
+    /// The channel's dominant speaker changed: kept through pauses, taken over only by someone
+    /// clearly louder for a while. Both `null` when its publication ended.
+    DominantSpeaker {
+        participant: Option<String>,
+        publication: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,5 +239,29 @@ mod tests {
             "{text}"
         );
         assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), out);
+    }
+
+    #[test]
+    fn speaking_events() {
+        let s = serde_json::to_string(&ServerMessage::Speaking {
+            participant: "p1".into(),
+            publication: "pub2".into(),
+            speaking: true,
+        })
+        .unwrap();
+        assert_eq!(
+            s,
+            r#"{"type":"speaking","participant":"p1","publication":"pub2","speaking":true}"#
+        );
+        let none = ServerMessage::DominantSpeaker {
+            participant: None,
+            publication: None,
+        };
+        let s = serde_json::to_string(&none).unwrap();
+        assert_eq!(
+            s,
+            r#"{"type":"dominant-speaker","participant":null,"publication":null}"#
+        );
+        assert_eq!(serde_json::from_str::<ServerMessage>(&s).unwrap(), none);
     }
 }

@@ -47,6 +47,9 @@ pub struct AppState {
     pub ended: Option<mpsc::UnboundedSender<(String, String, String)>>,
     /// The embedded TURN server, whose URLs and credentials clients are handed.
     pub turn: Option<crate::ice_servers::Turn>,
+    /// Speaking changes as (channel, `speaking` or `dominant-speaker` message): a cluster media
+    /// server passes them to its gateways, which have its participants' sockets.
+    pub speaking: Option<mpsc::UnboundedSender<(String, ServerMessage)>>,
 }
 
 impl AppState {
@@ -64,6 +67,7 @@ impl AppState {
             store: None,
             ended: None,
             turn: None,
+            speaking: None,
         }
     }
 
@@ -203,6 +207,7 @@ impl AppState {
                     pli: codec.pli,
                     fir: codec.fir,
                     remb: codec.remb,
+                    audio_level_ext: extensions.audio_level,
                 });
                 tracks.push(Track {
                     kind: *kind,
@@ -553,6 +558,9 @@ impl AppState {
 
     /// Keeps the registry in step with the data plane.
     pub fn on_media_event(&self, event: MediaEvent) {
+        if crate::speaking::announce(&self.rooms(), &event, self.speaking.as_ref()) {
+            return;
+        }
         let MediaEvent::Closed { transport, reason } = event else {
             return;
         };
@@ -750,6 +758,7 @@ impl AppState {
                 pli: true,
                 fir: true,
                 remb: false,
+                audio_level_ext: None,
             });
             published.push(Track {
                 kind,

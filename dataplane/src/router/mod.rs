@@ -21,7 +21,7 @@ mod consumer;
 mod history;
 mod producer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -34,8 +34,10 @@ use producer::Producer;
 use crate::media::MediaKind;
 use crate::rtcp;
 use crate::rtp;
+use crate::speaker::{self, Change, Detector, Talker};
 use crate::spec::{
-    ConsumerId, ConsumerSpec, Error, Preferences, ProducerId, ProducerSpec, RouterId, Ssrc,
+    ConsumerId, ConsumerSpec, Error, MediaEvent, Preferences, ProducerId, ProducerSpec, RouterId,
+    Ssrc,
 };
 use crate::stats::{Counters, DropReason};
 use crate::timers::Grid;
@@ -96,6 +98,12 @@ pub struct Router {
     /// The earliest report or keyframe request due, kept current by every change that can make
     /// one due sooner and recomputed after each `handle_timeout`.
     deadline: Option<Instant>,
+    /// Who speaks, from the audio producers' levels; run at `next_speaker_check` while the
+    /// router has an audio producer with the level extension.
+    speaker: Detector,
+    next_speaker_check: Option<Instant>,
+    /// Speaking changes for the control plane, taken by `poll_event`.
+    events: VecDeque<MediaEvent>,
 }
 
 impl Router {
@@ -109,6 +117,9 @@ impl Router {
             consumer_ids: HashMap::new(),
             grid,
             deadline: None,
+            speaker: Detector::default(),
+            next_speaker_check: None,
+            events: VecDeque::new(),
         }
     }
 
@@ -160,7 +171,13 @@ impl Router {
             next_report: None,
         };
         for spec in producers {
-            let key = self.producers.insert(Producer::new(member, spec));
+            let producer = Producer::new(member, spec);
+            if producer.audio_level_ext.is_some() && self.next_speaker_check.is_none() {
+                let at = self.grid.after(now + speaker::EVALUATE_EVERY);
+                self.next_speaker_check = Some(at);
+                self.lower_deadline(Some(at));
+            }
+            let key = self.producers.insert(producer);
             self.producer_ids.insert(spec.id, key);
             m.producers.push(key);
         }
@@ -219,6 +236,9 @@ impl Router {
                 continue;
             };
             self.producer_ids.remove(&p.id);
+            if let Some(change) = self.speaker.removed(p.id) {
+                self.report(change);
+            }
             for c in p.consumers {
                 let Some(consumer) = self.consumers.try_remove(c) else {
                     continue;
@@ -408,6 +428,13 @@ impl Router {
         let Some(producer) = self.producers.get_mut(key) else {
             return;
         };
+        if let Some(level) = producer
+            .audio_level_ext
+            .and_then(|id| header.extension_value(packet, id))
+        {
+            // A malformed level is ignored; the packet is forwarded all the same.
+            producer.activity.on_level(now, level);
+        }
         let payload = packet
             .get(header.payload_offset..header.payload_end)
             .unwrap_or_default();
@@ -658,7 +685,13 @@ impl Router {
                 self.select_layers(now, p);
             }
         }
-        let mut deadline = self.members.iter().filter_map(|(_, m)| m.next_report).min();
+        self.check_speakers(now);
+        let mut deadline = self
+            .members
+            .iter()
+            .filter_map(|(_, m)| m.next_report)
+            .chain(self.next_speaker_check)
+            .min();
         for (_, p) in self.producers.iter() {
             for (i, l) in p.layers.iter().enumerate() {
                 let due = l.keyframe_due(
@@ -673,6 +706,57 @@ impl Router {
             }
         }
         self.deadline = deadline;
+    }
+
+    /// Runs the speaker detector when it is due, and again every `EVALUATE_EVERY` while an
+    /// audio producer with levels remains.
+    fn check_speakers(&mut self, now: Instant) {
+        if self.next_speaker_check.is_none_or(|t| t > now) {
+            return;
+        }
+        let talkers = self
+            .producers
+            .iter_mut()
+            .filter(|(_, p)| p.audio_level_ext.is_some())
+            .map(|(_, p)| (p.id, &mut p.activity));
+        let (router, events) = (self.id, &mut self.events);
+        self.speaker.evaluate(now, talkers, |change| {
+            events.push_back(event(router, change))
+        });
+        let any = self
+            .producers
+            .iter()
+            .any(|(_, p)| p.audio_level_ext.is_some());
+        self.next_speaker_check = any.then(|| self.grid.after(now + speaker::EVALUATE_EVERY));
+    }
+
+    fn report(&mut self, change: Change) {
+        self.events.push_back(event(self.id, change));
+    }
+
+    /// The next speaking change for the control plane (after `handle_timeout` or
+    /// `remove_member`).
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    /// The audio producers that carry levels, with their smoothed loudness and whether they
+    /// are speaking: what an MCU picks the talkers it mixes from (the loudest speaking ones),
+    /// without decoding anything.
+    pub fn talkers(&self, now: Instant) -> impl Iterator<Item = Talker> + '_ {
+        self.producers
+            .iter()
+            .filter(|(_, p)| p.audio_level_ext.is_some())
+            .map(move |(_, p)| Talker {
+                producer: p.id,
+                loudness: p.activity.loudness(now),
+                speaking: p.activity.is_speaking(),
+            })
+    }
+
+    /// The dominant speaker (see `speaker::Detector::dominant`).
+    pub fn dominant_speaker(&self) -> Option<ProducerId> {
+        self.speaker.dominant()
     }
 
     /// Sends each due keyframe request (PLI, else FIR) to its producer's publisher, for the
@@ -769,6 +853,17 @@ fn choose_layer(p: &Producer, prefs: &Preferences, now: Instant) -> usize {
         .next_back()
         .or_else(|| active().map(|(i, _)| i).next())
         .unwrap_or(top)
+}
+
+fn event(router: RouterId, change: Change) -> MediaEvent {
+    match change {
+        Change::Speaking { producer, speaking } => MediaEvent::Speaking {
+            router,
+            producer,
+            speaking,
+        },
+        Change::Dominant(producer) => MediaEvent::DominantSpeaker { router, producer },
+    }
 }
 
 /// Whether a consumer among `consumers` waits for a keyframe of `layer` of their producer.
@@ -923,6 +1018,7 @@ mod tests {
             pli: true,
             fir: true,
             remb: true,
+            audio_level_ext: None,
         }
     }
 
@@ -1468,6 +1564,84 @@ mod tests {
         let h = rtp::Header::parse(&p).unwrap();
         router.on_rtp(now, publisher, &h, &p, &mut out);
         assert_eq!(out.counters.dropped(DropReason::RtpUnknownSsrc), 1);
+    }
+
+    #[test]
+    fn audio_levels_turn_into_speaking_events_on_the_routers_timer() {
+        let now = Instant::now();
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut router = Router::new(RouterId(1), Grid::new(now));
+        let mut spec = producer(1, Codec::Opus, Some(AUDIO));
+        spec.audio_level_ext = Some(2);
+        let publisher = router
+            .add_member(now, PUB, &[spec], &[], Ssrc(9), &mut rng)
+            .unwrap();
+        router
+            .add_member(now, SUB, &[], &[consumer(11, 1, 3001)], Ssrc(8), &mut rng)
+            .unwrap();
+        let mut out = Recorder::default();
+        out.connected.insert(SUB);
+        assert_eq!(
+            router.poll_timeout(),
+            Some(now + speaker::EVALUATE_EVERY),
+            "the detector runs on the timer from the first audio producer with levels"
+        );
+        let mut t = now;
+        let mut events = Vec::new();
+        // A second of tone (-20 dBov) then two of silence, a packet each 20 ms, one with a
+        // malformed level; the timers run as the engine runs them.
+        for i in 0..150u16 {
+            let level: &[u8] = match i {
+                10 => &[20, 20],
+                0..50 => &[20],
+                _ => &[127],
+            };
+            let mut buf = [0u8; 64];
+            let fields = HeaderFields {
+                marker: false,
+                payload_type: 111,
+                sequence: i,
+                timestamp: u32::from(i) * 960,
+                ssrc: AUDIO,
+            };
+            let n = rtp::write_header(&mut buf, &fields, &[(2, level)]).unwrap();
+            let h = rtp::Header::parse(&buf[..n + 4]).unwrap();
+            router.on_rtp(t, publisher, &h, &buf[..n + 4], &mut out);
+            if i == 49 {
+                let talker = router.talkers(t).next().unwrap();
+                assert!(talker.speaking && talker.loudness > 100, "{talker:?}");
+            }
+            t += Duration::from_millis(20);
+            while router.poll_timeout().is_some_and(|d| d <= t) {
+                router.handle_timeout(t, &mut out);
+            }
+            events.extend(std::iter::from_fn(|| router.poll_event()));
+        }
+        assert_eq!(out.rtp_to(SUB).len(), 150, "every packet is forwarded");
+        let speaking = |speaking| MediaEvent::Speaking {
+            router: RouterId(1),
+            producer: ProducerId(1),
+            speaking,
+        };
+        let dominant = |producer| MediaEvent::DominantSpeaker {
+            router: RouterId(1),
+            producer,
+        };
+        assert_eq!(
+            events,
+            [
+                speaking(true),
+                dominant(Some(ProducerId(1))),
+                speaking(false)
+            ]
+        );
+        assert_eq!(router.dominant_speaker(), Some(ProducerId(1)));
+        assert_eq!(router.talkers(t).next().unwrap().loudness, 0);
+        // The publisher leaves: the dominant speaker is gone, and the detector stops.
+        router.remove_member(publisher);
+        assert_eq!(router.poll_event(), Some(dominant(None)));
+        router.handle_timeout(t + Duration::from_secs(1), &mut out);
+        assert_eq!(router.next_speaker_check, None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::history::History;
 use crate::media::{Codec, MediaKind};
 use crate::rtcp::ReceiveStats;
+use crate::speaker::Activity;
 use crate::spec::{ProducerId, ProducerSpec, Ssrc};
 
 /// Keyframe requests to one producer are at least this far apart.
@@ -35,6 +36,9 @@ pub(super) struct Producer {
     pub layers: Vec<Layer>,
     /// Keys of its consumers in the router.
     pub consumers: Vec<usize>,
+    /// Audio with the level extension (RFC 6464): its id, and what the levels say.
+    pub audio_level_ext: Option<u8>,
+    pub activity: Activity,
 }
 
 /// One RTP stream of a producer: the whole track, or one simulcast layer.
@@ -133,6 +137,10 @@ impl Producer {
             remb: spec.remb,
             layers,
             consumers: Vec::new(),
+            audio_level_ext: spec
+                .audio_level_ext
+                .filter(|_| spec.kind == MediaKind::Audio),
+            activity: Activity::default(),
         }
     }
 
@@ -203,6 +211,7 @@ mod tests {
             pli: true,
             fir: false,
             remb: false,
+            audio_level_ext: None,
         }
     }
 

@@ -15,11 +15,12 @@ use serde::Deserialize;
 use switchyard_controlplane::allowlist::{Guarded, guard};
 use switchyard_controlplane::error::Error;
 use switchyard_controlplane::metrics::metric;
+use switchyard_controlplane::protocol::ServerMessage;
 use switchyard_controlplane::server::signalling_routes;
 use switchyard_store::{Deployment, Health};
 
 use super::{Gateway, SERVER_TTL};
-use crate::api::{self, Ended, HeartbeatReply};
+use crate::api::{self, Ended, HeartbeatReply, Speaking};
 use crate::registry::{MediaServerRecord, MediaServerRegistry};
 
 /// Everything a gateway serves on its HTTP port: signalling, the demo page, `/ready`,
@@ -44,6 +45,7 @@ fn cluster_router(gateway: Arc<Gateway>) -> Router {
         .route(&path("/media-servers"), put(heartbeat).get(list))
         .route(&path("/media-servers/remove"), post(remove))
         .route(&path("/ended"), post(ended))
+        .route(&path("/speaking"), post(speaking))
         .route(&path("/deployments/{id}"), get(deployment))
         .route_layer(middleware::from_fn_with_state(internal, guard))
         .with_state(gateway)
@@ -86,6 +88,24 @@ async fn ended(State(g): State<Arc<Gateway>>, Json(r): Json<Ended>) -> StatusCod
     {
         tracing::info!(channel = %r.channel, publication = %r.publication, server = %r.server, "the media server ended a publication");
     }
+    StatusCode::NO_CONTENT
+}
+
+/// A media server's speaking change, told to the channel if it names a publication that
+/// server carries (or no publication: the dominant speaker left). Nothing else passes.
+async fn speaking(State(g): State<Arc<Gateway>>, Json(r): Json<Speaking>) -> StatusCode {
+    let publication = match &r.message {
+        ServerMessage::Speaking { publication, .. } => Some(publication),
+        ServerMessage::DominantSpeaker { publication, .. } => publication.as_ref(),
+        _ => return StatusCode::BAD_REQUEST,
+    };
+    if let Some(publication) = publication {
+        let current = g.presence.publication(&r.channel, publication).await;
+        if !matches!(current, Ok(Some(entry)) if entry.server == r.server) {
+            return StatusCode::NO_CONTENT;
+        }
+    }
+    g.announce(&r.channel, None, r.message).await;
     StatusCode::NO_CONTENT
 }
 
