@@ -7,6 +7,7 @@
 //! `io` backend (io_uring or recvmmsg/sendmmsg), and is the only place threads and channels
 //! meet the engine.
 
+pub mod bwe;
 pub mod client;
 pub mod demux;
 pub mod dtls;
