@@ -16,6 +16,7 @@ pub mod handoff;
 pub mod ice;
 pub mod io;
 pub mod media;
+pub mod pacer;
 pub mod router;
 pub mod rtcp;
 pub mod rtp;
