@@ -23,7 +23,17 @@
 //! layer (or padding) up to it for [`PROBE_DURATION`], then choose by [`Estimator::target_bps`]
 //! again. While the probe's feedback comes in without overuse, the target rises to the
 //! acknowledged rate directly (the path carried it), so a layer that fits is kept; an overuse
-//! during the probe is an ordinary decrease. Probes are at most one per [`PROBE_INTERVAL`].
+//! during the probe is an ordinary decrease and ends it early ([`State::probing`] turns false:
+//! the SFU should go back to the target then). Probes are at most one per [`PROBE_INTERVAL`].
+//! The cost: a probe into a path that cannot carry it builds a queue for up to a second; on a
+//! path held at its limit the "clean for 2 s" condition rarely holds, so that is rare.
+//!
+//! **Wiring** (one estimator per subscriber transport): number every outgoing packet with the
+//! transport-wide sequence extension and call [`Estimator::on_sent`] with that number, the
+//! packet's size on the wire and the send time; hand every
+//! [`crate::rtcp::Packet::TransportCc`] from the subscriber to [`Estimator::on_feedback`];
+//! choose layers by [`Estimator::target_bps`] (asking [`Estimator::wants_probe`] when the
+//! target does not reach the next layer), and set the [`crate::pacer::Pacer`]'s rate to it.
 
 pub mod acked;
 pub mod delay;
@@ -152,7 +162,8 @@ impl Estimator {
         };
         self.reference = Some(unwrapped);
         let shift = (unwrapped - reference).saturating_mul(REFERENCE_UNIT_US);
-        for result in feedback.results() {
+        // A feedback can describe 65,535 packets in a few bytes; we remember fewer.
+        for result in feedback.results().take(history::CAPACITY) {
             let Ok((seq, arrival)) = result else { break };
             let Some(packet) = self.history.get_mut(seq) else {
                 self.ignored += 1;

@@ -325,6 +325,18 @@ fn garbage_duplicates_and_unknown_numbers_are_ignored() {
         &twcc::Feedback::parse(&buf[..n]).unwrap(),
     );
     assert_eq!(est.state().ignored, ignored + 100);
+    // 65,535 packets "lost" in a few bytes of run-length chunks: at most a ring's worth read.
+    let mut fci = vec![0, 0, 0xFF, 0xFF, 0, 0, 0, 9];
+    for _ in 0..8 {
+        fci.extend_from_slice(&0x1FFFu16.to_be_bytes());
+    }
+    fci.extend_from_slice(&0x0007u16.to_be_bytes());
+    let before = est.state().ignored;
+    est.on_feedback(
+        t0 + Duration::from_millis(330),
+        &twcc::Feedback::parse(&fci).unwrap(),
+    );
+    assert!(est.state().ignored - before <= history::CAPACITY as u64);
     // Random bytes, through the parser.
     let mut rng = StdRng::seed_from_u64(7);
     for i in 0..20_000u32 {

@@ -439,6 +439,31 @@ mod tests {
         assert_eq!(r.poll_feedback(now, 1, 2, &mut [0; 23]), None);
     }
 
+    proptest::proptest! {
+        /// Any arrivals, any buffer sizes: every feedback written parses whole.
+        #[test]
+        fn whatever_arrives_the_feedback_parses(
+            events in proptest::collection::vec((proptest::prelude::any::<u16>(), 0u64..20_000, 0usize..1500), 1..300)
+        ) {
+            let t0 = Instant::now();
+            let mut r = Recorder::new(t0);
+            let mut at = t0;
+            let mut buf = vec![0u8; 1500];
+            for (i, (seq, step_us, poll)) in events.into_iter().enumerate() {
+                at += Duration::from_micros(step_us);
+                // Half near the last number, half anywhere.
+                let seq = if i % 2 == 0 { seq % 64 } else { seq };
+                r.record(seq, at);
+                if poll % 5 == 0 {
+                    while let Some(n) = r.poll_feedback(at, 1, 2, &mut buf[..poll]) {
+                        proptest::prop_assert!(n <= poll);
+                        parse(&buf[..n]);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_late_epoch_and_a_long_run_do_not_panic() {
         let t0 = Instant::now();
