@@ -11,7 +11,9 @@
 //! start of the next feedback back to it, so the next feedback covers it (and the packets
 //! after it, again) as libwebrtc's receiver does. The sender then counts it received; its
 //! estimator ignores the repeated reports of the others. Packets older than the ring
-//! ([`CAPACITY`] packets behind the highest) are dropped and counted.
+//! ([`CAPACITY`] packets behind the highest) are dropped and counted, unless a second one
+//! follows the first closely: then, as for a jump ahead past the ring, the sender restarted
+//! its numbering and recording starts over from it.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,10 @@ const MAX_PER_FEEDBACK: usize = 1024;
 /// A forward jump larger than the ring: the sender restarted its numbering (or the packet is
 /// garbage); what was recorded is forgotten rather than reported as thousands of losses.
 const RESTART_JUMP: u64 = CAPACITY as u64;
+
+/// A packet far behind the highest that follows a dropped one by at most this much is a
+/// restart of the numbering, not a stray.
+const STRAY_RUN: u16 = 16;
 
 /// The RTCP common header (4) and the two SSRCs (8) before the FCI (RFC 4585 §6.1).
 const HEADER_LEN: usize = 12;
@@ -67,6 +73,8 @@ pub struct Recorder {
     next_report: u64,
     feedback_count: u8,
     last_feedback: Option<Instant>,
+    /// The last packet dropped as far behind the highest.
+    stray: Option<u16>,
     /// Packets too old for the ring, or duplicates.
     dropped: u64,
 }
@@ -83,6 +91,7 @@ impl Recorder {
             next_report: 0,
             feedback_count: 0,
             last_feedback: None,
+            stray: None,
             dropped: 0,
         }
     }
@@ -115,7 +124,19 @@ impl Recorder {
                 self.next_report = oldest;
             }
         } else if highest - ext >= CAPACITY as u64 {
-            self.dropped += 1;
+            // Far behind: a stray, or the sender restarted its numbering lower. Two in a row
+            // (the second just after the first) is a restart.
+            let follows = self
+                .stray
+                .is_some_and(|s| (1..=STRAY_RUN).contains(&seq.wrapping_sub(s)));
+            if follows {
+                // Numbered past everything in the ring, so no old slot matches.
+                let ext = ((highest >> 16) + 2) << 16 | u64::from(seq);
+                self.restart(ext, arrival_us);
+            } else {
+                self.stray = Some(seq);
+                self.dropped += 1;
+            }
             return;
         }
         let slot = self.slot(ext);
@@ -134,6 +155,7 @@ impl Recorder {
     }
 
     fn restart(&mut self, ext: u64, arrival_us: i64) {
+        self.stray = None;
         self.highest = Some(ext);
         self.next_report = ext;
         *self.slot(ext) = Slot {
@@ -422,6 +444,27 @@ mod tests {
             "the gap is not reported as 20,000 losses"
         );
         assert_eq!(parts[0].1[0].0, 20_100);
+    }
+
+    #[test]
+    fn a_restart_lower_is_followed_after_two_packets() {
+        let t0 = Instant::now();
+        let mut r = Recorder::new(t0);
+        for i in 40_000u16..40_010 {
+            r.record(i, t0);
+        }
+        drain(&mut r, t0, 1200);
+        r.record(10_000, t0);
+        assert_eq!(r.dropped(), 1, "one stray");
+        assert!(drain(&mut r, t0, 1200).is_empty());
+        r.record(10_001, t0);
+        r.record(10_002, t0);
+        let parts = drain(&mut r, t0, 1200);
+        let seqs: Vec<u16> = parts[0].1.iter().map(|x| x.0).collect();
+        assert_eq!(seqs, [10_001, 10_002]);
+        // Far behind the new numbering: a stray again.
+        r.record(5_000, t0);
+        assert_eq!(r.dropped(), 2);
     }
 
     #[test]
