@@ -57,7 +57,7 @@ impl AckedRate {
     }
 
     /// Bits per second over the window ending at the newest arrival; `None` until
-    /// [`MIN_SPAN_US`] of arrivals have been seen.
+    /// 150 ms of arrivals have been seen.
     pub fn bps(&self) -> Option<u64> {
         let newest = self.newest_bin?;
         let window_start = newest
