@@ -3,8 +3,9 @@
 //! time and size; the feedback brings back its arrival time).
 
 /// Packets remembered: a feedback arrives within a few hundred milliseconds, and at 1,000
-/// packets per second this is four seconds. A power of two, so the slot is the low bits.
-pub const CAPACITY: usize = 4096;
+/// packets per second (about 10 Mbit/s) this is two seconds. A power of two, so the slot is
+/// the low bits. 48 KiB per subscriber transport.
+pub const CAPACITY: usize = 2048;
 
 /// What the feedback has said of a packet so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

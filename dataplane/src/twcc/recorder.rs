@@ -27,9 +27,10 @@ use super::{DELTA_TICK_US, REFERENCE_UNIT_US, write};
 /// that.
 pub const FEEDBACK_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Packets remembered: at 1,000 packets per second (about 10 Mbit/s) four seconds. A power of
-/// two, so a slot is the sequence number's low bits.
-pub const CAPACITY: usize = 4096;
+/// Packets remembered: at 1,000 packets per second (about 10 Mbit/s) two seconds, forty
+/// feedback intervals. A power of two, so a slot is the sequence number's low bits. With the
+/// scratch for one feedback, 48 KiB per publisher transport.
+pub const CAPACITY: usize = 2048;
 
 /// At most this many packets in one feedback (one status count; 1.3 bytes each, so a feedback
 /// of this many would not fit a datagram anyway).
