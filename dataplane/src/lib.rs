@@ -7,6 +7,7 @@
 //! `io` backend (io_uring or recvmmsg/sendmmsg), and is the only place threads and channels
 //! meet the engine.
 
+pub mod bwe;
 pub mod client;
 pub mod demux;
 pub mod dtls;
@@ -15,6 +16,7 @@ pub mod handoff;
 pub mod ice;
 pub mod io;
 pub mod media;
+pub mod pacer;
 pub mod router;
 pub mod rtcp;
 pub mod rtp;

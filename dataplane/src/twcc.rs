@@ -357,3 +357,13 @@ mod tests {
         );
     }
 }
+
+mod recorder;
+pub use recorder::{FEEDBACK_INTERVAL, Recorder};
+
+/// Extends a 16-bit transport-wide sequence number to 64 bits, as the number nearest to
+/// `highest` (the highest extended number seen): within 2^15 either side, the reasoning of
+/// RFC 3550 Appendix A.1. `None` below zero.
+pub(crate) fn extend(highest: u64, seq: u16) -> Option<u64> {
+    highest.checked_add_signed(i64::from(seq.wrapping_sub(highest as u16) as i16))
+}
