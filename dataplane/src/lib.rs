@@ -8,6 +8,7 @@
 //! meet the engine.
 
 pub mod client;
+pub mod dd;
 pub mod demux;
 pub mod dtls;
 pub mod engine;
@@ -24,6 +25,7 @@ pub mod spec;
 pub mod srtp;
 pub mod stats;
 pub mod stun;
+pub mod svc;
 pub mod timers;
 pub mod transport;
 pub mod turn;
