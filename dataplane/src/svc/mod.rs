@@ -128,6 +128,30 @@ impl Selector {
         self.keyframe_wanted
     }
 
+    /// The active decode targets to tell the consumer, when the forwarder rewrites the
+    /// descriptor (A.4): only the one it gets, so that its receiver ignores the chains of
+    /// targets it will never see (A.5: "Chains protecting no active Decode targets MUST be
+    /// ignored"). `None` before the first target.
+    pub fn active_decode_targets(&self) -> Option<u32> {
+        self.current
+            .filter(|&t| t < MAX_DECODE_TARGETS)
+            .map(|t| 1 << t)
+    }
+
+    /// Whether the consumer's copy of this packet ends a temporal unit, and so should carry
+    /// the RTP marker bit (AV1 RTP specification §4.2: set on the last packet of a temporal
+    /// unit). The producer sets it after its highest spatial layer, which a consumer of a
+    /// lower one never gets: here it ends with the last packet of the consumer's own highest
+    /// spatial layer. Call it for forwarded packets; `marker` is the producer's bit.
+    pub fn marker(&self, stream: &Stream, d: &Descriptor, marker: bool) -> bool {
+        let top = self
+            .current
+            .zip(stream.structure())
+            .and_then(|(t, s)| s.target_layers(t))
+            .map(|l| l.0);
+        marker || (d.end_of_frame && top.is_some_and(|top| d.spatial_id >= top))
+    }
+
     /// Decides for the packet whose descriptor is `d`, read by `stream` (the producer's).
     pub fn decide(&mut self, stream: &Stream, d: &Descriptor) -> Decision {
         let Some(structure) = stream.structure() else {

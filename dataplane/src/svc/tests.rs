@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::dd::examples::*;
-use crate::dd::{Descriptor, Stream, Structure};
+use crate::dd::{ChainDiffs, Descriptor, Stream, Structure, Template};
 
 /// A producer sending a structure's frames, two packets per frame, the structure on the first
 /// packet of each keyframe (template 0).
@@ -289,6 +289,31 @@ fn temporal_upswitch_mid_cycle_drops_what_would_not_decode() {
 }
 
 #[test]
+fn without_chains_a_decodable_switch_indication_is_the_switch_point() {
+    // L1T3 without its chain: only DTIs and frame references tell where to switch.
+    let chained = l1t3(0);
+    let templates: Vec<Template> = chained
+        .templates()
+        .iter()
+        .map(|t| Template {
+            chain_diffs: ChainDiffs::EMPTY,
+            ..*t
+        })
+        .collect();
+    let s = Structure::new(0, 3, 0, &[], &templates, &[]).unwrap();
+    let mut p = Producer::new(s, l1t3_templates);
+    let mut c = [Consumer::new(0, 0)];
+    p.units(1, &mut c);
+    c[0].want(0, 2);
+    // T2 is only discardable for 30 fps: no switch. T1 is a switch point whose reference (the
+    // keyframe) the consumer has: the switch happens there, and everything after flows.
+    p.units(8, &mut c);
+    assert_eq!(c[0].drops, [(p.sent[1].0, DropReason::NotInTarget)]);
+    assert_eq!(c[0].frames.len(), 8);
+    assert_decodable(&p, &c[0]);
+}
+
+#[test]
 fn late_joiner_waits_for_a_keyframe_and_unknown_structures_are_dropped() {
     // Packets before any structure cannot be read at all.
     let s = l3t3_full(0);
@@ -324,6 +349,30 @@ fn late_joiner_waits_for_a_keyframe_and_unknown_structures_are_dropped() {
     p.keyframe(5, &mut c);
     assert_eq!(c[0].frames.len(), 15);
     assert_decodable(&p, &c[0]);
+}
+
+#[test]
+fn marker_and_active_targets_follow_the_consumers_layers() {
+    let mut p = Producer::new(l3t3_full(0), l3t3_full_templates);
+    let mut c = [Consumer::new(1, 2)];
+    assert_eq!(c[0].selector.active_decode_targets(), None);
+    p.units(1, &mut c);
+    // VGA 30 fps is decode target 3 of the example.
+    assert_eq!(c[0].selector.current(), Some(3));
+    assert_eq!(c[0].selector.active_decode_targets(), Some(1 << 3));
+    let s = p.structure.clone();
+    let end = |template: usize| {
+        let mut d = Descriptor::from_template(&s, template as u8, 1).unwrap();
+        d.end_of_frame = true;
+        d
+    };
+    // S1 ends the unit for this consumer; S0 does not; the producer's own marker stays.
+    assert!(c[0].selector.marker(&p.stream, &end(6), false));
+    assert!(!c[0].selector.marker(&p.stream, &end(1), false));
+    assert!(c[0].selector.marker(&p.stream, &end(1), true));
+    let mut middle = end(6);
+    middle.end_of_frame = false;
+    assert!(!c[0].selector.marker(&p.stream, &middle, false));
 }
 
 #[test]
