@@ -248,7 +248,7 @@ impl Selector {
         }
         let chain_intact = structure
             .protected_by(target)
-            .is_some_and(|c| chains & (1 << c) != 0);
+            .is_some_and(|c| chains & 1u32.checked_shl(c as u32).unwrap_or(0) != 0);
         let switch_point = d.dtis.get(target) == Dti::Switch && has_all;
         if chain_intact || switch_point {
             self.current = Some(target);
