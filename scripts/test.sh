@@ -123,7 +123,7 @@ cargo nextest run --workspace --locked "$@"
 
 if [[ -z ${SWITCHYARD_SKIP_FUZZ:-} ]]; then
   seconds=${FUZZ_SECONDS:-15}
-  for target in stun rtp rtcp sdp turn framing twcc; do
+  for target in stun rtp rtcp sdp turn framing twcc dd; do
     step "fuzz $target for ${seconds}s"
     # cargo fuzz needs nightly-only sanitizer flags; RUSTC_BOOTSTRAP lets the stable compiler
     # accept them. It builds in dataplane/fuzz/target, apart from the main build.

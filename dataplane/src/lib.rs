@@ -9,6 +9,7 @@
 
 pub mod bwe;
 pub mod client;
+pub mod dd;
 pub mod demux;
 pub mod dtls;
 pub mod engine;
@@ -27,6 +28,7 @@ pub mod spec;
 pub mod srtp;
 pub mod stats;
 pub mod stun;
+pub mod svc;
 pub mod timers;
 pub mod transport;
 pub mod turn;
