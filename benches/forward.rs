@@ -45,6 +45,7 @@ fn producer() -> ProducerSpec {
         fir: true,
         remb: true,
         audio_level_ext: None,
+        twcc_ext: None,
     }
 }
 
@@ -59,6 +60,7 @@ fn consumer(ssrc: u32) -> ConsumerSpec {
         nack: true,
         pli: true,
         fir: true,
+        twcc_ext: None,
     }
 }
 

@@ -44,6 +44,7 @@ fn consumer() -> Rewrite {
         nack: true,
         pli: true,
         fir: true,
+        twcc_ext: None,
     };
     Rewrite::new(&spec, Codec::Vp8, &mut StdRng::seed_from_u64(1))
 }
@@ -64,7 +65,7 @@ fn rewrite(c: &mut Criterion) {
         b.iter(|| {
             black_box(
                 consumer
-                    .write(black_box(&header), black_box(&packet), &mut out, now)
+                    .write(black_box(&header), black_box(&packet), &mut out, now, None)
                     .expect("rewrite"),
             )
         })

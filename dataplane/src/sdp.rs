@@ -81,6 +81,10 @@ const MAX_MEDIA: usize = 64;
 pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 /// The RTP header extension naming a simulcast stream by its rid (RFC 8852 §3.1).
 pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+/// The transport-wide sequence number header extension of transport-cc feedback
+/// (draft-holmer-rmcat-transport-wide-cc-extensions-01 §2).
+pub const TWCC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 /// Simulcast layers we take on one m-line; more are declined with the rest of simulcast.
 pub const MAX_LAYERS: usize = 4;
 /// The client-to-mixer audio level header extension (RFC 6464), read for the active speaker.
@@ -637,7 +641,11 @@ impl OfferedCodec<'_> {
         self.feedback.iter().any(|f| f.eq_ignore_ascii_case(fb))
     }
 
-    fn negotiated(&self, codec: Codec, remb: bool) -> NegotiatedCodec {
+    /// The codec as answered. `transport_cc` says whether the m-line offered the
+    /// transport-wide sequence number extension: transport-cc feedback needs both, and a peer
+    /// that takes it gets no REMB from us (its own estimator works from our feedback).
+    fn negotiated(&self, codec: Codec, remb: bool, transport_cc: bool) -> NegotiatedCodec {
+        let transport_cc = transport_cc && self.has_feedback("transport-cc");
         NegotiatedCodec {
             codec,
             payload_type: self.pt,
@@ -647,7 +655,8 @@ impl OfferedCodec<'_> {
             nack: self.has_feedback("nack"),
             pli: self.has_feedback("nack pli"),
             fir: self.has_feedback("ccm fir"),
-            remb: remb && self.has_feedback("goog-remb"),
+            remb: remb && !transport_cc && self.has_feedback("goog-remb"),
+            transport_cc,
         }
     }
 }
@@ -835,6 +844,8 @@ pub struct NegotiatedCodec {
     pub pli: bool,
     pub fir: bool,
     pub remb: bool,
+    /// Transport-wide congestion control feedback (with `Extensions::transport_cc`).
+    pub transport_cc: bool,
 }
 
 /// Header extension ids accepted in the answer (RFC 8285).
@@ -847,6 +858,8 @@ pub struct Extensions {
     /// urn:ietf:params:rtp-hdrext:ssrc-audio-level, accepted on audio m-lines a client
     /// publishes (we read it; what we send carries no level).
     pub audio_level: Option<u8>,
+    /// The transport-wide sequence number, with transport-cc feedback.
+    pub transport_cc: Option<u8>,
 }
 
 /// The outcome for one m-line.
@@ -967,6 +980,7 @@ pub fn answer(
             (codec.pli, "nack pli"),
             (codec.fir, "ccm fir"),
             (codec.remb, "goog-remb"),
+            (codec.transport_cc, "transport-cc"),
         ] {
             if on {
                 w.rtcp_fb(pt, fb);
@@ -980,6 +994,9 @@ pub fn answer(
         }
         if let Some(id) = extensions.audio_level {
             w.extmap(id, AUDIO_LEVEL_URI);
+        }
+        if let Some(id) = extensions.transport_cc {
+            w.extmap(id, TWCC_URI);
         }
         if let Negotiated::Receive { rids, .. } = outcome
             && !rids.is_empty()
@@ -1021,7 +1038,9 @@ fn negotiate(
         audio_level: (kind == MediaKind::Audio && matches!(role, MediaRole::Receive))
             .then(|| m.extension(AUDIO_LEVEL_URI))
             .flatten(),
+        transport_cc: None,
     };
+    let twcc_ext = m.extension(TWCC_URI);
     let codecs = m.codecs();
     match role {
         MediaRole::Reject => reject("nothing to send or receive here".into()),
@@ -1051,12 +1070,15 @@ fn negotiate(
             if !rids.is_empty() {
                 extensions.rid = rid_ext;
             }
-            match chosen {
-                Some((c, codec)) => Negotiated::Receive {
+            match chosen.map(|(c, codec)| c.negotiated(*codec, true, twcc_ext.is_some())) {
+                Some(codec) => Negotiated::Receive {
                     mid,
                     kind,
-                    codec: c.negotiated(*codec, true),
-                    extensions,
+                    extensions: Extensions {
+                        transport_cc: twcc_ext.filter(|_| codec.transport_cc),
+                        ..extensions
+                    },
+                    codec,
                     ssrc: if rids.is_empty() {
                         m.primary_ssrc()
                     } else {
@@ -1107,12 +1129,15 @@ fn negotiate(
                 }
                 _ => candidates.next(),
             };
-            match chosen {
-                Some(c) => Negotiated::Send {
+            match chosen.map(|c| c.negotiated(track.codec, false, twcc_ext.is_some())) {
+                Some(codec) => Negotiated::Send {
                     mid,
                     kind,
-                    codec: c.negotiated(track.codec, false),
-                    extensions,
+                    extensions: Extensions {
+                        transport_cc: twcc_ext.filter(|_| codec.transport_cc),
+                        ..extensions
+                    },
+                    codec,
                     ssrc: track.ssrc,
                 },
                 None => reject(format!("subscriber cannot receive {}", track.codec)),
@@ -1462,12 +1487,17 @@ mod tests {
         assert_eq!(audio_ssrc, Some(1001));
         let (video, video_ssrc) = receive_codec(&a.media[1]);
         assert_eq!((video.codec, video.payload_type), (Codec::Vp8, 96));
-        assert!(video.nack && video.pli && video.fir && video.remb);
+        // Transport-cc feedback, so no REMB: the browser's own estimator runs on our feedback.
+        assert!(video.nack && video.pli && video.fir && video.transport_cc && !video.remb);
+        assert!(audio.transport_cc);
         assert_eq!(video_ssrc, Some(2002));
         let Negotiated::Receive { extensions, .. } = &a.media[1] else {
             panic!()
         };
-        assert_eq!(extensions.mid, Some(4));
+        assert_eq!(
+            (extensions.mid, extensions.transport_cc),
+            (Some(4), Some(3))
+        );
         assert_eq!(extensions.audio_level, None, "a video m-line has no level");
         let Negotiated::Receive { extensions, .. } = &a.media[0] else {
             panic!()
@@ -1488,7 +1518,9 @@ mod tests {
         assert_eq!(parsed.media[0].extension(AUDIO_LEVEL_URI), Some(1));
         assert_eq!(v.extension(AUDIO_LEVEL_URI), None);
         assert!(v.attribute("rtcp-rsize").is_some());
-        assert!(v.attributes("rtcp-fb").all(|f| !f.contains("transport-cc")));
+        assert!(v.attributes("rtcp-fb").any(|f| f == "96 transport-cc"));
+        assert!(v.attributes("rtcp-fb").all(|f| !f.contains("goog-remb")));
+        assert_eq!(v.extension(TWCC_URI), Some(3));
         assert!(
             v.attributes("candidate")
                 .any(|c| c.contains("127.0.0.1 49152 typ host"))

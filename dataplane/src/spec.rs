@@ -81,10 +81,13 @@ pub struct ProducerSpec {
     /// The id of the audio level header extension (RFC 6464) on an audio track, from which
     /// the router tells who is speaking (`speaker`).
     pub audio_level_ext: Option<u8>,
+    /// The transport-wide sequence number extension's id: the publisher takes transport-cc
+    /// feedback from us (and no REMB).
+    pub twcc_ext: Option<u8>,
 }
 
 /// What a subscriber asks of one of its video consumers: the simulcast layer forwarded is the
-/// highest that fits these (and, later, the subscriber's bandwidth).
+/// highest that fits these and the subscriber's estimated bandwidth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Preferences {
     /// The tallest picture wanted, in pixels; `None` for no limit.
@@ -107,6 +110,9 @@ pub struct ConsumerSpec {
     pub nack: bool,
     pub pli: bool,
     pub fir: bool,
+    /// The transport-wide sequence number extension's id: the subscriber sends transport-cc
+    /// feedback, from which we estimate its bandwidth.
+    pub twcc_ext: Option<u8>,
 }
 
 /// Everything a worker needs to run one transport; built from the negotiated SDP.

@@ -131,6 +131,7 @@ fn producer(
         fir: video || !mid_ext,
         remb: video && mid_ext,
         audio_level_ext: None,
+        twcc_ext: None,
     }
 }
 
@@ -153,6 +154,7 @@ fn consumers(audio_ssrc: u32, video_ssrc: u32) -> Vec<ConsumerSpec> {
         nack: true,
         pli: true,
         fir: true,
+        twcc_ext: None,
     };
     vec![spec(1, audio_ssrc, 109, "0"), spec(2, video_ssrc, 98, "1")]
 }

@@ -208,6 +208,7 @@ impl AppState {
                     fir: codec.fir,
                     remb: codec.remb,
                     audio_level_ext: extensions.audio_level,
+                    twcc_ext: extensions.transport_cc,
                 });
                 tracks.push(Track {
                     kind: *kind,
@@ -375,6 +376,7 @@ impl AppState {
                     nack: codec.nack,
                     pli: codec.pli,
                     fir: codec.fir,
+                    twcc_ext: extensions.transport_cc,
                 }),
                 _ => None,
             })
@@ -672,6 +674,7 @@ impl AppState {
                 nack: true,
                 pli: true,
                 fir: true,
+                twcc_ext: None,
             });
             out.push(PipeTrack {
                 kind: t.kind.to_string(),
@@ -759,6 +762,7 @@ impl AppState {
                 fir: true,
                 remb: false,
                 audio_level_ext: None,
+                twcc_ext: None,
             });
             published.push(Track {
                 kind,

@@ -140,6 +140,7 @@ impl Rewrite {
         packet: &[u8],
         out: &mut [u8],
         now: Instant,
+        twcc: Option<(u8, u16)>,
     ) -> Option<usize> {
         let seq = header.sequence.wrapping_add(self.seq_offset);
         if self
@@ -148,7 +149,7 @@ impl Rewrite {
         {
             return None;
         }
-        let len = self.write_as(header, packet, out, seq)?;
+        let len = self.write_as(header, packet, out, seq, twcc)?;
         if self
             .last
             .is_none_or(|(last, ..)| seq.wrapping_sub(last) < 0x8000)
@@ -173,13 +174,15 @@ impl Rewrite {
     }
 
     /// Writes `packet` with our sequence number `seq` (a retransmission: the number it was
-    /// first sent with).
+    /// first sent with), and `twcc`'s transport-wide sequence number (extension id, number)
+    /// when the subscriber sends transport-cc feedback.
     pub fn write_as(
         &self,
         header: &rtp::Header,
         packet: &[u8],
         out: &mut [u8],
         seq: u16,
+        twcc: Option<(u8, u16)>,
     ) -> Option<usize> {
         let fields = HeaderFields {
             marker: header.marker,
@@ -188,8 +191,21 @@ impl Rewrite {
             timestamp: self.timestamp(header.timestamp),
             ssrc: self.ssrc.0,
         };
-        let mid = self.mid_ext.map(|id| (id, self.mid.as_bytes()));
-        let header_len = rtp::write_header(out, &fields, mid.as_slice()).ok()?;
+        let twcc = twcc.map(|(id, n)| (id, n.to_be_bytes()));
+        let mut extensions: [(u8, &[u8]); 2] = [(0, &[]); 2];
+        let mut count = 0;
+        for (id, value) in self
+            .mid_ext
+            .map(|id| (id, self.mid.as_bytes()))
+            .into_iter()
+            .chain(twcc.as_ref().map(|(id, n)| (*id, &n[..])))
+        {
+            if let Some(slot) = extensions.get_mut(count) {
+                *slot = (id, value);
+                count += 1;
+            }
+        }
+        let header_len = rtp::write_header(out, &fields, extensions.get(..count)?).ok()?;
         // Payload and padding go through unchanged; the padding bit must then be set again.
         let body = packet.get(header.payload_offset..)?;
         if header.payload_end < packet.len() {
@@ -225,6 +241,7 @@ mod tests {
             nack: true,
             pli: true,
             fir: true,
+            twcc_ext: None,
         }
     }
 
@@ -249,13 +266,14 @@ mod tests {
 
         let mut out = [0u8; 64];
         let n = rewrite
-            .write(&header, packet, &mut out, Instant::now())
+            .write(&header, packet, &mut out, Instant::now(), Some((5, 0x1234)))
             .unwrap();
         let got = rtp::Header::parse(&out[..n]).unwrap();
         assert_eq!((got.ssrc, got.payload_type, got.marker), (0xBAD, 98, true));
         assert_eq!(&out[got.payload_offset..got.payload_end], b"hello");
         assert_eq!(got.extension_value(&out[..n], 3), Some(&b"4"[..]));
         assert_eq!(got.extension_value(&out[..n], 2), None);
+        assert_eq!(got.extension_value(&out[..n], 5), Some(&[0x12, 0x34][..]));
         assert_eq!(rewrite.producer_seq(got.sequence), Some(65535));
         assert_eq!(got.timestamp, rewrite.timestamp(4000));
     }

@@ -17,6 +17,7 @@
 //! [`Output`], which encrypts them for the transport and queues them: the engine in production,
 //! a recorder in the tests below.
 
+mod bandwidth;
 mod consumer;
 mod history;
 mod producer;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use slab::Slab;
 
+use bandwidth::{Bandwidth, Feedback};
 use consumer::Consumer;
 pub use consumer::Rewrite;
 use producer::Producer;
@@ -81,6 +83,10 @@ struct Member {
     consumers: Vec<usize>,
     /// When its next reports are due; `None` until the transport connects.
     next_report: Option<Instant>,
+    /// A publisher that takes transport-cc feedback: what we write to it.
+    feedback: Option<Feedback>,
+    /// A subscriber that sends transport-cc feedback: the estimate of its path.
+    bandwidth: Option<Bandwidth>,
 }
 
 /// A channel on one worker.
@@ -169,6 +175,14 @@ impl Router {
             producers: Vec::with_capacity(producers.len()),
             consumers: Vec::with_capacity(consumers.len()),
             next_report: None,
+            feedback: producers
+                .iter()
+                .find_map(|p| p.twcc_ext)
+                .map(|ext| Feedback::new(ext, now)),
+            bandwidth: consumers
+                .iter()
+                .find_map(|c| c.twcc_ext)
+                .map(|ext| Bandwidth::new(ext, now)),
         };
         for spec in producers {
             let producer = Producer::new(member, spec);
@@ -191,7 +205,7 @@ impl Router {
             };
             let audio = p.kind == MediaKind::Audio;
             let prefs = Preferences::default();
-            let target = choose_layer(p, &prefs, now);
+            let target = choose_layer(p, &prefs, now, None, None);
             let key = self.consumers.insert(Consumer {
                 id: spec.id,
                 transport,
@@ -422,6 +436,15 @@ impl Router {
         packet: &[u8],
         out: &mut impl Output,
     ) {
+        if let Some(f) = self
+            .members
+            .get_mut(member)
+            .and_then(|m| m.feedback.as_mut())
+        {
+            f.on_packet(now, header.extension_value(packet, f.ext));
+            let due = f.recorder.poll_timeout();
+            self.lower_deadline(due);
+        }
         let Some((key, layer)) = self.producer_for(member, header, packet) else {
             return out.counters().drop(DropReason::RtpUnknownSsrc);
         };
@@ -474,13 +497,19 @@ impl Router {
             if consumer.layer != Some(layer) && !switching {
                 continue;
             }
-            let mut switched = false;
+            let mut bandwidth = self
+                .members
+                .get_mut(consumer.member)
+                .and_then(|m| m.bandwidth.as_mut());
+            let twcc = bandwidth.as_ref().map(|b| (b.ext, b.next_seq()));
+            let (mut switched, mut len) = (false, 0);
             let sent = out.send_rtp(consumer.transport, |buf| {
                 if switching {
                     consumer.rewrite.switch(header, payload, now, clock_rate);
                     switched = true;
                 }
-                consumer.rewrite.write(header, packet, buf, now)
+                len = consumer.rewrite.write(header, packet, buf, now, twcc)?;
+                Some(len)
             });
             if switched {
                 consumer.layer = Some(layer);
@@ -489,6 +518,9 @@ impl Router {
                 out.counters().rtp_forwarded += 1;
                 consumer.packets = consumer.packets.wrapping_add(1);
                 consumer.octets = consumer.octets.wrapping_add(payload_len);
+                if let Some(b) = bandwidth.as_mut() {
+                    b.on_sent(len, now);
+                }
             }
         }
     }
@@ -520,29 +552,66 @@ impl Router {
         }
     }
 
-    /// Chooses each video consumer's target layer of `producer` and asks for the keyframes
-    /// that the consumers whose target changed now wait for.
+    /// Chooses the target layer of each consumer of `producer`.
     fn select_layers(&mut self, now: Instant, producer: usize) {
-        let Some(p) = self.producers.get(producer) else {
+        let count = self
+            .producers
+            .get(producer)
+            .map_or(0, |p| p.consumers.len());
+        for i in 0..count {
+            if let Some(&c) = self
+                .producers
+                .get(producer)
+                .and_then(|p| p.consumers.get(i))
+            {
+                self.select_layer(now, c);
+            }
+        }
+    }
+
+    /// Chooses the target layer of each consumer of `member` (its bandwidth estimate moved).
+    fn select_member_layers(&mut self, now: Instant, member: usize) {
+        let count = self.members.get(member).map_or(0, |m| m.consumers.len());
+        for i in 0..count {
+            if let Some(&c) = self.members.get(member).and_then(|m| m.consumers.get(i)) {
+                self.select_layer(now, c);
+            }
+        }
+    }
+
+    /// Chooses a video consumer's target layer from its preferences, the layers that arrive
+    /// and its subscriber's bandwidth; when the bandwidth alone keeps it below a layer it
+    /// could have, a probe (the estimator's) lets it try that layer. A consumer whose target
+    /// changed has a keyframe of its target asked for.
+    fn select_layer(&mut self, now: Instant, key: usize) {
+        let Some(c) = self.consumers.get_mut(key) else {
+            return;
+        };
+        let Some(p) = self.producers.get(c.producer) else {
             return;
         };
         if p.kind != MediaKind::Video {
             return;
         }
-        let mut wanted = [false; crate::sdp::MAX_LAYERS];
-        for &c in &p.consumers {
-            let Some(c) = self.consumers.get_mut(c) else {
-                continue;
-            };
-            c.target = choose_layer(p, &c.prefs, now);
-            if c.waits_for(c.target)
-                && let Some(w) = wanted.get_mut(c.target)
-            {
-                *w = true;
-            }
+        let mut bandwidth = self
+            .members
+            .get_mut(c.member)
+            .and_then(|m| m.bandwidth.as_mut());
+        let budget = bandwidth.as_mut().map(|b| b.video_budget(now));
+        let mut target = choose_layer(p, &c.prefs, now, budget, c.layer);
+        let mut probe_ends = None;
+        if let Some(b) = bandwidth
+            && target < choose_layer(p, &c.prefs, now, None, c.layer)
+            && b.start_probe(now)
+        {
+            target = choose_layer(p, &c.prefs, now, Some(b.video_budget(now)), c.layer);
+            probe_ends = b.probe_ends();
         }
-        for (layer, _) in wanted.iter().enumerate().filter(|(_, w)| **w) {
-            self.request_keyframe(now, producer, layer);
+        c.target = target;
+        let (producer, wants) = (c.producer, c.waits_for(target));
+        self.lower_deadline(probe_ends);
+        if wants {
+            self.request_keyframe(now, producer, target);
         }
     }
 
@@ -573,7 +642,7 @@ impl Router {
                 }
                 rtcp::Packet::Nack(nack) => {
                     if let Some(c) = self.own_consumer(member, Ssrc(nack.media_ssrc)) {
-                        self.retransmit(c, nack.lost(), out);
+                        self.retransmit(now, c, nack.lost(), out);
                     }
                 }
                 rtcp::Packet::Pli { media_ssrc, .. } => {
@@ -584,9 +653,19 @@ impl Router {
                         self.keyframe_for(now, member, Ssrc(ssrc));
                     }
                 }
+                rtcp::Packet::TransportCc { feedback, .. } => {
+                    let Some(b) = self
+                        .members
+                        .get_mut(member)
+                        .and_then(|m| m.bandwidth.as_mut())
+                    else {
+                        continue;
+                    };
+                    b.on_feedback(now, &feedback);
+                    self.select_member_layers(now, member);
+                }
                 rtcp::Packet::ReceiverReport { .. }
                 | rtcp::Packet::Remb { .. }
-                | rtcp::Packet::TransportCc { .. }
                 | rtcp::Packet::Other { .. } => {}
             }
         }
@@ -630,6 +709,7 @@ impl Router {
     /// negotiated NACK. Packets sent before its last layer switch are not resent.
     fn retransmit(
         &mut self,
+        now: Instant,
         consumer: usize,
         lost: impl Iterator<Item = u16>,
         out: &mut impl Output,
@@ -647,6 +727,10 @@ impl Router {
         if !c.nack {
             return;
         }
+        let mut bandwidth = self
+            .members
+            .get_mut(c.member)
+            .and_then(|m| m.bandwidth.as_mut());
         for seq in lost {
             let Some(packet) = c.rewrite.producer_seq(seq).and_then(|s| history.get(s)) else {
                 continue;
@@ -654,10 +738,16 @@ impl Router {
             let Ok(header) = rtp::Header::parse(packet) else {
                 continue;
             };
+            let twcc = bandwidth.as_ref().map(|b| (b.ext, b.next_seq()));
+            let mut len = 0;
             if out.send_rtp(c.transport, |buf| {
-                c.rewrite.write_as(&header, packet, buf, seq)
+                len = c.rewrite.write_as(&header, packet, buf, seq, twcc)?;
+                Some(len)
             }) {
                 out.counters().nack_retransmits += 1;
+                if let Some(b) = bandwidth.as_mut() {
+                    b.on_sent(len, now);
+                }
             }
         }
     }
@@ -674,6 +764,8 @@ impl Router {
             return;
         }
         self.send_keyframe_requests(now, out);
+        self.send_feedback(now, out);
+        self.end_probes(now);
         if self.send_reports(now, out) {
             let simulcast: Vec<usize> = self
                 .producers
@@ -689,7 +781,12 @@ impl Router {
         let mut deadline = self
             .members
             .iter()
-            .filter_map(|(_, m)| m.next_report)
+            .flat_map(|(_, m)| {
+                let feedback = m.feedback.as_ref().and_then(|f| f.recorder.poll_timeout());
+                let probe = m.bandwidth.as_ref().and_then(Bandwidth::probe_ends);
+                [m.next_report, feedback, probe]
+            })
+            .flatten()
             .chain(self.next_speaker_check)
             .min();
         for (_, p) in self.producers.iter() {
@@ -706,6 +803,53 @@ impl Router {
             }
         }
         self.deadline = deadline;
+    }
+
+    /// Writes the transport-cc feedback due to publishers: every `FEEDBACK_INTERVAL` while
+    /// packets arrive, each message naming one of the publisher's streams.
+    fn send_feedback(&mut self, now: Instant, out: &mut impl Output) {
+        for (_, m) in self.members.iter_mut() {
+            let Some(f) = m.feedback.as_mut() else {
+                continue;
+            };
+            if f.recorder.poll_timeout().is_none_or(|t| t > now) {
+                continue;
+            }
+            let media = m
+                .producers
+                .iter()
+                .filter_map(|&p| self.producers.get(p))
+                .flat_map(|p| &p.layers)
+                .find_map(|l| l.ssrc)
+                .map_or(0, |s| s.0);
+            let sender = m.rtcp_ssrc.0;
+            loop {
+                let mut wrote = false;
+                out.send_rtcp(m.transport, |buf| {
+                    let n = f.recorder.poll_feedback(now, sender, media, buf);
+                    wrote = n.is_some();
+                    n
+                });
+                if !wrote {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Chooses layers again for the subscribers whose bandwidth probe ended.
+    fn end_probes(&mut self, now: Instant) {
+        let ended: Vec<usize> = self
+            .members
+            .iter_mut()
+            .filter_map(|(k, m)| {
+                let ended = m.bandwidth.as_mut()?.expire_probe(now);
+                ended.then_some(k)
+            })
+            .collect();
+        for member in ended {
+            self.select_member_layers(now, member);
+        }
     }
 
     /// Runs the speaker detector when it is due, and again every `EVALUATE_EVERY` while an
@@ -837,20 +981,33 @@ impl Router {
     }
 }
 
-/// The layer a consumer of `p` should forward: the highest that arrives and is no taller than
-/// its `max_height` (where the layer's height is known), else the lowest that arrives; the top
-/// layer while none arrives yet (a publisher starting up).
-fn choose_layer(p: &Producer, prefs: &Preferences, now: Instant) -> usize {
+/// The layer a consumer of `p` should forward: the highest that arrives, is no taller than
+/// its `max_height` (where the layer's height is known) and whose bitrate fits `budget` (the
+/// layer it forwards, `current`, may exceed it by a little, so that rate noise does not
+/// flap it); else the lowest that arrives and fits the preferences, else the lowest that
+/// arrives; the top layer while none arrives yet (a publisher starting up).
+fn choose_layer(
+    p: &Producer,
+    prefs: &Preferences,
+    now: Instant,
+    budget: Option<u64>,
+    current: Option<usize>,
+) -> usize {
     let top = p.layers.len().saturating_sub(1);
     let active = || p.layers.iter().enumerate().filter(|(_, l)| l.active(now));
-    let fits = |l: &producer::Layer| match (prefs.max_height, l.height) {
+    let wanted = |l: &producer::Layer| match (prefs.max_height, l.height) {
         (Some(max), Some(h)) => h <= max,
         _ => true,
     };
+    let affordable = |i: usize, l: &producer::Layer| {
+        let slack = if Some(i) == current { 1.25 } else { 1.0 };
+        budget.is_none_or(|b| l.rate.bps as f64 <= b as f64 * slack)
+    };
     active()
-        .filter(|(_, l)| fits(l))
+        .filter(|(i, l)| wanted(l) && affordable(*i, l))
         .map(|(i, _)| i)
         .next_back()
+        .or_else(|| active().find(|(_, l)| wanted(l)).map(|(i, _)| i))
         .or_else(|| active().map(|(i, _)| i).next())
         .unwrap_or(top)
 }
@@ -1019,6 +1176,7 @@ mod tests {
             fir: true,
             remb: true,
             audio_level_ext: None,
+            twcc_ext: None,
         }
     }
 
@@ -1033,6 +1191,7 @@ mod tests {
             nack: true,
             pli: true,
             fir: true,
+            twcc_ext: None,
         }
     }
 

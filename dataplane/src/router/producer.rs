@@ -212,6 +212,7 @@ mod tests {
             fir: false,
             remb: false,
             audio_level_ext: None,
+            twcc_ext: None,
         }
     }
 
