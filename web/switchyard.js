@@ -12,7 +12,10 @@ import { Peer, receive } from './peer.js';
 export { Peer };
 
 /**
- * @typedef {{ kind: 'audio' | 'video', codec: string }} TrackInfo
+ * @typedef {{ kind: 'audio' | 'video' | 'data', codec: string }} TrackInfo
+ *   a publication's data channels are listed as one track of kind 'data'
+ * @typedef {{ label: string, ordered?: boolean, maxRetransmits?: number, maxPacketLifeTime?: number,
+ *             protocol?: string }} DataChannelOptions
  * @typedef {{ publication: string, tracks: TrackInfo[] }} PublicationInfo
  * @typedef {{ participant: string, user: string, publications: PublicationInfo[] }} ParticipantInfo
  * @typedef {{ urls: string | string[], username?: string, credential?: string }} IceServer
@@ -55,7 +58,11 @@ function inboundStats(report, fields) {
  * `disconnected` {reason}, `error` {reason}, `peer` {participant, peer, incoming} (a peer-to-peer
  * connection was made: by `connectPeer`, or, `incoming`, by the other participant; a listener
  * may call `peer.addStream(stream)` right then to send media on an incoming one, which is then
- * answered), `signal` {from, data} (a signal of the application's own, see `signal`).
+ * answered), `signal` {from, data} (a signal of the application's own, see `signal`),
+ * `message` {from, data} (a channel message, see `sendMessage`), `datachannel` {participant,
+ * publication, label, channel} (a subscribed publication's data channel opened toward us) and
+ * `data` {participant, publication, label, data} (a message on it: a string, or an ArrayBuffer
+ * for binary).
  *
  * Every RTCPeerConnection (publish, subscribe, peer to peer) uses the `iceServers` of the
  * server's `joined` message (a TURN server with short-lived credentials, when it has one) and
@@ -152,18 +159,31 @@ export class Client extends EventTarget {
 
   /**
    * Publishes the stream's tracks; `videoCodec` ('VP8' | 'H264' | 'VP9' | 'AV1') forces that
-   * codec. @returns {Promise<string>} the publication id
+   * codec. `dataChannels` adds data channels to the publication (`stream` may then be null):
+   * each `{label, ordered?, maxRetransmits?, maxPacketLifeTime?, protocol?}` as for
+   * `RTCPeerConnection.createDataChannel`; what is sent on one (`sendData`, or the
+   * RTCDataChannel from `dataChannel`) reaches every subscriber of the publication, on a
+   * channel of the same label (`data` events).
+   * @param {MediaStream | null} stream
+   * @param {{ videoCodec?: string, dataChannels?: DataChannelOptions[] }} options
+   * @returns {Promise<string>} the publication id
    */
   async publish(stream, options = {}) {
-    const { videoCodec } = options;
+    const { videoCodec, dataChannels = [] } = options;
     const pc = this.#newPeerConnection();
-    for (const track of stream.getTracks()) {
+    for (const track of stream?.getTracks() ?? []) {
       const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
       if (track.kind === 'video' && videoCodec) preferCodec(transceiver, `video/${videoCodec}`);
     }
+    const channels = new Map();
+    for (const { label, ...init } of dataChannels) {
+      const channel = pc.createDataChannel(label, init);
+      channel.binaryType = 'arraybuffer';
+      channels.set(label, channel);
+    }
     try {
       const reply = await this.#offer(pc, { type: 'publish' });
-      this.#publications.set(reply.publication, { pc, stream, options });
+      this.#publications.set(reply.publication, { pc, stream, options, channels });
       return reply.publication;
     } catch (err) {
       pc.close();
@@ -179,11 +199,19 @@ export class Client extends EventTarget {
     const pc = this.#newPeerConnection();
     const entry = { id: undefined, participant: info.participant, pc };
     this.#subscriptions.set(publication, entry);
-    for (const t of info.tracks) pc.addTransceiver(t.kind, { direction: 'recvonly' });
+    for (const t of info.tracks) {
+      if (t.kind === 'audio' || t.kind === 'video') pc.addTransceiver(t.kind, { direction: 'recvonly' });
+    }
     pc.ontrack = (e) => {
       const stream = e.streams[0] ?? new MediaStream([e.track]);
       this.#emit('track', { participant: info.participant, publication, track: e.track, stream });
     };
+    if (info.tracks.some((t) => t.kind === 'data')) {
+      // The offer needs an m=application line; a pre-negotiated channel puts one there without
+      // opening anything. The server opens the publisher's channels toward us (odd stream ids).
+      pc.createDataChannel('switchyard', { negotiated: true, id: 0 });
+      pc.ondatachannel = (e) => this.#receiveChannel(info.participant, publication, e.channel);
+    }
     try {
       const reply = await this.#offer(pc, { type: 'subscribe', publication });
       entry.id = reply.subscription;
@@ -233,6 +261,31 @@ export class Client extends EventTarget {
     if (this.#ws?.readyState !== WebSocket.OPEN) throw new Error('not connected');
     // The id names the target so that a refusal (it left, rate limited...) finds its Peer.
     this.#ws.send(JSON.stringify({ type: 'signal', id: `signal:${to}`, to, data }));
+  }
+
+  /**
+   * Sends `data` (a string, ArrayBuffer, Blob or typed array) on our publication's data
+   * channel `label`. Throws while the channel is not open.
+   */
+  sendData(publication, label, data) {
+    const channel = this.dataChannel(publication, label);
+    if (!channel) throw new Error(`publication ${publication} has no data channel ${label}`);
+    channel.send(data);
+  }
+
+  /** Our publication's RTCDataChannel labelled `label` (to wait for `open`, watch `bufferedAmount`). */
+  dataChannel(publication, label) {
+    return this.#publications.get(publication)?.channels?.get(label);
+  }
+
+  /**
+   * Sends a channel message through the server: `data` (any JSON, at most 16 KiB as JSON) goes
+   * to participant `to`, or to everyone else in the channel when `to` is left out. They get a
+   * `message` event {from, data}.
+   */
+  sendMessage(data, to) {
+    if (this.#ws?.readyState !== WebSocket.OPEN) throw new Error('not connected');
+    this.#ws.send(JSON.stringify({ type: 'message', ...(to === undefined ? {} : { to }), data }));
   }
 
   /** Leaves the channel and closes every connection. */
@@ -322,6 +375,9 @@ export class Client extends EventTarget {
       }
       case 'signal':
         this.#onSignal(m.from, m.data);
+        break;
+      case 'message':
+        this.#emit('message', { from: m.from, data: m.data });
         break;
       case 'resubscribe': {
         // The server carrying this subscription is gone; the publication is not.
@@ -441,6 +497,14 @@ export class Client extends EventTarget {
     if (this.#autoSubscribe) {
       this.subscribe(publication).catch((e) => this.#emit('error', { reason: `subscribe ${publication}: ${e.message}` }));
     }
+  }
+
+  /** A data channel the server opened on a subscription: its messages become `data` events. */
+  #receiveChannel(participant, publication, channel) {
+    channel.binaryType = 'arraybuffer';
+    const label = channel.label;
+    this.#emit('datachannel', { participant, publication, label, channel });
+    channel.onmessage = (e) => this.#emit('data', { participant, publication, label, data: e.data });
   }
 
   #emit(type, detail) {

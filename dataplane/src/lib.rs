@@ -8,6 +8,8 @@
 //! meet the engine.
 
 pub mod client;
+pub mod data_routes;
+pub mod datachannel;
 pub mod demux;
 pub mod dtls;
 pub mod engine;

@@ -382,6 +382,43 @@ impl Channels for Gateway {
         Ok(())
     }
 
+    /// To one participant like a `signal` (its own outbox, else through presence to the gateway
+    /// that has it); to everyone else as a channel event every gateway delivers.
+    async fn message(
+        &self,
+        channel: &str,
+        from: &str,
+        to: Option<&str>,
+        data: Value,
+    ) -> Result<(), Error> {
+        let message = ServerMessage::Message {
+            from: from.to_string(),
+            data,
+        };
+        let Some(to) = to else {
+            self.announce(channel, Some(from), message).await;
+            return Ok(());
+        };
+        if let Some(outbox) = self.clients.with(channel, to, |c| c.outbox.clone()) {
+            return outbox
+                .send(message)
+                .map_err(|_| Error::Gone(format!("{to} is leaving channel {channel}")));
+        }
+        if !self.presence.has_participant(channel, to).await? {
+            return Err(Error::NotFound(format!(
+                "no participant {to} in channel {channel}"
+            )));
+        }
+        let event = ChannelEvent {
+            channel: channel.to_string(),
+            except: None,
+            to: Some(to.to_string()),
+            message,
+        };
+        self.presence.send(&event).await?;
+        Ok(())
+    }
+
     async fn leave(&self, channel: &str, participant: &str) {
         let Some(gone) = self.clients.forget(channel, participant) else {
             return;
