@@ -144,6 +144,13 @@ fn data_channels_three_pages() {
         result["ok"], true,
         "data channels or channel messages failed:\n{result:#}\n{stderr}"
     );
+    // What each page received (the lossy count shows the loss was real), for the log.
+    for page in result["pages"].as_array().expect("pages") {
+        eprintln!(
+            "page {}: lossy {} of 300, big {}",
+            page["page"], page["lossy"], page["big"]
+        );
+    }
     assert_no_uncaught_exceptions(&result);
     let m = server.metrics();
     // Each page's 200 chat messages to two subscribers, the big one to two, the lossy ones.
