@@ -482,7 +482,7 @@ mod tests {
         let (e_tx, mut e_rx) = mpsc::unbounded_channel();
         let (alice, _) = g1.join("c", "alice", None, a_tx).await.unwrap();
         let (bob, _) = g2.join("c", "bob", None, b_tx).await.unwrap();
-        let (dave, _) = g1.join("c", "dave", None, d_tx).await.unwrap();
+        let (_dave, _) = g1.join("c", "dave", None, d_tx).await.unwrap();
         let (eve, _) = g1.join("other", "eve", None, e_tx).await.unwrap();
         let hello = ServerMessage::Message {
             from: alice.clone(),
