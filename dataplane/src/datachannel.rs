@@ -16,6 +16,11 @@
 //!
 //! Nothing here reads a clock or touches a socket; every input from the network is checked
 //! and a bad one is counted ([`DataChannels::malformed`]), never a panic.
+//!
+//! sctp-proto draws its verification tags and initial TSNs from its own random source (as
+//! RFC 9260 §5.3.1 wants them unpredictable); it is the one randomness an engine does not seed.
+//! It takes packets as `Bytes`, so each SCTP packet is copied once on the way in; data
+//! channels are not the RTP path.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
