@@ -125,7 +125,8 @@ fn p2p_two_pages() {
     server.assert_cleaned_up();
 }
 
-/// Three pages publish data channels only, through the SDK: ordered reliable messages arrive
+/// Three pages publish data channels through the SDK (page 0 with its camera on the same
+/// connection, the others data channels only): ordered reliable messages arrive
 /// complete and in order, a 256 KiB message arrives whole, an unordered `maxRetransmits: 0`
 /// channel delivers most messages while 10% of the server's datagrams are lost, and signalling
 /// `message`s reach everyone or one participant (tests/browser/data_pages.mjs).
@@ -161,6 +162,10 @@ fn data_channels_three_pages() {
     assert!(
         m["switchyard_data_bytes_forwarded_total"] >= 2.0 * 256.0 * 1024.0,
         "{m:?}"
+    );
+    assert!(
+        m["switchyard_rtp_forwarded_total"] > 0.0,
+        "page 0's video: {m:?}"
     );
     server.assert_cleaned_up();
 }

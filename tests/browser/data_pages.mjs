@@ -1,5 +1,7 @@
-// Data channels and channel messages between three pages through the SDK: each page publishes
-// data channels only (no media) and subscribes to the other two. Checks that
+// Data channels and channel messages between three pages through the SDK: page 0 publishes its
+// fake camera with data channels on the same connection (BUNDLE), the others data channels
+// only, and each subscribes to the other two. Checks that
+//   - the others receive page 0's video beside its data channels;
 //   - ordered reliable messages ('chat') from every page reach every other page, all of them,
 //     in order;
 //   - a 256 KiB binary message ('big') arrives whole;
@@ -46,12 +48,13 @@ try {
     });
     await page.goto(`${base}/`);
     await page.evaluate(
-      async ({ token, channel }) => {
+      async ({ token, channel, video }) => {
         const { Client } = await import('/switchyard.js');
         const client = new Client({ token, channel });
-        const seen = { chat: {}, big: [], lossy: {}, messages: [], channels: 0, errors: [] };
+        const seen = { chat: {}, big: [], lossy: {}, messages: [], channels: 0, tracks: 0, errors: [] };
         window.t = { client, seen };
         client.addEventListener('datachannel', () => seen.channels++);
+        client.addEventListener('track', () => seen.tracks++);
         client.addEventListener('error', (e) => seen.errors.push(e.detail.reason));
         client.addEventListener('message', (e) => seen.messages.push(e.detail));
         client.addEventListener('data', (e) => {
@@ -66,22 +69,27 @@ try {
           }
         });
         await client.join();
-        window.t.publication = await client.publish(null, {
+        const stream = video ? await navigator.mediaDevices.getUserMedia({ video: true }) : null;
+        window.t.publication = await client.publish(stream, {
           dataChannels: [{ label: 'chat' }, { label: 'big' }, { label: 'lossy', ordered: false, maxRetransmits: 0 }],
         });
       },
-      { token, channel },
+      { token, channel, video: pages.length === 0 },
     );
     pages.push({ page, errors });
   }
   const others = pages.length - 1;
+  const first = await pages[0].page.evaluate(() => window.t.client.participant);
+  for (const { page } of pages) await page.evaluate((p) => (window.t.first = p), first);
 
   // Every page has the other two's three channels open toward it, and its own open.
   result.channels_open = await waitAll(
     (n) => {
       const { client, publication, seen } = window.t;
       const own = ['chat', 'big', 'lossy'].every((l) => client.dataChannel(publication, l)?.readyState === 'open');
-      return own && seen.channels >= n * 3;
+      // Page 0's video reaches the others too.
+      const video = client.participant === window.t.first || seen.tracks >= 1;
+      return own && video && seen.channels >= n * 3;
     },
     others,
   );
@@ -149,7 +157,7 @@ try {
       ]),
     );
     const lossy = i === 0 ? null : seen.lossy[ids[0]] ?? 0;
-    result.pages.push({ page: i, participant: ids[i], chat, big: seen.big, lossy, messages: seen.messages, sdk_errors: seen.errors, errors });
+    result.pages.push({ page: i, participant: ids[i], tracks: seen.tracks, chat, big: seen.big, lossy, messages: seen.messages, sdk_errors: seen.errors, errors });
   }
   result.ok =
     result.channels_open &&
@@ -161,6 +169,7 @@ try {
         Object.values(p.chat).length === others &&
         Object.values(p.chat).every((c) => c.count === CHAT && c.in_order) &&
         (i === 0 || (p.big.length === 1 && p.big[0].length === BIG && p.big[0].ok)) &&
+        (i === 0 || p.tracks >= 1) &&
         (i === 0 || (p.lossy >= LOSSY * 0.6 && p.lossy <= LOSSY)) &&
         // Page 2 got only the message to everyone, not the one to page 0.
         (i !== 2 || p.messages.length === 1),
