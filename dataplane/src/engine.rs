@@ -473,7 +473,7 @@ impl Engine {
             match (event, producer) {
                 (datachannel::Event::Connected, _) => {
                     let Some(d) = self.transports.get_mut(key).and_then(|t| t.data_mut()) else {
-                        return;
+                        continue;
                     };
                     for params in self.data_routes.channels(router, &d.consumes) {
                         if let Err(e) = d.channels.open(now, params) {
