@@ -90,6 +90,8 @@ export class Client extends EventTarget {
   #remote = new Map();
   /** @type {Map<string, {id: string | undefined, participant: string, pc: RTCPeerConnection}>} by publication */
   #subscriptions = new Map();
+  /** @type {Map<string, Map<string, RTCDataChannel>>} our publications' data channels by label */
+  #dataChannels = new Map();
   /** @type {Map<string, Peer>} peer-to-peer connections by the other participant */
   #peers = new Map();
   /** @type {string | undefined} */ participant;
@@ -169,21 +171,18 @@ export class Client extends EventTarget {
    * @returns {Promise<string>} the publication id
    */
   async publish(stream, options = {}) {
-    const { videoCodec, dataChannels = [] } = options;
+    stream ??= new MediaStream(); // a publication of data channels only
+    const { videoCodec } = options;
     const pc = this.#newPeerConnection();
-    for (const track of stream?.getTracks() ?? []) {
+    for (const track of stream.getTracks()) {
       const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
       if (track.kind === 'video' && videoCodec) preferCodec(transceiver, `video/${videoCodec}`);
     }
-    const channels = new Map();
-    for (const { label, ...init } of dataChannels) {
-      const channel = pc.createDataChannel(label, init);
-      channel.binaryType = 'arraybuffer';
-      channels.set(label, channel);
-    }
+    const channels = createDataChannels(pc, options.dataChannels);
     try {
       const reply = await this.#offer(pc, { type: 'publish' });
-      this.#publications.set(reply.publication, { pc, stream, options, channels });
+      this.#publications.set(reply.publication, { pc, stream, options });
+      this.#dataChannels.set(reply.publication, channels);
       return reply.publication;
     } catch (err) {
       pc.close();
@@ -275,7 +274,8 @@ export class Client extends EventTarget {
 
   /** Our publication's RTCDataChannel labelled `label` (to wait for `open`, watch `bufferedAmount`). */
   dataChannel(publication, label) {
-    return this.#publications.get(publication)?.channels?.get(label);
+    if (!this.#publications.has(publication)) return undefined;
+    return this.#dataChannels.get(publication)?.get(label);
   }
 
   /**
@@ -297,6 +297,7 @@ export class Client extends EventTarget {
     // The others hear that we left; no need to tell each peer.
     for (const p of [...this.#peers.values()]) p.close(false);
     this.#publications.clear();
+    this.#dataChannels.clear();
     this.#subscriptions.clear();
     this.#peers.clear();
     this.#ws?.close();
@@ -426,6 +427,7 @@ export class Client extends EventTarget {
     const lost = this.#publications.get(previous);
     if (!lost) return;
     this.#publications.delete(previous);
+    this.#dataChannels.delete(previous);
     lost.pc.close();
     for (let attempt = 0, wait = 250; attempt < 10 && !this.#leaving; attempt++, wait = Math.min(wait * 2, 5000)) {
       if (attempt > 0) await new Promise((r) => setTimeout(r, wait));
@@ -510,6 +512,17 @@ export class Client extends EventTarget {
   #emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+/** The publication's data channels (`DataChannelOptions[]`) on `pc`, by label. */
+function createDataChannels(pc, options = []) {
+  const channels = new Map();
+  for (const { label, ...init } of options) {
+    const channel = pc.createDataChannel(label, init);
+    channel.binaryType = 'arraybuffer';
+    channels.set(label, channel);
+  }
+  return channels;
 }
 
 /** Puts only `mimeType` in the transceiver's codec list (the server answers with the first). */
