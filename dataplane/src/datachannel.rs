@@ -760,6 +760,18 @@ mod tests {
         assert_eq!(ChannelParams::decode_open(&m), None);
     }
 
+    proptest::proptest! {
+        /// Any bytes as a DCEP message: parsed or refused, never a panic; what parses writes
+        /// back to the same message.
+        #[test]
+        fn dcep_parsing_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            if let Some(params) = ChannelParams::decode_open(&bytes) {
+                let again = params.encode_open().unwrap();
+                proptest::prop_assert_eq!(ChannelParams::decode_open(&again), Some(params));
+            }
+        }
+    }
+
     #[test]
     fn client_opens_and_ordered_messages_arrive_in_order() {
         let mut p = Pair::new();

@@ -193,3 +193,66 @@ fn a_subscriber_that_stops_reading_loses_messages_alone() {
     );
     assert_eq!(c.data_messages_forwarded + c.data_messages_dropped, 80);
 }
+
+#[test]
+fn a_late_subscriber_gets_the_channels_already_open() {
+    let mut sim = channel(0);
+    let now = sim.now;
+    let stream = sim.peers[0]
+        .client
+        .data_channels()
+        .unwrap()
+        .open(
+            now,
+            ChannelParams {
+                protocol: "json".into(),
+                reliability: Reliability::MaxLifetimeMs(500),
+                ..ChannelParams::reliable("state")
+            },
+        )
+        .unwrap();
+    for _ in 0..100 {
+        sim.step();
+    }
+    let late = DataSpec {
+        producer: None,
+        consumes: vec![DATA],
+        remote_max_message_size: None,
+    };
+    sim.connect_data(TransportId(20), late).unwrap();
+    assert!(sim.handshake());
+    let opened = sim.run_until(400, |s| {
+        s.peers[1]
+            .client
+            .data_channels_ref()
+            .is_some_and(|d| d.stream_of("state").is_some())
+    });
+    assert!(
+        opened,
+        "the channel open before it came is opened toward it"
+    );
+    let d = sim.peers[1].client.data_channels_ref().unwrap();
+    let params = d.channel(d.stream_of("state").unwrap()).unwrap();
+    assert_eq!(params.protocol, "json");
+    assert_eq!(params.reliability, Reliability::MaxLifetimeMs(500));
+
+    // It announced no a=max-message-size: 64 KiB (RFC 8841) is its limit, so a larger
+    // message is not forwarded to it, and is counted.
+    let now = sim.now;
+    {
+        let d = sim.peers[0].client.data_channels().unwrap();
+        d.send(now, stream, false, b"{}").unwrap();
+        d.send(now, stream, true, &vec![1u8; 70_000]).unwrap();
+    }
+    for _ in 0..400 {
+        sim.step();
+    }
+    let got: Vec<Event> = events(&mut sim, 1)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Message { .. }))
+        .collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(matches!(&got[0], Event::Message { data, binary: false, .. } if data == b"{}"));
+    let c = sim.engine.counters();
+    assert_eq!((c.data_messages_forwarded, c.data_messages_dropped), (1, 1));
+}
