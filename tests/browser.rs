@@ -178,3 +178,48 @@ fn speaking_two_pages() {
     assert_no_uncaught_exceptions(&result);
     server.assert_cleaned_up();
 }
+
+/// Three pages publish data channels through the SDK (page 0 with its camera on the same
+/// connection, the others data channels only): ordered reliable messages arrive
+/// complete and in order, a 256 KiB message arrives whole, an unordered `maxRetransmits: 0`
+/// channel delivers most messages while 10% of the server's datagrams are lost, and signalling
+/// `message`s reach everyone or one participant (tests/browser/data_pages.mjs).
+#[test]
+fn data_channels_three_pages() {
+    netns::enter();
+    let server = Server::start(&["--workers", "1", "--media-ports", "40000-40100"]);
+    let mut args = vec![
+        format!("http://127.0.0.1:{}", server.port),
+        "room".to_string(),
+        "40000".to_string(),
+    ];
+    args.extend((0..3).map(|i| server.token("room", &format!("user{i}"), &[])));
+    let (result, stderr) = run_pages("data_pages.mjs", &args);
+    assert_eq!(
+        result["ok"], true,
+        "data channels or channel messages failed:\n{result:#}\n{stderr}"
+    );
+    // What each page received (the lossy count shows the loss was real), for the log.
+    for page in result["pages"].as_array().expect("pages") {
+        eprintln!(
+            "page {}: lossy {} of 300, big {}",
+            page["page"], page["lossy"], page["big"]
+        );
+    }
+    assert_no_uncaught_exceptions(&result);
+    let m = server.metrics();
+    // Each page's 200 chat messages to two subscribers, the big one to two, the lossy ones.
+    assert!(
+        m["switchyard_data_messages_forwarded_total"] >= 3.0 * 200.0 * 2.0 + 2.0,
+        "{m:?}"
+    );
+    assert!(
+        m["switchyard_data_bytes_forwarded_total"] >= 2.0 * 256.0 * 1024.0,
+        "{m:?}"
+    );
+    assert!(
+        m["switchyard_rtp_forwarded_total"] > 0.0,
+        "page 0's video: {m:?}"
+    );
+    server.assert_cleaned_up();
+}

@@ -12,7 +12,10 @@ import { Peer, receive } from './peer.js';
 export { Peer };
 
 /**
- * @typedef {{ kind: 'audio' | 'video', codec: string }} TrackInfo
+ * @typedef {{ kind: 'audio' | 'video' | 'data', codec: string }} TrackInfo
+ *   a publication's data channels are listed as one track of kind 'data'
+ * @typedef {{ label: string, ordered?: boolean, maxRetransmits?: number, maxPacketLifeTime?: number,
+ *             protocol?: string }} DataChannelOptions
  * @typedef {{ publication: string, tracks: TrackInfo[] }} PublicationInfo
  * @typedef {{ participant: string, user: string, publications: PublicationInfo[] }} ParticipantInfo
  * @typedef {{ urls: string | string[], username?: string, credential?: string }} IceServer
@@ -76,7 +79,11 @@ function inboundStats(report, fields) {
  * answered), `signal` {from, data} (a signal of the application's own, see `signal`),
  * `speaking` {participant, publication, speaking} (a publication's audio started or stopped
  * carrying speech; our own included), `dominant-speaker` {participant, publication} (the channel's
- * main speaker changed; both null when its publication ended).
+ * main speaker changed; both null when its publication ended),
+ * `message` {from, data} (a channel message, see `sendMessage`), `datachannel` {participant,
+ * publication, label, channel} (a subscribed publication's data channel opened toward us) and
+ * `data` {participant, publication, label, data} (a message on it: a string, or an ArrayBuffer
+ * for binary).
  *
  * Every RTCPeerConnection (publish, subscribe, peer to peer) uses the `iceServers` of the
  * server's `joined` message (a TURN server with short-lived credentials, when it has one) and
@@ -104,6 +111,8 @@ export class Client extends EventTarget {
   #remote = new Map();
   /** @type {Map<string, {id: string | undefined, participant: string, pc: RTCPeerConnection}>} by publication */
   #subscriptions = new Map();
+  /** @type {Map<string, Map<string, RTCDataChannel>>} our publications' data channels by label */
+  #dataChannels = new Map();
   /** @type {Map<string, Peer>} peer-to-peer connections by the other participant */
   #peers = new Map();
   /** @type {string | undefined} */ participant;
@@ -175,9 +184,17 @@ export class Client extends EventTarget {
    * Publishes the stream's tracks; `videoCodec` ('VP8' | 'H264' | 'VP9' | 'AV1') forces that
    * codec. Video goes out as three simulcast layers (quarter, half and full resolution) for VP8
    * and H264, so that each subscriber gets the layer that fits its link and its preferences;
-   * `simulcast: false` sends one stream. @returns {Promise<string>} the publication id
+   * `simulcast: false` sends one stream. `dataChannels` adds data channels to the publication
+   * (`stream` may then be null): each `{label, ordered?, maxRetransmits?, maxPacketLifeTime?,
+   * protocol?}` as for `RTCPeerConnection.createDataChannel`; what is sent on one (`sendData`,
+   * or the RTCDataChannel from `dataChannel`) reaches every subscriber of the publication, on a
+   * channel of the same label (`data` events).
+   * @param {MediaStream | null} stream
+   * @param {{ videoCodec?: string, simulcast?: boolean, dataChannels?: DataChannelOptions[] }} options
+   * @returns {Promise<string>} the publication id
    */
   async publish(stream, options = {}) {
+    stream ??= new MediaStream(); // a publication of data channels only
     const { videoCodec, simulcast = true } = options;
     const pc = this.#newPeerConnection();
     for (const track of stream.getTracks()) {
@@ -187,9 +204,11 @@ export class Client extends EventTarget {
       const transceiver = pc.addTransceiver(track, init);
       if (track.kind === 'video' && videoCodec) preferCodec(transceiver, `video/${videoCodec}`);
     }
+    const channels = createDataChannels(pc, options.dataChannels);
     try {
       const reply = await this.#offer(pc, { type: 'publish' });
       this.#publications.set(reply.publication, { pc, stream, options });
+      this.#dataChannels.set(reply.publication, channels);
       return reply.publication;
     } catch (err) {
       pc.close();
@@ -219,11 +238,19 @@ export class Client extends EventTarget {
     const pc = this.#newPeerConnection();
     const entry = { id: undefined, participant: info.participant, pc };
     this.#subscriptions.set(publication, entry);
-    for (const t of info.tracks) pc.addTransceiver(t.kind, { direction: 'recvonly' });
+    for (const t of info.tracks) {
+      if (t.kind === 'audio' || t.kind === 'video') pc.addTransceiver(t.kind, { direction: 'recvonly' });
+    }
     pc.ontrack = (e) => {
       const stream = e.streams[0] ?? new MediaStream([e.track]);
       this.#emit('track', { participant: info.participant, publication, track: e.track, stream });
     };
+    if (info.tracks.some((t) => t.kind === 'data')) {
+      // The offer needs an m=application line; a pre-negotiated channel puts one there without
+      // opening anything. The server opens the publisher's channels toward us (odd stream ids).
+      pc.createDataChannel('switchyard', { negotiated: true, id: 0 });
+      pc.ondatachannel = (e) => this.#receiveChannel(info.participant, publication, e.channel);
+    }
     try {
       const reply = await this.#offer(pc, { type: 'subscribe', publication });
       entry.id = reply.subscription;
@@ -275,6 +302,32 @@ export class Client extends EventTarget {
     this.#ws.send(JSON.stringify({ type: 'signal', id: `signal:${to}`, to, data }));
   }
 
+  /**
+   * Sends `data` (a string, ArrayBuffer, Blob or typed array) on our publication's data
+   * channel `label`. Throws while the channel is not open.
+   */
+  sendData(publication, label, data) {
+    const channel = this.dataChannel(publication, label);
+    if (!channel) throw new Error(`publication ${publication} has no data channel ${label}`);
+    channel.send(data);
+  }
+
+  /** Our publication's RTCDataChannel labelled `label` (to wait for `open`, watch `bufferedAmount`). */
+  dataChannel(publication, label) {
+    if (!this.#publications.has(publication)) return undefined;
+    return this.#dataChannels.get(publication)?.get(label);
+  }
+
+  /**
+   * Sends a channel message through the server: `data` (any JSON, at most 16 KiB as JSON) goes
+   * to participant `to`, or to everyone else in the channel when `to` is left out. They get a
+   * `message` event {from, data}.
+   */
+  sendMessage(data, to) {
+    if (this.#ws?.readyState !== WebSocket.OPEN) throw new Error('not connected');
+    this.#ws.send(JSON.stringify({ type: 'message', ...(to === undefined ? {} : { to }), data }));
+  }
+
   /** Leaves the channel and closes every connection. */
   async leave() {
     if (this.#ws?.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify({ type: 'leave' }));
@@ -284,6 +337,7 @@ export class Client extends EventTarget {
     // The others hear that we left; no need to tell each peer.
     for (const p of [...this.#peers.values()]) p.close(false);
     this.#publications.clear();
+    this.#dataChannels.clear();
     this.#subscriptions.clear();
     this.#peers.clear();
     this.#ws?.close();
@@ -363,6 +417,9 @@ export class Client extends EventTarget {
       case 'signal':
         this.#onSignal(m.from, m.data);
         break;
+      case 'message':
+        this.#emit('message', { from: m.from, data: m.data });
+        break;
       case 'resubscribe': {
         // The server carrying this subscription is gone; the publication is not.
         const s = this.#subscriptions.get(m.publication);
@@ -416,6 +473,7 @@ export class Client extends EventTarget {
     const lost = this.#publications.get(previous);
     if (!lost) return;
     this.#publications.delete(previous);
+    this.#dataChannels.delete(previous);
     lost.pc.close();
     for (let attempt = 0, wait = 250; attempt < 10 && !this.#leaving; attempt++, wait = Math.min(wait * 2, 5000)) {
       if (attempt > 0) await new Promise((r) => setTimeout(r, wait));
@@ -489,9 +547,28 @@ export class Client extends EventTarget {
     }
   }
 
+  /** A data channel the server opened on a subscription: its messages become `data` events. */
+  #receiveChannel(participant, publication, channel) {
+    channel.binaryType = 'arraybuffer';
+    const label = channel.label;
+    this.#emit('datachannel', { participant, publication, label, channel });
+    channel.onmessage = (e) => this.#emit('data', { participant, publication, label, data: e.data });
+  }
+
   #emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+/** The publication's data channels (`DataChannelOptions[]`) on `pc`, by label. */
+function createDataChannels(pc, options = []) {
+  const channels = new Map();
+  for (const { label, ...init } of options) {
+    const channel = pc.createDataChannel(label, init);
+    channel.binaryType = 'arraybuffer';
+    channels.set(label, channel);
+  }
+  return channels;
 }
 
 /** Puts only `mimeType` in the transceiver's codec list (the server answers with the first). */

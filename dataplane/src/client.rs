@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::datachannel::{self, DataChannels};
 use crate::dtls::{self, Dtls, Fingerprint, Identity};
 use crate::ice::{self, Credentials};
 use crate::media::{Codec, MediaKind};
@@ -83,6 +84,8 @@ pub struct Client {
     pending: VecDeque<Vec<u8>>,
     /// Answers to the peer's connectivity checks, sent before anything else.
     stun_responses: VecDeque<Vec<u8>>,
+    /// Data channels (the SCTP client), when enabled; its packets wait for DTLS to connect.
+    data: Option<Box<DataChannels>>,
 }
 
 impl Client {
@@ -137,7 +140,29 @@ impl Client {
             scratch: vec![0; dtls::POLL_BUFFER].into_boxed_slice(),
             pending: VecDeque::new(),
             stun_responses: VecDeque::new(),
+            data: None,
         }
+    }
+
+    /// Adds data channels: an SCTP association (we are its client, as the DTLS client) that
+    /// starts once DTLS connects; the peer accepts messages up to `remote_max` bytes.
+    pub fn enable_data_channels(
+        &mut self,
+        remote_max: Option<u32>,
+    ) -> Result<(), datachannel::Error> {
+        self.data = Some(Box::new(DataChannels::client(remote_max)?));
+        Ok(())
+    }
+
+    /// The data channels, when enabled, to look at.
+    pub fn data_channels_ref(&self) -> Option<&DataChannels> {
+        self.data.as_deref()
+    }
+
+    /// The data channels, when enabled: open channels, send, take events. What they queue is
+    /// sent by the next `poll_transmit`.
+    pub fn data_channels(&mut self) -> Option<&mut DataChannels> {
+        self.data.as_deref_mut()
     }
 
     pub fn local(&self) -> &Credentials {
@@ -177,7 +202,7 @@ impl Client {
         if !self.ice_connected {
             return Ok(None);
         }
-        self.drive_dtls()?;
+        self.drive_dtls(now)?;
         let Some(record) = self.pending.pop_front() else {
             return Ok(None);
         };
@@ -190,7 +215,23 @@ impl Client {
 
     /// Runs DTLS until it waits: records to send are queued, and SRTP starts as soon as the
     /// handshake completes (so media right behind the last handshake record decrypts).
-    fn drive_dtls(&mut self) -> Result<(), Error> {
+    fn drive_dtls(&mut self, now: Instant) -> Result<(), Error> {
+        loop {
+            self.poll_dtls(now)?;
+            // SCTP's packets, once DTLS can carry them (application data, RFC 8261).
+            let Some(packet) = self
+                .data
+                .as_mut()
+                .filter(|_| self.srtp.is_some())
+                .and_then(|d| d.poll_transmit())
+            else {
+                return Ok(());
+            };
+            self.dtls.send_application_data(&packet)?;
+        }
+    }
+
+    fn poll_dtls(&mut self, now: Instant) -> Result<(), Error> {
         loop {
             match self.dtls.poll_output(&mut self.scratch)? {
                 dtls::Output::Transmit(record) => self.pending.push_back(record.to_vec()),
@@ -210,6 +251,11 @@ impl Client {
                 dtls::Output::Idle => {
                     self.dtls_deadline = None;
                     return Ok(());
+                }
+                dtls::Output::ApplicationData(packet) => {
+                    if let Some(d) = &mut self.data {
+                        d.handle_input(now, packet);
+                    }
                 }
             }
         }
@@ -274,19 +320,24 @@ impl Client {
     /// When `poll_transmit` or `handle_timeout` next has work: the next connectivity or
     /// consent check, or, once DTLS runs, its next retransmission if that comes first.
     pub fn poll_timeout(&self) -> Instant {
-        match self.dtls_deadline {
+        let data = self.data.as_ref().and_then(|d| d.poll_timeout());
+        let at = match self.dtls_deadline {
             Some(at) if self.ice_connected => self.next_check.min(at),
             _ => self.next_check,
-        }
+        };
+        data.map_or(at, |d| at.min(d))
     }
 
     /// Drives DTLS retransmissions; what they send comes out of `poll_transmit`.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
         if self.ice_connected {
             self.dtls.handle_timeout(now)?;
+            if let Some(d) = &mut self.data {
+                d.handle_timeout(now);
+            }
             // Queues the retransmitted records and takes the next deadline, so `poll_timeout`
             // does not keep reporting the one just handled.
-            self.drive_dtls()?;
+            self.drive_dtls(now)?;
         }
         Ok(())
     }
@@ -344,7 +395,7 @@ impl Client {
             }
             demux::PacketKind::Dtls => {
                 self.dtls.handle_datagram(data)?;
-                self.drive_dtls()?;
+                self.drive_dtls(now)?;
                 Ok(Received::Other)
             }
             demux::PacketKind::Rtp => {

@@ -222,6 +222,9 @@ pub enum Output<'a> {
     Timeout(Instant),
     /// Nothing more to do until the next datagram.
     Idle,
+    /// The plaintext of an application-data record from the peer: an SCTP packet of its data
+    /// channels (RFC 8261). Only after `Connected`.
+    ApplicationData(&'a [u8]),
 }
 
 /// One DTLS session.
@@ -348,7 +351,13 @@ impl Dtls {
                 dimpl::Output::CloseNotify => {
                     return Err(self.fail(Error::Handshake("peer closed".into())));
                 }
-                // Application data (data channels) is not supported yet.
+                dimpl::Output::ApplicationData(data) => {
+                    if !self.reported {
+                        continue; // before the fingerprint was checked: never trusted
+                    }
+                    let len = data.len();
+                    return Ok(Output::ApplicationData(&buf[..len]));
+                }
                 _ => None,
             };
             if let Some(len) = event {
@@ -368,6 +377,20 @@ impl Dtls {
 
     pub fn is_connected(&self) -> bool {
         self.connected && self.failed.is_none()
+    }
+
+    /// Encrypts `data` (an SCTP packet, RFC 8261) as one application-data record; the record
+    /// comes out of the next [`poll_output`](Self::poll_output) as `Transmit`. Only once
+    /// connected; an error is not fatal to the session (the packet is lost, as on the wire).
+    pub fn send_application_data(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.check()?;
+        if !self.reported {
+            return Err(Error::Handshake(
+                "application data before the handshake".into(),
+            ));
+        }
+        self.inner.send_application_data(data)?;
+        Ok(())
     }
 }
 
@@ -400,6 +423,7 @@ mod tests {
                         break;
                     }
                     Output::Idle => break,
+                    Output::ApplicationData(_) => {}
                 }
             }
             for p in &to_server {
@@ -411,6 +435,7 @@ mod tests {
                     Output::Transmit(p) => to_client.push(p.to_vec()),
                     Output::Connected(k) => sk = Some(k),
                     Output::Timeout(_) | Output::Idle => break,
+                    Output::ApplicationData(_) => {}
                 }
             }
             if !dropped && !to_client.is_empty() {
@@ -463,6 +488,47 @@ mod tests {
         assert!(s_in.unprotect_rtp(&mut p[..n]).is_ok());
         let n = s_out.protect_rtp(&mut p, 20).unwrap();
         assert!(c_in.unprotect_rtp(&mut p[..n]).is_ok());
+    }
+
+    /// Application data (SCTP for data channels, RFC 8261) goes both ways once connected, and
+    /// is refused before.
+    #[test]
+    fn application_data_after_the_handshake() {
+        let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let now = Instant::now();
+        let mut client = Dtls::client(&a, b.fingerprint().clone(), now);
+        let mut server = Dtls::server(&b, a.fingerprint().clone(), now);
+        assert!(server.send_application_data(b"early").is_err());
+        handshake(&mut client, &mut server, false).unwrap();
+        let mut buf = vec![0u8; POLL_BUFFER];
+        let mut carry = |from: &mut Dtls, to: &mut Dtls, data: &[u8]| -> Vec<Vec<u8>> {
+            from.send_application_data(data).unwrap();
+            let mut records = Vec::new();
+            while let Output::Transmit(r) = from.poll_output(&mut buf).unwrap() {
+                records.push(r.to_vec());
+            }
+            let mut got = Vec::new();
+            for r in records {
+                to.handle_datagram(&r).unwrap();
+                loop {
+                    match to.poll_output(&mut buf).unwrap() {
+                        Output::ApplicationData(d) => got.push(d.to_vec()),
+                        Output::Timeout(_) | Output::Idle => break,
+                        _ => {}
+                    }
+                }
+            }
+            got
+        };
+        let packet = vec![0x13u8; 1150];
+        assert_eq!(
+            carry(&mut client, &mut server, &packet),
+            vec![packet.clone()]
+        );
+        assert_eq!(
+            carry(&mut server, &mut client, b"back"),
+            vec![b"back".to_vec()]
+        );
     }
 
     #[test]

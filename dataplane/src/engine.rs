@@ -28,6 +28,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use slab::Slab;
 
+use crate::data_routes::DataRoutes;
+use crate::datachannel;
 use crate::demux::{self, PacketKind};
 use crate::dtls::{self, Dtls, Identity};
 use crate::ice::{self, IceLite};
@@ -39,7 +41,7 @@ use crate::spec::{
 };
 use crate::stats::{Counters, DropReason};
 use crate::timers::{Grid, Timer, Timers};
-use crate::transport::{self, Expiry, Link, Pipe, Srtp, Transport, TransportKey, WebRtc};
+use crate::transport::{self, DataLink, Expiry, Link, Pipe, Srtp, Transport, TransportKey, WebRtc};
 use crate::{rtp, stun, wire};
 
 /// A router and the time of its live entry in the timer queue.
@@ -66,6 +68,8 @@ pub struct Engine {
     events: VecDeque<MediaEvent>,
     /// Where DTLS records are polled into (sized for dimpl; see `dtls::POLL_BUFFER`).
     scratch: Box<[u8]>,
+    /// Where data channel messages go (publications' data producers and their subscribers).
+    data_routes: DataRoutes,
 }
 
 impl Engine {
@@ -88,6 +92,7 @@ impl Engine {
             timers: Timers::default(),
             events: VecDeque::new(),
             scratch: vec![0; dtls::POLL_BUFFER].into_boxed_slice(),
+            data_routes: DataRoutes::default(),
         }
     }
 
@@ -137,7 +142,9 @@ impl Engine {
                 }
                 let ice = IceLite::new(local_ice.clone(), remote_ice.clone(), now);
                 let dtls = Dtls::server(&self.identity, remote_fingerprint.clone(), now);
-                let link = Link::WebRtc(Box::new(WebRtc::new(ice, dtls, now)));
+                let mut webrtc = WebRtc::new(ice, dtls, now);
+                webrtc.data = spec.data.as_ref().map(|d| Box::new(DataLink::new(d)));
+                let link = Link::WebRtc(Box::new(webrtc));
                 (link, None, Ssrc(self.rng.random()))
             }
             TransportKind::Pipe(pipe) => {
@@ -191,6 +198,14 @@ impl Engine {
             self.by_ufrag
                 .insert(w.ice.local().ufrag.as_bytes().to_vec(), key);
         }
+        if let (Some(d), Link::WebRtc(_)) = (&spec.data, &link) {
+            if let Some(p) = d.producer {
+                self.data_routes.add_producer(router_key, p, key);
+            }
+            for &p in &d.consumes {
+                self.data_routes.add_subscriber(router_key, p, key);
+            }
+        }
         let mut transport = Transport::new(spec.id, router_key, member, link);
         if let Some((remote, srtp)) = pipe {
             transport.remote = Some(remote);
@@ -243,6 +258,7 @@ impl Engine {
             return;
         };
         self.by_id.remove(&t.id);
+        self.data_routes.remove_transport(key);
         match &t.link {
             Link::WebRtc(w) => {
                 self.by_ufrag.remove(w.ice.local().ufrag.as_bytes());
@@ -438,7 +454,7 @@ impl Engine {
         let Some(t) = self.transports.get_mut(key) else {
             return;
         };
-        match t.drive_dtls(&mut self.scratch, tx, &mut self.counters) {
+        match t.drive_dtls(now, &mut self.scratch, tx, &mut self.counters) {
             Err(e) => return self.dtls_failed(key, e),
             Ok(true) => {
                 let (id, router, member) = (t.id, t.router, t.member);
@@ -451,6 +467,126 @@ impl Engine {
                 self.schedule_router(router);
             }
             Ok(false) => {}
+        }
+        self.schedule_transport(key);
+        self.data_events(now, key, tx);
+    }
+
+    /// Acts on what a transport's data channels reported: a subscriber whose association came
+    /// up gets the channels of what it receives opened toward it; a publisher's channel opened,
+    /// closed or carrying a message is mirrored to each of its subscribers.
+    fn data_events(&mut self, now: Instant, key: usize, tx: &mut Tx) {
+        let Some(t) = self.transports.get_mut(key) else {
+            return;
+        };
+        let router = t.router;
+        let Some(d) = t.data_mut() else {
+            return;
+        };
+        let producer = d.producer;
+        let mut events = Vec::new();
+        while let Some(e) = d.channels.poll_event() {
+            events.push(e);
+        }
+        for event in events {
+            match (event, producer) {
+                (datachannel::Event::Connected, _) => {
+                    let Some(d) = self.transports.get_mut(key).and_then(|t| t.data_mut()) else {
+                        continue;
+                    };
+                    for params in self.data_routes.channels(router, &d.consumes) {
+                        if let Err(e) = d.channels.open(now, params) {
+                            tracing::debug!("data channel not opened: {e}");
+                        }
+                    }
+                    self.flush_data(now, key, tx);
+                }
+                (datachannel::Event::Opened { stream, params }, Some(p)) => {
+                    let subscribers = self.data_routes.opened(router, p, stream, &params).to_vec();
+                    for sub in subscribers {
+                        self.on_subscriber(now, sub, tx, |d| {
+                            if d.channels.is_connected()
+                                && let Err(e) = d.channels.open(now, params.clone())
+                            {
+                                tracing::debug!("data channel not opened: {e}");
+                            }
+                        });
+                    }
+                }
+                (datachannel::Event::Closed { stream }, Some(p)) => {
+                    let Some((label, subscribers)) = self.data_routes.closed(router, p, stream)
+                    else {
+                        continue;
+                    };
+                    let subscribers = subscribers.to_vec();
+                    for sub in subscribers {
+                        self.on_subscriber(now, sub, tx, |d| {
+                            if let Some(s) = d.channels.stream_of(&label) {
+                                d.channels.close(now, s);
+                            }
+                        });
+                    }
+                }
+                (
+                    datachannel::Event::Message {
+                        stream,
+                        binary,
+                        data,
+                    },
+                    Some(p),
+                ) => {
+                    self.counters.data_messages_received += 1;
+                    self.counters.data_bytes_received += data.len() as u64;
+                    let Some((label, subscribers)) = self.data_routes.route(router, p, stream)
+                    else {
+                        continue;
+                    };
+                    let (label, subscribers) = (label.to_string(), subscribers.to_vec());
+                    for sub in subscribers {
+                        let mut sent = false;
+                        self.on_subscriber(now, sub, tx, |d| {
+                            sent = d
+                                .channels
+                                .stream_of(&label)
+                                .is_some_and(|s| d.channels.send(now, s, binary, &data).is_ok());
+                        });
+                        if sent {
+                            self.counters.data_messages_forwarded += 1;
+                            self.counters.data_bytes_forwarded += data.len() as u64;
+                        } else {
+                            self.counters.data_messages_dropped += 1;
+                        }
+                    }
+                }
+                // Subscribers' own messages and acknowledgements go nowhere; a lost
+                // association ends with its transport.
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs `f` on subscriber `key`'s data channels, then sends what it queued.
+    fn on_subscriber(
+        &mut self,
+        now: Instant,
+        key: usize,
+        tx: &mut Tx,
+        f: impl FnOnce(&mut DataLink),
+    ) {
+        let Some(d) = self.transports.get_mut(key).and_then(|t| t.data_mut()) else {
+            return;
+        };
+        f(d);
+        self.flush_data(now, key, tx);
+    }
+
+    /// Sends the SCTP packets a transport's data channels queued (through its DTLS).
+    fn flush_data(&mut self, now: Instant, key: usize, tx: &mut Tx) {
+        let Some(t) = self.transports.get_mut(key) else {
+            return;
+        };
+        if let Err(e) = t.drive_dtls(now, &mut self.scratch, tx, &mut self.counters) {
+            return self.dtls_failed(key, e);
         }
         self.schedule_transport(key);
     }

@@ -9,6 +9,8 @@
 
 pub mod bwe;
 pub mod client;
+pub mod data_routes;
+pub mod datachannel;
 pub mod dd;
 pub mod demux;
 pub mod dtls;

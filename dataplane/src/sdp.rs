@@ -77,6 +77,9 @@ pub struct SessionDescription {
 /// Offers larger than this are refused (browser offers are a few kilobytes).
 const MAX_SDP_BYTES: usize = 64 * 1024;
 const MAX_MEDIA: usize = 64;
+/// The protocol and format of a data channel m-line (RFC 8841 §4).
+pub const DATA_PROTOCOL: &str = "UDP/DTLS/SCTP";
+pub const DATA_FORMAT: &str = "webrtc-datachannel";
 /// The RTP header extension carrying the mid, by which BUNDLE (RFC 8843) demultiplexes.
 pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 /// The RTP header extension naming a simulcast stream by its rid (RFC 8852 §3.1).
@@ -375,6 +378,26 @@ impl Writer {
             .flag("rtcp-mux")
     }
 
+    /// The opening lines of an accepted data channel section (RFC 8841): `m=application <port>
+    /// UDP/DTLS/SCTP webrtc-datachannel`, `c=`, the mid and transport as in [`media`](Self::media),
+    /// `a=sctp-port` and `a=max-message-size` (what we accept in one message).
+    pub fn data_section(
+        &mut self,
+        s: &MediaSection<'_>,
+        sctp_port: u16,
+        max_message_size: u32,
+    ) -> &mut Writer {
+        self.media_line("application", s.port, DATA_PROTOCOL, [DATA_FORMAT])
+            .connection(s.address)
+            .attribute("mid", s.mid)
+            .attribute("ice-ufrag", &s.ice.ufrag)
+            .attribute("ice-pwd", &s.ice.pwd)
+            .attribute("fingerprint", s.fingerprint)
+            .attribute("setup", s.setup)
+            .attribute("sctp-port", sctp_port)
+            .attribute("max-message-size", max_message_size)
+    }
+
     /// `a=rtpmap:<pt> <name>/<clock rate>[/<channels>]` (RFC 8866 §6.6); channels are given
     /// for audio only.
     pub fn rtpmap(
@@ -476,6 +499,25 @@ impl Writer {
 impl MediaDescription {
     fn attribute(&self, name: &str) -> Option<&str> {
         find_attr(&self.attributes, name)
+    }
+
+    /// Whether this is a data channel m-line (RFC 8841 §4: `m=application ...
+    /// UDP/DTLS/SCTP webrtc-datachannel`, or TCP/DTLS/SCTP).
+    pub fn is_data_channel(&self) -> bool {
+        self.media == "application"
+            && self.protocol.ends_with("DTLS/SCTP")
+            && self.formats.iter().any(|f| f == DATA_FORMAT)
+    }
+
+    /// `a=max-message-size` (RFC 8841 §6): the largest message the peer accepts; 0 means no
+    /// limit, which we read as our own largest.
+    pub fn max_message_size(&self) -> Option<u32> {
+        let v: u64 = self.attribute("max-message-size")?.trim().parse().ok()?;
+        Some(if v == 0 {
+            u32::MAX
+        } else {
+            u32::try_from(v).unwrap_or(u32::MAX)
+        })
     }
 
     /// The values of every `a=<name>:<value>`, in order.
@@ -814,6 +856,8 @@ pub enum MediaRole {
     Send(SendTrack),
     /// Declined (port 0).
     Reject,
+    /// Data channels (an `m=application ... webrtc-datachannel` line): SCTP over our DTLS.
+    Data,
 }
 
 /// Our side of the answer.
@@ -886,6 +930,11 @@ pub enum Negotiated {
     },
     /// Declined, with the reason (e.g. "no codec in common").
     Rejected { mid: String, reason: String },
+    /// Data channels accepted; `max_message_size` is the peer's `a=max-message-size`.
+    Data {
+        mid: String,
+        max_message_size: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -922,7 +971,9 @@ pub fn answer(
     let bundle: Vec<&str> = media
         .iter()
         .filter_map(|n| match n {
-            Negotiated::Receive { mid, .. } | Negotiated::Send { mid, .. } => Some(mid.as_str()),
+            Negotiated::Receive { mid, .. }
+            | Negotiated::Send { mid, .. }
+            | Negotiated::Data { mid, .. } => Some(mid.as_str()),
             Negotiated::Rejected { .. } => None,
         })
         .collect();
@@ -939,6 +990,26 @@ pub fn answer(
         let (mid, direction, codec, extensions) = match outcome {
             Negotiated::Rejected { mid, .. } => {
                 w.rejected(m, mid);
+                continue;
+            }
+            Negotiated::Data { mid, .. } => {
+                w.data_section(
+                    &MediaSection {
+                        media: "application",
+                        port: first.port(),
+                        protocol: DATA_PROTOCOL,
+                        payload_type: 0,
+                        address: first.ip(),
+                        mid,
+                        ice: local.ice,
+                        fingerprint: local.fingerprint,
+                        setup: "passive",
+                        direction: Direction::SendRecv,
+                    },
+                    crate::datachannel::SCTP_PORT,
+                    crate::datachannel::MAX_MESSAGE_SIZE,
+                );
+                w.host_candidates(local.candidates, local.tcp);
                 continue;
             }
             Negotiated::Receive {
@@ -1026,6 +1097,22 @@ fn negotiate(
         mid: offered.mid.clone(),
         reason,
     };
+    if *role == MediaRole::Data {
+        return if m.port == 0 {
+            reject("rejected in the offer".into())
+        } else if !m.is_data_channel() {
+            reject(format!(
+                "m-line {mid} is not a data channel ({} {})",
+                m.protocol,
+                m.formats.join(" ")
+            ))
+        } else {
+            Negotiated::Data {
+                mid,
+                max_message_size: m.max_message_size(),
+            }
+        };
+    }
     let Some(kind) = offered.kind else {
         return reject(format!("{} m-lines are not supported", m.media));
     };
@@ -1043,7 +1130,7 @@ fn negotiate(
     let twcc_ext = m.extension(TWCC_URI);
     let codecs = m.codecs();
     match role {
-        MediaRole::Reject => reject("nothing to send or receive here".into()),
+        MediaRole::Reject | MediaRole::Data => reject("nothing to send or receive here".into()),
         MediaRole::Receive => {
             if !matches!(offered.direction, Direction::SendOnly | Direction::SendRecv) {
                 return reject(format!(

@@ -14,7 +14,7 @@ use crate::engine::Engine;
 use crate::ice::Credentials;
 use crate::io::{MAX_DATAGRAM, TX_BUFFERS, Tx};
 use crate::spec::{
-    ConsumerSpec, Error, MediaEvent, ProducerSpec, RouterId, TransportId, TransportKind,
+    ConsumerSpec, DataSpec, Error, MediaEvent, ProducerSpec, RouterId, TransportId, TransportKind,
     TransportSpec,
 };
 
@@ -82,6 +82,18 @@ impl Sim {
         producers: Vec<ProducerSpec>,
         consumers: Vec<ConsumerSpec>,
     ) -> Result<(Credentials, Credentials), Error> {
+        self.create_with_data(id, client_identity, producers, consumers, None)
+    }
+
+    /// [`create`](Self::create) with data channels (`data`).
+    pub fn create_with_data(
+        &mut self,
+        id: TransportId,
+        client_identity: &Identity,
+        producers: Vec<ProducerSpec>,
+        consumers: Vec<ConsumerSpec>,
+        data: Option<DataSpec>,
+    ) -> Result<(Credentials, Credentials), Error> {
         let (server_ice, client_ice) = (Credentials::random(), Credentials::random());
         let spec = TransportSpec {
             id,
@@ -93,6 +105,7 @@ impl Sim {
             },
             producers,
             consumers,
+            data,
         };
         self.engine.create_transport(self.now, spec)?;
         Ok((server_ice, client_ice))
@@ -116,6 +129,27 @@ impl Sim {
             self.now,
             id.0,
         );
+        Ok(self.add_peer(client))
+    }
+
+    /// A peer connection with data channels only (`data`), and its client with its SCTP
+    /// association enabled; returns the peer's index.
+    pub fn connect_data(&mut self, id: TransportId, data: DataSpec) -> Result<usize, SimError> {
+        let identity = Identity::generate()?;
+        let remote_max = data.remote_max_message_size;
+        let (server_ice, client_ice) =
+            self.create_with_data(id, &identity, Vec::new(), Vec::new(), Some(data))?;
+        let mut client = Client::new(
+            &identity,
+            client_ice,
+            server_ice,
+            self.identity.fingerprint().clone(),
+            self.now,
+            id.0,
+        );
+        client
+            .enable_data_channels(remote_max)
+            .map_err(|e| SimError::Engine(Error::Rejected(e.to_string())))?;
         Ok(self.add_peer(client))
     }
 

@@ -123,6 +123,25 @@ pub struct TransportSpec {
     pub kind: TransportKind,
     pub producers: Vec<ProducerSpec>,
     pub consumers: Vec<ConsumerSpec>,
+    /// Data channels (SCTP over DTLS), when the SDP negotiated an `m=application` line.
+    pub data: Option<DataSpec>,
+}
+
+/// A peer connection's data channels: what it publishes and what it receives.
+///
+/// A publication's data channels are one data producer, whatever their labels; each message
+/// on its channel labelled L reaches every subscriber of the publication on the channel
+/// labelled L that the SFU opens toward that subscriber (DCEP, with the publisher's label,
+/// ordering and reliability).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataSpec {
+    /// Set on a publication's transport: the id its channels are published as (unique in
+    /// its router, like a producer's).
+    pub producer: Option<ProducerId>,
+    /// Set on a subscription's transport: the data producers it receives.
+    pub consumes: Vec<ProducerId>,
+    /// The peer's `a=max-message-size` (RFC 8841 §6); `None` when it announced none.
+    pub remote_max_message_size: Option<u32>,
 }
 
 /// How a transport reaches its peer.

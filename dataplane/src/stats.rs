@@ -37,10 +37,13 @@ pub enum DropReason {
     TcpOversize,
     /// An ICE-TCP connection had too much waiting to be written (the client stopped reading).
     TcpBacklog,
+    /// A data channel input refused: an SCTP packet that fits no association, a bad DCEP
+    /// message, data on a stream with no channel, application data without data channels.
+    SctpMalformed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::UnknownSource,
         DropReason::StunMalformed,
@@ -58,6 +61,7 @@ impl DropReason {
         DropReason::TxFull,
         DropReason::TcpOversize,
         DropReason::TcpBacklog,
+        DropReason::SctpMalformed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +83,7 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::TcpOversize => "tcp_oversize",
             DropReason::TcpBacklog => "tcp_backlog",
+            DropReason::SctpMalformed => "sctp_malformed",
         }
     }
 }
@@ -152,6 +157,15 @@ counters! {
     ice_tcp_connections,
     /// ICE-TCP connections closed at once: too many, or a second one from the same address.
     ice_tcp_refused,
+    /// Data channel messages received from publishers, and their bytes.
+    data_messages_received,
+    data_bytes_received,
+    /// Data channel messages written to subscribers' channels, and their bytes.
+    data_messages_forwarded,
+    data_bytes_forwarded,
+    /// Data channel messages a subscriber did not get: its queue was full (a slow reader),
+    /// its association was not up, or the message exceeded its size limit.
+    data_messages_dropped,
 }
 
 impl Counters {

@@ -6,10 +6,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::datachannel::DataChannels;
 use crate::dtls::{self, Dtls};
 use crate::ice::IceLite;
 use crate::io::Tx;
-use crate::spec::{Error, PIPE_KEY_LEN, PIPE_PROFILE, PipeSpec, Ssrc, TransportId};
+use crate::spec::{
+    DataSpec, Error, PIPE_KEY_LEN, PIPE_PROFILE, PipeSpec, ProducerId, Ssrc, TransportId,
+};
 use crate::srtp;
 use crate::stats::{Counters, DropReason};
 use crate::timers::Grid;
@@ -82,6 +85,26 @@ pub struct WebRtc {
     created: Instant,
     /// When DTLS wants `handle_timeout` (retransmission), if it does.
     dtls_deadline: Option<Instant>,
+    /// The data channels (SCTP over this DTLS session), when the SDP negotiated them.
+    pub data: Option<Box<DataLink>>,
+}
+
+/// A peer connection's data channels and what they forward: the SCTP association, the data
+/// producer it publishes (a publication's channels) and those it receives (a subscription's).
+pub struct DataLink {
+    pub channels: DataChannels,
+    pub producer: Option<ProducerId>,
+    pub consumes: Vec<ProducerId>,
+}
+
+impl DataLink {
+    pub fn new(spec: &DataSpec) -> DataLink {
+        DataLink {
+            channels: DataChannels::server(spec.remote_max_message_size),
+            producer: spec.producer,
+            consumes: spec.consumes.clone(),
+        }
+    }
 }
 
 /// A pipe to another media server.
@@ -106,6 +129,7 @@ impl WebRtc {
             addrs: Vec::with_capacity(MAX_ADDRS),
             created: now,
             dtls_deadline: None,
+            data: None,
         }
     }
 }
@@ -175,7 +199,8 @@ impl Transport {
         };
         let consent = grid.after(w.ice.consent_deadline());
         let handshake = (!self.is_connected()).then(|| grid.after(w.created + HANDSHAKE_TIMEOUT));
-        [Some(consent), handshake, w.dtls_deadline]
+        let data = w.data.as_ref().and_then(|d| d.channels.poll_timeout());
+        [Some(consent), handshake, w.dtls_deadline, data]
             .into_iter()
             .flatten()
             .min()
@@ -197,20 +222,65 @@ impl Transport {
         }
     }
 
-    /// Runs DTLS's retransmission timer if it is due.
+    /// Runs DTLS's retransmission timer and SCTP's timers if they are due.
     pub fn dtls_timeout(&mut self, now: Instant) -> Result<(), dtls::Error> {
+        let Link::WebRtc(w) = &mut self.link else {
+            return Ok(());
+        };
+        if let Some(d) = &mut w.data {
+            d.channels.handle_timeout(now);
+        }
+        if w.dtls_deadline.is_some_and(|d| d <= now) {
+            w.dtls.handle_timeout(now)?;
+        }
+        Ok(())
+    }
+
+    /// The transport's data channels, if it has them.
+    pub fn data_mut(&mut self) -> Option<&mut DataLink> {
         match &mut self.link {
-            Link::WebRtc(w) if w.dtls_deadline.is_some_and(|d| d <= now) => {
-                w.dtls.handle_timeout(now)
-            }
-            _ => Ok(()),
+            Link::WebRtc(w) => w.data.as_deref_mut(),
+            Link::Pipe(_) => None,
         }
     }
 
     /// Sends what DTLS has to send and takes the SRTP keys when the handshake completes;
     /// returns whether it just connected. `scratch` holds [`dtls::POLL_BUFFER`] bytes.
+    /// Application data goes to the data channels, and their SCTP packets out through DTLS
+    /// (RFC 8261), until both are quiet.
     pub fn drive_dtls(
         &mut self,
+        now: Instant,
+        scratch: &mut [u8],
+        tx: &mut Tx,
+        counters: &mut Counters,
+    ) -> Result<bool, dtls::Error> {
+        if !matches!(self.link, Link::WebRtc(_)) {
+            return Ok(false);
+        }
+        let mut connected = false;
+        loop {
+            connected |= self.poll_dtls(now, scratch, tx, counters)?;
+            let Link::WebRtc(w) = &mut self.link else {
+                return Ok(connected);
+            };
+            let Some(packet) = w.data.as_mut().and_then(|d| d.channels.poll_transmit()) else {
+                return Ok(connected);
+            };
+            if !w.dtls.is_connected() {
+                continue; // nothing can carry it yet; SCTP retransmits what mattered
+            }
+            // A refused packet is lost like one on the wire; SCTP recovers or gives up.
+            if w.dtls.send_application_data(&packet).is_err() {
+                counters.drop(DropReason::TxFull);
+            }
+        }
+    }
+
+    /// One pass of DTLS output: records out, keys taken, application data to SCTP.
+    fn poll_dtls(
+        &mut self,
+        now: Instant,
         scratch: &mut [u8],
         tx: &mut Tx,
         counters: &mut Counters,
@@ -246,6 +316,16 @@ impl Transport {
                     w.dtls_deadline = None;
                     break;
                 }
+                dtls::Output::ApplicationData(packet) => match &mut w.data {
+                    Some(d) => {
+                        let before = d.channels.malformed();
+                        d.channels.handle_input(now, packet);
+                        if d.channels.malformed() != before {
+                            counters.drop(DropReason::SctpMalformed);
+                        }
+                    }
+                    None => counters.drop(DropReason::SctpMalformed),
+                },
             }
         }
         Ok(connected)

@@ -52,7 +52,8 @@ pub struct MediaConfig {
 /// What the control plane asks of a worker.
 enum Command {
     CreateTransport {
-        spec: TransportSpec,
+        /// Boxed: a spec is several times larger than the other commands.
+        spec: Box<TransportSpec>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
     CloseTransport {
@@ -125,7 +126,7 @@ impl Worker {
     fn command(&mut self, now: Instant, command: Command) {
         match command {
             Command::CreateTransport { spec, reply } => {
-                let result = self.engine.create_transport(now, spec);
+                let result = self.engine.create_transport(now, *spec);
                 // The control plane may have given up waiting; nothing to do then.
                 let _ = reply.send(result);
             }
@@ -359,6 +360,7 @@ impl MediaServer {
     /// Sets up a transport on `worker`; every transport of a router must go to the same worker.
     pub async fn create_transport(&self, worker: usize, spec: TransportSpec) -> Result<(), Error> {
         let (reply, answer) = oneshot::channel();
+        let spec = Box::new(spec);
         self.send(worker, Command::CreateTransport { spec, reply })?;
         answer.await.map_err(|_| Error::Stopped)?
     }

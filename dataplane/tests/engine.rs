@@ -485,6 +485,7 @@ fn pipe(
         })),
         producers,
         consumers,
+        data: None,
     };
     sim.engine.create_transport(sim.now, spec).unwrap();
     PipeEnd {

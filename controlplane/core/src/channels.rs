@@ -102,6 +102,18 @@ pub trait Channels: Send + Sync + 'static {
         data: Value,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// Sends a channel `message` from `from` to participant `to`, or with no `to` to everyone
+    /// else in the channel, as [`ServerMessage::Message`]. `NotFound` when `to` is not in the
+    /// channel, `BadRequest` when it cannot receive messages (a WHIP/WHEP session). The limits
+    /// are checked before this ([`crate::channel_messages`]).
+    fn message(
+        &self,
+        channel: &str,
+        from: &str,
+        to: Option<&str>,
+        data: Value,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
     /// Removes the participant with everything it publishes and receives.
     fn leave(&self, channel: &str, participant: &str) -> impl Future<Output = ()> + Send;
 }

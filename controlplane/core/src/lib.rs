@@ -6,9 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod allowlist;
+pub mod channel_messages;
 pub mod channels;
 pub mod checks;
 pub mod config;
+pub mod data_channels;
 pub mod dev;
 pub mod error;
 pub mod follow;

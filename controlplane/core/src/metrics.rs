@@ -226,6 +226,35 @@ pub fn render(media: &MediaServer, signalling: &Metrics, live: Live) -> String {
         "ICE-TCP connections refused (per-worker limit, or a second from one address).",
         s.ice_tcp_refused,
     );
+    for (name, help, value) in [
+        (
+            "switchyard_data_messages_received_total",
+            "Data channel messages received from publishers.",
+            s.data_messages_received,
+        ),
+        (
+            "switchyard_data_bytes_received_total",
+            "Data channel message bytes received from publishers.",
+            s.data_bytes_received,
+        ),
+        (
+            "switchyard_data_messages_forwarded_total",
+            "Data channel messages written to subscribers.",
+            s.data_messages_forwarded,
+        ),
+        (
+            "switchyard_data_bytes_forwarded_total",
+            "Data channel message bytes written to subscribers.",
+            s.data_bytes_forwarded,
+        ),
+        (
+            "switchyard_data_messages_dropped_total",
+            "Data channel messages a subscriber did not get (queue full, not connected, too large).",
+            s.data_messages_dropped,
+        ),
+    ] {
+        metric(&mut out, name, "counter", help, value);
+    }
     out.push_str("# HELP switchyard_dropped_packets_total Datagrams dropped, by reason.\n");
     out.push_str("# TYPE switchyard_dropped_packets_total counter\n");
     for (reason, n) in s.drop_counts() {

@@ -50,6 +50,15 @@ pub enum ClientMessage {
         data: Value,
     },
     Leave,
+    /// A channel message: `data` (any JSON) goes to participant `to` of the same channel, or,
+    /// with no `to`, to everyone else in it. No reply unless it is refused.
+    Message {
+        #[serde(default)]
+        id: Option<Value>,
+        #[serde(default)]
+        to: Option<String>,
+        data: Value,
+    },
 }
 
 impl ClientMessage {
@@ -58,7 +67,8 @@ impl ClientMessage {
         match self {
             ClientMessage::Publish { id, .. }
             | ClientMessage::Subscribe { id, .. }
-            | ClientMessage::Signal { id, .. } => id.as_ref(),
+            | ClientMessage::Signal { id, .. }
+            | ClientMessage::Message { id, .. } => id.as_ref(),
             ClientMessage::Join { .. }
             | ClientMessage::Unpublish { .. }
             | ClientMessage::Unsubscribe { .. }
@@ -157,6 +167,11 @@ pub enum ServerMessage {
         participant: Option<String>,
         publication: Option<String>,
     },
+    /// A channel `message` another participant sent to this client or to the whole channel.
+    Message {
+        from: String,
+        data: Value,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,6 +222,34 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s, r#"{"type":"error","reason":"no"}"#);
+    }
+
+    #[test]
+    fn messages_to_everyone_or_one() {
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"message","data":{"text":"hi"}}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Message {
+                id: None,
+                to: None,
+                data: serde_json::json!({"text": "hi"}),
+            }
+        );
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"message","id":3,"to":"p2","data":[1]}"#).unwrap();
+        assert_eq!(m.id(), Some(&Value::from(3)));
+        assert!(matches!(m, ClientMessage::Message { to: Some(t), .. } if t == "p2"));
+        let out = ServerMessage::Message {
+            from: "p1".into(),
+            data: serde_json::json!({"text": "hi"}),
+        };
+        let text = serde_json::to_string(&out).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"message","from":"p1","data":{"text":"hi"}}"#
+        );
+        assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), out);
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct Publication {
     pub participant: String,
     pub transport: TransportId,
     pub tracks: Vec<Track>,
+    /// The data producer of its data channels, if it has any.
+    pub data: Option<ProducerId>,
 }
 
 impl Publication {
@@ -41,6 +43,7 @@ impl Publication {
                 kind: t.kind.to_string(),
                 codec: t.codec.to_string(),
             })
+            .chain(self.data.map(|_| crate::data_channels::track_info()))
             .collect()
     }
 }
@@ -119,6 +122,36 @@ impl Channel {
             from: from.to_string(),
             data,
         };
+        outbox
+            .send(message)
+            .map_err(|_| Error::Gone(format!("{to} is leaving channel {name}")))
+    }
+
+    /// A channel `message` to `to`, or with none to everyone but `from` (who has a socket).
+    pub fn message(
+        &self,
+        name: &str,
+        from: &str,
+        to: Option<&str>,
+        data: Value,
+    ) -> Result<(), Error> {
+        let message = ServerMessage::Message {
+            from: from.to_string(),
+            data,
+        };
+        let Some(to) = to else {
+            self.broadcast(from, &message);
+            return Ok(());
+        };
+        let target = self
+            .participants
+            .get(to)
+            .ok_or_else(|| Error::NotFound(format!("no participant {to} in channel {name}")))?;
+        let outbox = target.outbox.as_ref().ok_or_else(|| {
+            Error::BadRequest(format!(
+                "{to} is a WHIP/WHEP session and cannot receive messages"
+            ))
+        })?;
         outbox
             .send(message)
             .map_err(|_| Error::Gone(format!("{to} is leaving channel {name}")))
@@ -260,6 +293,42 @@ mod tests {
             },
         );
         socket.then_some(rx)
+    }
+
+    #[test]
+    fn messages_reach_everyone_else_or_one_participant() {
+        let mut r = Rooms::new(1);
+        let mut alice = participant(r.channel("a"), "alice", true).unwrap();
+        let mut bob = participant(r.channel("a"), "bob", true).unwrap();
+        let mut dave = participant(r.channel("a"), "dave", true).unwrap();
+        participant(r.channel("a"), "whip", false);
+        let mut carol = participant(r.channel("b"), "carol", true).unwrap();
+        let data = serde_json::json!({"text": "hi"});
+        let from_alice = ServerMessage::Message {
+            from: "alice".into(),
+            data: data.clone(),
+        };
+
+        r.channel("a")
+            .message("a", "alice", None, data.clone())
+            .unwrap();
+        assert_eq!(bob.try_recv().ok(), Some(from_alice.clone()));
+        assert_eq!(dave.try_recv().ok(), Some(from_alice.clone()));
+        assert!(alice.try_recv().is_err(), "not to the sender");
+        assert!(carol.try_recv().is_err(), "not to another channel");
+
+        r.channel("a")
+            .message("a", "alice", Some("dave"), data.clone())
+            .unwrap();
+        assert_eq!(dave.try_recv().ok(), Some(from_alice));
+        assert!(bob.try_recv().is_err(), "only to dave");
+
+        let e = r
+            .channel("a")
+            .message("a", "alice", Some("carol"), data.clone());
+        assert!(matches!(e, Err(Error::NotFound(_))), "{e:?}");
+        let e = r.channel("a").message("a", "alice", Some("whip"), data);
+        assert!(matches!(e, Err(Error::BadRequest(_))), "{e:?}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use switchyard_store::{CachedStore, ChannelConfig};
 use tokio::sync::mpsc;
 
 use crate::channels::{Channels, Joined};
+use crate::data_channels;
 use crate::error::Error;
 use crate::ids;
 use crate::metrics::{Live, Metrics};
@@ -177,8 +178,10 @@ impl AppState {
                 }
             })
             .collect();
+        let roles = data_channels::with_data_roles(&offer, roles, true);
         let answer =
             sdp::answer(&offer, &local, &roles).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let data = data_channels::data_spec(&answer.media, Some(ids::producer()), Vec::new());
         let mut producers = Vec::new();
         let mut tracks = Vec::new();
         for n in &answer.media {
@@ -220,7 +223,7 @@ impl AppState {
                 });
             }
         }
-        if producers.is_empty() {
+        if producers.is_empty() && data.is_none() {
             return Err(Error::BadRequest(format!(
                 "nothing to publish: {}",
                 rejections(&answer.media)
@@ -237,6 +240,7 @@ impl AppState {
             },
             producers,
             consumers: Vec::new(),
+            data: data.clone(),
         };
         self.media.create_transport(worker, spec).await?;
 
@@ -254,6 +258,7 @@ impl AppState {
             participant: participant.to_string(),
             transport,
             tracks,
+            data: data.and_then(|d| d.producer),
         };
         ch.broadcast(
             participant,
@@ -286,7 +291,7 @@ impl AppState {
         let offer =
             Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
         let offered: Vec<MediaKind> = offer.media.iter().filter_map(|m| m.kind).collect();
-        let (worker, router, subscription, publication, tracks) = {
+        let (worker, router, subscription, publication, tracks, data_producer) = {
             let mut rooms = self.rooms();
             let subscription = rooms.next_name("sub");
             let ch = rooms
@@ -314,6 +319,7 @@ impl AppState {
                 subscription,
                 id.clone(),
                 p.tracks.clone(),
+                p.data,
             )
         };
         let mut unused = tracks.clone();
@@ -350,8 +356,11 @@ impl AppState {
             allowed_codecs: &ALL_CODECS,
             session_id: rand::random::<u32>().into(),
         };
+        let roles = data_channels::with_data_roles(&offer, roles, data_producer.is_some());
         let answer =
             sdp::answer(&offer, &local, &roles).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let data =
+            data_channels::data_spec(&answer.media, None, data_producer.into_iter().collect());
         let consumers: Vec<ConsumerSpec> = answer
             .media
             .iter()
@@ -381,7 +390,7 @@ impl AppState {
                 _ => None,
             })
             .collect();
-        if consumers.is_empty() {
+        if consumers.is_empty() && data.is_none() {
             return Err(Error::BadRequest(format!(
                 "nothing in this offer can receive publication {publication}: {}",
                 rejections(&answer.media)
@@ -398,6 +407,7 @@ impl AppState {
             },
             producers: Vec::new(),
             consumers,
+            data,
         };
         match self.media.create_transport(worker, spec).await {
             Ok(()) => {}
@@ -784,6 +794,7 @@ impl AppState {
                     participant: participant.to_string(),
                     transport,
                     tracks: published,
+                    data: None,
                 },
             );
         }
@@ -943,6 +954,21 @@ impl Channels for AppState {
         ch.signal(channel, from, to, data)
     }
 
+    async fn message(
+        &self,
+        channel: &str,
+        from: &str,
+        to: Option<&str>,
+        data: Value,
+    ) -> Result<(), Error> {
+        let rooms = self.rooms();
+        let ch = rooms
+            .channels
+            .get(channel)
+            .ok_or_else(|| Error::NotFound(format!("no channel {channel}")))?;
+        ch.message(channel, from, to, data)
+    }
+
     async fn leave(&self, channel: &str, participant: &str) {
         AppState::leave(self, channel, participant);
     }
@@ -1013,6 +1039,7 @@ fn pipe_spec(
         kind: TransportKind::Pipe(Box::new(pipe)),
         producers,
         consumers,
+        data: None,
     }
 }
 

@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::channel_messages;
 use crate::channels::Channels;
 use crate::error::Error;
 use crate::p2p::{self, TokenBucket};
@@ -83,6 +84,7 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
     let mut joined: Option<Joined> = None;
     // Peer-to-peer signals are limited per connection, the unit a misbehaving client controls.
     let mut signals = TokenBucket::for_signals(Instant::now());
+    let mut messages = TokenBucket::for_signals(Instant::now());
     loop {
         let message = tokio::select! {
             m = stream.next() => m,
@@ -191,6 +193,10 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
             (ClientMessage::Leave, Some(_)) => break,
             (ClientMessage::Signal { id, to, data }, Some(j)) => {
                 relay_signal(&*state, j, &mut signals, id, &to, data, &out_tx).await;
+            }
+            (ClientMessage::Message { id, to, data }, Some(j)) => {
+                let to = to.as_deref();
+                relay_message(&*state, j, &mut messages, id, to, data, &out_tx).await;
             }
             (other, Some(j)) => {
                 if let Err((id, e)) = handle(&*state, j, other, &out_tx).await {
@@ -317,7 +323,10 @@ async fn handle<C: Channels>(
                 .await
                 .map_err(|e| (None, e))?;
         }
-        ClientMessage::Join { .. } | ClientMessage::Leave | ClientMessage::Signal { .. } => {}
+        ClientMessage::Join { .. }
+        | ClientMessage::Leave
+        | ClientMessage::Signal { .. }
+        | ClientMessage::Message { .. } => {}
     }
     Ok(())
 }
@@ -344,6 +353,27 @@ async fn relay_signal<C: Channels>(
             state.metrics().signal_refused(e.metric());
             reply_error(state, out, id, e.metric(), &e.to_string());
         }
+    }
+}
+
+/// Sends a channel message to one participant or to everyone else in the sender's channel, or
+/// tells the sender why not (see [`channel_messages`]).
+async fn relay_message<C: Channels>(
+    state: &C,
+    j: &Joined,
+    bucket: &mut TokenBucket,
+    id: Option<Value>,
+    to: Option<&str>,
+    data: Value,
+    out: &mpsc::UnboundedSender<Out>,
+) {
+    if let Err(refusal) = channel_messages::check(&j.participant, to, &data, bucket, Instant::now())
+    {
+        reply_error(state, out, id, refusal.metric(), &refusal.reason());
+        return;
+    }
+    if let Err(e) = state.message(&j.channel, &j.participant, to, data).await {
+        reply_error(state, out, id, e.metric(), &e.to_string());
     }
 }
 

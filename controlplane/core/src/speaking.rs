@@ -113,6 +113,7 @@ mod tests {
                     payload_type: 111,
                     clock_rate: 48_000,
                 }],
+                data: None,
             },
         );
         let speaking = MediaEvent::Speaking {

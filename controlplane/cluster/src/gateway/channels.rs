@@ -417,6 +417,43 @@ impl Channels for Gateway {
         Ok(())
     }
 
+    /// To one participant like a `signal` (its own outbox, else through presence to the gateway
+    /// that has it); to everyone else as a channel event every gateway delivers.
+    async fn message(
+        &self,
+        channel: &str,
+        from: &str,
+        to: Option<&str>,
+        data: Value,
+    ) -> Result<(), Error> {
+        let message = ServerMessage::Message {
+            from: from.to_string(),
+            data,
+        };
+        let Some(to) = to else {
+            self.announce(channel, Some(from), message).await;
+            return Ok(());
+        };
+        if let Some(outbox) = self.clients.with(channel, to, |c| c.outbox.clone()) {
+            return outbox
+                .send(message)
+                .map_err(|_| Error::Gone(format!("{to} is leaving channel {channel}")));
+        }
+        if !self.presence.has_participant(channel, to).await? {
+            return Err(Error::NotFound(format!(
+                "no participant {to} in channel {channel}"
+            )));
+        }
+        let event = ChannelEvent {
+            channel: channel.to_string(),
+            except: None,
+            to: Some(to.to_string()),
+            message,
+        };
+        self.presence.send(&event).await?;
+        Ok(())
+    }
+
     async fn leave(&self, channel: &str, participant: &str) {
         let Some(gone) = self.clients.forget(channel, participant) else {
             return;
@@ -452,6 +489,80 @@ mod tests {
                 .expect("the outbox is open");
             if let ServerMessage::Signal { .. } = m {
                 return m;
+            }
+        }
+    }
+
+    /// The next channel message in `rx`, skipping presence events.
+    async fn next_message(rx: &mut mpsc::UnboundedReceiver<ServerMessage>) -> ServerMessage {
+        loop {
+            let m = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a message within 5 s")
+                .expect("the outbox is open");
+            if let ServerMessage::Message { .. } = m {
+                return m;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_reach_the_channel_across_gateways_or_one_participant() {
+        let presence = Presence::memory();
+        let g1 = gateway_sharing("g1", presence.clone()).await;
+        let g2 = gateway_sharing("g2", presence).await;
+        let (a_tx, mut a_rx) = mpsc::unbounded_channel();
+        let (b_tx, mut b_rx) = mpsc::unbounded_channel();
+        let (d_tx, mut d_rx) = mpsc::unbounded_channel();
+        let (e_tx, mut e_rx) = mpsc::unbounded_channel();
+        let (alice, _) = g1.join("c", "alice", None, a_tx).await.unwrap();
+        let (bob, _) = g2.join("c", "bob", None, b_tx).await.unwrap();
+        let (_dave, _) = g1.join("c", "dave", None, d_tx).await.unwrap();
+        let (eve, _) = g1.join("other", "eve", None, e_tx).await.unwrap();
+        let hello = ServerMessage::Message {
+            from: alice.clone(),
+            data: json!({"text": "hello"}),
+        };
+
+        // To everyone else: this gateway's client and the other gateway's.
+        g1.message("c", &alice, None, json!({"text": "hello"}))
+            .await
+            .unwrap();
+        assert_eq!(next_message(&mut b_rx).await, hello);
+        assert_eq!(next_message(&mut d_rx).await, hello);
+
+        // To one participant on the other gateway, and only to it.
+        g1.message("c", &alice, Some(&bob), json!(1)).await.unwrap();
+        assert_eq!(
+            next_message(&mut b_rx).await,
+            ServerMessage::Message {
+                from: alice.clone(),
+                data: json!(1)
+            }
+        );
+        // And back.
+        g2.message("c", &bob, Some(&alice), json!(2)).await.unwrap();
+        assert_eq!(
+            next_message(&mut a_rx).await,
+            ServerMessage::Message {
+                from: bob.clone(),
+                data: json!(2)
+            }
+        );
+        let e = g1
+            .message("c", &alice, Some(&eve), json!(3))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
+
+        tokio::task::yield_now().await;
+        for (who, rx) in [
+            ("alice", &mut a_rx),
+            ("dave", &mut d_rx),
+            ("eve", &mut e_rx),
+        ] {
+            while let Ok(m) = rx.try_recv() {
+                assert!(!matches!(m, ServerMessage::Message { .. }), "{who}: {m:?}");
             }
         }
     }
