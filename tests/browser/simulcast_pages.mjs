@@ -1,24 +1,59 @@
 // Two pages: the first publishes a 720p fake camera as three simulcast layers (the SDK's
-// default), the second subscribes and steers the layer it gets with `setPreferences`. Samples
-// the subscriber's getStats every 100 ms and prints one JSON line: for each phase, how long the
-// switch took and the longest stretch in which framesDecoded did not rise.
+// default), the second subscribes. Samples the subscriber's getStats every 100 ms and prints
+// one JSON line: for each phase, how long the switch took and the longest stretch in which
+// framesDecoded did not rise.
 //
 // usage: node simulcast_pages.mjs <base-url> <channel> <publisher token> <subscriber token>
 //
-// Phases: `top` (no preference: 720 lines), `capped` (maxHeight 360: the middle layer, held for
-// HOLD_MS), `uncapped` (no preference again: back to 720). Exits 1 when a phase misses its
-// height within DEADLINE_MS.
+// Default phases (the subscriber steers with `setPreferences`): `top` (no preference: 720
+// lines), `capped` (maxHeight 360: the middle layer, held for HOLD_MS), `uncapped` (no
+// preference again: back to 720).
+//
+// With LIMIT_DEV (a network interface toward the subscriber, whose Chromium then runs in the
+// namespace SUB_NETNS through netns_chromium.sh), the link steers instead: `top`, `limited`
+// (tc limits LIMIT_DEV to LIMIT_KBIT: the lowest layer, 180 lines, held for HOLD_MS),
+// `lifted` (the limit removed: back to 720). The publisher's `availableOutgoingBitrate` is
+// reported too. Exits 1 when a phase misses its height within DEADLINE_MS.
 
-import { launch, openDemo } from './chromium.mjs';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { chromiumArgs, chromiumPath, launch, openDemo } from './chromium.mjs';
 
 const [base, channel, publisherToken, subscriberToken] = process.argv.slice(2);
 const DEADLINE_MS = 20_000;
 const HOLD_MS = 4_000;
 const SAMPLE_MS = 100;
+const limitDev = process.env.LIMIT_DEV;
+const limitKbit = Number(process.env.LIMIT_KBIT ?? 300);
 
-const browser = await launch();
+const browser = await launch([`--unsafely-treat-insecure-origin-as-secure=${base}`]);
+// The subscriber's own Chromium, in its namespace behind the limited link.
+const subBrowser = process.env.SUB_NETNS
+  ? await chromium.launch({
+      executablePath: fileURLToPath(new URL('./netns_chromium.sh', import.meta.url)),
+      headless: true,
+      args: chromiumArgs([`--unsafely-treat-insecure-origin-as-secure=${base}`]),
+      env: { ...process.env, SWITCHYARD_NETNS: process.env.SUB_NETNS, CHROMIUM: chromiumPath },
+    })
+  : browser;
 const result = { ok: false, phases: {}, pages: [] };
 const pages = [];
+
+/** Runs tc on the limited interface (the test's namespace is ours). */
+const tc = (...args) => execFileSync('tc', ['qdisc', ...args], { stdio: 'pipe' });
+
+/** The publisher's estimate of its uplink (candidate-pair availableOutgoingBitrate). */
+async function outgoing(page) {
+  return page.evaluate(async () => {
+    const pub = window.switchyard.client.connections().find((c) => c.kind === 'publish');
+    let bps;
+    (await pub.pc.getStats()).forEach((r) => {
+      if (r.type === 'candidate-pair' && r.nominated && r.availableOutgoingBitrate) bps = r.availableOutgoingBitrate;
+    });
+    return bps;
+  });
+}
 
 /** The subscriber's one video inbound-rtp: its height, frames decoded and freezes. */
 async function video(page) {
@@ -28,10 +63,11 @@ async function video(page) {
 
 /**
  * Samples until the video's frameHeight is `height` (then keeps sampling for `hold` ms, during
- * which it must stay there); returns the time it took, the longest stall of framesDecoded and
+ * which, when `strict`, it must stay there; when not, the time counts until it stays there for
+ * `hold` ms); returns the time it took, the longest stall of framesDecoded and
  * the heights seen.
  */
-async function reach(page, height, hold) {
+async function reach(page, height, hold, strict = true) {
   const start = Date.now();
   let reached;
   let lastRise = Date.now();
@@ -51,11 +87,16 @@ async function reach(page, height, hold) {
         lastRise = now;
       }
       if (reached === undefined && v.frameHeight === height) reached = now - start;
-      if (reached !== undefined && v.frameHeight !== height) left = true;
+      if (reached !== undefined && v.frameHeight !== height) {
+        left = true;
+        // Not strict: the time until it settles at `height`.
+        if (!strict) reached = undefined;
+      }
       if (reached !== undefined && now - start >= reached + hold) {
         stall = Math.max(stall, now - lastRise);
         return {
-          ok: !left,
+          ok: !strict || !left,
+          left,
           switch_ms: reached,
           max_stall_ms: stall,
           heights: [...heights],
@@ -74,7 +115,7 @@ try {
     const q = new URLSearchParams({ channel, token, codec: 'VP8', user: `user${i}`, autojoin: '1' });
     // The publisher's camera is 720p; the subscriber publishes a small one, unused.
     q.set('height', i === 0 ? '720' : '180');
-    pages.push(await openDemo(await browser.newContext(), `${base}/?${q}`));
+    pages.push(await openDemo(await (i === 0 ? browser : subBrowser).newContext(), `${base}/?${q}`));
     if (i === 0) await pages[0].page.waitForFunction(() => window.switchyard.client?.connections().some((c) => c.kind === 'publish'), null, { timeout: DEADLINE_MS });
   }
   const sub = pages[1].page;
@@ -87,10 +128,37 @@ try {
   const prefer = (p) => sub.evaluate(([id, p]) => window.switchyard.client.setPreferences(id, p), [publication, p]);
 
   result.phases.top = await reach(sub, 720, 1_000);
-  await prefer({ maxHeight: 360 });
-  result.phases.capped = await reach(sub, 360, HOLD_MS);
-  await prefer({});
-  result.phases.uncapped = await reach(sub, 720, 1_000);
+  if (limitDev) {
+    tc('add', 'dev', limitDev, 'root', 'tbf', 'rate', `${limitKbit}kbit`, 'burst', '16kbit', 'latency', '200ms');
+    // Probes may try a higher layer now and then while limited (and the first moments after
+    // the limit is lifted): the times are until the height settles.
+    result.phases.limited = await reach(sub, 180, 0, false);
+    result.phases.limited_hold = await reach(sub, 180, HOLD_MS, false);
+    tc('del', 'dev', limitDev, 'root');
+    result.phases.lifted = await reach(sub, 720, 2_000, false);
+  } else {
+    await prefer({ maxHeight: 360 });
+    result.phases.capped = await reach(sub, 360, HOLD_MS);
+    await prefer({});
+    result.phases.uncapped = await reach(sub, 720, 1_000);
+  }
+  result.publisher_outgoing_bps = await outgoing(pages[0].page);
+  if (limitDev) {
+    // The publisher's uplink (loopback, in the test's namespace) limited to 1 Mbit/s: its
+    // estimate, from our transport-cc feedback, must follow.
+    // (tbf needs packets no larger than its burst: loopback's 64 KiB MTU becomes Ethernet's.)
+    execFileSync('ip', ['link', 'set', 'lo', 'mtu', '1500']);
+    tc('add', 'dev', 'lo', 'root', 'tbf', 'rate', '1mbit', 'burst', '16kbit', 'latency', '200ms');
+    const start = Date.now();
+    let bps;
+    while (Date.now() - start < DEADLINE_MS) {
+      bps = await outgoing(pages[0].page);
+      if (bps !== undefined && bps < 1_200_000) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    tc('del', 'dev', 'lo', 'root');
+    result.publisher_limited = { outgoing_bps: bps, after_ms: Date.now() - start };
+  }
   result.ok = Object.values(result.phases).every((p) => p.ok);
 } catch (e) {
   result.error = String(e);
@@ -98,5 +166,6 @@ try {
   result.pages = pages.map((p) => ({ errors: p.errors }));
   console.log(JSON.stringify(result));
   await browser.close();
+  if (subBrowser !== browser) await subBrowser.close();
   process.exit(result.ok ? 0 : 1);
 }

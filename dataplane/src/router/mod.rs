@@ -604,7 +604,10 @@ impl Router {
             && target < choose_layer(p, &c.prefs, now, None, c.layer)
             && b.start_probe(now)
         {
-            target = choose_layer(p, &c.prefs, now, Some(b.video_budget(now)), c.layer);
+            // One layer up at a time: a probe that fails costs the least, and one that
+            // succeeds raises the estimate enough for the next.
+            let probed = choose_layer(p, &c.prefs, now, Some(b.video_budget(now)), c.layer);
+            target = probed.min(target + 1);
             probe_ends = b.probe_ends();
         }
         c.target = target;
@@ -983,8 +986,8 @@ impl Router {
 
 /// The layer a consumer of `p` should forward: the highest that arrives, is no taller than
 /// its `max_height` (where the layer's height is known) and whose bitrate fits `budget` (the
-/// layer it forwards, `current`, may exceed it by a little, so that rate noise does not
-/// flap it); else the lowest that arrives and fits the preferences, else the lowest that
+/// layer it forwards, `current`, may exceed it by a quarter, a higher one must leave a quarter
+/// free, so that rate noise does not flap it); else the lowest that arrives and fits the preferences, else the lowest that
 /// arrives; the top layer while none arrives yet (a publisher starting up).
 fn choose_layer(
     p: &Producer,
@@ -1000,8 +1003,13 @@ fn choose_layer(
         _ => true,
     };
     let affordable = |i: usize, l: &producer::Layer| {
-        let slack = if Some(i) == current { 1.25 } else { 1.0 };
-        budget.is_none_or(|b| l.rate.bps as f64 <= b as f64 * slack)
+        // Hysteresis: the layer it has may run a little over, a higher one must fit with room.
+        let share = match current {
+            Some(c) if i == c => 1.25,
+            Some(c) if i > c => 0.75,
+            _ => 1.0,
+        };
+        budget.is_none_or(|b| l.rate.bps as f64 <= b as f64 * share)
     };
     active()
         .filter(|(i, l)| wanted(l) && affordable(*i, l))

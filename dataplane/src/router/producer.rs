@@ -154,12 +154,15 @@ impl Producer {
     }
 }
 
-/// Bitrate over fixed windows: cheap enough for every packet (an add and a compare).
+/// Bitrate over fixed windows: cheap enough for every packet (an add and a compare). It rises
+/// at once with a window's rate and falls by an eighth per window, so a layer is judged by its
+/// recent peaks (keyframes) rather than by a quiet half second: a subscriber is not moved to a
+/// layer its link carries only between keyframes.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Rate {
     window_start: Option<Instant>,
     bytes: u64,
-    /// Bits per second over the last full window.
+    /// Bits per second: the last full window's, or more while a higher one decays.
     pub bps: u64,
 }
 
@@ -171,7 +174,8 @@ impl Rate {
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= RATE_WINDOW {
-            self.bps = self.bytes * 8 * 1000 / (elapsed.as_millis() as u64).max(1);
+            let window = self.bytes * 8 * 1000 / (elapsed.as_millis() as u64).max(1);
+            self.bps = window.max(self.bps - self.bps / 8);
             self.bytes = 0;
             self.window_start = Some(now);
         }
