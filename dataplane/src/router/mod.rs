@@ -1367,6 +1367,10 @@ mod tests {
         publisher: usize,
         subscriber: usize,
         seqs: [u16; 3],
+        /// With transport-cc: the publisher's next transport-wide sequence number.
+        twcc: Option<u16>,
+        /// Bytes added to each payload (a layer's bitrate).
+        pad: usize,
     }
 
     const LAYER_SSRCS: [u32; 3] = [100, 200, 300];
@@ -1374,17 +1378,26 @@ mod tests {
 
     impl Simulcast {
         fn new() -> Simulcast {
+            Simulcast::with(false)
+        }
+
+        /// With `twcc`, both sides negotiated transport-cc (extension 5 from the publisher,
+        /// 6 to the subscriber).
+        fn with(twcc: bool) -> Simulcast {
             let now = Instant::now();
             let mut rng = StdRng::seed_from_u64(3);
             let mut router = Router::new(RouterId(1), Grid::new(now));
             let mut spec = producer(2, Codec::Vp8, None);
             spec.rids = vec!["q".into(), "h".into(), "f".into()];
             spec.rid_ext = Some(2);
+            spec.twcc_ext = twcc.then_some(5);
             let publisher = router
                 .add_member(now, PUB, &[spec], &[], Ssrc(9), &mut rng)
                 .unwrap();
+            let mut consumer = consumer(1, 2, 4001);
+            consumer.twcc_ext = twcc.then_some(6);
             let subscriber = router
-                .add_member(now, SUB, &[], &[consumer(1, 2, 4001)], Ssrc(8), &mut rng)
+                .add_member(now, SUB, &[], &[consumer], Ssrc(8), &mut rng)
                 .unwrap();
             let mut out = Recorder::default();
             out.connected.extend([PUB, SUB]);
@@ -1397,6 +1410,8 @@ mod tests {
                 publisher,
                 subscriber,
                 seqs: [1000, 30000, 65000],
+                twcc: twcc.then_some(65530),
+                pad: 0,
             }
         }
 
@@ -1413,9 +1428,14 @@ mod tests {
                 timestamp: (layer as u32 * 1_000_000).wrapping_add(u32::from(seq) * 3000),
                 ssrc: LAYER_SSRCS[layer],
             };
-            let mut buf = [0u8; 256];
-            let h = rtp::write_header(&mut buf, &fields, &[(1, b"2"), (2, rid)]).unwrap();
-            let payload = vp8(seq & 0x7FFF, keyframe.then_some(HEIGHTS[layer]));
+            let mut buf = [0u8; 1500];
+            let twcc = self.twcc.map(u16::to_be_bytes);
+            self.twcc = self.twcc.map(|n| n.wrapping_add(1));
+            let mut ext: Vec<(u8, &[u8])> = vec![(1, b"2"), (2, rid)];
+            ext.extend(twcc.as_ref().map(|n| (5, &n[..])));
+            let h = rtp::write_header(&mut buf, &fields, &ext).unwrap();
+            let mut payload = vp8(seq & 0x7FFF, keyframe.then_some(HEIGHTS[layer]));
+            payload.resize(payload.len() + self.pad, 0xEE);
             buf[h..h + payload.len()].copy_from_slice(&payload);
             let packet = &buf[..h + payload.len()];
             let header = rtp::Header::parse(packet).unwrap();
@@ -1563,6 +1583,82 @@ mod tests {
         let got = s.received();
         assert_eq!(got.len(), 1, "h again once f is gone: {got:?}");
         assert!(plis >= 2);
+    }
+
+    #[test]
+    fn transport_cc_feedback_both_ways_and_a_lossy_subscriber_gets_the_low_layer() {
+        let mut s = Simulcast::with(true);
+        s.pad = 1000;
+        for layer in 0..3 {
+            s.send(layer, true);
+        }
+        for _ in 0..10 {
+            s.round(&[0, 1, 2]);
+        }
+        // The publisher hears of the packets it sent (33, the last few not yet due), all
+        // arrived, across the wrap of its transport-wide numbers.
+        let mut reported = Vec::new();
+        for p in s.out.rtcp_to(PUB) {
+            if let rtcp::Packet::TransportCc {
+                feedback,
+                sender_ssrc,
+                ..
+            } = p
+            {
+                assert_eq!(sender_ssrc, 9);
+                reported.extend(feedback.results().map(Result::unwrap));
+            }
+        }
+        assert!((30..=33).contains(&reported.len()), "{reported:?}");
+        assert!(reported.iter().all(|(_, at)| at.is_some()));
+        assert_eq!(reported[0].0, 65530);
+
+        // What the subscriber gets carries consecutive transport-wide numbers (and f's).
+        let numbers = |s: &Simulcast| -> Vec<u16> {
+            s.out
+                .sent
+                .iter()
+                .filter(|(t, rtcp, _)| *t == SUB && !rtcp)
+                .map(|(_, _, p)| {
+                    let h = rtp::Header::parse(p).unwrap();
+                    let v = h.extension_value(p, 6).unwrap();
+                    u16::from_be_bytes([v[0], v[1]])
+                })
+                .collect()
+        };
+        let sent = numbers(&s);
+        assert!(
+            sent.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+            "{sent:?}"
+        );
+        let c = s.router.consumers.iter().next().unwrap().1;
+        assert_eq!((c.layer, c.target), (Some(2), 2));
+
+        // Its feedback says half of what we send is lost: the estimate falls (by a quarter
+        // per 100 packets), and with it the layer, to q at q's next keyframe.
+        let mut receiver = crate::twcc::Recorder::new(s.now);
+        let mut seen = sent.len();
+        for round in 0..300 {
+            s.round(&[0, 1, 2]);
+            let sent = numbers(&s);
+            for &n in &sent[seen..] {
+                if n % 2 == 0 {
+                    receiver.record(n, s.now);
+                }
+            }
+            seen = sent.len();
+            if round % 3 == 0 {
+                let mut buf = [0u8; 1200];
+                if let Some(n) = receiver.poll_feedback(s.now, 8, 4001, &mut buf) {
+                    s.router.on_rtcp(s.now, s.subscriber, &buf[..n], &mut s.out);
+                }
+            }
+        }
+        let c = s.router.consumers.iter().next().unwrap().1;
+        assert_eq!(c.target, 0);
+        s.send(0, true);
+        let c = s.router.consumers.iter().next().unwrap().1;
+        assert_eq!(c.layer, Some(0));
     }
 
     #[test]
