@@ -6,6 +6,13 @@
 //! which negotiate AEAD_AES_256_GCM (dimpl's first choice). Throughput is per consumer, so
 //! criterion's elements/s is forwarded packets per second and time / K is the cost per consumer.
 //!
+//! The `simulcast_twcc` variant forwards the same packets as the top layer of a three-layer
+//! simulcast producer, to consumers that negotiated transport-cc: the publisher's packets carry
+//! the rid and transport-wide sequence number extensions (recorded for its feedback), each
+//! consumer's copy gets a transport-wide sequence number written and its size handed to the
+//! subscriber's bandwidth estimator. Their ratio is the cost of layer selection and bandwidth
+//! estimation on the forward path.
+//!
 //! `cargo bench -p switchyard-benches --bench forward`
 
 use std::time::{Duration, Instant};
@@ -28,28 +35,32 @@ const VP8_PT: u8 = 96;
 const CHUNK: u64 = 4096;
 const PUBLISHER: usize = 0;
 
-fn producer() -> ProducerSpec {
+fn producer(simulcast: bool) -> ProducerSpec {
     ProducerSpec {
         id: PRODUCER,
         kind: MediaKind::Video,
         codec: Codec::Vp8,
         payload_type: VP8_PT,
         clock_rate: Codec::Vp8.clock_rate(),
-        ssrc: Some(Ssrc(PUBLISHER_SSRC)),
+        ssrc: (!simulcast).then_some(Ssrc(PUBLISHER_SSRC)),
         mid: "0".into(),
         mid_ext: Some(1),
-        rids: Vec::new(),
-        rid_ext: None,
+        rids: if simulcast {
+            ["q", "h", "f"].map(String::from).to_vec()
+        } else {
+            Vec::new()
+        },
+        rid_ext: simulcast.then_some(2),
         nack: true,
         pli: true,
         fir: true,
         remb: true,
         audio_level_ext: None,
-        twcc_ext: None,
+        twcc_ext: simulcast.then_some(5),
     }
 }
 
-fn consumer(ssrc: u32) -> ConsumerSpec {
+fn consumer(ssrc: u32, twcc: bool) -> ConsumerSpec {
     ConsumerSpec {
         id: ConsumerId(u64::from(ssrc)),
         producer: PRODUCER,
@@ -60,7 +71,7 @@ fn consumer(ssrc: u32) -> ConsumerSpec {
         nack: true,
         pli: true,
         fir: true,
-        twcc_ext: None,
+        twcc_ext: twcc.then_some(6),
     }
 }
 
@@ -68,6 +79,8 @@ fn consumer(ssrc: u32) -> ConsumerSpec {
 /// client transport.
 struct Stream {
     seq: u16,
+    /// Simulcast and transport-cc: the rid `f` and a transport-wide sequence number.
+    simulcast: bool,
 }
 
 impl Stream {
@@ -81,7 +94,14 @@ impl Stream {
         };
         self.seq = self.seq.wrapping_add(1);
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        let header = rtp::write_header(&mut buf, &fields, &[(1, b"0")]).expect("header");
+        let twcc = self.seq.to_be_bytes();
+        let simulcast: [(u8, &[u8]); 3] = [(1, b"0"), (2, b"f"), (5, &twcc)];
+        let extensions = if self.simulcast {
+            &simulcast[..]
+        } else {
+            &simulcast[..1]
+        };
+        let header = rtp::write_header(&mut buf, &fields, extensions).expect("header");
         // VP8 payload descriptor (start of partition 0) and frame tag: P=0 is a keyframe.
         buf[header..SIZE].fill(0xAB);
         buf[header] = 0x10;
@@ -97,21 +117,24 @@ impl Stream {
 
 /// An engine with a publisher and `k` subscribers connected, every consumer started (it has
 /// seen a keyframe).
-fn setup(k: u32) -> (Sim, Stream) {
+fn setup(k: u32, simulcast: bool) -> (Sim, Stream) {
     let mut sim = Sim::new(1).expect("engine");
-    sim.connect(TransportId(0), vec![producer()], Vec::new())
+    sim.connect(TransportId(0), vec![producer(simulcast)], Vec::new())
         .expect("publisher");
     for i in 0..k {
         sim.connect(
             TransportId(u64::from(i) + 1),
             Vec::new(),
-            vec![consumer(0x5000 + i)],
+            vec![consumer(0x5000 + i, simulcast)],
         )
         .expect("subscriber");
     }
     assert!(sim.handshake(), "handshakes did not finish");
     let publisher = sim.peers[PUBLISHER].addr;
-    let mut stream = Stream { seq: 1000 };
+    let mut stream = Stream {
+        seq: 1000,
+        simulcast,
+    };
     let mut key = stream.next(&mut sim, true);
     sim.deliver(publisher, &mut key);
     sim.drain();
@@ -124,11 +147,19 @@ fn setup(k: u32) -> (Sim, Stream) {
 
 fn forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("forward");
-    for k in [1u32, 10, 100] {
-        let (mut sim, mut stream) = setup(k);
+    for (k, simulcast) in [1u32, 10, 100]
+        .into_iter()
+        .flat_map(|k| [(k, false), (k, true)])
+    {
+        let (mut sim, mut stream) = setup(k, simulcast);
         let publisher = sim.peers[PUBLISHER].addr;
         group.throughput(Throughput::Elements(u64::from(k)));
-        group.bench_function(BenchmarkId::new("engine_aead_aes_256_gcm_1200", k), |b| {
+        let name = if simulcast {
+            "engine_aead_aes_256_gcm_1200_simulcast_twcc"
+        } else {
+            "engine_aead_aes_256_gcm_1200"
+        };
+        group.bench_function(BenchmarkId::new(name, k), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 let mut left = iters;

@@ -40,6 +40,32 @@ const subBrowser = process.env.SUB_NETNS
 const result = { ok: false, phases: {}, pages: [] };
 const pages = [];
 
+/** What the publisher sends per simulcast layer: rid, height, bytes so far, encoder target. */
+async function layers(page) {
+  return page.evaluate(async () => {
+    const pub = window.switchyard.client.connections().find((c) => c.kind === 'publish');
+    const out = [];
+    (await pub.pc.getStats()).forEach((r) => {
+      if (r.type === 'outbound-rtp' && r.rid) {
+        out.push({ rid: r.rid, height: r.frameHeight, bytes: r.bytesSent, target: r.targetBitrate });
+      }
+    });
+    return out;
+  });
+}
+
+/** Samples the publisher's estimate until `done(bps)` (or DEADLINE_MS); the last and when. */
+async function publisherEstimate(done) {
+  const start = Date.now();
+  let bps;
+  while (Date.now() - start < DEADLINE_MS) {
+    bps = await outgoing(pages[0].page);
+    if (bps !== undefined && done(bps)) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return { outgoing_bps: bps, after_ms: Date.now() - start };
+}
+
 /** Runs tc on the limited interface (the test's namespace is ours). */
 const tc = (...args) => execFileSync('tc', ['qdisc', ...args], { stdio: 'pipe' });
 
@@ -119,6 +145,12 @@ try {
     if (i === 0) await pages[0].page.waitForFunction(() => window.switchyard.client?.connections().some((c) => c.kind === 'publish'), null, { timeout: DEADLINE_MS });
   }
   const sub = pages[1].page;
+  // The publisher's estimate, sampled all along (its highest is reported).
+  let publisherMax = 0;
+  const sampler = setInterval(async () => {
+    const bps = await outgoing(pages[0].page).catch(() => undefined);
+    if (bps !== undefined) publisherMax = Math.max(publisherMax, bps);
+  }, 500);
   await sub.waitForFunction(() => window.switchyard.client?.getRemoteStats !== undefined);
   const publication = await sub.waitForFunction(
     async () => (await window.switchyard.client.getRemoteStats()).find((s) => s.kind === 'video' && s.framesDecoded > 0)?.publication,
@@ -128,6 +160,15 @@ try {
   const prefer = (p) => sub.evaluate(([id, p]) => window.switchyard.client.setPreferences(id, p), [publication, p]);
 
   result.phases.top = await reach(sub, 720, 1_000);
+  // Each layer's bitrate over 2 s, as the publisher sends it (for the log).
+  const before = await layers(pages[0].page);
+  await new Promise((r) => setTimeout(r, 2_000));
+  result.layers_kbps = (await layers(pages[0].page)).map((l) => ({
+    rid: l.rid,
+    height: l.height,
+    kbps: Math.round(((l.bytes - (before.find((b) => b.rid === l.rid)?.bytes ?? 0)) * 8) / 2_000),
+    target_kbps: Math.round((l.target ?? 0) / 1000),
+  }));
   if (limitDev) {
     tc('add', 'dev', limitDev, 'root', 'tbf', 'rate', `${limitKbit}kbit`, 'burst', '16kbit', 'latency', '200ms');
     // Probes may try a higher layer now and then while limited (and the first moments after
@@ -142,22 +183,18 @@ try {
     await prefer({});
     result.phases.uncapped = await reach(sub, 720, 1_000);
   }
-  result.publisher_outgoing_bps = await outgoing(pages[0].page);
   if (limitDev) {
+    // The publisher's estimate of its unlimited uplink went past 3 Mbit/s (what REMB used to
+    // cap it at) at some point: it sends less than that, so only Chromium's probes show it.
+    clearInterval(sampler);
+    result.publisher_max_bps = publisherMax;
     // The publisher's uplink (loopback, in the test's namespace) limited to 1 Mbit/s: its
     // estimate, from our transport-cc feedback, must follow.
     // (tbf needs packets no larger than its burst: loopback's 64 KiB MTU becomes Ethernet's.)
     execFileSync('ip', ['link', 'set', 'lo', 'mtu', '1500']);
     tc('add', 'dev', 'lo', 'root', 'tbf', 'rate', '1mbit', 'burst', '16kbit', 'latency', '200ms');
-    const start = Date.now();
-    let bps;
-    while (Date.now() - start < DEADLINE_MS) {
-      bps = await outgoing(pages[0].page);
-      if (bps !== undefined && bps < 1_200_000) break;
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    result.publisher_limited = await publisherEstimate((bps) => bps < 1_200_000);
     tc('del', 'dev', 'lo', 'root');
-    result.publisher_limited = { outgoing_bps: bps, after_ms: Date.now() - start };
   }
   result.ok = Object.values(result.phases).every((p) => p.ok);
 } catch (e) {

@@ -24,7 +24,8 @@
 //! again. While the probe's feedback comes in without overuse, the target rises to the
 //! acknowledged rate directly (the path carried it), so a layer that fits is kept; an overuse
 //! during the probe is an ordinary decrease and ends it early ([`State::probing`] turns false:
-//! the SFU should go back to the target then). Probes are at most one per [`PROBE_INTERVAL`].
+//! the SFU should go back to the target then). Probes are at most one per [`PROBE_INTERVAL`],
+//! or one a second while they succeed.
 //! The cost: a probe into a path that cannot carry it builds a queue for up to a second; on a
 //! path held at its limit the "clean for 2 s" condition rarely holds, so that is rare.
 //!
@@ -57,6 +58,9 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(4);
 const PROBE_AFTER_CLEAN_US: i64 = 2_000_000;
 /// A probe asks for up to this multiple of the target.
 const PROBE_FACTOR: u64 = 3;
+/// After a probe the path carried, the next may start this soon (µs) rather than after
+/// [`PROBE_INTERVAL`]: climbing back from the lowest layer takes one probe per layer.
+const PROBE_AGAIN_US: i64 = 1_000_000;
 /// Feedback on a probe arrives up to this long after it ends.
 const PROBE_FEEDBACK_US: i64 = 500_000;
 
@@ -197,12 +201,16 @@ impl Estimator {
             // The path carried the probe's rate without a queue: take it.
             delay_bps = delay_bps.max(acked.min(probe.bps));
         }
-        if usage == Usage::Overusing
-            || self
-                .probe
-                .is_some_and(|p| now_us.saturating_sub(p.started_us) > self.probe_span_us())
-        {
+        if usage == Usage::Overusing {
             self.probe = None;
+        } else if self
+            .probe
+            .is_some_and(|p| now_us.saturating_sub(p.started_us) > self.probe_span_us())
+        {
+            // The path carried it: the next probe (a step further up) may follow sooner.
+            self.probe = None;
+            let interval = i64::try_from(PROBE_INTERVAL.as_micros()).unwrap_or(i64::MAX);
+            self.last_probe_us = Some(now_us.saturating_sub(interval - PROBE_AGAIN_US));
         }
         self.loss_ceiling = self.loss.update(now_us, self.target);
         let max = self.config.max_bps.max(self.config.min_bps);

@@ -5,9 +5,9 @@
 //! - toward a subscriber, the send-side estimate of its path ([`Bandwidth`]), from the feedback
 //!   it writes about what we sent; it caps the simulcast layer each of its consumers forwards.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::bwe::{BweConfig, Estimator, PROBE_DURATION};
+use crate::bwe::{BweConfig, Estimator, PROBE_DURATION, PROBE_INTERVAL, Usage};
 use crate::twcc::{self, Recorder};
 
 /// Where an estimate starts: enough for a 720p layer, so that a subscriber on a good link
@@ -17,6 +17,10 @@ const MIN_BPS: u64 = 100_000;
 const MAX_BPS: u64 = 20_000_000;
 /// Kept out of the estimate for the transport's audio and RTCP before video layers are chosen.
 const AUDIO_ALLOWANCE_BPS: u64 = 64_000;
+/// The longest wait between probes after failures (each failed probe doubles the wait, from
+/// the estimator's `PROBE_INTERVAL`): a probe forwards a higher layer, and on a link that
+/// cannot carry it the picture stalls until the lower layer's next keyframe.
+const MAX_PROBE_WAIT: Duration = Duration::from_secs(64);
 /// SRTP's authentication tag (AES_CM_128_HMAC_SHA1_80) or GCM tag, roughly, plus nothing
 /// for UDP/IP: the estimator compares what it sent with what arrived, so only consistency
 /// matters.
@@ -55,6 +59,9 @@ pub(super) struct Bandwidth {
     estimator: Estimator,
     /// While a probe runs: until when, and the rate it may use.
     probe: Option<(Instant, u64)>,
+    /// Probes that ended in overuse since the last that did not, and when the next may start.
+    failures: u32,
+    next_probe: Option<Instant>,
 }
 
 impl Bandwidth {
@@ -71,6 +78,8 @@ impl Bandwidth {
                 },
             ),
             probe: None,
+            failures: 0,
+            next_probe: None,
         }
     }
 
@@ -87,9 +96,17 @@ impl Bandwidth {
 
     pub fn on_feedback(&mut self, now: Instant, feedback: &twcc::Feedback<'_>) {
         self.estimator.on_feedback(now, feedback);
-        if self.probe.is_some() && !self.estimator.state().probing {
-            // Overuse ended it early, or it ran its course.
+        let state = self.estimator.state();
+        if self.probe.is_some() && state.usage == Usage::Overusing {
+            // The path did not carry it: back off before the next.
             self.probe = None;
+            self.failures = self.failures.saturating_add(1);
+            let wait = PROBE_INTERVAL.saturating_mul(1 << self.failures.min(6));
+            self.next_probe = Some(now + wait.min(MAX_PROBE_WAIT));
+        } else if self.probe.is_some() && !state.probing {
+            // It ran its course without a queue.
+            self.probe = None;
+            self.failures = 0;
         }
     }
 
@@ -110,7 +127,7 @@ impl Bandwidth {
     /// has been clean for a while); the caller then forwards a higher layer for a while, and
     /// the estimate follows if the path carries it. Returns whether one started.
     pub fn start_probe(&mut self, now: Instant) -> bool {
-        if self.probe.is_some() {
+        if self.probe.is_some() || self.next_probe.is_some_and(|t| t > now) {
             return false;
         }
         match self.estimator.wants_probe(now) {
