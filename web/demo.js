@@ -107,7 +107,9 @@ async function join() {
     for (const p of joined.participants) client.connectPeer(p.participant, { stream });
   } else {
     // `simulcast=0` (URL) publishes one video stream instead of three layers.
-    await client.publish(stream, { videoCodec: codec, simulcast: params.get('simulcast') !== '0' });
+    // `maxkbps` (URL) sets the top layer's ceiling.
+    const maxBitrate = Number(params.get('maxkbps')) * 1000 || undefined;
+    await client.publish(stream, { videoCodec: codec, simulcast: params.get('simulcast') !== '0', maxBitrate });
   }
   $('leave-button').disabled = false;
   const others = joined.participants.length;

@@ -184,23 +184,28 @@ export class Client extends EventTarget {
    * Publishes the stream's tracks; `videoCodec` ('VP8' | 'H264' | 'VP9' | 'AV1') forces that
    * codec. Video goes out as three simulcast layers (quarter, half and full resolution) for VP8
    * and H264, so that each subscriber gets the layer that fits its link and its preferences;
-   * `simulcast: false` sends one stream. `dataChannels` adds data channels to the publication
+   * `simulcast: false` sends one stream; `maxBitrate` (bit/s) sets the top layer's ceiling. `dataChannels` adds data channels to the publication
    * (`stream` may then be null): each `{label, ordered?, maxRetransmits?, maxPacketLifeTime?,
    * protocol?}` as for `RTCPeerConnection.createDataChannel`; what is sent on one (`sendData`,
    * or the RTCDataChannel from `dataChannel`) reaches every subscriber of the publication, on a
    * channel of the same label (`data` events).
    * @param {MediaStream | null} stream
-   * @param {{ videoCodec?: string, simulcast?: boolean, dataChannels?: DataChannelOptions[] }} options
+   * @param {{ videoCodec?: string, simulcast?: boolean, maxBitrate?: number, dataChannels?: DataChannelOptions[] }} options
    * @returns {Promise<string>} the publication id
    */
   async publish(stream, options = {}) {
     stream ??= new MediaStream(); // a publication of data channels only
-    const { videoCodec, simulcast = true } = options;
+    const { videoCodec, simulcast = true, maxBitrate } = options;
     const pc = this.#newPeerConnection();
     for (const track of stream.getTracks()) {
       const layered = track.kind === 'video' && simulcast && SIMULCAST_CODECS.includes((videoCodec ?? 'VP8').toUpperCase());
       const init = { direction: 'sendonly', streams: [stream] };
       if (layered) init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
+      // `maxBitrate` (bit/s) raises or lowers the top layer's (or the one stream's) ceiling.
+      if (track.kind === 'video' && maxBitrate) {
+        init.sendEncodings ??= [{}];
+        init.sendEncodings[init.sendEncodings.length - 1].maxBitrate = maxBitrate;
+      }
       const transceiver = pc.addTransceiver(track, init);
       if (track.kind === 'video' && videoCodec) preferCodec(transceiver, `video/${videoCodec}`);
     }

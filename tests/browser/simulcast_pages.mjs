@@ -141,6 +141,8 @@ try {
     const q = new URLSearchParams({ channel, token, codec: 'VP8', user: `user${i}`, autojoin: '1' });
     // The publisher's camera is 720p; the subscriber publishes a small one, unused.
     q.set('height', i === 0 ? '720' : '180');
+    // Room above REMB's old 3 Mbit/s for the publisher's estimate to show.
+    if (i === 0 && limitDev) q.set('maxkbps', '8000');
     pages.push(await openDemo(await (i === 0 ? browser : subBrowser).newContext(), `${base}/?${q}`));
     if (i === 0) await pages[0].page.waitForFunction(() => window.switchyard.client?.connections().some((c) => c.kind === 'publish'), null, { timeout: DEADLINE_MS });
   }
