@@ -46,6 +46,7 @@ fn producer() -> ProducerSpec {
         remb: true,
         audio_level_ext: None,
         twcc_ext: None,
+        dd_ext: None,
     }
 }
 
@@ -61,6 +62,7 @@ fn consumer(ssrc: u32) -> ConsumerSpec {
         pli: true,
         fir: true,
         twcc_ext: None,
+        dd_ext: None,
     }
 }
 
