@@ -57,6 +57,7 @@ fn producer(simulcast: bool) -> ProducerSpec {
         remb: true,
         audio_level_ext: None,
         twcc_ext: simulcast.then_some(5),
+        dd_ext: None,
     }
 }
 
@@ -72,6 +73,7 @@ fn consumer(ssrc: u32, twcc: bool) -> ConsumerSpec {
         pli: true,
         fir: true,
         twcc_ext: twcc.then_some(6),
+        dd_ext: None,
     }
 }
 

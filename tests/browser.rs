@@ -93,14 +93,40 @@ fn h264_mmsg() {
 /// again; each switch within a few seconds, with no stall of decoding over 500 ms.
 #[test]
 fn simulcast_follows_the_subscribers_max_height() {
+    layers_follow_max_height("VP8");
+}
+
+/// The same with VP9 SVC (one stream, L3T3_KEY): the server drops the top spatial layer for
+/// the subscriber from the dependency descriptor alone, and brings it back at a keyframe.
+#[test]
+fn svc_vp9_follows_the_subscribers_max_height() {
+    layers_follow_max_height("VP9");
+}
+
+/// The same with AV1 SVC (L3T3_KEY). Ignored: Chromium 156 decodes no AV1 stream with more
+/// than one spatial layer (0 frames with the descriptor, a handful without, even when the
+/// server forwards every packet), so the SDK publishes AV1 as L1T3 for now.
+#[test]
+#[ignore = "Chromium 156 does not decode multi-spatial-layer AV1 (see the doc comment)"]
+fn svc_av1_follows_the_subscribers_max_height() {
+    layers_follow_max_height_with("AV1", Some("L3T3_KEY"));
+}
+
+fn layers_follow_max_height(codec: &str) {
+    layers_follow_max_height_with(codec, None);
+}
+
+fn layers_follow_max_height_with(codec: &str, svc: Option<&str>) {
     netns::enter();
     let server = Server::start(&[]);
-    let args = vec![
+    let mut args = vec![
         format!("http://127.0.0.1:{}", server.port),
         "room".to_string(),
         server.token("room", "user0", &[]),
         server.token("room", "user1", &[]),
+        codec.to_string(),
     ];
+    args.extend(svc.map(str::to_string));
     let (result, stderr) = run_pages("simulcast_pages.mjs", &args);
     eprintln!("{result}");
     assert_eq!(
@@ -108,6 +134,11 @@ fn simulcast_follows_the_subscribers_max_height() {
         "the subscriber did not get the layers it asked for:\n{result:#}\n{stderr}"
     );
     assert_no_uncaught_exceptions(&result);
+    let decoded = result["codec"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    assert!(decoded.ends_with(codec), "decoded {decoded}, not {codec}");
     for phase in ["capped", "uncapped"] {
         let p = &result["phases"][phase];
         assert!(p["switch_ms"].as_f64() < Some(5_000.0), "{phase}: {p}");

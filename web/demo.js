@@ -2,7 +2,8 @@
 // Query parameters: channel, token (else a dev token is fetched), codec (VP8|H264|VP9|AV1),
 // user, region (a cluster's media server region), autojoin=1, relay=1 (every connection's media
 // through the TURN server the server names: iceTransportPolicy 'relay'), p2p=1 (no media
-// server: connect peer to peer to everyone in the channel instead of publishing).
+// server: connect peer to peer to everyone in the channel instead of publishing), svc (VP9/AV1
+// scalability mode, e.g. L3T3_KEY, instead of the SDK's default), height (camera lines).
 // Tests read `window.switchyard.client` once `window.switchyard.ready` resolves.
 
 import { Client } from '/switchyard.js';
@@ -107,9 +108,10 @@ async function join() {
     for (const p of joined.participants) client.connectPeer(p.participant, { stream });
   } else {
     // `simulcast=0` (URL) publishes one video stream instead of three layers.
-    // `maxkbps` (URL) sets the top layer's ceiling.
+    // `maxkbps` (URL) sets the top layer's ceiling; `svc` the SVC mode (VP9, AV1).
     const maxBitrate = Number(params.get('maxkbps')) * 1000 || undefined;
-    await client.publish(stream, { videoCodec: codec, simulcast: params.get('simulcast') !== '0', maxBitrate });
+    const scalabilityMode = params.get('svc') || undefined;
+    await client.publish(stream, { videoCodec: codec, simulcast: params.get('simulcast') !== '0', maxBitrate, scalabilityMode });
   }
   $('leave-button').disabled = false;
   const others = joined.participants.length;

@@ -42,6 +42,16 @@ const SIMULCAST_LAYERS = [
 ];
 /** Codecs published with simulcast; VP9 and AV1 scale with SVC layers instead. */
 const SIMULCAST_CODECS = ['VP8', 'H264'];
+/**
+ * Codecs published with SVC, and their default scalability mode. VP9: one stream of three
+ * spatial layers (quarter, half and full resolution) and three temporal layers, spatial layers
+ * refreshed by keyframes only (k-SVC, `L3T3_KEY`). AV1: three temporal layers only (`L1T3`),
+ * because the Chromium we test with (156) decodes no AV1 stream with more than one spatial
+ * layer, whether or not the server drops layers; `scalabilityMode: 'L3T3_KEY'` in `publish`
+ * asks for spatial layers anyway. The server drops the layers a subscriber does not want from
+ * the dependency descriptor alone.
+ */
+const SVC_MODES = { VP9: 'L3T3_KEY', AV1: 'L1T3' };
 
 /** How long to wait for ICE gathering before sending an offer anyway. */
 const GATHER_TIMEOUT_MS = 2000;
@@ -183,14 +193,18 @@ export class Client extends EventTarget {
   /**
    * Publishes the stream's tracks; `videoCodec` ('VP8' | 'H264' | 'VP9' | 'AV1') forces that
    * codec. Video goes out as three simulcast layers (quarter, half and full resolution) for VP8
-   * and H264, so that each subscriber gets the layer that fits its link and its preferences;
-   * `simulcast: false` sends one stream; `maxBitrate` (bit/s) sets the top layer's ceiling. `dataChannels` adds data channels to the publication
+   * and H264, and as one SVC stream for VP9 (three spatial and three temporal layers,
+   * `L3T3_KEY`) and AV1 (three temporal layers, `L1T3`), so that each subscriber gets the layers
+   * that fit its link and its preferences;
+   * `simulcast: false` sends one stream without layers; `scalabilityMode` (VP9, AV1) replaces the
+   * default SVC mode, e.g. 'L3T3_KEY' for AV1; `maxBitrate` (bit/s) sets the top layer's ceiling.
+   * `dataChannels` adds data channels to the publication
    * (`stream` may then be null): each `{label, ordered?, maxRetransmits?, maxPacketLifeTime?,
    * protocol?}` as for `RTCPeerConnection.createDataChannel`; what is sent on one (`sendData`,
    * or the RTCDataChannel from `dataChannel`) reaches every subscriber of the publication, on a
    * channel of the same label (`data` events).
    * @param {MediaStream | null} stream
-   * @param {{ videoCodec?: string, simulcast?: boolean, maxBitrate?: number, dataChannels?: DataChannelOptions[] }} options
+   * @param {{ videoCodec?: string, simulcast?: boolean, scalabilityMode?: string, maxBitrate?: number, dataChannels?: DataChannelOptions[] }} options
    * @returns {Promise<string>} the publication id
    */
   async publish(stream, options = {}) {
@@ -198,9 +212,12 @@ export class Client extends EventTarget {
     const { videoCodec, simulcast = true, maxBitrate } = options;
     const pc = this.#newPeerConnection();
     for (const track of stream.getTracks()) {
-      const layered = track.kind === 'video' && simulcast && SIMULCAST_CODECS.includes((videoCodec ?? 'VP8').toUpperCase());
+      const codec = (videoCodec ?? 'VP8').toUpperCase();
+      const layered = track.kind === 'video' && simulcast;
       const init = { direction: 'sendonly', streams: [stream] };
-      if (layered) init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
+      if (layered && SIMULCAST_CODECS.includes(codec)) init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
+      const svcMode = options.scalabilityMode ?? SVC_MODES[codec];
+      if (layered && SVC_MODES[codec]) init.sendEncodings = [{ scalabilityMode: svcMode }];
       // `maxBitrate` (bit/s) raises or lowers the top layer's (or the one stream's) ceiling.
       if (track.kind === 'video' && maxBitrate) {
         init.sendEncodings ??= [{}];
@@ -223,7 +240,7 @@ export class Client extends EventTarget {
 
   /**
    * Says what this client wants of its subscription to `publication`: `maxHeight` (pixels)
-   * caps the simulcast layer the server forwards; `paused` stops its media until resumed.
+   * caps the simulcast layer (VP8, H264) or the SVC spatial layers (VP9, AV1) the server forwards; `paused` stops its media until resumed.
    * Each call replaces the previous preferences; they last as long as the subscription.
    * @param {string} publication @param {Preferences} preferences
    */

@@ -137,7 +137,14 @@ pub fn write_header(
     fields: &HeaderFields,
     extensions: &[(u8, &[u8])],
 ) -> Result<usize, Error> {
-    let ext_bytes: usize = extensions.iter().map(|(_, v)| 1 + v.len()).sum();
+    // The one-byte form (RFC 8285 §4.2) takes ids 1..=14 and 1..=16 bytes; anything else, such
+    // as a dependency descriptor carrying its structure, needs the two-byte form (§4.3), ids
+    // 1..=255 and up to 255 bytes, for the whole packet.
+    let two_byte = extensions
+        .iter()
+        .any(|(id, v)| !(1..=14).contains(id) || v.len() > 16);
+    let per_element = if two_byte { 2 } else { 1 };
+    let ext_bytes: usize = extensions.iter().map(|(_, v)| per_element + v.len()).sum();
     let ext_len = if extensions.is_empty() {
         0
     } else {
@@ -151,16 +158,22 @@ pub fn write_header(
     out[4..8].copy_from_slice(&fields.timestamp.to_be_bytes());
     out[8..12].copy_from_slice(&fields.ssrc.to_be_bytes());
     if !extensions.is_empty() {
-        out[12..14].copy_from_slice(&[0xBE, 0xDE]);
+        let profile: [u8; 2] = if two_byte { [0x10, 0x00] } else { [0xBE, 0xDE] };
+        out[12..14].copy_from_slice(&profile);
         out[14..16].copy_from_slice(&(((ext_len - 4) / 4) as u16).to_be_bytes());
         let mut at = 16;
         for &(id, value) in extensions {
-            if !(1..=14).contains(&id) || value.is_empty() || value.len() > 16 {
+            if id == 0 || value.is_empty() || value.len() > 255 {
                 return Err(Error::BadExtension);
             }
-            out[at] = (id << 4) | (value.len() as u8 - 1);
-            out[at + 1..at + 1 + value.len()].copy_from_slice(value);
-            at += 1 + value.len();
+            if two_byte {
+                out[at] = id;
+                out[at + 1] = value.len() as u8;
+            } else {
+                out[at] = (id << 4) | (value.len() as u8 - 1);
+            }
+            out[at + per_element..at + per_element + value.len()].copy_from_slice(value);
+            at += per_element + value.len();
         }
         out[at..].fill(0);
     }
@@ -414,9 +427,20 @@ mod tests {
         let n = write_header(&mut out, &fields(7), &[]).unwrap();
         assert_eq!(n, 12);
         assert_eq!(
-            write_header(&mut out, &fields(1), &[(15, b"x")]),
+            write_header(&mut out, &fields(1), &[(0, b"x")]),
             Err(Error::BadExtension)
         );
+        // Ids above 14 or values over 16 bytes take the two-byte form (RFC 8285 §4.3).
+        let long = [0xABu8; 40];
+        let n = write_header(&mut out, &fields(1), &[(1, b"0"), (15, b"x"), (9, &long)]).unwrap();
+        assert_eq!(&out[12..14], &[0x10, 0x00]);
+        let mut packet = out[..n].to_vec();
+        packet.extend_from_slice(b"p");
+        let h = Header::parse(&packet).unwrap();
+        assert_eq!(h.extension_value(&packet, 1), Some(&b"0"[..]));
+        assert_eq!(h.extension_value(&packet, 15), Some(&b"x"[..]));
+        assert_eq!(h.extension_value(&packet, 9), Some(&long[..]));
+        assert_eq!(&packet[h.payload_offset..], b"p");
         assert_eq!(
             write_header(&mut out[..10], &fields(1), &[]),
             Err(Error::BufferTooSmall)

@@ -904,6 +904,10 @@ pub struct Extensions {
     pub audio_level: Option<u8>,
     /// The transport-wide sequence number, with transport-cc feedback.
     pub transport_cc: Option<u8>,
+    /// The dependency descriptor (AV1 RTP specification appendix A), taken on video m-lines
+    /// whose codec is VP9 or AV1, those that can be sent with SVC: the router drops their
+    /// layers per subscriber from it (`crate::svc`).
+    pub dependency_descriptor: Option<u8>,
 }
 
 /// The outcome for one m-line.
@@ -1069,6 +1073,9 @@ pub fn answer(
         if let Some(id) = extensions.transport_cc {
             w.extmap(id, TWCC_URI);
         }
+        if let Some(id) = extensions.dependency_descriptor {
+            w.extmap(id, crate::dd::URI);
+        }
         if let Negotiated::Receive { rids, .. } = outcome
             && !rids.is_empty()
         {
@@ -1126,8 +1133,15 @@ fn negotiate(
             .then(|| m.extension(AUDIO_LEVEL_URI))
             .flatten(),
         transport_cc: None,
+        dependency_descriptor: None,
     };
     let twcc_ext = m.extension(TWCC_URI);
+    // The descriptor only matters for codecs sent with SVC.
+    let dd_ext = |codec: Codec| {
+        matches!(codec, Codec::Vp9 | Codec::Av1)
+            .then(|| m.extension(crate::dd::URI))
+            .flatten()
+    };
     let codecs = m.codecs();
     match role {
         MediaRole::Reject | MediaRole::Data => reject("nothing to send or receive here".into()),
@@ -1163,6 +1177,7 @@ fn negotiate(
                     kind,
                     extensions: Extensions {
                         transport_cc: twcc_ext.filter(|_| codec.transport_cc),
+                        dependency_descriptor: dd_ext(codec.codec),
                         ..extensions
                     },
                     codec,
@@ -1222,6 +1237,7 @@ fn negotiate(
                     kind,
                     extensions: Extensions {
                         transport_cc: twcc_ext.filter(|_| codec.transport_cc),
+                        dependency_descriptor: dd_ext(codec.codec),
                         ..extensions
                     },
                     codec,
@@ -1544,6 +1560,41 @@ mod tests {
         match n {
             Negotiated::Receive { codec, ssrc, .. } => (codec, *ssrc),
             other => panic!("expected Receive, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_dependency_descriptor_is_taken_for_vp9_and_av1_only() {
+        let sdp = chrome_publish().replace(
+            "a=extmap:14 urn:ietf:params:rtp-hdrext:toffset",
+            &format!(
+                "a=extmap:14 urn:ietf:params:rtp-hdrext:toffset\r\na=extmap:12 {}",
+                crate::dd::URI
+            ),
+        );
+        let offer = Offer::parse(&sdp).unwrap();
+        let (ice, fp, cands) = server();
+        for (allowed, expected) in [
+            ([Codec::Opus, Codec::Vp9], Some(12)),
+            ([Codec::Opus, Codec::Vp8], None),
+        ] {
+            let params = LocalParams {
+                allowed_codecs: &allowed,
+                ..local(&ice, &fp, &cands)
+            };
+            let a = answer(&offer, &params, &[MediaRole::Receive, MediaRole::Receive]).unwrap();
+            let Negotiated::Receive {
+                extensions, codec, ..
+            } = &a.media[1]
+            else {
+                panic!()
+            };
+            assert_eq!(codec.codec, allowed[1]);
+            assert_eq!(extensions.dependency_descriptor, expected);
+            assert_eq!(
+                a.sdp.contains(&format!("a=extmap:12 {}", crate::dd::URI)),
+                expected.is_some()
+            );
         }
     }
 

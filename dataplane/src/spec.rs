@@ -84,6 +84,9 @@ pub struct ProducerSpec {
     /// The transport-wide sequence number extension's id: the publisher takes transport-cc
     /// feedback from us (and no REMB).
     pub twcc_ext: Option<u8>,
+    /// The dependency descriptor extension's id (AV1 RTP specification appendix A), on video:
+    /// with VP9 or AV1 SVC, consumers drop layers from it alone (`crate::svc`).
+    pub dd_ext: Option<u8>,
 }
 
 /// What a subscriber asks of one of its video consumers: the simulcast layer forwarded is the
@@ -113,6 +116,9 @@ pub struct ConsumerSpec {
     /// The transport-wide sequence number extension's id: the subscriber sends transport-cc
     /// feedback, from which we estimate its bandwidth.
     pub twcc_ext: Option<u8>,
+    /// The dependency descriptor extension's id: forwarded SVC packets carry the producer's
+    /// descriptor under it.
+    pub dd_ext: Option<u8>,
 }
 
 /// Everything a worker needs to run one transport; built from the negotiated SDP.

@@ -132,6 +132,7 @@ fn producer(
         remb: video && mid_ext,
         audio_level_ext: None,
         twcc_ext: None,
+        dd_ext: None,
     }
 }
 
@@ -155,6 +156,7 @@ fn consumers(audio_ssrc: u32, video_ssrc: u32) -> Vec<ConsumerSpec> {
         pli: true,
         fir: true,
         twcc_ext: None,
+        dd_ext: None,
     };
     vec![spec(1, audio_ssrc, 109, "0"), spec(2, video_ssrc, 98, "1")]
 }

@@ -1,9 +1,10 @@
 // Two pages: the first publishes a 720p fake camera as three simulcast layers (the SDK's
-// default), the second subscribes. Samples the subscriber's getStats every 100 ms and prints
-// one JSON line: for each phase, how long the switch took and the longest stretch in which
-// framesDecoded did not rise.
+// default for VP8 and H264) or, with codec VP9 or AV1, as one SVC stream of three spatial
+// layers (the SDK's L3T3_KEY), the second subscribes. Samples the subscriber's getStats every
+// 100 ms and prints one JSON line: for each phase, how long the switch took and the longest
+// stretch in which framesDecoded did not rise.
 //
-// usage: node simulcast_pages.mjs <base-url> <channel> <publisher token> <subscriber token>
+// usage: node simulcast_pages.mjs <base-url> <channel> <publisher token> <subscriber token> [codec [scalability mode]]
 //
 // Default phases (the subscriber steers with `setPreferences`): `top` (no preference: 720
 // lines), `capped` (maxHeight 360: the middle layer, held for HOLD_MS), `uncapped` (no
@@ -20,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { chromiumArgs, chromiumPath, launch, openDemo } from './chromium.mjs';
 
-const [base, channel, publisherToken, subscriberToken] = process.argv.slice(2);
+const [base, channel, publisherToken, subscriberToken, codec = 'VP8', svc] = process.argv.slice(2);
 const DEADLINE_MS = 20_000;
 const HOLD_MS = 4_000;
 const SAMPLE_MS = 100;
@@ -138,11 +139,12 @@ async function reach(page, height, hold, strict = true) {
 
 try {
   for (const [i, token] of [publisherToken, subscriberToken].entries()) {
-    const q = new URLSearchParams({ channel, token, codec: 'VP8', user: `user${i}`, autojoin: '1' });
+    const q = new URLSearchParams({ channel, token, codec, user: `user${i}`, autojoin: '1' });
     // The publisher's camera is 720p; the subscriber publishes a small one, unused.
     q.set('height', i === 0 ? '720' : '180');
     // Room above REMB's old 3 Mbit/s for the publisher's estimate to show.
     if (i === 0 && limitDev) q.set('maxkbps', '8000');
+    if (svc && i === 0) q.set('svc', svc);
     pages.push(await openDemo(await (i === 0 ? browser : subBrowser).newContext(), `${base}/?${q}`));
     if (i === 0) await pages[0].page.waitForFunction(() => window.switchyard.client?.connections().some((c) => c.kind === 'publish'), null, { timeout: DEADLINE_MS });
   }
@@ -154,13 +156,17 @@ try {
     if (bps !== undefined) publisherMax = Math.max(publisherMax, bps);
   }, 500);
   await sub.waitForFunction(() => window.switchyard.client?.getRemoteStats !== undefined);
-  const publication = await sub.waitForFunction(
-    async () => (await window.switchyard.client.getRemoteStats()).find((s) => s.kind === 'video' && s.framesDecoded > 0)?.publication,
-    null,
-    { timeout: DEADLINE_MS, polling: 200 },
-  ).then((h) => h.jsonValue());
+  // Polled from here: waitForFunction with an async predicate could resolve to undefined.
+  let publication;
+  for (const start = Date.now(); !publication && Date.now() - start < DEADLINE_MS;) {
+    const v = await video(sub);
+    if (v?.framesDecoded > 0) publication = v.publication;
+    else await new Promise((r) => setTimeout(r, 200));
+  }
+  if (!publication) throw new Error('no video decoded');
   const prefer = (p) => sub.evaluate(([id, p]) => window.switchyard.client.setPreferences(id, p), [publication, p]);
 
+  result.codec = (await video(sub))?.codec;
   result.phases.top = await reach(sub, 720, 1_000);
   // Each layer's bitrate over 2 s, as the publisher sends it (for the log).
   const before = await layers(pages[0].page);
@@ -202,7 +208,25 @@ try {
 } catch (e) {
   result.error = String(e);
 } finally {
-  result.pages = pages.map((p) => ({ errors: p.errors }));
+  result.pages = [];
+  for (const p of pages) {
+    // What each page's video encoders and decoders did, to tell a codec problem from ours.
+    const rtp = await p.page.evaluate(async () => {
+      const out = [];
+      for (const c of window.switchyard.client?.connections() ?? []) {
+        (await c.pc.getStats()).forEach((r) => {
+          if (r.kind !== 'video' || (r.type !== 'outbound-rtp' && r.type !== 'inbound-rtp')) return;
+          out.push({
+            type: r.type, rid: r.rid, scalabilityMode: r.scalabilityMode, frameHeight: r.frameHeight,
+            frames: r.framesEncoded ?? r.framesDecoded, packets: r.packetsSent ?? r.packetsReceived,
+            implementation: r.encoderImplementation ?? r.decoderImplementation,
+          });
+        });
+      }
+      return out;
+    }).catch((e) => String(e));
+    result.pages.push({ errors: p.errors, rtp });
+  }
   console.log(JSON.stringify(result));
   await browser.close();
   if (subBrowser !== browser) await subBrowser.close();

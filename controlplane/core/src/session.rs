@@ -212,6 +212,7 @@ impl AppState {
                     remb: codec.remb,
                     audio_level_ext: extensions.audio_level,
                     twcc_ext: extensions.transport_cc,
+                    dd_ext: extensions.dependency_descriptor,
                 });
                 tracks.push(Track {
                     kind: *kind,
@@ -386,6 +387,7 @@ impl AppState {
                     pli: codec.pli,
                     fir: codec.fir,
                     twcc_ext: extensions.transport_cc,
+                    dd_ext: extensions.dependency_descriptor,
                 }),
                 _ => None,
             })
@@ -685,6 +687,7 @@ impl AppState {
                 pli: true,
                 fir: true,
                 twcc_ext: None,
+                dd_ext: None,
             });
             out.push(PipeTrack {
                 kind: t.kind.to_string(),
@@ -773,6 +776,7 @@ impl AppState {
                 remb: false,
                 audio_level_ext: None,
                 twcc_ext: None,
+                dd_ext: None,
             });
             published.push(Track {
                 kind,

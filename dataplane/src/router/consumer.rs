@@ -32,6 +32,8 @@ pub(super) struct Consumer {
     /// Sent so far, for our sender reports (RFC 3550 §6.4.1 counts wrap).
     pub packets: u32,
     pub octets: u32,
+    /// Layer selection over an SVC producer (one with a dependency descriptor stream).
+    pub svc: Option<Box<super::svc::ConsumerSvc>>,
 }
 
 impl Consumer {
@@ -184,21 +186,69 @@ impl Rewrite {
         seq: u16,
         twcc: Option<(u8, u16)>,
     ) -> Option<usize> {
+        self.write_with(header, packet, out, seq, header.marker, None, twcc)
+    }
+
+    /// Writes a packet of an SVC stream (`super::svc`): `seq` comes from the consumer's
+    /// `SeqRewriter` (dropped layers leave no gap), `marker` from its selector (the end of
+    /// its own temporal unit), and `dd` is the dependency descriptor to carry (the consumer's
+    /// extension id, the producer's bytes). The timestamp keeps the constant offset.
+    pub fn write_svc(
+        &mut self,
+        header: &rtp::Header,
+        packet: &[u8],
+        out: &mut [u8],
+        svc: SvcFields<'_>,
+        now: Instant,
+    ) -> Option<usize> {
+        let len = self.write_with(header, packet, out, svc.seq, svc.marker, svc.dd, svc.twcc)?;
+        if self
+            .last
+            .is_none_or(|(last, ..)| svc.seq.wrapping_sub(last) < 0x8000)
+        {
+            self.last = Some((svc.seq, self.timestamp(header.timestamp), now));
+        }
+        Some(len)
+    }
+
+    /// Writes an SVC packet again (a retransmission), leaving the state alone.
+    pub fn write_svc_again(
+        &self,
+        header: &rtp::Header,
+        packet: &[u8],
+        out: &mut [u8],
+        svc: SvcFields<'_>,
+    ) -> Option<usize> {
+        self.write_with(header, packet, out, svc.seq, svc.marker, svc.dd, svc.twcc)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_with(
+        &self,
+        header: &rtp::Header,
+        packet: &[u8],
+        out: &mut [u8],
+        seq: u16,
+        marker: bool,
+        dd: Option<(u8, &[u8])>,
+        twcc: Option<(u8, u16)>,
+    ) -> Option<usize> {
         let fields = HeaderFields {
-            marker: header.marker,
+            marker,
             payload_type: self.payload_type,
             sequence: seq,
             timestamp: self.timestamp(header.timestamp),
             ssrc: self.ssrc.0,
         };
         let twcc = twcc.map(|(id, n)| (id, n.to_be_bytes()));
-        let mut extensions: [(u8, &[u8]); 2] = [(0, &[]); 2];
+        let mut extensions: [(u8, &[u8]); 3] = [(0, &[]); 3];
         let mut count = 0;
         for (id, value) in self
             .mid_ext
             .map(|id| (id, self.mid.as_bytes()))
             .into_iter()
             .chain(twcc.as_ref().map(|(id, n)| (*id, &n[..])))
+            .chain(dd.filter(|(_, v)| !v.is_empty()))
         {
             if let Some(slot) = extensions.get_mut(count) {
                 *slot = (id, value);
@@ -222,6 +272,15 @@ impl Rewrite {
     }
 }
 
+/// What an SVC packet is written with besides the producer's packet (`Rewrite::write_svc`).
+#[derive(Debug, Clone, Copy)]
+pub struct SvcFields<'a> {
+    pub seq: u16,
+    pub marker: bool,
+    pub dd: Option<(u8, &'a [u8])>,
+    pub twcc: Option<(u8, u16)>,
+}
+
 // ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
 mod tests {
@@ -242,6 +301,7 @@ mod tests {
             pli: true,
             fir: true,
             twcc_ext: None,
+            dd_ext: None,
         }
     }
 

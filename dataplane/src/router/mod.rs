@@ -21,6 +21,7 @@ mod bandwidth;
 mod consumer;
 mod history;
 mod producer;
+mod svc;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -218,6 +219,10 @@ impl Router {
                 prefs,
                 packets: 0,
                 octets: 0,
+                svc: p
+                    .svc
+                    .as_ref()
+                    .map(|_| svc::ConsumerSvc::new(rng.random(), spec.dd_ext)),
             });
             self.consumer_ids.insert(spec.id, key);
             p.consumers.push(key);
@@ -484,6 +489,9 @@ impl Router {
         let Some(producer) = self.producers.get(key) else {
             return;
         };
+        if producer.svc.is_some() {
+            return self.forward_svc(now, key, header, packet, out);
+        }
         let payload_len = header.payload_end.saturating_sub(header.payload_offset) as u32;
         for &c in &producer.consumers {
             let Some(consumer) = self.consumers.get_mut(c) else {
@@ -543,6 +551,9 @@ impl Router {
             if c.prefs.paused && !prefs.paused && video {
                 // Its stream was interrupted: it starts again at a keyframe.
                 c.layer = None;
+                if let Some(svc) = c.svc.as_mut() {
+                    svc.restart();
+                }
             }
             c.prefs = prefs;
             producers.push(c.producer);
@@ -598,6 +609,16 @@ impl Router {
             .get_mut(c.member)
             .and_then(|m| m.bandwidth.as_mut());
         let budget = bandwidth.as_mut().map(|b| b.video_budget(now));
+        if let Some(svc) = c.svc.as_mut() {
+            // One stream whose layers the selector drops; no probing (yet).
+            let structure = p.svc.as_ref().and_then(|s| s.stream.structure());
+            let bps = p.layers.first().map_or(0, |l| l.rate.bps);
+            let wanted = structure.map_or(svc::ALL_LAYERS, |st| {
+                svc::wanted_layers(st, &c.prefs, budget, bps)
+            });
+            svc.selector.set_wanted(wanted);
+            return;
+        }
         let mut target = choose_layer(p, &c.prefs, now, budget, c.layer);
         let mut probe_ends = None;
         if let Some(b) = bandwidth
@@ -734,8 +755,13 @@ impl Router {
             .members
             .get_mut(c.member)
             .and_then(|m| m.bandwidth.as_mut());
+        let producer = self.producers.get(c.producer);
         for seq in lost {
-            let Some(packet) = c.rewrite.producer_seq(seq).and_then(|s| history.get(s)) else {
+            let producer_seq = match c.svc.as_deref() {
+                Some(svc) => svc.seq.producer_seq(seq),
+                None => c.rewrite.producer_seq(seq),
+            };
+            let Some(packet) = producer_seq.and_then(|s| history.get(s)) else {
                 continue;
             };
             let Ok(header) = rtp::Header::parse(packet) else {
@@ -744,7 +770,19 @@ impl Router {
             let twcc = bandwidth.as_ref().map(|b| (b.ext, b.next_seq()));
             let mut len = 0;
             if out.send_rtp(c.transport, |buf| {
-                len = c.rewrite.write_as(&header, packet, buf, seq, twcc)?;
+                len = match (c.svc.as_deref(), producer) {
+                    (Some(svc), Some(p)) => {
+                        let (marker, dd) = svc::resend_fields(p, svc, &header, packet);
+                        let fields = consumer::SvcFields {
+                            seq,
+                            marker,
+                            dd,
+                            twcc,
+                        };
+                        c.rewrite.write_svc_again(&header, packet, buf, fields)?
+                    }
+                    _ => c.rewrite.write_as(&header, packet, buf, seq, twcc)?,
+                };
                 Some(len)
             }) {
                 out.counters().nack_retransmits += 1;
@@ -1185,6 +1223,7 @@ mod tests {
             remb: true,
             audio_level_ext: None,
             twcc_ext: None,
+            dd_ext: None,
         }
     }
 
@@ -1200,6 +1239,7 @@ mod tests {
             pli: true,
             fir: true,
             twcc_ext: None,
+            dd_ext: None,
         }
     }
 

@@ -39,6 +39,9 @@ pub(super) struct Producer {
     /// Audio with the level extension (RFC 6464): its id, and what the levels say.
     pub audio_level_ext: Option<u8>,
     pub activity: Activity,
+    /// VP9 or AV1 with the dependency descriptor, one stream: its consumers drop layers
+    /// (`super::svc`).
+    pub svc: Option<Box<super::svc::ProducerSvc>>,
 }
 
 /// One RTP stream of a producer: the whole track, or one simulcast layer.
@@ -141,6 +144,7 @@ impl Producer {
                 .audio_level_ext
                 .filter(|_| spec.kind == MediaKind::Audio),
             activity: Activity::default(),
+            svc: super::svc::ProducerSvc::for_spec(spec),
         }
     }
 
@@ -217,6 +221,7 @@ mod tests {
             remb: false,
             audio_level_ext: None,
             twcc_ext: None,
+            dd_ext: None,
         }
     }
 
