@@ -189,9 +189,11 @@ fn simulcast_follows_a_limited_link() {
     assert!(phase("limited_hold", "max_stall_ms") < 500.0, "{result}");
     assert!(phase("lifted", "max_stall_ms") < 500.0, "{result}");
     assert!(phase("limited", "max_stall_ms") < 1_500.0, "{result}");
-    // The publisher's estimate goes past the 3 Mbps REMB used to cap it, and follows a
-    // 1 Mbit/s limit on its own link.
-    assert!(result["publisher_max_bps"].as_f64() > Some(3e6), "{result}");
+    // The publisher's estimate, from our transport-cc feedback, follows a 1 Mbit/s limit on
+    // its own link. Unlimited it is not held at a REMB value: it went past REMB's old 3 Mbit/s
+    // in 7 of 11 runs here, but Chromium raises it past what it sends only when it probes, so
+    // the test asks for 2 Mbit/s (the publisher sends about 1.2).
+    assert!(result["publisher_max_bps"].as_f64() > Some(2e6), "{result}");
     let limited_publisher = &result["publisher_limited"];
     assert!(
         limited_publisher["outgoing_bps"].as_f64() < Some(1.2e6),
