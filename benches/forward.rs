@@ -61,6 +61,7 @@ fn consumer(ssrc: u32) -> ConsumerSpec {
         pli: true,
         fir: true,
         twcc_ext: None,
+        rtx: None,
     }
 }
 

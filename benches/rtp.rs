@@ -45,6 +45,7 @@ fn consumer() -> Rewrite {
         pli: true,
         fir: true,
         twcc_ext: None,
+        rtx: None,
     };
     Rewrite::new(&spec, Codec::Vp8, &mut StdRng::seed_from_u64(1))
 }

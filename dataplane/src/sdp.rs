@@ -253,7 +253,7 @@ pub struct Writer {
 }
 
 /// The lines that open each accepted, BUNDLEd media section of ours: the m-line with its one
-/// payload type, `c=`, the mid, the transport (ICE credentials, DTLS fingerprint and role),
+/// payload type (and its RTX payload type, if any), `c=`, the mid, the transport (ICE credentials, DTLS fingerprint and role),
 /// which we repeat in every bundled section as browsers do, the direction and `a=rtcp-mux`.
 #[derive(Debug, Clone, Copy)]
 pub struct MediaSection<'a> {
@@ -262,6 +262,8 @@ pub struct MediaSection<'a> {
     pub port: u16,
     pub protocol: &'a str,
     pub payload_type: u8,
+    /// The retransmission payload type (RFC 4588 §8.1) listed after `payload_type`.
+    pub rtx_payload_type: Option<u8>,
     /// The `c=` address: the candidate's, or 0.0.0.0 when candidates come another way.
     pub address: IpAddr,
     pub mid: &'a str,
@@ -367,7 +369,8 @@ impl Writer {
 
     /// The opening lines of an accepted media section (see [`MediaSection`]).
     pub fn media(&mut self, s: &MediaSection<'_>) -> &mut Writer {
-        self.media_line(s.media, s.port, s.protocol, [s.payload_type])
+        let formats = std::iter::once(s.payload_type).chain(s.rtx_payload_type);
+        self.media_line(s.media, s.port, s.protocol, formats)
             .connection(s.address)
             .attribute("mid", s.mid)
             .attribute("ice-ufrag", &s.ice.ufrag)
@@ -442,9 +445,39 @@ impl Writer {
         ssrc: u32,
         cname: &str,
     ) -> &mut Writer {
+        let _ = write!(self.out, "a=msid:{stream_id} {track_id}\r\n");
+        self.ssrc_lines(ssrc, cname, stream_id, track_id)
+    }
+
+    /// A track sent with a retransmission stream (RFC 4588 §8.3): the `a=msid`, then
+    /// `a=ssrc-group:FID <ssrc> <rtx_ssrc>` (RFC 5576 §4.2) and each SSRC's `cname` and `msid`.
+    pub fn repaired_track(
+        &mut self,
+        stream_id: &str,
+        track_id: &str,
+        ssrc: u32,
+        rtx_ssrc: u32,
+        cname: &str,
+    ) -> &mut Writer {
         let _ = write!(
             self.out,
-            "a=msid:{stream_id} {track_id}\r\na=ssrc:{ssrc} cname:{cname}\r\na=ssrc:{ssrc} msid:{stream_id} {track_id}\r\n"
+            "a=msid:{stream_id} {track_id}\r\na=ssrc-group:FID {ssrc} {rtx_ssrc}\r\n"
+        );
+        self.ssrc_lines(ssrc, cname, stream_id, track_id)
+            .ssrc_lines(rtx_ssrc, cname, stream_id, track_id)
+    }
+
+    /// `a=ssrc:<ssrc> cname:<cname>` and `a=ssrc:<ssrc> msid:<stream> <track>` (RFC 5576 §4.1).
+    fn ssrc_lines(
+        &mut self,
+        ssrc: u32,
+        cname: &str,
+        stream_id: &str,
+        track_id: &str,
+    ) -> &mut Writer {
+        let _ = write!(
+            self.out,
+            "a=ssrc:{ssrc} cname:{cname}\r\na=ssrc:{ssrc} msid:{stream_id} {track_id}\r\n"
         );
         self
     }
@@ -845,6 +878,9 @@ pub struct SendTrack {
     pub cname: String,
     pub stream_id: String,
     pub track_id: String,
+    /// The SSRC of our retransmission stream, used if the subscriber offers `rtx` for the
+    /// chosen codec with NACK (RFC 4588); `None` to resend NACKed packets as they were.
+    pub rtx_ssrc: Option<u32>,
 }
 
 /// What the server does with one offered m-line, in offer order.
@@ -920,13 +956,15 @@ pub enum Negotiated {
         ssrc: Option<u32>,
         rids: Vec<String>,
     },
-    /// We send `SendTrack` as `codec` (the client's payload type for the producer's codec).
+    /// We send `SendTrack` as `codec` (the client's payload type for the producer's codec),
+    /// with retransmissions on `rtx` when both sides take RTX.
     Send {
         mid: String,
         kind: MediaKind,
         codec: NegotiatedCodec,
         extensions: Extensions,
         ssrc: u32,
+        rtx: Option<Rtx>,
     },
     /// Declined, with the reason (e.g. "no codec in common").
     Rejected { mid: String, reason: String },
@@ -935,6 +973,14 @@ pub enum Negotiated {
         mid: String,
         max_message_size: Option<u32>,
     },
+}
+
+/// A retransmission stream we send (RFC 4588): the client's `rtx` payload type whose `apt` is
+/// the chosen codec's, and our SSRC for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rtx {
+    pub payload_type: u8,
+    pub ssrc: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -987,7 +1033,7 @@ pub fn answer(
     }
     w.msid_semantic(true);
     for ((m, outcome), role) in offer.description.media.iter().zip(&media).zip(roles) {
-        let (mid, direction, codec, extensions) = match outcome {
+        let (mid, direction, codec, extensions, rtx) = match outcome {
             Negotiated::Rejected { mid, .. } => {
                 w.rejected(m, mid);
                 continue;
@@ -999,6 +1045,7 @@ pub fn answer(
                         port: first.port(),
                         protocol: DATA_PROTOCOL,
                         payload_type: 0,
+                        rtx_payload_type: None,
                         address: first.ip(),
                         mid,
                         ice: local.ice,
@@ -1017,13 +1064,14 @@ pub fn answer(
                 codec,
                 extensions,
                 ..
-            } => (mid, Direction::RecvOnly, codec, extensions),
+            } => (mid, Direction::RecvOnly, codec, extensions, None),
             Negotiated::Send {
                 mid,
                 codec,
                 extensions,
+                rtx,
                 ..
-            } => (mid, Direction::SendOnly, codec, extensions),
+            } => (mid, Direction::SendOnly, codec, extensions, *rtx),
         };
         let pt = codec.payload_type;
         w.media(&MediaSection {
@@ -1031,6 +1079,7 @@ pub fn answer(
             port: first.port(),
             protocol: &m.protocol,
             payload_type: pt,
+            rtx_payload_type: rtx.map(|r| r.payload_type),
             address: first.ip(),
             mid,
             ice: local.ice,
@@ -1057,6 +1106,10 @@ pub fn answer(
                 w.rtcp_fb(pt, fb);
             }
         }
+        if let Some(r) = rtx {
+            w.rtpmap(r.payload_type, "rtx", codec.clock_rate, None)
+                .fmtp(r.payload_type, &format!("apt={pt}"));
+        }
         if let Some(id) = extensions.mid {
             w.extmap(id, MID_URI);
         }
@@ -1075,7 +1128,10 @@ pub fn answer(
             w.simulcast_receive(rids);
         }
         if let MediaRole::Send(t) = role {
-            w.track(&t.stream_id, &t.track_id, t.ssrc, &t.cname);
+            match rtx {
+                Some(r) => w.repaired_track(&t.stream_id, &t.track_id, t.ssrc, r.ssrc, &t.cname),
+                None => w.track(&t.stream_id, &t.track_id, t.ssrc, &t.cname),
+            };
         }
         w.host_candidates(local.candidates, local.tcp);
     }
@@ -1216,6 +1272,14 @@ fn negotiate(
                 }
                 _ => candidates.next(),
             };
+            // RTX only where the subscriber NACKs: it asks for what the RTX stream carries.
+            let rtx = chosen
+                .zip(track.rtx_ssrc)
+                .filter(|(c, _)| c.has_feedback("nack"))
+                .and_then(|(c, ssrc)| {
+                    let payload_type = rtx_payload_type(&codecs, c.pt)?;
+                    Some(Rtx { payload_type, ssrc })
+                });
             match chosen.map(|c| c.negotiated(track.codec, false, twcc_ext.is_some())) {
                 Some(codec) => Negotiated::Send {
                     mid,
@@ -1226,11 +1290,25 @@ fn negotiate(
                     },
                     codec,
                     ssrc: track.ssrc,
+                    rtx,
                 },
                 None => reject(format!("subscriber cannot receive {}", track.codec)),
             }
         }
     }
+}
+
+/// The offered `rtx` payload type (RFC 4588 §8.1) whose `apt` is `pt`, at `pt`'s clock rate.
+fn rtx_payload_type(codecs: &[OfferedCodec<'_>], pt: u8) -> Option<u8> {
+    let clock_rate = codecs.iter().find(|c| c.pt == pt)?.clock_rate;
+    codecs
+        .iter()
+        .find(|c| {
+            c.name.eq_ignore_ascii_case("rtx")
+                && c.clock_rate == clock_rate
+                && c.fmtp_param("apt").and_then(|a| a.parse::<u8>().ok()) == Some(pt)
+        })
+        .map(|c| c.pt)
 }
 
 fn fmtp_value<'a>(fmtp: Option<&'a str>, key: &str) -> Option<&'a str> {
@@ -1739,6 +1817,73 @@ mod tests {
     }
 
     #[test]
+    fn subscribe_answers_rtx_with_an_fid_group_where_the_subscriber_offers_it() {
+        let offer = Offer::parse(&chrome_subscribe()).unwrap();
+        let (ice, fp, cands) = server();
+        let track = |codec, ssrc, rtx_ssrc| {
+            MediaRole::Send(SendTrack {
+                codec,
+                fmtp: None,
+                ssrc,
+                cname: "sfu".into(),
+                stream_id: "pub1".into(),
+                track_id: format!("t{ssrc}"),
+                rtx_ssrc,
+            })
+        };
+        let roles = [
+            track(Codec::Opus, 11, Some(12)),
+            track(Codec::Vp8, 22, Some(23)),
+        ];
+        let a = answer(&offer, &local(&ice, &fp, &cands), &roles).unwrap();
+        // Chrome offers rtx 97 with apt=96 for VP8, and no rtx for Opus.
+        let Negotiated::Send { codec, rtx, .. } = &a.media[1] else {
+            panic!("{:?}", a.media[1])
+        };
+        assert_eq!(codec.payload_type, 96);
+        assert_eq!(
+            *rtx,
+            Some(Rtx {
+                payload_type: 97,
+                ssrc: 23
+            })
+        );
+        assert!(matches!(&a.media[0], Negotiated::Send { rtx: None, .. }));
+        let parsed = SessionDescription::parse(&a.sdp).unwrap();
+        let v = &parsed.media[1];
+        assert_eq!(v.formats, ["96", "97"]);
+        assert!(v.attributes("rtpmap").any(|r| r == "97 rtx/90000"));
+        assert!(v.attributes("fmtp").any(|f| f == "97 apt=96"));
+        assert_eq!(v.attribute("ssrc-group"), Some("FID 22 23"));
+        for ssrc in [22, 23] {
+            assert!(
+                v.attributes("ssrc")
+                    .any(|s| s == format!("{ssrc} cname:sfu"))
+            );
+            assert!(
+                v.attributes("ssrc")
+                    .any(|s| s == format!("{ssrc} msid:pub1 t22"))
+            );
+        }
+        // Our answer reads back as an offer would: the FID group marks 23 as the repair SSRC.
+        assert_eq!(v.primary_ssrc(), Some(22));
+        let audio = &parsed.media[0];
+        assert_eq!(audio.formats, ["111"]);
+        assert!(audio.attribute("ssrc-group").is_none());
+
+        // No rtx without NACK, or without an RTX SSRC of ours.
+        let no_nack = chrome_subscribe().replace("a=rtcp-fb:96 nack\r\n", "");
+        let offer2 = Offer::parse(&no_nack).unwrap();
+        let a = answer(&offer2, &local(&ice, &fp, &cands), &roles).unwrap();
+        assert!(matches!(&a.media[1], Negotiated::Send { rtx: None, .. }));
+        assert!(!a.sdp.contains("rtx"));
+        let roles = [MediaRole::Reject, track(Codec::Vp8, 22, None)];
+        let a = answer(&offer, &local(&ice, &fp, &cands), &roles).unwrap();
+        assert!(matches!(&a.media[1], Negotiated::Send { rtx: None, .. }));
+        assert!(!a.sdp.contains("ssrc-group"));
+    }
+
+    #[test]
     fn subscribe_answers_sendonly_with_the_producers_codec() {
         let offer = Offer::parse(&chrome_subscribe()).unwrap();
         let (ice, fp, cands) = server();
@@ -1750,6 +1895,7 @@ mod tests {
                 cname: "sfu".into(),
                 stream_id: "pub1".into(),
                 track_id: format!("t{ssrc}"),
+                rtx_ssrc: None,
             })
         };
         // An aiortc publisher sent H264 42001f mode 1 (its pt 99); Chrome receives it as 102.
@@ -1933,6 +2079,7 @@ mod tests {
                 cname: "sfu".into(),
                 stream_id: "pub1".into(),
                 track_id: "t3".into(),
+                rtx_ssrc: None,
             }),
         ];
         let a = answer(&offer, &local(&ice, &fp, &candidates), &roles).unwrap();
@@ -2034,6 +2181,7 @@ mod tests {
             port: 50_000,
             protocol: "UDP/TLS/RTP/SAVPF",
             payload_type: 111,
+            rtx_payload_type: None,
             address: "2001:db8::1".parse().unwrap(),
             mid: "a",
             ice: &ice,

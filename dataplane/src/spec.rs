@@ -113,6 +113,18 @@ pub struct ConsumerSpec {
     /// The transport-wide sequence number extension's id: the subscriber sends transport-cc
     /// feedback, from which we estimate its bandwidth.
     pub twcc_ext: Option<u8>,
+    /// The subscriber takes retransmissions as a separate RTX stream (RFC 4588); otherwise
+    /// a NACKed packet is resent as it was first sent.
+    pub rtx: Option<RtxSpec>,
+}
+
+/// A consumer's retransmission stream (RFC 4588 §4): its own SSRC, signalled to the subscriber
+/// in `a=ssrc-group:FID <ssrc> <rtx ssrc>`, and the subscriber's `rtx` payload type whose
+/// `apt` is the consumer's payload type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtxSpec {
+    pub ssrc: Ssrc,
+    pub payload_type: u8,
 }
 
 /// Everything a worker needs to run one transport; built from the negotiated SDP.

@@ -155,6 +155,7 @@ fn consumers(audio_ssrc: u32, video_ssrc: u32) -> Vec<ConsumerSpec> {
         pli: true,
         fir: true,
         twcc_ext: None,
+        rtx: None,
     };
     vec![spec(1, audio_ssrc, 109, "0"), spec(2, video_ssrc, 98, "1")]
 }

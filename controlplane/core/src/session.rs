@@ -10,7 +10,7 @@ use switchyard_dataplane::ice::Credentials;
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
 use switchyard_dataplane::spec::{
-    self, ConsumerSpec, MediaEvent, PipeSpec, ProducerSpec, RouterId, Ssrc, TransportId,
+    self, ConsumerSpec, MediaEvent, PipeSpec, ProducerSpec, RouterId, RtxSpec, Ssrc, TransportId,
     TransportKind, TransportSpec,
 };
 use switchyard_dataplane::worker::MediaServer;
@@ -341,6 +341,7 @@ impl AppState {
                     cname: participant.to_string(),
                     stream_id: publication.clone(),
                     track_id: format!("{publication}-{}", track.kind),
+                    rtx_ssrc: Some(rand::random::<u32>() | 1),
                 });
                 chosen.push(Some(track.producer));
                 role
@@ -372,6 +373,7 @@ impl AppState {
                         codec,
                         extensions,
                         ssrc,
+                        rtx,
                         ..
                     },
                     Some(producer),
@@ -386,6 +388,10 @@ impl AppState {
                     pli: codec.pli,
                     fir: codec.fir,
                     twcc_ext: extensions.transport_cc,
+                    rtx: rtx.map(|r| RtxSpec {
+                        ssrc: Ssrc(r.ssrc),
+                        payload_type: r.payload_type,
+                    }),
                 }),
                 _ => None,
             })
@@ -685,6 +691,7 @@ impl AppState {
                 pli: true,
                 fir: true,
                 twcc_ext: None,
+                rtx: None,
             });
             out.push(PipeTrack {
                 kind: t.kind.to_string(),
