@@ -46,6 +46,7 @@ fn producer() -> ProducerSpec {
         remb: true,
         audio_level_ext: None,
         twcc_ext: None,
+        red: None,
     }
 }
 
@@ -62,6 +63,7 @@ fn consumer(ssrc: u32) -> ConsumerSpec {
         fir: true,
         twcc_ext: None,
         rtx: None,
+        red: None,
     }
 }
 

@@ -84,6 +84,9 @@ pub struct ProducerSpec {
     /// The transport-wide sequence number extension's id: the publisher takes transport-cc
     /// feedback from us (and no REMB).
     pub twcc_ext: Option<u8>,
+    /// Audio: the publisher's payload type for RED (RFC 2198) carrying `payload_type`, when it
+    /// sends Opus with redundancy.
+    pub red: Option<u8>,
 }
 
 /// What a subscriber asks of one of its video consumers: the simulcast layer forwarded is the
@@ -116,6 +119,9 @@ pub struct ConsumerSpec {
     /// The subscriber takes retransmissions as a separate RTX stream (RFC 4588); otherwise
     /// a NACKed packet is resent as it was first sent.
     pub rtx: Option<RtxSpec>,
+    /// Audio: the subscriber's RED payload type, when it takes the producer's RED as is
+    /// (renumbered to its payload types); otherwise it gets the primary Opus block alone.
+    pub red: Option<u8>,
 }
 
 /// A consumer's retransmission stream (RFC 4588 §4): its own SSRC, signalled to the subscriber

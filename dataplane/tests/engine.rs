@@ -132,6 +132,7 @@ fn producer(
         remb: video && mid_ext,
         audio_level_ext: None,
         twcc_ext: None,
+        red: None,
     }
 }
 
@@ -156,6 +157,7 @@ fn consumers(audio_ssrc: u32, video_ssrc: u32) -> Vec<ConsumerSpec> {
         fir: true,
         twcc_ext: None,
         rtx: None,
+        red: None,
     };
     vec![spec(1, audio_ssrc, 109, "0"), spec(2, video_ssrc, 98, "1")]
 }

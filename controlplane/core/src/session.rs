@@ -212,6 +212,7 @@ impl AppState {
                     remb: codec.remb,
                     audio_level_ext: extensions.audio_level,
                     twcc_ext: extensions.transport_cc,
+                    red: None,
                 });
                 tracks.push(Track {
                     kind: *kind,
@@ -392,6 +393,7 @@ impl AppState {
                         ssrc: Ssrc(r.ssrc),
                         payload_type: r.payload_type,
                     }),
+                    red: None,
                 }),
                 _ => None,
             })
@@ -692,6 +694,7 @@ impl AppState {
                 fir: true,
                 twcc_ext: None,
                 rtx: None,
+                red: None,
             });
             out.push(PipeTrack {
                 kind: t.kind.to_string(),
@@ -780,6 +783,7 @@ impl AppState {
                 remb: false,
                 audio_level_ext: None,
                 twcc_ext: None,
+                red: None,
             });
             published.push(Track {
                 kind,

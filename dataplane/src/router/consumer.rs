@@ -6,6 +6,7 @@ use std::time::Instant;
 use rand::Rng;
 
 use crate::media::Codec;
+use crate::red;
 use crate::rtp::{self, HeaderFields};
 use crate::spec::{ConsumerId, ConsumerSpec, Preferences, RtxSpec, Ssrc};
 use crate::transport::TransportKey;
@@ -74,6 +75,20 @@ pub struct Rewrite {
     last_picture: Option<(u16, u8)>,
     /// The retransmission stream, when the subscriber negotiated RTX.
     rtx: Option<RtxStream>,
+    /// The subscriber's RED payload type (from the spec), and how the producer's RED is
+    /// written (see `with_red`).
+    consumer_red: Option<u8>,
+    red: Option<RedMap>,
+}
+
+/// How a consumer writes the producer's RED packets (RFC 2198): the producer's RED and inner
+/// (Opus) payload types, and the subscriber's RED payload type if it takes RED; otherwise it
+/// gets the primary block alone, as a plain Opus packet.
+#[derive(Debug, Clone, Copy)]
+struct RedMap {
+    producer_red: u8,
+    producer_pt: u8,
+    consumer_red: Option<u8>,
 }
 
 /// A consumer's RTX stream (RFC 4588 §4): its SSRC and payload type, and the next sequence
@@ -105,7 +120,22 @@ impl Rewrite {
                 payload_type,
                 next_seq: rng.random(),
             }),
+            consumer_red: spec.red,
+            red: None,
         }
+    }
+
+    /// The producer sends RED as `producer_red` around its own payload type `producer_pt`:
+    /// its RED packets are passed through to a subscriber that negotiated RED (with our RED
+    /// payload type, the inner blocks renumbered to ours), and unwrapped to their primary
+    /// block for any other.
+    pub fn with_red(mut self, producer_red: Option<u8>, producer_pt: u8) -> Rewrite {
+        self.red = producer_red.map(|producer_red| RedMap {
+            producer_red,
+            producer_pt,
+            consumer_red: self.consumer_red,
+        });
+        self
     }
 
     /// Our RTX SSRC, when the subscriber takes retransmissions as RTX.
@@ -205,6 +235,10 @@ impl Rewrite {
         seq: u16,
         twcc: Option<(u8, u16)>,
     ) -> Option<usize> {
+        let red = self.red.filter(|r| r.producer_red == header.payload_type);
+        if let Some(r) = red {
+            return self.write_red(header, packet, out, seq, twcc, r);
+        }
         let fields = HeaderFields {
             marker: header.marker,
             payload_type: self.payload_type,
@@ -222,6 +256,46 @@ impl Rewrite {
         out.get_mut(header_len..end)?.copy_from_slice(body);
         let payload_len = header.payload_end.checked_sub(header.payload_offset)?;
         self.shift_picture(out.get_mut(header_len..header_len.checked_add(payload_len)?)?);
+        Some(end)
+    }
+
+    /// Writes a RED packet of the producer: as RED with our payload types for a subscriber
+    /// that negotiated it, else its primary block as a plain packet (RFC 2198 §3). Padding is
+    /// dropped. `None` for a malformed RED payload.
+    fn write_red(
+        &self,
+        header: &rtp::Header,
+        packet: &[u8],
+        out: &mut [u8],
+        seq: u16,
+        twcc: Option<(u8, u16)>,
+        red: RedMap,
+    ) -> Option<usize> {
+        let payload = packet.get(header.payload_offset..header.payload_end)?;
+        let (payload_type, body) = match red.consumer_red {
+            Some(pt) => (pt, payload),
+            None => {
+                let (inner, at) = red::primary(payload)?;
+                if inner != red.producer_pt {
+                    return None;
+                }
+                (self.payload_type, payload.get(at..)?)
+            }
+        };
+        let fields = HeaderFields {
+            marker: header.marker,
+            payload_type,
+            sequence: seq,
+            timestamp: self.timestamp(header.timestamp),
+            ssrc: self.ssrc.0,
+        };
+        let header_len = self.write_header(out, &fields, twcc)?;
+        let end = header_len.checked_add(body.len())?;
+        let written = out.get_mut(header_len..end)?;
+        written.copy_from_slice(body);
+        if red.consumer_red.is_some() && red.producer_pt != self.payload_type {
+            red::set_block_types(written, red.producer_pt, self.payload_type)?;
+        }
         Some(end)
     }
 
@@ -349,6 +423,7 @@ mod tests {
             fir: true,
             twcc_ext: None,
             rtx: None,
+            red: None,
         }
     }
 
@@ -457,5 +532,83 @@ mod tests {
                 .is_none()
         );
         assert!(plain.write_rtx_padding(&mut probe, 10, None).is_none());
+    }
+
+    #[test]
+    fn red_passes_through_renumbered_or_is_unwrapped_to_its_primary_block() {
+        // The producer: RED 63 around Opus 111; one redundant block ("old") and the primary.
+        let fields = HeaderFields {
+            marker: false,
+            payload_type: 63,
+            sequence: 7,
+            timestamp: 960,
+            ssrc: 77,
+        };
+        let mut packet = [0u8; 64];
+        let h = rtp::write_header(&mut packet, &fields, &[]).unwrap();
+        let red_payload = [
+            0x80 | 111,
+            0x0F,
+            0x00,
+            3,
+            111,
+            b'o',
+            b'l',
+            b'd',
+            b'n',
+            b'e',
+            b'w',
+        ];
+        packet[h..h + red_payload.len()].copy_from_slice(&red_payload);
+        let packet = &packet[..h + red_payload.len()];
+        let header = rtp::Header::parse(packet).unwrap();
+        let mut out = [0u8; 64];
+
+        // A subscriber with RED 100 around its Opus 109.
+        let mut with_red = spec();
+        with_red.payload_type = 109;
+        with_red.red = Some(100);
+        let mut rewrite = Rewrite::new(&with_red, Codec::Opus, &mut StdRng::seed_from_u64(1))
+            .with_red(Some(63), 111);
+        let n = rewrite
+            .write(&header, packet, &mut out, Instant::now(), None)
+            .unwrap();
+        let got = rtp::Header::parse(&out[..n]).unwrap();
+        assert_eq!(got.payload_type, 100);
+        let body = &out[got.payload_offset..got.payload_end];
+        assert_eq!(body[0], 0x80 | 109);
+        assert_eq!(body[4], 109);
+        assert_eq!(&body[5..], b"oldnew");
+
+        // A subscriber without RED (Opus 109) gets the primary block as Opus.
+        let mut plain_spec = spec();
+        plain_spec.payload_type = 109;
+        let mut plain = Rewrite::new(&plain_spec, Codec::Opus, &mut StdRng::seed_from_u64(1))
+            .with_red(Some(63), 111);
+        let n = plain
+            .write(&header, packet, &mut out, Instant::now(), None)
+            .unwrap();
+        let got = rtp::Header::parse(&out[..n]).unwrap();
+        assert_eq!(got.payload_type, 109);
+        assert_eq!(&out[got.payload_offset..got.payload_end], b"new");
+        // Plain Opus from the same producer goes through as before.
+        let mut opus = packet.to_vec();
+        opus[1] = 111;
+        let header = rtp::Header::parse(&opus).unwrap();
+        let n = plain
+            .write(&header, &opus, &mut out, Instant::now(), None)
+            .unwrap();
+        let got = rtp::Header::parse(&out[..n]).unwrap();
+        assert_eq!(got.payload_type, 109);
+        assert_eq!(&out[got.payload_offset..got.payload_end], &red_payload[..]);
+        // A malformed RED payload is not written.
+        let mut bad = packet.to_vec();
+        bad[h + 3] = 200;
+        let header = rtp::Header::parse(&bad).unwrap();
+        assert!(
+            plain
+                .write(&header, &bad, &mut out, Instant::now(), None)
+                .is_none()
+        );
     }
 }

@@ -211,7 +211,7 @@ impl Router {
                 transport,
                 member,
                 producer,
-                rewrite: Rewrite::new(spec, p.codec, rng),
+                rewrite: Rewrite::new(spec, p.codec, rng).with_red(p.red, p.payload_type),
                 nack: spec.nack,
                 layer: audio.then_some(0),
                 target,
@@ -1190,6 +1190,7 @@ mod tests {
             remb: true,
             audio_level_ext: None,
             twcc_ext: None,
+            red: None,
         }
     }
 
@@ -1206,6 +1207,7 @@ mod tests {
             fir: true,
             twcc_ext: None,
             rtx: None,
+            red: None,
         }
     }
 

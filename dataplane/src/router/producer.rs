@@ -39,6 +39,8 @@ pub(super) struct Producer {
     /// Audio with the level extension (RFC 6464): its id, and what the levels say.
     pub audio_level_ext: Option<u8>,
     pub activity: Activity,
+    /// Audio: the publisher's RED payload type (RFC 2198), for Opus sent with redundancy.
+    pub red: Option<u8>,
 }
 
 /// One RTP stream of a producer: the whole track, or one simulcast layer.
@@ -141,6 +143,7 @@ impl Producer {
                 .audio_level_ext
                 .filter(|_| spec.kind == MediaKind::Audio),
             activity: Activity::default(),
+            red: spec.red.filter(|_| spec.kind == MediaKind::Audio),
         }
     }
 
@@ -213,6 +216,7 @@ mod tests {
             remb: false,
             audio_level_ext: None,
             twcc_ext: None,
+            red: None,
         }
     }
 
