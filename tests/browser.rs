@@ -116,7 +116,7 @@ fn simulcast_follows_the_subscribers_max_height() {
 /// Under 5% random loss on the server's datagrams to a subscriber (iptables, set by the page
 /// script once it knows the subscription's ports), the subscriber's NACKs are answered with RTX
 /// (it negotiated RTX in its subscribe offer): retransmissions arrive, video keeps decoding, and
-/// few frames are dropped.
+/// few frames are dropped. Its audio is RED (RFC 2198) end to end.
 #[test]
 fn rtx_answers_nacks_under_loss() {
     netns::enter();
@@ -149,6 +149,11 @@ fn rtx_answers_nacks_under_loss() {
         n("frames_dropped") <= 0.1 * n("frames_decoded"),
         "too many frames dropped: {loss}"
     );
+    // Audio: the publisher sends RED (our answer lists it first) and the subscriber, which
+    // offered RED too, gets it through.
+    let audio = &result["audio"];
+    assert_eq!(audio["send_codecs"][0], "audio/red", "{audio}");
+    assert!(audio["packets_received"].as_f64() > Some(100.0), "{audio}");
     let m = server.metrics();
     assert!(
         m["switchyard_rtx_retransmits_total"] > 0.0,

@@ -252,8 +252,8 @@ pub struct Writer {
     out: String,
 }
 
-/// The lines that open each accepted, BUNDLEd media section of ours: the m-line with its one
-/// payload type (and its RTX payload type, if any), `c=`, the mid, the transport (ICE credentials, DTLS fingerprint and role),
+/// The lines that open each accepted, BUNDLEd media section of ours: the m-line with its
+/// payload types (the codec's, and RED's or RTX's where negotiated), `c=`, the mid, the transport (ICE credentials, DTLS fingerprint and role),
 /// which we repeat in every bundled section as browsers do, the direction and `a=rtcp-mux`.
 #[derive(Debug, Clone, Copy)]
 pub struct MediaSection<'a> {
@@ -261,9 +261,8 @@ pub struct MediaSection<'a> {
     pub media: &'a str,
     pub port: u16,
     pub protocol: &'a str,
-    pub payload_type: u8,
-    /// The retransmission payload type (RFC 4588 §8.1) listed after `payload_type`.
-    pub rtx_payload_type: Option<u8>,
+    /// The m-line's formats, the preferred first.
+    pub payload_types: &'a [u8],
     /// The `c=` address: the candidate's, or 0.0.0.0 when candidates come another way.
     pub address: IpAddr,
     pub mid: &'a str,
@@ -369,8 +368,7 @@ impl Writer {
 
     /// The opening lines of an accepted media section (see [`MediaSection`]).
     pub fn media(&mut self, s: &MediaSection<'_>) -> &mut Writer {
-        let formats = std::iter::once(s.payload_type).chain(s.rtx_payload_type);
-        self.media_line(s.media, s.port, s.protocol, formats)
+        self.media_line(s.media, s.port, s.protocol, s.payload_types)
             .connection(s.address)
             .attribute("mid", s.mid)
             .attribute("ice-ufrag", &s.ice.ufrag)
@@ -732,6 +730,7 @@ impl OfferedCodec<'_> {
             fir: self.has_feedback("ccm fir"),
             remb: remb && !transport_cc && self.has_feedback("goog-remb"),
             transport_cc,
+            red: None,
         }
     }
 }
@@ -881,6 +880,9 @@ pub struct SendTrack {
     /// The SSRC of our retransmission stream, used if the subscriber offers `rtx` for the
     /// chosen codec with NACK (RFC 4588); `None` to resend NACKed packets as they were.
     pub rtx_ssrc: Option<u32>,
+    /// The producer sends RED (Opus with redundancy), which goes through as is to a
+    /// subscriber that offers RED around the same codec.
+    pub red: bool,
 }
 
 /// What the server does with one offered m-line, in offer order.
@@ -926,6 +928,10 @@ pub struct NegotiatedCodec {
     pub remb: bool,
     /// Transport-wide congestion control feedback (with `Extensions::transport_cc`).
     pub transport_cc: bool,
+    /// Opus only: the client's RED payload type (RFC 2198, `red/48000/2` with
+    /// `a=fmtp:<red> <pt>/<pt>`), when RED is negotiated: always where it publishes and offers
+    /// RED, and where it subscribes to a producer that sends RED and offers RED too.
+    pub red: Option<u8>,
 }
 
 /// Header extension ids accepted in the answer (RFC 8285).
@@ -1044,8 +1050,7 @@ pub fn answer(
                         media: "application",
                         port: first.port(),
                         protocol: DATA_PROTOCOL,
-                        payload_type: 0,
-                        rtx_payload_type: None,
+                        payload_types: &[],
                         address: first.ip(),
                         mid,
                         ice: local.ice,
@@ -1074,12 +1079,21 @@ pub fn answer(
             } => (mid, Direction::SendOnly, codec, extensions, *rtx),
         };
         let pt = codec.payload_type;
+        // RED first where we receive it, so that the publisher sends it (its send codec is
+        // the first of the answer's it supports); after the codec where we send it.
+        let formats: Vec<u8> = match (direction, codec.red) {
+            (Direction::RecvOnly, Some(red)) => vec![red, pt],
+            (_, red) => [pt].into_iter().chain(red).collect(),
+        };
+        let formats: Vec<u8> = formats
+            .into_iter()
+            .chain(rtx.map(|r| r.payload_type))
+            .collect();
         w.media(&MediaSection {
             media: &m.media,
             port: first.port(),
             protocol: &m.protocol,
-            payload_type: pt,
-            rtx_payload_type: rtx.map(|r| r.payload_type),
+            payload_types: &formats,
             address: first.ip(),
             mid,
             ice: local.ice,
@@ -1105,6 +1119,10 @@ pub fn answer(
             if on {
                 w.rtcp_fb(pt, fb);
             }
+        }
+        if let Some(red) = codec.red {
+            w.rtpmap(red, "red", codec.clock_rate, channels)
+                .fmtp(red, &format!("{pt}/{pt}"));
         }
         if let Some(r) = rtx {
             w.rtpmap(r.payload_type, "rtx", codec.clock_rate, None)
@@ -1213,7 +1231,14 @@ fn negotiate(
             if !rids.is_empty() {
                 extensions.rid = rid_ext;
             }
-            match chosen.map(|(c, codec)| c.negotiated(*codec, true, twcc_ext.is_some())) {
+            let chosen = chosen.map(|(c, codec)| {
+                let mut n = c.negotiated(*codec, true, twcc_ext.is_some());
+                if *codec == Codec::Opus {
+                    n.red = red_payload_type(&codecs, c.pt);
+                }
+                n
+            });
+            match chosen {
                 Some(codec) => Negotiated::Receive {
                     mid,
                     kind,
@@ -1280,7 +1305,14 @@ fn negotiate(
                     let payload_type = rtx_payload_type(&codecs, c.pt)?;
                     Some(Rtx { payload_type, ssrc })
                 });
-            match chosen.map(|c| c.negotiated(track.codec, false, twcc_ext.is_some())) {
+            let chosen_codec = chosen.map(|c| {
+                let mut n = c.negotiated(track.codec, false, twcc_ext.is_some());
+                if track.red && track.codec == Codec::Opus {
+                    n.red = red_payload_type(&codecs, c.pt);
+                }
+                n
+            });
+            match chosen_codec {
                 Some(codec) => Negotiated::Send {
                     mid,
                     kind,
@@ -1307,6 +1339,23 @@ fn rtx_payload_type(codecs: &[OfferedCodec<'_>], pt: u8) -> Option<u8> {
             c.name.eq_ignore_ascii_case("rtx")
                 && c.clock_rate == clock_rate
                 && c.fmtp_param("apt").and_then(|a| a.parse::<u8>().ok()) == Some(pt)
+        })
+        .map(|c| c.pt)
+}
+
+/// The offered RED payload type (RFC 2198 §5, `red/48000/2`) whose blocks are all `pt`
+/// (`a=fmtp:<red> <pt>/<pt>`, as browsers offer it for Opus).
+fn red_payload_type(codecs: &[OfferedCodec<'_>], pt: u8) -> Option<u8> {
+    codecs
+        .iter()
+        .find(|c| {
+            c.name.eq_ignore_ascii_case("red")
+                && c.clock_rate == 48_000
+                && c.channels == 2
+                && c.fmtp.is_some_and(|f| {
+                    f.split('/')
+                        .all(|b| b.trim().parse::<u8>().ok() == Some(pt))
+                })
         })
         .map(|c| c.pt)
 }
@@ -1829,6 +1878,7 @@ mod tests {
                 stream_id: "pub1".into(),
                 track_id: format!("t{ssrc}"),
                 rtx_ssrc,
+                red: false,
             })
         };
         let roles = [
@@ -1884,6 +1934,63 @@ mod tests {
     }
 
     #[test]
+    fn red_is_taken_from_publishers_and_passed_to_subscribers_that_offer_it() {
+        let (ice, fp, cands) = server();
+        // Chrome offers red/48000/2 63 with fmtp 111/111: the publish answer lists RED first.
+        let offer = Offer::parse(&chrome_publish()).unwrap();
+        let a = answer(
+            &offer,
+            &local(&ice, &fp, &cands),
+            &[MediaRole::Receive, MediaRole::Receive],
+        )
+        .unwrap();
+        let (audio, _) = receive_codec(&a.media[0]);
+        assert_eq!((audio.payload_type, audio.red), (111, Some(63)));
+        let (video, _) = receive_codec(&a.media[1]);
+        assert_eq!(video.red, None);
+        let parsed = SessionDescription::parse(&a.sdp).unwrap();
+        let m = &parsed.media[0];
+        assert_eq!(m.formats, ["63", "111"]);
+        assert!(m.attributes("rtpmap").any(|r| r == "63 red/48000/2"));
+        assert!(m.attributes("fmtp").any(|f| f == "63 111/111"));
+        // Without RED in the offer, Opus alone.
+        let no_red = chrome_publish().replace(" 111 63 ", " 111 ");
+        let a = answer(
+            &Offer::parse(&no_red).unwrap(),
+            &local(&ice, &fp, &cands),
+            &[MediaRole::Receive, MediaRole::Receive],
+        )
+        .unwrap();
+        assert_eq!(receive_codec(&a.media[0]).0.red, None);
+
+        // A subscriber gets RED after Opus when the producer sends RED, else Opus alone.
+        let offer = Offer::parse(&chrome_subscribe()).unwrap();
+        for red in [true, false] {
+            let roles = [
+                MediaRole::Send(SendTrack {
+                    codec: Codec::Opus,
+                    fmtp: None,
+                    ssrc: 5,
+                    cname: "sfu".into(),
+                    stream_id: "pub1".into(),
+                    track_id: "a".into(),
+                    rtx_ssrc: None,
+                    red,
+                }),
+                MediaRole::Reject,
+            ];
+            let a = answer(&offer, &local(&ice, &fp, &cands), &roles).unwrap();
+            let Negotiated::Send { codec, .. } = &a.media[0] else {
+                panic!("{:?}", a.media[0])
+            };
+            assert_eq!(codec.red, red.then_some(63));
+            let parsed = SessionDescription::parse(&a.sdp).unwrap();
+            let want: &[&str] = if red { &["111", "63"] } else { &["111"] };
+            assert_eq!(parsed.media[0].formats, want);
+        }
+    }
+
+    #[test]
     fn subscribe_answers_sendonly_with_the_producers_codec() {
         let offer = Offer::parse(&chrome_subscribe()).unwrap();
         let (ice, fp, cands) = server();
@@ -1896,6 +2003,7 @@ mod tests {
                 stream_id: "pub1".into(),
                 track_id: format!("t{ssrc}"),
                 rtx_ssrc: None,
+                red: false,
             })
         };
         // An aiortc publisher sent H264 42001f mode 1 (its pt 99); Chrome receives it as 102.
@@ -2080,6 +2188,7 @@ mod tests {
                 stream_id: "pub1".into(),
                 track_id: "t3".into(),
                 rtx_ssrc: None,
+                red: false,
             }),
         ];
         let a = answer(&offer, &local(&ice, &fp, &candidates), &roles).unwrap();
@@ -2180,8 +2289,7 @@ mod tests {
             media: "audio",
             port: 50_000,
             protocol: "UDP/TLS/RTP/SAVPF",
-            payload_type: 111,
-            rtx_payload_type: None,
+            payload_types: &[111],
             address: "2001:db8::1".parse().unwrap(),
             mid: "a",
             ice: &ice,

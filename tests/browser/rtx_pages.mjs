@@ -99,6 +99,18 @@ try {
     freezes: rise('freezeCount'),
     max_stall_ms: stall,
   };
+  // Audio: RED (RFC 2198) where both pages offered it, decoded all the same.
+  const audio = await sub.evaluate(async (publication) => {
+    const stats = await window.switchyard.client.getRemoteStats();
+    return stats.find((s) => s.kind === 'audio' && s.publication === publication);
+  }, publication);
+  // The publisher's audio send codecs, first the one it sends: RED, as our answer lists it
+  // first.
+  const sent = await pages[0].page.evaluate(() => {
+    const c = window.switchyard.client.connections().find((x) => x.kind === 'publish');
+    return c.pc.getSenders().find((x) => x.track?.kind === 'audio')?.getParameters().codecs.map((x) => x.mimeType);
+  });
+  result.audio = { send_codecs: sent, packets_received: audio?.packetsReceived, bytes_received: audio?.bytesReceived };
   result.ok = true;
 } catch (e) {
   result.error = String(e);

@@ -212,7 +212,7 @@ impl AppState {
                     remb: codec.remb,
                     audio_level_ext: extensions.audio_level,
                     twcc_ext: extensions.transport_cc,
-                    red: None,
+                    red: codec.red,
                 });
                 tracks.push(Track {
                     kind: *kind,
@@ -221,6 +221,7 @@ impl AppState {
                     producer: id,
                     payload_type: codec.payload_type,
                     clock_rate: codec.clock_rate,
+                    red: codec.red.is_some(),
                 });
             }
         }
@@ -343,6 +344,7 @@ impl AppState {
                     stream_id: publication.clone(),
                     track_id: format!("{publication}-{}", track.kind),
                     rtx_ssrc: Some(rand::random::<u32>() | 1),
+                    red: track.red,
                 });
                 chosen.push(Some(track.producer));
                 role
@@ -393,7 +395,7 @@ impl AppState {
                         ssrc: Ssrc(r.ssrc),
                         payload_type: r.payload_type,
                     }),
-                    red: None,
+                    red: codec.red,
                 }),
                 _ => None,
             })
@@ -792,6 +794,7 @@ impl AppState {
                 producer: id,
                 payload_type: t.payload_type,
                 clock_rate: t.clock_rate,
+                red: false,
             });
         }
         let transport = ids::transport();
