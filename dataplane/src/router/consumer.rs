@@ -75,20 +75,17 @@ pub struct Rewrite {
     last_picture: Option<(u16, u8)>,
     /// The retransmission stream, when the subscriber negotiated RTX.
     rtx: Option<RtxStream>,
-    /// The subscriber's RED payload type (from the spec), and how the producer's RED is
-    /// written (see `with_red`).
+    /// The subscriber's RED payload type, when it takes RED as is.
     consumer_red: Option<u8>,
+    /// The producer's RED, if it sends RED (see `with_red`).
     red: Option<RedMap>,
 }
 
-/// How a consumer writes the producer's RED packets (RFC 2198): the producer's RED and inner
-/// (Opus) payload types, and the subscriber's RED payload type if it takes RED; otherwise it
-/// gets the primary block alone, as a plain Opus packet.
+/// A producer's RED (RFC 2198): its RED payload type and the inner (Opus) one.
 #[derive(Debug, Clone, Copy)]
 struct RedMap {
     producer_red: u8,
     producer_pt: u8,
-    consumer_red: Option<u8>,
 }
 
 /// A consumer's RTX stream (RFC 4588 §4): its SSRC and payload type, and the next sequence
@@ -133,7 +130,6 @@ impl Rewrite {
         self.red = producer_red.map(|producer_red| RedMap {
             producer_red,
             producer_pt,
-            consumer_red: self.consumer_red,
         });
         self
     }
@@ -272,7 +268,7 @@ impl Rewrite {
         red: RedMap,
     ) -> Option<usize> {
         let payload = packet.get(header.payload_offset..header.payload_end)?;
-        let (payload_type, body) = match red.consumer_red {
+        let (payload_type, body) = match self.consumer_red {
             Some(pt) => (pt, payload),
             None => {
                 let (inner, at) = red::primary(payload)?;
@@ -293,7 +289,7 @@ impl Rewrite {
         let end = header_len.checked_add(body.len())?;
         let written = out.get_mut(header_len..end)?;
         written.copy_from_slice(body);
-        if red.consumer_red.is_some() && red.producer_pt != self.payload_type {
+        if self.consumer_red.is_some() && red.producer_pt != self.payload_type {
             red::set_block_types(written, red.producer_pt, self.payload_type)?;
         }
         Some(end)
