@@ -58,6 +58,7 @@ fn producer(simulcast: bool) -> ProducerSpec {
         audio_level_ext: None,
         twcc_ext: simulcast.then_some(5),
         dd_ext: None,
+        red: None,
     }
 }
 
@@ -74,6 +75,8 @@ fn consumer(ssrc: u32, twcc: bool) -> ConsumerSpec {
         fir: true,
         twcc_ext: twcc.then_some(6),
         dd_ext: None,
+        rtx: None,
+        red: None,
     }
 }
 

@@ -46,6 +46,8 @@ fn consumer() -> Rewrite {
         fir: true,
         twcc_ext: None,
         dd_ext: None,
+        rtx: None,
+        red: None,
     };
     Rewrite::new(&spec, Codec::Vp8, &mut StdRng::seed_from_u64(1))
 }

@@ -23,7 +23,11 @@ export { Peer };
  * @typedef {{ participant: string, publication: string, kind: string, codec: string | undefined,
  *             framesDecoded: number, packetsReceived: number, bytesReceived: number,
  *             frameHeight: number | undefined, freezeCount: number | undefined,
- *             framesDropped: number | undefined }} RemoteStats
+ *             framesDropped: number | undefined, packetsLost: number | undefined,
+ *             nackCount: number | undefined,
+ *             retransmittedPacketsReceived: number | undefined }} RemoteStats
+ *   `nackCount`: NACKs this receiver sent; `retransmittedPacketsReceived`: retransmissions
+ *   (RTX) it got for them
  * @typedef {{ maxHeight?: number, paused?: boolean }} Preferences
  * @typedef {{ participant: string, kind: string, codec: string | undefined, framesDecoded: number,
  *             packetsReceived: number, bytesReceived: number, localCandidate: string | undefined,
@@ -72,6 +76,9 @@ function inboundStats(report, fields) {
       frameHeight: r.frameHeight,
       freezeCount: r.freezeCount,
       framesDropped: r.framesDropped,
+      packetsLost: r.packetsLost,
+      nackCount: r.nackCount,
+      retransmittedPacketsReceived: r.retransmittedPacketsReceived,
     });
   });
   return out;

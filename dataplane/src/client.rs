@@ -502,7 +502,7 @@ pub fn offer_with(
             media: kind.as_str(),
             port: 9,
             protocol: "UDP/TLS/RTP/SAVPF",
-            payload_type: pt,
+            payload_types: &[pt],
             address: Ipv4Addr::UNSPECIFIED.into(),
             mid,
             ice,
@@ -639,8 +639,8 @@ pub fn answer(
         w.media(&MediaSection {
             media: &m.media,
             port: 9,
+            payload_types: &[pt],
             protocol: "UDP/TLS/RTP/SAVPF",
-            payload_type: pt,
             address: Ipv4Addr::UNSPECIFIED.into(),
             mid,
             ice,

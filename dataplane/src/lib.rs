@@ -20,6 +20,7 @@ pub mod ice;
 pub mod io;
 pub mod media;
 pub mod pacer;
+pub mod red;
 pub mod router;
 pub mod rtcp;
 pub mod rtp;

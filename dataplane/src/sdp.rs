@@ -252,8 +252,8 @@ pub struct Writer {
     out: String,
 }
 
-/// The lines that open each accepted, BUNDLEd media section of ours: the m-line with its one
-/// payload type, `c=`, the mid, the transport (ICE credentials, DTLS fingerprint and role),
+/// The lines that open each accepted, BUNDLEd media section of ours: the m-line with its
+/// payload types (the codec's, and RED's or RTX's where negotiated), `c=`, the mid, the transport (ICE credentials, DTLS fingerprint and role),
 /// which we repeat in every bundled section as browsers do, the direction and `a=rtcp-mux`.
 #[derive(Debug, Clone, Copy)]
 pub struct MediaSection<'a> {
@@ -261,7 +261,8 @@ pub struct MediaSection<'a> {
     pub media: &'a str,
     pub port: u16,
     pub protocol: &'a str,
-    pub payload_type: u8,
+    /// The m-line's formats, the preferred first.
+    pub payload_types: &'a [u8],
     /// The `c=` address: the candidate's, or 0.0.0.0 when candidates come another way.
     pub address: IpAddr,
     pub mid: &'a str,
@@ -367,7 +368,7 @@ impl Writer {
 
     /// The opening lines of an accepted media section (see [`MediaSection`]).
     pub fn media(&mut self, s: &MediaSection<'_>) -> &mut Writer {
-        self.media_line(s.media, s.port, s.protocol, [s.payload_type])
+        self.media_line(s.media, s.port, s.protocol, s.payload_types)
             .connection(s.address)
             .attribute("mid", s.mid)
             .attribute("ice-ufrag", &s.ice.ufrag)
@@ -442,9 +443,39 @@ impl Writer {
         ssrc: u32,
         cname: &str,
     ) -> &mut Writer {
+        let _ = write!(self.out, "a=msid:{stream_id} {track_id}\r\n");
+        self.ssrc_lines(ssrc, cname, stream_id, track_id)
+    }
+
+    /// A track sent with a retransmission stream (RFC 4588 §8.3): the `a=msid`, then
+    /// `a=ssrc-group:FID <ssrc> <rtx_ssrc>` (RFC 5576 §4.2) and each SSRC's `cname` and `msid`.
+    pub fn repaired_track(
+        &mut self,
+        stream_id: &str,
+        track_id: &str,
+        ssrc: u32,
+        rtx_ssrc: u32,
+        cname: &str,
+    ) -> &mut Writer {
         let _ = write!(
             self.out,
-            "a=msid:{stream_id} {track_id}\r\na=ssrc:{ssrc} cname:{cname}\r\na=ssrc:{ssrc} msid:{stream_id} {track_id}\r\n"
+            "a=msid:{stream_id} {track_id}\r\na=ssrc-group:FID {ssrc} {rtx_ssrc}\r\n"
+        );
+        self.ssrc_lines(ssrc, cname, stream_id, track_id)
+            .ssrc_lines(rtx_ssrc, cname, stream_id, track_id)
+    }
+
+    /// `a=ssrc:<ssrc> cname:<cname>` and `a=ssrc:<ssrc> msid:<stream> <track>` (RFC 5576 §4.1).
+    fn ssrc_lines(
+        &mut self,
+        ssrc: u32,
+        cname: &str,
+        stream_id: &str,
+        track_id: &str,
+    ) -> &mut Writer {
+        let _ = write!(
+            self.out,
+            "a=ssrc:{ssrc} cname:{cname}\r\na=ssrc:{ssrc} msid:{stream_id} {track_id}\r\n"
         );
         self
     }
@@ -699,6 +730,7 @@ impl OfferedCodec<'_> {
             fir: self.has_feedback("ccm fir"),
             remb: remb && !transport_cc && self.has_feedback("goog-remb"),
             transport_cc,
+            red: None,
         }
     }
 }
@@ -845,6 +877,12 @@ pub struct SendTrack {
     pub cname: String,
     pub stream_id: String,
     pub track_id: String,
+    /// The SSRC of our retransmission stream, used if the subscriber offers `rtx` for the
+    /// chosen codec with NACK (RFC 4588); `None` to resend NACKed packets as they were.
+    pub rtx_ssrc: Option<u32>,
+    /// The producer sends RED (Opus with redundancy), which goes through as is to a
+    /// subscriber that offers RED around the same codec.
+    pub red: bool,
 }
 
 /// What the server does with one offered m-line, in offer order.
@@ -890,6 +928,10 @@ pub struct NegotiatedCodec {
     pub remb: bool,
     /// Transport-wide congestion control feedback (with `Extensions::transport_cc`).
     pub transport_cc: bool,
+    /// Opus only: the client's RED payload type (RFC 2198, `red/48000/2` with
+    /// `a=fmtp:<red> <pt>/<pt>`), when RED is negotiated: always where it publishes and offers
+    /// RED, and where it subscribes to a producer that sends RED and offers RED too.
+    pub red: Option<u8>,
 }
 
 /// Header extension ids accepted in the answer (RFC 8285).
@@ -924,13 +966,15 @@ pub enum Negotiated {
         ssrc: Option<u32>,
         rids: Vec<String>,
     },
-    /// We send `SendTrack` as `codec` (the client's payload type for the producer's codec).
+    /// We send `SendTrack` as `codec` (the client's payload type for the producer's codec),
+    /// with retransmissions on `rtx` when both sides take RTX.
     Send {
         mid: String,
         kind: MediaKind,
         codec: NegotiatedCodec,
         extensions: Extensions,
         ssrc: u32,
+        rtx: Option<Rtx>,
     },
     /// Declined, with the reason (e.g. "no codec in common").
     Rejected { mid: String, reason: String },
@@ -939,6 +983,14 @@ pub enum Negotiated {
         mid: String,
         max_message_size: Option<u32>,
     },
+}
+
+/// A retransmission stream we send (RFC 4588): the client's `rtx` payload type whose `apt` is
+/// the chosen codec's, and our SSRC for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rtx {
+    pub payload_type: u8,
+    pub ssrc: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -991,7 +1043,7 @@ pub fn answer(
     }
     w.msid_semantic(true);
     for ((m, outcome), role) in offer.description.media.iter().zip(&media).zip(roles) {
-        let (mid, direction, codec, extensions) = match outcome {
+        let (mid, direction, codec, extensions, rtx) = match outcome {
             Negotiated::Rejected { mid, .. } => {
                 w.rejected(m, mid);
                 continue;
@@ -1002,7 +1054,7 @@ pub fn answer(
                         media: "application",
                         port: first.port(),
                         protocol: DATA_PROTOCOL,
-                        payload_type: 0,
+                        payload_types: &[],
                         address: first.ip(),
                         mid,
                         ice: local.ice,
@@ -1021,20 +1073,31 @@ pub fn answer(
                 codec,
                 extensions,
                 ..
-            } => (mid, Direction::RecvOnly, codec, extensions),
+            } => (mid, Direction::RecvOnly, codec, extensions, None),
             Negotiated::Send {
                 mid,
                 codec,
                 extensions,
+                rtx,
                 ..
-            } => (mid, Direction::SendOnly, codec, extensions),
+            } => (mid, Direction::SendOnly, codec, extensions, *rtx),
         };
         let pt = codec.payload_type;
+        // RED first where we receive it, so that the publisher sends it (its send codec is
+        // the first of the answer's it supports); after the codec where we send it.
+        let formats: Vec<u8> = match (direction, codec.red) {
+            (Direction::RecvOnly, Some(red)) => vec![red, pt],
+            (_, red) => [pt].into_iter().chain(red).collect(),
+        };
+        let formats: Vec<u8> = formats
+            .into_iter()
+            .chain(rtx.map(|r| r.payload_type))
+            .collect();
         w.media(&MediaSection {
             media: &m.media,
             port: first.port(),
             protocol: &m.protocol,
-            payload_type: pt,
+            payload_types: &formats,
             address: first.ip(),
             mid,
             ice: local.ice,
@@ -1061,6 +1124,14 @@ pub fn answer(
                 w.rtcp_fb(pt, fb);
             }
         }
+        if let Some(red) = codec.red {
+            w.rtpmap(red, "red", codec.clock_rate, channels)
+                .fmtp(red, &format!("{pt}/{pt}"));
+        }
+        if let Some(r) = rtx {
+            w.rtpmap(r.payload_type, "rtx", codec.clock_rate, None)
+                .fmtp(r.payload_type, &format!("apt={pt}"));
+        }
         if let Some(id) = extensions.mid {
             w.extmap(id, MID_URI);
         }
@@ -1082,7 +1153,10 @@ pub fn answer(
             w.simulcast_receive(rids);
         }
         if let MediaRole::Send(t) = role {
-            w.track(&t.stream_id, &t.track_id, t.ssrc, &t.cname);
+            match rtx {
+                Some(r) => w.repaired_track(&t.stream_id, &t.track_id, t.ssrc, r.ssrc, &t.cname),
+                None => w.track(&t.stream_id, &t.track_id, t.ssrc, &t.cname),
+            };
         }
         w.host_candidates(local.candidates, local.tcp);
     }
@@ -1171,7 +1245,14 @@ fn negotiate(
             if !rids.is_empty() {
                 extensions.rid = rid_ext;
             }
-            match chosen.map(|(c, codec)| c.negotiated(*codec, true, twcc_ext.is_some())) {
+            let chosen = chosen.map(|(c, codec)| {
+                let mut n = c.negotiated(*codec, true, twcc_ext.is_some());
+                if *codec == Codec::Opus {
+                    n.red = red_payload_type(&codecs, c.pt);
+                }
+                n
+            });
+            match chosen {
                 Some(codec) => Negotiated::Receive {
                     mid,
                     kind,
@@ -1231,7 +1312,22 @@ fn negotiate(
                 }
                 _ => candidates.next(),
             };
-            match chosen.map(|c| c.negotiated(track.codec, false, twcc_ext.is_some())) {
+            // RTX only where the subscriber NACKs: it asks for what the RTX stream carries.
+            let rtx = chosen
+                .zip(track.rtx_ssrc)
+                .filter(|(c, _)| c.has_feedback("nack"))
+                .and_then(|(c, ssrc)| {
+                    let payload_type = rtx_payload_type(&codecs, c.pt)?;
+                    Some(Rtx { payload_type, ssrc })
+                });
+            let chosen_codec = chosen.map(|c| {
+                let mut n = c.negotiated(track.codec, false, twcc_ext.is_some());
+                if track.red && track.codec == Codec::Opus {
+                    n.red = red_payload_type(&codecs, c.pt);
+                }
+                n
+            });
+            match chosen_codec {
                 Some(codec) => Negotiated::Send {
                     mid,
                     kind,
@@ -1242,11 +1338,42 @@ fn negotiate(
                     },
                     codec,
                     ssrc: track.ssrc,
+                    rtx,
                 },
                 None => reject(format!("subscriber cannot receive {}", track.codec)),
             }
         }
     }
+}
+
+/// The offered `rtx` payload type (RFC 4588 §8.1) whose `apt` is `pt`, at `pt`'s clock rate.
+fn rtx_payload_type(codecs: &[OfferedCodec<'_>], pt: u8) -> Option<u8> {
+    let clock_rate = codecs.iter().find(|c| c.pt == pt)?.clock_rate;
+    codecs
+        .iter()
+        .find(|c| {
+            c.name.eq_ignore_ascii_case("rtx")
+                && c.clock_rate == clock_rate
+                && c.fmtp_param("apt").and_then(|a| a.parse::<u8>().ok()) == Some(pt)
+        })
+        .map(|c| c.pt)
+}
+
+/// The offered RED payload type (RFC 2198 §5, `red/48000/2`) whose blocks are all `pt`
+/// (`a=fmtp:<red> <pt>/<pt>`, as browsers offer it for Opus).
+fn red_payload_type(codecs: &[OfferedCodec<'_>], pt: u8) -> Option<u8> {
+    codecs
+        .iter()
+        .find(|c| {
+            c.name.eq_ignore_ascii_case("red")
+                && c.clock_rate == 48_000
+                && c.channels == 2
+                && c.fmtp.is_some_and(|f| {
+                    f.split('/')
+                        .all(|b| b.trim().parse::<u8>().ok() == Some(pt))
+                })
+        })
+        .map(|c| c.pt)
 }
 
 fn fmtp_value<'a>(fmtp: Option<&'a str>, key: &str) -> Option<&'a str> {
@@ -1790,6 +1917,131 @@ mod tests {
     }
 
     #[test]
+    fn subscribe_answers_rtx_with_an_fid_group_where_the_subscriber_offers_it() {
+        let offer = Offer::parse(&chrome_subscribe()).unwrap();
+        let (ice, fp, cands) = server();
+        let track = |codec, ssrc, rtx_ssrc| {
+            MediaRole::Send(SendTrack {
+                codec,
+                fmtp: None,
+                ssrc,
+                cname: "sfu".into(),
+                stream_id: "pub1".into(),
+                track_id: format!("t{ssrc}"),
+                rtx_ssrc,
+                red: false,
+            })
+        };
+        let roles = [
+            track(Codec::Opus, 11, Some(12)),
+            track(Codec::Vp8, 22, Some(23)),
+        ];
+        let a = answer(&offer, &local(&ice, &fp, &cands), &roles).unwrap();
+        // Chrome offers rtx 97 with apt=96 for VP8, and no rtx for Opus.
+        let Negotiated::Send { codec, rtx, .. } = &a.media[1] else {
+            panic!("{:?}", a.media[1])
+        };
+        assert_eq!(codec.payload_type, 96);
+        assert_eq!(
+            *rtx,
+            Some(Rtx {
+                payload_type: 97,
+                ssrc: 23
+            })
+        );
+        assert!(matches!(&a.media[0], Negotiated::Send { rtx: None, .. }));
+        let parsed = SessionDescription::parse(&a.sdp).unwrap();
+        let v = &parsed.media[1];
+        assert_eq!(v.formats, ["96", "97"]);
+        assert!(v.attributes("rtpmap").any(|r| r == "97 rtx/90000"));
+        assert!(v.attributes("fmtp").any(|f| f == "97 apt=96"));
+        assert_eq!(v.attribute("ssrc-group"), Some("FID 22 23"));
+        for ssrc in [22, 23] {
+            assert!(
+                v.attributes("ssrc")
+                    .any(|s| s == format!("{ssrc} cname:sfu"))
+            );
+            assert!(
+                v.attributes("ssrc")
+                    .any(|s| s == format!("{ssrc} msid:pub1 t22"))
+            );
+        }
+        // Our answer reads back as an offer would: the FID group marks 23 as the repair SSRC.
+        assert_eq!(v.primary_ssrc(), Some(22));
+        let audio = &parsed.media[0];
+        assert_eq!(audio.formats, ["111"]);
+        assert!(audio.attribute("ssrc-group").is_none());
+
+        // No rtx without NACK, or without an RTX SSRC of ours.
+        let no_nack = chrome_subscribe().replace("a=rtcp-fb:96 nack\r\n", "");
+        let offer2 = Offer::parse(&no_nack).unwrap();
+        let a = answer(&offer2, &local(&ice, &fp, &cands), &roles).unwrap();
+        assert!(matches!(&a.media[1], Negotiated::Send { rtx: None, .. }));
+        assert!(!a.sdp.contains("rtx"));
+        let roles = [MediaRole::Reject, track(Codec::Vp8, 22, None)];
+        let a = answer(&offer, &local(&ice, &fp, &cands), &roles).unwrap();
+        assert!(matches!(&a.media[1], Negotiated::Send { rtx: None, .. }));
+        assert!(!a.sdp.contains("ssrc-group"));
+    }
+
+    #[test]
+    fn red_is_taken_from_publishers_and_passed_to_subscribers_that_offer_it() {
+        let (ice, fp, cands) = server();
+        // Chrome offers red/48000/2 63 with fmtp 111/111: the publish answer lists RED first.
+        let offer = Offer::parse(&chrome_publish()).unwrap();
+        let a = answer(
+            &offer,
+            &local(&ice, &fp, &cands),
+            &[MediaRole::Receive, MediaRole::Receive],
+        )
+        .unwrap();
+        let (audio, _) = receive_codec(&a.media[0]);
+        assert_eq!((audio.payload_type, audio.red), (111, Some(63)));
+        let (video, _) = receive_codec(&a.media[1]);
+        assert_eq!(video.red, None);
+        let parsed = SessionDescription::parse(&a.sdp).unwrap();
+        let m = &parsed.media[0];
+        assert_eq!(m.formats, ["63", "111"]);
+        assert!(m.attributes("rtpmap").any(|r| r == "63 red/48000/2"));
+        assert!(m.attributes("fmtp").any(|f| f == "63 111/111"));
+        // Without RED in the offer, Opus alone.
+        let no_red = chrome_publish().replace(" 111 63 ", " 111 ");
+        let a = answer(
+            &Offer::parse(&no_red).unwrap(),
+            &local(&ice, &fp, &cands),
+            &[MediaRole::Receive, MediaRole::Receive],
+        )
+        .unwrap();
+        assert_eq!(receive_codec(&a.media[0]).0.red, None);
+
+        // A subscriber gets RED after Opus when the producer sends RED, else Opus alone.
+        let offer = Offer::parse(&chrome_subscribe()).unwrap();
+        for red in [true, false] {
+            let roles = [
+                MediaRole::Send(SendTrack {
+                    codec: Codec::Opus,
+                    fmtp: None,
+                    ssrc: 5,
+                    cname: "sfu".into(),
+                    stream_id: "pub1".into(),
+                    track_id: "a".into(),
+                    rtx_ssrc: None,
+                    red,
+                }),
+                MediaRole::Reject,
+            ];
+            let a = answer(&offer, &local(&ice, &fp, &cands), &roles).unwrap();
+            let Negotiated::Send { codec, .. } = &a.media[0] else {
+                panic!("{:?}", a.media[0])
+            };
+            assert_eq!(codec.red, red.then_some(63));
+            let parsed = SessionDescription::parse(&a.sdp).unwrap();
+            let want: &[&str] = if red { &["111", "63"] } else { &["111"] };
+            assert_eq!(parsed.media[0].formats, want);
+        }
+    }
+
+    #[test]
     fn subscribe_answers_sendonly_with_the_producers_codec() {
         let offer = Offer::parse(&chrome_subscribe()).unwrap();
         let (ice, fp, cands) = server();
@@ -1801,6 +2053,8 @@ mod tests {
                 cname: "sfu".into(),
                 stream_id: "pub1".into(),
                 track_id: format!("t{ssrc}"),
+                rtx_ssrc: None,
+                red: false,
             })
         };
         // An aiortc publisher sent H264 42001f mode 1 (its pt 99); Chrome receives it as 102.
@@ -1984,6 +2238,8 @@ mod tests {
                 cname: "sfu".into(),
                 stream_id: "pub1".into(),
                 track_id: "t3".into(),
+                rtx_ssrc: None,
+                red: false,
             }),
         ];
         let a = answer(&offer, &local(&ice, &fp, &candidates), &roles).unwrap();
@@ -2084,7 +2340,7 @@ mod tests {
             media: "audio",
             port: 50_000,
             protocol: "UDP/TLS/RTP/SAVPF",
-            payload_type: 111,
+            payload_types: &[111],
             address: "2001:db8::1".parse().unwrap(),
             mid: "a",
             ice: &ice,

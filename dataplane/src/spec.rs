@@ -87,6 +87,9 @@ pub struct ProducerSpec {
     /// The dependency descriptor extension's id (AV1 RTP specification appendix A), on video:
     /// with VP9 or AV1 SVC, consumers drop layers from it alone (`crate::svc`).
     pub dd_ext: Option<u8>,
+    /// Audio: the publisher's payload type for RED (RFC 2198) carrying `payload_type`, when it
+    /// sends Opus with redundancy.
+    pub red: Option<u8>,
 }
 
 /// What a subscriber asks of one of its video consumers: the simulcast layer forwarded is the
@@ -119,6 +122,21 @@ pub struct ConsumerSpec {
     /// The dependency descriptor extension's id: forwarded SVC packets carry the producer's
     /// descriptor under it.
     pub dd_ext: Option<u8>,
+    /// The subscriber takes retransmissions as a separate RTX stream (RFC 4588); otherwise
+    /// a NACKed packet is resent as it was first sent.
+    pub rtx: Option<RtxSpec>,
+    /// Audio: the subscriber's RED payload type, when it takes the producer's RED as is
+    /// (renumbered to its payload types); otherwise it gets the primary Opus block alone.
+    pub red: Option<u8>,
+}
+
+/// A consumer's retransmission stream (RFC 4588 §4): its own SSRC, signalled to the subscriber
+/// in `a=ssrc-group:FID <ssrc> <rtx ssrc>`, and the subscriber's `rtx` payload type whose
+/// `apt` is the consumer's payload type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtxSpec {
+    pub ssrc: Ssrc,
+    pub payload_type: u8,
 }
 
 /// Everything a worker needs to run one transport; built from the negotiated SDP.

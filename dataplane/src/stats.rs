@@ -166,6 +166,8 @@ counters! {
     /// Data channel messages a subscriber did not get: its queue was full (a slow reader),
     /// its association was not up, or the message exceeded its size limit.
     data_messages_dropped,
+    /// Of `nack_retransmits`, those sent on a consumer's RTX stream (RFC 4588).
+    rtx_retransmits,
 }
 
 impl Counters {

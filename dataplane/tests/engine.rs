@@ -133,6 +133,7 @@ fn producer(
         audio_level_ext: None,
         twcc_ext: None,
         dd_ext: None,
+        red: None,
     }
 }
 
@@ -157,6 +158,8 @@ fn consumers(audio_ssrc: u32, video_ssrc: u32) -> Vec<ConsumerSpec> {
         fir: true,
         twcc_ext: None,
         dd_ext: None,
+        rtx: None,
+        red: None,
     };
     vec![spec(1, audio_ssrc, 109, "0"), spec(2, video_ssrc, 98, "1")]
 }

@@ -200,6 +200,13 @@ pub fn render(media: &MediaServer, signalling: &Metrics, live: Live) -> String {
     );
     metric(
         &mut out,
+        "switchyard_rtx_retransmits_total",
+        "counter",
+        "Packets resent for NACKs on RTX streams (RFC 4588), of those resent.",
+        s.rtx_retransmits,
+    );
+    metric(
+        &mut out,
         "switchyard_keyframe_requests_total",
         "counter",
         "PLI/FIR sent to publishers.",

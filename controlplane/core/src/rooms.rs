@@ -24,6 +24,8 @@ pub struct Track {
     /// The publisher's payload type and clock rate (a pipe to another server keeps them).
     pub payload_type: u8,
     pub clock_rate: u32,
+    /// Audio published as RED (RFC 2198) around `payload_type`.
+    pub red: bool,
 }
 
 #[derive(Debug, Clone)]

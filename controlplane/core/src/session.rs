@@ -10,7 +10,7 @@ use switchyard_dataplane::ice::Credentials;
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
 use switchyard_dataplane::spec::{
-    self, ConsumerSpec, MediaEvent, PipeSpec, ProducerSpec, RouterId, Ssrc, TransportId,
+    self, ConsumerSpec, MediaEvent, PipeSpec, ProducerSpec, RouterId, RtxSpec, Ssrc, TransportId,
     TransportKind, TransportSpec,
 };
 use switchyard_dataplane::worker::MediaServer;
@@ -213,6 +213,7 @@ impl AppState {
                     audio_level_ext: extensions.audio_level,
                     twcc_ext: extensions.transport_cc,
                     dd_ext: extensions.dependency_descriptor,
+                    red: codec.red,
                 });
                 tracks.push(Track {
                     kind: *kind,
@@ -221,6 +222,7 @@ impl AppState {
                     producer: id,
                     payload_type: codec.payload_type,
                     clock_rate: codec.clock_rate,
+                    red: codec.red.is_some(),
                 });
             }
         }
@@ -342,6 +344,8 @@ impl AppState {
                     cname: participant.to_string(),
                     stream_id: publication.clone(),
                     track_id: format!("{publication}-{}", track.kind),
+                    rtx_ssrc: Some(rand::random::<u32>() | 1),
+                    red: track.red,
                 });
                 chosen.push(Some(track.producer));
                 role
@@ -373,6 +377,7 @@ impl AppState {
                         codec,
                         extensions,
                         ssrc,
+                        rtx,
                         ..
                     },
                     Some(producer),
@@ -388,6 +393,11 @@ impl AppState {
                     fir: codec.fir,
                     twcc_ext: extensions.transport_cc,
                     dd_ext: extensions.dependency_descriptor,
+                    rtx: rtx.map(|r| RtxSpec {
+                        ssrc: Ssrc(r.ssrc),
+                        payload_type: r.payload_type,
+                    }),
+                    red: codec.red,
                 }),
                 _ => None,
             })
@@ -688,6 +698,8 @@ impl AppState {
                 fir: true,
                 twcc_ext: None,
                 dd_ext: None,
+                rtx: None,
+                red: None,
             });
             out.push(PipeTrack {
                 kind: t.kind.to_string(),
@@ -777,6 +789,7 @@ impl AppState {
                 audio_level_ext: None,
                 twcc_ext: None,
                 dd_ext: None,
+                red: None,
             });
             published.push(Track {
                 kind,
@@ -785,6 +798,7 @@ impl AppState {
                 producer: id,
                 payload_type: t.payload_type,
                 clock_rate: t.clock_rate,
+                red: false,
             });
         }
         let transport = ids::transport();

@@ -112,6 +112,7 @@ mod tests {
                     producer: ProducerId(7),
                     payload_type: 111,
                     clock_rate: 48_000,
+                    red: false,
                 }],
                 data: None,
             },

@@ -6,8 +6,9 @@ use std::time::Instant;
 use rand::Rng;
 
 use crate::media::Codec;
+use crate::red;
 use crate::rtp::{self, HeaderFields};
-use crate::spec::{ConsumerId, ConsumerSpec, Preferences, Ssrc};
+use crate::spec::{ConsumerId, ConsumerSpec, Preferences, RtxSpec, Ssrc};
 use crate::transport::TransportKey;
 
 /// A subscription to a producer on another transport of the router.
@@ -74,6 +75,28 @@ pub struct Rewrite {
     tl0_offset: u8,
     /// VP8: the newest picture id and TL0PICIDX written.
     last_picture: Option<(u16, u8)>,
+    /// The retransmission stream, when the subscriber negotiated RTX.
+    rtx: Option<RtxStream>,
+    /// The subscriber's RED payload type, when it takes RED as is.
+    consumer_red: Option<u8>,
+    /// The producer's RED, if it sends RED (see `with_red`).
+    red: Option<RedMap>,
+}
+
+/// A producer's RED (RFC 2198): its RED payload type and the inner (Opus) one.
+#[derive(Debug, Clone, Copy)]
+struct RedMap {
+    producer_red: u8,
+    producer_pt: u8,
+}
+
+/// A consumer's RTX stream (RFC 4588 §4): its SSRC and payload type, and the next sequence
+/// number, which counts RTX packets only (random at first, RFC 3550 §5.1).
+#[derive(Debug, Clone, Copy)]
+struct RtxStream {
+    ssrc: Ssrc,
+    payload_type: u8,
+    next_seq: u16,
 }
 
 impl Rewrite {
@@ -91,7 +114,31 @@ impl Rewrite {
             picture_offset: 0,
             tl0_offset: 0,
             last_picture: None,
+            rtx: spec.rtx.map(|RtxSpec { ssrc, payload_type }| RtxStream {
+                ssrc,
+                payload_type,
+                next_seq: rng.random(),
+            }),
+            consumer_red: spec.red,
+            red: None,
         }
+    }
+
+    /// The producer sends RED as `producer_red` around its own payload type `producer_pt`:
+    /// its RED packets are passed through to a subscriber that negotiated RED (with our RED
+    /// payload type, the inner blocks renumbered to ours), and unwrapped to their primary
+    /// block for any other.
+    pub fn with_red(mut self, producer_red: Option<u8>, producer_pt: u8) -> Rewrite {
+        self.red = producer_red.map(|producer_red| RedMap {
+            producer_red,
+            producer_pt,
+        });
+        self
+    }
+
+    /// Our RTX SSRC, when the subscriber takes retransmissions as RTX.
+    pub fn rtx_ssrc(&self) -> Option<Ssrc> {
+        self.rtx.map(|r| r.ssrc)
     }
 
     /// The producer's sequence number for one of ours (for NACKs), if we sent it with the
@@ -233,6 +280,10 @@ impl Rewrite {
         dd: Option<(u8, &[u8])>,
         twcc: Option<(u8, u16)>,
     ) -> Option<usize> {
+        let red = self.red.filter(|r| r.producer_red == header.payload_type);
+        if let Some(r) = red {
+            return self.write_red(header, packet, out, seq, twcc, r);
+        }
         let fields = HeaderFields {
             marker,
             payload_type: self.payload_type,
@@ -240,6 +291,139 @@ impl Rewrite {
             timestamp: self.timestamp(header.timestamp),
             ssrc: self.ssrc.0,
         };
+        let header_len = self.write_header(out, &fields, twcc, dd)?;
+        // Payload and padding go through unchanged; the padding bit must then be set again.
+        let body = packet.get(header.payload_offset..)?;
+        if header.payload_end < packet.len() {
+            *out.first_mut()? |= 0x20;
+        }
+        let end = header_len.checked_add(body.len())?;
+        out.get_mut(header_len..end)?.copy_from_slice(body);
+        let payload_len = header.payload_end.checked_sub(header.payload_offset)?;
+        self.shift_picture(out.get_mut(header_len..header_len.checked_add(payload_len)?)?);
+        Some(end)
+    }
+
+    /// Writes a RED packet of the producer: as RED with our payload types for a subscriber
+    /// that negotiated it, else its primary block as a plain packet (RFC 2198 §3). Padding is
+    /// dropped. `None` for a malformed RED payload.
+    fn write_red(
+        &self,
+        header: &rtp::Header,
+        packet: &[u8],
+        out: &mut [u8],
+        seq: u16,
+        twcc: Option<(u8, u16)>,
+        red: RedMap,
+    ) -> Option<usize> {
+        let payload = packet.get(header.payload_offset..header.payload_end)?;
+        let (payload_type, body) = match self.consumer_red {
+            Some(pt) => (pt, payload),
+            None => {
+                let (inner, at) = red::primary(payload)?;
+                if inner != red.producer_pt {
+                    return None;
+                }
+                (self.payload_type, payload.get(at..)?)
+            }
+        };
+        let fields = HeaderFields {
+            marker: header.marker,
+            payload_type,
+            sequence: seq,
+            timestamp: self.timestamp(header.timestamp),
+            ssrc: self.ssrc.0,
+        };
+        let header_len = self.write_header(out, &fields, twcc, None)?;
+        let end = header_len.checked_add(body.len())?;
+        let written = out.get_mut(header_len..end)?;
+        written.copy_from_slice(body);
+        if self.consumer_red.is_some() && red.producer_pt != self.payload_type {
+            red::set_block_types(written, red.producer_pt, self.payload_type)?;
+        }
+        Some(end)
+    }
+
+    /// Writes `packet`, which we first sent as our `seq`, as an RTX packet (RFC 4588 §4): our
+    /// RTX SSRC, payload type and next RTX sequence number, the original timestamp and marker,
+    /// and a payload of `seq` (the OSN, 2 bytes) then the original payload, without its
+    /// padding. `None` (and nothing written) when the consumer has no RTX stream.
+    pub fn write_rtx(
+        &mut self,
+        header: &rtp::Header,
+        packet: &[u8],
+        out: &mut [u8],
+        seq: u16,
+        twcc: Option<(u8, u16)>,
+    ) -> Option<usize> {
+        let rtx = self.rtx?;
+        let fields = HeaderFields {
+            marker: header.marker,
+            payload_type: rtx.payload_type,
+            sequence: rtx.next_seq,
+            timestamp: self.timestamp(header.timestamp),
+            ssrc: rtx.ssrc.0,
+        };
+        let header_len = self.write_header(out, &fields, twcc, None)?;
+        let payload = packet.get(header.payload_offset..header.payload_end)?;
+        let start = header_len.checked_add(2)?;
+        let end = start.checked_add(payload.len())?;
+        out.get_mut(header_len..start)?
+            .copy_from_slice(&seq.to_be_bytes());
+        let body = out.get_mut(start..end)?;
+        body.copy_from_slice(payload);
+        self.shift_picture(body);
+        self.advance_rtx();
+        Some(end)
+    }
+
+    /// Writes an RTX packet that carries only `size` bytes of padding (RFC 3550 §5.1; the
+    /// last byte is the count), for probing the subscriber's bandwidth without sending
+    /// media: the receiver drops it after counting it. It has our newest timestamp and no
+    /// OSN. `None` when the consumer has no RTX stream or `size` is 0.
+    pub fn write_rtx_padding(
+        &mut self,
+        out: &mut [u8],
+        size: u8,
+        twcc: Option<(u8, u16)>,
+    ) -> Option<usize> {
+        let rtx = self.rtx?;
+        if size == 0 {
+            return None;
+        }
+        let fields = HeaderFields {
+            marker: false,
+            payload_type: rtx.payload_type,
+            sequence: rtx.next_seq,
+            timestamp: self.last.map_or(self.ts_offset, |(_, ts, _)| ts),
+            ssrc: rtx.ssrc.0,
+        };
+        let header_len = self.write_header(out, &fields, twcc, None)?;
+        *out.first_mut()? |= 0x20;
+        let end = header_len.checked_add(usize::from(size))?;
+        let padding = out.get_mut(header_len..end)?;
+        padding.fill(0);
+        *padding.last_mut()? = size;
+        self.advance_rtx();
+        Some(end)
+    }
+
+    fn advance_rtx(&mut self) {
+        if let Some(r) = self.rtx.as_mut() {
+            r.next_seq = r.next_seq.wrapping_add(1);
+        }
+    }
+
+    /// Writes the header with our extensions: the MID, the transport-wide sequence number
+    /// `twcc` (extension id, number) when the subscriber sends transport-cc feedback, and an
+    /// SVC packet's dependency descriptor `dd` (extension id, bytes).
+    fn write_header(
+        &self,
+        out: &mut [u8],
+        fields: &HeaderFields,
+        twcc: Option<(u8, u16)>,
+        dd: Option<(u8, &[u8])>,
+    ) -> Option<usize> {
         let twcc = twcc.map(|(id, n)| (id, n.to_be_bytes()));
         let mut extensions: [(u8, &[u8]); 3] = [(0, &[]); 3];
         let mut count = 0;
@@ -255,20 +439,14 @@ impl Rewrite {
                 count += 1;
             }
         }
-        let header_len = rtp::write_header(out, &fields, extensions.get(..count)?).ok()?;
-        // Payload and padding go through unchanged; the padding bit must then be set again.
-        let body = packet.get(header.payload_offset..)?;
-        if header.payload_end < packet.len() {
-            *out.first_mut()? |= 0x20;
-        }
-        let end = header_len.checked_add(body.len())?;
-        out.get_mut(header_len..end)?.copy_from_slice(body);
+        rtp::write_header(out, fields, extensions.get(..count)?).ok()
+    }
+
+    /// VP8: shifts the picture id and TL0PICIDX of a payload written after a layer switch.
+    fn shift_picture(&self, payload: &mut [u8]) {
         if self.codec == Codec::Vp8 && (self.picture_offset != 0 || self.tl0_offset != 0) {
-            let payload_len = header.payload_end.checked_sub(header.payload_offset)?;
-            let payload = out.get_mut(header_len..header_len + payload_len)?;
             rtp::vp8_shift_picture(payload, self.picture_offset, self.tl0_offset);
         }
-        Some(end)
     }
 }
 
@@ -302,6 +480,8 @@ mod tests {
             fir: true,
             twcc_ext: None,
             dd_ext: None,
+            rtx: None,
+            red: None,
         }
     }
 
@@ -336,5 +516,157 @@ mod tests {
         assert_eq!(got.extension_value(&out[..n], 5), Some(&[0x12, 0x34][..]));
         assert_eq!(rewrite.producer_seq(got.sequence), Some(65535));
         assert_eq!(got.timestamp, rewrite.timestamp(4000));
+    }
+
+    #[test]
+    fn rtx_packets_carry_the_osn_and_the_payload_without_padding() {
+        let mut with_rtx = spec();
+        with_rtx.rtx = Some(RtxSpec {
+            ssrc: Ssrc(0xFEED),
+            payload_type: 99,
+        });
+        let mut rewrite = Rewrite::new(&with_rtx, Codec::H264, &mut StdRng::seed_from_u64(1));
+        assert_eq!(rewrite.rtx_ssrc(), Some(Ssrc(0xFEED)));
+        let fields = HeaderFields {
+            marker: true,
+            payload_type: 96,
+            sequence: 1000,
+            timestamp: 4000,
+            ssrc: 77,
+        };
+        let mut packet = [0u8; 64];
+        let h = rtp::write_header(&mut packet, &fields, &[(1, b"0")]).unwrap();
+        packet[h..h + 5].copy_from_slice(b"hello");
+        packet[h + 7] = 3;
+        packet[0] |= 0x20;
+        let packet = &packet[..h + 8];
+        let header = rtp::Header::parse(packet).unwrap();
+        let mut out = [0u8; 64];
+        let n = rewrite
+            .write(&header, packet, &mut out, Instant::now(), None)
+            .unwrap();
+        let ours = rtp::Header::parse(&out[..n]).unwrap().sequence;
+
+        let mut rtx = [[0u8; 64]; 2];
+        let mut got = Vec::new();
+        for buf in &mut rtx {
+            let n = rewrite
+                .write_rtx(&header, packet, buf, ours, Some((5, 7)))
+                .unwrap();
+            got.push((rtp::Header::parse(&buf[..n]).unwrap(), n));
+        }
+        let (first, n) = &got[0];
+        assert_eq!(
+            (first.ssrc, first.payload_type, first.marker),
+            (0xFEED, 99, true)
+        );
+        assert_eq!(first.timestamp, rewrite.timestamp(4000));
+        // No padding: the payload is the OSN then the original payload.
+        assert_eq!(first.payload_end, *n);
+        assert_eq!(rtx[0][0] & 0x20, 0);
+        let payload = &rtx[0][first.payload_offset..first.payload_end];
+        assert_eq!(&payload[..2], &ours.to_be_bytes());
+        assert_eq!(&payload[2..], b"hello");
+        assert_eq!(first.extension_value(&rtx[0][..*n], 3), Some(&b"4"[..]));
+        assert_eq!(first.extension_value(&rtx[0][..*n], 5), Some(&[0, 7][..]));
+        // RTX sequence numbers are the stream's own, one per packet.
+        assert_eq!(got[1].0.sequence, first.sequence.wrapping_add(1));
+
+        let mut probe = [0u8; 300];
+        let n = rewrite.write_rtx_padding(&mut probe, 200, None).unwrap();
+        let p = rtp::Header::parse(&probe[..n]).unwrap();
+        assert_eq!((p.ssrc, p.payload_type), (0xFEED, 99));
+        assert_eq!(p.sequence, first.sequence.wrapping_add(2));
+        assert_eq!(p.timestamp, rewrite.timestamp(4000));
+        assert_eq!(p.payload_offset, p.payload_end);
+        assert_eq!(n - p.payload_end, 200);
+        assert_eq!(probe[n - 1], 200);
+        assert!(rewrite.write_rtx_padding(&mut probe, 0, None).is_none());
+
+        let mut plain = Rewrite::new(&spec(), Codec::H264, &mut StdRng::seed_from_u64(1));
+        assert!(
+            plain
+                .write_rtx(&header, packet, &mut out, ours, None)
+                .is_none()
+        );
+        assert!(plain.write_rtx_padding(&mut probe, 10, None).is_none());
+    }
+
+    #[test]
+    fn red_passes_through_renumbered_or_is_unwrapped_to_its_primary_block() {
+        // The producer: RED 63 around Opus 111; one redundant block ("old") and the primary.
+        let fields = HeaderFields {
+            marker: false,
+            payload_type: 63,
+            sequence: 7,
+            timestamp: 960,
+            ssrc: 77,
+        };
+        let mut packet = [0u8; 64];
+        let h = rtp::write_header(&mut packet, &fields, &[]).unwrap();
+        let red_payload = [
+            0x80 | 111,
+            0x0F,
+            0x00,
+            3,
+            111,
+            b'o',
+            b'l',
+            b'd',
+            b'n',
+            b'e',
+            b'w',
+        ];
+        packet[h..h + red_payload.len()].copy_from_slice(&red_payload);
+        let packet = &packet[..h + red_payload.len()];
+        let header = rtp::Header::parse(packet).unwrap();
+        let mut out = [0u8; 64];
+
+        // A subscriber with RED 100 around its Opus 109.
+        let mut with_red = spec();
+        with_red.payload_type = 109;
+        with_red.red = Some(100);
+        let mut rewrite = Rewrite::new(&with_red, Codec::Opus, &mut StdRng::seed_from_u64(1))
+            .with_red(Some(63), 111);
+        let n = rewrite
+            .write(&header, packet, &mut out, Instant::now(), None)
+            .unwrap();
+        let got = rtp::Header::parse(&out[..n]).unwrap();
+        assert_eq!(got.payload_type, 100);
+        let body = &out[got.payload_offset..got.payload_end];
+        assert_eq!(body[0], 0x80 | 109);
+        assert_eq!(body[4], 109);
+        assert_eq!(&body[5..], b"oldnew");
+
+        // A subscriber without RED (Opus 109) gets the primary block as Opus.
+        let mut plain_spec = spec();
+        plain_spec.payload_type = 109;
+        let mut plain = Rewrite::new(&plain_spec, Codec::Opus, &mut StdRng::seed_from_u64(1))
+            .with_red(Some(63), 111);
+        let n = plain
+            .write(&header, packet, &mut out, Instant::now(), None)
+            .unwrap();
+        let got = rtp::Header::parse(&out[..n]).unwrap();
+        assert_eq!(got.payload_type, 109);
+        assert_eq!(&out[got.payload_offset..got.payload_end], b"new");
+        // Plain Opus from the same producer goes through as before.
+        let mut opus = packet.to_vec();
+        opus[1] = 111;
+        let header = rtp::Header::parse(&opus).unwrap();
+        let n = plain
+            .write(&header, &opus, &mut out, Instant::now(), None)
+            .unwrap();
+        let got = rtp::Header::parse(&out[..n]).unwrap();
+        assert_eq!(got.payload_type, 109);
+        assert_eq!(&out[got.payload_offset..got.payload_end], &red_payload[..]);
+        // A malformed RED payload is not written.
+        let mut bad = packet.to_vec();
+        bad[h + 3] = 200;
+        let header = rtp::Header::parse(&bad).unwrap();
+        assert!(
+            plain
+                .write(&header, &bad, &mut out, Instant::now(), None)
+                .is_none()
+        );
     }
 }

@@ -212,7 +212,7 @@ impl Router {
                 transport,
                 member,
                 producer,
-                rewrite: Rewrite::new(spec, p.codec, rng),
+                rewrite: Rewrite::new(spec, p.codec, rng).with_red(p.red, p.payload_type),
                 nack: spec.nack,
                 layer: audio.then_some(0),
                 target,
@@ -731,6 +731,8 @@ impl Router {
 
     /// Resends the packets a consumer NACKed, from the history of the layer it forwards, if it
     /// negotiated NACK. Packets sent before its last layer switch are not resent.
+    /// A NACK for a consumer's RTX SSRC finds no consumer (`own_consumer` matches the media
+    /// SSRC only), so retransmissions are never themselves retransmitted.
     fn retransmit(
         &mut self,
         now: Instant,
@@ -738,7 +740,7 @@ impl Router {
         lost: impl Iterator<Item = u16>,
         out: &mut impl Output,
     ) {
-        let Some(c) = self.consumers.get(consumer) else {
+        let Some(c) = self.consumers.get_mut(consumer) else {
             return;
         };
         let Some(history) = c
@@ -769,8 +771,13 @@ impl Router {
             };
             let twcc = bandwidth.as_ref().map(|b| (b.ext, b.next_seq()));
             let mut len = 0;
+            // With RTX negotiated, the resend goes on the RTX stream (RFC 4588 §4), which
+            // the subscriber tells from late originals; otherwise it repeats the original.
+            // (SVC resends repeat the original, with its descriptor.)
+            let rtx = c.rewrite.rtx_ssrc().is_some() && c.svc.is_none();
+            let (rewrite, svc) = (&mut c.rewrite, c.svc.as_deref());
             if out.send_rtp(c.transport, |buf| {
-                len = match (c.svc.as_deref(), producer) {
+                len = match (svc, producer) {
                     (Some(svc), Some(p)) => {
                         let (marker, dd) = svc::resend_fields(p, svc, &header, packet);
                         let fields = consumer::SvcFields {
@@ -779,13 +786,17 @@ impl Router {
                             dd,
                             twcc,
                         };
-                        c.rewrite.write_svc_again(&header, packet, buf, fields)?
+                        rewrite.write_svc_again(&header, packet, buf, fields)?
                     }
-                    _ => c.rewrite.write_as(&header, packet, buf, seq, twcc)?,
+                    _ if rtx => rewrite.write_rtx(&header, packet, buf, seq, twcc)?,
+                    _ => rewrite.write_as(&header, packet, buf, seq, twcc)?,
                 };
                 Some(len)
             }) {
                 out.counters().nack_retransmits += 1;
+                if rtx {
+                    out.counters().rtx_retransmits += 1;
+                }
                 if let Some(b) = bandwidth.as_mut() {
                     b.on_sent(len, now);
                 }
@@ -1126,7 +1137,7 @@ mod tests {
     use super::*;
     use crate::media::Codec;
     use crate::rtp::HeaderFields;
-    use crate::spec::ConsumerId;
+    use crate::spec::{ConsumerId, RtxSpec};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
     use std::collections::HashSet;
@@ -1224,6 +1235,7 @@ mod tests {
             audio_level_ext: None,
             twcc_ext: None,
             dd_ext: None,
+            red: None,
         }
     }
 
@@ -1240,6 +1252,8 @@ mod tests {
             fir: true,
             twcc_ext: None,
             dd_ext: None,
+            rtx: None,
+            red: None,
         }
     }
 
@@ -1738,6 +1752,68 @@ mod tests {
         let n = rtcp::write_nack(&mut nack, 5, 4001, &[lost.wrapping_add(50)]).unwrap();
         c.rtcp(sub, &nack[..n]);
         let n = rtcp::write_nack(&mut nack, 5, 4002, &[lost]).unwrap();
+        c.rtcp(sub, &nack[..n]);
+        assert!(c.out.sent.is_empty());
+    }
+
+    #[test]
+    fn nacks_of_an_rtx_consumer_are_answered_on_its_rtx_stream() {
+        let mut c = Channel::new(&[]);
+        let mut video = consumer(12, 2, 4001);
+        video.rtx = Some(RtxSpec {
+            ssrc: Ssrc(5001),
+            payload_type: 99,
+        });
+        let sub = c
+            .router
+            .add_member(
+                c.now,
+                SUB,
+                &[],
+                &[video],
+                Ssrc(91),
+                &mut StdRng::seed_from_u64(8),
+            )
+            .unwrap();
+        c.out.connected.insert(SUB);
+        c.router.connected(c.now, sub);
+        c.rtp(VIDEO, 96, 100, VP8_KEY);
+        c.rtp(VIDEO, 96, 101, VP8_DELTA);
+        let sent = c.out.rtp_to(SUB);
+        let lost = [sent[0].sequence, sent[1].sequence];
+        c.out.sent.clear();
+        let mut nack = [0u8; 64];
+        let n = rtcp::write_nack(&mut nack, 5, 4001, &lost).unwrap();
+        c.rtcp(sub, &nack[..n]);
+        let resent: Vec<&Vec<u8>> = c
+            .out
+            .sent
+            .iter()
+            .filter(|(t, rtcp, _)| *t == SUB && !rtcp)
+            .map(|(_, _, p)| p)
+            .collect();
+        assert_eq!(resent.len(), 2);
+        for (i, (p, (original, payload))) in resent
+            .iter()
+            .zip(sent.iter().zip([VP8_KEY, VP8_DELTA]))
+            .enumerate()
+        {
+            let h = rtp::Header::parse(p).unwrap();
+            assert_eq!((h.ssrc, h.payload_type), (5001, 99));
+            assert_eq!(h.timestamp, original.timestamp);
+            let body = &p[h.payload_offset..h.payload_end];
+            assert_eq!(&body[..2], &original.sequence.to_be_bytes());
+            assert_eq!(&body[2..], payload);
+            if i == 1 {
+                let first = rtp::Header::parse(resent[0]).unwrap().sequence;
+                assert_eq!(h.sequence, first.wrapping_add(1));
+            }
+        }
+        assert_eq!(c.out.counters.nack_retransmits, 2);
+        assert_eq!(c.out.counters.rtx_retransmits, 2);
+        // A NACK naming the RTX SSRC is not answered: retransmissions are not retransmitted.
+        c.out.sent.clear();
+        let n = rtcp::write_nack(&mut nack, 5, 5001, &lost).unwrap();
         c.rtcp(sub, &nack[..n]);
         assert!(c.out.sent.is_empty());
     }

@@ -42,6 +42,8 @@ pub(super) struct Producer {
     /// VP9 or AV1 with the dependency descriptor, one stream: its consumers drop layers
     /// (`super::svc`).
     pub svc: Option<Box<super::svc::ProducerSvc>>,
+    /// Audio: the publisher's RED payload type (RFC 2198), for Opus sent with redundancy.
+    pub red: Option<u8>,
 }
 
 /// One RTP stream of a producer: the whole track, or one simulcast layer.
@@ -145,6 +147,7 @@ impl Producer {
                 .filter(|_| spec.kind == MediaKind::Audio),
             activity: Activity::default(),
             svc: super::svc::ProducerSvc::for_spec(spec),
+            red: spec.red.filter(|_| spec.kind == MediaKind::Audio),
         }
     }
 
@@ -222,6 +225,7 @@ mod tests {
             audio_level_ext: None,
             twcc_ext: None,
             dd_ext: None,
+            red: None,
         }
     }
 

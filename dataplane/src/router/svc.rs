@@ -364,6 +364,7 @@ mod tests {
                 audio_level_ext: None,
                 twcc_ext: None,
                 dd_ext: Some(PUB_DD),
+                red: None,
             };
             let publisher = router
                 .add_member(now, PUB, &[spec], &[], Ssrc(9), &mut rng)
@@ -382,6 +383,8 @@ mod tests {
                     fir: true,
                     twcc_ext: None,
                     dd_ext: Some(SUB_DD),
+                    rtx: None,
+                    red: None,
                 };
                 let m = router
                     .add_member(now, t, &[], &[c], Ssrc(90 + t.0 as u32), &mut rng)
