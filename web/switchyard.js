@@ -97,7 +97,8 @@ function inboundStats(report, fields) {
  * `speaking` {participant, publication, speaking} (a publication's audio started or stopped
  * carrying speech; our own included), `dominant-speaker` {participant, publication} (the channel's
  * main speaker changed; both null when its publication ended),
- * `message` {from, data} (a channel message, see `sendMessage`), `datachannel` {participant,
+ * `layers` {publication, active} (our simulcast layers the server turned on or off, lowest first:
+ * only watched ones are sent), `message` {from, data} (a channel message, see `sendMessage`), `datachannel` {participant,
  * publication, label, channel} (a subscribed publication's data channel opened toward us) and
  * `data` {participant, publication, label, data} (a message on it: a string, or an ArrayBuffer
  * for binary).
@@ -477,6 +478,9 @@ export class Client extends EventTarget {
       case 'speaking':
         this.#emit('speaking', { participant: m.participant, publication: m.publication, speaking: m.speaking });
         break;
+      case 'layers':
+        this.#setLayers(m.publication, m.active).catch((e) => this.#emit('error', { reason: `layers ${m.publication}: ${e.message}` }));
+        break;
       case 'dominant-speaker':
         this.#emit('dominant-speaker', { participant: m.participant ?? null, publication: m.publication ?? null });
         break;
@@ -582,6 +586,23 @@ export class Client extends EventTarget {
     const label = channel.label;
     this.#emit('datachannel', { participant, publication, label, channel });
     channel.onmessage = (e) => this.#emit('data', { participant, publication, label, data: e.data });
+  }
+
+  /**
+   * Turns our simulcast layers on and off as the server says someone watches them (`active`,
+   * lowest first): an unwatched layer costs the uplink and the CPU for nothing.
+   */
+  async #setLayers(publication, active) {
+    const p = this.#publications.get(publication);
+    const sender = p?.pc.getSenders().find((s) => s.track?.kind === 'video');
+    if (!sender) return;
+    const params = sender.getParameters();
+    if (!params.encodings || params.encodings.length < 2) return;
+    params.encodings.forEach((e, i) => {
+      e.active = active[i] ?? true;
+    });
+    await sender.setParameters(params);
+    this.#emit('layers', { publication, active });
   }
 
   #emit(type, detail) {

@@ -184,6 +184,8 @@ impl Engine {
             rtcp_ssrc,
             &mut self.rng,
         );
+        self.events
+            .extend(std::iter::from_fn(|| slot.router.poll_event()));
         let member = match added {
             Ok(m) => m,
             Err(e) => {
@@ -240,6 +242,8 @@ impl Engine {
         let (router, member) = (t.router, t.member);
         if let Some(slot) = self.routers.get_mut(router) {
             slot.router.set_preferences(now, member, prefs);
+            self.events
+                .extend(std::iter::from_fn(|| slot.router.poll_event()));
             self.schedule_router(router);
         }
     }

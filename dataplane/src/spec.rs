@@ -247,6 +247,14 @@ pub enum MediaEvent {
         router: RouterId,
         producer: Option<ProducerId>,
     },
+    /// The simulcast layers of a producer that some consumer's preferences take, one flag per
+    /// layer from the lowest: the publisher may stop sending the others (and resume them when
+    /// they are wanted again).
+    Layers {
+        router: RouterId,
+        producer: ProducerId,
+        active: Vec<bool>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

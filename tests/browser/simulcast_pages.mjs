@@ -55,6 +55,18 @@ async function layers(page) {
   });
 }
 
+/** Each simulcast layer's bitrate as the publisher sends it, over `ms`. */
+async function layerRates(page, ms) {
+  const before = await layers(page);
+  await new Promise((r) => setTimeout(r, ms));
+  return (await layers(page)).map((l) => ({
+    rid: l.rid,
+    height: l.height,
+    kbps: Math.round(((l.bytes - (before.find((b) => b.rid === l.rid)?.bytes ?? 0)) * 8) / ms),
+    target_kbps: Math.round((l.target ?? 0) / 1000),
+  }));
+}
+
 /** Samples the publisher's estimate until `done(bps)` (or DEADLINE_MS); the last and when. */
 async function publisherEstimate(done) {
   const start = Date.now();
@@ -171,14 +183,7 @@ try {
   // 270 and 540 lines first, ~15 s on a busy machine): not timed, given longer.
   result.phases.top = await reach(sub, 720, 1_000, true, 2 * DEADLINE_MS);
   // Each layer's bitrate over 2 s, as the publisher sends it (for the log).
-  const before = await layers(pages[0].page);
-  await new Promise((r) => setTimeout(r, 2_000));
-  result.layers_kbps = (await layers(pages[0].page)).map((l) => ({
-    rid: l.rid,
-    height: l.height,
-    kbps: Math.round(((l.bytes - (before.find((b) => b.rid === l.rid)?.bytes ?? 0)) * 8) / 2_000),
-    target_kbps: Math.round((l.target ?? 0) / 1000),
-  }));
+  result.layers_kbps = await layerRates(pages[0].page, 2_000);
   if (limitDev) {
     tc('add', 'dev', limitDev, 'root', 'tbf', 'rate', `${limitKbit}kbit`, 'burst', '16kbit', 'latency', '200ms');
     // Probes may try a higher layer now and then while limited (and the first moments after
@@ -190,6 +195,8 @@ try {
   } else {
     await prefer({ maxHeight: 360 });
     result.phases.capped = await reach(sub, 360, HOLD_MS);
+    // Nobody watches the top simulcast layer now: the publisher was told to stop it.
+    result.capped_layers_kbps = await layerRates(pages[0].page, 1_000);
     await prefer({});
     result.phases.uncapped = await reach(sub, 720, 1_000);
   }

@@ -172,6 +172,12 @@ pub enum ServerMessage {
         from: String,
         data: Value,
     },
+    /// To a simulcast publisher only: which of its video layers (lowest first) someone
+    /// watches; it may stop sending the others until they are wanted again.
+    Layers {
+        publication: String,
+        active: Vec<bool>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -585,6 +585,35 @@ impl AppState {
         if crate::speaking::announce(&self.rooms(), &event, self.speaking.as_ref()) {
             return;
         }
+        if let MediaEvent::Layers {
+            router,
+            producer,
+            active,
+        } = event
+        {
+            // To the publisher alone, when this process holds its socket (a cluster's media
+            // server does not: its clients' sockets are on gateways).
+            let rooms = self.rooms();
+            let Some(ch) = rooms.channels.values().find(|c| c.router == router) else {
+                return;
+            };
+            let Some((publication, participant)) = crate::speaking::publication_of(ch, producer)
+            else {
+                return;
+            };
+            let message = ServerMessage::Layers {
+                publication,
+                active,
+            };
+            if let Some(outbox) = ch
+                .participants
+                .get(&participant)
+                .and_then(|p| p.outbox.as_ref())
+            {
+                let _ = outbox.send(message);
+            }
+            return;
+        }
         let MediaEvent::Closed { transport, reason } = event else {
             return;
         };

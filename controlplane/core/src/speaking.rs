@@ -22,7 +22,9 @@ pub(crate) fn announce(
 ) -> bool {
     let router = match event {
         MediaEvent::Speaking { router, .. } | MediaEvent::DominantSpeaker { router, .. } => *router,
-        MediaEvent::Connected { .. } | MediaEvent::Closed { .. } => return false,
+        MediaEvent::Connected { .. } | MediaEvent::Closed { .. } | MediaEvent::Layers { .. } => {
+            return false;
+        }
     };
     if let Some((name, ch)) = rooms.channels.iter().find(|(_, c)| c.router == router)
         && let Some(message) = message(ch, event)
@@ -64,12 +66,14 @@ fn message(ch: &Channel, event: &MediaEvent) -> Option<ServerMessage> {
                 publication: None,
             })
         }
-        MediaEvent::Connected { .. } | MediaEvent::Closed { .. } => None,
+        MediaEvent::Connected { .. } | MediaEvent::Closed { .. } | MediaEvent::Layers { .. } => {
+            None
+        }
     }
 }
 
 /// The publication carrying `producer`, and its participant.
-fn publication_of(ch: &Channel, producer: ProducerId) -> Option<(String, String)> {
+pub(crate) fn publication_of(ch: &Channel, producer: ProducerId) -> Option<(String, String)> {
     ch.publications
         .iter()
         .find(|(_, p)| p.tracks.iter().any(|t| t.producer == producer))

@@ -46,6 +46,8 @@ use crate::stats::{Counters, DropReason};
 use crate::timers::Grid;
 use crate::transport::TransportKey;
 
+/// Layers no consumer wants any more are told off only after this long.
+const LAYERS_OFF_AFTER: Duration = Duration::from_secs(2);
 /// Reports go to each connected transport this often.
 pub const RTCP_INTERVAL: Duration = Duration::from_secs(1);
 /// The bitrate we tell publishers they may use (REMB), until bandwidth estimation lands.
@@ -238,7 +240,16 @@ impl Router {
             }
             m.consumers.push(key);
         }
+        let consumed: Vec<usize> = m
+            .consumers
+            .iter()
+            .filter_map(|&c| self.consumers.get(c).map(|c| c.producer))
+            .collect();
         self.members.insert(m);
+        // A new subscriber may want layers its publisher was told it could stop.
+        for producer in consumed {
+            self.report_wanted(now, producer);
+        }
         Ok(member)
     }
 
@@ -578,6 +589,52 @@ impl Router {
                 self.select_layer(now, c);
             }
         }
+        self.report_wanted(now, producer);
+    }
+
+    /// Tells the control plane which simulcast layers of `producer` some consumer's preferences
+    /// take: every layer up to the highest one taken (lower layers are cheap and are where a
+    /// subscriber goes when its bandwidth falls), only the lowest when nobody watches.
+    /// Bandwidth is left out on purpose: a layer a weak link cannot take now is where its
+    /// probes go next. More layers are told at once, fewer only after `LAYERS_OFF_AFTER`, so
+    /// preferences that flip back and forth do not toggle the publisher's encoders.
+    fn report_wanted(&mut self, now: Instant, key: usize) {
+        let Some(p) = self.producers.get(key) else {
+            return;
+        };
+        if p.layers.len() < 2 {
+            return;
+        }
+        let top = p
+            .consumers
+            .iter()
+            .filter_map(|&c| self.consumers.get(c))
+            .filter(|c| !c.prefs.paused)
+            .map(|c| wanted_layer(p, &c.prefs))
+            .max()
+            .unwrap_or(0);
+        let mask = u8::MAX >> (7 - top.min(7));
+        let (router, id, count) = (self.id, p.id, p.layers.len());
+        let Some(p) = self.producers.get_mut(key) else {
+            return;
+        };
+        if mask == p.wanted {
+            p.fewer_wanted_since = None;
+            return;
+        }
+        if mask < p.wanted {
+            let since = *p.fewer_wanted_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < LAYERS_OFF_AFTER {
+                return;
+            }
+        }
+        p.wanted = mask;
+        p.fewer_wanted_since = None;
+        self.events.push_back(MediaEvent::Layers {
+            router,
+            producer: id,
+            active: (0..count).map(|i| mask & (1 << i) != 0).collect(),
+        });
     }
 
     /// Chooses the target layer of each consumer of `member` (its bandwidth estimate moved).
@@ -1078,6 +1135,18 @@ fn event(router: RouterId, change: Change) -> MediaEvent {
         },
         Change::Dominant(producer) => MediaEvent::DominantSpeaker { router, producer },
     }
+}
+
+/// The highest layer of `p` no taller than `prefs.max_height` (a layer of unknown height
+/// counts as fitting), whether it arrives now or not; the lowest when none fits.
+fn wanted_layer(p: &Producer, prefs: &Preferences) -> usize {
+    p.layers
+        .iter()
+        .rposition(|l| match (prefs.max_height, l.height) {
+            (Some(max), Some(h)) => h <= max,
+            _ => true,
+        })
+        .unwrap_or(0)
 }
 
 /// Whether a consumer among `consumers` waits for a keyframe of `layer` of their producer.
@@ -1637,6 +1706,47 @@ mod tests {
         let got = s.received();
         assert_eq!(got.len(), 1, "h again once f is gone: {got:?}");
         assert!(plis >= 2);
+    }
+
+    #[test]
+    fn publishers_hear_which_layers_someone_watches() {
+        let mut s = Simulcast::new();
+        for layer in 0..3 {
+            s.send(layer, true);
+        }
+        s.round(&[0, 1, 2]);
+        let layers = |r: &mut Router| -> Vec<Vec<bool>> {
+            std::iter::from_fn(|| r.poll_event())
+                .filter_map(|e| match e {
+                    MediaEvent::Layers { active, .. } => Some(active),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(layers(&mut s.router).is_empty(), "all three are watched");
+        let capped = Preferences {
+            max_height: Some(360),
+            paused: false,
+        };
+        s.router.set_preferences(s.now, s.subscriber, capped);
+        assert!(layers(&mut s.router).is_empty(), "not at once");
+        for _ in 0..100 {
+            s.round(&[0, 1, 2]);
+        }
+        assert_eq!(layers(&mut s.router), [vec![true, true, false]]);
+        // Paused: only the lowest; wanted again: all of them, at once.
+        let paused = Preferences {
+            paused: true,
+            ..capped
+        };
+        s.router.set_preferences(s.now, s.subscriber, paused);
+        for _ in 0..100 {
+            s.round(&[0, 1]);
+        }
+        assert_eq!(layers(&mut s.router), [vec![true, false, false]]);
+        s.router
+            .set_preferences(s.now, s.subscriber, Preferences::default());
+        assert_eq!(layers(&mut s.router), [vec![true, true, true]]);
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub(super) struct Producer {
     pub layers: Vec<Layer>,
     /// Keys of its consumers in the router.
     pub consumers: Vec<usize>,
+    /// Simulcast: the layers last told wanted (a bitmask from the lowest), and since when
+    /// fewer have been.
+    pub wanted: u8,
+    pub fewer_wanted_since: Option<Instant>,
     /// Audio with the level extension (RFC 6464): its id, and what the levels say.
     pub audio_level_ext: Option<u8>,
     pub activity: Activity,
@@ -140,6 +144,8 @@ impl Producer {
             pli: spec.pli,
             fir: spec.fir,
             remb: spec.remb,
+            wanted: u8::MAX >> (8 - layers.len().clamp(1, 8)),
+            fewer_wanted_since: None,
             layers,
             consumers: Vec::new(),
             audio_level_ext: spec
