@@ -9,41 +9,17 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::p2p::{TokenBucket, json_size};
+use crate::p2p::{Limits, Refusal, TokenBucket, check_relayed};
 
 /// The most bytes of `data` (as JSON) one message may carry.
 pub const MAX_DATA_BYTES: usize = 16 * 1024;
 
-/// Why a message was refused before its target was looked at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    RateLimited,
-    /// `data` is this many bytes as JSON.
-    TooLarge(usize),
-    ToSelf,
-}
-
-impl Refusal {
-    /// The label in `switchyard_signalling_errors_total`.
-    pub fn metric(&self) -> &'static str {
-        match self {
-            Refusal::RateLimited => "rate_limited",
-            Refusal::TooLarge(_) => "too_large",
-            Refusal::ToSelf => "bad_request",
-        }
-    }
-
-    /// The `reason` of the `error` the sender gets.
-    pub fn reason(&self) -> String {
-        match self {
-            Refusal::RateLimited => "rate limited".into(),
-            Refusal::TooLarge(n) => {
-                format!("message data is {n} bytes as JSON; at most {MAX_DATA_BYTES} are sent")
-            }
-            Refusal::ToSelf => "a message must go to another participant".into(),
-        }
-    }
-}
+/// A channel message's limits.
+pub const MESSAGE: Limits = Limits {
+    noun: "message",
+    max_bytes: MAX_DATA_BYTES,
+    verb: "sent",
+};
 
 /// The rules a message from `from` (to `to`, or everyone) must pass. Every attempt takes a
 /// token from the connection's bucket for messages, refused or not.
@@ -54,17 +30,7 @@ pub fn check(
     bucket: &mut TokenBucket,
     now: Instant,
 ) -> Result<(), Refusal> {
-    if !bucket.take(now) {
-        return Err(Refusal::RateLimited);
-    }
-    let size = json_size(data);
-    if size > MAX_DATA_BYTES {
-        return Err(Refusal::TooLarge(size));
-    }
-    if to == Some(from) {
-        return Err(Refusal::ToSelf);
-    }
-    Ok(())
+    check_relayed(MESSAGE, from, to, data, bucket, now)
 }
 
 // ok: every unwrap()/expect() below is in this test-only module, on values the tests built
@@ -83,13 +49,13 @@ mod tests {
         assert_eq!(check("p1", Some("p2"), &small, &mut b, now), Ok(()));
         assert_eq!(
             check("p1", Some("p1"), &small, &mut b, now),
-            Err(Refusal::ToSelf)
+            Err(Refusal::ToSelf(MESSAGE))
         );
         let exact = Value::String("x".repeat(MAX_DATA_BYTES - 2));
         assert_eq!(check("p1", None, &exact, &mut b, now), Ok(()));
         let over = Value::String("x".repeat(MAX_DATA_BYTES - 1));
         let refused = check("p1", None, &over, &mut b, now).unwrap_err();
-        assert_eq!(refused, Refusal::TooLarge(MAX_DATA_BYTES + 1));
+        assert_eq!(refused, Refusal::TooLarge(MAX_DATA_BYTES + 1, MESSAGE));
         assert!(refused.reason().contains("16384"), "{}", refused.reason());
         while check("p1", None, &small, &mut b, now).is_ok() {}
         assert_eq!(

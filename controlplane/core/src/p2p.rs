@@ -63,13 +63,31 @@ impl TokenBucket {
     }
 }
 
-/// Why a signal was not relayed before its target was even looked at.
+/// The limits of one kind of client message the server relays without reading it: a
+/// peer-to-peer `signal` ([`SIGNAL`]) or a channel `message` (`crate::channel_messages`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// What the sender's errors call it.
+    pub noun: &'static str,
+    /// The most bytes of `data` as JSON, and what the server does with what fits.
+    pub max_bytes: usize,
+    pub verb: &'static str,
+}
+
+/// A peer-to-peer signal's limits.
+pub const SIGNAL: Limits = Limits {
+    noun: "signal",
+    max_bytes: MAX_DATA_BYTES,
+    verb: "relayed",
+};
+
+/// Why a relayed message was refused before its target was even looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     RateLimited,
     /// `data` is this many bytes as JSON.
-    TooLarge(usize),
-    ToSelf,
+    TooLarge(usize, Limits),
+    ToSelf(Limits),
 }
 
 impl Refusal {
@@ -77,8 +95,8 @@ impl Refusal {
     pub fn metric(&self) -> &'static str {
         match self {
             Refusal::RateLimited => "rate_limited",
-            Refusal::TooLarge(_) => "too_large",
-            Refusal::ToSelf => "bad_request",
+            Refusal::TooLarge(..) => "too_large",
+            Refusal::ToSelf(_) => "bad_request",
         }
     }
 
@@ -86,20 +104,33 @@ impl Refusal {
     pub fn reason(&self) -> String {
         match self {
             Refusal::RateLimited => "rate limited".into(),
-            Refusal::TooLarge(n) => {
-                format!("signal data is {n} bytes as JSON; at most {MAX_DATA_BYTES} are relayed")
-            }
-            Refusal::ToSelf => "a signal must go to another participant".into(),
+            Refusal::TooLarge(n, l) => format!(
+                "{} data is {n} bytes as JSON; at most {} are {}",
+                l.noun, l.max_bytes, l.verb
+            ),
+            Refusal::ToSelf(l) => format!("a {} must go to another participant", l.noun),
         }
     }
 }
 
-/// The rules a signal from `from` to `to` must pass before it is relayed. Every attempt takes a
-/// token, refused or not, so that a client cannot flood the server with signals it knows will
-/// be refused either.
+/// The rules a signal from `from` to `to` must pass before it is relayed.
 pub fn check(
     from: &str,
     to: &str,
+    data: &Value,
+    bucket: &mut TokenBucket,
+    now: Instant,
+) -> Result<(), Refusal> {
+    check_relayed(SIGNAL, from, Some(to), data, bucket, now)
+}
+
+/// The rules a relayed message of kind `limits` from `from` (to `to`, or everyone) must pass.
+/// Every attempt takes a token, refused or not, so that a client cannot flood the server with
+/// messages it knows will be refused either.
+pub fn check_relayed(
+    limits: Limits,
+    from: &str,
+    to: Option<&str>,
     data: &Value,
     bucket: &mut TokenBucket,
     now: Instant,
@@ -108,11 +139,11 @@ pub fn check(
         return Err(Refusal::RateLimited);
     }
     let size = json_size(data);
-    if size > MAX_DATA_BYTES {
-        return Err(Refusal::TooLarge(size));
+    if size > limits.max_bytes {
+        return Err(Refusal::TooLarge(size, limits));
     }
-    if from == to {
-        return Err(Refusal::ToSelf);
+    if to == Some(from) {
+        return Err(Refusal::ToSelf(limits));
     }
     Ok(())
 }
@@ -178,14 +209,17 @@ mod tests {
         let mut b = TokenBucket::for_signals(now);
         let small = json!({"type": "offer", "sdp": "v=0\r\n"});
         assert_eq!(check("p1", "p2", &small, &mut b, now), Ok(()));
-        assert_eq!(check("p1", "p1", &small, &mut b, now), Err(Refusal::ToSelf));
+        assert_eq!(
+            check("p1", "p1", &small, &mut b, now),
+            Err(Refusal::ToSelf(SIGNAL))
+        );
 
         let exact = Value::String("x".repeat(MAX_DATA_BYTES - 2));
         assert_eq!(json_size(&exact), MAX_DATA_BYTES);
         assert_eq!(check("p1", "p2", &exact, &mut b, now), Ok(()));
         let over = Value::String("x".repeat(MAX_DATA_BYTES - 1));
         let refused = check("p1", "p2", &over, &mut b, now).unwrap_err();
-        assert_eq!(refused, Refusal::TooLarge(MAX_DATA_BYTES + 1));
+        assert_eq!(refused, Refusal::TooLarge(MAX_DATA_BYTES + 1, SIGNAL));
         assert_eq!(refused.metric(), "too_large");
         assert!(refused.reason().contains("65536"), "{}", refused.reason());
 

@@ -1222,10 +1222,10 @@ mod tests {
     /// An output that records what the router sends, in the clear, to the transports marked
     /// connected.
     #[derive(Default)]
-    struct Recorder {
-        connected: HashSet<TransportKey>,
-        sent: Vec<(TransportKey, bool, Vec<u8>)>,
-        counters: Counters,
+    pub(super) struct Recorder {
+        pub(super) connected: HashSet<TransportKey>,
+        pub(super) sent: Vec<(TransportKey, bool, Vec<u8>)>,
+        pub(super) counters: Counters,
     }
 
     impl Recorder {

@@ -272,10 +272,10 @@ pub(super) fn resend_fields<'a>(
 mod tests {
     use super::*;
     use crate::dd::examples::{l3t3_full, l3t3_full_templates};
+    use crate::router::tests::Recorder;
     use crate::rtcp;
     use crate::rtp::HeaderFields;
     use crate::spec::{ConsumerId, ConsumerSpec, ProducerId, RouterId, Ssrc};
-    use crate::stats::Counters;
     use crate::timers::Grid;
     use crate::transport::TransportKey;
     use rand::SeedableRng;
@@ -289,42 +289,6 @@ mod tests {
     /// The publisher's and the subscribers' descriptor extension ids (different on purpose).
     const PUB_DD: u8 = 5;
     const SUB_DD: u8 = 7;
-
-    #[derive(Default)]
-    struct Recorder {
-        sent: Vec<(TransportKey, bool, Vec<u8>)>,
-        counters: Counters,
-    }
-
-    impl Output for Recorder {
-        fn send_rtp(
-            &mut self,
-            to: TransportKey,
-            write: impl FnOnce(&mut [u8]) -> Option<usize>,
-        ) -> bool {
-            let mut buf = [0u8; 1500];
-            let n = write(&mut buf).unwrap();
-            self.sent.push((to, false, buf[..n].to_vec()));
-            true
-        }
-
-        fn send_rtcp(
-            &mut self,
-            to: TransportKey,
-            write: impl FnOnce(&mut [u8]) -> Option<usize>,
-        ) -> bool {
-            let mut buf = [0u8; 1500];
-            let Some(n) = write(&mut buf) else {
-                return false;
-            };
-            self.sent.push((to, true, buf[..n].to_vec()));
-            true
-        }
-
-        fn counters(&mut self) -> &mut Counters {
-            &mut self.counters
-        }
-    }
 
     /// A VP9 publisher sending the L3T3 full-SVC structure of the AV1 RTP specification
     /// (A.10.2.2: 320x180, 640x360, 1280x720) with the descriptor, two packets per frame, and
@@ -404,7 +368,10 @@ mod tests {
             members.sort();
             Svc {
                 router,
-                out: Recorder::default(),
+                out: Recorder {
+                    connected: [PUB, FULL, SMALL].into(),
+                    ..Recorder::default()
+                },
                 now,
                 publisher,
                 small,
