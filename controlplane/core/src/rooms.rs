@@ -111,22 +111,11 @@ impl Channel {
     /// socket to hear it. The sender cannot tell a participant of another channel from one that
     /// never existed: both are simply not here.
     pub fn signal(&self, name: &str, from: &str, to: &str, data: Value) -> Result<(), Error> {
-        let target = self
-            .participants
-            .get(to)
-            .ok_or_else(|| Error::NotFound(format!("no participant {to} in channel {name}")))?;
-        let outbox = target.outbox.as_ref().ok_or_else(|| {
-            Error::BadRequest(format!(
-                "{to} is a WHIP/WHEP session and cannot receive signals"
-            ))
-        })?;
         let message = ServerMessage::Signal {
             from: from.to_string(),
             data,
         };
-        outbox
-            .send(message)
-            .map_err(|_| Error::Gone(format!("{to} is leaving channel {name}")))
+        self.send_to(name, to, message, "signals")
     }
 
     /// A channel `message` to `to`, or with none to everyone but `from` (who has a socket).
@@ -145,13 +134,25 @@ impl Channel {
             self.broadcast(from, &message);
             return Ok(());
         };
+        self.send_to(name, to, message, "messages")
+    }
+
+    /// Sends `message` to `to`, who must be in this channel with a socket to hear it (`what`
+    /// names what a WHIP/WHEP session cannot receive).
+    fn send_to(
+        &self,
+        name: &str,
+        to: &str,
+        message: ServerMessage,
+        what: &str,
+    ) -> Result<(), Error> {
         let target = self
             .participants
             .get(to)
             .ok_or_else(|| Error::NotFound(format!("no participant {to} in channel {name}")))?;
         let outbox = target.outbox.as_ref().ok_or_else(|| {
             Error::BadRequest(format!(
-                "{to} is a WHIP/WHEP session and cannot receive messages"
+                "{to} is a WHIP/WHEP session and cannot receive {what}"
             ))
         })?;
         outbox

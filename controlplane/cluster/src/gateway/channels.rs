@@ -396,25 +396,7 @@ impl Channels for Gateway {
             from: from.to_string(),
             data,
         };
-        // The outbox is cloned out so that nothing is sent under the clients' lock.
-        if let Some(outbox) = self.clients.with(channel, to, |c| c.outbox.clone()) {
-            return outbox
-                .send(message)
-                .map_err(|_| Error::Gone(format!("{to} is leaving channel {channel}")));
-        }
-        if !self.presence.has_participant(channel, to).await? {
-            return Err(Error::NotFound(format!(
-                "no participant {to} in channel {channel}"
-            )));
-        }
-        let event = ChannelEvent {
-            channel: channel.to_string(),
-            except: None,
-            to: Some(to.to_string()),
-            message,
-        };
-        self.presence.send(&event).await?;
-        Ok(())
+        self.send_to(channel, to, message).await
     }
 
     /// To one participant like a `signal` (its own outbox, else through presence to the gateway
@@ -434,6 +416,33 @@ impl Channels for Gateway {
             self.announce(channel, Some(from), message).await;
             return Ok(());
         };
+        self.send_to(channel, to, message).await
+    }
+
+    async fn leave(&self, channel: &str, participant: &str) {
+        let Some(gone) = self.clients.forget(channel, participant) else {
+            return;
+        };
+        let publications: Vec<String> = gone.publications.keys().cloned().collect();
+        let subscriptions: Vec<String> = gone.subscriptions.keys().cloned().collect();
+        self.remove_participant(
+            channel,
+            participant,
+            &publications,
+            &subscriptions,
+            gone.servers(),
+        )
+        .await;
+        tracing::info!(channel, participant, "left");
+    }
+}
+
+impl Gateway {
+    /// Sends `message` to participant `to` of `channel`: straight to its outbox when it is this
+    /// gateway's client, else, once presence says it is in the channel (so the sender hears of a
+    /// wrong target at once), through the channel's events in Redis, addressed to it alone.
+    async fn send_to(&self, channel: &str, to: &str, message: ServerMessage) -> Result<(), Error> {
+        // The outbox is cloned out so that nothing is sent under the clients' lock.
         if let Some(outbox) = self.clients.with(channel, to, |c| c.outbox.clone()) {
             return outbox
                 .send(message)
@@ -452,23 +461,6 @@ impl Channels for Gateway {
         };
         self.presence.send(&event).await?;
         Ok(())
-    }
-
-    async fn leave(&self, channel: &str, participant: &str) {
-        let Some(gone) = self.clients.forget(channel, participant) else {
-            return;
-        };
-        let publications: Vec<String> = gone.publications.keys().cloned().collect();
-        let subscriptions: Vec<String> = gone.subscriptions.keys().cloned().collect();
-        self.remove_participant(
-            channel,
-            participant,
-            &publications,
-            &subscriptions,
-            gone.servers(),
-        )
-        .await;
-        tracing::info!(channel, participant, "left");
     }
 }
 
