@@ -33,6 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{ConnectOptions, Connection};
 
 /// How long opening the database, or any later wait for a connection, may take: past it the
 /// database counts as down, so that start fails with a clear error and the cache takes over,
@@ -183,6 +184,16 @@ impl Store {
     }
 
     async fn open_sqlite(options: SqliteConnectOptions, shown: &str) -> Result<Store, StoreError> {
+        let connect_error = |source| StoreError::Connect {
+            url: shown.to_string(),
+            source,
+        };
+        // One connection first creates the file and switches it to WAL. The pool opens two
+        // at once (its minimum and the first acquire); on a new file both would try to change
+        // the journal mode, and SQLite answers one of them "database is locked" at once,
+        // without waiting (a writer deadlock it refuses).
+        let first = options.connect().await.map_err(connect_error)?;
+        first.close().await.map_err(connect_error)?;
         // Connections never expire: an in-memory database lives only as long as one is open.
         let pool = SqlitePoolOptions::new()
             .min_connections(1)
@@ -191,10 +202,7 @@ impl Store {
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|source| StoreError::Connect {
-                url: shown.to_string(),
-                source,
-            })?;
+            .map_err(connect_error)?;
         migrations::sqlite()
             .run(&pool)
             .await

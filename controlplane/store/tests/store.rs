@@ -631,6 +631,18 @@ async fn sqlite_cache_serves_while_the_database_is_closed() {
     cache_serves_through_an_outage(store, async |store| store.close().await).await;
 }
 
+/// A new SQLite file opens every time: the pool's first connections once raced to switch it
+/// to WAL, and some starts failed with "database is locked" (here: within 100 tries, every
+/// time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_new_file_opens_every_time() {
+    for _ in 0..100 {
+        let dir = TempDir::new();
+        let store = Store::open(None, &dir.0).await.unwrap();
+        store.close().await;
+    }
+}
+
 #[tokio::test]
 async fn sqlite_in_memory() {
     let store = Store::open(Some("sqlite::memory:"), &std::env::temp_dir())
