@@ -34,6 +34,7 @@ use crate::demux::{self, PacketKind};
 use crate::dtls::{self, Dtls, Identity};
 use crate::ice::{self, IceLite};
 use crate::io::Tx;
+use crate::pacer::{self, Class, Offer};
 use crate::router::{Output, Router};
 use crate::spec::{
     CloseReason, Error, MediaEvent, Preferences, RouterId, Ssrc, TransportId, TransportKind,
@@ -41,7 +42,9 @@ use crate::spec::{
 };
 use crate::stats::{Counters, DropReason};
 use crate::timers::{Grid, Timer, Timers};
-use crate::transport::{self, DataLink, Expiry, Link, Pipe, Srtp, Transport, TransportKey, WebRtc};
+use crate::transport::{
+    self, DataLink, Expiry, Held, Link, Pipe, Srtp, Transport, TransportKey, WebRtc,
+};
 use crate::{rtp, stun, wire};
 
 /// A router and the time of its live entry in the timer queue.
@@ -70,6 +73,11 @@ pub struct Engine {
     scratch: Box<[u8]>,
     /// Where data channel messages go (publications' data producers and their subscribers).
     data_routes: DataRoutes,
+    /// Transports whose pacer started holding during a router call (see `Links`).
+    pacing_started: Vec<usize>,
+    /// Send buffers held by the pacers of transports closed since the engine last had the
+    /// [`Tx`] in hand: freed on its next call.
+    orphans: Vec<u32>,
 }
 
 impl Engine {
@@ -93,6 +101,8 @@ impl Engine {
             events: VecDeque::new(),
             scratch: vec![0; dtls::POLL_BUFFER].into_boxed_slice(),
             data_routes: DataRoutes::default(),
+            pacing_started: Vec::new(),
+            orphans: Vec::new(),
         }
     }
 
@@ -258,9 +268,12 @@ impl Engine {
 
     /// Removes a transport and everything that hangs off it, and tells the control plane.
     fn close(&mut self, key: usize, reason: CloseReason) {
-        let Some(t) = self.transports.try_remove(key) else {
+        let Some(mut t) = self.transports.try_remove(key) else {
             return;
         };
+        if let Some(q) = t.pacing.as_mut() {
+            self.orphans.extend(q.drain().map(|h| h.slot));
+        }
         self.by_id.remove(&t.id);
         self.data_routes.remove_transport(key);
         match &t.link {
@@ -303,6 +316,7 @@ impl Engine {
 
     /// One received datagram; it may be decrypted in place.
     pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, data: &mut [u8], tx: &mut Tx) {
+        self.free_orphans(tx);
         self.counters.packets_in += 1;
         self.counters.bytes_in += data.len() as u64;
         match demux::classify(data) {
@@ -317,11 +331,44 @@ impl Engine {
     /// Runs every timer due at `now`: consent and handshake limits, DTLS retransmissions,
     /// keyframe requests and reports.
     pub fn handle_timeout(&mut self, now: Instant, tx: &mut Tx) {
+        self.free_orphans(tx);
         while let Some((at, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::Transport(key) => self.transport_timeout(now, at, key, tx),
                 Timer::Router(key) => self.router_timeout(now, at, key, tx),
             }
+        }
+    }
+
+    fn free_orphans(&mut self, tx: &mut Tx) {
+        for slot in self.orphans.drain(..) {
+            tx.release(slot);
+        }
+    }
+
+    /// Sends what the transport's pacer lets go at `now`, and tells its router when each of
+    /// those packets really left.
+    fn send_held(&mut self, now: Instant, key: usize, tx: &mut Tx) {
+        let Some(t) = self.transports.get_mut(key) else {
+            return;
+        };
+        let Some(queue) = t.pacing.as_mut() else {
+            return;
+        };
+        let mut router = self.routers.get_mut(t.router);
+        while let Some(held) = queue.pop(now) {
+            let len = tx.queue_held(held.slot);
+            self.counters.sent(len);
+            if let (Some(seq), Some(slot)) = (held.twcc, router.as_mut()) {
+                slot.router.on_departed(t.member, seq, now);
+            }
+        }
+    }
+
+    /// Schedules the transports whose pacers started holding packets.
+    fn schedule_paced(&mut self) {
+        while let Some(key) = self.pacing_started.pop() {
+            self.schedule_transport(key);
         }
     }
 
@@ -343,6 +390,7 @@ impl Engine {
         if let Err(e) = t.dtls_timeout(now) {
             return self.dtls_failed(key, e);
         }
+        self.send_held(now, key, tx);
         self.drive_dtls(now, key, tx);
     }
 
@@ -358,11 +406,14 @@ impl Engine {
             transports: &mut self.transports,
             tx,
             counters: &mut self.counters,
+            now,
+            pacing_started: &mut self.pacing_started,
         };
         slot.router.handle_timeout(now, &mut out);
         self.events
             .extend(std::iter::from_fn(|| slot.router.poll_event()));
         self.schedule_router(key);
+        self.schedule_paced();
     }
 
     fn schedule_transport(&mut self, key: usize) {
@@ -659,8 +710,11 @@ impl Engine {
             transports: &mut self.transports,
             tx,
             counters: &mut self.counters,
+            now,
+            pacing_started: &mut self.pacing_started,
         };
         slot.router.on_rtp(now, member, &header, packet, &mut out);
+        self.schedule_paced();
     }
 
     fn on_rtcp(&mut self, now: Instant, src: SocketAddr, data: &mut [u8], tx: &mut Tx) {
@@ -677,10 +731,13 @@ impl Engine {
             transports: &mut self.transports,
             tx,
             counters: &mut self.counters,
+            now,
+            pacing_started: &mut self.pacing_started,
         };
         slot.router.on_rtcp(now, member, compound, &mut out);
         // Feedback may have asked for a keyframe.
         self.schedule_router(router);
+        self.schedule_paced();
     }
 }
 
@@ -690,9 +747,60 @@ struct Links<'a> {
     transports: &'a mut Slab<Transport>,
     tx: &'a mut Tx,
     counters: &'a mut Counters,
+    now: Instant,
+    /// Transports whose pacer started holding packets: their timers need scheduling.
+    pacing_started: &'a mut Vec<usize>,
 }
 
 impl Links<'_> {
+    /// Writes and protects an RTP packet into a held buffer, then lets the transport's pacer
+    /// send it now, keep it, or refuse it (its queue is full: a counted drop).
+    fn send_paced(
+        &mut self,
+        to: TransportKey,
+        class: Class,
+        twcc: Option<u16>,
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool {
+        let Some(t) = self.transports.get_mut(to.0) else {
+            return false;
+        };
+        let (Some(srtp), Some(dst), Some(queue)) = (t.srtp.as_mut(), t.remote, t.pacing.as_mut())
+        else {
+            return false;
+        };
+        let mut called = false;
+        let held = self.tx.hold(dst, |out| {
+            called = true;
+            let n = write(out)?;
+            srtp.outbound.protect_rtp(out, n).ok()
+        });
+        let Some((slot, len)) = held else {
+            if !called {
+                self.counters.drop(DropReason::TxFull);
+            }
+            return false;
+        };
+        let was_idle = queue.next_due().is_none();
+        match queue.offer(self.now, Held { slot, twcc }, len, class) {
+            Offer::Send => {
+                self.tx.queue_held(slot);
+                self.counters.sent(len);
+            }
+            Offer::Held => {
+                if was_idle {
+                    self.pacing_started.push(to.0);
+                }
+            }
+            Offer::Full => {
+                self.tx.release(slot);
+                self.counters.drop(DropReason::PacerFull);
+                return false;
+            }
+        }
+        true
+    }
+
     fn send(
         &mut self,
         to: TransportKey,
@@ -721,9 +829,30 @@ impl Output for Links<'_> {
     fn send_rtp(
         &mut self,
         to: TransportKey,
+        class: Class,
+        twcc: Option<u16>,
         write: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> bool {
-        self.send(to, false, write)
+        let paced = self
+            .transports
+            .get(to.0)
+            .is_some_and(|t| t.pacing.is_some());
+        // Held buffers come from the pool every transport sends from: past half of it held,
+        // packets go unpaced rather than starve other transports' sends.
+        if !paced || self.tx.free() < self.tx.capacity() / 2 {
+            return self.send(to, false, write);
+        }
+        self.send_paced(to, class, twcc, write)
+    }
+
+    fn pace(&mut self, to: TransportKey, target_bps: u64) {
+        let Some(t) = self.transports.get_mut(to.0) else {
+            return;
+        };
+        match t.pacing.as_mut() {
+            Some(q) => q.set_rate(self.now, target_bps),
+            None => t.pacing = Some(Box::new(pacer::Queue::new(target_bps, self.now))),
+        }
     }
 
     fn send_rtcp(

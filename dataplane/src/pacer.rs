@@ -18,7 +18,14 @@
 //! - [`Class::Video`] passes while the budget is not negative. A keyframe is thus spread at the
 //!   pacing rate: 30 × 1200 B at a 1 Mbit/s target leave over about 110 ms, well within the
 //!   time a receiver waits for a keyframe, and never faster than 2.5× the target.
+//!
+//! [`Queue`] holds what may not go yet, one lane per class that waits (retransmissions, then
+//! video), for the engine: it offers each packet of a paced transport as it is written and
+//! takes out what is due when the transport's timer fires. Its items are whatever the caller
+//! needs to send later (the engine's: a send buffer and the transport-wide sequence number);
+//! the queue never looks at packets.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The pacing rate is this multiple of the target: fast enough that the queue in the pacer
@@ -29,6 +36,14 @@ pub const PACING_FACTOR: f64 = 2.5;
 pub const BURST: Duration = Duration::from_millis(5);
 /// The budget's cap is at least this many bytes (one full packet).
 const MIN_BURST_BYTES: f64 = 1500.0;
+
+/// The longest a queue should take to drain: past it, the pacing rate rises until it drains
+/// within this time, so an encoder's overshoot or a falling estimate never turns into seconds
+/// of delay (the estimator sees the queue only as the rate it sends at).
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(250);
+/// Packets each lane of a [`Queue`] holds; more are refused (the receiver NACKs them). 128
+/// packets is a large keyframe; with [`MAX_QUEUE_DELAY`], a full lane drains at about 5 Mbit/s.
+pub const LANE_CAPACITY: usize = 128;
 
 /// What a packet is, for its priority (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +78,12 @@ impl Pacer {
 
     /// A new target (bit/s), from the estimator.
     pub fn set_rate(&mut self, target_bps: u64) {
+        self.set_bytes_per_s(target_bps as f64 * PACING_FACTOR / 8.0);
+    }
+
+    fn set_bytes_per_s(&mut self, rate: f64) {
         // At least one byte per second, so the time to the next packet is finite.
-        self.bytes_per_s = (target_bps as f64 * PACING_FACTOR / 8.0).max(1.0);
+        self.bytes_per_s = rate.max(1.0);
         self.budget = self.budget.min(self.cap());
     }
 
@@ -105,6 +124,124 @@ impl Pacer {
         // Rounded up, and a nanosecond more, so the refill at that instant clears the debt.
         let ns = (-self.budget / self.bytes_per_s * 1e9).ceil().min(3.6e12);
         self.updated + Duration::from_nanos(ns as u64 + 1)
+    }
+}
+
+/// What [`Queue::offer`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// It may go now; the queue did not keep it.
+    Send,
+    /// The queue keeps it until [`Queue::pop`] gives it back.
+    Held,
+    /// Its lane is full: the queue did not keep it and the caller drops it.
+    Full,
+}
+
+/// A transport's pacer and the packets it holds back: retransmissions before video, each lane
+/// in order; audio is never held (see the module docs).
+#[derive(Debug)]
+pub struct Queue<T> {
+    pacer: Pacer,
+    /// The pacing rate the estimate asks for, in bytes per second.
+    paced_bytes_per_s: f64,
+    /// The rate that drains what is held within [`MAX_QUEUE_DELAY`] of its arrival: raised as
+    /// packets arrive, kept while the queue drains, dropped when it is empty.
+    drain_bytes_per_s: f64,
+    resends: VecDeque<(T, usize)>,
+    video: VecDeque<(T, usize)>,
+    /// Bytes in both lanes.
+    bytes: usize,
+}
+
+impl<T> Queue<T> {
+    /// A queue pacing at [`PACING_FACTOR`] × `target_bps`. Its lanes are allocated here, once.
+    pub fn new(target_bps: u64, now: Instant) -> Queue<T> {
+        let pacer = Pacer::new(target_bps, now);
+        Queue {
+            paced_bytes_per_s: pacer.bytes_per_s,
+            drain_bytes_per_s: 0.0,
+            pacer,
+            resends: VecDeque::with_capacity(LANE_CAPACITY),
+            video: VecDeque::with_capacity(LANE_CAPACITY),
+            bytes: 0,
+        }
+    }
+
+    /// A new target (bit/s), from the estimator.
+    pub fn set_rate(&mut self, now: Instant, target_bps: u64) {
+        self.paced_bytes_per_s = target_bps as f64 * PACING_FACTOR / 8.0;
+        self.adjust(now);
+    }
+
+    /// A packet of `bytes` and `class`, written and ready: whether it goes now, waits in the
+    /// queue (which then owns `item`), or is refused. A packet never overtakes one of its own
+    /// class or a more urgent one.
+    pub fn offer(&mut self, now: Instant, item: T, bytes: usize, class: Class) -> Offer {
+        let (lane, ahead) = match class {
+            Class::Audio => {
+                self.pacer.try_send(now, bytes, class);
+                return Offer::Send;
+            }
+            Class::Retransmission => (&mut self.resends, 0),
+            Class::Video => (&mut self.video, self.resends.len()),
+        };
+        if lane.is_empty() && ahead == 0 && self.pacer.try_send(now, bytes, class) {
+            return Offer::Send;
+        }
+        if lane.len() >= LANE_CAPACITY {
+            return Offer::Full;
+        }
+        lane.push_back((item, bytes));
+        self.bytes += bytes;
+        self.adjust(now);
+        Offer::Held
+    }
+
+    /// The next held packet that may go at `now`, if any.
+    pub fn pop(&mut self, now: Instant) -> Option<T> {
+        let (lane, class) = if !self.resends.is_empty() {
+            (&mut self.resends, Class::Retransmission)
+        } else {
+            (&mut self.video, Class::Video)
+        };
+        let &(_, bytes) = lane.front()?;
+        if !self.pacer.try_send(now, bytes, class) {
+            return None;
+        }
+        let (item, _) = lane.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(bytes);
+        self.adjust(now);
+        Some(item)
+    }
+
+    /// When the next held packet may go; `None` when nothing is held.
+    pub fn next_due(&self) -> Option<Instant> {
+        let empty = self.resends.is_empty() && self.video.is_empty();
+        (!empty).then(|| self.pacer.next_send_time())
+    }
+
+    /// Takes out every held packet (the transport closes), in no particular order.
+    pub fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.bytes = 0;
+        self.resends
+            .drain(..)
+            .chain(self.video.drain(..))
+            .map(|(item, _)| item)
+    }
+
+    /// Paces at the estimate's rate, or faster while the held bytes would take longer than
+    /// [`MAX_QUEUE_DELAY`] at it.
+    fn adjust(&mut self, now: Instant) {
+        let needed = self.bytes as f64 / MAX_QUEUE_DELAY.as_secs_f64();
+        self.drain_bytes_per_s = if self.bytes == 0 {
+            0.0
+        } else {
+            self.drain_bytes_per_s.max(needed)
+        };
+        self.pacer.refill(now);
+        self.pacer
+            .set_bytes_per_s(self.paced_bytes_per_s.max(self.drain_bytes_per_s));
     }
 }
 
@@ -182,5 +319,94 @@ mod tests {
         assert!(p.next_send_time() >= later);
         let _ = p.try_send(later, usize::MAX, Class::Audio);
         assert!(p.next_send_time() > later);
+    }
+
+    /// Offers `n` video packets of `size` at `t0`, then pops until empty; returns each
+    /// packet's departure after `t0`, by its number.
+    fn through_queue(q: &mut Queue<usize>, t0: Instant, n: usize, size: usize) -> Vec<Duration> {
+        let mut left = vec![None; n];
+        for (i, left) in left.iter_mut().enumerate() {
+            match q.offer(t0, i, size, Class::Video) {
+                Offer::Send => *left = Some(Duration::ZERO),
+                Offer::Held => {}
+                Offer::Full => panic!("lane full at {i}"),
+            }
+        }
+        let mut now = t0;
+        while let Some(due) = q.next_due() {
+            now = now.max(due);
+            while let Some(i) = q.pop(now) {
+                left[i] = Some(now - t0);
+            }
+        }
+        left.into_iter().map(Option::unwrap).collect()
+    }
+
+    #[test]
+    fn a_queue_spreads_a_keyframe_in_order() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(1_000_000, t0);
+        let left = through_queue(&mut q, t0, 30, 1200);
+        assert!(left.windows(2).all(|w| w[0] <= w[1]), "in order: {left:?}");
+        // As the bare pacer: 2.5 Mbit/s after the saved burst.
+        let total = left.last().unwrap().as_secs_f64();
+        assert!(
+            (total - 28.0 * 1200.0 * 8.0 / 2_500_000.0).abs() < 0.005,
+            "{total}"
+        );
+        assert_eq!(q.next_due(), None);
+        assert_eq!(q.pop(t0 + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn audio_passes_a_queue_and_resends_go_first() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(500_000, t0);
+        for i in 0..10 {
+            q.offer(t0, i, 1200, Class::Video);
+        }
+        assert_eq!(q.offer(t0, 100, 200, Class::Audio), Offer::Send);
+        // Resends wait only for the budget (one may borrow a burst), not behind held video.
+        let resends: Vec<Offer> = (200..203)
+            .map(|i| q.offer(t0, i, 1200, Class::Retransmission))
+            .collect();
+        assert!(resends.contains(&Offer::Held), "{resends:?}");
+        let mut now = t0;
+        let mut order = Vec::new();
+        while let Some(due) = q.next_due() {
+            now = now.max(due);
+            order.extend(std::iter::from_fn(|| q.pop(now)));
+        }
+        let first_video = order.iter().position(|&i| i < 100).unwrap();
+        assert!(order[..first_video].iter().all(|&i| i >= 200), "{order:?}");
+        // Video offered while video is held waits behind it even when the budget allows.
+        let later = now + Duration::from_secs(1);
+        assert_eq!(q.offer(later, 1, 1200, Class::Video), Offer::Send);
+        q.offer(later, 2, 1200, Class::Video);
+        q.offer(later, 3, 1200, Class::Video);
+        let held = q.offer(later + Duration::from_secs(1), 4, 1200, Class::Video);
+        assert_eq!(held, Offer::Held, "3 is still held, so 4 waits");
+    }
+
+    #[test]
+    fn a_long_queue_drains_within_the_limit_and_a_full_lane_refuses() {
+        let t0 = Instant::now();
+        // 100 kbit/s paces at 31 kB/s: 100 packets of 1200 B would take 3.8 s.
+        let mut q = Queue::new(100_000, t0);
+        let left = through_queue(&mut q, t0, 100, 1200);
+        let total = left.last().unwrap();
+        assert!(
+            *total < MAX_QUEUE_DELAY + Duration::from_millis(20),
+            "{total:?}"
+        );
+        let mut q = Queue::new(100_000, t0);
+        let offers: Vec<Offer> = (0..LANE_CAPACITY + 10)
+            .map(|i| q.offer(t0, i, 1200, Class::Video))
+            .collect();
+        let count = |offer| offers.iter().filter(|&&o| o == offer).count();
+        assert_eq!(count(Offer::Held), LANE_CAPACITY);
+        assert_eq!(count(Offer::Full), 10 - count(Offer::Send));
+        assert_eq!(q.drain().count(), LANE_CAPACITY);
+        assert_eq!(q.next_due(), None);
     }
 }

@@ -40,10 +40,12 @@ pub enum DropReason {
     /// A data channel input refused: an SCTP packet that fits no association, a bad DCEP
     /// message, data on a stream with no channel, application data without data channels.
     SctpMalformed,
+    /// A transport's pacer already held as many packets as it may (the receiver NACKs them).
+    PacerFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Malformed,
         DropReason::UnknownSource,
         DropReason::StunMalformed,
@@ -62,6 +64,7 @@ impl DropReason {
         DropReason::TcpOversize,
         DropReason::TcpBacklog,
         DropReason::SctpMalformed,
+        DropReason::PacerFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -84,6 +87,7 @@ impl DropReason {
             DropReason::TcpOversize => "tcp_oversize",
             DropReason::TcpBacklog => "tcp_backlog",
             DropReason::SctpMalformed => "sctp_malformed",
+            DropReason::PacerFull => "pacer_full",
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::datachannel::DataChannels;
 use crate::dtls::{self, Dtls};
 use crate::ice::IceLite;
 use crate::io::Tx;
+use crate::pacer;
 use crate::spec::{
     DataSpec, Error, PIPE_KEY_LEN, PIPE_PROFILE, PipeSpec, ProducerId, Ssrc, TransportId,
 };
@@ -65,6 +66,18 @@ pub struct Transport {
     pub remote: Option<SocketAddr>,
     /// The time of this transport's live entry in the engine's timer queue.
     pub scheduled: Option<Instant>,
+    /// Its media's pacer and what it holds back, once its router has an estimate of the path
+    /// (a subscriber that sends transport-cc feedback).
+    pub pacing: Option<Box<pacer::Queue<Held>>>,
+}
+
+/// A packet a transport's pacer holds: written and protected in a send buffer of the engine's
+/// [`Tx`], and its transport-wide sequence number, whose send time the estimator learns when
+/// it really goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    pub slot: u32,
+    pub twcc: Option<u16>,
 }
 
 /// How the transport reaches its peer. A peer connection's state is boxed: its DTLS session
@@ -145,6 +158,7 @@ impl Transport {
             srtp: None,
             remote: None,
             scheduled: None,
+            pacing: None,
         }
     }
 
@@ -191,8 +205,9 @@ impl Transport {
         (evicted, true)
     }
 
-    /// When the transport's timer is next due: a DTLS retransmission, the handshake limit, or
-    /// consent running out. Pipes have none: the control plane keys and closes them.
+    /// When the transport's timer is next due: a DTLS retransmission, the handshake limit,
+    /// consent running out, data channel timers, or a held packet that may go. Pipes have none:
+    /// the control plane keys and closes them.
     pub fn deadline(&self, grid: &Grid) -> Option<Instant> {
         let Link::WebRtc(w) = &self.link else {
             return None;
@@ -200,7 +215,8 @@ impl Transport {
         let consent = grid.after(w.ice.consent_deadline());
         let handshake = (!self.is_connected()).then(|| grid.after(w.created + HANDSHAKE_TIMEOUT));
         let data = w.data.as_ref().and_then(|d| d.channels.poll_timeout());
-        [Some(consent), handshake, w.dtls_deadline, data]
+        let paced = self.pacing.as_ref().and_then(|q| q.next_due());
+        [Some(consent), handshake, w.dtls_deadline, data, paced]
             .into_iter()
             .flatten()
             .min()

@@ -730,3 +730,101 @@ fn audio_levels_become_speaking_events() {
     ));
     assert!(matches!(sim.event(), Some(MediaEvent::Closed { .. })));
 }
+
+/// A subscriber that sends transport-cc feedback gets its video paced: before the first
+/// feedback a 40-packet keyframe leaves in one burst; once the estimate (2 Mbit/s at first)
+/// sets the pacer going, the same burst is spread at 2.5x that rate, in order, while audio
+/// goes at once, and nothing is lost or dropped.
+#[test]
+fn a_subscriber_with_an_estimate_gets_bursts_paced() {
+    const TWCC: u8 = 5;
+    let mut sim = Sim::open(7);
+    let publisher = sim.connect_peer(1, producers(), vec![]);
+    let mut subscribed = consumers(SUB_AUDIO, SUB_VIDEO);
+    for c in &mut subscribed {
+        c.twcc_ext = Some(TWCC);
+    }
+    let subscriber = sim.connect_peer(2, vec![], subscribed);
+    sim.wait_for("both connected", |s| {
+        s.peers.iter().all(|p| p.client.is_connected())
+    });
+    let payload = |first: bool| {
+        let mut p = vec![0u8; 1100];
+        let head = if first { VP8_KEY } else { VP8_DELTA };
+        p[..head.len()].copy_from_slice(head);
+        p
+    };
+    let mut seq = 1000u16;
+    let mut burst = |sim: &mut Sim| {
+        for i in 0..40 {
+            sim.send_rtp(publisher, VIDEO_PT, seq, PUB_VIDEO, &payload(i == 0));
+            seq = seq.wrapping_add(1);
+        }
+        sim.send_rtp(publisher, AUDIO_PT, seq, PUB_AUDIO, b"opus frame");
+        sim.step();
+    };
+    let video_got = |s: &Sim| {
+        s.peers[subscriber]
+            .rtp
+            .iter()
+            .filter(|p| header(p).ssrc == SUB_VIDEO)
+            .count()
+    };
+    burst(&mut sim);
+    assert_eq!(video_got(&sim), 40, "no estimate yet: no pacing");
+
+    // Feedback for what arrived sets the estimate, and with it the pacer.
+    let mut recorder = switchyard_dataplane::twcc::Recorder::new(sim.now);
+    for p in &sim.peers[subscriber].rtp {
+        let h = header(p);
+        let value = h
+            .extension_value(p, TWCC)
+            .expect("transport-wide sequence number");
+        recorder.record(u16::from_be_bytes([value[0], value[1]]), sim.now);
+    }
+    let mut feedback = [0u8; 1200];
+    let n = recorder
+        .poll_feedback(sim.now, 9, SUB_VIDEO, &mut feedback)
+        .unwrap();
+    sim.send_rtcp(subscriber, &feedback[..n]);
+    sim.peers[subscriber].rtp.clear();
+    sim.now += Duration::from_secs(1);
+
+    burst(&mut sim);
+    let first_step = video_got(&sim);
+    let audio = |s: &Sim| {
+        s.peers[subscriber]
+            .rtp
+            .iter()
+            .filter(|p| header(p).ssrc == SUB_AUDIO)
+            .count()
+    };
+    assert_eq!(audio(&sim), 1, "audio is not held behind video");
+    // 5 Mbit/s paces 3 kB per 5 ms step: a few packets, not 40.
+    assert!(
+        (1..10).contains(&first_step),
+        "{first_step} in the first step"
+    );
+    let mut steps = 1;
+    while video_got(&sim) < 40 && steps < 100 {
+        sim.step();
+        steps += 1;
+    }
+    assert_eq!(video_got(&sim), 40, "every packet arrives");
+    // 40 x ~1.15 kB at 625 kB/s: about 74 ms, 15 steps.
+    assert!((10..=25).contains(&steps), "spread over {steps} steps");
+    let seqs: Vec<u16> = sim.peers[subscriber]
+        .rtp
+        .iter()
+        .map(|p| header(p))
+        .filter(|h| h.ssrc == SUB_VIDEO)
+        .map(|h| h.sequence)
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "{seqs:?}"
+    );
+    assert_eq!(sim.drops(DropReason::PacerFull), 0);
+    assert_eq!(sim.drops(DropReason::TxFull), 0);
+    assert!(sim.peers[subscriber].errors.is_empty());
+}

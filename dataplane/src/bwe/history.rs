@@ -74,6 +74,16 @@ impl History {
         }
     }
 
+    /// The packet numbered `seq` left at `sent_us`, later than recorded (a pacer held it).
+    /// Nothing changes once feedback has reported it.
+    pub fn departed(&mut self, seq: u16, sent_us: i64) {
+        if let Some(p) = self.get_mut(seq)
+            && p.fate == Fate::Unreported
+        {
+            p.sent_us = p.sent_us.max(sent_us);
+        }
+    }
+
     /// The packet a feedback names by `seq`, if it is one we sent and still remember. Numbers
     /// ahead of the highest sent, and ones overwritten since, are not.
     pub fn get_mut(&mut self, seq: u16) -> Option<&mut Sent> {
@@ -111,6 +121,11 @@ mod tests {
         assert_eq!((p.size, p.sent_us), (1046, 46));
         assert!(h.get_mut(64).is_none(), "not sent yet");
         assert!(h.get_mut(65_000).is_none(), "never sent");
+        h.departed(10, 90);
+        assert_eq!(h.get_mut(10).unwrap().sent_us, 90, "held by a pacer");
+        h.get_mut(10).unwrap().fate = Fate::Received;
+        h.departed(10, 95);
+        assert_eq!(h.get_mut(10).unwrap().sent_us, 90, "already reported");
         for i in 100u16..5000 {
             h.on_sent(65_500u16.wrapping_add(i), 1, 0);
         }

@@ -146,6 +146,13 @@ impl Estimator {
         self.history.on_sent(seq, size, us);
     }
 
+    /// The packet numbered `seq` was recorded by [`Estimator::on_sent`] but left only at `now`
+    /// (a pacer held it): its send time moves there, unless feedback already reported it.
+    pub fn on_departed(&mut self, seq: u16, now: Instant) {
+        let us = self.us(now);
+        self.history.departed(seq, us);
+    }
+
     /// A transport-cc feedback from the subscriber ([`crate::rtcp::Packet::TransportCc`]'s
     /// `feedback`). Results for unknown, repeated or garbage sequence numbers are ignored; a
     /// malformed tail ends the walk.

@@ -39,23 +39,48 @@ impl Tx {
         dst: SocketAddr,
         write: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> bool {
-        let Some(slot) = self.free.pop() else {
-            return false;
-        };
+        match self.hold(dst, write) {
+            Some((slot, _)) => {
+                self.queued.push(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Writes a datagram to `dst` like [`Tx::push`] but keeps it out of the queue (a pacer
+    /// holds it): its slot and length, or `None` when no buffer is free or `write` gave up.
+    /// It goes with [`Tx::queue_held`] or back to the pool with [`Tx::release`].
+    pub fn hold(
+        &mut self,
+        dst: SocketAddr,
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<(u32, usize)> {
+        let slot = self.free.pop()?;
         let i = slot as usize;
         let buf = &mut self.data[i * MAX_DATAGRAM..(i + 1) * MAX_DATAGRAM];
         match write(buf) {
             Some(len) if len > 0 && len <= MAX_DATAGRAM => {
                 self.lens[i] = len as u16;
                 self.dsts[i] = dst;
-                self.queued.push(slot);
-                true
+                Some((slot, len))
             }
             _ => {
                 self.free.push(slot);
-                false
+                None
             }
         }
+    }
+
+    /// Queues a datagram written by [`Tx::hold`]; returns its length.
+    pub fn queue_held(&mut self, slot: u32) -> usize {
+        self.queued.push(slot);
+        self.lens.get(slot as usize).map_or(0, |&l| usize::from(l))
+    }
+
+    /// Buffers neither queued, in flight nor held.
+    pub fn free(&self) -> usize {
+        self.free.len()
     }
 
     /// Number of datagrams waiting to be sent.
@@ -113,12 +138,12 @@ impl Tx {
         )
     }
 
-    /// Returns a sent buffer to the pool.
-    pub(super) fn release(&mut self, slot: u32) {
+    /// Returns a sent (or held and abandoned) buffer to the pool.
+    pub(crate) fn release(&mut self, slot: u32) {
         self.free.push(slot);
     }
 
-    pub(super) fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.lens.len()
     }
 }
@@ -146,6 +171,26 @@ mod tests {
         tx.release(first);
         assert!(tx.push(dst, |_| Some(MAX_DATAGRAM)));
         assert!(!tx.push(dst, |_| Some(MAX_DATAGRAM + 1)));
+    }
+
+    #[test]
+    fn held_buffers_wait_outside_the_queue() {
+        let dst: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut tx = Tx::new(3);
+        let (held, len) = tx
+            .hold(dst, |b| {
+                b[0] = 7;
+                Some(1)
+            })
+            .unwrap();
+        assert_eq!((len, tx.queued(), tx.free()), (1, 0, 2));
+        assert!(tx.push(dst, |_| Some(2)));
+        assert_eq!(tx.queue_held(held), 1);
+        assert_eq!(tx.datagram(tx.queued_slots()[1]), (&[7u8][..], dst));
+        let (abandoned, _) = tx.hold(dst, |_| Some(1)).unwrap();
+        assert_eq!(tx.free(), 0);
+        tx.release(abandoned);
+        assert_eq!(tx.free(), 1);
     }
 
     #[test]

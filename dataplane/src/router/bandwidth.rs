@@ -94,6 +94,20 @@ impl Bandwidth {
         self.seq = self.seq.wrapping_add(1);
     }
 
+    /// The packet numbered `seq` left only now (a pacer held it).
+    pub fn on_departed(&mut self, seq: u16, now: Instant) {
+        self.estimator.on_departed(seq, now);
+    }
+
+    /// The rate the transport's pacer paces for: the estimate, or a running probe's rate
+    /// with audio's allowance if that is higher.
+    pub fn pacing_bps(&self) -> u64 {
+        let probe = self
+            .probe
+            .map_or(0, |(_, bps)| bps.saturating_add(AUDIO_ALLOWANCE_BPS));
+        self.estimator.target_bps().max(probe)
+    }
+
     pub fn on_feedback(&mut self, now: Instant, feedback: &twcc::Feedback<'_>) {
         self.estimator.on_feedback(now, feedback);
         let state = self.estimator.state();

@@ -35,6 +35,7 @@ pub use consumer::Rewrite;
 use producer::Producer;
 
 use crate::media::MediaKind;
+use crate::pacer::Class;
 use crate::rtcp;
 use crate::rtp;
 use crate::speaker::{self, Change, Detector, Talker};
@@ -63,12 +64,20 @@ const MAX_REPORT_BLOCKS: usize = 8;
 /// with the transport's SRTP context and queues it. They return whether it was queued: not when
 /// the transport is not connected yet, `write` gave up, or no send buffer was free (which the
 /// output counts).
+///
+/// RTP goes through the transport's pacer once [`Output::pace`] gave it a rate: `class` is the
+/// packet's priority there, and `twcc` its transport-wide sequence number, whose real send time
+/// the output reports with [`Router::on_departed`] if the pacer held it.
 pub trait Output {
     fn send_rtp(
         &mut self,
         to: TransportKey,
+        class: Class,
+        twcc: Option<u16>,
         write: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> bool;
+    /// Paces the transport's media for a path estimated at `target_bps`.
+    fn pace(&mut self, to: TransportKey, target_bps: u64);
     fn send_rtcp(
         &mut self,
         to: TransportKey,
@@ -522,7 +531,8 @@ impl Router {
                 .and_then(|m| m.bandwidth.as_mut());
             let twcc = bandwidth.as_ref().map(|b| (b.ext, b.next_seq()));
             let (mut switched, mut len) = (false, 0);
-            let sent = out.send_rtp(consumer.transport, |buf| {
+            let class = if video { Class::Video } else { Class::Audio };
+            let sent = out.send_rtp(consumer.transport, class, twcc.map(|t| t.1), |buf| {
                 if switching {
                     consumer.rewrite.switch(header, payload, now, clock_rate);
                     switched = true;
@@ -743,12 +753,28 @@ impl Router {
                         continue;
                     };
                     b.on_feedback(now, &feedback);
+                    let target = b.pacing_bps();
+                    if let Some(m) = self.members.get(member) {
+                        out.pace(m.transport, target);
+                    }
                     self.select_member_layers(now, member);
                 }
                 rtcp::Packet::ReceiverReport { .. }
                 | rtcp::Packet::Remb { .. }
                 | rtcp::Packet::Other { .. } => {}
             }
+        }
+    }
+
+    /// A packet the member's pacer held went out at `now`: the estimator takes that as its
+    /// send time (the time in the pacer is not the path's delay).
+    pub fn on_departed(&mut self, member: usize, twcc: u16, now: Instant) {
+        if let Some(b) = self
+            .members
+            .get_mut(member)
+            .and_then(|m| m.bandwidth.as_mut())
+        {
+            b.on_departed(twcc, now);
         }
     }
 
@@ -833,7 +859,8 @@ impl Router {
             // (SVC resends repeat the original, with its descriptor.)
             let rtx = c.rewrite.rtx_ssrc().is_some() && c.svc.is_none();
             let (rewrite, svc) = (&mut c.rewrite, c.svc.as_deref());
-            if out.send_rtp(c.transport, |buf| {
+            let class = Class::Retransmission;
+            if out.send_rtp(c.transport, class, twcc.map(|t| t.1), |buf| {
                 len = match (svc, producer) {
                     (Some(svc), Some(p)) => {
                         let (marker, dd) = svc::resend_fields(p, svc, &header, packet);
@@ -1267,10 +1294,14 @@ mod tests {
         fn send_rtp(
             &mut self,
             to: TransportKey,
+            _class: Class,
+            _twcc: Option<u16>,
             write: impl FnOnce(&mut [u8]) -> Option<usize>,
         ) -> bool {
             self.record(to, false, write)
         }
+
+        fn pace(&mut self, _to: TransportKey, _target_bps: u64) {}
 
         fn send_rtcp(
             &mut self,

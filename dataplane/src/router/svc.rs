@@ -18,6 +18,7 @@ use super::consumer::SvcFields;
 use super::{Output, Router};
 use crate::dd::{self, Descriptor, Structure};
 use crate::media::{Codec, MediaKind};
+use crate::pacer::Class;
 use crate::rtp;
 use crate::spec::{Preferences, ProducerSpec};
 use crate::stats::DropReason;
@@ -224,7 +225,8 @@ impl Router {
             };
             let mut len = 0;
             let rewrite = &mut consumer.rewrite;
-            let sent = out.send_rtp(consumer.transport, |buf| {
+            let twcc_seq = twcc.map(|t| t.1);
+            let sent = out.send_rtp(consumer.transport, Class::Video, twcc_seq, |buf| {
                 len = rewrite.write_svc(header, packet, buf, fields, now)?;
                 Some(len)
             });
