@@ -47,6 +47,11 @@ use crate::stats::{Counters, DropReason};
 use crate::timers::Grid;
 use crate::transport::TransportKey;
 
+/// A consumer whose layer sends more than this many times its bandwidth budget leaves it at
+/// once when it switches down (see `select_layer`); below that, it keeps it until the lower
+/// layer's keyframe, so a probe that overshot a little costs no freeze.
+const CONGESTED: f64 = 2.0;
+
 /// Layers no consumer wants any more are told off only after this long.
 const LAYERS_OFF_AFTER: Duration = Duration::from_secs(2);
 /// Reports go to each connected transport this often.
@@ -697,6 +702,17 @@ impl Router {
             let probed = choose_layer(p, &c.prefs, now, Some(b.video_budget(now)), c.layer);
             target = probed.min(target + 1);
             probe_ends = b.probe_ends();
+        }
+        // Far over the budget, the current layer only fills the bottleneck's queue (its frames
+        // are lost there anyway) and delays the keyframe of the layer that fits: it stops now
+        // rather than at that keyframe.
+        if let (Some(b), Some(current)) = (budget, c.layer)
+            && target < current
+            && p.layers
+                .get(current)
+                .is_some_and(|l| l.rate.bps as f64 > b as f64 * CONGESTED)
+        {
+            c.layer = None;
         }
         c.target = target;
         let (producer, wants) = (c.producer, c.waits_for(target));
@@ -1829,15 +1845,15 @@ mod tests {
         let c = s.router.consumers.iter().next().unwrap().1;
         assert_eq!((c.layer, c.target), (Some(2), 2));
 
-        // Its feedback says half of what we send is lost: the estimate falls (by a quarter
-        // per 100 packets), and with it the layer, to q at q's next keyframe.
+        // Its feedback says three quarters of what we send is lost: the estimate falls, and
+        // with it the layer, to q at q's next keyframe.
         let mut receiver = crate::twcc::Recorder::new(s.now);
         let mut seen = sent.len();
         for round in 0..300 {
             s.round(&[0, 1, 2]);
             let sent = numbers(&s);
             for &n in &sent[seen..] {
-                if n % 2 == 0 {
+                if n % 4 == 0 {
                     receiver.record(n, s.now);
                 }
             }
@@ -1851,6 +1867,11 @@ mod tests {
         }
         let c = s.router.consumers.iter().next().unwrap().1;
         assert_eq!(c.target, 0);
+        // f sends far more than the budget now: it stopped at once, not at q's keyframe.
+        assert_eq!(c.layer, None);
+        s.out.sent.clear();
+        s.round(&[0, 1, 2]);
+        assert!(s.received().is_empty(), "nothing until q's keyframe");
         s.send(0, true);
         let c = s.router.consumers.iter().next().unwrap().1;
         assert_eq!(c.layer, Some(0));
