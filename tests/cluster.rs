@@ -543,14 +543,16 @@ fn cluster_api_only_from_internal_addresses() {
     let report = r#"{"server":"x","channel":"c","participant":"p","publication":"q"}"#;
     assert_eq!(curl("127.0.0.2", &ended, Some(report)).0, 403);
     assert_eq!(curl("127.0.0.1", &ended, Some(report)).0, 204);
-    // Speaking changes: only `speaking` and `dominant-speaker` messages pass; one naming a
+    // Relayed messages: only `speaking`, `dominant-speaker` and `layers` pass; one naming a
     // publication that server does not carry is accepted and told to nobody.
-    let speaking = format!("http://127.0.0.1:{GATEWAY_A}/cluster/v1/speaking");
+    let relay = format!("http://127.0.0.1:{GATEWAY_A}/cluster/v1/relay");
     let report = r#"{"server":"x","channel":"c","message":{"type":"speaking","participant":"p","publication":"q","speaking":true}}"#;
-    assert_eq!(curl("127.0.0.2", &speaking, Some(report)).0, 403);
-    assert_eq!(curl("127.0.0.1", &speaking, Some(report)).0, 204);
+    assert_eq!(curl("127.0.0.2", &relay, Some(report)).0, 403);
+    assert_eq!(curl("127.0.0.1", &relay, Some(report)).0, 204);
+    let layers = r#"{"server":"x","channel":"c","message":{"type":"layers","publication":"q","active":[true,false]}}"#;
+    assert_eq!(curl("127.0.0.1", &relay, Some(layers)).0, 204);
     let other = r#"{"server":"x","channel":"c","message":{"type":"kicked","reason":"no"}}"#;
-    assert_eq!(curl("127.0.0.1", &speaking, Some(other)).0, 400);
+    assert_eq!(curl("127.0.0.1", &relay, Some(other)).0, 400);
 
     // A media server's own API, likewise.
     let _ms = registered_media_server(

@@ -397,8 +397,8 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         let mut state = AppState::new(media, Applications::default(), announce.clone());
         state.ended = Some(ended_tx);
-        let (speaking_tx, speaking_rx) = mpsc::unbounded_channel();
-        state.speaking = Some(speaking_tx);
+        let (relay_tx, relay_rx) = mpsc::unbounded_channel();
+        state.relay = Some(relay_tx);
         state.turn = turn;
         let state = Arc::new(state);
         crate::doctor::check_at_start(
@@ -430,7 +430,7 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let heartbeat = tokio::spawn(node::heartbeat(node.clone(), http.clone(), base.clone(), stop_rx));
-        tokio::spawn(node::report_speaking(node.clone(), http.clone(), base.clone(), speaking_rx));
+        tokio::spawn(node::relay(node.clone(), http.clone(), base.clone(), relay_rx));
         tokio::spawn(node::report_ended(node.clone(), http, base, ended_rx));
         // SIGTERM or Ctrl-C: drain (no new sessions, existing ones go on), then stop.
         let drain_node = node.clone();

@@ -3,8 +3,8 @@
 //! A media server serves
 //! `/cluster/v1/{publish,subscribe,unpublish,unsubscribe,preferences,leave,status}`
 //! to gateways; a gateway serves `/cluster/v1/media-servers` (heartbeats),
-//! `/cluster/v1/ended` (publications a media server ended) and `/cluster/v1/speaking` (who
-//! speaks in a channel) to media servers. Channel names and
+//! `/cluster/v1/ended` (publications a media server ended) and `/cluster/v1/relay` (who
+//! speaks in a channel, which layers a publisher should send) to media servers. Channel names and
 //! ids travel in bodies, never in paths, so any name a token allows needs no escaping.
 
 use serde::{Deserialize, Serialize};
@@ -84,11 +84,12 @@ pub struct Ended {
     pub publication: String,
 }
 
-/// A speaking change in a channel on a media server: `message` is a `speaking` or
-/// `dominant-speaker` message, for the gateways to tell the channel.
+/// A message from a media server for participants of one of its channels: a `speaking` or
+/// `dominant-speaker` message for the whole channel, or `layers` for a publication's
+/// publisher.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Speaking {
+pub struct Relayed {
     pub server: String,
     pub channel: String,
     pub message: ServerMessage,

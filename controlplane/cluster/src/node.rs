@@ -27,7 +27,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::api::{
     self, EndRequest, Ended, HeartbeatReply, PipeAddress, PipeAddressRequest, PipeInReply,
     PipeInRequest, PipeOutReply, PipeOutRequest, PreferencesRequest, PublishReply, PublishRequest,
-    Speaking, SubscribeReply, SubscribeRequest,
+    Relayed, SubscribeReply, SubscribeRequest,
 };
 use crate::registry::MediaServerRecord;
 
@@ -384,22 +384,23 @@ pub async fn report_ended(
     }
 }
 
-/// Passes speaking changes (already rate-limited by the data plane) to the gateways.
-pub async fn report_speaking(
+/// Passes messages for participants whose sockets are on gateways (speaking changes, already
+/// rate-limited by the data plane; `layers` for publishers) to the gateways.
+pub async fn relay(
     node: Arc<Node>,
     http: reqwest::Client,
     base: String,
-    mut speaking: mpsc::UnboundedReceiver<(String, ServerMessage)>,
+    mut messages: mpsc::UnboundedReceiver<(String, ServerMessage)>,
 ) {
-    let url = format!("{}{}/speaking", base.trim_end_matches('/'), api::PREFIX);
-    while let Some((channel, message)) = speaking.recv().await {
-        let report = Speaking {
+    let url = format!("{}{}/relay", base.trim_end_matches('/'), api::PREFIX);
+    while let Some((channel, message)) = messages.recv().await {
+        let report = Relayed {
             server: node.id().to_string(),
             channel,
             message,
         };
         if let Err(e) = http.post(&url).json(&report).send().await {
-            tracing::debug!(channel = %report.channel, "could not report a speaking change: {e}");
+            tracing::debug!(channel = %report.channel, "could not relay a message to the gateways: {e}");
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod follow;
 pub mod ice_servers;
 mod ids;
+mod layers;
 pub mod listeners;
 pub mod metrics;
 pub mod p2p;

@@ -48,9 +48,10 @@ pub struct AppState {
     pub ended: Option<mpsc::UnboundedSender<(String, String, String)>>,
     /// The embedded TURN server, whose URLs and credentials clients are handed.
     pub turn: Option<crate::ice_servers::Turn>,
-    /// Speaking changes as (channel, `speaking` or `dominant-speaker` message): a cluster media
-    /// server passes them to its gateways, which have its participants' sockets.
-    pub speaking: Option<mpsc::UnboundedSender<(String, ServerMessage)>>,
+    /// Messages for participants whose sockets are on gateways, as (channel, message): speaking
+    /// changes for the channel, `layers` for a publisher. A cluster media server passes them to
+    /// its gateways.
+    pub relay: Option<mpsc::UnboundedSender<(String, ServerMessage)>>,
 }
 
 impl AppState {
@@ -68,7 +69,7 @@ impl AppState {
             store: None,
             ended: None,
             turn: None,
-            speaking: None,
+            relay: None,
         }
     }
 
@@ -582,36 +583,10 @@ impl AppState {
 
     /// Keeps the registry in step with the data plane.
     pub fn on_media_event(&self, event: MediaEvent) {
-        if crate::speaking::announce(&self.rooms(), &event, self.speaking.as_ref()) {
+        if crate::speaking::announce(&self.rooms(), &event, self.relay.as_ref()) {
             return;
         }
-        if let MediaEvent::Layers {
-            router,
-            producer,
-            active,
-        } = event
-        {
-            // To the publisher alone, when this process holds its socket (a cluster's media
-            // server does not: its clients' sockets are on gateways).
-            let rooms = self.rooms();
-            let Some(ch) = rooms.channels.values().find(|c| c.router == router) else {
-                return;
-            };
-            let Some((publication, participant)) = crate::speaking::publication_of(ch, producer)
-            else {
-                return;
-            };
-            let message = ServerMessage::Layers {
-                publication,
-                active,
-            };
-            if let Some(outbox) = ch
-                .participants
-                .get(&participant)
-                .and_then(|p| p.outbox.as_ref())
-            {
-                let _ = outbox.send(message);
-            }
+        if crate::layers::tell_publisher(&self.rooms(), &event, self.relay.as_ref()) {
             return;
         }
         let MediaEvent::Closed { transport, reason } = event else {

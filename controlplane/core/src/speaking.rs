@@ -5,7 +5,7 @@
 //! (its own page may show it too).
 //!
 //! A cluster media server's participants have no sockets here (their gateways have them): it
-//! also hands each message to `forward`, which passes it to a gateway (`/cluster/v1/speaking`).
+//! also hands each message to `forward`, which passes it to a gateway (`/cluster/v1/relay`).
 
 use switchyard_dataplane::spec::{MediaEvent, ProducerId};
 use tokio::sync::mpsc;

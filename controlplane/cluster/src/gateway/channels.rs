@@ -441,7 +441,12 @@ impl Gateway {
     /// Sends `message` to participant `to` of `channel`: straight to its outbox when it is this
     /// gateway's client, else, once presence says it is in the channel (so the sender hears of a
     /// wrong target at once), through the channel's events in Redis, addressed to it alone.
-    async fn send_to(&self, channel: &str, to: &str, message: ServerMessage) -> Result<(), Error> {
+    pub(super) async fn send_to(
+        &self,
+        channel: &str,
+        to: &str,
+        message: ServerMessage,
+    ) -> Result<(), Error> {
         // The outbox is cloned out so that nothing is sent under the clients' lock.
         if let Some(outbox) = self.clients.with(channel, to, |c| c.outbox.clone()) {
             return outbox

@@ -20,7 +20,7 @@ use switchyard_controlplane::server::signalling_routes;
 use switchyard_store::{Deployment, Health};
 
 use super::{Gateway, SERVER_TTL};
-use crate::api::{self, Ended, HeartbeatReply, Speaking};
+use crate::api::{self, Ended, HeartbeatReply, Relayed};
 use crate::registry::{MediaServerRecord, MediaServerRegistry};
 
 /// Everything a gateway serves on its HTTP port: signalling, the demo page, `/ready`,
@@ -45,7 +45,7 @@ fn cluster_router(gateway: Arc<Gateway>) -> Router {
         .route(&path("/media-servers"), put(heartbeat).get(list))
         .route(&path("/media-servers/remove"), post(remove))
         .route(&path("/ended"), post(ended))
-        .route(&path("/speaking"), post(speaking))
+        .route(&path("/relay"), post(relay))
         .route(&path("/deployments/{id}"), get(deployment))
         .route_layer(middleware::from_fn_with_state(internal, guard))
         .with_state(gateway)
@@ -91,21 +91,31 @@ async fn ended(State(g): State<Arc<Gateway>>, Json(r): Json<Ended>) -> StatusCod
     StatusCode::NO_CONTENT
 }
 
-/// A media server's speaking change, told to the channel if it names a publication that
-/// server carries (or no publication: the dominant speaker left). Nothing else passes.
-async fn speaking(State(g): State<Arc<Gateway>>, Json(r): Json<Speaking>) -> StatusCode {
-    let publication = match &r.message {
-        ServerMessage::Speaking { publication, .. } => Some(publication),
-        ServerMessage::DominantSpeaker { publication, .. } => publication.as_ref(),
+/// A media server's message for participants, passed on only where it names a publication
+/// that server carries: a speaking change to the channel (or with no publication: the dominant
+/// speaker left), `layers` to the publication's publisher. Nothing else passes.
+async fn relay(State(g): State<Arc<Gateway>>, Json(r): Json<Relayed>) -> StatusCode {
+    let (publication, to_publisher) = match &r.message {
+        ServerMessage::Speaking { publication, .. } => (Some(publication), false),
+        ServerMessage::DominantSpeaker { publication, .. } => (publication.as_ref(), false),
+        ServerMessage::Layers { publication, .. } => (Some(publication), true),
         _ => return StatusCode::BAD_REQUEST,
     };
+    let mut publisher = None;
     if let Some(publication) = publication {
-        let current = g.presence.publication(&r.channel, publication).await;
-        if !matches!(current, Ok(Some(entry)) if entry.server == r.server) {
-            return StatusCode::NO_CONTENT;
+        match g.presence.publication(&r.channel, publication).await {
+            Ok(Some(entry)) if entry.server == r.server => publisher = Some(entry.participant),
+            _ => return StatusCode::NO_CONTENT,
         }
     }
-    g.announce(&r.channel, None, r.message).await;
+    match publisher {
+        Some(to) if to_publisher => {
+            if let Err(e) = g.send_to(&r.channel, &to, r.message).await {
+                tracing::debug!(channel = %r.channel, participant = %to, "layers not told: {e}");
+            }
+        }
+        _ => g.announce(&r.channel, None, r.message).await,
+    }
     StatusCode::NO_CONTENT
 }
 
