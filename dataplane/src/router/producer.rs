@@ -71,7 +71,8 @@ pub(super) struct Layer {
     pub last_packet: Option<Instant>,
     /// Its bitrate, measured over windows of `RATE_WINDOW`.
     pub rate: Rate,
-    /// Its frame rate (SVC producers: subscribers' `max_frame_rate` drops temporal layers).
+    /// Its frame rate, measured for SVC producers only (`super::svc`), whose consumers'
+    /// `max_frame_rate` drops temporal layers; 0 on others.
     pub frame_rate: FrameRate,
 }
 
