@@ -1,6 +1,7 @@
 //! Headless Chromium pages in one channel through the SDK and the demo page: three that each
 //! publish the fake camera and microphone and must decode the other two, with VP8 and with H264
-//! forced, on both I/O backends; a simulcast publisher whose subscriber steers its layer; two
+//! forced, on both I/O backends; a simulcast or SVC publisher whose subscriber steers its layers
+//! (by height, and for SVC by frame rate); two
 //! that connect peer to peer, with no media server in the media path; and two whose fake
 //! microphones play a tone and silence, for the active speaker; a subscriber under 5% loss whose
 //! NACKs are answered with RTX.
@@ -113,11 +114,26 @@ fn svc_av1_follows_the_subscribers_max_height() {
     layers_follow_max_height_with("AV1", Some("L3T3_KEY"));
 }
 
+/// AV1 published as L1T3 (temporal layers at 30, 15 and 7.5 fps): the subscriber asks for
+/// `maxFrameRate: 15` and gets about half the frames (the server drops the top temporal layer
+/// from the dependency descriptor alone), decoding on without a stall, then all of them again
+/// once it lifts the cap.
+#[test]
+fn svc_av1_follows_the_subscribers_max_frame_rate() {
+    follow_preferences("AV1", Some("L1T3"), "framerate");
+}
+
 fn layers_follow_max_height(codec: &str) {
     layers_follow_max_height_with(codec, None);
 }
 
 fn layers_follow_max_height_with(codec: &str, svc: Option<&str>) {
+    follow_preferences(codec, svc, "height");
+}
+
+/// Runs simulcast_pages.mjs in `mode` (`height` or `framerate`: the preference the subscriber
+/// steers with) and checks each switch was quick and decoding never stalled.
+fn follow_preferences(codec: &str, svc: Option<&str>, mode: &str) {
     netns::enter();
     let server = Server::start(&[]);
     let mut args = vec![
@@ -127,7 +143,9 @@ fn layers_follow_max_height_with(codec: &str, svc: Option<&str>) {
         server.token("room", "user1", &[]),
         codec.to_string(),
     ];
-    args.extend(svc.map(str::to_string));
+    // No scalability mode: an empty argument (the SDK's default).
+    args.push(svc.unwrap_or_default().to_string());
+    args.push(mode.to_string());
     let (result, stderr) = run_pages("simulcast_pages.mjs", &args);
     eprintln!("{result}");
     assert_eq!(
@@ -140,7 +158,7 @@ fn layers_follow_max_height_with(codec: &str, svc: Option<&str>) {
         .unwrap_or_default()
         .to_ascii_uppercase();
     assert!(decoded.ends_with(codec), "decoded {decoded}, not {codec}");
-    if codec == "VP8" {
+    if codec == "VP8" && mode == "height" {
         // Capped at 360 lines, nobody watched the 720-line layer: its publisher stopped it
         // (and started it again for the uncapped phase, which reached 720).
         let top = result["capped_layers_kbps"]

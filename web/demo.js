@@ -3,7 +3,8 @@
 // user, region (a cluster's media server region), autojoin=1, relay=1 (every connection's media
 // through the TURN server the server names: iceTransportPolicy 'relay'), p2p=1 (no media
 // server: connect peer to peer to everyone in the channel instead of publishing), svc (VP9/AV1
-// scalability mode, e.g. L3T3_KEY, instead of the SDK's default), height (camera lines).
+// scalability mode, e.g. L3T3_KEY, instead of the SDK's default), height (camera lines),
+// maxheight and maxfps (the preferences asked of every subscription: `setPreferences`).
 // Tests read `window.switchyard.client` once `window.switchyard.ready` resolves.
 
 import { Client } from '/switchyard.js';
@@ -74,10 +75,18 @@ async function join() {
   const p2p = $('p2p').checked;
   const client = new Client({ token: await token(channel, user), channel, region, iceTransportPolicy });
   window.switchyard.client = client;
+  // `maxheight` and `maxfps` (URL) are asked of every subscription.
+  const preferences = {
+    maxHeight: Number(params.get('maxheight')) || undefined,
+    maxFrameRate: Number(params.get('maxfps')) || undefined,
+  };
   client.addEventListener('track', (e) => {
-    const { participant, publication, stream: remote } = e.detail;
+    const { participant, publication, track, stream: remote } = e.detail;
     const video = tile(publication, participant).querySelector('video');
     if (video.srcObject !== remote) video.srcObject = remote;
+    if (track.kind === 'video' && (preferences.maxHeight || preferences.maxFrameRate)) {
+      client.setPreferences(publication, preferences);
+    }
   });
   client.addEventListener('track-ended', (e) => {
     tiles.get(e.detail.publication)?.remove();

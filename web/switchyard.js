@@ -22,13 +22,14 @@ export { Peer };
  * @typedef {{ participant: string, channel: string, participants: ParticipantInfo[], iceServers?: IceServer[] }} JoinResult
  * @typedef {{ participant: string, publication: string, kind: string, codec: string | undefined,
  *             framesDecoded: number, packetsReceived: number, bytesReceived: number,
- *             frameHeight: number | undefined, freezeCount: number | undefined,
+ *             frameHeight: number | undefined, framesPerSecond: number | undefined,
+ *             freezeCount: number | undefined,
  *             framesDropped: number | undefined, packetsLost: number | undefined,
  *             nackCount: number | undefined,
  *             retransmittedPacketsReceived: number | undefined }} RemoteStats
  *   `nackCount`: NACKs this receiver sent; `retransmittedPacketsReceived`: retransmissions
  *   (RTX) it got for them
- * @typedef {{ maxHeight?: number, paused?: boolean }} Preferences
+ * @typedef {{ maxHeight?: number, maxFrameRate?: number, paused?: boolean }} Preferences
  * @typedef {{ participant: string, kind: string, codec: string | undefined, framesDecoded: number,
  *             packetsReceived: number, bytesReceived: number, localCandidate: string | undefined,
  *             remoteCandidate: string | undefined }} PeerStats
@@ -74,6 +75,7 @@ function inboundStats(report, fields) {
       packetsReceived: r.packetsReceived ?? 0,
       bytesReceived: r.bytesReceived ?? 0,
       frameHeight: r.frameHeight,
+      framesPerSecond: r.framesPerSecond,
       freezeCount: r.freezeCount,
       framesDropped: r.framesDropped,
       packetsLost: r.packetsLost,
@@ -248,16 +250,25 @@ export class Client extends EventTarget {
 
   /**
    * Says what this client wants of its subscription to `publication`: `maxHeight` (pixels)
-   * caps the simulcast layer (VP8, H264) or the SVC spatial layers (VP9, AV1) the server forwards; `paused` stops its media until resumed.
-   * Each call replaces the previous preferences; they last as long as the subscription.
+   * caps the simulcast layer (VP8, H264) or the SVC spatial layers (VP9, AV1) the server forwards;
+   * `maxFrameRate` (frames per second) caps the SVC temporal layers (VP9, AV1; simulcast streams
+   * are not capped yet); `paused` stops its media until resumed.
+   * Each call replaces the previous preferences; they last as long as the subscription. It may
+   * be called from the subscription's `track` event, before the server has confirmed it: the
+   * preferences are sent once it has.
    * @param {string} publication @param {Preferences} preferences
    */
   setPreferences(publication, preferences) {
     const s = this.#subscriptions.get(publication);
-    if (!s?.id) throw new Error(`not subscribed to ${publication}`);
+    if (!s) throw new Error(`not subscribed to ${publication}`);
     if (this.#ws?.readyState !== WebSocket.OPEN) throw new Error('not connected');
-    const { maxHeight, paused = false } = preferences;
-    this.#ws.send(JSON.stringify({ type: 'preferences', subscription: s.id, maxHeight, paused }));
+    s.preferences = preferences;
+    if (s.id) this.#sendPreferences(s);
+  }
+
+  #sendPreferences(s) {
+    const { maxHeight, maxFrameRate, paused = false } = s.preferences;
+    this.#ws?.send(JSON.stringify({ type: 'preferences', subscription: s.id, maxHeight, maxFrameRate, paused }));
   }
 
   /** Receives a remote publication (done for every one when `autoSubscribe`). */
@@ -266,7 +277,7 @@ export class Client extends EventTarget {
     if (!info) throw new Error(`unknown publication ${publication}`);
     if (this.#subscriptions.has(publication)) return;
     const pc = this.#newPeerConnection();
-    const entry = { id: undefined, participant: info.participant, pc };
+    const entry = { id: undefined, participant: info.participant, pc, preferences: undefined };
     this.#subscriptions.set(publication, entry);
     for (const t of info.tracks) {
       if (t.kind === 'audio' || t.kind === 'video') pc.addTransceiver(t.kind, { direction: 'recvonly' });
@@ -284,6 +295,7 @@ export class Client extends EventTarget {
     try {
       const reply = await this.#offer(pc, { type: 'subscribe', publication });
       entry.id = reply.subscription;
+      if (entry.preferences) this.#sendPreferences(entry);
     } catch (err) {
       pc.close();
       this.#subscriptions.delete(publication);

@@ -98,6 +98,9 @@ pub struct ProducerSpec {
 pub struct Preferences {
     /// The tallest picture wanted, in pixels; `None` for no limit.
     pub max_height: Option<u16>,
+    /// The most frames per second wanted; `None` for no limit. SVC streams drop temporal
+    /// layers for it (never the base layer); simulcast streams are not capped yet.
+    pub max_frame_rate: Option<u16>,
     /// Forward nothing (audio and video) until resumed.
     pub paused: bool,
 }

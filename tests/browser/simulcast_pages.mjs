@@ -4,11 +4,19 @@
 // 100 ms and prints one JSON line: for each phase, how long the switch took and the longest
 // stretch in which framesDecoded did not rise.
 //
-// usage: node simulcast_pages.mjs <base-url> <channel> <publisher token> <subscriber token> [codec [scalability mode]]
+// usage: node simulcast_pages.mjs <base-url> <channel> <publisher token> <subscriber token> [codec [scalability mode [height|framerate]]]
+// (an empty scalability mode: the SDK's default)
 //
 // Default phases (the subscriber steers with `setPreferences`): `top` (no preference: 720
 // lines), `capped` (maxHeight 360: the middle layer, held for HOLD_MS), `uncapped` (no
 // preference again: back to 720).
+//
+// With `framerate` (for an SVC mode with temporal layers; the camera is 360 lines, 30 fps):
+// `url_capped` (the subscriber's demo page asks maxFrameRate 15 itself, from its `maxfps`:
+// 35% to 65% of CAMERA_FPS), `full` (no preference: framesPerSecond at 80% of it or more),
+// `capped` (maxFrameRate 15 again: 35% to 65%, held for FRAME_RATE_HOLD_MS without leaving
+// that range), `uncapped` (no preference: 80% or more again). Uncapped phases count until the
+// rate settles (Chromium's framesPerSecond covers the last second, and wobbles).
 //
 // With LIMIT_DEV (a network interface toward the subscriber, whose Chromium then runs in the
 // namespace SUB_NETNS through netns_chromium.sh), the link steers instead: `top`, `limited`
@@ -21,14 +29,20 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { chromiumArgs, chromiumPath, launch, openDemo } from './chromium.mjs';
 
-const [base, channel, publisherToken, subscriberToken, codec = 'VP8', svc] = process.argv.slice(2);
+const [base, channel, publisherToken, subscriberToken, codec = 'VP8', svc, mode = 'height'] = process.argv.slice(2);
+const frameRateMode = mode === 'framerate';
 const DEADLINE_MS = 20_000;
 const HOLD_MS = 4_000;
+const FRAME_RATE_HOLD_MS = 2_000;
+/** The fake camera's frame rate in `framerate` mode. */
+const CAMERA_FPS = 30;
 const SAMPLE_MS = 100;
 const limitDev = process.env.LIMIT_DEV;
 const limitKbit = Number(process.env.LIMIT_KBIT ?? 300);
 
-const browser = await launch([`--unsafely-treat-insecure-origin-as-secure=${base}`]);
+// The fake camera runs at 20 fps unless told; 30 halves to 15.
+const cameraArgs = frameRateMode ? [`--use-fake-device-for-media-stream=fps=${CAMERA_FPS}`] : [];
+const browser = await launch([`--unsafely-treat-insecure-origin-as-secure=${base}`, ...cameraArgs]);
 // The subscriber's own Chromium, in its namespace behind the limited link.
 const subBrowser = process.env.SUB_NETNS
   ? await chromium.launch({
@@ -101,12 +115,15 @@ async function video(page) {
 }
 
 /**
- * Samples until the video's frameHeight is `height` (then keeps sampling for `hold` ms, during
+ * Samples until the video's frameHeight is `height` (or, `height` a function, until it holds
+ * for the sample) (then keeps sampling for `hold` ms, during
  * which, when `strict`, it must stay there; when not, the time counts until it stays there for
- * `hold` ms); returns the time it took, the longest stall of framesDecoded and
- * the heights seen.
+ * `hold` ms); returns the time it took, the longest stall of framesDecoded,
+ * the heights seen and the lowest and highest framesPerSecond once there.
  */
 async function reach(page, height, hold, strict = true, deadline = DEADLINE_MS) {
+  const there = typeof height === 'function' ? height : (v) => v.frameHeight === height;
+  const fps = [];
   const start = Date.now();
   let reached;
   let lastRise = Date.now();
@@ -125,11 +142,15 @@ async function reach(page, height, hold, strict = true, deadline = DEADLINE_MS) 
         lastDecoded = v.framesDecoded;
         lastRise = now;
       }
-      if (reached === undefined && v.frameHeight === height) reached = now - start;
-      if (reached !== undefined && v.frameHeight !== height) {
+      if (reached === undefined && there(v)) reached = now - start;
+      if (reached !== undefined) fps.push(v.framesPerSecond);
+      if (reached !== undefined && !there(v)) {
         left = true;
         // Not strict: the time until it settles at `height`.
-        if (!strict) reached = undefined;
+        if (!strict) {
+          reached = undefined;
+          fps.length = 0;
+        }
       }
       if (reached !== undefined && now - start >= reached + hold) {
         stall = Math.max(stall, now - lastRise);
@@ -139,6 +160,7 @@ async function reach(page, height, hold, strict = true, deadline = DEADLINE_MS) 
           switch_ms: reached,
           max_stall_ms: stall,
           heights: [...heights],
+          fps: [Math.min(...fps), Math.max(...fps)],
           freezes: (v.freezeCount ?? 0) - (first?.freezeCount ?? 0),
           frames_decoded: v.framesDecoded - (first?.framesDecoded ?? 0),
         };
@@ -152,11 +174,13 @@ async function reach(page, height, hold, strict = true, deadline = DEADLINE_MS) 
 try {
   for (const [i, token] of [publisherToken, subscriberToken].entries()) {
     const q = new URLSearchParams({ channel, token, codec, user: `user${i}`, autojoin: '1' });
-    // The publisher's camera is 720p; the subscriber publishes a small one, unused.
-    q.set('height', i === 0 ? '720' : '180');
+    // The publisher's camera is 720p (360 for frame rates: the software AV1 encoder keeps
+    // 30 fps there on a busy machine); the subscriber publishes a small one, unused.
+    q.set('height', i > 0 ? '180' : frameRateMode ? '360' : '720');
     // Room above REMB's old 3 Mbit/s for the publisher's estimate to show.
     if (i === 0 && limitDev) q.set('maxkbps', '8000');
     if (svc && i === 0) q.set('svc', svc);
+    if (frameRateMode && i === 1) q.set('maxfps', '15');
     pages.push(await openDemo(await (i === 0 ? browser : subBrowser).newContext(), `${base}/?${q}`));
     if (i === 0) await pages[0].page.waitForFunction(() => window.switchyard.client?.connections().some((c) => c.kind === 'publish'), null, { timeout: DEADLINE_MS });
   }
@@ -179,39 +203,52 @@ try {
   const prefer = (p) => sub.evaluate(([id, p]) => window.switchyard.client.setPreferences(id, p), [publication, p]);
 
   result.codec = (await video(sub))?.codec;
-  // The first climb follows the publisher's own ramp (Chromium's VP9 encoder steps through
-  // 270 and 540 lines first, ~15 s on a busy machine): not timed, given longer.
-  result.phases.top = await reach(sub, 720, 1_000, true, 2 * DEADLINE_MS);
-  // Each layer's bitrate over 2 s, as the publisher sends it (for the log).
-  result.layers_kbps = await layerRates(pages[0].page, 2_000);
-  if (limitDev) {
-    tc('add', 'dev', limitDev, 'root', 'tbf', 'rate', `${limitKbit}kbit`, 'burst', '16kbit', 'latency', '200ms');
-    // Probes may try a higher layer now and then while limited (and the first moments after
-    // the limit is lifted): the times are until the height settles.
-    result.phases.limited = await reach(sub, 180, 0, false);
-    result.phases.limited_hold = await reach(sub, 180, HOLD_MS, false);
-    tc('del', 'dev', limitDev, 'root');
-    result.phases.lifted = await reach(sub, 720, 2_000, false);
-  } else {
-    await prefer({ maxHeight: 360 });
-    result.phases.capped = await reach(sub, 360, HOLD_MS);
-    // Nobody watches the top simulcast layer now: the publisher was told to stop it.
-    result.capped_layers_kbps = await layerRates(pages[0].page, 1_000);
+  if (frameRateMode) {
+    // The server drops the top temporal layer (30 fps to 15), then brings it back.
+    const half = (v) => v.framesPerSecond >= 0.35 * CAMERA_FPS && v.framesPerSecond <= 0.65 * CAMERA_FPS;
+    const full = (v) => v.framesPerSecond >= 0.8 * CAMERA_FPS;
+    result.phases.url_capped = await reach(sub, half, 1_000, false);
     await prefer({});
-    result.phases.uncapped = await reach(sub, 720, 1_000);
-  }
-  if (limitDev) {
-    // The publisher's estimate of its unlimited uplink went past 3 Mbit/s (what REMB used to
-    // cap it at) at some point: it sends less than that, so only Chromium's probes show it.
-    clearInterval(sampler);
-    result.publisher_max_bps = publisherMax;
-    // The publisher's uplink (loopback, in the test's namespace) limited to 1 Mbit/s: its
-    // estimate, from our transport-cc feedback, must follow.
-    // (tbf needs packets no larger than its burst: loopback's 64 KiB MTU becomes Ethernet's.)
-    execFileSync('ip', ['link', 'set', 'lo', 'mtu', '1500']);
-    tc('add', 'dev', 'lo', 'root', 'tbf', 'rate', '1mbit', 'burst', '16kbit', 'latency', '200ms');
-    result.publisher_limited = await publisherEstimate((bps) => bps < 1_200_000);
-    tc('del', 'dev', 'lo', 'root');
+    result.phases.full = await reach(sub, full, 1_000, false);
+    await prefer({ maxFrameRate: 15 });
+    result.phases.capped = await reach(sub, half, FRAME_RATE_HOLD_MS);
+    await prefer({});
+    result.phases.uncapped = await reach(sub, full, 1_000, false);
+  } else {
+    // The first climb follows the publisher's own ramp (Chromium's VP9 encoder steps through
+    // 270 and 540 lines first, ~15 s on a busy machine): not timed, given longer.
+    result.phases.top = await reach(sub, 720, 1_000, true, 2 * DEADLINE_MS);
+    // Each layer's bitrate over 2 s, as the publisher sends it (for the log).
+    result.layers_kbps = await layerRates(pages[0].page, 2_000);
+    if (limitDev) {
+      tc('add', 'dev', limitDev, 'root', 'tbf', 'rate', `${limitKbit}kbit`, 'burst', '16kbit', 'latency', '200ms');
+      // Probes may try a higher layer now and then while limited (and the first moments after
+      // the limit is lifted): the times are until the height settles.
+      result.phases.limited = await reach(sub, 180, 0, false);
+      result.phases.limited_hold = await reach(sub, 180, HOLD_MS, false);
+      tc('del', 'dev', limitDev, 'root');
+      result.phases.lifted = await reach(sub, 720, 2_000, false);
+    } else {
+      await prefer({ maxHeight: 360 });
+      result.phases.capped = await reach(sub, 360, HOLD_MS);
+      // Nobody watches the top simulcast layer now: the publisher was told to stop it.
+      result.capped_layers_kbps = await layerRates(pages[0].page, 1_000);
+      await prefer({});
+      result.phases.uncapped = await reach(sub, 720, 1_000);
+    }
+    if (limitDev) {
+      // The publisher's estimate of its unlimited uplink went past 3 Mbit/s (what REMB used to
+      // cap it at) at some point: it sends less than that, so only Chromium's probes show it.
+      clearInterval(sampler);
+      result.publisher_max_bps = publisherMax;
+      // The publisher's uplink (loopback, in the test's namespace) limited to 1 Mbit/s: its
+      // estimate, from our transport-cc feedback, must follow.
+      // (tbf needs packets no larger than its burst: loopback's 64 KiB MTU becomes Ethernet's.)
+      execFileSync('ip', ['link', 'set', 'lo', 'mtu', '1500']);
+      tc('add', 'dev', 'lo', 'root', 'tbf', 'rate', '1mbit', 'burst', '16kbit', 'latency', '200ms');
+      result.publisher_limited = await publisherEstimate((bps) => bps < 1_200_000);
+      tc('del', 'dev', 'lo', 'root');
+    }
   }
   result.ok = Object.values(result.phases).every((p) => p.ok);
 } catch (e) {
@@ -226,7 +263,7 @@ try {
         (await c.pc.getStats()).forEach((r) => {
           if (r.kind !== 'video' || (r.type !== 'outbound-rtp' && r.type !== 'inbound-rtp')) return;
           out.push({
-            type: r.type, rid: r.rid, scalabilityMode: r.scalabilityMode, frameHeight: r.frameHeight,
+            type: r.type, rid: r.rid, scalabilityMode: r.scalabilityMode, frameHeight: r.frameHeight, fps: r.framesPerSecond,
             frames: r.framesEncoded ?? r.framesDecoded, packets: r.packetsSent ?? r.packetsReceived,
             implementation: r.encoderImplementation ?? r.decoderImplementation,
           });

@@ -34,7 +34,8 @@ pub enum ClientMessage {
         subscription: String,
     },
     /// What the client wants of one of its subscriptions: with simulcast, the layer forwarded
-    /// is the highest no taller than `maxHeight`; `paused` stops its media until resumed.
+    /// is the highest no taller than `maxHeight`; with SVC, the temporal layers forwarded give
+    /// at most `maxFrameRate` frames per second; `paused` stops its media until resumed.
     /// Each message replaces the previous preferences. No reply unless it is refused.
     Preferences {
         subscription: String,
@@ -85,6 +86,8 @@ impl ClientMessage {
 pub struct LayerPreferences {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_height: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_frame_rate: Option<u16>,
     #[serde(default)]
     pub paused: bool,
 }
@@ -93,6 +96,7 @@ impl From<LayerPreferences> for switchyard_dataplane::spec::Preferences {
     fn from(p: LayerPreferences) -> Self {
         switchyard_dataplane::spec::Preferences {
             max_height: p.max_height,
+            max_frame_rate: p.max_frame_rate,
             paused: p.paused,
         }
     }
@@ -228,6 +232,38 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s, r#"{"type":"error","reason":"no"}"#);
+    }
+
+    #[test]
+    fn preferences_carry_max_height_and_max_frame_rate() {
+        let m: ClientMessage = serde_json::from_str(
+            r#"{"type":"preferences","subscription":"s1","maxHeight":360,"maxFrameRate":15}"#,
+        )
+        .unwrap();
+        let ClientMessage::Preferences {
+            subscription,
+            preferences,
+        } = m
+        else {
+            panic!("not preferences: {m:?}");
+        };
+        assert_eq!(subscription, "s1");
+        let want = LayerPreferences {
+            max_height: Some(360),
+            max_frame_rate: Some(15),
+            paused: false,
+        };
+        assert_eq!(preferences, want);
+        let spec = switchyard_dataplane::spec::Preferences::from(preferences);
+        assert_eq!(spec.max_frame_rate, Some(15));
+        // Gateways relay them (the cluster API) as they came.
+        let text = serde_json::to_string(&preferences).unwrap();
+        assert_eq!(
+            text,
+            r#"{"maxHeight":360,"maxFrameRate":15,"paused":false}"#
+        );
+        let none: LayerPreferences = serde_json::from_str("{}").unwrap();
+        assert_eq!(none, LayerPreferences::default());
     }
 
     #[test]

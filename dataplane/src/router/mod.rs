@@ -685,8 +685,9 @@ impl Router {
             // One stream whose layers the selector drops; no probing (yet).
             let structure = p.svc.as_ref().and_then(|s| s.stream.structure());
             let bps = p.layers.first().map_or(0, |l| l.rate.bps);
+            let fps = p.layers.first().map_or(0, |l| l.frame_rate.fps);
             let wanted = structure.map_or(svc::ALL_LAYERS, |st| {
-                svc::wanted_layers(st, &c.prefs, budget, bps)
+                svc::wanted_layers(st, &c.prefs, budget, bps, fps)
             });
             svc.selector.set_wanted(wanted);
             return;
@@ -1687,6 +1688,7 @@ mod tests {
             s.subscriber,
             Preferences {
                 max_height: Some(360),
+                max_frame_rate: None,
                 paused: false,
             },
         );
@@ -1717,6 +1719,7 @@ mod tests {
         // Paused: nothing; resumed: it starts again at a keyframe, continuing its numbers.
         let paused = Preferences {
             max_height: Some(360),
+            max_frame_rate: None,
             paused: true,
         };
         s.router.set_preferences(s.now, s.subscriber, paused);
@@ -1773,6 +1776,7 @@ mod tests {
         assert!(layers(&mut s.router).is_empty(), "all three are watched");
         let capped = Preferences {
             max_height: Some(360),
+            max_frame_rate: None,
             paused: false,
         };
         s.router.set_preferences(s.now, s.subscriber, capped);

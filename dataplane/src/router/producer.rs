@@ -71,6 +71,9 @@ pub(super) struct Layer {
     pub last_packet: Option<Instant>,
     /// Its bitrate, measured over windows of `RATE_WINDOW`.
     pub rate: Rate,
+    /// Its frame rate, measured for SVC producers only (`super::svc`), whose consumers'
+    /// `max_frame_rate` drops temporal layers; 0 on others.
+    pub frame_rate: FrameRate,
 }
 
 /// A layer that sent nothing for this long is taken as stopped by its publisher.
@@ -88,6 +91,7 @@ impl Layer {
             height: None,
             last_packet: None,
             rate: Rate::default(),
+            frame_rate: FrameRate::default(),
         }
     }
 
@@ -196,6 +200,55 @@ impl Rate {
     }
 }
 
+/// Frames per second, counted as the RTP timestamps that move forward (a frame's packets, and
+/// the spatial layers of an SVC temporal unit, share one) over windows of
+/// `FRAME_RATE_WINDOW`: a compare and an add per packet. Late packets (reordered, or resent)
+/// are not counted again; a window much longer than planned (the publisher paused) is not
+/// counted at all, so a gap does not read as a low rate.
+#[derive(Debug, Default, Clone)]
+pub(super) struct FrameRate {
+    window_start: Option<Instant>,
+    newest: Option<u32>,
+    frames: u32,
+    /// The last full window's rate, rounded; 0 until one has passed.
+    pub fps: u32,
+}
+
+/// The window of [`FrameRate`]: a second holds 30 frames, enough to tell 30 from 15.
+const FRAME_RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// A step back in RTP timestamps larger than this (about three minutes at 90 kHz) is taken for
+/// a restart of the publisher's clock, not a late packet.
+const TIMESTAMP_RESTART: u32 = 1 << 24;
+
+impl FrameRate {
+    /// Counts a packet with RTP `timestamp`; true when a window closed with a new rate.
+    pub fn add(&mut self, now: Instant, timestamp: u32) -> bool {
+        if let Some(newest) = self.newest {
+            let behind = newest.wrapping_sub(timestamp);
+            if behind < TIMESTAMP_RESTART {
+                // The same frame, or an older one.
+                return false;
+            }
+        }
+        self.newest = Some(timestamp);
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed < FRAME_RATE_WINDOW {
+            self.frames += 1;
+            return false;
+        }
+        let before = self.fps;
+        if elapsed < 2 * FRAME_RATE_WINDOW {
+            let ms = elapsed.as_millis() as u64;
+            self.fps = ((u64::from(self.frames) * 1000 + ms / 2) / ms) as u32;
+        }
+        self.frames = 1;
+        self.window_start = Some(now);
+        self.fps != before
+    }
+}
+
 /// Keyframe (PLI/FIR) requests to a producer, rate-limited.
 #[derive(Debug, Default)]
 pub(super) struct KeyframeRequests {
@@ -247,6 +300,47 @@ mod tests {
             .unwrap();
         assert_eq!(ntp, (17 << 32) | (1 << 31));
         assert_eq!(rtp, 1000 + 675_000);
+    }
+
+    #[test]
+    fn frame_rate_counts_timestamps_that_move_forward() {
+        let start = Instant::now();
+        let mut r = FrameRate::default();
+        let mut changes = 0;
+        // 30 frames a second for 3 s, three packets each, the second of each frame late (after
+        // the next frame's first): each frame counts once.
+        for frame in 0..90u32 {
+            let at = start + Duration::from_micros(u64::from(frame) * 33_333);
+            let ts = 3000 * frame;
+            for t in [ts, ts.wrapping_sub(3000), ts] {
+                if frame > 0 || t == ts {
+                    changes += usize::from(r.add(at, t));
+                }
+            }
+        }
+        assert_eq!(r.fps, 30);
+        assert_eq!(changes, 1, "told once, when first measured");
+        // Every other frame from now on: 15.
+        for frame in (90..150u32).step_by(2) {
+            let at = start + Duration::from_micros(u64::from(frame) * 33_333);
+            r.add(at, 3000 * frame);
+        }
+        assert_eq!(r.fps, 15);
+        // A pause of 5 s is not a low rate; the rate after it is measured afresh.
+        let later = start + Duration::from_secs(10);
+        assert!(!r.add(later, 0x4000_0000));
+        assert_eq!(r.fps, 15);
+        for frame in 1..=31u32 {
+            r.add(
+                later + Duration::from_micros(u64::from(frame) * 33_333),
+                0x4000_0000 + 3000 * frame,
+            );
+        }
+        assert_eq!(r.fps, 30);
+        // The clock restarted far behind: counted, not taken for a late packet.
+        let r0 = r.frames;
+        r.add(later + Duration::from_millis(1100), 5);
+        assert_eq!(r.frames, r0 + 1);
     }
 
     #[test]

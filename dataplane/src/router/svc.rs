@@ -7,10 +7,12 @@
 //! the descriptor is read, never the payload, so this works on end-to-end encrypted media.
 //!
 //! The layers a consumer wants ([`wanted_layers`]) follow its `max_height` (through the
-//! structure's render resolutions) and its subscriber's bandwidth budget, by a simple model:
-//! the producer's bitrate is shared among spatial layers in proportion to their pixel
-//! counts, and each temporal layer above the base doubles the base's rate; spatial layers are
-//! dropped first, then temporal ones, until the estimate fits the budget.
+//! structure's render resolutions), its `max_frame_rate` (through the producer's measured
+//! frame rate, each temporal layer below the top taken to halve it, as in the structures
+//! encoders use) and its subscriber's bandwidth budget, by a simple model: the producer's
+//! bitrate is shared among spatial layers in proportion to their pixel counts, and each
+//! temporal layer above the base doubles the base's rate; spatial layers are dropped first,
+//! then temporal ones, until the estimate fits the budget.
 
 use std::time::Instant;
 
@@ -79,15 +81,21 @@ impl ConsumerSvc {
     }
 }
 
+/// A frame rate up to this much above `max_frame_rate` still fits it: measured rates wobble
+/// (a 30 fps camera reads 31 now and then), and a subscriber asking for 15 of 31 wants half.
+const FRAME_RATE_TOLERANCE: (u64, u64) = (9, 8);
+
 /// The layers a consumer should get: the highest spatial layer no taller than `max_height`
-/// (every layer when the structure gives no resolutions), then lower while the estimated
-/// bitrate of what it would get exceeds `budget` (see the module doc for the model), the
-/// base layer at least.
+/// (every layer when the structure gives no resolutions) and the highest temporal layer whose
+/// frame rate (from the producer's, `producer_fps`; unknown while 0) is within
+/// `max_frame_rate`, then lower while the estimated bitrate of what it would get exceeds
+/// `budget` (see the module doc for the model), the base layer at least.
 pub(crate) fn wanted_layers(
     structure: &Structure,
     prefs: &Preferences,
     budget: Option<u64>,
     producer_bps: u64,
+    producer_fps: u32,
 ) -> Layers {
     let top_spatial = structure.max_spatial_id();
     let top_temporal = structure
@@ -104,7 +112,18 @@ pub(crate) fn wanted_layers(
             .unwrap_or(0),
         None => top_spatial,
     };
-    let mut temporal = top_temporal;
+    let mut temporal = match prefs.max_frame_rate {
+        Some(max) if producer_fps > 0 => {
+            let (num, den) = FRAME_RATE_TOLERANCE;
+            // Layer t's rate, fps / 2^(top - t), within max * num / den.
+            let fits = |t: u8| {
+                let halvings = u32::from(top_temporal - t).min(32);
+                u64::from(producer_fps) * den <= (u64::from(max) * num) << halvings
+            };
+            (0..=top_temporal).rev().find(|&t| fits(t)).unwrap_or(0)
+        }
+        _ => top_temporal,
+    };
     let Some(budget) = budget else {
         return Layers { spatial, temporal };
     };
@@ -143,7 +162,14 @@ impl Router {
         packet: &[u8],
         out: &mut impl Output,
     ) {
-        let Some(svc) = self.producers.get_mut(key).and_then(|p| p.svc.as_mut()) else {
+        let Some(p) = self.producers.get_mut(key) else {
+            return;
+        };
+        let frame_rate_moved = p
+            .layers
+            .first_mut()
+            .is_some_and(|l| l.frame_rate.add(now, header.timestamp));
+        let Some(svc) = p.svc.as_mut() else {
             return;
         };
         let generation = svc.stream.generation();
@@ -161,8 +187,9 @@ impl Router {
             }
             None => (None, false),
         };
-        if new_structure {
-            // Decode targets and resolutions may differ: each consumer's wanted layers too.
+        if new_structure || frame_rate_moved {
+            // Decode targets and resolutions may differ, or the frame rate that temporal
+            // layers give: each consumer's wanted layers too.
             self.select_layers(now, key);
         }
         let Some(p) = self.producers.get(key) else {
@@ -364,6 +391,7 @@ mod tests {
                 small,
                 Preferences {
                     max_height: Some(360),
+                    max_frame_rate: None,
                     paused: false,
                 },
             );
@@ -418,9 +446,12 @@ mod tests {
                     self.seq = self.seq.wrapping_add(1);
                 }
                 self.frame = self.frame.wrapping_add(1);
+                if last_of_unit {
+                    // 30 temporal units a second.
+                    self.now += Duration::from_millis(33);
+                }
             }
             self.unit += units;
-            self.now += Duration::from_millis(33 * units as u64);
             self.router.handle_timeout(self.now, &mut self.out);
         }
 
@@ -534,32 +565,119 @@ mod tests {
         contiguous(&small);
     }
 
+    /// The temporal id of each frame `got` holds (its first packet), from the template
+    /// index the test payload carries.
+    fn temporal_ids(structure: &Structure, got: &[(u16, bool, u8, Vec<u8>)]) -> Vec<u8> {
+        got.iter()
+            .filter(|(_, _, _, p)| p[p.len() - 2] == 0)
+            .map(|(_, _, _, p)| structure.templates()[usize::from(p[p.len() - 3])].temporal_id)
+            .collect()
+    }
+
+    #[test]
+    fn a_consumer_with_max_frame_rate_gets_fewer_temporal_layers() {
+        let mut s = Svc::new();
+        let small = s.small;
+        let capped = |max_frame_rate| Preferences {
+            max_height: Some(360),
+            max_frame_rate,
+            paused: false,
+        };
+        // What `to` got from the `units` units sent now (the earlier ones hold the structure).
+        let send = |s: &mut Svc, units, to| {
+            let before = s.got(to).len();
+            s.send(units, false);
+            s.got(to).split_off(before)
+        };
+        // Asked before the producer's frame rate is known: applied once it is (in a second).
+        s.router.set_preferences(s.now, small, capped(Some(15)));
+        s.send(40, true);
+        let plis = s.plis();
+        // Units T0 T2 T1 T2 from here: SMALL gets the T0 and T1 ones, 15 a second.
+        let full_before = s.got(FULL).len();
+        let got = send(&mut s, 16, SMALL);
+        assert_eq!(s.got(FULL).len() - full_before, 16 * 3 * 2);
+        assert_eq!(got.len(), 8 * 2 * 2);
+        contiguous(&got);
+        assert_eq!(temporal_ids(&s.structure, &got), [0, 0, 1, 1].repeat(4));
+        assert_eq!(got.iter().filter(|(_, m, _, _)| *m).count(), 8);
+        // 8 a second: the base layer only, 7.5.
+        s.router.set_preferences(s.now, small, capped(Some(8)));
+        let got = send(&mut s, 16, SMALL);
+        assert_eq!(temporal_ids(&s.structure, &got), [0, 0].repeat(4));
+        // Lifted: every frame again from the next one that allows it, with no keyframe.
+        s.router.set_preferences(s.now, small, capped(None));
+        s.send(4, false);
+        let got = send(&mut s, 16, SMALL);
+        assert_eq!(got.len(), 16 * 2 * 2);
+        let all = s.got(SMALL);
+        contiguous(&all);
+        assert_eq!(s.plis(), plis, "no keyframe asked for");
+    }
+
+    #[test]
+    fn wanted_layers_follow_max_frame_rate() {
+        let st = l3t3_full(0);
+        let prefs = |fps| Preferences {
+            max_height: None,
+            max_frame_rate: fps,
+            paused: false,
+        };
+        let l = |spatial, temporal| Layers { spatial, temporal };
+        let temporal = |max, fps| wanted_layers(&st, &prefs(max), None, 0, fps).temporal;
+        assert_eq!(temporal(None, 30), 2);
+        assert_eq!(temporal(Some(30), 30), 2);
+        assert_eq!(temporal(Some(15), 30), 1);
+        assert_eq!(temporal(Some(29), 30), 2, "within the tolerance");
+        assert_eq!(temporal(Some(15), 31), 1, "15.5 is within it too");
+        assert_eq!(temporal(Some(14), 30), 1);
+        assert_eq!(temporal(Some(13), 30), 0, "15 is not 13: 7.5");
+        assert_eq!(temporal(Some(1), 30), 0, "never below the base layer");
+        assert_eq!(temporal(Some(0), 30), 0);
+        assert_eq!(temporal(Some(15), 0), 2, "the producer's rate unknown yet");
+        assert_eq!(temporal(Some(u16::MAX), u32::MAX), 0, "no overflow");
+        // With a budget: the frame rate caps first, then the bitrate lowers further.
+        let bps = 2_100_000;
+        assert_eq!(
+            wanted_layers(&st, &prefs(Some(15)), Some(3_000_000), bps, 30),
+            l(2, 1)
+        );
+        assert_eq!(
+            wanted_layers(&st, &prefs(Some(15)), Some(30_000), bps, 30),
+            l(0, 0)
+        );
+    }
+
     #[test]
     fn wanted_layers_follow_max_height_and_budget() {
         let st = l3t3_full(0);
         let prefs = |h| Preferences {
             max_height: h,
+            max_frame_rate: None,
             paused: false,
         };
         let l = |spatial, temporal| Layers { spatial, temporal };
-        assert_eq!(wanted_layers(&st, &prefs(None), None, 0), l(2, 2));
-        assert_eq!(wanted_layers(&st, &prefs(Some(720)), None, 0), l(2, 2));
-        assert_eq!(wanted_layers(&st, &prefs(Some(400)), None, 0), l(1, 2));
-        assert_eq!(wanted_layers(&st, &prefs(Some(100)), None, 0), l(0, 2));
+        assert_eq!(wanted_layers(&st, &prefs(None), None, 0, 0), l(2, 2));
+        assert_eq!(wanted_layers(&st, &prefs(Some(720)), None, 0, 0), l(2, 2));
+        assert_eq!(wanted_layers(&st, &prefs(Some(400)), None, 0, 0), l(1, 2));
+        assert_eq!(wanted_layers(&st, &prefs(Some(100)), None, 0, 0), l(0, 2));
         // 2.1 Mb/s shared 1:4:16 by pixels: S0 100 kb/s, S0+S1 500 kb/s, all 2.1 Mb/s.
         let bps = 2_100_000;
         assert_eq!(
-            wanted_layers(&st, &prefs(None), Some(3_000_000), bps),
+            wanted_layers(&st, &prefs(None), Some(3_000_000), bps, 0),
             l(2, 2)
         );
         assert_eq!(
-            wanted_layers(&st, &prefs(None), Some(1_000_000), bps),
+            wanted_layers(&st, &prefs(None), Some(1_000_000), bps, 0),
             l(1, 2)
         );
         assert_eq!(
-            wanted_layers(&st, &prefs(None), Some(200_000), bps),
+            wanted_layers(&st, &prefs(None), Some(200_000), bps, 0),
             l(0, 2)
         );
-        assert_eq!(wanted_layers(&st, &prefs(None), Some(30_000), bps), l(0, 0));
+        assert_eq!(
+            wanted_layers(&st, &prefs(None), Some(30_000), bps, 0),
+            l(0, 0)
+        );
     }
 }
