@@ -123,6 +123,14 @@ fn svc_av1_follows_the_subscribers_max_frame_rate() {
     follow_preferences("AV1", Some("L1T3"), "framerate");
 }
 
+/// VP8 simulcast (each layer L1T3, Chromium's default): `maxFrameRate: 15` drops the top
+/// temporal layer of the forwarded stream (TID in the VP8 payload descriptor), the sequence
+/// numbers and picture ids closing up behind it, and lifting it brings every frame back.
+#[test]
+fn simulcast_vp8_follows_the_subscribers_max_frame_rate() {
+    follow_preferences("VP8", None, "framerate");
+}
+
 fn layers_follow_max_height(codec: &str) {
     layers_follow_max_height_with(codec, None);
 }

@@ -223,21 +223,26 @@ fn vp8_descriptor_len(p: &[u8]) -> Option<usize> {
     Some(at)
 }
 
-/// The VP8 payload descriptor's picture id and TL0PICIDX (RFC 7741 §4.2), where present.
+/// The VP8 payload descriptor's picture id, TL0PICIDX and temporal layer (RFC 7741 §4.2),
+/// where present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Vp8Fields {
     /// The picture id and whether it is the 15-bit form.
     pub picture_id: Option<(u16, bool)>,
     pub tl0: Option<u8>,
+    /// The temporal layer index (TID) and the layer sync bit (Y: the frame depends only on
+    /// the base layer), when the T bit says they are there.
+    pub temporal: Option<(u8, bool)>,
 }
 
-/// Where the picture id (offset, whether 15-bit) and TL0PICIDX (offset) sit in a VP8 payload.
-type Vp8Offsets = (Option<(usize, bool)>, Option<usize>);
+/// Where the picture id (offset, whether 15-bit), TL0PICIDX (offset) and the TID/Y/KEYIDX
+/// byte (offset, when T is set) sit in a VP8 payload.
+type Vp8Offsets = (Option<(usize, bool)>, Option<usize>, Option<usize>);
 
 fn vp8_field_offsets(p: &[u8]) -> Option<Vp8Offsets> {
     let b0 = *p.first()?;
     if b0 & 0x80 == 0 {
-        return Some((None, None));
+        return Some((None, None, None));
     }
     let x = *p.get(1)?;
     let mut at = 2;
@@ -250,13 +255,18 @@ fn vp8_field_offsets(p: &[u8]) -> Option<Vp8Offsets> {
     let tl0 = (x & 0x40 != 0).then_some(at);
     if tl0.is_some() {
         p.get(at)?;
+        at += 1;
     }
-    Some((picture, tl0))
+    let temporal = (x & 0x20 != 0).then_some(at);
+    if temporal.is_some() {
+        p.get(at)?;
+    }
+    Some((picture, tl0, temporal))
 }
 
-/// Reads the VP8 payload descriptor's picture id and TL0PICIDX.
+/// Reads the VP8 payload descriptor's picture id, TL0PICIDX and temporal layer.
 pub fn vp8_picture_fields(p: &[u8]) -> Option<Vp8Fields> {
-    let (picture, tl0) = vp8_field_offsets(p)?;
+    let (picture, tl0, temporal) = vp8_field_offsets(p)?;
     let picture_id = match picture {
         Some((at, true)) => Some((
             u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]) & 0x7FFF,
@@ -269,12 +279,23 @@ pub fn vp8_picture_fields(p: &[u8]) -> Option<Vp8Fields> {
         Some(at) => Some(*p.get(at)?),
         None => None,
     };
-    Some(Vp8Fields { picture_id, tl0 })
+    let temporal = match temporal {
+        Some(at) => {
+            let b = *p.get(at)?;
+            Some((b >> 6, b & 0x20 != 0))
+        }
+        None => None,
+    };
+    Some(Vp8Fields {
+        picture_id,
+        tl0,
+        temporal,
+    })
 }
 
 /// Adds `picture` to the VP8 picture id (modulo its width) and `tl0` to TL0PICIDX, in place.
 pub fn vp8_shift_picture(p: &mut [u8], picture: u16, tl0: u8) {
-    let Some((id_at, tl0_at)) = vp8_field_offsets(p) else {
+    let Some((id_at, tl0_at, _)) = vp8_field_offsets(p) else {
         return;
     };
     match id_at {
@@ -483,6 +504,28 @@ mod tests {
         ));
         assert!(!is_keyframe(Codec::Vp8, &[0x90, 0xE0, 0x80]));
         assert!(!is_keyframe(Codec::Vp8, &[]));
+    }
+
+    #[test]
+    fn vp8_fields_with_temporal_layers() {
+        // X; I (15-bit id 0x0123), L (TL0PICIDX 7), T (TID 2, Y).
+        let p = [0x90, 0xE0, 0x81, 0x23, 0x07, 0xA0, 0xAA];
+        let f = vp8_picture_fields(&p).unwrap();
+        assert_eq!(f.picture_id, Some((0x0123, true)));
+        assert_eq!(f.tl0, Some(7));
+        assert_eq!(f.temporal, Some((2, true)));
+        // T without L: the byte follows the picture id; TID 1, no sync.
+        let f = vp8_picture_fields(&[0x90, 0xA0, 0x05, 0x40]).unwrap();
+        assert_eq!(
+            (f.picture_id, f.tl0, f.temporal),
+            (Some((5, false)), None, Some((1, false)))
+        );
+        // K alone is no temporal layer; a truncated descriptor is nothing.
+        assert_eq!(
+            vp8_picture_fields(&[0x90, 0x10, 0x1F]).unwrap().temporal,
+            None
+        );
+        assert_eq!(vp8_picture_fields(&[0x90, 0xE0, 0x81, 0x23, 0x07]), None);
     }
 
     #[test]

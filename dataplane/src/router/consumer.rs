@@ -11,6 +11,8 @@ use crate::rtp::{self, HeaderFields};
 use crate::spec::{ConsumerId, ConsumerSpec, Preferences, RtxSpec, Ssrc};
 use crate::transport::TransportKey;
 
+use super::temporal::Temporal;
+
 /// A subscription to a producer on another transport of the router.
 pub(super) struct Consumer {
     pub id: ConsumerId,
@@ -81,6 +83,9 @@ pub struct Rewrite {
     consumer_red: Option<u8>,
     /// The producer's RED, if it sends RED (see `with_red`).
     red: Option<RedMap>,
+    /// VP8 temporal layers dropped for `maxFrameRate`: then sequence numbers and picture ids
+    /// come from it instead of the offsets (see `super::temporal`).
+    temporal: Option<Box<Temporal>>,
 }
 
 /// A producer's RED (RFC 2198): its RED payload type and the inner (Opus) one.
@@ -121,6 +126,7 @@ impl Rewrite {
             }),
             consumer_red: spec.red,
             red: None,
+            temporal: None,
         }
     }
 
@@ -144,6 +150,9 @@ impl Rewrite {
     /// The producer's sequence number for one of ours (for NACKs), if we sent it with the
     /// current offsets.
     pub fn producer_seq(&self, seq: u16) -> Option<u16> {
+        if let Some(t) = self.temporal.as_deref() {
+            return t.seq.producer_seq(seq);
+        }
         let current = self
             .segment_start
             .is_none_or(|start| seq.wrapping_sub(start) < 0x8000);
@@ -178,6 +187,42 @@ impl Rewrite {
             }
         }
         self.segment_start = Some(header.sequence.wrapping_add(self.seq_offset));
+        if let Some(t) = self.temporal.as_mut() {
+            let next_picture = self.last_picture.map_or(0, |(id, _)| id.wrapping_add(1));
+            t.restart(seq.wrapping_add(1), next_picture);
+        }
+    }
+
+    /// Forwards VP8 temporal layers up to `wanted` only (`None`: all of them again). The
+    /// first call starts numbering that closes up over the dropped packets; it stays on for
+    /// the consumer's life (NACKs of packets sent before it are not answered).
+    pub fn set_temporal(&mut self, wanted: Option<u8>) {
+        let wanted = match (wanted, self.temporal.as_mut()) {
+            (w, Some(t)) => return t.set_wanted(w.unwrap_or(u8::MAX)),
+            (None, None) => return,
+            (Some(w), None) => w,
+        };
+        let first_seq = self
+            .last
+            .map_or(self.seq_offset, |(seq, ..)| seq.wrapping_add(1));
+        let next_picture = self.last_picture.map_or(0, |(id, _)| id.wrapping_add(1));
+        self.temporal = Some(Temporal::new(first_seq, next_picture, wanted));
+    }
+
+    /// Whether a packet with the VP8 `fields` goes to the subscriber (its temporal layer is
+    /// wanted); one that does not must be passed to [`Rewrite::skip`].
+    pub fn admits(&mut self, fields: Option<&rtp::Vp8Fields>, keyframe: bool) -> bool {
+        match self.temporal.as_mut() {
+            Some(t) => t.admits(fields.and_then(|f| f.temporal), keyframe),
+            None => true,
+        }
+    }
+
+    /// The producer's packet `seq` is not forwarded: the numbers close up over it.
+    pub fn skip(&mut self, seq: u16) {
+        if let Some(t) = self.temporal.as_mut() {
+            let _hole = t.seq.skip(seq);
+        }
     }
 
     /// Writes the decrypted RTP `packet` of the stream being forwarded into `out` in the clear
@@ -191,49 +236,82 @@ impl Rewrite {
         now: Instant,
         twcc: Option<(u8, u16)>,
     ) -> Option<usize> {
-        let seq = header.sequence.wrapping_add(self.seq_offset);
-        if self
-            .segment_start
-            .is_some_and(|start| seq.wrapping_sub(start) >= 0x8000)
+        let seq = match self.temporal.as_mut() {
+            Some(t) => t.seq.forward(header.sequence)?,
+            None => header.sequence.wrapping_add(self.seq_offset),
+        };
+        if self.temporal.is_none()
+            && self
+                .segment_start
+                .is_some_and(|start| seq.wrapping_sub(start) >= 0x8000)
         {
             return None;
         }
-        let len = self.write_as(header, packet, out, seq, twcc)?;
+        let fields = (self.codec == Codec::Vp8)
+            .then(|| packet.get(header.payload_offset..header.payload_end))
+            .flatten()
+            .and_then(rtp::vp8_picture_fields);
+        let picture = self.picture_shift(fields.as_ref(), true)?;
+        let len = self.write_with(header, packet, out, seq, header.marker, None, twcc, picture)?;
         if self
             .last
             .is_none_or(|(last, ..)| seq.wrapping_sub(last) < 0x8000)
         {
             self.last = Some((seq, self.timestamp(header.timestamp), now));
-            if self.codec == Codec::Vp8 {
-                let payload = packet.get(header.payload_offset..header.payload_end);
-                if let Some(f) = payload.and_then(rtp::vp8_picture_fields) {
-                    let previous = self.last_picture.unwrap_or_default();
-                    self.last_picture = Some((
-                        f.picture_id.map_or(previous.0, |(id, long)| {
-                            let modulo = if long { 0x8000 } else { 0x80 };
-                            id.wrapping_add(self.picture_offset) % modulo
-                        }),
-                        f.tl0
-                            .map_or(previous.1, |t| t.wrapping_add(self.tl0_offset)),
-                    ));
-                }
+            if let Some(f) = fields {
+                let previous = self.last_picture.unwrap_or_default();
+                self.last_picture = Some((
+                    f.picture_id.map_or(previous.0, |(id, long)| {
+                        id.wrapping_add(picture) % if long { 0x8000 } else { 0x80 }
+                    }),
+                    f.tl0
+                        .map_or(previous.1, |t| t.wrapping_add(self.tl0_offset)),
+                ));
             }
         }
         Some(len)
+    }
+
+    /// What to add to a VP8 packet's picture id (`fields`, read from it): the offset of the
+    /// stream it is on, or with temporal layers dropped the difference to the id it was (or,
+    /// when `fresh`, is now) given. `None` for a resend of a picture no longer remembered.
+    fn picture_shift(&mut self, fields: Option<&rtp::Vp8Fields>, fresh: bool) -> Option<u16> {
+        let (Some(t), Some((id, long))) =
+            (self.temporal.as_mut(), fields.and_then(|f| f.picture_id))
+        else {
+            return Some(self.picture_offset);
+        };
+        let modulo = if long { 0x8000 } else { 0x80 };
+        let ours = if fresh {
+            t.picture(id, modulo)
+        } else {
+            t.picture_sent(id)?
+        };
+        Some(ours.wrapping_sub(id) % modulo)
     }
 
     /// Writes `packet` with our sequence number `seq` (a retransmission: the number it was
     /// first sent with), and `twcc`'s transport-wide sequence number (extension id, number)
     /// when the subscriber sends transport-cc feedback.
     pub fn write_as(
-        &self,
+        &mut self,
         header: &rtp::Header,
         packet: &[u8],
         out: &mut [u8],
         seq: u16,
         twcc: Option<(u8, u16)>,
     ) -> Option<usize> {
-        self.write_with(header, packet, out, seq, header.marker, None, twcc)
+        let picture = self.resend_picture_shift(header, packet)?;
+        self.write_with(header, packet, out, seq, header.marker, None, twcc, picture)
+    }
+
+    /// The picture id shift for a retransmission of `packet` (see `picture_shift`).
+    fn resend_picture_shift(&mut self, header: &rtp::Header, packet: &[u8]) -> Option<u16> {
+        let fields = (self.codec == Codec::Vp8)
+            .then(|| packet.get(header.payload_offset..header.payload_end))
+            .flatten()
+            .and_then(rtp::vp8_picture_fields);
+        self.picture_shift(fields.as_ref(), false)
     }
 
     /// Writes a packet of an SVC stream (`super::svc`): `seq` comes from the consumer's
@@ -248,7 +326,10 @@ impl Rewrite {
         svc: SvcFields<'_>,
         now: Instant,
     ) -> Option<usize> {
-        let len = self.write_with(header, packet, out, svc.seq, svc.marker, svc.dd, svc.twcc)?;
+        let shift = self.picture_offset;
+        let len = self.write_with(
+            header, packet, out, svc.seq, svc.marker, svc.dd, svc.twcc, shift,
+        )?;
         if self
             .last
             .is_none_or(|(last, ..)| svc.seq.wrapping_sub(last) < 0x8000)
@@ -266,7 +347,10 @@ impl Rewrite {
         out: &mut [u8],
         svc: SvcFields<'_>,
     ) -> Option<usize> {
-        self.write_with(header, packet, out, svc.seq, svc.marker, svc.dd, svc.twcc)
+        let shift = self.picture_offset;
+        self.write_with(
+            header, packet, out, svc.seq, svc.marker, svc.dd, svc.twcc, shift,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -279,6 +363,7 @@ impl Rewrite {
         marker: bool,
         dd: Option<(u8, &[u8])>,
         twcc: Option<(u8, u16)>,
+        picture: u16,
     ) -> Option<usize> {
         let red = self.red.filter(|r| r.producer_red == header.payload_type);
         if let Some(r) = red {
@@ -300,7 +385,10 @@ impl Rewrite {
         let end = header_len.checked_add(body.len())?;
         out.get_mut(header_len..end)?.copy_from_slice(body);
         let payload_len = header.payload_end.checked_sub(header.payload_offset)?;
-        self.shift_picture(out.get_mut(header_len..header_len.checked_add(payload_len)?)?);
+        self.shift_picture(
+            out.get_mut(header_len..header_len.checked_add(payload_len)?)?,
+            picture,
+        );
         Some(end)
     }
 
@@ -357,6 +445,7 @@ impl Rewrite {
         twcc: Option<(u8, u16)>,
     ) -> Option<usize> {
         let rtx = self.rtx?;
+        let picture = self.resend_picture_shift(header, packet)?;
         let fields = HeaderFields {
             marker: header.marker,
             payload_type: rtx.payload_type,
@@ -372,7 +461,7 @@ impl Rewrite {
             .copy_from_slice(&seq.to_be_bytes());
         let body = out.get_mut(start..end)?;
         body.copy_from_slice(payload);
-        self.shift_picture(body);
+        self.shift_picture(body, picture);
         self.advance_rtx();
         Some(end)
     }
@@ -442,10 +531,11 @@ impl Rewrite {
         rtp::write_header(out, fields, extensions.get(..count)?).ok()
     }
 
-    /// VP8: shifts the picture id and TL0PICIDX of a payload written after a layer switch.
-    fn shift_picture(&self, payload: &mut [u8]) {
-        if self.codec == Codec::Vp8 && (self.picture_offset != 0 || self.tl0_offset != 0) {
-            rtp::vp8_shift_picture(payload, self.picture_offset, self.tl0_offset);
+    /// VP8: adds `picture` to the picture id and our offset to TL0PICIDX (after a layer
+    /// switch, or with temporal layers dropped).
+    fn shift_picture(&self, payload: &mut [u8], picture: u16) {
+        if self.codec == Codec::Vp8 && (picture != 0 || self.tl0_offset != 0) {
+            rtp::vp8_shift_picture(payload, picture, self.tl0_offset);
         }
     }
 }

@@ -22,6 +22,7 @@ mod consumer;
 mod history;
 mod producer;
 mod svc;
+mod temporal;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -493,6 +494,10 @@ impl Router {
             .unwrap_or_default();
         let video = producer.kind == MediaKind::Video;
         let keyframe = video && rtp::is_keyframe(producer.codec, payload);
+        // Read once here for every consumer: picture ids and temporal layers.
+        let vp8 = (producer.codec == crate::media::Codec::Vp8)
+            .then(|| rtp::vp8_picture_fields(payload))
+            .flatten();
         let clock_rate = producer.clock_rate;
         let Some(l) = producer.layers.get_mut(layer) else {
             return;
@@ -500,6 +505,10 @@ impl Router {
         let resumed = !l.active(now);
         l.last_packet = Some(now);
         l.rate.add(now, packet.len());
+        let frame_rate_moved = video && l.frame_rate.add(now, header.timestamp);
+        if let Some((tid, _)) = vp8.and_then(|f| f.temporal) {
+            l.top_tid = l.top_tid.max(Some(tid));
+        }
         l.receive.on_packet(header.sequence, header.timestamp, now);
         if let Some(history) = l.history.as_mut() {
             history.insert(header.sequence, packet);
@@ -507,8 +516,9 @@ impl Router {
         if keyframe && producer.codec == crate::media::Codec::Vp8 {
             l.height = rtp::vp8_keyframe_size(payload).map(|(_, h)| h).or(l.height);
         }
-        if resumed && producer.layers.len() > 1 {
-            // A layer (re)appeared: consumers may want it.
+        if (resumed && producer.layers.len() > 1) || frame_rate_moved {
+            // A layer (re)appeared: consumers may want it; or the frame rate that temporal
+            // layers give moved.
             self.select_layers(now, key);
         }
         let Some(producer) = self.producers.get(key) else {
@@ -528,6 +538,10 @@ impl Router {
             let switching =
                 consumer.layer != Some(layer) && consumer.target == layer && (keyframe || !video);
             if consumer.layer != Some(layer) && !switching {
+                continue;
+            }
+            if !consumer.rewrite.admits(vp8.as_ref(), keyframe) {
+                consumer.rewrite.skip(header.sequence);
                 continue;
             }
             let mut bandwidth = self
@@ -716,6 +730,13 @@ impl Router {
             c.layer = None;
         }
         c.target = target;
+        // `max_frame_rate` on a VP8 stream with temporal layers: drop the layers above it.
+        if let Some(l) = p.layers.get(target)
+            && let Some(top) = l.top_tid
+        {
+            let cap = |max| svc::temporal_cap(Some(max), l.frame_rate.fps, top);
+            c.rewrite.set_temporal(c.prefs.max_frame_rate.map(cap));
+        }
         let (producer, wants) = (c.producer, c.waits_for(target));
         self.lower_deadline(probe_ends);
         if wants {
@@ -1542,6 +1563,9 @@ mod tests {
         twcc: Option<u16>,
         /// Bytes added to each payload (a layer's bitrate).
         pad: usize,
+        /// Each layer as L1T3 (TID in the payload descriptor, by picture id: 0, 2, 1, 2, ...,
+        /// the first TL1 and TL2 after a TL0 frame with the sync bit).
+        temporal: bool,
     }
 
     const LAYER_SSRCS: [u32; 3] = [100, 200, 300];
@@ -1583,6 +1607,7 @@ mod tests {
                 seqs: [1000, 30000, 65000],
                 twcc: twcc.then_some(65530),
                 pad: 0,
+                temporal: false,
             }
         }
 
@@ -1606,6 +1631,11 @@ mod tests {
             ext.extend(twcc.as_ref().map(|n| (5, &n[..])));
             let h = rtp::write_header(&mut buf, &fields, &ext).unwrap();
             let mut payload = vp8(seq & 0x7FFF, keyframe.then_some(HEIGHTS[layer]));
+            if self.temporal {
+                let (tid, sync) = if keyframe { (0, false) } else { l1t3(seq) };
+                payload[1] |= 0x20;
+                payload.insert(4, tid << 6 | u8::from(sync) << 5);
+            }
             payload.resize(payload.len() + self.pad, 0xEE);
             buf[h..h + payload.len()].copy_from_slice(&payload);
             let packet = &buf[..h + payload.len()];
@@ -1653,6 +1683,76 @@ mod tests {
                 .filter(|p| matches!(p, rtcp::Packet::Pli { media_ssrc, .. } if *media_ssrc == LAYER_SSRCS[layer]))
                 .count()
         }
+    }
+
+    /// The temporal layer and sync bit of picture `n` in Chromium's L1T3 pattern.
+    fn l1t3(n: u16) -> (u8, bool) {
+        match n % 4 {
+            0 => (0, false),
+            1 => (2, true),
+            2 => (1, true),
+            _ => (2, false),
+        }
+    }
+
+    #[test]
+    fn max_frame_rate_drops_vp8_temporal_layers_and_the_stream_stays_whole() {
+        let mut s = Simulcast::new();
+        s.temporal = true;
+        s.seqs = [1000, 2000, 65000];
+        for layer in 0..3 {
+            s.send(layer, true);
+        }
+        // A second and a bit at 30 fps: the frame rate is known.
+        for _ in 0..40 {
+            s.round(&[0, 1, 2]);
+        }
+        let all = s.received();
+        assert!(
+            all.len() >= 41,
+            "every frame of f (after the lower layers' keyframes)"
+        );
+        continuous(&all);
+        let capped = |max_frame_rate| Preferences {
+            max_height: None,
+            max_frame_rate,
+            paused: false,
+        };
+        s.router
+            .set_preferences(s.now, s.subscriber, capped(Some(15)));
+        for _ in 0..40 {
+            s.round(&[0, 1, 2]);
+        }
+        let half = s.received();
+        assert_eq!(half.len(), 20, "TL0 and TL1 only: {half:?}");
+        // One stream still: numbers and picture ids close up over the dropped frames.
+        continuous(&[&all[all.len() - 1..], &half[..]].concat());
+        // A NACK maps back through the closed-up numbers; the resend keeps its picture id.
+        let (seq, _, picture) = half[5];
+        let mut nack = [0u8; 64];
+        let n = rtcp::write_nack(&mut nack, 8, 4001, &[seq]).unwrap();
+        s.router
+            .on_rtcp(s.now, s.subscriber, &nack[..n], &mut s.out);
+        assert_eq!(s.received(), [(seq, half[5].1, picture)]);
+
+        s.router
+            .set_preferences(s.now, s.subscriber, capped(Some(8)));
+        for _ in 0..40 {
+            s.round(&[0, 1, 2]);
+        }
+        let quarter = s.received();
+        assert_eq!(quarter.len(), 10, "TL0 only");
+        s.router.set_preferences(s.now, s.subscriber, capped(None));
+        for _ in 0..8 {
+            s.round(&[0, 1, 2]);
+        }
+        let back = s.received();
+        assert!(
+            (6..=8).contains(&back.len()),
+            "every layer from a sync frame: {back:?}"
+        );
+        continuous(&[&half[half.len() - 1..], &quarter[..], &back[..]].concat());
+        assert_eq!(s.plis_for(2), 1, "no keyframe needed for any of it");
     }
 
     /// Sequence numbers and picture ids go up by one, timestamps go up.

@@ -71,9 +71,11 @@ pub(super) struct Layer {
     pub last_packet: Option<Instant>,
     /// Its bitrate, measured over windows of `RATE_WINDOW`.
     pub rate: Rate,
-    /// Its frame rate, measured for SVC producers only (`super::svc`), whose consumers'
-    /// `max_frame_rate` drops temporal layers; 0 on others.
+    /// Its frame rate (video), for consumers whose `max_frame_rate` drops temporal layers.
     pub frame_rate: FrameRate,
+    /// VP8: the highest temporal layer (TID) seen in its payload descriptors; `None` for
+    /// streams without temporal layers (and other codecs: SVC has its own, `super::svc`).
+    pub top_tid: Option<u8>,
 }
 
 /// A layer that sent nothing for this long is taken as stopped by its publisher.
@@ -92,6 +94,7 @@ impl Layer {
             last_packet: None,
             rate: Rate::default(),
             frame_rate: FrameRate::default(),
+            top_tid: None,
         }
     }
 

@@ -85,6 +85,22 @@ impl ConsumerSvc {
 /// (a 30 fps camera reads 31 now and then), and a subscriber asking for 15 of 31 wants half.
 const FRAME_RATE_TOLERANCE: (u64, u64) = (9, 8);
 
+/// The highest temporal layer of `top` whose frame rate, from the stream's `fps` (unknown
+/// while 0) halved per layer below the top, is within `max_frame_rate`; the base layer at
+/// least, `top` without a limit.
+pub(super) fn temporal_cap(max_frame_rate: Option<u16>, fps: u32, top: u8) -> u8 {
+    let Some(max) = max_frame_rate.filter(|_| fps > 0) else {
+        return top;
+    };
+    let (num, den) = FRAME_RATE_TOLERANCE;
+    // Layer t's rate, fps / 2^(top - t), within max * num / den.
+    let fits = |t: u8| {
+        let halvings = u32::from(top - t).min(32);
+        u64::from(fps) * den <= (u64::from(max) * num) << halvings
+    };
+    (0..=top).rev().find(|&t| fits(t)).unwrap_or(0)
+}
+
 /// The layers a consumer should get: the highest spatial layer no taller than `max_height`
 /// (every layer when the structure gives no resolutions) and the highest temporal layer whose
 /// frame rate (from the producer's, `producer_fps`; unknown while 0) is within
@@ -112,18 +128,7 @@ pub(crate) fn wanted_layers(
             .unwrap_or(0),
         None => top_spatial,
     };
-    let mut temporal = match prefs.max_frame_rate {
-        Some(max) if producer_fps > 0 => {
-            let (num, den) = FRAME_RATE_TOLERANCE;
-            // Layer t's rate, fps / 2^(top - t), within max * num / den.
-            let fits = |t: u8| {
-                let halvings = u32::from(top_temporal - t).min(32);
-                u64::from(producer_fps) * den <= (u64::from(max) * num) << halvings
-            };
-            (0..=top_temporal).rev().find(|&t| fits(t)).unwrap_or(0)
-        }
-        _ => top_temporal,
-    };
+    let mut temporal = temporal_cap(prefs.max_frame_rate, producer_fps, top_temporal);
     let Some(budget) = budget else {
         return Layers { spatial, temporal };
     };
@@ -165,10 +170,6 @@ impl Router {
         let Some(p) = self.producers.get_mut(key) else {
             return;
         };
-        let frame_rate_moved = p
-            .layers
-            .first_mut()
-            .is_some_and(|l| l.frame_rate.add(now, header.timestamp));
         let Some(svc) = p.svc.as_mut() else {
             return;
         };
@@ -187,9 +188,8 @@ impl Router {
             }
             None => (None, false),
         };
-        if new_structure || frame_rate_moved {
-            // Decode targets and resolutions may differ, or the frame rate that temporal
-            // layers give: each consumer's wanted layers too.
+        if new_structure {
+            // Decode targets and resolutions may differ: each consumer's wanted layers too.
             self.select_layers(now, key);
         }
         let Some(p) = self.producers.get(key) else {
