@@ -82,10 +82,12 @@ def last(path):
     return json.loads(lines[-1]) if lines else {}
 plain, sim = last(sys.argv[1]), last(sys.argv[2])
 for name, c in (("plain 720p", plain), ("simulcast, mixed layers", sim)):
+    us = c.get("cpu_us_per_forwarded_packet")
     print(f"{name}: {c.get('subscribers_per_core')} subscribers/core, "
           f"{c.get('forwarded_pps_per_core', 0):.0f} forwarded pps/core, "
-          f"{c.get('cpu_us_per_forwarded_packet')} us/packet; stopped: {c.get('stopped_because')}")
-for step in sim.get("steps", [])[-1:]:
+          f"{'-' if us is None else f'{us:.2f}'} us/packet; stopped: {c.get('stopped_because')}")
+held = [s for s in sim.get("steps", []) if s["subscribers"] == sim.get("subscribers_per_core")]
+for step in held:
     for l in step.get("layers", []):
         print(f"  at {step['subscribers']}: layer {l['rid']}: {l['video_pps_per_subscriber']:.1f} video pps each (sends {l['layer_pps']:.1f})")
 PY

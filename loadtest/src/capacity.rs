@@ -274,10 +274,15 @@ fn step(subscribers: usize, joined: bool, w: &Window) -> Step {
 fn print(c: &Capacity) {
     let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
     eprintln!(
-        "\n{} ({} backend): {} 720p subscriber connections per core, {:.0} forwarded packets/s per core, {} µs CPU per forwarded packet, loss {:.3}%, p99 {} ms",
+        "\n{} ({} backend): {} {} subscriber connections per core, {:.0} forwarded packets/s per core, {} µs CPU per forwarded packet, loss {:.3}%, p99 {} ms",
         c.sfu,
         c.io_backend.as_deref().unwrap_or("?"),
         c.subscribers_per_core,
+        if c.simulcast {
+            "simulcast (180p, 360p, 720p in turn)"
+        } else {
+            "720p"
+        },
         c.forwarded_pps_per_core,
         f(c.cpu_us_per_forwarded_packet),
         c.loss * 100.0,
