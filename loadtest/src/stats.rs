@@ -105,6 +105,7 @@ pub struct Totals {
 /// Simulcast subscribers that asked for one layer, and the video they received.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LayerCount {
+    /// Subscriber transports: one per subscription (a meeting participant has several).
     pub subscribers: u64,
     pub video_packets: u64,
 }
@@ -117,6 +118,7 @@ pub struct LayerRate {
     pub rid: &'static str,
     /// The `maxHeight` they sent (none for the top layer).
     pub max_height: Option<u16>,
+    /// Subscriber transports (one per subscription).
     pub subscribers: u64,
     /// Video packets/s each received, on average.
     pub video_pps_per_subscriber: f64,
