@@ -5,7 +5,9 @@
 #   1. criterion micro-benchmarks (benches/): SRTP, STUN, RTP rewrite, forward path, I/O loop;
 #   2. in a private network namespace: `switchyard loadtest capacity` on one pinned server core
 #      with recvmmsg/sendmmsg (the default) and the same ramp against Janus (videoroom) pinned
-#      to the same core, in the same run; then with io_uring; then the named scenarios.
+#      to the same core, in the same run; then a simulcast livestream on the same core
+#      (`--simulcast`: three layers, subscribers on 180, 360 and 720 lines in turn) with its
+#      comparison to the plain one printed; then with io_uring; then the named scenarios.
 #
 # Needs root (unshare -n) and two or more cores (server on core 0, generator on the last).
 # Environment: BENCH_QUICK=1 for a short run (smaller steps and windows) while developing;
@@ -70,6 +72,25 @@ if [[ $JANUS == 1 ]]; then
 else
   cap mmsg --io-backend mmsg
 fi
+# Issue 12: capacity per core for a simulcast livestream where subscribers take mixed layers,
+# beside the plain one above (the section in docs/benchmarks.md is written by hand from this).
+cap mmsg-simulcast --io-backend mmsg --simulcast
+python3 - "$OUT/capacity-mmsg.json" "$OUT/capacity-mmsg-simulcast.json" >&2 <<'PY' || true
+import json, sys
+def last(path):
+    lines = [l for l in open(path) if l.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+plain, sim = last(sys.argv[1]), last(sys.argv[2])
+for name, c in (("plain 720p", plain), ("simulcast, mixed layers", sim)):
+    us = c.get("cpu_us_per_forwarded_packet")
+    print(f"{name}: {c.get('subscribers_per_core')} subscribers/core, "
+          f"{c.get('forwarded_pps_per_core', 0):.0f} forwarded pps/core, "
+          f"{'-' if us is None else f'{us:.2f}'} us/packet; stopped: {c.get('stopped_because')}")
+held = [s for s in sim.get("steps", []) if s["subscribers"] == sim.get("subscribers_per_core")]
+for step in held:
+    for l in step.get("layers", []):
+        print(f"  at {step['subscribers']}: layer {l['rid']}: {l['video_pps_per_subscriber']:.1f} video pps each (sends {l['layer_pps']:.1f})")
+PY
 cap uring --io-backend uring
 scenario livestream --scenario livestream --subscribers 200
 scenario meeting --scenario meeting --participants 8

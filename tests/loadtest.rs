@@ -39,6 +39,66 @@ fn livestream_over_sync_signalling() {
     assert!(pps > 4.0 * 200.0, "{pps} packets/s in");
 }
 
+/// A simulcast publisher (q, h, f) and subscribers that ask for maxHeight 180, 360 and none in
+/// turn: each gets the layer it asked for, told apart by the video packets it receives
+/// (~31, ~63 and ~187 a second), in one stream with no loss.
+#[test]
+fn livestream_simulcast_subscribers_take_mixed_layers() {
+    netns::enter();
+    let r = run(&[
+        "--scenario",
+        "livestream",
+        "--subscribers",
+        "6",
+        "--simulcast",
+    ]);
+    assert_clean(&r, 7);
+    assert_eq!(r["simulcast"], true, "{r}");
+    let layers = r["layers"].as_array().expect("layers in the report");
+    let got: Vec<_> = layers
+        .iter()
+        .map(|l| {
+            (
+                l["rid"].as_str(),
+                l["max_height"].as_u64(),
+                l["subscribers"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some("q"), Some(180), Some(2)),
+            (Some("h"), Some(360), Some(2)),
+            (Some("f"), None, Some(2))
+        ],
+        "{r}"
+    );
+    for l in layers {
+        let received = l["video_pps_per_subscriber"].as_f64().unwrap_or(0.0);
+        let sent = l["layer_pps"].as_f64().unwrap_or(0.0);
+        assert!(
+            (received / sent - 1.0).abs() < 0.2,
+            "layer {}: {received} packets/s received, {sent} sent: {r}",
+            l["rid"]
+        );
+    }
+}
+
+/// Subscribers ask for their layers over `/sync`: WHEP cannot.
+#[test]
+fn simulcast_is_refused_over_whep() {
+    netns::enter();
+    let out = Command::new(binary())
+        .args(["loadtest", "run", "--scenario", "livestream", "--simulcast"])
+        .args(["--signalling", "whip"])
+        .output()
+        .expect("run switchyard loadtest");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--simulcast needs"), "{stderr}");
+}
+
 #[test]
 fn livestream_over_whip_and_whep() {
     netns::enter();

@@ -1,5 +1,7 @@
 //! `loadtest capacity`: one 720p + audio publisher, subscribers added step by step on a server
 //! pinned to one core, until loss or latency give out. The last step that held is the capacity.
+//! With `--simulcast` the publisher sends three layers and subscribers take 180, 360 and 720
+//! lines in turn.
 
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use serde::Serialize;
 use crate::generator::{Media, Signalling};
 use crate::report;
 use crate::run::{self, Progress, Setup, Sfu, Window};
+use crate::stats::LayerRate;
 use crate::traffic;
 use crate::{CapacityArgs, Error};
 
@@ -24,6 +27,9 @@ pub struct Step {
     pub generator_net_cpu: f64,
     pub generator_cpu_cores: Option<f64>,
     pub generator_saturated: bool,
+    /// With --simulcast: what the subscribers of each layer received.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerRate>,
 }
 
 /// The result: the interface `scripts/bench.sh` reads.
@@ -33,7 +39,10 @@ pub struct Capacity {
     pub io_backend: Option<String>,
     /// sync, whip, or janus-http.
     pub signalling: &'static str,
-    /// Sustained 720p + audio subscriber connections on the one server core.
+    /// The publisher sent three simulcast layers and subscribers took mixed ones.
+    pub simulcast: bool,
+    /// Sustained 720p + audio subscriber connections on the one server core (with simulcast:
+    /// a third each at 180, 360 and 720 lines).
     pub subscribers_per_core: usize,
     /// Packets/s the server forwarded at that step.
     pub forwarded_pps_per_core: f64,
@@ -109,8 +118,13 @@ fn ratios(switchyard: &Capacity, janus: &Capacity) -> Ratios {
 }
 
 pub async fn capacity(a: CapacityArgs) -> Result<bool, Error> {
+    let simulcast = a.simulcast.simulcast;
+    if simulcast && a.compare_janus {
+        return Err(Error::SimulcastNeedsSync);
+    }
+    let signalling = run::default_signalling(&a.target, a.target.sfu, simulcast, Signalling::Whip)?;
     let mut result = {
-        let setup = Setup::new(&a.target, a.target.sfu, Signalling::Whip).await?;
+        let setup = Setup::new(&a.target, a.target.sfu, signalling).await?;
         ramp(&a, &setup).await?
     };
     if a.compare_janus && a.target.sfu != Sfu::Janus {
@@ -137,13 +151,20 @@ pub async fn capacity(a: CapacityArgs) -> Result<bool, Error> {
 /// Ramps subscribers on `setup`'s server until a step fails.
 async fn ramp(a: &CapacityArgs, setup: &Setup) -> Result<Capacity, Error> {
     let g = setup.generator.clone();
+    let simulcast = a.simulcast.simulcast;
     let media = Media {
         video: true,
         audio: true,
+        simulcast,
     };
     eprintln!(
-        "capacity: 1 publisher (720p VP8 ~1.5 Mbps + Opus, {:.0} pps), +{} subscribers per step up to {}, {:.0} s per step; stop at loss > {:.1}% or p99 > {} ms",
-        traffic::packets_per_second(true, true),
+        "capacity: 1 publisher ({} + Opus, {:.0} pps), +{} subscribers per step up to {}, {:.0} s per step; stop at loss > {:.1}% or p99 > {} ms",
+        if simulcast {
+            "VP8 simulcast 180p/360p/720p, subscribers on each in turn"
+        } else {
+            "720p VP8 ~1.5 Mbps"
+        },
+        traffic::packets_per_second(true, simulcast, true),
         a.step,
         a.max,
         a.step_seconds,
@@ -218,6 +239,7 @@ async fn ramp(a: &CapacityArgs, setup: &Setup) -> Result<Capacity, Error> {
         sfu: setup.sfu().into(),
         io_backend: setup.io_backend.clone(),
         signalling: setup.signalling_name(),
+        simulcast,
         subscribers_per_core: best.as_ref().map_or(0, |s| s.subscribers),
         forwarded_pps_per_core: best.as_ref().map_or(0.0, |s| s.forwarded_pps),
         cpu_us_per_forwarded_packet: best.as_ref().and_then(|s| s.cpu_us_per_forwarded_packet),
@@ -245,22 +267,44 @@ fn step(subscribers: usize, joined: bool, w: &Window) -> Step {
         generator_net_cpu: w.interval.generator_net_cpu,
         generator_cpu_cores: w.generator_cpu,
         generator_saturated: w.generator_saturated(),
+        layers: w.interval.layers.clone(),
     }
 }
 
 fn print(c: &Capacity) {
     let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
     eprintln!(
-        "\n{} ({} backend): {} 720p subscriber connections per core, {:.0} forwarded packets/s per core, {} µs CPU per forwarded packet, loss {:.3}%, p99 {} ms",
+        "\n{} ({} backend): {} {} subscriber connections per core, {:.0} forwarded packets/s per core, {} µs CPU per forwarded packet, loss {:.3}%, p99 {} ms",
         c.sfu,
         c.io_backend.as_deref().unwrap_or("?"),
         c.subscribers_per_core,
+        if c.simulcast {
+            "simulcast (180p, 360p, 720p in turn)"
+        } else {
+            "720p"
+        },
         c.forwarded_pps_per_core,
         f(c.cpu_us_per_forwarded_packet),
         c.loss * 100.0,
         f(c.p99_latency_ms),
     );
     eprintln!("  stopped: {}", c.stopped_because);
+    if let Some(s) = c
+        .steps
+        .iter()
+        .rfind(|s| s.subscribers == c.subscribers_per_core)
+    {
+        for l in &s.layers {
+            eprintln!(
+                "  layer {} (maxHeight {}): {} subscribers received {:.1} video packets/s each (the layer sends {:.1})",
+                l.rid,
+                l.max_height.map_or("none".into(), |h| h.to_string()),
+                l.subscribers,
+                l.video_pps_per_subscriber,
+                l.layer_pps
+            );
+        }
+    }
     eprintln!("  subscribers  fwd pps  loss%   p99 ms  server cpu  µs/pkt  gen net cpu");
     for s in &c.steps {
         eprintln!(
@@ -290,6 +334,7 @@ mod tests {
             sfu: String::new(),
             io_backend: None,
             signalling: "whip",
+            simulcast: false,
             subscribers_per_core: sustained,
             forwarded_pps_per_core: 0.0,
             cpu_us_per_forwarded_packet: None,
@@ -310,6 +355,7 @@ mod tests {
                     generator_net_cpu: 0.0,
                     generator_cpu_cores: None,
                     generator_saturated: false,
+                    layers: Vec::new(),
                 })
                 .collect(),
             janus: None,

@@ -34,6 +34,12 @@ pub enum Error {
         "WHEP subscribes to one publication: use --signalling sync for more than one publisher"
     )]
     WhepOnePublication,
+    /// Subscribers ask for their layers with `/sync`'s `preferences`, which WHEP and the
+    /// generator's Janus clients lack.
+    #[error(
+        "--simulcast needs Switchyard with /sync signalling (not WHIP/WHEP, Janus or --compare-janus)"
+    )]
+    SimulcastNeedsSync,
     #[error("the publisher did not connect")]
     PublisherNotConnected,
 }

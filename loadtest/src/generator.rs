@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::net::{Net, NetStopped, NewTransport, Role};
 use crate::signal::{self, Session, Tokens};
+use crate::traffic::{self, Video};
 use crate::{Error, janus, remote};
 
 /// How participants signal to Switchyard.
@@ -59,6 +60,14 @@ impl Target {
 pub struct Media {
     pub video: bool,
     pub audio: bool,
+    /// The video as three simulcast layers; its subscribers ask for mixed layers (`layer_of`).
+    pub simulcast: bool,
+}
+
+/// The simulcast layer subscriber `index` asks for: round robin over `traffic::SIMULCAST`, so a
+/// livestream's subscribers take the 180-, 360- and 720-line layers in equal shares.
+fn layer_of(index: usize) -> usize {
+    index % traffic::SIMULCAST.len()
 }
 
 /// A publication any subscriber may take.
@@ -212,7 +221,7 @@ impl Generator {
                     .collect();
                 taken += fresh.len();
                 for p in fresh.into_iter().filter(|p| p.owner != index) {
-                    self.subscribe_to(&mut link, &p).await?;
+                    self.subscribe_to(&mut link, &p, index).await?;
                 }
             }
             tokio::select! {
@@ -249,7 +258,19 @@ impl Generator {
         let started = Instant::now();
         let ice = Credentials::random();
         let ssrc = || self.next_ssrc.fetch_add(1, Ordering::Relaxed) as u32;
-        let video = media.video.then(|| (ssrc(), VIDEO_PT));
+        let video = media.video.then(|| {
+            if media.simulcast {
+                Video::Simulcast {
+                    ssrcs: [ssrc(), ssrc(), ssrc()],
+                    payload_type: VIDEO_PT,
+                }
+            } else {
+                Video::Single {
+                    ssrc: ssrc(),
+                    payload_type: VIDEO_PT,
+                }
+            }
+        });
         let audio = media.audio.then(|| (ssrc(), AUDIO_PT));
         let mut tracks = Vec::new();
         if let Some((ssrc, payload_type)) = audio {
@@ -259,10 +280,15 @@ impl Generator {
                 ssrc,
             });
         }
-        if let Some((ssrc, payload_type)) = video {
+        if let Some(v) = video {
+            // With simulcast, the SSRC written here is dropped again (`simulcast_offer`).
+            let (Video::Single { ssrc, .. }
+            | Video::Simulcast {
+                ssrcs: [ssrc, ..], ..
+            }) = v;
             tracks.push(OfferTrack::Send {
                 codec: Codec::Vp8,
-                payload_type,
+                payload_type: VIDEO_PT,
                 ssrc,
             });
         }
@@ -274,7 +300,10 @@ impl Generator {
                 token,
                 session,
             } => {
-                let offer = client::offer(&ice, fp, &tracks, rand::random::<u32>().into());
+                let mut offer = client::offer(&ice, fp, &tracks, rand::random::<u32>().into());
+                if media.simulcast {
+                    offer = simulcast_offer(&offer);
+                }
                 let (id, answer) = match session {
                     Some(s) => s.publish(&offer).await?,
                     None => (
@@ -315,7 +344,14 @@ impl Generator {
         }
     }
 
-    async fn subscribe_to(&self, link: &mut Link, p: &Published) -> Result<(), ParticipantError> {
+    /// Subscribes participant `index` to `p`; to a simulcast publication over `/sync`, with the
+    /// `maxHeight` of its layer (`layer_of`) sent right after.
+    async fn subscribe_to(
+        &self,
+        link: &mut Link,
+        p: &Published,
+        index: usize,
+    ) -> Result<(), ParticipantError> {
         let started = Instant::now();
         let ice = Credentials::random();
         let fp = self.identity.fingerprint();
@@ -340,14 +376,24 @@ impl Generator {
                 }
                 let offer = client::offer(&ice, fp, &tracks, rand::random::<u32>().into());
                 let clock_rates = rtp_clocks(&offer);
-                let answer = match session {
-                    Some(s) => s.subscribe(&p.id, &offer).await?,
-                    None => {
-                        signal::whip_or_whep(&self.http, base, "whep", &self.channel, token, offer)
-                            .await?
+                let (answer, layer) = match session {
+                    Some(s) => {
+                        let (subscription, answer) = s.subscribe(&p.id, &offer).await?;
+                        let layer = (p.media.video && p.media.simulcast).then(|| layer_of(index));
+                        if let Some(layer) = layer {
+                            s.preferences(&subscription, traffic::max_height(layer))
+                                .await?;
+                        }
+                        (answer, layer)
                     }
+                    // WHEP has no preferences: its subscribers take what the server picks.
+                    None => (
+                        signal::whip_or_whep(&self.http, base, "whep", &self.channel, token, offer)
+                            .await?,
+                        None,
+                    ),
                 };
-                let role = Role::Subscribe { clock_rates };
+                let role = Role::Subscribe { clock_rates, layer };
                 self.connect(ice, &answer, IceRole::Controlling, role, started)
             }
             Link::Janus {
@@ -370,6 +416,7 @@ impl Generator {
                 .map_err(ParticipantError::Answer)?;
                 let role = Role::Subscribe {
                     clock_rates: rtp_clocks(&offer),
+                    layer: None,
                 };
                 // Janus offered: it controls ICE and we answer its checks.
                 self.connect(ice, &offer, IceRole::Controlled, role, started)?;
@@ -438,9 +485,109 @@ fn rtp_clocks(sdp: &str) -> Vec<(u8, u32)> {
         .collect()
 }
 
+/// `offer` with its video m-line turned into RID simulcast as Chromium offers it: no `a=ssrc`
+/// lines (the server learns each layer's SSRC from its packets), the rtp-stream-id extension
+/// (`traffic::RID_EXTENSION_ID`), `a=rid:<rid> send` for each layer and `a=simulcast:send`
+/// listing them lowest first. `client::offer` writes one SSRC per track and no simulcast, and
+/// the load generator is its only user that needs simulcast.
+fn simulcast_offer(offer: &str) -> String {
+    let simulcast = |out: &mut String| {
+        let rids: Vec<&str> = traffic::SIMULCAST.iter().map(|(rid, _)| *rid).collect();
+        out.push_str(&format!(
+            "a=extmap:{} {}\r\n",
+            traffic::RID_EXTENSION_ID,
+            sdp::RID_URI
+        ));
+        for rid in &rids {
+            out.push_str(&format!("a=rid:{rid} send\r\n"));
+        }
+        out.push_str(&format!("a=simulcast:send {}\r\n", rids.join(";")));
+    };
+    let mut out = String::with_capacity(offer.len() + 200);
+    let mut video = false;
+    for line in offer.split_inclusive('\n') {
+        if line.starts_with("m=") {
+            if video {
+                simulcast(&mut out);
+            }
+            video = line.starts_with("m=video");
+        }
+        if !(video && line.starts_with("a=ssrc")) {
+            out.push_str(line);
+        }
+    }
+    if video {
+        simulcast(&mut out);
+    }
+    out
+}
+
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
+    use switchyard_dataplane::sdp::{LocalParams, MediaRole, Negotiated, Offer};
+
     use super::*;
+
+    /// The server's own SDP code takes the publisher's offer as three-layer simulcast.
+    #[test]
+    fn simulcast_offer_is_taken_as_three_layers() {
+        let identity = Identity::generate().unwrap();
+        let tracks = [
+            OfferTrack::Send {
+                codec: Codec::Opus,
+                payload_type: AUDIO_PT,
+                ssrc: 7,
+            },
+            OfferTrack::Send {
+                codec: Codec::Vp8,
+                payload_type: VIDEO_PT,
+                ssrc: 8,
+            },
+        ];
+        let ice = Credentials::random();
+        let offer = simulcast_offer(&client::offer(&ice, identity.fingerprint(), &tracks, 1));
+        let candidates: [SocketAddr; 1] = ["127.0.0.1:4000".parse().unwrap()];
+        let local = LocalParams {
+            ice: &Credentials::random(),
+            fingerprint: identity.fingerprint(),
+            candidates: &candidates,
+            tcp: false,
+            allowed_codecs: &[Codec::Opus, Codec::Vp8],
+            session_id: 2,
+        };
+        let answer = sdp::answer(
+            &Offer::parse(&offer).unwrap(),
+            &local,
+            &[MediaRole::Receive, MediaRole::Receive],
+        )
+        .unwrap();
+        let Negotiated::Receive {
+            ssrc,
+            rids,
+            extensions,
+            ..
+        } = &answer.media[1]
+        else {
+            panic!("{:?}", answer.media[1]);
+        };
+        assert_eq!(*ssrc, None);
+        assert_eq!(rids, &["q", "h", "f"]);
+        assert_eq!(extensions.rid, Some(traffic::RID_EXTENSION_ID));
+        // Audio keeps its SSRC and gets no simulcast.
+        let Negotiated::Receive { ssrc, rids, .. } = &answer.media[0] else {
+            panic!("{:?}", answer.media[0]);
+        };
+        assert_eq!((*ssrc, rids.len()), (Some(7), 0));
+    }
+
+    #[test]
+    fn subscribers_take_the_layers_in_turn() {
+        let heights: Vec<_> = (1..=4).map(|i| traffic::max_height(layer_of(i))).collect();
+        assert_eq!(heights, [Some(360), None, Some(180), Some(360)]);
+    }
 
     #[test]
     fn clock_rates_from_rtpmap() {

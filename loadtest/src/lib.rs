@@ -44,7 +44,8 @@ enum LoadtestCommand {
     /// Play a scenario against a server and report loss, latency, throughput and CPU.
     Run(RunArgs),
     /// Ramp subscribers of a 720p + audio publisher on a one-core server until loss > 1% or
-    /// latency p99 > 50 ms; report the sustained subscribers and packets/s per core.
+    /// latency p99 > 50 ms; report the sustained subscribers and packets/s per core. With
+    /// --simulcast the publisher sends three layers and subscribers take mixed ones.
     Capacity(CapacityArgs),
 }
 
@@ -121,7 +122,18 @@ struct RunArgs {
     #[arg(long, default_value_t = 50.0)]
     ramp: f64,
     #[command(flatten)]
+    simulcast: SimulcastArgs,
+    #[command(flatten)]
     target: TargetArgs,
+}
+
+#[derive(Args, Clone, Copy)]
+struct SimulcastArgs {
+    /// Publish video as three simulcast layers (rids q, h, f: 180p, 360p, 720p at ~150 kbit/s,
+    /// 500 kbit/s, 1.5 Mbit/s), and have subscribers ask for them in turn (maxHeight 180,
+    /// 360, none). Switchyard over /sync signalling only (the default then).
+    #[arg(long)]
+    simulcast: bool,
 }
 
 #[derive(Args)]
@@ -148,6 +160,8 @@ struct CapacityArgs {
     /// and report the ratios.
     #[arg(long)]
     compare_janus: bool,
+    #[command(flatten)]
+    simulcast: SimulcastArgs,
     #[command(flatten)]
     target: TargetArgs,
 }

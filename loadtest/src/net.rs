@@ -23,7 +23,7 @@ use switchyard_dataplane::rtcp::{self, ReceiveStats};
 use switchyard_dataplane::{demux, rtp, srtp};
 
 use crate::stats::Totals;
-use crate::traffic::{self, Source};
+use crate::traffic::{self, Source, Video};
 
 /// One received RTP packet in this many (by sequence number) is decrypted and timed.
 const SAMPLE: u16 = 8;
@@ -37,13 +37,18 @@ const QUEUE: usize = 1024;
 
 /// What a transport does once connected.
 pub enum Role {
-    /// Sends media: (SSRC, payload type) of its video and audio.
+    /// Sends media: its video, and (SSRC, payload type) of its audio.
     Publish {
-        video: Option<(u32, u8)>,
+        video: Option<Video>,
         audio: Option<(u32, u8)>,
     },
     /// Receives media; `clock_rates` maps the negotiated payload types to their RTP clocks.
-    Subscribe { clock_rates: Vec<(u8, u32)> },
+    /// `layer`: the simulcast layer (index into `traffic::SIMULCAST`) it asked for with its
+    /// `maxHeight`, whose received video is counted in `Totals::layers`.
+    Subscribe {
+        clock_rates: Vec<(u8, u32)>,
+        layer: Option<usize>,
+    },
 }
 
 /// A transport whose signalling is done, handed to the net thread to connect.
@@ -130,6 +135,8 @@ pub struct NetStopped;
 /// One received stream on a subscriber transport.
 struct Inbound {
     ssrc: u32,
+    /// Video (a 90 kHz clock), counted per layer.
+    video: bool,
     stats: ReceiveStats,
     /// The client's SRTP context has accepted a packet of this stream.
     authenticated: bool,
@@ -176,6 +183,8 @@ struct Transport {
     failed: bool,
     source: Option<Source>,
     clock_rates: Vec<(u8, u32)>,
+    /// A simulcast subscriber's layer (see `Role::Subscribe`).
+    layer: Option<usize>,
     inbound: Vec<Inbound>,
 }
 
@@ -373,15 +382,21 @@ impl Thread {
         socket.set_nonblocking(true)?;
         let index = self.transports.len();
         self.epoll.add(socket.as_raw_fd(), index as u64)?;
-        let (source, clock_rates) = match t.role {
+        let (source, clock_rates, layer) = match t.role {
             Role::Publish { video, audio } => {
                 self.publishers.push(index);
                 (
                     Some(Source::new(video, audio, self.epoch, Instant::now())),
                     Vec::new(),
+                    None,
                 )
             }
-            Role::Subscribe { clock_rates } => (None, clock_rates),
+            Role::Subscribe { clock_rates, layer } => {
+                if let Some(count) = layer.and_then(|l| self.totals.layers.get_mut(l)) {
+                    count.subscribers += 1;
+                }
+                (None, clock_rates, layer)
+            }
         };
         self.transports.push(Transport {
             socket,
@@ -393,6 +408,7 @@ impl Thread {
             failed: false,
             source,
             clock_rates,
+            layer,
             inbound: Vec::new(),
         });
         Ok(())
@@ -546,8 +562,16 @@ impl Transport {
                     return;
                 };
                 for packet in rtcp::packets(&data[..len]).flatten() {
-                    if matches!(packet, rtcp::Packet::Pli { .. } | rtcp::Packet::Fir { .. }) {
-                        source.request_keyframe(now);
+                    match packet {
+                        rtcp::Packet::Pli { media_ssrc, .. } => {
+                            source.request_keyframe(now, media_ssrc);
+                        }
+                        rtcp::Packet::Fir { entries, .. } => {
+                            for (ssrc, _) in entries {
+                                source.request_keyframe(now, ssrc);
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -574,6 +598,7 @@ impl Transport {
                     .map_or(90_000, |(_, c)| *c);
                 self.inbound.push(Inbound {
                     ssrc: h.ssrc,
+                    video: clock == 90_000,
                     stats: ReceiveStats::new(clock),
                     authenticated: false,
                 });
@@ -583,6 +608,11 @@ impl Transport {
         self.inbound[index]
             .stats
             .on_packet(h.sequence, h.timestamp, now);
+        if self.inbound[index].video
+            && let Some(count) = self.layer.and_then(|l| totals.layers.get_mut(l))
+        {
+            count.video_packets += 1;
+        }
         if !self.joined {
             self.joined = true;
             totals
@@ -675,6 +705,7 @@ mod tests {
         let mut receiver = Context::new(Profile::Aes128CmHmacSha1_80, &KEY, &SALT).unwrap();
         let mut inbound = Inbound {
             ssrc: SSRC,
+            video: false,
             stats: ReceiveStats::new(48_000),
             authenticated: false,
         };

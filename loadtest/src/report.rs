@@ -13,6 +13,8 @@ pub struct Report {
     pub io_backend: Option<String>,
     /// sync, whip, or janus-http.
     pub signalling: &'static str,
+    /// Video went as three simulcast layers, subscribers asked for mixed ones.
+    pub simulcast: bool,
     pub publishers: usize,
     pub subscribers: usize,
     /// Transports the scenario needs (publications plus subscriptions).
@@ -183,6 +185,16 @@ pub fn print_run(r: &Report, json: bool) {
             ""
         }
     );
+    for l in &i.layers {
+        eprintln!(
+            "  layer {} (maxHeight {}): {} subscriptions received {:.1} video packets/s each (the layer sends {:.1})",
+            l.rid,
+            l.max_height.map_or("none".into(), |h| h.to_string()),
+            l.subscribers,
+            l.video_pps_per_subscriber,
+            l.layer_pps
+        );
+    }
     eprintln!(
         "  srtp: {} auth failures, {} replayed, {} before the client's keys",
         r.auth_failures, r.replayed, r.before_keys
@@ -220,6 +232,7 @@ mod tests {
             sfu: "switchyard".into(),
             io_backend: Some("mmsg".into()),
             signalling: "sync",
+            simulcast: false,
             publishers: 10,
             subscribers: 100,
             transports: 1010,

@@ -334,6 +334,23 @@ pub async fn wait_joined(
     }
 }
 
+/// The signalling a run uses by default: `default`, or `/sync` with --simulcast, whose
+/// subscribers ask for their layers with `preferences`; refuses --simulcast where they cannot.
+pub fn default_signalling(
+    t: &TargetArgs,
+    sfu: Sfu,
+    simulcast: bool,
+    default: Signalling,
+) -> Result<Signalling, Error> {
+    if !simulcast {
+        Ok(default)
+    } else if sfu == Sfu::Janus || t.signalling == Some(Signalling::Whip) {
+        Err(Error::SimulcastNeedsSync)
+    } else {
+        Ok(Signalling::Sync)
+    }
+}
+
 /// Starts participants `from..to` at `per_second`.
 pub async fn ramp(
     g: &Arc<Generator>,
@@ -351,7 +368,9 @@ pub async fn ramp(
 }
 
 pub async fn run(a: RunArgs) -> Result<bool, Error> {
-    let setup = Setup::new(&a.target, a.target.sfu, Signalling::Sync).await?;
+    let simulcast = a.simulcast.simulcast;
+    let signalling = default_signalling(&a.target, a.target.sfu, simulcast, Signalling::Sync)?;
+    let setup = Setup::new(&a.target, a.target.sfu, signalling).await?;
     let g = setup.generator.clone();
     let (publishers, subscribers, media, publishers_subscribe) = match a.scenario {
         Scenario::AudioRoom => (
@@ -360,6 +379,7 @@ pub async fn run(a: RunArgs) -> Result<bool, Error> {
             Media {
                 video: false,
                 audio: true,
+                simulcast: false,
             },
             false,
         ),
@@ -369,6 +389,7 @@ pub async fn run(a: RunArgs) -> Result<bool, Error> {
             Media {
                 video: true,
                 audio: true,
+                simulcast,
             },
             true,
         ),
@@ -378,6 +399,7 @@ pub async fn run(a: RunArgs) -> Result<bool, Error> {
             Media {
                 video: true,
                 audio: true,
+                simulcast,
             },
             false,
         ),
@@ -415,6 +437,7 @@ pub async fn run(a: RunArgs) -> Result<bool, Error> {
         sfu: setup.sfu().into(),
         io_backend: setup.io_backend.clone(),
         signalling: setup.signalling_name(),
+        simulcast,
         publishers,
         subscribers,
         transports,

@@ -82,15 +82,37 @@ impl Session {
         ))
     }
 
-    /// Subscribes to `publication`: returns the answer.
-    pub async fn subscribe(&mut self, publication: &str, offer: &str) -> Result<String, Error> {
+    /// Subscribes to `publication`: returns (subscription id, answer).
+    pub async fn subscribe(
+        &mut self,
+        publication: &str,
+        offer: &str,
+    ) -> Result<(String, String), Error> {
         let id = self.request_id();
         self.send(
             json!({"type": "subscribe", "id": id, "publication": publication, "offer": offer}),
         )
         .await?;
         let m = self.reply(|m| m["id"] == id).await?;
-        Ok(m["answer"].as_str().unwrap_or_default().into())
+        Ok((
+            m["subscription"].as_str().unwrap_or_default().into(),
+            m["answer"].as_str().unwrap_or_default().into(),
+        ))
+    }
+
+    /// Sets a subscription's preferences: the tallest layer wanted (none: no limit). The
+    /// server replies only if it refuses, which the next request's reply then reports.
+    pub async fn preferences(
+        &mut self,
+        subscription: &str,
+        max_height: Option<u16>,
+    ) -> Result<(), Error> {
+        // The fields sit beside `type`, as the SDK sends them (docs/signalling.md).
+        let mut m = json!({"type": "preferences", "subscription": subscription});
+        if let Some(h) = max_height {
+            m["maxHeight"] = h.into();
+        }
+        self.send(m).await
     }
 
     /// Reads and drops one message (events the generator does not need); fails when the

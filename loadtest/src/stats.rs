@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::traffic;
+
 /// Latency buckets: 100 µs wide up to 200 ms; slower packets land in the last one.
 const BUCKET_US: u64 = 100;
 const BUCKETS: usize = 2000;
@@ -96,6 +98,32 @@ pub struct Totals {
     pub net_cpu: f64,
     /// How late the most overdue media packet went out in the last second.
     pub send_lag: Duration,
+    /// Simulcast subscribers by the layer they asked for (`traffic::SIMULCAST`'s order).
+    pub layers: [LayerCount; traffic::SIMULCAST.len()],
+}
+
+/// Simulcast subscribers that asked for one layer, and the video they received.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LayerCount {
+    /// Subscriber transports: one per subscription (a meeting participant has several).
+    pub subscribers: u64,
+    pub video_packets: u64,
+}
+
+/// What the subscribers that asked for one simulcast layer received over an interval: the
+/// packet rate tells the layer (`traffic::SIMULCAST`'s shapes differ about twofold or more).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LayerRate {
+    /// The layer's rid.
+    pub rid: &'static str,
+    /// The `maxHeight` they sent (none for the top layer).
+    pub max_height: Option<u16>,
+    /// Subscriber transports (one per subscription).
+    pub subscribers: u64,
+    /// Video packets/s each received, on average.
+    pub video_pps_per_subscriber: f64,
+    /// What the layer sends, for comparison.
+    pub layer_pps: f64,
 }
 
 /// Rates and levels over an interval between two snapshots.
@@ -114,6 +142,9 @@ pub struct Interval {
     pub latency_samples: u64,
     /// Share of one core the generator's net thread used.
     pub generator_net_cpu: f64,
+    /// Simulcast subscribers, by the layer they asked for (none without simulcast).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerRate>,
 }
 
 impl Interval {
@@ -135,6 +166,22 @@ impl Interval {
             latency_p99_ms: latency.quantile_ms(0.99),
             latency_samples: latency.count(),
             generator_net_cpu: (b.net_cpu - a.net_cpu) / seconds,
+            layers: b
+                .layers
+                .iter()
+                .zip(&a.layers)
+                .zip(traffic::SIMULCAST)
+                .enumerate()
+                .filter(|(_, ((b, _), _))| b.subscribers > 0)
+                .map(|(i, ((b, a), (rid, shape)))| LayerRate {
+                    rid,
+                    max_height: traffic::max_height(i),
+                    subscribers: b.subscribers,
+                    video_pps_per_subscriber: per_s(a.video_packets, b.video_packets)
+                        / b.subscribers as f64,
+                    layer_pps: shape.packets_per_second(),
+                })
+                .collect(),
         }
     }
 }
@@ -196,5 +243,36 @@ mod tests {
         assert_eq!(i.generator_net_cpu, 0.25);
         assert_eq!(loss(10, 12), 0.0);
         assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
+        assert!(i.layers.is_empty());
+    }
+
+    #[test]
+    fn layer_rates_per_subscriber() {
+        let count = |subscribers, video_packets| LayerCount {
+            subscribers,
+            video_packets,
+        };
+        let a = Totals {
+            layers: [count(2, 100), count(0, 0), count(1, 0)],
+            ..Default::default()
+        };
+        let b = Totals {
+            at: 2.0,
+            layers: [count(2, 220), count(0, 0), count(1, 375)],
+            ..Default::default()
+        };
+        let layers = Interval::between(&a, &b).layers;
+        let got: Vec<_> = layers
+            .iter()
+            .map(|l| {
+                (
+                    l.rid,
+                    l.max_height,
+                    l.subscribers,
+                    l.video_pps_per_subscriber,
+                )
+            })
+            .collect();
+        assert_eq!(got, [("q", Some(180), 2, 30.0), ("f", None, 1, 187.5)]);
     }
 }
