@@ -98,6 +98,12 @@ fn simulcast_follows_the_subscribers_max_height() {
     layers_follow_max_height("VP8");
 }
 
+/// The same with H264 simulcast: the layers' heights come from the SPS of their keyframes.
+#[test]
+fn simulcast_h264_follows_the_subscribers_max_height() {
+    layers_follow_max_height("H264");
+}
+
 /// The same with VP9 SVC (one stream, L3T3_KEY): the server drops the top spatial layer for
 /// the subscriber from the dependency descriptor alone, and brings it back at a keyframe.
 #[test]
@@ -166,7 +172,7 @@ fn follow_preferences(codec: &str, svc: Option<&str>, mode: &str) {
         .unwrap_or_default()
         .to_ascii_uppercase();
     assert!(decoded.ends_with(codec), "decoded {decoded}, not {codec}");
-    if codec == "VP8" && mode == "height" {
+    if matches!(codec, "VP8" | "H264") && mode == "height" {
         // Capped at 360 lines, nobody watched the 720-line layer: its publisher stopped it
         // (and started it again for the uncapped phase, which reached 720).
         let top = result["capped_layers_kbps"]

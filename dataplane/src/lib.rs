@@ -15,6 +15,7 @@ pub mod dd;
 pub mod demux;
 pub mod dtls;
 pub mod engine;
+pub mod h264;
 pub mod handoff;
 pub mod ice;
 pub mod io;

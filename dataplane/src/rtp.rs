@@ -3,6 +3,7 @@
 //! Hand-written because it is on the per-packet path: parsing returns offsets into the datagram
 //! and never allocates.
 
+use crate::h264;
 use crate::media::Codec;
 use crate::wire::{be_u16, be_u32};
 
@@ -336,6 +337,38 @@ pub fn vp8_keyframe_size(p: &[u8]) -> Option<(u16, u16)> {
     ))
 }
 
+/// The width and height a keyframe's packet declares, for the codecs that write them there (VP8
+/// in the frame header, H264 in the SPS); `None` for the others and for other packets.
+pub fn keyframe_size(codec: Codec, payload: &[u8]) -> Option<(u16, u16)> {
+    match codec {
+        Codec::Vp8 => vp8_keyframe_size(payload),
+        Codec::H264 => h264_keyframe_size(payload),
+        Codec::Opus | Codec::Vp9 | Codec::Av1 => None,
+    }
+}
+
+/// The width and height the SPS in an H264 packet declares (RFC 6184): a single NAL unit packet
+/// of the SPS, or a STAP-A holding one. Browsers send the SPS so, ahead of each IDR; one cut
+/// into FU-A fragments is not looked for.
+pub fn h264_keyframe_size(p: &[u8]) -> Option<(u16, u16)> {
+    match *p.first()? & 0x1F {
+        h264::SPS => h264::sps_size(p),
+        24 => {
+            // STAP-A: a 16-bit size before each NAL unit.
+            let mut at = 1;
+            while let Some(size) = be_u16(p, at) {
+                let nal = p.get(at + 2..at + 2 + usize::from(size))?;
+                if nal.first().is_some_and(|h| h & 0x1F == h264::SPS) {
+                    return h264::sps_size(nal);
+                }
+                at += 2 + usize::from(size);
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
 /// VP9 RTP payload: the start of a frame (B=1) that is not inter-predicted (P=0), in the
 /// base spatial layer.
 fn vp9_keyframe(p: &[u8]) -> Option<bool> {
@@ -558,6 +591,52 @@ mod tests {
     }
 
     #[test]
+    fn h264_sizes_from_the_sps() {
+        // libx264's baseline 640x360 SPS (see h264.rs), and a PPS.
+        let sps = [
+            0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03,
+            0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
+        ];
+        let pps = [0x68, 0xce, 0x3c, 0x80];
+        assert_eq!(h264_keyframe_size(&sps), Some((640, 360)));
+        assert_eq!(keyframe_size(Codec::H264, &sps), Some((640, 360)));
+        // STAP-A: SEI, SPS, PPS.
+        let stap = |units: &[&[u8]]| {
+            let mut p = vec![0x78];
+            for u in units {
+                p.extend_from_slice(&(u.len() as u16).to_be_bytes());
+                p.extend_from_slice(u);
+            }
+            p
+        };
+        let packet = stap(&[&[0x06, 0x05, 0x01, 0x80], &sps, &pps]);
+        assert!(is_keyframe(Codec::H264, &packet));
+        assert_eq!(h264_keyframe_size(&packet), Some((640, 360)));
+        // Cut in the PPS after the SPS, cut in the SPS, a STAP-A without an SPS, one with a bad
+        // SPS, one with an empty unit first.
+        assert_eq!(
+            h264_keyframe_size(&packet[..packet.len() - 1]),
+            Some((640, 360))
+        );
+        assert_eq!(h264_keyframe_size(&packet[..20]), None);
+        assert_eq!(h264_keyframe_size(&stap(&[&pps, &[0x65, 0x88]])), None);
+        assert_eq!(h264_keyframe_size(&stap(&[&sps[..6], &pps])), None);
+        assert_eq!(h264_keyframe_size(&stap(&[&[], &sps])), Some((640, 360)));
+        // An IDR alone, an FU-A start of one, nothing.
+        assert_eq!(h264_keyframe_size(&[0x65, 0x88, 0x84]), None);
+        assert_eq!(h264_keyframe_size(&[0x7c, 0x85, 0x00]), None);
+        assert_eq!(h264_keyframe_size(&[]), None);
+        assert_eq!(keyframe_size(Codec::Vp9, &sps), None);
+        assert_eq!(
+            keyframe_size(
+                Codec::Vp8,
+                &[0x10, 0, 0, 0, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]
+            ),
+            Some((640, 360))
+        );
+    }
+
+    #[test]
     fn av1_and_opus() {
         assert!(is_keyframe(Codec::Av1, &[0x18]));
         assert!(!is_keyframe(Codec::Av1, &[0x10]));
@@ -585,10 +664,12 @@ mod tests {
                 let payload = &data[h.payload_offset..h.payload_end];
                 for c in [Codec::Opus, Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1] {
                     let _ = is_keyframe(c, payload);
+                    let _ = keyframe_size(c, payload);
                 }
             }
             for c in [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1] {
                 let _ = is_keyframe(c, &data);
+                let _ = keyframe_size(c, &data);
             }
         }
     }

@@ -513,8 +513,8 @@ impl Router {
         if let Some(history) = l.history.as_mut() {
             history.insert(header.sequence, packet);
         }
-        if keyframe && producer.codec == crate::media::Codec::Vp8 {
-            l.height = rtp::vp8_keyframe_size(payload).map(|(_, h)| h).or(l.height);
+        if keyframe && let Some((_, height)) = rtp::keyframe_size(producer.codec, payload) {
+            l.height = Some(height);
         }
         if (resumed && producer.layers.len() > 1) || frame_rate_moved {
             // A layer (re)appeared: consumers may want it; or the frame rate that temporal
