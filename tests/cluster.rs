@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use switchyard_tests::cluster::{Postgres, Process, Redis, media_servers, wait_for};
+use switchyard_tests::cluster::{
+    Postgres, Process, Redis, SECRET, media_servers, signed, wait_for,
+};
 use switchyard_tests::server::temp_dir;
 use switchyard_tests::{binary, browser_dir, http, last_json, loadtest_report, netns};
 
@@ -491,7 +493,8 @@ fn curl(
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-/// The cluster API answers only INTERNAL:IPADDRESSES; a refused caller learns why.
+/// The cluster API answers only INTERNAL:IPADDRESSES; a refused caller learns why. (Without
+/// a cluster secret, so that curl's unsigned requests reach the handlers.)
 #[test]
 fn cluster_api_only_from_internal_addresses() {
     netns::enter();
@@ -502,7 +505,10 @@ fn cluster_api_only_from_internal_addresses() {
         "ga",
         GATEWAY_A,
         &redis,
-        &[("INTERNAL__IPADDRESSES", "127.0.0.1/32")],
+        &[
+            ("INTERNAL__IPADDRESSES", "127.0.0.1/32"),
+            ("CLUSTER__SECRET", ""),
+        ],
     );
     let curl = |from: &str, url: &str, body: Option<&str>| -> (u16, String) {
         let mut c = Command::new("curl");
@@ -561,7 +567,10 @@ fn cluster_api_only_from_internal_addresses() {
         GATEWAY_A,
         "40000-40100",
         &[],
-        &[("INTERNAL__IPADDRESSES", "127.0.0.1")],
+        &[
+            ("INTERNAL__IPADDRESSES", "127.0.0.1"),
+            ("CLUSTER__SECRET", ""),
+        ],
     );
     let leave = "http://127.0.0.1:8445/cluster/v1/leave";
     let body = r#"{"channel":"c","participant":"p"}"#;
@@ -573,6 +582,73 @@ fn cluster_api_only_from_internal_addresses() {
         Some(r#"{"channel":"c"}"#),
     );
     assert_eq!(status, 422, "a malformed request is refused: {body}");
+}
+
+/// With CLUSTER:SECRET (every other cluster test runs with one), the cluster API takes only
+/// requests signed with it, each once and within 30 s of its time: unsigned, replayed, stale
+/// and wrongly signed requests get 401 and are counted, and a media server with another secret
+/// never registers.
+#[test]
+fn cluster_api_needs_the_secret() {
+    use switchyard_cluster::signing::ClusterSecret;
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
+    let _ms = registered_media_server(&dir, "ms", GATEWAY_A, "40000-40100", &[], &[]);
+    let ended = "/cluster/v1/ended";
+    let report = r#"{"server":"x","channel":"c","participant":"p","publication":"q"}"#;
+    let post = |headers: &[(&str, String)]| {
+        let mut all: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.push(("content-type", "application/json"));
+        http::request(GATEWAY_A, "POST", ended, &all, report)
+            .expect("POST")
+            .status
+    };
+    assert_eq!(post(&[]), 401, "unsigned");
+    let secret = ClusterSecret::new(SECRET).unwrap();
+    let headers = secret.headers("POST", ended, report.as_bytes());
+    assert_eq!(post(&headers), 204, "signed");
+    assert_eq!(post(&headers), 401, "the same request again");
+    let stale = secret.headers_at("POST", ended, report.as_bytes(), 1_000_000_000);
+    assert_eq!(post(&stale), 401, "stale");
+    let other = ClusterSecret::new("not-the-clusters-secret-at-all").unwrap();
+    assert_eq!(post(&other.headers("POST", ended, report.as_bytes())), 401);
+    let tampered = secret.headers("POST", ended, b"{}");
+    assert_eq!(post(&tampered), 401, "signed for another body");
+    // A media server with another secret: its heartbeats are refused.
+    let base = format!("http://127.0.0.1:{GATEWAY_A}");
+    let args = [
+        "media-server",
+        "--id",
+        "intruder",
+        "--workers",
+        "1",
+        "--media-ports",
+    ];
+    let mut intruder = Process::start(
+        "intruder",
+        &dir,
+        &[&args[..], &["40200-40300", "--cluster-port", "8447"]].concat(),
+        &[
+            ("SERVICEBASEURL", base.as_str()),
+            ("CLUSTER__SECRET", "not-the-clusters-secret-at-all"),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let ids: Vec<Value> = media_servers(GATEWAY_A)
+        .iter()
+        .map(|s| s["id"].clone())
+        .collect();
+    assert_eq!(ids, [Value::from("ms")], "{}", intruder.log_tail());
+    assert!(
+        intruder.log_text().contains("401"),
+        "{}",
+        intruder.log_tail()
+    );
+    let m = http::metrics(GATEWAY_A);
+    assert!(m["switchyard_http_auth_failures_total"] >= 6.0, "{m:?}");
+    let _ = intruder.exited();
 }
 
 /// Bad settings stop a role before it binds anything, naming the setting.
@@ -1612,7 +1688,8 @@ async fn turn_secret_from_the_deployment() {
     // The gateway reads its secret at start, as media servers do.
     drop(ga);
     let ga = gateway(&dir, "ga-again", GATEWAY_A, &redis, &admin_env);
-    let cluster = http::get(GATEWAY_A, "/cluster/v1/deployments/default").expect("deployment");
+    let cluster =
+        signed(GATEWAY_A, "GET", "/cluster/v1/deployments/default", "").expect("deployment");
     let full: Value = serde_json::from_str(&cluster.body).expect("json");
     assert_eq!(
         (&full["turnSecret"], &full["turnPreviousSecret"]),

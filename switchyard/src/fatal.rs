@@ -89,4 +89,9 @@ pub enum Fatal {
         setting: &'static str,
         problem: String,
     },
+    #[error(
+        "CLUSTER:SECRET is too short: use at least {} characters (e.g. `openssl rand -hex 32`)",
+        switchyard_cluster::signing::MIN_SECRET_LEN
+    )]
+    ClusterSecret,
 }

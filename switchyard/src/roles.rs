@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_cluster::signing::{self, ClusterSecret};
 
 use clap::Args;
 use switchyard_cluster::admin::{self, Admin};
@@ -97,6 +98,22 @@ fn parse_seconds(s: &str) -> Result<Duration, BadArgument> {
 }
 
 /// The allow list of `setting` (checked by `Config::load` already), else `default`.
+/// CLUSTER:SECRET, which signs the cluster API's requests both ways and seals pipe keys
+/// (`switchyard_cluster::signing`); without it, only INTERNAL:IPADDRESSES guards that API.
+fn cluster_secret(config: &Config) -> Result<Option<ClusterSecret>, Fatal> {
+    match config.get("CLUSTER:SECRET") {
+        Some(secret) => ClusterSecret::new(secret)
+            .map(Some)
+            .ok_or(Fatal::ClusterSecret),
+        None => {
+            tracing::warn!(
+                "CLUSTER:SECRET is not set: the cluster API is guarded by INTERNAL:IPADDRESSES alone, and pipe keys cross the network in clear"
+            );
+            Ok(None)
+        }
+    }
+}
+
 fn allowlist(config: &Config, setting: &'static str, default: &str) -> Result<AllowList, Fatal> {
     AllowList::parse(config.get(setting).unwrap_or(default))
         .map_err(|source| Fatal::AllowList { setting, source })
@@ -160,7 +177,8 @@ pub fn gateway(args: GatewayArgs) -> Result<(), Fatal> {
             registry,
             presence,
             internal,
-        )?;
+        )?
+        .with_secret(cluster_secret(&config)?);
         g.dev_tokens = dev_tokens;
         // Read once, like TURN:SECRET: media servers read theirs at start too, so a gateway
         // following a rotation sooner would hand out credentials they do not accept yet.
@@ -260,7 +278,12 @@ const DEFAULT_CONNECTIONS_PER_CORE: usize = 500;
 
 /// The deployment `id` from the gateway at `base`, waiting (and saying so) while the gateway
 /// does not answer; `None` when the gateway has no such deployment.
-async fn fetch_deployment(http: &reqwest::Client, base: &str, id: &str) -> Option<Deployment> {
+async fn fetch_deployment(
+    http: &reqwest::Client,
+    secret: Option<&ClusterSecret>,
+    base: &str,
+    id: &str,
+) -> Option<Deployment> {
     let url = format!(
         "{}{}/deployments/{id}",
         base.trim_end_matches('/'),
@@ -268,7 +291,8 @@ async fn fetch_deployment(http: &reqwest::Client, base: &str, id: &str) -> Optio
     );
     let mut waited = false;
     loop {
-        match http.get(&url).send().await {
+        let request = signing::request(http, secret, reqwest::Method::GET, &url, None::<&()>);
+        match request.send().await {
             Ok(r) if r.status().is_success() => match r.json::<Deployment>().await {
                 Ok(d) => {
                     tracing::info!(deployment = %d.id, stun = ?d.stun_servers, per_core = d.sfu_connections_per_cpu_unsafe, "deployment settings from the gateway");
@@ -318,6 +342,7 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
         .map(str::to_string)
         .ok_or(Fatal::NoServiceBaseUrl)?;
     let internal = allowlist(&config, "INTERNAL:IPADDRESSES", DEFAULT_INTERNAL)?;
+    let secret = cluster_secret(&config)?;
     let region = config.get("REGION").unwrap_or("default").to_string();
     let mut stun_servers = args.stun_servers.clone();
     if let Some(list) = config.get("DEPLOYMENTS:0:STUNSERVERS") {
@@ -344,7 +369,7 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
             .timeout(Duration::from_secs(5))
             .build()?;
         // The deployment's settings come from the gateway; without one, the defaults.
-        let deployment = fetch_deployment(&http, &base, &deployment_id).await;
+        let deployment = fetch_deployment(&http, secret.as_ref(), &base, &deployment_id).await;
         if let Some(d) = &deployment
             && stun_servers.is_empty()
         {
@@ -408,7 +433,9 @@ pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
             switchyard_controlplane::listeners::Listeners::of(&state),
             state.metrics.checks.clone(),
         );
-        let node = Arc::new(Node::new(state.clone(), base_record, capacity, internal));
+        let node = Arc::new(
+            Node::new(state.clone(), base_record, capacity, internal).with_secret(secret.clone()),
+        );
         tracing::info!(
             "switchyard media-server {id} {} in region {region}: cluster API http://{cluster_ip}:{port}{} | registering with {base}",
             env!("CARGO_PKG_VERSION"),

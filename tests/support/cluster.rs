@@ -8,6 +8,19 @@ use std::time::{Duration, Instant};
 
 use crate::http;
 
+/// The cluster secret every test process gets (`CLUSTER__SECRET`) unless its test passes
+/// another (an empty one: none at all).
+pub const SECRET: &str = "test-cluster-secret-0123456789abcdef";
+
+/// A request to the cluster API on 127.0.0.1:`port`, signed with [`SECRET`].
+pub fn signed(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<http::Response> {
+    let secret = switchyard_cluster::signing::ClusterSecret::new(SECRET).expect("a long secret");
+    let headers = secret.headers(method, path, body.as_bytes());
+    let mut all: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.push(("content-type", "application/json"));
+    http::request(port, method, path, &all, body)
+}
+
 /// A `switchyard` process in some role.
 pub struct Process {
     child: Option<Child>,
@@ -25,10 +38,20 @@ impl Process {
     ) -> Process {
         let log = dir.join(format!("{name}.log"));
         let out = File::create(&log).expect("log file");
-        let child = Command::new(crate::binary())
+        let mut command = Command::new(crate::binary());
+        match env.iter().find(|(k, _)| *k == "CLUSTER__SECRET") {
+            Some((_, "")) => command.env_remove("CLUSTER__SECRET"),
+            Some(_) => &mut command,
+            None => command.env("CLUSTER__SECRET", SECRET),
+        };
+        let child = command
             .current_dir(dir)
             .args(args)
-            .envs(env.iter().copied())
+            .envs(
+                env.iter()
+                    .copied()
+                    .filter(|(k, v)| *k != "CLUSTER__SECRET" || !v.is_empty()),
+            )
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -198,7 +221,7 @@ pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 
 /// The media servers a gateway lists (`GET /cluster/v1/media-servers`).
 pub fn media_servers(gateway_port: u16) -> Vec<serde_json::Value> {
-    http::get(gateway_port, "/cluster/v1/media-servers")
+    signed(gateway_port, "GET", "/cluster/v1/media-servers", "")
         .ok()
         .filter(|r| r.status == 200)
         .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())

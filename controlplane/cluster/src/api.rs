@@ -8,6 +8,8 @@
 //! ids travel in bodies, never in paths, so any name a token allows needs no escaping.
 
 use serde::{Deserialize, Serialize};
+
+use crate::signing::{self, ClusterSecret};
 use switchyard_controlplane::error::Error;
 use switchyard_controlplane::pipe::PipeTrack;
 use switchyard_controlplane::protocol::{LayerPreferences, ServerMessage, TrackInfo};
@@ -158,10 +160,28 @@ pub struct PipeInReply {
 }
 
 impl PipeEnd {
-    /// The data plane's pipe spec; a malformed end is a bad request.
-    pub fn spec(&self) -> Result<PipeSpec, Error> {
+    /// An end whose keys are sealed with the cluster secret, when there is one (see
+    /// [`crate::signing`]).
+    pub fn sealed(mut self, secret: Option<&ClusterSecret>) -> PipeEnd {
+        if let Some(s) = secret {
+            self.send_key = s.seal(&self.send_key);
+            self.receive_key = s.seal(&self.receive_key);
+        }
+        self
+    }
+
+    /// The data plane's pipe spec, its keys opened with the cluster `secret` when sealed; a
+    /// malformed end, or a sealed key without the secret to open it, is a bad request.
+    pub fn spec(&self, secret: Option<&ClusterSecret>) -> Result<PipeSpec, Error> {
         let bad = |what: &str| Error::BadRequest(format!("pipe: bad {what}"));
-        let key = |hex: &str, what: &str| -> Result<Vec<u8>, Error> {
+        let key = |given: &str, what: &str| -> Result<Vec<u8>, Error> {
+            let opened = match secret {
+                Some(s) if signing::is_sealed(given) => s.open(given),
+                _ if signing::is_sealed(given) => None,
+                _ => Some(given.to_string()),
+            };
+            let hex = opened.ok_or_else(|| bad(what))?;
+            let hex = hex.as_str();
             let bytes: Option<Vec<u8>> = (0..hex.len())
                 .step_by(2)
                 .map(|i| {
@@ -231,8 +251,19 @@ mod tests {
             local_rtcp_ssrc: 1,
             remote_rtcp_ssrc: 2,
         };
-        let spec = end.spec().unwrap();
+        let spec = end.spec(None).unwrap();
         assert_eq!(spec.send_key.len(), PIPE_KEY_LEN);
+        // Sealed: only the same secret opens them.
+        let secret = ClusterSecret::new("a cluster secret of some length").unwrap();
+        let sealed = end.clone().sealed(Some(&secret));
+        assert!(!sealed.send_key.contains(&end.send_key));
+        assert_eq!(sealed.spec(Some(&secret)).unwrap().send_key, spec.send_key);
+        assert!(matches!(sealed.spec(None), Err(Error::BadRequest(_))));
+        let other = ClusterSecret::new("another cluster secret, longer").unwrap();
+        assert!(matches!(
+            sealed.spec(Some(&other)),
+            Err(Error::BadRequest(_))
+        ));
         for bad in [
             PipeEnd {
                 send_key: "abc".into(),
@@ -247,7 +278,7 @@ mod tests {
                 ..end.clone()
             },
         ] {
-            assert!(matches!(bad.spec(), Err(Error::BadRequest(_))));
+            assert!(matches!(bad.spec(None), Err(Error::BadRequest(_))));
         }
     }
 

@@ -13,6 +13,7 @@ pub mod listen;
 pub mod node;
 pub mod presence;
 pub mod registry;
+pub mod signing;
 pub mod stun_probe;
 #[cfg(test)]
 mod testing;

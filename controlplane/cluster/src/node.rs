@@ -6,6 +6,9 @@
 //! outbox: the gateway talks to the client). Everything else, the channel state, SDP answers and
 //! transports, is the all-in-one code in [`AppState`].
 
+use reqwest::Method;
+
+use crate::signing::{self, ClusterSecret};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +49,8 @@ pub struct Node {
     changed: Notify,
     /// Who may call the internal API.
     internal: AllowList,
+    /// The cluster secret: requests to and from gateways are signed with it, pipe keys sealed.
+    secret: Option<ClusterSecret>,
 }
 
 impl Node {
@@ -62,7 +67,19 @@ impl Node {
             draining: AtomicBool::new(false),
             changed: Notify::new(),
             internal,
+            secret: None,
         }
+    }
+
+    /// Signs this media server's cluster requests and requires signed ones (`CLUSTER:SECRET`).
+    pub fn with_secret(mut self, secret: Option<ClusterSecret>) -> Node {
+        self.secret = secret;
+        self
+    }
+
+    /// The cluster secret, for the media server's own calls to the gateway.
+    pub fn secret(&self) -> Option<&ClusterSecret> {
+        self.secret.as_ref()
     }
 
     pub fn id(&self) -> &str {
@@ -105,6 +122,13 @@ pub fn router(node: Arc<Node>) -> Router {
         setting: "INTERNAL:IPADDRESSES",
         allow: node.internal.clone(),
     });
+    let signed = Arc::new(signing::Signed {
+        secret: node.secret.clone(),
+        refused: {
+            let state = node.state.clone();
+            Box::new(move || state.metrics.auth_failure())
+        },
+    });
     let path = |p: &str| format!("{}{p}", api::PREFIX);
     Router::new()
         .route(&path("/publish"), post(publish))
@@ -116,6 +140,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(&path("/pipe/address"), post(pipe_address))
         .route(&path("/pipe/out"), post(pipe_out))
         .route(&path("/pipe/in"), post(pipe_in))
+        .route_layer(middleware::from_fn_with_state(signed, signing::guard))
         // For `switchyard doctor --server http://127.0.0.1:8445` on the media server's host.
         .route(
             "/api/listeners",
@@ -271,7 +296,7 @@ async fn pipe_out(
     State(node): State<Arc<Node>>,
     Json(r): Json<PipeOutRequest>,
 ) -> Result<(StatusCode, Json<PipeOutReply>), Error> {
-    let spec = r.pipe.spec()?;
+    let spec = r.pipe.spec(node.secret())?;
     let address = pipe_address_of(&node, &r.channel)?;
     let result = node
         .state
@@ -289,7 +314,7 @@ async fn pipe_in(
     State(node): State<Arc<Node>>,
     Json(r): Json<PipeInRequest>,
 ) -> Result<(StatusCode, Json<PipeInReply>), Error> {
-    let spec = r.pipe.spec()?;
+    let spec = r.pipe.spec(node.secret())?;
     let result = node
         .state
         .pipe_in(&r.channel, &r.participant, &r.tracks, spec)
@@ -319,9 +344,8 @@ pub async fn heartbeat(
     let mut failing = false;
     loop {
         let result = async {
-            let reply = http
-                .put(&url)
-                .json(&node.record())
+            let record = node.record();
+            let reply = signing::request(&http, node.secret(), Method::PUT, &url, Some(&record))
                 .send()
                 .await?
                 .error_for_status()?;
@@ -355,7 +379,8 @@ pub async fn heartbeat(
     }
     let remove = format!("{url}/remove");
     let body = serde_json::json!({ "id": node.id() });
-    match http.post(&remove).json(&body).send().await {
+    let request = signing::request(&http, node.secret(), Method::POST, &remove, Some(&body));
+    match request.send().await {
         Ok(r) if r.status().is_success() => tracing::info!("unregistered from the gateway"),
         Ok(r) => tracing::warn!("unregistering: the gateway answered {}", r.status()),
         Err(e) => tracing::warn!("unregistering: {e} (the record expires by itself)"),
@@ -377,7 +402,8 @@ pub async fn report_ended(
             participant,
             publication,
         };
-        if let Err(e) = http.post(&url).json(&report).send().await {
+        let request = signing::request(&http, node.secret(), Method::POST, &url, Some(&report));
+        if let Err(e) = request.send().await {
             tracing::warn!(publication = %report.publication, "could not report an ended publication: {e}");
         }
         node.changed.notify_one();
@@ -399,7 +425,8 @@ pub async fn relay(
             channel,
             message,
         };
-        if let Err(e) = http.post(&url).json(&report).send().await {
+        let request = signing::request(&http, node.secret(), Method::POST, &url, Some(&report));
+        if let Err(e) = request.send().await {
             tracing::debug!(channel = %report.channel, "could not relay a message to the gateways: {e}");
         }
     }

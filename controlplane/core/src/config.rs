@@ -141,6 +141,11 @@ const SETTINGS: &[Spec] = &[
         about: "PEM private key for TURN:CERTIFICATEPATH",
     },
     Spec {
+        name: "CLUSTER:SECRET",
+        kind: Kind::Secret,
+        about: "the key gateways and media servers sign cluster API requests and seal pipe keys with (unset: INTERNAL:IPADDRESSES alone guards that API)",
+    },
+    Spec {
         name: "TURN:SECRET",
         kind: Kind::Secret,
         about: "the TURN REST shared key clients' credentials are signed with (unset: the deployment's turnSecret, else generated into the data directory by all-in-one)",

@@ -22,6 +22,7 @@ use switchyard_store::{Deployment, Health};
 use super::{Gateway, SERVER_TTL};
 use crate::api::{self, Ended, HeartbeatReply, Relayed};
 use crate::registry::{MediaServerRecord, MediaServerRegistry};
+use crate::signing;
 
 /// Everything a gateway serves on its HTTP port: signalling, the demo page, `/ready`,
 /// `/metrics`, and the cluster API for media servers.
@@ -40,6 +41,13 @@ fn cluster_router(gateway: Arc<Gateway>) -> Router {
         setting: "INTERNAL:IPADDRESSES",
         allow: gateway.internal.clone(),
     });
+    let signed = Arc::new(signing::Signed {
+        secret: gateway.secret.clone(),
+        refused: {
+            let g = gateway.clone();
+            Box::new(move || g.metrics.auth_failure())
+        },
+    });
     let path = |p: &str| format!("{}{p}", api::PREFIX);
     Router::new()
         .route(&path("/media-servers"), put(heartbeat).get(list))
@@ -47,6 +55,7 @@ fn cluster_router(gateway: Arc<Gateway>) -> Router {
         .route(&path("/ended"), post(ended))
         .route(&path("/relay"), post(relay))
         .route(&path("/deployments/{id}"), get(deployment))
+        .route_layer(middleware::from_fn_with_state(signed, signing::guard))
         .route_layer(middleware::from_fn_with_state(internal, guard))
         .with_state(gateway)
 }

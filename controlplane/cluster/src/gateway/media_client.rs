@@ -2,6 +2,9 @@
 //! server's cluster address). A failed call is read back into the media server's
 //! [`Error`], so a client hears the same refusal whichever process made it.
 
+use reqwest::Method;
+
+use crate::signing::{self, ClusterSecret};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -35,6 +38,8 @@ impl From<CallError> for Error {
 
 pub(super) struct MediaClient {
     http: reqwest::Client,
+    /// Signs every call (`crate::signing`), when the cluster has a secret.
+    pub secret: Option<ClusterSecret>,
 }
 
 impl MediaClient {
@@ -43,7 +48,7 @@ impl MediaClient {
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10))
             .build()?;
-        Ok(MediaClient { http })
+        Ok(MediaClient { http, secret: None })
     }
 
     /// Calls `what` on the server; `None` for a reply with no content.
@@ -54,13 +59,16 @@ impl MediaClient {
         body: &impl Serialize,
     ) -> Result<Option<T>, CallError> {
         let url = format!("http://{}{}/{what}", server.cluster_address, api::PREFIX);
-        let reply = self
-            .http
-            .post(&url)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| CallError::Unreachable(format!("media server {}: {e}", server.id)))?;
+        let reply = signing::request(
+            &self.http,
+            self.secret.as_ref(),
+            Method::POST,
+            &url,
+            Some(body),
+        )
+        .send()
+        .await
+        .map_err(|e| CallError::Unreachable(format!("media server {}: {e}", server.id)))?;
         let status = reply.status();
         if status == StatusCode::NO_CONTENT {
             return Ok(None);
@@ -87,10 +95,11 @@ impl MediaClient {
     /// Ends what a participant has on a media server, in the background (a slow or dead server
     /// must not hold up a leaving client).
     pub fn end_on(&self, server: MediaServerRecord, what: &'static str, request: EndRequest) {
-        let http = self.http.clone();
+        let (http, secret) = (self.http.clone(), self.secret.clone());
         tokio::spawn(async move {
             let url = format!("http://{}{}/{what}", server.cluster_address, api::PREFIX);
-            if let Err(e) = http.post(&url).json(&request).send().await {
+            let call = signing::request(&http, secret.as_ref(), Method::POST, &url, Some(&request));
+            if let Err(e) = call.send().await {
                 tracing::debug!(server = %server.id, "{what} on the media server: {e}");
             }
         });

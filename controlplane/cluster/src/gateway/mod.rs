@@ -38,6 +38,7 @@ pub use self::media_client::HttpClientError;
 use self::media_client::{MediaClient, ending};
 use crate::presence::{ChannelEvent, Presence};
 use crate::registry::{MediaServerRecord, MediaServerRegistry, Registry};
+use crate::signing::ClusterSecret;
 
 /// How long a media server's record lives without a heartbeat: three missed heartbeats.
 pub const SERVER_TTL: Duration = Duration::from_secs(6);
@@ -63,6 +64,9 @@ pub struct Gateway {
     pub store: CachedStore,
     /// TURN:SECRET, shared with the media servers whose TURN URLs clients are handed.
     pub turn_secrets: Option<Secrets>,
+    /// CLUSTER:SECRET: the cluster API's requests are signed with it both ways, pipe keys
+    /// sealed (see `crate::signing`). Set with [`Gateway::with_secret`].
+    secret: Option<ClusterSecret>,
 }
 
 impl Gateway {
@@ -88,7 +92,15 @@ impl Gateway {
             dev_tokens: None,
             store,
             turn_secrets: None,
+            secret: None,
         })
+    }
+
+    /// Signs this gateway's calls to media servers and requires signed ones from them.
+    pub fn with_secret(mut self, secret: Option<ClusterSecret>) -> Gateway {
+        self.media.secret = secret.clone();
+        self.secret = secret;
+        self
     }
 
     /// How many of this gateway's clients are connected, for /metrics.

@@ -80,7 +80,8 @@ impl Gateway {
                 receive_key: to_origin.clone(),
                 local_rtcp_ssrc: origin_ssrc,
                 remote_rtcp_ssrc: home_ssrc,
-            },
+            }
+            .sealed(self.secret.as_ref()),
         };
         let out: PipeOutReply = self
             .media
@@ -104,7 +105,8 @@ impl Gateway {
                 receive_key: to_home,
                 local_rtcp_ssrc: home_ssrc,
                 remote_rtcp_ssrc: origin_ssrc,
-            },
+            }
+            .sealed(self.secret.as_ref()),
         };
         let relay = match self
             .media
