@@ -1,4 +1,5 @@
-//! The command line: the token contract, configuration from the environment, errors, shutdown.
+//! The command line: the token contract, configuration from the environment, errors, shutdown,
+//! and the admin API an all-in-one serves with the key it generates.
 
 use std::process::Command;
 
@@ -261,4 +262,189 @@ fn help_and_shutdown() {
     let status = server.stop();
     assert!(status.success(), "SIGTERM should stop cleanly: {status}");
     assert!(server.log_tail().contains("stopped"));
+}
+
+/// `curl` from `from` to the admin API on 9090 with `headers` and an optional JSON body:
+/// (status, JSON body, or the text as a JSON string when it is not JSON).
+fn admin_curl(
+    from: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut c = Command::new("curl");
+    c.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--interface", from])
+        .args(["-X", method])
+        .arg(format!("http://127.0.0.1:9090/admin/api/v1{path}"));
+    for h in headers {
+        c.args(["-H", h]);
+    }
+    if let Some(b) = body {
+        c.args(["-H", "content-type: application/json", "--data", b]);
+    }
+    let out = c.output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    let json = serde_json::from_str(body).unwrap_or_else(|_| body.into());
+    (code.trim().parse().unwrap_or(0), json)
+}
+
+/// A default all-in-one serves the admin API on 9090 with the key it generated into its data
+/// directory, from ADMIN:IPADDRESSES only: itself as the one media server (which refuses to
+/// drain), an application created there whose tokens it then accepts, its channels with their
+/// clients, a kick that closes the client's socket with 4003, and the audit log.
+#[test]
+fn all_in_one_admin_api_with_its_generated_key() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    netns::enter();
+    let server = Server::start_with_env(&[], &[("ADMIN__IPADDRESSES", "127.0.0.1/32")]);
+    let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
+    let key = format!("X-API-Key: {}", key.trim());
+    assert!(
+        server.log_tail().contains("admin-api-key"),
+        "the log says where the key is: {}",
+        server.log_tail()
+    );
+    let admin = |method: &str, path: &str, body: Option<&str>| {
+        admin_curl("127.0.0.1", method, path, &[&key], body)
+    };
+
+    // Refusals: no key, a wrong key, a caller outside ADMIN:IPADDRESSES.
+    let (status, body) = admin_curl("127.0.0.1", "GET", "/applications", &[], None);
+    assert_eq!(status, 401, "{body}");
+    let wrong = ["X-API-Key: wrong-key-wrong-key-wrong"];
+    let (status, body) = admin_curl("127.0.0.1", "GET", "/applications", &wrong, None);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = admin_curl("127.0.0.2", "GET", "/applications", &[&key], None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.to_string().contains("ADMIN:IPADDRESSES"), "{body}");
+
+    // Itself as the one media server, which cannot drain.
+    let (status, servers) = admin("GET", "/media-servers", None);
+    assert_eq!(status, 200, "{servers}");
+    assert_eq!(servers.as_array().map(Vec::len), Some(1), "{servers}");
+    assert_eq!(servers[0]["id"], "all-in-one");
+    let (status, body) = admin("POST", "/media-servers/all-in-one/drain", None);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("SIGTERM"), "{body}");
+    assert_eq!(admin("DELETE", "/media-servers/all-in-one", None).0, 409);
+    assert_eq!(admin("GET", "/media-servers/nope", None).0, 404);
+
+    // An application made here: its tokens are accepted once the store is read again.
+    let secret = "acme-secret-0123456789";
+    let token = server.token("C", "alice", &["--application", "acme", "--secret", secret]);
+    assert_eq!(whip(server.port, "C", &token, &offer()).status, 401);
+    let body = format!(r#"{{"secrets":["{secret}"]}}"#);
+    let (status, app) = admin("PUT", "/applications/acme", Some(&body));
+    assert_eq!((status, &app["id"]), (200, &"acme".into()), "{app}");
+    let (status, apps) = admin("GET", "/applications", None);
+    assert_eq!(status, 200);
+    assert!(
+        apps.as_array()
+            .is_some_and(|a| a.iter().any(|x| x["id"] == "acme")),
+        "{apps}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = whip(server.port, "C", &token, &offer());
+        if r.status == 201 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new application's token is still refused: {} {}",
+            r.status,
+            r.body
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+
+    // Its channels with their clients; a kick closes the client's socket.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async("ws://127.0.0.1:8080/sync")
+            .await
+            .unwrap();
+        let join = serde_json::json!({ "type": "join", "token": token, "channel": "C" });
+        ws.send(Message::text(join.to_string())).await.unwrap();
+        let participant = loop {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                assert_eq!(v["type"], "joined", "{v}");
+                break v["participant"].as_str().unwrap().to_string();
+            }
+        };
+        let (status, channels) = admin("GET", "/channels", None);
+        assert_eq!(status, 200, "{channels}");
+        assert_eq!(channels[0]["id"], "C", "{channels}");
+        let clients = channels[0]["clients"].as_array().unwrap();
+        assert_eq!(
+            clients.len(),
+            2,
+            "the WHIP publisher and the socket: {channels}"
+        );
+        assert!(
+            clients
+                .iter()
+                .any(|c| c["connections"][0]["kind"] == "publication"),
+            "{channels}"
+        );
+        let (status, channel) = admin("GET", "/channels/C", None);
+        assert_eq!(status, 200);
+        assert!(
+            channel["clients"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["id"] == participant.as_str() && c["user"] == "alice"),
+            "{channel}"
+        );
+        assert_eq!(admin("GET", "/channels/D", None).0, 404);
+        assert_eq!(admin("DELETE", "/channels/C/clients/nobody", None).0, 404);
+        let path = format!("/channels/C/clients/{participant}");
+        assert_eq!(admin("DELETE", &path, None).0, 204);
+        let mut kicked = false;
+        let mut closed = None;
+        while let Ok(Some(Ok(m))) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await
+        {
+            match m {
+                Message::Text(t) => kicked |= t.contains("kicked"),
+                Message::Close(frame) => {
+                    closed = frame.map(|f| u16::from(f.code));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(kicked, "the client is told it was kicked");
+        assert_eq!(closed, Some(4003));
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, channel) = admin("GET", "/channels/C", None);
+        let left = channel["clients"].as_array().map_or(0, Vec::len);
+        if left == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kicked client is still listed: {channel}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // The audit log has the change and the kick.
+    let (status, audit) = admin("GET", "/audit", None);
+    assert_eq!(status, 200);
+    let audit = audit.to_string();
+    assert!(
+        audit.contains("client.kick") && audit.contains("acme"),
+        "{audit}"
+    );
 }

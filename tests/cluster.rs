@@ -1276,7 +1276,7 @@ fn https_for_signalling_and_admin() {
             200
         );
     }
-    // all-in-one serves its pages and signalling over HTTPS too.
+    // all-in-one serves its pages, signalling and admin API over HTTPS too.
     {
         let _aio = Process::start(
             "aio",
@@ -1293,6 +1293,11 @@ fn https_for_signalling_and_admin() {
         wait_for("all-in-one HTTPS on 8443", Duration::from_secs(20), || {
             https("https://127.0.0.1:8443/switchyard.js", &[]).0 == 200
         });
+        let admin_url = "https://127.0.0.1:9443/admin/api/v1/media-servers";
+        assert_eq!(https(admin_url, &[]).0, 401);
+        let (status, servers) = https(admin_url, &[&format!("X-API-Key: {ADMIN_KEY}")]);
+        assert_eq!(status, 200, "{servers}");
+        assert!(servers.contains("all-in-one"), "{servers}");
     }
     // A certificate that is not one stops the gateway before it serves anything.
     std::fs::write(dir.join("bad.pem"), "not a certificate").expect("write");

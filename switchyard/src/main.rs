@@ -15,6 +15,7 @@ mod fatal;
 mod roles;
 mod turn;
 use fatal::Fatal;
+use switchyard_cluster::admin::{self, Admin, Administered};
 use switchyard_controlplane::config::{Config, SettingError};
 use switchyard_controlplane::dev::DevApplication;
 use switchyard_controlplane::follow;
@@ -108,6 +109,8 @@ struct AllInOne {
     /// Address for HTTP: the demo page, /sync signalling, WHIP/WHEP, /metrics.
     #[arg(long, default_value = "0.0.0.0:8080", env = "SWITCHYARD_HTTP")]
     http: SocketAddr,
+    #[command(flatten)]
+    admin: roles::AdminArgs,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -532,6 +535,9 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
     // Every setting is checked here, before anything binds.
     let config = args.config.load()?;
     let public = args.media.public_ip.or_else(|| config.public_ip());
+    let admin_allow = roles::allowlist(&config, "ADMIN:IPADDRESSES", roles::DEFAULT_INTERNAL)?;
+    let admin_key = roles::admin_key(&config, &args.dev.data_dir)?;
+    let region = config.get("REGION").unwrap_or("default").to_string();
     let (fixed, dev_tokens) = args.dev.load()?;
     let applications = Applications::default();
     let runtime = control_runtime()?;
@@ -572,16 +578,32 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
 
     runtime.block_on(async move {
         let (stop_store, store_stop) = tokio::sync::watch::channel(false);
+        // The same admin API as a gateway's: its configuration endpoints write the store this
+        // process follows, and its live endpoints read this process's own rooms.
+        let admin = Arc::new(Admin::new(
+            Administered::AllInOne(admin::AllInOne::new(state.clone(), region)),
+            cache.clone(),
+            admin_allow,
+            vec![admin_key],
+        ));
         tokio::spawn(follow::follow(cache, state.applications.clone(), fixed, store_stop));
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
             .map_err(|source| Fatal::Listen { addr: args.http, what: "HTTP", source })?;
+        let admin_listener = tokio::net::TcpListener::bind(args.admin.admin)
+            .await
+            .map_err(|source| Fatal::Listen { addr: args.admin.admin, what: "the admin API", source })?;
         let https = args.tls.bind(args.tls.https).await?;
+        let admin_https = args.tls.bind(args.admin.admin_https).await?;
         let page = page_address(&listener)?;
+        let admin_page = page_address(&admin_listener)?;
         let stop = shutdown_watch();
-        if let Some(https) = https {
-            tracing::info!("HTTPS: demo page and signalling at https://{}/", https.local_addr());
-            let router = switchyard_controlplane::server::router(state.clone());
+        for (https, router, what) in [
+            (https, switchyard_controlplane::server::router(state.clone()), "demo page and signalling"),
+            (admin_https, admin::router(admin.clone()), "admin API"),
+        ] {
+            let Some(https) = https else { continue };
+            tracing::info!("HTTPS {what} on {}", https.local_addr());
             let stop = stopped(stop.clone());
             tokio::spawn(async move {
                 if let Err(e) = https.serve(router, stop).await {
@@ -589,8 +611,14 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
                 }
             });
         }
+        let admin_server = tokio::spawn(switchyard_controlplane::server::serve_with(
+            admin_listener,
+            admin::router(admin),
+            stopped(stop.clone()),
+            || {},
+        ));
         tracing::info!(
-            "switchyard all-in-one {}: demo page http://{page}/ | signalling ws://{page}/sync | WHIP/WHEP http://{page}/whip|whep/<channel> | metrics http://{page}/metrics",
+            "switchyard all-in-one {}: demo page http://{page}/ | signalling ws://{page}/sync | WHIP/WHEP http://{page}/whip|whep/<channel> | metrics http://{page}/metrics | admin API http://{admin_page}/admin/api/v1",
             env!("CARGO_PKG_VERSION")
         );
         tracing::info!(
@@ -617,6 +645,7 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
         switchyard_controlplane::server::serve(listener, state.clone(), stopped(stop))
             .await
             .map_err(|source| Fatal::Serve { what: "HTTP server", source })?;
+        let _ = admin_server.await;
         let _ = stop_store.send(true);
         tracing::info!("shutting down: stopping media workers");
         state.media.stop();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use switchyard_cluster::signing::{self, ClusterSecret};
 
 use clap::Args;
-use switchyard_cluster::admin::{self, Admin};
+use switchyard_cluster::admin::{self, Admin, Administered};
 use switchyard_cluster::gateway::{self, Gateway};
 use switchyard_cluster::listen::bind_with_fallback;
 use switchyard_cluster::node::{self, Node};
@@ -28,7 +28,8 @@ use crate::{
 
 /// Cluster traffic is accepted from these when INTERNAL:IPADDRESSES is not set: loopback and
 /// the private ranges, never the internet.
-const DEFAULT_INTERNAL: &str = "127.0.0.0/8,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7";
+pub(crate) const DEFAULT_INTERNAL: &str =
+    "127.0.0.0/8,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7";
 
 #[derive(Args)]
 pub struct GatewayArgs {
@@ -38,14 +39,10 @@ pub struct GatewayArgs {
     /// media servers register with (SERVICEBASEURL points here, usually through a load balancer).
     #[arg(long, default_value = "0.0.0.0:8080", env = "SWITCHYARD_HTTP")]
     http: SocketAddr,
-    /// Address for the admin API (/admin/api/v1), reachable only from ADMIN:IPADDRESSES.
-    #[arg(long, default_value = "0.0.0.0:9090", env = "SWITCHYARD_ADMIN_HTTP")]
-    admin: SocketAddr,
+    #[command(flatten)]
+    admin: AdminArgs,
     #[command(flatten)]
     tls: TlsArgs,
-    /// Address for the admin API over HTTPS (with --tls-cert).
-    #[arg(long, default_value = "0.0.0.0:9443", env = "SWITCHYARD_ADMIN_HTTPS")]
-    admin_https: SocketAddr,
     /// This gateway's id, part of its participants' ids [default: random].
     #[arg(long, env = "SWITCHYARD_GATEWAY_ID")]
     id: Option<String>,
@@ -55,6 +52,17 @@ pub struct GatewayArgs {
     namespace: String,
     #[command(flatten)]
     dev: DevArgs,
+}
+
+/// The admin API's listeners (gateway and all-in-one).
+#[derive(Args)]
+pub struct AdminArgs {
+    /// Address for the admin API (/admin/api/v1), reachable only from ADMIN:IPADDRESSES.
+    #[arg(long, default_value = "0.0.0.0:9090", env = "SWITCHYARD_ADMIN_HTTP")]
+    pub admin: SocketAddr,
+    /// Address for the admin API over HTTPS (with --tls-cert).
+    #[arg(long, default_value = "0.0.0.0:9443", env = "SWITCHYARD_ADMIN_HTTPS")]
+    pub admin_https: SocketAddr,
 }
 
 #[derive(Args)]
@@ -114,7 +122,11 @@ fn cluster_secret(config: &Config) -> Result<Option<ClusterSecret>, Fatal> {
     }
 }
 
-fn allowlist(config: &Config, setting: &'static str, default: &str) -> Result<AllowList, Fatal> {
+pub(crate) fn allowlist(
+    config: &Config,
+    setting: &'static str,
+    default: &str,
+) -> Result<AllowList, Fatal> {
     AllowList::parse(config.get(setting).unwrap_or(default))
         .map_err(|source| Fatal::AllowList { setting, source })
 }
@@ -132,7 +144,7 @@ async fn registry(config: &Config, namespace: &str) -> Result<Registry, Fatal> {
 }
 
 /// ADMIN:APIKEY, else the key generated in the data directory.
-fn admin_key(config: &Config, data_dir: &std::path::Path) -> Result<String, Fatal> {
+pub(crate) fn admin_key(config: &Config, data_dir: &std::path::Path) -> Result<String, Fatal> {
     if let Some(key) = config.get("ADMIN:APIKEY") {
         return Ok(key.trim().to_string());
     }
@@ -191,11 +203,11 @@ pub fn gateway(args: GatewayArgs) -> Result<(), Fatal> {
         let listener = tokio::net::TcpListener::bind(args.http)
             .await
             .map_err(|source| Fatal::Listen { addr: args.http, what: "HTTP", source })?;
-        let admin_listener = tokio::net::TcpListener::bind(args.admin)
+        let admin_listener = tokio::net::TcpListener::bind(args.admin.admin)
             .await
-            .map_err(|source| Fatal::Listen { addr: args.admin, what: "the admin API", source })?;
+            .map_err(|source| Fatal::Listen { addr: args.admin.admin, what: "the admin API", source })?;
         let https = args.tls.bind(args.tls.https).await?;
-        let admin_https = args.tls.bind(args.admin_https).await?;
+        let admin_https = args.tls.bind(args.admin.admin_https).await?;
         let page = page_address(&listener)?;
         let admin_page = page_address(&admin_listener)?;
         tracing::info!(
@@ -211,7 +223,12 @@ pub fn gateway(args: GatewayArgs) -> Result<(), Fatal> {
             fixed,
             stop_rx.clone(),
         ));
-        let admin = Arc::new(Admin::new(g.clone(), admin_allow, vec![admin_key]));
+        let admin = Arc::new(Admin::new(
+            Administered::Cluster(g.clone()),
+            g.store.clone(),
+            admin_allow,
+            vec![admin_key],
+        ));
         for (https, router, what) in [
             (https, gateway::router(g.clone()), "signalling"),
             (admin_https, admin::router(admin.clone()), "admin API"),

@@ -28,6 +28,18 @@ use crate::rooms::{Owner, Participant, Publication, Rooms, Subscription, Track};
 use crate::rules::{ALL_CODECS, Rules};
 use crate::token::Applications;
 
+/// A participant as [`AppState::participants`] shows it.
+#[derive(Debug, Clone)]
+pub struct ParticipantView {
+    pub channel: String,
+    pub id: String,
+    pub user: String,
+    /// (publication id, its tracks).
+    pub publications: Vec<(String, Vec<TrackInfo>)>,
+    /// (subscription id, the publication it receives).
+    pub subscriptions: Vec<(String, String)>,
+}
+
 /// Everything the HTTP handlers share.
 pub struct AppState {
     pub media: MediaServer,
@@ -646,6 +658,65 @@ impl AppState {
         if let Err(e) = self.media.close_transport(worker, transport) {
             tracing::warn!(transport = %transport, "could not close transport: {e}");
         }
+    }
+
+    /// Everyone in every channel with what they publish and receive, ordered by channel and
+    /// id: what an all-in-one's admin API shows (a gateway reads the same from presence).
+    pub fn participants(&self) -> Vec<ParticipantView> {
+        let rooms = self.rooms();
+        let mut out: Vec<ParticipantView> = rooms
+            .channels
+            .iter()
+            .flat_map(|(name, ch)| {
+                ch.participants.iter().map(move |(id, p)| ParticipantView {
+                    channel: name.clone(),
+                    id: id.clone(),
+                    user: p.user.clone(),
+                    publications: ch
+                        .publications
+                        .iter()
+                        .filter(|(_, x)| x.participant == *id)
+                        .map(|(pid, x)| (pid.clone(), x.track_info()))
+                        .collect(),
+                    subscriptions: ch
+                        .subscriptions
+                        .iter()
+                        .filter(|(_, x)| x.participant == *id)
+                        .map(|(sid, x)| (sid.clone(), x.publication.clone()))
+                        .collect(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.channel, &a.id).cmp(&(&b.channel, &b.id)));
+        out
+    }
+
+    /// An operator removes `participant` (false if it is not in `channel`). A signalling client
+    /// is told why and its socket closes, which makes it leave; one without a socket (WHIP/WHEP)
+    /// leaves at once, its transports closed.
+    pub fn kick(&self, channel: &str, participant: &str, reason: &str) -> bool {
+        let outbox = {
+            let rooms = self.rooms();
+            match rooms
+                .channels
+                .get(channel)
+                .and_then(|c| c.participants.get(participant))
+            {
+                Some(p) => p.outbox.clone(),
+                None => return false,
+            }
+        };
+        let told = outbox.is_some_and(|o| {
+            o.send(ServerMessage::Kicked {
+                reason: reason.to_string(),
+            })
+            .is_ok()
+        });
+        if !told {
+            self.leave(channel, participant);
+        }
+        tracing::info!(channel, participant, reason, "kicked");
+        true
     }
 
     /// Whether `participant` is in `channel` (for WHIP/WHEP resources).

@@ -1,11 +1,12 @@
-//! The admin API, `/admin/api/v1` on the gateway's admin listener (9090): media servers (list,
-//! drain, forget), active channels with their clients and publications, kicking a client,
-//! applications, channel configurations, deployments and the audit log (see `config`), and the
-//! OpenAPI document at `/admin/api/v1/openapi.json`.
+//! The admin API, `/admin/api/v1` on the admin listener (9090) of a gateway or an all-in-one:
+//! media servers (list, drain, forget), active channels with their clients and publications,
+//! kicking a client, applications, channel configurations, deployments and the audit log (see
+//! `config`), and the OpenAPI document at `/admin/api/v1/openapi.json`.
 //!
 //! Every request must come from `ADMIN:IPADDRESSES` (403 otherwise) and carry a valid
 //! `X-API-Key` (401 otherwise); both are checked before anything else, the document included.
 
+mod all_in_one;
 mod config;
 mod openapi;
 
@@ -20,9 +21,12 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use switchyard_controlplane::allowlist::{AllowList, Guarded, guard};
-use switchyard_controlplane::error::Error;
+use switchyard_controlplane::error::{Error, ErrorBody};
+use switchyard_controlplane::metrics::Metrics;
 use switchyard_controlplane::protocol::TrackInfo;
 use switchyard_store::CachedStore;
+
+pub use all_in_one::AllInOne;
 
 use crate::gateway::Gateway;
 use crate::presence::ParticipantEntry;
@@ -30,9 +34,29 @@ use crate::registry::{MediaServerRecord, MediaServerRegistry};
 
 pub const PREFIX: &str = "/admin/api/v1";
 
-/// The admin API's state: the gateway it administers, the configuration store, and who may.
+/// The live state an admin API looks at and acts on: media servers, channels, kicks. Only this
+/// differs between a gateway and an all-in-one; applications, channel configurations,
+/// deployments and the audit log are in the configuration store both have, so those endpoints
+/// (see `config`) are the same code for both.
+pub enum Administered {
+    /// A gateway's cluster: the media servers' registry and the presence every gateway shares.
+    Cluster(Arc<Gateway>),
+    /// One process that is its own only media server, with its channels in memory.
+    AllInOne(AllInOne),
+}
+
+impl Administered {
+    fn metrics(&self) -> &Metrics {
+        match self {
+            Administered::Cluster(g) => &g.metrics,
+            Administered::AllInOne(a) => &a.state.metrics,
+        }
+    }
+}
+
+/// The admin API's state: what it administers, the configuration store, and who may.
 pub struct Admin {
-    pub gateway: Arc<Gateway>,
+    administered: Administered,
     store: CachedStore,
     allow: AllowList,
     keys: Vec<String>,
@@ -40,10 +64,15 @@ pub struct Admin {
 
 impl Admin {
     /// `keys` are the accepted `X-API-Key` values (one, or two while rotating).
-    pub fn new(gateway: Arc<Gateway>, allow: AllowList, keys: Vec<String>) -> Admin {
+    pub fn new(
+        administered: Administered,
+        store: CachedStore,
+        allow: AllowList,
+        keys: Vec<String>,
+    ) -> Admin {
         Admin {
-            store: gateway.store.clone(),
-            gateway,
+            administered,
+            store,
             allow,
             keys,
         }
@@ -86,7 +115,7 @@ async fn key_guard(
     if admin.key_ok(request.headers()) {
         return next.run(request).await;
     }
-    admin.gateway.metrics.auth_failure();
+    admin.administered.metrics().auth_failure();
     tracing::warn!(%from, path = %request.uri().path(), "admin API call without a valid X-API-Key refused");
     let why = if request.headers().contains_key("x-api-key") {
         "the X-API-Key is not valid"
@@ -124,19 +153,40 @@ pub fn router(admin: Arc<Admin>) -> Router {
 async fn media_servers(
     State(admin): State<Arc<Admin>>,
 ) -> Result<Json<Vec<MediaServerRecord>>, Error> {
-    let mut servers = admin.gateway.registry.list().await?;
+    let mut servers = match &admin.administered {
+        Administered::Cluster(g) => g.registry.list().await?,
+        Administered::AllInOne(a) => vec![a.record()],
+    };
     servers.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(Json(servers))
 }
 
 /// The server `id`, or why not.
 async fn known(admin: &Admin, id: &str) -> Result<MediaServerRecord, Error> {
-    admin
-        .gateway
-        .registry
-        .get(id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("no media server {id}")))
+    let found = match &admin.administered {
+        Administered::Cluster(g) => g.registry.get(id).await?,
+        Administered::AllInOne(a) => Some(a.record()).filter(|r| r.id == id),
+    };
+    found.ok_or_else(|| Error::NotFound(format!("no media server {id}")))
+}
+
+/// The gateway whose registry holds `id` (a 404 when none does), or, for an all-in-one's own
+/// server, the 409 to answer: it cannot be drained or forgotten, as new sessions would have
+/// nowhere else to go.
+async fn registered(admin: &Admin, id: &str) -> Result<Result<Arc<Gateway>, Response>, Error> {
+    known(admin, id).await?;
+    Ok(match &admin.administered {
+        Administered::Cluster(g) => Ok(g.clone()),
+        Administered::AllInOne(_) => Err((
+            StatusCode::CONFLICT,
+            Json(ErrorBody {
+                error: format!(
+                    "{id} is this all-in-one's only media server: it cannot be drained or forgotten; stop the process (SIGTERM) instead"
+                ),
+            }),
+        )
+            .into_response()),
+    })
 }
 
 async fn media_server(
@@ -154,10 +204,13 @@ async fn set_drain(
     id: &str,
     draining: bool,
 ) -> Result<Response, Error> {
-    known(admin, id).await?;
-    admin.gateway.registry.set_draining(id, draining).await?;
+    let g = match registered(admin, id).await? {
+        Ok(g) => g,
+        Err(refused) => return Ok(refused),
+    };
+    g.registry.set_draining(id, draining).await?;
     tracing::info!(id, draining, "media server drain set by the admin API");
-    let now = admin.gateway.registry.get(id).await?;
+    let now = g.registry.get(id).await?;
     let action = if draining {
         "mediaServer.drain"
     } else {
@@ -192,13 +245,16 @@ async fn forget_media_server(
     State(admin): State<Arc<Admin>>,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
-) -> Result<StatusCode, Error> {
-    known(&admin, &id).await?;
-    admin.gateway.registry.remove(&id).await?;
+) -> Result<Response, Error> {
+    let g = match registered(&admin, &id).await? {
+        Ok(g) => g,
+        Err(refused) => return Ok(refused),
+    };
+    g.registry.remove(&id).await?;
     admin
         .audit(from, "mediaServer.forget", &id, serde_json::Value::Null)
         .await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Serialize)]
@@ -234,8 +290,9 @@ enum ConnectionView {
     },
 }
 
-async fn channel_view(admin: &Admin, id: &str) -> Result<ChannelView, Error> {
-    let presence = &admin.gateway.presence;
+/// A cluster's channel `id` as presence has it.
+async fn channel_view(g: &Gateway, id: &str) -> Result<ChannelView, Error> {
+    let presence = &g.presence;
     let participants = presence.participants(id).await?;
     let publications = presence.publications(id).await?;
     let subscriptions = presence.subscriptions(id).await?;
@@ -276,10 +333,14 @@ async fn channel_view(admin: &Admin, id: &str) -> Result<ChannelView, Error> {
 }
 
 async fn channels(State(admin): State<Arc<Admin>>) -> Result<Json<Vec<ChannelView>>, Error> {
-    let names = admin.gateway.presence.channels().await?;
+    let g = match &admin.administered {
+        Administered::Cluster(g) => g,
+        Administered::AllInOne(a) => return Ok(Json(a.channels())),
+    };
+    let names = g.presence.channels().await?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        let view = channel_view(&admin, &name).await?;
+        let view = channel_view(g, &name).await?;
         if !view.clients.is_empty() {
             out.push(view);
         }
@@ -291,11 +352,14 @@ async fn channel(
     State(admin): State<Arc<Admin>>,
     Path(id): Path<String>,
 ) -> Result<Json<ChannelView>, Error> {
-    let view = channel_view(&admin, &id).await?;
-    if view.clients.is_empty() {
-        return Err(Error::NotFound(format!("no active channel {id}")));
+    let view = match &admin.administered {
+        Administered::Cluster(g) => Some(channel_view(g, &id).await?),
+        Administered::AllInOne(a) => a.channels().into_iter().find(|c| c.id == id),
+    };
+    match view {
+        Some(v) if !v.clients.is_empty() => Ok(Json(v)),
+        _ => Err(Error::NotFound(format!("no active channel {id}"))),
     }
-    Ok(Json(view))
 }
 
 async fn kick(
@@ -303,10 +367,11 @@ async fn kick(
     ConnectInfo(from): ConnectInfo<SocketAddr>,
     Path((channel, participant)): Path<(String, String)>,
 ) -> Result<StatusCode, Error> {
-    let kicked = admin
-        .gateway
-        .kick(&channel, &participant, "removed by an administrator")
-        .await?;
+    let reason = "removed by an administrator";
+    let kicked = match &admin.administered {
+        Administered::Cluster(g) => g.kick(&channel, &participant, reason).await?,
+        Administered::AllInOne(a) => a.state.kick(&channel, &participant, reason),
+    };
     if !kicked {
         return Err(Error::NotFound(format!(
             "no client {participant} in channel {channel}"

@@ -17,6 +17,12 @@ fn op(summary: &str, ok: &str) -> Value {
     })
 }
 
+/// `op` that all-in-one refuses for its one media server, which it cannot drain or forget.
+fn cluster_only(mut op: Value) -> Value {
+    op["responses"]["409"] = json!({ "description": "all-in-one: its only media server cannot be drained or forgotten" });
+    op
+}
+
 /// `op` with a JSON request body and a 400 for a body that fails the checks.
 fn with_body(mut op: Value) -> Value {
     op["requestBody"] = json!({ "required": true, "content": { "application/json": {} } });
@@ -30,7 +36,7 @@ pub async fn document() -> Json<Value> {
         "info": {
             "title": "Switchyard admin API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Served by each gateway on its admin listener (9090). Callers must be in ADMIN:IPADDRESSES and send X-API-Key."
+            "description": "Served by each gateway, and by all-in-one, on its admin listener (9090). Callers must be in ADMIN:IPADDRESSES and send X-API-Key. All-in-one lists itself as its one media server, `all-in-one`."
         },
         "servers": [{ "url": super::PREFIX }],
         "security": [{ "apiKey": [] }],
@@ -40,12 +46,12 @@ pub async fn document() -> Json<Value> {
             "/media-servers/{id}": {
                 "parameters": [{ "$ref": "#/components/parameters/id" }],
                 "get": op("One media server", "200"),
-                "delete": op("Forget a media server's record now (it registers again if alive)", "204")
+                "delete": cluster_only(op("Forget a media server's record now (it registers again if alive)", "204"))
             },
             "/media-servers/{id}/drain": {
                 "parameters": [{ "$ref": "#/components/parameters/id" }],
-                "post": op("Drain: no new sessions on this server; existing ones continue", "200"),
-                "delete": op("Stop draining", "200")
+                "post": cluster_only(op("Drain: no new sessions on this server; existing ones continue", "200")),
+                "delete": cluster_only(op("Stop draining", "200"))
             },
             "/channels": { "get": op("Active channels with their clients and connections", "200") },
             "/channels/{channel}": {
