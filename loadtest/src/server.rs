@@ -57,6 +57,8 @@ impl Launched {
             .args(["--data-dir", &data.display().to_string()])
             .arg("--no-dev-tokens")
             .env("RUST_LOG", "info")
+            // Every emulated client connects from this one address.
+            .env("SYNC__MAXCONNECTIONSPERADDRESS", "0")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);

@@ -121,6 +121,16 @@ impl Server {
         }
     }
 
+    /// The server's resident memory in KiB (VmRSS), for tests that report what an attack cost.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// `/metrics` as name{labels} -> value.
     pub fn metrics(&self) -> HashMap<String, f64> {
         http::metrics(self.port)

@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::protocol::{LayerPreferences, ParticipantInfo, ServerMessage};
 use crate::rules::Rules;
+use crate::sync_limits::SyncLimits;
 use crate::token::Applications;
 
 /// A participant's id and everyone already in the channel, as `join` returns them.
@@ -23,6 +24,9 @@ pub trait Channels: Send + Sync + 'static {
     fn applications(&self) -> &Applications;
 
     fn metrics(&self) -> &Metrics;
+
+    /// The limits on `/sync` sockets, with the count of sockets per address.
+    fn sync_limits(&self) -> &SyncLimits;
 
     /// The dev application's (id, secret), when `/api/dev-token` may hand out tokens.
     fn dev_tokens(&self) -> Option<&(String, String)>;

@@ -106,6 +106,26 @@ const SETTINGS: &[Spec] = &[
         about: "addresses the signalling listener serves",
     },
     Spec {
+        name: "SYNC:JOINTIMEOUT",
+        kind: Kind::Count,
+        about: "seconds a signalling socket may stay open before it joins (default 10; 0: no limit)",
+    },
+    Spec {
+        name: "SYNC:MESSAGERATE",
+        kind: Kind::Count,
+        about: "frames per second one signalling socket may send before it is closed (default 100; 0: no limit)",
+    },
+    Spec {
+        name: "SYNC:MESSAGEBURST",
+        kind: Kind::Count,
+        about: "frames one signalling socket may send at once after a quiet spell (default 200)",
+    },
+    Spec {
+        name: "SYNC:MAXCONNECTIONSPERADDRESS",
+        kind: Kind::Count,
+        about: "signalling sockets one source address may hold (default 50; 0: no limit)",
+    },
+    Spec {
         name: "TURN:ENABLED",
         kind: Kind::Bool,
         about: "run the embedded TURN server (default true)",

@@ -28,6 +28,7 @@ pub mod server;
 pub mod session;
 pub mod signalling;
 mod speaking;
+pub mod sync_limits;
 pub mod token;
 pub mod web;
 pub mod whip;

@@ -23,6 +23,37 @@ pub struct Metrics {
     signals_relayed: AtomicU64,
     /// Peer-to-peer signals refused, by reason.
     signals_refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// Signalling sockets closed or refused by a [`crate::sync_limits`] limit, in the order of
+    /// [`SocketClosed::ALL`].
+    sockets_closed: [AtomicU64; 3],
+}
+
+/// Why the server ended a signalling socket on its own (see [`crate::sync_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketClosed {
+    /// No successful `join` within `SYNC:JOINTIMEOUT`.
+    JoinTimeout,
+    /// Frames faster than `SYNC:MESSAGERATE` allows.
+    Rate,
+    /// Upgrade refused: the address held `SYNC:MAXCONNECTIONSPERADDRESS` sockets already.
+    PerAddress,
+}
+
+impl SocketClosed {
+    pub const ALL: [SocketClosed; 3] = [
+        SocketClosed::JoinTimeout,
+        SocketClosed::Rate,
+        SocketClosed::PerAddress,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SocketClosed::JoinTimeout => "join_timeout",
+            SocketClosed::Rate => "rate",
+            SocketClosed::PerAddress => "per_address",
+        }
+    }
 }
 
 impl Metrics {
@@ -48,6 +79,10 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         *m.entry(reason).or_default() += 1;
+    }
+
+    pub fn socket_closed(&self, reason: SocketClosed) {
+        self.sockets_closed[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Appends the signalling counters (shared by all-in-one and the gateway) and the host
@@ -94,6 +129,18 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "switchyard_signals_refused_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        out.push_str(
+            "# HELP switchyard_signalling_sockets_closed_total Signalling sockets closed, or upgrades refused, for exceeding a limit, by reason.\n",
+        );
+        out.push_str("# TYPE switchyard_signalling_sockets_closed_total counter\n");
+        for reason in SocketClosed::ALL {
+            let _ = writeln!(
+                out,
+                "switchyard_signalling_sockets_closed_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                self.sockets_closed[reason as usize].load(Ordering::Relaxed)
             );
         }
     }
@@ -335,5 +382,23 @@ mod tests {
             out.contains("switchyard_signals_refused_total{reason=\"not_found\"} 1\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn limit_closes_are_counted_by_reason() {
+        let m = Metrics::default();
+        m.socket_closed(SocketClosed::JoinTimeout);
+        m.socket_closed(SocketClosed::JoinTimeout);
+        m.socket_closed(SocketClosed::PerAddress);
+        let mut out = String::new();
+        m.render(&mut out);
+        for (reason, n) in [("join_timeout", 2), ("rate", 0), ("per_address", 1)] {
+            assert!(
+                out.contains(&format!(
+                    "switchyard_signalling_sockets_closed_total{{reason=\"{reason}\"}} {n}\n"
+                )),
+                "{out}"
+            );
+        }
     }
 }

@@ -26,6 +26,7 @@ use crate::pipe::PipeTrack;
 use crate::protocol::{LayerPreferences, ParticipantInfo, ServerMessage, TrackInfo};
 use crate::rooms::{Owner, Participant, Publication, Rooms, Subscription, Track};
 use crate::rules::{ALL_CODECS, Rules};
+use crate::sync_limits::SyncLimits;
 use crate::token::Applications;
 
 /// A participant as [`AppState::participants`] shows it.
@@ -48,6 +49,8 @@ pub struct AppState {
     pub announce: Vec<IpAddr>,
     rooms: Mutex<Rooms>,
     pub metrics: Metrics,
+    /// Limits on `/sync` sockets (all-in-one; a media server serves no `/sync`).
+    pub sync_limits: SyncLimits,
     /// The dev application's (id, secret), when `/api/dev-token` may hand out tokens.
     pub dev_tokens: Option<(String, String)>,
     /// Set to true when the server shuts down; signalling sockets close with a reason.
@@ -76,6 +79,7 @@ impl AppState {
             announce,
             rooms,
             metrics: Metrics::default(),
+            sync_limits: SyncLimits::default(),
             dev_tokens: None,
             shutdown,
             store: None,
@@ -956,6 +960,10 @@ impl Channels for AppState {
 
     fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    fn sync_limits(&self) -> &SyncLimits {
+        &self.sync_limits
     }
 
     fn dev_tokens(&self) -> Option<&(String, String)> {

@@ -1,12 +1,14 @@
 //! WebSocket signalling at `/sync`: join a channel with a token, publish and subscribe with
 //! SDP offers, and hear about everyone else in the channel.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -14,9 +16,11 @@ use tokio::sync::mpsc;
 use crate::channel_messages;
 use crate::channels::Channels;
 use crate::error::Error;
+use crate::metrics::SocketClosed;
 use crate::p2p::{self, TokenBucket};
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::rules::Rules;
+use crate::sync_limits::{Admitted, CLOSE_JOIN_TIMEOUT, CLOSE_RATE};
 use crate::token::{Claims, TokenError};
 
 /// Close code for a refused join (4000-4999 are for applications).
@@ -26,10 +30,32 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_KICKED: u16 = 4003;
 /// Signalling messages are SDP-sized; anything far larger is refused by the socket.
 const MAX_MESSAGE: usize = 256 * 1024;
+/// How long a session's last replies and close frame may take to leave once it has ended: a
+/// client that stopped reading (a flood) must not keep the socket open past its close.
+const FLUSH: Duration = Duration::from_secs(5);
+/// How long frames that follow a rate close are read and dropped. A client still sending has
+/// them unread at the server, and closing a TCP socket with unread data resets it, which makes
+/// the client's kernel drop the close frame it had not read yet: it would learn nothing of why.
+const LINGER: Duration = Duration::from_secs(2);
 
-pub async fn sync<C: Channels>(ws: WebSocketUpgrade, State(state): State<Arc<C>>) -> Response {
+/// Upgrades to a signalling socket, unless the peer's address holds its limit of them already
+/// (`429 Too Many Requests`).
+pub async fn sync<C: Channels>(
+    ws: WebSocketUpgrade,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    State(state): State<Arc<C>>,
+) -> Response {
+    let Some(admitted) = state.sync_limits().admit(from.ip()) else {
+        state.metrics().socket_closed(SocketClosed::PerAddress);
+        tracing::debug!(%from, "signalling socket refused: too many from this address");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many signalling connections from this address\n",
+        )
+            .into_response();
+    };
     ws.max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| session(socket, state))
+        .on_upgrade(move |socket| session(socket, state, admitted))
 }
 
 /// What the writer task sends.
@@ -45,10 +71,11 @@ struct Joined {
     claims: Claims,
 }
 
-async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
+/// Runs one socket; `_admitted` counts it against its address until it ends.
+async fn session<C: Channels>(socket: WebSocket, state: Arc<C>, _admitted: Admitted) {
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         while let Some(out) = out_rx.recv().await {
             let result = match out {
                 Out::Message(m) => match serde_json::to_string(&m) {
@@ -85,6 +112,14 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
     // Peer-to-peer signals are limited per connection, the unit a misbehaving client controls.
     let mut signals = TokenBucket::for_signals(Instant::now());
     let mut messages = TokenBucket::for_signals(Instant::now());
+    let limits = state.sync_limits();
+    // Every frame the client sends takes a token, whatever it holds: past the limit the socket
+    // is closed, not answered, so a flood costs at most a burst of replies.
+    let mut frames = limits.bucket(Instant::now());
+    let join_timeout = limits.join_timeout;
+    let join_deadline = tokio::time::sleep(join_timeout.unwrap_or_default());
+    tokio::pin!(join_deadline);
+    let mut linger = false;
     loop {
         let message = tokio::select! {
             m = stream.next() => m,
@@ -93,7 +128,20 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
                 break;
             }
             Ok(()) = &mut kicked_rx => break,
+            () = &mut join_deadline, if joined.is_none() && join_timeout.is_some() => {
+                state.metrics().socket_closed(SocketClosed::JoinTimeout);
+                let _ = out_tx.send(Out::Close(CLOSE_JOIN_TIMEOUT, "join timeout".into()));
+                break;
+            }
         };
+        if matches!(&message, Some(Ok(m)) if !matches!(m, Message::Close(_)))
+            && frames.as_mut().is_some_and(|b| !b.take(Instant::now()))
+        {
+            state.metrics().socket_closed(SocketClosed::Rate);
+            let _ = out_tx.send(Out::Close(CLOSE_RATE, "message rate exceeded".into()));
+            linger = true;
+            break;
+        }
         let text = match message {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
@@ -212,7 +260,13 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>) {
         f.abort();
     }
     drop(out_tx);
-    let _ = writer.await;
+    if tokio::time::timeout(FLUSH, &mut writer).await.is_err() {
+        writer.abort();
+    }
+    if linger {
+        let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    }
 }
 
 /// Passes events to the writer; after a kick, closes the socket and tells the session.

@@ -10,6 +10,7 @@ use switchyard_controlplane::protocol::{
     LayerPreferences, ParticipantInfo, PublicationInfo, ServerMessage,
 };
 use switchyard_controlplane::rules::Rules;
+use switchyard_controlplane::sync_limits::SyncLimits;
 use switchyard_controlplane::token::Applications;
 use switchyard_store::ChannelConfig;
 use tokio::sync::{mpsc, watch};
@@ -32,6 +33,10 @@ impl Channels for Gateway {
 
     fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    fn sync_limits(&self) -> &SyncLimits {
+        &self.sync_limits
     }
 
     fn dev_tokens(&self) -> Option<&(String, String)> {

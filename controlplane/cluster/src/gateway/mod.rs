@@ -27,6 +27,7 @@ use switchyard_controlplane::allowlist::AllowList;
 use switchyard_controlplane::error::Error;
 use switchyard_controlplane::metrics::Metrics;
 use switchyard_controlplane::protocol::ServerMessage;
+use switchyard_controlplane::sync_limits::SyncLimits;
 use switchyard_controlplane::token::Applications;
 use switchyard_dataplane::turn::auth::Secrets;
 use switchyard_store::CachedStore;
@@ -51,6 +52,8 @@ pub struct Gateway {
     pub id: String,
     pub applications: Applications,
     pub metrics: Metrics,
+    /// Limits on its clients' `/sync` sockets.
+    pub sync_limits: SyncLimits,
     pub shutdown: watch::Sender<bool>,
     pub registry: Registry,
     pub presence: Presence,
@@ -83,6 +86,7 @@ impl Gateway {
             id,
             applications,
             metrics: Metrics::default(),
+            sync_limits: SyncLimits::default(),
             shutdown,
             registry,
             presence,

@@ -1,0 +1,324 @@
+//! Signalling under abuse, against a running server with small limits: hundreds of sockets that
+//! never join are closed at the join deadline, a flood of malformed requests on one socket is
+//! cut off with its close code after a burst of replies, one address past its socket limit is
+//! refused, and all of it is counted in `/metrics`, while a healthy aiortc publisher and player
+//! in the same channel keep decoding every second and two joined signalling clients in it keep
+//! exchanging channel messages.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use switchyard_tests::server::Server;
+use switchyard_tests::{netns, python, repo};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+const IDLE_SOCKETS: usize = 300;
+const PER_ADDRESS: usize = 20;
+const BURST: usize = 40;
+const FLOOD: usize = 20_000;
+
+/// A `/sync` socket from source address `from` (any of 127.0.0.0/8 in the namespace).
+async fn connect(port: u16, from: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stream = socket.connect(server).await.unwrap();
+    let url = format!("ws://127.0.0.1:{port}/sync");
+    tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Reads until a close frame; returns it with the number of `error` replies before it.
+async fn close_after(ws: &mut Ws, within: Duration) -> (Option<(u16, String)>, usize) {
+    let mut errors = 0;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return (
+                    frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    errors,
+                );
+            }
+            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"error\"") => errors += 1,
+            Ok(Some(Ok(_))) => {}
+            other => {
+                eprintln!("ended without a close frame: {other:?}");
+                return (None, errors);
+            }
+        }
+    }
+}
+
+async fn join(ws: &mut Ws, token: &str) -> serde_json::Value {
+    ws.send(Message::text(format!(
+        r#"{{"type":"join","token":"{token}"}}"#
+    )))
+    .await
+    .unwrap();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("joined in time");
+        if let Some(Ok(Message::Text(t))) = m {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if v["type"] == "joined" {
+                return v;
+            }
+        } else {
+            panic!("socket ended before joining: {m:?}");
+        }
+    }
+}
+
+fn counter(server: &Server, reason: &str) -> f64 {
+    server
+        .metrics()
+        .get(&format!(
+            "switchyard_signalling_sockets_closed_total{{reason=\"{reason}\"}}"
+        ))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn idle_flooding_and_crowding_sockets_are_closed_while_healthy_clients_continue() {
+    netns::enter();
+    let mut server = Server::start_with_env(
+        &[],
+        &[
+            ("SYNC__JOINTIMEOUT", "1"),
+            ("SYNC__MESSAGERATE", "20"),
+            ("SYNC__MESSAGEBURST", &BURST.to_string()),
+            ("SYNC__MAXCONNECTIONSPERADDRESS", &PER_ADDRESS.to_string()),
+        ],
+    );
+    let port = server.port;
+
+    // The healthy media pair, decoding every second.
+    let publish = server.token("live", "encoder", &[]);
+    let play = server.token("live", "viewer", &[]);
+    let mut healthy = Command::new(python())
+        .arg(repo().join("tests/aiortc/whip_whep.py"))
+        .args([
+            &format!("http://127.0.0.1:{port}"),
+            "live",
+            &publish,
+            &play,
+            "--seconds",
+            "10",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start aiortc");
+    let frames = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let result = Arc::new(Mutex::new(None::<serde_json::Value>));
+    let reader = {
+        let (frames, result) = (frames.clone(), result.clone());
+        let stdout = healthy.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if let Some(f) = v.get("video_frames").and_then(|f| f.as_u64())
+                    && v.get("t").is_some()
+                {
+                    frames.lock().unwrap().push(f);
+                }
+                if v.get("ok").is_some() {
+                    *result.lock().unwrap() = Some(v);
+                }
+            }
+        })
+    };
+    let last = |f: &Arc<Mutex<Vec<u64>>>| f.lock().unwrap().last().copied().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while last(&frames) < 30 {
+        assert!(Instant::now() < deadline, "the healthy pair never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let frames_at_attack = last(&frames);
+    let rss_before = server.rss_kib();
+
+    let talker = server.token("live", "talker", &[]);
+    let listener = server.token("live", "listener", &[]);
+    let flooder = server.token("live", "flooder", &[]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = runtime.block_on(async move {
+        // Two healthy signalling clients in the channel: one sends a channel message every
+        // 50 ms, the other counts what arrives, all through the attacks below.
+        let mut a = connect(port, "127.0.0.1").await.unwrap();
+        let mut b = connect(port, "127.0.0.1").await.unwrap();
+        join(&mut a, &talker).await;
+        join(&mut b, &listener).await;
+        let received = Arc::new(AtomicU64::new(0));
+        let counting = {
+            let received = received.clone();
+            tokio::spawn(async move {
+                while let Some(m) = b.next().await {
+                    match m {
+                        Ok(Message::Text(t)) => {
+                            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                            if v["type"] == "message" {
+                                received.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Ok(Message::Close(frame)) => return Some(frame),
+                        Ok(_) => {}
+                        Err(_) => return None,
+                    }
+                }
+                None
+            })
+        };
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let talking = tokio::spawn(async move {
+            let mut sent = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut stop_rx => return (sent, a),
+                }
+                a.send(Message::text(format!(
+                    r#"{{"type":"message","data":{{"n":{sent}}}}}"#
+                )))
+                .await
+                .expect("the healthy client can send");
+                sent += 1;
+            }
+        });
+
+        // 1. Idle sockets, 20 from each of 15 addresses, never joining.
+        let opened = Instant::now();
+        let mut idle = Vec::new();
+        for i in 0..IDLE_SOCKETS {
+            let from = format!("127.0.1.{}", 1 + i / PER_ADDRESS);
+            idle.push(connect(port, &from).await.expect("an idle socket opens"));
+        }
+        let closes = futures_util::future::join_all(
+            idle.iter_mut()
+                .map(|ws| close_after(ws, Duration::from_secs(5))),
+        )
+        .await;
+        let idle_closed_after = opened.elapsed();
+        for (close, _) in &closes {
+            let (code, reason) = close.clone().expect("an idle socket is closed");
+            assert_eq!((code, reason.as_str()), (4008, "join timeout"));
+        }
+
+        // 2. A joined socket floods malformed requests without reading.
+        let mut flood = connect(port, "127.0.0.5").await.unwrap();
+        join(&mut flood, &flooder).await;
+        let flood_started = Instant::now();
+        for _ in 0..FLOOD {
+            if flood
+                .feed(Message::text("{this is not json"))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = flood.flush().await;
+        let (close, replies) = close_after(&mut flood, Duration::from_secs(5)).await;
+        let flood_cut_after = flood_started.elapsed();
+        let (code, reason) = close.expect("the flood is closed");
+        assert_eq!((code, reason.as_str()), (4029, "message rate exceeded"));
+        assert!(
+            (1..=BURST + 10).contains(&replies),
+            "{replies} error replies before the close"
+        );
+
+        // 3. One address past its limit: the next upgrade is refused with 429, and one closed
+        //    socket makes room again.
+        let mut crowd = Vec::new();
+        for _ in 0..PER_ADDRESS {
+            crowd.push(connect(port, "127.0.0.6").await.expect("within the limit"));
+        }
+        match connect(port, "127.0.0.6").await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+            other => panic!("expected 429, got {:?}", other.map(|_| ())),
+        }
+        let mut one = crowd.pop().unwrap();
+        one.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }))
+        .await
+        .unwrap();
+        while one.next().await.is_some() {}
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let again = connect(port, "127.0.0.6").await;
+        assert!(again.is_ok(), "a closed socket frees its place");
+
+        // The healthy clients went on through all of it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = stop_tx.send(());
+        let (sent, mut a) = talking.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = received.load(Ordering::Relaxed);
+        assert!(
+            !counting.is_finished(),
+            "the healthy listener was closed: {:?}",
+            counting.await
+        );
+        assert_eq!(got, sent, "every channel message arrived");
+        a.close(None).await.unwrap();
+        serde_json::json!({
+            "idle_sockets": IDLE_SOCKETS,
+            "idle_closed_after_ms": idle_closed_after.as_millis() as u64,
+            "flood_frames": FLOOD,
+            "flood_error_replies": replies,
+            "flood_cut_after_ms": flood_cut_after.as_millis() as u64,
+            "healthy_messages": sent,
+        })
+    });
+
+    let rss_after = server.rss_kib();
+    // Counted by reason. The crowd's sockets (never joining) time out too.
+    assert!(counter(&server, "join_timeout") >= IDLE_SOCKETS as f64);
+    assert_eq!(counter(&server, "rate"), 1.0);
+    assert_eq!(counter(&server, "per_address"), 1.0);
+
+    // The healthy pair kept decoding through all of it, every second.
+    healthy.wait().expect("aiortc finished");
+    reader.join().unwrap();
+    let result = result.lock().unwrap().clone().expect("aiortc result");
+    assert_eq!(result["ok"], true, "{result:#}");
+    let frames = frames.lock().unwrap().clone();
+    let during: Vec<u64> = frames
+        .iter()
+        .copied()
+        .filter(|f| *f >= frames_at_attack)
+        .collect();
+    assert!(
+        during.windows(2).all(|w| w[1] > w[0]),
+        "frames stalled during the attacks: {frames:?}"
+    );
+    assert!(
+        result["video_frames"].as_u64().unwrap() > frames_at_attack + 100,
+        "{result:#} {frames:?}"
+    );
+    assert!(server.is_running());
+    let mut report = report;
+    report["rss_kib_before"] = rss_before.into();
+    report["rss_kib_after"] = rss_after.into();
+    println!("{report}");
+}
