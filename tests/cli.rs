@@ -448,3 +448,32 @@ fn all_in_one_admin_api_with_its_generated_key() {
         "{audit}"
     );
 }
+
+/// `LOG__FORMAT=json` (or `--log-format json`): one JSON object per log line, the message and
+/// its fields as keys, so a shipper indexes a publication's channel and participant directly.
+#[test]
+fn json_logs_carry_the_fields() {
+    netns::enter();
+    let dir = temp_dir();
+    let server = Server::start_in(&dir, &[], &[("LOG__FORMAT", "json")]);
+    let token = server.token("room", "u", &[]);
+    let r = whip(server.port, "room", &token, &offer());
+    assert_eq!(r.status, 201, "{}", r.body);
+    let text = std::fs::read_to_string(dir.join("server.log")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    let published = lines
+        .iter()
+        .find(|l| l["message"] == "published")
+        .unwrap_or_else(|| panic!("no published line in {text}"));
+    assert_eq!(published["channel"], "room", "{published}");
+    assert!(published["publication"].is_string(), "{published}");
+}

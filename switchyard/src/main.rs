@@ -37,6 +37,22 @@ use switchyard_store::{CachedStore, Health, Store};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text, or as one JSON object per line for log shippers (the message and
+    /// its fields, such as channel, participant and transport ids, as keys).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "LOG__FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -374,6 +390,7 @@ fn parse_ttl(s: &str) -> Result<Duration, BadArgument> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log = cli.log_format;
     match cli.command {
         Command::Token(args) => match token(args) {
             Ok(t) => {
@@ -411,19 +428,19 @@ fn main() -> ExitCode {
             }
         },
         Command::Loadtest(args) => {
-            init_logging();
+            init_logging(log);
             switchyard_loadtest::main(args)
         }
         Command::Doctor(args) => doctor::main(args),
-        Command::AllInOne(args) => run("all-in-one", || all_in_one(args)),
-        Command::Gateway(args) => run("gateway", || roles::gateway(args)),
-        Command::MediaServer(args) => run("media-server", || roles::media_server(args)),
+        Command::AllInOne(args) => run(log, "all-in-one", || all_in_one(args)),
+        Command::Gateway(args) => run(log, "gateway", || roles::gateway(args)),
+        Command::MediaServer(args) => run(log, "media-server", || roles::media_server(args)),
     }
 }
 
 /// Runs a server role with logging, turning its error into a message and exit status 1.
-fn run(role: &str, f: impl FnOnce() -> Result<(), Fatal>) -> ExitCode {
-    init_logging();
+fn run(log: LogFormat, role: &str, f: impl FnOnce() -> Result<(), Fatal>) -> ExitCode {
+    init_logging(log);
     match f() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -434,16 +451,19 @@ fn run(role: &str, f: impl FnOnce() -> Result<(), Fatal>) -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.with_ansi(ansi).init(),
+        // Fields flattened next to the message, so a shipper indexes `channel` directly.
+        LogFormat::Json => fmt.json().flatten_event(true).init(),
+    }
 }
 
 fn token(args: TokenArgs) -> Result<String, Fatal> {
