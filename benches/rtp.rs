@@ -58,6 +58,10 @@ fn rewrite(c: &mut Criterion) {
     let mut consumer = consumer();
     let now = std::time::Instant::now();
     let mut out = vec![0u8; 2048];
+    // Read once per packet by the router, for all its consumers.
+    let vp8 = packet
+        .get(header.payload_offset..header.payload_end)
+        .and_then(rtp::vp8_picture_fields);
 
     let mut group = c.benchmark_group("rtp");
     group.throughput(Throughput::Elements(1));
@@ -68,7 +72,14 @@ fn rewrite(c: &mut Criterion) {
         b.iter(|| {
             black_box(
                 consumer
-                    .write(black_box(&header), black_box(&packet), &mut out, now, None)
+                    .write(
+                        black_box(&header),
+                        black_box(&packet),
+                        &mut out,
+                        now,
+                        None,
+                        vp8.as_ref(),
+                    )
                     .expect("rewrite"),
             )
         })

@@ -781,7 +781,7 @@ impl Links<'_> {
             }
             return false;
         };
-        let was_idle = queue.next_due().is_none();
+        let was_idle = queue.is_empty();
         match queue.offer(self.now, Held { slot, twcc }, len, class) {
             Offer::Send => {
                 self.tx.queue_held(slot);

@@ -215,10 +215,14 @@ impl<T> Queue<T> {
         Some(item)
     }
 
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.resends.is_empty() && self.video.is_empty()
+    }
+
     /// When the next held packet may go; `None` when nothing is held.
     pub fn next_due(&self) -> Option<Instant> {
-        let empty = self.resends.is_empty() && self.video.is_empty();
-        (!empty).then(|| self.pacer.next_send_time())
+        (!self.is_empty()).then(|| self.pacer.next_send_time())
     }
 
     /// Takes out every held packet (the transport closes), in no particular order.

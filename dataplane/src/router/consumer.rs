@@ -226,7 +226,8 @@ impl Rewrite {
     }
 
     /// Writes the decrypted RTP `packet` of the stream being forwarded into `out` in the clear
-    /// as this consumer sends it; the payload is copied once, straight into `out`. Returns the
+    /// as this consumer sends it; the payload is copied once, straight into `out`. `vp8` is the
+    /// packet's VP8 descriptor fields, read once by the router for every consumer. Returns the
     /// length, or `None` for a late packet from before the last switch.
     pub fn write(
         &mut self,
@@ -235,6 +236,7 @@ impl Rewrite {
         out: &mut [u8],
         now: Instant,
         twcc: Option<(u8, u16)>,
+        vp8: Option<&rtp::Vp8Fields>,
     ) -> Option<usize> {
         let seq = match self.temporal.as_mut() {
             Some(t) => t.seq.forward(header.sequence)?,
@@ -247,11 +249,8 @@ impl Rewrite {
         {
             return None;
         }
-        let fields = (self.codec == Codec::Vp8)
-            .then(|| packet.get(header.payload_offset..header.payload_end))
-            .flatten()
-            .and_then(rtp::vp8_picture_fields);
-        let picture = self.picture_shift(fields.as_ref(), true)?;
+        let fields = vp8.filter(|_| self.codec == Codec::Vp8);
+        let picture = self.picture_shift(fields, true)?;
         let len = self.write_with(header, packet, out, seq, header.marker, None, twcc, picture)?;
         if self
             .last
@@ -596,7 +595,14 @@ mod tests {
 
         let mut out = [0u8; 64];
         let n = rewrite
-            .write(&header, packet, &mut out, Instant::now(), Some((5, 0x1234)))
+            .write(
+                &header,
+                packet,
+                &mut out,
+                Instant::now(),
+                Some((5, 0x1234)),
+                None,
+            )
             .unwrap();
         let got = rtp::Header::parse(&out[..n]).unwrap();
         assert_eq!((got.ssrc, got.payload_type, got.marker), (0xBAD, 98, true));
@@ -633,7 +639,7 @@ mod tests {
         let header = rtp::Header::parse(packet).unwrap();
         let mut out = [0u8; 64];
         let n = rewrite
-            .write(&header, packet, &mut out, Instant::now(), None)
+            .write(&header, packet, &mut out, Instant::now(), None, None)
             .unwrap();
         let ours = rtp::Header::parse(&out[..n]).unwrap().sequence;
 
@@ -719,7 +725,7 @@ mod tests {
         let mut rewrite = Rewrite::new(&with_red, Codec::Opus, &mut StdRng::seed_from_u64(1))
             .with_red(Some(63), 111);
         let n = rewrite
-            .write(&header, packet, &mut out, Instant::now(), None)
+            .write(&header, packet, &mut out, Instant::now(), None, None)
             .unwrap();
         let got = rtp::Header::parse(&out[..n]).unwrap();
         assert_eq!(got.payload_type, 100);
@@ -734,7 +740,7 @@ mod tests {
         let mut plain = Rewrite::new(&plain_spec, Codec::Opus, &mut StdRng::seed_from_u64(1))
             .with_red(Some(63), 111);
         let n = plain
-            .write(&header, packet, &mut out, Instant::now(), None)
+            .write(&header, packet, &mut out, Instant::now(), None, None)
             .unwrap();
         let got = rtp::Header::parse(&out[..n]).unwrap();
         assert_eq!(got.payload_type, 109);
@@ -744,7 +750,7 @@ mod tests {
         opus[1] = 111;
         let header = rtp::Header::parse(&opus).unwrap();
         let n = plain
-            .write(&header, &opus, &mut out, Instant::now(), None)
+            .write(&header, &opus, &mut out, Instant::now(), None, None)
             .unwrap();
         let got = rtp::Header::parse(&out[..n]).unwrap();
         assert_eq!(got.payload_type, 109);
@@ -755,7 +761,7 @@ mod tests {
         let header = rtp::Header::parse(&bad).unwrap();
         assert!(
             plain
-                .write(&header, &bad, &mut out, Instant::now(), None)
+                .write(&header, &bad, &mut out, Instant::now(), None, None)
                 .is_none()
         );
     }

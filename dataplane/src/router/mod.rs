@@ -556,7 +556,9 @@ impl Router {
                     consumer.rewrite.switch(header, payload, now, clock_rate);
                     switched = true;
                 }
-                len = consumer.rewrite.write(header, packet, buf, now, twcc)?;
+                len = consumer
+                    .rewrite
+                    .write(header, packet, buf, now, twcc, vp8.as_ref())?;
                 Some(len)
             });
             if switched {
@@ -1632,7 +1634,11 @@ mod tests {
             let h = rtp::write_header(&mut buf, &fields, &ext).unwrap();
             let mut payload = vp8(seq & 0x7FFF, keyframe.then_some(HEIGHTS[layer]));
             if self.temporal {
-                let (tid, sync) = if keyframe { (0, false) } else { l1t3(seq) };
+                let (tid, sync) = if keyframe {
+                    (0, false)
+                } else {
+                    super::temporal::tests::tid(seq)
+                };
                 payload[1] |= 0x20;
                 payload.insert(4, tid << 6 | u8::from(sync) << 5);
             }
@@ -1682,16 +1688,6 @@ mod tests {
                 .iter()
                 .filter(|p| matches!(p, rtcp::Packet::Pli { media_ssrc, .. } if *media_ssrc == LAYER_SSRCS[layer]))
                 .count()
-        }
-    }
-
-    /// The temporal layer and sync bit of picture `n` in Chromium's L1T3 pattern.
-    fn l1t3(n: u16) -> (u8, bool) {
-        match n % 4 {
-            0 => (0, false),
-            1 => (2, true),
-            2 => (1, true),
-            _ => (2, false),
         }
     }
 

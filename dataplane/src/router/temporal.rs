@@ -120,12 +120,12 @@ impl Pictures {
 
 // ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Chromium's L1T3 pattern: TL0, TL2, TL1, TL2, ...; the TL1 and TL2 frames right after
-    /// a TL0 frame are layer sync frames.
-    fn tid(frame: u16) -> (u8, bool) {
+    /// a TL0 frame are layer sync frames. (The router's tests send it too.)
+    pub(in crate::router) fn tid(frame: u16) -> (u8, bool) {
         match frame % 4 {
             0 => (0, false),
             1 => (2, true),
