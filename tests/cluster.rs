@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use switchyard_tests::capture::{Capture, json_strings};
 use switchyard_tests::cluster::{
     Postgres, Process, Redis, SECRET, media_servers, signed, wait_for,
 };
@@ -173,26 +174,21 @@ fn browsers_across_gateways_regions_capacity_and_kill() {
     let tokens: Vec<String> = (0..3)
         .map(|i| token(&dir, "room", &format!("user{i}")))
         .collect();
-    let out = Command::new("node")
-        .current_dir(browser_dir())
-        .arg("three_pages.mjs")
-        .arg(format!("http://127.0.0.1:{GATEWAY_A}"))
-        .args(["room", "VP8"])
-        .args(&tokens)
-        // page 0 on gateway a (no claim: the channel goes to ms-a, which is then full),
-        // page 1 on gateway b asking for region b, page 2 on gateway b with no claim.
-        .env(
-            "BASES",
-            format!("http://127.0.0.1:{GATEWAY_A},http://127.0.0.1:{GATEWAY_B},http://127.0.0.1:{GATEWAY_B}"),
-        )
-        .env("REGIONS", ",b,")
-        .env("KILL_PID", ms_a.pid().to_string())
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let result = last_json(&stdout)
-        .unwrap_or_else(|| panic!("no JSON result from the browser script:\n{stdout}\n{stderr}"));
+    let (result, stderr) = three_pages(
+        &tokens,
+        &[
+            // page 0 on gateway a (no claim: the channel goes to ms-a, which is then full),
+            // page 1 on gateway b asking for region b, page 2 on gateway b with no claim.
+            (
+                "BASES",
+                &format!(
+                    "http://127.0.0.1:{GATEWAY_A},http://127.0.0.1:{GATEWAY_B},http://127.0.0.1:{GATEWAY_B}"
+                ),
+            ),
+            ("REGIONS", ",b,"),
+            ("KILL_PID", &ms_a.pid().to_string()),
+        ],
+    );
     let before = &result["before"];
     assert!(
         before.is_array(),
@@ -263,6 +259,74 @@ fn browsers_across_gateways_regions_capacity_and_kill() {
     );
 }
 
+/// Runs tests/browser/three_pages.mjs (VP8, channel `room`, one page per token) with `env`;
+/// its JSON result and its stderr.
+fn three_pages(tokens: &[String], env: &[(&str, &str)]) -> (Value, String) {
+    let out = Command::new("node")
+        .current_dir(browser_dir())
+        .arg("three_pages.mjs")
+        .arg(format!("http://127.0.0.1:{GATEWAY_A}"))
+        .args(["room", "VP8"])
+        .args(tokens)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let result = last_json(&stdout)
+        .unwrap_or_else(|| panic!("no JSON result from the browser script:\n{stdout}\n{stderr}"));
+    (result, stderr)
+}
+
+/// Chromium pages on two gateways; one gateway is killed; its page reconnects to the other by
+/// itself (no reload), resumes its participant id, publishes and subscribes again, and everyone
+/// decodes everyone again within 15 s.
+#[test]
+fn browsers_reconnect_to_another_gateway() {
+    let postgres = Postgres::create();
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let database = postgres.url();
+    let shared = [("CONNECTIONSTRINGS__DEFAULT", database.as_str())];
+    let ga = gateway(&dir, "ga", GATEWAY_A, &redis, &shared);
+    let _gb = gateway(&dir, "gb", GATEWAY_B, &redis, &shared);
+    // Registered with the gateway that lives (in production: through a load balancer).
+    let _ms = media_server(&dir, "ms-1", "a", GATEWAY_B, "40000-40100", &[]);
+    let tokens: Vec<String> = (0..2)
+        .map(|i| token(&dir, "room", &format!("user{i}")))
+        .collect();
+    let (result, stderr) = three_pages(
+        &tokens,
+        &[
+            (
+                "BASES",
+                &format!("http://127.0.0.1:{GATEWAY_A},http://127.0.0.1:{GATEWAY_B}"),
+            ),
+            ("FAILOVER", "1"),
+            ("KILL_PID", &ga.pid().to_string()),
+        ],
+    );
+    assert_eq!(
+        result["ok"], true,
+        "not every page decoded every other again:\n{result:#}\n{stderr}"
+    );
+    let recovery = result["recovery_ms"].as_u64().expect("recovery_ms");
+    eprintln!("everyone decoded everyone again {recovery} ms after the gateway's SIGKILL");
+    assert!(recovery <= 15_000, "recovery took {recovery} ms");
+    let ids = |phase: &str| -> Vec<Value> {
+        (0..2)
+            .map(|i| result[phase][i]["participant"].clone())
+            .collect()
+    };
+    assert_eq!(ids("before"), ids("after"), "participant ids kept");
+    let logs = std::fs::read_to_string(dir.join("gb.log")).unwrap_or_default();
+    assert!(logs.contains("resuming"), "gb resumed nobody:\n{logs}");
+    wait_for("presence to empty", Duration::from_secs(10), || {
+        publications(&redis, "room").is_empty()
+    });
+}
+
 /// `switchyard loadtest run` against a gateway; its JSON report. The generator's emulated
 /// clients do real ICE, DTLS and SRTP and count every packet.
 fn loadtest(dir: &Path, gateway_port: u16, channel: &str, args: &[&str]) -> Value {
@@ -299,7 +363,8 @@ fn placed(dir: &Path, gateway: &str, channel: &str) -> Vec<String> {
     servers
 }
 
-/// A meeting spread over two media servers by their capacity still delivers every stream; a
+/// A meeting spread over two media servers by their capacity still delivers every stream, and a
+/// capture of the loopback shows its pipes' SRTP keys only sealed with the cluster secret; a
 /// media server told to stop (SIGTERM) drains: it takes no new sessions, its running session
 /// goes on without loss, and it exits once that session ends.
 #[test]
@@ -333,6 +398,8 @@ fn meeting_across_servers_and_drain() {
         &["--capacity", "2"],
     );
 
+    // Everything on the wires of the namespace while the meeting is relayed between servers.
+    let capture = Capture::start();
     let r = loadtest(
         &dir,
         GATEWAY_A,
@@ -348,7 +415,20 @@ fn meeting_across_servers_and_drain() {
             "2",
         ],
     );
+    let wire = capture.stop();
     assert_clean(&r, 16);
+    // The pipes' SRTP keys crossed the loopback sealed with the cluster secret, never in clear
+    // (hex of the key's length).
+    let keys: Vec<String> = ["sendKey", "receiveKey"]
+        .iter()
+        .flat_map(|f| json_strings(&wire, f))
+        .collect();
+    assert!(keys.len() >= 4, "no pipe was set up: {keys:?}");
+    for key in &keys {
+        let clear = key.len() == 2 * switchyard_dataplane::spec::PIPE_KEY_LEN
+            && key.bytes().all(|b| b.is_ascii_hexdigit());
+        assert!(!clear, "a pipe key crossed the wire in clear: {key}");
+    }
     assert_eq!(
         placed(&dir, "ga", "meeting"),
         ["m1", "m2"],

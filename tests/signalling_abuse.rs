@@ -2,8 +2,8 @@
 //! never join are closed at the join deadline, a flood of malformed requests on one socket is
 //! cut off with its close code after a burst of replies, one address past its socket limit is
 //! refused, and all of it is counted in `/metrics`, while a healthy aiortc publisher and player
-//! in the same channel keep decoding every second and two joined signalling clients in it keep
-//! exchanging channel messages.
+//! and a Chromium page in the same channel keep decoding every second and two joined signalling
+//! clients in it keep exchanging channel messages.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use switchyard_tests::server::Server;
-use switchyard_tests::{netns, python, repo};
+use switchyard_tests::{browser_dir, netns, python, repo};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -82,6 +82,77 @@ async fn join(ws: &mut Ws, token: &str) -> serde_json::Value {
     }
 }
 
+/// Video frame counts a healthy client prints as JSON lines (`field` of each line with `t`), and
+/// its last line (the one with `ok`), read from its stdout as they come.
+struct Frames {
+    counts: Arc<Mutex<Vec<u64>>>,
+    result: Arc<Mutex<Option<serde_json::Value>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Frames {
+    fn follow(child: &mut std::process::Child, field: &'static str) -> Frames {
+        let counts = Arc::new(Mutex::new(Vec::new()));
+        let result = Arc::new(Mutex::new(None));
+        let stdout = child.stdout.take().expect("stdout");
+        let reader = {
+            let (counts, result) = (counts.clone(), result.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                        continue;
+                    };
+                    if let Some(f) = v.get(field).and_then(|f| f.as_u64())
+                        && v.get("t").is_some()
+                    {
+                        counts.lock().unwrap().push(f);
+                    }
+                    if v.get("ok").is_some() {
+                        *result.lock().unwrap() = Some(v);
+                    }
+                }
+            })
+        };
+        Frames {
+            counts,
+            result,
+            reader,
+        }
+    }
+
+    fn last(&self) -> u64 {
+        self.counts.lock().unwrap().last().copied().unwrap_or(0)
+    }
+
+    /// Waits until `at_least` frames were decoded.
+    fn wait_for(&self, at_least: u64, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.last() < at_least {
+            assert!(Instant::now() < deadline, "{what} never started decoding");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Once the client ended: its last line; its counts from `from` (at the attacks' start) to
+    /// the first at or past `to` (at their end) must each be higher than the one before (no
+    /// stall).
+    fn finish(self, from: u64, to: u64, what: &str) -> serde_json::Value {
+        self.reader.join().unwrap();
+        let result = self.result.lock().unwrap().clone();
+        let result = result.unwrap_or_else(|| panic!("{what}: no result"));
+        assert_eq!(result["ok"], true, "{what}: {result:#}");
+        let counts = self.counts.lock().unwrap().clone();
+        let start = counts.iter().position(|f| *f >= from).unwrap_or(0);
+        let end = counts.iter().position(|f| *f >= to).unwrap_or(counts.len());
+        let during = &counts[start..(end + 1).min(counts.len())];
+        assert!(
+            during.len() >= 2 && during.windows(2).all(|w| w[1] > w[0]),
+            "{what}: frames stalled during the attacks: {counts:?}"
+        );
+        result
+    }
+}
+
 fn counter(server: &Server, reason: &str) -> f64 {
     server
         .metrics()
@@ -117,39 +188,26 @@ fn idle_flooding_and_crowding_sockets_are_closed_while_healthy_clients_continue(
             &publish,
             &play,
             "--seconds",
-            "10",
+            "16",
         ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start aiortc");
-    let frames = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let result = Arc::new(Mutex::new(None::<serde_json::Value>));
-    let reader = {
-        let (frames, result) = (frames.clone(), result.clone());
-        let stdout = healthy.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if let Some(f) = v.get("video_frames").and_then(|f| f.as_u64())
-                    && v.get("t").is_some()
-                {
-                    frames.lock().unwrap().push(f);
-                }
-                if v.get("ok").is_some() {
-                    *result.lock().unwrap() = Some(v);
-                }
-            }
-        })
-    };
-    let last = |f: &Arc<Mutex<Vec<u64>>>| f.lock().unwrap().last().copied().unwrap_or(0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while last(&frames) < 30 {
-        assert!(Instant::now() < deadline, "the healthy pair never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let frames_at_attack = last(&frames);
+    let pair = Frames::follow(&mut healthy, "video_frames");
+    // A Chromium page in the channel too, receiving the aiortc publisher.
+    let watcher = server.token("live", "watcher", &[]);
+    let mut page = Command::new("node")
+        .current_dir(browser_dir())
+        .arg("watch_page.mjs")
+        .args([&format!("http://127.0.0.1:{port}"), "live", &watcher, "14"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the Chromium page");
+    let page_frames = Frames::follow(&mut page, "frames");
+    pair.wait_for(30, "the aiortc pair");
+    page_frames.wait_for(10, "the Chromium page");
+    let frames_at_attack = pair.last();
+    let page_at_attack = page_frames.last();
     let rss_before = server.rss_kib();
 
     let talker = server.token("live", "talker", &[]);
@@ -292,30 +350,21 @@ fn idle_flooding_and_crowding_sockets_are_closed_while_healthy_clients_continue(
     });
 
     let rss_after = server.rss_kib();
+    let (pair_after, page_after) = (pair.last(), page_frames.last());
     // Counted by reason. The crowd's sockets (never joining) time out too.
     assert!(counter(&server, "join_timeout") >= IDLE_SOCKETS as f64);
     assert_eq!(counter(&server, "rate"), 1.0);
     assert_eq!(counter(&server, "per_address"), 1.0);
 
-    // The healthy pair kept decoding through all of it, every second.
+    // The healthy pair and the page kept decoding through all of it, every sample.
     healthy.wait().expect("aiortc finished");
-    reader.join().unwrap();
-    let result = result.lock().unwrap().clone().expect("aiortc result");
-    assert_eq!(result["ok"], true, "{result:#}");
-    let frames = frames.lock().unwrap().clone();
-    let during: Vec<u64> = frames
-        .iter()
-        .copied()
-        .filter(|f| *f >= frames_at_attack)
-        .collect();
-    assert!(
-        during.windows(2).all(|w| w[1] > w[0]),
-        "frames stalled during the attacks: {frames:?}"
-    );
+    page.wait().expect("the page finished");
+    let result = pair.finish(frames_at_attack, pair_after, "the aiortc pair");
     assert!(
         result["video_frames"].as_u64().unwrap() > frames_at_attack + 100,
-        "{result:#} {frames:?}"
+        "{result:#}"
     );
+    page_frames.finish(page_at_attack, page_after, "the Chromium page");
     assert!(server.is_running());
     let mut report = report;
     report["rss_kib_before"] = rss_before.into();

@@ -73,7 +73,10 @@ async function join() {
   const region = params.get('region') || undefined;
   const iceTransportPolicy = $('relay').checked ? 'relay' : 'all';
   const p2p = $('p2p').checked;
-  const client = new Client({ token: await token(channel, user), channel, region, iceTransportPolicy });
+  // `sync` (URL): the signalling URLs to use, comma-separated (a cluster's gateways: the client
+  // reconnects to the next when one drops); default: this page's server.
+  const url = params.get('sync')?.split(',').filter(Boolean);
+  const client = new Client({ url: url?.length ? url : undefined, token: await token(channel, user), channel, region, iceTransportPolicy });
   window.switchyard.client = client;
   // `maxheight` and `maxfps` (URL) are asked of every subscription.
   const preferences = {
@@ -109,6 +112,8 @@ async function join() {
   });
   client.addEventListener('error', (e) => status(e.detail.reason, true));
   client.addEventListener('disconnected', (e) => status(`Disconnected: ${e.detail.reason}`, true));
+  client.addEventListener('reconnecting', (e) => status(`Reconnecting (try ${e.detail.attempt}): ${e.detail.reason}`, true));
+  client.addEventListener('reconnected', (e) => status(`Reconnected as ${e.detail.participant}${e.detail.resumed ? '' : ' (a new participant)'}.`));
 
   const joined = await client.join();
   const codec = $('codec').value || undefined;

@@ -60,6 +60,14 @@ const SVC_MODES = { VP9: 'L3T3_KEY', AV1: 'L1T3' };
 
 /** How long to wait for ICE gathering before sending an offer anyway. */
 const GATHER_TIMEOUT_MS = 2000;
+/** The first pause before reconnecting, doubled after each failed try up to the last. */
+const RECONNECT_FIRST_MS = 250;
+const RECONNECT_MAX_MS = 4000;
+/**
+ * Close codes after which reconnecting would not help or is not wanted: unauthorized (4001),
+ * kicked (4003), join timeout (4008), resumed on another connection (4009), message rate (4029).
+ */
+const FINAL_CLOSE_CODES = new Set([4001, 4003, 4008, 4009, 4029]);
 
 
 /** Each received track's counters in a getStats() report, with `fields` added to each. */
@@ -99,6 +107,9 @@ function inboundStats(report, fields) {
  * `speaking` {participant, publication, speaking} (a publication's audio started or stopped
  * carrying speech; our own included), `dominant-speaker` {participant, publication} (the channel's
  * main speaker changed; both null when its publication ended),
+ * `reconnecting` {attempt, reason} (the signalling connection dropped; each try to reconnect),
+ * `reconnected` {participant, resumed} (connected again: `resumed` when it kept its participant id;
+ * our publications are published again and every publication subscribed again),
  * `layers` {publication, active} (our simulcast layers the server turned on or off, lowest first:
  * only watched ones are sent), `message` {from, data} (a channel message, see `sendMessage`), `datachannel` {participant,
  * publication, label, channel} (a subscribed publication's data channel opened toward us) and
@@ -111,11 +122,26 @@ function inboundStats(report, fields) {
  *
  * When the server reports one of our own publications unpublished (its media server stopped or
  * ended it), the client publishes the same stream again, on whichever server the gateway picks,
- * retrying for a while; subscribers then see the new publication like any other.
+ * retrying for a while; subscribers then see the new publication like any other. A publication
+ * or subscription whose media path fails (`connectionState` 'failed') is made again the same way,
+ * on fresh ICE credentials: each has its own RTCPeerConnection and the server is ICE-lite, so a
+ * new connection is the ICE restart.
+ *
+ * When the signalling connection drops (its gateway died, the network changed) the client
+ * reconnects by itself, with back-off, to the next of its URLs (a cluster's gateways share every
+ * channel), for up to `reconnectTimeout` ms. It presents the key its `joined` message gave, so
+ * the server continues the same participant id and ends what was left of the old connection;
+ * the client then publishes its streams again and subscribes to everyone again. `disconnected`
+ * comes only when it gives up, or after a close that reconnecting cannot mend (kicked,
+ * unauthorized, `leave`).
  */
 export class Client extends EventTarget {
   /** @type {WebSocket | undefined} */ #ws;
-  #url;
+  /** @type {string[]} where to connect; reconnects go to the next */ #urls;
+  #urlIndex = 0;
+  #reconnect;
+  #reconnectTimeout;
+  /** `joined.resumeKey`: what resumes this participant after a reconnect */ #resumeKey = '';
   #token;
   #channel;
   #autoSubscribe;
@@ -139,20 +165,26 @@ export class Client extends EventTarget {
   /** @type {string | undefined} */ channel;
 
   /**
-   * @param {{ url?: string, token: string, channel?: string, autoSubscribe?: boolean, region?: string,
-   *            iceTransportPolicy?: 'all' | 'relay' }} options
-   *   `url` defaults to ws(s)://<this page's host>/sync; `channel` may be left out when the
+   * @param {{ url?: string | string[], token: string, channel?: string, autoSubscribe?: boolean, region?: string,
+   *            iceTransportPolicy?: 'all' | 'relay', reconnect?: boolean, reconnectTimeout?: number }} options
+   *   `url` defaults to ws(s)://<this page's host>/sync; several (a cluster's gateways) are tried
+   *   in turn when reconnecting; `channel` may be left out when the
    *   token grants one channel; `region` asks a cluster for a media server in that region;
-   *   `iceTransportPolicy` ('all' by default) goes to every RTCPeerConnection.
+   *   `iceTransportPolicy` ('all' by default) goes to every RTCPeerConnection; `reconnect`
+   *   (true by default) and `reconnectTimeout` (ms, 60 000 by default) say whether and for how
+   *   long to reconnect after the connection drops.
    */
-  constructor({ url, token, channel, autoSubscribe = true, region, iceTransportPolicy = 'all' }) {
+  constructor({ url, token, channel, autoSubscribe = true, region, iceTransportPolicy = 'all', reconnect = true, reconnectTimeout = 60_000 }) {
     super();
     if (iceTransportPolicy !== 'all' && iceTransportPolicy !== 'relay') {
       throw new TypeError(`iceTransportPolicy must be 'all' or 'relay', not ${JSON.stringify(iceTransportPolicy)}`);
     }
     this.#iceTransportPolicy = iceTransportPolicy;
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    this.#url = url ?? `${scheme}//${location.host}/sync`;
+    this.#urls = [url ?? `${scheme}//${location.host}/sync`].flat();
+    if (this.#urls.length === 0) throw new TypeError('url must name at least one server');
+    this.#reconnect = reconnect;
+    this.#reconnectTimeout = reconnectTimeout;
     this.#token = token;
     this.#channel = channel;
     this.#autoSubscribe = autoSubscribe;
@@ -161,12 +193,24 @@ export class Client extends EventTarget {
 
   /** Connects and joins the channel. @returns {Promise<JoinResult>} */
   join() {
+    return this.#open(false);
+  }
+
+  /**
+   * Opens a socket to the current URL and joins; `resuming` presents our participant and its
+   * key, to continue as it. Resolves with `joined`; a socket that drops after that reconnects.
+   */
+  #open(resuming) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.#url);
+      const ws = new WebSocket(this.#urls[this.#urlIndex]);
       this.#ws = ws;
       let joined = false;
-      ws.onopen = () => ws.send(JSON.stringify({ type: 'join', token: this.#token, channel: this.#channel, region: this.#region }));
+      ws.onopen = () => {
+        const resume = resuming && this.#resumeKey ? { participant: this.participant, key: this.#resumeKey } : undefined;
+        ws.send(JSON.stringify({ type: 'join', token: this.#token, channel: this.#channel, region: this.#region, resume }));
+      };
       ws.onmessage = (e) => {
+        if (ws !== this.#ws) return; // a socket we have left behind
         let m;
         try {
           m = JSON.parse(e.data);
@@ -175,14 +219,7 @@ export class Client extends EventTarget {
         }
         if (m.type === 'joined') {
           joined = true;
-          this.participant = m.participant;
-          this.channel = m.channel;
-          // A server without TURN sends none; anything but an array is ignored rather than
-          // breaking every connection.
-          if (Array.isArray(m.iceServers)) this.#iceServers = m.iceServers;
-          for (const p of m.participants) {
-            for (const pub of p.publications) this.#published(p.participant, pub.publication, pub.tracks);
-          }
+          this.#joined(m, resuming);
           resolve(m);
         } else if (m.type === 'error' && !joined) {
           reject(new Error(m.reason));
@@ -191,13 +228,70 @@ export class Client extends EventTarget {
         }
       };
       ws.onclose = (e) => {
+        if (ws !== this.#ws) return;
         const reason = e.reason || `connection closed (${e.code})`;
-        if (!joined) reject(new Error(reason));
         for (const { reject: r } of this.#pending.values()) r(new Error(reason));
         this.#pending.clear();
-        this.#emit('disconnected', { reason });
+        if (!joined) {
+          reject(new Error(reason));
+        } else if (this.#leaving || !this.#reconnect || FINAL_CLOSE_CODES.has(e.code)) {
+          this.#emit('disconnected', { reason });
+        } else {
+          this.#reconnectLoop(reason);
+        }
       };
     });
+  }
+
+  /** What `joined` tells us; after a reconnect, every connection is made again. */
+  #joined(m, resuming) {
+    const previous = this.participant;
+    this.participant = m.participant;
+    this.channel = m.channel;
+    this.#resumeKey = typeof m.resumeKey === 'string' ? m.resumeKey : '';
+    // A server without TURN sends none; anything but an array is ignored rather than
+    // breaking every connection.
+    if (Array.isArray(m.iceServers)) this.#iceServers = m.iceServers;
+    if (resuming) {
+      // The server ended what the old connection had (or lost it with its gateway).
+      for (const [publication, s] of this.#subscriptions) {
+        s.pc.close();
+        this.#emit('track-ended', { participant: s.participant, publication });
+      }
+      this.#subscriptions.clear();
+      this.#remote.clear();
+    }
+    for (const p of m.participants) {
+      for (const pub of p.publications) this.#published(p.participant, pub.publication, pub.tracks);
+    }
+    if (resuming) {
+      for (const publication of [...this.#publications.keys()]) this.#republish(publication);
+      this.#emit('reconnected', { participant: m.participant, resumed: m.participant === previous });
+    }
+  }
+
+  /** Reconnects with back-off, to each URL in turn, until joined or `reconnectTimeout` passes. */
+  async #reconnectLoop(reason) {
+    const started = Date.now();
+    for (let attempt = 1; !this.#leaving; attempt++) {
+      this.#emit('reconnecting', { attempt, reason });
+      const pause = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * 2 ** (attempt - 1));
+      await new Promise((r) => setTimeout(r, pause * (0.75 + Math.random() * 0.5)));
+      if (this.#leaving) return;
+      // The server that dropped us is likely gone: try the next one first.
+      this.#urlIndex = (this.#urlIndex + 1) % this.#urls.length;
+      try {
+        await this.#open(true);
+        return;
+      } catch (e) {
+        reason = e.message;
+        this.#ws?.close();
+      }
+      if (Date.now() - started > this.#reconnectTimeout) {
+        this.#emit('disconnected', { reason: `gave up reconnecting: ${reason}` });
+        return;
+      }
+    }
   }
 
   /**
@@ -241,6 +335,11 @@ export class Client extends EventTarget {
       const reply = await this.#offer(pc, { type: 'publish' });
       this.#publications.set(reply.publication, { pc, stream, options });
       this.#dataChannels.set(reply.publication, channels);
+      pc.addEventListener('connectionstatechange', () => {
+        if (pc.connectionState !== 'failed' || this.#publications.get(reply.publication)?.pc !== pc) return;
+        this.#send({ type: 'unpublish', publication: reply.publication });
+        this.#republish(reply.publication);
+      });
       return reply.publication;
     } catch (err) {
       pc.close();
@@ -292,6 +391,13 @@ export class Client extends EventTarget {
       pc.createDataChannel('switchyard', { negotiated: true, id: 0 });
       pc.ondatachannel = (e) => this.#receiveChannel(info.participant, publication, e.channel);
     }
+    pc.addEventListener('connectionstatechange', () => {
+      if (pc.connectionState !== 'failed' || this.#subscriptions.get(publication) !== entry) return;
+      if (entry.id) this.#send({ type: 'unsubscribe', subscription: entry.id });
+      pc.close();
+      this.#subscriptions.delete(publication);
+      this.subscribe(publication).catch((e) => this.#emit('error', { reason: `subscribing again to ${publication}: ${e.message}` }));
+    });
     try {
       const reply = await this.#offer(pc, { type: 'subscribe', publication });
       entry.id = reply.subscription;
@@ -427,6 +533,11 @@ export class Client extends EventTarget {
     const reply = await this.#request({ ...message, offer: pc.localDescription.sdp });
     await pc.setRemoteDescription({ type: 'answer', sdp: reply.answer });
     return reply;
+  }
+
+  /** Sends a message that has no reply, if connected (else the server has forgotten it anyway). */
+  #send(message) {
+    if (this.#ws?.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify(message));
   }
 
   #request(message) {

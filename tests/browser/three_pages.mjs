@@ -7,9 +7,11 @@
 // For a cluster, environment variables add:
 //   BASES=url,url,...   page i opens BASES[i % n] instead of <base-url> (different gateways)
 //   REGIONS=a,b,,...    page i asks for region REGIONS[i] ('' for no claim)
-//   KILL_PID=pid        once everyone decodes everyone, SIGKILL this process (a media server)
-//                       and measure how long until everyone decodes everyone again
-//                       (`recovery_ms`; the SDKs publish again on a live server)
+//   KILL_PID=pid        once everyone decodes everyone, SIGKILL this process (a media server
+//                       or a gateway) and measure how long until everyone decodes everyone
+//                       again (`recovery_ms`; the SDKs publish again on a live server, or
+//                       reconnect to a live gateway)
+//   FAILOVER=1          page i is given every base's /sync, its own first, to reconnect to
 
 import { launch, openDemo } from './chromium.mjs';
 
@@ -77,6 +79,11 @@ try {
   for (const [i, token] of tokens.entries()) {
     const q = new URLSearchParams({ channel, token, codec, user: `user${i}`, autojoin: '1' });
     if (regions[i]) q.set('region', regions[i]);
+    if (process.env.FAILOVER === '1') {
+      const own = i % bases.length;
+      const order = [...bases.slice(own), ...bases.slice(0, own)];
+      q.set('sync', order.map((b) => `${b.replace(/^http/, 'ws')}/sync`).join(','));
+    }
     pages.push(await openDemo(await browser.newContext(), `${bases[i % bases.length]}/?${q}`));
   }
 

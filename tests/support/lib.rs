@@ -2,6 +2,7 @@
 //! `switchyard` binary (and Janus) as a child process, a tiny HTTP client, where the peers
 //! live, and a TURN allocation with a given credential.
 
+pub mod capture;
 pub mod cluster;
 pub mod http;
 pub mod janus;

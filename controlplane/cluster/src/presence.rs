@@ -87,6 +87,10 @@ pub struct ChannelEvent {
     /// Only this participant gets it.
     #[serde(default)]
     pub to: Option<String>,
+    /// Only this gateway's clients get it: a participant's old socket on one gateway, while the
+    /// same participant, resumed, is another's client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
     pub message: ServerMessage,
 }
 
@@ -175,25 +179,58 @@ impl Presence {
         }
     }
 
-    pub async fn remove_participant(&self, channel: &str, id: &str) -> Result<()> {
+    /// Removes participant `id` if it is still `gateway`'s; true if this call removed it. One
+    /// resumed on another gateway meanwhile (see `switchyard_controlplane::resume`) belongs to
+    /// that gateway, which alone may remove it: the old gateway's leave, or a sweep of a dead
+    /// gateway's clients, must not take the resumed participant with it.
+    pub async fn remove_participant(&self, channel: &str, id: &str, gateway: &str) -> Result<bool> {
         match self {
-            Presence::Memory(m) => {
-                m.channel(channel, |c| {
+            Presence::Memory(m) => Ok(m.channel(channel, |c| {
+                let ours = c.participants.get(id).is_some_and(|e| e.gateway == gateway);
+                if ours {
                     c.participants.remove(id);
-                });
-                Ok(())
-            }
+                }
+                ours
+            })),
             Presence::Redis(r) => {
-                let key = r.key(channel, "participants");
-                let (_, left): ((), u64) = redis::pipe()
-                    .hdel(&key, id)
-                    .hlen(&key)
+                // One script, so nothing can resume the participant between the check and the
+                // removal. An entry that does not decode is removed (nobody can own it).
+                const SCRIPT: &str = r#"
+                    local v = redis.call('HGET', KEYS[1], ARGV[1])
+                    if not v then return 0 end
+                    local ok, e = pcall(cjson.decode, v)
+                    if ok and type(e) == 'table' and e['gateway'] ~= ARGV[2] then return 0 end
+                    redis.call('HDEL', KEYS[1], ARGV[1])
+                    if redis.call('HLEN', KEYS[1]) == 0 then
+                        redis.call('SREM', KEYS[2], ARGV[3])
+                    end
+                    return 1
+                "#;
+                let removed: i64 = redis::cmd("EVAL")
+                    .arg(SCRIPT)
+                    .arg(2)
+                    .arg(r.key(channel, "participants"))
+                    .arg(r.channels_key())
+                    .arg(id)
+                    .arg(gateway)
+                    .arg(channel)
                     .query_async(&mut r.con())
                     .await?;
-                if left == 0 {
-                    let _: () = r.con().srem(r.channels_key(), channel).await?;
-                }
-                Ok(())
+                Ok(removed == 1)
+            }
+        }
+    }
+
+    /// Participant `id` of `channel`, if it is there.
+    pub async fn participant(&self, channel: &str, id: &str) -> Result<Option<ParticipantEntry>> {
+        match self {
+            Presence::Memory(m) => Ok(m.channel(channel, |c| c.participants.get(id).cloned())),
+            Presence::Redis(r) => {
+                let json: Option<String> = r.con().hget(r.key(channel, "participants"), id).await?;
+                Ok(match json {
+                    Some(j) => Some(serde_json::from_str(&j)?),
+                    None => None,
+                })
             }
         }
     }
@@ -608,7 +645,7 @@ mod tests {
         p.add_participant("c", "p1", &entry).await.unwrap();
         assert_eq!(
             p.participants("c").await.unwrap(),
-            vec![("p1".into(), entry)]
+            vec![("p1".into(), entry.clone())]
         );
         assert!(p.has_participant("c", "p1").await.unwrap());
         assert!(!p.has_participant("c", "p2").await.unwrap());
@@ -643,13 +680,23 @@ mod tests {
             channel: "c".into(),
             except: None,
             to: None,
+            gateway: None,
             message: ServerMessage::ParticipantLeft {
                 participant: "p1".into(),
             },
         };
         p.send(&event).await.unwrap();
         assert_eq!(events.recv().await, Some(event));
-        p.remove_participant("c", "p1").await.unwrap();
+        assert!(
+            !p.remove_participant("c", "p1", "g2").await.unwrap(),
+            "g1's"
+        );
+        assert_eq!(p.participant("c", "p1").await.unwrap(), Some(entry));
+        assert!(p.remove_participant("c", "p1", "g1").await.unwrap());
+        assert!(
+            !p.remove_participant("c", "p1", "g1").await.unwrap(),
+            "once"
+        );
         assert!(p.participants("c").await.unwrap().is_empty());
         assert!(p.channels().await.unwrap().is_empty());
     }

@@ -1,10 +1,12 @@
 //! The media server registry: one behavioural test run against both implementations, the
 //! Redis one against the real Redis on 127.0.0.1:6379 (scripts/test.sh starts one), each test
-//! under its own random key namespace, deleted afterwards.
+//! under its own random key namespace, deleted afterwards; and what presence on Redis does
+//! beyond the in-memory one's tests.
 
 use std::time::Duration;
 
 use redis::Commands;
+use switchyard_cluster::presence::{ParticipantEntry, Presence};
 use switchyard_cluster::registry::{
     MediaServerRecord, MediaServerRegistry, MemoryRegistry, RedisRegistry, Registry, RegistryError,
     choose_server,
@@ -324,4 +326,40 @@ fn the_record_serializes_with_the_vendors_field_names() {
     );
     let back: MediaServerRecord = serde_json::from_value(json).unwrap();
     assert_eq!(back, server("a", "x", 0.25));
+}
+
+/// Presence on Redis removes a participant only for the gateway it belongs to: one resumed on
+/// another gateway survives the old gateway's leave, and the channel goes from the list only
+/// with its last participant.
+#[tokio::test]
+async fn redis_presence_removes_a_participant_only_for_its_gateway() {
+    let ns = Namespace::new();
+    let presence = Presence::redis(REDIS_URL, &ns.0).await.unwrap();
+    let entry = |gateway: &str| ParticipantEntry {
+        user: "alice".into(),
+        gateway: gateway.into(),
+    };
+    presence
+        .add_participant("c", "p1", &entry("ga"))
+        .await
+        .unwrap();
+    presence
+        .add_participant("c", "p2", &entry("ga"))
+        .await
+        .unwrap();
+    // p1 resumed on gb: ga's leave must not take it.
+    presence
+        .add_participant("c", "p1", &entry("gb"))
+        .await
+        .unwrap();
+    assert!(!presence.remove_participant("c", "p1", "ga").await.unwrap());
+    assert_eq!(
+        presence.participant("c", "p1").await.unwrap(),
+        Some(entry("gb"))
+    );
+    assert!(presence.remove_participant("c", "p1", "gb").await.unwrap());
+    assert!(!presence.remove_participant("c", "p1", "gb").await.unwrap());
+    assert_eq!(presence.channels().await.unwrap(), ["c"]);
+    assert!(presence.remove_participant("c", "p2", "ga").await.unwrap());
+    assert!(presence.channels().await.unwrap().is_empty());
 }

@@ -41,13 +41,18 @@ pub trait Channels: Send + Sync + 'static {
     ) -> impl Future<Output = Vec<crate::ice_servers::IceServer>> + Send;
 
     /// Adds a participant and tells the others. `region` is the client's claim, if any: where
-    /// its media should go when there is a choice.
+    /// its media should go when there is a choice. `resume` is a participant id the client
+    /// proved it was given (see [`crate::resume`]): the new participant takes that id, and
+    /// whatever is left of the old one (its media, its socket, on whichever gateway) is ended
+    /// first, its socket told [`ServerMessage::Replaced`]. Its user must be `user`; otherwise
+    /// the client joins under a new id.
     fn join(
         &self,
         channel: &str,
         user: &str,
         region: Option<&str>,
         outbox: mpsc::UnboundedSender<ServerMessage>,
+        resume: Option<&str>,
     ) -> impl Future<Output = Result<Joined, Error>> + Send;
 
     /// The configuration that applies to `channel` of `application`, if any.

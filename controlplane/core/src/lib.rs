@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod p2p;
 pub mod pipe;
 pub mod protocol;
+pub mod resume;
 mod rooms;
 pub mod rules;
 pub mod server;

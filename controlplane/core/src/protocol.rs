@@ -15,6 +15,9 @@ pub enum ClientMessage {
         channel: Option<String>,
         #[serde(default)]
         region: Option<String>,
+        /// A reconnecting client's previous participant, to be continued under the same id.
+        #[serde(default)]
+        resume: Option<Resume>,
     },
     Publish {
         #[serde(default)]
@@ -102,6 +105,13 @@ impl From<LayerPreferences> for switchyard_dataplane::spec::Preferences {
     }
 }
 
+/// `join.resume`: the participant a reconnecting client was, and the key its `joined` gave.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Resume {
+    pub participant: String,
+    pub key: String,
+}
+
 /// What the server sends. Gateways also pass these to each other through Redis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -113,6 +123,14 @@ pub enum ServerMessage {
         /// TURN servers with credentials for this client (`RTCConfiguration.iceServers`).
         #[serde(default, rename = "iceServers", skip_serializing_if = "Vec::is_empty")]
         ice_servers: Vec<crate::ice_servers::IceServer>,
+        /// What the client presents in `join.resume` to continue as this participant after
+        /// its connection drops (see [`crate::resume`]).
+        #[serde(
+            default,
+            rename = "resumeKey",
+            skip_serializing_if = "String::is_empty"
+        )]
+        resume_key: String,
     },
     Answer {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,6 +166,9 @@ pub enum ServerMessage {
     Kicked {
         reason: String,
     },
+    /// The client resumed this participant on another connection; this socket closes after
+    /// this message, and the participant stays (it is the other connection's now).
+    Replaced,
     /// The media server of this client's subscription to `publication` is gone; subscribe
     /// again (the publication is still there).
     Resubscribe {

@@ -134,6 +134,56 @@ impl AppState {
         (id, others)
     }
 
+    /// Continues participant `id` on a new connection (see [`Channels::join`]): what is left of
+    /// it is removed first, as if it had left, and its old socket is told it was replaced. None
+    /// when `id` is another user's. Ids carry a random part, so one taken over after a restart
+    /// does not meet a fresh one.
+    pub fn resume(
+        &self,
+        channel: &str,
+        id: &str,
+        user: &str,
+        outbox: mpsc::UnboundedSender<ServerMessage>,
+    ) -> Option<(String, Vec<ParticipantInfo>)> {
+        let old = {
+            let rooms = self.rooms();
+            match rooms
+                .channels
+                .get(channel)
+                .and_then(|c| c.participants.get(id))
+            {
+                Some(p) if p.user != user => return None,
+                Some(p) => Some(p.outbox.clone()),
+                None => None,
+            }
+        };
+        if let Some(old) = old {
+            self.leave(channel, id);
+            if let Some(o) = old {
+                let _ = o.send(ServerMessage::Replaced);
+            }
+        }
+        let mut rooms = self.rooms();
+        let ch = rooms.channel(channel);
+        ch.participants.insert(
+            id.to_string(),
+            Participant {
+                user: user.to_string(),
+                outbox: Some(outbox),
+            },
+        );
+        ch.broadcast(
+            id,
+            &ServerMessage::ParticipantJoined {
+                participant: id.to_string(),
+                user: user.to_string(),
+            },
+        );
+        let others = ch.snapshot(id);
+        tracing::info!(channel, participant = id, user, "resumed");
+        Some((id.to_string(), others))
+    }
+
     /// Adds the participant `id` (named by a cluster gateway) unless it is there already. It has
     /// no outbox: the gateway, not this process, talks to its client.
     pub fn join_as(&self, channel: &str, id: &str, user: &str) {
@@ -988,7 +1038,11 @@ impl Channels for AppState {
         user: &str,
         _region: Option<&str>,
         outbox: mpsc::UnboundedSender<ServerMessage>,
+        resume: Option<&str>,
     ) -> Result<Joined, Error> {
+        if let Some(joined) = resume.and_then(|id| self.resume(channel, id, user, outbox.clone())) {
+            return Ok(joined);
+        }
         Ok(AppState::join(self, channel, user, Some(outbox)))
     }
 

@@ -18,7 +18,8 @@ use crate::channels::Channels;
 use crate::error::Error;
 use crate::metrics::SocketClosed;
 use crate::p2p::{self, TokenBucket};
-use crate::protocol::{ClientMessage, ServerMessage};
+use crate::protocol::{ClientMessage, Resume, ServerMessage};
+use crate::resume;
 use crate::rules::Rules;
 use crate::sync_limits::{Admitted, CLOSE_JOIN_TIMEOUT, CLOSE_RATE};
 use crate::token::{Claims, TokenError};
@@ -28,6 +29,8 @@ const CLOSE_UNAUTHORIZED: u16 = 4001;
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code after an operator kicked the client.
 const CLOSE_KICKED: u16 = 4003;
+/// Close code when the client resumed this participant on another connection.
+const CLOSE_REPLACED: u16 = 4009;
 /// Signalling messages are SDP-sized; anything far larger is refused by the socket.
 const MAX_MESSAGE: usize = 256 * 1024;
 /// How long a session's last replies and close frame may take to leave once it has ended: a
@@ -103,8 +106,8 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>, _admitted: Admit
     let (events_tx, events_rx) = mpsc::unbounded_channel::<ServerMessage>();
     let mut events_rx = Some(events_rx);
     // Ends the session from our side after a kick, without waiting for the client to answer
-    // the close.
-    let (kicked_tx, mut kicked_rx) = tokio::sync::oneshot::channel::<()>();
+    // the close; true when the participant was resumed elsewhere (and so must not be removed).
+    let (kicked_tx, mut kicked_rx) = tokio::sync::oneshot::channel::<bool>();
     let mut kicked_tx = Some(kicked_tx);
     let mut forward = None;
     let mut shutdown = state.shutdown();
@@ -127,7 +130,13 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>, _admitted: Admit
                 let _ = out_tx.send(Out::Close(CLOSE_GOING_AWAY, "server shutting down".into()));
                 break;
             }
-            Ok(()) = &mut kicked_rx => break,
+            Ok(replaced) = &mut kicked_rx => {
+                if replaced {
+                    // Its new connection owns the participant now.
+                    joined = None;
+                }
+                break;
+            }
             () = &mut join_deadline, if joined.is_none() && join_timeout.is_some() => {
                 state.metrics().socket_closed(SocketClosed::JoinTimeout);
                 let _ = out_tx.send(Out::Close(CLOSE_JOIN_TIMEOUT, "join timeout".into()));
@@ -180,21 +189,26 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>, _admitted: Admit
                     token,
                     channel,
                     region,
+                    resume,
                 },
                 None,
             ) => {
                 let authorized = authorize(&*state, &token, channel).map_err(Error::from);
                 let joining = match authorized {
-                    Ok((claims, channel)) => state
-                        .join(
-                            &channel,
-                            &claims.user_id,
-                            // The client's own claim, else the token's.
-                            region.as_deref().or(claims.region.as_deref()),
-                            events_tx.clone(),
-                        )
-                        .await
-                        .map(|joined| (claims, channel, joined)),
+                    Ok((claims, channel)) => {
+                        let resume = resumable(&*state, &claims, &channel, resume);
+                        state
+                            .join(
+                                &channel,
+                                &claims.user_id,
+                                // The client's own claim, else the token's.
+                                region.as_deref().or(claims.region.as_deref()),
+                                events_tx.clone(),
+                                resume.as_deref(),
+                            )
+                            .await
+                            .map(|joined| (claims, channel, joined))
+                    }
                     Err(e) => Err(e),
                 };
                 match joining {
@@ -204,6 +218,12 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>, _admitted: Admit
                             channel: channel.clone(),
                             participants,
                             ice_servers: state.ice_servers(&claims.user_id).await,
+                            resume_key: resume::key(
+                                state.applications(),
+                                &claims,
+                                &channel,
+                                &participant,
+                            ),
                         };
                         let _ = out_tx.send(Out::Message(reply));
                         if let (Some(rx), Some(kicked)) = (events_rx.take(), kicked_tx.take()) {
@@ -269,28 +289,58 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>, _admitted: Admit
     }
 }
 
-/// Passes events to the writer; after a kick, closes the socket and tells the session.
+/// Passes events to the writer; after a kick, or once the participant was resumed on another
+/// connection, closes the socket and tells the session (true: resumed elsewhere).
 fn forward_events(
     mut events: mpsc::UnboundedReceiver<ServerMessage>,
     out_tx: mpsc::UnboundedSender<Out>,
-    kicked_tx: tokio::sync::oneshot::Sender<()>,
+    kicked_tx: tokio::sync::oneshot::Sender<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(m) = events.recv().await {
-            let kicked = match &m {
-                ServerMessage::Kicked { reason } => Some(truncate(reason)),
+            let close = match &m {
+                ServerMessage::Kicked { reason } => Some((CLOSE_KICKED, truncate(reason), false)),
+                ServerMessage::Replaced => Some((
+                    CLOSE_REPLACED,
+                    "resumed on another connection".to_string(),
+                    true,
+                )),
                 _ => None,
             };
             if out_tx.send(Out::Message(m)).is_err() {
                 break;
             }
-            if let Some(reason) = kicked {
-                let _ = out_tx.send(Out::Close(CLOSE_KICKED, reason));
-                let _ = kicked_tx.send(());
+            if let Some((code, reason, replaced)) = close {
+                let _ = out_tx.send(Out::Close(code, reason));
+                let _ = kicked_tx.send(replaced);
                 return;
             }
         }
     })
+}
+
+/// The participant a `join` may continue as: the one its `resume` names, when the key was
+/// made for these claims and channel. A bad or stale key is not an error: the client joins
+/// as a new participant, and its SDK publishes and subscribes afresh either way.
+fn resumable<C: Channels>(
+    state: &C,
+    claims: &Claims,
+    channel: &str,
+    resume: Option<Resume>,
+) -> Option<String> {
+    let r = resume?;
+    if resume::verify(
+        state.applications(),
+        claims,
+        channel,
+        &r.participant,
+        &r.key,
+    ) {
+        Some(r.participant)
+    } else {
+        tracing::info!(channel, participant = %r.participant, "resume key not valid; joining as a new participant");
+        None
+    }
 }
 
 /// Checks the token and picks the channel.

@@ -133,6 +133,16 @@ impl Applications {
             .push(secret.to_string());
     }
 
+    /// The application's accepted secrets, in the order the store lists them.
+    pub fn secrets(&self, id: &str) -> Vec<String> {
+        self.secrets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Replaces the whole table (application id → its valid secrets).
     pub fn replace(&self, table: HashMap<String, Vec<String>>) {
         *self.write() = table;

@@ -2,6 +2,8 @@
 //! is recorded in presence; media is placed on media servers and recorded there too, so every
 //! gateway can tell its clients about it.
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
 use switchyard_controlplane::channels::{Channels, Joined};
 use switchyard_controlplane::error::Error;
@@ -80,8 +82,12 @@ impl Channels for Gateway {
         user: &str,
         region: Option<&str>,
         outbox: mpsc::UnboundedSender<ServerMessage>,
+        resume: Option<&str>,
     ) -> Result<Joined, Error> {
-        let id = format!("p-{}-{:08x}", self.id, rand::random::<u32>());
+        let id = match resume {
+            Some(id) if self.take_over(channel, id, user).await => id.to_string(),
+            _ => format!("p-{}-{:08x}", self.id, rand::random::<u32>()),
+        };
         let entry = ParticipantEntry {
             user: user.to_string(),
             gateway: self.id.clone(),
@@ -433,6 +439,7 @@ impl Channels for Gateway {
         self.remove_participant(
             channel,
             participant,
+            &self.id,
             &publications,
             &subscriptions,
             gone.servers(),
@@ -443,6 +450,81 @@ impl Channels for Gateway {
 }
 
 impl Gateway {
+    /// Clears the way for participant `id` to continue as this gateway's client (see
+    /// `Channels::join`): whatever is left of it is removed as if it had left, on whichever
+    /// gateway it was, and its old socket is told it was replaced. A participant whose gateway
+    /// died is taken over at once, without waiting for the sweep. False when `id` is another
+    /// user's, or presence cannot say (then the client joins under a new id).
+    async fn take_over(&self, channel: &str, id: &str, user: &str) -> bool {
+        let entry = match self.presence.participant(channel, id).await {
+            Ok(Some(entry)) => entry,
+            // Nothing is left of it (it left, or was swept): it just takes its id again.
+            Ok(None) => return true,
+            Err(e) => {
+                tracing::warn!(channel, participant = id, "cannot resume: {e}");
+                return false;
+            }
+        };
+        if entry.user != user {
+            return false;
+        }
+        let old = self.clients.forget(channel, id);
+        let (publications, subscriptions, servers) = match &old {
+            Some(old) => {
+                // Its old socket is ours: the session ends without leaving.
+                let _ = old.outbox.send(ServerMessage::Replaced);
+                (
+                    old.publications.keys().cloned().collect(),
+                    old.subscriptions.keys().cloned().collect(),
+                    old.servers(),
+                )
+            }
+            None => self.held(channel, id).await,
+        };
+        // Its media servers end what it had before anything new of the same id reaches them.
+        for server in servers {
+            if let Ok(s) = self.server(&server).await {
+                self.media
+                    .end_now(&s, "leave", &ending(channel, id, None))
+                    .await;
+            }
+        }
+        let owner = if old.is_some() {
+            &self.id
+        } else {
+            &entry.gateway
+        };
+        self.remove_participant(
+            channel,
+            id,
+            owner,
+            &publications,
+            &subscriptions,
+            BTreeSet::new(),
+        )
+        .await;
+        if old.is_none() && entry.gateway != self.id {
+            // Only that gateway's client with this id hears it: from now on this gateway has
+            // one too.
+            let event = ChannelEvent {
+                channel: channel.to_string(),
+                except: None,
+                to: Some(id.to_string()),
+                gateway: Some(entry.gateway.clone()),
+                message: ServerMessage::Replaced,
+            };
+            if let Err(e) = self.presence.send(&event).await {
+                tracing::warn!(
+                    channel,
+                    participant = id,
+                    "cannot close the old socket: {e}"
+                );
+            }
+        }
+        tracing::info!(channel, participant = id, from = %entry.gateway, "resuming");
+        true
+    }
+
     /// Sends `message` to participant `to` of `channel`: straight to its outbox when it is this
     /// gateway's client, else, once presence says it is in the channel (so the sender hears of a
     /// wrong target at once), through the channel's events in Redis, addressed to it alone.
@@ -467,6 +549,7 @@ impl Gateway {
             channel: channel.to_string(),
             except: None,
             to: Some(to.to_string()),
+            gateway: None,
             message,
         };
         self.presence.send(&event).await?;
@@ -517,10 +600,10 @@ mod tests {
         let (b_tx, mut b_rx) = mpsc::unbounded_channel();
         let (d_tx, mut d_rx) = mpsc::unbounded_channel();
         let (e_tx, mut e_rx) = mpsc::unbounded_channel();
-        let (alice, _) = g1.join("c", "alice", None, a_tx).await.unwrap();
-        let (bob, _) = g2.join("c", "bob", None, b_tx).await.unwrap();
-        let (_dave, _) = g1.join("c", "dave", None, d_tx).await.unwrap();
-        let (eve, _) = g1.join("other", "eve", None, e_tx).await.unwrap();
+        let (alice, _) = g1.join("c", "alice", None, a_tx, None).await.unwrap();
+        let (bob, _) = g2.join("c", "bob", None, b_tx, None).await.unwrap();
+        let (_dave, _) = g1.join("c", "dave", None, d_tx, None).await.unwrap();
+        let (eve, _) = g1.join("other", "eve", None, e_tx, None).await.unwrap();
         let hello = ServerMessage::Message {
             from: alice.clone(),
             data: json!({"text": "hello"}),
@@ -578,10 +661,10 @@ mod tests {
         let (b_tx, mut b_rx) = mpsc::unbounded_channel();
         let (d_tx, mut d_rx) = mpsc::unbounded_channel();
         let (e_tx, mut e_rx) = mpsc::unbounded_channel();
-        let (alice, _) = g1.join("c", "alice", None, a_tx).await.unwrap();
-        let (bob, _) = g2.join("c", "bob", None, b_tx).await.unwrap();
-        let (dave, _) = g1.join("c", "dave", None, d_tx).await.unwrap();
-        let (eve, _) = g1.join("other", "eve", None, e_tx).await.unwrap();
+        let (alice, _) = g1.join("c", "alice", None, a_tx, None).await.unwrap();
+        let (bob, _) = g2.join("c", "bob", None, b_tx, None).await.unwrap();
+        let (dave, _) = g1.join("c", "dave", None, d_tx, None).await.unwrap();
+        let (eve, _) = g1.join("other", "eve", None, e_tx, None).await.unwrap();
         let offer = json!({"description": {"type": "offer", "sdp": "v=0\r\n"}});
 
         // To another gateway's client, through presence events.

@@ -127,6 +127,11 @@ impl Clients {
             }
             let _ = client.outbox.send(event.message.clone());
         }
+        // A client replaced by its own resumed participant on another gateway is no longer
+        // this gateway's: its session ends without leaving (the participant stays).
+        if let (ServerMessage::Replaced, Some(to)) = (&event.message, &event.to) {
+            clients.remove(to);
+        }
     }
 
     /// Tells the clients whose subscriptions were on a server not in `live` to subscribe again
@@ -171,6 +176,7 @@ mod tests {
             channel: "c".into(),
             except: except.map(str::to_string),
             to: to.map(str::to_string),
+            gateway: None,
             message,
         }
     }

@@ -2,7 +2,7 @@
 //! their relays end, subscriptions there are made again) and gateways whose liveness key expired
 //! (their clients are removed by the others). Each gateway also keeps its own key fresh here.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,42 +120,24 @@ impl Gateway {
                 };
                 if ghost {
                     tracing::warn!(channel, participant, gateway = %entry.gateway, "its gateway is gone; removing it");
-                    self.remove_ghost(&channel, &participant).await;
+                    self.remove_ghost(&channel, &participant, &entry.gateway)
+                        .await;
                 }
             }
         }
     }
 
-    async fn remove_ghost(&self, channel: &str, participant: &str) {
-        let publications = self
-            .presence
-            .publications(channel)
-            .await
-            .unwrap_or_default();
-        let subscriptions = self
-            .presence
-            .subscriptions(channel)
-            .await
-            .unwrap_or_default();
-        let mut servers = BTreeSet::new();
-        let publications: Vec<String> = publications
-            .into_iter()
-            .filter(|(_, p)| p.participant == participant)
-            .map(|(id, p)| {
-                servers.insert(p.server);
-                id
-            })
-            .collect();
-        let subscriptions: Vec<String> = subscriptions
-            .into_iter()
-            .filter(|(_, s)| s.participant == participant)
-            .map(|(id, s)| {
-                servers.insert(s.server);
-                id
-            })
-            .collect();
-        self.remove_participant(channel, participant, &publications, &subscriptions, servers)
-            .await;
+    async fn remove_ghost(&self, channel: &str, participant: &str, gateway: &str) {
+        let (publications, subscriptions, servers) = self.held(channel, participant).await;
+        self.remove_participant(
+            channel,
+            participant,
+            gateway,
+            &publications,
+            &subscriptions,
+            servers,
+        )
+        .await;
     }
 }
 
@@ -209,7 +191,7 @@ mod tests {
     async fn a_restarted_gateway_removes_the_clients_it_no_longer_knows() {
         let g = gateway("g1").await;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (alice, _) = g.join("c", "alice", None, tx).await.unwrap();
+        let (alice, _) = g.join("c", "alice", None, tx, None).await.unwrap();
         // A client of this gateway's previous run, with a publication.
         let ghost = ParticipantEntry {
             user: "old".into(),
@@ -257,7 +239,7 @@ mod tests {
             .await
             .unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (alice, _) = g.join("c", "alice", None, tx).await.unwrap();
+        let (alice, _) = g.join("c", "alice", None, tx, None).await.unwrap();
         for (id, on) in [("pub-live", "ms1"), ("pub-lost", "ms2")] {
             let entry = PublicationEntry {
                 participant: alice.clone(),

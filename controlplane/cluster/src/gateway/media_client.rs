@@ -36,6 +36,10 @@ impl From<CallError> for Error {
     }
 }
 
+/// How long [`MediaClient::end_now`] waits for a media server.
+const END_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
 pub(super) struct MediaClient {
     http: reqwest::Client,
     /// Signs every call (`crate::signing`), when the cluster has a secret.
@@ -95,14 +99,27 @@ impl MediaClient {
     /// Ends what a participant has on a media server, in the background (a slow or dead server
     /// must not hold up a leaving client).
     pub fn end_on(&self, server: MediaServerRecord, what: &'static str, request: EndRequest) {
-        let (http, secret) = (self.http.clone(), self.secret.clone());
-        tokio::spawn(async move {
-            let url = format!("http://{}{}/{what}", server.cluster_address, api::PREFIX);
-            let call = signing::request(&http, secret.as_ref(), Method::POST, &url, Some(&request));
-            if let Err(e) = call.send().await {
-                tracing::debug!(server = %server.id, "{what} on the media server: {e}");
-            }
-        });
+        let this = self.clone();
+        tokio::spawn(async move { this.end_now(&server, what, &request).await });
+    }
+
+    /// Ends what a participant has on a media server and waits (at most [`END_WAIT`]) for the
+    /// server to have done it: before the same participant id, resumed, publishes there again,
+    /// a late `leave` would end its new media too.
+    pub async fn end_now(&self, server: &MediaServerRecord, what: &str, request: &EndRequest) {
+        let url = format!("http://{}{}/{what}", server.cluster_address, api::PREFIX);
+        let call = signing::request(
+            &self.http,
+            self.secret.as_ref(),
+            Method::POST,
+            &url,
+            Some(request),
+        );
+        match tokio::time::timeout(END_WAIT, call.send()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(server = %server.id, "{what} on the media server: {e}"),
+            Err(_) => tracing::debug!(server = %server.id, "{what} on the media server: no answer"),
+        }
     }
 }
 

@@ -123,6 +123,7 @@ impl Gateway {
             channel: channel.to_string(),
             except: except.map(str::to_string),
             to: None,
+            gateway: None,
             message,
         };
         if let Err(e) = self.presence.send(&event).await {
@@ -172,17 +173,37 @@ impl Gateway {
         }
     }
 
-    /// Takes a participant out of the channel everywhere: its media servers end what it had,
-    /// its publications are announced unpublished, its subscriptions and itself leave presence,
-    /// and the channel hears it left.
+    /// Takes a participant of gateway `owner` out of the channel everywhere: it leaves presence,
+    /// its media servers end what it had, its publications are announced unpublished, its
+    /// subscriptions leave presence, and the channel hears it left. Nothing happens when presence
+    /// says it is no longer `owner`'s (it was resumed elsewhere: what it has now is the new
+    /// gateway's); when presence cannot be read, it is removed anyway.
     async fn remove_participant(
         &self,
         channel: &str,
         participant: &str,
+        owner: &str,
         publications: &[String],
         subscriptions: &[String],
         servers: BTreeSet<String>,
     ) {
+        match self
+            .presence
+            .remove_participant(channel, participant, owner)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(
+                    channel,
+                    participant,
+                    owner,
+                    "not removed: no longer that gateway's"
+                );
+                return;
+            }
+            Err(e) => tracing::warn!(channel, participant, "cannot remove from presence: {e}"),
+        }
         for server in servers {
             if let Ok(s) = self.server(&server).await {
                 self.media
@@ -197,9 +218,6 @@ impl Gateway {
             .presence
             .remove_subscriptions(channel, subscriptions)
             .await;
-        if let Err(e) = self.presence.remove_participant(channel, participant).await {
-            tracing::warn!(channel, participant, "cannot remove from presence: {e}");
-        }
         self.announce(
             channel,
             Some(participant),
@@ -208,6 +226,43 @@ impl Gateway {
             },
         )
         .await;
+    }
+
+    /// What presence says a participant has: its publications, its subscriptions, and the media
+    /// servers they are on (for a participant that is not this gateway's client).
+    async fn held(
+        &self,
+        channel: &str,
+        participant: &str,
+    ) -> (Vec<String>, Vec<String>, BTreeSet<String>) {
+        let publications = self
+            .presence
+            .publications(channel)
+            .await
+            .unwrap_or_default();
+        let subscriptions = self
+            .presence
+            .subscriptions(channel)
+            .await
+            .unwrap_or_default();
+        let mut servers = BTreeSet::new();
+        let publications: Vec<String> = publications
+            .into_iter()
+            .filter(|(_, p)| p.participant == participant)
+            .map(|(id, p)| {
+                servers.insert(p.server);
+                id
+            })
+            .collect();
+        let subscriptions: Vec<String> = subscriptions
+            .into_iter()
+            .filter(|(_, s)| s.participant == participant)
+            .map(|(id, s)| {
+                servers.insert(s.server);
+                id
+            })
+            .collect();
+        (publications, subscriptions, servers)
     }
 
     /// Disconnects a client, on whichever gateway it is; false if it is not in the channel.
@@ -230,6 +285,7 @@ impl Gateway {
             channel: channel.to_string(),
             except: None,
             to: Some(participant.to_string()),
+            gateway: None,
             message: ServerMessage::Kicked {
                 reason: reason.to_string(),
             },
@@ -243,7 +299,9 @@ impl Gateway {
     pub async fn pump_events(self: Arc<Self>) {
         let mut events = self.presence.events();
         while let Some(event) = events.recv().await {
-            self.clients.deliver(&event);
+            if event.gateway.as_ref().is_none_or(|g| *g == self.id) {
+                self.clients.deliver(&event);
+            }
         }
     }
 
@@ -318,10 +376,10 @@ pub(crate) mod tests {
     async fn clients_hear_of_each_other_through_presence() {
         let g = gateway("g1").await;
         let (a_tx, mut a_rx) = mpsc::unbounded_channel();
-        let (a, others) = g.join("c", "alice", None, a_tx).await.unwrap();
+        let (a, others) = g.join("c", "alice", None, a_tx, None).await.unwrap();
         assert!(others.is_empty());
         let (b_tx, _b_rx) = mpsc::unbounded_channel();
-        let (b, others) = g.join("c", "bob", Some("eu"), b_tx).await.unwrap();
+        let (b, others) = g.join("c", "bob", Some("eu"), b_tx, None).await.unwrap();
         assert_eq!(others.len(), 1);
         assert_eq!(
             (others[0].participant.as_str(), others[0].user.as_str()),
@@ -352,7 +410,7 @@ pub(crate) mod tests {
     async fn a_publication_needs_a_media_server() {
         let g = gateway("g1").await;
         let (tx, _rx) = mpsc::unbounded_channel();
-        let (p, _) = g.join("c", "alice", None, tx).await.unwrap();
+        let (p, _) = g.join("c", "alice", None, tx, None).await.unwrap();
         let rules = switchyard_controlplane::rules::Rules::from_names(&[]);
         let e = g.publish("c", &p, "v=0", &rules).await.unwrap_err();
         assert_eq!(e.to_string(), "no media server is available");
@@ -374,8 +432,8 @@ pub(crate) mod tests {
         let g = gateway("g1").await;
         let (a_tx, mut a_rx) = mpsc::unbounded_channel();
         let (b_tx, mut b_rx) = mpsc::unbounded_channel();
-        let (a, _) = g.join("c", "alice", None, a_tx).await.unwrap();
-        let (b, _) = g.join("c", "bob", None, b_tx).await.unwrap();
+        let (a, _) = g.join("c", "alice", None, a_tx, None).await.unwrap();
+        let (b, _) = g.join("c", "bob", None, b_tx, None).await.unwrap();
         assert!(matches!(
             a_rx.recv().await,
             Some(ServerMessage::ParticipantJoined { .. })
@@ -404,5 +462,118 @@ pub(crate) mod tests {
         let participants = g.presence.participants("c").await.unwrap();
         assert_eq!(participants.len(), 1);
         assert_eq!(participants[0].0, b);
+    }
+
+    /// The next message that is not about someone joining (announced as others join).
+    async fn next_but_joins(rx: &mut mpsc::UnboundedReceiver<ServerMessage>) -> ServerMessage {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a message within 5 s")
+                .expect("the outbox is open");
+            if !matches!(m, ServerMessage::ParticipantJoined { .. }) {
+                return m;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_participant_resumes_on_another_gateway_under_its_id() {
+        let presence = Presence::memory();
+        let g1 = gateway_sharing("g1", presence.clone()).await;
+        let g2 = gateway_sharing("g2", presence.clone()).await;
+        let (a_tx, mut a_rx) = mpsc::unbounded_channel();
+        let (b_tx, mut b_rx) = mpsc::unbounded_channel();
+        let (alice, _) = g1.join("c", "alice", None, a_tx, None).await.unwrap();
+        let (bob, _) = g2.join("c", "bob", None, b_tx, None).await.unwrap();
+
+        // Alice's socket to g1 is still open (g1 did not notice it drop) when she resumes on g2.
+        let (a2_tx, mut a2_rx) = mpsc::unbounded_channel();
+        let (again, others) = g2
+            .join("c", "alice", None, a2_tx, Some(alice.as_str()))
+            .await
+            .unwrap();
+        assert_eq!(again, alice);
+        assert_eq!(others.len(), 1, "bob: {others:?}");
+        assert_eq!(next_but_joins(&mut a_rx).await, ServerMessage::Replaced);
+        assert_eq!(g1.client_count(), 0, "g1 let go of her old socket");
+        assert_eq!(
+            presence
+                .participant("c", &alice)
+                .await
+                .unwrap()
+                .map(|e| e.gateway),
+            Some("g2".to_string())
+        );
+        // Bob hears her leave, then join again, in that order.
+        assert_eq!(
+            next_but_joins(&mut b_rx).await,
+            ServerMessage::ParticipantLeft {
+                participant: alice.clone()
+            }
+        );
+        assert_eq!(
+            b_rx.recv().await,
+            Some(ServerMessage::ParticipantJoined {
+                participant: alice.clone(),
+                user: "alice".into()
+            })
+        );
+        // The old session's leave, if it comes, takes nothing from the resumed one.
+        g1.leave("c", &alice).await;
+        assert!(presence.has_participant("c", &alice).await.unwrap());
+        // (It may hear of Bob's join: announced as she came.)
+        while let Ok(m) = a2_rx.try_recv() {
+            assert!(
+                matches!(m, ServerMessage::ParticipantJoined { .. }),
+                "the new socket heard {m:?}"
+            );
+        }
+
+        // Resuming on the same gateway replaces the socket there; another user cannot.
+        let (a3_tx, _a3_rx) = mpsc::unbounded_channel();
+        let (third, _) = g2
+            .join("c", "alice", None, a3_tx, Some(alice.as_str()))
+            .await
+            .unwrap();
+        assert_eq!(third, alice);
+        assert_eq!(next_but_joins(&mut a2_rx).await, ServerMessage::Replaced);
+        assert_eq!(g2.client_count(), 2);
+        let (m_tx, _m_rx) = mpsc::unbounded_channel();
+        let (mallory, _) = g2
+            .join("c", "mallory", None, m_tx, Some(bob.as_str()))
+            .await
+            .unwrap();
+        assert_ne!(mallory, bob);
+        assert_eq!(presence.participants("c").await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_dead_gateways_participant_is_taken_over_at_once() {
+        let presence = Presence::memory();
+        let g2 = gateway_sharing("g2", presence.clone()).await;
+        // g1 died with Alice's entry in presence, before any sweep.
+        let entry = crate::presence::ParticipantEntry {
+            user: "alice".into(),
+            gateway: "g1".into(),
+        };
+        presence
+            .add_participant("c", "p-g1-1", &entry)
+            .await
+            .unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (id, others) = g2
+            .join("c", "alice", None, tx, Some("p-g1-1"))
+            .await
+            .unwrap();
+        assert_eq!(id, "p-g1-1");
+        assert!(others.is_empty(), "{others:?}");
+        // A later sweep of g1's clients leaves her alone: she is g2's now.
+        assert!(
+            !presence
+                .remove_participant("c", "p-g1-1", "g1")
+                .await
+                .unwrap()
+        );
     }
 }
