@@ -3,7 +3,8 @@
 //! cut off with its close code after a burst of replies, one address past its socket limit is
 //! refused, and all of it is counted in `/metrics`, while a healthy aiortc publisher and player
 //! and a Chromium page in the same channel keep decoding every second and two joined signalling
-//! clients in it keep exchanging channel messages.
+//! clients in it keep exchanging channel messages. And resuming a participant after a dropped
+//! socket, which a forged key cannot do.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -62,11 +63,12 @@ async fn close_after(ws: &mut Ws, within: Duration) -> (Option<(u16, String)>, u
 }
 
 async fn join(ws: &mut Ws, token: &str) -> serde_json::Value {
-    ws.send(Message::text(format!(
-        r#"{{"type":"join","token":"{token}"}}"#
-    )))
-    .await
-    .unwrap();
+    join_with(ws, serde_json::json!({"type": "join", "token": token})).await
+}
+
+/// Sends `join` (as given) and waits for `joined`.
+async fn join_with(ws: &mut Ws, join: serde_json::Value) -> serde_json::Value {
+    ws.send(Message::text(join.to_string())).await.unwrap();
     loop {
         let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
@@ -370,4 +372,86 @@ fn idle_flooding_and_crowding_sockets_are_closed_while_healthy_clients_continue(
     report["rss_kib_before"] = rss_before.into();
     report["rss_kib_after"] = rss_after.into();
     println!("{report}");
+}
+
+/// A client whose socket dropped resumes its participant with the key of its `joined`: the same
+/// id, the others hear it leave and come back; an old socket still open is told `replaced` and
+/// closed with 4009; a forged key, or another user's token, gets a new id instead.
+#[test]
+fn a_dropped_client_resumes_its_participant_and_a_forged_key_does_not() {
+    netns::enter();
+    let server = Server::start_with_env(&[], &[]);
+    let port = server.port;
+    let alice = server.token("room", "alice", &[]);
+    let bob = server.token("room", "bob", &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut watcher = connect(port, "127.0.0.1").await.unwrap();
+        join(&mut watcher, &bob).await;
+        let mut first = connect(port, "127.0.0.1").await.unwrap();
+        let joined = join(&mut first, &alice).await;
+        let (id, key) = (&joined["participant"], &joined["resumeKey"]);
+        assert!(key.as_str().is_some_and(|k| !k.is_empty()), "{joined}");
+
+        // Resumed while the first socket is still open: it is replaced.
+        let mut second = connect(port, "127.0.0.1").await.unwrap();
+        let resumed = join_with(
+            &mut second,
+            serde_json::json!({"type": "join", "token": alice, "resume": {"participant": id, "key": key}}),
+        )
+        .await;
+        assert_eq!(&resumed["participant"], id);
+        let mut replaced = false;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), first.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => replaced |= t.contains(r#""type":"replaced""#),
+                Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                    assert_eq!(u16::from(frame.code), 4009);
+                    break;
+                }
+                other => panic!("the old socket did not close with 4009: {other:?}"),
+            }
+        }
+        assert!(replaced, "the old socket heard no 'replaced'");
+
+        // Bob heard Alice leave and come back under the same id.
+        let mut heard = Vec::new();
+        while heard.len() < 3 {
+            match tokio::time::timeout(Duration::from_secs(5), watcher.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                    if v["participant"] == *id {
+                        heard.push(v["type"].as_str().unwrap_or_default().to_string());
+                    }
+                }
+                other => panic!("bob's socket: {other:?} after {heard:?}"),
+            }
+        }
+        assert_eq!(heard, ["participant-joined", "participant-left", "participant-joined"]);
+
+        // The socket drops; a new one resumes with the key of the last joined.
+        drop(second);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut third = connect(port, "127.0.0.1").await.unwrap();
+        let again = join_with(
+            &mut third,
+            serde_json::json!({"type": "join", "token": alice, "resume": {"participant": id, "key": resumed["resumeKey"]}}),
+        )
+        .await;
+        assert_eq!(&again["participant"], id);
+
+        // A forged key, and Bob's token with Alice's key, join as someone new.
+        for (token, key) in [(&alice, serde_json::json!("Zm9yZ2Vk")), (&bob, again["resumeKey"].clone())] {
+            let mut other = connect(port, "127.0.0.1").await.unwrap();
+            let joined = join_with(
+                &mut other,
+                serde_json::json!({"type": "join", "token": token, "resume": {"participant": id, "key": key}}),
+            )
+            .await;
+            assert_ne!(&joined["participant"], id);
+        }
+    });
 }
