@@ -1296,7 +1296,7 @@ fn public_ip_from_stun() {
     assert!(log.contains("capacity 20 transports"), "{log}");
 }
 
-/// HTTPS on 8443 (signalling and pages) and 9443 (admin API) with a certificate from
+/// HTTPS on 8443 (signalling and pages) and 9443 (admin API and console) with a certificate from
 /// `switchyard cert`, for a gateway and for all-in-one; a bad certificate stops the process at
 /// start.
 #[test]
@@ -1356,7 +1356,7 @@ fn https_for_signalling_and_admin() {
             200
         );
     }
-    // all-in-one serves its pages, signalling and admin API over HTTPS too.
+    // all-in-one serves its pages, signalling, admin API and console over HTTPS too.
     {
         let _aio = Process::start(
             "aio",
@@ -1378,6 +1378,9 @@ fn https_for_signalling_and_admin() {
         let (status, servers) = https(admin_url, &[&format!("X-API-Key: {ADMIN_KEY}")]);
         assert_eq!(status, 200, "{servers}");
         assert!(servers.contains("all-in-one"), "{servers}");
+        let (status, console) = https("https://127.0.0.1:9443/admin", &[]);
+        assert_eq!(status, 200, "{console}");
+        assert!(console.contains("Switchyard console"), "{console}");
     }
     // A certificate that is not one stops the gateway before it serves anything.
     std::fs::write(dir.join("bad.pem"), "not a certificate").expect("write");
@@ -1963,4 +1966,124 @@ fn speaking_across_gateways() {
         result["ok"], true,
         "speaking was not announced across gateways:\n{result:#}\n{stderr}"
     );
+}
+
+/// The operator's console at /admin, in headless Chromium against a gateway with two media
+/// servers that have public IPs and a client in a channel: a wrong key is refused; with the
+/// right one the console lists both servers with their public IPs, drains one, kicks the
+/// client (whose socket closes with 4003), rotates an application's secret, shows the API's
+/// refusal of a bad channel configuration and saves a good one, and lists all of it in the
+/// audit log. The page itself needs no key, but the admin addresses. Screenshots of each step
+/// are kept in target/artefacts/console/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let _ga = gateway(
+        &dir,
+        "ga",
+        GATEWAY_A,
+        &redis,
+        &[
+            ("ADMIN__APIKEY", ADMIN_KEY),
+            ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+        ],
+    );
+    let servers = [
+        ("ms-a", "a", "40000-40100", "203.0.113.10"),
+        ("ms-b", "b", "41000-41100", "203.0.113.11"),
+    ];
+    let _servers = servers.map(|(id, region, ports, public)| {
+        registered_media_server(
+            &dir,
+            id,
+            GATEWAY_A,
+            ports,
+            &[],
+            &[("REGION", region), ("EXTERNAL__PUBLICIPADDRESS", public)],
+        )
+    });
+
+    // The page is served without the key (it holds no data), but only to ADMIN:IPADDRESSES.
+    let page = "http://127.0.0.1:9090/admin";
+    let (status, html) = curl("127.0.0.1", "GET", page, &[], None);
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("/admin/console.js"), "{html}");
+    assert_eq!(curl("127.0.0.2", "GET", page, &[], None).0, 403);
+
+    let secret = "console-secret-one-0123456789";
+    let body = format!(r#"{{"secrets":["{secret}"]}}"#);
+    assert_eq!(admin_with("PUT", "/applications/acme", &body).0, 200);
+    let config = r#"{"pattern":"team-*","position":0,"allowedCodecs":[],"sfuAllowed":true,"mcuAllowed":true}"#;
+    assert_eq!(
+        admin_with("PUT", "/applications/acme/channel-configs", config).0,
+        200
+    );
+    let (mut ws, client) = join(GATEWAY_A, &token(&dir, "lobby", "alice"), "lobby")
+        .await
+        .expect("join");
+    // The client reads its socket as a real one would, until it is closed.
+    let closed = tokio::spawn(async move {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Close(frame) = m {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    });
+
+    let artefacts = switchyard_tests::artefacts("console");
+    let out = tokio::process::Command::new("node")
+        .current_dir(browser_dir())
+        .arg("console_page.mjs")
+        .arg(page)
+        .arg(ADMIN_KEY)
+        .arg(&artefacts)
+        .env(
+            "SERVERS",
+            servers.map(|(id, _, _, ip)| format!("{id}={ip}")).join(","),
+        )
+        .env("DRAIN", "ms-b")
+        .env("CHANNEL", "lobby")
+        .env("CLIENT", &client)
+        .env("APPLICATION", "acme")
+        .output()
+        .await
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("console screenshots: {}", artefacts.display());
+    let result = last_json(&stdout)
+        .unwrap_or_else(|| panic!("no JSON result from the browser script:\n{stdout}\n{stderr}"));
+    eprintln!("console steps (ms): {}", result["steps"]);
+    assert_eq!(result["ok"], true, "{result:#}\n{stderr}");
+    let shots = std::fs::read_dir(&artefacts).map_or(0, Iterator::count);
+    assert!(shots >= 8, "{shots} screenshots in {}", artefacts.display());
+
+    // What the console did, as the admin API and the client saw it.
+    let drained = |id: &str| admin("GET", &format!("/media-servers/{id}")).1["draining"] == true;
+    assert!(drained("ms-b") && !drained("ms-a"));
+    let closed = tokio::time::timeout(Duration::from_secs(5), closed).await;
+    assert_eq!(
+        closed.ok().and_then(Result::ok).flatten(),
+        Some(4003),
+        "the kicked client's socket"
+    );
+    let new_secret = result["newSecret"].as_str().unwrap_or_default();
+    assert_eq!(
+        admin("GET", "/applications/acme").1["secrets"],
+        serde_json::json!([secret, new_secret])
+    );
+    assert!(
+        result["validationError"]
+            .as_str()
+            .is_some_and(|e| e.contains("\"mp3\"")),
+        "the API's own message: {result}"
+    );
+    let configs = admin("GET", "/applications/acme/channel-configs").1;
+    assert_eq!(configs[0]["allowedCodecs"], serde_json::json!(["opus"]));
+    assert_eq!(configs[0]["maxBitrateKbps"], 1500);
 }

@@ -24,16 +24,30 @@ pub fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("SWITCHYARD_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target"));
-    let bin = target.join("debug").join("switchyard");
+    let bin = target().join("debug").join("switchyard");
     assert!(
         bin.exists(),
         "{} is missing: build it first (`cargo build -p switchyard`) or set SWITCHYARD_BIN; scripts/test.sh does both",
         bin.display()
     );
     bin
+}
+
+/// The workspace's target directory: `$CARGO_TARGET_DIR`, else `target` in the repository.
+fn target() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
+}
+
+/// An empty `<target>/artefacts/<name>/`, where a test leaves what people may want to look at
+/// afterwards (screenshots); kept until the test runs again.
+pub fn artefacts(name: &str) -> PathBuf {
+    let dir = target().join("artefacts").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir.canonicalize().unwrap_or(dir)
 }
 
 /// The Python interpreter with aiortc: `$SWITCHYARD_PYTHON`, else the repository's `.venv`.

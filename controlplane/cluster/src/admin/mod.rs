@@ -1,13 +1,16 @@
 //! The admin API, `/admin/api/v1` on the admin listener (9090) of a gateway or an all-in-one:
 //! media servers (list, drain, forget), active channels with their clients and publications,
 //! kicking a client, applications, channel configurations, deployments and the audit log (see
-//! `config`), and the OpenAPI document at `/admin/api/v1/openapi.json`.
+//! `config`), and the OpenAPI document at `/admin/api/v1/openapi.json`; and the operator's
+//! console at `/admin`, a page that uses this API (see `console`).
 //!
 //! Every request must come from `ADMIN:IPADDRESSES` (403 otherwise) and carry a valid
 //! `X-API-Key` (401 otherwise); both are checked before anything else, the document included.
+//! The console's page and files need only the address: they hold no data.
 
 mod all_in_one;
 mod config;
+mod console;
 mod openapi;
 
 use std::net::SocketAddr;
@@ -145,9 +148,11 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/channels/{channel}", get(channel))
         .route("/channels/{channel}/clients/{participant}", delete(kick))
         .route_layer(middleware::from_fn_with_state(admin.clone(), key_guard))
-        .route_layer(middleware::from_fn_with_state(allowed, guard))
+        .route_layer(middleware::from_fn_with_state(allowed.clone(), guard))
         .with_state(admin);
-    Router::new().nest(PREFIX, api)
+    Router::new()
+        .nest(PREFIX, api)
+        .merge(console::routes(allowed))
 }
 
 async fn media_servers(

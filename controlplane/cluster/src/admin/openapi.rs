@@ -36,7 +36,7 @@ pub async fn document() -> Json<Value> {
         "info": {
             "title": "Switchyard admin API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Served by each gateway, and by all-in-one, on its admin listener (9090). Callers must be in ADMIN:IPADDRESSES and send X-API-Key. All-in-one lists itself as its one media server, `all-in-one`."
+            "description": "Served by each gateway, and by all-in-one, on its admin listener (9090). Callers must be in ADMIN:IPADDRESSES and send X-API-Key. All-in-one lists itself as its one media server, `all-in-one`. The operator's console, /admin on the same listener, is a page over this API."
         },
         "servers": [{ "url": super::PREFIX }],
         "security": [{ "apiKey": [] }],
