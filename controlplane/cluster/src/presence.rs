@@ -37,6 +37,10 @@ use crate::registry::retry::Retrying;
 pub struct ParticipantEntry {
     pub user: String,
     pub gateway: String,
+    /// A WHIP/WHEP session (no socket: it cannot receive signals or messages, and a `DELETE`
+    /// may end it). Absent, and false, for signalling clients.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub session: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,6 +211,20 @@ impl Presence {
                     .collect()
             })),
             Presence::Redis(r) => r.read_hash(&r.key(channel, "participants")).await,
+        }
+    }
+
+    /// Participant `id` of `channel`, on any gateway (one field read).
+    pub async fn participant(&self, channel: &str, id: &str) -> Result<Option<ParticipantEntry>> {
+        match self {
+            Presence::Memory(m) => Ok(m.channel(channel, |c| c.participants.get(id).cloned())),
+            Presence::Redis(r) => {
+                let json: Option<String> = r.con().hget(r.key(channel, "participants"), id).await?;
+                Ok(match json {
+                    Some(j) => Some(serde_json::from_str(&j)?),
+                    None => None,
+                })
+            }
         }
     }
 
@@ -604,15 +622,18 @@ mod tests {
         let entry = ParticipantEntry {
             user: "u".into(),
             gateway: "g1".into(),
+            session: false,
         };
         p.add_participant("c", "p1", &entry).await.unwrap();
         assert_eq!(
             p.participants("c").await.unwrap(),
-            vec![("p1".into(), entry)]
+            vec![("p1".into(), entry.clone())]
         );
         assert!(p.has_participant("c", "p1").await.unwrap());
         assert!(!p.has_participant("c", "p2").await.unwrap());
         assert!(!p.has_participant("other", "p1").await.unwrap());
+        assert_eq!(p.participant("c", "p1").await.unwrap(), Some(entry));
+        assert_eq!(p.participant("c", "p2").await.unwrap(), None);
         let publication = PublicationEntry {
             participant: "p1".into(),
             server: "ms1".into(),
