@@ -547,6 +547,10 @@ fn whip_and_whep_across_gateways() {
         )
     });
     assert_eq!(result["ok"], true, "{result:#}");
+    eprintln!(
+        "played across gateways: {} video and {} audio frames",
+        result["video_frames"], result["audio_frames"]
+    );
     assert!(
         result["video_frames"].as_u64().unwrap_or(0) >= 30,
         "too few frames decoded: {result:#}"
