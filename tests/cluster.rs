@@ -12,7 +12,9 @@ use switchyard_tests::cluster::{
     Postgres, Process, Redis, SECRET, media_servers, signed, wait_for,
 };
 use switchyard_tests::server::temp_dir;
-use switchyard_tests::{binary, browser_dir, http, last_json, loadtest_report, netns};
+use switchyard_tests::{
+    binary, browser_dir, http, last_json, loadtest_report, netns, python, repo,
+};
 
 const GATEWAY_A: u16 = 8080;
 const GATEWAY_B: u16 = 8081;
@@ -538,6 +540,139 @@ fn meeting_across_servers_and_drain() {
     wait_for("m1 to leave the registry", Duration::from_secs(5), || {
         !media_servers(GATEWAY_A).iter().any(|s| s["id"] == "m1")
     });
+}
+
+/// aiortc publishes over WHIP to gateway A and plays over WHEP from gateway B: the publication
+/// is placed like an SDK client's (the operator drained m1, which would have been chosen, so it
+/// lands on m2), media flows, and a `DELETE` through the other gateway than the one that made a
+/// session ends it, after which neither gateway knows the resource.
+#[test]
+fn whip_and_whep_across_gateways() {
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let ga = gateway(
+        &dir,
+        "ga",
+        GATEWAY_A,
+        &redis,
+        &[("ADMIN__APIKEY", ADMIN_KEY)],
+    );
+    let gb = gateway(&dir, "gb", GATEWAY_B, &redis, &[]);
+    let _m1 = media_server(&dir, "m1", "a", GATEWAY_A, "40000-40100", &[]);
+    let _m2 = media_server(&dir, "m2", "a", GATEWAY_B, "41000-41100", &[]);
+    let (status, _) = admin("POST", "/media-servers/m1/drain");
+    assert_eq!(status, 200, "drain m1");
+
+    let publish = token(&dir, "live", "encoder");
+    let play = token(&dir, "live", "viewer");
+    let aiortc = Command::new(python())
+        .arg(repo().join("tests/aiortc/whip_whep.py"))
+        .arg(format!("http://127.0.0.1:{GATEWAY_A}"))
+        .args(["live", &publish, &play, "--seconds", "4"])
+        .arg("--play-base")
+        .arg(format!("http://127.0.0.1:{GATEWAY_B}"))
+        .arg("--delete-crossed")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the aiortc script");
+
+    // Both sessions are in the channel, each with its connection on m2, for any gateway to see.
+    let connections = || {
+        let (_, ch) = admin("GET", "/channels/live");
+        let mut found: Vec<(String, String, String)> = ch["clients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| {
+                let gateway = c["gateway"].as_str().unwrap_or("").to_string();
+                c["connections"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |x| {
+                        (
+                            gateway.clone(),
+                            x["kind"].as_str().unwrap_or("").to_string(),
+                            x["server"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let expected: Vec<(String, String, String)> =
+        [("ga", "publication", "m2"), ("gb", "subscription", "m2")]
+            .iter()
+            .map(|(g, k, s)| (g.to_string(), k.to_string(), s.to_string()))
+            .collect();
+    wait_for(
+        "the WHIP publication on ga and the WHEP subscription on gb, both on m2",
+        Duration::from_secs(20),
+        || connections() == expected,
+    );
+    let placed = publications(&redis, "live");
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    assert_eq!(placed[0].2, "m2", "placed on the undrained server");
+
+    let out = aiortc.wait_with_output().expect("the aiortc script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result = last_json(&stdout).unwrap_or_else(|| {
+        panic!(
+            "no result from aiortc:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(result["ok"], true, "{result:#}");
+    eprintln!(
+        "played across gateways: {} video and {} audio frames",
+        result["video_frames"], result["audio_frames"]
+    );
+    assert!(
+        result["video_frames"].as_u64().unwrap_or(0) >= 30,
+        "too few frames decoded: {result:#}"
+    );
+    assert!(
+        result["audio_frames"].as_u64().unwrap_or(0) >= 50,
+        "too little audio: {result:#}"
+    );
+    // Each ended through the gateway that did not make it.
+    assert_eq!(result["whip_delete"], 200, "{result:#}");
+    assert_eq!(result["whep_delete"], 200, "{result:#}");
+    assert!(
+        ga.log_text().contains("WHIP/WHEP session ended: kicked"),
+        "the WHIP session's own gateway ended it: {}",
+        ga.log_tail()
+    );
+    assert!(
+        gb.log_text().contains("WHIP/WHEP session ended: kicked"),
+        "the WHEP session's own gateway ended it: {}",
+        gb.log_tail()
+    );
+    for (location, token) in [
+        (&result["whip_location"], &publish),
+        (&result["whep_location"], &play),
+    ] {
+        let location = location.as_str().unwrap_or_default();
+        assert!(location.starts_with("/wh"), "{result:#}");
+        for port in [GATEWAY_A, GATEWAY_B] {
+            let auth = format!("Bearer {token}");
+            let r = http::request(port, "DELETE", location, &[("Authorization", &auth)], "")
+                .expect("DELETE");
+            assert_eq!(r.status, 404, "{location} on {port}: {}", r.body);
+        }
+    }
+    assert_eq!(
+        redis
+            .cli(&["HLEN", "switchyard:default:channel:live:participants"])
+            .trim(),
+        "0",
+        "no one is left in the channel"
+    );
+    assert!(publications(&redis, "live").is_empty());
 }
 
 /// An HTTP request with curl from the source address `from`: (status, body).

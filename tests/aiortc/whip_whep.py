@@ -1,7 +1,11 @@
 """An independent WebRTC stack (aiortc) against switchyard: publish over WHIP, play over WHEP.
 
 usage: whip_whep.py BASE CHANNEL PUBLISH_TOKEN PLAY_TOKEN [--seconds N] [--codec VP8|H264]
-                    [--relay udp|tcp --turn-secret SECRET]
+                    [--relay udp|tcp --turn-secret SECRET] [--play-base URL [--delete-crossed]]
+
+--play-base plays over WHEP from another base (a second gateway of a cluster); with
+--delete-crossed each session's resource is then DELETEd through the other base than the one
+that made it (the WHIP session's through --play-base, the WHEP one's through BASE).
 
 Prints a JSON line per second while playing ({"t": .., "video_frames": .., "audio_frames": ..})
 and a final JSON line with the totals and the HTTP statuses.
@@ -180,10 +184,16 @@ async def main():
     p.add_argument("--codec", default="VP8")
     p.add_argument("--relay", choices=["udp", "tcp"], help="relay only, through TURN over this transport")
     p.add_argument("--turn-secret", help="the server's TURN secret, to mint credentials (see above)")
+    p.add_argument("--play-base", help="play over WHEP from this base (see above)")
+    p.add_argument("--delete-crossed", action="store_true", help="DELETE through the other base (see above)")
     args = p.parse_args()
+    play_base = args.play_base or args.base
+    whip_delete_base, whep_delete_base = args.base, play_base
+    if args.delete_crossed:
+        whip_delete_base, whep_delete_base = play_base, args.base
 
     result = {"ok": False, "codec": args.codec}
-    whip, whep = f"{args.base}/whip/{args.channel}", f"{args.base}/whep/{args.channel}"
+    whip, whep = f"{args.base}/whip/{args.channel}", f"{play_base}/whep/{args.channel}"
     publisher = player = None
     counts = {"video": 0, "audio": 0}
 
@@ -233,8 +243,8 @@ async def main():
         result["audio_frames"] = counts["audio"]
         result["publisher_pairs"] = selected_pairs(publisher)
         result["player_pairs"] = selected_pairs(player)
-        result["whep_delete"] = (await asyncio.to_thread(http, "DELETE", args.base + whep_location, args.play_token))[0]
-        result["whip_delete"] = (await asyncio.to_thread(http, "DELETE", args.base + whip_location, args.publish_token))[0]
+        result["whep_delete"] = (await asyncio.to_thread(http, "DELETE", whep_delete_base + whep_location, args.play_token))[0]
+        result["whip_delete"] = (await asyncio.to_thread(http, "DELETE", whip_delete_base + whip_location, args.publish_token))[0]
         result["ok"] = True
     except Exception as e:  # noqa: BLE001 - report anything to the Rust test
         result["error"] = repr(e)

@@ -201,7 +201,7 @@ async fn subscribe(
     node.state.join_as(&r.channel, &r.participant, &r.user);
     let result = node
         .state
-        .subscribe(&r.channel, &r.participant, Some(&r.publication), &r.offer)
+        .subscribe(&r.channel, &r.participant, &r.publication, &r.offer)
         .await
         .map(|(subscription, answer)| SubscribeReply {
             subscription,

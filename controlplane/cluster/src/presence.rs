@@ -37,6 +37,10 @@ use crate::registry::retry::Retrying;
 pub struct ParticipantEntry {
     pub user: String,
     pub gateway: String,
+    /// A WHIP/WHEP session (no socket: it cannot receive signals or messages, and a `DELETE`
+    /// may end it). Absent, and false, for signalling clients.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub session: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,7 +225,19 @@ impl Presence {
         }
     }
 
-    /// Participant `id` of `channel`, if it is there.
+    pub async fn participants(&self, channel: &str) -> Result<Vec<(String, ParticipantEntry)>> {
+        match self {
+            Presence::Memory(m) => Ok(m.channel(channel, |c| {
+                c.participants
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })),
+            Presence::Redis(r) => r.read_hash(&r.key(channel, "participants")).await,
+        }
+    }
+
+    /// Participant `id` of `channel`, on any gateway (one field read).
     pub async fn participant(&self, channel: &str, id: &str) -> Result<Option<ParticipantEntry>> {
         match self {
             Presence::Memory(m) => Ok(m.channel(channel, |c| c.participants.get(id).cloned())),
@@ -232,18 +248,6 @@ impl Presence {
                     None => None,
                 })
             }
-        }
-    }
-
-    pub async fn participants(&self, channel: &str) -> Result<Vec<(String, ParticipantEntry)>> {
-        match self {
-            Presence::Memory(m) => Ok(m.channel(channel, |c| {
-                c.participants
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })),
-            Presence::Redis(r) => r.read_hash(&r.key(channel, "participants")).await,
         }
     }
 
@@ -641,6 +645,7 @@ mod tests {
         let entry = ParticipantEntry {
             user: "u".into(),
             gateway: "g1".into(),
+            session: false,
         };
         p.add_participant("c", "p1", &entry).await.unwrap();
         assert_eq!(
@@ -650,6 +655,8 @@ mod tests {
         assert!(p.has_participant("c", "p1").await.unwrap());
         assert!(!p.has_participant("c", "p2").await.unwrap());
         assert!(!p.has_participant("other", "p1").await.unwrap());
+        assert_eq!(p.participant("c", "p1").await.unwrap(), Some(entry.clone()));
+        assert_eq!(p.participant("c", "p2").await.unwrap(), None);
         let publication = PublicationEntry {
             participant: "p1".into(),
             server: "ms1".into(),

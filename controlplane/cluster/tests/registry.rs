@@ -338,6 +338,7 @@ async fn redis_presence_removes_a_participant_only_for_its_gateway() {
     let entry = |gateway: &str| ParticipantEntry {
         user: "alice".into(),
         gateway: gateway.into(),
+        session: false,
     };
     presence
         .add_participant("c", "p1", &entry("ga"))

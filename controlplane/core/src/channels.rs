@@ -55,6 +55,28 @@ pub trait Channels: Send + Sync + 'static {
         resume: Option<&str>,
     ) -> impl Future<Output = Result<Joined, Error>> + Send;
 
+    /// Adds a WHIP/WHEP session as a participant of its own (see [`crate::whip`]): like `join`,
+    /// but it has no socket, so signals and messages to it are refused (`BadRequest`). What
+    /// reaches `outbox` is read by the session's watcher, which ends the session on a kick or
+    /// when its media is gone. An implementation that ends its sessions itself at once (a kick
+    /// or a closed transport removes them) may drop `outbox`: the watcher then just ends.
+    fn join_session(
+        &self,
+        channel: &str,
+        user: &str,
+        region: Option<&str>,
+        outbox: mpsc::UnboundedSender<ServerMessage>,
+    ) -> impl Future<Output = Result<Joined, Error>> + Send;
+
+    /// Ends the WHIP/WHEP session `participant` of `channel` (a `DELETE` on its resource URL),
+    /// whichever process it was made on; false when there is no such session (a participant
+    /// with a socket is not one).
+    fn end_session(
+        &self,
+        channel: &str,
+        participant: &str,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+
     /// The configuration that applies to `channel` of `application`, if any.
     fn channel_config(&self, application: &str, channel: &str) -> Option<ChannelConfig>;
 

@@ -1,4 +1,4 @@
-//! The HTTP listener: routes, CORS for WHIP/WHEP, and graceful shutdown.
+//! The HTTP listener: routes and graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,48 +7,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{Method, header};
+use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use tokio::sync::watch;
-use tower_http::cors::{Any, CorsLayer};
 
 use crate::channels::Channels;
 use crate::session::AppState;
 use crate::{metrics, signalling, web, whip};
 
 pub fn router(state: Arc<AppState>) -> Router {
-    // WHIP/WHEP clients on other origins (players, encoders in a browser) need CORS and to
-    // read the Location header.
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::DELETE,
-            Method::PATCH,
-            Method::OPTIONS,
-        ])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .expose_headers([header::LOCATION, header::LINK]);
-    let media_api = Router::new()
-        .route("/whip/{channel}", post(whip::whip))
-        .route("/whep/{channel}", post(whip::whep))
-        .route(
-            "/whip/{channel}/{resource}",
-            axum::routing::delete(whip::delete).patch(whip::patch),
-        )
-        .route(
-            "/whep/{channel}/{resource}",
-            axum::routing::delete(whip::delete).patch(whip::patch),
-        )
-        .layer(cors)
-        // Outside the CORS layer, which answers every OPTIONS itself: a plain OPTIONS (not a
-        // preflight) gets the ICE servers.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            whip::options,
-        ));
     signalling_routes::<AppState>()
         .route("/metrics", get(metrics_handler))
         .route(
@@ -57,8 +25,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 axum::Json(crate::listeners::Listeners::of(&state))
             }),
         )
-        .merge(media_api)
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(whip::routes(state))
 }
 
 /// What all-in-one and a gateway both serve: the demo page and SDK, `/sync`, dev tokens and

@@ -35,6 +35,8 @@ pub struct ParticipantView {
     pub channel: String,
     pub id: String,
     pub user: String,
+    /// A WHIP/WHEP session: in all-in-one, a participant without a socket.
+    pub session: bool,
     /// (publication id, its tracks).
     pub publications: Vec<(String, Vec<TrackInfo>)>,
     /// (subscription id, the publication it receives).
@@ -349,18 +351,17 @@ impl AppState {
         Ok((publication, answer.sdp))
     }
 
-    /// Answers a subscribe offer for `publication` (or, for WHEP, the first publication that has
-    /// the offered kinds) and starts the transport; returns (subscription id, answer).
+    /// Answers a subscribe offer for `publication` and starts the transport; returns
+    /// (subscription id, answer).
     pub async fn subscribe(
         &self,
         channel: &str,
         participant: &str,
-        publication: Option<&str>,
+        publication: &str,
         offer: &str,
     ) -> Result<(String, String), Error> {
         let offer =
             Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
-        let offered: Vec<MediaKind> = offer.media.iter().filter_map(|m| m.kind).collect();
         let (worker, router, subscription, publication, tracks, data_producer) = {
             let mut rooms = self.rooms();
             let subscription = rooms.next_name("sub");
@@ -371,17 +372,8 @@ impl AppState {
                 .ok_or_else(|| {
                     Error::NotFound(format!("{participant} is not in channel {channel}"))
                 })?;
-            let found = match publication {
-                Some(id) => ch.publications.get_key_value(id),
-                None => ch.publications.iter().find(|(_, p)| {
-                    offered
-                        .iter()
-                        .all(|k| p.tracks.iter().any(|t| t.kind == *k))
-                }),
-            };
-            let (id, p) = found.ok_or_else(|| match publication {
-                Some(id) => Error::NotFound(format!("no publication {id} in channel {channel}")),
-                None => Error::NotFound(format!("nothing is published in channel {channel}")),
+            let (id, p) = ch.publications.get_key_value(publication).ok_or_else(|| {
+                Error::NotFound(format!("no publication {publication} in channel {channel}"))
             })?;
             (
                 ch.worker,
@@ -726,6 +718,7 @@ impl AppState {
                     channel: name.clone(),
                     id: id.clone(),
                     user: p.user.clone(),
+                    session: p.outbox.is_none(),
                     publications: ch
                         .publications
                         .iter()
@@ -1046,6 +1039,28 @@ impl Channels for AppState {
         Ok(AppState::join(self, channel, user, Some(outbox)))
     }
 
+    /// A session here has no outbox: a kick or its transport closing removes it at once (see
+    /// [`AppState::kick`], [`AppState::on_media_event`]), so nothing needs telling.
+    async fn join_session(
+        &self,
+        channel: &str,
+        user: &str,
+        _region: Option<&str>,
+        _outbox: mpsc::UnboundedSender<ServerMessage>,
+    ) -> Result<Joined, Error> {
+        Ok(AppState::join(self, channel, user, None))
+    }
+
+    async fn end_session(&self, channel: &str, participant: &str) -> Result<bool, Error> {
+        let session = self
+            .rooms()
+            .channels
+            .get(channel)
+            .and_then(|c| c.participants.get(participant))
+            .is_some_and(|p| p.outbox.is_none());
+        Ok(session && AppState::leave(self, channel, participant))
+    }
+
     fn channel_config(&self, application: &str, channel: &str) -> Option<ChannelConfig> {
         self.store.as_ref()?.channel_config(application, channel)
     }
@@ -1067,7 +1082,7 @@ impl Channels for AppState {
         publication: &str,
         offer: &str,
     ) -> Result<(String, String), Error> {
-        AppState::subscribe(self, channel, participant, Some(publication), offer).await
+        AppState::subscribe(self, channel, participant, publication, offer).await
     }
 
     async fn unpublish(

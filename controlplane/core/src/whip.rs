@@ -4,41 +4,104 @@
 //! Each session is a participant of its own in the channel, so SDK clients see a WHIP publisher
 //! like any other. The server is ICE-lite and puts its candidates in the answer, so trickle ICE
 //! (PATCH) is not needed and answered 405.
+//!
+//! One code path for all-in-one and cluster gateways, over [`Channels`]: on a gateway the
+//! publication is placed on a media server like an SDK client's, and the session belongs to
+//! the gateway that took the POST. Its outbox is read by [`watch`], which ends the session
+//! when it is kicked (an operator, or a `DELETE` that reached another gateway: see
+//! [`Channels::end_session`]) or when its media is gone and cannot come back without a new
+//! offer. The resource URL names only the channel and the participant, so it works on any
+//! gateway.
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use switchyard_dataplane::media::MediaKind;
+use switchyard_dataplane::sdp::Offer;
+use tokio::sync::mpsc;
+use tower_http::cors::{Any, CorsLayer};
 
+use crate::channels::Channels;
 use crate::error::Error;
 use crate::ice_servers::{IceServer, link_headers};
+use crate::protocol::{ParticipantInfo, ServerMessage};
 use crate::rules::Rules;
-use crate::session::AppState;
+use crate::server::stopped;
 use crate::token::{Claims, TokenError};
 
-pub async fn whip(
-    State(state): State<Arc<AppState>>,
-    Path(channel): Path<String>,
-    headers: HeaderMap,
-    offer: String,
-) -> Response {
-    respond(
-        &state,
-        post(&state, "whip", &channel, &headers, &offer).await,
-    )
+/// The WHIP and WHEP endpoints with their CORS and `OPTIONS` handling, as all-in-one and a
+/// gateway serve them.
+pub fn routes<C: Channels>(state: Arc<C>) -> Router {
+    // WHIP/WHEP clients on other origins (players, encoders in a browser) need CORS and to
+    // read the Location header.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::LOCATION, header::LINK]);
+    Router::new()
+        .route("/whip/{channel}", axum::routing::post(whip::<C>))
+        .route("/whep/{channel}", axum::routing::post(whep::<C>))
+        .route(
+            "/whip/{channel}/{resource}",
+            axum::routing::delete(delete::<C>).patch(patch),
+        )
+        .route(
+            "/whep/{channel}/{resource}",
+            axum::routing::delete(delete::<C>).patch(patch),
+        )
+        .layer(cors)
+        // Outside the CORS layer, which answers every OPTIONS itself: a plain OPTIONS (not a
+        // preflight) gets the ICE servers.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            options::<C>,
+        ))
+        .with_state(state)
 }
 
-pub async fn whep(
-    State(state): State<Arc<AppState>>,
+async fn whip<C: Channels>(
+    State(state): State<Arc<C>>,
     Path(channel): Path<String>,
     headers: HeaderMap,
     offer: String,
 ) -> Response {
-    respond(
-        &state,
-        post(&state, "whep", &channel, &headers, &offer).await,
-    )
+    let result = post(&state, Kind::Whip, &channel, &headers, &offer).await;
+    respond(&*state, result)
+}
+
+async fn whep<C: Channels>(
+    State(state): State<Arc<C>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    offer: String,
+) -> Response {
+    let result = post(&state, Kind::Whep, &channel, &headers, &offer).await;
+    respond(&*state, result)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Whip,
+    Whep,
+}
+
+impl Kind {
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Whip => "whip",
+            Kind::Whep => "whep",
+        }
+    }
 }
 
 /// A WHIP/WHEP session's answer: the SDP, the resource path, and the ICE servers for `Link`.
@@ -53,8 +116,8 @@ struct Answer {
 /// headers, so a client that must relay (a relay-only policy) knows its TURN servers before it
 /// makes the offer; the `201` carries them too, for clients that read them there. Without a
 /// valid token: no ICE servers, and no error. Every other request passes through.
-pub async fn options(
-    State(state): State<Arc<AppState>>,
+async fn options<C: Channels>(
+    State(state): State<Arc<C>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -81,9 +144,9 @@ pub async fn options(
         header::HeaderName::from_static("accept-post"),
         HeaderValue::from_static("application/sdp"),
     );
-    let servers = match (&state.turn, authorize(&state, &headers, &channel)) {
-        (Some(turn), Ok(claims)) => turn.ice_servers(&claims.user_id),
-        _ => Vec::new(),
+    let servers = match authorize(&*state, &headers, &channel) {
+        Ok(claims) => state.ice_servers(&claims.user_id).await,
+        Err(_) => Vec::new(),
     };
     for link in link_headers(&servers) {
         if let Ok(v) = HeaderValue::from_str(&link) {
@@ -93,10 +156,10 @@ pub async fn options(
     response
 }
 
-/// Joins a participant of its own for the session and answers its offer.
-async fn post(
-    state: &AppState,
-    kind: &str,
+/// Joins a participant of its own for the session, answers its offer and starts its watcher.
+async fn post<C: Channels>(
+    state: &Arc<C>,
+    kind: Kind,
     channel: &str,
     headers: &HeaderMap,
     offer: &str,
@@ -114,45 +177,124 @@ async fn post(
             "expected Content-Type: application/sdp",
         ));
     }
-    let claims = authorize(state, headers, channel)?;
-    if kind == "whip" {
-        claims.may_publish(channel)?;
-    } else {
-        claims.may_subscribe(channel)?;
-    }
-    let (participant, _) = state.join(channel, &claims.user_id, None);
-    let result = if kind == "whip" {
-        let config = state
-            .store
-            .as_ref()
-            .and_then(|c| c.channel_config(&claims.application_id, channel));
-        match Rules::of(config.as_ref()) {
-            Ok(rules) => state.publish(channel, &participant, offer, &rules).await,
-            Err(e) => Err(e),
+    let claims = authorize(&**state, headers, channel)?;
+    let offered = match kind {
+        Kind::Whip => {
+            claims.may_publish(channel)?;
+            Vec::new()
         }
-    } else {
-        state.subscribe(channel, &participant, None, offer).await
+        Kind::Whep => {
+            claims.may_subscribe(channel)?;
+            let offer =
+                Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
+            offer.media.iter().filter_map(|m| m.kind).collect()
+        }
     };
-    match result {
-        Ok((_, answer)) => Ok(Answer {
-            sdp: answer,
-            location: format!("/{kind}/{channel}/{participant}"),
-            ice_servers: state
-                .turn
-                .as_ref()
-                .map(|t| t.ice_servers(&claims.user_id))
-                .unwrap_or_default(),
-        }),
-        Err(e) => {
-            state.leave(channel, &participant);
-            Err(e)
+    let (outbox, heard) = mpsc::unbounded_channel();
+    let (participant, others) = state
+        .join_session(channel, &claims.user_id, claims.region.as_deref(), outbox)
+        .await?;
+    let result = match kind {
+        Kind::Whip => {
+            let config = state.channel_config(&claims.application_id, channel);
+            match Rules::of(config.as_ref()) {
+                Ok(rules) => state.publish(channel, &participant, offer, &rules).await,
+                Err(e) => Err(e),
+            }
         }
+        Kind::Whep => match pick(&others, &offered) {
+            Some(publication) => state
+                .subscribe(channel, &participant, publication, offer)
+                .await
+                .map(|(_, answer)| (publication.to_string(), answer)),
+            None => Err(Error::NotFound(format!(
+                "nothing is published in channel {channel}"
+            ))),
+        },
+    };
+    // For WHIP the publication made; for WHEP the one played.
+    let (media, sdp) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            state.leave(channel, &participant).await;
+            return Err(e);
+        }
+    };
+    tokio::spawn(watch(
+        state.clone(),
+        channel.to_string(),
+        participant.clone(),
+        media,
+        heard,
+    ));
+    Ok(Answer {
+        sdp,
+        location: format!("/{}/{channel}/{participant}", kind.path()),
+        ice_servers: state.ice_servers(&claims.user_id).await,
+    })
+}
+
+/// What a WHEP offer plays: the first publication (in the order `join` lists them) with a
+/// track of every kind offered.
+fn pick<'a>(others: &'a [ParticipantInfo], offered: &[MediaKind]) -> Option<&'a str> {
+    others
+        .iter()
+        .flat_map(|p| &p.publications)
+        .find(|p| {
+            offered
+                .iter()
+                .all(|k| p.tracks.iter().any(|t| t.kind == k.as_str()))
+        })
+        .map(|p| p.publication.as_str())
+}
+
+/// Reads a session's outbox until it closes (the session left, or its channels never send to
+/// it), and ends the session on what [`ends`] says ends it, or when the process shuts down (as
+/// signalling sockets close then).
+async fn watch<C: Channels>(
+    state: Arc<C>,
+    channel: String,
+    participant: String,
+    media: String,
+    mut heard: mpsc::UnboundedReceiver<ServerMessage>,
+) {
+    let mut shutdown = state.shutdown();
+    let why = loop {
+        tokio::select! {
+            message = heard.recv() => match message {
+                Some(m) => if let Some(why) = ends(&m, &media) {
+                    break why;
+                },
+                None => return,
+            },
+            () = stopped(&mut shutdown) => break "the server is shutting down",
+        }
+    };
+    tracing::info!(channel, participant, "WHIP/WHEP session ended: {why}");
+    state.leave(&channel, &participant).await;
+}
+
+/// Why `message`, heard by a session whose media is the publication `media` (the one it made,
+/// or the one it plays), ends it; `None` for what it ignores (others joining, publishing).
+fn ends(message: &ServerMessage, media: &str) -> Option<&'static str> {
+    match message {
+        ServerMessage::Kicked { .. } => Some("kicked"),
+        // A publisher hears of its own publication only when it was lost (its media server
+        // went away); a WHEP player hears that what it plays ended. Either needs a new offer.
+        ServerMessage::Unpublished { publication, .. } if publication == media => {
+            Some("its publication ended")
+        }
+        // Its subscription's media server is gone; making it again needs a new offer.
+        ServerMessage::Resubscribe { publication } if publication == media => {
+            Some("its media server is gone")
+        }
+        _ => None,
     }
 }
 
 /// `201 Created` with the answer, the resource URL and the ICE servers as `Link` headers
 /// (RFC 9725 section 4.6), or the refusal as text, counted.
-fn respond(state: &AppState, result: Result<Answer, Error>) -> Response {
+fn respond<C: Channels>(state: &C, result: Result<Answer, Error>) -> Response {
     match result {
         Ok(Answer {
             sdp,
@@ -181,36 +323,37 @@ fn respond(state: &AppState, result: Result<Answer, Error>) -> Response {
 
 /// The refusal as text (see [`Error::into_text_response`]): a bad token counts as an
 /// authentication failure, anything after it as a signalling error.
-fn refuse(state: &AppState, e: Error) -> Response {
+fn refuse<C: Channels>(state: &C, e: Error) -> Response {
     match &e {
-        Error::Unauthorized(_) => state.metrics.auth_failure(),
+        Error::Unauthorized(_) => state.metrics().auth_failure(),
         Error::UnsupportedMediaType(_) => {}
         e => {
-            state.metrics.signalling_error(e.metric());
+            state.metrics().signalling_error(e.metric());
             tracing::info!("WHIP/WHEP request refused: {e}");
         }
     }
     e.into_text_response()
 }
 
-/// `DELETE` on a session's resource URL ends it (with the same token that made it).
-pub async fn delete(
-    State(state): State<Arc<AppState>>,
+/// `DELETE` on a session's resource URL ends it (with a token for its channel), on whichever
+/// gateway it was made.
+async fn delete<C: Channels>(
+    State(state): State<Arc<C>>,
     Path((channel, resource)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = authorize(&state, &headers, &channel) {
-        return refuse(&state, e.into());
+    if let Err(e) = authorize(&*state, &headers, &channel) {
+        return refuse(&*state, e.into());
     }
-    if state.leave(&channel, &resource) {
-        text(StatusCode::OK, "session ended")
-    } else {
-        Error::NotFound("no such session".into()).into_text_response()
+    match state.end_session(&channel, &resource).await {
+        Ok(true) => text(StatusCode::OK, "session ended"),
+        Ok(false) => Error::NotFound("no such session".into()).into_text_response(),
+        Err(e) => refuse(&*state, e),
     }
 }
 
 /// Trickle ICE and ICE restarts are not supported: the answer already has every candidate.
-pub async fn patch() -> Response {
+async fn patch() -> Response {
     let mut r = text(
         StatusCode::METHOD_NOT_ALLOWED,
         "trickle ICE is not supported; all candidates are in the answer",
@@ -220,7 +363,11 @@ pub async fn patch() -> Response {
     r
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap, channel: &str) -> Result<Claims, TokenError> {
+fn authorize<C: Channels>(
+    state: &C,
+    headers: &HeaderMap,
+    channel: &str,
+) -> Result<Claims, TokenError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -229,7 +376,7 @@ fn authorize(state: &AppState, headers: &HeaderMap, channel: &str) -> Result<Cla
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .ok_or_else(|| TokenError::Malformed("missing Authorization: Bearer <token>".into()))?;
-    let claims = state.applications.validate(token.trim())?;
+    let claims = state.applications().validate(token.trim())?;
     claims.channel(channel)?;
     Ok(claims)
 }
@@ -242,4 +389,72 @@ fn text(status: StatusCode, body: &str) -> Response {
         format!("{body}\n"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{PublicationInfo, TrackInfo};
+
+    fn participant(id: &str, publications: &[(&str, &[&str])]) -> ParticipantInfo {
+        ParticipantInfo {
+            participant: id.into(),
+            user: "u".into(),
+            publications: publications
+                .iter()
+                .map(|(publication, kinds)| PublicationInfo {
+                    publication: (*publication).into(),
+                    tracks: kinds
+                        .iter()
+                        .map(|k| TrackInfo {
+                            kind: (*k).into(),
+                            codec: "x".into(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn whep_plays_the_first_publication_with_every_kind_offered() {
+        let others = [
+            participant("p1", &[]),
+            participant("p2", &[("audio-only", &["audio"])]),
+            participant(
+                "p3",
+                &[("both", &["video", "audio"]), ("later", &["video"])],
+            ),
+        ];
+        let (audio, video) = (MediaKind::Audio, MediaKind::Video);
+        assert_eq!(pick(&others, &[video, audio]), Some("both"));
+        assert_eq!(pick(&others, &[video]), Some("both"));
+        assert_eq!(pick(&others, &[audio]), Some("audio-only"));
+        assert_eq!(pick(&others[..2], &[video]), None);
+        assert_eq!(pick(&[], &[audio]), None, "nothing is published");
+    }
+
+    #[test]
+    fn a_session_ends_on_a_kick_or_when_its_media_is_gone() {
+        let kicked = ServerMessage::Kicked {
+            reason: "bye".into(),
+        };
+        assert_eq!(ends(&kicked, "pub1"), Some("kicked"));
+        let unpublished = |publication: &str| ServerMessage::Unpublished {
+            participant: "p".into(),
+            publication: publication.into(),
+        };
+        assert!(ends(&unpublished("pub1"), "pub1").is_some());
+        assert_eq!(ends(&unpublished("pub2"), "pub1"), None, "another's");
+        let resubscribe = |publication: &str| ServerMessage::Resubscribe {
+            publication: publication.into(),
+        };
+        assert!(ends(&resubscribe("pub1"), "pub1").is_some());
+        assert_eq!(ends(&resubscribe("pub2"), "pub1"), None);
+        let joined = ServerMessage::ParticipantJoined {
+            participant: "p2".into(),
+            user: "u".into(),
+        };
+        assert_eq!(ends(&joined, "pub1"), None);
+    }
 }

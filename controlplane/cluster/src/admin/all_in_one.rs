@@ -81,6 +81,7 @@ impl AllInOne {
                 entry: ParticipantEntry {
                     user: p.user,
                     gateway: SERVER_ID.to_string(),
+                    session: p.session,
                 },
                 connections,
             };

@@ -3,6 +3,7 @@
 //! gateway can tell its clients about it.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde_json::Value;
 use switchyard_controlplane::channels::{Channels, Joined};
@@ -86,57 +87,60 @@ impl Channels for Gateway {
     ) -> Result<Joined, Error> {
         let id = match resume {
             Some(id) if self.take_over(channel, id, user).await => id.to_string(),
-            _ => format!("p-{}-{:08x}", self.id, rand::random::<u32>()),
+            _ => self.fresh_id(),
         };
-        let entry = ParticipantEntry {
-            user: user.to_string(),
-            gateway: self.id.clone(),
+        self.enter(channel, &id, Client::new(user, outbox, region))
+            .await
+    }
+
+    /// The session belongs to this gateway: its watcher reads the outbox, to which the other
+    /// gateways' kicks (their `DELETE`s, see [`Gateway::end_session`]) and a lost publication
+    /// come through presence like any client's events.
+    async fn join_session(
+        &self,
+        channel: &str,
+        user: &str,
+        region: Option<&str>,
+        outbox: mpsc::UnboundedSender<ServerMessage>,
+    ) -> Result<Joined, Error> {
+        let client = Client {
+            session: true,
+            ..Client::new(user, outbox, region)
         };
-        // Known locally before it is in presence, so the ghost sweep never takes it for a
-        // client this gateway has lost.
-        self.clients
-            .add(channel, &id, Client::new(user, outbox, region));
-        let shared = async {
-            self.presence.add_participant(channel, &id, &entry).await?;
-            let participants = self.presence.participants(channel).await?;
-            let publications = self.presence.publications(channel).await?;
-            Ok::<_, PresenceError>((participants, publications))
-        };
-        let (participants, publications) = match shared.await {
-            Ok(r) => r,
-            Err(e) => {
-                self.clients.forget(channel, &id);
-                return Err(e.into());
+        self.enter(channel, &self.fresh_id(), client).await
+    }
+
+    /// This gateway's own session leaves at once. Another gateway's is kicked through
+    /// presence, as an operator's kick is: that gateway's watcher makes it leave, and this waits
+    /// (a little) until presence no longer has it, so that a `DELETE` answered here is done
+    /// when it is answered and the next one gets 404 on any gateway. Should its gateway be gone,
+    /// the kick reaches no one and the ghost sweep removes the session within seconds.
+    async fn end_session(&self, channel: &str, participant: &str) -> Result<bool, Error> {
+        match self.clients.with(channel, participant, |c| c.session) {
+            Some(true) => {
+                self.leave(channel, participant).await;
+                return Ok(true);
             }
-        };
-        let mut others: Vec<ParticipantInfo> = participants
-            .into_iter()
-            .filter(|(p, _)| *p != id)
-            .map(|(participant, e)| ParticipantInfo {
-                publications: publications
-                    .iter()
-                    .filter(|(_, x)| x.participant == participant)
-                    .map(|(publication, x)| PublicationInfo {
-                        publication: publication.clone(),
-                        tracks: x.tracks.clone(),
-                    })
-                    .collect(),
-                participant,
-                user: e.user,
-            })
-            .collect();
-        others.sort_by(|a, b| a.participant.cmp(&b.participant));
-        self.announce(
-            channel,
-            Some(&id),
-            ServerMessage::ParticipantJoined {
-                participant: id.clone(),
-                user: user.to_string(),
-            },
-        )
-        .await;
-        tracing::info!(channel, participant = %id, user, region, "joined");
-        Ok((id, others))
+            Some(false) => return Ok(false),
+            None => {}
+        }
+        if !self
+            .presence
+            .participant(channel, participant)
+            .await?
+            .is_some_and(|e| e.session)
+        {
+            return Ok(false);
+        }
+        self.kick(channel, participant, "the session's resource was deleted")
+            .await?;
+        let deadline = tokio::time::Instant::now() + SESSION_END_WAIT;
+        while tokio::time::Instant::now() < deadline
+            && self.presence.has_participant(channel, participant).await?
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(true)
     }
 
     fn channel_config(&self, application: &str, channel: &str) -> Option<ChannelConfig> {
@@ -449,6 +453,20 @@ impl Channels for Gateway {
     }
 }
 
+/// How long a `DELETE` of another gateway's WHIP/WHEP session waits for that gateway to end it.
+const SESSION_END_WAIT: Duration = Duration::from_secs(2);
+
+/// The refusal of `message` to `to`, a WHIP/WHEP session, which has no socket to hear it.
+fn cannot_receive(to: &str, message: &ServerMessage) -> Error {
+    let what = match message {
+        ServerMessage::Signal { .. } => "signals",
+        _ => "messages",
+    };
+    Error::BadRequest(format!(
+        "{to} is a WHIP/WHEP session and cannot receive {what}"
+    ))
+}
+
 impl Gateway {
     /// Clears the way for participant `id` to continue as this gateway's client (see
     /// `Channels::join`): whatever is left of it is removed as if it had left, on whichever
@@ -525,6 +543,67 @@ impl Gateway {
         true
     }
 
+    /// A new participant id: this gateway's, with a random part.
+    fn fresh_id(&self) -> String {
+        format!("p-{}-{:08x}", self.id, rand::random::<u32>())
+    }
+
+    /// Adds `client` to `channel`, here and in presence, and tells the others.
+    async fn enter(&self, channel: &str, id: &str, client: Client) -> Result<Joined, Error> {
+        let id = id.to_string();
+        let user = client.user.clone();
+        let region = client.region.clone();
+        let entry = ParticipantEntry {
+            user: user.clone(),
+            gateway: self.id.clone(),
+            session: client.session,
+        };
+        // Known locally before it is in presence, so the ghost sweep never takes it for a
+        // client this gateway has lost.
+        self.clients.add(channel, &id, client);
+        let shared = async {
+            self.presence.add_participant(channel, &id, &entry).await?;
+            let participants = self.presence.participants(channel).await?;
+            let publications = self.presence.publications(channel).await?;
+            Ok::<_, PresenceError>((participants, publications))
+        };
+        let (participants, publications) = match shared.await {
+            Ok(r) => r,
+            Err(e) => {
+                self.clients.forget(channel, &id);
+                return Err(e.into());
+            }
+        };
+        let mut others: Vec<ParticipantInfo> = participants
+            .into_iter()
+            .filter(|(p, _)| *p != id)
+            .map(|(participant, e)| ParticipantInfo {
+                publications: publications
+                    .iter()
+                    .filter(|(_, x)| x.participant == participant)
+                    .map(|(publication, x)| PublicationInfo {
+                        publication: publication.clone(),
+                        tracks: x.tracks.clone(),
+                    })
+                    .collect(),
+                participant,
+                user: e.user,
+            })
+            .collect();
+        others.sort_by(|a, b| a.participant.cmp(&b.participant));
+        self.announce(
+            channel,
+            Some(&id),
+            ServerMessage::ParticipantJoined {
+                participant: id.clone(),
+                user: user.clone(),
+            },
+        )
+        .await;
+        tracing::info!(channel, participant = %id, user = %user, region = region.as_deref(), session = entry.session, "joined");
+        Ok((id, others))
+    }
+
     /// Sends `message` to participant `to` of `channel`: straight to its outbox when it is this
     /// gateway's client, else, once presence says it is in the channel (so the sender hears of a
     /// wrong target at once), through the channel's events in Redis, addressed to it alone.
@@ -535,15 +614,25 @@ impl Gateway {
         message: ServerMessage,
     ) -> Result<(), Error> {
         // The outbox is cloned out so that nothing is sent under the clients' lock.
-        if let Some(outbox) = self.clients.with(channel, to, |c| c.outbox.clone()) {
+        if let Some((outbox, session)) = self
+            .clients
+            .with(channel, to, |c| (c.outbox.clone(), c.session))
+        {
+            if session {
+                return Err(cannot_receive(to, &message));
+            }
             return outbox
                 .send(message)
                 .map_err(|_| Error::Gone(format!("{to} is leaving channel {channel}")));
         }
-        if !self.presence.has_participant(channel, to).await? {
-            return Err(Error::NotFound(format!(
-                "no participant {to} in channel {channel}"
-            )));
+        match self.presence.participant(channel, to).await? {
+            None => {
+                return Err(Error::NotFound(format!(
+                    "no participant {to} in channel {channel}"
+                )));
+            }
+            Some(e) if e.session => return Err(cannot_receive(to, &message)),
+            Some(_) => {}
         }
         let event = ChannelEvent {
             channel: channel.to_string(),
@@ -714,5 +803,61 @@ mod tests {
         g2.leave("c", &bob).await;
         let e = g1.signal("c", &alice, &bob, json!(3)).await.unwrap_err();
         assert!(matches!(e, Error::NotFound(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_session_refuses_signals_and_ends_from_any_gateway() {
+        let presence = Presence::memory();
+        let g1 = gateway_sharing("g1", presence.clone()).await;
+        let g2 = gateway_sharing("g2", presence).await;
+        let (a_tx, _a_rx) = mpsc::unbounded_channel();
+        let (alice, _) = g2.join("c", "alice", None, a_tx, None).await.unwrap();
+        let (s_tx, mut s_rx) = mpsc::unbounded_channel();
+        let (session, others) = g1.join_session("c", "obs", None, s_tx).await.unwrap();
+        assert_eq!(others.len(), 1);
+        let entry = g1.presence.participant("c", &session).await.unwrap();
+        assert!(entry.is_some_and(|e| e.session));
+
+        // Neither its own gateway nor another hands it signals or messages.
+        for g in [&g1, &g2] {
+            let e = g.signal("c", &alice, &session, json!(1)).await.unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("{session} is a WHIP/WHEP session and cannot receive signals")
+            );
+            let e = g
+                .message("c", &alice, Some(&session), json!(1))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::BadRequest(_)), "{e}");
+        }
+
+        // A DELETE names sessions only.
+        assert!(!g1.end_session("c", &alice).await.unwrap());
+        assert!(!g2.end_session("c", &alice).await.unwrap());
+        assert!(!g2.end_session("c", "p-g9-00000000").await.unwrap());
+
+        // Through the other gateway: the session's own is told (its watcher then leaves).
+        let (owner, id) = (g1.clone(), session.clone());
+        let watcher = tokio::spawn(async move {
+            while let Some(m) = s_rx.recv().await {
+                if let ServerMessage::Kicked { .. } = m {
+                    owner.leave("c", &id).await;
+                    return true;
+                }
+            }
+            false
+        });
+        assert!(g2.end_session("c", &session).await.unwrap());
+        assert!(watcher.await.unwrap(), "kicked");
+        assert!(!g1.presence.has_participant("c", &session).await.unwrap());
+        assert!(!g2.end_session("c", &session).await.unwrap(), "gone");
+
+        // On its own gateway it leaves at once.
+        let (t_tx, _t_rx) = mpsc::unbounded_channel();
+        let (other, _) = g1.join_session("c", "obs", None, t_tx).await.unwrap();
+        assert!(g1.end_session("c", &other).await.unwrap());
+        assert!(!g1.presence.has_participant("c", &other).await.unwrap());
+        assert!(!g1.end_session("c", &other).await.unwrap());
     }
 }

@@ -16,6 +16,9 @@ pub(super) struct Client {
     pub user: String,
     pub outbox: mpsc::UnboundedSender<ServerMessage>,
     pub region: Option<String>,
+    /// A WHIP/WHEP session: its outbox is read by its watcher, not a socket, so signals and
+    /// messages to it are refused.
+    pub session: bool,
     /// publication id → media server id
     pub publications: HashMap<String, String>,
     /// subscription id → (media server id, the publication it receives)
@@ -35,6 +38,7 @@ impl Client {
             user: user.to_string(),
             outbox,
             region: region.map(str::to_string),
+            session: false,
             publications: HashMap::new(),
             subscriptions: HashMap::new(),
             home: None,

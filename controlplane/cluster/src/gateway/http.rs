@@ -1,7 +1,7 @@
-//! What a gateway serves on its HTTP port besides signalling: `/ready` for load balancers,
-//! `/metrics`, and the cluster API media servers call (heartbeats, their removal, publications
-//! they ended, their deployment's settings, the list of servers), which answers only
-//! `INTERNAL:IPADDRESSES`.
+//! What a gateway serves on its HTTP port besides signalling and WHIP/WHEP: `/ready` for load
+//! balancers, `/metrics`, and the cluster API media servers call (heartbeats, their removal,
+//! publications they ended, their deployment's settings, the list of servers), which answers
+//! only `INTERNAL:IPADDRESSES`.
 
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use switchyard_controlplane::error::Error;
 use switchyard_controlplane::metrics::metric;
 use switchyard_controlplane::protocol::ServerMessage;
 use switchyard_controlplane::server::signalling_routes;
+use switchyard_controlplane::whip;
 use switchyard_store::{Deployment, Health};
 
 use super::{Gateway, SERVER_TTL};
@@ -24,13 +25,14 @@ use crate::api::{self, Ended, HeartbeatReply, Relayed};
 use crate::registry::{MediaServerRecord, MediaServerRegistry};
 use crate::signing;
 
-/// Everything a gateway serves on its HTTP port: signalling, the demo page, `/ready`,
-/// `/metrics`, and the cluster API for media servers.
+/// Everything a gateway serves on its HTTP port: signalling, WHIP and WHEP, the demo page,
+/// `/ready`, `/metrics`, and the cluster API for media servers.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     signalling_routes::<Gateway>()
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .with_state(gateway.clone())
+        .merge(whip::routes(gateway.clone()))
         .merge(cluster_router(gateway))
 }
 

@@ -196,6 +196,7 @@ mod tests {
         let ghost = ParticipantEntry {
             user: "old".into(),
             gateway: "g1".into(),
+            session: false,
         };
         g.presence
             .add_participant("c", "p-old", &ghost)

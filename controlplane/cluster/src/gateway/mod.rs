@@ -556,6 +556,7 @@ pub(crate) mod tests {
         let entry = crate::presence::ParticipantEntry {
             user: "alice".into(),
             gateway: "g1".into(),
+            session: false,
         };
         presence
             .add_participant("c", "p-g1-1", &entry)
