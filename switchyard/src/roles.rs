@@ -353,8 +353,9 @@ fn hostname() -> String {
         .unwrap_or_else(|| "mediaserver".into())
 }
 
-pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
+pub fn media_server(mut args: MediaServerArgs) -> Result<(), Fatal> {
     let config = args.config.load()?;
+    args.media.media_bind = crate::media_bind(&config, args.media.media_bind)?;
     let base = config
         .get("SERVICEBASEURL")
         .map(str::to_string)
