@@ -1,15 +1,66 @@
 //! Settings that change what a running server does, each shown by its effect on one:
 //! `EXTERNAL:IPADDRESSES` moves the media sockets and the announced candidates to the
-//! addresses clients reach.
+//! addresses clients reach; `EXTERNAL:PUBLICHOSTNAME` is the host of every TURN URL clients
+//! are handed.
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use switchyard_dataplane::dtls::Identity;
 use switchyard_tests::peer::Peer;
 use switchyard_tests::server::Server;
 use switchyard_tests::{http, netns};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A TCP connection to 127.0.0.1:`port` from source address `from` (any of 127/8 in the
+/// namespace).
+async fn connect_from(from: &str, port: u16) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .expect("connect")
+}
+
+/// Opens `/sync` from `from` and joins with `token`: the `joined` message, or the HTTP
+/// status the upgrade was refused with.
+async fn join_from(from: &str, port: u16, token: &str) -> Result<serde_json::Value, u16> {
+    let stream = connect_from(from, port).await;
+    let url = format!("ws://127.0.0.1:{port}/sync");
+    let (mut ws, _) = match tokio_tungstenite::client_async(url, stream).await {
+        Ok(ok) => ok,
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => return Err(r.status().as_u16()),
+        Err(e) => panic!("/sync from {from}: {e}"),
+    };
+    ws.send(Message::text(format!(
+        r#"{{"type":"join","token":"{token}"}}"#
+    )))
+    .await
+    .unwrap();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("joined in time");
+        let Some(Ok(Message::Text(t))) = m else {
+            panic!("socket ended before joining: {m:?}");
+        };
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        if v["type"] == "joined" {
+            return Ok(v);
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
 
 fn listeners(server: &Server) -> serde_json::Value {
     let r = http::get(server.port, "/api/listeners").expect("GET /api/listeners");
@@ -72,4 +123,55 @@ fn external_addresses_bind_and_announce_media_there_only() {
         peer.connect(Duration::from_secs(5)),
         "ICE and DTLS to 127.0.0.2"
     );
+}
+
+/// With EXTERNAL:PUBLICHOSTNAME, the TURN URLs in `joined`, in the `Link` headers of WHIP
+/// and in `/api/listeners` name the host, not an address.
+#[test]
+fn the_public_hostname_is_in_every_turn_url_clients_get() {
+    netns::enter();
+    let server = Server::start_with_env(
+        &["--workers", "1"],
+        &[("EXTERNAL__PUBLICHOSTNAME", "media.example.test")],
+    );
+    let named = |url: &str| {
+        url.starts_with("turn:media.example.test:") || url.starts_with("turns:media.example.test:")
+    };
+    let l = listeners(&server);
+    let urls: Vec<String> = serde_json::from_value(l["turn"]["urls"].clone()).unwrap();
+    assert!(urls.len() >= 2, "{l}");
+    assert!(urls.iter().all(|u| named(u)), "{urls:?}");
+
+    let token = server.token("named", "viewer", &[]);
+    let joined = runtime()
+        .block_on(join_from("127.0.0.1", server.port, &token))
+        .expect("joined");
+    let handed: Vec<String> =
+        serde_json::from_value(joined["iceServers"][0]["urls"].clone()).unwrap_or_default();
+    assert_eq!(handed, urls, "joined: {joined}");
+
+    // A plain OPTIONS on a WHIP endpoint (RFC 9725 section 4.6) answers the ICE servers.
+    let r = http::request(
+        server.port,
+        "OPTIONS",
+        "/whip/named",
+        &[("Authorization", &format!("Bearer {token}"))],
+        "",
+    )
+    .expect("OPTIONS /whip");
+    let links: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("link"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(links.len(), urls.len(), "{r:?}");
+    for link in links {
+        let url = link
+            .strip_prefix('<')
+            .and_then(|l| l.split_once('>'))
+            .map(|(u, _)| u)
+            .unwrap_or_default();
+        assert!(named(url), "{link}");
+    }
 }
