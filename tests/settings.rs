@@ -1,7 +1,7 @@
 //! Settings that change what a running server does, each shown by its effect on one:
 //! `EXTERNAL:IPADDRESSES` moves the media sockets and the announced candidates to the
 //! addresses clients reach; `EXTERNAL:PUBLICHOSTNAME` is the host of every TURN URL clients
-//! are handed.
+//! are handed; `SYNC:IPADDRESSES` refuses signalling and WHIP/WHEP to other addresses.
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -12,6 +12,7 @@ use switchyard_dataplane::dtls::Identity;
 use switchyard_tests::peer::Peer;
 use switchyard_tests::server::Server;
 use switchyard_tests::{http, netns};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -24,6 +25,34 @@ async fn connect_from(from: &str, port: u16) -> TcpStream {
         .connect(SocketAddr::from(([127, 0, 0, 1], port)))
         .await
         .expect("connect")
+}
+
+/// One HTTP/1.1 request from `from`; the status and the whole response.
+async fn request_from(
+    from: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut stream = connect_from(from, port).await;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }
 
 /// Opens `/sync` from `from` and joins with `token`: the `joined` message, or the HTTP
@@ -174,4 +203,51 @@ fn the_public_hostname_is_in_every_turn_url_clients_get() {
             .unwrap_or_default();
         assert!(named(url), "{link}");
     }
+}
+
+/// With SYNC:IPADDRESSES=127.0.0.1, a client from 127.0.0.1 joins and publishes, and one from
+/// 127.0.0.2 is refused with 403 at `/sync`, `/api/dev-token` and WHIP/WHEP (counted), while
+/// `/health` still answers it.
+#[test]
+fn sync_addresses_refuse_signalling_from_elsewhere() {
+    netns::enter();
+    let server = Server::start_with_env(&["--workers", "1"], &[("SYNC__IPADDRESSES", "127.0.0.1")]);
+    let port = server.port;
+    let token = server.token("guarded", "member", &[]);
+    let rt = runtime();
+    let joined = rt.block_on(join_from("127.0.0.1", port, &token));
+    assert!(joined.is_ok(), "{joined:?}");
+    assert_eq!(rt.block_on(join_from("127.0.0.2", port, &token)), Err(403));
+    let auth = format!("Bearer {token}");
+    for (method, path) in [
+        ("GET", "/api/dev-token?channel=guarded"),
+        ("POST", "/whip/guarded"),
+        ("POST", "/whep/guarded"),
+        ("OPTIONS", "/whip/guarded"),
+    ] {
+        let headers = [("Authorization", auth.as_str())];
+        let (status, text) = rt.block_on(request_from("127.0.0.2", port, method, path, &headers));
+        assert_eq!(status, 403, "{method} {path} from 127.0.0.2: {text}");
+        assert!(text.contains("not in SYNC:IPADDRESSES"), "{text}");
+    }
+    let (status, _) = rt.block_on(request_from(
+        "127.0.0.1",
+        port,
+        "GET",
+        "/api/dev-token?channel=guarded",
+        &[],
+    ));
+    assert_eq!(status, 200);
+    let (status, _) = rt.block_on(request_from("127.0.0.2", port, "GET", "/health", &[]));
+    assert_eq!(status, 200);
+    let refused = server
+        .metrics()
+        .get("switchyard_signalling_errors_total{reason=\"address_not_allowed\"}")
+        .copied();
+    assert_eq!(refused, Some(5.0));
+
+    let identity = Identity::generate().unwrap();
+    let mut peer =
+        Peer::whip(port, "guarded", &token, &identity, None).expect("WHIP from 127.0.0.1");
+    assert!(peer.connect(Duration::from_secs(5)));
 }

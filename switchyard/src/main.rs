@@ -644,7 +644,11 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
     let mut state = AppState::new(media, applications, announce.clone());
     state.turn = turn;
     state.dev_tokens = dev_tokens;
-    state.sync_limits = switchyard_controlplane::sync_limits::SyncLimits::from_config(&config);
+    state.sync_limits = switchyard_controlplane::sync_limits::SyncLimits::from_config(&config)
+        .map_err(|source| Fatal::AllowList {
+            setting: "SYNC:IPADDRESSES",
+            source,
+        })?;
     state.store = Some(cache.clone());
     let state = Arc::new(state);
     // The STUN servers of the setting (which the checks read themselves), else the stored

@@ -192,7 +192,11 @@ pub fn gateway(args: GatewayArgs) -> Result<(), Fatal> {
         )?
         .with_secret(cluster_secret(&config)?);
         g.dev_tokens = dev_tokens;
-        g.sync_limits = switchyard_controlplane::sync_limits::SyncLimits::from_config(&config);
+        g.sync_limits = switchyard_controlplane::sync_limits::SyncLimits::from_config(&config)
+            .map_err(|source| Fatal::AllowList {
+                setting: "SYNC:IPADDRESSES",
+                source,
+            })?;
         // Read once, like TURN:SECRET: media servers read theirs at start too, so a gateway
         // following a rotation sooner would hand out credentials they do not accept yet.
         let deployment = cache.deployment(deployment_id(&config));

@@ -48,6 +48,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             whip::options,
+        ))
+        // Outermost: an address outside SYNC:IPADDRESSES gets nothing, not even the ICE
+        // servers of a plain OPTIONS.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::sync_limits::guard::<AppState>,
         ));
     signalling_routes::<AppState>()
         .route("/metrics", get(metrics_handler))
