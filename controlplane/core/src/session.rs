@@ -231,6 +231,7 @@ impl AppState {
                     twcc_ext: extensions.transport_cc,
                     dd_ext: extensions.dependency_descriptor,
                     red: codec.red,
+                    max_bitrate: rules.max_bitrate_bps(),
                 });
                 tracks.push(Track {
                     kind: *kind,
@@ -869,6 +870,7 @@ impl AppState {
                 twcc_ext: None,
                 dd_ext: None,
                 red: None,
+                max_bitrate: None,
             });
             published.push(Track {
                 kind,

@@ -353,7 +353,7 @@ pub(crate) mod tests {
         let g = gateway("g1").await;
         let (tx, _rx) = mpsc::unbounded_channel();
         let (p, _) = g.join("c", "alice", None, tx).await.unwrap();
-        let rules = switchyard_controlplane::rules::Rules::from_names(&[]);
+        let rules = switchyard_controlplane::rules::Rules::from_link(&[], None);
         let e = g.publish("c", &p, "v=0", &rules).await.unwrap_err();
         assert_eq!(e.to_string(), "no media server is available");
         // One that does not answer is skipped; then none is left.
