@@ -175,14 +175,14 @@ impl Presence {
         }
     }
 
-    pub async fn remove_participant(&self, channel: &str, id: &str) -> Result<()> {
+    /// Removes a participant; true when the channel has no participant left (on any gateway),
+    /// so that its placement can go.
+    pub async fn remove_participant(&self, channel: &str, id: &str) -> Result<bool> {
         match self {
-            Presence::Memory(m) => {
-                m.channel(channel, |c| {
-                    c.participants.remove(id);
-                });
-                Ok(())
-            }
+            Presence::Memory(m) => Ok(m.channel(channel, |c| {
+                c.participants.remove(id);
+                c.participants.is_empty()
+            })),
             Presence::Redis(r) => {
                 let key = r.key(channel, "participants");
                 let (_, left): ((), u64) = redis::pipe()
@@ -193,7 +193,7 @@ impl Presence {
                 if left == 0 {
                     let _: () = r.con().srem(r.channels_key(), channel).await?;
                 }
-                Ok(())
+                Ok(left == 0)
             }
         }
     }
@@ -649,7 +649,7 @@ mod tests {
         };
         p.send(&event).await.unwrap();
         assert_eq!(events.recv().await, Some(event));
-        p.remove_participant("c", "p1").await.unwrap();
+        assert!(p.remove_participant("c", "p1").await.unwrap(), "empty now");
         assert!(p.participants("c").await.unwrap().is_empty());
         assert!(p.channels().await.unwrap().is_empty());
     }

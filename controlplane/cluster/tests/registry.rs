@@ -1,10 +1,12 @@
-//! The media server registry: one behavioural test run against both implementations, the
-//! Redis one against the real Redis on 127.0.0.1:6379 (scripts/test.sh starts one), each test
-//! under its own random key namespace, deleted afterwards.
+//! The media server registry (and the presence that empties a channel's placement): one
+//! behavioural test run against both implementations, the Redis one against the real Redis on
+//! 127.0.0.1:6379 (scripts/test.sh starts one), each test under its own random key namespace,
+//! deleted afterwards.
 
 use std::time::Duration;
 
 use redis::Commands;
+use switchyard_cluster::presence::{ParticipantEntry, Presence};
 use switchyard_cluster::registry::{
     MediaServerRecord, MediaServerRegistry, MemoryRegistry, RedisRegistry, Registry, RegistryError,
     choose_server,
@@ -192,6 +194,33 @@ async fn two_gateways_placing_one_channel_at_once_agree() {
         let (first, second) = (first.unwrap(), second.unwrap());
         assert_eq!(first, second);
         assert_eq!(two.placement(&channel).await.unwrap(), Some(first));
+    }
+}
+
+/// Presence tells the gateway when the last participant of a channel left, in memory and in
+/// Redis alike (the gateway then removes the channel's placement).
+#[tokio::test]
+async fn the_last_participant_leaving_empties_the_channel_on_either_presence() {
+    let ns = Namespace::new();
+    let redis = Presence::redis(REDIS_URL, &ns.0)
+        .await
+        .unwrap_or_else(|e| panic!("no Redis at {REDIS_URL}: {e}"));
+    for presence in [Presence::memory(), redis] {
+        let entry = |gateway: &str| ParticipantEntry {
+            user: "u".into(),
+            gateway: gateway.into(),
+        };
+        presence
+            .add_participant("c", "p1", &entry("g1"))
+            .await
+            .unwrap();
+        presence
+            .add_participant("c", "p2", &entry("g2"))
+            .await
+            .unwrap();
+        assert!(!presence.remove_participant("c", "p1").await.unwrap());
+        assert!(presence.remove_participant("c", "p2").await.unwrap());
+        assert!(presence.channels().await.unwrap().is_empty());
     }
 }
 

@@ -197,8 +197,20 @@ impl Gateway {
             .presence
             .remove_subscriptions(channel, subscriptions)
             .await;
-        if let Err(e) = self.presence.remove_participant(channel, participant).await {
-            tracing::warn!(channel, participant, "cannot remove from presence: {e}");
+        match self.presence.remove_participant(channel, participant).await {
+            // The last one left: the channel's placement goes with it, so that the channel's
+            // next publication is placed afresh (on the least loaded server then) instead of
+            // on the server chosen when it first started. A publication placed meanwhile by a
+            // join on another gateway keeps its server; the next one may go elsewhere and is
+            // relayed like any channel spanning servers.
+            Ok(true) => match self.registry.unplace(channel).await {
+                Ok(()) => tracing::debug!(channel, "empty: its placement is removed"),
+                Err(e) => {
+                    tracing::warn!(channel, "cannot remove the empty channel's placement: {e}")
+                }
+            },
+            Ok(false) => {}
+            Err(e) => tracing::warn!(channel, participant, "cannot remove from presence: {e}"),
         }
         self.announce(
             channel,
