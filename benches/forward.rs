@@ -64,6 +64,7 @@ fn producer(simulcast: bool) -> ProducerSpec {
         twcc_ext: simulcast.then_some(5),
         dd_ext: None,
         red: None,
+        max_bitrate: None,
     }
 }
 

@@ -90,6 +90,10 @@ pub struct ProducerSpec {
     /// Audio: the publisher's payload type for RED (RFC 2198) carrying `payload_type`, when it
     /// sends Opus with redundancy.
     pub red: Option<u8>,
+    /// The channel's cap (`maxBitrateKbps`), in bits per second: the REMB we send the
+    /// publisher says no more (sent to a transport-cc publisher too, whose estimator takes it
+    /// as an upper bound), and its consumers forward only layers within it.
+    pub max_bitrate: Option<u64>,
 }
 
 /// What a subscriber asks of one of its video consumers: the simulcast layer forwarded is the

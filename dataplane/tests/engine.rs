@@ -134,6 +134,7 @@ fn producer(
         twcc_ext: None,
         dd_ext: None,
         red: None,
+        max_bitrate: None,
     }
 }
 

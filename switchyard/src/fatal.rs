@@ -6,7 +6,7 @@
 //! each variant keeps the message operators (and tests/cli.rs, tests/cluster.rs) know.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use switchyard_cluster::gateway::HttpClientError;
@@ -28,6 +28,10 @@ pub enum Fatal {
         setting: &'static str,
         source: BadEntry,
     },
+    #[error(
+        "EXTERNAL:IPADDRESSES ({list}) matches no address of this host (interfaces: {local:?}); media would be unreachable"
+    )]
+    NoExternalAddress { list: String, local: Vec<IpAddr> },
     #[error(
         "SERVICEBASEURL is not set: a media server registers with the gateway at that URL (e.g. SERVICEBASEURL=http://gateway:8080)"
     )]

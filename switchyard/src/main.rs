@@ -16,6 +16,7 @@ mod roles;
 mod turn;
 use fatal::Fatal;
 use switchyard_cluster::admin::{self, Admin, Administered};
+use switchyard_controlplane::allowlist::AllowList;
 use switchyard_controlplane::config::{Config, SettingError};
 use switchyard_controlplane::dev::DevApplication;
 use switchyard_controlplane::follow;
@@ -551,9 +552,65 @@ fn announced(public: Option<IpAddr>, bind: IpAddr) -> Vec<IpAddr> {
     ips
 }
 
-fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
+/// The address the media sockets and the embedded TURN server bind to: `--media-bind` when it
+/// names one; else, with EXTERNAL:IPADDRESSES, a local address inside that list, so media
+/// answers only where the operator said clients reach this host (and only that address is
+/// announced, unless EXTERNAL:PUBLICIPADDRESS says otherwise); else every address.
+///
+/// One address, as each worker has one socket: interface addresses inside the list and the
+/// list's single addresses this host can bind (all of 127.0.0.0/8 on loopback, a `local`
+/// route), non-loopback first, then IPv4, then the lowest.
+fn media_bind(config: &Config, flag: IpAddr) -> Result<IpAddr, Fatal> {
+    const SETTING: &str = "EXTERNAL:IPADDRESSES";
+    let Some(list) = config.get(SETTING) else {
+        return Ok(flag);
+    };
+    let allow = AllowList::parse(list).map_err(|source| Fatal::AllowList {
+        setting: SETTING,
+        source,
+    })?;
+    if !flag.is_unspecified() {
+        if !allow.allows(flag) {
+            tracing::warn!("--media-bind {flag} is outside {SETTING} ({list}); binding it anyway");
+        }
+        return Ok(flag);
+    }
+    let interfaces: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .collect();
+    let mut local: Vec<IpAddr> = interfaces
+        .iter()
+        .copied()
+        .filter(|ip| allow.allows(*ip))
+        .chain(
+            allow
+                .single_addresses()
+                .filter(|ip| std::net::UdpSocket::bind((*ip, 0)).is_ok()),
+        )
+        .collect();
+    local.sort_by_key(|ip| (ip.is_loopback(), ip.is_ipv6(), *ip));
+    local.dedup();
+    let Some(&chosen) = local.first() else {
+        return Err(Fatal::NoExternalAddress {
+            list: list.to_string(),
+            local: interfaces,
+        });
+    };
+    if local.len() > 1 {
+        tracing::warn!(
+            "{SETTING} matches {local:?} here; media binds {chosen} only (one socket per worker)"
+        );
+    }
+    tracing::info!("media binds {chosen}, inside {SETTING} ({list})");
+    Ok(chosen)
+}
+
+fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
     // Every setting is checked here, before anything binds.
     let config = args.config.load()?;
+    args.media.media_bind = media_bind(&config, args.media.media_bind)?;
     let public = args.media.public_ip.or_else(|| config.public_ip());
     let admin_allow = roles::allowlist(&config, "ADMIN:IPADDRESSES", roles::DEFAULT_INTERNAL)?;
     let admin_key = roles::admin_key(&config, &args.dev.data_dir)?;
@@ -587,7 +644,11 @@ fn all_in_one(args: AllInOne) -> Result<(), Fatal> {
     let mut state = AppState::new(media, applications, announce.clone());
     state.turn = turn;
     state.dev_tokens = dev_tokens;
-    state.sync_limits = switchyard_controlplane::sync_limits::SyncLimits::from_config(&config);
+    state.sync_limits = switchyard_controlplane::sync_limits::SyncLimits::from_config(&config)
+        .map_err(|source| Fatal::AllowList {
+            setting: "SYNC:IPADDRESSES",
+            source,
+        })?;
     state.store = Some(cache.clone());
     let state = Arc::new(state);
     // The STUN servers of the setting (which the checks read themselves), else the stored

@@ -192,7 +192,11 @@ pub fn gateway(args: GatewayArgs) -> Result<(), Fatal> {
         )?
         .with_secret(cluster_secret(&config)?);
         g.dev_tokens = dev_tokens;
-        g.sync_limits = switchyard_controlplane::sync_limits::SyncLimits::from_config(&config);
+        g.sync_limits = switchyard_controlplane::sync_limits::SyncLimits::from_config(&config)
+            .map_err(|source| Fatal::AllowList {
+                setting: "SYNC:IPADDRESSES",
+                source,
+            })?;
         // Read once, like TURN:SECRET: media servers read theirs at start too, so a gateway
         // following a rotation sooner would hand out credentials they do not accept yet.
         let deployment = cache.deployment(deployment_id(&config));
@@ -353,8 +357,9 @@ fn hostname() -> String {
         .unwrap_or_else(|| "mediaserver".into())
 }
 
-pub fn media_server(args: MediaServerArgs) -> Result<(), Fatal> {
+pub fn media_server(mut args: MediaServerArgs) -> Result<(), Fatal> {
     let config = args.config.load()?;
+    args.media.media_bind = crate::media_bind(&config, args.media.media_bind)?;
     let base = config
         .get("SERVICEBASEURL")
         .map(str::to_string)

@@ -130,17 +130,19 @@ pub fn start(
     .map_err(|source| Fatal::Turn { port, source })?;
 
     let advertised = config.port("TURN:ADVERTISEDPORT", service.udp_addr().port());
+    // Clients are handed EXTERNAL:PUBLICHOSTNAME when there is one: the operator's name
+    // follows the host when its address changes, and TLS clients check the certificate
+    // against it; else the announced address.
+    let name = config
+        .get("EXTERNAL:PUBLICHOSTNAME")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|| host(public_ip));
     let mut urls = vec![
-        format!("turn:{}:{advertised}?transport=udp", host(public_ip)),
-        format!("turn:{}:{advertised}?transport=tcp", host(public_ip)),
+        format!("turn:{name}:{advertised}?transport=udp"),
+        format!("turn:{name}:{advertised}?transport=tcp"),
     ];
     if let Some(tls) = service.tls_addr() {
         let advertised = config.port("TURN:ADVERTISEDTLSPORT", tls.port());
-        // TLS clients check the certificate against the name, so turns: needs the hostname.
-        let name = config
-            .get("EXTERNAL:PUBLICHOSTNAME")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|| host(public_ip));
         urls.push(format!("turns:{name}:{advertised}?transport=tcp"));
     }
     tracing::info!(

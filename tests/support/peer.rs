@@ -25,6 +25,8 @@ pub struct Peer {
     pub local_ice: Credentials,
     pub server_ice: Credentials,
     pub location: String,
+    /// The server's SDP answer, as received.
+    pub answer: String,
 }
 
 fn attribute<'a>(sd: &'a SessionDescription, name: &str) -> Option<&'a str> {
@@ -112,6 +114,7 @@ impl Peer {
             local_ice,
             server_ice,
             location,
+            answer: r.body.clone(),
         })
     }
 

@@ -27,6 +27,9 @@ pub struct PublishRequest {
     /// Codecs the channel's configuration allows (SDP names); empty: all.
     #[serde(default)]
     pub codecs: Vec<String>,
+    /// The channel configuration's `maxBitrateKbps`; absent: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bitrate_kbps: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

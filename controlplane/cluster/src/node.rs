@@ -180,7 +180,7 @@ async fn publish(
 ) -> Result<(StatusCode, Json<PublishReply>), Error> {
     refuse_new(&node)?;
     node.state.join_as(&r.channel, &r.participant, &r.user);
-    let rules = Rules::from_names(&r.codecs);
+    let rules = Rules::from_link(&r.codecs, r.max_bitrate_kbps);
     let result = node
         .state
         .publish(&r.channel, &r.participant, &r.offer, &rules)

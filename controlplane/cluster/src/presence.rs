@@ -183,34 +183,42 @@ impl Presence {
         }
     }
 
-    /// Removes participant `id` if it is still `gateway`'s; true if this call removed it. One
-    /// resumed on another gateway meanwhile (see `switchyard_controlplane::resume`) belongs to
-    /// that gateway, which alone may remove it: the old gateway's leave, or a sweep of a dead
-    /// gateway's clients, must not take the resumed participant with it.
-    pub async fn remove_participant(&self, channel: &str, id: &str, gateway: &str) -> Result<bool> {
+    /// Removes participant `id` if it is still `gateway`'s: `None` when it is not (then nothing
+    /// changed), else whether the channel has no participant left (on any gateway), so that its
+    /// placement can go. One resumed on another gateway meanwhile (see
+    /// `switchyard_controlplane::resume`) belongs to that gateway, which alone may remove it: the
+    /// old gateway's leave, or a sweep of a dead gateway's clients, must not take it.
+    pub async fn remove_participant(
+        &self,
+        channel: &str,
+        id: &str,
+        gateway: &str,
+    ) -> Result<Option<bool>> {
         match self {
             Presence::Memory(m) => Ok(m.channel(channel, |c| {
                 let ours = c.participants.get(id).is_some_and(|e| e.gateway == gateway);
-                if ours {
-                    c.participants.remove(id);
+                if !ours {
+                    return None;
                 }
-                ours
+                c.participants.remove(id);
+                Some(c.participants.is_empty())
             })),
             Presence::Redis(r) => {
                 // One script, so nothing can resume the participant between the check and the
                 // removal. An entry that does not decode is removed (nobody can own it).
                 const SCRIPT: &str = r#"
                     local v = redis.call('HGET', KEYS[1], ARGV[1])
-                    if not v then return 0 end
+                    if not v then return -1 end
                     local ok, e = pcall(cjson.decode, v)
-                    if ok and type(e) == 'table' and e['gateway'] ~= ARGV[2] then return 0 end
+                    if ok and type(e) == 'table' and e['gateway'] ~= ARGV[2] then return -1 end
                     redis.call('HDEL', KEYS[1], ARGV[1])
-                    if redis.call('HLEN', KEYS[1]) == 0 then
+                    local left = redis.call('HLEN', KEYS[1])
+                    if left == 0 then
                         redis.call('SREM', KEYS[2], ARGV[3])
                     end
-                    return 1
+                    return left
                 "#;
-                let removed: i64 = redis::cmd("EVAL")
+                let left: i64 = redis::cmd("EVAL")
                     .arg(SCRIPT)
                     .arg(2)
                     .arg(r.key(channel, "participants"))
@@ -220,7 +228,7 @@ impl Presence {
                     .arg(channel)
                     .query_async(&mut r.con())
                     .await?;
-                Ok(removed == 1)
+                Ok((left >= 0).then_some(left == 0))
             }
         }
     }
@@ -694,16 +702,18 @@ mod tests {
         };
         p.send(&event).await.unwrap();
         assert_eq!(events.recv().await, Some(event));
-        assert!(
-            !p.remove_participant("c", "p1", "g2").await.unwrap(),
+        assert_eq!(
+            p.remove_participant("c", "p1", "g2").await.unwrap(),
+            None,
             "g1's"
         );
-        assert_eq!(p.participant("c", "p1").await.unwrap(), Some(entry));
-        assert!(p.remove_participant("c", "p1", "g1").await.unwrap());
-        assert!(
-            !p.remove_participant("c", "p1", "g1").await.unwrap(),
-            "once"
+        assert_eq!(p.participant("c", "p1").await.unwrap(), Some(entry.clone()));
+        assert_eq!(
+            p.remove_participant("c", "p1", "g1").await.unwrap(),
+            Some(true),
+            "removed, and the channel is empty now"
         );
+        assert_eq!(p.remove_participant("c", "p1", "g1").await.unwrap(), None);
         assert!(p.participants("c").await.unwrap().is_empty());
         assert!(p.channels().await.unwrap().is_empty());
     }

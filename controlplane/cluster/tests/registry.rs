@@ -1,7 +1,8 @@
 //! The media server registry: one behavioural test run against both implementations, the
 //! Redis one against the real Redis on 127.0.0.1:6379 (scripts/test.sh starts one), each test
 //! under its own random key namespace, deleted afterwards; and what presence on Redis does
-//! beyond the in-memory one's tests.
+//! beyond the in-memory one's tests (emptying a channel, removing a participant only for its
+//! gateway).
 
 use std::time::Duration;
 
@@ -197,6 +198,61 @@ async fn two_gateways_placing_one_channel_at_once_agree() {
     }
 }
 
+/// Presence, in memory and in Redis alike, removes a participant only for the gateway it
+/// belongs to (one resumed on another gateway survives the old gateway's leave), and says when
+/// the last participant of a channel left (the gateway then removes the channel's placement).
+#[tokio::test]
+async fn presence_removes_a_participant_for_its_gateway_and_says_when_the_channel_empties() {
+    let ns = Namespace::new();
+    let redis = Presence::redis(REDIS_URL, &ns.0)
+        .await
+        .unwrap_or_else(|e| panic!("no Redis at {REDIS_URL}: {e}"));
+    for presence in [Presence::memory(), redis] {
+        let entry = |gateway: &str| ParticipantEntry {
+            user: "u".into(),
+            gateway: gateway.into(),
+            session: false,
+        };
+        presence
+            .add_participant("c", "p1", &entry("g1"))
+            .await
+            .unwrap();
+        presence
+            .add_participant("c", "p2", &entry("g2"))
+            .await
+            .unwrap();
+        // p1 resumed on g3: g1's leave must not take it.
+        presence
+            .add_participant("c", "p1", &entry("g3"))
+            .await
+            .unwrap();
+        assert_eq!(
+            presence.remove_participant("c", "p1", "g1").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            presence.participant("c", "p1").await.unwrap(),
+            Some(entry("g3"))
+        );
+        assert_eq!(
+            presence.remove_participant("c", "p1", "g3").await.unwrap(),
+            Some(false),
+            "p2 is left"
+        );
+        assert_eq!(
+            presence.remove_participant("c", "p1", "g3").await.unwrap(),
+            None
+        );
+        assert_eq!(presence.channels().await.unwrap(), ["c"]);
+        assert_eq!(
+            presence.remove_participant("c", "p2", "g2").await.unwrap(),
+            Some(true),
+            "the last one"
+        );
+        assert!(presence.channels().await.unwrap().is_empty());
+    }
+}
+
 #[tokio::test]
 async fn a_corrupt_record_in_redis_fails_get_but_not_list() {
     let ns = Namespace::new();
@@ -326,41 +382,4 @@ fn the_record_serializes_with_the_vendors_field_names() {
     );
     let back: MediaServerRecord = serde_json::from_value(json).unwrap();
     assert_eq!(back, server("a", "x", 0.25));
-}
-
-/// Presence on Redis removes a participant only for the gateway it belongs to: one resumed on
-/// another gateway survives the old gateway's leave, and the channel goes from the list only
-/// with its last participant.
-#[tokio::test]
-async fn redis_presence_removes_a_participant_only_for_its_gateway() {
-    let ns = Namespace::new();
-    let presence = Presence::redis(REDIS_URL, &ns.0).await.unwrap();
-    let entry = |gateway: &str| ParticipantEntry {
-        user: "alice".into(),
-        gateway: gateway.into(),
-        session: false,
-    };
-    presence
-        .add_participant("c", "p1", &entry("ga"))
-        .await
-        .unwrap();
-    presence
-        .add_participant("c", "p2", &entry("ga"))
-        .await
-        .unwrap();
-    // p1 resumed on gb: ga's leave must not take it.
-    presence
-        .add_participant("c", "p1", &entry("gb"))
-        .await
-        .unwrap();
-    assert!(!presence.remove_participant("c", "p1", "ga").await.unwrap());
-    assert_eq!(
-        presence.participant("c", "p1").await.unwrap(),
-        Some(entry("gb"))
-    );
-    assert!(presence.remove_participant("c", "p1", "gb").await.unwrap());
-    assert!(!presence.remove_participant("c", "p1", "gb").await.unwrap());
-    assert_eq!(presence.channels().await.unwrap(), ["c"]);
-    assert!(presence.remove_participant("c", "p2", "ga").await.unwrap());
-    assert!(presence.channels().await.unwrap().is_empty());
 }

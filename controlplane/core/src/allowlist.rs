@@ -49,6 +49,16 @@ impl AllowList {
         };
         self.nets.iter().any(|n| n.contains(&ip))
     }
+
+    /// The entries that name one address (`192.0.2.7`, `10.0.0.5/32`), which a host may
+    /// answer on without any interface carrying it (all of 127.0.0.0/8 on loopback, a
+    /// `local` route); ranges only ever match interface addresses.
+    pub fn single_addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.nets
+            .iter()
+            .filter(|n| n.prefix_len() == n.max_prefix_len())
+            .map(IpNet::addr)
+    }
 }
 
 /// An API that answers only the addresses of one allow list: the state of [`guard`].
@@ -109,6 +119,8 @@ mod tests {
         assert!(AllowList::parse("10.0.0.0/33").is_err());
         assert!(AllowList::parse("example.com").is_err());
         assert!(!AllowList::parse("").unwrap().allows(ip("127.0.0.1")));
+        let singles: Vec<IpAddr> = a.single_addresses().collect();
+        assert_eq!(singles, vec![ip("192.0.2.7")]);
     }
 
     async fn call(router: &Router, from: &str) -> (StatusCode, String) {

@@ -13,6 +13,9 @@ pub const ALL_CODECS: [Codec; 5] = [Codec::Opus, Codec::Vp8, Codec::Vp9, Codec::
 pub struct Rules {
     /// Codecs an offer may publish with.
     pub codecs: Vec<Codec>,
+    /// `maxBitrateKbps`: what a publisher is told it may send (REMB), and the most a
+    /// subscriber is forwarded of one of its tracks (the simulcast or SVC layer chosen).
+    pub max_bitrate_kbps: Option<u32>,
 }
 
 impl Rules {
@@ -21,6 +24,7 @@ impl Rules {
         let Some(c) = config else {
             return Ok(Rules {
                 codecs: ALL_CODECS.to_vec(),
+                max_bitrate_kbps: None,
             });
         };
         if !c.sfu_allowed {
@@ -37,7 +41,15 @@ impl Rules {
                 .filter_map(|n| Codec::from_name(n))
                 .collect()
         };
-        Ok(Rules { codecs })
+        Ok(Rules {
+            codecs,
+            max_bitrate_kbps: c.max_bitrate_kbps,
+        })
+    }
+
+    /// The cap in bits per second, as the media workers take it.
+    pub fn max_bitrate_bps(&self) -> Option<u64> {
+        self.max_bitrate_kbps.map(|k| u64::from(k) * 1000)
     }
 
     /// The codec names, as the cluster link carries them.
@@ -45,8 +57,9 @@ impl Rules {
         self.codecs.iter().map(ToString::to_string).collect()
     }
 
-    /// Rules from codec names (unknown names are ignored; none at all means every codec).
-    pub fn from_names(names: &[String]) -> Rules {
+    /// Rules from codec names (unknown names are ignored; none at all means every codec) and
+    /// the cap, as the cluster link carries them.
+    pub fn from_link(names: &[String], max_bitrate_kbps: Option<u32>) -> Rules {
         let codecs: Vec<Codec> = names.iter().filter_map(|n| Codec::from_name(n)).collect();
         Rules {
             codecs: if names.is_empty() {
@@ -54,6 +67,7 @@ impl Rules {
             } else {
                 codecs
             },
+            max_bitrate_kbps,
         }
     }
 }
@@ -68,7 +82,7 @@ mod tests {
             pattern: "team-*".into(),
             position: 0,
             allowed_codecs: codecs.iter().map(|c| c.to_string()).collect(),
-            max_bitrate_kbps: None,
+            max_bitrate_kbps: Some(1500),
             sfu_allowed: sfu,
             mcu_allowed: false,
         }
@@ -83,12 +97,14 @@ mod tests {
         );
         let r = Rules::of(Some(&config(&["opus", "vp8"], true))).unwrap();
         assert_eq!(r.codecs, [Codec::Opus, Codec::Vp8]);
+        assert_eq!(r.max_bitrate_bps(), Some(1_500_000));
         assert_eq!(
-            Rules::from_names(&r.codec_names()),
+            Rules::from_link(&r.codec_names(), r.max_bitrate_kbps),
             r,
             "the cluster link keeps them"
         );
-        assert_eq!(Rules::from_names(&[]).codecs, ALL_CODECS);
+        assert_eq!(Rules::from_link(&[], None).codecs, ALL_CODECS);
+        assert_eq!(Rules::of(None).unwrap().max_bitrate_bps(), None);
         let refused = Rules::of(Some(&config(&[], false))).unwrap_err();
         assert!(
             refused.to_string().contains("does not allow SFU"),

@@ -283,6 +283,7 @@ impl AppState {
                     twcc_ext: extensions.transport_cc,
                     dd_ext: extensions.dependency_descriptor,
                     red: codec.red,
+                    max_bitrate: rules.max_bitrate_bps(),
                 });
                 tracks.push(Track {
                     kind: *kind,
@@ -912,6 +913,7 @@ impl AppState {
                 twcc_ext: None,
                 dd_ext: None,
                 red: None,
+                max_bitrate: None,
             });
             published.push(Track {
                 kind,

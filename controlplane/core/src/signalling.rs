@@ -48,6 +48,9 @@ pub async fn sync<C: Channels>(
     ConnectInfo(from): ConnectInfo<SocketAddr>,
     State(state): State<Arc<C>>,
 ) -> Response {
+    if let Err(e) = state.sync_limits().check_source(from.ip()) {
+        return crate::sync_limits::refused(&*state, from, "/sync", e);
+    }
     let Some(admitted) = state.sync_limits().admit(from.ip()) else {
         state.metrics().socket_closed(SocketClosed::PerAddress);
         tracing::debug!(%from, "signalling socket refused: too many from this address");

@@ -3,16 +3,27 @@
 //! one source address may hold only so many sockets at once. Past a limit the socket is closed
 //! (or the upgrade refused) rather than answered, and counted in `/metrics`.
 //!
+//! `SYNC:IPADDRESSES`, when set, is who may signal at all: `/sync`, `/api/dev-token` and
+//! WHIP/WHEP answer other source addresses 403 before reading anything (the demo page's
+//! files, `/health`, `/ready` and `/metrics` stay open, for probes and monitoring).
+//!
 //! The per-address count is of the TCP peer: behind a load balancer that does not pass the
 //! client's address through, every client shares one, so raise or turn off
 //! `SYNC:MAXCONNECTIONSPERADDRESS` there.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::allowlist::{AllowList, BadEntry};
+use crate::channels::Channels;
 use crate::config::Config;
+use crate::error::Error;
 use crate::p2p::TokenBucket;
 
 /// Close code for a socket that did not join in time (4000-4999 are for applications).
@@ -41,6 +52,8 @@ pub struct SyncLimits {
     pub rate: Option<(f64, f64)>,
     /// None: no limit.
     pub per_address: Option<usize>,
+    /// `SYNC:IPADDRESSES`; None: every address may signal.
+    pub allow: Option<AllowList>,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
@@ -58,14 +71,20 @@ impl SyncLimits {
             rate: (rate > 0).then(|| (rate as f64, burst.max(1) as f64)),
             per_address: (per_address > 0)
                 .then(|| usize::try_from(per_address).unwrap_or(usize::MAX)),
+            allow: None,
             open: Arc::default(),
         }
     }
 
-    /// `SYNC:JOINTIMEOUT`, `SYNC:MESSAGERATE`, `SYNC:MESSAGEBURST` and
-    /// `SYNC:MAXCONNECTIONSPERADDRESS` (checked by `Config::load`), else the defaults.
-    pub fn from_config(config: &Config) -> SyncLimits {
-        SyncLimits::new(
+    /// `SYNC:JOINTIMEOUT`, `SYNC:MESSAGERATE`, `SYNC:MESSAGEBURST`,
+    /// `SYNC:MAXCONNECTIONSPERADDRESS` and `SYNC:IPADDRESSES` (checked by `Config::load`),
+    /// else the defaults.
+    pub fn from_config(config: &Config) -> Result<SyncLimits, BadEntry> {
+        let allow = config
+            .get("SYNC:IPADDRESSES")
+            .map(AllowList::parse)
+            .transpose()?;
+        let limits = SyncLimits::new(
             config
                 .count("SYNC:JOINTIMEOUT")
                 .unwrap_or(JOIN_TIMEOUT_SECS),
@@ -74,7 +93,18 @@ impl SyncLimits {
             config
                 .count("SYNC:MAXCONNECTIONSPERADDRESS")
                 .unwrap_or(PER_ADDRESS),
-        )
+        );
+        Ok(SyncLimits { allow, ..limits })
+    }
+
+    /// Refuses `ip` (403) when `SYNC:IPADDRESSES` is set and does not hold it.
+    pub fn check_source(&self, ip: IpAddr) -> Result<(), Error> {
+        match &self.allow {
+            Some(allow) if !allow.allows(ip) => Err(Error::Forbidden(format!(
+                "{ip} may not use signalling: it is not in SYNC:IPADDRESSES"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// A full bucket for one socket's frames, if their rate is limited.
@@ -98,6 +128,30 @@ impl SyncLimits {
             ip,
         })
     }
+}
+
+/// Why a refusal by `SYNC:IPADDRESSES` is counted, in `switchyard_signalling_errors_total`.
+pub const NOT_ALLOWED: &str = "address_not_allowed";
+
+/// Middleware (`axum::middleware::from_fn_with_state`) for routes besides `/sync` that only
+/// `SYNC:IPADDRESSES` may use (WHIP/WHEP): others get 403, counted, before the request is read.
+pub async fn guard<C: Channels>(
+    State(channels): State<Arc<C>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match channels.sync_limits().check_source(from.ip()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => refused(&*channels, from, request.uri().path(), e),
+    }
+}
+
+/// Counts and logs a refusal by `SYNC:IPADDRESSES`, and answers it.
+pub fn refused<C: Channels>(channels: &C, from: SocketAddr, path: &str, e: Error) -> Response {
+    channels.metrics().signalling_error(NOT_ALLOWED);
+    tracing::debug!(%from, path, "refused: outside SYNC:IPADDRESSES");
+    e.into_response()
 }
 
 /// One socket counted against its address for as long as this lives.
@@ -170,13 +224,22 @@ mod tests {
                 ("SYNC__JOINTIMEOUT", "3"),
                 ("sync__messagerate", "0"),
                 ("SYNC:MAXCONNECTIONSPERADDRESS", "7"),
+                ("SYNC__IPADDRESSES", "10.0.0.0/8"),
             ]),
         )
         .unwrap();
-        let limits = SyncLimits::from_config(&config);
+        let limits = SyncLimits::from_config(&config).unwrap();
         assert_eq!(limits.join_timeout, Some(Duration::from_secs(3)));
         assert_eq!(limits.rate, None);
         assert_eq!(limits.per_address, Some(7));
+        assert!(limits.check_source("10.1.2.3".parse().unwrap()).is_ok());
+        let refused = limits.check_source("192.0.2.1".parse().unwrap());
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "192.0.2.1 may not use signalling: it is not in SYNC:IPADDRESSES"
+        );
+        let open = SyncLimits::from_config(&Config::load(None, vars(&[])).unwrap()).unwrap();
+        assert!(open.check_source("192.0.2.1".parse().unwrap()).is_ok());
         let e = Config::load(None, vars(&[("SYNC__MESSAGEBURST", "lots")])).unwrap_err();
         assert!(e.to_string().starts_with("SYNC:MESSAGEBURST"), "{e}");
     }

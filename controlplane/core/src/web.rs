@@ -1,9 +1,10 @@
 //! The browser SDK and the demo page, compiled into the binary so one file is a whole server.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -62,8 +63,12 @@ pub struct DevTokenQuery {
 /// Refusals are text: the demo page shows them as they are.
 pub async fn dev_token<C: Channels>(
     State(state): State<Arc<C>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
     Query(q): Query<DevTokenQuery>,
 ) -> Response {
+    if let Err(e) = state.sync_limits().check_source(from.ip()) {
+        return crate::sync_limits::refused(&*state, from, "/api/dev-token", e);
+    }
     match issue_dev_token(&*state, q) {
         Ok(t) => ([(header::CONTENT_TYPE, "text/plain")], t).into_response(),
         Err(e) => e.into_text_response(),

@@ -66,6 +66,12 @@ pub fn routes<C: Channels>(state: Arc<C>) -> Router {
             state.clone(),
             options::<C>,
         ))
+        // Outermost: an address outside SYNC:IPADDRESSES gets nothing, not even the ICE
+        // servers of a plain OPTIONS.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::sync_limits::guard::<C>,
+        ))
         .with_state(state)
 }
 

@@ -696,7 +696,12 @@ impl Router {
             .members
             .get_mut(c.member)
             .and_then(|m| m.bandwidth.as_mut());
-        let budget = bandwidth.as_mut().map(|b| b.video_budget(now));
+        // The channel's cap bounds the estimate, and stands for it where there is none.
+        let capped = |budget: Option<u64>| match (budget, p.max_bitrate) {
+            (Some(b), Some(cap)) => Some(b.min(cap)),
+            (b, cap) => b.or(cap),
+        };
+        let budget = capped(bandwidth.as_mut().map(|b| b.video_budget(now)));
         if let Some(svc) = c.svc.as_mut() {
             // One stream whose layers the selector drops; no probing (yet).
             let structure = p.svc.as_ref().and_then(|s| s.stream.structure());
@@ -711,12 +716,12 @@ impl Router {
         let mut target = choose_layer(p, &c.prefs, now, budget, c.layer);
         let mut probe_ends = None;
         if let Some(b) = bandwidth
-            && target < choose_layer(p, &c.prefs, now, None, c.layer)
+            && target < choose_layer(p, &c.prefs, now, p.max_bitrate, c.layer)
             && b.start_probe(now)
         {
             // One layer up at a time: a probe that fails costs the least, and one that
             // succeeds raises the estimate enough for the next.
-            let probed = choose_layer(p, &c.prefs, now, Some(b.video_budget(now)), c.layer);
+            let probed = choose_layer(p, &c.prefs, now, capped(Some(b.video_budget(now))), c.layer);
             target = probed.min(target + 1);
             probe_ends = b.probe_ends();
         }
@@ -1223,7 +1228,17 @@ fn waiting(all: &Slab<Consumer>, consumers: &[usize], layer: usize) -> bool {
         .any(|&c| all.get(c).is_some_and(|c| c.waits_for(layer)))
 }
 
-/// A compound RR (one block per stream with a known SSRC), SDES, and REMB when negotiated.
+/// The REMB bitrate for `p`, if it gets REMB: ours where it negotiated REMB, lowered to the
+/// channel's cap; the cap alone for a transport-cc publisher of a capped channel.
+fn remb_bitrate(p: &Producer) -> Option<u64> {
+    match (p.remb, p.max_bitrate) {
+        (true, cap) => Some(cap.map_or(REMB_BITRATE, |c| c.min(REMB_BITRATE))),
+        (false, cap) => cap,
+    }
+}
+
+/// A compound RR (one block per stream with a known SSRC), SDES, and REMB when negotiated
+/// or capped (the lowest of its producers' REMB bitrates).
 fn receiver_report(
     out: &mut [u8],
     m: &Member,
@@ -1234,21 +1249,24 @@ fn receiver_report(
     let mut count = 0;
     let mut remb_ssrcs = [0u32; MAX_REPORT_BLOCKS];
     let mut remb_count = 0;
+    let mut remb_bps = u64::MAX;
     for &key in &m.producers {
         let Some(p) = producers.get_mut(key) else {
             continue;
         };
+        let remb = remb_bitrate(p);
         for l in &mut p.layers {
             let Some(ssrc) = l.ssrc else { continue };
             if let Some(slot) = blocks.get_mut(count) {
                 *slot = l.receive.report_block(ssrc.0, now);
                 count += 1;
             }
-            if p.remb
+            if let Some(bps) = remb
                 && let Some(slot) = remb_ssrcs.get_mut(remb_count)
             {
                 *slot = ssrc.0;
                 remb_count += 1;
+                remb_bps = remb_bps.min(bps);
             }
         }
     }
@@ -1259,7 +1277,7 @@ fn receiver_report(
         len += rtcp::write_remb(
             out.get_mut(len..)?,
             sender,
-            REMB_BITRATE,
+            remb_bps,
             remb_ssrcs.get(..remb_count)?,
         )
         .ok()?;
@@ -1376,6 +1394,7 @@ mod tests {
             twcc_ext: None,
             dd_ext: None,
             red: None,
+            max_bitrate: None,
         }
     }
 
@@ -1563,8 +1582,9 @@ mod tests {
         seqs: [u16; 3],
         /// With transport-cc: the publisher's next transport-wide sequence number.
         twcc: Option<u16>,
-        /// Bytes added to each payload (a layer's bitrate).
+        /// Bytes added to each payload (a layer's bitrate), and to each layer's.
         pad: usize,
+        layer_pad: [usize; 3],
         /// Each layer as L1T3 (TID in the payload descriptor, by picture id: 0, 2, 1, 2, ...,
         /// the first TL1 and TL2 after a TL0 frame with the sync bit).
         temporal: bool,
@@ -1609,6 +1629,7 @@ mod tests {
                 seqs: [1000, 30000, 65000],
                 twcc: twcc.then_some(65530),
                 pad: 0,
+                layer_pad: [0; 3],
                 temporal: false,
             }
         }
@@ -1642,7 +1663,7 @@ mod tests {
                 payload[1] |= 0x20;
                 payload.insert(4, tid << 6 | u8::from(sync) << 5);
             }
-            payload.resize(payload.len() + self.pad, 0xEE);
+            payload.resize(payload.len() + self.pad + self.layer_pad[layer], 0xEE);
             buf[h..h + payload.len()].copy_from_slice(&payload);
             let packet = &buf[..h + payload.len()];
             let header = rtp::Header::parse(packet).unwrap();
@@ -1975,6 +1996,74 @@ mod tests {
         s.send(0, true);
         let c = s.router.consumers.iter().next().unwrap().1;
         assert_eq!(c.layer, Some(0));
+    }
+
+    /// The REMB bitrates the publisher got since the last call.
+    fn rembs(s: &mut Simulcast) -> Vec<u64> {
+        let got = s
+            .out
+            .rtcp_to(PUB)
+            .into_iter()
+            .filter_map(|p| match p {
+                rtcp::Packet::Remb { bitrate_bps, .. } => Some(bitrate_bps),
+                _ => None,
+            })
+            .collect();
+        s.out.sent.retain(|(t, _, _)| *t != PUB);
+        got
+    }
+
+    #[test]
+    fn the_channel_cap_bounds_the_remb_to_the_publisher_and_the_layer_forwarded() {
+        const CAP: u64 = 200_000;
+        let mut s = Simulcast::new();
+        // About 30, 130 and 320 kbps at 30 packets a second.
+        s.layer_pad = [100, 500, 1300];
+        s.router.producers.iter_mut().next().unwrap().1.max_bitrate = Some(CAP);
+        for layer in 0..3 {
+            s.send(layer, true);
+        }
+        for _ in 0..90 {
+            s.round(&[0, 1, 2]);
+        }
+        let rates: Vec<u64> = s
+            .router
+            .producers
+            .iter()
+            .next()
+            .unwrap()
+            .1
+            .layers
+            .iter()
+            .map(|l| l.rate.bps)
+            .collect();
+        assert!(rates[1] < CAP * 3 / 4 && rates[2] > CAP, "{rates:?}");
+        // The publisher negotiated REMB: it is told the cap, not our usual 3 Mb/s.
+        let remb = rembs(&mut s);
+        assert!(!remb.is_empty());
+        assert!(remb.iter().all(|&b| b == CAP), "{remb:?}");
+        // The subscriber, with no estimate of its own, gets h: f does not fit the cap.
+        let c = s.router.consumers.iter().next().unwrap().1;
+        assert_eq!(c.target, 1);
+        s.send(1, true);
+        assert_eq!(s.router.consumers.iter().next().unwrap().1.layer, Some(1));
+
+        // A transport-cc publisher (no REMB negotiated) of a capped channel gets REMB with
+        // the cap all the same; without a cap, none.
+        s.router.producers.iter_mut().next().unwrap().1.remb = false;
+        for _ in 0..60 {
+            s.round(&[0, 1, 2]);
+        }
+        let remb = rembs(&mut s);
+        assert!(
+            !remb.is_empty() && remb.iter().all(|&b| b == CAP),
+            "{remb:?}"
+        );
+        s.router.producers.iter_mut().next().unwrap().1.max_bitrate = None;
+        for _ in 0..60 {
+            s.round(&[0, 1, 2]);
+        }
+        assert!(rembs(&mut s).is_empty());
     }
 
     #[test]

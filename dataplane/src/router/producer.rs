@@ -32,6 +32,8 @@ pub(super) struct Producer {
     pub pli: bool,
     pub fir: bool,
     pub remb: bool,
+    /// The channel's cap in bits per second (`ProducerSpec::max_bitrate`).
+    pub max_bitrate: Option<u64>,
     /// Its RTP streams: one, or one per simulcast layer, lowest first.
     pub layers: Vec<Layer>,
     /// Keys of its consumers in the router.
@@ -151,6 +153,7 @@ impl Producer {
             pli: spec.pli,
             fir: spec.fir,
             remb: spec.remb,
+            max_bitrate: spec.max_bitrate,
             wanted: u8::MAX >> (8 - layers.len().clamp(1, 8)),
             fewer_wanted_since: None,
             layers,
@@ -288,6 +291,7 @@ mod tests {
             twcc_ext: None,
             dd_ext: None,
             red: None,
+            max_bitrate: None,
         }
     }
 

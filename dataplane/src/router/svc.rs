@@ -358,6 +358,7 @@ mod tests {
                 twcc_ext: None,
                 dd_ext: Some(PUB_DD),
                 red: None,
+                max_bitrate: None,
             };
             let publisher = router
                 .add_member(now, PUB, &[spec], &[], Ssrc(9), &mut rng)

@@ -164,6 +164,7 @@ impl Channels for Gateway {
             user,
             offer: offer.to_string(),
             codecs: rules.codec_names(),
+            max_bitrate_kbps: rules.max_bitrate_kbps,
         };
         // A server that does not answer (killed, its record not yet expired) is skipped once.
         let mut avoid = Vec::new();

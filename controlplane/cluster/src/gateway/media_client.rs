@@ -185,6 +185,7 @@ mod tests {
             user: "u".into(),
             offer: offer.into(),
             codecs: vec![],
+            max_bitrate_kbps: None,
         }
     }
 

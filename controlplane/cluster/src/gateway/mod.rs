@@ -187,13 +187,13 @@ impl Gateway {
         subscriptions: &[String],
         servers: BTreeSet<String>,
     ) {
-        match self
+        let empty = match self
             .presence
             .remove_participant(channel, participant, owner)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Some(empty)) => empty,
+            Ok(None) => {
                 tracing::debug!(
                     channel,
                     participant,
@@ -202,8 +202,11 @@ impl Gateway {
                 );
                 return;
             }
-            Err(e) => tracing::warn!(channel, participant, "cannot remove from presence: {e}"),
-        }
+            Err(e) => {
+                tracing::warn!(channel, participant, "cannot remove from presence: {e}");
+                false
+            }
+        };
         for server in servers {
             if let Ok(s) = self.server(&server).await {
                 self.media
@@ -218,6 +221,19 @@ impl Gateway {
             .presence
             .remove_subscriptions(channel, subscriptions)
             .await;
+        if empty {
+            // The last one left: the channel's placement goes with it, so that the channel's
+            // next publication is placed afresh (on the least loaded server then) instead of
+            // on the server chosen when it first started. A publication placed meanwhile by a
+            // join on another gateway keeps its server; the next one may go elsewhere and is
+            // relayed like any channel spanning servers.
+            match self.registry.unplace(channel).await {
+                Ok(()) => tracing::debug!(channel, "empty: its placement is removed"),
+                Err(e) => {
+                    tracing::warn!(channel, "cannot remove the empty channel's placement: {e}")
+                }
+            }
+        }
         self.announce(
             channel,
             Some(participant),
@@ -411,7 +427,7 @@ pub(crate) mod tests {
         let g = gateway("g1").await;
         let (tx, _rx) = mpsc::unbounded_channel();
         let (p, _) = g.join("c", "alice", None, tx, None).await.unwrap();
-        let rules = switchyard_controlplane::rules::Rules::from_names(&[]);
+        let rules = switchyard_controlplane::rules::Rules::from_link(&[], None);
         let e = g.publish("c", &p, "v=0", &rules).await.unwrap_err();
         assert_eq!(e.to_string(), "no media server is available");
         // One that does not answer is skipped; then none is left.
@@ -570,11 +586,12 @@ pub(crate) mod tests {
         assert_eq!(id, "p-g1-1");
         assert!(others.is_empty(), "{others:?}");
         // A later sweep of g1's clients leaves her alone: she is g2's now.
-        assert!(
-            !presence
+        assert_eq!(
+            presence
                 .remove_participant("c", "p-g1-1", "g1")
                 .await
-                .unwrap()
+                .unwrap(),
+            None
         );
     }
 }

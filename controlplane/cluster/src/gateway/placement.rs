@@ -207,4 +207,33 @@ mod tests {
             Err(Error::NotFound(_))
         ));
     }
+
+    /// When the last participant leaves, the channel's placement goes: the next one to start
+    /// it is placed on the least loaded server then, not where the channel first was.
+    #[tokio::test]
+    async fn an_empty_channels_placement_expires() {
+        use switchyard_controlplane::channels::Channels;
+        let g = gateway("g1").await;
+        for s in [server("a", "eu"), server("b", "eu")] {
+            g.registry.heartbeat(&s, SERVER_TTL).await.unwrap();
+        }
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (alice, _) = g.join("c", "alice", None, tx.clone(), None).await.unwrap();
+        let (bob, _) = g.join("c", "bob", None, tx.clone(), None).await.unwrap();
+        assert_eq!(g.place("c", None, &[]).await.unwrap().id, "a");
+        // a fills up; the channel stays there while anyone is in it.
+        let busy = MediaServerRecord {
+            used_capacity: 0.8,
+            ..server("a", "eu")
+        };
+        g.registry.heartbeat(&busy, SERVER_TTL).await.unwrap();
+        g.leave("c", &alice).await;
+        assert_eq!(g.registry.placement("c").await.unwrap(), Some("a".into()));
+        assert_eq!(g.place("c", None, &[]).await.unwrap().id, "a");
+        g.leave("c", &bob).await;
+        assert_eq!(g.registry.placement("c").await.unwrap(), None);
+        let (_carol, _) = g.join("c", "carol", None, tx, None).await.unwrap();
+        assert_eq!(g.place("c", None, &[]).await.unwrap().id, "b");
+        assert_eq!(g.registry.placement("c").await.unwrap(), Some("b".into()));
+    }
 }
