@@ -123,11 +123,14 @@ cargo nextest run --workspace --locked "$@"
 
 if [[ -z ${SWITCHYARD_SKIP_FUZZ:-} ]]; then
   seconds=${FUZZ_SECONDS:-15}
-  for target in stun rtp rtcp sdp turn framing twcc dd; do
+  # Each crate's fuzz targets, as crate/target: the data plane's protocol parsers and the
+  # codec crate's RTP depacketizers.
+  for entry in dataplane/{stun,rtp,rtcp,sdp,turn,framing,twcc,dd} codec/depacketize; do
+    crate=${entry%/*} target=${entry#*/}
     step "fuzz $target for ${seconds}s"
     # cargo fuzz needs nightly-only sanitizer flags; RUSTC_BOOTSTRAP lets the stable compiler
-    # accept them. It builds in dataplane/fuzz/target, apart from the main build.
-    (cd dataplane/fuzz && env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 \
+    # accept them. It builds in $crate/fuzz/target, apart from the main build.
+    (cd "$crate/fuzz" && env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 \
       cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 | tail -n 3)
   done
 fi

@@ -1,0 +1,18 @@
+//! Switchyard's media codecs, for the MCU's mixers.
+//!
+//! For now this holds the RTP payload formats only: a depacketizer and a packetizer for VP8
+//! (RFC 7741), H264 in packetization-mode 1 (RFC 6184) and Opus (RFC 7587). They are sans-IO:
+//! fed payloads with their sequence numbers, timestamps and marker bits, they return frames (and
+//! frames return payloads), and they are tested without sockets. The decoders and encoders they
+//! feed come next.
+
+#![forbid(unsafe_code)]
+
+pub mod depacketize;
+pub mod h264;
+pub mod opus;
+pub mod packetize;
+pub mod vp8;
+
+pub use depacketize::{DepacketizeError, Depacketizer, DepacketizerStats, Frame, PayloadFormat};
+pub use packetize::{PacketizeError, Packetizer, Payloads};
