@@ -1,6 +1,6 @@
 //! Settings that change what a running server does, each shown by its effect on one:
 //! `EXTERNAL:IPADDRESSES` moves the media sockets and the announced candidates to the
-//! addresses clients reach; `EXTERNAL:PUBLICHOSTNAME` is the host of every TURN URL clients
+//! addresses clients reach; `EXTERNAL:PUBLICHOSTNAME` is the host of the `turns:` URLs clients
 //! are handed; `SYNC:IPADDRESSES` refuses signalling and WHIP/WHEP to other addresses.
 
 use std::io::ErrorKind;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use switchyard_dataplane::dtls::Identity;
 use switchyard_tests::peer::Peer;
-use switchyard_tests::server::Server;
+use switchyard_tests::server::{Server, temp_dir};
 use switchyard_tests::{http, netns};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -154,21 +154,42 @@ fn external_addresses_bind_and_announce_media_there_only() {
     );
 }
 
-/// With EXTERNAL:PUBLICHOSTNAME, the TURN URLs in `joined`, in the `Link` headers of WHIP
-/// and in `/api/listeners` name the host, not an address.
+/// With EXTERNAL:PUBLICHOSTNAME (and a certificate for TURN over TLS), the `turns:` URL in
+/// `joined`, in the `Link` headers of WHIP and in `/api/listeners` names the host, and the
+/// `turn:` URLs the announced address.
 #[test]
-fn the_public_hostname_is_in_every_turn_url_clients_get() {
+fn the_public_hostname_is_in_the_turns_url_clients_get() {
     netns::enter();
-    let server = Server::start_with_env(
+    let dir = temp_dir();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new(switchyard_tests::binary())
+        .args(["cert", "--name", "media.example.test", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .expect("run switchyard cert");
+    assert!(out.status.success(), "{out:?}");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let server = Server::start_in(
+        &dir,
         &["--workers", "1"],
-        &[("EXTERNAL__PUBLICHOSTNAME", "media.example.test")],
+        &[
+            ("EXTERNAL__PUBLICHOSTNAME", "media.example.test"),
+            ("TURN__CERTIFICATEPATH", cert.as_str()),
+            ("TURN__PRIVATEKEYPATH", key.as_str()),
+        ],
     );
     let named = |url: &str| {
-        url.starts_with("turn:media.example.test:") || url.starts_with("turns:media.example.test:")
+        if url.starts_with("turns:") {
+            url.starts_with("turns:media.example.test:")
+        } else {
+            url.starts_with("turn:127.0.0.1:")
+        }
     };
     let l = listeners(&server);
     let urls: Vec<String> = serde_json::from_value(l["turn"]["urls"].clone()).unwrap();
-    assert!(urls.len() >= 2, "{l}");
+    assert_eq!(urls.len(), 3, "{l}");
     assert!(urls.iter().all(|u| named(u)), "{urls:?}");
 
     let token = server.token("named", "viewer", &[]);

@@ -130,19 +130,21 @@ pub fn start(
     .map_err(|source| Fatal::Turn { port, source })?;
 
     let advertised = config.port("TURN:ADVERTISEDPORT", service.udp_addr().port());
-    // Clients are handed EXTERNAL:PUBLICHOSTNAME when there is one: the operator's name
-    // follows the host when its address changes, and TLS clients check the certificate
-    // against it; else the announced address.
-    let name = config
-        .get("EXTERNAL:PUBLICHOSTNAME")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|| host(public_ip));
+    // turn: URLs carry the announced address: they need no name, and a name would put a DNS
+    // lookup before the first relay candidate (Chromium in the tests' namespace does not even
+    // try a UDP TURN server given by name, although it resolves it for TLS).
     let mut urls = vec![
-        format!("turn:{name}:{advertised}?transport=udp"),
-        format!("turn:{name}:{advertised}?transport=tcp"),
+        format!("turn:{}:{advertised}?transport=udp", host(public_ip)),
+        format!("turn:{}:{advertised}?transport=tcp", host(public_ip)),
     ];
     if let Some(tls) = service.tls_addr() {
         let advertised = config.port("TURN:ADVERTISEDTLSPORT", tls.port());
+        // TLS clients check the certificate against the name: turns: needs
+        // EXTERNAL:PUBLICHOSTNAME (else the address, which only an IP certificate matches).
+        let name = config
+            .get("EXTERNAL:PUBLICHOSTNAME")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|| host(public_ip));
         urls.push(format!("turns:{name}:{advertised}?transport=tcp"));
     }
     tracing::info!(
