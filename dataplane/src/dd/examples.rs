@@ -1,6 +1,8 @@
 //! The scalability structures of the AV1 RTP specification's examples (A.10.2), as test data,
 //! and the frame sequences they describe, for the descriptor and layer selection tests.
 
+// ok: this file is compiled for tests only (`#[cfg(test)]` on its `mod` line); every unwrap()/expect() in it is on values the tests built, never on network input
+
 // ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 
 use super::{ChainDiffs, Dtis, Fdiffs, Resolution, Structure, Template};

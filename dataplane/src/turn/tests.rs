@@ -1,5 +1,7 @@
 //! The TURN core driven with messages built by [`super::client`], without sockets.
 
+// ok: this file is compiled for tests only (`#[cfg(test)]` on its `mod` line); every unwrap()/expect() in it is on values the tests built, never on network input
+
 // ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
