@@ -13,7 +13,7 @@ use switchyard_tests::cluster::{
 };
 use switchyard_tests::server::temp_dir;
 use switchyard_tests::{
-    binary, browser_dir, http, last_json, loadtest_report, netns, python, repo,
+    binary, browser_dir, http, last_json, loadtest_report, netns, python, repo, script_result,
 };
 
 const GATEWAY_A: u16 = 8080;
@@ -619,13 +619,7 @@ fn whip_and_whep_across_gateways() {
     assert_eq!(placed[0].2, "m2", "placed on the undrained server");
 
     let out = aiortc.wait_with_output().expect("the aiortc script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result = last_json(&stdout).unwrap_or_else(|| {
-        panic!(
-            "no result from aiortc:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let result = script_result(&out, "aiortc");
     assert_eq!(result["ok"], true, "{result:#}");
     eprintln!(
         "played across gateways: {} video and {} audio frames",

@@ -11,7 +11,7 @@ use std::process::Command;
 use serde_json::Value;
 use switchyard_tests::nat::{Home, Namespace, veth};
 use switchyard_tests::server::{Server, temp_dir};
-use switchyard_tests::{binary, browser_dir, last_json, netns, python, repo};
+use switchyard_tests::{browser_dir, last_json, netns, python, repo, script_result};
 
 /// The servers' TURN:SECRET (the aiortc script could mint its own credential with it; the tests
 /// make it learn the TURN servers from OPTIONS instead).
@@ -122,19 +122,7 @@ impl Turn {
 fn certificate(dir: &std::path::Path) -> (String, String, String) {
     use base64::Engine as _;
     use rcgen::PublicKeyData as _;
-    let (cert, key) = (dir.join("turn-cert.pem"), dir.join("turn-key.pem"));
-    let out = Command::new(binary())
-        .args(["cert", "--name", TURN_HOST, "--cert"])
-        .arg(&cert)
-        .arg("--key")
-        .arg(&key)
-        .output()
-        .expect("run switchyard cert");
-    assert!(
-        out.status.success(),
-        "switchyard cert: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (cert, key) = switchyard_tests::certificate(dir, TURN_HOST);
     let pem = std::fs::read_to_string(&key).expect("read the key");
     let spki = rcgen::KeyPair::from_pem(&pem)
         .expect("parse the key")
@@ -259,13 +247,7 @@ fn aiortc_relayed(turn: Turn) {
         .args(["--relay", turn.protocol()])
         .output()
         .expect("run the aiortc script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result = last_json(&stdout).unwrap_or_else(|| {
-        panic!(
-            "no result from aiortc:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let result = script_result(&out, "aiortc");
     assert_eq!(result["ok"], true, "{result:#}");
     // Both sides learned the TURN servers from OPTIONS, before their offers.
     assert_eq!(

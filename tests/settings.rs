@@ -161,15 +161,7 @@ fn external_addresses_bind_and_announce_media_there_only() {
 fn the_public_hostname_is_in_the_turns_url_clients_get() {
     netns::enter();
     let dir = temp_dir();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new(switchyard_tests::binary())
-        .args(["cert", "--name", "media.example.test", "--cert"])
-        .arg(&cert)
-        .arg("--key")
-        .arg(&key)
-        .output()
-        .expect("run switchyard cert");
-    assert!(out.status.success(), "{out:?}");
+    let (cert, key) = switchyard_tests::certificate(&dir, "media.example.test");
     let (cert, key) = (cert.display().to_string(), key.display().to_string());
     let server = Server::start_in(
         &dir,

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use switchyard_tests::server::Server;
-use switchyard_tests::{http, last_json, netns, python, repo};
+use switchyard_tests::{http, netns, python, repo, script_result};
 
 fn aiortc(server: &Server, codec: &str, seconds: u32) -> serde_json::Value {
     let publish = server.token("live", "encoder", &[]);
@@ -23,13 +23,7 @@ fn aiortc(server: &Server, codec: &str, seconds: u32) -> serde_json::Value {
         ])
         .output()
         .expect("run the aiortc script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    last_json(&stdout).unwrap_or_else(|| {
-        panic!(
-            "no result from aiortc:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    script_result(&out, "aiortc")
 }
 
 fn check(result: &serde_json::Value) {

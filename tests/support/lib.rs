@@ -83,6 +83,37 @@ pub fn last_json(output: &str) -> Option<serde_json::Value> {
         .find_map(|l| serde_json::from_str(l.trim()).ok())
 }
 
+/// The last JSON line a finished script (`what`: aiortc, a browser script...) printed; panics
+/// with its whole output when there is none.
+pub fn script_result(out: &std::process::Output, what: &str) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    last_json(&stdout).unwrap_or_else(|| {
+        panic!(
+            "no result from {what}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A self-signed certificate for `name` from `switchyard cert`, written into `dir`: the
+/// certificate's and the key's paths.
+pub fn certificate(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new(binary())
+        .args(["cert", "--name", name, "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .expect("run switchyard cert");
+    assert!(
+        out.status.success(),
+        "switchyard cert: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
 /// The JSON report of a finished `switchyard loadtest run --json`.
 ///
 /// Exit status 2 means the run is not a valid measurement, for the reasons its report lists
