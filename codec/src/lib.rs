@@ -9,10 +9,12 @@
 #![forbid(unsafe_code)]
 
 pub mod depacketize;
+pub mod frame;
 pub mod h264;
 pub mod opus;
 pub mod packetize;
 pub mod vp8;
 
 pub use depacketize::{DepacketizeError, Depacketizer, DepacketizerStats, Frame, PayloadFormat};
+pub use frame::{FramePool, I420, Plane, Yuv};
 pub use packetize::{PacketizeError, Packetizer, Payloads};
