@@ -15,23 +15,7 @@ use switchyard_tests::{browser_dir, last_json, netns};
 
 /// Runs a Playwright script in tests/browser; its JSON result and its stderr.
 fn run_pages(script: &str, args: &[String]) -> (Value, String) {
-    run_pages_with(script, args, &[])
-}
-
-/// `run_pages` with environment variables for the script.
-fn run_pages_with(script: &str, args: &[String], env: &[(&str, String)]) -> (Value, String) {
-    let out = Command::new("node")
-        .current_dir(browser_dir())
-        .arg(script)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .expect("run node (Node.js is needed for the browser tests)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let result = last_json(&stdout)
-        .unwrap_or_else(|| panic!("no JSON result from {script}:\n{stdout}\n{stderr}"));
-    (result, stderr)
+    switchyard_tests::run_pages(script, args, &[])
 }
 
 fn assert_no_uncaught_exceptions(result: &Value) {
@@ -222,7 +206,7 @@ fn simulcast_follows_a_limited_link() {
         ("LIMIT_DEV", "tosub".to_string()),
         ("SUB_NETNS", sub.path().display().to_string()),
     ];
-    let (result, stderr) = run_pages_with("simulcast_pages.mjs", &args, &env);
+    let (result, stderr) = switchyard_tests::run_pages("simulcast_pages.mjs", &args, &env);
     eprintln!("{result}");
     assert_eq!(
         result["ok"], true,

@@ -153,6 +153,8 @@ export class Client extends EventTarget {
   /** @type {Map<number, {resolve: (m: any) => void, reject: (e: Error) => void}>} */ #pending = new Map();
   /** @type {Map<string, {pc: RTCPeerConnection, stream: MediaStream, options: object}>} our publications */
   #publications = new Map();
+  /** Our MCU connection, if we mix: { id, pc }. */
+  #mix = undefined;
   /** @type {Map<string, {participant: string, tracks: TrackInfo[]}>} remote publications */
   #remote = new Map();
   /** @type {Map<string, {id: string | undefined, participant: string, pc: RTCPeerConnection}>} by publication */
@@ -348,6 +350,46 @@ export class Client extends EventTarget {
   }
 
   /**
+   * Joins the channel's mix (an MCU connection): `stream`'s audio and video go to the server's
+   * mixer, and the returned stream is what it makes for us: everyone's audio but ours, and one
+   * composite picture of everyone's video. It is one peer connection whatever the number of
+   * participants, for weak devices and large meetings. What we send is also published, so SFU
+   * participants of the channel see us as usual. `videoCodec` ('VP8' | 'H264') chooses the
+   * codec of both directions. Create the client with `autoSubscribe: false` to receive only
+   * the mix.
+   * @param {MediaStream} stream
+   * @param {{ videoCodec?: string }} options
+   * @returns {Promise<MediaStream>} the mix
+   */
+  async mix(stream, options = {}) {
+    if (this.#mix) throw new Error('already mixing; unmix first');
+    const pc = this.#newPeerConnection();
+    const mixed = new MediaStream();
+    for (const kind of ['audio', 'video']) {
+      const track = stream.getTracks().find((t) => t.kind === kind);
+      const transceiver = pc.addTransceiver(track ?? kind, { direction: 'sendrecv', streams: [stream] });
+      if (kind === 'video' && options.videoCodec) preferCodec(transceiver, `video/${options.videoCodec}`);
+    }
+    pc.ontrack = (e) => mixed.addTrack(e.track);
+    try {
+      const reply = await this.#offer(pc, { type: 'mix' });
+      this.#mix = { id: reply.mix, pc };
+      return mixed;
+    } catch (err) {
+      pc.close();
+      throw err;
+    }
+  }
+
+  /** Leaves the mix (see `mix`). */
+  unmix() {
+    if (!this.#mix) return;
+    this.#send({ type: 'unmix', mix: this.#mix.id });
+    this.#mix.pc.close();
+    this.#mix = undefined;
+  }
+
+  /**
    * Says what this client wants of its subscription to `publication`: `maxHeight` (pixels)
    * caps the simulcast layer (VP8, H264) or the SVC spatial layers (VP9, AV1) the server forwards;
    * `maxFrameRate` (frames per second) caps the SVC temporal layers (VP9, AV1; simulcast streams
@@ -482,6 +524,8 @@ export class Client extends EventTarget {
     this.#leaving = true;
     for (const p of this.#publications.values()) p.pc.close();
     for (const s of this.#subscriptions.values()) s.pc.close();
+    this.#mix?.pc.close();
+    this.#mix = undefined;
     // The others hear that we left; no need to tell each peer.
     for (const p of [...this.#peers.values()]) p.close(false);
     this.#publications.clear();
@@ -497,6 +541,7 @@ export class Client extends EventTarget {
       ...[...this.#publications].map(([id, p]) => ({ kind: 'publish', id, pc: p.pc })),
       ...[...this.#subscriptions].map(([publication, s]) => ({ kind: 'subscribe', id: s.id, publication, pc: s.pc })),
       ...[...this.#peers].map(([participant, p]) => ({ kind: 'peer', id: participant, pc: p.pc })),
+      ...(this.#mix ? [{ kind: 'mix', id: this.#mix.id, pc: this.#mix.pc }] : []),
     ];
   }
 

@@ -45,7 +45,7 @@ use crate::timers::{Grid, Timer, Timers};
 use crate::transport::{
     self, DataLink, Expiry, Held, Link, Pipe, Srtp, Transport, TransportKey, WebRtc,
 };
-use crate::{rtp, stun, wire};
+use crate::{mcu, rtp, stun, wire};
 
 /// A router and the time of its live entry in the timer queue.
 struct RouterSlot {
@@ -78,6 +78,9 @@ pub struct Engine {
     /// Send buffers held by the pacers of transports closed since the engine last had the
     /// [`Tx`] in hand: freed on its next call.
     orphans: Vec<u32>,
+    /// Mixer streams (`Link::Mixer`) open: while none, the worker skips looking for packets
+    /// to hand to the MCU.
+    mixer_streams: usize,
 }
 
 impl Engine {
@@ -103,6 +106,7 @@ impl Engine {
             data_routes: DataRoutes::default(),
             pacing_started: Vec::new(),
             orphans: Vec::new(),
+            mixer_streams: 0,
         }
     }
 
@@ -113,6 +117,11 @@ impl Engine {
     /// For what the I/O driver counts on the engine's behalf (ICE-TCP connections and drops).
     pub fn counters_mut(&mut self) -> &mut Counters {
         &mut self.counters
+    }
+
+    /// Whether any mixer stream is open (see [`crate::mcu`]).
+    pub fn has_mixer_streams(&self) -> bool {
+        self.mixer_streams > 0
     }
 
     /// The next event for the control plane.
@@ -170,6 +179,7 @@ impl Engine {
                 let connected = (pipe.remote, Srtp::for_pipe(pipe)?);
                 (link, Some(connected), pipe.local_rtcp_ssrc)
             }
+            TransportKind::Mixer { .. } => (Link::Mixer, None, Ssrc(self.rng.random())),
         };
         let router_key = match self.router_keys.get(&spec.router) {
             Some(&k) => k,
@@ -225,6 +235,13 @@ impl Engine {
             self.pipes_by_addr.entry(remote).or_default().push(key);
             // A pipe is connected from the start: its consumers ask for a keyframe now.
             slot.router.connected(now, member);
+        }
+        if let TransportKind::Mixer { mcu } = spec.kind {
+            // Its "address" names the MCU thread and the stream; the worker hands what is
+            // queued to it over to that thread instead of the kernel.
+            transport.remote = Some(mcu::lane::address(mcu, spec.id));
+            slot.router.connected(now, member);
+            self.mixer_streams += 1;
         }
         self.transports.insert(transport);
         self.by_id.insert(spec.id, key);
@@ -285,6 +302,7 @@ impl Engine {
                     }
                 }
             }
+            Link::Mixer => self.mixer_streams = self.mixer_streams.saturating_sub(1),
             Link::Pipe(_) => {
                 if let Some(remote) = t.remote
                     && let Some(pipes) = self.pipes_by_addr.get_mut(&remote)
@@ -739,6 +757,41 @@ impl Engine {
         self.schedule_router(router);
         self.schedule_paced();
     }
+
+    /// A packet a mixer made for its output stream `transport` (RTP), or its feedback on an
+    /// input stream (RTCP: a keyframe request), in the clear.
+    pub fn handle_mixed(&mut self, now: Instant, transport: TransportId, data: &[u8], tx: &mut Tx) {
+        self.free_orphans(tx);
+        let Some((router, member)) = self
+            .by_id
+            .get(&transport)
+            .and_then(|&k| self.transports.get(k))
+            .filter(|t| matches!(t.link, Link::Mixer))
+            .map(|t| (t.router, t.member))
+        else {
+            return self.counters.drop(DropReason::UnknownSource);
+        };
+        let Some(slot) = self.routers.get_mut(router) else {
+            return;
+        };
+        let mut out = Links {
+            transports: &mut self.transports,
+            tx,
+            counters: &mut self.counters,
+            now,
+            pacing_started: &mut self.pacing_started,
+        };
+        match demux::classify(data) {
+            PacketKind::Rtp => match rtp::Header::parse(data) {
+                Ok(header) => slot.router.on_rtp(now, member, &header, data, &mut out),
+                Err(_) => return self.counters.drop(DropReason::RtpMalformed),
+            },
+            PacketKind::Rtcp => slot.router.on_rtcp(now, member, data, &mut out),
+            _ => return self.counters.drop(DropReason::Malformed),
+        }
+        self.schedule_router(router);
+        self.schedule_paced();
+    }
 }
 
 /// The engine's transports as a router's [`Output`]: each packet is encrypted with the
@@ -810,6 +863,10 @@ impl Links<'_> {
         let Some(t) = self.transports.get_mut(to.0) else {
             return false;
         };
+        if let (Link::Mixer, Some(dst)) = (&t.link, t.remote) {
+            // In the clear: it stays in this process.
+            return transport::send(self.tx, self.counters, dst, write);
+        }
         let (Some(srtp), Some(dst)) = (t.srtp.as_mut(), t.remote) else {
             return false;
         };

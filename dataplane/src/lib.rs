@@ -19,6 +19,7 @@ pub mod h264;
 pub mod handoff;
 pub mod ice;
 pub mod io;
+pub mod mcu;
 pub mod media;
 pub mod pacer;
 pub mod red;

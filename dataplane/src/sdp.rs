@@ -892,6 +892,9 @@ pub enum MediaRole {
     Receive,
     /// We send this track here; we answer sendonly.
     Send(SendTrack),
+    /// Both at once on a sendrecv m-line (an MCU participant): the client publishes here and
+    /// receives this track (the mix) in the codec chosen for what it sends; we answer sendrecv.
+    Mix(SendTrack),
     /// Declined (port 0).
     Reject,
     /// Data channels (an `m=application ... webrtc-datachannel` line): SCTP over our DTLS.
@@ -1073,7 +1076,13 @@ pub fn answer(
                 codec,
                 extensions,
                 ..
-            } => (mid, Direction::RecvOnly, codec, extensions, None),
+            } => {
+                let direction = match role {
+                    MediaRole::Mix(_) => Direction::SendRecv,
+                    _ => Direction::RecvOnly,
+                };
+                (mid, direction, codec, extensions, None)
+            }
             Negotiated::Send {
                 mid,
                 codec,
@@ -1086,7 +1095,7 @@ pub fn answer(
         // RED first where we receive it, so that the publisher sends it (its send codec is
         // the first of the answer's it supports); after the codec where we send it.
         let formats: Vec<u8> = match (direction, codec.red) {
-            (Direction::RecvOnly, Some(red)) => vec![red, pt],
+            (Direction::RecvOnly | Direction::SendRecv, Some(red)) => vec![red, pt],
             (_, red) => [pt].into_iter().chain(red).collect(),
         };
         let formats: Vec<u8> = formats
@@ -1152,7 +1161,7 @@ pub fn answer(
         {
             w.simulcast_receive(rids);
         }
-        if let MediaRole::Send(t) = role {
+        if let MediaRole::Send(t) | MediaRole::Mix(t) = role {
             match rtx {
                 Some(r) => w.repaired_track(&t.stream_id, &t.track_id, t.ssrc, r.ssrc, &t.cname),
                 None => w.track(&t.stream_id, &t.track_id, t.ssrc, &t.cname),
@@ -1203,7 +1212,8 @@ fn negotiate(
     let mut extensions = Extensions {
         mid: m.mid_extension(),
         rid: None,
-        audio_level: (kind == MediaKind::Audio && matches!(role, MediaRole::Receive))
+        audio_level: (kind == MediaKind::Audio
+            && matches!(role, MediaRole::Receive | MediaRole::Mix(_)))
             .then(|| m.extension(AUDIO_LEVEL_URI))
             .flatten(),
         transport_cc: None,
@@ -1219,10 +1229,15 @@ fn negotiate(
     let codecs = m.codecs();
     match role {
         MediaRole::Reject | MediaRole::Data => reject("nothing to send or receive here".into()),
-        MediaRole::Receive => {
+        MediaRole::Receive | MediaRole::Mix(_) => {
             if !matches!(offered.direction, Direction::SendOnly | Direction::SendRecv) {
                 return reject(format!(
                     "m-line {mid} offers nothing to publish (it is not sendonly or sendrecv)"
+                ));
+            }
+            if matches!(role, MediaRole::Mix(_)) && offered.direction != Direction::SendRecv {
+                return reject(format!(
+                    "m-line {mid} is not sendrecv: a mixed connection sends and receives"
                 ));
             }
             let usable: Vec<(&OfferedCodec<'_>, Codec)> = codecs

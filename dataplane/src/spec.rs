@@ -187,6 +187,11 @@ pub enum TransportKind {
     },
     /// A pipe to another media server of the cluster.
     Pipe(Box<PipeSpec>),
+    /// One stream between the router and the channel's mixer on MCU core `mcu` (see
+    /// [`crate::mcu`]): an input has one consumer (a track the mixer takes in), an output one
+    /// producer (a stream the mixer makes). No ICE, DTLS or SRTP: its packets cross to the MCU
+    /// thread in the clear, through the MCU's lanes, and it is connected at creation.
+    Mixer { mcu: usize },
 }
 
 /// A pipe: a transport to another media server of the cluster that relays a channel's tracks

@@ -85,6 +85,8 @@ pub struct Held {
 pub enum Link {
     WebRtc(Box<WebRtc>),
     Pipe(Pipe),
+    /// A stream to or from a mixer: sent in the clear to the MCU thread (`crate::mcu::lane`).
+    Mixer,
 }
 
 /// A peer connection's ICE-lite agent and DTLS session.
@@ -256,7 +258,7 @@ impl Transport {
     pub fn data_mut(&mut self) -> Option<&mut DataLink> {
         match &mut self.link {
             Link::WebRtc(w) => w.data.as_deref_mut(),
-            Link::Pipe(_) => None,
+            Link::Pipe(_) | Link::Mixer => None,
         }
     }
 

@@ -18,6 +18,7 @@ use crate::dtls::Identity;
 use crate::engine::Engine;
 use crate::handoff::{self, Hub};
 use crate::io::{self, Backend, Handler, Tx, Waker};
+use crate::mcu::{self, Mcu, McuLanes, ToMcu};
 use crate::spec::{Error, MediaEvent, Preferences, TransportId, TransportSpec};
 use crate::stats::{self, Counters, DropReason};
 
@@ -47,6 +48,8 @@ pub struct MediaConfig {
     pub ice_tcp: bool,
     /// Where the process's embedded TURN server hands relayed datagrams over in-process.
     pub handoff: Option<Arc<Hub>>,
+    /// MCU threads (mixers), each pinned to a core after the workers'; 0: no MCU.
+    pub mcu_workers: usize,
 }
 
 /// What the control plane asks of a worker.
@@ -78,6 +81,8 @@ struct Worker {
     stopped: bool,
     /// The in-process lane from TURN, and this worker's media port (what TURN sees it from).
     handoff: Option<(Arc<Hub>, std::sync::mpsc::Receiver<handoff::Datagram>, u16)>,
+    /// The lanes to and from the MCU threads.
+    mcu: Option<McuLanes>,
 }
 
 impl Worker {
@@ -93,6 +98,51 @@ impl Worker {
             }
         }
         true
+    }
+
+    /// Feeds what the mixers made to the engine; true when the lane still holds more.
+    fn take_mixed(&mut self, now: Instant, tx: &mut Tx) -> bool {
+        let Some(lanes) = &self.mcu else {
+            return false;
+        };
+        for _ in 0..HANDOFF_BATCH {
+            match lanes.from_mcu.try_recv() {
+                Ok(p) => self.engine.handle_mixed(now, p.transport, p.data(), tx),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Hands the queued datagrams addressed to a mixer stream to its MCU thread instead of
+    /// the kernel (see `mcu::lane`).
+    fn hand_to_mcu(&mut self, tx: &mut Tx) {
+        let Some(lanes) = &self.mcu else {
+            return;
+        };
+        if !self.engine.has_mixer_streams() {
+            return;
+        }
+        let counters = self.engine.counters_mut();
+        tx.take_if(|data, dst| {
+            let Some((mcu, transport)) = mcu::lane::parse(dst) else {
+                return false;
+            };
+            let sent = mcu::lane::Packet::new(transport, data).is_some_and(|p| {
+                lanes
+                    .to_mcu
+                    .get(mcu)
+                    .is_some_and(|q| q.try_send(ToMcu::Packet(p)).is_ok())
+            });
+            if !sent {
+                counters.drop(DropReason::TxFull);
+            }
+            true
+        });
+        let dropped = lanes.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..dropped {
+            counters.drop(DropReason::TxFull);
+        }
     }
 
     /// Hands the queued datagrams addressed to a relay of this process's TURN server to its
@@ -163,7 +213,7 @@ impl Handler for Worker {
     }
 
     fn on_tick(&mut self, now: Instant, tx: &mut Tx) -> Option<Instant> {
-        let more_handed_off = self.take_handed_off(now, tx);
+        let more_handed_off = self.take_handed_off(now, tx) | self.take_mixed(now, tx);
         loop {
             match self.commands.try_recv() {
                 Ok(command) => self.command(now, command),
@@ -180,6 +230,7 @@ impl Handler for Worker {
             let _ = self.events.send(event);
         }
         self.hand_to_turn(tx);
+        self.hand_to_mcu(tx);
         let publish = self.publish(now);
         let soon = more_handed_off.then_some(now);
         [self.engine.poll_timeout(), publish, soon]
@@ -212,6 +263,8 @@ pub struct MediaServer {
     ice_tcp: bool,
     handoff: Option<Arc<Hub>>,
     workers: Vec<WorkerHandle>,
+    /// The mixers' threads, when MCU workers were asked for.
+    mcu: Option<Mcu>,
 }
 
 impl MediaServer {
@@ -262,6 +315,21 @@ impl MediaServer {
                 .collect();
             hub.register_workers(&ports).into_iter()
         });
+        // MCU threads take the cores after the workers'.
+        let (mcu, mut mcu_lanes) = if config.mcu_workers > 0 {
+            let wakers = bound.iter().map(|(_, _, _, w)| w.clone()).collect();
+            let mcu_cores = if config.pin && !cores.is_empty() {
+                (0..config.mcu_workers)
+                    .map(|i| cores[(config.first_core + bound.len() + i) % cores.len()])
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let (mcu, lanes) = Mcu::start(config.mcu_workers, wakers, mcu_cores)?;
+            (Some(mcu), lanes.into_iter())
+        } else {
+            (None, Vec::new().into_iter())
+        };
         for (index, (socket, tcp, addr, waker)) in bound.into_iter().enumerate() {
             let (commands, commands_rx) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
             let shared = Arc::new(stats::Shared::default());
@@ -281,6 +349,7 @@ impl MediaServer {
                 last_publish: now,
                 stopped: false,
                 handoff,
+                mcu: mcu_lanes.next(),
             };
             let thread_waker = waker.clone();
             let thread = std::thread::Builder::new()
@@ -312,6 +381,7 @@ impl MediaServer {
                 ice_tcp: config.ice_tcp,
                 handoff: config.handoff.clone(),
                 workers,
+                mcu,
             },
             events_rx,
         ))
@@ -338,6 +408,11 @@ impl MediaServer {
     /// Where an embedded TURN server of this process hands datagrams to the workers.
     pub fn handoff(&self) -> Option<Arc<Hub>> {
         self.handoff.clone()
+    }
+
+    /// The MCU threads, if any.
+    pub fn mcu(&self) -> Option<&Mcu> {
+        self.mcu.as_ref()
     }
 
     /// Whether each worker also takes ICE-TCP connections on its port.

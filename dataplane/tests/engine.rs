@@ -632,6 +632,102 @@ fn pipes_relay_between_media_servers() {
     let _ = &mut out;
 }
 
+/// A mixer's streams are transports whose far end is an MCU thread: what the router sends an
+/// input goes out in the clear to the stream's address, the mixer's keyframe request reaches
+/// the publisher, and what the mixer makes for an output reaches that output's consumers.
+#[test]
+fn mixer_streams_cross_in_the_clear() {
+    use switchyard_dataplane::mcu::lane;
+    let mut sim = Sim::open(1);
+    let publisher = sim.connect_peer(1, producers(), vec![]);
+    sim.wait_for("publisher connected", |s| {
+        s.peers[publisher].client.is_connected()
+    });
+    assert!(!sim.engine.has_mixer_streams());
+    let mixer = |id: u64, producers, consumers| TransportSpec {
+        id: TransportId(id),
+        router: sim::ROUTER,
+        kind: TransportKind::Mixer { mcu: 2 },
+        producers,
+        consumers,
+        data: None,
+    };
+    let input = mixer(10, vec![], consumers(5555, 6666));
+    let now = sim.now;
+    sim.engine.create_transport(now, input).unwrap();
+    assert!(sim.engine.has_mixer_streams());
+    // Connected at creation: its video consumer asked the publisher for a keyframe.
+    let plis = |s: &Sim| s.plis_to(publisher, PUB_VIDEO);
+    sim.wait_for("a PLI to the publisher", |s| plis(s) > 0);
+
+    sim.send_rtp(publisher, AUDIO_PT, 10, PUB_AUDIO, b"opus for the mixer");
+    sim.step();
+    let to_mixer = lane::address(2, TransportId(10));
+    let (_, clear) = sim
+        .elsewhere
+        .iter()
+        .rev()
+        .find(|(dst, d)| *dst == to_mixer && rtp::Header::parse(d).is_ok())
+        .expect("forwarded to the mixer")
+        .clone();
+    let h = header(&clear);
+    assert_eq!((h.ssrc, h.payload_type), (5555, 109));
+    assert_eq!(&clear[h.payload_offset..h.payload_end], b"opus for the mixer");
+
+    // The mixer asks for a keyframe; the publisher gets a PLI once the rate limit allows.
+    let before = plis(&sim);
+    sim.now += Duration::from_secs(2);
+    let mut buf = [0u8; 1500];
+    let n = rtcp::write_pli(&mut buf, 1, 6666).unwrap();
+    let now = sim.now;
+    sim.engine
+        .handle_mixed(now, TransportId(10), &buf[..n], &mut sim.tx);
+    sim.wait_for("the mixer's PLI at the publisher", |s| plis(s) > before);
+
+    // An output: the mixer's producer, consumed by a subscriber.
+    let mut mixed = producer(20, MediaKind::Audio, Codec::Opus, AUDIO_PT, 7000, false);
+    mixed.pli = false;
+    mixed.fir = false;
+    sim.engine
+        .create_transport(now, mixer(11, vec![mixed], vec![]))
+        .unwrap();
+    let mut c = consumers(SUB_AUDIO, SUB_VIDEO);
+    c.truncate(1);
+    c[0].producer = ProducerId(20);
+    let subscriber = sim.connect_peer(12, vec![], c);
+    sim.wait_for("subscriber connected", |s| {
+        s.peers[subscriber].client.is_connected()
+    });
+    let fields = HeaderFields {
+        marker: false,
+        payload_type: AUDIO_PT,
+        sequence: 1,
+        timestamp: 960,
+        ssrc: 7000,
+    };
+    let h = rtp::write_header(&mut buf, &fields, &[]).unwrap();
+    buf[h..h + 3].copy_from_slice(b"mix");
+    let now = sim.now;
+    sim.engine
+        .handle_mixed(now, TransportId(11), &buf[..h + 3], &mut sim.tx);
+    sim.step();
+    let got = sim.peers[subscriber].rtp.pop().expect("the mix reached the subscriber");
+    let h = header(&got);
+    assert_eq!((h.ssrc, h.payload_type), (SUB_AUDIO, 109));
+    assert_eq!(&got[h.payload_offset..h.payload_end], b"mix");
+
+    // Only mixer streams take packets from the MCU.
+    let before = sim.drops(DropReason::UnknownSource);
+    let now = sim.now;
+    sim.engine
+        .handle_mixed(now, TransportId(12), &buf[..h.payload_end], &mut sim.tx);
+    assert_eq!(sim.drops(DropReason::UnknownSource), before + 1);
+
+    sim.engine.close_transport(TransportId(10));
+    sim.engine.close_transport(TransportId(11));
+    assert!(!sim.engine.has_mixer_streams());
+}
+
 /// The engine asks to be woken only for what is due: nothing without transports, the
 /// handshake limit for a new one, DTLS's own retransmission time while a flight is out.
 #[test]

@@ -36,6 +36,8 @@ pub enum Fatal {
         "SERVICEBASEURL is not set: a media server registers with the gateway at that URL (e.g. SERVICEBASEURL=http://gateway:8080)"
     )]
     NoServiceBaseUrl,
+    #[error("{0}")]
+    Mixer(String),
     #[error("{what} in {}: {source}", dir.display())]
     DataDir {
         what: &'static str,

@@ -26,6 +26,7 @@ use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
 use switchyard_dataplane::handoff::Hub;
 use switchyard_dataplane::io::Backend;
 use switchyard_dataplane::spec::{self, MediaEvent};
+use switchyard_dataplane::mcu::MixerConfig;
 use switchyard_dataplane::worker::{MediaConfig, MediaServer};
 use switchyard_store::{CachedStore, Health, Store};
 
@@ -201,11 +202,16 @@ struct MediaArgs {
     /// whose UDP is blocked need TURN.
     #[arg(long, env = "SWITCHYARD_NO_ICE_TCP")]
     no_ice_tcp: bool,
+    /// MCU threads (also MCU:WORKERS), each pinned to a core after the workers'; a channel's
+    /// mixer runs on one of them; 0 turns MCU connections off [default: 1].
+    #[arg(long)]
+    mcu_workers: Option<usize>,
 }
 
 impl MediaArgs {
     fn start(
         &self,
+        config: &Config,
     ) -> Result<
         (
             MediaServer,
@@ -216,6 +222,10 @@ impl MediaArgs {
         let workers = self
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let mcu_workers = self
+            .mcu_workers
+            .or_else(|| config.count("MCU:WORKERS").map(|n| n as usize))
+            .unwrap_or(1);
         let config = MediaConfig {
             workers,
             io_backend: self.io_backend,
@@ -226,9 +236,44 @@ impl MediaArgs {
             first_core: 0,
             ice_tcp: !self.no_ice_tcp,
             handoff: Some(Arc::new(Hub::default())),
+            mcu_workers,
         };
         MediaServer::start(config)
     }
+}
+
+/// How the mixers compose: MCU:CANVASWIDTH, MCU:CANVASHEIGHT, MCU:FRAMERATE, MCU:LAYOUT.
+fn mixer_config(config: &Config) -> Result<MixerConfig, Fatal> {
+    let default = MixerConfig::default();
+    let number = |name: &str, default: u32, range: std::ops::RangeInclusive<u32>| {
+        let n = config
+            .count(name)
+            .map_or(Ok(default), |n| u32::try_from(n).map_err(|_| n.to_string()));
+        match n {
+            Ok(n) if range.contains(&n) => Ok(n),
+            Ok(n) => Err(Fatal::Mixer(format!(
+                "{name}: {n} is outside {}..={}",
+                range.start(),
+                range.end()
+            ))),
+            Err(n) => Err(Fatal::Mixer(format!("{name}: {n} is too large"))),
+        }
+    };
+    let layout = match config.get("MCU:LAYOUT") {
+        None => default.layout,
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| Fatal::Mixer(format!("MCU:LAYOUT: {v:?} is not grid or speaker")))?,
+    };
+    Ok(MixerConfig {
+        // Even sizes: I420's chroma is subsampled 2x2.
+        width: number("MCU:CANVASWIDTH", default.width, 64..=1920)? & !1,
+        height: number("MCU:CANVASHEIGHT", default.height, 64..=1080)? & !1,
+        fps: number("MCU:FRAMERATE", default.fps, 1..=60)?,
+        layout,
+        ..default
+    })
 }
 
 /// The generated dev application (all-in-one and gateway).
@@ -624,7 +669,7 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
         &applications,
         &fixed,
     ))?;
-    let (media, mut events) = args.media.start()?;
+    let (media, mut events) = args.media.start(&config)?;
     let announce = announced(public, args.media.media_bind);
     let ports = media_ports(&media);
     let backend = media.backend();
@@ -642,6 +687,7 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
         },
     )?;
     let mut state = AppState::new(media, applications, announce.clone());
+    state.mixer = mixer_config(&config)?;
     state.turn = turn;
     state.dev_tokens = dev_tokens;
     state.sync_limits = switchyard_controlplane::sync_limits::SyncLimits::from_config(&config)

@@ -377,7 +377,7 @@ pub fn media_server(mut args: MediaServerArgs) -> Result<(), Fatal> {
     }
     let deployment_id = deployment_id(&config).to_string();
     let configured_public = args.media.public_ip.or_else(|| config.public_ip());
-    let (media, mut events) = args.media.start()?;
+    let (media, mut events) = args.media.start(&config)?;
     let ports = media_ports(&media);
     let backend = media.backend();
     let workers = media.workers();

@@ -95,6 +95,23 @@ pub fn script_result(out: &std::process::Output, what: &str) -> serde_json::Valu
     })
 }
 
+/// Runs a Playwright script of tests/browser with `env`; its JSON result and its stderr.
+pub fn run_pages(
+    script: &str,
+    args: &[String],
+    env: &[(&str, String)],
+) -> (serde_json::Value, String) {
+    let out = std::process::Command::new("node")
+        .current_dir(browser_dir())
+        .arg(script)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run node (Node.js is needed for the browser tests)");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (script_result(&out, script), stderr)
+}
+
 /// A self-signed certificate for `name` from `switchyard cert`, written into `dir`: the
 /// certificate's and the key's paths.
 pub fn certificate(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {

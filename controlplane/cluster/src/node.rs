@@ -477,6 +477,7 @@ mod tests {
             first_core: 0,
             ice_tcp: false,
             handoff: None,
+            mcu_workers: 0,
         };
         let (media, _events) = MediaServer::start(config).unwrap();
         let state = AppState::new(media, Applications::default(), vec![]);

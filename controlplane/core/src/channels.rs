@@ -89,6 +89,23 @@ pub trait Channels: Send + Sync + 'static {
         rules: &Rules,
     ) -> impl Future<Output = Result<(String, String), Error>> + Send;
 
+    /// Answers an MCU connection's sendrecv offer within `rules` (see [`crate::mix`]);
+    /// returns (its id, answer). Gateways do not place MCU connections yet.
+    fn mix(
+        &self,
+        channel: &str,
+        participant: &str,
+        offer: &str,
+        rules: &Rules,
+    ) -> impl Future<Output = Result<(String, String), Error>> + Send {
+        let _ = (channel, participant, offer, rules);
+        async {
+            Err(Error::BadRequest(
+                "MCU connections go to an all-in-one server for now, not through a gateway".into(),
+            ))
+        }
+    }
+
     /// Answers a subscribe offer for `publication`; returns (subscription id, answer).
     fn subscribe(
         &self,

@@ -126,6 +126,31 @@ const SETTINGS: &[Spec] = &[
         about: "signalling sockets one source address may hold (default 50; 0: no limit)",
     },
     Spec {
+        name: "MCU:WORKERS",
+        kind: Kind::Count,
+        about: "MCU threads for mixing, pinned after the media workers (default 1; 0: no MCU)",
+    },
+    Spec {
+        name: "MCU:CANVASWIDTH",
+        kind: Kind::Count,
+        about: "width of the mixers' composite picture (default 640)",
+    },
+    Spec {
+        name: "MCU:CANVASHEIGHT",
+        kind: Kind::Count,
+        about: "height of the mixers' composite picture (default 360)",
+    },
+    Spec {
+        name: "MCU:FRAMERATE",
+        kind: Kind::Count,
+        about: "frames per second of the composite (default 30)",
+    },
+    Spec {
+        name: "MCU:LAYOUT",
+        kind: Kind::Name,
+        about: "grid (default) or speaker: the active speaker large, the rest in a strip",
+    },
+    Spec {
         name: "TURN:ENABLED",
         kind: Kind::Bool,
         about: "run the embedded TURN server (default true)",

@@ -88,6 +88,7 @@ mod tests {
                     red: false,
                 }],
                 data: None,
+                mixed: None,
             },
         );
         rooms

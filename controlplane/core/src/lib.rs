@@ -19,6 +19,7 @@ mod ids;
 mod layers;
 pub mod listeners;
 pub mod metrics;
+pub mod mix;
 pub mod p2p;
 pub mod pipe;
 pub mod protocol;

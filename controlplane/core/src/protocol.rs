@@ -30,6 +30,17 @@ pub enum ClientMessage {
         publication: String,
         offer: String,
     },
+    /// An MCU connection: a sendrecv offer whose audio and video join the channel's mix,
+    /// answered with the mix (everyone's audio but the sender's, and the composite).
+    Mix {
+        #[serde(default)]
+        id: Option<Value>,
+        offer: String,
+    },
+    /// Ends an MCU connection.
+    Unmix {
+        mix: String,
+    },
     Unpublish {
         publication: String,
     },
@@ -70,10 +81,12 @@ impl ClientMessage {
     pub fn id(&self) -> Option<&Value> {
         match self {
             ClientMessage::Publish { id, .. }
+            | ClientMessage::Mix { id, .. }
             | ClientMessage::Subscribe { id, .. }
             | ClientMessage::Signal { id, .. }
             | ClientMessage::Message { id, .. } => id.as_ref(),
             ClientMessage::Join { .. }
+            | ClientMessage::Unmix { .. }
             | ClientMessage::Unpublish { .. }
             | ClientMessage::Unsubscribe { .. }
             | ClientMessage::Preferences { .. }
@@ -139,6 +152,9 @@ pub enum ServerMessage {
         publication: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         subscription: Option<String>,
+        /// The MCU connection a `mix` made.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mix: Option<String>,
         answer: String,
     },
     ParticipantJoined {

@@ -35,6 +35,27 @@ pub struct Publication {
     pub tracks: Vec<Track>,
     /// The data producer of its data channels, if it has any.
     pub data: Option<ProducerId>,
+    /// Set on an MCU participant's connection (`mix`): it sends like a publication and
+    /// receives the channel's mix. This is the mixer stream of what it hears.
+    pub mixed: Option<Mixed>,
+}
+
+/// What an MCU participant's connection has in the channel's mixer of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mixed {
+    /// Its mix-minus audio stream (`None` when it receives no audio).
+    pub audio_out: Option<TransportId>,
+}
+
+/// A channel's mixer: on which MCU thread, and its streams (transports of the router) that
+/// are the channel's rather than one participant's.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelMixer {
+    pub mcu: usize,
+    /// The composite in each codec someone receives: (codec, stream, its producer).
+    pub video_out: Vec<(Codec, TransportId, ProducerId)>,
+    /// The mixer's input of each producer it takes in.
+    pub inputs: HashMap<ProducerId, TransportId>,
 }
 
 impl Publication {
@@ -71,6 +92,8 @@ pub struct Channel {
     pub participants: BTreeMap<String, Participant>,
     pub publications: BTreeMap<String, Publication>,
     pub subscriptions: BTreeMap<String, Subscription>,
+    /// Its mixer, while it has MCU participants.
+    pub mixer: Option<ChannelMixer>,
 }
 
 impl Channel {
@@ -217,6 +240,7 @@ impl Rooms {
                 participants: BTreeMap::new(),
                 publications: BTreeMap::new(),
                 subscriptions: BTreeMap::new(),
+                mixer: None,
             };
             self.channels.insert(name.to_string(), channel);
         }

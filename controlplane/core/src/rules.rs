@@ -47,6 +47,24 @@ impl Rules {
         })
     }
 
+    /// The rules of `config` for an MCU connection (`mcuAllowed`), whose codecs are further
+    /// narrowed to what the mixer decodes.
+    pub fn for_mix(config: Option<&ChannelConfig>) -> Result<Rules, Error> {
+        if let Some(c) = config
+            && !c.mcu_allowed
+        {
+            return Err(Error::BadRequest(format!(
+                "the configuration of channels {:?} does not allow MCU connections",
+                c.pattern
+            )));
+        }
+        let sfu_allowed = config.map(|c| ChannelConfig {
+            sfu_allowed: true,
+            ..c.clone()
+        });
+        Rules::of(sfu_allowed.as_ref())
+    }
+
     /// The cap in bits per second, as the media workers take it.
     pub fn max_bitrate_bps(&self) -> Option<u64> {
         self.max_bitrate_kbps.map(|k| u64::from(k) * 1000)

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 use switchyard_dataplane::ice::Credentials;
+use switchyard_dataplane::mcu::MixerConfig;
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
 use switchyard_dataplane::spec::{
@@ -49,6 +50,8 @@ pub struct AppState {
     pub applications: Applications,
     /// Addresses put in ICE candidates (each with the channel's worker port).
     pub announce: Vec<IpAddr>,
+    /// How the channels' mixers compose (MCU:CANVAS, MCU:LAYOUT).
+    pub mixer: MixerConfig,
     rooms: Mutex<Rooms>,
     pub metrics: Metrics,
     /// Limits on `/sync` sockets (all-in-one; a media server serves no `/sync`).
@@ -79,6 +82,7 @@ impl AppState {
             media,
             applications,
             announce,
+            mixer: MixerConfig::default(),
             rooms,
             metrics: Metrics::default(),
             sync_limits: SyncLimits::default(),
@@ -91,7 +95,7 @@ impl AppState {
         }
     }
 
-    fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
+    pub(crate) fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than refusing every later request would.
         self.rooms
@@ -99,7 +103,7 @@ impl AppState {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn candidates(&self, worker: usize) -> Vec<SocketAddr> {
+    pub(crate) fn candidates(&self, worker: usize) -> Vec<SocketAddr> {
         let port = self.media.worker_addr(worker).map_or(0, |a| a.port());
         self.announce
             .iter()
@@ -327,11 +331,13 @@ impl AppState {
             self.close_media(worker, transport);
             return Err(Error::Gone(format!("{participant} left channel {channel}")));
         };
+        let tracks_for_mix = tracks.clone();
         let published = Publication {
             participant: participant.to_string(),
             transport,
             tracks,
             data: data.and_then(|d| d.producer),
+            mixed: None,
         };
         ch.broadcast(
             participant,
@@ -349,6 +355,9 @@ impl AppState {
             transport,
             Owner::Publication(publication.clone()),
         );
+        drop(rooms);
+        // A channel with MCU participants mixes its SFU publications too.
+        self.mix_inputs(channel, &tracks_for_mix).await;
         Ok((publication, answer.sdp))
     }
 
@@ -701,7 +710,7 @@ impl AppState {
         }
     }
 
-    fn close_media(&self, worker: usize, transport: TransportId) {
+    pub(crate) fn close_media(&self, worker: usize, transport: TransportId) {
         if let Err(e) = self.media.close_transport(worker, transport) {
             tracing::warn!(transport = %transport, "could not close transport: {e}");
         }
@@ -937,6 +946,7 @@ impl AppState {
                     transport,
                     tracks: published,
                     data: None,
+                    mixed: None,
                 },
             );
         }
@@ -1077,6 +1087,16 @@ impl Channels for AppState {
         AppState::publish(self, channel, participant, offer, rules).await
     }
 
+    async fn mix(
+        &self,
+        channel: &str,
+        participant: &str,
+        offer: &str,
+        rules: &Rules,
+    ) -> Result<(String, String), Error> {
+        AppState::mix(self, channel, participant, offer, rules).await
+    }
+
     async fn subscribe(
         &self,
         channel: &str,
@@ -1174,6 +1194,23 @@ fn remove_publication(
         .map(|(id, _)| id.clone())
         .collect();
     let mut closes = vec![(worker, p.transport)];
+    // Its streams in the channel's mixer (the MCU thread forgets each when its transport
+    // closes); the mixer's own streams go with the last MCU participant.
+    closes.extend(p.mixed.and_then(|m| m.audio_out).map(|t| (worker, t)));
+    if let Some(m) = ch.mixer.as_mut() {
+        closes.extend(
+            p.tracks
+                .iter()
+                .filter_map(|t| m.inputs.remove(&t.producer))
+                .map(|t| (worker, t)),
+        );
+    }
+    if ch.publications.values().all(|p| p.mixed.is_none())
+        && let Some(m) = ch.mixer.take()
+    {
+        closes.extend(m.video_out.iter().map(|&(_, t, _)| (worker, t)));
+        closes.extend(m.inputs.values().map(|&t| (worker, t)));
+    }
     rooms.remove_transport(p.transport);
     for s in subscriptions {
         closes.extend(remove_subscription(rooms, channel, &s));
@@ -1222,7 +1259,7 @@ fn media_kind(name: &str) -> Option<MediaKind> {
 }
 
 /// The reasons the answer gives for declined m-lines.
-fn rejections(media: &[Negotiated]) -> String {
+pub(crate) fn rejections(media: &[Negotiated]) -> String {
     let reasons: Vec<String> = media
         .iter()
         .filter_map(|n| match n {

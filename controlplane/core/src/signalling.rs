@@ -387,6 +387,7 @@ async fn handle<C: Channels>(
                 id,
                 publication: Some(publication),
                 subscription: None,
+                mix: None,
                 answer,
             }));
         }
@@ -406,8 +407,34 @@ async fn handle<C: Channels>(
                 id,
                 publication: None,
                 subscription: Some(subscription),
+                mix: None,
                 answer,
             }));
+        }
+        ClientMessage::Mix { id, offer } => {
+            j.claims
+                .may_publish(&j.channel)
+                .map_err(|e| (id.clone(), e.into()))?;
+            let config = state.channel_config(&j.claims.application_id, &j.channel);
+            let rules = Rules::for_mix(config.as_ref()).map_err(|e| (id.clone(), e))?;
+            let (mix, answer) = state
+                .mix(&j.channel, &j.participant, &offer, &rules)
+                .await
+                .map_err(|e| (id.clone(), e))?;
+            let _ = out.send(Out::Message(ServerMessage::Answer {
+                id,
+                publication: None,
+                subscription: None,
+                mix: Some(mix),
+                answer,
+            }));
+        }
+        // A mixed connection is the participant's publication too.
+        ClientMessage::Unmix { mix } => {
+            state
+                .unpublish(&j.channel, &j.participant, &mix)
+                .await
+                .map_err(|e| (None, e))?;
         }
         ClientMessage::Unpublish { publication } => {
             state

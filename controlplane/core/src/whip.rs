@@ -51,6 +51,11 @@ pub fn routes<C: Channels>(state: Arc<C>) -> Router {
     Router::new()
         .route("/whip/{channel}", axum::routing::post(whip::<C>))
         .route("/whep/{channel}", axum::routing::post(whep::<C>))
+        .route("/mix/{channel}", axum::routing::post(mix::<C>))
+        .route(
+            "/mix/{channel}/{resource}",
+            axum::routing::delete(delete::<C>).patch(patch),
+        )
         .route(
             "/whip/{channel}/{resource}",
             axum::routing::delete(delete::<C>).patch(patch),
@@ -95,10 +100,23 @@ async fn whep<C: Channels>(
     respond(&*state, result)
 }
 
+/// `POST /mix/{channel}`: an MCU connection by WHIP's rules (see [`crate::mix`]): the offer
+/// is sendrecv, and the answer sends back the channel's mix.
+async fn mix<C: Channels>(
+    State(state): State<Arc<C>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    offer: String,
+) -> Response {
+    let result = post(&state, Kind::Mix, &channel, &headers, &offer).await;
+    respond(&*state, result)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Whip,
     Whep,
+    Mix,
 }
 
 impl Kind {
@@ -106,6 +124,7 @@ impl Kind {
         match self {
             Kind::Whip => "whip",
             Kind::Whep => "whep",
+            Kind::Mix => "mix",
         }
     }
 }
@@ -131,6 +150,7 @@ async fn options<C: Channels>(
     let channel = path
         .strip_prefix("/whip/")
         .or_else(|| path.strip_prefix("/whep/"))
+        .or_else(|| path.strip_prefix("/mix/"))
         .filter(|c| !c.is_empty() && !c.contains('/'));
     let preflight = request
         .headers()
@@ -185,7 +205,7 @@ async fn post<C: Channels>(
     }
     let claims = authorize(&**state, headers, channel)?;
     let offered = match kind {
-        Kind::Whip => {
+        Kind::Whip | Kind::Mix => {
             claims.may_publish(channel)?;
             Vec::new()
         }
@@ -208,6 +228,13 @@ async fn post<C: Channels>(
                 Err(e) => Err(e),
             }
         }
+        Kind::Mix => {
+            let config = state.channel_config(&claims.application_id, channel);
+            match Rules::for_mix(config.as_ref()) {
+                Ok(rules) => state.mix(channel, &participant, offer, &rules).await,
+                Err(e) => Err(e),
+            }
+        }
         Kind::Whep => match pick(&others, &offered) {
             Some(publication) => state
                 .subscribe(channel, &participant, publication, offer)
@@ -218,7 +245,7 @@ async fn post<C: Channels>(
             ))),
         },
     };
-    // For WHIP the publication made; for WHEP the one played.
+    // For WHIP the publication made (for a mix, its connection); for WHEP the one played.
     let (media, sdp) = match result {
         Ok(r) => r,
         Err(e) => {

@@ -1,0 +1,613 @@
+//! MCU connections (`mix`): a participant sends audio and video on one peer connection and
+//! receives on the same one the channel's mix: everyone's audio but its own, and the
+//! composite picture.
+//!
+//! What it sends is a publication like any other (SFU participants see it published and may
+//! subscribe); what it receives comes from the channel's mixer (`switchyard_dataplane::mcu`),
+//! whose streams are transports of the channel's router:
+//! - an input per producer of the channel (MCU participants' and SFU publications' alike),
+//!   so SFU and MCU participants share one channel;
+//! - an audio output per MCU participant (its mix-minus), consumed by its connection;
+//! - a composite output per video codec, consumed by every MCU connection taking that codec.
+//!
+//! A mixer stream is told to the MCU thread before the worker creates its transport, so none
+//! of its packets arrives unknown; it leaves the mixer when its transport closes.
+
+use switchyard_dataplane::ice::Credentials;
+use switchyard_dataplane::mcu::{StreamSpec, VideoCodec};
+use switchyard_dataplane::media::{Codec, MediaKind};
+use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
+use switchyard_dataplane::spec::{
+    ConsumerSpec, ProducerId, ProducerSpec, RouterId, Ssrc, TransportId, TransportKind,
+    TransportSpec,
+};
+
+use crate::error::Error;
+use crate::ids;
+use crate::protocol::ServerMessage;
+use crate::rooms::{ChannelMixer, Mixed, Owner, Publication, Track};
+use crate::rules::Rules;
+use crate::session::AppState;
+
+/// The codecs a mixer decodes and encodes.
+pub const MIX_CODECS: [Codec; 3] = [Codec::Opus, Codec::Vp8, Codec::H264];
+
+/// The payload types of the mixer's own producers (consumers rewrite them to each
+/// subscriber's).
+const AUDIO_PT: u8 = 111;
+const VIDEO_PT: u8 = 96;
+
+fn video_codec(codec: Codec) -> Option<VideoCodec> {
+    match codec {
+        Codec::Vp8 => Some(VideoCodec::Vp8),
+        Codec::H264 => Some(VideoCodec::H264),
+        _ => None,
+    }
+}
+
+/// One negotiated m-line of a mixed connection: what the client sends (a producer) and what
+/// it receives there (its payload type and our SSRC).
+struct Line {
+    producer: ProducerSpec,
+    track: Track,
+    receive_ssrc: u32,
+    receive_pt: u8,
+    mid: String,
+    mid_ext: Option<u8>,
+    nack: bool,
+    pli: bool,
+    fir: bool,
+}
+
+/// Where a channel's mixer is: its MCU thread, its router and worker.
+#[derive(Clone, Copy)]
+struct Place {
+    mcu: usize,
+    router: RouterId,
+    worker: usize,
+}
+
+impl AppState {
+    /// Answers a sendrecv offer for an MCU connection of `participant`: its audio and video
+    /// go into the channel's mix (and out as a publication), and it receives the mix.
+    /// Returns (the connection's id, which is its publication's, and the answer).
+    pub async fn mix(
+        &self,
+        channel: &str,
+        participant: &str,
+        offer: &str,
+        rules: &Rules,
+    ) -> Result<(String, String), Error> {
+        let mcu = self
+            .media
+            .mcu()
+            .ok_or_else(|| Error::BadRequest("this server runs no MCU (MCU:WORKERS is 0)".into()))?;
+        let offer =
+            Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
+        let (place, publication) = {
+            let mut rooms = self.rooms();
+            let publication = rooms.next_name("mix");
+            let ch = rooms
+                .channels
+                .get(channel)
+                .filter(|c| c.participants.contains_key(participant))
+                .ok_or_else(|| {
+                    Error::NotFound(format!("{participant} is not in channel {channel}"))
+                })?;
+            let mcu_index = ch
+                .mixer
+                .as_ref()
+                .map_or((ch.router.0 as usize) % mcu.threads().max(1), |m| m.mcu);
+            let place = Place {
+                mcu: mcu_index,
+                router: ch.router,
+                worker: ch.worker,
+            };
+            (place, publication)
+        };
+        let allowed: Vec<Codec> = rules
+            .codecs
+            .iter()
+            .copied()
+            .filter(|c| MIX_CODECS.contains(c))
+            .collect();
+        let roles: Vec<MediaRole> = offer
+            .media
+            .iter()
+            .map(|m| match m.kind {
+                Some(kind) => MediaRole::Mix(SendTrack {
+                    // The codec is the one negotiated for what the client sends.
+                    codec: if kind == MediaKind::Audio {
+                        Codec::Opus
+                    } else {
+                        Codec::Vp8
+                    },
+                    fmtp: None,
+                    ssrc: rand::random::<u32>() | 1,
+                    cname: participant.to_string(),
+                    stream_id: publication.clone(),
+                    track_id: format!("{publication}-{kind}"),
+                    rtx_ssrc: None,
+                    red: false,
+                }),
+                None => MediaRole::Reject,
+            })
+            .collect();
+        let local_ice = Credentials::random();
+        let candidates = self.candidates(place.worker);
+        let local = LocalParams {
+            ice: &local_ice,
+            fingerprint: self.media.identity().fingerprint(),
+            candidates: &candidates,
+            tcp: self.media.ice_tcp(),
+            allowed_codecs: &allowed,
+            session_id: rand::random::<u32>().into(),
+        };
+        let answer =
+            sdp::answer(&offer, &local, &roles).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let lines: Vec<Line> = answer
+            .media
+            .iter()
+            .zip(&roles)
+            .filter_map(|(n, role)| line(n, role, rules))
+            .collect();
+        if lines.is_empty() {
+            return Err(Error::BadRequest(format!(
+                "nothing to mix: {}",
+                crate::session::rejections(&answer.media)
+            )));
+        }
+
+        self.ensure_mixer(channel, place).await?;
+        // Its audio source in the mixer is its audio producer, so the mixer leaves it out of
+        // what it hears.
+        let source = lines
+            .iter()
+            .find(|l| l.track.kind == MediaKind::Audio)
+            .map_or_else(|| ids::producer().0, |l| l.producer.id.0);
+        let mut made = Vec::new();
+        let result = self
+            .connect_mixed(channel, participant, place, source, &lines, &offer, local_ice, &mut made)
+            .await;
+        let (transport, audio_out) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                for t in made {
+                    self.close_media(place.worker, t);
+                }
+                self.drop_idle_mixer(channel);
+                return Err(e);
+            }
+        };
+        let tracks: Vec<Track> = lines.iter().map(|l| l.track.clone()).collect();
+        {
+            let mut rooms = self.rooms();
+            let Some(ch) = rooms
+                .channels
+                .get_mut(channel)
+                .filter(|c| c.participants.contains_key(participant))
+            else {
+                drop(rooms);
+                for t in made {
+                    self.close_media(place.worker, t);
+                }
+                self.drop_idle_mixer(channel);
+                return Err(Error::Gone(format!("{participant} left channel {channel}")));
+            };
+            let published = Publication {
+                participant: participant.to_string(),
+                transport,
+                tracks: tracks.clone(),
+                data: None,
+                mixed: Some(Mixed { audio_out }),
+            };
+            ch.broadcast(
+                participant,
+                &ServerMessage::Published {
+                    participant: participant.to_string(),
+                    publication: publication.clone(),
+                    tracks: published.track_info(),
+                },
+            );
+            ch.publications.insert(publication.clone(), published);
+            rooms.add_transport(
+                channel,
+                place.worker,
+                transport,
+                Owner::Publication(publication.clone()),
+            );
+        }
+        tracing::info!(channel, participant, mix = %publication, %transport, mcu = place.mcu, "mixed connection");
+        self.mix_inputs(channel, &tracks).await;
+        Ok((publication, answer.sdp))
+    }
+
+    /// Starts the channel's mixer if it has none, with the channel's existing publications
+    /// as its inputs.
+    async fn ensure_mixer(&self, channel: &str, place: Place) -> Result<(), Error> {
+        let Some(mcu) = self.media.mcu() else {
+            return Err(Error::BadRequest("this server runs no MCU".into()));
+        };
+        mcu.create_mixer(place.mcu, place.router, place.worker, self.mixer)
+            .await?;
+        let existing: Vec<Vec<Track>> = {
+            let mut rooms = self.rooms();
+            let Some(ch) = rooms.channels.get_mut(channel) else {
+                return Err(Error::Gone(format!("channel {channel} is gone")));
+            };
+            if ch.mixer.is_some() {
+                return Ok(());
+            }
+            ch.mixer = Some(ChannelMixer {
+                mcu: place.mcu,
+                ..ChannelMixer::default()
+            });
+            ch.publications.values().map(|p| p.tracks.clone()).collect()
+        };
+        for tracks in existing {
+            self.mix_inputs(channel, &tracks).await;
+        }
+        Ok(())
+    }
+
+    /// Closes the channel's mixer streams when no MCU participant is left (one that failed
+    /// to connect may have started the mixer).
+    fn drop_idle_mixer(&self, channel: &str) {
+        let closes: Vec<(usize, TransportId)> = {
+            let mut rooms = self.rooms();
+            let Some(ch) = rooms.channels.get_mut(channel) else {
+                return;
+            };
+            if ch.publications.values().any(|p| p.mixed.is_some()) {
+                return;
+            }
+            let worker = ch.worker;
+            let Some(m) = ch.mixer.take() else { return };
+            m.video_out
+                .iter()
+                .map(|&(_, t, _)| t)
+                .chain(m.inputs.values().copied())
+                .map(|t| (worker, t))
+                .collect()
+        };
+        for (worker, t) in closes {
+            self.close_media(worker, t);
+        }
+    }
+
+    /// Makes the connection's streams: its audio output, the composite in its codec (if
+    /// there is none yet) and its peer connection. Returns the connection's transport and
+    /// its audio output; what it made is in `made` for cleaning up after a failure.
+    #[allow(clippy::too_many_arguments)]
+    async fn connect_mixed(
+        &self,
+        channel: &str,
+        participant: &str,
+        place: Place,
+        source: u64,
+        lines: &[Line],
+        offer: &Offer,
+        local_ice: Credentials,
+        made: &mut Vec<TransportId>,
+    ) -> Result<(TransportId, Option<TransportId>), Error> {
+        let mut consumers = Vec::new();
+        let mut audio_out = None;
+        for l in lines {
+            let producer = match l.track.kind {
+                MediaKind::Audio => {
+                    let (t, p) = self
+                        .mixer_output(place, StreamSpec::AudioOut {
+                            listener: source,
+                            ssrc: 0,
+                            payload_type: AUDIO_PT,
+                        }, Codec::Opus)
+                        .await?;
+                    made.push(t);
+                    audio_out = Some(t);
+                    p
+                }
+                MediaKind::Video => {
+                    let Some(codec) = video_codec(l.track.codec) else {
+                        continue;
+                    };
+                    self.composite(channel, place, l.track.codec, codec, made).await?
+                }
+            };
+            consumers.push(ConsumerSpec {
+                id: ids::consumer(),
+                producer,
+                ssrc: Ssrc(l.receive_ssrc),
+                payload_type: l.receive_pt,
+                mid: l.mid.clone(),
+                mid_ext: l.mid_ext,
+                nack: l.nack,
+                pli: l.pli,
+                fir: l.fir,
+                twcc_ext: None,
+                dd_ext: None,
+                rtx: None,
+                red: None,
+            });
+        }
+        let transport = ids::transport();
+        let spec = TransportSpec {
+            id: transport,
+            router: place.router,
+            kind: TransportKind::WebRtc {
+                local_ice,
+                remote_ice: offer.ice.clone(),
+                remote_fingerprint: offer.fingerprint.clone(),
+            },
+            producers: lines.iter().map(|l| l.producer.clone()).collect(),
+            consumers,
+            data: None,
+        };
+        self.media.create_transport(place.worker, spec).await?;
+        made.push(transport);
+        tracing::debug!(channel, participant, %transport, "mixed connection's transport made");
+        Ok((transport, audio_out))
+    }
+
+    /// The channel's composite in `codec`, made if nobody received it yet: its producer.
+    async fn composite(
+        &self,
+        channel: &str,
+        place: Place,
+        codec: Codec,
+        video: VideoCodec,
+        made: &mut Vec<TransportId>,
+    ) -> Result<ProducerId, Error> {
+        let existing = self
+            .rooms()
+            .channels
+            .get(channel)
+            .and_then(|c| c.mixer.as_ref())
+            .and_then(|m| m.video_out.iter().find(|(c, _, _)| *c == codec))
+            .map(|&(_, _, p)| p);
+        if let Some(p) = existing {
+            return Ok(p);
+        }
+        let spec = StreamSpec::VideoOut {
+            codec: video,
+            ssrc: 0,
+            payload_type: VIDEO_PT,
+        };
+        let (t, p) = self.mixer_output(place, spec, codec).await?;
+        let mut rooms = self.rooms();
+        match rooms.channels.get_mut(channel).and_then(|c| c.mixer.as_mut()) {
+            Some(m) => {
+                m.video_out.push((codec, t, p));
+                Ok(p)
+            }
+            None => {
+                made.push(t);
+                Err(Error::Gone(format!("the mixer of channel {channel} is gone")))
+            }
+        }
+    }
+
+    /// Makes a mixer output stream: told to the MCU thread, then its transport with one
+    /// producer (the SSRC in `spec` is replaced by a fresh one). Returns both ids.
+    async fn mixer_output(
+        &self,
+        place: Place,
+        spec: StreamSpec,
+        codec: Codec,
+    ) -> Result<(TransportId, ProducerId), Error> {
+        let mcu = self
+            .media
+            .mcu()
+            .ok_or_else(|| Error::BadRequest("this server runs no MCU".into()))?;
+        let ssrc = rand::random::<u32>() | 1;
+        let (spec, kind, payload_type, clock_rate) = match spec {
+            StreamSpec::AudioOut { listener, .. } => (
+                StreamSpec::AudioOut {
+                    listener,
+                    ssrc,
+                    payload_type: AUDIO_PT,
+                },
+                MediaKind::Audio,
+                AUDIO_PT,
+                48_000,
+            ),
+            StreamSpec::VideoOut { codec, .. } => (
+                StreamSpec::VideoOut {
+                    codec,
+                    ssrc,
+                    payload_type: VIDEO_PT,
+                },
+                MediaKind::Video,
+                VIDEO_PT,
+                90_000,
+            ),
+            _ => return Err(Error::BadRequest("not a mixer output stream".into())),
+        };
+        let transport = ids::transport();
+        let producer = ids::producer();
+        mcu.add_stream(place.mcu, place.router, transport, spec)
+            .await?;
+        let video = kind == MediaKind::Video;
+        let spec = TransportSpec {
+            id: transport,
+            router: place.router,
+            kind: TransportKind::Mixer { mcu: place.mcu },
+            producers: vec![ProducerSpec {
+                id: producer,
+                kind,
+                codec,
+                payload_type,
+                clock_rate,
+                ssrc: Some(Ssrc(ssrc)),
+                mid: "0".into(),
+                mid_ext: None,
+                rids: Vec::new(),
+                rid_ext: None,
+                nack: false,
+                pli: video,
+                fir: video,
+                remb: false,
+                audio_level_ext: None,
+                twcc_ext: None,
+                dd_ext: None,
+                red: None,
+                max_bitrate: None,
+            }],
+            consumers: Vec::new(),
+            data: None,
+        };
+        if let Err(e) = self.media.create_transport(place.worker, spec).await {
+            mcu.remove_stream(place.mcu, place.router, transport);
+            return Err(e.into());
+        }
+        Ok((transport, producer))
+    }
+
+    /// Gives the channel's mixer an input for each of `tracks` (one publication's) it can
+    /// take (Opus, VP8, H264) and does not have yet. The publication's audio producer is its
+    /// source in the audio mix (for an MCU participant, the listener its mix-minus leaves
+    /// out). Failures are logged: the mix goes on without that input.
+    pub(crate) async fn mix_inputs(&self, channel: &str, tracks: &[Track]) {
+        let Some(mcu) = self.media.mcu() else {
+            return;
+        };
+        let place = {
+            let rooms = self.rooms();
+            let Some(ch) = rooms.channels.get(channel) else {
+                return;
+            };
+            let Some(m) = &ch.mixer else { return };
+            Place {
+                mcu: m.mcu,
+                router: ch.router,
+                worker: ch.worker,
+            }
+        };
+        let audio_source = tracks
+            .iter()
+            .find(|t| t.kind == MediaKind::Audio)
+            .map(|t| t.producer.0);
+        for track in tracks {
+            let ssrc = rand::random::<u32>() | 1;
+            let spec = match (track.kind, track.codec) {
+                (MediaKind::Audio, Codec::Opus) => StreamSpec::AudioIn {
+                    source: audio_source.unwrap_or(track.producer.0),
+                },
+                (MediaKind::Video, c) => match video_codec(c) {
+                    Some(codec) => StreamSpec::VideoIn {
+                        source: audio_source.unwrap_or(track.producer.0),
+                        codec,
+                        ssrc,
+                    },
+                    None => {
+                        tracing::info!(channel, codec = %c, "not mixed: the MCU decodes VP8 and H264");
+                        continue;
+                    }
+                },
+                _ => continue,
+            };
+            let transport = ids::transport();
+            if let Err(e) = mcu.add_stream(place.mcu, place.router, transport, spec).await {
+                tracing::warn!(channel, "mixer input not added: {e}");
+                continue;
+            }
+            let spec = TransportSpec {
+                id: transport,
+                router: place.router,
+                kind: TransportKind::Mixer { mcu: place.mcu },
+                producers: Vec::new(),
+                consumers: vec![ConsumerSpec {
+                    id: ids::consumer(),
+                    producer: track.producer,
+                    ssrc: Ssrc(ssrc),
+                    payload_type: track.payload_type,
+                    mid: "0".into(),
+                    mid_ext: None,
+                    nack: false,
+                    pli: track.kind == MediaKind::Video,
+                    fir: false,
+                    twcc_ext: None,
+                    dd_ext: None,
+                    rtx: None,
+                    red: None,
+                }],
+                data: None,
+            };
+            if let Err(e) = self.media.create_transport(place.worker, spec).await {
+                tracing::warn!(channel, "mixer input not started: {e}");
+                mcu.remove_stream(place.mcu, place.router, transport);
+                continue;
+            }
+            let kept = {
+                let mut rooms = self.rooms();
+                let mixer = rooms
+                    .channels
+                    .get_mut(channel)
+                    .and_then(|c| c.mixer.as_mut())
+                    .filter(|m| !m.inputs.contains_key(&track.producer));
+                mixer.map(|m| m.inputs.insert(track.producer, transport)).is_some()
+            };
+            if !kept {
+                // The mixer went, or took this producer in meanwhile.
+                self.close_media(place.worker, transport);
+            }
+        }
+    }
+}
+
+/// The producer and receiving side of one negotiated m-line of a mixed connection.
+fn line(n: &Negotiated, role: &MediaRole, rules: &Rules) -> Option<Line> {
+    let (
+        Negotiated::Receive {
+            mid,
+            kind,
+            codec,
+            extensions,
+            ssrc,
+            rids,
+        },
+        MediaRole::Mix(send),
+    ) = (n, role)
+    else {
+        return None;
+    };
+    let id = ids::producer();
+    Some(Line {
+        producer: ProducerSpec {
+            id,
+            kind: *kind,
+            codec: codec.codec,
+            payload_type: codec.payload_type,
+            clock_rate: codec.clock_rate,
+            ssrc: ssrc.map(Ssrc),
+            mid: mid.clone(),
+            mid_ext: extensions.mid,
+            rids: rids.clone(),
+            rid_ext: extensions.rid,
+            nack: codec.nack,
+            pli: codec.pli,
+            fir: codec.fir,
+            remb: codec.remb,
+            audio_level_ext: extensions.audio_level,
+            twcc_ext: extensions.transport_cc,
+            dd_ext: extensions.dependency_descriptor,
+            red: codec.red,
+            max_bitrate: rules.max_bitrate_bps(),
+        },
+        track: Track {
+            kind: *kind,
+            codec: codec.codec,
+            fmtp: codec.fmtp.clone(),
+            producer: id,
+            payload_type: codec.payload_type,
+            clock_rate: codec.clock_rate,
+            red: codec.red.is_some(),
+        },
+        receive_ssrc: send.ssrc,
+        receive_pt: codec.payload_type,
+        mid: mid.clone(),
+        mid_ext: extensions.mid,
+        nack: codec.nack,
+        pli: codec.pli,
+        fir: codec.fir,
+    })
+}

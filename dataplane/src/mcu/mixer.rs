@@ -1,0 +1,651 @@
+//! One channel's mixer, sans-IO: fed the RTP of its input streams and time, it writes the
+//! RTP of its output streams (and RTCP: keyframe requests to inputs, sender reports on
+//! outputs). The MCU thread (`mcu::thread`) drives it; tests drive it directly.
+//!
+//! - **Audio**: every input is a source of a [`codec::audio::AudioMixer`] (a jitter buffer,
+//!   Opus decode with PLC/FEC, mix-minus); each listener has one output stream, fed every
+//!   20 ms with its private mix (a talker) or the shared one (everyone else).
+//! - **Video**: each input is depacketized and decoded on arrival, and only its latest
+//!   picture is kept; on the canvas clock the compositor lays the pictures out and each
+//!   output (one per codec, shared by all its viewers) encodes the canvas once and
+//!   packetizes it. A loss or an undecodable frame sends the input a PLI (rate-limited); a
+//!   viewer's PLI, a new tile or a new viewer makes the next encode a keyframe.
+//!
+//! Output timestamps come from one clock (the mixer's creation, mapped to NTP then) so the
+//! sender reports of audio and video agree and browsers keep them in sync.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use switchyard_codec::audio::{AudioMixer, MixerConfig as AudioConfig, SourceId, TalkerConfig};
+use switchyard_codec::compose::Compositor;
+use switchyard_codec::h264::{H264Depacketizer, H264Packetizer};
+use switchyard_codec::layout::Layout;
+use switchyard_codec::video::{self, EncoderConfig, VideoCodec, VideoDecoder, VideoEncoder};
+use switchyard_codec::vp8::{Vp8Depacketizer, Vp8Packetizer};
+use switchyard_codec::{FramePool, I420, Packetizer, Payloads};
+
+use crate::io::MAX_DATAGRAM;
+use crate::spec::TransportId;
+use crate::{rtcp, rtp};
+
+/// The audio frame length: Opus at 20 ms, what browsers send.
+const AUDIO_TICK: Duration = Duration::from_millis(20);
+/// The longest RTP payload a mixer writes (a datagram less headers and SRTP's tag).
+const MTU: usize = 1100;
+/// An input is sent a PLI at most this often while it owes a keyframe.
+const PLI_INTERVAL: Duration = Duration::from_millis(300);
+/// An output encodes a forced keyframe at most this often.
+const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// Sender reports on each output this often.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// The SSRC our RTCP (PLIs) is sent as; the router reads only the media SSRC.
+const RTCP_SSRC: u32 = 1;
+
+/// How a channel's canvas looks; from the channel's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MixerConfig {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub layout: Layout,
+    /// The canvas encoders' target bitrate.
+    pub video_bitrate_bps: u32,
+}
+
+impl Default for MixerConfig {
+    fn default() -> MixerConfig {
+        MixerConfig {
+            width: 640,
+            height: 360,
+            fps: 30,
+            layout: Layout::Grid,
+            video_bitrate_bps: 1_000_000,
+        }
+    }
+}
+
+/// What one of the mixer's streams (a `Mixer` transport of the router) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamSpec {
+    /// A source's Opus: the router's consumer of it.
+    AudioIn { source: SourceId },
+    /// A source's video; `ssrc` is the consumer's, which our PLIs name. `source` is the
+    /// audio source of the same participant, so its tile can be the speaker's.
+    VideoIn {
+        source: SourceId,
+        codec: VideoCodec,
+        ssrc: u32,
+    },
+    /// What `listener` hears: everyone but itself; the producer's SSRC and payload type.
+    AudioOut {
+        listener: SourceId,
+        ssrc: u32,
+        payload_type: u8,
+    },
+    /// The composite in `codec`, for every viewer taking that codec.
+    VideoOut {
+        codec: VideoCodec,
+        ssrc: u32,
+        payload_type: u8,
+    },
+}
+
+/// What a mixer has done, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MixerStats {
+    pub audio_packets_in: u64,
+    pub video_packets_in: u64,
+    pub frames_decoded: u64,
+    /// Frames a decoder refused, and pictures dropped for an unusable size.
+    pub decode_errors: u64,
+    pub canvases: u64,
+    pub frames_encoded: u64,
+    pub keyframes_encoded: u64,
+    pub encode_errors: u64,
+    pub plis_sent: u64,
+    pub packets_out: u64,
+    /// Packets for streams the mixer does not know (closed meanwhile) or unreadable ones.
+    pub dropped: u64,
+}
+
+enum Depacketizer {
+    Vp8(Vp8Depacketizer),
+    H264(H264Depacketizer),
+}
+
+impl Depacketizer {
+    fn new(codec: VideoCodec) -> Depacketizer {
+        match codec {
+            VideoCodec::Vp8 => Depacketizer::Vp8(Vp8Depacketizer::default()),
+            VideoCodec::H264 => Depacketizer::H264(H264Depacketizer::default()),
+        }
+    }
+}
+
+struct VideoInput {
+    transport: TransportId,
+    source: SourceId,
+    ssrc: u32,
+    depacketizer: Depacketizer,
+    decoder: Option<Box<dyn VideoDecoder>>,
+    latest: Option<I420>,
+    last_pli: Option<Instant>,
+}
+
+struct VideoOutput {
+    transport: TransportId,
+    ssrc: u32,
+    payload_type: u8,
+    encoder: Box<dyn VideoEncoder>,
+    packetizer: CanvasPacketizer,
+    sequence: u16,
+    keyframe_wanted: bool,
+    last_keyframe: Option<Instant>,
+    packets: u32,
+    octets: u32,
+}
+
+/// The two video packetizers behind one name (`Packetizer` is the trait).
+enum CanvasPacketizer {
+    Vp8(Vp8Packetizer),
+    H264(H264Packetizer),
+}
+
+struct AudioOutput {
+    transport: TransportId,
+    ssrc: u32,
+    payload_type: u8,
+    /// The last packet's RTP timestamp and when it was made, for sender reports.
+    last: Option<(u32, Instant)>,
+    packets: u32,
+    octets: u32,
+}
+
+/// A channel's mixer.
+pub struct Mixer {
+    config: MixerConfig,
+    streams: HashMap<TransportId, StreamSpec>,
+    audio: AudioMixer,
+    /// Sources in the audio mixer, and whether each listens.
+    audio_sources: HashMap<SourceId, bool>,
+    audio_out: HashMap<SourceId, AudioOutput>,
+    /// In tile order: the order they came.
+    video_in: Vec<VideoInput>,
+    video_out: Vec<VideoOutput>,
+    compositor: Compositor,
+    pool: FramePool,
+    /// The clock output timestamps count from, and its NTP time.
+    epoch: Instant,
+    epoch_ntp: u64,
+    next_audio: Instant,
+    next_canvas: Instant,
+    next_report: Instant,
+    encoded: Vec<u8>,
+    payloads: Payloads,
+    scratch: Box<[u8]>,
+    stats: MixerStats,
+}
+
+/// Where a mixer's packets go: to stream `transport` (RTP on an output, RTCP on an input).
+pub trait Output {
+    fn send(&mut self, transport: TransportId, packet: &[u8]);
+}
+
+impl<F: FnMut(TransportId, &[u8])> Output for F {
+    fn send(&mut self, transport: TransportId, packet: &[u8]) {
+        self(transport, packet)
+    }
+}
+
+impl Mixer {
+    /// A mixer whose clock starts at `now`, which is NTP time `ntp` (from `rtcp::ntp_now`).
+    pub fn new(config: MixerConfig, now: Instant, ntp: u64) -> Result<Mixer, String> {
+        let compositor = Compositor::new(config.width, config.height, config.layout)
+            .map_err(|e| format!("canvas: {e}"))?;
+        Ok(Mixer {
+            config,
+            streams: HashMap::new(),
+            audio: AudioMixer::new(AudioConfig {
+                // Four at once: a meeting where four people talk over each other still
+                // hears all four (the codec crate's default, three, drops the quietest).
+                talkers: TalkerConfig {
+                    max_talkers: 4,
+                    ..TalkerConfig::default()
+                },
+                ..AudioConfig::default()
+            })
+            .map_err(|e| format!("audio mixer: {e}"))?,
+            audio_sources: HashMap::new(),
+            audio_out: HashMap::new(),
+            video_in: Vec::new(),
+            video_out: Vec::new(),
+            compositor,
+            pool: FramePool::default(),
+            epoch: now,
+            epoch_ntp: ntp,
+            next_audio: now + AUDIO_TICK,
+            next_canvas: now + canvas_interval(config.fps),
+            next_report: now + REPORT_INTERVAL,
+            encoded: Vec::new(),
+            payloads: Payloads::new(),
+            scratch: vec![0; MAX_DATAGRAM].into_boxed_slice(),
+            stats: MixerStats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> MixerStats {
+        self.stats
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Adds stream `transport`. A video output whose encoder cannot start is refused.
+    pub fn add_stream(&mut self, transport: TransportId, spec: StreamSpec) -> Result<(), String> {
+        if self.streams.contains_key(&transport) {
+            return Err(format!("stream {transport} exists"));
+        }
+        match spec {
+            StreamSpec::AudioIn { source } => {
+                if !self.audio_sources.contains_key(&source) {
+                    self.audio
+                        .add_source(source, false)
+                        .map_err(|e| format!("audio source: {e}"))?;
+                    self.audio_sources.insert(source, false);
+                }
+            }
+            StreamSpec::AudioOut {
+                listener,
+                ssrc,
+                payload_type,
+            } => {
+                // Adding a known source again only makes it listen.
+                self.audio
+                    .add_source(listener, true)
+                    .map_err(|e| format!("audio listener: {e}"))?;
+                self.audio_sources.insert(listener, true);
+                self.audio_out.insert(
+                    listener,
+                    AudioOutput {
+                        transport,
+                        ssrc,
+                        payload_type,
+                        last: None,
+                        packets: 0,
+                        octets: 0,
+                    },
+                );
+            }
+            StreamSpec::VideoIn {
+                source,
+                codec,
+                ssrc,
+            } => {
+                let decoder = match video::decoder(codec) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        tracing::warn!(%transport, "no {codec:?} decoder: {e}");
+                        None
+                    }
+                };
+                self.video_in.push(VideoInput {
+                    transport,
+                    source,
+                    ssrc,
+                    depacketizer: Depacketizer::new(codec),
+                    decoder,
+                    latest: None,
+                    last_pli: None,
+                });
+                self.want_keyframes();
+            }
+            StreamSpec::VideoOut {
+                codec,
+                ssrc,
+                payload_type,
+            } => {
+                let encoder = video::encoder(&EncoderConfig {
+                    codec,
+                    width: self.config.width,
+                    height: self.config.height,
+                    bitrate_bps: self.config.video_bitrate_bps,
+                    fps: self.config.fps,
+                })
+                .map_err(|e| format!("{codec:?} encoder: {e}"))?;
+                let packetizer = match codec {
+                    VideoCodec::Vp8 => CanvasPacketizer::Vp8(Vp8Packetizer::new(rand::random())),
+                    VideoCodec::H264 => CanvasPacketizer::H264(H264Packetizer),
+                };
+                self.video_out.push(VideoOutput {
+                    transport,
+                    ssrc,
+                    payload_type,
+                    encoder,
+                    packetizer,
+                    sequence: rand::random(),
+                    keyframe_wanted: true,
+                    last_keyframe: None,
+                    packets: 0,
+                    octets: 0,
+                });
+            }
+        }
+        self.streams.insert(transport, spec);
+        Ok(())
+    }
+
+    /// Removes stream `transport` (unknown ones are ignored).
+    pub fn remove_stream(&mut self, transport: TransportId) {
+        let Some(spec) = self.streams.remove(&transport) else {
+            return;
+        };
+        match spec {
+            StreamSpec::AudioIn { source } => self.forget_audio_source(source),
+            StreamSpec::AudioOut { listener, .. } => {
+                self.audio_out.remove(&listener);
+                self.forget_audio_source(listener);
+            }
+            StreamSpec::VideoIn { .. } => {
+                if let Some(i) = self.video_in.iter().position(|v| v.transport == transport) {
+                    let input = self.video_in.remove(i);
+                    if let Some(p) = input.latest {
+                        self.pool.put(p);
+                    }
+                    self.want_keyframes();
+                }
+            }
+            StreamSpec::VideoOut { .. } => self.video_out.retain(|o| o.transport != transport),
+        }
+    }
+
+    /// Drops an audio source once neither its input nor its output is left.
+    fn forget_audio_source(&mut self, source: SourceId) {
+        let still_used = self.streams.values().any(|s| {
+            matches!(*s, StreamSpec::AudioIn { source: s } if s == source)
+                || matches!(*s, StreamSpec::AudioOut { listener, .. } if listener == source)
+        });
+        if still_used {
+            // Its output went but its input stays: it no longer listens (which cannot fail).
+            if !self.audio_out.contains_key(&source)
+                && self.audio_sources.get(&source) == Some(&true)
+            {
+                let _ = self.audio.add_source(source, false);
+                self.audio_sources.insert(source, false);
+            }
+            return;
+        }
+        self.audio.remove_source(source);
+        self.audio_sources.remove(&source);
+    }
+
+    fn want_keyframes(&mut self) {
+        for o in &mut self.video_out {
+            o.keyframe_wanted = true;
+        }
+    }
+
+    /// When [`Mixer::handle_timeout`] has work next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_audio.min(self.next_canvas).min(self.next_report)
+    }
+
+    /// A packet from the router on stream `transport`: RTP on an input, RTCP on an output.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        data: &[u8],
+        out: &mut impl Output,
+    ) {
+        let Some(spec) = self.streams.get(&transport).copied() else {
+            self.stats.dropped += 1;
+            return;
+        };
+        match spec {
+            StreamSpec::AudioIn { source } => {
+                let Ok(h) = rtp::Header::parse(data) else {
+                    self.stats.dropped += 1;
+                    return;
+                };
+                let Some(payload) = data.get(h.payload_offset..h.payload_end) else {
+                    self.stats.dropped += 1;
+                    return;
+                };
+                self.stats.audio_packets_in += 1;
+                self.audio
+                    .push(source, h.sequence, h.timestamp, payload, None, now);
+            }
+            StreamSpec::VideoIn { .. } => self.on_video(now, transport, data, out),
+            StreamSpec::VideoOut { .. } => {
+                let wants_keyframe = rtcp::packets(data).flatten().any(|p| {
+                    matches!(p, rtcp::Packet::Pli { .. } | rtcp::Packet::Fir { .. })
+                });
+                if wants_keyframe
+                    && let Some(o) = self.video_out.iter_mut().find(|o| o.transport == transport)
+                {
+                    o.keyframe_wanted = true;
+                }
+            }
+            // Receiver reports and REMB on audio outputs say nothing the mixer acts on.
+            StreamSpec::AudioOut { .. } => {}
+        }
+    }
+
+    fn on_video(&mut self, now: Instant, transport: TransportId, data: &[u8], out: &mut impl Output) {
+        let Some(input) = self.video_in.iter_mut().find(|v| v.transport == transport) else {
+            return;
+        };
+        let Ok(h) = rtp::Header::parse(data) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let Some(payload) = data.get(h.payload_offset..h.payload_end) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        self.stats.video_packets_in += 1;
+        let frame = match &mut input.depacketizer {
+            Depacketizer::Vp8(d) => d.push(h.sequence, h.timestamp, h.marker, payload),
+            Depacketizer::H264(d) => d.push(h.sequence, h.timestamp, h.marker, payload),
+        };
+        let mut broken = false;
+        if let (Ok(Some(frame)), Some(decoder)) = (frame, input.decoder.as_mut()) {
+            match decoder.decode(frame.data, &mut self.pool) {
+                Ok(Some(picture)) => {
+                    self.stats.frames_decoded += 1;
+                    if let Some(old) = input.latest.replace(picture) {
+                        self.pool.put(old);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(%transport, "undecodable frame: {e}");
+                    self.stats.decode_errors += 1;
+                    broken = true;
+                }
+            }
+        }
+        let wanted = broken
+            || match &input.depacketizer {
+                Depacketizer::Vp8(d) => d.keyframe_wanted(),
+                Depacketizer::H264(d) => d.keyframe_wanted(),
+            };
+        let due = input
+            .last_pli
+            .is_none_or(|at| now.saturating_duration_since(at) >= PLI_INTERVAL);
+        if wanted && due {
+            input.last_pli = Some(now);
+            if let Ok(n) = rtcp::write_pli(&mut self.scratch, RTCP_SSRC, input.ssrc) {
+                self.stats.plis_sent += 1;
+                out.send(transport, &self.scratch[..n]);
+            }
+        }
+    }
+
+    /// Runs what is due at `now`: the audio tick, the canvas, sender reports.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut impl Output) {
+        // A thread that fell behind catches up one frame at a time, then skips ahead.
+        if now >= self.next_audio {
+            self.mix_audio(now, out);
+            self.next_audio += AUDIO_TICK;
+            if now >= self.next_audio + AUDIO_TICK * 5 {
+                self.next_audio = now + AUDIO_TICK;
+            }
+        }
+        if now >= self.next_canvas {
+            self.compose(now, out);
+            let interval = canvas_interval(self.config.fps);
+            self.next_canvas += interval;
+            if now >= self.next_canvas {
+                self.next_canvas = now + interval;
+            }
+        }
+        if now >= self.next_report {
+            self.report(now, out);
+            self.next_report = now + REPORT_INTERVAL;
+        }
+    }
+
+    fn mix_audio(&mut self, now: Instant, out: &mut impl Output) {
+        let (audio_out, scratch, stats) = (&mut self.audio_out, &mut self.scratch, &mut self.stats);
+        self.audio.tick(now, &mut |p: switchyard_codec::audio::MixedPacket<'_>| {
+            let Some(o) = audio_out.get_mut(&p.listener) else {
+                return;
+            };
+            let fields = rtp::HeaderFields {
+                marker: p.marker,
+                payload_type: o.payload_type,
+                sequence: p.sequence,
+                timestamp: p.timestamp,
+                ssrc: o.ssrc,
+            };
+            let Some(n) = write_rtp(scratch, &fields, p.payload) else {
+                stats.dropped += 1;
+                return;
+            };
+            o.last = Some((p.timestamp, now));
+            o.packets = o.packets.wrapping_add(1);
+            o.octets = o.octets.wrapping_add(p.payload.len() as u32);
+            stats.packets_out += 1;
+            out.send(o.transport, &scratch[..n]);
+        });
+    }
+
+    fn compose(&mut self, now: Instant, out: &mut impl Output) {
+        if self.video_out.is_empty() {
+            return;
+        }
+        // The first tile whose source talks is the speaker (the `speaker` layout's big tile).
+        let speaker = self
+            .video_in
+            .iter()
+            .position(|v| self.audio.is_talker(v.source));
+        let pictures: Vec<Option<&I420>> =
+            self.video_in.iter().map(|v| v.latest.as_ref()).collect();
+        let canvas = self.compositor.compose(&pictures, speaker);
+        self.stats.canvases += 1;
+        let timestamp = self.video_timestamp(now);
+        for o in &mut self.video_out {
+            let force = o.keyframe_wanted
+                && o
+                    .last_keyframe
+                    .is_none_or(|at| now.saturating_duration_since(at) >= KEYFRAME_INTERVAL);
+            if force {
+                o.encoder.force_keyframe();
+            }
+            let encoded = match o.encoder.encode(canvas, timestamp, &mut self.encoded) {
+                Ok(Some(e)) => e,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(transport = %o.transport, "encode failed: {e}");
+                    self.stats.encode_errors += 1;
+                    continue;
+                }
+            };
+            self.stats.frames_encoded += 1;
+            if encoded.keyframe {
+                self.stats.keyframes_encoded += 1;
+                o.keyframe_wanted = false;
+                o.last_keyframe = Some(now);
+            }
+            let packetized = match &mut o.packetizer {
+                CanvasPacketizer::Vp8(p) => p.packetize(&self.encoded, MTU, &mut self.payloads),
+                CanvasPacketizer::H264(p) => p.packetize(&self.encoded, MTU, &mut self.payloads),
+            };
+            if packetized.is_err() {
+                self.stats.encode_errors += 1;
+                continue;
+            }
+            let last = self.payloads.len().saturating_sub(1);
+            for (i, payload) in self.payloads.iter().enumerate() {
+                let fields = rtp::HeaderFields {
+                    marker: i == last,
+                    payload_type: o.payload_type,
+                    sequence: o.sequence,
+                    timestamp,
+                    ssrc: o.ssrc,
+                };
+                o.sequence = o.sequence.wrapping_add(1);
+                let Some(n) = write_rtp(&mut self.scratch, &fields, payload) else {
+                    self.stats.dropped += 1;
+                    continue;
+                };
+                o.packets = o.packets.wrapping_add(1);
+                o.octets = o.octets.wrapping_add(payload.len() as u32);
+                self.stats.packets_out += 1;
+                out.send(o.transport, &self.scratch[..n]);
+            }
+        }
+    }
+
+    /// The 90 kHz timestamp of `now` on the mixer's clock.
+    fn video_timestamp(&self, now: Instant) -> u32 {
+        let since = now.saturating_duration_since(self.epoch);
+        (since.as_micros() * 90 / 1000) as u32
+    }
+
+    /// NTP time of `now` on the mixer's clock.
+    fn ntp(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.epoch);
+        let frac = (u128::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+        self.epoch_ntp
+            .wrapping_add(since.as_secs() << 32)
+            .wrapping_add(frac as u64)
+    }
+
+    /// A sender report on every output that has sent, all on the mixer's one clock.
+    fn report(&mut self, now: Instant, out: &mut impl Output) {
+        let ntp = self.ntp(now);
+        for o in self.audio_out.values() {
+            let Some((ts, at)) = o.last else { continue };
+            let since = now.saturating_duration_since(at);
+            let rtp_ts = ts.wrapping_add((since.as_micros() * 48 / 1000) as u32);
+            if let Ok(n) = rtcp::write_sender_report(&mut self.scratch, o.ssrc, ntp, rtp_ts, o.packets, o.octets, &[]) {
+                out.send(o.transport, &self.scratch[..n]);
+            }
+        }
+        let video_ts = self.video_timestamp(now);
+        for o in &self.video_out {
+            if o.packets == 0 {
+                continue;
+            }
+            if let Ok(n) = rtcp::write_sender_report(&mut self.scratch, o.ssrc, ntp, video_ts, o.packets, o.octets, &[]) {
+                out.send(o.transport, &self.scratch[..n]);
+            }
+        }
+    }
+}
+
+fn canvas_interval(fps: u32) -> Duration {
+    Duration::from_micros(1_000_000 / u64::from(fps.clamp(1, 60)))
+}
+
+/// Writes an RTP packet (header, then payload) into `out`; its length.
+fn write_rtp(out: &mut [u8], fields: &rtp::HeaderFields, payload: &[u8]) -> Option<usize> {
+    let h = rtp::write_header(out, fields, &[]).ok()?;
+    let end = h + payload.len();
+    out.get_mut(h..end)?.copy_from_slice(payload);
+    Some(end)
+}

@@ -1,0 +1,392 @@
+//! The mixer in memory: sources that send a colour and a tone as real VP8 and Opus RTP, and
+//! listeners whose outputs are decoded and checked, with a simulated clock.
+
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use switchyard_codec::audio::{OpusDecoder, OpusEncoder};
+use switchyard_codec::layout::{self, Layout};
+use switchyard_codec::video::{self, EncoderConfig, VideoCodec, VideoDecoder, VideoEncoder};
+use switchyard_codec::vp8::{Vp8Depacketizer, Vp8Packetizer};
+use switchyard_codec::{FramePool, I420, Packetizer, Payloads, Yuv};
+
+use super::mixer::{Mixer, MixerConfig, StreamSpec};
+use crate::rtcp;
+use crate::rtp::{self, HeaderFields};
+use crate::spec::TransportId;
+
+const RATE: f64 = 48_000.0;
+const TONES: [f64; 3] = [440.0, 620.0, 810.0];
+const COLOURS: [(u8, u8, u8); 3] = [(255, 0, 0), (0, 200, 0), (0, 0, 255)];
+const CANVAS: MixerConfig = MixerConfig {
+    width: 320,
+    height: 180,
+    fps: 15,
+    layout: Layout::Grid,
+    video_bitrate_bps: 600_000,
+};
+/// The composite's stream.
+const VIDEO_OUT: TransportId = TransportId(100);
+const VIDEO_OUT_SSRC: u32 = 0xC0FFEE;
+
+fn rtp_packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 12 + payload.len()];
+    let fields = HeaderFields {
+        marker,
+        payload_type: pt,
+        sequence: seq,
+        timestamp: ts,
+        ssrc,
+    };
+    let n = rtp::write_header(&mut out, &fields, &[]).unwrap();
+    out[n..].copy_from_slice(payload);
+    out
+}
+
+/// A participant: its audio input, video input and audio output streams, and encoders that
+/// make its tone and colour.
+struct Source {
+    index: usize,
+    encoder: Box<dyn VideoEncoder>,
+    packetizer: Vp8Packetizer,
+    payloads: Payloads,
+    opus: OpusEncoder,
+    picture: I420,
+    sample: u64,
+    audio_seq: u16,
+    video_seq: u16,
+}
+
+impl Source {
+    fn new(index: usize) -> Source {
+        let (r, g, b) = COLOURS[index];
+        let mut picture = I420::new(160, 96).unwrap();
+        picture.fill(Yuv::from_rgb(r, g, b));
+        Source {
+            index,
+            encoder: video::encoder(&EncoderConfig {
+                codec: VideoCodec::Vp8,
+                width: 160,
+                height: 96,
+                bitrate_bps: 300_000,
+                fps: 15,
+            })
+            .unwrap(),
+            packetizer: Vp8Packetizer::new(1),
+            payloads: Payloads::new(),
+            opus: OpusEncoder::new(32_000, 0).unwrap(),
+            picture,
+            sample: 0,
+            audio_seq: 0,
+            video_seq: 0,
+        }
+    }
+
+    fn audio_in(&self) -> TransportId {
+        TransportId(10 + self.index as u64)
+    }
+    fn video_in(&self) -> TransportId {
+        TransportId(20 + self.index as u64)
+    }
+    fn audio_out(&self) -> TransportId {
+        TransportId(30 + self.index as u64)
+    }
+    fn source(&self) -> u64 {
+        1000 + self.index as u64
+    }
+
+    fn add_to(&self, mixer: &mut Mixer) {
+        let source = self.source();
+        mixer
+            .add_stream(self.audio_in(), StreamSpec::AudioIn { source })
+            .unwrap();
+        let video = StreamSpec::VideoIn {
+            source,
+            codec: VideoCodec::Vp8,
+            ssrc: 500 + self.index as u32,
+        };
+        mixer.add_stream(self.video_in(), video).unwrap();
+        let out = StreamSpec::AudioOut {
+            listener: source,
+            ssrc: 600 + self.index as u32,
+            payload_type: 111,
+        };
+        mixer.add_stream(self.audio_out(), out).unwrap();
+    }
+
+    /// 20 ms of its tone as an RTP packet.
+    fn audio_packet(&mut self) -> Vec<u8> {
+        let pcm: Vec<i16> = (0..960)
+            .map(|i| {
+                let t = (self.sample + i) as f64 / RATE;
+                (8000.0 * (2.0 * std::f64::consts::PI * TONES[self.index] * t).sin()) as i16
+            })
+            .collect();
+        let mut out = [0u8; 1500];
+        let n = self.opus.encode(&pcm, &mut out).unwrap();
+        let ts = self.sample as u32;
+        self.sample += 960;
+        self.audio_seq = self.audio_seq.wrapping_add(1);
+        rtp_packet(111, self.audio_seq, ts, 0, false, &out[..n])
+    }
+
+    /// One frame of its colour as RTP packets.
+    fn video_packets(&mut self, ts: u32) -> Vec<Vec<u8>> {
+        let mut frame = Vec::new();
+        if self.encoder.encode(&self.picture, ts, &mut frame).unwrap().is_none() {
+            return Vec::new();
+        }
+        self.packetizer
+            .packetize(&frame, 1000, &mut self.payloads)
+            .unwrap();
+        let last = self.payloads.len() - 1;
+        let mut packets = Vec::new();
+        for (i, p) in self.payloads.iter().enumerate() {
+            self.video_seq = self.video_seq.wrapping_add(1);
+            packets.push(rtp_packet(96, self.video_seq, ts, 0, i == last, p));
+        }
+        packets
+    }
+}
+
+/// What a viewer of the composite and each listener received, decoded.
+struct Received {
+    decoder: Box<dyn VideoDecoder>,
+    depacketizer: Vp8Depacketizer,
+    pool: FramePool,
+    picture: Option<I420>,
+    keyframes: usize,
+    frames: usize,
+    audio: HashMap<TransportId, (OpusDecoder, Vec<i16>, Vec<u16>)>,
+    /// PLIs the mixer sent, by input stream.
+    plis: HashMap<TransportId, usize>,
+}
+
+impl Received {
+    fn new() -> Received {
+        Received {
+            decoder: video::decoder(VideoCodec::Vp8).unwrap(),
+            depacketizer: Vp8Depacketizer::default(),
+            pool: FramePool::default(),
+            picture: None,
+            keyframes: 0,
+            frames: 0,
+            audio: HashMap::new(),
+            plis: HashMap::new(),
+        }
+    }
+
+    fn take(&mut self, transport: TransportId, packet: &[u8]) {
+        if !rtcp_like(packet)
+            && let Ok(h) = rtp::Header::parse(packet)
+        {
+            let payload = &packet[h.payload_offset..h.payload_end];
+            if transport == VIDEO_OUT {
+                if let Ok(Some(frame)) =
+                    self.depacketizer
+                        .push(h.sequence, h.timestamp, h.marker, payload)
+                {
+                    self.frames += 1;
+                    self.keyframes += usize::from(frame.keyframe);
+                    if let Ok(Some(p)) = self.decoder.decode(frame.data, &mut self.pool) {
+                        self.picture = Some(p);
+                    }
+                }
+                return;
+            }
+            let (decoder, pcm, seqs) = self
+                .audio
+                .entry(transport)
+                .or_insert_with(|| (OpusDecoder::new().unwrap(), Vec::new(), Vec::new()));
+            let mut out = [0i16; 5760];
+            let n = decoder.decode(payload, &mut out).unwrap();
+            pcm.extend_from_slice(&out[..n]);
+            seqs.push(h.sequence);
+            return;
+        }
+        for p in rtcp::packets(packet).flatten() {
+            if let rtcp::Packet::Pli { .. } = p {
+                *self.plis.entry(transport).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// RTCP packet types (SR 200 .. PSFB 206) sit where RTP's marker and payload type do.
+fn rtcp_like(packet: &[u8]) -> bool {
+    packet.get(1).is_some_and(|b| (200..=206).contains(b))
+}
+
+fn goertzel_db(x: &[i16], freq: f64) -> f64 {
+    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / RATE).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s0 = f64::from(v) + k * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    10.0 * (s1 * s1 + s2 * s2 - k * s1 * s2).max(1e-9).log10()
+}
+
+/// Runs `mixer` for `duration` of simulated time with `sources` sending; `garbage` sends
+/// undecodable video and Opus on the listed inputs instead.
+fn run(
+    mixer: &mut Mixer,
+    sources: &mut [Source],
+    start: Instant,
+    duration: Duration,
+    received: &mut Received,
+    garbage: &[TransportId],
+) -> Instant {
+    let mut now = start;
+    let mut next_video = start;
+    let mut video_ts = 0u32;
+    let mut junk_seq = 0u16;
+    while now < start + duration {
+        let mut out = |t: TransportId, p: &[u8]| received.take(t, p);
+        for s in sources.iter_mut() {
+            let packet = s.audio_packet();
+            mixer.handle_packet(now, s.audio_in(), &packet, &mut out);
+        }
+        for &t in garbage {
+            junk_seq = junk_seq.wrapping_add(1);
+            let junk = rtp_packet(96, junk_seq, u32::from(junk_seq) * 3000, 0, true, &[0x10, 0x00, 0xFF, 0x13, 0x37, 0x42]);
+            mixer.handle_packet(now, t, &junk, &mut out);
+        }
+        if now >= next_video {
+            for s in sources.iter_mut() {
+                for packet in s.video_packets(video_ts) {
+                    mixer.handle_packet(now, s.video_in(), &packet, &mut out);
+                }
+            }
+            video_ts = video_ts.wrapping_add(6000);
+            next_video += Duration::from_millis(66);
+        }
+        while mixer.poll_timeout() <= now {
+            mixer.handle_timeout(now, &mut out);
+        }
+        now += Duration::from_millis(20);
+    }
+    now
+}
+
+fn mixer_with(sources: &[Source], start: Instant) -> Mixer {
+    let mut mixer = Mixer::new(CANVAS, start, rtcp::ntp_now()).unwrap();
+    for s in sources {
+        s.add_to(&mut mixer);
+    }
+    let out = StreamSpec::VideoOut {
+        codec: VideoCodec::Vp8,
+        ssrc: VIDEO_OUT_SSRC,
+        payload_type: 96,
+    };
+    mixer.add_stream(VIDEO_OUT, out).unwrap();
+    mixer
+}
+
+#[test]
+fn everyone_hears_the_others_and_sees_everyone() {
+    let start = Instant::now();
+    let mut sources: Vec<Source> = (0..3).map(Source::new).collect();
+    let mut mixer = mixer_with(&sources, start);
+    let mut received = Received::new();
+    run(&mut mixer, &mut sources, start, Duration::from_millis(1500), &mut received, &[]);
+
+    let picture = received.picture.as_ref().expect("a composite decoded");
+    assert_eq!((picture.width(), picture.height()), (320, 180));
+    let tiles = layout::tiles(Layout::Grid, 320, 180, 3, None);
+    for (i, tile) in tiles.iter().enumerate() {
+        let (r, g, b) = COLOURS[i];
+        // The tile's centre: the letterbox bars and the encoder's edges stay out.
+        let got = picture.mean(
+            tile.x + tile.width / 4,
+            tile.y + tile.height / 4,
+            tile.width / 2,
+            tile.height / 2,
+        );
+        assert!(
+            got.distance(Yuv::from_rgb(r, g, b)) <= 12,
+            "tile {i}: {got:?}, expected {:?}",
+            Yuv::from_rgb(r, g, b)
+        );
+    }
+    assert!(received.keyframes >= 1, "the first composite is a keyframe");
+
+    for s in &sources {
+        let (_, pcm, seqs) = &received.audio[&s.audio_out()];
+        assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "continuous sequence numbers");
+        let last = &pcm[pcm.len() - 48_000 / 2..];
+        let own = goertzel_db(last, TONES[s.index]);
+        for (j, &tone) in TONES.iter().enumerate() {
+            if j != s.index {
+                let other = goertzel_db(last, tone);
+                assert!(other - own >= 40.0, "listener {} hears its own tone: {own:.1} dB against {other:.1}", s.index);
+            }
+        }
+    }
+    let stats = mixer.stats();
+    assert_eq!(stats.decode_errors, 0);
+    assert!(stats.frames_encoded >= 15, "{stats:?}");
+}
+
+#[test]
+fn a_viewers_keyframe_request_and_a_new_tile_make_keyframes() {
+    let start = Instant::now();
+    let mut sources: Vec<Source> = (0..2).map(Source::new).collect();
+    let mut mixer = mixer_with(&sources, start);
+    let mut received = Received::new();
+    let now = run(&mut mixer, &mut sources, start, Duration::from_secs(1), &mut received, &[]);
+    let before = mixer.stats().keyframes_encoded;
+
+    let mut pli = [0u8; 16];
+    let n = rtcp::write_pli(&mut pli, 9, VIDEO_OUT_SSRC).unwrap();
+    mixer.handle_packet(now, VIDEO_OUT, &pli[..n], &mut |_: TransportId, _: &[u8]| {});
+    let now = run(&mut mixer, &mut sources, now, Duration::from_millis(200), &mut received, &[]);
+    assert_eq!(mixer.stats().keyframes_encoded, before + 1, "the PLI gave one keyframe");
+
+    // A third participant's tile.
+    let third = Source::new(2);
+    third.add_to(&mut mixer);
+    sources.push(third);
+    run(&mut mixer, &mut sources, now + Duration::from_millis(600), Duration::from_millis(200), &mut received, &[]);
+    assert_eq!(mixer.stats().keyframes_encoded, before + 2, "the new tile gave one keyframe");
+}
+
+#[test]
+fn bad_input_leaves_the_others_mixing() {
+    let start = Instant::now();
+    let mut sources: Vec<Source> = (0..2).map(Source::new).collect();
+    let mut mixer = mixer_with(&sources, start);
+    // A third participant that sends garbage video and never a keyframe, and garbage Opus.
+    let bad_video = TransportId(29);
+    let bad_audio = TransportId(19);
+    mixer
+        .add_stream(bad_audio, StreamSpec::AudioIn { source: 9 })
+        .unwrap();
+    let spec = StreamSpec::VideoIn {
+        source: 9,
+        codec: VideoCodec::Vp8,
+        ssrc: 999,
+    };
+    mixer.add_stream(bad_video, spec).unwrap();
+    let mut received = Received::new();
+    run(&mut mixer, &mut sources, start, Duration::from_millis(1500), &mut received, &[bad_video, bad_audio]);
+
+    assert!(received.plis.get(&bad_video).copied().unwrap_or(0) >= 2, "keyframe requests to the bad input");
+    assert!(received.plis.get(&bad_video).copied().unwrap_or(0) <= 6, "rate-limited");
+    let picture = received.picture.as_ref().expect("the composite goes on");
+    let tiles = layout::tiles(Layout::Grid, 320, 180, 3, None);
+    let (r, g, b) = COLOURS[1];
+    let t = tiles[1];
+    let got = picture.mean(t.x + t.width / 4, t.y + t.height / 4, t.width / 2, t.height / 2);
+    assert!(got.distance(Yuv::from_rgb(r, g, b)) <= 12, "{got:?}");
+    for s in &sources {
+        let (_, pcm, _) = &received.audio[&s.audio_out()];
+        assert!(pcm.len() >= 48_000, "listener {} kept hearing", s.index);
+    }
+    // Unknown streams are counted, not fatal.
+    let before = mixer.stats().dropped;
+    mixer.handle_packet(start, TransportId(777), &[0x80, 0, 0, 1], &mut |_: TransportId, _: &[u8]| {});
+    assert_eq!(mixer.stats().dropped, before + 1);
+}

@@ -1,0 +1,399 @@
+//! The MCU threads: each owns the mixers placed on it and runs them on its core.
+//!
+//! A thread waits on its one queue, which carries both the workers' packets and the control
+//! plane's commands, until its earliest mixer deadline; then it runs the mixers that are due
+//! and hands what they made to the workers' lanes, waking each worker it wrote to once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::lane::{LANE_CAPACITY, Packet};
+use super::mixer::{Mixer, MixerConfig, StreamSpec};
+use crate::io::Waker;
+use crate::rtcp;
+use crate::spec::{Error, RouterId, TransportId};
+
+/// The longest a thread sleeps with nothing due (it wakes for packets and commands anyway).
+const IDLE: Duration = Duration::from_secs(1);
+
+/// What reaches an MCU thread.
+pub enum ToMcu {
+    /// A packet a worker's router sent to a mixer stream.
+    Packet(Packet),
+    Command(Command),
+}
+
+pub enum Command {
+    /// Starts the mixer of router `mixer` (the channel), whose worker is `worker`.
+    CreateMixer {
+        mixer: RouterId,
+        worker: usize,
+        config: MixerConfig,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    AddStream {
+        mixer: RouterId,
+        transport: TransportId,
+        spec: StreamSpec,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    RemoveStream {
+        mixer: RouterId,
+        transport: TransportId,
+    },
+    CloseMixer {
+        mixer: RouterId,
+    },
+    Stop,
+}
+
+/// Each worker's ends of the MCU's lanes, handed to the worker when it starts.
+pub struct McuLanes {
+    /// To each MCU thread.
+    pub to_mcu: Vec<SyncSender<ToMcu>>,
+    /// From every MCU thread to this worker.
+    pub from_mcu: Receiver<Packet>,
+    /// Packets dropped because an MCU lane was full, for the worker's counters.
+    pub dropped: Arc<AtomicU64>,
+}
+
+struct Handle {
+    queue: SyncSender<ToMcu>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The running MCU threads, as the control plane reaches them.
+pub struct Mcu {
+    threads: Vec<Handle>,
+}
+
+impl Mcu {
+    /// Starts `threads` MCU threads (pinned to `cores` in turn when given) for workers that
+    /// wake with `wakers`; returns each worker's lane ends, in the workers' order.
+    pub fn start(
+        threads: usize,
+        wakers: Vec<Waker>,
+        cores: Vec<core_affinity::CoreId>,
+    ) -> Result<(Mcu, Vec<McuLanes>), Error> {
+        let (to_workers, from_mcu): (Vec<_>, Vec<_>) =
+            wakers.iter().map(|_| sync_channel::<Packet>(LANE_CAPACITY)).unzip();
+        let dropped: Vec<Arc<AtomicU64>> = wakers.iter().map(|_| Arc::default()).collect();
+        let mut handles = Vec::with_capacity(threads);
+        let mut to_mcu = Vec::with_capacity(threads);
+        for index in 0..threads {
+            let (queue, rx) = sync_channel(LANE_CAPACITY);
+            to_mcu.push(queue.clone());
+            let mut state = Thread {
+                index,
+                queue: rx,
+                mixers: HashMap::new(),
+                streams: HashMap::new(),
+                workers: to_workers.clone(),
+                wakers: wakers.clone(),
+                dropped: dropped.clone(),
+                woken: vec![false; wakers.len()],
+            };
+            let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+            let thread = std::thread::Builder::new()
+                .name(format!("sy-mcu-{index}"))
+                .spawn(move || {
+                    if let Some(core) = core
+                        && !core_affinity::set_for_current(core)
+                    {
+                        tracing::warn!(mcu = index, "could not pin to core {}", core.id);
+                    }
+                    state.run();
+                })
+                .map_err(|e| Error::Start(format!("spawn MCU thread {index}: {e}")))?;
+            tracing::info!(mcu = index, core = ?core.map(|c| c.id), "MCU thread started");
+            handles.push(Handle {
+                queue,
+                thread: Some(thread),
+            });
+        }
+        let lanes = from_mcu
+            .into_iter()
+            .zip(dropped)
+            .map(|(from_mcu, dropped)| McuLanes {
+                to_mcu: to_mcu.clone(),
+                from_mcu,
+                dropped,
+            })
+            .collect();
+        Ok((Mcu { threads: handles }, lanes))
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    fn send(&self, mcu: usize, command: Command) -> Result<(), Error> {
+        let h = self.threads.get(mcu).ok_or(Error::NoWorker(mcu))?;
+        match h.queue.try_send(ToMcu::Command(command)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Error::Busy(mcu)),
+            Err(TrySendError::Disconnected(_)) => Err(Error::Stopped),
+        }
+    }
+
+    async fn ask(
+        &self,
+        mcu: usize,
+        command: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Command,
+    ) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(mcu, command(reply))?;
+        answer
+            .await
+            .map_err(|_| Error::Stopped)?
+            .map_err(Error::Rejected)
+    }
+
+    /// Starts the mixer of router `mixer` (on I/O worker `worker`) on MCU thread `mcu`.
+    pub async fn create_mixer(
+        &self,
+        mcu: usize,
+        mixer: RouterId,
+        worker: usize,
+        config: MixerConfig,
+    ) -> Result<(), Error> {
+        self.ask(mcu, |reply| Command::CreateMixer {
+            mixer,
+            worker,
+            config,
+            reply,
+        })
+        .await
+    }
+
+    /// Tells the mixer what stream `transport` is; do this before the worker creates the
+    /// transport, so that no packet of it arrives unknown.
+    pub async fn add_stream(
+        &self,
+        mcu: usize,
+        mixer: RouterId,
+        transport: TransportId,
+        spec: StreamSpec,
+    ) -> Result<(), Error> {
+        self.ask(mcu, |reply| Command::AddStream {
+            mixer,
+            transport,
+            spec,
+            reply,
+        })
+        .await
+    }
+
+    pub fn remove_stream(&self, mcu: usize, mixer: RouterId, transport: TransportId) {
+        let _ = self.send(mcu, Command::RemoveStream { mixer, transport });
+    }
+
+    pub fn close_mixer(&self, mcu: usize, mixer: RouterId) {
+        let _ = self.send(mcu, Command::CloseMixer { mixer });
+    }
+}
+
+impl Drop for Mcu {
+    fn drop(&mut self) {
+        for h in &mut self.threads {
+            // A full queue still stops it: the thread ends when the queue disconnects too.
+            let _ = h.queue.try_send(ToMcu::Command(Command::Stop));
+            let (dead, _) = sync_channel(0);
+            drop(std::mem::replace(&mut h.queue, dead));
+            if let Some(t) = h.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// A mixer and the worker its router lives on.
+struct Placed {
+    mixer: Mixer,
+    worker: usize,
+}
+
+struct Thread {
+    index: usize,
+    queue: Receiver<ToMcu>,
+    mixers: HashMap<RouterId, Placed>,
+    /// Which mixer each stream belongs to.
+    streams: HashMap<TransportId, RouterId>,
+    workers: Vec<SyncSender<Packet>>,
+    wakers: Vec<Waker>,
+    dropped: Vec<Arc<AtomicU64>>,
+    /// Workers written to since the last wake-up round.
+    woken: Vec<bool>,
+}
+
+/// A mixer's [`mixer::Output`](super::mixer::Output) on this thread: packets go to its
+/// worker's lane.
+struct ToWorker<'a> {
+    lane: &'a SyncSender<Packet>,
+    dropped: &'a AtomicU64,
+    written: &'a mut bool,
+}
+
+impl super::mixer::Output for ToWorker<'_> {
+    fn send(&mut self, transport: TransportId, packet: &[u8]) {
+        let Some(p) = Packet::new(transport, packet) else {
+            return;
+        };
+        match self.lane.try_send(p) {
+            Ok(()) => *self.written = true,
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Thread {
+    fn run(&mut self) {
+        loop {
+            let now = Instant::now();
+            let due = self
+                .mixers
+                .values()
+                .map(|p| p.mixer.poll_timeout())
+                .min()
+                .unwrap_or(now + IDLE);
+            match self.queue.recv_timeout(due.saturating_duration_since(now)) {
+                Ok(message) => {
+                    if !self.handle(message) {
+                        return;
+                    }
+                    // Take what else is queued before running the clocks.
+                    for _ in 0..LANE_CAPACITY {
+                        match self.queue.try_recv() {
+                            Ok(m) => {
+                                if !self.handle(m) {
+                                    return;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let now = Instant::now();
+            for placed in self.mixers.values_mut() {
+                if placed.mixer.poll_timeout() <= now
+                    && let (Some(lane), Some(dropped), Some(written)) = (
+                        self.workers.get(placed.worker),
+                        self.dropped.get(placed.worker),
+                        self.woken.get_mut(placed.worker),
+                    )
+                {
+                    let mut out = ToWorker {
+                        lane,
+                        dropped,
+                        written,
+                    };
+                    placed.mixer.handle_timeout(now, &mut out);
+                }
+            }
+            self.wake();
+        }
+    }
+
+    fn wake(&mut self) {
+        for (i, woken) in self.woken.iter_mut().enumerate() {
+            if std::mem::take(woken)
+                && let Some(w) = self.wakers.get(i)
+            {
+                w.wake();
+            }
+        }
+    }
+
+    /// Handles one message; false when the thread is to stop.
+    fn handle(&mut self, message: ToMcu) -> bool {
+        match message {
+            ToMcu::Packet(p) => {
+                let now = Instant::now();
+                let Some(placed) = self
+                    .streams
+                    .get(&p.transport)
+                    .and_then(|m| self.mixers.get_mut(m))
+                else {
+                    return true;
+                };
+                if let (Some(lane), Some(dropped), Some(written)) = (
+                    self.workers.get(placed.worker),
+                    self.dropped.get(placed.worker),
+                    self.woken.get_mut(placed.worker),
+                ) {
+                    let mut out = ToWorker {
+                        lane,
+                        dropped,
+                        written,
+                    };
+                    placed.mixer.handle_packet(now, p.transport, p.data(), &mut out);
+                }
+            }
+            ToMcu::Command(c) => return self.command(c),
+        }
+        true
+    }
+
+    fn command(&mut self, command: Command) -> bool {
+        match command {
+            Command::CreateMixer {
+                mixer,
+                worker,
+                config,
+                reply,
+            } => {
+                let result = if self.mixers.contains_key(&mixer) {
+                    Ok(())
+                } else if worker >= self.workers.len() {
+                    Err(format!("no worker {worker}"))
+                } else {
+                    Mixer::new(config, Instant::now(), rtcp::ntp_now()).map(|m| {
+                        tracing::info!(mcu = self.index, %mixer, ?config, "mixer started");
+                        self.mixers.insert(mixer, Placed { mixer: m, worker });
+                    })
+                };
+                let _ = reply.send(result);
+            }
+            Command::AddStream {
+                mixer,
+                transport,
+                spec,
+                reply,
+            } => {
+                let result = match self.mixers.get_mut(&mixer) {
+                    None => Err(format!("no mixer {mixer}")),
+                    Some(p) => p.mixer.add_stream(transport, spec),
+                };
+                if result.is_ok() {
+                    self.streams.insert(transport, mixer);
+                }
+                let _ = reply.send(result);
+            }
+            Command::RemoveStream { mixer, transport } => {
+                if let Some(p) = self.mixers.get_mut(&mixer) {
+                    p.mixer.remove_stream(transport);
+                }
+                self.streams.remove(&transport);
+            }
+            Command::CloseMixer { mixer } => {
+                if let Some(p) = self.mixers.remove(&mixer) {
+                    tracing::info!(mcu = self.index, %mixer, stats = ?p.mixer.stats(), "mixer closed");
+                }
+                self.streams.retain(|_, m| *m != mixer);
+            }
+            Command::Stop => return false,
+        }
+        true
+    }
+}

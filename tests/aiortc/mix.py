@@ -1,0 +1,238 @@
+"""aiortc participants of an MCU mix: each joins with POST /mix/CHANNEL (a sendrecv offer),
+sends a solid colour and a sine of its own, and checks what the mixer sends back: every
+participant's colour somewhere in the composite picture, the others' tones in the audio and
+its own tone absent (mix-minus).
+
+usage: mix.py BASE CHANNEL TOKEN [TOKEN ...] [--seconds N] [--codec VP8|H264]
+
+One TOKEN per participant. Prints a final JSON line: {"ok": .., "participants": [{"colours":
+[seen per participant], "tones_db": [level of each participant's tone above the floor], ...}]}.
+"""
+
+import argparse
+import asyncio
+import json
+import math
+import urllib.error
+import urllib.request
+
+import aioice.ice
+
+# aioice leaves 127.0.0.1 out of host candidates; the tests run where loopback is all there is.
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+import av  # noqa: E402
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription  # noqa: E402
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack  # noqa: E402
+
+WIDTH, HEIGHT = 320, 180
+RATE = 48000
+# Saturated colours far apart in YUV, and tones none of which is a harmonic of another.
+COLOURS = [(255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 255, 0)]
+TONES = [440.0, 620.0, 810.0, 1070.0]
+# Where there is no tone: the noise floor.
+FLOOR = [350.0, 530.0, 720.0, 950.0, 1300.0]
+
+
+def yuv(rgb):
+    r, g, b = rgb
+    return (
+        round(16 + 0.257 * r + 0.504 * g + 0.098 * b),
+        round(128 - 0.148 * r - 0.291 * g + 0.439 * b),
+        round(128 + 0.439 * r - 0.368 * g - 0.071 * b),
+    )
+
+
+class Colour(VideoStreamTrack):
+    def __init__(self, rgb):
+        super().__init__()
+        self.y, self.u, self.v = yuv(rgb)
+
+    async def recv(self):
+        pts, time_base = await self.next_timestamp()
+        frame = av.VideoFrame(width=WIDTH, height=HEIGHT, format="yuv420p")
+        for plane, value in zip(frame.planes, (self.y, self.u, self.v)):
+            plane.update(bytes([value]) * plane.buffer_size)
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
+class Sine(AudioStreamTrack):
+    def __init__(self, freq):
+        super().__init__()
+        self.freq = freq
+        self.n = 0
+
+    async def recv(self):
+        # AudioStreamTrack paces 20 ms frames; we fill them with our tone.
+        silence = await super().recv()
+        samples = silence.samples
+        data = bytearray()
+        for i in range(samples):
+            s = int(8000 * math.sin(2 * math.pi * self.freq * (self.n + i) / RATE))
+            data += s.to_bytes(2, "little", signed=True)
+        self.n += samples
+        frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
+        frame.planes[0].update(bytes(data))
+        frame.sample_rate = RATE
+        frame.pts, frame.time_base = silence.pts, silence.time_base
+        return frame
+
+
+def goertzel_db(samples, freq):
+    """The power of `freq` in `samples` (mono floats), in dB."""
+    k = 2 * math.cos(2 * math.pi * freq / RATE)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + k * s1 - s2, s1
+    power = s1 * s1 + s2 * s2 - k * s1 * s2
+    return 10 * math.log10(max(power, 1e-9))
+
+
+def http(method, url, token, body=None):
+    headers = {"Authorization": f"Bearer {token}"}
+    if body is not None:
+        headers["Content-Type"] = "application/sdp"
+    req = urllib.request.Request(url, data=body.encode() if body else None, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, r.read().decode(), dict(r.headers.items())
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), dict(e.headers.items())
+
+
+class Participant:
+    def __init__(self, index, base, channel, token, codec):
+        self.index, self.base, self.channel, self.token = index, base, channel, token
+        self.pc = RTCPeerConnection()
+        self.codec = codec
+        self.location = None
+        self.picture = None  # the latest decoded composite
+        self.frames = 0
+        self.audio = []  # mono floats of the last seconds
+        self.first_frame_after = None
+
+    async def join(self, started):
+        video = self.pc.addTransceiver(Colour(COLOURS[self.index]), direction="sendrecv")
+        self.pc.addTransceiver(Sine(TONES[self.index]), direction="sendrecv")
+        codecs = RTCRtpSender.getCapabilities("video").codecs
+        video.setCodecPreferences([c for c in codecs if c.mimeType == f"video/{self.codec}"])
+
+        @self.pc.on("track")
+        def on_track(track):
+            reader = self.read_video if track.kind == "video" else self.read_audio
+            asyncio.ensure_future(reader(track, started))
+
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        url = f"{self.base}/mix/{self.channel}"
+        status, answer, headers = await asyncio.to_thread(http, "POST", url, self.token, self.pc.localDescription.sdp)
+        if status != 201:
+            raise RuntimeError(f"POST {url}: {status} {answer.strip()}")
+        self.location = headers.get("Location") or headers.get("location")
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    async def read_video(self, track, started):
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if self.first_frame_after is None:
+                self.first_frame_after = loop.time() - started
+            self.frames += 1
+            self.picture = frame.reformat(format="yuv420p")
+
+    async def read_audio(self, track, started):
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            # Read the bytes: numpy may be absent.
+            raw = bytes(frame.planes[0])
+            channels = len(frame.layout.channels)
+            step = 2 * channels
+            # s16 interleaved: take the first channel.
+            for at in range(0, len(raw) - 1, step):
+                self.audio.append(int.from_bytes(raw[at : at + 2], "little", signed=True) / 32768)
+            if len(self.audio) > RATE * 2:
+                del self.audio[: len(self.audio) - RATE * 2]
+
+    def colours_seen(self):
+        """Which participants' colours appear in the composite (sampled on a coarse grid)."""
+        if self.picture is None:
+            return [False] * len(COLOURS)
+        p = self.picture
+        y, u, v = (bytes(pl) for pl in p.planes)
+        ys, us = p.planes[0].line_size, p.planes[1].line_size
+        seen = []
+        for rgb in COLOURS:
+            want = yuv(rgb)
+            hit = False
+            for gy in range(4, p.height - 4, max(2, p.height // 24)):
+                for gx in range(4, p.width - 4, max(2, p.width // 32)):
+                    got = (y[gy * ys + gx], u[(gy // 2) * us + gx // 2], v[(gy // 2) * us + gx // 2])
+                    if all(abs(a - b) <= 24 for a, b in zip(got, want)):
+                        hit = True
+                        break
+                if hit:
+                    break
+            seen.append(hit)
+        return seen
+
+    def tones_db(self, n):
+        """Each participant's tone's level above the floor in the last second of audio."""
+        last = self.audio[-RATE:]
+        if len(last) < RATE // 2:
+            return [None] * n
+        floor = max(goertzel_db(last, f) for f in FLOOR)
+        return [round(goertzel_db(last, TONES[i]) - floor, 1) for i in range(n)]
+
+
+async def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("base")
+    p.add_argument("channel")
+    p.add_argument("tokens", nargs="+")
+    p.add_argument("--seconds", type=float, default=8)
+    p.add_argument("--codec", default="VP8")
+    args = p.parse_args()
+    n = len(args.tokens)
+    if n > len(COLOURS):
+        raise SystemExit(f"at most {len(COLOURS)} participants")
+    loop = asyncio.get_running_loop()
+    people = [Participant(i, args.base, args.channel, t, args.codec) for i, t in enumerate(args.tokens)]
+    result = {"ok": False, "codec": args.codec}
+    try:
+        for person in people:
+            await person.join(loop.time())
+        for second in range(int(args.seconds)):
+            await asyncio.sleep(1)
+            print(json.dumps({"t": second + 1, "frames": [x.frames for x in people], "audio": [len(x.audio) for x in people]}), flush=True)
+        result["participants"] = [
+            {
+                "frames": x.frames,
+                "first_frame_s": x.first_frame_after,
+                "colours": x.colours_seen(),
+                "tones_db": x.tones_db(n),
+                "size": [x.picture.width, x.picture.height] if x.picture else None,
+            }
+            for x in people
+        ]
+        statuses = []
+        for x in people:
+            status, _, _ = await asyncio.to_thread(http, "DELETE", f"{args.base}{x.location}", x.token)
+            statuses.append(status)
+        result["deletes"] = statuses
+        result["ok"] = True
+    except Exception as e:  # the test reads the reason from the JSON line
+        result["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        for x in people:
+            await x.pc.close()
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,98 @@
+//! The MCU end to end: aiortc participants join a channel's mix over `POST /mix/{channel}`,
+//! each sending a solid colour and a sine of its own, and check what the mixer sends back:
+//! every colour in the composite, the others' tones in the audio, their own tone absent.
+
+use std::process::Command;
+
+use switchyard_tests::server::Server;
+use switchyard_tests::{netns, python, repo, run_pages, script_result};
+
+/// A small canvas at 15 fps: what two cores encode for several participants in a test.
+const CANVAS: [(&str, &str); 3] = [
+    ("MCU__CANVASWIDTH", "320"),
+    ("MCU__CANVASHEIGHT", "180"),
+    ("MCU__FRAMERATE", "15"),
+];
+
+fn mix(server: &Server, channel: &str, participants: usize, codec: &str) -> serde_json::Value {
+    let tokens: Vec<String> = (0..participants)
+        .map(|i| server.token(channel, &format!("mixer{i}"), &[]))
+        .collect();
+    let out = Command::new(python())
+        .arg(repo().join("tests/aiortc/mix.py"))
+        .arg(format!("http://127.0.0.1:{}", server.port))
+        .arg(channel)
+        .args(&tokens)
+        .args(["--seconds", "8", "--codec", codec])
+        .output()
+        .expect("run the aiortc script");
+    script_result(&out, "aiortc mix")
+}
+
+fn check(result: &serde_json::Value, participants: usize) {
+    assert_eq!(result["ok"], true, "{result:#}");
+    let people = result["participants"].as_array().expect("participants");
+    for (i, p) in people.iter().enumerate() {
+        assert!(p["frames"].as_u64().unwrap_or(0) >= 30, "participant {i} got too few composites: {result:#}");
+        assert_eq!(p["size"], serde_json::json!([320, 180]), "participant {i}: {result:#}");
+        let colours = p["colours"].as_array().expect("colours");
+        for (j, seen) in colours.iter().enumerate().take(participants) {
+            assert_eq!(seen, true, "participant {i} does not see {j}'s colour: {result:#}");
+        }
+        let tones = p["tones_db"].as_array().expect("tones");
+        for (j, level) in tones.iter().enumerate() {
+            let db = level.as_f64().unwrap_or(f64::NAN);
+            if i == j {
+                assert!(db < 10.0, "participant {i} hears its own tone ({db} dB): {result:#}");
+            } else {
+                assert!(db >= 20.0, "participant {i} hears {j}'s tone only {db} dB above the floor: {result:#}");
+            }
+        }
+    }
+    assert!(
+        result["deletes"].as_array().is_some_and(|d| d.iter().all(|s| s == 200)),
+        "{result:#}"
+    );
+}
+
+#[test]
+fn aiortc_participants_hear_the_others_and_see_everyone_vp8() {
+    netns::enter();
+    let server = Server::start_with_env(&[], &CANVAS);
+    let result = mix(&server, "mixed", 3, "VP8");
+    check(&result, 3);
+    let m = server.metrics();
+    assert_eq!(m["switchyard_participants"], 0.0, "DELETE left participants behind");
+}
+
+/// Four Chromium pages mix (canvas colours, oscillator tones); the last joins late, then leaves,
+/// and the first mutes.
+fn chromium_pages(codec: &str) {
+    netns::enter();
+    let server = Server::start_with_env(&[], &CANVAS);
+    let mut args = vec![
+        format!("http://127.0.0.1:{}", server.port),
+        "meeting".to_string(),
+        codec.to_string(),
+    ];
+    args.extend((0..4).map(|i| server.token("meeting", &format!("page{i}"), &[])));
+    let (result, stderr) = run_pages("mix_pages.mjs", &args, &[]);
+    assert_eq!(result["ok"], true, "{result:#}\n{stderr}\n{}", server.log_tail());
+    let late = result["pages"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["i"] == 3))
+        .and_then(|p| p["firstFrameMs"].as_u64())
+        .unwrap_or(u64::MAX);
+    assert!(late <= 2000, "the late joiner's first composite took {late} ms: {result:#}");
+    println!("{result}");
+}
+
+#[test]
+fn chromium_pages_mix_vp8() {
+    chromium_pages("VP8");
+}
+
+#[test]
+fn chromium_pages_mix_h264() {
+    chromium_pages("H264");
+}
