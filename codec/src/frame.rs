@@ -22,7 +22,11 @@ pub struct Yuv {
 
 impl Yuv {
     /// Black as the codecs see it (Y 16, no chroma).
-    pub const BLACK: Yuv = Yuv { y: 16, u: 128, v: 128 };
+    pub const BLACK: Yuv = Yuv {
+        y: 16,
+        u: 128,
+        v: 128,
+    };
 
     /// Converts full-range sRGB (what a canvas paints) to limited-range BT.601.
     pub fn from_rgb(r: u8, g: u8, b: u8) -> Yuv {
@@ -41,7 +45,9 @@ impl Yuv {
     /// The largest difference of the three components, for tolerance checks.
     pub fn distance(self, other: Yuv) -> u8 {
         let d = |a: u8, b: u8| a.abs_diff(b);
-        d(self.y, other.y).max(d(self.u, other.u)).max(d(self.v, other.v))
+        d(self.y, other.y)
+            .max(d(self.u, other.u))
+            .max(d(self.v, other.v))
     }
 }
 
@@ -152,7 +158,8 @@ impl I420 {
 
     /// All three planes at once, for writers that fill them together (decoders, scalers).
     pub fn planes_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
-        let (y, uv) = self.data.split_at_mut(self.range(Plane::Y).end);
+        let y_len = self.range(Plane::Y).end;
+        let (y, uv) = self.data.split_at_mut(y_len);
         let (u, v) = uv.split_at_mut(uv.len() / 2);
         (y, u, v)
     }
