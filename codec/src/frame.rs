@@ -152,7 +152,8 @@ impl I420 {
 
     /// All three planes at once, for writers that fill them together (decoders, scalers).
     pub fn planes_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
-        let (y, uv) = self.data.split_at_mut(self.range(Plane::Y).end);
+        let y_len = self.range(Plane::Y).end;
+        let (y, uv) = self.data.split_at_mut(y_len);
         let (u, v) = uv.split_at_mut(uv.len() / 2);
         (y, u, v)
     }

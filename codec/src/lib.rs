@@ -5,9 +5,14 @@
 //! fed payloads with their sequence numbers, timestamps and marker bits, they return frames (and
 //! frames return payloads), and they are tested without sockets. The decoders and encoders they
 //! feed come next.
+//!
+//! [`audio`] is the MCU's audio mixer: Opus decoders with PLC and FEC behind a jitter buffer
+//! per input, the few loudest talkers mixed, and one Opus stream per listener of everyone but
+//! itself (mix-minus), with one shared encode for all who are not talking.
 
 #![forbid(unsafe_code)]
 
+pub mod audio;
 pub mod depacketize;
 pub mod frame;
 pub mod h264;
