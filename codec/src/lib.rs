@@ -9,9 +9,14 @@
 //! The MCU's video compositor (`layout`, `scale`, `compose`) places every participant's decoded
 //! picture in a tile of one canvas (a grid, or the active speaker large above a strip), scaled
 //! with its aspect ratio kept, so the canvas is encoded once for all viewers.
+//!
+//! [`audio`] is the MCU's audio mixer: Opus decoders with PLC and FEC behind a jitter buffer
+//! per input, the few loudest talkers mixed, and one Opus stream per listener of everyone but
+//! itself (mix-minus), with one shared encode for all who are not talking.
 
 #![forbid(unsafe_code)]
 
+pub mod audio;
 pub mod compose;
 pub mod depacketize;
 pub mod frame;

@@ -1,0 +1,148 @@
+//! Thin wrappers over libopus (through the `opus` crate) fixed to what the mixer needs: 48 kHz,
+//! mono, 16-bit PCM.
+//!
+//! Mono because the mixer sums voices: a conference mix has no stereo image to keep, and a mono
+//! decoder downmixes the stereo packets Chromium may send (its Opus is stereo-capable, but a
+//! voice call is mono in practice) inside libopus, for free. Mono encoding halves the encoders'
+//! CPU, which is the mixer's main cost.
+//!
+//! The decoder adds the two ways Opus fills a hole, so that the jitter buffer can ask for them by
+//! name: packet loss concealment (PLC, an extrapolation from the decoder's state) and in-band FEC
+//! (the low-bitrate copy of a lost frame that the *next* packet carries, when its encoder was
+//! told to expect loss).
+
+use opus::{Application, Bitrate, Channels};
+
+use super::{AudioError, SAMPLE_RATE};
+
+/// The most samples one Opus packet decodes to at 48 kHz: 120 ms.
+pub const MAX_PACKET_SAMPLES: usize = 5760;
+
+/// The most bytes one encoded packet may take: the Opus limit for one frame.
+pub const MAX_ENCODED: usize = 1275;
+
+/// A 48 kHz mono Opus decoder.
+pub struct OpusDecoder {
+    inner: opus::Decoder,
+}
+
+impl OpusDecoder {
+    pub fn new() -> Result<Self, AudioError> {
+        Ok(Self {
+            inner: opus::Decoder::new(SAMPLE_RATE, Channels::Mono)?,
+        })
+    }
+
+    /// Decodes `packet` into the start of `out` and returns the number of samples written. An
+    /// error (a packet libopus cannot parse, or one longer than `out`) leaves the state usable:
+    /// the caller conceals the frame instead.
+    pub fn decode(&mut self, packet: &[u8], out: &mut [i16]) -> Result<usize, AudioError> {
+        // The `opus` crate takes an empty packet as "lost": that must be asked for by name.
+        if packet.is_empty() {
+            return Err(AudioError::EmptyPacket);
+        }
+        Ok(self.inner.decode(packet, out, false)?)
+    }
+
+    /// Conceals one lost packet: fills all of `out` (a multiple of 2.5 ms, 120 samples) by
+    /// extrapolating from what was decoded before.
+    pub fn conceal(&mut self, out: &mut [i16]) -> Result<usize, AudioError> {
+        Ok(self.inner.decode(&[], out, false)?)
+    }
+
+    /// Recovers one lost packet from the FEC data in the packet after it (`next`), filling all of
+    /// `out` (the lost packet's duration). libopus falls back to concealment when `next` carries
+    /// no FEC data. `next` itself is decoded normally afterwards.
+    pub fn decode_fec(&mut self, next: &[u8], out: &mut [i16]) -> Result<usize, AudioError> {
+        if next.is_empty() {
+            return Err(AudioError::EmptyPacket);
+        }
+        Ok(self.inner.decode(next, out, true)?)
+    }
+}
+
+/// A 48 kHz mono Opus encoder for voice: the VOIP application (not restricted-lowdelay, which
+/// is CELT-only and so has no in-band FEC), in-band FEC on, constant frame duration given by the
+/// PCM length (20 ms for the mixer).
+pub struct OpusEncoder {
+    inner: opus::Encoder,
+}
+
+/// Opus's accepted bitrate range, bits per second.
+const MIN_BITRATE: u32 = 6_000;
+const MAX_BITRATE: u32 = 510_000;
+
+impl OpusEncoder {
+    /// `bitrate` is clamped to Opus's 6-510 kbit/s; `loss_percent` is the packet loss the
+    /// encoder expects, which decides how much FEC it adds (0 turns FEC off in practice).
+    pub fn new(bitrate: u32, loss_percent: u8) -> Result<Self, AudioError> {
+        let mut inner = opus::Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip)?;
+        inner.set_inband_fec(true)?;
+        inner.set_packet_loss_perc(i32::from(loss_percent.min(100)))?;
+        let mut encoder = Self { inner };
+        encoder.set_bitrate(bitrate)?;
+        Ok(encoder)
+    }
+
+    /// Sets the target bitrate (clamped to 6-510 kbit/s), e.g. from the receivers' estimate.
+    pub fn set_bitrate(&mut self, bitrate: u32) -> Result<(), AudioError> {
+        let bits = bitrate.clamp(MIN_BITRATE, MAX_BITRATE);
+        // The clamp keeps it far below i32::MAX.
+        self.inner.set_bitrate(Bitrate::Bits(bits as i32))?;
+        Ok(())
+    }
+
+    /// Encodes one frame (`pcm` is 2.5, 5, 10, 20, 40 or 60 ms of samples) into `out`, returning
+    /// the packet's length.
+    pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, AudioError> {
+        Ok(self.inner.encode(pcm, out)?)
+    }
+
+    /// Forgets the signal before, as if new. Used when a listener moves onto this encoder after
+    /// it sat unused: state from seconds ago predicts nothing about the next frame.
+    pub fn reset(&mut self) -> Result<(), AudioError> {
+        Ok(self.inner.reset_state()?)
+    }
+}
+
+// ok: test code
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(freq: f64, start: usize, out: &mut [i16]) {
+        for (i, s) in out.iter_mut().enumerate() {
+            let t = (start + i) as f64 / f64::from(SAMPLE_RATE);
+            *s = (8000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16;
+        }
+    }
+
+    #[test]
+    fn round_trip_conceal_and_fec() {
+        let mut enc = OpusEncoder::new(32_000, 20).unwrap();
+        let mut dec = OpusDecoder::new().unwrap();
+        let mut pcm = [0i16; 960];
+        let mut packets = Vec::new();
+        for n in 0..10 {
+            tone(440.0, n * 960, &mut pcm);
+            let mut out = [0u8; MAX_ENCODED];
+            let len = enc.encode(&pcm, &mut out).unwrap();
+            packets.push(out[..len].to_vec());
+        }
+        let mut out = [0i16; MAX_PACKET_SAMPLES];
+        for p in &packets[..5] {
+            assert_eq!(dec.decode(p, &mut out).unwrap(), 960);
+        }
+        // Packet 5 lost: FEC from packet 6, then packet 6 itself, then PLC for 7.
+        assert_eq!(dec.decode_fec(&packets[6], &mut out[..960]).unwrap(), 960);
+        let energy: f64 = out[..960].iter().map(|&s| f64::from(s).powi(2)).sum();
+        assert!(energy > 0.0);
+        assert_eq!(dec.decode(&packets[6], &mut out).unwrap(), 960);
+        assert_eq!(dec.conceal(&mut out[..960]).unwrap(), 960);
+        assert!(dec.decode(&[], &mut out).is_err());
+        assert!(dec.decode_fec(&[], &mut out).is_err());
+        enc.reset().unwrap();
+        enc.set_bitrate(1).unwrap();
+        enc.set_bitrate(u32::MAX).unwrap();
+    }
+}
