@@ -39,50 +39,60 @@ struct Kernel {
 
 impl Kernel {
     fn new(src_len: usize, dst_len: usize) -> Kernel {
-        let shrink = dst_len < src_len;
-        let taps = if src_len == dst_len {
-            1
-        } else if shrink {
-            (src_len.div_ceil(dst_len) + 1).min(src_len)
-        } else {
-            2.min(src_len)
-        };
-        let mut kernel = Kernel {
-            src_len,
-            dst_len,
-            taps,
-            starts: Vec::with_capacity(dst_len),
-            weights: Vec::with_capacity(dst_len * taps),
-        };
-        // (source sample, weight) pairs of one output sample.
-        let mut entries: Vec<(usize, u32)> = Vec::with_capacity(taps);
+        // Every output sample's (source sample, weight) pairs, back to back, and where each
+        // one's pairs end; made once per pair of lengths, so allocating here is fine.
+        let mut entries: Vec<(usize, u32)> = Vec::new();
+        let mut ends = Vec::with_capacity(dst_len);
         for i in 0..dst_len {
-            entries.clear();
-            if shrink {
+            let from = entries.len();
+            if dst_len < src_len {
                 area_weights(src_len, dst_len, i, &mut entries);
             } else {
                 linear_weights(src_len, dst_len, i, &mut entries);
             }
-            kernel.push(&mut entries);
+            round_to_one(&mut entries[from..]);
+            ends.push(entries.len());
+        }
+        let mut kernel = Kernel {
+            src_len,
+            dst_len,
+            taps: 0,
+            starts: Vec::with_capacity(dst_len),
+            weights: Vec::new(),
+        };
+        let mut from = 0;
+        for &end in &ends {
+            kernel.taps = kernel.taps.max(end - from);
+            from = end;
+        }
+        kernel.weights.reserve(dst_len * kernel.taps);
+        let mut from = 0;
+        for end in ends {
+            kernel.push(&entries[from..end]);
+            from = end;
         }
         kernel
     }
 
-    /// Appends one output sample's weights, rounded so they sum to exactly [`ONE`] (a flat
-    /// colour stays exactly that colour), in a window of `taps` samples inside the source.
-    fn push(&mut self, entries: &mut [(usize, u32)]) {
-        let sum: u32 = entries.iter().map(|e| e.1).sum();
-        if let Some(largest) = entries.iter_mut().max_by_key(|e| e.1) {
-            largest.1 = (largest.1 + ONE).saturating_sub(sum);
-        }
+    /// Appends one output sample's weights in a window of `taps` samples inside the source.
+    fn push(&mut self, entries: &[(usize, u32)]) {
         let first = entries.first().map_or(0, |e| e.0);
         let start = first.min(self.src_len - self.taps);
         self.starts.push(start);
         let at = self.weights.len();
         self.weights.resize(at + self.taps, 0);
-        for &(j, w) in entries.iter() {
+        for &(j, w) in entries {
             self.weights[at + j - start] = w;
         }
+    }
+}
+
+/// Makes one output sample's rounded weights sum to exactly [`ONE`] (so a flat colour stays
+/// exactly that colour) by correcting the largest.
+fn round_to_one(entries: &mut [(usize, u32)]) {
+    let sum: u32 = entries.iter().map(|e| e.1).sum();
+    if let Some(largest) = entries.iter_mut().max_by_key(|e| e.1) {
+        largest.1 = (largest.1 + ONE).saturating_sub(sum);
     }
 }
 
@@ -93,7 +103,10 @@ fn area_weights(src_len: usize, dst_len: usize, i: usize, out: &mut Vec<(usize, 
     for j in from / dst_len..to.div_ceil(dst_len) {
         let overlap = to.min((j + 1) * dst_len) - from.max(j * dst_len);
         let weight = (overlap as u64 * u64::from(ONE) + src_len as u64 / 2) / src_len as u64;
-        out.push((j, weight as u32));
+        // A sliver of a sample that rounds to nothing would only cost a tap.
+        if weight > 0 {
+            out.push((j, weight as u32));
+        }
     }
 }
 
@@ -125,8 +138,8 @@ pub struct Scaler {
 impl Scaler {
     /// Scales `src` into `dst` at `rect`, as large as fits with its aspect ratio kept and
     /// centred, and paints the rest of `rect` (the letterbox bars) black. `rect` is first
-    /// shrunk to even coordinates and sizes inside `dst` (see [`Rect`]); one smaller than 2x2
-    /// after that is left alone.
+    /// shrunk to even coordinates and sizes inside `dst` (so no chroma sample is shared with a
+    /// neighbouring tile); one smaller than 2x2 after that is left alone.
     pub fn scale_into(&mut self, src: &I420, dst: &mut I420, rect: Rect) {
         let Some(area) = clip(rect, dst.width(), dst.height()) else {
             return;
@@ -278,7 +291,6 @@ fn resample(
     let src_w = across.src_len;
     row.resize(src_w, 0);
     let row = &mut row[..src_w];
-    let round = 1 << (2 * WEIGHT_BITS - MID_DROP - 1);
     let out_rows = dst.chunks_mut(dst_stride);
     let in_rows = down.starts.iter().zip(down.weights.chunks_exact(down.taps));
     for (out, (&start, weights)) in out_rows.zip(in_rows) {
@@ -295,15 +307,50 @@ fn resample(
         for acc in row.iter_mut() {
             *acc = (*acc + (1 << (MID_DROP - 1))) >> MID_DROP;
         }
-        let taps = across
-            .starts
-            .iter()
-            .zip(across.weights.chunks_exact(across.taps));
-        for (o, (&start, weights)) in out[..across.dst_len].iter_mut().zip(taps) {
-            let window = &row[start..start + across.taps];
-            let sum: u32 = window.iter().zip(weights).map(|(&s, &w)| s * w).sum();
-            *o = ((sum + round) >> (2 * WEIGHT_BITS - MID_DROP)).min(255) as u8;
+        let out = &mut out[..across.dst_len];
+        match across.taps {
+            1 => horizontal::<1>(across, row, out),
+            2 => horizontal::<2>(across, row, out),
+            3 => horizontal::<3>(across, row, out),
+            4 => horizontal::<4>(across, row, out),
+            5 => horizontal::<5>(across, row, out),
+            _ => horizontal_any(across, row, out),
         }
+    }
+}
+
+/// The fixed-point result of the horizontal pass: its weights times the vertical pass's.
+const OUT_SHIFT: u32 = 2 * WEIGHT_BITS - MID_DROP;
+
+/// The horizontal pass for kernels of `TAPS` taps, which the compiler unrolls (the common
+/// ratios need 1 to 5).
+fn horizontal<const TAPS: usize>(across: &Kernel, row: &[u32], out: &mut [u8]) {
+    let taps = across.starts.iter().zip(across.weights.chunks_exact(TAPS));
+    for (o, (&start, weights)) in out.iter_mut().zip(taps) {
+        let (Some(window), Ok(weights)) = (
+            row.get(start..start + TAPS),
+            <&[u32; TAPS]>::try_from(weights),
+        ) else {
+            continue;
+        };
+        let mut sum = 1 << (OUT_SHIFT - 1);
+        for t in 0..TAPS {
+            sum += window[t] * weights[t];
+        }
+        *o = (sum >> OUT_SHIFT).min(255) as u8;
+    }
+}
+
+/// The horizontal pass for any number of taps (large reductions).
+fn horizontal_any(across: &Kernel, row: &[u32], out: &mut [u8]) {
+    let taps = across
+        .starts
+        .iter()
+        .zip(across.weights.chunks_exact(across.taps));
+    for (o, (&start, weights)) in out.iter_mut().zip(taps) {
+        let window = &row[start..start + across.taps];
+        let sum: u32 = window.iter().zip(weights).map(|(&s, &w)| s * w).sum();
+        *o = ((sum + (1 << (OUT_SHIFT - 1))) >> OUT_SHIFT).min(255) as u8;
     }
 }
 
@@ -349,6 +396,19 @@ mod tests {
                 assert!(start + k.taps <= src, "{src}->{dst}");
                 assert_eq!(w.iter().sum::<u32>(), ONE, "{src}->{dst}");
             }
+        }
+    }
+
+    #[test]
+    fn kernels_read_no_more_samples_than_they_weigh() {
+        for (src, dst, taps) in [
+            (640, 640, 1),
+            (640, 320, 2),
+            (640, 638, 2),
+            (320, 640, 2),
+            (640, 210, 4),
+        ] {
+            assert_eq!(Kernel::new(src, dst).taps, taps, "{src}->{dst}");
         }
     }
 
