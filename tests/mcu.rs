@@ -33,24 +33,42 @@ fn check(result: &serde_json::Value, participants: usize) {
     assert_eq!(result["ok"], true, "{result:#}");
     let people = result["participants"].as_array().expect("participants");
     for (i, p) in people.iter().enumerate() {
-        assert!(p["frames"].as_u64().unwrap_or(0) >= 30, "participant {i} got too few composites: {result:#}");
-        assert_eq!(p["size"], serde_json::json!([320, 180]), "participant {i}: {result:#}");
+        assert!(
+            p["frames"].as_u64().unwrap_or(0) >= 30,
+            "participant {i} got too few composites: {result:#}"
+        );
+        assert_eq!(
+            p["size"],
+            serde_json::json!([320, 180]),
+            "participant {i}: {result:#}"
+        );
         let colours = p["colours"].as_array().expect("colours");
         for (j, seen) in colours.iter().enumerate().take(participants) {
-            assert_eq!(seen, true, "participant {i} does not see {j}'s colour: {result:#}");
+            assert_eq!(
+                seen, true,
+                "participant {i} does not see {j}'s colour: {result:#}"
+            );
         }
         let tones = p["tones_db"].as_array().expect("tones");
         for (j, level) in tones.iter().enumerate() {
             let db = level.as_f64().unwrap_or(f64::NAN);
             if i == j {
-                assert!(db < 10.0, "participant {i} hears its own tone ({db} dB): {result:#}");
+                assert!(
+                    db < 10.0,
+                    "participant {i} hears its own tone ({db} dB): {result:#}"
+                );
             } else {
-                assert!(db >= 20.0, "participant {i} hears {j}'s tone only {db} dB above the floor: {result:#}");
+                assert!(
+                    db >= 20.0,
+                    "participant {i} hears {j}'s tone only {db} dB above the floor: {result:#}"
+                );
             }
         }
     }
     assert!(
-        result["deletes"].as_array().is_some_and(|d| d.iter().all(|s| s == 200)),
+        result["deletes"]
+            .as_array()
+            .is_some_and(|d| d.iter().all(|s| s == 200)),
         "{result:#}"
     );
 }
@@ -62,7 +80,10 @@ fn aiortc_participants_hear_the_others_and_see_everyone_vp8() {
     let result = mix(&server, "mixed", 3, "VP8");
     check(&result, 3);
     let m = server.metrics();
-    assert_eq!(m["switchyard_participants"], 0.0, "DELETE left participants behind");
+    assert_eq!(
+        m["switchyard_participants"], 0.0,
+        "DELETE left participants behind"
+    );
 }
 
 /// Four Chromium pages mix (canvas colours, oscillator tones); the last joins late, then leaves,
@@ -77,13 +98,21 @@ fn chromium_pages(codec: &str) {
     ];
     args.extend((0..4).map(|i| server.token("meeting", &format!("page{i}"), &[])));
     let (result, stderr) = run_pages("mix_pages.mjs", &args, &[]);
-    assert_eq!(result["ok"], true, "{result:#}\n{stderr}\n{}", server.log_tail());
+    assert_eq!(
+        result["ok"],
+        true,
+        "{result:#}\n{stderr}\n{}",
+        server.log_tail()
+    );
     let late = result["pages"]
         .as_array()
         .and_then(|p| p.iter().find(|p| p["i"] == 3))
         .and_then(|p| p["firstFrameMs"].as_u64())
         .unwrap_or(u64::MAX);
-    assert!(late <= 2000, "the late joiner's first composite took {late} ms: {result:#}");
+    assert!(
+        late <= 2000,
+        "the late joiner's first composite took {late} ms: {result:#}"
+    );
     println!("{result}");
 }
 

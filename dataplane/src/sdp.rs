@@ -1214,8 +1214,8 @@ fn negotiate(
         rid: None,
         audio_level: (kind == MediaKind::Audio
             && matches!(role, MediaRole::Receive | MediaRole::Mix(_)))
-            .then(|| m.extension(AUDIO_LEVEL_URI))
-            .flatten(),
+        .then(|| m.extension(AUDIO_LEVEL_URI))
+        .flatten(),
         transport_cc: None,
         dependency_descriptor: None,
     };

@@ -125,7 +125,7 @@ impl Worker {
         }
         let counters = self.engine.counters_mut();
         tx.take_if(|data, dst| {
-            let Some((mcu, transport)) = mcu::lane::parse(dst) else {
+            let Some((mcu, transport)) = mcu::lane::parse(&dst) else {
                 return false;
             };
             let sent = mcu::lane::Packet::new(transport, data).is_some_and(|p| {

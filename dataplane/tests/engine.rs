@@ -672,7 +672,10 @@ fn mixer_streams_cross_in_the_clear() {
         .clone();
     let h = header(&clear);
     assert_eq!((h.ssrc, h.payload_type), (5555, 109));
-    assert_eq!(&clear[h.payload_offset..h.payload_end], b"opus for the mixer");
+    assert_eq!(
+        &clear[h.payload_offset..h.payload_end],
+        b"opus for the mixer"
+    );
 
     // The mixer asks for a keyframe; the publisher gets a PLI once the rate limit allows.
     let before = plis(&sim);
@@ -711,7 +714,10 @@ fn mixer_streams_cross_in_the_clear() {
     sim.engine
         .handle_mixed(now, TransportId(11), &buf[..h + 3], &mut sim.tx);
     sim.step();
-    let got = sim.peers[subscriber].rtp.pop().expect("the mix reached the subscriber");
+    let got = sim.peers[subscriber]
+        .rtp
+        .pop()
+        .expect("the mix reached the subscriber");
     let h = header(&got);
     assert_eq!((h.ssrc, h.payload_type), (SUB_AUDIO, 109));
     assert_eq!(&got[h.payload_offset..h.payload_end], b"mix");

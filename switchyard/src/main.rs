@@ -25,8 +25,8 @@ use switchyard_controlplane::session::AppState;
 use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
 use switchyard_dataplane::handoff::Hub;
 use switchyard_dataplane::io::Backend;
-use switchyard_dataplane::spec::{self, MediaEvent};
 use switchyard_dataplane::mcu::MixerConfig;
+use switchyard_dataplane::spec::{self, MediaEvent};
 use switchyard_dataplane::worker::{MediaConfig, MediaServer};
 use switchyard_store::{CachedStore, Health, Store};
 

@@ -537,10 +537,7 @@ mod tests {
         // Played already: late, also when it is a duplicate.
         assert_eq!(push(&mut jb, start, 1, 90), Err(JitterError::Late));
         assert_eq!(push(&mut jb, start, 0, 90), Err(JitterError::Late));
-        assert_eq!(
-            jb.push(9, 0, &[], None, start),
-            Err(JitterError::Malformed)
-        );
+        assert_eq!(jb.push(9, 0, &[], None, start), Err(JitterError::Malformed));
         assert_eq!(
             jb.push(9, 0, &[0; MAX_PAYLOAD + 1], None, start),
             Err(JitterError::Malformed)
@@ -594,7 +591,11 @@ mod tests {
             push(&mut jb, start, seq, u64::from(seq) * 20).unwrap();
             pop(&mut jb);
         }
-        assert_eq!(jb.target_depth(), MIN_DEPTH, "a steady stream needs no more");
+        assert_eq!(
+            jb.target_depth(),
+            MIN_DEPTH,
+            "a steady stream needs no more"
+        );
         // Arrivals 0-60 ms off their due time.
         for seq in 50..150u16 {
             let wobble = [0, 60, 10, 45, 30][usize::from(seq % 5)];
@@ -621,7 +622,8 @@ mod tests {
         let mut jb = JitterBuffer::new();
         for seq in [0u16, 1, 3] {
             let now = start + Duration::from_millis(u64::from(seq) * 60);
-            jb.push(seq, u32::from(seq) * 2880, &[1], None, now).unwrap();
+            jb.push(seq, u32::from(seq) * 2880, &[1], None, now)
+                .unwrap();
         }
         jb.pop();
         jb.pop();

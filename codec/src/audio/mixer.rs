@@ -516,11 +516,7 @@ impl AudioMixer {
     pub fn stats(&self) -> MixerStats {
         let mut stats = self.stats;
         stats.sources = self.sources.len();
-        stats.listeners = self
-            .sources
-            .iter()
-            .filter(|s| s.listener.is_some())
-            .count();
+        stats.listeners = self.sources.iter().filter(|s| s.listener.is_some()).count();
         stats.jitter = self.retired;
         for source in &self.sources {
             stats.jitter.add(&source.jitter.stats());
@@ -603,7 +599,10 @@ mod tests {
                 mixer.push(id as u64, n as u16, (n * 960) as u32, &payload, None, now);
             }
             mixer.tick(now, &mut |p| {
-                received.entry(p.listener).or_default().push(p.payload.to_vec())
+                received
+                    .entry(p.listener)
+                    .or_default()
+                    .push(p.payload.to_vec())
             });
         }
         for id in 0..4u64 {
@@ -627,9 +626,18 @@ mod tests {
                 .collect();
             let weakest = others.iter().copied().fold(f64::INFINITY, f64::min);
             let loudest = others.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            eprintln!("listener {id}: own {:.1} dB below the weakest other tone", weakest - own);
-            assert!(weakest - own >= 60.0, "listener {id} hears itself: {powers:?}");
-            assert!(loudest - weakest < 6.0, "listener {id}: a tone is missing: {powers:?}");
+            eprintln!(
+                "listener {id}: own {:.1} dB below the weakest other tone",
+                weakest - own
+            );
+            assert!(
+                weakest - own >= 60.0,
+                "listener {id} hears itself: {powers:?}"
+            );
+            assert!(
+                loudest - weakest < 6.0,
+                "listener {id}: a tone is missing: {powers:?}"
+            );
         }
         let stats = mixer.stats();
         assert_eq!(stats.talkers, 4);
@@ -701,7 +709,11 @@ mod tests {
         assert_eq!(stats.talkers, 2);
         mixer.remove_source(2);
         mixer.remove_source(2);
-        assert_eq!(mixer.stats().jitter.malformed, 40, "removed sources still count");
+        assert_eq!(
+            mixer.stats().jitter.malformed,
+            40,
+            "removed sources still count"
+        );
         assert_eq!(mixer.stats().sources, 2);
     }
 
@@ -718,7 +730,9 @@ mod tests {
             mixer.push(1, n, u32::from(n) * 960, &loud, None, now);
             mixer.push(2, n, u32::from(n) * 960, &quiet, None, now);
             let mut got = Vec::new();
-            mixer.tick(now, &mut |p| got.push((p.listener, p.payload.len(), p.marker)));
+            mixer.tick(now, &mut |p| {
+                got.push((p.listener, p.payload.len(), p.marker))
+            });
             assert_eq!(got.len(), 1);
             assert_eq!(got[0].0, 2);
             assert_eq!(got[0].2, n == 0);

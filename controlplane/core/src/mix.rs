@@ -78,10 +78,9 @@ impl AppState {
         offer: &str,
         rules: &Rules,
     ) -> Result<(String, String), Error> {
-        let mcu = self
-            .media
-            .mcu()
-            .ok_or_else(|| Error::BadRequest("this server runs no MCU (MCU:WORKERS is 0)".into()))?;
+        let mcu = self.media.mcu().ok_or_else(|| {
+            Error::BadRequest("this server runs no MCU (MCU:WORKERS is 0)".into())
+        })?;
         let offer =
             Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
         let (place, publication) = {
@@ -167,7 +166,16 @@ impl AppState {
             .map_or_else(|| ids::producer().0, |l| l.producer.id.0);
         let mut made = Vec::new();
         let result = self
-            .connect_mixed(channel, participant, place, source, &lines, &offer, local_ice, &mut made)
+            .connect_mixed(
+                channel,
+                participant,
+                place,
+                source,
+                &lines,
+                &offer,
+                local_ice,
+                &mut made,
+            )
             .await;
         let (transport, audio_out) = match result {
             Ok(r) => r,
@@ -296,11 +304,15 @@ impl AppState {
             let producer = match l.track.kind {
                 MediaKind::Audio => {
                     let (t, p) = self
-                        .mixer_output(place, StreamSpec::AudioOut {
-                            listener: source,
-                            ssrc: 0,
-                            payload_type: AUDIO_PT,
-                        }, Codec::Opus)
+                        .mixer_output(
+                            place,
+                            StreamSpec::AudioOut {
+                                listener: source,
+                                ssrc: 0,
+                                payload_type: AUDIO_PT,
+                            },
+                            Codec::Opus,
+                        )
                         .await?;
                     made.push(t);
                     audio_out = Some(t);
@@ -310,7 +322,8 @@ impl AppState {
                     let Some(codec) = video_codec(l.track.codec) else {
                         continue;
                     };
-                    self.composite(channel, place, l.track.codec, codec, made).await?
+                    self.composite(channel, place, l.track.codec, codec, made)
+                        .await?
                 }
             };
             consumers.push(ConsumerSpec {
@@ -374,14 +387,20 @@ impl AppState {
         };
         let (t, p) = self.mixer_output(place, spec, codec).await?;
         let mut rooms = self.rooms();
-        match rooms.channels.get_mut(channel).and_then(|c| c.mixer.as_mut()) {
+        match rooms
+            .channels
+            .get_mut(channel)
+            .and_then(|c| c.mixer.as_mut())
+        {
             Some(m) => {
                 m.video_out.push((codec, t, p));
                 Ok(p)
             }
             None => {
                 made.push(t);
-                Err(Error::Gone(format!("the mixer of channel {channel} is gone")))
+                Err(Error::Gone(format!(
+                    "the mixer of channel {channel} is gone"
+                )))
             }
         }
     }
@@ -506,7 +525,10 @@ impl AppState {
                 _ => continue,
             };
             let transport = ids::transport();
-            if let Err(e) = mcu.add_stream(place.mcu, place.router, transport, spec).await {
+            if let Err(e) = mcu
+                .add_stream(place.mcu, place.router, transport, spec)
+                .await
+            {
                 tracing::warn!(channel, "mixer input not added: {e}");
                 continue;
             }
@@ -544,7 +566,9 @@ impl AppState {
                     .get_mut(channel)
                     .and_then(|c| c.mixer.as_mut())
                     .filter(|m| !m.inputs.contains_key(&track.producer));
-                mixer.map(|m| m.inputs.insert(track.producer, transport)).is_some()
+                mixer
+                    .map(|m| m.inputs.insert(track.producer, transport))
+                    .is_some()
             };
             if !kept {
                 // The mixer went, or took this producer in meanwhile.

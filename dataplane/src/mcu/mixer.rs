@@ -419,9 +419,9 @@ impl Mixer {
             }
             StreamSpec::VideoIn { .. } => self.on_video(now, transport, data, out),
             StreamSpec::VideoOut { .. } => {
-                let wants_keyframe = rtcp::packets(data).flatten().any(|p| {
-                    matches!(p, rtcp::Packet::Pli { .. } | rtcp::Packet::Fir { .. })
-                });
+                let wants_keyframe = rtcp::packets(data)
+                    .flatten()
+                    .any(|p| matches!(p, rtcp::Packet::Pli { .. } | rtcp::Packet::Fir { .. }));
                 if wants_keyframe
                     && let Some(o) = self.video_out.iter_mut().find(|o| o.transport == transport)
                 {
@@ -433,7 +433,13 @@ impl Mixer {
         }
     }
 
-    fn on_video(&mut self, now: Instant, transport: TransportId, data: &[u8], out: &mut impl Output) {
+    fn on_video(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        data: &[u8],
+        out: &mut impl Output,
+    ) {
         let Some(input) = self.video_in.iter_mut().find(|v| v.transport == transport) else {
             return;
         };
@@ -510,27 +516,28 @@ impl Mixer {
 
     fn mix_audio(&mut self, now: Instant, out: &mut impl Output) {
         let (audio_out, scratch, stats) = (&mut self.audio_out, &mut self.scratch, &mut self.stats);
-        self.audio.tick(now, &mut |p: switchyard_codec::audio::MixedPacket<'_>| {
-            let Some(o) = audio_out.get_mut(&p.listener) else {
-                return;
-            };
-            let fields = rtp::HeaderFields {
-                marker: p.marker,
-                payload_type: o.payload_type,
-                sequence: p.sequence,
-                timestamp: p.timestamp,
-                ssrc: o.ssrc,
-            };
-            let Some(n) = write_rtp(scratch, &fields, p.payload) else {
-                stats.dropped += 1;
-                return;
-            };
-            o.last = Some((p.timestamp, now));
-            o.packets = o.packets.wrapping_add(1);
-            o.octets = o.octets.wrapping_add(p.payload.len() as u32);
-            stats.packets_out += 1;
-            out.send(o.transport, &scratch[..n]);
-        });
+        self.audio
+            .tick(now, &mut |p: switchyard_codec::audio::MixedPacket<'_>| {
+                let Some(o) = audio_out.get_mut(&p.listener) else {
+                    return;
+                };
+                let fields = rtp::HeaderFields {
+                    marker: p.marker,
+                    payload_type: o.payload_type,
+                    sequence: p.sequence,
+                    timestamp: p.timestamp,
+                    ssrc: o.ssrc,
+                };
+                let Some(n) = write_rtp(scratch, &fields, p.payload) else {
+                    stats.dropped += 1;
+                    return;
+                };
+                o.last = Some((p.timestamp, now));
+                o.packets = o.packets.wrapping_add(1);
+                o.octets = o.octets.wrapping_add(p.payload.len() as u32);
+                stats.packets_out += 1;
+                out.send(o.transport, &scratch[..n]);
+            });
     }
 
     fn compose(&mut self, now: Instant, out: &mut impl Output) {
@@ -544,13 +551,12 @@ impl Mixer {
             .position(|v| self.audio.is_talker(v.source));
         let pictures: Vec<Option<&I420>> =
             self.video_in.iter().map(|v| v.latest.as_ref()).collect();
+        let timestamp = self.video_timestamp(now);
         let canvas = self.compositor.compose(&pictures, speaker);
         self.stats.canvases += 1;
-        let timestamp = self.video_timestamp(now);
         for o in &mut self.video_out {
             let force = o.keyframe_wanted
-                && o
-                    .last_keyframe
+                && o.last_keyframe
                     .is_none_or(|at| now.saturating_duration_since(at) >= KEYFRAME_INTERVAL);
             if force {
                 o.encoder.force_keyframe();
@@ -622,7 +628,15 @@ impl Mixer {
             let Some((ts, at)) = o.last else { continue };
             let since = now.saturating_duration_since(at);
             let rtp_ts = ts.wrapping_add((since.as_micros() * 48 / 1000) as u32);
-            if let Ok(n) = rtcp::write_sender_report(&mut self.scratch, o.ssrc, ntp, rtp_ts, o.packets, o.octets, &[]) {
+            if let Ok(n) = rtcp::write_sender_report(
+                &mut self.scratch,
+                o.ssrc,
+                ntp,
+                rtp_ts,
+                o.packets,
+                o.octets,
+                &[],
+            ) {
                 out.send(o.transport, &self.scratch[..n]);
             }
         }
@@ -631,7 +645,15 @@ impl Mixer {
             if o.packets == 0 {
                 continue;
             }
-            if let Ok(n) = rtcp::write_sender_report(&mut self.scratch, o.ssrc, ntp, video_ts, o.packets, o.octets, &[]) {
+            if let Ok(n) = rtcp::write_sender_report(
+                &mut self.scratch,
+                o.ssrc,
+                ntp,
+                video_ts,
+                o.packets,
+                o.octets,
+                &[],
+            ) {
                 out.send(o.transport, &self.scratch[..n]);
             }
         }

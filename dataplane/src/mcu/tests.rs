@@ -134,7 +134,12 @@ impl Source {
     /// One frame of its colour as RTP packets.
     fn video_packets(&mut self, ts: u32) -> Vec<Vec<u8>> {
         let mut frame = Vec::new();
-        if self.encoder.encode(&self.picture, ts, &mut frame).unwrap().is_none() {
+        if self
+            .encoder
+            .encode(&self.picture, ts, &mut frame)
+            .unwrap()
+            .is_none()
+        {
             return Vec::new();
         }
         self.packetizer
@@ -218,11 +223,15 @@ fn rtcp_like(packet: &[u8]) -> bool {
     packet.get(1).is_some_and(|b| (200..=206).contains(b))
 }
 
+/// The power of `freq` in `x`, in dB, through a Hann window (so neighbouring tones do not
+/// leak into the bin).
 fn goertzel_db(x: &[i16], freq: f64) -> f64 {
     let k = 2.0 * (2.0 * std::f64::consts::PI * freq / RATE).cos();
+    let n = x.len() as f64;
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &v in x {
-        let s0 = f64::from(v) + k * s1 - s2;
+    for (i, &v) in x.iter().enumerate() {
+        let hann = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n).cos();
+        let s0 = f64::from(v) * hann + k * s1 - s2;
         s2 = s1;
         s1 = s0;
     }
@@ -251,7 +260,14 @@ fn run(
         }
         for &t in garbage {
             junk_seq = junk_seq.wrapping_add(1);
-            let junk = rtp_packet(96, junk_seq, u32::from(junk_seq) * 3000, 0, true, &[0x10, 0x00, 0xFF, 0x13, 0x37, 0x42]);
+            let junk = rtp_packet(
+                96,
+                junk_seq,
+                u32::from(junk_seq) * 3000,
+                0,
+                true,
+                &[0x10, 0x00, 0xFF, 0x13, 0x37, 0x42],
+            );
             mixer.handle_packet(now, t, &junk, &mut out);
         }
         if now >= next_video {
@@ -291,7 +307,14 @@ fn everyone_hears_the_others_and_sees_everyone() {
     let mut sources: Vec<Source> = (0..3).map(Source::new).collect();
     let mut mixer = mixer_with(&sources, start);
     let mut received = Received::new();
-    run(&mut mixer, &mut sources, start, Duration::from_millis(1500), &mut received, &[]);
+    run(
+        &mut mixer,
+        &mut sources,
+        start,
+        Duration::from_millis(1500),
+        &mut received,
+        &[],
+    );
 
     let picture = received.picture.as_ref().expect("a composite decoded");
     assert_eq!((picture.width(), picture.height()), (320, 180));
@@ -315,13 +338,20 @@ fn everyone_hears_the_others_and_sees_everyone() {
 
     for s in &sources {
         let (_, pcm, seqs) = &received.audio[&s.audio_out()];
-        assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "continuous sequence numbers");
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+            "continuous sequence numbers"
+        );
         let last = &pcm[pcm.len() - 48_000 / 2..];
         let own = goertzel_db(last, TONES[s.index]);
         for (j, &tone) in TONES.iter().enumerate() {
             if j != s.index {
                 let other = goertzel_db(last, tone);
-                assert!(other - own >= 40.0, "listener {} hears its own tone: {own:.1} dB against {other:.1}", s.index);
+                assert!(
+                    other - own >= 40.0,
+                    "listener {} hears its own tone: {own:.1} dB against {other:.1}",
+                    s.index
+                );
             }
         }
     }
@@ -336,21 +366,55 @@ fn a_viewers_keyframe_request_and_a_new_tile_make_keyframes() {
     let mut sources: Vec<Source> = (0..2).map(Source::new).collect();
     let mut mixer = mixer_with(&sources, start);
     let mut received = Received::new();
-    let now = run(&mut mixer, &mut sources, start, Duration::from_secs(1), &mut received, &[]);
+    let now = run(
+        &mut mixer,
+        &mut sources,
+        start,
+        Duration::from_secs(1),
+        &mut received,
+        &[],
+    );
     let before = mixer.stats().keyframes_encoded;
 
     let mut pli = [0u8; 16];
     let n = rtcp::write_pli(&mut pli, 9, VIDEO_OUT_SSRC).unwrap();
-    mixer.handle_packet(now, VIDEO_OUT, &pli[..n], &mut |_: TransportId, _: &[u8]| {});
-    let now = run(&mut mixer, &mut sources, now, Duration::from_millis(200), &mut received, &[]);
-    assert_eq!(mixer.stats().keyframes_encoded, before + 1, "the PLI gave one keyframe");
+    mixer.handle_packet(
+        now,
+        VIDEO_OUT,
+        &pli[..n],
+        &mut |_: TransportId, _: &[u8]| {},
+    );
+    let now = run(
+        &mut mixer,
+        &mut sources,
+        now,
+        Duration::from_millis(200),
+        &mut received,
+        &[],
+    );
+    assert_eq!(
+        mixer.stats().keyframes_encoded,
+        before + 1,
+        "the PLI gave one keyframe"
+    );
 
     // A third participant's tile.
     let third = Source::new(2);
     third.add_to(&mut mixer);
     sources.push(third);
-    run(&mut mixer, &mut sources, now + Duration::from_millis(600), Duration::from_millis(200), &mut received, &[]);
-    assert_eq!(mixer.stats().keyframes_encoded, before + 2, "the new tile gave one keyframe");
+    run(
+        &mut mixer,
+        &mut sources,
+        now + Duration::from_millis(600),
+        Duration::from_millis(200),
+        &mut received,
+        &[],
+    );
+    assert_eq!(
+        mixer.stats().keyframes_encoded,
+        before + 2,
+        "the new tile gave one keyframe"
+    );
 }
 
 #[test]
@@ -371,15 +435,33 @@ fn bad_input_leaves_the_others_mixing() {
     };
     mixer.add_stream(bad_video, spec).unwrap();
     let mut received = Received::new();
-    run(&mut mixer, &mut sources, start, Duration::from_millis(1500), &mut received, &[bad_video, bad_audio]);
+    run(
+        &mut mixer,
+        &mut sources,
+        start,
+        Duration::from_millis(1500),
+        &mut received,
+        &[bad_video, bad_audio],
+    );
 
-    assert!(received.plis.get(&bad_video).copied().unwrap_or(0) >= 2, "keyframe requests to the bad input");
-    assert!(received.plis.get(&bad_video).copied().unwrap_or(0) <= 6, "rate-limited");
+    assert!(
+        received.plis.get(&bad_video).copied().unwrap_or(0) >= 2,
+        "keyframe requests to the bad input"
+    );
+    assert!(
+        received.plis.get(&bad_video).copied().unwrap_or(0) <= 6,
+        "rate-limited"
+    );
     let picture = received.picture.as_ref().expect("the composite goes on");
     let tiles = layout::tiles(Layout::Grid, 320, 180, 3, None);
     let (r, g, b) = COLOURS[1];
     let t = tiles[1];
-    let got = picture.mean(t.x + t.width / 4, t.y + t.height / 4, t.width / 2, t.height / 2);
+    let got = picture.mean(
+        t.x + t.width / 4,
+        t.y + t.height / 4,
+        t.width / 2,
+        t.height / 2,
+    );
     assert!(got.distance(Yuv::from_rgb(r, g, b)) <= 12, "{got:?}");
     for s in &sources {
         let (_, pcm, _) = &received.audio[&s.audio_out()];
@@ -387,6 +469,11 @@ fn bad_input_leaves_the_others_mixing() {
     }
     // Unknown streams are counted, not fatal.
     let before = mixer.stats().dropped;
-    mixer.handle_packet(start, TransportId(777), &[0x80, 0, 0, 1], &mut |_: TransportId, _: &[u8]| {});
+    mixer.handle_packet(
+        start,
+        TransportId(777),
+        &[0x80, 0, 0, 1],
+        &mut |_: TransportId, _: &[u8]| {},
+    );
     assert_eq!(mixer.stats().dropped, before + 1);
 }

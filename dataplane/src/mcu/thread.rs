@@ -81,8 +81,10 @@ impl Mcu {
         wakers: Vec<Waker>,
         cores: Vec<core_affinity::CoreId>,
     ) -> Result<(Mcu, Vec<McuLanes>), Error> {
-        let (to_workers, from_mcu): (Vec<_>, Vec<_>) =
-            wakers.iter().map(|_| sync_channel::<Packet>(LANE_CAPACITY)).unzip();
+        let (to_workers, from_mcu): (Vec<_>, Vec<_>) = wakers
+            .iter()
+            .map(|_| sync_channel::<Packet>(LANE_CAPACITY))
+            .unzip();
         let dropped: Vec<Arc<AtomicU64>> = wakers.iter().map(|_| Arc::default()).collect();
         let mut handles = Vec::with_capacity(threads);
         let mut to_mcu = Vec::with_capacity(threads);
@@ -337,7 +339,9 @@ impl Thread {
                         dropped,
                         written,
                     };
-                    placed.mixer.handle_packet(now, p.transport, p.data(), &mut out);
+                    placed
+                        .mixer
+                        .handle_packet(now, p.transport, p.data(), &mut out);
                 }
             }
             ToMcu::Command(c) => return self.command(c),
