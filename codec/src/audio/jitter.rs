@@ -34,9 +34,11 @@ pub const MAX_DEPTH: usize = 50;
 /// Pops concealed while starved before the buffer stops and rebuffers: 100 ms of 20 ms packets,
 /// by which time Opus's PLC has faded to silence anyway.
 pub const MAX_CONCEAL: u32 = 5;
-/// How many packets behind the one being played a packet may be and still count as late; one
-/// farther back restarts the buffer (the sender restarted its sequence numbers).
-pub const MAX_LATE: i64 = 1000;
+/// How many packets behind the one being played a packet may be and still count as late (2 s of
+/// 20 ms packets, as the depacketizer's `MAX_LATE`); one farther back restarts the buffer: the
+/// sender restarted its sequence numbers, and dropping its packets as late would mute it until
+/// they caught up.
+pub const MAX_LATE: i64 = 100;
 /// Pops after which one packet of depth added for a late packet is taken back.
 pub const LATE_BOOST_DECAY: u32 = 250;
 /// The most extra depth late packets can add.
@@ -341,7 +343,7 @@ impl JitterBuffer {
         {
             let step = timestamp.wrapping_sub(last_ts) as usize;
             // Opus frames are multiples of 2.5 ms (120 samples) up to 120 ms.
-            if (120..=5760).contains(&step) && step % 120 == 0 {
+            if (120..=5760).contains(&step) && step.is_multiple_of(120) {
                 self.packet_samples = step;
             }
         }
@@ -537,10 +539,7 @@ mod tests {
         // Played already: late, also when it is a duplicate.
         assert_eq!(push(&mut jb, start, 1, 90), Err(JitterError::Late));
         assert_eq!(push(&mut jb, start, 0, 90), Err(JitterError::Late));
-        assert_eq!(
-            jb.push(9, 0, &[], None, start),
-            Err(JitterError::Malformed)
-        );
+        assert_eq!(jb.push(9, 0, &[], None, start), Err(JitterError::Malformed));
         assert_eq!(
             jb.push(9, 0, &[0; MAX_PAYLOAD + 1], None, start),
             Err(JitterError::Malformed)
@@ -594,7 +593,11 @@ mod tests {
             push(&mut jb, start, seq, u64::from(seq) * 20).unwrap();
             pop(&mut jb);
         }
-        assert_eq!(jb.target_depth(), MIN_DEPTH, "a steady stream needs no more");
+        assert_eq!(
+            jb.target_depth(),
+            MIN_DEPTH,
+            "a steady stream needs no more"
+        );
         // Arrivals 0-60 ms off their due time.
         for seq in 50..150u16 {
             let wobble = [0, 60, 10, 45, 30][usize::from(seq % 5)];
@@ -621,7 +624,8 @@ mod tests {
         let mut jb = JitterBuffer::new();
         for seq in [0u16, 1, 3] {
             let now = start + Duration::from_millis(u64::from(seq) * 60);
-            jb.push(seq, u32::from(seq) * 2880, &[1], None, now).unwrap();
+            jb.push(seq, u32::from(seq) * 2880, &[1], None, now)
+                .unwrap();
         }
         jb.pop();
         jb.pop();
