@@ -34,9 +34,11 @@ pub const MAX_DEPTH: usize = 50;
 /// Pops concealed while starved before the buffer stops and rebuffers: 100 ms of 20 ms packets,
 /// by which time Opus's PLC has faded to silence anyway.
 pub const MAX_CONCEAL: u32 = 5;
-/// How many packets behind the one being played a packet may be and still count as late; one
-/// farther back restarts the buffer (the sender restarted its sequence numbers).
-pub const MAX_LATE: i64 = 1000;
+/// How many packets behind the one being played a packet may be and still count as late (2 s of
+/// 20 ms packets, as the depacketizer's `MAX_LATE`); one farther back restarts the buffer: the
+/// sender restarted its sequence numbers, and dropping its packets as late would mute it until
+/// they caught up.
+pub const MAX_LATE: i64 = 100;
 /// Pops after which one packet of depth added for a late packet is taken back.
 pub const LATE_BOOST_DECAY: u32 = 250;
 /// The most extra depth late packets can add.
@@ -341,7 +343,7 @@ impl JitterBuffer {
         {
             let step = timestamp.wrapping_sub(last_ts) as usize;
             // Opus frames are multiples of 2.5 ms (120 samples) up to 120 ms.
-            if (120..=5760).contains(&step) && step % 120 == 0 {
+            if (120..=5760).contains(&step) && step.is_multiple_of(120) {
                 self.packet_samples = step;
             }
         }

@@ -415,7 +415,8 @@ impl AudioMixer {
     /// Called every ptime (20 ms) by the mixer core's clock: pulls one frame from each jitter
     /// buffer, decodes, picks the talkers, mixes them in `i32` at 48 kHz, encodes the shared mix
     /// and each talker's mix-minus, and hands `out` exactly one packet per listener (unless an
-    /// encode failed, which is counted).
+    /// encode failed, which is counted). `now` is not read yet: the output clock is the tick
+    /// count, and the jitter buffers take their time from `push`.
     pub fn tick(&mut self, _now: Instant, out: &mut impl FnMut(MixedPacket<'_>)) {
         let frame = self.frame;
         let frame_ms = self.config.ptime.ms();
@@ -664,13 +665,17 @@ mod tests {
         assert_eq!(out[0], 30_000);
     }
 
-    /// Loud and silent 20 ms packets, and the mixer with `listens.len()` sources.
+    /// A loud and a silent 20 ms packet.
     fn packets() -> (Vec<u8>, Vec<u8>) {
         let mut encoder = OpusEncoder::new(32_000, 0).unwrap();
         let mut pcm = [0i16; 960];
         tone(500.0, 0, 8000.0, &mut pcm);
         let loud = encode(&mut encoder, &pcm);
-        let quiet = encode(&mut encoder, &[0; 960]);
+        // Not the first silent one: the encoder's look-ahead puts the tone's tail in that.
+        let mut quiet = Vec::new();
+        for _ in 0..5 {
+            quiet = encode(&mut encoder, &[0; 960]);
+        }
         (loud, quiet)
     }
 
@@ -747,6 +752,46 @@ mod tests {
         mixer.add_source(2, false).unwrap();
         assert_eq!(mixer.stats().listeners, 1);
         mixer.set_bitrate(24_000).unwrap();
+    }
+
+    #[test]
+    fn a_listener_moves_between_encoders_without_a_seam() {
+        let (loud, quiet) = packets();
+        let mut mixer = AudioMixer::new(MixerConfig::default()).unwrap();
+        for id in 0..3 {
+            mixer.add_source(id, true).unwrap();
+        }
+        let start = Instant::now();
+        let mut talking = Vec::new();
+        let mut last: Option<(u16, u32)> = None;
+        for n in 0..100u16 {
+            let now = start + Duration::from_millis(20 * u64::from(n));
+            // Source 0 talks, pauses for a second, talks again; 1 talks throughout.
+            let zero = if (20..70).contains(&n) { &quiet } else { &loud };
+            mixer.push(0, n, u32::from(n) * 960, zero, None, now);
+            mixer.push(1, n, u32::from(n) * 960, &loud, None, now);
+            mixer.push(2, n, u32::from(n) * 960, &quiet, None, now);
+            mixer.tick(now, &mut |p| {
+                if p.listener == 0 {
+                    if let Some((seq, ts)) = last {
+                        assert_eq!(p.sequence, seq.wrapping_add(1));
+                        assert_eq!(p.timestamp, ts.wrapping_add(960));
+                        assert!(!p.marker);
+                    } else {
+                        assert!(p.marker);
+                    }
+                    last = Some((p.sequence, p.timestamp));
+                }
+            });
+            talking.push(mixer.is_talker(0));
+        }
+        // On after two loud frames (behind the two-packet jitter buffer), off 500 ms after the
+        // last one, on again.
+        let changes: Vec<usize> = (1..100).filter(|&n| talking[n] != talking[n - 1]).collect();
+        assert_eq!(changes, [2, 46, 72]);
+        let stats = mixer.stats();
+        assert_eq!(stats.ticks, 100);
+        assert!(mixer.is_talker(1) && !mixer.is_talker(2));
     }
 
     proptest! {
