@@ -11,8 +11,10 @@ One TOKEN per participant. Prints a final JSON line: {"ok": .., "participants": 
 
 import argparse
 import asyncio
+import fractions
 import json
 import math
+import time
 import urllib.error
 import urllib.request
 
@@ -58,24 +60,32 @@ class Colour(VideoStreamTrack):
 
 
 class Sine(AudioStreamTrack):
+    """20 ms frames of a tone at 48 kHz, paced in real time (AudioStreamTrack's own frames are
+    8 kHz silence)."""
+
     def __init__(self, freq):
         super().__init__()
         self.freq = freq
         self.n = 0
+        self.start = None
 
     async def recv(self):
-        # AudioStreamTrack paces 20 ms frames; we fill them with our tone.
-        silence = await super().recv()
-        samples = silence.samples
+        if self.start is None:
+            self.start = time.time()
+        else:
+            wait = self.start + self.n / RATE - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        samples = 960
         data = bytearray()
         for i in range(samples):
             s = int(8000 * math.sin(2 * math.pi * self.freq * (self.n + i) / RATE))
             data += s.to_bytes(2, "little", signed=True)
-        self.n += samples
         frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
         frame.planes[0].update(bytes(data))
         frame.sample_rate = RATE
-        frame.pts, frame.time_base = silence.pts, silence.time_base
+        frame.pts, frame.time_base = self.n, fractions.Fraction(1, RATE)
+        self.n += samples
         return frame
 
 

@@ -119,6 +119,7 @@ mod tests {
                     red: false,
                 }],
                 data: None,
+                mixed: None,
             },
         );
         let speaking = MediaEvent::Speaking {
