@@ -6,11 +6,10 @@
 //! microphones play a tone and silence, for the active speaker; a subscriber under 5% loss whose
 //! NACKs are answered with RTX.
 
-
 use serde_json::Value;
 use switchyard_tests::nat::{Namespace, veth};
-use switchyard_tests::server::{Server, temp_dir};
 use switchyard_tests::netns;
+use switchyard_tests::server::{Server, temp_dir};
 
 /// Runs a Playwright script in tests/browser; its JSON result and its stderr.
 fn run_pages(script: &str, args: &[String]) -> (Value, String) {

@@ -81,6 +81,9 @@ pub struct Engine {
     /// Mixer streams (`Link::Mixer`) open: while none, the worker skips looking for packets
     /// to hand to the MCU.
     mixer_streams: usize,
+    /// Mixer streams closed since the worker last looked, with their MCU thread: it tells
+    /// the thread, whose mixer then forgets them.
+    closed_mixer_streams: Vec<(usize, TransportId)>,
 }
 
 impl Engine {
@@ -107,6 +110,7 @@ impl Engine {
             pacing_started: Vec::new(),
             orphans: Vec::new(),
             mixer_streams: 0,
+            closed_mixer_streams: Vec::new(),
         }
     }
 
@@ -122,6 +126,12 @@ impl Engine {
     /// Whether any mixer stream is open (see [`crate::mcu`]).
     pub fn has_mixer_streams(&self) -> bool {
         self.mixer_streams > 0
+    }
+
+    /// The mixer streams closed since the last call, with their MCU threads (see
+    /// [`crate::mcu`]); the caller keeps those it could not pass on yet.
+    pub fn closed_mixer_streams(&mut self) -> &mut Vec<(usize, TransportId)> {
+        &mut self.closed_mixer_streams
     }
 
     /// The next event for the control plane.
@@ -179,7 +189,9 @@ impl Engine {
                 let connected = (pipe.remote, Srtp::for_pipe(pipe)?);
                 (link, Some(connected), pipe.local_rtcp_ssrc)
             }
-            TransportKind::Mixer { .. } => (Link::Mixer, None, Ssrc(self.rng.random())),
+            TransportKind::Mixer { mcu } => {
+                (Link::Mixer { mcu: *mcu }, None, Ssrc(self.rng.random()))
+            }
         };
         let router_key = match self.router_keys.get(&spec.router) {
             Some(&k) => k,
@@ -302,7 +314,10 @@ impl Engine {
                     }
                 }
             }
-            Link::Mixer => self.mixer_streams = self.mixer_streams.saturating_sub(1),
+            Link::Mixer { mcu } => {
+                self.mixer_streams = self.mixer_streams.saturating_sub(1);
+                self.closed_mixer_streams.push((*mcu, t.id));
+            }
             Link::Pipe(_) => {
                 if let Some(remote) = t.remote
                     && let Some(pipes) = self.pipes_by_addr.get_mut(&remote)
@@ -766,7 +781,7 @@ impl Engine {
             .by_id
             .get(&transport)
             .and_then(|&k| self.transports.get(k))
-            .filter(|t| matches!(t.link, Link::Mixer))
+            .filter(|t| matches!(t.link, Link::Mixer { .. }))
             .map(|t| (t.router, t.member))
         else {
             return self.counters.drop(DropReason::UnknownSource);
@@ -863,7 +878,7 @@ impl Links<'_> {
         let Some(t) = self.transports.get_mut(to.0) else {
             return false;
         };
-        if let (Link::Mixer, Some(dst)) = (&t.link, t.remote) {
+        if let (Link::Mixer { .. }, Some(dst)) = (&t.link, t.remote) {
             // In the clear: it stays in this process.
             return transport::send(self.tx, self.counters, dst, write);
         }

@@ -85,8 +85,11 @@ pub struct Held {
 pub enum Link {
     WebRtc(Box<WebRtc>),
     Pipe(Pipe),
-    /// A stream to or from a mixer: sent in the clear to the MCU thread (`crate::mcu::lane`).
-    Mixer,
+    /// A stream to or from a mixer on MCU thread `mcu`: sent in the clear to that thread
+    /// (`crate::mcu::lane`).
+    Mixer {
+        mcu: usize,
+    },
 }
 
 /// A peer connection's ICE-lite agent and DTLS session.
@@ -258,7 +261,7 @@ impl Transport {
     pub fn data_mut(&mut self) -> Option<&mut DataLink> {
         match &mut self.link {
             Link::WebRtc(w) => w.data.as_deref_mut(),
-            Link::Pipe(_) | Link::Mixer => None,
+            Link::Pipe(_) | Link::Mixer { .. } => None,
         }
     }
 

@@ -120,6 +120,15 @@ impl Worker {
         let Some(lanes) = &self.mcu else {
             return;
         };
+        // Closed streams first (a full lane keeps them for the next turn).
+        self.engine
+            .closed_mixer_streams()
+            .retain(|&(mcu, transport)| {
+                lanes.to_mcu.get(mcu).is_some_and(|q| {
+                    q.try_send(ToMcu::Closed(transport))
+                        .is_err_and(|e| matches!(e, std::sync::mpsc::TrySendError::Full(_)))
+                })
+            });
         if !self.engine.has_mixer_streams() {
             return;
         }

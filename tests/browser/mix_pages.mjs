@@ -91,22 +91,43 @@ function look(p) {
       const ctx = c.getContext('2d');
       ctx.drawImage(el, 0, 0);
       const data = w && h ? ctx.getImageData(0, 0, w, h).data : [];
-      const colours = RGB.map((rgb) => {
-        for (let y = 4; y < h - 4; y += Math.max(2, Math.floor(h / 24))) {
-          for (let x = 4; x < w - 4; x += Math.max(2, Math.floor(w / 32))) {
-            const at = (y * w + x) * 4;
-            if (rgb.every((v, k) => Math.abs(data[at + k] - v) <= 40)) return true;
-          }
+      // Each sampled pixel counts for the nearest of the colours (or black): colour matrices
+      // on the way (canvas capture, the mixer, the decoder) shift saturated colours a little.
+      const counts = RGB.map(() => 0);
+      for (let y = 4; y < h - 4; y += Math.max(2, Math.floor(h / 24))) {
+        for (let x = 4; x < w - 4; x += Math.max(2, Math.floor(w / 32))) {
+          const at = (y * w + x) * 4;
+          const px = [data[at], data[at + 1], data[at + 2]];
+          const dist = (rgb) => Math.hypot(...rgb.map((v, k) => v - px[k]));
+          let best = -1;
+          let bestDist = dist([0, 0, 0]);
+          RGB.forEach((rgb, k) => {
+            if (dist(rgb) < bestDist) {
+              best = k;
+              bestDist = dist(rgb);
+            }
+          });
+          if (best >= 0 && bestDist < 90) counts[best]++;
         }
-        return false;
-      });
+      }
+      const colours = counts.map((n) => n >= 3);
+      // The picture's main colours (quantized), for a failure's message.
+      const seen = {};
+      for (let y = 4; y < h - 4; y += Math.max(2, Math.floor(h / 12))) {
+        for (let x = 4; x < w - 4; x += Math.max(2, Math.floor(w / 16))) {
+          const at = (y * w + x) * 4;
+          const key = [0, 1, 2].map((k) => Math.round(data[at + k] / 16) * 16).join(',');
+          seen[key] = (seen[key] ?? 0) + 1;
+        }
+      }
       const bins = new Float32Array(analyser.frequencyBinCount);
       analyser.getFloatFrequencyData(bins);
       const hz = ac.sampleRate / analyser.fftSize;
       const level = (f) => Math.max(...[-2, -1, 0, 1, 2].map((d) => bins[Math.round(f / hz) + d]));
       const sorted = [...bins.slice(Math.round(200 / hz), Math.round(2000 / hz))].sort((a, b) => a - b);
       const floor = sorted[Math.floor(sorted.length / 2)];
-      return { size: [w, h], colours, tones_db: TONES.map((f) => Math.round(level(f) - floor)) };
+      const main = Object.entries(seen).sort((a, b) => b[1] - a[1]).slice(0, 6).map(([k]) => k);
+      return { size: [w, h], colours, tones_db: TONES.map((f) => Math.round(level(f) - floor)), main };
     },
     { RGB, TONES },
   );

@@ -475,7 +475,7 @@ impl AppState {
             data: None,
         };
         if let Err(e) = self.media.create_transport(place.worker, spec).await {
-            mcu.remove_stream(place.mcu, place.router, transport);
+            mcu.remove_stream(place.mcu, transport);
             return Err(e.into());
         }
         Ok((transport, producer))
@@ -556,7 +556,7 @@ impl AppState {
             };
             if let Err(e) = self.media.create_transport(place.worker, spec).await {
                 tracing::warn!(channel, "mixer input not started: {e}");
-                mcu.remove_stream(place.mcu, place.router, transport);
+                mcu.remove_stream(place.mcu, transport);
                 continue;
             }
             let kept = {

@@ -26,6 +26,8 @@ const IDLE: Duration = Duration::from_secs(1);
 pub enum ToMcu {
     /// A packet a worker's router sent to a mixer stream.
     Packet(Packet),
+    /// A worker closed this mixer stream's transport.
+    Closed(TransportId),
     Command(Command),
 }
 
@@ -43,8 +45,8 @@ pub enum Command {
         spec: StreamSpec,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Forgets a stream whose transport was never made (the worker tells of those it closes).
     RemoveStream {
-        mixer: RouterId,
         transport: TransportId,
     },
     CloseMixer {
@@ -192,8 +194,8 @@ impl Mcu {
         .await
     }
 
-    pub fn remove_stream(&self, mcu: usize, mixer: RouterId, transport: TransportId) {
-        let _ = self.send(mcu, Command::RemoveStream { mixer, transport });
+    pub fn remove_stream(&self, mcu: usize, transport: TransportId) {
+        let _ = self.send(mcu, Command::RemoveStream { transport });
     }
 
     pub fn close_mixer(&self, mcu: usize, mixer: RouterId) {
@@ -344,9 +346,26 @@ impl Thread {
                         .handle_packet(now, p.transport, p.data(), &mut out);
                 }
             }
+            ToMcu::Closed(transport) => self.forget(transport),
             ToMcu::Command(c) => return self.command(c),
         }
         true
+    }
+
+    /// Removes a stream from its mixer, and the mixer once it has none left.
+    fn forget(&mut self, transport: TransportId) {
+        let Some(mixer) = self.streams.remove(&transport) else {
+            return;
+        };
+        let Some(p) = self.mixers.get_mut(&mixer) else {
+            return;
+        };
+        p.mixer.remove_stream(transport);
+        if p.mixer.is_empty()
+            && let Some(p) = self.mixers.remove(&mixer)
+        {
+            tracing::info!(mcu = self.index, %mixer, stats = ?p.mixer.stats(), "mixer closed: no streams left");
+        }
     }
 
     fn command(&mut self, command: Command) -> bool {
@@ -384,12 +403,7 @@ impl Thread {
                 }
                 let _ = reply.send(result);
             }
-            Command::RemoveStream { mixer, transport } => {
-                if let Some(p) = self.mixers.get_mut(&mixer) {
-                    p.mixer.remove_stream(transport);
-                }
-                self.streams.remove(&transport);
-            }
+            Command::RemoveStream { transport } => self.forget(transport),
             Command::CloseMixer { mixer } => {
                 if let Some(p) = self.mixers.remove(&mixer) {
                     tracing::info!(mcu = self.index, %mixer, stats = ?p.mixer.stats(), "mixer closed");
