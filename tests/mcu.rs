@@ -14,7 +14,15 @@ const CANVAS: [(&str, &str); 3] = [
     ("MCU__FRAMERATE", "15"),
 ];
 
-fn mix(server: &Server, channel: &str, participants: usize, codec: &str) -> serde_json::Value {
+/// Runs `participants` aiortc participants, of which the first `publishers` publish over WHIP
+/// (SFU publishers) and the others mix.
+fn mix(
+    server: &Server,
+    channel: &str,
+    participants: usize,
+    publishers: usize,
+    codec: &str,
+) -> serde_json::Value {
     let tokens: Vec<String> = (0..participants)
         .map(|i| server.token(channel, &format!("mixer{i}"), &[]))
         .collect();
@@ -24,6 +32,7 @@ fn mix(server: &Server, channel: &str, participants: usize, codec: &str) -> serd
         .arg(channel)
         .args(&tokens)
         .args(["--seconds", "8", "--codec", codec])
+        .args(["--publishers", &publishers.to_string()])
         .output()
         .expect("run the aiortc script");
     script_result(&out, "aiortc mix")
@@ -33,6 +42,9 @@ fn check(result: &serde_json::Value, participants: usize) {
     assert_eq!(result["ok"], true, "{result:#}");
     let people = result["participants"].as_array().expect("participants");
     for (i, p) in people.iter().enumerate() {
+        if p["publisher"] == true {
+            continue;
+        }
         assert!(
             p["frames"].as_u64().unwrap_or(0) >= 30,
             "participant {i} got too few composites: {result:#}"
@@ -77,8 +89,9 @@ fn check(result: &serde_json::Value, participants: usize) {
 fn aiortc_participants_hear_the_others_and_see_everyone_vp8() {
     netns::enter();
     let server = Server::start_with_env(&[], &CANVAS);
-    let result = mix(&server, "mixed", 3, "VP8");
+    let result = mix(&server, "mixed", 3, 0, "VP8");
     check(&result, 3);
+    println!("{result}");
     let m = server.metrics();
     assert_eq!(
         m["switchyard_participants"], 0.0,
@@ -124,4 +137,15 @@ fn chromium_pages_mix_vp8() {
 #[test]
 fn chromium_pages_mix_h264() {
     chromium_pages("H264");
+}
+
+/// Two SFU publishers (WHIP) and two MCU participants in one channel: each MCU participant's
+/// composite shows all four and it hears the other three.
+#[test]
+fn sfu_publishers_and_mcu_participants_share_a_channel() {
+    netns::enter();
+    let server = Server::start_with_env(&[], &CANVAS);
+    let result = mix(&server, "shared", 4, 2, "H264");
+    check(&result, 4);
+    println!("{result}");
 }

@@ -3,9 +3,10 @@ sends a solid colour and a sine of its own, and checks what the mixer sends back
 participant's colour somewhere in the composite picture, the others' tones in the audio and
 its own tone absent (mix-minus).
 
-usage: mix.py BASE CHANNEL TOKEN [TOKEN ...] [--seconds N] [--codec VP8|H264]
+usage: mix.py BASE CHANNEL TOKEN [TOKEN ...] [--seconds N] [--codec VP8|H264] [--publishers K]
 
-One TOKEN per participant. Prints a final JSON line: {"ok": .., "participants": [{"colours":
+One TOKEN per participant. With --publishers K the first K publish over WHIP instead (SFU
+publishers in the same channel, sendonly), and only the others, the MCU participants, check. Prints a final JSON line: {"ok": .., "participants": [{"colours":
 [seen per participant], "tones_db": [level of each participant's tone above the floor], ...}]}.
 """
 
@@ -112,8 +113,9 @@ def http(method, url, token, body=None):
 
 
 class Participant:
-    def __init__(self, index, base, channel, token, codec):
+    def __init__(self, index, base, channel, token, codec, publisher=False):
         self.index, self.base, self.channel, self.token = index, base, channel, token
+        self.publisher = publisher
         self.pc = RTCPeerConnection()
         self.codec = codec
         self.location = None
@@ -123,8 +125,9 @@ class Participant:
         self.first_frame_after = None
 
     async def join(self, started):
-        video = self.pc.addTransceiver(Colour(COLOURS[self.index]), direction="sendrecv")
-        self.pc.addTransceiver(Sine(TONES[self.index]), direction="sendrecv")
+        direction = "sendonly" if self.publisher else "sendrecv"
+        video = self.pc.addTransceiver(Colour(COLOURS[self.index]), direction=direction)
+        self.pc.addTransceiver(Sine(TONES[self.index]), direction=direction)
         codecs = RTCRtpSender.getCapabilities("video").codecs
         video.setCodecPreferences([c for c in codecs if c.mimeType == f"video/{self.codec}"])
 
@@ -134,7 +137,7 @@ class Participant:
             asyncio.ensure_future(reader(track, started))
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        url = f"{self.base}/mix/{self.channel}"
+        url = f"{self.base}/{'whip' if self.publisher else 'mix'}/{self.channel}"
         status, answer, headers = await asyncio.to_thread(http, "POST", url, self.token, self.pc.localDescription.sdp)
         if status != 201:
             raise RuntimeError(f"POST {url}: {status} {answer.strip()}")
@@ -207,12 +210,16 @@ async def main():
     p.add_argument("tokens", nargs="+")
     p.add_argument("--seconds", type=float, default=8)
     p.add_argument("--codec", default="VP8")
+    p.add_argument("--publishers", type=int, default=0)
     args = p.parse_args()
     n = len(args.tokens)
     if n > len(COLOURS):
         raise SystemExit(f"at most {len(COLOURS)} participants")
     loop = asyncio.get_running_loop()
-    people = [Participant(i, args.base, args.channel, t, args.codec) for i, t in enumerate(args.tokens)]
+    people = [
+        Participant(i, args.base, args.channel, t, args.codec, publisher=i < args.publishers)
+        for i, t in enumerate(args.tokens)
+    ]
     result = {"ok": False, "codec": args.codec}
     try:
         for person in people:
@@ -222,6 +229,7 @@ async def main():
             print(json.dumps({"t": second + 1, "frames": [x.frames for x in people], "audio": [len(x.audio) for x in people]}), flush=True)
         result["participants"] = [
             {
+                "publisher": x.publisher,
                 "frames": x.frames,
                 "first_frame_s": x.first_frame_after,
                 "colours": x.colours_seen(),
