@@ -21,6 +21,7 @@ if (params.get('user')) $('user').value = params.get('user');
 if (params.get('codec')) $('codec').value = params.get('codec').toUpperCase();
 $('p2p').checked = params.get('p2p') === '1';
 $('relay').checked = params.get('relay') === '1';
+$('mcu').checked = params.get('mcu') === '1';
 
 let resolveReady;
 let rejectReady;
@@ -58,7 +59,7 @@ async function join() {
   const channel = $('channel').value.trim();
   const user = $('user').value.trim();
   $('join-button').disabled = true;
-  for (const box of [$('p2p'), $('relay')]) box.disabled = true;
+  for (const box of [$('p2p'), $('relay'), $('mcu')]) box.disabled = true;
   status(`Joining ${channel}…`);
   if (!navigator.mediaDevices) {
     throw new Error('This browser allows the camera only on https:// or http://localhost pages; open the demo that way.');
@@ -73,10 +74,12 @@ async function join() {
   const region = params.get('region') || undefined;
   const iceTransportPolicy = $('relay').checked ? 'relay' : 'all';
   const p2p = $('p2p').checked;
+  const mcu = $('mcu').checked && !p2p;
   // `sync` (URL): the signalling URLs to use, comma-separated (a cluster's gateways: the client
   // reconnects to the next when one drops); default: this page's server.
   const url = params.get('sync')?.split(',').filter(Boolean);
-  const client = new Client({ url: url?.length ? url : undefined, token: await token(channel, user), channel, region, iceTransportPolicy });
+  // An MCU participant receives the mix only, not everyone's publications.
+  const client = new Client({ url: url?.length ? url : undefined, token: await token(channel, user), channel, region, iceTransportPolicy, autoSubscribe: !mcu });
   window.switchyard.client = client;
   // `maxheight` and `maxfps` (URL) are asked of every subscription.
   const preferences = {
@@ -120,6 +123,10 @@ async function join() {
   if (p2p) {
     // Those who join later connect to us.
     for (const p of joined.participants) client.connectPeer(p.participant, { stream });
+  } else if (mcu) {
+    // The server mixes everyone (VP8 or H264) into one picture and our audio out of theirs.
+    const mixed = await client.mix(stream, { videoCodec: codec === 'H264' ? 'H264' : 'VP8' });
+    tile('mix', 'everyone (mixed by the server)').querySelector('video').srcObject = mixed;
   } else {
     // `simulcast=0` (URL) publishes one video stream instead of three layers.
     // `maxkbps` (URL) sets the top layer's ceiling; `svc` the SVC mode (VP9, AV1).
@@ -129,7 +136,7 @@ async function join() {
   }
   $('leave-button').disabled = false;
   const others = joined.participants.length;
-  const how = [p2p ? 'peer to peer' : codec, iceTransportPolicy === 'relay' ? 'relayed' : undefined].filter(Boolean).join(', ');
+  const how = [p2p ? 'peer to peer' : mcu ? 'mixed' : codec, iceTransportPolicy === 'relay' ? 'relayed' : undefined].filter(Boolean).join(', ');
   status(`In ${joined.channel} as ${joined.participant}${how ? ` (${how})` : ''}; ${others} other participant(s) when you joined.`);
   return client;
 }
@@ -139,7 +146,7 @@ $('join').addEventListener('submit', (e) => {
   join().then(resolveReady, (err) => {
     status(err.message, true);
     $('join-button').disabled = false;
-    for (const box of [$('p2p'), $('relay')]) box.disabled = false;
+    for (const box of [$('p2p'), $('relay'), $('mcu')]) box.disabled = false;
     rejectReady(err);
   });
 });
@@ -151,7 +158,7 @@ $('leave-button').addEventListener('click', async () => {
   $('local').srcObject?.getTracks().forEach((t) => t.stop());
   document.querySelector('.tile.local').hidden = true;
   $('join-button').disabled = false;
-  for (const box of [$('p2p'), $('relay')]) box.disabled = false;
+  for (const box of [$('p2p'), $('relay'), $('mcu')]) box.disabled = false;
   $('leave-button').disabled = true;
   status('Left the channel.');
 });

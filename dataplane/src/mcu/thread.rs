@@ -22,7 +22,9 @@ use crate::spec::{Error, RouterId, TransportId};
 /// The longest a thread sleeps with nothing due (it wakes for packets and commands anyway).
 const IDLE: Duration = Duration::from_secs(1);
 
-/// What reaches an MCU thread.
+/// What reaches an MCU thread. Packets are inline on purpose: the lane's slots are
+/// preallocated, so a packet costs a copy and no allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum ToMcu {
     /// A packet a worker's router sent to a mixer stream.
     Packet(Packet),
