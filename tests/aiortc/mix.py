@@ -6,11 +6,14 @@ its own tone absent (mix-minus).
 usage: mix.py BASE CHANNEL TOKEN [TOKEN ...] [--seconds N] [--codec VP8|H264] [--publishers K]
 
 One TOKEN per participant. With --publishers K the first K publish over WHIP instead (SFU
-publishers in the same channel, sendonly), and only the others, the MCU participants, check. Prints a final JSON line: {"ok": .., "participants": [{"colours":
+publishers in the same channel, sendonly), and only the others, the MCU participants, check.
+With --viewer TOKEN one more client plays the mix over POST /whep/CHANNEL/mix (receive only)
+and checks every colour and every tone. Prints a final JSON line: {"ok": .., "participants": [{"colours":
 [seen per participant], "tones_db": [level of each participant's tone above the floor], ...}]}.
 """
 
 import argparse
+import array
 import asyncio
 import fractions
 import json
@@ -33,8 +36,8 @@ RATE = 48000
 # Saturated colours far apart in YUV, and tones none of which is a harmonic of another.
 COLOURS = [(255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 255, 0)]
 TONES = [440.0, 620.0, 810.0, 1070.0]
-# Where there is no tone: the noise floor.
-FLOOR = [350.0, 530.0, 720.0, 950.0, 1300.0]
+# Where there is no tone (30 Hz or more from each): the noise floor is their median.
+FLOOR = [f for f in range(300, 1500, 45) if all(abs(f - t) >= 30 for t in TONES)]
 
 
 def yuv(rgb):
@@ -66,7 +69,10 @@ class Sine(AudioStreamTrack):
 
     def __init__(self, freq):
         super().__init__()
-        self.freq = freq
+        # One second of the tone, made once: every tone here has a whole number of periods in
+        # a second, so the frames are slices of it (cheap, for a slow machine's real time).
+        second = array.array("h", (int(8000 * math.sin(2 * math.pi * freq * i / RATE)) for i in range(RATE)))
+        self.second = second.tobytes()
         self.n = 0
         self.start = None
 
@@ -78,12 +84,9 @@ class Sine(AudioStreamTrack):
             if wait > 0:
                 await asyncio.sleep(wait)
         samples = 960
-        data = bytearray()
-        for i in range(samples):
-            s = int(8000 * math.sin(2 * math.pi * self.freq * (self.n + i) / RATE))
-            data += s.to_bytes(2, "little", signed=True)
+        at = 2 * (self.n % RATE)
         frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
-        frame.planes[0].update(bytes(data))
+        frame.planes[0].update(self.second[at : at + 2 * samples])
         frame.sample_rate = RATE
         frame.pts, frame.time_base = self.n, fractions.Fraction(1, RATE)
         self.n += samples
@@ -91,10 +94,13 @@ class Sine(AudioStreamTrack):
 
 
 def goertzel_db(samples, freq):
-    """The power of `freq` in `samples` (mono floats), in dB."""
+    """The power of `freq` in `samples` (mono floats), in dB, through a Hann window (so the
+    tones next to it do not leak into its bin)."""
     k = 2 * math.cos(2 * math.pi * freq / RATE)
+    n = len(samples)
     s1 = s2 = 0.0
-    for x in samples:
+    for i, x in enumerate(samples):
+        x *= 0.5 - 0.5 * math.cos(2 * math.pi * i / n)
         s1, s2 = x + k * s1 - s2, s1
     power = s1 * s1 + s2 * s2 - k * s1 * s2
     return 10 * math.log10(max(power, 1e-9))
@@ -113,9 +119,10 @@ def http(method, url, token, body=None):
 
 
 class Participant:
-    def __init__(self, index, base, channel, token, codec, publisher=False):
+    def __init__(self, index, base, channel, token, codec, publisher=False, viewer=False):
         self.index, self.base, self.channel, self.token = index, base, channel, token
         self.publisher = publisher
+        self.viewer = viewer
         self.pc = RTCPeerConnection()
         self.codec = codec
         self.location = None
@@ -125,9 +132,13 @@ class Participant:
         self.first_frame_after = None
 
     async def join(self, started):
-        direction = "sendonly" if self.publisher else "sendrecv"
-        video = self.pc.addTransceiver(Colour(COLOURS[self.index]), direction=direction)
-        self.pc.addTransceiver(Sine(TONES[self.index]), direction=direction)
+        if self.viewer:
+            video = self.pc.addTransceiver("video", direction="recvonly")
+            self.pc.addTransceiver("audio", direction="recvonly")
+        else:
+            direction = "sendonly" if self.publisher else "sendrecv"
+            video = self.pc.addTransceiver(Colour(COLOURS[self.index]), direction=direction)
+            self.pc.addTransceiver(Sine(TONES[self.index]), direction=direction)
         codecs = RTCRtpSender.getCapabilities("video").codecs
         video.setCodecPreferences([c for c in codecs if c.mimeType == f"video/{self.codec}"])
 
@@ -137,7 +148,8 @@ class Participant:
             asyncio.ensure_future(reader(track, started))
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        url = f"{self.base}/{'whip' if self.publisher else 'mix'}/{self.channel}"
+        path = f"whep/{self.channel}/mix" if self.viewer else f"{'whip' if self.publisher else 'mix'}/{self.channel}"
+        url = f"{self.base}/{path}"
         status, answer, headers = await asyncio.to_thread(http, "POST", url, self.token, self.pc.localDescription.sdp)
         if status != 201:
             raise RuntimeError(f"POST {url}: {status} {answer.strip()}")
@@ -162,13 +174,10 @@ class Participant:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            # Read the bytes: numpy may be absent.
-            raw = bytes(frame.planes[0])
-            channels = len(frame.layout.channels)
-            step = 2 * channels
-            # s16 interleaved: take the first channel.
-            for at in range(0, len(raw) - 1, step):
-                self.audio.append(int.from_bytes(raw[at : at + 2], "little", signed=True) / 32768)
+            # s16 interleaved; keep the first channel (array, not numpy, which may be absent).
+            samples = array.array("h")
+            samples.frombytes(bytes(frame.planes[0])[: 2 * frame.samples * len(frame.layout.channels)])
+            self.audio.extend(samples[:: len(frame.layout.channels)])
             if len(self.audio) > RATE * 2:
                 del self.audio[: len(self.audio) - RATE * 2]
 
@@ -196,10 +205,10 @@ class Participant:
 
     def tones_db(self, n):
         """Each participant's tone's level above the floor in the last second of audio."""
-        last = self.audio[-RATE:]
+        last = self.audio[-RATE // 2 :]
         if len(last) < RATE // 2:
             return [None] * n
-        floor = max(goertzel_db(last, f) for f in FLOOR)
+        floor = sorted(goertzel_db(last, f) for f in FLOOR)[len(FLOOR) // 2]
         return [round(goertzel_db(last, TONES[i]) - floor, 1) for i in range(n)]
 
 
@@ -211,6 +220,7 @@ async def main():
     p.add_argument("--seconds", type=float, default=8)
     p.add_argument("--codec", default="VP8")
     p.add_argument("--publishers", type=int, default=0)
+    p.add_argument("--viewer", help="a token for a client that plays the mix over WHEP")
     args = p.parse_args()
     n = len(args.tokens)
     if n > len(COLOURS):
@@ -220,6 +230,8 @@ async def main():
         Participant(i, args.base, args.channel, t, args.codec, publisher=i < args.publishers)
         for i, t in enumerate(args.tokens)
     ]
+    if args.viewer:
+        people.append(Participant(n, args.base, args.channel, args.viewer, args.codec, viewer=True))
     result = {"ok": False, "codec": args.codec}
     try:
         for person in people:
@@ -230,6 +242,7 @@ async def main():
         result["participants"] = [
             {
                 "publisher": x.publisher,
+                "viewer": x.viewer,
                 "frames": x.frames,
                 "first_frame_s": x.first_frame_after,
                 "colours": x.colours_seen(),

@@ -106,6 +106,22 @@ pub trait Channels: Send + Sync + 'static {
         }
     }
 
+    /// Answers a receive-only offer for the channel's mix (see [`crate::mix`]); returns (the
+    /// subscription's id, answer). Gateways do not place it yet.
+    fn view_mix(
+        &self,
+        channel: &str,
+        participant: &str,
+        offer: &str,
+    ) -> impl Future<Output = Result<(String, String), Error>> + Send {
+        let _ = (channel, participant, offer);
+        async {
+            Err(Error::BadRequest(
+                "the mix plays from an all-in-one server for now, not through a gateway".into(),
+            ))
+        }
+    }
+
     /// Answers a subscribe offer for `publication`; returns (subscription id, answer).
     fn subscribe(
         &self,

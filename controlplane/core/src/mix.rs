@@ -25,12 +25,18 @@ use switchyard_dataplane::spec::{
 use crate::error::Error;
 use crate::ids;
 use crate::protocol::ServerMessage;
-use crate::rooms::{ChannelMixer, Mixed, Owner, Publication, Track};
+use crate::rooms::{
+    Channel, ChannelMixer, MIX_VIEW, Mixed, Owner, Publication, Subscription, Track,
+};
 use crate::rules::Rules;
 use crate::session::AppState;
 
 /// The codecs a mixer decodes and encodes.
 pub const MIX_CODECS: [Codec; 3] = [Codec::Opus, Codec::Vp8, Codec::H264];
+
+/// What a viewer of the mix is offered in H264: constrained baseline, what the mixer's
+/// encoder makes, in packetization-mode 1.
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 /// The payload types of the mixer's own producers (consumers rewrite them to each
 /// subscriber's).
@@ -230,6 +236,235 @@ impl AppState {
         Ok((publication, answer.sdp))
     }
 
+    /// Answers a receive-only offer for the channel's mix (`POST /whep/{channel}/mix`, for
+    /// livestreams): the composite in VP8 (or H264 when the offer has no VP8) and everyone's
+    /// audio. Returns (its subscription id, the answer).
+    pub async fn view_mix(
+        &self,
+        channel: &str,
+        participant: &str,
+        offer: &str,
+    ) -> Result<(String, String), Error> {
+        let mcu = self.media.mcu().ok_or_else(|| {
+            Error::BadRequest("this server runs no MCU (MCU:WORKERS is 0)".into())
+        })?;
+        let offer =
+            Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
+        let (place, subscription) = {
+            let mut rooms = self.rooms();
+            let subscription = rooms.next_name("sub");
+            let ch = rooms
+                .channels
+                .get(channel)
+                .filter(|c| c.participants.contains_key(participant))
+                .ok_or_else(|| {
+                    Error::NotFound(format!("{participant} is not in channel {channel}"))
+                })?;
+            let mcu_index = ch
+                .mixer
+                .as_ref()
+                .map_or((ch.router.0 as usize) % mcu.threads().max(1), |m| m.mcu);
+            let place = Place {
+                mcu: mcu_index,
+                router: ch.router,
+                worker: ch.worker,
+            };
+            (place, subscription)
+        };
+        let local_ice = Credentials::random();
+        let candidates = self.candidates(place.worker);
+        let local = LocalParams {
+            ice: &local_ice,
+            fingerprint: self.media.identity().fingerprint(),
+            candidates: &candidates,
+            tcp: self.media.ice_tcp(),
+            allowed_codecs: &MIX_CODECS,
+            session_id: rand::random::<u32>().into(),
+        };
+        // VP8 when the offer takes it, else H264: the answer is pure, so try in that order.
+        let mut answered = None;
+        for (video, fmtp) in [
+            (Codec::Vp8, None),
+            (Codec::H264, Some(H264_FMTP.to_string())),
+        ] {
+            let roles: Vec<MediaRole> = offer
+                .media
+                .iter()
+                .map(|m| match m.kind {
+                    Some(kind) => MediaRole::Send(SendTrack {
+                        codec: if kind == MediaKind::Audio {
+                            Codec::Opus
+                        } else {
+                            video
+                        },
+                        fmtp: if kind == MediaKind::Audio {
+                            None
+                        } else {
+                            fmtp.clone()
+                        },
+                        ssrc: rand::random::<u32>() | 1,
+                        cname: MIX_VIEW.to_string(),
+                        stream_id: MIX_VIEW.to_string(),
+                        track_id: format!("{MIX_VIEW}-{kind}"),
+                        rtx_ssrc: None,
+                        red: false,
+                    }),
+                    None => MediaRole::Reject,
+                })
+                .collect();
+            let answer = sdp::answer(&offer, &local, &roles)
+                .map_err(|e| Error::BadRequest(e.to_string()))?;
+            let video_ok = !answer
+                .media
+                .iter()
+                .any(|n| matches!(n, Negotiated::Rejected { .. }))
+                || !offer.media.iter().any(|m| m.kind == Some(MediaKind::Video));
+            if video_ok || video == Codec::H264 {
+                answered = Some((answer, video));
+                break;
+            }
+        }
+        let Some((answer, video)) = answered else {
+            return Err(Error::BadRequest("nothing to play".into()));
+        };
+        let sends: Vec<(MediaKind, ConsumerSpec)> = answer
+            .media
+            .iter()
+            .filter_map(|n| match n {
+                Negotiated::Send {
+                    mid,
+                    kind,
+                    codec,
+                    extensions,
+                    ssrc,
+                    ..
+                } => Some((
+                    *kind,
+                    ConsumerSpec {
+                        id: ids::consumer(),
+                        // Set once the mixer's producer for it is known.
+                        producer: ProducerId(0),
+                        ssrc: Ssrc(*ssrc),
+                        payload_type: codec.payload_type,
+                        mid: mid.clone(),
+                        mid_ext: extensions.mid,
+                        nack: codec.nack,
+                        pli: codec.pli,
+                        fir: codec.fir,
+                        twcc_ext: None,
+                        dd_ext: None,
+                        rtx: None,
+                        red: None,
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        if sends.is_empty() {
+            return Err(Error::BadRequest(format!(
+                "nothing in this offer can receive the mix: {}",
+                crate::session::rejections(&answer.media)
+            )));
+        }
+
+        self.ensure_mixer(channel, place).await?;
+        let mut made = Vec::new();
+        let mut consumers = Vec::new();
+        let mut audio_out = None;
+        let mut failed = None;
+        for (kind, mut consumer) in sends {
+            let producer = match kind {
+                // A listener of its own that is no source: it hears everyone.
+                MediaKind::Audio => {
+                    let spec = StreamSpec::AudioOut {
+                        listener: ids::producer().0,
+                        ssrc: 0,
+                        payload_type: AUDIO_PT,
+                    };
+                    self.mixer_output(place, spec, Codec::Opus)
+                        .await
+                        .map(|(t, p)| {
+                            made.push(t);
+                            audio_out = Some(t);
+                            p
+                        })
+                }
+                MediaKind::Video => {
+                    let codec = video_codec(video).unwrap_or(VideoCodec::Vp8);
+                    self.composite(channel, place, video, codec, &mut made)
+                        .await
+                }
+            };
+            match producer {
+                Ok(p) => {
+                    consumer.producer = p;
+                    consumers.push(consumer);
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let transport = ids::transport();
+        if failed.is_none() {
+            let spec = TransportSpec {
+                id: transport,
+                router: place.router,
+                kind: TransportKind::WebRtc {
+                    local_ice,
+                    remote_ice: offer.ice.clone(),
+                    remote_fingerprint: offer.fingerprint.clone(),
+                },
+                producers: Vec::new(),
+                consumers,
+                data: None,
+            };
+            match self.media.create_transport(place.worker, spec).await {
+                Ok(()) => made.push(transport),
+                Err(e) => failed = Some(e.into()),
+            }
+        }
+        let recorded = failed.is_none() && {
+            let mut rooms = self.rooms();
+            match rooms
+                .channels
+                .get_mut(channel)
+                .filter(|c| c.participants.contains_key(participant))
+            {
+                Some(ch) => {
+                    ch.subscriptions.insert(
+                        subscription.clone(),
+                        Subscription {
+                            participant: participant.to_string(),
+                            publication: MIX_VIEW.to_string(),
+                            transport,
+                            mixed: Some(Mixed { audio_out }),
+                        },
+                    );
+                    rooms.add_transport(
+                        channel,
+                        place.worker,
+                        transport,
+                        Owner::Subscription(subscription.clone()),
+                    );
+                    true
+                }
+                None => false,
+            }
+        };
+        if !recorded {
+            for t in made {
+                self.close_media(place.worker, t);
+            }
+            self.drop_idle_mixer(channel);
+            return Err(failed
+                .unwrap_or_else(|| Error::Gone(format!("{participant} left channel {channel}"))));
+        }
+        tracing::info!(channel, participant, %subscription, %transport, "viewing the mix");
+        Ok((subscription, answer.sdp))
+    }
+
     /// Starts the channel's mixer if it has none, with the channel's existing publications
     /// as its inputs.
     async fn ensure_mixer(&self, channel: &str, place: Place) -> Result<(), Error> {
@@ -258,26 +493,15 @@ impl AppState {
         Ok(())
     }
 
-    /// Closes the channel's mixer streams when no MCU participant is left (one that failed
+    /// Closes the channel's mixer streams when nobody mixes or views the mix (one that failed
     /// to connect may have started the mixer).
     fn drop_idle_mixer(&self, channel: &str) {
-        let closes: Vec<(usize, TransportId)> = {
-            let mut rooms = self.rooms();
-            let Some(ch) = rooms.channels.get_mut(channel) else {
-                return;
-            };
-            if ch.publications.values().any(|p| p.mixed.is_some()) {
-                return;
-            }
-            let worker = ch.worker;
-            let Some(m) = ch.mixer.take() else { return };
-            m.video_out
-                .iter()
-                .map(|&(_, t, _)| t)
-                .chain(m.inputs.values().copied())
-                .map(|t| (worker, t))
-                .collect()
-        };
+        let closes = self
+            .rooms()
+            .channels
+            .get_mut(channel)
+            .map(Channel::idle_mixer_closes)
+            .unwrap_or_default();
         for (worker, t) in closes {
             self.close_media(worker, t);
         }

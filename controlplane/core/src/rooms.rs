@@ -76,7 +76,13 @@ pub struct Subscription {
     pub participant: String,
     pub publication: String,
     pub transport: TransportId,
+    /// Set on a viewer of the channel's mix (`POST /whep/{channel}/mix`, whose `publication`
+    /// is [`MIX_VIEW`]): its own stream of the mixer's audio.
+    pub mixed: Option<Mixed>,
 }
+
+/// What a viewer of the mix is subscribed to.
+pub const MIX_VIEW: &str = "mix";
 
 #[derive(Debug)]
 pub struct Participant {
@@ -92,11 +98,31 @@ pub struct Channel {
     pub participants: BTreeMap<String, Participant>,
     pub publications: BTreeMap<String, Publication>,
     pub subscriptions: BTreeMap<String, Subscription>,
-    /// Its mixer, while it has MCU participants.
+    /// Its mixer, while it has MCU participants or viewers of the mix.
     pub mixer: Option<ChannelMixer>,
 }
 
 impl Channel {
+    /// The mixer's streams to close when nobody mixes or views the mix any more (and takes
+    /// the mixer away then); none while someone does.
+    pub fn idle_mixer_closes(&mut self) -> Vec<(usize, TransportId)> {
+        let used = self.publications.values().any(|p| p.mixed.is_some())
+            || self.subscriptions.values().any(|s| s.mixed.is_some());
+        if used {
+            return Vec::new();
+        }
+        let worker = self.worker;
+        let Some(m) = self.mixer.take() else {
+            return Vec::new();
+        };
+        m.video_out
+            .iter()
+            .map(|&(_, t, _)| t)
+            .chain(m.inputs.values().copied())
+            .map(|t| (worker, t))
+            .collect()
+    }
+
     /// Sends `message` to every participant but `except`.
     pub fn broadcast(&self, except: &str, message: &ServerMessage) {
         for (id, p) in &self.participants {

@@ -517,6 +517,7 @@ impl AppState {
                     participant: participant.to_string(),
                     publication: publication.clone(),
                     transport,
+                    mixed: None,
                 },
             );
         }
@@ -863,6 +864,7 @@ impl AppState {
                     participant: participant.to_string(),
                     publication: publication.to_string(),
                     transport,
+                    mixed: None,
                 },
             );
         }
@@ -1098,6 +1100,15 @@ impl Channels for AppState {
         AppState::mix(self, channel, participant, offer, rules).await
     }
 
+    async fn view_mix(
+        &self,
+        channel: &str,
+        participant: &str,
+        offer: &str,
+    ) -> Result<(String, String), Error> {
+        AppState::view_mix(self, channel, participant, offer).await
+    }
+
     async fn subscribe(
         &self,
         channel: &str,
@@ -1206,12 +1217,7 @@ fn remove_publication(
                 .map(|t| (worker, t)),
         );
     }
-    if ch.publications.values().all(|p| p.mixed.is_none())
-        && let Some(m) = ch.mixer.take()
-    {
-        closes.extend(m.video_out.iter().map(|&(_, t, _)| (worker, t)));
-        closes.extend(m.inputs.values().map(|&t| (worker, t)));
-    }
+    closes.extend(ch.idle_mixer_closes());
     rooms.remove_transport(p.transport);
     for s in subscriptions {
         closes.extend(remove_subscription(rooms, channel, &s));
@@ -1231,8 +1237,11 @@ fn remove_subscription(
     let Some(s) = ch.subscriptions.remove(subscription) else {
         return Vec::new();
     };
+    let mut closes = vec![(worker, s.transport)];
+    closes.extend(s.mixed.and_then(|m| m.audio_out).map(|t| (worker, t)));
+    closes.extend(ch.idle_mixer_closes());
     rooms.remove_transport(s.transport);
-    vec![(worker, s.transport)]
+    closes
 }
 
 /// The spec of a pipe transport carrying `producers` in or `consumers` out.

@@ -62,7 +62,9 @@ pub fn routes<C: Channels>(state: Arc<C>) -> Router {
         )
         .route(
             "/whep/{channel}/{resource}",
-            axum::routing::delete(delete::<C>).patch(patch),
+            axum::routing::delete(delete::<C>)
+                .patch(patch)
+                .post(whep_mix::<C>),
         )
         .layer(cors)
         // Outside the CORS layer, which answers every OPTIONS itself: a plain OPTIONS (not a
@@ -112,18 +114,37 @@ async fn mix<C: Channels>(
     respond(&*state, result)
 }
 
+/// `POST /whep/{channel}/mix`: plays the channel's mix (the composite and everyone's audio),
+/// for livestreams; WHEP's rules otherwise.
+async fn whep_mix<C: Channels>(
+    State(state): State<Arc<C>>,
+    Path((channel, resource)): Path<(String, String)>,
+    headers: HeaderMap,
+    offer: String,
+) -> Response {
+    if resource != crate::rooms::MIX_VIEW {
+        return Error::NotFound(format!(
+            "POST /whep/{channel}/mix plays the mix; a session's resource takes DELETE"
+        ))
+        .into_text_response();
+    }
+    let result = post(&state, Kind::WhepMix, &channel, &headers, &offer).await;
+    respond(&*state, result)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Whip,
     Whep,
     Mix,
+    WhepMix,
 }
 
 impl Kind {
     fn path(self) -> &'static str {
         match self {
             Kind::Whip => "whip",
-            Kind::Whep => "whep",
+            Kind::Whep | Kind::WhepMix => "whep",
             Kind::Mix => "mix",
         }
     }
@@ -209,6 +230,10 @@ async fn post<C: Channels>(
             claims.may_publish(channel)?;
             Vec::new()
         }
+        Kind::WhepMix => {
+            claims.may_subscribe(channel)?;
+            Vec::new()
+        }
         Kind::Whep => {
             claims.may_subscribe(channel)?;
             let offer =
@@ -235,6 +260,7 @@ async fn post<C: Channels>(
                 Err(e) => Err(e),
             }
         }
+        Kind::WhepMix => state.view_mix(channel, &participant, offer).await,
         Kind::Whep => match pick(&others, &offered) {
             Some(publication) => state
                 .subscribe(channel, &participant, publication, offer)

@@ -51,6 +51,9 @@ pub struct MixerConfig {
     pub layout: Layout,
     /// The canvas encoders' target bitrate.
     pub video_bitrate_bps: u32,
+    /// Every listener's Opus bitrate (mono). Above the 32 kbit/s browsers send for one voice:
+    /// a mix carries several at once, and it is encoded a second time.
+    pub audio_bitrate_bps: u32,
 }
 
 impl Default for MixerConfig {
@@ -61,6 +64,7 @@ impl Default for MixerConfig {
             fps: 30,
             layout: Layout::Grid,
             video_bitrate_bps: 1_000_000,
+            audio_bitrate_bps: 48_000,
         }
     }
 }
@@ -213,6 +217,7 @@ impl Mixer {
                     max_talkers: 4,
                     ..TalkerConfig::default()
                 },
+                bitrate: config.audio_bitrate_bps,
                 ..AudioConfig::default()
             })
             .map_err(|e| format!("audio mixer: {e}"))?,

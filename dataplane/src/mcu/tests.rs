@@ -25,6 +25,7 @@ const CANVAS: MixerConfig = MixerConfig {
     fps: 15,
     layout: Layout::Grid,
     video_bitrate_bps: 600_000,
+    audio_bitrate_bps: 48_000,
 };
 /// The composite's stream.
 const VIDEO_OUT: TransportId = TransportId(100);
