@@ -56,13 +56,9 @@ fn video_codec(codec: Codec) -> Option<VideoCodec> {
 struct Line {
     producer: ProducerSpec,
     track: Track,
+    /// Our SSRC for what it receives on the same m-line (in the codec it sends, the
+    /// producer's payload type, MID and feedback).
     receive_ssrc: u32,
-    receive_pt: u8,
-    mid: String,
-    mid_ext: Option<u8>,
-    nack: bool,
-    pli: bool,
-    fir: bool,
 }
 
 /// Where a channel's mixer is: its MCU thread, its router and worker.
@@ -74,6 +70,33 @@ struct Place {
 }
 
 impl AppState {
+    /// Where the mix of `channel` runs (its mixer's MCU thread, or the one it will get) and a
+    /// fresh name with `prefix` for what `participant` makes there; refused when this server
+    /// has no MCU or the participant is not in the channel.
+    fn place(&self, channel: &str, participant: &str, prefix: &str) -> Result<(Place, String), Error> {
+        let mcu = self
+            .media
+            .mcu()
+            .ok_or_else(|| Error::BadRequest("this server runs no MCU (MCU:WORKERS is 0)".into()))?;
+        let mut rooms = self.rooms();
+        let name = rooms.next_name(prefix);
+        let ch = rooms
+            .channels
+            .get(channel)
+            .filter(|c| c.participants.contains_key(participant))
+            .ok_or_else(|| Error::NotFound(format!("{participant} is not in channel {channel}")))?;
+        let mcu_index = ch
+            .mixer
+            .as_ref()
+            .map_or((ch.router.0 as usize) % mcu.threads().max(1), |m| m.mcu);
+        let place = Place {
+            mcu: mcu_index,
+            router: ch.router,
+            worker: ch.worker,
+        };
+        Ok((place, name))
+    }
+
     /// Answers a sendrecv offer for an MCU connection of `participant`: its audio and video
     /// go into the channel's mix (and out as a publication), and it receives the mix.
     /// Returns (the connection's id, which is its publication's, and the answer).
@@ -84,32 +107,9 @@ impl AppState {
         offer: &str,
         rules: &Rules,
     ) -> Result<(String, String), Error> {
-        let mcu = self.media.mcu().ok_or_else(|| {
-            Error::BadRequest("this server runs no MCU (MCU:WORKERS is 0)".into())
-        })?;
         let offer =
             Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
-        let (place, publication) = {
-            let mut rooms = self.rooms();
-            let publication = rooms.next_name("mix");
-            let ch = rooms
-                .channels
-                .get(channel)
-                .filter(|c| c.participants.contains_key(participant))
-                .ok_or_else(|| {
-                    Error::NotFound(format!("{participant} is not in channel {channel}"))
-                })?;
-            let mcu_index = ch
-                .mixer
-                .as_ref()
-                .map_or((ch.router.0 as usize) % mcu.threads().max(1), |m| m.mcu);
-            let place = Place {
-                mcu: mcu_index,
-                router: ch.router,
-                worker: ch.worker,
-            };
-            (place, publication)
-        };
+        let (place, publication) = self.place(channel, participant, "mix")?;
         let allowed: Vec<Codec> = rules
             .codecs
             .iter()
@@ -245,32 +245,9 @@ impl AppState {
         participant: &str,
         offer: &str,
     ) -> Result<(String, String), Error> {
-        let mcu = self.media.mcu().ok_or_else(|| {
-            Error::BadRequest("this server runs no MCU (MCU:WORKERS is 0)".into())
-        })?;
         let offer =
             Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
-        let (place, subscription) = {
-            let mut rooms = self.rooms();
-            let subscription = rooms.next_name("sub");
-            let ch = rooms
-                .channels
-                .get(channel)
-                .filter(|c| c.participants.contains_key(participant))
-                .ok_or_else(|| {
-                    Error::NotFound(format!("{participant} is not in channel {channel}"))
-                })?;
-            let mcu_index = ch
-                .mixer
-                .as_ref()
-                .map_or((ch.router.0 as usize) % mcu.threads().max(1), |m| m.mcu);
-            let place = Place {
-                mcu: mcu_index,
-                router: ch.router,
-                worker: ch.worker,
-            };
-            (place, subscription)
-        };
+        let (place, subscription) = self.place(channel, participant, "sub")?;
         let local_ice = Credentials::random();
         let candidates = self.candidates(place.worker);
         let local = LocalParams {
@@ -550,16 +527,17 @@ impl AppState {
                         .await?
                 }
             };
+            let sent = &l.producer;
             consumers.push(ConsumerSpec {
                 id: ids::consumer(),
                 producer,
                 ssrc: Ssrc(l.receive_ssrc),
-                payload_type: l.receive_pt,
-                mid: l.mid.clone(),
-                mid_ext: l.mid_ext,
-                nack: l.nack,
-                pli: l.pli,
-                fir: l.fir,
+                payload_type: sent.payload_type,
+                mid: sent.mid.clone(),
+                mid_ext: sent.mid_ext,
+                nack: sent.nack,
+                pli: sent.pli,
+                fir: sent.fir,
                 twcc_ext: None,
                 dd_ext: None,
                 rtx: None,
@@ -804,58 +782,13 @@ impl AppState {
 
 /// The producer and receiving side of one negotiated m-line of a mixed connection.
 fn line(n: &Negotiated, role: &MediaRole, rules: &Rules) -> Option<Line> {
-    let (
-        Negotiated::Receive {
-            mid,
-            kind,
-            codec,
-            extensions,
-            ssrc,
-            rids,
-        },
-        MediaRole::Mix(send),
-    ) = (n, role)
-    else {
+    let MediaRole::Mix(send) = role else {
         return None;
     };
-    let id = ids::producer();
+    let (producer, track) = crate::session::received(n, rules)?;
     Some(Line {
-        producer: ProducerSpec {
-            id,
-            kind: *kind,
-            codec: codec.codec,
-            payload_type: codec.payload_type,
-            clock_rate: codec.clock_rate,
-            ssrc: ssrc.map(Ssrc),
-            mid: mid.clone(),
-            mid_ext: extensions.mid,
-            rids: rids.clone(),
-            rid_ext: extensions.rid,
-            nack: codec.nack,
-            pli: codec.pli,
-            fir: codec.fir,
-            remb: codec.remb,
-            audio_level_ext: extensions.audio_level,
-            twcc_ext: extensions.transport_cc,
-            dd_ext: extensions.dependency_descriptor,
-            red: codec.red,
-            max_bitrate: rules.max_bitrate_bps(),
-        },
-        track: Track {
-            kind: *kind,
-            codec: codec.codec,
-            fmtp: codec.fmtp.clone(),
-            producer: id,
-            payload_type: codec.payload_type,
-            clock_rate: codec.clock_rate,
-            red: codec.red.is_some(),
-        },
+        producer,
+        track,
         receive_ssrc: send.ssrc,
-        receive_pt: codec.payload_type,
-        mid: mid.clone(),
-        mid_ext: extensions.mid,
-        nack: codec.nack,
-        pli: codec.pli,
-        fir: codec.fir,
     })
 }

@@ -255,51 +255,11 @@ impl AppState {
         let answer =
             sdp::answer(&offer, &local, &roles).map_err(|e| Error::BadRequest(e.to_string()))?;
         let data = data_channels::data_spec(&answer.media, Some(ids::producer()), Vec::new());
-        let mut producers = Vec::new();
-        let mut tracks = Vec::new();
-        for n in &answer.media {
-            if let Negotiated::Receive {
-                mid,
-                kind,
-                codec,
-                extensions,
-                ssrc,
-                rids,
-            } = n
-            {
-                let id = ids::producer();
-                producers.push(ProducerSpec {
-                    id,
-                    kind: *kind,
-                    codec: codec.codec,
-                    payload_type: codec.payload_type,
-                    clock_rate: codec.clock_rate,
-                    ssrc: ssrc.map(Ssrc),
-                    mid: mid.clone(),
-                    mid_ext: extensions.mid,
-                    rids: rids.clone(),
-                    rid_ext: extensions.rid,
-                    nack: codec.nack,
-                    pli: codec.pli,
-                    fir: codec.fir,
-                    remb: codec.remb,
-                    audio_level_ext: extensions.audio_level,
-                    twcc_ext: extensions.transport_cc,
-                    dd_ext: extensions.dependency_descriptor,
-                    red: codec.red,
-                    max_bitrate: rules.max_bitrate_bps(),
-                });
-                tracks.push(Track {
-                    kind: *kind,
-                    codec: codec.codec,
-                    fmtp: codec.fmtp.clone(),
-                    producer: id,
-                    payload_type: codec.payload_type,
-                    clock_rate: codec.clock_rate,
-                    red: codec.red.is_some(),
-                });
-            }
-        }
+        let (producers, tracks): (Vec<ProducerSpec>, Vec<Track>) = answer
+            .media
+            .iter()
+            .filter_map(|n| received(n, rules))
+            .unzip();
         if producers.is_empty() && data.is_none() {
             return Err(Error::BadRequest(format!(
                 "nothing to publish: {}",
@@ -1176,6 +1136,54 @@ impl Channels for AppState {
     async fn leave(&self, channel: &str, participant: &str) {
         AppState::leave(self, channel, participant);
     }
+}
+
+/// The producer a negotiated `Receive` m-line makes (what the client sends there), and its
+/// track as the channel lists it; `None` for any other outcome.
+pub(crate) fn received(n: &Negotiated, rules: &Rules) -> Option<(ProducerSpec, Track)> {
+    let Negotiated::Receive {
+        mid,
+        kind,
+        codec,
+        extensions,
+        ssrc,
+        rids,
+    } = n
+    else {
+        return None;
+    };
+    let id = ids::producer();
+    let producer = ProducerSpec {
+        id,
+        kind: *kind,
+        codec: codec.codec,
+        payload_type: codec.payload_type,
+        clock_rate: codec.clock_rate,
+        ssrc: ssrc.map(Ssrc),
+        mid: mid.clone(),
+        mid_ext: extensions.mid,
+        rids: rids.clone(),
+        rid_ext: extensions.rid,
+        nack: codec.nack,
+        pli: codec.pli,
+        fir: codec.fir,
+        remb: codec.remb,
+        audio_level_ext: extensions.audio_level,
+        twcc_ext: extensions.transport_cc,
+        dd_ext: extensions.dependency_descriptor,
+        red: codec.red,
+        max_bitrate: rules.max_bitrate_bps(),
+    };
+    let track = Track {
+        kind: *kind,
+        codec: codec.codec,
+        fmtp: codec.fmtp.clone(),
+        producer: id,
+        payload_type: codec.payload_type,
+        clock_rate: codec.clock_rate,
+        red: codec.red.is_some(),
+    };
+    Some((producer, track))
 }
 
 /// Removes a publication and its subscriptions, tells the channel; returns the transports to

@@ -410,11 +410,7 @@ impl Mixer {
         };
         match spec {
             StreamSpec::AudioIn { source } => {
-                let Ok(h) = rtp::Header::parse(data) else {
-                    self.stats.dropped += 1;
-                    return;
-                };
-                let Some(payload) = data.get(h.payload_offset..h.payload_end) else {
+                let Some((h, payload)) = rtp_payload(data) else {
                     self.stats.dropped += 1;
                     return;
                 };
@@ -448,11 +444,7 @@ impl Mixer {
         let Some(input) = self.video_in.iter_mut().find(|v| v.transport == transport) else {
             return;
         };
-        let Ok(h) = rtp::Header::parse(data) else {
-            self.stats.dropped += 1;
-            return;
-        };
-        let Some(payload) = data.get(h.payload_offset..h.payload_end) else {
+        let Some((h, payload)) = rtp_payload(data) else {
             self.stats.dropped += 1;
             return;
         };
@@ -667,6 +659,13 @@ impl Mixer {
 
 fn canvas_interval(fps: u32) -> Duration {
     Duration::from_micros(1_000_000 / u64::from(fps.clamp(1, 60)))
+}
+
+/// An RTP packet's header and payload; `None` for what does not parse.
+fn rtp_payload(data: &[u8]) -> Option<(rtp::Header, &[u8])> {
+    let h = rtp::Header::parse(data).ok()?;
+    let payload = data.get(h.payload_offset..h.payload_end)?;
+    Some((h, payload))
 }
 
 /// Writes an RTP packet (header, then payload) into `out`; its length.

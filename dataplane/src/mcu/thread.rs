@@ -100,10 +100,12 @@ impl Mcu {
                 queue: rx,
                 mixers: HashMap::new(),
                 streams: HashMap::new(),
-                workers: to_workers.clone(),
-                wakers: wakers.clone(),
-                dropped: dropped.clone(),
-                woken: vec![false; wakers.len()],
+                lanes: Lanes {
+                    workers: to_workers.clone(),
+                    wakers: wakers.clone(),
+                    dropped: dropped.clone(),
+                    woken: vec![false; wakers.len()],
+                },
             };
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let thread = std::thread::Builder::new()
@@ -231,11 +233,38 @@ struct Thread {
     mixers: HashMap<RouterId, Placed>,
     /// Which mixer each stream belongs to.
     streams: HashMap<TransportId, RouterId>,
+    lanes: Lanes,
+}
+
+/// An MCU thread's ends of the workers' lanes.
+struct Lanes {
     workers: Vec<SyncSender<Packet>>,
     wakers: Vec<Waker>,
     dropped: Vec<Arc<AtomicU64>>,
     /// Workers written to since the last wake-up round.
     woken: Vec<bool>,
+}
+
+impl Lanes {
+    /// A mixer's output to worker `worker`'s lane.
+    fn to_worker(&mut self, worker: usize) -> Option<ToWorker<'_>> {
+        Some(ToWorker {
+            lane: self.workers.get(worker)?,
+            dropped: self.dropped.get(worker)?,
+            written: self.woken.get_mut(worker)?,
+        })
+    }
+
+    /// Wakes each worker written to since the last call, once.
+    fn wake(&mut self) {
+        for (i, woken) in self.woken.iter_mut().enumerate() {
+            if std::mem::take(woken)
+                && let Some(w) = self.wakers.get(i)
+            {
+                w.wake();
+            }
+        }
+    }
 }
 
 /// A mixer's [`mixer::Output`](super::mixer::Output) on this thread: packets go to its
@@ -293,31 +322,12 @@ impl Thread {
             let now = Instant::now();
             for placed in self.mixers.values_mut() {
                 if placed.mixer.poll_timeout() <= now
-                    && let (Some(lane), Some(dropped), Some(written)) = (
-                        self.workers.get(placed.worker),
-                        self.dropped.get(placed.worker),
-                        self.woken.get_mut(placed.worker),
-                    )
+                    && let Some(mut out) = self.lanes.to_worker(placed.worker)
                 {
-                    let mut out = ToWorker {
-                        lane,
-                        dropped,
-                        written,
-                    };
                     placed.mixer.handle_timeout(now, &mut out);
                 }
             }
-            self.wake();
-        }
-    }
-
-    fn wake(&mut self) {
-        for (i, woken) in self.woken.iter_mut().enumerate() {
-            if std::mem::take(woken)
-                && let Some(w) = self.wakers.get(i)
-            {
-                w.wake();
-            }
+            self.lanes.wake();
         }
     }
 
@@ -333,16 +343,7 @@ impl Thread {
                 else {
                     return true;
                 };
-                if let (Some(lane), Some(dropped), Some(written)) = (
-                    self.workers.get(placed.worker),
-                    self.dropped.get(placed.worker),
-                    self.woken.get_mut(placed.worker),
-                ) {
-                    let mut out = ToWorker {
-                        lane,
-                        dropped,
-                        written,
-                    };
+                if let Some(mut out) = self.lanes.to_worker(placed.worker) {
                     placed
                         .mixer
                         .handle_packet(now, p.transport, p.data(), &mut out);
@@ -380,7 +381,7 @@ impl Thread {
             } => {
                 let result = if self.mixers.contains_key(&mixer) {
                     Ok(())
-                } else if worker >= self.workers.len() {
+                } else if worker >= self.lanes.workers.len() {
                     Err(format!("no worker {worker}"))
                 } else {
                     Mixer::new(config, Instant::now(), rtcp::ntp_now()).map(|m| {
