@@ -113,6 +113,23 @@ pub struct MixerStats {
     pub dropped: u64,
 }
 
+impl MixerStats {
+    /// Adds `other` into `self` (totals over mixers and threads).
+    pub fn add(&mut self, other: &MixerStats) {
+        self.audio_packets_in += other.audio_packets_in;
+        self.video_packets_in += other.video_packets_in;
+        self.frames_decoded += other.frames_decoded;
+        self.decode_errors += other.decode_errors;
+        self.canvases += other.canvases;
+        self.frames_encoded += other.frames_encoded;
+        self.keyframes_encoded += other.keyframes_encoded;
+        self.encode_errors += other.encode_errors;
+        self.plis_sent += other.plis_sent;
+        self.packets_out += other.packets_out;
+        self.dropped += other.dropped;
+    }
+}
+
 enum Depacketizer {
     Vp8(Vp8Depacketizer),
     H264(H264Depacketizer),
@@ -245,6 +262,11 @@ impl Mixer {
 
     pub fn is_empty(&self) -> bool {
         self.streams.is_empty()
+    }
+
+    /// Streams (inputs and outputs) it has.
+    pub fn streams(&self) -> usize {
+        self.streams.len()
     }
 
     /// Adds stream `transport`. A video output whose encoder cannot start is refused.

@@ -22,4 +22,4 @@ mod thread;
 pub use mixer::{Mixer, MixerConfig, MixerStats, StreamSpec};
 pub use switchyard_codec::layout::Layout;
 pub use switchyard_codec::video::VideoCodec;
-pub use thread::{Mcu, McuLanes, ToMcu};
+pub use thread::{Mcu, McuLanes, McuStats, ToMcu};

@@ -5,7 +5,7 @@
 //! and hands what they made to the workers' lanes, waking each worker it wrote to once.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
@@ -14,13 +14,24 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::lane::{LANE_CAPACITY, Packet};
-use super::mixer::{Mixer, MixerConfig, StreamSpec};
+use super::mixer::{Mixer, MixerConfig, MixerStats, StreamSpec};
 use crate::io::Waker;
 use crate::rtcp;
 use crate::spec::{Error, RouterId, TransportId};
 
 /// The longest a thread sleeps with nothing due (it wakes for packets and commands anyway).
 const IDLE: Duration = Duration::from_secs(1);
+/// A thread publishes its totals for `/metrics` at most this often.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the MCU threads have done, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct McuStats {
+    pub mixers: usize,
+    pub streams: usize,
+    /// Totals over the mixers, closed ones included.
+    pub totals: MixerStats,
+}
 
 /// What reaches an MCU thread. Packets are inline on purpose: the lane's slots are
 /// preallocated, so a packet costs a copy and no allocation.
@@ -70,6 +81,7 @@ pub struct McuLanes {
 struct Handle {
     queue: SyncSender<ToMcu>,
     thread: Option<JoinHandle<()>>,
+    stats: Arc<Mutex<McuStats>>,
 }
 
 /// The running MCU threads, as the control plane reaches them.
@@ -95,9 +107,13 @@ impl Mcu {
         for index in 0..threads {
             let (queue, rx) = sync_channel(LANE_CAPACITY);
             to_mcu.push(queue.clone());
+            let stats = Arc::new(Mutex::new(McuStats::default()));
             let mut state = Thread {
                 index,
                 queue: rx,
+                stats: stats.clone(),
+                retired: MixerStats::default(),
+                published: Instant::now(),
                 mixers: HashMap::new(),
                 streams: HashMap::new(),
                 lanes: Lanes {
@@ -123,6 +139,7 @@ impl Mcu {
             handles.push(Handle {
                 queue,
                 thread: Some(thread),
+                stats,
             });
         }
         let lanes = from_mcu
@@ -139,6 +156,18 @@ impl Mcu {
 
     pub fn threads(&self) -> usize {
         self.threads.len()
+    }
+
+    /// Totals over the threads (as published, at most a second old).
+    pub fn stats(&self) -> McuStats {
+        let mut total = McuStats::default();
+        for h in &self.threads {
+            let s = *h.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            total.mixers += s.mixers;
+            total.streams += s.streams;
+            total.totals.add(&s.totals);
+        }
+        total
     }
 
     fn send(&self, mcu: usize, command: Command) -> Result<(), Error> {
@@ -230,6 +259,10 @@ struct Placed {
 struct Thread {
     index: usize,
     queue: Receiver<ToMcu>,
+    /// Where its totals are published, what its closed mixers did, and when it last published.
+    stats: Arc<Mutex<McuStats>>,
+    retired: MixerStats,
+    published: Instant,
     mixers: HashMap<RouterId, Placed>,
     /// Which mixer each stream belongs to.
     streams: HashMap<TransportId, RouterId>,
@@ -328,7 +361,25 @@ impl Thread {
                 }
             }
             self.lanes.wake();
+            if now.saturating_duration_since(self.published) >= PUBLISH_INTERVAL {
+                self.publish(now);
+            }
         }
+    }
+
+    /// Publishes the thread's totals for `/metrics` (a lock taken once a second, never on
+    /// the packet path).
+    fn publish(&mut self, now: Instant) {
+        let mut stats = McuStats {
+            mixers: self.mixers.len(),
+            streams: self.streams.len(),
+            totals: self.retired,
+        };
+        for p in self.mixers.values() {
+            stats.totals.add(&p.mixer.stats());
+        }
+        *self.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = stats;
+        self.published = now;
     }
 
     /// Handles one message; false when the thread is to stop.
@@ -367,6 +418,7 @@ impl Thread {
         if p.mixer.is_empty()
             && let Some(p) = self.mixers.remove(&mixer)
         {
+            self.retired.add(&p.mixer.stats());
             tracing::info!(mcu = self.index, %mixer, stats = ?p.mixer.stats(), "mixer closed: no streams left");
         }
     }
@@ -409,6 +461,7 @@ impl Thread {
             Command::RemoveStream { transport } => self.forget(transport),
             Command::CloseMixer { mixer } => {
                 if let Some(p) = self.mixers.remove(&mixer) {
+                    self.retired.add(&p.mixer.stats());
                     tracing::info!(mcu = self.index, %mixer, stats = ?p.mixer.stats(), "mixer closed");
                 }
                 self.streams.retain(|_, m| *m != mixer);
