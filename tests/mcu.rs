@@ -100,6 +100,8 @@ fn aiortc_participants_hear_the_others_and_see_everyone_vp8() {
         m["switchyard_participants"], 0.0,
         "DELETE left participants behind"
     );
+    assert!(m["switchyard_mcu_frames_encoded_total"] > 0.0, "{m:?}");
+    assert_eq!(m["switchyard_mcu_decode_errors_total"], 0.0, "{m:?}");
 }
 
 /// Four Chromium pages mix (canvas colours, oscillator tones); the last joins late, then leaves,
