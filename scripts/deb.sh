@@ -76,6 +76,11 @@ while read -r lib; do
   case $lib in
     libc.so.6 | libm.so.6 | libpthread.so.0 | libdl.so.2 | librt.so.1 | ld-linux*) needs_libc=1 ;;
     libgcc_s.so.1) depends+=(libgcc-s1) ;;
+    # The MCU's codecs: OpenH264 is C++ (built in, its runtime is not), VP8 and Opus are the
+    # system's libraries.
+    libstdc++.so.6) depends+=(libstdc++6) ;;
+    libvpx.so.*) depends+=("libvpx${lib#libvpx.so.}") ;;
+    libopus.so.0) depends+=(libopus0) ;;
     *) die "$bin links $lib: add the Debian package that has it to Depends in scripts/deb.sh" ;;
   esac
 done < <(readelf -dW "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
