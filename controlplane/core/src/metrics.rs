@@ -195,26 +195,78 @@ pub fn render_turn(out: &mut String, c: &switchyard_dataplane::turn::Counters) {
 /// The MCU threads' mixers and what they did.
 fn render_mcu(out: &mut String, threads: usize, s: &switchyard_dataplane::mcu::McuStats) {
     let gauges = [
-        ("switchyard_mcu_threads", "MCU threads (--mcu-workers).", threads),
+        (
+            "switchyard_mcu_threads",
+            "MCU threads (--mcu-workers).",
+            threads,
+        ),
         ("switchyard_mcu_mixers", "Channels being mixed.", s.mixers),
-        ("switchyard_mcu_streams", "Mixer inputs and outputs (transports of the routers).", s.streams),
+        (
+            "switchyard_mcu_streams",
+            "Mixer inputs and outputs (transports of the routers).",
+            s.streams,
+        ),
     ];
     for (name, help, v) in gauges {
         metric(out, name, "gauge", help, v as u64);
     }
     let t = &s.totals;
     let counters = [
-        ("switchyard_mcu_audio_packets_total", "Opus packets the mixers took in.", t.audio_packets_in),
-        ("switchyard_mcu_video_packets_total", "Video packets the mixers took in.", t.video_packets_in),
-        ("switchyard_mcu_frames_decoded_total", "Video frames the mixers decoded.", t.frames_decoded),
-        ("switchyard_mcu_decode_errors_total", "Video frames a decoder refused.", t.decode_errors),
-        ("switchyard_mcu_canvases_total", "Composite pictures composed.", t.canvases),
-        ("switchyard_mcu_frames_encoded_total", "Composite frames encoded (each codec counts).", t.frames_encoded),
-        ("switchyard_mcu_keyframes_encoded_total", "Composite keyframes encoded.", t.keyframes_encoded),
-        ("switchyard_mcu_encode_errors_total", "Composite frames the encoders failed.", t.encode_errors),
-        ("switchyard_mcu_plis_sent_total", "Keyframe requests the mixers sent their inputs.", t.plis_sent),
-        ("switchyard_mcu_packets_sent_total", "RTP packets the mixers made.", t.packets_out),
-        ("switchyard_mcu_dropped_total", "Packets the mixers dropped (unknown stream, unreadable).", t.dropped),
+        (
+            "switchyard_mcu_audio_packets_total",
+            "Opus packets the mixers took in.",
+            t.audio_packets_in,
+        ),
+        (
+            "switchyard_mcu_video_packets_total",
+            "Video packets the mixers took in.",
+            t.video_packets_in,
+        ),
+        (
+            "switchyard_mcu_frames_decoded_total",
+            "Video frames the mixers decoded.",
+            t.frames_decoded,
+        ),
+        (
+            "switchyard_mcu_decode_errors_total",
+            "Video frames a decoder refused.",
+            t.decode_errors,
+        ),
+        (
+            "switchyard_mcu_canvases_total",
+            "Composite pictures composed.",
+            t.canvases,
+        ),
+        (
+            "switchyard_mcu_frames_encoded_total",
+            "Composite frames encoded (each codec counts).",
+            t.frames_encoded,
+        ),
+        (
+            "switchyard_mcu_keyframes_encoded_total",
+            "Composite keyframes encoded.",
+            t.keyframes_encoded,
+        ),
+        (
+            "switchyard_mcu_encode_errors_total",
+            "Composite frames the encoders failed.",
+            t.encode_errors,
+        ),
+        (
+            "switchyard_mcu_plis_sent_total",
+            "Keyframe requests the mixers sent their inputs.",
+            t.plis_sent,
+        ),
+        (
+            "switchyard_mcu_packets_sent_total",
+            "RTP packets the mixers made.",
+            t.packets_out,
+        ),
+        (
+            "switchyard_mcu_dropped_total",
+            "Packets the mixers dropped (unknown stream, unreadable).",
+            t.dropped,
+        ),
     ];
     for (name, help, v) in counters {
         metric(out, name, "counter", help, v);

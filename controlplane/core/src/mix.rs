@@ -73,11 +73,15 @@ impl AppState {
     /// Where the mix of `channel` runs (its mixer's MCU thread, or the one it will get) and a
     /// fresh name with `prefix` for what `participant` makes there; refused when this server
     /// has no MCU or the participant is not in the channel.
-    fn place(&self, channel: &str, participant: &str, prefix: &str) -> Result<(Place, String), Error> {
-        let mcu = self
-            .media
-            .mcu()
-            .ok_or_else(|| Error::BadRequest("this server runs no MCU (MCU:WORKERS is 0)".into()))?;
+    fn place(
+        &self,
+        channel: &str,
+        participant: &str,
+        prefix: &str,
+    ) -> Result<(Place, String), Error> {
+        let mcu = self.media.mcu().ok_or_else(|| {
+            Error::BadRequest("this server runs no MCU (MCU:WORKERS is 0)".into())
+        })?;
         let mut rooms = self.rooms();
         let name = rooms.next_name(prefix);
         let ch = rooms

@@ -5,9 +5,9 @@
 //! and hands what they made to the workers' lanes, waking each worker it wrote to once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -162,7 +162,10 @@ impl Mcu {
     pub fn stats(&self) -> McuStats {
         let mut total = McuStats::default();
         for h in &self.threads {
-            let s = *h.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let s = *h
+                .stats
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             total.mixers += s.mixers;
             total.streams += s.streams;
             total.totals.add(&s.totals);
@@ -280,7 +283,7 @@ struct Lanes {
 
 impl Lanes {
     /// A mixer's output to worker `worker`'s lane.
-    fn to_worker(&mut self, worker: usize) -> Option<ToWorker<'_>> {
+    fn output_for(&mut self, worker: usize) -> Option<ToWorker<'_>> {
         Some(ToWorker {
             lane: self.workers.get(worker)?,
             dropped: self.dropped.get(worker)?,
@@ -355,7 +358,7 @@ impl Thread {
             let now = Instant::now();
             for placed in self.mixers.values_mut() {
                 if placed.mixer.poll_timeout() <= now
-                    && let Some(mut out) = self.lanes.to_worker(placed.worker)
+                    && let Some(mut out) = self.lanes.output_for(placed.worker)
                 {
                     placed.mixer.handle_timeout(now, &mut out);
                 }
@@ -378,7 +381,10 @@ impl Thread {
         for p in self.mixers.values() {
             stats.totals.add(&p.mixer.stats());
         }
-        *self.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = stats;
+        *self
+            .stats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = stats;
         self.published = now;
     }
 
@@ -394,7 +400,7 @@ impl Thread {
                 else {
                     return true;
                 };
-                if let Some(mut out) = self.lanes.to_worker(placed.worker) {
+                if let Some(mut out) = self.lanes.output_for(placed.worker) {
                     placed
                         .mixer
                         .handle_packet(now, p.transport, p.data(), &mut out);
