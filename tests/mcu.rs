@@ -63,23 +63,33 @@ fn check(result: &serde_json::Value, participants: usize) {
                 "participant {i} does not see {j}'s colour: {result:#}"
             );
         }
-        let tones = p["tones_db"].as_array().expect("tones");
-        for (j, level) in tones.iter().enumerate() {
-            let db = level.as_f64().unwrap_or(f64::NAN);
-            // The viewer (POST /whep/{channel}/mix) sends nothing and hears everyone.
-            if i == j && p["viewer"] != true {
-                // Absent: what is left there is the coding noise of two Opus passes over the
-                // other tones, which Opus shapes around them (so above the median floor).
-                assert!(
-                    db < 15.0,
-                    "participant {i} hears its own tone ({db} dB): {result:#}"
-                );
-            } else {
-                assert!(
-                    db >= 20.0,
-                    "participant {i} hears {j}'s tone only {db} dB above the floor: {result:#}"
-                );
-            }
+        let tones: Vec<f64> = p["tones_db"]
+            .as_array()
+            .expect("tones")
+            .iter()
+            .map(|t| t.as_f64().unwrap_or(f64::NAN))
+            .collect();
+        // The viewer (POST /whep/{channel}/mix) sends nothing and hears everyone.
+        let own = (p["viewer"] != true).then_some(i);
+        let others = tones.iter().enumerate().filter(|&(j, _)| Some(j) != own);
+        let weakest = others
+            .clone()
+            .map(|(_, &db)| db)
+            .fold(f64::INFINITY, f64::min);
+        for (j, &db) in others {
+            assert!(
+                db >= 20.0,
+                "participant {i} hears {j}'s tone only {db} dB above the floor: {result:#}"
+            );
+        }
+        // Absent: far under the others. What is left there is the coding noise of two Opus
+        // passes over the other tones (and, on a loaded machine, the aiortc client's own
+        // glitches), which lies above the median floor.
+        if let Some(own) = own.and_then(|i| tones.get(i)) {
+            assert!(
+                *own <= weakest - 12.0,
+                "participant {i} hears its own tone ({own} dB, the others from {weakest}): {result:#}"
+            );
         }
     }
     assert!(

@@ -18,8 +18,8 @@ use switchyard_dataplane::mcu::{StreamSpec, VideoCodec};
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
 use switchyard_dataplane::spec::{
-    ConsumerSpec, ProducerId, ProducerSpec, RouterId, Ssrc, TransportId, TransportKind,
-    TransportSpec,
+    ConsumerSpec, Preferences, ProducerId, ProducerSpec, RouterId, Ssrc, TransportId,
+    TransportKind, TransportSpec,
 };
 
 use crate::error::Error;
@@ -764,6 +764,17 @@ impl AppState {
                 tracing::warn!(channel, "mixer input not started: {e}");
                 mcu.remove_stream(place.mcu, transport);
                 continue;
+            }
+            if track.kind == MediaKind::Video {
+                // Of a simulcast publication, no layer taller than the canvas: a tile is
+                // never more.
+                let prefs = Preferences {
+                    max_height: u16::try_from(self.mixer.height).ok(),
+                    ..Preferences::default()
+                };
+                if let Err(e) = self.media.set_preferences(place.worker, transport, prefs) {
+                    tracing::debug!(channel, "mixer input keeps every layer: {e}");
+                }
             }
             let kept = {
                 let mut rooms = self.rooms();
