@@ -987,6 +987,20 @@ mod tests {
         }
     }
 
+    /// An MCU participant's m-line is sendrecv and names the SSRC it sends.
+    #[test]
+    fn sendrecv_tracks_send_and_receive_on_one_m_line() {
+        let tracks = [OfferTrack::SendRecv {
+            codec: Codec::Opus,
+            payload_type: 111,
+            ssrc: 9,
+        }];
+        let text = offer(&fixed_ice(), &FP.parse().unwrap(), &tracks, 1);
+        assert_eq!(text.matches("m=audio").count(), 1, "{text}");
+        assert!(text.contains("a=sendrecv\r\n"), "{text}");
+        assert!(text.contains("a=ssrc:9 "), "{text}");
+    }
+
     /// The whole text of an offer: a change to a line, or to the order of lines (which the
     /// server and Janus read), shows up here.
     #[test]
