@@ -7,7 +7,8 @@
 #      with recvmmsg/sendmmsg (the default) and the same ramp against Janus (videoroom) pinned
 #      to the same core, in the same run; then a simulcast livestream on the same core
 #      (`--simulcast`: three layers, subscribers on 180, 360 and 720 lines in turn) with its
-#      comparison to the plain one printed; then with io_uring; then the named scenarios.
+#      comparison to the plain one printed; then with io_uring; then MCU rooms (issue 14), and
+#      audio-only MCU rooms beside Janus's AudioBridge; then the named scenarios.
 #
 # Needs root (unshare -n) and two or more cores (server on core 0, generator on the last).
 # Environment: BENCH_QUICK=1 for a short run (smaller steps and windows) while developing;
@@ -92,6 +93,23 @@ for step in held:
         print(f"  at {step['subscribers']}: layer {l['rid']}: {l['video_pps_per_subscriber']:.1f} video pps each (sends {l['layer_pps']:.1f})")
 PY
 cap uring --io-backend uring
+# Issue 14: MCU connections per core (rooms of 4, VP8 640x360 + Opus, the default canvas), and
+# audio-only rooms beside Janus's AudioBridge on the same core (the section in
+# docs/benchmarks.md is written by hand from these).
+echo "--- capacity: mcu" >&2
+"$BIN" loadtest capacity --json --mode mcu --room 4 --max 400 --step-seconds 3 \
+  >"$OUT/capacity-mcu.json" 2>"$OUT/capacity-mcu.log" || true
+tail -n 12 "$OUT/capacity-mcu.log" >&2
+if [[ $JANUS == 1 ]]; then
+  JANUS_CPUS=0 "$ROOT/scripts/janus.sh" "$OUT/janus-mcu" >"$OUT/janus-mcu.pid"
+  JPID=$(tail -n1 "$OUT/janus-mcu.pid")
+  echo "--- capacity: mcu audio only, against Janus AudioBridge" >&2
+  "$BIN" loadtest capacity --json --mode mcu --audio-only --rooms-per-step 2 --max 1000 \
+    --step-seconds 3 --compare-janus --janus-pid "$JPID" \
+    >"$OUT/capacity-mcu-audio.json" 2>"$OUT/capacity-mcu-audio.log" || true
+  tail -n 30 "$OUT/capacity-mcu-audio.log" >&2
+  kill "$JPID" 2>/dev/null || true
+fi
 scenario livestream --scenario livestream --subscribers 200
 scenario meeting --scenario meeting --participants 8
 scenario audio-room --scenario audio-room --publishers 10 --subscribers 100

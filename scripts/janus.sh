@@ -18,10 +18,11 @@
 #                     G_MESSAGES_DEBUG=all); it shows every connectivity check
 #   JANUS_BIN         the janus binary (default: janus on PATH)
 #
-# Configuration: only the HTTP transport (http://127.0.0.1:8088/janus, no admin API) and the
-# videoroom plugin, no event handlers or external loggers, no STUN server, full ICE (not lite)
-# with half-trickle (Janus puts its candidates in its SDP), and a videoroom room 1234 for 1000
-# publishers with no bitrate cap (REMB is not limited, so 1.5 Mbps video is not throttled).
+# Configuration: only the HTTP transport (http://127.0.0.1:8088/janus, no admin API), the
+# videoroom plugin and AudioBridge (rooms made by the load generator), no event handlers or
+# external loggers, no STUN server, full ICE (not lite) with half-trickle (Janus puts its
+# candidates in its SDP), and a videoroom room 1234 for 1000 publishers with no bitrate cap
+# (REMB is not limited, so 1.5 Mbps video is not throttled).
 #
 # Prints Janus's PID on stdout once its HTTP API answers; Janus keeps running in the
 # background (stop it with `kill PID`). Progress and errors go to stderr.
@@ -67,6 +68,10 @@ done
 mkdir -p "$CFG/plugins" "$CFG/transports" "$CFG/events" "$CFG/loggers"
 ln -sf "$LIBDIR/plugins/libjanus_videoroom.so" "$CFG/plugins/libjanus_videoroom.so"
 ln -sf "$LIBDIR/transports/libjanus_http.so" "$CFG/transports/libjanus_http.so"
+# AudioBridge, for the MCU comparison (`loadtest capacity --mode mcu --compare-janus`).
+if [[ -e $LIBDIR/plugins/libjanus_audiobridge.so ]]; then
+  ln -sf "$LIBDIR/plugins/libjanus_audiobridge.so" "$CFG/plugins/libjanus_audiobridge.so"
+fi
 
 cat >"$CFG/janus.jcfg" <<EOF
 general: {
@@ -135,6 +140,11 @@ room-1234: {
 	audiocodec = "opus"
 	videocodec = "vp8,h264"
 	record = false
+}
+EOF
+
+cat >"$CFG/janus.plugin.audiobridge.jcfg" <<'EOF'
+general: {
 }
 EOF
 

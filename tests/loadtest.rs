@@ -158,3 +158,74 @@ fn livestream_on_janus() {
     assert_eq!(r["signalling"], "janus-http");
     assert_clean(&r, 4);
 }
+
+/// Runs `switchyard loadtest capacity --mode mcu ARGS --json` with `env` and returns its report.
+fn mcu_capacity(args: &[&str], env: &[(&str, &str)]) -> Value {
+    let out = Command::new(binary())
+        .args(["loadtest", "capacity", "--json", "--mode", "mcu"])
+        .args(["--step-seconds", "2"])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run switchyard loadtest capacity");
+    loadtest_report(&out)
+}
+
+/// One step held with no loss, the mix at full rate: 50 audio packets/s and the canvas rate.
+fn assert_mix_held(r: &Value, participants: u64, fps: f64) {
+    assert_eq!(r["participants_per_core"], participants, "{r}");
+    let step = &r["steps"][0];
+    assert_eq!(step["loss"], 0.0, "{r}");
+    let audio = step["audio_pps_per_participant"].as_f64().unwrap_or(0.0);
+    assert!(
+        (45.0..55.0).contains(&audio),
+        "{audio} audio packets/s: {r}"
+    );
+    let video = step["video_fps_per_participant"].as_f64().unwrap_or(0.0);
+    assert!(video >= fps * 0.8, "{video} composite frames/s: {r}");
+    assert!(step["server_cpu_cores"].as_f64().is_some(), "{r}");
+}
+
+/// A room of two MCU participants (`POST /mix`), each sending a real VP8 clip and an Opus
+/// tone: both receive the mix-minus audio and the composite at the canvas rate. A small canvas
+/// keeps the unoptimized test build's mixer within its clocks.
+#[test]
+fn mcu_room_receives_the_mix() {
+    netns::enter();
+    let r = mcu_capacity(
+        &["--room", "2", "--max", "2"],
+        &[
+            ("MCU__CANVASWIDTH", "160"),
+            ("MCU__CANVASHEIGHT", "96"),
+            ("MCU__FRAMERATE", "10"),
+        ],
+    );
+    assert_eq!(r["sfu"], "switchyard", "{r}");
+    assert_eq!(r["canvas_fps"], 10, "{r}");
+    assert_mix_held(&r, 2, 10.0);
+}
+
+/// The same room, audio only, on Switchyard and then on Janus's AudioBridge in one run.
+#[test]
+fn mcu_audio_room_on_janus_audiobridge() {
+    netns::enter();
+    let janus = Janus::start();
+    let pid = janus.pid.to_string();
+    let r = mcu_capacity(
+        &[
+            "--room",
+            "2",
+            "--max",
+            "2",
+            "--audio-only",
+            "--compare-janus",
+            "--janus-pid",
+            &pid,
+        ],
+        &[],
+    );
+    assert_mix_held(&r, 2, 0.0);
+    assert_eq!(r["janus"]["sfu"], "janus", "{r}");
+    assert_mix_held(&r["janus"], 2, 0.0);
+    assert!(r["participants_ratio"].as_f64().is_some(), "{r}");
+}

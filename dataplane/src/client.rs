@@ -433,6 +433,13 @@ pub enum OfferTrack {
     },
     /// We want to receive a track of this kind (recvonly), accepting `codec`.
     Receive { codec: Codec, payload_type: u8 },
+    /// Both on one m-line (sendrecv): we send `codec` as `ssrc` and receive the same kind back,
+    /// as an MCU participant does (the mix comes back on the m-lines it sends on).
+    SendRecv {
+        codec: Codec,
+        payload_type: u8,
+        ssrc: u32,
+    },
 }
 
 /// The DTLS role an offer proposes (`a=setup`, RFC 5763 §5).
@@ -496,6 +503,11 @@ pub fn offer_with(
                 codec,
                 payload_type,
             } => (codec, payload_type, Direction::RecvOnly),
+            OfferTrack::SendRecv {
+                codec,
+                payload_type,
+                ..
+            } => (codec, payload_type, Direction::SendRecv),
         };
         let kind = codec.kind();
         w.media(&MediaSection {
@@ -530,7 +542,7 @@ pub fn offer_with(
                 w.rtcp_fb(pt, fb);
             }
         }
-        if let OfferTrack::Send { ssrc, .. } = *track {
+        if let OfferTrack::Send { ssrc, .. } | OfferTrack::SendRecv { ssrc, .. } = *track {
             w.track(
                 "switchyard",
                 &format!("track{mid}"),
@@ -973,6 +985,20 @@ mod tests {
             ufrag: "uFrG".into(),
             pwd: "passwordpasswordpassword".into(),
         }
+    }
+
+    /// An MCU participant's m-line is sendrecv and names the SSRC it sends.
+    #[test]
+    fn sendrecv_tracks_send_and_receive_on_one_m_line() {
+        let tracks = [OfferTrack::SendRecv {
+            codec: Codec::Opus,
+            payload_type: 111,
+            ssrc: 9,
+        }];
+        let text = offer(&fixed_ice(), &FP.parse().unwrap(), &tracks, 1);
+        assert_eq!(text.matches("m=audio").count(), 1, "{text}");
+        assert!(text.contains("a=sendrecv\r\n"), "{text}");
+        assert!(text.contains("a=ssrc:9 "), "{text}");
     }
 
     /// The whole text of an offer: a change to a line, or to the order of lines (which the

@@ -42,4 +42,9 @@ pub enum Error {
     SimulcastNeedsSync,
     #[error("the publisher did not connect")]
     PublisherNotConnected,
+    /// Janus's mixer is AudioBridge: the comparison is audio only.
+    #[error("--mode mcu --compare-janus needs --audio-only (Janus's AudioBridge mixes audio)")]
+    JanusMixIsAudio,
+    #[error("encoding the MCU participants' clip: {0}")]
+    Clip(#[source] crate::clip::Error),
 }

@@ -2,8 +2,8 @@
 //! then hands its transports to the net thread. Publications are shared through a watch so
 //! that subscribers subscribe to every publisher, whichever SFU is under test.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use switchyard_dataplane::client::{self, Client, IceRole, OfferTrack, Setup};
@@ -13,6 +13,7 @@ use switchyard_dataplane::media::Codec;
 use switchyard_dataplane::sdp;
 use tokio::sync::watch;
 
+use crate::clip::Clip;
 use crate::net::{Net, NetStopped, NewTransport, Role};
 use crate::signal::{self, Session, Tokens};
 use crate::traffic::{self, Video};
@@ -70,6 +71,13 @@ fn layer_of(index: usize) -> usize {
     index % traffic::SIMULCAST.len()
 }
 
+/// The room an MCU participant joins: a Switchyard channel's mix, or a Janus AudioBridge room.
+#[derive(Debug, Clone)]
+pub enum MixRoom {
+    Channel(String),
+    AudioBridge(u64),
+}
+
 /// A publication any subscriber may take.
 #[derive(Debug, Clone)]
 struct Published {
@@ -103,6 +111,9 @@ pub enum ParticipantError {
     BadFeedId(String),
     #[error(transparent)]
     NetStopped(#[from] NetStopped),
+    /// An MCU participant before `Generator::set_clip`, or in a room of the other server.
+    #[error("no clip to send, or a mix room of the other server")]
+    NotForMix,
 }
 
 /// Shared by every participant task.
@@ -117,6 +128,8 @@ pub struct Generator {
     /// Signalling failures (logged the first few times).
     errors: AtomicU64,
     next_ssrc: AtomicU64,
+    /// What MCU participants send (`set_clip`).
+    clip: OnceLock<Arc<Clip>>,
 }
 
 impl Generator {
@@ -132,7 +145,96 @@ impl Generator {
             stop: watch::channel(false).0,
             errors: AtomicU64::new(0),
             next_ssrc: AtomicU64::new(0x1000),
+            clip: OnceLock::new(),
         }))
+    }
+
+    /// The clip MCU participants send (encoded once; the first one set stays).
+    pub fn set_clip(&self, clip: Arc<Clip>) {
+        let _ = self.clip.set(clip);
+    }
+
+    /// Starts MCU participant `index` in `room`: one sendrecv transport that sends the clip
+    /// (its audio, and its video if it has any) and receives the mix until the run stops.
+    pub fn spawn_mix(self: &Arc<Self>, index: usize, room: MixRoom) {
+        let g = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = g.clone().mix_participant(index, room).await {
+                let n = g.errors.fetch_add(1, Ordering::Relaxed);
+                if n < 5 {
+                    tracing::warn!("MCU participant {index}: {e}");
+                }
+            }
+        });
+    }
+
+    async fn mix_participant(
+        self: Arc<Self>,
+        index: usize,
+        room: MixRoom,
+    ) -> Result<(), ParticipantError> {
+        let started = Instant::now();
+        let clip = self
+            .clip
+            .get()
+            .cloned()
+            .ok_or(ParticipantError::NotForMix)?;
+        let ice = Credentials::random();
+        let fp = self.identity.fingerprint();
+        let ssrc = || self.next_ssrc.fetch_add(1, Ordering::Relaxed) as u32;
+        let audio = (ssrc(), AUDIO_PT);
+        let video = clip.has_video().then(|| (ssrc(), VIDEO_PT));
+        let mut tracks = vec![OfferTrack::SendRecv {
+            codec: Codec::Opus,
+            payload_type: AUDIO_PT,
+            ssrc: audio.0,
+        }];
+        if let Some((ssrc, payload_type)) = video {
+            tracks.push(OfferTrack::SendRecv {
+                codec: Codec::Vp8,
+                payload_type,
+                ssrc,
+            });
+        }
+        let display = format!("mix-{index}");
+        // Kept until the run stops: Janus closes the PeerConnection with its session.
+        let mut janus_session = None;
+        let answer = match (&self.target, room) {
+            (Target::Switchyard { base, tokens, .. }, MixRoom::Channel(channel)) => {
+                let token = tokens.issue(&channel, &display)?;
+                let offer = client::offer(&ice, fp, &tracks, rand::random::<u32>().into());
+                signal::whip_or_whep(&self.http, base, "mix", &channel, &token, offer).await?
+            }
+            (Target::Janus { url, .. }, MixRoom::AudioBridge(room)) => {
+                // Active, as towards the videoroom (see janus.rs).
+                let offer = client::offer_with(
+                    &ice,
+                    fp,
+                    &tracks,
+                    Setup::Active,
+                    rand::random::<u32>().into(),
+                );
+                let session = janus::Session::connect(url).await?;
+                let handle = session.attach(janus::AUDIOBRIDGE).await?;
+                let answer = handle.join_audiobridge(room, &display, &offer).await?;
+                janus_session = Some((session, handle));
+                answer
+            }
+            _ => return Err(ParticipantError::NotForMix),
+        };
+        let role = Role::Mix {
+            clip,
+            video,
+            audio: Some(audio),
+            clock_rates: rtp_clocks(&answer),
+        };
+        self.connect(ice, &answer, IceRole::Controlling, role, started)?;
+        let mut stop = self.stop.subscribe();
+        let _ = stop.wait_for(|s| *s).await;
+        if let Some((session, _handle)) = janus_session {
+            let _ = session.destroy().await;
+        }
+        Ok(())
     }
 
     /// Starts participant `index`: it publishes `publish` (if any) and, if `subscribe`,

@@ -1,5 +1,5 @@
-//! A client for Janus's HTTP API (Janus 1.1, videoroom plugin), so the load generator can drive
-//! Janus with the same emulated WebRTC clients it uses against Switchyard.
+//! A client for Janus's HTTP API (Janus 1.1, videoroom and AudioBridge plugins), so the load
+//! generator can drive Janus with the same emulated WebRTC clients it uses against Switchyard.
 //!
 //! Janus answers most plugin requests asynchronously: the HTTP POST returns `{"janus":"ack"}`
 //! and the result (with the JSEP offer or answer) arrives later on the session's long poll
@@ -45,6 +45,9 @@ const MAX_UNCLAIMED_EVENTS: usize = 256;
 const MAX_POLL_FAILURES: u32 = 20;
 
 pub const VIDEOROOM: &str = "janus.plugin.videoroom";
+/// The audio mixer plugin: every participant sends one Opus stream and receives the room's
+/// mix of everyone else on the same PeerConnection (the MCU comparison).
+pub const AUDIOBRIDGE: &str = "janus.plugin.audiobridge";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -54,7 +57,7 @@ pub enum Error {
     Status { status: u16, body: String },
     #[error("Janus error {code}: {reason}")]
     Janus { code: i64, reason: String },
-    #[error("videoroom error {code}: {reason}")]
+    #[error("plugin error {code}: {reason}")]
     Plugin { code: i64, reason: String },
     #[error("unexpected answer from Janus ({what}): {message}")]
     Unexpected { what: &'static str, message: String },
@@ -487,6 +490,48 @@ impl Handle {
             _ => return Err(unexpected("publish: no JSEP answer", &reply.data)),
         };
         Ok(Published { feed, answer })
+    }
+
+    /// Creates an AudioBridge room mixing at 48 kHz (as Switchyard's mixer does), not kept
+    /// across restarts; returns its id.
+    pub async fn create_audiobridge_room(&self) -> Result<u64, Error> {
+        let body = json!({
+            "request": "create",
+            "permanent": false,
+            "sampling_rate": 48000,
+            "record": false,
+            "description": "switchyard load test",
+        });
+        let reply = self.message(body, None).await?;
+        reply.data["room"]
+            .as_u64()
+            .ok_or_else(|| unexpected("create audiobridge room: no room", &reply.data))
+    }
+
+    /// Joins AudioBridge `room` with `offer` (one sendrecv Opus m-line); returns Janus's
+    /// answer. The offer rides on the `join` itself; a Janus that answers the join without
+    /// one gets it again in a `configure`, as janus.js sends it.
+    pub async fn join_audiobridge(
+        &self,
+        room: u64,
+        display: &str,
+        offer: &str,
+    ) -> Result<String, Error> {
+        let jsep = Jsep {
+            kind: "offer".into(),
+            sdp: offer.into(),
+        };
+        let join = json!({"request": "join", "room": room, "display": display, "muted": false});
+        let mut reply = self.message(join, Some(&jsep)).await?;
+        if reply.jsep.is_none() {
+            reply = self
+                .message(json!({"request": "configure", "muted": false}), Some(&jsep))
+                .await?;
+        }
+        match reply.jsep {
+            Some(j) if j.kind == "answer" => Ok(j.sdp),
+            _ => Err(unexpected("audiobridge join: no JSEP answer", &reply.data)),
+        }
     }
 
     /// Joins `room` as a subscriber to `feed`; returns Janus's JSEP offer. The publisher's

@@ -4,17 +4,21 @@
 //!
 //! Two commands: `run` plays a named scenario (audio-room, meeting, livestream) and reports;
 //! `capacity` ramps subscribers of one 720p publisher on a server pinned to one core until loss
-//! or latency give out, and reports the sustained number per core.
+//! or latency give out, and reports the sustained number per core; `capacity --mode mcu` ramps
+//! rooms of MCU participants (one sendrecv connection each, real VP8 and Opus) instead.
 //!
-//! Layout: `traffic` makes the media, `net` is the pinned net thread that owns every socket and
+//! Layout: `traffic` makes the media (`clip` the real media MCU participants send; `mcu` is
+//! the MCU ramp), `net` is the pinned net thread that owns every socket and
 //! client, `generator` signals like a client and hands transports to it, `signal` speaks
 //! Switchyard's `/sync` and WHIP/WHEP, `server` starts the server under test, `procfs` reads
 //! CPU and memory, `stats` and `report` turn counts into the numbers printed.
 
 mod capacity;
+mod clip;
 mod error;
 mod generator;
 pub mod janus;
+mod mcu;
 mod net;
 mod procfs;
 pub mod remote;
@@ -45,7 +49,9 @@ enum LoadtestCommand {
     Run(RunArgs),
     /// Ramp subscribers of a 720p + audio publisher on a one-core server until loss > 1% or
     /// latency p99 > 50 ms; report the sustained subscribers and packets/s per core. With
-    /// --simulcast the publisher sends three layers and subscribers take mixed ones.
+    /// --simulcast the publisher sends three layers and subscribers take mixed ones. With
+    /// --mode mcu: rooms of MCU participants until the mix gives out (loss, delay, or the
+    /// mixer falling behind its clocks).
     Capacity(CapacityArgs),
 }
 
@@ -160,10 +166,34 @@ struct CapacityArgs {
     /// and report the ratios.
     #[arg(long)]
     compare_janus: bool,
+    /// sfu: subscribers of one publisher; mcu: rooms of MCU participants (`POST /mix`), each
+    /// sending a real VP8 640x360 clip and an Opus tone and receiving the mix. With
+    /// --compare-janus (and --audio-only): the same rooms on Janus's AudioBridge.
+    #[arg(long, value_enum, default_value = "sfu")]
+    mode: Mode,
+    /// MCU participants per room.
+    #[arg(long, default_value_t = 4)]
+    room: usize,
+    /// MCU rooms added per step.
+    #[arg(long, default_value_t = 1)]
+    rooms_per_step: usize,
+    /// MCU participants send and receive audio only.
+    #[arg(long)]
+    audio_only: bool,
+    /// The server's canvas rate, which composite frames are held to (as MCU__FRAMERATE).
+    #[arg(long, env = "MCU__FRAMERATE")]
+    canvas_fps: Option<u32>,
     #[command(flatten)]
     simulcast: SimulcastArgs,
     #[command(flatten)]
     target: TargetArgs,
+}
+
+/// What `capacity` ramps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Sfu,
+    Mcu,
 }
 
 /// Runs `switchyard loadtest ...`; `exe` is the switchyard binary (to start the server).
@@ -182,6 +212,7 @@ pub fn main(args: LoadtestArgs) -> ExitCode {
     let result = runtime.block_on(async {
         match args.command {
             LoadtestCommand::Run(a) => run::run(a).await,
+            LoadtestCommand::Capacity(a) if a.mode == Mode::Mcu => mcu::capacity(&a).await,
             LoadtestCommand::Capacity(a) => capacity::capacity(a).await,
         }
     });

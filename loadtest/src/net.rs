@@ -22,8 +22,9 @@ use switchyard_dataplane::client::{self, Client, Received};
 use switchyard_dataplane::rtcp::{self, ReceiveStats};
 use switchyard_dataplane::{demux, rtp, srtp};
 
+use crate::clip::{Clip, ClipSource};
 use crate::stats::Totals;
-use crate::traffic::{self, Source, Video};
+use crate::traffic::{self, Kind, Source, Video};
 
 /// One received RTP packet in this many (by sequence number) is decrypted and timed.
 const SAMPLE: u16 = 8;
@@ -49,6 +50,51 @@ pub enum Role {
         clock_rates: Vec<(u8, u32)>,
         layer: Option<usize>,
     },
+    /// An MCU participant: sends `clip` as (SSRC, payload type) of its video and audio, and
+    /// receives the mix on the same transport (counted in `Totals::mix`).
+    Mix {
+        clip: Arc<Clip>,
+        video: Option<(u32, u8)>,
+        audio: Option<(u32, u8)>,
+        clock_rates: Vec<(u8, u32)>,
+    },
+}
+
+/// What a sending transport sends: the synthetic media an SFU forwards unread, or a real
+/// clip a mixer decodes.
+enum Sender {
+    Synthetic(Source),
+    Clip(ClipSource),
+}
+
+impl Sender {
+    fn next_due(&self) -> Instant {
+        match self {
+            Sender::Synthetic(s) => s.next_due(),
+            Sender::Clip(c) => c.next_due(),
+        }
+    }
+
+    fn poll(&mut self, now: Instant, out: &mut [u8]) -> Option<(Kind, usize)> {
+        match self {
+            Sender::Synthetic(s) => s.poll(now, out),
+            Sender::Clip(c) => c.poll(now, out),
+        }
+    }
+
+    fn request_keyframe(&mut self, now: Instant, ssrc: u32) {
+        match self {
+            Sender::Synthetic(s) => s.request_keyframe(now, ssrc),
+            Sender::Clip(c) => c.request_keyframe(),
+        }
+    }
+
+    fn take_lag(&mut self) -> Duration {
+        match self {
+            Sender::Synthetic(s) => std::mem::take(&mut s.max_lag),
+            Sender::Clip(c) => std::mem::take(&mut c.max_lag),
+        }
+    }
 }
 
 /// A transport whose signalling is done, handed to the net thread to connect.
@@ -140,6 +186,50 @@ struct Inbound {
     stats: ReceiveStats,
     /// The client's SRTP context has accepted a packet of this stream.
     authenticated: bool,
+    /// On an MCU participant's transport: how late packets come against the stream's RTP
+    /// clock (the mix carries no send stamps: the mixer decodes and re-encodes).
+    delay: Option<Delay>,
+}
+
+/// A mixed stream's delay against its own RTP clock: each packet's arrival time minus its
+/// timestamp in wall time, over the smallest such offset of the last one to two seconds. A
+/// mixer that keeps its clock sends every packet at the same offset (zero); a late tick, a
+/// late encode or a queue on the way shows as the packet's extra delay. The minimum is a
+/// recent one so that a clock that once skipped ahead (a mixer that dropped a tick) counts
+/// for its moment, not for the rest of the run. Recorded with the sampled latencies.
+#[derive(Default)]
+struct Delay {
+    /// The last timestamp and the running extended one (wraps unrolled).
+    last: Option<u32>,
+    extended: i64,
+    /// Smallest offsets of the previous and the current window, and when the current began.
+    min_previous: Option<i64>,
+    min_current: Option<i64>,
+    window_start_us: i64,
+}
+
+/// How long one window of `Delay`'s minimum lasts.
+const DELAY_WINDOW_US: i64 = 1_000_000;
+
+impl Delay {
+    /// The extra delay of a packet with RTP `timestamp` that arrived `arrival_us` after the
+    /// epoch, on a `clock` Hz clock.
+    fn extra(&mut self, timestamp: u32, clock: u32, arrival_us: i64) -> Duration {
+        if let Some(last) = self.last {
+            self.extended += i64::from(timestamp.wrapping_sub(last) as i32);
+        }
+        self.last = Some(timestamp);
+        if arrival_us - self.window_start_us >= DELAY_WINDOW_US {
+            self.min_previous = self.min_current.take();
+            self.window_start_us = arrival_us;
+        }
+        let media_us = self.extended * 1_000_000 / i64::from(clock.max(1));
+        let offset = arrival_us - media_us;
+        let current = self.min_current.map_or(offset, |m| m.min(offset));
+        self.min_current = Some(current);
+        let min = self.min_previous.map_or(current, |m| m.min(current));
+        Duration::from_micros((offset - min).unsigned_abs())
+    }
 }
 
 impl Inbound {
@@ -181,7 +271,9 @@ struct Transport {
     /// Counted in `Totals::connected`.
     counted: bool,
     failed: bool,
-    source: Option<Source>,
+    source: Option<Sender>,
+    /// An MCU participant: it sends and receives on this transport.
+    mix: bool,
     clock_rates: Vec<(u8, u32)>,
     /// A simulcast subscriber's layer (see `Role::Subscribe`).
     layer: Option<usize>,
@@ -382,20 +474,29 @@ impl Thread {
         socket.set_nonblocking(true)?;
         let index = self.transports.len();
         self.epoll.add(socket.as_raw_fd(), index as u64)?;
+        let mix = matches!(t.role, Role::Mix { .. });
         let (source, clock_rates, layer) = match t.role {
             Role::Publish { video, audio } => {
                 self.publishers.push(index);
-                (
-                    Some(Source::new(video, audio, self.epoch, Instant::now())),
-                    Vec::new(),
-                    None,
-                )
+                let source = Source::new(video, audio, self.epoch, Instant::now());
+                (Some(Sender::Synthetic(source)), Vec::new(), None)
             }
             Role::Subscribe { clock_rates, layer } => {
                 if let Some(count) = layer.and_then(|l| self.totals.layers.get_mut(l)) {
                     count.subscribers += 1;
                 }
                 (None, clock_rates, layer)
+            }
+            Role::Mix {
+                clip,
+                video,
+                audio,
+                clock_rates,
+            } => {
+                self.publishers.push(index);
+                self.totals.mix.participants += 1;
+                let source = ClipSource::new(clip, video, audio, Instant::now());
+                (Some(Sender::Clip(source)), clock_rates, None)
             }
         };
         self.transports.push(Transport {
@@ -407,6 +508,7 @@ impl Thread {
             counted: false,
             failed: false,
             source,
+            mix,
             clock_rates,
             layer,
             inbound: Vec::new(),
@@ -417,7 +519,7 @@ impl Thread {
     fn next_media_due(&self) -> Instant {
         self.publishers
             .iter()
-            .filter_map(|&i| self.transports[i].source.as_ref().map(Source::next_due))
+            .filter_map(|&i| self.transports[i].source.as_ref().map(Sender::next_due))
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
     }
@@ -500,8 +602,9 @@ impl Thread {
                 t.counted = true;
                 self.totals.connected += 1;
             }
-            // A publisher has joined once DTLS is done: its media starts now.
-            if t.source.is_some() && !t.joined && t.client.is_connected() {
+            // A publisher has joined once DTLS is done: its media starts now. (An MCU
+            // participant, once the mix reaches it.)
+            if t.source.is_some() && !t.mix && !t.joined && t.client.is_connected() {
                 t.joined = true;
                 self.totals
                     .join_ms
@@ -522,7 +625,7 @@ impl Thread {
                 streams += 1;
             }
             if let Some(source) = t.source.as_mut() {
-                lag = lag.max(std::mem::take(&mut source.max_lag));
+                lag = lag.max(source.take_lag());
             }
         }
         self.totals.expected = expected;
@@ -544,7 +647,7 @@ impl Thread {
 
 impl Transport {
     fn receive(&mut self, now: Instant, epoch: Instant, data: &mut [u8], totals: &mut Totals) {
-        if demux::classify(data) == demux::PacketKind::Rtp && self.source.is_none() {
+        if demux::classify(data) == demux::PacketKind::Rtp && (self.source.is_none() || self.mix) {
             self.receive_rtp(now, epoch, data, totals);
             return;
         }
@@ -601,13 +704,25 @@ impl Transport {
                     video: clock == 90_000,
                     stats: ReceiveStats::new(clock),
                     authenticated: false,
+                    delay: self.mix.then(Delay::default),
                 });
                 self.inbound.len() - 1
             }
         };
-        self.inbound[index]
-            .stats
-            .on_packet(h.sequence, h.timestamp, now);
+        let inbound = &mut self.inbound[index];
+        inbound.stats.on_packet(h.sequence, h.timestamp, now);
+        if let Some(delay) = &mut inbound.delay {
+            let clock = if inbound.video { 90_000 } else { 48_000 };
+            let arrival_us = now.duration_since(epoch).as_micros() as i64;
+            totals
+                .latency
+                .record(delay.extra(h.timestamp, clock, arrival_us));
+            if !inbound.video {
+                totals.mix.audio_packets += 1;
+            } else if h.marker {
+                totals.mix.video_frames += 1;
+            }
+        }
         if self.inbound[index].video
             && let Some(count) = self.layer.and_then(|l| totals.layers.get_mut(l))
         {
@@ -708,6 +823,7 @@ mod tests {
             video: false,
             stats: ReceiveStats::new(48_000),
             authenticated: false,
+            delay: None,
         };
         let mut decrypted = Vec::new();
         for p in &packets {
@@ -722,6 +838,30 @@ mod tests {
         // The first packet, then the sampled ones across the wrap and after it.
         assert_eq!(decrypted[..3], [65529, 0, 8]);
         assert_eq!(decrypted.len(), 1 + 25);
+    }
+
+    /// 20 ms audio: on time reads zero, a late packet its lateness, and a clock that skipped
+    /// a tick stops counting once its window has passed.
+    #[test]
+    fn delay_is_against_the_streams_recent_clock() {
+        let mut d = Delay::default();
+        let ms = |v: i64| v * 1000;
+        let at = |d: &mut Delay, tick: u32, arrival_ms: i64| {
+            d.extra(
+                tick.wrapping_mul(960).wrapping_sub(1920),
+                48_000,
+                ms(arrival_ms),
+            )
+        };
+        assert_eq!(at(&mut d, 0, 5), Duration::ZERO);
+        assert_eq!(at(&mut d, 1, 25), Duration::ZERO);
+        assert_eq!(at(&mut d, 2, 52), Duration::from_millis(7));
+        // From tick 3 on the clock runs 100 ms behind (a skip): late at first, then not.
+        assert_eq!(at(&mut d, 3, 165), Duration::from_millis(100));
+        for tick in 4..150 {
+            at(&mut d, tick, 165 + i64::from(tick - 3) * 20);
+        }
+        assert_eq!(at(&mut d, 150, 165 + 147 * 20), Duration::ZERO);
     }
 
     #[test]

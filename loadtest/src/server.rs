@@ -53,6 +53,8 @@ impl Launched {
         cmd.arg("all-in-one")
             .args(["--http", &http.to_string()])
             .args(["--workers", &workers.to_string()])
+            // One mixer thread; in the server's one-core affinity it pins to that core too.
+            .args(["--mcu-workers", "1"])
             .args(["--media-bind", "127.0.0.1", "--public-ip", "127.0.0.1"])
             .args(["--data-dir", &data.display().to_string()])
             .arg("--no-dev-tokens")

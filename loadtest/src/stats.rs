@@ -100,6 +100,27 @@ pub struct Totals {
     pub send_lag: Duration,
     /// Simulcast subscribers by the layer they asked for (`traffic::SIMULCAST`'s order).
     pub layers: [LayerCount; traffic::SIMULCAST.len()],
+    /// What MCU participants received of the mix.
+    pub mix: MixCount,
+}
+
+/// MCU participants and the mix they received: audio packets and whole composite frames
+/// (marker bits), to tell a mixer that falls behind its 20 ms and canvas clocks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MixCount {
+    pub participants: u64,
+    pub audio_packets: u64,
+    pub video_frames: u64,
+}
+
+/// The mix each MCU participant received over an interval, on average.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MixRate {
+    pub participants: u64,
+    /// Mixed audio packets per second (50 at 20 ms).
+    pub audio_pps_per_participant: f64,
+    /// Composite frames per second (the canvas rate).
+    pub video_fps_per_participant: f64,
 }
 
 /// Simulcast subscribers that asked for one layer, and the video they received.
@@ -145,6 +166,9 @@ pub struct Interval {
     /// Simulcast subscribers, by the layer they asked for (none without simulcast).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerRate>,
+    /// MCU participants, what they received of the mix (none without them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mix: Option<MixRate>,
 }
 
 impl Interval {
@@ -182,6 +206,14 @@ impl Interval {
                     layer_pps: shape.packets_per_second(),
                 })
                 .collect(),
+            mix: (b.mix.participants > 0).then(|| {
+                let n = b.mix.participants as f64;
+                MixRate {
+                    participants: b.mix.participants,
+                    audio_pps_per_participant: per_s(a.mix.audio_packets, b.mix.audio_packets) / n,
+                    video_fps_per_participant: per_s(a.mix.video_frames, b.mix.video_frames) / n,
+                }
+            }),
         }
     }
 }

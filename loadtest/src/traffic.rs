@@ -140,16 +140,16 @@ pub fn read_stamp(payload: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(time.try_into().ok()?))
 }
 
-/// One outgoing RTP stream.
-struct Stream {
+/// One outgoing RTP stream (also the real-media clip's, `clip`).
+pub(crate) struct Stream {
     ssrc: u32,
     payload_type: u8,
     sequence: u16,
-    timestamp: u32,
+    pub(crate) timestamp: u32,
 }
 
 impl Stream {
-    fn new(ssrc: u32, payload_type: u8) -> Stream {
+    pub(crate) fn new(ssrc: u32, payload_type: u8) -> Stream {
         Stream {
             ssrc,
             payload_type,
@@ -158,7 +158,12 @@ impl Stream {
         }
     }
 
-    fn header(&mut self, out: &mut [u8], marker: bool, rid: Option<&str>) -> Option<usize> {
+    pub(crate) fn header(
+        &mut self,
+        out: &mut [u8],
+        marker: bool,
+        rid: Option<&str>,
+    ) -> Option<usize> {
         let fields = HeaderFields {
             marker,
             payload_type: self.payload_type,
