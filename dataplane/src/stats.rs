@@ -176,7 +176,12 @@ counters! {
 
 impl Counters {
     pub fn drop(&mut self, reason: DropReason) {
-        self.drops[reason as usize] += 1;
+        self.drop_many(reason, 1);
+    }
+
+    /// `n` drops at once (what another thread counted for us).
+    pub fn drop_many(&mut self, reason: DropReason, n: u64) {
+        self.drops[reason as usize] += n;
     }
 
     pub fn sent(&mut self, bytes: usize) {

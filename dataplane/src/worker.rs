@@ -120,15 +120,21 @@ impl Worker {
         let Some(lanes) = &self.mcu else {
             return;
         };
-        // Closed streams first (a full lane keeps them for the next turn).
+        // Closed streams first; one whose lane is full is kept for the next turn.
         self.engine
             .closed_mixer_streams()
             .retain(|&(mcu, transport)| {
                 lanes.to_mcu.get(mcu).is_some_and(|q| {
-                    q.try_send(ToMcu::Closed(transport))
-                        .is_err_and(|e| matches!(e, std::sync::mpsc::TrySendError::Full(_)))
+                    matches!(
+                        q.try_send(ToMcu::Closed(transport)),
+                        Err(TrySendError::Full(_))
+                    )
                 })
             });
+        // What the MCU threads dropped on their way back (their lane to us was full).
+        let dropped = lanes.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let counters = self.engine.counters_mut();
+        counters.drop_many(DropReason::TxFull, dropped);
         if !self.engine.has_mixer_streams() {
             return;
         }
@@ -148,10 +154,6 @@ impl Worker {
             }
             true
         });
-        let dropped = lanes.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
-        for _ in 0..dropped {
-            counters.drop(DropReason::TxFull);
-        }
     }
 
     /// Hands the queued datagrams addressed to a relay of this process's TURN server to its

@@ -19,8 +19,6 @@ import fractions
 import json
 import math
 import time
-import urllib.error
-import urllib.request
 
 import aioice.ice
 
@@ -30,6 +28,7 @@ aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 import av  # noqa: E402
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription  # noqa: E402
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack  # noqa: E402
+from whip_whep import header, http  # noqa: E402  (the same HTTP as the WHIP/WHEP client)
 
 WIDTH, HEIGHT = 320, 180
 RATE = 48000
@@ -106,18 +105,6 @@ def goertzel_db(samples, freq):
     return 10 * math.log10(max(power, 1e-9))
 
 
-def http(method, url, token, body=None):
-    headers = {"Authorization": f"Bearer {token}"}
-    if body is not None:
-        headers["Content-Type"] = "application/sdp"
-    req = urllib.request.Request(url, data=body.encode() if body else None, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=20) as r:
-            return r.status, r.read().decode(), dict(r.headers.items())
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(), dict(e.headers.items())
-
-
 class Participant:
     def __init__(self, index, base, channel, token, codec, publisher=False, viewer=False):
         self.index, self.base, self.channel, self.token = index, base, channel, token
@@ -153,7 +140,7 @@ class Participant:
         status, answer, headers = await asyncio.to_thread(http, "POST", url, self.token, self.pc.localDescription.sdp)
         if status != 201:
             raise RuntimeError(f"POST {url}: {status} {answer.strip()}")
-        self.location = headers.get("Location") or headers.get("location")
+        self.location = header(headers, "location")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
     async def read_video(self, track, started):

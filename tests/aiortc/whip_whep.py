@@ -255,4 +255,5 @@ async def main():
     print(json.dumps(result), flush=True)
 
 
-asyncio.run(main())
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -24,7 +24,6 @@ use switchyard_dataplane::spec::{
 
 use crate::error::Error;
 use crate::ids;
-use crate::protocol::ServerMessage;
 use crate::rooms::{
     Channel, ChannelMixer, MIX_VIEW, Mixed, Owner, Publication, Subscription, Track,
 };
@@ -198,42 +197,22 @@ impl AppState {
             }
         };
         let tracks: Vec<Track> = lines.iter().map(|l| l.track.clone()).collect();
+        let published = Publication {
+            participant: participant.to_string(),
+            transport,
+            tracks: tracks.clone(),
+            data: None,
+            mixed: Some(Mixed { audio_out }),
+        };
+        if !self
+            .rooms()
+            .publish(channel, place.worker, &publication, published)
         {
-            let mut rooms = self.rooms();
-            let Some(ch) = rooms
-                .channels
-                .get_mut(channel)
-                .filter(|c| c.participants.contains_key(participant))
-            else {
-                drop(rooms);
-                for t in made {
-                    self.close_media(place.worker, t);
-                }
-                self.drop_idle_mixer(channel);
-                return Err(Error::Gone(format!("{participant} left channel {channel}")));
-            };
-            let published = Publication {
-                participant: participant.to_string(),
-                transport,
-                tracks: tracks.clone(),
-                data: None,
-                mixed: Some(Mixed { audio_out }),
-            };
-            ch.broadcast(
-                participant,
-                &ServerMessage::Published {
-                    participant: participant.to_string(),
-                    publication: publication.clone(),
-                    tracks: published.track_info(),
-                },
-            );
-            ch.publications.insert(publication.clone(), published);
-            rooms.add_transport(
-                channel,
-                place.worker,
-                transport,
-                Owner::Publication(publication.clone()),
-            );
+            for t in made {
+                self.close_media(place.worker, t);
+            }
+            self.drop_idle_mixer(channel);
+            return Err(Error::Gone(format!("{participant} left channel {channel}")));
         }
         tracing::info!(channel, participant, mix = %publication, %transport, mcu = place.mcu, "mixed connection");
         self.mix_inputs(channel, &tracks).await;

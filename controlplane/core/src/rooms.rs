@@ -288,6 +288,36 @@ impl Rooms {
         }
     }
 
+    /// Records publication `id` (its transport on `worker`) and tells the channel; false, and
+    /// nothing recorded, when its participant has left meanwhile.
+    pub fn publish(&mut self, channel: &str, worker: usize, id: &str, p: Publication) -> bool {
+        let Some(ch) = self
+            .channels
+            .get_mut(channel)
+            .filter(|c| c.participants.contains_key(&p.participant))
+        else {
+            return false;
+        };
+        ch.broadcast(
+            &p.participant,
+            &ServerMessage::Published {
+                participant: p.participant.clone(),
+                publication: id.to_string(),
+                tracks: p.track_info(),
+            },
+        );
+        tracing::info!(channel, participant = %p.participant, publication = id, transport = %p.transport, tracks = ?p.track_info(), mixed = p.mixed.is_some(), "published");
+        let transport = p.transport;
+        ch.publications.insert(id.to_string(), p);
+        self.add_transport(
+            channel,
+            worker,
+            transport,
+            Owner::Publication(id.to_string()),
+        );
+        true
+    }
+
     /// Forgets a transport; returns its channel and owner if it was known.
     pub fn remove_transport(&mut self, transport: TransportId) -> Option<(String, Owner)> {
         let (channel, owner) = self.transports.remove(&transport)?;

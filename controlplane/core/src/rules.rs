@@ -129,4 +129,23 @@ mod tests {
             "{refused}"
         );
     }
+
+    /// An MCU connection needs `mcuAllowed`, whatever `sfuAllowed` says, and keeps the
+    /// configuration's codecs and cap.
+    #[test]
+    fn mixing_follows_mcu_allowed() {
+        let refused = Rules::for_mix(Some(&config(&[], true))).unwrap_err();
+        assert!(
+            refused.to_string().contains("does not allow MCU"),
+            "{refused}"
+        );
+        let mcu_only = ChannelConfig {
+            mcu_allowed: true,
+            ..config(&["opus", "h264"], false)
+        };
+        let r = Rules::for_mix(Some(&mcu_only)).unwrap();
+        assert_eq!(r.codecs, [Codec::Opus, Codec::H264]);
+        assert_eq!(r.max_bitrate_bps(), Some(1_500_000));
+        assert_eq!(Rules::for_mix(None).unwrap().codecs, ALL_CODECS);
+    }
 }

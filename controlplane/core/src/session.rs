@@ -282,40 +282,19 @@ impl AppState {
         self.media.create_transport(worker, spec).await?;
 
         let tracks_for_mix = tracks.clone();
+        let published = Publication {
+            participant: participant.to_string(),
+            transport,
+            tracks,
+            data: data.and_then(|d| d.producer),
+            mixed: None,
+        };
+        if !self
+            .rooms()
+            .publish(channel, worker, &publication, published)
         {
-            let mut rooms = self.rooms();
-            let Some(ch) = rooms
-                .channels
-                .get_mut(channel)
-                .filter(|c| c.participants.contains_key(participant))
-            else {
-                drop(rooms);
-                self.close_media(worker, transport);
-                return Err(Error::Gone(format!("{participant} left channel {channel}")));
-            };
-            let published = Publication {
-                participant: participant.to_string(),
-                transport,
-                tracks,
-                data: data.and_then(|d| d.producer),
-                mixed: None,
-            };
-            ch.broadcast(
-                participant,
-                &ServerMessage::Published {
-                    participant: participant.to_string(),
-                    publication: publication.clone(),
-                    tracks: published.track_info(),
-                },
-            );
-            tracing::info!(channel, participant, publication = %publication, transport = %transport, tracks = ?published.track_info(), "published");
-            ch.publications.insert(publication.clone(), published);
-            rooms.add_transport(
-                channel,
-                worker,
-                transport,
-                Owner::Publication(publication.clone()),
-            );
+            self.close_media(worker, transport);
+            return Err(Error::Gone(format!("{participant} left channel {channel}")));
         }
         // A channel with MCU participants mixes its SFU publications too.
         self.mix_inputs(channel, &tracks_for_mix).await;

@@ -68,30 +68,13 @@ pub struct Packet {
 impl Packet {
     /// `None` when `data` is longer than a datagram.
     pub fn new(transport: TransportId, data: &[u8]) -> Option<Packet> {
-        let mut packet = Packet::empty(transport);
-        packet.data.get_mut(..data.len())?.copy_from_slice(data);
-        packet.len = u16::try_from(data.len()).ok()?;
-        Some(packet)
-    }
-
-    /// A packet to be written with [`Packet::write`].
-    pub fn empty(transport: TransportId) -> Packet {
-        Packet {
+        let mut packet = Packet {
             transport,
-            len: 0,
+            len: u16::try_from(data.len()).ok()?,
             data: [0; MAX_DATAGRAM],
-        }
-    }
-
-    /// Lets `write` fill the packet and return its length; false if it gave up.
-    pub fn write(&mut self, write: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
-        match write(&mut self.data) {
-            Some(len) if len <= MAX_DATAGRAM => {
-                self.len = len as u16;
-                true
-            }
-            _ => false,
-        }
+        };
+        packet.data.get_mut(..data.len())?.copy_from_slice(data);
+        Some(packet)
     }
 
     pub fn data(&self) -> &[u8] {
@@ -99,7 +82,7 @@ impl Packet {
     }
 }
 
-// ok: test code
+// ok: every unwrap() below is in this test-only module, on addresses the tests wrote
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -264,11 +264,6 @@ impl Mixer {
         self.streams.is_empty()
     }
 
-    /// Streams (inputs and outputs) it has.
-    pub fn streams(&self) -> usize {
-        self.streams.len()
-    }
-
     /// Adds stream `transport`. A video output whose encoder cannot start is refused.
     pub fn add_stream(&mut self, transport: TransportId, spec: StreamSpec) -> Result<(), String> {
         if self.streams.contains_key(&transport) {

@@ -15,6 +15,7 @@
 
 pub mod lane;
 pub mod mixer;
+// ok: the unwrap()/expect() calls of mcu/tests.rs are test-only, on values the tests built
 #[cfg(test)]
 mod tests;
 mod thread;

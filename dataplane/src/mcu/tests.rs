@@ -1,7 +1,7 @@
 //! The mixer in memory: sources that send a colour and a tone as real VP8 and Opus RTP, and
 //! listeners whose outputs are decoded and checked, with a simulated clock.
 
-// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
+// ok: this file is compiled for tests only (`#[cfg(test)]` on its `mod` line); every unwrap()/expect() in it is on values the tests built (encoders' output, RTP they wrote), never on network input
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
