@@ -81,6 +81,7 @@ fn consumer(ssrc: u32, twcc: bool) -> ConsumerSpec {
         fir: true,
         twcc_ext: twcc.then_some(6),
         dd_ext: None,
+        audio_level_ext: None,
         rtx: None,
         red: None,
     }

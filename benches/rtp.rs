@@ -10,7 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use switchyard_dataplane::media::Codec;
-use switchyard_dataplane::router::Rewrite;
+use switchyard_dataplane::router::{Read, Rewrite};
 use switchyard_dataplane::rtp::{self, HeaderFields};
 use switchyard_dataplane::spec::{ConsumerId, ConsumerSpec, ProducerId, Ssrc};
 
@@ -46,6 +46,7 @@ fn consumer() -> Rewrite {
         fir: true,
         twcc_ext: None,
         dd_ext: None,
+        audio_level_ext: None,
         rtx: None,
         red: None,
     };
@@ -78,7 +79,10 @@ fn rewrite(c: &mut Criterion) {
                         &mut out,
                         now,
                         None,
-                        vp8.as_ref(),
+                        Read {
+                            vp8: vp8.as_ref(),
+                            level: None,
+                        },
                     )
                     .expect("rewrite"),
             )

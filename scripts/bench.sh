@@ -93,13 +93,22 @@ for step in held:
         print(f"  at {step['subscribers']}: layer {l['rid']}: {l['video_pps_per_subscriber']:.1f} video pps each (sends {l['layer_pps']:.1f})")
 PY
 cap uring --io-backend uring
-# Issue 14: MCU connections per core (rooms of 4, VP8 640x360 + Opus, the default canvas), and
+# Issue 14: MCU connections per core (rooms of 4, VP8 640x360 + Opus, the default canvas; then a
+# 1280x720 canvas in rooms of 4 and 8), and
 # audio-only rooms beside Janus's AudioBridge on the same core (the section in
 # docs/benchmarks.md is written by hand from these).
 echo "--- capacity: mcu" >&2
 "$BIN" loadtest capacity --json --mode mcu --room 4 --max 400 --step-seconds 3 \
   >"$OUT/capacity-mcu.json" 2>"$OUT/capacity-mcu.log" || true
 tail -n 12 "$OUT/capacity-mcu.log" >&2
+# The same with a 720p composite, in rooms of 4 and of 8 (the server inherits MCU__*).
+for room in 4 8; do
+  echo "--- capacity: mcu, 1280x720 canvas, rooms of $room" >&2
+  MCU__CANVASWIDTH=1280 MCU__CANVASHEIGHT=720 "$BIN" loadtest capacity --json --mode mcu \
+    --room "$room" --max 400 --step-seconds 3 \
+    >"$OUT/capacity-mcu-720p-$room.json" 2>"$OUT/capacity-mcu-720p-$room.log" || true
+  tail -n 12 "$OUT/capacity-mcu-720p-$room.log" >&2
+done
 if [[ $JANUS == 1 ]]; then
   JANUS_CPUS=0 "$ROOT/scripts/janus.sh" "$OUT/janus-mcu" >"$OUT/janus-mcu.pid"
   JPID=$(tail -n1 "$OUT/janus-mcu.pid")
@@ -108,6 +117,17 @@ if [[ $JANUS == 1 ]]; then
     --step-seconds 3 --compare-janus --janus-pid "$JPID" \
     >"$OUT/capacity-mcu-audio.json" 2>"$OUT/capacity-mcu-audio.log" || true
   tail -n 30 "$OUT/capacity-mcu-audio.log" >&2
+  # A fresh Janus: AudioBridge rooms go on mixing (and costing) after their participants left.
+  kill "$JPID" 2>/dev/null || true
+  JANUS_CPUS=0 "$ROOT/scripts/janus.sh" "$OUT/janus-meeting" >"$OUT/janus-mcu.pid"
+  JPID=$(tail -n1 "$OUT/janus-mcu.pid")
+  # A meeting as meetings go: rooms of 10 where 2 talk and 8 listen (silence, marked silent
+  # by RFC 6464 levels, as browsers send from an unmuted microphone in a quiet room).
+  echo "--- capacity: mcu audio only, rooms of 10 with 2 talkers, against Janus AudioBridge" >&2
+  "$BIN" loadtest capacity --json --mode mcu --audio-only --room 10 --talkers 2 --max 1000 \
+    --step-seconds 3 --compare-janus --janus-pid "$JPID" \
+    >"$OUT/capacity-mcu-meeting.json" 2>"$OUT/capacity-mcu-meeting.log" || true
+  tail -n 30 "$OUT/capacity-mcu-meeting.log" >&2
   kill "$JPID" 2>/dev/null || true
 fi
 scenario livestream --scenario livestream --subscribers 200

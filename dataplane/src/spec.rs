@@ -129,6 +129,10 @@ pub struct ConsumerSpec {
     /// The dependency descriptor extension's id: forwarded SVC packets carry the producer's
     /// descriptor under it.
     pub dd_ext: Option<u8>,
+    /// The audio level extension's id (RFC 6464): forwarded audio packets carry the
+    /// producer's level under it (when the producer sent one). Set for the MCU's inputs,
+    /// whose mixer picks talkers from the levels without decoding.
+    pub audio_level_ext: Option<u8>,
     /// The subscriber takes retransmissions as a separate RTX stream (RFC 4588); otherwise
     /// a NACKed packet is resent as it was first sent.
     pub rtx: Option<RtxSpec>,

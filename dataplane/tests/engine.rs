@@ -159,6 +159,7 @@ fn consumers(audio_ssrc: u32, video_ssrc: u32) -> Vec<ConsumerSpec> {
         fir: true,
         twcc_ext: None,
         dd_ext: None,
+        audio_level_ext: None,
         rtx: None,
         red: None,
     };

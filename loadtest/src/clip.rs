@@ -3,16 +3,20 @@
 //! dropped as undecodable: here a short clip is encoded once at start with the MCU's own codec
 //! crate (a square moving over a coloured field in VP8, a tone in Opus), and every participant
 //! loops its frames through the codec crate's packetizers, as a browser would send them.
+//!
+//! A participant talks (the tone) or listens (Opus of silence, as an unmuted microphone in a
+//! quiet room sends), and marks each audio packet with its RFC 6464 level as browsers do, so
+//! that a meeting with a few talkers among many listeners can be played.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_codec::audio::OpusEncoder;
+use switchyard_codec::audio::{OpusEncoder, level_of};
 use switchyard_codec::video::{self, EncoderConfig, VideoCodec};
 use switchyard_codec::vp8::Vp8Packetizer;
 use switchyard_codec::{I420, Packetizer, Payloads, Yuv};
 
-use crate::traffic::{Kind, Stream};
+use crate::traffic::{AUDIO_LEVEL_EXTENSION_ID, Kind, Stream};
 
 /// The clip's frame rate, a browser camera's.
 pub const FPS: u32 = 30;
@@ -42,9 +46,16 @@ pub enum Error {
 pub struct Clip {
     /// VP8 frames, the first a keyframe.
     video: Vec<Vec<u8>>,
-    /// Opus packets of a 440 Hz tone, one per 20 ms.
-    audio: Vec<Vec<u8>>,
+    /// Opus packets of a 440 Hz tone, one per 20 ms, with their RFC 6464 levels.
+    audio: Vec<(Vec<u8>, u8)>,
+    /// Opus packets of silence, one per 20 ms.
+    silence: Vec<Vec<u8>>,
 }
+
+/// RFC 6464's level byte for silence: no voice flag, 127 -dBov.
+const SILENT: u8 = 127;
+/// RFC 6464's voice activity flag, set on the tone's packets.
+const VOICE: u8 = 0x80;
 
 impl Clip {
     /// Encodes one second of `width` x `height` VP8 (with `video`) and of Opus.
@@ -54,9 +65,12 @@ impl Clip {
         } else {
             Vec::new()
         };
+        let audio = encode_audio(440.0)?;
+        let silence = encode_audio(0.0)?.into_iter().map(|(p, _)| p).collect();
         Ok(Arc::new(Clip {
             video: frames,
-            audio: encode_audio()?,
+            audio,
+            silence,
         }))
     }
 
@@ -95,7 +109,8 @@ fn encode_video(width: u32, height: u32) -> Result<Vec<Vec<u8>>, Error> {
     Ok(frames)
 }
 
-fn encode_audio() -> Result<Vec<Vec<u8>>, Error> {
+/// A second of a `freq` Hz tone (0: silence), with each packet's level.
+fn encode_audio(freq: f64) -> Result<Vec<(Vec<u8>, u8)>, Error> {
     let mut encoder = OpusEncoder::new(AUDIO_BITRATE, 0)?;
     let mut pcm = [0i16; AUDIO_SAMPLES];
     let mut out = [0u8; 1500];
@@ -103,10 +118,10 @@ fn encode_audio() -> Result<Vec<Vec<u8>>, Error> {
     for frame in 0..AUDIO_FRAMES {
         for (i, s) in pcm.iter_mut().enumerate() {
             let t = (frame * AUDIO_SAMPLES + i) as f64 / 48_000.0;
-            *s = (8_000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16;
+            *s = (8_000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16;
         }
         let n = encoder.encode(&pcm, &mut out)?;
-        packets.push(out[..n].to_vec());
+        packets.push((out[..n].to_vec(), level_of(&pcm)));
     }
     Ok(packets)
 }
@@ -119,6 +134,8 @@ pub struct ClipSource {
     clip: Arc<Clip>,
     video: Option<VideoPlayback>,
     audio: Option<(Stream, usize)>,
+    /// Sends the tone; otherwise silence.
+    talking: bool,
     started: bool,
     next_audio: Instant,
     /// How late the most overdue packet went out (the generator's own lag).
@@ -137,11 +154,13 @@ struct VideoPlayback {
 }
 
 impl ClipSource {
-    /// `video` and `audio`: (SSRC, payload type) of each stream sent.
+    /// `video` and `audio`: (SSRC, payload type) of each stream sent; `talking`: the audio is
+    /// the tone, else silence.
     pub fn new(
         clip: Arc<Clip>,
         video: Option<(u32, u8)>,
         audio: Option<(u32, u8)>,
+        talking: bool,
         now: Instant,
     ) -> ClipSource {
         let video = video
@@ -159,6 +178,7 @@ impl ClipSource {
             clip,
             video,
             audio: audio.map(|(ssrc, pt)| (Stream::new(ssrc, pt), 0)),
+            talking,
             started: false,
             next_audio: now,
             max_lag: Duration::ZERO,
@@ -203,10 +223,15 @@ impl ClipSource {
         {
             self.max_lag = self.max_lag.max(now - self.next_audio);
             self.next_audio += AUDIO_INTERVAL;
-            let packet = self.clip.audio.get(*index)?;
+            let (packet, level) = if self.talking {
+                let (packet, level) = self.clip.audio.get(*index)?;
+                (packet, VOICE | level)
+            } else {
+                (self.clip.silence.get(*index)?, SILENT)
+            };
             *index = (*index + 1) % self.clip.audio.len().max(1);
             stream.timestamp = stream.timestamp.wrapping_add(AUDIO_SAMPLES as u32);
-            let h = stream.header(out, false, None)?;
+            let h = stream.header_with(out, false, &[(AUDIO_LEVEL_EXTENSION_ID, &[level])])?;
             out.get_mut(h..h + packet.len())?.copy_from_slice(packet);
             return Some((Kind::Audio, h + packet.len()));
         }
@@ -253,7 +278,7 @@ mod tests {
     fn the_clip_decodes_at_the_rates_sent() {
         let clip = Clip::encode(160, 96, true).unwrap();
         let t0 = Instant::now();
-        let mut source = ClipSource::new(clip, Some((1, 96)), Some((2, 111)), t0);
+        let mut source = ClipSource::new(clip.clone(), Some((1, 96)), Some((2, 111)), true, t0);
         let mut depacketizer = Vp8Depacketizer::default();
         let mut decoder = video::decoder(VideoCodec::Vp8).unwrap();
         let mut pool = FramePool::default();
@@ -270,6 +295,9 @@ mod tests {
                 match kind {
                     Kind::Audio => {
                         assert_eq!(opus.decode(payload, &mut pcm).unwrap(), 960);
+                        let level = h.extension_value(&buf[..n], AUDIO_LEVEL_EXTENSION_ID);
+                        // The tone's level: 8000 peak is -15 dBov, with the voice flag.
+                        assert_eq!(level, Some(&[0x80 | 15][..]));
                         audio += 1;
                     }
                     Kind::Video => {
@@ -288,5 +316,21 @@ mod tests {
         }
         assert!((59..=61).contains(&pictures), "{pictures} pictures");
         assert!((99..=101).contains(&audio), "{audio} audio packets");
+
+        // A listener sends silence, marked silent.
+        let mut source = ClipSource::new(clip, None, Some((2, 111)), false, t0);
+        let (_, n) = source.poll(t0, &mut buf).unwrap();
+        let h = rtp::Header::parse(&buf[..n]).unwrap();
+        assert_eq!(
+            h.extension_value(&buf[..n], AUDIO_LEVEL_EXTENSION_ID),
+            Some(&[127][..])
+        );
+        let mut opus = OpusDecoder::new().unwrap();
+        assert_eq!(
+            opus.decode(&buf[h.payload_offset..h.payload_end], &mut pcm)
+                .unwrap(),
+            960
+        );
+        assert!(pcm[..960].iter().all(|&s| s.abs() < 50));
     }
 }

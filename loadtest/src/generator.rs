@@ -156,10 +156,11 @@ impl Generator {
 
     /// Starts MCU participant `index` in `room`: one sendrecv transport that sends the clip
     /// (its audio, and its video if it has any) and receives the mix until the run stops.
-    pub fn spawn_mix(self: &Arc<Self>, index: usize, room: MixRoom) {
+    /// `talking`: its audio is the clip's tone, else silence.
+    pub fn spawn_mix(self: &Arc<Self>, index: usize, room: MixRoom, talking: bool) {
         let g = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = g.clone().mix_participant(index, room).await {
+            if let Err(e) = g.clone().mix_participant(index, room, talking).await {
                 let n = g.errors.fetch_add(1, Ordering::Relaxed);
                 if n < 5 {
                     tracing::warn!("MCU participant {index}: {e}");
@@ -172,6 +173,7 @@ impl Generator {
         self: Arc<Self>,
         index: usize,
         room: MixRoom,
+        talking: bool,
     ) -> Result<(), ParticipantError> {
         let started = Instant::now();
         let clip = self
@@ -203,17 +205,18 @@ impl Generator {
             (Target::Switchyard { base, tokens, .. }, MixRoom::Channel(channel)) => {
                 let token = tokens.issue(&channel, &display)?;
                 let offer = client::offer(&ice, fp, &tracks, rand::random::<u32>().into());
+                let offer = with_audio_level(&offer);
                 signal::whip_or_whep(&self.http, base, "mix", &channel, &token, offer).await?
             }
             (Target::Janus { url, .. }, MixRoom::AudioBridge(room)) => {
                 // Active, as towards the videoroom (see janus.rs).
-                let offer = client::offer_with(
+                let offer = with_audio_level(&client::offer_with(
                     &ice,
                     fp,
                     &tracks,
                     Setup::Active,
                     rand::random::<u32>().into(),
-                );
+                ));
                 let session = janus::Session::connect(url).await?;
                 let handle = session.attach(janus::AUDIOBRIDGE).await?;
                 let answer = handle.join_audiobridge(room, &display, &offer).await?;
@@ -226,6 +229,7 @@ impl Generator {
             clip,
             video,
             audio: Some(audio),
+            talking,
             clock_rates: rtp_clocks(&answer),
         };
         self.connect(ice, &answer, IceRole::Controlling, role, started)?;
@@ -587,6 +591,28 @@ fn rtp_clocks(sdp: &str) -> Vec<(u8, u32)> {
         .collect()
 }
 
+/// `offer` with the audio level extension (RFC 6464) on its audio m-lines, under
+/// `traffic::AUDIO_LEVEL_EXTENSION_ID`, as browsers offer it: MCU participants mark their
+/// packets with their levels (see `clip`).
+fn with_audio_level(offer: &str) -> String {
+    let mut out = String::with_capacity(offer.len() + 100);
+    let mut audio = false;
+    for line in offer.split_inclusive('\n') {
+        if line.starts_with("m=") {
+            audio = line.starts_with("m=audio");
+        }
+        out.push_str(line);
+        if audio && line.starts_with("a=mid:") {
+            out.push_str(&format!(
+                "a=extmap:{} {}\r\n",
+                traffic::AUDIO_LEVEL_EXTENSION_ID,
+                sdp::AUDIO_LEVEL_URI
+            ));
+        }
+    }
+    out
+}
+
 /// `offer` with its video m-line turned into RID simulcast as Chromium offers it: no `a=ssrc`
 /// lines (the server learns each layer's SSRC from its packets), the rtp-stream-id extension
 /// (`traffic::RID_EXTENSION_ID`), `a=rid:<rid> send` for each layer and `a=simulcast:send`
@@ -683,6 +709,49 @@ mod tests {
             panic!("{:?}", answer.media[0]);
         };
         assert_eq!((*ssrc, rids.len()), (Some(7), 0));
+    }
+
+    /// MCU participants offer the audio level extension on audio only, and the server takes it.
+    #[test]
+    fn audio_level_is_offered_on_audio() {
+        let identity = Identity::generate().unwrap();
+        let tracks = [
+            OfferTrack::Send {
+                codec: Codec::Opus,
+                payload_type: AUDIO_PT,
+                ssrc: 7,
+            },
+            OfferTrack::Send {
+                codec: Codec::Vp8,
+                payload_type: VIDEO_PT,
+                ssrc: 8,
+            },
+        ];
+        let ice = Credentials::random();
+        let offer = with_audio_level(&client::offer(&ice, identity.fingerprint(), &tracks, 1));
+        assert_eq!(offer.matches(sdp::AUDIO_LEVEL_URI).count(), 1);
+        let candidates: [SocketAddr; 1] = ["127.0.0.1:4000".parse().unwrap()];
+        let local = LocalParams {
+            ice: &Credentials::random(),
+            fingerprint: identity.fingerprint(),
+            candidates: &candidates,
+            tcp: false,
+            allowed_codecs: &[Codec::Opus, Codec::Vp8],
+            session_id: 2,
+        };
+        let answer = sdp::answer(
+            &Offer::parse(&offer).unwrap(),
+            &local,
+            &[MediaRole::Receive, MediaRole::Receive],
+        )
+        .unwrap();
+        let Negotiated::Receive { extensions, .. } = &answer.media[0] else {
+            panic!("{:?}", answer.media[0]);
+        };
+        assert_eq!(
+            extensions.audio_level,
+            Some(traffic::AUDIO_LEVEL_EXTENSION_ID)
+        );
     }
 
     #[test]

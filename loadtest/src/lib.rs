@@ -177,6 +177,10 @@ struct CapacityArgs {
     /// MCU rooms added per step.
     #[arg(long, default_value_t = 1)]
     rooms_per_step: usize,
+    /// MCU participants per room that talk (send the tone); the rest send silence, marked
+    /// silent by their RFC 6464 levels, as a meeting's listeners do [default: all].
+    #[arg(long)]
+    talkers: Option<usize>,
     /// MCU participants send and receive audio only.
     #[arg(long)]
     audio_only: bool,

@@ -53,6 +53,8 @@ pub struct Step {
 pub struct McuCapacity {
     pub sfu: String,
     pub room_size: usize,
+    /// Participants per room sending the tone; the others send silence.
+    pub talkers_per_room: usize,
     pub audio_only: bool,
     /// The canvas rate composite frames were held to (video only).
     pub canvas_fps: Option<u32>,
@@ -139,8 +141,9 @@ async fn ramp(
     canvas_fps: Option<u32>,
 ) -> Result<McuCapacity, Error> {
     let g = setup.generator.clone();
+    let talkers = a.talkers.unwrap_or(a.room).min(a.room);
     eprintln!(
-        "capacity (MCU) on {}: rooms of {} participants ({}), +{} room(s) per step up to {} participants, {:.0} s per step; stop at loss > {:.1}%, delay p99 > {} ms, mixed audio < {MIN_AUDIO_PPS} pps{}",
+        "capacity (MCU) on {}: rooms of {} participants ({talkers} talking; {}), +{} room(s) per step up to {} participants, {:.0} s per step; stop at loss > {:.1}%, delay p99 > {} ms, mixed audio < {MIN_AUDIO_PPS} pps{}",
         setup.sfu(),
         a.room,
         if a.audio_only {
@@ -188,8 +191,8 @@ async fn ramp(
                 ),
                 None => MixRoom::Channel(format!("{}-{rooms}", g.channel())),
             };
-            for _ in 0..a.room {
-                g.spawn_mix(participants, room.clone());
+            for i in 0..a.room {
+                g.spawn_mix(participants, room.clone(), i < talkers);
                 participants += 1;
                 tokio::time::sleep(gap).await;
             }
@@ -254,6 +257,7 @@ async fn ramp(
     let result = McuCapacity {
         sfu: setup.sfu().into(),
         room_size: a.room,
+        talkers_per_room: talkers,
         audio_only: a.audio_only || setup.sfu() == "janus",
         canvas_fps,
         participants_per_core: sustained.as_ref().map_or(0, |s| s.participants),
@@ -347,6 +351,7 @@ mod tests {
         McuCapacity {
             sfu: String::new(),
             room_size: 4,
+            talkers_per_room: 4,
             audio_only: true,
             canvas_fps: None,
             participants_per_core: sustained,

@@ -56,6 +56,8 @@ pub enum Role {
         clip: Arc<Clip>,
         video: Option<(u32, u8)>,
         audio: Option<(u32, u8)>,
+        /// Sends the clip's tone; otherwise silence (a listener).
+        talking: bool,
         clock_rates: Vec<(u8, u32)>,
     },
 }
@@ -491,11 +493,12 @@ impl Thread {
                 clip,
                 video,
                 audio,
+                talking,
                 clock_rates,
             } => {
                 self.publishers.push(index);
                 self.totals.mix.participants += 1;
-                let source = ClipSource::new(clip, video, audio, Instant::now());
+                let source = ClipSource::new(clip, video, audio, talking, Instant::now());
                 (Some(Sender::Clip(source)), clock_rates, None)
             }
         };

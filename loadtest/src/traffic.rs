@@ -28,6 +28,8 @@ const STAMP_LEN: usize = 12;
 /// The header extension id the publisher's offer gives the rtp-stream-id (rid) extension; the
 /// MID extension has 1 (`client::offer`).
 pub const RID_EXTENSION_ID: u8 = 2;
+/// The id MCU participants' offers give the audio level extension (RFC 6464).
+pub const AUDIO_LEVEL_EXTENSION_ID: u8 = 3;
 
 /// One VP8 stream's shape: the frame size its keyframes declare, and its packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +166,19 @@ impl Stream {
         marker: bool,
         rid: Option<&str>,
     ) -> Option<usize> {
+        match rid {
+            Some(rid) => self.header_with(out, marker, &[(RID_EXTENSION_ID, rid.as_bytes())]),
+            None => self.header_with(out, marker, &[]),
+        }
+    }
+
+    /// `header` with these header extensions (id, value).
+    pub(crate) fn header_with(
+        &mut self,
+        out: &mut [u8],
+        marker: bool,
+        extensions: &[(u8, &[u8])],
+    ) -> Option<usize> {
         let fields = HeaderFields {
             marker,
             payload_type: self.payload_type,
@@ -172,11 +187,7 @@ impl Stream {
             ssrc: self.ssrc,
         };
         self.sequence = self.sequence.wrapping_add(1);
-        match rid {
-            Some(rid) => rtp::write_header(out, &fields, &[(RID_EXTENSION_ID, rid.as_bytes())]),
-            None => rtp::write_header(out, &fields, &[]),
-        }
-        .ok()
+        rtp::write_header(out, &fields, extensions).ok()
     }
 }
 

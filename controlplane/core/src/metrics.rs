@@ -218,6 +218,11 @@ fn render_mcu(out: &mut String, threads: usize, s: &switchyard_dataplane::mcu::M
             t.audio_packets_in,
         ),
         (
+            "switchyard_mcu_audio_decodes_skipped_total",
+            "Opus frames not decoded: their senders' levels said quiet and they were not mixed.",
+            t.audio_decodes_skipped,
+        ),
+        (
             "switchyard_mcu_video_packets_total",
             "Video packets the mixers took in.",
             t.video_packets_in,

@@ -14,7 +14,7 @@
 //! of its packets arrives unknown; it leaves the mixer when its transport closes.
 
 use switchyard_dataplane::ice::Credentials;
-use switchyard_dataplane::mcu::{StreamSpec, VideoCodec};
+use switchyard_dataplane::mcu::{AUDIO_LEVEL_EXT, StreamSpec, VideoCodec};
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
 use switchyard_dataplane::spec::{
@@ -313,6 +313,7 @@ impl AppState {
                         fir: codec.fir,
                         twcc_ext: None,
                         dd_ext: None,
+                        audio_level_ext: None,
                         rtx: None,
                         red: None,
                     },
@@ -523,6 +524,7 @@ impl AppState {
                 fir: sent.fir,
                 twcc_ext: None,
                 dd_ext: None,
+                audio_level_ext: None,
                 rtx: None,
                 red: None,
             });
@@ -734,6 +736,7 @@ impl AppState {
                     fir: false,
                     twcc_ext: None,
                     dd_ext: None,
+                    audio_level_ext: (track.kind == MediaKind::Audio).then_some(AUDIO_LEVEL_EXT),
                     rtx: None,
                     red: None,
                 }],

@@ -402,6 +402,7 @@ impl AppState {
                     fir: codec.fir,
                     twcc_ext: extensions.transport_cc,
                     dd_ext: extensions.dependency_descriptor,
+                    audio_level_ext: None,
                     rtx: rtx.map(|r| RtxSpec {
                         ssrc: Ssrc(r.ssrc),
                         payload_type: r.payload_type,
@@ -771,6 +772,7 @@ impl AppState {
                 fir: true,
                 twcc_ext: None,
                 dd_ext: None,
+                audio_level_ext: None,
                 rtx: None,
                 red: None,
             });

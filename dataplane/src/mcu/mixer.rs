@@ -42,6 +42,11 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// The SSRC our RTCP (PLIs) is sent as; the router reads only the media SSRC.
 const RTCP_SSRC: u32 = 1;
 
+/// The extension id under which the router's consumers for the mixer's audio inputs carry the
+/// sender's RFC 6464 level (`ConsumerSpec::audio_level_ext`): the mixer picks talkers from it
+/// and leaves quiet sources undecoded.
+pub const AUDIO_LEVEL_EXT: u8 = 1;
+
 /// How a channel's canvas looks; from the channel's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MixerConfig {
@@ -99,6 +104,8 @@ pub enum StreamSpec {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MixerStats {
     pub audio_packets_in: u64,
+    /// Opus frames of sources not mixed that went undecoded: their levels said quiet.
+    pub audio_decodes_skipped: u64,
     pub video_packets_in: u64,
     pub frames_decoded: u64,
     /// Frames a decoder refused, and pictures dropped for an unusable size.
@@ -117,6 +124,7 @@ impl MixerStats {
     /// Adds `other` into `self` (totals over mixers and threads).
     pub fn add(&mut self, other: &MixerStats) {
         self.audio_packets_in += other.audio_packets_in;
+        self.audio_decodes_skipped += other.audio_decodes_skipped;
         self.video_packets_in += other.video_packets_in;
         self.frames_decoded += other.frames_decoded;
         self.decode_errors += other.decode_errors;
@@ -257,7 +265,10 @@ impl Mixer {
     }
 
     pub fn stats(&self) -> MixerStats {
-        self.stats
+        MixerStats {
+            audio_decodes_skipped: self.audio.stats().skipped_decodes,
+            ..self.stats
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -432,8 +443,12 @@ impl Mixer {
                     return;
                 };
                 self.stats.audio_packets_in += 1;
+                let level = h
+                    .extension_value(data, AUDIO_LEVEL_EXT)
+                    .and_then(crate::speaker::parse_level)
+                    .map(|(_, level)| level);
                 self.audio
-                    .push(source, h.sequence, h.timestamp, payload, None, now);
+                    .push(source, h.sequence, h.timestamp, payload, level, now);
             }
             StreamSpec::VideoIn { .. } => self.on_video(now, transport, data, out),
             StreamSpec::VideoOut { .. } => {

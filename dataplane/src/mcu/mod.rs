@@ -20,7 +20,7 @@ pub mod mixer;
 mod tests;
 mod thread;
 
-pub use mixer::{Mixer, MixerConfig, MixerStats, StreamSpec};
+pub use mixer::{AUDIO_LEVEL_EXT, Mixer, MixerConfig, MixerStats, StreamSpec};
 pub use switchyard_codec::layout::Layout;
 pub use switchyard_codec::video::VideoCodec;
 pub use thread::{Mcu, McuLanes, McuStats, ToMcu};

@@ -32,7 +32,19 @@ const VIDEO_OUT: TransportId = TransportId(100);
 const VIDEO_OUT_SSRC: u32 = 0xC0FFEE;
 
 fn rtp_packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; 12 + payload.len()];
+    rtp_packet_with(pt, seq, ts, ssrc, marker, payload, &[])
+}
+
+fn rtp_packet_with(
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    marker: bool,
+    payload: &[u8],
+    extensions: &[(u8, &[u8])],
+) -> Vec<u8> {
+    let mut out = vec![0u8; 24 + payload.len()];
     let fields = HeaderFields {
         marker,
         payload_type: pt,
@@ -40,7 +52,8 @@ fn rtp_packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]
         timestamp: ts,
         ssrc,
     };
-    let n = rtp::write_header(&mut out, &fields, &[]).unwrap();
+    let n = rtp::write_header(&mut out, &fields, extensions).unwrap();
+    out.truncate(n + payload.len());
     out[n..].copy_from_slice(payload);
     out
 }
@@ -57,6 +70,8 @@ struct Source {
     sample: u64,
     audio_seq: u16,
     video_seq: u16,
+    /// The RFC 6464 level its audio packets claim, if any.
+    level: Option<u8>,
 }
 
 impl Source {
@@ -81,6 +96,7 @@ impl Source {
             sample: 0,
             audio_seq: 0,
             video_seq: 0,
+            level: None,
         }
     }
 
@@ -129,7 +145,12 @@ impl Source {
         let ts = self.sample as u32;
         self.sample += 960;
         self.audio_seq = self.audio_seq.wrapping_add(1);
-        rtp_packet(111, self.audio_seq, ts, 0, false, &out[..n])
+        let level = self.level.map(|l| [l]);
+        let extensions: Vec<(u8, &[u8])> = level
+            .iter()
+            .map(|l| (super::mixer::AUDIO_LEVEL_EXT, &l[..]))
+            .collect();
+        rtp_packet_with(111, self.audio_seq, ts, 0, false, &out[..n], &extensions)
     }
 
     /// One frame of its colour as RTP packets.
@@ -362,6 +383,38 @@ fn everyone_hears_the_others_and_sees_everyone() {
     let stats = mixer.stats();
     assert_eq!(stats.decode_errors, 0);
     assert!(stats.frames_encoded >= 15, "{stats:?}");
+}
+
+/// An input whose levels say silence is neither decoded nor mixed (whatever its packets hold);
+/// inputs whose levels say voice are.
+#[test]
+fn levels_say_who_is_decoded() {
+    let start = Instant::now();
+    let mut sources: Vec<Source> = (0..3).map(Source::new).collect();
+    sources[0].level = Some(15);
+    sources[1].level = Some(15);
+    sources[2].level = Some(127);
+    let mut mixer = mixer_with(&sources, start);
+    let mut received = Received::new();
+    run(
+        &mut mixer,
+        &mut sources,
+        start,
+        Duration::from_millis(1000),
+        &mut received,
+        &[],
+    );
+    let (_, pcm, _) = &received.audio[&sources[0].audio_out()];
+    let last = &pcm[pcm.len() - 48_000 / 2..];
+    let heard = goertzel_db(last, TONES[1]);
+    let quiet = goertzel_db(last, TONES[2]);
+    assert!(
+        heard - quiet >= 30.0,
+        "the quiet input was mixed: {quiet:.1} dB against {heard:.1}"
+    );
+    let stats = mixer.stats();
+    // 50 ticks, the first buffering.
+    assert!(stats.audio_decodes_skipped >= 45, "{stats:?}");
 }
 
 #[test]

@@ -61,6 +61,9 @@ pub struct Rewrite {
     payload_type: u8,
     mid: String,
     mid_ext: Option<u8>,
+    /// Where forwarded audio packets carry the producer's RFC 6464 level, when the subscriber
+    /// takes it (see `ConsumerSpec::audio_level_ext`).
+    audio_level_ext: Option<u8>,
     codec: Codec,
     /// Added to the producer's sequence numbers and timestamps. Random at first, so a
     /// subscriber cannot infer how long the stream ran before it joined (RFC 3550 §5.1).
@@ -88,6 +91,15 @@ pub struct Rewrite {
     temporal: Option<Box<Temporal>>,
 }
 
+/// What the router reads once from a producer's packet for all of its consumers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Read<'a> {
+    /// VP8: the picture id, TL0PICIDX and temporal layer.
+    pub vp8: Option<&'a rtp::Vp8Fields>,
+    /// Audio: the value of its RFC 6464 level extension.
+    pub level: Option<&'a [u8]>,
+}
+
 /// A producer's RED (RFC 2198): its RED payload type and the inner (Opus) one.
 #[derive(Debug, Clone, Copy)]
 struct RedMap {
@@ -111,6 +123,7 @@ impl Rewrite {
             payload_type: spec.payload_type,
             mid: spec.mid.clone(),
             mid_ext: spec.mid_ext,
+            audio_level_ext: spec.audio_level_ext,
             codec,
             seq_offset: rng.random(),
             ts_offset: rng.random(),
@@ -236,7 +249,7 @@ impl Rewrite {
         out: &mut [u8],
         now: Instant,
         twcc: Option<(u8, u16)>,
-        vp8: Option<&rtp::Vp8Fields>,
+        read: Read<'_>,
     ) -> Option<usize> {
         let seq = match self.temporal.as_mut() {
             Some(t) => t.seq.forward(header.sequence)?,
@@ -249,9 +262,19 @@ impl Rewrite {
         {
             return None;
         }
-        let fields = vp8.filter(|_| self.codec == Codec::Vp8);
+        let fields = read.vp8.filter(|_| self.codec == Codec::Vp8);
         let picture = self.picture_shift(fields, true)?;
-        let len = self.write_with(header, packet, out, seq, header.marker, None, twcc, picture)?;
+        let level = self.audio_level_ext.zip(read.level);
+        let len = self.write_with(
+            header,
+            packet,
+            out,
+            seq,
+            header.marker,
+            level,
+            twcc,
+            picture,
+        )?;
         if self
             .last
             .is_none_or(|(last, ..)| seq.wrapping_sub(last) < 0x8000)
@@ -360,13 +383,13 @@ impl Rewrite {
         out: &mut [u8],
         seq: u16,
         marker: bool,
-        dd: Option<(u8, &[u8])>,
+        extra: Option<(u8, &[u8])>,
         twcc: Option<(u8, u16)>,
         picture: u16,
     ) -> Option<usize> {
         let red = self.red.filter(|r| r.producer_red == header.payload_type);
         if let Some(r) = red {
-            return self.write_red(header, packet, out, seq, twcc, r);
+            return self.write_red(header, packet, out, seq, twcc, extra, r);
         }
         let fields = HeaderFields {
             marker,
@@ -375,7 +398,7 @@ impl Rewrite {
             timestamp: self.timestamp(header.timestamp),
             ssrc: self.ssrc.0,
         };
-        let header_len = self.write_header(out, &fields, twcc, dd)?;
+        let header_len = self.write_header(out, &fields, twcc, extra)?;
         // Payload and padding go through unchanged; the padding bit must then be set again.
         let body = packet.get(header.payload_offset..)?;
         if header.payload_end < packet.len() {
@@ -394,6 +417,7 @@ impl Rewrite {
     /// Writes a RED packet of the producer: as RED with our payload types for a subscriber
     /// that negotiated it, else its primary block as a plain packet (RFC 2198 §3). Padding is
     /// dropped. `None` for a malformed RED payload.
+    #[allow(clippy::too_many_arguments)]
     fn write_red(
         &self,
         header: &rtp::Header,
@@ -401,6 +425,7 @@ impl Rewrite {
         out: &mut [u8],
         seq: u16,
         twcc: Option<(u8, u16)>,
+        extra: Option<(u8, &[u8])>,
         red: RedMap,
     ) -> Option<usize> {
         let payload = packet.get(header.payload_offset..header.payload_end)?;
@@ -421,7 +446,7 @@ impl Rewrite {
             timestamp: self.timestamp(header.timestamp),
             ssrc: self.ssrc.0,
         };
-        let header_len = self.write_header(out, &fields, twcc, None)?;
+        let header_len = self.write_header(out, &fields, twcc, extra)?;
         let end = header_len.checked_add(body.len())?;
         let written = out.get_mut(header_len..end)?;
         written.copy_from_slice(body);
@@ -503,14 +528,15 @@ impl Rewrite {
     }
 
     /// Writes the header with our extensions: the MID, the transport-wide sequence number
-    /// `twcc` (extension id, number) when the subscriber sends transport-cc feedback, and an
-    /// SVC packet's dependency descriptor `dd` (extension id, bytes).
+    /// `twcc` (extension id, number) when the subscriber sends transport-cc feedback, and
+    /// `extra` (extension id, bytes): an SVC packet's dependency descriptor, or an audio
+    /// packet's level.
     fn write_header(
         &self,
         out: &mut [u8],
         fields: &HeaderFields,
         twcc: Option<(u8, u16)>,
-        dd: Option<(u8, &[u8])>,
+        extra: Option<(u8, &[u8])>,
     ) -> Option<usize> {
         let twcc = twcc.map(|(id, n)| (id, n.to_be_bytes()));
         let mut extensions: [(u8, &[u8]); 3] = [(0, &[]); 3];
@@ -520,7 +546,7 @@ impl Rewrite {
             .map(|id| (id, self.mid.as_bytes()))
             .into_iter()
             .chain(twcc.as_ref().map(|(id, n)| (*id, &n[..])))
-            .chain(dd.filter(|(_, v)| !v.is_empty()))
+            .chain(extra.filter(|(_, v)| !v.is_empty()))
         {
             if let Some(slot) = extensions.get_mut(count) {
                 *slot = (id, value);
@@ -569,6 +595,7 @@ mod tests {
             fir: true,
             twcc_ext: None,
             dd_ext: None,
+            audio_level_ext: None,
             rtx: None,
             red: None,
         }
@@ -576,7 +603,11 @@ mod tests {
 
     #[test]
     fn rewrite_keeps_payload_and_padding_and_maps_sequence_numbers_back() {
-        let mut rewrite = Rewrite::new(&spec(), Codec::H264, &mut StdRng::seed_from_u64(1));
+        let spec = ConsumerSpec {
+            audio_level_ext: Some(6),
+            ..spec()
+        };
+        let mut rewrite = Rewrite::new(&spec, Codec::H264, &mut StdRng::seed_from_u64(1));
         let fields = HeaderFields {
             marker: true,
             payload_type: 96,
@@ -601,13 +632,17 @@ mod tests {
                 &mut out,
                 Instant::now(),
                 Some((5, 0x1234)),
-                None,
+                Read {
+                    vp8: None,
+                    level: Some(&[0x8a]),
+                },
             )
             .unwrap();
         let got = rtp::Header::parse(&out[..n]).unwrap();
         assert_eq!((got.ssrc, got.payload_type, got.marker), (0xBAD, 98, true));
         assert_eq!(&out[got.payload_offset..got.payload_end], b"hello");
         assert_eq!(got.extension_value(&out[..n], 3), Some(&b"4"[..]));
+        assert_eq!(got.extension_value(&out[..n], 6), Some(&[0x8a][..]));
         assert_eq!(got.extension_value(&out[..n], 2), None);
         assert_eq!(got.extension_value(&out[..n], 5), Some(&[0x12, 0x34][..]));
         assert_eq!(rewrite.producer_seq(got.sequence), Some(65535));
@@ -639,7 +674,14 @@ mod tests {
         let header = rtp::Header::parse(packet).unwrap();
         let mut out = [0u8; 64];
         let n = rewrite
-            .write(&header, packet, &mut out, Instant::now(), None, None)
+            .write(
+                &header,
+                packet,
+                &mut out,
+                Instant::now(),
+                None,
+                Read::default(),
+            )
             .unwrap();
         let ours = rtp::Header::parse(&out[..n]).unwrap().sequence;
 
@@ -725,7 +767,14 @@ mod tests {
         let mut rewrite = Rewrite::new(&with_red, Codec::Opus, &mut StdRng::seed_from_u64(1))
             .with_red(Some(63), 111);
         let n = rewrite
-            .write(&header, packet, &mut out, Instant::now(), None, None)
+            .write(
+                &header,
+                packet,
+                &mut out,
+                Instant::now(),
+                None,
+                Read::default(),
+            )
             .unwrap();
         let got = rtp::Header::parse(&out[..n]).unwrap();
         assert_eq!(got.payload_type, 100);
@@ -740,7 +789,14 @@ mod tests {
         let mut plain = Rewrite::new(&plain_spec, Codec::Opus, &mut StdRng::seed_from_u64(1))
             .with_red(Some(63), 111);
         let n = plain
-            .write(&header, packet, &mut out, Instant::now(), None, None)
+            .write(
+                &header,
+                packet,
+                &mut out,
+                Instant::now(),
+                None,
+                Read::default(),
+            )
             .unwrap();
         let got = rtp::Header::parse(&out[..n]).unwrap();
         assert_eq!(got.payload_type, 109);
@@ -750,7 +806,14 @@ mod tests {
         opus[1] = 111;
         let header = rtp::Header::parse(&opus).unwrap();
         let n = plain
-            .write(&header, &opus, &mut out, Instant::now(), None, None)
+            .write(
+                &header,
+                &opus,
+                &mut out,
+                Instant::now(),
+                None,
+                Read::default(),
+            )
             .unwrap();
         let got = rtp::Header::parse(&out[..n]).unwrap();
         assert_eq!(got.payload_type, 109);
@@ -761,7 +824,14 @@ mod tests {
         let header = rtp::Header::parse(&bad).unwrap();
         assert!(
             plain
-                .write(&header, &bad, &mut out, Instant::now(), None, None)
+                .write(
+                    &header,
+                    &bad,
+                    &mut out,
+                    Instant::now(),
+                    None,
+                    Read::default()
+                )
                 .is_none()
         );
     }

@@ -32,7 +32,7 @@ use slab::Slab;
 
 use bandwidth::{Bandwidth, Feedback};
 use consumer::Consumer;
-pub use consumer::Rewrite;
+pub use consumer::{Read, Rewrite};
 use producer::Producer;
 
 use crate::media::MediaKind;
@@ -482,10 +482,10 @@ impl Router {
         let Some(producer) = self.producers.get_mut(key) else {
             return;
         };
-        if let Some(level) = producer
+        let level = producer
             .audio_level_ext
-            .and_then(|id| header.extension_value(packet, id))
-        {
+            .and_then(|id| header.extension_value(packet, id));
+        if let Some(level) = level {
             // A malformed level is ignored; the packet is forwarded all the same.
             producer.activity.on_level(now, level);
         }
@@ -528,6 +528,10 @@ impl Router {
             return self.forward_svc(now, key, header, packet, out);
         }
         let payload_len = header.payload_end.saturating_sub(header.payload_offset) as u32;
+        let read = consumer::Read {
+            vp8: vp8.as_ref(),
+            level,
+        };
         for &c in &producer.consumers {
             let Some(consumer) = self.consumers.get_mut(c) else {
                 continue;
@@ -558,7 +562,7 @@ impl Router {
                 }
                 len = consumer
                     .rewrite
-                    .write(header, packet, buf, now, twcc, vp8.as_ref())?;
+                    .write(header, packet, buf, now, twcc, read)?;
                 Some(len)
             });
             if switched {
@@ -1411,6 +1415,7 @@ mod tests {
             fir: true,
             twcc_ext: None,
             dd_ext: None,
+            audio_level_ext: None,
             rtx: None,
             red: None,
         }

@@ -377,6 +377,7 @@ mod tests {
                     fir: true,
                     twcc_ext: None,
                     dd_ext: Some(SUB_DD),
+                    audio_level_ext: None,
                     rtx: None,
                     red: None,
                 };
