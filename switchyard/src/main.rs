@@ -474,7 +474,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Loadtest(args) => {
-            init_logging(log);
+            let _logging = init_logging(log);
             switchyard_loadtest::main(args)
         }
         Command::Doctor(args) => doctor::main(args),
@@ -486,7 +486,7 @@ fn main() -> ExitCode {
 
 /// Runs a server role with logging, turning its error into a message and exit status 1.
 fn run(log: LogFormat, role: &str, f: impl FnOnce() -> Result<(), Fatal>) -> ExitCode {
-    init_logging(log);
+    let _logging = init_logging(log);
     match f() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -497,19 +497,25 @@ fn run(log: LogFormat, role: &str, f: impl FnOnce() -> Result<(), Fatal>) -> Exi
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr through a thread of its own: the media workers and MCU threads log (a mixer
+/// started, a worker's warning), and a write to a slow pipe, terminal or disk must not stall
+/// their media. Should that thread fall behind by 128k lines, lines are dropped, not waited
+/// for. What is queued is written out when the returned guard drops, at exit.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => fmt.with_ansi(ansi).init(),
         // Fields flattened next to the message, so a shipper indexes `channel` directly.
         LogFormat::Json => fmt.json().flatten_event(true).init(),
     }
+    guard
 }
 
 fn token(args: TokenArgs) -> Result<String, Fatal> {
