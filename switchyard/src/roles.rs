@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     BadArgument, ConfigFile, DevArgs, Fatal, MediaArgs, TlsArgs, announced, control_runtime,
-    deployment_id, media_ports, mixer_config, open_store, page_address, shutdown_signal, shutdown_watch, stopped,
+    deployment_id, media_ports, mixer_config, open_store, page_address, shutdown_signal,
+    shutdown_watch, stopped,
 };
 
 /// Cluster traffic is accepted from these when INTERNAL:IPADDRESSES is not set: loopback and

@@ -29,7 +29,10 @@ impl Capacity {
     /// worker, MCU connections per MCU thread (the cores that mix; none: no MCU connections).
     pub fn of(deployment: Option<&Deployment>, workers: usize, mcu_threads: usize) -> Capacity {
         let (sfu, mcu) = deployment.map_or(
-            (DEFAULT_CONNECTIONS_PER_CORE, DEFAULT_MCU_CONNECTIONS_PER_CORE),
+            (
+                DEFAULT_CONNECTIONS_PER_CORE,
+                DEFAULT_MCU_CONNECTIONS_PER_CORE,
+            ),
             |d| {
                 (
                     d.sfu_connections_per_cpu_unsafe as usize,

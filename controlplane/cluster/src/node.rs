@@ -28,10 +28,9 @@ use switchyard_controlplane::session::AppState;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::api::{
-    self, EndRequest, Ended, HeartbeatReply, MixReply, MixRequest, PipeAddress,
-    PipeAddressRequest, PipeInReply, PipeInRequest, PipeOutReply, PipeOutRequest,
-    PreferencesRequest, PublishReply, PublishRequest, Relayed, SubscribeReply, SubscribeRequest,
-    ViewMixReply, ViewMixRequest,
+    self, EndRequest, Ended, HeartbeatReply, MixReply, MixRequest, PipeAddress, PipeAddressRequest,
+    PipeInReply, PipeInRequest, PipeOutReply, PipeOutRequest, PreferencesRequest, PublishReply,
+    PublishRequest, Relayed, SubscribeReply, SubscribeRequest, ViewMixReply, ViewMixRequest,
 };
 use crate::capacity::Capacity;
 use crate::registry::MediaServerRecord;
@@ -626,7 +625,13 @@ mod tests {
         }
         // This server has no MCU thread.
         let offer = crate::testing::mix_offer(false);
-        let (status, body) = post(&router, "127.0.0.1:1000", "/cluster/v1/mix", &request(&offer)).await;
+        let (status, body) = post(
+            &router,
+            "127.0.0.1:1000",
+            "/cluster/v1/mix",
+            &request(&offer),
+        )
+        .await;
         assert_eq!(
             (status, body.as_str()),
             (
@@ -636,7 +641,13 @@ mod tests {
         );
         assert!(!node.state.has_participant("c", "p"));
         node.drain();
-        let (status, _) = post(&router, "127.0.0.1:1000", "/cluster/v1/view-mix", &request(&offer)).await;
+        let (status, _) = post(
+            &router,
+            "127.0.0.1:1000",
+            "/cluster/v1/view-mix",
+            &request(&offer),
+        )
+        .await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         node.state.media.stop();
     }

@@ -66,7 +66,11 @@ pub async fn media_server(
         mcu_workers,
     };
     let (media, _events) = MediaServer::start(config).unwrap();
-    let state = AppState::new(media, Applications::default(), vec!["127.0.0.1".parse().unwrap()]);
+    let state = AppState::new(
+        media,
+        Applications::default(),
+        vec!["127.0.0.1".parse().unwrap()],
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let record = crate::registry::MediaServerRecord {
         id: id.into(),

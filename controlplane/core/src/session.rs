@@ -914,8 +914,14 @@ impl AppState {
             .channels
             .values()
             .map(|c| {
-                c.publications.values().filter(|p| p.mixed.is_some()).count()
-                    + c.subscriptions.values().filter(|s| s.mixed.is_some()).count()
+                c.publications
+                    .values()
+                    .filter(|p| p.mixed.is_some())
+                    .count()
+                    + c.subscriptions
+                        .values()
+                        .filter(|s| s.mixed.is_some())
+                        .count()
             })
             .sum()
     }

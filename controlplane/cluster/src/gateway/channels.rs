@@ -1059,7 +1059,10 @@ mod tests {
         let (bob, _) = g.join("c", "bob", None, b_tx, None).await.unwrap();
         let rules = Rules::for_mix(None).unwrap();
 
-        let (mix, answer) = g.mix("c", &bob, &crate::testing::mix_offer(false), &rules).await.unwrap();
+        let (mix, answer) = g
+            .mix("c", &bob, &crate::testing::mix_offer(false), &rules)
+            .await
+            .unwrap();
         assert_eq!(answer.matches("a=sendrecv").count(), 2, "{answer}");
         let entry = g.presence.publication("c", &mix).await.unwrap().unwrap();
         assert!(entry.mixed, "{entry:?}");
@@ -1086,7 +1089,10 @@ mod tests {
         // A WHEP viewer of the mix goes to the same server.
         let (s_tx, _s_rx) = mpsc::unbounded_channel();
         let (viewer, _) = g.join_session("c", "viewer", None, s_tx).await.unwrap();
-        let (view, answer) = g.view_mix("c", &viewer, &crate::testing::mix_offer(true)).await.unwrap();
+        let (view, answer) = g
+            .view_mix("c", &viewer, &crate::testing::mix_offer(true))
+            .await
+            .unwrap();
         assert_eq!(answer.matches("a=sendonly").count(), 2, "{answer}");
         let subscriptions = g.presence.subscriptions("c").await.unwrap();
         assert_eq!(
