@@ -1453,7 +1453,7 @@ fn public_ip_from_stun() {
         &[("ADMIN__APIKEY", ADMIN_KEY)],
     );
     // ms2 has no STUN setting of its own: it takes the deployment's from the gateway, and its
-    // capacity from the deployment's threshold.
+    // capacity from the deployment's thresholds (per worker, and per MCU thread).
     let deployment = r#"{"stunServers":["stun:127.0.0.1:3478"],"sfuConnectionsPerCpuSafe":10,"sfuConnectionsPerCpuUnsafe":20,"mcuConnectionsPerCpuSafe":1,"mcuConnectionsPerCpuUnsafe":2,"clusteringStrategy":"region"}"#;
     assert_eq!(admin_with("PUT", "/deployments/default", deployment).0, 200);
     std::thread::sleep(Duration::from_millis(2500)); // the gateway's next read of the store
@@ -1481,7 +1481,10 @@ fn public_ip_from_stun() {
         .expect("ms2");
     assert_eq!(record["publicIPAddress"], "127.0.0.1", "{record}");
     let log = std::fs::read_to_string(dir.join("ms2.log")).unwrap_or_default();
-    assert!(log.contains("capacity 20 transports"), "{log}");
+    assert!(
+        log.contains("capacity 20 transports and 2 MCU connections"),
+        "{log}"
+    );
 }
 
 /// HTTPS on 8443 (signalling and pages) and 9443 (admin API and console) with a certificate from

@@ -85,8 +85,9 @@ pub struct MediaServerArgs {
     /// This server's id in the registry [default: <hostname>-<cluster port>].
     #[arg(long, env = "SWITCHYARD_MEDIA_SERVER_ID")]
     id: Option<String>,
-    /// Transports (peer connections) this server takes before it reports itself over
-    /// capacity; placement then prefers other servers [default: 500 per worker].
+    /// SFU transports (peer connections) this server takes before it reports itself over
+    /// capacity; placement then prefers other servers. MCU connections count against the
+    /// deployment's MCU threshold on top [default: 500 per worker].
     #[arg(long, env = "SWITCHYARD_CAPACITY")]
     capacity: Option<usize>,
     /// STUN servers (host:port) to learn the public IP from, when EXTERNAL:PUBLICIPADDRESS is
