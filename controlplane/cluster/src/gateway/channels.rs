@@ -1046,7 +1046,7 @@ mod tests {
 
     /// Through a gateway, an MCU connection and a view of the mix are made on the media server
     /// (its mixer), recorded in presence (the connection as a mixed publication the channel
-    /// hears published), counted in the server's load against its MCU capacity, and ended on
+    /// hears published and an SFU participant subscribes to), counted in the server's load against its MCU capacity, and ended on
     /// the server by an unmix (`unpublish`) and by leaving.
     #[tokio::test]
     async fn mcu_connections_are_placed_recorded_counted_and_ended() {
@@ -1079,7 +1079,13 @@ mod tests {
             }
             m => panic!("{m:?}"),
         }
-        assert_eq!(node.state.mcu_connection_count(), 1);
+        // An SFU participant subscribes to it like to any publication.
+        let (_, answer) = g
+            .subscribe("c", &alice, &mix, &crate::testing::mix_offer(true))
+            .await
+            .unwrap();
+        assert_eq!(answer.matches("a=sendonly").count(), 2, "{answer}");
+        assert_eq!(node.state.mcu_connection_count(), 1, "an SFU subscription");
         let load = node.record();
         assert!(
             load.used_capacity >= 0.5 && !load.over_capacity,
@@ -1094,7 +1100,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(answer.matches("a=sendonly").count(), 2, "{answer}");
-        let subscriptions = g.presence.subscriptions("c").await.unwrap();
+        let subscriptions: Vec<_> = g
+            .presence
+            .subscriptions("c")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(_, s)| s.participant == viewer)
+            .collect();
         assert_eq!(
             subscriptions,
             vec![(
@@ -1133,7 +1146,6 @@ mod tests {
         assert!(g.presence.subscriptions("c").await.unwrap().is_empty());
         assert!(g.mixer_server("c").await.unwrap().is_none());
         assert!(!node.record().over_capacity);
-        let _ = alice;
         node.state.media.stop();
     }
 
