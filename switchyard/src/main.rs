@@ -34,7 +34,7 @@ use switchyard_store::{CachedStore, Health, Store};
 #[command(
     name = "switchyard",
     version,
-    about = "An open-source WebRTC media server (SFU)"
+    about = "An open-source WebRTC media server (SFU and MCU)"
 )]
 struct Cli {
     #[command(subcommand)]
