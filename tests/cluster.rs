@@ -2215,4 +2215,10 @@ async fn console() {
     let configs = admin("GET", "/applications/acme/channel-configs").1;
     assert_eq!(configs[0]["allowedCodecs"], serde_json::json!(["opus"]));
     assert_eq!(configs[0]["maxBitrateKbps"], 1500);
+    assert_eq!(
+        (&configs[0]["mcuLayout"], &configs[0]["mcuCanvasWidth"]),
+        (&"speaker".into(), &320.into()),
+        "{configs}"
+    );
+    assert_eq!(configs[0]["mcuFrameRate"], Value::Null, "{configs}");
 }

@@ -106,15 +106,17 @@ pub trait Channels: Send + Sync + 'static {
         }
     }
 
-    /// Answers a receive-only offer for the channel's mix (see [`crate::mix`]); returns (the
-    /// subscription's id, answer). Gateways do not place it yet.
+    /// Answers a receive-only offer for the channel's mix (see [`crate::mix`]) with the
+    /// canvas of `rules` should it start the mixer; returns (the subscription's id, answer).
+    /// Gateways do not place it yet.
     fn view_mix(
         &self,
         channel: &str,
         participant: &str,
         offer: &str,
+        rules: &Rules,
     ) -> impl Future<Output = Result<(String, String), Error>> + Send {
-        let _ = (channel, participant, offer);
+        let _ = (channel, participant, offer, rules);
         async {
             Err(Error::BadRequest(
                 "the mix plays from an all-in-one server for now, not through a gateway".into(),

@@ -253,14 +253,16 @@ async fn post<C: Channels>(
                 Err(e) => Err(e),
             }
         }
-        Kind::Mix => {
+        Kind::Mix | Kind::WhepMix => {
             let config = state.channel_config(&claims.application_id, channel);
             match Rules::for_mix(config.as_ref()) {
-                Ok(rules) => state.mix(channel, &participant, offer, &rules).await,
+                Ok(rules) if kind == Kind::Mix => {
+                    state.mix(channel, &participant, offer, &rules).await
+                }
+                Ok(rules) => state.view_mix(channel, &participant, offer, &rules).await,
                 Err(e) => Err(e),
             }
         }
-        Kind::WhepMix => state.view_mix(channel, &participant, offer).await,
         Kind::Whep => match pick(&others, &offered) {
             Some(publication) => state
                 .subscribe(channel, &participant, publication, offer)
