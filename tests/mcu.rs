@@ -29,8 +29,20 @@ fn mix(
         .collect();
     let viewer = server.token(channel, "viewer", &["--no-publish"]);
     let publishers = publishers.to_string();
-    let args = ["--seconds", "8", "--codec", codec, "--publishers", &publishers];
-    let out = aiortc(server, channel, &tokens, &[&args[..], &["--viewer", &viewer]].concat());
+    let args = [
+        "--seconds",
+        "8",
+        "--codec",
+        codec,
+        "--publishers",
+        &publishers,
+    ];
+    let out = aiortc(
+        server,
+        channel,
+        &tokens,
+        &[&args[..], &["--viewer", &viewer]].concat(),
+    );
     script_result(&out, "aiortc mix")
 }
 
@@ -209,7 +221,8 @@ fn a_channel_configuration_sets_its_mixers_canvas() {
     let r = admin("PUT", "/applications/acme/channel-configs", &odd);
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(
-        r.body.contains("mcuCanvasWidth must be an even number from 64 to 1920"),
+        r.body
+            .contains("mcuCanvasWidth must be an even number from 64 to 1920"),
         "{}",
         r.body
     );
@@ -279,6 +292,7 @@ fn a_channel_configuration_sets_its_mixers_canvas() {
             .unwrap_or_else(|| panic!("no progress line for second {t}:\n{stdout}"))
     };
     let recent = frames_at(seconds) - frames_at(seconds - 2);
+    println!("{recent} composites in the last 2 s; {result}");
     assert!(
         (4..=16).contains(&recent),
         "{recent} composites in 2 s at 5 fps:\n{stdout}"

@@ -343,17 +343,19 @@ function rotateForm(app) {
 
 /**
  * A configuration's MCU canvas, e.g. `speaker, 320×180, 10 fps`; what it leaves to the
- * deployment's MCU:* settings reads `deployment's`.
+ * deployment's MCU:* settings is named as the deployment's.
  */
 function canvasText(c) {
-  const or = (value, text) => value ?? h('span', { class: 'dim' }, text);
+  const deployment = (what) => h('span', { class: 'dim' }, `deployment's ${what}`);
   if (c.mcuLayout == null && c.mcuCanvasWidth == null && c.mcuCanvasHeight == null && c.mcuFrameRate == null) {
-    return h('span', { class: 'dim' }, "deployment's");
+    return deployment('canvas');
   }
+  const size = c.mcuCanvasWidth == null && c.mcuCanvasHeight == null
+    ? deployment('size')
+    : [c.mcuCanvasWidth ?? deployment('width'), '×', c.mcuCanvasHeight ?? deployment('height')];
   return [
-    or(c.mcuLayout, 'layout'), ', ',
-    or(c.mcuCanvasWidth, 'width'), '×', or(c.mcuCanvasHeight, 'height'), ', ',
-    or(c.mcuFrameRate, 'rate'), ' fps',
+    c.mcuLayout ?? deployment('layout'), ', ', size, ', ',
+    c.mcuFrameRate == null ? deployment('frame rate') : `${c.mcuFrameRate} fps`,
   ];
 }
 

@@ -435,8 +435,13 @@ impl AppState {
         let Some(mcu) = self.media.mcu() else {
             return Err(Error::BadRequest("this server runs no MCU".into()));
         };
-        mcu.create_mixer(place.mcu, place.router, place.worker, canvas.over(self.mixer))
-            .await?;
+        mcu.create_mixer(
+            place.mcu,
+            place.router,
+            place.worker,
+            canvas.over(self.mixer),
+        )
+        .await?;
         let existing: Vec<Vec<Track>> = {
             let mut rooms = self.rooms();
             let Some(ch) = rooms.channels.get_mut(channel) else {
