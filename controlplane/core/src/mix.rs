@@ -435,13 +435,9 @@ impl AppState {
         let Some(mcu) = self.media.mcu() else {
             return Err(Error::BadRequest("this server runs no MCU".into()));
         };
-        mcu.create_mixer(
-            place.mcu,
-            place.router,
-            place.worker,
-            canvas.over(self.mixer),
-        )
-        .await?;
+        let config = canvas.over(self.mixer);
+        mcu.create_mixer(place.mcu, place.router, place.worker, config)
+            .await?;
         let existing: Vec<Vec<Track>> = {
             let mut rooms = self.rooms();
             let Some(ch) = rooms.channels.get_mut(channel) else {
@@ -452,6 +448,7 @@ impl AppState {
             }
             ch.mixer = Some(ChannelMixer {
                 mcu: place.mcu,
+                canvas_height: config.height,
                 ..ChannelMixer::default()
             });
             ch.publications.values().map(|p| p.tracks.clone()).collect()
@@ -683,17 +680,18 @@ impl AppState {
         let Some(mcu) = self.media.mcu() else {
             return;
         };
-        let place = {
+        let (place, canvas_height) = {
             let rooms = self.rooms();
             let Some(ch) = rooms.channels.get(channel) else {
                 return;
             };
             let Some(m) = &ch.mixer else { return };
-            Place {
+            let place = Place {
                 mcu: m.mcu,
                 router: ch.router,
                 worker: ch.worker,
-            }
+            };
+            (place, m.canvas_height)
         };
         let audio_source = tracks
             .iter()
@@ -757,7 +755,7 @@ impl AppState {
                 // Of a simulcast publication, no layer taller than the canvas: a tile is
                 // never more.
                 let prefs = Preferences {
-                    max_height: u16::try_from(self.mixer.height).ok(),
+                    max_height: u16::try_from(canvas_height).ok(),
                     ..Preferences::default()
                 };
                 if let Err(e) = self.media.set_preferences(place.worker, transport, prefs) {
