@@ -11,6 +11,7 @@ use switchyard_tests::capture::{Capture, json_strings};
 use switchyard_tests::cluster::{
     Postgres, Process, Redis, SECRET, media_servers, signed, wait_for,
 };
+use switchyard_tests::mix;
 use switchyard_tests::server::temp_dir;
 use switchyard_tests::{
     binary, browser_dir, http, last_json, loadtest_report, netns, python, repo, script_result,
@@ -667,6 +668,64 @@ fn whip_and_whep_across_gateways() {
         "no one is left in the channel"
     );
     assert!(publications(&redis, "live").is_empty());
+}
+
+/// MCU through a gateway: one WHIP publisher and two MCU participants (`POST /mix/{channel}`,
+/// aiortc) in one channel, and a viewer of the mix (`POST /whep/{channel}/mix`), placed on the
+/// media server that holds the channel's mixer: each MCU participant's composite shows all
+/// three colours and it hears the others' tones but not its own; its connection is a mixed
+/// publication in presence; every `DELETE` through the gateway ends its session.
+#[test]
+fn mcu_through_a_gateway() {
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
+    let _m1 = registered_media_server(
+        &dir,
+        "m1",
+        GATEWAY_A,
+        "40000-40100",
+        &["--public-ip", "127.0.0.1", "--mcu-workers", "1"],
+        &[
+            ("REGION", "a"),
+            // The small canvas of tests/mcu.rs, which two cores encode for a few participants.
+            ("MCU__CANVASWIDTH", "320"),
+            ("MCU__CANVASHEIGHT", "180"),
+            ("MCU__FRAMERATE", "15"),
+        ],
+    );
+    let tokens: Vec<String> = (0..3)
+        .map(|i| token(&dir, "mixed", &format!("mixer{i}")))
+        .collect();
+    let viewer = token(&dir, "mixed", "viewer");
+    let base = format!("http://127.0.0.1:{GATEWAY_A}");
+    let aiortc =
+        std::thread::spawn(move || mix::run(&base, "mixed", &tokens, &viewer, 1, "VP8", 6));
+
+    let mixed = || {
+        redis
+            .cli(&["HGETALL", "switchyard:default:channel:mixed:publications"])
+            .lines()
+            .filter(|l| l.contains(r#""mixed":true"#) && l.contains(r#""server":"m1""#))
+            .count()
+    };
+    wait_for(
+        "both MCU connections as mixed publications on m1",
+        Duration::from_secs(30),
+        || mixed() == 2,
+    );
+    let result = aiortc.join().expect("the aiortc script");
+    mix::check(&result, 3);
+    println!("{result}");
+    assert_eq!(
+        redis
+            .cli(&["HLEN", "switchyard:default:channel:mixed:participants"])
+            .trim(),
+        "0",
+        "no one is left in the channel"
+    );
+    assert!(publications(&redis, "mixed").is_empty());
 }
 
 /// An HTTP request with curl from the source address `from`: (status, body).
@@ -1394,7 +1453,7 @@ fn public_ip_from_stun() {
         &[("ADMIN__APIKEY", ADMIN_KEY)],
     );
     // ms2 has no STUN setting of its own: it takes the deployment's from the gateway, and its
-    // capacity from the deployment's threshold.
+    // capacity from the deployment's thresholds (per worker, and per MCU thread).
     let deployment = r#"{"stunServers":["stun:127.0.0.1:3478"],"sfuConnectionsPerCpuSafe":10,"sfuConnectionsPerCpuUnsafe":20,"mcuConnectionsPerCpuSafe":1,"mcuConnectionsPerCpuUnsafe":2,"clusteringStrategy":"region"}"#;
     assert_eq!(admin_with("PUT", "/deployments/default", deployment).0, 200);
     std::thread::sleep(Duration::from_millis(2500)); // the gateway's next read of the store
@@ -1422,7 +1481,10 @@ fn public_ip_from_stun() {
         .expect("ms2");
     assert_eq!(record["publicIPAddress"], "127.0.0.1", "{record}");
     let log = std::fs::read_to_string(dir.join("ms2.log")).unwrap_or_default();
-    assert!(log.contains("capacity 20 transports"), "{log}");
+    assert!(
+        log.contains("capacity 20 transports and 2 MCU connections"),
+        "{log}"
+    );
 }
 
 /// HTTPS on 8443 (signalling and pages) and 9443 (admin API and console) with a certificate from

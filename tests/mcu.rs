@@ -5,6 +5,7 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use switchyard_tests::mix::check;
 use switchyard_tests::server::Server;
 use switchyard_tests::{http, netns, python, repo, run_pages, script_result};
 
@@ -28,94 +29,8 @@ fn mix(
         .map(|i| server.token(channel, &format!("mixer{i}"), &[]))
         .collect();
     let viewer = server.token(channel, "viewer", &["--no-publish"]);
-    let publishers = publishers.to_string();
-    let args = [
-        "--seconds",
-        "8",
-        "--codec",
-        codec,
-        "--publishers",
-        &publishers,
-    ];
-    let out = aiortc(
-        server,
-        channel,
-        &tokens,
-        &[&args[..], &["--viewer", &viewer]].concat(),
-    );
-    script_result(&out, "aiortc mix")
-}
-
-/// Runs tests/aiortc/mix.py on `channel` with one participant per token and `args`.
-fn aiortc(server: &Server, channel: &str, tokens: &[String], args: &[&str]) -> Output {
-    Command::new(python())
-        .arg(repo().join("tests/aiortc/mix.py"))
-        .arg(format!("http://127.0.0.1:{}", server.port))
-        .arg(channel)
-        .args(tokens)
-        .args(args)
-        .output()
-        .expect("run the aiortc script")
-}
-
-fn check(result: &serde_json::Value, participants: usize) {
-    assert_eq!(result["ok"], true, "{result:#}");
-    let people = result["participants"].as_array().expect("participants");
-    for (i, p) in people.iter().enumerate() {
-        if p["publisher"] == true {
-            continue;
-        }
-        assert!(
-            p["frames"].as_u64().unwrap_or(0) >= 30,
-            "participant {i} got too few composites: {result:#}"
-        );
-        assert_eq!(
-            p["size"],
-            serde_json::json!([320, 180]),
-            "participant {i}: {result:#}"
-        );
-        let colours = p["colours"].as_array().expect("colours");
-        for (j, seen) in colours.iter().enumerate().take(participants) {
-            assert_eq!(
-                seen, true,
-                "participant {i} does not see {j}'s colour: {result:#}"
-            );
-        }
-        let tones: Vec<f64> = p["tones_db"]
-            .as_array()
-            .expect("tones")
-            .iter()
-            .map(|t| t.as_f64().unwrap_or(f64::NAN))
-            .collect();
-        // The viewer (POST /whep/{channel}/mix) sends nothing and hears everyone.
-        let own = (p["viewer"] != true).then_some(i);
-        let others = tones.iter().enumerate().filter(|&(j, _)| Some(j) != own);
-        let weakest = others
-            .clone()
-            .map(|(_, &db)| db)
-            .fold(f64::INFINITY, f64::min);
-        for (j, &db) in others {
-            assert!(
-                db >= 20.0,
-                "participant {i} hears {j}'s tone only {db} dB above the floor: {result:#}"
-            );
-        }
-        // Absent: far under the others. What is left there is the coding noise of two Opus
-        // passes over the other tones (and, on a loaded machine, the aiortc client's own
-        // glitches), which lies above the median floor.
-        if let Some(own) = own.and_then(|i| tones.get(i)) {
-            assert!(
-                *own <= weakest - 12.0,
-                "participant {i} hears its own tone ({own} dB, the others from {weakest}): {result:#}"
-            );
-        }
-    }
-    assert!(
-        result["deletes"]
-            .as_array()
-            .is_some_and(|d| d.iter().all(|s| s == 200)),
-        "{result:#}"
-    );
+    let base = format!("http://127.0.0.1:{}", server.port);
+    switchyard_tests::mix::run(&base, channel, &tokens, &viewer, publishers, codec, 8)
 }
 
 #[test]
@@ -183,6 +98,19 @@ fn sfu_publishers_and_mcu_participants_share_a_channel() {
     let result = mix(&server, "shared", 4, 2, "H264");
     check(&result, 4);
     println!("{result}");
+}
+
+/// Runs tests/aiortc/mix.py on `channel` with one participant per token and `args`; its
+/// output, whose progress lines the caller reads as well as its result.
+fn aiortc(server: &Server, channel: &str, tokens: &[String], args: &[&str]) -> Output {
+    Command::new(python())
+        .arg(repo().join("tests/aiortc/mix.py"))
+        .arg(format!("http://127.0.0.1:{}", server.port))
+        .arg(channel)
+        .args(tokens)
+        .args(args)
+        .output()
+        .expect("run the aiortc script")
 }
 
 /// A channel configuration's own canvas, set through the all-in-one's admin API, is what its

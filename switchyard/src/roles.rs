@@ -7,6 +7,7 @@ use switchyard_cluster::signing::{self, ClusterSecret};
 
 use clap::Args;
 use switchyard_cluster::admin::{self, Admin, Administered};
+use switchyard_cluster::capacity::Capacity;
 use switchyard_cluster::gateway::{self, Gateway};
 use switchyard_cluster::listen::bind_with_fallback;
 use switchyard_cluster::node::{self, Node};
@@ -23,7 +24,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     BadArgument, ConfigFile, DevArgs, Fatal, MediaArgs, TlsArgs, announced, control_runtime,
-    deployment_id, media_ports, open_store, page_address, shutdown_signal, shutdown_watch, stopped,
+    deployment_id, media_ports, mixer_config, open_store, page_address, shutdown_signal,
+    shutdown_watch, stopped,
 };
 
 /// Cluster traffic is accepted from these when INTERNAL:IPADDRESSES is not set: loopback and
@@ -83,8 +85,9 @@ pub struct MediaServerArgs {
     /// This server's id in the registry [default: <hostname>-<cluster port>].
     #[arg(long, env = "SWITCHYARD_MEDIA_SERVER_ID")]
     id: Option<String>,
-    /// Transports (peer connections) this server takes before it reports itself over
-    /// capacity; placement then prefers other servers [default: 500 per worker].
+    /// SFU transports (peer connections) this server takes before it reports itself over
+    /// capacity; placement then prefers other servers. MCU connections count against the
+    /// deployment's MCU threshold on top [default: 500 per worker].
     #[arg(long, env = "SWITCHYARD_CAPACITY")]
     capacity: Option<usize>,
     /// STUN servers (host:port) to learn the public IP from, when EXTERNAL:PUBLICIPADDRESS is
@@ -294,10 +297,6 @@ fn cluster_address(config: &Config) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
-/// Transports per core before a media server calls itself over capacity, when no deployment
-/// says (sfuConnectionsPerCpuUnsafe); measured: one core forwards to 250 720p subscribers.
-const DEFAULT_CONNECTIONS_PER_CORE: usize = 500;
-
 /// The deployment `id` from the gateway at `base`, waiting (and saying so) while the gateway
 /// does not answer; `None` when the gateway has no such deployment.
 async fn fetch_deployment(
@@ -376,6 +375,7 @@ pub fn media_server(mut args: MediaServerArgs) -> Result<(), Fatal> {
         );
     }
     let deployment_id = deployment_id(&config).to_string();
+    let mixer = mixer_config(&config)?;
     let configured_public = args.media.public_ip.or_else(|| config.public_ip());
     let (media, mut events) = args.media.start(&config)?;
     let ports = media_ports(&media);
@@ -398,8 +398,13 @@ pub fn media_server(mut args: MediaServerArgs) -> Result<(), Fatal> {
         {
             stun_servers = d.stun_servers.clone();
         }
-        let per_core = deployment.as_ref().map_or(DEFAULT_CONNECTIONS_PER_CORE, |d| d.sfu_connections_per_cpu_unsafe as usize);
-        let capacity = args.capacity.unwrap_or(per_core * workers);
+        // The deployment's thresholds per core (SFU per media worker, MCU per MCU thread);
+        // --capacity sets the transports.
+        let mcu_threads = media.mcu().map_or(0, |m| m.threads());
+        let mut capacity = Capacity::of(deployment.as_ref(), workers, mcu_threads);
+        if let Some(transports) = args.capacity {
+            capacity.transports = transports;
+        }
         let public = match configured_public {
             Some(ip) => Some(ip),
             None if stun_servers.is_empty() => None,
@@ -444,6 +449,7 @@ pub fn media_server(mut args: MediaServerArgs) -> Result<(), Fatal> {
         };
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         let mut state = AppState::new(media, Applications::default(), announce.clone());
+        state.mixer = mixer;
         state.ended = Some(ended_tx);
         let (relay_tx, relay_rx) = mpsc::unbounded_channel();
         state.relay = Some(relay_tx);
@@ -465,12 +471,14 @@ pub fn media_server(mut args: MediaServerArgs) -> Result<(), Fatal> {
             api::PREFIX
         );
         tracing::info!(
-            "media: {} worker(s) on {} {:?} ({} backend), announcing {:?}, capacity {capacity} transports",
+            "media: {} worker(s) on {} {:?} ({} backend), announcing {:?}, capacity {} transports and {} MCU connections",
             ports.len(),
             if state.media.ice_tcp() { "UDP+TCP" } else { "UDP" },
             ports,
             backend.as_str(),
-            announce
+            announce,
+            capacity.transports,
+            capacity.mcu_connections
         );
         let events_state = state.clone();
         let events_task = tokio::spawn(async move {

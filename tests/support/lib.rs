@@ -6,6 +6,7 @@ pub mod capture;
 pub mod cluster;
 pub mod http;
 pub mod janus;
+pub mod mix;
 pub mod nat;
 pub mod netns;
 pub mod peer;

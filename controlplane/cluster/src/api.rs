@@ -1,7 +1,7 @@
 //! The cluster link's HTTP messages, JSON in camelCase.
 //!
 //! A media server serves
-//! `/cluster/v1/{publish,subscribe,unpublish,unsubscribe,preferences,leave,status}`
+//! `/cluster/v1/{publish,subscribe,mix,view-mix,unpublish,unsubscribe,preferences,leave,status}`
 //! to gateways; a gateway serves `/cluster/v1/media-servers` (heartbeats),
 //! `/cluster/v1/ended` (publications a media server ended) and `/cluster/v1/relay` (who
 //! speaks in a channel, which layers a publisher should send) to media servers. Channel names and
@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::signing::{self, ClusterSecret};
+use switchyard_controlplane::canvas::Canvas;
 use switchyard_controlplane::error::Error;
 use switchyard_controlplane::pipe::PipeTrack;
 use switchyard_controlplane::protocol::{LayerPreferences, ServerMessage, TrackInfo};
@@ -30,6 +31,9 @@ pub struct PublishRequest {
     /// The channel configuration's `maxBitrateKbps`; absent: no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bitrate_kbps: Option<u32>,
+    /// For a mix, the channel configuration's MCU canvas; absent: the media server's `MCU:*`.
+    #[serde(default)]
+    pub canvas: Canvas,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +60,28 @@ pub struct SubscribeReply {
     pub subscription: String,
     pub answer: String,
 }
+
+/// An MCU connection (`/mix`, see `switchyard_controlplane::mix`): asked for as a publication
+/// is, within the channel's rules for the mix, and answered as one, since it is the
+/// participant's publication too (its id is the connection's).
+pub type MixRequest = PublishRequest;
+pub type MixReply = PublishReply;
+
+/// A receive-only view of the channel's mix (`/view-mix`, for `POST /whep/{channel}/mix`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewMixRequest {
+    pub channel: String,
+    pub participant: String,
+    pub user: String,
+    pub offer: String,
+    /// The channel configuration's MCU canvas, should this start the mixer.
+    #[serde(default)]
+    pub canvas: Canvas,
+}
+
+/// The view is a subscription of the participant's (to the mix).
+pub type ViewMixReply = SubscribeReply;
 
 /// Ends one publication or subscription (`id`) of a participant, or, with neither, everything
 /// the participant has on the server (`leave`).

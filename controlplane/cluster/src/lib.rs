@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod capacity;
 pub mod gateway;
 pub mod listen;
 pub mod node;

@@ -28,10 +28,11 @@ use switchyard_controlplane::session::AppState;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::api::{
-    self, EndRequest, Ended, HeartbeatReply, PipeAddress, PipeAddressRequest, PipeInReply,
-    PipeInRequest, PipeOutReply, PipeOutRequest, PreferencesRequest, PublishReply, PublishRequest,
-    Relayed, SubscribeReply, SubscribeRequest,
+    self, EndRequest, Ended, HeartbeatReply, MixReply, MixRequest, PipeAddress, PipeAddressRequest,
+    PipeInReply, PipeInRequest, PipeOutReply, PipeOutRequest, PreferencesRequest, PublishReply,
+    PublishRequest, Relayed, SubscribeReply, SubscribeRequest, ViewMixReply, ViewMixRequest,
 };
+use crate::capacity::Capacity;
 use crate::registry::MediaServerRecord;
 
 /// How often a media server heartbeats; the gateway's TTL is a few of these.
@@ -42,8 +43,8 @@ pub struct Node {
     pub state: Arc<AppState>,
     /// The record as registered, less the live load (filled in by [`Node::record`]).
     base: MediaServerRecord,
-    /// Transports before the server calls itself over capacity.
-    capacity: usize,
+    /// Transports and MCU connections before the server calls itself over capacity.
+    capacity: Capacity,
     draining: AtomicBool,
     /// Wakes the heartbeat early when the load changed, so placement sees it soon.
     changed: Notify,
@@ -57,13 +58,13 @@ impl Node {
     pub fn new(
         state: Arc<AppState>,
         base: MediaServerRecord,
-        capacity: usize,
+        capacity: Capacity,
         internal: AllowList,
     ) -> Node {
         Node {
             state,
             base,
-            capacity: capacity.max(1),
+            capacity,
             draining: AtomicBool::new(false),
             changed: Notify::new(),
             internal,
@@ -86,13 +87,16 @@ impl Node {
         &self.base.id
     }
 
-    /// The record with the load as it is now.
+    /// The record with the load as it is now: its SFU transports and MCU connections against
+    /// their capacities (an MCU connection's own transport counts as MCU only).
     pub fn record(&self) -> MediaServerRecord {
         let transports = self.state.transport_count();
+        let mcu = self.state.mcu_connection_count();
+        let sfu = transports.saturating_sub(mcu);
         let mut r = self.base.clone();
         r.active = transports > 0;
-        r.used_capacity = transports as f64 / self.capacity as f64;
-        r.over_capacity = transports >= self.capacity;
+        r.used_capacity = self.capacity.used(sfu, mcu);
+        r.over_capacity = self.capacity.is_over(sfu, mcu);
         r.draining = self.draining.load(Ordering::Relaxed);
         r.checks = self.state.metrics.checks.list();
         r
@@ -133,6 +137,8 @@ pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route(&path("/publish"), post(publish))
         .route(&path("/subscribe"), post(subscribe))
+        .route(&path("/mix"), post(mix))
+        .route(&path("/view-mix"), post(view_mix))
         .route(&path("/unpublish"), post(unpublish))
         .route(&path("/unsubscribe"), post(unsubscribe))
         .route(&path("/preferences"), post(preferences))
@@ -204,6 +210,53 @@ async fn subscribe(
         .subscribe(&r.channel, &r.participant, &r.publication, &r.offer)
         .await
         .map(|(subscription, answer)| SubscribeReply {
+            subscription,
+            answer,
+        });
+    settle(&node, &r.channel, &r.participant, result)
+}
+
+/// An MCU connection on this server's mixer of the channel (started if it has none). It is a
+/// publication of the participant's here, so `unpublish` and `leave` end it.
+async fn mix(
+    State(node): State<Arc<Node>>,
+    Json(r): Json<MixRequest>,
+) -> Result<(StatusCode, Json<MixReply>), Error> {
+    refuse_new(&node)?;
+    node.state.join_as(&r.channel, &r.participant, &r.user);
+    let rules = Rules {
+        canvas: r.canvas,
+        ..Rules::from_link(&r.codecs, r.max_bitrate_kbps)
+    };
+    let result = node
+        .state
+        .mix(&r.channel, &r.participant, &r.offer, &rules)
+        .await
+        .map(|(publication, answer)| MixReply {
+            tracks: node.state.publication_tracks(&r.channel, &publication),
+            publication,
+            answer,
+        });
+    settle(&node, &r.channel, &r.participant, result)
+}
+
+/// A receive-only view of the channel's mix here; a subscription of the participant's, so
+/// `unsubscribe` and `leave` end it.
+async fn view_mix(
+    State(node): State<Arc<Node>>,
+    Json(r): Json<ViewMixRequest>,
+) -> Result<(StatusCode, Json<ViewMixReply>), Error> {
+    refuse_new(&node)?;
+    node.state.join_as(&r.channel, &r.participant, &r.user);
+    let rules = Rules {
+        canvas: r.canvas,
+        ..Rules::from_link(&[], None)
+    };
+    let result = node
+        .state
+        .view_mix(&r.channel, &r.participant, &r.offer, &rules)
+        .await
+        .map(|(subscription, answer)| ViewMixReply {
             subscription,
             answer,
         });
@@ -498,7 +551,11 @@ mod tests {
             checks: Vec::new(),
         };
         let allow = AllowList::parse("127.0.0.1").unwrap();
-        Arc::new(Node::new(Arc::new(state), record, 10, allow))
+        let capacity = Capacity {
+            transports: 10,
+            mcu_connections: 2,
+        };
+        Arc::new(Node::new(Arc::new(state), record, capacity, allow))
     }
 
     /// A JSON POST to the internal API from `from`.
@@ -555,6 +612,50 @@ mod tests {
             )
         );
         assert!(node.record().draining);
+        node.state.media.stop();
+    }
+
+    /// A refused MCU connection or view of the mix says why and leaves nothing behind.
+    #[tokio::test]
+    async fn a_refused_mix_says_why_and_leaves_nothing() {
+        let node = node();
+        let router = router(node.clone());
+        let request = |offer: &str| {
+            serde_json::json!({"channel": "c", "participant": "p", "user": "u", "offer": offer})
+                .to_string()
+        };
+        for path in ["/cluster/v1/mix", "/cluster/v1/view-mix"] {
+            let (status, body) = post(&router, "127.0.0.1:1000", path, &request("nonsense")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+            assert!(body.starts_with(r#"{"error":"bad offer: "#), "{body}");
+            assert!(!node.state.has_participant("c", "p"), "{path}");
+        }
+        // This server has no MCU thread.
+        let offer = crate::testing::mix_offer(false);
+        let (status, body) = post(
+            &router,
+            "127.0.0.1:1000",
+            "/cluster/v1/mix",
+            &request(&offer),
+        )
+        .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"this server runs no MCU (MCU:WORKERS is 0)"}"#
+            )
+        );
+        assert!(!node.state.has_participant("c", "p"));
+        node.drain();
+        let (status, _) = post(
+            &router,
+            "127.0.0.1:1000",
+            "/cluster/v1/view-mix",
+            &request(&offer),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         node.state.media.stop();
     }
 }

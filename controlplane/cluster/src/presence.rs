@@ -49,6 +49,10 @@ pub struct PublicationEntry {
     pub participant: String,
     pub server: String,
     pub tracks: Vec<TrackInfo>,
+    /// An MCU connection (its publication is what the participant sends into the mix): its
+    /// server holds the channel's mixer. Absent, and false, for SFU publications.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mixed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -669,6 +673,7 @@ mod tests {
             participant: "p1".into(),
             server: "ms1".into(),
             tracks: vec![],
+            mixed: false,
         };
         p.add_publication("c", "pub1", &publication).await.unwrap();
         assert_eq!(p.publication("c", "pub1").await.unwrap(), Some(publication));
@@ -716,5 +721,25 @@ mod tests {
         assert_eq!(p.remove_participant("c", "p1", "g1").await.unwrap(), None);
         assert!(p.participants("c").await.unwrap().is_empty());
         assert!(p.channels().await.unwrap().is_empty());
+    }
+
+    /// Entries written before MCU connections were recorded read as SFU publications, and an
+    /// SFU publication is written as it was.
+    #[test]
+    fn a_publication_is_mixed_only_when_it_says_so() {
+        let old = r#"{"participant":"p1","server":"ms1","tracks":[]}"#;
+        let entry: PublicationEntry = serde_json::from_str(old).unwrap();
+        assert!(!entry.mixed);
+        assert_eq!(serde_json::to_string(&entry).unwrap(), old);
+        let mixed = PublicationEntry {
+            mixed: true,
+            ..entry
+        };
+        let json = serde_json::to_string(&mixed).unwrap();
+        assert!(json.ends_with(r#""mixed":true}"#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<PublicationEntry>(&json).unwrap(),
+            mixed
+        );
     }
 }

@@ -2,16 +2,44 @@
 //! `mcuCanvasHeight`, `mcuFrameRate`) over the deployment's `MCU:*` settings, so that one
 //! server mixes a lecture hall's 1080p speaker view and a phone call's small grid side by side.
 
+use serde::{Deserialize, Serialize};
 use switchyard_dataplane::mcu::{Layout, MixerConfig};
 use switchyard_store::ChannelConfig;
 
 /// A channel configuration's own canvas settings; each one it leaves out is the deployment's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A gateway sends them to the media server that mixes (camelCase JSON, the layout by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Canvas {
+    #[serde(default, with = "layout_name")]
     pub layout: Option<Layout>,
+    #[serde(default)]
     pub width: Option<u32>,
+    #[serde(default)]
     pub height: Option<u32>,
+    #[serde(default)]
     pub fps: Option<u32>,
+}
+
+/// A layout as its name (`grid`, `speaker`), which the codec crate's `Layout` parses and
+/// prints; an unknown name is refused.
+mod layout_name {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use switchyard_dataplane::mcu::Layout;
+
+    pub fn serialize<S: Serializer>(layout: &Option<Layout>, s: S) -> Result<S::Ok, S::Error> {
+        match layout {
+            Some(l) => s.collect_str(l),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Layout>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|name| name.parse().map_err(D::Error::custom))
+            .transpose()
+    }
 }
 
 impl Canvas {
@@ -100,5 +128,22 @@ mod tests {
             ..config()
         };
         assert_eq!(Canvas::of(&unknown).over(base).layout, Layout::Grid);
+    }
+
+    /// As the cluster link carries it: the layout by name, what is left out absent.
+    #[test]
+    fn json_round_trip() {
+        let canvas = Canvas {
+            layout: Some(Layout::Speaker),
+            width: Some(320),
+            height: None,
+            fps: Some(10),
+        };
+        let json = serde_json::to_value(canvas).unwrap();
+        assert_eq!(json["layout"], "speaker");
+        assert_eq!(serde_json::from_value::<Canvas>(json).unwrap(), canvas);
+        let empty: Canvas = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, Canvas::default());
+        assert!(serde_json::from_str::<Canvas>(r#"{"layout":"mosaic"}"#).is_err());
     }
 }

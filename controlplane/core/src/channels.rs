@@ -16,6 +16,9 @@ use crate::rules::Rules;
 use crate::sync_limits::SyncLimits;
 use crate::token::Applications;
 
+/// What a view of the channel's mix subscribes to, in place of a publication id.
+pub use crate::rooms::MIX_VIEW;
+
 /// A participant's id and everyone already in the channel, as `join` returns them.
 pub type Joined = (String, Vec<ParticipantInfo>);
 
@@ -90,39 +93,26 @@ pub trait Channels: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(String, String), Error>> + Send;
 
     /// Answers an MCU connection's sendrecv offer within `rules` (see [`crate::mix`]);
-    /// returns (its id, answer). Gateways do not place MCU connections yet.
+    /// returns (its id, answer). The connection is the participant's publication too: its id
+    /// is the publication's, `unpublish` ends it, and the channel hears it published.
     fn mix(
         &self,
         channel: &str,
         participant: &str,
         offer: &str,
         rules: &Rules,
-    ) -> impl Future<Output = Result<(String, String), Error>> + Send {
-        let _ = (channel, participant, offer, rules);
-        async {
-            Err(Error::BadRequest(
-                "MCU connections go to an all-in-one server for now, not through a gateway".into(),
-            ))
-        }
-    }
+    ) -> impl Future<Output = Result<(String, String), Error>> + Send;
 
     /// Answers a receive-only offer for the channel's mix (see [`crate::mix`]) with the
     /// canvas of `rules` should it start the mixer; returns (the subscription's id, answer).
-    /// Gateways do not place it yet.
+    /// It is a subscription of the participant's to [`MIX_VIEW`]: `unsubscribe` ends it.
     fn view_mix(
         &self,
         channel: &str,
         participant: &str,
         offer: &str,
         rules: &Rules,
-    ) -> impl Future<Output = Result<(String, String), Error>> + Send {
-        let _ = (channel, participant, offer, rules);
-        async {
-            Err(Error::BadRequest(
-                "the mix plays from an all-in-one server for now, not through a gateway".into(),
-            ))
-        }
-    }
+    ) -> impl Future<Output = Result<(String, String), Error>> + Send;
 
     /// Answers a subscribe offer for `publication`; returns (subscription id, answer).
     fn subscribe(

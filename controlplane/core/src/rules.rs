@@ -81,7 +81,8 @@ impl Rules {
     }
 
     /// Rules from codec names (unknown names are ignored; none at all means every codec) and
-    /// the cap, as the cluster link carries them (no canvas: the link places no mixer yet).
+    /// the cap, as the cluster link carries them (the canvas, which only a mix needs, travels
+    /// beside them).
     pub fn from_link(names: &[String], max_bitrate_kbps: Option<u32>) -> Rules {
         let codecs: Vec<Codec> = names.iter().filter_map(|n| Codec::from_name(n)).collect();
         Rules {

@@ -907,6 +907,25 @@ impl AppState {
         self.rooms().transports.len()
     }
 
+    /// Live MCU connections (mixed connections and views of the mix), for a media server's
+    /// load: they cost far more than a transport (see `switchyard_cluster::capacity`).
+    pub fn mcu_connection_count(&self) -> usize {
+        self.rooms()
+            .channels
+            .values()
+            .map(|c| {
+                c.publications
+                    .values()
+                    .filter(|p| p.mixed.is_some())
+                    .count()
+                    + c.subscriptions
+                        .values()
+                        .filter(|s| s.mixed.is_some())
+                        .count()
+            })
+            .sum()
+    }
+
     /// The tracks of a publication (empty if it is gone).
     pub fn publication_tracks(&self, channel: &str, publication: &str) -> Vec<TrackInfo> {
         self.rooms()

@@ -24,7 +24,7 @@ use switchyard_dataplane::sdp::Offer;
 use tokio::sync::mpsc;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::channels::Channels;
+use crate::channels::{Channels, MIX_VIEW};
 use crate::error::Error;
 use crate::ice_servers::{IceServer, link_headers};
 use crate::protocol::{ParticipantInfo, ServerMessage};
@@ -259,7 +259,12 @@ async fn post<C: Channels>(
                 Ok(rules) if kind == Kind::Mix => {
                     state.mix(channel, &participant, offer, &rules).await
                 }
-                Ok(rules) => state.view_mix(channel, &participant, offer, &rules).await,
+                // What it plays is the mix, whose media server going away ends it
+                // (`Resubscribe`).
+                Ok(rules) => state
+                    .view_mix(channel, &participant, offer, &rules)
+                    .await
+                    .map(|(_, answer)| (MIX_VIEW.to_string(), answer)),
                 Err(e) => Err(e),
             }
         }
@@ -273,7 +278,8 @@ async fn post<C: Channels>(
             ))),
         },
     };
-    // For WHIP the publication made (for a mix, its connection); for WHEP the one played.
+    // For WHIP the publication made (for a mix, its connection); for WHEP the one played
+    // (for the mix, [`MIX_VIEW`]).
     let (media, sdp) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -512,6 +518,8 @@ mod tests {
         };
         assert!(ends(&resubscribe("pub1"), "pub1").is_some());
         assert_eq!(ends(&resubscribe("pub2"), "pub1"), None);
+        // A view of the mix: its media server went away.
+        assert!(ends(&resubscribe(MIX_VIEW), MIX_VIEW).is_some());
         let joined = ServerMessage::ParticipantJoined {
             participant: "p2".into(),
             user: "u".into(),

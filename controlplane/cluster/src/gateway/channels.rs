@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
-use switchyard_controlplane::channels::{Channels, Joined};
+use switchyard_controlplane::canvas::Canvas;
+use switchyard_controlplane::channels::{Channels, Joined, MIX_VIEW};
 use switchyard_controlplane::error::Error;
 use switchyard_controlplane::metrics::Metrics;
 use switchyard_controlplane::protocol::{
@@ -22,12 +23,13 @@ use super::Gateway;
 use super::clients::Client;
 use super::media_client::{CallError, ending};
 use crate::api::{
-    PreferencesRequest, PublishReply, PublishRequest, SubscribeReply, SubscribeRequest,
+    MixReply, MixRequest, PreferencesRequest, PublishReply, PublishRequest, SubscribeReply,
+    SubscribeRequest, ViewMixReply, ViewMixRequest,
 };
 use crate::presence::{
     ChannelEvent, ParticipantEntry, PresenceError, PublicationEntry, SubscriptionEntry,
 };
-use crate::registry::MediaServerRegistry;
+use crate::registry::{MediaServerRecord, MediaServerRegistry};
 
 impl Channels for Gateway {
     fn applications(&self) -> &Applications {
@@ -165,6 +167,7 @@ impl Channels for Gateway {
             offer: offer.to_string(),
             codecs: rules.codec_names(),
             max_bitrate_kbps: rules.max_bitrate_kbps,
+            canvas: Canvas::default(),
         };
         // A server that does not answer (killed, its record not yet expired) is skipped once.
         let mut avoid = Vec::new();
@@ -189,55 +192,59 @@ impl Channels for Gateway {
                 Err(e) => return Err(e.into()),
             }
         };
-        let entry = PublicationEntry {
+        self.published(channel, participant, server, reply, false)
+            .await
+    }
+
+    /// An MCU connection goes to the media server that holds the channel's mixer (see
+    /// [`Gateway::mixer_server`]) and is recorded as the participant's publication there,
+    /// `mixed`: SFU participants hear it published and may subscribe to it like to any.
+    async fn mix(
+        &self,
+        channel: &str,
+        participant: &str,
+        offer: &str,
+        rules: &Rules,
+    ) -> Result<(String, String), Error> {
+        let user = self.user_of(channel, participant)?;
+        let request = MixRequest {
+            channel: channel.to_string(),
             participant: participant.to_string(),
-            server: server.id.clone(),
-            tracks: reply.tracks.clone(),
+            user,
+            offer: offer.to_string(),
+            codecs: rules.codec_names(),
+            max_bitrate_kbps: rules.max_bitrate_kbps,
+            canvas: rules.canvas,
         };
-        let recorded = self
-            .presence
-            .add_publication(channel, &reply.publication, &entry)
-            .await;
-        let still_here = self
-            .clients
-            .with(channel, participant, |c| {
-                c.publications
-                    .insert(reply.publication.clone(), server.id.clone());
-                c.home = Some(server.id.clone());
-            })
-            .is_some();
-        if let Err(e) = recorded {
-            self.media.end_on(
-                server,
-                "unpublish",
-                ending(channel, participant, Some(&reply.publication)),
-            );
-            return Err(e.into());
-        }
-        if !still_here {
-            self.media.end_on(
-                server,
-                "unpublish",
-                ending(channel, participant, Some(&reply.publication)),
-            );
-            let _ = self
-                .presence
-                .remove_publication(channel, &reply.publication)
-                .await;
-            return Err(Error::Gone(format!("{participant} left channel {channel}")));
-        }
-        tracing::info!(channel, participant, publication = %reply.publication, server = %server.id, region = %server.region, "published");
-        self.announce(
-            channel,
-            Some(participant),
-            ServerMessage::Published {
-                participant: participant.to_string(),
-                publication: reply.publication.clone(),
-                tracks: reply.tracks,
-            },
-        )
-        .await;
-        Ok((reply.publication, reply.answer))
+        let (server, reply) = self
+            .call_mixer::<MixReply>(channel, "mix", &request)
+            .await?;
+        self.published(channel, participant, server, reply, true)
+            .await
+    }
+
+    /// A view of the mix is made where the channel's mixer is, as an MCU connection is, and
+    /// recorded as a subscription of the participant's to [`MIX_VIEW`].
+    async fn view_mix(
+        &self,
+        channel: &str,
+        participant: &str,
+        offer: &str,
+        rules: &Rules,
+    ) -> Result<(String, String), Error> {
+        let user = self.user_of(channel, participant)?;
+        let request = ViewMixRequest {
+            channel: channel.to_string(),
+            participant: participant.to_string(),
+            user,
+            offer: offer.to_string(),
+            canvas: rules.canvas,
+        };
+        let (server, reply) = self
+            .call_mixer::<ViewMixReply>(channel, "view-mix", &request)
+            .await?;
+        self.subscribed(channel, participant, MIX_VIEW, server, reply)
+            .await
     }
 
     async fn subscribe(
@@ -247,10 +254,7 @@ impl Channels for Gateway {
         publication: &str,
         offer: &str,
     ) -> Result<(String, String), Error> {
-        let user = self
-            .clients
-            .with(channel, participant, |c| c.user.clone())
-            .ok_or_else(|| Error::NotFound(format!("{participant} is not in channel {channel}")))?;
+        let user = self.user_of(channel, participant)?;
         let entry = self
             .presence
             .publication(channel, publication)
@@ -289,37 +293,8 @@ impl Channels for Gateway {
             .ok_or_else(|| {
                 Error::Unavailable(format!("media server {} sent no answer", server.id))
             })?;
-        let still_here = self
-            .clients
-            .with(channel, participant, |c| {
-                c.subscriptions.insert(
-                    reply.subscription.clone(),
-                    (server.id.clone(), publication.to_string()),
-                );
-            })
-            .is_some();
-        if !still_here {
-            self.media.end_on(
-                server,
-                "unsubscribe",
-                ending(channel, participant, Some(&reply.subscription)),
-            );
-            return Err(Error::Gone(format!("{participant} left channel {channel}")));
-        }
-        let entry = SubscriptionEntry {
-            participant: participant.to_string(),
-            publication: publication.to_string(),
-            server: server.id.clone(),
-        };
-        if let Err(e) = self
-            .presence
-            .add_subscription(channel, &reply.subscription, &entry)
+        self.subscribed(channel, participant, publication, server, reply)
             .await
-        {
-            tracing::warn!(channel, "cannot record the subscription in presence: {e}");
-        }
-        tracing::info!(channel, participant, publication, subscription = %reply.subscription, server = %server.id, "subscribed");
-        Ok((reply.subscription, reply.answer))
     }
 
     async fn unpublish(
@@ -469,6 +444,192 @@ fn cannot_receive(to: &str, message: &ServerMessage) -> Error {
 }
 
 impl Gateway {
+    /// The user of this gateway's client `participant`.
+    fn user_of(&self, channel: &str, participant: &str) -> Result<String, Error> {
+        self.clients
+            .with(channel, participant, |c| c.user.clone())
+            .ok_or_else(|| Error::NotFound(format!("{participant} is not in channel {channel}")))
+    }
+
+    /// Records a publication (`mixed`: an MCU connection) a media server made, here and in
+    /// presence, and tells the channel; a participant that left meanwhile, or presence that
+    /// cannot record it, ends it there again. Returns (its id, the answer).
+    async fn published(
+        &self,
+        channel: &str,
+        participant: &str,
+        server: MediaServerRecord,
+        reply: PublishReply,
+        mixed: bool,
+    ) -> Result<(String, String), Error> {
+        let entry = PublicationEntry {
+            participant: participant.to_string(),
+            server: server.id.clone(),
+            tracks: reply.tracks.clone(),
+            mixed,
+        };
+        let recorded = self
+            .presence
+            .add_publication(channel, &reply.publication, &entry)
+            .await;
+        let still_here = self
+            .clients
+            .with(channel, participant, |c| {
+                c.publications
+                    .insert(reply.publication.clone(), server.id.clone());
+                c.home = Some(server.id.clone());
+            })
+            .is_some();
+        if let Err(e) = recorded {
+            self.media.end_on(
+                server,
+                "unpublish",
+                ending(channel, participant, Some(&reply.publication)),
+            );
+            return Err(e.into());
+        }
+        if !still_here {
+            self.media.end_on(
+                server,
+                "unpublish",
+                ending(channel, participant, Some(&reply.publication)),
+            );
+            let _ = self
+                .presence
+                .remove_publication(channel, &reply.publication)
+                .await;
+            return Err(Error::Gone(format!("{participant} left channel {channel}")));
+        }
+        tracing::info!(channel, participant, publication = %reply.publication, server = %server.id, region = %server.region, mixed, "published");
+        self.announce(
+            channel,
+            Some(participant),
+            ServerMessage::Published {
+                participant: participant.to_string(),
+                publication: reply.publication.clone(),
+                tracks: reply.tracks,
+            },
+        )
+        .await;
+        Ok((reply.publication, reply.answer))
+    }
+
+    /// Records a subscription to `publication` (or to [`MIX_VIEW`]) a media server made, here
+    /// and in presence; a participant that left meanwhile ends it there again. Returns (its
+    /// id, the answer).
+    async fn subscribed(
+        &self,
+        channel: &str,
+        participant: &str,
+        publication: &str,
+        server: MediaServerRecord,
+        reply: SubscribeReply,
+    ) -> Result<(String, String), Error> {
+        let still_here = self
+            .clients
+            .with(channel, participant, |c| {
+                c.subscriptions.insert(
+                    reply.subscription.clone(),
+                    (server.id.clone(), publication.to_string()),
+                );
+            })
+            .is_some();
+        if !still_here {
+            self.media.end_on(
+                server,
+                "unsubscribe",
+                ending(channel, participant, Some(&reply.subscription)),
+            );
+            return Err(Error::Gone(format!("{participant} left channel {channel}")));
+        }
+        let entry = SubscriptionEntry {
+            participant: participant.to_string(),
+            publication: publication.to_string(),
+            server: server.id.clone(),
+        };
+        if let Err(e) = self
+            .presence
+            .add_subscription(channel, &reply.subscription, &entry)
+            .await
+        {
+            tracing::warn!(channel, "cannot record the subscription in presence: {e}");
+        }
+        tracing::info!(channel, participant, publication, subscription = %reply.subscription, server = %server.id, "subscribed");
+        Ok((reply.subscription, reply.answer))
+    }
+
+    /// Calls `what` (`mix`, `view-mix`) on the media server for the channel's mix: the one
+    /// that holds its mixer, else the channel's server, placed as for a publication but
+    /// without the client's region claim (one mixer serves the whole channel, and it mixes
+    /// the SFU publications on its own server). While there is no mixer yet, a server that
+    /// does not answer is skipped once, as for `publish`.
+    async fn call_mixer<T: serde::de::DeserializeOwned>(
+        &self,
+        channel: &str,
+        what: &str,
+        request: &impl serde::Serialize,
+    ) -> Result<(MediaServerRecord, T), Error> {
+        let mixer = self.mixer_server(channel).await?;
+        let mut avoid = Vec::new();
+        loop {
+            let server = match &mixer {
+                Some(s) => s.clone(),
+                None => self.place(channel, None, &avoid).await?,
+            };
+            match self.media.call::<T>(&server, what, request).await {
+                Ok(Some(reply)) => return Ok((server, reply)),
+                Ok(None) => {
+                    return Err(Error::Unavailable(format!(
+                        "media server {} sent no answer",
+                        server.id
+                    )));
+                }
+                Err(CallError::Unreachable(m)) if mixer.is_none() && avoid.is_empty() => {
+                    tracing::warn!(channel, "{m}; trying another media server");
+                    avoid.push(server.id);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The live media server that holds the channel's mixer, as presence has it (where its
+    /// MCU connections and views of the mix are); `None` while there is none. One mixer
+    /// serves a channel, so a mixer on a draining or unavailable server refuses new MCU
+    /// connections rather than start a second mix elsewhere that would not show the first's
+    /// participants. A server that left the registry holds nothing: its connections are
+    /// being announced lost.
+    pub(super) async fn mixer_server(
+        &self,
+        channel: &str,
+    ) -> Result<Option<MediaServerRecord>, Error> {
+        let publications = self.presence.publications(channel).await?;
+        let subscriptions = self.presence.subscriptions(channel).await?;
+        let servers: BTreeSet<String> = publications
+            .into_iter()
+            .filter(|(_, p)| p.mixed)
+            .map(|(_, p)| p.server)
+            .chain(
+                subscriptions
+                    .into_iter()
+                    .filter(|(_, s)| s.publication == MIX_VIEW)
+                    .map(|(_, s)| s.server),
+            )
+            .collect();
+        for id in servers {
+            let Some(s) = self.registry.get(&id).await? else {
+                continue;
+            };
+            if s.draining || !s.available {
+                return Err(Error::Unavailable(format!(
+                    "the mix of channel {channel} runs on media server {id}, which takes no new connections (draining or unavailable)"
+                )));
+            }
+            return Ok(Some(s));
+        }
+        Ok(None)
+    }
+
     /// Clears the way for participant `id` to continue as this gateway's client (see
     /// `Channels::join`): whatever is left of it is removed as if it had left, on whichever
     /// gateway it was, and its old socket is told it was replaced. A participant whose gateway
@@ -652,7 +813,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::gateway::tests::gateway_sharing;
+    use crate::gateway::SERVER_TTL;
+    use crate::gateway::tests::{gateway, gateway_sharing, server};
     use crate::presence::Presence;
 
     /// The next signal in `rx`, skipping presence events.
@@ -860,5 +1022,184 @@ mod tests {
         assert!(g1.end_session("c", &other).await.unwrap());
         assert!(!g1.presence.has_participant("c", &other).await.unwrap());
         assert!(!g1.end_session("c", &other).await.unwrap());
+    }
+
+    /// The next message in `rx` that is not about someone joining.
+    async fn next_but_joins(rx: &mut mpsc::UnboundedReceiver<ServerMessage>) -> ServerMessage {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a message within 5 s")
+                .expect("the outbox is open");
+            if !matches!(m, ServerMessage::ParticipantJoined { .. }) {
+                return m;
+            }
+        }
+    }
+
+    /// Waits (at most 5 s) until `done` holds: what a gateway ends on a media server, it ends
+    /// in the background.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..250 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("not within 5 s: {what}");
+    }
+
+    /// Through a gateway, an MCU connection and a view of the mix are made on the media server
+    /// (its mixer), recorded in presence (the connection as a mixed publication the channel
+    /// hears published and an SFU participant subscribes to), counted in the server's load against its MCU capacity, and ended on
+    /// the server by an unmix (`unpublish`) and by leaving.
+    #[tokio::test]
+    async fn mcu_connections_are_placed_recorded_counted_and_ended() {
+        let (node, record) = crate::testing::media_server("ms1", 43000, 1).await;
+        let g = gateway("g1").await;
+        g.registry.heartbeat(&record, SERVER_TTL).await.unwrap();
+        let (a_tx, mut a_rx) = mpsc::unbounded_channel();
+        let (b_tx, _b_rx) = mpsc::unbounded_channel();
+        let (alice, _) = g.join("c", "alice", None, a_tx, None).await.unwrap();
+        let (bob, _) = g.join("c", "bob", None, b_tx, None).await.unwrap();
+        let rules = Rules::for_mix(None).unwrap();
+
+        let (mix, answer) = g
+            .mix("c", &bob, &crate::testing::mix_offer(false), &rules)
+            .await
+            .unwrap();
+        assert_eq!(answer.matches("a=sendrecv").count(), 2, "{answer}");
+        let entry = g.presence.publication("c", &mix).await.unwrap().unwrap();
+        assert!(entry.mixed, "{entry:?}");
+        assert_eq!((entry.server.as_str(), entry.tracks.len()), ("ms1", 2));
+        match next_but_joins(&mut a_rx).await {
+            ServerMessage::Published {
+                participant,
+                publication,
+                tracks,
+            } => {
+                assert_eq!((participant, publication), (bob.clone(), mix.clone()));
+                let kinds: Vec<&str> = tracks.iter().map(|t| t.kind.as_str()).collect();
+                assert_eq!(kinds, ["audio", "video"]);
+            }
+            m => panic!("{m:?}"),
+        }
+        // An SFU participant subscribes to it like to any publication.
+        let (_, answer) = g
+            .subscribe("c", &alice, &mix, &crate::testing::mix_offer(true))
+            .await
+            .unwrap();
+        assert_eq!(answer.matches("a=sendonly").count(), 2, "{answer}");
+        assert_eq!(node.state.mcu_connection_count(), 1, "an SFU subscription");
+        let load = node.record();
+        assert!(
+            load.used_capacity >= 0.5 && !load.over_capacity,
+            "one of two MCU connections: {load:?}"
+        );
+
+        // A WHEP viewer of the mix goes to the same server.
+        let (s_tx, _s_rx) = mpsc::unbounded_channel();
+        let (viewer, _) = g.join_session("c", "viewer", None, s_tx).await.unwrap();
+        let (view, answer) = g
+            .view_mix("c", &viewer, &crate::testing::mix_offer(true), &rules)
+            .await
+            .unwrap();
+        assert_eq!(answer.matches("a=sendonly").count(), 2, "{answer}");
+        let subscriptions: Vec<_> = g
+            .presence
+            .subscriptions("c")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(_, s)| s.participant == viewer)
+            .collect();
+        assert_eq!(
+            subscriptions,
+            vec![(
+                view.clone(),
+                SubscriptionEntry {
+                    participant: viewer.clone(),
+                    publication: MIX_VIEW.into(),
+                    server: "ms1".into(),
+                }
+            )]
+        );
+        assert_eq!(node.state.mcu_connection_count(), 2);
+        assert!(node.record().over_capacity, "two MCU connections fill it");
+        let mixer = g.mixer_server("c").await.unwrap();
+        assert_eq!(mixer.map(|s| s.id), Some("ms1".to_string()));
+
+        // An unmix ends the connection on the server; the channel hears it unpublished.
+        g.unpublish("c", &bob, &mix).await.unwrap();
+        assert_eq!(
+            next_but_joins(&mut a_rx).await,
+            ServerMessage::Unpublished {
+                participant: bob.clone(),
+                publication: mix.clone()
+            }
+        );
+        eventually("the MCU connection ends on the server", || {
+            node.state.mcu_connection_count() == 1
+        })
+        .await;
+        // Leaving ends the view.
+        g.leave("c", &viewer).await;
+        eventually("the view ends on the server", || {
+            node.state.mcu_connection_count() == 0 && !node.state.has_participant("c", &viewer)
+        })
+        .await;
+        assert!(g.presence.subscriptions("c").await.unwrap().is_empty());
+        assert!(g.mixer_server("c").await.unwrap().is_none());
+        assert!(!node.record().over_capacity);
+        node.state.media.stop();
+    }
+
+    /// An MCU connection goes to the server of the channel's mixer (here known from a view of
+    /// the mix), not to the channel's server, and is refused rather than start a second mixer
+    /// while that server drains.
+    #[tokio::test]
+    async fn a_mix_goes_where_the_channels_mixer_is() {
+        let g = gateway("g1").await;
+        for s in [server("a", "eu"), server("b", "eu")] {
+            g.registry.heartbeat(&s, SERVER_TTL).await.unwrap();
+        }
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (alice, _) = g.join("c", "alice", None, tx, None).await.unwrap();
+        assert_eq!(g.place("c", None, &[]).await.unwrap().id, "a");
+        assert!(g.mixer_server("c").await.unwrap().is_none());
+        let view = SubscriptionEntry {
+            participant: "p-g2-00000001".into(),
+            publication: MIX_VIEW.into(),
+            server: "b".into(),
+        };
+        g.presence
+            .add_subscription("c", "sub9", &view)
+            .await
+            .unwrap();
+        let mixer = g.mixer_server("c").await.unwrap();
+        assert_eq!(mixer.map(|s| s.id), Some("b".to_string()));
+
+        // Only b is called (it does not answer: no other server is tried).
+        let rules = Rules::for_mix(None).unwrap();
+        let e = g.mix("c", &alice, "v=0", &rules).await.unwrap_err();
+        assert!(
+            matches!(e, Error::Unavailable(_)) && e.to_string().starts_with("media server b:"),
+            "{e}"
+        );
+        let e = g.view_mix("c", &alice, "v=0", &rules).await.unwrap_err();
+        assert!(e.to_string().starts_with("media server b:"), "{e}");
+        assert!(g.presence.publications("c").await.unwrap().is_empty());
+
+        g.registry.set_draining("b", true).await.unwrap();
+        let e = g.mix("c", &alice, "v=0", &rules).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the mix of channel c runs on media server b, which takes no new connections (draining or unavailable)"
+        );
+        // A server that left holds no mixer.
+        g.registry.remove("b").await.unwrap();
+        assert!(g.mixer_server("c").await.unwrap().is_none());
+        let e = g.mix("c", "stranger", "v=0", &rules).await.unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
     }
 }

@@ -206,6 +206,7 @@ mod tests {
             participant: "p-old".into(),
             server: "ms1".into(),
             tracks: vec![],
+            mixed: false,
         };
         g.presence
             .add_publication("c", "pub-old", &publication)
@@ -246,6 +247,7 @@ mod tests {
                 participant: alice.clone(),
                 server: on.into(),
                 tracks: vec![],
+                mixed: false,
             };
             g.presence.add_publication("c", id, &entry).await.unwrap();
         }
