@@ -728,6 +728,65 @@ fn mcu_through_a_gateway() {
     assert!(publications(&redis, "mixed").is_empty());
 }
 
+/// A channel configuration's MCU canvas reaches the media server that mixes: the gateway reads
+/// it for the token's application and sends it with the MCU connection, and the composite is
+/// the channel's 192x108 rather than the media server's 320x180.
+#[test]
+fn mcu_canvas_through_a_gateway() {
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let admin_env = [
+        ("ADMIN__APIKEY", ADMIN_KEY),
+        ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+    ];
+    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &admin_env);
+    let _m1 = registered_media_server(
+        &dir,
+        "m1",
+        GATEWAY_A,
+        "40000-40100",
+        &["--public-ip", "127.0.0.1", "--mcu-workers", "1"],
+        &[
+            ("REGION", "a"),
+            ("MCU__CANVASWIDTH", "320"),
+            ("MCU__CANVASHEIGHT", "180"),
+            ("MCU__FRAMERATE", "15"),
+        ],
+    );
+    let secret = "canvas-secret-0123456789";
+    let body = format!(r#"{{"secrets":["{secret}"]}}"#);
+    assert_eq!(admin_with("PUT", "/applications/acme", &body).0, 200);
+    let config = r#"{"pattern":"small-*","position":0,"allowedCodecs":[],"sfuAllowed":true,"mcuAllowed":true,"mcuCanvasWidth":192,"mcuCanvasHeight":108}"#;
+    let (status, c) = admin_with("PUT", "/applications/acme/channel-configs", config);
+    assert_eq!(status, 200, "{c}");
+    let token = app_token("acme", secret, "small-1");
+    // Until the gateway reads the store again acme is unknown (401); then this offer is just
+    // malformed (400), and the configuration is known too.
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/sdp"),
+    ];
+    wait_for("acme's token accepted", Duration::from_secs(10), || {
+        http::request(GATEWAY_A, "POST", "/mix/small-1", &headers, "v=0\r\n")
+            .is_ok_and(|r| r.status != 401)
+    });
+    let out = Command::new(python())
+        .arg(repo().join("tests/aiortc/mix.py"))
+        .arg(format!("http://127.0.0.1:{GATEWAY_A}"))
+        .args(["small-1", &token, "--seconds", "3", "--codec", "VP8"])
+        .output()
+        .expect("run the aiortc script");
+    let result = script_result(&out, "aiortc mix");
+    assert_eq!(result["ok"], true, "{result:#}");
+    assert_eq!(
+        result["participants"][0]["size"],
+        serde_json::json!([192, 108]),
+        "{result:#}"
+    );
+}
+
 /// An HTTP request with curl from the source address `from`: (status, body).
 fn curl(
     from: &str,
@@ -2277,4 +2336,10 @@ async fn console() {
     let configs = admin("GET", "/applications/acme/channel-configs").1;
     assert_eq!(configs[0]["allowedCodecs"], serde_json::json!(["opus"]));
     assert_eq!(configs[0]["maxBitrateKbps"], 1500);
+    assert_eq!(
+        (&configs[0]["mcuLayout"], &configs[0]["mcuCanvasWidth"]),
+        (&"speaker".into(), &320.into()),
+        "{configs}"
+    );
+    assert_eq!(configs[0]["mcuFrameRate"], Value::Null, "{configs}");
 }

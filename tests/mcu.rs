@@ -2,9 +2,12 @@
 //! each sending a solid colour and a sine of its own, and check what the mixer sends back:
 //! every colour in the composite, the others' tones in the audio, their own tone absent.
 
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
 use switchyard_tests::mix::check;
 use switchyard_tests::server::Server;
-use switchyard_tests::{netns, run_pages};
+use switchyard_tests::{http, netns, python, repo, run_pages, script_result};
 
 /// A small canvas at 15 fps: what two cores encode for several participants in a test.
 const CANVAS: [(&str, &str); 3] = [
@@ -95,4 +98,140 @@ fn sfu_publishers_and_mcu_participants_share_a_channel() {
     let result = mix(&server, "shared", 4, 2, "H264");
     check(&result, 4);
     println!("{result}");
+}
+
+/// Runs tests/aiortc/mix.py on `channel` with one participant per token and `args`; its
+/// output, whose progress lines the caller reads as well as its result.
+fn aiortc(server: &Server, channel: &str, tokens: &[String], args: &[&str]) -> Output {
+    Command::new(python())
+        .arg(repo().join("tests/aiortc/mix.py"))
+        .arg(format!("http://127.0.0.1:{}", server.port))
+        .arg(channel)
+        .args(tokens)
+        .args(args)
+        .output()
+        .expect("run the aiortc script")
+}
+
+/// A channel configuration's own canvas, set through the all-in-one's admin API, is what its
+/// mixer draws (192x108 at 5 fps, speaker layout, where the deployment's is 320x180 at 15);
+/// a canvas the mixer cannot draw is refused with 400, and `mcuAllowed: false` refuses playing
+/// the mix as well as mixing.
+#[test]
+fn a_channel_configuration_sets_its_mixers_canvas() {
+    netns::enter();
+    let server = Server::start_with_env(
+        &[],
+        &[&CANVAS[..], &[("ADMIN__IPADDRESSES", "127.0.0.1/32")]].concat(),
+    );
+    let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
+    let admin = |method: &str, path: &str, body: &str| {
+        let headers = [
+            ("X-API-Key", key.trim()),
+            ("Content-Type", "application/json"),
+        ];
+        let path = format!("/admin/api/v1{path}");
+        http::request(9090, method, &path, &headers, body).unwrap()
+    };
+    let secret = "acme-secret-0123456789";
+    let r = admin(
+        "PUT",
+        "/applications/acme",
+        &format!(r#"{{"secrets":["{secret}"]}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let config = |pattern: &str, position: u32, rest: &str| {
+        format!(
+            r#"{{"pattern":"{pattern}","position":{position},"allowedCodecs":[],"sfuAllowed":true,{rest}}}"#
+        )
+    };
+    let odd = config("small-*", 0, r#""mcuAllowed":true,"mcuCanvasWidth":191"#);
+    let r = admin("PUT", "/applications/acme/channel-configs", &odd);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body
+            .contains("mcuCanvasWidth must be an even number from 64 to 1920"),
+        "{}",
+        r.body
+    );
+    let small = config(
+        "small-*",
+        0,
+        r#""mcuAllowed":true,"mcuLayout":"speaker","mcuCanvasWidth":192,"mcuCanvasHeight":108,"mcuFrameRate":5"#,
+    );
+    let r = admin("PUT", "/applications/acme/channel-configs", &small);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let stored: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (
+            &stored["mcuLayout"],
+            &stored["mcuCanvasWidth"],
+            &stored["mcuFrameRate"]
+        ),
+        (&"speaker".into(), &192.into(), &5.into()),
+        "{stored}"
+    );
+    let locked = config("locked-*", 1, r#""mcuAllowed":false"#);
+    let r = admin("PUT", "/applications/acme/channel-configs", &locked);
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let acme = ["--application", "acme", "--secret", secret];
+    let token = server.token("small-1", "mixer0", &acme);
+    // The server reads the store again every few seconds: until then acme is unknown (401);
+    // once known, its configurations are too, and this offer is just malformed (400).
+    let post = |path: &str, token: &str| {
+        let bearer = format!("Bearer {token}");
+        let headers = [
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", "application/sdp"),
+        ];
+        http::request(server.port, "POST", path, &headers, "v=0\r\n").unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while post("/mix/small-1", &token).status == 401 {
+        assert!(Instant::now() < deadline, "acme's token is still refused");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let viewer = server.token("locked-1", "viewer", &acme);
+    let r = post("/whep/locked-1/mix", &viewer);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("does not allow MCU"), "{}", r.body);
+
+    let seconds = 4;
+    let out = aiortc(
+        &server,
+        "small-1",
+        &[token],
+        &["--seconds", &seconds.to_string(), "--codec", "VP8"],
+    );
+    let result = script_result(&out, "aiortc mix");
+    assert_eq!(result["ok"], true, "{result:#}");
+    let p = &result["participants"][0];
+    assert_eq!(p["size"], serde_json::json!([192, 108]), "{result:#}");
+    // The composites of the last two seconds, from the script's progress lines: about 10 at
+    // 5 fps, where the deployment's 15 fps would give about 30.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let frames_at = |t: u64| {
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["t"] == t)
+            .and_then(|v| v["frames"][0].as_u64())
+            .unwrap_or_else(|| panic!("no progress line for second {t}:\n{stdout}"))
+    };
+    let recent = frames_at(seconds) - frames_at(seconds - 2);
+    println!("{recent} composites in the last 2 s; {result}");
+    assert!(
+        (4..=16).contains(&recent),
+        "{recent} composites in 2 s at 5 fps:\n{stdout}"
+    );
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    let started = log
+        .lines()
+        .find(|l| l.contains("mixer started"))
+        .unwrap_or_else(|| panic!("no mixer started:\n{}", server.log_tail()));
+    assert!(
+        started.contains("layout: Speaker") && started.contains("fps: 5"),
+        "{started}"
+    );
 }

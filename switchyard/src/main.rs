@@ -28,7 +28,9 @@ use switchyard_dataplane::io::Backend;
 use switchyard_dataplane::mcu::MixerConfig;
 use switchyard_dataplane::spec::{self, MediaEvent};
 use switchyard_dataplane::worker::{MediaConfig, MediaServer};
-use switchyard_store::{CachedStore, Health, Store};
+use switchyard_store::{
+    CachedStore, Health, MCU_CANVAS_HEIGHTS, MCU_CANVAS_WIDTHS, MCU_FRAME_RATES, Store,
+};
 
 #[derive(Parser)]
 #[command(
@@ -242,7 +244,8 @@ impl MediaArgs {
     }
 }
 
-/// How the mixers compose: MCU:CANVASWIDTH, MCU:CANVASHEIGHT, MCU:FRAMERATE, MCU:LAYOUT.
+/// How the mixers compose: MCU:CANVASWIDTH, MCU:CANVASHEIGHT, MCU:FRAMERATE, MCU:LAYOUT, within
+/// the bounds a channel configuration's own canvas is held to.
 fn mixer_config(config: &Config) -> Result<MixerConfig, Fatal> {
     let default = MixerConfig::default();
     let number = |name: &str, default: u32, range: std::ops::RangeInclusive<u32>| {
@@ -268,9 +271,9 @@ fn mixer_config(config: &Config) -> Result<MixerConfig, Fatal> {
     };
     Ok(MixerConfig {
         // Even sizes: I420's chroma is subsampled 2x2.
-        width: number("MCU:CANVASWIDTH", default.width, 64..=1920)? & !1,
-        height: number("MCU:CANVASHEIGHT", default.height, 64..=1080)? & !1,
-        fps: number("MCU:FRAMERATE", default.fps, 1..=60)?,
+        width: number("MCU:CANVASWIDTH", default.width, MCU_CANVAS_WIDTHS)? & !1,
+        height: number("MCU:CANVASHEIGHT", default.height, MCU_CANVAS_HEIGHTS)? & !1,
+        fps: number("MCU:FRAMERATE", default.fps, MCU_FRAME_RATES)?,
         layout,
         ..default
     })

@@ -1,9 +1,9 @@
 // Drives the operator's console (/admin) as an operator would: refused with a wrong key, logs
 // in with the right one, sees the media servers with their public IPs, drains one, kicks a
 // client, rotates an application's secret, gets the API's refusal for a bad channel
-// configuration and saves a good one, opens the deployments, and finds all of it in the audit
-// log. Takes a screenshot after each step into the artefacts directory. Prints one JSON line;
-// exits 1 on failure.
+// configuration and saves a good one (with its MCU canvas), opens the deployments, and finds
+// all of it in the audit log. Takes a screenshot after each step into the artefacts directory.
+// Prints one JSON line; exits 1 on failure.
 //
 // usage: node console_page.mjs <console-url> <admin-key> <artefacts-dir>
 // environment:
@@ -115,9 +115,13 @@ try {
     await shot('invalid-config');
     await page.fill('#editor input[name=codecs]', 'opus');
     await page.fill('#editor input[name=bitrate]', '1500');
+    await page.selectOption('#editor select[name=layout]', 'speaker');
+    await page.fill('#editor input[name=width]', '320');
+    await page.fill('#editor input[name=height]', '180');
     await page.click('#editor button[type=submit]');
     await page.locator('#editor').waitFor({ state: 'hidden', ...WAIT });
     await card.locator('tr[data-pattern="team-*"]', { hasText: '1500 kbps' }).waitFor(WAIT);
+    await card.locator('tr[data-pattern="team-*"]', { hasText: 'speaker, 320×180' }).waitFor(WAIT);
     await shot('config-saved');
   });
 

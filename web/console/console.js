@@ -228,7 +228,7 @@ const applications = {
       h('h3', null, 'Channel configurations ', h('button', { onclick: () => configForm(app.id, null, configs) }, 'Add…')),
       configs.length === 0 ? h('p', { class: 'dim' }, 'None: every channel is allowed everything.') : h('table', { class: 'configs' },
         h('thead', null, h('tr', null,
-          ['Position', 'Pattern', 'Codecs', 'Max bitrate', 'SFU', 'MCU', ''].map((t) => h('th', null, t)))),
+          ['Position', 'Pattern', 'Codecs', 'Max bitrate', 'SFU', 'MCU', 'MCU canvas', ''].map((t) => h('th', null, t)))),
         h('tbody', null, configs.map((c) => h('tr', { 'data-pattern': c.pattern },
           h('td', null, c.position),
           h('td', null, h('code', null, c.pattern)),
@@ -236,6 +236,7 @@ const applications = {
           h('td', null, c.maxBitrateKbps == null ? h('span', { class: 'dim' }, 'none') : `${c.maxBitrateKbps} kbps`),
           h('td', null, yesNo(c.sfuAllowed)),
           h('td', null, yesNo(c.mcuAllowed)),
+          h('td', null, canvasText(c)),
           h('td', null,
             h('button', { onclick: () => configForm(app.id, c, configs) }, 'Edit'), ' ',
             h('button', {
@@ -341,6 +342,24 @@ function rotateForm(app) {
 }
 
 /**
+ * A configuration's MCU canvas, e.g. `speaker, 320×180, 10 fps`; what it leaves to the
+ * deployment's MCU:* settings is named as the deployment's.
+ */
+function canvasText(c) {
+  const deployment = (what) => h('span', { class: 'dim' }, `deployment's ${what}`);
+  if (c.mcuLayout == null && c.mcuCanvasWidth == null && c.mcuCanvasHeight == null && c.mcuFrameRate == null) {
+    return deployment('canvas');
+  }
+  const size = c.mcuCanvasWidth == null && c.mcuCanvasHeight == null
+    ? deployment('size')
+    : [c.mcuCanvasWidth ?? deployment('width'), '×', c.mcuCanvasHeight ?? deployment('height')];
+  return [
+    c.mcuLayout ?? deployment('layout'), ', ', size, ', ',
+    c.mcuFrameRate == null ? deployment('frame rate') : `${c.mcuFrameRate} fps`,
+  ];
+}
+
+/**
  * Adds or edits a channel configuration. Nothing is checked here: the API's own checks answer
  * (a known codec, the catch-all last, positions distinct), and its message is shown as it is.
  */
@@ -368,6 +387,16 @@ function configForm(application, config, configs) {
     })),
     h('label', { class: 'check' }, h('input', { name: 'sfu', type: 'checkbox', checked: config?.sfuAllowed ?? true }), ' SFU publishing allowed'),
     h('label', { class: 'check' }, h('input', { name: 'mcu', type: 'checkbox', checked: config?.mcuAllowed ?? true }), ' MCU allowed'),
+    h('label', null, 'MCU layout', h('select', { name: 'layout' },
+      [['', "the deployment's"], ['grid', 'grid'], ['speaker', 'speaker: the active speaker large']].map(([value, text]) =>
+        h('option', { value, selected: (config?.mcuLayout ?? '') === value }, text)))),
+    ...[['width', 'mcuCanvasWidth', 'MCU canvas width'], ['height', 'mcuCanvasHeight', 'MCU canvas height'], ['fps', 'mcuFrameRate', 'MCU frame rate']]
+      .map(([name, field, label]) => h('label', null, label, h('input', {
+        name,
+        type: 'number',
+        value: config?.[field] ?? '',
+        placeholder: "the deployment's",
+      }))),
   ], async (form) => {
     const f = form.elements;
     const body = {
@@ -377,6 +406,10 @@ function configForm(application, config, configs) {
       maxBitrateKbps: f.bitrate.value === '' ? null : Number(f.bitrate.value),
       sfuAllowed: f.sfu.checked,
       mcuAllowed: f.mcu.checked,
+      mcuLayout: f.layout.value || null,
+      mcuCanvasWidth: f.width.value === '' ? null : Number(f.width.value),
+      mcuCanvasHeight: f.height.value === '' ? null : Number(f.height.value),
+      mcuFrameRate: f.fps.value === '' ? null : Number(f.fps.value),
     };
     await api('PUT', `/applications/${enc(application)}/channel-configs`, body);
     return `Channel configuration ${body.pattern} of ${application} saved`;

@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::signing::{self, ClusterSecret};
+use switchyard_controlplane::canvas::Canvas;
 use switchyard_controlplane::error::Error;
 use switchyard_controlplane::pipe::PipeTrack;
 use switchyard_controlplane::protocol::{LayerPreferences, ServerMessage, TrackInfo};
@@ -30,6 +31,9 @@ pub struct PublishRequest {
     /// The channel configuration's `maxBitrateKbps`; absent: no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bitrate_kbps: Option<u32>,
+    /// For a mix, the channel configuration's MCU canvas; absent: the media server's `MCU:*`.
+    #[serde(default)]
+    pub canvas: Canvas,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +75,9 @@ pub struct ViewMixRequest {
     pub participant: String,
     pub user: String,
     pub offer: String,
+    /// The channel configuration's MCU canvas, should this start the mixer.
+    #[serde(default)]
+    pub canvas: Canvas,
 }
 
 /// The view is a subscription of the participant's (to the mix).

@@ -224,7 +224,10 @@ async fn mix(
 ) -> Result<(StatusCode, Json<MixReply>), Error> {
     refuse_new(&node)?;
     node.state.join_as(&r.channel, &r.participant, &r.user);
-    let rules = Rules::from_link(&r.codecs, r.max_bitrate_kbps);
+    let rules = Rules {
+        canvas: r.canvas,
+        ..Rules::from_link(&r.codecs, r.max_bitrate_kbps)
+    };
     let result = node
         .state
         .mix(&r.channel, &r.participant, &r.offer, &rules)
@@ -245,9 +248,13 @@ async fn view_mix(
 ) -> Result<(StatusCode, Json<ViewMixReply>), Error> {
     refuse_new(&node)?;
     node.state.join_as(&r.channel, &r.participant, &r.user);
+    let rules = Rules {
+        canvas: r.canvas,
+        ..Rules::from_link(&[], None)
+    };
     let result = node
         .state
-        .view_mix(&r.channel, &r.participant, &r.offer)
+        .view_mix(&r.channel, &r.participant, &r.offer, &rules)
         .await
         .map(|(subscription, answer)| ViewMixReply {
             subscription,

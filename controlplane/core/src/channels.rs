@@ -103,14 +103,15 @@ pub trait Channels: Send + Sync + 'static {
         rules: &Rules,
     ) -> impl Future<Output = Result<(String, String), Error>> + Send;
 
-    /// Answers a receive-only offer for the channel's mix (see [`crate::mix`]); returns (the
-    /// subscription's id, answer). It is a subscription of the participant's to [`MIX_VIEW`]:
-    /// `unsubscribe` ends it.
+    /// Answers a receive-only offer for the channel's mix (see [`crate::mix`]) with the
+    /// canvas of `rules` should it start the mixer; returns (the subscription's id, answer).
+    /// It is a subscription of the participant's to [`MIX_VIEW`]: `unsubscribe` ends it.
     fn view_mix(
         &self,
         channel: &str,
         participant: &str,
         offer: &str,
+        rules: &Rules,
     ) -> impl Future<Output = Result<(String, String), Error>> + Send;
 
     /// Answers a subscribe offer for `publication`; returns (subscription id, answer).

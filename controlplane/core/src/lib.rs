@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod allowlist;
+pub mod canvas;
 pub mod channel_messages;
 pub mod channels;
 pub mod checks;

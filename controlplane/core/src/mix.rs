@@ -22,6 +22,7 @@ use switchyard_dataplane::spec::{
     TransportKind, TransportSpec,
 };
 
+use crate::canvas::Canvas;
 use crate::error::Error;
 use crate::ids;
 use crate::rooms::{
@@ -166,7 +167,7 @@ impl AppState {
             )));
         }
 
-        self.ensure_mixer(channel, place).await?;
+        self.ensure_mixer(channel, place, rules.canvas).await?;
         // Its audio source in the mixer is its audio producer, so the mixer leaves it out of
         // what it hears.
         let source = lines
@@ -221,12 +222,14 @@ impl AppState {
 
     /// Answers a receive-only offer for the channel's mix (`POST /whep/{channel}/mix`, for
     /// livestreams): the composite in VP8 (or H264 when the offer has no VP8) and everyone's
-    /// audio. Returns (its subscription id, the answer).
+    /// audio. Of `rules` only the canvas applies, should this start the mixer: a viewer
+    /// publishes nothing. Returns (its subscription id, the answer).
     pub async fn view_mix(
         &self,
         channel: &str,
         participant: &str,
         offer: &str,
+        rules: &Rules,
     ) -> Result<(String, String), Error> {
         let offer =
             Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
@@ -328,7 +331,7 @@ impl AppState {
             )));
         }
 
-        self.ensure_mixer(channel, place).await?;
+        self.ensure_mixer(channel, place, rules.canvas).await?;
         let mut made = Vec::new();
         let mut consumers = Vec::new();
         let mut audio_out = None;
@@ -426,13 +429,15 @@ impl AppState {
         Ok((subscription, answer.sdp))
     }
 
-    /// Starts the channel's mixer if it has none, with the channel's existing publications
-    /// as its inputs.
-    async fn ensure_mixer(&self, channel: &str, place: Place) -> Result<(), Error> {
+    /// Starts the channel's mixer if it has none, drawing `canvas` (the channel
+    /// configuration's) over the deployment's, with the channel's existing publications as its
+    /// inputs. A running mixer keeps the canvas it started with.
+    async fn ensure_mixer(&self, channel: &str, place: Place, canvas: Canvas) -> Result<(), Error> {
         let Some(mcu) = self.media.mcu() else {
             return Err(Error::BadRequest("this server runs no MCU".into()));
         };
-        mcu.create_mixer(place.mcu, place.router, place.worker, self.mixer)
+        let config = canvas.over(self.mixer);
+        mcu.create_mixer(place.mcu, place.router, place.worker, config)
             .await?;
         let existing: Vec<Vec<Track>> = {
             let mut rooms = self.rooms();
@@ -444,6 +449,7 @@ impl AppState {
             }
             ch.mixer = Some(ChannelMixer {
                 mcu: place.mcu,
+                canvas_height: config.height,
                 ..ChannelMixer::default()
             });
             ch.publications.values().map(|p| p.tracks.clone()).collect()
@@ -676,17 +682,18 @@ impl AppState {
         let Some(mcu) = self.media.mcu() else {
             return;
         };
-        let place = {
+        let (place, canvas_height) = {
             let rooms = self.rooms();
             let Some(ch) = rooms.channels.get(channel) else {
                 return;
             };
             let Some(m) = &ch.mixer else { return };
-            Place {
+            let place = Place {
                 mcu: m.mcu,
                 router: ch.router,
                 worker: ch.worker,
-            }
+            };
+            (place, m.canvas_height)
         };
         let audio_source = tracks
             .iter()
@@ -751,7 +758,7 @@ impl AppState {
                 // Of a simulcast publication, no layer taller than the canvas: a tile is
                 // never more.
                 let prefs = Preferences {
-                    max_height: u16::try_from(self.mixer.height).ok(),
+                    max_height: u16::try_from(canvas_height).ok(),
                     ..Preferences::default()
                 };
                 if let Err(e) = self.media.set_preferences(place.worker, transport, prefs) {

@@ -52,6 +52,9 @@ pub struct Mixed {
 #[derive(Debug, Clone, Default)]
 pub struct ChannelMixer {
     pub mcu: usize,
+    /// The height of the canvas it draws (the channel's, or the deployment's): of a simulcast
+    /// publication it takes no layer taller, as no tile is.
+    pub canvas_height: u32,
     /// The composite in each codec someone receives: (codec, stream, its producer).
     pub video_out: Vec<(Codec, TransportId, ProducerId)>,
     /// The mixer's input of each producer it takes in.

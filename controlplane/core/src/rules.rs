@@ -1,9 +1,10 @@
 //! What a channel's configuration allows a publisher, as signalling applies it and as a gateway
-//! passes it to the media server with each publish request.
+//! passes it to the media server with each publish request, and the canvas its mixer draws.
 
 use switchyard_dataplane::media::Codec;
 use switchyard_store::ChannelConfig;
 
+use crate::canvas::Canvas;
 use crate::error::Error;
 
 /// Every codec we forward; a channel configuration may narrow it.
@@ -16,6 +17,8 @@ pub struct Rules {
     /// `maxBitrateKbps`: what a publisher is told it may send (REMB), and the most a
     /// subscriber is forwarded of one of its tracks (the simulcast or SVC layer chosen).
     pub max_bitrate_kbps: Option<u32>,
+    /// The channel's MCU canvas where its configuration sets one, for the mixer it starts.
+    pub canvas: Canvas,
 }
 
 impl Rules {
@@ -25,6 +28,7 @@ impl Rules {
             return Ok(Rules {
                 codecs: ALL_CODECS.to_vec(),
                 max_bitrate_kbps: None,
+                canvas: Canvas::default(),
             });
         };
         if !c.sfu_allowed {
@@ -44,6 +48,7 @@ impl Rules {
         Ok(Rules {
             codecs,
             max_bitrate_kbps: c.max_bitrate_kbps,
+            canvas: Canvas::of(c),
         })
     }
 
@@ -76,7 +81,8 @@ impl Rules {
     }
 
     /// Rules from codec names (unknown names are ignored; none at all means every codec) and
-    /// the cap, as the cluster link carries them.
+    /// the cap, as the cluster link carries them (the canvas, which only a mix needs, travels
+    /// beside them).
     pub fn from_link(names: &[String], max_bitrate_kbps: Option<u32>) -> Rules {
         let codecs: Vec<Codec> = names.iter().filter_map(|n| Codec::from_name(n)).collect();
         Rules {
@@ -86,6 +92,7 @@ impl Rules {
                 codecs
             },
             max_bitrate_kbps,
+            canvas: Canvas::default(),
         }
     }
 }
@@ -103,6 +110,10 @@ mod tests {
             max_bitrate_kbps: Some(1500),
             sfu_allowed: sfu,
             mcu_allowed: false,
+            mcu_layout: None,
+            mcu_canvas_width: None,
+            mcu_canvas_height: None,
+            mcu_frame_rate: None,
         }
     }
 
@@ -131,7 +142,7 @@ mod tests {
     }
 
     /// An MCU connection needs `mcuAllowed`, whatever `sfuAllowed` says, and keeps the
-    /// configuration's codecs and cap.
+    /// configuration's codecs, cap and canvas.
     #[test]
     fn mixing_follows_mcu_allowed() {
         let refused = Rules::for_mix(Some(&config(&[], true))).unwrap_err();
@@ -141,11 +152,15 @@ mod tests {
         );
         let mcu_only = ChannelConfig {
             mcu_allowed: true,
+            mcu_canvas_width: Some(320),
+            mcu_frame_rate: Some(10),
             ..config(&["opus", "h264"], false)
         };
         let r = Rules::for_mix(Some(&mcu_only)).unwrap();
         assert_eq!(r.codecs, [Codec::Opus, Codec::H264]);
         assert_eq!(r.max_bitrate_bps(), Some(1_500_000));
+        assert_eq!(r.canvas, Canvas::of(&mcu_only));
+        assert_eq!((r.canvas.width, r.canvas.fps), (Some(320), Some(10)));
         assert_eq!(Rules::for_mix(None).unwrap().codecs, ALL_CODECS);
     }
 }

@@ -1065,8 +1065,9 @@ impl Channels for AppState {
         channel: &str,
         participant: &str,
         offer: &str,
+        rules: &Rules,
     ) -> Result<(String, String), Error> {
-        AppState::view_mix(self, channel, participant, offer).await
+        AppState::view_mix(self, channel, participant, offer, rules).await
     }
 
     async fn subscribe(

@@ -253,18 +253,21 @@ async fn post<C: Channels>(
                 Err(e) => Err(e),
             }
         }
-        Kind::Mix => {
+        Kind::Mix | Kind::WhepMix => {
             let config = state.channel_config(&claims.application_id, channel);
             match Rules::for_mix(config.as_ref()) {
-                Ok(rules) => state.mix(channel, &participant, offer, &rules).await,
+                Ok(rules) if kind == Kind::Mix => {
+                    state.mix(channel, &participant, offer, &rules).await
+                }
+                // What it plays is the mix, whose media server going away ends it
+                // (`Resubscribe`).
+                Ok(rules) => state
+                    .view_mix(channel, &participant, offer, &rules)
+                    .await
+                    .map(|(_, answer)| (MIX_VIEW.to_string(), answer)),
                 Err(e) => Err(e),
             }
         }
-        // What it plays is the mix, whose media server going away ends it (`Resubscribe`).
-        Kind::WhepMix => state
-            .view_mix(channel, &participant, offer)
-            .await
-            .map(|(_, answer)| (MIX_VIEW.to_string(), answer)),
         Kind::Whep => match pick(&others, &offered) {
             Some(publication) => state
                 .subscribe(channel, &participant, publication, offer)

@@ -72,6 +72,10 @@ mod tests {
             max_bitrate_kbps: None,
             sfu_allowed: true,
             mcu_allowed: true,
+            mcu_layout: None,
+            mcu_canvas_width: None,
+            mcu_canvas_height: None,
+            mcu_frame_rate: None,
         }
     }
 

@@ -23,7 +23,7 @@ pub use channel_match::match_channel;
 pub use mask::mask;
 pub use records::{
     Application, AuditEntry, ChannelConfig, ClusteringStrategy, ConfigError, Deployment,
-    MAX_SECRETS, validate_order,
+    MAX_SECRETS, MCU_CANVAS_HEIGHTS, MCU_CANVAS_WIDTHS, MCU_FRAME_RATES, validate_order,
 };
 pub use secret::{MASKED, Secret};
 

@@ -27,6 +27,11 @@ const POSTGRES: List = &[
         "deployment_turn_secret",
         include_str!("../migrations/postgres/0002_deployment_turn_secret.sql"),
     ),
+    (
+        3,
+        "channel_config_mcu_canvas",
+        include_str!("../migrations/postgres/0003_channel_config_mcu_canvas.sql"),
+    ),
 ];
 
 const SQLITE: List = &[
@@ -39,6 +44,11 @@ const SQLITE: List = &[
         2,
         "deployment_turn_secret",
         include_str!("../migrations/sqlite/0002_deployment_turn_secret.sql"),
+    ),
+    (
+        3,
+        "channel_config_mcu_canvas",
+        include_str!("../migrations/sqlite/0003_channel_config_mcu_canvas.sql"),
     ),
 ];
 

@@ -22,7 +22,19 @@ type DeploymentRow = (
     Option<String>,
 );
 type ApplicationRow = (String, String, i64);
-type ChannelConfigRow = (String, String, i64, String, Option<i64>, bool, bool);
+type ChannelConfigRow = (
+    String,
+    String,
+    i64,
+    String,
+    Option<i64>,
+    bool,
+    bool,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
 type AuditRow = (i64, i64, String, String, String, String);
 
 const DEPLOYMENT_COLUMNS: &str = "SELECT id, name, stun_servers, sfu_connections_per_cpu_safe, \
@@ -31,7 +43,8 @@ const DEPLOYMENT_COLUMNS: &str = "SELECT id, name, stun_servers, sfu_connections
      FROM deployments";
 const APPLICATION_COLUMNS: &str = "SELECT id, secrets, created_at FROM applications";
 const CHANNEL_CONFIG_COLUMNS: &str = "SELECT application_id, pattern, position, allowed_codecs, \
-     max_bitrate_kbps, sfu_allowed, mcu_allowed FROM channel_configs";
+     max_bitrate_kbps, sfu_allowed, mcu_allowed, mcu_layout, mcu_canvas_width, mcu_canvas_height, \
+     mcu_frame_rate FROM channel_configs";
 
 const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, actor, action, target, detail) \
      VALUES ($1, $2, $3, $4, $5) RETURNING id";
@@ -348,12 +361,16 @@ impl Store {
             validate_order(&all)?;
             sqlx::query(
                 "INSERT INTO channel_configs (application_id, pattern, position, allowed_codecs, \
-                 max_bitrate_kbps, sfu_allowed, mcu_allowed) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 max_bitrate_kbps, sfu_allowed, mcu_allowed, mcu_layout, mcu_canvas_width, \
+                 mcu_canvas_height, mcu_frame_rate) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (application_id, pattern) DO UPDATE SET \
                  position = excluded.position, allowed_codecs = excluded.allowed_codecs, \
                  max_bitrate_kbps = excluded.max_bitrate_kbps, \
-                 sfu_allowed = excluded.sfu_allowed, mcu_allowed = excluded.mcu_allowed",
+                 sfu_allowed = excluded.sfu_allowed, mcu_allowed = excluded.mcu_allowed, \
+                 mcu_layout = excluded.mcu_layout, mcu_canvas_width = excluded.mcu_canvas_width, \
+                 mcu_canvas_height = excluded.mcu_canvas_height, \
+                 mcu_frame_rate = excluded.mcu_frame_rate",
             )
             .bind(&c.application_id)
             .bind(&c.pattern)
@@ -362,6 +379,10 @@ impl Store {
             .bind(c.max_bitrate_kbps.map(i64::from))
             .bind(c.sfu_allowed)
             .bind(c.mcu_allowed)
+            .bind(&c.mcu_layout)
+            .bind(c.mcu_canvas_width.map(i64::from))
+            .bind(c.mcu_canvas_height.map(i64::from))
+            .bind(c.mcu_frame_rate.map(i64::from))
             .execute(&mut *tx)
             .await?;
             write_audit!(&mut *tx, actor, "channelConfig.put", &c.application_id, detail)?;
@@ -508,19 +529,37 @@ fn application_from_row(
 }
 
 fn channel_config_from_row(row: ChannelConfigRow) -> Result<ChannelConfig, StoreError> {
-    let (application_id, pattern, position, codecs, max_bitrate, sfu_allowed, mcu_allowed) = row;
+    let (
+        application_id,
+        pattern,
+        position,
+        codecs,
+        max_bitrate,
+        sfu_allowed,
+        mcu_allowed,
+        mcu_layout,
+        mcu_canvas_width,
+        mcu_canvas_height,
+        mcu_frame_rate,
+    ) = row;
     let what = || format!("channel configuration {application_id:?} {pattern:?}");
-    let max_bitrate_kbps = max_bitrate
-        .map(|kbps| {
-            u32::try_from(kbps).map_err(|_| StoreError::Corrupt {
-                what: what(),
-                detail: format!("max_bitrate_kbps = {kbps} is out of range"),
+    let number = |column: &str, value: Option<i64>| {
+        value
+            .map(|n| {
+                u32::try_from(n).map_err(|_| StoreError::Corrupt {
+                    what: what(),
+                    detail: format!("{column} = {n} is out of range"),
+                })
             })
-        })
-        .transpose()?;
+            .transpose()
+    };
     Ok(ChannelConfig {
         allowed_codecs: parse_list(what, &codecs)?,
-        max_bitrate_kbps,
+        max_bitrate_kbps: number("max_bitrate_kbps", max_bitrate)?,
+        mcu_canvas_width: number("mcu_canvas_width", mcu_canvas_width)?,
+        mcu_canvas_height: number("mcu_canvas_height", mcu_canvas_height)?,
+        mcu_frame_rate: number("mcu_frame_rate", mcu_frame_rate)?,
+        mcu_layout,
         application_id,
         pattern,
         position,

@@ -1,7 +1,10 @@
 //! What the configuration store holds, as the admin API serves it (camelCase JSON), and the
 //! checks each record passes before it is written.
 
+use std::ops::RangeInclusive;
+
 use serde::{Deserialize, Serialize};
+use switchyard_dataplane::mcu::Layout;
 use switchyard_dataplane::media::Codec;
 
 use super::channel_match::is_catch_all;
@@ -94,7 +97,25 @@ pub struct ChannelConfig {
     pub max_bitrate_kbps: Option<u32>,
     pub sfu_allowed: bool,
     pub mcu_allowed: bool,
+    /// The mixer's layout for these channels, `grid` or `speaker`; none: the deployment's
+    /// `MCU:LAYOUT`. A name rather than a type of its own so that a wrong one is refused with
+    /// the names that are known (400), not as malformed JSON.
+    pub mcu_layout: Option<String>,
+    /// The composite's width in pixels; none: the deployment's `MCU:CANVASWIDTH`.
+    pub mcu_canvas_width: Option<u32>,
+    /// The composite's height in pixels; none: the deployment's `MCU:CANVASHEIGHT`.
+    pub mcu_canvas_height: Option<u32>,
+    /// Composites per second; none: the deployment's `MCU:FRAMERATE`.
+    pub mcu_frame_rate: Option<u32>,
 }
+
+/// The canvas widths a mixer takes, here and in `MCU:CANVASWIDTH`: a 1080p canvas at most,
+/// as the encoders' levels and the MCU threads' time allow.
+pub const MCU_CANVAS_WIDTHS: RangeInclusive<u32> = 64..=1920;
+/// The canvas heights a mixer takes, here and in `MCU:CANVASHEIGHT`.
+pub const MCU_CANVAS_HEIGHTS: RangeInclusive<u32> = 64..=1080;
+/// The composite frame rates a mixer takes, here and in `MCU:FRAMERATE`.
+pub const MCU_FRAME_RATES: RangeInclusive<u32> = 1..=60;
 
 /// One administrative change, as the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +161,17 @@ pub enum ConfigError {
     UnknownCodec { pattern: String, codec: String },
     #[error("channel configuration {pattern:?}: a maximum bitrate of 0 kbps allows nothing")]
     ZeroBitrate { pattern: String },
+    #[error(
+        "unknown MCU layout {layout:?} in channel configuration {pattern:?}; known: grid, speaker"
+    )]
+    UnknownLayout { pattern: String, layout: String },
+    #[error("channel configuration {pattern:?}: {setting} must be {allowed}, not {value}")]
+    McuSetting {
+        pattern: String,
+        setting: &'static str,
+        allowed: String,
+        value: u32,
+    },
     #[error(
         "application {application:?}: the catch-all channel configuration {pattern:?} (position \
          {position}) must come last, but {after:?} comes after it"
@@ -356,6 +388,48 @@ impl ChannelConfig {
                 pattern: self.pattern.clone(),
             });
         }
+        if let Some(layout) = &mut self.mcu_layout {
+            match layout.trim().to_ascii_lowercase().parse::<Layout>() {
+                Ok(known) => *layout = known.to_string(),
+                Err(_) => {
+                    return Err(ConfigError::UnknownLayout {
+                        pattern: self.pattern.clone(),
+                        layout: layout.clone(),
+                    });
+                }
+            }
+        }
+        // Sizes are even: the canvas is I420, whose chroma is subsampled 2x2.
+        for (setting, value, range, even) in [
+            (
+                "mcuCanvasWidth",
+                self.mcu_canvas_width,
+                MCU_CANVAS_WIDTHS,
+                true,
+            ),
+            (
+                "mcuCanvasHeight",
+                self.mcu_canvas_height,
+                MCU_CANVAS_HEIGHTS,
+                true,
+            ),
+            ("mcuFrameRate", self.mcu_frame_rate, MCU_FRAME_RATES, false),
+        ] {
+            let Some(value) = value else { continue };
+            if !range.contains(&value) || (even && value % 2 == 1) {
+                let (min, max) = range.into_inner();
+                return Err(ConfigError::McuSetting {
+                    pattern: self.pattern.clone(),
+                    setting,
+                    allowed: if even {
+                        format!("an even number from {min} to {max}")
+                    } else {
+                        format!("from {min} to {max}")
+                    },
+                    value,
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -400,6 +474,10 @@ mod tests {
             max_bitrate_kbps: None,
             sfu_allowed: true,
             mcu_allowed: false,
+            mcu_layout: None,
+            mcu_canvas_width: None,
+            mcu_canvas_height: None,
+            mcu_frame_rate: None,
         }
     }
 
@@ -460,6 +538,56 @@ mod tests {
             c.normalize(),
             Err(ConfigError::ZeroBitrate { .. })
         ));
+    }
+
+    #[test]
+    fn mcu_canvas_settings_are_checked() {
+        let mut c = config("small-*", 1);
+        c.normalize().unwrap();
+        c.mcu_layout = Some(" Speaker".into());
+        c.mcu_canvas_width = Some(320);
+        c.mcu_canvas_height = Some(180);
+        c.mcu_frame_rate = Some(10);
+        c.normalize().unwrap();
+        assert_eq!(c.mcu_layout.as_deref(), Some("speaker"));
+        let ends = [(64, 1920), (64, 1080), (1, 60)];
+        for (i, (min, max)) in ends.into_iter().enumerate() {
+            let set = |c: &mut ChannelConfig, v| match i {
+                0 => c.mcu_canvas_width = Some(v),
+                1 => c.mcu_canvas_height = Some(v),
+                _ => c.mcu_frame_rate = Some(v),
+            };
+            let mut ok = c.clone();
+            for v in [min, max] {
+                set(&mut ok, v);
+                ok.normalize().unwrap();
+            }
+            for v in [min - 1, max + 2, 0] {
+                let mut bad = c.clone();
+                set(&mut bad, v);
+                assert!(
+                    matches!(bad.normalize(), Err(ConfigError::McuSetting { .. })),
+                    "{i}: {v}"
+                );
+            }
+        }
+        let mut odd = c.clone();
+        odd.mcu_canvas_width = Some(321);
+        let e = odd.normalize().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "channel configuration \"small-*\": mcuCanvasWidth must be an even number from 64 \
+             to 1920, not 321"
+        );
+        // An odd frame rate is fine.
+        let mut fps = c.clone();
+        fps.mcu_frame_rate = Some(15);
+        fps.normalize().unwrap();
+        let mut layout = c.clone();
+        layout.mcu_layout = Some("mosaic".into());
+        let e = layout.normalize().unwrap_err();
+        assert!(matches!(e, ConfigError::UnknownLayout { .. }), "{e}");
+        assert!(e.to_string().ends_with("known: grid, speaker"), "{e}");
     }
 
     #[test]
@@ -567,6 +695,22 @@ mod tests {
         let json = serde_json::to_value(config("a*", 3)).unwrap();
         assert_eq!(json["applicationId"], "app");
         assert_eq!(json["maxBitrateKbps"], serde_json::Value::Null);
+        assert_eq!(json["mcuCanvasWidth"], serde_json::Value::Null);
+        // Written before the MCU settings existed: none of them, the deployment's canvas.
+        let old: ChannelConfig = serde_json::from_str(
+            r#"{"pattern":"*","position":0,"allowedCodecs":[],"sfuAllowed":true,"mcuAllowed":true}"#,
+        )
+        .unwrap();
+        assert_eq!(old.mcu_layout, None);
+        assert_eq!(old.mcu_frame_rate, None);
+        let new: ChannelConfig = serde_json::from_str(
+            r#"{"pattern":"*","position":0,"allowedCodecs":[],"sfuAllowed":true,"mcuAllowed":true,"mcuLayout":"grid","mcuCanvasWidth":320,"mcuCanvasHeight":180,"mcuFrameRate":10}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (new.mcu_canvas_width, new.mcu_canvas_height),
+            (Some(320), Some(180))
+        );
         assert_eq!(
             serde_json::to_value(ClusteringStrategy::LeastLoaded).unwrap(),
             ClusteringStrategy::LeastLoaded.as_str()

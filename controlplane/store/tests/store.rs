@@ -138,6 +138,10 @@ fn channel(application: &str, pattern: &str, position: i64) -> ChannelConfig {
         max_bitrate_kbps: Some(2500),
         sfu_allowed: true,
         mcu_allowed: false,
+        mcu_layout: None,
+        mcu_canvas_width: None,
+        mcu_canvas_height: None,
+        mcu_frame_rate: None,
     }
 }
 
@@ -172,7 +176,7 @@ async fn reopening_applies_nothing_twice(backend: Backend) {
             .await
             .unwrap(),
     };
-    assert_eq!(applied, 2, "one row per migration, none twice");
+    assert_eq!(applied, 3, "one row per migration, none twice");
     // Without a URL, the file is where the documentation says.
     if let Backend::Sqlite(dir) = &backend {
         assert!(dir.0.join(SQLITE_FILE).is_file());
@@ -371,8 +375,31 @@ async fn channel_configs_in_order(backend: Backend) {
     vip.allowed_codecs = vec!["vp9".into(), "Opus".into()];
     vip.mcu_allowed = true;
     vip.max_bitrate_kbps = None;
+    // Its own MCU canvas, read back as written (the layout as the mixer names it).
+    vip.mcu_layout = Some("Speaker".into());
+    vip.mcu_canvas_width = Some(320);
+    vip.mcu_canvas_height = Some(180);
+    vip.mcu_frame_rate = Some(10);
     let stored = store.put_channel_config("admin", &vip).await.unwrap();
     assert_eq!(stored.allowed_codecs, ["VP9", "opus"]);
+    assert_eq!(stored.mcu_layout.as_deref(), Some("speaker"));
+    // Replaced without them: back to the deployment's canvas; then as it was.
+    let plain = ChannelConfig {
+        mcu_layout: None,
+        mcu_canvas_width: None,
+        mcu_canvas_height: None,
+        mcu_frame_rate: None,
+        ..stored.clone()
+    };
+    store.put_channel_config("admin", &plain).await.unwrap();
+    assert_eq!(
+        store.channel_config("app", "vip-*").await.unwrap(),
+        Some(plain)
+    );
+    assert_eq!(
+        store.put_channel_config("admin", &stored).await.unwrap(),
+        stored
+    );
     store
         .put_channel_config("admin", &channel("app", "*-live-*", 20))
         .await
@@ -403,6 +430,20 @@ async fn channel_configs_in_order(backend: Backend) {
     bad.allowed_codecs = vec!["G729".into()];
     let e = store.put_channel_config("admin", &bad).await.unwrap_err();
     assert!(e.to_string().contains("G729"), "{e}");
+    let mut bad = channel("app", "x", 11);
+    bad.mcu_canvas_height = Some(181);
+    let e = store.put_channel_config("admin", &bad).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::Invalid(ConfigError::McuSetting { .. })),
+        "{e}"
+    );
+    bad.mcu_canvas_height = None;
+    bad.mcu_layout = Some("mosaic".into());
+    let e = store.put_channel_config("admin", &bad).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::Invalid(ConfigError::UnknownLayout { .. })),
+        "{e}"
+    );
     let e = store
         .put_channel_config("admin", &channel("app", "", 12))
         .await
@@ -465,7 +506,7 @@ async fn channel_configs_in_order(backend: Backend) {
             .iter()
             .filter(|a| *a == "channelConfig.put")
             .count(),
-        5
+        7
     );
 }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
+use switchyard_controlplane::canvas::Canvas;
 use switchyard_controlplane::channels::{Channels, Joined, MIX_VIEW};
 use switchyard_controlplane::error::Error;
 use switchyard_controlplane::metrics::Metrics;
@@ -166,6 +167,7 @@ impl Channels for Gateway {
             offer: offer.to_string(),
             codecs: rules.codec_names(),
             max_bitrate_kbps: rules.max_bitrate_kbps,
+            canvas: Canvas::default(),
         };
         // A server that does not answer (killed, its record not yet expired) is skipped once.
         let mut avoid = Vec::new();
@@ -212,6 +214,7 @@ impl Channels for Gateway {
             offer: offer.to_string(),
             codecs: rules.codec_names(),
             max_bitrate_kbps: rules.max_bitrate_kbps,
+            canvas: rules.canvas,
         };
         let (server, reply) = self
             .call_mixer::<MixReply>(channel, "mix", &request)
@@ -227,6 +230,7 @@ impl Channels for Gateway {
         channel: &str,
         participant: &str,
         offer: &str,
+        rules: &Rules,
     ) -> Result<(String, String), Error> {
         let user = self.user_of(channel, participant)?;
         let request = ViewMixRequest {
@@ -234,6 +238,7 @@ impl Channels for Gateway {
             participant: participant.to_string(),
             user,
             offer: offer.to_string(),
+            canvas: rules.canvas,
         };
         let (server, reply) = self
             .call_mixer::<ViewMixReply>(channel, "view-mix", &request)
@@ -1096,7 +1101,7 @@ mod tests {
         let (s_tx, _s_rx) = mpsc::unbounded_channel();
         let (viewer, _) = g.join_session("c", "viewer", None, s_tx).await.unwrap();
         let (view, answer) = g
-            .view_mix("c", &viewer, &crate::testing::mix_offer(true))
+            .view_mix("c", &viewer, &crate::testing::mix_offer(true), &rules)
             .await
             .unwrap();
         assert_eq!(answer.matches("a=sendonly").count(), 2, "{answer}");
@@ -1181,7 +1186,7 @@ mod tests {
             matches!(e, Error::Unavailable(_)) && e.to_string().starts_with("media server b:"),
             "{e}"
         );
-        let e = g.view_mix("c", &alice, "v=0").await.unwrap_err();
+        let e = g.view_mix("c", &alice, "v=0", &rules).await.unwrap_err();
         assert!(e.to_string().starts_with("media server b:"), "{e}");
         assert!(g.presence.publications("c").await.unwrap().is_empty());
 

@@ -186,6 +186,7 @@ mod tests {
             offer: offer.into(),
             codecs: vec![],
             max_bitrate_kbps: None,
+            canvas: Default::default(),
         }
     }
 
