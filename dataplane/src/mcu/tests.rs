@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use switchyard_codec::audio::{OpusDecoder, OpusEncoder};
+use switchyard_codec::h264::H264Packetizer;
 use switchyard_codec::layout::{self, Layout};
 use switchyard_codec::video::{self, EncoderConfig, VideoCodec, VideoDecoder, VideoEncoder};
 use switchyard_codec::vp8::{Vp8Depacketizer, Vp8Packetizer};
@@ -63,7 +64,9 @@ fn rtp_packet_with(
 struct Source {
     index: usize,
     encoder: Box<dyn VideoEncoder>,
-    packetizer: Vp8Packetizer,
+    packetizer: Box<dyn Packetizer>,
+    /// The payload type its video goes out with (VP8's, until it switches).
+    video_pt: u8,
     payloads: Payloads,
     opus: OpusEncoder,
     picture: I420,
@@ -89,7 +92,8 @@ impl Source {
                 fps: 15,
             })
             .unwrap(),
-            packetizer: Vp8Packetizer::new(1),
+            packetizer: Box::new(Vp8Packetizer::new(1)),
+            video_pt: 96,
             payloads: Payloads::new(),
             opus: OpusEncoder::new(32_000, 0).unwrap(),
             picture,
@@ -153,6 +157,21 @@ impl Source {
         rtp_packet_with(111, self.audio_seq, ts, 0, false, &out[..n], &extensions)
     }
 
+    /// From now on its video is H264 (on the same stream, which the mixer takes as VP8): a
+    /// sender that switched codecs without a new offer.
+    fn switch_to_h264(&mut self) {
+        self.encoder = video::encoder(&EncoderConfig {
+            codec: VideoCodec::H264,
+            width: 160,
+            height: 96,
+            bitrate_bps: 300_000,
+            fps: 15,
+        })
+        .unwrap();
+        self.packetizer = Box::new(H264Packetizer);
+        self.video_pt = 102;
+    }
+
     /// One frame of its colour as RTP packets.
     fn video_packets(&mut self, ts: u32) -> Vec<Vec<u8>> {
         let mut frame = Vec::new();
@@ -171,7 +190,14 @@ impl Source {
         let mut packets = Vec::new();
         for (i, p) in self.payloads.iter().enumerate() {
             self.video_seq = self.video_seq.wrapping_add(1);
-            packets.push(rtp_packet(96, self.video_seq, ts, 0, i == last, p));
+            packets.push(rtp_packet(
+                self.video_pt,
+                self.video_seq,
+                ts,
+                0,
+                i == last,
+                p,
+            ));
         }
         packets
     }
@@ -533,4 +559,77 @@ fn bad_input_leaves_the_others_mixing() {
         &mut |_: TransportId, _: &[u8]| {},
     );
     assert_eq!(mixer.stats().dropped, before + 1);
+}
+
+/// A participant whose video switches from VP8 to H264 mid-stream on its VP8 input: its frames
+/// no longer decode (counted, a keyframe asked for, rate-limited), and everyone else's tiles,
+/// the composite and the audio go on.
+#[test]
+fn a_codec_switch_mid_stream_leaves_the_others_mixing() {
+    let start = Instant::now();
+    let mut sources: Vec<Source> = (0..3).map(Source::new).collect();
+    let mut mixer = mixer_with(&sources, start);
+    let mut received = Received::new();
+    let now = run(
+        &mut mixer,
+        &mut sources,
+        start,
+        Duration::from_millis(600),
+        &mut received,
+        &[],
+    );
+    let before = mixer.stats();
+    let frames_before = received.frames;
+    let plis_before = received
+        .plis
+        .get(&sources[2].video_in())
+        .copied()
+        .unwrap_or(0);
+    sources[2].switch_to_h264();
+    run(
+        &mut mixer,
+        &mut sources,
+        now,
+        Duration::from_millis(1500),
+        &mut received,
+        &[],
+    );
+
+    let after = mixer.stats();
+    assert!(after.decode_errors > before.decode_errors, "{after:?}");
+    let plis = received
+        .plis
+        .get(&sources[2].video_in())
+        .copied()
+        .unwrap_or(0)
+        - plis_before;
+    assert!(
+        (1..=6).contains(&plis),
+        "{plis} keyframe requests, rate-limited"
+    );
+    // 1.5 s at 15 fps: the canvas went on.
+    assert!(received.frames - frames_before >= 18, "{}", received.frames);
+    let picture = received.picture.as_ref().expect("a composite decoded");
+    let tiles = layout::tiles(Layout::Grid, 320, 180, 3, None);
+    for (i, tile) in tiles.iter().enumerate().take(2) {
+        let (r, g, b) = COLOURS[i];
+        let got = picture.mean(
+            tile.x + tile.width / 4,
+            tile.y + tile.height / 4,
+            tile.width / 2,
+            tile.height / 2,
+        );
+        assert!(
+            got.distance(Yuv::from_rgb(r, g, b)) <= 12,
+            "tile {i}: {got:?}"
+        );
+    }
+    for s in &sources {
+        let (_, pcm, _) = &received.audio[&s.audio_out()];
+        assert!(
+            pcm.len() >= 48_000 * 2 - 4800,
+            "listener {} kept hearing",
+            s.index
+        );
+    }
 }
