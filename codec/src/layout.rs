@@ -137,6 +137,16 @@ pub fn tiles(
     out
 }
 
+/// The height of the tallest of `n` sources' tiles (the whole canvas for none or one): with
+/// [`Layout::Speaker`] the speaker's, which any source may become.
+pub fn tallest_tile(layout: Layout, canvas_width: u32, canvas_height: u32, n: usize) -> u32 {
+    tiles(layout, canvas_width, canvas_height, n.max(1), None)
+        .iter()
+        .map(|t| t.height)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Writes the tiles for `n` sources into `out` (cleared first; the compositor reuses one vector
 /// so that composing a frame allocates nothing).
 ///
@@ -354,5 +364,18 @@ mod tests {
             "mosaic".parse::<Layout>(),
             Err(UnknownLayout("mosaic".into()))
         );
+    }
+
+    #[test]
+    fn tallest_tile_follows_the_count_and_the_speaker() {
+        assert_eq!(tallest_tile(Layout::Grid, 1280, 720, 0), 720);
+        assert_eq!(tallest_tile(Layout::Grid, 1280, 720, 1), 720);
+        let four = tallest_tile(Layout::Grid, 1280, 720, 4);
+        assert!((340..=360).contains(&four), "{four}");
+        let nine = tallest_tile(Layout::Grid, 1280, 720, 9);
+        assert!((220..=240).contains(&nine), "{nine}");
+        // The speaker's tile, three quarters of the canvas, whoever it is.
+        let speaker = tallest_tile(Layout::Speaker, 1280, 720, 9);
+        assert!((520..=540).contains(&speaker), "{speaker}");
     }
 }

@@ -14,7 +14,7 @@
 //! of its packets arrives unknown; it leaves the mixer when its transport closes.
 
 use switchyard_dataplane::ice::Credentials;
-use switchyard_dataplane::mcu::{AUDIO_LEVEL_EXT, StreamSpec, VideoCodec};
+use switchyard_dataplane::mcu::{AUDIO_LEVEL_EXT, StreamSpec, VideoCodec, tallest_tile};
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
 use switchyard_dataplane::spec::{
@@ -449,7 +449,7 @@ impl AppState {
             }
             ch.mixer = Some(ChannelMixer {
                 mcu: place.mcu,
-                canvas_height: config.height,
+                canvas: config,
                 ..ChannelMixer::default()
             });
             ch.publications.values().map(|p| p.tracks.clone()).collect()
@@ -682,18 +682,17 @@ impl AppState {
         let Some(mcu) = self.media.mcu() else {
             return;
         };
-        let (place, canvas_height) = {
+        let place = {
             let rooms = self.rooms();
             let Some(ch) = rooms.channels.get(channel) else {
                 return;
             };
             let Some(m) = &ch.mixer else { return };
-            let place = Place {
+            Place {
                 mcu: m.mcu,
                 router: ch.router,
                 worker: ch.worker,
-            };
-            (place, m.canvas_height)
+            }
         };
         let audio_source = tracks
             .iter()
@@ -754,17 +753,6 @@ impl AppState {
                 mcu.remove_stream(place.mcu, transport);
                 continue;
             }
-            if track.kind == MediaKind::Video {
-                // Of a simulcast publication, no layer taller than the canvas: a tile is
-                // never more.
-                let prefs = Preferences {
-                    max_height: u16::try_from(canvas_height).ok(),
-                    ..Preferences::default()
-                };
-                if let Err(e) = self.media.set_preferences(place.worker, transport, prefs) {
-                    tracing::debug!(channel, "mixer input keeps every layer: {e}");
-                }
-            }
             let kept = {
                 let mut rooms = self.rooms();
                 let mixer = rooms
@@ -772,13 +760,51 @@ impl AppState {
                     .get_mut(channel)
                     .and_then(|c| c.mixer.as_mut())
                     .filter(|m| !m.inputs.contains_key(&track.producer));
+                let video = track.kind == MediaKind::Video;
                 mixer
-                    .map(|m| m.inputs.insert(track.producer, transport))
+                    .map(|m| m.inputs.insert(track.producer, (transport, video)))
                     .is_some()
             };
             if !kept {
                 // The mixer went, or took this producer in meanwhile.
                 self.close_media(place.worker, transport);
+            }
+        }
+        self.fit_layers(channel);
+    }
+
+    /// Caps the simulcast layer of each of the channel's mixer video inputs at twice the
+    /// height of the tallest tile for that many inputs: simulcast layers are a factor of two
+    /// apart, so this takes the smallest layer that still fills its tile (scaled down, never
+    /// up by more than twice) and decodes no more pixels than the canvas shows. Called when
+    /// inputs come and go, which changes the tiles; the router switches layers on keyframes.
+    pub(crate) fn fit_layers(&self, channel: &str) {
+        let (worker, inputs, cap) = {
+            let rooms = self.rooms();
+            let Some((ch, m)) = rooms
+                .channels
+                .get(channel)
+                .and_then(|ch| Some((ch, ch.mixer.as_ref()?)))
+            else {
+                return;
+            };
+            let video: Vec<TransportId> = m
+                .inputs
+                .values()
+                .filter(|&&(_, video)| video)
+                .map(|&(t, _)| t)
+                .collect();
+            let c = m.canvas;
+            let tile = tallest_tile(c.layout, c.width, c.height, video.len());
+            (ch.worker, video, u16::try_from(tile.saturating_mul(2)).ok())
+        };
+        let prefs = Preferences {
+            max_height: cap,
+            ..Preferences::default()
+        };
+        for transport in inputs {
+            if let Err(e) = self.media.set_preferences(worker, transport, prefs) {
+                tracing::debug!(channel, "mixer input keeps its layer: {e}");
             }
         }
     }

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
+use switchyard_dataplane::mcu::MixerConfig;
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::spec::{ProducerId, RouterId, TransportId};
 use tokio::sync::mpsc;
@@ -52,13 +53,13 @@ pub struct Mixed {
 #[derive(Debug, Clone, Default)]
 pub struct ChannelMixer {
     pub mcu: usize,
-    /// The height of the canvas it draws (the channel's, or the deployment's): of a simulcast
-    /// publication it takes no layer taller, as no tile is.
-    pub canvas_height: u32,
+    /// The canvas it draws (the channel's, or the deployment's): the size of its tiles decides
+    /// which simulcast layer each video input takes.
+    pub canvas: MixerConfig,
     /// The composite in each codec someone receives: (codec, stream, its producer).
     pub video_out: Vec<(Codec, TransportId, ProducerId)>,
-    /// The mixer's input of each producer it takes in.
-    pub inputs: HashMap<ProducerId, TransportId>,
+    /// The mixer's input of each producer it takes in, and whether it is video.
+    pub inputs: HashMap<ProducerId, (TransportId, bool)>,
 }
 
 impl Publication {
@@ -121,7 +122,7 @@ impl Channel {
         m.video_out
             .iter()
             .map(|&(_, t, _)| t)
-            .chain(m.inputs.values().copied())
+            .chain(m.inputs.values().map(|&(t, _)| t))
             .map(|t| (worker, t))
             .collect()
     }

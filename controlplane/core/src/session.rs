@@ -547,6 +547,7 @@ impl AppState {
         rooms.prune(channel);
         drop(rooms);
         self.close_all(closes);
+        self.fit_layers(channel);
         Ok(())
     }
 
@@ -588,6 +589,7 @@ impl AppState {
         drop(rooms);
         tracing::info!(channel, participant, "left");
         self.close_all(closes);
+        self.fit_layers(channel);
         true
     }
 
@@ -639,6 +641,7 @@ impl AppState {
         });
         drop(rooms);
         self.close_all(closes);
+        self.fit_layers(&channel);
         if let Some(p) = headless {
             self.leave(&channel, &p);
         } else {
@@ -1223,7 +1226,7 @@ fn remove_publication(
             p.tracks
                 .iter()
                 .filter_map(|t| m.inputs.remove(&t.producer))
-                .map(|t| (worker, t)),
+                .map(|(t, _)| (worker, t)),
         );
     }
     closes.extend(ch.idle_mixer_closes());
