@@ -659,9 +659,9 @@ mod tests {
 
     use super::*;
 
-    /// The server's own SDP code takes the publisher's offer as three-layer simulcast.
-    #[test]
-    fn simulcast_offer_is_taken_as_three_layers() {
+    /// A publisher's Opus + VP8 offer as the generator shapes it (`shape`), and the answer
+    /// the server's own SDP code gives it.
+    fn offer_and_answer(shape: fn(&str) -> String) -> (String, sdp::Answer) {
         let identity = Identity::generate().unwrap();
         let tracks = [
             OfferTrack::Send {
@@ -676,7 +676,7 @@ mod tests {
             },
         ];
         let ice = Credentials::random();
-        let offer = simulcast_offer(&client::offer(&ice, identity.fingerprint(), &tracks, 1));
+        let offer = shape(&client::offer(&ice, identity.fingerprint(), &tracks, 1));
         let candidates: [SocketAddr; 1] = ["127.0.0.1:4000".parse().unwrap()];
         let local = LocalParams {
             ice: &Credentials::random(),
@@ -692,6 +692,13 @@ mod tests {
             &[MediaRole::Receive, MediaRole::Receive],
         )
         .unwrap();
+        (offer, answer)
+    }
+
+    /// The server's own SDP code takes the publisher's offer as three-layer simulcast.
+    #[test]
+    fn simulcast_offer_is_taken_as_three_layers() {
+        let (_, answer) = offer_and_answer(simulcast_offer);
         let Negotiated::Receive {
             ssrc,
             rids,
@@ -714,37 +721,8 @@ mod tests {
     /// MCU participants offer the audio level extension on audio only, and the server takes it.
     #[test]
     fn audio_level_is_offered_on_audio() {
-        let identity = Identity::generate().unwrap();
-        let tracks = [
-            OfferTrack::Send {
-                codec: Codec::Opus,
-                payload_type: AUDIO_PT,
-                ssrc: 7,
-            },
-            OfferTrack::Send {
-                codec: Codec::Vp8,
-                payload_type: VIDEO_PT,
-                ssrc: 8,
-            },
-        ];
-        let ice = Credentials::random();
-        let offer = with_audio_level(&client::offer(&ice, identity.fingerprint(), &tracks, 1));
+        let (offer, answer) = offer_and_answer(with_audio_level);
         assert_eq!(offer.matches(sdp::AUDIO_LEVEL_URI).count(), 1);
-        let candidates: [SocketAddr; 1] = ["127.0.0.1:4000".parse().unwrap()];
-        let local = LocalParams {
-            ice: &Credentials::random(),
-            fingerprint: identity.fingerprint(),
-            candidates: &candidates,
-            tcp: false,
-            allowed_codecs: &[Codec::Opus, Codec::Vp8],
-            session_id: 2,
-        };
-        let answer = sdp::answer(
-            &Offer::parse(&offer).unwrap(),
-            &local,
-            &[MediaRole::Receive, MediaRole::Receive],
-        )
-        .unwrap();
         let Negotiated::Receive { extensions, .. } = &answer.media[0] else {
             panic!("{:?}", answer.media[0]);
         };

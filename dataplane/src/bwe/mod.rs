@@ -284,5 +284,6 @@ impl Estimator {
     }
 }
 
+// ok: the unwrap()/expect() calls of bwe/tests.rs are test-only, on values the tests built
 #[cfg(test)]
 mod tests;

@@ -194,7 +194,9 @@ pub(crate) fn extend(highest: Option<u64>, seq: u16) -> u64 {
     }
 }
 
+// ok: the unwrap()/expect() calls of dd/examples.rs are test-only, on values the tests built
 #[cfg(test)]
 pub(crate) mod examples;
+// ok: the unwrap()/expect() calls of dd/tests.rs are test-only, on values the tests built
 #[cfg(test)]
 mod tests;

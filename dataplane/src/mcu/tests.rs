@@ -335,6 +335,27 @@ fn run(
     now
 }
 
+/// Tiles `which` of a `count`-tile grid on the 320x180 canvas show their sources' colours
+/// (source i in tile i), measured in each tile's centre, clear of letterbox bars and the
+/// encoder's edges.
+fn assert_tiles(picture: &I420, count: usize, which: impl IntoIterator<Item = usize>) {
+    let tiles = layout::tiles(Layout::Grid, 320, 180, count, None);
+    for i in which {
+        let (tile, (r, g, b)) = (tiles[i], COLOURS[i]);
+        let got = picture.mean(
+            tile.x + tile.width / 4,
+            tile.y + tile.height / 4,
+            tile.width / 2,
+            tile.height / 2,
+        );
+        let expected = Yuv::from_rgb(r, g, b);
+        assert!(
+            got.distance(expected) <= 12,
+            "tile {i}: {got:?}, expected {expected:?}"
+        );
+    }
+}
+
 fn mixer_with(sources: &[Source], start: Instant) -> Mixer {
     let mut mixer = Mixer::new(CANVAS, start, rtcp::ntp_now()).unwrap();
     for s in sources {
@@ -366,22 +387,7 @@ fn everyone_hears_the_others_and_sees_everyone() {
 
     let picture = received.picture.as_ref().expect("a composite decoded");
     assert_eq!((picture.width(), picture.height()), (320, 180));
-    let tiles = layout::tiles(Layout::Grid, 320, 180, 3, None);
-    for (i, tile) in tiles.iter().enumerate() {
-        let (r, g, b) = COLOURS[i];
-        // The tile's centre: the letterbox bars and the encoder's edges stay out.
-        let got = picture.mean(
-            tile.x + tile.width / 4,
-            tile.y + tile.height / 4,
-            tile.width / 2,
-            tile.height / 2,
-        );
-        assert!(
-            got.distance(Yuv::from_rgb(r, g, b)) <= 12,
-            "tile {i}: {got:?}, expected {:?}",
-            Yuv::from_rgb(r, g, b)
-        );
-    }
+    assert_tiles(picture, 3, 0..3);
     assert!(received.keyframes >= 1, "the first composite is a keyframe");
 
     for s in &sources {
@@ -536,16 +542,7 @@ fn bad_input_leaves_the_others_mixing() {
         "rate-limited"
     );
     let picture = received.picture.as_ref().expect("the composite goes on");
-    let tiles = layout::tiles(Layout::Grid, 320, 180, 3, None);
-    let (r, g, b) = COLOURS[1];
-    let t = tiles[1];
-    let got = picture.mean(
-        t.x + t.width / 4,
-        t.y + t.height / 4,
-        t.width / 2,
-        t.height / 2,
-    );
-    assert!(got.distance(Yuv::from_rgb(r, g, b)) <= 12, "{got:?}");
+    assert_tiles(picture, 3, [1]);
     for s in &sources {
         let (_, pcm, _) = &received.audio[&s.audio_out()];
         assert!(pcm.len() >= 48_000, "listener {} kept hearing", s.index);
@@ -610,20 +607,7 @@ fn a_codec_switch_mid_stream_leaves_the_others_mixing() {
     // 1.5 s at 15 fps: the canvas went on.
     assert!(received.frames - frames_before >= 18, "{}", received.frames);
     let picture = received.picture.as_ref().expect("a composite decoded");
-    let tiles = layout::tiles(Layout::Grid, 320, 180, 3, None);
-    for (i, tile) in tiles.iter().enumerate().take(2) {
-        let (r, g, b) = COLOURS[i];
-        let got = picture.mean(
-            tile.x + tile.width / 4,
-            tile.y + tile.height / 4,
-            tile.width / 2,
-            tile.height / 2,
-        );
-        assert!(
-            got.distance(Yuv::from_rgb(r, g, b)) <= 12,
-            "tile {i}: {got:?}"
-        );
-    }
+    assert_tiles(picture, 3, 0..2);
     for s in &sources {
         let (_, pcm, _) = &received.audio[&s.audio_out()];
         assert!(

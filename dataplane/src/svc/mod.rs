@@ -296,5 +296,6 @@ pub fn fitting_target(structure: &Structure, active: u32, wanted: Layers) -> Opt
     best.or(lowest).map(|(t, _)| t)
 }
 
+// ok: the unwrap()/expect() calls of svc/tests.rs are test-only, on values the tests built
 #[cfg(test)]
 mod tests;
