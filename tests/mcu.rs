@@ -89,6 +89,37 @@ fn chromium_pages_mix_h264() {
     chromium_pages("H264");
 }
 
+/// The mixer sizes its inputs to their tiles (two inputs on the 320x180 canvas: tiles under 180
+/// lines): a Chromium SFU publisher's 720p simulcast is told to stop its two upper layers, and a
+/// Chromium MCU participant's uplink estimate falls to the tile's bitrate, which the server's
+/// REMB asks for (the SFU page's subscription to it is paused, so it has no say). The pictures
+/// the mixer decodes are smaller than the cameras'.
+#[test]
+fn the_mixer_asks_its_inputs_for_what_their_tiles_show() {
+    netns::enter();
+    let server = Server::start_with_env(&[], &CANVAS);
+    let args = vec![
+        format!("http://127.0.0.1:{}", server.port),
+        "fitted".to_string(),
+        server.token("fitted", "publisher", &[]),
+        server.token("fitted", "mixer", &[]),
+        // The floor a tile is asked for (150 kbit/s), and room for REMB's rounding.
+        "165000".to_string(),
+    ];
+    let (result, stderr) = run_pages("mix_fit_pages.mjs", &args, &[]);
+    assert_eq!(
+        result["ok"],
+        true,
+        "{result:#}\n{stderr}\n{}",
+        server.log_tail()
+    );
+    let m = server.metrics();
+    let per_frame =
+        m["switchyard_mcu_pixels_decoded_total"] / m["switchyard_mcu_frames_decoded_total"];
+    assert!(per_frame < 640.0 * 360.0, "{per_frame} {m:?}");
+    println!("{result} pixels per decoded frame: {per_frame:.0}");
+}
+
 /// Two SFU publishers (WHIP) and two MCU participants in one channel: each MCU participant's
 /// composite shows all four and it hears the other three.
 #[test]

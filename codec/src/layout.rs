@@ -137,14 +137,13 @@ pub fn tiles(
     out
 }
 
-/// The height of the tallest of `n` sources' tiles (the whole canvas for none or one): with
+/// The largest of `n` sources' tiles (the whole canvas for none or one): with
 /// [`Layout::Speaker`] the speaker's, which any source may become.
-pub fn tallest_tile(layout: Layout, canvas_width: u32, canvas_height: u32, n: usize) -> u32 {
+pub fn largest_tile(layout: Layout, canvas_width: u32, canvas_height: u32, n: usize) -> Rect {
     tiles(layout, canvas_width, canvas_height, n.max(1), None)
-        .iter()
-        .map(|t| t.height)
-        .max()
-        .unwrap_or(0)
+        .into_iter()
+        .max_by_key(|t| t.height)
+        .unwrap_or_default()
 }
 
 /// Writes the tiles for `n` sources into `out` (cleared first; the compositor reuses one vector
@@ -367,15 +366,17 @@ mod tests {
     }
 
     #[test]
-    fn tallest_tile_follows_the_count_and_the_speaker() {
-        assert_eq!(tallest_tile(Layout::Grid, 1280, 720, 0), 720);
-        assert_eq!(tallest_tile(Layout::Grid, 1280, 720, 1), 720);
-        let four = tallest_tile(Layout::Grid, 1280, 720, 4);
-        assert!((340..=360).contains(&four), "{four}");
-        let nine = tallest_tile(Layout::Grid, 1280, 720, 9);
+    fn largest_tile_follows_the_count_and_the_speaker() {
+        let height = |layout, n| largest_tile(layout, 1280, 720, n).height;
+        assert_eq!(height(Layout::Grid, 0), 720);
+        assert_eq!(largest_tile(Layout::Grid, 1280, 720, 1).width, 1280);
+        let four = largest_tile(Layout::Grid, 1280, 720, 4);
+        assert!((340..=360).contains(&four.height), "{four:?}");
+        assert!((600..=640).contains(&four.width), "{four:?}");
+        let nine = height(Layout::Grid, 9);
         assert!((220..=240).contains(&nine), "{nine}");
         // The speaker's tile, three quarters of the canvas, whoever it is.
-        let speaker = tallest_tile(Layout::Speaker, 1280, 720, 9);
+        let speaker = height(Layout::Speaker, 9);
         assert!((520..=540).contains(&speaker), "{speaker}");
     }
 }

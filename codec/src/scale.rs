@@ -20,6 +20,13 @@ const ONE: u32 = 1 << WEIGHT_BITS;
 /// bits of fraction survive between the passes.
 const MID_DROP: u32 = 7;
 
+/// A source larger than its place by at most `1 / CROP_DIVISOR` on each axis is cropped to it
+/// (its centre copied) instead of resampled. A mixer's inputs are usually such: a 640x360 layer
+/// in a 2x2 grid's tile of a 1280x720 canvas, a little smaller for the gaps between tiles.
+/// Cropping loses at most 1.5% at each edge, keeps the picture sharp (a resample by 0.99
+/// blurs every sample a little) and costs a copy instead of a filter.
+const CROP_DIVISOR: u32 = 32;
+
 /// Kernels a scaler keeps; a compositor sees a few source sizes (one per participant and
 /// simulcast layer) and a few tile sizes, and starts over when that is exceeded.
 const KERNEL_CACHE: usize = 64;
@@ -146,6 +153,7 @@ impl Scaler {
         };
         let inner = letterbox(src.width(), src.height(), area);
         paint_bars(dst, area, inner);
+        let crop = crop_offset(src.width(), src.height(), inner);
         if self.kernels.len() + 6 > KERNEL_CACHE {
             self.kernels.clear();
         }
@@ -160,8 +168,14 @@ impl Scaler {
             let (x, y, w, h) = (x as usize, y as usize, w as usize, h as usize);
             let dst_stride = dst.stride(plane);
             let out = &mut dst.plane_mut(plane)[y * dst_stride + x..];
-            if (w, h) == (src_w, src_h) {
-                copy_plane(src.plane(plane), src.stride(plane), out, dst_stride, w, h);
+            if let Some((cx, cy)) = crop {
+                let (cx, cy) = match plane {
+                    Plane::Y => (cx, cy),
+                    Plane::U | Plane::V => (cx / 2, cy / 2),
+                };
+                let stride = src.stride(plane);
+                let from = &src.plane(plane)[cy * stride + cx..];
+                copy_plane(from, stride, out, dst_stride, w, h);
                 continue;
             }
             let across = self.kernel(src_w, w);
@@ -236,6 +250,16 @@ pub(crate) fn letterbox(src_w: u32, src_h: u32, area: Rect) -> Rect {
     }
 }
 
+/// Where the centre of a `src_w` x `src_h` picture that is to be cropped to `inner` starts
+/// (even, so chroma samples stay whole), if it is to be cropped: when it is as large as
+/// `inner` and larger by at most `1 / CROP_DIVISOR` on each axis.
+fn crop_offset(src_w: u32, src_h: u32, inner: Rect) -> Option<(usize, usize)> {
+    let near = |s: u32, d: u32| s >= d && (s - d).saturating_mul(CROP_DIVISOR) <= d;
+    let offset = |s: u32, d: u32| (((s - d) / 2) & !1) as usize;
+    (near(src_w, inner.width) && near(src_h, inner.height))
+        .then(|| (offset(src_w, inner.width), offset(src_h, inner.height)))
+}
+
 /// Paints black the parts of `area` outside `inner` (at most two bars are non-empty).
 fn paint_bars(dst: &mut I420, area: Rect, inner: Rect) {
     let black = Yuv::BLACK;
@@ -259,7 +283,7 @@ fn paint_bars(dst: &mut I420, area: Rect, inner: Rect) {
     );
 }
 
-/// Same size: rows copied as they are.
+/// Same size (or a crop of the source): rows copied as they are.
 fn copy_plane(
     src: &[u8],
     src_stride: usize,
@@ -578,6 +602,54 @@ mod tests {
                 height: 52,
             },
         );
+    }
+
+    /// A 640x360 picture in a tile a little smaller (a 2x2 grid's on 1280x720, less the gaps)
+    /// is its centre, sample for sample; one a tenth smaller is resampled.
+    #[test]
+    fn a_source_slightly_larger_than_its_tile_is_cropped() {
+        let mut src = picture(640, 360, Yuv::BLACK);
+        for plane in [Plane::Y, Plane::U, Plane::V] {
+            let stride = src.stride(plane);
+            for (y, row) in src.plane_mut(plane).chunks_mut(stride).enumerate() {
+                for (x, s) in row.iter_mut().enumerate() {
+                    *s = (x * 3 + y * 7) as u8;
+                }
+            }
+        }
+        let tile = Rect {
+            x: 20,
+            y: 10,
+            width: 636,
+            height: 356,
+        };
+        let inner = letterbox(640, 360, tile);
+        assert_eq!(crop_offset(640, 360, inner), Some((4, 2)));
+        let mut dst = picture(700, 400, Yuv::from_rgb(0, 0, 255));
+        scale_into(&src, &mut dst, tile);
+        for (plane, (cx, cy), (ix, iy)) in [
+            (Plane::Y, (4, 2), (inner.x, inner.y)),
+            (Plane::U, (2, 1), (inner.x / 2, inner.y / 2)),
+            (Plane::V, (2, 1), (inner.x / 2, inner.y / 2)),
+        ] {
+            let (w, h) = match plane {
+                Plane::Y => (inner.width, inner.height),
+                _ => (inner.width / 2, inner.height / 2),
+            };
+            let (ss, ds) = (src.stride(plane), dst.stride(plane));
+            for y in 0..h as usize {
+                let from = &src.plane(plane)[(y + cy) * ss + cx..][..w as usize];
+                let to = &dst.plane(plane)[(y + iy as usize) * ds + ix as usize..][..w as usize];
+                assert_eq!(from, to, "{plane:?} row {y}");
+            }
+        }
+        let smaller = Rect {
+            width: 576,
+            height: 324,
+            ..tile
+        };
+        assert_eq!(crop_offset(640, 360, letterbox(640, 360, smaller)), None);
+        assert_eq!(crop_offset(630, 354, inner), None, "never grown");
     }
 
     #[test]

@@ -107,6 +107,10 @@ pub struct Preferences {
     pub max_frame_rate: Option<u16>,
     /// Forward nothing (audio and video) until resumed.
     pub paused: bool,
+    /// The most bits per second this consumer has use for; `None` for no limit. A publisher
+    /// whose every consumer names one is asked (REMB) for no more than the largest: the
+    /// mixer sizes its inputs to their tiles this way.
+    pub max_bitrate: Option<u64>,
 }
 
 /// A track the client receives on this transport: a consumer of `producer`.

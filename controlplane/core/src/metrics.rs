@@ -233,6 +233,11 @@ fn render_mcu(out: &mut String, threads: usize, s: &switchyard_dataplane::mcu::M
             t.frames_decoded,
         ),
         (
+            "switchyard_mcu_pixels_decoded_total",
+            "Luma samples of the video frames the mixers decoded (over frames decoded: the size of what inputs send).",
+            t.pixels_decoded,
+        ),
+        (
             "switchyard_mcu_decode_errors_total",
             "Video frames a decoder refused.",
             t.decode_errors,

@@ -14,7 +14,9 @@
 //! of its packets arrives unknown; it leaves the mixer when its transport closes.
 
 use switchyard_dataplane::ice::Credentials;
-use switchyard_dataplane::mcu::{AUDIO_LEVEL_EXT, StreamSpec, VideoCodec, tallest_tile};
+use switchyard_dataplane::mcu::{
+    AUDIO_LEVEL_EXT, MixerConfig, StreamSpec, VideoCodec, largest_tile,
+};
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
 use switchyard_dataplane::spec::{
@@ -773,13 +775,11 @@ impl AppState {
         self.fit_layers(channel);
     }
 
-    /// Caps the simulcast layer of each of the channel's mixer video inputs at twice the
-    /// height of the tallest tile for that many inputs: simulcast layers are a factor of two
-    /// apart, so this takes the smallest layer that still fills its tile (scaled down, never
-    /// up by more than twice) and decodes no more pixels than the canvas shows. Called when
-    /// inputs come and go, which changes the tiles; the router switches layers on keyframes.
+    /// Sizes each of the channel's mixer video inputs to the largest tile for that many
+    /// inputs (`tile_preferences`). Called when inputs come and go, which changes the tiles;
+    /// the router switches layers on keyframes and tells publishers in its next REMB.
     pub(crate) fn fit_layers(&self, channel: &str) {
-        let (worker, inputs, cap) = {
+        let (worker, inputs, prefs) = {
             let rooms = self.rooms();
             let Some((ch, m)) = rooms
                 .channels
@@ -794,19 +794,41 @@ impl AppState {
                 .filter(|&&(_, video)| video)
                 .map(|&(t, _)| t)
                 .collect();
-            let c = m.canvas;
-            let tile = tallest_tile(c.layout, c.width, c.height, video.len());
-            (ch.worker, video, u16::try_from(tile.saturating_mul(2)).ok())
-        };
-        let prefs = Preferences {
-            max_height: cap,
-            ..Preferences::default()
+            let prefs = tile_preferences(&m.canvas, video.len());
+            (ch.worker, video, prefs)
         };
         for transport in inputs {
             if let Err(e) = self.media.set_preferences(worker, transport, prefs) {
                 tracing::debug!(channel, "mixer input keeps its layer: {e}");
             }
         }
+    }
+}
+
+/// Bits per pixel and frame asked of a mixer input: enough for VP8 or H264 to arrive sharp,
+/// since the mixer encodes its pixels once more.
+const TILE_BITS_PER_PIXEL: f64 = 0.1;
+/// The least bitrate asked of a mixer input, however small its tile: below it a browser's
+/// encoder spends most of it on keyframes.
+const TILE_MIN_BITRATE: u64 = 150_000;
+
+/// What a mixer input of a canvas with `inputs` video inputs is asked for.
+///
+/// - Layer: at most one below twice the largest tile's height. Simulcast layers are a factor
+///   of two apart, so this takes the smallest layer that still fills its tile (scaled down by
+///   less than two, never up) and decodes no more pixels than the canvas shows.
+/// - Bitrate: the tile's pixels at the canvas frame rate and `TILE_BITS_PER_PIXEL`, at least
+///   `TILE_MIN_BITRATE`. The router asks publishers for no more (REMB) unless a subscriber
+///   of theirs takes the full stream, so an MCU participant's camera spends its uplink on
+///   what the tile shows.
+fn tile_preferences(canvas: &MixerConfig, inputs: usize) -> Preferences {
+    let tile = largest_tile(canvas.layout, canvas.width, canvas.height, inputs);
+    let pixels = f64::from(tile.width) * f64::from(tile.height) * f64::from(canvas.fps);
+    Preferences {
+        max_height: u16::try_from(tile.height.saturating_mul(2).saturating_sub(1)).ok(),
+        // ok: a float to integer cast saturates; the product is far inside u64 anyway.
+        max_bitrate: Some(((pixels * TILE_BITS_PER_PIXEL) as u64).max(TILE_MIN_BITRATE)),
+        ..Preferences::default()
     }
 }
 
@@ -821,4 +843,42 @@ fn line(n: &Negotiated, role: &MediaRole, rules: &Rules) -> Option<Line> {
         track,
         receive_ssrc: send.ssrc,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_dataplane::mcu::Layout;
+
+    /// Four inputs of a 720p grid take the 360-line layer of a 180/360/720 simulcast (the
+    /// cap is under 720) and are asked for about a quarter of the canvas's pixels at 0.1 bits
+    /// each; a tiny canvas's tiles get the floor.
+    #[test]
+    fn inputs_are_sized_to_their_tiles() {
+        let hd = MixerConfig {
+            width: 1280,
+            height: 720,
+            fps: 30,
+            layout: Layout::Grid,
+            ..MixerConfig::default()
+        };
+        let four = tile_preferences(&hd, 4);
+        let cap = four.max_height.map(u32::from);
+        assert!(cap.is_some_and(|h| (360..720).contains(&h)), "{four:?}");
+        let bps = four.max_bitrate.unwrap_or(0);
+        assert!((600_000..=700_000).contains(&bps), "{four:?}");
+        let one = tile_preferences(&hd, 1);
+        assert_eq!(one.max_height, Some(1439));
+        assert!(one.max_bitrate > four.max_bitrate);
+        let small = MixerConfig {
+            width: 320,
+            height: 180,
+            fps: 15,
+            ..hd
+        };
+        assert_eq!(
+            tile_preferences(&small, 2).max_bitrate,
+            Some(TILE_MIN_BITRATE)
+        );
+    }
 }

@@ -114,6 +114,7 @@ impl From<LayerPreferences> for switchyard_dataplane::spec::Preferences {
             max_height: p.max_height,
             max_frame_rate: p.max_frame_rate,
             paused: p.paused,
+            max_bitrate: None,
         }
     }
 }

@@ -108,6 +108,9 @@ pub struct MixerStats {
     pub audio_decodes_skipped: u64,
     pub video_packets_in: u64,
     pub frames_decoded: u64,
+    /// Luma samples of the frames decoded: over `frames_decoded`, the size of the pictures
+    /// the inputs send (the simulcast layer each takes).
+    pub pixels_decoded: u64,
     /// Frames a decoder refused, and pictures dropped for an unusable size.
     pub decode_errors: u64,
     pub canvases: u64,
@@ -127,6 +130,7 @@ impl MixerStats {
         self.audio_decodes_skipped += other.audio_decodes_skipped;
         self.video_packets_in += other.video_packets_in;
         self.frames_decoded += other.frames_decoded;
+        self.pixels_decoded += other.pixels_decoded;
         self.decode_errors += other.decode_errors;
         self.canvases += other.canvases;
         self.frames_encoded += other.frames_encoded;
@@ -490,6 +494,8 @@ impl Mixer {
             match decoder.decode(frame.data, &mut self.pool) {
                 Ok(Some(picture)) => {
                     self.stats.frames_decoded += 1;
+                    self.stats.pixels_decoded +=
+                        u64::from(picture.width()) * u64::from(picture.height());
                     if let Some(old) = input.latest.replace(picture) {
                         self.pool.put(old);
                     }

@@ -21,6 +21,6 @@ mod tests;
 mod thread;
 
 pub use mixer::{AUDIO_LEVEL_EXT, Mixer, MixerConfig, MixerStats, StreamSpec};
-pub use switchyard_codec::layout::{Layout, tallest_tile};
+pub use switchyard_codec::layout::{Layout, largest_tile};
 pub use switchyard_codec::video::VideoCodec;
 pub use thread::{Mcu, McuLanes, McuStats, ToMcu};

@@ -1138,7 +1138,7 @@ impl Router {
             m.next_report = Some(next);
             if !m.producers.is_empty() {
                 out.send_rtcp(m.transport, |buf| {
-                    receiver_report(buf, m, &mut self.producers, now)
+                    receiver_report(buf, m, &mut self.producers, &self.consumers, now)
                 });
             }
             for &c in &m.consumers {
@@ -1233,12 +1233,30 @@ fn waiting(all: &Slab<Consumer>, consumers: &[usize], layer: usize) -> bool {
 }
 
 /// The REMB bitrate for `p`, if it gets REMB: ours where it negotiated REMB, lowered to the
-/// channel's cap; the cap alone for a transport-cc publisher of a capped channel.
-fn remb_bitrate(p: &Producer) -> Option<u64> {
-    match (p.remb, p.max_bitrate) {
+/// channel's cap and to what its consumers have use for (`demand`); that cap alone for a
+/// transport-cc publisher.
+fn remb_bitrate(p: &Producer, consumers: &Slab<Consumer>) -> Option<u64> {
+    let cap = match (p.max_bitrate, demand(p, consumers)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    match (p.remb, cap) {
         (true, cap) => Some(cap.map_or(REMB_BITRATE, |c| c.min(REMB_BITRATE))),
         (false, cap) => cap,
     }
+}
+
+/// The most bits per second `p`'s consumers have use for: the largest of their
+/// `max_bitrate`s when every consumer that is not paused names one, `None` when one takes
+/// whatever comes (or none watches: a publication nobody watches is left as it is).
+fn demand(p: &Producer, consumers: &Slab<Consumer>) -> Option<u64> {
+    let mut most = None;
+    for c in p.consumers.iter().filter_map(|&c| consumers.get(c)) {
+        if !c.prefs.paused {
+            most = Some(most.unwrap_or(0).max(c.prefs.max_bitrate?));
+        }
+    }
+    most
 }
 
 /// A compound RR (one block per stream with a known SSRC), SDES, and REMB when negotiated
@@ -1247,6 +1265,7 @@ fn receiver_report(
     out: &mut [u8],
     m: &Member,
     producers: &mut Slab<Producer>,
+    consumers: &Slab<Consumer>,
     now: Instant,
 ) -> Option<usize> {
     let mut blocks = [rtcp::ReportBlock::default(); MAX_REPORT_BLOCKS];
@@ -1258,7 +1277,7 @@ fn receiver_report(
         let Some(p) = producers.get_mut(key) else {
             continue;
         };
-        let remb = remb_bitrate(p);
+        let remb = remb_bitrate(p, consumers);
         for l in &mut p.layers {
             let Some(ssrc) = l.ssrc else { continue };
             if let Some(slot) = blocks.get_mut(count) {
@@ -1739,6 +1758,7 @@ mod tests {
             max_height: None,
             max_frame_rate,
             paused: false,
+            max_bitrate: None,
         };
         s.router
             .set_preferences(s.now, s.subscriber, capped(Some(15)));
@@ -1812,6 +1832,7 @@ mod tests {
                 max_height: Some(360),
                 max_frame_rate: None,
                 paused: false,
+                max_bitrate: None,
             },
         );
         // (After the rate limit: h was asked for one when it appeared.)
@@ -1843,6 +1864,7 @@ mod tests {
             max_height: Some(360),
             max_frame_rate: None,
             paused: true,
+            max_bitrate: None,
         };
         s.router.set_preferences(s.now, s.subscriber, paused);
         s.round(&[0, 1, 2]);
@@ -1900,6 +1922,7 @@ mod tests {
             max_height: Some(360),
             max_frame_rate: None,
             paused: false,
+            max_bitrate: None,
         };
         s.router.set_preferences(s.now, s.subscriber, capped);
         assert!(layers(&mut s.router).is_empty(), "not at once");
@@ -2069,6 +2092,41 @@ mod tests {
             s.round(&[0, 1, 2]);
         }
         assert!(rembs(&mut s).is_empty());
+    }
+
+    /// A consumer that names a `max_bitrate` (a mixer input sized to its tile) lowers the
+    /// REMB to its publisher, the channel's cap still bounding it; a consumer that takes
+    /// whatever comes lifts it again, and a paused one has no say.
+    #[test]
+    fn consumers_that_want_less_lower_the_remb() {
+        const TILE: u64 = 400_000;
+        let mut s = Simulcast::new();
+        let remb_after = |s: &mut Simulcast, prefs: Preferences| {
+            let now = s.now;
+            s.router.set_preferences(now, s.subscriber, prefs);
+            for _ in 0..60 {
+                s.round(&[0, 1, 2]);
+            }
+            let remb = rembs(s);
+            assert!(!remb.is_empty());
+            assert!(remb.iter().all(|&b| b == remb[0]), "{remb:?}");
+            remb[0]
+        };
+        let tile = Preferences {
+            max_bitrate: Some(TILE),
+            ..Preferences::default()
+        };
+        assert_eq!(remb_after(&mut s, Preferences::default()), REMB_BITRATE);
+        assert_eq!(remb_after(&mut s, tile), TILE);
+        s.router.producers.iter_mut().next().unwrap().1.max_bitrate = Some(TILE / 2);
+        assert_eq!(remb_after(&mut s, tile), TILE / 2);
+        s.router.producers.iter_mut().next().unwrap().1.max_bitrate = None;
+        let paused = Preferences {
+            paused: true,
+            ..tile
+        };
+        assert_eq!(remb_after(&mut s, paused), REMB_BITRATE);
+        assert_eq!(remb_after(&mut s, Preferences::default()), REMB_BITRATE);
     }
 
     #[test]

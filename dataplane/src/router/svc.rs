@@ -395,6 +395,7 @@ mod tests {
                     max_height: Some(360),
                     max_frame_rate: None,
                     paused: false,
+                    max_bitrate: None,
                 },
             );
             members.sort();
@@ -584,6 +585,7 @@ mod tests {
             max_height: Some(360),
             max_frame_rate,
             paused: false,
+            max_bitrate: None,
         };
         // What `to` got from the `units` units sent now (the earlier ones hold the structure).
         let send = |s: &mut Svc, units, to| {
@@ -624,6 +626,7 @@ mod tests {
             max_height: None,
             max_frame_rate: fps,
             paused: false,
+            max_bitrate: None,
         };
         let l = |spatial, temporal| Layers { spatial, temporal };
         let temporal = |max, fps| wanted_layers(&st, &prefs(max), None, 0, fps).temporal;
@@ -657,6 +660,7 @@ mod tests {
             max_height: h,
             max_frame_rate: None,
             paused: false,
+            max_bitrate: None,
         };
         let l = |spatial, temporal| Layers { spatial, temporal };
         assert_eq!(wanted_layers(&st, &prefs(None), None, 0, 0), l(2, 2));
