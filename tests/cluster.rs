@@ -728,6 +728,63 @@ fn mcu_through_a_gateway() {
     assert!(publications(&redis, "mixed").is_empty());
 }
 
+/// One mixer shows the whole channel. An SFU publisher (WHIP) lands on m2, the only media
+/// server then, which is full after it (`--capacity 1`); m1 starts, and an MCU participant and
+/// a viewer of the mix join: the mixer starts on m1, and the gateway relays the publication
+/// there, where it joins the running mix. The composite shows both colours and the MCU
+/// participant hears the publisher's tone.
+#[test]
+fn mcu_mixes_publications_of_other_media_servers() {
+    netns::enter();
+    let redis = Redis::start(6379);
+    let dir = temp_dir();
+    let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
+    let _m2 = media_server(
+        &dir,
+        "m2",
+        "a",
+        GATEWAY_A,
+        "41000-41100",
+        &["--capacity", "1"],
+    );
+    let tokens = [
+        token(&dir, "spread", "publisher"),
+        token(&dir, "spread", "mixer"),
+    ];
+    let viewer = token(&dir, "spread", "viewer");
+    let base = format!("http://127.0.0.1:{GATEWAY_A}");
+    let aiortc = std::thread::spawn(move || {
+        let extra = ["--stagger", "6"];
+        mix::run_with(&base, "spread", &tokens, &viewer, 1, "VP8", 8, &extra)
+    });
+    wait_for("the publication on m2", Duration::from_secs(20), || {
+        publications(&redis, "spread")
+            .iter()
+            .any(|(_, _, server)| server == "m2")
+    });
+    let _m1 = registered_media_server(
+        &dir,
+        "m1",
+        GATEWAY_A,
+        "40000-40100",
+        &["--public-ip", "127.0.0.1", "--mcu-workers", "1"],
+        &[
+            ("REGION", "a"),
+            ("MCU__CANVASWIDTH", "320"),
+            ("MCU__CANVASHEIGHT", "180"),
+            ("MCU__FRAMERATE", "15"),
+        ],
+    );
+    let result = aiortc.join().expect("the aiortc script");
+    mix::check(&result, 2);
+    println!("{result}");
+    let log = std::fs::read_to_string(dir.join("m1.log")).unwrap_or_default();
+    assert!(
+        log.contains("pipe in") && log.contains("mixed connection"),
+        "m1 mixes no relayed publication:\n{log}"
+    );
+}
+
 /// A channel configuration's MCU canvas reaches the media server that mixes: the gateway reads
 /// it for the token's application and sends it with the MCU connection, and the composite is
 /// the channel's 192x108 rather than the media server's 320x180.

@@ -208,6 +208,12 @@ async def main():
     p.add_argument("--codec", default="VP8")
     p.add_argument("--publishers", type=int, default=0)
     p.add_argument("--viewer", help="a token for a client that plays the mix over WHEP")
+    p.add_argument(
+        "--stagger",
+        type=float,
+        default=0,
+        help="seconds between the publishers' joining (first) and the others'",
+    )
     args = p.parse_args()
     n = len(args.tokens)
     if n > len(COLOURS):
@@ -222,6 +228,8 @@ async def main():
     result = {"ok": False, "codec": args.codec}
     try:
         for person in people:
+            if args.stagger and not person.publisher and person.index == args.publishers:
+                await asyncio.sleep(args.stagger)
             await person.join(loop.time())
         for second in range(int(args.seconds)):
             await asyncio.sleep(1)

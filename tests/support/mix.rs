@@ -17,6 +17,31 @@ pub fn run(
     codec: &str,
     seconds: u32,
 ) -> serde_json::Value {
+    run_with(
+        base,
+        channel,
+        tokens,
+        viewer,
+        publishers,
+        codec,
+        seconds,
+        &[],
+    )
+}
+
+/// [`run`] with more arguments for mix.py (`--stagger S`: the others join S seconds after
+/// the publishers).
+#[allow(clippy::too_many_arguments)]
+pub fn run_with(
+    base: &str,
+    channel: &str,
+    tokens: &[String],
+    viewer: &str,
+    publishers: usize,
+    codec: &str,
+    seconds: u32,
+    extra: &[&str],
+) -> serde_json::Value {
     let out = Command::new(python())
         .arg(repo().join("tests/aiortc/mix.py"))
         .arg(base)
@@ -25,6 +50,7 @@ pub fn run(
         .args(["--seconds", &seconds.to_string(), "--codec", codec])
         .args(["--publishers", &publishers.to_string()])
         .args(["--viewer", viewer])
+        .args(extra)
         .output()
         .expect("run the aiortc script");
     script_result(&out, "aiortc mix")

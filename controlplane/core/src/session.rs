@@ -884,26 +884,30 @@ impl AppState {
         let transport = ids::transport();
         let spec = pipe_spec(transport, router, producers, Vec::new(), pipe);
         self.media.create_transport(worker, spec).await?;
-        let mut rooms = self.rooms();
-        if let Some(ch) = rooms.channels.get_mut(channel) {
-            ch.publications.insert(
-                publication.clone(),
-                Publication {
-                    participant: participant.to_string(),
-                    transport,
-                    tracks: published,
-                    data: None,
-                    mixed: None,
-                },
+        {
+            let mut rooms = self.rooms();
+            if let Some(ch) = rooms.channels.get_mut(channel) {
+                ch.publications.insert(
+                    publication.clone(),
+                    Publication {
+                        participant: participant.to_string(),
+                        transport,
+                        tracks: published.clone(),
+                        data: None,
+                        mixed: None,
+                    },
+                );
+            }
+            rooms.add_transport(
+                channel,
+                worker,
+                transport,
+                Owner::Publication(publication.clone()),
             );
         }
-        rooms.add_transport(
-            channel,
-            worker,
-            transport,
-            Owner::Publication(publication.clone()),
-        );
         tracing::info!(channel, publication = %publication, transport = %transport, "pipe in");
+        // A publication relayed here from another media server is mixed like a local one.
+        self.mix_inputs(channel, &published).await;
         Ok(publication)
     }
 

@@ -192,8 +192,19 @@ impl Channels for Gateway {
                 Err(e) => return Err(e.into()),
             }
         };
-        self.published(channel, participant, server, reply, false)
-            .await
+        let (publication, answer) = self
+            .published(channel, participant, server.clone(), reply, false)
+            .await?;
+        // A mixer on another server shows this publication too.
+        match self.mixer_server(channel).await {
+            Ok(Some(mixer)) if mixer.id != server.id => {
+                self.relay_to_mixer(channel, &mixer, Some(&publication))
+                    .await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(channel, %publication, "not mixed: {e}"),
+        }
+        Ok((publication, answer))
     }
 
     /// An MCU connection goes to the media server that holds the channel's mixer (see
@@ -219,8 +230,11 @@ impl Channels for Gateway {
         let (server, reply) = self
             .call_mixer::<MixReply>(channel, "mix", &request)
             .await?;
-        self.published(channel, participant, server, reply, true)
-            .await
+        let done = self
+            .published(channel, participant, server.clone(), reply, true)
+            .await?;
+        self.relay_to_mixer(channel, &server, None).await;
+        Ok(done)
     }
 
     /// A view of the mix is made where the channel's mixer is, as an MCU connection is, and
@@ -243,8 +257,11 @@ impl Channels for Gateway {
         let (server, reply) = self
             .call_mixer::<ViewMixReply>(channel, "view-mix", &request)
             .await?;
-        self.subscribed(channel, participant, MIX_VIEW, server, reply)
-            .await
+        let done = self
+            .subscribed(channel, participant, MIX_VIEW, server.clone(), reply)
+            .await?;
+        self.relay_to_mixer(channel, &server, None).await;
+        Ok(done)
     }
 
     async fn subscribe(
@@ -560,8 +577,8 @@ impl Gateway {
 
     /// Calls `what` (`mix`, `view-mix`) on the media server for the channel's mix: the one
     /// that holds its mixer, else the channel's server, placed as for a publication but
-    /// without the client's region claim (one mixer serves the whole channel, and it mixes
-    /// the SFU publications on its own server). While there is no mixer yet, a server that
+    /// without the client's region claim (one mixer serves the whole channel; other servers'
+    /// publications are relayed to it). While there is no mixer yet, a server that
     /// does not answer is skipped once, as for `publish`.
     async fn call_mixer<T: serde::de::DeserializeOwned>(
         &self,

@@ -149,6 +149,41 @@ impl Gateway {
         }
     }
 
+    /// Relays to `mixer` (the media server that holds the channel's mixer) the channel's SFU
+    /// publications on other servers, or just `only`, so that the channel's one mixer shows
+    /// everyone; the relayed copy on `mixer` becomes a mixer input there. Relays already made
+    /// (for subscribers on `mixer`) are reused. Failures are logged: the mix goes on without
+    /// that publication.
+    pub(super) async fn relay_to_mixer(
+        &self,
+        channel: &str,
+        mixer: &MediaServerRecord,
+        only: Option<&str>,
+    ) {
+        let publications = match self.presence.publications(channel).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(channel, "the mix may miss other servers' publications: {e}");
+                return;
+            }
+        };
+        for (publication, entry) in publications {
+            if entry.mixed
+                || entry.server == mixer.id
+                || only.is_some_and(|only| only != publication)
+            {
+                continue;
+            }
+            let relayed = match self.server(&entry.server).await {
+                Ok(origin) => self.relay(channel, &publication, &origin, mixer).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = relayed {
+                tracing::warn!(channel, %publication, from = %entry.server, to = %mixer.id, "not mixed: cannot relay ({e})");
+            }
+        }
+    }
+
     /// Ends the relays of `publication` (or, with `None`, those touching a server in `gone`):
     /// the receiving server unpublishes the relayed copy, the origin ends its pipe.
     pub(super) async fn close_relays(
