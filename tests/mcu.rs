@@ -6,7 +6,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use switchyard_tests::mix::check;
-use switchyard_tests::server::Server;
+use switchyard_tests::nat::{Namespace, veth};
+use switchyard_tests::server::{Server, temp_dir};
 use switchyard_tests::{http, netns, python, repo, run_pages, script_result};
 
 /// A small canvas at 15 fps: what two cores encode for several participants in a test.
@@ -118,6 +119,64 @@ fn the_mixer_asks_its_inputs_for_what_their_tiles_show() {
         m["switchyard_mcu_pixels_decoded_total"] / m["switchyard_mcu_frames_decoded_total"];
     assert!(per_frame < 640.0 * 360.0, "{per_frame} {m:?}");
     println!("{result} pixels per decoded frame: {per_frame:.0}");
+}
+
+/// With `MCU:LOWERRUNG` every composite is encoded twice, the second time at half size as a
+/// second simulcast layer of the mixer's output: participants on unlimited links still get
+/// the full 320x180 composite (the router gives the half one to viewers whose bandwidth
+/// estimate does not take the full one).
+#[test]
+fn a_lower_rung_leaves_viewers_on_good_links_the_full_composite() {
+    netns::enter();
+    let env = [&CANVAS[..], &[("MCU__LOWERRUNG", "true")]].concat();
+    let server = Server::start_with_env(&[], &env);
+    let result = mix(&server, "rungs", 2, 0, "VP8");
+    check(&result, 2);
+    let m = server.metrics();
+    let (encoded, canvases) = (
+        m["switchyard_mcu_frames_encoded_total"],
+        m["switchyard_mcu_canvases_total"],
+    );
+    assert!(encoded >= 1.8 * canvases, "{encoded} {canvases}");
+}
+
+/// The lower rung reaches a viewer on a weak link: an MCU participant's Chromium sits in a
+/// namespace behind a link that `tc` limits to 250 kbit/s mid-call; its composite drops from
+/// the 640x360 canvas to the 320x180 rung, and comes back once the limit is lifted.
+#[test]
+fn a_viewer_on_a_weak_link_gets_the_lower_rung() {
+    netns::enter();
+    let test = Namespace::current("server");
+    let sub = Namespace::new("viewer");
+    veth(&test, "toview", "10.9.0.1/24", &sub, "eth0", "10.9.0.2/24");
+    let dir = temp_dir();
+    let env = [
+        ("MCU__CANVASWIDTH", "640"),
+        ("MCU__CANVASHEIGHT", "360"),
+        ("MCU__FRAMERATE", "15"),
+        ("MCU__LOWERRUNG", "true"),
+    ];
+    // The server announces its only non-loopback address, 10.9.0.1.
+    let server = Server::start_in(&dir, &[], &env);
+    let args = vec![
+        format!("http://10.9.0.1:{}", server.port),
+        "weak".to_string(),
+        server.token("weak", "publisher", &[]),
+        server.token("weak", "mixer", &[]),
+        "360".to_string(),
+    ];
+    let env = [
+        ("LIMIT_DEV", "toview".to_string()),
+        ("SUB_NETNS", sub.path().display().to_string()),
+    ];
+    let (result, stderr) = run_pages("mix_rung_pages.mjs", &args, &env);
+    assert_eq!(
+        result["ok"],
+        true,
+        "{result:#}\n{stderr}\n{}",
+        server.log_tail()
+    );
+    println!("{result}");
 }
 
 /// Two SFU publishers (WHIP) and two MCU participants in one channel: each MCU participant's

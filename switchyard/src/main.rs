@@ -244,8 +244,8 @@ impl MediaArgs {
     }
 }
 
-/// How the mixers compose: MCU:CANVASWIDTH, MCU:CANVASHEIGHT, MCU:FRAMERATE, MCU:LAYOUT, within
-/// the bounds a channel configuration's own canvas is held to.
+/// How the mixers compose: MCU:CANVASWIDTH, MCU:CANVASHEIGHT, MCU:FRAMERATE, MCU:LAYOUT,
+/// MCU:LOWERRUNG, within the bounds a channel configuration's own canvas is held to.
 fn mixer_config(config: &Config) -> Result<MixerConfig, Fatal> {
     let default = MixerConfig::default();
     let number = |name: &str, default: u32, range: std::ops::RangeInclusive<u32>| {
@@ -275,6 +275,7 @@ fn mixer_config(config: &Config) -> Result<MixerConfig, Fatal> {
         height: number("MCU:CANVASHEIGHT", default.height, MCU_CANVAS_HEIGHTS)? & !1,
         fps: number("MCU:FRAMERATE", default.fps, MCU_FRAME_RATES)?,
         layout,
+        lower_rung: config.flag("MCU:LOWERRUNG", default.lower_rung),
         ..default
     })
 }

@@ -151,6 +151,11 @@ const SETTINGS: &[Spec] = &[
         about: "grid (default) or speaker: the active speaker large, the rest in a strip",
     },
     Spec {
+        name: "MCU:LOWERRUNG",
+        kind: Kind::Bool,
+        about: "also encode each composite at half size for viewers on weak links (default false; costs about a third more encoding)",
+    },
+    Spec {
         name: "TURN:ENABLED",
         kind: Kind::Bool,
         about: "run the embedded TURN server (default true)",

@@ -15,7 +15,7 @@
 
 use switchyard_dataplane::ice::Credentials;
 use switchyard_dataplane::mcu::{
-    AUDIO_LEVEL_EXT, MixerConfig, StreamSpec, VideoCodec, largest_tile,
+    AUDIO_LEVEL_EXT, MIX_RID_EXT, MixerConfig, RUNG_RIDS, StreamSpec, VideoCodec, largest_tile,
 };
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
@@ -316,7 +316,8 @@ impl AppState {
                         nack: codec.nack,
                         pli: codec.pli,
                         fir: codec.fir,
-                        twcc_ext: None,
+                        // The viewer's bandwidth estimate picks its rung of the composite.
+                        twcc_ext: extensions.transport_cc,
                         dd_ext: None,
                         audio_level_ext: None,
                         rtx: None,
@@ -347,7 +348,7 @@ impl AppState {
                         ssrc: 0,
                         payload_type: AUDIO_PT,
                     };
-                    self.mixer_output(place, spec, Codec::Opus)
+                    self.mixer_output(place, spec, Codec::Opus, false)
                         .await
                         .map(|(t, p)| {
                             made.push(t);
@@ -505,6 +506,7 @@ impl AppState {
                                 payload_type: AUDIO_PT,
                             },
                             Codec::Opus,
+                            false,
                         )
                         .await?;
                     made.push(t);
@@ -530,7 +532,7 @@ impl AppState {
                 nack: sent.nack,
                 pli: sent.pli,
                 fir: sent.fir,
-                twcc_ext: None,
+                twcc_ext: sent.twcc_ext,
                 dd_ext: None,
                 audio_level_ext: None,
                 rtx: None,
@@ -565,13 +567,16 @@ impl AppState {
         video: VideoCodec,
         made: &mut Vec<TransportId>,
     ) -> Result<ProducerId, Error> {
-        let existing = self
-            .rooms()
-            .channels
-            .get(channel)
-            .and_then(|c| c.mixer.as_ref())
-            .and_then(|m| m.video_out.iter().find(|(c, _, _)| *c == codec))
-            .map(|&(_, _, p)| p);
+        let (existing, lower_rung) = {
+            let rooms = self.rooms();
+            let mixer = rooms.channels.get(channel).and_then(|c| c.mixer.as_ref());
+            (
+                mixer
+                    .and_then(|m| m.video_out.iter().find(|(c, _, _)| *c == codec))
+                    .map(|&(_, _, p)| p),
+                mixer.is_some_and(|m| m.canvas.lower_rung),
+            )
+        };
         if let Some(p) = existing {
             return Ok(p);
         }
@@ -580,7 +585,7 @@ impl AppState {
             ssrc: 0,
             payload_type: VIDEO_PT,
         };
-        let (t, p) = self.mixer_output(place, spec, codec).await?;
+        let (t, p) = self.mixer_output(place, spec, codec, lower_rung).await?;
         let mut rooms = self.rooms();
         match rooms
             .channels
@@ -601,12 +606,14 @@ impl AppState {
     }
 
     /// Makes a mixer output stream: told to the MCU thread, then its transport with one
-    /// producer (the SSRC in `spec` is replaced by a fresh one). Returns both ids.
+    /// producer (the SSRC in `spec` is replaced by a fresh one). A video output with a lower
+    /// rung is a simulcast producer of two layers, told apart by their rids. Returns both ids.
     async fn mixer_output(
         &self,
         place: Place,
         spec: StreamSpec,
         codec: Codec,
+        lower_rung: bool,
     ) -> Result<(TransportId, ProducerId), Error> {
         let mcu = self
             .media
@@ -641,6 +648,7 @@ impl AppState {
         mcu.add_stream(place.mcu, place.router, transport, spec)
             .await?;
         let video = kind == MediaKind::Video;
+        let rungs = video && lower_rung;
         let spec = TransportSpec {
             id: transport,
             router: place.router,
@@ -654,8 +662,12 @@ impl AppState {
                 ssrc: Some(Ssrc(ssrc)),
                 mid: "0".into(),
                 mid_ext: None,
-                rids: Vec::new(),
-                rid_ext: None,
+                rids: if rungs {
+                    RUNG_RIDS.map(String::from).to_vec()
+                } else {
+                    Vec::new()
+                },
+                rid_ext: rungs.then_some(MIX_RID_EXT),
                 nack: false,
                 pli: video,
                 fir: video,

@@ -10,6 +10,10 @@
 //!   output (one per codec, shared by all its viewers) encodes the canvas once and
 //!   packetizes it. A loss or an undecodable frame sends the input a PLI (rate-limited); a
 //!   viewer's PLI, a new tile or a new viewer makes the next encode a keyframe.
+//! - **Lower rung** (`MixerConfig::lower_rung`): each video output also encodes the canvas at
+//!   half its size, as a second simulcast layer of the output (rid `half`, the full one
+//!   `full`, in extension [`MIX_RID_EXT`]); the router gives it to viewers whose bandwidth
+//!   does not take the full one, as it does with a browser's simulcast.
 //!
 //! Output timestamps come from one clock (the mixer's creation, mapped to NTP then) so the
 //! sender reports of audio and video agree and browsers keep them in sync.
@@ -21,6 +25,8 @@ use switchyard_codec::audio::{AudioMixer, MixerConfig as AudioConfig, SourceId, 
 use switchyard_codec::compose::Compositor;
 use switchyard_codec::h264::{H264Depacketizer, H264Packetizer};
 use switchyard_codec::layout::Layout;
+use switchyard_codec::layout::Rect;
+use switchyard_codec::scale::Scaler;
 use switchyard_codec::video::{self, EncoderConfig, VideoCodec, VideoDecoder, VideoEncoder};
 use switchyard_codec::vp8::{Vp8Depacketizer, Vp8Packetizer};
 use switchyard_codec::{FramePool, I420, Packetizer, Payloads};
@@ -47,6 +53,12 @@ const RTCP_SSRC: u32 = 1;
 /// and leaves quiet sources undecoded.
 pub const AUDIO_LEVEL_EXT: u8 = 1;
 
+/// The extension id of the rid (RFC 8852) on a video output's packets when it has a lower
+/// rung: the router learns each rung's SSRC from it, as from a browser's simulcast.
+pub const MIX_RID_EXT: u8 = 2;
+/// The rids of a video output's rungs, lowest first, as its producer lists them.
+pub const RUNG_RIDS: [&str; 2] = ["half", "full"];
+
 /// How a channel's canvas looks; from the channel's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MixerConfig {
@@ -59,6 +71,10 @@ pub struct MixerConfig {
     /// Every listener's Opus bitrate (mono). Above the 32 kbit/s browsers send for one voice:
     /// a mix carries several at once, and it is encoded a second time.
     pub audio_bitrate_bps: u32,
+    /// Also encode each composite at half the canvas size (a third of the bitrate), for
+    /// viewers whose bandwidth does not take the full one; it costs about a third more
+    /// encoding (`MCU:LOWERRUNG`).
+    pub lower_rung: bool,
 }
 
 impl Default for MixerConfig {
@@ -70,6 +86,7 @@ impl Default for MixerConfig {
             layout: Layout::Grid,
             video_bitrate_bps: 1_000_000,
             audio_bitrate_bps: 48_000,
+            lower_rung: false,
         }
     }
 }
@@ -166,10 +183,21 @@ struct VideoInput {
     last_pli: Option<Instant>,
 }
 
+/// A video output: the composite in one codec, for every viewer taking that codec.
 struct VideoOutput {
     transport: TransportId,
-    ssrc: u32,
     payload_type: u8,
+    /// The full canvas first, then the half one when there is a lower rung.
+    rungs: Vec<Rung>,
+}
+
+/// One encoding of the composite: its own RTP stream of the output.
+struct Rung {
+    /// Its rid, with a lower rung (see [`RUNG_RIDS`]).
+    rid: Option<&'static str>,
+    /// Encodes the half-size canvas.
+    half: bool,
+    ssrc: u32,
     encoder: Box<dyn VideoEncoder>,
     packetizer: CanvasPacketizer,
     sequence: u16,
@@ -207,6 +235,9 @@ pub struct Mixer {
     video_in: Vec<VideoInput>,
     video_out: Vec<VideoOutput>,
     compositor: Compositor,
+    /// The canvas at half size, for lower rungs; and what scales it.
+    half: Option<I420>,
+    scaler: Scaler,
     pool: FramePool,
     /// The clock output timestamps count from, and its NTP time.
     epoch: Instant,
@@ -255,6 +286,8 @@ impl Mixer {
             video_in: Vec::new(),
             video_out: Vec::new(),
             compositor,
+            half: None,
+            scaler: Scaler::default(),
             pool: FramePool::default(),
             epoch: now,
             epoch_ntp: ntp,
@@ -343,34 +376,64 @@ impl Mixer {
                 ssrc,
                 payload_type,
             } => {
-                let encoder = video::encoder(&EncoderConfig {
-                    codec,
-                    width: self.config.width,
-                    height: self.config.height,
-                    bitrate_bps: self.config.video_bitrate_bps,
-                    fps: self.config.fps,
-                })
-                .map_err(|e| format!("{codec:?} encoder: {e}"))?;
-                let packetizer = match codec {
-                    VideoCodec::Vp8 => CanvasPacketizer::Vp8(Vp8Packetizer::new(rand::random())),
-                    VideoCodec::H264 => CanvasPacketizer::H264(H264Packetizer),
-                };
+                let mut rungs = vec![self.rung(codec, ssrc, false)?];
+                if self.config.lower_rung {
+                    rungs.push(self.rung(codec, rand::random::<u32>() | 1, true)?);
+                    rungs[0].rid = Some(RUNG_RIDS[1]);
+                }
                 self.video_out.push(VideoOutput {
                     transport,
-                    ssrc,
                     payload_type,
-                    encoder,
-                    packetizer,
-                    sequence: rand::random(),
-                    keyframe_wanted: true,
-                    last_keyframe: None,
-                    packets: 0,
-                    octets: 0,
+                    rungs,
                 });
             }
         }
         self.streams.insert(transport, spec);
         Ok(())
+    }
+
+    /// A rung of a video output in `codec`: the full canvas, or (`half`) the half one at a
+    /// third of the bitrate. Its encoder must start.
+    fn rung(&mut self, codec: VideoCodec, ssrc: u32, half: bool) -> Result<Rung, String> {
+        let (mut width, mut height, mut bitrate_bps) = (
+            self.config.width,
+            self.config.height,
+            self.config.video_bitrate_bps,
+        );
+        if half {
+            // Even sizes: I420's chroma is subsampled 2x2.
+            width = (width / 2).max(2) & !1;
+            height = (height / 2).max(2) & !1;
+            bitrate_bps /= 3;
+            if self.half.is_none() {
+                self.half =
+                    Some(I420::new(width, height).map_err(|e| format!("half canvas: {e}"))?);
+            }
+        }
+        let encoder = video::encoder(&EncoderConfig {
+            codec,
+            width,
+            height,
+            bitrate_bps,
+            fps: self.config.fps,
+        })
+        .map_err(|e| format!("{codec:?} encoder: {e}"))?;
+        let packetizer = match codec {
+            VideoCodec::Vp8 => CanvasPacketizer::Vp8(Vp8Packetizer::new(rand::random())),
+            VideoCodec::H264 => CanvasPacketizer::H264(H264Packetizer),
+        };
+        Ok(Rung {
+            rid: half.then_some(RUNG_RIDS[0]),
+            half,
+            ssrc,
+            encoder,
+            packetizer,
+            sequence: rand::random(),
+            keyframe_wanted: true,
+            last_keyframe: None,
+            packets: 0,
+            octets: 0,
+        })
     }
 
     /// Removes stream `transport` (unknown ones are ignored).
@@ -418,8 +481,8 @@ impl Mixer {
     }
 
     fn want_keyframes(&mut self) {
-        for o in &mut self.video_out {
-            o.keyframe_wanted = true;
+        for r in self.video_out.iter_mut().flat_map(|o| &mut o.rungs) {
+            r.keyframe_wanted = true;
         }
     }
 
@@ -456,13 +519,22 @@ impl Mixer {
             }
             StreamSpec::VideoIn { .. } => self.on_video(now, transport, data, out),
             StreamSpec::VideoOut { .. } => {
-                let wants_keyframe = rtcp::packets(data)
-                    .flatten()
-                    .any(|p| matches!(p, rtcp::Packet::Pli { .. } | rtcp::Packet::Fir { .. }));
-                if wants_keyframe
-                    && let Some(o) = self.video_out.iter_mut().find(|o| o.transport == transport)
-                {
-                    o.keyframe_wanted = true;
+                let Some(o) = self.video_out.iter_mut().find(|o| o.transport == transport) else {
+                    return;
+                };
+                // A PLI names the rung it wants a keyframe of; a FIR, any (all of them).
+                let single = o.rungs.len() == 1;
+                for p in rtcp::packets(data).flatten() {
+                    let ssrc = match p {
+                        rtcp::Packet::Pli { media_ssrc, .. } => Some(media_ssrc),
+                        rtcp::Packet::Fir { .. } => None,
+                        _ => continue,
+                    };
+                    for r in &mut o.rungs {
+                        if ssrc.is_none_or(|s| single || s == r.ssrc) {
+                            r.keyframe_wanted = true;
+                        }
+                    }
                 }
             }
             // Receiver reports and REMB on audio outputs say nothing the mixer acts on.
@@ -563,7 +635,7 @@ impl Mixer {
                     timestamp: p.timestamp,
                     ssrc: o.ssrc,
                 };
-                let Some(n) = write_rtp(scratch, &fields, p.payload) else {
+                let Some(n) = write_rtp(scratch, &fields, &[], p.payload) else {
                     stats.dropped += 1;
                     return;
                 };
@@ -589,54 +661,36 @@ impl Mixer {
         let timestamp = self.video_timestamp(now);
         let canvas = self.compositor.compose(&pictures, speaker);
         self.stats.canvases += 1;
+        if let Some(half) = self.half.as_mut() {
+            let whole = Rect {
+                x: 0,
+                y: 0,
+                width: half.width(),
+                height: half.height(),
+            };
+            self.scaler.scale_into(canvas, half, whole);
+        }
+        let mut sink = Sink {
+            encoded: &mut self.encoded,
+            payloads: &mut self.payloads,
+            scratch: &mut self.scratch,
+            stats: &mut self.stats,
+        };
         for o in &mut self.video_out {
-            let force = o.keyframe_wanted
-                && o.last_keyframe
-                    .is_none_or(|at| now.saturating_duration_since(at) >= KEYFRAME_INTERVAL);
-            if force {
-                o.encoder.force_keyframe();
-            }
-            let encoded = match o.encoder.encode(canvas, timestamp, &mut self.encoded) {
-                Ok(Some(e)) => e,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::debug!(transport = %o.transport, "encode failed: {e}");
-                    self.stats.encode_errors += 1;
-                    continue;
-                }
-            };
-            self.stats.frames_encoded += 1;
-            if encoded.keyframe {
-                self.stats.keyframes_encoded += 1;
-                o.keyframe_wanted = false;
-                o.last_keyframe = Some(now);
-            }
-            let packetized = match &mut o.packetizer {
-                CanvasPacketizer::Vp8(p) => p.packetize(&self.encoded, MTU, &mut self.payloads),
-                CanvasPacketizer::H264(p) => p.packetize(&self.encoded, MTU, &mut self.payloads),
-            };
-            if packetized.is_err() {
-                self.stats.encode_errors += 1;
-                continue;
-            }
-            let last = self.payloads.len().saturating_sub(1);
-            for (i, payload) in self.payloads.iter().enumerate() {
-                let fields = rtp::HeaderFields {
-                    marker: i == last,
-                    payload_type: o.payload_type,
-                    sequence: o.sequence,
+            for r in &mut o.rungs {
+                let picture = match (r.half, self.half.as_ref()) {
+                    (true, Some(half)) => half,
+                    _ => canvas,
+                };
+                r.send(
+                    now,
+                    picture,
                     timestamp,
-                    ssrc: o.ssrc,
-                };
-                o.sequence = o.sequence.wrapping_add(1);
-                let Some(n) = write_rtp(&mut self.scratch, &fields, payload) else {
-                    self.stats.dropped += 1;
-                    continue;
-                };
-                o.packets = o.packets.wrapping_add(1);
-                o.octets = o.octets.wrapping_add(payload.len() as u32);
-                self.stats.packets_out += 1;
-                out.send(o.transport, &self.scratch[..n]);
+                    o.transport,
+                    o.payload_type,
+                    &mut sink,
+                    out,
+                );
             }
         }
     }
@@ -677,20 +731,94 @@ impl Mixer {
         }
         let video_ts = self.video_timestamp(now);
         for o in &self.video_out {
-            if o.packets == 0 {
+            for r in o.rungs.iter().filter(|r| r.packets > 0) {
+                if let Ok(n) = rtcp::write_sender_report(
+                    &mut self.scratch,
+                    r.ssrc,
+                    ntp,
+                    video_ts,
+                    r.packets,
+                    r.octets,
+                    &[],
+                ) {
+                    out.send(o.transport, &self.scratch[..n]);
+                }
+            }
+        }
+    }
+}
+
+/// The mixer's buffers and counters a rung writes its packets through.
+struct Sink<'a> {
+    encoded: &'a mut Vec<u8>,
+    payloads: &'a mut Payloads,
+    scratch: &'a mut [u8],
+    stats: &'a mut MixerStats,
+}
+
+impl Rung {
+    /// Encodes `picture` (a keyframe if one is wanted and the last is old enough),
+    /// packetizes it and sends the packets on `transport`.
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        now: Instant,
+        picture: &I420,
+        timestamp: u32,
+        transport: TransportId,
+        payload_type: u8,
+        sink: &mut Sink<'_>,
+        out: &mut impl Output,
+    ) {
+        let force = self.keyframe_wanted
+            && self
+                .last_keyframe
+                .is_none_or(|at| now.saturating_duration_since(at) >= KEYFRAME_INTERVAL);
+        if force {
+            self.encoder.force_keyframe();
+        }
+        let encoded = match self.encoder.encode(picture, timestamp, sink.encoded) {
+            Ok(Some(e)) => e,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(%transport, "encode failed: {e}");
+                sink.stats.encode_errors += 1;
+                return;
+            }
+        };
+        sink.stats.frames_encoded += 1;
+        if encoded.keyframe {
+            sink.stats.keyframes_encoded += 1;
+            self.keyframe_wanted = false;
+            self.last_keyframe = Some(now);
+        }
+        let packetized = match &mut self.packetizer {
+            CanvasPacketizer::Vp8(p) => p.packetize(sink.encoded, MTU, sink.payloads),
+            CanvasPacketizer::H264(p) => p.packetize(sink.encoded, MTU, sink.payloads),
+        };
+        if packetized.is_err() {
+            sink.stats.encode_errors += 1;
+            return;
+        }
+        let rid = self.rid.map(|rid| (MIX_RID_EXT, rid.as_bytes()));
+        let last = sink.payloads.len().saturating_sub(1);
+        for (i, payload) in sink.payloads.iter().enumerate() {
+            let fields = rtp::HeaderFields {
+                marker: i == last,
+                payload_type,
+                sequence: self.sequence,
+                timestamp,
+                ssrc: self.ssrc,
+            };
+            self.sequence = self.sequence.wrapping_add(1);
+            let Some(n) = write_rtp(sink.scratch, &fields, rid.as_slice(), payload) else {
+                sink.stats.dropped += 1;
                 continue;
-            }
-            if let Ok(n) = rtcp::write_sender_report(
-                &mut self.scratch,
-                o.ssrc,
-                ntp,
-                video_ts,
-                o.packets,
-                o.octets,
-                &[],
-            ) {
-                out.send(o.transport, &self.scratch[..n]);
-            }
+            };
+            self.packets = self.packets.wrapping_add(1);
+            self.octets = self.octets.wrapping_add(payload.len() as u32);
+            sink.stats.packets_out += 1;
+            out.send(transport, &sink.scratch[..n]);
         }
     }
 }
@@ -706,9 +834,14 @@ fn rtp_payload(data: &[u8]) -> Option<(rtp::Header, &[u8])> {
     Some((h, payload))
 }
 
-/// Writes an RTP packet (header, then payload) into `out`; its length.
-fn write_rtp(out: &mut [u8], fields: &rtp::HeaderFields, payload: &[u8]) -> Option<usize> {
-    let h = rtp::write_header(out, fields, &[]).ok()?;
+/// Writes an RTP packet (header with `extensions`, then payload) into `out`; its length.
+fn write_rtp(
+    out: &mut [u8],
+    fields: &rtp::HeaderFields,
+    extensions: &[(u8, &[u8])],
+    payload: &[u8],
+) -> Option<usize> {
+    let h = rtp::write_header(out, fields, extensions).ok()?;
     let end = h + payload.len();
     out.get_mut(h..end)?.copy_from_slice(payload);
     Some(end)

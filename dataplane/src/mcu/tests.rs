@@ -12,7 +12,7 @@ use switchyard_codec::video::{self, EncoderConfig, VideoCodec, VideoDecoder, Vid
 use switchyard_codec::vp8::{Vp8Depacketizer, Vp8Packetizer};
 use switchyard_codec::{FramePool, I420, Packetizer, Payloads, Yuv};
 
-use super::mixer::{Mixer, MixerConfig, StreamSpec};
+use super::mixer::{MIX_RID_EXT, Mixer, MixerConfig, StreamSpec};
 use crate::rtcp;
 use crate::rtp::{self, HeaderFields};
 use crate::spec::TransportId;
@@ -27,6 +27,7 @@ const CANVAS: MixerConfig = MixerConfig {
     layout: Layout::Grid,
     video_bitrate_bps: 600_000,
     audio_bitrate_bps: 48_000,
+    lower_rung: false,
 };
 /// The composite's stream.
 const VIDEO_OUT: TransportId = TransportId(100);
@@ -212,6 +213,10 @@ struct Received {
     keyframes: usize,
     frames: usize,
     audio: HashMap<TransportId, (OpusDecoder, Vec<i16>, Vec<u16>)>,
+    /// The rid on the composite's packets (with a lower rung), and the other streams of the
+    /// composite's output (a lower rung) by SSRC.
+    full_rid: Option<Vec<u8>>,
+    rungs: HashMap<u32, Rung>,
     /// PLIs the mixer sent, by input stream.
     plis: HashMap<TransportId, usize>,
 }
@@ -226,6 +231,8 @@ impl Received {
             keyframes: 0,
             frames: 0,
             audio: HashMap::new(),
+            full_rid: None,
+            rungs: HashMap::new(),
             plis: HashMap::new(),
         }
     }
@@ -235,7 +242,15 @@ impl Received {
             && let Ok(h) = rtp::Header::parse(packet)
         {
             let payload = &packet[h.payload_offset..h.payload_end];
+            let rid = h.extension_value(packet, MIX_RID_EXT).map(<[u8]>::to_vec);
+            if transport == VIDEO_OUT && h.ssrc != VIDEO_OUT_SSRC {
+                let rung = self.rungs.entry(h.ssrc).or_insert_with(Rung::new);
+                rung.rid = rid;
+                rung.take(&h, payload);
+                return;
+            }
             if transport == VIDEO_OUT {
+                self.full_rid = rid;
                 if let Ok(Some(frame)) =
                     self.depacketizer
                         .push(h.sequence, h.timestamp, h.marker, payload)
@@ -261,6 +276,41 @@ impl Received {
         for p in rtcp::packets(packet).flatten() {
             if let rtcp::Packet::Pli { .. } = p {
                 *self.plis.entry(transport).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// Another stream of the composite's output (a lower rung), decoded.
+struct Rung {
+    rid: Option<Vec<u8>>,
+    decoder: Box<dyn VideoDecoder>,
+    depacketizer: Vp8Depacketizer,
+    pool: FramePool,
+    picture: Option<I420>,
+    keyframes: usize,
+}
+
+impl Rung {
+    fn new() -> Rung {
+        Rung {
+            rid: None,
+            decoder: video::decoder(VideoCodec::Vp8).unwrap(),
+            depacketizer: Vp8Depacketizer::default(),
+            pool: FramePool::default(),
+            picture: None,
+            keyframes: 0,
+        }
+    }
+
+    fn take(&mut self, h: &rtp::Header, payload: &[u8]) {
+        if let Ok(Some(frame)) = self
+            .depacketizer
+            .push(h.sequence, h.timestamp, h.marker, payload)
+        {
+            self.keyframes += usize::from(frame.keyframe);
+            if let Ok(Some(p)) = self.decoder.decode(frame.data, &mut self.pool) {
+                self.picture = Some(p);
             }
         }
     }
@@ -335,11 +385,11 @@ fn run(
     now
 }
 
-/// Tiles `which` of a `count`-tile grid on the 320x180 canvas show their sources' colours
-/// (source i in tile i), measured in each tile's centre, clear of letterbox bars and the
-/// encoder's edges.
+/// Tiles `which` of a `count`-tile grid on the picture show their sources' colours (source i in
+/// tile i), measured in each tile's centre, clear of letterbox bars and the encoder's edges.
 fn assert_tiles(picture: &I420, count: usize, which: impl IntoIterator<Item = usize>) {
-    let tiles = layout::tiles(Layout::Grid, 320, 180, count, None);
+    let (width, height) = (picture.width(), picture.height());
+    let tiles = layout::tiles(Layout::Grid, width, height, count, None);
     for i in which {
         let (tile, (r, g, b)) = (tiles[i], COLOURS[i]);
         let got = picture.mean(
@@ -504,6 +554,66 @@ fn a_viewers_keyframe_request_and_a_new_tile_make_keyframes() {
         before + 2,
         "the new tile gave one keyframe"
     );
+}
+
+/// With a lower rung the composite goes out twice on its output, told apart by rid: the full
+/// canvas (`full`, on the output's SSRC) and the canvas at half its size (`half`), both showing
+/// every tile; a PLI naming the half rung makes a keyframe of it alone.
+#[test]
+fn a_lower_rung_sends_the_canvas_at_half_size() {
+    let start = Instant::now();
+    let mut sources: Vec<Source> = (0..2).map(Source::new).collect();
+    let config = MixerConfig {
+        lower_rung: true,
+        ..CANVAS
+    };
+    let mut mixer = Mixer::new(config, start, rtcp::ntp_now()).unwrap();
+    for s in &sources {
+        s.add_to(&mut mixer);
+    }
+    let out = StreamSpec::VideoOut {
+        codec: VideoCodec::Vp8,
+        ssrc: VIDEO_OUT_SSRC,
+        payload_type: 96,
+    };
+    mixer.add_stream(VIDEO_OUT, out).unwrap();
+    let mut received = Received::new();
+    let now = run(
+        &mut mixer,
+        &mut sources,
+        start,
+        Duration::from_secs(2),
+        &mut received,
+        &[],
+    );
+    assert_eq!(received.full_rid.as_deref(), Some(&b"full"[..]));
+    assert_tiles(received.picture.as_ref().unwrap(), 2, 0..2);
+    assert_eq!(received.rungs.len(), 1, "one more stream");
+    let (&half_ssrc, half) = received.rungs.iter().next().unwrap();
+    assert_eq!(half.rid.as_deref(), Some(&b"half"[..]));
+    let picture = half.picture.as_ref().unwrap();
+    assert_eq!((picture.width(), picture.height()), (160, 90));
+    assert_tiles(picture, 2, 0..2);
+
+    let (full_keyframes, half_keyframes) = (received.keyframes, half.keyframes);
+    let mut pli = [0u8; 16];
+    let n = rtcp::write_pli(&mut pli, 9, half_ssrc).unwrap();
+    mixer.handle_packet(
+        now,
+        VIDEO_OUT,
+        &pli[..n],
+        &mut |_: TransportId, _: &[u8]| {},
+    );
+    run(
+        &mut mixer,
+        &mut sources,
+        now,
+        Duration::from_millis(200),
+        &mut received,
+        &[],
+    );
+    assert_eq!(received.rungs[&half_ssrc].keyframes, half_keyframes + 1);
+    assert_eq!(received.keyframes, full_keyframes, "the full rung goes on");
 }
 
 #[test]
