@@ -376,11 +376,13 @@ impl Mixer {
                 ssrc,
                 payload_type,
             } => {
-                let mut rungs = vec![self.rung(codec, ssrc, false)?];
-                if self.config.lower_rung {
-                    rungs.push(self.rung(codec, rand::random::<u32>() | 1, true)?);
-                    rungs[0].rid = Some(RUNG_RIDS[1]);
-                }
+                let mut full = self.rung(codec, ssrc, false)?;
+                let rungs = if self.config.lower_rung {
+                    full.rid = Some(RUNG_RIDS[1]);
+                    vec![full, self.rung(codec, rand::random::<u32>() | 1, true)?]
+                } else {
+                    vec![full]
+                };
                 self.video_out.push(VideoOutput {
                     transport,
                     payload_type,
