@@ -8,7 +8,7 @@
 # the STUN server for public-IP detection, PostgreSQL for the configuration store's tests, a
 # throwaway cluster with trust authentication started on 127.0.0.1:5432 unless one answers
 # there, with a database `test`, systemd for systemd-analyze and binutils for readelf, which
-# tests/deploy.rs and scripts/deb.sh use),
+# tests/deploy.rs and scripts/deb.sh use, ffmpeg for ffprobe on recordings),
 # cargo-nextest and cargo-fuzz, playwright-core (tests/browser, never a browser download), and
 # a Python venv at .venv with aiortc. Then builds the workspace once, checks formatting and
 # lints, runs all tests with cargo-nextest (each end-to-end test in its own network namespace),
@@ -23,9 +23,10 @@ started=$SECONDS
 
 step() { printf '\n==> [%3ds] %s\n' $((SECONDS - started)) "$*"; }
 
-# nasm makes openh264 ~3x faster; libvpx-dev and libopus-dev are the MCU's VP8 and Opus libraries.
+# nasm makes openh264 ~3x faster; libvpx-dev and libopus-dev are the MCU's VP8 and Opus libraries;
+# ffmpeg (ffprobe) is the oracle that checks recordings.
 APT_PACKAGES=(chromium iproute2 util-linux iptables curl nodejs npm janus redis-server coturn postgresql systemd binutils
-  nasm cmake pkg-config libvpx-dev libopus-dev)
+  nasm cmake pkg-config libvpx-dev libopus-dev ffmpeg)
 
 step "system packages"
 missing=()
@@ -125,9 +126,9 @@ cargo nextest run --workspace --locked "$@"
 
 if [[ -z ${SWITCHYARD_SKIP_FUZZ:-} ]]; then
   seconds=${FUZZ_SECONDS:-15}
-  # Each crate's fuzz targets, as crate/target: the data plane's protocol parsers and the
-  # codec crate's RTP depacketizers.
-  for entry in dataplane/{stun,rtp,rtcp,sdp,turn,framing,twcc,dd} codec/depacketize; do
+  # Each crate's fuzz targets, as crate/target: the data plane's protocol parsers, the codec
+  # crate's RTP depacketizers and the recorder's H264 conversion and Matroska writer.
+  for entry in dataplane/{stun,rtp,rtcp,sdp,turn,framing,twcc,dd} codec/depacketize recording/record; do
     crate=${entry%/*} target=${entry#*/}
     step "fuzz $target for ${seconds}s"
     # cargo fuzz needs nightly-only sanitizer flags; RUSTC_BOOTSTRAP lets the stable compiler
