@@ -1,7 +1,8 @@
 //! Switchyard's recording: each connection's media written as it arrived, without
-//! transcoding, into Matroska files that survive a crash (`mkv`).
+//! transcoding, into Matroska files that survive a crash (`mkv`, written to disk by `file`).
 #![forbid(unsafe_code)]
 
 mod ebml;
+pub mod file;
 pub mod h264;
 pub mod mkv;
