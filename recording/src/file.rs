@@ -68,7 +68,9 @@ impl Recording {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.file.write_all(&bytes).map_err(|source| self.io(source))
+        self.file
+            .write_all(&bytes)
+            .map_err(|source| self.io(source))
     }
 
     /// How long the recording is so far, in milliseconds.
