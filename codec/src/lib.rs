@@ -26,6 +26,7 @@ pub mod layout;
 pub mod opus;
 pub mod packetize;
 pub mod scale;
+pub mod sps;
 pub mod video;
 pub mod vp8;
 

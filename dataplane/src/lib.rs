@@ -15,7 +15,6 @@ pub mod dd;
 pub mod demux;
 pub mod dtls;
 pub mod engine;
-pub mod h264;
 pub mod handoff;
 pub mod ice;
 pub mod io;

@@ -3,7 +3,7 @@
 //! Hand-written because it is on the per-packet path: parsing returns offsets into the datagram
 //! and never allocates.
 
-use crate::h264;
+use switchyard_codec::sps;
 use crate::media::Codec;
 use crate::wire::{be_u16, be_u32};
 
@@ -352,14 +352,14 @@ pub fn keyframe_size(codec: Codec, payload: &[u8]) -> Option<(u16, u16)> {
 /// into FU-A fragments is not looked for.
 pub fn h264_keyframe_size(p: &[u8]) -> Option<(u16, u16)> {
     match *p.first()? & 0x1F {
-        h264::SPS => h264::sps_size(p),
+        sps::SPS => sps::sps_size(p),
         24 => {
             // STAP-A: a 16-bit size before each NAL unit.
             let mut at = 1;
             while let Some(size) = be_u16(p, at) {
                 let nal = p.get(at + 2..at + 2 + usize::from(size))?;
-                if nal.first().is_some_and(|h| h & 0x1F == h264::SPS) {
-                    return h264::sps_size(nal);
+                if nal.first().is_some_and(|h| h & 0x1F == sps::SPS) {
+                    return sps::sps_size(nal);
                 }
                 at += 2 + usize::from(size);
             }

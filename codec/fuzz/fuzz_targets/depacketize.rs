@@ -7,6 +7,8 @@ use switchyard_codec::vp8::{Vp8Depacketizer, Vp8Packetizer};
 use switchyard_codec::{Packetizer, Payloads};
 
 fuzz_target!(|data: &[u8]| {
+    // The bytes as an H264 SPS (the router's layer heights, a recording's picture size).
+    let _ = switchyard_codec::sps::sps_size(data);
     // The bytes as a packet sequence fed to every depacketizer: each packet a head byte (low 5
     // bits: the payload's length; bit 5: the marker; high 2: the step to its sequence number,
     // -1..=2, so packets repeat, go missing and come late; the timestamp moves every 4th

@@ -1,8 +1,9 @@
 //! The picture size an H.264 sequence parameter set declares (ITU-T H.264 §7.3.2.1.1).
 //!
 //! The router picks a simulcast layer no taller than a subscriber's `maxHeight`, and an H264
-//! layer's height is written nowhere but in the SPS its encoder sends with every IDR. The SFU
-//! needs that one number, so this reads an SPS up to its cropping window and stops; a crate
+//! layer's height is written nowhere but in the SPS its encoder sends with every IDR; a
+//! recording's video track declares its picture size from it too. Both need those numbers
+//! only, so this reads an SPS up to its cropping window and stops; a crate
 //! that parses all of H.264 is not worth a dependency for it. It runs on the packet path (once
 //! per keyframe), so it allocates nothing: the bit reader steps over emulation-prevention bytes
 //! instead of copying the RBSP out. Every read is bounded; a malformed or truncated SPS gives
