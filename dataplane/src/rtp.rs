@@ -3,9 +3,9 @@
 //! Hand-written because it is on the per-packet path: parsing returns offsets into the datagram
 //! and never allocates.
 
-use switchyard_codec::sps;
 use crate::media::Codec;
 use crate::wire::{be_u16, be_u32};
+use switchyard_codec::sps;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Error {

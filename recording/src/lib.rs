@@ -1,8 +1,10 @@
 //! Switchyard's recording: each connection's media written as it arrived, without
-//! transcoding, into Matroska files that survive a crash (`mkv`, written to disk by `file`).
+//! transcoding, into Matroska files that survive a crash: a published track's RTP becomes
+//! frames (`track`), frames a Matroska file (`mkv`), written to disk by `file`.
 #![forbid(unsafe_code)]
 
 mod ebml;
 pub mod file;
 pub mod h264;
 pub mod mkv;
+pub mod track;

@@ -7,10 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use switchyard_codec::audio::OpusEncoder;
+use switchyard_codec::h264::H264Packetizer;
+use switchyard_codec::opus::OpusPacketizer;
 use switchyard_codec::video::{self, EncoderConfig, VideoCodec};
-use switchyard_codec::{I420, Yuv};
+use switchyard_codec::vp8::Vp8Packetizer;
+use switchyard_codec::{I420, Packetizer, Payloads, Yuv};
 use switchyard_recording::h264;
 use switchyard_recording::mkv::{Codec, Ending, Track, Writer};
+use switchyard_recording::track::{Media, TrackRecorder};
 
 /// A fresh directory for one test's files, removed when it is dropped.
 struct Dir(PathBuf);
@@ -55,23 +59,7 @@ fn write(path: &Path, track: &Track, frames: &[(u64, bool, Vec<u8>)]) -> Vec<u8>
 
 /// ffprobe's codec name and duration (seconds) of the file's one stream.
 fn probe(path: &Path) -> (String, f64) {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name:format=duration",
-        ])
-        .args(["-of", "json"])
-        .arg(path)
-        .output()
-        .expect("run ffprobe (scripts/test.sh installs ffmpeg)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = ffprobe(path);
     let codec = v["streams"][0]["codec_name"]
         .as_str()
         .unwrap_or("")
@@ -81,6 +69,35 @@ fn probe(path: &Path) -> (String, f64) {
         .and_then(|d| d.parse().ok())
         .unwrap_or(0.0);
     (codec, duration)
+}
+
+/// ffprobe's picture size of the file's one stream.
+fn size(path: &Path) -> (u64, u64) {
+    let v = ffprobe(path);
+    let s = &v["streams"][0];
+    (
+        s["width"].as_u64().unwrap_or(0),
+        s["height"].as_u64().unwrap_or(0),
+    )
+}
+
+fn ffprobe(path: &Path) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries"])
+        .args([
+            "stream=codec_name,width,height:format=duration",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe (scripts/test.sh installs ffmpeg)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Decodes the whole file with ffmpeg: its errors, and the seconds of media decoded.
@@ -228,4 +245,104 @@ fn h264_reads_back() {
     let (errors, decoded) = decode(&path);
     assert!(errors.is_empty(), "{errors}");
     assert!(decoded > 5.8, "{decoded}");
+}
+
+/// RTP of `frames` (RTP timestamp, frame) through `packetizer`, sequence numbers from 65000
+/// (so they wrap), less the packets of the frames in `lost`, into a track recorder.
+fn record(
+    media: Media,
+    path: &Path,
+    frames: &[(u32, Vec<u8>)],
+    packetizer: &mut dyn Packetizer,
+    lost: &[usize],
+) -> (TrackRecorder, Vec<bool>) {
+    let mut recorder = TrackRecorder::new(media, path);
+    let mut payloads = Payloads::new();
+    let mut seq = 65_000u16;
+    let mut wanted = Vec::new();
+    for (i, (ts, frame)) in frames.iter().enumerate() {
+        packetizer.packetize(frame, 1100, &mut payloads).unwrap();
+        let last = payloads.len() - 1;
+        for (j, payload) in payloads.iter().enumerate() {
+            seq = seq.wrapping_add(1);
+            if !lost.contains(&i) {
+                recorder.push(seq, *ts, j == last, payload).unwrap();
+            }
+        }
+        wanted.push(recorder.keyframe_wanted());
+    }
+    (recorder, wanted)
+}
+
+/// VP8 and H264 RTP become files of the codec as sent, at the camera's size and length; a
+/// lost frame has the recorder ask for a keyframe and drop what cannot decode until it comes,
+/// so the file decodes without an error.
+#[test]
+fn rtp_of_each_codec_becomes_its_file() {
+    let dir = Dir::new("rtp");
+    for (codec, media, name) in [
+        (VideoCodec::Vp8, Media::Vp8, "vp8"),
+        (VideoCodec::H264, Media::H264, "h264"),
+    ] {
+        let frames: Vec<(u32, Vec<u8>)> = frames(codec)
+            .into_iter()
+            .map(|(at, _, data)| (((at - 90_000) * 90) as u32, data))
+            .collect();
+        let mut packetizer: Box<dyn Packetizer> = match media {
+            Media::Vp8 => Box::new(Vp8Packetizer::new(7)),
+            _ => Box::new(H264Packetizer),
+        };
+        let path = dir.join(&format!("{name}.mkv"));
+        let (recorder, wanted) = record(media, &path, &frames, packetizer.as_mut(), &[70]);
+        assert!(!wanted[0], "{name}: started on the first keyframe");
+        assert!(wanted[71] && !wanted[120], "{name}: {wanted:?}");
+        let summary = recorder.finish().unwrap();
+        assert_eq!(summary.path.as_deref(), Some(path.as_path()));
+        // Frames 71-119 wait for the keyframe at 120 (a sender answers the PLI the caller
+        // sends for `keyframe_wanted` sooner).
+        assert_eq!(summary.frames, 130, "{summary:?}");
+        let (probed, duration) = probe(&path);
+        assert_eq!(probed, name);
+        assert_eq!(size(&path), (320, 180));
+        assert!((5.8..=6.1).contains(&duration), "{name}: {duration}");
+        let (errors, _) = decode(&path);
+        assert!(errors.is_empty(), "{name}: {errors}");
+    }
+
+    // Opus: every packet a frame, 20 ms apart on the 48 kHz clock.
+    let mut encoder = OpusEncoder::new(32_000, 0).unwrap();
+    let frames: Vec<(u32, Vec<u8>)> = (0..100u32)
+        .map(|i| {
+            let mut out = [0u8; 1500];
+            let len = encoder.encode(&[0i16; 960], &mut out).unwrap();
+            (
+                (u32::MAX - 20_000).wrapping_add(i * 960),
+                out[..len].to_vec(),
+            )
+        })
+        .collect();
+    let path = dir.join("opus.mka");
+    let media = Media::Opus { channels: 2 };
+    let (recorder, _) = record(media, &path, &frames, &mut OpusPacketizer, &[]);
+    let summary = recorder.finish().unwrap();
+    assert_eq!(summary.frames, 100);
+    let (probed, duration) = probe(&path);
+    assert_eq!(probed, "opus");
+    assert!((1.9..=2.1).contains(&duration), "{duration}");
+}
+
+/// A track that never sends a frame it can start on leaves no file.
+#[test]
+fn no_keyframe_no_file() {
+    let dir = Dir::new("nokey");
+    let path = dir.join("none.mkv");
+    let mut recorder = TrackRecorder::new(Media::Vp8, &path);
+    // A VP8 inter frame (P bit set) in one packet.
+    recorder
+        .push(1, 3000, true, &[0x10, 0x01, 0x02, 0x03])
+        .unwrap();
+    assert!(recorder.keyframe_wanted());
+    let summary = recorder.finish().unwrap();
+    assert_eq!(summary.path, None);
+    assert!(!path.exists() && !dir.join("none.mkv.rec").exists());
 }

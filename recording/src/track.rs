@@ -1,0 +1,289 @@
+//! One published track recorded as it arrived, sans transcoding: fed its RTP (after the
+//! router, so one stream even across simulcast layer switches), it reassembles frames with the
+//! codec crate's depacketizers and writes them to a Matroska file (`file::Recording`).
+//!
+//! - **Time**: a frame's time is its RTP timestamp, unwrapped past 2^32 and turned into
+//!   milliseconds at the codec's clock rate, so the file keeps the sender's timing (gaps and
+//!   all) rather than arrival's jitter. The first frame's RTP timestamp is kept for the log, to
+//!   map file time to wall-clock time through the sender's reports.
+//! - **Video** starts at a keyframe: the picture size for the track comes from it (VP8's frame
+//!   header, H264's SPS), and nothing before it decodes. Until then, and after a loss breaks a
+//!   frame, [`TrackRecorder::keyframe_wanted`] says the caller should ask for one (a PLI).
+//! - **The file** is created at the first frame it can take, so a track that never sends one
+//!   leaves no empty file.
+
+use std::path::{Path, PathBuf};
+
+use switchyard_codec::depacketize::Frame;
+use switchyard_codec::h264::H264Depacketizer;
+use switchyard_codec::opus::OpusDepacketizer;
+use switchyard_codec::sps;
+use switchyard_codec::vp8::Vp8Depacketizer;
+
+use crate::file::{self, Recording};
+use crate::h264;
+use crate::mkv::{Codec, Track};
+
+/// What a recorded track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    /// Opus at 48 kHz with `channels` (as negotiated: WebRTC's `opus/48000/2`).
+    Opus { channels: u8 },
+    /// VP8 at 90 kHz.
+    Vp8,
+    /// H264 (packetization-mode 1) at 90 kHz.
+    H264,
+}
+
+impl Media {
+    fn clock_rate(self) -> u64 {
+        match self {
+            Media::Opus { .. } => 48_000,
+            Media::Vp8 | Media::H264 => 90_000,
+        }
+    }
+}
+
+enum Depacketizer {
+    Opus(OpusDepacketizer),
+    Vp8(Vp8Depacketizer),
+    H264(H264Depacketizer),
+}
+
+/// What a recorded track ended as, for its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// The file, under its final name; `None` when no frame was ever written.
+    pub path: Option<PathBuf>,
+    /// RTP timestamps of the first and last frames written.
+    pub first_rtp: Option<u32>,
+    pub last_rtp: Option<u32>,
+    pub duration_ms: u64,
+    pub frames: u64,
+    /// Packets the depacketizer refused (malformed, late), and frames dropped waiting for a
+    /// keyframe.
+    pub dropped: u64,
+}
+
+/// Records one track to `path` (see the module's documentation).
+pub struct TrackRecorder {
+    media: Media,
+    path: PathBuf,
+    depacketizer: Depacketizer,
+    file: Option<Recording>,
+    /// The unwrapped RTP timestamp of the last frame, and of the first one.
+    last_ticks: Option<u64>,
+    first_rtp: Option<u32>,
+    last_rtp: Option<u32>,
+    frames: u64,
+    dropped: u64,
+    /// The frame being written, and its AVCC form (H264): buffers kept between frames.
+    frame: Vec<u8>,
+    avcc: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    File(#[from] file::Error),
+}
+
+impl TrackRecorder {
+    /// A recorder for `media` writing to `path` (as `<path>.rec` until it finishes).
+    pub fn new(media: Media, path: &Path) -> TrackRecorder {
+        let depacketizer = match media {
+            Media::Opus { .. } => Depacketizer::Opus(OpusDepacketizer::default()),
+            Media::Vp8 => Depacketizer::Vp8(Vp8Depacketizer::default()),
+            Media::H264 => Depacketizer::H264(H264Depacketizer::default()),
+        };
+        TrackRecorder {
+            media,
+            path: path.to_path_buf(),
+            depacketizer,
+            file: None,
+            last_ticks: None,
+            first_rtp: None,
+            last_rtp: None,
+            frames: 0,
+            dropped: 0,
+            frame: Vec::new(),
+            avcc: Vec::new(),
+        }
+    }
+
+    /// Whether the caller should ask the sender for a keyframe: video not started yet, or a
+    /// loss broke a frame.
+    pub fn keyframe_wanted(&self) -> bool {
+        match &self.depacketizer {
+            Depacketizer::Opus(_) => false,
+            Depacketizer::Vp8(d) => d.keyframe_wanted(),
+            Depacketizer::H264(d) => d.keyframe_wanted(),
+        }
+    }
+
+    /// Takes one RTP packet's fields and payload. A frame it completes is written; what cannot
+    /// be written (a malformed payload, a frame before the first keyframe) is counted, and only
+    /// the file's I/O errors are returned.
+    pub fn push(
+        &mut self,
+        sequence: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Result<(), Error> {
+        let frame = match &mut self.depacketizer {
+            Depacketizer::Opus(d) => d.push(sequence, timestamp, marker, payload),
+            Depacketizer::Vp8(d) => d.push(sequence, timestamp, marker, payload),
+            Depacketizer::H264(d) => d.push(sequence, timestamp, marker, payload),
+        };
+        match frame {
+            Ok(Some(Frame {
+                data,
+                timestamp,
+                keyframe,
+            })) => {
+                // Copied out of the depacketizer's buffer, which the frame borrows.
+                let mut buffer = std::mem::take(&mut self.frame);
+                buffer.clear();
+                buffer.extend_from_slice(data);
+                let keyframe = keyframe || self.is_audio();
+                let written = self.write(timestamp, keyframe, &buffer);
+                self.frame = buffer;
+                written
+            }
+            Ok(None) => Ok(()),
+            Err(_) => {
+                self.dropped += 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn is_audio(&self) -> bool {
+        matches!(self.media, Media::Opus { .. })
+    }
+
+    fn write(&mut self, rtp: u32, keyframe: bool, data: &[u8]) -> Result<(), Error> {
+        if self.file.is_none() {
+            let Some(track) = self.track(keyframe, data) else {
+                self.dropped += 1;
+                return Ok(());
+            };
+            self.file = Some(Recording::create(&self.path, &track)?);
+        }
+        let ticks = unwrap(self.last_ticks, rtp);
+        self.last_ticks = Some(ticks);
+        self.first_rtp.get_or_insert(rtp);
+        self.last_rtp = Some(rtp);
+        let at_ms = ticks * 1000 / self.media.clock_rate();
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        if self.media == Media::H264 {
+            self.avcc.clear();
+            h264::to_avcc(data, &mut self.avcc);
+            file.frame(at_ms, keyframe, &self.avcc)
+        } else {
+            file.frame(at_ms, keyframe, data)
+        }
+        .or_else(|e| match e {
+            // A frame stamped before the one written last (a sender that restarted its
+            // timestamps): dropped, the file stays in order.
+            file::Error::Frame(_) => {
+                self.dropped += 1;
+                Ok(())
+            }
+            e => Err(e),
+        })?;
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// The file's track, from the first frame that can start it: any Opus frame; a VP8
+    /// keyframe (its size is in its header); an H264 keyframe with its SPS and PPS.
+    fn track(&self, keyframe: bool, data: &[u8]) -> Option<Track> {
+        let (codec, width, height) = match self.media {
+            Media::Opus { channels } => (Codec::Opus { channels }, 0, 0),
+            Media::Vp8 => {
+                let (w, h) = vp8_size(data).filter(|_| keyframe)?;
+                (Codec::Vp8, w, h)
+            }
+            Media::H264 => {
+                let mut avcc = Vec::new();
+                let (Some(s), Some(p)) = h264::to_avcc(data, &mut avcc) else {
+                    return None;
+                };
+                let (w, h) = sps::sps_size(s)?;
+                let record = h264::avcc_record(s, p)?;
+                (Codec::H264 { avcc: record }, u32::from(w), u32::from(h))
+            }
+        };
+        Some(Track {
+            codec,
+            width,
+            height,
+        })
+    }
+
+    /// Ends the file (when one was started) and says what was recorded.
+    pub fn finish(self) -> Result<Summary, Error> {
+        let duration_ms = self.file.as_ref().map_or(0, |f| f.duration_ms());
+        let path = self.file.map(Recording::finish).transpose()?;
+        Ok(Summary {
+            path,
+            first_rtp: self.first_rtp,
+            last_rtp: self.last_rtp,
+            duration_ms,
+            frames: self.frames,
+            dropped: self.dropped,
+        })
+    }
+}
+
+/// RTP timestamp `rtp` unwrapped past 2^32 next to the last one (`None` for the first):
+/// the nearer of its candidates, so a frame a little older than the last stays older.
+fn unwrap(last: Option<u64>, rtp: u32) -> u64 {
+    let Some(last) = last else {
+        // Far from 0, so that a slightly older frame does not go below it.
+        return (1 << 32) + u64::from(rtp);
+    };
+    let delta = rtp.wrapping_sub(last as u32) as i32;
+    last.saturating_add_signed(i64::from(delta))
+}
+
+/// A VP8 keyframe's picture size (RFC 6386 §9.1: a 3-byte tag, the start code, then 14-bit
+/// width and height with 2-bit scales, which the size ignores).
+fn vp8_size(frame: &[u8]) -> Option<(u32, u32)> {
+    let header = frame.get(..10)?;
+    if header[0] & 1 != 0 || header[3..6] != [0x9D, 0x01, 0x2A] {
+        return None;
+    }
+    let width = u32::from(u16::from_le_bytes([header[6], header[7]]) & 0x3FFF);
+    let height = u32::from(u16::from_le_bytes([header[8], header[9]]) & 0x3FFF);
+    (width > 0 && height > 0).then_some((width, height))
+}
+
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_unwrap_past_2_to_the_32() {
+        let a = unwrap(None, u32::MAX - 1000);
+        let b = unwrap(Some(a), 2000);
+        assert_eq!(b - a, 3001);
+        let older = unwrap(Some(b), 1000);
+        assert_eq!(b - older, 1000);
+    }
+
+    #[test]
+    fn vp8_sizes_from_keyframes_only() {
+        let key = [0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0x40, 0x01, 0xB4, 0x00];
+        assert_eq!(vp8_size(&key), Some((320, 180)));
+        let mut inter = key;
+        inter[0] |= 1;
+        assert_eq!(vp8_size(&inter), None);
+        assert_eq!(vp8_size(&key[..5]), None);
+    }
+}
