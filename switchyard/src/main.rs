@@ -706,6 +706,8 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
             source,
         })?;
     state.store = Some(cache.clone());
+    // Recordings stay in the data directory (issue 15: the mover will take them elsewhere).
+    state.recordings = Some(args.dev.data_dir.join("recordings"));
     let state = Arc::new(state);
     // The STUN servers of the setting (which the checks read themselves), else the stored
     // deployment's.

@@ -24,6 +24,7 @@ pub mod mix;
 pub mod p2p;
 pub mod pipe;
 pub mod protocol;
+pub mod recording;
 pub mod resume;
 mod rooms;
 pub mod rules;

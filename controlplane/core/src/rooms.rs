@@ -3,7 +3,7 @@
 //! for short, non-async sections. (A cluster's media servers are in
 //! `switchyard_cluster::registry`; this table is what one process runs.)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 use switchyard_dataplane::mcu::MixerConfig;
@@ -104,6 +104,9 @@ pub struct Channel {
     pub subscriptions: BTreeMap<String, Subscription>,
     /// Its mixer, while it has MCU participants or viewers of the mix.
     pub mixer: Option<ChannelMixer>,
+    /// Tracks being recorded, and the stream each one's RTP reaches its recorder on (see
+    /// `crate::recording`).
+    pub recordings: BTreeMap<ProducerId, TransportId>,
 }
 
 impl Channel {
@@ -237,6 +240,8 @@ pub struct Rooms {
     load: Vec<usize>,
     /// Names handed out so far, numbering the next.
     named: u64,
+    /// Channels whose publications are recorded (now and as they come) until told to stop.
+    pub recorded: BTreeSet<String>,
 }
 
 impl Rooms {
@@ -244,6 +249,7 @@ impl Rooms {
         Rooms {
             channels: HashMap::new(),
             transports: HashMap::new(),
+            recorded: BTreeSet::new(),
             load: vec![0; workers.max(1)],
             named: 0,
         }
@@ -271,6 +277,7 @@ impl Rooms {
                 publications: BTreeMap::new(),
                 subscriptions: BTreeMap::new(),
                 mixer: None,
+                recordings: BTreeMap::new(),
             };
             self.channels.insert(name.to_string(), channel);
         }

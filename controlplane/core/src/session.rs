@@ -72,6 +72,8 @@ pub struct AppState {
     /// changes for the channel, `layers` for a publisher. A cluster media server passes them to
     /// its gateways.
     pub relay: Option<mpsc::UnboundedSender<(String, ServerMessage)>>,
+    /// Where recordings go (`<data-dir>/recordings`); `None`: this server does not record.
+    pub recordings: Option<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -92,6 +94,7 @@ impl AppState {
             ended: None,
             turn: None,
             relay: None,
+            recordings: None,
         }
     }
 
@@ -296,8 +299,11 @@ impl AppState {
             self.close_media(worker, transport);
             return Err(Error::Gone(format!("{participant} left channel {channel}")));
         }
-        // A channel with MCU participants mixes its SFU publications too.
+        // A channel with MCU participants mixes its SFU publications too, and a recorded
+        // channel records them.
         self.mix_inputs(channel, &tracks_for_mix).await;
+        self.record_tracks(channel, &publication, &tracks_for_mix)
+            .await;
         Ok((publication, answer.sdp))
     }
 
@@ -1234,6 +1240,13 @@ fn remove_publication(
         );
     }
     closes.extend(ch.idle_mixer_closes());
+    // Its recordings: closing their streams finishes their files.
+    closes.extend(
+        p.tracks
+            .iter()
+            .filter_map(|t| ch.recordings.remove(&t.producer))
+            .map(|t| (worker, t)),
+    );
     rooms.remove_transport(p.transport);
     for s in subscriptions {
         closes.extend(remove_subscription(rooms, channel, &s));

@@ -1,8 +1,14 @@
-//! The MCU threads: each owns the mixers placed on it and runs them on its core.
+//! The MCU threads: each owns the mixers placed on it and runs them on its core, and the
+//! recordings placed on it.
 //!
 //! A thread waits on its one queue, which carries both the workers' packets and the control
 //! plane's commands, until its earliest mixer deadline; then it runs the mixers that are due
 //! and hands what they made to the workers' lanes, waking each worker it wrote to once.
+//!
+//! A recording is a stream like a mixer input (a transport of the channel's router whose one
+//! consumer takes the recorded producer): its packets go to a `TrackRecorder`, which writes a
+//! cluster to its file about once a second. The writes go to the page cache; a disk that
+//! stalls them stalls this thread's mixers too (a thread of their own is a later step).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,11 +19,18 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use std::path::PathBuf;
+
+use switchyard_recording::track::{Media, Summary, TrackRecorder};
+
 use super::lane::{LANE_CAPACITY, Packet};
 use super::mixer::{Mixer, MixerConfig, MixerStats, StreamSpec};
 use crate::io::Waker;
-use crate::rtcp;
 use crate::spec::{Error, RouterId, TransportId};
+use crate::{rtcp, rtp};
+
+/// A recording asks its sender for a keyframe at most this often while it wants one.
+const RECORDING_PLI_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The longest a thread sleeps with nothing due (it wakes for packets and commands anyway).
 const IDLE: Duration = Duration::from_secs(1);
@@ -29,6 +42,8 @@ const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 pub struct McuStats {
     pub mixers: usize,
     pub streams: usize,
+    /// Tracks being recorded.
+    pub recordings: usize,
     /// Totals over the mixers, closed ones included.
     pub totals: MixerStats,
 }
@@ -64,6 +79,19 @@ pub enum Command {
     },
     CloseMixer {
         mixer: RouterId,
+    },
+    /// Records what arrives on stream `transport` (of worker `worker`) to `path`.
+    StartRecording {
+        transport: TransportId,
+        worker: usize,
+        media: Media,
+        path: PathBuf,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Ends the recording of stream `transport`: its file finished, what it holds.
+    StopRecording {
+        transport: TransportId,
+        reply: oneshot::Sender<Option<Summary>>,
     },
     Stop,
 }
@@ -116,6 +144,7 @@ impl Mcu {
                 published: Instant::now(),
                 mixers: HashMap::new(),
                 streams: HashMap::new(),
+                recordings: HashMap::new(),
                 lanes: Lanes {
                     workers: to_workers.clone(),
                     wakers: wakers.clone(),
@@ -168,6 +197,7 @@ impl Mcu {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             total.mixers += s.mixers;
             total.streams += s.streams;
+            total.recordings += s.recordings;
             total.totals.add(&s.totals);
         }
         total
@@ -237,6 +267,36 @@ impl Mcu {
     pub fn close_mixer(&self, mcu: usize, mixer: RouterId) {
         let _ = self.send(mcu, Command::CloseMixer { mixer });
     }
+
+    /// Records what arrives on stream `transport` (a transport of worker `worker` whose
+    /// consumer takes the recorded producer) to `path`, on MCU thread `mcu`. Do this before
+    /// the worker creates the transport.
+    pub async fn start_recording(
+        &self,
+        mcu: usize,
+        transport: TransportId,
+        worker: usize,
+        media: Media,
+        path: PathBuf,
+    ) -> Result<(), Error> {
+        self.ask(mcu, |reply| Command::StartRecording {
+            transport,
+            worker,
+            media,
+            path,
+            reply,
+        })
+        .await
+    }
+
+    /// Ends the recording on stream `transport`: its file is finished and renamed; what it
+    /// holds (`None` for no such recording). Close the transport after.
+    pub async fn stop_recording(&self, mcu: usize, transport: TransportId) -> Option<Summary> {
+        let (reply, answer) = oneshot::channel();
+        self.send(mcu, Command::StopRecording { transport, reply })
+            .ok()?;
+        answer.await.ok().flatten()
+    }
 }
 
 impl Drop for Mcu {
@@ -259,6 +319,15 @@ struct Placed {
     worker: usize,
 }
 
+/// A recording, the worker its stream is on, and when it last asked for a keyframe.
+struct Recorded {
+    recorder: TrackRecorder,
+    worker: usize,
+    last_pli: Option<Instant>,
+    /// Its file failed (a full disk): it records nothing more.
+    failed: bool,
+}
+
 struct Thread {
     index: usize,
     queue: Receiver<ToMcu>,
@@ -269,6 +338,7 @@ struct Thread {
     mixers: HashMap<RouterId, Placed>,
     /// Which mixer each stream belongs to.
     streams: HashMap<TransportId, RouterId>,
+    recordings: HashMap<TransportId, Recorded>,
     lanes: Lanes,
 }
 
@@ -376,6 +446,7 @@ impl Thread {
         let mut stats = McuStats {
             mixers: self.mixers.len(),
             streams: self.streams.len(),
+            recordings: self.recordings.len(),
             totals: self.retired,
         };
         for p in self.mixers.values() {
@@ -391,6 +462,9 @@ impl Thread {
     /// Handles one message; false when the thread is to stop.
     fn handle(&mut self, message: ToMcu) -> bool {
         match message {
+            ToMcu::Packet(p) if self.recordings.contains_key(&p.transport) => {
+                self.record(&p);
+            }
             ToMcu::Packet(p) => {
                 let now = Instant::now();
                 let Some(placed) = self
@@ -412,8 +486,61 @@ impl Thread {
         true
     }
 
+    /// Hands a recorded stream's RTP packet to its recorder, and asks the sender for a
+    /// keyframe (a PLI back on the stream) while the recorder wants one.
+    fn record(&mut self, p: &Packet) {
+        let Some(r) = self.recordings.get_mut(&p.transport) else {
+            return;
+        };
+        let data = p.data();
+        let Ok(h) = rtp::Header::parse(data) else {
+            return;
+        };
+        let Some(payload) = data.get(h.payload_offset..h.payload_end) else {
+            return;
+        };
+        if !r.failed
+            && let Err(e) = r.recorder.push(h.sequence, h.timestamp, h.marker, payload)
+        {
+            tracing::error!(mcu = self.index, transport = %p.transport, "recording stopped: {e}");
+            r.failed = true;
+        }
+        let now = Instant::now();
+        let due = r
+            .last_pli
+            .is_none_or(|at| now.saturating_duration_since(at) >= RECORDING_PLI_INTERVAL);
+        if !r.failed && r.recorder.keyframe_wanted() && due {
+            r.last_pli = Some(now);
+            let mut pli = [0u8; 16];
+            if let Ok(n) = rtcp::write_pli(&mut pli, 1, h.ssrc)
+                && let Some(mut out) = self.lanes.output_for(r.worker)
+            {
+                use super::mixer::Output;
+                out.send(p.transport, &pli[..n]);
+            }
+        }
+    }
+
+    /// Finishes the recording on stream `transport`, if it is one.
+    fn finish_recording(&mut self, transport: TransportId) -> Option<Summary> {
+        let r = self.recordings.remove(&transport)?;
+        match r.recorder.finish() {
+            Ok(summary) => {
+                tracing::info!(mcu = self.index, %transport, path = ?summary.path, duration_ms = summary.duration_ms, frames = summary.frames, "recording finished");
+                Some(summary)
+            }
+            Err(e) => {
+                tracing::error!(mcu = self.index, %transport, "recording not finished: {e}");
+                None
+            }
+        }
+    }
+
     /// Removes a stream from its mixer, and the mixer once it has none left.
     fn forget(&mut self, transport: TransportId) {
+        if self.finish_recording(transport).is_some() {
+            return;
+        }
         let Some(mixer) = self.streams.remove(&transport) else {
             return;
         };
@@ -472,7 +599,44 @@ impl Thread {
                 }
                 self.streams.retain(|_, m| *m != mixer);
             }
-            Command::Stop => return false,
+            Command::StartRecording {
+                transport,
+                worker,
+                media,
+                path,
+                reply,
+            } => {
+                let result = if worker >= self.lanes.workers.len() {
+                    Err(format!("no worker {worker}"))
+                } else if self.recordings.contains_key(&transport) {
+                    Err(format!("stream {transport} is recorded already"))
+                } else {
+                    tracing::info!(mcu = self.index, %transport, ?path, "recording");
+                    let recorder = TrackRecorder::new(media, &path);
+                    self.recordings.insert(
+                        transport,
+                        Recorded {
+                            recorder,
+                            worker,
+                            last_pli: None,
+                            failed: false,
+                        },
+                    );
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
+            Command::StopRecording { transport, reply } => {
+                let _ = reply.send(self.finish_recording(transport));
+            }
+            Command::Stop => {
+                // Every recording's file is finished, not left as a `.rec`.
+                let open: Vec<TransportId> = self.recordings.keys().copied().collect();
+                for transport in open {
+                    self.finish_recording(transport);
+                }
+                return false;
+            }
         }
         true
     }

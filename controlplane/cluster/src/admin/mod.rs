@@ -147,6 +147,10 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/channels", get(channels))
         .route("/channels/{channel}", get(channel))
         .route("/channels/{channel}/clients/{participant}", delete(kick))
+        .route(
+            "/channels/{channel}/recording",
+            post(start_recording).delete(stop_recording),
+        )
         .route_layer(middleware::from_fn_with_state(admin.clone(), key_guard))
         .route_layer(middleware::from_fn_with_state(allowed.clone(), guard))
         .with_state(admin);
@@ -365,6 +369,58 @@ async fn channel(
         Some(v) if !v.clients.is_empty() => Ok(Json(v)),
         _ => Err(Error::NotFound(format!("no active channel {id}"))),
     }
+}
+
+/// Starts recording a channel's publications, now and as they come (all-in-one only so far:
+/// recording through a gateway is not built yet). Answers how many tracks started now.
+async fn start_recording(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(channel): Path<String>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let Administered::AllInOne(a) = &admin.administered else {
+        return Err(Error::BadRequest(
+            "recording through a gateway is not built yet; an all-in-one records".into(),
+        ));
+    };
+    let tracks = a.state.start_recording(&channel).await?;
+    admin
+        .audit(from, "channel.recording.start", &channel, serde_json::json!({}))
+        .await;
+    Ok(Json(serde_json::json!({ "channel": channel, "recording": true, "tracks": tracks })))
+}
+
+/// Stops recording a channel: every file is finished. Answers the files and their lengths.
+async fn stop_recording(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(channel): Path<String>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let Administered::AllInOne(a) = &admin.administered else {
+        return Err(Error::BadRequest(
+            "recording through a gateway is not built yet; an all-in-one records".into(),
+        ));
+    };
+    if !a.state.is_recorded(&channel) {
+        return Err(Error::NotFound(format!("channel {channel} is not recorded")));
+    }
+    let files: Vec<serde_json::Value> = a
+        .state
+        .stop_recording(&channel)
+        .await
+        .into_iter()
+        .filter_map(|s| {
+            Some(serde_json::json!({
+                "path": s.path?.display().to_string(),
+                "durationMs": s.duration_ms,
+                "frames": s.frames,
+            }))
+        })
+        .collect();
+    admin
+        .audit(from, "channel.recording.stop", &channel, serde_json::json!({}))
+        .await;
+    Ok(Json(serde_json::json!({ "channel": channel, "recording": false, "files": files })))
 }
 
 async fn kick(

@@ -103,6 +103,11 @@ pub async fn document() -> Json<Value> {
                     { "name": "client", "in": "path", "required": true, "schema": { "type": "string" } }
                 ],
                 "delete": op("Kick a client: its signalling socket closes (code 4003)", "204")
+            },
+            "/channels/{channel}/recording": {
+                "parameters": [{ "$ref": "#/components/parameters/channel" }],
+                "post": op("Record the channel's publications, now and as they come: each track to its own file under <data-dir>/recordings/<channel>/ (all-in-one)", "200"),
+                "delete": op("Stop recording the channel: every file is finished; the files and their lengths", "200")
             }
         },
         "components": {

@@ -1,0 +1,215 @@
+//! Recording a channel's publications, each track to its own file as it arrived (no
+//! transcoding): Opus to `.mka`, VP8 and H264 to `.mkv`, under
+//! `<recordings>/<channel>/<publication>-<track>.<ext>` (`.rec` while being written).
+//!
+//! A recorded track is a stream like a mixer input: a transport of the channel's router
+//! (`TransportKind::Mixer`) whose one consumer takes the track's producer, so the router does
+//! for the recorder what it does for a subscriber (the top simulcast layer, one continuous
+//! stream across layer switches, keyframe requests upstream). Its RTP reaches an MCU thread,
+//! where a `TrackRecorder` writes the file. Closing the transport (the publication ended, the
+//! recording stopped) finishes the file.
+//!
+//! Turned on per channel by the admin API (all-in-one) for the channel's publications now and
+//! as they come, until turned off.
+
+use std::path::PathBuf;
+
+use switchyard_dataplane::media::{Codec, MediaKind};
+use switchyard_dataplane::spec::{ConsumerSpec, Ssrc, TransportKind, TransportSpec};
+use switchyard_recording::track::{Media, Summary};
+
+use crate::error::Error;
+use crate::ids;
+use crate::rooms::Track;
+use crate::session::AppState;
+
+impl AppState {
+    /// Records `channel`'s publications, those there now and those to come, until
+    /// [`AppState::stop_recording`]. Returns how many tracks started recording now.
+    pub async fn start_recording(&self, channel: &str) -> Result<usize, Error> {
+        if self.recordings.is_none() || self.media.mcu().is_none() {
+            return Err(Error::BadRequest(
+                "this server does not record (it needs a data directory and an MCU thread, --mcu-workers 1 or more)".into(),
+            ));
+        }
+        let publications: Vec<(String, Vec<Track>)> = {
+            let mut rooms = self.rooms();
+            rooms.recorded.insert(channel.to_string());
+            rooms.channels.get(channel).map_or_else(Vec::new, |c| {
+                c.publications
+                    .iter()
+                    .map(|(id, p)| (id.clone(), p.tracks.clone()))
+                    .collect()
+            })
+        };
+        tracing::info!(channel, "recording on");
+        let mut started = 0;
+        for (publication, tracks) in publications {
+            started += self.record_tracks(channel, &publication, &tracks).await;
+        }
+        Ok(started)
+    }
+
+    /// Stops recording `channel`: every file is finished. Returns what each holds.
+    pub async fn stop_recording(&self, channel: &str) -> Vec<Summary> {
+        let (worker, router, streams) = {
+            let mut rooms = self.rooms();
+            rooms.recorded.remove(channel);
+            let Some(ch) = rooms.channels.get_mut(channel) else {
+                return Vec::new();
+            };
+            let streams: Vec<_> = std::mem::take(&mut ch.recordings).into_values().collect();
+            (ch.worker, ch.router, streams)
+        };
+        tracing::info!(channel, "recording off");
+        let mut summaries = Vec::new();
+        if let Some(mcu) = self.media.mcu() {
+            let thread = mcu_thread(router.0, mcu.threads());
+            for transport in streams {
+                summaries.extend(mcu.stop_recording(thread, transport).await);
+                self.close_media(worker, transport);
+            }
+        }
+        summaries
+    }
+
+    /// Whether `channel` is recorded.
+    pub fn is_recorded(&self, channel: &str) -> bool {
+        self.rooms().recorded.contains(channel)
+    }
+
+    /// Starts recording `tracks` (publication `publication`'s) when `channel` is recorded;
+    /// how many started. A track that cannot be recorded (a codec the recorder does not take,
+    /// a failure) is logged and left out.
+    pub(crate) async fn record_tracks(
+        &self,
+        channel: &str,
+        publication: &str,
+        tracks: &[Track],
+    ) -> usize {
+        let (Some(dir), Some(mcu)) = (&self.recordings, self.media.mcu()) else {
+            return 0;
+        };
+        let (worker, router) = {
+            let rooms = self.rooms();
+            let Some(ch) = rooms
+                .channels
+                .get(channel)
+                .filter(|_| rooms.recorded.contains(channel))
+            else {
+                return 0;
+            };
+            (ch.worker, ch.router)
+        };
+        let thread = mcu_thread(router.0, mcu.threads());
+        let dir = dir.join(file_name(channel));
+        if let Err(e) = tokio::fs::create_dir_all(&dir).await {
+            tracing::error!(channel, ?dir, "not recorded: {e}");
+            return 0;
+        }
+        let mut started = 0;
+        for (i, track) in tracks.iter().enumerate() {
+            let (media, extension) = match (track.kind, track.codec) {
+                // WebRTC's Opus is negotiated as two channels (`opus/48000/2`).
+                (MediaKind::Audio, Codec::Opus) => (Media::Opus { channels: 2 }, "mka"),
+                (MediaKind::Video, Codec::Vp8) => (Media::Vp8, "mkv"),
+                (MediaKind::Video, Codec::H264) => (Media::H264, "mkv"),
+                (_, codec) => {
+                    tracing::info!(channel, publication, %codec, "track not recorded: the recorder takes Opus, VP8 and H264");
+                    continue;
+                }
+            };
+            let path: PathBuf = dir.join(format!("{}-{i}.{extension}", file_name(publication)));
+            let transport = ids::transport();
+            if let Err(e) = mcu
+                .start_recording(thread, transport, worker, media, path.clone())
+                .await
+            {
+                tracing::warn!(channel, publication, "track not recorded: {e}");
+                continue;
+            }
+            let spec = TransportSpec {
+                id: transport,
+                router,
+                kind: TransportKind::Mixer { mcu: thread },
+                producers: Vec::new(),
+                consumers: vec![ConsumerSpec {
+                    id: ids::consumer(),
+                    producer: track.producer,
+                    ssrc: Ssrc(rand::random::<u32>() | 1),
+                    payload_type: track.payload_type,
+                    mid: "0".into(),
+                    mid_ext: None,
+                    nack: false,
+                    pli: track.kind == MediaKind::Video,
+                    fir: false,
+                    twcc_ext: None,
+                    dd_ext: None,
+                    audio_level_ext: None,
+                    rtx: None,
+                    red: None,
+                }],
+                data: None,
+            };
+            if let Err(e) = self.media.create_transport(worker, spec).await {
+                tracing::warn!(channel, publication, "track not recorded: {e}");
+                mcu.stop_recording(thread, transport).await;
+                continue;
+            }
+            let kept = {
+                let mut rooms = self.rooms();
+                let recorded = rooms.recorded.contains(channel);
+                rooms
+                    .channels
+                    .get_mut(channel)
+                    .filter(|c| recorded && c.publications.contains_key(publication))
+                    .map(|c| c.recordings.insert(track.producer, transport))
+                    .is_some()
+            };
+            if kept {
+                tracing::info!(channel, publication, ?path, "recording track");
+                started += 1;
+            } else {
+                // The publication ended, or recording stopped, meanwhile.
+                self.close_media(worker, transport);
+            }
+        }
+        started
+    }
+}
+
+/// The MCU thread a channel's recordings run on, spread by its router.
+fn mcu_thread(router: u64, threads: usize) -> usize {
+    (router % threads.max(1) as u64) as usize
+}
+
+/// `name` (a channel or publication, from clients) as a file name: what is not a letter, a
+/// digit, `-` or `_` becomes `_`, so no name reaches outside its directory.
+fn file_name(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.is_empty() { "_".into() } else { safe }
+}
+
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_stay_inside_their_directory() {
+        assert_eq!(file_name("room-1_a"), "room-1_a");
+        assert_eq!(file_name("../../etc/passwd"), "______etc_passwd");
+        assert_eq!(file_name(".."), "__");
+        assert_eq!(file_name(""), "_");
+        assert_eq!(file_name("café"), "caf_");
+    }
+}
