@@ -17,7 +17,9 @@ fn finished(dir: &Path, count: usize) -> Vec<PathBuf> {
         let files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
             .unwrap_or_default();
-        let active = files.iter().any(|f| f.extension().is_some_and(|e| e == "rec"));
+        let active = files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "rec"));
         if (files.len() >= count && !active) || Instant::now() > deadline {
             let mut files = files;
             files.sort();
@@ -30,13 +32,21 @@ fn finished(dir: &Path, count: usize) -> Vec<PathBuf> {
 /// ffprobe's codec and duration (seconds) of a file's one stream.
 fn probe(path: &Path) -> (String, f64) {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_name:format=duration"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name:format=duration",
+        ])
         .args(["-of", "json"])
         .arg(path)
         .output()
         .expect("run ffprobe (scripts/test.sh installs ffmpeg)");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let codec = v["streams"][0]["codec_name"].as_str().unwrap_or("").to_string();
+    let codec = v["streams"][0]["codec_name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let duration = v["format"]["duration"]
         .as_str()
         .and_then(|d| d.parse().ok())
@@ -50,7 +60,10 @@ fn a_recorded_channel_leaves_a_file_per_track() {
     let server = Server::start_with_env(&[], &[("ADMIN__IPADDRESSES", "127.0.0.1/32")]);
     let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
     let admin = |method: &str| {
-        let headers = [("X-API-Key", key.trim()), ("Content-Type", "application/json")];
+        let headers = [
+            ("X-API-Key", key.trim()),
+            ("Content-Type", "application/json"),
+        ];
         let path = "/admin/api/v1/channels/rec/recording";
         http::request(9090, method, path, &headers, "").unwrap()
     };
@@ -77,8 +90,13 @@ fn a_recorded_channel_leaves_a_file_per_track() {
         })
         .collect();
     kinds.sort();
-    let expected = [("mka", "opus"), ("mka", "opus"), ("mkv", "h264"), ("mkv", "vp8")]
-        .map(|(e, c)| (e.to_string(), c.to_string()));
+    let expected = [
+        ("mka", "opus"),
+        ("mka", "opus"),
+        ("mkv", "h264"),
+        ("mkv", "vp8"),
+    ]
+    .map(|(e, c)| (e.to_string(), c.to_string()));
     assert_eq!(kinds, expected, "{files:?}\n{}", server.log_tail());
     for ((_, duration), file) in probed.iter().zip(&files) {
         // The publisher sends for 6 s (less the time its connection takes to start).

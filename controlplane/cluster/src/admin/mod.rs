@@ -385,9 +385,16 @@ async fn start_recording(
     };
     let tracks = a.state.start_recording(&channel).await?;
     admin
-        .audit(from, "channel.recording.start", &channel, serde_json::json!({}))
+        .audit(
+            from,
+            "channel.recording.start",
+            &channel,
+            serde_json::json!({}),
+        )
         .await;
-    Ok(Json(serde_json::json!({ "channel": channel, "recording": true, "tracks": tracks })))
+    Ok(Json(
+        serde_json::json!({ "channel": channel, "recording": true, "tracks": tracks }),
+    ))
 }
 
 /// Stops recording a channel: every file is finished. Answers the files and their lengths.
@@ -402,7 +409,9 @@ async fn stop_recording(
         ));
     };
     if !a.state.is_recorded(&channel) {
-        return Err(Error::NotFound(format!("channel {channel} is not recorded")));
+        return Err(Error::NotFound(format!(
+            "channel {channel} is not recorded"
+        )));
     }
     let files: Vec<serde_json::Value> = a
         .state
@@ -418,9 +427,16 @@ async fn stop_recording(
         })
         .collect();
     admin
-        .audit(from, "channel.recording.stop", &channel, serde_json::json!({}))
+        .audit(
+            from,
+            "channel.recording.stop",
+            &channel,
+            serde_json::json!({}),
+        )
         .await;
-    Ok(Json(serde_json::json!({ "channel": channel, "recording": false, "files": files })))
+    Ok(Json(
+        serde_json::json!({ "channel": channel, "recording": false, "files": files }),
+    ))
 }
 
 async fn kick(
