@@ -1,7 +1,8 @@
 //! Recording through the all-in-one's admin API: an aiortc publisher (colour and tone, over
 //! WHIP) in a recorded channel leaves one `.mkv` and one `.mka` per publication under
 //! `<data-dir>/recordings/<channel>/`, with the codecs it sent (no transcoding) and its length,
-//! checked by ffprobe and decoded without error by ffmpeg.
+//! checked by ffprobe and decoded without error by ffmpeg; a server killed mid-recording leaves
+//! `.rec` files that decode up to about the kill.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +28,33 @@ fn finished(dir: &Path, count: usize) -> Vec<PathBuf> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// ffmpeg's errors decoding the whole file, and ffprobe's last packet time (seconds).
+fn decode(path: &Path) -> (String, f64) {
+    let decoded = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
+    let packets = Command::new("ffprobe")
+        .args([
+            "-v",
+            "quiet",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    let last = String::from_utf8_lossy(&packets.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    (String::from_utf8_lossy(&decoded.stderr).into_owned(), last)
 }
 
 /// ffprobe's codec and duration (seconds) of a file's one stream.
@@ -101,17 +129,53 @@ fn a_recorded_channel_leaves_a_file_per_track() {
     for ((_, duration), file) in probed.iter().zip(&files) {
         // The publisher sends for 6 s (less the time its connection takes to start).
         assert!((4.0..=7.0).contains(duration), "{file:?}: {duration} s");
-        let decoded = Command::new("ffmpeg")
-            .args(["-v", "error", "-i"])
-            .arg(file)
-            .args(["-f", "null", "-"])
-            .output()
-            .expect("run ffmpeg");
-        let errors = String::from_utf8_lossy(&decoded.stderr);
+        let (errors, _) = decode(file);
         assert!(errors.trim().is_empty(), "{file:?}: {errors}");
     }
 
     let off = admin("DELETE");
     assert_eq!(off.status, 200, "{}", off.body);
     assert_eq!(admin("DELETE").status, 404, "not recorded any more");
+}
+
+/// `kill -9` of the server 4 s into a recording: its `.rec` files are valid up to their last
+/// whole cluster (at most a second before the kill), decode without a corrupt frame, and hold
+/// at least 2.5 s.
+#[test]
+fn a_killed_server_leaves_rec_files_that_decode() {
+    netns::enter();
+    let mut server = Server::start_with_env(&[], &[("ADMIN__IPADDRESSES", "127.0.0.1/32")]);
+    let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
+    let headers = [
+        ("X-API-Key", key.trim()),
+        ("Content-Type", "application/json"),
+    ];
+    let path = "/admin/api/v1/channels/crash/recording";
+    let on = http::request(9090, "POST", path, &headers, "").unwrap();
+    assert_eq!(on.status, 200, "{}", on.body);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let token = server.token("crash", "publisher", &[]);
+    // The publisher's script fails once the server is gone; what it says does not matter.
+    let publisher = std::thread::spawn(move || mix::run(&base, "crash", &[token], "", 1, "VP8", 8));
+    let dir = server.data_dir.join("recordings").join("crash");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::fs::read_dir(&dir).map_or(0, |d| d.count()) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    server.kill();
+    let _ = publisher.join();
+    let files = finished(&dir, 2);
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in &files {
+        assert!(file.extension().is_some_and(|e| e == "rec"), "{file:?}");
+        let (errors, last) = decode(file);
+        // The cut is mid-cluster: the demuxer may say the file ended early, nothing worse.
+        let worse: Vec<&str> = errors
+            .lines()
+            .filter(|l| !l.contains("ended prematurely"))
+            .collect();
+        assert!(worse.is_empty(), "{file:?}: {errors}");
+        assert!(last >= 2.5, "{file:?}: decodes to {last} s");
+    }
 }

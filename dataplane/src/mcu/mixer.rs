@@ -31,6 +31,7 @@ use switchyard_codec::video::{self, EncoderConfig, VideoCodec, VideoDecoder, Vid
 use switchyard_codec::vp8::{Vp8Depacketizer, Vp8Packetizer};
 use switchyard_codec::{FramePool, I420, Packetizer, Payloads};
 
+use crate::demux::{self, PacketKind};
 use crate::io::MAX_DATAGRAM;
 use crate::spec::TransportId;
 use crate::{rtcp, rtp};
@@ -505,6 +506,15 @@ impl Mixer {
             self.stats.dropped += 1;
             return;
         };
+        let input = matches!(
+            spec,
+            StreamSpec::AudioIn { .. } | StreamSpec::VideoIn { .. }
+        );
+        if input && demux::classify(data) == PacketKind::Rtcp {
+            // The router's sender reports for what it forwards: an input's timing comes
+            // from its RTP alone.
+            return;
+        }
         match spec {
             StreamSpec::AudioIn { source } => {
                 let Some((h, payload)) = rtp_payload(data) else {

@@ -616,6 +616,29 @@ fn a_lower_rung_sends_the_canvas_at_half_size() {
     assert_eq!(received.keyframes, full_keyframes, "the full rung goes on");
 }
 
+/// The router's sender reports on an input stream are not taken for RTP (their SSRC would read
+/// as a timestamp): nothing is decoded, dropped or asked for because of them.
+#[test]
+fn sender_reports_on_inputs_are_not_media() {
+    let start = Instant::now();
+    let sources: Vec<Source> = (0..2).map(Source::new).collect();
+    let mut mixer = mixer_with(&sources, start);
+    let before = mixer.stats();
+    let mut sr = [0u8; 64];
+    let n =
+        rtcp::write_sender_report(&mut sr, 0xDEAD_BEEF, 1 << 40, 90_000, 10, 1000, &[]).unwrap();
+    let mut sent = 0;
+    for s in &sources {
+        for t in [s.audio_in(), s.video_in()] {
+            mixer.handle_packet(start, t, &sr[..n], &mut |_: TransportId, _: &[u8]| {
+                sent += 1
+            });
+        }
+    }
+    assert_eq!(mixer.stats(), before);
+    assert_eq!(sent, 0, "no PLI for a sender report");
+}
+
 #[test]
 fn bad_input_leaves_the_others_mixing() {
     let start = Instant::now();

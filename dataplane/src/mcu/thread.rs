@@ -25,6 +25,7 @@ use switchyard_recording::track::{Media, Summary, TrackRecorder};
 
 use super::lane::{LANE_CAPACITY, Packet};
 use super::mixer::{Mixer, MixerConfig, MixerStats, StreamSpec};
+use crate::demux::{self, PacketKind};
 use crate::io::Waker;
 use crate::spec::{Error, RouterId, TransportId};
 use crate::{rtcp, rtp};
@@ -493,6 +494,11 @@ impl Thread {
             return;
         };
         let data = p.data();
+        // The router's sender reports come on the stream too: a recording's timing is its
+        // RTP's own.
+        if demux::classify(data) != PacketKind::Rtp {
+            return;
+        }
         let Ok(h) = rtp::Header::parse(data) else {
             return;
         };

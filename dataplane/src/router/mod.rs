@@ -1216,13 +1216,16 @@ fn event(router: RouterId, change: Change) -> MediaEvent {
 /// The highest layer of `p` no taller than `prefs.max_height` (a layer of unknown height
 /// counts as fitting), whether it arrives now or not; the lowest when none fits.
 fn wanted_layer(p: &Producer, prefs: &Preferences) -> usize {
-    p.layers
-        .iter()
-        .rposition(|l| match (prefs.max_height, l.height) {
-            (Some(max), Some(h)) => h <= max,
-            _ => true,
-        })
-        .unwrap_or(0)
+    // Layers come lowest first, so none above one taller than the cap fits either, even
+    // before a keyframe has told its height (a publisher may not have started it yet).
+    let mut wanted = 0;
+    for (i, l) in p.layers.iter().enumerate() {
+        match (prefs.max_height, l.height) {
+            (Some(max), Some(h)) if h > max => break,
+            _ => wanted = i,
+        }
+    }
+    wanted
 }
 
 /// Whether a consumer among `consumers` waits for a keyframe of `layer` of their producer.
@@ -2092,6 +2095,27 @@ mod tests {
             s.round(&[0, 1, 2]);
         }
         assert!(rembs(&mut s).is_empty());
+    }
+
+    /// A layer whose height is not known yet counts as fitting, unless a lower one is already
+    /// taller than the cap.
+    #[test]
+    fn layers_above_a_too_tall_one_do_not_fit_before_their_heights_are_known() {
+        let mut s = Simulcast::new();
+        let p = s.router.producers.iter_mut().next().unwrap().1;
+        p.layers[0].height = Some(180);
+        p.layers[1].height = None;
+        p.layers[2].height = None;
+        let cap = |h| Preferences {
+            max_height: Some(h),
+            ..Preferences::default()
+        };
+        assert_eq!(wanted_layer(p, &cap(179)), 0);
+        assert_eq!(wanted_layer(p, &cap(360)), 2);
+        p.layers[1].height = Some(360);
+        assert_eq!(wanted_layer(p, &cap(359)), 0);
+        assert_eq!(wanted_layer(p, &cap(719)), 2);
+        assert_eq!(wanted_layer(p, &Preferences::default()), 2);
     }
 
     /// A consumer that names a `max_bitrate` (a mixer input sized to its tile) lowers the
