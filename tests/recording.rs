@@ -11,13 +11,18 @@ use std::time::{Duration, Instant};
 use switchyard_tests::server::Server;
 use switchyard_tests::{http, mix, netns};
 
-/// The finished recordings in `dir` (no `.rec` left), once there are `count`.
+/// The finished recordings in `dir` (no `.rec` left), once there are `count`; the JSON logs
+/// beside them are left out.
 fn finished(dir: &Path, count: usize) -> Vec<PathBuf> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
             .unwrap_or_default();
+        let files: Vec<PathBuf> = files
+            .into_iter()
+            .filter(|f| f.extension().is_none_or(|e| e != "json"))
+            .collect();
         let active = files
             .iter()
             .any(|f| f.extension().is_some_and(|e| e == "rec"));
@@ -131,6 +136,45 @@ fn a_recorded_channel_leaves_a_file_per_track() {
         assert!((4.0..=7.0).contains(duration), "{file:?}: {duration} s");
         let (errors, _) = decode(file);
         assert!(errors.trim().is_empty(), "{file:?}: {errors}");
+    }
+
+    // Each publication's log: a start and a stop entry per file, the stop with its RTP span.
+    let logs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|f| f.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    for log in &logs {
+        let entries: Vec<serde_json::Value> = std::fs::read_to_string(log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let kinds: Vec<&str> = entries.iter().filter_map(|e| e["type"].as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "startRecording",
+                "startRecording",
+                "stopRecording",
+                "stopRecording"
+            ],
+            "{log:?}: {entries:?}"
+        );
+        for e in &entries {
+            assert_eq!(e["channelId"], "rec");
+            assert_eq!(e["connectionType"], "sfu");
+            assert!(
+                e["userId"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("publisher-"))
+            );
+        }
+        let stop = &entries[3]["data"];
+        assert!(stop["durationMs"].as_u64() > Some(4000), "{stop}");
+        assert!(stop["firstRtpTimestamp"].is_u64() && stop["lastRtpTimestamp"].is_u64());
+        assert!(dir.join(stop["file"].as_str().unwrap()).exists(), "{stop}");
     }
 
     let off = admin("DELETE");

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::spec::{ConsumerSpec, Ssrc, TransportKind, TransportSpec};
+use switchyard_recording::log::{Connection, Log};
 use switchyard_recording::track::{Media, Summary};
 
 use crate::error::Error;
@@ -90,7 +91,7 @@ impl AppState {
         let (Some(dir), Some(mcu)) = (&self.recordings, self.media.mcu()) else {
             return 0;
         };
-        let (worker, router) = {
+        let (worker, router, connection) = {
             let rooms = self.rooms();
             let Some(ch) = rooms
                 .channels
@@ -99,7 +100,20 @@ impl AppState {
             else {
                 return 0;
             };
-            (ch.worker, ch.router)
+            let Some(p) = ch.publications.get(publication) else {
+                return 0;
+            };
+            let connection = Connection {
+                channel_id: channel.to_string(),
+                client_id: p.participant.clone(),
+                user_id: ch
+                    .participants
+                    .get(&p.participant)
+                    .map_or_else(String::new, |u| u.user.clone()),
+                connection_id: publication.to_string(),
+                connection_type: if p.mixed.is_some() { "mcu" } else { "sfu" }.into(),
+            };
+            (ch.worker, ch.router, connection)
         };
         let thread = mcu_thread(router.0, mcu.threads());
         let dir = dir.join(file_name(channel));
@@ -107,6 +121,10 @@ impl AppState {
             tracing::error!(channel, ?dir, "not recorded: {e}");
             return 0;
         }
+        let log = Log {
+            path: dir.join(format!("{}.json", file_name(publication))),
+            connection,
+        };
         let mut started = 0;
         for (i, track) in tracks.iter().enumerate() {
             let (media, extension) = match (track.kind, track.codec) {
@@ -121,10 +139,15 @@ impl AppState {
             };
             let path: PathBuf = dir.join(format!("{}-{i}.{extension}", file_name(publication)));
             let transport = ids::transport();
-            if let Err(e) = mcu
-                .start_recording(thread, transport, worker, media, path.clone())
-                .await
-            {
+            let start = mcu.start_recording(
+                thread,
+                transport,
+                worker,
+                media,
+                path.clone(),
+                Some(log.clone()),
+            );
+            if let Err(e) = start.await {
                 tracing::warn!(channel, publication, "track not recorded: {e}");
                 continue;
             }
@@ -168,6 +191,14 @@ impl AppState {
             };
             if kept {
                 tracing::info!(channel, publication, ?path, "recording track");
+                let kind = if track.kind == MediaKind::Video {
+                    "video"
+                } else {
+                    "audio"
+                };
+                if let Err(e) = log.started(&path, kind) {
+                    tracing::error!(channel, publication, path = ?log.path, "recording log: {e}");
+                }
                 started += 1;
             } else {
                 // The publication ended, or recording stopped, meanwhile.

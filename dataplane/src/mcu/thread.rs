@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use std::path::PathBuf;
 
+use switchyard_recording::log::Log;
 use switchyard_recording::track::{Media, Summary, TrackRecorder};
 
 use super::lane::{LANE_CAPACITY, Packet};
@@ -81,12 +82,14 @@ pub enum Command {
     CloseMixer {
         mixer: RouterId,
     },
-    /// Records what arrives on stream `transport` (of worker `worker`) to `path`.
+    /// Records what arrives on stream `transport` (of worker `worker`) to `path`; its
+    /// `stopRecording` goes to `log` when it is finished.
     StartRecording {
         transport: TransportId,
         worker: usize,
         media: Media,
         path: PathBuf,
+        log: Option<Log>,
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// Ends the recording of stream `transport`: its file finished, what it holds.
@@ -270,8 +273,8 @@ impl Mcu {
     }
 
     /// Records what arrives on stream `transport` (a transport of worker `worker` whose
-    /// consumer takes the recorded producer) to `path`, on MCU thread `mcu`. Do this before
-    /// the worker creates the transport.
+    /// consumer takes the recorded producer) to `path`, on MCU thread `mcu`; `log` gets its
+    /// `stopRecording`. Do this before the worker creates the transport.
     pub async fn start_recording(
         &self,
         mcu: usize,
@@ -279,12 +282,14 @@ impl Mcu {
         worker: usize,
         media: Media,
         path: PathBuf,
+        log: Option<Log>,
     ) -> Result<(), Error> {
         self.ask(mcu, |reply| Command::StartRecording {
             transport,
             worker,
             media,
             path,
+            log,
             reply,
         })
         .await
@@ -323,6 +328,7 @@ struct Placed {
 /// A recording, the worker its stream is on, and when it last asked for a keyframe.
 struct Recorded {
     recorder: TrackRecorder,
+    log: Option<Log>,
     worker: usize,
     last_pli: Option<Instant>,
     /// Its file failed (a full disk): it records nothing more.
@@ -533,6 +539,11 @@ impl Thread {
         match r.recorder.finish() {
             Ok(summary) => {
                 tracing::info!(mcu = self.index, %transport, path = ?summary.path, duration_ms = summary.duration_ms, frames = summary.frames, "recording finished");
+                if let Some(log) = &r.log
+                    && let Err(e) = log.stopped(&summary)
+                {
+                    tracing::error!(mcu = self.index, %transport, path = ?log.path, "recording log: {e}");
+                }
                 Some(summary)
             }
             Err(e) => {
@@ -610,6 +621,7 @@ impl Thread {
                 worker,
                 media,
                 path,
+                log,
                 reply,
             } => {
                 let result = if worker >= self.lanes.workers.len() {
@@ -623,6 +635,7 @@ impl Thread {
                         transport,
                         Recorded {
                             recorder,
+                            log,
                             worker,
                             last_pli: None,
                             failed: false,
