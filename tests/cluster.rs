@@ -99,6 +99,24 @@ fn media_server(
     registered_media_server(dir, id, gateway_port, ports, &args, &[("REGION", region)])
 }
 
+/// Media server m1 in region a, registered with gateway a, with an MCU thread and the small
+/// canvas of tests/mcu.rs (320x180 at 15 fps, which two cores encode for a few participants).
+fn mixing_media_server(dir: &Path) -> Process {
+    registered_media_server(
+        dir,
+        "m1",
+        GATEWAY_A,
+        "40000-40100",
+        &["--public-ip", "127.0.0.1", "--mcu-workers", "1"],
+        &[
+            ("REGION", "a"),
+            ("MCU__CANVASWIDTH", "320"),
+            ("MCU__CANVASHEIGHT", "180"),
+            ("MCU__FRAMERATE", "15"),
+        ],
+    )
+}
+
 fn token(dir: &Path, channel: &str, user: &str) -> String {
     let out = Command::new(binary())
         .args(["token", "--channel", channel, "--user", user, "--data-dir"])
@@ -681,20 +699,7 @@ fn mcu_through_a_gateway() {
     let redis = Redis::start(6379);
     let dir = temp_dir();
     let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &[]);
-    let _m1 = registered_media_server(
-        &dir,
-        "m1",
-        GATEWAY_A,
-        "40000-40100",
-        &["--public-ip", "127.0.0.1", "--mcu-workers", "1"],
-        &[
-            ("REGION", "a"),
-            // The small canvas of tests/mcu.rs, which two cores encode for a few participants.
-            ("MCU__CANVASWIDTH", "320"),
-            ("MCU__CANVASHEIGHT", "180"),
-            ("MCU__FRAMERATE", "15"),
-        ],
-    );
+    let _m1 = mixing_media_server(&dir);
     let tokens: Vec<String> = (0..3)
         .map(|i| token(&dir, "mixed", &format!("mixer{i}")))
         .collect();
@@ -762,19 +767,7 @@ fn mcu_mixes_publications_of_other_media_servers() {
             .iter()
             .any(|(_, _, server)| server == "m2")
     });
-    let _m1 = registered_media_server(
-        &dir,
-        "m1",
-        GATEWAY_A,
-        "40000-40100",
-        &["--public-ip", "127.0.0.1", "--mcu-workers", "1"],
-        &[
-            ("REGION", "a"),
-            ("MCU__CANVASWIDTH", "320"),
-            ("MCU__CANVASHEIGHT", "180"),
-            ("MCU__FRAMERATE", "15"),
-        ],
-    );
+    let _m1 = mixing_media_server(&dir);
     let result = aiortc.join().expect("the aiortc script");
     mix::check(&result, 2);
     println!("{result}");
@@ -798,19 +791,7 @@ fn mcu_canvas_through_a_gateway() {
         ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
     ];
     let _ga = gateway(&dir, "ga", GATEWAY_A, &redis, &admin_env);
-    let _m1 = registered_media_server(
-        &dir,
-        "m1",
-        GATEWAY_A,
-        "40000-40100",
-        &["--public-ip", "127.0.0.1", "--mcu-workers", "1"],
-        &[
-            ("REGION", "a"),
-            ("MCU__CANVASWIDTH", "320"),
-            ("MCU__CANVASHEIGHT", "180"),
-            ("MCU__FRAMERATE", "15"),
-        ],
-    );
+    let _m1 = mixing_media_server(&dir);
     let secret = "canvas-secret-0123456789";
     let body = format!(r#"{{"secrets":["{secret}"]}}"#);
     assert_eq!(admin_with("PUT", "/applications/acme", &body).0, 200);

@@ -67,9 +67,15 @@ pub struct Summary {
 
 /// Records one track to `path` (see the module's documentation).
 pub struct TrackRecorder {
+    depacketizer: Depacketizer,
+    /// Apart from the depacketizer, whose frames borrow its buffer while they are written.
+    out: Writing,
+}
+
+/// What writes a track's frames to its file.
+struct Writing {
     media: Media,
     path: PathBuf,
-    depacketizer: Depacketizer,
     file: Option<Recording>,
     /// The unwrapped RTP timestamp of the last frame, and of the first one.
     last_ticks: Option<u64>,
@@ -77,8 +83,7 @@ pub struct TrackRecorder {
     last_rtp: Option<u32>,
     frames: u64,
     dropped: u64,
-    /// The frame being written, and its AVCC form (H264): buffers kept between frames.
-    frame: Vec<u8>,
+    /// A frame's AVCC form (H264): a buffer kept between frames.
     avcc: Vec<u8>,
 }
 
@@ -97,17 +102,18 @@ impl TrackRecorder {
             Media::H264 => Depacketizer::H264(H264Depacketizer::default()),
         };
         TrackRecorder {
-            media,
-            path: path.to_path_buf(),
             depacketizer,
-            file: None,
-            last_ticks: None,
-            first_rtp: None,
-            last_rtp: None,
-            frames: 0,
-            dropped: 0,
-            frame: Vec::new(),
-            avcc: Vec::new(),
+            out: Writing {
+                media,
+                path: path.to_path_buf(),
+                file: None,
+                last_ticks: None,
+                first_rtp: None,
+                last_rtp: None,
+                frames: 0,
+                dropped: 0,
+                avcc: Vec::new(),
+            },
         }
     }
 
@@ -142,27 +148,34 @@ impl TrackRecorder {
                 timestamp,
                 keyframe,
             })) => {
-                // Copied out of the depacketizer's buffer, which the frame borrows.
-                let mut buffer = std::mem::take(&mut self.frame);
-                buffer.clear();
-                buffer.extend_from_slice(data);
-                let keyframe = keyframe || self.is_audio();
-                let written = self.write(timestamp, keyframe, &buffer);
-                self.frame = buffer;
-                written
+                let keyframe = keyframe || matches!(self.out.media, Media::Opus { .. });
+                self.out.write(timestamp, keyframe, data)
             }
             Ok(None) => Ok(()),
             Err(_) => {
-                self.dropped += 1;
+                self.out.dropped += 1;
                 Ok(())
             }
         }
     }
 
-    fn is_audio(&self) -> bool {
-        matches!(self.media, Media::Opus { .. })
+    /// Ends the file (when one was started) and says what was recorded.
+    pub fn finish(self) -> Result<Summary, Error> {
+        let w = self.out;
+        let duration_ms = w.file.as_ref().map_or(0, |f| f.duration_ms());
+        let path = w.file.map(Recording::finish).transpose()?;
+        Ok(Summary {
+            path,
+            first_rtp: w.first_rtp,
+            last_rtp: w.last_rtp,
+            duration_ms,
+            frames: w.frames,
+            dropped: w.dropped,
+        })
     }
+}
 
+impl Writing {
     fn write(&mut self, rtp: u32, keyframe: bool, data: &[u8]) -> Result<(), Error> {
         if self.file.is_none() {
             let Some(track) = self.track(keyframe, data) else {
@@ -222,20 +235,6 @@ impl TrackRecorder {
             codec,
             width,
             height,
-        })
-    }
-
-    /// Ends the file (when one was started) and says what was recorded.
-    pub fn finish(self) -> Result<Summary, Error> {
-        let duration_ms = self.file.as_ref().map_or(0, |f| f.duration_ms());
-        let path = self.file.map(Recording::finish).transpose()?;
-        Ok(Summary {
-            path,
-            first_rtp: self.first_rtp,
-            last_rtp: self.last_rtp,
-            duration_ms,
-            frames: self.frames,
-            dropped: self.dropped,
         })
     }
 }

@@ -739,29 +739,8 @@ impl AppState {
                 tracing::warn!(channel, "mixer input not added: {e}");
                 continue;
             }
-            let spec = TransportSpec {
-                id: transport,
-                router: place.router,
-                kind: TransportKind::Mixer { mcu: place.mcu },
-                producers: Vec::new(),
-                consumers: vec![ConsumerSpec {
-                    id: ids::consumer(),
-                    producer: track.producer,
-                    ssrc: Ssrc(ssrc),
-                    payload_type: track.payload_type,
-                    mid: "0".into(),
-                    mid_ext: None,
-                    nack: false,
-                    pli: track.kind == MediaKind::Video,
-                    fir: false,
-                    twcc_ext: None,
-                    dd_ext: None,
-                    audio_level_ext: (track.kind == MediaKind::Audio).then_some(AUDIO_LEVEL_EXT),
-                    rtx: None,
-                    red: None,
-                }],
-                data: None,
-            };
+            let level = (track.kind == MediaKind::Audio).then_some(AUDIO_LEVEL_EXT);
+            let spec = consuming_stream(transport, place.router, place.mcu, track, ssrc, level);
             if let Err(e) = self.media.create_transport(place.worker, spec).await {
                 tracing::warn!(channel, "mixer input not started: {e}");
                 mcu.remove_stream(place.mcu, transport);
@@ -841,6 +820,43 @@ fn tile_preferences(canvas: &MixerConfig, inputs: usize) -> Preferences {
         // ok: a float to integer cast saturates; the product is far inside u64 anyway.
         max_bitrate: Some(((pixels * TILE_BITS_PER_PIXEL) as u64).max(TILE_MIN_BITRATE)),
         ..Preferences::default()
+    }
+}
+
+/// A stream of the channel's router to MCU thread `mcu` (`TransportKind::Mixer`) whose one
+/// consumer takes `track`'s producer as SSRC `ssrc`: a mixer input, or a recording. Video
+/// consumers pass keyframe requests upstream; `audio_level_ext` carries the sender's RFC 6464
+/// level under that id.
+pub(crate) fn consuming_stream(
+    transport: TransportId,
+    router: RouterId,
+    mcu: usize,
+    track: &Track,
+    ssrc: u32,
+    audio_level_ext: Option<u8>,
+) -> TransportSpec {
+    TransportSpec {
+        id: transport,
+        router,
+        kind: TransportKind::Mixer { mcu },
+        producers: Vec::new(),
+        consumers: vec![ConsumerSpec {
+            id: ids::consumer(),
+            producer: track.producer,
+            ssrc: Ssrc(ssrc),
+            payload_type: track.payload_type,
+            mid: "0".into(),
+            mid_ext: None,
+            nack: false,
+            pli: track.kind == MediaKind::Video,
+            fir: false,
+            twcc_ext: None,
+            dd_ext: None,
+            audio_level_ext,
+            rtx: None,
+            red: None,
+        }],
+        data: None,
     }
 }
 

@@ -15,12 +15,12 @@
 use std::path::PathBuf;
 
 use switchyard_dataplane::media::{Codec, MediaKind};
-use switchyard_dataplane::spec::{ConsumerSpec, Ssrc, TransportKind, TransportSpec};
 use switchyard_recording::log::{Connection, Log};
 use switchyard_recording::track::{Media, Summary};
 
 use crate::error::Error;
 use crate::ids;
+use crate::mix::consuming_stream;
 use crate::rooms::Track;
 use crate::session::AppState;
 
@@ -151,29 +151,8 @@ impl AppState {
                 tracing::warn!(channel, publication, "track not recorded: {e}");
                 continue;
             }
-            let spec = TransportSpec {
-                id: transport,
-                router,
-                kind: TransportKind::Mixer { mcu: thread },
-                producers: Vec::new(),
-                consumers: vec![ConsumerSpec {
-                    id: ids::consumer(),
-                    producer: track.producer,
-                    ssrc: Ssrc(rand::random::<u32>() | 1),
-                    payload_type: track.payload_type,
-                    mid: "0".into(),
-                    mid_ext: None,
-                    nack: false,
-                    pli: track.kind == MediaKind::Video,
-                    fir: false,
-                    twcc_ext: None,
-                    dd_ext: None,
-                    audio_level_ext: None,
-                    rtx: None,
-                    red: None,
-                }],
-                data: None,
-            };
+            let ssrc = rand::random::<u32>() | 1;
+            let spec = consuming_stream(transport, router, thread, track, ssrc, None);
             if let Err(e) = self.media.create_transport(worker, spec).await {
                 tracing::warn!(channel, publication, "track not recorded: {e}");
                 mcu.stop_recording(thread, transport).await;

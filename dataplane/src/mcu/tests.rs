@@ -407,7 +407,12 @@ fn assert_tiles(picture: &I420, count: usize, which: impl IntoIterator<Item = us
 }
 
 fn mixer_with(sources: &[Source], start: Instant) -> Mixer {
-    let mut mixer = Mixer::new(CANVAS, start, rtcp::ntp_now()).unwrap();
+    mixer_on(CANVAS, sources, start)
+}
+
+/// A mixer of `config` with `sources` and the VP8 composite's output.
+fn mixer_on(config: MixerConfig, sources: &[Source], start: Instant) -> Mixer {
+    let mut mixer = Mixer::new(config, start, rtcp::ntp_now()).unwrap();
     for s in sources {
         s.add_to(&mut mixer);
     }
@@ -567,16 +572,7 @@ fn a_lower_rung_sends_the_canvas_at_half_size() {
         lower_rung: true,
         ..CANVAS
     };
-    let mut mixer = Mixer::new(config, start, rtcp::ntp_now()).unwrap();
-    for s in &sources {
-        s.add_to(&mut mixer);
-    }
-    let out = StreamSpec::VideoOut {
-        codec: VideoCodec::Vp8,
-        ssrc: VIDEO_OUT_SSRC,
-        payload_type: 96,
-    };
-    mixer.add_stream(VIDEO_OUT, out).unwrap();
+    let mut mixer = mixer_on(config, &sources, start);
     let mut received = Received::new();
     let now = run(
         &mut mixer,

@@ -371,6 +371,17 @@ async fn channel(
     }
 }
 
+/// The process that records: an all-in-one's own state (recording through a gateway is not
+/// built yet).
+fn recorder(admin: &Admin) -> Result<&switchyard_controlplane::session::AppState, Error> {
+    match &admin.administered {
+        Administered::AllInOne(a) => Ok(&a.state),
+        Administered::Cluster(_) => Err(Error::BadRequest(
+            "recording through a gateway is not built yet; an all-in-one records".into(),
+        )),
+    }
+}
+
 /// Starts recording a channel's publications, now and as they come (all-in-one only so far:
 /// recording through a gateway is not built yet). Answers how many tracks started now.
 async fn start_recording(
@@ -378,12 +389,7 @@ async fn start_recording(
     ConnectInfo(from): ConnectInfo<SocketAddr>,
     Path(channel): Path<String>,
 ) -> Result<Json<serde_json::Value>, Error> {
-    let Administered::AllInOne(a) = &admin.administered else {
-        return Err(Error::BadRequest(
-            "recording through a gateway is not built yet; an all-in-one records".into(),
-        ));
-    };
-    let tracks = a.state.start_recording(&channel).await?;
+    let tracks = recorder(&admin)?.start_recording(&channel).await?;
     admin
         .audit(
             from,
@@ -403,18 +409,13 @@ async fn stop_recording(
     ConnectInfo(from): ConnectInfo<SocketAddr>,
     Path(channel): Path<String>,
 ) -> Result<Json<serde_json::Value>, Error> {
-    let Administered::AllInOne(a) = &admin.administered else {
-        return Err(Error::BadRequest(
-            "recording through a gateway is not built yet; an all-in-one records".into(),
-        ));
-    };
-    if !a.state.is_recorded(&channel) {
+    let state = recorder(&admin)?;
+    if !state.is_recorded(&channel) {
         return Err(Error::NotFound(format!(
             "channel {channel} is not recorded"
         )));
     }
-    let files: Vec<serde_json::Value> = a
-        .state
+    let files: Vec<serde_json::Value> = state
         .stop_recording(&channel)
         .await
         .into_iter()
