@@ -1,8 +1,9 @@
 //! Recording through the all-in-one's admin API: an aiortc publisher (colour and tone, over
 //! WHIP) in a recorded channel leaves one `.mkv` and one `.mka` per publication under
 //! `<data-dir>/recordings/<channel>/`, with the codecs it sent (no transcoding) and its length,
-//! checked by ffprobe and decoded without error by ffmpeg; a server killed mid-recording leaves
-//! `.rec` files that decode up to about the kill.
+//! checked by ffprobe and decoded without error by ffmpeg; the monitor muxes the channel's
+//! session into `recordings/sessions/` with its JSON. A server killed mid-recording leaves
+//! `.rec` files that decode up to about the kill; started again, it closes them and muxes them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,6 +34,58 @@ fn finished(dir: &Path, count: usize) -> Vec<PathBuf> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Small muxed canvases, so that muxing takes little of the test's time.
+const MUX_SETTINGS: [(&str, &str); 3] = [
+    ("RECORDING__WIDTH", "320"),
+    ("RECORDING__HEIGHT", "180"),
+    ("RECORDING__FRAMERATE", "15"),
+];
+
+/// The muxed session of `channel` under `recordings` once its JSON is there (the monitor
+/// waits 5 s after a session's end, then muxes it): the JSON and the muxed file.
+fn muxed_session(recordings: &Path, channel: &str) -> (serde_json::Value, PathBuf) {
+    let dir = recordings.join("sessions");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let json = std::fs::read_dir(&dir).ok().and_then(|d| {
+            d.filter_map(|e| Some(e.ok()?.path())).find(|p| {
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                name.is_some_and(|n| n.starts_with(&format!("{channel}-")) && n.ends_with(".json"))
+            })
+        });
+        if let Some(json) = json {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+            return (v, json.with_extension("mkv"));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no muxed session of {channel} in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// ffprobe's codec names of a file's streams, in order.
+fn codecs(path: &Path) -> Vec<String> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect()
 }
 
 /// ffmpeg's errors decoding the whole file, and ffprobe's last packet time (seconds).
@@ -90,7 +143,9 @@ fn probe(path: &Path) -> (String, f64) {
 #[test]
 fn a_recorded_channel_leaves_a_file_per_track() {
     netns::enter();
-    let server = Server::start_with_env(&[], &[("ADMIN__IPADDRESSES", "127.0.0.1/32")]);
+    let mut env = vec![("ADMIN__IPADDRESSES", "127.0.0.1/32")];
+    env.extend(MUX_SETTINGS);
+    let server = Server::start_with_env(&[], &env);
     let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
     let admin = |method: &str| {
         let headers = [
@@ -180,6 +235,29 @@ fn a_recorded_channel_leaves_a_file_per_track() {
     let off = admin("DELETE");
     assert_eq!(off.status, 200, "{}", off.body);
     assert_eq!(admin("DELETE").status, 404, "not recorded any more");
+
+    // The two publications, one after the other, are one session: muxed into one file with
+    // VP8 and Opus, as long as both together, decoding cleanly.
+    let (session, muxed) = muxed_session(&server.data_dir.join("recordings"), "rec");
+    assert_eq!(session["error"], serde_json::Value::Null, "{session:#}");
+    assert_eq!(
+        session["inputs"].as_array().map(Vec::len),
+        Some(4),
+        "{session:#}"
+    );
+    assert_eq!(
+        session["participants"].as_array().map(Vec::len),
+        Some(2),
+        "{session:#}"
+    );
+    assert_eq!(codecs(&muxed), ["vp8", "opus"], "{muxed:?}");
+    let (errors, last) = decode(&muxed);
+    assert!(errors.trim().is_empty(), "{muxed:?}: {errors}");
+    let lengths: f64 = probed.iter().map(|(_, d)| d).sum::<f64>() / 2.0;
+    assert!(
+        last >= lengths - 0.5,
+        "{muxed:?}: {last} s of {lengths} s recorded"
+    );
 }
 
 /// `kill -9` of the server 4 s into a recording: its `.rec` files are valid up to their last
@@ -188,7 +266,9 @@ fn a_recorded_channel_leaves_a_file_per_track() {
 #[test]
 fn a_killed_server_leaves_rec_files_that_decode() {
     netns::enter();
-    let mut server = Server::start_with_env(&[], &[("ADMIN__IPADDRESSES", "127.0.0.1/32")]);
+    let mut env = vec![("ADMIN__IPADDRESSES", "127.0.0.1/32")];
+    env.extend(MUX_SETTINGS);
+    let mut server = Server::start_with_env(&[], &env);
     let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
     let headers = [
         ("X-API-Key", key.trim()),
@@ -222,4 +302,31 @@ fn a_killed_server_leaves_rec_files_that_decode() {
         assert!(worse.is_empty(), "{file:?}: {errors}");
         assert!(last >= 2.5, "{file:?}: decodes to {last} s");
     }
+
+    // Started again, the server's monitor closes them (final names, a stop entry in the log)
+    // and muxes them.
+    server.restart_with_env(&[], &env);
+    let closed = finished(&dir, 2);
+    let mut names: Vec<&str> = closed
+        .iter()
+        .filter_map(|f| f.extension()?.to_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["mka", "mkv"], "{closed:?}\n{}", server.log_tail());
+    let log = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .find(|f| f.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    let stops = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("stopRecording"))
+        .count();
+    assert_eq!(stops, 2, "{log:?}");
+    let (session, muxed) = muxed_session(&server.data_dir.join("recordings"), "crash");
+    assert_eq!(session["error"], serde_json::Value::Null, "{session:#}");
+    let (errors, last) = decode(&muxed);
+    assert!(errors.trim().is_empty(), "{muxed:?}: {errors}");
+    assert!(last >= 2.5, "{muxed:?}: {last} s");
 }

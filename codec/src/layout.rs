@@ -15,11 +15,15 @@ pub enum Layout {
     Grid,
     /// The active speaker large on top, the others in a strip of small tiles below.
     Speaker,
+    /// Everyone side by side in one row (the recording muxer's `hstack`).
+    HStack,
+    /// Everyone one above the other in one column (`vstack`).
+    VStack,
 }
 
 /// A layout name in the configuration that is neither `grid` nor `speaker`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown layout {0:?} (expected \"grid\" or \"speaker\")")]
+#[error("unknown layout {0:?} (expected \"grid\", \"speaker\", \"hstack\" or \"vstack\")")]
 pub struct UnknownLayout(pub String);
 
 impl FromStr for Layout {
@@ -29,6 +33,8 @@ impl FromStr for Layout {
         match s {
             "grid" => Ok(Layout::Grid),
             "speaker" => Ok(Layout::Speaker),
+            "hstack" => Ok(Layout::HStack),
+            "vstack" => Ok(Layout::VStack),
             other => Err(UnknownLayout(other.to_owned())),
         }
     }
@@ -39,6 +45,8 @@ impl fmt::Display for Layout {
         f.write_str(match self {
             Layout::Grid => "grid",
             Layout::Speaker => "speaker",
+            Layout::HStack => "hstack",
+            Layout::VStack => "vstack",
         })
     }
 }
@@ -153,6 +161,8 @@ pub fn largest_tile(layout: Layout, canvas_width: u32, canvas_height: u32, n: us
 ///   grid centred on the canvas and its last, possibly shorter, row centred horizontally.
 /// - [`Layout::Speaker`]: source `speaker` (0 when `None` or out of range) takes the top three
 ///   quarters, the others share a centred strip of small tiles along the bottom, in order.
+/// - [`Layout::HStack`], [`Layout::VStack`]: equal tiles in one row, or one column, each the
+///   canvas's full height, or width.
 ///
 /// With `n == 1` the single tile fills the canvas in both layouts. All coordinates and sizes are
 /// even, tiles stay inside the canvas and never overlap; a tile that would be smaller than 2x2
@@ -176,7 +186,22 @@ pub fn tiles_into(
                 let speaker = speaker.filter(|&s| s < n).unwrap_or(0);
                 speaker_strip(width, height, n, speaker, out);
             }
+            Layout::HStack => stack(width, height, n, true, out),
+            Layout::VStack => stack(width, height, n, false, out),
         },
+    }
+}
+
+fn stack(width: u32, height: u32, n: usize, across: bool, out: &mut Vec<Rect>) {
+    let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+    let (size, gap) = split(if across { width } else { height }, n32);
+    for i in 0..n32 {
+        let at = i * (size + gap);
+        out.push(if across {
+            tile(at, 0, size, height)
+        } else {
+            tile(0, at, width, size)
+        });
     }
 }
 
@@ -275,6 +300,24 @@ mod tests {
 9: 0,0,640x266 2,270,76x90 82,270,76x90 162,270,76x90 242,270,76x90 322,270,76x90 402,270,76x90 482,270,76x90 562,270,76x90
 ";
 
+    const ALL: [Layout; 4] = [
+        Layout::Grid,
+        Layout::Speaker,
+        Layout::HStack,
+        Layout::VStack,
+    ];
+
+    #[test]
+    fn stacks() {
+        let across = table(Layout::HStack, 640, 360, &[2, 3], None);
+        assert_eq!(
+            across,
+            "2: 0,0,318x360 322,0,318x360\n3: 0,0,210x360 214,0,210x360 428,0,210x360\n"
+        );
+        let down = table(Layout::VStack, 640, 360, &[2], None);
+        assert_eq!(down, "2: 0,0,640x178 0,182,640x178\n");
+    }
+
     #[test]
     fn golden_grid_640x360() {
         let ns: Vec<usize> = (1..=16).collect();
@@ -306,7 +349,7 @@ mod tests {
             (1920, 1080),
             (321, 181),
         ];
-        for layout in [Layout::Grid, Layout::Speaker] {
+        for layout in ALL {
             for (w, h) in sizes {
                 for n in 1..=16 {
                     for speaker in [None, Some(n - 1)] {
@@ -335,7 +378,7 @@ mod tests {
 
     #[test]
     fn single_source_fills_the_canvas_and_tiny_canvases_do_not_panic() {
-        for layout in [Layout::Grid, Layout::Speaker] {
+        for layout in ALL {
             let full = Rect {
                 x: 0,
                 y: 0,
@@ -356,7 +399,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for layout in [Layout::Grid, Layout::Speaker] {
+        for layout in ALL {
             assert_eq!(layout.to_string().parse(), Ok(layout));
         }
         assert_eq!(

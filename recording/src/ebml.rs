@@ -93,6 +93,7 @@ pub const SEEK_POSITION: u32 = 0x53AC;
 pub const INFO: u32 = 0x1549_A966;
 pub const TIMESTAMP_SCALE: u32 = 0x2A_D7B1;
 pub const DURATION: u32 = 0x4489;
+pub const DATE_UTC: u32 = 0x4461;
 pub const MUXING_APP: u32 = 0x4D80;
 pub const WRITING_APP: u32 = 0x5741;
 pub const TRACKS: u32 = 0x1654_AE6B;

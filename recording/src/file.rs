@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::mkv::{self, Track, Writer};
 
@@ -25,7 +26,7 @@ pub enum Error {
     Frame(#[from] mkv::Error),
 }
 
-/// One track being recorded to `<path>.rec`, renamed to `path` when it is finished.
+/// A file being written as `<path>.rec`, renamed to `path` when it is finished.
 pub struct Recording {
     path: PathBuf,
     active: PathBuf,
@@ -34,8 +35,13 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// Creates `<path>.rec` (replacing any) and writes the file's header.
-    pub fn create(path: &Path, track: &Track) -> Result<Recording, Error> {
+    /// Creates `<path>.rec` (replacing any) and writes the file's header: `tracks`, and
+    /// `origin`, the wall-clock time of time 0 (see [`Writer::new`]).
+    pub fn create(
+        path: &Path,
+        tracks: &[Track],
+        origin: Option<SystemTime>,
+    ) -> Result<Recording, Error> {
         let mut active = path.as_os_str().to_owned();
         active.push(".");
         active.push(ACTIVE_SUFFIX);
@@ -48,15 +54,21 @@ impl Recording {
             path: path.to_path_buf(),
             active,
             file,
-            writer: Writer::new(track),
+            writer: Writer::new(tracks, origin),
         };
         recording.write_out()?;
         Ok(recording)
     }
 
     /// Adds a frame (see [`Writer::frame`]); a cluster it closes goes to the file at once.
-    pub fn frame(&mut self, at_ms: u64, keyframe: bool, data: &[u8]) -> Result<(), Error> {
-        self.writer.frame(at_ms, keyframe, data)?;
+    pub fn frame(
+        &mut self,
+        track: usize,
+        at_ms: u64,
+        keyframe: bool,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        self.writer.frame(track, at_ms, keyframe, data)?;
         self.write_out()
     }
 
@@ -132,9 +144,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sy-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("conn-1.mka");
-        let mut r = Recording::create(&path, &track()).unwrap();
+        let mut r = Recording::create(&path, &[track()], None).unwrap();
         for i in 0..120 {
-            r.frame(i * 20, true, &[0xFC, 0xFF, 0xFE]).unwrap();
+            r.frame(0, i * 20, true, &[0xFC, 0xFF, 0xFE]).unwrap();
         }
         let active = dir.join("conn-1.mka.rec");
         let cut = std::fs::metadata(&active).unwrap().len();

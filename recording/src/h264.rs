@@ -92,6 +92,50 @@ pub fn avcc_record(sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
     Some(record)
 }
 
+/// Appends an AVCC frame (4-byte lengths, as we write them) to `out` in Annex B form, for a
+/// decoder; stops at a length that runs past the frame (garbage).
+pub fn to_annex_b(avcc: &[u8], out: &mut Vec<u8>) {
+    let mut rest = avcc;
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_be_bytes(*len) as usize;
+        let Some(unit) = tail.get(..len) else {
+            return;
+        };
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(unit);
+        rest = &tail[len..];
+    }
+}
+
+/// Appends the SPS and PPS of a decoder configuration record to `out` in Annex B form (what a
+/// decoder needs before a keyframe that does not carry them); stops at garbage.
+pub fn record_to_annex_b(record: &[u8], out: &mut Vec<u8>) {
+    let Some(&sps_count) = record.get(5) else {
+        return;
+    };
+    let mut at = 6;
+    let units = |count: usize, at: &mut usize, out: &mut Vec<u8>| -> Option<()> {
+        for _ in 0..count {
+            let len = usize::from(u16::from_be_bytes(
+                record.get(*at..*at + 2)?.try_into().ok()?,
+            ));
+            let unit = record.get(*at + 2..*at + 2 + len)?;
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(unit);
+            *at += 2 + len;
+        }
+        Some(())
+    };
+    if units(usize::from(sps_count & 0x1F), &mut at, out).is_none() {
+        return;
+    }
+    let Some(&pps_count) = record.get(at) else {
+        return;
+    };
+    at += 1;
+    let _ = units(usize::from(pps_count), &mut at, out);
+}
+
 // ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
 mod tests {
@@ -118,6 +162,14 @@ mod tests {
         let record = avcc_record(sps.unwrap(), pps.unwrap()).unwrap();
         assert_eq!(&record[..8], [1, 0x42, 0xC0, 0x1F, 0xFF, 0xE1, 0, 5]);
         assert_eq!(&record[13..], [1, 0, 2, 0x68, 0xCE]);
+        let mut back = Vec::new();
+        to_annex_b(&out, &mut back);
+        let mut units: Vec<&[u8]> = nal_units(&back).collect();
+        assert_eq!(units, nal_units(&au).collect::<Vec<_>>());
+        back.clear();
+        record_to_annex_b(&record, &mut back);
+        units = nal_units(&back).collect();
+        assert_eq!(units, [sps.unwrap(), pps.unwrap()]);
     }
 
     #[test]
@@ -131,5 +183,8 @@ mod tests {
         assert_eq!(nal_units(&codes).count(), 0);
         assert!(out.is_empty());
         assert!(avcc_record(&[0x67], &[0x68]).is_none());
+        to_annex_b(&[0, 0, 0, 9, 1, 2], &mut out);
+        record_to_annex_b(&[1, 2, 3, 4, 5, 0xE1, 0, 9, 1], &mut out);
+        assert!(out.is_empty());
     }
 }

@@ -1,7 +1,9 @@
 //! Switchyard's recording: each connection's media written as it arrived, without
 //! transcoding, into Matroska files that survive a crash: a published track's RTP becomes
 //! frames (`track`), frames a Matroska file (`mkv`), written to disk by `file`; each
-//! connection's JSON log (`log`).
+//! connection's JSON log (`log`). Afterwards, files are read back (`read`) and a session's
+//! files composed into one (`mux`), sessions found and muxed
+//! once by the `monitor`.
 #![forbid(unsafe_code)]
 
 mod ebml;
@@ -9,4 +11,7 @@ pub mod file;
 pub mod h264;
 pub mod log;
 pub mod mkv;
+pub mod monitor;
+pub mod mux;
+pub mod read;
 pub mod track;

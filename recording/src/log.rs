@@ -7,12 +7,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::track::Summary;
 
 /// Who a recording belongs to: the fields every entry repeats.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Connection {
     pub channel_id: String,
@@ -55,6 +55,8 @@ struct Started<'a> {
 #[serde(rename_all = "camelCase")]
 struct Stopped<'a> {
     file: Option<&'a str>,
+    /// When the file's first frame arrived (its time 0), in milliseconds since the Unix epoch.
+    first_frame_timestamp: Option<u128>,
     duration_ms: u64,
     frames: u64,
     first_rtp_timestamp: Option<u32>,
@@ -75,6 +77,7 @@ impl Log {
             "stopRecording",
             Stopped {
                 file: file.as_deref(),
+                first_frame_timestamp: summary.origin.map(unix_ms),
                 duration_ms: summary.duration_ms,
                 frames: summary.frames,
                 first_rtp_timestamp: summary.first_rtp,
@@ -84,12 +87,9 @@ impl Log {
     }
 
     fn append(&self, kind: &'static str, data: impl Serialize) -> std::io::Result<()> {
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
         let entry = Entry {
             kind,
-            timestamp,
+            timestamp: unix_ms(SystemTime::now()),
             connection: &self.connection,
             data,
         };
@@ -102,6 +102,10 @@ impl Log {
             .open(&self.path)?
             .write_all(&line)
     }
+}
+
+fn unix_ms(at: SystemTime) -> u128 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
 
 /// A file's name within its directory (the log sits beside its files).
@@ -132,6 +136,7 @@ mod tests {
         log.started(&dir.join("pub1-0.mkv"), "video").unwrap();
         let summary = Summary {
             path: Some(dir.join("pub1-0.mkv")),
+            origin: Some(UNIX_EPOCH + std::time::Duration::from_millis(1_800_000_000_000)),
             first_rtp: Some(7),
             last_rtp: Some(90_007),
             duration_ms: 1000,
@@ -152,6 +157,10 @@ mod tests {
         assert_eq!(lines[1]["type"], "stopRecording");
         assert_eq!(lines[1]["data"]["lastRtpTimestamp"], 90_007);
         assert_eq!(lines[1]["data"]["durationMs"], 1000);
+        assert_eq!(
+            lines[1]["data"]["firstFrameTimestamp"],
+            1_800_000_000_000u64
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,5 +1,6 @@
-//! A Matroska writer for one track, sans-IO: fed frames as they arrive, it makes the bytes to
-//! append to the file, and at the end the bytes to append and the few to overwrite.
+//! A Matroska writer, sans-IO: fed frames as they arrive, it makes the bytes to append to the
+//! file, and at the end the bytes to append and the few to overwrite. A recorded connection's
+//! file has one track; a muxed session's has a video and an audio track.
 //!
 //! Crash-safe by construction. The segment and every cluster have an unknown size, and a
 //! cluster is handed out (and the driver flushes it) as soon as it closes: at most about a
@@ -12,6 +13,8 @@
 //! - a seek head pointing at the info, tracks and cues, overwritten into a void element
 //!   reserved after the segment's start.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use crate::ebml;
 
 /// Timestamps are in milliseconds (`TimestampScale`, in nanoseconds).
@@ -23,6 +26,10 @@ const TIMESTAMP_SCALE_NS: u64 = 1_000_000;
 const CLUSTER_MS: u64 = 1_000;
 /// Bytes reserved after the segment's start for the seek head written at the end.
 const SEEK_HEAD_SPACE: usize = 96;
+/// Matroska dates count from 2001-01-01T00:00:00 UTC, this many seconds after the Unix epoch.
+const MATROSKA_EPOCH_S: u64 = 978_307_200;
+/// Track numbers are written as one-byte vints in blocks.
+pub const MAX_TRACKS: usize = 126;
 
 /// What a track holds; the codec's id and private data in the track entry follow from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,13 +59,13 @@ impl Codec {
         }
     }
 
-    fn is_video(&self) -> bool {
+    pub fn is_video(&self) -> bool {
         !matches!(self, Codec::Opus { .. })
     }
 }
 
-/// The one track of a file: its codec, and the picture size for video (from the first
-/// keyframe; 0 for audio).
+/// A track of a file: its codec, and the picture size for video (from the first keyframe of a
+/// recording; 0 for audio).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Track {
     pub codec: Codec,
@@ -70,6 +77,8 @@ pub struct Track {
 pub enum Error {
     #[error("frame at {at} ms is before {before} ms")]
     Backwards { at: u64, before: u64 },
+    #[error("no track {0}")]
+    NoTrack(usize),
 }
 
 /// The end of a file: bytes to append, then bytes to overwrite at offsets from its start.
@@ -86,9 +95,13 @@ struct Cluster {
     bytes: Vec<u8>,
 }
 
-/// Writes one track's frames as a Matroska file (see the module's documentation).
+/// Writes frames as a Matroska file (see the module's documentation).
 pub struct Writer {
-    video: bool,
+    /// Per track, whether it is video (its keyframes start clusters).
+    video: Vec<bool>,
+    /// The track whose cluster-starting frames are cues: the first video track, else the
+    /// first.
+    cue_track: usize,
     /// Bytes made and not yet taken, and the file offset of the first of them.
     out: Vec<u8>,
     taken: u64,
@@ -98,21 +111,23 @@ pub struct Writer {
     tracks: u64,
     duration: u64,
     cluster: Option<Cluster>,
-    /// (time, cluster offset in the segment) of clusters that start with a keyframe (every
-    /// one for audio).
+    /// (time, cluster offset in the segment) of clusters that start with a keyframe of the
+    /// cue track (every one for audio alone).
     cues: Vec<(u64, u64)>,
     first_ms: Option<u64>,
     last_ms: u64,
 }
 
 impl Writer {
-    /// Starts a file with `track`: the EBML header, the segment, its info and tracks.
-    pub fn new(track: &Track) -> Writer {
+    /// Starts a file with `tracks` (at most [`MAX_TRACKS`]; more are left out): the EBML
+    /// header, the segment, its info and tracks. `origin` is the wall-clock time of time 0,
+    /// written as the segment's date, so that a file alone (one a crash left without its log)
+    /// still says when its media was: the muxer lines recordings up by it.
+    pub fn new(tracks: &[Track], origin: Option<SystemTime>) -> Writer {
+        let tracks = &tracks[..tracks.len().min(MAX_TRACKS)];
         let mut out = Vec::with_capacity(1024);
-        let doc_type = match track.codec {
-            Codec::H264 { .. } => "matroska",
-            _ => "webm",
-        };
+        let h264 = tracks.iter().any(|t| matches!(t.codec, Codec::H264 { .. }));
+        let doc_type = if h264 { "matroska" } else { "webm" };
         ebml::master(&mut out, ebml::EBML, |h| {
             ebml::uint(h, ebml::EBML_VERSION, 1);
             ebml::uint(h, ebml::EBML_READ_VERSION, 1);
@@ -133,22 +148,29 @@ impl Writer {
             ebml::string(i, ebml::MUXING_APP, "switchyard");
             let app = concat!("switchyard ", env!("CARGO_PKG_VERSION"));
             ebml::string(i, ebml::WRITING_APP, app);
+            if let Some(ns) = origin.and_then(matroska_date) {
+                ebml::binary(i, ebml::DATE_UTC, &ns.to_be_bytes());
+            }
             // Last, so that its 8 bytes end the info: overwritten at the end (0 until then).
             ebml::float(i, ebml::DURATION, 0.0);
         });
         let duration = out.len() as u64 - 8;
 
-        let tracks = out.len() as u64;
+        let tracks_at = out.len() as u64;
         ebml::master(&mut out, ebml::TRACKS, |t| {
-            ebml::master(t, ebml::TRACK_ENTRY, |e| track_entry(e, track));
+            for (number, track) in (1..).zip(tracks) {
+                ebml::master(t, ebml::TRACK_ENTRY, |e| track_entry(e, number, track));
+            }
         });
+        let video: Vec<bool> = tracks.iter().map(|t| t.codec.is_video()).collect();
         Writer {
-            video: track.codec.is_video(),
+            cue_track: video.iter().position(|&v| v).unwrap_or(0),
+            video,
             out,
             taken: 0,
             segment_data,
             info,
-            tracks,
+            tracks: tracks_at,
             duration,
             cluster: None,
             cues: Vec::new(),
@@ -162,21 +184,31 @@ impl Writer {
         self.taken + self.out.len() as u64
     }
 
-    /// Adds a frame `at` milliseconds (any origin; the first frame is time 0). Frames must come
-    /// in time order; one before its cluster's start (or the first frame) is refused.
-    pub fn frame(&mut self, at: u64, keyframe: bool, data: &[u8]) -> Result<(), Error> {
+    /// Adds a frame of track `track` (an index into the tracks given to [`Writer::new`])
+    /// `at` milliseconds (any origin; the first frame is time 0). Frames must come in time
+    /// order, across tracks too; one before its cluster's start (or the first frame) is
+    /// refused.
+    pub fn frame(
+        &mut self,
+        track: usize,
+        at: u64,
+        keyframe: bool,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        let video = *self.video.get(track).ok_or(Error::NoTrack(track))?;
         let first = *self.first_ms.get_or_insert(at);
         let t = at
             .checked_sub(first)
             .ok_or(Error::Backwards { at, before: first })?;
         let close = self.cluster.as_ref().is_some_and(|c| {
             let age = t.saturating_sub(c.start_ms);
-            age >= CLUSTER_MS || self.video && keyframe && age > 0
+            age >= CLUSTER_MS || video && keyframe && age > 0
         });
         if close {
             self.close_cluster();
         }
-        let (video, segment_data, position) = (self.video, self.segment_data, self.position());
+        let cue = track == self.cue_track && (keyframe || !video);
+        let (segment_data, position) = (self.segment_data, self.position());
         let c = self.cluster.get_or_insert_with(|| {
             let mut bytes = Vec::with_capacity(64 * 1024);
             ebml::id(&mut bytes, ebml::CLUSTER);
@@ -184,7 +216,7 @@ impl Writer {
             ebml::uint(&mut bytes, ebml::TIMESTAMP, t);
             Cluster { start_ms: t, bytes }
         });
-        if c.start_ms == t && c.bytes.len() < 32 && (keyframe || !video) {
+        if c.start_ms == t && c.bytes.len() < 32 && cue {
             self.cues.push((t, position - segment_data));
         }
         // A cluster is at most CLUSTER_MS long, so its frames' offsets fit an i16.
@@ -199,7 +231,8 @@ impl Writer {
         // flags (keyframe; no lacing).
         ebml::id(&mut c.bytes, ebml::SIMPLE_BLOCK);
         ebml::size(&mut c.bytes, 4 + data.len() as u64);
-        c.bytes.push(0x81);
+        // `track` < MAX_TRACKS (126), so its number fits a one-byte vint.
+        c.bytes.push(0x81 + track as u8);
         c.bytes.extend_from_slice(&relative.to_be_bytes());
         c.bytes.push(if keyframe { 0x80 } else { 0x00 });
         c.bytes.extend_from_slice(data);
@@ -231,6 +264,7 @@ impl Writer {
     pub fn finish(mut self) -> Ending {
         self.close_cluster();
         let cues_at = self.position();
+        let cue_track = self.cue_track as u64 + 1;
         if !self.cues.is_empty() {
             let cues = std::mem::take(&mut self.cues);
             ebml::master(&mut self.out, ebml::CUES, |c| {
@@ -238,7 +272,7 @@ impl Writer {
                     ebml::master(c, ebml::CUE_POINT, |p| {
                         ebml::uint(p, ebml::CUE_TIME, time);
                         ebml::master(p, ebml::CUE_TRACK_POSITIONS, |t| {
-                            ebml::uint(t, ebml::CUE_TRACK, 1);
+                            ebml::uint(t, ebml::CUE_TRACK, cue_track);
                             ebml::uint(t, ebml::CUE_CLUSTER_POSITION, cluster);
                         });
                     });
@@ -277,10 +311,28 @@ impl Writer {
     }
 }
 
-/// A track entry's children: track 1, its type and codec, and the picture or sound.
-fn track_entry(e: &mut Vec<u8>, track: &Track) {
-    ebml::uint(e, ebml::TRACK_NUMBER, 1);
-    ebml::uint(e, ebml::TRACK_UID, 1);
+/// Nanoseconds from Matroska's epoch to `at`; `None` before it (a clock far off).
+fn matroska_date(at: SystemTime) -> Option<i64> {
+    let since_unix = at.duration_since(UNIX_EPOCH).ok()?;
+    let since = since_unix.checked_sub(std::time::Duration::from_secs(MATROSKA_EPOCH_S))?;
+    i64::try_from(since.as_nanos()).ok()
+}
+
+/// The wall-clock time a Matroska date (nanoseconds from 2001) stands for.
+pub fn date_to_system_time(ns: i64) -> SystemTime {
+    let epoch = UNIX_EPOCH + std::time::Duration::from_secs(MATROSKA_EPOCH_S);
+    let offset = std::time::Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        epoch + offset
+    } else {
+        epoch - offset
+    }
+}
+
+/// A track entry's children: its number, type and codec, and the picture or sound.
+fn track_entry(e: &mut Vec<u8>, number: u64, track: &Track) {
+    ebml::uint(e, ebml::TRACK_NUMBER, number);
+    ebml::uint(e, ebml::TRACK_UID, number);
     ebml::uint(
         e,
         ebml::TRACK_TYPE,
@@ -333,10 +385,10 @@ mod tests {
 
     /// Writes `frames` (time in ms, keyframe) of `track` as a whole file.
     fn file(track: Track, frames: &[(u64, bool)]) -> (Vec<u8>, Vec<u8>) {
-        let mut w = Writer::new(&track);
+        let mut w = Writer::new(&[track], None);
         let mut bytes = w.take();
         for &(at, key) in frames {
-            w.frame(at, key, &[0xAB; 100]).unwrap();
+            w.frame(0, at, key, &[0xAB; 100]).unwrap();
             bytes.extend(w.take());
         }
         let cut = bytes.clone();
@@ -441,12 +493,63 @@ mod tests {
 
     #[test]
     fn a_frame_before_its_cluster_is_refused() {
-        let mut w = Writer::new(&vp8());
-        w.frame(5_000, true, &[1]).unwrap();
-        w.frame(5_500, false, &[1]).unwrap();
+        let mut w = Writer::new(&[vp8()], None);
+        w.frame(0, 5_000, true, &[1]).unwrap();
+        w.frame(0, 5_500, false, &[1]).unwrap();
         assert!(matches!(
-            w.frame(4_000, false, &[1]),
+            w.frame(0, 4_000, false, &[1]),
             Err(Error::Backwards { .. })
         ));
+        assert!(matches!(
+            w.frame(1, 6_000, false, &[1]),
+            Err(Error::NoTrack(1))
+        ));
+    }
+
+    /// A video and an audio track in one file: blocks name their track, video keyframes start
+    /// clusters and are the cues, and the origin is the segment's date.
+    #[test]
+    fn two_tracks_and_a_date() {
+        let audio = Track {
+            codec: Codec::Opus { channels: 1 },
+            width: 0,
+            height: 0,
+        };
+        let origin = UNIX_EPOCH + std::time::Duration::from_millis(1_800_000_000_123);
+        let mut w = Writer::new(&[vp8(), audio], Some(origin));
+        let mut bytes = w.take();
+        for i in 0..150u64 {
+            w.frame(1, i * 20, true, &[2; 10]).unwrap();
+            if i % 3 == 0 {
+                w.frame(0, i * 20, i % 75 == 0, &[1; 10]).unwrap();
+            }
+        }
+        let end = w.finish();
+        bytes.extend(end.append);
+        for (at, patch) in end.overwrite {
+            let at = at as usize;
+            bytes[at..at + patch.len()].copy_from_slice(&patch);
+        }
+        let tags = tags(&bytes);
+        let date = tags.iter().find_map(|t| match t {
+            MatroskaSpec::DateUTC(d) => Some(*d),
+            _ => None,
+        });
+        assert_eq!(date.map(date_to_system_time), Some(origin));
+        let mut per_track = [0; 2];
+        for t in &tags {
+            if let Ok(b) = webm_iterable::matroska_spec::SimpleBlock::try_from(t) {
+                per_track[b.track as usize - 1] += 1;
+            }
+        }
+        assert_eq!(per_track, [50, 150]);
+        let cue_tracks: Vec<u64> = tags
+            .iter()
+            .filter_map(|t| match t {
+                MatroskaSpec::CueTrack(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cue_tracks, [1, 1], "the keyframes at 0 and 1.5 s");
     }
 }

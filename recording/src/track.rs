@@ -10,9 +10,11 @@
 //!   header, H264's SPS), and nothing before it decodes. Until then, and after a loss breaks a
 //!   frame, [`TrackRecorder::keyframe_wanted`] says the caller should ask for one (a PLI).
 //! - **The file** is created at the first frame it can take, so a track that never sends one
-//!   leaves no empty file.
+//!   leaves no empty file. Its date is the wall-clock time that frame arrived: time 0 of the
+//!   file, by which the muxer lines up a session's files.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use switchyard_codec::depacketize::Frame;
 use switchyard_codec::h264::H264Depacketizer;
@@ -55,6 +57,8 @@ enum Depacketizer {
 pub struct Summary {
     /// The file, under its final name; `None` when no frame was ever written.
     pub path: Option<PathBuf>,
+    /// When the first frame written arrived: the file's time 0.
+    pub origin: Option<SystemTime>,
     /// RTP timestamps of the first and last frames written.
     pub first_rtp: Option<u32>,
     pub last_rtp: Option<u32>,
@@ -77,6 +81,7 @@ struct Writing {
     media: Media,
     path: PathBuf,
     file: Option<Recording>,
+    origin: Option<SystemTime>,
     /// The unwrapped RTP timestamp of the last frame, and of the first one.
     last_ticks: Option<u64>,
     first_rtp: Option<u32>,
@@ -107,6 +112,7 @@ impl TrackRecorder {
                 media,
                 path: path.to_path_buf(),
                 file: None,
+                origin: None,
                 last_ticks: None,
                 first_rtp: None,
                 last_rtp: None,
@@ -166,6 +172,7 @@ impl TrackRecorder {
         let path = w.file.map(Recording::finish).transpose()?;
         Ok(Summary {
             path,
+            origin: w.origin,
             first_rtp: w.first_rtp,
             last_rtp: w.last_rtp,
             duration_ms,
@@ -182,7 +189,9 @@ impl Writing {
                 self.dropped += 1;
                 return Ok(());
             };
-            self.file = Some(Recording::create(&self.path, &track)?);
+            let origin = SystemTime::now();
+            self.file = Some(Recording::create(&self.path, &[track], Some(origin))?);
+            self.origin = Some(origin);
         }
         let ticks = unwrap(self.last_ticks, rtp);
         self.last_ticks = Some(ticks);
@@ -195,9 +204,9 @@ impl Writing {
         if self.media == Media::H264 {
             self.avcc.clear();
             h264::to_avcc(data, &mut self.avcc);
-            file.frame(at_ms, keyframe, &self.avcc)
+            file.frame(0, at_ms, keyframe, &self.avcc)
         } else {
-            file.frame(at_ms, keyframe, data)
+            file.frame(0, at_ms, keyframe, data)
         }
         .or_else(|e| match e {
             // A frame stamped before the one written last (a sender that restarted its

@@ -3,8 +3,7 @@
 //! the duration, and a copy cut mid-cluster (what `kill -9` leaves) that still decodes.
 
 // ok: test code; every unwrap()/expect() is on what the test made
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use switchyard_codec::audio::OpusEncoder;
 use switchyard_codec::h264::H264Packetizer;
@@ -16,34 +15,16 @@ use switchyard_recording::h264;
 use switchyard_recording::mkv::{Codec, Ending, Track, Writer};
 use switchyard_recording::track::{Media, TrackRecorder};
 
-/// A fresh directory for one test's files, removed when it is dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(test: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("sy-rec-{}-{test}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::{Dir, decode, ffprobe};
 
 /// Writes a file the way a recorder does: header and clusters as they come, then the end.
 /// Returns the whole file and what had been written before the end (a crash's leftovers).
 fn write(path: &Path, track: &Track, frames: &[(u64, bool, Vec<u8>)]) -> Vec<u8> {
-    let mut w = Writer::new(track);
+    let mut w = Writer::new(std::slice::from_ref(track), None);
     let mut bytes = w.take();
     for (at, key, data) in frames {
-        w.frame(*at, *key, data).unwrap();
+        w.frame(0, *at, *key, data).unwrap();
         bytes.extend(w.take());
     }
     let cut = bytes.clone();
@@ -79,53 +60,6 @@ fn size(path: &Path) -> (u64, u64) {
         s["width"].as_u64().unwrap_or(0),
         s["height"].as_u64().unwrap_or(0),
     )
-}
-
-fn ffprobe(path: &Path) -> serde_json::Value {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries"])
-        .args([
-            "stream=codec_name,width,height:format=duration",
-            "-of",
-            "json",
-        ])
-        .arg(path)
-        .output()
-        .expect("run ffprobe (scripts/test.sh installs ffmpeg)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Decodes the whole file with ffmpeg: its errors, and the seconds of media decoded.
-fn decode(path: &Path) -> (String, f64) {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("run ffmpeg");
-    let errors = String::from_utf8_lossy(&out.stderr).into_owned();
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "packet=pts_time",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .expect("run ffprobe");
-    let last = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse::<f64>().ok())
-        .fold(0.0, f64::max);
-    (errors, last)
 }
 
 /// 6 s of 320x180 video at 30 fps (a moving bar), a keyframe every 2 s, as a browser's RTP

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod doctor;
 mod fatal;
+mod recording;
 mod roles;
 mod turn;
 use fatal::Fatal;
@@ -707,7 +708,9 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
         })?;
     state.store = Some(cache.clone());
     // Recordings stay in the data directory (issue 15: the mover will take them elsewhere).
-    state.recordings = Some(args.dev.data_dir.join("recordings"));
+    let recordings = args.dev.data_dir.join("recordings");
+    state.recordings = Some(recordings.clone());
+    let mux_config = recording::mux_config(&config)?;
     let state = Arc::new(state);
     // The STUN servers of the setting (which the checks read themselves), else the stored
     // deployment's.
@@ -776,6 +779,9 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
             switchyard_controlplane::listeners::Listeners::of(&state),
             state.metrics.checks.clone(),
         );
+        let _monitor = recording::start(recordings.clone(), mux_config).map_err(|source| {
+            Fatal::DataDir { what: "starting the recording monitor", dir: recordings, source }
+        })?;
         let events_state = state.clone();
         let events_task = tokio::spawn(async move {
             while let Some(event) = events.recv().await {

@@ -38,6 +38,23 @@ impl Server {
         Server::spawn(cwd, &args, env, cwd.join("switchyard-data"))
     }
 
+    /// Starts the server again on the same data directory (after [`Server::kill`] or
+    /// [`Server::stop`]), with `args` and extra environment variables.
+    pub fn restart_with_env(&mut self, args: &[&str], env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "still running");
+        let cwd = self
+            .data_dir
+            .parent()
+            .expect("data dir in a test dir")
+            .to_path_buf();
+        let mut full = vec![
+            "--data-dir".to_string(),
+            self.data_dir.display().to_string(),
+        ];
+        full.extend(args.iter().map(|a| a.to_string()));
+        *self = Server::spawn(&cwd, &full, env, self.data_dir.clone());
+    }
+
     fn spawn(cwd: &Path, args: &[String], env: &[(&str, &str)], data_dir: PathBuf) -> Server {
         let log = cwd.join("server.log");
         let out = File::create(&log).expect("log file");

@@ -156,6 +156,31 @@ const SETTINGS: &[Spec] = &[
         about: "also encode each composite at half size for viewers on weak links (default false; costs about a third more encoding)",
     },
     Spec {
+        name: "RECORDING:LAYOUT",
+        kind: Kind::Name,
+        about: "how all-in-one muxes a recorded session: grid (default; tiles change as people come and go), hstack or vstack",
+    },
+    Spec {
+        name: "RECORDING:WIDTH",
+        kind: Kind::Count,
+        about: "muxed recordings' canvas width (default 1280)",
+    },
+    Spec {
+        name: "RECORDING:HEIGHT",
+        kind: Kind::Count,
+        about: "muxed recordings' canvas height (default 720)",
+    },
+    Spec {
+        name: "RECORDING:FRAMERATE",
+        kind: Kind::Count,
+        about: "muxed recordings' frame rate (default 30)",
+    },
+    Spec {
+        name: "RECORDING:VIDEOBITRATE",
+        kind: Kind::Count,
+        about: "muxed recordings' VP8 bitrate in bit/s (default 2000000)",
+    },
+    Spec {
         name: "TURN:ENABLED",
         kind: Kind::Bool,
         about: "run the embedded TURN server (default true)",

@@ -19,14 +19,14 @@ fuzz_target!(|data: &[u8]| {
         width: 2,
         height: 2,
     };
-    let mut writer = Writer::new(&track);
+    let mut writer = Writer::new(&[track], None);
     let mut at = 1_000u64;
     let mut rest = data;
     while let Some((&head, tail)) = rest.split_first() {
         let step = u64::from(head & 0x7F);
         at = if step >= 100 { at.saturating_sub(step * 10) } else { at + step * 40 };
         let len = tail.len().min(16);
-        let _ = writer.frame(at, head & 0x80 != 0, &tail[..len]);
+        let _ = writer.frame(0, at, head & 0x80 != 0, &tail[..len]);
         let _ = writer.take();
         rest = &tail[len..];
     }

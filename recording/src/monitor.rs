@@ -1,0 +1,404 @@
+//! The recording monitor: it watches the recordings directory (one directory per channel, each
+//! holding its connections' files and JSON logs), closes the files a crash left, groups a
+//! channel's finished recordings into sessions and has each session muxed once.
+//!
+//! Everything it knows comes from the directory, so it can run apart from the media servers
+//! and pick up after a restart:
+//! - a channel with a recording still open (a `startRecording` without its `stopRecording`) is
+//!   left until it closes;
+//! - recordings whose times overlap, or are less than [`SESSION_GAP_MS`] apart, are one
+//!   session, muxed once it ended more than that long ago (someone may still join); the
+//!   session's muxed file is `sessions/<channel>-<start>.mkv` beside its JSON,
+//!   and the JSON, written last, marks it done;
+//! - at start ([`Monitor::close_orphans`]), every `.rec` file is a crash's leftover: a
+//!   recording is renamed to its final name with a `stopRecording` read from the file (its
+//!   date, frames, length), and a muxer's unfinished output is deleted to be made again.
+//!
+//! Plain blocking I/O: the server runs [`Monitor::poll`] on a blocking thread every few
+//! seconds, one mux at a time.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::file::ACTIVE_SUFFIX;
+use crate::log::{Connection, Log};
+use crate::mux::{self, Muxed};
+use crate::read::Reader;
+use crate::track::Summary;
+
+/// Recordings of a channel this close in time are one session (a participant reconnecting, a
+/// republish), though they do not overlap.
+pub const SESSION_GAP_MS: u64 = 5_000;
+/// The directory of muxed sessions, beside the channels' directories.
+pub const SESSIONS: &str = "sessions";
+
+/// A finished recording, from its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub file: PathBuf,
+    pub client_id: String,
+    /// When its first frame arrived, in ms since the Unix epoch.
+    pub start_ms: u64,
+    pub duration_ms: u64,
+}
+
+impl Recorded {
+    fn end_ms(&self) -> u64 {
+        self.start_ms.saturating_add(self.duration_ms)
+    }
+}
+
+/// What a channel's logs say.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub finished: Vec<Recorded>,
+    /// Recordings started and not stopped: still being written, or left by a crash.
+    pub open: usize,
+}
+
+/// One log line, as far as the monitor reads it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Line {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    timestamp: u64,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    data: Data,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Data {
+    file: Option<String>,
+    first_frame_timestamp: Option<u64>,
+    #[serde(default)]
+    duration_ms: u64,
+}
+
+/// Reads the JSON logs of the channel directory `dir`. Lines that do not parse (a line a crash
+/// cut short) are skipped.
+pub fn scan(dir: &Path) -> std::io::Result<Scan> {
+    let mut scan = Scan::default();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let file = std::io::BufReader::new(std::fs::File::open(&path)?);
+        let (mut started, mut stopped) = (0usize, 0usize);
+        for line in file.lines() {
+            let Ok(line) = serde_json::from_str::<Line>(&line?) else {
+                continue;
+            };
+            match line.kind.as_str() {
+                "startRecording" => started += 1,
+                "stopRecording" => {
+                    stopped += 1;
+                    if let Some(name) = line.data.file {
+                        scan.finished.push(Recorded {
+                            file: dir.join(name),
+                            client_id: line.client_id,
+                            start_ms: line.data.first_frame_timestamp.unwrap_or(line.timestamp),
+                            duration_ms: line.data.duration_ms,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        scan.open += started.saturating_sub(stopped);
+    }
+    Ok(scan)
+}
+
+/// A channel's recordings that belong together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub recordings: Vec<Recorded>,
+}
+
+/// Groups recordings into sessions: sorted by start, a recording joins the session before it
+/// if it starts before that session's end plus [`SESSION_GAP_MS`].
+pub fn sessions(mut recordings: Vec<Recorded>) -> Vec<Session> {
+    recordings.sort_by_key(|r| r.start_ms);
+    let mut out: Vec<Session> = Vec::new();
+    for r in recordings {
+        match out.last_mut() {
+            Some(s) if r.start_ms <= s.end_ms.saturating_add(SESSION_GAP_MS) => {
+                s.end_ms = s.end_ms.max(r.end_ms());
+                s.recordings.push(r);
+            }
+            _ => out.push(Session {
+                start_ms: r.start_ms,
+                end_ms: r.end_ms(),
+                recordings: vec![r],
+            }),
+        }
+    }
+    out
+}
+
+/// A session's JSON, beside its muxed file.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionLog<'a> {
+    pub channel_id: &'a str,
+    pub start_timestamp: u64,
+    pub end_timestamp: u64,
+    pub participants: Vec<&'a str>,
+    #[serde(flatten)]
+    pub muxed: Option<&'a Muxed>,
+    /// Why the session could not be muxed (it is not tried again; delete this file to retry).
+    pub error: Option<String>,
+}
+
+/// The monitor of one recordings directory.
+pub struct Monitor {
+    pub dir: PathBuf,
+    pub config: mux::Config,
+}
+
+impl Monitor {
+    /// Closes what a crash left (see the module's documentation); returns the recordings
+    /// closed.
+    pub fn close_orphans(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut closed = Vec::new();
+        for channel in channel_dirs(&self.dir)? {
+            for entry in std::fs::read_dir(&channel)? {
+                let path = entry?.path();
+                if path.extension().is_none_or(|e| e != ACTIVE_SUFFIX) {
+                    continue;
+                }
+                if channel.file_name().is_some_and(|n| n == SESSIONS) {
+                    tracing::warn!(
+                        ?path,
+                        "removing an unfinished muxed file; its session is muxed again"
+                    );
+                    std::fs::remove_file(&path)?;
+                } else if let Some(done) = close_orphan(&path)? {
+                    tracing::warn!(file = ?done, "closed a recording a crash left");
+                    closed.push(done);
+                }
+            }
+        }
+        Ok(closed)
+    }
+
+    /// One pass: every channel without open recordings has its sessions muxed, those that
+    /// ended over [`SESSION_GAP_MS`] ago and are not muxed yet. Returns the sessions muxed now.
+    pub fn poll(&self) -> std::io::Result<Vec<Muxed>> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut muxed = Vec::new();
+        for channel in channel_dirs(&self.dir)? {
+            let Some(name) = channel
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+            else {
+                continue;
+            };
+            if name == SESSIONS {
+                continue;
+            }
+            let scan = scan(&channel)?;
+            if scan.open > 0 {
+                continue;
+            }
+            let settled = sessions(scan.finished)
+                .into_iter()
+                .filter(|s| s.end_ms.saturating_add(SESSION_GAP_MS) < now);
+            for session in settled {
+                let id = format!("{name}-{}", session.start_ms);
+                let out_dir = self.dir.join(SESSIONS);
+                let json = out_dir.join(format!("{id}.json"));
+                if json.exists() {
+                    continue;
+                }
+                std::fs::create_dir_all(&out_dir)?;
+                let files: Vec<PathBuf> = session
+                    .recordings
+                    .iter()
+                    .map(|r| r.file.clone())
+                    .filter(|f| f.exists())
+                    .collect();
+                let started = std::time::Instant::now();
+                let result = mux::mux(&files, &out_dir.join(format!("{id}.mkv")), &self.config);
+                let mut participants: Vec<&str> = session
+                    .recordings
+                    .iter()
+                    .map(|r| r.client_id.as_str())
+                    .collect();
+                participants.sort_unstable();
+                participants.dedup();
+                let log = SessionLog {
+                    channel_id: &name,
+                    start_timestamp: session.start_ms,
+                    end_timestamp: session.end_ms,
+                    participants,
+                    muxed: result.as_ref().ok(),
+                    error: result.as_ref().err().map(ToString::to_string),
+                };
+                let text = serde_json::to_vec_pretty(&log).map_err(std::io::Error::other)?;
+                std::fs::write(&json, text)?;
+                match result {
+                    Ok(m) => {
+                        tracing::info!(session = %id, path = ?m.path, duration_ms = m.duration_ms, files = files.len(), took_ms = started.elapsed().as_millis() as u64, "session muxed");
+                        muxed.push(m);
+                    }
+                    Err(e) => tracing::error!(session = %id, "session not muxed: {e}"),
+                }
+            }
+        }
+        Ok(muxed)
+    }
+}
+
+/// The directories under `dir` (the channels', and `sessions`); none when `dir` does not
+/// exist yet.
+fn channel_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            dirs.push(entry.path());
+        }
+    }
+    Ok(dirs)
+}
+
+/// Closes the recording `<name>.rec`: renamed to `<name>`, and its log (the JSON file in the
+/// same directory whose `startRecording` names it) gets a `stopRecording` read from the file.
+/// A file that holds no frame is deleted. Returns the final name of a file kept.
+fn close_orphan(rec: &Path) -> std::io::Result<Option<PathBuf>> {
+    let done = rec.with_extension("");
+    let (origin, frames, duration_ms) = match Reader::open(rec) {
+        Ok(mut r) => {
+            let mut frames = 0u64;
+            let mut last = 0;
+            while let Some(f) = r.next_frame() {
+                frames += 1;
+                last = last.max(f.at_ms);
+            }
+            (r.origin, frames, last)
+        }
+        Err(_) => (None, 0, 0),
+    };
+    let name = done.file_name().map(|n| n.to_string_lossy().into_owned());
+    let log = match (name, rec.parent()) {
+        (Some(name), Some(dir)) => log_naming(dir, &name)?,
+        _ => None,
+    };
+    let kept = frames > 0;
+    if kept {
+        std::fs::rename(rec, &done)?;
+    } else {
+        std::fs::remove_file(rec)?;
+    }
+    if let Some(log) = log {
+        log.stopped(&Summary {
+            path: kept.then(|| done.clone()),
+            origin,
+            first_rtp: None,
+            last_rtp: None,
+            duration_ms,
+            frames,
+            dropped: 0,
+        })?;
+    }
+    Ok(kept.then_some(done))
+}
+
+/// The log in `dir` with a `startRecording` of file `name`, and whose it is.
+fn log_naming(dir: &Path, name: &str) -> std::io::Result<Option<Log>> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let file = std::io::BufReader::new(std::fs::File::open(&path)?);
+        for line in file.lines() {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&line?) else {
+                continue;
+            };
+            if value["type"] == "startRecording" && value["data"]["file"] == name {
+                let Ok(connection) = serde_json::from_value::<Connection>(value) else {
+                    continue;
+                };
+                return Ok(Some(Log { path, connection }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(client: &str, start_ms: u64, duration_ms: u64) -> Recorded {
+        Recorded {
+            file: PathBuf::from(format!("{client}-{start_ms}.mka")),
+            client_id: client.into(),
+            start_ms,
+            duration_ms,
+        }
+    }
+
+    #[test]
+    fn overlapping_or_close_recordings_are_one_session() {
+        let s = sessions(vec![
+            rec("b", 5_000, 10_000),
+            rec("a", 0, 8_000),
+            rec("c", 19_000, 1_000),
+            rec("d", 30_000, 1_000),
+        ]);
+        let shape: Vec<(u64, u64, usize)> = s
+            .iter()
+            .map(|s| (s.start_ms, s.end_ms, s.recordings.len()))
+            .collect();
+        assert_eq!(shape, [(0, 20_000, 3), (30_000, 31_000, 1)]);
+        assert!(sessions(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn logs_say_what_is_finished_and_what_is_open() {
+        let dir = std::env::temp_dir().join(format!("sy-monitor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lines = [
+            r#"{"type":"startRecording","timestamp":1000,"clientId":"p1","data":{"file":"a-0.mka"}}"#,
+            r#"{"type":"startRecording","timestamp":1000,"clientId":"p1","data":{"file":"a-1.mkv"}}"#,
+            r#"{"type":"stopRecording","timestamp":9000,"clientId":"p1","data":{"file":"a-0.mka","firstFrameTimestamp":1200,"durationMs":7000}}"#,
+            r#"{"type":"stopRec"#,
+        ];
+        std::fs::write(dir.join("a.json"), lines.join("\n")).unwrap();
+        std::fs::write(dir.join("a-0.mka"), b"").unwrap();
+        let s = scan(&dir).unwrap();
+        assert_eq!(s.open, 1);
+        assert_eq!(
+            s.finished,
+            [Recorded {
+                file: dir.join("a-0.mka"),
+                client_id: "p1".into(),
+                start_ms: 1200,
+                duration_ms: 7000,
+            }]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
