@@ -131,40 +131,56 @@ pub fn mux(files: &[PathBuf], out: &Path, config: &Config) -> Result<Muxed, Erro
     let mut videos = Vec::new();
     let mut audios = Vec::new();
     let mut skipped = Vec::new();
-    for (path, reader) in opened {
-        let offset = origin(&reader).saturating_sub(start);
-        let track = reader.tracks.first().cloned();
-        match track.and_then(|t| t.codec.map(|c| (t.number, c))) {
-            Some((number, Codec::Opus { .. })) => {
-                audios.push(AudioIn::new(path, reader, number, offset)?)
+    for (path, first) in opened {
+        let offset = origin(&first).saturating_sub(start);
+        // Ours hold one track; a file with more (another muxer's) is read once per track.
+        let tracks = first.tracks.clone();
+        let mut first = Some(first);
+        for track in tracks {
+            let reader = match first.take() {
+                Some(r) => r,
+                None => Reader::open(&path).map_err(|source| Error::Read {
+                    path: path.clone(),
+                    source,
+                })?,
+            };
+            let (number, path) = (track.number, path.clone());
+            match track.codec {
+                Some(Codec::Opus { .. }) => {
+                    audios.push(AudioIn::new(path, reader, number, offset)?);
+                }
+                Some(Codec::Vp8) => {
+                    let codec = VideoCodec::Vp8;
+                    videos.push(VideoIn::new(
+                        path,
+                        reader,
+                        number,
+                        offset,
+                        codec,
+                        Vec::new(),
+                    )?);
+                }
+                Some(Codec::H264 { avcc }) => {
+                    let mut parameter_sets = Vec::new();
+                    h264::record_to_annex_b(&avcc, &mut parameter_sets);
+                    let codec = VideoCodec::H264;
+                    videos.push(VideoIn::new(
+                        path,
+                        reader,
+                        number,
+                        offset,
+                        codec,
+                        parameter_sets,
+                    )?);
+                }
+                _ => skipped.push(Input {
+                    file: path,
+                    kind: "skipped",
+                    offset_ms: offset,
+                    frames: 0,
+                    undecodable: 0,
+                }),
             }
-            Some((number, Codec::Vp8)) => videos.push(VideoIn::new(
-                path,
-                reader,
-                number,
-                offset,
-                VideoCodec::Vp8,
-                Vec::new(),
-            )?),
-            Some((number, Codec::H264 { avcc })) => {
-                let mut parameter_sets = Vec::new();
-                h264::record_to_annex_b(&avcc, &mut parameter_sets);
-                videos.push(VideoIn::new(
-                    path,
-                    reader,
-                    number,
-                    offset,
-                    VideoCodec::H264,
-                    parameter_sets,
-                )?)
-            }
-            _ => skipped.push(Input {
-                file: path,
-                kind: "skipped",
-                offset_ms: offset,
-                frames: 0,
-                undecodable: 0,
-            }),
         }
     }
     if videos.is_empty() && audios.is_empty() {

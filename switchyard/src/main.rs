@@ -86,6 +86,9 @@ enum Command {
     /// Load-test a media server with emulated WebRTC clients (real ICE, DTLS, SRTP): run a
     /// scenario, or find the subscribers one core sustains.
     Loadtest(switchyard_loadtest::LoadtestArgs),
+    /// Compose recorded files (a session's `.mkv`/`.mka`, lined up by their dates) into one
+    /// file, as the recording muxer does: a VP8 grid and an Opus mix.
+    Mux(recording::MuxArgs),
 }
 
 #[derive(Args)]
@@ -483,6 +486,7 @@ fn main() -> ExitCode {
             switchyard_loadtest::main(args)
         }
         Command::Doctor(args) => doctor::main(args),
+        Command::Mux(args) => recording::mux_main(&args),
         Command::AllInOne(args) => run(log, "all-in-one", || all_in_one(args)),
         Command::Gateway(args) => run(log, "gateway", || roles::gateway(args)),
         Command::MediaServer(args) => run(log, "media-server", || roles::media_server(args)),

@@ -3,10 +3,12 @@
 //! (see `switchyard_recording::monitor`), one at a time, off the control plane's runtime.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use clap::Args;
 use switchyard_controlplane::config::Config;
 use switchyard_recording::monitor::Monitor;
 use switchyard_recording::mux;
@@ -96,4 +98,64 @@ pub fn start(dir: PathBuf, config: mux::Config) -> std::io::Result<MonitorThread
         stop,
         thread: handle.thread().clone(),
     })
+}
+
+/// `switchyard mux`: the muxer by hand.
+#[derive(Args)]
+pub struct MuxArgs {
+    /// The recorded files (one track each, as the media server writes them; other Matroska
+    /// files are read too, from time 0 when they carry no date).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The file to write (Matroska; written as `<out>.rec` until complete).
+    #[arg(long, short)]
+    out: PathBuf,
+    /// grid (tiles follow who is there), hstack or vstack.
+    #[arg(long, default_value = "grid")]
+    layout: String,
+    #[arg(long, default_value_t = 1280)]
+    width: u32,
+    #[arg(long, default_value_t = 720)]
+    height: u32,
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// VP8 bitrate, bit/s.
+    #[arg(long, default_value_t = 2_000_000)]
+    video_bitrate: u32,
+}
+
+pub fn mux_main(args: &MuxArgs) -> ExitCode {
+    let layout = match args.layout.parse() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("switchyard mux: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = mux::Config {
+        layout,
+        width: args.width & !1,
+        height: args.height & !1,
+        fps: args.fps,
+        video_bitrate: args.video_bitrate,
+        ..mux::Config::default()
+    };
+    let started = std::time::Instant::now();
+    match mux::mux(&args.files, &args.out, &config) {
+        Ok(m) => {
+            println!(
+                "wrote {} ({:.1} s, {} video and {} audio frames) in {:.1} s",
+                m.path.display(),
+                m.duration_ms as f64 / 1000.0,
+                m.video_frames,
+                m.audio_frames,
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard mux: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
