@@ -258,6 +258,40 @@ fn a_recorded_channel_leaves_a_file_per_track() {
         last >= lengths - 0.5,
         "{muxed:?}: {last} s of {lengths} s recorded"
     );
+
+    // A channel configuration with `recording` records its channels' publications without an
+    // admin call.
+    let headers = [
+        ("X-API-Key", key.trim()),
+        ("Content-Type", "application/json"),
+    ];
+    let secret = "recording-secret-0123456789";
+    let app = format!(r#"{{"secrets":["{secret}"]}}"#);
+    let r = http::request(
+        9090,
+        "PUT",
+        "/admin/api/v1/applications/acme",
+        &headers,
+        &app,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let config = r#"{"pattern":"auto-*","position":0,"allowedCodecs":[],"sfuAllowed":true,"mcuAllowed":true,"recording":true}"#;
+    let put = "/admin/api/v1/applications/acme/channel-configs";
+    let r = http::request(9090, "PUT", put, &headers, config).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(r#""recording":true"#), "{}", r.body);
+    // The server reads its store again every 2 s.
+    std::thread::sleep(Duration::from_secs(3));
+    let token = server.token(
+        "auto-1",
+        "publisher-auto",
+        &["--application", "acme", "--secret", secret],
+    );
+    let result = mix::run(&base, "auto-1", &[token], "", 1, "VP8", 3);
+    assert_eq!(result["ok"], true, "{result:#}");
+    let auto = finished(&server.data_dir.join("recordings").join("auto-1"), 2);
+    assert_eq!(auto.len(), 2, "{auto:?}\n{}", server.log_tail());
 }
 
 /// `kill -9` of the server 4 s into a recording: its `.rec` files are valid up to their last

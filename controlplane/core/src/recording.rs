@@ -46,7 +46,9 @@ impl AppState {
         tracing::info!(channel, "recording on");
         let mut started = 0;
         for (publication, tracks) in publications {
-            started += self.record_tracks(channel, &publication, &tracks).await;
+            started += self
+                .record_tracks(channel, &publication, &tracks, false)
+                .await;
         }
         Ok(started)
     }
@@ -79,14 +81,15 @@ impl AppState {
         self.rooms().recorded.contains(channel)
     }
 
-    /// Starts recording `tracks` (publication `publication`'s) when `channel` is recorded;
-    /// how many started. A track that cannot be recorded (a codec the recorder does not take,
+    /// Starts recording `tracks` (publication `publication`'s) when `channel` is recorded, or
+    /// `always` (its configuration's `recording`); how many started. A track that cannot be recorded (a codec the recorder does not take,
     /// a failure) is logged and left out.
     pub(crate) async fn record_tracks(
         &self,
         channel: &str,
         publication: &str,
         tracks: &[Track],
+        always: bool,
     ) -> usize {
         let (Some(dir), Some(mcu)) = (&self.recordings, self.media.mcu()) else {
             return 0;
@@ -96,7 +99,7 @@ impl AppState {
             let Some(ch) = rooms
                 .channels
                 .get(channel)
-                .filter(|_| rooms.recorded.contains(channel))
+                .filter(|_| always || rooms.recorded.contains(channel))
             else {
                 return 0;
             };
@@ -160,7 +163,7 @@ impl AppState {
             }
             let kept = {
                 let mut rooms = self.rooms();
-                let recorded = rooms.recorded.contains(channel);
+                let recorded = always || rooms.recorded.contains(channel);
                 rooms
                     .channels
                     .get_mut(channel)

@@ -19,6 +19,8 @@ pub struct Rules {
     pub max_bitrate_kbps: Option<u32>,
     /// The channel's MCU canvas where its configuration sets one, for the mixer it starts.
     pub canvas: Canvas,
+    /// `recording`: the publication is recorded (where the server records).
+    pub record: bool,
 }
 
 impl Rules {
@@ -29,6 +31,7 @@ impl Rules {
                 codecs: ALL_CODECS.to_vec(),
                 max_bitrate_kbps: None,
                 canvas: Canvas::default(),
+                record: false,
             });
         };
         if !c.sfu_allowed {
@@ -49,6 +52,7 @@ impl Rules {
             codecs,
             max_bitrate_kbps: c.max_bitrate_kbps,
             canvas: Canvas::of(c),
+            record: c.recording,
         })
     }
 
@@ -82,7 +86,7 @@ impl Rules {
 
     /// Rules from codec names (unknown names are ignored; none at all means every codec) and
     /// the cap, as the cluster link carries them (the canvas, which only a mix needs, travels
-    /// beside them).
+    /// beside them; a cluster's media servers do not record yet, so `record` does not travel).
     pub fn from_link(names: &[String], max_bitrate_kbps: Option<u32>) -> Rules {
         let codecs: Vec<Codec> = names.iter().filter_map(|n| Codec::from_name(n)).collect();
         Rules {
@@ -93,6 +97,7 @@ impl Rules {
             },
             max_bitrate_kbps,
             canvas: Canvas::default(),
+            record: false,
         }
     }
 }
@@ -114,6 +119,7 @@ mod tests {
             mcu_canvas_width: None,
             mcu_canvas_height: None,
             mcu_frame_rate: None,
+            recording: false,
         }
     }
 

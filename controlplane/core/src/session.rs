@@ -300,9 +300,9 @@ impl AppState {
             return Err(Error::Gone(format!("{participant} left channel {channel}")));
         }
         // A channel with MCU participants mixes its SFU publications too, and a recorded
-        // channel records them.
+        // channel (or one whose configuration says so) records them.
         self.mix_inputs(channel, &tracks_for_mix).await;
-        self.record_tracks(channel, &publication, &tracks_for_mix)
+        self.record_tracks(channel, &publication, &tracks_for_mix, rules.record)
             .await;
         Ok((publication, answer.sdp))
     }

@@ -76,6 +76,7 @@ mod tests {
             mcu_canvas_width: None,
             mcu_canvas_height: None,
             mcu_frame_rate: None,
+            recording: false,
         }
     }
 

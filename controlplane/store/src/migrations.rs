@@ -32,6 +32,11 @@ const POSTGRES: List = &[
         "channel_config_mcu_canvas",
         include_str!("../migrations/postgres/0003_channel_config_mcu_canvas.sql"),
     ),
+    (
+        4,
+        "channel_config_recording",
+        include_str!("../migrations/postgres/0004_channel_config_recording.sql"),
+    ),
 ];
 
 const SQLITE: List = &[
@@ -49,6 +54,11 @@ const SQLITE: List = &[
         3,
         "channel_config_mcu_canvas",
         include_str!("../migrations/sqlite/0003_channel_config_mcu_canvas.sql"),
+    ),
+    (
+        4,
+        "channel_config_recording",
+        include_str!("../migrations/sqlite/0004_channel_config_recording.sql"),
     ),
 ];
 

@@ -34,6 +34,7 @@ type ChannelConfigRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    bool,
 );
 type AuditRow = (i64, i64, String, String, String, String);
 
@@ -44,7 +45,7 @@ const DEPLOYMENT_COLUMNS: &str = "SELECT id, name, stun_servers, sfu_connections
 const APPLICATION_COLUMNS: &str = "SELECT id, secrets, created_at FROM applications";
 const CHANNEL_CONFIG_COLUMNS: &str = "SELECT application_id, pattern, position, allowed_codecs, \
      max_bitrate_kbps, sfu_allowed, mcu_allowed, mcu_layout, mcu_canvas_width, mcu_canvas_height, \
-     mcu_frame_rate FROM channel_configs";
+     mcu_frame_rate, recording FROM channel_configs";
 
 const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, actor, action, target, detail) \
      VALUES ($1, $2, $3, $4, $5) RETURNING id";
@@ -362,15 +363,15 @@ impl Store {
             sqlx::query(
                 "INSERT INTO channel_configs (application_id, pattern, position, allowed_codecs, \
                  max_bitrate_kbps, sfu_allowed, mcu_allowed, mcu_layout, mcu_canvas_width, \
-                 mcu_canvas_height, mcu_frame_rate) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 mcu_canvas_height, mcu_frame_rate, recording) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                  ON CONFLICT (application_id, pattern) DO UPDATE SET \
                  position = excluded.position, allowed_codecs = excluded.allowed_codecs, \
                  max_bitrate_kbps = excluded.max_bitrate_kbps, \
                  sfu_allowed = excluded.sfu_allowed, mcu_allowed = excluded.mcu_allowed, \
                  mcu_layout = excluded.mcu_layout, mcu_canvas_width = excluded.mcu_canvas_width, \
                  mcu_canvas_height = excluded.mcu_canvas_height, \
-                 mcu_frame_rate = excluded.mcu_frame_rate",
+                 mcu_frame_rate = excluded.mcu_frame_rate, recording = excluded.recording",
             )
             .bind(&c.application_id)
             .bind(&c.pattern)
@@ -383,6 +384,7 @@ impl Store {
             .bind(c.mcu_canvas_width.map(i64::from))
             .bind(c.mcu_canvas_height.map(i64::from))
             .bind(c.mcu_frame_rate.map(i64::from))
+            .bind(c.recording)
             .execute(&mut *tx)
             .await?;
             write_audit!(&mut *tx, actor, "channelConfig.put", &c.application_id, detail)?;
@@ -541,6 +543,7 @@ fn channel_config_from_row(row: ChannelConfigRow) -> Result<ChannelConfig, Store
         mcu_canvas_width,
         mcu_canvas_height,
         mcu_frame_rate,
+        recording,
     ) = row;
     let what = || format!("channel configuration {application_id:?} {pattern:?}");
     let number = |column: &str, value: Option<i64>| {
@@ -565,5 +568,6 @@ fn channel_config_from_row(row: ChannelConfigRow) -> Result<ChannelConfig, Store
         position,
         sfu_allowed,
         mcu_allowed,
+        recording,
     })
 }

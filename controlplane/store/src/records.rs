@@ -107,6 +107,10 @@ pub struct ChannelConfig {
     pub mcu_canvas_height: Option<u32>,
     /// Composites per second; none: the deployment's `MCU:FRAMERATE`.
     pub mcu_frame_rate: Option<u32>,
+    /// Every publication in these channels is recorded (default false; the admin API's
+    /// recording endpoints also turn it on and off for one channel).
+    #[serde(default)]
+    pub recording: bool,
 }
 
 /// The canvas widths a mixer takes, here and in `MCU:CANVASWIDTH`: a 1080p canvas at most,
@@ -478,6 +482,7 @@ mod tests {
             mcu_canvas_width: None,
             mcu_canvas_height: None,
             mcu_frame_rate: None,
+            recording: false,
         }
     }
 

@@ -142,6 +142,7 @@ fn channel(application: &str, pattern: &str, position: i64) -> ChannelConfig {
         mcu_canvas_width: None,
         mcu_canvas_height: None,
         mcu_frame_rate: None,
+        recording: false,
     }
 }
 
@@ -176,7 +177,7 @@ async fn reopening_applies_nothing_twice(backend: Backend) {
             .await
             .unwrap(),
     };
-    assert_eq!(applied, 3, "one row per migration, none twice");
+    assert_eq!(applied, 4, "one row per migration, none twice");
     // Without a URL, the file is where the documentation says.
     if let Backend::Sqlite(dir) = &backend {
         assert!(dir.0.join(SQLITE_FILE).is_file());

@@ -76,7 +76,7 @@ pub async fn document() -> Json<Value> {
             "/applications/{id}/channel-configs": {
                 "parameters": [{ "$ref": "#/components/parameters/id" }],
                 "get": op("The application's channel configurations, in order", "200"),
-                "put": with_body(op("Create or replace the configuration for a pattern (`*` wildcards, catch-all `*` last): allowedCodecs, maxBitrateKbps, sfuAllowed, mcuAllowed, and the MCU canvas (mcuLayout grid or speaker, mcuCanvasWidth, mcuCanvasHeight, mcuFrameRate; null: the deployment's)", "200")),
+                "put": with_body(op("Create or replace the configuration for a pattern (`*` wildcards, catch-all `*` last): allowedCodecs, maxBitrateKbps, sfuAllowed, mcuAllowed, and the MCU canvas (mcuLayout grid or speaker, mcuCanvasWidth, mcuCanvasHeight, mcuFrameRate; null: the deployment's), and recording (every publication recorded; all-in-one)", "200")),
                 "delete": {
                     "summary": "Delete the configuration of ?pattern=",
                     "parameters": [{ "name": "pattern", "in": "query", "required": true, "schema": { "type": "string" } }],
