@@ -10,8 +10,8 @@
 # there, with a database `test`, systemd for systemd-analyze and binutils for readelf, which
 # tests/deploy.rs and scripts/deb.sh use, ffmpeg for ffprobe on recordings),
 # cargo-nextest and cargo-fuzz, playwright-core (tests/browser, never a browser download), and
-# a Python venv at .venv with aiortc. Then builds the workspace once, checks formatting and
-# lints, runs all tests with cargo-nextest (each end-to-end test in its own network namespace),
+# a Python venv at .venv with aiortc and moto (an S3 emulator). Then builds the workspace once,
+# checks formatting and lints, runs all tests with cargo-nextest (each end-to-end test in its own network namespace),
 # and runs each fuzz target for a short while.
 #
 # Environment: SWITCHYARD_SKIP_FUZZ=1 skips fuzzing; FUZZ_SECONDS (default 15) per target.
@@ -95,11 +95,11 @@ else
   echo "up to date"
 fi
 
-step "Python venv with aiortc (.venv)"
+step "Python venv with aiortc and moto, the S3 emulator (.venv)"
 if ! .venv/bin/python - <<'PY' 2>/dev/null; then
 import importlib.metadata, sys
 wanted = dict(l.strip().split("==") for l in open("tests/aiortc/requirements.txt") if "==" in l)
-sys.exit(any(importlib.metadata.version(p) != v for p, v in wanted.items()))
+sys.exit(any(importlib.metadata.version(p.split("[")[0]) != v for p, v in wanted.items()))
 PY
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/aiortc/requirements.txt

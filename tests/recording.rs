@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use switchyard_tests::s3::S3;
 use switchyard_tests::server::Server;
 use switchyard_tests::{http, mix, netns};
 
@@ -363,4 +364,97 @@ fn a_killed_server_leaves_rec_files_that_decode() {
     let (errors, last) = decode(&muxed);
     assert!(errors.trim().is_empty(), "{muxed:?}: {errors}");
     assert!(last >= 2.5, "{muxed:?}: {last} s");
+}
+
+/// With RECORDING:STORAGE, a muxed session and its recordings go to S3 (moto here). The storage
+/// is down at first: nothing is deleted, and once it answers the mover's retry uploads every
+/// file, verifies it, and only then deletes the local media (the JSON stays, marked).
+#[test]
+fn sessions_move_to_object_storage_once_it_answers() {
+    netns::enter();
+    let mut env = vec![
+        ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+        ("RECORDING__STORAGE", "s3://recordings/archive"),
+        ("AWS_ENDPOINT", "http://127.0.0.1:9000"),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    env.extend(MUX_SETTINGS);
+    let server = Server::start_with_env(&[], &env);
+    let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
+    let headers = [
+        ("X-API-Key", key.trim()),
+        ("Content-Type", "application/json"),
+    ];
+    let path = "/admin/api/v1/channels/moved/recording";
+    let on = http::request(9090, "POST", path, &headers, "").unwrap();
+    assert_eq!(on.status, 200, "{}", on.body);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let token = server.token("moved", "publisher", &[]);
+    let result = mix::run(&base, "moved", &[token], "", 1, "VP8", 3);
+    assert_eq!(result["ok"], true, "{result:#}");
+    let recordings = server.data_dir.join("recordings");
+    let (session, muxed) = muxed_session(&recordings, "moved");
+    assert_eq!(session["error"], serde_json::Value::Null, "{session:#}");
+    let json = muxed.with_extension("json");
+    let media: Vec<PathBuf> = std::iter::once(muxed.clone())
+        .chain(
+            session["inputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| PathBuf::from(i["file"].as_str().unwrap())),
+        )
+        .collect();
+    let sizes: Vec<u64> = media
+        .iter()
+        .map(|m| std::fs::metadata(m).unwrap().len())
+        .collect();
+
+    // The storage does not answer: the files stay.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(media.iter().all(|m| m.exists()), "{media:?}");
+    let s3 = S3::start(9000);
+    s3.create_bucket("recordings");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let moved = loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        if !v["storage"].is_null() {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not moved in 60 s:\n{}",
+            server.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let objects = s3.list("recordings");
+    for (file, size) in media.iter().zip(&sizes) {
+        let under = file.strip_prefix(&recordings).unwrap().to_string_lossy();
+        let key = format!("archive/{under}");
+        assert!(
+            objects.contains(&(key.clone(), *size)),
+            "{key} ({size} bytes) not in {objects:?}"
+        );
+        assert!(!file.exists(), "{file:?} deleted after its upload");
+    }
+    assert!(json.exists(), "the session JSON stays");
+    let session_key = format!(
+        "archive/sessions/{}",
+        json.file_name().unwrap().to_string_lossy()
+    );
+    assert!(
+        objects.iter().any(|(k, _)| *k == session_key),
+        "{objects:?}"
+    );
+    assert!(
+        moved["storage"]["muxed"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("s3://recordings/archive/sessions/")),
+        "{moved:#}"
+    );
 }

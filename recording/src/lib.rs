@@ -12,6 +12,8 @@ pub mod h264;
 pub mod log;
 pub mod mkv;
 pub mod monitor;
+#[cfg(feature = "mover")]
+pub mod mover;
 pub mod mux;
 pub mod read;
 pub mod track;

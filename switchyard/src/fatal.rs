@@ -38,6 +38,8 @@ pub enum Fatal {
     NoServiceBaseUrl,
     #[error("{0}")]
     Mixer(String),
+    #[error("{0}")]
+    Recording(String),
     #[error("{what} in {}: {source}", dir.display())]
     DataDir {
         what: &'static str,

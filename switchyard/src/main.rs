@@ -715,6 +715,7 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
     let recordings = args.dev.data_dir.join("recordings");
     state.recordings = Some(recordings.clone());
     let mux_config = recording::mux_config(&config)?;
+    let mover = recording::mover(&config)?;
     let state = Arc::new(state);
     // The STUN servers of the setting (which the checks read themselves), else the stored
     // deployment's.
@@ -783,7 +784,7 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
             switchyard_controlplane::listeners::Listeners::of(&state),
             state.metrics.checks.clone(),
         );
-        let _monitor = recording::start(recordings.clone(), mux_config).map_err(|source| {
+        let _monitor = recording::start(recordings.clone(), mux_config, mover).map_err(|source| {
             Fatal::DataDir { what: "starting the recording monitor", dir: recordings, source }
         })?;
         let events_state = state.clone();

@@ -1,6 +1,7 @@
-//! All-in-one's recording monitor and muxer: a thread that closes what a crash left in the
-//! recordings directory at start, then every few seconds has each finished session muxed
-//! (see `switchyard_recording::monitor`), one at a time, off the control plane's runtime.
+//! All-in-one's recording monitor, muxer and mover: a thread that closes what a crash left in
+//! the recordings directory at start, then every few seconds has each finished session muxed
+//! (see `switchyard_recording::monitor`), one at a time, off the control plane's runtime, and,
+//! with RECORDING:STORAGE, moved to object storage (`switchyard_recording::mover`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use switchyard_controlplane::config::Config;
 use switchyard_recording::monitor::Monitor;
+use switchyard_recording::mover::Mover;
 use switchyard_recording::mux;
 use switchyard_store::{MCU_CANVAS_HEIGHTS, MCU_CANVAS_WIDTHS, MCU_FRAME_RATES};
 
@@ -29,7 +31,7 @@ pub fn mux_config(config: &Config) -> Result<mux::Config, Fatal> {
     {
         None => Ok(default),
         Some(Ok(n)) if range.contains(&n) => Ok(n),
-        Some(_) => Err(Fatal::Mixer(format!(
+        Some(_) => Err(Fatal::Recording(format!(
             "{name}: outside {}..={}",
             range.start(),
             range.end()
@@ -38,7 +40,7 @@ pub fn mux_config(config: &Config) -> Result<mux::Config, Fatal> {
     let layout = match config.get("RECORDING:LAYOUT") {
         None => default.layout,
         Some(v) => v.trim().parse().map_err(|_| {
-            Fatal::Mixer(format!(
+            Fatal::Recording(format!(
                 "RECORDING:LAYOUT: {v:?} is not grid, hstack or vstack"
             ))
         })?,
@@ -72,8 +74,24 @@ impl Drop for MonitorThread {
     }
 }
 
-/// Starts the monitor of `dir`.
-pub fn start(dir: PathBuf, config: mux::Config) -> std::io::Result<MonitorThread> {
+/// The mover of RECORDING:STORAGE, if set (the store's credentials and endpoint come from the
+/// environment: `AWS_*`, `AZURE_*`, `GOOGLE_*`, as object_store names them).
+pub fn mover(config: &Config) -> Result<Option<Mover>, Fatal> {
+    let Some(url) = config.get("RECORDING:STORAGE") else {
+        return Ok(None);
+    };
+    let mover =
+        Mover::new(url.trim()).map_err(|e| Fatal::Recording(format!("RECORDING:STORAGE: {e}")))?;
+    tracing::info!(url = %url.trim(), "recordings are moved to object storage once muxed");
+    Ok(Some(mover))
+}
+
+/// Starts the monitor of `dir`, and the mover after it when there is one.
+pub fn start(
+    dir: PathBuf,
+    config: mux::Config,
+    mut mover: Option<Mover>,
+) -> std::io::Result<MonitorThread> {
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
     let handle = std::thread::Builder::new()
@@ -90,6 +108,9 @@ pub fn start(dir: PathBuf, config: mux::Config) -> std::io::Result<MonitorThread
             while !stopping.load(Ordering::Relaxed) {
                 if let Err(e) = monitor.poll() {
                     tracing::error!(dir = ?monitor.dir, "recording monitor: {e}");
+                }
+                if let Some(mover) = mover.as_mut() {
+                    mover.pass(&monitor.dir);
                 }
                 std::thread::park_timeout(POLL);
             }

@@ -39,6 +39,8 @@ enum Kind {
     Path,
     /// A whole number.
     Count,
+    /// An object storage URL: s3://, az://, gs://, file://, ...
+    StorageUrl,
 }
 
 struct Spec {
@@ -159,6 +161,11 @@ const SETTINGS: &[Spec] = &[
         name: "RECORDING:LAYOUT",
         kind: Kind::Name,
         about: "how all-in-one muxes a recorded session: grid (default; tiles change as people come and go), hstack or vstack",
+    },
+    Spec {
+        name: "RECORDING:STORAGE",
+        kind: Kind::StorageUrl,
+        about: "object storage the mover uploads muxed sessions and their recordings to (s3://bucket/prefix, az://, gs://, file:///dir; credentials and endpoint from the usual AWS_*, AZURE_*, GOOGLE_* variables); local copies are deleted once verified. Default: none, files stay in the data directory",
     },
     Spec {
         name: "RECORDING:WIDTH",
@@ -581,6 +588,12 @@ fn check(kind: Kind, value: &str) -> Result<(), Invalid> {
         ),
         Kind::RedisUri => uri(&["redis", "rediss"], "redis://host:6379"),
         Kind::HttpUrl => uri(&["http", "https"], "https://gateway.example.com"),
+        Kind::StorageUrl => uri(
+            &[
+                "s3", "s3a", "az", "azure", "abfs", "abfss", "gs", "file", "http", "https",
+            ],
+            "s3://bucket/prefix",
+        ),
         Kind::Name => {
             if !v.is_empty()
                 && v.chars()
