@@ -11,8 +11,8 @@
 # tests/deploy.rs and scripts/deb.sh use, ffmpeg for ffprobe on recordings),
 # cargo-nextest and cargo-fuzz, playwright-core (tests/browser, never a browser download), and
 # a Python venv at .venv with aiortc and moto (an S3 emulator). Then builds the workspace once,
-# checks formatting and lints, runs all tests with cargo-nextest (each end-to-end test in its own network namespace),
-# and runs each fuzz target for a short while.
+# checks formatting and lints, runs all tests with cargo-nextest (each end-to-end test in its
+# own network namespace), and runs each fuzz target for a short while.
 #
 # Environment: SWITCHYARD_SKIP_FUZZ=1 skips fuzzing; FUZZ_SECONDS (default 15) per target.
 # Extra arguments go to `cargo nextest run` (e.g. a test filter).
