@@ -26,7 +26,7 @@ step() { printf '\n==> [%3ds] %s\n' $((SECONDS - started)) "$*"; }
 # nasm makes openh264 ~3x faster; libvpx-dev and libopus-dev are the MCU's VP8 and Opus libraries;
 # ffmpeg (ffprobe) is the oracle that checks recordings.
 APT_PACKAGES=(chromium iproute2 util-linux iptables curl nodejs npm janus redis-server coturn postgresql systemd binutils
-  nasm cmake pkg-config libvpx-dev libopus-dev ffmpeg)
+  nasm cmake pkg-config libvpx-dev libopus-dev ffmpeg rabbitmq-server)
 
 step "system packages"
 missing=()

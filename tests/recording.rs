@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use switchyard_tests::rabbitmq::RabbitMq;
 use switchyard_tests::s3::S3;
 use switchyard_tests::server::Server;
 use switchyard_tests::{http, mix, netns};
@@ -457,4 +458,129 @@ fn sessions_move_to_object_storage_once_it_answers() {
             .is_some_and(|u| u.starts_with("s3://recordings/archive/sessions/")),
         "{moved:#}"
     );
+}
+
+/// A `switchyard recording-muxer` process, with extra settings, logging to `log`.
+fn muxer(data_dir: &Path, env: &[(&str, &str)], log: &Path) -> std::process::Child {
+    let out = std::fs::File::create(log).unwrap();
+    Command::new(switchyard_tests::binary())
+        .arg("recording-muxer")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .envs(env.iter().copied())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("start switchyard recording-muxer")
+}
+
+/// Files in `dir` whose names start with `prefix` and end with `suffix`.
+fn named(dir: &Path, prefix: &str, suffix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.path()))
+                .filter(|p| {
+                    let n = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                    n.is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// With RabbitMQ, the monitor queues the session (durable: it survives a broker restart), a
+/// muxer killed mid-job never acknowledged it, and a second muxer makes the one muxed file.
+#[test]
+fn a_queued_session_survives_a_broker_restart_and_a_killed_muxer() {
+    netns::enter();
+    let mut broker = RabbitMq::start(5672);
+    let uri = broker.uri();
+    let mut env = vec![
+        ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+        ("DEPLOYMENTS__0__RECORDINGMANAGEMENT__AMQPURI", uri.as_str()),
+    ];
+    env.extend(MUX_SETTINGS);
+    let server = Server::start_with_env(&[], &env);
+    let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
+    let headers = [
+        ("X-API-Key", key.trim()),
+        ("Content-Type", "application/json"),
+    ];
+    let path = "/admin/api/v1/channels/queued/recording";
+    assert_eq!(
+        http::request(9090, "POST", path, &headers, "")
+            .unwrap()
+            .status,
+        200
+    );
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let token = server.token("queued", "publisher", &[]);
+    let result = mix::run(&base, "queued", &[token], "", 1, "VP8", 3);
+    assert_eq!(result["ok"], true, "{result:#}");
+    let sessions = server.data_dir.join("recordings").join("sessions");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while named(&sessions, "queued-", ".job").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "not queued in 60 s:\n{}",
+            server.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        named(&sessions, "queued-", ".json").is_empty(),
+        "not muxed in-process"
+    );
+
+    // The broker restarts with the job on disk.
+    broker.restart();
+    // A slow muxer (a big canvas) takes the job and dies in the middle of it.
+    let slow = [
+        ("DEPLOYMENTS__0__RECORDINGMANAGEMENT__AMQPURI", uri.as_str()),
+        ("RECORDING__WIDTH", "1920"),
+        ("RECORDING__HEIGHT", "1080"),
+        ("RECORDING__FRAMERATE", "60"),
+    ];
+    let logs = server.data_dir.parent().unwrap().to_path_buf();
+    let mut first = muxer(&server.data_dir, &slow, &logs.join("muxer-1.log"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while named(&sessions, "queued-", ".mkv.rec").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the first muxer never started the job:\n{}",
+            std::fs::read_to_string(logs.join("muxer-1.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        named(&sessions, "queued-", ".json").is_empty(),
+        "killed mid-job"
+    );
+
+    let mut fast = vec![("DEPLOYMENTS__0__RECORDINGMANAGEMENT__AMQPURI", uri.as_str())];
+    fast.extend(MUX_SETTINGS);
+    let mut second = muxer(&server.data_dir, &fast, &logs.join("muxer-2.log"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while named(&sessions, "queued-", ".json").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the second muxer did not finish the job:\n{}",
+            std::fs::read_to_string(logs.join("muxer-2.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let muxed = named(&sessions, "queued-", ".mkv");
+    assert_eq!(muxed.len(), 1, "{muxed:?}");
+    assert!(named(&sessions, "queued-", ".rec").is_empty());
+    let json = named(&sessions, "queued-", ".json");
+    let session: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json[0]).unwrap()).unwrap();
+    assert_eq!(session["error"], serde_json::Value::Null, "{session:#}");
+    let (errors, last) = decode(&muxed[0]);
+    assert!(errors.trim().is_empty(), "{errors}");
+    assert!(last >= 2.0, "{last} s");
 }

@@ -8,8 +8,9 @@
 //!   left until it closes;
 //! - recordings whose times overlap, or are less than [`SESSION_GAP_MS`] apart, are one
 //!   session, muxed once it ended more than that long ago (someone may still join); the
-//!   session's muxed file is `sessions/<channel>-<start>.mkv` beside its JSON,
-//!   and the JSON, written last, marks it done;
+//!   session's muxed file is `sessions/<channel>-<start>.mkv` beside its JSON, and the JSON,
+//!   written last, marks it done; a session handed to a muxer elsewhere (through a queue) is
+//!   marked by `sessions/<id>.job` until then;
 //! - at start ([`Monitor::close_orphans`]), every `.rec` file is a crash's leftover: a
 //!   recording is renamed to its final name with a `stopRecording` read from the file (its
 //!   date, frames, length), and a muxer's unfinished output is deleted to be made again.
@@ -150,15 +151,15 @@ pub fn sessions(mut recordings: Vec<Recorded>) -> Vec<Session> {
 /// A session's JSON, beside its muxed file.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SessionLog<'a> {
-    pub channel_id: &'a str,
-    pub start_timestamp: u64,
-    pub end_timestamp: u64,
-    pub participants: Vec<&'a str>,
+struct SessionLog<'a> {
+    channel_id: &'a str,
+    start_timestamp: u64,
+    end_timestamp: u64,
+    participants: Vec<&'a str>,
     #[serde(flatten)]
-    pub muxed: Option<&'a Muxed>,
+    muxed: Option<&'a Muxed>,
     /// Why the session could not be muxed (it is not tried again; delete this file to retry).
-    pub error: Option<String>,
+    error: Option<String>,
 }
 
 /// The monitor of one recordings directory.
@@ -193,13 +194,24 @@ impl Monitor {
         Ok(closed)
     }
 
-    /// One pass: every channel without open recordings has its sessions muxed, those that
-    /// ended over [`SESSION_GAP_MS`] ago and are not muxed yet. Returns the sessions muxed now.
+    /// One pass, muxing here: every settled session not muxed yet is muxed now (see
+    /// [`Monitor::pending`] and [`Monitor::run`]). Returns the sessions muxed now.
     pub fn poll(&self) -> std::io::Result<Vec<Muxed>> {
+        let mut muxed = Vec::new();
+        for job in self.pending()? {
+            muxed.extend(self.run(&job)?);
+        }
+        Ok(muxed)
+    }
+
+    /// The sessions to mux: those of channels without open recordings that ended over
+    /// [`SESSION_GAP_MS`] ago, neither muxed (`sessions/<id>.json`) nor handed to a muxer
+    /// (`sessions/<id>.job`, see [`Monitor::queued`]).
+    pub fn pending(&self) -> std::io::Result<Vec<Job>> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let mut muxed = Vec::new();
+        let mut jobs = Vec::new();
         for channel in channel_dirs(&self.dir)? {
             let Some(name) = channel
                 .file_name()
@@ -220,47 +232,124 @@ impl Monitor {
             for session in settled {
                 let id = format!("{name}-{}", session.start_ms);
                 let out_dir = self.dir.join(SESSIONS);
-                let json = out_dir.join(format!("{id}.json"));
-                if json.exists() {
+                if out_dir.join(format!("{id}.json")).exists()
+                    || out_dir.join(format!("{id}.job")).exists()
+                {
                     continue;
                 }
-                std::fs::create_dir_all(&out_dir)?;
-                let files: Vec<PathBuf> = session
+                let mut participants: Vec<String> = session
                     .recordings
                     .iter()
-                    .map(|r| r.file.clone())
-                    .filter(|f| f.exists())
-                    .collect();
-                let started = std::time::Instant::now();
-                let result = mux::mux(&files, &out_dir.join(format!("{id}.mkv")), &self.config);
-                let mut participants: Vec<&str> = session
-                    .recordings
-                    .iter()
-                    .map(|r| r.client_id.as_str())
+                    .map(|r| r.client_id.clone())
                     .collect();
                 participants.sort_unstable();
                 participants.dedup();
-                let log = SessionLog {
-                    channel_id: &name,
+                let files = session
+                    .recordings
+                    .iter()
+                    .filter_map(|r| r.file.strip_prefix(&self.dir).ok())
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .collect();
+                jobs.push(Job {
+                    id,
+                    channel_id: name.clone(),
                     start_timestamp: session.start_ms,
                     end_timestamp: session.end_ms,
                     participants,
-                    muxed: result.as_ref().ok(),
-                    error: result.as_ref().err().map(ToString::to_string),
-                };
-                let text = serde_json::to_vec_pretty(&log).map_err(std::io::Error::other)?;
-                std::fs::write(&json, text)?;
-                match result {
-                    Ok(m) => {
-                        tracing::info!(session = %id, path = ?m.path, duration_ms = m.duration_ms, files = files.len(), took_ms = started.elapsed().as_millis() as u64, "session muxed");
-                        muxed.push(m);
-                    }
-                    Err(e) => tracing::error!(session = %id, "session not muxed: {e}"),
-                }
+                    files,
+                });
             }
         }
-        Ok(muxed)
+        Ok(jobs)
     }
+
+    /// Marks `job` as handed to a muxer elsewhere (a queue took it), so that it is not handed
+    /// out again: `sessions/<id>.job`, holding the job.
+    pub fn queued(&self, job: &Job) -> std::io::Result<()> {
+        let out_dir = self.dir.join(SESSIONS);
+        std::fs::create_dir_all(&out_dir)?;
+        let text = serde_json::to_vec_pretty(job).map_err(std::io::Error::other)?;
+        std::fs::write(out_dir.join(format!("{}.job", safe(&job.id))), text)
+    }
+
+    /// Muxes `job` into `sessions/<id>.mkv` and writes its JSON, which marks it done; `None`
+    /// (and nothing done) when it is done already, as a job delivered twice is. A session
+    /// that cannot be muxed gets its JSON with the error and is not tried again.
+    pub fn run(&self, job: &Job) -> std::io::Result<Option<Muxed>> {
+        let id = safe(&job.id);
+        let out_dir = self.dir.join(SESSIONS);
+        let json = out_dir.join(format!("{id}.json"));
+        if json.exists() {
+            return Ok(None);
+        }
+        std::fs::create_dir_all(&out_dir)?;
+        // Only files inside the recordings directory: a job names them relative to it.
+        let files: Vec<PathBuf> = job
+            .files
+            .iter()
+            .filter(|f| {
+                Path::new(f)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+            })
+            .map(|f| self.dir.join(f))
+            .filter(|f| f.exists())
+            .collect();
+        let started = std::time::Instant::now();
+        let result = mux::mux(&files, &out_dir.join(format!("{id}.mkv")), &self.config);
+        let log = SessionLog {
+            channel_id: &job.channel_id,
+            start_timestamp: job.start_timestamp,
+            end_timestamp: job.end_timestamp,
+            participants: job.participants.iter().map(String::as_str).collect(),
+            muxed: result.as_ref().ok(),
+            error: result.as_ref().err().map(ToString::to_string),
+        };
+        let text = serde_json::to_vec_pretty(&log).map_err(std::io::Error::other)?;
+        // Written whole under another name, then renamed: the JSON marks the session done,
+        // so it must never be seen half-written.
+        let partial = out_dir.join(format!("{id}.json.partial"));
+        std::fs::write(&partial, text)?;
+        std::fs::rename(&partial, &json)?;
+        match result {
+            Ok(m) => {
+                tracing::info!(session = %id, path = ?m.path, duration_ms = m.duration_ms, files = files.len(), took_ms = started.elapsed().as_millis() as u64, "session muxed");
+                Ok(Some(m))
+            }
+            Err(e) => {
+                tracing::error!(session = %id, "session not muxed: {e}");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// A session to mux, as the monitor hands it to a muxer (in-process, or through a queue): the
+/// files are relative to the recordings directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    /// `<channel>-<start>`.
+    pub id: String,
+    pub channel_id: String,
+    pub start_timestamp: u64,
+    pub end_timestamp: u64,
+    pub participants: Vec<String>,
+    pub files: Vec<String>,
+}
+
+/// `id` as a file name: what is not a letter, a digit, `-` or `_` becomes `_` (a job may come
+/// from a queue).
+fn safe(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The directories under `dir` (the channels', and `sessions`); none when `dir` does not

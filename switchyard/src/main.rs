@@ -89,6 +89,10 @@ enum Command {
     /// Compose recorded files (a session's `.mkv`/`.mka`, lined up by their dates) into one
     /// file, as the recording muxer does: a VP8 grid and an Opus mix.
     Mux(recording::MuxArgs),
+    /// Run a recording muxer: take the sessions the monitor queues on RabbitMQ
+    /// (DEPLOYMENTS:0:RECORDINGMANAGEMENT:AMQPURI), one at a time, and mux each into
+    /// `<data-dir>/recordings/sessions/`.
+    RecordingMuxer(recording::MuxerArgs),
 }
 
 #[derive(Args)]
@@ -114,14 +118,14 @@ enum ConfigCommand {
 /// Settings in the operators' names (CONNECTIONSTRINGS:DEFAULT, EXTERNAL:PUBLICIPADDRESS, ...)
 /// come from this TOML file and the environment (which wins; `__` for `:`).
 #[derive(Args)]
-struct ConfigFile {
+pub struct ConfigFile {
     /// A TOML file of settings.
     #[arg(long = "config", env = "SWITCHYARD_CONFIG")]
     path: Option<PathBuf>,
 }
 
 impl ConfigFile {
-    fn load(&self) -> Result<Config, SettingError> {
+    pub fn load(&self) -> Result<Config, SettingError> {
         Config::load(self.path.as_deref(), std::env::vars_os())
     }
 }
@@ -169,7 +173,7 @@ impl TlsArgs {
 }
 
 /// A watch that turns true on SIGTERM or Ctrl-C, for every listener of the process to follow.
-fn shutdown_watch() -> tokio::sync::watch::Receiver<bool> {
+pub fn shutdown_watch() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -487,6 +491,7 @@ fn main() -> ExitCode {
         }
         Command::Doctor(args) => doctor::main(args),
         Command::Mux(args) => recording::mux_main(&args),
+        Command::RecordingMuxer(args) => run(log, "recording-muxer", || recording::muxer(args)),
         Command::AllInOne(args) => run(log, "all-in-one", || all_in_one(args)),
         Command::Gateway(args) => run(log, "gateway", || roles::gateway(args)),
         Command::MediaServer(args) => run(log, "media-server", || roles::media_server(args)),
@@ -716,6 +721,7 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
     state.recordings = Some(recordings.clone());
     let mux_config = recording::mux_config(&config)?;
     let mover = recording::mover(&config)?;
+    let amqp = recording::amqp_uri(&config);
     let state = Arc::new(state);
     // The STUN servers of the setting (which the checks read themselves), else the stored
     // deployment's.
@@ -784,7 +790,7 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
             switchyard_controlplane::listeners::Listeners::of(&state),
             state.metrics.checks.clone(),
         );
-        let _monitor = recording::start(recordings.clone(), mux_config, mover).map_err(|source| {
+        let _monitor = recording::start(recordings.clone(), mux_config, mover, amqp).map_err(|source| {
             Fatal::DataDir { what: "starting the recording monitor", dir: recordings, source }
         })?;
         let events_state = state.clone();

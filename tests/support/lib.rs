@@ -10,6 +10,7 @@ pub mod mix;
 pub mod nat;
 pub mod netns;
 pub mod peer;
+pub mod rabbitmq;
 pub mod s3;
 pub mod server;
 pub mod turn;

@@ -41,6 +41,7 @@ enum Kind {
     Count,
     /// An object storage URL: s3://, az://, gs://, file://, ...
     StorageUrl,
+    AmqpUri,
 }
 
 struct Spec {
@@ -161,6 +162,11 @@ const SETTINGS: &[Spec] = &[
         name: "RECORDING:LAYOUT",
         kind: Kind::Name,
         about: "how all-in-one muxes a recorded session: grid (default; tiles change as people come and go), hstack or vstack",
+    },
+    Spec {
+        name: "DEPLOYMENTS:0:RECORDINGMANAGEMENT:AMQPURI",
+        kind: Kind::AmqpUri,
+        about: "RabbitMQ for the recording pipeline: the monitor queues sessions there for `switchyard recording-muxer` processes instead of muxing them itself (default: none, all-in-one muxes in-process)",
     },
     Spec {
         name: "RECORDING:STORAGE",
@@ -588,6 +594,7 @@ fn check(kind: Kind, value: &str) -> Result<(), Invalid> {
         ),
         Kind::RedisUri => uri(&["redis", "rediss"], "redis://host:6379"),
         Kind::HttpUrl => uri(&["http", "https"], "https://gateway.example.com"),
+        Kind::AmqpUri => uri(&["amqp", "amqps"], "amqp://guest:guest@rabbitmq:5672"),
         Kind::StorageUrl => uri(
             &[
                 "s3", "s3a", "az", "azure", "abfs", "abfss", "gs", "file", "http", "https",

@@ -1,7 +1,11 @@
 //! All-in-one's recording monitor, muxer and mover: a thread that closes what a crash left in
 //! the recordings directory at start, then every few seconds has each finished session muxed
 //! (see `switchyard_recording::monitor`), one at a time, off the control plane's runtime, and,
-//! with RECORDING:STORAGE, moved to object storage (`switchyard_recording::mover`).
+//! with RECORDING:STORAGE, moved to object storage (`switchyard_recording::mover`). With
+//! DEPLOYMENTS:0:RECORDINGMANAGEMENT:AMQPURI the sessions go to RabbitMQ instead, for
+//! `switchyard recording-muxer` processes to mux (`queue`).
+
+mod queue;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,12 +90,22 @@ pub fn mover(config: &Config) -> Result<Option<Mover>, Fatal> {
     Ok(Some(mover))
 }
 
-/// Starts the monitor of `dir`, and the mover after it when there is one.
+/// The AMQP URI of the recording pipeline's queue, if set.
+pub fn amqp_uri(config: &Config) -> Option<String> {
+    config
+        .get("DEPLOYMENTS:0:RECORDINGMANAGEMENT:AMQPURI")
+        .map(|u| u.trim().to_string())
+}
+
+/// Starts the monitor of `dir`: sessions are muxed here, or published to `amqp` for muxers
+/// elsewhere; the mover runs after each pass when there is one.
 pub fn start(
     dir: PathBuf,
     config: mux::Config,
     mut mover: Option<Mover>,
+    amqp: Option<String>,
 ) -> std::io::Result<MonitorThread> {
+    let mut publisher = amqp.as_deref().map(queue::Publisher::new).transpose()?;
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
     let handle = std::thread::Builder::new()
@@ -106,7 +120,11 @@ pub fn start(
                 Err(e) => tracing::error!(dir = ?monitor.dir, "recording monitor: {e}"),
             }
             while !stopping.load(Ordering::Relaxed) {
-                if let Err(e) = monitor.poll() {
+                let passed = match publisher.as_mut() {
+                    Some(p) => hand_out(&monitor, p),
+                    None => monitor.poll().map(drop),
+                };
+                if let Err(e) = passed {
                     tracing::error!(dir = ?monitor.dir, "recording monitor: {e}");
                 }
                 if let Some(mover) = mover.as_mut() {
@@ -119,6 +137,55 @@ pub fn start(
         stop,
         thread: handle.thread().clone(),
     })
+}
+
+/// Publishes the sessions to mux; each is marked queued once the broker confirmed it (one not
+/// confirmed is tried again at the next pass).
+fn hand_out(monitor: &Monitor, publisher: &mut queue::Publisher) -> std::io::Result<()> {
+    for job in monitor.pending()? {
+        match publisher.publish(&job) {
+            Ok(()) => {
+                monitor.queued(&job)?;
+                tracing::info!(session = %job.id, files = job.files.len(), "session queued to mux");
+            }
+            Err(e) => {
+                tracing::warn!(session = %job.id, "session not queued, tried again later: {e}");
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `switchyard recording-muxer`: muxes the sessions the monitor queues, one at a time.
+#[derive(Args)]
+pub struct MuxerArgs {
+    /// The data directory whose `recordings/` the media server writes (shared with it).
+    #[arg(long, default_value = "switchyard-data", env = "SWITCHYARD_DATA_DIR")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    config: crate::ConfigFile,
+}
+
+/// Runs a muxer until SIGTERM or Ctrl-C (a job under way goes back to the queue).
+pub fn muxer(args: MuxerArgs) -> Result<(), Fatal> {
+    let config = args.config.load()?;
+    let uri = amqp_uri(&config).ok_or_else(|| {
+        Fatal::Recording("DEPLOYMENTS:0:RECORDINGMANAGEMENT:AMQPURI is not set".into())
+    })?;
+    let monitor = Arc::new(Monitor {
+        dir: args.data_dir.join("recordings"),
+        config: mux_config(&config)?,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Fatal::Recording(format!("runtime: {e}")))?;
+    tracing::info!(dir = ?monitor.dir, "switchyard recording-muxer {}", env!("CARGO_PKG_VERSION"));
+    runtime.block_on(async { queue::run_muxer(uri, monitor, crate::shutdown_watch()).await });
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// `switchyard mux`: the muxer by hand.
