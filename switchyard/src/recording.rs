@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Args;
 use switchyard_controlplane::config::Config;
 use switchyard_recording::monitor::Monitor;
-use switchyard_recording::mux;
+use switchyard_recording::mux::{self, Muxed};
 use switchyard_store::{MCU_CANVAS_HEIGHTS, MCU_CANVAS_WIDTHS, MCU_FRAME_RATES};
 
 use crate::fatal::Fatal;
@@ -72,8 +72,13 @@ impl Drop for MonitorThread {
     }
 }
 
-/// Starts the monitor of `dir`.
-pub fn start(dir: PathBuf, config: mux::Config) -> std::io::Result<MonitorThread> {
+/// Starts the monitor of `dir`; `muxed` hears of each session muxed (the webhooks'
+/// `recording.mixed`).
+pub fn start(
+    dir: PathBuf,
+    config: mux::Config,
+    mut muxed: impl FnMut(&Muxed) + Send + 'static,
+) -> std::io::Result<MonitorThread> {
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
     let handle = std::thread::Builder::new()
@@ -88,8 +93,9 @@ pub fn start(dir: PathBuf, config: mux::Config) -> std::io::Result<MonitorThread
                 Err(e) => tracing::error!(dir = ?monitor.dir, "recording monitor: {e}"),
             }
             while !stopping.load(Ordering::Relaxed) {
-                if let Err(e) = monitor.poll() {
-                    tracing::error!(dir = ?monitor.dir, "recording monitor: {e}");
+                match monitor.poll() {
+                    Ok(done) => done.iter().for_each(&mut muxed),
+                    Err(e) => tracing::error!(dir = ?monitor.dir, "recording monitor: {e}"),
                 }
                 std::thread::park_timeout(POLL);
             }
