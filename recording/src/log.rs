@@ -15,6 +15,10 @@ use crate::track::Summary;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Connection {
+    /// The application whose client it is (empty in logs written before it was recorded, and
+    /// for a cluster media server's participants, which it does not know).
+    #[serde(default)]
+    pub application_id: String,
     pub channel_id: String,
     /// The participant.
     pub client_id: String,
@@ -104,6 +108,33 @@ impl Log {
     }
 }
 
+/// The connection whose log (a JSON file beside `file`) started recording `file`: whose the
+/// file is. Lines that do not parse are skipped; none when no log names it.
+pub fn connection_of(file: &Path) -> std::io::Result<Option<Connection>> {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+        return Ok(None);
+    };
+    let name = name.to_string_lossy();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        for line in std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(&path)?)) {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&line?) else {
+                continue;
+            };
+            if value["type"] == "startRecording"
+                && value["data"]["file"] == *name
+                && let Ok(connection) = serde_json::from_value::<Connection>(value)
+            {
+                return Ok(Some(connection));
+            }
+        }
+    }
+    Ok(None)
+}
+
 fn unix_ms(at: SystemTime) -> u128 {
     at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
@@ -126,6 +157,7 @@ mod tests {
         let log = Log {
             path: dir.join("pub1.json"),
             connection: Connection {
+                application_id: "acme".into(),
                 channel_id: "room".into(),
                 client_id: "p1".into(),
                 user_id: "alice".into(),
@@ -153,6 +185,7 @@ mod tests {
         assert_eq!(lines[0]["type"], "startRecording");
         assert_eq!(lines[0]["channelId"], "room");
         assert_eq!(lines[0]["userId"], "alice");
+        assert_eq!(lines[0]["applicationId"], "acme");
         assert_eq!(lines[0]["data"]["file"], "pub1-0.mkv");
         assert_eq!(lines[1]["type"], "stopRecording");
         assert_eq!(lines[1]["data"]["lastRtpTimestamp"], 90_007);
@@ -161,6 +194,16 @@ mod tests {
             lines[1]["data"]["firstFrameTimestamp"],
             1_800_000_000_000u64
         );
+        // Whose a file is, from the log that started it.
+        let found = connection_of(&dir.join("pub1-0.mkv")).unwrap();
+        assert_eq!(found.as_ref(), Some(&log.connection));
+        assert_eq!(connection_of(&dir.join("pub9-0.mkv")).unwrap(), None);
+        // Logs written before the application was recorded still read.
+        let old: Connection = serde_json::from_str(
+            r#"{"channelId":"c","clientId":"p","userId":"u","connectionId":"x","connectionType":"sfu"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.application_id, "");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -60,6 +60,8 @@ pub enum Fatal {
     GatewayClient(#[from] HttpClientError),
     #[error("HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error("webhook client: {0}")]
+    WebhookClient(#[from] rustls::Error),
     #[error("cannot listen on {addr} for {what}: {source}")]
     Listen {
         addr: SocketAddr,

@@ -24,6 +24,7 @@ use switchyard_controlplane::follow;
 use switchyard_controlplane::server::{Https, HttpsError};
 use switchyard_controlplane::session::AppState;
 use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
+use switchyard_controlplane::webhooks::{self, Webhooks};
 use switchyard_dataplane::handoff::Hub;
 use switchyard_dataplane::io::Backend;
 use switchyard_dataplane::mcu::MixerConfig;
@@ -722,6 +723,14 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
     let mux_config = recording::mux_config(&config)?;
     let mover = recording::mover(&config)?;
     let amqp = recording::amqp_uri(&config);
+    // The stored applications' webhooks (the dev application, which is not stored, has none).
+    let (webhooks, webhook_sender) = Webhooks::new(
+        cache.clone(),
+        state.metrics.webhooks.clone(),
+        webhooks::Client::new()?,
+        webhooks::Retry::default(),
+    );
+    state.webhooks = webhooks;
     let state = Arc::new(state);
     // The STUN servers of the setting (which the checks read themselves), else the stored
     // deployment's.
@@ -790,9 +799,19 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
             switchyard_controlplane::listeners::Listeners::of(&state),
             state.metrics.checks.clone(),
         );
-        let _monitor = recording::start(recordings.clone(), mux_config, mover, amqp).map_err(|source| {
-            Fatal::DataDir { what: "starting the recording monitor", dir: recordings, source }
-        })?;
+        tokio::spawn(webhook_sender.run());
+        let mixed = state.webhooks.clone();
+        let announce_mixed = move |muxed: &_| {
+            for event in webhooks::mixed(muxed) {
+                mixed.emit(event);
+            }
+        };
+        let _monitor = recording::start(recordings.clone(), mux_config, mover, amqp, announce_mixed)
+            .map_err(|source| Fatal::DataDir {
+                what: "starting the recording monitor",
+                dir: recordings,
+                source,
+            })?;
         let events_state = state.clone();
         let events_task = tokio::spawn(async move {
             while let Some(event) = events.recv().await {

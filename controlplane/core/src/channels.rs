@@ -43,15 +43,17 @@ pub trait Channels: Send + Sync + 'static {
         user: &str,
     ) -> impl Future<Output = Vec<crate::ice_servers::IceServer>> + Send;
 
-    /// Adds a participant and tells the others. `region` is the client's claim, if any: where
-    /// its media should go when there is a choice. `resume` is a participant id the client
-    /// proved it was given (see [`crate::resume`]): the new participant takes that id, and
-    /// whatever is left of the old one (its media, its socket, on whichever gateway) is ended
-    /// first, its socket told [`ServerMessage::Replaced`]. Its user must be `user`; otherwise
-    /// the client joins under a new id.
+    /// Adds a participant of `application` (its token's, whose webhooks hear of it) and tells
+    /// the others. `region` is the client's claim, if any: where its media should go when there
+    /// is a choice. `resume` is a participant id the client proved it was given (see
+    /// [`crate::resume`]): the new participant takes that id, and whatever is left of the old
+    /// one (its media, its socket, on whichever gateway) is ended first, its socket told
+    /// [`ServerMessage::Replaced`]. Its user must be `user`; otherwise the client joins under a
+    /// new id.
     fn join(
         &self,
         channel: &str,
+        application: &str,
         user: &str,
         region: Option<&str>,
         outbox: mpsc::UnboundedSender<ServerMessage>,
@@ -66,6 +68,7 @@ pub trait Channels: Send + Sync + 'static {
     fn join_session(
         &self,
         channel: &str,
+        application: &str,
         user: &str,
         region: Option<&str>,
         outbox: mpsc::UnboundedSender<ServerMessage>,

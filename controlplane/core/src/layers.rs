@@ -70,6 +70,7 @@ mod tests {
             "publisher".into(),
             Participant {
                 user: "publisher".into(),
+                application: String::new(),
                 outbox,
             },
         );

@@ -35,4 +35,5 @@ mod speaking;
 pub mod sync_limits;
 pub mod token;
 pub mod web;
+pub mod webhooks;
 pub mod whip;

@@ -26,6 +26,8 @@ pub struct Metrics {
     /// Signalling sockets closed or refused by a [`crate::sync_limits`] limit, in the order of
     /// [`SocketClosed::ALL`].
     sockets_closed: [AtomicU64; 3],
+    /// Webhook events and deliveries, shared with the webhook sender (all-in-one).
+    pub webhooks: std::sync::Arc<crate::webhooks::Counters>,
 }
 
 /// Why the server ended a signalling socket on its own (see [`crate::sync_limits`]).
@@ -85,8 +87,8 @@ impl Metrics {
         self.sockets_closed[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Appends the signalling counters (shared by all-in-one and the gateway) and the host
-    /// checks.
+    /// Appends the signalling counters (shared by all-in-one and the gateway), the webhooks'
+    /// and the host checks.
     pub fn render(&self, out: &mut String) {
         self.checks.render(out);
         out.push_str("# HELP switchyard_signalling_errors_total Requests refused, by reason.\n");
@@ -143,6 +145,7 @@ impl Metrics {
                 self.sockets_closed[reason as usize].load(Ordering::Relaxed)
             );
         }
+        self.webhooks.render(out);
     }
 }
 

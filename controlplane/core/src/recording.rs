@@ -21,8 +21,9 @@ use switchyard_recording::track::{Media, Summary};
 use crate::error::Error;
 use crate::ids;
 use crate::mix::consuming_stream;
-use crate::rooms::Track;
-use crate::session::AppState;
+use crate::rooms::{Owner, Track};
+use crate::session::{AppState, connection_event};
+use crate::webhooks::{Event, Kind, Recording};
 
 impl AppState {
     /// Records `channel`'s publications, those there now and those to come, until
@@ -61,6 +62,23 @@ impl AppState {
             let Some(ch) = rooms.channels.get_mut(channel) else {
                 return Vec::new();
             };
+            // Each recorded publication's recording stops.
+            let stopped: Vec<Event> = ch
+                .publications
+                .iter()
+                .filter(|(_, p)| {
+                    p.tracks
+                        .iter()
+                        .any(|t| ch.recordings.contains_key(&t.producer))
+                })
+                .filter_map(|(id, _)| {
+                    let owner = Owner::Publication(id.clone());
+                    connection_event(ch, channel, &owner, Kind::RecordingStopped)
+                })
+                .collect();
+            for e in stopped {
+                self.webhooks.emit(e);
+            }
             let streams: Vec<_> = std::mem::take(&mut ch.recordings).into_values().collect();
             (ch.worker, ch.router, streams)
         };
@@ -94,7 +112,7 @@ impl AppState {
         let (Some(dir), Some(mcu)) = (&self.recordings, self.media.mcu()) else {
             return 0;
         };
-        let (worker, router, connection) = {
+        let (worker, router, connection, started_event) = {
             let rooms = self.rooms();
             let Some(ch) = rooms
                 .channels
@@ -106,17 +124,18 @@ impl AppState {
             let Some(p) = ch.publications.get(publication) else {
                 return 0;
             };
+            let who = ch.participants.get(&p.participant);
             let connection = Connection {
+                application_id: who.map_or_else(String::new, |u| u.application.clone()),
                 channel_id: channel.to_string(),
                 client_id: p.participant.clone(),
-                user_id: ch
-                    .participants
-                    .get(&p.participant)
-                    .map_or_else(String::new, |u| u.user.clone()),
+                user_id: who.map_or_else(String::new, |u| u.user.clone()),
                 connection_id: publication.to_string(),
                 connection_type: if p.mixed.is_some() { "mcu" } else { "sfu" }.into(),
             };
-            (ch.worker, ch.router, connection)
+            let owner = Owner::Publication(publication.to_string());
+            let started = connection_event(ch, channel, &owner, Kind::RecordingStarted);
+            (ch.worker, ch.router, connection, started)
         };
         let thread = mcu_thread(router.0, mcu.threads());
         let dir = dir.join(file_name(channel));
@@ -128,7 +147,7 @@ impl AppState {
             path: dir.join(format!("{}.json", file_name(publication))),
             connection,
         };
-        let mut started = 0;
+        let mut files = Vec::new();
         for (i, track) in tracks.iter().enumerate() {
             let (media, extension) = match (track.kind, track.codec) {
                 // WebRTC's Opus is negotiated as two channels (`opus/48000/2`).
@@ -181,11 +200,18 @@ impl AppState {
                 if let Err(e) = log.started(&path, kind) {
                     tracing::error!(channel, publication, path = ?log.path, "recording log: {e}");
                 }
-                started += 1;
+                files.push(
+                    path.file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                );
             } else {
                 // The publication ended, or recording stopped, meanwhile.
                 self.close_media(worker, transport);
             }
+        }
+        let started = files.len();
+        if let Some(e) = started_event.filter(|_| started > 0) {
+            self.webhooks.emit(e.recording(Recording::Files { files }));
         }
         started
     }

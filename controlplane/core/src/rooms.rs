@@ -91,6 +91,9 @@ pub const MIX_VIEW: &str = "mix";
 #[derive(Debug)]
 pub struct Participant {
     pub user: String,
+    /// The application of its token (empty for one a cluster gateway placed here: the gateway
+    /// knows its application, this media server does not).
+    pub application: String,
     /// Where events for this participant go; `None` for WHIP/WHEP sessions.
     pub outbox: Option<mpsc::UnboundedSender<ServerMessage>>,
 }
@@ -107,6 +110,11 @@ pub struct Channel {
     /// Tracks being recorded, and the stream each one's RTP reaches its recorder on (see
     /// `crate::recording`).
     pub recordings: BTreeMap<ProducerId, TransportId>,
+    /// The application its channel events go to: that of the participant that activated it
+    /// (the first with an application to join), until none with an application is left.
+    /// Channels are named per server, not per application, so two applications using one name
+    /// share the channel, and its channel events go to the first one's webhooks.
+    pub application: String,
 }
 
 impl Channel {
@@ -278,6 +286,7 @@ impl Rooms {
                 subscriptions: BTreeMap::new(),
                 mixer: None,
                 recordings: BTreeMap::new(),
+                application: String::new(),
             };
             self.channels.insert(name.to_string(), channel);
         }
@@ -383,6 +392,7 @@ mod tests {
             id.into(),
             Participant {
                 user: id.into(),
+                application: String::new(),
                 outbox: socket.then_some(tx),
             },
         );

@@ -25,10 +25,13 @@ use crate::ids;
 use crate::metrics::{Live, Metrics};
 use crate::pipe::PipeTrack;
 use crate::protocol::{LayerPreferences, ParticipantInfo, ServerMessage, TrackInfo};
-use crate::rooms::{Owner, Participant, Publication, Rooms, Subscription, Track};
+use crate::rooms::{
+    Channel, MIX_VIEW, Owner, Participant, Publication, Rooms, Subscription, Track,
+};
 use crate::rules::{ALL_CODECS, Rules};
 use crate::sync_limits::SyncLimits;
 use crate::token::Applications;
+use crate::webhooks::{Event, Kind, Link, Webhooks};
 
 /// A participant as [`AppState::participants`] shows it.
 #[derive(Debug, Clone)]
@@ -74,6 +77,9 @@ pub struct AppState {
     pub relay: Option<mpsc::UnboundedSender<(String, ServerMessage)>>,
     /// Where recordings go (`<data-dir>/recordings`); `None`: this server does not record.
     pub recordings: Option<std::path::PathBuf>,
+    /// Where channel, client, connection and recording events go (all-in-one; none by
+    /// default).
+    pub webhooks: Webhooks,
 }
 
 impl AppState {
@@ -95,6 +101,7 @@ impl AppState {
             turn: None,
             relay: None,
             recordings: None,
+            webhooks: Webhooks::default(),
         }
     }
 
@@ -114,10 +121,12 @@ impl AppState {
             .collect()
     }
 
-    /// Adds a participant to `channel` and tells the others; returns its id and who is there.
+    /// Adds a participant of `application` to `channel` and tells the others; returns its id
+    /// and who is there.
     pub fn join(
         &self,
         channel: &str,
+        application: &str,
         user: &str,
         outbox: Option<mpsc::UnboundedSender<ServerMessage>>,
     ) -> (String, Vec<ParticipantInfo>) {
@@ -128,9 +137,11 @@ impl AppState {
             id.clone(),
             Participant {
                 user: user.to_string(),
+                application: application.to_string(),
                 outbox,
             },
         );
+        self.joined(ch, channel, &id);
         ch.broadcast(
             &id,
             &ServerMessage::ParticipantJoined {
@@ -151,6 +162,7 @@ impl AppState {
         &self,
         channel: &str,
         id: &str,
+        application: &str,
         user: &str,
         outbox: mpsc::UnboundedSender<ServerMessage>,
     ) -> Option<(String, Vec<ParticipantInfo>)> {
@@ -178,9 +190,11 @@ impl AppState {
             id.to_string(),
             Participant {
                 user: user.to_string(),
+                application: application.to_string(),
                 outbox: Some(outbox),
             },
         );
+        self.joined(ch, channel, id);
         ch.broadcast(
             id,
             &ServerMessage::ParticipantJoined {
@@ -203,6 +217,7 @@ impl AppState {
                 id.to_string(),
                 Participant {
                     user: user.to_string(),
+                    application: String::new(),
                     outbox: None,
                 },
             );
@@ -547,8 +562,8 @@ impl AppState {
             }));
         }
         let closes = match what {
-            Owner::Publication(id) => remove_publication(&mut rooms, channel, id),
-            Owner::Subscription(id) => remove_subscription(&mut rooms, channel, id),
+            Owner::Publication(id) => remove_publication(&mut rooms, channel, id, &self.webhooks),
+            Owner::Subscription(id) => remove_subscription(&mut rooms, channel, id, &self.webhooks),
         };
         rooms.prune(channel);
         drop(rooms);
@@ -563,7 +578,7 @@ impl AppState {
         let Some(ch) = rooms.channels.get_mut(channel) else {
             return false;
         };
-        if ch.participants.remove(participant).is_none() {
+        if !ch.participants.contains_key(participant) {
             return false;
         }
         ch.broadcast(
@@ -586,10 +601,14 @@ impl AppState {
             .collect();
         let mut closes = Vec::new();
         for p in publications {
-            closes.extend(remove_publication(&mut rooms, channel, &p));
+            closes.extend(remove_publication(&mut rooms, channel, &p, &self.webhooks));
         }
         for s in subscriptions {
-            closes.extend(remove_subscription(&mut rooms, channel, &s));
+            closes.extend(remove_subscription(&mut rooms, channel, &s, &self.webhooks));
+        }
+        // Removed after its connections, whose events name it.
+        if let Some(ch) = rooms.channels.get_mut(channel) {
+            self.left(ch, channel, participant);
         }
         rooms.prune(channel);
         drop(rooms);
@@ -599,12 +618,58 @@ impl AppState {
         true
     }
 
+    /// Tells webhooks that `participant` (just added to `ch`, named `name`) joined, and that
+    /// the channel is active if it is the first there with an application.
+    fn joined(&self, ch: &mut Channel, name: &str, participant: &str) {
+        let Some(p) = ch.participants.get(participant) else {
+            return;
+        };
+        if ch.application.is_empty() && !p.application.is_empty() {
+            ch.application = p.application.clone();
+            self.webhooks
+                .emit(Event::new(Kind::ChannelActivated, &ch.application, name));
+        }
+        self.webhooks.emit(
+            Event::new(Kind::ClientJoined, &p.application, name).client(participant, &p.user),
+        );
+    }
+
+    /// Removes `participant` from `ch` (named `name`) and tells webhooks, and that the channel
+    /// is no longer active if no one with an application is left.
+    fn left(&self, ch: &mut Channel, name: &str, participant: &str) {
+        let Some(p) = ch.participants.remove(participant) else {
+            return;
+        };
+        self.webhooks
+            .emit(Event::new(Kind::ClientLeft, &p.application, name).client(participant, &p.user));
+        let active = ch.participants.values().any(|p| !p.application.is_empty());
+        if !active && !ch.application.is_empty() {
+            let application = std::mem::take(&mut ch.application);
+            self.webhooks
+                .emit(Event::new(Kind::ChannelDeactivated, &application, name));
+        }
+    }
+
     /// Keeps the registry in step with the data plane.
     pub fn on_media_event(&self, event: MediaEvent) {
         if crate::speaking::announce(&self.rooms(), &event, self.relay.as_ref()) {
             return;
         }
         if crate::layers::tell_publisher(&self.rooms(), &event, self.relay.as_ref()) {
+            return;
+        }
+        if let MediaEvent::Connected { transport } = &event {
+            let rooms = self.rooms();
+            let connected = rooms
+                .transports
+                .get(transport)
+                .and_then(|(channel, owner)| {
+                    let ch = rooms.channels.get(channel)?;
+                    connection_event(ch, channel, owner, Kind::ConnectionConnected)
+                });
+            if let Some(e) = connected {
+                self.webhooks.emit(e);
+            }
             return;
         }
         let MediaEvent::Closed { transport, reason } = event else {
@@ -626,7 +691,8 @@ impl AppState {
                 if let (Some(ended), Some(p)) = (&self.ended, &participant) {
                     let _ = ended.send((channel.clone(), p.clone(), id.clone()));
                 }
-                (remove_publication(&mut rooms, &channel, id), participant)
+                let closes = remove_publication(&mut rooms, &channel, id, &self.webhooks);
+                (closes, participant)
             }
             Owner::Subscription(id) => {
                 let participant = rooms
@@ -634,7 +700,8 @@ impl AppState {
                     .get(&channel)
                     .and_then(|c| c.subscriptions.get(id))
                     .map(|s| s.participant.clone());
-                (remove_subscription(&mut rooms, &channel, id), participant)
+                let closes = remove_subscription(&mut rooms, &channel, id, &self.webhooks);
+                (closes, participant)
             }
         };
         // A WHIP or WHEP session is nothing but its one transport.
@@ -1016,15 +1083,24 @@ impl Channels for AppState {
     async fn join(
         &self,
         channel: &str,
+        application: &str,
         user: &str,
         _region: Option<&str>,
         outbox: mpsc::UnboundedSender<ServerMessage>,
         resume: Option<&str>,
     ) -> Result<Joined, Error> {
-        if let Some(joined) = resume.and_then(|id| self.resume(channel, id, user, outbox.clone())) {
+        if let Some(joined) =
+            resume.and_then(|id| self.resume(channel, id, application, user, outbox.clone()))
+        {
             return Ok(joined);
         }
-        Ok(AppState::join(self, channel, user, Some(outbox)))
+        Ok(AppState::join(
+            self,
+            channel,
+            application,
+            user,
+            Some(outbox),
+        ))
     }
 
     /// A session here has no outbox: a kick or its transport closing removes it at once (see
@@ -1032,11 +1108,12 @@ impl Channels for AppState {
     async fn join_session(
         &self,
         channel: &str,
+        application: &str,
         user: &str,
         _region: Option<&str>,
         _outbox: mpsc::UnboundedSender<ServerMessage>,
     ) -> Result<Joined, Error> {
-        Ok(AppState::join(self, channel, user, None))
+        Ok(AppState::join(self, channel, application, user, None))
     }
 
     async fn end_session(&self, channel: &str, participant: &str) -> Result<bool, Error> {
@@ -1200,20 +1277,34 @@ pub(crate) fn received(n: &Negotiated, rules: &Rules) -> Option<(ProducerSpec, T
     Some((producer, track))
 }
 
-/// Removes a publication and its subscriptions, tells the channel; returns the transports to
-/// close in the media server as (worker, transport).
+/// Removes a publication and its subscriptions, tells the channel and webhooks; returns the
+/// transports to close in the media server as (worker, transport).
 fn remove_publication(
     rooms: &mut Rooms,
     channel: &str,
     publication: &str,
+    hooks: &Webhooks,
 ) -> Vec<(usize, TransportId)> {
     let Some(ch) = rooms.channels.get_mut(channel) else {
         return Vec::new();
     };
     let worker = ch.worker;
+    let owner = Owner::Publication(publication.to_string());
+    let closed = connection_event(ch, channel, &owner, Kind::ConnectionClosed);
     let Some(p) = ch.publications.remove(publication) else {
         return Vec::new();
     };
+    if let Some(closed) = closed {
+        let recorded = p
+            .tracks
+            .iter()
+            .any(|t| ch.recordings.contains_key(&t.producer));
+        let stopped = recorded.then(|| closed.also(Kind::RecordingStopped));
+        hooks.emit(closed);
+        if let Some(stopped) = stopped {
+            hooks.emit(stopped);
+        }
+    }
     ch.broadcast(
         &p.participant,
         &ServerMessage::Unpublished {
@@ -1249,7 +1340,7 @@ fn remove_publication(
     );
     rooms.remove_transport(p.transport);
     for s in subscriptions {
-        closes.extend(remove_subscription(rooms, channel, &s));
+        closes.extend(remove_subscription(rooms, channel, &s, hooks));
     }
     closes
 }
@@ -1258,11 +1349,16 @@ fn remove_subscription(
     rooms: &mut Rooms,
     channel: &str,
     subscription: &str,
+    hooks: &Webhooks,
 ) -> Vec<(usize, TransportId)> {
     let Some(ch) = rooms.channels.get_mut(channel) else {
         return Vec::new();
     };
     let worker = ch.worker;
+    let owner = Owner::Subscription(subscription.to_string());
+    if let Some(closed) = connection_event(ch, channel, &owner, Kind::ConnectionClosed) {
+        hooks.emit(closed);
+    }
     let Some(s) = ch.subscriptions.remove(subscription) else {
         return Vec::new();
     };
@@ -1271,6 +1367,47 @@ fn remove_subscription(
     closes.extend(ch.idle_mixer_closes());
     rooms.remove_transport(s.transport);
     closes
+}
+
+/// The event `kind` about connection `owner` of channel `ch` (named `name`), with its client;
+/// none when it is gone, or its client has no application (a pipe, a cluster's participant).
+pub(crate) fn connection_event(
+    ch: &Channel,
+    name: &str,
+    owner: &Owner,
+    kind: Kind,
+) -> Option<Event> {
+    let (participant, link) = match owner {
+        Owner::Publication(id) => {
+            let p = ch.publications.get(id)?;
+            let mcu = p.mixed.is_some();
+            let link = Link {
+                connection_id: id.clone(),
+                connection_type: if mcu { "mcu" } else { "sfu" },
+                direction: if mcu { "both" } else { "upstream" },
+            };
+            (&p.participant, link)
+        }
+        Owner::Subscription(id) => {
+            let s = ch.subscriptions.get(id)?;
+            let mcu = s.mixed.is_some() || s.publication == MIX_VIEW;
+            let link = Link {
+                connection_id: id.clone(),
+                connection_type: if mcu { "mcu" } else { "sfu" },
+                direction: "downstream",
+            };
+            (&s.participant, link)
+        }
+    };
+    let who = ch.participants.get(participant)?;
+    if who.application.is_empty() {
+        return None;
+    }
+    Some(
+        Event::new(kind, &who.application, name)
+            .client(participant, &who.user)
+            .connection(link),
+    )
 }
 
 /// The spec of a pipe transport carrying `producers` in or `consumers` out.
@@ -1310,5 +1447,92 @@ pub(crate) fn rejections(media: &[Negotiated]) -> String {
         "the offer has no audio or video".into()
     } else {
         reasons.join("; ")
+    }
+}
+
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
+#[cfg(test)]
+mod tests {
+    use switchyard_dataplane::io::Backend;
+    use switchyard_dataplane::worker::MediaConfig;
+
+    use super::*;
+
+    fn state() -> AppState {
+        let config = MediaConfig {
+            workers: 1,
+            io_backend: Some(Backend::Mmsg),
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            port_min: 43100,
+            port_max: 43199,
+            pin: false,
+            first_core: 0,
+            ice_tcp: false,
+            handoff: None,
+            mcu_workers: 0,
+        };
+        let (media, _events) = MediaServer::start(config).unwrap();
+        AppState::new(media, Applications::default(), vec![])
+    }
+
+    /// The events queued so far, as (type, application, client).
+    fn drain(events: &mut mpsc::Receiver<Event>) -> Vec<(&'static str, String, Option<String>)> {
+        let mut out = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            out.push((
+                e.kind.name(),
+                e.application_id,
+                e.client.map(|c| format!("{}/{}", c.client_id, c.user_id)),
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn joining_and_leaving_are_told_to_the_clients_application() {
+        let mut state = state();
+        let (hooks, mut events) = Webhooks::capture();
+        state.webhooks = hooks;
+        let (alice, _) = state.join("room", "acme", "alice", None);
+        let (bob, _) = state.join("room", "acme", "bob", None);
+        // A participant a gateway placed here has no application: no event of its own, and it
+        // does not keep the channel active.
+        state.join_as("room", "g-1", "carol");
+        let e = |kind, client: Option<&str>| (kind, "acme".to_string(), client.map(str::to_string));
+        let (a, b) = (format!("{alice}/alice"), format!("{bob}/bob"));
+        assert_eq!(
+            drain(&mut events),
+            [
+                e("channel.activated", None),
+                e("client.joined", Some(&a)),
+                e("client.joined", Some(&b)),
+            ]
+        );
+        assert!(state.leave("room", &alice));
+        assert!(!state.leave("room", &alice), "only once");
+        assert!(state.leave("room", &bob));
+        assert_eq!(
+            drain(&mut events),
+            [
+                e("client.left", Some(&a)),
+                e("client.left", Some(&b)),
+                e("channel.deactivated", None),
+            ]
+        );
+        // The next to join activates it again.
+        let (dave, _) = state.join("room", "acme", "dave", None);
+        state.leave("room", "g-1");
+        state.leave("room", &dave);
+        let kinds: Vec<&str> = drain(&mut events).into_iter().map(|(k, ..)| k).collect();
+        assert_eq!(
+            kinds,
+            [
+                "channel.activated",
+                "client.joined",
+                "client.left",
+                "channel.deactivated"
+            ]
+        );
+        state.media.stop();
     }
 }

@@ -203,6 +203,7 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>, _admitted: Admit
                         state
                             .join(
                                 &channel,
+                                &claims.application_id,
                                 &claims.user_id,
                                 // The client's own claim, else the token's.
                                 region.as_deref().or(claims.region.as_deref()),

@@ -100,6 +100,7 @@ mod tests {
                 id.into(),
                 Participant {
                     user: id.into(),
+                    application: String::new(),
                     outbox,
                 },
             );

@@ -243,7 +243,13 @@ async fn post<C: Channels>(
     };
     let (outbox, heard) = mpsc::unbounded_channel();
     let (participant, others) = state
-        .join_session(channel, &claims.user_id, claims.region.as_deref(), outbox)
+        .join_session(
+            channel,
+            &claims.application_id,
+            &claims.user_id,
+            claims.region.as_deref(),
+            outbox,
+        )
         .await?;
     let result = match kind {
         Kind::Whip => {

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::channel_match::match_channel;
 use super::records::{Application, ChannelConfig, Deployment};
+use super::webhook::Webhook;
 use super::{Store, StoreError};
 
 /// Whether the configuration served is current.
@@ -25,6 +26,7 @@ pub struct Snapshot {
     pub deployments: Vec<Deployment>,
     pub applications: Vec<Application>,
     pub channel_configs: Vec<ChannelConfig>,
+    pub webhooks: Vec<Webhook>,
     /// Unix milliseconds of the refresh that read it; 0 before the first.
     pub read_at: i64,
 }
@@ -76,6 +78,7 @@ impl CachedStore {
             deployments: self.store.deployments().await?,
             applications: self.store.applications().await?,
             channel_configs: self.store.channel_configs().await?,
+            webhooks: self.store.webhooks().await?,
             read_at: super::now_millis(),
         })
     }
@@ -95,6 +98,21 @@ impl CachedStore {
             .iter()
             .find(|a| a.id == id)
             .cloned()
+    }
+
+    /// The secret to sign `application`'s event bodies with (its newest) and its webhooks that
+    /// want events of type `kind`; none when the application is unknown.
+    pub fn webhooks_for(&self, application: &str, kind: &str) -> Option<(String, Vec<Webhook>)> {
+        let snapshot = self.snapshot();
+        let app = snapshot.applications.iter().find(|a| a.id == application)?;
+        let secret = app.secrets.last()?.clone();
+        let hooks = snapshot
+            .webhooks
+            .iter()
+            .filter(|w| w.application_id == application && w.wants(kind))
+            .cloned()
+            .collect();
+        Some((secret, hooks))
     }
 
     /// The deployment `id`, matched without regard to case as operators' settings are

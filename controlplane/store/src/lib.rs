@@ -1,5 +1,5 @@
 //! The cluster's configuration store: deployments, applications with their shared secrets,
-//! channel configurations and the audit log of administrative changes.
+//! channel configurations, webhooks and the audit log of administrative changes.
 //!
 //! PostgreSQL when the cluster has one (`CONNECTIONSTRINGS:DEFAULT`), otherwise a SQLite file in
 //! the data directory, so that a single server needs no database to run. Both get the same
@@ -17,6 +17,7 @@ mod mask;
 mod migrations;
 mod records;
 mod secret;
+mod webhook;
 
 pub use cache::{CachedStore, Health, Snapshot};
 pub use channel_match::match_channel;
@@ -26,6 +27,7 @@ pub use records::{
     MAX_SECRETS, MCU_CANVAS_HEIGHTS, MCU_CANVAS_WIDTHS, MCU_FRAME_RATES, validate_order,
 };
 pub use secret::{MASKED, Secret};
+pub use webhook::{WEBHOOK_EVENTS, Webhook};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

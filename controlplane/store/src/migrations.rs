@@ -37,6 +37,11 @@ const POSTGRES: List = &[
         "channel_config_recording",
         include_str!("../migrations/postgres/0004_channel_config_recording.sql"),
     ),
+    (
+        5,
+        "webhooks",
+        include_str!("../migrations/postgres/0005_webhooks.sql"),
+    ),
 ];
 
 const SQLITE: List = &[
@@ -59,6 +64,11 @@ const SQLITE: List = &[
         4,
         "channel_config_recording",
         include_str!("../migrations/sqlite/0004_channel_config_recording.sql"),
+    ),
+    (
+        5,
+        "webhooks",
+        include_str!("../migrations/sqlite/0005_webhooks.sql"),
     ),
 ];
 

@@ -7,6 +7,7 @@ use super::records::{
     Application, AuditEntry, ChannelConfig, ClusteringStrategy, Deployment, validate_order,
 };
 use super::secret::Secret;
+use super::webhook::Webhook;
 use super::{ConfigError, Store, StoreError, now_millis};
 
 type DeploymentRow = (
@@ -37,6 +38,7 @@ type ChannelConfigRow = (
     bool,
 );
 type AuditRow = (i64, i64, String, String, String, String);
+type WebhookRow = (String, String, String, String);
 
 const DEPLOYMENT_COLUMNS: &str = "SELECT id, name, stun_servers, sfu_connections_per_cpu_safe, \
      sfu_connections_per_cpu_unsafe, mcu_connections_per_cpu_safe, \
@@ -46,6 +48,8 @@ const APPLICATION_COLUMNS: &str = "SELECT id, secrets, created_at FROM applicati
 const CHANNEL_CONFIG_COLUMNS: &str = "SELECT application_id, pattern, position, allowed_codecs, \
      max_bitrate_kbps, sfu_allowed, mcu_allowed, mcu_layout, mcu_canvas_width, mcu_canvas_height, \
      mcu_frame_rate, recording FROM channel_configs";
+
+const WEBHOOK_COLUMNS: &str = "SELECT application_id, name, url, events FROM webhooks";
 
 const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, actor, action, target, detail) \
      VALUES ($1, $2, $3, $4, $5) RETURNING id";
@@ -420,6 +424,91 @@ impl Store {
         Ok(true)
     }
 
+    // Webhooks.
+
+    /// Every application's webhooks, by application, then name.
+    pub async fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("{WEBHOOK_COLUMNS} ORDER BY application_id, name"));
+        let rows: Vec<WebhookRow> =
+            on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)?;
+        rows.into_iter().map(webhook_from_row).collect()
+    }
+
+    /// One application's webhooks, by name.
+    pub async fn webhooks_of(&self, application: &str) -> Result<Vec<Webhook>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "{WEBHOOK_COLUMNS} WHERE application_id = $1 ORDER BY name"
+        ));
+        let rows: Vec<WebhookRow> = on_pool!(self, pool => {
+            sqlx::query_as(sql).bind(application).fetch_all(pool).await
+        })?;
+        rows.into_iter().map(webhook_from_row).collect()
+    }
+
+    /// Creates or replaces the application's webhook of this name (its URL when it has none).
+    /// Returns it as stored. The application must exist.
+    pub async fn put_webhook(&self, actor: &str, webhook: &Webhook) -> Result<Webhook, StoreError> {
+        let mut webhook = webhook.clone();
+        webhook.normalize()?;
+        let w = &webhook;
+        let detail = serde_json::to_value(w)?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let locked = sqlx::query(LOCK_APPLICATION)
+                .bind(&w.application_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if locked == 0 {
+                return Err(StoreError::NotFound {
+                    kind: "application",
+                    id: w.application_id.clone(),
+                });
+            }
+            sqlx::query(
+                "INSERT INTO webhooks (application_id, name, url, events) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (application_id, name) DO UPDATE SET url = excluded.url, \
+                 events = excluded.events",
+            )
+            .bind(&w.application_id)
+            .bind(&w.name)
+            .bind(&w.url)
+            .bind(json_list(&w.events))
+            .execute(&mut *tx)
+            .await?;
+            write_audit!(&mut *tx, actor, "webhook.put", &w.application_id, detail)?;
+            tx.commit().await?;
+        });
+        Ok(webhook)
+    }
+
+    /// Deletes the application's webhook `name`; false if there was none.
+    pub async fn delete_webhook(
+        &self,
+        actor: &str,
+        application: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let deleted =
+                sqlx::query("DELETE FROM webhooks WHERE application_id = $1 AND name = $2")
+                    .bind(application)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if deleted == 0 {
+                return Ok(false);
+            }
+            let detail = json!({ "name": name });
+            write_audit!(&mut *tx, actor, "webhook.delete", application, detail)?;
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
     // The audit log.
 
     /// Logs a change made outside this store (a drain, a restart); returns the entry's id.
@@ -569,5 +658,16 @@ fn channel_config_from_row(row: ChannelConfigRow) -> Result<ChannelConfig, Store
         sfu_allowed,
         mcu_allowed,
         recording,
+    })
+}
+
+fn webhook_from_row(
+    (application_id, name, url, events): WebhookRow,
+) -> Result<Webhook, StoreError> {
+    Ok(Webhook {
+        events: parse_list(|| format!("webhook {application_id:?} {name:?}"), &events)?,
+        application_id,
+        name,
+        url,
     })
 }

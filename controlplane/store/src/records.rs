@@ -208,6 +208,10 @@ pub enum ConfigError {
         "deployment {deployment:?}: turnPreviousSecret needs turnSecret, and must differ from it"
     )]
     TurnPreviousSecret { deployment: String },
+    #[error("unknown event {event:?} in webhook {webhook:?}; known: {}", super::WEBHOOK_EVENTS.join(", "))]
+    UnknownEvent { webhook: String, event: String },
+    #[error("webhook URL {url:?}: {why}")]
+    WebhookUrl { url: String, why: &'static str },
     #[error("no application {application:?} for channel configuration {pattern:?}")]
     NoSuchApplication {
         application: String,

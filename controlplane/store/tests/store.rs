@@ -11,7 +11,7 @@ use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use switchyard_store::{
     Application, CachedStore, ChannelConfig, ClusteringStrategy, ConfigError, Deployment, Health,
-    MASKED, SQLITE_FILE, Secret, Store, StoreError, match_channel,
+    MASKED, SQLITE_FILE, Secret, Store, StoreError, Webhook, match_channel,
 };
 
 const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -177,7 +177,7 @@ async fn reopening_applies_nothing_twice(backend: Backend) {
             .await
             .unwrap(),
     };
-    assert_eq!(applied, 4, "one row per migration, none twice");
+    assert_eq!(applied, 5, "one row per migration, none twice");
     // Without a URL, the file is where the documentation says.
     if let Backend::Sqlite(dir) = &backend {
         assert!(dir.0.join(SQLITE_FILE).is_file());
@@ -511,6 +511,93 @@ async fn channel_configs_in_order(backend: Backend) {
     );
 }
 
+fn webhook(application: &str, name: &str, url: &str) -> Webhook {
+    Webhook {
+        application_id: application.into(),
+        name: name.into(),
+        url: url.into(),
+        events: vec![],
+    }
+}
+
+async fn webhooks_round_trip(backend: Backend) {
+    let store = backend.open().await;
+    let e = store
+        .put_webhook("admin", &webhook("app", "a", "https://example.com/a"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound { .. }), "{e}");
+    for id in ["app", "b"] {
+        store
+            .put_application("admin", &Application::new(id, "s"))
+            .await
+            .unwrap();
+    }
+    let mut a = webhook("app", "a", "https://example.com/a");
+    a.events = vec!["recording.mixed".into(), "client.joined".into()];
+    assert_eq!(store.put_webhook("admin", &a).await.unwrap(), a);
+    // Without a name, the URL names it.
+    let unnamed = webhook("app", "", "http://127.0.0.1:9/hook");
+    let stored = store.put_webhook("admin", &unnamed).await.unwrap();
+    assert_eq!(stored.name, "http://127.0.0.1:9/hook");
+    store
+        .put_webhook("admin", &webhook("b", "x", "https://b.example.com/"))
+        .await
+        .unwrap();
+    // The same name replaces.
+    a.url = "https://example.com/a2".into();
+    a.events = vec![];
+    store.put_webhook("admin", &a).await.unwrap();
+    let of_app = store.webhooks_of("app").await.unwrap();
+    assert_eq!(of_app, [a.clone(), stored.clone()]);
+    assert_eq!(store.webhooks().await.unwrap().len(), 3);
+
+    // Refused: a bad URL, an unknown event; neither leaves a trace.
+    let e = store
+        .put_webhook("admin", &webhook("app", "c", "ftp://example.com/"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Invalid(ConfigError::WebhookUrl { .. })),
+        "{e}"
+    );
+    let mut unknown = webhook("app", "c", "https://example.com/c");
+    unknown.events = vec!["channel.exploded".into()];
+    let e = store.put_webhook("admin", &unknown).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::Invalid(ConfigError::UnknownEvent { .. })),
+        "{e}"
+    );
+    assert_eq!(store.webhooks_of("app").await.unwrap().len(), 2);
+
+    // The cache hands them out with the secret to sign with: the application's newest.
+    store.rotate_secret("admin", "app", "s2").await.unwrap();
+    let mut only_mixed = webhook("app", "mixed", "https://example.com/m");
+    only_mixed.events = vec!["recording.mixed".into()];
+    store.put_webhook("admin", &only_mixed).await.unwrap();
+    let cache = CachedStore::new(store.clone());
+    assert_eq!(cache.refresh().await, Health::Ok);
+    let (secret, hooks) = cache.webhooks_for("app", "client.joined").unwrap();
+    assert_eq!(secret, "s2");
+    let names: Vec<&str> = hooks.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["a", "http://127.0.0.1:9/hook"]);
+    let (_, hooks) = cache.webhooks_for("app", "recording.mixed").unwrap();
+    assert_eq!(hooks.len(), 3);
+    assert!(cache.webhooks_for("nobody", "client.joined").is_none());
+
+    assert!(store.delete_webhook("admin", "app", "a").await.unwrap());
+    assert!(!store.delete_webhook("admin", "app", "a").await.unwrap());
+    // An application's webhooks go with it.
+    store.delete_application("admin", "b").await.unwrap();
+    assert_eq!(store.webhooks().await.unwrap().len(), 2);
+    let log = store.audit_log(3).await.unwrap();
+    assert_eq!(log[0].action, "application.delete");
+    assert_eq!(log[1].action, "webhook.delete");
+    assert_eq!(log[1].detail, json!({ "name": "a" }));
+    assert_eq!(log[2].action, "webhook.put");
+    assert_eq!(log[2].detail["url"], "https://example.com/m");
+}
+
 async fn audit_log_newest_first(backend: Backend) {
     let store = backend.open().await;
     let before = now_millis();
@@ -644,6 +731,16 @@ async fn postgres_channel_configs_in_order() {
 #[tokio::test]
 async fn sqlite_channel_configs_in_order() {
     channel_configs_in_order(Backend::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_webhooks_round_trip() {
+    webhooks_round_trip(Backend::postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_webhooks_round_trip() {
+    webhooks_round_trip(Backend::sqlite()).await;
 }
 
 #[tokio::test]

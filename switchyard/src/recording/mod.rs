@@ -17,7 +17,7 @@ use clap::Args;
 use switchyard_controlplane::config::Config;
 use switchyard_recording::monitor::Monitor;
 use switchyard_recording::mover::Mover;
-use switchyard_recording::mux;
+use switchyard_recording::mux::{self, Muxed};
 use switchyard_store::{MCU_CANVAS_HEIGHTS, MCU_CANVAS_WIDTHS, MCU_FRAME_RATES};
 
 use crate::fatal::Fatal;
@@ -98,12 +98,14 @@ pub fn amqp_uri(config: &Config) -> Option<String> {
 }
 
 /// Starts the monitor of `dir`: sessions are muxed here, or published to `amqp` for muxers
-/// elsewhere; the mover runs after each pass when there is one.
+/// elsewhere; the mover runs after each pass when there is one. `muxed` hears of each session
+/// muxed here (the webhooks' `recording.mixed`).
 pub fn start(
     dir: PathBuf,
     config: mux::Config,
     mut mover: Option<Mover>,
     amqp: Option<String>,
+    mut muxed: impl FnMut(&Muxed) + Send + 'static,
 ) -> std::io::Result<MonitorThread> {
     let mut publisher = amqp.as_deref().map(queue::Publisher::new).transpose()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -122,7 +124,7 @@ pub fn start(
             while !stopping.load(Ordering::Relaxed) {
                 let passed = match publisher.as_mut() {
                     Some(p) => hand_out(&monitor, p),
-                    None => monitor.poll().map(drop),
+                    None => monitor.poll().map(|done| done.iter().for_each(&mut muxed)),
                 };
                 if let Err(e) = passed {
                     tracing::error!(dir = ?monitor.dir, "recording monitor: {e}");

@@ -1,19 +1,22 @@
 //! The admin API's configuration endpoints: applications (with secret rotation), their channel
-//! configurations, deployments, and the audit log. Every change is written with its audit row
-//! in one transaction by the store; the running servers pick it up on their next refresh.
+//! configurations and webhooks, deployments, and the audit log. Every change is written with its
+//! audit row in one transaction by the store; the running servers pick it up on their next
+//! refresh. Beside them, the webhooks' delivery log, which is the sending process's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use switchyard_controlplane::error::Error;
-use switchyard_store::{Application, AuditEntry, ChannelConfig, Deployment};
+use switchyard_controlplane::webhooks::{self, Delivery};
+use switchyard_store::{Application, AuditEntry, ChannelConfig, Deployment, Webhook};
 
-use super::Admin;
+use super::{Admin, Administered};
 
 pub fn routes() -> Router<Arc<Admin>> {
     Router::new()
@@ -31,6 +34,14 @@ pub fn routes() -> Router<Arc<Admin>> {
             get(channel_configs)
                 .put(put_channel_config)
                 .delete(delete_channel_config),
+        )
+        .route(
+            "/applications/{id}/webhooks",
+            get(list_webhooks).put(put_webhook).delete(delete_webhook),
+        )
+        .route(
+            "/applications/{id}/webhook-deliveries",
+            get(webhook_deliveries),
         )
         .route("/deployments", get(deployments))
         .route(
@@ -176,6 +187,63 @@ async fn delete_channel_config(
         .delete_channel_config(&actor(from), &id, &q.pattern)
         .await?;
     deleted("channel configuration", &q.pattern, gone)
+}
+
+async fn list_webhooks(
+    State(a): State<Arc<Admin>>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Webhook>>, Error> {
+    Ok(Json(a.store.store().webhooks_of(&id).await?))
+}
+
+/// Creates or replaces the application's webhook named in the body (by its URL when it has
+/// no name). A body that is not a webhook's JSON is a 400 saying why.
+async fn put_webhook(
+    State(a): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    body: Result<Json<Webhook>, JsonRejection>,
+) -> Result<Json<Webhook>, Error> {
+    let Json(mut webhook) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
+    webhook.application_id = id;
+    let store = a.store.store();
+    Ok(Json(store.put_webhook(&actor(from), &webhook).await?))
+}
+
+#[derive(Deserialize)]
+struct NameQuery {
+    name: String,
+}
+
+async fn delete_webhook(
+    State(a): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    Query(q): Query<NameQuery>,
+) -> Result<StatusCode, Error> {
+    let gone = a
+        .store
+        .store()
+        .delete_webhook(&actor(from), &id, &q.name)
+        .await?;
+    deleted("webhook", &q.name, gone)
+}
+
+/// The application's latest webhook deliveries, newest first: all-in-one's, which sends them
+/// (see `switchyard_controlplane::webhooks`: kept in memory, the last
+/// [`webhooks::LOG_LEN`]).
+async fn webhook_deliveries(
+    State(a): State<Arc<Admin>>,
+    Path(id): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<Delivery>>, Error> {
+    let limit = usize::try_from(q.limit).map_or(webhooks::LOG_LEN, |l| l.min(webhooks::LOG_LEN));
+    match &a.administered {
+        Administered::AllInOne(one) => Ok(Json(one.state.webhooks.deliveries(&id, limit))),
+        Administered::Cluster(_) => Err(Error::BadRequest(
+            "webhooks are sent by all-in-one only so far; a gateway has no delivery log".into(),
+        )),
+    }
 }
 
 // Deployments are shown with their TURN secrets masked: unlike an application's secrets,

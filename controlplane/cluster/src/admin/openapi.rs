@@ -63,7 +63,7 @@ pub async fn document() -> Json<Value> {
                 "parameters": [{ "$ref": "#/components/parameters/id" }],
                 "get": op("One application", "200"),
                 "put": with_body(op("Create or replace an application: {\"secrets\": [one or two]}", "200")),
-                "delete": op("Delete an application and its channel configurations", "204")
+                "delete": op("Delete an application with its channel configurations and webhooks", "204")
             },
             "/applications/{id}/secrets": {
                 "parameters": [{ "$ref": "#/components/parameters/id" }],
@@ -81,6 +81,24 @@ pub async fn document() -> Json<Value> {
                     "summary": "Delete the configuration of ?pattern=",
                     "parameters": [{ "name": "pattern", "in": "query", "required": true, "schema": { "type": "string" } }],
                     "responses": { "204": { "description": "deleted" }, "404": { "description": "no such pattern" } }
+                }
+            },
+            "/applications/{id}/webhooks": {
+                "parameters": [{ "$ref": "#/components/parameters/id" }],
+                "get": op("The application's webhooks, by name", "200"),
+                "put": with_body(op("Create or replace a webhook: {\"name\" (optional, default the URL), \"url\" (http:// or https://), \"events\" (event types; empty or absent: all)}. Each event is POSTed as JSON with X-ApplicationSignature: Base64 of HMAC-SHA256 of the body under the application's newest secret", "200")),
+                "delete": {
+                    "summary": "Delete the webhook of ?name=",
+                    "parameters": [{ "name": "name", "in": "query", "required": true, "schema": { "type": "string" } }],
+                    "responses": { "204": { "description": "deleted" }, "404": { "description": "no such webhook" } }
+                }
+            },
+            "/applications/{id}/webhook-deliveries": {
+                "parameters": [{ "$ref": "#/components/parameters/id" }],
+                "get": {
+                    "summary": "The application's latest webhook deliveries, newest first (all-in-one; in memory, the last 1000 of all applications)",
+                    "parameters": [{ "name": "limit", "in": "query", "schema": { "type": "integer", "default": 100, "maximum": 1000 } }],
+                    "responses": { "200": { "description": "deliveries: id, eventId, eventType, channelId, webhook, url, state (pending, delivered, failed, dropped), attempts, lastStatus, lastError, createdAt, updatedAt (Unix ms)" }, "400": { "description": "a gateway: webhooks are sent by all-in-one only so far" } }
                 }
             },
             "/deployments": { "get": op("Deployments: STUN servers, capacity thresholds, clustering strategy, TURN secrets (masked)", "200") },

@@ -79,9 +79,11 @@ impl Channels for Gateway {
         switchyard_controlplane::ice_servers::ice_servers(secrets, urls, user)
     }
 
+    /// Webhooks are sent by all-in-one only so far: the application is not kept here yet.
     async fn join(
         &self,
         channel: &str,
+        _application: &str,
         user: &str,
         region: Option<&str>,
         outbox: mpsc::UnboundedSender<ServerMessage>,
@@ -101,6 +103,7 @@ impl Channels for Gateway {
     async fn join_session(
         &self,
         channel: &str,
+        _application: &str,
         user: &str,
         region: Option<&str>,
         outbox: mpsc::UnboundedSender<ServerMessage>,
@@ -869,10 +872,16 @@ mod tests {
         let (b_tx, mut b_rx) = mpsc::unbounded_channel();
         let (d_tx, mut d_rx) = mpsc::unbounded_channel();
         let (e_tx, mut e_rx) = mpsc::unbounded_channel();
-        let (alice, _) = g1.join("c", "alice", None, a_tx, None).await.unwrap();
-        let (bob, _) = g2.join("c", "bob", None, b_tx, None).await.unwrap();
-        let (_dave, _) = g1.join("c", "dave", None, d_tx, None).await.unwrap();
-        let (eve, _) = g1.join("other", "eve", None, e_tx, None).await.unwrap();
+        let (alice, _) = g1
+            .join("c", "app", "alice", None, a_tx, None)
+            .await
+            .unwrap();
+        let (bob, _) = g2.join("c", "app", "bob", None, b_tx, None).await.unwrap();
+        let (_dave, _) = g1.join("c", "app", "dave", None, d_tx, None).await.unwrap();
+        let (eve, _) = g1
+            .join("other", "app", "eve", None, e_tx, None)
+            .await
+            .unwrap();
         let hello = ServerMessage::Message {
             from: alice.clone(),
             data: json!({"text": "hello"}),
@@ -930,10 +939,16 @@ mod tests {
         let (b_tx, mut b_rx) = mpsc::unbounded_channel();
         let (d_tx, mut d_rx) = mpsc::unbounded_channel();
         let (e_tx, mut e_rx) = mpsc::unbounded_channel();
-        let (alice, _) = g1.join("c", "alice", None, a_tx, None).await.unwrap();
-        let (bob, _) = g2.join("c", "bob", None, b_tx, None).await.unwrap();
-        let (dave, _) = g1.join("c", "dave", None, d_tx, None).await.unwrap();
-        let (eve, _) = g1.join("other", "eve", None, e_tx, None).await.unwrap();
+        let (alice, _) = g1
+            .join("c", "app", "alice", None, a_tx, None)
+            .await
+            .unwrap();
+        let (bob, _) = g2.join("c", "app", "bob", None, b_tx, None).await.unwrap();
+        let (dave, _) = g1.join("c", "app", "dave", None, d_tx, None).await.unwrap();
+        let (eve, _) = g1
+            .join("other", "app", "eve", None, e_tx, None)
+            .await
+            .unwrap();
         let offer = json!({"description": {"type": "offer", "sdp": "v=0\r\n"}});
 
         // To another gateway's client, through presence events.
@@ -991,9 +1006,15 @@ mod tests {
         let g1 = gateway_sharing("g1", presence.clone()).await;
         let g2 = gateway_sharing("g2", presence).await;
         let (a_tx, _a_rx) = mpsc::unbounded_channel();
-        let (alice, _) = g2.join("c", "alice", None, a_tx, None).await.unwrap();
+        let (alice, _) = g2
+            .join("c", "app", "alice", None, a_tx, None)
+            .await
+            .unwrap();
         let (s_tx, mut s_rx) = mpsc::unbounded_channel();
-        let (session, others) = g1.join_session("c", "obs", None, s_tx).await.unwrap();
+        let (session, others) = g1
+            .join_session("c", "app", "obs", None, s_tx)
+            .await
+            .unwrap();
         assert_eq!(others.len(), 1);
         let entry = g1.presence.participant("c", &session).await.unwrap();
         assert!(entry.is_some_and(|e| e.session));
@@ -1035,7 +1056,10 @@ mod tests {
 
         // On its own gateway it leaves at once.
         let (t_tx, _t_rx) = mpsc::unbounded_channel();
-        let (other, _) = g1.join_session("c", "obs", None, t_tx).await.unwrap();
+        let (other, _) = g1
+            .join_session("c", "app", "obs", None, t_tx)
+            .await
+            .unwrap();
         assert!(g1.end_session("c", &other).await.unwrap());
         assert!(!g1.presence.has_participant("c", &other).await.unwrap());
         assert!(!g1.end_session("c", &other).await.unwrap());
@@ -1077,8 +1101,8 @@ mod tests {
         g.registry.heartbeat(&record, SERVER_TTL).await.unwrap();
         let (a_tx, mut a_rx) = mpsc::unbounded_channel();
         let (b_tx, _b_rx) = mpsc::unbounded_channel();
-        let (alice, _) = g.join("c", "alice", None, a_tx, None).await.unwrap();
-        let (bob, _) = g.join("c", "bob", None, b_tx, None).await.unwrap();
+        let (alice, _) = g.join("c", "app", "alice", None, a_tx, None).await.unwrap();
+        let (bob, _) = g.join("c", "app", "bob", None, b_tx, None).await.unwrap();
         let rules = Rules::for_mix(None).unwrap();
 
         let (mix, answer) = g
@@ -1116,7 +1140,10 @@ mod tests {
 
         // A WHEP viewer of the mix goes to the same server.
         let (s_tx, _s_rx) = mpsc::unbounded_channel();
-        let (viewer, _) = g.join_session("c", "viewer", None, s_tx).await.unwrap();
+        let (viewer, _) = g
+            .join_session("c", "app", "viewer", None, s_tx)
+            .await
+            .unwrap();
         let (view, answer) = g
             .view_mix("c", &viewer, &crate::testing::mix_offer(true), &rules)
             .await
@@ -1181,7 +1208,7 @@ mod tests {
             g.registry.heartbeat(&s, SERVER_TTL).await.unwrap();
         }
         let (tx, _rx) = mpsc::unbounded_channel();
-        let (alice, _) = g.join("c", "alice", None, tx, None).await.unwrap();
+        let (alice, _) = g.join("c", "app", "alice", None, tx, None).await.unwrap();
         assert_eq!(g.place("c", None, &[]).await.unwrap().id, "a");
         assert!(g.mixer_server("c").await.unwrap().is_none());
         let view = SubscriptionEntry {

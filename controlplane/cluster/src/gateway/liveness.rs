@@ -191,7 +191,7 @@ mod tests {
     async fn a_restarted_gateway_removes_the_clients_it_no_longer_knows() {
         let g = gateway("g1").await;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (alice, _) = g.join("c", "alice", None, tx, None).await.unwrap();
+        let (alice, _) = g.join("c", "app", "alice", None, tx, None).await.unwrap();
         // A client of this gateway's previous run, with a publication.
         let ghost = ParticipantEntry {
             user: "old".into(),
@@ -241,7 +241,7 @@ mod tests {
             .await
             .unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (alice, _) = g.join("c", "alice", None, tx, None).await.unwrap();
+        let (alice, _) = g.join("c", "app", "alice", None, tx, None).await.unwrap();
         for (id, on) in [("pub-live", "ms1"), ("pub-lost", "ms2")] {
             let entry = PublicationEntry {
                 participant: alice.clone(),

@@ -392,10 +392,13 @@ pub(crate) mod tests {
     async fn clients_hear_of_each_other_through_presence() {
         let g = gateway("g1").await;
         let (a_tx, mut a_rx) = mpsc::unbounded_channel();
-        let (a, others) = g.join("c", "alice", None, a_tx, None).await.unwrap();
+        let (a, others) = g.join("c", "app", "alice", None, a_tx, None).await.unwrap();
         assert!(others.is_empty());
         let (b_tx, _b_rx) = mpsc::unbounded_channel();
-        let (b, others) = g.join("c", "bob", Some("eu"), b_tx, None).await.unwrap();
+        let (b, others) = g
+            .join("c", "app", "bob", Some("eu"), b_tx, None)
+            .await
+            .unwrap();
         assert_eq!(others.len(), 1);
         assert_eq!(
             (others[0].participant.as_str(), others[0].user.as_str()),
@@ -426,7 +429,7 @@ pub(crate) mod tests {
     async fn a_publication_needs_a_media_server() {
         let g = gateway("g1").await;
         let (tx, _rx) = mpsc::unbounded_channel();
-        let (p, _) = g.join("c", "alice", None, tx, None).await.unwrap();
+        let (p, _) = g.join("c", "app", "alice", None, tx, None).await.unwrap();
         let rules = switchyard_controlplane::rules::Rules::from_link(&[], None);
         let e = g.publish("c", &p, "v=0", &rules).await.unwrap_err();
         assert_eq!(e.to_string(), "no media server is available");
@@ -448,8 +451,8 @@ pub(crate) mod tests {
         let g = gateway("g1").await;
         let (a_tx, mut a_rx) = mpsc::unbounded_channel();
         let (b_tx, mut b_rx) = mpsc::unbounded_channel();
-        let (a, _) = g.join("c", "alice", None, a_tx, None).await.unwrap();
-        let (b, _) = g.join("c", "bob", None, b_tx, None).await.unwrap();
+        let (a, _) = g.join("c", "app", "alice", None, a_tx, None).await.unwrap();
+        let (b, _) = g.join("c", "app", "bob", None, b_tx, None).await.unwrap();
         assert!(matches!(
             a_rx.recv().await,
             Some(ServerMessage::ParticipantJoined { .. })
@@ -500,13 +503,16 @@ pub(crate) mod tests {
         let g2 = gateway_sharing("g2", presence.clone()).await;
         let (a_tx, mut a_rx) = mpsc::unbounded_channel();
         let (b_tx, mut b_rx) = mpsc::unbounded_channel();
-        let (alice, _) = g1.join("c", "alice", None, a_tx, None).await.unwrap();
-        let (bob, _) = g2.join("c", "bob", None, b_tx, None).await.unwrap();
+        let (alice, _) = g1
+            .join("c", "app", "alice", None, a_tx, None)
+            .await
+            .unwrap();
+        let (bob, _) = g2.join("c", "app", "bob", None, b_tx, None).await.unwrap();
 
         // Alice's socket to g1 is still open (g1 did not notice it drop) when she resumes on g2.
         let (a2_tx, mut a2_rx) = mpsc::unbounded_channel();
         let (again, others) = g2
-            .join("c", "alice", None, a2_tx, Some(alice.as_str()))
+            .join("c", "app", "alice", None, a2_tx, Some(alice.as_str()))
             .await
             .unwrap();
         assert_eq!(again, alice);
@@ -549,7 +555,7 @@ pub(crate) mod tests {
         // Resuming on the same gateway replaces the socket there; another user cannot.
         let (a3_tx, _a3_rx) = mpsc::unbounded_channel();
         let (third, _) = g2
-            .join("c", "alice", None, a3_tx, Some(alice.as_str()))
+            .join("c", "app", "alice", None, a3_tx, Some(alice.as_str()))
             .await
             .unwrap();
         assert_eq!(third, alice);
@@ -557,7 +563,7 @@ pub(crate) mod tests {
         assert_eq!(g2.client_count(), 2);
         let (m_tx, _m_rx) = mpsc::unbounded_channel();
         let (mallory, _) = g2
-            .join("c", "mallory", None, m_tx, Some(bob.as_str()))
+            .join("c", "app", "mallory", None, m_tx, Some(bob.as_str()))
             .await
             .unwrap();
         assert_ne!(mallory, bob);
@@ -580,7 +586,7 @@ pub(crate) mod tests {
             .unwrap();
         let (tx, _rx) = mpsc::unbounded_channel();
         let (id, others) = g2
-            .join("c", "alice", None, tx, Some("p-g1-1"))
+            .join("c", "app", "alice", None, tx, Some("p-g1-1"))
             .await
             .unwrap();
         assert_eq!(id, "p-g1-1");

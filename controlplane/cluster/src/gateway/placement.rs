@@ -218,8 +218,14 @@ mod tests {
             g.registry.heartbeat(&s, SERVER_TTL).await.unwrap();
         }
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let (alice, _) = g.join("c", "alice", None, tx.clone(), None).await.unwrap();
-        let (bob, _) = g.join("c", "bob", None, tx.clone(), None).await.unwrap();
+        let (alice, _) = g
+            .join("c", "app", "alice", None, tx.clone(), None)
+            .await
+            .unwrap();
+        let (bob, _) = g
+            .join("c", "app", "bob", None, tx.clone(), None)
+            .await
+            .unwrap();
         assert_eq!(g.place("c", None, &[]).await.unwrap().id, "a");
         // a fills up; the channel stays there while anyone is in it.
         let busy = MediaServerRecord {
@@ -232,7 +238,7 @@ mod tests {
         assert_eq!(g.place("c", None, &[]).await.unwrap().id, "a");
         g.leave("c", &bob).await;
         assert_eq!(g.registry.placement("c").await.unwrap(), None);
-        let (_carol, _) = g.join("c", "carol", None, tx, None).await.unwrap();
+        let (_carol, _) = g.join("c", "app", "carol", None, tx, None).await.unwrap();
         assert_eq!(g.place("c", None, &[]).await.unwrap().id, "b");
         assert_eq!(g.registry.placement("c").await.unwrap(), Some("b".into()));
     }
