@@ -8,7 +8,9 @@
 #      to the same core, in the same run; then a simulcast livestream on the same core
 #      (`--simulcast`: three layers, subscribers on 180, 360 and 720 lines in turn) with its
 #      comparison to the plain one printed; then with io_uring; then MCU rooms (issue 14), and
-#      audio-only MCU rooms beside Janus's AudioBridge; then the named scenarios.
+#      audio-only MCU rooms beside Janus's AudioBridge; then the named scenarios;
+#   3. TURN against coturn (scripts/bench_turn*.sh) and recording (scripts/bench_recording.sh:
+#      the muxer against ffmpeg, recording's CPU cost on a forwarding core).
 #
 # Needs root (unshare -n) and two or more cores (server on core 0, generator on the last).
 # Environment: BENCH_QUICK=1 for a short run (smaller steps and windows) while developing;
@@ -142,6 +144,9 @@ if command -v turnserver >/dev/null; then
 else
   echo "coturn is not installed (apt-get install coturn): no TURN comparison" >&2
 fi
+
+step "recording: the muxer against ffmpeg, and recording's cost on a forwarding core (docs/benchmarks.md by hand)"
+BIN=$BIN OUT=$OUT "$ROOT/scripts/bench_recording.sh" | tee "$OUT/recording.md"
 
 step "writing docs/benchmarks.md and docs/benchmarks.json"
 python3 "$ROOT/scripts/bench_report.py" "$OUT" "$ROOT/docs/benchmarks.md" "$ROOT/docs/benchmarks.json"

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use switchyard_tests::cluster::wait_for;
 use switchyard_tests::rabbitmq::RabbitMq;
 use switchyard_tests::s3::S3;
 use switchyard_tests::server::Server;
@@ -518,15 +519,9 @@ fn a_queued_session_survives_a_broker_restart_and_a_killed_muxer() {
     let result = mix::run(&base, "queued", &[token], "", 1, "VP8", 3);
     assert_eq!(result["ok"], true, "{result:#}");
     let sessions = server.data_dir.join("recordings").join("sessions");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while named(&sessions, "queued-", ".job").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "not queued in 60 s:\n{}",
-            server.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_for("the session queued", Duration::from_secs(60), || {
+        !named(&sessions, "queued-", ".job").is_empty()
+    });
     assert!(
         named(&sessions, "queued-", ".json").is_empty(),
         "not muxed in-process"
@@ -543,15 +538,11 @@ fn a_queued_session_survives_a_broker_restart_and_a_killed_muxer() {
     ];
     let logs = server.data_dir.parent().unwrap().to_path_buf();
     let mut first = muxer(&server.data_dir, &slow, &logs.join("muxer-1.log"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while named(&sessions, "queued-", ".mkv.rec").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the first muxer never started the job:\n{}",
-            std::fs::read_to_string(logs.join("muxer-1.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(
+        "the first muxer (muxer-1.log) on the job",
+        Duration::from_secs(60),
+        || !named(&sessions, "queued-", ".mkv.rec").is_empty(),
+    );
     first.kill().unwrap();
     first.wait().unwrap();
     assert!(
@@ -562,15 +553,11 @@ fn a_queued_session_survives_a_broker_restart_and_a_killed_muxer() {
     let mut fast = vec![("DEPLOYMENTS__0__RECORDINGMANAGEMENT__AMQPURI", uri.as_str())];
     fast.extend(MUX_SETTINGS);
     let mut second = muxer(&server.data_dir, &fast, &logs.join("muxer-2.log"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while named(&sessions, "queued-", ".json").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the second muxer did not finish the job:\n{}",
-            std::fs::read_to_string(logs.join("muxer-2.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_for(
+        "the second muxer (muxer-2.log) done",
+        Duration::from_secs(60),
+        || !named(&sessions, "queued-", ".json").is_empty(),
+    );
     second.kill().unwrap();
     second.wait().unwrap();
     let muxed = named(&sessions, "queued-", ".mkv");

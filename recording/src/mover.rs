@@ -276,9 +276,13 @@ impl Mover {
                 }
             }
         }
-        session["storage"] = serde_json::to_value(&storage).unwrap_or_default();
-        let text = serde_json::to_vec_pretty(&session).unwrap_or_default();
-        std::fs::write(json, &text).map_err(io)?;
+        let bad = |_| Error::Session(json.to_path_buf());
+        session["storage"] = serde_json::to_value(&storage).map_err(bad)?;
+        let text = serde_json::to_vec_pretty(&session).map_err(bad)?;
+        // Written whole under another name, then renamed: never a half-written session.
+        let partial = json.with_extension("json.partial");
+        std::fs::write(&partial, &text).map_err(io)?;
+        std::fs::rename(&partial, json).map_err(io)?;
         self.runtime.block_on(self.upload(dir, json))?;
         Ok(Some(storage))
     }

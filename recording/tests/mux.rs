@@ -225,3 +225,50 @@ fn two_participants_joining_at_different_times() {
     // Alice stopped at 1.5 s; Bob muted from 2.0 to 2.5 s.
     assert!(rms(&pcm, 2100, 2400) < 100.0, "silence while muted");
 }
+
+/// Four participants joining half a second apart: at each instant the grid has one tile per
+/// participant present, in the order they joined, each in its colour.
+#[test]
+fn four_participants_fill_the_grid_as_they_join() {
+    let dir = Dir::new("mux4");
+    let t0 = SystemTime::now();
+    let colours = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30)];
+    let files: Vec<PathBuf> = colours
+        .iter()
+        .enumerate()
+        .map(|(i, &rgb)| {
+            let path = dir.join(&format!("p{i}.mkv"));
+            let joined = t0 + Duration::from_millis(500 * i as u64);
+            video_file(&path, joined, 3 - i as u64 / 2, rgb);
+            path
+        })
+        .collect();
+    let config = Config {
+        layout: Layout::Grid,
+        width: 320,
+        height: 180,
+        fps: 15,
+        video_bitrate: 300_000,
+        audio_bitrate: 32_000,
+    };
+    let out = dir.join("session.mkv");
+    mux::mux(&files, &out, &config).unwrap();
+    let (errors, _) = decode(&out);
+    assert!(errors.is_empty(), "{errors}");
+    // One tile: the whole canvas.
+    let one = picture_at(&out, 0.25);
+    assert!(is(rgb_at(&one, 320, 160, 90), colours[0]));
+    // Two: side by side.
+    let two = picture_at(&out, 0.75);
+    assert!(is(rgb_at(&two, 320, 80, 90), colours[0]));
+    assert!(is(rgb_at(&two, 320, 240, 90), colours[1]));
+    // Four: a 2x2 grid, in the order they joined.
+    let four = picture_at(&out, 1.75);
+    for (i, (x, y)) in [(80, 45), (240, 45), (80, 135), (240, 135)]
+        .iter()
+        .enumerate()
+    {
+        let got = rgb_at(&four, 320, *x, *y);
+        assert!(is(got, colours[i]), "tile {i}: {got:?}");
+    }
+}
