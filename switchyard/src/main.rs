@@ -801,8 +801,8 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
         );
         tokio::spawn(webhook_sender.run());
         let mixed = state.webhooks.clone();
-        let announce_mixed = move |muxed: &_| {
-            for event in webhooks::mixed(muxed) {
+        let announce_mixed = move |muxed: &_, url: Option<&str>| {
+            for event in webhooks::mixed(muxed, url) {
                 mixed.emit(event);
             }
         };

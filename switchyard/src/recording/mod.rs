@@ -7,6 +7,7 @@
 
 mod queue;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -99,13 +100,14 @@ pub fn amqp_uri(config: &Config) -> Option<String> {
 
 /// Starts the monitor of `dir`: sessions are muxed here, or published to `amqp` for muxers
 /// elsewhere; the mover runs after each pass when there is one. `muxed` hears of each session
-/// muxed here (the webhooks' `recording.mixed`).
+/// muxed here (the webhooks' `recording.mixed`), with its object URL once the mover stored it
+/// when there is a mover (a session muxed before a restart and moved after it is not told).
 pub fn start(
     dir: PathBuf,
     config: mux::Config,
     mut mover: Option<Mover>,
     amqp: Option<String>,
-    mut muxed: impl FnMut(&Muxed) + Send + 'static,
+    mut muxed: impl FnMut(&Muxed, Option<&str>) + Send + 'static,
 ) -> std::io::Result<MonitorThread> {
     let mut publisher = amqp.as_deref().map(queue::Publisher::new).transpose()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -114,6 +116,7 @@ pub fn start(
         .name("recording-monitor".into())
         .spawn(move || {
             let monitor = Monitor { dir, config };
+            let mut to_move: HashMap<PathBuf, Muxed> = HashMap::new();
             match monitor.close_orphans() {
                 Ok(closed) if !closed.is_empty() => {
                     tracing::warn!(files = closed.len(), "closed recordings a crash left");
@@ -124,13 +127,26 @@ pub fn start(
             while !stopping.load(Ordering::Relaxed) {
                 let passed = match publisher.as_mut() {
                     Some(p) => hand_out(&monitor, p),
-                    None => monitor.poll().map(|done| done.iter().for_each(&mut muxed)),
+                    None => monitor.poll().map(|done| {
+                        for m in done {
+                            if mover.is_some() {
+                                // Told once the mover stored it, with its object URL.
+                                to_move.insert(m.path.with_extension("json"), m);
+                            } else {
+                                muxed(&m, None);
+                            }
+                        }
+                    }),
                 };
                 if let Err(e) = passed {
                     tracing::error!(dir = ?monitor.dir, "recording monitor: {e}");
                 }
                 if let Some(mover) = mover.as_mut() {
-                    mover.pass(&monitor.dir);
+                    for (json, storage) in mover.pass(&monitor.dir) {
+                        if let Some(m) = to_move.remove(&json) {
+                            muxed(&m, storage.muxed.as_deref());
+                        }
+                    }
                 }
                 std::thread::park_timeout(POLL);
             }

@@ -174,8 +174,10 @@ impl Event {
 
 /// The `recording.mixed` events of a muxed session: one per application whose recordings it
 /// holds, found in the logs beside its input files (a session is one channel's, so in
-/// practice one). Inputs whose log is gone or names no application are left out.
-pub fn mixed(muxed: &Muxed) -> Vec<Event> {
+/// practice one). Inputs whose log is gone or names no application are left out. `url` is
+/// where the file is (its object once the mover stored it); `None`: a `file://` URL of the
+/// muxed file here.
+pub fn mixed(muxed: &Muxed, url: Option<&str>) -> Vec<Event> {
     let mut owners: Vec<Connection> = Vec::new();
     for input in &muxed.inputs {
         match switchyard_recording::log::connection_of(&input.file) {
@@ -202,7 +204,7 @@ pub fn mixed(muxed: &Muxed) -> Vec<Event> {
         clients.sort();
         clients.dedup();
         let recording = Recording::Mixed {
-            url: file_url(&muxed.path),
+            url: url.map_or_else(|| file_url(&muxed.path), str::to_string),
             start_timestamp: muxed.start_timestamp,
             duration_ms: muxed.duration_ms,
             client_ids: clients,
@@ -308,8 +310,13 @@ mod tests {
             audio_frames: 0,
             inputs,
         };
-        let events = mixed(&muxed);
+        let events = mixed(&muxed, None);
+        let stored = mixed(&muxed, Some("s3://bucket/sessions/room_1-5.mkv"));
         std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            matches!(&stored[0].recording, Some(Recording::Mixed { url, .. }) if url == "s3://bucket/sessions/room_1-5.mkv"),
+            "{stored:?}"
+        );
         assert_eq!(events.len(), 1, "{events:?}");
         let e = &events[0];
         assert_eq!(e.kind, Kind::RecordingMixed);
