@@ -295,6 +295,25 @@ fn a_recorded_channel_leaves_a_file_per_track() {
     assert_eq!(result["ok"], true, "{result:#}");
     let auto = finished(&server.data_dir.join("recordings").join("auto-1"), 2);
     assert_eq!(auto.len(), 2, "{auto:?}\n{}", server.log_tail());
+
+    // An MCU participant's own media is recorded too, as an `mcu` connection.
+    let token = server.token(
+        "auto-2",
+        "mixer-auto",
+        &["--application", "acme", "--secret", secret],
+    );
+    let result = mix::run(&base, "auto-2", &[token], "", 0, "VP8", 3);
+    assert_eq!(result["ok"], true, "{result:#}");
+    let dir = server.data_dir.join("recordings").join("auto-2");
+    let mixed = finished(&dir, 2);
+    assert_eq!(mixed.len(), 2, "{mixed:?}\n{}", server.log_tail());
+    let log = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .find(|f| f.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(r#""connectionType":"mcu""#), "{text}");
 }
 
 /// `kill -9` of the server 4 s into a recording: its `.rec` files are valid up to their last

@@ -219,6 +219,9 @@ impl AppState {
         }
         tracing::info!(channel, participant, mix = %publication, %transport, mcu = place.mcu, "mixed connection");
         self.mix_inputs(channel, &tracks).await;
+        // What an MCU participant sends is recorded as an SFU publication is.
+        self.record_tracks(channel, &publication, &tracks, rules.record)
+            .await;
         Ok((publication, answer.sdp))
     }
 
