@@ -232,6 +232,19 @@ fn a_recorded_channel_leaves_a_file_per_track() {
         let stop = &entries[3]["data"];
         assert!(stop["durationMs"].as_u64() > Some(4000), "{stop}");
         assert!(stop["firstRtpTimestamp"].is_u64() && stop["lastRtpTimestamp"].is_u64());
+        // Each file's first frame on the publisher's clock (from the sender reports; the
+        // muxer's lip sync) and on the server's: aiortc runs on this machine, so the two
+        // clocks agree within a second.
+        for stop in [&entries[2]["data"], &entries[3]["data"]] {
+            let (sent, arrived) = (
+                stop["firstFrameSenderTimestamp"].as_i64(),
+                stop["firstFrameTimestamp"].as_i64(),
+            );
+            assert!(
+                sent.zip(arrived).is_some_and(|(s, a)| (s - a).abs() < 1000),
+                "{stop}"
+            );
+        }
         assert!(dir.join(stop["file"].as_str().unwrap()).exists(), "{stop}");
     }
 

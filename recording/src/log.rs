@@ -61,6 +61,8 @@ struct Stopped<'a> {
     file: Option<&'a str>,
     /// When the file's first frame arrived (its time 0), in milliseconds since the Unix epoch.
     first_frame_timestamp: Option<u128>,
+    /// When it was sent, on the sender's clock (its sender reports), likewise.
+    first_frame_sender_timestamp: Option<u64>,
     duration_ms: u64,
     frames: u64,
     first_rtp_timestamp: Option<u32>,
@@ -82,6 +84,7 @@ impl Log {
             Stopped {
                 file: file.as_deref(),
                 first_frame_timestamp: summary.origin.map(unix_ms),
+                first_frame_sender_timestamp: summary.sender_origin_ms,
                 duration_ms: summary.duration_ms,
                 frames: summary.frames,
                 first_rtp_timestamp: summary.first_rtp,
@@ -169,6 +172,7 @@ mod tests {
         let summary = Summary {
             path: Some(dir.join("pub1-0.mkv")),
             origin: Some(UNIX_EPOCH + std::time::Duration::from_millis(1_800_000_000_000)),
+            sender_origin_ms: Some(1_800_000_000_040),
             first_rtp: Some(7),
             last_rtp: Some(90_007),
             duration_ms: 1000,

@@ -18,6 +18,7 @@
 //! Plain blocking I/O: the server runs [`Monitor::poll`] on a blocking thread every few
 //! seconds, one mux at a time.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,6 +45,8 @@ pub struct Recorded {
     /// When its first frame arrived, in ms since the Unix epoch.
     pub start_ms: u64,
     pub duration_ms: u64,
+    /// Its time 0 moved into lip sync with its publication's audio (see [`lip_sync`]).
+    pub synced_ms: Option<u64>,
 }
 
 impl Recorded {
@@ -79,6 +82,7 @@ struct Line {
 struct Data {
     file: Option<String>,
     first_frame_timestamp: Option<u64>,
+    first_frame_sender_timestamp: Option<u64>,
     #[serde(default)]
     duration_ms: u64,
 }
@@ -94,6 +98,8 @@ pub fn scan(dir: &Path) -> std::io::Result<Scan> {
         }
         let file = std::io::BufReader::new(std::fs::File::open(&path)?);
         let (mut started, mut stopped) = (0usize, 0usize);
+        // This publication's finished files, with their first frames on the sender's clock.
+        let mut publication: Vec<(Recorded, Option<u64>)> = Vec::new();
         for line in file.lines() {
             let Ok(line) = serde_json::from_str::<Line>(&line?) else {
                 continue;
@@ -103,20 +109,58 @@ pub fn scan(dir: &Path) -> std::io::Result<Scan> {
                 "stopRecording" => {
                     stopped += 1;
                     if let Some(name) = line.data.file {
-                        scan.finished.push(Recorded {
+                        let recorded = Recorded {
                             file: dir.join(name),
                             client_id: line.client_id,
                             start_ms: line.data.first_frame_timestamp.unwrap_or(line.timestamp),
                             duration_ms: line.data.duration_ms,
-                        });
+                            synced_ms: None,
+                        };
+                        publication.push((recorded, line.data.first_frame_sender_timestamp));
                     }
                 }
                 _ => {}
             }
         }
         scan.open += started.saturating_sub(stopped);
+        lip_sync(&mut publication);
+        scan.finished
+            .extend(publication.into_iter().map(|(r, _)| r));
     }
     Ok(scan)
+}
+
+/// Arrival times place each file within a few tens of milliseconds: a video keyframe takes
+/// longer to encode and send than an audio frame. One sender's tracks are timed on one clock
+/// in its sender reports, so a publication's video is placed against its audio by that clock:
+/// its time 0 becomes the audio's plus the difference of their first frames on the sender's
+/// clock. A correction over [`MAX_LIP_SYNC_MS`] is not believed (a sender that restarted its
+/// clock) and left out.
+pub fn lip_sync(publication: &mut [(Recorded, Option<u64>)]) {
+    let audio = publication
+        .iter()
+        .find(|(r, sent)| is_audio(&r.file) && sent.is_some())
+        .map(|(r, sent)| (r.start_ms, *sent));
+    let Some((audio_start, Some(audio_sent))) = audio else {
+        return;
+    };
+    for (r, sent) in publication.iter_mut() {
+        let Some(sent) = *sent else { continue };
+        if is_audio(&r.file) {
+            continue;
+        }
+        let synced = audio_start as i64 + (sent as i64 - audio_sent as i64);
+        if (synced - r.start_ms as i64).abs() <= MAX_LIP_SYNC_MS {
+            r.synced_ms = u64::try_from(synced).ok();
+        }
+    }
+}
+
+/// The largest lip-sync correction believed, in ms.
+pub const MAX_LIP_SYNC_MS: i64 = 1_000;
+
+fn is_audio(file: &Path) -> bool {
+    file.extension().is_some_and(|e| e == "mka")
 }
 
 /// A channel's recordings that belong together.
@@ -244,11 +288,15 @@ impl Monitor {
                     .collect();
                 participants.sort_unstable();
                 participants.dedup();
-                let files = session
+                let relative = |r: &Recorded| {
+                    let f = r.file.strip_prefix(&self.dir).ok()?;
+                    Some(f.to_string_lossy().into_owned())
+                };
+                let files = session.recordings.iter().filter_map(relative).collect();
+                let synced = session
                     .recordings
                     .iter()
-                    .filter_map(|r| r.file.strip_prefix(&self.dir).ok())
-                    .map(|f| f.to_string_lossy().into_owned())
+                    .filter_map(|r| Some((relative(r)?, r.synced_ms?)))
                     .collect();
                 jobs.push(Job {
                     id,
@@ -257,6 +305,7 @@ impl Monitor {
                     end_timestamp: session.end_ms,
                     participants,
                     files,
+                    synced,
                 });
             }
         }
@@ -284,19 +333,27 @@ impl Monitor {
         }
         std::fs::create_dir_all(&out_dir)?;
         // Only files inside the recordings directory: a job names them relative to it.
+        let inside = |f: &&String| {
+            Path::new(f.as_str())
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        };
         let files: Vec<PathBuf> = job
             .files
             .iter()
-            .filter(|f| {
-                Path::new(f)
-                    .components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_)))
-            })
+            .filter(inside)
             .map(|f| self.dir.join(f))
             .filter(|f| f.exists())
             .collect();
+        let synced: HashMap<PathBuf, u64> = job
+            .synced
+            .iter()
+            .filter(|(f, _)| inside(f))
+            .map(|(f, at)| (self.dir.join(f), *at))
+            .collect();
         let started = std::time::Instant::now();
-        let result = mux::mux(&files, &out_dir.join(format!("{id}.mkv")), &self.config);
+        let out = out_dir.join(format!("{id}.mkv"));
+        let result = mux::mux_with(&files, &synced, &out, &self.config);
         let log = SessionLog {
             channel_id: &job.channel_id,
             start_timestamp: job.start_timestamp,
@@ -336,6 +393,9 @@ pub struct Job {
     pub end_timestamp: u64,
     pub participants: Vec<String>,
     pub files: Vec<String>,
+    /// Files whose time 0 lip sync moved (ms since the Unix epoch), by name.
+    #[serde(default)]
+    pub synced: BTreeMap<String, u64>,
 }
 
 /// `id` as a file name: what is not a letter, a digit, `-` or `_` becomes `_` (a job may come
@@ -402,6 +462,7 @@ fn close_orphan(rec: &Path) -> std::io::Result<Option<PathBuf>> {
         log.stopped(&Summary {
             path: kept.then(|| done.clone()),
             origin,
+            sender_origin_ms: None,
             first_rtp: None,
             last_rtp: None,
             duration_ms,
@@ -446,6 +507,7 @@ mod tests {
             client_id: client.into(),
             start_ms,
             duration_ms,
+            synced_ms: None,
         }
     }
 
@@ -463,6 +525,35 @@ mod tests {
             .collect();
         assert_eq!(shape, [(0, 20_000, 3), (30_000, 31_000, 1)]);
         assert!(sessions(Vec::new()).is_empty());
+    }
+
+    /// A publication's video is placed against its audio by their first frames on the
+    /// sender's clock; an implausible correction, or a track without sender reports, is not.
+    #[test]
+    fn video_is_placed_against_its_audio_by_the_senders_clock() {
+        let file = |name: &str, start_ms| Recorded {
+            file: PathBuf::from(name),
+            client_id: "p1".into(),
+            start_ms,
+            duration_ms: 5_000,
+            synced_ms: None,
+        };
+        // Video arrived 60 ms after the audio, but was sent 20 ms after it.
+        let mut publication = vec![
+            (file("p-0.mkv", 10_060), Some(900_020)),
+            (file("p-1.mka", 10_000), Some(900_000)),
+            (file("q-0.mkv", 10_070), Some(905_000)),
+            (file("r-0.mkv", 10_080), None),
+        ];
+        lip_sync(&mut publication);
+        let synced: Vec<Option<u64>> = publication.iter().map(|(r, _)| r.synced_ms).collect();
+        assert_eq!(synced, [Some(10_020), None, None, None]);
+        let mut no_audio_report = vec![
+            (file("p-0.mkv", 10_060), Some(900_020)),
+            (file("p-1.mka", 10_000), None),
+        ];
+        lip_sync(&mut no_audio_report);
+        assert_eq!(no_audio_report[0].0.synced_ms, None);
     }
 
     #[test]
@@ -486,6 +577,7 @@ mod tests {
                 client_id: "p1".into(),
                 start_ms: 1200,
                 duration_ms: 7000,
+                synced_ms: None,
             }]
         );
         std::fs::remove_dir_all(&dir).unwrap();

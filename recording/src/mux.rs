@@ -16,7 +16,7 @@
 //! The output is written as a recording is (`<name>.rec`, renamed when complete), so a muxer
 //! killed midway leaves no file that looks finished.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -110,6 +110,17 @@ pub struct Input {
 /// Composes `files` into `out` (see the module's documentation). Files the muxer cannot read
 /// are errors; a codec it cannot decode (VP9, AV1) is left out and marked `skipped`.
 pub fn mux(files: &[PathBuf], out: &Path, config: &Config) -> Result<Muxed, Error> {
+    mux_with(files, &HashMap::new(), out, config)
+}
+
+/// [`mux`], with some files' time 0 given (ms since the Unix epoch) instead of their dates:
+/// the monitor's lip-sync correction of a participant's video against its audio.
+pub fn mux_with(
+    files: &[PathBuf],
+    origins: &HashMap<PathBuf, u64>,
+    out: &Path,
+    config: &Config,
+) -> Result<Muxed, Error> {
     let mut opened = Vec::with_capacity(files.len());
     for path in files {
         let reader = Reader::open(path).map_err(|source| Error::Read {
@@ -118,21 +129,22 @@ pub fn mux(files: &[PathBuf], out: &Path, config: &Config) -> Result<Muxed, Erro
         })?;
         opened.push((path.clone(), reader));
     }
-    let origin = |r: &Reader<_>| r.origin.map_or(0, unix_ms);
+    let origin = |path: &PathBuf, r: &Reader<_>| {
+        origins.get(path).copied().or_else(|| r.origin.map(unix_ms))
+    };
     let start = opened
         .iter()
-        .filter(|(_, r)| r.origin.is_some())
-        .map(|(_, r)| origin(r))
+        .filter_map(|(p, r)| origin(p, r))
         .min()
         .unwrap_or(0);
     // In the order they started: the order of the tiles.
-    opened.sort_by_key(|(_, r)| origin(r));
+    opened.sort_by_key(|(p, r)| origin(p, r).unwrap_or(0));
 
     let mut videos = Vec::new();
     let mut audios = Vec::new();
     let mut skipped = Vec::new();
     for (path, first) in opened {
-        let offset = origin(&first).saturating_sub(start);
+        let offset = origin(&path, &first).unwrap_or(0).saturating_sub(start);
         // Ours hold one track; a file with more (another muxer's) is read once per track.
         let tracks = first.tracks.clone();
         let mut first = Some(first);

@@ -59,6 +59,10 @@ pub struct Summary {
     pub path: Option<PathBuf>,
     /// When the first frame written arrived: the file's time 0.
     pub origin: Option<SystemTime>,
+    /// When the first frame was sent, on the sender's clock (from its sender reports), in ms
+    /// since the Unix epoch: one sender's tracks line up by it (lip sync), though its clock may
+    /// be off the server's.
+    pub sender_origin_ms: Option<u64>,
     /// RTP timestamps of the first and last frames written.
     pub first_rtp: Option<u32>,
     pub last_rtp: Option<u32>,
@@ -90,6 +94,8 @@ struct Writing {
     dropped: u64,
     /// A frame's AVCC form (H264): a buffer kept between frames.
     avcc: Vec<u8>,
+    /// The first sender report's NTP time and RTP timestamp.
+    sender_report: Option<(u64, u32)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +125,7 @@ impl TrackRecorder {
                 frames: 0,
                 dropped: 0,
                 avcc: Vec::new(),
+                sender_report: None,
             },
         }
     }
@@ -165,14 +172,22 @@ impl TrackRecorder {
         }
     }
 
+    /// Takes a sender report of the stream (its NTP time and the RTP timestamp that goes with
+    /// it); the first one places the first frame on the sender's clock.
+    pub fn sender_report(&mut self, ntp: u64, rtp_timestamp: u32) {
+        self.out.sender_report.get_or_insert((ntp, rtp_timestamp));
+    }
+
     /// Ends the file (when one was started) and says what was recorded.
     pub fn finish(self) -> Result<Summary, Error> {
-        let w = self.out;
+        let mut w = self.out;
         let duration_ms = w.file.as_ref().map_or(0, |f| f.duration_ms());
-        let path = w.file.map(Recording::finish).transpose()?;
+        let sender_origin_ms = w.sender_origin_ms();
+        let path = w.file.take().map(Recording::finish).transpose()?;
         Ok(Summary {
             path,
             origin: w.origin,
+            sender_origin_ms,
             first_rtp: w.first_rtp,
             last_rtp: w.last_rtp,
             duration_ms,
@@ -182,7 +197,25 @@ impl TrackRecorder {
     }
 }
 
+/// Seconds from the NTP epoch (1900) to the Unix epoch.
+const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
+
 impl Writing {
+    /// The first frame's time on the sender's clock: the sender report's NTP time moved by the
+    /// RTP ticks between the report and the frame (either way, within half the timestamp
+    /// space).
+    fn sender_origin_ms(&self) -> Option<u64> {
+        let (ntp, sr_rtp) = self.sender_report?;
+        let first = self.first_rtp?;
+        let seconds = (ntp >> 32).checked_sub(NTP_UNIX_OFFSET_S)?;
+        let ntp_ms = seconds * 1000 + ((ntp & 0xFFFF_FFFF) * 1000 >> 32);
+        // Two's complement: a frame before the report gives a negative difference.
+        let ticks = i64::from(first.wrapping_sub(sr_rtp) as i32);
+        let rate = self.media.clock_rate() as i64;
+        let ms = ntp_ms as i64 + ticks * 1000 / rate;
+        u64::try_from(ms).ok()
+    }
+
     fn write(&mut self, rtp: u32, keyframe: bool, data: &[u8]) -> Result<(), Error> {
         if self.file.is_none() {
             let Some(track) = self.track(keyframe, data) else {
@@ -283,6 +316,27 @@ mod tests {
         assert_eq!(b - a, 3001);
         let older = unwrap(Some(b), 1000);
         assert_eq!(b - older, 1000);
+    }
+
+    /// The first sender report places the first frame on the sender's clock, whether the
+    /// report came before or after it in RTP time.
+    #[test]
+    fn sender_reports_place_the_first_frame_on_the_senders_clock() {
+        let dir = std::env::temp_dir().join(format!("sy-track-sr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = TrackRecorder::new(Media::Opus { channels: 2 }, &dir.join("a.mka"));
+        r.push(1, 96_000, true, &[0xFC, 0xFF, 0xFE]).unwrap();
+        // NTP for 1 800 000 000.5 s after the Unix epoch, at RTP 48 000: a second before the
+        // first frame.
+        let ntp = ((1_800_000_000 + NTP_UNIX_OFFSET_S) << 32) | (1 << 31);
+        r.sender_report(ntp, 48_000);
+        r.sender_report(ntp + (5 << 32), 0);
+        let summary = r.finish().unwrap();
+        assert_eq!(summary.sender_origin_ms, Some(1_800_000_001_500));
+        let mut later = TrackRecorder::new(Media::Vp8, &dir.join("b.mkv"));
+        later.sender_report(ntp, 90_000);
+        assert_eq!(later.finish().unwrap().sender_origin_ms, None, "no frame");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

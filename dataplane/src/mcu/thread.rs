@@ -493,17 +493,30 @@ impl Thread {
         true
     }
 
-    /// Hands a recorded stream's RTP packet to its recorder, and asks the sender for a
-    /// keyframe (a PLI back on the stream) while the recorder wants one.
+    /// Hands a recorded stream's RTP packet (or sender report) to its recorder, and asks the
+    /// sender for a keyframe (a PLI back on the stream) while the recorder wants one.
     fn record(&mut self, p: &Packet) {
         let Some(r) = self.recordings.get_mut(&p.transport) else {
             return;
         };
         let data = p.data();
-        // The router's sender reports come on the stream too: a recording's timing is its
-        // RTP's own.
-        if demux::classify(data) != PacketKind::Rtp {
-            return;
+        match demux::classify(data) {
+            PacketKind::Rtp => {}
+            // The router's sender reports for the stream (on the publisher's clock): they
+            // place the recording on the sender's clock, for lip sync when muxing.
+            PacketKind::Rtcp => {
+                for packet in rtcp::packets(data) {
+                    match packet {
+                        Ok(rtcp::Packet::SenderReport {
+                            ntp, rtp_timestamp, ..
+                        }) => r.recorder.sender_report(ntp, rtp_timestamp),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                return;
+            }
+            _ => return,
         }
         let Ok(h) = rtp::Header::parse(data) else {
             return;
