@@ -208,7 +208,7 @@ impl Writing {
         let (ntp, sr_rtp) = self.sender_report?;
         let first = self.first_rtp?;
         let seconds = (ntp >> 32).checked_sub(NTP_UNIX_OFFSET_S)?;
-        let ntp_ms = seconds * 1000 + ((ntp & 0xFFFF_FFFF) * 1000 >> 32);
+        let ntp_ms = seconds * 1000 + (((ntp & 0xFFFF_FFFF) * 1000) >> 32);
         // Two's complement: a frame before the report gives a negative difference.
         let ticks = i64::from(first.wrapping_sub(sr_rtp) as i32);
         let rate = self.media.clock_rate() as i64;
