@@ -128,7 +128,7 @@ if [[ -z ${SWITCHYARD_SKIP_FUZZ:-} ]]; then
   seconds=${FUZZ_SECONDS:-15}
   # Each crate's fuzz targets, as crate/target: the data plane's protocol parsers, the codec
   # crate's RTP depacketizers and the recorder's H264 conversion and Matroska writer.
-  for entry in dataplane/{stun,rtp,rtcp,sdp,turn,framing,twcc,dd} codec/depacketize recording/record; do
+  for entry in dataplane/{stun,rtp,rtcp,sdp,turn,framing,twcc,dd} codec/depacketize recording/record recording/read; do
     crate=${entry%/*} target=${entry#*/}
     step "fuzz $target for ${seconds}s"
     # cargo fuzz needs nightly-only sanitizer flags; RUSTC_BOOTSTRAP lets the stable compiler
