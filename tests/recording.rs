@@ -71,6 +71,20 @@ fn muxed_session(recordings: &Path, channel: &str) -> (serde_json::Value, PathBu
     }
 }
 
+/// A file's sound as 48 kHz mono samples, decoded by ffmpeg.
+fn sound(path: &Path) -> Vec<i16> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "s16le", "-ac", "1", "-ar", "48000", "-"])
+        .output()
+        .expect("run ffmpeg");
+    out.stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
 /// ffprobe's codec names of a file's streams, in order.
 fn codecs(path: &Path) -> Vec<String> {
     let out = Command::new("ffprobe")
@@ -162,9 +176,11 @@ fn a_recorded_channel_leaves_a_file_per_track() {
     assert_eq!(on.status, 200, "{}", on.body);
 
     let base = format!("http://127.0.0.1:{}", server.port);
-    for codec in ["VP8", "H264"] {
+    // The VP8 publisher's microphone is muted for 5 s in the middle of its 8 s.
+    for (codec, seconds, mute) in [("VP8", 8, "1.5:6.5"), ("H264", 6, "0:0")] {
         let token = server.token("rec", &format!("publisher-{codec}"), &[]);
-        let result = mix::run(&base, "rec", &[token], "", 1, codec, 6);
+        let extra = ["--mute", mute];
+        let result = mix::run_with(&base, "rec", &[token], "", 1, codec, seconds, &extra);
         assert_eq!(result["ok"], true, "{result:#}");
     }
     let dir = server.data_dir.join("recordings").join("rec");
@@ -191,7 +207,7 @@ fn a_recorded_channel_leaves_a_file_per_track() {
     assert_eq!(kinds, expected, "{files:?}\n{}", server.log_tail());
     for ((_, duration), file) in probed.iter().zip(&files) {
         // The publisher sends for 6 s (less the time its connection takes to start).
-        assert!((4.0..=7.0).contains(duration), "{file:?}: {duration} s");
+        assert!((4.0..=9.0).contains(duration), "{file:?}: {duration} s");
         let (errors, _) = decode(file);
         assert!(errors.trim().is_empty(), "{file:?}: {errors}");
     }
@@ -269,6 +285,16 @@ fn a_recorded_channel_leaves_a_file_per_track() {
     assert_eq!(codecs(&muxed), ["vp8", "opus"], "{muxed:?}");
     let (errors, last) = decode(&muxed);
     assert!(errors.trim().is_empty(), "{muxed:?}: {errors}");
+    // The mute: silence where it was, the tone around it (the VP8 publication starts the
+    // session, its sound within a few tens of milliseconds of the session's start).
+    let pcm = sound(&muxed);
+    let rms = |from: f64, to: f64| {
+        let part = &pcm[(from * 48_000.0) as usize..(to * 48_000.0) as usize];
+        (part.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / part.len() as f64).sqrt()
+    };
+    assert!(rms(0.3, 1.2) > 1000.0, "the tone before the mute");
+    assert!(rms(2.0, 6.0) < 100.0, "silence while muted");
+    assert!(rms(7.0, 7.6) > 1000.0, "the tone after it");
     let lengths: f64 = probed.iter().map(|(_, d)| d).sum::<f64>() / 2.0;
     assert!(
         last >= lengths - 0.5,

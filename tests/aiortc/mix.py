@@ -4,11 +4,13 @@ participant's colour somewhere in the composite picture, the others' tones in th
 its own tone absent (mix-minus).
 
 usage: mix.py BASE CHANNEL TOKEN [TOKEN ...] [--seconds N] [--codec VP8|H264] [--publishers K]
+              [--mute FROM:TO]
 
 One TOKEN per participant. With --publishers K the first K publish over WHIP instead (SFU
 publishers in the same channel, sendonly), and only the others, the MCU participants, check.
 With --viewer TOKEN one more client plays the mix over POST /whep/CHANNEL/mix (receive only)
-and checks every colour and every tone. Prints a final JSON line: {"ok": .., "participants": [{"colours":
+and checks every colour and every tone. With --mute FROM:TO every tone is silence from FROM to TO
+seconds after its first frame (a muted microphone: the frames go on, silent). Prints a final JSON line: {"ok": .., "participants": [{"colours":
 [seen per participant], "tones_db": [level of each participant's tone above the floor], ...}]}.
 """
 
@@ -66,8 +68,10 @@ class Sine(AudioStreamTrack):
     """20 ms frames of a tone at 48 kHz, paced in real time (AudioStreamTrack's own frames are
     8 kHz silence)."""
 
-    def __init__(self, freq):
+    def __init__(self, freq, mute=None):
         super().__init__()
+        # (from, to) in samples: silence there.
+        self.mute = None if mute is None else (int(mute[0] * RATE), int(mute[1] * RATE))
         # One second of the tone, made once: every tone here has a whole number of periods in
         # a second, so the frames are slices of it (cheap, for a slow machine's real time).
         second = array.array("h", (int(8000 * math.sin(2 * math.pi * freq * i / RATE)) for i in range(RATE)))
@@ -85,7 +89,10 @@ class Sine(AudioStreamTrack):
         samples = 960
         at = 2 * (self.n % RATE)
         frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
-        frame.planes[0].update(self.second[at : at + 2 * samples])
+        if self.mute and self.mute[0] <= self.n < self.mute[1]:
+            frame.planes[0].update(bytes(2 * samples))
+        else:
+            frame.planes[0].update(self.second[at : at + 2 * samples])
         frame.sample_rate = RATE
         frame.pts, frame.time_base = self.n, fractions.Fraction(1, RATE)
         self.n += samples
@@ -106,8 +113,9 @@ def goertzel_db(samples, freq):
 
 
 class Participant:
-    def __init__(self, index, base, channel, token, codec, publisher=False, viewer=False):
+    def __init__(self, index, base, channel, token, codec, publisher=False, viewer=False, mute=None):
         self.index, self.base, self.channel, self.token = index, base, channel, token
+        self.mute = mute
         self.publisher = publisher
         self.viewer = viewer
         self.pc = RTCPeerConnection()
@@ -125,7 +133,7 @@ class Participant:
         else:
             direction = "sendonly" if self.publisher else "sendrecv"
             video = self.pc.addTransceiver(Colour(COLOURS[self.index]), direction=direction)
-            self.pc.addTransceiver(Sine(TONES[self.index]), direction=direction)
+            self.pc.addTransceiver(Sine(TONES[self.index], self.mute), direction=direction)
         codecs = RTCRtpSender.getCapabilities("video").codecs
         video.setCodecPreferences([c for c in codecs if c.mimeType == f"video/{self.codec}"])
 
@@ -214,13 +222,15 @@ async def main():
         default=0,
         help="seconds between the publishers' joining (first) and the others'",
     )
+    p.add_argument("--mute", help="FROM:TO seconds of silence in every tone")
     args = p.parse_args()
+    mute = tuple(float(x) for x in args.mute.split(":")) if args.mute else None
     n = len(args.tokens)
     if n > len(COLOURS):
         raise SystemExit(f"at most {len(COLOURS)} participants")
     loop = asyncio.get_running_loop()
     people = [
-        Participant(i, args.base, args.channel, t, args.codec, publisher=i < args.publishers)
+        Participant(i, args.base, args.channel, t, args.codec, publisher=i < args.publishers, mute=mute)
         for i, t in enumerate(args.tokens)
     ]
     if args.viewer:
