@@ -39,6 +39,17 @@ fn finished(dir: &Path, count: usize) -> Vec<PathBuf> {
     }
 }
 
+/// `method` on the all-in-one's admin API at `/admin/api/v1{path}`, with its key.
+fn admin(server: &Server, method: &str, path: &str, body: &str) -> http::Response {
+    let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
+    let headers = [
+        ("X-API-Key", key.trim()),
+        ("Content-Type", "application/json"),
+    ];
+    let path = format!("/admin/api/v1{path}");
+    http::request(9090, method, &path, &headers, body).unwrap()
+}
+
 /// Small muxed canvases, so that muxing takes little of the test's time.
 const MUX_SETTINGS: [(&str, &str); 3] = [
     ("RECORDING__WIDTH", "320"),
@@ -163,16 +174,8 @@ fn a_recorded_channel_leaves_a_file_per_track() {
     let mut env = vec![("ADMIN__IPADDRESSES", "127.0.0.1/32")];
     env.extend(MUX_SETTINGS);
     let server = Server::start_with_env(&[], &env);
-    let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
-    let admin = |method: &str| {
-        let headers = [
-            ("X-API-Key", key.trim()),
-            ("Content-Type", "application/json"),
-        ];
-        let path = "/admin/api/v1/channels/rec/recording";
-        http::request(9090, method, path, &headers, "").unwrap()
-    };
-    let on = admin("POST");
+    let recording = |method: &str| admin(&server, method, "/channels/rec/recording", "");
+    let on = recording("POST");
     assert_eq!(on.status, 200, "{}", on.body);
 
     let base = format!("http://127.0.0.1:{}", server.port);
@@ -264,9 +267,9 @@ fn a_recorded_channel_leaves_a_file_per_track() {
         assert!(dir.join(stop["file"].as_str().unwrap()).exists(), "{stop}");
     }
 
-    let off = admin("DELETE");
+    let off = recording("DELETE");
     assert_eq!(off.status, 200, "{}", off.body);
-    assert_eq!(admin("DELETE").status, 404, "not recorded any more");
+    assert_eq!(recording("DELETE").status, 404, "not recorded any more");
 
     // The two publications, one after the other, are one session: muxed into one file with
     // VP8 and Opus, as long as both together, decoding cleanly.
@@ -303,24 +306,12 @@ fn a_recorded_channel_leaves_a_file_per_track() {
 
     // A channel configuration with `recording` records its channels' publications without an
     // admin call.
-    let headers = [
-        ("X-API-Key", key.trim()),
-        ("Content-Type", "application/json"),
-    ];
     let secret = "recording-secret-0123456789";
     let app = format!(r#"{{"secrets":["{secret}"]}}"#);
-    let r = http::request(
-        9090,
-        "PUT",
-        "/admin/api/v1/applications/acme",
-        &headers,
-        &app,
-    )
-    .unwrap();
+    let r = admin(&server, "PUT", "/applications/acme", &app);
     assert_eq!(r.status, 200, "{}", r.body);
     let config = r#"{"pattern":"auto-*","position":0,"allowedCodecs":[],"sfuAllowed":true,"mcuAllowed":true,"recording":true}"#;
-    let put = "/admin/api/v1/applications/acme/channel-configs";
-    let r = http::request(9090, "PUT", put, &headers, config).unwrap();
+    let r = admin(&server, "PUT", "/applications/acme/channel-configs", config);
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains(r#""recording":true"#), "{}", r.body);
     // The server reads its store again every 2 s.
@@ -364,13 +355,7 @@ fn a_killed_server_leaves_rec_files_that_decode() {
     let mut env = vec![("ADMIN__IPADDRESSES", "127.0.0.1/32")];
     env.extend(MUX_SETTINGS);
     let mut server = Server::start_with_env(&[], &env);
-    let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
-    let headers = [
-        ("X-API-Key", key.trim()),
-        ("Content-Type", "application/json"),
-    ];
-    let path = "/admin/api/v1/channels/crash/recording";
-    let on = http::request(9090, "POST", path, &headers, "").unwrap();
+    let on = admin(&server, "POST", "/channels/crash/recording", "");
     assert_eq!(on.status, 200, "{}", on.body);
     let base = format!("http://127.0.0.1:{}", server.port);
     let token = server.token("crash", "publisher", &[]);
@@ -443,13 +428,7 @@ fn sessions_move_to_object_storage_once_it_answers() {
     ];
     env.extend(MUX_SETTINGS);
     let server = Server::start_with_env(&[], &env);
-    let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
-    let headers = [
-        ("X-API-Key", key.trim()),
-        ("Content-Type", "application/json"),
-    ];
-    let path = "/admin/api/v1/channels/moved/recording";
-    let on = http::request(9090, "POST", path, &headers, "").unwrap();
+    let on = admin(&server, "POST", "/channels/moved/recording", "");
     assert_eq!(on.status, 200, "{}", on.body);
     let base = format!("http://127.0.0.1:{}", server.port);
     let token = server.token("moved", "publisher", &[]);
@@ -560,18 +539,8 @@ fn a_queued_session_survives_a_broker_restart_and_a_killed_muxer() {
     ];
     env.extend(MUX_SETTINGS);
     let server = Server::start_with_env(&[], &env);
-    let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
-    let headers = [
-        ("X-API-Key", key.trim()),
-        ("Content-Type", "application/json"),
-    ];
-    let path = "/admin/api/v1/channels/queued/recording";
-    assert_eq!(
-        http::request(9090, "POST", path, &headers, "")
-            .unwrap()
-            .status,
-        200
-    );
+    let on = admin(&server, "POST", "/channels/queued/recording", "");
+    assert_eq!(on.status, 200, "{}", on.body);
     let base = format!("http://127.0.0.1:{}", server.port);
     let token = server.token("queued", "publisher", &[]);
     let result = mix::run(&base, "queued", &[token], "", 1, "VP8", 3);

@@ -111,9 +111,9 @@ impl Log {
     }
 }
 
-/// The connection whose log (a JSON file beside `file`) started recording `file`: whose the
-/// file is. Lines that do not parse are skipped; none when no log names it.
-pub fn connection_of(file: &Path) -> std::io::Result<Option<Connection>> {
+/// The log (a JSON file beside `file`) that started recording `file`, and so whose the file
+/// is. Lines that do not parse are skipped; none when no log names it.
+pub fn log_of(file: &Path) -> std::io::Result<Option<Log>> {
     let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
         return Ok(None);
     };
@@ -131,7 +131,7 @@ pub fn connection_of(file: &Path) -> std::io::Result<Option<Connection>> {
                 && value["data"]["file"] == *name
                 && let Ok(connection) = serde_json::from_value::<Connection>(value)
             {
-                return Ok(Some(connection));
+                return Ok(Some(Log { path, connection }));
             }
         }
     }
@@ -199,9 +199,9 @@ mod tests {
             1_800_000_000_000u64
         );
         // Whose a file is, from the log that started it.
-        let found = connection_of(&dir.join("pub1-0.mkv")).unwrap();
-        assert_eq!(found.as_ref(), Some(&log.connection));
-        assert_eq!(connection_of(&dir.join("pub9-0.mkv")).unwrap(), None);
+        let found = log_of(&dir.join("pub1-0.mkv")).unwrap();
+        assert_eq!(found.as_ref(), Some(&log));
+        assert_eq!(log_of(&dir.join("pub9-0.mkv")).unwrap(), None);
         // Logs written before the application was recorded still read.
         let old: Connection = serde_json::from_str(
             r#"{"channelId":"c","clientId":"p","userId":"u","connectionId":"x","connectionType":"sfu"}"#,

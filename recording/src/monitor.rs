@@ -26,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::file::ACTIVE_SUFFIX;
-use crate::log::{Connection, Log};
+use crate::log::log_of;
 use crate::mux::{self, Muxed};
 use crate::read::Reader;
 use crate::track::Summary;
@@ -447,11 +447,7 @@ fn close_orphan(rec: &Path) -> std::io::Result<Option<PathBuf>> {
         }
         Err(_) => (None, 0, 0),
     };
-    let name = done.file_name().map(|n| n.to_string_lossy().into_owned());
-    let log = match (name, rec.parent()) {
-        (Some(name), Some(dir)) => log_naming(dir, &name)?,
-        _ => None,
-    };
+    let log = log_of(&done)?;
     let kept = frames > 0;
     if kept {
         std::fs::rename(rec, &done)?;
@@ -471,29 +467,6 @@ fn close_orphan(rec: &Path) -> std::io::Result<Option<PathBuf>> {
         })?;
     }
     Ok(kept.then_some(done))
-}
-
-/// The log in `dir` with a `startRecording` of file `name`, and whose it is.
-fn log_naming(dir: &Path, name: &str) -> std::io::Result<Option<Log>> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        let file = std::io::BufReader::new(std::fs::File::open(&path)?);
-        for line in file.lines() {
-            let Ok(value) = serde_json::from_str::<serde_json::Value>(&line?) else {
-                continue;
-            };
-            if value["type"] == "startRecording" && value["data"]["file"] == name {
-                let Ok(connection) = serde_json::from_value::<Connection>(value) else {
-                    continue;
-                };
-                return Ok(Some(Log { path, connection }));
-            }
-        }
-    }
-    Ok(None)
 }
 
 // ok: every unwrap()/expect() below is in this test-only module, on values the tests built

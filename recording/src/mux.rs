@@ -157,35 +157,24 @@ pub fn mux_with(
                 })?,
             };
             let (number, path) = (track.number, path.clone());
-            match track.codec {
+            let video = match track.codec {
                 Some(Codec::Opus { .. }) => {
                     audios.push(AudioIn::new(path, reader, number, offset)?);
+                    continue;
                 }
-                Some(Codec::Vp8) => {
-                    let codec = VideoCodec::Vp8;
-                    videos.push(VideoIn::new(
-                        path,
-                        reader,
-                        number,
-                        offset,
-                        codec,
-                        Vec::new(),
-                    )?);
-                }
+                Some(Codec::Vp8) => Some((VideoCodec::Vp8, Vec::new())),
                 Some(Codec::H264 { avcc }) => {
                     let mut parameter_sets = Vec::new();
                     h264::record_to_annex_b(&avcc, &mut parameter_sets);
-                    let codec = VideoCodec::H264;
-                    videos.push(VideoIn::new(
-                        path,
-                        reader,
-                        number,
-                        offset,
-                        codec,
-                        parameter_sets,
-                    )?);
+                    Some((VideoCodec::H264, parameter_sets))
                 }
-                _ => skipped.push(Input {
+                _ => None,
+            };
+            match video {
+                Some((codec, sets)) => {
+                    videos.push(VideoIn::new(path, reader, number, offset, codec, sets)?);
+                }
+                None => skipped.push(Input {
                     file: path,
                     kind: "skipped",
                     offset_ms: offset,

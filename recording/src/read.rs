@@ -130,18 +130,22 @@ impl<R: Read> Reader<R> {
             };
             match tag {
                 MatroskaSpec::Timestamp(t) => self.cluster = t,
-                MatroskaSpec::SimpleBlock(_) => {
-                    let Ok(block) = SimpleBlock::try_from(&tag) else {
+                MatroskaSpec::SimpleBlock(mut bytes) => {
+                    let Ok(block) = SimpleBlock::try_from(bytes.as_slice()) else {
                         continue;
                     };
-                    let units = self
-                        .cluster
-                        .saturating_add_signed(i64::from(block.timestamp));
+                    let (track, timestamp, keyframe) =
+                        (block.track, block.timestamp, block.keyframe);
+                    // The frame is the block after its header: moved to the front of its own
+                    // buffer rather than copied into a new one.
+                    let header = bytes.len() - block.raw_frame_data().len();
+                    bytes.drain(..header);
+                    let units = self.cluster.saturating_add_signed(i64::from(timestamp));
                     return Some(Frame {
-                        track: block.track,
+                        track,
                         at_ms: units.saturating_mul(self.scale_ns) / 1_000_000,
-                        keyframe: block.keyframe,
-                        data: block.raw_frame_data().to_vec(),
+                        keyframe,
+                        data: bytes,
                     });
                 }
                 _ => {}

@@ -30,7 +30,9 @@ impl RabbitMq {
 
     fn run(&mut self) {
         let child = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
+            .current_dir(&self.dir)
             .env("HOME", &self.dir)
+            .env("ERL_CRASH_DUMP", self.dir.join("erl_crash.dump"))
             .env("RABBITMQ_NODENAME", "rabbit@localhost")
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
             .env("RABBITMQ_NODE_PORT", self.port.to_string())
@@ -66,7 +68,9 @@ impl RabbitMq {
     pub fn restart(&mut self) {
         let stopped = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
             .args(["-n", "rabbit@localhost", "stop"])
+            .current_dir(&self.dir)
             .env("HOME", &self.dir)
+            .env("ERL_CRASH_DUMP", self.dir.join("erl_crash.dump"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()

@@ -271,14 +271,14 @@ impl Rooms {
 
     /// The channel, created on the least-loaded worker if new.
     pub fn channel(&mut self, name: &str) -> &mut Channel {
-        if !self.channels.contains_key(name) {
-            let worker = self
-                .load
+        let load = &self.load;
+        self.channels.entry(name.to_string()).or_insert_with(|| {
+            let worker = load
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, n)| **n)
                 .map_or(0, |(w, _)| w);
-            let channel = Channel {
+            Channel {
                 router: ids::router(),
                 worker,
                 participants: BTreeMap::new(),
@@ -287,11 +287,8 @@ impl Rooms {
                 mixer: None,
                 recordings: BTreeMap::new(),
                 application: String::new(),
-            };
-            self.channels.insert(name.to_string(), channel);
-        }
-        // ok: inserted just above if it was missing.
-        self.channels.get_mut(name).expect("channel exists")
+            }
+        })
     }
 
     pub fn add_transport(

@@ -180,8 +180,10 @@ impl Event {
 pub fn mixed(muxed: &Muxed, url: Option<&str>) -> Vec<Event> {
     let mut owners: Vec<Connection> = Vec::new();
     for input in &muxed.inputs {
-        match switchyard_recording::log::connection_of(&input.file) {
-            Ok(Some(c)) if !c.application_id.is_empty() => owners.push(c),
+        match switchyard_recording::log::log_of(&input.file) {
+            Ok(Some(log)) if !log.connection.application_id.is_empty() => {
+                owners.push(log.connection);
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(file = ?input.file, "cannot read the recording's log: {e}"),
         }
