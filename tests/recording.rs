@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use switchyard_tests::cluster::wait_for;
+use switchyard_tests::cluster::{Postgres, Process, Redis, wait_for};
 use switchyard_tests::rabbitmq::RabbitMq;
 use switchyard_tests::s3::S3;
 use switchyard_tests::server::Server;
@@ -597,4 +597,225 @@ fn a_queued_session_survives_a_broker_restart_and_a_killed_muxer() {
     let (errors, last) = decode(&muxed[0]);
     assert!(errors.trim().is_empty(), "{errors}");
     assert!(last >= 2.0, "{last} s");
+}
+
+/// A cluster shares no disk. A gateway (its channel configuration says `recording`), a media
+/// server that records and moves each recording to object storage (moto) as it finishes, a
+/// recording monitor that reads the logs there, keeps the recording database in PostgreSQL
+/// and queues the session on RabbitMQ, and a muxer that fetches the files from storage and
+/// stores the muxed session there: the session is muxed once, in storage with its inputs, the
+/// media server keeps no media, and the database knows the session and its files.
+#[test]
+fn a_cluster_records_through_object_storage() {
+    let database = Postgres::create();
+    netns::enter();
+    let redis = Redis::start(6379);
+    let broker = RabbitMq::start(5672);
+    let s3 = S3::start(9000);
+    s3.create_bucket("recordings");
+    let dir = switchyard_tests::server::temp_dir();
+    let (amqp, pg, cache) = (broker.uri(), database.url(), redis.url());
+    let storage = [
+        ("RECORDING__STORAGE", "s3://recordings/cluster"),
+        ("AWS_ENDPOINT", "http://127.0.0.1:9000"),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let key = "cluster-admin-key-0123456789";
+    let _gateway = Process::start(
+        "gateway",
+        &dir,
+        &[
+            "gateway",
+            "--http",
+            "127.0.0.1:8080",
+            "--admin",
+            "127.0.0.1:9090",
+        ],
+        &[
+            ("CONNECTIONSTRINGS__CACHE", cache.as_str()),
+            ("ADMIN__APIKEY", key),
+            ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+        ],
+    );
+    wait_for("the gateway", Duration::from_secs(20), || {
+        http::get(8080, "/health").is_ok_and(|r| r.status == 200)
+    });
+    let mut media_env = vec![("SERVICEBASEURL", "http://127.0.0.1:8080")];
+    media_env.extend(storage);
+    let media_dir = dir.join("m1");
+    let media_data = media_dir.display().to_string();
+    let _media = Process::start(
+        "m1",
+        &dir,
+        &[
+            "media-server",
+            "--id",
+            "m1",
+            "--workers",
+            "1",
+            "--mcu-workers",
+            "1",
+            "--media-ports",
+            "40000-40100",
+            "--public-ip",
+            "127.0.0.1",
+            "--data-dir",
+            &media_data,
+        ],
+        &media_env,
+    );
+    wait_for("m1 registered", Duration::from_secs(20), || {
+        switchyard_tests::cluster::media_servers(8080)
+            .iter()
+            .any(|s| s["id"] == "m1")
+    });
+    let mut roles_env = vec![
+        (
+            "DEPLOYMENTS__0__RECORDINGMANAGEMENT__AMQPURI",
+            amqp.as_str(),
+        ),
+        (
+            "DEPLOYMENTS__0__RECORDINGMANAGEMENT__POSTGRESURI",
+            pg.as_str(),
+        ),
+    ];
+    roles_env.extend(storage);
+    roles_env.extend(MUX_SETTINGS);
+    let monitor_data = dir.join("monitor").display().to_string();
+    let _monitor = Process::start(
+        "monitor",
+        &dir,
+        &["recording-monitor", "--data-dir", &monitor_data],
+        &roles_env,
+    );
+    let muxer_data = dir.join("muxer").display().to_string();
+    let _muxer = Process::start(
+        "muxer",
+        &dir,
+        &["recording-muxer", "--data-dir", &muxer_data],
+        &roles_env,
+    );
+
+    // The application and its recorded channels.
+    let secret = "cluster-recording-secret-0123";
+    let admin = |method: &str, path: &str, body: &str| {
+        let headers = [("X-API-Key", key), ("Content-Type", "application/json")];
+        let path = format!("/admin/api/v1{path}");
+        http::request(9090, method, &path, &headers, body).unwrap()
+    };
+    let app = admin(
+        "PUT",
+        "/applications/acme",
+        &format!(r#"{{"secrets":["{secret}"]}}"#),
+    );
+    assert_eq!(app.status, 200, "{}", app.body);
+    let config = r#"{"pattern":"rec-*","position":0,"allowedCodecs":[],"sfuAllowed":true,"mcuAllowed":true,"recording":true}"#;
+    let c = admin("PUT", "/applications/acme/channel-configs", config);
+    assert_eq!(c.status, 200, "{}", c.body);
+    let token = |user: &str| {
+        let out = Command::new(switchyard_tests::binary())
+            .args(["token", "--channel", "rec-1", "--user", user])
+            .args(["--application", "acme", "--secret", secret])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let publisher = token("publisher");
+    let bearer = format!("Bearer {publisher}");
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/sdp"),
+    ];
+    // Until the gateway reads the store again acme is unknown (401).
+    wait_for("acme's token accepted", Duration::from_secs(10), || {
+        http::request(8080, "POST", "/whip/rec-1", &headers, "v=0\r\n")
+            .is_ok_and(|r| r.status != 401)
+    });
+    let result = mix::run(
+        "http://127.0.0.1:8080",
+        "rec-1",
+        &[publisher],
+        "",
+        1,
+        "VP8",
+        4,
+    );
+    assert_eq!(result["ok"], true, "{result:#}");
+
+    // The muxed session and its JSON in storage, once.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let objects = loop {
+        let objects = s3.list("recordings");
+        let stored = objects
+            .iter()
+            .any(|(k, _)| k.starts_with("cluster/sessions/rec-1-") && k.ends_with(".json"));
+        if stored {
+            break objects;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no session in storage after 90 s: {objects:?}\nmonitor:\n{}\nmuxer:\n{}\nm1:\n{}",
+            _monitor.log_tail(),
+            _muxer.log_tail(),
+            _media.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let keys: Vec<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
+    let named = |suffix: &str| {
+        keys.iter()
+            .filter(|k| k.starts_with("cluster/rec-1/") && k.ends_with(suffix))
+            .count()
+    };
+    assert_eq!(
+        (named(".mkv"), named(".mka"), named(".json")),
+        (1, 1, 1),
+        "{keys:?}"
+    );
+    let muxed: Vec<&&str> = keys
+        .iter()
+        .filter(|k| k.starts_with("cluster/sessions/rec-1-") && k.ends_with(".mkv"))
+        .collect();
+    assert_eq!(muxed.len(), 1, "{keys:?}");
+
+    // The muxed file decodes and holds the publication.
+    let fetched = dir.join("fetched.mkv");
+    s3.download("recordings", muxed[0], &fetched);
+    let (errors, last) = decode(&fetched);
+    assert!(errors.trim().is_empty(), "{errors}");
+    assert!(last >= 2.0, "{last} s");
+    // The media server keeps its logs and no media.
+    let kept: Vec<PathBuf> = std::fs::read_dir(media_dir.join("recordings/rec-1"))
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .collect();
+    assert!(
+        kept.iter()
+            .all(|f| f.extension().is_some_and(|e| e == "json")),
+        "{kept:?}"
+    );
+
+    // The recording database: the session stored, with its two files.
+    let query = |sql: &str| {
+        let out = Command::new("psql")
+            .args([pg.as_str(), "-tAc", sql])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    wait_for(
+        "the session stored in the database",
+        Duration::from_secs(20),
+        || query("SELECT state FROM recording_sessions WHERE channel_id = 'rec-1'") == "stored",
+    );
+    let url = query("SELECT muxed FROM recording_sessions WHERE channel_id = 'rec-1'");
+    assert_eq!(url, format!("s3://recordings/{}", muxed[0]));
+    let files = query(
+        "SELECT count(*) FROM recordings WHERE channel_id = 'rec-1' AND state = 'finished' \
+         AND session_id IS NOT NULL AND user_id = 'publisher'",
+    );
+    assert_eq!(files, "2");
 }

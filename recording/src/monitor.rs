@@ -19,7 +19,6 @@
 //! seconds, one mux at a time.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -37,12 +36,18 @@ pub const SESSION_GAP_MS: u64 = 5_000;
 /// The directory of muxed sessions, beside the channels' directories.
 pub const SESSIONS: &str = "sessions";
 
-/// A finished recording, from its log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A recording, from its log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recorded {
     pub file: PathBuf,
     pub client_id: String,
-    /// When its first frame arrived, in ms since the Unix epoch.
+    /// Whose it is, as the log says.
+    pub application_id: String,
+    pub user_id: String,
+    pub connection_id: String,
+    pub connection_type: String,
+    /// When its first frame arrived, in ms since the Unix epoch (while it records, when it
+    /// started).
     pub start_ms: u64,
     pub duration_ms: u64,
     /// Its time 0 moved into lip sync with its publication's audio (see [`lip_sync`]).
@@ -60,7 +65,7 @@ impl Recorded {
 pub struct Scan {
     pub finished: Vec<Recorded>,
     /// Recordings started and not stopped: still being written, or left by a crash.
-    pub open: usize,
+    pub open: Vec<Recorded>,
 }
 
 /// One log line, as far as the monitor reads it.
@@ -72,7 +77,15 @@ struct Line {
     #[serde(default)]
     timestamp: u64,
     #[serde(default)]
+    application_id: String,
+    #[serde(default)]
     client_id: String,
+    #[serde(default)]
+    user_id: String,
+    #[serde(default)]
+    connection_id: String,
+    #[serde(default)]
+    connection_type: String,
     #[serde(default)]
     data: Data,
 }
@@ -87,8 +100,61 @@ struct Data {
     duration_ms: u64,
 }
 
-/// Reads the JSON logs of the channel directory `dir`. Lines that do not parse (a line a crash
-/// cut short) are skipped.
+/// What one connection's log says (its text; its files are in `dir`): its finished files,
+/// each with its first frame on the sender's clock, and those still open. Lines that do not
+/// parse (a line a crash cut short) are skipped.
+#[derive(Debug, Default)]
+pub struct LogRead {
+    pub finished: Vec<(Recorded, Option<u64>)>,
+    pub open: Vec<Recorded>,
+}
+
+pub fn read_log(text: &str, dir: &Path) -> LogRead {
+    let mut read = LogRead::default();
+    for line in text.lines() {
+        let Ok(line) = serde_json::from_str::<Line>(line) else {
+            continue;
+        };
+        let recorded = Recorded {
+            file: line
+                .data
+                .file
+                .as_deref()
+                .map(|f| dir.join(f))
+                .unwrap_or_default(),
+            client_id: line.client_id,
+            application_id: line.application_id,
+            user_id: line.user_id,
+            connection_id: line.connection_id,
+            connection_type: line.connection_type,
+            start_ms: line.data.first_frame_timestamp.unwrap_or(line.timestamp),
+            duration_ms: line.data.duration_ms,
+            synced_ms: None,
+        };
+        match line.kind.as_str() {
+            "startRecording" => read.open.push(recorded),
+            "stopRecording" => {
+                // The start it ends: the one of its file, or for a file that held nothing
+                // (none named), the oldest open.
+                let started = match line.data.file {
+                    Some(_) => read.open.iter().position(|o| o.file == recorded.file),
+                    None => (!read.open.is_empty()).then_some(0),
+                };
+                if let Some(i) = started {
+                    read.open.remove(i);
+                }
+                if line.data.file.is_some() {
+                    let sent = line.data.first_frame_sender_timestamp;
+                    read.finished.push((recorded, sent));
+                }
+            }
+            _ => {}
+        }
+    }
+    read
+}
+
+/// Reads the JSON logs of the channel directory `dir`.
 pub fn scan(dir: &Path) -> std::io::Result<Scan> {
     let mut scan = Scan::default();
     for entry in std::fs::read_dir(dir)? {
@@ -96,36 +162,12 @@ pub fn scan(dir: &Path) -> std::io::Result<Scan> {
         if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
-        let file = std::io::BufReader::new(std::fs::File::open(&path)?);
-        let (mut started, mut stopped) = (0usize, 0usize);
-        // This publication's finished files, with their first frames on the sender's clock.
-        let mut publication: Vec<(Recorded, Option<u64>)> = Vec::new();
-        for line in file.lines() {
-            let Ok(line) = serde_json::from_str::<Line>(&line?) else {
-                continue;
-            };
-            match line.kind.as_str() {
-                "startRecording" => started += 1,
-                "stopRecording" => {
-                    stopped += 1;
-                    if let Some(name) = line.data.file {
-                        let recorded = Recorded {
-                            file: dir.join(name),
-                            client_id: line.client_id,
-                            start_ms: line.data.first_frame_timestamp.unwrap_or(line.timestamp),
-                            duration_ms: line.data.duration_ms,
-                            synced_ms: None,
-                        };
-                        publication.push((recorded, line.data.first_frame_sender_timestamp));
-                    }
-                }
-                _ => {}
-            }
-        }
-        scan.open += started.saturating_sub(stopped);
-        lip_sync(&mut publication);
+        let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
+        let mut read = read_log(&text, dir);
+        lip_sync(&mut read.finished);
+        scan.open.extend(read.open);
         scan.finished
-            .extend(publication.into_iter().map(|(r, _)| r));
+            .extend(read.finished.into_iter().map(|(r, _)| r));
     }
     Ok(scan)
 }
@@ -206,6 +248,9 @@ struct SessionLog<'a> {
     error: Option<String>,
 }
 
+/// A channel's name, its sessions and its open recordings.
+type ChannelState = (String, Vec<Session>, Vec<Recorded>);
+
 /// The monitor of one recordings directory.
 pub struct Monitor {
     pub dir: PathBuf,
@@ -248,14 +293,10 @@ impl Monitor {
         Ok(muxed)
     }
 
-    /// The sessions to mux: those of channels without open recordings that ended over
-    /// [`SESSION_GAP_MS`] ago, neither muxed (`sessions/<id>.json`) nor handed to a muxer
-    /// (`sessions/<id>.job`, see [`Monitor::queued`]).
-    pub fn pending(&self) -> std::io::Result<Vec<Job>> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let mut jobs = Vec::new();
+    /// Each channel's name, its sessions (finished recordings grouped) and its open
+    /// recordings.
+    fn channels(&self) -> std::io::Result<Vec<ChannelState>> {
+        let mut out = Vec::new();
         for channel in channel_dirs(&self.dir)? {
             let Some(name) = channel
                 .file_name()
@@ -267,10 +308,33 @@ impl Monitor {
                 continue;
             }
             let scan = scan(&channel)?;
-            if scan.open > 0 {
+            out.push((name, sessions(scan.finished), scan.open));
+        }
+        Ok(out)
+    }
+
+    /// `path` relative to the recordings directory, `/`-separated (as jobs, the recording
+    /// database and object storage name files).
+    fn key(&self, path: &Path) -> Option<String> {
+        let relative = path.strip_prefix(&self.dir).ok()?;
+        let parts: Vec<String> = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        Some(parts.join("/"))
+    }
+
+    /// The sessions to mux: those of channels without open recordings that ended over
+    /// [`SESSION_GAP_MS`] ago, neither muxed (`sessions/<id>.json`) nor handed to a muxer
+    /// (`sessions/<id>.job`, see [`Monitor::queued`]).
+    pub fn pending(&self) -> std::io::Result<Vec<Job>> {
+        let now = now_ms();
+        let mut jobs = Vec::new();
+        for (name, sessions, open) in self.channels()? {
+            if !open.is_empty() {
                 continue;
             }
-            let settled = sessions(scan.finished)
+            let settled = sessions
                 .into_iter()
                 .filter(|s| s.end_ms.saturating_add(SESSION_GAP_MS) < now);
             for session in settled {
@@ -281,35 +345,90 @@ impl Monitor {
                 {
                     continue;
                 }
-                let mut participants: Vec<String> = session
+                let files = session
                     .recordings
                     .iter()
-                    .map(|r| r.client_id.clone())
+                    .filter_map(|r| self.key(&r.file))
                     .collect();
-                participants.sort_unstable();
-                participants.dedup();
-                let relative = |r: &Recorded| {
-                    let f = r.file.strip_prefix(&self.dir).ok()?;
-                    Some(f.to_string_lossy().into_owned())
-                };
-                let files = session.recordings.iter().filter_map(relative).collect();
                 let synced = session
                     .recordings
                     .iter()
-                    .filter_map(|r| Some((relative(r)?, r.synced_ms?)))
+                    .filter_map(|r| Some((self.key(&r.file)?, r.synced_ms?)))
                     .collect();
                 jobs.push(Job {
                     id,
                     channel_id: name.clone(),
                     start_timestamp: session.start_ms,
                     end_timestamp: session.end_ms,
-                    participants,
+                    participants: participants(&session),
                     files,
                     synced,
                 });
             }
         }
         Ok(jobs)
+    }
+
+    /// Everything the directory says, for the recording database: each recording (open ones
+    /// `recording`), and each session with its state: `pending` (not muxed yet), `queued`
+    /// (handed to a muxer), `muxed`, `failed` or `stored` (moved to object storage).
+    pub fn index(&self) -> std::io::Result<Index> {
+        let mut index = Index::default();
+        let out_dir = self.dir.join(SESSIONS);
+        for (name, sessions, open) in self.channels()? {
+            for r in open {
+                if let Some(key) = self.key(&r.file) {
+                    index.recordings.push(Indexed {
+                        key,
+                        open: true,
+                        session: None,
+                        recorded: r,
+                    });
+                }
+            }
+            for session in sessions {
+                let id = format!("{name}-{}", session.start_ms);
+                let json = out_dir.join(format!("{}.json", safe(&id)));
+                let done: Option<serde_json::Value> = std::fs::read(&json)
+                    .ok()
+                    .and_then(|t| serde_json::from_slice(&t).ok());
+                let (state, muxed, error) = match done {
+                    Some(d) if !d["storage"].is_null() => {
+                        let url = d["storage"]["muxed"].as_str().map(str::to_string);
+                        ("stored", url, None)
+                    }
+                    Some(d) if !d["error"].is_null() => {
+                        ("failed", None, d["error"].as_str().map(str::to_string))
+                    }
+                    Some(d) => ("muxed", d["path"].as_str().map(str::to_string), None),
+                    None if out_dir.join(format!("{}.job", safe(&id))).exists() => {
+                        ("queued", None, None)
+                    }
+                    None => ("pending", None, None),
+                };
+                index.sessions.push(IndexedSession {
+                    id: id.clone(),
+                    channel_id: name.clone(),
+                    start_ms: session.start_ms,
+                    end_ms: session.end_ms,
+                    participants: participants(&session),
+                    state,
+                    muxed,
+                    error,
+                });
+                for r in session.recordings {
+                    if let Some(key) = self.key(&r.file) {
+                        index.recordings.push(Indexed {
+                            key,
+                            open: false,
+                            session: Some(id.clone()),
+                            recorded: r,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(index)
     }
 
     /// Marks `job` as handed to a muxer elsewhere (a queue took it), so that it is not handed
@@ -398,6 +517,57 @@ pub struct Job {
     pub synced: BTreeMap<String, u64>,
 }
 
+/// What [`Monitor::index`] found.
+#[derive(Debug, Default)]
+pub struct Index {
+    pub recordings: Vec<Indexed>,
+    pub sessions: Vec<IndexedSession>,
+}
+
+/// A recording and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Indexed {
+    /// Its path under the recordings directory, `/`-separated.
+    pub key: String,
+    /// Still being written (or left by a crash, until closed).
+    pub open: bool,
+    /// The session it belongs to, once finished.
+    pub session: Option<String>,
+    pub recorded: Recorded,
+}
+
+/// A session and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedSession {
+    pub id: String,
+    pub channel_id: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub participants: Vec<String>,
+    pub state: &'static str,
+    /// The muxed file: its object URL once stored, else its path.
+    pub muxed: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The session's participants (client ids), sorted, once each.
+fn participants(session: &Session) -> Vec<String> {
+    let mut participants: Vec<String> = session
+        .recordings
+        .iter()
+        .map(|r| r.client_id.clone())
+        .collect();
+    participants.sort_unstable();
+    participants.dedup();
+    participants
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// `id` as a file name: what is not a letter, a digit, `-` or `_` becomes `_` (a job may come
 /// from a queue).
 fn safe(id: &str) -> String {
@@ -414,7 +584,7 @@ fn safe(id: &str) -> String {
 
 /// The directories under `dir` (the channels', and `sessions`); none when `dir` does not
 /// exist yet.
-fn channel_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub fn channel_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -480,7 +650,7 @@ mod tests {
             client_id: client.into(),
             start_ms,
             duration_ms,
-            synced_ms: None,
+            ..Recorded::default()
         }
     }
 
@@ -509,7 +679,7 @@ mod tests {
             client_id: "p1".into(),
             start_ms,
             duration_ms: 5_000,
-            synced_ms: None,
+            ..Recorded::default()
         };
         // Video arrived 60 ms after the audio, but was sent 20 ms after it.
         let mut publication = vec![
@@ -532,27 +702,66 @@ mod tests {
     #[test]
     fn logs_say_what_is_finished_and_what_is_open() {
         let dir = std::env::temp_dir().join(format!("sy-monitor-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("room")).unwrap();
         let lines = [
-            r#"{"type":"startRecording","timestamp":1000,"clientId":"p1","data":{"file":"a-0.mka"}}"#,
+            r#"{"type":"startRecording","timestamp":1000,"clientId":"p1","userId":"u1","connectionId":"c1","connectionType":"sfu","data":{"file":"a-0.mka"}}"#,
             r#"{"type":"startRecording","timestamp":1000,"clientId":"p1","data":{"file":"a-1.mkv"}}"#,
-            r#"{"type":"stopRecording","timestamp":9000,"clientId":"p1","data":{"file":"a-0.mka","firstFrameTimestamp":1200,"durationMs":7000}}"#,
+            r#"{"type":"stopRecording","timestamp":9000,"clientId":"p1","userId":"u1","connectionId":"c1","connectionType":"sfu","data":{"file":"a-0.mka","firstFrameTimestamp":1200,"durationMs":7000}}"#,
             r#"{"type":"stopRec"#,
         ];
-        std::fs::write(dir.join("a.json"), lines.join("\n")).unwrap();
-        std::fs::write(dir.join("a-0.mka"), b"").unwrap();
-        let s = scan(&dir).unwrap();
-        assert_eq!(s.open, 1);
+        std::fs::write(dir.join("room/a.json"), lines.join("\n")).unwrap();
+        std::fs::write(dir.join("room/a-0.mka"), b"").unwrap();
+        let s = scan(&dir.join("room")).unwrap();
+        let open: Vec<&Path> = s.open.iter().map(|r| r.file.as_path()).collect();
+        assert_eq!(open, [dir.join("room/a-1.mkv")]);
         assert_eq!(
             s.finished,
             [Recorded {
-                file: dir.join("a-0.mka"),
+                file: dir.join("room/a-0.mka"),
                 client_id: "p1".into(),
+                user_id: "u1".into(),
+                connection_id: "c1".into(),
+                connection_type: "sfu".into(),
                 start_ms: 1200,
                 duration_ms: 7000,
-                synced_ms: None,
+                ..Recorded::default()
             }]
         );
+
+        // The database's view: one open, one finished in the pending session.
+        let monitor = Monitor {
+            dir: dir.clone(),
+            config: mux::Config::default(),
+        };
+        let index = monitor.index().unwrap();
+        let rows: Vec<(&str, bool, Option<&str>)> = index
+            .recordings
+            .iter()
+            .map(|r| (r.key.as_str(), r.open, r.session.as_deref()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("room/a-1.mkv", true, None),
+                ("room/a-0.mka", false, Some("room-1200"))
+            ]
+        );
+        assert_eq!(index.sessions.len(), 1);
+        assert_eq!(index.sessions[0].state, "pending");
+        assert!(monitor.pending().unwrap().is_empty(), "a recording is open");
+
+        // A file that held nothing is stopped without a name: nothing is open any more, and
+        // the session is handed out, then marked queued.
+        let empty =
+            r#"{"type":"stopRecording","timestamp":9000,"clientId":"p1","data":{"durationMs":0}}"#;
+        let all = [&lines[..3], &[empty]].concat().join("\n");
+        std::fs::write(dir.join("room/a.json"), all).unwrap();
+        let jobs = monitor.pending().unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].files, ["room/a-0.mka"]);
+        monitor.queued(&jobs[0]).unwrap();
+        assert_eq!(monitor.index().unwrap().sessions[0].state, "queued");
+        assert!(monitor.pending().unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

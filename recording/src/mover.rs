@@ -1,87 +1,36 @@
-//! The mover: a muxed session's files to object storage (S3 and S3-compatible, Azure, GCS, or
-//! a local directory, through `object_store`), the local copies deleted only after the upload
-//! is verified.
+//! The mover: recordings to object storage (see [`crate::objects`]), the local copies deleted
+//! only after the upload is verified.
 //!
-//! A session's JSON (`sessions/<id>.json`, which the monitor writes when it muxed the session)
-//! names its files: the muxed file and the recordings it was made of. The mover uploads each
-//! under `<prefix>/<path in the recordings directory>` (multipart above [`MULTIPART_ABOVE`]),
-//! checks the stored object's size against the local file (and its ETag against the one the
-//! upload returned), uploads copies of the recordings' JSON logs, and only then deletes the
-//! local media files. It then adds `storage` to the session's JSON (kept locally, and uploaded
-//! too), which marks the session moved; the small JSON files stay, so the monitor knows the
-//! session is done.
+//! Where the muxer shares the recordings directory (all-in-one, or roles on one disk), the
+//! mover moves whole sessions once muxed ([`Mover::pass`]). A session's JSON
+//! (`sessions/<id>.json`, which the monitor writes when it muxed the session) names its files:
+//! the muxed file and the recordings it was made of. The mover uploads each (multipart above
+//! [`MULTIPART_ABOVE`]), checks the stored object's size against the local file (and its ETag
+//! against the one the upload returned), uploads copies of the recordings' JSON logs, and only
+//! then deletes the local media files. It then adds `storage` to the session's JSON (kept
+//! locally, and uploaded too), which marks the session moved; the small JSON files stay, so
+//! the monitor knows the session is done.
 //!
-//! Every step can be repeated: a mover stopped midway (a crash, the storage down) uploads the
-//! session again at its next pass, since nothing was deleted before every object was verified.
-//! A failed session waits before its next try, doubling from 2 s to 5 minutes.
+//! In a cluster, a media server's mover sends each recording as it finishes, with its log
+//! ([`Mover::pass_recordings`]): the monitor reads the logs from storage and the muxers fetch
+//! the files from there.
+//!
+//! Every step can be repeated: a mover stopped midway (a crash, the storage down) uploads
+//! again at its next pass, since nothing was deleted before every object was verified. A
+//! failure waits before its next try, doubling from 2 s to 5 minutes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
-use object_store::local::LocalFileSystem;
-use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, RetryConfig};
-use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload, WriteMultipart};
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
 
-use crate::monitor::SESSIONS;
+use crate::monitor::{SESSIONS, channel_dirs, read_log};
+pub use crate::objects::{Error, MULTIPART_ABOVE, Stored};
+use crate::objects::{Objects, relative};
 
-/// Files above this size go up in parts (S3 takes at most 5 GB in one PUT; parts keep memory
-/// bounded and a retry cheaper).
-pub const MULTIPART_ABOVE: u64 = 16 << 20;
-/// Part size, and the parts in flight at once.
-const PART: usize = 8 << 20;
-const PARTS_IN_FLIGHT: usize = 4;
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 const LAST_RETRY: Duration = Duration::from_secs(300);
-/// How long one request is retried inside the store's client before the session's own retry
-/// takes over: short, because the mover runs between the monitor's passes.
-const REQUEST_RETRY: Duration = Duration::from_secs(15);
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("storage URL {0:?}: {1}")]
-    Url(String, String),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{key}: {source}")]
-    Store {
-        key: String,
-        source: object_store::Error,
-    },
-    #[error("{key}: stored {stored} bytes of {local}")]
-    Size {
-        key: String,
-        stored: u64,
-        local: u64,
-    },
-    #[error("{key}: stored ETag {stored:?}, the upload said {uploaded:?}")]
-    ETag {
-        key: String,
-        stored: Option<String>,
-        uploaded: Option<String>,
-    },
-    #[error("{0}: not a session the monitor wrote")]
-    Session(PathBuf),
-}
-
-/// An object the mover verified.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Stored {
-    /// Its key under the storage URL.
-    pub key: String,
-    pub size: u64,
-    pub e_tag: Option<String>,
-}
 
 /// What a session's JSON gets once it is moved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,71 +47,26 @@ pub struct Storage {
 
 /// The mover of one recordings directory to one storage URL.
 pub struct Mover {
-    store: Box<dyn ObjectStore>,
-    prefix: ObjectPath,
-    url: String,
-    runtime: tokio::runtime::Runtime,
-    /// Sessions that failed: when to try again, and the wait after that.
+    objects: Objects,
+    /// Sessions (by JSON) and logs that failed: when to try again, and the wait after that.
     retry: HashMap<PathBuf, (Instant, Duration)>,
+    /// The logs uploaded by [`Mover::pass_recordings`], with their length then.
+    logs: HashMap<PathBuf, u64>,
 }
 
 impl Mover {
-    /// A mover to `url` (`s3://bucket/prefix`, `az://container/prefix`, `gs://bucket/prefix`,
-    /// `file:///dir`), the cloud stores configured from the environment as `object_store`
-    /// names it (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`, `AZURE_STORAGE_*`,
-    /// `GOOGLE_*`, ...).
+    /// A mover to `url` (see [`Objects::new`]).
     pub fn new(url: &str) -> Result<Mover, Error> {
-        let bad = |e: &dyn std::fmt::Display| Error::Url(url.to_string(), e.to_string());
-        let parsed = url::Url::parse(url).map_err(|e| bad(&e))?;
-        let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| bad(&e))?;
-        let retry = RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(200),
-                max_backoff: Duration::from_secs(5),
-                base: 2.0,
-            },
-            max_retries: 4,
-            retry_timeout: REQUEST_RETRY,
-        };
-        let store: Box<dyn ObjectStore> = match scheme {
-            ObjectStoreScheme::Local => Box::new(LocalFileSystem::new()),
-            ObjectStoreScheme::AmazonS3 => Box::new(
-                AmazonS3Builder::from_env()
-                    .with_url(url)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(|e| bad(&e))?,
-            ),
-            ObjectStoreScheme::MicrosoftAzure => Box::new(
-                MicrosoftAzureBuilder::from_env()
-                    .with_url(url)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(|e| bad(&e))?,
-            ),
-            ObjectStoreScheme::GoogleCloudStorage => Box::new(
-                GoogleCloudStorageBuilder::from_env()
-                    .with_url(url)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(|e| bad(&e))?,
-            ),
-            other => return Err(bad(&format!("{other:?} is not a storage the mover writes"))),
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| Error::Io {
-                path: PathBuf::from("(runtime)"),
-                source,
-            })?;
         Ok(Mover {
-            store,
-            prefix,
-            url: url.trim_end_matches('/').to_string(),
-            runtime,
+            objects: Objects::new(url)?,
             retry: HashMap::new(),
+            logs: HashMap::new(),
         })
+    }
+
+    /// The storage client.
+    pub fn objects(&self) -> &Objects {
+        &self.objects
     }
 
     /// One pass over `dir` (the recordings directory): every muxed session not moved yet and not
@@ -234,7 +138,11 @@ impl Mover {
             if channel.ends_with(SESSIONS) {
                 continue;
             }
-            for entry in std::fs::read_dir(channel).map_err(io)? {
+            // None on a muxer, which fetched only the media.
+            let Ok(entries) = std::fs::read_dir(channel) else {
+                continue;
+            };
+            for entry in entries {
                 let path = entry.map_err(io)?.path();
                 if path.extension().is_some_and(|e| e == "json") && !logs.contains(&path) {
                     logs.push(path);
@@ -243,21 +151,18 @@ impl Mover {
         }
 
         let mut objects = Vec::new();
-        self.runtime.block_on(async {
-            for file in media.iter().chain(&logs) {
-                // A media file gone already was deleted by an earlier pass after its upload was
-                // verified; the session JSON just was not updated before it stopped.
-                if !file.exists() {
-                    continue;
-                }
-                objects.push(self.upload(dir, file).await?);
+        for file in media.iter().chain(&logs) {
+            // A media file gone already was deleted by an earlier pass after its upload was
+            // verified (or, on a muxer, was fetched from storage and is there already).
+            if !file.exists() {
+                continue;
             }
-            Ok::<(), Error>(())
-        })?;
+            objects.push(self.objects.put_file(dir, file)?);
+        }
 
         let storage = Storage {
-            url: self.url.clone(),
-            muxed: relative(dir, &muxed).map(|r| format!("{}/{r}", self.url)),
+            url: self.objects.url().to_string(),
+            muxed: relative(dir, &muxed).map(|r| self.objects.object_url(&r)),
             objects,
             moved_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -283,84 +188,102 @@ impl Mover {
         let partial = json.with_extension("json.partial");
         std::fs::write(&partial, &text).map_err(io)?;
         std::fs::rename(&partial, json).map_err(io)?;
-        self.runtime.block_on(self.upload(dir, json))?;
+        self.objects.put_file(dir, json)?;
         Ok(Some(storage))
     }
 
-    /// Uploads `file` (under `dir`) and verifies the stored object.
-    async fn upload(&self, dir: &Path, file: &Path) -> Result<Stored, Error> {
-        let under = relative(dir, file).ok_or_else(|| Error::Session(file.to_path_buf()))?;
-        let name = if self.prefix.as_ref().is_empty() {
-            under.clone()
-        } else {
-            format!("{}/{under}", self.prefix)
+    /// A media server's pass over `dir` when its recordings go to storage as they finish (in
+    /// a cluster, whose muxers share no disk with it). Each connection's log that changed since
+    /// its last upload is read once; the finished files it names are uploaded and verified,
+    /// then the log as it was read, so that a log in storage never names a file not there
+    /// yet; only then are the local media files deleted (the logs stay). A log still being
+    /// written is uploaded too, so the monitor knows its recordings are open. Returns the
+    /// files uploaded; failures are logged and retried later.
+    pub fn pass_recordings(&mut self, dir: &Path) -> usize {
+        let Ok(channels) = channel_dirs(dir) else {
+            return 0;
         };
-        let key = ObjectPath::from(name.as_str());
-        let io = |source| Error::Io {
-            path: file.to_path_buf(),
-            source,
-        };
-        let store = |source| Error::Store {
-            key: name.clone(),
-            source,
-        };
-        let local = std::fs::metadata(file).map_err(io)?.len();
-        let uploaded = if local > MULTIPART_ABOVE {
-            let mut source = tokio::fs::File::open(file).await.map_err(io)?;
-            let upload = self.store.put_multipart(&key).await.map_err(store)?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
-            let mut chunk = vec![0; PART];
-            loop {
-                let n = source.read(&mut chunk).await.map_err(io)?;
-                if n == 0 {
-                    break;
+        let now = Instant::now();
+        let mut uploaded = 0;
+        for channel in channels.iter().filter(|c| !c.ends_with(SESSIONS)) {
+            let Ok(entries) = std::fs::read_dir(channel) else {
+                continue;
+            };
+            let mut logs: Vec<PathBuf> = entries
+                .filter_map(|e| Some(e.ok()?.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect();
+            logs.sort();
+            for log in logs {
+                if self.retry.get(&log).is_some_and(|(at, _)| *at > now) {
+                    continue;
                 }
-                writer
-                    .wait_for_capacity(PARTS_IN_FLIGHT)
-                    .await
-                    .map_err(store)?;
-                writer.write(&chunk[..n]);
+                match self.upload_log(dir, &log) {
+                    Ok(n) => {
+                        self.retry.remove(&log);
+                        uploaded += n;
+                    }
+                    Err(e) => {
+                        let wait = self
+                            .retry
+                            .get(&log)
+                            .map_or(FIRST_RETRY, |(_, w)| (*w * 2).min(LAST_RETRY));
+                        tracing::warn!(
+                            ?log,
+                            retry_in_s = wait.as_secs(),
+                            "recording not moved: {e}"
+                        );
+                        self.retry.insert(log, (now + wait, wait));
+                    }
+                }
             }
-            writer.finish().await.map_err(store)?
-        } else {
-            let bytes = tokio::fs::read(file).await.map_err(io)?;
-            self.store
-                .put(&key, PutPayload::from(bytes))
-                .await
-                .map_err(store)?
-        };
-        let meta = self.store.head(&key).await.map_err(store)?;
-        if meta.size != local {
-            return Err(Error::Size {
-                key: name,
-                stored: meta.size,
-                local,
-            });
         }
-        if uploaded.e_tag.is_some() && meta.e_tag.is_some() && uploaded.e_tag != meta.e_tag {
-            return Err(Error::ETag {
-                key: name,
-                stored: meta.e_tag,
-                uploaded: uploaded.e_tag,
-            });
-        }
-        Ok(Stored {
-            key: under,
-            size: local,
-            e_tag: meta.e_tag,
-        })
+        uploaded
     }
-}
 
-/// `file`'s path under `dir`, `/`-separated (its key under the storage URL); `None` for a file
-/// outside `dir`.
-fn relative(dir: &Path, file: &Path) -> Option<String> {
-    let relative = file.strip_prefix(dir).ok()?;
-    let parts: Vec<String> = relative
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    Some(parts.join("/"))
+    /// Uploads `log` and its finished files if it changed; returns the files uploaded.
+    fn upload_log(&mut self, dir: &Path, log: &Path) -> Result<usize, Error> {
+        let io = |source| Error::Io {
+            path: log.to_path_buf(),
+            source,
+        };
+        let text = std::fs::read(log).map_err(io)?;
+        let length = text.len() as u64;
+        if self.logs.get(log) == Some(&length) {
+            return Ok(0);
+        }
+        let channel = log
+            .parent()
+            .ok_or_else(|| Error::Session(log.to_path_buf()))?;
+        let key = relative(dir, log).ok_or_else(|| Error::Session(log.to_path_buf()))?;
+        let read = read_log(&String::from_utf8_lossy(&text), channel);
+        // A finished file gone already went up at an earlier pass.
+        let files: Vec<&Path> = read
+            .finished
+            .iter()
+            .map(|(r, _)| r.file.as_path())
+            .filter(|f| f.exists())
+            .collect();
+        for file in &files {
+            let stored = self.objects.put_file(dir, file)?;
+            tracing::info!(key = %stored.key, size = stored.size, "recording moved to storage");
+        }
+        self.objects.put_bytes(&key, text)?;
+        for file in &files {
+            match std::fs::remove_file(file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: file.to_path_buf(),
+                        source,
+                    });
+                }
+            }
+        }
+        self.logs.insert(log.to_path_buf(), length);
+        Ok(files.len())
+    }
 }
 
 // ok: every unwrap()/expect() below is in this test-only module, on values the tests built

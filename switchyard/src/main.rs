@@ -90,10 +90,19 @@ enum Command {
     /// Compose recorded files (a session's `.mkv`/`.mka`, lined up by their dates) into one
     /// file, as the recording muxer does: a VP8 grid and an Opus mix.
     Mux(recording::MuxArgs),
+    /// Run a recording monitor: read the recordings' logs (from RECORDING:STORAGE, else from
+    /// `<data-dir>/recordings/`, shared with the media servers), keep the recording database
+    /// (DEPLOYMENTS:0:RECORDINGMANAGEMENT:POSTGRESURI), and queue each finished session for
+    /// the muxers on RabbitMQ (DEPLOYMENTS:0:RECORDINGMANAGEMENT:AMQPURI), or mux it here.
+    RecordingMonitor(recording::roles::RecordingArgs),
     /// Run a recording muxer: take the sessions the monitor queues on RabbitMQ
     /// (DEPLOYMENTS:0:RECORDINGMANAGEMENT:AMQPURI), one at a time, and mux each into
-    /// `<data-dir>/recordings/sessions/`.
-    RecordingMuxer(recording::MuxerArgs),
+    /// `<data-dir>/recordings/sessions/` (its files fetched from RECORDING:STORAGE, and the
+    /// muxed session stored there, when set).
+    RecordingMuxer(recording::roles::RecordingArgs),
+    /// Run a recording mover: move the muxed sessions in `<data-dir>/recordings/sessions/`
+    /// (a directory shared with a muxer) to RECORDING:STORAGE.
+    RecordingMover(recording::roles::RecordingArgs),
 }
 
 #[derive(Args)]
@@ -492,7 +501,15 @@ fn main() -> ExitCode {
         }
         Command::Doctor(args) => doctor::main(args),
         Command::Mux(args) => recording::mux_main(&args),
-        Command::RecordingMuxer(args) => run(log, "recording-muxer", || recording::muxer(args)),
+        Command::RecordingMonitor(args) => {
+            run(log, "recording-monitor", || recording::roles::monitor(args))
+        }
+        Command::RecordingMuxer(args) => {
+            run(log, "recording-muxer", || recording::roles::muxer(args))
+        }
+        Command::RecordingMover(args) => run(log, "recording-mover", || {
+            recording::roles::mover_role(args)
+        }),
         Command::AllInOne(args) => run(log, "all-in-one", || all_in_one(args)),
         Command::Gateway(args) => run(log, "gateway", || roles::gateway(args)),
         Command::MediaServer(args) => run(log, "media-server", || roles::media_server(args)),
@@ -717,12 +734,23 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
             source,
         })?;
     state.store = Some(cache.clone());
-    // Recordings stay in the data directory (issue 15: the mover will take them elsewhere).
+    // Recordings are written under the data directory, muxed there (or by muxers elsewhere,
+    // through RabbitMQ) and moved to RECORDING:STORAGE when set.
     let recordings = args.dev.data_dir.join("recordings");
     state.recordings = Some(recordings.clone());
-    let mux_config = recording::mux_config(&config)?;
-    let mover = recording::mover(&config)?;
-    let amqp = recording::amqp_uri(&config);
+    let mut pipeline = recording::Pipeline::new(switchyard_recording::monitor::Monitor {
+        dir: recordings.clone(),
+        config: recording::mux_config(&config)?,
+    });
+    pipeline.mover = recording::mover(&config)?;
+    if let Some(uri) = recording::amqp_uri(&config) {
+        pipeline.publisher = Some(recording::queue_publisher(&uri)?);
+    }
+    let recording_db = runtime.block_on(recording::db::open(&config, &args.dev.data_dir))?;
+    pipeline.db = Some(recording::db::RecordingDb::new(
+        recording_db,
+        runtime.handle().clone(),
+    ));
     // The stored applications' webhooks (the dev application, which is not stored, has none).
     let (webhooks, webhook_sender) = Webhooks::new(
         cache.clone(),
@@ -801,12 +829,13 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
         );
         tokio::spawn(webhook_sender.run());
         let mixed = state.webhooks.clone();
-        let announce_mixed = move |muxed: &_, url: Option<&str>| {
+        let announce_mixed = move |muxed: &switchyard_recording::mux::Muxed, url: Option<&str>| {
             for event in webhooks::mixed(muxed, url) {
                 mixed.emit(event);
             }
         };
-        let _monitor = recording::start(recordings.clone(), mux_config, mover, amqp, announce_mixed)
+        pipeline.on_muxed = Box::new(announce_mixed);
+        let _monitor = recording::start(pipeline)
             .map_err(|source| Fatal::DataDir {
                 what: "starting the recording monitor",
                 dir: recordings,
@@ -860,7 +889,7 @@ fn media_ports(media: &MediaServer) -> Vec<u16> {
         .collect()
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

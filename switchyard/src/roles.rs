@@ -1,6 +1,7 @@
 //! `switchyard gateway` and `switchyard media-server`: the cluster's two processes.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_cluster::signing::{self, ClusterSecret};
@@ -97,6 +98,10 @@ pub struct MediaServerArgs {
     /// How long SIGTERM waits for sessions to end while draining before stopping anyway.
     #[arg(long, default_value = "300", value_parser = parse_seconds)]
     drain_timeout: Duration,
+    /// Where recordings are written (`<data-dir>/recordings/`; each media server needs its
+    /// own), until RECORDING:STORAGE takes them.
+    #[arg(long, default_value = "switchyard-data", env = "SWITCHYARD_DATA_DIR")]
+    data_dir: PathBuf,
     #[command(flatten)]
     media: MediaArgs,
 }
@@ -454,6 +459,11 @@ pub fn media_server(mut args: MediaServerArgs) -> Result<(), Fatal> {
         let (relay_tx, relay_rx) = mpsc::unbounded_channel();
         state.relay = Some(relay_tx);
         state.turn = turn;
+        // Channels whose configuration says `recording` are recorded here (their
+        // publications' tracks, on the MCU threads).
+        let recordings = args.data_dir.join("recordings");
+        let _recordings = crate::recording::roles::media_server(&config, recordings.clone())?;
+        state.recordings = Some(recordings);
         let state = Arc::new(state);
         crate::doctor::check_at_start(
             &config,

@@ -42,6 +42,27 @@ impl S3 {
         assert_eq!(r.status, 200, "{}", r.body);
     }
 
+    /// Downloads `key` of `bucket` to `to` (a signed GET through boto3, which moto needs
+    /// for objects).
+    pub fn download(&self, bucket: &str, key: &str, to: &std::path::Path) {
+        let script = "import sys, boto3\n\
+            s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', \
+            aws_secret_access_key='test', region_name='us-east-1')\n\
+            s3.download_file(sys.argv[2], sys.argv[3], sys.argv[4])\n";
+        let out = Command::new(crate::python())
+            .args(["-c", script])
+            .arg(format!("http://127.0.0.1:{}", self.port))
+            .args([bucket, key])
+            .arg(to)
+            .output()
+            .expect("run boto3");
+        assert!(
+            out.status.success(),
+            "download {bucket}/{key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The bucket's objects: (key, size), from a ListObjectsV2 answer.
     pub fn list(&self, bucket: &str) -> Vec<(String, u64)> {
         let path = format!("/{bucket}?list-type=2&max-keys=1000");

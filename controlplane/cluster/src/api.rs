@@ -34,6 +34,9 @@ pub struct PublishRequest {
     /// For a mix, the channel configuration's MCU canvas; absent: the media server's `MCU:*`.
     #[serde(default)]
     pub canvas: Canvas,
+    /// The channel configuration's `recording`: the media server records the publication.
+    #[serde(default)]
+    pub record: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

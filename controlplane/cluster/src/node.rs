@@ -186,7 +186,10 @@ async fn publish(
 ) -> Result<(StatusCode, Json<PublishReply>), Error> {
     refuse_new(&node)?;
     node.state.join_as(&r.channel, &r.participant, &r.user);
-    let rules = Rules::from_link(&r.codecs, r.max_bitrate_kbps);
+    let rules = Rules {
+        record: r.record,
+        ..Rules::from_link(&r.codecs, r.max_bitrate_kbps)
+    };
     let result = node
         .state
         .publish(&r.channel, &r.participant, &r.offer, &rules)
@@ -226,6 +229,7 @@ async fn mix(
     node.state.join_as(&r.channel, &r.participant, &r.user);
     let rules = Rules {
         canvas: r.canvas,
+        record: r.record,
         ..Rules::from_link(&r.codecs, r.max_bitrate_kbps)
     };
     let result = node

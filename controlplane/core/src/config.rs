@@ -169,9 +169,14 @@ const SETTINGS: &[Spec] = &[
         about: "RabbitMQ for the recording pipeline: the monitor queues sessions there for `switchyard recording-muxer` processes instead of muxing them itself (default: none, all-in-one muxes in-process)",
     },
     Spec {
+        name: "DEPLOYMENTS:0:RECORDINGMANAGEMENT:POSTGRESURI",
+        kind: Kind::PostgresUri,
+        about: "PostgreSQL for the recording database the recording monitor keeps (recordings and sessions); default: CONNECTIONSTRINGS:DEFAULT, else SQLite in the data directory",
+    },
+    Spec {
         name: "RECORDING:STORAGE",
         kind: Kind::StorageUrl,
-        about: "object storage the mover uploads muxed sessions and their recordings to (s3://bucket/prefix, az://, gs://, file:///dir; credentials and endpoint from the usual AWS_*, AZURE_*, GOOGLE_* variables); local copies are deleted once verified. Default: none, files stay in the data directory",
+        about: "object storage for recordings (s3://bucket/prefix, az://, gs://, file:///dir; credentials and endpoint from the usual AWS_*, AZURE_*, GOOGLE_* variables): all-in-one's mover uploads muxed sessions with their recordings; in a cluster, media servers upload each recording as it finishes, the monitor reads the logs there, muxers fetch the files and store the sessions. Local copies are deleted once verified. Default: none, files stay in the data directory",
     },
     Spec {
         name: "RECORDING:WIDTH",

@@ -1,5 +1,6 @@
 //! The cluster's configuration store: deployments, applications with their shared secrets,
-//! channel configurations, webhooks and the audit log of administrative changes.
+//! channel configurations, webhooks and the audit log of administrative changes; and the
+//! recording database, which the recording monitor keeps.
 //!
 //! PostgreSQL when the cluster has one (`CONNECTIONSTRINGS:DEFAULT`), otherwise a SQLite file in
 //! the data directory, so that a single server needs no database to run. Both get the same
@@ -22,6 +23,7 @@ mod webhook;
 pub use cache::{CachedStore, Health, Snapshot};
 pub use channel_match::match_channel;
 pub use mask::mask;
+pub use recordings::{RecordedFile, RecordingSession};
 pub use records::{
     Application, AuditEntry, ChannelConfig, ClusteringStrategy, ConfigError, Deployment,
     MAX_SECRETS, MCU_CANVAS_HEIGHTS, MCU_CANVAS_WIDTHS, MCU_FRAME_RATES, validate_order,
@@ -110,6 +112,7 @@ macro_rules! on_pool {
 }
 
 mod queries;
+mod recordings;
 
 impl Store {
     /// Opens the configuration database and brings its schema up to date: PostgreSQL for a

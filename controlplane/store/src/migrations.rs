@@ -42,6 +42,11 @@ const POSTGRES: List = &[
         "webhooks",
         include_str!("../migrations/postgres/0005_webhooks.sql"),
     ),
+    (
+        6,
+        "recordings",
+        include_str!("../migrations/postgres/0006_recordings.sql"),
+    ),
 ];
 
 const SQLITE: List = &[
@@ -69,6 +74,11 @@ const SQLITE: List = &[
         5,
         "webhooks",
         include_str!("../migrations/sqlite/0005_webhooks.sql"),
+    ),
+    (
+        6,
+        "recordings",
+        include_str!("../migrations/sqlite/0006_recordings.sql"),
     ),
 ];
 

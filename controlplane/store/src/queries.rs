@@ -550,11 +550,11 @@ impl Store {
 }
 
 /// A list as the JSON array text the databases store.
-fn json_list(list: &[String]) -> String {
+pub(crate) fn json_list(list: &[String]) -> String {
     Value::from(list.to_vec()).to_string()
 }
 
-fn parse_list(what: impl Fn() -> String, text: &str) -> Result<Vec<String>, StoreError> {
+pub(crate) fn parse_list(what: impl Fn() -> String, text: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
         what: what(),
         detail: e.to_string(),

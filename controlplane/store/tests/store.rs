@@ -11,7 +11,8 @@ use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use switchyard_store::{
     Application, CachedStore, ChannelConfig, ClusteringStrategy, ConfigError, Deployment, Health,
-    MASKED, SQLITE_FILE, Secret, Store, StoreError, Webhook, match_channel,
+    MASKED, RecordedFile, RecordingSession, SQLITE_FILE, Secret, Store, StoreError, Webhook,
+    match_channel,
 };
 
 const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -177,7 +178,7 @@ async fn reopening_applies_nothing_twice(backend: Backend) {
             .await
             .unwrap(),
     };
-    assert_eq!(applied, 5, "one row per migration, none twice");
+    assert_eq!(applied, 6, "one row per migration, none twice");
     // Without a URL, the file is where the documentation says.
     if let Backend::Sqlite(dir) = &backend {
         assert!(dir.0.join(SQLITE_FILE).is_file());
@@ -598,6 +599,70 @@ async fn webhooks_round_trip(backend: Backend) {
     assert_eq!(log[2].detail["url"], "https://example.com/m");
 }
 
+async fn recordings_round_trip(backend: Backend) {
+    let store = backend.open().await;
+    let file = |name: &str, state: &str, session: Option<&str>| RecordedFile {
+        file: format!("room/{name}"),
+        application_id: "app".into(),
+        channel_id: "room".into(),
+        client_id: "c1".into(),
+        user_id: "u1".into(),
+        connection_id: "p1".into(),
+        connection_type: "sfu".into(),
+        state: state.into(),
+        start_at: 1_000,
+        duration_ms: 0,
+        session_id: session.map(str::to_string),
+    };
+    store
+        .put_recorded_files(&[file("p1-0.mka", "recording", None)])
+        .await
+        .unwrap();
+    // Written again, finished and in a session: replaced.
+    let mut finished = file("p1-0.mka", "finished", Some("room-1000"));
+    finished.duration_ms = 4_000;
+    let video = file("p1-1.mkv", "finished", Some("room-1000"));
+    store
+        .put_recorded_files(&[finished.clone(), video.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.recorded_files("room-1000").await.unwrap(),
+        [finished, video]
+    );
+    let session = |id: &str, channel: &str, start_at: i64, state: &str| RecordingSession {
+        id: id.into(),
+        channel_id: channel.into(),
+        start_at,
+        end_at: start_at + 4_000,
+        participants: vec!["c1".into()],
+        state: state.into(),
+        muxed: None,
+        error: None,
+    };
+    store
+        .put_recording_sessions(&[
+            session("room-1000", "room", 1_000, "queued"),
+            session("hall-5000", "hall", 5_000, "pending"),
+        ])
+        .await
+        .unwrap();
+    let mut stored = session("room-1000", "room", 1_000, "stored");
+    stored.muxed = Some("s3://b/sessions/room-1000.mkv".into());
+    store
+        .put_recording_sessions(std::slice::from_ref(&stored))
+        .await
+        .unwrap();
+    let all = store.recording_sessions(None, 10).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["hall-5000", "room-1000"], "newest first");
+    assert_eq!(
+        store.recording_sessions(Some("room"), 10).await.unwrap(),
+        [stored]
+    );
+    assert_eq!(store.recording_sessions(None, 1).await.unwrap().len(), 1);
+}
+
 async fn audit_log_newest_first(backend: Backend) {
     let store = backend.open().await;
     let before = now_millis();
@@ -731,6 +796,16 @@ async fn postgres_channel_configs_in_order() {
 #[tokio::test]
 async fn sqlite_channel_configs_in_order() {
     channel_configs_in_order(Backend::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_recordings_round_trip() {
+    recordings_round_trip(Backend::postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_recordings_round_trip() {
+    recordings_round_trip(Backend::sqlite()).await;
 }
 
 #[tokio::test]

@@ -1,11 +1,15 @@
-//! All-in-one's recording monitor, muxer and mover: a thread that closes what a crash left in
-//! the recordings directory at start, then every few seconds has each finished session muxed
-//! (see `switchyard_recording::monitor`), one at a time, off the control plane's runtime, and,
-//! with RECORDING:STORAGE, moved to object storage (`switchyard_recording::mover`). With
-//! DEPLOYMENTS:0:RECORDINGMANAGEMENT:AMQPURI the sessions go to RabbitMQ instead, for
-//! `switchyard recording-muxer` processes to mux (`queue`).
+//! Recording's monitor, muxer and mover in the server binary. All-in-one runs them on one
+//! thread ([`start`]): it closes what a crash left in the recordings directory, then every few
+//! seconds has each finished session muxed (see `switchyard_recording::monitor`), one at a
+//! time, off the control plane's runtime, and, with RECORDING:STORAGE, moved to object storage
+//! (`switchyard_recording::mover`); with DEPLOYMENTS:0:RECORDINGMANAGEMENT:AMQPURI the sessions
+//! go to RabbitMQ instead, for `switchyard recording-muxer` processes to mux (`queue`). The
+//! monitor keeps the recording database (`db`). A cluster runs them as roles of their own
+//! (`roles`).
 
+pub mod db;
 mod queue;
+pub mod roles;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,9 +20,11 @@ use std::time::Duration;
 
 use clap::Args;
 use switchyard_controlplane::config::Config;
-use switchyard_recording::monitor::Monitor;
+use switchyard_recording::mirror::Mirror;
+use switchyard_recording::monitor::{Job, Monitor, SESSIONS};
 use switchyard_recording::mover::Mover;
 use switchyard_recording::mux::{self, Muxed};
+use switchyard_recording::objects::Objects;
 use switchyard_store::{MCU_CANVAS_HEIGHTS, MCU_CANVAS_WIDTHS, MCU_FRAME_RATES};
 
 use crate::fatal::Fatal;
@@ -65,30 +71,59 @@ pub fn mux_config(config: &Config) -> Result<mux::Config, Fatal> {
     })
 }
 
-/// The running monitor; dropping it stops it after the pass under way (a mux cut short by the
-/// process's exit is made again at the next start).
-pub struct MonitorThread {
+/// A thread of the recording roles, working in passes; dropping it stops it after the pass
+/// under way (a mux cut short by the process's exit is made again at the next start).
+pub struct Worker {
     stop: Arc<AtomicBool>,
     thread: std::thread::Thread,
 }
 
-impl Drop for MonitorThread {
+impl Drop for Worker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.unpark();
     }
 }
 
+/// Runs `pass` every [`POLL`] on a thread named `name` until the [`Worker`] is dropped.
+fn every_poll(name: &str, mut pass: impl FnMut() + Send + 'static) -> std::io::Result<Worker> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let handle = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                pass();
+                std::thread::park_timeout(POLL);
+            }
+        })?;
+    Ok(Worker {
+        stop,
+        thread: handle.thread().clone(),
+    })
+}
+
 /// The mover of RECORDING:STORAGE, if set (the store's credentials and endpoint come from the
 /// environment: `AWS_*`, `AZURE_*`, `GOOGLE_*`, as object_store names them).
 pub fn mover(config: &Config) -> Result<Option<Mover>, Fatal> {
-    let Some(url) = config.get("RECORDING:STORAGE") else {
+    let Some(url) = storage_url(config) else {
         return Ok(None);
     };
-    let mover =
-        Mover::new(url.trim()).map_err(|e| Fatal::Recording(format!("RECORDING:STORAGE: {e}")))?;
-    tracing::info!(url = %url.trim(), "recordings are moved to object storage once muxed");
+    let mover = Mover::new(url).map_err(|e| Fatal::Recording(format!("RECORDING:STORAGE: {e}")))?;
     Ok(Some(mover))
+}
+
+/// A client of RECORDING:STORAGE, if set.
+pub fn objects(config: &Config) -> Result<Option<Objects>, Fatal> {
+    storage_url(config)
+        .map(|url| {
+            Objects::new(url).map_err(|e| Fatal::Recording(format!("RECORDING:STORAGE: {e}")))
+        })
+        .transpose()
+}
+
+fn storage_url(config: &Config) -> Option<&str> {
+    config.get("RECORDING:STORAGE").map(str::trim)
 }
 
 /// The AMQP URI of the recording pipeline's queue, if set.
@@ -98,63 +133,148 @@ pub fn amqp_uri(config: &Config) -> Option<String> {
         .map(|u| u.trim().to_string())
 }
 
-/// Starts the monitor of `dir`: sessions are muxed here, or published to `amqp` for muxers
-/// elsewhere; the mover runs after each pass when there is one. `muxed` hears of each session
-/// muxed here (the webhooks' `recording.mixed`), with its object URL once the mover stored it
-/// when there is a mover (a session muxed before a restart and moved after it is not told).
-pub fn start(
-    dir: PathBuf,
-    config: mux::Config,
-    mut mover: Option<Mover>,
-    amqp: Option<String>,
-    mut muxed: impl FnMut(&Muxed, Option<&str>) + Send + 'static,
-) -> std::io::Result<MonitorThread> {
-    let mut publisher = amqp.as_deref().map(queue::Publisher::new).transpose()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopping = stop.clone();
-    let handle = std::thread::Builder::new()
-        .name("recording-monitor".into())
-        .spawn(move || {
-            let monitor = Monitor { dir, config };
-            let mut to_move: HashMap<PathBuf, Muxed> = HashMap::new();
-            match monitor.close_orphans() {
-                Ok(closed) if !closed.is_empty() => {
-                    tracing::warn!(files = closed.len(), "closed recordings a crash left");
-                }
-                Ok(_) => {}
-                Err(e) => tracing::error!(dir = ?monitor.dir, "recording monitor: {e}"),
+/// The publisher of sessions to the muxers' queue at `uri` (it connects at its first job).
+pub fn queue_publisher(uri: &str) -> Result<queue::Publisher, Fatal> {
+    queue::Publisher::new(uri).map_err(|e| Fatal::Recording(format!("AMQP client: {e}")))
+}
+
+/// Told of each session muxed here, with its object URL once stored when there is a mover
+/// (the webhooks' `recording.mixed`).
+pub type OnMuxed = Box<dyn FnMut(&Muxed, Option<&str>) + Send>;
+
+/// The monitor's work, one pass at a time: what all-in-one runs on a thread, and
+/// `switchyard recording-monitor`.
+pub struct Pipeline {
+    pub monitor: Monitor,
+    /// The logs come from object storage (a cluster's monitor), and so do the files to mux.
+    pub mirror: Option<Mirror>,
+    pub fetch: Option<Objects>,
+    /// Sessions go to muxers through RabbitMQ, else are muxed here.
+    pub publisher: Option<queue::Publisher>,
+    pub mover: Option<Mover>,
+    pub db: Option<db::RecordingDb>,
+    pub on_muxed: OnMuxed,
+    /// Sessions muxed here and not stored yet, by JSON, to tell of once the mover stored them.
+    to_move: HashMap<PathBuf, Muxed>,
+}
+
+impl Pipeline {
+    pub fn new(monitor: Monitor) -> Pipeline {
+        Pipeline {
+            monitor,
+            mirror: None,
+            fetch: None,
+            publisher: None,
+            mover: None,
+            db: None,
+            on_muxed: Box::new(|_, _| {}),
+            to_move: HashMap::new(),
+        }
+    }
+
+    /// Closes what a crash left in a directory this process writes alone.
+    pub fn close_orphans(&self) {
+        match self.monitor.close_orphans() {
+            Ok(closed) if !closed.is_empty() => {
+                tracing::warn!(files = closed.len(), "closed recordings a crash left");
             }
-            while !stopping.load(Ordering::Relaxed) {
-                let passed = match publisher.as_mut() {
-                    Some(p) => hand_out(&monitor, p),
-                    None => monitor.poll().map(|done| {
-                        for m in done {
-                            if mover.is_some() {
-                                // Told once the mover stored it, with its object URL.
-                                to_move.insert(m.path.with_extension("json"), m);
-                            } else {
-                                muxed(&m, None);
-                            }
-                        }
-                    }),
-                };
-                if let Err(e) = passed {
-                    tracing::error!(dir = ?monitor.dir, "recording monitor: {e}");
+            Ok(_) => {}
+            Err(e) => tracing::error!(dir = ?self.monitor.dir, "recording monitor: {e}"),
+        }
+    }
+
+    /// One pass: the logs copied from storage, sessions handed out or muxed, muxed sessions
+    /// moved, the database brought up to date.
+    pub fn pass(&mut self) {
+        let dir = self.monitor.dir.clone();
+        if let Some(mirror) = self.mirror.as_mut()
+            && let Err(e) = mirror.pass(&dir)
+        {
+            tracing::warn!("recording monitor: reading the logs in storage: {e}");
+        }
+        let passed = match self.publisher.as_mut() {
+            Some(p) => hand_out(&self.monitor, p),
+            None => self.mux_here(),
+        };
+        if let Err(e) = passed {
+            tracing::error!(?dir, "recording monitor: {e}");
+        }
+        if let Some(mover) = self.mover.as_mut() {
+            for (json, storage) in mover.pass(&dir) {
+                if let Some(m) = self.to_move.remove(&json) {
+                    (self.on_muxed)(&m, storage.muxed.as_deref());
                 }
-                if let Some(mover) = mover.as_mut() {
-                    for (json, storage) in mover.pass(&monitor.dir) {
-                        if let Some(m) = to_move.remove(&json) {
-                            muxed(&m, storage.muxed.as_deref());
-                        }
-                    }
-                }
-                std::thread::park_timeout(POLL);
             }
-        })?;
-    Ok(MonitorThread {
-        stop,
-        thread: handle.thread().clone(),
-    })
+        }
+        if let Some(db) = self.db.as_mut() {
+            match self.monitor.index() {
+                Ok(index) => db.sync(index),
+                Err(e) => tracing::error!(?dir, "recording monitor: {e}"),
+            }
+        }
+    }
+
+    fn mux_here(&mut self) -> std::io::Result<()> {
+        for job in self.monitor.pending()? {
+            let Some(m) = mux_job(&self.monitor, self.fetch.as_ref(), &job)? else {
+                continue;
+            };
+            if self.mover.is_some() {
+                // Told once the mover stored it, with its object URL.
+                self.to_move.insert(m.path.with_extension("json"), m);
+            } else {
+                (self.on_muxed)(&m, None);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Muxes `job` with `monitor` (see `Monitor::run`); with `fetch`, its files come from object
+/// storage first and go again after (they stay there). `None` when it was done already.
+pub fn mux_job(
+    monitor: &Monitor,
+    fetch: Option<&Objects>,
+    job: &Job,
+) -> std::io::Result<Option<Muxed>> {
+    let Some(objects) = fetch else {
+        return monitor.run(job);
+    };
+    let failed = |e: switchyard_recording::objects::Error| std::io::Error::other(e.to_string());
+    // A job delivered again after another muxer finished it.
+    let json = format!("{SESSIONS}/{}.json", job.id);
+    if objects.head(&json).map_err(failed)?.is_some() {
+        tracing::info!(session = %job.id, "muxed already (its JSON is in storage)");
+        return Ok(None);
+    }
+    let mut fetched = Vec::new();
+    let mut result = Ok(());
+    for file in &job.files {
+        if monitor.dir.join(file).exists() {
+            continue;
+        }
+        match objects.get_file(file, &monitor.dir) {
+            Ok(path) => fetched.push(path),
+            Err(e) => {
+                result = Err(failed(e));
+                break;
+            }
+        }
+    }
+    let muxed = result.and_then(|()| monitor.run(job));
+    for path in fetched {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(?path, "a file fetched to mux stays: {e}");
+        }
+    }
+    muxed
+}
+
+/// Starts all-in-one's monitor on a thread (see [`Pipeline`]); it first closes what a crash
+/// left in its directory.
+pub fn start(mut pipeline: Pipeline) -> std::io::Result<Worker> {
+    pipeline.close_orphans();
+    every_poll("recording-monitor", move || pipeline.pass())
 }
 
 /// Publishes the sessions to mux; each is marked queued once the broker confirmed it (one not
@@ -172,37 +292,6 @@ fn hand_out(monitor: &Monitor, publisher: &mut queue::Publisher) -> std::io::Res
             }
         }
     }
-    Ok(())
-}
-
-/// `switchyard recording-muxer`: muxes the sessions the monitor queues, one at a time.
-#[derive(Args)]
-pub struct MuxerArgs {
-    /// The data directory whose `recordings/` the media server writes (shared with it).
-    #[arg(long, default_value = "switchyard-data", env = "SWITCHYARD_DATA_DIR")]
-    data_dir: PathBuf,
-    #[command(flatten)]
-    config: crate::ConfigFile,
-}
-
-/// Runs a muxer until SIGTERM or Ctrl-C (a job under way goes back to the queue).
-pub fn muxer(args: MuxerArgs) -> Result<(), Fatal> {
-    let config = args.config.load()?;
-    let uri = amqp_uri(&config).ok_or_else(|| {
-        Fatal::Recording("DEPLOYMENTS:0:RECORDINGMANAGEMENT:AMQPURI is not set".into())
-    })?;
-    let monitor = Arc::new(Monitor {
-        dir: args.data_dir.join("recordings"),
-        config: mux_config(&config)?,
-    });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Fatal::Recording(format!("runtime: {e}")))?;
-    tracing::info!(dir = ?monitor.dir, "switchyard recording-muxer {}", env!("CARGO_PKG_VERSION"));
-    runtime.block_on(async { queue::run_muxer(uri, monitor, crate::shutdown_watch()).await });
-    tracing::info!("stopped");
     Ok(())
 }
 

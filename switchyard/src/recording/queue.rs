@@ -22,6 +22,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use switchyard_recording::monitor::{Job, Monitor};
+use switchyard_recording::objects::Objects;
 use tokio::sync::watch;
 
 /// The queue of sessions to mux, and where jobs go that cannot be done.
@@ -133,13 +134,20 @@ impl Publisher {
     }
 }
 
+/// What a muxer muxes with: its directory, and where the files come from when they are not
+/// in it (a cluster's object storage).
+pub struct Muxing {
+    pub monitor: Monitor,
+    pub fetch: Option<Objects>,
+}
+
 /// A muxer: takes jobs one at a time until `stop` turns true, connecting again whenever the
 /// connection drops.
-pub async fn run_muxer(uri: String, monitor: Arc<Monitor>, mut stop: watch::Receiver<bool>) {
+pub async fn run_muxer(uri: String, muxing: Arc<Muxing>, mut stop: watch::Receiver<bool>) {
     let mut backoff = FIRST_BACKOFF;
     while !*stop.borrow() {
         let mut connected = false;
-        match consume(&uri, &monitor, &mut stop, &mut connected).await {
+        match consume(&uri, &muxing, &mut stop, &mut connected).await {
             Ok(()) => return,
             Err(e) => {
                 if connected {
@@ -164,7 +172,7 @@ type Failed = Box<dyn std::error::Error + Send + Sync>;
 /// Consumes jobs on one connection; `Ok` when stopped, `Err` when the connection failed.
 async fn consume(
     uri: &str,
-    monitor: &Arc<Monitor>,
+    muxing: &Arc<Muxing>,
     stop: &mut watch::Receiver<bool>,
     connected: &mut bool,
 ) -> Result<(), Failed> {
@@ -201,8 +209,9 @@ async fn consume(
             continue;
         };
         tracing::info!(session = %job.id, files = job.files.len(), "recording muxer: job");
-        let (m, j) = (monitor.clone(), job.clone());
-        match tokio::task::spawn_blocking(move || m.run(&j)).await {
+        let (m, j) = (muxing.clone(), job.clone());
+        let work = move || super::mux_job(&m.monitor, m.fetch.as_ref(), &j);
+        match tokio::task::spawn_blocking(work).await {
             Ok(Ok(_)) => {
                 delivery.ack(BasicAckOptions::default()).await?;
             }

@@ -171,6 +171,7 @@ impl Channels for Gateway {
             codecs: rules.codec_names(),
             max_bitrate_kbps: rules.max_bitrate_kbps,
             canvas: Canvas::default(),
+            record: rules.record,
         };
         // A server that does not answer (killed, its record not yet expired) is skipped once.
         let mut avoid = Vec::new();
@@ -229,6 +230,7 @@ impl Channels for Gateway {
             codecs: rules.codec_names(),
             max_bitrate_kbps: rules.max_bitrate_kbps,
             canvas: rules.canvas,
+            record: rules.record,
         };
         let (server, reply) = self
             .call_mixer::<MixReply>(channel, "mix", &request)

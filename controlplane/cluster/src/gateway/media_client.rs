@@ -187,6 +187,7 @@ mod tests {
             codecs: vec![],
             max_bitrate_kbps: None,
             canvas: Default::default(),
+            record: false,
         }
     }
 
