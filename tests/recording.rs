@@ -599,12 +599,13 @@ fn a_queued_session_survives_a_broker_restart_and_a_killed_muxer() {
     assert!(last >= 2.0, "{last} s");
 }
 
-/// A cluster shares no disk. A gateway (its channel configuration says `recording`), a media
-/// server that records and moves each recording to object storage (moto) as it finishes, a
-/// recording monitor that reads the logs there, keeps the recording database in PostgreSQL
-/// and queues the session on RabbitMQ, and a muxer that fetches the files from storage and
-/// stores the muxed session there: the session is muxed once, in storage with its inputs, the
-/// media server keeps no media, and the database knows the session and its files.
+/// A cluster shares no disk. A gateway (a channel configuration says `recording` for rec-*;
+/// live-1 is recorded for 3 s through its admin API), a media server that records and moves
+/// each recording to object storage (moto) as it finishes, a recording monitor that reads the
+/// logs there, keeps the recording database in PostgreSQL (the configuration store) and queues
+/// the sessions on RabbitMQ, and a muxer that fetches the files from storage and stores the
+/// muxed sessions there: each session is muxed once, in storage with its inputs, the media
+/// server keeps no media, and the database (and the admin API) knows the sessions and files.
 #[test]
 fn a_cluster_records_through_object_storage() {
     let database = Postgres::create();
@@ -636,6 +637,7 @@ fn a_cluster_records_through_object_storage() {
         ],
         &[
             ("CONNECTIONSTRINGS__CACHE", cache.as_str()),
+            ("CONNECTIONSTRINGS__DEFAULT", pg.as_str()),
             ("ADMIN__APIKEY", key),
             ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
         ],
@@ -677,10 +679,8 @@ fn a_cluster_records_through_object_storage() {
             "DEPLOYMENTS__0__RECORDINGMANAGEMENT__AMQPURI",
             amqp.as_str(),
         ),
-        (
-            "DEPLOYMENTS__0__RECORDINGMANAGEMENT__POSTGRESURI",
-            pg.as_str(),
-        ),
+        // The recording database is the configuration store, which the admin API reads.
+        ("CONNECTIONSTRINGS__DEFAULT", pg.as_str()),
     ];
     roles_env.extend(storage);
     roles_env.extend(MUX_SETTINGS);
@@ -715,15 +715,15 @@ fn a_cluster_records_through_object_storage() {
     let config = r#"{"pattern":"rec-*","position":0,"allowedCodecs":[],"sfuAllowed":true,"mcuAllowed":true,"recording":true}"#;
     let c = admin("PUT", "/applications/acme/channel-configs", config);
     assert_eq!(c.status, 200, "{}", c.body);
-    let token = |user: &str| {
+    let token = |channel: &str, user: &str| {
         let out = Command::new(switchyard_tests::binary())
-            .args(["token", "--channel", "rec-1", "--user", user])
+            .args(["token", "--channel", channel, "--user", user])
             .args(["--application", "acme", "--secret", secret])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    let publisher = token("publisher");
+    let publisher = token("rec-1", "publisher");
     let bearer = format!("Bearer {publisher}");
     let headers = [
         ("Authorization", bearer.as_str()),
@@ -734,16 +734,44 @@ fn a_cluster_records_through_object_storage() {
         http::request(8080, "POST", "/whip/rec-1", &headers, "v=0\r\n")
             .is_ok_and(|r| r.status != 401)
     });
-    let result = mix::run(
-        "http://127.0.0.1:8080",
-        "rec-1",
-        &[publisher],
-        "",
-        1,
-        "VP8",
-        4,
+    // rec-1 is recorded by its configuration; live-1 through the admin API while its
+    // publisher is on.
+    let base = "http://127.0.0.1:8080";
+    let configured =
+        std::thread::spawn(move || mix::run(base, "rec-1", &[publisher], "", 1, "VP8", 4));
+    let live = token("live-1", "speaker");
+    let asked = std::thread::spawn(move || mix::run(base, "live-1", &[live], "", 1, "VP8", 8));
+    wait_for("the live-1 publication", Duration::from_secs(20), || {
+        redis
+            .cli(&["HLEN", "switchyard:default:channel:live-1:publications"])
+            .trim()
+            == "1"
+    });
+    let on = admin("POST", "/channels/live-1/recording", "");
+    assert_eq!(on.status, 200, "{}", on.body);
+    let on: serde_json::Value = serde_json::from_str(&on.body).unwrap();
+    assert_eq!(on["tracks"], 2, "{on}");
+    std::thread::sleep(Duration::from_secs(3));
+    let off = admin("DELETE", "/channels/live-1/recording", "");
+    assert_eq!(off.status, 200, "{}", off.body);
+    let off: serde_json::Value = serde_json::from_str(&off.body).unwrap();
+    let lengths: Vec<u64> = off["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["durationMs"].as_u64())
+        .collect();
+    assert_eq!(lengths.len(), 2, "{off}");
+    assert!(lengths.iter().all(|l| (1_500..=4_500).contains(l)), "{off}");
+    assert_eq!(
+        admin("DELETE", "/channels/live-1/recording", "").status,
+        404,
+        "not recorded any more"
     );
-    assert_eq!(result["ok"], true, "{result:#}");
+    for publisher in [configured, asked] {
+        let result = publisher.join().unwrap();
+        assert_eq!(result["ok"], true, "{result:#}");
+    }
 
     // The muxed session and its JSON in storage, once.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -818,4 +846,23 @@ fn a_cluster_records_through_object_storage() {
          AND session_id IS NOT NULL AND user_id = 'publisher'",
     );
     assert_eq!(files, "2");
+    // The admin API lists them from the same database; live-1's session is there too.
+    let listed = admin("GET", "/recordings?channel=rec-1", "");
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let listed: serde_json::Value = serde_json::from_str(&listed.body).unwrap();
+    assert_eq!(listed[0]["state"], "stored", "{listed:#}");
+    assert_eq!(
+        listed[0]["files"].as_array().map(Vec::len),
+        Some(2),
+        "{listed:#}"
+    );
+    wait_for(
+        "live-1's session in the database",
+        Duration::from_secs(60),
+        || {
+            let listed = admin("GET", "/recordings?channel=live-1", "");
+            serde_json::from_str::<serde_json::Value>(&listed.body)
+                .is_ok_and(|l| l[0]["state"] == "stored")
+        },
+    );
 }

@@ -64,6 +64,34 @@ pub struct SubscribeReply {
     pub answer: String,
 }
 
+/// Record a channel's publications here, now and as they come, or stop (`/recording`, the
+/// admin API's through a gateway).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingRequest {
+    pub channel: String,
+    pub on: bool,
+}
+
+/// What `/recording` did: the tracks that started recording, or the files it finished.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingReply {
+    #[serde(default)]
+    pub tracks: usize,
+    #[serde(default)]
+    pub files: Vec<RecordedFileInfo>,
+}
+
+/// A finished recording's file on its media server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedFileInfo {
+    pub path: String,
+    pub duration_ms: u64,
+    pub frames: u64,
+}
+
 /// An MCU connection (`/mix`, see `switchyard_controlplane::mix`): asked for as a publication
 /// is, within the channel's rules for the mix, and answered as one, since it is the
 /// participant's publication too (its id is the connection's).

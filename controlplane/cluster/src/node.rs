@@ -30,7 +30,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::api::{
     self, EndRequest, Ended, HeartbeatReply, MixReply, MixRequest, PipeAddress, PipeAddressRequest,
     PipeInReply, PipeInRequest, PipeOutReply, PipeOutRequest, PreferencesRequest, PublishReply,
-    PublishRequest, Relayed, SubscribeReply, SubscribeRequest, ViewMixReply, ViewMixRequest,
+    PublishRequest, RecordedFileInfo, RecordingReply, RecordingRequest, Relayed, SubscribeReply,
+    SubscribeRequest, ViewMixReply, ViewMixRequest,
 };
 use crate::capacity::Capacity;
 use crate::registry::MediaServerRecord;
@@ -143,6 +144,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(&path("/unsubscribe"), post(unsubscribe))
         .route(&path("/preferences"), post(preferences))
         .route(&path("/leave"), post(leave))
+        .route(&path("/recording"), post(recording))
         .route(&path("/pipe/address"), post(pipe_address))
         .route(&path("/pipe/out"), post(pipe_out))
         .route(&path("/pipe/in"), post(pipe_in))
@@ -302,6 +304,35 @@ fn end(
     node.state.leave_if_idle(&r.channel, &r.participant);
     node.changed.notify_one();
     result.map(|()| StatusCode::NO_CONTENT)
+}
+
+/// Records the channel's publications here (those there now, and those to come) or stops,
+/// finishing the files.
+async fn recording(
+    State(node): State<Arc<Node>>,
+    Json(r): Json<RecordingRequest>,
+) -> Result<Json<RecordingReply>, Error> {
+    if r.on {
+        let tracks = node.state.start_recording(&r.channel).await?;
+        return Ok(Json(RecordingReply {
+            tracks,
+            files: Vec::new(),
+        }));
+    }
+    let files = node
+        .state
+        .stop_recording(&r.channel)
+        .await
+        .into_iter()
+        .filter_map(|s| {
+            Some(RecordedFileInfo {
+                path: s.path?.display().to_string(),
+                duration_ms: s.duration_ms,
+                frames: s.frames,
+            })
+        })
+        .collect();
+    Ok(Json(RecordingReply { tracks: 0, files }))
 }
 
 async fn leave(State(node): State<Arc<Node>>, Json(r): Json<EndRequest>) -> StatusCode {

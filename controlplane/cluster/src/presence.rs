@@ -128,6 +128,7 @@ pub enum Presence {
 #[derive(Default)]
 pub struct Memory {
     channels: Mutex<HashMap<String, MemoryChannel>>,
+    recorded: Mutex<std::collections::HashSet<String>>,
     events: Mutex<Option<broadcast::Sender<ChannelEvent>>>,
 }
 
@@ -484,6 +485,43 @@ impl Presence {
         }
     }
 
+    /// Records `channel` (its publications, now and as they come) or stops: every gateway
+    /// then asks the media servers to record the channel's new publications.
+    pub async fn set_recorded(&self, channel: &str, on: bool) -> Result<()> {
+        match self {
+            Presence::Memory(m) => {
+                let mut recorded = m.recorded.lock().unwrap_or_else(|p| p.into_inner());
+                if on {
+                    recorded.insert(channel.to_string());
+                } else {
+                    recorded.remove(channel);
+                }
+                Ok(())
+            }
+            Presence::Redis(r) => {
+                let _: u32 = if on {
+                    r.con().sadd(r.recorded_key(), channel).await?
+                } else {
+                    r.con().srem(r.recorded_key(), channel).await?
+                };
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether `channel` is recorded by an administrator's request (see
+    /// [`Presence::set_recorded`]).
+    pub async fn is_recorded(&self, channel: &str) -> Result<bool> {
+        match self {
+            Presence::Memory(m) => Ok(m
+                .recorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(channel)),
+            Presence::Redis(r) => Ok(r.con().sismember(r.recorded_key(), channel).await?),
+        }
+    }
+
     /// Sends an event to every gateway (this one included).
     pub async fn send(&self, event: &ChannelEvent) -> Result<()> {
         match self {
@@ -567,6 +605,10 @@ impl RedisPresence {
 
     fn gateway_key(&self, id: &str) -> String {
         format!("{}gateway:{id}", self.prefix)
+    }
+
+    fn recorded_key(&self) -> String {
+        format!("{}recorded", self.prefix)
     }
 
     fn channels_key(&self) -> String {

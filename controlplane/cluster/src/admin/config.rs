@@ -11,10 +11,12 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use switchyard_controlplane::error::Error;
 use switchyard_controlplane::webhooks::{self, Delivery};
-use switchyard_store::{Application, AuditEntry, ChannelConfig, Deployment, Webhook};
+use switchyard_store::{
+    Application, AuditEntry, ChannelConfig, Deployment, RecordedFile, RecordingSession, Webhook,
+};
 
 use super::{Admin, Administered};
 
@@ -51,6 +53,7 @@ pub fn routes() -> Router<Arc<Admin>> {
                 .delete(delete_deployment),
         )
         .route("/audit", get(audit))
+        .route("/recordings", get(recordings))
 }
 
 /// Who made a change, as the audit log records it.
@@ -302,6 +305,40 @@ async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, Error> {
     Ok(Json(a.store.store().audit_log(q.limit.min(1000)).await?))
+}
+
+#[derive(Deserialize)]
+struct RecordingsQuery {
+    channel: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: u32,
+}
+
+/// A session with its files, as the recording database has them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    #[serde(flatten)]
+    session: RecordingSession,
+    files: Vec<RecordedFile>,
+}
+
+/// The recording database's sessions, newest first, each with its files (the monitor writes
+/// them into this store unless DEPLOYMENTS:0:RECORDINGMANAGEMENT:POSTGRESURI names another).
+async fn recordings(
+    State(a): State<Arc<Admin>>,
+    Query(q): Query<RecordingsQuery>,
+) -> Result<Json<Vec<SessionView>>, Error> {
+    let store = a.store.store();
+    let sessions = store
+        .recording_sessions(q.channel.as_deref(), q.limit.min(1000))
+        .await?;
+    let mut views = Vec::with_capacity(sessions.len());
+    for session in sessions {
+        let files = store.recorded_files(&session.id).await?;
+        views.push(SessionView { session, files });
+    }
+    Ok(Json(views))
 }
 
 fn now_ms() -> i64 {

@@ -31,6 +31,7 @@ use switchyard_store::CachedStore;
 
 pub use all_in_one::AllInOne;
 
+use crate::api::RecordedFileInfo;
 use crate::gateway::Gateway;
 use crate::presence::ParticipantEntry;
 use crate::registry::{MediaServerRecord, MediaServerRegistry};
@@ -371,25 +372,18 @@ async fn channel(
     }
 }
 
-/// The process that records: an all-in-one's own state (recording through a gateway is not
-/// built yet).
-fn recorder(admin: &Admin) -> Result<&switchyard_controlplane::session::AppState, Error> {
-    match &admin.administered {
-        Administered::AllInOne(a) => Ok(&a.state),
-        Administered::Cluster(_) => Err(Error::BadRequest(
-            "recording through a gateway is not built yet; an all-in-one records".into(),
-        )),
-    }
-}
-
-/// Starts recording a channel's publications, now and as they come (all-in-one only so far:
-/// recording through a gateway is not built yet). Answers how many tracks started now.
+/// Starts recording a channel's publications, now and as they come: an all-in-one's own, or
+/// through a gateway those of every media server holding one (and of any that gets one later).
+/// Answers how many tracks started now.
 async fn start_recording(
     State(admin): State<Arc<Admin>>,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
     Path(channel): Path<String>,
 ) -> Result<Json<serde_json::Value>, Error> {
-    let tracks = recorder(&admin)?.start_recording(&channel).await?;
+    let tracks = match &admin.administered {
+        Administered::AllInOne(a) => a.state.start_recording(&channel).await?,
+        Administered::Cluster(g) => g.start_recording(&channel).await?,
+    };
     admin
         .audit(
             from,
@@ -403,30 +397,36 @@ async fn start_recording(
     ))
 }
 
-/// Stops recording a channel: every file is finished. Answers the files and their lengths.
+/// Stops recording a channel: every file is finished. Answers the files and their lengths
+/// (paths on the media servers that wrote them).
 async fn stop_recording(
     State(admin): State<Arc<Admin>>,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
     Path(channel): Path<String>,
 ) -> Result<Json<serde_json::Value>, Error> {
-    let state = recorder(&admin)?;
-    if !state.is_recorded(&channel) {
+    let files: Option<Vec<RecordedFileInfo>> = match &admin.administered {
+        Administered::AllInOne(a) if a.state.is_recorded(&channel) => Some(
+            a.state
+                .stop_recording(&channel)
+                .await
+                .into_iter()
+                .filter_map(|s| {
+                    Some(RecordedFileInfo {
+                        path: s.path?.display().to_string(),
+                        duration_ms: s.duration_ms,
+                        frames: s.frames,
+                    })
+                })
+                .collect(),
+        ),
+        Administered::AllInOne(_) => None,
+        Administered::Cluster(g) => g.stop_recording(&channel).await?,
+    };
+    let Some(files) = files else {
         return Err(Error::NotFound(format!(
             "channel {channel} is not recorded"
         )));
-    }
-    let files: Vec<serde_json::Value> = state
-        .stop_recording(&channel)
-        .await
-        .into_iter()
-        .filter_map(|s| {
-            Some(serde_json::json!({
-                "path": s.path?.display().to_string(),
-                "durationMs": s.duration_ms,
-                "frames": s.frames,
-            }))
-        })
-        .collect();
+    };
     admin
         .audit(
             from,

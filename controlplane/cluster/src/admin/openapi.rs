@@ -115,6 +115,16 @@ pub async fn document() -> Json<Value> {
                     "responses": { "200": { "description": "entries: id, at (Unix ms), actor, action, target, detail" } }
                 }
             },
+            "/recordings": {
+                "get": {
+                    "summary": "Recorded sessions from the recording database, newest first, each with its files",
+                    "parameters": [
+                        { "name": "channel", "in": "query", "schema": { "type": "string" } },
+                        { "name": "limit", "in": "query", "schema": { "type": "integer", "default": 100, "maximum": 1000 } }
+                    ],
+                    "responses": { "200": { "description": "sessions: id, channelId, startAt, endAt, participants, state (pending, queued, muxed, failed, stored), muxed (its object URL once stored), error, files (file, clientId, userId, connectionId, state, startAt, durationMs)" } }
+                }
+            },
             "/channels/{channel}/clients/{client}": {
                 "parameters": [
                     { "$ref": "#/components/parameters/channel" },
@@ -124,7 +134,7 @@ pub async fn document() -> Json<Value> {
             },
             "/channels/{channel}/recording": {
                 "parameters": [{ "$ref": "#/components/parameters/channel" }],
-                "post": op("Record the channel's publications, now and as they come: each track to its own file under <data-dir>/recordings/<channel>/ (all-in-one)", "200"),
+                "post": op("Record the channel's publications, now and as they come: each track to its own file under <data-dir>/recordings/<channel>/ of the media server that holds it", "200"),
                 "delete": op("Stop recording the channel: every file is finished; the files and their lengths", "200")
             }
         },

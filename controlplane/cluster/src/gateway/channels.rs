@@ -171,7 +171,7 @@ impl Channels for Gateway {
             codecs: rules.codec_names(),
             max_bitrate_kbps: rules.max_bitrate_kbps,
             canvas: Canvas::default(),
-            record: rules.record,
+            record: rules.record || self.recorded(channel).await,
         };
         // A server that does not answer (killed, its record not yet expired) is skipped once.
         let mut avoid = Vec::new();
@@ -230,7 +230,7 @@ impl Channels for Gateway {
             codecs: rules.codec_names(),
             max_bitrate_kbps: rules.max_bitrate_kbps,
             canvas: rules.canvas,
-            record: rules.record,
+            record: rules.record || self.recorded(channel).await,
         };
         let (server, reply) = self
             .call_mixer::<MixReply>(channel, "mix", &request)

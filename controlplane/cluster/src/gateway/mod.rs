@@ -17,6 +17,7 @@ mod http;
 mod liveness;
 mod media_client;
 mod placement;
+mod recording;
 mod relay;
 
 use std::collections::BTreeSet;
