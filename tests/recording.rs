@@ -215,19 +215,38 @@ fn a_recorded_channel_leaves_a_file_per_track() {
         assert!(errors.trim().is_empty(), "{file:?}: {errors}");
     }
 
-    // Each publication's log: a start and a stop entry per file, the stop with its RTP span.
+    // Each publication's log: a start and a stop entry per file, the stop with its RTP span;
+    // the muted one has its audio's mute and unmute between.
     let logs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| Some(e.ok()?.path()))
         .filter(|f| f.extension().is_some_and(|e| e == "json"))
         .collect();
     assert_eq!(logs.len(), 2, "{logs:?}");
+    let mut mutes = Vec::new();
     for log in &logs {
-        let entries: Vec<serde_json::Value> = std::fs::read_to_string(log)
+        let all: Vec<serde_json::Value> = std::fs::read_to_string(log)
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
+        let (updates, entries): (Vec<serde_json::Value>, Vec<serde_json::Value>) = all
+            .into_iter()
+            .partition(|e| e["type"] == "updateRecording");
+        let states: Vec<(String, String, i64)> = updates
+            .iter()
+            .map(|u| {
+                let d = &u["data"];
+                let file = d["file"].as_str().unwrap_or("").to_string();
+                let state = d["state"].as_str().unwrap_or("").to_string();
+                (file, state, d["sinceTimestamp"].as_i64().unwrap_or(0))
+            })
+            // A publisher that stops sending at its end is paused before its stop.
+            .filter(|(_, state, _)| state != "paused")
+            .collect();
+        if !states.is_empty() {
+            mutes.push((states, entries.clone()));
+        }
         let kinds: Vec<&str> = entries.iter().filter_map(|e| e["type"].as_str()).collect();
         assert_eq!(
             kinds,
@@ -266,6 +285,34 @@ fn a_recorded_channel_leaves_a_file_per_track() {
         }
         assert!(dir.join(stop["file"].as_str().unwrap()).exists(), "{stop}");
     }
+
+    // One publication was muted, from 1.5 s to 6.5 s after its first audio frame.
+    assert_eq!(mutes.len(), 1, "{mutes:?}");
+    let (states, entries) = &mutes[0];
+    let audio = entries
+        .iter()
+        .filter(|e| e["type"] == "stopRecording")
+        .find(|e| {
+            e["data"]["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with(".mka"))
+        })
+        .unwrap();
+    let first = audio["data"]["firstFrameTimestamp"].as_i64().unwrap();
+    let seen: Vec<(&str, i64)> = states
+        .iter()
+        .map(|(file, state, since)| {
+            assert_eq!(Some(file.as_str()), audio["data"]["file"].as_str());
+            (state.as_str(), since - first)
+        })
+        .collect();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!((seen[0].0, seen[1].0), ("muted", "live"), "{seen:?}");
+    assert!((1_200..=1_900).contains(&seen[0].1), "muted at {seen:?}");
+    assert!(
+        (6_200..=6_900).contains(&seen[1].1),
+        "live again at {seen:?}"
+    );
 
     let off = recording("DELETE");
     assert_eq!(off.status, 200, "{}", off.body);

@@ -7,6 +7,7 @@
 //! `mover`.
 #![forbid(unsafe_code)]
 
+pub mod activity;
 mod ebml;
 pub mod file;
 pub mod h264;

@@ -1,5 +1,6 @@
 //! A recorded connection's JSON log, in LiveSwitch's terms: one JSON object per line, appended,
 //! so a crash keeps every entry written before it. `startRecording` when a track's file starts,
+//! `updateRecording` when its track is muted, paused or live again (see `activity`),
 //! `stopRecording` when it is finished, each naming its file; the stop entry has the file's
 //! first and last RTP timestamps, which the sender's reports map to wall-clock time.
 
@@ -9,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::activity::Change;
 use crate::track::Summary;
 
 /// Who a recording belongs to: the fields every entry repeats.
@@ -57,6 +59,16 @@ struct Started<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
+struct Updated<'a> {
+    file: &'a str,
+    /// `muted` (audio frames go on, silent), `paused` (no frames), `live`.
+    state: &'a str,
+    /// When it began, in milliseconds since the Unix epoch.
+    since_timestamp: u128,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Stopped<'a> {
     file: Option<&'a str>,
     /// When the file's first frame arrived (its time 0), in milliseconds since the Unix epoch.
@@ -74,6 +86,23 @@ impl Log {
     pub fn started(&self, file: &Path, kind: &str) -> std::io::Result<()> {
         let file = file_name(file);
         self.append("startRecording", Started { file: &file, kind })
+    }
+
+    /// Appends `updateRecording`: `file`'s track changed state (`muted`, `paused`, `live`)
+    /// `ago` before now.
+    pub fn updated(&self, file: &Path, change: Change) -> std::io::Result<()> {
+        let file = file_name(file);
+        let since = SystemTime::now()
+            .checked_sub(change.ago)
+            .unwrap_or(UNIX_EPOCH);
+        self.append(
+            "updateRecording",
+            Updated {
+                file: &file,
+                state: change.state.as_str(),
+                since_timestamp: unix_ms(since),
+            },
+        )
     }
 
     /// Appends `stopRecording` with what the file holds.

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use std::path::PathBuf;
 
+use switchyard_recording::activity::Activity;
 use switchyard_recording::log::Log;
 use switchyard_recording::track::{Media, Summary, TrackRecorder};
 
@@ -38,6 +39,8 @@ const RECORDING_PLI_INTERVAL: Duration = Duration::from_millis(500);
 const IDLE: Duration = Duration::from_secs(1);
 /// A thread publishes its totals for `/metrics` at most this often.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often recorded tracks are checked for muting and pausing (`updateRecording`).
+const ACTIVITY_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What the MCU threads have done, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -146,6 +149,7 @@ impl Mcu {
                 stats: stats.clone(),
                 retired: MixerStats::default(),
                 published: Instant::now(),
+                activity_checked: Instant::now(),
                 mixers: HashMap::new(),
                 streams: HashMap::new(),
                 recordings: HashMap::new(),
@@ -328,6 +332,10 @@ struct Placed {
 /// A recording, the worker its stream is on, and when it last asked for a keyframe.
 struct Recorded {
     recorder: TrackRecorder,
+    /// Its file's final name, for its log's entries.
+    path: PathBuf,
+    /// Live, muted or paused, for `updateRecording`.
+    activity: Activity,
     log: Option<Log>,
     worker: usize,
     last_pli: Option<Instant>,
@@ -342,6 +350,7 @@ struct Thread {
     stats: Arc<Mutex<McuStats>>,
     retired: MixerStats,
     published: Instant,
+    activity_checked: Instant,
     mixers: HashMap<RouterId, Placed>,
     /// Which mixer each stream belongs to.
     streams: HashMap<TransportId, RouterId>,
@@ -444,6 +453,10 @@ impl Thread {
             if now.saturating_duration_since(self.published) >= PUBLISH_INTERVAL {
                 self.publish(now);
             }
+            if now.saturating_duration_since(self.activity_checked) >= ACTIVITY_INTERVAL {
+                self.activity_checked = now;
+                self.log_activity(now);
+            }
         }
     }
 
@@ -531,6 +544,7 @@ impl Thread {
             r.failed = true;
         }
         let now = Instant::now();
+        r.activity.packet(now, payload.len());
         let due = r
             .last_pli
             .is_none_or(|at| now.saturating_duration_since(at) >= RECORDING_PLI_INTERVAL);
@@ -542,6 +556,22 @@ impl Thread {
             {
                 use super::mixer::Output;
                 out.send(p.transport, &pli[..n]);
+            }
+        }
+    }
+
+    /// Logs `updateRecording` for each recorded track that was muted, paused or came back
+    /// (a file append on this thread, as `stopRecording`: a few a minute at most).
+    fn log_activity(&mut self, now: Instant) {
+        for (transport, r) in &mut self.recordings {
+            let Some(change) = r.activity.poll(now) else {
+                continue;
+            };
+            tracing::info!(mcu = self.index, %transport, state = change.state.as_str(), "recorded track");
+            if let Some(log) = &r.log
+                && let Err(e) = log.updated(&r.path, change)
+            {
+                tracing::error!(mcu = self.index, %transport, path = ?log.path, "recording log: {e}");
             }
         }
     }
@@ -648,6 +678,8 @@ impl Thread {
                         transport,
                         Recorded {
                             recorder,
+                            activity: Activity::new(matches!(media, Media::Opus { .. })),
+                            path,
                             log,
                             worker,
                             last_pli: None,
