@@ -50,9 +50,16 @@ pub struct Mover {
     objects: Objects,
     /// Sessions (by JSON) and logs that failed: when to try again, and the wait after that.
     retry: HashMap<PathBuf, (Instant, Duration)>,
-    /// The logs uploaded by [`Mover::pass_recordings`], with their length then.
+    /// The logs uploaded by [`Mover::pass_recordings`], with their length then, and when
+    /// those with open recordings were last uploaded (see [`LOG_HEARTBEAT`]).
     logs: HashMap<PathBuf, u64>,
+    open_logs: HashMap<PathBuf, Instant>,
 }
+
+/// How often a media server uploads a log with open recordings again, unchanged: a log in
+/// storage older than the monitor's [`crate::mirror::ORPHANED_AFTER`] with recordings open
+/// is a dead server's.
+pub const LOG_HEARTBEAT: Duration = Duration::from_secs(30);
 
 impl Mover {
     /// A mover to `url` (see [`Objects::new`]).
@@ -61,6 +68,7 @@ impl Mover {
             objects: Objects::new(url)?,
             retry: HashMap::new(),
             logs: HashMap::new(),
+            open_logs: HashMap::new(),
         })
     }
 
@@ -197,8 +205,9 @@ impl Mover {
     /// its last upload is read once; the finished files it names are uploaded and verified,
     /// then the log as it was read, so that a log in storage never names a file not there
     /// yet; only then are the local media files deleted (the logs stay). A log still being
-    /// written is uploaded too, so the monitor knows its recordings are open. Returns the
-    /// files uploaded; failures are logged and retried later.
+    /// written is uploaded too, so the monitor knows its recordings are open, and again every
+    /// [`LOG_HEARTBEAT`] while they are, so it knows this server is alive. Returns the files
+    /// uploaded; failures are logged and retried later.
     pub fn pass_recordings(&mut self, dir: &Path) -> usize {
         let Ok(channels) = channel_dirs(dir) else {
             return 0;
@@ -249,7 +258,12 @@ impl Mover {
         };
         let text = std::fs::read(log).map_err(io)?;
         let length = text.len() as u64;
-        if self.logs.get(log) == Some(&length) {
+        let now = Instant::now();
+        let heartbeat = self
+            .open_logs
+            .get(log)
+            .is_some_and(|at| now.saturating_duration_since(*at) >= LOG_HEARTBEAT);
+        if self.logs.get(log) == Some(&length) && !heartbeat {
             return Ok(0);
         }
         let channel = log
@@ -282,6 +296,11 @@ impl Mover {
             }
         }
         self.logs.insert(log.to_path_buf(), length);
+        if read.open.is_empty() {
+            self.open_logs.remove(log);
+        } else {
+            self.open_logs.insert(log.to_path_buf(), now);
+        }
         Ok(files.len())
     }
 }

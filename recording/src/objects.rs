@@ -77,6 +77,8 @@ pub struct Listed {
     pub key: String,
     pub size: u64,
     pub e_tag: Option<String>,
+    /// When it was last written, in ms since the Unix epoch.
+    pub modified_ms: i64,
 }
 
 /// A client of one storage URL.
@@ -270,6 +272,7 @@ impl Objects {
                 key: key.to_string(),
                 size: meta.size,
                 e_tag: meta.e_tag,
+                modified_ms: meta.last_modified.timestamp_millis(),
             })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(source) => Err(Error::Store {
@@ -354,6 +357,7 @@ impl Objects {
                     key: key.to_string(),
                     size: meta.size,
                     e_tag: meta.e_tag,
+                    modified_ms: meta.last_modified.timestamp_millis(),
                 });
             }
             Ok(objects)
