@@ -647,7 +647,7 @@ fn a_queued_session_survives_a_broker_restart_and_a_killed_muxer() {
 }
 
 /// A cluster shares no disk. A gateway (a channel configuration says `recording` for rec-*;
-/// live-1 is recorded for 3 s through its admin API), a media server that records and moves
+/// live-1 is recorded for 3 s through its admin API, then its one connection for 1.5 s), a media server that records and moves
 /// each recording to object storage (moto) as it finishes, a recording monitor that reads the
 /// logs there, keeps the recording database in PostgreSQL (the configuration store) and queues
 /// the sessions on RabbitMQ, and a muxer that fetches the files from storage and stores the
@@ -787,7 +787,7 @@ fn a_cluster_records_through_object_storage() {
     let configured =
         std::thread::spawn(move || mix::run(base, "rec-1", &[publisher], "", 1, "VP8", 4));
     let live = token("live-1", "speaker");
-    let asked = std::thread::spawn(move || mix::run(base, "live-1", &[live], "", 1, "VP8", 8));
+    let asked = std::thread::spawn(move || mix::run(base, "live-1", &[live], "", 1, "VP8", 10));
     wait_for("the live-1 publication", Duration::from_secs(20), || {
         redis
             .cli(&["HLEN", "switchyard:default:channel:live-1:publications"])
@@ -815,6 +815,28 @@ fn a_cluster_records_through_object_storage() {
         404,
         "not recorded any more"
     );
+    // Then the one connection alone, for 1.5 s: new files, the first ones kept.
+    let publication = redis
+        .cli(&["HKEYS", "switchyard:default:channel:live-1:publications"])
+        .trim()
+        .to_string();
+    let connection = format!("/channels/live-1/connections/{publication}/recording");
+    let on = admin("POST", &connection, "");
+    assert_eq!(on.status, 200, "{}", on.body);
+    assert!(on.body.contains(r#""tracks":2"#), "{}", on.body);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let off = admin("DELETE", &connection, "");
+    assert_eq!(off.status, 200, "{}", off.body);
+    let off: serde_json::Value = serde_json::from_str(&off.body).unwrap();
+    let paths: Vec<&str> = off["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    assert_eq!(paths.len(), 2, "{off}");
+    assert!(paths.iter().all(|p| p.contains("-2.mk")), "{paths:?}");
+    assert_eq!(admin("DELETE", &connection, "").status, 404);
     for publisher in [configured, asked] {
         let result = publisher.join().unwrap();
         assert_eq!(result["ok"], true, "{result:#}");
@@ -903,13 +925,15 @@ fn a_cluster_records_through_object_storage() {
         Some(2),
         "{listed:#}"
     );
+    // live-1's session: both of its recordings, four files.
     wait_for(
         "live-1's session in the database",
         Duration::from_secs(60),
         || {
             let listed = admin("GET", "/recordings?channel=live-1", "");
-            serde_json::from_str::<serde_json::Value>(&listed.body)
-                .is_ok_and(|l| l[0]["state"] == "stored")
+            serde_json::from_str::<serde_json::Value>(&listed.body).is_ok_and(|l| {
+                l[0]["state"] == "stored" && l[0]["files"].as_array().map(Vec::len) == Some(4)
+            })
         },
     );
 }

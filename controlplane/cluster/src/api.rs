@@ -71,6 +71,9 @@ pub struct SubscribeReply {
 pub struct RecordingRequest {
     pub channel: String,
     pub on: bool,
+    /// Only this publication (the admin API's connection), not the whole channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication: Option<String>,
 }
 
 /// What `/recording` did: the tracks that started recording, or the files it finished.

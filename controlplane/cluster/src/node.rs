@@ -313,16 +313,28 @@ async fn recording(
     Json(r): Json<RecordingRequest>,
 ) -> Result<Json<RecordingReply>, Error> {
     if r.on {
-        let tracks = node.state.start_recording(&r.channel).await?;
+        let tracks = match &r.publication {
+            Some(p) => {
+                node.state
+                    .start_recording_publication(&r.channel, p)
+                    .await?
+            }
+            None => node.state.start_recording(&r.channel).await?,
+        };
         return Ok(Json(RecordingReply {
             tracks,
             files: Vec::new(),
         }));
     }
-    let files = node
-        .state
-        .stop_recording(&r.channel)
-        .await
+    let summaries = match &r.publication {
+        Some(p) => node
+            .state
+            .stop_recording_publication(&r.channel, p)
+            .await
+            .ok_or_else(|| Error::NotFound(format!("publication {p} is not recorded")))?,
+        None => node.state.stop_recording(&r.channel).await,
+    };
+    let files = summaries
         .into_iter()
         .filter_map(|s| {
             Some(RecordedFileInfo {

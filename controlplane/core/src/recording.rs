@@ -12,7 +12,7 @@
 //! Turned on per channel by the admin API (all-in-one) for the channel's publications now and
 //! as they come, until turned off.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_recording::log::{Connection, Log};
@@ -56,33 +56,118 @@ impl AppState {
 
     /// Stops recording `channel`: every file is finished. Returns what each holds.
     pub async fn stop_recording(&self, channel: &str) -> Vec<Summary> {
+        self.rooms().recorded.remove(channel);
+        tracing::info!(channel, "recording off");
+        self.finish_recordings(channel, None).await
+    }
+
+    /// Records one publication of `channel` (its tracks there now), whether or not the
+    /// channel is recorded. Returns how many tracks started; an unknown publication is an
+    /// error.
+    pub async fn start_recording_publication(
+        &self,
+        channel: &str,
+        publication: &str,
+    ) -> Result<usize, Error> {
+        if self.recordings.is_none() || self.media.mcu().is_none() {
+            return Err(Error::BadRequest(
+                "this server does not record (it needs a data directory and an MCU thread, --mcu-workers 1 or more)".into(),
+            ));
+        }
+        let tracks: Vec<Track> = {
+            let rooms = self.rooms();
+            let found = rooms
+                .channels
+                .get(channel)
+                .and_then(|c| Some((c, c.publications.get(publication)?)));
+            let Some((ch, p)) = found else {
+                return Err(Error::NotFound(format!(
+                    "no publication {publication} in channel {channel}"
+                )));
+            };
+            // Tracks recorded already are left as they are.
+            p.tracks
+                .iter()
+                .filter(|t| !ch.recordings.contains_key(&t.producer))
+                .cloned()
+                .collect()
+        };
+        tracing::info!(channel, publication, "recording the publication");
+        Ok(self
+            .record_tracks(channel, publication, &tracks, true)
+            .await)
+    }
+
+    /// Stops recording one publication of `channel`; its files are finished. `None` if it was
+    /// not recorded.
+    pub async fn stop_recording_publication(
+        &self,
+        channel: &str,
+        publication: &str,
+    ) -> Option<Vec<Summary>> {
+        let recorded = {
+            let rooms = self.rooms();
+            rooms
+                .channels
+                .get(channel)
+                .and_then(|c| Some((c, c.publications.get(publication)?)))
+                .is_some_and(|(c, p)| {
+                    p.tracks
+                        .iter()
+                        .any(|t| c.recordings.contains_key(&t.producer))
+                })
+        };
+        if !recorded {
+            return None;
+        }
+        tracing::info!(channel, publication, "recording of the publication off");
+        Some(self.finish_recordings(channel, Some(publication)).await)
+    }
+
+    /// Finishes the recordings of `channel`'s publication `only`, or of all its publications:
+    /// their `recording.stopped` events, their streams closed, their files' summaries.
+    async fn finish_recordings(&self, channel: &str, only: Option<&str>) -> Vec<Summary> {
         let (worker, router, streams) = {
             let mut rooms = self.rooms();
-            rooms.recorded.remove(channel);
             let Some(ch) = rooms.channels.get_mut(channel) else {
                 return Vec::new();
             };
-            // Each recorded publication's recording stops.
-            let stopped: Vec<Event> = ch
-                .publications
-                .iter()
-                .filter(|(_, p)| {
-                    p.tracks
-                        .iter()
-                        .any(|t| ch.recordings.contains_key(&t.producer))
-                })
-                .filter_map(|(id, _)| {
-                    let owner = Owner::Publication(id.clone());
-                    connection_event(ch, channel, &owner, Kind::RecordingStopped)
-                })
-                .collect();
+            let mut stopped: Vec<Event> = Vec::new();
+            let mut streams = Vec::new();
+            for (id, p) in &ch.publications {
+                if only.is_some_and(|o| o != id) {
+                    continue;
+                }
+                let producers: Vec<_> = p
+                    .tracks
+                    .iter()
+                    .filter(|t| ch.recordings.contains_key(&t.producer))
+                    .map(|t| t.producer)
+                    .collect();
+                if producers.is_empty() {
+                    continue;
+                }
+                let owner = Owner::Publication(id.clone());
+                stopped.extend(connection_event(
+                    ch,
+                    channel,
+                    &owner,
+                    Kind::RecordingStopped,
+                ));
+                streams.extend(producers);
+            }
+            let streams: Vec<_> = match only {
+                Some(_) => streams
+                    .iter()
+                    .filter_map(|producer| ch.recordings.remove(producer))
+                    .collect(),
+                None => std::mem::take(&mut ch.recordings).into_values().collect(),
+            };
             for e in stopped {
                 self.webhooks.emit(e);
             }
-            let streams: Vec<_> = std::mem::take(&mut ch.recordings).into_values().collect();
             (ch.worker, ch.router, streams)
         };
-        tracing::info!(channel, "recording off");
         let mut summaries = Vec::new();
         if let Some(mcu) = self.media.mcu() {
             let thread = mcu_thread(router.0, mcu.threads());
@@ -147,6 +232,11 @@ impl AppState {
             path: dir.join(format!("{}.json", file_name(publication))),
             connection,
         };
+        // Names this publication's log gave files already (an earlier recording of it, whose
+        // file may have gone to object storage since): a new file never takes one.
+        let logged = tokio::fs::read_to_string(&log.path)
+            .await
+            .unwrap_or_default();
         let mut files = Vec::new();
         for (i, track) in tracks.iter().enumerate() {
             let (media, extension) = match (track.kind, track.codec) {
@@ -159,7 +249,7 @@ impl AppState {
                     continue;
                 }
             };
-            let path: PathBuf = dir.join(format!("{}-{i}.{extension}", file_name(publication)));
+            let path = unused_path(&dir, &file_name(publication), i, extension, &logged);
             let transport = ids::transport();
             let start = mcu.start_recording(
                 thread,
@@ -217,6 +307,36 @@ impl AppState {
     }
 }
 
+/// `<dir>/<publication>-<track>.<extension>`, or with `-2`, `-3`, ... after the track for a
+/// publication recorded again: a name no file has (finished, or `.rec` while written) and no
+/// `startRecording` in `logged` (the publication's log) named.
+fn unused_path(
+    dir: &Path,
+    publication: &str,
+    track: usize,
+    extension: &str,
+    logged: &str,
+) -> PathBuf {
+    let mut again = 1;
+    loop {
+        let name = if again == 1 {
+            format!("{publication}-{track}.{extension}")
+        } else {
+            format!("{publication}-{track}-{again}.{extension}")
+        };
+        let path = dir.join(&name);
+        let rec = dir.join(format!(
+            "{name}.{}",
+            switchyard_recording::file::ACTIVE_SUFFIX
+        ));
+        let named = logged.contains(&format!("\"file\":\"{name}\""));
+        if !named && !path.exists() && !rec.exists() {
+            return path;
+        }
+        again += 1;
+    }
+}
+
 /// The MCU thread a channel's recordings run on, spread by its router.
 fn mcu_thread(router: u64, threads: usize) -> usize {
     (router % threads.max(1) as u64) as usize
@@ -242,6 +362,22 @@ fn file_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publication_recorded_again_gets_new_names() {
+        let dir = std::env::temp_dir().join(format!("sy-names-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(unused_path(&dir, "p", 0, "mkv", ""), dir.join("p-0.mkv"));
+        // Written now, or logged (its file moved away since).
+        std::fs::write(dir.join("p-0.mkv.rec"), b"").unwrap();
+        assert_eq!(unused_path(&dir, "p", 0, "mkv", ""), dir.join("p-0-2.mkv"));
+        let logged = r#"{"type":"startRecording","data":{"file":"p-1.mka","kind":"audio"}}"#;
+        assert_eq!(
+            unused_path(&dir, "p", 1, "mka", logged),
+            dir.join("p-1-2.mka")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn names_stay_inside_their_directory() {

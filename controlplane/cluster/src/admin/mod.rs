@@ -152,6 +152,10 @@ pub fn router(admin: Arc<Admin>) -> Router {
             "/channels/{channel}/recording",
             post(start_recording).delete(stop_recording),
         )
+        .route(
+            "/channels/{channel}/connections/{connection}/recording",
+            post(start_connection_recording).delete(stop_connection_recording),
+        )
         .route_layer(middleware::from_fn_with_state(admin.clone(), key_guard))
         .route_layer(middleware::from_fn_with_state(allowed.clone(), guard))
         .with_state(admin);
@@ -438,6 +442,81 @@ async fn stop_recording(
     Ok(Json(
         serde_json::json!({ "channel": channel, "recording": false, "files": files }),
     ))
+}
+
+/// Records one connection (a publication) of a channel, whether or not the channel is
+/// recorded. Answers how many tracks started.
+async fn start_connection_recording(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path((channel, connection)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let tracks = match &admin.administered {
+        Administered::AllInOne(a) => {
+            a.state
+                .start_recording_publication(&channel, &connection)
+                .await?
+        }
+        Administered::Cluster(g) => {
+            g.record_publication(&channel, &connection, true)
+                .await?
+                .ok_or_else(|| {
+                    Error::NotFound(format!("no connection {connection} in channel {channel}"))
+                })?
+                .tracks
+        }
+    };
+    let detail = serde_json::json!({ "connection": connection });
+    admin
+        .audit(from, "connection.recording.start", &channel, detail)
+        .await;
+    Ok(Json(serde_json::json!({
+        "channel": channel,
+        "connection": connection,
+        "recording": true,
+        "tracks": tracks
+    })))
+}
+
+/// Stops recording one connection: its files are finished. Answers them.
+async fn stop_connection_recording(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path((channel, connection)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let not_recorded = || Error::NotFound(format!("connection {connection} is not recorded"));
+    let files: Vec<RecordedFileInfo> = match &admin.administered {
+        Administered::AllInOne(a) => a
+            .state
+            .stop_recording_publication(&channel, &connection)
+            .await
+            .ok_or_else(not_recorded)?
+            .into_iter()
+            .filter_map(|s| {
+                Some(RecordedFileInfo {
+                    path: s.path?.display().to_string(),
+                    duration_ms: s.duration_ms,
+                    frames: s.frames,
+                })
+            })
+            .collect(),
+        Administered::Cluster(g) => {
+            g.record_publication(&channel, &connection, false)
+                .await?
+                .ok_or_else(not_recorded)?
+                .files
+        }
+    };
+    let detail = serde_json::json!({ "connection": connection });
+    admin
+        .audit(from, "connection.recording.stop", &channel, detail)
+        .await;
+    Ok(Json(serde_json::json!({
+        "channel": channel,
+        "connection": connection,
+        "recording": false,
+        "files": files
+    })))
 }
 
 async fn kick(

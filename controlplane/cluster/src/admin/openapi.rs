@@ -136,6 +136,14 @@ pub async fn document() -> Json<Value> {
                 "parameters": [{ "$ref": "#/components/parameters/channel" }],
                 "post": op("Record the channel's publications, now and as they come: each track to its own file under <data-dir>/recordings/<channel>/ of the media server that holds it", "200"),
                 "delete": op("Stop recording the channel: every file is finished; the files and their lengths", "200")
+            },
+            "/channels/{channel}/connections/{connection}/recording": {
+                "parameters": [
+                    { "$ref": "#/components/parameters/channel" },
+                    { "name": "connection", "in": "path", "required": true, "schema": { "type": "string" } }
+                ],
+                "post": op("Record one connection (a publication), whether or not its channel is recorded", "200"),
+                "delete": op("Stop recording one connection: its files are finished; the files and their lengths", "200")
             }
         },
         "components": {

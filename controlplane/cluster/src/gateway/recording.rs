@@ -1,4 +1,5 @@
-//! Recording through a gateway: the admin API's start and stop for a channel. The channel is
+//! Recording through a gateway: the admin API's start and stop for a channel, or for one
+//! connection (a publication) on the media server that holds it. The channel is
 //! marked recorded in presence, which every gateway reads when it places a publication (the
 //! `record` flag of the publish and mix requests), and each media server holding one of the
 //! channel's publications is asked to record them now (the cluster API's `/recording`). The
@@ -42,6 +43,30 @@ impl Gateway {
         Ok(Some(files))
     }
 
+    /// Records one publication of `channel` (`on`) or stops, on the media server that holds
+    /// it; `None` when there is no such publication. Returns the server's reply.
+    pub async fn record_publication(
+        &self,
+        channel: &str,
+        publication: &str,
+        on: bool,
+    ) -> Result<Option<RecordingReply>, Error> {
+        let Some(entry) = self.presence.publication(channel, publication).await? else {
+            return Ok(None);
+        };
+        let server = self.server(&entry.server).await?;
+        let request = RecordingRequest {
+            channel: channel.to_string(),
+            on,
+            publication: Some(publication.to_string()),
+        };
+        let reply = self
+            .media
+            .call::<RecordingReply>(&server, "recording", &request)
+            .await?;
+        Ok(Some(reply.unwrap_or_default()))
+    }
+
     /// Whether new publications in `channel` are to be recorded by an administrator's request
     /// (a channel configuration's `recording` is the other way). Presence unreadable: not.
     pub(crate) async fn recorded(&self, channel: &str) -> bool {
@@ -66,6 +91,7 @@ impl Gateway {
         let request = RecordingRequest {
             channel: channel.to_string(),
             on,
+            publication: None,
         };
         let mut replies = Vec::new();
         for id in servers {
