@@ -55,7 +55,8 @@ pub enum Codec {
 }
 
 impl Codec {
-    fn id(&self) -> &'static str {
+    /// Matroska's codec id (`CodecID`).
+    pub fn id(&self) -> &'static str {
         match self {
             Codec::Opus { .. } => "A_OPUS",
             Codec::Vp8 => "V_VP8",
