@@ -51,10 +51,15 @@ pub enum DepacketizeError {
     Unsupported(u8),
     #[error("frame larger than {MAX_FRAME} bytes")]
     TooLarge,
+    #[error("malformed VP9 payload descriptor or superframe")]
+    BadVp9,
+    #[error("malformed AV1 aggregation header or OBU")]
+    BadAv1,
 }
 
-/// One reassembled frame: a VP8 frame, an H264 access unit in Annex B form (4-byte start
-/// codes) or an Opus packet. `data` borrows the depacketizer's buffer until the next
+/// One reassembled frame: a VP8 frame, a VP9 picture (a superframe when it has several
+/// spatial layers), an AV1 temporal unit (low-overhead OBUs), an H264 access unit in Annex B
+/// form (4-byte start codes) or an Opus packet. `data` borrows the depacketizer's buffer until the next
 /// [`Depacketizer::push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
@@ -106,6 +111,13 @@ pub trait PayloadFormat {
 
     /// Whether the frame built since [`reset`](PayloadFormat::reset) decodes on its own.
     fn keyframe(&self) -> bool;
+
+    /// Completes the frame before it is returned, once [`can_end`](PayloadFormat::can_end)
+    /// said it may end here: VP9 appends its superframe index, which needs every layer's
+    /// size. An error drops the frame like a malformed packet does.
+    fn finish(&mut self, _frame: &mut Vec<u8>) -> Result<(), DepacketizeError> {
+        Ok(())
+    }
 
     /// Whether the packet with this marker bit ends its frame: the marker for video, every
     /// packet for audio (where the marker means the start of a talkspurt instead).
@@ -167,6 +179,11 @@ impl<F: PayloadFormat> Depacketizer<F> {
         &self.stats
     }
 
+    /// The payload format, for what it read beyond frames (VP9's scalability structure).
+    pub fn format(&self) -> &F {
+        &self.format
+    }
+
     /// Feeds one packet; returns the frame it completes, if any. An error means the packet was
     /// dropped (and counted); the depacketizer stays usable.
     pub fn push(
@@ -213,6 +230,11 @@ impl<F: PayloadFormat> Depacketizer<F> {
             self.stats.malformed_packets += 1;
             self.break_frame(timestamp);
             return Err(DepacketizeError::Unfinished);
+        }
+        if let Err(e) = self.format.finish(&mut self.buf) {
+            self.stats.malformed_packets += 1;
+            self.break_frame(timestamp);
+            return Err(e);
         }
         let keyframe = self.format.keyframe();
         if self.keyframe_wanted && !keyframe {

@@ -1,9 +1,11 @@
 //! Switchyard's media codecs, for the MCU's mixers. Everything here is sans-IO: fed bytes,
 //! pictures and samples, it returns the same, and it is tested without sockets.
 //!
-//! - The RTP payload formats: a depacketizer and a packetizer for VP8 (RFC 7741), H264 in
-//!   packetization-mode 1 (RFC 6184) and Opus (RFC 7587), fed payloads with their sequence
-//!   numbers, timestamps and marker bits.
+//! - The RTP payload formats: a depacketizer and a packetizer for VP8 (RFC 7741), VP9
+//!   (RFC 9628, layers joined into superframes), AV1 (AOM's format, OBUs in low-overhead
+//!   form), H264 in packetization-mode 1 (RFC 6184) and Opus (RFC 7587), fed payloads with
+//!   their sequence numbers, timestamps and marker bits. The recorder writes VP9 and AV1 as
+//!   they arrive; the mixers decode VP8 and H264.
 //! - [`frame`]: I420 pictures and their pool, the one picture type of the crate.
 //! - [`video`] decodes and encodes VP8 (libvpx) and H264 (OpenH264) behind one pair of traits,
 //!   between those frames and [`I420`] pictures. It holds the crate's only `unsafe`: the calls
@@ -18,6 +20,8 @@
 #![deny(unsafe_code)]
 
 pub mod audio;
+pub mod av1;
+mod bits;
 pub mod compose;
 pub mod depacketize;
 pub mod frame;
@@ -29,6 +33,7 @@ pub mod scale;
 pub mod sps;
 pub mod video;
 pub mod vp8;
+pub mod vp9;
 
 pub use compose::Compositor;
 pub use depacketize::{DepacketizeError, Depacketizer, DepacketizerStats, Frame, PayloadFormat};

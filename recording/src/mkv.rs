@@ -39,8 +39,14 @@ pub enum Codec {
         channels: u8,
     },
     Vp8,
+    /// VP9 pictures, a superframe where a picture has several spatial layers; Matroska's
+    /// VP9 needs no private data (the keyframes carry what a decoder needs).
     Vp9,
-    Av1,
+    /// AV1 temporal units in low-overhead form (every OBU with its size, no temporal
+    /// delimiters), with the `av1C` record and the sequence header OBU as the private data.
+    Av1 {
+        config: Vec<u8>,
+    },
     /// H264 frames in AVCC form (4-byte lengths), with the decoder configuration record
     /// (`avcC`: profile, level, SPS and PPS) as the track's private data.
     H264 {
@@ -49,12 +55,13 @@ pub enum Codec {
 }
 
 impl Codec {
-    fn id(&self) -> &'static str {
+    /// Matroska's codec id (`CodecID`).
+    pub fn id(&self) -> &'static str {
         match self {
             Codec::Opus { .. } => "A_OPUS",
             Codec::Vp8 => "V_VP8",
             Codec::Vp9 => "V_VP9",
-            Codec::Av1 => "V_AV1",
+            Codec::Av1 { .. } => "V_AV1",
             Codec::H264 { .. } => "V_MPEG4/ISO/AVC",
         }
     }
@@ -351,8 +358,8 @@ fn track_entry(e: &mut Vec<u8>, number: u64, track: &Track) {
             });
         }
         codec => {
-            if let Codec::H264 { avcc } = codec {
-                ebml::binary(e, ebml::CODEC_PRIVATE, avcc);
+            if let Codec::H264 { avcc: private } | Codec::Av1 { config: private } = codec {
+                ebml::binary(e, ebml::CODEC_PRIVATE, private);
             }
             ebml::master(e, ebml::VIDEO, |v| {
                 ebml::uint(v, ebml::PIXEL_WIDTH, u64::from(track.width));

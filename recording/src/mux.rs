@@ -157,6 +157,7 @@ pub fn mux_with(
                 })?,
             };
             let (number, path) = (track.number, path.clone());
+            let codec_id = track.codec.as_ref().map_or("unknown", Codec::id);
             let video = match track.codec {
                 Some(Codec::Opus { .. }) => {
                     audios.push(AudioIn::new(path, reader, number, offset)?);
@@ -174,13 +175,18 @@ pub fn mux_with(
                 Some((codec, sets)) => {
                     videos.push(VideoIn::new(path, reader, number, offset, codec, sets)?);
                 }
-                None => skipped.push(Input {
-                    file: path,
-                    kind: "skipped",
-                    offset_ms: offset,
-                    frames: 0,
-                    undecodable: 0,
-                }),
+                None => {
+                    // libvpx here decodes VP8 only and there is no AV1 decoder: the session
+                    // goes on without this participant's video (its audio stays).
+                    tracing::warn!(file = %path.display(), codec = codec_id, "video input left out of the muxed session: the muxer decodes VP8 and H264 only");
+                    skipped.push(Input {
+                        file: path,
+                        kind: "skipped",
+                        offset_ms: offset,
+                        frames: 0,
+                        undecodable: 0,
+                    })
+                }
             }
         }
     }

@@ -179,7 +179,9 @@ impl Header {
             }),
             "V_VP8" => Some(Codec::Vp8),
             "V_VP9" => Some(Codec::Vp9),
-            "V_AV1" => Some(Codec::Av1),
+            "V_AV1" => Some(Codec::Av1 {
+                config: self.private,
+            }),
             "V_MPEG4/ISO/AVC" => Some(Codec::H264 { avcc: self.private }),
             _ => None,
         };

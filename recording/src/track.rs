@@ -7,7 +7,8 @@
 //!   all) rather than arrival's jitter. The first frame's RTP timestamp is kept for the log, to
 //!   map file time to wall-clock time through the sender's reports.
 //! - **Video** starts at a keyframe: the picture size for the track comes from it (VP8's frame
-//!   header, H264's SPS), and nothing before it decodes. Until then, and after a loss breaks a
+//!   header, VP9's frame headers or scalability structure, AV1's sequence header, H264's SPS),
+//!   and nothing before it decodes. Until then, and after a loss breaks a
 //!   frame, [`TrackRecorder::keyframe_wanted`] says the caller should ask for one (a PLI).
 //! - **The file** is created at the first frame it can take, so a track that never sends one
 //!   leaves no empty file. Its date is the wall-clock time that frame arrived: time 0 of the
@@ -16,11 +17,13 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use switchyard_codec::av1::{self, Av1Depacketizer};
 use switchyard_codec::depacketize::Frame;
 use switchyard_codec::h264::H264Depacketizer;
 use switchyard_codec::opus::OpusDepacketizer;
 use switchyard_codec::sps;
 use switchyard_codec::vp8::Vp8Depacketizer;
+use switchyard_codec::vp9::{self, Vp9Depacketizer};
 
 use crate::file::{self, Recording};
 use crate::h264;
@@ -33,6 +36,10 @@ pub enum Media {
     Opus { channels: u8 },
     /// VP8 at 90 kHz.
     Vp8,
+    /// VP9 at 90 kHz, every spatial layer the router forwards (one superframe per picture).
+    Vp9,
+    /// AV1 at 90 kHz (one temporal unit per frame).
+    Av1,
     /// H264 (packetization-mode 1) at 90 kHz.
     H264,
 }
@@ -41,7 +48,7 @@ impl Media {
     fn clock_rate(self) -> u64 {
         match self {
             Media::Opus { .. } => 48_000,
-            Media::Vp8 | Media::H264 => 90_000,
+            Media::Vp8 | Media::Vp9 | Media::Av1 | Media::H264 => 90_000,
         }
     }
 }
@@ -49,6 +56,8 @@ impl Media {
 enum Depacketizer {
     Opus(OpusDepacketizer),
     Vp8(Vp8Depacketizer),
+    Vp9(Vp9Depacketizer),
+    Av1(Av1Depacketizer),
     H264(H264Depacketizer),
 }
 
@@ -96,6 +105,9 @@ struct Writing {
     avcc: Vec<u8>,
     /// The first sender report's NTP time and RTP timestamp.
     sender_report: Option<(u64, u32)>,
+    /// VP9: the top layer's size from the last scalability structure, for a first keyframe
+    /// whose frame headers do not state it.
+    vp9_structure: Option<(u16, u16)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +122,8 @@ impl TrackRecorder {
         let depacketizer = match media {
             Media::Opus { .. } => Depacketizer::Opus(OpusDepacketizer::default()),
             Media::Vp8 => Depacketizer::Vp8(Vp8Depacketizer::default()),
+            Media::Vp9 => Depacketizer::Vp9(Vp9Depacketizer::default()),
+            Media::Av1 => Depacketizer::Av1(Av1Depacketizer::default()),
             Media::H264 => Depacketizer::H264(H264Depacketizer::default()),
         };
         TrackRecorder {
@@ -126,6 +140,7 @@ impl TrackRecorder {
                 dropped: 0,
                 avcc: Vec::new(),
                 sender_report: None,
+                vp9_structure: None,
             },
         }
     }
@@ -136,6 +151,8 @@ impl TrackRecorder {
         match &self.depacketizer {
             Depacketizer::Opus(_) => false,
             Depacketizer::Vp8(d) => d.keyframe_wanted(),
+            Depacketizer::Vp9(d) => d.keyframe_wanted(),
+            Depacketizer::Av1(d) => d.keyframe_wanted(),
             Depacketizer::H264(d) => d.keyframe_wanted(),
         }
     }
@@ -153,6 +170,15 @@ impl TrackRecorder {
         let frame = match &mut self.depacketizer {
             Depacketizer::Opus(d) => d.push(sequence, timestamp, marker, payload),
             Depacketizer::Vp8(d) => d.push(sequence, timestamp, marker, payload),
+            Depacketizer::Vp9(d) => {
+                // Read before the push, whose frame borrows the depacketizer: a keyframe's
+                // structure rides its first packet, so it is here by its last.
+                if let Some(size) = d.format().structure_size() {
+                    self.out.vp9_structure = Some(size);
+                }
+                d.push(sequence, timestamp, marker, payload)
+            }
+            Depacketizer::Av1(d) => d.push(sequence, timestamp, marker, payload),
             Depacketizer::H264(d) => d.push(sequence, timestamp, marker, payload),
         };
         match frame {
@@ -255,13 +281,27 @@ impl Writing {
     }
 
     /// The file's track, from the first frame that can start it: any Opus frame; a VP8
-    /// keyframe (its size is in its header); an H264 keyframe with its SPS and PPS.
+    /// keyframe (its size is in its header); a VP9 keyframe (the size of its top layer, from
+    /// its frame headers, else the scalability structure); an AV1 keyframe with its sequence
+    /// header (size, `av1C`); an H264 keyframe with its SPS and PPS.
     fn track(&self, keyframe: bool, data: &[u8]) -> Option<Track> {
         let (codec, width, height) = match self.media {
             Media::Opus { channels } => (Codec::Opus { channels }, 0, 0),
             Media::Vp8 => {
                 let (w, h) = vp8_size(data).filter(|_| keyframe)?;
                 (Codec::Vp8, w, h)
+            }
+            Media::Vp9 => {
+                let structure = self
+                    .vp9_structure
+                    .map(|(w, h)| (u32::from(w), u32::from(h)));
+                let (w, h) = vp9::picture_size(data).or(structure).filter(|_| keyframe)?;
+                (Codec::Vp9, w, h)
+            }
+            Media::Av1 => {
+                let (header, obu) = av1::sequence_header(data).filter(|_| keyframe)?;
+                let config = header.config_record(obu);
+                (Codec::Av1 { config }, header.width, header.height)
             }
             Media::H264 => {
                 let mut avcc = Vec::new();

@@ -1,9 +1,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use switchyard_codec::av1::{Av1Depacketizer, Av1Packetizer};
 use switchyard_codec::h264::{H264Depacketizer, H264Packetizer};
 use switchyard_codec::opus::OpusDepacketizer;
 use switchyard_codec::vp8::{Vp8Depacketizer, Vp8Packetizer};
+use switchyard_codec::vp9::{Vp9Depacketizer, Vp9Packetizer};
 use switchyard_codec::{Packetizer, Payloads};
 
 fuzz_target!(|data: &[u8]| {
@@ -17,6 +19,8 @@ fuzz_target!(|data: &[u8]| {
     let mut vp8 = Vp8Depacketizer::default();
     let mut h264 = H264Depacketizer::default();
     let mut opus = OpusDepacketizer::default();
+    let mut vp9 = Vp9Depacketizer::default();
+    let mut av1 = Av1Depacketizer::default();
     let mut seq = 0u16;
     let mut rest = data;
     while let Some((&head, tail)) = rest.split_first() {
@@ -35,6 +39,16 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(Some(f)) = opus.push(seq, ts, marker, payload) {
             assert_eq!(f.data, payload);
         }
+        if let Ok(Some(f)) = vp9.push(seq, ts, marker, payload) {
+            // A picture is one frame, or a superframe whose index splits it again.
+            assert!(!f.data.is_empty());
+            assert!(switchyard_codec::vp9::frames(f.data).count() >= 1);
+        }
+        if let Ok(Some(f)) = av1.push(seq, ts, marker, payload) {
+            // Every OBU comes out with its size: the unit walks to its end.
+            let walked: usize = switchyard_codec::av1::obus(f.data).map(|(_, o)| o.len()).sum();
+            assert_eq!(walked, f.data.len());
+        }
     }
 
     // The bytes as a frame: whatever packetizes fits the MTU.
@@ -46,4 +60,13 @@ fuzz_target!(|data: &[u8]| {
     if H264Packetizer.packetize(data, mtu, &mut out).is_ok() {
         assert!(out.iter().all(|p| p.len() <= mtu));
     }
+    if Vp9Packetizer::new(0).packetize(data, mtu, &mut out).is_ok() {
+        assert!(out.iter().all(|p| p.len() <= mtu));
+    }
+    if Av1Packetizer::default().packetize(data, mtu, &mut out).is_ok() {
+        assert!(out.iter().all(|p| p.len() <= mtu));
+    }
+    // The bytes as VP9 and AV1 bitstream: the headers a recording reads its size from.
+    let _ = switchyard_codec::vp9::picture_size(data);
+    let _ = switchyard_codec::av1::sequence_header(data).map(|(s, obu)| s.config_record(obu));
 });

@@ -1,5 +1,5 @@
 //! Recording a channel's publications, each track to its own file as it arrived (no
-//! transcoding): Opus to `.mka`, VP8 and H264 to `.mkv`, under
+//! transcoding): Opus to `.mka`, VP8, VP9, AV1 and H264 to `.mkv`, under
 //! `<recordings>/<channel>/<publication>-<track>.<ext>` (`.rec` while being written).
 //!
 //! A recorded track is a stream like a mixer input: a transport of the channel's router
@@ -243,9 +243,11 @@ impl AppState {
                 // WebRTC's Opus is negotiated as two channels (`opus/48000/2`).
                 (MediaKind::Audio, Codec::Opus) => (Media::Opus { channels: 2 }, "mka"),
                 (MediaKind::Video, Codec::Vp8) => (Media::Vp8, "mkv"),
+                (MediaKind::Video, Codec::Vp9) => (Media::Vp9, "mkv"),
+                (MediaKind::Video, Codec::Av1) => (Media::Av1, "mkv"),
                 (MediaKind::Video, Codec::H264) => (Media::H264, "mkv"),
                 (_, codec) => {
-                    tracing::info!(channel, publication, %codec, "track not recorded: the recorder takes Opus, VP8 and H264");
+                    tracing::info!(channel, publication, %codec, "track not recorded: the recorder takes Opus, VP8, VP9, AV1 and H264");
                     continue;
                 }
             };
