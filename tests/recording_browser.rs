@@ -40,7 +40,11 @@ const MAX_AV_OFFSET_MS: f64 = 40.0;
 fn decode_errors(errors: &str) -> Vec<&str> {
     errors
         .lines()
-        .filter(|l| !l.contains("non monotonically increasing dts to muxer"))
+        .filter(|l| {
+            // ffmpeg folds repeats of a line into "Last message repeated N times".
+            !l.contains("non monotonically increasing dts to muxer")
+                && !l.contains("Last message repeated")
+        })
         .collect()
 }
 
@@ -64,9 +68,9 @@ fn decoded_every_frame(path: &Path) {
     }
 }
 
-/// Runs record_pages.mjs with `args`; its JSON result and stderr.
-fn record_pages(args: &[String]) -> (Value, String) {
-    switchyard_tests::run_pages("record_pages.mjs", args, &[])
+/// Runs record_pages.mjs with `args` and `env`; its JSON result and stderr.
+fn record_pages(args: &[String], env: &[(&str, String)]) -> (Value, String) {
+    switchyard_tests::run_pages("record_pages.mjs", args, env)
 }
 
 /// Each frame of the first video stream of `path`: its time (s) and its picture scaled by
@@ -201,11 +205,14 @@ fn summary(offsets: &[(f64, f64)]) -> String {
 /// Chromium publishes VP8+Opus (the flash page) and H264+Opus (a still picture and a quiet
 /// tone) at the same time for 30 s in a recorded channel. Each publication leaves one `.mkv`
 /// with the codec it sent (no transcoding) and one `.mka` with Opus, each 30 +/- 0.5 s long and
-/// decoding cleanly, and a JSON log with a start and a stop entry per file. The session is
+/// decoding cleanly, and a JSON log with a start and a stop entry per file (the pages count
+/// their 30 s from when both their files exist: a video file starts at its first keyframe,
+/// which may come a few hundred ms after the connection on a busy machine). The session is
 /// muxed, and in it every flash is within 40 ms of its beep (the flash page draws white and
-/// beeps at the same instants of its audio clock); the offsets are printed, with those of the
-/// raw files on the sender's clock (what the browser's sender reports say) and on arrival
-/// (what the files' dates say), which tell where an offset comes from.
+/// beeps at the same instants of its audio clock's output), every flash that Chromium itself
+/// sent on time, that is: the offsets are printed with those of the raw files on the sender's
+/// clock (what the browser's sender reports say) and on arrival (what the files' dates say),
+/// and what the pipeline added to each (at most one output frame) is checked on its own.
 #[test]
 fn chromium_vp8_and_h264_are_recorded_as_sent_and_muxed_in_sync() {
     netns::enter();
@@ -220,12 +227,14 @@ fn chromium_vp8_and_h264_are_recorded_as_sent_and_muxed_in_sync() {
         format!("flash:VP8:{}", server.token("avsync", "flash-vp8", &[])),
         format!("plain:H264:{}", server.token("avsync", "plain-h264", &[])),
     ];
-    let (result, stderr) = record_pages(&args);
+    // The pages count their 30 s from when the server has started their files.
+    let dir = server.data_dir.join("recordings").join("avsync");
+    let env = [("RECORDINGS", dir.display().to_string())];
+    let (result, stderr) = record_pages(&args, &env);
     println!("pages: {result}");
     assert_eq!(result["ok"], true, "{result:#}\n{stderr}");
     let published = started.elapsed();
 
-    let dir = server.data_dir.join("recordings").join("avsync");
     let files = finished(&dir, 4, Duration::from_secs(10));
     let probed: Vec<(Vec<String>, f64)> = files.iter().map(|f| probe(f)).collect();
     println!("{files:?}\n{probed:?}");
@@ -362,8 +371,49 @@ fn chromium_vp8_and_h264_are_recorded_as_sent_and_muxed_in_sync() {
     );
     println!("{report}");
     assert!(offsets.len() >= 20, "{report}");
+    // What the recording pipeline adds to each flash's offset, against the same flash in the
+    // raw files on the sender's clock: the muxed video shows a frame at the first output tick
+    // at or after it, so up to one output frame (1/60 s) later; nothing else. The muxer places
+    // the publication's audio by its arrival and its video by the sender reports, so a flash
+    // at sender time `g` is at session time `g - audio_sent + audio_arrived - start`.
+    let start = session["startTimestamp"].as_f64().unwrap_or(0.0) / 1000.0;
+    let shift = audio_arrived - audio_sent - start;
+    // Each muxed pair with the browser's own offset for that flash.
+    let matched: Vec<(f64, f64, f64)> = offsets
+        .iter()
+        .filter_map(|&(f, off)| {
+            let (_, raw) = by_sender
+                .iter()
+                .find(|(g, _)| (g + shift - f).abs() < 0.1)?;
+            Some((f, off, *raw))
+        })
+        .collect();
+    let added: Vec<(f64, f64)> = matched
+        .iter()
+        .map(|&(f, off, raw)| (f, off - raw))
+        .collect();
+    let report = format!("{report}\n  added by the pipeline: {}", summary(&added));
+    println!("{report}");
+    assert!(added.len() + 2 >= offsets.len(), "{report}");
     assert!(
-        offsets.iter().all(|(_, o)| o.abs() <= MAX_AV_OFFSET_MS),
+        added
+            .iter()
+            .all(|(_, d)| (-5.0..=1000.0 / 60.0 + 5.0).contains(d)),
+        "{report}"
+    );
+    // The 40 ms, for every flash that the browser sent on time (within 20 ms of its beep on
+    // its own clock). On a loaded machine Chromium now and then captures a flash's frame a
+    // frame or three late (seen: +69 ms on its own clock, the pipeline adding 7 ms to it); no
+    // recording can put that right, and the check above holds the pipeline to its part.
+    let on_time: Vec<&(f64, f64, f64)> = matched
+        .iter()
+        .filter(|(_, _, raw)| raw.abs() <= 20.0)
+        .collect();
+    assert!(on_time.len() >= 20, "{report}");
+    assert!(
+        on_time
+            .iter()
+            .all(|(_, off, _)| off.abs() <= MAX_AV_OFFSET_MS),
         "{report}"
     );
 }
@@ -403,7 +453,7 @@ fn a_server_killed_20_s_into_a_chromium_recording_leaves_files_that_decode() {
         "22".to_string(),
         format!("plain:VP8:{}", server.token("crash", "publisher", &[])),
     ];
-    let pages = std::thread::spawn(move || record_pages(&args));
+    let pages = std::thread::spawn(move || record_pages(&args, &[]));
     let dir = server.data_dir.join("recordings").join("crash");
     recording_started(&dir, 2);
     std::thread::sleep(Duration::from_secs(20));
@@ -420,7 +470,11 @@ fn a_server_killed_20_s_into_a_chromium_recording_leaves_files_that_decode() {
             .into_iter()
             .filter(|l| !l.contains("ended prematurely"))
             .collect();
-        println!("{file:?}: decodes to {last} s; ffmpeg: {errors:?}");
+        println!(
+            "{file:?}: decodes to {last} s; ffmpeg said {} line(s), {} of them more than rounded timestamps",
+            errors.lines().count(),
+            decode_errors(&errors).len()
+        );
         assert!(worse.is_empty(), "{file:?}: {errors}");
         assert!(last >= 18.0, "{file:?}: decodes to {last} s");
     }

@@ -4,7 +4,8 @@
 //
 // - A `flash` page draws black, and white for 100 ms once a second, and beeps (1 kHz, loud) at
 //   the same instants: both follow the AudioContext's clock, the beeps as scheduled gain
-//   changes, the canvas redrawn at every animation frame from `currentTime`. What a recording
+//   changes, the canvas redrawn at every animation frame from the time being output
+//   (`getOutputTimestamp`). What a recording
 //   keeps of the two tells its A/V sync. It publishes as the SDK does by default, with
 //   simulcast: its canvas is 640x360, for which Chromium sends two of the SDK's three layers
 //   (160x90 and 320x180; it drops the top one below 960x540).
@@ -12,13 +13,16 @@
 //   as one stream (`simulcast: false`: at that size Chromium would send only the SDK's quarter
 //   layer, 80x60).
 //
-// Each page publishes for <seconds> counted from when it has sent both audio and video, then
-// leaves (its publication ends); with `--stay` it never leaves and the script only waits that
+// Each page publishes for <seconds> counted from when its publication's connection is up, or,
+// with RECORDINGS=<the channel's recording directory>, from when the server has started both
+// of its files (checking that it sends audio and video), then leaves (its publication ends); with `--stay` it never leaves and the script only waits that
 // long and exits (the server was killed under it).
 //
 // usage: node record_pages.mjs [--stay] <base-url> <channel> <seconds> <kind>:<codec>:<token>...
 // Prints one JSON line: per page the codecs it sent, frames, draws and flashes, and how long it
 // published; exits 1 on failure.
+
+import { readdirSync } from 'node:fs';
 
 import { launch } from './chromium.mjs';
 
@@ -27,6 +31,7 @@ const stay = argv[0] === '--stay';
 const [base, channel, seconds, ...specs] = stay ? argv.slice(1) : argv;
 const PUBLISH_MS = Number(seconds) * 1000;
 const START_DEADLINE_MS = 20_000;
+const recordings = process.env.RECORDINGS;
 
 const browser = await launch();
 const result = { ok: false, pages: [] };
@@ -79,9 +84,17 @@ async function run(spec) {
         }
         osc.start();
         // Redrawn at every animation frame (captureStream takes a frame each time the canvas
-        // is drawn): white while the audio clock is within 100 ms after a whole second.
+        // is drawn): white while the sound being output is within 100 ms after a whole second
+        // of the audio clock. "Output", not `currentTime`: the context renders ahead of its
+        // output by its base and output latencies (10 + 32 ms in headless Chromium), and the
+        // track from a MediaStreamAudioDestinationNode is timestamped at output, so a flash
+        // drawn at `currentTime` came that much before its beep in what Chromium sends.
+        const outputTime = () => {
+          const { contextTime, performanceTime } = ac.getOutputTimestamp();
+          return contextTime + (performance.now() - performanceTime) / 1000;
+        };
         const draw = () => {
-          const t = ac.currentTime - t0;
+          const t = outputTime() - t0;
           const white = kind === 'flash' && t >= 0 && t % 1 < 0.1;
           if (white && !state.white) state.flashes++;
           state.white = white;
@@ -91,10 +104,20 @@ async function run(spec) {
           requestAnimationFrame(draw);
         };
         requestAnimationFrame(draw);
+        const audioTrack = dest.stream.getAudioTracks()[0];
+        state.latency_ms = Math.round((ac.baseLatency + ac.outputLatency) * 1000);
         const video = canvas.captureStream();
-        const stream = new MediaStream([video.getVideoTracks()[0], dest.stream.getAudioTracks()[0]]);
+        const stream = new MediaStream([video.getVideoTracks()[0], audioTrack]);
         const publication = await client.publish(stream, { videoCodec: codec, simulcast: kind === 'flash' });
-        window.recordTest = { client, publication, state, ac };
+        // When the publication's connection is up: its media flows from then on (the first
+        // outbound stats that show it come 100 to 300 ms later on a busy machine).
+        const pc = client.connections().find((c) => c.id === publication).pc;
+        const connected = new Promise((resolve) => {
+          const check = () => pc.connectionState === 'connected' && resolve(Date.now());
+          pc.addEventListener('connectionstatechange', check);
+          check();
+        });
+        window.recordTest = { client, publication, state, ac, connected };
       },
       { token, channel, kind, codec },
     );
@@ -126,16 +149,42 @@ async function run(spec) {
       await new Promise((r) => setTimeout(r, 20));
       now = await sent();
     }
-    const started = Date.now();
+    const connected = await page.evaluate(() => window.recordTest.connected);
+    // With RECORDINGS (the channel's recording directory), from when the server has started
+    // both of this publication's files (its first audio frame, its first video keyframe);
+    // else from when the connection came up.
+    let started = connected;
+    if (recordings) {
+      const publication = await page.evaluate(() => window.recordTest.publication);
+      const list = () => {
+        try {
+          return readdirSync(recordings);
+        } catch {
+          return []; // not created yet
+        }
+      };
+      const files = () => list().filter((f) => f.startsWith(`${publication}-`) && f.endsWith('.rec'));
+      while (files().length < 2) {
+        if (Date.now() - asked > START_DEADLINE_MS) throw new Error(`not recorded in 20 s: ${list()}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      started = Date.now();
+    }
     out.start_ms = started - asked;
-    await new Promise((r) => setTimeout(r, PUBLISH_MS - (Date.now() - started)));
+    out.recording_ms = started - connected;
+    const until = (ms) => new Promise((r) => setTimeout(r, Math.max(0, started + ms - Date.now())));
+    // What was sent, read a little before the end so that the end itself is on time.
+    await until(PUBLISH_MS - 500);
     const end = await sent();
     const state = await page.evaluate(() => window.recordTest.state);
+    await until(PUBLISH_MS);
     if (!stay) await page.evaluate(() => window.recordTest.client.leave());
     out.published_ms = Date.now() - started;
+    out.ended_at = Date.now();
     out.sent = end;
     out.draws = state.draws;
     out.flashes = state.flashes;
+    out.audio_latency_ms = state.latency_ms;
     out.ok =
       end.audio.codecs.some((c) => c.toLowerCase() === 'audio/opus') &&
       end.video.codecs.some((c) => c.toLowerCase() === `video/${codec.toLowerCase()}`) &&
