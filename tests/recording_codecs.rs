@@ -120,7 +120,7 @@ fn records(codec: &str, probed_as: &str, height: u32, decoder: &[&str]) -> Strin
         SECONDS.to_string(),
         height.to_string(),
     ];
-    let (result, stderr) = run_pages("record_pages.mjs", &args, &[]);
+    let (result, stderr) = run_pages("codec_pages.mjs", &args, &[]);
     println!("{result}");
     assert_eq!(result["ok"], true, "{result:#}\n{stderr}");
     let sent = result["codec"].as_str().unwrap_or_default();

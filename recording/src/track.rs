@@ -10,6 +10,11 @@
 //!   header, VP9's frame headers or scalability structure, AV1's sequence header, H264's SPS),
 //!   and nothing before it decodes. Until then, and after a loss breaks a
 //!   frame, [`TrackRecorder::keyframe_wanted`] says the caller should ask for one (a PLI).
+//! - **Padding**: a packet without payload (a sender's pacer pads with them to probe
+//!   bandwidth, on the media stream when RTX was not negotiated, between frames) is left out,
+//!   and the sequence numbers after it are moved down by one, so that the depacketizer, which
+//!   takes an empty payload as malformed and a skipped number as a loss, sees neither and does
+//!   not drop frames until the next keyframe.
 //! - **The file** is created at the first frame it can take, so a track that never sends one
 //!   leaves no empty file. Its date is the wall-clock time that frame arrived: time 0 of the
 //!   file, by which the muxer lines up a session's files.
@@ -85,6 +90,9 @@ pub struct Summary {
 /// Records one track to `path` (see the module's documentation).
 pub struct TrackRecorder {
     depacketizer: Depacketizer,
+    /// Padding packets so far (see the module's documentation): the depacketizer is given
+    /// each later packet's sequence number less this.
+    padding: u16,
     /// Apart from the depacketizer, whose frames borrow its buffer while they are written.
     out: Writing,
 }
@@ -128,6 +136,7 @@ impl TrackRecorder {
         };
         TrackRecorder {
             depacketizer,
+            padding: 0,
             out: Writing {
                 media,
                 path: path.to_path_buf(),
@@ -167,6 +176,11 @@ impl TrackRecorder {
         marker: bool,
         payload: &[u8],
     ) -> Result<(), Error> {
+        if payload.is_empty() {
+            self.padding = self.padding.wrapping_add(1);
+            return Ok(());
+        }
+        let sequence = sequence.wrapping_sub(self.padding);
         let frame = match &mut self.depacketizer {
             Depacketizer::Opus(d) => d.push(sequence, timestamp, marker, payload),
             Depacketizer::Vp8(d) => d.push(sequence, timestamp, marker, payload),
@@ -376,6 +390,38 @@ mod tests {
         let mut later = TrackRecorder::new(Media::Vp8, &dir.join("b.mkv"));
         later.sender_report(ntp, 90_000);
         assert_eq!(later.finish().unwrap().sender_origin_ms, None, "no frame");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A VP8 keyframe of 320x180 and a delta frame (only their first bytes matter here).
+    const KEY: [u8; 12] = [
+        0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0x40, 0x01, 0xB4, 0x00, 0xAA, 0xBB,
+    ];
+    const DELTA: [u8; 4] = [0x11, 0x02, 0x00, 0xCC];
+
+    /// Padding between frames (a payload-less packet with its own sequence number, as
+    /// Chromium's pacer sends when it probes bandwidth) loses no frame and asks for no
+    /// keyframe; a real gap still does.
+    #[test]
+    fn padding_between_frames_loses_nothing() {
+        let dir = std::env::temp_dir().join(format!("sy-track-pad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = TrackRecorder::new(Media::Vp8, &dir.join("v.mkv"));
+        // VP8 payload descriptor: S bit, partition 0 (one byte: 0x10).
+        let packet = |frame: &[u8]| [&[0x10u8][..], frame].concat();
+        r.push(65534, 0, true, &packet(&KEY)).unwrap();
+        assert!(!r.keyframe_wanted());
+        r.push(65535, 0, false, &[]).unwrap();
+        r.push(0, 0, false, &[]).unwrap();
+        r.push(1, 3000, true, &packet(&DELTA)).unwrap();
+        r.push(2, 3000, false, &[]).unwrap();
+        r.push(3, 6000, true, &packet(&DELTA)).unwrap();
+        assert!(!r.keyframe_wanted(), "padding is no loss");
+        // A packet that never came (5) is.
+        r.push(6, 9000, true, &packet(&DELTA)).unwrap();
+        assert!(r.keyframe_wanted());
+        let summary = r.finish().unwrap();
+        assert_eq!(summary.frames, 3);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -11,6 +11,7 @@ pub mod nat;
 pub mod netns;
 pub mod peer;
 pub mod rabbitmq;
+pub mod recordings;
 pub mod s3;
 pub mod server;
 pub mod turn;
