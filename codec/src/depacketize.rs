@@ -85,6 +85,8 @@ pub struct DepacketizerStats {
     pub malformed_packets: u64,
     /// Frames started but not returned: broken, or not a keyframe while one was wanted.
     pub dropped_frames: u64,
+    /// Packets without payload: padding.
+    pub padding_packets: u64,
 }
 
 /// The per-codec half of a depacketizer: where a payload sits in a frame, and its media bytes.
@@ -213,6 +215,15 @@ impl<F: PayloadFormat> Depacketizer<F> {
                 self.break_frame(last_ts);
             }
         }
+        if payload.is_empty() {
+            // Padding: a sender's pacer probes bandwidth with empty packets on the media
+            // stream when RTX was not negotiated (Chromium does), between frames. It takes its
+            // sequence number, so the next packet is no loss, and is nothing else.
+            self.stats.padding_packets += 1;
+            let frame_timestamp = self.last.map_or(timestamp, |(_, t)| t);
+            self.last = Some((seq, frame_timestamp));
+            return Ok(None);
+        }
         self.last = Some((seq, timestamp));
         match self.place(timestamp, payload) {
             Ok(true) => {}
@@ -256,9 +267,6 @@ impl<F: PayloadFormat> Depacketizer<F> {
     /// Places the payload in the frame being built: `Ok(true)` when it was appended,
     /// `Ok(false)` when it was skipped as part of a broken frame.
     fn place(&mut self, timestamp: u32, payload: &[u8]) -> Result<bool, DepacketizeError> {
-        if payload.is_empty() {
-            return Err(DepacketizeError::Empty);
-        }
         let marked = self.format.starts_frame(payload)?;
         let starts = marked.unwrap_or(match self.state {
             State::Idle | State::Returned => true,

@@ -375,17 +375,16 @@ mod tests {
     fn malformed_payloads_are_errors() {
         use DepacketizeError::*;
         for (payload, want) in [
-            (&[][..], Empty),
-            (&[0x7C][..], Truncated),           // FU-A with no FU header
-            (&[0x7C, 0x85][..], Truncated),     // FU-A with no data
-            (&[0x7C, 0x05, 1][..], NoStart),    // FU-A middle without start
-            (&[0x7C, 0xC5, 1][..], Unfinished), // FU-A start and end at once
-            (&[0x78][..], BadAggregate),        // STAP-A with nothing
-            (&[0x78, 0][..], BadAggregate),     // STAP-A with half a length
-            (&[0x78, 0, 5, 0x67][..], BadAggregate), // STAP-A length past the end
+            (&[0x7C][..], Truncated),                      // FU-A with no FU header
+            (&[0x7C, 0x85][..], Truncated),                // FU-A with no data
+            (&[0x7C, 0x05, 1][..], NoStart),               // FU-A middle without start
+            (&[0x7C, 0xC5, 1][..], Unfinished),            // FU-A start and end at once
+            (&[0x78][..], BadAggregate),                   // STAP-A with nothing
+            (&[0x78, 0][..], BadAggregate),                // STAP-A with half a length
+            (&[0x78, 0, 5, 0x67][..], BadAggregate),       // STAP-A length past the end
             (&[0x78, 0, 0, 0, 1, 0x68][..], BadAggregate), // STAP-A with an empty unit
-            (&[0x79, 0, 1][..], Unsupported(25)), // STAP-B
-            (&[0x7D, 0x85, 1][..], Unsupported(29)), // FU-B
+            (&[0x79, 0, 1][..], Unsupported(25)),          // STAP-B
+            (&[0x7D, 0x85, 1][..], Unsupported(29)),       // FU-B
             (&[0x60][..], Unsupported(0)),
             (&[0x7F][..], Unsupported(31)),
         ] {

@@ -104,11 +104,13 @@ mod tests {
         );
         assert!(out.is_empty());
         let mut d = OpusDepacketizer::default();
-        assert_eq!(d.push(1, 0, false, &[]), Err(DepacketizeError::Empty));
+        // Padding is nothing, and no loss.
+        assert_eq!(d.push(1, 0, false, &[]), Ok(None));
         assert!(d.push(2, 960, false, &[1]).unwrap().is_some());
+        assert_eq!((d.stats().padding_packets, d.stats().lost_packets), (1, 0));
         assert_eq!(d.push(2, 960, false, &[1]), Err(DepacketizeError::Late(2)));
         assert_eq!(d.stats().late_packets, 1);
-        assert_eq!(d.stats().malformed_packets, 1);
+        assert_eq!(d.stats().malformed_packets, 0);
         // Far behind is a sender that restarted its sequence numbers: followed, not dropped.
         assert!(
             d.push(2u16.wrapping_sub(101), 0, false, &[1])

@@ -10,11 +10,6 @@
 //!   header, VP9's frame headers or scalability structure, AV1's sequence header, H264's SPS),
 //!   and nothing before it decodes. Until then, and after a loss breaks a
 //!   frame, [`TrackRecorder::keyframe_wanted`] says the caller should ask for one (a PLI).
-//! - **Padding**: a packet without payload (a sender's pacer pads with them to probe
-//!   bandwidth, on the media stream when RTX was not negotiated, between frames) is left out,
-//!   and the sequence numbers after it are moved down by one, so that the depacketizer, which
-//!   takes an empty payload as malformed and a skipped number as a loss, sees neither and does
-//!   not drop frames until the next keyframe.
 //! - **The file** is created at the first frame it can take, so a track that never sends one
 //!   leaves no empty file. Its date is the wall-clock time that frame arrived: time 0 of the
 //!   file, by which the muxer lines up a session's files.
@@ -90,9 +85,6 @@ pub struct Summary {
 /// Records one track to `path` (see the module's documentation).
 pub struct TrackRecorder {
     depacketizer: Depacketizer,
-    /// Padding packets so far (see the module's documentation): the depacketizer is given
-    /// each later packet's sequence number less this.
-    padding: u16,
     /// Apart from the depacketizer, whose frames borrow its buffer while they are written.
     out: Writing,
 }
@@ -136,7 +128,6 @@ impl TrackRecorder {
         };
         TrackRecorder {
             depacketizer,
-            padding: 0,
             out: Writing {
                 media,
                 path: path.to_path_buf(),
@@ -176,11 +167,6 @@ impl TrackRecorder {
         marker: bool,
         payload: &[u8],
     ) -> Result<(), Error> {
-        if payload.is_empty() {
-            self.padding = self.padding.wrapping_add(1);
-            return Ok(());
-        }
-        let sequence = sequence.wrapping_sub(self.padding);
         let frame = match &mut self.depacketizer {
             Depacketizer::Opus(d) => d.push(sequence, timestamp, marker, payload),
             Depacketizer::Vp8(d) => d.push(sequence, timestamp, marker, payload),
