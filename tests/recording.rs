@@ -11,44 +11,10 @@ use std::time::{Duration, Instant};
 
 use switchyard_tests::cluster::{Postgres, Process, Redis, wait_for};
 use switchyard_tests::rabbitmq::RabbitMq;
+use switchyard_tests::recordings::{self, admin, decode, sound};
 use switchyard_tests::s3::S3;
 use switchyard_tests::server::Server;
 use switchyard_tests::{http, mix, netns};
-
-/// The finished recordings in `dir` (no `.rec` left), once there are `count`; the JSON logs
-/// beside them are left out.
-fn finished(dir: &Path, count: usize) -> Vec<PathBuf> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
-            .unwrap_or_default();
-        let files: Vec<PathBuf> = files
-            .into_iter()
-            .filter(|f| f.extension().is_none_or(|e| e != "json"))
-            .collect();
-        let active = files
-            .iter()
-            .any(|f| f.extension().is_some_and(|e| e == "rec"));
-        if (files.len() >= count && !active) || Instant::now() > deadline {
-            let mut files = files;
-            files.sort();
-            return files;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// `method` on the all-in-one's admin API at `/admin/api/v1{path}`, with its key.
-fn admin(server: &Server, method: &str, path: &str, body: &str) -> http::Response {
-    let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
-    let headers = [
-        ("X-API-Key", key.trim()),
-        ("Content-Type", "application/json"),
-    ];
-    let path = format!("/admin/api/v1{path}");
-    http::request(9090, method, &path, &headers, body).unwrap()
-}
 
 /// Small muxed canvases, so that muxing takes little of the test's time.
 const MUX_SETTINGS: [(&str, &str); 3] = [
@@ -57,115 +23,20 @@ const MUX_SETTINGS: [(&str, &str); 3] = [
     ("RECORDING__FRAMERATE", "15"),
 ];
 
-/// The muxed session of `channel` under `recordings` once its JSON is there (the monitor
-/// waits 5 s after a session's end, then muxes it): the JSON and the muxed file.
-fn muxed_session(recordings: &Path, channel: &str) -> (serde_json::Value, PathBuf) {
-    let dir = recordings.join("sessions");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let json = std::fs::read_dir(&dir).ok().and_then(|d| {
-            d.filter_map(|e| Some(e.ok()?.path())).find(|p| {
-                let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-                name.is_some_and(|n| n.starts_with(&format!("{channel}-")) && n.ends_with(".json"))
-            })
-        });
-        if let Some(json) = json {
-            let v: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-            return (v, json.with_extension("mkv"));
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no muxed session of {channel} in 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+/// The finished recordings in `dir` once there are `count` (waiting up to 10 s).
+fn finished(dir: &Path, count: usize) -> Vec<PathBuf> {
+    recordings::finished(dir, count, Duration::from_secs(10))
 }
 
-/// A file's sound as 48 kHz mono samples, decoded by ffmpeg.
-fn sound(path: &Path) -> Vec<i16> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "s16le", "-ac", "1", "-ar", "48000", "-"])
-        .output()
-        .expect("run ffmpeg");
-    out.stdout
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect()
-}
-
-/// ffprobe's codec names of a file's streams, in order.
-fn codecs(path: &Path) -> Vec<String> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .expect("run ffprobe");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().to_string())
-        .collect()
-}
-
-/// ffmpeg's errors decoding the whole file, and ffprobe's last packet time (seconds).
-fn decode(path: &Path) -> (String, f64) {
-    let decoded = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("run ffmpeg");
-    let packets = Command::new("ffprobe")
-        .args([
-            "-v",
-            "quiet",
-            "-show_entries",
-            "packet=pts_time",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .expect("run ffprobe");
-    let last = String::from_utf8_lossy(&packets.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse::<f64>().ok())
-        .fold(0.0, f64::max);
-    (String::from_utf8_lossy(&decoded.stderr).into_owned(), last)
+/// The muxed session of `channel` under `recordings` (waiting up to 60 s).
+fn muxed_session(dir: &Path, channel: &str) -> (serde_json::Value, PathBuf) {
+    recordings::muxed_session(dir, channel, Duration::from_secs(60))
 }
 
 /// ffprobe's codec and duration (seconds) of a file's one stream.
 fn probe(path: &Path) -> (String, f64) {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name:format=duration",
-        ])
-        .args(["-of", "json"])
-        .arg(path)
-        .output()
-        .expect("run ffprobe (scripts/test.sh installs ffmpeg)");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let codec = v["streams"][0]["codec_name"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    let duration = v["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0.0);
-    (codec, duration)
+    let (codecs, duration) = recordings::probe(path);
+    (codecs.into_iter().next().unwrap_or_default(), duration)
 }
 
 #[test]
@@ -332,7 +203,7 @@ fn a_recorded_channel_leaves_a_file_per_track() {
         Some(2),
         "{session:#}"
     );
-    assert_eq!(codecs(&muxed), ["vp8", "opus"], "{muxed:?}");
+    assert_eq!(recordings::probe(&muxed).0, ["vp8", "opus"], "{muxed:?}");
     let (errors, last) = decode(&muxed);
     assert!(errors.trim().is_empty(), "{muxed:?}: {errors}");
     // The mute: silence where it was, the tone around it (the VP8 publication starts the
