@@ -115,7 +115,7 @@ pub struct Input {
 }
 
 /// Composes `files` into `out` (see the module's documentation). Files the muxer cannot read
-/// are errors; a codec it cannot decode (VP9, AV1) is left out and marked `skipped`.
+/// are errors; a codec it cannot decode (AV1) is left out and marked `skipped`.
 pub fn mux(files: &[PathBuf], out: &Path, config: &Config) -> Result<Muxed, Error> {
     mux_with(files, &HashMap::new(), out, config)
 }
@@ -171,6 +171,8 @@ pub fn mux_with(
                     continue;
                 }
                 Some(Codec::Vp8) => Some((VideoCodec::Vp8, Vec::new())),
+                // A picture's spatial layers are one superframe, which libvpx decodes whole.
+                Some(Codec::Vp9) => Some((VideoCodec::Vp9, Vec::new())),
                 Some(Codec::H264 { avcc }) => {
                     let mut parameter_sets = Vec::new();
                     h264::record_to_annex_b(&avcc, &mut parameter_sets);
@@ -183,9 +185,9 @@ pub fn mux_with(
                     videos.push(VideoIn::new(path, reader, number, offset, codec, sets)?);
                 }
                 None => {
-                    // libvpx here decodes VP8 only and there is no AV1 decoder: the session
+                    // There is no AV1 decoder (libvpx is VP8 and VP9 only): the session
                     // goes on without this participant's video (its audio stays).
-                    tracing::warn!(file = %path.display(), codec = codec_id, "video input left out of the muxed session: the muxer decodes VP8 and H264 only");
+                    tracing::warn!(file = %path.display(), codec = codec_id, "video input left out of the muxed session: the muxer decodes VP8, VP9 and H264 only");
                     skipped.push(Input {
                         file: path,
                         kind: "skipped",

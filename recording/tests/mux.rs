@@ -272,3 +272,86 @@ fn four_participants_fill_the_grid_as_they_join() {
         assert!(is(got, colours[i]), "tile {i}: {got:?}");
     }
 }
+
+/// A participant's VP9 file: `seconds` of one colour at 15 fps from Debian's ffmpeg
+/// (libvpx-vp9), starting at `origin`. (ffmpeg makes no spatial layers; the codec crate's
+/// libvpx tests decode those superframes.)
+fn vp9_file(dir: &Dir, path: &Path, origin: SystemTime, seconds: u64, rgb: (u8, u8, u8)) {
+    let ivf = dir.join("vp9.ivf");
+    let colour = format!(
+        "color=c=0x{:02x}{:02x}{:02x}:size=160x90:rate=15:duration={seconds}",
+        rgb.0, rgb.1, rgb.2
+    );
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", &colour])
+        .args([
+            "-c:v",
+            "libvpx-vp9",
+            "-b:v",
+            "200k",
+            "-g",
+            "30",
+            "-f",
+            "ivf",
+        ])
+        .arg(&ivf)
+        .status()
+        .expect("run ffmpeg (scripts/test.sh installs it)");
+    assert!(status.success());
+    let bytes = std::fs::read(&ivf).unwrap();
+    let header = usize::from(u16::from_le_bytes([bytes[6], bytes[7]]));
+    let track = Track {
+        codec: Codec::Vp9,
+        width: 160,
+        height: 90,
+    };
+    let mut file = Recording::create(path, &[track], Some(origin)).unwrap();
+    let mut rest = &bytes[header..];
+    while rest.len() >= 12 {
+        let size = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        let pts = u64::from_le_bytes(rest[4..12].try_into().unwrap());
+        let frame = &rest[12..12 + size];
+        // Profile 0: show_existing_frame is bit 3 of the first byte, frame_type (0: key) bit 2.
+        let keyframe = frame[0] & 0x0C == 0;
+        // The IVF time base is ffmpeg's 1/15 s here.
+        file.frame(0, pts * 1000 / 15, keyframe, frame).unwrap();
+        rest = &rest[12 + size..];
+    }
+    file.finish().unwrap();
+}
+
+/// A VP9 participant (green, from 0 s) and a VP8 one (red, from 1 s): both are decoded and
+/// composed, side by side once both are there.
+#[test]
+fn vp9_and_vp8_participants_share_the_grid() {
+    let dir = Dir::new("mux-vp9");
+    let t0 = SystemTime::now();
+    let (green, red) = ((30, 200, 30), (220, 30, 30));
+    let files = [dir.join("vp9.mkv"), dir.join("vp8.mkv")];
+    vp9_file(&dir, &files[0], t0, 3, green);
+    video_file(&files[1], t0 + Duration::from_secs(1), 2, red);
+
+    let config = Config {
+        layout: Layout::Grid,
+        width: 320,
+        height: 180,
+        fps: 15,
+        video_bitrate: 300_000,
+        audio_bitrate: 32_000,
+    };
+    let out = dir.join("session.mkv");
+    let muxed = mux::mux(&files, &out, &config).unwrap();
+    let kinds: Vec<(&str, u64)> = muxed.inputs.iter().map(|i| (i.kind, i.frames)).collect();
+    assert_eq!(kinds, [("video", 45), ("video", 30)], "{muxed:?}");
+    assert!(muxed.inputs.iter().all(|i| i.undecodable == 0), "{muxed:?}");
+    let (errors, _) = decode(&out);
+    assert!(errors.is_empty(), "{errors}");
+
+    let alone = picture_at(&out, 0.5);
+    let got = rgb_at(&alone, 320, 160, 90);
+    assert!(is(got, green), "VP9 alone: {got:?}");
+    let both = picture_at(&out, 2.0);
+    let (left, right) = (rgb_at(&both, 320, 80, 90), rgb_at(&both, 320, 240, 90));
+    assert!(is(left, green), "VP9 tile: {left:?}");
+    assert!(is(right, red), "VP8 tile: {right:?}");
+}

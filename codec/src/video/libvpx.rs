@@ -1,6 +1,7 @@
-//! VP8 through libvpx, the system library (Debian's libvpx 1.12), called through the
-//! `env-libvpx-sys` bindings. This is the crate's only FFI to a C library by hand, so every
-//! call to it lives here, each with what makes it sound.
+//! VP8 (both ways) and VP9 (decoding only, for the recording muxer) through libvpx, the system
+//! library (Debian's libvpx 1.12), called through the `env-libvpx-sys` bindings. This is the
+//! crate's only FFI to a C library by hand, so every call to it lives here, each with what makes
+//! it sound.
 //!
 //! Settings follow what a real-time sender needs: one pass, no lag (a frame in, a frame out),
 //! the real-time deadline and a fast speed, CBR with error resilience (a lost frame damages
@@ -304,37 +305,44 @@ impl VideoEncoder for Vp8Encoder {
     }
 }
 
-/// A VP8 decoder.
-pub(super) struct Vp8Decoder {
+/// A VP8 or VP9 decoder: the same libvpx API, only the interface differs. A VP9 superframe
+/// (several frames in one buffer: a hidden alt-ref, or spatial layers) is one `decode` call;
+/// libvpx splits it and gives back the picture to show.
+pub(super) struct VpxDecoder {
     ctx: Context,
+    codec: VideoCodec,
 }
 
-impl Vp8Decoder {
-    pub(super) fn new() -> Result<Self, CodecError> {
+impl VpxDecoder {
+    /// `codec` is VP8 or VP9; another codec is refused (it is not libvpx's).
+    pub(super) fn new(codec: VideoCodec) -> Result<Self, CodecError> {
+        let init = |e: String| CodecError::Init(codec, e);
+        let iface = match codec {
+            // SAFETY: returns a pointer to libvpx's static VP8 decoder interface.
+            VideoCodec::Vp8 => unsafe { vpx_sys::vpx_codec_vp8_dx() },
+            // SAFETY: the same, for VP9.
+            VideoCodec::Vp9 => unsafe { vpx_sys::vpx_codec_vp9_dx() },
+            VideoCodec::H264 => return Err(init("not a libvpx codec".into())),
+        };
         let cfg = vpx_sys::vpx_codec_dec_cfg_t {
             threads: 1,
             w: 0,
             h: 0,
         };
-        // SAFETY: the context is zeroed and boxed, cfg is valid for the call, and the ABI version
-        // is the bindings' (see the encoder).
+        // SAFETY: the context is zeroed and boxed, iface is libvpx's static, cfg is valid for
+        // the call, and the ABI version is the bindings' (see the encoder).
         let ctx = Context::init(|ctx| unsafe {
-            vpx_sys::vpx_codec_dec_init_ver(
-                ctx,
-                vpx_sys::vpx_codec_vp8_dx(),
-                &cfg,
-                0,
-                VPX_DECODER_ABI_VERSION as c_int,
-            )
+            vpx_sys::vpx_codec_dec_init_ver(ctx, iface, &cfg, 0, VPX_DECODER_ABI_VERSION as c_int)
         })
-        .map_err(|e| CodecError::Init(VideoCodec::Vp8, e))?;
-        Ok(Self { ctx })
+        .map_err(init)?;
+        Ok(Self { ctx, codec })
     }
 }
 
-impl VideoDecoder for Vp8Decoder {
+impl VideoDecoder for VpxDecoder {
     fn decode(&mut self, frame: &[u8], pool: &mut FramePool) -> Result<Option<I420>, CodecError> {
-        let fail = |e: String| CodecError::Decode(VideoCodec::Vp8, e);
+        let codec = self.codec;
+        let fail = |e: String| CodecError::Decode(codec, e);
         if frame.is_empty() {
             return Err(fail("empty frame".into()));
         }
@@ -358,6 +366,8 @@ impl VideoDecoder for Vp8Decoder {
         let Some(img) = (unsafe { img.as_ref() }) else {
             return Ok(None);
         };
+        // VP9 profiles 1-3 (4:2:2, 4:4:4, high bit depth) come out in other formats; WebRTC
+        // sends profile 0, which is I420 like VP8.
         if img.fmt != vpx_img_fmt::VPX_IMG_FMT_I420 {
             return Err(fail(format!("unexpected picture format {:?}", img.fmt)));
         }
@@ -384,12 +394,145 @@ impl VideoDecoder for Vp8Decoder {
             // the slice is dropped before this function returns.
             *slot = (unsafe { std::slice::from_raw_parts(data, len) }, stride);
         }
-        match copy_into(&mut picture, VideoCodec::Vp8, planes) {
+        match copy_into(&mut picture, codec, planes) {
             Ok(()) => Ok(Some(picture)),
             Err(e) => {
                 pool.put(picture);
                 Err(e)
             }
+        }
+    }
+}
+
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Yuv;
+    use vpx_sys::vp8e_enc_control_id::{VP9E_SET_SVC, VP9E_SET_SVC_PARAMETERS};
+
+    /// What a browser sends for VP9 SVC: two spatial layers (half and full size), each
+    /// picture one superframe. Encoded here because ffmpeg's libvpx-vp9 wrapper has no
+    /// spatial layers.
+    fn svc_superframes(width: u32, height: u32, colour: Yuv, count: u32) -> Vec<Vec<u8>> {
+        // SAFETY: as in Vp8Encoder::new and encode, with the VP9 interface; svc is a full
+        // vpx_svc_extra_cfg_t that outlives the control call, and each packet is copied out
+        // before the next call on the context.
+        unsafe {
+            let mut cfg = MaybeUninit::<vpx_codec_enc_cfg_t>::uninit();
+            let err = vpx_sys::vpx_codec_enc_config_default(
+                vpx_sys::vpx_codec_vp9_cx(),
+                cfg.as_mut_ptr(),
+                0,
+            );
+            assert_eq!(err, vpx_codec_err_t::VPX_CODEC_OK);
+            let mut cfg = cfg.assume_init();
+            cfg.g_w = width;
+            cfg.g_h = height;
+            cfg.g_timebase.num = 1;
+            cfg.g_timebase.den = 90_000;
+            cfg.g_lag_in_frames = 0;
+            cfg.rc_end_usage = vpx_rc_mode::VPX_CBR;
+            cfg.ss_number_layers = 2;
+            cfg.ts_number_layers = 1;
+            cfg.ss_target_bitrate[..2].copy_from_slice(&[100, 300]);
+            cfg.layer_target_bitrate[..2].copy_from_slice(&[100, 300]);
+            cfg.rc_target_bitrate = 400;
+            let mut ctx = Context::init(|ctx| {
+                vpx_sys::vpx_codec_enc_init_ver(
+                    ctx,
+                    vpx_sys::vpx_codec_vp9_cx(),
+                    &cfg,
+                    0,
+                    VPX_ENCODER_ABI_VERSION as c_int,
+                )
+            })
+            .unwrap();
+            let err = vpx_sys::vpx_codec_control_(ctx.as_mut_ptr(), VP9E_SET_SVC as c_int, 1);
+            assert_eq!(err, vpx_codec_err_t::VPX_CODEC_OK);
+            let mut svc: vpx_sys::vpx_svc_extra_cfg_t = MaybeUninit::zeroed().assume_init();
+            for layer in 0..2 {
+                svc.max_quantizers[layer] = 56;
+                svc.min_quantizers[layer] = 2;
+                svc.scaling_factor_num[layer] = 1;
+                svc.scaling_factor_den[layer] = 2 - layer as c_int;
+            }
+            let err = vpx_sys::vpx_codec_control_(
+                ctx.as_mut_ptr(),
+                VP9E_SET_SVC_PARAMETERS as c_int,
+                &mut svc as *mut vpx_sys::vpx_svc_extra_cfg_t,
+            );
+            assert_eq!(err, vpx_codec_err_t::VPX_CODEC_OK);
+
+            let mut picture = I420::new(width, height).unwrap();
+            picture.fill(colour);
+            let mut img: vpx_image_t = MaybeUninit::zeroed().assume_init();
+            let y = picture.plane(Plane::Y).as_ptr().cast_mut();
+            let wrapped =
+                vpx_sys::vpx_img_wrap(&mut img, vpx_img_fmt::VPX_IMG_FMT_I420, width, height, 1, y);
+            assert!(!wrapped.is_null());
+            img.planes[0] = y;
+            img.planes[1] = picture.plane(Plane::U).as_ptr().cast_mut();
+            img.planes[2] = picture.plane(Plane::V).as_ptr().cast_mut();
+            let stride = |p| picture.stride(p) as c_int;
+            img.stride = [stride(Plane::Y), stride(Plane::U), stride(Plane::V), 0];
+
+            let mut frames = Vec::new();
+            for n in 0..count {
+                let err = vpx_sys::vpx_codec_encode(
+                    ctx.as_mut_ptr(),
+                    &img,
+                    i64::from(n * 3000),
+                    3000,
+                    0,
+                    c_ulong::from(VPX_DL_REALTIME),
+                );
+                assert_eq!(err, vpx_codec_err_t::VPX_CODEC_OK);
+                let mut iter: vpx_codec_iter_t = ptr::null();
+                let mut out = Vec::new();
+                while let Some(pkt) =
+                    vpx_sys::vpx_codec_get_cx_data(ctx.as_mut_ptr(), &mut iter).as_ref()
+                {
+                    if pkt.kind == VPX_CODEC_CX_FRAME_PKT {
+                        let frame = pkt.data.frame;
+                        out.extend_from_slice(std::slice::from_raw_parts(
+                            frame.buf.cast::<u8>(),
+                            frame.sz as usize,
+                        ));
+                    }
+                }
+                frames.push(out);
+            }
+            frames
+        }
+    }
+
+    /// The number of frames in a VP9 superframe's index (1 when it has none).
+    fn frames_in(data: &[u8]) -> usize {
+        let last = data[data.len() - 1];
+        if last & 0xE0 == 0xC0 {
+            usize::from(last & 7) + 1
+        } else {
+            1
+        }
+    }
+
+    #[test]
+    fn vp9_spatial_layer_superframes_decode_at_full_size() {
+        let colour = Yuv::from_rgb(30, 200, 60);
+        let frames = svc_superframes(320, 180, colour, 10);
+        assert!(
+            frames.iter().all(|f| frames_in(f) == 2),
+            "{:?}",
+            frames.iter().map(|f| frames_in(f)).collect::<Vec<_>>()
+        );
+        let mut dec = VpxDecoder::new(VideoCodec::Vp9).unwrap();
+        let mut pool = FramePool::default();
+        for (n, frame) in frames.iter().enumerate() {
+            let got = dec.decode(frame, &mut pool).unwrap().expect("a picture");
+            assert_eq!((got.width(), got.height()), (320, 180), "frame {n}");
+            assert!(got.mean(0, 0, 320, 180).distance(colour) <= 6, "frame {n}");
+            pool.put(got);
         }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Two backends sit behind one pair of traits, so the mixer does not care which codec a room
 //! negotiated: H264 through Cisco's OpenH264 (built from its bundled source; module `openh264`)
-//! and VP8 through the system's libvpx (module `libvpx`). Both are set up for real-time use:
+//! and VP8 through the system's libvpx (module `libvpx`), which also decodes VP9 for the
+//! recording muxer. Both are set up for real-time use:
 //! no lookahead or B-frames (so a frame comes out of every `encode`), rate control on a
 //! bitrate the MCU changes as its bandwidth estimate moves, and keyframes on request (a
 //! viewer's PLI).
@@ -20,11 +21,13 @@ mod libvpx;
 #[allow(unsafe_code)]
 mod openh264;
 
-/// The video codecs the MCU decodes and encodes.
+/// The video codecs the MCU decodes and encodes, and VP9, which is decoded only: the recording
+/// muxer composes VP9 participants' files, and nothing here encodes VP9 ([`encoder`] refuses it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VideoCodec {
     Vp8,
     H264,
+    Vp9,
 }
 
 /// Why a codec could not start, encode or decode.
@@ -119,13 +122,16 @@ pub fn encoder(config: &EncoderConfig) -> Result<Box<dyn VideoEncoder>, CodecErr
     Ok(match config.codec {
         VideoCodec::Vp8 => Box::new(libvpx::Vp8Encoder::new(config)?),
         VideoCodec::H264 => Box::new(openh264::H264Encoder::new(config)?),
+        VideoCodec::Vp9 => {
+            return Err(CodecError::BadConfig("VP9 is decoded, not encoded".into()));
+        }
     })
 }
 
 /// Starts a decoder.
 pub fn decoder(codec: VideoCodec) -> Result<Box<dyn VideoDecoder>, CodecError> {
     Ok(match codec {
-        VideoCodec::Vp8 => Box::new(libvpx::Vp8Decoder::new()?),
+        VideoCodec::Vp8 | VideoCodec::Vp9 => Box::new(libvpx::VpxDecoder::new(codec)?),
         VideoCodec::H264 => Box::new(openh264::H264Decoder::new()?),
     })
 }

@@ -54,6 +54,7 @@ fn bitstream_keyframe(codec: VideoCodec, frame: &[u8]) -> bool {
         // The frame tag's bit 0 is 0 on key frames.
         VideoCodec::Vp8 => frame[0] & 1 == 0,
         VideoCodec::H264 => nal_types(frame).contains(&5),
+        VideoCodec::Vp9 => unreachable!("not encoded here"),
     }
 }
 
@@ -311,6 +312,7 @@ fn encoded_frames_survive_rtp_payloads() {
             let (frame, keyframe) = match codec {
                 VideoCodec::Vp8 => through_rtp(&mut vp8p, &mut vp8d, &mut seq, ts, &out),
                 VideoCodec::H264 => through_rtp(&mut h264p, &mut h264d, &mut seq, ts, &out),
+                VideoCodec::Vp9 => unreachable!("not in CODECS"),
             }
             .unwrap_or_else(|| panic!("{codec:?} frame {n} did not come out"));
             assert_eq!(frame, out, "{codec:?}: same bytes after RTP");
@@ -323,6 +325,18 @@ fn encoded_frames_survive_rtp_payloads() {
             pool.put(got);
         }
     }
+}
+
+#[test]
+fn vp9_is_decoded_but_not_encoded() {
+    assert!(matches!(
+        encoder(&config(VideoCodec::Vp9, W, H)),
+        Err(CodecError::BadConfig(_))
+    ));
+    let mut dec = decoder(VideoCodec::Vp9).unwrap();
+    let mut pool = FramePool::default();
+    assert!(dec.decode(&[0x55; 40], &mut pool).is_err());
+    assert!(dec.decode(&[], &mut pool).is_err());
 }
 
 #[test]

@@ -166,10 +166,13 @@ enum Depacketizer {
 }
 
 impl Depacketizer {
-    fn new(codec: VideoCodec) -> Depacketizer {
+    /// `None` for VP9: the codec crate decodes it for the recording muxer only, and the MCU
+    /// negotiates VP8 and H264 alone.
+    fn new(codec: VideoCodec) -> Option<Depacketizer> {
         match codec {
-            VideoCodec::Vp8 => Depacketizer::Vp8(Vp8Depacketizer::default()),
-            VideoCodec::H264 => Depacketizer::H264(H264Depacketizer::default()),
+            VideoCodec::Vp8 => Some(Depacketizer::Vp8(Vp8Depacketizer::default())),
+            VideoCodec::H264 => Some(Depacketizer::H264(H264Depacketizer::default())),
+            VideoCodec::Vp9 => None,
         }
     }
 }
@@ -354,6 +357,8 @@ impl Mixer {
                 codec,
                 ssrc,
             } => {
+                let depacketizer =
+                    Depacketizer::new(codec).ok_or_else(|| format!("no {codec:?} input"))?;
                 let decoder = match video::decoder(codec) {
                     Ok(d) => Some(d),
                     Err(e) => {
@@ -365,7 +370,7 @@ impl Mixer {
                     transport,
                     source,
                     ssrc,
-                    depacketizer: Depacketizer::new(codec),
+                    depacketizer,
                     decoder,
                     latest: None,
                     last_pli: None,
@@ -424,6 +429,8 @@ impl Mixer {
         let packetizer = match codec {
             VideoCodec::Vp8 => CanvasPacketizer::Vp8(Vp8Packetizer::new(rand::random())),
             VideoCodec::H264 => CanvasPacketizer::H264(H264Packetizer),
+            // The encoder above already refused it; the MCU sends VP8 and H264 only.
+            VideoCodec::Vp9 => return Err("no VP9 output".into()),
         };
         Ok(Rung {
             rid: half.then_some(RUNG_RIDS[0]),

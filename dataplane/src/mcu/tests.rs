@@ -746,3 +746,24 @@ fn a_codec_switch_mid_stream_leaves_the_others_mixing() {
         );
     }
 }
+
+/// VP9 (which the codec crate decodes for the recording muxer) is refused as an input and as
+/// an output, and the mixer goes on without it.
+#[test]
+fn vp9_streams_are_refused() {
+    let start = Instant::now();
+    let mut mixer = mixer_with(&[], start);
+    let input = StreamSpec::VideoIn {
+        source: 9,
+        codec: VideoCodec::Vp9,
+        ssrc: 999,
+    };
+    assert!(mixer.add_stream(TransportId(29), input).is_err());
+    let output = StreamSpec::VideoOut {
+        codec: VideoCodec::Vp9,
+        ssrc: 998,
+        payload_type: 98,
+    };
+    assert!(mixer.add_stream(TransportId(28), output).is_err());
+    assert!(!mixer.is_empty(), "the VP8 output stays");
+}
