@@ -459,12 +459,24 @@ fn json_logs_carry_the_fields() {
     let token = server.token("room", "u", &[]);
     let r = whip(server.port, "room", &token, &offer());
     assert_eq!(r.status, 201, "{}", r.body);
-    let text = std::fs::read_to_string(dir.join("server.log")).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    // The log is written by a background thread: the line may come just after the answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (text, lines) = loop {
+        let text = std::fs::read_to_string(dir.join("server.log")).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.iter().any(|l| l["message"] == "published") || std::time::Instant::now() > deadline
+        {
+            break (text, lines);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // Every whole line is JSON with a level and a time (the last may be half-written).
+    let whole = text.lines().filter(|l| !l.trim().is_empty()).count();
+    assert!(lines.len() + 1 >= whole, "{text}");
     assert!(
         lines
             .iter()
