@@ -7,35 +7,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use switchyard_tests::recordings::{admin, finished};
 use switchyard_tests::server::Server;
-use switchyard_tests::{http, netns, run_pages};
+use switchyard_tests::{netns, run_pages};
 
 /// How long the browser publishes.
 const SECONDS: u64 = 6;
-
-/// The files in `dir` once `count` are there and none is still `.rec` (at most 10 s), logs
-/// left out.
-fn finished(dir: &Path, count: usize) -> Vec<PathBuf> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
-            .unwrap_or_default();
-        let files: Vec<PathBuf> = files
-            .into_iter()
-            .filter(|f| f.extension().is_none_or(|e| e != "json"))
-            .collect();
-        let active = files
-            .iter()
-            .any(|f| f.extension().is_some_and(|e| e == "rec"));
-        if (files.len() >= count && !active) || Instant::now() > deadline {
-            return files;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// ffprobe's codec and duration (seconds) of a file's one stream, and the size of its last
 /// decoded picture (a browser starts small and adds spatial layers as its estimate grows, so
@@ -100,16 +79,7 @@ fn decode_errors(path: &Path, decoder: &[&str]) -> String {
 fn records(codec: &str, probed_as: &str, height: u32, decoder: &[&str]) -> String {
     netns::enter();
     let server = Server::start_with_env(&[], &[("ADMIN__IPADDRESSES", "127.0.0.1/32")]);
-    let key = std::fs::read_to_string(server.data_dir.join("admin-api-key")).unwrap();
-    let headers = [("X-API-Key", key.trim())];
-    let on = http::request(
-        9090,
-        "POST",
-        "/admin/api/v1/channels/rec/recording",
-        &headers,
-        "",
-    )
-    .unwrap();
+    let on = admin(&server, "POST", "/channels/rec/recording", "");
     assert_eq!(on.status, 200, "{}", on.body);
 
     let args = [
@@ -130,7 +100,7 @@ fn records(codec: &str, probed_as: &str, height: u32, decoder: &[&str]) -> Strin
     );
 
     let dir = server.data_dir.join("recordings").join("rec");
-    let files = finished(&dir, 2);
+    let files = finished(&dir, 2, Duration::from_secs(10));
     let video: Vec<&PathBuf> = files
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e == "mkv"))

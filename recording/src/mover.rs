@@ -104,16 +104,23 @@ impl Mover {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let wait = self
-                        .retry
-                        .get(&json)
-                        .map_or(FIRST_RETRY, |(_, w)| (*w * 2).min(LAST_RETRY));
+                    let wait = self.back_off(json.clone(), now);
                     tracing::warn!(session = ?json, retry_in_s = wait.as_secs(), "session not moved: {e}");
-                    self.retry.insert(json, (now + wait, wait));
                 }
             }
         }
         moved
+    }
+
+    /// Schedules `what` (a session's JSON, a log) to be tried again: 2 s after its first
+    /// failure, then twice as long each time up to 5 minutes. Returns the wait.
+    fn back_off(&mut self, what: PathBuf, now: Instant) -> Duration {
+        let wait = self
+            .retry
+            .get(&what)
+            .map_or(FIRST_RETRY, |(_, w)| (*w * 2).min(LAST_RETRY));
+        self.retry.insert(what, (now + wait, wait));
+        wait
     }
 
     /// Moves the session of `json`; `None` if it needs no move (moved already, or not muxed).
@@ -233,16 +240,12 @@ impl Mover {
                         uploaded += n;
                     }
                     Err(e) => {
-                        let wait = self
-                            .retry
-                            .get(&log)
-                            .map_or(FIRST_RETRY, |(_, w)| (*w * 2).min(LAST_RETRY));
+                        let wait = self.back_off(log.clone(), now);
                         tracing::warn!(
                             ?log,
                             retry_in_s = wait.as_secs(),
                             "recording not moved: {e}"
                         );
-                        self.retry.insert(log, (now + wait, wait));
                     }
                 }
             }

@@ -95,6 +95,22 @@ pub struct RecordedFileInfo {
     pub frames: u64,
 }
 
+impl RecordedFileInfo {
+    /// The files among recorders' summaries (a track that never wrote a frame has none).
+    pub fn of(summaries: Vec<switchyard_recording::track::Summary>) -> Vec<RecordedFileInfo> {
+        summaries
+            .into_iter()
+            .filter_map(|s| {
+                Some(RecordedFileInfo {
+                    path: s.path?.display().to_string(),
+                    duration_ms: s.duration_ms,
+                    frames: s.frames,
+                })
+            })
+            .collect()
+    }
+}
+
 /// An MCU connection (`/mix`, see `switchyard_controlplane::mix`): asked for as a publication
 /// is, within the channel's rules for the mix, and answered as one, since it is the
 /// participant's publication too (its id is the connection's).

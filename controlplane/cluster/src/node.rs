@@ -334,17 +334,10 @@ async fn recording(
             .ok_or_else(|| Error::NotFound(format!("publication {p} is not recorded")))?,
         None => node.state.stop_recording(&r.channel).await,
     };
-    let files = summaries
-        .into_iter()
-        .filter_map(|s| {
-            Some(RecordedFileInfo {
-                path: s.path?.display().to_string(),
-                duration_ms: s.duration_ms,
-                frames: s.frames,
-            })
-        })
-        .collect();
-    Ok(Json(RecordingReply { tracks: 0, files }))
+    Ok(Json(RecordingReply {
+        tracks: 0,
+        files: RecordedFileInfo::of(summaries),
+    }))
 }
 
 async fn leave(State(node): State<Arc<Node>>, Json(r): Json<EndRequest>) -> StatusCode {

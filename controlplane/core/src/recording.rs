@@ -29,11 +29,7 @@ impl AppState {
     /// Records `channel`'s publications, those there now and those to come, until
     /// [`AppState::stop_recording`]. Returns how many tracks started recording now.
     pub async fn start_recording(&self, channel: &str) -> Result<usize, Error> {
-        if self.recordings.is_none() || self.media.mcu().is_none() {
-            return Err(Error::BadRequest(
-                "this server does not record (it needs a data directory and an MCU thread, --mcu-workers 1 or more)".into(),
-            ));
-        }
+        self.can_record()?;
         let publications: Vec<(String, Vec<Track>)> = {
             let mut rooms = self.rooms();
             rooms.recorded.insert(channel.to_string());
@@ -54,6 +50,16 @@ impl AppState {
         Ok(started)
     }
 
+    /// Whether this server records: it needs a data directory and an MCU thread.
+    fn can_record(&self) -> Result<(), Error> {
+        if self.recordings.is_none() || self.media.mcu().is_none() {
+            return Err(Error::BadRequest(
+                "this server does not record (it needs a data directory and an MCU thread, --mcu-workers 1 or more)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Stops recording `channel`: every file is finished. Returns what each holds.
     pub async fn stop_recording(&self, channel: &str) -> Vec<Summary> {
         self.rooms().recorded.remove(channel);
@@ -69,11 +75,7 @@ impl AppState {
         channel: &str,
         publication: &str,
     ) -> Result<usize, Error> {
-        if self.recordings.is_none() || self.media.mcu().is_none() {
-            return Err(Error::BadRequest(
-                "this server does not record (it needs a data directory and an MCU thread, --mcu-workers 1 or more)".into(),
-            ));
-        }
+        self.can_record()?;
         let tracks: Vec<Track> = {
             let rooms = self.rooms();
             let found = rooms

@@ -409,20 +409,9 @@ async fn stop_recording(
     Path(channel): Path<String>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let files: Option<Vec<RecordedFileInfo>> = match &admin.administered {
-        Administered::AllInOne(a) if a.state.is_recorded(&channel) => Some(
-            a.state
-                .stop_recording(&channel)
-                .await
-                .into_iter()
-                .filter_map(|s| {
-                    Some(RecordedFileInfo {
-                        path: s.path?.display().to_string(),
-                        duration_ms: s.duration_ms,
-                        frames: s.frames,
-                    })
-                })
-                .collect(),
-        ),
+        Administered::AllInOne(a) if a.state.is_recorded(&channel) => {
+            Some(RecordedFileInfo::of(a.state.stop_recording(&channel).await))
+        }
         Administered::AllInOne(_) => None,
         Administered::Cluster(g) => g.stop_recording(&channel).await?,
     };
@@ -486,20 +475,12 @@ async fn stop_connection_recording(
 ) -> Result<Json<serde_json::Value>, Error> {
     let not_recorded = || Error::NotFound(format!("connection {connection} is not recorded"));
     let files: Vec<RecordedFileInfo> = match &admin.administered {
-        Administered::AllInOne(a) => a
-            .state
-            .stop_recording_publication(&channel, &connection)
-            .await
-            .ok_or_else(not_recorded)?
-            .into_iter()
-            .filter_map(|s| {
-                Some(RecordedFileInfo {
-                    path: s.path?.display().to_string(),
-                    duration_ms: s.duration_ms,
-                    frames: s.frames,
-                })
-            })
-            .collect(),
+        Administered::AllInOne(a) => RecordedFileInfo::of(
+            a.state
+                .stop_recording_publication(&channel, &connection)
+                .await
+                .ok_or_else(not_recorded)?,
+        ),
         Administered::Cluster(g) => {
             g.record_publication(&channel, &connection, false)
                 .await?
