@@ -24,9 +24,10 @@ started=$SECONDS
 step() { printf '\n==> [%3ds] %s\n' $((SECONDS - started)) "$*"; }
 
 # nasm makes openh264 ~3x faster; libvpx-dev and libopus-dev are the MCU's VP8 and Opus libraries;
-# ffmpeg (ffprobe) is the oracle that checks recordings.
+# ffmpeg (ffprobe) is the oracle that checks recordings; sip-tester (sipp), baresip and sox are
+# the SIP connector's test phones and audio tools (tests/sip/README.md).
 APT_PACKAGES=(chromium iproute2 util-linux iptables curl nodejs npm janus redis-server coturn postgresql systemd binutils
-  nasm cmake pkg-config libvpx-dev libopus-dev ffmpeg rabbitmq-server)
+  nasm cmake pkg-config libvpx-dev libopus-dev ffmpeg rabbitmq-server sip-tester baresip sox)
 
 step "system packages"
 missing=()
