@@ -11,10 +11,10 @@ use switchyard_dataplane::client::{self, Client, IceRole, OfferTrack, Received, 
 use switchyard_dataplane::dtls::Identity;
 use switchyard_dataplane::ice::Credentials;
 use switchyard_dataplane::media::Codec;
+use switchyard_dataplane::remote;
 use switchyard_dataplane::rtp::{self, HeaderFields};
 use switchyard_dataplane::sdp::SessionDescription;
 use switchyard_loadtest::janus::{self, Session};
-use switchyard_loadtest::remote;
 use switchyard_tests::janus::{CLIENT_IP, Janus, ROOM, URL};
 use switchyard_tests::netns;
 

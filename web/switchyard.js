@@ -452,6 +452,17 @@ export class Client extends EventTarget {
   }
 
   /**
+   * Presses `digits` (0-9, *, #, A-D) on the channel's phone calls (SIP callers), or on the one
+   * that is participant `to`: they hear them as RFC 4733 telephone-events. A phone's own key
+   * presses arrive as `dtmf` events ({ from, digit }).
+   * @param {string} digits @param {string} [to]
+   */
+  sendDtmf(digits, to) {
+    if (this.participant === undefined) throw new Error('join a channel first');
+    this.#send(to === undefined ? { type: 'dtmf', digits } : { type: 'dtmf', digits, to });
+  }
+
+  /**
    * Opens a direct connection to another participant of the channel, sending `stream`'s tracks
    * (if any) and receiving theirs (`track` events on the returned Peer). The other side's SDK
    * answers by itself and tells its application with a `peer` event. Calling it again for the
@@ -617,6 +628,9 @@ export class Client extends EventTarget {
         break;
       case 'message':
         this.#emit('message', { from: m.from, data: m.data });
+        break;
+      case 'dtmf':
+        this.#emit('dtmf', { from: m.from, digit: m.digit });
         break;
       case 'resubscribe': {
         // The server carrying this subscription is gone; the publication is not.

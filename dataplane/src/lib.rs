@@ -22,6 +22,7 @@ pub mod mcu;
 pub mod media;
 pub mod pacer;
 pub mod red;
+pub mod remote;
 pub mod router;
 pub mod rtcp;
 pub mod rtp;

@@ -17,7 +17,8 @@ use crate::clip::Clip;
 use crate::net::{Net, NetStopped, NewTransport, Role};
 use crate::signal::{self, Session, Tokens};
 use crate::traffic::{self, Video};
-use crate::{Error, janus, remote};
+use crate::{Error, janus};
+use switchyard_dataplane::remote;
 
 /// How participants signal to Switchyard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

@@ -21,7 +21,6 @@ pub mod janus;
 mod mcu;
 mod net;
 mod procfs;
-pub mod remote;
 mod report;
 mod run;
 mod server;

@@ -94,6 +94,16 @@ pub enum Fatal {
     Write { path: PathBuf, source: io::Error },
     #[error("TURN on port {port}: {source} (set TURN:PORT to a free port, or TURN:ENABLED=false)")]
     Turn { port: u16, source: io::Error },
+    #[error(
+        "the SIP connector on port {port}: {reason} (set SIP:PORT to a free port, or SIP:ENABLED=false)"
+    )]
+    Sip { port: u16, reason: String },
+    #[error("{what} ({}): {source}", path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("{setting}: {problem}")]
     TurnSetting {
         setting: &'static str,

@@ -14,6 +14,7 @@ mod doctor;
 mod fatal;
 mod recording;
 mod roles;
+mod sip;
 mod turn;
 use fatal::Fatal;
 use switchyard_cluster::admin::{self, Admin, Administered};
@@ -788,6 +789,20 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
         let admin_https = args.tls.bind(args.admin.admin_https).await?;
         let page = page_address(&listener)?;
         let admin_page = page_address(&admin_listener)?;
+        // Phone calls join channels through this process's own `POST /mix`.
+        let _sip = match sip::settings(&config, args.http.ip(), format!("http://{page}"))? {
+            Some(settings) => {
+                let directory = sip::LocalDirectory {
+                    applications: state.applications.clone(),
+                    dev: state.dev_tokens.as_ref().map(|(id, _)| id.clone()),
+                    state: Arc::downgrade(&state),
+                };
+                let connector = Arc::new(sip::start(settings, Arc::new(directory)).await?);
+                let _ = state.phones.set(Arc::new(sip::ConnectorPhones(connector.clone())));
+                Some(connector)
+            }
+            None => None,
+        };
         let stop = shutdown_watch();
         for (https, router, what) in [
             (https, switchyard_controlplane::server::router(state.clone()), "demo page and signalling"),

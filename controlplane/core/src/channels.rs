@@ -149,6 +149,23 @@ pub trait Channels: Send + Sync + 'static {
         preferences: LayerPreferences,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// Plays `digits` (already checked, see [`crate::phones`]) to the phone calls in
+    /// `channel`, or to the one whose caller is `to`. `NotFound` when there is none; the default
+    /// refuses, for processes that run no SIP connector.
+    fn send_dtmf(
+        &self,
+        channel: &str,
+        to: Option<&str>,
+        digits: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = (channel, to, digits);
+        async {
+            Err(Error::BadRequest(
+                "no phone calls here: this server runs no SIP connector".into(),
+            ))
+        }
+    }
+
     /// Relays a peer-to-peer `signal` from `from` to participant `to` of the same channel, as
     /// [`ServerMessage::Signal`]. `NotFound` when `to` is not in the channel (in another
     /// channel or none), `BadRequest` when it cannot receive signals (a WHIP/WHEP session).

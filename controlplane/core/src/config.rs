@@ -199,6 +199,51 @@ const SETTINGS: &[Spec] = &[
         about: "muxed recordings' VP8 bitrate in bit/s (default 2000000)",
     },
     Spec {
+        name: "SIP:ENABLED",
+        kind: Kind::Bool,
+        about: "all-in-one: run the embedded SIP connector (default true)",
+    },
+    Spec {
+        name: "SIP:PORT",
+        kind: Kind::Port,
+        about: "SIP over UDP and TCP (default 5060; 0: any free port)",
+    },
+    Spec {
+        name: "SIP:TLSPORT",
+        kind: Kind::Port,
+        about: "SIP over TLS, with SIP:CERTIFICATEPATH (default 5061)",
+    },
+    Spec {
+        name: "SIP:CERTIFICATEPATH",
+        kind: Kind::Path,
+        about: "PEM certificate chain for SIP over TLS (unset: no TLS listener)",
+    },
+    Spec {
+        name: "SIP:PRIVATEKEYPATH",
+        kind: Kind::Path,
+        about: "PEM private key for SIP:CERTIFICATEPATH",
+    },
+    Spec {
+        name: "SIP:RTPPORTMIN",
+        kind: Kind::Port,
+        about: "the lowest RTP port of phone calls (default 30000; one even port per call)",
+    },
+    Spec {
+        name: "SIP:RTPPORTMAX",
+        kind: Kind::Port,
+        about: "the highest RTP port of phone calls (default 39999)",
+    },
+    Spec {
+        name: "SIP:RTPTIMEOUT",
+        kind: Kind::Count,
+        about: "seconds without RTP from a phone that should be sending before its call is hung up (default 30)",
+    },
+    Spec {
+        name: "SIP:CALLSPERSECOND",
+        kind: Kind::Count,
+        about: "new calls one source address may make per second, with bursts of twice that (default 10)",
+    },
+    Spec {
         name: "TURN:ENABLED",
         kind: Kind::Bool,
         about: "run the embedded TURN server (default true)",

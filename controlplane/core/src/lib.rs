@@ -22,6 +22,7 @@ pub mod listeners;
 pub mod metrics;
 pub mod mix;
 pub mod p2p;
+pub mod phones;
 pub mod pipe;
 pub mod protocol;
 pub mod recording;

@@ -74,6 +74,16 @@ pub enum ClientMessage {
         to: Option<String>,
         data: Value,
     },
+    /// Key presses for the channel's phone calls (SIP callers), or for the one whose caller
+    /// is `to` (`sip:<number>`): played to the phones as RFC 4733 telephone-events. Up to
+    /// 32 of 0-9, *, #, A-D. No reply unless it is refused.
+    Dtmf {
+        #[serde(default)]
+        id: Option<Value>,
+        #[serde(default)]
+        to: Option<String>,
+        digits: String,
+    },
 }
 
 impl ClientMessage {
@@ -84,7 +94,8 @@ impl ClientMessage {
             | ClientMessage::Mix { id, .. }
             | ClientMessage::Subscribe { id, .. }
             | ClientMessage::Signal { id, .. }
-            | ClientMessage::Message { id, .. } => id.as_ref(),
+            | ClientMessage::Message { id, .. }
+            | ClientMessage::Dtmf { id, .. } => id.as_ref(),
             ClientMessage::Join { .. }
             | ClientMessage::Unmix { .. }
             | ClientMessage::Unpublish { .. }
@@ -208,6 +219,11 @@ pub enum ServerMessage {
     DominantSpeaker {
         participant: Option<String>,
         publication: Option<String>,
+    },
+    /// A phone caller of the channel (`from`: `sip:<number>`) pressed `digit`.
+    Dtmf {
+        from: String,
+        digit: String,
     },
     /// A channel `message` another participant sent to this client or to the whole channel.
     Message {

@@ -3,7 +3,7 @@
 //! cleaning up when the data plane closes a transport.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use switchyard_dataplane::ice::Credentials;
@@ -80,6 +80,21 @@ pub struct AppState {
     /// Where channel, client, connection and recording events go (all-in-one; none by
     /// default).
     pub webhooks: Webhooks,
+    /// The embedded SIP connector's calls, once it runs (all-in-one): participants' `dtmf`.
+    pub phones: std::sync::OnceLock<Arc<dyn crate::phones::Phones>>,
+}
+
+impl AppState {
+    /// Tells everyone in `channel` that its phone caller `from` pressed `digit`.
+    pub fn phone_digit(&self, channel: &str, from: &str, digit: char) {
+        let message = ServerMessage::Dtmf {
+            from: from.to_string(),
+            digit: digit.to_string(),
+        };
+        if let Some(ch) = self.rooms().channels.get(channel) {
+            ch.broadcast("", &message);
+        }
+    }
 }
 
 impl AppState {
@@ -102,6 +117,7 @@ impl AppState {
             relay: None,
             recordings: None,
             webhooks: Webhooks::default(),
+            phones: std::sync::OnceLock::new(),
         }
     }
 
@@ -1196,6 +1212,20 @@ impl Channels for AppState {
         subscription: &str,
     ) -> Result<(), Error> {
         AppState::unsubscribe(self, channel, participant, subscription)
+    }
+
+    async fn send_dtmf(&self, channel: &str, to: Option<&str>, digits: &str) -> Result<(), Error> {
+        let calls = self
+            .phones
+            .get()
+            .map_or(0, |phones| phones.send_digits(channel, to, digits));
+        if calls == 0 {
+            return Err(Error::NotFound(match to {
+                Some(to) => format!("no phone call of {to:?} in channel {channel}"),
+                None => format!("no phone call in channel {channel}"),
+            }));
+        }
+        Ok(())
     }
 
     /// Only the sockets of this process's own participants can hear it: all-in-one has no

@@ -458,6 +458,22 @@ async fn handle<C: Channels>(
                 .await
                 .map_err(|e| (None, e))?;
         }
+        ClientMessage::Dtmf { id, to, digits } => {
+            if !crate::phones::valid_digits(&digits) {
+                return Err((
+                    id,
+                    Error::BadRequest(format!(
+                        "dtmf digits must be 1 to {} of {}",
+                        crate::phones::MAX_DIGITS,
+                        crate::phones::DTMF_DIGITS
+                    )),
+                ));
+            }
+            state
+                .send_dtmf(&j.channel, to.as_deref(), &digits)
+                .await
+                .map_err(|e| (id, e))?;
+        }
         ClientMessage::Join { .. }
         | ClientMessage::Leave
         | ClientMessage::Signal { .. }

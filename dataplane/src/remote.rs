@@ -1,11 +1,11 @@
-//! What a transport needs from the other side's SDP: ICE credentials, the DTLS fingerprint and
+//! What a client transport needs from the other side's SDP: ICE credentials, the DTLS fingerprint and
 //! one candidate address to send to.
 
 use std::net::SocketAddr;
 
-use switchyard_dataplane::dtls::Fingerprint;
-use switchyard_dataplane::ice::Credentials;
-use switchyard_dataplane::sdp::SessionDescription;
+use crate::dtls::Fingerprint;
+use crate::ice::Credentials;
+use crate::sdp::SessionDescription;
 
 /// The remote end of a transport.
 #[derive(Debug, Clone)]

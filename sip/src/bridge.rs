@@ -1,0 +1,361 @@
+//! A call's media: the phone's plain RTP on one side, the channel leg's SRTP on the other,
+//! transcoded through 48 kHz PCM (or passed through when the phone speaks Opus too). One task
+//! per call owns both sockets and every codec state, so nothing here is shared or locked.
+//!
+//! - **Symmetric RTP**: the phone's RTP is sent back to where its first valid packet came from
+//!   (a phone behind NAT gives an address in its SDP that cannot be reached), and packets
+//!   from anywhere else are dropped and counted.
+//! - **Inactivity**: a phone that should be sending and has sent nothing for the timeout is
+//!   gone (a caller that vanished without a BYE): the call is hung up.
+//! - **DTMF** (RFC 4733): the phone's digits come out as events; digits for the phone go out
+//!   as telephone-events, one packet every 20 ms.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use switchyard_codec::audio::opus_codec::{MAX_ENCODED, packet_samples};
+use switchyard_codec::audio::{
+    DtmfReceiver, DtmfSender, OpusDecoder, OpusEncoder, PhoneCodec, PhoneDecoder, PhoneEncoder,
+};
+use switchyard_dataplane::io::MAX_DATAGRAM;
+use switchyard_dataplane::rtp;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::Stats;
+use crate::fifo::Fifo;
+use crate::leg::ChannelLeg;
+use crate::sdp::PhoneMedia;
+
+/// Opus frames towards the channel: 20 ms, what browsers send and the mixer expects.
+const OPUS_FRAME: usize = 960;
+/// The caller's audio towards the mixer, mono voice (the mixer decodes it again).
+const OPUS_BITRATE: u32 = 32_000;
+/// The most 48 kHz samples one packet may decode to (120 ms, Opus's longest).
+const MAX_DECODED: usize = 48 * 120;
+/// How often telephone-event packets go out while a digit plays.
+const DTMF_TICK: Duration = Duration::from_millis(20);
+
+/// What the media task tells the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The phone pressed a key.
+    Digit(char),
+    /// The phone sent nothing for the RTP timeout.
+    Timeout,
+    /// The channel leg failed; the call cannot go on.
+    Failed(String),
+}
+
+/// What the call tells the media task.
+#[derive(Debug)]
+pub enum Command {
+    /// Play these digits to the phone.
+    Digits(String),
+}
+
+pub struct Bridge {
+    pub phone: UdpSocket,
+    /// The settled media: `None` until an offer without SDP is answered in the ACK.
+    pub media: watch::Receiver<Option<PhoneMedia>>,
+    pub leg: ChannelLeg,
+    pub events: mpsc::Sender<Event>,
+    pub commands: mpsc::Receiver<Command>,
+    pub rtp_timeout: Duration,
+    pub stats: Arc<Stats>,
+}
+
+/// The phone side's state for the negotiated codec.
+struct Phone {
+    media: PhoneMedia,
+    decoder: PhoneDecoder,
+    encoder: PhoneEncoder,
+    /// Where its RTP goes: the first valid packet's source, else the SDP's address.
+    latched: Option<SocketAddr>,
+    last_heard: Instant,
+    ssrc: u32,
+    sequence: u16,
+    timestamp: u32,
+    dtmf_in: DtmfReceiver,
+    dtmf_out: DtmfSender,
+    /// The RTP timestamp of the telephone-event being sent (fixed for the event).
+    dtmf_timestamp: u32,
+}
+
+impl Phone {
+    fn new(media: PhoneMedia) -> Result<Phone, String> {
+        let decoder = PhoneDecoder::new(media.codec).map_err(|e| e.to_string())?;
+        let encoder = PhoneEncoder::new(media.codec, media.ptime_ms).map_err(|e| e.to_string())?;
+        Ok(Phone {
+            decoder,
+            encoder,
+            latched: None,
+            last_heard: Instant::now(),
+            ssrc: rand::random(),
+            sequence: rand::random(),
+            timestamp: rand::random(),
+            dtmf_in: DtmfReceiver::new(),
+            dtmf_out: DtmfSender::new(media.codec.clock_rate()),
+            dtmf_timestamp: 0,
+            media,
+        })
+    }
+
+    /// Takes a re-negotiation: a new codec gets new codec states (the stream's numbering goes
+    /// on); a new address forgets the latch, since the phone may have moved.
+    fn renegotiated(&mut self, media: PhoneMedia) -> Result<(), String> {
+        if media.codec != self.media.codec || media.ptime_ms != self.media.ptime_ms {
+            self.decoder = PhoneDecoder::new(media.codec).map_err(|e| e.to_string())?;
+            self.encoder =
+                PhoneEncoder::new(media.codec, media.ptime_ms).map_err(|e| e.to_string())?;
+            self.dtmf_out = DtmfSender::new(media.codec.clock_rate());
+        }
+        if media.remote != self.media.remote {
+            self.latched = None;
+        }
+        self.last_heard = Instant::now();
+        self.media = media;
+        Ok(())
+    }
+
+    fn destination(&self) -> Option<SocketAddr> {
+        self.latched.or(self.media.remote)
+    }
+}
+
+impl Bridge {
+    /// Runs until the call's side drops its command sender (hang-up) or the media fails.
+    pub async fn run(mut self) {
+        if let Err(reason) = self.pump().await {
+            let _ = self.events.send(Event::Failed(reason)).await;
+        }
+        self.leg.leave().await;
+    }
+
+    async fn pump(&mut self) -> Result<(), String> {
+        let first = match self.media.wait_for(Option::is_some).await {
+            Ok(media) => media.clone(),
+            Err(_) => return Ok(()), // the call ended before its media was settled
+        };
+        let Some(first) = first else { return Ok(()) };
+        let mut phone = Phone::new(first)?;
+        let mut opus_in = OpusDecoder::new().map_err(|e| e.to_string())?;
+        let mut opus_out = OpusEncoder::new(OPUS_BITRATE, 5).map_err(|e| e.to_string())?;
+        let mut to_channel = Fifo::default();
+        let mut to_phone = Fifo::default();
+        let mut channel_timestamp: u32 = rand::random();
+        let mut pcm = vec![0i16; MAX_DECODED];
+        let mut frame = vec![0i16; MAX_DECODED];
+        let mut encoded = vec![0u8; MAX_ENCODED];
+        let mut phone_buf = vec![0u8; MAX_DATAGRAM];
+        let mut leg_buf = vec![0u8; MAX_DATAGRAM];
+        let mut send_buf = vec![0u8; MAX_DATAGRAM];
+        let mut inactivity = tokio::time::interval(Duration::from_secs(1));
+        let mut dtmf_tick = tokio::time::interval(DTMF_TICK);
+        dtmf_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let leg_wake = Instant::from_std(self.leg.poll_timeout());
+            tokio::select! {
+                got = self.phone.recv_from(&mut phone_buf) => {
+                    let Ok((n, from)) = got else { continue };
+                    let Some(packet) = phone_buf.get(..n) else { continue };
+                    let Some(payload) = self.phone_payload(&mut phone, from, packet) else { continue };
+                    if phone.media.codec == PhoneCodec::Opus {
+                        // Opus both sides: no transcoding, our own numbering.
+                        let samples = packet_samples(payload).unwrap_or(OPUS_FRAME);
+                        self.leg.send_opus(payload, channel_timestamp).await.map_err(|e| e.to_string())?;
+                        channel_timestamp = channel_timestamp.wrapping_add(samples as u32);
+                        continue;
+                    }
+                    match phone.decoder.decode(payload, &mut pcm) {
+                        Ok(decoded) => to_channel.push(pcm.get(..decoded).unwrap_or_default()),
+                        Err(_) => { self.stats.undecodable.fetch_add(1, Ordering::Relaxed); continue; }
+                    }
+                    let opus_frame = frame.get_mut(..OPUS_FRAME).unwrap_or_default();
+                    while to_channel.pop(opus_frame) {
+                        let Ok(len) = opus_out.encode(opus_frame, &mut encoded) else { continue };
+                        let Some(bytes) = encoded.get(..len) else { continue };
+                        self.leg.send_opus(bytes, channel_timestamp).await.map_err(|e| e.to_string())?;
+                        channel_timestamp = channel_timestamp.wrapping_add(OPUS_FRAME as u32);
+                    }
+                }
+                got = self.leg.socket.recv_from(&mut leg_buf) => {
+                    let Ok((n, from)) = got else { continue };
+                    let Some(data) = leg_buf.get_mut(..n) else { continue };
+                    let header = match self.leg.on_datagram(from, data) {
+                        Ok(Some(header)) => header,
+                        Ok(None) => { self.leg.flush().await.map_err(|e| e.to_string())?; continue; }
+                        Err(_) => { self.stats.channel_errors.fetch_add(1, Ordering::Relaxed); continue; }
+                    };
+                    let Some(payload) = data.get(header.payload_offset..header.payload_end) else { continue };
+                    if !phone.media.direction.sends() {
+                        continue;
+                    }
+                    if phone.media.codec == PhoneCodec::Opus {
+                        let samples = packet_samples(payload).unwrap_or(OPUS_FRAME);
+                        self.to_phone(&mut phone, payload, samples as u32, &mut send_buf).await;
+                        continue;
+                    }
+                    match opus_in.decode(payload, &mut pcm) {
+                        Ok(decoded) => to_phone.push(pcm.get(..decoded).unwrap_or_default()),
+                        Err(_) => continue,
+                    }
+                    let size = phone.encoder.frame_samples();
+                    let step = phone.encoder.timestamp_step();
+                    let phone_frame = frame.get_mut(..size).unwrap_or_default();
+                    while to_phone.pop(phone_frame) {
+                        let Ok(len) = phone.encoder.encode(phone_frame, &mut encoded) else { continue };
+                        let Some(bytes) = encoded.get(..len) else { continue };
+                        self.to_phone(&mut phone, bytes, step, &mut send_buf).await;
+                    }
+                }
+                () = tokio::time::sleep_until(leg_wake) => {
+                    self.leg.on_timeout().await.map_err(|e| e.to_string())?;
+                }
+                changed = self.media.changed() => {
+                    if changed.is_err() {
+                        return Ok(()); // the call is over
+                    }
+                    let Some(media) = self.media.borrow_and_update().clone() else { continue };
+                    phone.renegotiated(media)?;
+                    to_phone.clear();
+                    to_channel.clear();
+                }
+                command = self.commands.recv() => {
+                    match command {
+                        Some(Command::Digits(digits)) => {
+                            for digit in digits.chars() {
+                                phone.dtmf_out.push(digit);
+                            }
+                        }
+                        None => return Ok(()), // hung up
+                    }
+                }
+                _ = dtmf_tick.tick() => {
+                    self.send_dtmf(&mut phone, &mut send_buf).await;
+                }
+                _ = inactivity.tick() => {
+                    if phone.media.direction.receives() && phone.last_heard.elapsed() >= self.rtp_timeout {
+                        self.stats.rtp_timeouts.fetch_add(1, Ordering::Relaxed);
+                        let _ = self.events.send(Event::Timeout).await;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The audio payload of a packet from the phone, after the latch and the payload type are
+    /// checked; DTMF packets are taken here (and give `None`).
+    fn phone_payload<'p>(
+        &self,
+        phone: &mut Phone,
+        from: SocketAddr,
+        packet: &'p [u8],
+    ) -> Option<&'p [u8]> {
+        let Ok(header) = rtp::Header::parse(packet) else {
+            self.stats.malformed_rtp.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let pt = header.payload_type;
+        if pt != phone.media.payload_type && Some(pt) != phone.media.dtmf_payload_type {
+            self.stats.malformed_rtp.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        match phone.latched {
+            Some(latched) if latched != from => {
+                self.stats.strangers.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Some(_) => {}
+            None => {
+                if phone.media.remote != Some(from) {
+                    tracing::debug!(
+                        "RTP from {from}, not {:?} as the SDP said: sending there (symmetric RTP)",
+                        phone.media.remote
+                    );
+                }
+                phone.latched = Some(from);
+            }
+        }
+        phone.last_heard = Instant::now();
+        let payload = packet.get(header.payload_offset..header.payload_end)?;
+        if Some(pt) == phone.media.dtmf_payload_type {
+            if let Some(digit) = phone.dtmf_in.receive(header.timestamp, payload) {
+                self.stats.digits_in.fetch_add(1, Ordering::Relaxed);
+                let _ = self.events.try_send(Event::Digit(digit));
+            }
+            return None;
+        }
+        Some(payload)
+    }
+
+    /// Sends one packet of the phone's codec, advancing the stream's clock by `step`.
+    async fn to_phone(&self, phone: &mut Phone, payload: &[u8], step: u32, buf: &mut [u8]) {
+        let fields = rtp::HeaderFields {
+            marker: false,
+            payload_type: phone.media.payload_type,
+            sequence: phone.sequence,
+            timestamp: phone.timestamp,
+            ssrc: phone.ssrc,
+        };
+        phone.sequence = phone.sequence.wrapping_add(1);
+        phone.timestamp = phone.timestamp.wrapping_add(step);
+        self.send_rtp(phone.destination(), &fields, payload, buf)
+            .await;
+    }
+
+    /// The next telephone-event packet of the digit playing, if any (RFC 4733 §2.5: one
+    /// timestamp for the whole event, the marker on its first packet).
+    async fn send_dtmf(&self, phone: &mut Phone, buf: &mut [u8]) {
+        let Some(pt) = phone.media.dtmf_payload_type else {
+            return;
+        };
+        let mut payload = [0u8; 4];
+        let Some(packet) = phone.dtmf_out.tick(&mut payload) else {
+            return;
+        };
+        if packet.start {
+            phone.dtmf_timestamp = phone.timestamp;
+            self.stats.digits_out.fetch_add(1, Ordering::Relaxed);
+        }
+        let fields = rtp::HeaderFields {
+            marker: packet.start,
+            payload_type: pt,
+            sequence: phone.sequence,
+            timestamp: phone.dtmf_timestamp,
+            ssrc: phone.ssrc,
+        };
+        phone.sequence = phone.sequence.wrapping_add(1);
+        let body = payload.get(..packet.payload_len).unwrap_or_default();
+        self.send_rtp(phone.destination(), &fields, body, buf).await;
+    }
+
+    async fn send_rtp(
+        &self,
+        to: Option<SocketAddr>,
+        fields: &rtp::HeaderFields,
+        payload: &[u8],
+        buf: &mut [u8],
+    ) {
+        let Some(to) = to else {
+            return;
+        };
+        let Ok(header) = rtp::write_header(buf, fields, &[]) else {
+            return;
+        };
+        let end = header + payload.len();
+        let Some(body) = buf.get_mut(header..end) else {
+            return;
+        };
+        body.copy_from_slice(payload);
+        if let Some(datagram) = buf.get(..end)
+            && self.phone.send_to(datagram, to).await.is_ok()
+        {
+            self.stats.packets_to_phones.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The SIP connector's settings and routing as this binary runs it: embedded in all-in-one
+//! (on by default, `SIP:ENABLED=false` turns it off). Calls join channels through the
+//! process's own `POST /mix`, with tokens signed by the application's secret.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use switchyard_controlplane::config::Config;
+use switchyard_controlplane::phones::Phones;
+use switchyard_controlplane::session::AppState;
+use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
+use switchyard_sip::{Connector, Directory, Incoming, Route, TlsConfig};
+
+use crate::fatal::Fatal;
+
+const DEFAULT_PORT: u16 = 5060;
+const DEFAULT_TLS_PORT: u16 = 5061;
+const DEFAULT_RTP_PORTS: (u16, u16) = (30_000, 39_999);
+const DEFAULT_RTP_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_CALLS_PER_SECOND: u32 = 10;
+/// How long the tokens calls join with are valid: longer than any call.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The connector's settings from `SIP:*`, or `None` when `SIP:ENABLED=false`. `bind` is the
+/// address SIP listens on, `gateway` where calls' `POST /mix` go.
+pub fn settings(
+    config: &Config,
+    bind: IpAddr,
+    gateway: String,
+) -> Result<Option<switchyard_sip::Config>, Fatal> {
+    if !config.flag("SIP:ENABLED", true) {
+        tracing::info!("SIP connector: disabled (SIP:ENABLED=false)");
+        return Ok(None);
+    }
+    let port = config.port("SIP:PORT", DEFAULT_PORT);
+    let tls = match (
+        config.get("SIP:CERTIFICATEPATH"),
+        config.get("SIP:PRIVATEKEYPATH"),
+    ) {
+        (Some(cert), Some(key)) => Some(TlsConfig {
+            listen: SocketAddr::new(bind, config.port("SIP:TLSPORT", DEFAULT_TLS_PORT)),
+            certificate_pem: read_pem(cert)?,
+            key_pem: read_pem(key)?,
+        }),
+        _ => None,
+    };
+    let low = config.port("SIP:RTPPORTMIN", DEFAULT_RTP_PORTS.0);
+    let high = config.port("SIP:RTPPORTMAX", DEFAULT_RTP_PORTS.1).max(low);
+    let rtp_address = if bind.is_unspecified() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        bind
+    };
+    Ok(Some(switchyard_sip::Config {
+        listen: SocketAddr::new(bind, port),
+        tls,
+        public_address: config.public_ip(),
+        rtp_address,
+        rtp_ports: (low, high),
+        rtp_timeout: config
+            .count("SIP:RTPTIMEOUT")
+            .map_or(DEFAULT_RTP_TIMEOUT, |s| Duration::from_secs(s.max(1))),
+        gateway,
+        calls_per_second_per_source: config
+            .count("SIP:CALLSPERSECOND")
+            .map_or(DEFAULT_CALLS_PER_SECOND, |n| {
+                u32::try_from(n).unwrap_or(u32::MAX)
+            }),
+    }))
+}
+
+fn read_pem(path: &str) -> Result<String, Fatal> {
+    std::fs::read_to_string(Path::new(path)).map_err(|source| Fatal::Read {
+        what: "SIP's TLS certificate or key",
+        path: path.into(),
+        source,
+    })
+}
+
+/// Starts the connector, or says why it could not bind.
+pub async fn start(
+    settings: switchyard_sip::Config,
+    directory: Arc<dyn Directory>,
+) -> Result<Connector, Fatal> {
+    let port = settings.listen.port();
+    Connector::start(settings, directory)
+        .await
+        .map_err(|e| Fatal::Sip {
+            port,
+            reason: e.to_string(),
+        })
+}
+
+/// All-in-one's routing: while it serves dev tokens, `sip:NAME@host` joins channel NAME of
+/// the dev application, so a newcomer can dial in with no configuration.
+pub struct LocalDirectory {
+    pub applications: Applications,
+    /// The dev application's id, while dev tokens are served.
+    pub dev: Option<String>,
+    /// Whose participants hear the callers' key presses (weak: the state holds the connector).
+    pub state: Weak<AppState>,
+}
+
+impl Directory for LocalDirectory {
+    fn route(&self, call: &Incoming<'_>) -> Option<Route> {
+        let application = self.dev.clone()?;
+        let channel = call.request_user;
+        let valid = !channel.is_empty()
+            && channel.len() <= 128
+            && channel
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        valid.then(|| Route {
+            application,
+            channel: channel.to_string(),
+        })
+    }
+
+    fn token(&self, route: &Route, user: &str) -> Result<String, String> {
+        sign(&self.applications, route, user)
+    }
+
+    fn digit(&self, route: &Route, caller: &str, digit: char) {
+        if let Some(state) = self.state.upgrade() {
+            state.phone_digit(&route.channel, caller, digit);
+        }
+    }
+}
+
+/// The connector's calls as signalling reaches them (participants' `dtmf`).
+pub struct ConnectorPhones(pub Arc<Connector>);
+
+impl Phones for ConnectorPhones {
+    fn send_digits(&self, channel: &str, to: Option<&str>, digits: &str) -> usize {
+        self.0.send_digits(channel, to, digits)
+    }
+}
+
+/// A token for `route` signed with its application's first secret.
+fn sign(applications: &Applications, route: &Route, user: &str) -> Result<String, String> {
+    let secret = applications
+        .secrets(&route.application)
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("application {:?} has no secret", route.application))?;
+    let claims = Claims::new(
+        &route.application,
+        user,
+        ChannelClaim {
+            id: route.channel.clone(),
+            publish: true,
+            subscribe: true,
+        },
+        TOKEN_LIFETIME,
+    );
+    token::issue(&claims, &secret).map_err(|e| e.to_string())
+}
