@@ -136,6 +136,10 @@ impl Phones for ConnectorPhones {
     fn send_digits(&self, channel: &str, to: Option<&str>, digits: &str) -> usize {
         self.0.send_digits(channel, to, digits)
     }
+
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.0.stats().snapshot()
+    }
 }
 
 /// A token for `route` signed with its application's first secret.

@@ -14,6 +14,7 @@ pub mod rabbitmq;
 pub mod recordings;
 pub mod s3;
 pub mod server;
+pub mod sip;
 pub mod turn;
 
 use std::path::PathBuf;

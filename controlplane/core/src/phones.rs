@@ -13,6 +13,9 @@ pub trait Phones: Send + Sync {
     /// Plays `digits` to the phone calls in `channel`, or to the one whose caller is `to`
     /// (its user, `sip:<number>`); returns how many calls took them.
     fn send_digits(&self, channel: &str, to: Option<&str>, digits: &str) -> usize;
+    /// The connector's counters as `(name, help, value)`, shown as `switchyard_sip_<name>`
+    /// (a counter when the name ends in `_total`, else a gauge).
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)>;
 }
 
 /// Whether `digits` may be sent: 1 to [`MAX_DIGITS`] of [`DTMF_DIGITS`] (lower-case a-d too).

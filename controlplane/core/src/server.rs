@@ -59,6 +59,22 @@ pub fn metrics_response(state: &AppState) -> impl IntoResponse + use<> {
         if let Some(turn) = &state.turn {
             metrics::render_turn(&mut out, &turn.service.counters());
         }
+        if let Some(phones) = state.phones.get() {
+            for (name, help, value) in phones.metrics() {
+                let kind = if name.ends_with("_total") {
+                    "counter"
+                } else {
+                    "gauge"
+                };
+                metrics::metric(
+                    &mut out,
+                    &format!("switchyard_sip_{name}"),
+                    kind,
+                    help,
+                    value,
+                );
+            }
+        }
         out
     })
 }

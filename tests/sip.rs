@@ -1,0 +1,278 @@
+//! The SIP connector end to end: SIPp and baresip call into all-in-one's channels (routed by
+//! the dev fallback, `sip:NAME@host` to channel NAME), Chromium participants mix with them,
+//! and what each side hears is checked (FFTs in the pages, captures of the phones' RTP).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use switchyard_tests::server::{Server, temp_dir};
+use switchyard_tests::sip::{self, BareUa};
+use switchyard_tests::{netns, run_pages};
+
+/// The phones' and pages' tones: no one a harmonic of another, all inside G.711's band.
+const PHONE_A: u32 = 1000;
+const PHONE_B: u32 = 1400;
+const PAGE_0: u32 = 620;
+const PAGE_1: u32 = 810;
+
+/// Two phones (PCMU and PCMA), a third that presses the twelve keys, and two Chromium pages
+/// in one channel: every page hears both phones and the other page and not itself, every
+/// phone hears the pages and the other phone and not itself, the pages receive the twelve
+/// digits in order, and the digits a page presses reach both phones as telephone-events.
+#[test]
+fn phones_and_browsers_hear_each_other_and_exchange_digits() {
+    netns::enter();
+    let server = Server::start(&[]);
+    let dir = temp_dir();
+    let tone_a = sip::tone_pcap(&dir, "pcmu", PHONE_A, 40);
+    let tone_b = sip::tone_pcap(&dir, "pcma", PHONE_B, 40);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let specs = vec![
+        format!("{}:{PAGE_0}:159#", server.token("meeting", "page0", &[])),
+        format!("{}:{PAGE_1}", server.token("meeting", "page1", &[])),
+    ];
+    let mut args = vec![
+        base,
+        "meeting".to_string(),
+        "8".to_string(),
+        format!("{PHONE_A},{PHONE_B}"),
+    ];
+    args.extend(specs);
+    let pages = std::thread::spawn(move || run_pages("sip_pages.mjs", &args, &[]));
+    let freqs = [PHONE_A, PHONE_B, PAGE_0, PAGE_1];
+    let capture_a = sip::capture(6000, 25, &freqs);
+    let capture_b = sip::capture(6100, 25, &freqs);
+    let call = |scenario: &str, sip_port: u16, media: u16, extra: &[&str]| {
+        sip::sipp(&dir, scenario, "meeting", sip_port, media, extra)
+    };
+    let a = call(
+        "uac_tone.xml",
+        5070,
+        6000,
+        &["-key", "pcap", &tone_a.display().to_string(), "-d", "30000"],
+    );
+    let b = call(
+        "uac_tone.xml",
+        5071,
+        6100,
+        &["-key", "pcap", &tone_b.display().to_string(), "-d", "30000"],
+    );
+    // The keys are pressed once the pages are in.
+    std::thread::sleep(Duration::from_secs(8));
+    let keys = call("uac_dtmf.xml", 5072, 6200, &[]);
+    let (result, stderr) = pages.join().expect("pages");
+    sip::passed(keys, &dir, "the DTMF phone");
+    sip::passed(a, &dir, "phone A");
+    sip::passed(b, &dir, "phone B");
+    let heard_a = sip::captured(capture_a);
+    let heard_b = sip::captured(capture_b);
+    println!("pages: {result}\nphone A: {heard_a}\nphone B: {heard_b}");
+    assert_eq!(
+        result["ok"],
+        true,
+        "{result:#}\n{stderr}\n{}",
+        server.log_tail()
+    );
+    for page in result["pages"].as_array().expect("pages") {
+        assert_eq!(page["digits"], "0123456789*#", "{result:#}");
+    }
+    for (report, own, other) in [(&heard_a, PHONE_A, PHONE_B), (&heard_b, PHONE_B, PHONE_A)] {
+        for f in [PAGE_0, PAGE_1, other] {
+            assert!(
+                sip::tone_db(report, f) >= 30.0,
+                "{f} Hz missing: {report:#}"
+            );
+        }
+        assert!(
+            sip::tone_db(report, own) < 10.0,
+            "own {own} Hz heard: {report:#}"
+        );
+        assert_eq!(report["dtmf"], "159#", "{report:#}");
+        assert_eq!(report["streams"][0]["lost"], 0, "{report:#}");
+    }
+    let m = server.metrics();
+    assert_eq!(m["switchyard_sip_calls_in_total"], 3.0, "{m:?}");
+    assert_eq!(m["switchyard_sip_dtmf_digits_in_total"], 12.0, "{m:?}");
+}
+
+/// SIP's own behaviour, without media checks: the 200 is retransmitted on RFC 3261's timers
+/// until the ACK; a caller that goes silent without a BYE is hung up after SIP:RTPTIMEOUT; an
+/// offer of no codec we have is a 488; hold and resume re-INVITEs are answered the other way
+/// round (SIPp checks the answers); TCP works.
+#[test]
+fn retransmissions_timeouts_hold_and_tcp() {
+    netns::enter();
+    let server = Server::start_with_env(&[], &[("SIP__RTPTIMEOUT", "3")]);
+    let dir = temp_dir();
+
+    // No codec in common: 488.
+    let g729 = BareUa::new(5090);
+    g729.invite("room", "18", "a=rtpmap:18 G729/8000\r\n", 7000);
+    let got = g729.receive(Duration::from_secs(2));
+    assert!(
+        got.iter().any(|(_, m)| m.starts_with("SIP/2.0 488")),
+        "no 488: {got:?}"
+    );
+
+    // A 200 not ACKed comes again (T1 = 500 ms, doubling); after the ACK the caller sends no
+    // RTP, so the call is hung up (a BYE to us) after the 3 s timeout.
+    let quiet = BareUa::new(5091);
+    quiet.invite("room", "0", "", 7100);
+    let got = quiet.receive(Duration::from_millis(2500));
+    let oks: Vec<&(Instant, String)> = got
+        .iter()
+        .filter(|(_, m)| m.starts_with("SIP/2.0 200"))
+        .collect();
+    assert!(oks.len() >= 2, "the 200 was not retransmitted: {got:?}");
+    let gap = oks[1].0.duration_since(oks[0].0);
+    assert!(
+        gap >= Duration::from_millis(350) && gap <= Duration::from_millis(1200),
+        "retransmitted after {gap:?}"
+    );
+    let tag = sip::to_tag(&oks[0].1).expect("a To tag in the 200");
+    quiet.ack("room", &tag);
+    let acked = Instant::now();
+    let got = quiet.receive(Duration::from_secs(8));
+    let bye = got
+        .iter()
+        .find(|(_, m)| m.starts_with("BYE "))
+        .unwrap_or_else(|| panic!("no BYE after the RTP timeout: {got:?}"));
+    quiet.ok(&bye.1);
+    let after = bye.0.duration_since(acked);
+    assert!(
+        after >= Duration::from_millis(2500) && after <= Duration::from_secs(6),
+        "hung up after {after:?}"
+    );
+
+    // Hold and resume (the scenario fails on a wrong answer), then a call over TCP.
+    let tone = sip::tone_pcap(&dir, "pcmu", PHONE_A, 6);
+    let tone2 = dir.join("resume.pcap");
+    let status = Command::new("python3")
+        .arg(sip::tool("rtp_tone.py"))
+        .args([
+            "--codec",
+            "pcmu",
+            "--freq",
+            "1000",
+            "--seconds",
+            "4",
+            "--after",
+        ])
+        .arg(&tone)
+        .arg("-o")
+        .arg(&tone2)
+        .status()
+        .expect("rtp_tone.py");
+    assert!(status.success());
+    let hold = sip::sipp(
+        &dir,
+        "uac_hold.xml",
+        "room",
+        5070,
+        6000,
+        &[
+            "-key",
+            "pcap",
+            &tone.display().to_string(),
+            "-key",
+            "pcap2",
+            &tone2.display().to_string(),
+            "-d",
+            "2000",
+        ],
+    );
+    sip::passed(hold, &dir, "hold and resume");
+    let tcp = sip::sipp(
+        &dir,
+        "uac_tone.xml",
+        "room",
+        5071,
+        6100,
+        &[
+            "-t",
+            "t1",
+            "-key",
+            "pcap",
+            &tone.display().to_string(),
+            "-d",
+            "3000",
+        ],
+    );
+    sip::passed(tcp, &dir, "a call over TCP");
+
+    let m = server.metrics();
+    assert_eq!(m["switchyard_sip_rtp_timeouts_total"], 1.0, "{m:?}");
+    assert_eq!(m["switchyard_sip_refused_sdp_total"], 1.0, "{m:?}");
+    assert_eq!(m["switchyard_sip_calls_active"], 0.0, "{m:?}");
+}
+
+/// baresip calls once with each codec while a SIPp phone plays a tone into the same channel:
+/// the answer names baresip's codec, baresip hears SIPp's tone, and SIPp hears baresip's.
+#[test]
+fn baresip_calls_with_each_codec() {
+    netns::enter();
+    let server = Server::start(&[]);
+    let dir = temp_dir();
+    let tone = sip::tone_pcap(&dir, "pcmu", PHONE_A, 80);
+    let capture = sip::capture_all(6000, 60, &[440, 523, 659, 784]);
+    let sipp = sip::sipp(
+        &dir,
+        "uac_tone.xml",
+        "codecs",
+        5070,
+        6000,
+        &["-key", "pcap", &tone.display().to_string(), "-d", "70000"],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // A tone of its own for each codec's call, so the capture tells them apart.
+    for (codec, freq, rtpmap) in [
+        ("pcmu", 440, "PCMU/8000"),
+        ("pcma", 523, "PCMA/8000"),
+        ("g722", 659, "G722/8000"),
+        ("opus", 784, "opus/48000/2"),
+    ] {
+        let wav = dir.join(format!("{codec}.wav"));
+        let out = Command::new(sip::tool("baresip_call.sh"))
+            .args([codec, "sip:codecs@127.0.0.1:5060", "8"])
+            .env("BARESIP_WAV", &wav)
+            .env("BARESIP_FREQ", freq.to_string())
+            .output()
+            .expect("run baresip_call.sh");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{codec}: {stderr}\n{}",
+            server.log_tail()
+        );
+        let answered = stderr
+            .lines()
+            .any(|l| l.starts_with("sdp 200") && l.contains(rtpmap));
+        assert!(answered, "{codec}: the answer is not {rtpmap}: {stderr}");
+        let heard = wav_tone(&wav, PHONE_A);
+        assert!(
+            heard >= 30.0,
+            "{codec}: baresip heard SIPp at {heard} dB: {stderr}"
+        );
+    }
+    sip::passed(sipp, &dir, "the SIPp phone");
+    let report = sip::captured(capture);
+    println!("{report}");
+    for freq in [440, 523, 659, 784] {
+        assert!(sip::tone_db(&report, freq) >= 30.0, "{freq} Hz: {report:#}");
+    }
+}
+
+/// `freq`'s level above the floor in a WAV file, after its first second.
+fn wav_tone(wav: &Path, freq: u32) -> f64 {
+    let out = Command::new("python3")
+        .arg(sip::tool("wav_tone.py"))
+        .arg(wav)
+        .args(["--freqs", &freq.to_string(), "--skip", "1"])
+        .output()
+        .expect("wav_tone.py");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    report["tones"][freq.to_string()]["above_floor_db"]
+        .as_f64()
+        .unwrap_or(f64::NEG_INFINITY)
+}

@@ -1,0 +1,250 @@
+//! Phones for the SIP connector's tests: SIPp runs (tests/sip/*.xml), tone pcaps and RTP
+//! captures from the Python tools in tests/sip, baresip, and a bare SIP client over UDP for
+//! what no tool lets us do (withholding an ACK, offering a codec we lack).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::repo;
+
+/// tests/sip/`name`.
+pub fn tool(name: &str) -> PathBuf {
+    repo().join("tests/sip").join(name)
+}
+
+/// A pcap of `seconds` of a `freq` Hz tone in `codec` (`pcmu`, `pcma`) for SIPp to play.
+pub fn tone_pcap(dir: &Path, codec: &str, freq: u32, seconds: u32) -> PathBuf {
+    let out = dir.join(format!("{codec}-{freq}.pcap"));
+    let status = Command::new("python3")
+        .arg(tool("rtp_tone.py"))
+        .args(["--codec", codec, "--freq", &freq.to_string()])
+        .args(["--seconds", &seconds.to_string(), "-o"])
+        .arg(&out)
+        .status()
+        .expect("run rtp_tone.py");
+    assert!(status.success(), "rtp_tone.py failed");
+    out
+}
+
+/// One SIPp run of a scenario of tests/sip against the server's SIP port, from SIP port
+/// `sip_port` and media port `media_port`, calling `user`, with `extra` arguments. It runs in
+/// its own directory (SIPp writes its logs there).
+pub fn sipp(
+    dir: &Path,
+    scenario: &str,
+    user: &str,
+    sip_port: u16,
+    media_port: u16,
+    extra: &[&str],
+) -> Child {
+    let cwd = dir.join(format!("sipp-{sip_port}"));
+    std::fs::create_dir_all(&cwd).expect("sipp dir");
+    Command::new("sipp")
+        .current_dir(&cwd)
+        .arg("-sf")
+        .arg(tool(scenario))
+        .arg("127.0.0.1:5060")
+        .args(["-i", "127.0.0.1", "-p", &sip_port.to_string()])
+        .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
+        .args(["-s", user, "-m", "1", "-aa", "-nostdin", "-trace_err"])
+        .args(["-timeout", "90", "-timeout_error"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sipp (Debian's sip-tester)")
+}
+
+/// Waits for a SIPp run and asserts it passed (exit 0), with its output and error log.
+pub fn passed(child: Child, dir: &Path, what: &str) {
+    let out = child.wait_with_output().expect("sipp");
+    if !out.status.success() {
+        let errors: String = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .filter(|e| e.file_name().to_string_lossy().ends_with("errors.log"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        panic!(
+            "{what}: sipp exited {}:\n{}\n{}\n{errors}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Starts capturing the RTP sent to loopback port `port` for `seconds` from its first packet,
+/// measuring `freqs` in its loudest second; [`captured`] reads its report.
+pub fn capture(port: u16, seconds: u32, freqs: &[u32]) -> Child {
+    capture_in(port, seconds, freqs, "loudest")
+}
+
+/// [`capture`] measuring over the whole capture (tones that come one after another).
+pub fn capture_all(port: u16, seconds: u32, freqs: &[u32]) -> Child {
+    capture_in(port, seconds, freqs, "all")
+}
+
+fn capture_in(port: u16, seconds: u32, freqs: &[u32], window: &str) -> Child {
+    let freqs: Vec<String> = freqs.iter().map(u32::to_string).collect();
+    let mut child = Command::new("python3")
+        .arg(tool("rtp_capture.py"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+        ])
+        .args(["--wait-first", "30", "--freqs", &freqs.join(",")])
+        .args(["--window", window])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rtp_capture.py");
+    // It says "listening" on stderr once its socket is open.
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let ready = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(ready.contains("listening"), "rtp_capture.py: {ready}");
+    child
+}
+
+/// A capture's JSON report.
+pub fn captured(child: Child) -> serde_json::Value {
+    let out: Output = child.wait_with_output().expect("rtp_capture.py");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "rtp_capture.py: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// A tone's level above the capture's floor, in dB.
+pub fn tone_db(report: &serde_json::Value, freq: u32) -> f64 {
+    report["audio"]["tones"][freq.to_string()]["above_floor_db"]
+        .as_f64()
+        .unwrap_or(f64::NEG_INFINITY)
+}
+
+/// A SIP client over UDP for requests no tool sends the way a test needs.
+pub struct BareUa {
+    pub socket: UdpSocket,
+    pub call_id: String,
+    pub tag: String,
+    server: SocketAddr,
+}
+
+impl BareUa {
+    pub fn new(port: u16) -> BareUa {
+        let socket = UdpSocket::bind(("127.0.0.1", port)).expect("bind a SIP port");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        BareUa {
+            socket,
+            call_id: format!("bare-{port}-{}", std::process::id()),
+            tag: format!("t{port}"),
+            server: "127.0.0.1:5060".parse().expect("addr"),
+        }
+    }
+
+    fn local(&self) -> SocketAddr {
+        self.socket.local_addr().expect("local")
+    }
+
+    /// Sends an INVITE for `user` offering `formats` (an m-line's payload types and their
+    /// rtpmap lines) from RTP port `rtp`.
+    pub fn invite(&self, user: &str, formats: &str, rtpmaps: &str, rtp: u16) {
+        let local = self.local();
+        let sdp = format!(
+            "v=0\r\no=bare 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {rtp} RTP/AVP {formats}\r\n{rtpmaps}a=sendrecv\r\n"
+        );
+        let request = format!(
+            "INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK-{}-1;rport\r\n\
+             From: <sip:bare@{local}>;tag={}\r\nTo: <sip:{user}@127.0.0.1>\r\n\
+             Call-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:bare@{local}>\r\n\
+             Max-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            self.call_id,
+            self.tag,
+            self.call_id,
+            sdp.len()
+        );
+        self.send(&request);
+    }
+
+    /// ACKs a 2xx whose To tag is `to_tag`.
+    pub fn ack(&self, user: &str, to_tag: &str) {
+        let local = self.local();
+        let request = format!(
+            "ACK sip:{user}@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK-{}-ack\r\n\
+             From: <sip:bare@{local}>;tag={}\r\nTo: <sip:{user}@127.0.0.1>;tag={to_tag}\r\n\
+             Call-ID: {}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            self.call_id, self.tag, self.call_id
+        );
+        self.send(&request);
+    }
+
+    pub fn send(&self, text: &str) {
+        self.socket
+            .send_to(text.as_bytes(), self.server)
+            .expect("send SIP");
+    }
+
+    /// The messages that arrive within `within`, as (when, first line, whole text).
+    pub fn receive(&self, within: Duration) -> Vec<(Instant, String)> {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.socket.recv_from(&mut buf) {
+                got.push((
+                    Instant::now(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
+            }
+        }
+        got
+    }
+
+    /// Answers a request (a BYE) with 200, echoing its dialog headers.
+    pub fn ok(&self, request: &str) {
+        let headers: String = request
+            .lines()
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                ["via:", "from:", "to:", "call-id:", "cseq:"]
+                    .iter()
+                    .any(|h| l.starts_with(h))
+            })
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        self.send(&format!(
+            "SIP/2.0 200 OK\r\n{headers}Content-Length: 0\r\n\r\n"
+        ));
+    }
+}
+
+/// The To tag of a response.
+pub fn to_tag(message: &str) -> Option<String> {
+    let to = message
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("to:"))?;
+    let at = to.find("tag=")? + 4;
+    Some(
+        to[at..]
+            .split([';', '>', ' '])
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    )
+}
