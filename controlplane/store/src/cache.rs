@@ -1,6 +1,7 @@
 //! The configuration as last read, served while the database is unreachable: sessions keep
 //! being admitted with the applications and channel configurations known before the outage,
-//! and `/ready` says the server is degraded rather than down.
+//! calls keep being routed with the SIP mappings and trunks, and `/ready` says the server is
+//! degraded rather than down.
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -8,6 +9,7 @@ use serde::Serialize;
 
 use super::channel_match::match_channel;
 use super::records::{Application, ChannelConfig, Deployment};
+use super::sip::{self, SipCall, SipMapping, SipTrunk};
 use super::webhook::Webhook;
 use super::{Store, StoreError};
 
@@ -27,6 +29,10 @@ pub struct Snapshot {
     pub applications: Vec<Application>,
     pub channel_configs: Vec<ChannelConfig>,
     pub webhooks: Vec<Webhook>,
+    /// With their passwords, for the SIP connector; by name.
+    pub sip_trunks: Vec<SipTrunk>,
+    /// Every application's, in the order calls are routed.
+    pub sip_mappings: Vec<SipMapping>,
     /// Unix milliseconds of the refresh that read it; 0 before the first.
     pub read_at: i64,
 }
@@ -79,6 +85,8 @@ impl CachedStore {
             applications: self.store.applications().await?,
             channel_configs: self.store.channel_configs().await?,
             webhooks: self.store.webhooks().await?,
+            sip_trunks: self.store.sip_trunks().await?,
+            sip_mappings: self.store.sip_mappings().await?,
             read_at: super::now_millis(),
         })
     }
@@ -129,6 +137,27 @@ impl CachedStore {
     /// [`match_channel`]).
     pub fn channel_config(&self, application: &str, channel: &str) -> Option<ChannelConfig> {
         match_channel(&self.snapshot().channel_configs, application, channel).cloned()
+    }
+
+    /// The SIP mapping an incoming call matches, with the channel it joins (see
+    /// [`sip::route`]).
+    pub fn sip_route(&self, call: &SipCall<'_>) -> Option<(SipMapping, String)> {
+        let snapshot = self.snapshot();
+        sip::route(&snapshot.sip_mappings, call).map(|(m, channel)| (m.clone(), channel))
+    }
+
+    /// The SIP trunk `name`, password included.
+    pub fn sip_trunk(&self, name: &str) -> Option<SipTrunk> {
+        self.snapshot()
+            .sip_trunks
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
+    }
+
+    /// The trunk calls out go through (see [`sip::outbound_trunk`]).
+    pub fn sip_outbound_trunk(&self) -> Option<SipTrunk> {
+        sip::outbound_trunk(&self.snapshot().sip_trunks).cloned()
     }
 
     // A panic elsewhere while holding the lock cannot leave the pair half-written (a refresh

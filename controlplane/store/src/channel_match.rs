@@ -19,38 +19,50 @@ pub fn match_channel<'a>(
 }
 
 /// Whether `pattern` matches all of `name`; `*` matches any run of characters, empty included,
-/// and every other character only itself.
-///
-/// Greedy with backtracking to the last `*` only: each `*` need only be retried at later
-/// starting points, never re-split, so this is O(pattern × name) at worst with no recursion.
-/// Comparing bytes is sound for UTF-8 since `*` is ASCII and never part of another character.
+/// and every other character only itself. Comparing bytes is sound for UTF-8 since `*` is
+/// ASCII and never part of another character.
 pub fn matches(pattern: &str, name: &str) -> bool {
-    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    wildcard(pattern.as_bytes(), name.as_bytes(), b'*', None)
+}
+
+/// Whether `pattern` matches all of `name`, where `star` matches any run of items, empty
+/// included, `one` (if any) exactly one item, and every other item only itself. Shared by
+/// channel patterns (bytes, `*` only) and SIP mappings (characters, `*` and `?`).
+///
+/// Greedy with backtracking to the last `star` only: each `star` need only be retried at later
+/// starting points, never re-split, so this is O(pattern × name) at worst with no recursion.
+pub(crate) fn wildcard<T: Copy + PartialEq>(
+    pattern: &[T],
+    name: &[T],
+    star: T,
+    one: Option<T>,
+) -> bool {
+    let (p, n) = (pattern, name);
     let (mut pi, mut ni) = (0, 0);
-    // The position just after the last `*` seen, and where in `name` it began matching.
-    let mut star: Option<(usize, usize)> = None;
+    // The position just after the last `star` seen, and where in `name` it began matching.
+    let mut last_star: Option<(usize, usize)> = None;
     while ni < n.len() {
         match p.get(pi) {
-            Some(b'*') => {
-                star = Some((pi + 1, ni));
+            Some(&c) if c == star => {
+                last_star = Some((pi + 1, ni));
                 pi += 1;
             }
-            Some(&c) if c == n[ni] => {
+            Some(&c) if c == n[ni] || Some(c) == one => {
                 pi += 1;
                 ni += 1;
             }
-            _ => match star {
-                // Let the last `*` swallow one more character and try again from there.
+            _ => match last_star {
+                // Let the last `star` swallow one more item and try again from there.
                 Some((after, from)) => {
                     pi = after;
                     ni = from + 1;
-                    star = Some((after, from + 1));
+                    last_star = Some((after, from + 1));
                 }
                 None => return false,
             },
         }
     }
-    p[pi..].iter().all(|&c| c == b'*')
+    p[pi..].iter().all(|&c| c == star)
 }
 
 /// Whether `pattern` matches every name: it is made of `*` alone.
@@ -166,6 +178,16 @@ mod tests {
         }
     }
 
+    /// [`reference`] with `?` matching any one item.
+    fn reference_one(p: &[u8], n: &[u8]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => (0..=n.len()).any(|i| reference_one(rest, &n[i..])),
+            Some((b'?', rest)) => !n.is_empty() && reference_one(rest, &n[1..]),
+            Some((c, rest)) => n.first() == Some(c) && reference_one(rest, &n[1..]),
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panics(p in ".{0,40}", n in ".{0,80}") {
@@ -188,6 +210,15 @@ mod tests {
         #[test]
         fn agrees_with_the_reference(p in "[ab*]{0,12}", n in "[ab]{0,16}") {
             prop_assert_eq!(matches(&p, &n), reference(p.as_bytes(), n.as_bytes()));
+        }
+
+        /// With `?` for one item too, as SIP mappings have it.
+        #[test]
+        fn one_agrees_with_the_reference(p in "[ab*?]{0,12}", n in "[ab]{0,16}") {
+            prop_assert_eq!(
+                wildcard(p.as_bytes(), n.as_bytes(), b'*', Some(b'?')),
+                reference_one(p.as_bytes(), n.as_bytes())
+            );
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The cluster's configuration store: deployments, applications with their shared secrets,
-//! channel configurations, webhooks and the audit log of administrative changes; and the
-//! recording database, which the recording monitor keeps.
+//! channel configurations, webhooks, SIP trunks and mappings, and the audit log of
+//! administrative changes; and the recording database, which the recording monitor keeps.
 //!
 //! PostgreSQL when the cluster has one (`CONNECTIONSTRINGS:DEFAULT`), otherwise a SQLite file in
 //! the data directory, so that a single server needs no database to run. Both get the same
@@ -18,6 +18,7 @@ mod mask;
 mod migrations;
 mod records;
 mod secret;
+pub mod sip;
 mod webhook;
 
 pub use cache::{CachedStore, Health, Snapshot};
@@ -29,6 +30,7 @@ pub use records::{
     MAX_SECRETS, MCU_CANVAS_HEIGHTS, MCU_CANVAS_WIDTHS, MCU_FRAME_RATES, validate_order,
 };
 pub use secret::{MASKED, Secret};
+pub use sip::{SipCall, SipMapping, SipMatch, SipTransport, SipTrunk};
 pub use webhook::{WEBHOOK_EVENTS, Webhook};
 
 use std::path::{Path, PathBuf};

@@ -47,6 +47,11 @@ const POSTGRES: List = &[
         "recordings",
         include_str!("../migrations/postgres/0006_recordings.sql"),
     ),
+    (
+        7,
+        "sip",
+        include_str!("../migrations/postgres/0007_sip.sql"),
+    ),
 ];
 
 const SQLITE: List = &[
@@ -80,6 +85,7 @@ const SQLITE: List = &[
         "recordings",
         include_str!("../migrations/sqlite/0006_recordings.sql"),
     ),
+    (7, "sip", include_str!("../migrations/sqlite/0007_sip.sql")),
 ];
 
 pub(super) fn postgres() -> Migrator {

@@ -671,3 +671,6 @@ fn webhook_from_row(
         url,
     })
 }
+
+// After the macro, so that it is in scope there.
+mod sip;

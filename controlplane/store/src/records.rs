@@ -212,6 +212,10 @@ pub enum ConfigError {
     UnknownEvent { webhook: String, event: String },
     #[error("webhook URL {url:?}: {why}")]
     WebhookUrl { url: String, why: &'static str },
+    #[error("SIP trunk {trunk:?}: {why}")]
+    SipTrunk { trunk: String, why: String },
+    #[error("SIP mapping {mapping:?}: {why}")]
+    SipMapping { mapping: String, why: String },
     #[error("no application {application:?} for channel configuration {pattern:?}")]
     NoSuchApplication {
         application: String,

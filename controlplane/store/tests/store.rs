@@ -11,8 +11,8 @@ use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use switchyard_store::{
     Application, CachedStore, ChannelConfig, ClusteringStrategy, ConfigError, Deployment, Health,
-    MASKED, RecordedFile, RecordingSession, SQLITE_FILE, Secret, Store, StoreError, Webhook,
-    match_channel,
+    MASKED, RecordedFile, RecordingSession, SQLITE_FILE, Secret, SipCall, SipMapping, SipMatch,
+    SipTransport, SipTrunk, Store, StoreError, Webhook, match_channel,
 };
 
 const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -178,7 +178,7 @@ async fn reopening_applies_nothing_twice(backend: Backend) {
             .await
             .unwrap(),
     };
-    assert_eq!(applied, 6, "one row per migration, none twice");
+    assert_eq!(applied, 7, "one row per migration, none twice");
     // Without a URL, the file is where the documentation says.
     if let Backend::Sqlite(dir) = &backend {
         assert!(dir.0.join(SQLITE_FILE).is_file());
@@ -599,6 +599,259 @@ async fn webhooks_round_trip(backend: Backend) {
     assert_eq!(log[2].detail["url"], "https://example.com/m");
 }
 
+fn trunk(name: &str) -> SipTrunk {
+    SipTrunk {
+        name: name.into(),
+        domain: format!("{name}.example.com:5060"),
+        transport: SipTransport::Udp,
+        register: false,
+        username: None,
+        password: None,
+        authorization_id: None,
+        outbound_proxy: None,
+        caller_id: None,
+        can_terminate: false,
+        enabled: true,
+    }
+}
+
+/// Trunks are stored whole, password included (the connector needs it), replaced by name;
+/// a write without a password or with the placeholder keeps it, an empty one removes it; the
+/// audit log never holds it.
+async fn sip_trunks_round_trip(backend: Backend) {
+    let store = backend.open().await;
+    assert!(store.sip_trunks().await.unwrap().is_empty());
+    let mut main = trunk("main");
+    main.transport = SipTransport::Tls;
+    main.register = true;
+    main.username = Some("1001".into());
+    main.password = Some(Secret::new("sip-password-1"));
+    main.authorization_id = Some("auth-1001".into());
+    main.outbound_proxy = Some("proxy.example.com".into());
+    main.caller_id = Some("+15550100".into());
+    main.can_terminate = true;
+    assert_eq!(store.put_sip_trunk("admin", &main).await.unwrap(), main);
+    assert_eq!(store.sip_trunk("main").await.unwrap(), Some(main.clone()));
+    store
+        .put_sip_trunk("admin", &trunk("backup"))
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .sip_trunks()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["backup", "main"]);
+
+    // Replaced without a password, then with the placeholder: the stored one stays.
+    let mut changed = main.clone();
+    changed.password = None;
+    changed.enabled = false;
+    let stored = store.put_sip_trunk("admin", &changed).await.unwrap();
+    assert_eq!(stored.password, main.password);
+    assert!(!stored.enabled);
+    changed.password = Some(Secret::masked());
+    let stored = store.put_sip_trunk("admin", &changed).await.unwrap();
+    assert_eq!(stored.password, main.password);
+    // A new one replaces it; an empty one removes it.
+    changed.password = Some(Secret::new("sip-password-2"));
+    let stored = store.put_sip_trunk("admin", &changed).await.unwrap();
+    assert_eq!(
+        stored.password.as_ref().map(Secret::expose),
+        Some("sip-password-2")
+    );
+    changed.password = Some(Secret::new(""));
+    assert_eq!(
+        store
+            .put_sip_trunk("admin", &changed)
+            .await
+            .unwrap()
+            .password,
+        None
+    );
+    // A new trunk given the placeholder has none.
+    let mut masked = trunk("masked");
+    masked.password = Some(Secret::masked());
+    assert_eq!(
+        store
+            .put_sip_trunk("admin", &masked)
+            .await
+            .unwrap()
+            .password,
+        None
+    );
+
+    // Refused, and nothing written.
+    let mut bad = trunk("bad");
+    bad.domain = "sip:bad.example.com".into();
+    let e = store.put_sip_trunk("admin", &bad).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::Invalid(ConfigError::SipTrunk { .. })),
+        "{e}"
+    );
+    assert_eq!(store.sip_trunk("bad").await.unwrap(), None);
+
+    assert!(store.delete_sip_trunk("admin", "backup").await.unwrap());
+    assert!(!store.delete_sip_trunk("admin", "backup").await.unwrap());
+    assert_eq!(store.sip_trunks().await.unwrap().len(), 2);
+
+    let log = store.audit_log(100).await.unwrap();
+    for entry in &log {
+        let text = entry.detail.to_string();
+        assert!(!text.contains("sip-password"), "{text}");
+    }
+    assert_eq!(log[0].action, "sipTrunk.delete");
+    assert_eq!(log[0].target, "backup");
+    let first = log.last().unwrap();
+    assert_eq!(
+        (first.action.as_str(), first.target.as_str()),
+        ("sipTrunk.put", "main")
+    );
+    assert_eq!(first.detail["password"], MASKED);
+    assert_eq!(first.detail["transport"], "tls");
+    assert_eq!(
+        actions(&store)
+            .await
+            .iter()
+            .filter(|a| *a == "sipTrunk.put")
+            .count(),
+        7
+    );
+}
+
+fn sip_mapping(application: &str, name: &str, position: i32, pattern: &str) -> SipMapping {
+    SipMapping {
+        application_id: application.into(),
+        name: name.into(),
+        position,
+        kind: SipMatch::Number,
+        header: None,
+        pattern: pattern.into(),
+        channel_id: "{match}".into(),
+    }
+}
+
+async fn sip_mappings_round_trip(backend: Backend) {
+    let store = backend.open().await;
+    let e = store
+        .put_sip_mapping("admin", &sip_mapping("app", "all", 0, "*"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound { .. }), "{e}");
+    for id in ["app", "b"] {
+        store
+            .put_application("admin", &Application::new(id, "s"))
+            .await
+            .unwrap();
+    }
+    let all = sip_mapping("app", "all", 10, "*");
+    assert_eq!(store.put_sip_mapping("admin", &all).await.unwrap(), all);
+    let mut room = sip_mapping("app", "room", 5, "ROOM-*");
+    room.kind = SipMatch::Header;
+    room.header = Some(" X-Room ".into());
+    room.channel_id = "rooms-{match}".into();
+    let stored = store.put_sip_mapping("admin", &room).await.unwrap();
+    assert_eq!(stored.header.as_deref(), Some("X-Room"), "trimmed");
+    let sales = sip_mapping("b", "sales", 5, "+1555*");
+    store.put_sip_mapping("admin", &sales).await.unwrap();
+    // The same name replaces.
+    let mut all2 = all.clone();
+    all2.position = 20;
+    all2.channel_id = "lobby".into();
+    store.put_sip_mapping("admin", &all2).await.unwrap();
+    assert_eq!(
+        store.sip_mappings_of("app").await.unwrap(),
+        [stored.clone(), all2.clone()]
+    );
+    // All of them in routing order: position, then application.
+    assert_eq!(
+        store.sip_mappings().await.unwrap(),
+        [stored.clone(), sales.clone(), all2.clone()]
+    );
+
+    // Refused: a header mapping without its header; nothing written.
+    let mut headless = sip_mapping("app", "h", 0, "*");
+    headless.kind = SipMatch::Header;
+    let e = store.put_sip_mapping("admin", &headless).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::Invalid(ConfigError::SipMapping { .. })),
+        "{e}"
+    );
+    assert_eq!(store.sip_mappings_of("app").await.unwrap().len(), 2);
+
+    // The cache routes with them, and hands out the trunks.
+    let mut out = trunk("out");
+    out.can_terminate = true;
+    out.password = Some(Secret::new("sip-password"));
+    store.put_sip_trunk("admin", &out).await.unwrap();
+    let cache = CachedStore::new(store.clone());
+    assert_eq!(cache.refresh().await, Health::Ok);
+    let headers = [("x-room", "room-7")];
+    let call = |user| SipCall {
+        request_user: user,
+        to_user: "",
+        headers: &headers,
+    };
+    let (m, channel) = cache.sip_route(&call("+15550100")).unwrap();
+    assert_eq!(
+        (m.name.as_str(), channel.as_str()),
+        ("room", "rooms-room-7")
+    );
+    let no_room = SipCall {
+        request_user: "+15550100",
+        to_user: "",
+        headers: &[],
+    };
+    let (m, channel) = cache.sip_route(&no_room).unwrap();
+    assert_eq!((m.name.as_str(), channel.as_str()), ("sales", "+15550100"));
+    assert_eq!(
+        cache
+            .sip_route(&SipCall {
+                request_user: "4711",
+                ..no_room
+            })
+            .unwrap()
+            .1,
+        "lobby"
+    );
+    assert_eq!(cache.sip_trunk("out"), Some(out.clone()));
+    assert_eq!(cache.sip_outbound_trunk(), Some(out));
+
+    assert!(
+        store
+            .delete_sip_mapping("admin", "app", "all")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_sip_mapping("admin", "app", "all")
+            .await
+            .unwrap()
+    );
+    // An application's mappings go with it.
+    store.delete_application("admin", "b").await.unwrap();
+    assert_eq!(store.sip_mappings().await.unwrap(), [stored]);
+    let log = store.audit_log(3).await.unwrap();
+    assert_eq!(log[0].action, "application.delete");
+    assert_eq!(
+        (log[1].action.as_str(), log[1].target.as_str()),
+        ("sipMapping.delete", "app")
+    );
+    assert_eq!(log[1].detail, json!({ "name": "all" }));
+    assert_eq!(log[2].action, "sipTrunk.put");
+    let put = store
+        .audit_log(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.action == "sipMapping.put")
+        .unwrap();
+    assert_eq!(put.detail["channelId"], "lobby", "the latest put, whole");
+}
+
 async fn recordings_round_trip(backend: Backend) {
     let store = backend.open().await;
     let file = |name: &str, state: &str, session: Option<&str>| RecordedFile {
@@ -816,6 +1069,26 @@ async fn postgres_webhooks_round_trip() {
 #[tokio::test]
 async fn sqlite_webhooks_round_trip() {
     webhooks_round_trip(Backend::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_sip_trunks_round_trip() {
+    sip_trunks_round_trip(Backend::postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_sip_trunks_round_trip() {
+    sip_trunks_round_trip(Backend::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_sip_mappings_round_trip() {
+    sip_mappings_round_trip(Backend::postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_sip_mappings_round_trip() {
+    sip_mappings_round_trip(Backend::sqlite()).await;
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! The admin API, `/admin/api/v1` on the admin listener (9090) of a gateway or an all-in-one:
 //! media servers (list, drain, forget), active channels with their clients and publications,
-//! kicking a client, applications, channel configurations, deployments and the audit log (see
-//! `config`), and the OpenAPI document at `/admin/api/v1/openapi.json`; and the operator's
-//! console at `/admin`, a page that uses this API (see `console`).
+//! kicking a client, applications, channel configurations, webhooks, deployments, SIP trunks and
+//! mappings and the audit log (see `config`), and the OpenAPI document at
+//! `/admin/api/v1/openapi.json`; and the operator's console at `/admin`, a page that uses this
+//! API (see `console`).
 //!
 //! Every request must come from `ADMIN:IPADDRESSES` (403 otherwise) and carry a valid
 //! `X-API-Key` (401 otherwise); both are checked before anything else, the document included.

@@ -101,6 +101,23 @@ pub async fn document() -> Json<Value> {
                     "responses": { "200": { "description": "deliveries: id, eventId, eventType, channelId, webhook, url, state (pending, delivered, failed, dropped), attempts, lastStatus, lastError, createdAt, updatedAt (Unix ms)" }, "400": { "description": "a gateway: webhooks are sent by all-in-one only so far" } }
                 }
             },
+            "/applications/{id}/sip-mappings": {
+                "parameters": [{ "$ref": "#/components/parameters/id" }],
+                "get": op("The application's SIP mappings, by position, then name", "200"),
+                "put": with_body(op("Create or replace a SIP mapping: {\"name\", \"position\" (lower first, across all applications; default 0), \"kind\" (number: the Request-URI's user, extension: the To URI's user, header: the value of \"header\"; default number), \"header\" (exactly for kind header), \"pattern\" (a glob without regard to case, * any run, ? one character; a regular expression if it starts with ^), \"channelId\" ({match} stands for the matched value)}", "200")),
+                "delete": {
+                    "summary": "Delete the SIP mapping of ?name=",
+                    "parameters": [{ "name": "name", "in": "query", "required": true, "schema": { "type": "string" } }],
+                    "responses": { "204": { "description": "deleted" }, "404": { "description": "no such mapping" } }
+                }
+            },
+            "/sip/trunks": { "get": op("SIP trunks, by name, passwords masked", "200") },
+            "/sip/trunks/{name}": {
+                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "get": op("One SIP trunk, its password masked", "200"),
+                "put": with_body(op("Create or replace a SIP trunk: {\"domain\" (host or host:port), \"transport\" (udp, tcp or tls; default udp), \"register\", \"username\", \"password\" (absent or \"****\": the stored one stays; \"\": none), \"authorizationId\", \"outboundProxy\", \"callerId\", \"canTerminate\" (calls out go through the first such by name), \"enabled\" (default true)}", "200")),
+                "delete": op("Delete a SIP trunk", "204")
+            },
             "/deployments": { "get": op("Deployments: STUN servers, capacity thresholds, clustering strategy, TURN secrets (masked)", "200") },
             "/deployments/{id}": {
                 "parameters": [{ "$ref": "#/components/parameters/id" }],
