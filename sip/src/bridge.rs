@@ -71,7 +71,8 @@ pub struct Bridge {
 /// The phone side's state for the negotiated codec.
 struct Phone {
     media: PhoneMedia,
-    decoder: PhoneDecoder,
+    /// A decoder for each format the peer may send, by payload type (what we send first).
+    decoders: Vec<(u8, PhoneCodec, PhoneDecoder)>,
     encoder: PhoneEncoder,
     /// Where its RTP goes: the first valid packet's source, else the SDP's address.
     latched: Option<SocketAddr>,
@@ -85,12 +86,23 @@ struct Phone {
     dtmf_timestamp: u32,
 }
 
+/// The decoders for what `media` lets the peer send.
+fn decoders(media: &PhoneMedia) -> Result<Vec<(u8, PhoneCodec, PhoneDecoder)>, String> {
+    std::iter::once((media.payload_type, media.codec))
+        .chain(media.also.iter().copied())
+        .map(|(pt, codec)| {
+            let decoder = PhoneDecoder::new(codec).map_err(|e| e.to_string())?;
+            Ok((pt, codec, decoder))
+        })
+        .collect()
+}
+
 impl Phone {
     fn new(media: PhoneMedia) -> Result<Phone, String> {
-        let decoder = PhoneDecoder::new(media.codec).map_err(|e| e.to_string())?;
+        let decoders = decoders(&media)?;
         let encoder = PhoneEncoder::new(media.codec, media.ptime_ms).map_err(|e| e.to_string())?;
         Ok(Phone {
-            decoder,
+            decoders,
             encoder,
             latched: None,
             last_heard: Instant::now(),
@@ -107,8 +119,10 @@ impl Phone {
     /// Takes a re-negotiation: a new codec gets new codec states (the stream's numbering goes
     /// on); a new address forgets the latch, since the phone may have moved.
     fn renegotiated(&mut self, media: PhoneMedia) -> Result<(), String> {
+        if media.payload_type != self.media.payload_type || media.also != self.media.also {
+            self.decoders = decoders(&media)?;
+        }
         if media.codec != self.media.codec || media.ptime_ms != self.media.ptime_ms {
-            self.decoder = PhoneDecoder::new(media.codec).map_err(|e| e.to_string())?;
             self.encoder =
                 PhoneEncoder::new(media.codec, media.ptime_ms).map_err(|e| e.to_string())?;
             self.dtmf_out = DtmfSender::new(media.codec.clock_rate());
@@ -162,15 +176,16 @@ impl Bridge {
                 got = self.phone.recv_from(&mut phone_buf) => {
                     let Ok((n, from)) = got else { continue };
                     let Some(packet) = phone_buf.get(..n) else { continue };
-                    let Some(payload) = self.phone_payload(&mut phone, from, packet) else { continue };
-                    if phone.media.codec == PhoneCodec::Opus {
+                    let Some((pt, payload)) = self.phone_payload(&mut phone, from, packet) else { continue };
+                    let Some((_, codec, decoder)) = phone.decoders.iter_mut().find(|(p, _, _)| *p == pt) else { continue };
+                    if *codec == PhoneCodec::Opus {
                         // Opus both sides: no transcoding, our own numbering.
                         let samples = packet_samples(payload).unwrap_or(OPUS_FRAME);
                         self.leg.send_opus(payload, channel_timestamp).await.map_err(|e| e.to_string())?;
                         channel_timestamp = channel_timestamp.wrapping_add(samples as u32);
                         continue;
                     }
-                    match phone.decoder.decode(payload, &mut pcm) {
+                    match decoder.decode(payload, &mut pcm) {
                         Ok(decoded) => to_channel.push(pcm.get(..decoded).unwrap_or_default()),
                         Err(_) => { self.stats.undecodable.fetch_add(1, Ordering::Relaxed); continue; }
                     }
@@ -248,20 +263,21 @@ impl Bridge {
         }
     }
 
-    /// The audio payload of a packet from the phone, after the latch and the payload type are
-    /// checked; DTMF packets are taken here (and give `None`).
+    /// The payload type and audio payload of a packet from the phone, after the latch and the
+    /// payload type are checked; DTMF packets are taken here (and give `None`).
     fn phone_payload<'p>(
         &self,
         phone: &mut Phone,
         from: SocketAddr,
         packet: &'p [u8],
-    ) -> Option<&'p [u8]> {
+    ) -> Option<(u8, &'p [u8])> {
         let Ok(header) = rtp::Header::parse(packet) else {
             self.stats.malformed_rtp.fetch_add(1, Ordering::Relaxed);
             return None;
         };
         let pt = header.payload_type;
-        if pt != phone.media.payload_type && Some(pt) != phone.media.dtmf_payload_type {
+        let audio = phone.decoders.iter().any(|(p, _, _)| *p == pt);
+        if !audio && Some(pt) != phone.media.dtmf_payload_type {
             self.stats.malformed_rtp.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -290,7 +306,7 @@ impl Bridge {
             }
             return None;
         }
-        Some(payload)
+        Some((pt, payload))
     }
 
     /// Sends one packet of the phone's codec, advancing the stream's clock by `step`.

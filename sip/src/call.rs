@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use bytesstr::BytesStr;
 use ezk_sdp_types::SessionDescription;
-use ezk_sip_core::{Endpoint, IncomingRequest};
+use ezk_sip_core::{Endpoint, IncomingRequest, MayTake};
 use ezk_sip_types::StatusCode;
-use ezk_sip_types::header::typed::Contact;
+use ezk_sip_types::header::typed::{Contact, ContentType};
 use ezk_sip_types::host::{Host, HostPort};
 use ezk_sip_types::uri::NameAddr;
 use ezk_sip_types::uri::{SipUri, SipUriUserPart};
 use ezk_sip_ua::{CallEvent, InboundCall, MediaBackend};
+use switchyard_codec::audio::parse_dtmf_relay;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
@@ -33,6 +34,9 @@ const LIMITER_ENTRIES: usize = 10_000;
 /// A call that is up, as the connector lists it by channel.
 pub(crate) struct Live {
     pub id: u64,
+    /// The dialog's Call-ID, which in-dialog INFO requests carry.
+    pub call_id: String,
+    pub route: crate::Route,
     /// `sip:<number>`: what participants see it as and may address it by.
     pub caller: String,
     pub commands: mpsc::Sender<Command>,
@@ -54,6 +58,7 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
         .iter()
         .map(|(name, value)| (name.as_print_str().to_string(), value.to_string()))
         .collect();
+    let call_id = invite.base_headers.call_id.0.to_string();
     let request_user = user_of(&invite.line.uri);
     let to_user = user_of(&invite.base_headers.to.uri.uri);
     let from_user = user_of(&invite.base_headers.from.uri.uri);
@@ -191,6 +196,8 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
         .or_default()
         .push(Live {
             id,
+            call_id: call_id.clone(),
+            route: route.clone(),
             caller: display.clone(),
             commands: commands.clone(),
         });
@@ -249,6 +256,50 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
     let _ = media.await;
     stats.calls_active.fetch_sub(1, Ordering::Relaxed);
     tracing::info!("call from {source} ended");
+}
+
+/// Takes an INFO in one of our calls' dialogs (RFC 6086): `application/dtmf-relay` and
+/// `application/dtmf` bodies are key presses, as some phones send them instead of RFC 4733
+/// events; other bodies get 415. INFO outside our calls is left to the dialog layer (481).
+pub(crate) async fn info(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    request: MayTake<'_, IncomingRequest>,
+) {
+    let call_id = request.base_headers.call_id.0.to_string();
+    let found = shared
+        .calls
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .values()
+        .flatten()
+        .find(|call| call.call_id == call_id)
+        .map(|call| (call.route.clone(), call.caller.clone()));
+    let Some((route, caller)) = found else {
+        return;
+    };
+    let mut request = request.take();
+    let kind = request
+        .headers
+        .get_named::<ContentType>()
+        .map(|c| c.0.to_ascii_lowercase())
+        .unwrap_or_default();
+    let body = std::str::from_utf8(&request.body).unwrap_or_default();
+    let dtmf = kind.starts_with("application/dtmf");
+    let code = if dtmf {
+        StatusCode::OK
+    } else {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    };
+    if dtmf && let Some(digit) = parse_dtmf_relay(body) {
+        shared.stats.digits_in.fetch_add(1, Ordering::Relaxed);
+        shared.directory.digit(&route, &caller, digit);
+    }
+    let response = endpoint.create_response(&request, code, None);
+    let transaction = endpoint.create_server_tsx(&mut request);
+    if let Err(e) = transaction.respond(response).await {
+        tracing::debug!("answering an INFO: {e}");
+    }
 }
 
 /// Answers an INVITE we will not take with `code`.

@@ -247,6 +247,10 @@ impl Connector {
         });
         let mut builder = Endpoint::builder();
         builder.user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")));
+        // INFO first: the dialog layer would answer it itself (it has no usage for INFO).
+        builder.add_layer(Info {
+            shared: shared.clone(),
+        });
         builder.add_layer(DialogLayer::default());
         builder.add_layer(InviteLayer::default());
         builder.add_layer(Calls {
@@ -310,6 +314,24 @@ impl Connector {
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+}
+
+/// The layer that takes key presses sent as INFO in our calls' dialogs.
+struct Info {
+    shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl Layer for Info {
+    fn name(&self) -> &'static str {
+        "switchyard-info"
+    }
+
+    async fn receive(&self, endpoint: &Endpoint, request: MayTake<'_, IncomingRequest>) {
+        if request.line.method == Method::INFO {
+            call::info(&self.shared, endpoint, request).await;
+        }
     }
 }
 

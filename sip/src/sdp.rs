@@ -83,8 +83,12 @@ impl Direction {
 /// What one offer/answer settled for the phone's audio.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhoneMedia {
+    /// What we send (the first offered format we have).
     pub codec: PhoneCodec,
     pub payload_type: u8,
+    /// The other offered formats we have at the same clock rate: listed in our answer too,
+    /// so the peer may send any of them (RFC 3264 §6.1), and decoded by payload type.
+    pub also: Vec<(u8, PhoneCodec)>,
     /// telephone-event's payload type, when both sides have it at the codec's clock rate.
     pub dtmf_payload_type: Option<u8>,
     /// Where the peer wants its RTP; `None` for `c=0.0.0.0` (RFC 2543's hold) or port 0.
@@ -123,7 +127,7 @@ pub fn answer(
             chosen = Some((i, picked));
         }
     }
-    let Some((index, (codec, payload_type, dtmf_payload_type))) = chosen else {
+    let Some((index, (codec, payload_type, also, dtmf_payload_type))) = chosen else {
         return Err(if sd.media.iter().any(|m| m.media == "audio") {
             NegotiationError::NoCodec
         } else {
@@ -134,6 +138,7 @@ pub fn answer(
     let media = PhoneMedia {
         codec,
         payload_type,
+        also,
         dtmf_payload_type,
         remote: remote_of(m, &sd)?,
         ptime_ms: ptime_of(m),
@@ -142,7 +147,7 @@ pub fn answer(
     let mut w = Writer::new(local, version);
     for (i, m) in sd.media.iter().enumerate() {
         if i == index {
-            w.audio(local.rtp_port, &media, fmtp_of(m, payload_type));
+            w.audio(local.rtp_port, &media, m);
         } else {
             w.refused(m);
         }
@@ -187,10 +192,12 @@ pub fn answered(answer: &str) -> Result<PhoneMedia, NegotiationError> {
         .iter()
         .find(|m| m.media == "audio" && m.port != 0)
         .ok_or(NegotiationError::NoAudio)?;
-    let (codec, payload_type, dtmf_payload_type) = pick(m).ok_or(NegotiationError::NoCodec)?;
+    let (codec, payload_type, also, dtmf_payload_type) =
+        pick(m).ok_or(NegotiationError::NoCodec)?;
     Ok(PhoneMedia {
         codec,
         payload_type,
+        also,
         dtmf_payload_type,
         remote: remote_of(m, &sd)?,
         ptime_ms: ptime_of(m),
@@ -203,8 +210,11 @@ fn is_rtp_avp(protocol: &str) -> bool {
     protocol.eq_ignore_ascii_case("RTP/AVP") || protocol.eq_ignore_ascii_case("RTP/AVPF")
 }
 
-/// The first format of `m` we have, and telephone-event at its clock rate if `m` has it.
-fn pick(m: &MediaDescription) -> Option<(PhoneCodec, u8, Option<u8>)> {
+/// The offered formats we can take: the first of `m`'s formats we have, the others we have
+/// at its clock rate, and telephone-event at that rate if `m` has it.
+type Picked = (PhoneCodec, u8, Vec<(u8, PhoneCodec)>, Option<u8>);
+
+fn pick(m: &MediaDescription) -> Option<Picked> {
     let rtpmaps: Vec<(u8, &str)> = m
         .attributes
         .iter()
@@ -215,7 +225,7 @@ fn pick(m: &MediaDescription) -> Option<(PhoneCodec, u8, Option<u8>)> {
         })
         .collect();
     let rtpmap = |pt: u8| rtpmaps.iter().find(|(p, _)| *p == pt).map(|(_, m)| *m);
-    let (codec, pt) = m.formats.iter().find_map(|f| {
+    let mut ours = m.formats.iter().filter_map(|f| {
         let pt: u8 = f.parse().ok()?;
         let codec = match rtpmap(pt) {
             Some(map) => codec_of(map)?,
@@ -224,15 +234,19 @@ fn pick(m: &MediaDescription) -> Option<(PhoneCodec, u8, Option<u8>)> {
                 .into_iter()
                 .find(|c| c.static_payload_type() == Some(pt))?,
         };
-        Some((codec, pt))
-    })?;
+        Some((pt, codec))
+    });
+    let (pt, codec) = ours.next()?;
+    let also = ours
+        .filter(|(_, c)| c.clock_rate() == codec.clock_rate())
+        .collect();
     let dtmf = m.formats.iter().find_map(|f| {
         let pt: u8 = f.parse().ok()?;
         let (name, rate) = rtpmap(pt)?.split_once('/')?;
         let rate: u32 = rate.split('/').next()?.parse().ok()?;
         (name.eq_ignore_ascii_case("telephone-event") && rate == codec.clock_rate()).then_some(pt)
     });
-    Some((codec, pt, dtmf))
+    Some((codec, pt, also, dtmf))
 }
 
 /// The codec an `a=rtpmap` value names, if it is one of ours at its proper clock rate.
@@ -308,27 +322,29 @@ impl Writer {
         self.text.push_str("\r\n");
     }
 
-    fn audio(&mut self, port: u16, media: &PhoneMedia, fmtp: Option<&str>) {
-        let pt = media.payload_type;
-        let mut formats = pt.to_string();
-        if let Some(dtmf) = media.dtmf_payload_type {
-            formats.push_str(&format!(" {dtmf}"));
+    fn audio(&mut self, port: u16, media: &PhoneMedia, offered: &MediaDescription) {
+        let all: Vec<(u8, PhoneCodec)> = std::iter::once((media.payload_type, media.codec))
+            .chain(media.also.iter().copied())
+            .collect();
+        let mut formats: Vec<String> = all.iter().map(|(pt, _)| pt.to_string()).collect();
+        formats.extend(media.dtmf_payload_type.map(|pt| pt.to_string()));
+        self.line(&format!("m=audio {port} RTP/AVP {}", formats.join(" ")));
+        for (pt, codec) in all {
+            let channels = if codec.channels() > 1 {
+                format!("/{}", codec.channels())
+            } else {
+                String::new()
+            };
+            self.line(&format!(
+                "a=rtpmap:{pt} {}/{}{channels}",
+                codec.encoding_name(),
+                codec.clock_rate()
+            ));
+            if let Some(fmtp) = fmtp_of(offered, pt) {
+                self.line(&format!("a=fmtp:{pt} {fmtp}"));
+            }
         }
-        self.line(&format!("m=audio {port} RTP/AVP {formats}"));
         let codec = media.codec;
-        let channels = if codec.channels() > 1 {
-            format!("/{}", codec.channels())
-        } else {
-            String::new()
-        };
-        self.line(&format!(
-            "a=rtpmap:{pt} {}/{}{channels}",
-            codec.encoding_name(),
-            codec.clock_rate()
-        ));
-        if let Some(fmtp) = fmtp {
-            self.line(&format!("a=fmtp:{pt} {fmtp}"));
-        }
         if let Some(dtmf) = media.dtmf_payload_type {
             self.line(&format!(
                 "a=rtpmap:{dtmf} telephone-event/{}",
@@ -377,7 +393,9 @@ mod tests {
         assert_eq!(media.dtmf_payload_type, Some(101));
         assert_eq!(media.ptime_ms, 30);
         assert_eq!(media.remote, Some("127.0.0.2:4000".parse().expect("addr")));
-        assert!(text.contains("m=audio 30000 RTP/AVP 8 101\r\n"), "{text}");
+        assert!(text.contains("m=audio 30000 RTP/AVP 8 0 101\r\n"), "{text}");
+        assert_eq!(media.also, vec![(0, PhoneCodec::Pcmu)]);
+        assert!(text.contains("a=rtpmap:0 PCMU/8000\r\n"), "{text}");
         assert!(text.contains("a=rtpmap:8 PCMA/8000\r\n"), "{text}");
         assert!(text.contains("a=rtpmap:101 telephone-event/8000\r\n"));
         assert!(text.contains("a=sendrecv\r\n"));
@@ -465,5 +483,33 @@ mod tests {
         let back = answered(&reply).expect("answered");
         assert_eq!(back.codec, PhoneCodec::Opus);
         assert_eq!(back.dtmf_payload_type, Some(DTMF_48K_PAYLOAD_TYPE));
+    }
+
+    proptest::proptest! {
+        /// Whatever a phone sends as SDP (bytes that are not text are refused before this),
+        /// the answer is an error or a description, never a panic; and our own answer to an
+        /// answerable offer is itself readable.
+        #[test]
+        fn any_offer_is_answered_or_refused(text in "\\PC{0,400}") {
+            let _ = answer(&text, &LOCAL, 1);
+            let _ = answered(&text);
+        }
+
+        #[test]
+        fn offers_of_shuffled_lines_never_panic(
+            lines in proptest::collection::vec(proptest::sample::select(vec![
+                "v=0", "o=- 1 1 IN IP4 127.0.0.2", "s=-", "c=IN IP4 127.0.0.2", "c=IN IP4 0.0.0.0",
+                "c=IN IP6 ::1", "c=IN IP4 nonsense", "t=0 0", "m=audio 4000 RTP/AVP 0 8 101",
+                "m=audio 0 RTP/AVP 0", "m=audio 4000 RTP/AVP 96 9", "m=video 5000 RTP/AVP 96",
+                "m=audio 65536 RTP/AVP x", "a=rtpmap:96 opus/48000/2", "a=rtpmap:101 telephone-event/8000",
+                "a=rtpmap:9 G722/8000", "a=rtpmap:96", "a=rtpmap:300 PCMU/8000", "a=ptime:0",
+                "a=ptime:999999999999", "a=fmtp:96 useinbandfec=1", "a=sendonly", "a=inactive",
+            ]), 0..24)
+        ) {
+            let offer: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+            if let Ok((text, _)) = answer(&offer, &LOCAL, 1) {
+                proptest::prop_assert!(answered(&text).is_ok(), "{}", text);
+            }
+        }
     }
 }

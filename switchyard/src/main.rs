@@ -74,6 +74,10 @@ enum Command {
     /// (8445, or the next free one), registered with the gateway at SERVICEBASEURL. SIGTERM
     /// drains it.
     MediaServer(roles::MediaServerArgs),
+    /// Run a SIP connector on its own: phone calls (SIP on 5060 UDP/TCP, 5061 TLS) routed by
+    /// the applications' SIP mappings in the configuration store, joined to channels through
+    /// the gateway's `POST /mix` (all-in-one embeds one).
+    SipConnector(sip::SipConnectorArgs),
     /// Print a client token for a channel, signed with the dev application's secret (or the
     /// one given).
     Token(TokenArgs),
@@ -514,6 +518,7 @@ fn main() -> ExitCode {
         Command::AllInOne(args) => run(log, "all-in-one", || all_in_one(args)),
         Command::Gateway(args) => run(log, "gateway", || roles::gateway(args)),
         Command::MediaServer(args) => run(log, "media-server", || roles::media_server(args)),
+        Command::SipConnector(args) => run(log, "sip-connector", || sip::connector(args)),
     }
 }
 
@@ -793,6 +798,7 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
         let _sip = match sip::settings(&config, args.http.ip(), format!("http://{page}"))? {
             Some(settings) => {
                 let directory = sip::LocalDirectory {
+                    store: state.store.clone(),
                     applications: state.applications.clone(),
                     dev: state.dev_tokens.as_ref().map(|(id, _)| id.clone()),
                     state: Arc::downgrade(&state),

@@ -3,7 +3,7 @@
 //! process's own `POST /mix`, with tokens signed by the application's secret.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -12,6 +12,8 @@ use switchyard_controlplane::phones::Phones;
 use switchyard_controlplane::session::AppState;
 use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
 use switchyard_sip::{Connector, Directory, Incoming, Route, TlsConfig};
+use switchyard_store::CachedStore;
+use switchyard_store::sip::SipCall;
 
 use crate::fatal::Fatal;
 
@@ -93,9 +95,11 @@ pub async fn start(
         })
 }
 
-/// All-in-one's routing: while it serves dev tokens, `sip:NAME@host` joins channel NAME of
-/// the dev application, so a newcomer can dial in with no configuration.
+/// All-in-one's routing: the applications' SIP mappings (configuration store), in order;
+/// then, while it serves dev tokens, `sip:NAME@host` joins channel NAME of the dev
+/// application, so a newcomer can dial in with no configuration.
 pub struct LocalDirectory {
+    pub store: Option<CachedStore>,
     pub applications: Applications,
     /// The dev application's id, while dev tokens are served.
     pub dev: Option<String>,
@@ -105,6 +109,25 @@ pub struct LocalDirectory {
 
 impl Directory for LocalDirectory {
     fn route(&self, call: &Incoming<'_>) -> Option<Route> {
+        if let Some(store) = &self.store {
+            let headers: Vec<(&str, &str)> = call
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let sip_call = SipCall {
+                request_user: call.request_user,
+                to_user: call.to_user,
+                headers: &headers,
+            };
+            if let Some((mapping, channel)) = store.sip_route(&sip_call) {
+                tracing::debug!("SIP mapping {:?} routes the call", mapping.name);
+                return Some(Route {
+                    application: mapping.application_id,
+                    channel,
+                });
+            }
+        }
         let application = self.dev.clone()?;
         let channel = call.request_user;
         let valid = !channel.is_empty()
@@ -160,4 +183,59 @@ fn sign(applications: &Applications, route: &Route, user: &str) -> Result<String
         TOKEN_LIFETIME,
     );
     token::issue(&claims, &secret).map_err(|e| e.to_string())
+}
+
+/// `switchyard sip-connector`: the connector on its own host, beside a cluster.
+#[derive(clap::Args)]
+pub struct SipConnectorArgs {
+    #[command(flatten)]
+    config: crate::ConfigFile,
+    /// The gateway (or all-in-one) whose `POST /mix/{channel}` calls join channels through,
+    /// e.g. http://gw1:8080.
+    #[arg(long, env = "SWITCHYARD_GATEWAY")]
+    gateway: String,
+    /// The address SIP listens on (its port is SIP:PORT).
+    #[arg(long, default_value = "0.0.0.0", env = "SWITCHYARD_SIP_BIND")]
+    bind: IpAddr,
+    /// Where the SQLite configuration store is when CONNECTIONSTRINGS:DEFAULT is not set.
+    #[arg(long, default_value = "switchyard-data", env = "SWITCHYARD_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+/// Runs the connector until SIGTERM or Ctrl-C: calls are routed by the applications' SIP
+/// mappings in the configuration store (followed as it changes) and join through the gateway
+/// with tokens signed by the application's secret.
+pub fn connector(args: SipConnectorArgs) -> Result<(), Fatal> {
+    let config = args.config.load()?;
+    let Some(settings) = settings(&config, args.bind, args.gateway.clone())? else {
+        return Ok(());
+    };
+    let applications = Applications::default();
+    let runtime = crate::control_runtime()?;
+    runtime.block_on(async move {
+        let cache = crate::open_store(&config, &args.data_dir, &applications, &[]).await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(switchyard_controlplane::follow::follow(
+            cache.clone(),
+            applications.clone(),
+            Vec::new(),
+            stopped,
+        ));
+        let directory = LocalDirectory {
+            store: Some(cache),
+            applications,
+            dev: None,
+            // Key presses have no participants here to go to yet: a gateway would pass them on.
+            state: Weak::new(),
+        };
+        let connector = start(settings, Arc::new(directory)).await?;
+        tracing::info!(
+            "SIP connector on {}: calls join channels through {}",
+            connector.listening(),
+            args.gateway
+        );
+        crate::shutdown_signal().await;
+        let _ = stop.send(true);
+        Ok(())
+    })
 }

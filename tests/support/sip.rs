@@ -14,13 +14,20 @@ pub fn tool(name: &str) -> PathBuf {
     repo().join("tests/sip").join(name)
 }
 
-/// A pcap of `seconds` of a `freq` Hz tone in `codec` (`pcmu`, `pcma`) for SIPp to play.
+/// A pcap of `seconds` of a `freq` Hz tone in `codec` (`pcmu`, `pcma`) for SIPp to play, at
+/// -20 dBov: several such tones mixed stay far from clipping.
 pub fn tone_pcap(dir: &Path, codec: &str, freq: u32, seconds: u32) -> PathBuf {
     let out = dir.join(format!("{codec}-{freq}.pcap"));
     let status = Command::new("python3")
         .arg(tool("rtp_tone.py"))
         .args(["--codec", codec, "--freq", &freq.to_string()])
-        .args(["--seconds", &seconds.to_string(), "-o"])
+        .args([
+            "--seconds",
+            &seconds.to_string(),
+            "--level-dbov",
+            "-20",
+            "-o",
+        ])
         .arg(&out)
         .status()
         .expect("run rtp_tone.py");
@@ -189,6 +196,23 @@ impl BareUa {
              From: <sip:bare@{local}>;tag={}\r\nTo: <sip:{user}@127.0.0.1>;tag={to_tag}\r\n\
              Call-ID: {}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
             self.call_id, self.tag, self.call_id
+        );
+        self.send(&request);
+    }
+
+    /// Sends an INFO in the dialog (To tag `to_tag`) with a body of `content_type`.
+    pub fn info(&self, user: &str, to_tag: &str, cseq: u32, content_type: &str, body: &str) {
+        let local = self.local();
+        let request = format!(
+            "INFO sip:{user}@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK-{}-info{cseq}\r\n\
+             From: <sip:bare@{local}>;tag={}\r\nTo: <sip:{user}@127.0.0.1>;tag={to_tag}\r\n\
+             Call-ID: {}\r\nCSeq: {cseq} INFO\r\nMax-Forwards: 70\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            self.call_id,
+            self.tag,
+            self.call_id,
+            body.len()
         );
         self.send(&request);
     }
