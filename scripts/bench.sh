@@ -10,7 +10,8 @@
 #      comparison to the plain one printed; then with io_uring; then MCU rooms (issue 14), and
 #      audio-only MCU rooms beside Janus's AudioBridge; then the named scenarios;
 #   3. TURN against coturn (scripts/bench_turn*.sh) and recording (scripts/bench_recording.sh:
-#      the muxer against ffmpeg, recording's CPU cost on a forwarding core).
+#      the muxer against ffmpeg, recording's CPU cost on a forwarding core);
+#   4. SIP calls per core and call set-up time (scripts/sip_bench.py, SIPp on another core).
 #
 # Needs root (unshare -n) and two or more cores (server on core 0, generator on the last).
 # Environment: BENCH_QUICK=1 for a short run (smaller steps and windows) while developing;
@@ -147,6 +148,13 @@ fi
 
 step "recording: the muxer against ffmpeg, and recording's cost on a forwarding core (docs/benchmarks.md by hand)"
 BIN=$BIN OUT=$OUT "$ROOT/scripts/bench_recording.sh" | tee "$OUT/recording.md"
+
+step "SIP calls per core and set-up time (issue 16; docs/benchmarks.md by hand)"
+if command -v sipp >/dev/null; then
+  unshare -n bash -c "ip link set lo up; python3 '$ROOT/scripts/sip_bench.py' '$BIN'" | tee "$OUT/sip.jsonl"
+else
+  echo "SIPp is not installed (apt-get install sip-tester): no SIP benchmark" >&2
+fi
 
 step "writing docs/benchmarks.md and docs/benchmarks.json"
 python3 "$ROOT/scripts/bench_report.py" "$OUT" "$ROOT/docs/benchmarks.md" "$ROOT/docs/benchmarks.json"
