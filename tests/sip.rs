@@ -435,3 +435,51 @@ fn a_connector_of_its_own_joins_calls_through_the_gateway() {
     let _ = connector.kill();
     let _ = connector.wait();
 }
+
+/// SIP over TLS on 5061 with a certificate: an INVITE sent over it is answered over it (a 404
+/// for a number nothing routes, with dev tokens off), and the TCP and UDP listeners stay.
+#[test]
+fn tls_carries_sip() {
+    netns::enter();
+    let dir = temp_dir();
+    let (cert, key) = switchyard_tests::certificate(&dir, "localhost");
+    let server = Server::start_with_env(
+        &["--no-dev-tokens"],
+        &[
+            ("SIP__CERTIFICATEPATH", cert.to_str().expect("path")),
+            ("SIP__PRIVATEKEYPATH", key.to_str().expect("path")),
+        ],
+    );
+    // Python's ssl, certificate not checked (self-signed): what a phone with TLS does.
+    let script = r#"
+import re, socket, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+with socket.create_connection(("127.0.0.1", 5061), timeout=5) as raw, ctx.wrap_socket(raw) as s:
+    local = "%s:%d" % s.getsockname()
+    s.sendall(("INVITE sip:nobody@127.0.0.1:5061;transport=tls SIP/2.0\r\n"
+               "Via: SIP/2.0/TLS %s;branch=z9hG4bK-tls-1\r\nFrom: <sip:tls@127.0.0.1>;tag=a1\r\n"
+               "To: <sip:nobody@127.0.0.1>\r\nCall-ID: tls-1\r\nCSeq: 1 INVITE\r\n"
+               "Contact: <sip:tls@%s;transport=tls>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+               % (local, local)).encode())
+    data = b""
+    # Responses until a final one (not 1xx).
+    while not re.search(rb"SIP/2\.0 [2-6]\d\d", data):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    final = re.search(rb"SIP/2\.0 [2-6]\d\d[^\r]*", data)
+    print(final.group(0).decode() if final else data.decode(errors="replace"))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.contains("SIP/2.0 404"),
+        "over TLS: {line}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_tail()
+    );
+}
