@@ -490,20 +490,36 @@ impl Store {
         application: &str,
         name: &str,
     ) -> Result<bool, StoreError> {
+        self.delete_named("webhooks", "webhook.delete", actor, application, name)
+            .await
+    }
+
+    /// Deletes row `name` of `application` from `table` (one keyed by both, such as webhooks
+    /// and SIP mappings) with its audit entry `action`; false if there was none.
+    pub(crate) async fn delete_named(
+        &self,
+        table: &'static str,
+        action: &'static str,
+        actor: &str,
+        application: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE application_id = $1 AND name = $2"
+        ));
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let deleted =
-                sqlx::query("DELETE FROM webhooks WHERE application_id = $1 AND name = $2")
-                    .bind(application)
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+            let deleted = sqlx::query(sql)
+                .bind(application)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if deleted == 0 {
                 return Ok(false);
             }
             let detail = json!({ "name": name });
-            write_audit!(&mut *tx, actor, "webhook.delete", application, detail)?;
+            write_audit!(&mut *tx, actor, action, application, detail)?;
             tx.commit().await?;
         });
         Ok(true)

@@ -2,7 +2,7 @@
 //! transaction, as for the rest of the configuration. A child of `queries` for its audit
 //! macro and application lock.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{INSERT_AUDIT, LOCK_APPLICATION};
 use crate::sip::{SipMapping, SipMatch, SipTransport, SipTrunk};
@@ -196,23 +196,14 @@ impl Store {
         application: &str,
         name: &str,
     ) -> Result<bool, StoreError> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let deleted =
-                sqlx::query("DELETE FROM sip_mappings WHERE application_id = $1 AND name = $2")
-                    .bind(application)
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            if deleted == 0 {
-                return Ok(false);
-            }
-            let detail = json!({ "name": name });
-            write_audit!(&mut *tx, actor, "sipMapping.delete", application, detail)?;
-            tx.commit().await?;
-        });
-        Ok(true)
+        self.delete_named(
+            "sip_mappings",
+            "sipMapping.delete",
+            actor,
+            application,
+            name,
+        )
+        .await
     }
 }
 
