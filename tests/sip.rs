@@ -242,15 +242,15 @@ fn baresip_calls_with_each_codec() {
     netns::enter();
     let server = Server::start(&[]);
     let dir = temp_dir();
-    let tone = sip::tone_pcap(&dir, "pcmu", PHONE_A, 80);
-    let capture = sip::capture_all(6000, 60, &[440, 523, 659, 784]);
+    let tone = sip::tone_pcap(&dir, "pcmu", PHONE_A, 55);
+    let capture = sip::capture_all(6000, 45, &[440, 523, 659, 784]);
     let sipp = sip::sipp(
         &dir,
         "uac_tone.xml",
         "codecs",
         5070,
         6000,
-        &["-key", "pcap", &tone.display().to_string(), "-d", "70000"],
+        &["-key", "pcap", &tone.display().to_string(), "-d", "48000"],
     );
     std::thread::sleep(Duration::from_secs(2));
     // A tone of its own for each codec's call, so the capture tells them apart.
@@ -262,7 +262,7 @@ fn baresip_calls_with_each_codec() {
     ] {
         let wav = dir.join(format!("{codec}.wav"));
         let out = Command::new(sip::tool("baresip_call.sh"))
-            .args([codec, "sip:codecs@127.0.0.1:5060", "8"])
+            .args([codec, "sip:codecs@127.0.0.1:5060", "6"])
             .env("BARESIP_WAV", &wav)
             .env("BARESIP_FREQ", freq.to_string())
             .output()
