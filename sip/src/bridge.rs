@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use switchyard_codec::audio::opus_codec::{MAX_ENCODED, packet_samples};
+use switchyard_codec::audio::opus_codec::{Band, MAX_ENCODED, packet_samples};
 use switchyard_codec::audio::{
     DtmfReceiver, DtmfSender, OpusDecoder, OpusEncoder, PhoneCodec, PhoneDecoder, PhoneEncoder,
 };
@@ -68,6 +68,15 @@ pub struct Bridge {
     pub commands: mpsc::Receiver<Command>,
     pub rtp_timeout: Duration,
     pub stats: Arc<Stats>,
+}
+
+/// The band the phone's codec carries, which is all the Opus towards the channel needs.
+fn band_of(codec: PhoneCodec) -> Option<Band> {
+    match codec {
+        PhoneCodec::Pcmu | PhoneCodec::Pcma => Some(Band::Narrow),
+        PhoneCodec::G722 => Some(Band::Wide),
+        PhoneCodec::Opus => None,
+    }
 }
 
 /// The phone side's state for the negotiated codec.
@@ -165,6 +174,9 @@ impl Bridge {
         opus_out
             .set_complexity(OPUS_COMPLEXITY)
             .map_err(|e| e.to_string())?;
+        opus_out
+            .set_max_band(band_of(phone.media.codec))
+            .map_err(|e| e.to_string())?;
         let mut to_channel = Fifo::default();
         let mut to_phone = Fifo::default();
         let mut channel_timestamp: u32 = rand::random();
@@ -242,6 +254,7 @@ impl Bridge {
                         return Ok(()); // the call is over
                     }
                     let Some(media) = self.media.borrow_and_update().clone() else { continue };
+                    opus_out.set_max_band(band_of(media.codec)).map_err(|e| e.to_string())?;
                     phone.renegotiated(media)?;
                     to_phone.clear();
                     to_channel.clear();
