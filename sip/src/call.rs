@@ -16,7 +16,7 @@ use ezk_sip_types::header::typed::{Contact, ContentType};
 use ezk_sip_types::host::{Host, HostPort};
 use ezk_sip_types::uri::NameAddr;
 use ezk_sip_types::uri::{SipUri, SipUriUserPart};
-use ezk_sip_ua::{CallEvent, InboundCall, MediaBackend};
+use ezk_sip_ua::{Call, CallEvent, InboundCall, MediaBackend};
 use switchyard_codec::audio::parse_dtmf_relay;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -129,22 +129,7 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
     } else {
         format!("sip:{from_user}")
     };
-    let join = async {
-        let token = shared
-            .directory
-            .token(&route, &display)
-            .map_err(|e| format!("no token: {e}"))?;
-        let join = Join {
-            base: shared.config.gateway.clone(),
-            channel: route.channel.clone(),
-            token,
-        };
-        let mut leg = ChannelLeg::join(&shared.http, &shared.identity, &join)
-            .await
-            .map_err(|e| e.to_string())?;
-        leg.connect(JOIN_TIMEOUT).await.map_err(|e| e.to_string())?;
-        Ok::<ChannelLeg, String>(leg)
-    };
+    let join = join_channel(&shared, &route, &display);
     let leg = tokio::select! {
         () = ringing.cancelled() => {
             stats.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -161,7 +146,7 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
             return;
         }
     };
-    let mut call = match ringing.accept().await {
+    let call = match ringing.accept().await {
         Ok(call) => call,
         Err(e) => {
             tracing::info!("call from {source}: not answered: {e}");
@@ -174,11 +159,53 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
         route.channel,
         route.application
     );
+    let up = Up {
+        leg,
+        phone: rtp,
+        media: media_rx,
+        route,
+        display,
+        call_id,
+        peer: format!("call from {source}"),
+    };
+    run_up(&shared, call, up).await;
+}
+
+/// What a call that is up (answered, its channel joined) is run with, whichever side placed it.
+pub(crate) struct Up {
+    pub leg: ChannelLeg,
+    /// The call's RTP socket, to the phone.
+    pub phone: UdpSocket,
+    /// The phone's media as offer/answer settles it (re-INVITEs change it).
+    pub media: watch::Receiver<Option<PhoneMedia>>,
+    pub route: crate::Route,
+    /// `sip:<number>`: what participants see the phone as.
+    pub display: String,
+    /// The dialog's Call-ID (INFO requests carry it).
+    pub call_id: String,
+    /// How logs name the call ("call from 192.0.2.1:5060", "call to sip:1234").
+    pub peer: String,
+}
+
+/// Runs a call that is up until either side hangs up: its media task (the bridge) beside
+/// SIP's events, the call listed under its channel meanwhile. Inbound and dialled calls share
+/// it, so both behave alike once answered.
+pub(crate) async fn run_up(shared: &Shared, mut call: Call<PhoneSdp>, up: Up) {
+    let Up {
+        leg,
+        phone,
+        media: media_rx,
+        route,
+        display,
+        call_id,
+        peer,
+    } = up;
+    let stats = &shared.stats;
     stats.calls_active.fetch_add(1, Ordering::Relaxed);
     let (events_tx, mut events) = mpsc::channel(32);
     let (commands, commands_rx) = mpsc::channel(32);
     let bridge = Bridge {
-        phone: rtp,
+        phone,
         media: media_rx,
         leg,
         events: events_tx,
@@ -207,29 +234,29 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
             event = call.run() => match event {
                 Ok(CallEvent::Internal(event)) => {
                     if let Err(e) = call.handle_internal_event(event).await {
-                        tracing::info!("call from {source}: {e}");
+                        tracing::info!("{peer}: {e}");
                         break;
                     }
                 }
                 Ok(CallEvent::Media(never)) => match never {},
                 Ok(CallEvent::Terminated) => break,
                 Err(e) => {
-                    tracing::info!("call from {source}: {e}");
+                    tracing::info!("{peer}: {e}");
                     break;
                 }
             },
             event = events.recv() => match event {
                 Some(Event::Digit(digit)) => {
-                    tracing::debug!("call from {source}: DTMF {digit}");
+                    tracing::debug!("{peer}: DTMF {digit}");
                     shared.directory.digit(&route, &display, digit);
                 }
                 Some(Event::Timeout) => {
-                    tracing::info!("call from {source}: no RTP for {:?}, hanging up", shared.config.rtp_timeout);
+                    tracing::info!("{peer}: no RTP for {:?}, hanging up", shared.config.rtp_timeout);
                     hang_up = true;
                     break;
                 }
                 Some(Event::Failed(e)) => {
-                    tracing::warn!("call from {source}: media failed: {e}");
+                    tracing::warn!("{peer}: media failed: {e}");
                     hang_up = true;
                     break;
                 }
@@ -241,7 +268,7 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
         }
     }
     if hang_up && let Err(e) = call.terminate().await {
-        tracing::debug!("call from {source}: BYE: {e}");
+        tracing::debug!("{peer}: BYE: {e}");
     }
     {
         let mut calls = shared.calls.lock().unwrap_or_else(PoisonError::into_inner);
@@ -255,7 +282,29 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
     drop(commands);
     let _ = media.await;
     stats.calls_active.fetch_sub(1, Ordering::Relaxed);
-    tracing::info!("call from {source} ended");
+    tracing::info!("{peer} ended");
+}
+
+/// Joins `route`'s channel as `display`: a token, the `POST /mix` and its connection.
+pub(crate) async fn join_channel(
+    shared: &Shared,
+    route: &crate::Route,
+    display: &str,
+) -> Result<ChannelLeg, String> {
+    let token = shared
+        .directory
+        .token(route, display)
+        .map_err(|e| format!("no token: {e}"))?;
+    let join = Join {
+        base: shared.config.gateway.clone(),
+        channel: route.channel.clone(),
+        token,
+    };
+    let mut leg = ChannelLeg::join(&shared.http, &shared.identity, &join)
+        .await
+        .map_err(|e| e.to_string())?;
+    leg.connect(JOIN_TIMEOUT).await.map_err(|e| e.to_string())?;
+    Ok(leg)
 }
 
 /// Takes an INFO in one of our calls' dialogs (RFC 6086): `application/dtmf-relay` and
@@ -336,7 +385,7 @@ fn public_address(shared: &Shared, invite: &IncomingRequest) -> IpAddr {
     }
 }
 
-fn contact(address: IpAddr, port: u16) -> Contact {
+pub(crate) fn contact(address: IpAddr, port: u16) -> Contact {
     let host = match address {
         IpAddr::V4(ip) => Host::IP4(ip),
         IpAddr::V6(ip) => Host::IP6(ip),
@@ -350,7 +399,7 @@ fn contact(address: IpAddr, port: u16) -> Contact {
 }
 
 /// A socket on a free even port of the configured range (odd ones are left for RTCP).
-async fn bind_rtp(shared: &Shared) -> Option<(UdpSocket, u16)> {
+pub(crate) async fn bind_rtp(shared: &Shared) -> Option<(UdpSocket, u16)> {
     let (low, high) = shared.config.rtp_ports;
     let span = u32::from(high.saturating_sub(low) / 2).max(1);
     let start = rand::random::<u32>() % span;
@@ -366,10 +415,10 @@ async fn bind_rtp(shared: &Shared) -> Option<(UdpSocket, u16)> {
 
 /// The connector's SDP side of the SIP stack's offer/answer: ours ([`sdp`]), with each
 /// settled [`PhoneMedia`] handed to the call's media task.
-struct PhoneSdp {
-    local: Local,
-    version: u64,
-    media: watch::Sender<Option<PhoneMedia>>,
+pub(crate) struct PhoneSdp {
+    pub local: Local,
+    pub version: u64,
+    pub media: watch::Sender<Option<PhoneMedia>>,
 }
 
 fn to_ezk(text: String) -> Result<SessionDescription, NegotiationError> {
