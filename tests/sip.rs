@@ -624,3 +624,28 @@ fn a_trunk_registers_and_refreshes() {
         server.log_tail()
     );
 }
+
+/// A process that runs no SIP connector cannot dial: 503, once the body is good.
+#[test]
+fn dial_out_without_a_connector_is_503() {
+    netns::enter();
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+            ("SIP__ENABLED", "false"),
+        ],
+    );
+    let trunk = r#"{"domain":"127.0.0.1:5080","canTerminate":true}"#;
+    let r = admin(&server, "PUT", "/sip/trunks/main", trunk);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = admin(
+        &server,
+        "POST",
+        "/channels/room/dial",
+        r#"{"number":"1234"}"#,
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    let r = admin(&server, "POST", "/channels/room/dial", r#"{"number":""}"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+}

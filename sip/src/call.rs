@@ -181,7 +181,7 @@ pub(crate) struct Up {
     pub route: crate::Route,
     /// `sip:<number>`: what participants see the phone as.
     pub display: String,
-    /// The dialog's Call-ID (INFO requests carry it).
+    /// The dialog's Call-ID (INFO requests carry it); empty when unknown (matches no INFO).
     pub call_id: String,
     /// How logs name the call ("call from 192.0.2.1:5060", "call to sip:1234").
     pub peer: String,
@@ -322,7 +322,7 @@ pub(crate) async fn info(
         .unwrap_or_else(PoisonError::into_inner)
         .values()
         .flatten()
-        .find(|call| call.call_id == call_id)
+        .find(|call| !call.call_id.is_empty() && call.call_id == call_id)
         .map(|call| (call.route.clone(), call.caller.clone()));
     let Some((route, caller)) = found else {
         return;

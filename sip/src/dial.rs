@@ -34,7 +34,7 @@ pub enum Transport {
 
 /// A SIP provider's account as the connector uses it: the store's trunk, without the store
 /// (the crate stays free of it; the binary copies the fields over).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Trunk {
     pub name: String,
     /// `host` or `host:port` (an IPv6 address in brackets).
@@ -50,6 +50,23 @@ pub struct Trunk {
     pub outbound_proxy: Option<String>,
     /// The From user of calls out that give none.
     pub caller_id: Option<String>,
+}
+
+/// Without the password, so a trunk may be logged.
+impl std::fmt::Debug for Trunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trunk")
+            .field("name", &self.name)
+            .field("domain", &self.domain)
+            .field("transport", &self.transport)
+            .field("register", &self.register)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "****"))
+            .field("authorization_id", &self.authorization_id)
+            .field("outbound_proxy", &self.outbound_proxy)
+            .field("caller_id", &self.caller_id)
+            .finish()
+    }
 }
 
 impl Trunk {
@@ -351,5 +368,16 @@ mod tests {
         assert!(!valid_user("a b"));
         assert!(!valid_user("a@b"));
         assert!(!valid_user("<a>"));
+    }
+
+    #[test]
+    fn a_trunk_shows_no_password() {
+        let mut t = trunk("sip.example.com", Transport::Udp);
+        t.password = Some("hunter2".into());
+        let shown = format!("{t:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("****"),
+            "{shown}"
+        );
     }
 }

@@ -350,8 +350,9 @@ impl Connector {
         dial::start(&self.shared, &self.endpoint, request)
     }
 
-    /// The trunks as the store has them now: those with `register` set are registered with
-    /// their providers (and kept so), the others' registrations end. Call it on every change.
+    /// The enabled trunks as the store has them now: those with `register` set are registered
+    /// with their providers (and kept so), the others' registrations end. Call it on every
+    /// change; an unchanged trunk's registration goes on undisturbed.
     pub fn set_trunks(&self, trunks: Vec<Trunk>) {
         self.registrations
             .lock()
