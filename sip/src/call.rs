@@ -146,6 +146,8 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
             return;
         }
     };
+    // Listed before the answer: an INFO may follow the ACK before this task runs again.
+    let (listed, commands) = list(&shared, &route, &display, &call_id);
     let call = match ringing.accept().await {
         Ok(call) => call,
         Err(e) => {
@@ -165,7 +167,8 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
         media: media_rx,
         route,
         display,
-        call_id,
+        listed,
+        commands,
         peer: format!("call from {source}"),
     };
     run_up(&shared, call, up).await;
@@ -181,8 +184,9 @@ pub(crate) struct Up {
     pub route: crate::Route,
     /// `sip:<number>`: what participants see the phone as.
     pub display: String,
-    /// The dialog's Call-ID (INFO requests carry it); empty when unknown (matches no INFO).
-    pub call_id: String,
+    /// The call in the connector's list ([`list`]), and the commands that list takes for it.
+    pub listed: Listed,
+    pub commands: mpsc::Receiver<Command>,
     /// How logs name the call ("call from 192.0.2.1:5060", "call to sip:1234").
     pub peer: String,
 }
@@ -197,13 +201,13 @@ pub(crate) async fn run_up(shared: &Shared, mut call: Call<PhoneSdp>, up: Up) {
         media: media_rx,
         route,
         display,
-        call_id,
+        listed,
+        commands: commands_rx,
         peer,
     } = up;
     let stats = &shared.stats;
     stats.calls_active.fetch_add(1, Ordering::Relaxed);
     let (events_tx, mut events) = mpsc::channel(32);
-    let (commands, commands_rx) = mpsc::channel(32);
     let bridge = Bridge {
         phone,
         media: media_rx,
@@ -214,20 +218,6 @@ pub(crate) async fn run_up(shared: &Shared, mut call: Call<PhoneSdp>, up: Up) {
         stats: stats.clone(),
     };
     let media = tokio::spawn(bridge.run());
-    let id = rand::random::<u64>();
-    shared
-        .calls
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(route.channel.clone())
-        .or_default()
-        .push(Live {
-            id,
-            call_id: call_id.clone(),
-            route: route.clone(),
-            caller: display.clone(),
-            commands: commands.clone(),
-        });
     let mut hang_up = false;
     loop {
         tokio::select! {
@@ -270,19 +260,66 @@ pub(crate) async fn run_up(shared: &Shared, mut call: Call<PhoneSdp>, up: Up) {
     if hang_up && let Err(e) = call.terminate().await {
         tracing::debug!("{peer}: BYE: {e}");
     }
-    {
-        let mut calls = shared.calls.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(live) = calls.get_mut(&route.channel) {
-            live.retain(|call| call.id != id);
-            if live.is_empty() {
-                calls.remove(&route.channel);
-            }
-        }
-    }
-    drop(commands);
+    // Out of the list, the bridge's last command sender is gone: it ends.
+    drop(listed);
     let _ = media.await;
     stats.calls_active.fetch_sub(1, Ordering::Relaxed);
     tracing::info!("{peer} ended");
+}
+
+/// A call in the connector's list by channel (what INFO and participants' key presses find);
+/// it leaves the list when dropped.
+pub(crate) struct Listed {
+    shared: Arc<Shared>,
+    channel: String,
+    id: u64,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        let mut calls = self
+            .shared
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(live) = calls.get_mut(&self.channel) {
+            live.retain(|call| call.id != self.id);
+            if live.is_empty() {
+                calls.remove(&self.channel);
+            }
+        }
+    }
+}
+
+/// Lists a call under its channel as `display`, its dialog's Call-ID `call_id` (empty when
+/// unknown: it then matches no INFO); the receiver takes the commands sent to it.
+pub(crate) fn list(
+    shared: &Arc<Shared>,
+    route: &crate::Route,
+    display: &str,
+    call_id: &str,
+) -> (Listed, mpsc::Receiver<Command>) {
+    let (commands, commands_rx) = mpsc::channel(32);
+    let id = rand::random::<u64>();
+    shared
+        .calls
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(route.channel.clone())
+        .or_default()
+        .push(Live {
+            id,
+            call_id: call_id.to_string(),
+            route: route.clone(),
+            caller: display.to_string(),
+            commands,
+        });
+    let listed = Listed {
+        shared: shared.clone(),
+        channel: route.channel.clone(),
+        id,
+    };
+    (listed, commands_rx)
 }
 
 /// Joins `route`'s channel as `display`: a token, the `POST /mix` and its connection.

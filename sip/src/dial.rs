@@ -278,15 +278,17 @@ async fn place(
         route.channel,
         route.application
     );
+    // The SIP stack does not show a dialled call's Call-ID: INFO key presses from the callee
+    // are not matched (RFC 4733 events are).
+    let (listed, commands) = call::list(shared, &route, &display, "");
     let up = Up {
         leg,
         phone: rtp,
         media: media_rx,
         route,
         display,
-        // The SIP stack does not show a dialled call's Call-ID: INFO key presses from the
-        // callee are not matched (RFC 4733 events are).
-        call_id: String::new(),
+        listed,
+        commands,
         peer: peer.to_string(),
     };
     call::run_up(shared, call, up).await;
