@@ -483,3 +483,217 @@ with socket.create_connection(("127.0.0.1", 5061), timeout=5) as raw, ctx.wrap_s
         server.log_tail()
     );
 }
+
+/// The admin API's `POST /channels/{channel}/dial`, retried while the trunk just written has
+/// not reached all-in-one's cached store yet (a 404): the final response.
+fn dial(server: &Server, channel: &str, body: &str) -> switchyard_tests::http::Response {
+    let path = format!("/channels/{channel}/dial");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = admin(server, "POST", &path, body);
+        if r.status != 404 || Instant::now() >= deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Dial-out: a phone calls into channel `room` playing a tone; the admin API dials 1234
+/// through trunk `main` (a SIPp callee on 5080), which answers with a tone of its own. The
+/// callee hears the phone, the phone hears the callee; once the callee's tone ends, the RTP
+/// timeout hangs the dialled call up with a BYE, which the callee's scenario waits for.
+#[test]
+fn dial_out_reaches_a_sipp_callee() {
+    netns::enter();
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+            ("SIP__RTPTIMEOUT", "3"),
+        ],
+    );
+    let dir = temp_dir();
+    let phone_tone = sip::tone_pcap(&dir, "pcmu", PHONE_A, 20);
+    let callee_tone = sip::tone_pcap(&dir, "pcmu", PHONE_B, 8);
+    let trunk = r#"{"domain":"127.0.0.1:5080","canTerminate":true}"#;
+    let r = admin(&server, "PUT", "/sip/trunks/main", trunk);
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Refusals first: a bad number, a trunk that does not exist, a bad body.
+    let r = admin(
+        &server,
+        "POST",
+        "/channels/room/dial",
+        r#"{"number":"12 34"}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = admin(&server, "POST", "/channels/room/dial", r#"{"numbr":"1"}"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = admin(
+        &server,
+        "POST",
+        "/channels/room/dial",
+        r#"{"number":"1","trunk":"nope"}"#,
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    let freqs = [PHONE_A, PHONE_B];
+    let callee_hears = sip::capture_all(6200, 5, &freqs);
+    let callee = sip::sipp_uas(
+        &dir,
+        "uas_answer.xml",
+        5080,
+        6200,
+        &["-key", "pcap", &callee_tone.display().to_string()],
+    );
+    let phone = sip::sipp(
+        &dir,
+        "uac_tone.xml",
+        "room",
+        5070,
+        6000,
+        &[
+            "-key",
+            "pcap",
+            &phone_tone.display().to_string(),
+            "-d",
+            "15000",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log_tail().contains(r#"user="sip:sipp""#) {
+        assert!(
+            Instant::now() < deadline,
+            "the phone never joined:\n{}",
+            server.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let phone_hears = sip::capture_all(6000, 4, &freqs);
+    let r = dial(&server, "room", r#"{"number":"1234"}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(r.body.contains(r#""call""#), "{}", r.body);
+    sip::passed(callee, &dir, "the callee");
+    sip::passed(phone, &dir, "the phone");
+    let callee_report = sip::captured(callee_hears);
+    let phone_report = sip::captured(phone_hears);
+    println!("callee: {callee_report}\nphone: {phone_report}");
+    assert!(
+        sip::tone_db(&callee_report, PHONE_A) >= 30.0,
+        "the callee did not hear the phone: {callee_report:#}\n{}",
+        server.log_tail()
+    );
+    assert!(
+        sip::tone_db(&phone_report, PHONE_B) >= 30.0,
+        "the phone did not hear the callee: {phone_report:#}"
+    );
+    // Mix-minus: neither hears itself.
+    assert!(
+        sip::tone_db(&callee_report, PHONE_B) <= 20.0,
+        "{callee_report:#}"
+    );
+    assert!(
+        sip::tone_db(&phone_report, PHONE_A) <= 20.0,
+        "{phone_report:#}"
+    );
+    let m = server.metrics();
+    assert_eq!(m["switchyard_sip_calls_out_total"], 1.0, "{m:?}");
+    assert_eq!(m["switchyard_sip_calls_out_failed_total"], 0.0, "{m:?}");
+}
+
+/// Dial-out through a trunk that wants digest authentication: the callee (SIPp's
+/// verifyauth) takes the re-sent INVITE only with the trunk's user name and password.
+#[test]
+fn dial_out_authenticates_with_digest() {
+    netns::enter();
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+            ("SIP__RTPTIMEOUT", "3"),
+        ],
+    );
+    let dir = temp_dir();
+    let callee_tone = sip::tone_pcap(&dir, "pcmu", PHONE_B, 4);
+    let trunk =
+        r#"{"domain":"127.0.0.1:5080","canTerminate":true,"username":"alice","password":"secret"}"#;
+    let r = admin(&server, "PUT", "/sip/trunks/pbx", trunk);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let callee = sip::sipp_uas(
+        &dir,
+        "uas_auth.xml",
+        5080,
+        6200,
+        &[
+            "-key",
+            "user",
+            "alice",
+            "-key",
+            "password",
+            "secret",
+            "-key",
+            "pcap",
+            &callee_tone.display().to_string(),
+        ],
+    );
+    let r = dial(
+        &server,
+        "room",
+        r#"{"number":"+4930123","trunk":"pbx","callerId":"+4930999"}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    sip::passed(callee, &dir, "the callee");
+    let m = server.metrics();
+    assert_eq!(m["switchyard_sip_calls_out_total"], 1.0, "{m:?}");
+    assert_eq!(
+        m["switchyard_sip_calls_out_failed_total"],
+        0.0,
+        "{m:?}\n{}",
+        server.log_tail()
+    );
+}
+
+/// A trunk with `register` set: the connector REGISTERs with the provider (SIPp, which grants
+/// 10 s) and refreshes the binding before SIPp gives up after 30 s.
+#[test]
+fn a_trunk_registers_and_refreshes() {
+    netns::enter();
+    let server = Server::start_with_env(&[], &[("ADMIN__IPADDRESSES", "127.0.0.1/32")]);
+    let dir = temp_dir();
+    let registrar = sip::sipp_uas(&dir, "uas_register.xml", 5090, 6300, &[]);
+    let trunk = r#"{"domain":"127.0.0.1:5090","register":true,"username":"alice"}"#;
+    let r = admin(&server, "PUT", "/sip/trunks/provider", trunk);
+    assert_eq!(r.status, 200, "{}", r.body);
+    sip::passed(registrar, &dir, "the registrar");
+    let m = server.metrics();
+    assert!(
+        m["switchyard_sip_registrations_total"] >= 1.0,
+        "{m:?}\n{}",
+        server.log_tail()
+    );
+}
+
+/// A process that runs no SIP connector cannot dial: 503, once the body is good.
+#[test]
+fn dial_out_without_a_connector_is_503() {
+    netns::enter();
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+            ("SIP__ENABLED", "false"),
+        ],
+    );
+    let trunk = r#"{"domain":"127.0.0.1:5080","canTerminate":true}"#;
+    let r = admin(&server, "PUT", "/sip/trunks/main", trunk);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = admin(
+        &server,
+        "POST",
+        "/channels/room/dial",
+        r#"{"number":"1234"}"#,
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    let r = admin(&server, "POST", "/channels/room/dial", r#"{"number":""}"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+}

@@ -16,7 +16,7 @@ use ezk_sip_types::header::typed::{Contact, ContentType};
 use ezk_sip_types::host::{Host, HostPort};
 use ezk_sip_types::uri::NameAddr;
 use ezk_sip_types::uri::{SipUri, SipUriUserPart};
-use ezk_sip_ua::{CallEvent, InboundCall, MediaBackend};
+use ezk_sip_ua::{Call, CallEvent, InboundCall, MediaBackend};
 use switchyard_codec::audio::parse_dtmf_relay;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -129,22 +129,7 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
     } else {
         format!("sip:{from_user}")
     };
-    let join = async {
-        let token = shared
-            .directory
-            .token(&route, &display)
-            .map_err(|e| format!("no token: {e}"))?;
-        let join = Join {
-            base: shared.config.gateway.clone(),
-            channel: route.channel.clone(),
-            token,
-        };
-        let mut leg = ChannelLeg::join(&shared.http, &shared.identity, &join)
-            .await
-            .map_err(|e| e.to_string())?;
-        leg.connect(JOIN_TIMEOUT).await.map_err(|e| e.to_string())?;
-        Ok::<ChannelLeg, String>(leg)
-    };
+    let join = join_channel(&shared, &route, &display);
     let leg = tokio::select! {
         () = ringing.cancelled() => {
             stats.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -161,7 +146,9 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
             return;
         }
     };
-    let mut call = match ringing.accept().await {
+    // Listed before the answer: an INFO may follow the ACK before this task runs again.
+    let (listed, commands) = list(&shared, &route, &display, &call_id);
+    let call = match ringing.accept().await {
         Ok(call) => call,
         Err(e) => {
             tracing::info!("call from {source}: not answered: {e}");
@@ -174,11 +161,55 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
         route.channel,
         route.application
     );
+    let up = Up {
+        leg,
+        phone: rtp,
+        media: media_rx,
+        route,
+        display,
+        listed,
+        commands,
+        peer: format!("call from {source}"),
+    };
+    run_up(&shared, call, up).await;
+}
+
+/// What a call that is up (answered, its channel joined) is run with, whichever side placed it.
+pub(crate) struct Up {
+    pub leg: ChannelLeg,
+    /// The call's RTP socket, to the phone.
+    pub phone: UdpSocket,
+    /// The phone's media as offer/answer settles it (re-INVITEs change it).
+    pub media: watch::Receiver<Option<PhoneMedia>>,
+    pub route: crate::Route,
+    /// `sip:<number>`: what participants see the phone as.
+    pub display: String,
+    /// The call in the connector's list ([`list`]), and the commands that list takes for it.
+    pub listed: Listed,
+    pub commands: mpsc::Receiver<Command>,
+    /// How logs name the call ("call from 192.0.2.1:5060", "call to sip:1234").
+    pub peer: String,
+}
+
+/// Runs a call that is up until either side hangs up: its media task (the bridge) beside
+/// SIP's events, the call listed under its channel meanwhile. Inbound and dialled calls share
+/// it, so both behave alike once answered.
+pub(crate) async fn run_up(shared: &Shared, mut call: Call<PhoneSdp>, up: Up) {
+    let Up {
+        leg,
+        phone,
+        media: media_rx,
+        route,
+        display,
+        listed,
+        commands: commands_rx,
+        peer,
+    } = up;
+    let stats = &shared.stats;
     stats.calls_active.fetch_add(1, Ordering::Relaxed);
     let (events_tx, mut events) = mpsc::channel(32);
-    let (commands, commands_rx) = mpsc::channel(32);
     let bridge = Bridge {
-        phone: rtp,
+        phone,
         media: media_rx,
         leg,
         events: events_tx,
@@ -187,49 +218,35 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
         stats: stats.clone(),
     };
     let media = tokio::spawn(bridge.run());
-    let id = rand::random::<u64>();
-    shared
-        .calls
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(route.channel.clone())
-        .or_default()
-        .push(Live {
-            id,
-            call_id: call_id.clone(),
-            route: route.clone(),
-            caller: display.clone(),
-            commands: commands.clone(),
-        });
     let mut hang_up = false;
     loop {
         tokio::select! {
             event = call.run() => match event {
                 Ok(CallEvent::Internal(event)) => {
                     if let Err(e) = call.handle_internal_event(event).await {
-                        tracing::info!("call from {source}: {e}");
+                        tracing::info!("{peer}: {e}");
                         break;
                     }
                 }
                 Ok(CallEvent::Media(never)) => match never {},
                 Ok(CallEvent::Terminated) => break,
                 Err(e) => {
-                    tracing::info!("call from {source}: {e}");
+                    tracing::info!("{peer}: {e}");
                     break;
                 }
             },
             event = events.recv() => match event {
                 Some(Event::Digit(digit)) => {
-                    tracing::debug!("call from {source}: DTMF {digit}");
+                    tracing::debug!("{peer}: DTMF {digit}");
                     shared.directory.digit(&route, &display, digit);
                 }
                 Some(Event::Timeout) => {
-                    tracing::info!("call from {source}: no RTP for {:?}, hanging up", shared.config.rtp_timeout);
+                    tracing::info!("{peer}: no RTP for {:?}, hanging up", shared.config.rtp_timeout);
                     hang_up = true;
                     break;
                 }
                 Some(Event::Failed(e)) => {
-                    tracing::warn!("call from {source}: media failed: {e}");
+                    tracing::warn!("{peer}: media failed: {e}");
                     hang_up = true;
                     break;
                 }
@@ -241,21 +258,90 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
         }
     }
     if hang_up && let Err(e) = call.terminate().await {
-        tracing::debug!("call from {source}: BYE: {e}");
+        tracing::debug!("{peer}: BYE: {e}");
     }
-    {
-        let mut calls = shared.calls.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(live) = calls.get_mut(&route.channel) {
-            live.retain(|call| call.id != id);
+    // Out of the list, the bridge's last command sender is gone: it ends.
+    drop(listed);
+    let _ = media.await;
+    stats.calls_active.fetch_sub(1, Ordering::Relaxed);
+    tracing::info!("{peer} ended");
+}
+
+/// A call in the connector's list by channel (what INFO and participants' key presses find);
+/// it leaves the list when dropped.
+pub(crate) struct Listed {
+    shared: Arc<Shared>,
+    channel: String,
+    id: u64,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        let mut calls = self
+            .shared
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(live) = calls.get_mut(&self.channel) {
+            live.retain(|call| call.id != self.id);
             if live.is_empty() {
-                calls.remove(&route.channel);
+                calls.remove(&self.channel);
             }
         }
     }
-    drop(commands);
-    let _ = media.await;
-    stats.calls_active.fetch_sub(1, Ordering::Relaxed);
-    tracing::info!("call from {source} ended");
+}
+
+/// Lists a call under its channel as `display`, its dialog's Call-ID `call_id` (empty when
+/// unknown: it then matches no INFO); the receiver takes the commands sent to it.
+pub(crate) fn list(
+    shared: &Arc<Shared>,
+    route: &crate::Route,
+    display: &str,
+    call_id: &str,
+) -> (Listed, mpsc::Receiver<Command>) {
+    let (commands, commands_rx) = mpsc::channel(32);
+    let id = rand::random::<u64>();
+    shared
+        .calls
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(route.channel.clone())
+        .or_default()
+        .push(Live {
+            id,
+            call_id: call_id.to_string(),
+            route: route.clone(),
+            caller: display.to_string(),
+            commands,
+        });
+    let listed = Listed {
+        shared: shared.clone(),
+        channel: route.channel.clone(),
+        id,
+    };
+    (listed, commands_rx)
+}
+
+/// Joins `route`'s channel as `display`: a token, the `POST /mix` and its connection.
+pub(crate) async fn join_channel(
+    shared: &Shared,
+    route: &crate::Route,
+    display: &str,
+) -> Result<ChannelLeg, String> {
+    let token = shared
+        .directory
+        .token(route, display)
+        .map_err(|e| format!("no token: {e}"))?;
+    let join = Join {
+        base: shared.config.gateway.clone(),
+        channel: route.channel.clone(),
+        token,
+    };
+    let mut leg = ChannelLeg::join(&shared.http, &shared.identity, &join)
+        .await
+        .map_err(|e| e.to_string())?;
+    leg.connect(JOIN_TIMEOUT).await.map_err(|e| e.to_string())?;
+    Ok(leg)
 }
 
 /// Takes an INFO in one of our calls' dialogs (RFC 6086): `application/dtmf-relay` and
@@ -273,7 +359,7 @@ pub(crate) async fn info(
         .unwrap_or_else(PoisonError::into_inner)
         .values()
         .flatten()
-        .find(|call| call.call_id == call_id)
+        .find(|call| !call.call_id.is_empty() && call.call_id == call_id)
         .map(|call| (call.route.clone(), call.caller.clone()));
     let Some((route, caller)) = found else {
         return;
@@ -336,7 +422,7 @@ fn public_address(shared: &Shared, invite: &IncomingRequest) -> IpAddr {
     }
 }
 
-fn contact(address: IpAddr, port: u16) -> Contact {
+pub(crate) fn contact(address: IpAddr, port: u16) -> Contact {
     let host = match address {
         IpAddr::V4(ip) => Host::IP4(ip),
         IpAddr::V6(ip) => Host::IP6(ip),
@@ -350,7 +436,7 @@ fn contact(address: IpAddr, port: u16) -> Contact {
 }
 
 /// A socket on a free even port of the configured range (odd ones are left for RTCP).
-async fn bind_rtp(shared: &Shared) -> Option<(UdpSocket, u16)> {
+pub(crate) async fn bind_rtp(shared: &Shared) -> Option<(UdpSocket, u16)> {
     let (low, high) = shared.config.rtp_ports;
     let span = u32::from(high.saturating_sub(low) / 2).max(1);
     let start = rand::random::<u32>() % span;
@@ -366,10 +452,10 @@ async fn bind_rtp(shared: &Shared) -> Option<(UdpSocket, u16)> {
 
 /// The connector's SDP side of the SIP stack's offer/answer: ours ([`sdp`]), with each
 /// settled [`PhoneMedia`] handed to the call's media task.
-struct PhoneSdp {
-    local: Local,
-    version: u64,
-    media: watch::Sender<Option<PhoneMedia>>,
+pub(crate) struct PhoneSdp {
+    pub local: Local,
+    pub version: u64,
+    pub media: watch::Sender<Option<PhoneMedia>>,
 }
 
 fn to_ezk(text: String) -> Result<SessionDescription, NegotiationError> {

@@ -14,8 +14,10 @@
 
 mod bridge;
 mod call;
+pub mod dial;
 mod fifo;
 pub mod leg;
+mod register;
 pub mod sdp;
 
 use std::collections::HashMap;
@@ -31,6 +33,7 @@ use ezk_sip_ua::invite::InviteLayer;
 use switchyard_dataplane::dtls::Identity;
 
 pub use bridge::Event as CallEvent;
+pub use dial::{Dial, DialError, Transport, Trunk, valid_number};
 
 /// Where the connector listens and how its calls behave.
 #[derive(Debug, Clone)]
@@ -115,6 +118,12 @@ pub struct Stats {
     /// Datagrams on a channel leg that failed (SRTP, DTLS).
     pub channel_errors: AtomicU64,
     pub packets_to_phones: AtomicU64,
+    /// Calls out placed, and those that failed before the callee answered.
+    pub calls_out: AtomicU64,
+    pub calls_out_failed: AtomicU64,
+    /// Trunk registrations that succeeded, and those that failed or lapsed.
+    pub registrations: AtomicU64,
+    pub registration_failures: AtomicU64,
 }
 
 impl Stats {
@@ -193,6 +202,26 @@ impl Stats {
                 "RTP packets sent to phones.",
                 get(&self.packets_to_phones),
             ),
+            (
+                "calls_out_total",
+                "Calls out placed through trunks.",
+                get(&self.calls_out),
+            ),
+            (
+                "calls_out_failed_total",
+                "Calls out that failed before the answer (refused, unanswered, no channel).",
+                get(&self.calls_out_failed),
+            ),
+            (
+                "registrations_total",
+                "Registrations with trunks that succeeded.",
+                get(&self.registrations),
+            ),
+            (
+                "registration_failures_total",
+                "Registrations with trunks that failed or lapsed.",
+                get(&self.registration_failures),
+            ),
         ]
     }
 }
@@ -214,6 +243,7 @@ pub struct Connector {
     endpoint: Endpoint,
     shared: Arc<Shared>,
     listening: SocketAddr,
+    registrations: Mutex<register::Registrations>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -279,6 +309,7 @@ impl Connector {
             endpoint,
             shared,
             listening,
+            registrations: Mutex::new(register::Registrations::default()),
         })
     }
 
@@ -310,6 +341,23 @@ impl Connector {
                     .is_ok()
             })
             .count()
+    }
+
+    /// Places a call out through `request.trunk` and joins it to `request.channel` once
+    /// answered. Returns at once with the call's id (for logs); how the call goes is logged
+    /// and counted (`calls_out_total`, `calls_out_failed_total`), as nobody waits on it.
+    pub fn dial(&self, request: Dial) -> Result<String, DialError> {
+        dial::start(&self.shared, &self.endpoint, request)
+    }
+
+    /// The enabled trunks as the store has them now: those with `register` set are registered
+    /// with their providers (and kept so), the others' registrations end. Call it on every
+    /// change; an unchanged trunk's registration goes on undisturbed.
+    pub fn set_trunks(&self, trunks: Vec<Trunk>) {
+        self.registrations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set(&self.shared, &self.endpoint, trunks);
     }
 
     pub fn endpoint(&self) -> &Endpoint {

@@ -804,7 +804,15 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
                     state: Arc::downgrade(&state),
                 };
                 let connector = Arc::new(sip::start(settings, Arc::new(directory)).await?);
-                let _ = state.phones.set(Arc::new(sip::ConnectorPhones(connector.clone())));
+                let phones = sip::ConnectorPhones {
+                    connector: connector.clone(),
+                    store: state.store.clone(),
+                    default_application: state.dev_tokens.as_ref().map(|(id, _)| id.clone()),
+                };
+                let _ = state.phones.set(Arc::new(phones));
+                if let Some(store) = state.store.clone() {
+                    sip::follow_trunks(Arc::downgrade(&connector), store);
+                }
                 Some(connector)
             }
             None => None,

@@ -8,12 +8,12 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use switchyard_controlplane::config::Config;
-use switchyard_controlplane::phones::Phones;
+use switchyard_controlplane::phones::{DialRefusal, DialRequest, Phones};
 use switchyard_controlplane::session::AppState;
 use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
-use switchyard_sip::{Connector, Directory, Incoming, Route, TlsConfig};
+use switchyard_sip::{Connector, Dial, DialError, Directory, Incoming, Route, TlsConfig, Trunk};
 use switchyard_store::CachedStore;
-use switchyard_store::sip::SipCall;
+use switchyard_store::sip::{SipCall, SipTransport, SipTrunk};
 
 use crate::fatal::Fatal;
 
@@ -152,17 +152,115 @@ impl Directory for LocalDirectory {
     }
 }
 
-/// The connector's calls as signalling reaches them (participants' `dtmf`).
-pub struct ConnectorPhones(pub Arc<Connector>);
+/// The connector's calls as signalling and the admin API reach them (participants' `dtmf`,
+/// dial-out).
+pub struct ConnectorPhones {
+    pub connector: Arc<Connector>,
+    /// Where trunks are read from (dial-out needs one).
+    pub store: Option<CachedStore>,
+    /// The application calls out join when the request names none (the dev one).
+    pub default_application: Option<String>,
+}
 
 impl Phones for ConnectorPhones {
     fn send_digits(&self, channel: &str, to: Option<&str>, digits: &str) -> usize {
-        self.0.send_digits(channel, to, digits)
+        self.connector.send_digits(channel, to, digits)
     }
 
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
-        self.0.stats().snapshot()
+        self.connector.stats().snapshot()
     }
+
+    fn dial(&self, request: DialRequest<'_>) -> Result<String, DialRefusal> {
+        let no_trunk = || match request.trunk {
+            Some(name) => DialRefusal::NoTrunk(format!(
+                "no enabled trunk {name:?} that can terminate calls"
+            )),
+            None => DialRefusal::NoTrunk("no enabled trunk can terminate calls".into()),
+        };
+        let store = self.store.as_ref().ok_or_else(no_trunk)?;
+        let trunk = match request.trunk {
+            Some(name) => store
+                .sip_trunk(name)
+                .filter(|t| t.enabled && t.can_terminate),
+            None => store.sip_outbound_trunk(),
+        }
+        .ok_or_else(no_trunk)?;
+        let application = request
+            .application
+            .map(str::to_string)
+            .or_else(|| self.default_application.clone())
+            .ok_or_else(|| {
+                DialRefusal::Invalid("no application given, and there is no default one".into())
+            })?;
+        if !switchyard_store::sip::valid_channel_id(request.channel) {
+            return Err(DialRefusal::Invalid(format!(
+                "{:?} is not a channel id",
+                request.channel
+            )));
+        }
+        let dial = Dial {
+            channel: request.channel.to_string(),
+            application,
+            number: request.number.to_string(),
+            trunk: trunk_of(&trunk),
+            caller_id: request.caller_id.map(str::to_string),
+        };
+        self.connector.dial(dial).map_err(|e| match e {
+            DialError::BadNumber(_) | DialError::BadCallerId(_) => {
+                DialRefusal::Invalid(e.to_string())
+            }
+            DialError::BadTrunk(..) => DialRefusal::NoTrunk(e.to_string()),
+        })
+    }
+}
+
+/// The store's trunk as the connector takes it.
+fn trunk_of(trunk: &SipTrunk) -> Trunk {
+    Trunk {
+        name: trunk.name.clone(),
+        domain: trunk.domain.clone(),
+        transport: match trunk.transport {
+            SipTransport::Udp => switchyard_sip::Transport::Udp,
+            SipTransport::Tcp => switchyard_sip::Transport::Tcp,
+            SipTransport::Tls => switchyard_sip::Transport::Tls,
+        },
+        register: trunk.register,
+        username: trunk.username.clone(),
+        password: trunk.password.as_ref().map(|p| p.expose().to_string()),
+        authorization_id: trunk.authorization_id.clone(),
+        outbound_proxy: trunk.outbound_proxy.clone(),
+        caller_id: trunk.caller_id.clone(),
+    }
+}
+
+/// How often the trunks are read again for registration (a cheap look at the cached store).
+const TRUNKS_POLL: Duration = Duration::from_secs(2);
+
+/// Keeps the connector's registrations in step with the store's enabled trunks, until the
+/// connector is dropped.
+pub fn follow_trunks(connector: Weak<Connector>, store: CachedStore) {
+    tokio::spawn(async move {
+        let mut last: Option<Vec<SipTrunk>> = None;
+        loop {
+            let Some(connector) = connector.upgrade() else {
+                return;
+            };
+            let trunks: Vec<SipTrunk> = store
+                .snapshot()
+                .sip_trunks
+                .iter()
+                .filter(|t| t.enabled)
+                .cloned()
+                .collect();
+            if last.as_ref() != Some(&trunks) {
+                connector.set_trunks(trunks.iter().map(trunk_of).collect());
+                last = Some(trunks);
+            }
+            drop(connector);
+            tokio::time::sleep(TRUNKS_POLL).await;
+        }
+    });
 }
 
 /// A token for `route` signed with its application's first secret.
@@ -221,6 +319,7 @@ pub fn connector(args: SipConnectorArgs) -> Result<(), Fatal> {
             Vec::new(),
             stopped,
         ));
+        let cache_for_trunks = cache.clone();
         let directory = LocalDirectory {
             store: Some(cache),
             applications,
@@ -228,7 +327,8 @@ pub fn connector(args: SipConnectorArgs) -> Result<(), Fatal> {
             // Key presses have no participants here to go to yet: a gateway would pass them on.
             state: Weak::new(),
         };
-        let connector = start(settings, Arc::new(directory)).await?;
+        let connector = Arc::new(start(settings, Arc::new(directory)).await?);
+        follow_trunks(Arc::downgrade(&connector), cache_for_trunks);
         tracing::info!(
             "SIP connector on {}: calls join channels through {}",
             connector.listening(),

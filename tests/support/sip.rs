@@ -272,3 +272,30 @@ pub fn to_tag(message: &str) -> Option<String> {
             .to_string(),
     )
 }
+
+/// SIPp as a callee or registrar of tests/sip (a `uas_*.xml` scenario) on SIP port `sip_port`
+/// and media port `media_port`, for the server to call or register with, with `extra`
+/// arguments; it exits after one call (or registration), 255 after 30 s without one.
+pub fn sipp_uas(
+    dir: &Path,
+    scenario: &str,
+    sip_port: u16,
+    media_port: u16,
+    extra: &[&str],
+) -> Child {
+    let cwd = dir.join(format!("sipp-{sip_port}"));
+    std::fs::create_dir_all(&cwd).expect("sipp dir");
+    Command::new("sipp")
+        .current_dir(&cwd)
+        .arg("-sf")
+        .arg(tool(scenario))
+        .args(["-i", "127.0.0.1", "-p", &sip_port.to_string()])
+        .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
+        .args(["-m", "1", "-nostdin", "-trace_err"])
+        .args(["-timeout", "30", "-timeout_error"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sipp (Debian's sip-tester)")
+}

@@ -16,6 +16,31 @@ pub trait Phones: Send + Sync {
     /// The connector's counters as `(name, help, value)`, shown as `switchyard_sip_<name>`
     /// (a counter when the name ends in `_total`, else a gauge).
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)>;
+    /// Dials `number` through `trunk` (else the first enabled trunk that may terminate calls)
+    /// and joins the call to `channel` of `application` (else the process's default one) when
+    /// answered. Returns the call's id at once; the call goes on on its own.
+    fn dial(&self, request: DialRequest<'_>) -> Result<String, DialRefusal>;
+}
+
+/// A call out an administrator asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct DialRequest<'a> {
+    pub channel: &'a str,
+    pub number: &'a str,
+    pub trunk: Option<&'a str>,
+    pub caller_id: Option<&'a str>,
+    pub application: Option<&'a str>,
+}
+
+/// Why a call out was not placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialRefusal {
+    /// The number, caller id or application is not acceptable (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No enabled trunk that may terminate calls, or not the one named (404).
+    #[error("{0}")]
+    NoTrunk(String),
 }
 
 /// Whether `digits` may be sent: 1 to [`MAX_DIGITS`] of [`DTMF_DIGITS`] (lower-case a-d too).
@@ -27,9 +52,32 @@ pub fn valid_digits(digits: &str) -> bool {
             .all(|c| DTMF_DIGITS.contains(c.to_ascii_uppercase()))
 }
 
+/// The most characters a number to dial may have.
+pub const MAX_NUMBER: usize = 32;
+
+/// Whether `number` may be dialled: 1 to [`MAX_NUMBER`] of digits, `+`, `*` and `#` (it goes
+/// into a Request-URI's user part as it is).
+pub fn valid_number(number: &str) -> bool {
+    !number.is_empty()
+        && number.len() <= MAX_NUMBER
+        && number
+            .chars()
+            .all(|c| c.is_ascii_digit() || "+*#".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::valid_digits;
+    use super::{valid_digits, valid_number};
+
+    #[test]
+    fn numbers_are_checked() {
+        assert!(valid_number("+4930123456"));
+        assert!(valid_number("*21#"));
+        assert!(!valid_number(""));
+        assert!(!valid_number("12 34"));
+        assert!(!valid_number("sip:1@x"));
+        assert!(!valid_number(&"1".repeat(33)));
+    }
 
     #[test]
     fn digits_are_checked() {

@@ -27,6 +27,7 @@ use serde::Serialize;
 use switchyard_controlplane::allowlist::{AllowList, Guarded, guard};
 use switchyard_controlplane::error::{Error, ErrorBody};
 use switchyard_controlplane::metrics::Metrics;
+use switchyard_controlplane::phones::{DialRefusal, DialRequest};
 use switchyard_controlplane::protocol::TrackInfo;
 use switchyard_store::CachedStore;
 
@@ -157,6 +158,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
             "/channels/{channel}/connections/{connection}/recording",
             post(start_connection_recording).delete(stop_connection_recording),
         )
+        .route("/channels/{channel}/dial", post(dial))
         .route_layer(middleware::from_fn_with_state(admin.clone(), key_guard))
         .route_layer(middleware::from_fn_with_state(allowed.clone(), guard))
         .with_state(admin);
@@ -499,6 +501,64 @@ async fn stop_connection_recording(
         "recording": false,
         "files": files
     })))
+}
+
+/// A call out to place ([`dial`]).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DialBody {
+    number: String,
+    #[serde(default)]
+    trunk: Option<String>,
+    #[serde(default)]
+    caller_id: Option<String>,
+    #[serde(default)]
+    application: Option<String>,
+}
+
+/// Dials a number through a SIP trunk and joins the call to the channel once answered:
+/// `202 {"call": id}` at once, as ringing may take a minute (the call's fate is in the log and
+/// the `switchyard_sip_calls_out*` metrics). Only a process that runs the SIP connector
+/// (all-in-one) can; a gateway answers 503.
+async fn dial(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path(channel): Path<String>,
+    body: Result<Json<DialBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
+    let Json(body) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
+    if !switchyard_controlplane::phones::valid_number(&body.number) {
+        return Err(Error::BadRequest(format!(
+            "{:?} is not a number to dial: 1 to 32 of 0-9, +, * and #",
+            body.number
+        )));
+    }
+    let phones = match &admin.administered {
+        Administered::AllInOne(a) => a.state.phones.get().cloned(),
+        Administered::Cluster(_) => None,
+    };
+    let Some(phones) = phones else {
+        return Err(Error::Unavailable(
+            "this process runs no SIP connector".into(),
+        ));
+    };
+    let request = DialRequest {
+        channel: &channel,
+        number: &body.number,
+        trunk: body.trunk.as_deref(),
+        caller_id: body.caller_id.as_deref(),
+        application: body.application.as_deref(),
+    };
+    let call = phones.dial(request).map_err(|refusal| match refusal {
+        DialRefusal::Invalid(why) => Error::BadRequest(why),
+        DialRefusal::NoTrunk(why) => Error::NotFound(why),
+    })?;
+    let detail = serde_json::json!({ "number": body.number, "trunk": body.trunk, "call": call });
+    admin.audit(from, "channel.dial", &channel, detail).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "call": call })),
+    ))
 }
 
 async fn kick(

@@ -161,6 +161,10 @@ pub async fn document() -> Json<Value> {
                 ],
                 "post": op("Record one connection (a publication), whether or not its channel is recorded", "200"),
                 "delete": op("Stop recording one connection: its files are finished; the files and their lengths", "200")
+            },
+            "/channels/{channel}/dial": {
+                "parameters": [{ "$ref": "#/components/parameters/channel" }],
+                "post": with_body(op("Dial a number through a SIP trunk and join the call to the channel when answered: {\"number\" (0-9, +, *, #; 1-32), \"trunk\" (optional: else the first enabled that canTerminate), \"callerId\" (optional), \"application\" (optional: else the dev one)}; 202 {\"call\": id} at once; 400 for a bad body or number, 404 when no trunk can carry it, 503 where no SIP connector runs", "202"))
             }
         },
         "components": {
