@@ -115,10 +115,29 @@ impl DelayLine {
 }
 
 /// The dot product of a window (oldest first) with taps stored newest-first, i.e. the filter
-/// reversed.
+/// reversed. Written by hand because it is every phone call's hot loop (about 44 000
+/// multiply-adds per 20 ms each way): one running `f32` sum is a chain of dependent adds the
+/// compiler may not reorder, while [`LANES`] independent sums vectorize.
 fn convolve(window: &[f32], reversed_taps: &[f32]) -> f32 {
-    window.iter().zip(reversed_taps).map(|(s, t)| s * t).sum()
+    let mut sums = [0.0f32; LANES];
+    let windows = window.chunks_exact(LANES);
+    let taps = reversed_taps.chunks_exact(LANES);
+    let tail: f32 = windows
+        .remainder()
+        .iter()
+        .zip(taps.remainder())
+        .map(|(s, t)| s * t)
+        .sum();
+    for (w, t) in windows.zip(taps) {
+        for ((sum, s), t) in sums.iter_mut().zip(w).zip(t) {
+            *sum += s * t;
+        }
+    }
+    sums.iter().sum::<f32>() + tail
 }
+
+/// Independent partial sums in [`convolve`]: two AVX registers' worth.
+const LANES: usize = 16;
 
 /// 48 kHz down to a lower rate.
 pub struct Downsampler {
