@@ -77,6 +77,7 @@ fn udp_ipv4_candidate(value: &str) -> Option<SocketAddr> {
     }
 }
 
+// ok: the unwrap()/expect() calls below are test-only, on SDP the tests wrote
 #[cfg(test)]
 mod tests {
     use super::*;

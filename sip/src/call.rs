@@ -557,6 +557,7 @@ pub(crate) fn tls_acceptor(tls: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor,
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+// ok: the unwrap()/expect() calls below are test-only, on values the tests built
 #[cfg(test)]
 mod tests {
     use super::*;

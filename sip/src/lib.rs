@@ -32,7 +32,6 @@ use ezk_sip_ua::dialog::DialogLayer;
 use ezk_sip_ua::invite::InviteLayer;
 use switchyard_dataplane::dtls::Identity;
 
-pub use bridge::Event as CallEvent;
 pub use dial::{Dial, DialError, Transport, Trunk, valid_number};
 
 /// Where the connector listens and how its calls behave.
@@ -358,10 +357,6 @@ impl Connector {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .set(&self.shared, &self.endpoint, trunks);
-    }
-
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
     }
 }
 

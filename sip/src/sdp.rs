@@ -367,6 +367,7 @@ impl Writer {
     }
 }
 
+// ok: the unwrap()/expect() calls below are test-only, on values the tests built
 #[cfg(test)]
 mod tests {
     use super::*;
