@@ -35,9 +35,26 @@ pub fn tone_pcap(dir: &Path, codec: &str, freq: u32, seconds: u32) -> PathBuf {
     out
 }
 
-/// One SIPp run of a scenario of tests/sip against the server's SIP port, from SIP port
-/// `sip_port` and media port `media_port`, calling `user`, with `extra` arguments. It runs in
-/// its own directory (SIPp writes its logs there).
+/// SIPp with a scenario of tests/sip on SIP port `sip_port` and media port `media_port`, on
+/// loopback, in a directory of its own (SIPp writes its logs there), output piped.
+fn sipp_command(dir: &Path, scenario: &str, sip_port: u16, media_port: u16) -> Command {
+    let cwd = dir.join(format!("sipp-{sip_port}"));
+    std::fs::create_dir_all(&cwd).expect("sipp dir");
+    let mut command = Command::new("sipp");
+    command
+        .current_dir(&cwd)
+        .arg("-sf")
+        .arg(tool(scenario))
+        .args(["-i", "127.0.0.1", "-p", &sip_port.to_string()])
+        .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
+        .args(["-m", "1", "-nostdin", "-trace_err"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// One SIPp call of a scenario of tests/sip to the server's SIP port, from SIP port `sip_port`
+/// and media port `media_port`, calling `user`, with `extra` arguments.
 pub fn sipp(
     dir: &Path,
     scenario: &str,
@@ -46,20 +63,10 @@ pub fn sipp(
     media_port: u16,
     extra: &[&str],
 ) -> Child {
-    let cwd = dir.join(format!("sipp-{sip_port}"));
-    std::fs::create_dir_all(&cwd).expect("sipp dir");
-    Command::new("sipp")
-        .current_dir(&cwd)
-        .arg("-sf")
-        .arg(tool(scenario))
+    sipp_command(dir, scenario, sip_port, media_port)
         .arg("127.0.0.1:5060")
-        .args(["-i", "127.0.0.1", "-p", &sip_port.to_string()])
-        .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
-        .args(["-s", user, "-m", "1", "-aa", "-nostdin", "-trace_err"])
-        .args(["-timeout", "90", "-timeout_error"])
+        .args(["-s", user, "-aa", "-timeout", "90", "-timeout_error"])
         .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("run sipp (Debian's sip-tester)")
 }
@@ -283,19 +290,9 @@ pub fn sipp_uas(
     media_port: u16,
     extra: &[&str],
 ) -> Child {
-    let cwd = dir.join(format!("sipp-{sip_port}"));
-    std::fs::create_dir_all(&cwd).expect("sipp dir");
-    Command::new("sipp")
-        .current_dir(&cwd)
-        .arg("-sf")
-        .arg(tool(scenario))
-        .args(["-i", "127.0.0.1", "-p", &sip_port.to_string()])
-        .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
-        .args(["-m", "1", "-nostdin", "-trace_err"])
+    sipp_command(dir, scenario, sip_port, media_port)
         .args(["-timeout", "30", "-timeout_error"])
         .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("run sipp (Debian's sip-tester)")
 }
