@@ -697,3 +697,181 @@ fn dial_out_without_a_connector_is_503() {
     let r = admin(&server, "POST", "/channels/room/dial", r#"{"number":""}"#);
     assert_eq!(r.status, 400, "{}", r.body);
 }
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A `/sync` socket joined with `token`.
+async fn join_sync(port: u16, token: &str) -> Ws {
+    let url = format!("ws://127.0.0.1:{port}/sync");
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("connect");
+    send_json(&mut ws, serde_json::json!({"type": "join", "token": token})).await;
+    let joined = next_json(&mut ws).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    ws
+}
+
+async fn send_json(ws: &mut Ws, message: serde_json::Value) {
+    use futures_util::SinkExt;
+    let text = tokio_tungstenite::tungstenite::Message::text(message.to_string());
+    ws.send(text).await.expect("send");
+}
+
+/// The next text message, within 10 s.
+async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    use futures_util::StreamExt;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message in time");
+        match m {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                return serde_json::from_str(&t).expect("JSON");
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+/// Dial-out from signalling: a participant whose token has `dial` calls 1234 through trunk
+/// `main` (a SIPp callee on 5080) as +15550100, gets `dialing` with the call's id, and sees
+/// the callee join its channel as `sip:1234`; the callee's INVITE carries both numbers. A
+/// token without the right, and a bad number, get `error`s that say so. The callee's tone is
+/// short: once it ends, the RTP timeout hangs up with the BYE its scenario waits for.
+#[test]
+fn a_participant_allowed_to_dial_calls_a_sipp_callee_into_its_channel() {
+    netns::enter();
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+            ("SIP__RTPTIMEOUT", "3"),
+        ],
+    );
+    let dir = temp_dir();
+    let callee_tone = sip::tone_pcap(&dir, "pcmu", PHONE_B, 2);
+    let trunk = r#"{"domain":"127.0.0.1:5080","canTerminate":true}"#;
+    let r = admin(&server, "PUT", "/sip/trunks/main", trunk);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let operator = server.token("room", "operator", &["--dial"]);
+    let guest = server.token("room", "guest", &[]);
+    let callee = sip::sipp_uas(
+        &dir,
+        "uas_answer.xml",
+        5080,
+        6200,
+        &[
+            "-key",
+            "pcap",
+            &callee_tone.display().to_string(),
+            "-trace_msg",
+        ],
+    );
+    let port = server.port;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let call = runtime.block_on(async move {
+        let mut guest = join_sync(port, &guest).await;
+        send_json(
+            &mut guest,
+            serde_json::json!({"type": "dial", "id": 1, "number": "1234"}),
+        )
+        .await;
+        let e = next_json(&mut guest).await;
+        assert_eq!(
+            (e["type"].as_str(), e["id"].as_i64()),
+            (Some("error"), Some(1)),
+            "{e}"
+        );
+        assert!(
+            e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("does not allow dialling")),
+            "{e}"
+        );
+
+        let mut operator = join_sync(port, &operator).await;
+        send_json(
+            &mut operator,
+            serde_json::json!({"type": "dial", "id": 2, "number": "12 34"}),
+        )
+        .await;
+        let e = next_json(&mut operator).await;
+        assert_eq!(
+            (e["type"].as_str(), e["id"].as_i64()),
+            (Some("error"), Some(2)),
+            "{e}"
+        );
+        assert!(
+            e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("not a number to dial")),
+            "{e}"
+        );
+        // The trunk just written reaches all-in-one's cached store within a few seconds; until
+        // then the call is refused, and the refusal costs no place in the connection's limit.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut id = 3;
+        let call = loop {
+            let dial = serde_json::json!({
+                "type": "dial", "id": id, "number": "1234", "callerId": "+15550100"
+            });
+            send_json(&mut operator, dial).await;
+            let m = next_json(&mut operator).await;
+            assert_eq!(m["id"], id, "{m}");
+            if m["type"] == "dialing" {
+                break m["call"].as_str().expect("call id").to_string();
+            }
+            assert!(
+                m["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("no enabled trunk"))
+                    && Instant::now() < deadline,
+                "{m}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            id += 1;
+        };
+        // The callee answers and joins the channel.
+        loop {
+            let m = next_json(&mut operator).await;
+            if m["type"] == "participant-joined" {
+                assert_eq!(m["user"], "sip:1234", "{m}");
+                break;
+            }
+        }
+        call
+    });
+    sip::passed(callee, &dir, "the callee");
+    let messages: String = std::fs::read_dir(dir.join("sipp-5080"))
+        .expect("sipp dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("messages.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(
+        messages.contains("INVITE sip:1234@127.0.0.1:5080"),
+        "{messages}"
+    );
+    assert!(messages.contains("sip:+15550100@"), "{messages}");
+    // The id is the one the server's log gives the call.
+    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("dialling out for a participant") && l.contains(&call)),
+        "{call}: {}",
+        server.log_tail()
+    );
+    let m = server.metrics();
+    assert_eq!(m["switchyard_sip_calls_out_total"], 1.0, "{m:?}");
+    assert_eq!(m["switchyard_sip_calls_out_failed_total"], 0.0, "{m:?}");
+    assert_eq!(
+        m["switchyard_signalling_errors_total{reason=\"unauthorized\"}"], 1.0,
+        "{m:?}"
+    );
+}

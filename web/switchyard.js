@@ -463,6 +463,21 @@ export class Client extends EventTarget {
   }
 
   /**
+   * Dials `number` (1 to 32 of 0-9, +, *, #) through a SIP trunk: the callee joins this
+   * channel, as participant `sip:<number>`, once it answers. Only with a token that allows
+   * dialling in this channel (`switchyard token --dial`). `trunk` names the trunk (else the
+   * first that may carry calls out), `callerId` the number the callee sees (else the trunk's).
+   * Resolves with the call's id as soon as it is placed, not answered; rejects when refused.
+   * @param {string} number @param {{trunk?: string, callerId?: string}} [options]
+   * @returns {Promise<string>}
+   */
+  async dial(number, { trunk, callerId } = {}) {
+    if (this.participant === undefined) throw new Error('join a channel first');
+    const reply = await this.#request({ type: 'dial', number, trunk, callerId });
+    return reply.call;
+  }
+
+  /**
    * Opens a direct connection to another participant of the channel, sending `stream`'s tracks
    * (if any) and receiving theirs (`track` events on the returned Peer). The other side's SDK
    * answers by itself and tells its application with a `peer` event. Calling it again for the
@@ -610,6 +625,7 @@ export class Client extends EventTarget {
     if (pending) this.#pending.delete(m.id);
     switch (m.type) {
       case 'answer':
+      case 'dialing':
         pending?.resolve(m);
         break;
       case 'error': {

@@ -44,6 +44,7 @@ impl Tokens {
                 id: channel.into(),
                 publish: true,
                 subscribe: true,
+                dial: false,
             },
             Duration::from_secs(86_400),
         );

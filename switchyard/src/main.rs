@@ -402,6 +402,9 @@ struct TokenArgs {
     /// Do not allow subscribing.
     #[arg(long)]
     no_subscribe: bool,
+    /// Allow placing phone calls out into the channel (signalling's `dial`).
+    #[arg(long)]
+    dial: bool,
     /// Application id (with --secret) instead of the dev application.
     #[arg(long, requires = "secret")]
     application: Option<String>,
@@ -577,6 +580,7 @@ fn token(args: TokenArgs) -> Result<String, Fatal> {
         id: args.channel,
         publish: !args.no_publish,
         subscribe: !args.no_subscribe,
+        dial: args.dial,
     };
     let mut claims = Claims::new(&application, &user, claim, args.ttl);
     if let Some(d) = args.device {

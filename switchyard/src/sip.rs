@@ -277,6 +277,7 @@ fn sign(applications: &Applications, route: &Route, user: &str) -> Result<String
             id: route.channel.clone(),
             publish: true,
             subscribe: true,
+            dial: false,
         },
         TOKEN_LIFETIME,
     );

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::phones::DialRequest;
 use crate::protocol::{LayerPreferences, ParticipantInfo, ServerMessage};
 use crate::rules::Rules;
 use crate::sync_limits::SyncLimits;
@@ -162,6 +163,19 @@ pub trait Channels: Send + Sync + 'static {
         async {
             Err(Error::BadRequest(
                 "no phone calls here: this server runs no SIP connector".into(),
+            ))
+        }
+    }
+
+    /// Places a call out (already checked, see [`crate::dial`]) whose callee joins
+    /// `request.channel` once it answers; returns the call's id at once. `Unavailable` when this
+    /// process runs no SIP connector (the default), `BadRequest` for a number or caller id the
+    /// connector will not dial, `NotFound` when no trunk can carry it.
+    fn dial(&self, request: DialRequest<'_>) -> impl Future<Output = Result<String, Error>> + Send {
+        let _ = request;
+        async {
+            Err(Error::Unavailable(
+                "no calls out here: this server runs no SIP connector".into(),
             ))
         }
     }

@@ -13,6 +13,7 @@ pub mod checks;
 pub mod config;
 pub mod data_channels;
 pub mod dev;
+pub mod dial;
 pub mod error;
 pub mod follow;
 pub mod ice_servers;

@@ -61,6 +61,11 @@ impl TokenBucket {
             false
         }
     }
+
+    /// Returns a token taken for something that then did not happen (never above the burst).
+    pub fn give_back(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst);
+    }
 }
 
 /// The limits of one kind of client message the server relays without reading it: a

@@ -22,7 +22,7 @@ pub trait Phones: Send + Sync {
     fn dial(&self, request: DialRequest<'_>) -> Result<String, DialRefusal>;
 }
 
-/// A call out an administrator asked for.
+/// A call out an administrator (the admin API) or a participant (signalling's `dial`) asked for.
 #[derive(Debug, Clone, Copy)]
 pub struct DialRequest<'a> {
     pub channel: &'a str,

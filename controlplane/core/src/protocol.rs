@@ -84,6 +84,19 @@ pub enum ClientMessage {
         to: Option<String>,
         digits: String,
     },
+    /// Dials `number` through a SIP trunk (`trunk`, else the first that may carry calls out),
+    /// from `callerId` (else the trunk's); the callee joins the sender's channel when it
+    /// answers. Only with a token whose claim for the channel has `dial` (see [`crate::dial`]).
+    /// Replied to with `dialing`.
+    Dial {
+        #[serde(default)]
+        id: Option<Value>,
+        number: String,
+        #[serde(default)]
+        trunk: Option<String>,
+        #[serde(default, rename = "callerId")]
+        caller_id: Option<String>,
+    },
 }
 
 impl ClientMessage {
@@ -95,7 +108,8 @@ impl ClientMessage {
             | ClientMessage::Subscribe { id, .. }
             | ClientMessage::Signal { id, .. }
             | ClientMessage::Message { id, .. }
-            | ClientMessage::Dtmf { id, .. } => id.as_ref(),
+            | ClientMessage::Dtmf { id, .. }
+            | ClientMessage::Dial { id, .. } => id.as_ref(),
             ClientMessage::Join { .. }
             | ClientMessage::Unmix { .. }
             | ClientMessage::Unpublish { .. }
@@ -220,6 +234,14 @@ pub enum ServerMessage {
         participant: Option<String>,
         publication: Option<String>,
     },
+    /// The reply to a `dial`: the call is placed (ringing may take a minute); `call` is its id
+    /// as the server's log names it. Once answered, the callee joins the channel as participant
+    /// user `sip:<number>`; a call refused or unanswered never joins.
+    Dialing {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+        call: String,
+    },
     /// A phone caller of the channel (`from`: `sip:<number>`) pressed `digit`.
     Dtmf {
         from: String,
@@ -257,6 +279,7 @@ pub struct TrackInfo {
     pub codec: String,
 }
 
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +401,43 @@ mod tests {
             "{text}"
         );
         assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), out);
+    }
+
+    #[test]
+    fn dial_requests_and_their_reply() {
+        let m: ClientMessage = serde_json::from_str(
+            r#"{"type":"dial","id":4,"number":"+15550123","trunk":"main","callerId":"+15550100"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.id(), Some(&Value::from(4)));
+        assert_eq!(
+            m,
+            ClientMessage::Dial {
+                id: Some(Value::from(4)),
+                number: "+15550123".into(),
+                trunk: Some("main".into()),
+                caller_id: Some("+15550100".into()),
+            }
+        );
+        let m: ClientMessage = serde_json::from_str(r#"{"type":"dial","number":"1"}"#).unwrap();
+        assert!(
+            matches!(m, ClientMessage::Dial { id: None, trunk: None, caller_id: None, ref number } if number == "1"),
+            "{m:?}"
+        );
+        let missing = serde_json::from_str::<ClientMessage>(r#"{"type":"dial","id":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("missing field `number`"), "{missing}");
+        let wrong = serde_json::from_str::<ClientMessage>(r#"{"type":"dial","number":1234}"#);
+        assert!(wrong.is_err());
+
+        let reply = ServerMessage::Dialing {
+            id: Some(Value::from(4)),
+            call: "5f0c1e6a".into(),
+        };
+        let text = serde_json::to_string(&reply).unwrap();
+        assert_eq!(text, r#"{"type":"dialing","id":4,"call":"5f0c1e6a"}"#);
+        assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), reply);
     }
 
     #[test]

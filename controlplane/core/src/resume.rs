@@ -84,6 +84,7 @@ mod tests {
                 id: "room".into(),
                 publish: true,
                 subscribe: true,
+                dial: false,
             },
             std::time::Duration::from_secs(60),
         )

@@ -23,6 +23,7 @@ use crate::data_channels;
 use crate::error::Error;
 use crate::ids;
 use crate::metrics::{Live, Metrics};
+use crate::phones::{DialRefusal, DialRequest};
 use crate::pipe::PipeTrack;
 use crate::protocol::{LayerPreferences, ParticipantInfo, ServerMessage, TrackInfo};
 use crate::rooms::{
@@ -80,7 +81,8 @@ pub struct AppState {
     /// Where channel, client, connection and recording events go (all-in-one; none by
     /// default).
     pub webhooks: Webhooks,
-    /// The embedded SIP connector's calls, once it runs (all-in-one): participants' `dtmf`.
+    /// The embedded SIP connector's calls, once it runs (all-in-one): participants' `dtmf` and
+    /// `dial`.
     pub phones: std::sync::OnceLock<Arc<dyn crate::phones::Phones>>,
 }
 
@@ -1226,6 +1228,18 @@ impl Channels for AppState {
             }));
         }
         Ok(())
+    }
+
+    async fn dial(&self, request: DialRequest<'_>) -> Result<String, Error> {
+        let Some(phones) = self.phones.get() else {
+            return Err(Error::Unavailable(
+                "no calls out here: this server runs no SIP connector".into(),
+            ));
+        };
+        phones.dial(request).map_err(|refusal| match refusal {
+            DialRefusal::Invalid(why) => Error::BadRequest(why),
+            DialRefusal::NoTrunk(why) => Error::NotFound(why),
+        })
     }
 
     /// Only the sockets of this process's own participants can hear it: all-in-one has no

@@ -15,9 +15,11 @@ use tokio::sync::mpsc;
 
 use crate::channel_messages;
 use crate::channels::Channels;
+use crate::dial;
 use crate::error::Error;
 use crate::metrics::SocketClosed;
 use crate::p2p::{self, TokenBucket};
+use crate::phones::DialRequest;
 use crate::protocol::{ClientMessage, Resume, ServerMessage};
 use crate::resume;
 use crate::rules::Rules;
@@ -118,6 +120,7 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>, _admitted: Admit
     // Peer-to-peer signals are limited per connection, the unit a misbehaving client controls.
     let mut signals = TokenBucket::for_signals(Instant::now());
     let mut messages = TokenBucket::for_signals(Instant::now());
+    let mut calls = dial::bucket(Instant::now());
     let limits = state.sync_limits();
     // Every frame the client sends takes a token, whatever it holds: past the limit the socket
     // is closed, not answered, so a flood costs at most a burst of replies.
@@ -269,6 +272,24 @@ async fn session<C: Channels>(socket: WebSocket, state: Arc<C>, _admitted: Admit
             (ClientMessage::Message { id, to, data }, Some(j)) => {
                 let to = to.as_deref();
                 relay_message(&*state, j, &mut messages, id, to, data, &out_tx).await;
+            }
+            (
+                ClientMessage::Dial {
+                    id,
+                    number,
+                    trunk,
+                    caller_id,
+                },
+                Some(j),
+            ) => {
+                let request = DialRequest {
+                    channel: &j.channel,
+                    number: &number,
+                    trunk: trunk.as_deref(),
+                    caller_id: caller_id.as_deref(),
+                    application: Some(&j.claims.application_id),
+                };
+                place_call(&*state, j, &mut calls, id, request, &out_tx).await;
             }
             (other, Some(j)) => {
                 if let Err((id, e)) = handle(&*state, j, other, &out_tx).await {
@@ -477,7 +498,8 @@ async fn handle<C: Channels>(
         ClientMessage::Join { .. }
         | ClientMessage::Leave
         | ClientMessage::Signal { .. }
-        | ClientMessage::Message { .. } => {}
+        | ClientMessage::Message { .. }
+        | ClientMessage::Dial { .. } => {}
     }
     Ok(())
 }
@@ -525,6 +547,42 @@ async fn relay_message<C: Channels>(
     }
     if let Err(e) = state.message(&j.channel, &j.participant, to, data).await {
         reply_error(state, out, id, e.metric(), &e.to_string());
+    }
+}
+
+/// Places a call out whose callee joins the sender's channel (`request` is for it, in the
+/// sender's application), and replies `dialing` with its id; or tells the sender why not (see
+/// [`dial`]). A call the connector refuses (no trunk, a bad caller id) gives its token back.
+async fn place_call<C: Channels>(
+    state: &C,
+    j: &Joined,
+    bucket: &mut TokenBucket,
+    id: Option<Value>,
+    request: DialRequest<'_>,
+    out: &mpsc::UnboundedSender<Out>,
+) {
+    let checked = dial::check(
+        &j.claims,
+        &j.channel,
+        request.number,
+        bucket,
+        Instant::now(),
+    );
+    if let Err(refusal) = checked {
+        reply_error(state, out, id, refusal.metric(), &refusal.reason());
+        return;
+    }
+    match state.dial(request).await {
+        Ok(call) => {
+            let (channel, participant) = (&j.channel, &j.participant);
+            tracing::info!(channel, participant, call, "dialling out for a participant");
+            let _ = out.send(Out::Message(ServerMessage::Dialing { id, call }));
+        }
+        Err(e) => {
+            // No call was placed: the limit is on calls, not on refusals.
+            bucket.give_back();
+            reply_error(state, out, id, e.metric(), &e.to_string());
+        }
     }
 }
 

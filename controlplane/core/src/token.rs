@@ -17,6 +17,11 @@ pub struct ChannelClaim {
     pub publish: bool,
     #[serde(default)]
     pub subscribe: bool,
+    /// May place phone calls out into the channel (signalling's `dial`, through the SIP
+    /// connector's trunks). Off unless granted: calls cost money and reach people outside the
+    /// application. Tokens without it (all older ones) never allow it.
+    #[serde(default)]
+    pub dial: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +83,14 @@ impl Claims {
             Err(TokenError::SubscribeNotGranted(channel.to_string()))
         }
     }
+
+    pub fn may_dial(&self, channel: &str) -> Result<(), TokenError> {
+        if self.channel(channel)?.dial {
+            Ok(())
+        } else {
+            Err(TokenError::DialNotGranted(channel.to_string()))
+        }
+    }
 }
 
 fn unix_now() -> u64 {
@@ -103,6 +116,8 @@ pub enum TokenError {
     PublishNotGranted(String),
     #[error("token does not allow subscribing in channel {0:?}")]
     SubscribeNotGranted(String),
+    #[error("token does not allow dialling out from channel {0:?}")]
+    DialNotGranted(String),
     #[error("could not sign the token: {0}")]
     Signing(String),
 }
@@ -196,6 +211,7 @@ fn describe(e: jsonwebtoken::errors::Error) -> TokenError {
     }
 }
 
+// ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +221,7 @@ mod tests {
             id: "room".into(),
             publish,
             subscribe,
+            dial: false,
         }
     }
 
@@ -232,6 +249,28 @@ mod tests {
                 Err(TokenError::ChannelNotGranted("other".into()))
             );
         }
+    }
+
+    #[test]
+    fn dialling_is_granted_only_when_claimed() {
+        let mut claims = Claims::new("app", "alice", claim(true, true), Duration::from_secs(60));
+        assert_eq!(
+            claims.may_dial("room"),
+            Err(TokenError::DialNotGranted("room".into()))
+        );
+        claims.channels[0].dial = true;
+        let got = apps()
+            .validate(&issue(&claims, "new-secret").unwrap())
+            .unwrap();
+        assert!(got.may_dial("room").is_ok());
+        assert_eq!(
+            got.may_dial("other"),
+            Err(TokenError::ChannelNotGranted("other".into()))
+        );
+        // A claim from before `dial` existed still reads, and allows no dialling.
+        let old: ChannelClaim =
+            serde_json::from_str(r#"{"id":"room","publish":true,"subscribe":true}"#).unwrap();
+        assert_eq!(old, claim(true, true));
     }
 
     #[test]

@@ -93,6 +93,8 @@ fn issue_dev_token<C: Channels>(state: &C, q: DevTokenQuery) -> Result<String, E
         id: q.channel,
         publish: true,
         subscribe: true,
+        // Never: anyone who can reach the server gets these, and calls out cost money.
+        dial: false,
     };
     let claims = Claims::new(app, &user, claim, Duration::from_secs(3600));
     Ok(token::issue(&claims, secret)?)
