@@ -1,6 +1,7 @@
 //! The SIP connector end to end: SIPp and baresip call into all-in-one's channels (routed by
 //! the dev fallback, `sip:NAME@host` to channel NAME), Chromium participants mix with them,
-//! and what each side hears is checked (FFTs in the pages, captures of the phones' RTP).
+//! and what each side hears is checked (FFTs in the pages, captures of the phones' RTP). A
+//! standalone connector registered with a cluster gateway is checked too.
 
 use std::path::Path;
 use std::process::Command;
@@ -434,6 +435,255 @@ fn a_connector_of_its_own_joins_calls_through_the_gateway() {
     }
     let _ = connector.kill();
     let _ = connector.wait();
+}
+
+/// The admin key of the gateway in [`a_registered_connector_exchanges_digits_and_dials_out`].
+const GATEWAY_ADMIN_KEY: &str = "sip-test-admin-key-0123456789";
+
+/// The gateway's admin API on 127.0.0.1:9090.
+fn gateway_admin(method: &str, path: &str, body: &str) -> switchyard_tests::http::Response {
+    let path = format!("/admin/api/v1{path}");
+    let headers = [
+        ("X-API-Key", GATEWAY_ADMIN_KEY),
+        ("content-type", "application/json"),
+    ];
+    switchyard_tests::http::request(9090, method, &path, &headers, body).expect("admin API")
+}
+
+/// Reads the participant's socket for up to `within`: the `dtmf` digits it heard, and the
+/// refusal of the request `id` if one came.
+async fn read_socket(
+    ws: &mut ParticipantSocket,
+    within: Duration,
+    id: Option<&str>,
+) -> (String, Option<serde_json::Value>) {
+    use futures_util::StreamExt;
+    let mut digits = String::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(m.to_text().unwrap_or_default())
+        else {
+            continue;
+        };
+        if v["type"] == "dtmf" {
+            assert_eq!(v["from"], "sip:sipp", "{v}");
+            digits.push_str(v["digit"].as_str().unwrap_or_default());
+        } else if id.is_some() && v["id"].as_str() == id {
+            return (digits, Some(v));
+        }
+    }
+    (digits, None)
+}
+
+type ParticipantSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A cluster's SIP connector on its own: `switchyard sip-connector` beside a gateway (memory
+/// registry) and a mixing media server registers with the gateway through SERVICEBASEURL.
+/// Through it, a signalling participant's `dtmf` reaches a SIPp caller as telephone-events,
+/// a second caller's twelve RFC 4733 key presses reach the participant as `dtmf` events, the
+/// gateway's admin API dials a SIPp callee out through the connector, and the gateway's
+/// /metrics shows the connector's counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_connector_exchanges_digits_and_dials_out() {
+    use futures_util::SinkExt;
+    use switchyard_tests::cluster::{Process, signed, wait_for};
+    use tokio_tungstenite::tungstenite::Message;
+    netns::enter();
+    let dir = temp_dir();
+    let data = dir.join("data").display().to_string();
+    let admin_env = [
+        ("ADMIN__APIKEY", GATEWAY_ADMIN_KEY),
+        ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+    ];
+    let _gateway = Process::start(
+        "gateway",
+        &dir,
+        &[
+            "gateway",
+            "--http",
+            "127.0.0.1:8080",
+            "--admin",
+            "127.0.0.1:9090",
+            "--data-dir",
+            &data,
+        ],
+        &admin_env,
+    );
+    let base = "http://127.0.0.1:8080";
+    let _media = Process::start(
+        "m1",
+        &dir,
+        &[
+            "media-server",
+            "--id",
+            "m1",
+            "--workers",
+            "1",
+            "--media-ports",
+            "40000-40100",
+            "--public-ip",
+            "127.0.0.1",
+            "--mcu-workers",
+            "1",
+        ],
+        &[
+            ("SERVICEBASEURL", base),
+            ("MCU__CANVASWIDTH", "320"),
+            ("MCU__CANVASHEIGHT", "180"),
+            ("MCU__FRAMERATE", "15"),
+        ],
+    );
+    wait_for("m1 to register", Duration::from_secs(30), || {
+        switchyard_tests::cluster::media_servers(8080).len() == 1
+    });
+    let secret = "sip-test-secret-0123456789";
+    let app = format!(r#"{{"secrets":["{secret}"]}}"#);
+    assert_eq!(gateway_admin("PUT", "/applications/acme", &app).status, 200);
+    let mapping = r#"{"name":"all","kind":"number","pattern":"*","channelId":"line-{match}"}"#;
+    let r = gateway_admin("PUT", "/applications/acme/sip-mappings", mapping);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let trunk = r#"{"domain":"127.0.0.1:5080","canTerminate":true}"#;
+    let r = gateway_admin("PUT", "/sip/trunks/main", trunk);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // No connector yet: dial-out is unavailable.
+    let dial = r#"{"number":"1234","application":"acme"}"#;
+    let r = gateway_admin("POST", "/channels/line-7/dial", dial);
+    assert_eq!(r.status, 503, "{}", r.body);
+
+    let connector = Process::start(
+        "connector",
+        &dir,
+        &[
+            "sip-connector",
+            "--data-dir",
+            &data,
+            "--cluster-address",
+            "127.0.0.1",
+        ],
+        &[("SERVICEBASEURL", base), ("SIP__RTPTIMEOUT", "3")],
+    );
+    wait_for("the connector to register", Duration::from_secs(20), || {
+        signed(8080, "GET", "/cluster/v1/sip-connectors", "")
+            .is_ok_and(|r| r.body.contains(r#""apiUrl":"http://127.0.0.1:8446""#))
+    });
+
+    // A participant of line-7 (the gateway reads acme from the store within a few seconds).
+    let token = std::process::Command::new(switchyard_tests::binary())
+        .args([
+            "token",
+            "--channel",
+            "line-7",
+            "--user",
+            "bob",
+            "--application",
+            "acme",
+        ])
+        .args(["--secret", secret])
+        .output()
+        .expect("switchyard token");
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    let join = serde_json::json!({ "type": "join", "token": token, "channel": "line-7" });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ws = loop {
+        let (mut ws, _) = tokio_tungstenite::connect_async("ws://127.0.0.1:8080/sync")
+            .await
+            .expect("connect /sync");
+        ws.send(Message::text(join.to_string()))
+            .await
+            .expect("join");
+        let reply = futures_util::StreamExt::next(&mut ws).await;
+        let text = match reply {
+            Some(Ok(m)) => m.to_text().unwrap_or_default().to_string(),
+            other => format!("{other:?}"),
+        };
+        if text.contains(r#""type":"joined""#) {
+            break ws;
+        }
+        assert!(Instant::now() < deadline, "cannot join: {text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+
+    // A phone calls line-7 and listens; the participant presses 159# until a call takes it.
+    let tone = sip::tone_pcap(&dir, "pcmu", PHONE_A, 12);
+    let phone_hears = sip::capture_all(6000, 12, &[PHONE_A]);
+    let phone = sip::sipp(
+        &dir,
+        "uac_tone.xml",
+        "7",
+        5070,
+        6000,
+        &["-key", "pcap", &tone.display().to_string(), "-d", "12000"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dtmf = serde_json::json!({ "type": "dtmf", "id": "k", "digits": "159#" });
+        ws.send(Message::text(dtmf.to_string()))
+            .await
+            .expect("dtmf");
+        match read_socket(&mut ws, Duration::from_millis(500), Some("k")).await {
+            (_, None) => break,
+            (_, Some(refusal)) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "dtmf refused: {refusal}\n{}",
+                    connector.log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+
+    // A second phone presses twelve keys; the participant hears them in order.
+    let keys = sip::sipp(&dir, "uac_dtmf.xml", "7", 5072, 6200, &[]);
+    let mut heard = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while heard.len() < 12 && Instant::now() < deadline {
+        heard += &read_socket(&mut ws, Duration::from_millis(500), None)
+            .await
+            .0;
+    }
+    assert_eq!(heard, "0123456789*#", "{}", connector.log_tail());
+    sip::passed(keys, &dir, "the DTMF phone");
+
+    // The gateway's admin API dials a callee through the connector (once the connector has
+    // read the trunk: a 404 until then). Once the callee's tone ends, the RTP timeout hangs the
+    // call up with the BYE its scenario waits for.
+    let callee_tone = sip::tone_pcap(&dir, "pcmu", PHONE_B, 3);
+    let callee = sip::sipp_uas(
+        &dir,
+        "uas_answer.xml",
+        5080,
+        6300,
+        &["-key", "pcap", &callee_tone.display().to_string()],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let r = gateway_admin("POST", "/channels/line-7/dial", dial);
+        if r.status != 404 || Instant::now() >= deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(r.body.contains(r#""call""#), "{}", r.body);
+    sip::passed(callee, &dir, "the callee");
+    sip::passed(phone, &dir, "the phone");
+    let report = sip::captured(phone_hears);
+    assert_eq!(
+        report["dtmf"],
+        "159#",
+        "{report:#}\n{}",
+        connector.log_tail()
+    );
+
+    // The gateway shows the connector's counters (as of its last heartbeat).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = switchyard_tests::http::metrics(8080);
+    assert_eq!(m["switchyard_sip_connectors"], 1.0, "{m:?}");
+    assert_eq!(m["switchyard_sip_calls_in_total"], 2.0, "{m:?}");
+    assert_eq!(m["switchyard_sip_calls_out_total"], 1.0, "{m:?}");
+    assert_eq!(m["switchyard_sip_dtmf_digits_in_total"], 12.0, "{m:?}");
 }
 
 /// SIP over TLS on 5061 with a certificate: an INVITE sent over it is answered over it (a 404

@@ -33,7 +33,7 @@ pub enum Fatal {
     )]
     NoExternalAddress { list: String, local: Vec<IpAddr> },
     #[error(
-        "SERVICEBASEURL is not set: a media server registers with the gateway at that URL (e.g. SERVICEBASEURL=http://gateway:8080)"
+        "SERVICEBASEURL is not set: a media server or SIP connector registers with the gateway at that URL (e.g. SERVICEBASEURL=http://gateway:8080)"
     )]
     NoServiceBaseUrl,
     #[error("{0}")]

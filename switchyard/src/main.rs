@@ -805,7 +805,7 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
                     store: state.store.clone(),
                     applications: state.applications.clone(),
                     dev: state.dev_tokens.as_ref().map(|(id, _)| id.clone()),
-                    state: Arc::downgrade(&state),
+                    digits: sip::Digits::Local(Arc::downgrade(&state)),
                 };
                 let connector = Arc::new(sip::start(settings, Arc::new(directory)).await?);
                 let phones = sip::ConnectorPhones {

@@ -116,7 +116,7 @@ fn parse_seconds(s: &str) -> Result<Duration, BadArgument> {
 /// The allow list of `setting` (checked by `Config::load` already), else `default`.
 /// CLUSTER:SECRET, which signs the cluster API's requests both ways and seals pipe keys
 /// (`switchyard_cluster::signing`); without it, only INTERNAL:IPADDRESSES guards that API.
-fn cluster_secret(config: &Config) -> Result<Option<ClusterSecret>, Fatal> {
+pub(crate) fn cluster_secret(config: &Config) -> Result<Option<ClusterSecret>, Fatal> {
     match config.get("CLUSTER:SECRET") {
         Some(secret) => ClusterSecret::new(secret)
             .map(Some)
@@ -282,7 +282,7 @@ pub fn gateway(args: GatewayArgs) -> Result<(), Fatal> {
 }
 
 /// The address gateways reach this host on: inside INTERNAL:IPADDRESSES when that is set.
-fn cluster_address(config: &Config) -> IpAddr {
+pub(crate) fn cluster_address(config: &Config) -> IpAddr {
     let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()
@@ -353,7 +353,7 @@ async fn fetch_deployment(
     }
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()

@@ -16,6 +16,11 @@ use switchyard_store::CachedStore;
 use switchyard_store::sip::{SipCall, SipTransport, SipTrunk};
 
 use crate::fatal::Fatal;
+use switchyard_cluster::listen::bind_with_fallback;
+use switchyard_cluster::sip_connectors::api::{
+    self, GatewayLink, PhoneDigit, heartbeat, report_digits,
+};
+use switchyard_cluster::sip_connectors::{ConnectorRecord, Counter};
 
 const DEFAULT_PORT: u16 = 5060;
 const DEFAULT_TLS_PORT: u16 = 5061;
@@ -103,8 +108,16 @@ pub struct LocalDirectory {
     pub applications: Applications,
     /// The dev application's id, while dev tokens are served.
     pub dev: Option<String>,
-    /// Whose participants hear the callers' key presses (weak: the state holds the connector).
-    pub state: Weak<AppState>,
+    /// Where the callers' key presses go.
+    pub digits: Digits,
+}
+
+/// Who hears callers' key presses: all-in-one's own participants, or, for a standalone
+/// connector, the gateway (which tells the channel's participants).
+pub enum Digits {
+    /// Weak: the state holds the connector.
+    Local(Weak<AppState>),
+    Gateway(tokio::sync::mpsc::UnboundedSender<PhoneDigit>),
 }
 
 impl Directory for LocalDirectory {
@@ -146,8 +159,19 @@ impl Directory for LocalDirectory {
     }
 
     fn digit(&self, route: &Route, caller: &str, digit: char) {
-        if let Some(state) = self.state.upgrade() {
-            state.phone_digit(&route.channel, caller, digit);
+        match &self.digits {
+            Digits::Local(state) => {
+                if let Some(state) = state.upgrade() {
+                    state.phone_digit(&route.channel, caller, digit);
+                }
+            }
+            Digits::Gateway(report) => {
+                let _ = report.send(PhoneDigit {
+                    channel: route.channel.clone(),
+                    from: caller.to_string(),
+                    digit,
+                });
+            }
         }
     }
 }
@@ -289,54 +313,156 @@ fn sign(applications: &Applications, route: &Route, user: &str) -> Result<String
 pub struct SipConnectorArgs {
     #[command(flatten)]
     config: crate::ConfigFile,
-    /// The gateway (or all-in-one) whose `POST /mix/{channel}` calls join channels through,
-    /// e.g. http://gw1:8080.
+    /// The gateway (or the load balancer before the gateways, or all-in-one): calls join
+    /// channels through its `POST /mix/{channel}`, and the connector registers there
+    /// [default: SERVICEBASEURL, as for a media server], e.g. http://gw1:8080.
     #[arg(long, env = "SWITCHYARD_GATEWAY")]
-    gateway: String,
+    gateway: Option<String>,
     /// The address SIP listens on (its port is SIP:PORT).
     #[arg(long, default_value = "0.0.0.0", env = "SWITCHYARD_SIP_BIND")]
     bind: IpAddr,
     /// Where the SQLite configuration store is when CONNECTIONSTRINGS:DEFAULT is not set.
     #[arg(long, default_value = "switchyard-data", env = "SWITCHYARD_DATA_DIR")]
     data_dir: PathBuf,
+    /// The TCP port of the connector's API for the gateways (participants' key presses,
+    /// dial-out); when taken, the next free port (8446, 8447, ...) is used and registered.
+    #[arg(long, default_value_t = 8445, env = "SWITCHYARD_CLUSTER_PORT")]
+    cluster_port: u16,
+    /// Address the API port binds to.
+    #[arg(long, default_value = "0.0.0.0")]
+    cluster_bind: IpAddr,
+    /// The address gateways reach the API on [default: as for a media server, an interface
+    /// address inside INTERNAL:IPADDRESSES, else the first non-loopback IPv4, else 127.0.0.1].
+    #[arg(long)]
+    cluster_address: Option<IpAddr>,
+    /// This connector's id in the registry [default: <hostname>-sip-<API port>].
+    #[arg(long, env = "SWITCHYARD_SIP_CONNECTOR_ID")]
+    id: Option<String>,
 }
 
 /// Runs the connector until SIGTERM or Ctrl-C: calls are routed by the applications' SIP
 /// mappings in the configuration store (followed as it changes) and join through the gateway
-/// with tokens signed by the application's secret.
+/// with tokens signed by the application's secret. It registers with the gateway like a media
+/// server, so that participants' key presses and the admin API's dial-out reach its calls, and
+/// its callers' key presses reach the participants.
 pub fn connector(args: SipConnectorArgs) -> Result<(), Fatal> {
     let config = args.config.load()?;
-    let Some(settings) = settings(&config, args.bind, args.gateway.clone())? else {
+    let gateway = args
+        .gateway
+        .clone()
+        .or_else(|| config.get("SERVICEBASEURL").map(str::to_string))
+        .ok_or(Fatal::NoServiceBaseUrl)?;
+    let Some(settings) = settings(&config, args.bind, gateway.clone())? else {
         return Ok(());
     };
+    let internal = crate::roles::allowlist(
+        &config,
+        "INTERNAL:IPADDRESSES",
+        crate::roles::DEFAULT_INTERNAL,
+    )?;
+    let secret = crate::roles::cluster_secret(&config)?;
     let applications = Applications::default();
     let runtime = crate::control_runtime()?;
     runtime.block_on(async move {
+        let listener = bind_with_fallback(args.cluster_bind, args.cluster_port)
+            .await
+            .map_err(|source| Fatal::ClusterPort {
+                port: args.cluster_port,
+                source,
+            })?;
+        let port = listener.local_addr().map_err(Fatal::LocalAddress)?.port();
+        let api_ip = args
+            .cluster_address
+            .unwrap_or_else(|| crate::roles::cluster_address(&config));
+        let id = args
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{}-sip-{port}", crate::roles::hostname()));
+        let link = GatewayLink {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(5))
+                .build()?,
+            secret: secret.clone(),
+            base: gateway.clone(),
+        };
         let cache = crate::open_store(&config, &args.data_dir, &applications, &[]).await?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(switchyard_controlplane::follow::follow(
             cache.clone(),
             applications.clone(),
             Vec::new(),
-            stopped,
+            stopped.clone(),
         ));
-        let cache_for_trunks = cache.clone();
         let directory = LocalDirectory {
-            store: Some(cache),
+            store: Some(cache.clone()),
             applications,
             dev: None,
-            // Key presses have no participants here to go to yet: a gateway would pass them on.
-            state: Weak::new(),
+            digits: Digits::Gateway(report_digits(link.clone())),
         };
         let connector = Arc::new(start(settings, Arc::new(directory)).await?);
-        follow_trunks(Arc::downgrade(&connector), cache_for_trunks);
+        follow_trunks(Arc::downgrade(&connector), cache.clone());
+        let phones = Arc::new(ConnectorPhones {
+            connector: connector.clone(),
+            store: Some(cache),
+            default_application: None,
+        });
+        let api_url = format!("http://{}", SocketAddr::new(api_ip, port));
+        let sip_address = SocketAddr::new(
+            config.public_ip().unwrap_or(api_ip),
+            connector.listening().port(),
+        )
+        .to_string();
+        let record = {
+            let phones = phones.clone();
+            let (id, api_url) = (id.clone(), api_url.clone());
+            move || record_of(&id, &api_url, &sip_address, phones.metrics())
+        };
+        let heartbeat = tokio::spawn(heartbeat(link, record, stopped));
         tracing::info!(
-            "SIP connector on {}: calls join channels through {}",
+            "SIP connector {id} on {}: calls join channels through {gateway}; API for the gateways on {api_url}",
             connector.listening(),
-            args.gateway
         );
-        crate::shutdown_signal().await;
-        let _ = stop.send(true);
-        Ok(())
+        let served = switchyard_controlplane::server::serve_with(
+            listener,
+            api::router(phones, secret, internal),
+            crate::shutdown_signal(),
+            move || {
+                let _ = stop.send(true);
+            },
+        )
+        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), heartbeat).await;
+        served.map_err(|source| Fatal::Serve {
+            what: "the SIP connector's API",
+            source,
+        })
     })
+}
+
+/// The record the connector heartbeats: its calls up and its counters.
+fn record_of(
+    id: &str,
+    api_url: &str,
+    sip_address: &str,
+    metrics: Vec<(&'static str, &'static str, u64)>,
+) -> ConnectorRecord {
+    let calls = metrics
+        .iter()
+        .find(|(name, _, _)| *name == "calls_active")
+        .map_or(0, |(_, _, value)| *value);
+    ConnectorRecord {
+        id: id.to_string(),
+        api_url: api_url.to_string(),
+        sip_address: sip_address.to_string(),
+        calls,
+        counters: metrics
+            .into_iter()
+            .map(|(name, help, value)| Counter {
+                name: name.to_string(),
+                help: help.to_string(),
+                value,
+            })
+            .collect(),
+    }
 }

@@ -15,6 +15,7 @@ pub mod node;
 pub mod presence;
 pub mod registry;
 pub mod signing;
+pub mod sip_connectors;
 pub mod stun_probe;
 #[cfg(test)]
 mod testing;

@@ -518,8 +518,9 @@ struct DialBody {
 
 /// Dials a number through a SIP trunk and joins the call to the channel once answered:
 /// `202 {"call": id}` at once, as ringing may take a minute (the call's fate is in the log and
-/// the `switchyard_sip_calls_out*` metrics). Only a process that runs the SIP connector
-/// (all-in-one) can; a gateway answers 503.
+/// the `switchyard_sip_calls_out*` metrics). All-in-one dials through its embedded connector;
+/// a gateway through the registered standalone connector with the fewest calls. Without a
+/// connector: 503.
 async fn dial(
     State(admin): State<Arc<Admin>>,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
@@ -533,26 +534,37 @@ async fn dial(
             body.number
         )));
     }
-    let phones = match &admin.administered {
-        Administered::AllInOne(a) => a.state.phones.get().cloned(),
-        Administered::Cluster(_) => None,
+    let call = match &admin.administered {
+        Administered::AllInOne(a) => {
+            let Some(phones) = a.state.phones.get().cloned() else {
+                return Err(Error::Unavailable(
+                    "this process runs no SIP connector".into(),
+                ));
+            };
+            let request = DialRequest {
+                channel: &channel,
+                number: &body.number,
+                trunk: body.trunk.as_deref(),
+                caller_id: body.caller_id.as_deref(),
+                application: body.application.as_deref(),
+            };
+            phones.dial(request).map_err(|refusal| match refusal {
+                DialRefusal::Invalid(why) => Error::BadRequest(why),
+                DialRefusal::NoTrunk(why) => Error::NotFound(why),
+            })?
+        }
+        // A gateway passes it to a registered standalone connector.
+        Administered::Cluster(g) => {
+            let request = crate::sip_connectors::api::DialBody {
+                channel: channel.clone(),
+                number: body.number.clone(),
+                trunk: body.trunk.clone(),
+                caller_id: body.caller_id.clone(),
+                application: body.application.clone(),
+            };
+            g.dial(&request).await?
+        }
     };
-    let Some(phones) = phones else {
-        return Err(Error::Unavailable(
-            "this process runs no SIP connector".into(),
-        ));
-    };
-    let request = DialRequest {
-        channel: &channel,
-        number: &body.number,
-        trunk: body.trunk.as_deref(),
-        caller_id: body.caller_id.as_deref(),
-        application: body.application.as_deref(),
-    };
-    let call = phones.dial(request).map_err(|refusal| match refusal {
-        DialRefusal::Invalid(why) => Error::BadRequest(why),
-        DialRefusal::NoTrunk(why) => Error::NotFound(why),
-    })?;
     let detail = serde_json::json!({ "number": body.number, "trunk": body.trunk, "call": call });
     admin.audit(from, "channel.dial", &channel, detail).await;
     Ok((

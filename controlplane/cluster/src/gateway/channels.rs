@@ -32,6 +32,11 @@ use crate::presence::{
 use crate::registry::{MediaServerRecord, MediaServerRegistry};
 
 impl Channels for Gateway {
+    /// Passed on to the standalone SIP connectors, which hold the calls.
+    async fn send_dtmf(&self, channel: &str, to: Option<&str>, digits: &str) -> Result<(), Error> {
+        self.send_digits(channel, to, digits).await
+    }
+
     fn applications(&self) -> &Applications {
         &self.applications
     }

@@ -24,6 +24,9 @@ use super::{Gateway, SERVER_TTL};
 use crate::api::{self, Ended, HeartbeatReply, Relayed};
 use crate::registry::{MediaServerRecord, MediaServerRegistry};
 use crate::signing;
+use crate::sip_connectors::api::PhoneDigit;
+use crate::sip_connectors::{ConnectorRecord, summed};
+use switchyard_controlplane::phones::DTMF_DIGITS;
 
 /// Everything a gateway serves on its HTTP port: signalling, WHIP and WHEP, the demo page,
 /// `/ready`, `/metrics`, and the cluster API for media servers.
@@ -57,6 +60,12 @@ fn cluster_router(gateway: Arc<Gateway>) -> Router {
         .route(&path("/ended"), post(ended))
         .route(&path("/relay"), post(relay))
         .route(&path("/deployments/{id}"), get(deployment))
+        .route(
+            &path("/sip-connectors"),
+            put(connector_heartbeat).get(connectors),
+        )
+        .route(&path("/sip-connectors/remove"), post(remove_connector))
+        .route(&path("/sip-connectors/digit"), post(phone_digit))
         .route_layer(middleware::from_fn_with_state(signed, signing::guard))
         .route_layer(middleware::from_fn_with_state(internal, guard))
         .with_state(gateway)
@@ -74,6 +83,53 @@ async fn heartbeat(
     Ok(Json(HeartbeatReply {
         ttl_ms: u64::try_from(SERVER_TTL.as_millis()).unwrap_or(u64::MAX),
     }))
+}
+
+async fn connector_heartbeat(
+    State(g): State<Arc<Gateway>>,
+    Json(record): Json<ConnectorRecord>,
+) -> Result<Json<HeartbeatReply>, Error> {
+    let known = g
+        .registry
+        .connectors()
+        .await
+        .is_ok_and(|all| all.iter().any(|c| c.id == record.id));
+    g.registry.connector_heartbeat(&record, SERVER_TTL).await?;
+    if !known {
+        tracing::info!(id = %record.id, api = %record.api_url, sip = %record.sip_address, "SIP connector registered");
+    }
+    Ok(Json(HeartbeatReply {
+        ttl_ms: u64::try_from(SERVER_TTL.as_millis()).unwrap_or(u64::MAX),
+    }))
+}
+
+async fn connectors(State(g): State<Arc<Gateway>>) -> Result<Json<Vec<ConnectorRecord>>, Error> {
+    let mut connectors = g.registry.connectors().await?;
+    connectors.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Json(connectors))
+}
+
+async fn remove_connector(
+    State(g): State<Arc<Gateway>>,
+    Json(r): Json<RemoveRequest>,
+) -> Result<StatusCode, Error> {
+    g.registry.remove_connector(&r.id).await?;
+    tracing::info!(id = %r.id, "SIP connector unregistered");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A caller's key press, from a connector: every participant of the channel hears it as a
+/// `dtmf` event. Only a digit of RFC 4733's sixteen passes.
+async fn phone_digit(State(g): State<Arc<Gateway>>, Json(d): Json<PhoneDigit>) -> StatusCode {
+    if !DTMF_DIGITS.contains(d.digit) {
+        return StatusCode::BAD_REQUEST;
+    }
+    let message = ServerMessage::Dtmf {
+        from: d.from,
+        digit: d.digit.to_string(),
+    };
+    g.announce(&d.channel, None, message).await;
+    StatusCode::NO_CONTENT
 }
 
 #[derive(Deserialize)]
@@ -198,6 +254,29 @@ async fn metrics(State(g): State<Arc<Gateway>>) -> Response {
         "Media servers in the registry.",
         servers as u64,
     );
+    let connectors = g.sip_connectors().await;
+    metric(
+        &mut out,
+        "switchyard_sip_connectors",
+        "gauge",
+        "SIP connectors in the registry.",
+        connectors.len() as u64,
+    );
+    // The connectors' own counters as of their last heartbeats, summed.
+    for c in summed(&connectors) {
+        let kind = if c.name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        metric(
+            &mut out,
+            &format!("switchyard_sip_{}", c.name),
+            kind,
+            &c.help,
+            c.value,
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -263,6 +342,113 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         assert!(g.registry.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn sip_connectors_register_expire_and_pass_key_presses_on() {
+        use crate::sip_connectors::tests::connector;
+        use switchyard_controlplane::channels::Channels;
+        use tokio::sync::mpsc;
+        let g = gateway("g1").await;
+        let router = router(g.clone());
+        let record = serde_json::to_string(&connector("sip1", 2)).unwrap();
+        let (status, _) = call(
+            &router,
+            "10.9.9.9:1",
+            "PUT",
+            "/cluster/v1/sip-connectors",
+            Some(record.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, body) = call(
+            &router,
+            "127.0.0.1:1",
+            "PUT",
+            "/cluster/v1/sip-connectors",
+            Some(record),
+        )
+        .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, r#"{"ttlMs":6000}"#)
+        );
+        let (_, body) = call(
+            &router,
+            "127.0.0.1:1",
+            "GET",
+            "/cluster/v1/sip-connectors",
+            None,
+        )
+        .await;
+        assert!(body.contains(r#""id":"sip1""#), "{body}");
+        let (_, metrics) = call(&router, "127.0.0.1:1", "GET", "/metrics", None).await;
+        assert!(
+            metrics.contains("switchyard_sip_connectors 1\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("switchyard_sip_calls_in_total 2\n"),
+            "{metrics}"
+        );
+
+        // A key press reaches the channel's participants; a non-digit is refused.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        g.join("line", "app", "alice", None, tx, None)
+            .await
+            .unwrap();
+        let digit = r##"{"channel":"line","from":"sip:100","digit":"#"}"##.to_string();
+        let (status, _) = call(
+            &router,
+            "127.0.0.1:1",
+            "POST",
+            "/cluster/v1/sip-connectors/digit",
+            Some(digit),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            rx.recv().await,
+            Some(ServerMessage::Dtmf {
+                from: "sip:100".into(),
+                digit: "#".into()
+            })
+        );
+        let bad = r#"{"channel":"line","from":"sip:100","digit":"x"}"#.to_string();
+        let (status, _) = call(
+            &router,
+            "127.0.0.1:1",
+            "POST",
+            "/cluster/v1/sip-connectors/digit",
+            Some(bad),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        // Its API is not reachable: digits find no call, dial-out is unavailable.
+        let e = g.send_digits("line", None, "1").await.unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
+        let body = crate::sip_connectors::api::DialBody {
+            channel: "line".into(),
+            number: "100".into(),
+            trunk: None,
+            caller_id: None,
+            application: None,
+        };
+        let e = g.dial(&body).await.unwrap_err();
+        assert!(matches!(e, Error::Unavailable(_)), "{e}");
+
+        let (status, _) = call(
+            &router,
+            "127.0.0.1:1",
+            "POST",
+            "/cluster/v1/sip-connectors/remove",
+            Some(r#"{"id":"sip1"}"#.into()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let e = g.dial(&body).await.unwrap_err();
+        assert_eq!(e.to_string(), "no SIP connector is registered");
     }
 
     #[tokio::test]

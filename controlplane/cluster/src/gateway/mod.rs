@@ -41,6 +41,9 @@ use self::media_client::{MediaClient, ending};
 use crate::presence::{ChannelEvent, Presence};
 use crate::registry::{MediaServerRecord, MediaServerRegistry, Registry};
 use crate::signing::ClusterSecret;
+use crate::sip_connectors::api::{DialBody, DigitsRequest};
+use crate::sip_connectors::client::ConnectorClient;
+use crate::sip_connectors::{ConnectorRecord, by_load};
 
 /// How long a media server's record lives without a heartbeat: three missed heartbeats.
 pub const SERVER_TTL: Duration = Duration::from_secs(6);
@@ -59,6 +62,8 @@ pub struct Gateway {
     pub registry: Registry,
     pub presence: Presence,
     media: MediaClient,
+    /// Calls the standalone SIP connectors (participants' `dtmf`, dial-out).
+    connectors: ConnectorClient,
     /// Who may heartbeat and report (INTERNAL:IPADDRESSES).
     internal: AllowList,
     clients: Clients,
@@ -92,6 +97,7 @@ impl Gateway {
             registry,
             presence,
             media: MediaClient::new()?,
+            connectors: ConnectorClient::new()?,
             internal,
             clients: Clients::default(),
             dev_tokens: None,
@@ -104,6 +110,7 @@ impl Gateway {
     /// Signs this gateway's calls to media servers and requires signed ones from them.
     pub fn with_secret(mut self, secret: Option<ClusterSecret>) -> Gateway {
         self.media.secret = secret.clone();
+        self.connectors.secret = secret.clone();
         self.secret = secret;
         self
     }
@@ -320,6 +327,63 @@ impl Gateway {
                 self.clients.deliver(&event);
             }
         }
+    }
+
+    /// Plays a participant's `digits` to the phone calls in `channel` (or to `to`'s) on every
+    /// live SIP connector: a channel's calls may be on any of them. `NotFound` when no call
+    /// took them.
+    pub async fn send_digits(
+        &self,
+        channel: &str,
+        to: Option<&str>,
+        digits: &str,
+    ) -> Result<(), Error> {
+        let connectors = self.registry.connectors().await?;
+        let request = DigitsRequest {
+            channel: channel.to_string(),
+            to: to.map(str::to_string),
+            digits: digits.to_string(),
+        };
+        let answers = futures_util::future::join_all(
+            connectors
+                .iter()
+                .map(|c| self.connectors.send_digits(c, &request)),
+        )
+        .await;
+        let mut calls = 0;
+        for (connector, answer) in connectors.iter().zip(answers) {
+            match answer {
+                Ok(n) => calls += n,
+                Err(e) => {
+                    tracing::warn!(connector = %connector.id, channel, "digits not passed on: {e}")
+                }
+            }
+        }
+        if calls == 0 {
+            return Err(Error::NotFound(match to {
+                Some(to) => format!("no phone call of {to:?} in channel {channel}"),
+                None => format!("no phone call in channel {channel}"),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Dials out through the live SIP connector with the fewest calls (the next one when it
+    /// cannot be reached); the call's id. `Unavailable` when no connector is registered.
+    pub async fn dial(&self, body: &DialBody) -> Result<String, Error> {
+        let mut last = Error::Unavailable("no SIP connector is registered".into());
+        for connector in by_load(self.registry.connectors().await?) {
+            match self.connectors.dial(&connector, body).await {
+                Err(Error::Unavailable(why)) => last = Error::Unavailable(why),
+                done => return done,
+            }
+        }
+        Err(last)
+    }
+
+    /// The live SIP connectors, for `/metrics`.
+    async fn sip_connectors(&self) -> Vec<ConnectorRecord> {
+        self.registry.connectors().await.unwrap_or_default()
     }
 
     /// The live media server `id`.

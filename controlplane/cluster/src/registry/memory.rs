@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{MediaServerRecord, MediaServerRegistry, RegistryError, Result, ttl_millis};
+use crate::sip_connectors::ConnectorRecord;
 
 #[derive(Debug, Clone, Default)]
 pub struct MemoryRegistry {
@@ -20,6 +21,7 @@ struct Inner {
     servers: HashMap<String, (MediaServerRecord, Instant)>,
     drained: HashSet<String>,
     placements: HashMap<String, String>,
+    connectors: HashMap<String, (ConnectorRecord, Instant)>,
 }
 
 impl Inner {
@@ -27,6 +29,7 @@ impl Inner {
     fn expire(&mut self) {
         let now = Instant::now();
         self.servers.retain(|_, (_, deadline)| *deadline > now);
+        self.connectors.retain(|_, (_, deadline)| *deadline > now);
     }
 
     fn record(&self, server: &MediaServerRecord) -> MediaServerRecord {
@@ -47,6 +50,36 @@ impl MemoryRegistry {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.expire();
         inner
+    }
+}
+
+/// The SIP connectors' records, kept and expired like the media servers'.
+impl MemoryRegistry {
+    pub async fn connector_heartbeat(
+        &self,
+        connector: &ConnectorRecord,
+        ttl: Duration,
+    ) -> Result<()> {
+        ttl_millis(ttl)?;
+        let deadline = Instant::now() + ttl;
+        self.lock()
+            .connectors
+            .insert(connector.id.clone(), (connector.clone(), deadline));
+        Ok(())
+    }
+
+    pub async fn remove_connector(&self, id: &str) -> Result<()> {
+        self.lock().connectors.remove(id);
+        Ok(())
+    }
+
+    pub async fn connectors(&self) -> Result<Vec<ConnectorRecord>> {
+        Ok(self
+            .lock()
+            .connectors
+            .values()
+            .map(|(c, _)| c.clone())
+            .collect())
     }
 }
 
@@ -171,6 +204,42 @@ mod tests {
         assert!(registry.get("a").await.unwrap().is_some());
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(registry.get("a").await.unwrap().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connector_that_stops_heartbeating_disappears_within_its_ttl() {
+        use crate::sip_connectors::tests::connector;
+        let registry = MemoryRegistry::new();
+        let ttl = Duration::from_secs(6);
+        registry
+            .connector_heartbeat(&connector("a", 0), ttl)
+            .await
+            .unwrap();
+        registry
+            .connector_heartbeat(&connector("b", 0), ttl)
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(4)).await;
+        registry
+            .connector_heartbeat(&connector("a", 2), ttl)
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let live = registry.connectors().await.unwrap();
+        assert_eq!(
+            live,
+            [connector("a", 2)],
+            "b expired, a's record is its latest"
+        );
+        // Media servers and connectors are apart: neither lists the other.
+        assert!(registry.list().await.unwrap().is_empty());
+        registry.remove_connector("a").await.unwrap();
+        assert!(registry.connectors().await.unwrap().is_empty());
+        let err = registry
+            .connector_heartbeat(&connector("a", 0), Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::TtlOutOfRange(_)), "{err}");
     }
 
     #[tokio::test]

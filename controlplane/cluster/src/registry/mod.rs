@@ -23,6 +23,8 @@ pub use choose::choose_server;
 pub use memory::MemoryRegistry;
 pub use redis::RedisRegistry;
 
+use crate::sip_connectors::ConnectorRecord;
+
 /// One media server as the registry knows it. The JSON field names are the vendor's, so admin
 /// API clients written for it read ours unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +161,25 @@ impl MediaServerRegistry for Registry {
     }
     async fn unplace(&self, channel: &str) -> Result<()> {
         dispatch!(self, r => r.unplace(channel))
+    }
+}
+
+/// The SIP connectors' records, beside the media servers' (see `crate::sip_connectors`).
+impl Registry {
+    /// Registers a connector or refreshes its record; it disappears `ttl` after the last call.
+    pub async fn connector_heartbeat(
+        &self,
+        connector: &ConnectorRecord,
+        ttl: Duration,
+    ) -> Result<()> {
+        dispatch!(self, r => r.connector_heartbeat(connector, ttl))
+    }
+    pub async fn remove_connector(&self, id: &str) -> Result<()> {
+        dispatch!(self, r => r.remove_connector(id))
+    }
+    /// Every live connector, in no particular order.
+    pub async fn connectors(&self) -> Result<Vec<ConnectorRecord>> {
+        dispatch!(self, r => r.connectors())
     }
 }
 

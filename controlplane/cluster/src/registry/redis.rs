@@ -13,6 +13,8 @@
 //!   do not overwrite it, and without a TTL so that it outlives a restart of the server under
 //!   the same id. `remove` deletes it.
 //! - `channel:{channel}:mediaserver`: the id of the server a channel is placed on.
+//! - `sipconnector:{id}` and `sipconnectors`: the SIP connectors' records and ids, kept like
+//!   the media servers' (no drain).
 //!
 //! The connection is a [`ConnectionManager`]: it reconnects by itself, and [`Retrying`] sends a
 //! command that found the old connection broken once more, so a Redis restart costs only the
@@ -25,6 +27,7 @@ use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
 
 use super::retry::Retrying;
 use super::{MediaServerRecord, MediaServerRegistry, RegistryError, Result, ttl_millis};
+use crate::sip_connectors::ConnectorRecord;
 
 #[derive(Clone)]
 pub struct RedisRegistry {
@@ -79,6 +82,73 @@ impl RedisRegistry {
             serde_json::from_str(json).map_err(|source| RegistryError::Corrupt { key, source })?;
         server.draining |= drained;
         Ok(server)
+    }
+}
+
+/// The SIP connectors' records: `SET ... PX ttl` and a set of ids, as for media servers.
+impl RedisRegistry {
+    fn connector_key(&self, id: &str) -> String {
+        format!("{}sipconnector:{id}", self.prefix)
+    }
+
+    fn connectors_key(&self) -> String {
+        format!("{}sipconnectors", self.prefix)
+    }
+
+    pub async fn connector_heartbeat(
+        &self,
+        connector: &ConnectorRecord,
+        ttl: Duration,
+    ) -> Result<()> {
+        let ttl = ttl_millis(ttl)?;
+        let json = serde_json::to_string(connector).map_err(RegistryError::Encode)?;
+        let set = SetOptions::default().with_expiration(SetExpiry::PX(ttl));
+        redis::pipe()
+            .atomic()
+            .set_options(self.connector_key(&connector.id), json, set)
+            .ignore()
+            .sadd(self.connectors_key(), &connector.id)
+            .ignore()
+            .query_async::<()>(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_connector(&self, id: &str) -> Result<()> {
+        redis::pipe()
+            .atomic()
+            .del(self.connector_key(id))
+            .ignore()
+            .srem(self.connectors_key(), id)
+            .ignore()
+            .query_async::<()>(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    /// The live connectors; an expired id leaves the set, a record that cannot be read is
+    /// skipped (and logged).
+    pub async fn connectors(&self) -> Result<Vec<ConnectorRecord>> {
+        let mut con = self.con();
+        let ids: Vec<String> = con.smembers(self.connectors_key()).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.connector_key(id)).collect();
+        let records: Vec<Option<String>> = con.mget(&keys).await?;
+        let mut connectors = Vec::with_capacity(ids.len());
+        let mut expired = Vec::new();
+        for (id, json) in ids.iter().zip(records) {
+            match json.map(|j| serde_json::from_str::<ConnectorRecord>(&j)) {
+                None => expired.push(id),
+                Some(Ok(c)) => connectors.push(c),
+                Some(Err(e)) => tracing::warn!("registry: skipping SIP connector {id}: {e}"),
+            }
+        }
+        if !expired.is_empty() {
+            con.srem::<_, _, ()>(self.connectors_key(), expired).await?;
+        }
+        Ok(connectors)
     }
 }
 
