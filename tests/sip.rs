@@ -863,6 +863,12 @@ fn calls_out_are_hung_up_ringing_or_answered() {
         "",
     );
     assert_eq!(r.status, 404, "{}", r.body);
+    let r = admin(&server, "GET", "/openapi.json", "");
+    assert!(
+        r.body.contains("/channels/{channel}/dial/{call}"),
+        "{}",
+        r.body
+    );
 
     // Ringing: CANCEL.
     let ringing = sip::sipp_uas(&dir, "uas_ring.xml", 5080, 6200, &[]);
