@@ -1088,3 +1088,250 @@ fn a_participant_allowed_to_dial_calls_a_sipp_callee_into_its_channel() {
         "{m:?}"
     );
 }
+
+/// The digest response (RFC 2617 without qop) to uas_proxy_auth.xml's challenge: computed by
+/// Python's hashlib, as the tests have no MD5 of their own.
+fn digest_response(user: &str, password: &str, uri: &str) -> String {
+    let script = "import hashlib, sys\n\
+        md5 = lambda s: hashlib.md5(s.encode()).hexdigest()\n\
+        u, p, uri = sys.argv[1:]\n\
+        print(md5(md5(f'{u}:switchyard.test:{p}') + ':switchyard407:' + md5('INVITE:' + uri)))";
+    let out = Command::new("python3")
+        .args(["-c", script, user, password, uri])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Dial-out through a provider whose proxy challenges with 407 Proxy Authentication Required:
+/// the INVITE is sent again with a Proxy-Authorization the callee checks.
+#[test]
+fn dial_out_answers_a_proxy_challenge() {
+    netns::enter();
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+            ("SIP__RTPTIMEOUT", "3"),
+        ],
+    );
+    let dir = temp_dir();
+    let callee_tone = sip::tone_pcap(&dir, "pcmu", PHONE_B, 2);
+    let response = digest_response("alice", "secret", "sip:+4930123@127.0.0.1:5080");
+    let scenario = std::fs::read_to_string(sip::tool("uas_proxy_auth.xml"))
+        .expect("uas_proxy_auth.xml")
+        .replace("[response]", &response);
+    let scenario_path = dir.join("uas_proxy_auth.xml");
+    std::fs::write(&scenario_path, scenario).expect("write the scenario");
+    let trunk =
+        r#"{"domain":"127.0.0.1:5080","canTerminate":true,"username":"alice","password":"secret"}"#;
+    let r = admin(&server, "PUT", "/sip/trunks/provider", trunk);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let callee = sip::sipp_uas(
+        &dir,
+        &scenario_path.display().to_string(),
+        5080,
+        6200,
+        &["-key", "pcap", &callee_tone.display().to_string()],
+    );
+    let r = dial(&server, "room", r#"{"number":"+4930123"}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+    sip::passed(callee, &dir, "the callee");
+    let m = server.metrics();
+    assert_eq!(
+        m["switchyard_sip_calls_out_failed_total"],
+        0.0,
+        "{m:?}\n{}",
+        server.log_tail()
+    );
+}
+
+/// Early media: the provider answers 183 with SDP and plays a tone, and answers 200 only after
+/// the tone has ended; a phone in the channel hears the tone, so it was bridged before the
+/// answer. The call then goes on as answered (the RTP timeout ends it with a BYE).
+#[test]
+fn dial_out_bridges_early_media() {
+    netns::enter();
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+            ("SIP__RTPTIMEOUT", "3"),
+        ],
+    );
+    let dir = temp_dir();
+    let phone_tone = sip::tone_pcap(&dir, "pcmu", PHONE_A, 20);
+    let announcement = sip::tone_pcap(&dir, "pcmu", PHONE_B, 2);
+    let trunk = r#"{"domain":"127.0.0.1:5080","canTerminate":true}"#;
+    let r = admin(&server, "PUT", "/sip/trunks/main", trunk);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let provider = sip::sipp_uas(
+        &dir,
+        "uas_early.xml",
+        5080,
+        6200,
+        &["-key", "pcap", &announcement.display().to_string()],
+    );
+    let phone = sip::sipp(
+        &dir,
+        "uac_tone.xml",
+        "room",
+        5070,
+        6000,
+        &[
+            "-key",
+            "pcap",
+            &phone_tone.display().to_string(),
+            "-d",
+            "12000",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log_tail().contains(r#"user="sip:sipp""#) {
+        assert!(
+            Instant::now() < deadline,
+            "the phone never joined:\n{}",
+            server.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let phone_hears = sip::capture_all(6000, 5, &[PHONE_B]);
+    let r = dial(&server, "room", r#"{"number":"1234"}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let report = sip::captured(phone_hears);
+    sip::passed(provider, &dir, "the provider");
+    sip::passed(phone, &dir, "the phone");
+    assert!(
+        sip::tone_db(&report, PHONE_B) >= 30.0,
+        "the channel did not hear the early media: {report:#}\n{}",
+        server.log_tail()
+    );
+    assert!(
+        server.log_tail().contains("early media (SIP/2.0 183"),
+        "{}",
+        server.log_tail()
+    );
+    let m = server.metrics();
+    assert_eq!(m["switchyard_sip_calls_out_failed_total"], 0.0, "{m:?}");
+}
+
+/// The call id in a `POST .../dial` answer.
+fn call_id(r: &switchyard_tests::http::Response) -> String {
+    let body: serde_json::Value = serde_json::from_str(&r.body).expect("dial's JSON");
+    body["call"].as_str().expect("a call id").to_string()
+}
+
+/// `DELETE /channels/{channel}/dial/{call}` hangs a call out up: one that rings is cancelled
+/// (the callee sees the CANCEL and ends the INVITE with 487), one that is answered gets a BYE
+/// at once (not at the RTP timeout, 20 s here). Unknown calls, and calls asked for under
+/// another channel, are 404.
+#[test]
+fn calls_out_are_hung_up_ringing_or_answered() {
+    netns::enter();
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+            ("SIP__RTPTIMEOUT", "20"),
+        ],
+    );
+    let dir = temp_dir();
+    let callee_tone = sip::tone_pcap(&dir, "pcmu", PHONE_B, 20);
+    for (name, port) in [("ringing", 5080), ("answering", 5082)] {
+        let trunk = format!(r#"{{"domain":"127.0.0.1:{port}","canTerminate":true}}"#);
+        let r = admin(&server, "PUT", &format!("/sip/trunks/{name}"), &trunk);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = admin(
+        &server,
+        "DELETE",
+        "/channels/room/dial/0123456789abcdef",
+        "",
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = admin(&server, "GET", "/openapi.json", "");
+    assert!(
+        r.body.contains("/channels/{channel}/dial/{call}"),
+        "{}",
+        r.body
+    );
+
+    // Ringing: CANCEL.
+    let ringing = sip::sipp_uas(&dir, "uas_ring.xml", 5080, 6200, &[]);
+    let r = dial(&server, "room", r#"{"number":"1234","trunk":"ringing"}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let call = call_id(&r);
+    // Ringing by then (a CANCEL may only follow a provisional response).
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = admin(
+        &server,
+        "DELETE",
+        &format!("/channels/hall/dial/{call}"),
+        "",
+    );
+    assert_eq!(r.status, 404, "another channel's call: {}", r.body);
+    let r = admin(
+        &server,
+        "DELETE",
+        &format!("/channels/room/dial/{call}"),
+        "",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    sip::passed(ringing, &dir, "the ringing callee");
+
+    // Answered: BYE.
+    let answering = sip::sipp_uas(
+        &dir,
+        "uas_answer.xml",
+        5082,
+        6202,
+        &["-key", "pcap", &callee_tone.display().to_string()],
+    );
+    let r = dial(&server, "room", r#"{"number":"5678","trunk":"answering"}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let call = call_id(&r);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metrics()["switchyard_sip_calls_active"] < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "never answered:\n{}",
+            server.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let asked = Instant::now();
+    let r = admin(
+        &server,
+        "DELETE",
+        &format!("/channels/room/dial/{call}"),
+        "",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    sip::passed(answering, &dir, "the answering callee");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "the BYE took {:?}",
+        asked.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while admin(
+        &server,
+        "DELETE",
+        &format!("/channels/room/dial/{call}"),
+        "",
+    )
+    .status
+        != 404
+    {
+        assert!(Instant::now() < deadline, "the call never ended");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let m = server.metrics();
+    assert_eq!(m["switchyard_sip_calls_out_total"], 2.0, "{m:?}");
+    assert_eq!(m["switchyard_sip_calls_out_failed_total"], 0.0, "{m:?}");
+}

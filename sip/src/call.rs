@@ -171,7 +171,8 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
         commands,
         peer: format!("call from {source}"),
     };
-    run_up(&shared, call, up).await;
+    let running = start_media(&shared, up);
+    run_up(&shared, call, running, std::future::pending()).await;
 }
 
 /// What a call that is up (answered, its channel joined) is run with, whichever side placed it.
@@ -191,78 +192,155 @@ pub(crate) struct Up {
     pub peer: String,
 }
 
-/// Runs a call that is up until either side hangs up: its media task (the bridge) beside
-/// SIP's events, the call listed under its channel meanwhile. Inbound and dialled calls share
-/// it, so both behave alike once answered.
-pub(crate) async fn run_up(shared: &Shared, mut call: Call<PhoneSdp>, up: Up) {
+/// A call's media task (the bridge), started once its channel is joined: for calls out, before
+/// the INVITE goes out, so that early media is heard.
+pub(crate) struct Running {
+    task: tokio::task::JoinHandle<()>,
+    events: mpsc::Receiver<Event>,
+    listed: Listed,
+    route: crate::Route,
+    display: String,
+    peer: String,
+}
+
+/// Starts `up`'s media task.
+pub(crate) fn start_media(shared: &Shared, up: Up) -> Running {
     let Up {
         leg,
         phone,
-        media: media_rx,
+        media,
         route,
         display,
         listed,
-        commands: commands_rx,
+        commands,
         peer,
     } = up;
-    let stats = &shared.stats;
-    stats.calls_active.fetch_add(1, Ordering::Relaxed);
-    let (events_tx, mut events) = mpsc::channel(32);
+    let (events_tx, events) = mpsc::channel(32);
     let bridge = Bridge {
         phone,
-        media: media_rx,
+        media,
         leg,
         events: events_tx,
-        commands: commands_rx,
+        commands,
         rtp_timeout: shared.config.rtp_timeout,
-        stats: stats.clone(),
+        stats: shared.stats.clone(),
     };
-    let media = tokio::spawn(bridge.run());
-    let mut hang_up = false;
-    loop {
-        tokio::select! {
-            event = call.run() => match event {
-                Ok(CallEvent::Internal(event)) => {
-                    if let Err(e) = call.handle_internal_event(event).await {
-                        tracing::info!("{peer}: {e}");
-                        break;
-                    }
-                }
-                Ok(CallEvent::Media(never)) => match never {},
-                Ok(CallEvent::Terminated) => break,
-                Err(e) => {
-                    tracing::info!("{peer}: {e}");
-                    break;
-                }
-            },
-            event = events.recv() => match event {
+    Running {
+        task: tokio::spawn(bridge.run()),
+        events,
+        listed,
+        route,
+        display,
+        peer,
+    }
+}
+
+impl Running {
+    /// Passes the phone's key presses on until the media ends (no RTP for the timeout, a
+    /// failure, or the channel leg gone): why it ended.
+    pub async fn ended(&mut self, shared: &Shared) -> String {
+        loop {
+            match self.events.recv().await {
                 Some(Event::Digit(digit)) => {
-                    tracing::debug!("{peer}: DTMF {digit}");
-                    shared.directory.digit(&route, &display, digit);
+                    tracing::debug!("{}: DTMF {digit}", self.peer);
+                    shared.directory.digit(&self.route, &self.display, digit);
                 }
                 Some(Event::Timeout) => {
-                    tracing::info!("{peer}: no RTP for {:?}, hanging up", shared.config.rtp_timeout);
-                    hang_up = true;
-                    break;
+                    return format!("no RTP for {:?}", shared.config.rtp_timeout);
                 }
-                Some(Event::Failed(e)) => {
-                    tracing::warn!("{peer}: media failed: {e}");
-                    hang_up = true;
-                    break;
-                }
-                None => {
-                    hang_up = true;
-                    break;
-                }
-            },
+                Some(Event::Failed(e)) => return format!("media failed: {e}"),
+                None => return "the channel side ended".to_string(),
+            }
         }
     }
-    if hang_up && let Err(e) = call.terminate().await {
+
+    /// Ends the media task: out of the list, the bridge's last command sender is gone.
+    pub async fn stop(self) {
+        drop(self.listed);
+        let _ = self.task.await;
+    }
+}
+
+/// The SIP side of a call that is up: ezk's [`Call`] for calls that came in, and
+/// [`crate::dial::Dialled`] for calls out (ezk builds its `Call` only in its own `OutboundCall`,
+/// which answers no proxy challenge and hides early media).
+pub(crate) trait Session {
+    type Event;
+    /// The dialog's next event; cancel-safe, as it is raced against the media's.
+    async fn event(&mut self) -> Result<Self::Event, String>;
+    /// Handles `event`: `Ok(false)` once the peer has ended the call.
+    async fn handle(&mut self, event: Self::Event) -> Result<bool, String>;
+    /// Ends the call from our side (BYE).
+    async fn hang_up(self) -> Result<(), String>;
+}
+
+impl Session for Call<PhoneSdp> {
+    type Event = CallEvent<PhoneSdp>;
+
+    async fn event(&mut self) -> Result<CallEvent<PhoneSdp>, String> {
+        self.run().await.map_err(|e| e.to_string())
+    }
+
+    async fn handle(&mut self, event: CallEvent<PhoneSdp>) -> Result<bool, String> {
+        match event {
+            CallEvent::Internal(event) => self
+                .handle_internal_event(event)
+                .await
+                .map(|()| true)
+                .map_err(|e| e.to_string()),
+            CallEvent::Media(never) => match never {},
+            CallEvent::Terminated => Ok(false),
+        }
+    }
+
+    async fn hang_up(self) -> Result<(), String> {
+        self.terminate().await.map_err(|e| e.to_string())
+    }
+}
+
+/// Runs a call that is up until either side hangs up or `stop` (an administrator's hang-up)
+/// ends: its media task beside SIP's events, the call listed under its channel meanwhile.
+/// Inbound and dialled calls share it, so both behave alike once answered.
+pub(crate) async fn run_up<S: Session>(
+    shared: &Shared,
+    mut call: S,
+    mut running: Running,
+    stop: impl Future<Output = ()>,
+) {
+    let stats = &shared.stats;
+    stats.calls_active.fetch_add(1, Ordering::Relaxed);
+    let peer = running.peer.clone();
+    let mut stop = std::pin::pin!(stop);
+    let hang_up = loop {
+        tokio::select! {
+            event = call.event() => match event {
+                Ok(event) => match call.handle(event).await {
+                    Ok(true) => {}
+                    Ok(false) => break false,
+                    Err(e) => {
+                        tracing::info!("{peer}: {e}");
+                        break false;
+                    }
+                },
+                Err(e) => {
+                    tracing::info!("{peer}: {e}");
+                    break false;
+                }
+            },
+            why = running.ended(shared) => {
+                tracing::info!("{peer}: {why}, hanging up");
+                break true;
+            }
+            () = &mut stop => {
+                tracing::info!("{peer}: hung up by an administrator");
+                break true;
+            }
+        }
+    };
+    if hang_up && let Err(e) = call.hang_up().await {
         tracing::debug!("{peer}: BYE: {e}");
     }
-    // Out of the list, the bridge's last command sender is gone: it ends.
-    drop(listed);
-    let _ = media.await;
+    running.stop().await;
     stats.calls_active.fetch_sub(1, Ordering::Relaxed);
     tracing::info!("{peer} ended");
 }
@@ -458,6 +536,15 @@ pub(crate) struct PhoneSdp {
     pub media: watch::Sender<Option<PhoneMedia>>,
 }
 
+impl PhoneSdp {
+    /// Takes the phone's answer to our offer (or its early media's SDP) as the media to use.
+    pub fn answered(&self, answer: &str) -> Result<(), NegotiationError> {
+        let media = sdp::answered(answer)?;
+        self.media.send_replace(Some(media));
+        Ok(())
+    }
+}
+
 fn to_ezk(text: String) -> Result<SessionDescription, NegotiationError> {
     SessionDescription::parse(&BytesStr::from(text))
         .map_err(|e| NegotiationError::Parse(e.to_string()))
@@ -480,9 +567,7 @@ impl MediaBackend for PhoneSdp {
         &mut self,
         answer: SessionDescription,
     ) -> Result<(), NegotiationError> {
-        let media = sdp::answered(&answer.to_string())?;
-        self.media.send_replace(Some(media));
-        Ok(())
+        self.answered(&answer.to_string())
     }
 
     async fn receive_sdp_offer(

@@ -235,6 +235,8 @@ pub(crate) struct Shared {
     pub limits: call::RateLimits,
     /// The calls up, by channel: what participants' key presses are played to.
     pub calls: Mutex<HashMap<String, Vec<call::Live>>>,
+    /// Calls out not yet ended, by id, with their channel: what [`Connector::hang_up`] ends.
+    pub dialled: Mutex<HashMap<String, (String, Arc<tokio::sync::Notify>)>>,
 }
 
 /// A running connector; dropping it does not stop it (see [`Connector::stop`]).
@@ -273,6 +275,7 @@ impl Connector {
             http: reqwest::Client::new(),
             stats,
             calls: Mutex::new(HashMap::new()),
+            dialled: Mutex::new(HashMap::new()),
         });
         let mut builder = Endpoint::builder();
         builder.user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")));
@@ -342,11 +345,29 @@ impl Connector {
             .count()
     }
 
-    /// Places a call out through `request.trunk` and joins it to `request.channel` once
-    /// answered. Returns at once with the call's id (for logs); how the call goes is logged
-    /// and counted (`calls_out_total`, `calls_out_failed_total`), as nobody waits on it.
+    /// Places a call out through `request.trunk`, its audio in `request.channel` from its
+    /// first SDP (early media) on. Returns at once with the call's id (for logs and
+    /// [`Connector::hang_up`]); how the call goes is logged and counted (`calls_out_total`,
+    /// `calls_out_failed_total`), as nobody waits on it.
     pub fn dial(&self, request: Dial) -> Result<String, DialError> {
         dial::start(&self.shared, &self.endpoint, request)
+    }
+
+    /// Hangs up the call out `call` (an id [`Connector::dial`] returned) into `channel`:
+    /// CANCEL while it rings, BYE once answered. `false` when no such call is going on.
+    pub fn hang_up(&self, channel: &str, call: &str) -> bool {
+        let dialled = self
+            .shared
+            .dialled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match dialled.get(call) {
+            Some((into, stop)) if into == channel => {
+                stop.notify_one();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The enabled trunks as the store has them now: those with `register` set are registered

@@ -195,6 +195,10 @@ impl Phones for ConnectorPhones {
         self.connector.stats().snapshot()
     }
 
+    fn hang_up(&self, channel: &str, call: &str) -> bool {
+        self.connector.hang_up(channel, call)
+    }
+
     fn dial(&self, request: DialRequest<'_>) -> Result<String, DialRefusal> {
         let no_trunk = || match request.trunk {
             Some(name) => DialRefusal::NoTrunk(format!(

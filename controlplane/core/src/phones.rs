@@ -20,6 +20,12 @@ pub trait Phones: Send + Sync {
     /// and joins the call to `channel` of `application` (else the process's default one) when
     /// answered. Returns the call's id at once; the call goes on on its own.
     fn dial(&self, request: DialRequest<'_>) -> Result<String, DialRefusal>;
+    /// Hangs up the call out `call` (an id [`Phones::dial`] returned) into `channel`: CANCEL
+    /// while it rings, BYE once answered. `false` when no such call is going on, which is
+    /// all a connector that cannot dial knows.
+    fn hang_up(&self, _channel: &str, _call: &str) -> bool {
+        false
+    }
 }
 
 /// A call out an administrator (the admin API) or a participant (signalling's `dial`) asked for.

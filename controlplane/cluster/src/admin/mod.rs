@@ -159,6 +159,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
             post(start_connection_recording).delete(stop_connection_recording),
         )
         .route("/channels/{channel}/dial", post(dial))
+        .route("/channels/{channel}/dial/{call}", delete(hang_up))
         .route_layer(middleware::from_fn_with_state(admin.clone(), key_guard))
         .route_layer(middleware::from_fn_with_state(allowed.clone(), guard))
         .with_state(admin);
@@ -571,6 +572,27 @@ async fn dial(
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "call": call })),
     ))
+}
+
+/// Hangs up a call out ([`dial`]'s id): CANCEL while it rings, BYE once answered; 204 once
+/// asked (the SIP exchange goes on on its own), 404 when no such call is going on here.
+async fn hang_up(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path((channel, call)): Path<(String, String)>,
+) -> Result<StatusCode, Error> {
+    let phones = match &admin.administered {
+        Administered::AllInOne(a) => a.state.phones.get().cloned(),
+        Administered::Cluster(_) => None,
+    };
+    if !phones.is_some_and(|phones| phones.hang_up(&channel, &call)) {
+        return Err(Error::NotFound(format!(
+            "no call out {call:?} is going on in channel {channel:?}"
+        )));
+    }
+    let detail = serde_json::json!({ "call": call });
+    admin.audit(from, "channel.hang_up", &channel, detail).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn kick(

@@ -165,6 +165,13 @@ pub async fn document() -> Json<Value> {
             "/channels/{channel}/dial": {
                 "parameters": [{ "$ref": "#/components/parameters/channel" }],
                 "post": with_body(op("Dial a number through a SIP trunk and join the call to the channel when answered: {\"number\" (0-9, +, *, #; 1-32), \"trunk\" (optional: else the first enabled that canTerminate), \"callerId\" (optional), \"application\" (optional: else the dev one)}; 202 {\"call\": id} at once; 400 for a bad body or number, 404 when no trunk can carry it, 503 where no SIP connector runs", "202"))
+            },
+            "/channels/{channel}/dial/{call}": {
+                "parameters": [
+                    { "$ref": "#/components/parameters/channel" },
+                    { "name": "call", "in": "path", "required": true, "schema": { "type": "string" } }
+                ],
+                "delete": op("Hang up a call out (the id dial returned): CANCEL while it rings, BYE once answered; 404 when no such call is going on in the channel", "204")
             }
         },
         "components": {
