@@ -266,7 +266,8 @@ async fn place(
         channel: dial.channel,
     };
     let display = format!("sip:{}", dial.number);
-    let leg = match call::join_channel(shared, &route, &display).await {
+    let settled = media_rx.borrow().clone();
+    let leg = match call::join_channel(shared, &route, &display, settled.as_ref()).await {
         Ok(leg) => leg,
         Err(e) => {
             let _ = call.terminate().await;
