@@ -439,6 +439,10 @@ pub enum OfferTrack {
         codec: Codec,
         payload_type: u8,
         ssrc: u32,
+        /// Opus only: the highest rate this end captures and plays, when below 48 kHz (RFC
+        /// 7587's `sprop-maxcapturerate` and `maxplaybackrate`): a phone call's 8 or 16 kHz,
+        /// so the mixer codes what it sends back in that band only.
+        max_audio_rate: Option<u32>,
     },
 }
 
@@ -493,21 +497,22 @@ pub fn offer_with(
     let mut w = sdp::Writer::new(session_id);
     w.bundle(&mids).msid_semantic(false);
     for (mid, track) in mids.iter().zip(tracks) {
-        let (codec, pt, direction) = match *track {
+        let (codec, pt, direction, max_audio_rate) = match *track {
             OfferTrack::Send {
                 codec,
                 payload_type,
                 ..
-            } => (codec, payload_type, Direction::SendOnly),
+            } => (codec, payload_type, Direction::SendOnly, None),
             OfferTrack::Receive {
                 codec,
                 payload_type,
-            } => (codec, payload_type, Direction::RecvOnly),
+            } => (codec, payload_type, Direction::RecvOnly, None),
             OfferTrack::SendRecv {
                 codec,
                 payload_type,
+                max_audio_rate,
                 ..
-            } => (codec, payload_type, Direction::SendRecv),
+            } => (codec, payload_type, Direction::SendRecv, max_audio_rate),
         };
         let kind = codec.kind();
         w.media(&MediaSection {
@@ -533,7 +538,15 @@ pub fn offer_with(
                 );
             }
             Codec::Opus => {
-                w.fmtp(pt, "minptime=10;useinbandfec=1");
+                match max_audio_rate {
+                    Some(rate) => w.fmtp(
+                        pt,
+                        &format!(
+                            "minptime=10;useinbandfec=1;maxplaybackrate={rate};sprop-maxcapturerate={rate}"
+                        ),
+                    ),
+                    None => w.fmtp(pt, "minptime=10;useinbandfec=1"),
+                };
             }
             _ => {}
         }
@@ -994,11 +1007,29 @@ mod tests {
             codec: Codec::Opus,
             payload_type: 111,
             ssrc: 9,
+            max_audio_rate: None,
         }];
         let text = offer(&fixed_ice(), &FP.parse().unwrap(), &tracks, 1);
         assert_eq!(text.matches("m=audio").count(), 1, "{text}");
         assert!(text.contains("a=sendrecv\r\n"), "{text}");
         assert!(text.contains("a=ssrc:9 "), "{text}");
+        assert!(
+            text.contains("a=fmtp:111 minptime=10;useinbandfec=1\r\n"),
+            "{text}"
+        );
+
+        // A phone call's leg says how much of the band it has.
+        let tracks = [OfferTrack::SendRecv {
+            codec: Codec::Opus,
+            payload_type: 111,
+            ssrc: 9,
+            max_audio_rate: Some(8000),
+        }];
+        let text = offer(&fixed_ice(), &FP.parse().unwrap(), &tracks, 1);
+        assert!(
+            text.contains("a=fmtp:111 minptime=10;useinbandfec=1;maxplaybackrate=8000;sprop-maxcapturerate=8000\r\n"),
+            "{text}"
+        );
     }
 
     /// The whole text of an offer: a change to a line, or to the order of lines (which the

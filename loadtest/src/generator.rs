@@ -191,12 +191,14 @@ impl Generator {
             codec: Codec::Opus,
             payload_type: AUDIO_PT,
             ssrc: audio.0,
+            max_audio_rate: None,
         }];
         if let Some((ssrc, payload_type)) = video {
             tracks.push(OfferTrack::SendRecv {
                 codec: Codec::Vp8,
                 payload_type,
                 ssrc,
+                max_audio_rate: None,
             });
         }
         let display = format!("mix-{index}");

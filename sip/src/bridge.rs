@@ -1,6 +1,12 @@
 //! A call's media: the phone's plain RTP on one side, the channel leg's SRTP on the other,
-//! transcoded through 48 kHz PCM (or passed through when the phone speaks Opus too). One task
-//! per call owns both sockets and every codec state, so nothing here is shared or locked.
+//! transcoded through PCM at the phone codec's own rate (or passed through when the phone
+//! speaks Opus too). One task per call owns both sockets and every codec state, so nothing
+//! here is shared or locked.
+//!
+//! - **No resampling**: a G.711 call runs at 8 kHz end to end, a G.722 call at 16 kHz. The
+//!   Opus towards the channel is encoded from those samples and the mix is decoded straight to
+//!   them (libopus works at either rate), and the leg's offer says so (RFC 7587's
+//!   `maxplaybackrate`), so the mixer codes the call's mix-minus in that band only.
 //!
 //! - **Symmetric RTP**: the phone's RTP is sent back to where its first valid packet came from
 //!   (a phone behind NAT gives an address in its SDP that cannot be reached), and packets
@@ -15,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use switchyard_codec::audio::opus_codec::{Band, MAX_ENCODED, packet_samples};
+use switchyard_codec::audio::opus_codec::{MAX_ENCODED, packet_samples};
 use switchyard_codec::audio::{
     DtmfReceiver, DtmfSender, OpusDecoder, OpusEncoder, PhoneCodec, PhoneDecoder, PhoneEncoder,
 };
@@ -30,13 +36,14 @@ use crate::fifo::Fifo;
 use crate::leg::ChannelLeg;
 use crate::sdp::PhoneMedia;
 
-/// Opus frames towards the channel: 20 ms, what browsers send and the mixer expects.
+/// Opus frames towards the channel: 20 ms, what browsers send and the mixer expects; as the
+/// 48 kHz clock counts them (the RTP clock of Opus whatever its rate).
 const OPUS_FRAME: usize = 960;
 /// The caller's audio towards the mixer, mono voice (the mixer decodes it again).
 const OPUS_BITRATE: u32 = 32_000;
 /// libopus's complexity for the caller's audio towards the channel (see `pump`).
 const OPUS_COMPLEXITY: u8 = 4;
-/// The most 48 kHz samples one packet may decode to (120 ms, Opus's longest).
+/// The most samples one packet may decode to (120 ms, Opus's longest, at 48 kHz).
 const MAX_DECODED: usize = 48 * 120;
 /// How often telephone-event packets go out while a digit plays.
 const DTMF_TICK: Duration = Duration::from_millis(20);
@@ -70,18 +77,19 @@ pub struct Bridge {
     pub stats: Arc<Stats>,
 }
 
-/// The band the phone's codec carries, which is all the Opus towards the channel needs.
-fn band_of(codec: PhoneCodec) -> Option<Band> {
-    match codec {
-        PhoneCodec::Pcmu | PhoneCodec::Pcma => Some(Band::Narrow),
-        PhoneCodec::G722 => Some(Band::Wide),
-        PhoneCodec::Opus => None,
-    }
+/// The rate a call with `media` is bridged at: its codec's own (a phone speaking Opus passes
+/// its packets through; 48 kHz is then only for the odd packet of another format). It is the
+/// channel leg's, fixed when the leg is offered: a re-INVITE to another codec resamples
+/// between that codec and it.
+pub fn call_rate(media: &PhoneMedia) -> u32 {
+    media.codec.sample_rate()
 }
 
 /// The phone side's state for the negotiated codec.
 struct Phone {
     media: PhoneMedia,
+    /// The call's rate ([`call_rate`] of its first media): every codec state's samples.
+    rate: u32,
     /// A decoder for each format the peer may send, by payload type (what we send first).
     decoders: Vec<(u8, PhoneCodec, PhoneDecoder)>,
     encoder: PhoneEncoder,
@@ -98,21 +106,23 @@ struct Phone {
 }
 
 /// The decoders for what `media` lets the peer send.
-fn decoders(media: &PhoneMedia) -> Result<Vec<(u8, PhoneCodec, PhoneDecoder)>, String> {
+fn decoders(media: &PhoneMedia, rate: u32) -> Result<Vec<(u8, PhoneCodec, PhoneDecoder)>, String> {
     std::iter::once((media.payload_type, media.codec))
         .chain(media.also.iter().copied())
         .map(|(pt, codec)| {
-            let decoder = PhoneDecoder::new(codec).map_err(|e| e.to_string())?;
+            let decoder = PhoneDecoder::new(codec, rate).map_err(|e| e.to_string())?;
             Ok((pt, codec, decoder))
         })
         .collect()
 }
 
 impl Phone {
-    fn new(media: PhoneMedia) -> Result<Phone, String> {
-        let decoders = decoders(&media)?;
-        let encoder = PhoneEncoder::new(media.codec, media.ptime_ms).map_err(|e| e.to_string())?;
+    fn new(media: PhoneMedia, rate: u32) -> Result<Phone, String> {
+        let decoders = decoders(&media, rate)?;
+        let encoder =
+            PhoneEncoder::new(media.codec, media.ptime_ms, rate).map_err(|e| e.to_string())?;
         Ok(Phone {
+            rate,
             decoders,
             encoder,
             latched: None,
@@ -131,11 +141,11 @@ impl Phone {
     /// on); a new address forgets the latch, since the phone may have moved.
     fn renegotiated(&mut self, media: PhoneMedia) -> Result<(), String> {
         if media.payload_type != self.media.payload_type || media.also != self.media.also {
-            self.decoders = decoders(&media)?;
+            self.decoders = decoders(&media, self.rate)?;
         }
         if media.codec != self.media.codec || media.ptime_ms != self.media.ptime_ms {
-            self.encoder =
-                PhoneEncoder::new(media.codec, media.ptime_ms).map_err(|e| e.to_string())?;
+            self.encoder = PhoneEncoder::new(media.codec, media.ptime_ms, self.rate)
+                .map_err(|e| e.to_string())?;
             self.dtmf_out = DtmfSender::new(media.codec.clock_rate());
         }
         if media.remote != self.media.remote {
@@ -166,17 +176,19 @@ impl Bridge {
             Err(_) => return Ok(()), // the call ended before its media was settled
         };
         let Some(first) = first else { return Ok(()) };
-        let mut phone = Phone::new(first)?;
-        let mut opus_in = OpusDecoder::new().map_err(|e| e.to_string())?;
-        let mut opus_out = OpusEncoder::new(OPUS_BITRATE, 5).map_err(|e| e.to_string())?;
+        let rate = self.leg.rate();
+        let mut phone = Phone::new(first, rate)?;
+        // Both at the call's rate: the phone's samples go in and come out as they are.
+        let mut opus_in = OpusDecoder::with_rate(rate).map_err(|e| e.to_string())?;
+        let mut opus_out =
+            OpusEncoder::with_rate(rate, OPUS_BITRATE, 5).map_err(|e| e.to_string())?;
         // A phone's voice (8 or 16 kHz) that the mixer decodes again: libopus's default search
         // (9) costs twice as much for nothing audible here; Janus's AudioBridge uses 4 too.
         opus_out
             .set_complexity(OPUS_COMPLEXITY)
             .map_err(|e| e.to_string())?;
-        opus_out
-            .set_max_band(band_of(phone.media.codec))
-            .map_err(|e| e.to_string())?;
+        // 20 ms at the call's rate.
+        let opus_frame_len = rate as usize / 50;
         let mut to_channel = Fifo::default();
         let mut to_phone = Fifo::default();
         let mut channel_timestamp: u32 = rand::random();
@@ -208,7 +220,7 @@ impl Bridge {
                         Ok(decoded) => to_channel.push(pcm.get(..decoded).unwrap_or_default()),
                         Err(_) => { self.stats.undecodable.fetch_add(1, Ordering::Relaxed); continue; }
                     }
-                    let opus_frame = frame.get_mut(..OPUS_FRAME).unwrap_or_default();
+                    let opus_frame = frame.get_mut(..opus_frame_len).unwrap_or_default();
                     while to_channel.pop(opus_frame) {
                         let Ok(len) = opus_out.encode(opus_frame, &mut encoded) else { continue };
                         let Some(bytes) = encoded.get(..len) else { continue };
@@ -254,7 +266,6 @@ impl Bridge {
                         return Ok(()); // the call is over
                     }
                     let Some(media) = self.media.borrow_and_update().clone() else { continue };
-                    opus_out.set_max_band(band_of(media.codec)).map_err(|e| e.to_string())?;
                     phone.renegotiated(media)?;
                     to_phone.clear();
                     to_channel.clear();

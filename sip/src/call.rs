@@ -129,7 +129,8 @@ pub(crate) async fn inbound(shared: Arc<Shared>, endpoint: Endpoint, invite: Inc
     } else {
         format!("sip:{from_user}")
     };
-    let join = join_channel(&shared, &route, &display);
+    let settled = media_rx.borrow().clone();
+    let join = join_channel(&shared, &route, &display, settled.as_ref());
     let leg = tokio::select! {
         () = ringing.cancelled() => {
             stats.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -400,11 +401,13 @@ pub(crate) fn list(
     (listed, commands_rx)
 }
 
-/// Joins `route`'s channel as `display`: a token, the `POST /mix` and its connection.
+/// Joins `route`'s channel as `display`: a token, the `POST /mix` and its connection. `media`
+/// is the call's, when settled: its codec's rate is the leg's ([`crate::bridge::call_rate`]).
 pub(crate) async fn join_channel(
     shared: &Shared,
     route: &crate::Route,
     display: &str,
+    media: Option<&PhoneMedia>,
 ) -> Result<ChannelLeg, String> {
     let token = shared
         .directory
@@ -414,6 +417,7 @@ pub(crate) async fn join_channel(
         base: shared.config.gateway.clone(),
         channel: route.channel.clone(),
         token,
+        rate: media.map_or(48_000, crate::bridge::call_rate),
     };
     let mut leg = ChannelLeg::join(&shared.http, &shared.identity, &join)
         .await

@@ -296,7 +296,9 @@ async fn place(
     let display = format!("sip:{}", dial.number);
     // The channel is joined before the INVITE goes out: what the provider plays before the
     // answer (early media) is heard in it, and the callee's first words are not lost to a join.
-    let leg = call::join_channel(shared, &route, &display)
+    // The codec is not known yet, so the leg runs at 48 kHz and the phone codec's samples are
+    // resampled to it.
+    let leg = call::join_channel(shared, &route, &display, None)
         .await
         .map_err(|e| format!("joining channel {:?}: {e}", route.channel))?;
     // The SIP stack does not show a dialled call's Call-ID here: INFO key presses from the

@@ -43,6 +43,9 @@ pub struct Join {
     pub channel: String,
     /// A client token for `channel` that may publish and subscribe.
     pub token: String,
+    /// The rate the call's audio is at (8 or 16 kHz for G.711 and G.722, 48 kHz when the phone
+    /// speaks Opus or has not said yet): the Opus each way needs nothing above it.
+    pub rate: u32,
 }
 
 /// A call's connection to its channel's mixer.
@@ -58,6 +61,7 @@ pub struct ChannelLeg {
     sequence: u16,
     /// Datagrams are built here (one at a time: the leg is driven by one task).
     out: Box<[u8]>,
+    rate: u32,
 }
 
 impl ChannelLeg {
@@ -74,6 +78,7 @@ impl ChannelLeg {
             codec: Codec::Opus,
             payload_type: OPUS_PAYLOAD_TYPE,
             ssrc,
+            max_audio_rate: (join.rate < 48_000).then_some(join.rate),
         };
         let offer = client::offer(&ice, identity.fingerprint(), &[track], rand::random());
         let url = format!("{}/mix/{}", join.base.trim_end_matches('/'), join.channel);
@@ -120,7 +125,13 @@ impl ChannelLeg {
             ssrc,
             sequence: rand::random(),
             out: vec![0; MAX_DATAGRAM].into_boxed_slice(),
+            rate: join.rate,
         })
+    }
+
+    /// The rate the call's audio is at, as the offer told the mixer ([`Join::rate`]).
+    pub fn rate(&self) -> u32 {
+        self.rate
     }
 
     /// Runs ICE and DTLS until media may flow, or fails after `within`.

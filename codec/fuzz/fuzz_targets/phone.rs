@@ -11,12 +11,16 @@ const CODECS: [PhoneCodec; 4] = [
     PhoneCodec::Opus,
 ];
 
+const RATES: [u32; 3] = [8_000, 16_000, 48_000];
+
 fuzz_target!(|data: &[u8]| {
     // The bytes as one RTP payload of each codec, into room for 120 ms: samples or an error,
     // never a panic, and never more samples than the room.
     let mut pcm = [0i16; 5760];
+    // At a rate picked by the last byte: the connector's 8 and 16 kHz, or the mixer's 48.
+    let rate = RATES[usize::from(data.last().copied().unwrap_or(0)) % RATES.len()];
     for codec in CODECS {
-        let Ok(mut decoder) = PhoneDecoder::new(codec) else {
+        let Ok(mut decoder) = PhoneDecoder::new(codec, rate) else {
             continue;
         };
         if let Ok(n) = decoder.decode(data, &mut pcm) {
@@ -37,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    // The bytes as 48 kHz samples, encoded in frames of a ptime picked by the first byte.
+    // The bytes as samples at that rate, encoded in frames of a ptime picked by the first byte.
     if let Some((&head, tail)) = data.split_first() {
         let ptime = u32::from(head % 7) * 10;
         let samples: Vec<i16> = tail
@@ -46,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
             .collect();
         let mut out = [0u8; 1275];
         for codec in CODECS {
-            let Ok(mut encoder) = PhoneEncoder::new(codec, ptime) else {
+            let Ok(mut encoder) = PhoneEncoder::new(codec, ptime, rate) else {
                 continue;
             };
             for frame in samples.chunks(encoder.frame_samples()) {

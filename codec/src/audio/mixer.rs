@@ -26,7 +26,7 @@
 use std::time::Instant;
 
 use super::jitter::{JitterBuffer, JitterStats, Pop};
-use super::opus_codec::{MAX_PACKET_SAMPLES, OpusDecoder, OpusEncoder, packet_samples};
+use super::opus_codec::{Band, MAX_PACKET_SAMPLES, OpusDecoder, OpusEncoder, packet_samples};
 use super::talkers::{Activity, TalkerConfig, TalkerSelector, level_of};
 use super::{AudioError, SAMPLE_RATE};
 
@@ -410,6 +410,23 @@ impl AudioMixer {
         Ok(())
     }
 
+    /// Caps the band of `id`'s private mix-minus (`None`: Opus's full band), for a listener
+    /// that plays no more (a phone call: RFC 7587's `maxplaybackrate`). Narrow band costs the
+    /// encoder less. An id that does not listen is left alone; the shared mix stays full band.
+    pub fn set_listener_band(
+        &mut self,
+        id: SourceId,
+        band: Option<Band>,
+    ) -> Result<(), AudioError> {
+        let listener = self
+            .index(id)
+            .and_then(|index| self.sources[index].listener.as_mut());
+        match listener {
+            Some(listener) => listener.encoder.set_max_band(band),
+            None => Ok(()),
+        }
+    }
+
     pub fn remove_source(&mut self, id: SourceId) {
         if let Some(index) = self.index(id) {
             let source = self.sources.swap_remove(index);
@@ -615,6 +632,55 @@ mod tests {
         }
         let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
         10.0 * power.max(1e-9).log10()
+    }
+
+    /// A listener that plays 8 kHz at most (a phone call) gets its private mix-minus in the
+    /// narrow band; the others stay full band. The TOC byte says each packet's band.
+    #[test]
+    fn a_narrow_listener_gets_narrow_band_packets() {
+        let mut mixer = AudioMixer::new(MixerConfig::default()).unwrap();
+        let mut senders: Vec<OpusEncoder> = (0..2)
+            .map(|_| OpusEncoder::new(64_000, 0).unwrap())
+            .collect();
+        for id in 0..2 {
+            mixer.add_source(id, true).unwrap();
+        }
+        mixer.set_listener_band(0, Some(Band::Narrow)).unwrap();
+        // Not a listener: nothing to cap, no error.
+        mixer.set_listener_band(7, Some(Band::Wide)).unwrap();
+        let start = Instant::now();
+        let mut bands: HashMap<SourceId, Vec<opus::Bandwidth>> = HashMap::new();
+        let mut pcm = [0i16; 960];
+        for n in 0..50usize {
+            let now = start + Duration::from_millis(20 * n as u64);
+            for (id, sender) in senders.iter_mut().enumerate() {
+                // Voice-like: a low tone and one at 6 kHz, above the narrow band.
+                tone(FREQS[id], n * 960, 5000.0, &mut pcm);
+                let mut high = [0i16; 960];
+                tone(6000.0, n * 960, 3000.0, &mut high);
+                for (p, h) in pcm.iter_mut().zip(high) {
+                    *p = p.saturating_add(h);
+                }
+                let payload = encode(sender, &pcm);
+                mixer.push(id as u64, n as u16, (n * 960) as u32, &payload, None, now);
+            }
+            mixer.tick(now, &mut |p| {
+                if let Ok(band) = opus::packet::get_bandwidth(p.payload) {
+                    bands.entry(p.listener).or_default().push(band);
+                }
+            });
+        }
+        let late = |id: SourceId| bands[&id][25..].to_vec();
+        assert!(
+            late(0).iter().all(|b| *b == opus::Bandwidth::Narrowband),
+            "{:?}",
+            late(0)
+        );
+        assert!(
+            late(1).iter().all(|b| *b != opus::Bandwidth::Narrowband),
+            "{:?}",
+            late(1)
+        );
     }
 
     /// Four tones, four listeners: each hears the other three and not its own. Its own tone is

@@ -26,7 +26,7 @@ pub use dtmf::{DtmfEvent, DtmfPacket, DtmfReceiver, DtmfSender, parse_dtmf_relay
 pub use jitter::{JitterBuffer, JitterError, JitterStats, Pop};
 pub use mixer::{AudioMixer, MixedPacket, MixerConfig, MixerStats, Ptime, SourceId};
 pub use opus_codec::{OpusDecoder, OpusEncoder};
-pub use phone::{PhoneCodec, PhoneDecoder, PhoneEncoder};
+pub use phone::{PHONE_RATES, PhoneCodec, PhoneDecoder, PhoneEncoder};
 pub use resample::{Downsampler, Upsampler};
 pub use talkers::{Activity, TalkerConfig, TalkerSelector, level_of};
 
@@ -50,8 +50,8 @@ pub enum AudioError {
     OddLength(usize),
     #[error("{codec} cannot send {ptime_ms} ms packets")]
     Ptime { codec: &'static str, ptime_ms: u32 },
-    #[error("no resampling between 48 kHz and {0} Hz")]
-    UnsupportedRate(u32),
+    #[error("no resampling between {0} Hz and {1} Hz")]
+    UnsupportedRate(u32, u32),
     #[error("{0}")]
     Codec(&'static str),
 }

@@ -1,5 +1,7 @@
 //! Thin wrappers over libopus (through the `opus` crate) fixed to what the mixer needs: 48 kHz,
-//! mono, 16-bit PCM.
+//! mono, 16-bit PCM. The SIP connector runs them at a phone codec's own rate instead (8 or
+//! 16 kHz, [`OpusDecoder::with_rate`], [`OpusEncoder::with_rate`]): libopus takes and gives
+//! those rates natively, so a phone call's audio is never resampled on its way.
 //!
 //! Mono because the mixer sums voices: a conference mix has no stereo image to keep, and a mono
 //! decoder downmixes the stereo packets Chromium may send (its Opus is stereo-capable, but a
@@ -21,15 +23,32 @@ pub const MAX_PACKET_SAMPLES: usize = 5760;
 /// The most bytes one encoded packet may take: the Opus limit for one frame.
 pub const MAX_ENCODED: usize = 1275;
 
-/// A 48 kHz mono Opus decoder.
+/// A mono Opus decoder, at 48 kHz unless made [`OpusDecoder::with_rate`].
 pub struct OpusDecoder {
     inner: opus::Decoder,
 }
 
+/// The rates libopus decodes to and encodes from.
+const OPUS_RATES: [u32; 5] = [8_000, 12_000, 16_000, 24_000, SAMPLE_RATE];
+
+fn check_rate(rate: u32) -> Result<u32, AudioError> {
+    if OPUS_RATES.contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(AudioError::UnsupportedRate(SAMPLE_RATE, rate))
+    }
+}
+
 impl OpusDecoder {
     pub fn new() -> Result<Self, AudioError> {
+        Self::with_rate(SAMPLE_RATE)
+    }
+
+    /// A decoder whose samples come out at `rate`: 8, 12, 16, 24 or 48 kHz. Lower rates cost
+    /// less (libopus skips the bands above them).
+    pub fn with_rate(rate: u32) -> Result<Self, AudioError> {
         Ok(Self {
-            inner: opus::Decoder::new(SAMPLE_RATE, Channels::Mono)?,
+            inner: opus::Decoder::new(check_rate(rate)?, Channels::Mono)?,
         })
     }
 
@@ -82,7 +101,7 @@ pub enum Band {
     Wide,
 }
 
-/// A 48 kHz mono Opus encoder for voice: the VOIP application (not restricted-lowdelay, which
+/// A mono Opus encoder for voice (48 kHz unless made [`OpusEncoder::with_rate`]): the VOIP application (not restricted-lowdelay, which
 /// is CELT-only and so has no in-band FEC), in-band FEC on, constant frame duration given by the
 /// PCM length (20 ms for the mixer).
 pub struct OpusEncoder {
@@ -98,7 +117,14 @@ impl OpusEncoder {
     /// encoder expects, which decides how much FEC it adds (0 turns FEC off in practice).
     /// The complexity is libopus's default (9) until [`OpusEncoder::set_complexity`].
     pub fn new(bitrate: u32, loss_percent: u8) -> Result<Self, AudioError> {
-        let mut inner = opus::Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip)?;
+        Self::with_rate(SAMPLE_RATE, bitrate, loss_percent)
+    }
+
+    /// An encoder that takes samples at `rate` (8, 12, 16, 24 or 48 kHz); otherwise as
+    /// [`OpusEncoder::new`]. At 8 kHz only the narrow band is coded (nothing above 4 kHz is
+    /// there), at 16 kHz up to the wide band.
+    pub fn with_rate(rate: u32, bitrate: u32, loss_percent: u8) -> Result<Self, AudioError> {
+        let mut inner = opus::Encoder::new(check_rate(rate)?, Channels::Mono, Application::Voip)?;
         inner.set_inband_fec(true)?;
         inner.set_packet_loss_perc(i32::from(loss_percent.min(100)))?;
         let mut encoder = Self { inner };

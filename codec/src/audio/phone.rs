@@ -1,16 +1,22 @@
-//! A phone call's audio to and from the mixer: the four codecs SIP trunks and phones offer
-//! (PCMU, PCMA, G722 and Opus), between their RTP payloads and the mixer's 48 kHz mono samples.
+//! A phone call's audio: the four codecs SIP trunks and phones offer (PCMU, PCMA, G722 and
+//! Opus), between their RTP payloads and mono samples at a rate the caller picks.
 //!
-//! G.711 runs at 8 kHz and G.722 at 16 kHz, so their decoders upsample and their encoders
-//! downsample (see [`super::resample`]); each decoder and encoder keeps its own resampler,
-//! since the filters' history belongs to one stream. Opus goes straight through the mixer's
-//! own wrappers. Buffers are sized at construction for the longest packet (120 ms).
+//! The SIP connector bridges a call at its codec's own rate (8 kHz for G.711, 16 kHz for
+//! G.722) and hands that to an Opus encoder and decoder running at the same rate, so a call
+//! costs no resampling at all; the mixer's 48 kHz works too. Where a codec's rate and the
+//! caller's differ (a G.711 packet on a call bridged at G.722's rate, or 48 kHz), the decoder
+//! and encoder resample ([`super::resample`]), each with its own filter, since a filter's
+//! history belongs to one stream. Buffers are sized at construction for the longest packet
+//! (120 ms).
 
 use super::g711::{alaw_decode, alaw_encode, ulaw_decode, ulaw_encode};
 use super::g722::{G722_RATE, G722Decoder, G722Encoder};
-use super::opus_codec::{MAX_PACKET_SAMPLES, OpusDecoder, OpusEncoder};
+use super::opus_codec::{OpusDecoder, OpusEncoder};
 use super::resample::{Downsampler, Upsampler};
 use super::{AudioError, SAMPLE_RATE};
+
+/// The rates a call's samples may be at: Opus's (its decoder and encoder run at any of them).
+pub const PHONE_RATES: [u32; 5] = [8_000, 12_000, 16_000, 24_000, SAMPLE_RATE];
 
 /// The longest packet decoded: 120 ms, Opus's longest (and far beyond any phone's ptime).
 const MAX_PACKET_MS: usize = 120;
@@ -82,12 +88,12 @@ impl PhoneCodec {
         }
     }
 
-    /// The rate the codec itself samples at, where it is not 48 kHz.
-    fn low_rate(self) -> Option<u32> {
+    /// The rate the codec itself samples at: what a call bridged with no resampling runs at.
+    pub fn sample_rate(self) -> u32 {
         match self {
-            Self::Pcmu | Self::Pcma => Some(NARROW_RATE),
-            Self::G722 => Some(G722_RATE),
-            Self::Opus => None,
+            Self::Pcmu | Self::Pcma => NARROW_RATE,
+            Self::G722 => G722_RATE,
+            Self::Opus => SAMPLE_RATE,
         }
     }
 }
@@ -100,35 +106,96 @@ enum Decode {
     Opus(OpusDecoder),
 }
 
-/// One call's decoder: RTP payloads in, 48 kHz mono samples out.
+/// Between a codec's own rate and the call's, when they differ.
+enum Resample {
+    None,
+    Up(Upsampler),
+    Down(Downsampler),
+}
+
+impl Resample {
+    fn between(codec_rate: u32, call_rate: u32, decoding: bool) -> Result<Self, AudioError> {
+        let (from, to) = if decoding {
+            (codec_rate, call_rate)
+        } else {
+            (call_rate, codec_rate)
+        };
+        Ok(match from.cmp(&to) {
+            std::cmp::Ordering::Equal => Self::None,
+            std::cmp::Ordering::Less => Self::Up(Upsampler::new(from, to)?),
+            std::cmp::Ordering::Greater => Self::Down(Downsampler::new(from, to)?),
+        })
+    }
+
+    /// The samples `input` becomes (at most), so a short `out` can be refused before any
+    /// state moves.
+    fn output_len(&self, input: usize) -> usize {
+        match self {
+            Self::None => input,
+            Self::Up(up) => up.output_len(input),
+            Self::Down(down) => down.output_len(input),
+        }
+    }
+
+    fn process(&mut self, input: &[i16], out: &mut [i16]) -> Result<usize, AudioError> {
+        match self {
+            Self::None => {
+                let Some(out) = out.get_mut(..input.len()) else {
+                    return Err(AudioError::BufferTooSmall {
+                        needed: input.len(),
+                        got: out.len(),
+                    });
+                };
+                out.copy_from_slice(input);
+                Ok(input.len())
+            }
+            Self::Up(up) => up.process(input, out),
+            Self::Down(down) => down.process(input, out),
+        }
+    }
+}
+
+fn check_rate(rate: u32) -> Result<(), AudioError> {
+    if PHONE_RATES.contains(&rate) {
+        Ok(())
+    } else {
+        Err(AudioError::UnsupportedRate(SAMPLE_RATE, rate))
+    }
+}
+
+/// One call's decoder: RTP payloads in, mono samples at the call's rate out.
 pub struct PhoneDecoder {
     codec: PhoneCodec,
+    rate: u32,
     decode: Decode,
-    /// For G.711 and G.722: the codec's samples before upsampling, 120 ms of them.
+    /// For G.711 and G.722: the codec's samples before resampling, 120 ms of them.
     low: Vec<i16>,
-    up: Option<Upsampler>,
+    resample: Resample,
 }
 
 impl PhoneDecoder {
-    pub fn new(codec: PhoneCodec) -> Result<Self, AudioError> {
+    /// A decoder whose samples come out at `rate` (one of [`PHONE_RATES`]).
+    pub fn new(codec: PhoneCodec, rate: u32) -> Result<Self, AudioError> {
+        check_rate(rate)?;
         let decode = match codec {
             PhoneCodec::Pcmu => Decode::Pcmu,
             PhoneCodec::Pcma => Decode::Pcma,
             PhoneCodec::G722 => Decode::G722(Box::default()),
-            PhoneCodec::Opus => Decode::Opus(OpusDecoder::new()?),
+            PhoneCodec::Opus => Decode::Opus(OpusDecoder::with_rate(rate)?),
         };
-        let (low, up) = match codec.low_rate() {
-            Some(rate) => (
-                vec![0; rate as usize / 1000 * MAX_PACKET_MS],
-                Some(Upsampler::new(rate)?),
+        let (low, resample) = match codec {
+            PhoneCodec::Opus => (Vec::new(), Resample::None),
+            _ => (
+                vec![0; codec.sample_rate() as usize / 1000 * MAX_PACKET_MS],
+                Resample::between(codec.sample_rate(), rate, true)?,
             ),
-            None => (Vec::new(), None),
         };
         Ok(Self {
             codec,
+            rate,
             decode,
             low,
-            up,
+            resample,
         })
     }
 
@@ -136,15 +203,15 @@ impl PhoneDecoder {
         self.codec
     }
 
-    /// Decodes one RTP payload into `out` as 48 kHz mono samples; returns how many were
-    /// written. `out` must hold at least 48 * 120 samples (120 ms); longer payloads are an
-    /// error, and so is one Opus cannot read. An empty G.711 or G.722 payload is no samples.
+    /// Decodes one RTP payload into `out` as mono samples at the decoder's rate; returns how
+    /// many were written. `out` must hold 120 ms of them; longer payloads are an error, and
+    /// so is one Opus cannot read. An empty G.711 or G.722 payload is no samples.
     pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, AudioError> {
         // G.711 and G.722 are one byte per 8 kHz tick, 8 per ms.
         let narrow_max = NARROW_RATE as usize / 1000 * MAX_PACKET_MS;
         let low_len = match &mut self.decode {
             Decode::Opus(opus) => {
-                let max = out.len().min(MAX_PACKET_SAMPLES);
+                let max = out.len().min(self.rate as usize / 1000 * MAX_PACKET_MS);
                 return opus.decode(payload, &mut out[..max]);
             }
             _ if payload.len() > narrow_max => {
@@ -163,8 +230,8 @@ impl PhoneDecoder {
                 payload.len()
             }
             Decode::G722(g722) => {
-                // Check the room left at 48 kHz first, so a short `out` changes no state.
-                let needed = payload.len() * 6;
+                // Check the room left first, so a short `out` changes no state.
+                let needed = self.resample.output_len(payload.len() * 2);
                 if out.len() < needed {
                     return Err(AudioError::BufferTooSmall {
                         needed,
@@ -174,10 +241,7 @@ impl PhoneDecoder {
                 g722.decode(payload, &mut self.low)?
             }
         };
-        match self.up.as_mut() {
-            Some(up) => up.process(&self.low[..low_len], out),
-            None => Err(AudioError::Codec("phone decoder without its upsampler")),
-        }
+        self.resample.process(&self.low[..low_len], out)
     }
 }
 
@@ -188,20 +252,23 @@ enum Encode {
     Opus(OpusEncoder),
 }
 
-/// One call's encoder: 48 kHz mono frames in, RTP payloads out.
+/// One call's encoder: mono frames at the call's rate in, RTP payloads out.
 pub struct PhoneEncoder {
     codec: PhoneCodec,
     ptime_ms: u32,
+    rate: u32,
     encode: Encode,
     /// For G.711 and G.722: one frame at the codec's rate.
     low: Vec<i16>,
-    down: Option<Downsampler>,
+    resample: Resample,
 }
 
 impl PhoneEncoder {
     /// `ptime_ms` 10..=60 in steps of 10 for G.711 and G.722; 10, 20, 40 or 60 for Opus (its
-    /// frame sizes; 20 is what everyone sends).
-    pub fn new(codec: PhoneCodec, ptime_ms: u32) -> Result<Self, AudioError> {
+    /// frame sizes; 20 is what everyone sends). Frames come in at `rate` (one of
+    /// [`PHONE_RATES`]).
+    pub fn new(codec: PhoneCodec, ptime_ms: u32, rate: u32) -> Result<Self, AudioError> {
+        check_rate(rate)?;
         let valid = match codec {
             PhoneCodec::Opus => matches!(ptime_ms, 10 | 20 | 40 | 60),
             _ => (10..=60).contains(&ptime_ms) && ptime_ms.is_multiple_of(10),
@@ -216,21 +283,26 @@ impl PhoneEncoder {
             PhoneCodec::Pcmu => Encode::Pcmu,
             PhoneCodec::Pcma => Encode::Pcma,
             PhoneCodec::G722 => Encode::G722(Box::default()),
-            PhoneCodec::Opus => Encode::Opus(OpusEncoder::new(OPUS_BITRATE, OPUS_LOSS_PERCENT)?),
+            PhoneCodec::Opus => Encode::Opus(OpusEncoder::with_rate(
+                rate,
+                OPUS_BITRATE,
+                OPUS_LOSS_PERCENT,
+            )?),
         };
-        let (low, down) = match codec.low_rate() {
-            Some(rate) => (
-                vec![0; (rate / 1000 * ptime_ms) as usize],
-                Some(Downsampler::new(rate)?),
+        let (low, resample) = match codec {
+            PhoneCodec::Opus => (Vec::new(), Resample::None),
+            _ => (
+                vec![0; (codec.sample_rate() / 1000 * ptime_ms) as usize],
+                Resample::between(codec.sample_rate(), rate, false)?,
             ),
-            None => (Vec::new(), None),
         };
         Ok(Self {
             codec,
             ptime_ms,
+            rate,
             encode,
             low,
-            down,
+            resample,
         })
     }
 
@@ -238,9 +310,9 @@ impl PhoneEncoder {
         self.codec
     }
 
-    /// 48 kHz samples one frame takes (ptime_ms * 48).
+    /// Samples one frame takes at the encoder's rate (ptime_ms * rate / 1000).
     pub fn frame_samples(&self) -> usize {
-        (self.ptime_ms * SAMPLE_RATE / 1000) as usize
+        (self.ptime_ms * self.rate / 1000) as usize
     }
 
     /// The RTP timestamp step per frame (ptime_ms * clock_rate / 1000; G.722: 8 per ms).
@@ -250,16 +322,16 @@ impl PhoneEncoder {
 
     /// Encodes exactly frame_samples() samples into `out`; returns the payload length. For
     /// G.711 and G.722 that is ptime_ms * 8 bytes; Opus needs up to 1275.
-    pub fn encode(&mut self, pcm48: &[i16], out: &mut [u8]) -> Result<usize, AudioError> {
+    pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, AudioError> {
         let expected = self.frame_samples();
-        if pcm48.len() != expected {
+        if pcm.len() != expected {
             return Err(AudioError::FrameLength {
                 expected,
-                got: pcm48.len(),
+                got: pcm.len(),
             });
         }
         if let Encode::Opus(opus) = &mut self.encode {
-            return opus.encode(pcm48, out);
+            return opus.encode(pcm, out);
         }
         // G.711 and G.722 both send 8 bytes per ms; check before the resampler moves on.
         let bytes = self.ptime_ms as usize * 8;
@@ -269,12 +341,9 @@ impl PhoneEncoder {
                 got: out.len(),
             });
         };
-        let Some(down) = self.down.as_mut() else {
-            return Err(AudioError::Codec("phone encoder without its downsampler"));
-        };
         // A frame is a whole number of ms, so exactly `low.len()` samples come out.
         let low = &mut self.low;
-        down.process(pcm48, low)?;
+        self.resample.process(pcm, low)?;
         match &mut self.encode {
             Encode::Pcmu => out
                 .iter_mut()
@@ -297,7 +366,7 @@ impl PhoneEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audio::opus_codec::MAX_ENCODED;
+    use crate::audio::opus_codec::{MAX_ENCODED, MAX_PACKET_SAMPLES};
     use crate::audio::resample::tests::{goertzel, tone};
     use proptest::prelude::*;
 
@@ -354,12 +423,12 @@ mod tests {
     fn frame_sizes_and_timestamp_steps() {
         for ptime in (10..=60).step_by(10) {
             for c in [PhoneCodec::Pcmu, PhoneCodec::Pcma, PhoneCodec::G722] {
-                let e = PhoneEncoder::new(c, ptime).unwrap();
+                let e = PhoneEncoder::new(c, ptime, SAMPLE_RATE).unwrap();
                 assert_eq!(e.frame_samples(), ptime as usize * 48);
                 assert_eq!(e.timestamp_step(), ptime * 8, "{c:?}");
             }
         }
-        let e = PhoneEncoder::new(PhoneCodec::Opus, 20).unwrap();
+        let e = PhoneEncoder::new(PhoneCodec::Opus, 20, SAMPLE_RATE).unwrap();
         assert_eq!((e.frame_samples(), e.timestamp_step()), (960, 960));
         for (c, ptime) in [
             (PhoneCodec::Pcmu, 0),
@@ -368,15 +437,18 @@ mod tests {
             (PhoneCodec::Opus, 30),
             (PhoneCodec::Opus, 120),
         ] {
-            assert!(PhoneEncoder::new(c, ptime).is_err(), "{c:?} {ptime}");
+            assert!(
+                PhoneEncoder::new(c, ptime, SAMPLE_RATE).is_err(),
+                "{c:?} {ptime}"
+            );
         }
     }
 
     /// One second of a 1 kHz tone through an encoder and decoder in frames of `ptime`: the
     /// payloads' sizes, and the tone's level at the end.
     fn round_trip(codec: PhoneCodec, ptime: u32) -> f64 {
-        let mut enc = PhoneEncoder::new(codec, ptime).unwrap();
-        let mut dec = PhoneDecoder::new(codec).unwrap();
+        let mut enc = PhoneEncoder::new(codec, ptime, SAMPLE_RATE).unwrap();
+        let mut dec = PhoneDecoder::new(codec, SAMPLE_RATE).unwrap();
         assert_eq!(dec.codec(), codec);
         assert_eq!(enc.codec(), codec);
         // Whole frames: 30 ms does not divide a second.
@@ -413,13 +485,51 @@ mod tests {
     }
 
     #[test]
+    fn calls_at_their_codecs_rates_need_no_resampling() {
+        // The connector's way: each codec at its own rate, G.711 packets on a G.722 call, and
+        // Opus at a phone's rate.
+        for (codec, rate) in [
+            (PhoneCodec::Pcmu, 8_000),
+            (PhoneCodec::Pcma, 16_000),
+            (PhoneCodec::G722, 16_000),
+            (PhoneCodec::G722, 8_000),
+            (PhoneCodec::Opus, 8_000),
+            (PhoneCodec::Opus, 16_000),
+        ] {
+            let mut enc = PhoneEncoder::new(codec, 20, rate).unwrap();
+            let mut dec = PhoneDecoder::new(codec, rate).unwrap();
+            assert_eq!(enc.frame_samples(), rate as usize / 50);
+            let input = tone(1000.0, rate, 10_000.0, rate as usize);
+            let mut payload = [0u8; MAX_ENCODED];
+            let mut pcm = vec![0i16; MAX_PACKET_SAMPLES];
+            let mut output = Vec::new();
+            for frame in input.chunks(enc.frame_samples()) {
+                let len = enc.encode(frame, &mut payload).unwrap();
+                let n = dec.decode(&payload[..len], &mut pcm).unwrap();
+                assert_eq!(n, frame.len(), "{codec:?} at {rate}");
+                output.extend_from_slice(&pcm[..n]);
+            }
+            let level = goertzel(&output[rate as usize / 5..], 1000.0, rate) / 10_000.0;
+            let db = 20.0 * level.log10();
+            assert!(db.abs() < 1.0, "{codec:?} at {rate}: {db:.2} dB");
+        }
+        for rate in [0, 11_025, 44_100, 96_000] {
+            assert!(PhoneDecoder::new(PhoneCodec::Pcmu, rate).is_err(), "{rate}");
+            assert!(
+                PhoneEncoder::new(PhoneCodec::Opus, 20, rate).is_err(),
+                "{rate}"
+            );
+        }
+    }
+
+    #[test]
     fn decoding_a_known_g711_payload() {
         // μ-law 0xFF is silence; A-law 0xD5 is the smallest positive step: 160 bytes are 20 ms.
         let mut pcm = [0i16; MAX_PACKET_SAMPLES];
-        let mut dec = PhoneDecoder::new(PhoneCodec::Pcmu).unwrap();
+        let mut dec = PhoneDecoder::new(PhoneCodec::Pcmu, SAMPLE_RATE).unwrap();
         assert_eq!(dec.decode(&[0xFF; 160], &mut pcm).unwrap(), 960);
         assert!(pcm[..960].iter().all(|&s| s == 0));
-        let mut dec = PhoneDecoder::new(PhoneCodec::Pcma).unwrap();
+        let mut dec = PhoneDecoder::new(PhoneCodec::Pcma, SAMPLE_RATE).unwrap();
         for _ in 0..5 {
             assert_eq!(dec.decode(&[0xD5; 160], &mut pcm).unwrap(), 960);
         }
@@ -431,7 +541,7 @@ mod tests {
     fn bad_input_is_an_error() {
         let mut pcm = [0i16; MAX_PACKET_SAMPLES];
         for codec in [PhoneCodec::Pcmu, PhoneCodec::Pcma, PhoneCodec::G722] {
-            let mut dec = PhoneDecoder::new(codec).unwrap();
+            let mut dec = PhoneDecoder::new(codec, SAMPLE_RATE).unwrap();
             // 120 ms is the limit.
             assert_eq!(dec.decode(&[0x55; 960], &mut pcm).unwrap(), 5760);
             assert!(matches!(
@@ -444,7 +554,7 @@ mod tests {
             ));
             assert_eq!(dec.decode(&[], &mut pcm).unwrap(), 0);
 
-            let mut enc = PhoneEncoder::new(codec, 20).unwrap();
+            let mut enc = PhoneEncoder::new(codec, 20, SAMPLE_RATE).unwrap();
             let mut out = [0u8; 160];
             assert!(matches!(
                 enc.encode(&[0; 959], &mut out),
@@ -453,9 +563,9 @@ mod tests {
             assert!(enc.encode(&[0; 960], &mut out[..159]).is_err());
             assert_eq!(enc.encode(&[0; 960], &mut out).unwrap(), 160);
         }
-        let mut dec = PhoneDecoder::new(PhoneCodec::Opus).unwrap();
+        let mut dec = PhoneDecoder::new(PhoneCodec::Opus, SAMPLE_RATE).unwrap();
         assert!(dec.decode(&[], &mut pcm).is_err());
-        let mut enc = PhoneEncoder::new(PhoneCodec::Opus, 20).unwrap();
+        let mut enc = PhoneEncoder::new(PhoneCodec::Opus, 20, SAMPLE_RATE).unwrap();
         assert!(enc.encode(&[0; 480], &mut [0; MAX_ENCODED]).is_err());
         // An Opus packet of 20 ms into 10 ms of room.
         let mut payload = [0u8; MAX_ENCODED];
@@ -471,7 +581,7 @@ mod tests {
         ) {
             let mut pcm = [0i16; MAX_PACKET_SAMPLES];
             for codec in ALL {
-                let mut dec = PhoneDecoder::new(codec).unwrap();
+                let mut dec = PhoneDecoder::new(codec, SAMPLE_RATE).unwrap();
                 if let Ok(n) = dec.decode(&payload, &mut pcm) {
                     prop_assert!(n <= MAX_PACKET_SAMPLES);
                 }

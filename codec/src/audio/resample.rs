@@ -1,5 +1,6 @@
-//! Integer-ratio resampling between the mixer's 48 kHz and the phone rates: 8 kHz (G.711) and
-//! 16 kHz (G.722).
+//! Integer-ratio resampling between the rates a phone call's audio meets: the mixer's 48 kHz,
+//! G.722's 16 kHz and G.711's 8 kHz (a call bridged at G.722's rate that also accepts G.711
+//! packets brings those up from 8 to 16 kHz).
 //!
 //! Both directions use one low-pass FIR: a windowed sinc (Kaiser window, 60 dB) whose pass band
 //! ends at 42% of the low rate and whose stop band starts at its Nyquist frequency, so nothing
@@ -14,7 +15,7 @@
 
 use std::f64::consts::PI;
 
-use super::{AudioError, SAMPLE_RATE};
+use super::AudioError;
 
 /// The pass band's end and the stop band's start, as fractions of the low rate.
 const PASS_EDGE: f64 = 0.42;
@@ -22,23 +23,25 @@ const STOP_EDGE: f64 = 0.5;
 /// The stop band's attenuation the Kaiser window is designed for, dB.
 const ATTENUATION_DB: f64 = 60.0;
 
-/// The factor between 48 kHz and `low_rate`: 2 to 12, and an exact divisor.
-fn factor_for(low_rate: u32) -> Result<usize, AudioError> {
-    if low_rate == 0 || !SAMPLE_RATE.is_multiple_of(low_rate) {
-        return Err(AudioError::UnsupportedRate(low_rate));
+/// The factor between `high_rate` and `low_rate`: 2 to 12, and an exact divisor.
+fn factor_for(high_rate: u32, low_rate: u32) -> Result<usize, AudioError> {
+    let unsupported = AudioError::UnsupportedRate(high_rate, low_rate);
+    if low_rate == 0 || !high_rate.is_multiple_of(low_rate) {
+        return Err(unsupported);
     }
-    match SAMPLE_RATE / low_rate {
+    match high_rate / low_rate {
         factor @ 2..=12 => Ok(factor as usize),
-        _ => Err(AudioError::UnsupportedRate(low_rate)),
+        _ => Err(unsupported),
     }
 }
 
-/// The low-pass filter at 48 kHz for `factor`, with a DC gain of 1. Its length is a multiple of
-/// `factor`, so every polyphase branch has as many taps.
+/// The low-pass filter at the high rate for `factor`, with a DC gain of 1. Its length is a
+/// multiple of `factor`, so every polyphase branch has as many taps. In frequencies relative
+/// to the high rate it depends on the factor alone.
 fn low_pass(factor: usize) -> Vec<f32> {
-    let low = f64::from(SAMPLE_RATE) / factor as f64;
-    let cutoff = (PASS_EDGE + STOP_EDGE) / 2.0 * low / f64::from(SAMPLE_RATE);
-    let transition = 2.0 * PI * (STOP_EDGE - PASS_EDGE) * low / f64::from(SAMPLE_RATE);
+    let low = 1.0 / factor as f64;
+    let cutoff = (PASS_EDGE + STOP_EDGE) / 2.0 * low;
+    let transition = 2.0 * PI * (STOP_EDGE - PASS_EDGE) * low;
     // Kaiser's estimates of the window's shape and the filter's length for the attenuation.
     let beta = 0.1102 * (ATTENUATION_DB - 8.7);
     let estimate = ((ATTENUATION_DB - 8.0) / (2.285 * transition)).ceil() as usize + 1;
@@ -139,7 +142,7 @@ fn convolve(window: &[f32], reversed_taps: &[f32]) -> f32 {
 /// Independent partial sums in [`convolve`]: two AVX registers' worth.
 const LANES: usize = 16;
 
-/// 48 kHz down to a lower rate.
+/// A rate down to a lower one.
 pub struct Downsampler {
     factor: usize,
     /// The filter, reversed to match the delay line's order.
@@ -150,9 +153,9 @@ pub struct Downsampler {
 }
 
 impl Downsampler {
-    /// `low_rate` must divide 48 000 by 2 to 12 (8000 and 16 000 for the phone codecs).
-    pub fn new(low_rate: u32) -> Result<Self, AudioError> {
-        let factor = factor_for(low_rate)?;
+    /// `low_rate` must divide `high_rate` by 2 to 12.
+    pub fn new(high_rate: u32, low_rate: u32) -> Result<Self, AudioError> {
+        let factor = factor_for(high_rate, low_rate)?;
         let mut taps = low_pass(factor);
         taps.reverse();
         let line = DelayLine::new(taps.len());
@@ -169,7 +172,7 @@ impl Downsampler {
         (self.phase + input_len) / self.factor
     }
 
-    /// Filters `input` (48 kHz) into `out` at the low rate, returning the samples written: one
+    /// Filters `input` (the high rate) into `out` at the low rate, returning the samples written: one
     /// every `factor` inputs, counted across calls. An `out` shorter than
     /// [`Downsampler::output_len`] is an error, and nothing is consumed.
     pub fn process(&mut self, input: &[i16], out: &mut [i16]) -> Result<usize, AudioError> {
@@ -194,7 +197,7 @@ impl Downsampler {
     }
 }
 
-/// A lower rate up to 48 kHz.
+/// A rate up to a higher one.
 pub struct Upsampler {
     factor: usize,
     /// The filter's phases one after another, each reversed to match the delay line's order
@@ -206,9 +209,9 @@ pub struct Upsampler {
 }
 
 impl Upsampler {
-    /// `low_rate` must divide 48 000 by 2 to 12 (8000 and 16 000 for the phone codecs).
-    pub fn new(low_rate: u32) -> Result<Self, AudioError> {
-        let factor = factor_for(low_rate)?;
+    /// `low_rate` must divide `high_rate` by 2 to 12.
+    pub fn new(low_rate: u32, high_rate: u32) -> Result<Self, AudioError> {
+        let factor = factor_for(high_rate, low_rate)?;
         let taps = low_pass(factor);
         let phase_len = taps.len() / factor;
         let mut phases = Vec::with_capacity(taps.len());
@@ -236,7 +239,7 @@ impl Upsampler {
         input_len * self.factor
     }
 
-    /// Interpolates `input` (the low rate) into `out` at 48 kHz, returning the samples written:
+    /// Interpolates `input` (the low rate) into `out` at the high rate, returning the samples written:
     /// `factor` per input. An `out` shorter than that is an error, and nothing is consumed.
     pub fn process(&mut self, input: &[i16], out: &mut [i16]) -> Result<usize, AudioError> {
         let needed = self.output_len(input.len());
@@ -264,6 +267,7 @@ impl Upsampler {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::audio::SAMPLE_RATE;
 
     pub(crate) fn tone(freq: f64, rate: u32, amplitude: f64, len: usize) -> Vec<i16> {
         (0..len)
@@ -293,7 +297,7 @@ pub(crate) mod tests {
     }
 
     fn down(rate: u32, input: &[i16]) -> Vec<i16> {
-        let mut d = Downsampler::new(rate).unwrap();
+        let mut d = Downsampler::new(SAMPLE_RATE, rate).unwrap();
         let mut out = vec![0; d.output_len(input.len())];
         let n = d.process(input, &mut out).unwrap();
         assert_eq!(n, out.len());
@@ -301,7 +305,7 @@ pub(crate) mod tests {
     }
 
     fn up(rate: u32, input: &[i16]) -> Vec<i16> {
-        let mut u = Upsampler::new(rate).unwrap();
+        let mut u = Upsampler::new(rate, SAMPLE_RATE).unwrap();
         let mut out = vec![0; u.output_len(input.len())];
         assert_eq!(u.process(input, &mut out).unwrap(), out.len());
         out
@@ -360,7 +364,7 @@ pub(crate) mod tests {
         let input = tone(440.0, SAMPLE_RATE, 12_000.0, 48_000);
         for rate in [8_000, 16_000] {
             let whole = down(rate, &input);
-            let mut d = Downsampler::new(rate).unwrap();
+            let mut d = Downsampler::new(SAMPLE_RATE, rate).unwrap();
             let mut framed = Vec::new();
             let mut out = [0i16; 960];
             for frame in input.chunks(960) {
@@ -370,7 +374,7 @@ pub(crate) mod tests {
             assert_eq!(framed, whole, "{rate} Hz down");
 
             // Odd-sized pieces too: the phase carries over.
-            let mut d = Downsampler::new(rate).unwrap();
+            let mut d = Downsampler::new(SAMPLE_RATE, rate).unwrap();
             let mut odd = Vec::new();
             for frame in input.chunks(7) {
                 let n = d.process(frame, &mut out).unwrap();
@@ -379,7 +383,7 @@ pub(crate) mod tests {
             assert_eq!(odd, whole, "{rate} Hz down in 7s");
 
             let whole_up = up(rate, &whole);
-            let mut u = Upsampler::new(rate).unwrap();
+            let mut u = Upsampler::new(rate, SAMPLE_RATE).unwrap();
             let mut framed_up = Vec::new();
             let per_frame = rate as usize / 50;
             for frame in whole.chunks(per_frame) {
@@ -391,15 +395,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn eight_to_sixteen_khz_keeps_a_tone() {
+        // A G.711 packet on a call bridged at G.722's rate.
+        let low = tone(1000.0, 8_000, 10_000.0, 8_000);
+        let mut u = Upsampler::new(8_000, 16_000).unwrap();
+        let mut high = vec![0; u.output_len(low.len())];
+        u.process(&low, &mut high).unwrap();
+        let level = db(goertzel(&high[1600..], 1000.0, 16_000) / 10_000.0);
+        assert!(level.abs() < 1.0, "{level:.2} dB");
+        let image = db(goertzel(&high[1600..], 7000.0, 16_000) / 10_000.0);
+        assert!(image < -50.0, "image at 7 kHz: {image:.1} dB");
+        let mut d = Downsampler::new(16_000, 8_000).unwrap();
+        let mut back = vec![0; d.output_len(high.len())];
+        d.process(&high, &mut back).unwrap();
+        let level = db(goertzel(&back[800..], 1000.0, 8_000) / 10_000.0);
+        assert!(level.abs() < 1.0, "{level:.2} dB back at 8 kHz");
+    }
+
+    #[test]
     fn bad_rates_and_short_buffers_are_errors() {
         for rate in [0, 7_000, 48_000, 96_000, 2_000] {
-            assert!(Downsampler::new(rate).is_err(), "{rate}");
-            assert!(Upsampler::new(rate).is_err(), "{rate}");
+            assert!(Downsampler::new(SAMPLE_RATE, rate).is_err(), "{rate}");
+            assert!(Upsampler::new(rate, SAMPLE_RATE).is_err(), "{rate}");
         }
-        let mut d = Downsampler::new(8_000).unwrap();
+        let mut d = Downsampler::new(SAMPLE_RATE, 8_000).unwrap();
         assert!(d.process(&[0; 960], &mut [0; 159]).is_err());
         assert_eq!(d.process(&[0; 960], &mut [0; 160]).unwrap(), 160);
-        let mut u = Upsampler::new(16_000).unwrap();
+        let mut u = Upsampler::new(16_000, SAMPLE_RATE).unwrap();
         assert!(u.process(&[0; 320], &mut [0; 959]).is_err());
         // Full-scale square waves overshoot the filter: the output saturates, no overflow.
         let square: Vec<i16> = (0..960)

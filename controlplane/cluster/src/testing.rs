@@ -129,6 +129,7 @@ pub fn mix_offer(receive_only: bool) -> String {
                 codec,
                 payload_type,
                 ssrc,
+                max_audio_rate: None,
             },
         })
         .collect();

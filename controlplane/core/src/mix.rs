@@ -15,7 +15,8 @@
 
 use switchyard_dataplane::ice::Credentials;
 use switchyard_dataplane::mcu::{
-    AUDIO_LEVEL_EXT, MIX_RID_EXT, MixerConfig, RUNG_RIDS, StreamSpec, VideoCodec, largest_tile,
+    AUDIO_LEVEL_EXT, Band, MIX_RID_EXT, MixerConfig, RUNG_RIDS, StreamSpec, VideoCodec,
+    largest_tile,
 };
 use switchyard_dataplane::media::{Codec, MediaKind};
 use switchyard_dataplane::sdp::{self, LocalParams, MediaRole, Negotiated, Offer, SendTrack};
@@ -61,6 +62,24 @@ struct Line {
     /// Our SSRC for what it receives on the same m-line (in the codec it sends, the
     /// producer's payload type, MID and feedback).
     receive_ssrc: u32,
+}
+
+/// The audio band a listener plays at most, from its Opus fmtp's `maxplaybackrate` (RFC
+/// 7587): a phone call's leg says 8 or 16 kHz, and its mix-minus is then coded in that band
+/// only, which costs the mixer's encoder less and leaves out what the phone cannot carry.
+fn playback_band(fmtp: Option<&str>) -> Option<Band> {
+    let rate: u32 = fmtp?.split(';').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("maxplaybackrate")
+            .then(|| v.trim().parse().ok())?
+    })?;
+    match rate {
+        0 => None,
+        1..=8_000 => Some(Band::Narrow),
+        8_001..=16_000 => Some(Band::Wide),
+        _ => None,
+    }
 }
 
 /// Where a channel's mixer is: its MCU thread, its router and worker.
@@ -295,7 +314,8 @@ impl AppState {
         let Some((answer, video)) = answered else {
             return Err(Error::BadRequest("nothing to play".into()));
         };
-        let sends: Vec<(MediaKind, ConsumerSpec)> = answer
+        // Each with the viewer's fmtp for the codec (an audio band it plays at most).
+        let sends: Vec<(MediaKind, ConsumerSpec, Option<String>)> = answer
             .media
             .iter()
             .filter_map(|n| match n {
@@ -326,6 +346,7 @@ impl AppState {
                         rtx: None,
                         red: None,
                     },
+                    codec.fmtp.clone(),
                 )),
                 _ => None,
             })
@@ -342,7 +363,7 @@ impl AppState {
         let mut consumers = Vec::new();
         let mut audio_out = None;
         let mut failed = None;
-        for (kind, mut consumer) in sends {
+        for (kind, mut consumer, consumer_fmtp) in sends {
             let producer = match kind {
                 // A listener of its own that is no source: it hears everyone.
                 MediaKind::Audio => {
@@ -350,6 +371,7 @@ impl AppState {
                         listener: ids::producer().0,
                         ssrc: 0,
                         payload_type: AUDIO_PT,
+                        band: playback_band(consumer_fmtp.as_deref()),
                     };
                     self.mixer_output(place, spec, Codec::Opus, false)
                         .await
@@ -507,6 +529,7 @@ impl AppState {
                                 listener: source,
                                 ssrc: 0,
                                 payload_type: AUDIO_PT,
+                                band: playback_band(l.track.fmtp.as_deref()),
                             },
                             Codec::Opus,
                             false,
@@ -624,11 +647,12 @@ impl AppState {
             .ok_or_else(|| Error::BadRequest("this server runs no MCU".into()))?;
         let ssrc = rand::random::<u32>() | 1;
         let (spec, kind, payload_type, clock_rate) = match spec {
-            StreamSpec::AudioOut { listener, .. } => (
+            StreamSpec::AudioOut { listener, band, .. } => (
                 StreamSpec::AudioOut {
                     listener,
                     ssrc,
                     payload_type: AUDIO_PT,
+                    band,
                 },
                 MediaKind::Audio,
                 AUDIO_PT,
@@ -879,6 +903,25 @@ fn line(n: &Negotiated, role: &MediaRole, rules: &Rules) -> Option<Line> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listener_playing_less_than_full_band_gets_that_band() {
+        let band = |f: &str| playback_band(Some(f));
+        assert_eq!(
+            band("minptime=10;useinbandfec=1;maxplaybackrate=8000"),
+            Some(Band::Narrow)
+        );
+        assert_eq!(
+            band("maxplaybackrate=16000; useinbandfec=1"),
+            Some(Band::Wide)
+        );
+        assert_eq!(band("MaxPlaybackRate = 12000"), Some(Band::Wide));
+        assert_eq!(band("maxplaybackrate=48000"), None);
+        assert_eq!(band("minptime=10;useinbandfec=1"), None);
+        assert_eq!(band("maxplaybackrate=lots"), None);
+        assert_eq!(band("maxplaybackrate=0"), None);
+        assert_eq!(playback_band(None), None);
+    }
     use switchyard_dataplane::mcu::Layout;
 
     /// Four inputs of a 720p grid take the 360-line layer of a 180/360/720 simulcast (the

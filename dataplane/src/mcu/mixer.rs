@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use switchyard_codec::audio::opus_codec::Band;
 use switchyard_codec::audio::{AudioMixer, MixerConfig as AudioConfig, SourceId, TalkerConfig};
 use switchyard_codec::compose::Compositor;
 use switchyard_codec::h264::{H264Depacketizer, H264Packetizer};
@@ -105,10 +106,12 @@ pub enum StreamSpec {
         ssrc: u32,
     },
     /// What `listener` hears: everyone but itself; the producer's SSRC and payload type.
+    /// `band`: the most the listener plays (a phone call's), when less than Opus's full band.
     AudioOut {
         listener: SourceId,
         ssrc: u32,
         payload_type: u8,
+        band: Option<Band>,
     },
     /// The composite in `codec`, for every viewer taking that codec.
     VideoOut {
@@ -334,10 +337,12 @@ impl Mixer {
                 listener,
                 ssrc,
                 payload_type,
+                band,
             } => {
                 // Adding a known source again only makes it listen.
                 self.audio
                     .add_source(listener, true)
+                    .and_then(|()| self.audio.set_listener_band(listener, band))
                     .map_err(|e| format!("audio listener: {e}"))?;
                 self.audio_sources.insert(listener, true);
                 self.audio_out.insert(

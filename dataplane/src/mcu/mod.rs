@@ -23,6 +23,7 @@ mod thread;
 pub use mixer::{
     AUDIO_LEVEL_EXT, MIX_RID_EXT, Mixer, MixerConfig, MixerStats, RUNG_RIDS, StreamSpec,
 };
+pub use switchyard_codec::audio::opus_codec::Band;
 pub use switchyard_codec::layout::{Layout, largest_tile};
 pub use switchyard_codec::video::VideoCodec;
 pub use thread::{Mcu, McuLanes, McuStats, ToMcu};

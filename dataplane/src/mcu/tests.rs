@@ -133,6 +133,7 @@ impl Source {
             listener: source,
             ssrc: 600 + self.index as u32,
             payload_type: 111,
+            band: None,
         };
         mixer.add_stream(self.audio_out(), out).unwrap();
     }
