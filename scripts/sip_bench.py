@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """SIP calls per core: how many phone calls one server core carries, and call set-up time.
 
-Why: the SIP connector's cost is per call (SIP, two RTP legs, G.711 <-> 48 kHz <-> Opus both
+Why: the SIP connector's cost is per call (SIP, two RTP legs, G.711 <-> Opus at 8 kHz both
 ways, SRTP, the channel's mixer); this ramps concurrent calls on a server pinned to one core
 until that core is full or the calls' audio falls behind, as the issue's benchmark asks.
 
 Run inside a private network namespace (scripts/sip_bench.sh does that):
   sip_bench.py BINARY [--steps 25,50,100,...] [--server-core 0] [--sipp-core 1]
 
-Each step: a fresh all-in-one (`--workers 1 --mcu-workers 1`, pinned to --server-core), SIPp
-(tests/sip/uac_bench.xml, pinned to --sipp-core) holding N calls, each into a channel of its
-own, each playing a G.711 tone (50 packets/s in) and receiving the mix (50 packets/s out).
+Each step: a fresh all-in-one (`--workers 1 --mcu-workers 1`, pinned to --server-core), the
+load generator (`switchyard loadtest peers`, pinned to --sipp-core) holding one browserless
+MCU participant in each of channels bench1..benchN, sending an Opus tone and receiving the mix,
+and SIPp (tests/sip/uac_bench.xml, pinned to --sipp-core) holding N calls, call k into channel
+benchk, each playing a G.711 tone (50 packets/s in) and receiving the mix (50 packets/s out):
+the caller hears the participant and the participant hears the caller.
 Once all N are up, the server's CPU and the packets it sends to the phones are measured over
 --window seconds. A step holds while every call is up, the phones get at least 97% of their
 50 packets/s, and the server used under 95% of its core. Set-up time is INVITE to 200 OK
@@ -63,6 +66,14 @@ def step(binary, n, args, work):
                 break
             except OSError:
                 time.sleep(0.1)
+        peers = subprocess.Popen(
+            [binary, "loadtest", "peers", "--url", "http://127.0.0.1:8080", "--data-dir", data,
+             "--prefix", "bench", "--count", str(n), "--talking",
+             "--generator-core", str(args.sipp_core)],
+            stdout=subprocess.PIPE, stderr=open(os.path.join(data, "peers.log"), "w"), text=True)
+        line = peers.stdout.readline().strip()
+        if line != "peers: all receiving":
+            raise SystemExit(f"{n} participants: {line or 'the load generator ended'} (see {data}/peers.log)")
         rate = 20
         hold_ms = int((n / rate + args.window + 15) * 1000)
         sipp_dir = tempfile.mkdtemp(dir=work)
@@ -86,6 +97,8 @@ def step(binary, n, args, work):
         time.sleep(args.window)
         m1, c1, t1 = metrics(), cpu_seconds(server.pid), time.time()
         sipp.wait()
+        peers.terminate()
+        peers.wait()
         rtts = []
         for path in glob.glob(os.path.join(sipp_dir, "*_rtt.csv")):
             with open(path) as f:

@@ -47,4 +47,7 @@ pub enum Error {
     JanusMixIsAudio,
     #[error("encoding the MCU participants' clip: {0}")]
     Clip(#[source] crate::clip::Error),
+    /// `peers` waits for SIGTERM.
+    #[error("signal handler: {0}")]
+    Signal(#[source] io::Error),
 }

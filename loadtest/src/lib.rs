@@ -5,7 +5,8 @@
 //! Two commands: `run` plays a named scenario (audio-room, meeting, livestream) and reports;
 //! `capacity` ramps subscribers of one 720p publisher on a server pinned to one core until loss
 //! or latency give out, and reports the sustained number per core; `capacity --mode mcu` ramps
-//! rooms of MCU participants (one sendrecv connection each, real VP8 and Opus) instead.
+//! rooms of MCU participants (one sendrecv connection each, real VP8 and Opus) instead;
+//! `peers` holds one MCU participant in each of many channels (the SIP benchmark's).
 //!
 //! Layout: `traffic` makes the media (`clip` the real media MCU participants send; `mcu` is
 //! the MCU ramp), `net` is the pinned net thread that owns every socket and
@@ -20,6 +21,7 @@ mod generator;
 pub mod janus;
 mod mcu;
 mod net;
+mod peers;
 mod procfs;
 mod report;
 mod run;
@@ -52,6 +54,27 @@ enum LoadtestCommand {
     /// --mode mcu: rooms of MCU participants until the mix gives out (loss, delay, or the
     /// mixer falling behind its clocks).
     Capacity(CapacityArgs),
+    /// Hold one MCU participant (audio only: an Opus tone, or silence) in each of channels
+    /// PREFIX1..PREFIXN of a running server (--url) until SIGTERM; prints `peers: all
+    /// receiving` once each receives its mix. The channel side of `scripts/sip_bench.py`.
+    Peers(PeersArgs),
+}
+
+#[derive(Args)]
+struct PeersArgs {
+    /// Channels are this prefix and 1..=--count.
+    #[arg(long)]
+    prefix: String,
+    #[arg(long)]
+    count: usize,
+    /// Send the tone (else silence, marked silent by its RFC 6464 level).
+    #[arg(long)]
+    talking: bool,
+    /// Participants started per second.
+    #[arg(long, default_value_t = 50.0)]
+    ramp: f64,
+    #[command(flatten)]
+    target: TargetArgs,
 }
 
 /// The server under test and the generator's own placement.
@@ -217,6 +240,7 @@ pub fn main(args: LoadtestArgs) -> ExitCode {
             LoadtestCommand::Run(a) => run::run(a).await,
             LoadtestCommand::Capacity(a) if a.mode == Mode::Mcu => mcu::capacity(&a).await,
             LoadtestCommand::Capacity(a) => capacity::capacity(a).await,
+            LoadtestCommand::Peers(a) => peers::peers(&a).await,
         }
     });
     match result {
