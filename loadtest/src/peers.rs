@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
+use crate::PeersArgs;
 use crate::clip::Clip;
 use crate::error::Error;
 use crate::generator::{MixRoom, Signalling};
 use crate::run::{self, Progress, Setup, Sfu};
-use crate::PeersArgs;
 
 /// Audio only: the clip's size does not matter, its Opus tone does.
 const CLIP_SIZE: (u32, u32) = (160, 90);
