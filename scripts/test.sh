@@ -129,8 +129,8 @@ if [[ -z ${SWITCHYARD_SKIP_FUZZ:-} ]]; then
   seconds=${FUZZ_SECONDS:-15}
   # Each crate's fuzz targets, as crate/target: the data plane's protocol parsers, the codec
   # crate's RTP depacketizers, the recorder's H264 conversion and Matroska writer, the reader
-  # of recorded files and the monitor's reader of logs.
-  for entry in dataplane/{stun,rtp,rtcp,sdp,turn,framing,twcc,dd} codec/depacketize codec/phone recording/record recording/read recording/log; do
+  # of recorded files, the monitor's reader of logs, and the SIP connector's offer/answer.
+  for entry in dataplane/{stun,rtp,rtcp,sdp,turn,framing,twcc,dd} codec/depacketize codec/phone recording/record recording/read recording/log sip/answer; do
     crate=${entry%/*} target=${entry#*/}
     step "fuzz $target for ${seconds}s"
     # cargo fuzz needs nightly-only sanitizer flags; RUSTC_BOOTSTRAP lets the stable compiler
