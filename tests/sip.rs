@@ -765,9 +765,7 @@ fn dial_out_reaches_a_sipp_callee() {
     let dir = temp_dir();
     let phone_tone = sip::tone_pcap(&dir, "pcmu", PHONE_A, 20);
     let callee_tone = sip::tone_pcap(&dir, "pcmu", PHONE_B, 8);
-    let trunk = r#"{"domain":"127.0.0.1:5080","canTerminate":true}"#;
-    let r = admin(&server, "PUT", "/sip/trunks/main", trunk);
-    assert_eq!(r.status, 200, "{}", r.body);
+    put_trunk(&server);
 
     // Refusals first: a bad number, a trunk that does not exist, a bad body.
     let r = admin(
@@ -796,29 +794,7 @@ fn dial_out_reaches_a_sipp_callee() {
         6200,
         &["-key", "pcap", &callee_tone.display().to_string()],
     );
-    let phone = sip::sipp(
-        &dir,
-        "uac_tone.xml",
-        "room",
-        5070,
-        6000,
-        &[
-            "-key",
-            "pcap",
-            &phone_tone.display().to_string(),
-            "-d",
-            "15000",
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !server.log_tail().contains(r#"user="sip:sipp""#) {
-        assert!(
-            Instant::now() < deadline,
-            "the phone never joined:\n{}",
-            server.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let phone = phone_in_room(&server, &dir, &phone_tone, 15_000);
     let phone_hears = sip::capture_all(6000, 4, &freqs);
     let r = dial(&server, "room", r#"{"number":"1234"}"#);
     assert_eq!(r.status, 202, "{}", r.body);
@@ -934,9 +910,7 @@ fn dial_out_without_a_connector_is_503() {
             ("SIP__ENABLED", "false"),
         ],
     );
-    let trunk = r#"{"domain":"127.0.0.1:5080","canTerminate":true}"#;
-    let r = admin(&server, "PUT", "/sip/trunks/main", trunk);
-    assert_eq!(r.status, 200, "{}", r.body);
+    put_trunk(&server);
     let r = admin(
         &server,
         "POST",
@@ -1004,9 +978,7 @@ fn a_participant_allowed_to_dial_calls_a_sipp_callee_into_its_channel() {
     );
     let dir = temp_dir();
     let callee_tone = sip::tone_pcap(&dir, "pcmu", PHONE_B, 2);
-    let trunk = r#"{"domain":"127.0.0.1:5080","canTerminate":true}"#;
-    let r = admin(&server, "PUT", "/sip/trunks/main", trunk);
-    assert_eq!(r.status, 200, "{}", r.body);
+    put_trunk(&server);
     let operator = server.token("room", "operator", &["--dial"]);
     let guest = server.token("room", "guest", &[]);
     let port = server.port;
@@ -1167,9 +1139,7 @@ fn dial_out_bridges_early_media() {
     let dir = temp_dir();
     let phone_tone = sip::tone_pcap(&dir, "pcmu", PHONE_A, 20);
     let announcement = sip::tone_pcap(&dir, "pcmu", PHONE_B, 2);
-    let trunk = r#"{"domain":"127.0.0.1:5080","canTerminate":true}"#;
-    let r = admin(&server, "PUT", "/sip/trunks/main", trunk);
-    assert_eq!(r.status, 200, "{}", r.body);
+    put_trunk(&server);
     let provider = sip::sipp_uas(
         &dir,
         "uas_early.xml",
@@ -1177,29 +1147,7 @@ fn dial_out_bridges_early_media() {
         6200,
         &["-key", "pcap", &announcement.display().to_string()],
     );
-    let phone = sip::sipp(
-        &dir,
-        "uac_tone.xml",
-        "room",
-        5070,
-        6000,
-        &[
-            "-key",
-            "pcap",
-            &phone_tone.display().to_string(),
-            "-d",
-            "12000",
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !server.log_tail().contains(r#"user="sip:sipp""#) {
-        assert!(
-            Instant::now() < deadline,
-            "the phone never joined:\n{}",
-            server.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let phone = phone_in_room(&server, &dir, &phone_tone, 12_000);
     let phone_hears = sip::capture_all(6000, 5, &[PHONE_B]);
     let r = dial(&server, "room", r#"{"number":"1234"}"#);
     assert_eq!(r.status, 202, "{}", r.body);
@@ -1375,4 +1323,40 @@ fn malformed_requests_break_nothing() {
         .unwrap_or_else(|| panic!("the call after the malformed requests: {got:?}"));
     caller.ack("room", &sip::to_tag(ok).expect("a To tag in the 200"));
     assert_eq!(server.metrics()["switchyard_sip_calls_in_total"], 1.0);
+}
+
+/// A SIPp phone (5070, RTP 6000) calling channel "room", playing `tone` for `hold_ms`; returns
+/// once it has joined the channel.
+fn phone_in_room(server: &Server, dir: &Path, tone: &Path, hold_ms: u32) -> std::process::Child {
+    let phone = sip::sipp(
+        dir,
+        "uac_tone.xml",
+        "room",
+        5070,
+        6000,
+        &[
+            "-key",
+            "pcap",
+            &tone.display().to_string(),
+            "-d",
+            &hold_ms.to_string(),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log_tail().contains(r#"user="sip:sipp""#) {
+        assert!(
+            Instant::now() < deadline,
+            "the phone never joined:\n{}",
+            server.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    phone
+}
+
+/// Trunk "main": the SIPp callee on 5080, for calls out.
+fn put_trunk(server: &Server) {
+    let trunk = r#"{"domain":"127.0.0.1:5080","canTerminate":true}"#;
+    let r = admin(server, "PUT", "/sip/trunks/main", trunk);
+    assert_eq!(r.status, 200, "{}", r.body);
 }
