@@ -13,7 +13,8 @@ load generator (`switchyard loadtest peers`, pinned to --sipp-core) holding one 
 MCU participant in each of channels bench1..benchN, sending an Opus tone and receiving the mix,
 and SIPp (tests/sip/uac_bench.xml, pinned to --sipp-core) holding N calls, call k into channel
 benchk, each playing a G.711 tone (50 packets/s in) and receiving the mix (50 packets/s out):
-the caller hears the participant and the participant hears the caller.
+the caller hears the participant and the participant hears the caller (--peers silent: the
+participant sends silence; --peers none: no participant, the phone alone in its channel).
 Once all N are up, the server's CPU and the packets it sends to the phones are measured over
 --window seconds. A step holds while every call is up, the phones get at least 97% of their
 50 packets/s, and the server used under 95% of its core. Set-up time is INVITE to 200 OK
@@ -66,14 +67,17 @@ def step(binary, n, args, work):
                 break
             except OSError:
                 time.sleep(0.1)
-        peers = subprocess.Popen(
-            [binary, "loadtest", "peers", "--url", "http://127.0.0.1:8080", "--data-dir", data,
-             "--prefix", "bench", "--count", str(n), "--talking",
-             "--generator-core", str(args.sipp_core)],
-            stdout=subprocess.PIPE, stderr=open(os.path.join(data, "peers.log"), "w"), text=True)
-        line = peers.stdout.readline().strip()
-        if line != "peers: all receiving":
-            raise SystemExit(f"{n} participants: {line or 'the load generator ended'} (see {data}/peers.log)")
+        peers = None
+        if args.peers != "none":
+            talking = ["--talking"] if args.peers == "talking" else []
+            peers = subprocess.Popen(
+                [binary, "loadtest", "peers", "--url", "http://127.0.0.1:8080", "--data-dir", data,
+                 "--prefix", "bench", "--count", str(n), *talking,
+                 "--generator-core", str(args.sipp_core)],
+                stdout=subprocess.PIPE, stderr=open(os.path.join(data, "peers.log"), "w"), text=True)
+            line = peers.stdout.readline().strip()
+            if line != "peers: all receiving":
+                raise SystemExit(f"{n} participants: {line or 'the load generator ended'} (see {data}/peers.log)")
         rate = 20
         hold_ms = int((n / rate + args.window + 15) * 1000)
         sipp_dir = tempfile.mkdtemp(dir=work)
@@ -97,8 +101,9 @@ def step(binary, n, args, work):
         time.sleep(args.window)
         m1, c1, t1 = metrics(), cpu_seconds(server.pid), time.time()
         sipp.wait()
-        peers.terminate()
-        peers.wait()
+        if peers:
+            peers.terminate()
+            peers.wait()
         rtts = []
         for path in glob.glob(os.path.join(sipp_dir, "*_rtt.csv")):
             with open(path) as f:
@@ -137,6 +142,8 @@ def main():
     p.add_argument("--window", type=float, default=10.0)
     p.add_argument("--server-core", type=int, default=0)
     p.add_argument("--sipp-core", type=int, default=1)
+    p.add_argument("--peers", choices=["talking", "silent", "none"], default="talking",
+                   help="the participant in each call's channel: sending a tone, silence, or none")
     args = p.parse_args()
     work = tempfile.mkdtemp(prefix="sip-bench-")
     args.pcap = os.path.join(work, "tone.pcap")
