@@ -106,32 +106,33 @@ enum Decode {
     Opus(OpusDecoder),
 }
 
-/// Between a codec's own rate and the call's, when they differ.
+/// Between a codec's own rate and the call's, where they differ (where they do not, samples
+/// are decoded straight into the caller's buffer and encoded straight from it: no copy).
 enum Resample {
-    None,
     Up(Upsampler),
     Down(Downsampler),
 }
 
 impl Resample {
-    fn between(codec_rate: u32, call_rate: u32, decoding: bool) -> Result<Self, AudioError> {
+    fn between(
+        codec_rate: u32,
+        call_rate: u32,
+        decoding: bool,
+    ) -> Result<Option<Self>, AudioError> {
         let (from, to) = if decoding {
             (codec_rate, call_rate)
         } else {
             (call_rate, codec_rate)
         };
         Ok(match from.cmp(&to) {
-            std::cmp::Ordering::Equal => Self::None,
-            std::cmp::Ordering::Less => Self::Up(Upsampler::new(from, to)?),
-            std::cmp::Ordering::Greater => Self::Down(Downsampler::new(from, to)?),
+            std::cmp::Ordering::Equal => None,
+            std::cmp::Ordering::Less => Some(Self::Up(Upsampler::new(from, to)?)),
+            std::cmp::Ordering::Greater => Some(Self::Down(Downsampler::new(from, to)?)),
         })
     }
 
-    /// The samples `input` becomes (at most), so a short `out` can be refused before any
-    /// state moves.
     fn output_len(&self, input: usize) -> usize {
         match self {
-            Self::None => input,
             Self::Up(up) => up.output_len(input),
             Self::Down(down) => down.output_len(input),
         }
@@ -139,16 +140,6 @@ impl Resample {
 
     fn process(&mut self, input: &[i16], out: &mut [i16]) -> Result<usize, AudioError> {
         match self {
-            Self::None => {
-                let Some(out) = out.get_mut(..input.len()) else {
-                    return Err(AudioError::BufferTooSmall {
-                        needed: input.len(),
-                        got: out.len(),
-                    });
-                };
-                out.copy_from_slice(input);
-                Ok(input.len())
-            }
             Self::Up(up) => up.process(input, out),
             Self::Down(down) => down.process(input, out),
         }
@@ -168,9 +159,10 @@ pub struct PhoneDecoder {
     codec: PhoneCodec,
     rate: u32,
     decode: Decode,
-    /// For G.711 and G.722: the codec's samples before resampling, 120 ms of them.
+    /// For G.711 and G.722 on a call at another rate: the codec's samples before resampling,
+    /// 120 ms of them.
     low: Vec<i16>,
-    resample: Resample,
+    resample: Option<Resample>,
 }
 
 impl PhoneDecoder {
@@ -183,12 +175,13 @@ impl PhoneDecoder {
             PhoneCodec::G722 => Decode::G722(Box::default()),
             PhoneCodec::Opus => Decode::Opus(OpusDecoder::with_rate(rate)?),
         };
-        let (low, resample) = match codec {
-            PhoneCodec::Opus => (Vec::new(), Resample::None),
-            _ => (
-                vec![0; codec.sample_rate() as usize / 1000 * MAX_PACKET_MS],
-                Resample::between(codec.sample_rate(), rate, true)?,
-            ),
+        let resample = match codec {
+            PhoneCodec::Opus => None,
+            _ => Resample::between(codec.sample_rate(), rate, true)?,
+        };
+        let low = match resample {
+            Some(_) => vec![0; codec.sample_rate() as usize / 1000 * MAX_PACKET_MS],
+            None => Vec::new(),
         };
         Ok(Self {
             codec,
@@ -209,7 +202,7 @@ impl PhoneDecoder {
     pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, AudioError> {
         // G.711 and G.722 are one byte per 8 kHz tick, 8 per ms.
         let narrow_max = NARROW_RATE as usize / 1000 * MAX_PACKET_MS;
-        let low_len = match &mut self.decode {
+        let samples = match &mut self.decode {
             Decode::Opus(opus) => {
                 let max = out.len().min(self.rate as usize / 1000 * MAX_PACKET_MS);
                 return opus.decode(payload, &mut out[..max]);
@@ -217,31 +210,44 @@ impl PhoneDecoder {
             _ if payload.len() > narrow_max => {
                 return Err(AudioError::PayloadTooLong(payload.len()));
             }
+            Decode::G722(_) => payload.len() * 2,
+            Decode::Pcmu | Decode::Pcma => payload.len(),
+        };
+        // Check the room first, so a short `out` changes no state.
+        let needed = self
+            .resample
+            .as_ref()
+            .map_or(samples, |r| r.output_len(samples));
+        if out.len() < needed {
+            return Err(AudioError::BufferTooSmall {
+                needed,
+                got: out.len(),
+            });
+        }
+        let into = match self.resample {
+            Some(_) => &mut self.low[..],
+            None => &mut out[..],
+        };
+        let decoded = match &mut self.decode {
             Decode::Pcmu => {
-                for (s, &b) in self.low.iter_mut().zip(payload) {
+                for (s, &b) in into.iter_mut().zip(payload) {
                     *s = ulaw_decode(b);
                 }
                 payload.len()
             }
             Decode::Pcma => {
-                for (s, &b) in self.low.iter_mut().zip(payload) {
+                for (s, &b) in into.iter_mut().zip(payload) {
                     *s = alaw_decode(b);
                 }
                 payload.len()
             }
-            Decode::G722(g722) => {
-                // Check the room left first, so a short `out` changes no state.
-                let needed = self.resample.output_len(payload.len() * 2);
-                if out.len() < needed {
-                    return Err(AudioError::BufferTooSmall {
-                        needed,
-                        got: out.len(),
-                    });
-                }
-                g722.decode(payload, &mut self.low)?
-            }
+            Decode::G722(g722) => g722.decode(payload, into)?,
+            Decode::Opus(_) => 0,
         };
-        self.resample.process(&self.low[..low_len], out)
+        match self.resample.as_mut() {
+            Some(resample) => resample.process(&self.low[..decoded], out),
+            None => Ok(decoded),
+        }
     }
 }
 
@@ -258,9 +264,9 @@ pub struct PhoneEncoder {
     ptime_ms: u32,
     rate: u32,
     encode: Encode,
-    /// For G.711 and G.722: one frame at the codec's rate.
+    /// For G.711 and G.722 on a call at another rate: one frame at the codec's rate.
     low: Vec<i16>,
-    resample: Resample,
+    resample: Option<Resample>,
 }
 
 impl PhoneEncoder {
@@ -289,12 +295,13 @@ impl PhoneEncoder {
                 OPUS_LOSS_PERCENT,
             )?),
         };
-        let (low, resample) = match codec {
-            PhoneCodec::Opus => (Vec::new(), Resample::None),
-            _ => (
-                vec![0; (codec.sample_rate() / 1000 * ptime_ms) as usize],
-                Resample::between(codec.sample_rate(), rate, false)?,
-            ),
+        let resample = match codec {
+            PhoneCodec::Opus => None,
+            _ => Resample::between(codec.sample_rate(), rate, false)?,
+        };
+        let low = match resample {
+            Some(_) => vec![0; (codec.sample_rate() / 1000 * ptime_ms) as usize],
+            None => Vec::new(),
         };
         Ok(Self {
             codec,
@@ -342,8 +349,13 @@ impl PhoneEncoder {
             });
         };
         // A frame is a whole number of ms, so exactly `low.len()` samples come out.
-        let low = &mut self.low;
-        self.resample.process(pcm, low)?;
+        let low: &[i16] = match self.resample.as_mut() {
+            Some(resample) => {
+                resample.process(pcm, &mut self.low)?;
+                &self.low
+            }
+            None => pcm,
+        };
         match &mut self.encode {
             Encode::Pcmu => out
                 .iter_mut()
