@@ -134,9 +134,11 @@ if [[ -z ${SWITCHYARD_SKIP_FUZZ:-} ]]; then
     crate=${entry%/*} target=${entry#*/}
     step "fuzz $target for ${seconds}s"
     # cargo fuzz needs nightly-only sanitizer flags; RUSTC_BOOTSTRAP lets the stable compiler
-    # accept them. It builds in $crate/fuzz/target, apart from the main build.
+    # accept them. Every crate's fuzz build shares $TARGET/fuzz, apart from the main build (other
+    # flags): what they have in common (aws-lc, libopus, openh264, the data plane) builds once.
     (cd "$crate/fuzz" && env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 \
-      cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 | tail -n 3)
+      cargo fuzz run --target-dir "$TARGET/fuzz" "$target" \
+      -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 | tail -n 3)
   done
 fi
 

@@ -478,12 +478,12 @@ async fn read_socket(
 type ParticipantSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A cluster's SIP connector on its own: `switchyard sip-connector` beside a gateway (memory
-/// registry) and a mixing media server registers with the gateway through SERVICEBASEURL.
+/// A cluster's SIP connector on its own: `switchyard sip-connector` beside a gateway (registry
+/// in Redis) and a mixing media server registers with the gateway through SERVICEBASEURL.
 /// Through it, a signalling participant's `dtmf` reaches a SIPp caller as telephone-events,
 /// a second caller's twelve RFC 4733 key presses reach the participant as `dtmf` events, the
-/// gateway's admin API dials a SIPp callee out through the connector, and the gateway's
-/// /metrics shows the connector's counters.
+/// gateway's admin API dials a SIPp callee out through the connector and hangs it up, and the
+/// gateway's /metrics shows the connector's counters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registered_connector_exchanges_digits_and_dials_out() {
     use futures_util::SinkExt;
@@ -492,9 +492,13 @@ async fn a_registered_connector_exchanges_digits_and_dials_out() {
     netns::enter();
     let dir = temp_dir();
     let data = dir.join("data").display().to_string();
+    // The gateway keeps its registry in Redis, as a cluster's gateways do.
+    let redis = switchyard_tests::cluster::Redis::start(6379);
+    let cache = redis.url();
     let admin_env = [
         ("ADMIN__APIKEY", GATEWAY_ADMIN_KEY),
         ("ADMIN__IPADDRESSES", "127.0.0.1/32"),
+        ("CONNECTIONSTRINGS__CACHE", cache.as_str()),
     ];
     let _gateway = Process::start(
         "gateway",
@@ -567,6 +571,8 @@ async fn a_registered_connector_exchanges_digits_and_dials_out() {
         signed(8080, "GET", "/cluster/v1/sip-connectors", "")
             .is_ok_and(|r| r.body.contains(r#""apiUrl":"http://127.0.0.1:8446""#))
     });
+    let keys = redis.cli(&["KEYS", "*sipconnector:*"]);
+    assert_eq!(keys.lines().count(), 1, "{keys}");
 
     // A participant of line-7 (the gateway reads acme from the store within a few seconds).
     let token = std::process::Command::new(switchyard_tests::binary())
@@ -647,8 +653,8 @@ async fn a_registered_connector_exchanges_digits_and_dials_out() {
     sip::passed(keys, &dir, "the DTMF phone");
 
     // The gateway's admin API dials a callee through the connector (once the connector has
-    // read the trunk: a 404 until then). Once the callee's tone ends, the RTP timeout hangs the
-    // call up with the BYE its scenario waits for.
+    // read the trunk: a 404 until then), and hangs it up through the connector: the BYE the
+    // callee's scenario waits for.
     let callee_tone = sip::tone_pcap(&dir, "pcmu", PHONE_B, 3);
     let callee = sip::sipp_uas(
         &dir,
@@ -666,7 +672,13 @@ async fn a_registered_connector_exchanges_digits_and_dials_out() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert_eq!(r.status, 202, "{}", r.body);
-    assert!(r.body.contains(r#""call""#), "{}", r.body);
+    let call = call_id(&r);
+    let r = gateway_admin("DELETE", "/channels/line-7/dial/0123456789abcdef", "");
+    assert_eq!(r.status, 404, "{}", r.body);
+    // Answered by then (SIPp answers at once): a BYE, not a CANCEL.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = gateway_admin("DELETE", &format!("/channels/line-7/dial/{call}"), "");
+    assert_eq!(r.status, 204, "{}\n{}", r.body, connector.log_tail());
     sip::passed(callee, &dir, "the callee");
     sip::passed(phone, &dir, "the phone");
     let report = sip::captured(phone_hears);
@@ -798,7 +810,13 @@ fn dial_out_reaches_a_sipp_callee() {
     let phone_hears = sip::capture_all(6000, 4, &freqs);
     let r = dial(&server, "room", r#"{"number":"1234"}"#);
     assert_eq!(r.status, 202, "{}", r.body);
-    assert!(r.body.contains(r#""call""#), "{}", r.body);
+    let call = call_id(&r);
+    let r = gateway_admin("DELETE", "/channels/line-7/dial/0123456789abcdef", "");
+    assert_eq!(r.status, 404, "{}", r.body);
+    // Answered by then (SIPp answers at once): a BYE, not a CANCEL.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = gateway_admin("DELETE", &format!("/channels/line-7/dial/{call}"), "");
+    assert_eq!(r.status, 204, "{}\n{}", r.body, connector.log_tail());
     sip::passed(callee, &dir, "the callee");
     sip::passed(phone, &dir, "the phone");
     let callee_report = sip::captured(callee_hears);
@@ -879,24 +897,39 @@ fn dial_out_authenticates_with_digest() {
     );
 }
 
-/// A trunk with `register` set: the connector REGISTERs with the provider (SIPp, which grants
-/// 10 s) and refreshes the binding before SIPp gives up after 30 s.
+/// A trunk with `register` set: the connector REGISTERs with the provider through the trunk's
+/// outbound proxy (SIPp, which grants 10 s; the domain itself resolves nowhere) and refreshes
+/// the binding before SIPp gives up after 30 s.
 #[test]
 fn a_trunk_registers_and_refreshes() {
     netns::enter();
     let server = Server::start_with_env(&[], &[("ADMIN__IPADDRESSES", "127.0.0.1/32")]);
     let dir = temp_dir();
-    let registrar = sip::sipp_uas(&dir, "uas_register.xml", 5090, 6300, &[]);
-    let trunk = r#"{"domain":"127.0.0.1:5090","register":true,"username":"alice"}"#;
+    let registrar = sip::sipp_uas(&dir, "uas_register.xml", 5090, 6300, &["-trace_msg"]);
+    let trunk = r#"{"domain":"provider.invalid","outboundProxy":"127.0.0.1:5090",
+        "register":true,"username":"alice"}"#;
     let r = admin(&server, "PUT", "/sip/trunks/provider", trunk);
     assert_eq!(r.status, 200, "{}", r.body);
     sip::passed(registrar, &dir, "the registrar");
+    let log = sipp_messages(&dir, 5090);
+    assert!(log.contains("REGISTER sip:provider.invalid SIP/2.0"), "{log}");
+    assert!(log.contains("To: <sip:alice@provider.invalid>"), "{log}");
     let m = server.metrics();
     assert!(
         m["switchyard_sip_registrations_total"] >= 1.0,
         "{m:?}\n{}",
         server.log_tail()
     );
+}
+
+/// What the SIPp run on `port` in `dir` logged of its messages (run with `-trace_msg`).
+fn sipp_messages(dir: &std::path::Path, port: u16) -> String {
+    std::fs::read_dir(dir.join(format!("sipp-{port}")))
+        .expect("sipp dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("messages.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
 }
 
 /// A process that runs no SIP connector cannot dial: 503, once the body is good.
@@ -1033,12 +1066,7 @@ fn a_participant_allowed_to_dial_calls_a_sipp_callee_into_its_channel() {
     );
     let call = page["call"].as_str().expect("call id");
     sip::passed(callee, &dir, "the callee");
-    let messages: String = std::fs::read_dir(dir.join("sipp-5080"))
-        .expect("sipp dir")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with("messages.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect();
+    let messages = sipp_messages(&dir, 5080);
     assert!(
         messages.contains("INVITE sip:1234@127.0.0.1:5080"),
         "{messages}"
@@ -1177,7 +1205,7 @@ fn call_id(r: &switchyard_tests::http::Response) -> String {
 /// `DELETE /channels/{channel}/dial/{call}` hangs a call out up: one that rings is cancelled
 /// (the callee sees the CANCEL and ends the INVITE with 487), one that is answered gets a BYE
 /// at once (not at the RTP timeout, 20 s here). Unknown calls, and calls asked for under
-/// another channel, are 404.
+/// another channel, are 404. A callee's key presses sent as INFO are taken.
 #[test]
 fn calls_out_are_hung_up_ringing_or_answered() {
     netns::enter();
@@ -1282,6 +1310,39 @@ fn calls_out_are_hung_up_ringing_or_answered() {
     let m = server.metrics();
     assert_eq!(m["switchyard_sip_calls_out_total"], 2.0, "{m:?}");
     assert_eq!(m["switchyard_sip_calls_out_failed_total"], 0.0, "{m:?}");
+
+    // Answered by a phone that presses a key as SIP INFO: the INVITE's Call-ID finds the call
+    // (200, the digit counted); a body of another kind gets 415.
+    let bare = sip::BareUa::new(5084);
+    let r = admin(
+        &server,
+        "PUT",
+        "/sip/trunks/bare",
+        r#"{"domain":"127.0.0.1:5084","canTerminate":true}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = dial(&server, "room", r#"{"number":"4321","trunk":"bare"}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let call = call_id(&r);
+    let invite = bare.wait_for("INVITE ", Duration::from_secs(5));
+    bare.answer(&invite, 6204);
+    bare.wait_for("ACK ", Duration::from_secs(5));
+    bare.info_back(&invite, 1, "application/dtmf-relay", "Signal=7\r\nDuration=160\r\n");
+    let ok = bare.wait_for("SIP/2.0 ", Duration::from_secs(5));
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}\n{}", server.log_tail());
+    bare.info_back(&invite, 2, "text/plain", "hello");
+    let refused = bare.wait_for("SIP/2.0 ", Duration::from_secs(5));
+    assert!(refused.starts_with("SIP/2.0 415"), "{refused}");
+    assert_eq!(server.metrics()["switchyard_sip_dtmf_digits_in_total"], 1.0);
+    let r = admin(
+        &server,
+        "DELETE",
+        &format!("/channels/room/dial/{call}"),
+        "",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let bye = bare.wait_for("BYE ", Duration::from_secs(5));
+    bare.ok(&bye);
 }
 
 /// Requests the SIP stack cannot parse (garbage, an INVITE cut short in its head or its body,

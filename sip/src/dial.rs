@@ -19,7 +19,7 @@ use ezk_sip_auth::{
 use ezk_sip_core::transaction::TsxResponse;
 use ezk_sip_core::transport::{OutgoingParts, OutgoingRequest};
 use ezk_sip_core::{Endpoint, Request};
-use ezk_sip_types::header::typed::{CSeq, Contact, ContentType};
+use ezk_sip_types::header::typed::{CSeq, CallID, Contact, ContentType};
 use ezk_sip_types::uri::{NameAddr, SipUri};
 use ezk_sip_types::{Method, Name, StatusCode};
 use ezk_sip_ua::MediaBackend;
@@ -61,8 +61,9 @@ pub struct Trunk {
     pub password: Option<String>,
     /// The digest user name when it differs from `username`.
     pub authorization_id: Option<String>,
-    /// Not used yet: requests go to `domain`, as ezk's INVITE initiator takes its destination
-    /// from the Request-URI alone (its transport target is private).
+    /// `host` or `host:port` REGISTERs are sent to instead of `domain`. Not INVITEs yet: ezk's
+    /// INVITE initiator takes its destination from the Request-URI alone (its transport target
+    /// is private).
     pub outbound_proxy: Option<String>,
     /// The From user of calls out that give none.
     pub caller_id: Option<String>,
@@ -103,6 +104,16 @@ impl Trunk {
         } else {
             format!("{scheme}:{user}@{}{params}", self.domain)
         }
+    }
+
+    /// The outbound proxy as a URI of the trunk's transport, when there is one.
+    pub(crate) fn proxy_uri(&self) -> Option<String> {
+        let proxy = self.outbound_proxy.as_ref()?;
+        let proxied = Trunk {
+            domain: proxy.clone(),
+            ..self.clone()
+        };
+        Some(proxied.uri(""))
     }
 
     /// The digest credentials for the provider's challenges (none without a password).
@@ -301,9 +312,10 @@ async fn place(
     let leg = call::join_channel(shared, &route, &display, None)
         .await
         .map_err(|e| format!("joining channel {:?}: {e}", route.channel))?;
-    // The SIP stack does not show a dialled call's Call-ID here: INFO key presses from the
-    // callee are not matched (RFC 4733 events are).
-    let (listed, commands) = call::list(shared, &route, &display, "");
+    let contact = call::contact(address, shared.config.listen.port());
+    let mut invite = Invite::new(endpoint, from, contact, target, &dial.trunk);
+    // Listed with the INVITE's Call-ID: INFO key presses from the callee find the call.
+    let (listed, commands) = call::list(shared, &route, &display, &invite.call_id);
     let up = Up {
         leg,
         phone: rtp,
@@ -315,9 +327,7 @@ async fn place(
         peer: peer.to_string(),
     };
     let mut running = call::start_media(shared, up);
-    let contact = call::contact(address, shared.config.listen.port());
     tracing::info!("{peer}: dialling through trunk {:?}", dial.trunk.name);
-    let mut invite = Invite::new(endpoint, from, contact, target, &dial.trunk);
     let offer = sdp.create_sdp_offer().await.map_err(|e| e.to_string())?;
     let answered = async {
         invite.send(offer.to_string()).await?;
@@ -364,7 +374,7 @@ async fn place(
 /// How long a CANCEL may take before the call is given up on without its final response.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most challenges (401, 407) one INVITE is re-sent for.
-const MAX_CHALLENGES: u32 = 3;
+pub(crate) const MAX_CHALLENGES: u32 = 3;
 
 /// A call's INVITE until its answer, on ezk's initiator. Not ezk's `OutboundCall`: that one
 /// re-sends only for a 401 (a provider's proxy asks with 407) and keeps the SDP of provisional
@@ -372,6 +382,10 @@ const MAX_CHALLENGES: u32 = 3;
 struct Invite {
     endpoint: Endpoint,
     initiator: InviteInitiator,
+    /// The first INVITE, made up front for its Call-ID; later ones (after a challenge) are
+    /// made as they are sent.
+    first: Option<Request>,
+    call_id: String,
     authenticator: DigestAuthenticator,
     /// Our SDP offer, in each INVITE sent.
     offer: String,
@@ -392,9 +406,17 @@ impl Invite {
         // Reliable provisional responses would want PRACKs, which ezk's initiator does not
         // send: without `Supported: 100rel` the provider sends its 183 plainly.
         initiator.support_100rel = false;
+        let first = initiator.create_invite();
+        let call_id = first
+            .headers
+            .get_named::<CallID>()
+            .map(|id| id.0.to_string())
+            .unwrap_or_default();
         Invite {
             endpoint,
             initiator,
+            first: Some(first),
+            call_id,
             authenticator: trunk.authenticator(),
             offer: String::new(),
             challenges: 0,
@@ -409,7 +431,10 @@ impl Invite {
     }
 
     async fn resend(&mut self) -> Result<(), String> {
-        let mut invite = self.initiator.create_invite();
+        let mut invite = self
+            .first
+            .take()
+            .unwrap_or_else(|| self.initiator.create_invite());
         invite
             .headers
             .insert_named(&ContentType(BytesStr::from_static("application/sdp")));

@@ -246,22 +246,93 @@ impl BareUa {
         got
     }
 
+    /// The first message starting with `start` within `within` (others are passed over).
+    pub fn wait_for(&self, start: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.socket.recv_from(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if text.starts_with(start) {
+                    return text;
+                }
+            }
+        }
+        panic!("no {start:?} within {within:?}");
+    }
+
     /// Answers a request (a BYE) with 200, echoing its dialog headers.
     pub fn ok(&self, request: &str) {
-        let headers: String = request
-            .lines()
-            .filter(|l| {
-                let l = l.to_ascii_lowercase();
-                ["via:", "from:", "to:", "call-id:", "cseq:"]
-                    .iter()
-                    .any(|h| l.starts_with(h))
-            })
-            .map(|l| format!("{l}\r\n"))
-            .collect();
+        let headers = echoed(request, "");
         self.send(&format!(
             "SIP/2.0 200 OK\r\n{headers}Content-Length: 0\r\n\r\n"
         ));
     }
+
+    /// Answers a call to us (`invite`) with 200, our tag and an SDP of PCMU from RTP port `rtp`.
+    pub fn answer(&self, invite: &str, rtp: u16) {
+        let local = self.local();
+        let sdp = format!(
+            "v=0\r\no=bare 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {rtp} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+        );
+        let headers = echoed(invite, &self.tag);
+        self.send(&format!(
+            "SIP/2.0 200 OK\r\n{headers}Contact: <sip:bare@{local}>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ));
+    }
+
+    /// Sends an INFO with a body of `content_type` in the dialog of a call to us (`invite`,
+    /// answered with [`BareUa::answer`]): its From is our To, to its Contact.
+    pub fn info_back(&self, invite: &str, cseq: u32, content_type: &str, body: &str) {
+        let local = self.local();
+        let header = |name: &str| {
+            invite
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+                })
+                .unwrap_or_else(|| panic!("no {name} in {invite}"))
+        };
+        let contact = header("Contact");
+        let target = contact
+            .split(['<', '>'])
+            .find(|part| part.starts_with("sip"))
+            .unwrap_or(contact);
+        let call_id = header("Call-ID");
+        let request = format!(
+            "INFO {target} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}-info{cseq}\r\n\
+             From: {};tag={}\r\nTo: {}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INFO\r\n\
+             Max-Forwards: 70\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            header("To"),
+            self.tag,
+            header("From"),
+            body.len()
+        );
+        self.send(&request);
+    }
+}
+
+/// A request's Via, From, To, Call-ID and CSeq lines for its response; `tag`, when not empty,
+/// is added to To.
+fn echoed(request: &str, tag: &str) -> String {
+    request
+        .lines()
+        .filter_map(|l| {
+            let lower = l.to_ascii_lowercase();
+            if lower.starts_with("to:") && !tag.is_empty() {
+                return Some(format!("{l};tag={tag}\r\n"));
+            }
+            ["via:", "from:", "to:", "call-id:", "cseq:"]
+                .iter()
+                .any(|h| lower.starts_with(h))
+                .then(|| format!("{l}\r\n"))
+        })
+        .collect()
 }
 
 /// The To tag of a response.

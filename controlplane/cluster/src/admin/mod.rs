@@ -581,11 +581,16 @@ async fn hang_up(
     ConnectInfo(from): ConnectInfo<SocketAddr>,
     Path((channel, call)): Path<(String, String)>,
 ) -> Result<StatusCode, Error> {
-    let phones = match &admin.administered {
-        Administered::AllInOne(a) => a.state.phones.get().cloned(),
-        Administered::Cluster(_) => None,
+    let ended = match &admin.administered {
+        Administered::AllInOne(a) => a
+            .state
+            .phones
+            .get()
+            .is_some_and(|phones| phones.hang_up(&channel, &call)),
+        // A gateway asks its registered standalone connectors.
+        Administered::Cluster(g) => g.hang_up(&channel, &call).await?,
     };
-    if !phones.is_some_and(|phones| phones.hang_up(&channel, &call)) {
+    if !ended {
         return Err(Error::NotFound(format!(
             "no call out {call:?} is going on in channel {channel:?}"
         )));

@@ -41,7 +41,7 @@ use self::media_client::{MediaClient, ending};
 use crate::presence::{ChannelEvent, Presence};
 use crate::registry::{MediaServerRecord, MediaServerRegistry, Registry};
 use crate::signing::ClusterSecret;
-use crate::sip_connectors::api::{DialBody, DigitsRequest};
+use crate::sip_connectors::api::{DialBody, DigitsRequest, HangUpRequest};
 use crate::sip_connectors::client::ConnectorClient;
 use crate::sip_connectors::{ConnectorRecord, by_load};
 
@@ -379,6 +379,23 @@ impl Gateway {
             }
         }
         Err(last)
+    }
+
+    /// Hangs up call out `call` in `channel` on whichever live connector has it (the id says
+    /// not which: each is asked); whether one had it.
+    pub async fn hang_up(&self, channel: &str, call: &str) -> Result<bool, Error> {
+        let request = HangUpRequest {
+            channel: channel.to_string(),
+            call: call.to_string(),
+        };
+        for connector in self.registry.connectors().await? {
+            match self.connectors.hang_up(&connector, &request).await {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(connector = %connector.id, channel, "hang-up not passed on: {e}"),
+            }
+        }
+        Ok(false)
     }
 
     /// The live SIP connectors, for `/metrics`.

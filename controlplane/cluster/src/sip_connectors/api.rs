@@ -1,5 +1,5 @@
 //! What a standalone connector serves and sends: its signed API for the gateways
-//! (`POST /cluster/v1/sip/digits`, `POST /cluster/v1/sip/dial`), its heartbeat to
+//! (`POST /cluster/v1/sip/digits`, `/sip/dial` and `/sip/hang-up`), its heartbeat to
 //! `PUT {SERVICEBASEURL}/cluster/v1/sip-connectors`, and its callers' key presses to
 //! `POST {SERVICEBASEURL}/cluster/v1/sip-connectors/digit`. Requests are signed both ways with
 //! `CLUSTER:SECRET` and answer only `INTERNAL:IPADDRESSES`, like the media servers' API.
@@ -60,6 +60,19 @@ pub struct DialReply {
     pub call: String,
 }
 
+/// A call out to hang up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HangUpRequest {
+    pub channel: String,
+    pub call: String,
+}
+
+/// Whether the connector had the call (and hangs it up).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HangUpReply {
+    pub ended: bool,
+}
+
 /// A caller pressed a key: the gateway tells the channel's participants.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PhoneDigit {
@@ -89,6 +102,7 @@ pub fn router(
     Router::new()
         .route(&path("/sip/digits"), post(digits))
         .route(&path("/sip/dial"), post(dial))
+        .route(&path("/sip/hang-up"), post(hang_up))
         .route_layer(middleware::from_fn_with_state(signed, signing::guard))
         .route_layer(middleware::from_fn_with_state(internal, guard))
         .route("/health", get(|| async { "ok\n" }))
@@ -132,6 +146,14 @@ async fn dial(
         DialRefusal::NoTrunk(why) => Error::NotFound(why),
     })?;
     Ok((StatusCode::ACCEPTED, Json(DialReply { call })))
+}
+
+async fn hang_up(
+    State(phones): State<Arc<dyn Phones>>,
+    Json(r): Json<HangUpRequest>,
+) -> Json<HangUpReply> {
+    let ended = phones.hang_up(&r.channel, &r.call);
+    Json(HangUpReply { ended })
 }
 
 /// Where the connector's requests to the gateway go, and how they are signed.

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use switchyard_controlplane::error::{Error, ErrorBody};
 
 use super::ConnectorRecord;
-use super::api::{DialBody, DialReply, DigitsReply, DigitsRequest};
+use super::api::{DialBody, DialReply, DigitsReply, DigitsRequest, HangUpReply, HangUpRequest};
 use crate::api;
 use crate::signing::{self, ClusterSecret};
 
@@ -47,6 +47,16 @@ impl ConnectorClient {
     ) -> Result<String, Error> {
         let reply: DialReply = self.call(connector, "dial", body).await?;
         Ok(reply.call)
+    }
+
+    /// Hangs up the connector's call out, if it has it; whether it had.
+    pub async fn hang_up(
+        &self,
+        connector: &ConnectorRecord,
+        request: &HangUpRequest,
+    ) -> Result<bool, Error> {
+        let reply: HangUpReply = self.call(connector, "hang-up", request).await?;
+        Ok(reply.ended)
     }
 
     async fn call<T: DeserializeOwned>(
