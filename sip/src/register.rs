@@ -67,7 +67,12 @@ impl Registrations {
                 continue;
             }
             let (stop, stopped) = oneshot::channel();
-            let task = tokio::spawn(keep(shared.clone(), endpoint.clone(), trunk.clone(), stopped));
+            let task = tokio::spawn(keep(
+                shared.clone(),
+                endpoint.clone(),
+                trunk.clone(),
+                stopped,
+            ));
             let running = Running {
                 trunk,
                 stop: Some(stop),

@@ -392,7 +392,9 @@ impl Gateway {
             match self.connectors.hang_up(&connector, &request).await {
                 Ok(true) => return Ok(true),
                 Ok(false) => {}
-                Err(e) => tracing::warn!(connector = %connector.id, channel, "hang-up not passed on: {e}"),
+                Err(e) => {
+                    tracing::warn!(connector = %connector.id, channel, "hang-up not passed on: {e}")
+                }
             }
         }
         Ok(false)
