@@ -1193,6 +1193,16 @@ fn dial_out_bridges_early_media() {
     assert_eq!(m["switchyard_sip_calls_out_failed_total"], 0.0, "{m:?}");
 }
 
+/// `DELETE /channels/{channel}/dial/{call}` on `server`'s admin API.
+fn hang_up(server: &Server, channel: &str, call: &str) -> switchyard_tests::http::Response {
+    admin(
+        server,
+        "DELETE",
+        &format!("/channels/{channel}/dial/{call}"),
+        "",
+    )
+}
+
 /// The call id in a `POST .../dial` answer.
 fn call_id(r: &switchyard_tests::http::Response) -> String {
     let body: serde_json::Value = serde_json::from_str(&r.body).expect("dial's JSON");
@@ -1220,12 +1230,7 @@ fn calls_out_are_hung_up_ringing_or_answered() {
         let r = admin(&server, "PUT", &format!("/sip/trunks/{name}"), &trunk);
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    let r = admin(
-        &server,
-        "DELETE",
-        "/channels/room/dial/0123456789abcdef",
-        "",
-    );
+    let r = hang_up(&server, "room", "0123456789abcdef");
     assert_eq!(r.status, 404, "{}", r.body);
     let r = admin(&server, "GET", "/openapi.json", "");
     assert!(
@@ -1241,19 +1246,9 @@ fn calls_out_are_hung_up_ringing_or_answered() {
     let call = call_id(&r);
     // Ringing by then (a CANCEL may only follow a provisional response).
     std::thread::sleep(Duration::from_millis(1500));
-    let r = admin(
-        &server,
-        "DELETE",
-        &format!("/channels/hall/dial/{call}"),
-        "",
-    );
+    let r = hang_up(&server, "hall", &call);
     assert_eq!(r.status, 404, "another channel's call: {}", r.body);
-    let r = admin(
-        &server,
-        "DELETE",
-        &format!("/channels/room/dial/{call}"),
-        "",
-    );
+    let r = hang_up(&server, "room", &call);
     assert_eq!(r.status, 204, "{}", r.body);
     sip::passed(ringing, &dir, "the ringing callee");
 
@@ -1278,12 +1273,7 @@ fn calls_out_are_hung_up_ringing_or_answered() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let asked = Instant::now();
-    let r = admin(
-        &server,
-        "DELETE",
-        &format!("/channels/room/dial/{call}"),
-        "",
-    );
+    let r = hang_up(&server, "room", &call);
     assert_eq!(r.status, 204, "{}", r.body);
     sip::passed(answering, &dir, "the answering callee");
     assert!(
@@ -1292,15 +1282,7 @@ fn calls_out_are_hung_up_ringing_or_answered() {
         asked.elapsed()
     );
     let deadline = Instant::now() + Duration::from_secs(5);
-    while admin(
-        &server,
-        "DELETE",
-        &format!("/channels/room/dial/{call}"),
-        "",
-    )
-    .status
-        != 404
-    {
+    while hang_up(&server, "room", &call).status != 404 {
         assert!(Instant::now() < deadline, "the call never ended");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -1336,12 +1318,7 @@ fn calls_out_are_hung_up_ringing_or_answered() {
     let refused = bare.wait_for("SIP/2.0 ", Duration::from_secs(5));
     assert!(refused.starts_with("SIP/2.0 415"), "{refused}");
     assert_eq!(server.metrics()["switchyard_sip_dtmf_digits_in_total"], 1.0);
-    let r = admin(
-        &server,
-        "DELETE",
-        &format!("/channels/room/dial/{call}"),
-        "",
-    );
+    let r = hang_up(&server, "room", &call);
     assert_eq!(r.status, 204, "{}", r.body);
     let bye = bare.wait_for("BYE ", Duration::from_secs(5));
     bare.ok(&bye);

@@ -376,6 +376,29 @@ const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most challenges (401, 407) one INVITE is re-sent for.
 pub(crate) const MAX_CHALLENGES: u32 = 3;
 
+/// Takes the credentials a challenge (401, 407) to `request` asks for into `authenticator`,
+/// for the request sent again.
+pub(crate) fn answer_challenge(
+    authenticator: &mut DigestAuthenticator,
+    request: &Request,
+    response: &TsxResponse,
+) -> Result<(), String> {
+    authenticator
+        .handle_rejection(
+            RequestParts {
+                line: &request.line,
+                headers: &request.headers,
+                body: &request.body,
+            },
+            ResponseParts {
+                line: &response.line,
+                headers: &response.headers,
+                body: &response.body,
+            },
+        )
+        .map_err(|e| format!("{}: {e}", response.line))
+}
+
 /// A call's INVITE until its answer, on ezk's initiator. Not ezk's `OutboundCall`: that one
 /// re-sends only for a 401 (a provider's proxy asks with 407) and keeps the SDP of provisional
 /// responses (early media) to itself.
@@ -466,21 +489,7 @@ impl Invite {
                         .initiator
                         .transaction()
                         .ok_or("challenged without a transaction")?;
-                    let request = &tsx.request().msg;
-                    self.authenticator
-                        .handle_rejection(
-                            RequestParts {
-                                line: &request.line,
-                                headers: &request.headers,
-                                body: &request.body,
-                            },
-                            ResponseParts {
-                                line: &response.line,
-                                headers: &response.headers,
-                                body: &response.body,
-                            },
-                        )
-                        .map_err(|e| format!("{}: {e}", response.line))?;
+                    answer_challenge(&mut self.authenticator, &tsx.request().msg, &response)?;
                     self.resend().await?;
                 }
                 Response::Early(early, response, _) => {

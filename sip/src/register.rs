@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytesstr::BytesStr;
-use ezk_sip_auth::{ClientAuthenticator, DigestAuthenticator, RequestParts, ResponseParts};
+use ezk_sip_auth::{ClientAuthenticator, DigestAuthenticator};
 use ezk_sip_core::Endpoint;
 use ezk_sip_core::transport::TargetTransportInfo;
 use ezk_sip_types::header::typed::Contact;
@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::Shared;
-use crate::dial::{MAX_CHALLENGES, Trunk};
+use crate::dial::{MAX_CHALLENGES, Trunk, answer_challenge};
 
 /// How long to wait before registering again after a failure.
 const RETRY: Duration = Duration::from_secs(30);
@@ -217,20 +217,7 @@ impl Binding {
                 401 | 407 if challenges < MAX_CHALLENGES => {
                     challenges += 1;
                     let request = &transaction.request().msg;
-                    self.authenticator
-                        .handle_rejection(
-                            RequestParts {
-                                line: &request.line,
-                                headers: &request.headers,
-                                body: &request.body,
-                            },
-                            ResponseParts {
-                                line: &response.line,
-                                headers: &response.headers,
-                                body: &response.body,
-                            },
-                        )
-                        .map_err(|e| format!("{}: {e}", response.line))?;
+                    answer_challenge(&mut self.authenticator, request, &response)?;
                 }
                 // 423 Interval Too Brief: again with the provider's Min-Expires.
                 423 if !remove && challenges < MAX_CHALLENGES => {
