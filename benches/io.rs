@@ -84,7 +84,8 @@ impl Server {
             counters: Counters::default(),
         };
         let w = waker.clone();
-        let thread = std::thread::spawn(move || io::run(backend, &socket, None, &w, &mut handler));
+        let thread =
+            std::thread::spawn(move || io::run(backend, &socket, None, &w, &mut handler, true));
         Server {
             addr,
             waker,

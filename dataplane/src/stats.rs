@@ -172,6 +172,11 @@ counters! {
     data_messages_dropped,
     /// Of `nack_retransmits`, those sent on a consumer's RTX stream (RFC 4588).
     rtx_retransmits,
+    /// GSO trains sent (two or more datagrams to one destination in one send), the datagrams
+    /// in them, and sockets that turned trains off when the kernel refused one.
+    gso_trains,
+    gso_segments,
+    gso_fallbacks,
 }
 
 impl Counters {

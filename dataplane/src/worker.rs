@@ -50,6 +50,9 @@ pub struct MediaConfig {
     pub handoff: Option<Arc<Hub>>,
     /// MCU threads (mixers), each pinned to a core after the workers'; 0: no MCU.
     pub mcu_workers: usize,
+    /// Send several datagrams to one destination as one UDP GSO train where the kernel takes
+    /// them (the mmsg backend).
+    pub gso: bool,
 }
 
 /// What the control plane asks of a worker.
@@ -362,6 +365,9 @@ impl MediaServer {
                 handoff,
                 mcu: mcu_lanes.next(),
             };
+            // Trains where asked for, on the backend that sends them, where the kernel takes
+            // them (reported in the start line).
+            let gso = config.gso && backend == Backend::Mmsg && io::gso_supported(&socket);
             let thread_waker = waker.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("sy-worker-{index}"))
@@ -371,12 +377,13 @@ impl MediaServer {
                     {
                         tracing::warn!(worker = index, "could not pin to core {}", core.id);
                     }
-                    if let Err(e) = io::run(backend, &socket, tcp, &thread_waker, &mut worker) {
+                    if let Err(e) = io::run(backend, &socket, tcp, &thread_waker, &mut worker, gso)
+                    {
                         tracing::error!(worker = index, "I/O loop failed: {e}");
                     }
                 })
                 .map_err(|e| Error::Start(format!("spawn worker {index}: {e}")))?;
-            tracing::info!(worker = index, %addr, ice_tcp = config.ice_tcp, backend = backend.as_str(), core = ?core.map(|c| c.id), "media worker started");
+            tracing::info!(worker = index, %addr, ice_tcp = config.ice_tcp, backend = backend.as_str(), gso, core = ?core.map(|c| c.id), "media worker started");
             workers.push(WorkerHandle {
                 commands,
                 waker,

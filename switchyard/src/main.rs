@@ -227,6 +227,10 @@ struct MediaArgs {
     /// whose UDP is blocked need TURN.
     #[arg(long, env = "SWITCHYARD_NO_ICE_TCP")]
     no_ice_tcp: bool,
+    /// Send each datagram on its own, not several to one destination as one UDP GSO train
+    /// (the mmsg backend sends trains where the kernel takes them; io_uring does not yet).
+    #[arg(long, env = "SWITCHYARD_NO_GSO")]
+    no_gso: bool,
     /// MCU threads (also MCU:WORKERS), each pinned to a core after the workers'; a channel's
     /// mixer runs on one of them; 0 turns MCU connections off [default: 1].
     #[arg(long)]
@@ -262,6 +266,7 @@ impl MediaArgs {
             ice_tcp: !self.no_ice_tcp,
             handoff: Some(Arc::new(Hub::default())),
             mcu_workers,
+            gso: !self.no_gso,
         };
         MediaServer::start(config)
     }

@@ -351,6 +351,27 @@ pub fn render(media: &MediaServer, signalling: &Metrics, live: Live) -> String {
     );
     metric(
         &mut out,
+        "switchyard_gso_trains_total",
+        "counter",
+        "UDP GSO sends: two or more datagrams to one destination in one send.",
+        s.gso_trains,
+    );
+    metric(
+        &mut out,
+        "switchyard_gso_segments_total",
+        "counter",
+        "Datagrams sent in UDP GSO trains, of those sent.",
+        s.gso_segments,
+    );
+    metric(
+        &mut out,
+        "switchyard_gso_fallbacks_total",
+        "counter",
+        "Media sockets that turned GSO off when the kernel refused a train.",
+        s.gso_fallbacks,
+    );
+    metric(
+        &mut out,
         "switchyard_keyframe_requests_total",
         "counter",
         "PLI/FIR sent to publishers.",

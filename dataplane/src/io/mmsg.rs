@@ -1,13 +1,16 @@
 //! The recvmmsg/sendmmsg backend: poll(2) on the socket, the waker and the ICE-TCP epoll
-//! descriptor, then batches of up to `BATCH` datagrams per system call each way.
+//! descriptor, then batches of up to `BATCH` datagrams per system call each way (sends in
+//! GSO trains where the kernel takes them: [`gso`]).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+use super::gso::{self, Trains};
 use super::tcp::IceTcp;
 use super::{Handler, MAX_DATAGRAM, Tx, Waker, addr};
+use crate::stats::Counters;
 
 /// Datagrams per recvmmsg/sendmmsg call.
 pub(crate) const BATCH: usize = 64;
@@ -55,24 +58,26 @@ impl Messages {
     }
 }
 
+/// Runs the loop; `gso`: send trains ([`gso`]) where the kernel takes them.
 pub(super) fn run(
     socket: &UdpSocket,
     mut tcp: Option<IceTcp>,
     waker: &Waker,
     handler: &mut impl Handler,
     tx: &mut Tx,
+    gso: bool,
 ) -> io::Result<()> {
     let fd = socket.as_raw_fd();
     let mut rx = Receiver::new();
-    let mut out = Messages::new();
+    let mut out = Trains::new(fd, gso);
     let mut deadline = handler.on_tick(Instant::now(), tx);
     loop {
         if let Some(tcp) = &mut tcp {
             tcp.route(tx, handler);
         }
-        let blocked = !flush(fd, tx, &mut out)?;
+        let blocked = !gso::flush(fd, tx, &mut out, handler.counters())?;
         if handler.is_stopped() {
-            return drain(fd, tx, &mut out);
+            return drain(fd, tx, &mut out, handler.counters());
         }
         let sweep = tcp.as_mut().and_then(|t| t.sweep(Instant::now(), handler));
         let mut fds = [
@@ -123,7 +128,7 @@ pub(super) fn run(
                 if let Some(tcp) = &mut tcp {
                     tcp.route(tx, handler);
                 }
-                flush(fd, tx, &mut out)?;
+                gso::flush(fd, tx, &mut out, handler.counters())?;
             }
         }
         if let Some(tcp) = &mut tcp
@@ -234,7 +239,8 @@ pub(crate) fn flush(fd: i32, tx: &mut Tx, out: &mut Messages) -> io::Result<bool
     Ok(true)
 }
 
-fn release_first(tx: &mut Tx, n: usize) {
+/// Frees the first `n` queued datagrams' buffers (sent, or dropped) and dequeues them.
+pub(crate) fn release_first(tx: &mut Tx, n: usize) {
     for i in 0..n.min(tx.queued()) {
         let slot = tx.queued_slots()[i];
         tx.release(slot);
@@ -243,9 +249,9 @@ fn release_first(tx: &mut Tx, n: usize) {
 }
 
 /// Sends what is left before the loop returns, waiting up to a second for the socket.
-fn drain(fd: i32, tx: &mut Tx, out: &mut Messages) -> io::Result<()> {
+fn drain(fd: i32, tx: &mut Tx, out: &mut Trains, counters: &mut Counters) -> io::Result<()> {
     let until = Instant::now() + std::time::Duration::from_secs(1);
-    while !flush(fd, tx, out)? && Instant::now() < until {
+    while !gso::flush(fd, tx, out, counters)? && Instant::now() < until {
         let mut p = libc::pollfd {
             fd,
             events: libc::POLLOUT,

@@ -118,6 +118,28 @@ impl Tx {
         self.queued.truncate(kept);
     }
 
+    /// Orders the queue so that each destination's datagrams are together, each keeping its
+    /// order: a stable grouping by `key` (equal for equal addresses), through `scratch`, which
+    /// is reused (nothing is allocated once it has held a full queue).
+    pub(super) fn group_by(
+        &mut self,
+        scratch: &mut Vec<(u64, u32, u32)>,
+        key: impl Fn(SocketAddr) -> u64,
+    ) {
+        scratch.clear();
+        scratch.extend(
+            self.queued
+                .iter()
+                .enumerate()
+                .map(|(i, &slot)| (key(self.dsts[slot as usize]), i as u32, slot)),
+        );
+        // The position breaks ties: stable without the allocation of a stable sort.
+        scratch.sort_unstable();
+        for (queued, &(_, _, slot)) in self.queued.iter_mut().zip(scratch.iter()) {
+            *queued = slot;
+        }
+    }
+
     /// The queued slots, oldest first.
     pub(super) fn queued_slots(&self) -> &[u32] {
         &self.queued
