@@ -253,6 +253,22 @@ mod tests {
             .collect()
     }
 
+    /// A loopback socket that takes trains, or `None` (said) on a kernel without UDP GSO.
+    fn gso_socket() -> Option<UdpSocket> {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let taken = supported(socket.as_raw_fd());
+        if !taken {
+            eprintln!("no UDP GSO on this kernel: nothing to check");
+        }
+        taken.then_some(socket)
+    }
+
+    fn receiver() -> UdpSocket {
+        let r = UdpSocket::bind("127.0.0.1:0").unwrap();
+        r.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        r
+    }
+
     #[test]
     fn grouping_keeps_each_destinations_order() {
         let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
@@ -260,20 +276,11 @@ mod tests {
         let c: SocketAddr = "[::1]:1000".parse().unwrap();
         let mut tx = Tx::new(16);
         // A frame's three packets fanned out to three consumers, packet by packet.
-        queue(
-            &mut tx,
-            &[
-                (b, 1200, 1),
-                (a, 1200, 1),
-                (c, 1200, 1),
-                (b, 1200, 2),
-                (a, 1200, 2),
-                (c, 1200, 2),
-                (b, 700, 3),
-                (a, 700, 3),
-                (c, 700, 3),
-            ],
-        );
+        for (packet, len) in [(1, 1200), (2, 1200), (3, 700)] {
+            for dst in [b, a, c] {
+                queue(&mut tx, &[(dst, len, packet)]);
+            }
+        }
         let mut scratch = Vec::new();
         tx.group_by(&mut scratch, key);
         let got = order(&tx);
@@ -341,19 +348,11 @@ mod tests {
     /// order; one train per destination here, counted.
     #[test]
     fn trains_arrive_as_their_datagrams() {
-        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let fd = sender.as_raw_fd();
-        if !supported(fd) {
-            eprintln!("no UDP GSO on this kernel: nothing to check");
+        let Some(sender) = gso_socket() else {
             return;
-        }
-        let receivers: Vec<UdpSocket> = (0..2)
-            .map(|_| {
-                let r = UdpSocket::bind("127.0.0.1:0").unwrap();
-                r.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                r
-            })
-            .collect();
+        };
+        let fd = sender.as_raw_fd();
+        let receivers = [receiver(), receiver()];
         let dsts: Vec<SocketAddr> = receivers.iter().map(|r| r.local_addr().unwrap()).collect();
         let mut tx = Tx::new(64);
         for frame_packet in 0..4u8 {
@@ -385,12 +384,10 @@ mod tests {
     /// still goes out, datagram by datagram.
     #[test]
     fn a_refused_train_falls_back_to_single_datagrams() {
-        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let fd = sender.as_raw_fd();
-        if !supported(fd) {
-            eprintln!("no UDP GSO on this kernel: nothing to check");
+        let Some(sender) = gso_socket() else {
             return;
-        }
+        };
+        let fd = sender.as_raw_fd();
         let one: libc::c_int = 1;
         // SAFETY: setsockopt reads `one`, a live c_int.
         let r = unsafe {
@@ -403,10 +400,7 @@ mod tests {
             )
         };
         assert_eq!(r, 0);
-        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
-        receiver
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        let receiver = receiver();
         let dst = receiver.local_addr().unwrap();
         let mut tx = Tx::new(8);
         queue(&mut tx, &[(dst, 800, 1), (dst, 800, 2), (dst, 100, 3)]);
@@ -428,10 +422,7 @@ mod tests {
     fn without_trains_datagrams_go_one_by_one() {
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         let fd = sender.as_raw_fd();
-        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
-        receiver
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        let receiver = receiver();
         let dst = receiver.local_addr().unwrap();
         let mut tx = Tx::new(8);
         queue(&mut tx, &[(dst, 500, 1), (dst, 500, 2)]);
