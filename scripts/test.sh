@@ -136,8 +136,10 @@ if [[ -z ${SWITCHYARD_SKIP_FUZZ:-} ]]; then
     # cargo fuzz needs nightly-only sanitizer flags; RUSTC_BOOTSTRAP lets the stable compiler
     # accept them. Every crate's fuzz build shares $TARGET/fuzz, apart from the main build (other
     # flags): what they have in common (aws-lc, libopus, openh264, the data plane) builds once.
-    (cd "$crate/fuzz" && env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 \
-      cargo fuzz run --target-dir "$TARGET/fuzz" "$target" \
+    # A dev build at opt-level 1 builds in about half the time of cargo fuzz's release build and
+    # runs most targets at a third to all of its speed (opt-level 0 ran 10-80x fewer inputs).
+    (cd "$crate/fuzz" && env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 CARGO_PROFILE_DEV_OPT_LEVEL=1 \
+      cargo fuzz run --dev --target-dir "$TARGET/fuzz" "$target" \
       -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 | tail -n 3)
   done
 fi
