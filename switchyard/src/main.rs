@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
 mod doctor;
@@ -225,11 +226,11 @@ struct MediaArgs {
     public_ip: Option<IpAddr>,
     /// Do not listen on TCP at the media ports: no ICE-TCP candidates (RFC 6544), so clients
     /// whose UDP is blocked need TURN.
-    #[arg(long, env = "SWITCHYARD_NO_ICE_TCP")]
+    #[arg(long, env = "SWITCHYARD_NO_ICE_TCP", value_parser = BoolishValueParser::new())]
     no_ice_tcp: bool,
     /// Send each datagram on its own, not several to one destination as one UDP GSO train
     /// (the mmsg backend sends trains where the kernel takes them; io_uring does not yet).
-    #[arg(long, env = "SWITCHYARD_NO_GSO")]
+    #[arg(long, env = "SWITCHYARD_NO_GSO", value_parser = BoolishValueParser::new())]
     no_gso: bool,
     /// MCU threads (also MCU:WORKERS), each pinned to a core after the workers'; a channel's
     /// mixer runs on one of them; 0 turns MCU connections off [default: 1].
