@@ -84,8 +84,9 @@ impl Server {
             counters: Counters::default(),
         };
         let w = waker.clone();
+        let gso = io::gso_supported(&socket);
         let thread =
-            std::thread::spawn(move || io::run(backend, &socket, None, &w, &mut handler, true));
+            std::thread::spawn(move || io::run(backend, &socket, None, &w, &mut handler, gso));
         Server {
             addr,
             waker,

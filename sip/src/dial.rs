@@ -89,6 +89,16 @@ impl std::fmt::Debug for Trunk {
 impl Trunk {
     /// `sip:<user>@<domain>`, with `;transport=tcp` (or TLS's `sips:`) when the trunk says so.
     pub fn uri(&self, user: &str) -> String {
+        self.uri_at(&self.domain, user)
+    }
+
+    /// The outbound proxy as a URI of the trunk's transport, when there is one.
+    pub(crate) fn proxy_uri(&self) -> Option<String> {
+        Some(self.uri_at(self.outbound_proxy.as_deref()?, ""))
+    }
+
+    /// `user` (none when empty) at `host` in the trunk's scheme and transport.
+    fn uri_at(&self, host: &str, user: &str) -> String {
         let scheme = if self.transport == Transport::Tls {
             "sips"
         } else {
@@ -100,20 +110,10 @@ impl Trunk {
             ""
         };
         if user.is_empty() {
-            format!("{scheme}:{}{params}", self.domain)
+            format!("{scheme}:{host}{params}")
         } else {
-            format!("{scheme}:{user}@{}{params}", self.domain)
+            format!("{scheme}:{user}@{host}{params}")
         }
-    }
-
-    /// The outbound proxy as a URI of the trunk's transport, when there is one.
-    pub(crate) fn proxy_uri(&self) -> Option<String> {
-        let proxy = self.outbound_proxy.as_ref()?;
-        let proxied = Trunk {
-            domain: proxy.clone(),
-            ..self.clone()
-        };
-        Some(proxied.uri(""))
     }
 
     /// The digest credentials for the provider's challenges (none without a password).

@@ -100,8 +100,9 @@ pub(crate) struct Trains {
 struct Control([u8; CONTROL_ROOM]);
 
 impl Trains {
-    /// Headers for socket `fd`, sending trains when `wanted` and the kernel takes them.
-    pub(crate) fn new(fd: i32, wanted: bool) -> Trains {
+    /// Headers that send trains when `enabled` (the caller has probed [`supported`]; a train
+    /// the kernel refuses anyway turns them off).
+    pub(crate) fn new(enabled: bool) -> Trains {
         // SAFETY: mmsghdr is plain data for which all-zero bytes are valid.
         let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
         let zero_iov = libc::iovec {
@@ -115,7 +116,7 @@ impl Trains {
             controls: vec![Control([0; CONTROL_ROOM]); BATCH].into_boxed_slice(),
             counts: [0; BATCH],
             scratch: Vec::with_capacity(super::TX_BUFFERS),
-            enabled: wanted && supported(fd),
+            enabled,
             plain: Messages::new(),
         }
     }
@@ -361,7 +362,7 @@ mod tests {
                 queue(&mut tx, &[(dst, len, frame_packet)]);
             }
         }
-        let mut trains = Trains::new(fd, true);
+        let mut trains = Trains::new(true);
         assert!(trains.enabled);
         let mut counters = Counters::default();
         assert!(flush(fd, &mut tx, &mut trains, &mut counters).unwrap());
@@ -404,7 +405,7 @@ mod tests {
         let dst = receiver.local_addr().unwrap();
         let mut tx = Tx::new(8);
         queue(&mut tx, &[(dst, 800, 1), (dst, 800, 2), (dst, 100, 3)]);
-        let mut trains = Trains::new(fd, true);
+        let mut trains = Trains::new(true);
         let mut counters = Counters::default();
         assert!(flush(fd, &mut tx, &mut trains, &mut counters).unwrap());
         assert!(!trains.enabled);
@@ -426,7 +427,7 @@ mod tests {
         let dst = receiver.local_addr().unwrap();
         let mut tx = Tx::new(8);
         queue(&mut tx, &[(dst, 500, 1), (dst, 500, 2)]);
-        let mut trains = Trains::new(fd, false);
+        let mut trains = Trains::new(false);
         let mut counters = Counters::default();
         assert!(flush(fd, &mut tx, &mut trains, &mut counters).unwrap());
         assert_eq!(counters.gso_trains, 0);

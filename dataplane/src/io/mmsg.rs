@@ -58,7 +58,8 @@ impl Messages {
     }
 }
 
-/// Runs the loop; `gso`: send trains ([`gso`]) where the kernel takes them.
+/// Runs the loop; `gso`: send trains ([`gso`]; the caller has probed that the kernel takes
+/// them).
 pub(super) fn run(
     socket: &UdpSocket,
     mut tcp: Option<IceTcp>,
@@ -69,7 +70,7 @@ pub(super) fn run(
 ) -> io::Result<()> {
     let fd = socket.as_raw_fd();
     let mut rx = Receiver::new();
-    let mut out = Trains::new(fd, gso);
+    let mut out = Trains::new(gso);
     let mut deadline = handler.on_tick(Instant::now(), tx);
     loop {
         if let Some(tcp) = &mut tcp {

@@ -198,8 +198,8 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Runs `handler` on `socket`, and on the ICE-TCP connections `tcp` accepts, until it reports
-/// stopped. With `gso`, the mmsg backend sends several datagrams to one destination as one
-/// GSO train where the kernel takes them (io_uring does not yet).
+/// stopped. With `gso` (probe it with [`gso_supported`]), the mmsg backend sends several
+/// datagrams to one destination as one GSO train (io_uring does not yet).
 pub fn run(
     backend: Backend,
     socket: &UdpSocket,
@@ -292,8 +292,9 @@ mod tests {
                 counters: Counters::default(),
             };
             let w = waker.clone();
+            let gso = gso_supported(&socket);
             let thread =
-                std::thread::spawn(move || run(backend, &socket, listener, &w, &mut echo, true));
+                std::thread::spawn(move || run(backend, &socket, listener, &w, &mut echo, gso));
             Running {
                 addr,
                 waker,

@@ -382,22 +382,25 @@ impl Gateway {
     }
 
     /// Hangs up call out `call` in `channel` on whichever live connector has it (the id says
-    /// not which: each is asked); whether one had it.
+    /// not which: each is asked); whether one had it. When none had it but one could not be
+    /// asked, that connector's error: the call may be there.
     pub async fn hang_up(&self, channel: &str, call: &str) -> Result<bool, Error> {
         let request = HangUpRequest {
             channel: channel.to_string(),
             call: call.to_string(),
         };
+        let mut failed = None;
         for connector in self.registry.connectors().await? {
             match self.connectors.hang_up(&connector, &request).await {
                 Ok(true) => return Ok(true),
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(connector = %connector.id, channel, "hang-up not passed on: {e}")
+                    tracing::warn!(connector = %connector.id, channel, "hang-up not passed on: {e}");
+                    failed = Some(e);
                 }
             }
         }
-        Ok(false)
+        failed.map_or(Ok(false), Err)
     }
 
     /// The live SIP connectors, for `/metrics`.
