@@ -425,7 +425,7 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
 
-        // Its API is not reachable: digits find no call, dial-out is unavailable.
+        // Its API is not reachable: digits find no call, dial-out and hang-up are unavailable.
         let e = g.send_digits("line", None, "1").await.unwrap_err();
         assert!(matches!(e, Error::NotFound(_)), "{e}");
         let body = crate::sip_connectors::api::DialBody {
@@ -436,6 +436,9 @@ mod tests {
             application: None,
         };
         let e = g.dial(&body).await.unwrap_err();
+        assert!(matches!(e, Error::Unavailable(_)), "{e}");
+        // A hang-up the connector could not be asked about is its error, not "no such call".
+        let e = g.hang_up("line", "0123456789abcdef").await.unwrap_err();
         assert!(matches!(e, Error::Unavailable(_)), "{e}");
 
         let (status, _) = call(
@@ -449,6 +452,8 @@ mod tests {
         assert_eq!(status, StatusCode::NO_CONTENT);
         let e = g.dial(&body).await.unwrap_err();
         assert_eq!(e.to_string(), "no SIP connector is registered");
+        // With none registered, no connector has the call.
+        assert!(!g.hang_up("line", "0123456789abcdef").await.unwrap());
     }
 
     #[tokio::test]
