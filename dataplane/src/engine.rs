@@ -84,6 +84,8 @@ pub struct Engine {
     /// Mixer streams closed since the worker last looked, with their MCU thread: it tells
     /// the thread, whose mixer then forgets them.
     closed_mixer_streams: Vec<(usize, TransportId)>,
+    /// Whether new routers hold video a frame at a time for its fan-out (`router::fanout`).
+    frame_fanout: bool,
 }
 
 impl Engine {
@@ -111,7 +113,14 @@ impl Engine {
             orphans: Vec::new(),
             mixer_streams: 0,
             closed_mixer_streams: Vec::new(),
+            frame_fanout: false,
         }
+    }
+
+    /// Holds video a frame at a time in routers made from now on, so each consumer's frame
+    /// leaves as one GSO train: for a worker that sends trains.
+    pub fn set_frame_fanout(&mut self, on: bool) {
+        self.frame_fanout = on;
     }
 
     pub fn counters(&self) -> &Counters {
@@ -197,7 +206,8 @@ impl Engine {
             Some(&k) => k,
             None => {
                 let k = self.routers.insert(RouterSlot {
-                    router: Router::new(spec.router, self.grid),
+                    router: Router::new(spec.router, self.grid)
+                        .with_frame_fanout(self.frame_fanout),
                     scheduled: None,
                 });
                 self.router_keys.insert(spec.router, k);
@@ -747,6 +757,8 @@ impl Engine {
             pacing_started: &mut self.pacing_started,
         };
         slot.router.on_rtp(now, member, &header, packet, &mut out);
+        // A frame may be held, or its fan-out waiting for send buffers.
+        self.schedule_router(router);
         self.schedule_paced();
     }
 
@@ -937,5 +949,11 @@ impl Output for Links<'_> {
 
     fn counters(&mut self) -> &mut Counters {
         self.counters
+    }
+
+    /// Free send buffers, less an eighth of the pool kept for what cannot wait (audio,
+    /// feedback, handshakes) while a large fan-out goes out over several loop turns.
+    fn room(&self) -> usize {
+        self.tx.free().saturating_sub(self.tx.capacity() / 8)
     }
 }

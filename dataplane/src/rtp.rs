@@ -121,6 +121,29 @@ impl Header {
     }
 }
 
+/// Adds `pad` bytes of RTP padding (RFC 3550 §5.1: the P bit, zeros, the count last) to the
+/// `len`-byte packet in `buf`, keeping padding it has; the new length. `None` (and the packet
+/// as it was) when `buf` is too short or the padding would pass 255 bytes. The fan-out pads a
+/// frame's packets to one size so they leave as one GSO train (`crate::router`).
+pub fn pad(buf: &mut [u8], len: usize, pad: usize) -> Option<usize> {
+    if pad == 0 {
+        return Some(len);
+    }
+    let first = *buf.first()?;
+    let had = if first & 0x20 != 0 {
+        usize::from(*buf.get(len.checked_sub(1)?)?)
+    } else {
+        0
+    };
+    let count = u8::try_from(had + pad).ok()?;
+    let end = len + pad;
+    // The old count byte, if any, turns into padding.
+    buf.get_mut(len - usize::from(had > 0)..end - 1)?.fill(0);
+    *buf.get_mut(end - 1)? = count;
+    buf[0] = first | 0x20;
+    Some(end)
+}
+
 /// Fields for a header we write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeaderFields {
@@ -499,6 +522,26 @@ mod tests {
             write_header(&mut out[..10], &fields(1), &[]),
             Err(Error::BufferTooSmall)
         );
+    }
+
+    #[test]
+    fn padding_is_added_to_what_a_packet_has() {
+        let mut buf = [0u8; 40];
+        let plain = [0x80, 96, 0, 1, 0, 0, 0, 9, 0, 0, 0, 7, 0xAA, 0xBB];
+        buf[..plain.len()].copy_from_slice(&plain);
+        let n = pad(&mut buf, plain.len(), 3).unwrap();
+        let h = Header::parse(&buf[..n]).unwrap();
+        assert_eq!(
+            (n, h.payload_end, &buf[12..14]),
+            (17, 14, &[0xAA, 0xBB][..])
+        );
+        // Padded again: one count, of both.
+        let m = pad(&mut buf, n, 2).unwrap();
+        let h = Header::parse(&buf[..m]).unwrap();
+        assert_eq!((m, h.payload_end, buf[m - 1]), (19, 14, 5));
+        assert_eq!(pad(&mut buf, m, 0), Some(m));
+        assert_eq!(pad(&mut buf, m, 30), None, "no room");
+        assert_eq!(pad(&mut [0x80u8; 600], 20, 256), None, "a count over 255");
     }
 
     #[test]

@@ -42,10 +42,13 @@ pub enum DropReason {
     SctpMalformed,
     /// A transport's pacer already held as many packets as it may (the receiver NACKs them).
     PacerFull,
+    /// A router had so many frames waiting for their fan-out that the oldest went unsent (the
+    /// worker is far behind; receivers NACK them).
+    FanoutBacklog,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Malformed,
         DropReason::UnknownSource,
         DropReason::StunMalformed,
@@ -65,6 +68,7 @@ impl DropReason {
         DropReason::TcpBacklog,
         DropReason::SctpMalformed,
         DropReason::PacerFull,
+        DropReason::FanoutBacklog,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,6 +92,7 @@ impl DropReason {
             DropReason::TcpBacklog => "tcp_backlog",
             DropReason::SctpMalformed => "sctp_malformed",
             DropReason::PacerFull => "pacer_full",
+            DropReason::FanoutBacklog => "fanout_backlog",
         }
     }
 }
@@ -177,6 +182,12 @@ counters! {
     gso_trains,
     gso_segments,
     gso_fallbacks,
+    /// Video frames fanned out whole (several packets held, then written consumer by
+    /// consumer), fan-outs that stopped for want of send buffers and went on at the next
+    /// turn of the loop, and the bytes of RTP padding that made a frame's packets one size.
+    frames_fanned,
+    fanout_deferred,
+    padding_bytes,
 }
 
 impl Counters {

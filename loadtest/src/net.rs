@@ -4,10 +4,10 @@
 //!
 //! One connected UDP socket per transport (the server tells transports apart by 5-tuple),
 //! all registered with one epoll; a ready socket is drained with `recvmmsg`. Received RTP is
-//! counted by SSRC and sequence on its clear header; only one packet in `SAMPLE` is decrypted
-//! (which checks its authentication tag) and read for its send stamp, once the stream's first
-//! packet has authenticated (see `Inbound::decrypts`). Written by hand against libc because
-//! this is the generator's hot path.
+//! counted by SSRC and sequence on its clear header; only one audio packet in `SAMPLE` and each
+//! video frame's last packet are decrypted (which checks the authentication tag) and read for
+//! their send stamps, once the stream's first packet has authenticated (see
+//! `Inbound::decrypts`). Written by hand against libc because this is the generator's hot path.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -236,7 +236,10 @@ impl Delay {
 
 impl Inbound {
     /// Whether the packet with sequence number `seq` is decrypted: every packet until one has
-    /// authenticated, then one in `SAMPLE`.
+    /// authenticated, then one audio packet in `SAMPLE` and every video frame's last packet
+    /// (`marker`). Latency is read from those: a frame's latency, the time until it is whole
+    /// at the receiver. A video frame can be decoded only once its last packet is in, and the
+    /// SFU may hold a frame's first packets to send them together (`router::fanout`).
     ///
     /// The SRTP receiver infers a packet's rollover counter from the highest sequence number
     /// it has accepted, and takes the first packet of a stream it knows nothing of to be in
@@ -248,8 +251,13 @@ impl Inbound {
     /// roll 0, and every sampled packet of that stream failed, 89 in the run that showed it.
     /// Once a packet has authenticated, the gaps sampling leaves (`SAMPLE` - 1 packets) are
     /// far below the 32,768 the inference tolerates.
-    fn decrypts(&self, seq: u16) -> bool {
-        !self.authenticated || seq.is_multiple_of(SAMPLE)
+    fn decrypts(&self, seq: u16, marker: bool) -> bool {
+        !self.authenticated
+            || if self.video {
+                marker
+            } else {
+                seq.is_multiple_of(SAMPLE)
+            }
     }
 }
 
@@ -689,7 +697,7 @@ impl Transport {
         }
     }
 
-    /// Counts an RTP packet by its clear header; decrypts one in `SAMPLE` for latency.
+    /// Counts an RTP packet by its clear header; decrypts some for latency (`Inbound::decrypts`).
     fn receive_rtp(&mut self, now: Instant, epoch: Instant, data: &mut [u8], totals: &mut Totals) {
         let Ok(h) = rtp::Header::parse(data) else {
             return;
@@ -737,9 +745,10 @@ impl Transport {
                 .join_ms
                 .push(now.duration_since(self.started).as_secs_f64() * 1000.0);
         }
-        if !self.inbound[index].decrypts(h.sequence) {
+        if !self.inbound[index].decrypts(h.sequence, h.marker) {
             return;
         }
+        let frame_end = !self.inbound[index].video || h.marker;
         match self.client.handle_datagram_from(now, self.server, data) {
             Ok(Received::Rtp(len)) => {
                 self.inbound[index].authenticated = true;
@@ -749,6 +758,7 @@ impl Transport {
                 if let Some(sent) = data
                     .get(h.payload_offset..h.payload_end)
                     .and_then(traffic::read_stamp)
+                    .filter(|_| frame_end)
                 {
                     let sent = epoch + Duration::from_nanos(sent);
                     totals.latency.record(now.saturating_duration_since(sent));
@@ -830,7 +840,7 @@ mod tests {
         };
         let mut decrypted = Vec::new();
         for p in &packets {
-            if !inbound.decrypts(seq(p)) {
+            if !inbound.decrypts(seq(p), false) {
                 continue;
             }
             let result = receiver.unprotect_rtp(&mut p.clone());

@@ -372,6 +372,27 @@ pub fn render(media: &MediaServer, signalling: &Metrics, live: Live) -> String {
     );
     metric(
         &mut out,
+        "switchyard_frames_fanned_total",
+        "counter",
+        "Video frames held whole and written consumer by consumer (for GSO trains).",
+        s.frames_fanned,
+    );
+    metric(
+        &mut out,
+        "switchyard_fanout_deferred_total",
+        "counter",
+        "Frame fan-outs that waited for send buffers and went on at the next loop turn.",
+        s.fanout_deferred,
+    );
+    metric(
+        &mut out,
+        "switchyard_padding_bytes_total",
+        "counter",
+        "RTP padding added to make a frame's packets one size for a GSO train.",
+        s.padding_bytes,
+    );
+    metric(
+        &mut out,
         "switchyard_keyframe_requests_total",
         "counter",
         "PLI/FIR sent to publishers.",

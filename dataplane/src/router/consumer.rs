@@ -37,6 +37,8 @@ pub(super) struct Consumer {
     pub octets: u32,
     /// Layer selection over an SVC producer (one with a dependency descriptor stream).
     pub svc: Option<Box<super::svc::ConsumerSvc>>,
+    /// The last frame fan-out job that wrote for it (see `super::fanout::Job::serial`).
+    pub fanned: u32,
 }
 
 impl Consumer {

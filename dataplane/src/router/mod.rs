@@ -19,6 +19,7 @@
 
 mod bandwidth;
 mod consumer;
+mod fanout;
 mod history;
 mod producer;
 mod svc;
@@ -33,6 +34,7 @@ use slab::Slab;
 use bandwidth::{Bandwidth, Feedback};
 use consumer::Consumer;
 pub use consumer::{Read, Rewrite};
+use fanout::{Arrival, Fanout};
 use producer::Producer;
 
 use crate::media::MediaKind;
@@ -90,6 +92,11 @@ pub trait Output {
         write: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> bool;
     fn counters(&mut self) -> &mut Counters;
+    /// How many more packets may be written now: a frame's fan-out waits for the next
+    /// timeout below its size (see `fanout`).
+    fn room(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// A transport as its router knows it.
@@ -128,6 +135,8 @@ pub struct Router {
     next_speaker_check: Option<Instant>,
     /// Speaking changes for the control plane, taken by `poll_event`.
     events: VecDeque<MediaEvent>,
+    /// Video held a frame at a time and frames on their way out.
+    fanout: Fanout,
 }
 
 impl Router {
@@ -144,7 +153,15 @@ impl Router {
             speaker: Detector::default(),
             next_speaker_check: None,
             events: VecDeque::new(),
+            fanout: Fanout::default(),
         }
+    }
+
+    /// Holds video a frame at a time for its fan-out (see `fanout`): where GSO sends each
+    /// consumer's frame as one train.
+    pub fn with_frame_fanout(mut self, on: bool) -> Router {
+        self.fanout.enabled = on;
+        self
     }
 
     pub fn id(&self) -> RouterId {
@@ -236,6 +253,7 @@ impl Router {
                 prefs,
                 packets: 0,
                 octets: 0,
+                fanned: 0,
                 svc: p
                     .svc
                     .as_ref()
@@ -280,6 +298,7 @@ impl Router {
             let Some(p) = self.producers.try_remove(key) else {
                 continue;
             };
+            self.fanout.forget(key);
             self.producer_ids.remove(&p.id);
             if let Some(change) = self.speaker.removed(p.id) {
                 self.report(change);
@@ -527,56 +546,63 @@ impl Router {
         if producer.svc.is_some() {
             return self.forward_svc(now, key, header, packet, out);
         }
-        let payload_len = header.payload_end.saturating_sub(header.payload_offset) as u32;
-        let read = consumer::Read {
-            vp8: vp8.as_ref(),
-            level,
+        if self.fanout.enabled
+            && video
+            && let Some(l) = self
+                .producers
+                .get_mut(key)
+                .and_then(|p| p.layers.get_mut(layer))
+            && l.history
+                .as_ref()
+                .is_some_and(|h| h.get(header.sequence).is_some())
+        {
+            let arrival = Arrival {
+                seq: header.sequence,
+                timestamp: header.timestamp,
+                marker: header.marker,
+                keyframe,
+            };
+            let spans = fanout::hold(&mut l.held, arrival, now);
+            if let Some(h) = l.held.filter(|h| h.since == now) {
+                self.fanout.holding(h.since);
+            }
+            for span in spans.into_iter().flatten() {
+                self.fanout.push(key, layer, span, out.counters());
+            }
+            return self.run_fanout(now, out);
+        }
+        let Some(producer) = self.producers.get(key) else {
+            return;
+        };
+        let f = Forward {
+            header,
+            packet,
+            layer,
+            video,
+            keyframe,
+            clock_rate,
+            read: consumer::Read {
+                vp8: vp8.as_ref(),
+                level,
+            },
+            pad: 0,
         };
         for &c in &producer.consumers {
-            let Some(consumer) = self.consumers.get_mut(c) else {
-                continue;
-            };
-            if consumer.prefs.paused {
-                continue;
-            }
-            let switching =
-                consumer.layer != Some(layer) && consumer.target == layer && (keyframe || !video);
-            if consumer.layer != Some(layer) && !switching {
-                continue;
-            }
-            if !consumer.rewrite.admits(vp8.as_ref(), keyframe) {
-                consumer.rewrite.skip(header.sequence);
-                continue;
-            }
-            let mut bandwidth = self
-                .members
-                .get_mut(consumer.member)
-                .and_then(|m| m.bandwidth.as_mut());
-            let twcc = bandwidth.as_ref().map(|b| (b.ext, b.next_seq()));
-            let (mut switched, mut len) = (false, 0);
-            let class = if video { Class::Video } else { Class::Audio };
-            let sent = out.send_rtp(consumer.transport, class, twcc.map(|t| t.1), |buf| {
-                if switching {
-                    consumer.rewrite.switch(header, payload, now, clock_rate);
-                    switched = true;
-                }
-                len = consumer
-                    .rewrite
-                    .write(header, packet, buf, now, twcc, read)?;
-                Some(len)
-            });
-            if switched {
-                consumer.layer = Some(layer);
-            }
-            if sent {
-                out.counters().rtp_forwarded += 1;
-                consumer.packets = consumer.packets.wrapping_add(1);
-                consumer.octets = consumer.octets.wrapping_add(payload_len);
-                if let Some(b) = bandwidth.as_mut() {
-                    b.on_sent(len, now);
-                }
+            if let Some(consumer) = self.consumers.get_mut(c) {
+                forward(consumer, &mut self.members, &f, now, out);
             }
         }
+    }
+
+    /// Writes the frames held or waiting for room to their consumers.
+    fn run_fanout(&mut self, now: Instant, out: &mut impl Output) {
+        self.fanout.run(
+            now,
+            &self.producers,
+            &mut self.consumers,
+            &mut self.members,
+            out,
+        );
     }
 
     /// Sets the preferences of a member's consumers (from its subscriber): their target layers
@@ -937,14 +963,22 @@ impl Router {
         }
     }
 
-    /// When `handle_timeout` next has work: a report or a keyframe request due.
+    /// When `handle_timeout` next has work: a report or a keyframe request due, a held frame's
+    /// time up, or a fan-out to go on.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.fanout.due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Sends what is due: keyframe requests, then reports (and, with them, each simulcast
     /// producer's layer choice is revisited: layers stop and start). Recomputes the deadline.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut impl Output) {
+        if self.fanout.due().is_some_and(|d| d <= now) {
+            self.fanout.expire(now, &mut self.producers, out.counters());
+            self.run_fanout(now, out);
+        }
         if self.deadline.is_none_or(|d| d > now) {
             return;
         }
@@ -1166,6 +1200,79 @@ impl Router {
     }
 }
 
+/// A packet of a producer's layer, read once for all its consumers.
+struct Forward<'a> {
+    header: &'a rtp::Header,
+    packet: &'a [u8],
+    layer: usize,
+    video: bool,
+    keyframe: bool,
+    clock_rate: u32,
+    read: consumer::Read<'a>,
+    /// RTP padding to add (see `fanout`).
+    pad: usize,
+}
+
+/// Writes `p` for `consumer` if it forwards the packet's layer, or switches to it here (video
+/// at a keyframe of its target layer, audio at once).
+fn forward(
+    consumer: &mut Consumer,
+    members: &mut Slab<Member>,
+    p: &Forward<'_>,
+    now: Instant,
+    out: &mut impl Output,
+) {
+    if consumer.prefs.paused {
+        return;
+    }
+    let switching =
+        consumer.layer != Some(p.layer) && consumer.target == p.layer && (p.keyframe || !p.video);
+    if consumer.layer != Some(p.layer) && !switching {
+        return;
+    }
+    if !consumer.rewrite.admits(p.read.vp8, p.keyframe) {
+        consumer.rewrite.skip(p.header.sequence);
+        return;
+    }
+    let mut bandwidth = members
+        .get_mut(consumer.member)
+        .and_then(|m| m.bandwidth.as_mut());
+    let twcc = bandwidth.as_ref().map(|b| (b.ext, b.next_seq()));
+    let (mut switched, mut len, mut padded) = (false, 0, 0);
+    let class = if p.video { Class::Video } else { Class::Audio };
+    let payload = p
+        .packet
+        .get(p.header.payload_offset..p.header.payload_end)
+        .unwrap_or_default();
+    let sent = out.send_rtp(consumer.transport, class, twcc.map(|t| t.1), |buf| {
+        if switching {
+            consumer
+                .rewrite
+                .switch(p.header, payload, now, p.clock_rate);
+            switched = true;
+        }
+        let n = consumer
+            .rewrite
+            .write(p.header, p.packet, buf, now, twcc, p.read)?;
+        len = rtp::pad(buf, n, p.pad).unwrap_or(n);
+        padded = len - n;
+        Some(len)
+    });
+    if switched {
+        consumer.layer = Some(p.layer);
+    }
+    if sent {
+        let counters = out.counters();
+        counters.rtp_forwarded += 1;
+        counters.padding_bytes += padded as u64;
+        consumer.packets = consumer.packets.wrapping_add(1);
+        consumer.octets = consumer.octets.wrapping_add(payload.len() as u32);
+        if let Some(b) = bandwidth.as_mut() {
+            b.on_sent(len, now);
+        }
+    }
+}
+
 /// The layer a consumer of `p` should forward: the highest that arrives, is no taller than
 /// its `max_height` (where the layer's height is known) and whose bitrate fits `budget` (the
 /// layer it forwards, `current`, may exceed it by a quarter, a higher one must leave a quarter
@@ -1337,6 +1444,8 @@ mod tests {
         pub(super) connected: HashSet<TransportKey>,
         pub(super) sent: Vec<(TransportKey, bool, Vec<u8>)>,
         pub(super) counters: Counters,
+        /// Packets it takes before it is full (`Output::room`); `None`: no limit.
+        pub(super) room: Option<usize>,
     }
 
     impl Recorder {
@@ -1350,10 +1459,16 @@ mod tests {
                 return false;
             }
             let mut buf = [0u8; 1500];
+            if self.room == Some(0) {
+                return false;
+            }
             let Some(n) = write(&mut buf) else {
                 return false;
             };
             self.sent.push((to, rtcp, buf[..n].to_vec()));
+            if let Some(room) = self.room.as_mut() {
+                *room -= 1;
+            }
             true
         }
 
@@ -1397,6 +1512,10 @@ mod tests {
 
         fn counters(&mut self) -> &mut Counters {
             &mut self.counters
+        }
+
+        fn room(&self) -> usize {
+            self.room.unwrap_or(usize::MAX)
         }
     }
 
@@ -1580,6 +1699,132 @@ mod tests {
             c.out.rtp_to(PUB).is_empty(),
             "nothing goes back to the publisher"
         );
+    }
+
+    /// A video packet of the frame at `timestamp`: `payload` with `fill` bytes after it.
+    fn frame_packet(
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+        fill: usize,
+    ) -> Vec<u8> {
+        let fields = HeaderFields {
+            marker,
+            payload_type: 96,
+            sequence: seq,
+            timestamp,
+            ssrc: VIDEO,
+        };
+        let mut buf = vec![0u8; 1500];
+        let h = rtp::write_header(&mut buf, &fields, &[]).unwrap();
+        buf[h..h + payload.len()].copy_from_slice(payload);
+        buf.truncate(h + payload.len() + fill);
+        buf
+    }
+
+    impl Channel {
+        fn frame_rtp(&mut self, p: &[u8]) {
+            let h = rtp::Header::parse(p).unwrap();
+            self.router
+                .on_rtp(self.now, self.publisher, &h, p, &mut self.out);
+        }
+
+        /// The video each transport got, as (transport, sequence, length, payload length), in
+        /// the order written.
+        fn video_sent(&self) -> Vec<(TransportKey, u16, usize, usize)> {
+            self.out
+                .sent
+                .iter()
+                .filter(|(_, rtcp, _)| !rtcp)
+                .map(|(t, _, p)| (*t, rtp::Header::parse(p).unwrap(), p.len()))
+                .filter(|(t, h, _)| h.ssrc == 4000 + t.0 as u32)
+                .map(|(t, h, len)| (t, h.sequence, len, h.payload_end - h.payload_offset))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_frame_goes_consumer_by_consumer_padded_to_one_size() {
+        let mut c = Channel::new(&[SUB, SUB2]);
+        c.router.fanout.enabled = true;
+        c.frame_rtp(&frame_packet(7, 9000, false, VP8_KEY, 13));
+        c.frame_rtp(&frame_packet(8, 9000, false, &[0x00], 18));
+        assert!(
+            c.video_sent().is_empty(),
+            "held until the frame's last packet"
+        );
+        c.frame_rtp(&frame_packet(9, 9000, true, &[0x00], 3));
+        let got = c.video_sent();
+        let order: Vec<_> = got.iter().map(|g| g.0).collect();
+        assert_eq!(order, [SUB, SUB, SUB, SUB2, SUB2, SUB2]);
+        for sub in got.chunks(3) {
+            // One size but the last, whose padding the receiver strips.
+            assert_eq!(sub[0].2, sub[1].2);
+            assert!(sub[2].2 < sub[0].2);
+            let payloads: Vec<_> = sub.iter().map(|g| g.3).collect();
+            assert_eq!(payloads, [VP8_KEY.len() + 13, 19, 4]);
+            assert_eq!(sub[1].1, sub[0].1.wrapping_add(1));
+            assert_eq!(sub[2].1, sub[0].1.wrapping_add(2));
+        }
+        assert_eq!(c.out.counters.frames_fanned, 1);
+        assert_eq!(
+            c.out.counters.padding_bytes, 2,
+            "one byte for each consumer"
+        );
+        assert_eq!(c.out.counters.rtp_forwarded, 6);
+    }
+
+    #[test]
+    fn a_held_frame_goes_when_its_time_is_up() {
+        let mut c = Channel::new(&[SUB]);
+        c.router.fanout.enabled = true;
+        c.frame_rtp(&frame_packet(1, 90, false, VP8_KEY, 0));
+        c.frame_rtp(&frame_packet(2, 90, false, &[0x00], 0));
+        let due = c.router.poll_timeout().unwrap();
+        assert!(due <= c.now + fanout::MAX_HOLD);
+        c.advance(fanout::MAX_HOLD - Duration::from_millis(1));
+        assert!(c.video_sent().is_empty());
+        c.advance(Duration::from_millis(1));
+        assert_eq!(c.video_sent().len(), 2);
+    }
+
+    #[test]
+    fn a_keyframe_waits_for_room_and_reaches_waiting_subscribers_first() {
+        const SUB3: TransportKey = TransportKey(3);
+        let mut c = Channel::new(&[SUB, SUB2]);
+        c.router.fanout.enabled = true;
+        c.frame_rtp(&frame_packet(1, 90, false, VP8_KEY, 0));
+        c.frame_rtp(&frame_packet(2, 90, true, &[0x00], 0));
+        assert_eq!(c.video_sent().len(), 4);
+        // A subscriber joins: it waits for the next keyframe.
+        let mut rng = StdRng::seed_from_u64(3);
+        let consumers = [consumer(31, 1, 3003), consumer(32, 2, 4003)];
+        let m = c
+            .router
+            .add_member(c.now, SUB3, &[], &consumers, Ssrc(93), &mut rng)
+            .unwrap();
+        c.out.connected.insert(SUB3);
+        c.router.connected(c.now, m);
+        c.out.sent.clear();
+        // Room for one subscriber's frame per turn of the loop.
+        c.out.room = Some(2);
+        c.frame_rtp(&frame_packet(3, 180, false, VP8_KEY, 0));
+        c.frame_rtp(&frame_packet(4, 180, true, &[0x00], 0));
+        let mut turns = vec![c.video_sent()];
+        while c.router.poll_timeout().is_some_and(|t| t <= c.now) {
+            c.out.sent.clear();
+            c.out.room = Some(2);
+            c.advance(Duration::ZERO);
+            turns.push(c.video_sent());
+        }
+        let order: Vec<Vec<TransportKey>> = turns
+            .iter()
+            .map(|t| t.iter().map(|g| g.0).collect())
+            .filter(|t: &Vec<_>| !t.is_empty())
+            .collect();
+        assert_eq!(order, [[SUB3, SUB3], [SUB, SUB], [SUB2, SUB2]]);
+        assert_eq!(c.out.counters.fanout_deferred, 2);
     }
 
     /// A VP8 payload with a 15-bit picture id: a keyframe declaring `height`, or a delta.

@@ -78,6 +78,8 @@ pub(super) struct Layer {
     /// VP8: the highest temporal layer (TID) seen in its payload descriptors; `None` for
     /// streams without temporal layers (and other codecs: SVC has its own, `super::svc`).
     pub top_tid: Option<u8>,
+    /// Video: the frame being held for its fan-out (see `super::fanout`).
+    pub held: Option<super::fanout::Held>,
 }
 
 /// A layer that sent nothing for this long is taken as stopped by its publisher.
@@ -97,6 +99,7 @@ impl Layer {
             rate: Rate::default(),
             frame_rate: FrameRate::default(),
             top_tid: None,
+            held: None,
         }
     }
 
