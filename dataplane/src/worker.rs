@@ -365,9 +365,8 @@ impl MediaServer {
                 handoff,
                 mcu: mcu_lanes.next(),
             };
-            // Trains where asked for, on the backend that sends them, where the kernel takes
-            // them (reported in the start line).
-            let gso = config.gso && backend == Backend::Mmsg && io::gso_supported(&socket);
+            // Trains where asked for and the kernel takes them (reported in the start line).
+            let gso = config.gso && io::gso_supported(&socket);
             worker.engine.set_frame_fanout(gso);
             let thread_waker = waker.clone();
             let thread = std::thread::Builder::new()

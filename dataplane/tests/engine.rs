@@ -932,3 +932,68 @@ fn a_subscriber_with_an_estimate_gets_bursts_paced() {
     assert_eq!(sim.drops(DropReason::TxFull), 0);
     assert!(sim.peers[subscriber].errors.is_empty());
 }
+
+/// With frame fan-out on (as where GSO trains are sent), a keyframe larger than the send
+/// buffers left is written over several turns of the loop: each subscriber gets the whole
+/// frame, in order, and nothing is dropped for want of buffers.
+#[test]
+fn a_keyframe_larger_than_the_free_send_buffers_goes_out_over_turns() {
+    let mut sim = Sim::open(11);
+    // 64 buffers, 8 of them kept back: room for 56 packets a turn.
+    sim.tx = switchyard_dataplane::io::Tx::new(64);
+    sim.engine.set_frame_fanout(true);
+    let publisher = sim.connect_peer(1, producers(), vec![]);
+    let subscribers: Vec<usize> = (0..5u32)
+        .map(|i| {
+            sim.connect_peer(
+                2 + u64::from(i),
+                vec![],
+                consumers(SUB_AUDIO + 10 * i, SUB_VIDEO + 10 * i),
+            )
+        })
+        .collect();
+    assert!(sim.handshake());
+    sim.step();
+    let frame = 20u16;
+    for k in 0..frame {
+        let mut buf = [0u8; 1500];
+        let fields = HeaderFields {
+            marker: k == frame - 1,
+            payload_type: VIDEO_PT,
+            sequence: 300 + k,
+            timestamp: 90_000,
+            ssrc: PUB_VIDEO,
+        };
+        let h = rtp::write_header(&mut buf, &fields, &[]).unwrap();
+        let payload: &[u8] = if k == 0 { VP8_KEY } else { &[0x00, 0xEE] };
+        buf[h..h + payload.len()].copy_from_slice(payload);
+        buf[h + payload.len()] = k as u8;
+        let n = sim.peers[publisher]
+            .client
+            .protect_rtp(&mut buf, h + payload.len() + 1)
+            .unwrap();
+        let from = sim.peers[publisher].addr;
+        sim.give(from, buf[..n].to_vec());
+    }
+    let whole = |s: &Sim| {
+        subscribers
+            .iter()
+            .all(|&i| s.peers[i].rtp.len() >= usize::from(frame))
+    };
+    sim.wait_for("the keyframe at every subscriber", whole);
+    for &i in &subscribers {
+        let got: Vec<u8> = sim.peers[i]
+            .rtp
+            .iter()
+            .map(|p| {
+                let h = header(p);
+                p[h.payload_end - 1]
+            })
+            .collect();
+        assert_eq!(got, (0..frame as u8).collect::<Vec<_>>(), "subscriber {i}");
+    }
+    let counters = sim.engine.counters();
+    assert_eq!(counters.frames_fanned, 1);
+    assert!(counters.fanout_deferred >= 1, "{counters:?}");
+    assert_eq!(counters.dropped(DropReason::TxFull), 0);
+}

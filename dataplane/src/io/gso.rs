@@ -45,7 +45,7 @@ pub(crate) fn supported(fd: i32) -> bool {
 
 /// A sort key equal for equal addresses. Unequal IPv6 addresses may rarely share one; a train
 /// still checks the address itself, so that only costs a train.
-fn key(addr: SocketAddr) -> u64 {
+pub(crate) fn key(addr: SocketAddr) -> u64 {
     match addr {
         SocketAddr::V4(a) => (u64::from(a.ip().to_bits()) << 16) | u64::from(a.port()),
         SocketAddr::V6(a) => {
@@ -95,9 +95,63 @@ pub(crate) struct Trains {
     plain: Messages,
 }
 
+/// Room for a train's `UDP_SEGMENT` control message, aligned for `cmsghdr`.
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-struct Control([u8; CONTROL_ROOM]);
+pub(crate) struct Control([u8; CONTROL_ROOM]);
+
+impl Control {
+    pub(crate) const ZERO: Control = Control([0; CONTROL_ROOM]);
+}
+
+/// Points `h` at the train of `n` queued datagrams from queue position `at` (see
+/// [`train_len`]): their buffers as `iovs`, the destination written into `name`, and for two
+/// or more a `UDP_SEGMENT` message of the first one's size in `control`. The kernel reads all
+/// of them, so they must stay put until the send is done.
+pub(crate) fn point(
+    h: &mut libc::msghdr,
+    tx: &Tx,
+    at: usize,
+    n: usize,
+    iovs: &mut [libc::iovec],
+    name: &mut libc::sockaddr_in6,
+    control: &mut Control,
+) {
+    let slots = &tx.queued_slots()[at..at + n];
+    let (first, to) = tx.datagram(slots[0]);
+    let segment = first.len();
+    for (iov, &slot) in iovs.iter_mut().zip(slots) {
+        let (data, _) = tx.datagram(slot);
+        // The kernel only reads the buffers; the iovec type asks for a mutable pointer.
+        *iov = libc::iovec {
+            iov_base: data.as_ptr().cast_mut().cast(),
+            iov_len: data.len(),
+        };
+    }
+    let name_len = addr::write(to, name);
+    h.msg_name = (name as *mut libc::sockaddr_in6).cast();
+    h.msg_namelen = name_len;
+    h.msg_iov = iovs.as_mut_ptr();
+    h.msg_iovlen = n;
+    h.msg_flags = 0;
+    if n > 1 {
+        h.msg_control = control.0.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE only computes a size.
+        h.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+        // SAFETY: the header points at `control`, which has room for one control message of
+        // two bytes (CONTROL_ROOM >= CMSG_SPACE(2)), aligned for cmsghdr.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(h);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = libc::UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment as u16);
+        }
+    } else {
+        h.msg_control = std::ptr::null_mut();
+        h.msg_controllen = 0;
+    }
+}
 
 impl Trains {
     /// Headers that send trains when `enabled` (the caller has probed [`supported`]; a train
@@ -113,7 +167,7 @@ impl Trains {
             hdrs: vec![zero_hdr; BATCH].into_boxed_slice(),
             iovs: vec![zero_iov; BATCH * MAX_SEGMENTS].into_boxed_slice(),
             names: vec![addr::zeroed(); BATCH].into_boxed_slice(),
-            controls: vec![Control([0; CONTROL_ROOM]); BATCH].into_boxed_slice(),
+            controls: vec![Control::ZERO; BATCH].into_boxed_slice(),
             counts: [0; BATCH],
             scratch: Vec::with_capacity(super::TX_BUFFERS),
             enabled,
@@ -129,41 +183,15 @@ impl Trains {
         let mut m = 0;
         while m < BATCH && at < queued {
             let n = train_len(tx, at);
-            let (first, to) = tx.datagram(tx.queued_slots()[at]);
-            let segment = first.len();
-            for k in 0..n {
-                let (data, _) = tx.datagram(tx.queued_slots()[at + k]);
-                // The kernel only reads the buffers; the iovec type asks for a mutable pointer.
-                self.iovs[m * MAX_SEGMENTS + k] = libc::iovec {
-                    iov_base: data.as_ptr().cast_mut().cast(),
-                    iov_len: data.len(),
-                };
-            }
-            let name_len = addr::write(to, &mut self.names[m]);
-            let h = &mut self.hdrs[m].msg_hdr;
-            h.msg_name = (&mut self.names[m] as *mut libc::sockaddr_in6).cast();
-            h.msg_namelen = name_len;
-            h.msg_iov = &mut self.iovs[m * MAX_SEGMENTS];
-            h.msg_iovlen = n;
-            h.msg_flags = 0;
-            if n > 1 {
-                let control = &mut self.controls[m];
-                h.msg_control = control.0.as_mut_ptr().cast();
-                // SAFETY: CMSG_SPACE only computes a size.
-                h.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
-                // SAFETY: the header points at `control`, which has room for one control
-                // message of two bytes (CONTROL_ROOM >= CMSG_SPACE(2)), aligned for cmsghdr.
-                unsafe {
-                    let c = libc::CMSG_FIRSTHDR(h);
-                    (*c).cmsg_level = libc::SOL_UDP;
-                    (*c).cmsg_type = libc::UDP_SEGMENT;
-                    (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment as u16);
-                }
-            } else {
-                h.msg_control = std::ptr::null_mut();
-                h.msg_controllen = 0;
-            }
+            point(
+                &mut self.hdrs[m].msg_hdr,
+                tx,
+                at,
+                n,
+                &mut self.iovs[m * MAX_SEGMENTS..(m + 1) * MAX_SEGMENTS],
+                &mut self.names[m],
+                &mut self.controls[m],
+            );
             self.hdrs[m].msg_len = 0;
             self.counts[m] = n;
             at += n;

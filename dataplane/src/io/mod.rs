@@ -198,8 +198,8 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Runs `handler` on `socket`, and on the ICE-TCP connections `tcp` accepts, until it reports
-/// stopped. With `gso` (probe it with [`gso_supported`]), the mmsg backend sends several
-/// datagrams to one destination as one GSO train (io_uring does not yet).
+/// stopped. With `gso` (probe it with [`gso_supported`]), several datagrams to one destination
+/// go as one GSO train.
 pub fn run(
     backend: Backend,
     socket: &UdpSocket,
@@ -211,7 +211,7 @@ pub fn run(
     let mut tx = Tx::new(TX_BUFFERS);
     let tcp = tcp.map(IceTcp::new).transpose()?;
     match backend {
-        Backend::Uring => uring::run(socket, tcp, waker, handler, &mut tx),
+        Backend::Uring => uring::run(socket, tcp, waker, handler, &mut tx, gso),
         Backend::Mmsg => mmsg::run(socket, tcp, waker, handler, &mut tx, gso),
     }
 }
@@ -228,8 +228,10 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    /// Echoes every datagram; counts ticks; stops when told.
+    /// Echoes every datagram (`copies` times, the copy's number in its last byte); counts
+    /// ticks; stops when told.
     struct Echo {
+        copies: u8,
         stop: Arc<AtomicBool>,
         ticks: Arc<std::sync::atomic::AtomicU64>,
         deadline: Option<Instant>,
@@ -239,10 +241,15 @@ mod tests {
 
     impl Handler for Echo {
         fn on_datagram(&mut self, _now: Instant, src: SocketAddr, data: &mut [u8], tx: &mut Tx) {
-            tx.push(src, |out| {
-                out.get_mut(..data.len())?.copy_from_slice(data);
-                Some(data.len())
-            });
+            for copy in 0..self.copies {
+                tx.push(src, |out| {
+                    out.get_mut(..data.len())?.copy_from_slice(data);
+                    if self.copies > 1 {
+                        *out.get_mut(data.len() - 1)? = copy;
+                    }
+                    Some(data.len())
+                });
+            }
         }
 
         fn on_tick(&mut self, now: Instant, _tx: &mut Tx) -> Option<Instant> {
@@ -268,16 +275,22 @@ mod tests {
         stop: Arc<AtomicBool>,
         ticks: Arc<std::sync::atomic::AtomicU64>,
         tick_times: Arc<std::sync::Mutex<Vec<Instant>>>,
-        thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+        thread: Option<std::thread::JoinHandle<io::Result<Counters>>>,
     }
 
     impl Running {
         fn start(backend: Backend, deadline: Option<Instant>) -> Running {
-            Running::start_with(backend, deadline, false)
+            Running::start_with(backend, deadline, false, 1)
         }
 
-        /// With `tcp`, also an ICE-TCP listener on the same port.
-        fn start_with(backend: Backend, deadline: Option<Instant>, tcp: bool) -> Running {
+        /// With `tcp`, also an ICE-TCP listener on the same port; each datagram echoed
+        /// `copies` times.
+        fn start_with(
+            backend: Backend,
+            deadline: Option<Instant>,
+            tcp: bool,
+            copies: u8,
+        ) -> Running {
             let (socket, listener) = bind_media("127.0.0.1".parse().unwrap(), 0..=0, tcp).unwrap();
             let addr = socket.local_addr().unwrap();
             let waker = Waker::new().unwrap();
@@ -285,6 +298,7 @@ mod tests {
             let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let tick_times = Arc::new(std::sync::Mutex::new(Vec::new()));
             let mut echo = Echo {
+                copies,
                 stop: stop.clone(),
                 ticks: ticks.clone(),
                 deadline,
@@ -293,8 +307,9 @@ mod tests {
             };
             let w = waker.clone();
             let gso = gso_supported(&socket);
-            let thread =
-                std::thread::spawn(move || run(backend, &socket, listener, &w, &mut echo, gso));
+            let thread = std::thread::spawn(move || {
+                run(backend, &socket, listener, &w, &mut echo, gso).map(|()| echo.counters)
+            });
             Running {
                 addr,
                 waker,
@@ -305,10 +320,11 @@ mod tests {
             }
         }
 
-        fn stop(mut self) {
+        /// Stops the loop; its counters.
+        fn stop(mut self) -> Counters {
             self.stop.store(true, Ordering::Relaxed);
             self.waker.wake();
-            self.thread.take().unwrap().join().unwrap().unwrap();
+            self.thread.take().unwrap().join().unwrap().unwrap()
         }
     }
 
@@ -371,6 +387,38 @@ mod tests {
         }
     }
 
+    /// Each datagram comes back four times: a train per echo where the kernel takes them, on
+    /// both backends, arriving as its datagrams in order.
+    #[test]
+    fn echoes_go_as_trains_on_both_backends() {
+        for backend in backends() {
+            let r = Running::start_with(backend, None, false, 4);
+            let trains = gso_supported(&UdpSocket::bind("127.0.0.1:0").unwrap());
+            let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut buf = [0u8; 2048];
+            for i in 0..50u8 {
+                let payload = [i; 1000];
+                client.send_to(&payload, r.addr).unwrap();
+                for copy in 0..4 {
+                    let (n, _) = recv(&client, &mut buf)
+                        .unwrap_or_else(|e| panic!("{backend:?}: echo: {e}"));
+                    assert_eq!((n, buf[0], buf[n - 1]), (1000, i, copy), "{backend:?}");
+                }
+            }
+            let counters = r.stop();
+            if trains {
+                assert_eq!(
+                    (counters.gso_trains, counters.gso_segments),
+                    (50, 200),
+                    "{backend:?}"
+                );
+            }
+        }
+    }
+
     /// Reads one RFC 4571 frame.
     fn read_frame(stream: &mut std::net::TcpStream) -> Vec<u8> {
         use std::io::Read;
@@ -385,7 +433,7 @@ mod tests {
     fn ice_tcp_frames_reach_the_handler_and_replies_go_back_on_the_connection() {
         use std::io::Write;
         for backend in backends() {
-            let r = Running::start_with(backend, None, true);
+            let r = Running::start_with(backend, None, true, 1);
             let mut tcp = std::net::TcpStream::connect(r.addr).unwrap();
             tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             // Frames written in pieces that cut through lengths and payloads.

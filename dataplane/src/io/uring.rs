@@ -1,6 +1,7 @@
 //! The io_uring backend: one multishot `RecvMsg` fills buffers the kernel takes from a
 //! provided-buffer ring, sends go out as `SendMsg` entries submitted in one batch per loop
-//! iteration, and a `Read` on the waker's eventfd interrupts the wait. ICE-TCP connections
+//! iteration (several datagrams to one destination as one GSO train, see [`super::gso`]),
+//! and a `Read` on the waker's eventfd interrupts the wait. ICE-TCP connections
 //! are served through their epoll descriptor, watched by a multishot `PollAdd`: fallback
 //! traffic, not worth per-connection ring operations.
 //!
@@ -17,8 +18,10 @@ use std::time::{Duration, Instant};
 use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
+use super::gso::{self, MAX_SEGMENTS};
 use super::tcp::IceTcp;
 use super::{Handler, MAX_DATAGRAM, Tx, Waker, addr};
+use crate::stats::Counters;
 
 /// Submission queue entries (the completion queue is twice as large).
 const RING_ENTRIES: u32 = 4096;
@@ -37,6 +40,10 @@ const TCP: u64 = 0;
 const RECV: u64 = 1 << KIND_SHIFT;
 const WAKE: u64 = 2 << KIND_SHIFT;
 const SEND: u64 = 3 << KIND_SHIFT;
+/// With `SEND`: the low bits name a train's block, not a datagram's slot.
+const TRAIN: u64 = 1 << 61;
+/// Trains in flight at once; past it, datagrams go one by one until blocks come back.
+const TRAIN_BLOCKS: usize = 512;
 
 /// Whether io_uring with the opcodes and buffer rings we need works here.
 pub(super) fn usable() -> bool {
@@ -176,6 +183,79 @@ impl SendHeaders {
     }
 }
 
+/// A train in flight: its header and what it points at, which the kernel reads until the
+/// completion, and the send buffers to free then.
+struct TrainBlock {
+    hdr: libc::msghdr,
+    name: libc::sockaddr_in6,
+    control: gso::Control,
+    iovs: [libc::iovec; MAX_SEGMENTS],
+    slots: [u32; MAX_SEGMENTS],
+    count: usize,
+}
+
+/// Train blocks (boxed: they never move while the kernel reads them) and the grouping state.
+struct Trains {
+    blocks: Box<[TrainBlock]>,
+    free: Vec<u16>,
+    /// Whether trains are sent: asked for, taken by the socket, none refused yet.
+    enabled: bool,
+    /// The grouping's scratch (see `Tx::group_by`).
+    scratch: Vec<(u64, u32, u32)>,
+}
+
+impl Trains {
+    fn new(enabled: bool) -> Trains {
+        let block = || TrainBlock {
+            // SAFETY: msghdr is plain data for which all-zero bytes are valid.
+            hdr: unsafe { std::mem::zeroed() },
+            name: addr::zeroed(),
+            control: gso::Control::ZERO,
+            iovs: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX_SEGMENTS],
+            slots: [0; MAX_SEGMENTS],
+            count: 0,
+        };
+        Trains {
+            blocks: (0..TRAIN_BLOCKS).map(|_| block()).collect(),
+            free: (0..TRAIN_BLOCKS as u16).rev().collect(),
+            enabled,
+            scratch: Vec::with_capacity(super::TX_BUFFERS),
+        }
+    }
+
+    /// A train's send completed with `result`: frees its buffers, or, when the kernel refused
+    /// it, turns trains off and queues its datagrams again to go one by one.
+    fn completed(&mut self, block: u16, result: i32, tx: &mut Tx, counters: &mut Counters) {
+        let Some(b) = self.blocks.get(usize::from(block)) else {
+            return;
+        };
+        let slots = &b.slots[..b.count];
+        if result < 0 {
+            if self.enabled {
+                tracing::warn!(
+                    "UDP GSO refused ({}); sending datagram by datagram",
+                    io::Error::from_raw_os_error(-result)
+                );
+                self.enabled = false;
+                counters.gso_fallbacks += 1;
+            }
+            for &slot in slots {
+                tx.queue_held(slot);
+            }
+        } else {
+            counters.gso_trains += 1;
+            counters.gso_segments += slots.len() as u64;
+            for &slot in slots {
+                tx.release(slot);
+            }
+        }
+        self.free.push(block);
+    }
+}
+
 /// Pushes an entry, submitting first if the queue is full.
 fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
     loop {
@@ -202,6 +282,8 @@ struct UringLoop {
     bufs: BufRing,
     /// Per-slot `SendMsg` headers.
     sends: SendHeaders,
+    /// Headers of the trains in flight.
+    trains: Trains,
     /// The header `RecvMsgMulti` reads its name and control lengths from.
     recv_hdr: Box<libc::msghdr>,
     /// Where the waker's eventfd is read into.
@@ -209,8 +291,9 @@ struct UringLoop {
 }
 
 impl UringLoop {
-    /// A ring with `RECV_BUFFERS` receive buffers registered and `send_slots` send headers.
-    fn new(send_slots: usize) -> io::Result<UringLoop> {
+    /// A ring with `RECV_BUFFERS` receive buffers registered and `send_slots` send headers;
+    /// `gso`: send trains.
+    fn new(send_slots: usize, gso: bool) -> io::Result<UringLoop> {
         let mut bufs = BufRing::new(RECV_BUFFERS)?;
         for bid in 0..RECV_BUFFERS {
             bufs.push(bid);
@@ -229,6 +312,7 @@ impl UringLoop {
             ring: ManuallyDrop::new(ring),
             bufs,
             sends: SendHeaders::new(send_slots),
+            trains: Trains::new(gso),
             recv_hdr,
             wake_buf: Box::new([0u8; 8]),
         };
@@ -267,13 +351,15 @@ pub(super) fn run(
     waker: &Waker,
     handler: &mut impl Handler,
     tx: &mut Tx,
+    gso: bool,
 ) -> io::Result<()> {
     let fd = Fd(socket.as_raw_fd());
-    let mut uring = UringLoop::new(tx.capacity())?;
+    let mut uring = UringLoop::new(tx.capacity(), gso)?;
     let UringLoop {
         ring,
         bufs,
         sends,
+        trains,
         recv_hdr,
         wake_buf,
     } = &mut uring;
@@ -307,7 +393,7 @@ pub(super) fn run(
         if let Some(tcp) = &mut tcp {
             tcp.route(tx, handler);
         }
-        in_flight += queue_sends(ring, fd, tx, sends)?;
+        in_flight += queue_sends(ring, fd, tx, sends, trains)?;
         let sweep = tcp.as_mut().and_then(|t| t.sweep(Instant::now(), handler));
         let now_if_more = tcp_more.then(Instant::now);
         deadline = [deadline, sweep, now_if_more].into_iter().flatten().min();
@@ -359,6 +445,11 @@ pub(super) fn run(
                 TCP => {
                     tcp_ready = true;
                     rearm_tcp |= !cqueue::more(cqe.flags());
+                }
+                SEND if data & TRAIN != 0 => {
+                    in_flight = in_flight.saturating_sub(1);
+                    let block = (data & 0xFFFF) as u16;
+                    trains.completed(block, cqe.result(), tx, handler.counters());
                 }
                 SEND => {
                     in_flight = in_flight.saturating_sub(1);
@@ -425,34 +516,80 @@ fn deliver(
     }
 }
 
-/// Submits a `SendMsg` for every queued datagram; returns how many went in flight.
+/// Submits a `SendMsg` for every queued datagram, or train of datagrams while trains are on;
+/// returns how many entries went in flight.
 fn queue_sends(
     ring: &mut IoUring,
     fd: Fd,
     tx: &mut Tx,
     sends: &mut SendHeaders,
+    trains: &mut Trains,
 ) -> io::Result<usize> {
     let n = tx.queued();
-    for i in 0..n {
-        let slot = tx.queued_slots()[i];
-        let s = slot as usize;
-        let (data, dst) = tx.datagram(slot);
-        let name_len = addr::write(dst, &mut sends.names[s]);
-        sends.iovs[s] = libc::iovec {
-            iov_base: data.as_ptr().cast_mut().cast(),
-            iov_len: data.len(),
+    if trains.enabled && n > 1 {
+        tx.group_by(&mut trains.scratch, gso::key);
+    }
+    let (mut at, mut entries) = (0, 0);
+    while at < n {
+        let len = if trains.enabled {
+            gso::train_len(tx, at)
+        } else {
+            1
         };
-        let h = &mut sends.hdrs[s];
-        h.msg_name = (&mut sends.names[s] as *mut libc::sockaddr_in6).cast();
-        h.msg_namelen = name_len;
-        h.msg_iov = &mut sends.iovs[s];
-        h.msg_iovlen = 1;
-        let entry = opcode::SendMsg::new(fd, &sends.hdrs[s])
-            .build()
-            .user_data(SEND | u64::from(slot));
-        push(ring, &entry)?;
+        if len > 1
+            && let Some(b) = trains.free.pop()
+        {
+            let block = &mut trains.blocks[usize::from(b)];
+            gso::point(
+                &mut block.hdr,
+                tx,
+                at,
+                len,
+                &mut block.iovs,
+                &mut block.name,
+                &mut block.control,
+            );
+            block.slots[..len].copy_from_slice(&tx.queued_slots()[at..at + len]);
+            block.count = len;
+            let entry = opcode::SendMsg::new(fd, &block.hdr)
+                .build()
+                .user_data(SEND | TRAIN | u64::from(b));
+            push(ring, &entry)?;
+            at += len;
+        } else {
+            send_one(ring, fd, tx, sends, at)?;
+            at += 1;
+        }
+        entries += 1;
     }
     // Submitted by the loop's next io_uring_enter, which also waits: one system call.
     tx.dequeue(n);
-    Ok(n)
+    Ok(entries)
+}
+
+/// Pushes a `SendMsg` for the datagram at queue position `at`, with the header of its slot.
+fn send_one(
+    ring: &mut IoUring,
+    fd: Fd,
+    tx: &Tx,
+    sends: &mut SendHeaders,
+    at: usize,
+) -> io::Result<()> {
+    let slot = tx.queued_slots()[at];
+    let s = slot as usize;
+    let (data, dst) = tx.datagram(slot);
+    let name_len = addr::write(dst, &mut sends.names[s]);
+    sends.iovs[s] = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    let h = &mut sends.hdrs[s];
+    h.msg_name = (&mut sends.names[s] as *mut libc::sockaddr_in6).cast();
+    h.msg_namelen = name_len;
+    h.msg_iov = &mut sends.iovs[s];
+    h.msg_iovlen = 1;
+    let entry = opcode::SendMsg::new(fd, &sends.hdrs[s])
+        .build()
+        .user_data(SEND | u64::from(slot));
+    push(ring, &entry)
 }

@@ -243,7 +243,10 @@ impl Fanout {
                 .frame
                 .fan_out(job, now, producers, consumers, members, out)
             {
-                self.resume = Some(now);
+                // Just after `now`: the engine runs what is due at `now` until nothing is, so
+                // a job due at `now` would spin with no buffer freed; this one waits for the
+                // loop's next turn, which sends what is queued first, and does not sleep.
+                self.resume = Some(now + Duration::from_nanos(1));
                 out.counters().fanout_deferred += 1;
                 return;
             }

@@ -1812,10 +1812,14 @@ mod tests {
         c.frame_rtp(&frame_packet(3, 180, false, VP8_KEY, 0));
         c.frame_rtp(&frame_packet(4, 180, true, &[0x00], 0));
         let mut turns = vec![c.video_sent()];
-        while c.router.poll_timeout().is_some_and(|t| t <= c.now) {
+        while c
+            .router
+            .poll_timeout()
+            .is_some_and(|t| t <= c.now + Duration::from_micros(1))
+        {
             c.out.sent.clear();
             c.out.room = Some(2);
-            c.advance(Duration::ZERO);
+            c.advance(Duration::from_micros(1));
             turns.push(c.video_sent());
         }
         let order: Vec<Vec<TransportKey>> = turns
