@@ -48,6 +48,10 @@ fn three_pages(codec: &str, backend: &str) {
     assert_no_uncaught_exceptions(&result);
     let m = server.metrics();
     assert!(m["switchyard_rtp_forwarded_total"] > 100.0, "{m:?}");
+    // Video went a frame at a time, each subscriber's frame as one GSO train (loopback takes
+    // them), on both backends.
+    assert!(m["switchyard_frames_fanned_total"] > 0.0, "{m:?}");
+    assert!(m["switchyard_gso_trains_total"] > 0.0, "{m:?}");
     // The pages are gone: everything they had is cleaned up.
     server.assert_cleaned_up();
 }
