@@ -111,6 +111,10 @@ pub struct TargetArgs {
     /// Media workers of the server the generator starts.
     #[arg(long, default_value_t = 1)]
     server_workers: usize,
+    /// The switchyard binary the generator starts as the server [default: this one]: another
+    /// build, to compare two builds under one generator.
+    #[arg(long, conflicts_with = "url")]
+    server_exe: Option<PathBuf>,
     /// Core the started server is pinned to.
     #[arg(long, default_value_t = 0)]
     server_core: usize,

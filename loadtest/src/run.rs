@@ -169,7 +169,10 @@ async fn switchyard(t: &TargetArgs) -> Result<(String, Tokens, Option<Launched>)
         };
         return Ok((url.trim_end_matches('/').to_string(), tokens, None));
     }
-    let exe = std::env::current_exe().map_err(Error::OwnBinary)?;
+    let exe = match &t.server_exe {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe().map_err(Error::OwnBinary)?,
+    };
     let launched = Launched::start(
         &exe,
         Some(t.server_core),
