@@ -183,8 +183,8 @@ counters! {
     gso_segments,
     gso_fallbacks,
     /// Video frames fanned out whole (several packets held, then written consumer by
-    /// consumer), fan-outs that stopped for want of send buffers and went on at the next
-    /// turn of the loop, and the bytes of RTP padding that made a frame's packets one size.
+    /// consumer), times fan-out waited for send buffers (going on over one or more turns of
+    /// the loop), and the bytes of RTP padding that made a frame's packets one size.
     frames_fanned,
     fanout_deferred,
     padding_bytes,

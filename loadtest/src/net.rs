@@ -299,17 +299,22 @@ const CONTROL: usize = 32;
 /// (one system call and one trip up the stack for its datagrams), split here by its segment
 /// size. A kernel without it delivers datagrams one by one, as before.
 fn enable_gro(socket: &UdpSocket) {
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from the live local `on`.
-    unsafe {
+    set_udp_option(socket, libc::UDP_GRO, 1);
+}
+
+/// Sets the `SOL_UDP` option `option` of `socket` to `value`; whether the kernel took it.
+fn set_udp_option(socket: &UdpSocket, option: libc::c_int, value: libc::c_int) -> bool {
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from the live local `value`.
+    let r = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&on as *const libc::c_int).cast(),
+            option,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+        )
+    };
+    r == 0
 }
 
 #[derive(Clone, Copy)]
@@ -379,8 +384,16 @@ impl RecvBatch {
         Ok(n as usize)
     }
 
-    /// Message `i`'s length and the size of the datagrams in it: its GRO segment size, or
-    /// its length when it is one datagram.
+    /// Where the datagrams of message `i` lie in its buffer: cut at its GRO segment size, or
+    /// the whole message when it is one datagram.
+    fn datagrams(&self, i: usize) -> impl Iterator<Item = std::ops::Range<usize>> + use<> {
+        let (len, segment) = self.message(i);
+        (0..len)
+            .step_by(segment)
+            .map(move |start| start..len.min(start + segment))
+    }
+
+    /// Message `i`'s length and the size of the datagrams in it.
     fn message(&self, i: usize) -> (usize, usize) {
         let h = &self.headers[i];
         let len = (h.msg_len as usize).min(TRAIN);
@@ -610,9 +623,8 @@ impl Thread {
             let now = Instant::now();
             for i in 0..n {
                 let epoch = self.epoch;
-                let (len, segment) = self.batch.message(i);
-                for start in (0..len).step_by(segment) {
-                    let data = self.batch.bytes(i, start..len.min(start + segment));
+                for range in self.batch.datagrams(i) {
+                    let data = self.batch.bytes(i, range);
                     self.totals.packets_in += 1;
                     self.totals.bytes_in += data.len() as u64;
                     if let Some(t) = self.transports.get_mut(index) {
@@ -846,18 +858,7 @@ mod tests {
         enable_gro(&rx);
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         tx.connect(rx.local_addr().unwrap()).unwrap();
-        let segment: libc::c_int = 100;
-        // SAFETY: reads the live local `segment`.
-        let r = unsafe {
-            libc::setsockopt(
-                tx.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_SEGMENT,
-                (&segment as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
+        if !set_udp_option(&tx, libc::UDP_SEGMENT, 100) {
             eprintln!("no UDP GSO here: skipped");
             return;
         }
@@ -868,9 +869,8 @@ mod tests {
         for _ in 0..100 {
             if let Ok(n) = batch.recv(rx.as_raw_fd()) {
                 for i in 0..n {
-                    let (len, segment) = batch.message(i);
-                    for start in (0..len).step_by(segment) {
-                        let d = batch.bytes(i, start..len.min(start + segment));
+                    for range in batch.datagrams(i) {
+                        let d = batch.bytes(i, range);
                         got.push((d.len(), d[0]));
                     }
                 }

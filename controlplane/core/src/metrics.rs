@@ -381,7 +381,7 @@ pub fn render(media: &MediaServer, signalling: &Metrics, live: Live) -> String {
         &mut out,
         "switchyard_fanout_deferred_total",
         "counter",
-        "Frame fan-outs that waited for send buffers and went on at the next loop turn.",
+        "Times frame fan-out waited for send buffers and went on over later loop turns.",
         s.fanout_deferred,
     );
     metric(

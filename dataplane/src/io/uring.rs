@@ -195,7 +195,7 @@ struct TrainBlock {
 }
 
 /// Train blocks (boxed: they never move while the kernel reads them) and the grouping state.
-struct Trains {
+struct TrainBlocks {
     blocks: Box<[TrainBlock]>,
     free: Vec<u16>,
     /// Whether trains are sent: asked for, taken by the socket, none refused yet.
@@ -204,8 +204,8 @@ struct Trains {
     scratch: Vec<(u64, u32, u32)>,
 }
 
-impl Trains {
-    fn new(enabled: bool) -> Trains {
+impl TrainBlocks {
+    fn new(enabled: bool) -> TrainBlocks {
         let block = || TrainBlock {
             // SAFETY: msghdr is plain data for which all-zero bytes are valid.
             hdr: unsafe { std::mem::zeroed() },
@@ -218,7 +218,7 @@ impl Trains {
             slots: [0; MAX_SEGMENTS],
             count: 0,
         };
-        Trains {
+        TrainBlocks {
             blocks: (0..TRAIN_BLOCKS).map(|_| block()).collect(),
             free: (0..TRAIN_BLOCKS as u16).rev().collect(),
             enabled,
@@ -283,7 +283,7 @@ struct UringLoop {
     /// Per-slot `SendMsg` headers.
     sends: SendHeaders,
     /// Headers of the trains in flight.
-    trains: Trains,
+    trains: TrainBlocks,
     /// The header `RecvMsgMulti` reads its name and control lengths from.
     recv_hdr: Box<libc::msghdr>,
     /// Where the waker's eventfd is read into.
@@ -312,7 +312,7 @@ impl UringLoop {
             ring: ManuallyDrop::new(ring),
             bufs,
             sends: SendHeaders::new(send_slots),
-            trains: Trains::new(gso),
+            trains: TrainBlocks::new(gso),
             recv_hdr,
             wake_buf: Box::new([0u8; 8]),
         };
@@ -523,7 +523,7 @@ fn queue_sends(
     fd: Fd,
     tx: &mut Tx,
     sends: &mut SendHeaders,
-    trains: &mut Trains,
+    trains: &mut TrainBlocks,
 ) -> io::Result<usize> {
     let n = tx.queued();
     if trains.enabled && n > 1 {

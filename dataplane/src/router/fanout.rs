@@ -120,13 +120,12 @@ pub struct Job {
     pub producer: usize,
     pub layer: usize,
     pub span: Span,
-    /// Marks the consumers it was written for (see `Consumer::fanned`), so the pass over all
-    /// consumers skips those the pass over waiting ones took.
+    /// Marks the consumers it was written for (see `Consumer::fanned`): a pass, or a job going
+    /// on after a stop, skips those, so no position is kept that consumers coming and going
+    /// in the meantime could shift.
     pub serial: u32,
     /// Whether it is still in the pass over consumers waiting for a keyframe.
     pub waiting_pass: bool,
-    /// The position in the producer's consumer list where it goes on.
-    pub next: usize,
 }
 
 /// A router's frames held and on their way out.
@@ -171,7 +170,7 @@ impl Fanout {
         }
     }
 
-    /// A layer started holding a frame at `since`.
+    /// A layer holds a frame since `since`.
     pub fn holding(&mut self, since: Instant) {
         let due = since + MAX_HOLD;
         self.held_due = Some(self.held_due.map_or(due, |d| d.min(due)));
@@ -194,7 +193,6 @@ impl Fanout {
             span,
             serial: self.serial,
             waiting_pass: span.keyframe,
-            next: 0,
         });
     }
 
@@ -237,7 +235,7 @@ impl Fanout {
         members: &mut Slab<Member>,
         out: &mut impl Output,
     ) {
-        self.resume = None;
+        let was_waiting = self.resume.take().is_some();
         while let Some(job) = self.jobs.front_mut() {
             if !self
                 .frame
@@ -247,7 +245,10 @@ impl Fanout {
                 // a job due at `now` would spin with no buffer freed; this one waits for the
                 // loop's next turn, which sends what is queued first, and does not sleep.
                 self.resume = Some(now + Duration::from_nanos(1));
-                out.counters().fanout_deferred += 1;
+                // Counted once per wait, not again for each packet that finds it waiting.
+                if !was_waiting {
+                    out.counters().fanout_deferred += 1;
+                }
                 return;
             }
             self.jobs.pop_front();
@@ -293,7 +294,7 @@ impl Frame {
         }
     }
 
-    /// Writes the job's frame for its consumers from where it stopped, those waiting for its
+    /// Writes the job's frame for the consumers that have not had it, those waiting for its
     /// keyframe first; false if it stopped again for want of room.
     fn fan_out(
         &mut self,
@@ -316,49 +317,45 @@ impl Frame {
         if self.packets.is_empty() {
             return true;
         }
-        loop {
-            let Some(&c) = p.consumers.get(job.next) else {
-                if !job.waiting_pass {
-                    return true;
-                }
-                job.waiting_pass = false;
-                job.next = 0;
-                continue;
-            };
-            let Some(consumer) = consumers.get_mut(c) else {
-                job.next += 1;
-                continue;
-            };
-            if consumer.fanned == job.serial || (job.waiting_pass && !consumer.waits_for(job.layer))
-            {
-                job.next += 1;
+        for waiting_pass in [true, false] {
+            if waiting_pass && !job.waiting_pass {
                 continue;
             }
-            if out.room() < self.packets.len() {
-                return false;
-            }
-            consumer.fanned = job.serial;
-            job.next += 1;
-            for packet in &self.packets {
-                let Some(data) = history.get(packet.seq) else {
+            for &c in &p.consumers {
+                let Some(consumer) = consumers.get_mut(c) else {
                     continue;
                 };
-                let f = Forward {
-                    header: &packet.header,
-                    packet: data,
-                    layer: job.layer,
-                    video: true,
-                    keyframe: packet.keyframe,
-                    clock_rate: p.clock_rate,
-                    read: Read {
-                        vp8: packet.vp8.as_ref(),
-                        level: None,
-                    },
-                    pad: packet.pad,
-                };
-                forward(consumer, members, &f, now, out);
+                if consumer.fanned == job.serial || (waiting_pass && !consumer.waits_for(job.layer))
+                {
+                    continue;
+                }
+                if out.room() < self.packets.len() {
+                    return false;
+                }
+                consumer.fanned = job.serial;
+                for packet in &self.packets {
+                    let Some(data) = history.get(packet.seq) else {
+                        continue;
+                    };
+                    let f = Forward {
+                        header: &packet.header,
+                        packet: data,
+                        layer: job.layer,
+                        video: true,
+                        keyframe: packet.keyframe,
+                        clock_rate: p.clock_rate,
+                        read: Read {
+                            vp8: packet.vp8.as_ref(),
+                            level: None,
+                        },
+                        pad: packet.pad,
+                    };
+                    forward(consumer, members, &f, now, out);
+                }
             }
+            job.waiting_pass = false;
         }
+        true
     }
 }
 

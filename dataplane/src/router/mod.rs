@@ -563,7 +563,7 @@ impl Router {
                 keyframe,
             };
             let spans = fanout::hold(&mut l.held, arrival, now);
-            if let Some(h) = l.held.filter(|h| h.since == now) {
+            if let Some(h) = l.held {
                 self.fanout.holding(h.since);
             }
             for span in spans.into_iter().flatten() {
@@ -1828,7 +1828,34 @@ mod tests {
             .filter(|t: &Vec<_>| !t.is_empty())
             .collect();
         assert_eq!(order, [[SUB3, SUB3], [SUB, SUB], [SUB2, SUB2]]);
-        assert_eq!(c.out.counters.fanout_deferred, 2);
+        // One wait, however many turns it took.
+        assert_eq!(c.out.counters.fanout_deferred, 1);
+    }
+
+    #[test]
+    fn a_subscriber_leaving_mid_fanout_costs_the_others_nothing() {
+        let mut c = Channel::new(&[SUB, SUB2, TransportKey(3)]);
+        c.router.fanout.enabled = true;
+        c.out.room = Some(2);
+        c.frame_rtp(&frame_packet(1, 90, false, VP8_KEY, 0));
+        c.frame_rtp(&frame_packet(2, 90, true, &[0x00], 0));
+        // The first subscriber has the keyframe; then it leaves, and the list shifts.
+        let first: Vec<_> = c.video_sent().iter().map(|g| g.0).collect();
+        assert_eq!(first, [SUB, SUB]);
+        c.router.remove_member(c.subscribers[0]);
+        while c
+            .router
+            .poll_timeout()
+            .is_some_and(|t| t <= c.now + Duration::from_micros(1))
+        {
+            c.out.room = Some(2);
+            c.advance(Duration::from_micros(1));
+        }
+        let got: Vec<_> = c.video_sent().iter().map(|g| g.0).collect();
+        assert_eq!(
+            got,
+            [SUB, SUB, SUB2, SUB2, TransportKey(3), TransportKey(3)]
+        );
     }
 
     /// A VP8 payload with a 15-bit picture id: a keyframe declaring `height`, or a delta.
