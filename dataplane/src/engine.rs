@@ -34,6 +34,7 @@ use crate::demux::{self, PacketKind};
 use crate::dtls::{self, Dtls, Identity};
 use crate::ice::{self, IceLite};
 use crate::io::Tx;
+use crate::lane::{self, Far};
 use crate::pacer::{self, Class, Offer};
 use crate::router::{Output, Router};
 use crate::spec::{
@@ -45,7 +46,7 @@ use crate::timers::{Grid, Timer, Timers};
 use crate::transport::{
     self, DataLink, Expiry, Held, Link, Pipe, Srtp, Transport, TransportKey, WebRtc,
 };
-use crate::{mcu, rtp, stun, wire};
+use crate::{rtp, stun, wire};
 
 /// A router and the time of its live entry in the timer queue.
 struct RouterSlot {
@@ -78,9 +79,9 @@ pub struct Engine {
     /// Send buffers held by the pacers of transports closed since the engine last had the
     /// [`Tx`] in hand: freed on its next call.
     orphans: Vec<u32>,
-    /// Mixer streams (`Link::Mixer`) open: while none, the worker skips looking for packets
-    /// to hand to the MCU.
-    mixer_streams: usize,
+    /// Mixer streams and shard links open (`Link::Mixer`, `Link::Shard`): while none, the
+    /// worker skips looking for packets to hand to other threads' lanes.
+    lane_streams: usize,
     /// Mixer streams closed since the worker last looked, with their MCU thread: it tells
     /// the thread, whose mixer then forgets them.
     closed_mixer_streams: Vec<(usize, TransportId)>,
@@ -111,7 +112,7 @@ impl Engine {
             data_routes: DataRoutes::default(),
             pacing_started: Vec::new(),
             orphans: Vec::new(),
-            mixer_streams: 0,
+            lane_streams: 0,
             closed_mixer_streams: Vec::new(),
             frame_fanout: false,
         }
@@ -132,9 +133,9 @@ impl Engine {
         &mut self.counters
     }
 
-    /// Whether any mixer stream is open (see [`crate::mcu`]).
-    pub fn has_mixer_streams(&self) -> bool {
-        self.mixer_streams > 0
+    /// Whether any mixer stream or shard link is open (see [`crate::lane`]).
+    pub fn has_lane_streams(&self) -> bool {
+        self.lane_streams > 0
     }
 
     /// The mixer streams closed since the last call, with their MCU threads (see
@@ -201,6 +202,13 @@ impl Engine {
             TransportKind::Mixer { mcu } => {
                 (Link::Mixer { mcu: *mcu }, None, Ssrc(self.rng.random()))
             }
+            TransportKind::Shard(shard) => (
+                Link::Shard {
+                    worker: shard.worker,
+                },
+                None,
+                Ssrc(self.rng.random()),
+            ),
         };
         let router_key = match self.router_keys.get(&spec.router) {
             Some(&k) => k,
@@ -226,6 +234,22 @@ impl Engine {
             rtcp_ssrc,
             &mut self.rng,
         );
+        let added = match (added, &spec.kind) {
+            // A shard link's home end carries producers of this router; its far end has the
+            // copies, bound to the link's SSRCs.
+            (Ok(m), TransportKind::Shard(shard)) => {
+                let linked = if spec.producers.is_empty() {
+                    slot.router.add_mirror(now, m, &shard.streams)
+                } else {
+                    slot.router.bind_layers(m, &shard.streams)
+                };
+                if linked.is_err() {
+                    slot.router.remove_member(m);
+                }
+                linked.map(|()| m)
+            }
+            (added, _) => added,
+        };
         self.events
             .extend(std::iter::from_fn(|| slot.router.poll_event()));
         let member = match added {
@@ -258,12 +282,19 @@ impl Engine {
             // A pipe is connected from the start: its consumers ask for a keyframe now.
             slot.router.connected(now, member);
         }
-        if let TransportKind::Mixer { mcu } = spec.kind {
-            // Its "address" names the MCU thread and the stream; the worker hands what is
-            // queued to it over to that thread instead of the kernel.
-            transport.remote = Some(mcu::lane::address(mcu, spec.id));
+        // Its "address" names the other thread and the transport there; the worker hands what
+        // is queued to it over to that thread's lane instead of the kernel.
+        let far = match &spec.kind {
+            TransportKind::Mixer { mcu } => Some(lane::address(Far::Mcu(*mcu), spec.id)),
+            TransportKind::Shard(shard) => {
+                Some(lane::address(Far::Worker(shard.worker), shard.peer))
+            }
+            TransportKind::WebRtc { .. } | TransportKind::Pipe(_) => None,
+        };
+        if let Some(far) = far {
+            transport.remote = Some(far);
             slot.router.connected(now, member);
-            self.mixer_streams += 1;
+            self.lane_streams += 1;
         }
         self.transports.insert(transport);
         self.by_id.insert(spec.id, key);
@@ -325,8 +356,11 @@ impl Engine {
                 }
             }
             Link::Mixer { mcu } => {
-                self.mixer_streams = self.mixer_streams.saturating_sub(1);
+                self.lane_streams = self.lane_streams.saturating_sub(1);
                 self.closed_mixer_streams.push((*mcu, t.id));
+            }
+            Link::Shard { .. } => {
+                self.lane_streams = self.lane_streams.saturating_sub(1);
             }
             Link::Pipe(_) => {
                 if let Some(remote) = t.remote
@@ -785,15 +819,17 @@ impl Engine {
         self.schedule_paced();
     }
 
-    /// A packet a mixer made for its output stream `transport` (RTP), or its feedback on an
-    /// input stream (RTCP: a keyframe request), in the clear.
-    pub fn handle_mixed(&mut self, now: Instant, transport: TransportId, data: &[u8], tx: &mut Tx) {
+    /// A packet from another thread's lane, in the clear: what a mixer made for its output
+    /// stream `transport` (RTP) or its feedback on an input stream (RTCP: a keyframe
+    /// request); or what the other end of shard link `transport` sent (RTP copies to the far
+    /// end, feedback and sender reports back).
+    pub fn handle_lane(&mut self, now: Instant, transport: TransportId, data: &[u8], tx: &mut Tx) {
         self.free_orphans(tx);
         let Some((router, member)) = self
             .by_id
             .get(&transport)
             .and_then(|&k| self.transports.get(k))
-            .filter(|t| matches!(t.link, Link::Mixer { .. }))
+            .filter(|t| matches!(t.link, Link::Mixer { .. } | Link::Shard { .. }))
             .map(|t| (t.router, t.member))
         else {
             return self.counters.drop(DropReason::UnknownSource);
@@ -890,7 +926,7 @@ impl Links<'_> {
         let Some(t) = self.transports.get_mut(to.0) else {
             return false;
         };
-        if let (Link::Mixer { .. }, Some(dst)) = (&t.link, t.remote) {
+        if let (Link::Mixer { .. } | Link::Shard { .. }, Some(dst)) = (&t.link, t.remote) {
             // In the clear: it stays in this process.
             return transport::send(self.tx, self.counters, dst, write);
         }

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod handoff;
 pub mod ice;
 pub mod io;
+pub mod lane;
 pub mod mcu;
 pub mod media;
 pub mod pacer;

@@ -505,6 +505,12 @@ impl ReceiveStats {
         }
     }
 
+    /// The highest sequence number received so far, if any.
+    pub fn highest_seq(&self) -> Option<u16> {
+        // ok: the low 16 bits of the extended number are the sequence number.
+        self.base.map(|_| self.highest as u16)
+    }
+
     /// Records an arriving packet.
     pub fn on_packet(&mut self, sequence: u16, rtp_timestamp: u32, arrival: Instant) {
         let ext = self.seq.extend(sequence);

@@ -200,6 +200,34 @@ pub enum TransportKind {
     /// producer (a stream the mixer makes). No ICE, DTLS or SRTP: its packets cross to the MCU
     /// thread in the clear, through the MCU's lanes, and it is connected at creation.
     Mixer { mcu: usize },
+    /// One end of a link between two routers of one channel on different workers (its
+    /// shards: see `crate::router::mirror`). No ICE, DTLS or SRTP: packets cross to the other
+    /// worker in the clear, through its lane, and it is connected at creation.
+    Shard(Box<ShardSpec>),
+}
+
+/// A shard link's end. The home end (the publications' router) has no producers or
+/// consumers of its own: it sends every packet of each stream's producer, all its layers,
+/// as they arrive, to the far end. The far end's producers are copies of those producers
+/// under the same ids, whose layers are bound to the SSRCs in `streams`; its subscribers
+/// consume them as they would the originals, and its feedback (NACK, PLI, FIR) goes back
+/// to the home end, which answers NACKs from the producer's history and passes keyframe
+/// requests to the publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardSpec {
+    /// The worker of the other end, and that end's transport.
+    pub worker: usize,
+    pub peer: TransportId,
+    pub streams: Vec<ShardStream>,
+}
+
+/// A producer a shard link carries, and the SSRC each of its layers (lowest first) has on
+/// the link: the home end writes them, the far end's copy is bound to them, and feedback
+/// names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardStream {
+    pub producer: ProducerId,
+    pub ssrcs: Vec<Ssrc>,
 }
 
 /// A pipe: a transport to another media server of the cluster that relays a channel's tracks

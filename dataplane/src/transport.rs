@@ -86,9 +86,14 @@ pub enum Link {
     WebRtc(Box<WebRtc>),
     Pipe(Pipe),
     /// A stream to or from a mixer on MCU thread `mcu`: sent in the clear to that thread
-    /// (`crate::mcu::lane`).
+    /// (`crate::lane`).
     Mixer {
         mcu: usize,
+    },
+    /// One end of a shard link: sent in the clear to the other end, on worker `worker`
+    /// (`crate::lane`, `crate::router` mirror).
+    Shard {
+        worker: usize,
     },
 }
 
@@ -261,7 +266,7 @@ impl Transport {
     pub fn data_mut(&mut self) -> Option<&mut DataLink> {
         match &mut self.link {
             Link::WebRtc(w) => w.data.as_deref_mut(),
-            Link::Pipe(_) | Link::Mixer { .. } => None,
+            Link::Pipe(_) | Link::Mixer { .. } | Link::Shard { .. } => None,
         }
     }
 

@@ -18,7 +18,8 @@ use crate::dtls::Identity;
 use crate::engine::Engine;
 use crate::handoff::{self, Hub};
 use crate::io::{self, Backend, Handler, Tx, Waker};
-use crate::mcu::{self, Mcu, McuLanes, ToMcu};
+use crate::lane::{self, Far};
+use crate::mcu::{Mcu, McuLanes, ToMcu};
 use crate::spec::{Error, MediaEvent, Preferences, TransportId, TransportSpec};
 use crate::stats::{self, Counters, DropReason};
 
@@ -86,6 +87,33 @@ struct Worker {
     handoff: Option<(Arc<Hub>, std::sync::mpsc::Receiver<handoff::Datagram>, u16)>,
     /// The lanes to and from the MCU threads.
     mcu: Option<McuLanes>,
+    /// Lanes between the workers, for a channel's shard links (with two workers or more).
+    peers: Option<Peers>,
+}
+
+/// A worker's lane from the other workers, and its way to theirs.
+struct Peers {
+    inbound: Receiver<lane::Packet>,
+    /// Each worker's lane and the waker of its loop, by worker index (its own included).
+    to: Vec<(SyncSender<lane::Packet>, Waker)>,
+}
+
+impl Peers {
+    /// One per worker, each with every worker's lane.
+    fn all(wakers: &[Waker]) -> Vec<Peers> {
+        let (senders, receivers): (Vec<_>, Vec<_>) = wakers
+            .iter()
+            .map(|_| std::sync::mpsc::sync_channel(lane::LANE_CAPACITY))
+            .unzip();
+        let to: Vec<_> = senders.into_iter().zip(wakers.iter().cloned()).collect();
+        receivers
+            .into_iter()
+            .map(|inbound| Peers {
+                inbound,
+                to: to.clone(),
+            })
+            .collect()
+    }
 }
 
 impl Worker {
@@ -103,60 +131,84 @@ impl Worker {
         true
     }
 
-    /// Feeds what the mixers made to the engine; true when the lane still holds more.
-    fn take_mixed(&mut self, now: Instant, tx: &mut Tx) -> bool {
-        let Some(lanes) = &self.mcu else {
-            return false;
-        };
-        for _ in 0..HANDOFF_BATCH {
-            match lanes.from_mcu.try_recv() {
-                Ok(p) => self.engine.handle_mixed(now, p.transport, p.data(), tx),
-                Err(_) => return false,
-            }
+    /// Feeds the engine what came on its lanes: what the mixers made, and what shard links
+    /// on other workers sent; true when a lane still holds more.
+    fn take_lanes(&mut self, now: Instant, tx: &mut Tx) -> bool {
+        let mut more = false;
+        if let Some(lanes) = &self.mcu {
+            more |= drain(&lanes.from_mcu, |p| {
+                self.engine.handle_lane(now, p.transport, p.data(), tx)
+            });
         }
-        true
+        if let Some(peers) = &self.peers {
+            more |= drain(&peers.inbound, |p| {
+                self.engine.handle_lane(now, p.transport, p.data(), tx)
+            });
+        }
+        more
     }
 
-    /// Hands the queued datagrams addressed to a mixer stream to its MCU thread instead of
-    /// the kernel (see `mcu::lane`).
-    fn hand_to_mcu(&mut self, tx: &mut Tx) {
-        let Some(lanes) = &self.mcu else {
-            return;
-        };
-        // Closed streams first; one whose lane is full is kept for the next turn.
-        self.engine
-            .closed_mixer_streams()
-            .retain(|&(mcu, transport)| {
-                lanes.to_mcu.get(mcu).is_some_and(|q| {
-                    matches!(
-                        q.try_send(ToMcu::Closed(transport)),
-                        Err(TrySendError::Full(_))
-                    )
-                })
-            });
-        // What the MCU threads dropped on their way back (their lane to us was full).
-        let dropped = lanes.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
-        let counters = self.engine.counters_mut();
-        counters.drop_many(DropReason::TxFull, dropped);
-        if !self.engine.has_mixer_streams() {
+    /// Hands what the engine queued to other threads' transports (mixer streams, shard
+    /// links) to their lanes, and tells the MCU threads which mixer streams closed.
+    fn hand_to_lanes(&mut self, tx: &mut Tx) {
+        if let Some(lanes) = &self.mcu {
+            // Told again next time when the lane is full.
+            self.engine
+                .closed_mixer_streams()
+                .retain(|&(mcu, transport)| {
+                    lanes.to_mcu.get(mcu).is_some_and(|q| {
+                        matches!(
+                            q.try_send(ToMcu::Closed(transport)),
+                            Err(TrySendError::Full(_))
+                        )
+                    })
+                });
+            // What the MCU threads could not take from us.
+            let dropped = lanes.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+            self.engine
+                .counters_mut()
+                .drop_many(DropReason::TxFull, dropped);
+        }
+        if !self.engine.has_lane_streams() {
             return;
         }
+        let (mcu, peers) = (&self.mcu, &self.peers);
         let counters = self.engine.counters_mut();
+        let mut woken = 0u64;
         tx.take_if(|data, dst| {
-            let Some((mcu, transport)) = mcu::lane::parse(&dst) else {
+            let Some((far, transport)) = lane::parse(&dst) else {
                 return false;
             };
-            let sent = mcu::lane::Packet::new(transport, data).is_some_and(|p| {
-                lanes
-                    .to_mcu
-                    .get(mcu)
-                    .is_some_and(|q| q.try_send(ToMcu::Packet(p)).is_ok())
-            });
+            let packet = lane::Packet::new(transport, data);
+            let sent = match far {
+                Far::Mcu(n) => packet.is_some_and(|p| {
+                    mcu.as_ref()
+                        .and_then(|l| l.to_mcu.get(n))
+                        .is_some_and(|q| q.try_send(ToMcu::Packet(p)).is_ok())
+                }),
+                Far::Worker(n) => packet.is_some_and(|p| {
+                    let sent = peers
+                        .as_ref()
+                        .and_then(|peers| peers.to.get(n))
+                        .is_some_and(|(q, _)| q.try_send(p).is_ok());
+                    if sent {
+                        woken |= 1 << n.min(63);
+                    }
+                    sent
+                }),
+            };
             if !sent {
                 counters.drop(DropReason::TxFull);
             }
             true
         });
+        if let Some(peers) = peers {
+            for (n, (_, waker)) in peers.to.iter().enumerate().take(64) {
+                if woken & (1 << n) != 0 {
+                    waker.wake();
+                }
+            }
+        }
     }
 
     /// Hands the queued datagrams addressed to a relay of this process's TURN server to its
@@ -221,13 +273,24 @@ impl Worker {
     }
 }
 
+/// Takes up to `HANDOFF_BATCH` packets from `lane` into `take`; true when it holds more.
+fn drain<T>(lane: &Receiver<T>, mut take: impl FnMut(T)) -> bool {
+    for _ in 0..HANDOFF_BATCH {
+        match lane.try_recv() {
+            Ok(p) => take(p),
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
 impl Handler for Worker {
     fn on_datagram(&mut self, now: Instant, src: SocketAddr, data: &mut [u8], tx: &mut Tx) {
         self.engine.handle_datagram(now, src, data, tx);
     }
 
     fn on_tick(&mut self, now: Instant, tx: &mut Tx) -> Option<Instant> {
-        let more_handed_off = self.take_handed_off(now, tx) | self.take_mixed(now, tx);
+        let more_handed_off = self.take_handed_off(now, tx) | self.take_lanes(now, tx);
         loop {
             match self.commands.try_recv() {
                 Ok(command) => self.command(now, command),
@@ -244,7 +307,7 @@ impl Handler for Worker {
             let _ = self.events.send(event);
         }
         self.hand_to_turn(tx);
-        self.hand_to_mcu(tx);
+        self.hand_to_lanes(tx);
         let publish = self.publish(now);
         let soon = more_handed_off.then_some(now);
         [self.engine.poll_timeout(), publish, soon]
@@ -344,6 +407,13 @@ impl MediaServer {
         } else {
             (None, Vec::new().into_iter())
         };
+        // Lanes between workers carry the shard links of channels spread over them.
+        let mut peers = if bound.len() > 1 {
+            let wakers: Vec<Waker> = bound.iter().map(|(_, _, _, w)| w.clone()).collect();
+            Peers::all(&wakers).into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
         for (index, (socket, tcp, addr, waker)) in bound.into_iter().enumerate() {
             let (commands, commands_rx) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
             let shared = Arc::new(stats::Shared::default());
@@ -364,6 +434,7 @@ impl MediaServer {
                 stopped: false,
                 handoff,
                 mcu: mcu_lanes.next(),
+                peers: peers.next(),
             };
             // Trains where asked for and the kernel takes them (reported in the start line).
             let gso = config.gso && io::gso_supported(&socket);

@@ -638,13 +638,13 @@ fn pipes_relay_between_media_servers() {
 /// the publisher, and what the mixer makes for an output reaches that output's consumers.
 #[test]
 fn mixer_streams_cross_in_the_clear() {
-    use switchyard_dataplane::mcu::lane;
+    use switchyard_dataplane::lane::{self, Far};
     let mut sim = Sim::open(1);
     let publisher = sim.connect_peer(1, producers(), vec![]);
     sim.wait_for("publisher connected", |s| {
         s.peers[publisher].client.is_connected()
     });
-    assert!(!sim.engine.has_mixer_streams());
+    assert!(!sim.engine.has_lane_streams());
     let mixer = |id: u64, producers, consumers| TransportSpec {
         id: TransportId(id),
         router: sim::ROUTER,
@@ -656,14 +656,14 @@ fn mixer_streams_cross_in_the_clear() {
     let input = mixer(10, vec![], consumers(5555, 6666));
     let now = sim.now;
     sim.engine.create_transport(now, input).unwrap();
-    assert!(sim.engine.has_mixer_streams());
+    assert!(sim.engine.has_lane_streams());
     // Connected at creation: its video consumer asked the publisher for a keyframe.
     let plis = |s: &Sim| s.plis_to(publisher, PUB_VIDEO);
     sim.wait_for("a PLI to the publisher", |s| plis(s) > 0);
 
     sim.send_rtp(publisher, AUDIO_PT, 10, PUB_AUDIO, b"opus for the mixer");
     sim.step();
-    let to_mixer = lane::address(2, TransportId(10));
+    let to_mixer = lane::address(Far::Mcu(2), TransportId(10));
     let (_, clear) = sim
         .elsewhere
         .iter()
@@ -685,7 +685,7 @@ fn mixer_streams_cross_in_the_clear() {
     let n = rtcp::write_pli(&mut buf, 1, 6666).unwrap();
     let now = sim.now;
     sim.engine
-        .handle_mixed(now, TransportId(10), &buf[..n], &mut sim.tx);
+        .handle_lane(now, TransportId(10), &buf[..n], &mut sim.tx);
     sim.wait_for("the mixer's PLI at the publisher", |s| plis(s) > before);
 
     // An output: the mixer's producer, consumed by a subscriber.
@@ -713,7 +713,7 @@ fn mixer_streams_cross_in_the_clear() {
     buf[h..h + 3].copy_from_slice(b"mix");
     let now = sim.now;
     sim.engine
-        .handle_mixed(now, TransportId(11), &buf[..h + 3], &mut sim.tx);
+        .handle_lane(now, TransportId(11), &buf[..h + 3], &mut sim.tx);
     sim.step();
     let got = sim.peers[subscriber]
         .rtp
@@ -727,12 +727,12 @@ fn mixer_streams_cross_in_the_clear() {
     let before = sim.drops(DropReason::UnknownSource);
     let now = sim.now;
     sim.engine
-        .handle_mixed(now, TransportId(12), &buf[..h.payload_end], &mut sim.tx);
+        .handle_lane(now, TransportId(12), &buf[..h.payload_end], &mut sim.tx);
     assert_eq!(sim.drops(DropReason::UnknownSource), before + 1);
 
     sim.engine.close_transport(TransportId(10));
     sim.engine.close_transport(TransportId(11));
-    assert!(!sim.engine.has_mixer_streams());
+    assert!(!sim.engine.has_lane_streams());
 }
 
 /// The engine asks to be woken only for what is due: nothing without transports, the
@@ -996,4 +996,242 @@ fn a_keyframe_larger_than_the_free_send_buffers_goes_out_over_turns() {
     assert_eq!(counters.frames_fanned, 1);
     assert!(counters.fanout_deferred >= 1, "{counters:?}");
     assert_eq!(counters.dropped(DropReason::TxFull), 0);
+}
+
+/// Moves what `from` sent to shard links on worker `worker` into `to`'s engine, as the
+/// workers' lanes do, except the packets `lose` picks; returns how many crossed.
+fn cross(
+    from: &mut Sim,
+    to: &mut Sim,
+    worker: usize,
+    mut lose: impl FnMut(&[u8]) -> bool,
+) -> usize {
+    use switchyard_dataplane::lane::{self, Far};
+    let mut crossed = 0;
+    for (dst, d) in std::mem::take(&mut from.elsewhere) {
+        let Some((far, transport)) = lane::parse(&dst) else {
+            continue;
+        };
+        assert_eq!(far, Far::Worker(worker), "{dst}");
+        if !lose(&d) {
+            let now = to.now;
+            to.engine.handle_lane(now, transport, &d, &mut to.tx);
+            crossed += 1;
+        }
+    }
+    crossed
+}
+
+/// Steps both workers with their lanes between them until `done` holds.
+fn run_both(
+    home: &mut Sim,
+    shard: &mut Sim,
+    what: &str,
+    mut lose: impl FnMut(&[u8]) -> bool,
+    mut done: impl FnMut(&Sim, &Sim) -> bool,
+) {
+    for _ in 0..4000 {
+        if done(home, shard) {
+            return;
+        }
+        home.step();
+        cross(home, shard, 1, &mut lose);
+        shard.step();
+        cross(shard, home, 0, |_| false);
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Sends one packet of a simulcast layer from peer `i`, with the MID and rid extensions a
+/// browser puts on its first packets.
+fn send_layer(sim: &mut Sim, i: usize, ssrc: u32, rid: &str, seq: u16, payload: &[u8]) {
+    let mut buf = [0u8; 1500];
+    let fields = HeaderFields {
+        marker: true,
+        payload_type: VIDEO_PT,
+        sequence: seq,
+        timestamp: u32::from(seq) * 3000,
+        ssrc,
+    };
+    let extensions: [(u8, &[u8]); 2] = [(1, b"2"), (RID_EXT, rid.as_bytes())];
+    let h = rtp::write_header(&mut buf, &fields, &extensions).unwrap();
+    buf[h..h + payload.len()].copy_from_slice(payload);
+    let n = sim.peers[i]
+        .client
+        .protect_rtp(&mut buf, h + payload.len())
+        .unwrap();
+    let from = sim.peers[i].addr;
+    sim.give(from, buf[..n].to_vec());
+}
+
+const RID_EXT: u8 = 4;
+
+/// A channel across two workers: the home engine's shard link copies every packet of the
+/// publisher's tracks, both simulcast layers, to the other worker's engine, whose subscriber
+/// receives them in order as if the publisher were there. The far end's keyframe request
+/// reaches the publisher, and a packet lost on the lane is NACKed back and resent from the
+/// home's history.
+#[test]
+fn a_shard_link_carries_a_publication_to_another_worker() {
+    use switchyard_dataplane::spec::{ShardSpec, ShardStream};
+    const Q: u32 = 2221;
+    const H: u32 = 2222;
+    let mut home = Sim::open(1);
+    let audio = producer(1, MediaKind::Audio, Codec::Opus, AUDIO_PT, PUB_AUDIO, true);
+    let mut video = producer(2, MediaKind::Video, Codec::Vp8, VIDEO_PT, 0, true);
+    video.ssrc = None;
+    video.rids = vec!["q".into(), "h".into()];
+    video.rid_ext = Some(RID_EXT);
+    let publisher = home.connect_peer(1, vec![audio.clone(), video.clone()], vec![]);
+    home.wait_for("publisher connected", |s| {
+        s.peers[publisher].client.is_connected()
+    });
+
+    let streams = vec![
+        ShardStream {
+            producer: ProducerId(1),
+            ssrcs: vec![Ssrc(71)],
+        },
+        ShardStream {
+            producer: ProducerId(2),
+            ssrcs: vec![Ssrc(72), Ssrc(73)],
+        },
+    ];
+    let link = |id, worker, peer, producers| TransportSpec {
+        id: TransportId(id),
+        router: sim::ROUTER,
+        kind: TransportKind::Shard(Box::new(ShardSpec {
+            worker,
+            peer: TransportId(peer),
+            streams: streams.clone(),
+        })),
+        producers,
+        consumers: vec![],
+        data: None,
+    };
+    // The far end's copies learn nothing from extensions: their layers are the link's SSRCs.
+    let copy = |mut p: ProducerSpec| {
+        p.ssrc = None;
+        p.mid_ext = None;
+        p.rid_ext = None;
+        p.remb = false;
+        (p.nack, p.pli, p.fir) = (true, true, true);
+        p
+    };
+    let mut shard = Sim::open(2);
+    let now = shard.now;
+    let far = link(21, 0, 20, vec![copy(audio), copy(video)]);
+    shard.engine.create_transport(now, far).unwrap();
+    let now = home.now;
+    home.engine
+        .create_transport(now, link(20, 1, 21, vec![]))
+        .unwrap();
+    assert!(home.engine.has_lane_streams() && shard.engine.has_lane_streams());
+    // A link that names a producer the router does not have is refused whole.
+    let mut wrong = link(22, 1, 23, vec![]);
+    if let TransportKind::Shard(s) = &mut wrong.kind {
+        s.streams[0].producer = ProducerId(9);
+    }
+    assert!(home.engine.create_transport(now, wrong).is_err());
+
+    let subscriber = shard.connect_peer(3, vec![], consumers(SUB_AUDIO, SUB_VIDEO));
+    run_both(
+        &mut home,
+        &mut shard,
+        "subscriber connected",
+        |_| false,
+        |_, s| s.peers[subscriber].client.is_connected(),
+    );
+
+    // Audio and both layers cross; the subscriber gets the audio as from a local publisher.
+    home.send_rtp(publisher, AUDIO_PT, 10, PUB_AUDIO, b"opus on another core");
+    send_layer(&mut home, publisher, Q, "q", 100, VP8_DELTA);
+    send_layer(&mut home, publisher, H, "h", 200, VP8_DELTA);
+    home.step();
+    let copies: Vec<u32> = home.elsewhere.iter().map(|(_, d)| header(d).ssrc).collect();
+    assert_eq!(copies, [71, 72, 73], "every layer, as the link's SSRCs");
+    cross(&mut home, &mut shard, 1, |_| false);
+    shard.step();
+    let got = shard.peers[subscriber]
+        .rtp
+        .pop()
+        .expect("audio on the far worker");
+    let h = header(&got);
+    assert_eq!((h.ssrc, h.sequence), (SUB_AUDIO, h.sequence));
+    assert_eq!(
+        &got[h.payload_offset..h.payload_end],
+        b"opus on another core"
+    );
+
+    // The subscriber waits for a keyframe of the top layer: its request crosses back and
+    // reaches the publisher for that layer.
+    run_both(
+        &mut home,
+        &mut shard,
+        "a PLI for the top layer",
+        |_| false,
+        |home, _| home.plis_to(publisher, H) > 0,
+    );
+
+    // The publisher's sender report goes on to the far end, as the link's SSRC.
+    let mut sr = [0u8; 64];
+    let n = rtcp::write_sender_report(&mut sr, H, 7 << 32, 9000, 1, 100, &[]).unwrap();
+    home.send_rtcp(publisher, &sr[..n]);
+    home.step();
+    assert!(home.elsewhere.iter().any(|(_, d)| {
+        rtcp::packets(d).filter_map(Result::ok).any(
+            |p| matches!(p, rtcp::Packet::SenderReport { ssrc: 73, ntp, .. } if ntp == 7 << 32),
+        )
+    }));
+    cross(&mut home, &mut shard, 1, |_| false);
+
+    // A keyframe and five more packets; the fourth is lost on the lane, NACKed by the far
+    // end and resent from the home's history.
+    send_layer(&mut home, publisher, H, "h", 201, VP8_KEY);
+    for seq in 202..=206u16 {
+        let payload = [0x10, 0x01, seq as u8];
+        send_layer(&mut home, publisher, H, "h", seq, &payload);
+    }
+    let mut lost = false;
+    let resent = |home: &Sim| home.engine.counters().nack_retransmits;
+    run_both(
+        &mut home,
+        &mut shard,
+        "the lost packet resent",
+        |d| {
+            let h = header(d);
+            let lose = h.ssrc == 73 && h.sequence == 204 && !lost;
+            lost |= lose;
+            lose
+        },
+        |home, _| resent(home) > 0,
+    );
+    run_both(
+        &mut home,
+        &mut shard,
+        "every packet",
+        |_| false,
+        |_, s| s.peers[subscriber].rtp.len() >= 6,
+    );
+    let video: Vec<Vec<u8>> = shard.peers[subscriber]
+        .rtp
+        .iter()
+        .filter(|p| header(p).ssrc == SUB_VIDEO)
+        .map(|p| {
+            let h = header(p);
+            p[h.payload_offset..h.payload_end].to_vec()
+        })
+        .collect();
+    let mut expected = vec![VP8_KEY.to_vec()];
+    expected.extend([202u8, 203, 205, 206, 204].map(|s| vec![0x10, 0x01, s]));
+    assert_eq!(video, expected, "in order, the lost one when resent");
+    assert_eq!(home.drops(DropReason::UnknownSource), 0);
+    assert_eq!(shard.drops(DropReason::UnknownSource), 0);
+
+    // Closing the far end's subscriber and the link leaves the home's publisher alone.
+    home.engine.close_transport(TransportId(20));
+    assert!(!home.engine.has_lane_streams());
+    home.send_rtp(publisher, AUDIO_PT, 11, PUB_AUDIO, b"home only");
+    home.step();
+    assert!(home.elsewhere.is_empty());
 }

@@ -6,14 +6,13 @@
 //! subscriber or publisher: an input consumes a producer (keyframe gating, the simulcast layer
 //! that fits the tile), an output produces a stream the participants' transports consume
 //! (NACK history, keyframe requests, sender reports rewritten per consumer). Between the two
-//! threads run bounded lanes of inline packets ([`lane`]): the worker hands over what its
+//! threads run bounded lanes of inline packets ([`crate::lane`]): the worker hands over what its
 //! router sent to a mixer stream, the MCU thread hands back what its mixers made; neither
 //! ever waits on the other, and a full lane drops and counts.
 //!
 //! Decoding, composing and encoding take milliseconds where forwarding takes microseconds:
 //! on their own cores they never hold up the forwarding of the channels around them.
 
-pub mod lane;
 pub mod mixer;
 // ok: the unwrap()/expect() calls of mcu/tests.rs are test-only, on values the tests built
 #[cfg(test)]

@@ -25,10 +25,10 @@ use switchyard_recording::activity::Activity;
 use switchyard_recording::log::Log;
 use switchyard_recording::track::{Media, Summary, TrackRecorder};
 
-use super::lane::{LANE_CAPACITY, Packet};
 use super::mixer::{Mixer, MixerConfig, MixerStats, StreamSpec};
 use crate::demux::{self, PacketKind};
 use crate::io::Waker;
+use crate::lane::{LANE_CAPACITY, Packet};
 use crate::spec::{Error, RouterId, TransportId};
 use crate::{rtcp, rtp};
 

@@ -21,6 +21,7 @@ mod bandwidth;
 mod consumer;
 mod fanout;
 mod history;
+mod mirror;
 mod producer;
 mod svc;
 mod temporal;
@@ -112,6 +113,8 @@ struct Member {
     feedback: Option<Feedback>,
     /// A subscriber that sends transport-cc feedback: the estimate of its path.
     bandwidth: Option<Bandwidth>,
+    /// The home end of a shard link: the producers it carries (`mirror`).
+    mirrored: Vec<usize>,
 }
 
 /// A channel on one worker.
@@ -218,6 +221,7 @@ impl Router {
                 .iter()
                 .find_map(|c| c.twcc_ext)
                 .map(|ext| Bandwidth::new(ext, now)),
+            mirrored: Vec::new(),
         };
         for spec in producers {
             let producer = Producer::new(member, spec);
@@ -291,6 +295,7 @@ impl Router {
         let Some(m) = self.members.try_remove(member) else {
             return;
         };
+        self.remove_mirror(&m.mirrored, member);
         for key in m.consumers {
             self.remove_consumer(key);
         }
@@ -518,6 +523,7 @@ impl Router {
             .then(|| rtp::vp8_picture_fields(payload))
             .flatten();
         let clock_rate = producer.clock_rate;
+        let linked = producer.linked;
         let Some(l) = producer.layers.get_mut(layer) else {
             return;
         };
@@ -528,6 +534,7 @@ impl Router {
         if let Some((tid, _)) = vp8.and_then(|f| f.temporal) {
             l.top_tid = l.top_tid.max(Some(tid));
         }
+        let highest = l.receive.highest_seq();
         l.receive.on_packet(header.sequence, header.timestamp, now);
         if let Some(history) = l.history.as_mut() {
             history.insert(header.sequence, packet);
@@ -539,6 +546,10 @@ impl Router {
             // A layer (re)appeared: consumers may want it; or the frame rate that temporal
             // layers give moved.
             self.select_layers(now, key);
+        }
+        self.copy_to_mirrors(key, layer, packet, out);
+        if let Some(highest) = highest.filter(|_| linked) {
+            self.ask_again(key, layer, highest, header.sequence, out);
         }
         let Some(producer) = self.producers.get(key) else {
             return;
@@ -666,12 +677,15 @@ impl Router {
         if p.layers.len() < 2 {
             return;
         }
+        // A shard link wants every layer (`mirror`).
+        let linked = (!p.mirrors.is_empty()).then(|| p.layers.len() - 1);
         let top = p
             .consumers
             .iter()
             .filter_map(|&c| self.consumers.get(c))
             .filter(|c| !c.prefs.paused)
             .map(|c| wanted_layer(p, &c.prefs))
+            .chain(linked)
             .max()
             .unwrap_or(0);
         let mask = u8::MAX >> (7 - top.min(7));
@@ -804,11 +818,13 @@ impl Router {
                     {
                         l.receive.on_sender_report(ntp, now);
                         l.last_sr = Some((ntp, rtp_timestamp, now));
+                        self.mirror_sender_report(k, layer, ntp, rtp_timestamp, out);
                     }
                 }
                 rtcp::Packet::Nack(nack) => {
-                    if let Some(c) = self.own_consumer(member, Ssrc(nack.media_ssrc)) {
-                        self.retransmit(now, c, nack.lost(), out);
+                    match self.own_consumer(member, Ssrc(nack.media_ssrc)) {
+                        Some(c) => self.retransmit(now, c, nack.lost(), out),
+                        None => self.mirror_resend(member, Ssrc(nack.media_ssrc), nack.lost(), out),
                     }
                 }
                 rtcp::Packet::Pli { media_ssrc, .. } => {
@@ -868,8 +884,11 @@ impl Router {
             .own_consumer(member, ssrc)
             .and_then(|c| self.consumers.get(c))
             .map(|c| (c.producer, c.layer.unwrap_or(c.target)));
-        if let Some((producer, layer)) = wanted {
-            self.request_keyframe(now, producer, layer);
+        match wanted {
+            Some((producer, layer)) => self.request_keyframe(now, producer, layer),
+            None => {
+                self.mirror_keyframe(now, member, ssrc);
+            }
         }
     }
 
@@ -1320,17 +1339,27 @@ fn event(router: RouterId, change: Change) -> MediaEvent {
     }
 }
 
-/// The highest layer of `p` no taller than `prefs.max_height` (a layer of unknown height
-/// counts as fitting), whether it arrives now or not; the lowest when none fits.
+/// The highest layer of `p` no taller than `prefs.max_height`, whether it arrives now or
+/// not; the lowest when none fits.
 fn wanted_layer(p: &Producer, prefs: &Preferences) -> usize {
-    // Layers come lowest first, so none above one taller than the cap fits either, even
-    // before a keyframe has told its height (a publisher may not have started it yet).
+    let Some(max) = prefs.max_height else {
+        return p.layers.len().saturating_sub(1);
+    };
+    // A layer whose height no keyframe has told yet (its publisher may not have started it:
+    // REMB or the server held it back) is taken for twice the one below, as simulcast layers
+    // are spaced (the SDK's 4, 2, 1). Taking it for fitting instead would keep every upper
+    // layer wanted whenever the encoder scaled the lowest one down (CPU or bandwidth
+    // adaptation), and the publisher would never be told to stop them. Layers come lowest
+    // first, so none above one taller than the cap fits either.
     let mut wanted = 0;
+    let mut below: Option<u32> = None;
     for (i, l) in p.layers.iter().enumerate() {
-        match (prefs.max_height, l.height) {
-            (Some(max), Some(h)) if h > max => break,
-            _ => wanted = i,
+        let height = l.height.map(u32::from).or(below.map(|h| h * 2));
+        if height.is_some_and(|h| h > u32::from(max)) {
+            break;
         }
+        wanted = i;
+        below = height;
     }
     wanted
 }
@@ -1358,8 +1387,13 @@ fn remb_bitrate(p: &Producer, consumers: &Slab<Consumer>) -> Option<u64> {
 
 /// The most bits per second `p`'s consumers have use for: the largest of their
 /// `max_bitrate`s when every consumer that is not paused names one, `None` when one takes
-/// whatever comes (or none watches: a publication nobody watches is left as it is).
+/// whatever comes, a shard link carries it, or none watches (a publication nobody watches is
+/// left as it is).
 fn demand(p: &Producer, consumers: &Slab<Consumer>) -> Option<u64> {
+    if !p.mirrors.is_empty() {
+        // A shard link takes whatever comes: its subscribers' demands stay on their worker.
+        return None;
+    }
     let mut most = None;
     for c in p.consumers.iter().filter_map(|&c| consumers.get(c)) {
         if !c.prefs.paused {
@@ -2373,24 +2407,32 @@ mod tests {
         assert!(rembs(&mut s).is_empty());
     }
 
-    /// A layer whose height is not known yet counts as fitting, unless a lower one is already
-    /// taller than the cap.
+    /// A layer whose height is not known yet is taken for twice the one below it (fitting
+    /// when nothing below is known either), and none above a too tall one fits.
     #[test]
-    fn layers_above_a_too_tall_one_do_not_fit_before_their_heights_are_known() {
+    fn layers_whose_heights_are_not_known_yet_are_taken_for_twice_the_one_below() {
         let mut s = Simulcast::new();
         let p = s.router.producers.iter_mut().next().unwrap().1;
-        p.layers[0].height = Some(180);
-        p.layers[1].height = None;
-        p.layers[2].height = None;
         let cap = |h| Preferences {
             max_height: Some(h),
             ..Preferences::default()
         };
+        for l in &mut p.layers {
+            l.height = None;
+        }
+        assert_eq!(wanted_layer(p, &cap(179)), 2);
+        p.layers[0].height = Some(180);
         assert_eq!(wanted_layer(p, &cap(179)), 0);
-        assert_eq!(wanted_layer(p, &cap(360)), 2);
-        p.layers[1].height = Some(360);
         assert_eq!(wanted_layer(p, &cap(359)), 0);
-        assert_eq!(wanted_layer(p, &cap(719)), 2);
+        assert_eq!(wanted_layer(p, &cap(360)), 1);
+        assert_eq!(wanted_layer(p, &cap(720)), 2);
+        // The encoder scaled its lowest layer down (CPU adaptation), and the others scale with
+        // it: a tile under 180 lines takes no more than the lowest.
+        p.layers[0].height = Some(90);
+        assert_eq!(wanted_layer(p, &cap(179)), 0);
+        p.layers[1].height = Some(360);
+        assert_eq!(wanted_layer(p, &cap(719)), 1);
+        assert_eq!(wanted_layer(p, &cap(720)), 2);
         assert_eq!(wanted_layer(p, &Preferences::default()), 2);
     }
 

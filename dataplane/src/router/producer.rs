@@ -50,6 +50,10 @@ pub(super) struct Producer {
     pub svc: Option<Box<super::svc::ProducerSvc>>,
     /// Audio: the publisher's RED payload type (RFC 2198), for Opus sent with redundancy.
     pub red: Option<u8>,
+    /// The shard links its packets are copied to (`super::mirror`).
+    pub mirrors: Vec<super::mirror::MirrorOut>,
+    /// A copy at a shard link's far end: what the lane lost is asked for again (NACK).
+    pub linked: bool,
 }
 
 /// One RTP stream of a producer: the whole track, or one simulcast layer.
@@ -167,6 +171,8 @@ impl Producer {
             activity: Activity::default(),
             svc: super::svc::ProducerSvc::for_spec(spec),
             red: spec.red.filter(|_| spec.kind == MediaKind::Audio),
+            mirrors: Vec::new(),
+            linked: false,
         }
     }
 
