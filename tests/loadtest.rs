@@ -5,6 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use switchyard_tests::janus::Janus;
+use switchyard_tests::server::Server;
 use switchyard_tests::{binary, loadtest_report, netns};
 
 /// Runs `switchyard loadtest run ARGS --json` and returns its report.
@@ -18,6 +19,12 @@ fn run(args: &[&str]) -> Value {
 }
 
 fn assert_clean(r: &Value, transports: u64) {
+    assert_flowed(r, transports);
+    assert!(r["server_cpu_cores"].as_f64().is_some(), "{r}");
+}
+
+/// Every transport connected and media flowed with no loss.
+fn assert_flowed(r: &Value, transports: u64) {
     assert_eq!(r["connected"], transports, "{r}");
     assert_eq!(r["failed"], 0, "{r}");
     assert_eq!(r["auth_failures"], 0, "{r}");
@@ -25,7 +32,6 @@ fn assert_clean(r: &Value, transports: u64) {
     assert!(r["packets_in_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
     assert!(r["latency_samples"].as_u64().unwrap_or(0) > 0, "{r}");
     assert!(r["latency_p99_ms"].as_f64().is_some(), "{r}");
-    assert!(r["server_cpu_cores"].as_f64().is_some(), "{r}");
 }
 
 #[test]
@@ -53,6 +59,12 @@ fn livestream_simulcast_subscribers_take_mixed_layers() {
         "--simulcast",
     ]);
     assert_clean(&r, 7);
+    assert_layers_taken(&r);
+}
+
+/// Each third of the subscribers got the layer it asked for (q, h, f), at the rate the
+/// publisher sent it.
+fn assert_layers_taken(r: &Value) {
     assert_eq!(r["simulcast"], true, "{r}");
     let layers = r["layers"].as_array().expect("layers in the report");
     let got: Vec<_> = layers
@@ -83,6 +95,41 @@ fn livestream_simulcast_subscribers_take_mixed_layers() {
             l["rid"]
         );
     }
+}
+
+/// A channel across two workers: with `MEDIA:SHARDAFTER` at 2, once the channel's worker
+/// carries two transports, new subscribers go to the other worker whenever it carries fewer,
+/// and get the simulcast publication there over a shard link. Every subscriber still gets the
+/// layer it asked for, in one stream with no loss.
+#[test]
+fn a_channel_spreads_over_two_workers() {
+    netns::enter();
+    let server = Server::start_with_env(&["--workers", "2"], &[("MEDIA__SHARDAFTER", "2")]);
+    let out = Command::new(binary())
+        .args(["loadtest", "run", "--json", "--duration", "3", "--url"])
+        .arg(format!("http://127.0.0.1:{}", server.port))
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .args([
+            "--scenario",
+            "livestream",
+            "--subscribers",
+            "6",
+            "--simulcast",
+        ])
+        .output()
+        .expect("run switchyard loadtest");
+    let r = loadtest_report(&out);
+    assert_flowed(&r, 7);
+    assert_layers_taken(&r);
+    let m = server.metrics();
+    assert!(m["switchyard_shard_packets_total"] > 0.0, "{m:?}");
+    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+    assert!(
+        log.contains("publication linked to a shard"),
+        "{}",
+        server.log_tail()
+    );
 }
 
 /// Subscribers ask for their layers over `/sync`: WHEP cannot.

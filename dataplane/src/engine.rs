@@ -825,15 +825,18 @@ impl Engine {
     /// end, feedback and sender reports back).
     pub fn handle_lane(&mut self, now: Instant, transport: TransportId, data: &[u8], tx: &mut Tx) {
         self.free_orphans(tx);
-        let Some((router, member)) = self
+        let Some((router, member, shard)) = self
             .by_id
             .get(&transport)
             .and_then(|&k| self.transports.get(k))
             .filter(|t| matches!(t.link, Link::Mixer { .. } | Link::Shard { .. }))
-            .map(|t| (t.router, t.member))
+            .map(|t| (t.router, t.member, matches!(t.link, Link::Shard { .. })))
         else {
             return self.counters.drop(DropReason::UnknownSource);
         };
+        if shard {
+            self.counters.shard_packets += 1;
+        }
         let Some(slot) = self.routers.get_mut(router) else {
             return;
         };

@@ -188,6 +188,9 @@ counters! {
     frames_fanned,
     fanout_deferred,
     padding_bytes,
+    /// Packets that came over shard links from another worker: a channel's publications
+    /// to its shards, their feedback back.
+    shard_packets,
 }
 
 impl Counters {

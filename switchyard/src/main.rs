@@ -273,6 +273,16 @@ impl MediaArgs {
     }
 }
 
+/// MEDIA:SHARDAFTER: transports a worker carries before a channel's new subscribers go to a
+/// less loaded worker; 0 keeps each channel on one worker.
+pub(crate) fn shard_after(config: &Config) -> Option<usize> {
+    match config.count("MEDIA:SHARDAFTER") {
+        Some(0) => None,
+        Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        None => Some(switchyard_controlplane::shards::SHARD_AFTER),
+    }
+}
+
 /// How the mixers compose: MCU:CANVASWIDTH, MCU:CANVASHEIGHT, MCU:FRAMERATE, MCU:LAYOUT,
 /// MCU:LOWERRUNG, within the bounds a channel configuration's own canvas is held to.
 fn mixer_config(config: &Config) -> Result<MixerConfig, Fatal> {
@@ -742,6 +752,7 @@ fn all_in_one(mut args: AllInOne) -> Result<(), Fatal> {
     )?;
     let mut state = AppState::new(media, applications, announce.clone());
     state.mixer = mixer_config(&config)?;
+    state.shard_after = shard_after(&config);
     state.turn = turn;
     state.dev_tokens = dev_tokens;
     state.sync_limits = switchyard_controlplane::sync_limits::SyncLimits::from_config(&config)

@@ -455,6 +455,7 @@ pub fn media_server(mut args: MediaServerArgs) -> Result<(), Fatal> {
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         let mut state = AppState::new(media, Applications::default(), announce.clone());
         state.mixer = mixer;
+        state.shard_after = crate::shard_after(&config);
         state.ended = Some(ended_tx);
         let (relay_tx, relay_rx) = mpsc::unbounded_channel();
         state.relay = Some(relay_tx);

@@ -129,6 +129,11 @@ const SETTINGS: &[Spec] = &[
         about: "signalling sockets one source address may hold (default 50; 0: no limit)",
     },
     Spec {
+        name: "MEDIA:SHARDAFTER",
+        kind: Kind::Count,
+        about: "transports a media worker carries before a channel's new subscribers go to a less loaded worker, linked in-process (default 250; 0: a channel stays on one worker)",
+    },
+    Spec {
         name: "MCU:WORKERS",
         kind: Kind::Count,
         about: "MCU threads for mixing, pinned after the media workers (default 1; 0: no MCU)",

@@ -79,15 +79,7 @@ mod tests {
             Publication {
                 participant: "publisher".into(),
                 transport: TransportId(1),
-                tracks: vec![Track {
-                    kind: MediaKind::Video,
-                    codec: Codec::Vp8,
-                    fmtp: None,
-                    producer: ProducerId(7),
-                    payload_type: 96,
-                    clock_rate: 90_000,
-                    red: false,
-                }],
+                tracks: vec![Track::for_test(MediaKind::Video, Codec::Vp8, 7)],
                 data: None,
                 mixed: None,
             },

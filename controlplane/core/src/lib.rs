@@ -32,6 +32,7 @@ mod rooms;
 pub mod rules;
 pub mod server;
 pub mod session;
+pub mod shards;
 pub mod signalling;
 mod speaking;
 pub mod sync_limits;

@@ -379,6 +379,13 @@ pub fn render(media: &MediaServer, signalling: &Metrics, live: Live) -> String {
     );
     metric(
         &mut out,
+        "switchyard_shard_packets_total",
+        "counter",
+        "Packets that crossed between workers on shard links (channels spread over workers).",
+        s.shard_packets,
+    );
+    metric(
+        &mut out,
         "switchyard_fanout_deferred_total",
         "counter",
         "Times frame fan-out waited for send buffers and went on over later loop turns.",

@@ -431,6 +431,7 @@ impl AppState {
                             participant: participant.to_string(),
                             publication: MIX_VIEW.to_string(),
                             transport,
+                            worker: place.worker,
                             mixed: Some(Mixed { audio_out }),
                         },
                     );

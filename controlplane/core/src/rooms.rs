@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::Value;
 use switchyard_dataplane::mcu::MixerConfig;
 use switchyard_dataplane::media::{Codec, MediaKind};
-use switchyard_dataplane::spec::{ProducerId, RouterId, TransportId};
+use switchyard_dataplane::spec::{ProducerId, ProducerSpec, RouterId, TransportId};
 use tokio::sync::mpsc;
 
 use crate::error::Error;
@@ -27,6 +27,52 @@ pub struct Track {
     pub clock_rate: u32,
     /// Audio published as RED (RFC 2198) around `payload_type`.
     pub red: bool,
+    /// The producer as the data plane has it: a shard link's far end gets a copy
+    /// (`crate::shards`).
+    pub spec: ProducerSpec,
+}
+
+impl Track {
+    /// The track of producer `spec`, with the codec's `fmtp` line.
+    pub fn new(spec: ProducerSpec, fmtp: Option<String>) -> Track {
+        Track {
+            kind: spec.kind,
+            codec: spec.codec,
+            fmtp,
+            producer: spec.id,
+            payload_type: spec.payload_type,
+            clock_rate: spec.clock_rate,
+            red: spec.red.is_some(),
+            spec,
+        }
+    }
+
+    /// A track as the tests need one: producer `id`, the codec's usual payload type.
+    #[cfg(test)]
+    pub fn for_test(kind: MediaKind, codec: Codec, id: u64) -> Track {
+        let spec = ProducerSpec {
+            id: ProducerId(id),
+            kind,
+            codec,
+            payload_type: if kind == MediaKind::Audio { 111 } else { 96 },
+            clock_rate: codec.clock_rate(),
+            ssrc: None,
+            mid: String::new(),
+            mid_ext: None,
+            rids: Vec::new(),
+            rid_ext: None,
+            nack: true,
+            pli: true,
+            fir: true,
+            remb: false,
+            audio_level_ext: None,
+            twcc_ext: None,
+            dd_ext: None,
+            red: None,
+            max_bitrate: None,
+        };
+        Track::new(spec, None)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +126,8 @@ pub struct Subscription {
     pub participant: String,
     pub publication: String,
     pub transport: TransportId,
+    /// The worker of its transport: the channel's, or one of its shards'.
+    pub worker: usize,
     /// Set on a viewer of the channel's mix (`POST /whep/{channel}/mix`, whose `publication`
     /// is [`MIX_VIEW`]): its own stream of the mixer's audio.
     pub mixed: Option<Mixed>,
@@ -115,6 +163,18 @@ pub struct Channel {
     /// Channels are named per server, not per application, so two applications using one name
     /// share the channel, and its channel events go to the first one's webhooks.
     pub application: String,
+    /// Its routers on other workers, by worker, once its subscribers outgrew its own
+    /// (`crate::shards`).
+    pub shards: BTreeMap<usize, Shard>,
+}
+
+/// A channel's router on another worker than its own, and the links that carry its
+/// publications there.
+#[derive(Debug)]
+pub struct Shard {
+    pub router: RouterId,
+    /// The link of each publication it receives: (its home end, its far end).
+    pub links: BTreeMap<String, (TransportId, TransportId)>,
 }
 
 impl Channel {
@@ -244,7 +304,9 @@ pub struct Rooms {
     pub channels: HashMap<String, Channel>,
     /// Every live transport: its channel and what it carries.
     pub transports: HashMap<TransportId, (String, Owner)>,
-    /// Live transports per worker, for placing new channels.
+    /// The worker of each live transport, and how many each worker has: channels and their
+    /// shards go to the least loaded.
+    workers: HashMap<TransportId, usize>,
     load: Vec<usize>,
     /// Names handed out so far, numbering the next.
     named: u64,
@@ -258,6 +320,7 @@ impl Rooms {
             channels: HashMap::new(),
             transports: HashMap::new(),
             recorded: BTreeSet::new(),
+            workers: HashMap::new(),
             load: vec![0; workers.max(1)],
             named: 0,
         }
@@ -271,14 +334,10 @@ impl Rooms {
 
     /// The channel, created on the least-loaded worker if new.
     pub fn channel(&mut self, name: &str) -> &mut Channel {
-        let load = &self.load;
-        self.channels.entry(name.to_string()).or_insert_with(|| {
-            let worker = load
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, n)| **n)
-                .map_or(0, |(w, _)| w);
-            Channel {
+        let worker = self.least_loaded();
+        self.channels
+            .entry(name.to_string())
+            .or_insert_with(|| Channel {
                 router: ids::router(),
                 worker,
                 participants: BTreeMap::new(),
@@ -287,8 +346,8 @@ impl Rooms {
                 mixer: None,
                 recordings: BTreeMap::new(),
                 application: String::new(),
-            }
-        })
+                shards: BTreeMap::new(),
+            })
     }
 
     pub fn add_transport(
@@ -300,6 +359,7 @@ impl Rooms {
     ) {
         self.transports
             .insert(transport, (channel.to_string(), owner));
+        self.workers.insert(transport, worker);
         if let Some(n) = self.load.get_mut(worker) {
             *n += 1;
         }
@@ -338,12 +398,26 @@ impl Rooms {
     /// Forgets a transport; returns its channel and owner if it was known.
     pub fn remove_transport(&mut self, transport: TransportId) -> Option<(String, Owner)> {
         let (channel, owner) = self.transports.remove(&transport)?;
-        if let Some(worker) = self.channels.get(&channel).map(|c| c.worker)
+        if let Some(worker) = self.workers.remove(&transport)
             && let Some(n) = self.load.get_mut(worker)
         {
             *n = n.saturating_sub(1);
         }
         Some((channel, owner))
+    }
+
+    /// Live transports on `worker`.
+    pub fn load(&self, worker: usize) -> usize {
+        self.load.get(worker).copied().unwrap_or(0)
+    }
+
+    /// The worker with the fewest live transports (the first of those tied).
+    pub fn least_loaded(&self) -> usize {
+        self.load
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| **n)
+            .map_or(0, |(w, _)| w)
     }
 
     /// Drops the channel if nothing is left in it.

@@ -84,6 +84,11 @@ pub struct AppState {
     /// The embedded SIP connector's calls, once it runs (all-in-one): participants' `dtmf` and
     /// `dial`.
     pub phones: std::sync::OnceLock<Arc<dyn crate::phones::Phones>>,
+    /// Transports a worker carries before a channel's new subscribers go to a less loaded
+    /// worker (`MEDIA:SHARDAFTER`, `crate::shards`); `None`: a channel stays on one worker.
+    pub shard_after: Option<usize>,
+    /// Held while a publication is linked to a shard.
+    pub(crate) linking: tokio::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -120,6 +125,8 @@ impl AppState {
             recordings: None,
             webhooks: Webhooks::default(),
             phones: std::sync::OnceLock::new(),
+            shard_after: Some(crate::shards::SHARD_AFTER),
+            linking: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -351,7 +358,7 @@ impl AppState {
     ) -> Result<(String, String), Error> {
         let offer =
             Offer::parse(offer).map_err(|e| Error::BadRequest(format!("bad offer: {e}")))?;
-        let (worker, router, subscription, publication, tracks, data_producer) = {
+        let (subscription, publication, tracks, data_producer) = {
             let mut rooms = self.rooms();
             let subscription = rooms.next_name("sub");
             let ch = rooms
@@ -364,15 +371,9 @@ impl AppState {
             let (id, p) = ch.publications.get_key_value(publication).ok_or_else(|| {
                 Error::NotFound(format!("no publication {publication} in channel {channel}"))
             })?;
-            (
-                ch.worker,
-                ch.router,
-                subscription,
-                id.clone(),
-                p.tracks.clone(),
-                p.data,
-            )
+            (subscription, id.clone(), p.tracks.clone(), p.data)
         };
+        let (worker, router) = self.place_subscription(channel, &publication).await?;
         let mut unused = tracks.clone();
         let mut chosen = Vec::with_capacity(offer.media.len());
         let roles: Vec<MediaRole> = offer
@@ -496,6 +497,7 @@ impl AppState {
                     participant: participant.to_string(),
                     publication: publication.clone(),
                     transport,
+                    worker,
                     mixed: None,
                 },
             );
@@ -554,7 +556,7 @@ impl AppState {
                 .ok_or_else(|| {
                     Error::NotFound(format!("no subscription {subscription} of yours"))
                 })?;
-            (ch.map_or(0, |c| c.worker), s.transport)
+            (s.worker, s.transport)
         };
         self.media
             .set_preferences(worker, transport, preferences.into())
@@ -899,6 +901,7 @@ impl AppState {
                     participant: participant.to_string(),
                     publication: publication.to_string(),
                     transport,
+                    worker,
                     mixed: None,
                 },
             );
@@ -941,7 +944,7 @@ impl AppState {
                 )));
             };
             let id = ids::producer();
-            producers.push(ProducerSpec {
+            let spec = ProducerSpec {
                 id,
                 kind,
                 codec,
@@ -961,16 +964,9 @@ impl AppState {
                 dd_ext: None,
                 red: None,
                 max_bitrate: None,
-            });
-            published.push(Track {
-                kind,
-                codec,
-                fmtp: t.fmtp.clone(),
-                producer: id,
-                payload_type: t.payload_type,
-                clock_rate: t.clock_rate,
-                red: false,
-            });
+            };
+            published.push(Track::new(spec.clone(), t.fmtp.clone()));
+            producers.push(spec);
         }
         let transport = ids::transport();
         let spec = pipe_spec(transport, router, producers, Vec::new(), pipe);
@@ -1309,15 +1305,7 @@ pub(crate) fn received(n: &Negotiated, rules: &Rules) -> Option<(ProducerSpec, T
         red: codec.red,
         max_bitrate: rules.max_bitrate_bps(),
     };
-    let track = Track {
-        kind: *kind,
-        codec: codec.codec,
-        fmtp: codec.fmtp.clone(),
-        producer: id,
-        payload_type: codec.payload_type,
-        clock_rate: codec.clock_rate,
-        red: codec.red.is_some(),
-    };
+    let track = Track::new(producer.clone(), codec.fmtp.clone());
     Some((producer, track))
 }
 
@@ -1375,6 +1363,12 @@ fn remove_publication(
         );
     }
     closes.extend(ch.idle_mixer_closes());
+    // Its links to the channel's shards: their far ends take its copies with them.
+    for (&far, shard) in &mut ch.shards {
+        if let Some((home_end, far_end)) = shard.links.remove(publication) {
+            closes.extend([(worker, home_end), (far, far_end)]);
+        }
+    }
     // Its recordings: closing their streams finishes their files.
     closes.extend(
         p.tracks
@@ -1406,7 +1400,7 @@ fn remove_subscription(
     let Some(s) = ch.subscriptions.remove(subscription) else {
         return Vec::new();
     };
-    let mut closes = vec![(worker, s.transport)];
+    let mut closes = vec![(s.worker, s.transport)];
     closes.extend(s.mixed.and_then(|m| m.audio_out).map(|t| (worker, t)));
     closes.extend(ch.idle_mixer_closes());
     rooms.remove_transport(s.transport);

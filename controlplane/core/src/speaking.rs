@@ -110,15 +110,7 @@ mod tests {
             Publication {
                 participant: "alice".into(),
                 transport: TransportId(1),
-                tracks: vec![Track {
-                    kind: MediaKind::Audio,
-                    codec: Codec::Opus,
-                    fmtp: None,
-                    producer: ProducerId(7),
-                    payload_type: 111,
-                    clock_rate: 48_000,
-                    red: false,
-                }],
+                tracks: vec![Track::for_test(MediaKind::Audio, Codec::Opus, 7)],
                 data: None,
                 mixed: None,
             },
