@@ -453,6 +453,25 @@ mod tests {
         assert_ne!(router, r.channel("b").router);
     }
 
+    /// A transport counts on the worker it was added on, also when that is not its
+    /// channel's (a subscription on a shard), and stops counting there when it goes.
+    #[test]
+    fn load_is_counted_on_each_transports_own_worker() {
+        let mut r = Rooms::new(2);
+        let home = r.channel("a").worker;
+        let other = 1 - home;
+        let (p, s) = (ids::transport(), ids::transport());
+        r.add_transport("a", home, p, Owner::Publication("p".into()));
+        assert_eq!(r.least_loaded(), other);
+        r.add_transport("a", other, s, Owner::Subscription("s".into()));
+        assert_eq!((r.load(home), r.load(other)), (1, 1));
+        assert_eq!(r.least_loaded(), 0, "ties go to the first worker");
+        r.remove_transport(s);
+        assert_eq!((r.load(home), r.load(other)), (1, 0));
+        r.remove_transport(p);
+        assert_eq!((r.load(home), r.load(other)), (0, 0));
+    }
+
     fn participant(
         ch: &mut Channel,
         id: &str,

@@ -143,3 +143,139 @@ impl AppState {
         Ok((far, far_router))
     }
 }
+
+// ok: every unwrap() below is in this test-only module, on values the test made
+#[cfg(test)]
+mod tests {
+    use switchyard_dataplane::dtls::Identity;
+    use switchyard_dataplane::ice::Credentials;
+    use switchyard_dataplane::io::Backend;
+    use switchyard_dataplane::media::{Codec, MediaKind};
+    use switchyard_dataplane::worker::{MediaConfig, MediaServer};
+
+    use super::*;
+    use crate::rooms::{Owner, Publication};
+    use crate::token::Applications;
+
+    fn state() -> AppState {
+        let config = MediaConfig {
+            workers: 2,
+            io_backend: Some(Backend::Mmsg),
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            port_min: 43200,
+            port_max: 43299,
+            pin: false,
+            first_core: 0,
+            ice_tcp: false,
+            handoff: None,
+            mcu_workers: 0,
+            gso: false,
+        };
+        let (media, _events) = MediaServer::start(config).unwrap();
+        AppState::new(media, Applications::default(), vec![])
+    }
+
+    /// Publishes a two-layer video track and an audio track as `id` of `participant`, with
+    /// their producers in the channel's router on its worker.
+    async fn publish(state: &AppState, participant: &str, id: &str, data: bool) {
+        let (worker, router) = {
+            let mut rooms = state.rooms();
+            let ch = rooms.channel("room");
+            (ch.worker, ch.router)
+        };
+        let audio = Track::for_test(MediaKind::Audio, Codec::Opus, ids::producer().0);
+        let mut video = Track::for_test(MediaKind::Video, Codec::Vp8, ids::producer().0);
+        video.spec.rids = vec!["q".into(), "h".into()];
+        let transport = ids::transport();
+        let spec = TransportSpec {
+            id: transport,
+            router,
+            kind: TransportKind::WebRtc {
+                local_ice: Credentials::random(),
+                remote_ice: Credentials::random(),
+                remote_fingerprint: Identity::generate().unwrap().fingerprint().clone(),
+            },
+            producers: vec![audio.spec.clone(), video.spec.clone()],
+            consumers: Vec::new(),
+            data: None,
+        };
+        state.media.create_transport(worker, spec).await.unwrap();
+        let publication = Publication {
+            participant: participant.into(),
+            transport,
+            tracks: vec![audio, video],
+            data: data.then(ids::producer),
+            mixed: None,
+        };
+        assert!(state.rooms().publish("room", worker, id, publication));
+    }
+
+    /// Counts a subscription transport on `worker`, as `subscribe` does.
+    fn subscribed(state: &AppState, worker: usize) {
+        let owner = Owner::Subscription(state.rooms().next_name("sub"));
+        state
+            .rooms()
+            .add_transport("room", worker, ids::transport(), owner);
+    }
+
+    /// Subscribers stay on the channel's worker up to the threshold, then go to a less loaded
+    /// one, whose shard gets one link per publication; publications with data channels keep
+    /// theirs home; unpublishing closes the link.
+    #[tokio::test]
+    async fn subscribers_spread_past_the_threshold_over_one_link_per_publication() {
+        let mut state = state();
+        state.shard_after = Some(2);
+        let (alice, _) = state.join("room", "", "alice", None);
+        publish(&state, &alice, "pub", false).await;
+        let (home, router) = {
+            let rooms = state.rooms();
+            (rooms.channels["room"].worker, rooms.channels["room"].router)
+        };
+        let other = 1 - home;
+
+        assert_eq!(
+            state.place_subscription("room", "pub").await.unwrap(),
+            (home, router)
+        );
+        subscribed(&state, home);
+        let (worker, shard) = state.place_subscription("room", "pub").await.unwrap();
+        assert_eq!(worker, other);
+        assert_ne!(shard, router);
+        subscribed(&state, other);
+        assert_eq!(
+            state.place_subscription("room", "pub").await.unwrap(),
+            (other, shard),
+            "the link is made once"
+        );
+        let links = |state: &AppState| {
+            let rooms = state.rooms();
+            rooms.channels["room"].shards[&other].links.clone()
+        };
+        assert_eq!(links(&state).len(), 1);
+        // As loaded as the channel's worker: the channel's worker again.
+        subscribed(&state, other);
+        assert_eq!(
+            state.place_subscription("room", "pub").await.unwrap(),
+            (home, router)
+        );
+
+        // Data channels are routed on one worker: their subscribers stay home.
+        subscribed(&state, home);
+        publish(&state, &alice, "chat", true).await;
+        assert_eq!(
+            state.place_subscription("room", "chat").await.unwrap(),
+            (home, router)
+        );
+
+        // Without a threshold, a channel stays on its worker.
+        state.shard_after = None;
+        assert_eq!(
+            state.place_subscription("room", "pub").await.unwrap(),
+            (home, router)
+        );
+
+        state.unpublish("room", &alice, "pub").unwrap();
+        assert!(links(&state).is_empty());
+        assert!(state.place_subscription("room", "pub").await.is_err());
+    }
+}
