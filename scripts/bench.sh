@@ -7,7 +7,8 @@
 #      with recvmmsg/sendmmsg (the default) and the same ramp against Janus (videoroom) pinned
 #      to the same core, in the same run; then a simulcast livestream on the same core
 #      (`--simulcast`: three layers, subscribers on 180, 360 and 720 lines in turn) with its
-#      comparison to the plain one printed; then with io_uring; then MCU rooms (issue 14), and
+#      comparison to the plain one printed; then with io_uring; then one channel over all the
+#      machine's cores (shards, issue 17); then MCU rooms (issue 14), and
 #      audio-only MCU rooms beside Janus's AudioBridge; then the named scenarios;
 #   3. TURN against coturn (scripts/bench_turn*.sh) and recording (scripts/bench_recording.sh:
 #      the muxer against ffmpeg, recording's CPU cost on a forwarding core);
@@ -96,6 +97,9 @@ for step in held:
         print(f"  at {step['subscribers']}: layer {l['rid']}: {l['video_pps_per_subscriber']:.1f} video pps each (sends {l['layer_pps']:.1f})")
 PY
 cap uring --io-backend uring
+# Issue 17: one channel over every core the machine has (its worker, then shards linked
+# in-process), against one worker above; the generator shares the last core.
+cap workers --server-workers "$(nproc)"
 # Issue 14: MCU connections per core (rooms of 4, VP8 640x360 + Opus, the default canvas; then a
 # 1280x720 canvas in rooms of 4 and 8), and
 # audio-only rooms beside Janus's AudioBridge on the same core (the section in

@@ -46,6 +46,13 @@ fn three_pages(codec: &str, backend: &str) {
         "not every page decoded every other page ({codec}, {backend}):\n{result:#}\n{stderr}"
     );
     assert_no_uncaught_exceptions(&result);
+    // Chromium offers AES-GCM first and the server takes the client's order: the profile
+    // that costs the least per forwarded packet (docs/benchmarks.md, SRTP).
+    assert_eq!(
+        result["srtp_ciphers"],
+        serde_json::json!(["SRTP_AEAD_AES_256_GCM"]),
+        "{result:#}"
+    );
     let m = server.metrics();
     assert!(m["switchyard_rtp_forwarded_total"] > 100.0, "{m:?}");
     // Video went a frame at a time, each subscriber's frame as one GSO train (loopback takes

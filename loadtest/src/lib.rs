@@ -115,7 +115,8 @@ pub struct TargetArgs {
     /// build, to compare two builds under one generator.
     #[arg(long, conflicts_with = "url")]
     server_exe: Option<PathBuf>,
-    /// Core the started server is pinned to.
+    /// Core the started server is pinned to; with several workers, this core and the ones
+    /// after it, one per worker.
     #[arg(long, default_value_t = 0)]
     server_core: usize,
     /// Core the generator is pinned to [default: the last core, if there are two or more].

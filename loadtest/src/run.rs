@@ -181,10 +181,10 @@ async fn switchyard(t: &TargetArgs) -> Result<(String, Tokens, Option<Launched>)
     )
     .await?;
     eprintln!(
-        "started switchyard all-in-one (pid {}) on core {} with {} worker(s) at http://{}",
+        "started switchyard all-in-one (pid {}) with {} worker(s), from core {} on, at http://{}",
         launched.pid(),
-        t.server_core,
         t.server_workers,
+        t.server_core,
         launched.http
     );
     Ok((

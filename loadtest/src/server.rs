@@ -31,7 +31,8 @@ pub struct Launched {
 }
 
 impl Launched {
-    /// Starts `exe all-in-one` on `core` with `workers` workers and the given I/O backend.
+    /// Starts `exe all-in-one` with `workers` workers and the given I/O backend, on `core` and
+    /// the cores after it, one per worker (wrapping around the machine's).
     pub async fn start(
         exe: &std::path::Path,
         core: Option<usize>,
@@ -68,12 +69,15 @@ impl Launched {
             cmd.args(["--io-backend", b]);
         }
         if let Some(core) = core {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
             // SAFETY: between fork and exec only async-signal-safe calls: building a CPU set
             // on the stack and sched_setaffinity.
             unsafe {
                 cmd.pre_exec(move || {
                     let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(core, &mut set);
+                    for i in 0..workers.max(1) {
+                        libc::CPU_SET((core + i) % cpus, &mut set);
+                    }
                     if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
                     {
                         return Err(std::io::Error::last_os_error());

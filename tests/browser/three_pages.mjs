@@ -64,6 +64,24 @@ async function everyoneDecodes(deadlineMs, replaced = new Set()) {
   return { ok, elapsed_ms: Date.now() - start, last };
 }
 
+/** The SRTP profiles the pages' connections negotiated with the server, each once. */
+async function srtpCiphers() {
+  const all = await Promise.all(
+    pages.map(({ page }) =>
+      page.evaluate(async () => {
+        const out = [];
+        for (const c of window.switchyard.client.connections()) {
+          (await c.pc.getStats()).forEach((r) => {
+            if (r.type === 'transport' && r.srtpCipher) out.push(r.srtpCipher);
+          });
+        }
+        return out;
+      }),
+    ),
+  );
+  return [...new Set(all.flat())].sort();
+}
+
 /** Each page's participant id and the ids of its own publications. */
 const identities = () =>
   Promise.all(
@@ -94,6 +112,7 @@ try {
     elapsed_ms: first.elapsed_ms,
     before: await identities(),
     pages: first.last.map((list, i) => ({ page: i, remote: list, errors: pages[i].errors })),
+    srtp_ciphers: await srtpCiphers(),
   };
   if (first.ok && killPid !== undefined) {
     const previous = new Set(result.before.flatMap((p) => p.publications));

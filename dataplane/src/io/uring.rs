@@ -303,10 +303,20 @@ impl UringLoop {
         // RecvMsgMulti.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+        // One thread submits and reaps (SINGLE_ISSUER), and it always enters the kernel to
+        // wait for completions, so their task work can wait for that entry (DEFER_TASKRUN,
+        // Linux 6.1) instead of interrupting the loop as it runs; older kernels take the
+        // cooperative mode, or none.
         let ring = IoUring::builder()
             .setup_single_issuer()
-            .setup_coop_taskrun()
+            .setup_defer_taskrun()
             .build(RING_ENTRIES)
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_single_issuer()
+                    .setup_coop_taskrun()
+                    .build(RING_ENTRIES)
+            })
             .or_else(|_| IoUring::new(RING_ENTRIES))?;
         let uring = UringLoop {
             ring: ManuallyDrop::new(ring),
