@@ -303,20 +303,14 @@ impl UringLoop {
         // RecvMsgMulti.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
-        // One thread submits and reaps (SINGLE_ISSUER), and it always enters the kernel to
-        // wait for completions, so their task work can wait for that entry (DEFER_TASKRUN,
-        // Linux 6.1) instead of interrupting the loop as it runs; older kernels take the
-        // cooperative mode, or none.
+        // One thread submits and reaps (SINGLE_ISSUER). Completions' task work runs at any
+        // kernel entry (COOP_TASKRUN). DEFER_TASKRUN, which holds it until the loop waits,
+        // held fewer subscribers within the latency limit (docs/benchmarks.md, 2026-12-07),
+        // likely because send completions, and the send buffers they free, wait with it.
         let ring = IoUring::builder()
             .setup_single_issuer()
-            .setup_defer_taskrun()
+            .setup_coop_taskrun()
             .build(RING_ENTRIES)
-            .or_else(|_| {
-                IoUring::builder()
-                    .setup_single_issuer()
-                    .setup_coop_taskrun()
-                    .build(RING_ENTRIES)
-            })
             .or_else(|_| IoUring::new(RING_ENTRIES))?;
         let uring = UringLoop {
             ring: ManuallyDrop::new(ring),
