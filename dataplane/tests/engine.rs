@@ -29,6 +29,13 @@ trait SimExt {
     fn connect_peer(&mut self, id: u64, p: Vec<ProducerSpec>, c: Vec<ConsumerSpec>) -> usize;
     fn wait_for(&mut self, what: &str, done: impl FnMut(&Sim) -> bool);
     fn send_rtp(&mut self, i: usize, pt: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8>;
+    fn send_rtp_with(
+        &mut self,
+        i: usize,
+        fields: &HeaderFields,
+        extensions: &[(u8, &[u8])],
+        payload: &[u8],
+    ) -> Vec<u8>;
     fn send_rtcp(&mut self, i: usize, packet: &[u8]);
     fn give(&mut self, from: SocketAddr, datagram: Vec<u8>);
     fn drops(&mut self, reason: DropReason) -> u64;
@@ -51,7 +58,6 @@ impl SimExt for Sim {
 
     /// Sends an RTP packet from peer `i`, encrypted; returns the datagram sent (for replays).
     fn send_rtp(&mut self, i: usize, pt: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
-        let mut buf = [0u8; 1500];
         let fields = HeaderFields {
             marker: false,
             payload_type: pt,
@@ -59,7 +65,19 @@ impl SimExt for Sim {
             timestamp: u32::from(seq) * 3000,
             ssrc,
         };
-        let h = rtp::write_header(&mut buf, &fields, &[]).unwrap();
+        self.send_rtp_with(i, &fields, &[], payload)
+    }
+
+    /// [`send_rtp`](SimExt::send_rtp) with every header field and extensions.
+    fn send_rtp_with(
+        &mut self,
+        i: usize,
+        fields: &HeaderFields,
+        extensions: &[(u8, &[u8])],
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut buf = [0u8; 1500];
+        let h = rtp::write_header(&mut buf, fields, extensions).unwrap();
         buf[h..h + payload.len()].copy_from_slice(payload);
         let n = self.peers[i]
             .client
@@ -1045,7 +1063,6 @@ fn run_both(
 /// Sends one packet of a simulcast layer from peer `i`, with the MID and rid extensions a
 /// browser puts on its first packets.
 fn send_layer(sim: &mut Sim, i: usize, ssrc: u32, rid: &str, seq: u16, payload: &[u8]) {
-    let mut buf = [0u8; 1500];
     let fields = HeaderFields {
         marker: true,
         payload_type: VIDEO_PT,
@@ -1054,14 +1071,7 @@ fn send_layer(sim: &mut Sim, i: usize, ssrc: u32, rid: &str, seq: u16, payload: 
         ssrc,
     };
     let extensions: [(u8, &[u8]); 2] = [(1, b"2"), (RID_EXT, rid.as_bytes())];
-    let h = rtp::write_header(&mut buf, &fields, &extensions).unwrap();
-    buf[h..h + payload.len()].copy_from_slice(payload);
-    let n = sim.peers[i]
-        .client
-        .protect_rtp(&mut buf, h + payload.len())
-        .unwrap();
-    let from = sim.peers[i].addr;
-    sim.give(from, buf[..n].to_vec());
+    sim.send_rtp_with(i, &fields, &extensions, payload);
 }
 
 const RID_EXT: u8 = 4;

@@ -1490,19 +1490,25 @@ pub(crate) fn rejections(media: &[Negotiated]) -> String {
 
 // ok: every unwrap()/expect() below is in this test-only module, on values the tests built
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use switchyard_dataplane::io::Backend;
     use switchyard_dataplane::worker::MediaConfig;
 
     use super::*;
 
     fn state() -> AppState {
+        state_on(1, 43100)
+    }
+
+    /// A state whose media server runs `workers` workers on loopback ports from `port_min`
+    /// (each test module its own range of 100).
+    pub(crate) fn state_on(workers: usize, port_min: u16) -> AppState {
         let config = MediaConfig {
-            workers: 1,
+            workers,
             io_backend: Some(Backend::Mmsg),
             bind_ip: "127.0.0.1".parse().unwrap(),
-            port_min: 43100,
-            port_max: 43199,
+            port_min,
+            port_max: port_min + 99,
             pin: false,
             first_core: 0,
             ice_tcp: false,

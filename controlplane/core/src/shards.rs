@@ -149,31 +149,10 @@ impl AppState {
 mod tests {
     use switchyard_dataplane::dtls::Identity;
     use switchyard_dataplane::ice::Credentials;
-    use switchyard_dataplane::io::Backend;
     use switchyard_dataplane::media::{Codec, MediaKind};
-    use switchyard_dataplane::worker::{MediaConfig, MediaServer};
 
     use super::*;
     use crate::rooms::{Owner, Publication};
-    use crate::token::Applications;
-
-    fn state() -> AppState {
-        let config = MediaConfig {
-            workers: 2,
-            io_backend: Some(Backend::Mmsg),
-            bind_ip: "127.0.0.1".parse().unwrap(),
-            port_min: 43200,
-            port_max: 43299,
-            pin: false,
-            first_core: 0,
-            ice_tcp: false,
-            handoff: None,
-            mcu_workers: 0,
-            gso: false,
-        };
-        let (media, _events) = MediaServer::start(config).unwrap();
-        AppState::new(media, Applications::default(), vec![])
-    }
 
     /// Publishes a two-layer video track and an audio track as `id` of `participant`, with
     /// their producers in the channel's router on its worker.
@@ -223,7 +202,7 @@ mod tests {
     /// theirs home; unpublishing closes the link.
     #[tokio::test]
     async fn subscribers_spread_past_the_threshold_over_one_link_per_publication() {
-        let mut state = state();
+        let mut state = crate::session::tests::state_on(2, 43200);
         state.shard_after = Some(2);
         let (alice, _) = state.join("room", "", "alice", None);
         publish(&state, &alice, "pub", false).await;
