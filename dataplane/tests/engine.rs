@@ -1167,7 +1167,7 @@ fn a_shard_link_carries_a_publication_to_another_worker() {
         .pop()
         .expect("audio on the far worker");
     let h = header(&got);
-    assert_eq!((h.ssrc, h.sequence), (SUB_AUDIO, h.sequence));
+    assert_eq!((h.ssrc, h.payload_type), (SUB_AUDIO, 109));
     assert_eq!(
         &got[h.payload_offset..h.payload_end],
         b"opus on another core"

@@ -193,7 +193,7 @@ impl AppState {
         // what it hears.
         let source = lines
             .iter()
-            .find(|l| l.track.kind == MediaKind::Audio)
+            .find(|l| l.track.kind() == MediaKind::Audio)
             .map_or_else(|| ids::producer().0, |l| l.producer.id.0);
         let mut made = Vec::new();
         let result = self
@@ -521,7 +521,7 @@ impl AppState {
         let mut consumers = Vec::new();
         let mut audio_out = None;
         for l in lines {
-            let producer = match l.track.kind {
+            let producer = match l.track.kind() {
                 MediaKind::Audio => {
                     let (t, p) = self
                         .mixer_output(
@@ -541,10 +541,10 @@ impl AppState {
                     p
                 }
                 MediaKind::Video => {
-                    let Some(codec) = video_codec(l.track.codec) else {
+                    let Some(codec) = video_codec(l.track.codec()) else {
                         continue;
                     };
-                    self.composite(channel, place, l.track.codec, codec, made)
+                    self.composite(channel, place, l.track.codec(), codec, made)
                         .await?
                 }
             };
@@ -738,17 +738,17 @@ impl AppState {
         };
         let audio_source = tracks
             .iter()
-            .find(|t| t.kind == MediaKind::Audio)
-            .map(|t| t.producer.0);
+            .find(|t| t.kind() == MediaKind::Audio)
+            .map(|t| t.producer().0);
         for track in tracks {
             let ssrc = rand::random::<u32>() | 1;
-            let spec = match (track.kind, track.codec) {
+            let spec = match (track.kind(), track.codec()) {
                 (MediaKind::Audio, Codec::Opus) => StreamSpec::AudioIn {
-                    source: audio_source.unwrap_or(track.producer.0),
+                    source: audio_source.unwrap_or(track.producer().0),
                 },
                 (MediaKind::Video, c) => match video_codec(c) {
                     Some(codec) => StreamSpec::VideoIn {
-                        source: audio_source.unwrap_or(track.producer.0),
+                        source: audio_source.unwrap_or(track.producer().0),
                         codec,
                         ssrc,
                     },
@@ -767,7 +767,7 @@ impl AppState {
                 tracing::warn!(channel, "mixer input not added: {e}");
                 continue;
             }
-            let level = (track.kind == MediaKind::Audio).then_some(AUDIO_LEVEL_EXT);
+            let level = (track.kind() == MediaKind::Audio).then_some(AUDIO_LEVEL_EXT);
             let spec = consuming_stream(transport, place.router, place.mcu, track, ssrc, level);
             if let Err(e) = self.media.create_transport(place.worker, spec).await {
                 tracing::warn!(channel, "mixer input not started: {e}");
@@ -780,10 +780,10 @@ impl AppState {
                     .channels
                     .get_mut(channel)
                     .and_then(|c| c.mixer.as_mut())
-                    .filter(|m| !m.inputs.contains_key(&track.producer));
-                let video = track.kind == MediaKind::Video;
+                    .filter(|m| !m.inputs.contains_key(&track.producer()));
+                let video = track.kind() == MediaKind::Video;
                 mixer
-                    .map(|m| m.inputs.insert(track.producer, (transport, video)))
+                    .map(|m| m.inputs.insert(track.producer(), (transport, video)))
                     .is_some()
             };
             if !kept {
@@ -870,13 +870,13 @@ pub(crate) fn consuming_stream(
         producers: Vec::new(),
         consumers: vec![ConsumerSpec {
             id: ids::consumer(),
-            producer: track.producer,
+            producer: track.producer(),
             ssrc: Ssrc(ssrc),
-            payload_type: track.payload_type,
+            payload_type: track.spec.payload_type,
             mid: "0".into(),
             mid_ext: None,
             nack: false,
-            pli: track.kind == MediaKind::Video,
+            pli: track.kind() == MediaKind::Video,
             fir: false,
             twcc_ext: None,
             dd_ext: None,

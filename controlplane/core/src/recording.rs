@@ -90,7 +90,7 @@ impl AppState {
             // Tracks recorded already are left as they are.
             p.tracks
                 .iter()
-                .filter(|t| !ch.recordings.contains_key(&t.producer))
+                .filter(|t| !ch.recordings.contains_key(&t.producer()))
                 .cloned()
                 .collect()
         };
@@ -116,7 +116,7 @@ impl AppState {
                 .is_some_and(|(c, p)| {
                     p.tracks
                         .iter()
-                        .any(|t| c.recordings.contains_key(&t.producer))
+                        .any(|t| c.recordings.contains_key(&t.producer()))
                 })
         };
         if !recorded {
@@ -143,8 +143,8 @@ impl AppState {
                 let producers: Vec<_> = p
                     .tracks
                     .iter()
-                    .filter(|t| ch.recordings.contains_key(&t.producer))
-                    .map(|t| t.producer)
+                    .filter(|t| ch.recordings.contains_key(&t.producer()))
+                    .map(|t| t.producer())
                     .collect();
                 if producers.is_empty() {
                     continue;
@@ -241,7 +241,7 @@ impl AppState {
             .unwrap_or_default();
         let mut files = Vec::new();
         for (i, track) in tracks.iter().enumerate() {
-            let (media, extension) = match (track.kind, track.codec) {
+            let (media, extension) = match (track.kind(), track.codec()) {
                 // WebRTC's Opus is negotiated as two channels (`opus/48000/2`).
                 (MediaKind::Audio, Codec::Opus) => (Media::Opus { channels: 2 }, "mka"),
                 (MediaKind::Video, Codec::Vp8) => (Media::Vp8, "mkv"),
@@ -281,12 +281,12 @@ impl AppState {
                     .channels
                     .get_mut(channel)
                     .filter(|c| recorded && c.publications.contains_key(publication))
-                    .map(|c| c.recordings.insert(track.producer, transport))
+                    .map(|c| c.recordings.insert(track.producer(), transport))
                     .is_some()
             };
             if kept {
                 tracing::info!(channel, publication, ?path, "recording track");
-                let kind = if track.kind == MediaKind::Video {
+                let kind = if track.kind() == MediaKind::Video {
                     "video"
                 } else {
                     "audio"

@@ -15,36 +15,36 @@ use crate::error::Error;
 use crate::ids;
 use crate::protocol::{ParticipantInfo, PublicationInfo, ServerMessage, TrackInfo};
 
-/// A published track and the producer behind it.
+/// A published track: the producer behind it, as the data plane has it (a pipe to another
+/// server keeps its payload type and clock rate; a shard link's far end gets a copy, see
+/// `crate::shards`), and the codec's `fmtp` line from the SDP.
 #[derive(Debug, Clone)]
 pub struct Track {
-    pub kind: MediaKind,
-    pub codec: Codec,
-    pub fmtp: Option<String>,
-    pub producer: ProducerId,
-    /// The publisher's payload type and clock rate (a pipe to another server keeps them).
-    pub payload_type: u8,
-    pub clock_rate: u32,
-    /// Audio published as RED (RFC 2198) around `payload_type`.
-    pub red: bool,
-    /// The producer as the data plane has it: a shard link's far end gets a copy
-    /// (`crate::shards`).
     pub spec: ProducerSpec,
+    pub fmtp: Option<String>,
 }
 
 impl Track {
     /// The track of producer `spec`, with the codec's `fmtp` line.
     pub fn new(spec: ProducerSpec, fmtp: Option<String>) -> Track {
-        Track {
-            kind: spec.kind,
-            codec: spec.codec,
-            fmtp,
-            producer: spec.id,
-            payload_type: spec.payload_type,
-            clock_rate: spec.clock_rate,
-            red: spec.red.is_some(),
-            spec,
-        }
+        Track { spec, fmtp }
+    }
+
+    pub fn kind(&self) -> MediaKind {
+        self.spec.kind
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.spec.codec
+    }
+
+    pub fn producer(&self) -> ProducerId {
+        self.spec.id
+    }
+
+    /// Audio published as RED (RFC 2198) around the producer's payload type.
+    pub fn red(&self) -> bool {
+        self.spec.red.is_some()
     }
 
     /// A track as the tests need one: producer `id`, the codec's usual payload type.
@@ -113,8 +113,8 @@ impl Publication {
         self.tracks
             .iter()
             .map(|t| TrackInfo {
-                kind: t.kind.to_string(),
-                codec: t.codec.to_string(),
+                kind: t.kind().to_string(),
+                codec: t.codec().to_string(),
             })
             .chain(self.data.map(|_| crate::data_channels::track_info()))
             .collect()

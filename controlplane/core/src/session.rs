@@ -380,23 +380,25 @@ impl AppState {
             .media
             .iter()
             .map(|m| {
-                let position = m.kind.and_then(|k| unused.iter().position(|t| t.kind == k));
+                let position = m
+                    .kind
+                    .and_then(|k| unused.iter().position(|t| t.kind() == k));
                 let Some(i) = position else {
                     chosen.push(None);
                     return MediaRole::Reject;
                 };
                 let track = unused.remove(i);
                 let role = MediaRole::Send(SendTrack {
-                    codec: track.codec,
+                    codec: track.codec(),
                     fmtp: track.fmtp.clone(),
                     ssrc: rand::random::<u32>() | 1,
                     cname: participant.to_string(),
                     stream_id: publication.clone(),
-                    track_id: format!("{publication}-{}", track.kind),
+                    track_id: format!("{publication}-{}", track.kind()),
                     rtx_ssrc: Some(rand::random::<u32>() | 1),
-                    red: track.red,
+                    red: track.red(),
                 });
-                chosen.push(Some(track.producer));
+                chosen.push(Some(track.producer()));
                 role
             })
             .collect();
@@ -858,9 +860,9 @@ impl AppState {
             let ssrc = rand::random::<u32>() | 1;
             consumers.push(ConsumerSpec {
                 id: ids::consumer(),
-                producer: t.producer,
+                producer: t.producer(),
                 ssrc: Ssrc(ssrc),
-                payload_type: t.payload_type,
+                payload_type: t.spec.payload_type,
                 mid: String::new(),
                 mid_ext: None,
                 nack: true,
@@ -873,11 +875,11 @@ impl AppState {
                 red: None,
             });
             out.push(PipeTrack {
-                kind: t.kind.to_string(),
-                codec: t.codec.to_string(),
+                kind: t.kind().to_string(),
+                codec: t.codec().to_string(),
                 fmtp: t.fmtp.clone(),
-                payload_type: t.payload_type,
-                clock_rate: t.clock_rate,
+                payload_type: t.spec.payload_type,
+                clock_rate: t.spec.clock_rate,
                 ssrc,
             });
         }
@@ -1330,7 +1332,7 @@ fn remove_publication(
         let recorded = p
             .tracks
             .iter()
-            .any(|t| ch.recordings.contains_key(&t.producer));
+            .any(|t| ch.recordings.contains_key(&t.producer()));
         let stopped = recorded.then(|| closed.also(Kind::RecordingStopped));
         hooks.emit(closed);
         if let Some(stopped) = stopped {
@@ -1358,7 +1360,7 @@ fn remove_publication(
         closes.extend(
             p.tracks
                 .iter()
-                .filter_map(|t| m.inputs.remove(&t.producer))
+                .filter_map(|t| m.inputs.remove(&t.producer()))
                 .map(|(t, _)| (worker, t)),
         );
     }
@@ -1373,7 +1375,7 @@ fn remove_publication(
     closes.extend(
         p.tracks
             .iter()
-            .filter_map(|t| ch.recordings.remove(&t.producer))
+            .filter_map(|t| ch.recordings.remove(&t.producer()))
             .map(|t| (worker, t)),
     );
     rooms.remove_transport(p.transport);

@@ -52,12 +52,26 @@ fn streams(tracks: &[Track]) -> Vec<ShardStream> {
     tracks
         .iter()
         .map(|t| ShardStream {
-            producer: t.producer,
+            producer: t.producer(),
             ssrcs: (0..t.spec.rids.len().max(1))
                 .map(|_| Ssrc(rand::random::<u32>() | 1))
                 .collect(),
         })
         .collect()
+}
+
+/// Where a subscription goes, as far as the channel's state says now.
+enum Place {
+    /// This worker's router of the channel: its own, or a shard already linked.
+    Here(usize, RouterId),
+    /// A shard on `far` that the publication's tracks must be linked to first.
+    Link {
+        home: usize,
+        home_router: RouterId,
+        far: usize,
+        far_router: RouterId,
+        tracks: Vec<Track>,
+    },
 }
 
 impl AppState {
@@ -68,39 +82,24 @@ impl AppState {
         channel: &str,
         publication: &str,
     ) -> Result<(usize, RouterId), Error> {
-        // One link at a time: two subscribers arriving together make one link.
+        // Most subscriptions need no link: they do not wait for one being made.
+        if let Place::Here(worker, router) = self.subscription_place(channel, publication)? {
+            return Ok((worker, router));
+        }
+        // One link at a time, decided again under the lock: two subscribers arriving
+        // together make one link.
         let _linking = self.linking.lock().await;
-        let (home, home_router, far, far_router, tracks) = {
-            let mut rooms = self.rooms();
-            let far = rooms.least_loaded();
-            let (home_load, far_load) = (
-                rooms.load(rooms.channels.get(channel).map_or(0, |c| c.worker)),
-                rooms.load(far),
-            );
-            let Some(ch) = rooms.channels.get_mut(channel) else {
-                return Err(Error::NotFound(format!("no channel {channel}")));
+        let (home, home_router, far, far_router, tracks) =
+            match self.subscription_place(channel, publication)? {
+                Place::Here(worker, router) => return Ok((worker, router)),
+                Place::Link {
+                    home,
+                    home_router,
+                    far,
+                    far_router,
+                    tracks,
+                } => (home, home_router, far, far_router, tracks),
             };
-            let Some(p) = ch.publications.get(publication) else {
-                return Err(Error::NotFound(format!(
-                    "no publication {publication} in channel {channel}"
-                )));
-            };
-            let spread = self.shard_after.is_some_and(|n| home_load >= n)
-                && far != ch.worker
-                && far_load < home_load
-                && p.data.is_none();
-            if !spread {
-                return Ok((ch.worker, ch.router));
-            }
-            let shard = ch.shards.entry(far).or_insert_with(|| Shard {
-                router: ids::router(),
-                links: Default::default(),
-            });
-            if shard.links.contains_key(publication) {
-                return Ok((far, shard.router));
-            }
-            (ch.worker, ch.router, far, shard.router, p.tracks.clone())
-        };
         let streams = streams(&tracks);
         let (home_end, far_end) = (ids::transport(), ids::transport());
         let link = |id, router, worker, peer, producers| TransportSpec {
@@ -141,6 +140,44 @@ impl AppState {
         }
         tracing::info!(channel, publication, worker = far, home_end = %home_end, far_end = %far_end, "publication linked to a shard");
         Ok((far, far_router))
+    }
+
+    /// Where a subscription to `publication` goes by the loads now (see [`Place`]); makes the
+    /// channel's shard router on the chosen worker if it has none there yet.
+    fn subscription_place(&self, channel: &str, publication: &str) -> Result<Place, Error> {
+        let mut rooms = self.rooms();
+        let far = rooms.least_loaded();
+        let far_load = rooms.load(far);
+        let home_load = rooms.channels.get(channel).map(|c| rooms.load(c.worker));
+        let (Some(ch), Some(home_load)) = (rooms.channels.get_mut(channel), home_load) else {
+            return Err(Error::NotFound(format!("no channel {channel}")));
+        };
+        let Some(p) = ch.publications.get(publication) else {
+            return Err(Error::NotFound(format!(
+                "no publication {publication} in channel {channel}"
+            )));
+        };
+        let spread = self.shard_after.is_some_and(|n| home_load >= n)
+            && far != ch.worker
+            && far_load < home_load
+            && p.data.is_none();
+        if !spread {
+            return Ok(Place::Here(ch.worker, ch.router));
+        }
+        let shard = ch.shards.entry(far).or_insert_with(|| Shard {
+            router: ids::router(),
+            links: Default::default(),
+        });
+        if shard.links.contains_key(publication) {
+            return Ok(Place::Here(far, shard.router));
+        }
+        Ok(Place::Link {
+            home: ch.worker,
+            home_router: ch.router,
+            far,
+            far_router: shard.router,
+            tracks: p.tracks.clone(),
+        })
     }
 }
 

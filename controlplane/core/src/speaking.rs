@@ -76,7 +76,7 @@ fn message(ch: &Channel, event: &MediaEvent) -> Option<ServerMessage> {
 pub(crate) fn publication_of(ch: &Channel, producer: ProducerId) -> Option<(String, String)> {
     ch.publications
         .iter()
-        .find(|(_, p)| p.tracks.iter().any(|t| t.producer == producer))
+        .find(|(_, p)| p.tracks.iter().any(|t| t.producer() == producer))
         .map(|(id, p)| (id.clone(), p.participant.clone()))
 }
 
