@@ -84,9 +84,12 @@ impl Server {
             counters: Counters::default(),
         };
         let w = waker.clone();
-        let gso = io::gso_supported(&socket);
+        let options = io::Options {
+            gso: io::gso_supported(&socket),
+            ..io::Options::default()
+        };
         let thread =
-            std::thread::spawn(move || io::run(backend, &socket, None, &w, &mut handler, gso));
+            std::thread::spawn(move || io::run(backend, &socket, None, &w, &mut handler, &options));
         Server {
             addr,
             waker,

@@ -2,7 +2,8 @@
 # Runs every Switchyard benchmark and writes the results into docs/benchmarks.md (between the
 # "bench:begin" and "bench:end" markers; the prose around them is kept) and docs/benchmarks.json.
 #
-#   1. criterion micro-benchmarks (benches/): SRTP, STUN, RTP rewrite, forward path, I/O loop;
+#   1. criterion micro-benchmarks (benches/): SRTP, STUN, RTP rewrite, forward path, I/O loop,
+#      the send path copied against zero-copy (its own network namespace, a veth sink);
 #   2. in a private network namespace: `switchyard loadtest capacity` on one pinned server core
 #      with recvmmsg/sendmmsg (the default) and the same ramp against Janus (videoroom) pinned
 #      to the same core, in the same run; then a simulcast livestream on the same core

@@ -182,6 +182,12 @@ counters! {
     gso_trains,
     gso_segments,
     gso_fallbacks,
+    /// Of `gso_trains`, those sent zero-copy (io_uring `SENDMSG_ZC`), those of them the kernel
+    /// copied after all (loopback, veth: no gain there), and zero-copy ways the kernel refused
+    /// (registered buffers before Linux 6.15, zero-copy itself), each stepping down once.
+    zero_copy_trains,
+    zero_copy_copied,
+    zero_copy_fallbacks,
     /// Video frames fanned out whole (several packets held, then written consumer by
     /// consumer), times fan-out waited for send buffers (going on over one or more turns of
     /// the loop), and the bytes of RTP padding that made a frame's packets one size.

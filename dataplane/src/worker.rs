@@ -51,9 +51,9 @@ pub struct MediaConfig {
     pub handoff: Option<Arc<Hub>>,
     /// MCU threads (mixers), each pinned to a core after the workers'; 0: no MCU.
     pub mcu_workers: usize,
-    /// Send several datagrams to one destination as one UDP GSO train where the kernel takes
-    /// them (the mmsg backend).
-    pub gso: bool,
+    /// How workers send: GSO trains where the kernel takes them (probed per socket at
+    /// start), and io_uring's zero-copy trains and SQPOLL mode where asked for.
+    pub io: io::Options,
 }
 
 /// What the control plane asks of a worker.
@@ -437,7 +437,11 @@ impl MediaServer {
                 peers: peers.next(),
             };
             // Trains where asked for and the kernel takes them (reported in the start line).
-            let gso = config.gso && io::gso_supported(&socket);
+            let options = io::Options {
+                gso: config.io.gso && io::gso_supported(&socket),
+                ..config.io
+            };
+            let gso = options.gso;
             worker.engine.set_frame_fanout(gso);
             let thread_waker = waker.clone();
             let thread = std::thread::Builder::new()
@@ -448,13 +452,14 @@ impl MediaServer {
                     {
                         tracing::warn!(worker = index, "could not pin to core {}", core.id);
                     }
-                    if let Err(e) = io::run(backend, &socket, tcp, &thread_waker, &mut worker, gso)
+                    if let Err(e) =
+                        io::run(backend, &socket, tcp, &thread_waker, &mut worker, &options)
                     {
                         tracing::error!(worker = index, "I/O loop failed: {e}");
                     }
                 })
                 .map_err(|e| Error::Start(format!("spawn worker {index}: {e}")))?;
-            tracing::info!(worker = index, %addr, ice_tcp = config.ice_tcp, backend = backend.as_str(), gso, core = ?core.map(|c| c.id), "media worker started");
+            tracing::info!(worker = index, %addr, ice_tcp = config.ice_tcp, backend = backend.as_str(), gso, zero_copy_from = ?options.zero_copy_from.filter(|_| backend == Backend::Uring), sqpoll = options.sqpoll && backend == Backend::Uring, core = ?core.map(|c| c.id), "media worker started");
             workers.push(WorkerHandle {
                 commands,
                 waker,

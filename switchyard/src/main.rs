@@ -28,7 +28,7 @@ use switchyard_controlplane::session::AppState;
 use switchyard_controlplane::token::{self, Applications, ChannelClaim, Claims};
 use switchyard_controlplane::webhooks::{self, Webhooks};
 use switchyard_dataplane::handoff::Hub;
-use switchyard_dataplane::io::Backend;
+use switchyard_dataplane::io::{self as media_io, Backend};
 use switchyard_dataplane::mcu::MixerConfig;
 use switchyard_dataplane::spec::{self, MediaEvent};
 use switchyard_dataplane::worker::{MediaConfig, MediaServer};
@@ -229,9 +229,18 @@ struct MediaArgs {
     #[arg(long, env = "SWITCHYARD_NO_ICE_TCP", value_parser = BoolishValueParser::new())]
     no_ice_tcp: bool,
     /// Send each datagram on its own, not several to one destination as one UDP GSO train
-    /// (the mmsg backend sends trains where the kernel takes them; io_uring does not yet).
+    /// (both backends send trains where the kernel takes them).
     #[arg(long, env = "SWITCHYARD_NO_GSO", value_parser = BoolishValueParser::new())]
     no_gso: bool,
+    /// io_uring: send GSO trains of at least BYTES zero-copy (SENDMSG_ZC, from registered
+    /// buffers on Linux 6.15+). Pays only on a NIC (loopback copies anyway); off by default,
+    /// see docs/benchmarks.md for the sizes where it gains.
+    #[arg(long, value_name = "BYTES", env = "SWITCHYARD_IO_ZERO_COPY")]
+    io_zero_copy: Option<usize>,
+    /// io_uring: a kernel thread per worker polls for sends (SQPOLL), saving the worker its
+    /// system calls at the cost of CPU of its own; for hosts with cores to spare.
+    #[arg(long, env = "SWITCHYARD_IO_SQPOLL", value_parser = BoolishValueParser::new())]
+    io_sqpoll: bool,
     /// MCU threads (also MCU:WORKERS), each pinned to a core after the workers'; a channel's
     /// mixer runs on one of them; 0 turns MCU connections off [default: 1].
     #[arg(long)]
@@ -267,7 +276,11 @@ impl MediaArgs {
             ice_tcp: !self.no_ice_tcp,
             handoff: Some(Arc::new(Hub::default())),
             mcu_workers,
-            gso: !self.no_gso,
+            io: media_io::Options {
+                gso: !self.no_gso,
+                zero_copy_from: self.io_zero_copy,
+                sqpoll: self.io_sqpoll,
+            },
         };
         MediaServer::start(config)
     }

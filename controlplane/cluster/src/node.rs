@@ -571,7 +571,7 @@ mod tests {
             ice_tcp: false,
             handoff: None,
             mcu_workers: 0,
-            gso: true,
+            io: Default::default(),
         };
         let (media, _events) = MediaServer::start(config).unwrap();
         let state = AppState::new(media, Applications::default(), vec![]);

@@ -64,7 +64,7 @@ pub async fn media_server(
         ice_tcp: false,
         handoff: None,
         mcu_workers,
-        gso: true,
+        io: Default::default(),
     };
     let (media, _events) = MediaServer::start(config).unwrap();
     let state = AppState::new(

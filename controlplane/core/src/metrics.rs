@@ -372,6 +372,27 @@ pub fn render(media: &MediaServer, signalling: &Metrics, live: Live) -> String {
     );
     metric(
         &mut out,
+        "switchyard_zero_copy_trains_total",
+        "counter",
+        "UDP GSO trains sent zero-copy (io_uring SENDMSG_ZC), of the trains sent.",
+        s.zero_copy_trains,
+    );
+    metric(
+        &mut out,
+        "switchyard_zero_copy_copied_total",
+        "counter",
+        "Zero-copy trains the kernel copied anyway (loopback, veth): no gain on that path.",
+        s.zero_copy_copied,
+    );
+    metric(
+        &mut out,
+        "switchyard_zero_copy_fallbacks_total",
+        "counter",
+        "Zero-copy ways the kernel refused, each stepping down once (registered buffers, then zero-copy).",
+        s.zero_copy_fallbacks,
+    );
+    metric(
+        &mut out,
         "switchyard_frames_fanned_total",
         "counter",
         "Video frames held whole and written consumer by consumer (for GSO trains).",

@@ -1516,7 +1516,7 @@ pub(crate) mod tests {
             ice_tcp: false,
             handoff: None,
             mcu_workers: 0,
-            gso: true,
+            io: Default::default(),
         };
         let (media, _events) = MediaServer::start(config).unwrap();
         AppState::new(media, Applications::default(), vec![])

@@ -79,6 +79,33 @@ impl FromStr for Backend {
     }
 }
 
+/// How a backend sends, beyond the backend itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Several datagrams to one destination go as one UDP GSO train (probe the socket with
+    /// [`gso_supported`] first).
+    pub gso: bool,
+    /// io_uring only: trains of at least this many bytes go as zero-copy sends
+    /// (`SENDMSG_ZC`, from registered send buffers where the kernel takes them); `None`: none
+    /// do. It pays on a NIC only: loopback and veth copy the payload anyway
+    /// (docs/benchmarks.md).
+    pub zero_copy_from: Option<usize>,
+    /// io_uring only: a kernel thread polls the submission queue (SQPOLL), so sends need no
+    /// system call; that thread takes CPU of its own, beside the worker's core.
+    pub sqpoll: bool,
+}
+
+impl Default for Options {
+    /// Trains where the kernel takes them; no zero-copy, no SQPOLL.
+    fn default() -> Options {
+        Options {
+            gso: true,
+            zero_copy_from: None,
+            sqpoll: false,
+        }
+    }
+}
+
 /// The work a backend drives: one engine on one socket.
 pub trait Handler {
     /// One received datagram; the handler may rewrite it in place (decrypt).
@@ -198,21 +225,20 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Runs `handler` on `socket`, and on the ICE-TCP connections `tcp` accepts, until it reports
-/// stopped. With `gso` (probe it with [`gso_supported`]), several datagrams to one destination
-/// go as one GSO train.
+/// stopped, sending as `options` say.
 pub fn run(
     backend: Backend,
     socket: &UdpSocket,
     tcp: Option<TcpListener>,
     waker: &Waker,
     handler: &mut impl Handler,
-    gso: bool,
+    options: &Options,
 ) -> io::Result<()> {
     let mut tx = Tx::new(TX_BUFFERS);
     let tcp = tcp.map(IceTcp::new).transpose()?;
     match backend {
-        Backend::Uring => uring::run(socket, tcp, waker, handler, &mut tx, gso),
-        Backend::Mmsg => mmsg::run(socket, tcp, waker, handler, &mut tx, gso),
+        Backend::Uring => uring::run(socket, tcp, waker, handler, &mut tx, options),
+        Backend::Mmsg => mmsg::run(socket, tcp, waker, handler, &mut tx, options.gso),
     }
 }
 
@@ -279,18 +305,13 @@ mod tests {
     }
 
     impl Running {
-        fn start(backend: Backend, deadline: Option<Instant>) -> Running {
-            Running::start_with(backend, deadline, false, 1)
+        fn start(setup: Setup, deadline: Option<Instant>) -> Running {
+            Running::start_with(setup, deadline, false, 1)
         }
 
         /// With `tcp`, also an ICE-TCP listener on the same port; each datagram echoed
         /// `copies` times.
-        fn start_with(
-            backend: Backend,
-            deadline: Option<Instant>,
-            tcp: bool,
-            copies: u8,
-        ) -> Running {
+        fn start_with(setup: Setup, deadline: Option<Instant>, tcp: bool, copies: u8) -> Running {
             let (socket, listener) = bind_media("127.0.0.1".parse().unwrap(), 0..=0, tcp).unwrap();
             let addr = socket.local_addr().unwrap();
             let waker = Waker::new().unwrap();
@@ -306,9 +327,13 @@ mod tests {
                 counters: Counters::default(),
             };
             let w = waker.clone();
-            let gso = gso_supported(&socket);
+            let options = Options {
+                gso: gso_supported(&socket),
+                ..setup.options
+            };
             let thread = std::thread::spawn(move || {
-                run(backend, &socket, listener, &w, &mut echo, gso).map(|()| echo.counters)
+                run(setup.backend, &socket, listener, &w, &mut echo, &options)
+                    .map(|()| echo.counters)
             });
             Running {
                 addr,
@@ -328,15 +353,35 @@ mod tests {
         }
     }
 
-    fn backends() -> Vec<Backend> {
-        let mut b = vec![Backend::Mmsg];
-        if Backend::detect() == Backend::Uring {
-            b.push(Backend::Uring);
-        }
-        b
+    /// A backend and how it sends.
+    #[derive(Debug, Clone, Copy)]
+    struct Setup {
+        backend: Backend,
+        options: Options,
     }
 
-    /// `recv_from`, again after EINTR: this thread's io_uring probe (`backends`) may leave it
+    /// Both backends where this machine has io_uring, and io_uring's zero-copy trains (from
+    /// any size) and SQPOLL mode too.
+    fn setups() -> Vec<Setup> {
+        let setup = |backend, options| Setup { backend, options };
+        let mut all = vec![setup(Backend::Mmsg, Options::default())];
+        if Backend::detect() == Backend::Uring {
+            let zero_copy = Options {
+                zero_copy_from: Some(0),
+                ..Options::default()
+            };
+            let sqpoll = Options {
+                sqpoll: true,
+                ..Options::default()
+            };
+            all.push(setup(Backend::Uring, Options::default()));
+            all.push(setup(Backend::Uring, zero_copy));
+            all.push(setup(Backend::Uring, sqpoll));
+        }
+        all
+    }
+
+    /// `recv_from`, again after EINTR: this thread's io_uring probe (`setups`) may leave it
     /// a task-work notification, which interrupts its next blocking call without a signal.
     fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         loop {
@@ -349,8 +394,8 @@ mod tests {
 
     #[test]
     fn echo_many_datagrams() {
-        for backend in backends() {
-            let r = Running::start(backend, None);
+        for setup in setups() {
+            let r = Running::start(setup, None);
             let client = UdpSocket::bind("127.0.0.1:0").unwrap();
             client
                 .set_read_timeout(Some(Duration::from_secs(5)))
@@ -366,13 +411,13 @@ mod tests {
                     client.send_to(&payload, r.addr).unwrap();
                 }
                 for _ in start..(start + burst).min(total) {
-                    let (n, from) = recv(&client, &mut buf)
-                        .unwrap_or_else(|e| panic!("{backend:?}: echo: {e}"));
+                    let (n, from) =
+                        recv(&client, &mut buf).unwrap_or_else(|e| panic!("{setup:?}: echo: {e}"));
                     assert_eq!(from, r.addr);
                     let i = (0..total)
                         .find(|i| 1 + i % 1500 == n && buf[0] == *i as u8)
                         .unwrap_or(usize::MAX);
-                    assert_ne!(i, usize::MAX, "{backend:?}: unexpected echo of {n} bytes");
+                    assert_ne!(i, usize::MAX, "{setup:?}: unexpected echo of {n} bytes");
                     assert!(
                         buf[..n]
                             .iter()
@@ -382,17 +427,18 @@ mod tests {
                     received += 1;
                 }
             }
-            assert_eq!(received, total, "{backend:?}");
+            assert_eq!(received, total, "{setup:?}");
             r.stop();
         }
     }
 
     /// Each datagram comes back four times: a train per echo where the kernel takes them, on
-    /// both backends, arriving as its datagrams in order.
+    /// both backends, arriving as its datagrams in order; zero-copy trains too, which loopback
+    /// reports copied (it copies every zero-copy send it delivers).
     #[test]
     fn echoes_go_as_trains_on_both_backends() {
-        for backend in backends() {
-            let r = Running::start_with(backend, None, false, 4);
+        for setup in setups() {
+            let r = Running::start_with(setup, None, false, 4);
             let trains = gso_supported(&UdpSocket::bind("127.0.0.1:0").unwrap());
             let client = UdpSocket::bind("127.0.0.1:0").unwrap();
             client
@@ -403,9 +449,9 @@ mod tests {
                 let payload = [i; 1000];
                 client.send_to(&payload, r.addr).unwrap();
                 for copy in 0..4 {
-                    let (n, _) = recv(&client, &mut buf)
-                        .unwrap_or_else(|e| panic!("{backend:?}: echo: {e}"));
-                    assert_eq!((n, buf[0], buf[n - 1]), (1000, i, copy), "{backend:?}");
+                    let (n, _) =
+                        recv(&client, &mut buf).unwrap_or_else(|e| panic!("{setup:?}: echo: {e}"));
+                    assert_eq!((n, buf[0], buf[n - 1]), (1000, i, copy), "{setup:?}");
                 }
             }
             let counters = r.stop();
@@ -413,8 +459,19 @@ mod tests {
                 assert_eq!(
                     (counters.gso_trains, counters.gso_segments),
                     (50, 200),
-                    "{backend:?}"
+                    "{setup:?}"
                 );
+                let zero_copy = if setup.options.zero_copy_from.is_some() {
+                    50
+                } else {
+                    0
+                };
+                assert_eq!(
+                    (counters.zero_copy_trains, counters.zero_copy_copied),
+                    (zero_copy, zero_copy),
+                    "{setup:?}"
+                );
+                assert_eq!(counters.zero_copy_fallbacks, 0, "{setup:?}");
             }
         }
     }
@@ -432,8 +489,8 @@ mod tests {
     #[test]
     fn ice_tcp_frames_reach_the_handler_and_replies_go_back_on_the_connection() {
         use std::io::Write;
-        for backend in backends() {
-            let r = Running::start_with(backend, None, true, 1);
+        for setup in setups() {
+            let r = Running::start_with(setup, None, true, 1);
             let mut tcp = std::net::TcpStream::connect(r.addr).unwrap();
             tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             // Frames written in pieces that cut through lengths and payloads.
@@ -449,7 +506,7 @@ mod tests {
             for i in 0..200u16 {
                 let len = 1 + usize::from(i) * 7 % 1400;
                 let want: Vec<u8> = (0..len).map(|j| (usize::from(i) + j) as u8).collect();
-                assert_eq!(read_frame(&mut tcp), want, "{backend:?}: frame {i}");
+                assert_eq!(read_frame(&mut tcp), want, "{setup:?}: frame {i}");
             }
             // UDP on the same port still works beside it.
             let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -463,15 +520,15 @@ mod tests {
             tcp.write_all(&(big.len() as u16).to_be_bytes()).unwrap();
             tcp.write_all(&big).unwrap();
             tcp.write_all(&[0, 2, b'o', b'k']).unwrap();
-            assert_eq!(read_frame(&mut tcp), b"ok", "{backend:?}");
+            assert_eq!(read_frame(&mut tcp), b"ok", "{setup:?}");
             r.stop();
         }
     }
 
     #[test]
     fn wake_runs_a_tick_promptly() {
-        for backend in backends() {
-            let r = Running::start(backend, Some(Instant::now() + Duration::from_secs(3600)));
+        for setup in setups() {
+            let r = Running::start(setup, Some(Instant::now() + Duration::from_secs(3600)));
             std::thread::sleep(Duration::from_millis(50));
             let before = r.ticks.load(Ordering::Relaxed);
             let t = Instant::now();
@@ -479,7 +536,7 @@ mod tests {
             while r.ticks.load(Ordering::Relaxed) == before {
                 assert!(
                     t.elapsed() < Duration::from_millis(100),
-                    "{backend:?}: no tick after wake"
+                    "{setup:?}: no tick after wake"
                 );
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -489,16 +546,16 @@ mod tests {
 
     #[test]
     fn deadline_is_honoured() {
-        for backend in backends() {
+        for setup in setups() {
             let deadline = Instant::now() + Duration::from_millis(200);
-            let r = Running::start(backend, Some(deadline));
+            let r = Running::start(setup, Some(deadline));
             std::thread::sleep(Duration::from_millis(400));
             let times = r.tick_times.lock().unwrap().clone();
             let after: Vec<_> = times.iter().filter(|t| **t >= deadline).collect();
-            assert!(!after.is_empty(), "{backend:?}: no tick at the deadline");
+            assert!(!after.is_empty(), "{setup:?}: no tick at the deadline");
             assert!(
                 after[0].duration_since(deadline) < Duration::from_millis(30),
-                "{backend:?}: late tick"
+                "{setup:?}: late tick"
             );
             r.stop();
         }
@@ -506,8 +563,8 @@ mod tests {
 
     #[test]
     fn recovers_after_an_overrun() {
-        for backend in backends() {
-            let r = Running::start(backend, None);
+        for setup in setups() {
+            let r = Running::start(setup, None);
             let client = UdpSocket::bind("127.0.0.1:0").unwrap();
             // Far more than the receive ring holds, as fast as we can.
             for _ in 0..40_000 {

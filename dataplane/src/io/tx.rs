@@ -168,6 +168,15 @@ impl Tx {
     pub(crate) fn capacity(&self) -> usize {
         self.lens.len()
     }
+
+    /// Where all the buffers lie, to register them with io_uring once. They never move: the
+    /// pool is one allocation made in `new`.
+    pub(super) fn region(&self) -> libc::iovec {
+        libc::iovec {
+            iov_base: self.data.as_ptr().cast_mut().cast(),
+            iov_len: self.data.len(),
+        }
+    }
 }
 
 // ok: every unwrap()/expect() below is in this test-only module, on values the tests built

@@ -15,13 +15,14 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
+use io_uring::types::{BufRingEntry, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
-use super::gso::{self, MAX_SEGMENTS};
 use super::tcp::IceTcp;
-use super::{Handler, MAX_DATAGRAM, Tx, Waker, addr};
-use crate::stats::Counters;
+use super::{Handler, MAX_DATAGRAM, Options, Tx, Waker, addr, gso};
+use trains::{TrainBlocks, Way};
+
+mod trains;
 
 /// Submission queue entries (the completion queue is twice as large).
 const RING_ENTRIES: u32 = 4096;
@@ -42,8 +43,10 @@ const WAKE: u64 = 2 << KIND_SHIFT;
 const SEND: u64 = 3 << KIND_SHIFT;
 /// With `SEND`: the low bits name a train's block, not a datagram's slot.
 const TRAIN: u64 = 1 << 61;
-/// Trains in flight at once; past it, datagrams go one by one until blocks come back.
-const TRAIN_BLOCKS: usize = 512;
+/// The socket is the ring's registered file 0: no descriptor lookup per operation.
+const SOCKET: Fixed = Fixed(0);
+/// How long an idle SQPOLL thread polls before it sleeps (and the loop must wake it).
+const SQPOLL_IDLE_MS: u32 = 50;
 
 /// Whether io_uring with the opcodes and buffer rings we need works here.
 pub(super) fn usable() -> bool {
@@ -73,7 +76,14 @@ pub(super) fn usable() -> bool {
     };
     let ok = registered.is_ok();
     let _ = ring.submitter().unregister_buf_ring(7);
-    ok
+    // The socket goes in as a registered file.
+    let Ok(socket) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None) else {
+        return false;
+    };
+    ok && ring
+        .submitter()
+        .register_files(&[socket.as_raw_fd()])
+        .is_ok()
 }
 
 /// The provided-buffer ring: an mmap'd array of `io_uring_buf` entries the kernel takes
@@ -183,79 +193,6 @@ impl SendHeaders {
     }
 }
 
-/// A train in flight: its header and what it points at, which the kernel reads until the
-/// completion, and the send buffers to free then.
-struct TrainBlock {
-    hdr: libc::msghdr,
-    name: libc::sockaddr_in6,
-    control: gso::Control,
-    iovs: [libc::iovec; MAX_SEGMENTS],
-    slots: [u32; MAX_SEGMENTS],
-    count: usize,
-}
-
-/// Train blocks (boxed: they never move while the kernel reads them) and the grouping state.
-struct TrainBlocks {
-    blocks: Box<[TrainBlock]>,
-    free: Vec<u16>,
-    /// Whether trains are sent: asked for, taken by the socket, none refused yet.
-    enabled: bool,
-    /// The grouping's scratch (see `Tx::group_by`).
-    scratch: Vec<(u64, u32, u32)>,
-}
-
-impl TrainBlocks {
-    fn new(enabled: bool) -> TrainBlocks {
-        let block = || TrainBlock {
-            // SAFETY: msghdr is plain data for which all-zero bytes are valid.
-            hdr: unsafe { std::mem::zeroed() },
-            name: addr::zeroed(),
-            control: gso::Control::ZERO,
-            iovs: [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_SEGMENTS],
-            slots: [0; MAX_SEGMENTS],
-            count: 0,
-        };
-        TrainBlocks {
-            blocks: (0..TRAIN_BLOCKS).map(|_| block()).collect(),
-            free: (0..TRAIN_BLOCKS as u16).rev().collect(),
-            enabled,
-            scratch: Vec::with_capacity(super::TX_BUFFERS),
-        }
-    }
-
-    /// A train's send completed with `result`: frees its buffers, or, when the kernel refused
-    /// it, turns trains off and queues its datagrams again to go one by one.
-    fn completed(&mut self, block: u16, result: i32, tx: &mut Tx, counters: &mut Counters) {
-        let Some(b) = self.blocks.get(usize::from(block)) else {
-            return;
-        };
-        let slots = &b.slots[..b.count];
-        if result < 0 {
-            if self.enabled {
-                tracing::warn!(
-                    "UDP GSO refused ({}); sending datagram by datagram",
-                    io::Error::from_raw_os_error(-result)
-                );
-                self.enabled = false;
-                counters.gso_fallbacks += 1;
-            }
-            for &slot in slots {
-                tx.queue_held(slot);
-            }
-        } else {
-            counters.gso_trains += 1;
-            counters.gso_segments += slots.len() as u64;
-            for &slot in slots {
-                tx.release(slot);
-            }
-        }
-        self.free.push(block);
-    }
-}
-
 /// Pushes an entry, submitting first if the queue is full.
 fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
     loop {
@@ -284,6 +221,8 @@ struct UringLoop {
     sends: SendHeaders,
     /// Headers of the trains in flight.
     trains: TrainBlocks,
+    /// Whether a kernel thread polls the submission queue (SQPOLL).
+    sqpoll: bool,
     /// The header `RecvMsgMulti` reads its name and control lengths from.
     recv_hdr: Box<libc::msghdr>,
     /// Where the waker's eventfd is read into.
@@ -291,9 +230,9 @@ struct UringLoop {
 }
 
 impl UringLoop {
-    /// A ring with `RECV_BUFFERS` receive buffers registered and `send_slots` send headers;
-    /// `gso`: send trains.
-    fn new(send_slots: usize, gso: bool) -> io::Result<UringLoop> {
+    /// A ring with `RECV_BUFFERS` receive buffers registered, `socket` as registered file 0,
+    /// and send headers for `tx`'s slots; trains, zero-copy and SQPOLL as `options` ask.
+    fn new(socket: &UdpSocket, tx: &Tx, options: &Options) -> io::Result<UringLoop> {
         let mut bufs = BufRing::new(RECV_BUFFERS)?;
         for bid in 0..RECV_BUFFERS {
             bufs.push(bid);
@@ -303,20 +242,18 @@ impl UringLoop {
         // RecvMsgMulti.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
-        // One thread submits and reaps (SINGLE_ISSUER). Completions' task work runs at any
-        // kernel entry (COOP_TASKRUN). DEFER_TASKRUN, which holds it until the loop waits,
-        // held fewer subscribers within the latency limit (docs/benchmarks.md, 2026-12-07),
-        // likely because send completions, and the send buffers they free, wait with it.
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_coop_taskrun()
-            .build(RING_ENTRIES)
-            .or_else(|_| IoUring::new(RING_ENTRIES))?;
-        let uring = UringLoop {
+        let (ring, sqpoll) = build_ring(options.sqpoll)?;
+        let best = match (options.gso, options.zero_copy_from) {
+            (false, _) => Way::Single,
+            (true, None) => Way::Copied,
+            (true, Some(_)) => Way::ZeroCopyFixed,
+        };
+        let mut uring = UringLoop {
             ring: ManuallyDrop::new(ring),
             bufs,
-            sends: SendHeaders::new(send_slots),
-            trains: TrainBlocks::new(gso),
+            sends: SendHeaders::new(tx.capacity()),
+            trains: TrainBlocks::new(best, options.zero_copy_from.unwrap_or(usize::MAX)),
+            sqpoll,
             recv_hdr,
             wake_buf: Box::new([0u8; 8]),
         };
@@ -330,14 +267,60 @@ impl UringLoop {
                 0,
             )?
         };
+        uring
+            .ring
+            .submitter()
+            .register_files(&[socket.as_raw_fd()])?;
+        if best == Way::ZeroCopyFixed {
+            let region = tx.region();
+            // SAFETY: `tx` outlives the ring (the caller of `run` owns it), and its buffers
+            // never move: the kernel may read them until the ring is closed.
+            let registered = unsafe { uring.ring.submitter().register_buffers(&[region]) };
+            if let Err(e) = registered {
+                // Typically RLIMIT_MEMLOCK (systemd's LimitMEMLOCK) below the pool's size.
+                tracing::warn!(
+                    "send buffers ({} MiB) not registered ({e}); zero-copy sends pin their pages each time",
+                    region.iov_len >> 20
+                );
+                uring.trains = TrainBlocks::new(Way::ZeroCopy, options.zero_copy_from.unwrap_or(0));
+            }
+        }
         Ok(uring)
     }
+}
+
+/// The ring: one thread submits and reaps (SINGLE_ISSUER), and completions' task work runs
+/// at any kernel entry (COOP_TASKRUN). DEFER_TASKRUN, which holds it until the loop waits,
+/// held fewer subscribers within the latency limit (docs/benchmarks.md, 2026-12-07), likely
+/// because send completions, and the send buffers they free, wait with it.
+///
+/// With `sqpoll`, a kernel thread takes submissions instead (COOP_TASKRUN does not apply
+/// there); where that is refused (older kernels, missing privileges), a warning and the
+/// ordinary ring. Returns the ring and whether it polls.
+fn build_ring(sqpoll: bool) -> io::Result<(IoUring, bool)> {
+    if sqpoll {
+        match IoUring::builder()
+            .setup_single_issuer()
+            .setup_sqpoll(SQPOLL_IDLE_MS)
+            .build(RING_ENTRIES)
+        {
+            Ok(ring) => return Ok((ring, true)),
+            Err(e) => tracing::warn!("io_uring SQPOLL refused ({e}); submitting from the worker"),
+        }
+    }
+    let ring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_coop_taskrun()
+        .build(RING_ENTRIES)
+        .or_else(|_| IoUring::new(RING_ENTRIES))?;
+    Ok((ring, false))
 }
 
 impl Drop for UringLoop {
     fn drop(&mut self) {
         // No receive takes a buffer from the ring after this. It fails only if `new` failed
-        // before registering, when there is nothing to remove.
+        // before registering, when there is nothing to remove. Registered files and send
+        // buffers go with the ring.
         let _ = self.ring.submitter().unregister_buf_ring(BUFFER_GROUP);
         // SAFETY: the ring is dropped once, here, and never used again. Dropping it unmaps the
         // queues and closes the ring: nothing more can be submitted, and the kernel cancels
@@ -355,21 +338,22 @@ pub(super) fn run(
     waker: &Waker,
     handler: &mut impl Handler,
     tx: &mut Tx,
-    gso: bool,
+    options: &Options,
 ) -> io::Result<()> {
-    let fd = Fd(socket.as_raw_fd());
-    let mut uring = UringLoop::new(tx.capacity(), gso)?;
+    let mut uring = UringLoop::new(socket, tx, options)?;
     let UringLoop {
         ring,
         bufs,
         sends,
         trains,
+        sqpoll,
         recv_hdr,
         wake_buf,
     } = &mut uring;
+    let sqpoll = *sqpoll;
     let ring: &mut IoUring = ring;
 
-    let recv = opcode::RecvMsgMulti::new(fd, &**recv_hdr, BUFFER_GROUP)
+    let recv = opcode::RecvMsgMulti::new(SOCKET, &**recv_hdr, BUFFER_GROUP)
         .build()
         .user_data(RECV);
     let wake = opcode::Read::new(Fd(waker.raw_fd()), wake_buf.as_mut_ptr(), 8)
@@ -397,7 +381,7 @@ pub(super) fn run(
         if let Some(tcp) = &mut tcp {
             tcp.route(tx, handler);
         }
-        in_flight += queue_sends(ring, fd, tx, sends, trains)?;
+        in_flight += queue_sends(ring, tx, sends, trains)?;
         let sweep = tcp.as_mut().and_then(|t| t.sweep(Instant::now(), handler));
         let now_if_more = tcp_more.then(Instant::now);
         deadline = [deadline, sweep, now_if_more].into_iter().flatten().min();
@@ -410,7 +394,10 @@ pub(super) fn run(
             }
             deadline = Some(until.min(Instant::now() + Duration::from_millis(10)));
         }
+        // Under SQPOLL the kernel thread takes the submissions; while completions wait to be
+        // reaped the loop goes on without a system call (one only to wake a sleeping thread).
         let waited = match deadline {
+            _ if sqpoll && !ring.completion().is_empty() => ring.submit(),
             Some(d) => {
                 let ts = Timespec::from(d.saturating_duration_since(Instant::now()));
                 ring.submitter()
@@ -451,9 +438,11 @@ pub(super) fn run(
                     rearm_tcp |= !cqueue::more(cqe.flags());
                 }
                 SEND if data & TRAIN != 0 => {
-                    in_flight = in_flight.saturating_sub(1);
                     let block = (data & 0xFFFF) as u16;
-                    trains.completed(block, cqe.result(), tx, handler.counters());
+                    let counters = handler.counters();
+                    if trains.completed(block, cqe.result(), cqe.flags(), tx, counters) {
+                        in_flight = in_flight.saturating_sub(1);
+                    }
                 }
                 SEND => {
                     in_flight = in_flight.saturating_sub(1);
@@ -520,48 +509,32 @@ fn deliver(
     }
 }
 
-/// Submits a `SendMsg` for every queued datagram, or train of datagrams while trains are on;
+/// Submits a send for every queued datagram, or train of datagrams while trains are on;
 /// returns how many entries went in flight.
 fn queue_sends(
     ring: &mut IoUring,
-    fd: Fd,
     tx: &mut Tx,
     sends: &mut SendHeaders,
     trains: &mut TrainBlocks,
 ) -> io::Result<usize> {
     let n = tx.queued();
-    if trains.enabled && n > 1 {
+    if trains.enabled() && n > 1 {
         tx.group_by(&mut trains.scratch, gso::key);
     }
     let (mut at, mut entries) = (0, 0);
     while at < n {
-        let len = if trains.enabled {
+        let len = if trains.enabled() {
             gso::train_len(tx, at)
         } else {
             1
         };
         if len > 1
-            && let Some(b) = trains.free.pop()
+            && let Some((block, entry)) = trains.send(SOCKET, tx, at, len)
         {
-            let block = &mut trains.blocks[usize::from(b)];
-            gso::point(
-                &mut block.hdr,
-                tx,
-                at,
-                len,
-                &mut block.iovs,
-                &mut block.name,
-                &mut block.control,
-            );
-            block.slots[..len].copy_from_slice(&tx.queued_slots()[at..at + len]);
-            block.count = len;
-            let entry = opcode::SendMsg::new(fd, &block.hdr)
-                .build()
-                .user_data(SEND | TRAIN | u64::from(b));
-            push(ring, &entry)?;
+            push(ring, &entry.user_data(SEND | TRAIN | u64::from(block)))?;
             at += len;
         } else {
-            send_one(ring, fd, tx, sends, at)?;
+            send_one(ring, tx, sends, at)?;
             at += 1;
         }
         entries += 1;
@@ -572,13 +545,7 @@ fn queue_sends(
 }
 
 /// Pushes a `SendMsg` for the datagram at queue position `at`, with the header of its slot.
-fn send_one(
-    ring: &mut IoUring,
-    fd: Fd,
-    tx: &Tx,
-    sends: &mut SendHeaders,
-    at: usize,
-) -> io::Result<()> {
+fn send_one(ring: &mut IoUring, tx: &Tx, sends: &mut SendHeaders, at: usize) -> io::Result<()> {
     let slot = tx.queued_slots()[at];
     let s = slot as usize;
     let (data, dst) = tx.datagram(slot);
@@ -592,7 +559,7 @@ fn send_one(
     h.msg_namelen = name_len;
     h.msg_iov = &mut sends.iovs[s];
     h.msg_iovlen = 1;
-    let entry = opcode::SendMsg::new(fd, &sends.hdrs[s])
+    let entry = opcode::SendMsg::new(SOCKET, &sends.hdrs[s])
         .build()
         .user_data(SEND | u64::from(slot));
     push(ring, &entry)
