@@ -23,6 +23,10 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use switchyard_dataplane::io::{self, Backend, Handler, MAX_DATAGRAM, Tx, Waker};
 use switchyard_dataplane::stats::Counters;
 
+#[path = "cpu.rs"]
+mod cpu;
+use cpu::other_threads_cpu;
+
 const BURST: usize = 32;
 const SIZE: usize = 1200;
 /// Destinations per received datagram in `io_fanout`.
@@ -121,23 +125,6 @@ fn client_socket() -> UdpSocket {
         .set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
     socket
-}
-
-fn cpu_time(clock: libc::clockid_t) -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into a live local.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// CPU time of every thread of the process but the calling one. io_uring's kernel workers are
-/// threads of the process too, so work the ring hands off to them is counted.
-fn other_threads_cpu() -> Duration {
-    cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID).saturating_sub(cpu_time(libc::CLOCK_THREAD_CPUTIME_ID))
 }
 
 fn echo_round_trips(c: &mut Criterion) {

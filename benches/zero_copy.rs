@@ -26,6 +26,10 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use switchyard_dataplane::io::{self, Backend, Handler, Options, TX_BUFFERS, Tx, Waker};
 use switchyard_dataplane::stats::Counters;
 
+#[path = "cpu.rs"]
+mod cpu;
+use cpu::other_threads_cpu;
+
 const SIZE: usize = 1200;
 const DESTINATIONS: usize = 32;
 /// Datagrams per destination per round (`TRAIN`): the train size (1: no trains).
@@ -140,22 +144,6 @@ impl Sender {
         self.waker.wake();
         self.thread.join().expect("sender").expect("loop")
     }
-}
-
-fn cpu_time(clock: libc::clockid_t) -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into a live local.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// CPU time of every thread of the process but the calling one.
-fn other_threads_cpu() -> Duration {
-    cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID).saturating_sub(cpu_time(libc::CLOCK_THREAD_CPUTIME_ID))
 }
 
 /// This process's main thread in a network namespace of its own with the sink device, or why
