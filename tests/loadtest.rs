@@ -100,7 +100,9 @@ fn assert_layers_taken(r: &Value) {
 /// A channel across two workers: with `MEDIA:SHARDAFTER` at 2, once the channel's worker
 /// carries two transports, new subscribers go to the other worker whenever it carries fewer,
 /// and get the simulcast publication there over a shard link. Every subscriber still gets the
-/// layer it asked for, in one stream with no loss.
+/// layer it asked for, in one stream with no loss. The generator runs two net threads, as it
+/// would to load a server of two cores: their transports and counts come together in one
+/// report.
 #[test]
 fn a_channel_spreads_over_two_workers() {
     netns::enter();
@@ -116,6 +118,8 @@ fn a_channel_spreads_over_two_workers() {
             "--subscribers",
             "6",
             "--simulcast",
+            "--generator-threads",
+            "2",
         ])
         .output()
         .expect("run switchyard loadtest");

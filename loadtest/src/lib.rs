@@ -122,6 +122,11 @@ pub struct TargetArgs {
     /// Core the generator is pinned to [default: the last core, if there are two or more].
     #[arg(long)]
     generator_core: Option<usize>,
+    /// Net threads of the generator: the first on --generator-core, the others on the cores
+    /// below it, one each, with transports dealt out in turn. One generator core loads
+    /// about one server core: load a server of N workers with N threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    generator_threads: u16,
     /// WebSocket /sync signalling, or WHIP/WHEP.
     #[arg(long, value_enum)]
     signalling: Option<Signalling>,

@@ -1,6 +1,7 @@
-//! The generator's net thread: every emulated transport's socket, ICE/DTLS/SRTP client and
-//! media, driven from one pinned thread so the generator's cost per packet stays well below the
-//! server's and is measured.
+//! The generator's net threads: every emulated transport's socket, ICE/DTLS/SRTP client and
+//! media, driven from pinned threads so the generator's cost per packet stays well below the
+//! server's and is measured. One thread by default; several (`--generator-threads`), each on
+//! its own core with its own transports, to load a server of several cores.
 //!
 //! One connected UDP socket per transport (the server tells transports apart by 5-tuple),
 //! all registered with one epoll; a ready socket is drained with `recvmmsg`. Received RTP is
@@ -12,7 +13,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -110,44 +111,67 @@ pub struct NewTransport {
 
 /// The handle the signalling side holds.
 pub struct Net {
+    threads: Vec<NetThread>,
+    /// The thread the next transport goes to (round robin).
+    next: AtomicUsize,
+    stop: Arc<AtomicBool>,
+}
+
+/// One net thread: its queue of new transports and its latest snapshot.
+struct NetThread {
     queue: SyncSender<NewTransport>,
     totals: Arc<Mutex<Totals>>,
-    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Net {
-    /// Starts the net thread, pinned to `core` if given.
-    pub fn spawn(core: Option<usize>) -> io::Result<Net> {
-        let (queue, incoming) = std::sync::mpsc::sync_channel(QUEUE);
-        let totals = Arc::new(Mutex::new(Totals::default()));
+    /// Starts one net thread per entry of `cores`, each pinned to its core if given.
+    pub fn spawn(cores: &[Option<usize>]) -> io::Result<Net> {
         let stop = Arc::new(AtomicBool::new(false));
-        let (t, s) = (totals.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("loadtest-net".into())
-            .spawn(move || {
-                if let Some(id) = core
-                    && !core_affinity::set_for_current(core_affinity::CoreId { id })
-                {
-                    tracing::warn!("could not pin the net thread to core {id}");
-                }
-                match Thread::new(incoming, t, s) {
-                    Ok(mut thread) => thread.run(),
-                    Err(e) => tracing::error!("net thread: {e}"),
-                }
-            })?;
+        let mut threads = Vec::with_capacity(cores.len().max(1));
+        for (index, &core) in cores.iter().enumerate() {
+            let (queue, incoming) = std::sync::mpsc::sync_channel(QUEUE);
+            let totals = Arc::new(Mutex::new(Totals::default()));
+            let (t, s) = (totals.clone(), stop.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("loadtest-net-{index}"))
+                .spawn(move || {
+                    if let Some(id) = core
+                        && !core_affinity::set_for_current(core_affinity::CoreId { id })
+                    {
+                        tracing::warn!("could not pin net thread {index} to core {id}");
+                    }
+                    match Thread::new(incoming, t, s) {
+                        Ok(mut thread) => thread.run(),
+                        Err(e) => tracing::error!("net thread {index}: {e}"),
+                    }
+                })?;
+            threads.push(NetThread {
+                queue,
+                totals,
+                thread: Some(thread),
+            });
+        }
         Ok(Net {
-            queue,
-            totals,
+            threads,
+            next: AtomicUsize::new(0),
             stop,
-            thread: Some(thread),
         })
     }
 
-    /// Hands a transport over; waits while the queue is full.
+    /// How many net threads there are.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Hands a transport over to the next thread in turn; waits while its queue is full.
     pub fn add(&self, mut transport: NewTransport) -> Result<(), NetStopped> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.threads.len().max(1);
+        let Some(thread) = self.threads.get(i) else {
+            return Err(NetStopped);
+        };
         loop {
-            match self.queue.try_send(transport) {
+            match thread.queue.try_send(transport) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Full(t)) => {
                     transport = t;
@@ -158,20 +182,28 @@ impl Net {
         }
     }
 
-    /// The latest once-a-second snapshot.
+    /// The latest once-a-second snapshots of every thread, merged.
     pub fn totals(&self) -> Totals {
-        self.totals
-            .lock()
-            .map(|t| t.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        let mut all = Totals::default();
+        for thread in &self.threads {
+            let t = thread
+                .totals
+                .lock()
+                .map(|t| t.clone())
+                .unwrap_or_else(|p| p.into_inner().clone());
+            all.merge(&t);
+        }
+        all
     }
 }
 
 impl Drop for Net {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        for thread in &mut self.threads {
+            if let Some(t) = thread.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -725,6 +757,7 @@ impl Thread {
         self.totals.send_lag = lag;
         self.totals.at = now.duration_since(self.epoch).as_secs_f64();
         self.totals.net_cpu = thread_cpu();
+        self.totals.net_threads = 1;
         match self.shared.lock() {
             Ok(mut s) => *s = self.totals.clone(),
             Err(p) => *p.into_inner() = self.totals.clone(),

@@ -117,7 +117,11 @@ impl Setup {
             Target::Switchyard { base, .. } => io_backend(base).await,
             Target::Janus { .. } => None,
         };
-        let net = Net::spawn(generator_core).map_err(Error::NetThread)?;
+        // The net threads on the generator's core and the ones below it.
+        let net_cores: Vec<Option<usize>> = (0..usize::from(t.generator_threads))
+            .map(|i| generator_core.and_then(|c| c.checked_sub(i)))
+            .collect();
+        let net = Net::spawn(&net_cores).map_err(Error::NetThread)?;
         let channel = t
             .channel
             .clone()
@@ -279,12 +283,13 @@ fn cpu(a: &Option<CpuSample>, b: &Option<CpuSample>) -> Option<f64> {
 pub struct Window {
     pub interval: Interval,
     pub server_cpu: Option<procfs::CpuUsage>,
+    /// The generator process's CPU, in cores per net thread.
     pub generator_cpu: Option<f64>,
     pub end: Totals,
 }
 
 impl Window {
-    /// The generator could not keep up: its net thread or its core was (nearly) full, or
+    /// The generator could not keep up: its net threads or their cores were (nearly) full, or
     /// media went out late. Such a window measures the generator, not the server.
     pub fn generator_saturated(&self) -> bool {
         self.interval.generator_net_cpu > 0.9
@@ -312,7 +317,9 @@ pub async fn measure(setup: &Setup, progress: &mut Progress, seconds: f64, label
             (Some(x), Some(y)) => Some(procfs::usage(x, y)),
             _ => None,
         },
-        generator_cpu: cpu(&a.generator, &b.generator),
+        // Per net thread, as each has a core of its own.
+        generator_cpu: cpu(&a.generator, &b.generator)
+            .map(|c| c / setup.generator.net.threads().max(1) as f64),
         end: b.totals,
     }
 }

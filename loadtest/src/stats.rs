@@ -50,6 +50,13 @@ impl Histogram {
         None
     }
 
+    /// Adds what `other` recorded.
+    pub fn add(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+    }
+
     /// What was recorded since `earlier`.
     pub fn since(&self, earlier: &Histogram) -> Histogram {
         Histogram {
@@ -94,14 +101,54 @@ pub struct Totals {
     /// Join times: from the start of signalling to the first media packet received
     /// (subscribers) or to DTLS done (publishers), in milliseconds.
     pub join_ms: Vec<f64>,
-    /// CPU seconds the net thread has used.
+    /// CPU seconds the net threads have used, and how many threads that is (each thread's own
+    /// snapshot counts 1; `merge` adds them up).
     pub net_cpu: f64,
+    pub net_threads: u64,
     /// How late the most overdue media packet went out in the last second.
     pub send_lag: Duration,
     /// Simulcast subscribers by the layer they asked for (`traffic::SIMULCAST`'s order).
     pub layers: [LayerCount; traffic::SIMULCAST.len()],
     /// What MCU participants received of the mix.
     pub mix: MixCount,
+}
+
+impl Totals {
+    /// Adds another net thread's snapshot: counts add up, the latest time and the worst send
+    /// lag are kept, and jitter is averaged over the streams' packets received.
+    pub fn merge(&mut self, other: &Totals) {
+        let weight = |received: u64| received as f64;
+        let received = self.received + other.received;
+        if received > 0 {
+            self.jitter = (self.jitter * weight(self.received)
+                + other.jitter * weight(other.received))
+                / weight(received);
+        }
+        self.at = self.at.max(other.at);
+        self.packets_out += other.packets_out;
+        self.bytes_out += other.bytes_out;
+        self.packets_in += other.packets_in;
+        self.bytes_in += other.bytes_in;
+        self.expected += other.expected;
+        self.received = received;
+        self.latency.add(&other.latency);
+        self.auth_failures += other.auth_failures;
+        self.replayed += other.replayed;
+        self.before_keys += other.before_keys;
+        self.connected += other.connected;
+        self.failed += other.failed;
+        self.join_ms.extend_from_slice(&other.join_ms);
+        self.net_cpu += other.net_cpu;
+        self.net_threads += other.net_threads;
+        self.send_lag = self.send_lag.max(other.send_lag);
+        for (a, b) in self.layers.iter_mut().zip(other.layers.iter()) {
+            a.subscribers += b.subscribers;
+            a.video_packets += b.video_packets;
+        }
+        self.mix.participants += other.mix.participants;
+        self.mix.audio_packets += other.mix.audio_packets;
+        self.mix.video_frames += other.mix.video_frames;
+    }
 }
 
 /// MCU participants and the mix they received: audio packets and whole composite frames
@@ -161,7 +208,7 @@ pub struct Interval {
     pub latency_p50_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
     pub latency_samples: u64,
-    /// Share of one core the generator's net thread used.
+    /// Share of one core the generator's net threads used, on average per thread.
     pub generator_net_cpu: f64,
     /// Simulcast subscribers, by the layer they asked for (none without simulcast).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -189,7 +236,7 @@ impl Interval {
             latency_p50_ms: latency.quantile_ms(0.5),
             latency_p99_ms: latency.quantile_ms(0.99),
             latency_samples: latency.count(),
-            generator_net_cpu: (b.net_cpu - a.net_cpu) / seconds,
+            generator_net_cpu: (b.net_cpu - a.net_cpu) / seconds / b.net_threads.max(1) as f64,
             layers: b
                 .layers
                 .iter()
@@ -276,6 +323,42 @@ mod tests {
         assert_eq!(loss(10, 12), 0.0);
         assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
         assert!(i.layers.is_empty());
+    }
+
+    #[test]
+    fn two_net_threads_snapshots_merge_into_one() {
+        let thread = |at, received, jitter, lag_ms, cpu| {
+            let mut latency = Histogram::default();
+            latency.record(Duration::from_millis(received / 100));
+            Totals {
+                at,
+                packets_in: received,
+                expected: received + 10,
+                received,
+                jitter,
+                latency,
+                connected: 1,
+                join_ms: vec![at],
+                net_cpu: cpu,
+                net_threads: 1,
+                send_lag: Duration::from_millis(lag_ms),
+                ..Default::default()
+            }
+        };
+        let mut total = thread(2.0, 300, 0.004, 5, 1.0);
+        total.merge(&thread(2.1, 100, 0.008, 9, 0.6));
+        assert_eq!(total.at, 2.1);
+        assert_eq!(
+            (total.packets_in, total.expected, total.received),
+            (400, 420, 400)
+        );
+        assert!((total.jitter - 0.005).abs() < 1e-12, "{}", total.jitter);
+        assert_eq!(total.latency.count(), 2);
+        assert_eq!((total.connected, total.join_ms.len()), (2, 2));
+        assert_eq!(total.send_lag, Duration::from_millis(9));
+        // The net CPU is per thread: 1.6 s over two threads in 2.1 s.
+        let i = Interval::between(&Totals::default(), &total);
+        assert!((i.generator_net_cpu - 1.6 / 2.1 / 2.0).abs() < 1e-9);
     }
 
     #[test]
