@@ -117,21 +117,33 @@ pub struct Net {
     stop: Arc<AtomicBool>,
 }
 
-/// One net thread: its queue of new transports and its latest snapshot.
+/// One net thread: its queue of new transports and its last two snapshots.
 struct NetThread {
     queue: SyncSender<NewTransport>,
-    totals: Arc<Mutex<Totals>>,
+    totals: Arc<Mutex<Snapshots>>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// A net thread's last two snapshots: while one thread has published the second another has
+/// not yet, the merge takes the one before from the first, so that every count in it is of the
+/// same second.
+#[derive(Default)]
+struct Snapshots {
+    previous: Totals,
+    latest: Totals,
+}
+
 impl Net {
-    /// Starts one net thread per entry of `cores`, each pinned to its core if given.
+    /// Starts one net thread per entry of `cores`, each pinned to its core if given. They
+    /// share one epoch, so that send stamps read on another thread than the sender's keep
+    /// their meaning and every thread snapshots at the same instants.
     pub fn spawn(cores: &[Option<usize>]) -> io::Result<Net> {
         let stop = Arc::new(AtomicBool::new(false));
+        let epoch = Instant::now();
         let mut threads = Vec::with_capacity(cores.len().max(1));
         for (index, &core) in cores.iter().enumerate() {
             let (queue, incoming) = std::sync::mpsc::sync_channel(QUEUE);
-            let totals = Arc::new(Mutex::new(Totals::default()));
+            let totals = Arc::new(Mutex::new(Snapshots::default()));
             let (t, s) = (totals.clone(), stop.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("loadtest-net-{index}"))
@@ -141,7 +153,7 @@ impl Net {
                     {
                         tracing::warn!("could not pin net thread {index} to core {id}");
                     }
-                    match Thread::new(incoming, t, s) {
+                    match Thread::new(incoming, t, s, epoch) {
                         Ok(mut thread) => thread.run(),
                         Err(e) => tracing::error!("net thread {index}: {e}"),
                     }
@@ -182,19 +194,35 @@ impl Net {
         }
     }
 
-    /// The latest once-a-second snapshots of every thread, merged.
+    /// The latest once-a-second snapshot every thread has published, merged.
     pub fn totals(&self) -> Totals {
-        let mut all = Totals::default();
-        for thread in &self.threads {
-            let t = thread
-                .totals
-                .lock()
-                .map(|t| t.clone())
-                .unwrap_or_else(|p| p.into_inner().clone());
-            all.merge(&t);
-        }
-        all
+        let snapshots: Vec<(Totals, Totals)> = self
+            .threads
+            .iter()
+            .map(|thread| {
+                let s = thread.totals.lock().unwrap_or_else(|p| p.into_inner());
+                (s.previous.clone(), s.latest.clone())
+            })
+            .collect();
+        same_second(&snapshots)
     }
+}
+
+/// Merges each thread's (previous, latest) snapshots of the same second: the second every
+/// thread has reached. A thread one snapshot ahead gives its one before; a thread further
+/// ahead (another stalled) its latest, as there is no better.
+fn same_second(snapshots: &[(Totals, Totals)]) -> Totals {
+    let tick = snapshots.iter().map(|(_, l)| l.tick).min().unwrap_or(0);
+    let mut all = Totals::default();
+    for (previous, latest) in snapshots {
+        let t = if latest.tick > tick && previous.tick == tick {
+            previous
+        } else {
+            latest
+        };
+        all.merge(t);
+    }
+    all
 }
 
 impl Drop for Net {
@@ -506,7 +534,7 @@ fn thread_cpu() -> f64 {
 
 struct Thread {
     incoming: Receiver<NewTransport>,
-    shared: Arc<Mutex<Totals>>,
+    shared: Arc<Mutex<Snapshots>>,
     stop: Arc<AtomicBool>,
     epoll: Epoll,
     transports: Vec<Transport>,
@@ -520,8 +548,9 @@ struct Thread {
 impl Thread {
     fn new(
         incoming: Receiver<NewTransport>,
-        shared: Arc<Mutex<Totals>>,
+        shared: Arc<Mutex<Snapshots>>,
         stop: Arc<AtomicBool>,
+        epoch: Instant,
     ) -> io::Result<Thread> {
         Ok(Thread {
             incoming,
@@ -531,7 +560,7 @@ impl Thread {
             transports: Vec::new(),
             publishers: Vec::new(),
             totals: Totals::default(),
-            epoch: Instant::now(),
+            epoch,
             batch: RecvBatch::new(),
             send_buf: vec![0u8; DATAGRAM].into_boxed_slice(),
         })
@@ -540,7 +569,8 @@ impl Thread {
     fn run(&mut self) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut next_tick = Instant::now();
-        let mut next_snapshot = Instant::now() + SNAPSHOT;
+        // On the shared epoch's seconds, as every net thread.
+        let mut next_snapshot = self.epoch + SNAPSHOT;
         while !self.stop.load(Ordering::Relaxed) {
             while let Ok(t) = self.incoming.try_recv() {
                 if let Err(e) = self.add(t) {
@@ -758,10 +788,9 @@ impl Thread {
         self.totals.at = now.duration_since(self.epoch).as_secs_f64();
         self.totals.net_cpu = thread_cpu();
         self.totals.net_threads = 1;
-        match self.shared.lock() {
-            Ok(mut s) => *s = self.totals.clone(),
-            Err(p) => *p.into_inner() = self.totals.clone(),
-        }
+        self.totals.tick += 1;
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.previous = std::mem::replace(&mut shared.latest, self.totals.clone());
     }
 }
 
@@ -881,6 +910,28 @@ impl Transport {
 
 #[cfg(test)]
 mod tests {
+    use super::{Totals, same_second};
+
+    #[test]
+    fn snapshots_of_one_second_are_merged() {
+        let at = |tick: u64, received| Totals {
+            at: tick as f64,
+            tick,
+            received,
+            net_threads: 1,
+            ..Default::default()
+        };
+        // Thread 0 has published second 3, thread 1 only second 2: both give second 2.
+        let merged = same_second(&[(at(2, 20), at(3, 30)), (at(1, 5), at(2, 7))]);
+        assert_eq!(
+            (merged.tick, merged.received, merged.net_threads),
+            (2, 27, 2)
+        );
+        // Both at second 3.
+        let merged = same_second(&[(at(2, 20), at(3, 30)), (at(2, 7), at(3, 9))]);
+        assert_eq!((merged.tick, merged.received), (3, 39));
+    }
+
     /// A GSO train sent to a socket with GRO on arrives as one message and splits back into
     /// its datagrams; a lone datagram is a message of one.
     #[test]

@@ -73,8 +73,10 @@ impl Histogram {
 /// Cumulative counts since the net thread started.
 #[derive(Debug, Clone, Default)]
 pub struct Totals {
-    /// Seconds since the net thread started, when this snapshot was taken.
+    /// Seconds since the net threads started, when this snapshot was taken.
     pub at: f64,
+    /// Which once-a-second snapshot this is (the first is 1), the same on every net thread.
+    pub tick: u64,
     pub packets_out: u64,
     pub bytes_out: u64,
     pub packets_in: u64,
@@ -125,6 +127,7 @@ impl Totals {
                 / weight(received);
         }
         self.at = self.at.max(other.at);
+        self.tick = self.tick.max(other.tick);
         self.packets_out += other.packets_out;
         self.bytes_out += other.bytes_out;
         self.packets_in += other.packets_in;
