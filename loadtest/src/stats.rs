@@ -119,12 +119,11 @@ impl Totals {
     /// Adds another net thread's snapshot: counts add up, the latest time and the worst send
     /// lag are kept, and jitter is averaged over the streams' packets received.
     pub fn merge(&mut self, other: &Totals) {
-        let weight = |received: u64| received as f64;
         let received = self.received + other.received;
         if received > 0 {
-            self.jitter = (self.jitter * weight(self.received)
-                + other.jitter * weight(other.received))
-                / weight(received);
+            self.jitter = (self.jitter * self.received as f64
+                + other.jitter * other.received as f64)
+                / received as f64;
         }
         self.at = self.at.max(other.at);
         self.tick = self.tick.max(other.tick);

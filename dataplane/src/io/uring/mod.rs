@@ -246,9 +246,10 @@ impl UringLoop {
         let best = match (options.gso, options.zero_copy_from) {
             (false, _) => Way::Single,
             (true, None) => Way::Copied,
-            (true, Some(_)) => Way::ZeroCopyFixed,
+            (true, Some(_)) if register_send_buffers(&ring, tx) => Way::ZeroCopyFixed,
+            (true, Some(_)) => Way::ZeroCopy,
         };
-        let mut uring = UringLoop {
+        let uring = UringLoop {
             ring: ManuallyDrop::new(ring),
             bufs,
             sends: SendHeaders::new(tx.capacity()),
@@ -271,21 +272,26 @@ impl UringLoop {
             .ring
             .submitter()
             .register_files(&[socket.as_raw_fd()])?;
-        if best == Way::ZeroCopyFixed {
-            let region = tx.region();
-            // SAFETY: `tx` outlives the ring (the caller of `run` owns it), and its buffers
-            // never move: the kernel may read them until the ring is closed.
-            let registered = unsafe { uring.ring.submitter().register_buffers(&[region]) };
-            if let Err(e) = registered {
-                // Typically RLIMIT_MEMLOCK (systemd's LimitMEMLOCK) below the pool's size.
-                tracing::warn!(
-                    "send buffers ({} MiB) not registered ({e}); zero-copy sends pin their pages each time",
-                    region.iov_len >> 20
-                );
-                uring.trains = TrainBlocks::new(Way::ZeroCopy, options.zero_copy_from.unwrap_or(0));
-            }
-        }
         Ok(uring)
+    }
+}
+
+/// Registers `tx`'s send buffers with `ring` for zero-copy sends: whether the kernel took them.
+/// Where it does not (typically RLIMIT_MEMLOCK, systemd's LimitMEMLOCK, below the pool's
+/// size), zero-copy sends pin their pages each time.
+fn register_send_buffers(ring: &IoUring, tx: &Tx) -> bool {
+    let region = tx.region();
+    // SAFETY: `tx` outlives the ring (the caller of `run` owns it), and its buffers never
+    // move: the kernel may read them until the ring is closed.
+    match unsafe { ring.submitter().register_buffers(&[region]) } {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                "send buffers ({} MiB) not registered ({e}); zero-copy sends pin their pages each time",
+                region.iov_len >> 20
+            );
+            false
+        }
     }
 }
 
