@@ -27,10 +27,12 @@ step() { printf '\n==> [%3ds] %s\n' $((SECONDS - started)) "$*" >&2; }
 OUT=${BENCH_OUT:-$ROOT/target/bench}
 rm -rf "$OUT" && mkdir -p "$OUT"
 if [[ -n ${BENCH_QUICK:-} ]]; then
-  CAPACITY=(--step 50 --max 400 --step-seconds 2)
+  CAPACITY=(--step-seconds 2)
+  MAX_SUBSCRIBERS=400
   SCENARIO_SECONDS=3
 else
-  CAPACITY=(--step 50 --max 3000 --step-seconds 3)
+  CAPACITY=(--step-seconds 3)
+  MAX_SUBSCRIBERS=3000
   SCENARIO_SECONDS=10
 fi
 
@@ -53,14 +55,15 @@ elif [[ -z ${SKIP_JANUS:-} ]]; then
 fi
 
 step "load tests in a private network namespace"
-export BIN OUT JANUS SCENARIO_SECONDS ROOT
+export BIN OUT JANUS SCENARIO_SECONDS ROOT MAX_SUBSCRIBERS
 export CAPACITY_ARGS="${CAPACITY[*]}"
 unshare -n bash -euo pipefail <<'NS'
 ip link set lo up
-cap() { # name, extra args...
+cap() { # name, extra args...; STEP and MAX override the ramp's step and ceiling
   local name=$1; shift
   echo "--- capacity: $name" >&2
-  "$BIN" loadtest capacity --json $CAPACITY_ARGS "$@" >"$OUT/capacity-$name.json" 2>"$OUT/capacity-$name.log" || true
+  "$BIN" loadtest capacity --json $CAPACITY_ARGS --step "${STEP:-50}" \
+    --max "${MAX:-$MAX_SUBSCRIBERS}" "$@" >"$OUT/capacity-$name.json" 2>"$OUT/capacity-$name.log" || true
   tail -n 25 "$OUT/capacity-$name.log" >&2
 }
 scenario() { # name, args...
@@ -92,7 +95,7 @@ for name, c in (("plain 720p", plain), ("simulcast, mixed layers", sim)):
     print(f"{name}: {c.get('subscribers_per_core')} subscribers/core, "
           f"{c.get('forwarded_pps_per_core', 0):.0f} forwarded pps/core, "
           f"{'-' if us is None else f'{us:.2f}'} us/packet; stopped: {c.get('stopped_because')}")
-held = [s for s in sim.get("steps", []) if s["subscribers"] == sim.get("subscribers_per_core")]
+held = [s for s in sim.get("steps", []) if s["subscribers"] == sim.get("subscribers")]
 for step in held:
     for l in step.get("layers", []):
         print(f"  at {step['subscribers']}: layer {l['rid']}: {l['video_pps_per_subscriber']:.1f} video pps each (sends {l['layer_pps']:.1f})")
@@ -102,11 +105,25 @@ cap uring --io-backend uring
 # in-process), against one worker above; the generator shares the last core.
 cap workers --server-workers "$(nproc)"
 # Issue 17's scaling goal (7x at 8 workers), on 16 cores or more: the channel on 1, 2, 4 and 8
-# workers (cores 0-7), loaded by as many generator net threads (the last cores, one each).
+# workers (cores 0-7), loaded by as many generator net threads (the last cores, one each). Step
+# and ceiling grow with the workers: one worker alone can reach the common ceiling, and 8 at one
+# worker's step would take over ten minutes to ramp.
 if (( $(nproc) >= 16 )); then
   for w in 1 2 4 8; do
-    cap "scale-$w" --server-workers "$w" --generator-threads "$w"
+    STEP=$((50 * w)) MAX=$((MAX_SUBSCRIBERS * w)) cap "scale-$w" --server-workers "$w" --generator-threads "$w"
   done
+  python3 - "$OUT" >&2 <<'PY' || true
+import json, sys
+def last(w):
+    lines = [l for l in open(f"{sys.argv[1]}/capacity-scale-{w}.json") if l.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+one = last(1).get("subscribers") or 0
+for w in (1, 2, 4, 8):
+    c = last(w)
+    held = c.get("subscribers") or 0
+    ratio = f"{held / one:.2f}x" if one else "-"
+    print(f"scale {w} worker(s): {held} subscribers, {ratio} of one worker; stopped: {c.get('stopped_because')}")
+PY
 fi
 # Issue 14: MCU connections per core (rooms of 4, VP8 640x360 + Opus, the default canvas; then a
 # 1280x720 canvas in rooms of 4 and 8), and

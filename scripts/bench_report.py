@@ -90,6 +90,8 @@ def f2(v, unit=""):
 def main():
     out, md_path, json_path = sys.argv[1:4]
     caps = {n: last_json(os.path.join(out, f"capacity-{n}.json")) for n in ("uring", "mmsg")}
+    scale = {w: last_json(os.path.join(out, f"capacity-scale-{w}.json")) for w in (1, 2, 4, 8)}
+    scale = {w: c for w, c in scale.items() if c}
     runs = {n: last_json(os.path.join(out, f"run-{n}.json")) for n in ("livestream", "meeting", "audio-room")}
     crit = criterion()
     m = machine()
@@ -136,6 +138,23 @@ def main():
             lines.append(f"| {s['subscribers']} | {s['forwarded_pps']:.0f} | {s['loss'] * 100:.2f}% | "
                          f"{f2(s.get('p99_latency_ms'), ' ms')} | {f2(s.get('server_cpu_cores'))} | "
                          f"{f2(s.get('cpu_us_per_forwarded_packet'))} | {s['generator_net_cpu']:.2f} |")
+        lines.append("")
+
+    if scale:
+        lines.append("### One channel over 1 to 8 workers (`capacity --server-workers W --generator-threads W`)")
+        lines.append("")
+        lines.append("The same ramp, 50 × W subscribers per step; the server's W workers on cores 0 to W-1, "
+                     "the generator's W net threads on the last W cores.")
+        lines.append("")
+        lines.append("| workers | subscribers | × one worker | per core | µs CPU per forwarded packet | p99 latency | stopped because |")
+        lines.append("|---|---|---|---|---|---|---|")
+        one = (scale.get(1) or {}).get("subscribers") or 0
+        for w, c in scale.items():
+            held = c.get("subscribers") or 0
+            lines.append(
+                f"| {w} | {held} | {f2(held / one if one else None, 'x')} | {c.get('subscribers_per_core')} | "
+                f"{f2(c.get('cpu_us_per_forwarded_packet'))} | {f2(c.get('p99_latency_ms'), ' ms')} | "
+                f"{c['stopped_because']} |")
         lines.append("")
 
     lines.append("### Scenarios (`switchyard loadtest run`)")
@@ -185,7 +204,7 @@ def main():
     with open(md_path, "w") as f:
         f.write(md)
     with open(json_path, "w") as f:
-        json.dump({"machine": m, "capacity": caps, "scenarios": runs, "criterion": crit}, f, indent=1)
+        json.dump({"machine": m, "capacity": caps, "scaling": scale, "scenarios": runs, "criterion": crit}, f, indent=1)
         f.write("\n")
 
 

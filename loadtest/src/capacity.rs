@@ -41,10 +41,14 @@ pub struct Capacity {
     pub signalling: &'static str,
     /// The publisher sent three simulcast layers and subscribers took mixed ones.
     pub simulcast: bool,
-    /// Sustained 720p + audio subscriber connections on the one server core (with simulcast:
-    /// a third each at 180, 360 and 720 lines).
+    /// The server's media workers, one per core.
+    pub server_workers: usize,
+    /// Sustained 720p + audio subscriber connections (with simulcast: a third each at 180,
+    /// 360 and 720 lines): the last step that held.
+    pub subscribers: usize,
+    /// `subscribers` over the server's workers.
     pub subscribers_per_core: usize,
-    /// Packets/s the server forwarded at that step.
+    /// Packets/s the server forwarded at that step, over its workers.
     pub forwarded_pps_per_core: f64,
     pub cpu_us_per_forwarded_packet: Option<f64>,
     pub loss: f64,
@@ -79,7 +83,7 @@ fn ratios(switchyard: &Capacity, janus: &Capacity) -> Ratios {
     let held = |c: &Capacity, n: usize| {
         c.steps
             .iter()
-            .take_while(|s| s.subscribers <= c.subscribers_per_core)
+            .take_while(|s| s.subscribers <= c.subscribers)
             .find(|s| s.subscribers == n)
             .and_then(|s| s.cpu_us_per_forwarded_packet)
     };
@@ -145,7 +149,7 @@ pub async fn capacity(a: CapacityArgs) -> Result<bool, Error> {
     if a.target.json {
         report::print_json(&result);
     }
-    Ok(result.subscribers_per_core > 0)
+    Ok(result.subscribers > 0)
 }
 
 /// Ramps subscribers on `setup`'s server until a step fails.
@@ -235,13 +239,17 @@ async fn ramp(a: &CapacityArgs, setup: &Setup) -> Result<Capacity, Error> {
     };
     g.stop();
     let best = sustained.clone();
+    let workers = setup.server_workers.max(1);
+    let subscribers = best.as_ref().map_or(0, |s| s.subscribers);
     let result = Capacity {
         sfu: setup.sfu().into(),
         io_backend: setup.io_backend.clone(),
         signalling: setup.signalling_name(),
         simulcast,
-        subscribers_per_core: best.as_ref().map_or(0, |s| s.subscribers),
-        forwarded_pps_per_core: best.as_ref().map_or(0.0, |s| s.forwarded_pps),
+        server_workers: workers,
+        subscribers,
+        subscribers_per_core: subscribers / workers,
+        forwarded_pps_per_core: best.as_ref().map_or(0.0, |s| s.forwarded_pps) / workers as f64,
         cpu_us_per_forwarded_packet: best.as_ref().and_then(|s| s.cpu_us_per_forwarded_packet),
         loss: best.as_ref().map_or(0.0, |s| s.loss),
         p99_latency_ms: best.as_ref().and_then(|s| s.p99_latency_ms),
@@ -273,11 +281,19 @@ fn step(subscribers: usize, joined: bool, w: &Window) -> Step {
 
 fn print(c: &Capacity) {
     let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    let spread = if c.server_workers > 1 {
+        format!(
+            "on {} workers ({} per core)",
+            c.server_workers, c.subscribers_per_core
+        )
+    } else {
+        "per core".into()
+    };
     eprintln!(
-        "\n{} ({} backend): {} {} subscriber connections per core, {:.0} forwarded packets/s per core, {} µs CPU per forwarded packet, loss {:.3}%, p99 {} ms",
+        "\n{} ({} backend): {} {} subscriber connections {spread}, {:.0} forwarded packets/s per core, {} µs CPU per forwarded packet, loss {:.3}%, p99 {} ms",
         c.sfu,
         c.io_backend.as_deref().unwrap_or("?"),
-        c.subscribers_per_core,
+        c.subscribers,
         if c.simulcast {
             "simulcast (180p, 360p, 720p in turn)"
         } else {
@@ -289,11 +305,7 @@ fn print(c: &Capacity) {
         f(c.p99_latency_ms),
     );
     eprintln!("  stopped: {}", c.stopped_because);
-    if let Some(s) = c
-        .steps
-        .iter()
-        .rfind(|s| s.subscribers == c.subscribers_per_core)
-    {
+    if let Some(s) = c.steps.iter().rfind(|s| s.subscribers == c.subscribers) {
         for l in &s.layers {
             eprintln!(
                 "  layer {} (maxHeight {}): {} subscribers received {:.1} video packets/s each (the layer sends {:.1})",
@@ -335,6 +347,8 @@ mod tests {
             io_backend: None,
             signalling: "whip",
             simulcast: false,
+            server_workers: 1,
+            subscribers: sustained,
             subscribers_per_core: sustained,
             forwarded_pps_per_core: 0.0,
             cpu_us_per_forwarded_packet: None,

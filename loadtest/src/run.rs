@@ -50,6 +50,8 @@ pub struct Setup {
     _janus: Option<(janus::Session, janus::Handle)>,
     pub server_pid: Option<u32>,
     pub io_backend: Option<String>,
+    /// The server's media workers, as its metrics say (1 for Janus, or when they do not).
+    pub server_workers: usize,
     pub signalling: Signalling,
 }
 
@@ -113,9 +115,12 @@ impl Setup {
         if let Some(id) = generator_core {
             core_affinity::set_for_current(core_affinity::CoreId { id });
         }
-        let io_backend = match &target {
-            Target::Switchyard { base, .. } => io_backend(base).await,
-            Target::Janus { .. } => None,
+        let (io_backend, server_workers) = match &target {
+            Target::Switchyard { base, .. } => match media_info(base).await {
+                Some((backend, workers)) => (Some(backend), workers),
+                None => (None, 1),
+            },
+            Target::Janus { .. } => (None, 1),
         };
         // The net threads on the generator's core and the ones below it.
         let net_cores: Vec<Option<usize>> = (0..usize::from(t.generator_threads))
@@ -133,6 +138,7 @@ impl Setup {
             _janus: janus_control,
             server_pid,
             io_backend,
+            server_workers,
             signalling,
         })
     }
@@ -198,19 +204,29 @@ async fn switchyard(t: &TargetArgs) -> Result<(String, Tokens, Option<Launched>)
     ))
 }
 
-/// The server's I/O backend, from its metrics.
-async fn io_backend(base: &str) -> Option<String> {
+/// The server's I/O backend and media workers, from its metrics.
+async fn media_info(base: &str) -> Option<(String, usize)> {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .ok()?
         .text()
         .await
         .ok()?;
-    let line = text
+    parse_media_info(&text)
+}
+
+/// `switchyard_media_info`'s labels: the backend, and the workers (1 where a build does not
+/// say).
+fn parse_media_info(metrics: &str) -> Option<(String, usize)> {
+    let line = metrics
         .lines()
         .find(|l| l.starts_with("switchyard_media_info"))?;
-    let rest = line.split("io_backend=\"").nth(1)?;
-    Some(rest.split('"').next()?.to_string())
+    let label = |name: &str| {
+        let rest = line.split(&format!("{name}=\"")).nth(1)?;
+        Some(rest.split('"').next()?.to_string())
+    };
+    let workers = label("workers").and_then(|w| w.parse().ok()).unwrap_or(1);
+    Some((label("io_backend")?, workers))
 }
 
 /// One moment: the generator's totals and both processes' CPU.
@@ -474,4 +490,19 @@ pub async fn run(a: RunArgs) -> Result<bool, Error> {
     };
     report::print_run(&report, a.target.json);
     Ok(report.valid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_media_info;
+
+    #[test]
+    fn media_info_gives_the_backend_and_the_workers() {
+        let metrics = "# HELP switchyard_media_info x\n# TYPE switchyard_media_info gauge\n\
+                       switchyard_media_info{io_backend=\"uring\",workers=\"8\"} 1\n";
+        assert_eq!(parse_media_info(metrics), Some(("uring".into(), 8)));
+        let older = "switchyard_media_info{io_backend=\"mmsg\"} 1\n";
+        assert_eq!(parse_media_info(older), Some(("mmsg".into(), 1)));
+        assert_eq!(parse_media_info("switchyard_up 1\n"), None);
+    }
 }
