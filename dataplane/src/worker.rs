@@ -362,6 +362,12 @@ impl MediaServer {
             Some(b) => b,
             None => Backend::DEFAULT,
         };
+        if backend != Backend::Uring && (config.io.zero_copy_from.is_some() || config.io.sqpoll) {
+            tracing::warn!(
+                backend = backend.as_str(),
+                "zero-copy sends and SQPOLL are io_uring's: ignored on this backend (--io-backend uring)"
+            );
+        }
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut workers = Vec::with_capacity(config.workers);

@@ -786,8 +786,7 @@ impl Thread {
         };
         self.totals.send_lag = lag;
         self.totals.at = now.duration_since(self.epoch).as_secs_f64();
-        self.totals.net_cpu = thread_cpu();
-        self.totals.net_threads = 1;
+        self.totals.net_cpu = vec![thread_cpu()];
         self.totals.tick += 1;
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         shared.previous = std::mem::replace(&mut shared.latest, self.totals.clone());
@@ -918,13 +917,13 @@ mod tests {
             at: tick as f64,
             tick,
             received,
-            net_threads: 1,
+            net_cpu: vec![0.0],
             ..Default::default()
         };
         // Thread 0 has published second 3, thread 1 only second 2: both give second 2.
         let merged = same_second(&[(at(2, 20), at(3, 30)), (at(1, 5), at(2, 7))]);
         assert_eq!(
-            (merged.tick, merged.received, merged.net_threads),
+            (merged.tick, merged.received, merged.net_cpu.len()),
             (2, 27, 2)
         );
         // Both at second 3.

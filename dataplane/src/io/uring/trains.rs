@@ -133,12 +133,11 @@ impl TrainBlocks {
         );
         block.slots[..len].copy_from_slice(&tx.queued_slots()[at..at + len]);
         block.count = len;
-        let bytes: usize = block.iovs[..len].iter().map(|v| v.iov_len).sum();
-        block.way = if bytes >= self.zero_copy_from && len <= self.zero_copy_segments {
-            self.best
-        } else {
-            Way::Copied
-        };
+        // The train's bytes are summed only where zero-copy is on.
+        let zero_copy = self.best >= Way::ZeroCopy
+            && len <= self.zero_copy_segments
+            && block.iovs[..len].iter().map(|v| v.iov_len).sum::<usize>() >= self.zero_copy_from;
+        block.way = if zero_copy { self.best } else { Way::Copied };
         let entry = match block.way {
             Way::ZeroCopyFixed => opcode::SendMsgZc::new(socket, &block.hdr)
                 .ioprio(ZC_FIXED_BUF | ZC_REPORT_USAGE)
